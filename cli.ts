@@ -1,0 +1,53 @@
+/**
+ * The webdit command line: `deno task <command> …` (see the README).
+ *
+ * Every command prints human text to stderr; with --json the last line of stdout is
+ * one JSON object with the results.
+ *
+ * @module
+ */
+import { UsageError } from "./runtime/cli/common.ts";
+import { WebditError } from "./runtime/errors.ts";
+
+type Command = (args: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, { help: string; load: () => Promise<Command> }> = {
+  doctor: {
+    help: "print the adapter, features and limits; self-check the kernels",
+    load: async () => (await import("./runtime/cli/doctor.ts")).doctor,
+  },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([k, v]) => `  ${k.padEnd(10)} ${v.help}`);
+  return `webdit — diffusion transformers on WebGPU\n\nusage: deno task <command> [options]   (--help on any command)\n\n${lines.join("\n")}`;
+}
+
+/** Runs the command line and returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (!name || name === "help" || name === "--help" || name === "-h") {
+    console.error(usage());
+    return name ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    console.error(`Unknown command "${name}".\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await (await cmd.load())(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message} (see deno task ${name} --help)`);
+      return 2;
+    }
+    if (e instanceof WebditError || e instanceof TypeError || e instanceof RangeError) {
+      console.error(`error: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

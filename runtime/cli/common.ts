@@ -1,0 +1,103 @@
+/**
+ * Shared pieces of the command line: argument parsing with clear errors, the JSON
+ * last line, and a progress bar on stderr.
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+
+/** A command-line mistake: printed with the usage, exit code 2. */
+export class UsageError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Parses `args` strictly; unknown options and missing values become UsageErrors. */
+export function parseCli<T extends ParseArgsOptionsConfig>(
+  args: string[],
+  options: T,
+  allowPositionals = false,
+): { values: { [K in keyof T]?: T[K]["type"] extends "boolean" ? boolean : string }; positionals: string[] } {
+  try {
+    const r = parseArgs({ args, options, strict: true, allowPositionals });
+    return r as unknown as ReturnType<typeof parseCli<T>>;
+  } catch (e) {
+    throw new UsageError((e as Error).message.split("\n")[0]);
+  }
+}
+
+/** Parses a number option, checking it is finite and within [min, max] (and an integer). */
+export function numberOption(
+  name: string,
+  raw: string | undefined,
+  def: number,
+  { min = -Infinity, max = Infinity, integer = false } = {},
+): number {
+  if (raw === undefined) return def;
+  const v = Number(raw);
+  if (raw.trim() === "" || !Number.isFinite(v) || (integer && !Number.isInteger(v))) {
+    throw new UsageError(`--${name} must be ${integer ? "an integer" : "a number"}, got "${raw}"`);
+  }
+  if (v < min || v > max) throw new UsageError(`--${name} must be in [${min}, ${max}], got ${v}`);
+  return v;
+}
+
+/** Checks that an option's value is one of `choices`. */
+export function choiceOption<C extends string>(
+  name: string,
+  raw: string | undefined,
+  choices: readonly C[],
+  def: C,
+): C {
+  if (raw === undefined) return def;
+  if (!choices.includes(raw as C)) {
+    throw new UsageError(`--${name} must be one of ${choices.join(", ")}, got "${raw}"`);
+  }
+  return raw as C;
+}
+
+/** Prints one JSON object as the last line of stdout. */
+export function emitJson(obj: unknown): void {
+  console.log(JSON.stringify(obj));
+}
+
+/** Writes human text to stderr (stdout is kept for the JSON line). */
+export function info(msg: string): void {
+  console.error(msg);
+}
+
+/** A progress bar on stderr: step, it/s and ETA. Redraws in place on a TTY. */
+export class ProgressBar {
+  #label: string;
+  #total: number;
+  #start = performance.now();
+  #tty = Deno.stderr.isTerminal();
+  #enc = new TextEncoder();
+
+  /** Starts a bar of `total` steps. */
+  constructor(label: string, total: number) {
+    this.#label = label;
+    this.#total = total;
+  }
+
+  /** Shows that `done` steps are complete. */
+  update(done: number): void {
+    const s = (performance.now() - this.#start) / 1000;
+    const rate = done / Math.max(s, 1e-9);
+    const eta = rate > 0 ? (this.#total - done) / rate : 0;
+    const width = 24;
+    const fill = Math.round((done / Math.max(1, this.#total)) * width);
+    const line = `${this.#label} [${"#".repeat(fill)}${".".repeat(width - fill)}] ` +
+      `${done}/${this.#total} ${rate.toFixed(2)} it/s ETA ${eta.toFixed(1)}s`;
+    if (this.#tty) Deno.stderr.writeSync(this.#enc.encode(`\r${line}`));
+    else if (done === this.#total || done === 1 || done % 10 === 0) console.error(line);
+  }
+
+  /** Ends the bar (newline on a TTY). */
+  done(): void {
+    if (this.#tty) Deno.stderr.writeSync(this.#enc.encode("\n"));
+  }
+}

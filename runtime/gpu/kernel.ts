@@ -1,0 +1,306 @@
+/**
+ * Typed kernel specs, the pipeline cache, and the recorder that turns a sequence of
+ * kernel launches into one command buffer with one submit.
+ *
+ * @module
+ */
+import { GpuExecutionError, ShaderCompileError } from "../errors.ts";
+import type { Runtime } from "./device.ts";
+import type { Tensor } from "./tensor.ts";
+
+/** How a kernel binds a buffer: a params uniform, read-only storage or read-write storage. */
+export type BindingKind = "uniform" | "read" | "read_write";
+
+/** The scalar type of one field of a kernel's params uniform. */
+export type UniformField = "u32" | "i32" | "f32";
+
+/** A kernel's params uniform: the struct layout and the values for a launch. */
+export interface UniformSpec<P> {
+  /** Field types in struct order (every field is 4 bytes). */
+  readonly fields: readonly UniformField[];
+  /** The field values for a launch with params `p`. */
+  values(p: P): readonly number[];
+}
+
+/**
+ * A compute kernel: WGSL source, bindings at @group(0) in order, and functions of the
+ * launch params giving the override constants, the uniform values and the grid.
+ */
+export interface KernelSpec<P> {
+  /** A stable name, used in errors and in the pipeline cache key. */
+  readonly name: string;
+  /** The composed WGSL source (see compose.ts). */
+  readonly source: string;
+  /** The entry point; default "main". */
+  readonly entryPoint?: string;
+  /** Binding kinds at @binding(0), (1), … of @group(0). */
+  readonly bindings: readonly BindingKind[];
+  /** Lines of prelude before the kernel's own file, so errors point into that file. */
+  readonly preludeLines?: number;
+  /** Override constants (pipeline-specialising; each distinct set compiles once). */
+  constants?(p: P): Record<string, number>;
+  /** The params uniform, bound wherever `bindings` says "uniform". */
+  readonly uniform?: UniformSpec<P>;
+  /** Workgroup counts [x, y, z]. */
+  dispatch(p: P): readonly [number, number?, number?];
+}
+
+/** Splits `groups` workgroups over x and y so neither exceeds the 65535 limit. */
+export function grid1d(groups: number, maxPerDim = 65535): [number, number] {
+  if (groups <= maxPerDim) return [Math.max(1, groups), 1];
+  const y = Math.ceil(groups / maxPerDim);
+  return [Math.ceil(groups / y), y];
+}
+
+/** Stable short hash (FNV-1a) of a string. */
+export function hashString(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16).padStart(8, "0");
+}
+
+interface CachedPipeline {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+  /** Resolves to a compile error, or undefined; cleared once checked. */
+  check: Promise<ShaderCompileError | undefined> | undefined;
+}
+
+const sourceHashes = new WeakMap<object, string>();
+
+/** Compiled pipelines keyed by kernel name, source hash, entry point and constants. */
+export class PipelineCache {
+  #rt: Runtime;
+  #pipelines = new Map<string, CachedPipeline>();
+  #layouts = new Map<string, GPUBindGroupLayout>();
+
+  /** Creates an empty cache for `rt`. */
+  constructor(rt: Runtime) {
+    this.#rt = rt;
+  }
+
+  /** Number of compiled pipelines. */
+  get size(): number {
+    return this.#pipelines.size;
+  }
+
+  #layout(bindings: readonly BindingKind[]): GPUBindGroupLayout {
+    const key = bindings.join(",");
+    let layout = this.#layouts.get(key);
+    if (!layout) {
+      layout = this.#rt.device.createBindGroupLayout({
+        label: key,
+        entries: bindings.map((kind, binding) => ({
+          binding,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: {
+            type: kind === "uniform"
+              ? "uniform"
+              : kind === "read"
+              ? "read-only-storage"
+              : "storage",
+          },
+        })),
+      });
+      this.#layouts.set(key, layout);
+    }
+    return layout;
+  }
+
+  /**
+   * Returns the pipeline for `spec` with `constants`, creating it on a miss. Compile
+   * errors surface asynchronously through `check` (awaited by {@linkcode Recorder.submit}
+   * and by {@linkcode PipelineCache.compile}).
+   */
+  get<P>(spec: KernelSpec<P>, constants: Record<string, number>): CachedPipeline {
+    let h = sourceHashes.get(spec);
+    if (!h) sourceHashes.set(spec, h = hashString(spec.source));
+    const entry = spec.entryPoint ?? "main";
+    const ckeys = Object.keys(constants).sort().map((k) => `${k}=${constants[k]}`).join(",");
+    const key = `${spec.name}#${h}:${entry}|${ckeys}`;
+    let cached = this.#pipelines.get(key);
+    if (cached) return cached;
+    const device = this.#rt.device;
+    const layout = this.#layout(spec.bindings);
+    device.pushErrorScope("validation");
+    const module = device.createShaderModule({ code: spec.source, label: spec.name });
+    const pipeline = device.createComputePipeline({
+      label: spec.name,
+      layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: entry, constants },
+    });
+    const scope = device.popErrorScope();
+    const check = scope.then(async (err) => {
+      if (!err) return undefined;
+      let line = 0;
+      let message = err.message;
+      try {
+        const info = await module.getCompilationInfo();
+        const first = info.messages.find((m) => m.type === "error");
+        if (first) {
+          line = Math.max(0, first.lineNum - (spec.preludeLines ?? 0));
+          message = first.message.trim().split("\n")[0];
+        }
+      } catch { /* keep the scope's message */ }
+      this.#pipelines.delete(key);
+      return new ShaderCompileError(spec.name, line, message.trim());
+    });
+    cached = { pipeline, layout, check };
+    this.#pipelines.set(key, cached);
+    return cached;
+  }
+
+  /** Compiles `spec` for `params` now, throwing ShaderCompileError on failure. */
+  async compile<P>(spec: KernelSpec<P>, params: P): Promise<void> {
+    const c = this.get(spec, spec.constants?.(params) ?? {});
+    const err = await c.check;
+    c.check = undefined;
+    if (err) throw err;
+  }
+}
+
+/** Anything a kernel can bind: a tensor or a raw buffer. */
+export type Bindable = Tensor | GPUBuffer;
+
+const UNIFORM_SLOT = 256;
+const UNIFORM_CHUNK = 256 * UNIFORM_SLOT;
+
+/**
+ * Records kernel launches into one command encoder and submits them at once. Uniform
+ * params of all launches share chunked buffers, written just before the submit.
+ */
+export class Recorder {
+  #rt: Runtime;
+  #encoder: GPUCommandEncoder;
+  #pass: GPUComputePassEncoder | undefined;
+  #chunks: { buffer: GPUBuffer; data: ArrayBuffer }[] = [];
+  #slot = UNIFORM_CHUNK / UNIFORM_SLOT;
+  #checks: CachedPipeline[] = [];
+  #count = 0;
+  #submitted = false;
+
+  /** Starts a recording on `rt`. */
+  constructor(rt: Runtime, label = "webdit") {
+    rt.assertAlive();
+    this.#rt = rt;
+    this.#encoder = rt.device.createCommandEncoder({ label });
+  }
+
+  /** The runtime this recorder records for. */
+  get runtime(): Runtime {
+    return this.#rt;
+  }
+
+  /** Number of kernel launches recorded. */
+  get dispatches(): number {
+    return this.#count;
+  }
+
+  #uniformSlot(values: readonly number[], fields: readonly UniformField[]): GPUBufferBinding {
+    if (this.#slot >= UNIFORM_CHUNK / UNIFORM_SLOT) {
+      const buffer = this.#rt.device.createBuffer({
+        size: UNIFORM_CHUNK,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        label: "uniforms",
+      });
+      this.#chunks.push({ buffer, data: new ArrayBuffer(UNIFORM_CHUNK) });
+      this.#slot = 0;
+    }
+    const chunk = this.#chunks[this.#chunks.length - 1];
+    const offset = this.#slot++ * UNIFORM_SLOT;
+    const view = new DataView(chunk.data, offset, UNIFORM_SLOT);
+    if (values.length !== fields.length) {
+      throw new RangeError(`Uniform has ${fields.length} fields, got ${values.length} values`);
+    }
+    fields.forEach((f, i) => {
+      if (f === "f32") view.setFloat32(i * 4, values[i], true);
+      else if (f === "i32") view.setInt32(i * 4, values[i], true);
+      else view.setUint32(i * 4, values[i], true);
+    });
+    return { buffer: chunk.buffer, offset, size: Math.max(16, Math.ceil(fields.length / 4) * 16) };
+  }
+
+  /** Records one launch of `spec` with `params`, binding `buffers` to the non-uniform slots. */
+  dispatch<P>(spec: KernelSpec<P>, params: P, buffers: readonly Bindable[]): void {
+    if (this.#submitted) throw new Error("This recorder was already submitted");
+    const storageSlots = spec.bindings.filter((b) => b !== "uniform").length;
+    if (buffers.length !== storageSlots) {
+      throw new RangeError(
+        `Kernel "${spec.name}" binds ${storageSlots} buffers, got ${buffers.length}`,
+      );
+    }
+    const cached = this.#rt.pipelines.get(spec, spec.constants?.(params) ?? {});
+    if (cached.check) this.#checks.push(cached);
+    let next = 0;
+    const entries: GPUBindGroupEntry[] = spec.bindings.map((kind, binding) => {
+      if (kind === "uniform") {
+        if (!spec.uniform) {
+          throw new Error(`Kernel "${spec.name}" has a uniform binding but no uniform spec`);
+        }
+        return {
+          binding,
+          resource: this.#uniformSlot(spec.uniform.values(params), spec.uniform.fields),
+        };
+      }
+      const b = buffers[next++];
+      return { binding, resource: { buffer: b instanceof GPUBuffer ? b : b.buffer } };
+    });
+    const group = this.#rt.device.createBindGroup({ layout: cached.layout, entries });
+    this.#pass ??= this.#encoder.beginComputePass();
+    this.#pass.setPipeline(cached.pipeline);
+    this.#pass.setBindGroup(0, group);
+    const [x, y = 1, z = 1] = spec.dispatch(params);
+    this.#pass.dispatchWorkgroups(x, y, z);
+    this.#count++;
+  }
+
+  /** Records a buffer-to-buffer copy of `bytes` bytes (a multiple of 4). */
+  copy(src: Bindable, dst: Bindable, bytes: number, srcOffset = 0, dstOffset = 0): void {
+    this.#pass?.end();
+    this.#pass = undefined;
+    const s = src instanceof GPUBuffer ? src : src.buffer;
+    const d = dst instanceof GPUBuffer ? dst : dst.buffer;
+    this.#encoder.copyBufferToBuffer(s, srcOffset, d, dstOffset, Math.ceil(bytes / 4) * 4);
+  }
+
+  /**
+   * Checks new pipelines for compile errors, writes the uniforms and submits.
+   * @throws {ShaderCompileError} if a kernel did not compile (nothing is submitted).
+   * @throws {GpuExecutionError} on a validation or out-of-memory error of the submit.
+   */
+  async submit(): Promise<void> {
+    if (this.#submitted) throw new Error("This recorder was already submitted");
+    this.#submitted = true;
+    this.#pass?.end();
+    for (const c of this.#checks) {
+      const err = await c.check;
+      c.check = undefined;
+      if (err) {
+        for (const ch of this.#chunks) ch.buffer.destroy();
+        throw err;
+      }
+    }
+    this.#rt.assertAlive();
+    const device = this.#rt.device;
+    device.pushErrorScope("out-of-memory");
+    device.pushErrorScope("validation");
+    for (const c of this.#chunks) device.queue.writeBuffer(c.buffer, 0, c.data);
+    device.queue.submit([this.#encoder.finish()]);
+    const validation = await device.popErrorScope();
+    const oom = await device.popErrorScope();
+    for (const c of this.#chunks) c.buffer.destroy();
+    const err = validation ?? oom;
+    if (err) throw new GpuExecutionError(`GPU error while running kernels: ${err.message.trim()}`);
+  }
+}
+
+/** Waits until the GPU has finished all submitted work. */
+export async function finish(rt: Runtime): Promise<void> {
+  await Promise.race([
+    rt.device.queue.onSubmittedWorkDone(),
+    rt.lost.then((e) => Promise.reject(e)),
+  ]);
+}

@@ -1,0 +1,284 @@
+/**
+ * GPU tensors: storage buffers with a shape and dtype, a size-bucketed pool, and
+ * upload / read-back.
+ *
+ * @module
+ */
+import { UnsupportedFeatureError } from "../errors.ts";
+import type { Runtime } from "./device.ts";
+
+/** Element types of GPU tensors. `i8` packs four per u32 word. */
+export type DType = "f32" | "f16" | "i32" | "u32" | "i8";
+
+/** Bytes per element of each dtype. */
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
+  f32: 4,
+  f16: 2,
+  i32: 4,
+  u32: 4,
+  i8: 1,
+};
+
+/** Usage flags of every pooled storage buffer. */
+const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+/** Rounds a byte size up to its pool bucket: at most 1/8 wasted, multiples of 256. */
+export function bucketSize(bytes: number): number {
+  const n = Math.max(256, Math.ceil(bytes / 4) * 4);
+  const step = Math.max(256, 2 ** (Math.floor(Math.log2(n)) - 3));
+  return Math.ceil(n / step) * step;
+}
+
+/** A pool of storage buffers, bucketed by size. */
+export class BufferPool {
+  #device: GPUDevice;
+  #free = new Map<number, GPUBuffer[]>();
+  #live = 0;
+  #peak = 0;
+
+  /** Creates an empty pool on `device`. */
+  constructor(device: GPUDevice) {
+    this.#device = device;
+  }
+
+  /** Bytes held by buffers handed out and not released. */
+  get liveBytes(): number {
+    return this.#live;
+  }
+
+  /** The most bytes handed out at one time since the last {@linkcode resetPeak}. */
+  get peakBytes(): number {
+    return this.#peak;
+  }
+
+  /** Bytes held by free buffers kept for reuse. */
+  get freeBytes(): number {
+    let n = 0;
+    for (const [size, list] of this.#free) n += size * list.length;
+    return n;
+  }
+
+  /** Starts a new peak measurement at the current live bytes. */
+  resetPeak(): void {
+    this.#peak = this.#live;
+  }
+
+  /** Hands out a storage buffer of at least `bytes` bytes. */
+  acquire(bytes: number, label?: string): GPUBuffer {
+    const size = bucketSize(bytes);
+    const list = this.#free.get(size);
+    const buffer = list?.pop() ??
+      this.#device.createBuffer({ size, usage: STORAGE_USAGE, label: label ?? "pooled" });
+    this.#live += size;
+    this.#peak = Math.max(this.#peak, this.#live);
+    return buffer;
+  }
+
+  /**
+   * Returns a buffer for reuse. Work already recorded or submitted that reads it stays
+   * valid: the queue runs in order, so a later writer comes after the last reader.
+   */
+  release(buffer: GPUBuffer): void {
+    this.#live -= buffer.size;
+    let list = this.#free.get(buffer.size);
+    if (!list) this.#free.set(buffer.size, list = []);
+    list.push(buffer);
+  }
+
+  /** Destroys every free buffer. */
+  clear(): void {
+    for (const list of this.#free.values()) for (const b of list) b.destroy();
+    this.#free.clear();
+  }
+}
+
+/** Number of elements of a shape. */
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** Checks that a shape is a list of non-negative integers. */
+export function assertShape(shape: readonly number[], what = "shape"): void {
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw new TypeError(
+      `${what} must be a list of non-negative integers, got ${JSON.stringify(shape)}`,
+    );
+  }
+}
+
+/** A tensor in a GPU storage buffer, row-major. */
+export class Tensor {
+  /** The storage buffer (may be larger than the tensor). */
+  readonly buffer: GPUBuffer;
+  /** The shape, row-major. */
+  readonly shape: readonly number[];
+  /** The element type. */
+  readonly dtype: DType;
+  #rt: Runtime;
+  #pooled: boolean;
+  #released = false;
+
+  /** Wraps a buffer; use {@linkcode createTensor} or {@linkcode uploadTensor}. */
+  constructor(
+    rt: Runtime,
+    buffer: GPUBuffer,
+    shape: readonly number[],
+    dtype: DType,
+    pooled: boolean,
+  ) {
+    this.#rt = rt;
+    this.buffer = buffer;
+    this.shape = [...shape];
+    this.dtype = dtype;
+    this.#pooled = pooled;
+  }
+
+  /** Number of elements. */
+  get size(): number {
+    return numel(this.shape);
+  }
+
+  /** Bytes of data (rounded up to 4, as buffers are). */
+  get byteLength(): number {
+    return Math.ceil((this.size * DTYPE_BYTES[this.dtype]) / 4) * 4;
+  }
+
+  /** A view of the same buffer with another shape of the same size. */
+  reshape(shape: readonly number[]): Tensor {
+    assertShape(shape);
+    if (numel(shape) !== this.size) {
+      throw new RangeError(`Cannot reshape [${this.shape}] to [${shape}]`);
+    }
+    return new Tensor(this.#rt, this.buffer, shape, this.dtype, false);
+  }
+
+  /** Gives the buffer back to the pool (or destroys it). Views release nothing. */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    if (this.#pooled) this.#rt.pool.release(this.buffer);
+  }
+}
+
+/** Allocates an uninitialised tensor from the pool. */
+export function createTensor(rt: Runtime, shape: readonly number[], dtype: DType = "f32"): Tensor {
+  assertShape(shape);
+  rt.assertAlive();
+  if (!(dtype in DTYPE_BYTES)) throw new TypeError(`Unknown dtype ${JSON.stringify(dtype)}`);
+  if (dtype === "f16" && !rt.info.f16) {
+    throw new UnsupportedFeatureError(
+      "shader-f16",
+      `f16 tensors need shader-f16, which this runtime (${rt.info.description}) does not have; use f32`,
+    );
+  }
+  const bytes = Math.ceil((numel(shape) * DTYPE_BYTES[dtype]) / 4) * 4;
+  const max = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
+  if (bytes > max) {
+    throw new RangeError(
+      `Tensor [${shape}] ${dtype} needs ${bytes} bytes, over this adapter's storage binding limit of ${max}`,
+    );
+  }
+  return new Tensor(rt, rt.pool.acquire(bytes), shape, dtype, true);
+}
+
+/** Host data accepted by {@linkcode uploadTensor}. */
+export type HostArray =
+  | Float32Array
+  | Int32Array
+  | Uint32Array
+  | Uint16Array
+  | Int8Array
+  | Uint8Array;
+
+/** Converts host data to the bytes of `dtype` (f32 data becomes f16 for an f16 tensor). */
+function toBytes(data: HostArray, dtype: DType): Uint8Array<ArrayBuffer> {
+  if (dtype === "f16" && data instanceof Float32Array) {
+    const h = new Float16Array(data.length);
+    h.set(data);
+    return new Uint8Array(h.buffer);
+  }
+  return new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+}
+
+/** Uploads host data into a new tensor. f32 data is converted when `dtype` is f16. */
+export function uploadTensor(
+  rt: Runtime,
+  data: HostArray,
+  shape: readonly number[],
+  dtype: DType = "f32",
+): Tensor {
+  const t = createTensor(rt, shape, dtype);
+  writeTensor(rt, t, data);
+  return t;
+}
+
+/** Overwrites a tensor's contents from host data (queued, ordered with submits). */
+export function writeTensor(rt: Runtime, t: Tensor, data: HostArray): void {
+  const bytes = toBytes(data, t.dtype);
+  const expected = t.size * DTYPE_BYTES[t.dtype];
+  if (bytes.byteLength !== expected) {
+    throw new RangeError(
+      `Data of ${bytes.byteLength} bytes does not fit tensor [${t.shape}] ${t.dtype} (${expected} bytes)`,
+    );
+  }
+  if (bytes.byteLength % 4 === 0) {
+    rt.device.queue.writeBuffer(t.buffer, 0, bytes);
+  } else {
+    const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+    padded.set(bytes);
+    rt.device.queue.writeBuffer(t.buffer, 0, padded);
+  }
+}
+
+/** Reads raw bytes of a buffer back to the host (waits for queued work). */
+export async function readBytes(
+  rt: Runtime,
+  buffer: GPUBuffer,
+  bytes: number,
+): Promise<Uint8Array> {
+  rt.assertAlive();
+  const size = Math.ceil(bytes / 4) * 4;
+  const staging = rt.device.createBuffer({
+    size,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  const enc = rt.device.createCommandEncoder();
+  enc.copyBufferToBuffer(buffer, 0, staging, 0, size);
+  rt.device.queue.submit([enc.finish()]);
+  await Promise.race([
+    staging.mapAsync(GPUMapMode.READ),
+    rt.lost.then((e) => Promise.reject(e)),
+  ]);
+  const out = new Uint8Array(staging.getMappedRange().slice(0, bytes));
+  staging.unmap();
+  staging.destroy();
+  return out;
+}
+
+/** Reads a float tensor back as f32 (f16 is widened). */
+export async function readTensor(rt: Runtime, t: Tensor): Promise<Float32Array> {
+  if (t.dtype !== "f32" && t.dtype !== "f16") {
+    throw new TypeError(`readTensor reads f32/f16 tensors; use readTensorRaw for ${t.dtype}`);
+  }
+  const bytes = await readBytes(rt, t.buffer, t.size * DTYPE_BYTES[t.dtype]);
+  if (t.dtype === "f32") return new Float32Array(bytes.buffer, 0, t.size);
+  return Float32Array.from(new Float16Array(bytes.buffer, 0, t.size));
+}
+
+/** Reads an integer tensor back as its raw typed array. */
+export async function readTensorRaw(
+  rt: Runtime,
+  t: Tensor,
+): Promise<Int32Array | Uint32Array | Int8Array> {
+  const bytes = await readBytes(rt, t.buffer, t.size * DTYPE_BYTES[t.dtype]);
+  switch (t.dtype) {
+    case "i32":
+      return new Int32Array(bytes.buffer, 0, t.size);
+    case "i8":
+      return new Int8Array(bytes.buffer, 0, t.size);
+    default:
+      return new Uint32Array(bytes.buffer, 0, Math.ceil(bytes.byteLength / 4));
+  }
+}

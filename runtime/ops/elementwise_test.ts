@@ -1,0 +1,66 @@
+import { assertClose, assertThrows } from "../../tests/assert.ts";
+import { gpuTest, runAndRead, withRuntime } from "../../tests/gpu.ts";
+import { Prng } from "../io/prng.ts";
+import { uploadTensor } from "../gpu/tensor.ts";
+import { geluTanh, map, silu } from "../reference/elementwise.ts";
+import { elementwise } from "./elementwise.ts";
+import { Recorder } from "../gpu/kernel.ts";
+
+Deno.test("elementwise ops match the CPU reference at an odd size (f32)", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const n = 7 * 431; // odd, and a multiple of the broadcast row
+    const g = new Prng(1);
+    const xs = g.normals(n).map((v) => v * 3);
+    const ys = g.normals(n);
+    const x = uploadTensor(rt, xs, [n]);
+    const y = uploadTensor(rt, ys, [n]);
+    const row = uploadTensor(rt, ys.subarray(0, 7), [7]);
+    const tol = { atol: 1e-5, rtol: 1e-5 };
+    assertClose(
+      await runAndRead(rt, (r) => elementwise(r, "axpby", x, { y, alpha: 0.5, beta: -2 })),
+      map(xs, (v, i) => 0.5 * v - 2 * ys[i]),
+      tol,
+    );
+    assertClose(
+      await runAndRead(rt, (r) => elementwise(r, "mul", x, { y })),
+      map(xs, (v, i) => v * ys[i]),
+      tol,
+    );
+    assertClose(
+      await runAndRead(rt, (r) => elementwise(r, "affine", x, { alpha: 2, beta: 1 })),
+      map(xs, (v) => 2 * v + 1),
+      tol,
+    );
+    assertClose(await runAndRead(rt, (r) => elementwise(r, "silu", x)), map(xs, silu), tol);
+    assertClose(await runAndRead(rt, (r) => elementwise(r, "gelu", x)), map(xs, geluTanh), tol);
+    assertClose(
+      await runAndRead(rt, (r) => elementwise(r, "addRow", x, { y: row })),
+      map(xs, (v, i) => v + ys[i % 7]),
+      tol,
+    );
+  });
+});
+
+Deno.test("elementwise f16 matches within f16 rounding", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    if (!rt.info.f16) return;
+    const n = 513;
+    const xs = new Prng(2).normals(n);
+    const x = uploadTensor(rt, xs, [n], "f16");
+    assertClose(await runAndRead(rt, (r) => elementwise(r, "silu", x)), map(xs, silu), {
+      atol: 2e-3,
+      rtol: 2e-3,
+    });
+  });
+});
+
+Deno.test("elementwise rejects mismatched operands and in-place output", gpuTest, async () => {
+  await withRuntime((rt) => {
+    const x = uploadTensor(rt, new Float32Array(8), [8]);
+    const y = uploadTensor(rt, new Float32Array(4), [4]);
+    const rec = new Recorder(rt);
+    assertThrows(() => elementwise(rec, "mul", x, { y }), RangeError, "4");
+    assertThrows(() => elementwise(rec, "axpby", x), TypeError, "needs y");
+    assertThrows(() => elementwise(rec, "silu", x, { out: x }), RangeError, "share");
+  });
+});

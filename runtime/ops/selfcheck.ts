@@ -1,0 +1,59 @@
+/**
+ * A quick check of every kernel family against its CPU reference on small shapes,
+ * used by `deno task doctor`. Each family registers its check here.
+ *
+ * @module
+ */
+import type { Runtime } from "../gpu/device.ts";
+import { Recorder } from "../gpu/kernel.ts";
+import { readTensor, uploadTensor } from "../gpu/tensor.ts";
+import { Prng } from "../io/prng.ts";
+import { map, silu } from "../reference/elementwise.ts";
+import { elementwise } from "./elementwise.ts";
+
+/** The outcome of one self-check. */
+export interface SelfCheckResult {
+  /** Kernel (variant) checked. */
+  name: string;
+  /** True when the error is within tolerance. */
+  ok: boolean;
+  /** The largest absolute error found. */
+  maxError: number;
+  /** The tolerance it was held to. */
+  tolerance: number;
+  /** Why it was skipped, or other remarks. */
+  note?: string;
+}
+
+/** One registered self-check: runs a kernel and compares with the reference. */
+export type SelfCheck = (rt: Runtime) => Promise<SelfCheckResult[]>;
+
+/** Largest |a − b|. */
+export function maxError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= m)) m = d; // NaN counts as infinitely wrong
+  }
+  return Number.isNaN(m) ? Infinity : m;
+}
+
+const elementwiseCheck: SelfCheck = async (rt) => {
+  const xs = new Prng(7).normals(1031);
+  const x = uploadTensor(rt, xs, [xs.length]);
+  const rec = new Recorder(rt);
+  const y = elementwise(rec, "silu", x);
+  await rec.submit();
+  const err = maxError(await readTensor(rt, y), map(xs, silu));
+  return [{ name: "elementwise_silu_f32", ok: err <= 1e-5, maxError: err, tolerance: 1e-5 }];
+};
+
+/** The registered checks, in the order doctor prints them. */
+export const SELF_CHECKS: SelfCheck[] = [elementwiseCheck];
+
+/** Runs every registered check. */
+export async function runSelfChecks(rt: Runtime): Promise<SelfCheckResult[]> {
+  const out: SelfCheckResult[] = [];
+  for (const check of SELF_CHECKS) out.push(...await check(rt));
+  return out;
+}

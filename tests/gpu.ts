@@ -1,0 +1,33 @@
+/**
+ * Test helpers for GPU tests: a runtime per test on the default adapter (the CPU
+ * adapter in CI), destroyed afterwards.
+ *
+ * @module
+ */
+import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
+import { Recorder } from "../runtime/gpu/kernel.ts";
+import { readTensor, type Tensor } from "../runtime/gpu/tensor.ts";
+
+/** Runs `fn` with a fresh runtime and destroys it afterwards. */
+export async function withRuntime<T>(fn: (rt: Runtime) => Promise<T> | T): Promise<T> {
+  const rt = await createRuntime({ adapter: "auto" });
+  try {
+    return await fn(rt);
+  } finally {
+    rt.destroy();
+  }
+}
+
+/** Records with `fn`, submits, and reads `fn`'s returned tensor back as f32. */
+export async function runAndRead(
+  rt: Runtime,
+  fn: (rec: Recorder) => Tensor,
+): Promise<Float32Array> {
+  const rec = new Recorder(rt);
+  const out = fn(rec);
+  await rec.submit();
+  return await readTensor(rt, out);
+}
+
+/** Options for GPU tests: no leak checks (WebGPU keeps internal resources alive). */
+export const gpuTest = { sanitizeResources: false, sanitizeOps: false } as const;

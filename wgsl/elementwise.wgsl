@@ -1,0 +1,35 @@
+// Elementwise ops on flat arrays. OP selects the op (see runtime/ops/elementwise.ts);
+// the grid may be 2-D for large arrays: index = x + y * (groups_x * WG).
+override OP: u32 = 0u;
+override WG: u32 = 256u;
+
+struct Params { n: u32, alpha: f32, beta: f32, width: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<DT>;
+@group(0) @binding(2) var<storage, read> y: array<DT>;
+@group(0) @binding(3) var<storage, read_write> out: array<DT>;
+
+fn gelu_tanh(v: f32) -> f32 {
+  let c = 0.7978845608028654; // sqrt(2/pi)
+  let u = c * (v + 0.044715 * v * v * v);
+  return 0.5 * v * (1.0 + tanh(clamp(u, -15.0, 15.0)));
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>) {
+  let i = gid.x + gid.y * ng.x * WG;
+  if (i >= p.n) { return; }
+  let a = f32(x[i]);
+  var r: f32;
+  switch OP {
+    case 0u: { r = p.alpha * a + p.beta * f32(y[i]); }        // axpby
+    case 1u: { r = a * f32(y[i]); }                            // mul
+    case 2u: { r = a * p.alpha + p.beta; }                     // affine
+    case 3u: { r = a / (1.0 + exp(-a)); }                      // silu
+    case 4u: { r = gelu_tanh(a); }                             // gelu (tanh)
+    case 5u: { r = a + f32(y[i % p.width]); }                  // add a row vector (broadcast)
+    default: { r = a; }                                        // copy / cast
+  }
+  out[i] = DT(r);
+}
