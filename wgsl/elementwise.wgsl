@@ -3,7 +3,7 @@
 override OP: u32 = 0u;
 override WG: u32 = 256u;
 
-struct Params { n: u32, alpha: f32, beta: f32, width: u32 }
+struct Params { n: u32, alpha: f32, beta: f32, width: u32, stride: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<DT>;
@@ -29,6 +29,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     case 3u: { r = a / (1.0 + exp(-a)); }                      // silu
     case 4u: { r = gelu_tanh(a); }                             // gelu (tanh)
     case 5u: { r = a + f32(y[i % p.width]); }                  // add a row vector (broadcast)
+    case 7u: { r = clamp(a, p.alpha, p.beta); }                // clamp to [alpha, beta]
+    case 8u: {                                                 // CFG: u + alpha·(c − u) over row slices
+      let src = (i / p.width) * p.stride + i % p.width;
+      let u = f32(x[src]);
+      let c = f32(y[src + (p.n / p.width) * p.stride]);        // the second half of the batch
+      r = u + p.alpha * (c - u);
+    }
+    case 9u: { r = f32(x[(i / p.width) * p.stride + i % p.width]); } // gather row slices
     default: { r = a; }                                        // copy / cast
   }
   out[i] = DT(r);

@@ -1,5 +1,6 @@
 /**
- * Elementwise kernels: axpby, mul, affine, SiLU, GELU (tanh), row-broadcast add, copy.
+ * Elementwise kernels: axpby, mul, affine, SiLU, GELU (tanh), row-broadcast add, copy,
+ * clamp, and two row-slice gathers (cfg, gatherRows) for classifier-free guidance.
  *
  * @module
  */
@@ -17,6 +18,9 @@ export const ELEMENTWISE_OPS = {
   gelu: 4,
   addRow: 5,
   copy: 6,
+  clamp: 7,
+  cfg: 8,
+  gatherRows: 9,
 } as const;
 
 /** An elementwise op name. */
@@ -28,6 +32,7 @@ interface Params {
   alpha: number;
   beta: number;
   width: number;
+  stride: number;
 }
 
 const WG = 256;
@@ -45,8 +50,8 @@ export function elementwiseSpec(storage: StorageType): KernelSpec<Params> {
       bindings: ["uniform", "read", "read", "read_write"],
       constants: (p) => ({ OP: ELEMENTWISE_OPS[p.op], WG }),
       uniform: {
-        fields: ["u32", "f32", "f32", "u32"],
-        values: (p) => [p.n, p.alpha, p.beta, p.width],
+        fields: ["u32", "f32", "f32", "u32", "u32"],
+        values: (p) => [p.n, p.alpha, p.beta, p.width, p.stride],
       },
       dispatch: (p) => grid1d(Math.ceil(p.n / WG)),
     };
@@ -59,10 +64,20 @@ export function elementwiseSpec(storage: StorageType): KernelSpec<Params> {
 export interface ElementwiseOptions {
   /** The second operand (axpby, mul, addRow). */
   y?: Tensor;
-  /** alpha (axpby: α·x + β·y; affine: α·x + β). Default 1. */
+  /** alpha (axpby: α·x + β·y; affine: α·x + β; clamp: lower bound; cfg: scale). Default 1. */
   alpha?: number;
-  /** beta. Default 1 for axpby, 0 for affine. */
+  /** beta. Default 1 for axpby, 0 for affine; clamp: the upper bound. */
   beta?: number;
+  /**
+   * cfg / gatherRows: x is read as rows of `stride` elements of which the first `width`
+   * are kept (out[r·width + c] = x[r·stride + c]); cfg reads the first half of x's rows
+   * as u, the second half as c, and writes u + alpha·(c − u).
+   */
+  width?: number;
+  /** cfg / gatherRows: elements per source row (≥ width). Default width. */
+  stride?: number;
+  /** cfg / gatherRows: the output shape when `out` is not given. Default [rows·width]. */
+  shape?: readonly number[];
   /** Where to write; default a new tensor shaped like x. Must not share x's or y's buffer. */
   out?: Tensor;
 }
@@ -76,6 +91,10 @@ export function elementwise(
 ): Tensor {
   if (x.dtype !== "f32" && x.dtype !== "f16") {
     throw new TypeError(`elementwise needs f32/f16, got ${x.dtype}`);
+  }
+  if (op === "cfg" || op === "gatherRows") return gatherRows(rec, op, x, o);
+  if (op === "clamp" && (o.alpha === undefined || o.beta === undefined)) {
+    throw new TypeError('elementwise "clamp" needs alpha (low) and beta (high)');
   }
   const needsY = op === "axpby" || op === "mul" || op === "addRow";
   if (needsY && !o.y) throw new TypeError(`elementwise "${op}" needs y`);
@@ -99,8 +118,50 @@ export function elementwise(
   const beta = o.beta ?? (op === "affine" ? 0 : 1);
   rec.dispatch(
     elementwiseSpec(x.dtype),
-    { op, n: x.size, alpha: o.alpha ?? 1, beta, width: y.size },
+    { op, n: x.size, alpha: o.alpha ?? 1, beta, width: y.size, stride: 0 },
     [x, y, out],
+  );
+  return out;
+}
+
+/** The row-slice ops: cfg (two batch halves combined) and gatherRows. */
+function gatherRows(
+  rec: Recorder,
+  op: "cfg" | "gatherRows",
+  x: Tensor,
+  o: ElementwiseOptions,
+): Tensor {
+  const dtype = x.dtype;
+  if (dtype !== "f32" && dtype !== "f16") {
+    throw new TypeError(`elementwise needs f32/f16, got ${dtype}`);
+  }
+  const width = o.width;
+  const stride = o.stride ?? width;
+  if (width === undefined || !Number.isInteger(width) || width < 1) {
+    throw new TypeError(`elementwise "${op}" needs an integer width ≥ 1, got ${width}`);
+  }
+  if (stride === undefined || !Number.isInteger(stride) || stride < width) {
+    throw new RangeError(`elementwise "${op}": stride must be an integer ≥ width, got ${stride}`);
+  }
+  const halves = op === "cfg" ? 2 : 1;
+  if (x.size % (halves * stride) !== 0) {
+    throw new RangeError(
+      `elementwise "${op}": x has ${x.size} elements, not a multiple of ${halves}·${stride}`,
+    );
+  }
+  const n = (x.size / (halves * stride)) * width;
+  const out = o.out ?? createTensor(rec.runtime, o.shape ?? [n], x.dtype);
+  if (out.size !== n || out.dtype !== x.dtype) {
+    throw new RangeError(`elementwise "${op}": out must have ${n} ${x.dtype} elements`);
+  }
+  if (out.buffer === x.buffer) {
+    throw new RangeError("elementwise: out must not share a buffer with x or y");
+  }
+  // x is bound twice (read-only both times), which WebGPU allows.
+  rec.dispatch(
+    elementwiseSpec(dtype),
+    { op, n, alpha: o.alpha ?? 1, beta: 0, width, stride },
+    [x, x, out],
   );
   return out;
 }

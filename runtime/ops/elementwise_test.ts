@@ -2,7 +2,7 @@ import { assertClose, assertThrows } from "../../tests/assert.ts";
 import { gpuTest, runAndRead, withRuntime } from "../../tests/gpu.ts";
 import { Prng } from "../io/prng.ts";
 import { uploadTensor } from "../gpu/tensor.ts";
-import { geluTanh, map, silu } from "../reference/elementwise.ts";
+import { cfgRows, gatherRows, geluTanh, map, silu } from "../reference/elementwise.ts";
 import { elementwise } from "./elementwise.ts";
 import { Recorder } from "../gpu/kernel.ts";
 
@@ -62,5 +62,34 @@ Deno.test("elementwise rejects mismatched operands and in-place output", gpuTest
     assertThrows(() => elementwise(rec, "mul", x, { y }), RangeError, "4");
     assertThrows(() => elementwise(rec, "axpby", x), TypeError, "needs y");
     assertThrows(() => elementwise(rec, "silu", x, { out: x }), RangeError, "share");
+  });
+});
+
+Deno.test("elementwise clamp, cfg and gatherRows match the CPU reference", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    // Two batch halves of 3 rows each; rows of 37 elements of which 17 are kept.
+    const rows = 3, width = 17, stride = 37;
+    const xs = new Prng(3).normals(2 * rows * stride).map((v) => 2 * v);
+    const x = uploadTensor(rt, xs, [xs.length]);
+    const tol = { atol: 1e-5, rtol: 1e-5 };
+    assertClose(
+      await runAndRead(rt, (r) => elementwise(r, "clamp", x, { alpha: -1, beta: 0.5 })),
+      map(xs, (v) => Math.min(Math.max(v, -1), 0.5)),
+      tol,
+    );
+    assertClose(
+      await runAndRead(rt, (r) => elementwise(r, "cfg", x, { alpha: 4.5, width, stride })),
+      cfgRows(xs, width, stride, 4.5),
+      tol,
+    );
+    assertClose(
+      await runAndRead(rt, (r) => elementwise(r, "gatherRows", x, { width, stride })),
+      gatherRows(xs, width, stride),
+      { atol: 0, rtol: 0 },
+    );
+    const rec = new Recorder(rt);
+    assertThrows(() => elementwise(rec, "cfg", x, { width: 5, stride: 4 }), RangeError, "stride");
+    assertThrows(() => elementwise(rec, "cfg", x, { width: 5, stride: 9 }), RangeError, "multiple");
+    assertThrows(() => elementwise(rec, "clamp", x), TypeError, "needs alpha");
   });
 });
