@@ -1,0 +1,341 @@
+/**
+ * DPM-Solver++ (multistep, orders 1–2) as diffusers' DPMSolverMultistepScheduler computes
+ * it with algorithm_type "dpmsolver++": timesteps, sigmas and every per-step coefficient
+ * reproduced in float32 as torch evaluates them, plus a CPU step (the reference) and a
+ * GPU step recorded as elementwise kernels.
+ *
+ * Defaults are diffusers' (and PixArt-α's, whose conversion script saves
+ * `DPMSolverMultistepScheduler()`): 1000 training steps, linear betas 1e-4→0.02,
+ * epsilon prediction, order 2, midpoint, lower_order_final, "linspace" spacing, final
+ * sigma 0, no Karras sigmas, no thresholding, lambda_min_clipped −∞.
+ *
+ * Order per step (diffusers' step()): step 0 is first order (no history); the last step
+ * is first order whenever final_sigmas_type is "zero" (the default) or when
+ * lower_order_final and fewer than 15 steps — so the "< 15 steps" rule changes nothing
+ * under the defaults; every other step is second order.
+ *
+ * @module
+ */
+import type { Recorder } from "../gpu/kernel.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { elementwise } from "../ops/elementwise.ts";
+import {
+  checkCpuOperands,
+  checkGpuOperands,
+  checkStepIndex,
+  checkSteps,
+  type CpuSampler,
+  f32,
+  type GpuSampler,
+  type GpuStepOptions,
+  npArange,
+  npLinspace,
+  roundHalfEven,
+  vpSchedule,
+  type VpScheduleConfig,
+} from "./schedule.ts";
+
+/** What the model predicts. */
+export type PredictionType = "epsilon" | "v_prediction" | "sample";
+
+/** How inference timesteps are spread over the training ones. */
+export type TimestepSpacing = "linspace" | "leading" | "trailing";
+
+/** DPMSolverMultistepScheduler options (diffusers' names in camelCase). */
+export interface DpmSolverConfig extends VpScheduleConfig {
+  /** Default "epsilon". */
+  predictionType?: PredictionType;
+  /** 1 or 2. Default 2. */
+  solverOrder?: 1 | 2;
+  /** Second-order variant. Default "midpoint". */
+  solverType?: "midpoint" | "heun";
+  /** Default true. */
+  lowerOrderFinal?: boolean;
+  /** Default false. */
+  eulerAtFinal?: boolean;
+  /** Default "linspace". */
+  timestepSpacing?: TimestepSpacing;
+  /** Added to "leading" timesteps. Default 0. */
+  stepsOffset?: number;
+  /** The sigma after the last step. Default "zero". */
+  finalSigmasType?: "zero" | "sigma_min";
+}
+
+/** The float32 coefficients of one step; x_{i+1} = cSample·x − c0·D0 + k1·D1. */
+export interface DpmStepCoefficients {
+  /** 1 or 2. */
+  order: 1 | 2;
+  /** α_s and σ_s of the current sigma (x₀ = (x − σ_s·ε)/α_s). */
+  alphaS: number;
+  /** σ_s (see alphaS). */
+  sigmaS: number;
+  /** σ_t/σ_s. */
+  cSample: number;
+  /** α_t·(e^{−h} − 1). */
+  c0: number;
+  /** 1/r0 (order 2): D1 = (1/r0)·(m0 − m1). */
+  invR0: number;
+  /** The D1 coefficient with its sign (midpoint: −0.5·c0); 0 for order 1. */
+  k1: number;
+}
+
+/** The full schedule of a DPM-Solver++ run. */
+export interface DpmSolverPlan {
+  /** Integer timesteps fed to the model. */
+  timesteps: number[];
+  /** numSteps + 1 float32 sigmas (the last is the final sigma). */
+  sigmas: Float32Array;
+  /** Per-step coefficients. */
+  coefficients: DpmStepCoefficients[];
+  /** The prediction type. */
+  predictionType: PredictionType;
+}
+
+/**
+ * Integer timesteps as diffusers' set_timesteps computes them (lambda_min_clipped −∞,
+ * so last_timestep = T): "linspace" rounds np.linspace(0, T−1, N+1) half-to-even,
+ * reverses and drops the last; "leading" takes multiples of T // (N+1) plus the offset;
+ * "trailing" rounds np.arange(T, 0, −T/N) and subtracts 1.
+ */
+export function dpmTimesteps(
+  steps: number,
+  T = 1000,
+  spacing: TimestepSpacing = "linspace",
+  offset = 0,
+): number[] {
+  checkSteps("dpm++2m", steps);
+  if (spacing === "linspace") {
+    return npLinspace(0, T - 1, steps + 1).map(roundHalfEven).reverse().slice(0, steps);
+  }
+  if (spacing === "leading") {
+    const ratio = Math.floor(T / (steps + 1));
+    const ts: number[] = [];
+    for (let i = steps; i >= 1; i--) ts.push(i * ratio + offset);
+    return ts;
+  }
+  if (spacing === "trailing") return npArange(T, 0, -T / steps).map((v) => roundHalfEven(v) - 1);
+  throw new TypeError(`timestepSpacing must be linspace, leading or trailing, got ${spacing}`);
+}
+
+/** α_t = 1/√(σ²+1) and σ_t = σ·α_t in float32, as _sigma_to_alpha_sigma_t. */
+function alphaSigma(sigma: number): [number, number] {
+  const a = f32(1 / f32(Math.sqrt(f32(f32(sigma * sigma) + 1))));
+  return [a, f32(sigma * a)];
+}
+
+/**
+ * λ = log α − log σ in float32. Here log is correctly rounded; torch's CPU log goes through
+ * Sleef (≤ 1 ulp), so λ may differ from diffusers by an ulp now and then.
+ */
+function lambdaOf(alpha: number, sigma: number): number {
+  return f32(f32(Math.log(alpha)) - f32(Math.log(sigma)));
+}
+
+/** Computes the timesteps, sigmas and per-step coefficients of a run. */
+export function dpmSolverPlan(steps: number, config: DpmSolverConfig = {}): DpmSolverPlan {
+  const T = config.numTrainTimesteps ?? 1000;
+  checkSteps("dpm++2m", steps);
+  const order = config.solverOrder ?? 2;
+  if (order !== 1 && order !== 2) throw new RangeError(`solverOrder must be 1 or 2, got ${order}`);
+  const solverType = config.solverType ?? "midpoint";
+  const lowerOrderFinal = config.lowerOrderFinal ?? true;
+  const finalType = config.finalSigmasType ?? "zero";
+  const predictionType = config.predictionType ?? "epsilon";
+  const vp = vpSchedule(config);
+  // The training sigma table √((1−ᾱ)/ᾱ), float32 ops as torch (checked bit for bit).
+  const table = vp.alphasCumprod.map((a) => f32(Math.sqrt(f32(f32(1 - a) / a))));
+  const timesteps = dpmTimesteps(steps, T, config.timestepSpacing, config.stepsOffset ?? 0);
+  const sigmas = new Float32Array(steps + 1);
+  // np.interp at integer points returns the table entry; beyond the end, the last one.
+  timesteps.forEach((t, i) => sigmas[i] = table[Math.min(Math.max(t, 0), T - 1)]);
+  sigmas[steps] = finalType === "zero" ? 0 : table[0];
+
+  const coefficients: DpmStepCoefficients[] = [];
+  for (let i = 0; i < steps; i++) {
+    const last = i === steps - 1;
+    const lowerFinal = last &&
+      ((config.eulerAtFinal ?? false) || (lowerOrderFinal && steps < 15) || finalType === "zero");
+    const o: 1 | 2 = order === 1 || i === 0 || lowerFinal ? 1 : 2;
+    const [alphaT, sigmaT] = alphaSigma(sigmas[i + 1]);
+    const [alphaS, sigmaS] = alphaSigma(sigmas[i]);
+    const lambdaT = lambdaOf(alphaT, sigmaT);
+    const lambdaS = lambdaOf(alphaS, sigmaS);
+    const h = f32(lambdaT - lambdaS);
+    const expm = f32(f32(Math.exp(-h)) - 1); // exp(−h) − 1
+    const c0 = f32(alphaT * expm);
+    const cSample = f32(sigmaT / sigmaS);
+    let invR0 = 0;
+    let k1 = 0;
+    if (o === 2) {
+      const [alphaS1, sigmaS1] = alphaSigma(sigmas[i - 1]);
+      const h0 = f32(lambdaS - lambdaOf(alphaS1, sigmaS1));
+      invR0 = f32(1 / f32(h0 / h));
+      // midpoint: − 0.5·(α_t(e^{−h}−1))·D1; heun: + α_t((e^{−h}−1)/h + 1)·D1.
+      k1 = solverType === "midpoint" ? -f32(0.5 * c0) : f32(alphaT * f32(f32(expm / h) + 1));
+    }
+    coefficients.push({ order: o, alphaS, sigmaS, cSample, c0, invR0, k1 });
+  }
+  return { timesteps, sigmas, coefficients, predictionType };
+}
+
+/** x₀ from the model output in float32, as convert_model_output (dpmsolver++). */
+export function dpmConvertCpu(
+  type: PredictionType,
+  c: DpmStepCoefficients,
+  out: Float32Array,
+  x: Float32Array,
+): Float32Array {
+  if (type === "sample") return out.slice();
+  const r = new Float32Array(x.length);
+  if (type === "epsilon") {
+    for (let j = 0; j < x.length; j++) r[j] = f32(f32(x[j] - f32(c.sigmaS * out[j])) / c.alphaS);
+  } else {
+    for (let j = 0; j < x.length; j++) r[j] = f32(f32(c.alphaS * x[j]) - f32(c.sigmaS * out[j]));
+  }
+  return r;
+}
+
+/** DPM-Solver++ stepping Float32Arrays: the reference, float32 op for op as torch. */
+export class DpmSolverCpu implements CpuSampler {
+  /** Always "dpm++2m" (the order may be configured to 1). */
+  readonly kind = "dpm++2m" as const;
+  /** The schedule and coefficients. */
+  readonly plan: DpmSolverPlan;
+  #next = 0;
+  #prev: Float32Array | undefined;
+
+  /** Plans a run of `steps` steps. */
+  constructor(steps: number, config: DpmSolverConfig = {}) {
+    this.plan = dpmSolverPlan(steps, config);
+  }
+
+  /** Number of steps. */
+  get numSteps(): number {
+    return this.plan.timesteps.length;
+  }
+  /** Integer model timesteps. */
+  get timesteps(): readonly number[] {
+    return this.plan.timesteps;
+  }
+  /** numSteps + 1 sigmas. */
+  get sigmas(): Float32Array {
+    return this.plan.sigmas;
+  }
+  /** x₀ predicted at the last step. */
+  get lastX0(): Float32Array | undefined {
+    return this.#prev;
+  }
+
+  /** One DPM-Solver++ update (see {@linkcode CpuSampler.step}). */
+  step(i: number, modelOutput: Float32Array, sample: Float32Array): Float32Array {
+    checkStepIndex("dpm++2m", i, this.#next, this.numSteps);
+    checkCpuOperands("dpm++2m", modelOutput, sample);
+    const c = this.plan.coefficients[i];
+    const m0 = dpmConvertCpu(this.plan.predictionType, c, modelOutput, sample);
+    const out = new Float32Array(sample.length);
+    if (c.order === 1) {
+      for (let j = 0; j < out.length; j++) {
+        out[j] = f32(f32(c.cSample * sample[j]) - f32(c.c0 * m0[j]));
+      }
+    } else {
+      const m1 = this.#prev!;
+      for (let j = 0; j < out.length; j++) {
+        const d1 = f32(c.invR0 * f32(m0[j] - m1[j]));
+        const t = f32(f32(c.cSample * sample[j]) - f32(c.c0 * m0[j]));
+        out[j] = f32(t + f32(c.k1 * d1));
+      }
+    }
+    this.#prev = m0;
+    this.#next = i + 1;
+    return out;
+  }
+
+  /** Starts over at step 0. */
+  reset(): void {
+    this.#prev = undefined;
+    this.#next = 0;
+  }
+}
+
+/**
+ * DPM-Solver++ recorded on the GPU: 2 elementwise dispatches for a first-order step
+ * (x₀, update) and 3 for a second-order one (x₀, two axpby). Owns the previous x₀.
+ */
+export class DpmSolverGpu implements GpuSampler {
+  /** Always "dpm++2m". */
+  readonly kind = "dpm++2m" as const;
+  /** The schedule and coefficients. */
+  readonly plan: DpmSolverPlan;
+  #next = 0;
+  #prev: Tensor | undefined;
+
+  /** Plans a run of `steps` steps. */
+  constructor(steps: number, config: DpmSolverConfig = {}) {
+    this.plan = dpmSolverPlan(steps, config);
+  }
+
+  /** Number of steps. */
+  get numSteps(): number {
+    return this.plan.timesteps.length;
+  }
+  /** Integer model timesteps. */
+  get timesteps(): readonly number[] {
+    return this.plan.timesteps;
+  }
+  /** numSteps + 1 sigmas. */
+  get sigmas(): Float32Array {
+    return this.plan.sigmas;
+  }
+
+  /** Records one update (see {@linkcode GpuSampler.step}). */
+  step(
+    rec: Recorder,
+    i: number,
+    modelOutput: Tensor,
+    sample: Tensor,
+    opts: GpuStepOptions = {},
+  ): Tensor {
+    checkStepIndex("dpm++2m", i, this.#next, this.numSteps);
+    checkGpuOperands("dpm++2m", modelOutput, sample);
+    const c = this.plan.coefficients[i];
+    const type = this.plan.predictionType;
+    let m0: Tensor;
+    if (type === "epsilon") {
+      m0 = elementwise(rec, "axpby", sample, {
+        y: modelOutput,
+        alpha: 1 / c.alphaS,
+        beta: -c.sigmaS / c.alphaS,
+      });
+    } else if (type === "v_prediction") {
+      m0 = elementwise(rec, "axpby", sample, { y: modelOutput, alpha: c.alphaS, beta: -c.sigmaS });
+    } else {
+      m0 = elementwise(rec, "copy", modelOutput); // kept as history: the caller may reuse its buffer
+    }
+    const out = opts.out ?? createTensor(rec.runtime, sample.shape, sample.dtype);
+    if (c.order === 1) {
+      elementwise(rec, "axpby", sample, { y: m0, alpha: c.cSample, beta: -c.c0, out });
+    } else {
+      // cS·x − c0·m0 + k1·(m0 − m1)/r0 = [cS·x + (k1/r0 − c0)·m0] − (k1/r0)·m1
+      const k = c.k1 * c.invR0;
+      const t = elementwise(rec, "axpby", sample, { y: m0, alpha: c.cSample, beta: k - c.c0 });
+      elementwise(rec, "axpby", t, { y: this.#prev!, alpha: 1, beta: -k, out });
+      t.release(); // later writers of the pooled buffer run after this read (queue order)
+    }
+    this.#prev?.release();
+    this.#prev = m0;
+    this.#next = i + 1;
+    return out;
+  }
+
+  /** Releases the kept x₀ and starts over at step 0. */
+  reset(): void {
+    this.dispose();
+    this.#next = 0;
+  }
+
+  /** Releases the kept x₀. */
+  dispose(): void {
+    this.#prev?.release();
+    this.#prev = undefined;
+  }
+}
