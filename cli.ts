@@ -16,6 +16,10 @@ const COMMANDS: Record<string, { help: string; load: () => Promise<Command> }> =
     help: "print the adapter, features and limits; self-check the kernels",
     load: async () => (await import("./runtime/cli/doctor.ts")).doctor,
   },
+  inspect: {
+    help: "validate a safetensors checkpoint fully; list tensors, dtypes, shapes, metadata/plan",
+    load: async () => (await import("./runtime/cli/inspect.ts")).inspect,
+  },
 };
 
 function usage(): string {

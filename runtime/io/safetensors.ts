@@ -62,14 +62,14 @@ export interface TensorSource extends Disposable {
 /** Turns a failure to open or stat `path` into a CheckpointError. */
 export function openError(path: string, e: unknown): CheckpointError {
   if (e instanceof CheckpointError) return e;
-  if (e instanceof Deno.errors.NotFound) return new CheckpointError(path, "no such file");
+  if (e instanceof Deno.errors.NotFound) return new CheckpointError(path, "no such file", "path");
   if (e instanceof Deno.errors.PermissionDenied) {
-    return new CheckpointError(path, "permission denied");
+    return new CheckpointError(path, "permission denied", "path");
   }
   if (e instanceof Deno.errors.IsADirectory) {
-    return new CheckpointError(path, "is a directory, not a file");
+    return new CheckpointError(path, "is a directory, not a file", "path");
   }
-  return new CheckpointError(path, (e as Error)?.message ?? String(e), undefined);
+  return new CheckpointError(path, (e as Error)?.message ?? String(e), "path");
 }
 
 /** One safetensors file opened for lazy reading. */
@@ -227,7 +227,7 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
   }
   try {
     const st = await file.stat();
-    if (st.isDirectory) throw new CheckpointError(path, "is a directory, not a file");
+    if (st.isDirectory) throw new CheckpointError(path, "is a directory, not a file", "path");
     const size = st.size;
     const head = await readExactly(file, Math.min(size, 8));
     let prefix = head;

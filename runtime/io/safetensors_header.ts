@@ -118,7 +118,7 @@ export function scanJson(
         if (frame.keys.has(key)) {
           const where = stack.length === 1 ? key : top;
           const what = stack.length === 1
-            ? "key appears twice in the header"
+            ? "name appears twice in the header (JSON.parse would keep only the last)"
             : `key "${key}" appears twice`;
           return { key: where, message: what, early: false };
         }

@@ -147,7 +147,7 @@ export async function openShardedSafetensors(indexPath: string): Promise<Sharded
   let bytes: Uint8Array;
   try {
     const st = await Deno.stat(indexPath);
-    if (st.isDirectory) throw new CheckpointError(indexPath, "is a directory, not a file");
+    if (st.isDirectory) throw new CheckpointError(indexPath, "is a directory, not a file", "path");
     if (st.size > MAX_HEADER_BYTES) {
       throw new CheckpointError(
         indexPath,
@@ -225,7 +225,7 @@ export async function openCheckpoint(
     st = await Deno.stat(pathOrDir);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      throw new CheckpointError(pathOrDir, "no such file or directory");
+      throw new CheckpointError(pathOrDir, "no such file or directory", "path");
     }
     throw openError(pathOrDir, e);
   }
@@ -252,6 +252,7 @@ export async function openCheckpoint(
   throw new CheckpointError(
     pathOrDir,
     `is a directory without ${names[0]} or ${names[1]} (nor their .index.json)`,
+    "path",
   );
 }
 
