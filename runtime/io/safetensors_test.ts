@@ -9,6 +9,7 @@ import {
   writeSafetensors,
 } from "./safetensors.ts";
 import { openCheckpoint, validateSafetensors } from "./safetensors_index.ts";
+import { Prng } from "./prng.ts";
 
 const FIXTURE = new URL("../../tests/fixtures/safetensors/reference.safetensors", import.meta.url)
   .pathname;
@@ -408,4 +409,31 @@ Deno.test("validation counts NaN/Inf and can fail on them", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("fuzz: random corruptions of a valid file only ever raise CheckpointError", () => {
+  const good = encodeSafetensors(referenceTensors(), REFERENCE_META);
+  const rng = new Prng(3);
+  let rejected = 0;
+  for (let trial = 0; trial < 3000; trial++) {
+    const b = good.slice(
+      0,
+      trial % 10 === 0 ? Math.floor(rng.uniform() * good.length) : good.length,
+    );
+    const flips = 1 + Math.floor(rng.uniform() * 4);
+    for (let k = 0; k < flips && b.length; k++) {
+      // Mostly the header, where the structure lives; sometimes the length field.
+      const at = k === 0 && trial % 7 === 0
+        ? Math.floor(rng.uniform() * 8)
+        : 8 + Math.floor(rng.uniform() * 1160);
+      if (at < b.length) b[at] = rng.nextU32() & 255;
+    }
+    try {
+      parseSafetensorsHeader("f", b, b.length);
+    } catch (e) {
+      if (!(e instanceof CheckpointError)) throw new Error(`trial ${trial}: ${(e as Error).stack}`);
+      rejected++;
+    }
+  }
+  assert(rejected > 2000, `only ${rejected} of 3000 corruptions were rejected`);
 });
