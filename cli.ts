@@ -24,7 +24,9 @@ const COMMANDS: Record<string, { help: string; load: () => Promise<Command> }> =
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([k, v]) => `  ${k.padEnd(10)} ${v.help}`);
-  return `webdit — diffusion transformers on WebGPU\n\nusage: deno task <command> [options]   (--help on any command)\n\n${lines.join("\n")}`;
+  return `webdit — diffusion transformers on WebGPU\n\nusage: deno task <command> [options]   (--help on any command)\n\n${
+    lines.join("\n")
+  }`;
 }
 
 /** Runs the command line and returns the exit code. */
