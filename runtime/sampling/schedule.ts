@@ -295,3 +295,61 @@ export function checkSteps(kind: string, steps: number, max = Infinity): void {
     throw new RangeError(`${kind}: steps must be an integer in [1, ${max}], got ${steps}`);
   }
 }
+
+/**
+ * Exact model oracles for Gaussian data N(μ, s²) (per element), to test samplers and
+ * loops without a model: the ideal ε̂ (VP) and v̂ (flow) and where the probability-flow
+ * ODE ends. s = 0 is a point mass at μ, where every sampler step is exact.
+ */
+export interface GaussianToy {
+  /** The data mean μ (float64). */
+  readonly mu: Float64Array;
+  /** The data standard deviation s. */
+  readonly s: number;
+  /** A standard normal starting sample, as the pipeline's initial latents. */
+  readonly xT: Float32Array;
+  /** E[ε | x] for x = αx₀ + σε: σ(x − αμ)/(α²s² + σ²). */
+  vpEps(x: Float64Array, alpha: number, sigma: number): Float64Array;
+  /** E[n − x₀ | x] for x = (1−σ)x₀ + σn. */
+  flowV(x: Float64Array, sigma: number): Float64Array;
+  /** The ODE's end from xT at (α_T, σ_T): μ + s·(x_T − α_T μ)/√(α_T²s² + σ_T²). */
+  vpEndpoint(alphaT: number, sigmaT: number): Float64Array;
+  /** The flow ODE's end from xT at σ_T: μ + s·(x_T − (1−σ_T)μ)/√((1−σ_T)²s² + σ_T²). */
+  flowEndpoint(sigmaT: number): Float64Array;
+}
+
+/** A Gaussian toy of n elements: μ uniform in [−0.8, 0.8), deterministic per seed. */
+export function gaussianToy(n: number, s: number, seed = 1): GaussianToy {
+  let state = (seed >>> 0) || 1;
+  const next = () => { // xorshift32 then Box–Muller; independent of Prng on purpose
+    state ^= state << 13, state >>>= 0, state ^= state >>> 17, state ^= state << 5, state >>>= 0;
+    return (state + 1) / 4294967297;
+  };
+  const mu = new Float64Array(n).map(() => 1.6 * next() - 0.8);
+  const xT = new Float32Array(n).map(() =>
+    Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next())
+  );
+  const s2 = s * s;
+  const vpEps = (x: Float64Array, a: number, sg: number) =>
+    x.map((v, j) => (sg * (v - a * mu[j])) / (a * a * s2 + sg * sg));
+  const flowV = (x: Float64Array, sg: number) =>
+    x.map((v, j) => {
+      const d = (1 - sg) ** 2 * s2 + sg * sg;
+      const r = v - (1 - sg) * mu[j];
+      return (sg * r) / d - (mu[j] + ((1 - sg) * s2 * r) / d);
+    });
+  const end = (a: number, sg: number) =>
+    Float64Array.from(
+      xT,
+      (v, j) => mu[j] + (s * (v - a * mu[j])) / Math.sqrt(a * a * s2 + sg * sg),
+    );
+  return {
+    mu,
+    s,
+    xT,
+    vpEps,
+    flowV,
+    vpEndpoint: end,
+    flowEndpoint: (sg) => end(1 - sg, sg),
+  };
+}
