@@ -258,8 +258,9 @@ export class DpmSolverCpu implements CpuSampler {
 }
 
 /**
- * DPM-Solver++ recorded on the GPU: 2 elementwise dispatches for a first-order step
- * (x₀, update) and 3 for a second-order one (x₀, two axpby). Owns the previous x₀.
+ * DPM-Solver++ recorded on the GPU, as elementwise dispatches: x₀ (2 for ε, 1 for v or
+ * x₀ predictions), then 1 for a first-order update or 2 for a second-order one. Owns the
+ * previous x₀.
  */
 export class DpmSolverGpu implements GpuSampler {
   /** Always "dpm++2m". */
@@ -301,11 +302,11 @@ export class DpmSolverGpu implements GpuSampler {
     const type = this.plan.predictionType;
     let m0: Tensor;
     if (type === "epsilon") {
-      m0 = elementwise(rec, "axpby", sample, {
-        y: modelOutput,
-        alpha: 1 / c.alphaS,
-        beta: -c.sigmaS / c.alphaS,
-      });
+      // torch's order, (x − σε)/α: rounding x − σε first keeps the error at ulp(x)/α
+      // instead of ulp(x/α) terms of size ~400 at σ_max (α ≈ 0.0064).
+      const d = elementwise(rec, "axpby", sample, { y: modelOutput, alpha: 1, beta: -c.sigmaS });
+      m0 = elementwise(rec, "affine", d, { alpha: 1 / c.alphaS, beta: 0 });
+      d.release();
     } else if (type === "v_prediction") {
       m0 = elementwise(rec, "axpby", sample, { y: modelOutput, alpha: c.alphaS, beta: -c.sigmaS });
     } else {

@@ -191,8 +191,10 @@ async function compareGpu(
     if (dtype === "f16") out = Float32Array.from(Float16Array.from(out)); // the GPU sees f16
     const rec = new Recorder(rt);
     const next = gpu.step(rec, i, uploadTensor(rt, out, [n], dtype), xg);
-    // Dispatches: x₀ (or the copy of x₀) + 1 update for order 1, + 2 for order 2.
-    assertEquals(rec.dispatches, cpu.plan.coefficients[i].order === 1 ? 2 : 3);
+    // Dispatches: x₀ (2 for ε: x − σε, then ×1/α; 1 otherwise) + 1 update for order 1,
+    // + 2 for order 2.
+    const x0Dispatches = cpu.plan.predictionType === "epsilon" ? 2 : 1;
+    assertEquals(rec.dispatches, x0Dispatches + cpu.plan.coefficients[i].order);
     await rec.submit();
     xc = cpu.step(i, out, dtype === "f16" ? await readTensor(rt, xg) : xc);
     assertClose(await readTensor(rt, next), xc, { ...tol, msg: `${dtype} step ${i}` });
