@@ -1,0 +1,326 @@
+/**
+ * GEMM with a fused epilogue: Y = X·Wᵀ (+ bias), an activation, then an optional gated
+ * residual (`x + gate ⊙ y`, the DiT block's residual update). W is in the PyTorch Linear
+ * layout [N, K]. Kernels come in numbered versions (llm.c style), each checked against
+ * runtime/reference/gemm.ts:
+ *
+ * 1. `gemm_tiled.wgsl`: simple 16×16 tiles through workgroup memory (the baseline);
+ * 2. `gemm_reg.wgsl`: register-blocked 8×8 per invocation, 128×128 tiles, for GPUs;
+ * 3. `gemm_cpu.wgsl`: for CPU adapters, where loads cost far more than FMAs (4×4 blocks
+ *    per invocation straight from storage; f16 with K % 8 == 0 loads eight packed halves).
+ *
+ * The op picks 3 on a fallback (CPU) adapter and 2 otherwise, unless `version` forces one.
+ *
+ * @module
+ */
+import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import type { GemmActivation } from "../reference/gemm.ts";
+import commonSrc from "../../wgsl/gemm_common.wgsl" with { type: "text" };
+import ioVec4Src from "../../wgsl/gemm_io_vec4.wgsl" with { type: "text" };
+import ioScalarSrc from "../../wgsl/gemm_io_scalar.wgsl" with { type: "text" };
+import ioF16x8Src from "../../wgsl/gemm_io_f16x8.wgsl" with { type: "text" };
+import tiledSrc from "../../wgsl/gemm_tiled.wgsl" with { type: "text" };
+import regSrc from "../../wgsl/gemm_reg.wgsl" with { type: "text" };
+import cpuSrc from "../../wgsl/gemm_cpu.wgsl" with { type: "text" };
+
+export type { GemmActivation } from "../reference/gemm.ts";
+
+/** Kernel versions: 1 simple tiled, 2 register-blocked (GPU), 3 CPU-adapter. */
+export type GemmVersion = 1 | 2 | 3;
+
+/** The kernel versions, for validation and sweeps. */
+export const GEMM_VERSIONS: readonly GemmVersion[] = [1, 2, 3];
+
+/** Tile knobs (override constants) of versions 2 and 3; unset ones take the defaults. */
+export interface GemmTune {
+  /** v2: invocations along N (tile width BN = 8·tx). */
+  tx?: number;
+  /** v2: invocations along M (tile height BM = 8·ty). */
+  ty?: number;
+  /** v2: K tile, 4, 8 or 16. */
+  bk?: number;
+  /** v3: invocations per workgroup. */
+  wg?: number;
+  /** v3: rows per invocation, 1 … 4. */
+  rt?: number;
+  /** v3: columns per invocation, 1 … 8. */
+  ct?: number;
+}
+
+/** How a kernel loads its operands: vec4 rows (K % 4 == 0), scalars, or packed f16 × 8. */
+export type GemmOperandLoad = "vec4" | "scalar" | "f16x8";
+
+/**
+ * The default knobs: 128×128 tiles with BK 16 (v2); 4×4 blocks per invocation in
+ * workgroups of 64 (v3), 4×8 with packed f16 loads (fewer loads per FMA pay off there).
+ */
+export function gemmDefaultTune(load: GemmOperandLoad = "vec4"): Required<GemmTune> {
+  return { tx: 16, ty: 16, bk: 16, wg: 64, rt: 4, ct: load === "f16x8" ? 8 : 4 };
+}
+
+/** Options of {@linkcode gemm}. */
+export interface GemmOptions {
+  /** bias [N], added before the activation. */
+  bias?: Tensor;
+  /** Activation after the bias: none (default), gelu (tanh approximation) or silu. */
+  activation?: GemmActivation;
+  /** residual [M, N]: out = residual + gate ⊙ y. Must not be `out` (ping-pong instead). */
+  residual?: Tensor;
+  /** gate [B, N]: out row m uses gate row ⌊m / rowsPerGate⌋; without residual, out = gate ⊙ y. */
+  gate?: Tensor;
+  /** Output rows per gate row; default M / B (B = the gate's rows). */
+  rowsPerGate?: number;
+  /** Where to write [M, N]; default a new tensor. */
+  out?: Tensor;
+  /** Force a kernel version; default 3 on a CPU adapter, else 2. */
+  version?: GemmVersion;
+  /** Tile knobs of the chosen version (benchmarks and tuning). */
+  tune?: GemmTune;
+}
+
+const ACTIVATIONS: Readonly<Record<GemmActivation, number>> = { none: 0, gelu: 1, silu: 2 };
+
+interface Params {
+  M: number;
+  N: number;
+  K: number;
+  rpg: number;
+  act: number;
+  bias: boolean;
+  res: boolean;
+  gate: boolean;
+  tune: Required<GemmTune>;
+}
+
+const SOURCES: Record<GemmVersion, string> = { 1: tiledSrc, 2: regSrc, 3: cpuSrc };
+const specs = new Map<string, KernelSpec<Params>>();
+
+function versionConstants(version: GemmVersion, t: Required<GemmTune>): Record<string, number> {
+  if (version === 2) return { TX: t.tx, TY: t.ty, BK: t.bk };
+  if (version === 3) return { WG: t.wg, RT: t.rt, CT: t.ct };
+  return {};
+}
+
+function dispatchOf(version: GemmVersion, p: Params): [number, number] {
+  const t = p.tune;
+  if (version === 1) return [Math.ceil(p.N / 16), Math.ceil(p.M / 16)];
+  if (version === 2) return [Math.ceil(p.N / (8 * t.tx)), Math.ceil(p.M / (8 * t.ty))];
+  const lanes = Math.ceil(p.M / t.rt) * Math.ceil(p.N / t.ct);
+  return grid1d(Math.ceil(lanes / t.wg));
+}
+
+const LOAD_SOURCES: Record<GemmOperandLoad, string> = {
+  vec4: ioVec4Src,
+  scalar: ioScalarSrc,
+  f16x8: ioF16x8Src,
+};
+
+/** The operand load a version uses for a storage type and K. */
+export function gemmOperandLoad(
+  version: GemmVersion,
+  storage: StorageType,
+  K: number,
+): GemmOperandLoad {
+  if (version === 3 && storage === "f16" && K % 8 === 0) return "f16x8";
+  return K % 4 === 0 ? "vec4" : "scalar";
+}
+
+/** The kernel spec of a version for a storage type and operand load (f16x8: version 3 only). */
+export function gemmSpec(
+  version: GemmVersion,
+  storage: StorageType,
+  load: GemmOperandLoad,
+): KernelSpec<Params> {
+  if (load === "f16x8" && (version !== 3 || storage !== "f16")) {
+    throw new RangeError(`gemm: the f16x8 operand load is for version 3 with f16 storage`);
+  }
+  const key = `${version}:${storage}:${load}`;
+  let spec = specs.get(key);
+  if (!spec) {
+    const c = composeWgsl(SOURCES[version], {
+      storage,
+      libs: [commonSrc, LOAD_SOURCES[load]],
+    });
+    spec = {
+      name: `gemm_v${version}_${storage}_${load}`,
+      source: c.source,
+      preludeLines: c.preludeLines,
+      bindings: ["uniform", "read", "read", "read", "read", "read", "read_write"],
+      constants: (p) => ({
+        HAS_BIAS: p.bias ? 1 : 0,
+        ACT: p.act,
+        HAS_RES: p.res ? 1 : 0,
+        HAS_GATE: p.gate ? 1 : 0,
+        ...versionConstants(version, p.tune),
+      }),
+      uniform: {
+        fields: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"],
+        values: (p) => [p.M, p.N, p.K, Math.ceil(p.K / 4), p.rpg, Math.ceil(p.K / 8), 0, 0],
+      },
+      dispatch: (p) => dispatchOf(version, p),
+    };
+    specs.set(key, spec);
+  }
+  return spec;
+}
+
+/** The version the op uses on `rt` when none is forced: 3 on a CPU adapter, else 2. */
+export function defaultGemmVersion(rt: Runtime): GemmVersion {
+  return rt.info.fallback ? 3 : 2;
+}
+
+/** FLOPs of an M×K·K×N product, counted as 2·M·N·K. */
+export function gemmFlops(M: number, N: number, K: number): number {
+  return 2 * M * N * K;
+}
+
+function checkTune(version: GemmVersion, t: Required<GemmTune>, rt: Runtime): void {
+  const int = (v: number, name: string, lo: number, hi: number) => {
+    if (!Number.isInteger(v) || v < lo || v > hi) {
+      throw new RangeError(`tune.${name} must be an integer in [${lo}, ${hi}], got ${v}`);
+    }
+  };
+  if (version === 2) {
+    int(t.tx, "tx", 1, 16);
+    int(t.ty, "ty", 1, 16);
+    if (![4, 8, 16].includes(t.bk)) throw new RangeError(`tune.bk must be 4, 8 or 16, got ${t.bk}`);
+    const nt = t.tx * t.ty;
+    for (const [name, edge] of [["ty", 8 * t.ty], ["tx", 8 * t.tx]] as const) {
+      const loads = (edge * t.bk) / (4 * nt);
+      if (![1, 2, 4].includes(loads)) {
+        throw new RangeError(
+          `tune: a ${8 * t.ty}×${8 * t.tx} tile with bk ${t.bk} gives ${loads} vec4 loads ` +
+            `per invocation along ${name === "ty" ? "M" : "N"}; it must be 1, 2 or 4`,
+        );
+      }
+    }
+  } else if (version === 3) {
+    int(t.wg, "wg", 1, rt.info.limits.maxComputeInvocationsPerWorkgroup ?? 256);
+    int(t.rt, "rt", 1, 4);
+    int(t.ct, "ct", 1, 8);
+  }
+}
+
+function dims(x: Tensor): [number, number] {
+  if (x.shape.length < 2) {
+    throw new RangeError(`x must be [M, K] (or [..., K]), got shape [${x.shape}]`);
+  }
+  const K = x.shape[x.shape.length - 1];
+  return [x.size / Math.max(1, K), K];
+}
+
+/**
+ * Records Y = epilogue(X·Wᵀ) and returns Y [..., N] (X's leading dims, then N).
+ *
+ * @param x activations [M, K] (or [..., K], flattened to M rows), f32 or f16
+ * @param w weights [N, K] (PyTorch Linear layout), same dtype as x
+ * @throws {TypeError} for dtypes that are not f32/f16 or that differ.
+ * @throws {RangeError} for shapes that do not match, an `out` that shares a buffer with an
+ *   input, or tile knobs out of range.
+ */
+export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}): Tensor {
+  const rt = rec.runtime;
+  if (x.dtype !== "f32" && x.dtype !== "f16") {
+    throw new TypeError(`gemm: x must be f32 or f16, got ${x.dtype}`);
+  }
+  const [M, K] = dims(x);
+  if (K < 1) throw new RangeError(`gemm: K must be at least 1, got x shape [${x.shape}]`);
+  if (w.shape.length !== 2 || w.shape[1] !== K) {
+    throw new RangeError(`gemm: w must be [N, ${K}] (Linear layout), got [${w.shape}]`);
+  }
+  const N = w.shape[0];
+  const dt = x.dtype;
+  const same = (t: Tensor | undefined, name: string, size: number, what: string) => {
+    if (!t) return;
+    if (t.dtype !== dt) throw new TypeError(`gemm: ${name} is ${t.dtype} but x is ${dt}`);
+    if (t.size !== size) {
+      throw new RangeError(`gemm: ${name} must be ${what} (${size} values), got [${t.shape}]`);
+    }
+  };
+  same(w, "w", N * K, `[${N}, ${K}]`);
+  same(opts.bias, "bias", N, `[${N}]`);
+  same(opts.residual, "residual", M * N, `[${M}, ${N}]`);
+  let rpg = Math.max(1, M);
+  if (opts.gate) {
+    const g = opts.gate;
+    if (g.dtype !== dt) throw new TypeError(`gemm: gate is ${g.dtype} but x is ${dt}`);
+    if (g.size % Math.max(1, N) !== 0 || g.size === 0) {
+      throw new RangeError(`gemm: gate must be [B, ${N}], got [${g.shape}]`);
+    }
+    const B = g.size / N;
+    if (opts.rowsPerGate !== undefined) {
+      rpg = opts.rowsPerGate;
+      if (!Number.isInteger(rpg) || rpg < 1) {
+        throw new RangeError(`gemm: rowsPerGate must be a positive integer, got ${rpg}`);
+      }
+    } else {
+      if (M % B !== 0) {
+        throw new RangeError(`gemm: ${M} rows do not split over ${B} gate rows; give rowsPerGate`);
+      }
+      rpg = Math.max(1, M / B);
+    }
+    if (Math.ceil(M / rpg) > B) {
+      throw new RangeError(
+        `gemm: ${M} rows at rowsPerGate ${rpg} need ${Math.ceil(M / rpg)} gate rows, gate has ${B}`,
+      );
+    }
+  }
+  const act = ACTIVATIONS[opts.activation ?? "none"];
+  if (act === undefined) {
+    throw new TypeError(`gemm: activation must be none, gelu or silu, got ${opts.activation}`);
+  }
+  const version = opts.version ?? defaultGemmVersion(rt);
+  if (!GEMM_VERSIONS.includes(version)) {
+    throw new RangeError(`gemm: version must be 1, 2 or 3, got ${version}`);
+  }
+  const load = gemmOperandLoad(version, dt, K);
+  const tune = { ...gemmDefaultTune(load), ...opts.tune };
+  checkTune(version, tune, rt);
+
+  const out = opts.out ?? createTensor(rt, [...x.shape.slice(0, -1), N], dt);
+  same(out, "out", M * N, `[${M}, ${N}]`);
+  // WebGPU forbids one buffer bound read-only and writable in the same dispatch.
+  for (
+    const [name, t] of [["x", x], ["w", w], ["bias", opts.bias], ["residual", opts.residual], [
+      "gate",
+      opts.gate,
+    ]] as const
+  ) {
+    if (t && t.buffer === out.buffer) {
+      throw new RangeError(`gemm: out must not share a buffer with ${name} (ping-pong instead)`);
+    }
+  }
+  if (M === 0 || N === 0) return out;
+  const params: Params = {
+    M,
+    N,
+    K,
+    rpg,
+    act,
+    bias: !!opts.bias,
+    res: !!opts.residual,
+    gate: !!opts.gate,
+    tune,
+  };
+  const [gx, gy] = dispatchOf(version, params);
+  const maxGroups = rt.info.limits.maxComputeWorkgroupsPerDimension ?? 65535;
+  if (gx > maxGroups || gy > maxGroups) {
+    throw new RangeError(
+      `gemm: [${M}, ${K}]·[${N}, ${K}]ᵀ needs ${gx}×${gy} workgroups, over ${maxGroups}`,
+    );
+  }
+  const spec = gemmSpec(version, dt, load);
+  // Absent epilogue operands are bound to x (never read: their override flag is off).
+  rec.dispatch(spec, params, [
+    x,
+    w,
+    opts.bias ?? x,
+    opts.residual ?? x,
+    opts.gate ?? x,
+    out,
+  ]);
+  return out;
+}

@@ -1,0 +1,35 @@
+// GEMM shared part: the params, the epilogue bindings, and the store that applies the
+// epilogue (bias, activation, gate, residual). The kernel checks row < M and col < N.
+override HAS_BIAS: u32 = 0u;
+override ACT: u32 = 0u; // 0 none, 1 gelu (tanh), 2 silu
+override HAS_RES: u32 = 0u;
+override HAS_GATE: u32 = 0u;
+
+// K4 = ceil(K / 4), K8 = ceil(K / 8): the 4- and 8-wide steps along K (tails zero-padded).
+struct Params { M: u32, N: u32, K: u32, K4: u32, rpg: u32, K8: u32, p0: u32, p1: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> bias: array<DT>;
+@group(0) @binding(4) var<storage, read> res: array<DT>;
+@group(0) @binding(5) var<storage, read> gate: array<DT>;
+@group(0) @binding(6) var<storage, read_write> out: array<DT>;
+
+fn gemm_act(v: f32) -> f32 {
+  if (ACT == 1u) {
+    // GELU, tanh approximation: 0.5·v·(1 + tanh(u)) = v·sigmoid(2u), u = sqrt(2/π)(v + 0.044715v³);
+    // the sigmoid form is one exp (and much less code inlined per output on CPU adapters).
+    return v / (1.0 + exp(-1.5957691216057308 * (v + 0.044715 * v * v * v)));
+  }
+  if (ACT == 2u) { return v / (1.0 + exp(-v)); }
+  return v;
+}
+
+fn gemm_store(row: u32, col: u32, acc: f32) {
+  var y = acc;
+  if (HAS_BIAS != 0u) { y += f32(bias[col]); }
+  y = gemm_act(y);
+  if (HAS_GATE != 0u) { y *= f32(gate[(row / p.rpg) * p.N + col]); }
+  let i = row * p.N + col;
+  if (HAS_RES != 0u) { y += f32(res[i]); }
+  out[i] = DT(y);
+}

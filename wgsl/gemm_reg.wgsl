@@ -1,0 +1,161 @@
+// GEMM version 2, for GPUs: register-blocked. A TY×TX workgroup computes a BM×BN tile
+// (BM = 8·TY, BN = 8·TX), each invocation an 8×8 block held in 16 vec4 registers, as two
+// 4-row halves BM/2 apart by two 4-column halves BN/2 apart (so the vec4 reads of
+// workgroup memory by neighbouring invocations are contiguous: no bank conflicts).
+// K advances by BK through two workgroup buffers stored k-major (transposed); the next
+// tile is fetched into registers while the current one is multiplied (one barrier a tile).
+override TX: u32 = 16u; // invocations along N
+override TY: u32 = 16u; // invocations along M
+override BK: u32 = 16u; // K tile: 4, 8 or 16; the tile loads must split evenly, ≤ 4 vec4 each
+
+const SH: u32 = 1024u; // vec4 per operand: 2 buffers × BK ≤ 16 × 128 / 4
+
+var<workgroup> xsh: array<vec4<f32>, SH>;
+var<workgroup> wsh: array<vec4<f32>, SH>;
+var<private> acc: array<vec4<f32>, 16>; // zero-initialised; acc[8h + 2i + g]: row 4·ty + i (+BM/2 if h), cols half g
+
+fn bm() -> u32 { return 8u * TY; }
+fn bn() -> u32 { return 8u * TX; }
+
+// The j-th vec4 of this invocation's share of a tile: (row, k4) inside the tile.
+fn x_at(j: u32, tid: u32) -> vec2<u32> { let v = tid + j * TX * TY; return vec2<u32>(v % bm(), v / bm()); }
+fn w_at(j: u32, tid: u32) -> vec2<u32> { let v = tid + j * TX * TY; return vec2<u32>(v % bn(), v / bn()); }
+
+fn fetch_x(j: u32, tid: u32, m0: u32, kt4: u32) -> vec4<f32> {
+  let at = x_at(j, tid);
+  let k4 = kt4 + at.y;
+  return select(vec4<f32>(0.0), load_x(min(m0 + at.x, p.M - 1u), min(k4, p.K4 - 1u)), k4 < p.K4);
+}
+fn fetch_w(j: u32, tid: u32, n0: u32, kt4: u32) -> vec4<f32> {
+  let at = w_at(j, tid);
+  let k4 = kt4 + at.y;
+  return select(vec4<f32>(0.0), load_w(min(n0 + at.x, p.N - 1u), min(k4, p.K4 - 1u)), k4 < p.K4);
+}
+fn put_x(j: u32, tid: u32, buf: u32, v: vec4<f32>) {
+  let at = x_at(j, tid);
+  let base = buf * BK * (bm() / 4u) + at.y * 4u * (bm() / 4u) + at.x / 4u;
+  let c = at.x % 4u;
+  xsh[base][c] = v.x;
+  xsh[base + bm() / 4u][c] = v.y;
+  xsh[base + 2u * (bm() / 4u)][c] = v.z;
+  xsh[base + 3u * (bm() / 4u)][c] = v.w;
+}
+fn put_w(j: u32, tid: u32, buf: u32, v: vec4<f32>) {
+  let at = w_at(j, tid);
+  let base = buf * BK * (bn() / 4u) + at.y * 4u * (bn() / 4u) + at.x / 4u;
+  let c = at.x % 4u;
+  wsh[base][c] = v.x;
+  wsh[base + bn() / 4u][c] = v.y;
+  wsh[base + 2u * (bn() / 4u)][c] = v.z;
+  wsh[base + 3u * (bn() / 4u)][c] = v.w;
+}
+
+// One k of the tile: 4 vec4 reads of workgroup memory, 64 FMAs.
+fn mac(ia: u32, ib: u32) {
+  let a0 = xsh[ia];
+  let a1 = xsh[ia + bm() / 8u];
+  let b0 = wsh[ib];
+  let b1 = wsh[ib + bn() / 8u];
+  acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+  acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+  acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+  acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+  acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+  acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+  acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+  acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+  acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+  acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+  acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+  acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+  acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+  acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+  acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+  acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+}
+
+fn pick(a: u32) -> vec4<f32> {
+  switch a {
+    case 0u: { return acc[0]; } case 1u: { return acc[1]; } case 2u: { return acc[2]; }
+    case 3u: { return acc[3]; } case 4u: { return acc[4]; } case 5u: { return acc[5]; }
+    case 6u: { return acc[6]; } case 7u: { return acc[7]; } case 8u: { return acc[8]; }
+    case 9u: { return acc[9]; } case 10u: { return acc[10]; } case 11u: { return acc[11]; }
+    case 12u: { return acc[12]; } case 13u: { return acc[13]; } case 14u: { return acc[14]; }
+    default: { return acc[15]; }
+  }
+}
+
+fn store4(row: u32, col: u32, v: vec4<f32>) {
+  if (row >= p.M) { return; }
+  for (var j = 0u; j < 4u; j++) {
+    if (col + j < p.N) { gemm_store(row, col + j, v[j]); }
+  }
+}
+
+@compute @workgroup_size(TX, TY)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let tid = lid.y * TX + lid.x;
+  let lx = bm() * BK / (4u * TX * TY); // vec4 loads per invocation per tile, ≤ 4
+  let lw = bn() * BK / (4u * TX * TY);
+  let m0 = wg.y * bm();
+  let n0 = wg.x * bn();
+  let bk4 = BK / 4u;
+  let tiles = (p.K4 + bk4 - 1u) / bk4;
+
+  var px0 = fetch_x(0u, tid, m0, 0u);
+  var px1 = vec4<f32>(0.0); var px2 = vec4<f32>(0.0); var px3 = vec4<f32>(0.0);
+  if (lx > 1u) { px1 = fetch_x(1u, tid, m0, 0u); }
+  if (lx > 2u) { px2 = fetch_x(2u, tid, m0, 0u); px3 = fetch_x(3u, tid, m0, 0u); }
+  var pw0 = fetch_w(0u, tid, n0, 0u);
+  var pw1 = vec4<f32>(0.0); var pw2 = vec4<f32>(0.0); var pw3 = vec4<f32>(0.0);
+  if (lw > 1u) { pw1 = fetch_w(1u, tid, n0, 0u); }
+  if (lw > 2u) { pw2 = fetch_w(2u, tid, n0, 0u); pw3 = fetch_w(3u, tid, n0, 0u); }
+  put_x(0u, tid, 0u, px0);
+  if (lx > 1u) { put_x(1u, tid, 0u, px1); }
+  if (lx > 2u) { put_x(2u, tid, 0u, px2); put_x(3u, tid, 0u, px3); }
+  put_w(0u, tid, 0u, pw0);
+  if (lw > 1u) { put_w(1u, tid, 0u, pw1); }
+  if (lw > 2u) { put_w(2u, tid, 0u, pw2); put_w(3u, tid, 0u, pw3); }
+  workgroupBarrier();
+
+  for (var t = 0u; t < tiles; t++) {
+    let cur = t % 2u;
+    let more = t + 1u < tiles;
+    if (more) { // fetch the next tile while this one is multiplied
+      let kt4 = (t + 1u) * bk4;
+      px0 = fetch_x(0u, tid, m0, kt4);
+      if (lx > 1u) { px1 = fetch_x(1u, tid, m0, kt4); }
+      if (lx > 2u) { px2 = fetch_x(2u, tid, m0, kt4); px3 = fetch_x(3u, tid, m0, kt4); }
+      pw0 = fetch_w(0u, tid, n0, kt4);
+      if (lw > 1u) { pw1 = fetch_w(1u, tid, n0, kt4); }
+      if (lw > 2u) { pw2 = fetch_w(2u, tid, n0, kt4); pw3 = fetch_w(3u, tid, n0, kt4); }
+    }
+    let ia = cur * BK * (bm() / 4u) + lid.y;
+    let ib = cur * BK * (bn() / 4u) + lid.x;
+    for (var k = 0u; k < BK; k += 4u) {
+      mac(ia + k * (bm() / 4u), ib + k * (bn() / 4u));
+      mac(ia + (k + 1u) * (bm() / 4u), ib + (k + 1u) * (bn() / 4u));
+      mac(ia + (k + 2u) * (bm() / 4u), ib + (k + 2u) * (bn() / 4u));
+      mac(ia + (k + 3u) * (bm() / 4u), ib + (k + 3u) * (bn() / 4u));
+    }
+    if (more) {
+      let nxt = 1u - cur;
+      put_x(0u, tid, nxt, px0);
+      if (lx > 1u) { put_x(1u, tid, nxt, px1); }
+      if (lx > 2u) { put_x(2u, tid, nxt, px2); put_x(3u, tid, nxt, px3); }
+      put_w(0u, tid, nxt, pw0);
+      if (lw > 1u) { put_w(1u, tid, nxt, pw1); }
+      if (lw > 2u) { put_w(2u, tid, nxt, pw2); put_w(3u, tid, nxt, pw3); }
+    }
+    workgroupBarrier();
+  }
+
+  // acc[2i + g] holds row 4·ty + i (i < 4) or BM/2 + 4·ty + i − 4, column half g. A loop
+  // (not 16 inlined epilogues) keeps the code small; pick() indexes acc by constants only.
+  let c0 = n0 + 4u * lid.x;
+  for (var i = 0u; i < 8u; i++) {
+    let row = m0 + 4u * lid.y + (i % 4u) + select(0u, bm() / 2u, i >= 4u);
+    store4(row, c0, pick(2u * i));
+    store4(row, c0 + bn() / 2u, pick(2u * i + 1u));
+  }
+}
