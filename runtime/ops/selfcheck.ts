@@ -10,6 +10,7 @@ import { readTensor, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import { map, silu } from "../reference/elementwise.ts";
 import { elementwise } from "./elementwise.ts";
+import { gemmSelfCheck } from "./gemm.ts";
 
 /** The outcome of one self-check. */
 export interface SelfCheckResult {
@@ -49,7 +50,7 @@ const elementwiseCheck: SelfCheck = async (rt) => {
 };
 
 /** The registered checks, in the order doctor prints them. */
-export const SELF_CHECKS: SelfCheck[] = [elementwiseCheck];
+export const SELF_CHECKS: SelfCheck[] = [elementwiseCheck, gemmSelfCheck];
 
 /** Runs every registered check. */
 export async function runSelfChecks(rt: Runtime): Promise<SelfCheckResult[]> {
