@@ -1,0 +1,284 @@
+/**
+ * Dense flash attention: softmax(scale·q·kᵀ + mask)·v per (batch, head), with an online
+ * softmax in f32 that never materialises the Tq×Tk scores.
+ *
+ * Operands are [B, T, W] tensors read as `heads` heads of `headDim` starting at a column,
+ * so the q/k/v projections' outputs, a fused qkv [B, T, 3·H·D] ({@linkcode splitQkv}) and
+ * k/v shared across the batch (B = 1) are all read without a copy.
+ *
+ * @module
+ */
+import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import type { KernelSpec, Recorder } from "../gpu/kernel.ts";
+import { createTensor, Tensor } from "../gpu/tensor.ts";
+import src from "../../wgsl/attention.wgsl" with { type: "text" };
+
+/** A [B, T, W] tensor read as heads starting at column `column` of each row. */
+export interface HeadsView {
+  /** The tensor, shape [B, T, W] (B may be 1 for k/v shared across the batch). */
+  tensor: Tensor;
+  /** Column of head 0's first element; default 0. */
+  column?: number;
+  /** Columns spanned by the heads (H·D), used to infer D; default W − column. */
+  width?: number;
+}
+
+/** An attention operand: a [B, T, H·D] tensor, or a view of a wider one. */
+export type AttentionInput = Tensor | HeadsView;
+
+/** Options of {@linkcode attention}. */
+export interface AttentionOptions {
+  /** Number of heads H. */
+  heads: number;
+  /** Head dim D (≤ 128); default q's width / heads (q a plain tensor). */
+  headDim?: number;
+  /** Score scale; default 1/√D. */
+  scale?: number;
+  /**
+   * Key mask [B or 1, Tk] of q's dtype: nonzero keeps a key, 0 masks it (padded text
+   * tokens).
+   */
+  mask?: Tensor;
+  /**
+   * How masked keys are treated. "bias" (default) is diffusers' PixArt: −10000 added to
+   * masked scores, i.e. masked keys get probability 0 unless every key of the batch is
+   * masked, in which case the mask changes nothing (computed exactly, without the f32
+   * rounding of scores near −10000). "drop": masked keys get probability 0 and a row
+   * whose keys are all masked gives zeros.
+   */
+  maskMode?: "bias" | "drop";
+  /** Where to write [B, Tq, H·D]; default a new tensor. */
+  out?: Tensor;
+  /**
+   * Kernel tuning (benchmarks, ablations): threads per workgroup, query rows per thread
+   * (1..4) and keys per block (a multiple of 8, ≤ 64). Defaults depend on the adapter.
+   */
+  tuning?: AttentionTuning;
+}
+
+/** Launch shape of the attention kernel. */
+export interface AttentionTuning {
+  /** Threads per workgroup. */
+  threads?: number;
+  /** Query rows per thread (1..4). */
+  rowsPerThread?: number;
+  /** Keys per block staged in workgroup memory (multiple of 8, ≤ 64). */
+  keys?: number;
+}
+
+interface Params {
+  storage: StorageType;
+  hd: number;
+  bk: number;
+  wg: number;
+  rpt: number;
+  b: number;
+  h: number;
+  tq: number;
+  tk: number;
+  maskMode: number;
+  maskBatch: number;
+  q: Layout;
+  k: Layout;
+  v: Layout;
+  oRow: number;
+  oBatch: number;
+  scaleLog2: number;
+}
+
+interface Layout {
+  off: number;
+  row: number;
+  batch: number;
+}
+
+const specs = new Map<StorageType, KernelSpec<Params>>();
+
+/** The attention kernel spec for a storage type. */
+export function attentionSpec(storage: StorageType): KernelSpec<Params> {
+  let spec = specs.get(storage);
+  if (!spec) {
+    const c = composeWgsl(src, { storage });
+    spec = {
+      name: `attention_${storage}`,
+      source: c.source,
+      preludeLines: c.preludeLines,
+      bindings: ["uniform", "read", "read", "read", "read", "read_write"],
+      constants: (p) => ({ HD: p.hd, BK: p.bk, WG: p.wg, RPT: p.rpt }),
+      uniform: {
+        fields: [
+          ...["u32", "u32", "u32", "u32"],
+          ...["u32", "u32", "u32", "u32"],
+          ...["u32", "u32", "u32", "u32"],
+          ...["u32", "u32", "u32", "f32"],
+        ] as const,
+        values: (p) => [
+          ...[p.tq, p.tk, p.maskMode, p.maskBatch],
+          ...[p.q.off, p.q.row, p.q.batch, p.oRow],
+          ...[p.k.off, p.k.row, p.k.batch, p.oBatch],
+          ...[p.v.off, p.v.row, p.v.batch, p.scaleLog2],
+        ],
+      },
+      dispatch: (p) => [Math.ceil(p.tq / (p.wg * p.rpt)), p.h, p.b],
+    };
+    specs.set(storage, spec);
+  }
+  return spec;
+}
+
+/** Views of a fused qkv [B, T, 3·H·D] tensor as q, k and v (columns 0, H·D, 2·H·D). */
+export function splitQkv(qkv: Tensor): [HeadsView, HeadsView, HeadsView] {
+  if (qkv.shape.length !== 3 || qkv.shape[2] % 3 !== 0) {
+    throw new RangeError(`splitQkv: qkv must be [B, T, 3·H·D], got [${qkv.shape}]`);
+  }
+  const width = qkv.shape[2] / 3;
+  return [
+    { tensor: qkv, width },
+    { tensor: qkv, column: width, width },
+    { tensor: qkv, column: 2 * width, width },
+  ];
+}
+
+function view(x: AttentionInput): HeadsView {
+  return x instanceof Tensor ? { tensor: x } : x;
+}
+
+/** Checks one operand and returns its [B, T, W] shape and column. */
+function operand(name: string, x: HeadsView, width: number): { b: number; t: number; l: Layout } {
+  const s = x.tensor.shape;
+  if (s.length !== 3) throw new RangeError(`attention: ${name} must be [B, T, W], got [${s}]`);
+  const col = x.column ?? 0;
+  if (!Number.isInteger(col) || col < 0 || col + width > s[2]) {
+    throw new RangeError(
+      `attention: ${name} columns ${col}..${col + width} do not fit its width ${s[2]}`,
+    );
+  }
+  if (s[1] < 1) throw new RangeError(`attention: ${name} has no tokens`);
+  return { b: s[0], t: s[1], l: { off: col, row: s[2], batch: s[1] * s[2] } };
+}
+
+function nextPow2(n: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+}
+
+/**
+ * Records softmax(scale·q·kᵀ + mask)·v for q [B, Tq, ·], k/v [B or 1, Tk, ·] and returns
+ * out [B, Tq, H·D] (storage f32 or f16 as q; f32 math and softmax statistics).
+ */
+export function attention(
+  rec: Recorder,
+  q: AttentionInput,
+  k: AttentionInput,
+  v: AttentionInput,
+  opts: AttentionOptions,
+): Tensor {
+  const qv = view(q);
+  const kv = view(k);
+  const vv = view(v);
+  const H = opts.heads;
+  if (!Number.isInteger(H) || H < 1) {
+    throw new RangeError(`attention: heads must be a positive integer, got ${H}`);
+  }
+  const D = opts.headDim ?? (qv.width ?? qv.tensor.shape[2] - (qv.column ?? 0)) / H;
+  if (!Number.isInteger(D) || D < 1 || D > 128) {
+    throw new RangeError(`attention: headDim must be an integer in 1..128, got ${D}`);
+  }
+  const dtype = qv.tensor.dtype;
+  if (dtype !== "f32" && dtype !== "f16") {
+    throw new TypeError(`attention: q must be f32 or f16, got ${dtype}`);
+  }
+  for (const [n, t] of [["k", kv.tensor], ["v", vv.tensor], ["mask", opts.mask]] as const) {
+    if (t && t.dtype !== dtype) {
+      throw new TypeError(`attention: q is ${dtype} but ${n} is ${t.dtype}`);
+    }
+  }
+  const Q = operand("q", qv, H * D);
+  const K = operand("k", kv, H * D);
+  const V = operand("v", vv, H * D);
+  const B = Q.b;
+  for (const [n, x] of [["k", K], ["v", V]] as const) {
+    if (x.b !== B && x.b !== 1) {
+      throw new RangeError(`attention: ${n} batch ${x.b} is neither q's ${B} nor 1`);
+    }
+    if (x.b === 1) x.l.batch = 0; // shared across the batch
+  }
+  if (K.t !== V.t || K.b !== V.b) {
+    throw new RangeError(`attention: k has ${K.b}×${K.t} tokens but v has ${V.b}×${V.t}`);
+  }
+  const Tq = Q.t;
+  const Tk = K.t;
+  let maskMode = 0;
+  let maskBatch = 0;
+  if (opts.mask) {
+    const ms = opts.mask.shape;
+    if (ms.length !== 2 || ms[1] !== Tk || (ms[0] !== B && ms[0] !== 1)) {
+      throw new RangeError(`attention: mask must be [${B} or 1, ${Tk}], got [${ms}]`);
+    }
+    maskBatch = ms[0] === 1 ? 0 : Tk;
+    const mode = opts.maskMode ?? "bias";
+    if (mode !== "bias" && mode !== "drop") {
+      throw new TypeError(
+        `attention: maskMode must be "bias" or "drop", got ${JSON.stringify(mode)}`,
+      );
+    }
+    maskMode = mode === "bias" ? 1 : 2;
+  }
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  if (!Number.isFinite(scale)) {
+    throw new RangeError(`attention: scale must be finite, got ${scale}`);
+  }
+  const out = opts.out ?? createTensor(rec.runtime, [B, Tq, H * D], dtype);
+  if (out.size !== B * Tq * H * D || out.dtype !== dtype) {
+    throw new RangeError(`attention: out must be [${B}, ${Tq}, ${H * D}] ${dtype}`);
+  }
+  for (const t of [qv.tensor, kv.tensor, vv.tensor, opts.mask]) {
+    if (t && t.buffer === out.buffer) {
+      throw new RangeError("attention: out must not share a buffer with q, k, v or mask");
+    }
+  }
+  // CPU adapters pay tens of cycles per lane for every workgroup load, and private
+  // arrays cost no registers there: 4 rows per thread share each K/V load.
+  const t = opts.tuning ?? {};
+  const cpu = rec.runtime.info.fallback;
+  const rpt = t.rowsPerThread ?? (cpu ? 4 : 1);
+  const wg = t.threads ?? (cpu ? 16 : 64);
+  if (!Number.isInteger(rpt) || rpt < 1 || rpt > 4) {
+    throw new RangeError(`attention: tuning.rowsPerThread must be 1..4, got ${rpt}`);
+  }
+  if (!Number.isInteger(wg) || wg < 1 || wg > 256) {
+    throw new RangeError(`attention: tuning.threads must be 1..256, got ${wg}`);
+  }
+  const keys = t.keys ?? 64;
+  if (!Number.isInteger(keys) || keys % 8 !== 0 || keys < 8 || keys > 64) {
+    throw new RangeError(`attention: tuning.keys must be a multiple of 8 up to 64, got ${keys}`);
+  }
+  // Keys per block: no more than Tk needs, K+V blocks within workgroup memory.
+  const limit = rec.runtime.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+  const d4 = Math.ceil(D / 4);
+  let bk = Math.min(keys, Math.max(8, nextPow2(Tk)));
+  while (bk > 8 && 2 * bk * d4 * 16 + bk * 4 > limit) bk -= 8;
+  rec.dispatch(
+    attentionSpec(dtype),
+    {
+      storage: dtype,
+      hd: D,
+      bk,
+      wg,
+      rpt,
+      b: B,
+      h: H,
+      tq: Tq,
+      tk: Tk,
+      maskMode,
+      maskBatch,
+      q: Q.l,
+      k: K.l,
+      v: V.l,
+      oRow: H * D,
+      oBatch: Tq * H * D,
+      scaleLog2: scale * Math.LOG2E,
+    },
+    [qv.tensor, kv.tensor, vv.tensor, opts.mask ?? qv.tensor, out],
+  );
+  return out;
+}

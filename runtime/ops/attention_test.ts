@@ -1,0 +1,213 @@
+import { assert, assertClose, assertThrows, rms } from "../../tests/assert.ts";
+import { gpuTest, runAndRead, withRuntime } from "../../tests/gpu.ts";
+import { Recorder } from "../gpu/kernel.ts";
+import { type DType, uploadTensor } from "../gpu/tensor.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { Prng } from "../io/prng.ts";
+import { attentionRef, type HostHeads } from "../reference/attention.ts";
+import { attention, type AttentionTuning, splitQkv } from "./attention.ts";
+
+/** f32: |err| ≤ 1e-5·RMS(ref) + 1e-6·|ref|; f16: 1e-2·RMS (inputs are rounded to f16). */
+function tolerance(ref: Float32Array, dtype: DType) {
+  const r = rms(ref);
+  return dtype === "f32" ? { atol: 1e-5 * r, rtol: 1e-6 } : { atol: 1e-2 * r, rtol: 0 };
+}
+
+/** Rounds host data to what an f16 upload stores, so the reference sees the same inputs. */
+function asStored(x: Float32Array, dtype: DType): Float32Array {
+  return dtype === "f16" ? Float32Array.from(Float16Array.from(x)) : x;
+}
+
+interface Case {
+  b: number;
+  tq: number;
+  tk: number;
+  h: number;
+  d: number;
+  dtype?: DType;
+  tuning?: AttentionTuning;
+  kvBatch?: number;
+  seed?: number;
+}
+
+async function checkCase(rt: Runtime, c: Case): Promise<void> {
+  const dtype = c.dtype ?? "f32";
+  const g = new Prng(c.seed ?? 11);
+  const w = c.h * c.d;
+  const kb = c.kvBatch ?? c.b;
+  // Scaled so the softmax is neither uniform nor one-hot.
+  const qs = asStored(g.normals(c.b * c.tq * w).map((x) => 1.5 * x), dtype);
+  const ks = asStored(g.normals(kb * c.tk * w), dtype);
+  const vs = asStored(g.normals(kb * c.tk * w), dtype);
+  const q = uploadTensor(rt, qs, [c.b, c.tq, w], dtype);
+  const k = uploadTensor(rt, ks, [kb, c.tk, w], dtype);
+  const v = uploadTensor(rt, vs, [kb, c.tk, w], dtype);
+  const got = await runAndRead(
+    rt,
+    (r) => attention(r, q, k, v, { heads: c.h, tuning: c.tuning }),
+  );
+  const host = (data: Float32Array, batch: number, tokens: number): HostHeads => ({
+    data,
+    batch,
+    tokens,
+    width: w,
+  });
+  const ref = attentionRef(host(qs, c.b, c.tq), host(ks, kb, c.tk), host(vs, kb, c.tk), {
+    heads: c.h,
+    headDim: c.d,
+  });
+  assertClose(got, ref, { ...tolerance(ref, dtype), msg: JSON.stringify(c) });
+}
+
+// Each distinct (dtype, head dim, key block, launch shape) compiles a pipeline, which
+// takes seconds on lavapipe: the cases below share a handful of them.
+
+Deno.test(
+  "attention matches the reference at odd shapes (f32, both launch shapes)",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // Tq, Tk not multiples of the tiles (2 key blocks); D = 72; batch 2. The GPU launch
+      // shape (64 threads × 1 row) and the CPU one (16 threads × 4 rows).
+      await checkCase(rt, {
+        b: 2,
+        tq: 77,
+        tk: 93,
+        h: 3,
+        d: 72,
+        tuning: { threads: 64, rowsPerThread: 1 },
+      });
+      await checkCase(rt, {
+        b: 2,
+        tq: 77,
+        tk: 93,
+        h: 3,
+        d: 72,
+        tuning: { threads: 16, rowsPerThread: 4 },
+      });
+    });
+  },
+);
+
+Deno.test(
+  "attention handles head dims 10 and 128, one query row and one key",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const cpu = { threads: 16, rowsPerThread: 4 };
+      await checkCase(rt, { b: 2, tq: 1, tk: 1, h: 2, d: 10, tuning: cpu });
+      await checkCase(rt, { b: 1, tq: 70, tk: 5, h: 2, d: 10, tuning: cpu });
+      // k/v of batch 1 shared by a batch of 3.
+      await checkCase(rt, { b: 3, tq: 20, tk: 7, h: 2, d: 10, kvBatch: 1, tuning: cpu });
+      await checkCase(rt, { b: 1, tq: 33, tk: 70, h: 1, d: 128, tuning: cpu });
+    });
+  },
+);
+
+Deno.test("attention f16 storage stays within 1e-2·RMS", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    if (!rt.info.f16) return;
+    const cpu = { threads: 16, rowsPerThread: 4 };
+    await checkCase(rt, { b: 2, tq: 70, tk: 120, h: 2, d: 72, dtype: "f16", tuning: cpu });
+  });
+});
+
+Deno.test("attention reads a fused qkv tensor through column views", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const [B, T, H, D] = [2, 37, 3, 72];
+    const W = 3 * H * D;
+    const xs = new Prng(5).normals(B * T * W);
+    const qkv = uploadTensor(rt, xs, [B, T, W]);
+    const [q, k, v] = splitQkv(qkv);
+    const tuning = { threads: 16, rowsPerThread: 4 };
+    const got = await runAndRead(rt, (r) => attention(r, q, k, v, { heads: H, tuning }));
+    const hh = (column: number): HostHeads => ({ data: xs, batch: B, tokens: T, width: W, column });
+    const ref = attentionRef(hh(0), hh(H * D), hh(2 * H * D), { heads: H, headDim: D });
+    assertClose(got, ref, tolerance(ref, "f32"));
+  });
+});
+
+Deno.test(
+  "attention key mask: -10000 bias as diffusers, or dropped keys; never NaN",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [B, Tq, Tk, H, D] = [3, 11, 45, 1, 72];
+      const tuning = { threads: 16, rowsPerThread: 4 };
+      const g = new Prng(9);
+      const qs = g.normals(B * Tq * H * D);
+      const ks = g.normals(B * Tk * H * D);
+      const vs = g.normals(B * Tk * H * D);
+      // Batch 0: 13 of 45 keys kept (padded text); batch 1: all kept; batch 2: all masked.
+      const ms = new Float32Array(B * Tk);
+      for (let j = 0; j < Tk; j++) {
+        ms[j] = j < 13 ? 1 : 0;
+        ms[Tk + j] = 1;
+      }
+      const q = uploadTensor(rt, qs, [B, Tq, H * D]);
+      const k = uploadTensor(rt, ks, [B, Tk, H * D]);
+      const v = uploadTensor(rt, vs, [B, Tk, H * D]);
+      const mask = uploadTensor(rt, ms, [B, Tk]);
+      const hq: HostHeads = { data: qs, batch: B, tokens: Tq, width: H * D };
+      const hk: HostHeads = { data: ks, batch: B, tokens: Tk, width: H * D };
+      const hv: HostHeads = { data: vs, batch: B, tokens: Tk, width: H * D };
+      const n = Tq * H * D;
+
+      const biased = await runAndRead(rt, (r) => attention(r, q, k, v, { heads: H, mask, tuning }));
+      const refBiased = attentionRef(hq, hk, hv, { heads: H, headDim: D, mask: ms });
+      assertClose(biased, refBiased, tolerance(refBiased, "f32"));
+      // The fully masked batch equals unmasked attention, as with diffusers' additive bias
+      // (computed exactly here, where f32 scores near −10000 would lose ~1e-3).
+      const plain = attentionRef(hq, hk, hv, { heads: H, headDim: D });
+      assertClose(biased.subarray(2 * n), plain.subarray(2 * n), tolerance(plain, "f32"));
+
+      const dropped = await runAndRead(
+        rt,
+        (r) => attention(r, q, k, v, { heads: H, mask, maskMode: "drop", tuning }),
+      );
+      const refDropped = attentionRef(hq, hk, hv, {
+        heads: H,
+        headDim: D,
+        mask: ms,
+        maskMode: "drop",
+      });
+      assertClose(dropped, refDropped, tolerance(refDropped, "f32"));
+      assert(dropped.subarray(2 * n).every((x) => x === 0), "fully dropped rows are zeros");
+      // The kept keys of batch 0 alone give the same result as the dropped-key mask.
+      assertClose(dropped.subarray(0, n), biased.subarray(0, n), tolerance(refBiased, "f32"));
+
+      // A [1, Tk] mask broadcasts over the batch.
+      const one = uploadTensor(rt, ms.subarray(0, Tk), [1, Tk]);
+      const bcast = await runAndRead(
+        rt,
+        (r) => attention(r, q, k, v, { heads: H, mask: one, tuning }),
+      );
+      const refB = attentionRef(hq, hk, hv, { heads: H, headDim: D, mask: ms, maskBatch: 1 });
+      assertClose(bcast, refB, tolerance(refB, "f32"));
+    });
+  },
+);
+
+Deno.test("attention validates its operands", gpuTest, async () => {
+  await withRuntime((rt) => {
+    const q = uploadTensor(rt, new Float32Array(2 * 4 * 8), [2, 4, 8]);
+    const k = uploadTensor(rt, new Float32Array(2 * 5 * 8), [2, 5, 8]);
+    const k3 = uploadTensor(rt, new Float32Array(3 * 5 * 8), [3, 5, 8]);
+    const rec = new Recorder(rt);
+    assertThrows(() => attention(rec, q, k, k, { heads: 3 }), RangeError, "headDim");
+    assertThrows(() => attention(rec, q, k3, k3, { heads: 2 }), RangeError, "batch");
+    assertThrows(
+      () => attention(rec, { tensor: q, column: 4 }, k, k, { heads: 2, headDim: 4 }),
+      RangeError,
+      "columns",
+    );
+    const mask = uploadTensor(rt, new Float32Array(4), [1, 4]);
+    assertThrows(() => attention(rec, q, k, k, { heads: 2, mask }), RangeError, "mask");
+    assertThrows(() => attention(rec, q, k, k, { heads: 2, out: q }), RangeError, "share");
+    assertThrows(
+      () => attention(rec, q, k, k, { heads: 2, tuning: { keys: 12 } }),
+      RangeError,
+      "keys",
+    );
+  });
+});

@@ -1,0 +1,191 @@
+// Dense flash attention (online softmax, never materialising Tq×Tk).
+//
+// One workgroup = WG·RPT query rows of one (batch, head). Each thread owns RPT query
+// rows: their scaled q and output accumulators o live in private arrays, so the softmax
+// statistics (m, l) need no cross-thread reduction. Keys are consumed in groups of 8:
+// 8 scores per row, one max/rescale per group, then o = o·α + Σ p·v. Each K/V vec4 that
+// is read feeds 4·RPT FMAs.
+//
+// Keys/values stream through workgroup memory in blocks of BK tokens, converted to f32
+// once per block, and are read back as broadcast vec4 loads. GPUs use RPT = 1 so the
+// private arrays fit in registers; CPU adapters (where every workgroup load costs tens
+// of cycles per lane and private arrays are cheap) use RPT = 4. All loops over D4, RPT
+// and the 8 keys have constant trip counts so the compiler can unroll them and index
+// the private arrays statically.
+//
+// Scores are in log2 units (q is pre-multiplied by scale·log2 e) so exp is exp2.
+// Keys past Tk and masked keys get the bias INVALID and a probability of exactly 0.
+// mask_mode 1 (diffusers' additive -10000): masked keys are dropped when the batch keeps
+// any key, and the mask is ignored when it keeps none — exactly what exp(-10000) = 0
+// gives, without f32 rounding at 10000. mask_mode 2 drops masked keys; a row with no
+// valid key ends with l = 0 and writes zeros.
+override HD: u32 = 64u;  // head dim (≤ 128)
+override BK: u32 = 64u;  // keys per block (a multiple of 8, ≤ 64)
+override WG: u32 = 64u;  // threads per workgroup
+override RPT: u32 = 1u;  // query rows per thread (≤ RMAX)
+override D4: u32 = (HD + 3u) / 4u;
+
+const D4MAX: u32 = 32u;
+const RMAX: u32 = 4u;
+const INVALID: f32 = -1.0e30;
+const LIVE: f32 = -1.0e29; // scores above this come from valid keys
+
+struct Params {
+  tq: u32, tk: u32, mask_mode: u32, m_batch: u32,   // mask_mode: 0 none, 1 bias, 2 drop
+  q_off: u32, q_row: u32, q_batch: u32, o_row: u32,
+  k_off: u32, k_row: u32, k_batch: u32, o_batch: u32,
+  v_off: u32, v_row: u32, v_batch: u32, scale_log2: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<DT>;
+@group(0) @binding(2) var<storage, read> k: array<DT>;
+@group(0) @binding(3) var<storage, read> v: array<DT>;
+@group(0) @binding(4) var<storage, read> mask: array<DT>;
+@group(0) @binding(5) var<storage, read_write> out: array<DT>;
+
+var<workgroup> ks: array<vec4<f32>, BK * D4>;
+var<workgroup> vs: array<vec4<f32>, BK * D4>;
+var<workgroup> kb: array<vec4<f32>, BK / 4u>; // per-key bias: 0 or INVALID
+
+fn hmax(a: vec4<f32>) -> f32 {
+  return max(max(a.x, a.y), max(a.z, a.w));
+}
+
+fn hsum(a: vec4<f32>) -> f32 {
+  return (a.x + a.y) + (a.z + a.w);
+}
+
+// Elements c·4 .. c·4+3 of the K (or V) row at element offset `at`, zero past HD. The
+// read past HD stays in the buffer (index clamping) and is discarded by the select.
+fn k4(at: u32, c: u32) -> vec4<f32> {
+  var t: vec4<f32>;
+  for (var i = 0u; i < 4u; i++) { t[i] = select(0.0, f32(k[at + c * 4u + i]), c * 4u + i < HD); }
+  return t;
+}
+
+fn v4(at: u32, c: u32) -> vec4<f32> {
+  var t: vec4<f32>;
+  for (var i = 0u; i < 4u; i++) { t[i] = select(0.0, f32(v[at + c * 4u + i]), c * 4u + i < HD); }
+  return t;
+}
+
+// Biases of keys key..key+3: INVALID past Tk or when masked (mode 2), else 0.
+fn bias4(b: u32, key: u32, mode: u32) -> vec4<f32> {
+  var t: vec4<f32>;
+  for (var i = 0u; i < 4u; i++) {
+    let kk = key + i;
+    var bad = kk >= p.tk;
+    if (mode == 2u && !bad) { bad = f32(mask[b * p.m_batch + kk]) == 0.0; }
+    t[i] = select(0.0, INVALID, bad);
+  }
+  return t;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.z;
+  let h = wid.y;
+  let row0 = wid.x * WG * RPT + lid;
+  let kbase = b * p.k_batch + p.k_off + h * HD;
+  let vbase = b * p.v_batch + p.v_off + h * HD;
+  var mode = p.mask_mode;
+  if (mode == 1u) {
+    // Additive -10000: drop masked keys if any key is kept, else ignore the mask.
+    mode = 0u;
+    for (var j = 0u; j < p.tk; j++) {
+      if (f32(mask[b * p.m_batch + j]) != 0.0) {
+        mode = 2u;
+        break;
+      }
+    }
+  }
+
+  var qr: array<vec4<f32>, RMAX * D4MAX>;
+  var o: array<vec4<f32>, RMAX * D4MAX>;
+  var m: array<f32, RMAX>;
+  var l: array<f32, RMAX>;
+  for (var r = 0u; r < RPT; r++) {
+    let row = min(row0 + r * WG, p.tq - 1u);
+    let qb = b * p.q_batch + row * p.q_row + p.q_off + h * HD;
+    for (var c = 0u; c < D4; c++) {
+      var t: vec4<f32>;
+      for (var i = 0u; i < 4u; i++) {
+        t[i] = select(0.0, f32(q[qb + c * 4u + i]), c * 4u + i < HD);
+      }
+      qr[r * D4 + c] = t * p.scale_log2;
+      o[r * D4 + c] = vec4<f32>(0.0);
+    }
+    m[r] = -3.0e38;
+    l[r] = 0.0;
+  }
+
+  for (var k0 = 0u; k0 < p.tk; k0 += BK) {
+    workgroupBarrier(); // the previous block is no longer read
+    for (var j = lid; j < BK * D4; j += WG) {
+      let at = min(k0 + j / D4, p.tk - 1u); // rows past Tk get p = 0 through kb
+      ks[j] = k4(kbase + at * p.k_row, j % D4);
+      vs[j] = v4(vbase + at * p.v_row, j % D4);
+    }
+    for (var j = lid; j < BK / 4u; j += WG) { kb[j] = bias4(b, k0 + j * 4u, mode); }
+    workgroupBarrier();
+
+    for (var j = 0u; j < BK; j += 8u) {
+      let ba = kb[j / 4u];
+      let bb = kb[j / 4u + 1u];
+      // Scores of the 8 keys for every row: each K vec4 feeds RPT dot products.
+      var sa: array<vec4<f32>, RMAX>;
+      var sb: array<vec4<f32>, RMAX>;
+      for (var r = 0u; r < RPT; r++) {
+        sa[r] = vec4<f32>(0.0); // naga does not re-zero a `var` declared in a loop
+        sb[r] = vec4<f32>(0.0);
+      }
+      for (var c = 0u; c < D4; c++) {
+        var kv: array<vec4<f32>, 8>;
+        for (var i = 0u; i < 8u; i++) { kv[i] = ks[(j + i) * D4 + c]; }
+        for (var r = 0u; r < RPT; r++) {
+          let qc = qr[r * D4 + c];
+          sa[r] += vec4<f32>(dot(qc, kv[0]), dot(qc, kv[1]), dot(qc, kv[2]), dot(qc, kv[3]));
+          sb[r] += vec4<f32>(dot(qc, kv[4]), dot(qc, kv[5]), dot(qc, kv[6]), dot(qc, kv[7]));
+        }
+      }
+      // Online softmax per row; sa/sb become the probabilities, al the rescale.
+      var al: array<f32, RMAX>;
+      for (var r = 0u; r < RPT; r++) {
+        let s0 = sa[r] + ba;
+        let s1 = sb[r] + bb;
+        let mn = max(m[r], max(hmax(s0), hmax(s1)));
+        al[r] = exp2(m[r] - mn);
+        sa[r] = select(vec4<f32>(0.0), exp2(s0 - mn), s0 > vec4<f32>(LIVE));
+        sb[r] = select(vec4<f32>(0.0), exp2(s1 - mn), s1 > vec4<f32>(LIVE));
+        l[r] = l[r] * al[r] + hsum(sa[r]) + hsum(sb[r]);
+        m[r] = mn;
+      }
+      for (var c = 0u; c < D4; c++) {
+        var vv: array<vec4<f32>, 8>;
+        for (var i = 0u; i < 8u; i++) { vv[i] = vs[(j + i) * D4 + c]; }
+        for (var r = 0u; r < RPT; r++) {
+          let pa = sa[r];
+          let pb = sb[r];
+          var acc = o[r * D4 + c] * al[r];
+          acc += pa.x * vv[0] + pa.y * vv[1] + pa.z * vv[2] + pa.w * vv[3];
+          acc += pb.x * vv[4] + pb.y * vv[5] + pb.z * vv[6] + pb.w * vv[7];
+          o[r * D4 + c] = acc;
+        }
+      }
+    }
+  }
+
+  for (var r = 0u; r < RPT; r++) {
+    let row = row0 + r * WG;
+    if (row >= p.tq) { continue; }
+    let inv = select(0.0, 1.0 / l[r], l[r] > 0.0);
+    let ob = b * p.o_batch + row * p.o_row + h * HD;
+    for (var c = 0u; c < D4; c++) {
+      let y = o[r * D4 + c] * inv;
+      for (var i = 0u; i < 4u; i++) {
+        if (c * 4u + i < HD) { out[ob + c * 4u + i] = DT(y[i]); }
+      }
+    }
+  }
+}
