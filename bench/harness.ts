@@ -1,0 +1,438 @@
+/**
+ * The benchmark harness shared by every `bench/*_bench.ts`: GPU timing by the protocol of
+ * shared/design/BENCHMARKS.md (check first, warm up, ≥ 10 timed iterations each awaiting
+ * `queue.onSubmittedWorkDone()`, median and min), and the results files
+ * `bench/results/<device-slug>/<date>_<what>.{json,md}`.
+ *
+ * A bench file builds a {@linkcode BenchSuite} of cases and calls
+ * {@linkcode BenchSuite.register}: every case becomes a `Deno.bench` (so `deno task bench`
+ * shows them), and one last bench times every case by the protocol and writes the results
+ * files when `WEBDIT_BENCH_WRITE=1` (always printing the table).
+ *
+ * @module
+ */
+
+/** One result row of a results file. */
+export interface BenchResult {
+  /** lower_snake_case name, e.g. "gemm_f32_4096". */
+  name: string;
+  /** The headline figure (TFLOP/s, ms, …). */
+  value: number;
+  /** Unit of `value`. */
+  unit: string;
+  /** Median wall time of one run. */
+  median_ms: number;
+  /** Fastest run. */
+  min_ms: number;
+  /** A second figure (e.g. TFLOP/s beside ms). */
+  value2?: number;
+  /** Unit of `value2`. */
+  unit2?: string;
+  /** Remarks: the kernel version, a failed check, a skipped peer… */
+  note?: string;
+}
+
+/** A results file, as BENCHMARKS.md "Results format" describes. */
+export interface ResultsFile {
+  /** The adapter's description, e.g. "NVIDIA H100 80GB HBM3". */
+  device: string;
+  /** The WebGPU backend, e.g. "vulkan". */
+  adapter: string;
+  /** Deno's version. */
+  deno: string;
+  /** `git rev-parse --short HEAD` (or WEBDIT_COMMIT where the tree has no .git). */
+  commit: string;
+  /** YYYY-MM-DD (UTC). */
+  date: string;
+  /** The command that produced the file. */
+  command: string;
+  /** The rows. */
+  results: BenchResult[];
+  /** Anything else worth keeping (adapter info, options). */
+  extra?: Record<string, unknown>;
+}
+
+/** Options of {@linkcode timeGpu}. */
+export interface TimingOptions {
+  /** Untimed runs first; default 3. */
+  warmup?: number;
+  /** Timed runs; default 10 (the protocol's minimum). */
+  iterations?: number;
+  /** Keep timing (past `iterations`) until this much time is spent; default 0. */
+  minTotalMs?: number;
+  /** Stop after this many timed runs whatever minTotalMs says; default 1000. */
+  maxIterations?: number;
+}
+
+/** Timings of one case. */
+export interface Timing {
+  /** Median of the timed runs. */
+  median_ms: number;
+  /** Fastest timed run. */
+  min_ms: number;
+  /** Every timed run, in order. */
+  samples: number[];
+}
+
+/** Median of a list (the mean of the middle two for even lengths). */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
+
+/**
+ * Times `run` (which records and submits GPU work) on `device`: warm-ups, then timed runs
+ * each from before `run` until `device.queue.onSubmittedWorkDone()` resolves.
+ */
+export async function timeGpu(
+  device: GPUDevice,
+  run: () => unknown | Promise<unknown>,
+  options: TimingOptions = {},
+): Promise<Timing> {
+  const warmup = options.warmup ?? 3;
+  const iterations = Math.max(1, options.iterations ?? 10);
+  const minTotal = options.minTotalMs ?? 0;
+  const maxIterations = Math.max(iterations, options.maxIterations ?? 1000);
+  for (let i = 0; i < warmup; i++) {
+    await run();
+    await device.queue.onSubmittedWorkDone();
+  }
+  const samples: number[] = [];
+  let total = 0;
+  while (
+    samples.length < iterations || (total < minTotal && samples.length < maxIterations)
+  ) {
+    const t0 = performance.now();
+    await run();
+    await device.queue.onSubmittedWorkDone();
+    const dt = performance.now() - t0;
+    samples.push(dt);
+    total += dt;
+  }
+  return { median_ms: median(samples), min_ms: Math.min(...samples), samples };
+}
+
+/**
+ * The results-folder name of an adapter: "nvidia-h100" for "NVIDIA H100 80GB HBM3",
+ * "cpu-lavapipe" for a fallback llvmpipe/lavapipe adapter, else a slug of the description.
+ */
+export function deviceSlug(description: string, fallback = false): string {
+  const d = description.toLowerCase();
+  if (fallback || d.includes("llvmpipe") || d.includes("lavapipe")) {
+    return d.includes("swiftshader") ? "cpu-swiftshader" : "cpu-lavapipe";
+  }
+  const m = d.match(/\b(nvidia|amd|intel|apple)\b.*?\b([a-z]{1,3}\d{2,4}[a-z]?)\b/);
+  if (m) return `${m[1]}-${m[2]}`;
+  return d.replace(/\(.*?\)/g, "").trim().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") ||
+    "unknown";
+}
+
+/** The short commit: WEBDIT_COMMIT, else `git rev-parse --short HEAD`, else "unknown". */
+export async function gitCommit(): Promise<string> {
+  const env = Deno.env.get("WEBDIT_COMMIT");
+  if (env) return env;
+  try {
+    const out = await new Deno.Command("git", {
+      args: ["rev-parse", "--short", "HEAD"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (out.success) return new TextDecoder().decode(out.stdout).trim();
+  } catch { /* no git here (e.g. the GPU machine's copy of the tree) */ }
+  return "unknown";
+}
+
+/** Today as YYYY-MM-DD (UTC), or WEBDIT_BENCH_DATE. */
+export function today(): string {
+  return Deno.env.get("WEBDIT_BENCH_DATE") ?? new Date().toISOString().slice(0, 10);
+}
+
+/** The WebGPU backend Deno uses here: DENO_WEBGPU_BACKEND, else the platform's default. */
+export function backendName(): string {
+  const env = Deno.env.get("DENO_WEBGPU_BACKEND");
+  if (env) return env;
+  return Deno.build.os === "darwin" ? "metal" : Deno.build.os === "windows" ? "dx12" : "vulkan";
+}
+
+/** The command line of this process, for the results file (WEBDIT_BENCH_COMMAND wins). */
+export function commandLine(): string {
+  const env = Deno.env.get("WEBDIT_BENCH_COMMAND");
+  if (env) return env;
+  const main = Deno.mainModule.startsWith("file:")
+    ? relativeToCwd(new URL(Deno.mainModule).pathname)
+    : Deno.mainModule;
+  return `deno bench -A --no-check ${main}`;
+}
+
+function relativeToCwd(path: string): string {
+  const cwd = Deno.cwd().replace(/\/$/, "") + "/";
+  return path.startsWith(cwd) ? path.slice(cwd.length) : path;
+}
+
+/** A value formatted for a table: 3 significant digits, no exponent for usual sizes. */
+export function fmt(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return v === undefined ? "" : String(v);
+  const a = Math.abs(v);
+  if (a >= 100) return v.toFixed(0);
+  if (a >= 10) return v.toFixed(1);
+  if (a >= 1) return v.toFixed(2);
+  return v.toPrecision(3);
+}
+
+/** The markdown table of a results file (the `.md` beside the `.json`). */
+export function resultsMarkdown(file: ResultsFile): string {
+  const lines = [
+    `# ${file.date} — ${file.device}`,
+    "",
+    `adapter: ${file.adapter} · deno ${file.deno} · commit ${file.commit}`,
+    "",
+    `command: \`${file.command}\``,
+    "",
+    "| name | value | unit | median ms | min ms | note |",
+    "| --- | ---: | --- | ---: | ---: | --- |",
+  ];
+  for (const r of file.results) {
+    const v2 = r.value2 !== undefined ? ` (${fmt(r.value2)} ${r.unit2 ?? ""})` : "";
+    lines.push(
+      `| ${r.name} | ${fmt(r.value)}${v2} | ${r.unit} | ${fmt(r.median_ms)} | ${fmt(r.min_ms)} | ${
+        r.note ?? ""
+      } |`,
+    );
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** Where {@linkcode writeResults} writes: bench/results beside this file, or WEBDIT_RESULTS_DIR. */
+export function resultsRoot(): string {
+  const env = Deno.env.get("WEBDIT_RESULTS_DIR");
+  if (env) return env;
+  return new URL("./results/", import.meta.url).pathname;
+}
+
+/**
+ * Writes `<root>/<slug>/<date>_<what>.json` and the `.md` table beside it; returns both
+ * paths. A file of the same name is replaced (one file per run and day).
+ */
+export async function writeResults(
+  slug: string,
+  what: string,
+  file: ResultsFile,
+  root = resultsRoot(),
+): Promise<{ json: string; md: string }> {
+  if (!/^[a-z0-9][a-z0-9_-]*$/.test(slug) || !/^[a-z0-9][a-z0-9_-]*$/.test(what)) {
+    throw new TypeError(
+      `Bad results name ${slug}/${what}: use lower-case letters, digits, - and _`,
+    );
+  }
+  const dir = `${root.replace(/\/$/, "")}/${slug}`;
+  await Deno.mkdir(dir, { recursive: true });
+  const base = `${dir}/${file.date}_${what}`;
+  await Deno.writeTextFile(`${base}.json`, JSON.stringify(file, null, 2) + "\n");
+  await Deno.writeTextFile(`${base}.md`, resultsMarkdown(file));
+  return { json: `${base}.json`, md: `${base}.md` };
+}
+
+/** A prepared case: what to run, how much work it is, and how to turn ms into the value. */
+export interface PreparedCase {
+  /** The GPU device the work runs on (timing waits on its queue). */
+  device: GPUDevice;
+  /** Records and submits one run. */
+  run: () => unknown | Promise<unknown>;
+  /** The headline figure from the time of one unit of work in ms; default: the ms themselves. */
+  value?: (ms: number) => number;
+  /** A second figure from a time in ms. */
+  value2?: (ms: number) => number;
+  /** Remarks for the results row. */
+  note?: string;
+  /** Units of work one run does (e.g. GEMMs recorded into one submit); times are divided by it. */
+  reps?: number;
+  /** Frees what setup made. */
+  dispose?: () => unknown | Promise<unknown>;
+}
+
+/** A benchmark case: a name, its unit, and a setup that checks correctness before timing. */
+export interface BenchCase {
+  /** lower_snake_case result name. */
+  name: string;
+  /** Unit of the headline figure ("TFLOP/s", "ms", …). */
+  unit: string;
+  /** Unit of the second figure, if any. */
+  unit2?: string;
+  /** Builds the inputs and checks the result against a reference; throws if wrong. */
+  setup: () => Promise<PreparedCase>;
+  /** Timing options of the protocol for this case. */
+  timing?: TimingOptions;
+}
+
+/** TFLOP/s of `flops` done in `ms`. */
+export function tflops(flops: number, ms: number): number {
+  return flops / (ms * 1e-3) / 1e12;
+}
+
+/** Options of a {@linkcode BenchSuite}. */
+export interface SuiteOptions {
+  /** The results file's `<what>`, e.g. "gemm". */
+  what: string;
+  /** Describes the device the suite runs on (for the results file). */
+  describe: () => Promise<{ device: string; slug: string; extra?: Record<string, unknown> }>;
+  /** Iterations of each `Deno.bench` case (a suggestion to deno); default 10. */
+  denoIterations?: number;
+  /** Write files only when this is true; default: WEBDIT_BENCH_WRITE=1. */
+  write?: boolean;
+  /** Runs after all cases (e.g. destroying devices). */
+  teardown?: () => unknown | Promise<unknown>;
+}
+
+/**
+ * A list of cases run two ways: as `Deno.bench` cases, and by the harness protocol in a
+ * final bench that writes the results file.
+ */
+export class BenchSuite {
+  readonly #cases: BenchCase[] = [];
+  readonly #prepared = new Map<string, Promise<PreparedCase>>();
+  readonly #options: SuiteOptions;
+
+  /** Creates an empty suite. */
+  constructor(options: SuiteOptions) {
+    this.#options = options;
+  }
+
+  /** Adds a case; names must be unique. */
+  add(c: BenchCase): this {
+    if (this.#cases.some((x) => x.name === c.name)) {
+      throw new RangeError(`Duplicate bench case ${c.name}`);
+    }
+    this.#cases.push(c);
+    return this;
+  }
+
+  /** The cases, in order. */
+  get cases(): readonly BenchCase[] {
+    return this.#cases;
+  }
+
+  /** Sets a case up once (checking it); later calls share the result. */
+  prepare(c: BenchCase): Promise<PreparedCase> {
+    let p = this.#prepared.get(c.name);
+    if (!p) {
+      p = c.setup();
+      this.#prepared.set(c.name, p);
+    }
+    return p;
+  }
+
+  /** Times every case by the protocol; a failing case gives a row with NaN and a note. */
+  async run(log: (line: string) => void = console.log): Promise<BenchResult[]> {
+    const results: BenchResult[] = [];
+    for (const c of this.#cases) {
+      try {
+        const p = await this.prepare(c);
+        const raw = await timeGpu(p.device, p.run, c.timing);
+        const reps = p.reps ?? 1;
+        const t = { median_ms: raw.median_ms / reps, min_ms: raw.min_ms / reps };
+        const valueOf = p.value ?? ((ms: number) => ms);
+        const row: BenchResult = {
+          name: c.name,
+          value: round(valueOf(t.median_ms)),
+          unit: c.unit,
+          median_ms: round(t.median_ms),
+          min_ms: round(t.min_ms),
+        };
+        if (p.value2) {
+          row.value2 = round(p.value2(t.median_ms));
+          row.unit2 = c.unit2;
+        }
+        if (p.note) row.note = p.note;
+        results.push(row);
+        log(
+          `${c.name}: ${fmt(row.value)} ${c.unit} (median ${fmt(row.median_ms)} ms, min ${
+            fmt(row.min_ms)
+          } ms)${p.note ? `  ${p.note}` : ""}`,
+        );
+      } catch (e) {
+        const msg = (e as Error).message ?? String(e);
+        results.push({
+          name: c.name,
+          value: NaN,
+          unit: c.unit,
+          median_ms: NaN,
+          min_ms: NaN,
+          note: `failed: ${msg.split("\n")[0].slice(0, 200)}`,
+        });
+        log(`${c.name}: FAILED ${msg}`);
+      }
+    }
+    return results;
+  }
+
+  #ran: Promise<ResultsFile> | undefined;
+
+  /** Runs the suite once and writes (when enabled) the results file; later calls share it. */
+  runAndWrite(): Promise<ResultsFile> {
+    this.#ran ??= this.#runAndWrite();
+    return this.#ran;
+  }
+
+  async #runAndWrite(): Promise<ResultsFile> {
+    const results = await this.run();
+    const d = await this.#options.describe();
+    const file: ResultsFile = {
+      device: d.device,
+      adapter: backendName(),
+      deno: Deno.version.deno,
+      commit: await gitCommit(),
+      date: today(),
+      command: commandLine(),
+      results,
+    };
+    if (d.extra) file.extra = d.extra;
+    console.log("\n" + resultsMarkdown(file));
+    const write = this.#options.write ?? Deno.env.get("WEBDIT_BENCH_WRITE") === "1";
+    if (write) {
+      const paths = await writeResults(d.slug, this.#options.what, file);
+      console.log(`wrote ${paths.json} and ${paths.md}`);
+    }
+    await this.#options.teardown?.();
+    return file;
+  }
+
+  /**
+   * Registers one `Deno.bench` per case (setup and check happen before the first timed
+   * iteration) and a last one, "<what>: protocol and results file", that runs
+   * {@linkcode runAndWrite} (once, however often deno calls it).
+   */
+  register(): void {
+    const n = this.#options.denoIterations ?? 10;
+    for (const c of this.#cases) {
+      // No groups: deno runs ungrouped benches before grouped ones, and the results bench
+      // (which ends with the suite's teardown) must come last.
+      Deno.bench({
+        name: c.name,
+        n,
+        warmup: 1,
+        fn: async (b) => {
+          const p = await this.prepare(c);
+          b.start();
+          await p.run();
+          await p.device.queue.onSubmittedWorkDone();
+          b.end();
+        },
+      });
+    }
+    Deno.bench({
+      name: `${this.#options.what}: protocol and results file`,
+      n: 1,
+      warmup: 0,
+      fn: async () => {
+        await this.runAndWrite();
+      },
+    });
+  }
+}
+
+function round(v: number): number {
+  if (!Number.isFinite(v)) return v;
+  return Number(v.toPrecision(4));
+}

@@ -1,0 +1,93 @@
+import { assert, assertEquals } from "../tests/assert.ts";
+import { gpuTest, withRuntime } from "../tests/gpu.ts";
+import {
+  BenchSuite,
+  deviceSlug,
+  median,
+  type ResultsFile,
+  resultsMarkdown,
+  timeGpu,
+  writeResults,
+} from "./harness.ts";
+
+Deno.test("median of odd, even and empty lists", () => {
+  assertEquals(median([3, 1, 2]), 2);
+  assertEquals(median([4, 1, 3, 2]), 2.5);
+  assert(Number.isNaN(median([])));
+});
+
+Deno.test("device slugs follow the results folder names", () => {
+  assertEquals(deviceSlug("NVIDIA H100 80GB HBM3"), "nvidia-h100");
+  assertEquals(deviceSlug("NVIDIA H200"), "nvidia-h200");
+  assertEquals(deviceSlug("llvmpipe (LLVM 15.0.6, 256 bits)", true), "cpu-lavapipe");
+  assertEquals(deviceSlug("Some GPU (rev 2)"), "some-gpu");
+});
+
+Deno.test("results files: json and md with every row", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file: ResultsFile = {
+      device: "Test GPU",
+      adapter: "vulkan",
+      deno: Deno.version.deno,
+      commit: "abc1234",
+      date: "2026-11-27",
+      command: "deno bench",
+      results: [
+        { name: "gemm_f32_4096", value: 12.1, unit: "TFLOP/s", median_ms: 11.4, min_ms: 11.2 },
+        { name: "x_ms", value: 3, unit: "ms", median_ms: 3, min_ms: 2.5, note: "n" },
+      ],
+    };
+    const paths = await writeResults("test-gpu", "gemm", file, dir);
+    assertEquals(paths.json, `${dir}/test-gpu/2026-11-27_gemm.json`);
+    assertEquals(JSON.parse(await Deno.readTextFile(paths.json)), file);
+    const md = await Deno.readTextFile(paths.md);
+    assertEquals(md, resultsMarkdown(file));
+    assert(md.includes("| gemm_f32_4096 | 12.1 | TFLOP/s | 11.4 | 11.2 |  |"), md);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test(
+  "timeGpu waits for the queue and takes at least the iterations asked",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      let runs = 0;
+      const t = await timeGpu(rt.device, () => {
+        runs++;
+        rt.device.queue.submit([rt.device.createCommandEncoder().finish()]);
+      }, { warmup: 2, iterations: 12 });
+      assertEquals(runs, 14);
+      assertEquals(t.samples.length, 12);
+      assert(t.min_ms <= t.median_ms);
+    });
+  },
+);
+
+Deno.test("a suite turns a failing check into a row with a note", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const suite = new BenchSuite({
+      what: "test",
+      write: false,
+      describe: () => Promise.resolve({ device: "d", slug: "d" }),
+    });
+    suite.add({
+      name: "ok_case",
+      unit: "ms",
+      setup: () => Promise.resolve({ device: rt.device, run: () => {}, reps: 2 }),
+      timing: { warmup: 0, iterations: 10 },
+    });
+    suite.add({
+      name: "bad_case",
+      unit: "ms",
+      setup: () => Promise.reject(new Error("wrong result at [0, 0]")),
+    });
+    const rows = await suite.run(() => {});
+    assertEquals(rows.map((r) => r.name), ["ok_case", "bad_case"]);
+    assert(rows[0].median_ms >= 0 && rows[0].value === rows[0].median_ms);
+    assert(Number.isNaN(rows[1].value));
+    assertEquals(rows[1].note, "failed: wrong result at [0, 0]");
+  });
+});
