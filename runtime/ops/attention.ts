@@ -8,9 +8,13 @@
  *
  * @module
  */
+import type { Runtime } from "../gpu/device.ts";
 import { composeWgsl, type StorageType } from "../gpu/compose.ts";
-import type { KernelSpec, Recorder } from "../gpu/kernel.ts";
-import { createTensor, Tensor } from "../gpu/tensor.ts";
+import { type KernelSpec, Recorder } from "../gpu/kernel.ts";
+import { createTensor, readTensor, Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { Prng } from "../io/prng.ts";
+import { attentionRef } from "../reference/attention.ts";
+import { maxError, type SelfCheckResult } from "./selfcheck.ts";
 import src from "../../wgsl/attention.wgsl" with { type: "text" };
 
 /** A [B, T, W] tensor read as heads starting at column `column` of each row. */
@@ -281,4 +285,28 @@ export function attention(
     [qv.tensor, kv.tensor, vv.tensor, opts.mask ?? qv.tensor, out],
   );
   return out;
+}
+
+/** Self-check for doctor: masked cross-attention at an odd shape against the reference. */
+export async function attentionSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
+  const [Tq, Tk, D] = [20, 45, 72];
+  const g = new Prng(24);
+  const qs = g.normals(Tq * D);
+  const ks = g.normals(Tk * D);
+  const vs = g.normals(Tk * D);
+  const ms = Float32Array.from({ length: Tk }, (_, j) => (j < 30 ? 1 : 0));
+  const mask = uploadTensor(rt, ms, [1, Tk]);
+  const rec = new Recorder(rt);
+  const o = attention(
+    rec,
+    uploadTensor(rt, qs, [1, Tq, D]),
+    uploadTensor(rt, ks, [1, Tk, D]),
+    uploadTensor(rt, vs, [1, Tk, D]),
+    { heads: 1, mask },
+  );
+  await rec.submit();
+  const hh = (data: Float32Array, tokens: number) => ({ data, batch: 1, tokens, width: D });
+  const ref = attentionRef(hh(qs, Tq), hh(ks, Tk), hh(vs, Tk), { heads: 1, headDim: D, mask: ms });
+  const err = maxError(await readTensor(rt, o), ref);
+  return [{ name: "attention_f32", ok: err <= 1e-5, maxError: err, tolerance: 1e-5 }];
 }

@@ -11,6 +11,11 @@ import { Prng } from "../io/prng.ts";
 import { map, silu } from "../reference/elementwise.ts";
 import { elementwise } from "./elementwise.ts";
 import { gemmSelfCheck } from "./gemm.ts";
+import { normSelfCheck } from "./norm.ts";
+import { softmaxSelfCheck } from "./softmax.ts";
+import { attentionSelfCheck } from "./attention.ts";
+import { embedSelfCheck } from "./embed.ts";
+import { patchSelfCheck } from "./patch.ts";
 
 /** The outcome of one self-check. */
 export interface SelfCheckResult {
@@ -50,7 +55,15 @@ const elementwiseCheck: SelfCheck = async (rt) => {
 };
 
 /** The registered checks, in the order doctor prints them. */
-export const SELF_CHECKS: SelfCheck[] = [elementwiseCheck, gemmSelfCheck];
+export const SELF_CHECKS: SelfCheck[] = [
+  elementwiseCheck,
+  gemmSelfCheck,
+  normSelfCheck,
+  softmaxSelfCheck,
+  attentionSelfCheck,
+  embedSelfCheck,
+  patchSelfCheck,
+];
 
 /** Runs every registered check. */
 export async function runSelfChecks(rt: Runtime): Promise<SelfCheckResult[]> {
