@@ -11,6 +11,7 @@ fn unpack8(v: vec4<u32>) -> Op {
             vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
 }
 fn steps() -> u32 { return p.K8; }
-fn step_x(row: u32, s: u32) -> Op { return unpack8(xs[row * p.K8 + s]); }
-fn step_w(col: u32, s: u32) -> Op { return unpack8(ws[col * p.K8 + s]); }
+fn row_base(row: u32) -> u32 { return row * p.K8; }
+fn step_x(base: u32, s: u32) -> Op { return unpack8(xs[base + s]); }
+fn step_w(base: u32, s: u32) -> Op { return unpack8(ws[base + s]); }
 fn step_dot(a: Op, b: Op) -> f32 { return dot(a.a, b.a) + dot(a.b, b.b); }
