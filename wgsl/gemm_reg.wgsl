@@ -1,5 +1,5 @@
 // GEMM version 2, for GPUs: register-blocked. A TY×TX workgroup computes a BM×BN tile
-// (BM = 8·TY, BN = 8·TX), each invocation an 8×8 block held in 16 vec4 registers, as two
+// (BM = 8·TY, BN = 8·TX), each invocation an 8×8 block held in 16 vec4 locals, as two
 // 4-row halves BM/2 apart by two 4-column halves BN/2 apart (so the vec4 reads of
 // workgroup memory by neighbouring invocations are contiguous: no bank conflicts).
 // K advances by BK through two workgroup buffers stored k-major (transposed); the next
@@ -12,7 +12,6 @@ const SH: u32 = 1024u; // vec4 per operand: 2 buffers × BK ≤ 16 × 128 / 4
 
 var<workgroup> xsh: array<vec4<f32>, SH>;
 var<workgroup> wsh: array<vec4<f32>, SH>;
-var<private> acc: array<vec4<f32>, 16>; // zero-initialised; acc[8h + 2i + g]: row 4·ty + i (+BM/2 if h), cols half g
 
 fn bm() -> u32 { return 8u * TY; }
 fn bn() -> u32 { return 8u * TX; }
@@ -50,41 +49,6 @@ fn put_w(j: u32, tid: u32, buf: u32, v: vec4<f32>) {
   wsh[base + 3u * (bn() / 4u)][c] = v.w;
 }
 
-// One k of the tile: 4 vec4 reads of workgroup memory, 64 FMAs.
-fn mac(ia: u32, ib: u32) {
-  let a0 = xsh[ia];
-  let a1 = xsh[ia + bm() / 8u];
-  let b0 = wsh[ib];
-  let b1 = wsh[ib + bn() / 8u];
-  acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
-  acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
-  acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
-  acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
-  acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
-  acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
-  acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
-  acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
-  acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
-  acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
-  acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
-  acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
-  acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
-  acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
-  acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
-  acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
-}
-
-fn pick(a: u32) -> vec4<f32> {
-  switch a {
-    case 0u: { return acc[0]; } case 1u: { return acc[1]; } case 2u: { return acc[2]; }
-    case 3u: { return acc[3]; } case 4u: { return acc[4]; } case 5u: { return acc[5]; }
-    case 6u: { return acc[6]; } case 7u: { return acc[7]; } case 8u: { return acc[8]; }
-    case 9u: { return acc[9]; } case 10u: { return acc[10]; } case 11u: { return acc[11]; }
-    case 12u: { return acc[12]; } case 13u: { return acc[13]; } case 14u: { return acc[14]; }
-    default: { return acc[15]; }
-  }
-}
-
 fn store4(row: u32, col: u32, v: vec4<f32>) {
   if (row >= p.M) { return; }
   for (var j = 0u; j < 4u; j++) {
@@ -101,6 +65,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let n0 = wg.x * bn();
   let bk4 = BK / 4u;
   let tiles = (p.K4 + bk4 - 1u) / bk4;
+  // c<2i+g>: row 4·ty + i (i < 4) or BM/2 + 4·ty + i − 4, column half g; plain locals, so
+  // they live in registers whatever the compiler does with private arrays.
+  var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
+  var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
+  var c8 = vec4<f32>(0.0); var c9 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+  var c12 = vec4<f32>(0.0); var c13 = vec4<f32>(0.0); var c14 = vec4<f32>(0.0); var c15 = vec4<f32>(0.0);
 
   var px0 = fetch_x(0u, tid, m0, 0u);
   var px1 = vec4<f32>(0.0); var px2 = vec4<f32>(0.0); var px3 = vec4<f32>(0.0);
@@ -132,11 +102,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     let ia = cur * BK * (bm() / 4u) + lid.y;
     let ib = cur * BK * (bn() / 4u) + lid.x;
-    for (var k = 0u; k < BK; k += 4u) {
-      mac(ia + k * (bm() / 4u), ib + k * (bn() / 4u));
-      mac(ia + (k + 1u) * (bm() / 4u), ib + (k + 1u) * (bn() / 4u));
-      mac(ia + (k + 2u) * (bm() / 4u), ib + (k + 2u) * (bn() / 4u));
-      mac(ia + (k + 3u) * (bm() / 4u), ib + (k + 3u) * (bn() / 4u));
+    for (var k = 0u; k < BK; k++) { // one k: 4 vec4 reads of workgroup memory, 64 FMAs
+      let a0 = xsh[ia + k * (bm() / 4u)];
+      let a1 = xsh[ia + k * (bm() / 4u) + bm() / 8u];
+      let b0 = wsh[ib + k * (bn() / 4u)];
+      let b1 = wsh[ib + k * (bn() / 4u) + bn() / 8u];
+      c0 = fma(vec4<f32>(a0.x), b0, c0); c1 = fma(vec4<f32>(a0.x), b1, c1);
+      c2 = fma(vec4<f32>(a0.y), b0, c2); c3 = fma(vec4<f32>(a0.y), b1, c3);
+      c4 = fma(vec4<f32>(a0.z), b0, c4); c5 = fma(vec4<f32>(a0.z), b1, c5);
+      c6 = fma(vec4<f32>(a0.w), b0, c6); c7 = fma(vec4<f32>(a0.w), b1, c7);
+      c8 = fma(vec4<f32>(a1.x), b0, c8); c9 = fma(vec4<f32>(a1.x), b1, c9);
+      c10 = fma(vec4<f32>(a1.y), b0, c10); c11 = fma(vec4<f32>(a1.y), b1, c11);
+      c12 = fma(vec4<f32>(a1.z), b0, c12); c13 = fma(vec4<f32>(a1.z), b1, c13);
+      c14 = fma(vec4<f32>(a1.w), b0, c14); c15 = fma(vec4<f32>(a1.w), b1, c15);
     }
     if (more) {
       let nxt = 1u - cur;
@@ -150,12 +128,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     workgroupBarrier();
   }
 
-  // acc[2i + g] holds row 4·ty + i (i < 4) or BM/2 + 4·ty + i − 4, column half g. A loop
-  // (not 16 inlined epilogues) keeps the code small; pick() indexes acc by constants only.
-  let c0 = n0 + 4u * lid.x;
+  // One store site in a loop (not 16 inlined epilogues: CPU adapters compile that slowly).
+  let col = n0 + 4u * lid.x;
   for (var i = 0u; i < 8u; i++) {
+    var lo = c0;
+    var hi = c1;
+    switch i {
+      case 1u: { lo = c2; hi = c3; }
+      case 2u: { lo = c4; hi = c5; }
+      case 3u: { lo = c6; hi = c7; }
+      case 4u: { lo = c8; hi = c9; }
+      case 5u: { lo = c10; hi = c11; }
+      case 6u: { lo = c12; hi = c13; }
+      case 7u: { lo = c14; hi = c15; }
+      default: {}
+    }
     let row = m0 + 4u * lid.y + (i % 4u) + select(0u, bm() / 2u, i >= 4u);
-    store4(row, c0, pick(2u * i));
-    store4(row, c0 + bn() / 2u, pick(2u * i + 1u));
+    store4(row, col, lo);
+    store4(row, col + bn() / 2u, hi);
   }
 }
