@@ -8,10 +8,12 @@
 //
 // Keys/values stream through workgroup memory in blocks of BK tokens, converted to f32
 // once per block, and are read back as broadcast vec4 loads. GPUs use RPT = 1 so the
-// private arrays fit in registers; CPU adapters (where every workgroup load costs tens
-// of cycles per lane and private arrays are cheap) use RPT = 4. All loops over D4, RPT
-// and the 8 keys have constant trip counts so the compiler can unroll them and index
-// the private arrays statically.
+// private arrays fit in registers, and compile the head dim in (HD) so that every loop
+// over its vec4s (d4), RPT and the 8 keys has a constant trip count: the compiler can
+// unroll them and index the private arrays statically. CPU adapters (where every
+// workgroup load costs tens of cycles per lane and private arrays are cheap) use RPT = 4
+// and HD = 0, the head dim read from the params: one pipeline serves every head dim, as
+// compiling one takes seconds there.
 //
 // Scores are in log2 units (q is pre-multiplied by scale·log2 e) so exp is exp2.
 // Keys past Tk and masked keys get the bias INVALID and a probability of exactly 0.
@@ -19,11 +21,11 @@
 // any key, and the mask is ignored when it keeps none — exactly what exp(-10000) = 0
 // gives, without f32 rounding at 10000. mask_mode 2 drops masked keys; a row with no
 // valid key ends with l = 0 and writes zeros.
-override HD: u32 = 64u;  // head dim (≤ 128)
+override HD: u32 = 64u;  // head dim (≤ 128); 0: p.hd at run time (one pipeline for all)
 override BK: u32 = 64u;  // keys per block (a multiple of 8, ≤ 64)
 override WG: u32 = 64u;  // threads per workgroup
 override RPT: u32 = 1u;  // query rows per thread (≤ RMAX)
-override D4: u32 = (HD + 3u) / 4u;
+override D4S: u32 = (HD + 3u) / 4u; // vec4 slots per staged K/V row (32 when HD = 0)
 
 const D4MAX: u32 = 32u;
 const RMAX: u32 = 4u;
@@ -35,6 +37,7 @@ struct Params {
   q_off: u32, q_row: u32, q_batch: u32, o_row: u32,
   k_off: u32, k_row: u32, k_batch: u32, o_batch: u32,
   v_off: u32, v_row: u32, v_batch: u32, scale_log2: f32,
+  hd: u32, pad0: u32, pad1: u32, pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,8 +47,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> mask: array<DT>;
 @group(0) @binding(5) var<storage, read_write> out: array<DT>;
 
-var<workgroup> ks: array<vec4<f32>, BK * D4>;
-var<workgroup> vs: array<vec4<f32>, BK * D4>;
+var<workgroup> ks: array<vec4<f32>, BK * D4S>;
+var<workgroup> vs: array<vec4<f32>, BK * D4S>;
 var<workgroup> kb: array<vec4<f32>, BK / 4u>; // per-key bias: 0 or INVALID
 
 fn hmax(a: vec4<f32>) -> f32 {
@@ -56,17 +59,17 @@ fn hsum(a: vec4<f32>) -> f32 {
   return (a.x + a.y) + (a.z + a.w);
 }
 
-// Elements c·4 .. c·4+3 of the K (or V) row at element offset `at`, zero past HD. The
-// read past HD stays in the buffer (index clamping) and is discarded by the select.
-fn k4(at: u32, c: u32) -> vec4<f32> {
+// Elements c·4 .. c·4+3 of the K (or V) row at element offset `at`, zero past hd. The
+// read past hd stays in the buffer (index clamping) and is discarded by the select.
+fn k4(at: u32, c: u32, hd: u32) -> vec4<f32> {
   var t: vec4<f32>;
-  for (var i = 0u; i < 4u; i++) { t[i] = select(0.0, f32(k[at + c * 4u + i]), c * 4u + i < HD); }
+  for (var i = 0u; i < 4u; i++) { t[i] = select(0.0, f32(k[at + c * 4u + i]), c * 4u + i < hd); }
   return t;
 }
 
-fn v4(at: u32, c: u32) -> vec4<f32> {
+fn v4(at: u32, c: u32, hd: u32) -> vec4<f32> {
   var t: vec4<f32>;
-  for (var i = 0u; i < 4u; i++) { t[i] = select(0.0, f32(v[at + c * 4u + i]), c * 4u + i < HD); }
+  for (var i = 0u; i < 4u; i++) { t[i] = select(0.0, f32(v[at + c * 4u + i]), c * 4u + i < hd); }
   return t;
 }
 
@@ -87,8 +90,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let b = wid.z;
   let h = wid.y;
   let row0 = wid.x * WG * RPT + lid;
-  let kbase = b * p.k_batch + p.k_off + h * HD;
-  let vbase = b * p.v_batch + p.v_off + h * HD;
+  let hd = select(HD, p.hd, HD == 0u); // a constant unless HD = 0
+  let d4 = (hd + 3u) / 4u;
+  let kbase = b * p.k_batch + p.k_off + h * hd;
+  let vbase = b * p.v_batch + p.v_off + h * hd;
   var mode = p.mask_mode;
   if (mode == 1u) {
     // Additive -10000: drop masked keys if any key is kept, else ignore the mask.
@@ -107,14 +112,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var l: array<f32, RMAX>;
   for (var r = 0u; r < RPT; r++) {
     let row = min(row0 + r * WG, p.tq - 1u);
-    let qb = b * p.q_batch + row * p.q_row + p.q_off + h * HD;
-    for (var c = 0u; c < D4; c++) {
+    let qb = b * p.q_batch + row * p.q_row + p.q_off + h * hd;
+    for (var c = 0u; c < d4; c++) {
       var t: vec4<f32>;
       for (var i = 0u; i < 4u; i++) {
-        t[i] = select(0.0, f32(q[qb + c * 4u + i]), c * 4u + i < HD);
+        t[i] = select(0.0, f32(q[qb + c * 4u + i]), c * 4u + i < hd);
       }
-      qr[r * D4 + c] = t * p.scale_log2;
-      o[r * D4 + c] = vec4<f32>(0.0);
+      qr[r * d4 + c] = t * p.scale_log2;
+      o[r * d4 + c] = vec4<f32>(0.0);
     }
     m[r] = -3.0e38;
     l[r] = 0.0;
@@ -122,10 +127,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   for (var k0 = 0u; k0 < p.tk; k0 += BK) {
     workgroupBarrier(); // the previous block is no longer read
-    for (var j = lid; j < BK * D4; j += WG) {
-      let at = min(k0 + j / D4, p.tk - 1u); // rows past Tk get p = 0 through kb
-      ks[j] = k4(kbase + at * p.k_row, j % D4);
-      vs[j] = v4(vbase + at * p.v_row, j % D4);
+    for (var j = lid; j < BK * d4; j += WG) {
+      let at = min(k0 + j / d4, p.tk - 1u); // rows past Tk get p = 0 through kb
+      ks[j] = k4(kbase + at * p.k_row, j % d4, hd);
+      vs[j] = v4(vbase + at * p.v_row, j % d4, hd);
     }
     for (var j = lid; j < BK / 4u; j += WG) { kb[j] = bias4(b, k0 + j * 4u, mode); }
     workgroupBarrier();
@@ -140,11 +145,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         sa[r] = vec4<f32>(0.0); // naga does not re-zero a `var` declared in a loop
         sb[r] = vec4<f32>(0.0);
       }
-      for (var c = 0u; c < D4; c++) {
+      for (var c = 0u; c < d4; c++) {
         var kv: array<vec4<f32>, 8>;
-        for (var i = 0u; i < 8u; i++) { kv[i] = ks[(j + i) * D4 + c]; }
+        for (var i = 0u; i < 8u; i++) { kv[i] = ks[(j + i) * d4 + c]; }
         for (var r = 0u; r < RPT; r++) {
-          let qc = qr[r * D4 + c];
+          let qc = qr[r * d4 + c];
           sa[r] += vec4<f32>(dot(qc, kv[0]), dot(qc, kv[1]), dot(qc, kv[2]), dot(qc, kv[3]));
           sb[r] += vec4<f32>(dot(qc, kv[4]), dot(qc, kv[5]), dot(qc, kv[6]), dot(qc, kv[7]));
         }
@@ -161,16 +166,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         l[r] = l[r] * al[r] + hsum(sa[r]) + hsum(sb[r]);
         m[r] = mn;
       }
-      for (var c = 0u; c < D4; c++) {
+      for (var c = 0u; c < d4; c++) {
         var vv: array<vec4<f32>, 8>;
-        for (var i = 0u; i < 8u; i++) { vv[i] = vs[(j + i) * D4 + c]; }
+        for (var i = 0u; i < 8u; i++) { vv[i] = vs[(j + i) * d4 + c]; }
         for (var r = 0u; r < RPT; r++) {
           let pa = sa[r];
           let pb = sb[r];
-          var acc = o[r * D4 + c] * al[r];
+          var acc = o[r * d4 + c] * al[r];
           acc += pa.x * vv[0] + pa.y * vv[1] + pa.z * vv[2] + pa.w * vv[3];
           acc += pb.x * vv[4] + pb.y * vv[5] + pb.z * vv[6] + pb.w * vv[7];
-          o[r * D4 + c] = acc;
+          o[r * d4 + c] = acc;
         }
       }
     }
@@ -180,11 +185,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let row = row0 + r * WG;
     if (row >= p.tq) { continue; }
     let inv = select(0.0, 1.0 / l[r], l[r] > 0.0);
-    let ob = b * p.o_batch + row * p.o_row + h * HD;
-    for (var c = 0u; c < D4; c++) {
-      let y = o[r * D4 + c] * inv;
+    let ob = b * p.o_batch + row * p.o_row + h * hd;
+    for (var c = 0u; c < d4; c++) {
+      let y = o[r * d4 + c] * inv;
       for (var i = 0u; i < 4u; i++) {
-        if (c * 4u + i < HD) { out[ob + c * 4u + i] = DT(y[i]); }
+        if (c * 4u + i < hd) { out[ob + c * 4u + i] = DT(y[i]); }
       }
     }
   }

@@ -68,11 +68,18 @@ export interface AttentionTuning {
   rowsPerThread?: number;
   /** Keys per block staged in workgroup memory (multiple of 8, ≤ 64). */
   keys?: number;
+  /**
+   * Read the head dim from the params at run time instead of compiling it in: one
+   * pipeline serves every head dim (CPU adapters, where compiling takes seconds and the
+   * head-dim loops are not unrolled anyway). Default: true on CPU adapters only.
+   */
+  dynamicHeadDim?: boolean;
 }
 
 interface Params {
   storage: StorageType;
   hd: number;
+  dyn: boolean;
   bk: number;
   wg: number;
   rpt: number;
@@ -108,19 +115,27 @@ export function attentionSpec(storage: StorageType): KernelSpec<Params> {
       source: c.source,
       preludeLines: c.preludeLines,
       bindings: ["uniform", "read", "read", "read", "read", "read_write"],
-      constants: (p) => ({ HD: p.hd, BK: p.bk, WG: p.wg, RPT: p.rpt }),
+      constants: (p) => ({
+        HD: p.dyn ? 0 : p.hd,
+        D4S: p.dyn ? 32 : Math.ceil(p.hd / 4),
+        BK: p.bk,
+        WG: p.wg,
+        RPT: p.rpt,
+      }),
       uniform: {
         fields: [
           ...["u32", "u32", "u32", "u32"],
           ...["u32", "u32", "u32", "u32"],
           ...["u32", "u32", "u32", "u32"],
           ...["u32", "u32", "u32", "f32"],
+          "u32",
         ] as const,
         values: (p) => [
           ...[p.tq, p.tk, p.maskMode, p.maskBatch],
           ...[p.q.off, p.q.row, p.q.batch, p.oRow],
           ...[p.k.off, p.k.row, p.k.batch, p.oBatch],
           ...[p.v.off, p.v.row, p.v.batch, p.scaleLog2],
+          p.hd,
         ],
       },
       dispatch: (p) => [Math.ceil(p.tq / (p.wg * p.rpt)), p.h, p.b],
@@ -258,14 +273,17 @@ export function attention(
   }
   // Keys per block: no more than Tk needs, K+V blocks within workgroup memory.
   const limit = rec.runtime.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
-  const d4 = Math.ceil(D / 4);
-  let bk = Math.min(keys, Math.max(8, nextPow2(Tk)));
+  const dyn = t.dynamicHeadDim ?? cpu;
+  const d4 = dyn ? 32 : Math.ceil(D / 4);
+  // A run-time head dim keeps one pipeline for every shape: then Tk does not pick BK.
+  let bk = dyn ? keys : Math.min(keys, Math.max(8, nextPow2(Tk)));
   while (bk > 8 && 2 * bk * d4 * 16 + bk * 4 > limit) bk -= 8;
   rec.dispatch(
     attentionSpec(dtype),
     {
       storage: dtype,
       hd: D,
+      dyn,
       bk,
       wg,
       rpt,
