@@ -23,6 +23,7 @@ import commonSrc from "../../wgsl/gemm_common.wgsl" with { type: "text" };
 import ioVec4Src from "../../wgsl/gemm_io_vec4.wgsl" with { type: "text" };
 import ioScalarSrc from "../../wgsl/gemm_io_scalar.wgsl" with { type: "text" };
 import ioF16x8Src from "../../wgsl/gemm_io_f16x8.wgsl" with { type: "text" };
+import ioF16x4Src from "../../wgsl/gemm_io_f16x4.wgsl" with { type: "text" };
 import tiledSrc from "../../wgsl/gemm_tiled.wgsl" with { type: "text" };
 import regSrc from "../../wgsl/gemm_reg.wgsl" with { type: "text" };
 import cpuSrc from "../../wgsl/gemm_cpu.wgsl" with { type: "text" };
@@ -51,8 +52,11 @@ export interface GemmTune {
   ct?: number;
 }
 
-/** How a kernel loads its operands: vec4 rows (K % 4 == 0), scalars, or packed f16 × 8. */
-export type GemmOperandLoad = "vec4" | "scalar" | "f16x8";
+/**
+ * How a kernel loads its operands: vec4 rows (K % 4 == 0), scalars (any K), or packed
+ * halves, four (K % 4 == 0) or eight (K % 8 == 0, version 3) per load.
+ */
+export type GemmOperandLoad = "vec4" | "scalar" | "f16x4" | "f16x8";
 
 /**
  * The default knobs: 128×128 tiles with BK 16 (v2); 4×4 blocks per invocation in
@@ -116,6 +120,7 @@ function dispatchOf(version: GemmVersion, p: Params): [number, number] {
 const LOAD_SOURCES: Record<GemmOperandLoad, string> = {
   vec4: ioVec4Src,
   scalar: ioScalarSrc,
+  f16x4: ioF16x4Src,
   f16x8: ioF16x8Src,
 };
 
@@ -126,7 +131,8 @@ export function gemmOperandLoad(
   K: number,
 ): GemmOperandLoad {
   if (version === 3 && storage === "f16" && K % 8 === 0) return "f16x8";
-  return K % 4 === 0 ? "vec4" : "scalar";
+  if (K % 4 !== 0) return "scalar";
+  return storage === "f16" ? "f16x4" : "vec4";
 }
 
 /** The kernel spec of a version for a storage type and operand load (f16x8: version 3 only). */
@@ -135,8 +141,8 @@ export function gemmSpec(
   storage: StorageType,
   load: GemmOperandLoad,
 ): KernelSpec<Params> {
-  if (load === "f16x8" && (version !== 3 || storage !== "f16")) {
-    throw new RangeError(`gemm: the f16x8 operand load is for version 3 with f16 storage`);
+  if ((load === "f16x8" && version !== 3) || (load.startsWith("f16") && storage !== "f16")) {
+    throw new RangeError(`gemm: no ${load} operand load for version ${version} ${storage}`);
   }
   const key = `${version}:${storage}:${load}`;
   let spec = specs.get(key);
