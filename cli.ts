@@ -12,6 +12,10 @@ import { WebditError } from "./runtime/errors.ts";
 type Command = (args: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, { help: string; load: () => Promise<Command> }> = {
+  generate: {
+    help: "generate an image from a prompt (or caption embeddings)",
+    load: async () => (await import("./runtime/cli/generate.ts")).generate,
+  },
   doctor: {
     help: "print the adapter, features and limits; self-check the kernels",
     load: async () => (await import("./runtime/cli/doctor.ts")).doctor,

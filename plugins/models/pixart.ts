@@ -1,0 +1,456 @@
+/**
+ * diffusers' PixArtTransformer2DModel on WebGPU: patch embedding, adaLN-single,
+ * caption projection, N blocks (self-attention, cross-attention, GELU feed-forward,
+ * each gated by the timestep modulation) and the modulated output layer.
+ *
+ * The cross-attention keys and values depend only on the caption, so
+ * {@linkcode PixArtModel.prepare} computes them once per prompt batch and every sampler
+ * step reuses them.
+ *
+ * @module
+ */
+import type { Runtime } from "../../runtime/gpu/device.ts";
+import type { Recorder } from "../../runtime/gpu/kernel.ts";
+import { type Tensor, uploadTensor } from "../../runtime/gpu/tensor.ts";
+import type { TensorSource } from "../../runtime/io/safetensors.ts";
+import type { Linear, LinearFactory } from "../../runtime/model/linear.ts";
+import { WeightLoader } from "../../runtime/model/weights.ts";
+import { attention, type AttentionInput } from "../../runtime/ops/attention.ts";
+import { elementwise } from "../../runtime/ops/elementwise.ts";
+import { timestepEmbedding } from "../../runtime/ops/embed.ts";
+import { layerNorm } from "../../runtime/ops/norm.ts";
+import { concat, im2col, slice, unpatchify } from "../../runtime/ops/patch.ts";
+import { posEmbed2dRef } from "../../runtime/reference/embed.ts";
+import { type PixArtConfig, pixartWeightShapes } from "./pixart_config.ts";
+
+/** Per-block attention implementation hook (dense by default; PARO plugs in here). */
+export interface SelfAttention {
+  /** Records self-attention of block `layer` for q/k/v [B, T, D] on an h×w token grid. */
+  run(
+    rec: Recorder,
+    layer: number,
+    q: AttentionInput,
+    k: AttentionInput,
+    v: AttentionInput,
+    grid: { heads: number; h: number; w: number },
+  ): Tensor;
+}
+
+/** Dense self-attention through the flash kernel. */
+export const denseSelfAttention: SelfAttention = {
+  run: (rec, _layer, q, k, v, g) => attention(rec, q, k, v, { heads: g.heads }),
+};
+
+/** The caption-dependent state of one prompt batch: projected keys/values per block. */
+export interface PixArtConditioning {
+  /** Batch size B the conditioning was made for. */
+  batch: number;
+  /** Per block, cross-attention keys [B, L, D]. */
+  keys: Tensor[];
+  /** Per block, cross-attention values [B, L, D]. */
+  values: Tensor[];
+  /** Caption mask [B, L] in the model's dtype, or undefined (all kept). */
+  mask: Tensor | undefined;
+  /** Resolution [B, 2] and aspect ratio [B] (the 1024-MS model), or undefined. */
+  resolution: Tensor | undefined;
+  aspectRatio: Tensor | undefined;
+  /** Frees the tensors. */
+  release(): void;
+}
+
+interface Block {
+  table: Tensor;
+  q: Linear;
+  k: Linear;
+  v: Linear;
+  out: Linear;
+  q2: Linear;
+  k2: Linear;
+  v2: Linear;
+  out2: Linear;
+  ff1: Linear;
+  ff2: Linear;
+}
+
+/** Options of {@linkcode loadPixArt}. */
+export interface PixArtLoadOptions {
+  /** Storage type of activations and FP weights. */
+  dtype: "f32" | "f16";
+  /** Builds every linear layer (dense, or from a quantization plan). */
+  linears: LinearFactory;
+  /** Self-attention implementation; default dense. */
+  selfAttention?: SelfAttention;
+}
+
+/** A loaded PixArt transformer. */
+export class PixArtModel {
+  /** The parsed config. */
+  readonly config: PixArtConfig;
+  /** Activation storage type. */
+  readonly dtype: "f32" | "f16";
+  /** Self-attention implementation (swappable for ablations). */
+  selfAttention: SelfAttention;
+  readonly #rt: Runtime;
+  readonly #l: Record<string, Linear>;
+  readonly #blocks: Block[];
+  readonly #finalTable: Tensor;
+  readonly #posCache = new Map<string, Tensor>();
+
+  /** Use {@linkcode loadPixArt}. */
+  constructor(
+    rt: Runtime,
+    config: PixArtConfig,
+    dtype: "f32" | "f16",
+    parts: {
+      linears: Record<string, Linear>;
+      blocks: Block[];
+      finalTable: Tensor;
+      selfAttention: SelfAttention;
+    },
+  ) {
+    this.#rt = rt;
+    this.config = config;
+    this.dtype = dtype;
+    this.#l = parts.linears;
+    this.#blocks = parts.blocks;
+    this.#finalTable = parts.finalTable;
+    this.selfAttention = parts.selfAttention;
+  }
+
+  /** Every linear layer, by checkpoint name. */
+  get linears(): Linear[] {
+    return [
+      ...Object.values(this.#l),
+      ...this.#blocks.flatMap((
+        b,
+      ) => [b.q, b.k, b.v, b.out, b.q2, b.k2, b.v2, b.out2, b.ff1, b.ff2]),
+    ];
+  }
+
+  /** Bytes of all weights on the GPU. */
+  get weightBytes(): number {
+    const t = [this.#finalTable, ...this.#blocks.map((b) => b.table)];
+    return this.linears.reduce((s, l) => s + l.weightBytes, 0) +
+      t.reduce((s, x) => s + x.byteLength, 0);
+  }
+
+  /**
+   * Projects the caption embeddings [B, L, caption_channels] (mask [B, L], 1 keep / 0 drop)
+   * and computes every block's cross-attention keys and values.
+   */
+  prepare(
+    rec: Recorder,
+    embeds: Tensor,
+    mask: Tensor | undefined,
+    size?: { height: number; width: number },
+  ): PixArtConditioning {
+    const c = this.config;
+    const [B, L] = embeds.shape;
+    if (embeds.shape.length !== 3) {
+      throw new RangeError(`caption embeddings must be [B, L, C], got [${embeds.shape}]`);
+    }
+    if (c.captionChannels !== null && embeds.shape[2] !== c.captionChannels) {
+      throw new RangeError(
+        `caption embeddings have ${embeds.shape[2]} channels, the model takes ${c.captionChannels}`,
+      );
+    }
+    if (mask && (mask.size !== B * L || mask.dtype !== this.dtype)) {
+      throw new RangeError(
+        `caption mask must be [${B}, ${L}] ${this.dtype}, got [${mask.shape}] ${mask.dtype}`,
+      );
+    }
+    const flat = embeds.reshape([B * L, embeds.shape[2]]);
+    let cap = flat;
+    if (c.captionChannels !== null) {
+      const h = this.#l["caption_projection.linear_1"].forward(rec, flat, { activation: "gelu" });
+      cap = this.#l["caption_projection.linear_2"].forward(rec, h);
+      h.release();
+    }
+    const keys: Tensor[] = [];
+    const values: Tensor[] = [];
+    for (const b of this.#blocks) {
+      keys.push(b.k2.forward(rec, cap).reshape([B, L, c.innerDim]));
+      values.push(b.v2.forward(rec, cap).reshape([B, L, c.innerDim]));
+    }
+    if (cap !== flat) cap.release();
+    let resolution: Tensor | undefined;
+    let aspectRatio: Tensor | undefined;
+    if (c.useAdditionalConditions) {
+      if (!size) throw new TypeError("This model uses additional conditions: pass the image size");
+      // diffusers: resolution = [height, width], aspect_ratio = height / width (pixels).
+      const res = new Float32Array(2 * B);
+      const ar = new Float32Array(B);
+      for (let i = 0; i < B; i++) {
+        res[2 * i] = size.height;
+        res[2 * i + 1] = size.width;
+        ar[i] = size.height / size.width;
+      }
+      resolution = uploadTensor(this.#rt, res, [2 * B]);
+      aspectRatio = uploadTensor(this.#rt, ar, [B]);
+    }
+    const all = [...keys, ...values, mask, resolution, aspectRatio];
+    return {
+      batch: B,
+      keys,
+      values,
+      mask,
+      resolution,
+      aspectRatio,
+      release: () => all.forEach((t) => t?.release()),
+    };
+  }
+
+  /** The 2-D position embedding [h·w, D] for a token grid, cached per grid. */
+  #posEmbed(h: number, w: number): Tensor {
+    const key = `${h}x${w}`;
+    let t = this.#posCache.get(key);
+    if (!t) {
+      const c = this.config;
+      const e = posEmbed2dRef({
+        embedDim: c.innerDim,
+        gridH: h,
+        gridW: w,
+        baseSize: Math.floor(c.sampleSize / c.patchSize),
+        interpolationScale: c.interpolationScale,
+      });
+      t = uploadTensor(this.#rt, Float32Array.from(e), [h * w, c.innerDim], this.dtype);
+      this.#posCache.set(key, t);
+    }
+    return t;
+  }
+
+  /** Timestep (and size) conditioning: the modulation [B, 6D] and embedded timestep [B, D]. */
+  #timestep(rec: Recorder, t: Tensor, cond: PixArtConditioning): { t6: Tensor; emb: Tensor } {
+    const l = this.#l;
+    const sin = timestepEmbedding(rec, t, 256, {
+      flipSinToCos: true,
+      downscaleFreqShift: 0,
+      dtype: this.dtype,
+    });
+    const h = l["adaln_single.emb.timestep_embedder.linear_1"].forward(rec, sin, {
+      activation: "silu",
+    });
+    let emb = l["adaln_single.emb.timestep_embedder.linear_2"].forward(rec, h);
+    sin.release();
+    h.release();
+    if (this.config.useAdditionalConditions && cond.resolution && cond.aspectRatio) {
+      const B = cond.batch;
+      const embedder = (name: string, x: Tensor) => {
+        const s = timestepEmbedding(rec, x, 256, {
+          flipSinToCos: true,
+          downscaleFreqShift: 0,
+          dtype: this.dtype,
+        });
+        const a = l[`adaln_single.emb.${name}.linear_1`].forward(rec, s, { activation: "silu" });
+        const o = l[`adaln_single.emb.${name}.linear_2`].forward(rec, a);
+        s.release();
+        a.release();
+        return o;
+      };
+      const res = embedder("resolution_embedder", cond.resolution); // [2B, D/3] = [B, 2D/3]
+      const ar = embedder("aspect_ratio_embedder", cond.aspectRatio); // [B, D/3]
+      const D3 = this.config.innerDim / 3;
+      const extra = concat(rec, [res.reshape([B, 2 * D3]), ar.reshape([B, D3])], -1);
+      const sum = elementwise(rec, "axpby", emb, { y: extra });
+      for (const x of [res, ar, extra, emb]) x.release();
+      emb = sum;
+    }
+    const act = elementwise(rec, "silu", emb);
+    const t6 = l["adaln_single.linear"].forward(rec, act);
+    act.release();
+    return { t6, emb };
+  }
+
+  /**
+   * Records one forward: x [B, C, H, W], timesteps t (f32 [B]) → [B, out_channels, H, W].
+   */
+  forward(rec: Recorder, x: Tensor, t: Tensor, cond: PixArtConditioning): Tensor {
+    const c = this.config;
+    const p = c.patchSize;
+    if (x.shape.length !== 4 || x.shape[1] !== c.inChannels) {
+      throw new RangeError(`latents must be [B, ${c.inChannels}, H, W], got [${x.shape}]`);
+    }
+    const [B, , H, W] = x.shape;
+    if (H % p || W % p) {
+      throw new RangeError(`latent height and width must be multiples of ${p}, got ${H}×${W}`);
+    }
+    if (B !== cond.batch) {
+      throw new RangeError(`latents have batch ${B}, the conditioning ${cond.batch}`);
+    }
+    if (t.size !== B || t.dtype !== "f32") {
+      throw new RangeError(`timesteps must be f32 [${B}], got [${t.shape}] ${t.dtype}`);
+    }
+    const h = H / p;
+    const w = W / p;
+    const T = h * w;
+    const D = c.innerDim;
+
+    const patches = im2col(rec, x, p);
+    let hs = this.#patchEmbed(rec, patches, h, w);
+    patches.release();
+    const { t6, emb } = this.#timestep(rec, t, cond);
+
+    for (let i = 0; i < this.#blocks.length; i++) {
+      hs = this.#block(rec, i, hs, t6, cond, { B, T, h, w, D });
+    }
+
+    const n = layerNorm(rec, hs, {
+      eps: 1e-6,
+      modulation: { emb, table: this.#finalTable, shift: 0, scale: 1 },
+    });
+    hs.release();
+    const y = this.#l["proj_out"].forward(rec, n);
+    n.release();
+    t6.release();
+    emb.release();
+    const out = unpatchify(rec, y.reshape([B, T, p * p * c.outChannels]), {
+      height: h,
+      width: w,
+      patch: p,
+      channels: c.outChannels,
+    });
+    y.release();
+    return out;
+  }
+
+  #patchEmbed(rec: Recorder, patches: Tensor, h: number, w: number): Tensor {
+    const tokens = this.#l["pos_embed.proj"].forward(rec, patches);
+    const withPos = elementwise(rec, "addRow", tokens, { y: this.#posEmbed(h, w) });
+    tokens.release();
+    return withPos;
+  }
+
+  #block(
+    rec: Recorder,
+    i: number,
+    x: Tensor,
+    t6: Tensor,
+    cond: PixArtConditioning,
+    s: { B: number; T: number; h: number; w: number; D: number },
+  ): Tensor {
+    const b = this.#blocks[i];
+    const { B, T, D } = s;
+    const heads = this.config.numAttentionHeads;
+    const eps = this.config.normEps;
+    // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = chunks of t6 + table.
+    const mod = elementwise(rec, "addRow", t6, { y: b.table });
+    const gateMsa = slice(rec, mod, -1, 2 * D, D);
+    const gateMlp = slice(rec, mod, -1, 5 * D, D);
+
+    const n1 = layerNorm(rec, x, { eps, modulation: { emb: mod, shift: 0, scale: 1 } });
+    const q = b.q.forward(rec, n1).reshape([B, T, D]);
+    const k = b.k.forward(rec, n1).reshape([B, T, D]);
+    const v = b.v.forward(rec, n1).reshape([B, T, D]);
+    n1.release();
+    const a = this.selfAttention.run(rec, i, q, k, v, { heads, h: s.h, w: s.w });
+    q.release();
+    k.release();
+    v.release();
+    const x1 = b.out.forward(rec, a.reshape([B * T, D]), {
+      residual: x,
+      gate: gateMsa,
+      rowsPerGate: T,
+    });
+    a.release();
+    x.release();
+
+    // Cross-attention: PixArt feeds the un-normalised hidden states (diffusers attention.py).
+    const q2 = b.q2.forward(rec, x1).reshape([B, T, D]);
+    const a2 = attention(rec, q2, cond.keys[i], cond.values[i], { heads, mask: cond.mask });
+    q2.release();
+    const x2 = b.out2.forward(rec, a2.reshape([B * T, D]), { residual: x1 });
+    a2.release();
+    x1.release();
+
+    const n2 = layerNorm(rec, x2, { eps, modulation: { emb: mod, shift: 3, scale: 4 } });
+    const f = b.ff1.forward(rec, n2, { activation: "gelu" });
+    n2.release();
+    const x3 = b.ff2.forward(rec, f, { residual: x2, gate: gateMlp, rowsPerGate: T });
+    f.release();
+    x2.release();
+    mod.release();
+    gateMsa.release();
+    gateMlp.release();
+    return x3;
+  }
+
+  /** Frees every GPU tensor of the model. */
+  release(): void {
+    for (const l of this.linears) l.release();
+    for (const b of this.#blocks) b.table.release();
+    this.#finalTable.release();
+    for (const t of this.#posCache.values()) t.release();
+    this.#posCache.clear();
+  }
+}
+
+/** Loads a PixArt transformer from a checkpoint with a parsed config. */
+export async function loadPixArt(
+  rt: Runtime,
+  source: TensorSource,
+  config: PixArtConfig,
+  opts: PixArtLoadOptions,
+): Promise<PixArtModel> {
+  const loader = new WeightLoader(source, pixartWeightShapes(config));
+  const made: Linear[] = [];
+  const linear = async (name: string): Promise<Linear> => {
+    const shape = loader.expected.get(`${name}.weight`)!;
+    const hasBias = loader.expected.has(`${name}.bias`);
+    const weight = await loader.host(`${name}.weight`);
+    const bias = hasBias ? await loader.host(`${name}.bias`) : undefined;
+    const l = await opts.linears.create(rt, {
+      name,
+      weight,
+      bias,
+      outFeatures: shape[0],
+      inFeatures: shape.slice(1).reduce((a, b) => a * b, 1),
+    });
+    made.push(l);
+    return l;
+  };
+  try {
+    const linears: Record<string, Linear> = {};
+    const top = [
+      "pos_embed.proj",
+      "adaln_single.emb.timestep_embedder.linear_1",
+      "adaln_single.emb.timestep_embedder.linear_2",
+      "adaln_single.linear",
+      "proj_out",
+    ];
+    if (config.useAdditionalConditions) {
+      for (const e of ["resolution_embedder", "aspect_ratio_embedder"]) {
+        top.push(`adaln_single.emb.${e}.linear_1`, `adaln_single.emb.${e}.linear_2`);
+      }
+    }
+    if (config.captionChannels !== null) {
+      top.push("caption_projection.linear_1", "caption_projection.linear_2");
+    }
+    for (const name of top) linears[name] = await linear(name);
+    const blocks: Block[] = [];
+    for (let i = 0; i < config.numLayers; i++) {
+      const p = `transformer_blocks.${i}`;
+      blocks.push({
+        table: await loader.gpu(rt, `${p}.scale_shift_table`, opts.dtype),
+        q: await linear(`${p}.attn1.to_q`),
+        k: await linear(`${p}.attn1.to_k`),
+        v: await linear(`${p}.attn1.to_v`),
+        out: await linear(`${p}.attn1.to_out.0`),
+        q2: await linear(`${p}.attn2.to_q`),
+        k2: await linear(`${p}.attn2.to_k`),
+        v2: await linear(`${p}.attn2.to_v`),
+        out2: await linear(`${p}.attn2.to_out.0`),
+        ff1: await linear(`${p}.ff.net.0.proj`),
+        ff2: await linear(`${p}.ff.net.2`),
+      });
+    }
+    return new PixArtModel(rt, config, opts.dtype, {
+      linears,
+      blocks,
+      finalTable: await loader.gpu(rt, "scale_shift_table", opts.dtype),
+      selfAttention: opts.selfAttention ?? denseSelfAttention,
+    });
+  } catch (e) {
+    for (const l of made) l.release();
+    throw e;
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * `deno task generate`: a prompt (or precomputed caption embeddings) to a PNG, per the
+ * CLI contract in ARCHITECTURE.md.
+ *
+ * @module
+ */
+import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
+import { tensorToImage, writePng } from "../io/png.ts";
+import { openSafetensors } from "../io/safetensors.ts";
+import { writeSafetensors } from "../io/safetensors.ts";
+import { type CaptionEmbeds, loadPipeline, type SamplerName, SAMPLERS } from "../pipeline.ts";
+import {
+  choiceOption,
+  emitJson,
+  info,
+  numberOption,
+  parseCli,
+  ProgressBar,
+  UsageError,
+} from "./common.ts";
+
+/** Usage text of generate. */
+export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
+  --prompt TEXT           what to draw (the bundled model knows emoji names)
+  --model PATH            model folder (diffusers layout); default models/emoji-s
+  --seed N                seed of the initial noise (default 0)
+  --steps N               sampler steps (default 20)
+  --guidance F            classifier-free guidance scale (default 4.5; ≤ 1 turns it off)
+  --sampler S             dpm++2m (default) or ddim
+  --adapter A             auto (default), gpu or cpu
+  --dtype T               f32 (default) or f16 transformer
+  --n N                   images (default 1)
+  --out FILE.png          output image (default generated from the prompt and seed)
+  --force                 overwrite existing output files
+  --caption-embeds FILE   precomputed embeddings: prompt_embeds [B,L,C] (+ prompt_attention_mask,
+                          negative_prompt_embeds, negative_prompt_attention_mask) instead of --prompt
+  --latents FILE          initial noise: tensor "latents" [B,C,H,W] (as diffusers' latents=)
+  --save-latents FILE     write the final latents as "latents" [B,C,H,W] (f32 safetensors)
+  --json                  print a JSON summary as the last line of stdout`;
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+/** Refuses to overwrite a file unless forced. */
+async function checkWritable(path: string, force: boolean, flag: string): Promise<void> {
+  if (!force && await exists(path)) {
+    throw new UsageError(`${path} exists; pass --force to overwrite it or choose another ${flag}`);
+  }
+}
+
+async function readCaptionEmbeds(path: string): Promise<CaptionEmbeds> {
+  const f = await openSafetensors(path);
+  try {
+    const need = (name: string) => {
+      const t = f.tensors.get(name);
+      if (!t) throw new UsageError(`${path}: missing tensor "${name}"`);
+      return t;
+    };
+    const pe = need("prompt_embeds");
+    const shape = pe.shape.length === 2 ? [1, ...pe.shape] : pe.shape;
+    if (shape.length !== 3) {
+      throw new UsageError(`${path}: prompt_embeds must be [B, L, C], got [${pe.shape}]`);
+    }
+    const [B, L] = shape;
+    const maskOf = async (name: string) => {
+      const t = f.tensors.get(name);
+      if (!t) return undefined;
+      if (t.shape.reduce((a, b) => a * b, 1) !== B * L) {
+        throw new UsageError(`${path}: ${name} must be [${B}, ${L}], got [${t.shape}]`);
+      }
+      return await f.readF32(name);
+    };
+    const out: CaptionEmbeds = {
+      embeds: await f.readF32("prompt_embeds"),
+      mask: await maskOf("prompt_attention_mask"),
+      shape: shape as [number, number, number],
+    };
+    const ne = f.tensors.get("negative_prompt_embeds");
+    if (ne) {
+      const n = ne.shape.reduce((a, b) => a * b, 1);
+      if (n !== B * L * shape[2]) {
+        throw new UsageError(
+          `${path}: negative_prompt_embeds must match prompt_embeds [${shape}], got [${ne.shape}]`,
+        );
+      }
+      out.negative = {
+        embeds: await f.readF32("negative_prompt_embeds"),
+        mask: await maskOf("negative_prompt_attention_mask"),
+      };
+    }
+    return out;
+  } finally {
+    f.close();
+  }
+}
+
+async function readLatents(path: string): Promise<{ data: Float32Array; shape: number[] }> {
+  const f = await openSafetensors(path);
+  try {
+    const t = f.tensors.get("latents");
+    if (!t) throw new UsageError(`${path}: missing tensor "latents"`);
+    if (t.shape.length !== 4) {
+      throw new UsageError(`${path}: latents must be [B, C, H, W], got [${t.shape}]`);
+    }
+    return { data: await f.readF32("latents"), shape: [...t.shape] };
+  } finally {
+    f.close();
+  }
+}
+
+function defaultOut(prompt: string | undefined, seed: number): string {
+  const slug = (prompt ?? "embeds").toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "")
+    .slice(0, 40);
+  return `${slug || "image"}_${seed}.png`;
+}
+
+/** Runs generate; returns the exit code. */
+export async function generate(args: string[]): Promise<number> {
+  const { values: v } = parseCli(args, {
+    prompt: { type: "string" },
+    model: { type: "string" },
+    seed: { type: "string" },
+    steps: { type: "string" },
+    guidance: { type: "string" },
+    sampler: { type: "string" },
+    adapter: { type: "string" },
+    dtype: { type: "string" },
+    n: { type: "string" },
+    out: { type: "string" },
+    force: { type: "boolean" },
+    "caption-embeds": { type: "string" },
+    latents: { type: "string" },
+    "save-latents": { type: "string" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (v.help) {
+    info(GENERATE_USAGE);
+    return 0;
+  }
+  if (v.prompt === undefined && v["caption-embeds"] === undefined) {
+    throw new UsageError("give --prompt TEXT (or --caption-embeds FILE)");
+  }
+  const seed = numberOption("seed", v.seed, 0, { min: 0, max: 2 ** 32 - 1, integer: true });
+  const steps = numberOption("steps", v.steps, 20, { min: 1, max: 1000, integer: true });
+  const guidance = numberOption("guidance", v.guidance, 4.5, { min: 0, max: 100 });
+  const n = numberOption("n", v.n, 1, { min: 1, max: 64, integer: true });
+  const sampler = choiceOption<SamplerName>("sampler", v.sampler, SAMPLERS, "dpm++2m");
+  const adapter = choiceOption<AdapterChoice>("adapter", v.adapter, ADAPTER_CHOICES, "auto");
+  const dtype = choiceOption("dtype", v.dtype, ["f32", "f16"] as const, "f32");
+  const force = v.force ?? false;
+  if (v.out !== undefined && !v.out.toLowerCase().endsWith(".png")) {
+    throw new UsageError("--out must name a .png file");
+  }
+  if (v["save-latents"]) await checkWritable(v["save-latents"], force, "--save-latents");
+
+  const captionEmbeds = v["caption-embeds"]
+    ? await readCaptionEmbeds(v["caption-embeds"])
+    : undefined;
+  const latents = v.latents ? await readLatents(v.latents) : undefined;
+
+  const rt = await createRuntime({ adapter, f16: dtype === "f16" ? true : "auto" });
+  try {
+    info(`adapter: ${rt.info.description}${rt.info.fallback ? " (CPU)" : ""}`);
+    const tLoad = performance.now();
+    const pipe = await loadPipeline(rt, { path: v.model, dtype });
+    const loadMs = performance.now() - tLoad;
+    try {
+      const c = pipe.transformer.config;
+      const B = latents?.shape[0] ?? captionEmbeds?.shape[0] ?? n;
+      if (captionEmbeds && captionEmbeds.shape[0] !== B) {
+        throw new UsageError(
+          `--caption-embeds has batch ${captionEmbeds.shape[0]}, --latents ${B}`,
+        );
+      }
+      const pixel = c.inChannels === 3;
+      const outBase = v.out ?? defaultOut(v.prompt, seed);
+      const outs = pixel
+        ? Array.from(
+          { length: B },
+          (_, i) => i === 0 ? outBase : outBase.replace(/\.png$/i, `_${i}.png`),
+        )
+        : [];
+      if (!pixel && v.out) {
+        throw new UsageError(
+          "this model works in a latent space and has no VAE here: use --save-latents",
+        );
+      }
+      for (const o of outs) await checkWritable(o, force, "--out");
+
+      const bar = new ProgressBar("sampling", steps);
+      const res = await pipe.generate({
+        prompt: v.prompt,
+        captionEmbeds,
+        n: B,
+        seed,
+        steps,
+        guidance,
+        sampler,
+        latents: latents?.data,
+        height: latents?.shape[2],
+        width: latents?.shape[3],
+        onStep: (s) => bar.update(s.step),
+      });
+      bar.done();
+      if (res.unknownWords.length) {
+        info(`warning: unknown words (read as <unk>): ${res.unknownWords.join(", ")}`);
+      }
+      const [, C, H, W] = res.shape;
+      for (let i = 0; i < outs.length; i++) {
+        const img = tensorToImage(
+          res.latents.subarray(i * C * H * W, (i + 1) * C * H * W),
+          C,
+          H,
+          W,
+        );
+        await writePng(outs[i], img);
+        info(`wrote ${outs[i]}`);
+      }
+      if (v["save-latents"]) {
+        await writeSafetensors(v["save-latents"], {
+          latents: { dtype: "F32", shape: res.shape, data: res.latents },
+        });
+        info(`wrote ${v["save-latents"]}`);
+      }
+      const total = res.timings.totalMs;
+      const mean = res.timings.stepMs.reduce((a, b) => a + b, 0) / res.timings.stepMs.length;
+      info(
+        `${steps} steps in ${(total / 1000).toFixed(2)} s (${mean.toFixed(1)} ms/step), load ${
+          (loadMs / 1000).toFixed(2)
+        } s`,
+      );
+      if (v.json) {
+        emitJson({
+          images: outs,
+          latents: v["save-latents"] ?? null,
+          shape: res.shape,
+          seed,
+          steps,
+          guidance,
+          sampler,
+          dtype,
+          adapter: rt.info.description,
+          fallback: rt.info.fallback,
+          ms: total,
+          load_ms: loadMs,
+          ms_per_step: mean,
+          unknown_words: res.unknownWords,
+        });
+      }
+      return 0;
+    } finally {
+      pipe.release();
+    }
+  } finally {
+    rt.destroy();
+  }
+}

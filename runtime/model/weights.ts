@@ -1,0 +1,62 @@
+/**
+ * Loads a model's tensors from a checkpoint against the shapes its plugin expects,
+ * with errors naming the file and the tensor, and uploads them in f32 or f16.
+ *
+ * @module
+ */
+import { CheckpointError } from "../errors.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import type { TensorSource } from "../io/safetensors.ts";
+
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
+
+/** Reads expected tensors from a checkpoint, checking presence, shape and dtype first. */
+export class WeightLoader {
+  /** The checkpoint. */
+  readonly source: TensorSource;
+  /** The expected tensors and shapes. */
+  readonly expected: ReadonlyMap<string, readonly number[]>;
+
+  /** Checks every expected tensor up front, so a bad file fails before any upload. */
+  constructor(source: TensorSource, expected: ReadonlyMap<string, readonly number[]>) {
+    this.source = source;
+    this.expected = expected;
+    for (const [name, shape] of expected) {
+      const info = source.tensors.get(name);
+      if (!info) throw new CheckpointError(source.path, "missing tensor", name);
+      if (!FLOAT_DTYPES.has(info.dtype)) {
+        throw new CheckpointError(source.path, `expected a float tensor, got ${info.dtype}`, name);
+      }
+      const same = info.shape.length === shape.length && info.shape.every((d, i) => d === shape[i]);
+      if (!same) {
+        throw new CheckpointError(
+          source.path,
+          `expected shape [${shape}], got [${info.shape}]`,
+          name,
+        );
+      }
+    }
+  }
+
+  /** Names in the checkpoint that the model does not use. */
+  unused(): string[] {
+    return [...this.source.tensors.keys()].filter((n) => !this.expected.has(n));
+  }
+
+  /** A tensor as f32 on the host. */
+  async host(name: string): Promise<Float32Array> {
+    if (!this.expected.has(name)) throw new RangeError(`Tensor ${name} was not declared`);
+    return await this.source.readF32(name);
+  }
+
+  /** A tensor uploaded to the GPU in `dtype` (f16 is rounded to nearest-even). */
+  async gpu(rt: Runtime, name: string, dtype: "f32" | "f16"): Promise<Tensor> {
+    const shape = this.expected.get(name);
+    if (!shape) throw new RangeError(`Tensor ${name} was not declared`);
+    if (dtype === "f16") {
+      return uploadTensor(rt, await this.source.readF16Bits(name), shape, "f16");
+    }
+    return uploadTensor(rt, await this.source.readF32(name), shape, "f32");
+  }
+}

@@ -1,0 +1,363 @@
+/**
+ * A text-to-image pipeline: a model folder in diffusers' layout (transformer/, and for
+ * the bundled model text_encoder/ + tokenizer/), loaded on a runtime, and `generate`.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { EmojiCaptionEncoder, parseEmojiEncoderConfig } from "../plugins/models/emoji_encoder.ts";
+import { EmojiTokenizer, type Tokenized } from "../plugins/models/emoji_tokenizer.ts";
+import { loadPixArt, type PixArtConditioning, type PixArtModel } from "../plugins/models/pixart.ts";
+import { parsePixArtConfig } from "../plugins/models/pixart_config.ts";
+import { CheckpointError } from "./errors.ts";
+import type { Runtime } from "./gpu/device.ts";
+import { Recorder } from "./gpu/kernel.ts";
+import { readTensor, uploadTensor } from "./gpu/tensor.ts";
+import { Prng } from "./io/prng.ts";
+import { openCheckpoint } from "./io/safetensors_index.ts";
+import { denseLinears, type LinearFactory } from "./model/linear.ts";
+import { createGpuSampler } from "./sampling/guidance.ts";
+import { type Denoiser, sampleLoop, type StepInfo } from "./sampling/generate.ts";
+import { usesGuidance } from "./sampling/guidance.ts";
+
+/** The samplers `generate` offers. */
+export const SAMPLERS = ["dpm++2m", "ddim"] as const;
+/** A sampler name. */
+export type SamplerName = typeof SAMPLERS[number];
+
+/** The bundled model's folder. */
+export const DEFAULT_MODEL_DIR = new URL("../models/emoji-s", import.meta.url).pathname;
+
+/** Options of {@linkcode loadPipeline}. */
+export interface LoadPipelineOptions {
+  /** Model folder; default the bundled emoji model. */
+  path?: string;
+  /** Storage type of the transformer; default f32. */
+  dtype?: "f32" | "f16";
+  /** Builds the transformer's linears (a quantization plan); default dense in `dtype`. */
+  linears?: LinearFactory;
+}
+
+/** Caption embeddings on the host, as diffusers' pipeline names them. */
+export interface CaptionEmbeds {
+  /** prompt_embeds [B, L, C]. */
+  embeds: Float32Array;
+  /** prompt_attention_mask [B, L] (1 keep, 0 drop), or undefined. */
+  mask?: Float32Array;
+  /** [B, L, C]. */
+  shape: [number, number, number];
+  /** negative_prompt_embeds and mask (same shape), for guidance. */
+  negative?: { embeds: Float32Array; mask?: Float32Array };
+}
+
+/** A request to {@linkcode Pipeline.generate}. */
+export interface GenerateRequest {
+  /** The prompt (needs the model's own caption encoder), or use `captionEmbeds`. */
+  prompt?: string;
+  /** Precomputed caption embeddings instead of the prompt. */
+  captionEmbeds?: CaptionEmbeds;
+  /** Images to generate; default 1 (or the embeddings' batch). */
+  n?: number;
+  /** Seed of the initial noise. */
+  seed?: number;
+  /** Sampler steps; default 20. */
+  steps?: number;
+  /** Guidance scale; default 4.5 (≤ 1 turns guidance off). */
+  guidance?: number;
+  /** Sampler; default dpm++2m. */
+  sampler?: SamplerName;
+  /** Latent height and width; default the model's sample size. */
+  height?: number;
+  width?: number;
+  /** The initial noise [B, C, H, W] instead of the seeded PRNG (diffusers' latents=). */
+  latents?: Float32Array;
+  /** Cancels between steps. */
+  signal?: AbortSignal;
+  /** Progress after every step. */
+  onStep?: (info: StepInfo) => void | Promise<void>;
+}
+
+/** What {@linkcode Pipeline.generate} returns. */
+export interface GenerateResult {
+  /** Final latents [B, C, H, W] (for pixel-space models: the images in [-1, 1]). */
+  latents: Float32Array;
+  /** Their shape. */
+  shape: [number, number, number, number];
+  /** Words of the prompt the tokenizer did not know (they became <unk>). */
+  unknownWords: string[];
+  /** Timings in ms. */
+  timings: { encodeMs: number; stepMs: number[]; totalMs: number };
+}
+
+async function readJson(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(path, "no such file", "path");
+    throw new CheckpointError(path, (e as Error).message, "path");
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new CheckpointError(path, `invalid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** A loaded model with its caption encoder (when it has one). */
+export class Pipeline {
+  /** The runtime it runs on. */
+  readonly runtime: Runtime;
+  /** The model folder. */
+  readonly path: string;
+  /** The transformer. */
+  readonly transformer: PixArtModel;
+  /** The caption encoder and tokenizer (bundled model), or undefined. */
+  readonly encoder: EmojiCaptionEncoder | undefined;
+  readonly tokenizer: EmojiTokenizer | undefined;
+
+  /** Use {@linkcode loadPipeline}. */
+  constructor(
+    rt: Runtime,
+    path: string,
+    transformer: PixArtModel,
+    encoder?: EmojiCaptionEncoder,
+    tokenizer?: EmojiTokenizer,
+  ) {
+    this.runtime = rt;
+    this.path = path;
+    this.transformer = transformer;
+    this.encoder = encoder;
+    this.tokenizer = tokenizer;
+  }
+
+  /** Tokenizes and encodes prompts with the model's own encoder → host embeddings. */
+  async encodePrompts(
+    prompts: readonly string[],
+  ): Promise<{ embeds: CaptionEmbeds; unknown: string[] }> {
+    if (!this.encoder || !this.tokenizer) {
+      throw new TypeError(
+        "This model has no caption encoder: pass precomputed caption embeddings (--caption-embeds)",
+      );
+    }
+    const toks = prompts.map((p) => this.tokenizer!.encode(p));
+    const unknown = [...new Set(toks.flatMap((t) => t.unknown))];
+    const nul = prompts.map(() => this.tokenizer!.nullCaption());
+    const run = async (t: Tokenized[]) => {
+      const rec = new Recorder(this.runtime, "caption encoder");
+      const { embeds, mask } = this.encoder!.encode(rec, t);
+      await rec.submit();
+      const out = {
+        embeds: await readTensor(this.runtime, embeds),
+        mask: await readTensor(this.runtime, mask),
+      };
+      embeds.release();
+      mask.release();
+      return out;
+    };
+    const cond = await run(toks);
+    const uncond = await run(nul);
+    const B = prompts.length;
+    const L = this.encoder.config.maxLength;
+    return {
+      embeds: { ...cond, shape: [B, L, this.encoder.config.dModel], negative: uncond },
+      unknown,
+    };
+  }
+
+  /** Generates images (latents) for a request. */
+  async generate(req: GenerateRequest): Promise<GenerateResult> {
+    const rt = this.runtime;
+    const c = this.transformer.config;
+    const t0 = performance.now();
+    const steps = req.steps ?? 20;
+    const guidance = req.guidance ?? 4.5;
+    const sampler = req.sampler ?? "dpm++2m";
+    if (!SAMPLERS.includes(sampler)) {
+      throw new TypeError(`sampler must be one of ${SAMPLERS.join(", ")}`);
+    }
+    if (!Number.isInteger(steps) || steps < 1 || steps > 1000) {
+      throw new RangeError(`steps must be an integer in [1, 1000], got ${steps}`);
+    }
+    if (!Number.isFinite(guidance) || guidance < 0) {
+      throw new RangeError(`guidance must be a finite number ≥ 0, got ${guidance}`);
+    }
+    let unknown: string[] = [];
+    let emb: CaptionEmbeds;
+    if (req.captionEmbeds) {
+      emb = req.captionEmbeds;
+    } else {
+      if (typeof req.prompt !== "string") {
+        throw new TypeError("Give a prompt or caption embeddings");
+      }
+      const n = req.n ?? 1;
+      if (!Number.isInteger(n) || n < 1) {
+        throw new RangeError(`n must be a positive integer, got ${n}`);
+      }
+      const r = await this.encodePrompts(Array(n).fill(req.prompt));
+      emb = r.embeds;
+      unknown = r.unknown;
+    }
+    const [B, L, Cc] = emb.shape;
+    const H = req.height ?? c.sampleSize;
+    const W = req.width ?? c.sampleSize;
+    for (const [k, v] of [["height", H], ["width", W]] as const) {
+      if (!Number.isInteger(v) || v < c.patchSize || v % c.patchSize) {
+        throw new RangeError(
+          `${k} must be a positive multiple of the patch size ${c.patchSize}, got ${v}`,
+        );
+      }
+    }
+    const guided = usesGuidance(guidance);
+    if (guided && !emb.negative) throw new TypeError("Guidance needs negative prompt embeddings");
+    const encodeMs = performance.now() - t0;
+
+    // Conditioning: [uncond, cond] when guiding, as diffusers concatenates.
+    const rows = guided ? 2 * B : B;
+    const embeds = new Float32Array(rows * L * Cc);
+    const mask = new Float32Array(rows * L).fill(1);
+    if (guided) {
+      embeds.set(emb.negative!.embeds, 0);
+      embeds.set(emb.embeds, B * L * Cc);
+      if (emb.negative!.mask) mask.set(emb.negative!.mask, 0);
+      if (emb.mask) mask.set(emb.mask, B * L);
+    } else {
+      embeds.set(emb.embeds);
+      if (emb.mask) mask.set(emb.mask);
+    }
+    const dt = this.transformer.dtype;
+    const embT = uploadTensor(rt, embeds, [rows, L, Cc], dt);
+    const maskT = uploadTensor(rt, mask, [rows, L], dt);
+    const rec = new Recorder(rt, "conditioning");
+    const cond: PixArtConditioning = this.transformer.prepare(rec, embT, maskT, {
+      height: H * this.pixelsPerLatent,
+      width: W * this.pixelsPerLatent,
+    });
+    await rec.submit();
+    embT.release();
+
+    const n = B * c.inChannels * H * W;
+    let noise = req.latents;
+    if (noise && noise.length !== n) {
+      throw new RangeError(
+        `latents must hold [${B}, ${c.inChannels}, ${H}, ${W}] = ${n} values, got ${noise.length}`,
+      );
+    }
+    noise ??= new Prng(req.seed ?? 0).normals(n);
+    const lat = uploadTensor(rt, noise, [B, c.inChannels, H, W]);
+    const model = this.transformer;
+    const denoiser: Denoiser = {
+      inChannels: c.inChannels,
+      outChannels: c.outChannels,
+      dtype: dt,
+      forward: (r, x, t) => model.forward(r, x, t, cond),
+    };
+    try {
+      const { latents, stepMs } = await sampleLoop(rt, denoiser, lat, {
+        sampler: createGpuSampler(sampler, steps),
+        guidance,
+        signal: req.signal,
+        onStep: req.onStep,
+      });
+      const host = await readTensor(rt, latents);
+      latents.release();
+      return {
+        latents: host,
+        shape: [B, c.inChannels, H, W],
+        unknownWords: unknown,
+        timings: { encodeMs, stepMs, totalMs: performance.now() - t0 },
+      };
+    } finally {
+      lat.release();
+      cond.release();
+    }
+  }
+
+  /** Pixels per latent cell: 1 for pixel-space models (no VAE), 8 for VAE latents. */
+  get pixelsPerLatent(): number {
+    return this.transformer.config.inChannels === 3 ? 1 : 8;
+  }
+
+  /** Frees the GPU tensors. */
+  release(): void {
+    this.transformer.release();
+    this.encoder?.release();
+  }
+}
+
+/** Loads a model folder (diffusers layout) onto `rt`. */
+export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Promise<Pipeline> {
+  const dir = o.path ?? DEFAULT_MODEL_DIR;
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.stat(dir);
+  } catch {
+    throw new CheckpointError(dir, "no such model folder", "path");
+  }
+  if (!stat.isDirectory) {
+    throw new CheckpointError(
+      dir,
+      "expected a model folder (with transformer/config.json)",
+      "path",
+    );
+  }
+  let tdir = join(dir, "transformer");
+  try {
+    await Deno.stat(join(tdir, "config.json"));
+  } catch {
+    tdir = dir; // a transformer folder given directly
+  }
+  const cfgPath = join(tdir, "config.json");
+  const config = parsePixArtConfig(await readJson(cfgPath), cfgPath);
+  const dtype = o.dtype ?? "f32";
+  const source = await openCheckpoint(tdir);
+  let transformer: PixArtModel;
+  try {
+    transformer = await loadPixArt(rt, source, config, {
+      dtype,
+      linears: o.linears ?? denseLinears(dtype),
+    });
+  } finally {
+    source.close();
+  }
+  let encoder: EmojiCaptionEncoder | undefined;
+  let tokenizer: EmojiTokenizer | undefined;
+  const edir = join(dir, "text_encoder");
+  const hasEncoder = await Deno.stat(join(edir, "config.json")).then(() => true, () => false);
+  if (hasEncoder) {
+    try {
+      const ecfgPath = join(edir, "config.json");
+      const ecfg = parseEmojiEncoderConfig(await readJson(ecfgPath), ecfgPath);
+      const vocabPath = join(dir, "tokenizer", "vocab.json");
+      tokenizer = new EmojiTokenizer(
+        await readJson(vocabPath) as string[],
+        ecfg.maxLength,
+        vocabPath,
+      );
+      if (tokenizer.vocab.length !== ecfg.vocabSize) {
+        throw new CheckpointError(
+          vocabPath,
+          `has ${tokenizer.vocab.length} words, the encoder ${ecfg.vocabSize}`,
+        );
+      }
+      const esrc = await openCheckpoint(join(edir, "model.safetensors"));
+      try {
+        encoder = await EmojiCaptionEncoder.load(rt, esrc, ecfg);
+      } finally {
+        esrc.close();
+      }
+      if (config.captionChannels !== null && ecfg.dModel !== config.captionChannels) {
+        throw new CheckpointError(
+          ecfgPath,
+          `d_model ${ecfg.dModel} does not match caption_channels ${config.captionChannels}`,
+          "d_model",
+        );
+      }
+    } catch (e) {
+      transformer.release();
+      encoder?.release();
+      throw e;
+    }
+  }
+  return new Pipeline(rt, dir, transformer, encoder, tokenizer);
+}
