@@ -25,12 +25,24 @@ train_both() { # $1 = seconds of training, $2.. extra args
   local mins
   mins=$(python3 -c "print(max(0.5, $secs / 60))")
   echo "training both sizes for $mins min: $*"
+  local pids=()
   for s in a b; do
-    python3 tools/torch/train/train.py --size $s --data .train --out "$OUT" --minutes "$mins" "$@" \
-      > "$OUT/train_$s.log" 2>&1 &
+    local lr_var="LR_${s^^}"
+    python3 tools/torch/train/train.py --size $s --data .train --out "$OUT" --minutes "$mins" \
+      ${!lr_var:+--lr ${!lr_var}} "$@" > "$OUT/train_$s.log" 2>&1 &
+    pids+=($!)
   done
-  wait
+  wait "${pids[@]}"  # not a bare wait: that would also wait for the tee above
   tail -n 4 "$OUT/train_a.log" "$OUT/train_b.log"
+}
+
+fixtures_and_checks() { # -> $W/misc/{fixtures, check_fixtures.json, check.log}
+  mkdir -p "$W/misc/fixtures" /tmp/ref
+  python3 tools/torch/make_fixtures.py --out "$W/misc/fixtures" > "$W/misc/check.log" 2>&1 || echo "FIXTURES FAILED"
+  local dsrc=""
+  [ -f .ref/diffusers_src.tar.xz ] && tar xJf .ref/diffusers_src.tar.xz -C /tmp/ref && dsrc=/tmp/ref/src
+  timeout 200 python3 tools/torch/check_fixtures.py --fixtures "$W/misc/fixtures" ${dsrc:+--diffusers-src $dsrc} \
+    --json "$W/misc/check_fixtures.json" >> "$W/misc/check.log" 2>&1 || echo "CHECK FAILED"
 }
 
 case $phase in
@@ -48,10 +60,13 @@ train)
   train_both $(( $(left) - 45 )) --resume .train/ckpt
   ;;
 final)
+  fixtures_and_checks &  # CPU work beside the training
+  fpid=$!
   train_both $(( $(left) - final_eval_s - 45 )) --resume .train/ckpt --anneal 1
+  wait $fpid
   mkdir -p "$W/models"
   timeout $(( $(left) - 10 )) python3 tools/torch/train/finish.py --ckpt "$OUT" --out "$W/models" || echo "FINISH FAILED"
-  tar czf "$OUT/models.tar.gz" -C "$W/models" .
+  tar czf "$OUT/final.tar.gz" -C "$W" models misc
   ;;
 *)
   echo "unknown phase $phase"; exit 2 ;;

@@ -128,7 +128,7 @@ def build(name, spec, out_root, seed):
             y = te(ids, m).to(torch.float32)
         io["te_input_ids"] = ids.to(torch.float32)
         io["te_attention_mask"] = m.to(torch.float32)
-        io["te_output"] = y
+        io["te_output"] = y.clone()  # safetensors refuses two names for one storage
         mask = m.to(torch.float32)
     else:
         y = rnd(gen, 2, L, cc)
