@@ -7,6 +7,8 @@
 override TX: u32 = 16u; // invocations along N
 override TY: u32 = 16u; // invocations along M
 override BK: u32 = 16u; // K tile: 4, 8 or 16; the tile loads must split evenly, ≤ 4 vec4 each
+override LMAP: u32 = 0u; // tile loads: 0 = neighbours take neighbouring rows, 1 = neighbouring k
+override EPI: u32 = 0u; // epilogue: 0 = one store site in a loop, 1 = 16 inlined store sites
 
 const SH: u32 = 1024u; // vec4 per operand: 2 buffers × BK ≤ 16 × 128 / 4
 
@@ -17,8 +19,12 @@ fn bm() -> u32 { return 8u * TY; }
 fn bn() -> u32 { return 8u * TX; }
 
 // The j-th vec4 of this invocation's share of a tile: (row, k4) inside the tile.
-fn x_at(j: u32, tid: u32) -> vec2<u32> { let v = tid + j * TX * TY; return vec2<u32>(v % bm(), v / bm()); }
-fn w_at(j: u32, tid: u32) -> vec2<u32> { let v = tid + j * TX * TY; return vec2<u32>(v % bn(), v / bn()); }
+fn tile_at(v: u32, rows: u32) -> vec2<u32> {
+  if (LMAP == 1u) { return vec2<u32>(v / (BK / 4u), v % (BK / 4u)); }
+  return vec2<u32>(v % rows, v / rows);
+}
+fn x_at(j: u32, tid: u32) -> vec2<u32> { return tile_at(tid + j * TX * TY, bm()); }
+fn w_at(j: u32, tid: u32) -> vec2<u32> { return tile_at(tid + j * TX * TY, bn()); }
 
 fn fetch_x(j: u32, tid: u32, m0: u32, kt4: u32) -> vec4<f32> {
   let at = x_at(j, tid);
@@ -128,8 +134,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     workgroupBarrier();
   }
 
-  // One store site in a loop (not 16 inlined epilogues: CPU adapters compile that slowly).
   let col = n0 + 4u * lid.x;
+  if (EPI == 1u) {
+    let r0 = m0 + 4u * lid.y;
+    let r1 = r0 + bm() / 2u;
+    let col1 = col + bn() / 2u;
+    store4(r0, col, c0); store4(r0, col1, c1);
+    store4(r0 + 1u, col, c2); store4(r0 + 1u, col1, c3);
+    store4(r0 + 2u, col, c4); store4(r0 + 2u, col1, c5);
+    store4(r0 + 3u, col, c6); store4(r0 + 3u, col1, c7);
+    store4(r1, col, c8); store4(r1, col1, c9);
+    store4(r1 + 1u, col, c10); store4(r1 + 1u, col1, c11);
+    store4(r1 + 2u, col, c12); store4(r1 + 2u, col1, c13);
+    store4(r1 + 3u, col, c14); store4(r1 + 3u, col1, c15);
+    return;
+  }
+  // One store site in a loop (not 16 inlined epilogues: CPU adapters compile that slowly).
   for (var i = 0u; i < 8u; i++) {
     var lo = c0;
     var hi = c1;

@@ -44,6 +44,10 @@ export interface GemmTune {
   ty?: number;
   /** v2: K tile, 4, 8 or 16. */
   bk?: number;
+  /** v2: tile loads, 0 = neighbouring invocations take neighbouring rows, 1 = neighbouring k. */
+  lmap?: number;
+  /** v2: epilogue, 0 = one store site in a loop, 1 = 16 inlined store sites. */
+  epi?: number;
   /** v3: invocations per workgroup. */
   wg?: number;
   /** v3: rows per invocation, 1 … 4. */
@@ -63,7 +67,7 @@ export type GemmOperandLoad = "vec4" | "scalar" | "f16x4" | "f16x8";
  * workgroups of 64 (v3), 4×8 with packed f16 loads (fewer loads per FMA pay off there).
  */
 export function gemmDefaultTune(load: GemmOperandLoad = "vec4"): Required<GemmTune> {
-  return { tx: 16, ty: 16, bk: 16, wg: 64, rt: 4, ct: load === "f16x8" ? 8 : 4 };
+  return { tx: 16, ty: 16, bk: 16, lmap: 0, epi: 0, wg: 64, rt: 4, ct: load === "f16x8" ? 8 : 4 };
 }
 
 /** Options of {@linkcode gemm}. */
@@ -104,7 +108,7 @@ const SOURCES: Record<GemmVersion, string> = { 1: tiledSrc, 2: regSrc, 3: cpuSrc
 const specs = new Map<string, KernelSpec<Params>>();
 
 function versionConstants(version: GemmVersion, t: Required<GemmTune>): Record<string, number> {
-  if (version === 2) return { TX: t.tx, TY: t.ty, BK: t.bk };
+  if (version === 2) return { TX: t.tx, TY: t.ty, BK: t.bk, LMAP: t.lmap, EPI: t.epi };
   if (version === 3) return { WG: t.wg, RT: t.rt, CT: t.ct };
   return {};
 }
@@ -194,6 +198,8 @@ function checkTune(version: GemmVersion, t: Required<GemmTune>, rt: Runtime): vo
     int(t.tx, "tx", 1, 16);
     int(t.ty, "ty", 1, 16);
     if (![4, 8, 16].includes(t.bk)) throw new RangeError(`tune.bk must be 4, 8 or 16, got ${t.bk}`);
+    int(t.lmap, "lmap", 0, 1);
+    int(t.epi, "epi", 0, 1);
     const nt = t.tx * t.ty;
     for (const [name, edge] of [["ty", 8 * t.ty], ["tx", 8 * t.tx]] as const) {
       const loads = (edge * t.bk) / (4 * nt);
