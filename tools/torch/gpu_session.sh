@@ -27,9 +27,10 @@ train_both() { # $1 = seconds of training, $2.. extra args
   echo "training both sizes for $mins min: $*"
   local pids=()
   for s in a b; do
-    local lr_var="LR_${s^^}"
+    local lr_var="LR_${s^^}" extra_var="EXTRA_${s^^}"
+    # shellcheck disable=SC2086  # EXTRA_A / EXTRA_B: per-size extra flags, split on spaces
     python3 tools/torch/train/train.py --size $s --data .train --out "$OUT" --minutes "$mins" \
-      ${!lr_var:+--lr ${!lr_var}} "$@" > "$OUT/train_$s.log" 2>&1 &
+      ${!lr_var:+--lr ${!lr_var}} ${!extra_var:-} "$@" > "$OUT/train_$s.log" 2>&1 &
     pids+=($!)
   done
   wait "${pids[@]}"  # not a bare wait: that would also wait for the tee above

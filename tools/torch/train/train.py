@@ -49,11 +49,15 @@ def batch_sampler(imgs, cap, abar, b, p_drop, device, gen):
     return draw
 
 
-def loss_fn(model, batch):
+def loss_fn(model, batch, weight=None):
+    """Epsilon MSE; with `weight` [1000], also the per-timestep weighted mean (what is optimised)."""
     x_t, t, ids, mask, noise = batch
     with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=x_t.device.type == "cuda"):
         pred = model(x_t, t.float(), ids, mask)
-    return F.mse_loss(pred.float(), noise)
+    per = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
+    if weight is None:
+        return per.mean()
+    return per.mean(), (weight[t] * per).mean()
 
 
 def main():
@@ -72,6 +76,9 @@ def main():
     ap.add_argument("--p-drop", type=float, default=0.1)
     ap.add_argument("--compile", type=int, default=1)
     ap.add_argument("--anneal", type=int, default=0, help="decay the LR linearly to 5%% over this run")
+    ap.add_argument("--weighting", default="eps", choices=["eps", "trunc"],
+                    help="eps: plain epsilon MSE; trunc: x min(max(1/SNR, 1), --w-max), more weight on high noise")
+    ap.add_argument("--w-max", type=float, default=10.0)
     ap.add_argument("--check-roundtrip", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=50)
@@ -109,6 +116,9 @@ def main():
     except (TypeError, RuntimeError):
         opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     abar = alphas_cumprod().to(device)
+    weight = None
+    if args.weighting == "trunc":  # epsilon loss x clamp(1 / SNR, 1, w_max) = truncated x0-space weighting
+        weight = ((1 - abar) / abar).clamp(1.0, args.w_max)
     gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + state["step"] + (0 if args.size == "a" else 7))
     draw = batch_sampler(imgs, cap, abar, args.batch, args.p_drop, device, gen)
     model = joint
@@ -123,7 +133,8 @@ def main():
     t_log = time.time()
     eager_rate = None
     fixed = None
-    run = {"start_step": state["step"], "compile": bool(args.compile), "batch": args.batch, "lr": args.lr}
+    run = {"start_step": state["step"], "compile": bool(args.compile), "batch": args.batch, "lr": args.lr,
+           "anneal": bool(args.anneal), "weighting": args.weighting if weight is None else f"trunc<={args.w_max:g}"}
     while True:
         elapsed = time.time() - t0
         if elapsed >= budget:
@@ -144,8 +155,12 @@ def main():
             g["lr"] = lr
         batch = draw()
         try:
-            loss = loss_fn(model, batch)
-            loss.backward()
+            if weight is None:
+                loss = loss_fn(model, batch)
+                loss.backward()
+            else:
+                loss, wloss = loss_fn(model, batch, weight)
+                wloss.backward()
         except Exception as e:
             if compiled:  # a compile error shows up at the first call: fall back to eager
                 log(event="compile_failed", error=repr(e)[:500])
