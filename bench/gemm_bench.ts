@@ -39,6 +39,8 @@ const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3
 
 type DType = "f32" | "f16";
 
+const SWEEP_ONLY = Deno.env.get("WEBDIT_GEMM_SWEEP") === "only";
+
 /** Host data and its GPU copy, shared by every case of the same shape. */
 interface Operands {
   xs: Float32Array;
@@ -115,8 +117,6 @@ function shapeName(M: number, K: number, N: number): string {
 interface GemmCaseOptions {
   version?: GemmVersion;
   tune?: GemmTune;
-  /** GEMMs recorded into one submit per timed run (amortises the submit for small shapes). */
-  reps?: number;
   name?: string;
 }
 
@@ -137,19 +137,17 @@ function gemmCase(M: number, K: number, N: number, dt: DType, o: GemmCaseOptions
       };
       await record(1);
       const check = checkSampled(name, await readTensor(rt, out), xs, ws, M, K, N, dt === "f16");
-      const reps = o.reps ?? 1;
       const load = gemmOperandLoad(version, dt, K);
       const tune = o.tune ? ` ${JSON.stringify(o.tune)}` : "";
       return {
         device: rt.device,
-        run: () => record(reps),
-        reps,
+        run: record, // reps GEMMs in one submit
         value: (ms) => rate(2 * M * N * K, ms),
         note: `v${version} ${load}${tune}; ${check}`,
         dispose: () => out.release(),
       };
     },
-    timing: { warmup: onGpu ? 3 : 1, iterations: 10 },
+    timing: { minSampleMs: SWEEP_ONLY ? 100 : 200 },
   };
 }
 
@@ -157,7 +155,7 @@ type PeerKind = "ort" | "tfjs";
 const PEERS: Record<PeerKind, typeof ortMatmul> = { ort: ortMatmul, tfjs: tfjsMatmul };
 const livePeers: PeerMatmul[] = [];
 
-function peerCase(kind: PeerKind, S: number, reps = 1): BenchCase {
+function peerCase(kind: PeerKind, S: number): BenchCase {
   const name = `${kind}_matmul_f32_${S}`;
   return {
     name,
@@ -173,21 +171,54 @@ function peerCase(kind: PeerKind, S: number, reps = 1): BenchCase {
       const check = checkSampled(name, await p.read(), a, b, S, S, S, false, true);
       return {
         device: p.device,
-        run: async () => {
+        run: async (reps) => { // back to back, one wait at the end of the sample
           for (let i = 0; i < reps; i++) await p.run();
         },
-        reps,
         value: (ms) => rate(2 * S * S * S, ms),
         note: `${p.note}; ${check}`,
       };
     },
-    timing: { warmup: onGpu ? 3 : 1, iterations: 10 },
   };
 }
 
+/** The latency of an empty submit until onSubmittedWorkDone resolves (what batching hides). */
+function submitCase(): BenchCase {
+  return {
+    name: "webgpu_submit_roundtrip",
+    unit: "ms",
+    setup: () =>
+      Promise.resolve({
+        device: rt.device,
+        run: () => rt.device.queue.submit([rt.device.createCommandEncoder().finish()]),
+        note: "one empty submit, awaited (not batched)",
+      }),
+    timing: { minSampleMs: 0 },
+  };
+}
+
+const sweepMode = Deno.env.get("WEBDIT_GEMM_SWEEP") ?? "";
+const envTune = Deno.env.get("WEBDIT_GEMM_TUNE");
+// Knobs for the default version's named cases, e.g. the winner of a sweep run.
+const namedTune: GemmTune | undefined = envTune ? JSON.parse(envTune) : undefined;
+
+/** Version-2 tile configs of the sweep (BM = 8·ty, BN = 8·tx). */
+const SWEEP: GemmTune[] = [
+  { tx: 16, ty: 16, bk: 16 },
+  { tx: 16, ty: 16, bk: 8 },
+  { tx: 16, ty: 16, bk: 16, lmap: 1 },
+  { tx: 16, ty: 16, bk: 16, epi: 1 },
+  { tx: 16, ty: 8, bk: 16 },
+  { tx: 8, ty: 16, bk: 16 },
+  { tx: 8, ty: 8, bk: 16 },
+];
+
+function tuneName(t: GemmTune): string {
+  return `${8 * t.ty!}x${8 * t.tx!}_bk${t.bk}${t.lmap ? "_lmap" : ""}${t.epi ? "_epi" : ""}`;
+}
+
 const suite = new BenchSuite({
-  what: "gemm",
-  denoIterations: onGpu ? 10 : 2,
+  what: sweepMode === "only" ? "gemm_sweep" : "gemm",
+  denoIterations: onGpu ? 3 : 2,
   describe: () =>
     Promise.resolve({
       device: rt.info.description,
@@ -198,49 +229,59 @@ const suite = new BenchSuite({
         fallback: rt.info.fallback,
         f16: rt.info.f16,
         default_version: defaultGemmVersion(rt),
-        sweep: Deno.env.get("WEBDIT_GEMM_SWEEP") === "1",
+        tune: namedTune ?? "defaults",
+        sweep: sweepMode || false,
       },
     }),
   teardown: async () => {
     for (const p of livePeers.splice(0).reverse()) await p.dispose().catch(() => {});
+    if (sweepMode === "only") reportBest();
   },
 });
 
-if (onGpu) {
-  for (const dt of ["f32", "f16"] as const) suite.add(gemmCase(1024, 1024, 1024, dt, { reps: 10 }));
+/** Prints (and writes to WEBDIT_GEMM_BEST) the sweep config with the best geometric-mean time. */
+function reportBest(): void {
+  const rows = suite.lastResults;
+  let best: { tune: GemmTune; score: number } | undefined;
+  for (const t of SWEEP) {
+    const ms = ["4096", "4096x1152x4608"].map((s) =>
+      rows.find((r) => r.name === `gemm_f32_${s}_v2_${tuneName(t)}`)?.median_ms ?? NaN
+    );
+    const score = Math.sqrt(ms[0] * ms[1]);
+    if (Number.isFinite(score) && (!best || score < best.score)) best = { tune: t, score };
+  }
+  if (!best) return;
+  console.log(`BEST_TUNE ${JSON.stringify(best.tune)}`);
+  const path = Deno.env.get("WEBDIT_GEMM_BEST");
+  if (path) Deno.writeTextFileSync(path, JSON.stringify(best.tune));
+}
+
+if (onGpu && sweepMode === "only") {
+  for (const t of SWEEP) {
+    for (const [M, K, N] of [[4096, 4096, 4096], [4096, 1152, 4608]] as const) {
+      suite.add(gemmCase(M, K, N, "f32", {
+        version: 2,
+        tune: t,
+        name: `gemm_f32_${shapeName(M, K, N)}_v2_${tuneName(t)}`,
+      }));
+    }
+  }
+} else if (onGpu) {
+  suite.add(submitCase());
   for (const dt of ["f32", "f16"] as const) {
-    suite.add(gemmCase(4096, 4096, 4096, dt));
-    suite.add(gemmCase(4096, 1152, 4608, dt));
-    suite.add(gemmCase(4096, 1152, 1152, dt, { reps: 4 }));
+    suite.add(gemmCase(1024, 1024, 1024, dt, { tune: namedTune }));
+    suite.add(gemmCase(4096, 4096, 4096, dt, { tune: namedTune }));
+    suite.add(gemmCase(4096, 1152, 4608, dt, { tune: namedTune }));
+    suite.add(gemmCase(4096, 1152, 1152, dt, { tune: namedTune }));
   }
   suite.add(gemmCase(4096, 4096, 4096, "f32", { version: 1, name: "gemm_v1_f32_4096" }));
   suite.add(gemmCase(4096, 4096, 4096, "f32", { version: 3, name: "gemm_v3_f32_4096" }));
   suite.add(peerCase("ort", 4096));
   suite.add(peerCase("tfjs", 4096));
-  suite.add(peerCase("ort", 1024, 10));
-  suite.add(peerCase("tfjs", 1024, 10));
-  if (Deno.env.get("WEBDIT_GEMM_SWEEP") === "1") {
-    // Version-2 tile configs (BM = 8·ty, BN = 8·tx), validated then timed at 4096³.
-    const configs: GemmTune[] = [
-      { tx: 16, ty: 16, bk: 8 },
-      { tx: 16, ty: 16, bk: 16 },
-      { tx: 16, ty: 8, bk: 16 },
-      { tx: 8, ty: 16, bk: 16 },
-      { tx: 16, ty: 8, bk: 8 },
-      { tx: 8, ty: 8, bk: 16 },
-      { tx: 8, ty: 8, bk: 8 },
-    ];
-    for (const dt of ["f32", "f16"] as const) {
-      for (const t of configs) {
-        suite.add(gemmCase(4096, 4096, 4096, dt, {
-          version: 2,
-          tune: t,
-          name: `gemm_${dt}_4096_v2_${8 * t.ty!}x${8 * t.tx!}_bk${t.bk}`,
-        }));
-      }
-    }
-  }
+  suite.add(peerCase("ort", 1024));
+  suite.add(peerCase("tfjs", 1024));
 } else {
+  suite.add(submitCase());
   for (const dt of ["f32", "f16"] as const) {
     suite.add(gemmCase(1024, 256, 1024, dt));
     suite.add(gemmCase(1024, 768, 1024, dt));

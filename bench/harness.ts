@@ -20,12 +20,14 @@ export interface BenchResult {
   value: number;
   /** Unit of `value`. */
   unit: string;
-  /** Median wall time of one run. */
+  /** Median time of one unit of work (a sample's time / reps). */
   median_ms: number;
-  /** Fastest run. */
+  /** Fastest sample's time / reps. */
   min_ms: number;
   /** A second figure (e.g. TFLOP/s beside ms). */
   value2?: number;
+  /** Units of work per timed sample (see TimingOptions.minSampleMs). */
+  reps?: number;
   /** Unit of `value2`. */
   unit2?: string;
   /** Remarks: the kernel version, a failed check, a skipped peer… */
@@ -54,24 +56,30 @@ export interface ResultsFile {
 
 /** Options of {@linkcode timeGpu}. */
 export interface TimingOptions {
-  /** Untimed runs first; default 3. */
+  /** Untimed samples first; default 1. */
   warmup?: number;
-  /** Timed runs; default 10 (the protocol's minimum). */
+  /** Timed samples; default 10 (the protocol's minimum). */
   iterations?: number;
-  /** Keep timing (past `iterations`) until this much time is spent; default 0. */
-  minTotalMs?: number;
-  /** Stop after this many timed runs whatever minTotalMs says; default 1000. */
-  maxIterations?: number;
+  /**
+   * Grow the units per sample (doubling) until one sample takes this long; default 200 ms.
+   * Deno resolves `onSubmittedWorkDone()` some 10–15 ms after short GPU work, so a sample of
+   * one short unit would time that latency instead of the GPU.
+   */
+  minSampleMs?: number;
+  /** Most units per sample; default 4096. */
+  maxReps?: number;
 }
 
-/** Timings of one case. */
+/** Timings of one case, per unit of work. */
 export interface Timing {
-  /** Median of the timed runs. */
+  /** Median over the timed samples of sample time / reps. */
   median_ms: number;
-  /** Fastest timed run. */
+  /** Fastest sample time / reps. */
   min_ms: number;
-  /** Every timed run, in order. */
+  /** Every timed sample / reps, in order. */
   samples: number[];
+  /** Units of work per sample. */
+  reps: number;
 }
 
 /** Median of a list (the mean of the middle two for even lengths). */
@@ -83,35 +91,34 @@ export function median(xs: readonly number[]): number {
 }
 
 /**
- * Times `run` (which records and submits GPU work) on `device`: warm-ups, then timed runs
- * each from before `run` until `device.queue.onSubmittedWorkDone()` resolves.
+ * Times GPU work on `device`: `run(reps)` records and submits `reps` units (in as few
+ * submits as it can) and a sample lasts from before `run` until
+ * `device.queue.onSubmittedWorkDone()` resolves. Calibrates reps (see
+ * {@linkcode TimingOptions.minSampleMs}), runs the warm-up samples, then the timed ones.
  */
 export async function timeGpu(
   device: GPUDevice,
-  run: () => unknown | Promise<unknown>,
+  run: (reps: number) => unknown | Promise<unknown>,
   options: TimingOptions = {},
 ): Promise<Timing> {
-  const warmup = options.warmup ?? 3;
+  const warmup = options.warmup ?? 1;
   const iterations = Math.max(1, options.iterations ?? 10);
-  const minTotal = options.minTotalMs ?? 0;
-  const maxIterations = Math.max(iterations, options.maxIterations ?? 1000);
-  for (let i = 0; i < warmup; i++) {
-    await run();
-    await device.queue.onSubmittedWorkDone();
-  }
-  const samples: number[] = [];
-  let total = 0;
-  while (
-    samples.length < iterations || (total < minTotal && samples.length < maxIterations)
-  ) {
+  const minSample = options.minSampleMs ?? 200;
+  const maxReps = Math.max(1, options.maxReps ?? 4096);
+  const sample = async (reps: number) => {
     const t0 = performance.now();
-    await run();
+    await run(reps);
     await device.queue.onSubmittedWorkDone();
-    const dt = performance.now() - t0;
-    samples.push(dt);
-    total += dt;
+    return performance.now() - t0;
+  };
+  let reps = 1;
+  for (let dt = await sample(reps); dt < minSample && reps < maxReps; dt = await sample(reps)) {
+    reps = Math.min(maxReps, reps * 2);
   }
-  return { median_ms: median(samples), min_ms: Math.min(...samples), samples };
+  for (let i = 0; i < warmup; i++) await sample(reps);
+  const samples: number[] = [];
+  for (let i = 0; i < iterations; i++) samples.push((await sample(reps)) / reps);
+  return { median_ms: median(samples), min_ms: Math.min(...samples), samples, reps };
 }
 
 /**
@@ -238,16 +245,14 @@ export async function writeResults(
 export interface PreparedCase {
   /** The GPU device the work runs on (timing waits on its queue). */
   device: GPUDevice;
-  /** Records and submits one run. */
-  run: () => unknown | Promise<unknown>;
+  /** Records and submits `reps` units of work (one submit where it can). */
+  run: (reps: number) => unknown | Promise<unknown>;
   /** The headline figure from the time of one unit of work in ms; default: the ms themselves. */
   value?: (ms: number) => number;
   /** A second figure from a time in ms. */
   value2?: (ms: number) => number;
   /** Remarks for the results row. */
   note?: string;
-  /** Units of work one run does (e.g. GEMMs recorded into one submit); times are divided by it. */
-  reps?: number;
   /** Frees what setup made. */
   dispose?: () => unknown | Promise<unknown>;
 }
@@ -323,15 +328,17 @@ export class BenchSuite {
     return p;
   }
 
+  /** The rows of the last {@linkcode run} (empty before). */
+  lastResults: BenchResult[] = [];
+
   /** Times every case by the protocol; a failing case gives a row with NaN and a note. */
   async run(log: (line: string) => void = console.log): Promise<BenchResult[]> {
     const results: BenchResult[] = [];
+    this.lastResults = results;
     for (const c of this.#cases) {
       try {
         const p = await this.prepare(c);
-        const raw = await timeGpu(p.device, p.run, c.timing);
-        const reps = p.reps ?? 1;
-        const t = { median_ms: raw.median_ms / reps, min_ms: raw.min_ms / reps };
+        const t = await timeGpu(p.device, p.run, c.timing);
         const valueOf = p.value ?? ((ms: number) => ms);
         const row: BenchResult = {
           name: c.name,
@@ -339,6 +346,7 @@ export class BenchSuite {
           unit: c.unit,
           median_ms: round(t.median_ms),
           min_ms: round(t.min_ms),
+          reps: t.reps,
         };
         if (p.value2) {
           row.value2 = round(p.value2(t.median_ms));
@@ -415,7 +423,7 @@ export class BenchSuite {
         fn: async (b) => {
           const p = await this.prepare(c);
           b.start();
-          await p.run();
+          await p.run(1);
           await p.device.queue.onSubmittedWorkDone();
           b.end();
         },

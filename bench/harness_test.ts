@@ -49,22 +49,33 @@ Deno.test("results files: json and md with every row", async () => {
   }
 });
 
-Deno.test(
-  "timeGpu waits for the queue and takes at least the iterations asked",
-  gpuTest,
-  async () => {
-    await withRuntime(async (rt) => {
-      let runs = 0;
-      const t = await timeGpu(rt.device, () => {
-        runs++;
-        rt.device.queue.submit([rt.device.createCommandEncoder().finish()]);
-      }, { warmup: 2, iterations: 12 });
-      assertEquals(runs, 14);
-      assertEquals(t.samples.length, 12);
-      assert(t.min_ms <= t.median_ms);
-    });
-  },
-);
+Deno.test("timeGpu waits for the queue and takes the iterations asked", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    let runs = 0;
+    const t = await timeGpu(rt.device, () => {
+      runs++;
+      rt.device.queue.submit([rt.device.createCommandEncoder().finish()]);
+    }, { warmup: 2, iterations: 12, minSampleMs: 0 });
+    assertEquals(runs, 15); // one calibration sample, 2 warm-ups, 12 timed
+    assertEquals(t.samples.length, 12);
+    assertEquals(t.reps, 1);
+    assert(t.min_ms <= t.median_ms);
+  });
+});
+
+Deno.test("timeGpu batches short work until a sample is long enough", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const units: number[] = [];
+    const t = await timeGpu(rt.device, (reps) => {
+      units.push(reps);
+      return new Promise((r) => setTimeout(r, 2 * reps)); // 2 ms a unit
+    }, { warmup: 0, iterations: 3, minSampleMs: 60 });
+    // Deno resolves onSubmittedWorkDone ~10-15 ms late, so reps is 16-32 here, ≥ 4 anywhere.
+    assert(t.reps >= 4 && t.reps <= 32, `reps ${t.reps}`);
+    assertEquals(units.slice(0, 3), [1, 2, 4]);
+    assert(t.min_ms >= 1.9 && t.median_ms < 20, `per unit ${t.median_ms} ms`);
+  });
+});
 
 Deno.test("a suite turns a failing check into a row with a note", gpuTest, async () => {
   await withRuntime(async (rt) => {
@@ -76,8 +87,8 @@ Deno.test("a suite turns a failing check into a row with a note", gpuTest, async
     suite.add({
       name: "ok_case",
       unit: "ms",
-      setup: () => Promise.resolve({ device: rt.device, run: () => {}, reps: 2 }),
-      timing: { warmup: 0, iterations: 10 },
+      setup: () => Promise.resolve({ device: rt.device, run: () => {} }),
+      timing: { warmup: 0, iterations: 10, minSampleMs: 0 },
     });
     suite.add({
       name: "bad_case",
@@ -87,6 +98,8 @@ Deno.test("a suite turns a failing check into a row with a note", gpuTest, async
     const rows = await suite.run(() => {});
     assertEquals(rows.map((r) => r.name), ["ok_case", "bad_case"]);
     assert(rows[0].median_ms >= 0 && rows[0].value === rows[0].median_ms);
+    assertEquals(rows[0].reps, 1);
+    assertEquals(rows[0].reps, 1);
     assert(Number.isNaN(rows[1].value));
     assertEquals(rows[1].note, "failed: wrong result at [0, 0]");
   });
