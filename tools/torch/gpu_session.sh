@@ -3,6 +3,7 @@
 #   bash tools/torch/gpu_session.sh first COMMIT   fixtures + checks + torch step bench + training start
 #   bash tools/torch/gpu_session.sh train          resume both sizes from .train/ckpt, train
 #   bash tools/torch/gpu_session.sh final          resume, train with LR annealing, export + fidelity
+#   bash tools/torch/gpu_session.sh eval           export + fidelity from .train/ckpt
 # Everything that comes back is written flat under $OUT (at most 8 files).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -68,6 +69,11 @@ final)
   mkdir -p "$W/models"
   timeout $(( $(left) - 10 )) python3 tools/torch/train/finish.py --ckpt "$OUT" --out "$W/models" || echo "FINISH FAILED"
   tar czf "$OUT/final.tar.gz" -C "$W" models misc
+  ;;
+eval)  # export + fidelity only, from the checkpoints in .train/ckpt
+  mkdir -p "$W/models"
+  timeout $(( $(left) - 10 )) python3 tools/torch/train/finish.py --ckpt .train/ckpt --out "$W/models" || echo "FINISH FAILED"
+  tar czf "$OUT/final.tar.gz" -C "$W" models
   ;;
 *)
   echo "unknown phase $phase"; exit 2 ;;
