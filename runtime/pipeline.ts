@@ -7,7 +7,13 @@
 import { join } from "node:path";
 import { EmojiCaptionEncoder, parseEmojiEncoderConfig } from "../plugins/models/emoji_encoder.ts";
 import { EmojiTokenizer, type Tokenized } from "../plugins/models/emoji_tokenizer.ts";
-import { loadPixArt, type PixArtConditioning, type PixArtModel } from "../plugins/models/pixart.ts";
+import {
+  type AddedConditions,
+  addedConditions,
+  loadPixArt,
+  type PixArtConditioning,
+  type PixArtModel,
+} from "../plugins/models/pixart.ts";
 import { parsePixArtConfig } from "../plugins/models/pixart_config.ts";
 import { CheckpointError } from "./errors.ts";
 import type { Runtime } from "./gpu/device.ts";
@@ -71,6 +77,8 @@ export interface GenerateRequest {
   width?: number;
   /** The initial noise [B, C, H, W] instead of the seeded PRNG (diffusers' latents=). */
   latents?: Float32Array;
+  /** The 1024-MS model's resolution / aspect-ratio per image (B); default from the size. */
+  added?: AddedConditions;
   /** Cancels between steps. */
   signal?: AbortSignal;
   /** Progress after every step. */
@@ -102,6 +110,13 @@ async function readJson(path: string): Promise<unknown> {
   } catch (e) {
     throw new CheckpointError(path, `invalid JSON: ${(e as Error).message}`);
   }
+}
+
+/** Added conditions of B images for the guided batch [uncond, cond] (2B). */
+function doubled(a: AddedConditions): AddedConditions {
+  const r = Array.from(a.resolution);
+  const ar = Array.from(a.aspectRatio);
+  return { resolution: [...r, ...r], aspectRatio: [...ar, ...ar] };
 }
 
 /** A loaded model with its caption encoder (when it has one). */
@@ -229,10 +244,13 @@ export class Pipeline {
     const embT = uploadTensor(rt, embeds, [rows, L, Cc], dt);
     const maskT = uploadTensor(rt, mask, [rows, L], dt);
     const rec = new Recorder(rt, "conditioning");
-    const cond: PixArtConditioning = this.transformer.prepare(rec, embT, maskT, {
-      height: H * this.pixelsPerLatent,
-      width: W * this.pixelsPerLatent,
-    });
+    const cond: PixArtConditioning = this.transformer.prepare(
+      rec,
+      embT,
+      maskT,
+      guided && req.added ? doubled(req.added) : req.added ??
+        addedConditions(rows, H * this.pixelsPerLatent, W * this.pixelsPerLatent),
+    );
     await rec.submit();
     embT.release();
 

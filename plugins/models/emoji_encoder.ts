@@ -9,7 +9,7 @@
 import { CheckpointError } from "../../runtime/errors.ts";
 import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
-import { type Tensor, uploadTensor } from "../../runtime/gpu/tensor.ts";
+import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
 import { DenseLinear } from "../../runtime/model/linear.ts";
 import { WeightLoader } from "../../runtime/model/weights.ts";
@@ -111,21 +111,19 @@ interface Layer {
 export class EmojiCaptionEncoder {
   /** The parsed config. */
   readonly config: EmojiEncoderConfig;
-  readonly #rt: Runtime;
   readonly #tokens: Tensor;
   readonly #positions: Tensor;
   readonly #layers: Layer[];
   readonly #fw: Tensor;
   readonly #fb: Tensor;
 
-  private constructor(rt: Runtime, config: EmojiEncoderConfig, parts: {
+  private constructor(config: EmojiEncoderConfig, parts: {
     tokens: Tensor;
     positions: Tensor;
     layers: Layer[];
     fw: Tensor;
     fb: Tensor;
   }) {
-    this.#rt = rt;
     this.config = config;
     this.#tokens = parts.tokens;
     this.#positions = parts.positions;
@@ -168,7 +166,7 @@ export class EmojiCaptionEncoder {
         fc2: await lin(`${p}.mlp.fc2`, d, f),
       });
     }
-    return new EmojiCaptionEncoder(rt, config, {
+    return new EmojiCaptionEncoder(config, {
       tokens: await gpu("embed_tokens.weight"),
       positions: await gpu("embed_positions.weight"),
       layers,
@@ -192,8 +190,8 @@ export class EmojiCaptionEncoder {
       ids.set(t.ids, b * L);
       maskHost.set(t.mask, b * L);
     });
-    const idT = uploadTensor(this.#rt, ids, [B * L], "u32");
-    const mask = uploadTensor(this.#rt, maskHost, [B, L]);
+    const idT = rec.upload(ids, [B * L], "u32");
+    const mask = rec.upload(maskHost, [B, L]);
     const tok = gatherRows(rec, this.#tokens, idT);
     // Position rows repeat per caption: addRow broadcasts the [L, d] table over the batch.
     let x = elementwise(rec, "addRow", tok, { y: this.#positions });

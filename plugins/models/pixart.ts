@@ -11,17 +11,34 @@
  */
 import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
-import { type Tensor, uploadTensor } from "../../runtime/gpu/tensor.ts";
+import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
 import type { Linear, LinearFactory } from "../../runtime/model/linear.ts";
 import { WeightLoader } from "../../runtime/model/weights.ts";
 import { attention, type AttentionInput } from "../../runtime/ops/attention.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
-import { timestepEmbedding } from "../../runtime/ops/embed.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
 import { concat, im2col, slice, unpatchify } from "../../runtime/ops/patch.ts";
 import { posEmbed2dRef } from "../../runtime/reference/embed.ts";
 import { type PixArtConfig, pixartWeightShapes } from "./pixart_config.ts";
+
+/**
+ * diffusers' Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0): [cos | sin] of
+ * t·exp(−ln(10000)·k/half), k < half. Computed on the host in f64: diffusers' f32
+ * t·freq rounding alone moves outputs by ~1e-5 × RMS.
+ */
+export function sinusoid(t: ArrayLike<number>, dim: number): Float32Array {
+  const half = Math.floor(dim / 2);
+  const out = new Float32Array(t.length * dim);
+  for (let b = 0; b < t.length; b++) {
+    for (let k = 0; k < half; k++) {
+      const a = t[b] * Math.exp((-Math.log(10000) * k) / half);
+      out[b * dim + k] = Math.cos(a);
+      out[b * dim + half + k] = Math.sin(a);
+    }
+  }
+  return out;
+}
 
 /** Per-block attention implementation hook (dense by default; PARO plugs in here). */
 export interface SelfAttention {
@@ -41,6 +58,25 @@ export const denseSelfAttention: SelfAttention = {
   run: (rec, _layer, q, k, v, g) => attention(rec, q, k, v, { heads: g.heads }),
 };
 
+/**
+ * The 1024-MS model's added conditions per batch item, as the diffusers pipeline makes
+ * them: resolution [height, width] and aspect ratio height / width, in pixels, rounded to f32.
+ */
+export interface AddedConditions {
+  /** [B, 2] flattened: height, width per item. */
+  resolution: ArrayLike<number>;
+  /** [B]: height / width per item. */
+  aspectRatio: ArrayLike<number>;
+}
+
+/** The added conditions for B items of one image size. */
+export function addedConditions(B: number, height: number, width: number): AddedConditions {
+  return {
+    resolution: Array.from({ length: 2 * B }, (_, i) => (i % 2 ? width : height)),
+    aspectRatio: new Array(B).fill(height / width),
+  };
+}
+
 /** The caption-dependent state of one prompt batch: projected keys/values per block. */
 export interface PixArtConditioning {
   /** Batch size B the conditioning was made for. */
@@ -51,7 +87,7 @@ export interface PixArtConditioning {
   values: Tensor[];
   /** Caption mask [B, L] in the model's dtype, or undefined (all kept). */
   mask: Tensor | undefined;
-  /** Resolution [B, 2] and aspect ratio [B] (the 1024-MS model), or undefined. */
+  /** Sinusoids of the resolution [2B, 256] and aspect ratio [B, 256] (1024-MS model). */
   resolution: Tensor | undefined;
   aspectRatio: Tensor | undefined;
   /** Frees the tensors. */
@@ -90,7 +126,6 @@ export class PixArtModel {
   readonly dtype: "f32" | "f16";
   /** Self-attention implementation (swappable for ablations). */
   selfAttention: SelfAttention;
-  readonly #rt: Runtime;
   readonly #l: Record<string, Linear>;
   readonly #blocks: Block[];
   readonly #finalTable: Tensor;
@@ -98,7 +133,6 @@ export class PixArtModel {
 
   /** Use {@linkcode loadPixArt}. */
   constructor(
-    rt: Runtime,
     config: PixArtConfig,
     dtype: "f32" | "f16",
     parts: {
@@ -108,7 +142,6 @@ export class PixArtModel {
       selfAttention: SelfAttention;
     },
   ) {
-    this.#rt = rt;
     this.config = config;
     this.dtype = dtype;
     this.#l = parts.linears;
@@ -142,7 +175,7 @@ export class PixArtModel {
     rec: Recorder,
     embeds: Tensor,
     mask: Tensor | undefined,
-    size?: { height: number; width: number },
+    added?: AddedConditions,
   ): PixArtConditioning {
     const c = this.config;
     const [B, L] = embeds.shape;
@@ -176,17 +209,18 @@ export class PixArtModel {
     let resolution: Tensor | undefined;
     let aspectRatio: Tensor | undefined;
     if (c.useAdditionalConditions) {
-      if (!size) throw new TypeError("This model uses additional conditions: pass the image size");
-      // diffusers: resolution = [height, width], aspect_ratio = height / width (pixels).
-      const res = new Float32Array(2 * B);
-      const ar = new Float32Array(B);
-      for (let i = 0; i < B; i++) {
-        res[2 * i] = size.height;
-        res[2 * i + 1] = size.width;
-        ar[i] = size.height / size.width;
+      if (!added) {
+        throw new TypeError(
+          "This model uses additional conditions: pass resolution and aspect ratio",
+        );
       }
-      resolution = uploadTensor(this.#rt, res, [2 * B]);
-      aspectRatio = uploadTensor(this.#rt, ar, [B]);
+      const res = Float32Array.from(added.resolution);
+      const ar = Float32Array.from(added.aspectRatio);
+      if (res.length !== 2 * B || ar.length !== B) {
+        throw new RangeError(`resolution must hold ${2 * B} values and aspect ratio ${B}`);
+      }
+      resolution = rec.upload(sinusoid(res, 256), [2 * B, 256], this.dtype);
+      aspectRatio = rec.upload(sinusoid(ar, 256), [B, 256], this.dtype);
     }
     const all = [...keys, ...values, mask, resolution, aspectRatio];
     return {
@@ -201,7 +235,7 @@ export class PixArtModel {
   }
 
   /** The 2-D position embedding [h·w, D] for a token grid, cached per grid. */
-  #posEmbed(h: number, w: number): Tensor {
+  #posEmbed(rec: Recorder, h: number, w: number): Tensor {
     const key = `${h}x${w}`;
     let t = this.#posCache.get(key);
     if (!t) {
@@ -213,20 +247,21 @@ export class PixArtModel {
         baseSize: Math.floor(c.sampleSize / c.patchSize),
         interpolationScale: c.interpolationScale,
       });
-      t = uploadTensor(this.#rt, Float32Array.from(e), [h * w, c.innerDim], this.dtype);
+      // Uploaded inside the recording: a pooled buffer may have been released earlier in it.
+      t = rec.upload(e, [h * w, c.innerDim], this.dtype);
       this.#posCache.set(key, t);
     }
     return t;
   }
 
   /** Timestep (and size) conditioning: the modulation [B, 6D] and embedded timestep [B, D]. */
-  #timestep(rec: Recorder, t: Tensor, cond: PixArtConditioning): { t6: Tensor; emb: Tensor } {
+  #timestep(
+    rec: Recorder,
+    t: readonly number[],
+    cond: PixArtConditioning,
+  ): { t6: Tensor; emb: Tensor } {
     const l = this.#l;
-    const sin = timestepEmbedding(rec, t, 256, {
-      flipSinToCos: true,
-      downscaleFreqShift: 0,
-      dtype: this.dtype,
-    });
+    const sin = rec.upload(sinusoid(t, 256), [t.length, 256], this.dtype);
     const h = l["adaln_single.emb.timestep_embedder.linear_1"].forward(rec, sin, {
       activation: "silu",
     });
@@ -235,15 +270,9 @@ export class PixArtModel {
     h.release();
     if (this.config.useAdditionalConditions && cond.resolution && cond.aspectRatio) {
       const B = cond.batch;
-      const embedder = (name: string, x: Tensor) => {
-        const s = timestepEmbedding(rec, x, 256, {
-          flipSinToCos: true,
-          downscaleFreqShift: 0,
-          dtype: this.dtype,
-        });
+      const embedder = (name: string, s: Tensor) => {
         const a = l[`adaln_single.emb.${name}.linear_1`].forward(rec, s, { activation: "silu" });
         const o = l[`adaln_single.emb.${name}.linear_2`].forward(rec, a);
-        s.release();
         a.release();
         return o;
       };
@@ -262,9 +291,9 @@ export class PixArtModel {
   }
 
   /**
-   * Records one forward: x [B, C, H, W], timesteps t (f32 [B]) → [B, out_channels, H, W].
+   * Records one forward: x [B, C, H, W] at timesteps t (B numbers) → [B, out_channels, H, W].
    */
-  forward(rec: Recorder, x: Tensor, t: Tensor, cond: PixArtConditioning): Tensor {
+  forward(rec: Recorder, x: Tensor, t: readonly number[], cond: PixArtConditioning): Tensor {
     const c = this.config;
     const p = c.patchSize;
     if (x.shape.length !== 4 || x.shape[1] !== c.inChannels) {
@@ -277,9 +306,7 @@ export class PixArtModel {
     if (B !== cond.batch) {
       throw new RangeError(`latents have batch ${B}, the conditioning ${cond.batch}`);
     }
-    if (t.size !== B || t.dtype !== "f32") {
-      throw new RangeError(`timesteps must be f32 [${B}], got [${t.shape}] ${t.dtype}`);
-    }
+    if (t.length !== B) throw new RangeError(`expected ${B} timesteps, got ${t.length}`);
     const h = H / p;
     const w = W / p;
     const T = h * w;
@@ -315,7 +342,7 @@ export class PixArtModel {
 
   #patchEmbed(rec: Recorder, patches: Tensor, h: number, w: number): Tensor {
     const tokens = this.#l["pos_embed.proj"].forward(rec, patches);
-    const withPos = elementwise(rec, "addRow", tokens, { y: this.#posEmbed(h, w) });
+    const withPos = elementwise(rec, "addRow", tokens, { y: this.#posEmbed(rec, h, w) });
     tokens.release();
     return withPos;
   }
@@ -443,7 +470,7 @@ export async function loadPixArt(
         ff2: await linear(`${p}.ff.net.2`),
       });
     }
-    return new PixArtModel(rt, config, opts.dtype, {
+    return new PixArtModel(config, opts.dtype, {
       linears,
       blocks,
       finalTable: await loader.gpu(rt, "scale_shift_table", opts.dtype),

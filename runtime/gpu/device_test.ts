@@ -7,7 +7,11 @@ import { type KernelSpec, Recorder } from "./kernel.ts";
 import { createTensor, readTensor, uploadTensor } from "./tensor.ts";
 
 Deno.test("createRuntime rejects an unknown adapter choice with a TypeError", gpuTest, async () => {
-  await assertRejects(() => createRuntime({ adapter: "tpu" as "gpu" }), TypeError, "auto, gpu, cpu");
+  await assertRejects(
+    () => createRuntime({ adapter: "tpu" as "gpu" }),
+    TypeError,
+    "auto, gpu, cpu",
+  );
   await assertRejects(() => createRuntime({ f16: "yes" as unknown as boolean }), TypeError, "f16");
 });
 
@@ -16,28 +20,37 @@ Deno.test("createRuntime reports the adapter, features and raised limits", gpuTe
   try {
     assert(rt.info.description.length > 0);
     assert(rt.info.limits.maxStorageBufferBindingSize >= 128 * 1024 * 1024);
-    assertEquals(rt.device.limits.maxStorageBufferBindingSize, rt.info.limits.maxStorageBufferBindingSize);
+    assertEquals(
+      rt.device.limits.maxStorageBufferBindingSize,
+      rt.info.limits.maxStorageBufferBindingSize,
+    );
     assertEquals(rt.info.f16, rt.device.features.has("shader-f16"));
   } finally {
     rt.destroy();
   }
 });
 
-Deno.test("an f16 tensor on a runtime without f16 is an UnsupportedFeatureError", gpuTest, async () => {
-  const rt = await createRuntime({ f16: false });
-  try {
-    assertEquals(rt.info.f16, false);
-    assertThrows(() => createTensor(rt, [4], "f16"), UnsupportedFeatureError, "shader-f16");
-  } finally {
-    rt.destroy();
-  }
-});
+Deno.test(
+  "an f16 tensor on a runtime without f16 is an UnsupportedFeatureError",
+  gpuTest,
+  async () => {
+    const rt = await createRuntime({ f16: false });
+    try {
+      assertEquals(rt.info.f16, false);
+      assertThrows(() => createTensor(rt, [4], "f16"), UnsupportedFeatureError, "shader-f16");
+    } finally {
+      rt.destroy();
+    }
+  },
+);
 
 Deno.test("a WGSL compile error names the kernel and the line in its file", gpuTest, async () => {
   const rt = await createRuntime();
   try {
-    const c = composeWgsl("@group(0) @binding(0) var<storage, read_write> o: array<f32>;\n" +
-      "@compute @workgroup_size(1)\nfn main() {\n  o[0] = undefined_name;\n}\n");
+    const c = composeWgsl(
+      "@group(0) @binding(0) var<storage, read_write> o: array<f32>;\n" +
+        "@compute @workgroup_size(1)\nfn main() {\n  o[0] = undefined_name;\n}\n",
+    );
     const spec: KernelSpec<null> = {
       name: "broken_kernel",
       source: c.source,
@@ -45,7 +58,11 @@ Deno.test("a WGSL compile error names the kernel and the line in its file", gpuT
       bindings: ["read_write"],
       dispatch: () => [1],
     };
-    const err = await assertRejects(() => rt.pipelines.compile(spec, null), ShaderCompileError, "broken_kernel");
+    const err = await assertRejects(
+      () => rt.pipelines.compile(spec, null),
+      ShaderCompileError,
+      "broken_kernel",
+    );
     assertEquals((err as ShaderCompileError).line, 4);
     // The recorder refuses to submit work with a kernel that did not compile.
     const rec = new Recorder(rt);
@@ -56,20 +73,24 @@ Deno.test("a WGSL compile error names the kernel and the line in its file", gpuT
   }
 });
 
-Deno.test("a lost device becomes a DeviceLostError and a new runtime works after it", gpuTest, async () => {
-  const rt = await createRuntime();
-  const t = uploadTensor(rt, new Float32Array([1, 2, 3]), [3]);
-  rt.destroy();
-  const lost = await rt.lost;
-  assert(lost instanceof DeviceLostError);
-  assertEquals(lost.reason, "destroyed");
-  assertThrows(() => new Recorder(rt), DeviceLostError);
-  await assertRejects(() => readTensor(rt, t), DeviceLostError);
-  const again = await createRuntime();
-  try {
-    const u = uploadTensor(again, new Float32Array([4, 5]), [2]);
-    assertEquals([...await readTensor(again, u)], [4, 5]);
-  } finally {
-    again.destroy();
-  }
-});
+Deno.test(
+  "a lost device becomes a DeviceLostError and a new runtime works after it",
+  gpuTest,
+  async () => {
+    const rt = await createRuntime();
+    const t = uploadTensor(rt, new Float32Array([1, 2, 3]), [3]);
+    rt.destroy();
+    const lost = await rt.lost;
+    assert(lost instanceof DeviceLostError);
+    assertEquals(lost.reason, "destroyed");
+    assertThrows(() => new Recorder(rt), DeviceLostError);
+    await assertRejects(() => readTensor(rt, t), DeviceLostError);
+    const again = await createRuntime();
+    try {
+      const u = uploadTensor(again, new Float32Array([4, 5]), [2]);
+      assertEquals([...await readTensor(again, u)], [4, 5]);
+    } finally {
+      again.destroy();
+    }
+  },
+);

@@ -6,7 +6,7 @@
  */
 import { GpuExecutionError, ShaderCompileError } from "../errors.ts";
 import type { Runtime } from "./device.ts";
-import type { Tensor } from "./tensor.ts";
+import { createTensor, type DType, type HostArray, hostBytes, Tensor } from "./tensor.ts";
 
 /** How a kernel binds a buffer: a params uniform, read-only storage or read-write storage. */
 export type BindingKind = "uniform" | "read" | "read_write";
@@ -179,6 +179,7 @@ export class Recorder {
   #chunks: { buffer: GPUBuffer; data: ArrayBuffer }[] = [];
   #slot = UNIFORM_CHUNK / UNIFORM_SLOT;
   #checks: CachedPipeline[] = [];
+  #staging: GPUBuffer[] = [];
   #count = 0;
   #submitted = false;
 
@@ -267,6 +268,27 @@ export class Recorder {
   }
 
   /**
+   * Uploads host data into a new pooled tensor as part of this recording. Unlike
+   * queue.writeBuffer (which runs before the whole submit), the copy is ordered with the
+   * recorded kernels, so a buffer released earlier in this recording can be reused safely.
+   */
+  upload(data: HostArray, shape: readonly number[], dtype: DType = "f32"): Tensor {
+    const t = createTensor(this.#rt, shape, dtype);
+    const bytes = hostBytes(data, dtype, t);
+    const size = Math.ceil(bytes.byteLength / 4) * 4;
+    const staging = this.#rt.device.createBuffer({
+      size: Math.max(4, size),
+      usage: GPUBufferUsage.COPY_SRC,
+      mappedAtCreation: true,
+    });
+    new Uint8Array(staging.getMappedRange()).set(bytes);
+    staging.unmap();
+    this.#staging.push(staging);
+    if (size > 0) this.copy(staging, t, size);
+    return t;
+  }
+
+  /**
    * Checks new pipelines for compile errors, writes the uniforms and submits.
    * @throws {ShaderCompileError} if a kernel did not compile (nothing is submitted).
    * @throws {GpuExecutionError} on a validation or out-of-memory error of the submit.
@@ -280,6 +302,7 @@ export class Recorder {
       c.check = undefined;
       if (err) {
         for (const ch of this.#chunks) ch.buffer.destroy();
+        for (const b of this.#staging) b.destroy();
         throw err;
       }
     }
@@ -292,6 +315,7 @@ export class Recorder {
     const validation = await device.popErrorScope();
     const oom = await device.popErrorScope();
     for (const c of this.#chunks) c.buffer.destroy();
+    for (const b of this.#staging) b.destroy();
     const err = validation ?? oom;
     if (err) throw new GpuExecutionError(`GPU error while running kernels: ${err.message.trim()}`);
   }

@@ -116,9 +116,8 @@ export class Tensor {
   readonly shape: readonly number[];
   /** The element type. */
   readonly dtype: DType;
-  #rt: Runtime;
-  #pooled: boolean;
-  #released = false;
+  // Shared by a tensor and its reshaped views: the buffer goes back to the pool once.
+  #owner: { rt: Runtime; pooled: boolean; released: boolean };
 
   /** Wraps a buffer; use {@linkcode createTensor} or {@linkcode uploadTensor}. */
   constructor(
@@ -126,13 +125,12 @@ export class Tensor {
     buffer: GPUBuffer,
     shape: readonly number[],
     dtype: DType,
-    pooled: boolean,
+    pooled: boolean | Tensor,
   ) {
-    this.#rt = rt;
     this.buffer = buffer;
     this.shape = [...shape];
     this.dtype = dtype;
-    this.#pooled = pooled;
+    this.#owner = pooled instanceof Tensor ? pooled.#owner : { rt, pooled, released: false };
   }
 
   /** Number of elements. */
@@ -145,20 +143,29 @@ export class Tensor {
     return Math.ceil((this.size * DTYPE_BYTES[this.dtype]) / 4) * 4;
   }
 
-  /** A view of the same buffer with another shape of the same size. */
+  /**
+   * A view of the same buffer with another shape of the same size. The view shares
+   * ownership: releasing the tensor or any of its views releases the buffer, once.
+   */
   reshape(shape: readonly number[]): Tensor {
     assertShape(shape);
     if (numel(shape) !== this.size) {
       throw new RangeError(`Cannot reshape [${this.shape}] to [${shape}]`);
     }
-    return new Tensor(this.#rt, this.buffer, shape, this.dtype, false);
+    return new Tensor(this.#owner.rt, this.buffer, shape, this.dtype, this);
   }
 
-  /** Gives the buffer back to the pool (or destroys it). Views release nothing. */
+  /** True once the buffer was given back. */
+  get released(): boolean {
+    return this.#owner.released;
+  }
+
+  /** Gives the buffer back to the pool (for pooled tensors); later calls do nothing. */
   release(): void {
-    if (this.#released) return;
-    this.#released = true;
-    if (this.#pooled) this.#rt.pool.release(this.buffer);
+    const o = this.#owner;
+    if (o.released) return;
+    o.released = true;
+    if (o.pooled) o.rt.pool.release(this.buffer);
   }
 }
 
@@ -214,15 +221,25 @@ export function uploadTensor(
   return t;
 }
 
-/** Overwrites a tensor's contents from host data (queued, ordered with submits). */
-export function writeTensor(rt: Runtime, t: Tensor, data: HostArray): void {
-  const bytes = toBytes(data, t.dtype);
-  const expected = t.size * DTYPE_BYTES[t.dtype];
+/** The bytes of host data for tensor `t` of `dtype`, checking that the sizes match. */
+export function hostBytes(data: HostArray, dtype: DType, t: Tensor): Uint8Array<ArrayBuffer> {
+  const bytes = toBytes(data, dtype);
+  const expected = t.size * DTYPE_BYTES[dtype];
   if (bytes.byteLength !== expected) {
     throw new RangeError(
-      `Data of ${bytes.byteLength} bytes does not fit tensor [${t.shape}] ${t.dtype} (${expected} bytes)`,
+      `Data of ${bytes.byteLength} bytes does not fit tensor [${t.shape}] ${dtype} (${expected} bytes)`,
     );
   }
+  return bytes;
+}
+
+/**
+ * Overwrites a tensor's contents from host data. The write is queued at once: it lands
+ * after work already submitted and before the next submit — never mid-recording (use
+ * Recorder.upload for data a recording needs after it released buffers).
+ */
+export function writeTensor(rt: Runtime, t: Tensor, data: HostArray): void {
+  const bytes = hostBytes(data, t.dtype, t);
   if (bytes.byteLength % 4 === 0) {
     rt.device.queue.writeBuffer(t.buffer, 0, bytes);
   } else {

@@ -7,7 +7,7 @@
  */
 import type { Runtime } from "../gpu/device.ts";
 import { finish, Recorder } from "../gpu/kernel.ts";
-import { createTensor, readTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
+import { createTensor, readTensor, type Tensor } from "../gpu/tensor.ts";
 import { cast } from "../ops/cast.ts";
 import { duplicateBatchGpu, guideGpu, nchwLayout, usesGuidance } from "./guidance.ts";
 import type { GpuSampler } from "./schedule.ts";
@@ -20,8 +20,8 @@ export interface Denoiser {
   readonly outChannels: number;
   /** Storage type the model computes in. */
   readonly dtype: "f32" | "f16";
-  /** Records the raw model output [B', C_out, H, W] for x [B', C, H, W] at times t (f32 [B']). */
-  forward(rec: Recorder, x: Tensor, t: Tensor): Tensor;
+  /** Records the raw model output [B', C_out, H, W] for x [B', C, H, W] at times t (B' numbers). */
+  forward(rec: Recorder, x: Tensor, t: readonly number[]): Tensor;
   /**
    * The time value fed to the model for scheduler timestep `t` (PixArt: t itself;
    * FLUX: t / 1000).
@@ -74,7 +74,6 @@ export async function sampleLoop(
   const guided = usesGuidance(o.guidance);
   const rows = guided ? 2 * B : B;
   const layout = nchwLayout(B, C, model.outChannels, H, W);
-  const tBuf = createTensor(rt, [rows], "f32");
   const start = performance.now();
   const stepMs: number[] = [];
   let x = createTensor(rt, latents.shape, "f32");
@@ -90,11 +89,10 @@ export async function sampleLoop(
       o.signal?.throwIfAborted();
       const t0 = performance.now();
       const tv = model.modelTime ? model.modelTime(o.sampler.timesteps[i]) : o.sampler.timesteps[i];
-      writeTensor(rt, tBuf, new Float32Array(rows).fill(tv));
       const rec = new Recorder(rt, `step ${i}`);
       const xin32 = guided ? duplicateBatchGpu(rec, x) : x;
       const xin = cast(rec, xin32, model.dtype);
-      const raw = model.forward(rec, xin, tBuf);
+      const raw = model.forward(rec, xin, new Array(rows).fill(tv));
       if (xin !== xin32) xin.release();
       if (xin32 !== x) xin32.release();
       const raw32 = cast(rec, raw, "f32");
@@ -123,7 +121,6 @@ export async function sampleLoop(
     x.release();
     throw e;
   } finally {
-    tBuf.release();
     o.sampler.dispose();
   }
 }

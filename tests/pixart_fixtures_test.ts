@@ -1,0 +1,163 @@
+/**
+ * The PixArt transformer, caption encoder and samplers against test vectors written by
+ * the independent PyTorch implementation (tools/torch/make_fixtures.py). Tolerances of
+ * issue 3: max |error| ≤ 1e-4 × RMS of the expected output in f32, ≤ 1e-2 × RMS in f16.
+ */
+import { assert, maxAbsDiff, rms } from "./assert.ts";
+import { gpuTest, withRuntime } from "./gpu.ts";
+import { Recorder } from "../runtime/gpu/kernel.ts";
+import type { Runtime } from "../runtime/gpu/device.ts";
+import { readTensor, uploadTensor } from "../runtime/gpu/tensor.ts";
+import { openSafetensors, type SafetensorsFile } from "../runtime/io/safetensors.ts";
+import { loadPipeline, type SamplerName } from "../runtime/pipeline.ts";
+
+const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
+const NAMES = ["pixart_tiny_sq", "pixart_tiny_rect", "pixart_pixel"];
+
+function assertWithin(actual: Float32Array, expected: Float32Array, rel: number, what: string) {
+  const { max, at } = maxAbsDiff(actual, expected);
+  const r = rms(expected);
+  assert(
+    max <= rel * r,
+    `${what}: max |error| ${max.toExponential(3)} at ${at} > ${rel} × RMS ${
+      r.toExponential(3)
+    } (= ${(rel * r).toExponential(3)})`,
+  );
+}
+
+async function io(name: string): Promise<SafetensorsFile> {
+  return await openSafetensors(`${FIXTURES}${name}/io.safetensors`);
+}
+
+/** Half of the model batch [uncond…, cond…] for the added conditions of a sampler run. */
+async function added(f: SafetensorsFile, prefix: string) {
+  if (!f.tensors.has(`${prefix}resolution`)) return undefined;
+  return {
+    resolution: await f.readF32(`${prefix}resolution`),
+    aspectRatio: await f.readF32(`${prefix}aspect_ratio`),
+  };
+}
+
+async function forwardCheck(rt: Runtime, name: string, dtype: "f32" | "f16") {
+  const f = await io(name);
+  try {
+    const pipe = await loadPipeline(rt, { path: `${FIXTURES}${name}`, dtype });
+    try {
+      const x = await f.readF32("hidden_states");
+      const xs = f.info("hidden_states").shape;
+      const e = await f.readF32("encoder_hidden_states");
+      const es = f.info("encoder_hidden_states").shape;
+      const m = await f.readF32("encoder_attention_mask");
+      const t = await f.readF32("timestep");
+      const rec = new Recorder(rt);
+      const cond = pipe.transformer.prepare(
+        rec,
+        uploadTensor(rt, e, es, dtype),
+        uploadTensor(rt, m, [es[0], es[1]], dtype),
+        await added(f, ""),
+      );
+      const out = pipe.transformer.forward(rec, uploadTensor(rt, x, xs, dtype), [...t], cond);
+      await rec.submit();
+      assertWithin(
+        await readTensor(rt, out),
+        await f.readF32("output"),
+        dtype === "f32" ? 1e-4 : 1e-2,
+        `${name} ${dtype} forward`,
+      );
+      cond.release();
+    } finally {
+      pipe.release();
+    }
+  } finally {
+    f.close();
+  }
+}
+
+async function samplerCheck(rt: Runtime, name: string, sampler: SamplerName) {
+  const f = await io(name);
+  try {
+    const pipe = await loadPipeline(rt, { path: `${FIXTURES}${name}` });
+    try {
+      const ps = f.info("prompt_embeds").shape as [number, number, number];
+      const res = await pipe.generate({
+        captionEmbeds: {
+          embeds: await f.readF32("prompt_embeds"),
+          mask: await f.readF32("prompt_attention_mask"),
+          shape: ps,
+          negative: {
+            embeds: await f.readF32("negative_prompt_embeds"),
+            mask: await f.readF32("negative_prompt_attention_mask"),
+          },
+        },
+        latents: await f.readF32("latents"),
+        height: f.info("latents").shape[2],
+        width: f.info("latents").shape[3],
+        steps: 4,
+        guidance: (await f.readF32("guidance_scale"))[0],
+        sampler,
+        added: await added(f, "sample_"),
+      });
+      const key = sampler === "ddim" ? "ddim" : "dpm";
+      assertWithin(
+        res.latents,
+        await f.readF32(`${key}_latents`),
+        1e-4,
+        `${name} ${sampler} 4 steps`,
+      );
+    } finally {
+      pipe.release();
+    }
+  } finally {
+    f.close();
+  }
+}
+
+for (const name of NAMES) {
+  Deno.test(`${name}: f32 forward matches the PyTorch reference`, gpuTest, async () => {
+    await withRuntime((rt) => forwardCheck(rt, name, "f32"));
+  });
+  Deno.test(`${name}: f16 forward matches within 1e-2 × RMS`, gpuTest, async () => {
+    await withRuntime(async (rt) => {
+      if (rt.info.f16) await forwardCheck(rt, name, "f16");
+    });
+  });
+  for (const sampler of ["dpm++2m", "ddim"] as const) {
+    Deno.test(
+      `${name}: 4-step ${sampler} with CFG matches the PyTorch reference`,
+      gpuTest,
+      async () => {
+        await withRuntime((rt) => samplerCheck(rt, name, sampler));
+      },
+    );
+  }
+}
+
+Deno.test("pixart_pixel: the caption encoder matches the PyTorch reference", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const f = await io("pixart_pixel");
+    const pipe = await loadPipeline(rt, { path: `${FIXTURES}pixart_pixel` });
+    try {
+      const ids = await f.readF32("te_input_ids");
+      const mask = await f.readF32("te_attention_mask");
+      const [B, L] = f.info("te_input_ids").shape;
+      const caps = Array.from({ length: B }, (_, b) => ({
+        ids: Uint32Array.from(ids.subarray(b * L, (b + 1) * L)),
+        mask: mask.slice(b * L, (b + 1) * L),
+        unknown: [],
+        truncated: [],
+      }));
+      const rec = new Recorder(rt);
+      const { embeds } = pipe.encoder!.encode(rec, caps);
+      await rec.submit();
+      assertWithin(
+        await readTensor(rt, embeds),
+        await f.readF32("te_output"),
+        1e-4,
+        "caption encoder",
+      );
+    } finally {
+      pipe.release();
+      f.close();
+    }
+  });
+});
