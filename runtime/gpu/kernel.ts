@@ -6,7 +6,7 @@
  */
 import { GpuExecutionError, ShaderCompileError } from "../errors.ts";
 import type { Runtime } from "./device.ts";
-import { createTensor, type DType, type HostArray, hostBytes, Tensor } from "./tensor.ts";
+import { createTensor, type DType, type HostArray, hostBytes, type Tensor } from "./tensor.ts";
 
 /** How a kernel binds a buffer: a params uniform, read-only storage or read-write storage. */
 export type BindingKind = "uniform" | "read" | "read_write";
