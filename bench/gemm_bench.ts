@@ -121,7 +121,7 @@ interface GemmCaseOptions {
 }
 
 function gemmCase(M: number, K: number, N: number, dt: DType, o: GemmCaseOptions = {}): BenchCase {
-  const version = o.version ?? defaultGemmVersion(rt);
+  const version = o.version ?? defaultGemmVersion(rt, { M, K, dtype: dt });
   const name = o.name ?? `gemm_${dt}_${shapeName(M, K, N)}`;
   return {
     name,
@@ -284,8 +284,13 @@ if (onGpu && sweepMode === "only") {
     suite.add(gemmCase(1024, 256, 1024, dt));
     suite.add(gemmCase(1024, 768, 1024, dt));
   }
-  suite.add(gemmCase(1024, 256, 1024, "f32", { version: 2, name: "gemm_v2_f32_1024x256x1024" }));
+  // The defaults are v2 for f32 and v3 for f16 here; the CPU variant (v3) in f32 as well.
+  for (const K of [256, 768]) {
+    suite.add(gemmCase(1024, K, 1024, "f32", { version: 3, name: `gemm_v3_f32_1024x${K}x1024` }));
+  }
   suite.add(gemmCase(1024, 256, 1024, "f32", { version: 1, name: "gemm_v1_f32_1024x256x1024" }));
+  suite.add(gemmCase(2048, 128, 512, "f32")); // bundled-model FFN shape (1024 tokens × 2)
+  suite.add(gemmCase(2048, 128, 512, "f16"));
   suite.add(gemmCase(256, 256, 256, "f32"));
   suite.add(peerCase("ort", 256));
   suite.add(peerCase("tfjs", 256));

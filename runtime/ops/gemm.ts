@@ -9,7 +9,8 @@
  * 3. `gemm_cpu.wgsl`: for CPU adapters, where loads cost far more than FMAs (4×4 blocks
  *    per invocation straight from storage; f16 with K % 8 == 0 loads eight packed halves).
  *
- * The op picks 3 on a fallback (CPU) adapter and 2 otherwise, unless `version` forces one.
+ * The op picks 2 on GPUs; on a fallback (CPU) adapter 2 or 3 by shape and storage type
+ * (see {@linkcode defaultGemmVersion}), unless `version` forces one.
  *
  * @module
  */
@@ -63,13 +64,17 @@ export interface GemmTune {
 export type GemmOperandLoad = "vec4" | "scalar" | "f16x4" | "f16x8";
 
 /**
- * The default knobs: 128×128 tiles, BK 16, neighbouring invocations loading neighbouring k
- * (v2; the best of the sweep in bench/results/nvidia-h200/2026-11-26_gemm_sweep.md); 4×4
- * blocks per invocation in workgroups of 64 (v3), 4×8 with packed f16 loads (fewer loads
- * per FMA pay off there).
+ * The default knobs: 128×128 tiles, BK 16 (v2), neighbouring invocations loading
+ * neighbouring k on GPUs (the best of the sweep in bench/results/nvidia-h200/
+ * 2026-11-26_gemm_sweep.md) and neighbouring rows on CPU adapters (a little faster there);
+ * 4×4 blocks per invocation in workgroups of 64 (v3), 4×8 with packed f16 loads.
  */
-export function gemmDefaultTune(load: GemmOperandLoad = "vec4"): Required<GemmTune> {
-  return { tx: 16, ty: 16, bk: 16, lmap: 1, epi: 0, wg: 64, rt: 4, ct: load === "f16x8" ? 8 : 4 };
+export function gemmDefaultTune(
+  load: GemmOperandLoad = "vec4",
+  cpu = false,
+): Required<GemmTune> {
+  const ct = load === "f16x8" ? 8 : 4;
+  return { tx: 16, ty: 16, bk: 16, lmap: cpu ? 0 : 1, epi: 0, wg: 64, rt: 4, ct };
 }
 
 /** Options of {@linkcode gemm}. */
@@ -86,7 +91,7 @@ export interface GemmOptions {
   rowsPerGate?: number;
   /** Where to write [M, N]; default a new tensor. */
   out?: Tensor;
-  /** Force a kernel version; default 3 on a CPU adapter, else 2. */
+  /** Force a kernel version; default {@linkcode defaultGemmVersion}. */
   version?: GemmVersion;
   /** Tile knobs of the chosen version (benchmarks and tuning). */
   tune?: GemmTune;
@@ -180,9 +185,27 @@ export function gemmSpec(
   return spec;
 }
 
-/** The version the op uses on `rt` when none is forced: 3 on a CPU adapter, else 2. */
-export function defaultGemmVersion(rt: Runtime): GemmVersion {
-  return rt.info.fallback ? 3 : 2;
+/** What the default version depends on: rows, depth and storage type. */
+export interface GemmShape {
+  /** Rows of X (and of the output). */
+  M: number;
+  /** Depth. */
+  K: number;
+  /** Storage type. */
+  dtype: StorageType;
+}
+
+/**
+ * The version the op uses on `rt` when none is forced: 2 on GPUs. On CPU adapters
+ * (lavapipe), measured at the DiT and bundled-model shapes: 3 for f16 with K % 8 == 0
+ * (eight packed halves a load) and for fewer than 64 rows (128-row tiles would be mostly
+ * idle), else 2 (up to 1.3× faster than 3 in f32 there); 3 when the shape is not given.
+ */
+export function defaultGemmVersion(rt: Runtime, shape?: GemmShape): GemmVersion {
+  if (!rt.info.fallback) return 2;
+  if (!shape) return 3;
+  if (shape.dtype === "f16" && shape.K % 8 === 0) return 3;
+  return shape.M >= 64 ? 2 : 3;
 }
 
 /** FLOPs of an M×K·K×N product, counted as 2·M·N·K. */
@@ -287,12 +310,12 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
   if (act === undefined) {
     throw new TypeError(`gemm: activation must be none, gelu or silu, got ${opts.activation}`);
   }
-  const version = opts.version ?? defaultGemmVersion(rt);
+  const version = opts.version ?? defaultGemmVersion(rt, { M, K, dtype: dt });
   if (!GEMM_VERSIONS.includes(version)) {
     throw new RangeError(`gemm: version must be 1, 2 or 3, got ${version}`);
   }
   const load = gemmOperandLoad(version, dt, K);
-  const tune = { ...gemmDefaultTune(load), ...opts.tune };
+  const tune = { ...gemmDefaultTune(load, rt.info.fallback), ...opts.tune };
   checkTune(version, tune, rt);
 
   const out = opts.out ?? createTensor(rt, [...x.shape.slice(0, -1), N], dt);

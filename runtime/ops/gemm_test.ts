@@ -150,6 +150,11 @@ Deno.test(
   async () => {
     await withRuntime(async (rt) => {
       assertEquals(defaultGemmVersion(rt), rt.info.fallback ? 3 : 2);
+      const v = (M: number, K: number, dtype: DType) => defaultGemmVersion(rt, { M, K, dtype });
+      if (rt.info.fallback) {
+        assertEquals([v(2048, 128, "f32"), v(2048, 128, "f16"), v(2048, 132, "f16")], [2, 3, 2]);
+        assertEquals(v(16, 128, "f32"), 3);
+      } else assertEquals([v(1, 8, "f32"), v(4096, 1152, "f16")], [2, 2]);
       const g = new Prng(3);
       const [B, T, K, N] = [2, 3, 8, 5];
       const xs = g.normals(B * T * K);
