@@ -6,7 +6,8 @@ weights. Runs until --minutes have passed, checkpointing every --save-every seco
 (params + EMA, fp32; the optimizer state is not kept, so a resumed run re-warms the LR).
 
   python3 tools/torch/train/train.py --size a --data .train --out $OUT [--resume .train/ckpt]
-      [--minutes 9] [--batch 256] [--lr 5e-4] [--compile 1] [--anneal 0] [--check-roundtrip 1]
+      [--init-from models/emoji-s-b] [--minutes 9] [--batch 256] [--lr 5e-4] [--compile 1] [--anneal 0]
+      [--weighting eps|trunc] [--check-roundtrip 1]
 """
 
 import argparse
@@ -66,6 +67,9 @@ def main():
     ap.add_argument("--data", default=".train")
     ap.add_argument("--out", required=True)
     ap.add_argument("--resume", default=None)
+    ap.add_argument("--init-from", default=None,
+                    help="start from an exported model folder (models/emoji-s-<size>: its fp16 EMA weights and "
+                         "losses.json) when no checkpoint is given; the EMA restarts from those weights")
     ap.add_argument("--minutes", type=float, default=9.0)
     ap.add_argument("--save-every", type=float, default=120.0)
     ap.add_argument("--batch", type=int, default=256)
@@ -94,6 +98,20 @@ def main():
         params, ema_sd, md = load_ckpt(args.resume, args.size)
         joint.load_state_dict(params)
         state.update({k: md[k] for k in ("step", "images", "train_seconds", "history", "runs") if k in md})
+        resumed = True
+    elif args.init_from:
+        from pixart import PixArtTransformer
+        from text_encoder import EmojiCaptionEncoder
+
+        joint.transformer.load_state_dict(
+            PixArtTransformer.from_pretrained(os.path.join(args.init_from, "transformer")).state_dict())
+        joint.text_encoder.load_state_dict(
+            EmojiCaptionEncoder.from_pretrained(os.path.join(args.init_from, "text_encoder")).state_dict())
+        lj = os.path.join(args.init_from, "losses.json")
+        if os.path.exists(lj):
+            prev = json.load(open(lj))
+            state.update({k: prev[k] for k in ("step", "images", "train_seconds", "history", "runs") if k in prev})
+        ema_sd = None
         resumed = True
     else:
         init_weights(joint, args.seed)
