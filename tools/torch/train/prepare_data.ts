@@ -161,9 +161,12 @@ async function main() {
   // French flag of St Martin and of Clipperton Island), are ambiguous for nearest-neighbour scoring.
   const nameCount = new Map<string, number>();
   for (const m of meta) nameCount.set(m.name, (nameCount.get(m.name) ?? 0) + 1);
-  const imageKey = (i: number) => pixels.subarray(i * SIZE * SIZE * 3, (i + 1) * SIZE * SIZE * 3).join();
+  const imageKey = (i: number) =>
+    pixels.subarray(i * SIZE * SIZE * 3, (i + 1) * SIZE * SIZE * 3).join();
   const imageCount = new Map<string, number>();
-  for (const m of meta) imageCount.set(imageKey(m.index), (imageCount.get(imageKey(m.index)) ?? 0) + 1);
+  for (const m of meta) {
+    imageCount.set(imageKey(m.index), (imageCount.get(imageKey(m.index)) ?? 0) + 1);
+  }
   const byCat = new Map<string, typeof meta>();
   for (const m of meta) {
     if (nameCount.get(m.name) !== 1 || imageCount.get(imageKey(m.index)) !== 1) continue;
