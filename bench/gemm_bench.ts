@@ -227,7 +227,7 @@ const suite = new BenchSuite({
         architecture: rt.info.architecture,
         fallback: rt.info.fallback,
         f16: rt.info.f16,
-        default_version: defaultGemmVersion(rt),
+        default_version: rt.info.fallback ? "2 (f32, M >= 64) or 3 (f16, K % 8 == 0; M < 64)" : 2,
         tune: namedTune ?? "defaults",
         sweep: sweepMode || false,
       },

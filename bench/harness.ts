@@ -395,7 +395,8 @@ export class BenchSuite {
       command: commandLine(),
       results,
     };
-    if (d.extra) file.extra = d.extra;
+    // The host's 1/5/15-minute load: CPU-adapter figures are only comparable on a quiet host.
+    file.extra = { ...d.extra, host_load_average: Deno.loadavg().map((v) => round(v)) };
     console.log("\n" + resultsMarkdown(file));
     const write = this.#options.write ?? Deno.env.get("WEBDIT_BENCH_WRITE") === "1";
     if (write) {
