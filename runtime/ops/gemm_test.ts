@@ -112,6 +112,7 @@ for (const version of [1, 2, 3] as const) {
       // K = 53: scalar loads; K = 264 (a multiple of 8): vec4 or packed f16 × 8 loads.
       if (version !== 2) {
         await check(rt, version, "f16", { M: 5, N: 37, K: 53, residual: true }, seed++);
+        await check(rt, version, "f16", CASES[2], seed++); // M = 1, K = 4608, bias + silu
       }
       await check(rt, version, "f16", {
         M: 33,
