@@ -1,0 +1,101 @@
+/**
+ * Typed plugin descriptors. A plan names plugins by name; the registry (runtime/registry.ts)
+ * maps names to these descriptors, so swapping a plugin is a change of the plan, not of
+ * the code. Every plugin has a CPU reference beside its GPU kernels.
+ *
+ * @module
+ */
+import type { Runtime } from "../runtime/gpu/device.ts";
+import type { Linear } from "../runtime/model/linear.ts";
+
+/** A weight matrix on the host: W [rows = N_out, cols = K_in], row-major f32. */
+export interface HostMatrix {
+  /** Values, rows × cols. */
+  data: Float32Array;
+  /** N (output features). */
+  rows: number;
+  /** K (input features). */
+  cols: number;
+}
+
+/** A quantized weight: packed codes plus named per-row (or per-group) parameters. */
+export interface QuantizedWeight {
+  /** Quantizer name ("uniform", "tlq"). */
+  quantizer: string;
+  /** Bits per weight. */
+  bits: number;
+  /** N. */
+  rows: number;
+  /** K. */
+  cols: number;
+  /** Codes packed little-endian into u32 words, row by row (see the quantizer). */
+  codes: Uint32Array;
+  /** Quantizer-specific tensors (e.g. "lut" [N, 2^b], "scale"/"zero" per group). */
+  params: Record<string, Float32Array>;
+  /** Scalar settings found by calibration (η, p⁺, p⁻, clip ratio, group size…). */
+  meta: Record<string, number | string | boolean>;
+}
+
+/** Options a weight quantizer is calibrated with. */
+export interface WeightQuantOptions {
+  /** Bits per weight (3, 4 or 8). */
+  bits: number;
+  /** Uniform: group size along K (0 = per row). */
+  groupSize?: number;
+  /** Uniform: symmetric (z = 0) instead of asymmetric. */
+  symmetric?: boolean;
+}
+
+/** A weight quantizer plugin (uniform, TLQ). */
+export interface QuantizerPlugin {
+  /** Discriminator. */
+  readonly kind: "quantizer";
+  /** Name used in plans and on the command line. */
+  readonly name: string;
+  /** Supported weight bit widths. */
+  readonly bits: readonly number[];
+  /** One-line description for help and /v1/plugins. */
+  readonly description: string;
+  /** Offline, CPU: quantizes one layer's (smoothed, rotated) weight. */
+  calibrate(w: HostMatrix, opts: WeightQuantOptions): QuantizedWeight;
+  /** CPU reference: the dequantized weight [N, K]. */
+  dequantize(q: QuantizedWeight): Float32Array;
+}
+
+/** A rotation plugin (none, hadamard, outlier, adaptive). */
+export interface RotationPlugin {
+  /** Discriminator. */
+  readonly kind: "rotation";
+  /** Name used in plans and on the command line. */
+  readonly name: string;
+  /** One-line description. */
+  readonly description: string;
+}
+
+/** An attention plugin (dense, paro). */
+export interface AttentionPlugin {
+  /** Discriminator. */
+  readonly kind: "attention";
+  /** Name used in plans and on the command line. */
+  readonly name: string;
+  /** One-line description. */
+  readonly description: string;
+}
+
+/** A model family plugin (pixart, flux). */
+export interface ModelPlugin {
+  /** Discriminator. */
+  readonly kind: "model";
+  /** Name. */
+  readonly name: string;
+  /** diffusers' `_class_name` of the transformer config it reads. */
+  readonly className: string;
+  /** One-line description. */
+  readonly description: string;
+}
+
+/** Any plugin. */
+export type Plugin = QuantizerPlugin | RotationPlugin | AttentionPlugin | ModelPlugin;
+
+/** Builds a GPU linear layer from a quantized weight (the quantizer's WGSL paths). */
+export type QuantLinearBuilder = (rt: Runtime, q: QuantizedWeight, bias?: Float32Array) => Linear;
