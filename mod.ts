@@ -19,3 +19,13 @@ export { createTensor, readTensor, Tensor, uploadTensor } from "./runtime/gpu/te
 export type { DType } from "./runtime/gpu/tensor.ts";
 export * from "./runtime/errors.ts";
 export { Prng } from "./runtime/io/prng.ts";
+export { createDefaultRegistry } from "./runtime/builtins.ts";
+export { PluginRegistry } from "./runtime/registry.ts";
+export type * from "./plugins/types.ts";
+export { DEFAULT_MODEL_DIR, loadPipeline, Pipeline, SAMPLERS } from "./runtime/pipeline.ts";
+export type {
+  CaptionEmbeds,
+  GenerateRequest,
+  GenerateResult,
+  SamplerName,
+} from "./runtime/pipeline.ts";

@@ -32,7 +32,7 @@ export const SAMPLERS = ["dpm++2m", "ddim"] as const;
 export type SamplerName = typeof SAMPLERS[number];
 
 /** The bundled model's folder. */
-export const DEFAULT_MODEL_DIR = new URL("../models/emoji-s", import.meta.url).pathname;
+export const DEFAULT_MODEL_DIR: string = new URL("../models/emoji-s", import.meta.url).pathname;
 
 /** Options of {@linkcode loadPipeline}. */
 export interface LoadPipelineOptions {
@@ -268,7 +268,7 @@ export class Pipeline {
       inChannels: c.inChannels,
       outChannels: c.outChannels,
       dtype: dt,
-      forward: (r, x, t) => model.forward(r, x, t, cond),
+      forward: (r, x, t, step) => model.forward(r, x, t, cond, step),
     };
     try {
       const { latents, stepMs } = await sampleLoop(rt, denoiser, lat, {

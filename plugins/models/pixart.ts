@@ -21,6 +21,7 @@ import { layerNorm } from "../../runtime/ops/norm.ts";
 import { concat, im2col, slice, unpatchify } from "../../runtime/ops/patch.ts";
 import { posEmbed2dRef } from "../../runtime/reference/embed.ts";
 import { type PixArtConfig, pixartWeightShapes } from "./pixart_config.ts";
+import type { ModelPlugin } from "../types.ts";
 
 /**
  * diffusers' Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0): [cos | sin] of
@@ -40,16 +41,30 @@ export function sinusoid(t: ArrayLike<number>, dim: number): Float32Array {
   return out;
 }
 
+/** Where a self-attention call sits: heads, the h×w token grid, the sampler step. */
+export interface AttentionContext {
+  /** Heads H. */
+  heads: number;
+  /** Token grid height. */
+  h: number;
+  /** Token grid width. */
+  w: number;
+  /** Sampler step index (0-based), or -1 outside a sampling loop. */
+  step: number;
+  /** Sampler steps in all, or 0 outside a sampling loop. */
+  steps: number;
+}
+
 /** Per-block attention implementation hook (dense by default; PARO plugs in here). */
 export interface SelfAttention {
-  /** Records self-attention of block `layer` for q/k/v [B, T, D] on an h×w token grid. */
+  /** Records self-attention of block `layer` for q/k/v [B, T, H·D] (tokens in raster order). */
   run(
     rec: Recorder,
     layer: number,
     q: AttentionInput,
     k: AttentionInput,
     v: AttentionInput,
-    grid: { heads: number; h: number; w: number },
+    ctx: AttentionContext,
   ): Tensor;
 }
 
@@ -293,7 +308,13 @@ export class PixArtModel {
   /**
    * Records one forward: x [B, C, H, W] at timesteps t (B numbers) → [B, out_channels, H, W].
    */
-  forward(rec: Recorder, x: Tensor, t: readonly number[], cond: PixArtConditioning): Tensor {
+  forward(
+    rec: Recorder,
+    x: Tensor,
+    t: readonly number[],
+    cond: PixArtConditioning,
+    step: { index: number; total: number } = { index: -1, total: 0 },
+  ): Tensor {
     const c = this.config;
     const p = c.patchSize;
     if (x.shape.length !== 4 || x.shape[1] !== c.inChannels) {
@@ -318,7 +339,7 @@ export class PixArtModel {
     const { t6, emb } = this.#timestep(rec, t, cond);
 
     for (let i = 0; i < this.#blocks.length; i++) {
-      hs = this.#block(rec, i, hs, t6, cond, { B, T, h, w, D });
+      hs = this.#block(rec, i, hs, t6, cond, { B, T, h, w, D, step });
     }
 
     const n = layerNorm(rec, hs, {
@@ -353,7 +374,14 @@ export class PixArtModel {
     x: Tensor,
     t6: Tensor,
     cond: PixArtConditioning,
-    s: { B: number; T: number; h: number; w: number; D: number },
+    s: {
+      B: number;
+      T: number;
+      h: number;
+      w: number;
+      D: number;
+      step: { index: number; total: number };
+    },
   ): Tensor {
     const b = this.#blocks[i];
     const { B, T, D } = s;
@@ -369,7 +397,13 @@ export class PixArtModel {
     const k = b.k.forward(rec, n1).reshape([B, T, D]);
     const v = b.v.forward(rec, n1).reshape([B, T, D]);
     n1.release();
-    const a = this.selfAttention.run(rec, i, q, k, v, { heads, h: s.h, w: s.w });
+    const a = this.selfAttention.run(rec, i, q, k, v, {
+      heads,
+      h: s.h,
+      w: s.w,
+      step: s.step.index,
+      steps: s.step.total,
+    });
     q.release();
     k.release();
     v.release();
@@ -481,3 +515,11 @@ export async function loadPixArt(
     throw e;
   }
 }
+
+/** The PixArt model family's descriptor. */
+export const pixartPlugin: ModelPlugin = {
+  kind: "model",
+  name: "pixart",
+  className: "PixArtTransformer2DModel",
+  description: "diffusers' PixArtTransformer2DModel (PixArt-α/Σ, adaLN-single, cross-attention)",
+};

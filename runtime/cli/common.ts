@@ -20,7 +20,10 @@ export function parseCli<T extends ParseArgsOptionsConfig>(
   args: string[],
   options: T,
   allowPositionals = false,
-): { values: { [K in keyof T]?: T[K]["type"] extends "boolean" ? boolean : string }; positionals: string[] } {
+): {
+  values: { [K in keyof T]?: T[K]["type"] extends "boolean" ? boolean : string };
+  positionals: string[];
+} {
   try {
     const r = parseArgs({ args, options, strict: true, allowPositionals });
     return r as unknown as ReturnType<typeof parseCli<T>>;

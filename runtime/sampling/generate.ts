@@ -20,8 +20,16 @@ export interface Denoiser {
   readonly outChannels: number;
   /** Storage type the model computes in. */
   readonly dtype: "f32" | "f16";
-  /** Records the raw model output [B', C_out, H, W] for x [B', C, H, W] at times t (B' numbers). */
-  forward(rec: Recorder, x: Tensor, t: readonly number[]): Tensor;
+  /**
+   * Records the raw model output [B', C_out, H, W] for x [B', C, H, W] at times t (B'
+   * numbers), at sampler step `step.index` of `step.total`.
+   */
+  forward(
+    rec: Recorder,
+    x: Tensor,
+    t: readonly number[],
+    step: { index: number; total: number },
+  ): Tensor;
   /**
    * The time value fed to the model for scheduler timestep `t` (PixArt: t itself;
    * FLUX: t / 1000).
@@ -92,7 +100,7 @@ export async function sampleLoop(
       const rec = new Recorder(rt, `step ${i}`);
       const xin32 = guided ? duplicateBatchGpu(rec, x) : x;
       const xin = cast(rec, xin32, model.dtype);
-      const raw = model.forward(rec, xin, new Array(rows).fill(tv));
+      const raw = model.forward(rec, xin, new Array(rows).fill(tv), { index: i, total: n });
       if (xin !== xin32) xin.release();
       if (xin32 !== x) xin32.release();
       const raw32 = cast(rec, raw, "f32");

@@ -1,0 +1,15 @@
+/**
+ * The built-in plugins, registered explicitly (ARCHITECTURE.md: no folder scanning).
+ * Each plugin family adds its descriptors here.
+ *
+ * @module
+ */
+import { pixartPlugin } from "../plugins/models/pixart.ts";
+import { PluginRegistry } from "./registry.ts";
+
+/** A registry holding every built-in plugin. */
+export function createDefaultRegistry(): PluginRegistry {
+  const r = new PluginRegistry();
+  r.register(pixartPlugin);
+  return r;
+}

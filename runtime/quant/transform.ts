@@ -1,0 +1,37 @@
+/**
+ * The seam between the rotation plugins and the quantized linear layers: what happens to
+ * a layer's input activations online (smoothing, rotation, per-token quantization), and
+ * the matching offline change of its weight, so that (X·T)(W·T⁻ᵀ)ᵀ = X·Wᵀ.
+ *
+ * The identity transform is the plain per-token activation quantizer (the quantizer
+ * issue); hadamard and outlier-aware transforms fuse their rotation into the same single
+ * pass (the rotation issue).
+ *
+ * @module
+ */
+import type { Recorder } from "../gpu/kernel.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+
+/** Per-token quantized activations in int8 containers. */
+export interface QuantizedActivations {
+  /** Codes, four int8 per u32 word, row-major [M, ⌈K/4⌉] (K zero-padded to a multiple of 4). */
+  q: Tensor;
+  /** Per-token scale Δ_t [M], f32: x ≈ Δ_t · q. */
+  scales: Tensor;
+  /** Activation bits (4, 6 or 8); codes lie in [−2^(b−1), 2^(b−1) − 1]. */
+  bits: number;
+  /** K (before padding). */
+  cols: number;
+}
+
+/** The online side of a layer's input transform, on the GPU. */
+export interface ActivationTransform {
+  /** "none", "hadamard" or "outlier" (what this layer's plan chose). */
+  readonly name: string;
+  /** Records x [M, K] → x·T (f32/f16, same shape) for weight-only (A16) paths. */
+  apply(rec: Recorder, x: Tensor): Tensor;
+  /** Records x [M, K] → quantize(x·T) in one pass. */
+  applyQuant(rec: Recorder, x: Tensor, bits: number): QuantizedActivations;
+  /** Frees its GPU tensors. */
+  release(): void;
+}
