@@ -41,7 +41,11 @@ export async function doctor(args: string[]): Promise<number> {
       checks = await runSelfChecks(rt);
       info(`kernel self-check:`);
       for (const c of checks) {
-        info(`  ${c.ok ? "ok  " : "FAIL"} ${c.name.padEnd(32)} max err ${c.maxError.toExponential(2)} (tol ${c.tolerance.toExponential(1)})${c.note ? `  ${c.note}` : ""}`);
+        info(
+          `  ${c.ok ? "ok  " : "FAIL"} ${c.name.padEnd(32)} max err ${
+            c.maxError.toExponential(2)
+          } (tol ${c.tolerance.toExponential(1)})${c.note ? `  ${c.note}` : ""}`,
+        );
       }
     }
     const ok = checks.every((c) => c.ok);
