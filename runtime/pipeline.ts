@@ -60,6 +60,8 @@ export interface CaptionEmbeds {
 export interface GenerateRequest {
   /** The prompt (needs the model's own caption encoder), or use `captionEmbeds`. */
   prompt?: string;
+  /** One prompt per image (a batch of different prompts, e.g. the server's micro-batches). */
+  prompts?: readonly string[];
   /** Precomputed caption embeddings instead of the prompt. */
   captionEmbeds?: CaptionEmbeds;
   /** Images to generate; default 1 (or the embeddings' batch). */
@@ -202,14 +204,22 @@ export class Pipeline {
     if (req.captionEmbeds) {
       emb = req.captionEmbeds;
     } else {
-      if (typeof req.prompt !== "string") {
+      if (req.prompts !== undefined) {
+        // One prompt per image: n, when given, must agree.
+        if (req.prompts.length < 1 || req.prompts.some((p) => typeof p !== "string")) {
+          throw new TypeError("prompts must be a non-empty array of strings");
+        }
+        if (req.n !== undefined && req.n !== req.prompts.length) {
+          throw new RangeError(`n (${req.n}) must equal prompts.length (${req.prompts.length})`);
+        }
+      } else if (typeof req.prompt !== "string") {
         throw new TypeError("Give a prompt or caption embeddings");
       }
-      const n = req.n ?? 1;
+      const n = req.prompts?.length ?? req.n ?? 1;
       if (!Number.isInteger(n) || n < 1) {
         throw new RangeError(`n must be a positive integer, got ${n}`);
       }
-      const r = await this.encodePrompts(Array(n).fill(req.prompt));
+      const r = await this.encodePrompts(req.prompts ?? Array(n).fill(req.prompt));
       emb = r.embeds;
       unknown = r.unknown;
     }
