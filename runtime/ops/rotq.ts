@@ -1,0 +1,319 @@
+/**
+ * Fused rotate + per-token quantize kernels, the online side of the rotation plugins:
+ *
+ * - {@linkcode rotqHadamard}: x ⊙ s, then a fast Walsh–Hadamard transform of every
+ *   `block`-wide block (s = random signs / (smoothing · √block)), then int8 codes + scales;
+ * - {@linkcode rotqOutlier}: x ⊙ s, block · Q1, permutation, block · Q2, then codes + scales.
+ *
+ * Each reads the activations once and writes {@linkcode QuantizedActivations} (codes four
+ * per u32, one f32 scale per row). {@linkcode rotateHadamard} / {@linkcode rotateOutlier}
+ * write the transformed rows instead (A16 paths). CPU references: runtime/reference/rotq.ts.
+ *
+ * @module
+ */
+import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { grid1d, type KernelSpec, Recorder } from "../gpu/kernel.ts";
+import { createTensor, readTensor, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import type { QuantizedActivations } from "../quant/transform.ts";
+import { isPowerOfTwo } from "../reference/hadamard.ts";
+import { qmaxOf } from "../reference/rotq.ts";
+import hadSrc from "../../wgsl/rotq_hadamard.wgsl" with { type: "text" };
+import outSrc from "../../wgsl/rotq_outlier.wgsl" with { type: "text" };
+
+/** GPU tensors of a hadamard transform. */
+export interface HadamardTransformTensors {
+  /** Pre-multiplier s [K] f32: signs / (m · √block). */
+  s: Tensor;
+  /** Hadamard block (a power of two dividing K). */
+  block: number;
+}
+
+/** GPU tensors of an outlier-aware transform. */
+export interface OutlierTransformTensors {
+  /** Pre-multiplier s [K] f32 (1/m). */
+  s: Tensor;
+  /** Q1 [block, block] f32. */
+  q1: Tensor;
+  /** Q2 [block, block] f32. */
+  q2: Tensor;
+  /** Destination of each stage-1 output [K] u32 (the inverse of the gather permutation). */
+  dest: Tensor;
+  /** Block size (a power of two dividing K). */
+  block: number;
+}
+
+interface Params {
+  M: number;
+  K: number;
+  words: number;
+  block: number;
+  quant: boolean;
+  bits: number;
+  wg: number;
+  rows: number;
+}
+
+const hadSpecs = new Map<StorageType, KernelSpec<Params>>();
+const outSpecs = new Map<StorageType, KernelSpec<Params>>();
+
+function hadamardSpec(storage: StorageType): KernelSpec<Params> {
+  let spec = hadSpecs.get(storage);
+  if (!spec) {
+    const c = composeWgsl(hadSrc, { storage });
+    spec = {
+      name: `rotq_hadamard_${storage}`,
+      source: c.source,
+      preludeLines: c.preludeLines,
+      bindings: ["uniform", "read", "read", "read_write", "read_write", "read_write"],
+      constants: (p) => ({
+        WG: p.wg,
+        BLOCK: p.block,
+        KMAX: p.K,
+        QUANT: p.quant ? 1 : 0,
+        BITS: p.bits,
+      }),
+      uniform: { fields: ["u32", "u32", "u32", "u32"], values: (p) => [p.M, p.K, p.words, 0] },
+      dispatch: (p) => grid1d(p.M),
+    };
+    hadSpecs.set(storage, spec);
+  }
+  return spec;
+}
+
+function outlierSpec(storage: StorageType): KernelSpec<Params> {
+  let spec = outSpecs.get(storage);
+  if (!spec) {
+    const c = composeWgsl(outSrc, { storage });
+    spec = {
+      name: `rotq_outlier_${storage}`,
+      source: c.source,
+      preludeLines: c.preludeLines,
+      bindings: [
+        "uniform",
+        "read",
+        "read",
+        "read",
+        "read",
+        "read",
+        "read_write",
+        "read_write",
+        "read_write",
+      ],
+      constants: (p) => ({
+        B: p.block,
+        ROWS: p.rows,
+        KMAX: p.K,
+        QUANT: p.quant ? 1 : 0,
+        BITS: p.bits,
+      }),
+      uniform: { fields: ["u32", "u32", "u32", "u32"], values: (p) => [p.M, p.K, p.words, 0] },
+      dispatch: (p) => grid1d(Math.ceil(p.M / p.rows)),
+    };
+    outSpecs.set(storage, spec);
+  }
+  return spec;
+}
+
+// Bound to the slots a mode does not write (codes/scales when rotating, y when quantizing).
+const dummies = new WeakMap<Runtime, GPUBuffer[]>();
+function dummy(rt: Runtime, i: number): GPUBuffer {
+  let list = dummies.get(rt);
+  if (!list) dummies.set(rt, list = []);
+  list[i] ??= rt.device.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.STORAGE,
+    label: `rotq unused ${i}`,
+  });
+  return list[i];
+}
+
+function workgroupBytes(rt: Runtime): number {
+  return rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+}
+
+/** Checks x and the transform's vector; returns M and K. */
+function shapeOf(x: Tensor, s: Tensor, block: number, what: string): { M: number; K: number } {
+  if (x.dtype !== "f32" && x.dtype !== "f16") {
+    throw new TypeError(`${what}: x must be f32 or f16, got ${x.dtype}`);
+  }
+  if (x.shape.length < 1) throw new RangeError(`${what}: x must have at least one dimension`);
+  const K = x.shape[x.shape.length - 1];
+  if (s.dtype !== "f32" || s.size !== K) {
+    throw new RangeError(`${what}: s must be f32 [${K}], got ${s.dtype} [${s.shape}]`);
+  }
+  if (!isPowerOfTwo(block) || K % block !== 0) {
+    throw new RangeError(`${what}: block must be a power of two dividing K = ${K}, got ${block}`);
+  }
+  return { M: K === 0 ? 0 : x.size / K, K };
+}
+
+function checkBits(bits: number): void {
+  qmaxOf(bits); // throws a RangeError naming the bits
+}
+
+/** Threads of the hadamard kernel: a power of two in [32, 256], about K/4. */
+function hadamardThreads(K: number): number {
+  let wg = 32;
+  while (wg < 256 && wg * 4 < K) wg *= 2;
+  return wg;
+}
+
+function recordHadamard(
+  rec: Recorder,
+  x: Tensor,
+  t: HadamardTransformTensors,
+  quant: boolean,
+  bits: number,
+): { codes?: Tensor; scales?: Tensor; y?: Tensor; M: number; K: number } {
+  const what = quant ? "rotqHadamard" : "rotateHadamard";
+  const { M, K } = shapeOf(x, t.s, t.block, what);
+  checkBits(bits);
+  const rt = rec.runtime;
+  const wg = hadamardThreads(K);
+  if ((K + wg) * 4 > workgroupBytes(rt)) {
+    throw new RangeError(`${what}: K = ${K} does not fit this adapter's workgroup memory`);
+  }
+  const words = Math.ceil(K / 4);
+  const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
+  const scales = quant ? createTensor(rt, [M], "f32") : undefined;
+  const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
+  if (M > 0) {
+    rec.dispatch(
+      hadamardSpec(x.dtype as StorageType),
+      { M, K, words, block: t.block, quant, bits, wg, rows: 1 },
+      [x, t.s, codes ?? dummy(rt, 0), scales ?? dummy(rt, 1), y ?? dummy(rt, 2)],
+    );
+  }
+  return { codes, scales, y, M, K };
+}
+
+/**
+ * Records the fused randomised-Hadamard rotation + per-token quantization of x [..., K]
+ * (f32/f16) with `bits` activation bits (default 8).
+ */
+export function rotqHadamard(
+  rec: Recorder,
+  x: Tensor,
+  t: HadamardTransformTensors,
+  bits = 8,
+): QuantizedActivations {
+  const r = recordHadamard(rec, x, t, true, bits);
+  return { q: r.codes!, scales: r.scales!, bits, cols: r.K };
+}
+
+/** Records x [..., K] → x ⊙ s · blockdiag(H) (same shape and dtype), no quantization. */
+export function rotateHadamard(rec: Recorder, x: Tensor, t: HadamardTransformTensors): Tensor {
+  return recordHadamard(rec, x, t, false, 8).y!;
+}
+
+/** Rows per workgroup of the outlier kernel: 4, 2 or 1, as workgroup memory allows. */
+export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): number {
+  const limit = workgroupBytes(rt);
+  for (const r of [4, 2, 1]) if ((2 * r * K + r * block) * 4 <= limit) return r;
+  return 0;
+}
+
+function recordOutlier(
+  rec: Recorder,
+  x: Tensor,
+  t: OutlierTransformTensors,
+  quant: boolean,
+  bits: number,
+  rowsOverride?: number,
+): { codes?: Tensor; scales?: Tensor; y?: Tensor; M: number; K: number } {
+  const what = quant ? "rotqOutlier" : "rotateOutlier";
+  const { M, K } = shapeOf(x, t.s, t.block, what);
+  checkBits(bits);
+  const B = t.block;
+  if (t.q1.size !== B * B || t.q2.size !== B * B || t.q1.dtype !== "f32" || t.q2.dtype !== "f32") {
+    throw new RangeError(`${what}: q1 and q2 must be f32 [${B}, ${B}]`);
+  }
+  if (t.dest.size !== K || t.dest.dtype !== "u32") {
+    throw new RangeError(`${what}: dest must be u32 [${K}], got ${t.dest.dtype} [${t.dest.shape}]`);
+  }
+  const rt = rec.runtime;
+  const rows = rowsOverride ?? outlierRowsPerGroup(rt, K, B);
+  if (rows < 1 || rows > 4 || (2 * rows * K + rows * B) * 4 > workgroupBytes(rt)) {
+    throw new RangeError(`${what}: K = ${K} does not fit this adapter's workgroup memory`);
+  }
+  const words = Math.ceil(K / 4);
+  const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
+  const scales = quant ? createTensor(rt, [M], "f32") : undefined;
+  const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
+  if (M > 0) {
+    rec.dispatch(
+      outlierSpec(x.dtype as StorageType),
+      { M, K, words, block: B, quant, bits, wg: B, rows },
+      [
+        x,
+        t.s,
+        t.q1,
+        t.q2,
+        t.dest,
+        codes ?? dummy(rt, 0),
+        scales ?? dummy(rt, 1),
+        y ?? dummy(rt, 2),
+      ],
+    );
+  }
+  return { codes, scales, y, M, K };
+}
+
+/**
+ * Records the fused outlier-aware rotation + per-token quantization of x [..., K]
+ * (f32/f16). `rows` forces the token rows per workgroup (1, 2 or 4; for tests).
+ */
+export function rotqOutlier(
+  rec: Recorder,
+  x: Tensor,
+  t: OutlierTransformTensors,
+  bits = 8,
+  rows?: number,
+): QuantizedActivations {
+  const r = recordOutlier(rec, x, t, true, bits, rows);
+  return { q: r.codes!, scales: r.scales!, bits, cols: r.K };
+}
+
+/** Records x [..., K] → ((x ⊙ s)·R1)·P·R2 (same shape and dtype), no quantization. */
+export function rotateOutlier(rec: Recorder, x: Tensor, t: OutlierTransformTensors): Tensor {
+  return recordOutlier(rec, x, t, false, 8).y!;
+}
+
+const PROBE_SRC = `
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read_write> o: array<f32>;
+@compute @workgroup_size(1) fn main() {
+  var acc = 0.0;
+  for (var i = 0u; i < 2u; i++) { acc = acc + a[2u * i] * a[2u * i + 1u]; }
+  o[0] = acc;
+}`;
+
+/**
+ * True when this adapter's compiler contracts `acc + a·b` into one fused multiply-add
+ * (WGSL allows either), probed with the accumulation pattern of the outlier kernel; the
+ * CPU reference then rounds each multiply-add once (see rotateOutlierRef's `fused`).
+ */
+export async function detectFmaContraction(rt: Runtime): Promise<boolean> {
+  // (1 + 2^-23)² = 1 + 2^-22 + 2^-46: added to −(1 + 2^-22) it leaves 2^-46 when fused
+  // and 0 when the product is rounded first.
+  const e = 1 + 2 ** -23;
+  const a = uploadTensor(rt, new Float32Array([-Math.fround(e * e), 1, e, e]), [4]);
+  const o = createTensor(rt, [1], "f32");
+  const rec = new Recorder(rt);
+  rec.dispatch(
+    {
+      name: "fma_probe",
+      source: PROBE_SRC,
+      bindings: ["read", "read_write"],
+      dispatch: () => [1],
+    },
+    {},
+    [a, o],
+  );
+  await rec.submit();
+  const v = (await readTensor(rt, o))[0];
+  a.release();
+  o.release();
+  return v !== 0;
+}

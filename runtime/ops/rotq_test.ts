@@ -1,0 +1,200 @@
+import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { Recorder } from "../gpu/kernel.ts";
+import { readTensor, readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
+import { Prng } from "../io/prng.ts";
+import {
+  quantizeRows,
+  rotateHadamardRef,
+  rotateOutlierRef,
+  unpackCodes,
+} from "../reference/rotq.ts";
+import {
+  detectFmaContraction,
+  rotateHadamard,
+  rotateOutlier,
+  rotqHadamard,
+  rotqOutlier,
+} from "./rotq.ts";
+import type { QuantizedActivations } from "../quant/transform.ts";
+
+/** Activations with a few salient channels (×40) and a zero row. */
+function activations(M: number, K: number, seed: number, f16 = false): Float32Array {
+  const g = new Prng(seed);
+  const x = g.normals(M * K);
+  for (let r = 0; r < M; r++) {
+    for (const c of [3, K >> 1, K - 2]) x[r * K + c] *= 40;
+  }
+  x.fill(0, 2 * K, 3 * K);
+  return f16 ? Float32Array.from(Float16Array.from(x)) : x;
+}
+
+/** Signs / √block times smoothing factors in [0.5, 2). */
+function preMultiplier(K: number, block: number, seed: number): Float32Array {
+  const g = new Prng(seed);
+  return Float32Array.from(
+    { length: K },
+    () => (g.uniform() < 0.5 ? -1 : 1) / Math.sqrt(block) / (0.5 + 1.5 * g.uniform()),
+  );
+}
+
+/** A random orthogonal n×n matrix (Gram–Schmidt of a Gaussian one), f32. */
+function randomOrthogonal(n: number, g: Prng): Float32Array {
+  const a = Float64Array.from(g.normals(n * n));
+  for (let i = 0; i < n; i++) {
+    for (let p = 0; p < i; p++) {
+      let d = 0;
+      for (let k = 0; k < n; k++) d += a[i * n + k] * a[p * n + k];
+      for (let k = 0; k < n; k++) a[i * n + k] -= d * a[p * n + k];
+    }
+    let norm = 0;
+    for (let k = 0; k < n; k++) norm += a[i * n + k] ** 2;
+    for (let k = 0; k < n; k++) a[i * n + k] /= Math.sqrt(norm);
+  }
+  return Float32Array.from(a);
+}
+
+async function readQuant(rt: Runtime, q: QuantizedActivations, M: number, K: number) {
+  const words = (await readTensorRaw(rt, q.q)) as Uint32Array;
+  return {
+    codes: unpackCodes(words.subarray(0, M * Math.ceil(K / 4)), M, K),
+    words: words.subarray(0, M * Math.ceil(K / 4)),
+    scales: await readTensor(rt, q.scales),
+  };
+}
+
+/** Codes equal; scales equal to the last bit (the kernels' f32 ops are the reference's). */
+function assertQuantEqual(
+  got: { codes: Int8Array; words: Uint32Array; scales: Float32Array },
+  ref: { codes: Int8Array; packed: Uint32Array; scales: Float32Array },
+  what: string,
+): void {
+  for (let i = 0; i < ref.codes.length; i++) {
+    if (got.codes[i] !== ref.codes[i]) {
+      throw new Error(`${what}: code ${i} is ${got.codes[i]}, reference ${ref.codes[i]}`);
+    }
+  }
+  assertEquals(Array.from(got.words), Array.from(ref.packed), `${what} packed words`);
+  for (let r = 0; r < ref.scales.length; r++) {
+    const tol = 2 ** -22 * Math.abs(ref.scales[r]);
+    assert(
+      Math.abs(got.scales[r] - ref.scales[r]) <= tol,
+      `${what}: scale ${r} is ${got.scales[r]}, reference ${ref.scales[r]}`,
+    );
+  }
+}
+
+Deno.test(
+  "rotqHadamard matches the CPU reference exactly (codes) at odd shapes",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      for (
+        const [M, K, block, bits] of [[37, 96, 32, 8], [5, 384, 128, 4], [1, 18, 2, 8], [
+          3,
+          12,
+          4,
+          6,
+        ]]
+      ) {
+        const x = activations(M, K, M + K);
+        const s = preMultiplier(K, block, K);
+        const xt = uploadTensor(rt, x, [M, K]);
+        const st = uploadTensor(rt, s, [K]);
+        const rec = new Recorder(rt);
+        const q = rotqHadamard(rec, xt, { s: st, block }, bits);
+        const y = rotateHadamard(rec, xt, { s: st, block });
+        await rec.submit();
+        const v = rotateHadamardRef(x, M, K, s, block);
+        assertEquals(Array.from(await readTensor(rt, y)), Array.from(v), `rotated ${M}×${K}`);
+        const ref = quantizeRows(v, M, K, bits);
+        assertQuantEqual(await readQuant(rt, q, M, K), ref, `hadamard ${M}×${K}/${block} A${bits}`);
+        if (M > 2) assertEquals(ref.scales[2], 0, "the zero row has scale 0");
+      }
+    });
+  },
+);
+
+Deno.test("rotqHadamard reads f16 activations", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    if (!rt.info.f16) return;
+    const [M, K, block] = [9, 192, 64];
+    const x = activations(M, K, 3, true);
+    const s = preMultiplier(K, block, 4);
+    const rec = new Recorder(rt);
+    const q = rotqHadamard(rec, uploadTensor(rt, x, [M, K], "f16"), {
+      s: uploadTensor(rt, s, [K]),
+      block,
+    });
+    await rec.submit();
+    const ref = quantizeRows(rotateHadamardRef(x, M, K, s, block), M, K, 8);
+    assertQuantEqual(await readQuant(rt, q, M, K), ref, "hadamard f16");
+  });
+});
+
+Deno.test(
+  "rotqOutlier matches the CPU reference exactly (codes), 1, 2 and 4 rows per group",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const fused = await detectFmaContraction(rt);
+      const g = new Prng(11);
+      for (const [M, K, B] of [[7, 192, 64], [6, 64, 16]]) {
+        const x = activations(M, K, M * K);
+        const s = preMultiplier(K, 1, 5);
+        const q1 = randomOrthogonal(B, g);
+        const q2 = randomOrthogonal(B, g);
+        const perm = new Uint32Array(K).map((_, k) => (k * 7 + 3) % K); // 7 ⊥ K: a permutation
+        const dest = new Uint32Array(K);
+        perm.forEach((src, k) => dest[src] = k);
+        const t = {
+          s: uploadTensor(rt, s, [K]),
+          q1: uploadTensor(rt, q1, [B, B]),
+          q2: uploadTensor(rt, q2, [B, B]),
+          dest: uploadTensor(rt, dest, [K], "u32"),
+          block: B,
+        };
+        const xt = uploadTensor(rt, x, [M, K]);
+        const v = rotateOutlierRef(x, M, K, { s, q1, q2, perm, block: B }, fused);
+        for (const rows of K === 64 ? [1, 2, 4] : [4]) {
+          const rec = new Recorder(rt);
+          const q = rotqOutlier(rec, xt, t, 8, rows);
+          await rec.submit();
+          assertQuantEqual(
+            await readQuant(rt, q, M, K),
+            quantizeRows(v, M, K, 8),
+            `outlier ${M}×${K}/${B} rows ${rows}`,
+          );
+        }
+        const rec = new Recorder(rt);
+        const y = rotateOutlier(rec, xt, t);
+        await rec.submit();
+        assertEquals(
+          Array.from(await readTensor(rt, y)),
+          Array.from(v),
+          `outlier rotated ${M}×${K}`,
+        );
+      }
+    });
+  },
+);
+
+Deno.test("rotq kernels validate their arguments", gpuTest, async () => {
+  await withRuntime((rt) => {
+    const x = uploadTensor(rt, new Float32Array(24), [2, 12]);
+    const s = uploadTensor(rt, new Float32Array(12), [12]);
+    const rec = new Recorder(rt);
+    assertThrows(() => rotqHadamard(rec, x, { s, block: 8 }), RangeError, "block");
+    assertThrows(() => rotqHadamard(rec, x, { s, block: 4 }, 9), RangeError, "bits");
+    const s2 = uploadTensor(rt, new Float32Array(8), [8]);
+    assertThrows(() => rotqHadamard(rec, x, { s: s2, block: 4 }), RangeError, "s must be");
+    const q = uploadTensor(rt, new Float32Array(16), [4, 4]);
+    const dest = uploadTensor(rt, new Uint32Array(12), [12], "u32");
+    assertThrows(
+      () => rotqOutlier(rec, x, { s, q1: q, q2: q, dest, block: 2 }),
+      RangeError,
+      "q1 and q2",
+    );
+  });
+});

@@ -1,0 +1,100 @@
+// Fused randomised block-Hadamard rotation + per-token symmetric quantization, one pass:
+// one workgroup per token row reads the row (f32/f16), multiplies by s = signs/(m·√BLOCK)
+// (random ±1 diagonal, smoothing and normalisation in one factor), runs the fast
+// Walsh–Hadamard butterflies of every BLOCK-wide block in workgroup memory, then writes
+// int8 codes packed four per u32 and the row's scale (QUANT), or the rotated row (!QUANT).
+// Every butterfly is (a + b, a − b) in f32, stages h = 1, 2, 4, … in order: the CPU
+// reference (runtime/reference/rotq.ts) repeats them bit for bit.
+override WG: u32 = 128u;      // threads (a power of two)
+override BLOCK: u32 = 128u;   // Hadamard block (a power of two dividing K)
+override KMAX: u32 = 1152u;   // row buffer size (≥ K)
+override QUANT: bool = true;  // write codes + scales (else the rotated row)
+override BITS: u32 = 8u;      // activation bits (codes in [−2^(BITS−1), 2^(BITS−1) − 1])
+
+struct Params { M: u32, K: u32, words: u32, pad: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<DT>;
+@group(0) @binding(2) var<storage, read> s: array<f32>;
+@group(0) @binding(3) var<storage, read_write> codes: array<u32>;
+@group(0) @binding(4) var<storage, read_write> scales: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<DT>;
+
+var<workgroup> buf: array<f32, KMAX>;
+var<workgroup> red: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) ng: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let row = wid.x + wid.y * ng.x;
+  if (row >= p.M) { return; }
+  let K = p.K;
+  let base = row * K;
+
+  // Load and scale: the one multiply happens before any butterfly (no FMA contraction).
+  for (var k = lid; k < K; k += WG) { buf[k] = f32(x[base + k]) * s[k]; }
+  workgroupBarrier();
+
+  // Stages h = 1 and 2 in registers, four neighbouring values per thread.
+  if (BLOCK >= 4u) {
+    for (var g = lid; g < K / 4u; g += WG) {
+      let i = 4u * g;
+      let a0 = buf[i]; let a1 = buf[i + 1u]; let a2 = buf[i + 2u]; let a3 = buf[i + 3u];
+      let b0 = a0 + a1; let b1 = a0 - a1; let b2 = a2 + a3; let b3 = a2 - a3;
+      buf[i] = b0 + b2; buf[i + 1u] = b1 + b3; buf[i + 2u] = b0 - b2; buf[i + 3u] = b1 - b3;
+    }
+  } else if (BLOCK == 2u) {
+    for (var g = lid; g < K / 2u; g += WG) {
+      let a = buf[2u * g]; let b = buf[2u * g + 1u];
+      buf[2u * g] = a + b; buf[2u * g + 1u] = a - b;
+    }
+  }
+  workgroupBarrier();
+
+  // Stages h = 4 … BLOCK/2 in workgroup memory.
+  for (var h = 4u; h < BLOCK; h *= 2u) {
+    for (var t = lid; t < K / 2u; t += WG) {
+      let i = (t / h) * 2u * h + t % h;
+      let a = buf[i];
+      let b = buf[i + h];
+      buf[i] = a + b;
+      buf[i + h] = a - b;
+    }
+    workgroupBarrier();
+  }
+
+  if (!QUANT) {
+    for (var k = lid; k < K; k += WG) { y[base + k] = DT(buf[k]); }
+    return;
+  }
+
+  // Row absmax: a per-thread max, then a tree over the workgroup.
+  var m = 0.0;
+  for (var k = lid; k < K; k += WG) { m = max(m, abs(buf[k])); }
+  red[lid] = m;
+  workgroupBarrier();
+  for (var w = WG / 2u; w > 0u; w /= 2u) {
+    if (lid < w) { red[lid] = max(red[lid], red[lid + w]); }
+    workgroupBarrier();
+  }
+  let amax = red[0];
+  let qmax = f32((1u << (BITS - 1u)) - 1u);
+  let inv = select(0.0, qmax / amax, amax > 0.0);
+  if (lid == 0u) { scales[row] = amax / qmax; }
+
+  // Codes: four per word, byte i = column 4w + i, zero past K.
+  for (var w = lid; w < p.words; w += WG) {
+    var word = 0u;
+    for (var i = 0u; i < 4u; i++) {
+      let k = 4u * w + i;
+      if (k < K) {
+        let q = clamp(round(buf[k] * inv), -qmax - 1.0, qmax);
+        word |= (u32(i32(q)) & 0xffu) << (8u * i);
+      }
+    }
+    codes[row * p.words + w] = word;
+  }
+}
