@@ -16,6 +16,8 @@ import { softmaxSelfCheck } from "./softmax.ts";
 import { attentionSelfCheck } from "./attention.ts";
 import { embedSelfCheck } from "./embed.ts";
 import { patchSelfCheck } from "./patch.ts";
+import { rotqSelfCheck } from "./rotq.ts";
+import { actStatsSelfCheck } from "./act_stats.ts";
 
 /** The outcome of one self-check. */
 export interface SelfCheckResult {
@@ -63,6 +65,8 @@ export const SELF_CHECKS: SelfCheck[] = [
   attentionSelfCheck,
   embedSelfCheck,
   patchSelfCheck,
+  rotqSelfCheck,
+  actStatsSelfCheck,
 ];
 
 /** Runs every registered check. */
