@@ -1,0 +1,391 @@
+/**
+ * Calibration statistics of every linear layer's input (METHODS.md §2): the FP32 model
+ * runs the calibration prompts over every sampler timestep (runtime/quant/calibration_run.ts)
+ * with an observer around each linear that folds its input into GPU accumulators
+ * (runtime/ops/act_stats.ts: per-channel absmax, min, max, Σx²) and copies a few token rows
+ * into a fixed-size sample buffer. Nothing is read back until the end; no activations
+ * are kept beyond the sample.
+ *
+ * The result is cached at `.cache/calib/<model hash>-<settings hash>.safetensors`, keyed
+ * by the sha-256 of the transformer weights and the prompts, steps, guidance, sampler,
+ * seed and sample size.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import type { Runtime } from "../gpu/device.ts";
+import type { Recorder } from "../gpu/kernel.ts";
+import { createTensor, readTensor, type Tensor } from "../gpu/tensor.ts";
+import { openSafetensors, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
+import { Prng } from "../io/prng.ts";
+import type { Linear, LinearEpilogue, LinearFactory } from "../model/linear.ts";
+import { ActStatsAccumulator } from "../ops/act_stats.ts";
+import { type ChannelStats, rmsOf } from "../reference/act_stats.ts";
+import { DEFAULT_MODEL_DIR, type SamplerName } from "../pipeline.ts";
+import { runCalibration } from "./calibration_run.ts";
+
+/**
+ * The default calibration prompts: one per category of the emoji set (faces, people,
+ * animals, nature, food, travel, activities, objects, symbols, flags), none of them in
+ * the evaluation list bench/prompts/emoji_fidelity.txt.
+ */
+export const CALIBRATION_PROMPTS: readonly string[] = [
+  "grinning face",
+  "thumbs up sign",
+  "dog face",
+  "cherry blossom",
+  "red apple",
+  "rocket",
+  "soccer ball",
+  "electric light bulb",
+  "heavy black heart",
+  "japan flag",
+];
+
+/** Statistics of one linear layer's input over the calibration run. */
+export interface LayerStats extends ChannelStats {
+  /** Checkpoint name of the layer, e.g. "transformer_blocks.0.attn1.to_q". */
+  name: string;
+  /** K (input features). */
+  cols: number;
+  /** Forward calls observed. */
+  calls: number;
+  /** A sample of input rows [sampleRows, K] (consecutive tokens from calls spread over the run). */
+  sample: Float32Array;
+  /** Rows in `sample`. */
+  sampleRows: number;
+}
+
+/** The calibration statistics of a model. */
+export interface CalibrationStats {
+  /** sha-256 (hex) of the transformer weights. */
+  modelHash: string;
+  /** The settings the run used. */
+  settings: CalibrationSettings;
+  /** Per linear layer, by checkpoint name. */
+  layers: Map<string, LayerStats>;
+}
+
+/** What a calibration run depends on (besides the weights). */
+export interface CalibrationSettings {
+  /** Prompts. */
+  prompts: string[];
+  /** Sampler steps. */
+  steps: number;
+  /** Guidance scale. */
+  guidance: number;
+  /** Sampler. */
+  sampler: SamplerName;
+  /** First seed (prompt i uses seed + i). */
+  seed: number;
+  /** Sample rows kept per layer. */
+  sampleRows: number;
+}
+
+/** Options of {@linkcode calibrate}. */
+export interface CalibrateOptions {
+  /** Model folder; default the bundled model. */
+  path?: string;
+  /** Prompts; default {@linkcode CALIBRATION_PROMPTS}. */
+  prompts?: readonly string[];
+  /** Sampler steps; default 20. */
+  steps?: number;
+  /** Guidance; default 4.5. */
+  guidance?: number;
+  /** Sampler; default dpm++2m. */
+  sampler?: SamplerName;
+  /** First seed; default 0. */
+  seed?: number;
+  /** Token rows sampled per layer; default 256. */
+  sampleRows?: number;
+  /** Cache folder; default `<repo>/.cache/calib`; false: neither read nor write. */
+  cacheDir?: string | false;
+  /** Progress callback. */
+  onProgress?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
+}
+
+/** RMS J = ‖X‖_F / √(rows·K) of a layer's calibration input (ARS's criterion). */
+export function layerJ(s: ChannelStats): number {
+  return rmsOf(s);
+}
+
+/** The default cache folder: `.cache/calib` at the repository root. */
+export const DEFAULT_CALIB_CACHE: string = new URL("../../.cache/calib", import.meta.url).pathname;
+
+/**
+ * sha-256 (hex) of a model's transformer weights: every `*.safetensors` file of
+ * `<path>/transformer` (or of `path` itself when it holds them), by name, streamed.
+ */
+export async function transformerWeightsHash(path: string = DEFAULT_MODEL_DIR): Promise<string> {
+  let dir = join(path, "transformer");
+  try {
+    await Deno.stat(join(dir, "config.json"));
+  } catch {
+    dir = path;
+  }
+  const files: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && e.name.endsWith(".safetensors")) files.push(e.name);
+  }
+  if (files.length === 0) throw new RangeError(`No .safetensors weights in ${dir}`);
+  files.sort();
+  const h = createHash("sha256");
+  for (const name of files) {
+    using f = await Deno.open(join(dir, name));
+    const buf = new Uint8Array(1 << 22);
+    for (let n = await f.read(buf); n !== null; n = await f.read(buf)) h.update(buf.subarray(0, n));
+  }
+  return h.digest("hex");
+}
+
+/** The cache file name of a model hash and settings. */
+export function calibrationCacheName(modelHash: string, s: CalibrationSettings): string {
+  const key = createHash("sha256").update(JSON.stringify(s)).digest("hex").slice(0, 12);
+  return `${modelHash.slice(0, 16)}-${key}.safetensors`;
+}
+
+/** One layer's GPU accumulators: statistics and the row sample. */
+class LayerObserver {
+  readonly name: string;
+  readonly stats: ActStatsAccumulator;
+  readonly sample: Tensor;
+  readonly capacity: number;
+  #rowsPerCall: number;
+  #filled = 0;
+  #next = 0;
+  #calls = 0;
+  #prng: Prng;
+
+  constructor(rt: Runtime, name: string, cols: number, capacity: number, rowsPerCall: number) {
+    this.name = name;
+    this.stats = new ActStatsAccumulator(rt, cols);
+    this.capacity = capacity;
+    this.sample = createTensor(rt, [Math.max(1, capacity), cols], "f32");
+    this.#rowsPerCall = rowsPerCall;
+    let seed = 0;
+    for (let i = 0; i < name.length; i++) seed = (seed * 31 + name.charCodeAt(i)) >>> 0;
+    this.#prng = new Prng(seed);
+  }
+
+  record(rec: Recorder, x: Tensor): void {
+    this.stats.record(rec, x);
+    this.#calls++;
+    const K = this.stats.cols;
+    const M = x.size / K;
+    const r = Math.min(M, this.#rowsPerCall, this.capacity);
+    if (r < 1 || x.dtype !== "f32") return;
+    // r consecutive rows at a random start, into the ring buffer (later calls overwrite).
+    const start = Math.floor(this.#prng.uniform() * (M - r + 1));
+    let done = 0;
+    while (done < r) {
+      const n = Math.min(r - done, this.capacity - this.#next);
+      rec.copy(x, this.sample, n * K * 4, (start + done) * K * 4, this.#next * K * 4);
+      done += n;
+      this.#next = (this.#next + n) % this.capacity;
+      this.#filled = Math.min(this.capacity, this.#filled + n);
+    }
+  }
+
+  async read(rt: Runtime): Promise<LayerStats> {
+    const s = await this.stats.read(rt);
+    const all = await readTensor(rt, this.sample);
+    return {
+      ...s,
+      name: this.name,
+      cols: this.stats.cols,
+      calls: this.#calls,
+      sample: all.slice(0, this.#filled * this.stats.cols),
+      sampleRows: this.#filled,
+    };
+  }
+
+  release(): void {
+    this.stats.release();
+    this.sample.release();
+  }
+}
+
+/** A linear that feeds its input to an observer, then runs the inner layer. */
+class ObservedLinear implements Linear {
+  readonly name: string;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  readonly weightBytes: number;
+  #inner: Linear;
+  #obs: LayerObserver;
+
+  constructor(inner: Linear, obs: LayerObserver) {
+    this.#inner = inner;
+    this.#obs = obs;
+    this.name = inner.name;
+    this.inFeatures = inner.inFeatures;
+    this.outFeatures = inner.outFeatures;
+    this.weightBytes = inner.weightBytes;
+  }
+
+  forward(rec: Recorder, x: Tensor, e?: LinearEpilogue): Tensor {
+    this.#obs.record(rec, x);
+    return this.#inner.forward(rec, x, e);
+  }
+
+  release(): void {
+    this.#inner.release();
+  }
+}
+
+/**
+ * Wraps a LinearFactory so that every layer's input is observed; `read()` returns the
+ * statistics once the run is over, `release()` frees the accumulators.
+ */
+export class StatsCollector {
+  #observers = new Map<string, LayerObserver>();
+  #sampleRows: number;
+  #rowsPerCall: number;
+
+  /**
+   * @param sampleRows rows kept per layer
+   * @param expectedCalls forward calls expected per layer (prompts × steps), to spread the sample
+   */
+  constructor(sampleRows = 256, expectedCalls = 1) {
+    if (!Number.isInteger(sampleRows) || sampleRows < 0) {
+      throw new RangeError(`sampleRows must be a non-negative integer, got ${sampleRows}`);
+    }
+    this.#sampleRows = sampleRows;
+    this.#rowsPerCall = Math.max(1, Math.ceil(sampleRows / Math.max(1, expectedCalls)));
+  }
+
+  /** The wrapper to pass as `linears` to runCalibration. */
+  wrap(inner: LinearFactory): LinearFactory {
+    return {
+      create: async (rt, src) => {
+        const l = await inner.create(rt, src);
+        let obs = this.#observers.get(src.name);
+        if (!obs) {
+          obs = new LayerObserver(
+            rt,
+            src.name,
+            src.inFeatures,
+            this.#sampleRows,
+            this.#rowsPerCall,
+          );
+          this.#observers.set(src.name, obs);
+        }
+        return new ObservedLinear(l, obs);
+      },
+    };
+  }
+
+  /** Reads every layer's statistics back. */
+  async read(rt: Runtime): Promise<Map<string, LayerStats>> {
+    const out = new Map<string, LayerStats>();
+    for (const [name, obs] of this.#observers) out.set(name, await obs.read(rt));
+    return out;
+  }
+
+  /** Frees the GPU accumulators. */
+  release(): void {
+    for (const o of this.#observers.values()) o.release();
+    this.#observers.clear();
+  }
+}
+
+/**
+ * Runs (or loads from the cache) the calibration statistics of a model: every linear
+ * input over the prompts × all sampler timesteps.
+ */
+export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<CalibrationStats> {
+  const path = o.path ?? DEFAULT_MODEL_DIR;
+  const settings: CalibrationSettings = {
+    prompts: [...(o.prompts ?? CALIBRATION_PROMPTS)],
+    steps: o.steps ?? 20,
+    guidance: o.guidance ?? 4.5,
+    sampler: o.sampler ?? "dpm++2m",
+    seed: o.seed ?? 0,
+    sampleRows: o.sampleRows ?? 256,
+  };
+  if (settings.prompts.length === 0) throw new RangeError("Calibration needs at least one prompt");
+  const modelHash = await transformerWeightsHash(path);
+  const cacheDir = o.cacheDir === undefined ? DEFAULT_CALIB_CACHE : o.cacheDir;
+  const file = cacheDir ? join(cacheDir, calibrationCacheName(modelHash, settings)) : undefined;
+  if (file) {
+    const cached = await loadCalibration(file).catch(() => undefined);
+    if (cached && cached.modelHash === modelHash) return cached;
+  }
+  const collector = new StatsCollector(
+    settings.sampleRows,
+    settings.prompts.length * settings.steps,
+  );
+  try {
+    await runCalibration(rt, {
+      path,
+      prompts: settings.prompts,
+      steps: settings.steps,
+      guidance: settings.guidance,
+      sampler: settings.sampler,
+      seed: settings.seed,
+      linears: (inner) => collector.wrap(inner),
+      onProgress: o.onProgress,
+    });
+    const stats: CalibrationStats = { modelHash, settings, layers: await collector.read(rt) };
+    if (file) {
+      await Deno.mkdir(cacheDir as string, { recursive: true });
+      await saveCalibration(file, stats);
+    }
+    return stats;
+  } finally {
+    collector.release();
+  }
+}
+
+/** Writes statistics to a safetensors file (`<layer>.absmax|min|max|sumsq|sample`). */
+export async function saveCalibration(file: string, stats: CalibrationStats): Promise<void> {
+  const tensors: Record<string, TensorToWrite> = {};
+  const layers: Record<string, { rows: number; calls: number; sampleRows: number }> = {};
+  for (const [name, s] of stats.layers) {
+    const K = s.cols;
+    tensors[`${name}.absmax`] = { dtype: "F32", shape: [K], data: s.absmax };
+    tensors[`${name}.min`] = { dtype: "F32", shape: [K], data: s.min };
+    tensors[`${name}.max`] = { dtype: "F32", shape: [K], data: s.max };
+    tensors[`${name}.sumsq`] = { dtype: "F64", shape: [K], data: s.sumsq };
+    tensors[`${name}.sample`] = { dtype: "F32", shape: [s.sampleRows, K], data: s.sample };
+    layers[name] = { rows: s.rows, calls: s.calls, sampleRows: s.sampleRows };
+  }
+  await writeSafetensors(file, tensors, {
+    format: "webdit-calibration-v1",
+    model_hash: stats.modelHash,
+    settings: JSON.stringify(stats.settings),
+    layers: JSON.stringify(layers),
+  });
+}
+
+/** Reads statistics written by {@linkcode saveCalibration}. */
+export async function loadCalibration(file: string): Promise<CalibrationStats> {
+  using f = await openSafetensors(file);
+  const m = f.metadata;
+  if (m.format !== "webdit-calibration-v1") {
+    throw new RangeError(`${file} is not a webdit calibration file`);
+  }
+  const layers = new Map<string, LayerStats>();
+  const meta = JSON.parse(m.layers) as Record<
+    string,
+    { rows: number; calls: number; sampleRows: number }
+  >;
+  for (const [name, l] of Object.entries(meta)) {
+    const absmax = await f.readF32(`${name}.absmax`);
+    const raw = await f.readRaw(`${name}.sumsq`);
+    layers.set(name, {
+      name,
+      cols: absmax.length,
+      absmax,
+      min: await f.readF32(`${name}.min`),
+      max: await f.readF32(`${name}.max`),
+      sumsq: new Float64Array(raw.slice().buffer),
+      rows: l.rows,
+      calls: l.calls,
+      sample: await f.readF32(`${name}.sample`),
+      sampleRows: l.sampleRows,
+    });
+  }
+  return { modelHash: m.model_hash, settings: JSON.parse(m.settings), layers };
+}

@@ -1,0 +1,129 @@
+import { assert, assertClose, assertEquals } from "../../tests/assert.ts";
+import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import { createTensor, readTensor, type Tensor } from "../gpu/tensor.ts";
+import type { LinearFactory } from "../model/linear.ts";
+import { actStatsRef, type ChannelStats } from "../reference/act_stats.ts";
+import {
+  calibrate,
+  calibrationCacheName,
+  layerJ,
+  loadCalibration,
+  StatsCollector,
+  transformerWeightsHash,
+} from "./calibrate.ts";
+import { runCalibration } from "./calibration_run.ts";
+
+const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
+const PROMPTS = ["red apple", "a big blue car with yellow eyes"];
+
+/** Keeps a copy of every layer input (test only), to compute the statistics on the CPU. */
+function keeper(inputs: Map<string, Tensor[]>) {
+  return (inner: LinearFactory): LinearFactory => ({
+    create: async (rt, src) => {
+      const l = await inner.create(rt, src);
+      return {
+        name: l.name,
+        inFeatures: l.inFeatures,
+        outFeatures: l.outFeatures,
+        weightBytes: l.weightBytes,
+        forward: (rec, x, e) => {
+          const copy = createTensor(rt, x.shape, x.dtype);
+          rec.copy(x, copy, x.size * 4);
+          if (!inputs.has(l.name)) inputs.set(l.name, []);
+          inputs.get(l.name)!.push(copy);
+          return l.forward(rec, x, e);
+        },
+        release: () => l.release(),
+      };
+    },
+  });
+}
+
+Deno.test(
+  "calibration statistics equal the CPU statistics of every observed input",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const inputs = new Map<string, Tensor[]>();
+      const collector = new StatsCollector(24, 2 * 3);
+      await runCalibration(rt, {
+        path: FIXTURE,
+        prompts: PROMPTS,
+        steps: 3,
+        linears: (inner) => collector.wrap(keeper(inputs)(inner)),
+      });
+      const stats = await collector.read(rt);
+      collector.release();
+      assertEquals(stats.size, inputs.size);
+      assert(stats.has("transformer_blocks.1.ff.net.2"), "ff2 of the last block observed");
+      for (const [name, list] of inputs) {
+        const s = stats.get(name)!;
+        let ref: ChannelStats | undefined;
+        const rows: Float32Array[] = [];
+        for (const t of list) {
+          const x = await readTensor(rt, t);
+          rows.push(x);
+          ref = actStatsRef(x, x.length / s.cols, s.cols, ref);
+          t.release();
+        }
+        assertEquals(s.rows, ref!.rows, `${name} rows`);
+        assertEquals(s.calls, list.length, `${name} calls`);
+        assertEquals(Array.from(s.absmax), Array.from(ref!.absmax), `${name} absmax`);
+        assertEquals(Array.from(s.min), Array.from(ref!.min), `${name} min`);
+        assertEquals(Array.from(s.max), Array.from(ref!.max), `${name} max`);
+        assertClose(s.sumsq, ref!.sumsq, { rtol: 1e-5, atol: 1e-30, msg: `${name} sumsq` });
+        // Every sampled row is one of the observed input rows.
+        assert(s.sampleRows > 0 && s.sampleRows <= 24, `${name} sample rows ${s.sampleRows}`);
+        const seen = new Set<string>();
+        for (const x of rows) {
+          for (let r = 0; r < x.length / s.cols; r++) {
+            seen.add(x.subarray(r * s.cols, (r + 1) * s.cols).join(","));
+          }
+        }
+        for (let r = 0; r < s.sampleRows; r++) {
+          const row = s.sample.subarray(r * s.cols, (r + 1) * s.cols).join(",");
+          assert(seen.has(row), `${name}: sample row ${r} is not an input row`);
+        }
+      }
+      // Block linears see every step (batch 2 × 64 tokens); the caption layers once per prompt.
+      assertEquals(stats.get("transformer_blocks.0.attn1.to_q")!.rows, 2 * 3 * 2 * 64);
+      assertEquals(stats.get("transformer_blocks.0.attn2.to_k")!.calls, 2);
+    });
+  },
+);
+
+Deno.test("calibrate caches by model hash and settings", gpuTest, async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await withRuntime(async (rt) => {
+      const opts = { path: FIXTURE, prompts: PROMPTS, steps: 2, sampleRows: 8, cacheDir: dir };
+      const a = await calibrate(rt, opts);
+      const hash = await transformerWeightsHash(FIXTURE);
+      assertEquals(a.modelHash, hash);
+      assertEquals(hash.length, 64);
+      const file = `${dir}/${calibrationCacheName(hash, a.settings)}`;
+      const b = await loadCalibration(file);
+      assertEquals(b.settings, a.settings);
+      for (const [name, s] of a.layers) {
+        const t = b.layers.get(name)!;
+        assertEquals(Array.from(t.absmax), Array.from(s.absmax));
+        assertEquals(Array.from(t.sumsq), Array.from(s.sumsq));
+        assertEquals(Array.from(t.sample), Array.from(s.sample));
+        assertEquals([t.rows, t.calls, t.sampleRows], [s.rows, s.calls, s.sampleRows]);
+        assert(layerJ(t) > 0 && Number.isFinite(layerJ(t)), `${name} J`);
+      }
+      // A second call is served from the file (a different object with the same numbers).
+      const t0 = performance.now();
+      const c = await calibrate(rt, opts);
+      assert(performance.now() - t0 < 2000, "served from the cache");
+      assertEquals(c.layers.size, a.layers.size);
+      // Other settings, another file.
+      assert(
+        calibrationCacheName(hash, { ...a.settings, steps: 3 }) !==
+          calibrationCacheName(hash, a.settings),
+      );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
