@@ -24,6 +24,14 @@ const COMMANDS: Record<string, { help: string; load: () => Promise<Command> }> =
     help: "validate a safetensors checkpoint fully; list tensors, dtypes, shapes, metadata/plan",
     load: async () => (await import("./runtime/cli/inspect.ts")).inspect,
   },
+  eval: {
+    help: "prompt fidelity of a model; PSNR/SSIM/cosine against a reference model",
+    load: async () => (await import("./runtime/cli/eval.ts")).evalCommand,
+  },
+  serve: {
+    help: "serve the HTTP API (OpenAI-compatible images, streaming) and the web playground",
+    load: async () => (await import("./runtime/cli/serve.ts")).serve,
+  },
 };
 
 function usage(): string {

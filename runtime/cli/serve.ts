@@ -1,0 +1,150 @@
+/**
+ * `deno task serve`: the HTTP API and playground on Deno.serve (runtime/server/app.ts).
+ *
+ * @module
+ */
+import { existsSync } from "node:fs";
+import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
+import { createDefaultRegistry } from "../builtins.ts";
+import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
+import { createApp } from "../server/app.ts";
+import { loadDenseEntry, ModelCatalog, type ModelEntry } from "../server/models.ts";
+import { choiceOption, info, numberOption, parseCli, UsageError } from "./common.ts";
+
+/** Usage text of serve. */
+export const SERVE_USAGE = `deno task serve [options]
+  --host H                address to bind (default 127.0.0.1)
+  --port P                port (default 8787; 0 picks a free one)
+  --model [NAME=]PATH     a model folder to serve (repeatable; the first is the default;
+                          NAME defaults to the folder's name; default the bundled model)
+  --dtype T               f32 (default) or f16 transformers
+  --adapter A             auto (default), gpu or cpu
+  --api-key-env VAR       require "Authorization: Bearer <key>" with the key read from the
+                          environment variable VAR (default WEBDIT_API_KEY, when set)
+  --cors ORIGINS          comma-separated origins allowed by CORS (default: CORS off)
+  --max-queue N           requests that may wait for the GPU before 429s (default 16)
+  --max-batch N           images per micro-batch; 1 turns batching off (default 16)
+  --timeout S             per-request time limit in seconds (default 300)
+  --steps N               default sampler steps (default 20)
+  --sampler S             default sampler: dpm++2m or ddim
+  --max-steps N           limit on steps (default 50)
+  --max-n N               limit on images per request (default 4)
+  --max-side N            limit on width and height in pixels (default 512)
+  Clients name models, never paths; see README "HTTP API".`;
+
+function defaultModel(): string {
+  if (existsSync(DEFAULT_MODEL_DIR)) return DEFAULT_MODEL_DIR;
+  return new URL("../../models/emoji-s-a", import.meta.url).pathname;
+}
+
+/** Runs serve until SIGINT/SIGTERM; returns the exit code. */
+export async function serve(args: string[]): Promise<number> {
+  const { values: v } = parseCli(args, {
+    host: { type: "string" },
+    port: { type: "string" },
+    model: { type: "string", multiple: true },
+    dtype: { type: "string" },
+    adapter: { type: "string" },
+    "api-key-env": { type: "string" },
+    cors: { type: "string" },
+    "max-queue": { type: "string" },
+    "max-batch": { type: "string" },
+    timeout: { type: "string" },
+    steps: { type: "string" },
+    sampler: { type: "string" },
+    "max-steps": { type: "string" },
+    "max-n": { type: "string" },
+    "max-side": { type: "string" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (v.help) {
+    info(SERVE_USAGE);
+    return 0;
+  }
+  const hostname = v.host ?? "127.0.0.1";
+  const port = numberOption("port", v.port, 8787, { min: 0, max: 65535, integer: true });
+  const dtype = choiceOption("dtype", v.dtype, ["f32", "f16"] as const, "f32");
+  const adapter = choiceOption<AdapterChoice>("adapter", v.adapter, ADAPTER_CHOICES, "auto");
+  const maxSteps = numberOption("max-steps", v["max-steps"], 50, {
+    min: 1,
+    max: 1000,
+    integer: true,
+  });
+  const steps = numberOption("steps", v.steps, 20, { min: 1, max: maxSteps, integer: true });
+  const sampler = choiceOption<SamplerName>("sampler", v.sampler, SAMPLERS, "dpm++2m");
+  const maxQueue = numberOption("max-queue", v["max-queue"], 16, {
+    min: 0,
+    max: 10000,
+    integer: true,
+  });
+  const maxBatch = numberOption("max-batch", v["max-batch"], 16, {
+    min: 1,
+    max: 256,
+    integer: true,
+  });
+  const timeout = numberOption("timeout", v.timeout, 300, { min: 0.1, max: 86400 });
+  const maxN = numberOption("max-n", v["max-n"], 4, { min: 1, max: 64, integer: true });
+  const maxSide = numberOption("max-side", v["max-side"], 512, {
+    min: 8,
+    max: 8192,
+    integer: true,
+  });
+  const keyVar = v["api-key-env"] ?? "WEBDIT_API_KEY";
+  const apiKey = Deno.env.get(keyVar) || undefined;
+  if (v["api-key-env"] && !apiKey) {
+    throw new UsageError(`--api-key-env ${keyVar}: the environment variable is empty or unset`);
+  }
+  const corsOrigins = v.cors?.split(",").map((s) => s.trim()).filter(Boolean);
+  const specs = ((v.model as unknown as string[] | undefined) ?? [defaultModel()]).map((m) => {
+    const eq = m.indexOf("=");
+    return eq > 0 ? { name: m.slice(0, eq), path: m.slice(eq + 1) } : { path: m };
+  });
+
+  const rt = await createRuntime({ adapter, f16: dtype === "f16" ? true : "auto" });
+  const entries: ModelEntry[] = [];
+  try {
+    info(`adapter: ${rt.info.description}${rt.info.fallback ? " (CPU)" : ""}`);
+    for (const s of specs) {
+      const e = await loadDenseEntry(rt, { ...s, dtype });
+      entries.push(e);
+      info(`loaded ${e.id} (${e.plan.name}) from ${s.path}`);
+    }
+    const server = createApp({
+      runtime: rt,
+      catalog: new ModelCatalog(entries),
+      registry: createDefaultRegistry(),
+      apiKey,
+      corsOrigins,
+      limits: { maxSteps, maxN, maxSide },
+      defaults: { steps, sampler },
+      timeoutMs: timeout * 1000,
+      queue: { maxQueue, maxBatchImages: maxBatch },
+    });
+    const ac = new AbortController();
+    const httpServer = Deno.serve({
+      hostname,
+      port,
+      signal: ac.signal,
+      onListen: ({ hostname: h, port: p }) => {
+        info(
+          `listening on http://${h.includes(":") ? `[${h}]` : h}:${p}/` +
+            (apiKey ? ` (bearer auth from $${keyVar})` : ""),
+        );
+      },
+    }, server.app.fetch);
+    const stop = () => {
+      info("shutting down");
+      server.close();
+      ac.abort();
+    };
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+    await httpServer.finished;
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+    return 0;
+  } finally {
+    for (const e of entries) e.pipeline.release();
+    rt.destroy();
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * The server's catalog of loaded models and artifacts. Requests name a model (never a
+ * path) and may select an artifact by plan name or by plugin options; a request that no
+ * loaded artifact matches is a 400 naming the field that ruled the last candidates out.
+ *
+ * @module
+ */
+import { basename } from "node:path";
+import type { Runtime } from "../gpu/device.ts";
+import { loadPipeline, type Pipeline } from "../pipeline.ts";
+import { badRequest } from "./errors.ts";
+
+/** The quantization plan of a loaded artifact, as /v1/models lists it. */
+export interface PlanInfo {
+  /** Plan (artifact) name, unique per model, e.g. "f32" or "w4a8-tlq-ars". */
+  name: string;
+  /** Weight quantizer plugin, "none" for dense weights. */
+  quantizer: string;
+  /** Weight bits (32 or 16 for dense). */
+  bits: number;
+  /** Activation bits, or null when activations are not quantized. */
+  abits: number | null;
+  /** Rotation plugin, "none" when off. */
+  rotation: string;
+  /** Attention plugin, "dense" by default. */
+  attention: string;
+  /** Attention density, or null for dense attention. */
+  density: number | null;
+}
+
+/** One loaded model + artifact, ready to generate. */
+export interface ModelEntry {
+  /** Unique id, `<model>` for the first plan of a model, else `<model>:<plan>`. */
+  id: string;
+  /** The model's name (its folder's name unless configured). */
+  model: string;
+  /** Its plan. */
+  plan: PlanInfo;
+  /** The loaded pipeline. */
+  pipeline: Pipeline;
+  /** Seconds since the epoch when it was loaded. */
+  created: number;
+}
+
+/** The plan of a dense model in `dtype`. */
+export function densePlan(dtype: "f32" | "f16"): PlanInfo {
+  return {
+    name: dtype,
+    quantizer: "none",
+    bits: dtype === "f16" ? 16 : 32,
+    abits: null,
+    rotation: "none",
+    attention: "dense",
+    density: null,
+  };
+}
+
+/** What a request selects by. */
+export interface Selection {
+  model?: string;
+  plan?: string;
+  quantizer?: string;
+  bits?: number;
+  rotation?: string;
+  attention?: string;
+  density?: number;
+}
+
+const PLAN_FIELDS = ["quantizer", "bits", "rotation", "attention", "density"] as const;
+
+function list(xs: Iterable<unknown>): string {
+  return [...new Set([...xs].map((x) => `'${x}'`))].join(", ") || "none";
+}
+
+/** Builds a catalog; ids must be unique and every model must produce pixels. */
+export class ModelCatalog {
+  readonly entries: readonly ModelEntry[];
+
+  /** `entries` in preference order: the first one is the default. */
+  constructor(entries: readonly ModelEntry[]) {
+    if (!entries.length) throw new RangeError("The server needs at least one model");
+    const ids = new Set<string>();
+    for (const e of entries) {
+      if (ids.has(e.id)) throw new RangeError(`Two models have the id "${e.id}"`);
+      ids.add(e.id);
+      if (e.pipeline.pixelsPerLatent !== 1) {
+        throw new RangeError(
+          `${e.id}: works in a latent space and there is no VAE here; the server needs a pixel-space model`,
+        );
+      }
+    }
+    this.entries = entries;
+  }
+
+  /** The default entry. */
+  get default(): ModelEntry {
+    return this.entries[0];
+  }
+
+  /** The entry a request selects. @throws {ApiError} 400 naming the field. */
+  select(s: Selection): ModelEntry {
+    let c = [...this.entries];
+    if (s.model !== undefined) {
+      const m = s.model;
+      c = c.filter((e) => e.id === m || e.model === m);
+      if (!c.length) {
+        throw badRequest(
+          `Invalid value for 'model': no model named '${m}' is loaded; loaded: ${
+            list(this.entries.flatMap((e) => [e.model, e.id]))
+          }.`,
+          "model",
+          "model_not_found",
+        );
+      }
+    }
+    if (s.plan !== undefined) {
+      const before = c;
+      c = c.filter((e) => e.plan.name === s.plan);
+      if (!c.length) {
+        throw badRequest(
+          `Invalid value for 'plan': no loaded artifact${
+            s.model ? ` of '${s.model}'` : ""
+          } has the plan '${s.plan}'; loaded plans: ${list(before.map((e) => e.plan.name))}.`,
+          "plan",
+          "plan_not_found",
+        );
+      }
+    }
+    for (const f of PLAN_FIELDS) {
+      const want = s[f];
+      if (want === undefined) continue;
+      const before = c;
+      c = c.filter((e) => e.plan[f] === want);
+      if (!c.length) {
+        throw badRequest(
+          `Invalid value for '${f}': no loaded artifact matching the request has ${f} ${want}; ` +
+            `they have ${list(before.map((e) => e.plan[f]))}.`,
+          f,
+          "plan_not_found",
+        );
+      }
+    }
+    return c[0];
+  }
+}
+
+/** Options of {@linkcode loadDenseEntry}. */
+export interface DenseEntryOptions {
+  /** Model folder (diffusers layout). */
+  path: string;
+  /** Name clients use; default the folder's name. */
+  name?: string;
+  /** Transformer storage type; default f32. */
+  dtype?: "f32" | "f16";
+  /** Id; default the name. */
+  id?: string;
+}
+
+/** Loads a dense model folder as a catalog entry. */
+export async function loadDenseEntry(rt: Runtime, o: DenseEntryOptions): Promise<ModelEntry> {
+  const dtype = o.dtype ?? "f32";
+  const name = o.name ?? basename(o.path.replace(/\/+$/, ""));
+  const pipeline = await loadPipeline(rt, { path: o.path, dtype });
+  return {
+    id: o.id ?? name,
+    model: name,
+    plan: densePlan(dtype),
+    pipeline,
+    created: Math.floor(Date.now() / 1000),
+  };
+}

@@ -1,0 +1,329 @@
+/**
+ * One GPU queue per runtime: a bounded backlog of generation jobs, run one batch at a
+ * time, with micro-batching of compatible waiting jobs (same model, plan, size, steps,
+ * sampler and guidance) into one batch, and cancellation that really stops the GPU work
+ * (the batch's AbortSignal is checked between sampler steps).
+ *
+ * @module
+ */
+import { Prng } from "../io/prng.ts";
+import type { SamplerName } from "../pipeline.ts";
+import type { ModelEntry } from "./models.ts";
+
+/** A step preview of one job: its own images' latents [n, C, H, W]. */
+export interface JobPreview {
+  /** Steps done (1-based). */
+  step: number;
+  /** Steps in all. */
+  total: number;
+  /** Milliseconds since the batch's sampling loop started. */
+  elapsedMs: number;
+  /** This job's latents [n, C, H, W] after `step`. */
+  latents: Float32Array;
+}
+
+/** One generation request as the queue runs it. */
+export interface ImageJob {
+  /** The model + artifact. */
+  entry: ModelEntry;
+  /** The prompt (all `n` images). */
+  prompt: string;
+  /** Images. */
+  n: number;
+  /** Seed of this job's noise. */
+  seed: number;
+  /** Sampler steps. */
+  steps: number;
+  /** Guidance scale. */
+  guidance: number;
+  /** Sampler. */
+  sampler: SamplerName;
+  /** Image height and width in model cells (pixels for pixel-space models). */
+  height: number;
+  width: number;
+  /** Steps (1-based) after which `onPreview` wants the latents. */
+  previewSteps?: readonly number[];
+  /** Called with this job's latents at each of `previewSteps`. */
+  onPreview?: (p: JobPreview) => void | Promise<void>;
+  /** Aborts the job: removed from the backlog, or its share of the batch dropped. */
+  signal?: AbortSignal;
+}
+
+/** What a finished job resolves to. */
+export interface JobResult {
+  /** This job's final latents [n, C, H, W]. */
+  latents: Float32Array;
+  /** [n, C, H, W]. */
+  shape: [number, number, number, number];
+  /** Prompt words the tokenizer did not know. */
+  unknownWords: string[];
+  /** Timings in ms, and the batch the job ran in. */
+  timings: {
+    queueMs: number;
+    encodeMs: number;
+    stepMs: number[];
+    totalMs: number;
+    batchImages: number;
+    batchRequests: number;
+  };
+}
+
+/** The backlog is full: answer 429 with Retry-After. */
+export class QueueFullError extends Error {
+  /** Suggested seconds to wait. */
+  readonly retryAfter: number;
+  /** Creates the error. */
+  constructor(retryAfter: number, depth: number) {
+    super(`The GPU queue is full (${depth} requests waiting); retry in ${retryAfter} s.`);
+    this.name = "QueueFullError";
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** Observers the server's metrics hang on the queue. */
+export interface QueueObserver {
+  /** A job left the backlog for the GPU after `ms`. */
+  onDequeue?(ms: number): void;
+  /** One sampler step of a batch took `ms`. */
+  onStep?(ms: number): void;
+  /** A batch of `images` images (from `requests` jobs) starts. */
+  onBatch?(images: number, requests: number): void;
+}
+
+/** Options of {@linkcode GpuQueue}. */
+export interface GpuQueueOptions {
+  /** Jobs that may wait (not counting the running batch); default 16. */
+  maxQueue?: number;
+  /** Images in one batch; 1 turns micro-batching off; default 16. */
+  maxBatchImages?: number;
+  /** Metric hooks. */
+  observer?: QueueObserver;
+}
+
+interface Pending {
+  job: ImageJob;
+  key: string;
+  enqueued: number;
+  resolve: (r: JobResult) => void;
+  reject: (e: unknown) => void;
+  settled: boolean;
+  detach: () => void;
+}
+
+/** The batching key: jobs with equal keys can share a batch. */
+export function batchKey(j: ImageJob): string {
+  return [j.entry.id, j.steps, j.sampler, j.guidance, j.height, j.width].join("|");
+}
+
+/** The GPU queue of one runtime. */
+export class GpuQueue {
+  readonly maxQueue: number;
+  readonly maxBatchImages: number;
+  #waiting: Pending[] = [];
+  #running: Pending[] = [];
+  #busy = false;
+  #closed = false;
+  #observer: QueueObserver;
+  #batchMs = 0; // moving average of a batch's time, for Retry-After
+  #idle: Promise<void> = Promise.resolve();
+
+  /** Creates an empty queue. */
+  constructor(o: GpuQueueOptions = {}) {
+    this.maxQueue = o.maxQueue ?? 16;
+    this.maxBatchImages = o.maxBatchImages ?? 16;
+    if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) {
+      throw new RangeError(`maxQueue must be an integer ≥ 0, got ${this.maxQueue}`);
+    }
+    if (!Number.isInteger(this.maxBatchImages) || this.maxBatchImages < 1) {
+      throw new RangeError(`maxBatchImages must be a positive integer, got ${this.maxBatchImages}`);
+    }
+    this.#observer = o.observer ?? {};
+  }
+
+  /** Jobs waiting. */
+  get depth(): number {
+    return this.#waiting.length;
+  }
+
+  /** Jobs in the running batch (still wanted). */
+  get running(): number {
+    return this.#running.filter((p) => !p.settled).length;
+  }
+
+  /** Seconds a newcomer would wait, roughly: batches ahead × the mean batch time. */
+  retryAfterSeconds(): number {
+    const batches = 1 + Math.ceil(this.#waiting.length / Math.max(1, this.maxBatchImages));
+    return Math.max(1, Math.ceil((batches * (this.#batchMs || 1000)) / 1000));
+  }
+
+  /**
+   * Queues a job; the promise resolves with its images, or rejects with the signal's
+   * reason when it is aborted.
+   * @throws {QueueFullError} at once (synchronously) when the backlog is full.
+   */
+  enqueue(job: ImageJob): Promise<JobResult> {
+    if (this.#closed) throw new Error("The GPU queue is closed");
+    if (this.#busy && this.#waiting.length >= this.maxQueue) {
+      throw new QueueFullError(this.retryAfterSeconds(), this.#waiting.length);
+    }
+    if (job.signal?.aborted) return Promise.reject(job.signal.reason);
+    return new Promise<JobResult>((resolve, reject) => {
+      const p: Pending = {
+        job,
+        key: batchKey(job),
+        enqueued: performance.now(),
+        resolve,
+        reject,
+        settled: false,
+        detach: () => {},
+      };
+      if (job.signal) {
+        const onAbort = () => this.#cancel(p, job.signal!.reason);
+        job.signal.addEventListener("abort", onAbort, { once: true });
+        p.detach = () => job.signal!.removeEventListener("abort", onAbort);
+      }
+      this.#waiting.push(p);
+      this.#pump();
+    });
+  }
+
+  /** Resolves when the queue has nothing running or waiting. */
+  async idle(): Promise<void> {
+    while (this.#busy || this.#waiting.length) await this.#idle;
+  }
+
+  /** Rejects everything waiting and stops taking jobs; the running batch is aborted. */
+  close(): void {
+    this.#closed = true;
+    const err = new Error("The server is shutting down");
+    for (const p of [...this.#waiting, ...this.#running]) this.#settle(p, undefined, err);
+    this.#waiting = [];
+    this.#batchAbort?.abort(err);
+  }
+
+  #batchAbort: AbortController | undefined;
+
+  #settle(p: Pending, r: JobResult | undefined, e?: unknown): void {
+    if (p.settled) return;
+    p.settled = true;
+    p.detach();
+    if (r) p.resolve(r);
+    else p.reject(e);
+  }
+
+  #cancel(p: Pending, reason: unknown): void {
+    const i = this.#waiting.indexOf(p);
+    if (i >= 0) this.#waiting.splice(i, 1); // frees its backlog slot at once
+    this.#settle(p, undefined, reason);
+    // A batch nobody wants any more stops at the next step.
+    if (this.#running.length && this.#running.every((q) => q.settled)) {
+      this.#batchAbort?.abort(reason);
+    }
+  }
+
+  #pump(): void {
+    if (this.#busy || !this.#waiting.length) return;
+    this.#busy = true;
+    this.#idle = this.#loop().finally(() => {
+      this.#busy = false;
+      this.#pump(); // a job queued after the loop's last check
+    });
+  }
+
+  async #loop(): Promise<void> {
+    while (this.#waiting.length && !this.#closed) {
+      const head = this.#waiting[0];
+      const batch: Pending[] = [];
+      let images = 0;
+      for (const p of this.#waiting) {
+        if (p.key !== head.key) continue;
+        if (batch.length && images + p.job.n > this.maxBatchImages) continue;
+        batch.push(p);
+        images += p.job.n;
+        if (images >= this.maxBatchImages) break;
+      }
+      this.#waiting = this.#waiting.filter((p) => !batch.includes(p));
+      await this.#run(batch, images);
+    }
+  }
+
+  async #run(batch: Pending[], images: number): Promise<void> {
+    this.#running = batch;
+    const t0 = performance.now();
+    for (const p of batch) this.#observer.onDequeue?.(t0 - p.enqueued);
+    this.#observer.onBatch?.(images, batch.length);
+    const ctl = new AbortController();
+    this.#batchAbort = ctl;
+    const j0 = batch[0].job;
+    const pipe = j0.entry.pipeline;
+    const c = pipe.transformer.config;
+    const C = c.inChannels, H = j0.height, W = j0.width;
+    const plane = C * H * W;
+    // Each job's noise comes from its own seed, exactly as if it ran alone.
+    const noise = new Float32Array(images * plane);
+    const offsets: number[] = [];
+    let off = 0;
+    for (const p of batch) {
+      offsets.push(off);
+      noise.set(new Prng(p.job.seed).normals(p.job.n * plane), off * plane);
+      off += p.job.n;
+    }
+    const prompts = batch.flatMap((p) => Array<string>(p.job.n).fill(p.job.prompt));
+    const slice = (all: Float32Array, k: number) =>
+      all.slice(offsets[k] * plane, (offsets[k] + batch[k].job.n) * plane);
+    try {
+      const res = await pipe.generate({
+        prompts,
+        latents: noise,
+        steps: j0.steps,
+        guidance: j0.guidance,
+        sampler: j0.sampler,
+        height: H,
+        width: W,
+        signal: ctl.signal,
+        onStep: async (s) => {
+          this.#observer.onStep?.(s.stepMs);
+          const want = batch.map((p) =>
+            !p.settled && p.job.onPreview && (p.job.previewSteps ?? []).includes(s.step)
+          );
+          if (!want.some(Boolean)) return;
+          const lat = await s.latents();
+          await Promise.all(batch.map(async (p, k) => {
+            if (!want[k]) return;
+            try {
+              await p.job.onPreview!({
+                step: s.step,
+                total: s.total,
+                elapsedMs: s.elapsedMs,
+                latents: slice(lat, k),
+              });
+            } catch { /* a failing preview consumer must not fail the batch */ }
+          }));
+        },
+      });
+      const total = performance.now() - t0;
+      this.#batchMs = this.#batchMs ? 0.7 * this.#batchMs + 0.3 * total : total;
+      batch.forEach((p, k) => {
+        const unknown = pipe.tokenizer?.encode(p.job.prompt).unknown ?? [];
+        this.#settle(p, {
+          latents: slice(res.latents, k),
+          shape: [p.job.n, C, H, W],
+          unknownWords: [...new Set(unknown)],
+          timings: {
+            queueMs: t0 - p.enqueued,
+            encodeMs: res.timings.encodeMs,
+            stepMs: res.timings.stepMs,
+            totalMs: performance.now() - p.enqueued,
+            batchImages: images,
+            batchRequests: batch.length,
+          },
+        });
+      });
+    } catch (e) {
+      for (const p of batch) this.#settle(p, undefined, e);
+    } finally {
+      this.#running = [];
+      this.#batchAbort = undefined;
+    }
+  }
+}
