@@ -1,0 +1,282 @@
+/**
+ * TLQ — Twin-Log Quantization (LRQ-DiT; METHODS.md §1). Per output row, the non-zero
+ * weights are split into a positive and a negative plane; each plane is quantized on its
+ * own log grid L = log2(|w| + η): lo = min L, hi = the p-th percentile of L,
+ * Δ = (hi − lo)/2^(b−1), z = round(lo/Δ), k = clamp(round(L/Δ) − z, 0, 2^(b−1) − 1),
+ * ŵ = sign·(2^((k+z)Δ) − η). η, p⁺ and p⁻ are searched per layer over the METHODS.md grid
+ * to minimise Σ(ŵ − w)² over the layer.
+ *
+ * Code of a weight: (sign bit) << (b−1) | k, the sign bit set for negative weights, packed
+ * by runtime/quant/pack.ts. Each row has 2^b distinct values, stored as `params.lut`
+ * [N, 2^b] (f32): what the kernels read. Also stored, for reference: `deltaPos`,
+ * `zeroPos`, `deltaNeg`, `zeroNeg` [N].
+ *
+ * Choices the method leaves open, made here:
+ * - Exact zeros take code 0, the positive plane's smallest magnitude (≈ the row's smallest
+ *   positive |w|), not a reserved code: they are rare in trained weights and the level is
+ *   tiny, so all 2^b codes stay available. A row with no positive weights has a LUT⁺ of
+ *   zeros, so its zeros stay exact.
+ * - A level 2^((k+z)Δ) − η that rounding pushed below zero is clamped to 0 (no sign flip).
+ * - A plane whose values are all equal (hi = lo) gets every level at that value.
+ * - The percentile interpolates linearly between ranks (numpy's default).
+ *
+ * The search is cheap because it decomposes: the layer's error is the positive plane's
+ * plus the negative plane's, each depending on η and its own p only, so it runs
+ * 13 η × (5 + 5) plane passes over sorted |w| (sorted once per row, logs once per η)
+ * instead of 13 × 5 × 5 full ones.
+ *
+ * @module
+ */
+import type { HostMatrix, QuantizedWeight, QuantizerPlugin, WeightQuantOptions } from "../types.ts";
+import { packCodes, unpackCodes } from "../../runtime/quant/pack.ts";
+import { checkMatrix } from "./uniform.ts";
+
+/** Bit widths of TLQ. */
+export const TLQ_BITS: readonly number[] = [3, 4];
+
+/** The offsets η searched (METHODS.md). */
+export const TLQ_ETAS: readonly number[] = [
+  0,
+  0.001,
+  0.005,
+  0.01,
+  0.02,
+  0.03,
+  0.04,
+  0.05,
+  0.1,
+  0.2,
+  0.3,
+  0.4,
+  0.5,
+];
+
+/** The clipping percentiles searched for each plane (METHODS.md). */
+export const TLQ_PERCENTILES: readonly number[] = [0.98, 0.99, 0.999, 0.9999, 0.99999];
+
+/** Options of TLQ beyond the bits (the search grid, for tests and ablations). */
+export interface TlqOptions extends WeightQuantOptions {
+  /** η values to search; default {@linkcode TLQ_ETAS}. */
+  etas?: readonly number[];
+  /** Percentiles to search for p⁺ and p⁻; default {@linkcode TLQ_PERCENTILES}. */
+  percentiles?: readonly number[];
+  /**
+   * How a weight picks its level: "log" rounds in the log domain (METHODS.md's formula,
+   * the default); "nearest" takes the nearest level in the linear domain (same grid and
+   * LUT, lower error; an option beyond the paper).
+   */
+  assign?: "log" | "nearest";
+}
+
+/** One row's plane: sorted |w| of one sign (a slice of a flat array). */
+interface Planes {
+  /** Sorted |w| of every row's plane, row after row. */
+  abs: Float64Array;
+  /** Row r's plane is abs[off[r] … off[r+1]). */
+  off: Int32Array;
+}
+
+function buildPlanes(w: HostMatrix, sign: 1 | -1): Planes {
+  const { rows: N, cols: K, data } = w;
+  const off = new Int32Array(N + 1);
+  for (let n = 0; n < N; n++) {
+    let c = 0;
+    for (let k = 0; k < K; k++) if (sign * data[n * K + k] > 0) c++;
+    off[n + 1] = off[n] + c;
+  }
+  const abs = new Float64Array(off[N]);
+  for (let n = 0; n < N; n++) {
+    let j = off[n];
+    for (let k = 0; k < K; k++) {
+      const v = sign * data[n * K + k];
+      if (v > 0) abs[j++] = v;
+    }
+    abs.subarray(off[n], off[n + 1]).sort();
+  }
+  return { abs, off };
+}
+
+/** The log grid of one plane: Δ, z and the 2^(b−1) magnitudes. */
+interface Grid {
+  delta: number;
+  zero: number;
+  levels: Float64Array;
+}
+
+function planeGrid(L: Float64Array, a: number, n: number, p: number, eta: number, half: number) {
+  const lo = L[a];
+  const pos = p * (n - 1);
+  const i = Math.floor(pos);
+  const hi = i + 1 < n ? L[a + i] + (pos - i) * (L[a + i + 1] - L[a + i]) : L[a + n - 1];
+  const levels = new Float64Array(half);
+  let delta = (hi - lo) / half;
+  let zero = 0;
+  if (!(delta > 1e-12 * Math.max(1, Math.abs(lo)))) {
+    delta = 0;
+    levels.fill(Math.max(0, 2 ** lo - eta));
+  } else {
+    zero = Math.round(lo / delta);
+    for (let k = 0; k < half; k++) levels[k] = Math.max(0, 2 ** ((k + zero) * delta) - eta);
+  }
+  return { delta, zero, levels } satisfies Grid;
+}
+
+function codeOf(l: number, a: number, g: Grid, half: number, nearest: boolean): number {
+  if (g.delta === 0) return 0;
+  if (nearest) { // levels ascend with k
+    let k = 0;
+    while (k + 1 < half && Math.abs(g.levels[k + 1] - a) < Math.abs(g.levels[k] - a)) k++;
+    return k;
+  }
+  return Math.min(half - 1, Math.max(0, Math.round(l / g.delta) - g.zero));
+}
+
+/** Σ(ŵ − |w|)² of every row's plane at (η, p), plus `zeros[r]`·level₀² when given. */
+function planeError(
+  pl: Planes,
+  L: Float64Array,
+  p: number,
+  eta: number,
+  half: number,
+  nearest: boolean,
+  zeros?: Int32Array,
+): number {
+  let err = 0;
+  const N = pl.off.length - 1;
+  for (let r = 0; r < N; r++) {
+    const a = pl.off[r];
+    const n = pl.off[r + 1] - a;
+    if (n === 0) continue;
+    const g = planeGrid(L, a, n, p, eta, half);
+    for (let i = a; i < a + n; i++) {
+      const d = g.levels[codeOf(L[i], pl.abs[i], g, half, nearest)] - pl.abs[i];
+      err += d * d;
+    }
+    if (zeros) err += zeros[r] * g.levels[0] * g.levels[0];
+  }
+  return err;
+}
+
+function logs(pl: Planes, eta: number): Float64Array {
+  const L = new Float64Array(pl.abs.length);
+  for (let i = 0; i < L.length; i++) L[i] = Math.log2(pl.abs[i] + eta);
+  return L;
+}
+
+/** Quantizes W [N, K] with TLQ (see the module doc). */
+export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
+  checkMatrix(w, "tlq");
+  const bits = opts.bits;
+  if (!TLQ_BITS.includes(bits)) {
+    throw new RangeError(`tlq: bits must be one of ${TLQ_BITS.join(", ")}, got ${bits}`);
+  }
+  if (opts.groupSize) throw new RangeError("tlq: groups are not supported (per-row LUTs)");
+  const etas = opts.etas ?? TLQ_ETAS;
+  const ps = opts.percentiles ?? TLQ_PERCENTILES;
+  if (etas.length === 0 || etas.some((e) => !(e >= 0) || !Number.isFinite(e))) {
+    throw new RangeError("tlq: etas must be finite numbers ≥ 0");
+  }
+  if (ps.length === 0 || ps.some((p) => !(p > 0 && p <= 1))) {
+    throw new RangeError("tlq: percentiles must lie in (0, 1]");
+  }
+  const assign = opts.assign ?? "log";
+  if (assign !== "log" && assign !== "nearest") {
+    throw new RangeError(`tlq: assign must be "log" or "nearest", got ${JSON.stringify(assign)}`);
+  }
+  const nearest = assign === "nearest";
+  const { rows: N, cols: K, data } = w;
+  const half = 2 ** (bits - 1);
+  const pos = buildPlanes(w, 1);
+  const neg = buildPlanes(w, -1);
+  const zeros = new Int32Array(N);
+  for (let n = 0; n < N; n++) {
+    zeros[n] = K - (pos.off[n + 1] - pos.off[n]) - (neg.off[n + 1] - neg.off[n]);
+  }
+
+  // The search: per η, the best p of each plane independently (the error is additive).
+  let best = { err: Infinity, eta: 0, pPos: ps[0], pNeg: ps[0] };
+  for (const eta of etas) {
+    const Lp = logs(pos, eta);
+    const Ln = logs(neg, eta);
+    let ep = { err: Infinity, p: ps[0] };
+    let en = { err: Infinity, p: ps[0] };
+    for (const p of ps) {
+      const e1 = planeError(pos, Lp, p, eta, half, nearest, zeros);
+      if (e1 < ep.err) ep = { err: e1, p };
+      const e2 = planeError(neg, Ln, p, eta, half, nearest);
+      if (e2 < en.err) en = { err: e2, p };
+    }
+    if (ep.err + en.err < best.err) {
+      best = { err: ep.err + en.err, eta, pPos: ep.p, pNeg: en.p };
+    }
+  }
+
+  // The final codes and LUTs.
+  const { eta, pPos, pNeg } = best;
+  const Lp = logs(pos, eta);
+  const Ln = logs(neg, eta);
+  const codes = new Uint8Array(N * K);
+  const lut = new Float32Array(N * 2 * half);
+  const deltaPos = new Float32Array(N);
+  const zeroPos = new Float32Array(N);
+  const deltaNeg = new Float32Array(N);
+  const zeroNeg = new Float32Array(N);
+  for (let n = 0; n < N; n++) {
+    const ap = pos.off[n];
+    const np = pos.off[n + 1] - ap;
+    const an = neg.off[n];
+    const nn = neg.off[n + 1] - an;
+    const gp = np > 0 ? planeGrid(Lp, ap, np, pPos, eta, half) : undefined;
+    const gn = nn > 0 ? planeGrid(Ln, an, nn, pNeg, eta, half) : undefined;
+    for (let k = 0; k < half; k++) {
+      lut[n * 2 * half + k] = gp ? gp.levels[k] : 0;
+      lut[n * 2 * half + half + k] = gn ? -gn.levels[k] : 0;
+    }
+    deltaPos[n] = gp?.delta ?? 0;
+    zeroPos[n] = gp?.zero ?? 0;
+    deltaNeg[n] = gn?.delta ?? 0;
+    zeroNeg[n] = gn?.zero ?? 0;
+    for (let k = 0; k < K; k++) {
+      const v = data[n * K + k];
+      if (v > 0) codes[n * K + k] = codeOf(Math.log2(v + eta), v, gp!, half, nearest);
+      else if (v < 0) codes[n * K + k] = half + codeOf(Math.log2(-v + eta), -v, gn!, half, nearest);
+      else codes[n * K + k] = 0;
+    }
+  }
+  return {
+    quantizer: "tlq",
+    bits,
+    rows: N,
+    cols: K,
+    codes: packCodes(codes, N, K, bits),
+    params: { lut, deltaPos, zeroPos, deltaNeg, zeroNeg },
+    meta: { eta, pPos, pNeg, assign, zeros: "smallest-positive", mse: best.err / (N * K) },
+  };
+}
+
+/** Dequantizes a LUT-coded weight (TLQ): ŵ[n, k] = lut[n, code]. */
+export function lutDequantize(q: QuantizedWeight): Float32Array {
+  const { rows: N, cols: K, bits } = q;
+  const L = 2 ** bits;
+  const lut = q.params.lut;
+  if (!lut || lut.length !== N * L) {
+    throw new RangeError(`${q.quantizer}: lut must hold ${N}×${L} values`);
+  }
+  const c = unpackCodes(q.codes, N, K, bits);
+  const out = new Float32Array(N * K);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) out[n * K + k] = lut[n * L + c[n * K + k]];
+  }
+  return out;
+}
+
+/** The TLQ quantizer's descriptor. */
+export const tlqQuantizer: QuantizerPlugin = {
+  kind: "quantizer",
+  name: "tlq",
+  bits: TLQ_BITS,
+  description:
+    "Twin-Log Quantization: separate log2(|w|+η) grids for ± weights, per-row LUT, η/p± searched per layer",
+  calibrate: tlqQuantize,
+  dequantize: lutDequantize,
+};
