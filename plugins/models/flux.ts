@@ -1,0 +1,609 @@
+/**
+ * diffusers' FluxTransformer2DModel (MMDiT) on WebGPU: x/context embedders, the
+ * timestep + guidance + pooled-text conditioning, double-stream blocks (separate weights
+ * for text and image tokens, one joint attention), single-stream blocks (parallel
+ * attention and MLP over the joint sequence), AdaLayerNormContinuous and proj_out; RoPE
+ * over (index, row, column) ids and the 2×2 latent packing.
+ *
+ * Every linear, the FFNs and the adaLN modulation linears included, comes from the
+ * {@linkcode LinearFactory}, so a quantization plan applies to all of them. Attention goes
+ * through {@linkcode FluxModel.selfAttention}, the PixArt `SelfAttention` hook with a
+ * {@linkcode FluxAttentionContext}: q/k/v are the joint [B, L + h·w, H·D] sequences, the
+ * L text tokens first (keep them dense), then the image tokens in raster order — where
+ * PARO applies.
+ *
+ * The prompt-dependent work (context_embedder over the T5 embeddings, the pooled-text
+ * and guidance embeddings) runs once per prompt batch in {@linkcode FluxModel.prepare}.
+ *
+ * @module
+ */
+import type { Runtime } from "../../runtime/gpu/device.ts";
+import type { Recorder } from "../../runtime/gpu/kernel.ts";
+import type { Tensor } from "../../runtime/gpu/tensor.ts";
+import type { TensorSource } from "../../runtime/io/safetensors.ts";
+import type { Linear, LinearFactory } from "../../runtime/model/linear.ts";
+import { WeightLoader } from "../../runtime/model/weights.ts";
+import { elementwise } from "../../runtime/ops/elementwise.ts";
+import { packLatents, unpackLatents } from "../../runtime/ops/latent_pack.ts";
+import { layerNorm } from "../../runtime/ops/norm.ts";
+import { concat, slice } from "../../runtime/ops/patch.ts";
+import { rope } from "../../runtime/ops/rope.ts";
+import { fluxPositionIds, ropeFreqs } from "../../runtime/reference/rope.ts";
+import { type FluxConfig, fluxWeightShapes } from "./flux_config.ts";
+import {
+  type AttentionContext,
+  denseSelfAttention,
+  type SelfAttention,
+  sinusoid,
+} from "./pixart.ts";
+import type { ModelPlugin } from "../types.ts";
+
+/**
+ * What a FLUX attention call passes to the {@linkcode SelfAttention} hook besides
+ * PixArt's context. q/k/v are [B, L + h·w, H·D] (rotated q and k): rows 0…L−1 of each
+ * batch item are the text tokens (attend and are attended densely), rows L… the h×w
+ * image tokens in raster order. `layer` counts double blocks 0…N−1, then single blocks
+ * N…N+M−1.
+ */
+export interface FluxAttentionContext extends AttentionContext {
+  /** Text tokens L at the start of the sequence. */
+  textTokens: number;
+  /** "double" (transformer_blocks) or "single" (single_transformer_blocks). */
+  block: "double" | "single";
+}
+
+/** The prompt-dependent state of one batch: projected text tokens and static embeddings. */
+export interface FluxConditioning {
+  /** Batch size B. */
+  batch: number;
+  /** Text tokens L. */
+  textTokens: number;
+  /** context_embedder(prompt_embeds) [B, L, D]. */
+  context: Tensor;
+  /** text_embedder(pooled) (+ guidance_embedder(sinusoid(1000·g))) [B, D]. */
+  static: Tensor;
+  /** Frees the tensors. */
+  release(): void;
+}
+
+interface DoubleBlock {
+  mod: Linear;
+  modCtx: Linear;
+  q: Linear;
+  k: Linear;
+  v: Linear;
+  addQ: Linear;
+  addK: Linear;
+  addV: Linear;
+  out: Linear;
+  addOut: Linear;
+  ff1: Linear;
+  ff2: Linear;
+  ffc1: Linear;
+  ffc2: Linear;
+  normQ: Tensor;
+  normK: Tensor;
+  normAddQ: Tensor;
+  normAddK: Tensor;
+}
+
+interface SingleBlock {
+  mod: Linear;
+  q: Linear;
+  k: Linear;
+  v: Linear;
+  mlp: Linear;
+  out: Linear;
+  normQ: Tensor;
+  normK: Tensor;
+}
+
+/** Options of {@linkcode loadFlux}. */
+export interface FluxLoadOptions {
+  /** Storage type of activations and FP weights. */
+  dtype: "f32" | "f16";
+  /** Builds every linear layer (dense, or from a quantization plan). */
+  linears: LinearFactory;
+  /** Attention implementation; default dense. */
+  selfAttention?: SelfAttention;
+}
+
+/** Shapes of one forward. */
+interface Dims {
+  B: number;
+  L: number;
+  T: number;
+  S: number;
+  h: number;
+  w: number;
+  D: number;
+  step: { index: number; total: number };
+  freqs: Tensor;
+}
+
+/** The f32 product `v·1000` diffusers' forward applies to timestep and guidance. */
+function times1000(v: number): number {
+  return Math.fround(Math.fround(v) * 1000);
+}
+
+/** A loaded FLUX transformer. */
+export class FluxModel {
+  /** The parsed config. */
+  readonly config: FluxConfig;
+  /** Activation storage type. */
+  readonly dtype: "f32" | "f16";
+  /** Attention implementation (swappable for ablations and PARO); see the module doc. */
+  selfAttention: SelfAttention;
+  readonly #l: Record<string, Linear>;
+  readonly #double: DoubleBlock[];
+  readonly #single: SingleBlock[];
+  readonly #freqCache = new Map<string, Tensor>();
+
+  /** Use {@linkcode loadFlux}. */
+  constructor(
+    config: FluxConfig,
+    dtype: "f32" | "f16",
+    parts: {
+      linears: Record<string, Linear>;
+      double: DoubleBlock[];
+      single: SingleBlock[];
+      selfAttention: SelfAttention;
+    },
+  ) {
+    this.config = config;
+    this.dtype = dtype;
+    this.#l = parts.linears;
+    this.#double = parts.double;
+    this.#single = parts.single;
+    this.selfAttention = parts.selfAttention;
+  }
+
+  /** Every linear layer. */
+  get linears(): Linear[] {
+    return [
+      ...Object.values(this.#l),
+      ...this.#double.flatMap((b) => [
+        b.mod,
+        b.modCtx,
+        b.q,
+        b.k,
+        b.v,
+        b.addQ,
+        b.addK,
+        b.addV,
+        b.out,
+        b.addOut,
+        b.ff1,
+        b.ff2,
+        b.ffc1,
+        b.ffc2,
+      ]),
+      ...this.#single.flatMap((b) => [b.mod, b.q, b.k, b.v, b.mlp, b.out]),
+    ];
+  }
+
+  #norms(): Tensor[] {
+    return [
+      ...this.#double.flatMap((b) => [b.normQ, b.normK, b.normAddQ, b.normAddK]),
+      ...this.#single.flatMap((b) => [b.normQ, b.normK]),
+    ];
+  }
+
+  /** Bytes of all weights on the GPU. */
+  get weightBytes(): number {
+    return this.linears.reduce((s, l) => s + l.weightBytes, 0) +
+      this.#norms().reduce((s, t) => s + t.byteLength, 0);
+  }
+
+  /**
+   * Embeds the prompt: prompt_embeds [B, L, joint_attention_dim] → context [B, L, D];
+   * pooled [B, pooled_projection_dim] → text_embedder(pooled), plus the guidance embedding
+   * of `guidance` (B scales, as the pipeline's guidance_scale; dev models only).
+   */
+  prepare(
+    rec: Recorder,
+    promptEmbeds: Tensor,
+    pooled: Tensor,
+    guidance?: readonly number[],
+  ): FluxConditioning {
+    const c = this.config;
+    const l = this.#l;
+    const s = promptEmbeds.shape;
+    if (s.length !== 3 || s[2] !== c.jointAttentionDim) {
+      throw new RangeError(`prompt embeddings must be [B, L, ${c.jointAttentionDim}], got [${s}]`);
+    }
+    const [B, L] = s;
+    if (pooled.size !== B * c.pooledProjectionDim) {
+      throw new RangeError(
+        `pooled embeddings must be [${B}, ${c.pooledProjectionDim}], got [${pooled.shape}]`,
+      );
+    }
+    for (
+      const [n, t] of [["prompt embeddings", promptEmbeds], ["pooled embeddings", pooled]] as const
+    ) {
+      if (t.dtype !== this.dtype) {
+        throw new TypeError(`${n} are ${t.dtype}, the model is ${this.dtype}`);
+      }
+    }
+    if (c.guidanceEmbeds && guidance === undefined) {
+      throw new TypeError("This model has a guidance embedder (FLUX.1-dev): pass a guidance scale");
+    }
+    if (!c.guidanceEmbeds && guidance !== undefined) {
+      throw new TypeError("This model has no guidance embedder (FLUX.1-schnell): pass no guidance");
+    }
+    if (guidance && guidance.length !== B) {
+      throw new RangeError(`expected ${B} guidance scales, got ${guidance.length}`);
+    }
+    const context = l["context_embedder"].forward(rec, promptEmbeds.reshape([B * L, s[2]]))
+      .reshape([B, L, c.innerDim]);
+    const tte = "time_text_embed";
+    const h = l[`${tte}.text_embedder.linear_1`].forward(
+      rec,
+      pooled.reshape([B, c.pooledProjectionDim]),
+      {
+        activation: "silu",
+      },
+    );
+    let stat = l[`${tte}.text_embedder.linear_2`].forward(rec, h);
+    h.release();
+    if (guidance) {
+      const sin = rec.upload(sinusoid(guidance.map(times1000), 256), [B, 256], this.dtype);
+      const g1 = l[`${tte}.guidance_embedder.linear_1`].forward(rec, sin, { activation: "silu" });
+      const sum = l[`${tte}.guidance_embedder.linear_2`].forward(rec, g1, { residual: stat });
+      for (const t of [sin, g1, stat]) t.release();
+      stat = sum;
+    }
+    return {
+      batch: B,
+      textTokens: L,
+      context,
+      static: stat,
+      release: () => {
+        context.release();
+        stat.release();
+      },
+    };
+  }
+
+  /** The RoPE table [L + h·w, D/2, 2] (f32) of L text tokens and an h×w grid, cached. */
+  #freqs(rec: Recorder, L: number, h: number, w: number): Tensor {
+    const key = `${L}:${h}x${w}`;
+    let t = this.#freqCache.get(key);
+    if (!t) {
+      const f = ropeFreqs(fluxPositionIds(L, h, w), this.config.axesDimsRope, 10000);
+      // Uploaded inside the recording: a pooled buffer may have been released earlier in it.
+      t = rec.upload(f, [L + h * w, this.config.attentionHeadDim / 2, 2], "f32");
+      this.#freqCache.set(key, t);
+    }
+    return t;
+  }
+
+  /**
+   * Records one forward: latents x [B, C, H, W] (C = in_channels / 4, H and W even) at
+   * model times t (B numbers in [0, 1]: the scheduler's timestep / 1000, as the FLUX
+   * pipeline passes them) → the velocity [B, out_channels / 4, H, W].
+   */
+  forward(
+    rec: Recorder,
+    x: Tensor,
+    t: readonly number[],
+    cond: FluxConditioning,
+    step: { index: number; total: number } = { index: -1, total: 0 },
+  ): Tensor {
+    const c = this.config;
+    const C = c.latentChannels;
+    if (x.shape.length !== 4 || x.shape[1] !== C) {
+      throw new RangeError(`latents must be [B, ${C}, H, W], got [${x.shape}]`);
+    }
+    const [B, , H, W] = x.shape;
+    if (H % 2 || W % 2) throw new RangeError(`latent height and width must be even, got ${H}×${W}`);
+    if (B !== cond.batch) {
+      throw new RangeError(`latents have batch ${B}, the conditioning ${cond.batch}`);
+    }
+    if (t.length !== B) throw new RangeError(`expected ${B} timesteps, got ${t.length}`);
+    const h = H / 2;
+    const w = W / 2;
+    const L = cond.textTokens;
+    const d: Dims = {
+      B,
+      L,
+      T: h * w,
+      S: L + h * w,
+      h,
+      w,
+      D: c.innerDim,
+      step,
+      freqs: this.#freqs(rec, L, h, w),
+    };
+    const l = this.#l;
+
+    const packed = packLatents(rec, x);
+    let img = l["x_embedder"].forward(rec, packed);
+    packed.release();
+    // temb = timestep_embedder(sinusoid(1000·t)) + static; every modulation reads SiLU(temb).
+    const sin = rec.upload(sinusoid(t.map(times1000), 256), [B, 256], this.dtype);
+    const t1 = l["time_text_embed.timestep_embedder.linear_1"].forward(rec, sin, {
+      activation: "silu",
+    });
+    const temb = l["time_text_embed.timestep_embedder.linear_2"].forward(rec, t1, {
+      residual: cond.static,
+    });
+    sin.release();
+    t1.release();
+    const act = elementwise(rec, "silu", temb);
+    temb.release();
+
+    let txt = cond.context.reshape([B * L, d.D]);
+    for (let i = 0; i < this.#double.length; i++) {
+      const [t2, i2] = this.#doubleBlock(rec, i, txt, img, act, d);
+      if (i > 0) txt.release(); // the first block reads cond.context, kept for later steps
+      img.release();
+      txt = t2;
+      img = i2;
+    }
+    let joint = concat(rec, [txt.reshape([B, L, d.D]), img.reshape([B, d.T, d.D])], 1);
+    if (this.#double.length > 0) txt.release();
+    img.release();
+    for (let j = 0; j < this.#single.length; j++) {
+      const next = this.#singleBlock(rec, j, joint, act, d);
+      joint.release();
+      joint = next;
+    }
+    const imgOut = slice(rec, joint, 1, L, d.T);
+    joint.release();
+    // AdaLayerNormContinuous: chunk 0 is the scale, chunk 1 the shift.
+    const mod = l["norm_out.linear"].forward(rec, act);
+    act.release();
+    const n = layerNorm(rec, imgOut, { eps: 1e-6, modulation: { emb: mod, scale: 0, shift: 1 } });
+    imgOut.release();
+    mod.release();
+    const y = l["proj_out"].forward(rec, n.reshape([B * d.T, d.D]));
+    n.release();
+    const out = unpackLatents(rec, y, { height: H, width: W, channels: c.latentOutChannels });
+    y.release();
+    return out;
+  }
+
+  #attend(
+    rec: Recorder,
+    layer: number,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    d: Dims,
+    block: "double" | "single",
+  ): Tensor {
+    const ctx: FluxAttentionContext = {
+      heads: this.config.numAttentionHeads,
+      h: d.h,
+      w: d.w,
+      step: d.step.index,
+      steps: d.step.total,
+      textTokens: d.L,
+      block,
+    };
+    return this.selfAttention.run(rec, layer, q, k, v, ctx);
+  }
+
+  /** One double-stream block on text [B·L, D] and image [B·T, D] rows; returns new tensors. */
+  #doubleBlock(
+    rec: Recorder,
+    i: number,
+    txt: Tensor,
+    img: Tensor,
+    act: Tensor,
+    d: Dims,
+  ): [Tensor, Tensor] {
+    const b = this.#double[i];
+    const { B, L, T, S, D } = d;
+    const H = this.config.numAttentionHeads;
+    // AdaLayerNormZero chunks: shift_msa 0, scale_msa 1, gate_msa 2, shift_mlp 3, scale_mlp 4, gate_mlp 5.
+    const modI = b.mod.forward(rec, act);
+    const modT = b.modCtx.forward(rec, act);
+    const nI = layerNorm(rec, img, { eps: 1e-6, modulation: { emb: modI, shift: 0, scale: 1 } });
+    const nT = layerNorm(rec, txt, { eps: 1e-6, modulation: { emb: modT, shift: 0, scale: 1 } });
+    const qI = b.q.forward(rec, nI);
+    const kI = b.k.forward(rec, nI);
+    const vI = b.v.forward(rec, nI);
+    const qT = b.addQ.forward(rec, nT);
+    const kT = b.addK.forward(rec, nT);
+    const vT = b.addV.forward(rec, nT);
+    nI.release();
+    nT.release();
+    const ro = { heads: H, normalize: true, eps: 1e-6, batch: B };
+    const q = rope(
+      rec,
+      [{ tensor: qT, normWeight: b.normAddQ }, { tensor: qI, normWeight: b.normQ }],
+      d.freqs,
+      ro,
+    );
+    const k = rope(
+      rec,
+      [{ tensor: kT, normWeight: b.normAddK }, { tensor: kI, normWeight: b.normK }],
+      d.freqs,
+      ro,
+    );
+    const v = concat(rec, [vT.reshape([B, L, D]), vI.reshape([B, T, D])], 1);
+    for (const x of [qI, kI, vI, qT, kT, vT]) x.release();
+    const a = this.#attend(rec, i, q, k, v, d, "double");
+    q.release();
+    k.release();
+    v.release();
+    const aT = slice(rec, a.reshape([B, S, D]), 1, 0, L);
+    const aI = slice(rec, a.reshape([B, S, D]), 1, L, T);
+    a.release();
+
+    const gate = (m: Tensor, chunk: number) => slice(rec, m, -1, chunk * D, D);
+    const stream = (
+      x: Tensor,
+      attn: Tensor,
+      mod: Tensor,
+      out: Linear,
+      ff1: Linear,
+      ff2: Linear,
+      rows: number,
+    ) => {
+      const gMsa = gate(mod, 2);
+      const gMlp = gate(mod, 5);
+      const x1 = out.forward(rec, attn.reshape([B * rows, D]), {
+        residual: x,
+        gate: gMsa,
+        rowsPerGate: rows,
+      });
+      const n2 = layerNorm(rec, x1, { eps: 1e-6, modulation: { emb: mod, shift: 3, scale: 4 } });
+      const f = ff1.forward(rec, n2, { activation: "gelu" });
+      n2.release();
+      const x2 = ff2.forward(rec, f, { residual: x1, gate: gMlp, rowsPerGate: rows });
+      for (const t of [f, x1, gMsa, gMlp, mod]) t.release();
+      return x2;
+    };
+    const img2 = stream(img, aI, modI, b.out, b.ff1, b.ff2, T);
+    const txt2 = stream(txt, aT, modT, b.addOut, b.ffc1, b.ffc2, L);
+    aI.release();
+    aT.release();
+    return [txt2, img2];
+  }
+
+  /** One single-stream block on the joint rows [B, S, D]; returns a new tensor. */
+  #singleBlock(rec: Recorder, j: number, x: Tensor, act: Tensor, d: Dims): Tensor {
+    const b = this.#single[j];
+    const { B, S, D } = d;
+    const H = this.config.numAttentionHeads;
+    // AdaLayerNormZeroSingle chunks: shift 0, scale 1, gate 2.
+    const mod = b.mod.forward(rec, act);
+    const n = layerNorm(rec, x, { eps: 1e-6, modulation: { emb: mod, shift: 0, scale: 1 } });
+    const rows = n.reshape([B * S, D]);
+    const mlp = b.mlp.forward(rec, rows, { activation: "gelu" });
+    const q0 = b.q.forward(rec, rows);
+    const k0 = b.k.forward(rec, rows);
+    const v = b.v.forward(rec, rows);
+    n.release();
+    const ro = { heads: H, normalize: true, eps: 1e-6, batch: B };
+    const q = rope(rec, [{ tensor: q0, normWeight: b.normQ }], d.freqs, ro);
+    const k = rope(rec, [{ tensor: k0, normWeight: b.normK }], d.freqs, ro);
+    q0.release();
+    k0.release();
+    const a = this.#attend(rec, this.#double.length + j, q, k, v.reshape([B, S, D]), d, "single");
+    q.release();
+    k.release();
+    v.release();
+    // proj_out over [attn, mlp] concatenated along channels (one linear of 5D inputs).
+    const cat = concat(rec, [a.reshape([B * S, D]), mlp], -1);
+    a.release();
+    mlp.release();
+    const g = slice(rec, mod, -1, 2 * D, D);
+    const y = b.out.forward(rec, cat, { residual: x.reshape([B * S, D]), gate: g, rowsPerGate: S });
+    for (const t of [cat, g, mod]) t.release();
+    return y.reshape([B, S, D]);
+  }
+
+  /** Frees every GPU tensor of the model. */
+  release(): void {
+    for (const l of this.linears) l.release();
+    for (const t of this.#norms()) t.release();
+    for (const t of this.#freqCache.values()) t.release();
+    this.#freqCache.clear();
+  }
+}
+
+/** Loads a FLUX transformer from a checkpoint with a parsed config. */
+export async function loadFlux(
+  rt: Runtime,
+  source: TensorSource,
+  config: FluxConfig,
+  opts: FluxLoadOptions,
+): Promise<FluxModel> {
+  const loader = new WeightLoader(source, fluxWeightShapes(config));
+  const made: { release(): void }[] = [];
+  const linear = async (name: string): Promise<Linear> => {
+    const shape = loader.expected.get(`${name}.weight`)!;
+    const l = await opts.linears.create(rt, {
+      name,
+      weight: await loader.host(`${name}.weight`),
+      bias: await loader.host(`${name}.bias`),
+      outFeatures: shape[0],
+      inFeatures: shape[1],
+    });
+    made.push(l);
+    return l;
+  };
+  const norm = async (name: string): Promise<Tensor> => {
+    const t = await loader.gpu(rt, `${name}.weight`, opts.dtype);
+    made.push(t);
+    return t;
+  };
+  try {
+    const linears: Record<string, Linear> = {};
+    const tte = "time_text_embed";
+    const top = [
+      "x_embedder",
+      "context_embedder",
+      `${tte}.timestep_embedder.linear_1`,
+      `${tte}.timestep_embedder.linear_2`,
+      `${tte}.text_embedder.linear_1`,
+      `${tte}.text_embedder.linear_2`,
+      "norm_out.linear",
+      "proj_out",
+    ];
+    if (config.guidanceEmbeds) {
+      top.push(`${tte}.guidance_embedder.linear_1`, `${tte}.guidance_embedder.linear_2`);
+    }
+    for (const name of top) linears[name] = await linear(name);
+    const double: DoubleBlock[] = [];
+    for (let i = 0; i < config.numLayers; i++) {
+      const p = `transformer_blocks.${i}`;
+      double.push({
+        mod: await linear(`${p}.norm1.linear`),
+        modCtx: await linear(`${p}.norm1_context.linear`),
+        q: await linear(`${p}.attn.to_q`),
+        k: await linear(`${p}.attn.to_k`),
+        v: await linear(`${p}.attn.to_v`),
+        addQ: await linear(`${p}.attn.add_q_proj`),
+        addK: await linear(`${p}.attn.add_k_proj`),
+        addV: await linear(`${p}.attn.add_v_proj`),
+        out: await linear(`${p}.attn.to_out.0`),
+        addOut: await linear(`${p}.attn.to_add_out`),
+        ff1: await linear(`${p}.ff.net.0.proj`),
+        ff2: await linear(`${p}.ff.net.2`),
+        ffc1: await linear(`${p}.ff_context.net.0.proj`),
+        ffc2: await linear(`${p}.ff_context.net.2`),
+        normQ: await norm(`${p}.attn.norm_q`),
+        normK: await norm(`${p}.attn.norm_k`),
+        normAddQ: await norm(`${p}.attn.norm_added_q`),
+        normAddK: await norm(`${p}.attn.norm_added_k`),
+      });
+    }
+    const single: SingleBlock[] = [];
+    for (let i = 0; i < config.numSingleLayers; i++) {
+      const p = `single_transformer_blocks.${i}`;
+      single.push({
+        mod: await linear(`${p}.norm.linear`),
+        q: await linear(`${p}.attn.to_q`),
+        k: await linear(`${p}.attn.to_k`),
+        v: await linear(`${p}.attn.to_v`),
+        mlp: await linear(`${p}.proj_mlp`),
+        out: await linear(`${p}.proj_out`),
+        normQ: await norm(`${p}.attn.norm_q`),
+        normK: await norm(`${p}.attn.norm_k`),
+      });
+    }
+    return new FluxModel(config, opts.dtype, {
+      linears,
+      double,
+      single,
+      selfAttention: opts.selfAttention ?? denseSelfAttention,
+    });
+  } catch (e) {
+    for (const m of made) m.release();
+    throw e;
+  }
+}
+
+/** The FLUX model family's descriptor. */
+export const fluxPlugin: ModelPlugin = {
+  kind: "model",
+  name: "flux",
+  className: "FluxTransformer2DModel",
+  description:
+    "diffusers' FluxTransformer2DModel (FLUX.1 dev/schnell: MMDiT double + single blocks, RoPE, flow matching)",
+};
