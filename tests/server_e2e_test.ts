@@ -94,27 +94,30 @@ Deno.test("server e2e: the openai client against deno task serve", {
       assertEquals((r as unknown as { seed: number }).seed, 11);
     });
 
-    await t.step("images.generate stream: partial images then completed, read unchanged", async () => {
-      const stream = await client.images.generate({
-        prompt,
-        stream: true,
-        partial_images: 2,
-        steps: 3,
-        seed: 11,
-      } as StreamParams);
-      const seen: OpenAI.Images.ImageGenStreamEvent[] = [];
-      for await (const ev of stream) seen.push(ev);
-      assertEquals(seen.map((e) => e.type), [
-        "image_generation.partial_image",
-        "image_generation.partial_image",
-        "image_generation.completed",
-      ]);
-      const p = seen[1] as OpenAI.Images.ImageGenPartialImageEvent & { step: number };
-      assertEquals([p.partial_image_index, p.step], [1, 2]);
-      const done = seen[2] as OpenAI.Images.ImageGenCompletedEvent;
-      assertEquals(done.size, "16x16");
-      assert(done.b64_json.length > 50, "image");
-    });
+    await t.step(
+      "images.generate stream: partial images then completed, read unchanged",
+      async () => {
+        const stream = await client.images.generate({
+          prompt,
+          stream: true,
+          partial_images: 2,
+          steps: 3,
+          seed: 11,
+        } as StreamParams);
+        const seen: OpenAI.Images.ImageGenStreamEvent[] = [];
+        for await (const ev of stream) seen.push(ev);
+        assertEquals(seen.map((e) => e.type), [
+          "image_generation.partial_image",
+          "image_generation.partial_image",
+          "image_generation.completed",
+        ]);
+        const p = seen[1] as OpenAI.Images.ImageGenPartialImageEvent & { step: number };
+        assertEquals([p.partial_image_index, p.step], [1, 2]);
+        const done = seen[2] as OpenAI.Images.ImageGenCompletedEvent;
+        assertEquals(done.size, "16x16");
+        assert(done.b64_json.length > 50, "image");
+      },
+    );
 
     await t.step("a bad request is the client's BadRequestError with the param", async () => {
       try {
