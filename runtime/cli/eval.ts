@@ -1,0 +1,190 @@
+/**
+ * `deno task eval`: prompt fidelity of a model over a prompt list and, with --reference,
+ * PSNR/SSIM/cosine of its images against the reference model's (same prompts and seeds),
+ * per the CLI contract in ARCHITECTURE.md.
+ *
+ * @module
+ */
+import { ADAPTER_CHOICES, type AdapterChoice } from "../gpu/device.ts";
+import { DEFAULT_PROMPTS_FILE, evaluate, type EvaluateResult } from "../eval/eval.ts";
+import type { FidelityResult } from "../eval/fidelity.ts";
+import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
+import {
+  choiceOption,
+  emitJson,
+  info,
+  numberOption,
+  parseCli,
+  ProgressBar,
+  UsageError,
+} from "./common.ts";
+
+/** Usage text of eval. */
+export const EVAL_USAGE = `deno task eval [options]
+  --model PATH            model folder or quantized artifact; default models/emoji-s
+  --reference PATH        score the model's images against this model's (PSNR, SSIM, cosine)
+  --prompts FILE          prompt list, one per line; default bench/prompts/emoji_fidelity.txt
+  --limit N               only the first N prompts
+  --seeds N               images per prompt, seeds 0..N-1 (default 1)
+  --steps N               sampler steps (default 20)
+  --guidance F            guidance scale (default 4.5, as generate)
+  --sampler S             dpm++2m (default) or ddim
+  --dtype T               f32 (default) or f16 transformer (folders; artifacts carry their own)
+  --adapter A             auto (default), gpu or cpu
+  --batch N               images per GPU batch (default 1 on a CPU adapter, 8 on a GPU)
+  --fidelity M            auto (default: when the images are 64×64 emoji), on or off
+  --dataset DIR           an unpacked emoji-datasource-google@16.0.0 (default: fetched through npm)
+  --out-dir DIR           write every image as PNG under DIR/model and DIR/reference
+  --json                  print the figures as one JSON object, the last line of stdout
+
+PSNR (dB) and SSIM are on the 8-bit images (R = 255; SSIM as scikit-image's Gaussian form),
+cosine on the final latents; means over images. Fidelity: share of images whose nearest dataset
+emoji (pixel MSE, 64×64 on white) is the prompted one.`;
+
+/** A finite number, or null for ±Infinity/NaN (JSON has no infinities). */
+function num(x: number | undefined): number | null {
+  return x === undefined || !Number.isFinite(x) ? null : x;
+}
+
+function fidelityJson(f: FidelityResult | undefined) {
+  if (!f) return null;
+  return { pct: f.fidelity, hits: f.hits, images: f.total, per_category_pct: f.perCategory };
+}
+
+function report(r: EvaluateResult): void {
+  const s = r.samples;
+  const n = s.samples.length;
+  info(
+    `${n} images (${s.prompts.length} prompts × ${s.seeds.length} seeds), ${s.steps} steps, ` +
+      `guidance ${s.guidance}, ${(s.ms / n / 1000).toFixed(1)} s/image`,
+  );
+  if (s.unknownWords.length) {
+    info(`warning: unknown words (read as <unk>): ${s.unknownWords.join(", ")}`);
+  }
+  if (r.fidelity) {
+    info(`fidelity: ${r.fidelity.fidelity}% (${r.fidelity.hits}/${r.fidelity.total})`);
+    const cats = Object.entries(r.fidelity.perCategory).map(([k, v]) => `${k} ${v}%`);
+    info(`  per category: ${cats.join(", ")}`);
+  } else {
+    info(`fidelity: skipped (${r.fidelitySkipped})`);
+  }
+  if (r.referenceFidelity) {
+    info(`reference fidelity: ${r.referenceFidelity.fidelity}%`);
+  }
+  const c = r.comparison;
+  if (c) {
+    const db = (x: number) => x === Infinity ? "∞" : x.toFixed(2);
+    info(
+      `vs reference: PSNR ${db(c.psnr)} dB (min ${db(c.psnrMin)}), SSIM ${c.ssim.toFixed(4)}, ` +
+        `cosine ${c.cosine.toFixed(6)}; ${c.identical}/${n} images identical`,
+    );
+  }
+}
+
+/** Runs eval; returns the exit code. */
+export async function evalCommand(args: string[]): Promise<number> {
+  const { values: v } = parseCli(args, {
+    model: { type: "string" },
+    reference: { type: "string" },
+    prompts: { type: "string" },
+    limit: { type: "string" },
+    seeds: { type: "string" },
+    steps: { type: "string" },
+    guidance: { type: "string" },
+    sampler: { type: "string" },
+    dtype: { type: "string" },
+    adapter: { type: "string" },
+    batch: { type: "string" },
+    fidelity: { type: "string" },
+    dataset: { type: "string" },
+    "out-dir": { type: "string" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (v.help) {
+    info(EVAL_USAGE);
+    return 0;
+  }
+  const seeds = numberOption("seeds", v.seeds, 1, { min: 1, max: 1000, integer: true });
+  const steps = numberOption("steps", v.steps, 20, { min: 1, max: 1000, integer: true });
+  const guidance = numberOption("guidance", v.guidance, 4.5, { min: 0, max: 100 });
+  const limit = v.limit === undefined
+    ? undefined
+    : numberOption("limit", v.limit, 0, { min: 1, max: 1e6, integer: true });
+  const batch = v.batch === undefined
+    ? undefined
+    : numberOption("batch", v.batch, 1, { min: 1, max: 256, integer: true });
+  const sampler = choiceOption<SamplerName>("sampler", v.sampler, SAMPLERS, "dpm++2m");
+  const adapter = choiceOption<AdapterChoice>("adapter", v.adapter, ADAPTER_CHOICES, "auto");
+  const dtype = choiceOption("dtype", v.dtype, ["f32", "f16"] as const, "f32");
+  const fid = choiceOption("fidelity", v.fidelity, ["auto", "on", "off"] as const, "auto");
+  const promptsFile = v.prompts ?? DEFAULT_PROMPTS_FILE;
+  try {
+    await Deno.stat(promptsFile);
+  } catch {
+    throw new UsageError(`--prompts: no such file ${promptsFile}`);
+  }
+
+  let bar: ProgressBar | undefined;
+  let phase = "";
+  const r = await evaluate({
+    model: v.model ?? DEFAULT_MODEL_DIR,
+    reference: v.reference,
+    promptsFile,
+    limit,
+    seeds: Array.from({ length: seeds }, (_, i) => i),
+    steps,
+    guidance,
+    sampler,
+    dtype,
+    adapter,
+    batch,
+    fidelity: fid === "auto" ? "auto" : fid === "on",
+    dataset: v.dataset,
+    outDir: v["out-dir"],
+    onProgress: (p, done, total) => {
+      if (p !== phase) {
+        bar?.done();
+        phase = p;
+        bar = new ProgressBar(p, total);
+      }
+      bar!.update(done);
+    },
+  });
+  bar?.done();
+  info(`adapter: ${r.adapter}${r.fallback ? " (CPU)" : ""}`);
+  report(r);
+  if (v["out-dir"]) info(`wrote images under ${v["out-dir"]}`);
+  if (v.json) {
+    const s = r.samples;
+    const c = r.comparison;
+    emitJson({
+      model: s.model,
+      reference: r.referenceSamples?.model ?? null,
+      prompts_file: promptsFile,
+      prompts: s.prompts.length,
+      seeds: s.seeds.length,
+      images: s.samples.length,
+      steps: s.steps,
+      guidance: s.guidance,
+      sampler: s.sampler,
+      dtype,
+      adapter: r.adapter,
+      fallback: r.fallback,
+      ms_per_image: s.ms / s.samples.length,
+      fidelity: r.fidelity?.fidelity ?? null,
+      fidelity_detail: fidelityJson(r.fidelity),
+      fidelity_skipped: r.fidelitySkipped ?? null,
+      reference_fidelity: r.referenceFidelity?.fidelity ?? null,
+      // JSON has no Infinity: psnr is null when an image equals its reference (see identical).
+      psnr: c ? num(c.psnr) : null,
+      psnr_min: c ? num(c.psnrMin) : null,
+      ssim: c?.ssim ?? null,
+      cosine: c?.cosine ?? null,
+      identical: c?.identical ?? null,
+      unknown_words: s.unknownWords,
+      out_dir: v["out-dir"] ?? null,
+    });
+  }
+  return 0;
+}

@@ -1,0 +1,253 @@
+/**
+ * Prompt fidelity of the bundled emoji model: the share of generated images whose nearest
+ * dataset emoji (pixel MSE at 64×64, RGB on white) is the prompted one.
+ *
+ * The dataset is the one the model was trained on (tools/torch/train/prepare_data.ts): every
+ * emoji of the npm package emoji-datasource-google@16.0.0 with a name and a Google 64×64 PNG
+ * (the 1,911 base emoji, no skin-tone variations), in `sort_order`, each RGBA PNG composited
+ * on white as round((c·a + 255·(255 − a)) / 255). A prompt is an emoji's name split into the
+ * tokenizer's words ("grinning face"); it must name exactly one emoji. Ties count as hits
+ * (an image equally near the prompted emoji and another one), as in tools/torch/train/finish.py.
+ *
+ * The package (82 MiB unpacked) is fetched by Deno's npm client the first time fidelity is
+ * scored (an `npm:` specifier resolved at run time, so other commands never download it); pass
+ * `dir` (an unpacked package: emoji.json + img/google/64/) to work offline.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { words } from "../../plugins/models/emoji_tokenizer.ts";
+import { CheckpointError } from "../errors.ts";
+import { decodePng, type Image } from "../io/png.ts";
+
+/** The npm package the dataset comes from. */
+export const EMOJI_PACKAGE = "emoji-datasource-google@16.0.0";
+/** Side of the dataset images. */
+export const EMOJI_SIZE = 64;
+/** Longest name in tokens (the tokenizer's max_length). */
+const MAX_WORDS = 16;
+
+/** One dataset emoji. */
+export interface EmojiEntry {
+  /** Position in the dataset (sort_order rank). */
+  index: number;
+  /** The name as the tokenizer splits it ("grinning face"). */
+  name: string;
+  /** Code points, e.g. "1F600". */
+  unified: string;
+  /** The PNG's file name. */
+  image: string;
+  /** emoji.json's category and subcategory. */
+  category: string;
+  subcategory: string;
+}
+
+/** The dataset in memory. */
+export interface EmojiDataset {
+  /** Where it was read from. */
+  source: string;
+  /** The emoji, by index. */
+  entries: EmojiEntry[];
+  /** RGB u8 pixels [N, 64, 64, 3], composited on white. */
+  pixels: Uint8Array;
+  /** Dataset indices by name (a name may be shared). */
+  byName: Map<string, number[]>;
+}
+
+interface RawEntry {
+  name: string | null;
+  unified: string;
+  image: string;
+  category: string;
+  subcategory: string;
+  sort_order: number;
+  has_img_google: boolean;
+}
+
+/** Composites an 8-bit image (gray, gray+alpha, RGB or RGBA) on white → RGB u8. */
+export function compositeOnWhite(img: Image): Uint8Array {
+  const n = img.width * img.height;
+  const ch = img.channels;
+  const d = img.data;
+  const out = new Uint8Array(n * 3);
+  for (let i = 0; i < n; i++) {
+    const p = i * ch;
+    const a = ch === 4 ? d[p + 3] : ch === 2 ? d[p + 1] : 255;
+    for (let c = 0; c < 3; c++) {
+      const v = ch >= 3 ? d[p + c] : d[p];
+      out[i * 3 + c] = Math.round((v * a + 255 * (255 - a)) / 255);
+    }
+  }
+  return out;
+}
+
+/** The folder of the unpacked npm package, fetched by Deno's npm client when needed. */
+export async function emojiPackageDir(): Promise<string> {
+  // Built at run time so that no other command's module graph pulls the 82 MiB package.
+  const spec = ["npm:" + EMOJI_PACKAGE, "emoji.json"].join("/");
+  try {
+    await import(spec, { with: { type: "json" } });
+  } catch (e) {
+    throw new CheckpointError(
+      spec,
+      `cannot fetch the emoji dataset through npm (${(e as Error).message.split("\n")[0]}); ` +
+        "pass the folder of an unpacked emoji-datasource-google@16.0.0 instead",
+    );
+  }
+  const url = import.meta.resolve(spec);
+  if (!url.startsWith("file:")) {
+    throw new CheckpointError(spec, `resolved to ${url}, not a file (nodeModulesDir must be set)`);
+  }
+  return fileURLToPath(new URL(".", url));
+}
+
+/**
+ * Loads the dataset: emoji.json and img/google/64/*.png from `dir` (an unpacked
+ * emoji-datasource-google@16.0.0), or from the npm package when `dir` is not given.
+ */
+export async function loadEmojiDataset(dir?: string): Promise<EmojiDataset> {
+  const root = dir ?? await emojiPackageDir();
+  const metaPath = join(root, "emoji.json");
+  let raw: RawEntry[];
+  try {
+    raw = JSON.parse(await Deno.readTextFile(metaPath));
+  } catch (e) {
+    throw new CheckpointError(metaPath, `cannot read the emoji list: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(raw)) throw new CheckpointError(metaPath, "expected a JSON array");
+  const list = raw.filter((e) => e.has_img_google && e.name).sort((a, b) =>
+    a.sort_order - b.sort_order
+  );
+  const S = EMOJI_SIZE;
+  const pixels = new Uint8Array(list.length * S * S * 3);
+  const entries: EmojiEntry[] = [];
+  const byName = new Map<string, number[]>();
+  for (const [i, e] of list.entries()) {
+    const file = join(root, "img", "google", String(S), e.image);
+    const img = decodePng(await Deno.readFile(file), file);
+    if (img.width !== S || img.height !== S) {
+      throw new CheckpointError(file, `expected ${S}×${S}, got ${img.width}×${img.height}`);
+    }
+    pixels.set(compositeOnWhite(img), i * S * S * 3);
+    const name = words(e.name!).slice(0, MAX_WORDS).join(" ");
+    entries.push({
+      index: i,
+      name,
+      unified: e.unified,
+      image: e.image,
+      category: e.category,
+      subcategory: e.subcategory,
+    });
+    byName.set(name, [...(byName.get(name) ?? []), i]);
+  }
+  return { source: root, entries, pixels, byName };
+}
+
+/** The dataset index a prompt names, or a reason it names none (or several). */
+export function promptTarget(ds: EmojiDataset, prompt: string): number | string {
+  const name = words(prompt).join(" ");
+  const hits = ds.byName.get(name) ?? [];
+  if (hits.length === 1) return hits[0];
+  return hits.length === 0
+    ? `"${prompt}" is no dataset emoji's name`
+    : `"${prompt}" names ${hits.length} dataset emoji`;
+}
+
+/** Squared pixel distances (exact integers) of one RGB u8 image to every dataset emoji. */
+export function distances(ds: EmojiDataset, rgb: Uint8Array): Float64Array {
+  const n = EMOJI_SIZE * EMOJI_SIZE * 3;
+  if (rgb.length !== n) {
+    throw new RangeError(
+      `image must be ${EMOJI_SIZE}×${EMOJI_SIZE} RGB (${n} bytes), got ${rgb.length}`,
+    );
+  }
+  const out = new Float64Array(ds.entries.length);
+  for (let k = 0; k < out.length; k++) {
+    const row = ds.pixels.subarray(k * n, (k + 1) * n);
+    // int32 is exact here (at most 12,288 · 255² < 2^31) and twice as fast as f64 sums.
+    let s = 0;
+    for (let i = 0; i < n; i++) {
+      const d = (rgb[i] - row[i]) | 0;
+      s = (s + Math.imul(d, d)) | 0;
+    }
+    out[k] = s;
+  }
+  return out;
+}
+
+/** Where one image lands: its nearest emoji and whether that is the prompted one. */
+export interface FidelityHit {
+  /** The prompt. */
+  prompt: string;
+  /** The seed of the image. */
+  seed: number;
+  /** The prompted emoji's index. */
+  target: number;
+  /** The nearest emoji (lowest index among equals). */
+  nearest: number;
+  /** True when the prompted emoji is at the nearest distance (ties count). */
+  hit: boolean;
+  /** Mean squared error (per value, u8 units) to the prompted and the nearest emoji. */
+  mseTarget: number;
+  mseNearest: number;
+}
+
+/** Scores one image against the prompted emoji. */
+export function scoreImage(
+  ds: EmojiDataset,
+  rgb: Uint8Array,
+  target: number,
+  prompt = "",
+  seed = 0,
+): FidelityHit {
+  const d = distances(ds, rgb);
+  let nearest = 0;
+  for (let k = 1; k < d.length; k++) if (d[k] < d[nearest]) nearest = k;
+  const n = rgb.length;
+  return {
+    prompt,
+    seed,
+    target,
+    nearest,
+    hit: d[target] <= d[nearest],
+    mseTarget: d[target] / n,
+    mseNearest: d[nearest] / n,
+  };
+}
+
+/** Prompt fidelity over a set of images. */
+export interface FidelityResult {
+  /** Share of hits, in %. */
+  fidelity: number;
+  /** Hits and images scored. */
+  hits: number;
+  total: number;
+  /** % per emoji category. */
+  perCategory: Record<string, number>;
+  /** Every image's outcome. */
+  images: FidelityHit[];
+}
+
+/** Sums per-image outcomes into the fidelity figure. */
+export function summarizeFidelity(ds: EmojiDataset, images: FidelityHit[]): FidelityResult {
+  if (images.length === 0) throw new RangeError("no images to score");
+  const cats = new Map<string, [number, number]>();
+  let hits = 0;
+  for (const h of images) {
+    hits += h.hit ? 1 : 0;
+    const c = ds.entries[h.target].category;
+    const v = cats.get(c) ?? [0, 0];
+    v[0] += h.hit ? 1 : 0;
+    v[1]++;
+    cats.set(c, v);
+  }
+  const pct = (a: number, b: number) => Math.round((1e4 * a) / b) / 100;
+  return {
+    fidelity: pct(hits, images.length),
+    hits,
+    total: images.length,
+    perCategory: Object.fromEntries([...cats].map(([k, [h, n]]) => [k, pct(h, n)])),
+    images,
+  };
+}
