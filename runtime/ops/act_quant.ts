@@ -1,0 +1,188 @@
+/**
+ * The per-token activation quantizer on the GPU (wgsl/act_quant.wgsl): x [M, K] (f32 or
+ * f16) → int8 codes four to a u32 word [M, ⌈K/4⌉] and a scale Δ_t per token (f32), at 8,
+ * 6 or 4 bits in int8 containers, so dot4I8Packed serves every width. Also the error
+ * accumulator behind `quantize --report`.
+ *
+ * @module
+ */
+import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { grid1d, type KernelSpec, Recorder } from "../gpu/kernel.ts";
+import {
+  createTensor,
+  readTensor,
+  readTensorRaw,
+  type Tensor,
+  uploadTensor,
+} from "../gpu/tensor.ts";
+import { Prng } from "../io/prng.ts";
+import type { QuantizedActivations } from "../quant/transform.ts";
+import { actQmax, actQuantRef } from "../reference/act_quant.ts";
+import src from "../../wgsl/act_quant.wgsl" with { type: "text" };
+
+/** Activation bit widths (int8 containers). */
+export const ACT_BITS: readonly number[] = [4, 6, 8];
+
+/**
+ * Kernel layouts: "rows" (one invocation per token: CPU adapters) or "wg" (a workgroup per
+ * token: GPUs).
+ */
+export type ActQuantVersion = "rows" | "wg";
+
+/** Options of {@linkcode actQuant}. */
+export interface ActQuantOptions {
+  /** Force a layout; default "rows" on CPU adapters, "wg" on GPUs. */
+  version?: ActQuantVersion;
+}
+
+interface Params {
+  M: number;
+  K: number;
+  bits: number;
+  slot: number;
+}
+
+type Entry = "quant_rows4" | "quant_rows1" | "quant_wg" | "error_acc";
+const WG = 64;
+const specs = new Map<string, KernelSpec<Params>>();
+
+function spec(storage: StorageType, entry: Entry): KernelSpec<Params> {
+  const key = `${storage}:${entry}`;
+  let s = specs.get(key);
+  if (!s) {
+    const c = composeWgsl(src, { storage });
+    s = {
+      name: `act_quant_${entry}_${storage}`,
+      source: c.source,
+      preludeLines: c.preludeLines,
+      entryPoint: entry,
+      // error_acc leaves binding 2 unused: its slot is bound to x, read-only.
+      bindings: entry === "error_acc"
+        ? ["uniform", "read", "read", "read_write"]
+        : ["uniform", "read", "read_write", "read_write"],
+      constants: () => ({ WG }),
+      uniform: {
+        fields: ["u32", "u32", "u32", "u32", "u32"],
+        values: (p) => [p.M, p.K, Math.ceil(p.K / 4), actQmax(p.bits), p.slot],
+      },
+      dispatch: (p) =>
+        entry === "error_acc"
+          ? [1]
+          : entry === "quant_wg"
+          ? grid1d(p.M)
+          : grid1d(Math.ceil(p.M / WG)),
+    };
+    specs.set(key, s);
+  }
+  return s;
+}
+
+function dims(x: Tensor, who: string): [number, number] {
+  if (x.dtype !== "f32" && x.dtype !== "f16") {
+    throw new TypeError(`${who}: x must be f32 or f16, got ${x.dtype}`);
+  }
+  if (x.shape.length < 1 || x.shape[x.shape.length - 1] < 1) {
+    throw new RangeError(`${who}: x must be [M, K] with K ≥ 1, got [${x.shape}]`);
+  }
+  const K = x.shape[x.shape.length - 1];
+  return [x.size / K, K];
+}
+
+function checkBits(bits: number, who: string): void {
+  if (!ACT_BITS.includes(bits)) {
+    throw new RangeError(`${who}: bits must be one of ${ACT_BITS.join(", ")}, got ${bits}`);
+  }
+}
+
+/** Records the per-token quantization of x [M, K] (or [..., K]) at `bits` bits. */
+export function actQuant(
+  rec: Recorder,
+  x: Tensor,
+  bits: number,
+  opts: ActQuantOptions = {},
+): QuantizedActivations {
+  const [M, K] = dims(x, "actQuant");
+  checkBits(bits, "actQuant");
+  const rt = rec.runtime;
+  const version = opts.version ?? (rt.info.fallback ? "rows" : "wg");
+  if (version !== "rows" && version !== "wg") {
+    throw new RangeError(`actQuant: version must be "rows" or "wg", got ${version}`);
+  }
+  const q = createTensor(rt, [M, Math.ceil(K / 4)], "u32");
+  const scales = createTensor(rt, [M], "f32");
+  if (M > 0) {
+    const entry: Entry = version === "wg"
+      ? "quant_wg"
+      : K % 4 === 0
+      ? "quant_rows4"
+      : "quant_rows1";
+    rec.dispatch(spec(x.dtype as StorageType, entry), { M, K, bits, slot: 0 }, [x, q, scales]);
+  }
+  return { q, scales, bits, cols: K };
+}
+
+/**
+ * Records acc[2·slot] += Σ(x − x̂)², acc[2·slot + 1] += Σx² for the per-token quantization
+ * of x at `bits` bits (acc: f32 [≥ 2·slot + 2], zeroed by the caller).
+ */
+export function actQuantError(
+  rec: Recorder,
+  x: Tensor,
+  bits: number,
+  acc: Tensor,
+  slot: number,
+): void {
+  const [M, K] = dims(x, "actQuantError");
+  checkBits(bits, "actQuantError");
+  if (acc.dtype !== "f32" || acc.size < 2 * slot + 2 || !Number.isInteger(slot) || slot < 0) {
+    throw new RangeError(`actQuantError: acc must be f32 with room for slot ${slot}`);
+  }
+  if (M === 0) return;
+  rec.dispatch(spec(x.dtype as StorageType, "error_acc"), { M, K, bits, slot }, [x, x, acc]);
+}
+
+/** The result shape of a self-check (see runtime/ops/selfcheck.ts). */
+interface CheckResult {
+  name: string;
+  ok: boolean;
+  maxError: number;
+  tolerance: number;
+  note?: string;
+}
+
+/**
+ * Self-check for `deno task doctor`: A8 and A4 at an odd shape against the CPU reference;
+ * the error is the largest code difference (0 expected; 1 allowed only at a rounding tie).
+ */
+export async function actQuantSelfCheck(rt: Runtime): Promise<CheckResult[]> {
+  const [M, K] = [5, 37];
+  const xs = new Prng(31).normals(M * K).map((v) => 3 * v);
+  const out: CheckResult[] = [];
+  for (const bits of [8, 4]) {
+    const rec = new Recorder(rt);
+    const x = uploadTensor(rt, xs, [M, K]);
+    const a = actQuant(rec, x, bits);
+    await rec.submit();
+    const words = (await readTensorRaw(rt, a.q)) as Uint32Array;
+    const scales = await readTensor(rt, a.scales);
+    const ref = actQuantRef(xs, M, K, bits);
+    let err = 0;
+    for (let i = 0; i < ref.words.length; i++) {
+      for (let b = 0; b < 4; b++) {
+        const g = (words[i] << (24 - 8 * b)) >> 24;
+        const r = (ref.words[i] << (24 - 8 * b)) >> 24;
+        const k = (i % Math.ceil(K / 4)) * 4 + b;
+        const tie = k < K &&
+          Math.abs(Math.abs(ref.scaled[Math.floor(i / Math.ceil(K / 4)) * K + k] % 1) - 0.5) < 1e-4;
+        if (!tie) err = Math.max(err, Math.abs(g - r));
+      }
+    }
+    for (let m = 0; m < M; m++) {
+      err = Math.max(err, Math.abs(scales[m] - ref.scales[m]) / ref.scales[m] > 1e-6 ? 1 : 0);
+    }
+    for (const t of [x, a.q, a.scales]) t.release();
+    out.push({ name: `act_quant_a${bits}`, ok: err === 0, maxError: err, tolerance: 0 });
+  }
+  return out;
+}

@@ -1,0 +1,127 @@
+// Per-token dynamic symmetric activation quantizer (METHODS.md §1): for each row x_t of
+// X [M, K], Δ_t = max|x_t| / qmax (qmax = 2^(b−1) − 1) and q = clamp(round(x·(1/Δ_t)),
+// −2^(b−1), qmax), round half to even; a zero row gets Δ = 0 and q = 0. Codes go out four
+// int8 to a u32 word (pack4xI8's layout), rows of K4 = ⌈K/4⌉ words, the tail zero-padded.
+//
+// Entry points (x is bound twice at binding 1, each entry uses one of the two):
+// - quant_rows4: one invocation per row, vec4 loads (K % 4 == 0): for CPU adapters, where
+//   every load costs the same whatever its width and barriers are dear;
+// - quant_rows1: the same with scalar loads, any K;
+// - quant_wg: a workgroup per row (max reduced in workgroup memory), for GPUs;
+// - error_acc: one workgroup adds Σ(x − Δ·q)² and Σx² over all rows into acc[2·slot],
+//   acc[2·slot + 1] (quantize --report; dispatches run in order, so there is no race).
+override WG: u32 = 64u;
+
+struct Params { M: u32, K: u32, K4: u32, qmax: u32, slot: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x4: array<DT4>;
+@group(0) @binding(1) var<storage, read> x1: array<DT>;
+@group(0) @binding(2) var<storage, read_write> q: array<u32>;
+@group(0) @binding(3) var<storage, read_write> scales: array<f32>;
+
+var<workgroup> red: array<f32, 256>;
+var<workgroup> red2: array<f32, 256>;
+
+fn inv_of(amax: f32) -> f32 {
+  let delta = amax / f32(p.qmax);
+  return select(0.0, 1.0 / delta, amax > 0.0);
+}
+
+// Four codes packed as int8: round half to even, clamped to [−qmax − 1, qmax].
+fn pack4(v: vec4<f32>, inv: f32) -> u32 {
+  let hi = f32(p.qmax);
+  let c = vec4<i32>(clamp(round(v * inv), vec4<f32>(-hi - 1.0), vec4<f32>(hi)));
+  let b = vec4<u32>(c) & vec4<u32>(0xffu);
+  return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+}
+
+fn row_of(gid: vec3<u32>, ng: vec3<u32>) -> u32 { return gid.x + gid.y * ng.x * WG; }
+
+fn ld1(row: u32, k: u32) -> f32 {
+  return select(0.0, f32(x1[row * p.K + min(k, p.K - 1u)]), k < p.K);
+}
+
+@compute @workgroup_size(WG)
+fn quant_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>) {
+  let row = row_of(gid, ng);
+  if (row >= p.M) { return; }
+  let base = row * p.K4;
+  var m = vec4<f32>(0.0);
+  for (var j = 0u; j < p.K4; j++) { m = max(m, abs(vec4<f32>(x4[base + j]))); }
+  let amax = max(max(m.x, m.y), max(m.z, m.w));
+  let inv = inv_of(amax);
+  scales[row] = amax / f32(p.qmax);
+  for (var j = 0u; j < p.K4; j++) { q[base + j] = pack4(vec4<f32>(x4[base + j]), inv); }
+}
+
+@compute @workgroup_size(WG)
+fn quant_rows1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>) {
+  let row = row_of(gid, ng);
+  if (row >= p.M) { return; }
+  var amax = 0.0;
+  for (var k = 0u; k < p.K; k++) { amax = max(amax, abs(f32(x1[row * p.K + k]))); }
+  let inv = inv_of(amax);
+  scales[row] = amax / f32(p.qmax);
+  for (var j = 0u; j < p.K4; j++) {
+    let k = 4u * j;
+    let v = vec4<f32>(ld1(row, k), ld1(row, k + 1u), ld1(row, k + 2u), ld1(row, k + 3u));
+    q[row * p.K4 + j] = pack4(v, inv);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn quant_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+  let row = wg.x + wg.y * ng.x;
+  if (row >= p.M) { return; } // uniform per workgroup: the barriers below stay uniform
+  var m = 0.0;
+  for (var k = lid; k < p.K; k += WG) { m = max(m, abs(f32(x1[row * p.K + k]))); }
+  red[lid] = m;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
+    workgroupBarrier();
+  }
+  let amax = red[0];
+  let inv = inv_of(amax);
+  if (lid == 0u) { scales[row] = amax / f32(p.qmax); }
+  for (var j = lid; j < p.K4; j += WG) {
+    let k = 4u * j;
+    let v = vec4<f32>(ld1(row, k), ld1(row, k + 1u), ld1(row, k + 2u), ld1(row, k + 3u));
+    q[row * p.K4 + j] = pack4(v, inv);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn error_acc(@builtin(local_invocation_index) lid: u32) {
+  var e = 0.0;
+  var s = 0.0;
+  let hi = f32(p.qmax);
+  for (var row = lid; row < p.M; row += WG) {
+    var amax = 0.0;
+    for (var k = 0u; k < p.K; k++) { amax = max(amax, abs(f32(x1[row * p.K + k]))); }
+    let inv = inv_of(amax);
+    let delta = amax / hi;
+    for (var k = 0u; k < p.K; k++) {
+      let v = f32(x1[row * p.K + k]);
+      let d = v - delta * clamp(round(v * inv), -hi - 1.0, hi);
+      e += d * d;
+      s += v * v;
+    }
+  }
+  red[lid] = e;
+  red2[lid] = s;
+  workgroupBarrier();
+  for (var h = WG / 2u; h > 0u; h >>= 1u) {
+    if (lid < h) {
+      red[lid] += red[lid + h];
+      red2[lid] += red2[lid + h];
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    scales[2u * p.slot] += red[0];
+    scales[2u * p.slot + 1u] += red2[0];
+  }
+}
