@@ -1,0 +1,159 @@
+/**
+ * The bundled emoji model's headline figures: the time of one 20-step image (CFG, DPM-Solver++
+ * 2M, batch 1) and, with --fidelity, its prompt fidelity over bench/prompts/emoji_fidelity.txt.
+ *
+ *     deno run -A bench/emoji_bench.ts [--model PATH] [--fidelity] [--seeds N] [--dataset DIR]
+ *     WEBDIT_BENCH_WRITE=1 deno run -A bench/emoji_bench.ts --fidelity
+ *                            # + bench/results/<device>/<date>_emoji.{json,md}
+ *
+ * Rows: `emoji_s_{cpu,gpu}_image_20step` (s; f32 transformer) and `…_f16` (f16 transformer),
+ * timed in process after one warm-up image (shaders compiled), each image awaited (read back);
+ * on a CPU adapter the value is the best of 3 (the host is shared: the load average of every
+ * run is kept), on a GPU the median of 10. `emoji_s_fidelity_fp32` (%): `evaluate()` of the f32
+ * model, 20 steps, guidance 4.5, seeds 0..N-1 (default 1). The GPU machine has no network: give
+ * it the dataset with --dataset (emoji.json + img/google/64/ of emoji-datasource-google@16.0.0).
+ *
+ * A plain script (run with `deno run`), not `Deno.bench` cases: one CPU image takes about a
+ * minute, so `deno task bench` leaves it out.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
+import { evaluate } from "../runtime/eval/eval.ts";
+import { DEFAULT_MODEL_DIR, loadPipeline } from "../runtime/pipeline.ts";
+import {
+  backendName,
+  type BenchResult,
+  deviceSlug,
+  gitCommit,
+  median,
+  type ResultsFile,
+  resultsMarkdown,
+  today,
+  writeResults,
+} from "./harness.ts";
+
+const PROMPT = "red apple";
+const STEPS = 20;
+
+function round(v: number): number {
+  return Number(v.toPrecision(4));
+}
+
+async function main(): Promise<void> {
+  const { values: v } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string" },
+      fidelity: { type: "boolean" },
+      seeds: { type: "string" },
+      dataset: { type: "string" },
+      "no-f16": { type: "boolean" },
+    },
+  });
+  const model = v.model ?? DEFAULT_MODEL_DIR;
+  const rt = await createRuntime({
+    adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
+  });
+  const onGpu = !rt.info.fallback;
+  const kind = onGpu ? "gpu" : "cpu";
+  const runs = onGpu ? 10 : 3;
+  const results: BenchResult[] = [];
+  const loads: Record<string, number[][]> = {};
+  try {
+    for (const dtype of ["f32", "f16"] as const) {
+      if (dtype === "f16" && (v["no-f16"] || !rt.info.f16)) continue;
+      const name = `emoji_s_${kind}_image_20step${dtype === "f16" ? "_f16" : ""}`;
+      const pipe = await loadPipeline(rt, { path: model, dtype });
+      try {
+        const once = async () => {
+          const t0 = performance.now();
+          const r = await pipe.generate({ prompt: PROMPT, seed: 0, steps: STEPS, guidance: 4.5 });
+          const ms = performance.now() - t0;
+          // Correctness before timing: a finite image in range (its fidelity is eval's job).
+          if (!r.latents.every((x) => Number.isFinite(x))) {
+            throw new Error(`${name}: non-finite output`);
+          }
+          return ms;
+        };
+        await once(); // warm-up: compiles the pipelines
+        const ms: number[] = [];
+        loads[name] = [];
+        for (let i = 0; i < runs; i++) {
+          loads[name].push(Deno.loadavg().map(round));
+          ms.push(await once());
+          console.error(`${name}: run ${i + 1}/${runs} ${(ms[i] / 1000).toFixed(2)} s`);
+        }
+        const best = Math.min(...ms), med = median(ms);
+        results.push({
+          name,
+          value: round((onGpu ? med : best) / 1000),
+          unit: "s",
+          median_ms: round(med),
+          min_ms: round(best),
+          reps: 1,
+          note: `${dtype} transformer, "${PROMPT}", CFG 4.5, DPM-Solver++ 2M; value = ${
+            onGpu ? `median of ${runs}` : `best of ${runs} (shared host)`
+          }, after a warm-up`,
+        });
+      } finally {
+        pipe.release();
+      }
+    }
+    if (v.fidelity) {
+      const seeds = Number(v.seeds ?? 1);
+      const t0 = performance.now();
+      const r = await evaluate({
+        model,
+        runtime: rt,
+        seeds: Array.from({ length: seeds }, (_, i) => i),
+        steps: STEPS,
+        guidance: 4.5,
+        fidelity: true,
+        dataset: v.dataset,
+        onProgress: (_p, d, t) => {
+          if (d % (STEPS * 10) === 0) console.error(`fidelity: ${d / STEPS}/${t / STEPS} images`);
+        },
+      });
+      const f = r.fidelity!;
+      const ms = performance.now() - t0;
+      results.push({
+        name: "emoji_s_fidelity_fp32",
+        value: f.fidelity,
+        unit: "%",
+        median_ms: round(ms / f.total),
+        min_ms: round(ms / f.total),
+        reps: f.total,
+        note:
+          `${f.hits}/${f.total} images (${r.settings.prompts.length} prompts × ${seeds} seeds), ` +
+          `20 steps, guidance 4.5; ms = per image`,
+      });
+    }
+  } finally {
+    rt.destroy();
+  }
+  const file: ResultsFile = {
+    device: rt.info.description,
+    adapter: backendName(),
+    deno: Deno.version.deno,
+    commit: await gitCommit(),
+    date: today(),
+    command: Deno.env.get("WEBDIT_BENCH_COMMAND") ??
+      `deno run -A bench/emoji_bench.ts ${Deno.args.join(" ")}`.trim(),
+    results,
+    extra: {
+      model,
+      host_load_average_before_each_run: loads,
+      host_load_average: Deno.loadavg().map(round),
+      cpus: navigator.hardwareConcurrency,
+    },
+  };
+  console.log(resultsMarkdown(file));
+  if (Deno.env.get("WEBDIT_BENCH_WRITE") === "1") {
+    const p = await writeResults(deviceSlug(rt.info.description, rt.info.fallback), "emoji", file);
+    console.log(`wrote ${p.json} and ${p.md}`);
+  }
+}
+
+if (import.meta.main) await main();
