@@ -7,6 +7,9 @@
 import { join } from "node:path";
 import { EmojiCaptionEncoder, parseEmojiEncoderConfig } from "../plugins/models/emoji_encoder.ts";
 import { EmojiTokenizer, type Tokenized } from "../plugins/models/emoji_tokenizer.ts";
+import { FluxModel, loadFlux } from "../plugins/models/flux.ts";
+import { parseFlowSchedulerConfig, parseFluxConfig } from "../plugins/models/flux_config.ts";
+import { generateFlux } from "../plugins/models/flux_pipeline.ts";
 import {
   type AddedConditions,
   addedConditions,
@@ -25,9 +28,10 @@ import { denseLinears, type LinearFactory } from "./model/linear.ts";
 import { createGpuSampler } from "./sampling/guidance.ts";
 import { type Denoiser, sampleLoop, type StepInfo } from "./sampling/generate.ts";
 import { usesGuidance } from "./sampling/guidance.ts";
+import { type FlowEulerConfig, FLUX_FLOW_CONFIG } from "./sampling/flow_euler.ts";
 
-/** The samplers `generate` offers. */
-export const SAMPLERS = ["dpm++2m", "ddim"] as const;
+/** The samplers `generate` offers (flow-euler: flow-matching models, FLUX). */
+export const SAMPLERS = ["dpm++2m", "ddim", "flow-euler"] as const;
 /** A sampler name. */
 export type SamplerName = typeof SAMPLERS[number];
 
@@ -52,8 +56,10 @@ export interface CaptionEmbeds {
   mask?: Float32Array;
   /** [B, L, C]. */
   shape: [number, number, number];
-  /** negative_prompt_embeds and mask (same shape), for guidance. */
-  negative?: { embeds: Float32Array; mask?: Float32Array };
+  /** negative_prompt_embeds and mask (same shape), for guidance (FLUX: + negative_pooled_prompt_embeds). */
+  negative?: { embeds: Float32Array; mask?: Float32Array; pooled?: Float32Array };
+  /** FLUX: pooled_prompt_embeds [B, pooled_projection_dim]. */
+  pooled?: Float32Array;
 }
 
 /** A request to {@linkcode Pipeline.generate}. */
@@ -81,6 +87,8 @@ export interface GenerateRequest {
   latents?: Float32Array;
   /** The 1024-MS model's resolution / aspect-ratio per image (B); default from the size. */
   added?: AddedConditions;
+  /** FLUX: true classifier-free guidance scale (> 1 with negative embeddings); default 1 (off). */
+  trueCfg?: number;
   /** Cancels between steps. */
   signal?: AbortSignal;
   /** Progress after every step. */
@@ -127,8 +135,10 @@ export class Pipeline {
   readonly runtime: Runtime;
   /** The model folder. */
   readonly path: string;
-  /** The transformer. */
-  readonly transformer: PixArtModel;
+  /** The transformer (PixArt or FLUX). */
+  readonly model: PixArtModel | FluxModel;
+  /** FLUX: the flow-matching scheduler config (scheduler/scheduler_config.json or FLUX.1-dev's). */
+  readonly scheduler: FlowEulerConfig | undefined;
   /** The caption encoder and tokenizer (bundled model), or undefined. */
   readonly encoder: EmojiCaptionEncoder | undefined;
   readonly tokenizer: EmojiTokenizer | undefined;
@@ -137,15 +147,25 @@ export class Pipeline {
   constructor(
     rt: Runtime,
     path: string,
-    transformer: PixArtModel,
+    transformer: PixArtModel | FluxModel,
     encoder?: EmojiCaptionEncoder,
     tokenizer?: EmojiTokenizer,
+    scheduler?: FlowEulerConfig,
   ) {
     this.runtime = rt;
     this.path = path;
-    this.transformer = transformer;
+    this.model = transformer;
     this.encoder = encoder;
     this.tokenizer = tokenizer;
+    this.scheduler = scheduler;
+  }
+
+  /** The PixArt transformer. @throws {TypeError} for a FLUX pipeline (use `model`). */
+  get transformer(): PixArtModel {
+    if (this.model instanceof FluxModel) {
+      throw new TypeError("This is a FLUX pipeline: use Pipeline.model (a FluxModel)");
+    }
+    return this.model;
   }
 
   /** Tokenizes and encodes prompts with the model's own encoder → host embeddings. */
@@ -184,14 +204,19 @@ export class Pipeline {
 
   /** Generates images (latents) for a request. */
   async generate(req: GenerateRequest): Promise<GenerateResult> {
+    if (this.model instanceof FluxModel) {
+      return await generateFlux(this.runtime, this.model, this.scheduler ?? FLUX_FLOW_CONFIG, req);
+    }
     const rt = this.runtime;
     const c = this.transformer.config;
     const t0 = performance.now();
     const steps = req.steps ?? 20;
     const guidance = req.guidance ?? 4.5;
     const sampler = req.sampler ?? "dpm++2m";
-    if (!SAMPLERS.includes(sampler)) {
-      throw new TypeError(`sampler must be one of ${SAMPLERS.join(", ")}`);
+    if (!SAMPLERS.includes(sampler) || sampler === "flow-euler") {
+      throw new TypeError(
+        `sampler must be dpm++2m or ddim for this (epsilon) model, got ${sampler}`,
+      );
     }
     if (!Number.isInteger(steps) || steps < 1 || steps > 1000) {
       throw new RangeError(`steps must be an integer in [1, 1000], got ${steps}`);
@@ -303,12 +328,12 @@ export class Pipeline {
 
   /** Pixels per latent cell: 1 for pixel-space models (no VAE), 8 for VAE latents. */
   get pixelsPerLatent(): number {
-    return this.transformer.config.inChannels === 3 ? 1 : 8;
+    return this.model.config.inChannels === 3 ? 1 : 8;
   }
 
   /** Frees the GPU tensors. */
   release(): void {
-    this.transformer.release();
+    this.model.release();
     this.encoder?.release();
   }
 }
@@ -336,8 +361,12 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
     tdir = dir; // a transformer folder given directly
   }
   const cfgPath = join(tdir, "config.json");
-  const config = parsePixArtConfig(await readJson(cfgPath), cfgPath);
+  const raw = await readJson(cfgPath);
   const dtype = o.dtype ?? "f32";
+  if ((raw as Record<string, unknown>)?.["_class_name"] === "FluxTransformer2DModel") {
+    return await loadFluxPipeline(rt, dir, tdir, raw, o);
+  }
+  const config = parsePixArtConfig(raw, cfgPath);
   const source = await openCheckpoint(tdir);
   let transformer: PixArtModel;
   try {
@@ -388,4 +417,31 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
     }
   }
   return new Pipeline(rt, dir, transformer, encoder, tokenizer);
+}
+
+/** A FLUX folder: transformer/ (+ scheduler/scheduler_config.json; default FLUX.1-dev's). */
+async function loadFluxPipeline(
+  rt: Runtime,
+  dir: string,
+  tdir: string,
+  raw: unknown,
+  o: LoadPipelineOptions,
+): Promise<Pipeline> {
+  const config = parseFluxConfig(raw, join(tdir, "config.json"));
+  const spath = join(dir, "scheduler", "scheduler_config.json");
+  const hasScheduler = await Deno.stat(spath).then(() => true, () => false);
+  const scheduler = hasScheduler
+    ? parseFlowSchedulerConfig(await readJson(spath), spath)
+    : { ...FLUX_FLOW_CONFIG };
+  const dtype = o.dtype ?? "f32";
+  const source = await openCheckpoint(tdir);
+  try {
+    const model = await loadFlux(rt, source, config, {
+      dtype,
+      linears: o.linears ?? denseLinears(dtype),
+    });
+    return new Pipeline(rt, dir, model, undefined, undefined, scheduler);
+  } finally {
+    source.close();
+  }
 }
