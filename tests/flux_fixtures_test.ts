@@ -14,6 +14,8 @@ import { loadPipeline, type Pipeline } from "../runtime/pipeline.ts";
 import { packLatentsRef, unpackLatentsRef } from "../runtime/reference/latent_pack.ts";
 import { FluxModel } from "../plugins/models/flux.ts";
 import { fluxSampler } from "../plugins/models/flux_pipeline.ts";
+import { generate } from "../runtime/cli/generate.ts";
+import { writeSafetensors } from "../runtime/io/safetensors.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const NAMES = ["flux_dev", "flux_schnell"];
@@ -179,3 +181,63 @@ Deno.test("FLUX folders: scheduler configs, sharded weights, request checks", gp
     }
   });
 });
+
+Deno.test(
+  "generate CLI: a FLUX folder with --caption-embeds, --pooled-embeds, --latents",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const f = await open("flux_schnell");
+    try {
+      const ps = f.info("pooled_prompt_embeds").shape;
+      await writeSafetensors(`${dir}/pooled.safetensors`, {
+        pooled_prompt_embeds: {
+          dtype: "F32",
+          shape: ps,
+          data: await f.readF32("pooled_prompt_embeds"),
+        },
+      });
+      await writeSafetensors(`${dir}/embeds.safetensors`, {
+        prompt_embeds: {
+          dtype: "F32",
+          shape: f.info("prompt_embeds").shape,
+          data: await f.readF32("prompt_embeds"),
+        },
+      });
+      const io = `${FIXTURES}flux_schnell/io.safetensors`;
+      const args = [
+        "--model",
+        `${FIXTURES}flux_schnell`,
+        "--caption-embeds",
+        `${dir}/embeds.safetensors`,
+      ];
+      const out = `${dir}/out.safetensors`;
+      // Without pooled embeddings a FLUX model refuses to run.
+      await assertRejects(
+        () => generate([...args, "--latents", io, "--save-latents", out]),
+        TypeError,
+        "pooled",
+      );
+      const code = await generate([
+        ...args,
+        ...["--pooled-embeds", `${dir}/pooled.safetensors`, "--latents", io, "--steps", "4"],
+        ...["--save-latents", out],
+      ]);
+      assertEquals(code, 0);
+      const res = await openSafetensors(out);
+      try {
+        assertWithin(
+          await res.readF32("latents"),
+          await f.readF32("flow_latents"),
+          1e-4,
+          "CLI 4 steps",
+        );
+      } finally {
+        res.close();
+      }
+    } finally {
+      f.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -6,9 +6,11 @@
  */
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { tensorToImage, writePng } from "../io/png.ts";
-import { openSafetensors } from "../io/safetensors.ts";
+import { openSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { type CaptionEmbeds, loadPipeline, type SamplerName, SAMPLERS } from "../pipeline.ts";
+import { FluxModel } from "../../plugins/models/flux.ts";
+import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
 import {
   choiceOption,
   emitJson,
@@ -25,8 +27,11 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --model PATH            model folder (diffusers layout); default models/emoji-s
   --seed N                seed of the initial noise (default 0)
   --steps N               sampler steps (default 20)
-  --guidance F            classifier-free guidance scale (default 4.5; ≤ 1 turns it off)
-  --sampler S             dpm++2m (default) or ddim
+  --guidance F            classifier-free guidance scale (default 4.5; ≤ 1 turns it off);
+                          FLUX.1-dev: the guidance embedder's scale (default 3.5); schnell: unused
+  --sampler S             dpm++2m (default) or ddim; flow-euler (the default and only one for FLUX)
+  --true-cfg F            FLUX: true classifier-free guidance scale with negative embeddings
+                          (default 1: off, as FluxPipeline)
   --adapter A             auto (default), gpu or cpu
   --dtype T               f32 (default) or f16 transformer
   --n N                   images (default 1)
@@ -34,7 +39,10 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --force                 overwrite existing output files
   --caption-embeds FILE   precomputed embeddings: prompt_embeds [B,L,C] (+ prompt_attention_mask,
                           negative_prompt_embeds, negative_prompt_attention_mask) instead of --prompt
-  --latents FILE          initial noise: tensor "latents" [B,C,H,W] (as diffusers' latents=)
+  --pooled-embeds FILE    FLUX: pooled_prompt_embeds [B,P] (+ negative_pooled_prompt_embeds); may
+                          also sit in the --caption-embeds file
+  --latents FILE          initial noise: tensor "latents" [B,C,H,W] (as diffusers' latents=; FLUX:
+                          unpacked, C = in_channels/4)
   --save-latents FILE     write the final latents as "latents" [B,C,H,W] (f32 safetensors)
   --json                  print a JSON summary as the last line of stdout`;
 
@@ -89,7 +97,44 @@ async function readCaptionEmbeds(path: string): Promise<CaptionEmbeds> {
         mask: await maskOf("negative_prompt_attention_mask"),
       };
     }
+    if (f.tensors.has("pooled_prompt_embeds")) await readPooledInto(f, path, out);
     return out;
+  } finally {
+    f.close();
+  }
+}
+
+/** FLUX: pooled_prompt_embeds [B, P] (+ negative_pooled_prompt_embeds) into `out`. */
+async function readPooledInto(f: SafetensorsFile, path: string, out: CaptionEmbeds): Promise<void> {
+  const B = out.shape[0];
+  const t = f.tensors.get("pooled_prompt_embeds");
+  if (!t) throw new UsageError(`${path}: missing tensor "pooled_prompt_embeds"`);
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  if (
+    (t.shape.length !== 2 && t.shape.length !== 1) || n % B ||
+    (t.shape.length === 2 && t.shape[0] !== B)
+  ) {
+    throw new UsageError(`${path}: pooled_prompt_embeds must be [${B}, P], got [${t.shape}]`);
+  }
+  out.pooled = await f.readF32("pooled_prompt_embeds");
+  const ne = f.tensors.get("negative_pooled_prompt_embeds");
+  if (ne) {
+    if (ne.shape.reduce((a, b) => a * b, 1) !== n) {
+      throw new UsageError(
+        `${path}: negative_pooled_prompt_embeds must match pooled_prompt_embeds [${t.shape}]`,
+      );
+    }
+    if (!out.negative) {
+      throw new UsageError(`${path}: negative_pooled_prompt_embeds needs negative_prompt_embeds`);
+    }
+    out.negative.pooled = await f.readF32("negative_pooled_prompt_embeds");
+  }
+}
+
+async function readPooled(path: string, out: CaptionEmbeds): Promise<void> {
+  const f = await openSafetensors(path);
+  try {
+    await readPooledInto(f, path, out);
   } finally {
     f.close();
   }
@@ -130,6 +175,8 @@ export async function generate(args: string[]): Promise<number> {
     out: { type: "string" },
     force: { type: "boolean" },
     "caption-embeds": { type: "string" },
+    "pooled-embeds": { type: "string" },
+    "true-cfg": { type: "string" },
     latents: { type: "string" },
     "save-latents": { type: "string" },
     json: { type: "boolean" },
@@ -144,9 +191,15 @@ export async function generate(args: string[]): Promise<number> {
   }
   const seed = numberOption("seed", v.seed, 0, { min: 0, max: 2 ** 32 - 1, integer: true });
   const steps = numberOption("steps", v.steps, 20, { min: 1, max: 1000, integer: true });
-  const guidance = numberOption("guidance", v.guidance, 4.5, { min: 0, max: 100 });
+  // Model-dependent defaults (PixArt 4.5 / dpm++2m, FLUX 3.5 / flow-euler) once it is loaded.
+  const guidanceArg = v.guidance === undefined
+    ? undefined
+    : numberOption("guidance", v.guidance, 0, { min: 0, max: 100 });
+  const trueCfg = numberOption("true-cfg", v["true-cfg"], 1, { min: 0, max: 100 });
   const n = numberOption("n", v.n, 1, { min: 1, max: 64, integer: true });
-  const sampler = choiceOption<SamplerName>("sampler", v.sampler, SAMPLERS, "dpm++2m");
+  const samplerArg = v.sampler === undefined
+    ? undefined
+    : choiceOption<SamplerName>("sampler", v.sampler, SAMPLERS, "dpm++2m");
   const adapter = choiceOption<AdapterChoice>("adapter", v.adapter, ADAPTER_CHOICES, "auto");
   const dtype = choiceOption("dtype", v.dtype, ["f32", "f16"] as const, "f32");
   const force = v.force ?? false;
@@ -158,6 +211,10 @@ export async function generate(args: string[]): Promise<number> {
   const captionEmbeds = v["caption-embeds"]
     ? await readCaptionEmbeds(v["caption-embeds"])
     : undefined;
+  if (v["pooled-embeds"]) {
+    if (!captionEmbeds) throw new UsageError("--pooled-embeds needs --caption-embeds");
+    await readPooled(v["pooled-embeds"], captionEmbeds);
+  }
   const latents = v.latents ? await readLatents(v.latents) : undefined;
 
   const rt = await createRuntime({ adapter, f16: dtype === "f16" ? true : "auto" });
@@ -167,7 +224,10 @@ export async function generate(args: string[]): Promise<number> {
     const pipe = await loadPipeline(rt, { path: v.model, dtype });
     const loadMs = performance.now() - tLoad;
     try {
-      const c = pipe.transformer.config;
+      const c = pipe.model.config;
+      const isFlux = pipe.model instanceof FluxModel;
+      const sampler: SamplerName = samplerArg ?? (isFlux ? "flow-euler" : "dpm++2m");
+      const guidance = guidanceArg ?? (isFlux ? FLUX_DEFAULT_GUIDANCE : 4.5);
       const B = latents?.shape[0] ?? captionEmbeds?.shape[0] ?? n;
       if (captionEmbeds && captionEmbeds.shape[0] !== B) {
         throw new UsageError(
@@ -198,6 +258,7 @@ export async function generate(args: string[]): Promise<number> {
         steps,
         guidance,
         sampler,
+        trueCfg,
         latents: latents?.data,
         height: latents?.shape[2],
         width: latents?.shape[3],
@@ -240,6 +301,7 @@ export async function generate(args: string[]): Promise<number> {
           steps,
           guidance,
           sampler,
+          true_cfg: trueCfg,
           dtype,
           adapter: rt.info.description,
           fallback: rt.info.fallback,
