@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { fluxPlugin } from "../plugins/models/flux.ts";
 import { pixartPlugin } from "../plugins/models/pixart.ts";
 import { PluginRegistry } from "./registry.ts";
 
@@ -11,5 +12,6 @@ import { PluginRegistry } from "./registry.ts";
 export function createDefaultRegistry(): PluginRegistry {
   const r = new PluginRegistry();
   r.register(pixartPlugin);
+  r.register(fluxPlugin);
   return r;
 }

@@ -18,6 +18,8 @@ import { embedSelfCheck } from "./embed.ts";
 import { patchSelfCheck } from "./patch.ts";
 import { rotqSelfCheck } from "./rotq.ts";
 import { actStatsSelfCheck } from "./act_stats.ts";
+import { ropeSelfCheck } from "./rope.ts";
+import { latentPackSelfCheck } from "./latent_pack.ts";
 
 /** The outcome of one self-check. */
 export interface SelfCheckResult {
@@ -67,6 +69,8 @@ export const SELF_CHECKS: SelfCheck[] = [
   patchSelfCheck,
   rotqSelfCheck,
   actStatsSelfCheck,
+  ropeSelfCheck,
+  latentPackSelfCheck,
 ];
 
 /** Runs every registered check. */
