@@ -23,6 +23,10 @@ export { createDefaultRegistry } from "./runtime/builtins.ts";
 export { PluginRegistry } from "./runtime/registry.ts";
 export type * from "./plugins/types.ts";
 export { DEFAULT_MODEL_DIR, loadPipeline, Pipeline, SAMPLERS } from "./runtime/pipeline.ts";
+export { FluxModel, fluxPlugin, loadFlux } from "./plugins/models/flux.ts";
+export type { FluxAttentionContext, FluxConditioning } from "./plugins/models/flux.ts";
+export { parseFlowSchedulerConfig, parseFluxConfig } from "./plugins/models/flux_config.ts";
+export type { FluxConfig } from "./plugins/models/flux_config.ts";
 export type {
   CaptionEmbeds,
   GenerateRequest,
