@@ -8,6 +8,7 @@
 import { ADAPTER_CHOICES, type AdapterChoice } from "../gpu/device.ts";
 import { DEFAULT_PROMPTS_FILE, evaluate, type EvaluateResult } from "../eval/eval.ts";
 import type { FidelityResult } from "../eval/fidelity.ts";
+import { makeGrid, writePng } from "../io/png.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
 import {
   choiceOption,
@@ -29,12 +30,13 @@ export const EVAL_USAGE = `deno task eval [options]
   --steps N               sampler steps (default 20)
   --guidance F            guidance scale (default 4.5, as generate)
   --sampler S             dpm++2m (default) or ddim
-  --dtype T               f32 (default) or f16 transformer (folders; artifacts carry their own)
+  --dtype T               the model's transformer: f32 (default) or f16 (the reference is f32)
   --adapter A             auto (default), gpu or cpu
   --batch N               images per GPU batch (default 1 on a CPU adapter, 8 on a GPU)
   --fidelity M            auto (default: when the images are 64×64 emoji), on or off
   --dataset DIR           an unpacked emoji-datasource-google@16.0.0 (default: fetched through npm)
   --out-dir DIR           write every image as PNG under DIR/model and DIR/reference
+  --grid FILE.png         write the model's images as one grid (8 per row, prompt-major)
   --json                  print the figures as one JSON object, the last line of stdout
 
 PSNR (dB) and SSIM are on the 8-bit images (R = 255; SSIM as scikit-image's Gaussian form),
@@ -98,6 +100,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     fidelity: { type: "string" },
     dataset: { type: "string" },
     "out-dir": { type: "string" },
+    grid: { type: "string" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
@@ -118,6 +121,9 @@ export async function evalCommand(args: string[]): Promise<number> {
   const adapter = choiceOption<AdapterChoice>("adapter", v.adapter, ADAPTER_CHOICES, "auto");
   const dtype = choiceOption("dtype", v.dtype, ["f32", "f16"] as const, "f32");
   const fid = choiceOption("fidelity", v.fidelity, ["auto", "on", "off"] as const, "auto");
+  if (v.grid !== undefined && !v.grid.toLowerCase().endsWith(".png")) {
+    throw new UsageError("--grid must name a .png file");
+  }
   const promptsFile = v.prompts ?? DEFAULT_PROMPTS_FILE;
   try {
     await Deno.stat(promptsFile);
@@ -155,6 +161,11 @@ export async function evalCommand(args: string[]): Promise<number> {
   info(`adapter: ${r.adapter}${r.fallback ? " (CPU)" : ""}`);
   report(r);
   if (v["out-dir"]) info(`wrote images under ${v["out-dir"]}`);
+  const images = r.samples.samples.flatMap((s) => s.image ? [s.image] : []);
+  if (v.grid && images.length) {
+    await writePng(v.grid, makeGrid(images, { cols: Math.min(8, images.length) }));
+    info(`wrote ${v.grid}`);
+  }
   if (v.json) {
     const s = r.samples;
     const c = r.comparison;

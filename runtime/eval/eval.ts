@@ -274,8 +274,10 @@ export interface EvaluateOptions extends Partial<SampleSettings> {
   promptsFile?: string;
   /** Only the first N prompts. */
   limit?: number;
-  /** Transformer storage type of models loaded from a path (default f32). */
+  /** Transformer storage type of the model when loaded from a path (default f32). */
   dtype?: "f32" | "f16";
+  /** The same for the reference (default f32: the FP32 model plans are scored against). */
+  referenceDtype?: "f32" | "f16";
   /** The runtime (default: one created on `adapter` and destroyed at the end). */
   runtime?: Runtime;
   /** Adapter when no runtime is given (default auto). */
@@ -350,11 +352,12 @@ export async function evaluate(o: EvaluateOptions = {}): Promise<EvaluateResult>
   const ownRt = !o.runtime;
   const rt = o.runtime ?? await createRuntime({
     adapter: o.adapter ?? "auto",
-    f16: o.dtype === "f16" ? true : "auto",
+    f16: o.dtype === "f16" || o.referenceDtype === "f16" ? true : "auto",
   });
   try {
     const run = async (m: ModelSource, phase: "model" | "reference"): Promise<SampleSet> => {
-      const pipe = typeof m === "string" ? await loadPipeline(rt, { path: m, dtype: o.dtype }) : m;
+      const dtype = phase === "model" ? o.dtype : o.referenceDtype ?? "f32";
+      const pipe = typeof m === "string" ? await loadPipeline(rt, { path: m, dtype }) : m;
       try {
         const set = await generateSamples(pipe, {
           ...settings,

@@ -62,6 +62,20 @@ Deno.test(
       // Different seeds give different images (the comparison is not trivially equal).
       const [a, b] = r.samples.samples;
       assert(psnr(a.image!.data, b.image!.data, 255) < 30, "seeds 0 and 1 should differ");
+      if (rt.info.f16) {
+        // dtype applies to the model only: the reference stays f32 (the FP32 model).
+        const h = await evaluate({
+          model: FIXTURE,
+          reference: r.referenceSamples,
+          dtype: "f16",
+          prompts: PROMPTS,
+          seeds: [0, 1],
+          steps: 3,
+          runtime: rt,
+        });
+        const c16 = h.comparison!;
+        assert(c16.identical < 4 && c16.psnr > 40, `f16 vs f32: PSNR ${c16.psnr}`);
+      }
     });
   },
 );
