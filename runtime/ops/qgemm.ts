@@ -1,0 +1,554 @@
+/**
+ * Quantized GEMMs with the GEMM epilogue (bias, activation, gated residual; see gemm.ts).
+ * W [N, K] is a quantized weight (runtime/quant/pack.ts codes + parameters) uploaded by
+ * {@linkcode uploadQWeight}. Two families, each in versions (llm.c style), all checked
+ * against runtime/reference/qgemm.ts:
+ *
+ * - weight-only, A16 ({@linkcode qgemmA16}): X f32/f16, W decoded through its per-row LUT
+ *   (TLQ) or (q − z)·Δ per group (uniform), FMAs in f32.
+ *   "fused": gemm_reg.wgsl's tiles with the decode in the W tile loads (GPUs, M > 64);
+ *   "skinny": K split over lanes, 4 columns × MR rows a workgroup (GPUs, M ≤ 64: the
+ *   weight read is the cost); "dequant": decode W once into a pooled dense buffer, then
+ *   the dense GEMM (CPU adapters, where loads inside the inner loop are dear).
+ * - integer ({@linkcode qgemmInt}): per-token int8 activations (act_quant.ts) × int8
+ *   weights (an int8 LUT per row, or 8-bit codes directly), dot4I8Packed, i32 sums,
+ *   Y = s_token·s_row·Σ. "tiled": gemm_reg's structure with int8 words (GPUs); "cpu": 4×4
+ *   blocks from storage over weights decoded to int8 once per call (CPU adapters).
+ *   `dot: "emulated"` replaces dot4I8Packed by unpack + multiply-add (adapters without
+ *   packed_4x8_integer_dot_product; selectable for tests).
+ *
+ * Integer sums match the reference bit for bit (`raw: true` stores them); float outputs
+ * match within f32 rounding of the epilogue.
+ *
+ * @module
+ */
+import type { QuantizedWeight } from "../../plugins/types.ts";
+import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import { createTensor, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { wordsPerRow } from "../quant/pack.ts";
+import type { QuantizedActivations } from "../quant/transform.ts";
+import type { GemmActivation } from "../reference/gemm.ts";
+import { a16Params, int8Lut } from "../reference/qgemm.ts";
+import { gemm, gemmDefaultTune } from "./gemm.ts";
+import commonSrc from "../../wgsl/gemm_common.wgsl" with { type: "text" };
+import regSrc from "../../wgsl/gemm_reg.wgsl" with { type: "text" };
+import decSrc from "../../wgsl/qgemm_dec.wgsl" with { type: "text" };
+import ioA16Src from "../../wgsl/qgemm_io_a16.wgsl" with { type: "text" };
+import ioA16hSrc from "../../wgsl/qgemm_io_a16h.wgsl" with { type: "text" };
+import skinnySrc from "../../wgsl/qgemm_skinny.wgsl" with { type: "text" };
+import decodeSrc from "../../wgsl/qgemm_decode.wgsl" with { type: "text" };
+import intSrc from "../../wgsl/qgemm_int.wgsl" with { type: "text" };
+import intCpuSrc from "../../wgsl/qgemm_int_cpu.wgsl" with { type: "text" };
+import ioW4Src from "../../wgsl/qgemm_int_io_w4.wgsl" with { type: "text" };
+import ioW1Src from "../../wgsl/qgemm_int_io_w1.wgsl" with { type: "text" };
+import dotNativeSrc from "../../wgsl/qgemm_dot_native.wgsl" with { type: "text" };
+import dotEmulSrc from "../../wgsl/qgemm_dot_emul.wgsl" with { type: "text" };
+
+/** A quantized weight on the GPU. */
+export interface QWeightGpu {
+  /** Output features. */
+  readonly N: number;
+  /** Input features. */
+  readonly K: number;
+  /** Bits per code. */
+  readonly bits: number;
+  /** Codes, u32 words [N, ⌈K / ⌊32/b⌋⌉]. */
+  readonly codes: Tensor;
+  /** Weight-only parameters (qgemm_dec.wgsl MODE 0/1), when uploaded. */
+  readonly a16?: { mode: 0 | 1; params: Tensor; groupSize: number };
+  /** Integer parameters (MODE 2: row scales then int8 LUT words; 3: row scales), when uploaded. */
+  readonly int?: { mode: 2 | 3; params: Tensor };
+  /** Bytes on the GPU. */
+  readonly byteLength: number;
+  /** Frees the tensors. */
+  release(): void;
+}
+
+/** Which paths a weight is uploaded for. */
+export interface UploadQWeightOptions {
+  /** Weight-only (A16) parameters; default true. */
+  a16?: boolean;
+  /** Integer (A8/A6/A4) parameters; default false. */
+  int?: boolean;
+}
+
+function u32View(a: Float32Array | Int8Array): Uint32Array {
+  const b = new Uint8Array(Math.ceil(a.byteLength / 4) * 4);
+  b.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  return new Uint32Array(b.buffer);
+}
+
+/** Uploads a quantized weight's codes and the parameters of the paths asked for. */
+export function uploadQWeight(
+  rt: Runtime,
+  q: QuantizedWeight,
+  opts: UploadQWeightOptions = {},
+): QWeightGpu {
+  const { rows: N, cols: K, bits } = q;
+  const wpr = wordsPerRow(K, bits);
+  if (q.codes.length !== N * wpr) {
+    throw new RangeError(`uploadQWeight: ${q.codes.length} code words, expected ${N}×${wpr}`);
+  }
+  if (K % 4 !== 0) throw new RangeError(`uploadQWeight: K must be a multiple of 4, got ${K}`);
+  const tensors: Tensor[] = [];
+  const up = (data: Uint32Array, shape: number[]) => {
+    const t = uploadTensor(rt, data, shape, "u32");
+    tensors.push(t);
+    return t;
+  };
+  try {
+    const codes = up(q.codes, [N, wpr]);
+    let a16: QWeightGpu["a16"];
+    let int: QWeightGpu["int"];
+    if (opts.a16 ?? true) {
+      const p = a16Params(q);
+      a16 = { mode: p.mode, params: up(u32View(p.data), [p.data.length]), groupSize: p.groupSize };
+    }
+    if (opts.int) {
+      const l = int8Lut(q);
+      if (l.direct) {
+        int = { mode: 3, params: up(u32View(l.scale), [N]) };
+      } else {
+        const words = u32View(l.lut8);
+        const data = new Uint32Array(N + words.length);
+        data.set(u32View(l.scale), 0);
+        data.set(words, N);
+        int = { mode: 2, params: up(data, [data.length]) };
+      }
+    }
+    const byteLength = tensors.reduce((s, t) => s + t.byteLength, 0);
+    return {
+      N,
+      K,
+      bits,
+      codes,
+      a16,
+      int,
+      byteLength,
+      release: () => tensors.forEach((t) => t.release()),
+    };
+  } catch (e) {
+    tensors.forEach((t) => t.release());
+    throw e;
+  }
+}
+
+/** The epilogue of the quantized GEMMs (as gemm's). */
+export interface QGemmEpilogue {
+  /** bias [N], added before the activation. */
+  bias?: Tensor;
+  /** none (default), gelu or silu. */
+  activation?: GemmActivation;
+  /** residual [M, N]: out = residual + gate ⊙ y. */
+  residual?: Tensor;
+  /** gate [B, N], row ⌊m / rowsPerGate⌋ for output row m. */
+  gate?: Tensor;
+  /** Output rows per gate row; default M / B. */
+  rowsPerGate?: number;
+  /** Where to write [M, N]; default a new tensor. */
+  out?: Tensor;
+}
+
+/** Versions of the weight-only GEMM. */
+export type QGemmA16Version = "fused" | "skinny" | "dequant";
+/** Versions of the integer GEMM. */
+export type QGemmIntVersion = "tiled" | "cpu";
+/** The int8 dot product: the WGSL builtin or unpack + multiply-add. */
+export type DotImpl = "native" | "emulated";
+
+/** Options of {@linkcode qgemmA16}. */
+export interface QGemmA16Options extends QGemmEpilogue {
+  /** Default: "dequant" on CPU adapters; on GPUs "skinny" for M ≤ 64, else "fused". */
+  version?: QGemmA16Version;
+}
+
+/** Options of {@linkcode qgemmInt}. */
+export interface QGemmIntOptions extends QGemmEpilogue {
+  /** Storage type of the output and epilogue operands; default f32. */
+  dtype?: StorageType;
+  /** Default: "cpu" on CPU adapters, else "tiled". */
+  version?: QGemmIntVersion;
+  /** Default "native" where the adapter has dot4I8Packed, else "emulated". */
+  dot?: DotImpl;
+  /** Store the i32 sums as f32 bit patterns, no scaling or epilogue (tests; f32 only). */
+  raw?: boolean;
+}
+
+const ACTIVATIONS: Readonly<Record<GemmActivation, number>> = { none: 0, gelu: 1, silu: 2 };
+
+interface Epi {
+  M: number;
+  N: number;
+  rpg: number;
+  act: number;
+  bias: boolean;
+  res: boolean;
+  gate: boolean;
+}
+
+/** Validates the epilogue operands against [M, N] in `dt` (the checks of gemm). */
+function epilogue(who: string, M: number, N: number, dt: StorageType, o: QGemmEpilogue): Epi {
+  const same = (t: Tensor | undefined, name: string, size: number, what: string) => {
+    if (!t) return;
+    if (t.dtype !== dt) throw new TypeError(`${who}: ${name} is ${t.dtype}, expected ${dt}`);
+    if (t.size !== size) {
+      throw new RangeError(`${who}: ${name} must be ${what} (${size} values), got [${t.shape}]`);
+    }
+  };
+  same(o.bias, "bias", N, `[${N}]`);
+  same(o.residual, "residual", M * N, `[${M}, ${N}]`);
+  same(o.out, "out", M * N, `[${M}, ${N}]`);
+  let rpg = Math.max(1, M);
+  if (o.gate) {
+    const g = o.gate;
+    if (g.dtype !== dt) throw new TypeError(`${who}: gate is ${g.dtype}, expected ${dt}`);
+    if (g.size === 0 || g.size % N !== 0) {
+      throw new RangeError(`${who}: gate must be [B, ${N}], got [${g.shape}]`);
+    }
+    const B = g.size / N;
+    rpg = o.rowsPerGate ?? M / B;
+    if (!Number.isInteger(rpg) || rpg < 1) {
+      throw new RangeError(`${who}: ${M} rows do not split over ${B} gate rows; give rowsPerGate`);
+    }
+    if (Math.ceil(M / rpg) > B) {
+      throw new RangeError(`${who}: ${M} rows at rowsPerGate ${rpg} need more than ${B} gate rows`);
+    }
+  }
+  const act = ACTIVATIONS[o.activation ?? "none"];
+  if (act === undefined) throw new TypeError(`${who}: unknown activation ${o.activation}`);
+  return { M, N, rpg, act, bias: !!o.bias, res: !!o.residual, gate: !!o.gate };
+}
+
+function checkNoAlias(who: string, out: Tensor, inputs: [string, Tensor | undefined][]): void {
+  for (const [name, t] of inputs) {
+    if (t && t.buffer === out.buffer) {
+      throw new RangeError(`${who}: out must not share a buffer with ${name}`);
+    }
+  }
+}
+
+function flagConstants(e: Epi): Record<string, number> {
+  return {
+    HAS_BIAS: e.bias ? 1 : 0,
+    ACT: e.act,
+    HAS_RES: e.res ? 1 : 0,
+    HAS_GATE: e.gate ? 1 : 0,
+  };
+}
+
+interface QParams extends Epi {
+  K: number;
+  wpr: number;
+  aux: number;
+  bits: number;
+  mode: number;
+  consts: Record<string, number>;
+  grid: [number, number];
+}
+
+const UNIFORM = {
+  fields: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"] as const,
+  values: (p: QParams) => [p.M, p.N, p.K, Math.ceil(p.K / 4), p.rpg, 0, p.wpr, p.aux],
+};
+
+const specs = new Map<string, KernelSpec<QParams>>();
+
+function makeSpec(
+  key: string,
+  kernel: string,
+  storage: StorageType,
+  libs: string[],
+  bindings: KernelSpec<QParams>["bindings"],
+  entryPoint = "main",
+): KernelSpec<QParams> {
+  let s = specs.get(key);
+  if (!s) {
+    const c = composeWgsl(kernel, { storage, libs });
+    s = {
+      name: key,
+      source: c.source,
+      preludeLines: c.preludeLines,
+      entryPoint,
+      bindings,
+      constants: (p) => p.consts,
+      uniform: { fields: UNIFORM.fields, values: UNIFORM.values },
+      dispatch: (p) => p.grid,
+    };
+    specs.set(key, s);
+  }
+  return s;
+}
+
+const GEMM_BINDINGS: KernelSpec<QParams>["bindings"] = [
+  "uniform",
+  "read",
+  "read",
+  "read",
+  "read",
+  "read",
+  "read_write",
+  "read",
+];
+
+/** Tile knobs of the skinny kernel (benchmarks and tuning). */
+export interface SkinnyTune {
+  /** Invocations along K; default 16. */
+  kl?: number;
+  /** Column groups of 4; default 16 (KL·CG ≤ 256). */
+  cg?: number;
+  /** Rows per workgroup, ≤ 8; default 8. */
+  mr?: number;
+}
+
+/** The default A16 version for M rows on `rt`. */
+export function defaultA16Version(rt: Runtime, M: number): QGemmA16Version {
+  if (rt.info.fallback) return "dequant";
+  return M <= 64 ? "skinny" : "fused";
+}
+
+function rowsOf(x: Tensor, who: string): [number, number] {
+  if (x.shape.length < 2) throw new RangeError(`${who}: x must be [M, K], got [${x.shape}]`);
+  const K = x.shape[x.shape.length - 1];
+  return [K > 0 ? x.size / K : 0, K];
+}
+
+/**
+ * Records Y = epilogue(X·Ŵᵀ) for activations x [M, K] (f32/f16) and a quantized weight
+ * uploaded with A16 parameters; returns Y [..., N] in x's dtype.
+ */
+export function qgemmA16(
+  rec: Recorder,
+  x: Tensor,
+  w: QWeightGpu,
+  opts: QGemmA16Options & { tune?: SkinnyTune } = {},
+): Tensor {
+  const rt = rec.runtime;
+  const who = "qgemmA16";
+  if (x.dtype !== "f32" && x.dtype !== "f16") {
+    throw new TypeError(`${who}: x must be f32 or f16, got ${x.dtype}`);
+  }
+  const dt = x.dtype;
+  const [M, K] = rowsOf(x, who);
+  if (K !== w.K) throw new RangeError(`${who}: x has K = ${K}, the weight ${w.K}`);
+  if (!w.a16) throw new RangeError(`${who}: the weight was uploaded without A16 parameters`);
+  const N = w.N;
+  const e = epilogue(who, M, N, dt, opts);
+  const version = opts.version ?? defaultA16Version(rt, M);
+  const out = opts.out ?? createTensor(rt, [...x.shape.slice(0, -1), N], dt);
+  checkNoAlias(who, out, [["x", x], ["bias", opts.bias], ["residual", opts.residual], [
+    "gate",
+    opts.gate,
+  ]]);
+  if (M === 0) return out;
+  const a = w.a16;
+  if (version === "dequant") {
+    const wd = createTensor(rt, [N, K], dt);
+    const p: QParams = {
+      ...e,
+      K,
+      wpr: wordsPerRow(K, w.bits),
+      aux: a.groupSize,
+      bits: w.bits,
+      mode: a.mode,
+      consts: { WG: 64, BITS: w.bits, MODE: a.mode },
+      grid: grid1d(Math.ceil((N * K) / 4 / 64)),
+    };
+    const spec = makeSpec(
+      `qgemm_decode_float_${dt}`,
+      decodeSrc,
+      dt,
+      [decSrc],
+      ["uniform", "read_write", "read", "read", "read"],
+      "to_float",
+    );
+    // Binding 3 (to_int8's output) is unused here: bound to the codes, read-only.
+    rec.dispatch(spec, p, [wd, w.codes, w.codes, a.params]);
+    gemm(rec, x, wd, {
+      bias: opts.bias,
+      activation: opts.activation,
+      residual: opts.residual,
+      gate: opts.gate,
+      rowsPerGate: e.rpg,
+      out,
+    });
+    wd.release(); // the pool hands it out again only to work recorded after this GEMM
+    return out;
+  }
+  const io = dt === "f16" ? ioA16hSrc : ioA16Src;
+  let spec: KernelSpec<QParams>;
+  let consts: Record<string, number>;
+  let grid: [number, number];
+  if (version === "fused") {
+    const t = gemmDefaultTune("vec4", rt.info.fallback);
+    consts = { TX: t.tx, TY: t.ty, BK: t.bk, LMAP: t.lmap, EPI: t.epi };
+    grid = [Math.ceil(N / (8 * t.tx)), Math.ceil(M / (8 * t.ty))];
+    spec = makeSpec(`qgemm_a16_fused_${dt}`, regSrc, dt, [commonSrc, decSrc, io], GEMM_BINDINGS);
+  } else if (version === "skinny") {
+    const kl = opts.tune?.kl ?? 16;
+    const cg = opts.tune?.cg ?? 16;
+    const mr = opts.tune?.mr ?? 8;
+    if (kl * cg > 256 || mr < 1 || mr > 8) {
+      throw new RangeError(`${who}: skinny tune needs kl·cg ≤ 256 and mr in [1, 8]`);
+    }
+    consts = { KL: kl, CG: cg, MR: mr };
+    grid = [Math.ceil(N / (4 * cg)), Math.ceil(M / mr)];
+    spec = makeSpec(
+      `qgemm_a16_skinny_${dt}`,
+      skinnySrc,
+      dt,
+      [commonSrc, decSrc, io],
+      GEMM_BINDINGS,
+    );
+  } else {
+    throw new RangeError(`${who}: version must be fused, skinny or dequant, got ${version}`);
+  }
+  const p: QParams = {
+    ...e,
+    K,
+    wpr: wordsPerRow(K, w.bits),
+    aux: a.groupSize,
+    bits: w.bits,
+    mode: a.mode,
+    consts: { ...consts, ...flagConstants(e), BITS: w.bits, MODE: a.mode },
+    grid,
+  };
+  // Absent epilogue operands are bound to x (never read: their flag is off).
+  rec.dispatch(spec, p, [
+    x,
+    w.codes,
+    opts.bias ?? x,
+    opts.residual ?? x,
+    opts.gate ?? x,
+    out,
+    a.params,
+  ]);
+  return out;
+}
+
+/** The default integer version on `rt`. */
+export function defaultIntVersion(rt: Runtime): QGemmIntVersion {
+  return rt.info.fallback ? "cpu" : "tiled";
+}
+
+/**
+ * Records Y = epilogue(s_token·s_row·Σ x8·w8) for per-token int8 activations and a
+ * quantized weight uploaded with integer parameters; returns Y [M, N] in `opts.dtype`.
+ */
+export function qgemmInt(
+  rec: Recorder,
+  xa: QuantizedActivations,
+  w: QWeightGpu,
+  opts: QGemmIntOptions = {},
+): Tensor {
+  const rt = rec.runtime;
+  const who = "qgemmInt";
+  const dt = opts.dtype ?? "f32";
+  const M = xa.scales.size;
+  const K = xa.cols;
+  const K4 = Math.ceil(K / 4);
+  if (xa.q.size !== M * K4) {
+    throw new RangeError(`${who}: activations must be [${M}, ${K4}] words, got [${xa.q.shape}]`);
+  }
+  if (K !== w.K) throw new RangeError(`${who}: activations have K = ${K}, the weight ${w.K}`);
+  if (!w.int) throw new RangeError(`${who}: the weight was uploaded without integer parameters`);
+  const N = w.N;
+  const e = epilogue(who, M, N, dt, opts);
+  if (opts.raw && (dt !== "f32" || e.bias || e.res || e.gate || e.act)) {
+    throw new RangeError(`${who}: raw output needs f32 and no epilogue`);
+  }
+  const dot = opts.dot ?? (rt.info.packedDot ? "native" : "emulated");
+  if (dot === "native" && !rt.info.packedDot) {
+    throw new RangeError(`${who}: this adapter has no dot4I8Packed; use dot: "emulated"`);
+  }
+  const version = opts.version ?? defaultIntVersion(rt);
+  const out = opts.out ?? createTensor(rt, [M, N], dt);
+  checkNoAlias(who, out, [
+    ["activations", xa.q],
+    ["scales", xa.scales],
+    [
+      "bias",
+      opts.bias,
+    ],
+    ["residual", opts.residual],
+    ["gate", opts.gate],
+  ]);
+  if (M === 0) return out;
+  const dotSrc = dot === "native" ? dotNativeSrc : dotEmulSrc;
+  const base = {
+    ...e,
+    K,
+    wpr: wordsPerRow(K, w.bits),
+    aux: 0,
+    bits: w.bits,
+    mode: w.int.mode,
+  };
+  const flags = { ...flagConstants(e), RAW: opts.raw ? 1 : 0 };
+  const bindings: KernelSpec<QParams>["bindings"] = [...GEMM_BINDINGS, "read"];
+  const operands = (wi: Tensor) => [
+    xa.q,
+    wi,
+    opts.bias ?? xa.q,
+    opts.residual ?? xa.q,
+    opts.gate ?? xa.q,
+    out,
+    w.int!.params,
+    xa.scales,
+  ];
+  if (version === "tiled") {
+    const t = { tx: 16, ty: 16, bkw: 4 };
+    const spec = makeSpec(
+      `qgemm_int_tiled_${dt}_${dot}`,
+      intSrc,
+      dt,
+      [commonSrc, decSrc, dotSrc],
+      bindings,
+    );
+    rec.dispatch(spec, {
+      ...base,
+      consts: { TX: t.tx, TY: t.ty, BKW: t.bkw, ...flags, BITS: w.bits, MODE: w.int.mode },
+      grid: [Math.ceil(N / (8 * t.tx)), Math.ceil(M / (8 * t.ty))],
+    }, operands(w.codes));
+    return out;
+  }
+  if (version !== "cpu") {
+    throw new RangeError(`${who}: version must be tiled or cpu, got ${version}`);
+  }
+  // Weights as int8 words [N, K4]: 8-bit offset codes are that already (XOR 0x80 a byte).
+  let wi = w.codes;
+  let temp: Tensor | undefined;
+  if (w.int.mode === 2) {
+    temp = createTensor(rt, [N, K4], "u32");
+    const spec = makeSpec(
+      `qgemm_decode_int8`,
+      decodeSrc,
+      "f32",
+      [decSrc],
+      ["uniform", "read", "read", "read_write", "read"],
+      "to_int8",
+    );
+    rec.dispatch(spec, {
+      ...base,
+      consts: { WG: 64, BITS: w.bits, MODE: 2 },
+      grid: grid1d(Math.ceil((N * K4) / 64)),
+    }, [w.codes, w.codes, temp, w.int.params]);
+    wi = temp;
+  }
+  const wide = K4 % 4 === 0;
+  const spec = makeSpec(
+    `qgemm_int_cpu_${dt}_${dot}_${wide ? "w4" : "w1"}`,
+    intCpuSrc,
+    dt,
+    [commonSrc, dotSrc, wide ? ioW4Src : ioW1Src],
+    bindings,
+  );
+  const lanes = Math.ceil(M / 4) * Math.ceil(N / 4);
+  rec.dispatch(spec, {
+    ...base,
+    consts: { WG: 64, WX: w.int.mode === 3 ? 0x80808080 : 0, ...flags },
+    grid: grid1d(Math.ceil(lanes / 64)),
+  }, operands(wi));
+  temp?.release();
+  return out;
+}

@@ -1,0 +1,294 @@
+import { assert, assertClose, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import type { QuantizedWeight } from "../../plugins/types.ts";
+import { tlqQuantize } from "../../plugins/quantizers/tlq.ts";
+import { uniformDequantize, uniformQuantize } from "../../plugins/quantizers/uniform.ts";
+import { lutDequantize } from "../../plugins/quantizers/tlq.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { Recorder } from "../gpu/kernel.ts";
+import { readTensor, readTensorRaw, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { Prng } from "../io/prng.ts";
+import { unpackInt8 } from "../quant/pack.ts";
+import { gemmRef, type GemmRefOptions } from "../reference/gemm.ts";
+import { decodeInt8, int8Lut, qgemmIntRef } from "../reference/qgemm.ts";
+import { actQuant } from "./act_quant.ts";
+import {
+  type DotImpl,
+  qgemmA16,
+  type QGemmA16Version,
+  qgemmInt,
+  type QGemmIntVersion,
+  uploadQWeight,
+} from "./qgemm.ts";
+
+type Kind = "tlq4" | "tlq3" | "u4" | "u3g" | "u8s" | "u4g";
+
+function quantize(kind: Kind, data: Float32Array, rows: number, cols: number): QuantizedWeight {
+  const w = { data, rows, cols };
+  switch (kind) {
+    case "tlq4":
+      return tlqQuantize(w, { bits: 4, etas: [0, 0.02, 0.5], percentiles: [0.99, 1] });
+    case "tlq3":
+      return tlqQuantize(w, { bits: 3, etas: [0, 0.02, 0.5], percentiles: [0.99, 1] });
+    case "u4":
+      return uniformQuantize(w, { bits: 4 });
+    case "u3g":
+      return uniformQuantize(w, { bits: 3, groupSize: 32 });
+    case "u4g":
+      return uniformQuantize(w, { bits: 4, groupSize: 64 });
+    case "u8s":
+      return uniformQuantize(w, { bits: 8, symmetric: true });
+  }
+}
+
+function dequant(q: QuantizedWeight): Float32Array {
+  return q.params.lut ? lutDequantize(q) : uniformDequantize(q);
+}
+
+interface Case {
+  M: number;
+  N: number;
+  K: number;
+  xs: Float32Array;
+  ws: Float32Array;
+  bias: Float32Array;
+  res: Float32Array;
+  gate: Float32Array;
+}
+
+function makeCase(M: number, N: number, K: number, seed: number): Case {
+  const g = new Prng(seed);
+  return {
+    M,
+    N,
+    K,
+    xs: g.normals(M * K),
+    ws: g.normals(N * K).map((v) => v / Math.sqrt(K)),
+    bias: g.normals(N),
+    res: g.normals(M * N),
+    gate: g.normals(2 * N),
+  };
+}
+
+/** Epilogue tensors and their reference options (gate over two batch halves). */
+function epilogue(rt: Runtime, c: Case, dt: "f32" | "f16") {
+  const r = (a: Float32Array) => dt === "f16" ? Float32Array.from(Float16Array.from(a)) : a;
+  const ref: GemmRefOptions = {
+    bias: r(c.bias),
+    activation: "gelu",
+    residual: r(c.res),
+    gate: r(c.gate),
+    rowsPerGate: Math.ceil(c.M / 2),
+  };
+  return {
+    ref,
+    gpu: {
+      bias: uploadTensor(rt, c.bias, [c.N], dt),
+      activation: "gelu" as const,
+      residual: uploadTensor(rt, c.res, [c.M, c.N], dt),
+      gate: uploadTensor(rt, c.gate, [2, c.N], dt),
+      rowsPerGate: Math.ceil(c.M / 2),
+    },
+  };
+}
+
+const A16: QGemmA16Version[] = ["fused", "skinny", "dequant"];
+
+Deno.test("qgemmA16 matches X·Ŵᵀ for every version and weight format (f32)", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    // Each shape with some of the formats (every format and version is covered).
+    const plan = [
+      [1, 45, 68, ["tlq3", "u8s"]],
+      [37, 21, 128, ["u4g"]],
+      [70, 33, 96, ["tlq4", "u3g"]],
+    ] as const;
+    for (const [M, N, K, kinds] of plan) {
+      const c = makeCase(M, N, K, M + N);
+      for (const kind of kinds as readonly Kind[]) {
+        const q = quantize(kind, c.ws, N, K);
+        const w = uploadQWeight(rt, q);
+        const x = uploadTensor(rt, c.xs, [M, K]);
+        const e = epilogue(rt, c, "f32");
+        const want = gemmRef(c.xs, dequant(q), M, N, K, e.ref);
+        for (const version of A16) {
+          const rec = new Recorder(rt);
+          const y = qgemmA16(rec, x, w, { ...e.gpu, version });
+          await rec.submit();
+          // f32 accumulation over K of products ~1: errors ~1e-6·K; the epilogue is O(1).
+          assertClose(await readTensor(rt, y), want, {
+            atol: 2e-5 * Math.sqrt(K),
+            rtol: 1e-5,
+            msg: `${M}x${N}x${K} ${kind} ${version}`,
+          });
+          y.release();
+        }
+        w.release();
+      }
+    }
+  });
+});
+
+Deno.test("qgemmA16 with f16 activations, plain and with the epilogue", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    if (!rt.info.f16) return;
+    const c = makeCase(66, 19, 64, 9);
+    const xs = Float32Array.from(Float16Array.from(c.xs));
+    const q = quantize("tlq4", c.ws, 19, 64);
+    const w = uploadQWeight(rt, q);
+    const x = uploadTensor(rt, xs, [66, 64], "f16");
+    const e = epilogue(rt, c, "f16");
+    const want = gemmRef(xs, dequant(q), 66, 19, 64, e.ref);
+    for (const version of A16) {
+      const rec = new Recorder(rt);
+      const y = qgemmA16(rec, x, w, { ...e.gpu, version });
+      await rec.submit();
+      // One f16 rounding of outputs up to ~10: 5e-3 relative, plus the f32 sum.
+      assertClose(await readTensor(rt, y), want, { atol: 2e-3, rtol: 2e-3, msg: version });
+    }
+  });
+});
+
+/** Uploads x, quantizes it on the GPU, and reads the codes back for the reference. */
+async function quantized(rt: Runtime, c: Case, bits: number) {
+  const x = uploadTensor(rt, c.xs, [c.M, c.K]);
+  const rec = new Recorder(rt);
+  const xa = actQuant(rec, x, bits);
+  await rec.submit();
+  const words = (await readTensorRaw(rt, xa.q)) as Uint32Array;
+  return {
+    xa,
+    x8: unpackInt8(words, c.M, c.K),
+    xScale: await readTensor(rt, xa.scales),
+  };
+}
+
+const INT_VERSIONS: QGemmIntVersion[] = ["tiled", "cpu"];
+
+Deno.test(
+  "qgemmInt sums match the reference bit for bit (every version, both dots)",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const dots: DotImpl[] = rt.info.packedDot ? ["native", "emulated"] : ["emulated"];
+      for (const [M, N, K] of [[1, 9, 36], [41, 37, 100], [67, 20, 128]] as const) {
+        const c = makeCase(M, N, K, 3 * M + N);
+        for (const kind of ["tlq4", "tlq3", "u4", "u8s"] as Kind[]) {
+          const q = quantize(kind, c.ws, N, K);
+          const w = uploadQWeight(rt, q, { a16: false, int: true });
+          assertEquals(w.int!.mode, kind === "u8s" ? 3 : 2);
+          const lut = int8Lut(q);
+          const w8 = decodeInt8(q, lut);
+          for (const bits of [8, 4]) {
+            const { xa, x8, xScale } = await quantized(rt, c, bits);
+            const ref = qgemmIntRef(x8, xScale, w8, lut.scale, M, N, K);
+            for (const version of INT_VERSIONS) {
+              for (const dot of dots) {
+                const rec = new Recorder(rt);
+                const y = qgemmInt(rec, xa, w, { version, dot, raw: true });
+                await rec.submit();
+                const got = new Int32Array((await readTensor(rt, y)).buffer);
+                const what = `${M}x${N}x${K} ${kind} A${bits} ${version} ${dot}`;
+                for (let i = 0; i < M * N; i++) {
+                  if (got[i] !== ref.acc[i]) {
+                    throw new Error(`${what}: sum ${i} is ${got[i]}, expected ${ref.acc[i]}`);
+                  }
+                }
+                y.release();
+              }
+            }
+          }
+          w.release();
+        }
+      }
+    });
+  },
+);
+
+Deno.test("qgemmInt scales and applies the epilogue (f32, and f16 output)", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const c = makeCase(35, 27, 64, 11);
+    const q = quantize("tlq4", c.ws, 27, 64);
+    const w = uploadQWeight(rt, q, { int: true });
+    const lut = int8Lut(q);
+    const { xa, x8, xScale } = await quantized(rt, c, 8);
+    for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
+      const e = epilogue(rt, c, dt);
+      const want = qgemmIntRef(x8, xScale, decodeInt8(q, lut), lut.scale, 35, 27, 64, e.ref).y;
+      for (const version of INT_VERSIONS) {
+        const rec = new Recorder(rt);
+        const y = qgemmInt(rec, xa, w, { ...e.gpu, dtype: dt, version });
+        await rec.submit();
+        const tol = dt === "f32" ? { atol: 1e-5, rtol: 1e-5 } : { atol: 5e-3, rtol: 5e-3 };
+        assertClose(await readTensor(rt, y), want, { ...tol, msg: `${dt} ${version}` });
+      }
+    }
+  });
+});
+
+Deno.test(
+  "the integer path approximates the float product (A8, W4 TLQ and W8)",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const c = makeCase(64, 48, 192, 12);
+      const exact = gemmRef(c.xs, c.ws, 64, 48, 192);
+      const rel = (y: Float32Array) => {
+        let e = 0;
+        let s = 0;
+        for (let i = 0; i < y.length; i++) {
+          e += (y[i] - exact[i]) ** 2;
+          s += exact[i] ** 2;
+        }
+        return Math.sqrt(e / s);
+      };
+      for (const [kind, bound] of [["u8s", 0.02], ["tlq4", 0.15]] as const) {
+        const w = uploadQWeight(rt, quantize(kind, c.ws, 48, 192), { int: true });
+        const { xa } = await quantized(rt, c, 8);
+        const rec = new Recorder(rt);
+        const y = qgemmInt(rec, xa, w);
+        await rec.submit();
+        const r = rel(await readTensor(rt, y));
+        assert(r < bound, `${kind}: relative error ${r} ≥ ${bound}`);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "quantized GEMMs reject mismatched shapes, missing paths and aliasing",
+  gpuTest,
+  async () => {
+    await withRuntime((rt) => {
+      const c = makeCase(4, 8, 16, 13);
+      const q = quantize("u4", c.ws, 8, 16);
+      const w = uploadQWeight(rt, q);
+      const rec = new Recorder(rt);
+      const x = uploadTensor(rt, c.xs, [4, 16]);
+      const bad = uploadTensor(rt, new Float32Array(4 * 12), [4, 12]);
+      assertThrows(() => qgemmA16(rec, bad, w), RangeError, "K = 12");
+      const xa = actQuant(rec, x, 8);
+      assertThrows(() => qgemmInt(rec, xa, w), RangeError, "without integer parameters");
+      const w2 = uploadQWeight(rt, q, { a16: false, int: true });
+      assertThrows(() => qgemmA16(rec, x, w2), RangeError, "without A16 parameters");
+      const res: Tensor = uploadTensor(rt, new Float32Array(32), [4, 8]);
+      assertThrows(() => qgemmA16(rec, x, w, { residual: res, out: res }), RangeError, "residual");
+      assertThrows(
+        () =>
+          uploadQWeight(
+            rt,
+            uniformQuantize({ ...c, data: c.ws.subarray(0, 8 * 6), cols: 6, rows: 8 }, { bits: 4 }),
+          ),
+        RangeError,
+        "multiple of 4",
+      );
+      assertThrows(
+        () =>
+          uploadQWeight(rt, uniformQuantize({ data: c.ws, rows: 8, cols: 16 }, { bits: 8 }), {
+            int: true,
+          }),
+        RangeError,
+        "symmetric",
+      );
+    });
+  },
+);

@@ -1,0 +1,202 @@
+/**
+ * CPU reference of the quantized GEMMs, and the host-side forms of a quantized weight
+ * that the kernels read (runtime/ops/qgemm.ts uploads them):
+ *
+ * - A16 (weight-only): the f32 per-row LUT of a LUT-coded weight (TLQ), or the uniform
+ *   quantizer's scale and zero per group; Y = X·Ŵᵀ with Ŵ the dequantized weight.
+ * - Integer (A8/A6/A4): the weight as int8 × one scale per row, ŵ ≈ s_row·w8. For a
+ *   uniform per-row weight this is exact (w8 = code − zero, s_row = Δ); for a LUT it is
+ *   the re-expression s_row = max|LUT_row| / 127, lut8 = round(LUT / s_row), which adds an
+ *   error over the exact LUT ({@linkcode int8LutError} measures it).
+ *   Y = s_token·s_row·Σ x8·w8 with an exact integer sum.
+ *
+ * @module
+ */
+import type { QuantizedWeight } from "../../plugins/types.ts";
+import { unpackCodes } from "../quant/pack.ts";
+import { gemmRef, type GemmRefOptions } from "./gemm.ts";
+
+/** How the A16 kernels decode: 0 = f32 LUT [N, 2^b], 1 = affine (scale, zero per group). */
+export type A16Mode = 0 | 1;
+
+/** The A16 parameters of a weight, as uploaded (qgemm_dec.wgsl MODE 0 or 1). */
+export interface A16Params {
+  /** Decode mode. */
+  mode: A16Mode;
+  /** MODE 0: the LUT [N·2^b]; MODE 1: scale [N·ng] then zero [N·ng]. */
+  data: Float32Array;
+  /** MODE 1: group size along K (K for per-row); 0 for MODE 0. */
+  groupSize: number;
+}
+
+/** True when the weight is LUT-coded (has `params.lut`, as TLQ). */
+export function isLutCoded(q: QuantizedWeight): boolean {
+  return q.params.lut !== undefined;
+}
+
+/** The group size of an affine (uniform) weight: meta.groupSize, or K for per-row. */
+export function affineGroupSize(q: QuantizedWeight): number {
+  const g = Number(q.meta.groupSize ?? 0);
+  return g > 0 ? g : q.cols;
+}
+
+/** The A16 parameters of `q`. @throws {RangeError} for a weight of neither kind. */
+export function a16Params(q: QuantizedWeight): A16Params {
+  if (isLutCoded(q)) {
+    const lut = q.params.lut;
+    if (lut.length !== q.rows * 2 ** q.bits) {
+      throw new RangeError(`${q.quantizer}: lut must hold ${q.rows}×${2 ** q.bits} values`);
+    }
+    return { mode: 0, data: lut, groupSize: 0 };
+  }
+  const { scale, zero } = q.params;
+  const G = affineGroupSize(q);
+  const n = q.rows * Math.ceil(q.cols / G);
+  if (!scale || !zero || scale.length !== n || zero.length !== n) {
+    throw new RangeError(
+      `${q.quantizer}: a weight needs params.lut or params.scale/zero [${q.rows}·${
+        Math.ceil(q.cols / G)
+      }]`,
+    );
+  }
+  if (G % 4 !== 0) throw new RangeError(`${q.quantizer}: group size ${G} is not a multiple of 4`);
+  const data = new Float32Array(2 * n);
+  data.set(scale, 0);
+  data.set(zero, n);
+  return { mode: 1, data, groupSize: G };
+}
+
+/** The integer form of a weight: ŵ[n, k] ≈ scale[n]·lut8[n, code]. */
+export interface Int8Lut {
+  /** s_row [N]. */
+  scale: Float32Array;
+  /** [N, 2^b] int8 values per code. */
+  lut8: Int8Array;
+  /** True when the re-expression is exact (uniform per-row). */
+  exact: boolean;
+  /** True when int8 = code − 128 for every row (8-bit symmetric uniform: no LUT needed). */
+  direct: boolean;
+}
+
+/**
+ * The integer form of `q`. LUT-coded: s_row = max|LUT_row| / 127 and
+ * lut8 = round(LUT/s_row); uniform per-row: lut8 = code − zero (exact).
+ * @throws {RangeError} for uniform groups, or codes whose code − zero leaves int8
+ *   (asymmetric 8-bit: quantize W8 symmetric for the integer path).
+ */
+export function int8Lut(q: QuantizedWeight): Int8Lut {
+  const N = q.rows;
+  const L = 2 ** q.bits;
+  const scale = new Float32Array(N);
+  const lut8 = new Int8Array(N * L);
+  if (isLutCoded(q)) {
+    const lut = q.params.lut;
+    if (lut.length !== N * L) throw new RangeError(`${q.quantizer}: lut must hold ${N}×${L}`);
+    for (let n = 0; n < N; n++) {
+      let m = 0;
+      for (let c = 0; c < L; c++) m = Math.max(m, Math.abs(lut[n * L + c]));
+      const s = Math.fround(m / 127);
+      scale[n] = s;
+      for (let c = 0; c < L; c++) {
+        lut8[n * L + c] = s > 0 ? Math.max(-127, Math.min(127, Math.round(lut[n * L + c] / s))) : 0;
+      }
+    }
+    return { scale, lut8, exact: false, direct: false };
+  }
+  if (affineGroupSize(q) < q.cols) {
+    throw new RangeError(
+      `${q.quantizer}: the integer path needs one scale per row; this weight has groups of ${
+        affineGroupSize(q)
+      }`,
+    );
+  }
+  const { scale: s, zero: z } = q.params;
+  if (!s || !z || s.length !== N || z.length !== N) {
+    throw new RangeError(`${q.quantizer}: scale and zero must hold ${N} values`);
+  }
+  let direct = q.bits === 8;
+  for (let n = 0; n < N; n++) {
+    scale[n] = s[n];
+    if (z[n] !== 128) direct = false;
+    for (let c = 0; c < L; c++) {
+      const v = c - z[n];
+      if (v < -128 || v > 127) {
+        throw new RangeError(
+          `${q.quantizer}: code ${c} − zero ${z[n]} of row ${n} does not fit int8; ` +
+            "quantize 8-bit weights symmetric for the integer path",
+        );
+      }
+      lut8[n * L + c] = v;
+    }
+  }
+  return { scale, lut8, exact: true, direct };
+}
+
+/** The weight decoded to int8 [N, K] through its int8 LUT. */
+export function decodeInt8(q: QuantizedWeight, lut: Int8Lut): Int8Array {
+  const { rows: N, cols: K } = q;
+  const L = 2 ** q.bits;
+  const c = unpackCodes(q.codes, N, K, q.bits);
+  const out = new Int8Array(N * K);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) out[n * K + k] = lut.lut8[n * L + c[n * K + k]];
+  }
+  return out;
+}
+
+/**
+ * The error the int8 re-expression adds over the exact dequantized weight ŵ:
+ * ‖s·lut8[code] − ŵ‖ / ‖ŵ‖ over the weight (0 for uniform per-row).
+ */
+export function int8LutError(q: QuantizedWeight, exact: Float32Array): number {
+  const lut = int8Lut(q);
+  const w8 = decodeInt8(q, lut);
+  let e = 0;
+  let s = 0;
+  for (let n = 0; n < q.rows; n++) {
+    for (let k = 0; k < q.cols; k++) {
+      const i = n * q.cols + k;
+      e += (lut.scale[n] * w8[i] - exact[i]) ** 2;
+      s += exact[i] ** 2;
+    }
+  }
+  return s > 0 ? Math.sqrt(e / s) : 0;
+}
+
+/** Result of {@linkcode qgemmIntRef}. */
+export interface QGemmIntRef {
+  /** The exact integer sums Σ_k x8·w8 [M, N]. */
+  acc: Int32Array;
+  /** Y after scaling (f32, as the kernel: (f32(acc)·s_token)·s_row) and the epilogue. */
+  y: Float32Array;
+}
+
+/**
+ * Y = epilogue(s_token·s_row·Σ x8·w8) for int8 activations x8 [M, K] with scales [M] and
+ * int8 weights w8 [N, K] with row scales [N].
+ */
+export function qgemmIntRef(
+  x8: Int8Array,
+  xScale: Float32Array,
+  w8: Int8Array,
+  wScale: Float32Array,
+  M: number,
+  N: number,
+  K: number,
+  opts: GemmRefOptions = {},
+): QGemmIntRef {
+  const acc = new Int32Array(M * N);
+  const scaled = new Float32Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += x8[m * K + k] * w8[n * K + k];
+      acc[m * N + n] = s;
+      scaled[m * N + n] = Math.fround(Math.fround(s * xScale[m]) * wScale[n]);
+    }
+  }
+  // The epilogue on the scaled sums: a GEMM with the identity as weight.
+  const eye = new Float32Array(N * N);
+  for (let n = 0; n < N; n++) eye[n * N + n] = 1;
+  return { acc, y: gemmRef(scaled, eye, M, N, N, opts) };
+}

@@ -1,0 +1,63 @@
+// Decoding of packed weight codes (runtime/quant/pack.ts: ⌊32/b⌋ b-bit codes per u32,
+// little-endian, each row starting a new word) for the quantized GEMMs. The including
+// kernel declares `p` (gemm_common's Params: N; p0 = code words per row; p1 = the group
+// size for MODE 1), `codes: array<u32>` and `wq: array<u32>` (the weight's parameters,
+// f32 as bit patterns):
+//   MODE 0  f32 LUT:   ŵ = lut[row·2^b + code]                         (TLQ, A16)
+//   MODE 1  affine:    ŵ = (code − zero[g])·scale[g], g = row·ng + k/G  (uniform, A16;
+//                      scale [N·ng] then zero [N·ng], ng = ⌈K/G⌉)
+//   MODE 2  int8 LUT:  row scale [N] f32, then per row 2^b int8 packed four a word:
+//                      ŵ ≈ scale[row]·lut8[row, code]                   (TLQ/uniform, A8)
+//   MODE 3  direct:    8-bit codes offset by 128: int8 = code − 128 (word ^ 0x80808080),
+//                      row scale [N] as in MODE 2                      (uniform sym W8, A8)
+override BITS: u32 = 4u; // 3, 4 or 8
+override MODE: u32 = 0u;
+
+fn cpw() -> u32 { return 32u / BITS; }
+fn code_mask() -> u32 { return (1u << BITS) - 1u; }
+
+// The codes of k = 4·k4 … 4·k4 + 3 of row `row` (k4 < K4).
+fn codes4(row: u32, k4: u32) -> vec4<u32> {
+  let base = row * p.p0;
+  let k = 4u * k4;
+  if (cpw() % 4u == 0u) { // 4 and 8 bits: the four codes share one word
+    let w = codes[base + k / cpw()];
+    let s = (k % cpw()) * BITS;
+    return (vec4<u32>(w) >> (vec4<u32>(s) + vec4<u32>(0u, BITS, 2u * BITS, 3u * BITS))) &
+      vec4<u32>(code_mask());
+  }
+  var c = vec4<u32>(0u);
+  for (var i = 0u; i < 4u; i++) {
+    let kk = k + i;
+    c[i] = (codes[base + kk / cpw()] >> ((kk % cpw()) * BITS)) & code_mask();
+  }
+  return c;
+}
+
+// Four weights of row `row` at k = 4·k4 … (MODE 0 or 1).
+fn wdec4(row: u32, k4: u32) -> vec4<f32> {
+  let c = codes4(row, k4);
+  if (MODE == 0u) {
+    let b = row << BITS;
+    return vec4<f32>(bitcast<f32>(wq[b + c.x]), bitcast<f32>(wq[b + c.y]),
+                     bitcast<f32>(wq[b + c.z]), bitcast<f32>(wq[b + c.w]));
+  }
+  let ng = (p.K + p.p1 - 1u) / p.p1;
+  let g = row * ng + (4u * k4) / p.p1;
+  let scale = bitcast<f32>(wq[g]);
+  let zero = bitcast<f32>(wq[p.N * ng + g]);
+  return (vec4<f32>(c) - zero) * scale;
+}
+
+fn lut8(lb: u32, c: u32) -> u32 { return (wq[lb + c / 4u] >> ((c % 4u) * 8u)) & 0xffu; }
+
+// Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2 or 3).
+fn wdec_i8(row: u32, kw: u32) -> u32 {
+  if (MODE == 3u) { return codes[row * p.p0 + kw] ^ 0x80808080u; }
+  let c = codes4(row, kw);
+  let lb = p.N + row * ((1u << BITS) / 4u);
+  return lut8(lb, c.x) | (lut8(lb, c.y) << 8u) | (lut8(lb, c.z) << 16u) | (lut8(lb, c.w) << 24u);
+}
+
+// The row scale of MODE 2 and 3.
+fn wscale(row: u32) -> f32 { return bitcast<f32>(wq[row]); }
