@@ -312,7 +312,13 @@ Deno.test("server app: routes and errors", gpuTest, async (t) => {
       assert(steps < 50, `ran ${steps} of 50 steps after the timeout`);
       assertEquals(short.metrics.rejected.get({ reason: "timeout" }), 1);
       // The queue is free again.
-      assertEquals((await short.app.request(post({ prompt, steps: 1 }))).status, 200);
+      assertEquals([short.queue.depth, short.queue.running], [0, 0]);
+      // Streaming: the timeout after the stream started is an `error` event.
+      const sres = await short.app.request(post({ prompt, steps: 50, stream: true }));
+      assertEquals(sres.status, 200);
+      const ev = parseSse(await sres.text());
+      assertEquals(ev.map((x) => x.event), ["error"]);
+      assertEquals(JSON.parse(ev[0].data).error.code, "timeout");
     });
     s.close();
   });

@@ -5,7 +5,7 @@
  * (a CSP violation would be one).
  *
  * WEBDIT_PLAYGROUND_SCREENSHOT=FILE.png saves a screenshot of the finished page (the
- * README's); WEBDIT_PLAYGROUND_MODEL, _PROMPT and _STEPS choose what it shows.
+ * README's); WEBDIT_PLAYGROUND_MODEL, _PROMPT, _STEPS and _TIMEOUT_S choose what it shows.
  */
 import { chromium } from "playwright-core";
 import { assert, assertEquals } from "./assert.ts";
@@ -86,7 +86,9 @@ Deno.test({
         await page.fill("#steps", String(steps));
         await page.fill("#seed", "3");
         await page.click("#generate");
-        await page.waitForSelector("#result:not([hidden])", { timeout: 120_000 });
+        await page.waitForSelector("#result:not([hidden])", {
+          timeout: Number(env("TIMEOUT_S") ?? 120) * 1000,
+        });
         await page.waitForFunction("document.getElementById('result').naturalWidth > 0");
         const previews = await page.evaluate<number>("window.previews.size");
         assert(previews >= 2, `saw ${previews} previews of ${steps - 1}`);
