@@ -7,6 +7,8 @@
  */
 import type { Runtime } from "../runtime/gpu/device.ts";
 import type { Linear } from "../runtime/model/linear.ts";
+import type { LayerStats } from "../runtime/quant/calibrate.ts";
+import type { LayerRotation, RotationPlanOptions } from "../runtime/quant/rotation.ts";
 
 /** A weight matrix on the host: W [rows = N_out, cols = K_in], row-major f32. */
 export interface HostMatrix {
@@ -62,6 +64,18 @@ export interface QuantizerPlugin {
   dequantize(q: QuantizedWeight): Float32Array;
 }
 
+/** What a rotation plugin plans one layer from. */
+export interface RotationLayerInput {
+  /** Checkpoint name of the layer. */
+  name: string;
+  /** W [N, K] (before smoothing and rotation). */
+  weight: HostMatrix;
+  /** Calibration statistics of the layer's input (needed for smoothing, outlier, ARS). */
+  stats?: LayerStats;
+  /** The plan's options. */
+  options: RotationPlanOptions;
+}
+
 /** A rotation plugin (none, hadamard, outlier, adaptive). */
 export interface RotationPlugin {
   /** Discriminator. */
@@ -70,6 +84,8 @@ export interface RotationPlugin {
   readonly name: string;
   /** One-line description. */
   readonly description: string;
+  /** Offline, CPU: plans one layer's smoothing + rotation (runtime/quant/rotation.ts). */
+  planLayer(input: RotationLayerInput): LayerRotation;
 }
 
 /** An attention plugin (dense, paro). */

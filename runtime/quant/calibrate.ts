@@ -21,7 +21,7 @@ import { openSafetensors, type TensorToWrite, writeSafetensors } from "../io/saf
 import { Prng } from "../io/prng.ts";
 import type { Linear, LinearEpilogue, LinearFactory } from "../model/linear.ts";
 import { ActStatsAccumulator } from "../ops/act_stats.ts";
-import { type ChannelStats, rmsOf } from "../reference/act_stats.ts";
+import { actStatsRef, type ChannelStats, rmsOf } from "../reference/act_stats.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName } from "../pipeline.ts";
 import { runCalibration } from "./calibration_run.ts";
 
@@ -108,6 +108,12 @@ export interface CalibrateOptions {
 /** RMS J = ‖X‖_F / √(rows·K) of a layer's calibration input (ARS's criterion). */
 export function layerJ(s: ChannelStats): number {
   return rmsOf(s);
+}
+
+/** Statistics of host rows x [M, K] (all rows kept as the sample): for tests and tools. */
+export function statsFromRows(name: string, x: Float32Array, M: number, K: number): LayerStats {
+  const s = actStatsRef(x, M, K);
+  return { ...s, name, cols: K, calls: 1, sample: x.slice(), sampleRows: M };
 }
 
 /** The default cache folder: `.cache/calib` at the repository root. */

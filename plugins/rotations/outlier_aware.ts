@@ -1,0 +1,196 @@
+/**
+ * The "outlier" rotation (DuQuant-style, METHODS.md §2): smoothing, then
+ * R = blockdiag(Q1)·P·blockdiag(Q2) built from the calibration statistics:
+ *
+ * 1. the proxy row: per channel the signed extreme of the smoothed calibration input
+ *    (max_j or min_j, whichever is larger in magnitude, divided by m_j) — a row in which
+ *    every channel sits at its worst value, with the sign it takes there;
+ * 2. greedy block rotation: up to 256 times take the channel c with the largest |v|, and
+ *    rotate every block by R_step = P_c·G·H/√b (P_c swaps c and 0; G a random signed
+ *    permutation fixing 0; H Sylvester Hadamard), whose row c is the constant 1/√b: the
+ *    outlier is spread evenly over its block. Keep the prefix of steps that minimised
+ *    max − min of the proxy row; Q1 is the product of the kept steps (one b×b matrix,
+ *    shared by all blocks);
+ * 3. zigzag permutation: sort channels by |v| after Q1 and deal them to the blocks in the
+ *    order 0, 1, …, n−1, n−1, …, 0, 0, 1, …, so every block gets one of the largest;
+ * 4. a second greedy rotation on the permuted row gives Q2.
+ *
+ * Block b = 128, or for widths that are not multiples of 128 the largest power of two
+ * below 128 that divides K (192 → 64; an odd K gives b = 1, i.e. smoothing and a
+ * permutation only).
+ *
+ * @module
+ */
+import type { RotationLayerInput, RotationPlugin } from "../types.ts";
+import { Prng } from "../../runtime/io/prng.ts";
+import { layerJ } from "../../runtime/quant/calibrate.ts";
+import { layerSeed, OutlierRotation } from "../../runtime/quant/rotation.ts";
+import { fwhtF64, largestPow2Divisor } from "../../runtime/reference/hadamard.ts";
+import { layerSmoothing } from "./hadamard.ts";
+
+/** Default block of the outlier-aware rotation. */
+export const OUTLIER_BLOCK = 128;
+/** Default greedy steps per pass. */
+export const OUTLIER_MAX_STEPS = 256;
+
+/** max − min of a row. */
+export function spread(v: Float64Array): number {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const x of v) {
+    if (x < lo) lo = x;
+    if (x > hi) hi = x;
+  }
+  return v.length ? hi - lo : 0;
+}
+
+/** Applies one greedy step R = P_c·G·H/√b to a b-long row segment in place. */
+function stepRow(
+  v: Float64Array,
+  o: number,
+  B: number,
+  c: number,
+  pi: Uint32Array,
+  sigma: Float64Array,
+  tmp: Float64Array,
+): void {
+  // P_c: swap entries 0 and c.
+  const t = v[o];
+  v[o] = v[o + c];
+  v[o + c] = t;
+  // G: out[pi[i]] = sigma[i]·v[i].
+  for (let i = 0; i < B; i++) tmp[pi[i]] = sigma[i] * v[o + i];
+  fwhtF64(tmp, 0, B);
+  const norm = 1 / Math.sqrt(B);
+  for (let i = 0; i < B; i++) v[o + i] = tmp[i] * norm;
+}
+
+/** The result of one greedy pass. */
+export interface GreedyResult {
+  /** Q [b, b] (row-major), the product of the kept steps. */
+  q: Float64Array;
+  /** The row after Q. */
+  row: Float64Array;
+  /** Steps kept. */
+  steps: number;
+  /** max − min before and after. */
+  spread: [number, number];
+}
+
+/**
+ * Greedy block rotation of `v` (K = n·b): up to `maxSteps` steps, each spreading the
+ * largest |v| over its block with one b×b matrix applied to every block; returns the
+ * prefix that minimised max − min.
+ */
+export function greedyRotation(
+  v: Float64Array,
+  B: number,
+  maxSteps: number,
+  prng: Prng,
+): GreedyResult {
+  const K = v.length;
+  if (K % B !== 0) throw new RangeError(`block ${B} does not divide ${K}`);
+  const cur = v.slice();
+  const q = new Float64Array(B * B);
+  for (let i = 0; i < B; i++) q[i * B + i] = 1;
+  const s0 = spread(cur);
+  let best = { q: q.slice(), row: cur.slice(), steps: 0, spread: s0 };
+  if (B < 2) return { ...best, spread: [s0, s0] };
+  const pi = new Uint32Array(B);
+  const sigma = new Float64Array(B);
+  const tmp = new Float64Array(B);
+  for (let step = 1; step <= maxSteps; step++) {
+    let at = 0;
+    for (let k = 1; k < K; k++) if (Math.abs(cur[k]) > Math.abs(cur[at])) at = k;
+    if (cur[at] === 0) break;
+    const c = at % B;
+    // G: a random permutation of 1..b−1 with random signs; 0 stays with sign +1.
+    for (let i = 0; i < B; i++) pi[i] = i;
+    for (let i = B - 1; i > 1; i--) {
+      const j = 1 + Math.floor(prng.uniform() * i);
+      const t = pi[i];
+      pi[i] = pi[j];
+      pi[j] = t;
+    }
+    sigma[0] = 1;
+    for (let i = 1; i < B; i++) sigma[i] = prng.nextU32() & 1 ? -1 : 1;
+    for (let o = 0; o < K; o += B) stepRow(cur, o, B, c, pi, sigma, tmp);
+    for (let r = 0; r < B; r++) stepRow(q, r * B, B, c, pi, sigma, tmp); // Q ← Q·R_step
+    const s = spread(cur);
+    if (s < best.spread) best = { q: q.slice(), row: cur.slice(), steps: step, spread: s };
+  }
+  return { q: best.q, row: best.row, steps: best.steps, spread: [s0, best.spread] };
+}
+
+/**
+ * The zigzag permutation (a gather: z[k] = v[perm[k]]): channels sorted by |v|
+ * descending are dealt to the n blocks in the order 0…n−1, n−1…0, 0…, each block
+ * filling its positions in turn.
+ */
+export function zigzagPermutation(v: Float64Array, B: number): Uint32Array {
+  const K = v.length;
+  const nb = K / B;
+  if (!Number.isInteger(nb)) throw new RangeError(`block ${B} does not divide ${K}`);
+  const order = Array.from({ length: K }, (_, i) => i).sort((a, b) =>
+    Math.abs(v[b]) - Math.abs(v[a]) || a - b
+  );
+  const perm = new Uint32Array(K);
+  const fill = new Uint32Array(nb);
+  order.forEach((ch, t) => {
+    const pos = t % nb;
+    const blk = Math.floor(t / nb) % 2 === 0 ? pos : nb - 1 - pos;
+    perm[blk * B + fill[blk]++] = ch;
+  });
+  return perm;
+}
+
+/** The block of the outlier-aware rotation for width K (see the module header). */
+export function outlierBlock(K: number, cap = OUTLIER_BLOCK): number {
+  return largestPow2Divisor(K, cap);
+}
+
+/** Plans the outlier-aware rotation of one layer (needs its calibration statistics). */
+export function planOutlier(input: RotationLayerInput): OutlierRotation {
+  const stats = input.stats;
+  if (!stats) {
+    throw new RangeError(`The outlier-aware rotation needs calibration statistics (${input.name})`);
+  }
+  const K = input.weight.cols;
+  const o = input.options;
+  const { m, alpha } = layerSmoothing(input);
+  const B = outlierBlock(K, o.outlierBlock ?? OUTLIER_BLOCK);
+  const maxSteps = o.maxSteps ?? OUTLIER_MAX_STEPS;
+  const proxy = new Float64Array(K);
+  for (let j = 0; j < K; j++) {
+    const hi = stats.max[j];
+    const lo = stats.min[j];
+    const e = Math.abs(hi) >= Math.abs(lo) ? hi : lo;
+    proxy[j] = Number.isFinite(e) ? e / m[j] : 0;
+  }
+  const g = new Prng(layerSeed(o.seed ?? 0, `outlier:${input.name}`));
+  const first = greedyRotation(proxy, B, maxSteps, g);
+  const perm = zigzagPermutation(first.row, B);
+  const z = Float64Array.from(perm, (p) => first.row[p]);
+  const second = greedyRotation(z, B, maxSteps, g);
+  return new OutlierRotation(
+    m,
+    Float32Array.from(first.q),
+    Float32Array.from(second.q),
+    perm,
+    {
+      J: layerJ(stats),
+      alpha,
+      greedySteps: [first.steps, second.steps],
+      proxySpread: [first.spread[0], second.spread[1]],
+    },
+  );
+}
+
+/** The "outlier" rotation plugin. */
+export const outlierRotationPlugin: RotationPlugin = {
+  kind: "rotation",
+  name: "outlier",
+  description:
+    "Smoothing + DuQuant-style greedy block rotation, zigzag permutation, second rotation; fused online",
+  planLayer: planOutlier,
+};
