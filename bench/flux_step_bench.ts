@@ -8,6 +8,7 @@
  *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/flux_step_bench.ts
  *                       # → bench/results/<device>/<date>_flux_step.{json,md}
  *     WEBDIT_FLUX_DEPTH=19,38 …   # another depth (double, single); default 2,4
+ *     WEBDIT_FLUX_DTYPES=f32 …    # storage types to time; default f32,f16 (f16 where supported)
  *
  * Depth: FLUX.1 has 19 double + 38 single blocks (~12B parameters, 47 GB in f32). The
  * default times reduced depths, 2 + 4 (`step_flux_f32`, the depth in the note) and 1 + 2
@@ -363,7 +364,10 @@ const suiteDescribe = () =>
     extra: { shape: SHAPE, depth: [D, S] },
   });
 const suite = new BenchSuite({ what: "flux_step", describe: suiteDescribe });
-const dtypes: ("f32" | "f16")[] = rt.info.f16 ? ["f32", "f16"] : ["f32"];
+const dtypes = (Deno.env.get("WEBDIT_FLUX_DTYPES") ?? "f32,f16").split(",").filter((d) => {
+  if (d !== "f32" && d !== "f16") throw new TypeError(`WEBDIT_FLUX_DTYPES: unknown dtype ${d}`);
+  return d === "f32" || rt.info.f16;
+}) as ("f32" | "f16")[];
 // The full-depth estimate needs depths 2 + 4 and 1 + 2; tiny CPU shapes are overhead-bound.
 const estimate = onGpu && D === 2 && S === 4;
 for (const dt of dtypes) {
