@@ -50,7 +50,15 @@ function num(x: number | undefined): number | null {
 
 function fidelityJson(f: FidelityResult | undefined) {
   if (!f) return null;
-  return { pct: f.fidelity, hits: f.hits, images: f.total, per_category_pct: f.perCategory };
+  return {
+    pct: f.fidelity,
+    hits: f.hits,
+    images: f.total,
+    per_category_pct: f.perCategory,
+    per_category: f.perCategoryCounts,
+    // Every image: [prompt, seed, hit, the nearest emoji's name].
+    outcomes: f.images.map((h) => [h.prompt, h.seed, h.hit, h.nearestName]),
+  };
 }
 
 function report(r: EvaluateResult): void {

@@ -81,6 +81,22 @@ Deno.test(
 );
 
 Deno.test(
+  "evaluate: fidelity required on a model that does not draw 64×64 emoji",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      let err: unknown;
+      try {
+        await evaluate({ model: FIXTURE, prompts: PROMPTS, steps: 1, runtime: rt, fidelity: true });
+      } catch (e) {
+        err = e;
+      }
+      assert(err instanceof RangeError && /64×64/.test(err.message), String(err));
+    });
+  },
+);
+
+Deno.test(
   "evaluate: a perturbed reference scores below ∞, more noise scores lower",
   gpuTest,
   async () => {

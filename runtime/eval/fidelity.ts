@@ -184,8 +184,10 @@ export interface FidelityHit {
   seed: number;
   /** The prompted emoji's index. */
   target: number;
-  /** The nearest emoji (lowest index among equals). */
+  /** The nearest emoji (lowest index among equals), its name, and the target's category. */
   nearest: number;
+  nearestName: string;
+  category: string;
   /** True when the prompted emoji is at the nearest distance (ties count). */
   hit: boolean;
   /** Mean squared error (per value, u8 units) to the prompted and the nearest emoji. */
@@ -210,6 +212,8 @@ export function scoreImage(
     seed,
     target,
     nearest,
+    nearestName: ds.entries[nearest].name,
+    category: ds.entries[target].category,
     hit: d[target] <= d[nearest],
     mseTarget: d[target] / n,
     mseNearest: d[nearest] / n,
@@ -225,6 +229,8 @@ export interface FidelityResult {
   total: number;
   /** % per emoji category. */
   perCategory: Record<string, number>;
+  /** Hits and images per emoji category. */
+  perCategoryCounts: Record<string, [number, number]>;
   /** Every image's outcome. */
   images: FidelityHit[];
 }
@@ -248,6 +254,7 @@ export function summarizeFidelity(ds: EmojiDataset, images: FidelityHit[]): Fide
     hits,
     total: images.length,
     perCategory: Object.fromEntries([...cats].map(([k, [h, n]]) => [k, pct(h, n)])),
+    perCategoryCounts: Object.fromEntries(cats),
     images,
   };
 }

@@ -109,6 +109,13 @@ Deno.test("summarizeFidelity / scoreFidelity: share of hits, per category", () =
   assertEquals([r.fidelity, r.hits, r.total], [50, 2, 4]);
   assertEquals(r.perCategory, { Food: 50, Smileys: 50 });
   assertEquals(r.images.map((h) => h.nearest), [0, 1, 2, 4]);
+  assertEquals(r.images.map((h) => h.nearestName), [
+    "red apple",
+    "green apple",
+    "grinning face",
+    "twin",
+  ]);
+  assertEquals(r.perCategoryCounts, { Food: [1, 2], Smileys: [1, 2] });
   const three = summarizeFidelity(DS, r.images.slice(0, 3));
   assertAlmostEquals(three.fidelity, 66.67, 0);
   assertThrows(() => scoreFidelity({ ...set, prompts: ["twin"] }, DS), RangeError, "names 2");
