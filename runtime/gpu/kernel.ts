@@ -188,6 +188,15 @@ export class Recorder {
     rt.assertAlive();
     this.#rt = rt;
     this.#encoder = rt.device.createCommandEncoder({ label });
+    rt.pool.openRecording(this);
+  }
+
+  /** Drops the recording without submitting it (buffers it used become safe to upload into). */
+  discard(): void {
+    this.#submitted = true;
+    this.#rt.pool.closeRecording(this);
+    for (const c of this.#chunks) c.buffer.destroy();
+    for (const b of this.#staging) b.destroy();
   }
 
   /** The runtime this recorder records for. */
@@ -301,6 +310,7 @@ export class Recorder {
       const err = await c.check;
       c.check = undefined;
       if (err) {
+        this.#rt.pool.closeRecording(this);
         for (const ch of this.#chunks) ch.buffer.destroy();
         for (const b of this.#staging) b.destroy();
         throw err;
@@ -312,6 +322,8 @@ export class Recorder {
     device.pushErrorScope("validation");
     for (const c of this.#chunks) device.queue.writeBuffer(c.buffer, 0, c.data);
     device.queue.submit([this.#encoder.finish()]);
+    // Queue writes from now on land after this recording's kernels.
+    this.#rt.pool.closeRecording(this);
     const validation = await device.popErrorScope();
     const oom = await device.popErrorScope();
     for (const c of this.#chunks) c.buffer.destroy();

@@ -32,7 +32,10 @@ export function bucketSize(bytes: number): number {
 /** A pool of storage buffers, bucketed by size. */
 export class BufferPool {
   #device: GPUDevice;
-  #free = new Map<number, GPUBuffer[]>();
+  #free = new Map<number, { buffer: GPUBuffer; at: number }[]>();
+  // Release times and open recordings on one clock, for queue-write safety.
+  #clock = 0;
+  #open = new Map<object, number>();
   #live = 0;
   #peak = 0;
 
@@ -63,12 +66,38 @@ export class BufferPool {
     this.#peak = this.#live;
   }
 
-  /** Hands out a storage buffer of at least `bytes` bytes. */
-  acquire(bytes: number, label?: string): GPUBuffer {
+  /** Marks a recording as open: buffers released after this may still be read by it. */
+  openRecording(key: object): void {
+    this.#open.set(key, ++this.#clock);
+  }
+
+  /** Marks a recording as submitted or discarded. */
+  closeRecording(key: object): void {
+    this.#open.delete(key);
+  }
+
+  /**
+   * Hands out a storage buffer of at least `bytes` bytes. With `queueWrite`, the caller
+   * writes it through the queue at once (queue.writeBuffer lands before any open
+   * recording's kernels), so only a buffer released before every open recording began
+   * will do.
+   */
+  acquire(bytes: number, label?: string, queueWrite = false): GPUBuffer {
     const size = bucketSize(bytes);
     const list = this.#free.get(size);
-    const buffer = list?.pop() ??
-      this.#device.createBuffer({ size, usage: STORAGE_USAGE, label: label ?? "pooled" });
+    let buffer: GPUBuffer | undefined;
+    if (list?.length) {
+      let limit = Infinity;
+      if (queueWrite) { for (const t of this.#open.values()) limit = Math.min(limit, t); }
+      for (let i = list.length - 1; i >= 0; i--) {
+        if (list[i].at < limit) {
+          buffer = list[i].buffer;
+          list.splice(i, 1);
+          break;
+        }
+      }
+    }
+    buffer ??= this.#device.createBuffer({ size, usage: STORAGE_USAGE, label: label ?? "pooled" });
     this.#live += size;
     this.#peak = Math.max(this.#peak, this.#live);
     return buffer;
@@ -82,12 +111,12 @@ export class BufferPool {
     this.#live -= buffer.size;
     let list = this.#free.get(buffer.size);
     if (!list) this.#free.set(buffer.size, list = []);
-    list.push(buffer);
+    list.push({ buffer, at: ++this.#clock });
   }
 
   /** Destroys every free buffer. */
   clear(): void {
-    for (const list of this.#free.values()) for (const b of list) b.destroy();
+    for (const list of this.#free.values()) for (const b of list) b.buffer.destroy();
     this.#free.clear();
   }
 }
@@ -169,8 +198,16 @@ export class Tensor {
   }
 }
 
-/** Allocates an uninitialised tensor from the pool. */
-export function createTensor(rt: Runtime, shape: readonly number[], dtype: DType = "f32"): Tensor {
+/**
+ * Allocates an uninitialised tensor from the pool. `queueWrite`: the caller fills it with
+ * queue.writeBuffer right away (see {@linkcode BufferPool.acquire}).
+ */
+export function createTensor(
+  rt: Runtime,
+  shape: readonly number[],
+  dtype: DType = "f32",
+  queueWrite = false,
+): Tensor {
   assertShape(shape);
   rt.assertAlive();
   if (!(dtype in DTYPE_BYTES)) throw new TypeError(`Unknown dtype ${JSON.stringify(dtype)}`);
@@ -187,7 +224,7 @@ export function createTensor(rt: Runtime, shape: readonly number[], dtype: DType
       `Tensor [${shape}] ${dtype} needs ${bytes} bytes, over this adapter's storage binding limit of ${max}`,
     );
   }
-  return new Tensor(rt, rt.pool.acquire(bytes), shape, dtype, true);
+  return new Tensor(rt, rt.pool.acquire(bytes, undefined, queueWrite), shape, dtype, true);
 }
 
 /** Host data accepted by {@linkcode uploadTensor}. */
@@ -216,7 +253,7 @@ export function uploadTensor(
   shape: readonly number[],
   dtype: DType = "f32",
 ): Tensor {
-  const t = createTensor(rt, shape, dtype);
+  const t = createTensor(rt, shape, dtype, true);
   writeTensor(rt, t, data);
   return t;
 }

@@ -45,7 +45,7 @@ export async function runCalibration(rt: Runtime, o: CalibrationRunOptions): Pro
   });
   try {
     if (o.selfAttention) {
-      pipe.transformer.selfAttention = o.selfAttention(pipe.transformer.selfAttention);
+      pipe.model.selfAttention = o.selfAttention(pipe.model.selfAttention);
     }
     const steps = o.steps ?? 20;
     for (let i = 0; i < o.prompts.length; i++) {
