@@ -84,8 +84,11 @@ export interface RotationPlugin {
   readonly name: string;
   /** One-line description. */
   readonly description: string;
-  /** Offline, CPU: plans one layer's smoothing + rotation (runtime/quant/rotation.ts). */
-  planLayer(input: RotationLayerInput): LayerRotation;
+  /**
+   * Offline, CPU: plans one layer's smoothing + rotation (runtime/quant/rotation.ts). Every
+   * built-in rotation has it; optional so that a descriptor can be registered by name alone.
+   */
+  planLayer?(input: RotationLayerInput): LayerRotation;
 }
 
 /** An attention plugin (dense, paro). */

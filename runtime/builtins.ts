@@ -6,12 +6,14 @@
  */
 import { fluxPlugin } from "../plugins/models/flux.ts";
 import { pixartPlugin } from "../plugins/models/pixart.ts";
+import { ROTATION_PLUGINS } from "./quant/rotation_plan.ts";
 import { PluginRegistry } from "./registry.ts";
 
 /** A registry holding every built-in plugin. */
 export function createDefaultRegistry(): PluginRegistry {
   const r = new PluginRegistry();
   r.register(pixartPlugin);
+  for (const p of Object.values(ROTATION_PLUGINS)) r.register(p);
   r.register(fluxPlugin);
   return r;
 }

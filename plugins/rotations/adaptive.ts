@@ -5,7 +5,8 @@
  *
  * @module
  */
-import type { RotationLayerInput, RotationPlugin } from "../types.ts";
+import type { RotationLayerInput } from "../types.ts";
+import type { PlanningRotationPlugin } from "../../runtime/quant/rotation_plan.ts";
 import { layerJ } from "../../runtime/quant/calibrate.ts";
 import type { LayerRotation, RotationKind } from "../../runtime/quant/rotation.ts";
 import { planHadamard } from "./hadamard.ts";
@@ -64,7 +65,7 @@ export function planAdaptive(input: RotationLayerInput): LayerRotation {
 }
 
 /** The "adaptive" (ARS) rotation plugin. */
-export const adaptiveRotationPlugin: RotationPlugin = {
+export const adaptiveRotationPlugin: PlanningRotationPlugin = {
   kind: "rotation",
   name: "adaptive",
   description: "ARS: per layer, hadamard when the input RMS J < τ (default 1), else outlier-aware",

@@ -7,7 +7,8 @@
  *
  * @module
  */
-import type { RotationLayerInput, RotationPlugin } from "../types.ts";
+import type { RotationLayerInput } from "../types.ts";
+import type { PlanningRotationPlugin } from "../../runtime/quant/rotation_plan.ts";
 import { Prng } from "../../runtime/io/prng.ts";
 import { layerJ } from "../../runtime/quant/calibrate.ts";
 import { HadamardRotation, layerSeed } from "../../runtime/quant/rotation.ts";
@@ -44,7 +45,7 @@ export function planHadamard(input: RotationLayerInput): HadamardRotation {
 }
 
 /** The "hadamard" rotation plugin. */
-export const hadamardRotationPlugin: RotationPlugin = {
+export const hadamardRotationPlugin: PlanningRotationPlugin = {
   kind: "rotation",
   name: "hadamard",
   description:

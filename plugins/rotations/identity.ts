@@ -4,7 +4,8 @@
  *
  * @module
  */
-import type { RotationLayerInput, RotationPlugin } from "../types.ts";
+import type { RotationLayerInput } from "../types.ts";
+import type { PlanningRotationPlugin } from "../../runtime/quant/rotation_plan.ts";
 import { identityRotation, type LayerRotation } from "../../runtime/quant/rotation.ts";
 import { layerJ } from "../../runtime/quant/calibrate.ts";
 
@@ -17,7 +18,7 @@ export function planIdentity(input: RotationLayerInput): LayerRotation {
 }
 
 /** The "none" rotation plugin. */
-export const identityRotationPlugin: RotationPlugin = {
+export const identityRotationPlugin: PlanningRotationPlugin = {
   kind: "rotation",
   name: "none",
   description: "No rotation: plain per-token activation quantization (ablation baseline)",

@@ -21,7 +21,8 @@
  *
  * @module
  */
-import type { RotationLayerInput, RotationPlugin } from "../types.ts";
+import type { RotationLayerInput } from "../types.ts";
+import type { PlanningRotationPlugin } from "../../runtime/quant/rotation_plan.ts";
 import { Prng } from "../../runtime/io/prng.ts";
 import { layerJ } from "../../runtime/quant/calibrate.ts";
 import { layerSeed, OutlierRotation } from "../../runtime/quant/rotation.ts";
@@ -187,7 +188,7 @@ export function planOutlier(input: RotationLayerInput): OutlierRotation {
 }
 
 /** The "outlier" rotation plugin. */
-export const outlierRotationPlugin: RotationPlugin = {
+export const outlierRotationPlugin: PlanningRotationPlugin = {
   kind: "rotation",
   name: "outlier",
   description:

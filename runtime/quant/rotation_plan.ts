@@ -48,8 +48,11 @@ export type {
   RotationPlanOptions,
 } from "./rotation.ts";
 
+/** A rotation plugin that plans layers. */
+export type PlanningRotationPlugin = RotationPlugin & Required<Pick<RotationPlugin, "planLayer">>;
+
 /** The rotation plugins by name (also registered in runtime/builtins.ts). */
-export const ROTATION_PLUGINS: Readonly<Record<RotationChoice, RotationPlugin>> = {
+export const ROTATION_PLUGINS: Readonly<Record<RotationChoice, PlanningRotationPlugin>> = {
   none: identityRotationPlugin,
   hadamard: hadamardRotationPlugin,
   outlier: outlierRotationPlugin,
