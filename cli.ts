@@ -20,6 +20,10 @@ const COMMANDS: Record<string, { help: string; load: () => Promise<Command> }> =
     help: "print the adapter, features and limits; self-check the kernels",
     load: async () => (await import("./runtime/cli/doctor.ts")).doctor,
   },
+  quantize: {
+    help: "quantize a model's linear layers (uniform / TLQ) into one artifact file",
+    load: async () => (await import("./runtime/cli/quantize.ts")).quantize,
+  },
   inspect: {
     help: "validate a safetensors checkpoint fully; list tensors, dtypes, shapes, metadata/plan",
     load: async () => (await import("./runtime/cli/inspect.ts")).inspect,

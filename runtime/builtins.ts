@@ -7,6 +7,8 @@
 import { fluxPlugin } from "../plugins/models/flux.ts";
 import { pixartPlugin } from "../plugins/models/pixart.ts";
 import { ROTATION_PLUGINS } from "./quant/rotation_plan.ts";
+import { tlqQuantizer } from "../plugins/quantizers/tlq.ts";
+import { uniformQuantizer } from "../plugins/quantizers/uniform.ts";
 import { PluginRegistry } from "./registry.ts";
 
 /** A registry holding every built-in plugin. */
@@ -15,5 +17,7 @@ export function createDefaultRegistry(): PluginRegistry {
   r.register(pixartPlugin);
   for (const p of Object.values(ROTATION_PLUGINS)) r.register(p);
   r.register(fluxPlugin);
+  r.register(uniformQuantizer);
+  r.register(tlqQuantizer);
   return r;
 }

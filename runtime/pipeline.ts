@@ -347,6 +347,10 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
   } catch {
     throw new CheckpointError(dir, "no such model folder", "path");
   }
+  if (stat.isFile && dir.endsWith(".safetensors")) { // a quantized artifact (deno task quantize)
+    const { loadArtifactPipeline } = await import("./quant/artifact.ts");
+    return await loadArtifactPipeline(rt, dir, { dtype: o.dtype });
+  }
   if (!stat.isDirectory) {
     throw new CheckpointError(
       dir,

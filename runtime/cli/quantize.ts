@@ -1,0 +1,188 @@
+/**
+ * `deno task quantize`: a model folder → one quantized artifact (safetensors + plan), per
+ * the CLI contract in ARCHITECTURE.md; `--report` prints per-layer weight SQNR and the
+ * activation-quantization error.
+ *
+ * @module
+ */
+import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
+import { ABITS } from "../quant/qlinear.ts";
+import { DEFAULT_KEEP_FP } from "../quant/plan.ts";
+import { quantizeModel, writeArtifact } from "../quant/quantize.ts";
+import { formatReport, measureActivationError } from "../quant/report.ts";
+import {
+  choiceOption,
+  emitJson,
+  info,
+  numberOption,
+  parseCli,
+  ProgressBar,
+  UsageError,
+} from "./common.ts";
+
+/** Usage text of quantize. */
+export const QUANTIZE_USAGE =
+  `deno task quantize --quantizer Q --wbits B --abits B --out FILE [options]
+  --model PATH            model folder (diffusers layout); default models/emoji-s
+  --quantizer Q           uniform or tlq
+  --wbits B               weight bits: 3, 4 or 8 (tlq: 3 or 4)
+  --abits B               activation bits: 4, 6, 8 (per-token int8 GEMMs) or 16 (weight-only)
+  --rotation R            none (default), hadamard, outlier, adaptive
+  --attention A           dense (default) or paro
+  --density F             paro: kept block density (0.5, 0.3, 0.2)
+  --attn-bits B           paro: 8 or 4
+  --group-size G          uniform: group size along K (0 = per row, default; 64, 128)
+  --symmetric             uniform: symmetric (default for W8 with integer activations)
+  --keep-fp LIST          comma-separated layer patterns kept in full precision (* wildcard);
+                          default ${DEFAULT_KEEP_FP.join(",")}
+  --out FILE.safetensors  the artifact (refused if it exists, unless --force)
+  --force                 overwrite --out
+  --report                print per-layer weight SQNR and activation-quantization error
+  --report-prompts N      prompts the activation error is measured on (default 2)
+  --report-steps N        sampler steps per prompt for it (default 3)
+  --adapter A             auto (default), gpu or cpu (for --report)
+  --json                  print a JSON summary as the last line of stdout`;
+
+/** Runs quantize; returns the exit code. */
+export async function quantize(args: string[]): Promise<number> {
+  const { values: v } = parseCli(args, {
+    model: { type: "string" },
+    quantizer: { type: "string" },
+    wbits: { type: "string" },
+    abits: { type: "string" },
+    rotation: { type: "string" },
+    attention: { type: "string" },
+    density: { type: "string" },
+    "attn-bits": { type: "string" },
+    "group-size": { type: "string" },
+    symmetric: { type: "boolean" },
+    "keep-fp": { type: "string" },
+    out: { type: "string" },
+    force: { type: "boolean" },
+    report: { type: "boolean" },
+    "report-prompts": { type: "string" },
+    "report-steps": { type: "string" },
+    adapter: { type: "string" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (v.help) {
+    info(QUANTIZE_USAGE);
+    return 0;
+  }
+  for (const k of ["quantizer", "wbits", "abits", "out"] as const) {
+    if (v[k] === undefined) throw new UsageError(`--${k} is required`);
+  }
+  const out = v.out!;
+  if (!out.endsWith(".safetensors")) throw new UsageError("--out must name a .safetensors file");
+  const wbits = numberOption("wbits", v.wbits, 4, { min: 1, max: 16, integer: true });
+  const abits = numberOption("abits", v.abits, 16, { integer: true });
+  if (!(ABITS as readonly number[]).includes(abits)) {
+    throw new UsageError(`--abits must be one of ${ABITS.join(", ")}, got ${abits}`);
+  }
+  const density = v.density === undefined
+    ? undefined
+    : numberOption("density", v.density, 0.5, { min: 0.01, max: 1 });
+  const attnBits = v["attn-bits"] === undefined
+    ? undefined
+    : Number(choiceOption("attn-bits", v["attn-bits"], ["8", "4"] as const, "8"));
+  const groupSize = numberOption("group-size", v["group-size"], 0, { min: 0, integer: true });
+  const adapter = choiceOption<AdapterChoice>("adapter", v.adapter, ADAPTER_CHOICES, "auto");
+  const reportPrompts = numberOption("report-prompts", v["report-prompts"], 2, {
+    min: 1,
+    max: 16,
+    integer: true,
+  });
+  const reportSteps = numberOption("report-steps", v["report-steps"], 3, {
+    min: 1,
+    max: 100,
+    integer: true,
+  });
+  if (!v.force && await Deno.stat(out).then(() => true, () => false)) {
+    throw new UsageError(`${out} exists; pass --force to overwrite it or choose another --out`);
+  }
+
+  const t0 = performance.now();
+  let bar: ProgressBar | undefined;
+  const r = await quantizeModel({
+    model: v.model,
+    quantizer: v.quantizer!,
+    wbits,
+    abits,
+    rotation: v.rotation ?? "none",
+    attention: v.attention ?? "dense",
+    density,
+    attnBits,
+    groupSize,
+    symmetric: v.symmetric,
+    keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
+    onLayer: (done, total) => {
+      bar ??= new ProgressBar("quantizing", total);
+      if (done > 0) bar.update(done);
+    },
+  });
+  bar?.update(r.layers.length);
+  bar?.done();
+  const bytes = await writeArtifact(out, r, { force: v.force });
+  const q = r.layers.filter((l) => l.quantizer !== "fp");
+  const f32 = q.reduce((s, l) => s + l.bytesF32, 0);
+  const qb = q.reduce((s, l) => s + l.bytes, 0);
+  info(
+    `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
+      `W${wbits}A${abits}, ${r.layers.length - q.length} FP; weights quantized in ` +
+      `${(r.ms / 1000).toFixed(1)} s`,
+  );
+
+  let act: Awaited<ReturnType<typeof measureActivationError>> | undefined;
+  if (v.report) {
+    if (abits < 16 && q.length > 0) {
+      const rt = await createRuntime({ adapter });
+      try {
+        info(`measuring activation error on ${rt.info.description} ...`);
+        const { CALIBRATION_PROMPTS } = await import("../quant/calibrate.ts");
+        const bar2 = new ProgressBar("activations", reportPrompts * reportSteps);
+        act = await measureActivationError(rt, {
+          model: v.model,
+          layers: q.map((l) => l.name),
+          abits,
+          prompts: CALIBRATION_PROMPTS.slice(0, reportPrompts),
+          steps: reportSteps,
+          onProgress: (p) => bar2.update(p.prompt * p.steps + p.step + 1),
+        });
+        bar2.done();
+      } finally {
+        rt.destroy();
+      }
+    }
+    info(formatReport(r.layers, act));
+  }
+  if (v.json) {
+    emitJson({
+      out,
+      bytes,
+      quantizer: v.quantizer,
+      wbits,
+      abits,
+      rotation: r.plan.settings.rotation,
+      attention: r.plan.settings.attention,
+      layers_quantized: q.length,
+      layers_fp: r.layers.length - q.length,
+      weight_bytes: qb,
+      weight_bytes_f32: f32,
+      sha256: r.plan.source.sha256,
+      quantize_ms: r.ms,
+      ms: performance.now() - t0,
+      layers: v.report
+        ? r.layers.map((l) => ({
+          name: l.name,
+          quantizer: l.quantizer,
+          sqnr_db: l.sqnrDb,
+          int8_lut_error: l.int8LutError,
+          act_rel_error: act?.get(l.name)?.relErr ?? null,
+          bytes: l.bytes,
+        }))
+        : undefined,
+    });
+  }
+  return 0;
+}

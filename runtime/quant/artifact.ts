@@ -1,0 +1,412 @@
+/**
+ * The quantized artifact: ONE safetensors file that `generate --model FILE` runs alone.
+ *
+ * Tensors: `transformer.<name>` — the FP tensors of the transformer as the source stored
+ * them; for a quantized layer `transformer.<layer>.qcodes` (U32 [N, words per row]) and
+ * `transformer.<layer>.qparam.<key>` (F32: the quantizer's params, e.g. `lut` or
+ * `scale`/`zero`) in place of its weight (the bias stays `transformer.<layer>.bias`);
+ * `transformer.<layer>.rot.<key>` the layer's rotation tensors; `text_encoder.<name>` the
+ * caption encoder of the source model when it has one.
+ * Metadata: `webdit.artifact` (format version), `webdit.plan` (runtime/quant/plan.ts),
+ * `webdit.transformer_config`, and `webdit.text_encoder_config` + `webdit.vocab` with
+ * the encoder.
+ *
+ * @module
+ */
+import type { QuantizedWeight } from "../../plugins/types.ts";
+import {
+  EmojiCaptionEncoder,
+  parseEmojiEncoderConfig,
+} from "../../plugins/models/emoji_encoder.ts";
+import { EmojiTokenizer } from "../../plugins/models/emoji_tokenizer.ts";
+import { loadPixArt } from "../../plugins/models/pixart.ts";
+import { parsePixArtConfig } from "../../plugins/models/pixart_config.ts";
+import { CheckpointError } from "../errors.ts";
+import type { Runtime } from "../gpu/device.ts";
+import {
+  openSafetensors,
+  type SafetensorsFile,
+  type TensorInfo,
+  type TensorSource,
+} from "../io/safetensors.ts";
+import { DenseLinear, type Linear, type LinearFactory } from "../model/linear.ts";
+import { Pipeline } from "../pipeline.ts";
+import { wordsPerRow } from "./pack.ts";
+import { ARTIFACT_VERSION, type LayerPlan, parsePlan, type QuantPlan } from "./plan.ts";
+import { type ActBits, QuantLinear } from "./qlinear.ts";
+import type { ActivationTransform } from "./transform.ts";
+
+/** Metadata keys of an artifact. */
+export const META = {
+  version: "webdit.artifact",
+  plan: "webdit.plan",
+  transformerConfig: "webdit.transformer_config",
+  encoderConfig: "webdit.text_encoder_config",
+  vocab: "webdit.vocab",
+} as const;
+
+/** Tensor-name prefixes of an artifact. */
+export const PREFIX = { transformer: "transformer.", encoder: "text_encoder." } as const;
+
+/** The name of a quantized layer's codes tensor. */
+export function codesName(layer: string): string {
+  return `${PREFIX.transformer}${layer}.qcodes`;
+}
+
+/** The name of a quantized layer's param tensor `key`. */
+export function paramName(layer: string, key: string): string {
+  return `${PREFIX.transformer}${layer}.qparam.${key}`;
+}
+
+/** The name of a layer's rotation tensor `key`. */
+export function rotationName(layer: string, key: string): string {
+  return `${PREFIX.transformer}${layer}.rot.${key}`;
+}
+
+/** True when `path` is a safetensors file holding a webdit plan (reads the header only). */
+export async function isArtifact(path: string): Promise<boolean> {
+  if (!path.endsWith(".safetensors")) return false;
+  const st = await Deno.stat(path).catch(() => null);
+  if (!st?.isFile) return false;
+  try {
+    const f = await openSafetensors(path);
+    f.close();
+    return f.metadata[META.plan] !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A view of the artifact's tensors under one prefix, as a model loader expects them.
+ * `synthetic` names (a quantized layer's `.weight`) read as empty arrays: the artifact's
+ * LinearFactory builds those layers from their codes instead.
+ */
+class PrefixSource implements TensorSource {
+  readonly path: string;
+  readonly tensors: ReadonlyMap<string, TensorInfo>;
+  readonly metadata: Readonly<Record<string, string>>;
+  #file: SafetensorsFile;
+  #prefix: string;
+  #synthetic: Set<string>;
+
+  constructor(file: SafetensorsFile, prefix: string, synthetic: Map<string, number[]> = new Map()) {
+    this.#file = file;
+    this.#prefix = prefix;
+    this.path = file.path;
+    this.metadata = file.metadata;
+    const t = new Map<string, TensorInfo>();
+    for (const [name, info] of file.tensors) {
+      if (name.startsWith(prefix)) t.set(name.slice(prefix.length), info);
+    }
+    for (const [name, shape] of synthetic) {
+      t.set(name, {
+        dtype: "F32",
+        shape,
+        byteLength: 0,
+        offset: 0,
+        dataOffsets: [0, 0],
+        file: file.path,
+      });
+    }
+    this.tensors = t;
+    this.#synthetic = new Set(synthetic.keys());
+  }
+
+  readRaw(name: string): Promise<Uint8Array> {
+    if (this.#synthetic.has(name)) return Promise.resolve(new Uint8Array(0));
+    return this.#file.readRaw(this.#prefix + name);
+  }
+  readRange(name: string, begin: number, end: number): Promise<Uint8Array> {
+    if (this.#synthetic.has(name)) return Promise.resolve(new Uint8Array(0));
+    return this.#file.readRange(this.#prefix + name, begin, end);
+  }
+  readF32(name: string): Promise<Float32Array> {
+    if (this.#synthetic.has(name)) return Promise.resolve(new Float32Array(0));
+    return this.#file.readF32(this.#prefix + name);
+  }
+  readF16Bits(name: string): Promise<Uint16Array> {
+    if (this.#synthetic.has(name)) return Promise.resolve(new Uint16Array(0));
+    return this.#file.readF16Bits(this.#prefix + name);
+  }
+  close(): void {}
+  [Symbol.dispose](): void {}
+}
+
+/** Builds a layer's online input transform from its stored rotation (none → undefined). */
+export type RotationLoader = (
+  rt: Runtime,
+  layer: string,
+  kind: string,
+  tensors: Record<string, { dtype: string; shape: readonly number[]; data: Uint8Array }>,
+  cols: number,
+) => ActivationTransform | undefined;
+
+/** An opened artifact: the file, its validated plan and configs. */
+export class Artifact {
+  /** The file. */
+  readonly file: SafetensorsFile;
+  /** The validated plan. */
+  readonly plan: QuantPlan;
+  /** The transformer's config.json, parsed as JSON. */
+  readonly transformerConfig: unknown;
+
+  /** Use {@linkcode openArtifact}. */
+  constructor(file: SafetensorsFile, plan: QuantPlan, transformerConfig: unknown) {
+    this.file = file;
+    this.plan = plan;
+    this.transformerConfig = transformerConfig;
+  }
+
+  /** The path. */
+  get path(): string {
+    return this.file.path;
+  }
+
+  /** Reads one quantized layer back as a QuantizedWeight (shapes checked). */
+  async quantizedWeight(name: string): Promise<QuantizedWeight> {
+    const l = this.plan.layers[name];
+    if (!l || l.quantizer === "fp") {
+      throw new CheckpointError(this.path, "is not a quantized layer of the plan", name);
+    }
+    const cn = codesName(name);
+    const info = this.file.tensors.get(cn);
+    const wpr = wordsPerRow(l.in, l.wbits);
+    if (!info) throw new CheckpointError(this.path, "missing tensor", cn);
+    if (
+      info.dtype !== "U32" || info.shape.length !== 2 || info.shape[0] !== l.out ||
+      info.shape[1] !== wpr
+    ) {
+      throw new CheckpointError(
+        this.path,
+        `expected U32 [${l.out}, ${wpr}] for ${l.wbits}-bit codes of [${l.out}, ${l.in}], got ${info.dtype} [${info.shape}]`,
+        cn,
+      );
+    }
+    const raw = await this.file.readRaw(cn);
+    const codes = new Uint32Array(raw.slice().buffer);
+    const params: Record<string, Float32Array> = {};
+    const prefix = paramName(name, "");
+    for (const [t, ti] of this.file.tensors) {
+      if (!t.startsWith(prefix)) continue;
+      if (ti.dtype !== "F32") {
+        throw new CheckpointError(this.path, `expected F32, got ${ti.dtype}`, t);
+      }
+      params[t.slice(prefix.length)] = await this.file.readF32(t);
+    }
+    return {
+      quantizer: l.quantizer,
+      bits: l.wbits,
+      rows: l.out,
+      cols: l.in,
+      codes,
+      params,
+      meta: l.meta ?? {},
+    };
+  }
+
+  /** A layer's rotation tensors (raw), by key. */
+  rotationTensors(
+    name: string,
+  ): Record<string, { dtype: string; shape: readonly number[]; info: TensorInfo }> {
+    const prefix = rotationName(name, "");
+    const out: Record<string, { dtype: string; shape: readonly number[]; info: TensorInfo }> = {};
+    for (const [t, ti] of this.file.tensors) {
+      if (t.startsWith(prefix)) {
+        out[t.slice(prefix.length)] = { dtype: ti.dtype, shape: ti.shape, info: ti };
+      }
+    }
+    return out;
+  }
+
+  /** The transformer's tensors as its loader expects them (quantized weights synthesized). */
+  transformerSource(): TensorSource {
+    const synthetic = new Map<string, number[]>();
+    for (const [name, l] of Object.entries(this.plan.layers)) {
+      if (l.quantizer !== "fp") synthetic.set(`${name}.weight`, this.#weightShape(l));
+    }
+    return new PrefixSource(this.file, PREFIX.transformer, synthetic);
+  }
+
+  /** The caption encoder's tensors. */
+  encoderSource(): TensorSource {
+    return new PrefixSource(this.file, PREFIX.encoder);
+  }
+
+  #weightShape(l: LayerPlan): number[] {
+    return l.shape ?? [l.out, l.in]; // a conv weight (patch embedding) keeps its 4-D shape
+  }
+
+  /** The LinearFactory of the plan: quantized layers from their codes, FP layers dense. */
+  linears(dtype: "f32" | "f16", rotations?: RotationLoader): LinearFactory {
+    return {
+      create: async (rt, src): Promise<Linear> => {
+        const l = this.plan.layers[src.name];
+        const field = `webdit.plan.layers.${src.name}`;
+        if (!l) {
+          throw new CheckpointError(
+            this.path,
+            "the model has this linear; the plan does not",
+            field,
+          );
+        }
+        if (l.out !== src.outFeatures || l.in !== src.inFeatures) {
+          throw new CheckpointError(
+            this.path,
+            `plan says [${l.out}, ${l.in}], the model [${src.outFeatures}, ${src.inFeatures}]`,
+            field,
+          );
+        }
+        if (l.quantizer === "fp") return new DenseLinear(rt, src, dtype);
+        const q = await this.quantizedWeight(src.name);
+        let transform: ActivationTransform | undefined;
+        if (l.rotation !== "none") {
+          if (!rotations) {
+            throw new CheckpointError(
+              this.path,
+              `rotation "${l.rotation}" is not available in this build`,
+              field,
+            );
+          }
+          const raw: Record<string, { dtype: string; shape: readonly number[]; data: Uint8Array }> =
+            {};
+          for (const [k, t] of Object.entries(this.rotationTensors(src.name))) {
+            raw[k] = {
+              dtype: t.dtype,
+              shape: t.shape,
+              data: await this.file.readRaw(rotationName(src.name, k)),
+            };
+          }
+          transform = rotations(rt, src.name, l.rotation, raw, l.in);
+        }
+        try {
+          return new QuantLinear(rt, src.name, q, src.bias, {
+            abits: l.abits as ActBits,
+            dtype,
+            transform,
+          });
+        } catch (e) {
+          transform?.release();
+          throw new CheckpointError(this.path, (e as Error).message, codesName(src.name));
+        }
+      },
+    };
+  }
+
+  /** Closes the file. */
+  close(): void {
+    this.file.close();
+  }
+}
+
+/**
+ * Opens and validates an artifact: the format version, the plan, the configs.
+ * @throws {CheckpointError} naming the file and the field.
+ */
+export async function openArtifact(path: string): Promise<Artifact> {
+  const file = await openSafetensors(path);
+  try {
+    const m = file.metadata;
+    const v = m[META.version];
+    if (v === undefined) {
+      throw new CheckpointError(
+        path,
+        "missing: not a webdit quantized artifact",
+        `__metadata__.${META.version}`,
+      );
+    }
+    if (Number(v) !== ARTIFACT_VERSION) {
+      throw new CheckpointError(
+        path,
+        `is ${v}; this build reads version ${ARTIFACT_VERSION}`,
+        `__metadata__.${META.version}`,
+      );
+    }
+    const plan = parsePlan(m[META.plan], path);
+    const cfgText = m[META.transformerConfig];
+    if (cfgText === undefined) {
+      throw new CheckpointError(path, "missing", `__metadata__.${META.transformerConfig}`);
+    }
+    let cfg: unknown;
+    try {
+      cfg = JSON.parse(cfgText);
+    } catch (e) {
+      throw new CheckpointError(
+        path,
+        `invalid JSON: ${(e as Error).message}`,
+        `__metadata__.${META.transformerConfig}`,
+      );
+    }
+    for (const [name, l] of Object.entries(plan.layers)) {
+      if (l.quantizer === "fp") {
+        if (!file.tensors.has(`${PREFIX.transformer}${name}.weight`)) {
+          throw new CheckpointError(
+            path,
+            "missing tensor of an FP layer",
+            `${PREFIX.transformer}${name}.weight`,
+          );
+        }
+      } else if (!file.tensors.has(codesName(name))) {
+        throw new CheckpointError(path, "missing tensor of a quantized layer", codesName(name));
+      }
+    }
+    return new Artifact(file, plan, cfg);
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+}
+
+/** Options of {@linkcode loadArtifactPipeline}. */
+export interface ArtifactPipelineOptions {
+  /** Storage type of activations and FP weights; default f32. */
+  dtype?: "f32" | "f16";
+  /** Builds rotated layers' online transforms (when the plan has rotations). */
+  rotations?: RotationLoader;
+}
+
+/** Loads an artifact as a pipeline (transformer + the caption encoder it carries). */
+export async function loadArtifactPipeline(
+  rt: Runtime,
+  path: string,
+  o: ArtifactPipelineOptions = {},
+): Promise<Pipeline> {
+  const a = await openArtifact(path);
+  const dtype = o.dtype ?? "f32";
+  try {
+    const config = parsePixArtConfig(a.transformerConfig, `${path} (${META.transformerConfig})`);
+    const transformer = await loadPixArt(rt, a.transformerSource(), config, {
+      dtype,
+      linears: a.linears(dtype, o.rotations),
+    });
+    const m = a.file.metadata;
+    if (m[META.encoderConfig] === undefined) return new Pipeline(rt, path, transformer);
+    try {
+      const field = `__metadata__.${META.encoderConfig}`;
+      let ecfgRaw: unknown;
+      let vocab: unknown;
+      try {
+        ecfgRaw = JSON.parse(m[META.encoderConfig]);
+        vocab = JSON.parse(m[META.vocab] ?? "null");
+      } catch (e) {
+        throw new CheckpointError(path, `invalid JSON: ${(e as Error).message}`, field);
+      }
+      const ecfg = parseEmojiEncoderConfig(ecfgRaw, `${path} (${META.encoderConfig})`);
+      if (!Array.isArray(vocab) || vocab.length !== ecfg.vocabSize) {
+        throw new CheckpointError(
+          path,
+          `must be a list of ${ecfg.vocabSize} words`,
+          `__metadata__.${META.vocab}`,
+        );
+      }
+      const tokenizer = new EmojiTokenizer(vocab as string[], ecfg.maxLength, path);
+      const encoder = await EmojiCaptionEncoder.load(rt, a.encoderSource(), ecfg);
+      return new Pipeline(rt, path, transformer, encoder, tokenizer);
+    } catch (e) {
+      transformer.release();
+      throw e;
+    }
+  } finally {
+    a.close();
+  }
+}

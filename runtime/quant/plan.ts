@@ -1,0 +1,182 @@
+/**
+ * The quantization plan: what `deno task quantize` decided, stored as JSON in the
+ * artifact's `__metadata__["webdit.plan"]` — per layer the quantizer, bits, activation
+ * bits and rotation (or why it stays FP), the settings it was made with, and the source
+ * model (path, sha-256 of its transformer weights, config). Loading validates every field
+ * and names the file and field on error.
+ *
+ * @module
+ */
+import { CheckpointError } from "../errors.ts";
+
+/** Artifact format version written into `webdit.artifact`. */
+export const ARTIFACT_VERSION = 1;
+
+/** The layers METHODS.md keeps in full precision for PixArt (and the default here). */
+export const DEFAULT_KEEP_FP: readonly string[] = [
+  "pos_embed.proj",
+  "adaln_single.*",
+  "caption_projection.*",
+  "proj_out",
+];
+
+/** What a plan is made from (the quantize command's options). */
+export interface QuantSettings {
+  /** Weight quantizer plugin ("uniform", "tlq"). */
+  quantizer: string;
+  /** Weight bits. */
+  wbits: number;
+  /** Activation bits; 16 = weight-only. */
+  abits: number;
+  /** Rotation plugin ("none", "hadamard", "outlier", "adaptive"). */
+  rotation: string;
+  /** Attention plugin ("dense", "paro"). */
+  attention: string;
+  /** PARO density, or null. */
+  density: number | null;
+  /** PARO attention bits, or null. */
+  attnBits: number | null;
+  /** Uniform: group size along K (0 = per row). */
+  groupSize: number;
+  /** Uniform: symmetric. */
+  symmetric: boolean;
+  /** Layer-name patterns kept in FP (`*` matches any run of characters). */
+  keepFp: string[];
+}
+
+/** One layer of a plan. */
+export interface LayerPlan {
+  /** N. */
+  out: number;
+  /** K. */
+  in: number;
+  /** Quantizer, or "fp" for a layer kept in full precision. */
+  quantizer: string;
+  /** Weight bits (0 for fp). */
+  wbits: number;
+  /** Activation bits (16 = weight-only; 0 for fp). */
+  abits: number;
+  /** Rotation of the input ("none" …). */
+  rotation: string;
+  /** The weight's shape in the checkpoint when it is not [out, in] (a conv's 4-D one). */
+  shape?: number[];
+  /** Why the layer stays FP (a keep pattern, or a shape the kernels do not take). */
+  reason?: string;
+  /** What calibration found (η, p±, clip ratio, group size…). */
+  meta?: Record<string, number | string | boolean>;
+}
+
+/** The plan stored in an artifact. */
+export interface QuantPlan {
+  /** Always "webdit-quant". */
+  format: "webdit-quant";
+  /** {@linkcode ARTIFACT_VERSION}. */
+  version: number;
+  /** The settings. */
+  settings: QuantSettings;
+  /** The source model. */
+  source: { path: string; sha256: string; className: string };
+  /** Calibration data settings (null: data-free weights, dynamic activations). */
+  calibration: Record<string, unknown> | null;
+  /** Per layer, by checkpoint name (without `.weight`). */
+  layers: Record<string, LayerPlan>;
+}
+
+/** True when `name` matches `pattern` (`*` = any characters, the rest literal). */
+export function matchPattern(name: string, pattern: string): boolean {
+  const re = new RegExp(
+    "^" + pattern.split("*").map((s) => s.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$",
+  );
+  return re.test(name);
+}
+
+/** The first keep-FP pattern `name` matches, or undefined. */
+export function keepPattern(name: string, patterns: readonly string[]): string | undefined {
+  return patterns.find((p) => matchPattern(name, p));
+}
+
+function fail(file: string, field: string, msg: string): never {
+  throw new CheckpointError(file, msg, field);
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function num(o: Record<string, unknown>, k: string, file: string, field: string): number {
+  const v = o[k];
+  if (typeof v !== "number" || !Number.isFinite(v)) fail(file, `${field}.${k}`, "must be a number");
+  return v;
+}
+
+function str(o: Record<string, unknown>, k: string, file: string, field: string): string {
+  const v = o[k];
+  if (typeof v !== "string") fail(file, `${field}.${k}`, "must be a string");
+  return v;
+}
+
+/**
+ * Parses and validates a plan's JSON text from `file`.
+ * @throws {CheckpointError} naming the file and the field that is wrong.
+ */
+export function parsePlan(text: string | undefined, file: string): QuantPlan {
+  const F = "__metadata__.webdit.plan";
+  if (text === undefined) fail(file, F, "missing: this is not a webdit quantized artifact");
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    fail(file, F, `invalid JSON: ${(e as Error).message}`);
+  }
+  if (!isObj(raw)) fail(file, F, "must be a JSON object");
+  if (raw.format !== "webdit-quant") fail(file, `${F}.format`, 'must be "webdit-quant"');
+  const version = num(raw, "version", file, F);
+  if (version !== ARTIFACT_VERSION) {
+    fail(file, `${F}.version`, `is ${version}; this build reads version ${ARTIFACT_VERSION}`);
+  }
+  if (!isObj(raw.settings)) fail(file, `${F}.settings`, "must be an object");
+  const s = raw.settings;
+  const settings: QuantSettings = {
+    quantizer: str(s, "quantizer", file, `${F}.settings`),
+    wbits: num(s, "wbits", file, `${F}.settings`),
+    abits: num(s, "abits", file, `${F}.settings`),
+    rotation: str(s, "rotation", file, `${F}.settings`),
+    attention: str(s, "attention", file, `${F}.settings`),
+    density: s.density === null ? null : num(s, "density", file, `${F}.settings`),
+    attnBits: s.attnBits === null ? null : num(s, "attnBits", file, `${F}.settings`),
+    groupSize: num(s, "groupSize", file, `${F}.settings`),
+    symmetric: s.symmetric === true,
+    keepFp: Array.isArray(s.keepFp) ? s.keepFp.map(String) : [],
+  };
+  if (!isObj(raw.source)) fail(file, `${F}.source`, "must be an object");
+  const sha256 = str(raw.source, "sha256", file, `${F}.source`);
+  if (!/^[0-9a-f]{64}$/.test(sha256)) fail(file, `${F}.source.sha256`, "must be 64 hex digits");
+  const source = {
+    path: str(raw.source, "path", file, `${F}.source`),
+    sha256,
+    className: str(raw.source, "className", file, `${F}.source`),
+  };
+  if (!isObj(raw.layers)) fail(file, `${F}.layers`, "must be an object");
+  const layers: Record<string, LayerPlan> = {};
+  for (const [name, l] of Object.entries(raw.layers)) {
+    const f = `${F}.layers["${name}"]`;
+    if (!isObj(l)) fail(file, f, "must be an object");
+    const lp: LayerPlan = {
+      out: num(l, "out", file, f),
+      in: num(l, "in", file, f),
+      quantizer: str(l, "quantizer", file, f),
+      wbits: num(l, "wbits", file, f),
+      abits: num(l, "abits", file, f),
+      rotation: str(l, "rotation", file, f),
+    };
+    if (typeof l.reason === "string") lp.reason = l.reason;
+    if (Array.isArray(l.shape)) lp.shape = l.shape.map(Number);
+    if (isObj(l.meta)) lp.meta = l.meta as LayerPlan["meta"];
+    if (lp.quantizer !== "fp" && ![4, 6, 8, 16].includes(lp.abits)) {
+      fail(file, `${f}.abits`, `must be 4, 6, 8 or 16, got ${lp.abits}`);
+    }
+    layers[name] = lp;
+  }
+  const calibration = isObj(raw.calibration) ? raw.calibration : null;
+  return { format: "webdit-quant", version, settings, source, calibration, layers };
+}

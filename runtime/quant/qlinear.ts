@@ -1,0 +1,143 @@
+/**
+ * Quantized linear layers: {@linkcode QuantLinear} implements the model's `Linear` seam
+ * (runtime/model/linear.ts) with a quantized weight — forward = transform → per-token
+ * quantize → integer GEMM (A4/A6/A8), or transform → weight-only GEMM (A16) — and the
+ * identity {@linkcode ActivationTransform} ("none"), the plain per-token quantizer.
+ *
+ * @module
+ */
+import type { QuantizedWeight } from "../../plugins/types.ts";
+import type { Runtime } from "../gpu/device.ts";
+import type { Recorder } from "../gpu/kernel.ts";
+import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import type { Linear, LinearEpilogue } from "../model/linear.ts";
+import { ACT_BITS, actQuant, type ActQuantVersion } from "../ops/act_quant.ts";
+import { elementwise } from "../ops/elementwise.ts";
+import {
+  type DotImpl,
+  qgemmA16,
+  type QGemmA16Version,
+  qgemmInt,
+  type QGemmIntVersion,
+  type QWeightGpu,
+  uploadQWeight,
+} from "../ops/qgemm.ts";
+import type { ActivationTransform, QuantizedActivations } from "./transform.ts";
+
+/** The identity transform: x unchanged, quantized per token (runtime/ops/act_quant.ts). */
+export class IdentityTransform implements ActivationTransform {
+  readonly name = "none";
+  #version: ActQuantVersion | undefined;
+
+  /** `version` forces the quantizer's layout (tests); default per adapter. */
+  constructor(version?: ActQuantVersion) {
+    this.#version = version;
+  }
+
+  /** A copy of x (callers own and release what apply returns). */
+  apply(rec: Recorder, x: Tensor): Tensor {
+    return elementwise(rec, "copy", x);
+  }
+
+  /** Per-token quantization of x. */
+  applyQuant(rec: Recorder, x: Tensor, bits: number): QuantizedActivations {
+    return actQuant(rec, x, bits, { version: this.#version });
+  }
+
+  /** Nothing to free. */
+  release(): void {}
+}
+
+/** Activation bits of a quantized linear: 16 = weight-only. */
+export type ActBits = 4 | 6 | 8 | 16;
+
+/** The activation bit widths, for validation and help. */
+export const ABITS: readonly ActBits[] = [4, 6, 8, 16];
+
+/** Options of {@linkcode QuantLinear}. */
+export interface QuantLinearOptions {
+  /** Activation bits; 16 = weight-only (A16). */
+  abits: ActBits;
+  /** Storage type of activations (and the bias); default f32. */
+  dtype?: "f32" | "f16";
+  /** The layer's input transform (a rotation plugin's); default the identity. */
+  transform?: ActivationTransform;
+  /** Kernel versions and dot product (tests, benchmarks); default per adapter. */
+  a16Version?: QGemmA16Version;
+  intVersion?: QGemmIntVersion;
+  dot?: DotImpl;
+}
+
+/** A linear layer with a quantized weight. */
+export class QuantLinear implements Linear {
+  readonly name: string;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  readonly weightBytes: number;
+  /** Activation bits (16 = weight-only). */
+  readonly abits: ActBits;
+  /** Weight bits. */
+  readonly wbits: number;
+  readonly #w: QWeightGpu;
+  readonly #b: Tensor | undefined;
+  readonly #o: QuantLinearOptions;
+
+  /** Uploads the codes and the parameters the chosen path needs, and the bias. */
+  constructor(
+    rt: Runtime,
+    name: string,
+    q: QuantizedWeight,
+    bias: Float32Array | undefined,
+    opts: QuantLinearOptions,
+  ) {
+    if (!ABITS.includes(opts.abits)) {
+      throw new RangeError(`${name}: abits must be one of ${ABITS.join(", ")}, got ${opts.abits}`);
+    }
+    if (bias && bias.length !== q.rows) {
+      throw new RangeError(`${name}: bias has ${bias.length} values, the weight ${q.rows} rows`);
+    }
+    this.name = name;
+    this.inFeatures = q.cols;
+    this.outFeatures = q.rows;
+    this.abits = opts.abits;
+    this.wbits = q.bits;
+    this.#o = opts;
+    const a16 = opts.abits === 16;
+    try {
+      this.#w = uploadQWeight(rt, q, { a16, int: !a16 });
+    } catch (e) {
+      throw new RangeError(`${name}: ${(e as Error).message}`);
+    }
+    this.#b = bias ? uploadTensor(rt, bias, [q.rows], opts.dtype ?? "f32") : undefined;
+    this.weightBytes = this.#w.byteLength + (this.#b?.byteLength ?? 0);
+  }
+
+  forward(rec: Recorder, x: Tensor, e: LinearEpilogue = {}): Tensor {
+    const o = this.#o;
+    const t = o.transform;
+    if (this.abits === 16) {
+      const xin = t ? t.apply(rec, x) : x;
+      const y = qgemmA16(rec, xin, this.#w, { ...e, bias: this.#b, version: o.a16Version });
+      if (xin !== x) xin.release();
+      return y;
+    }
+    if (!ACT_BITS.includes(this.abits)) throw new RangeError(`${this.name}: abits ${this.abits}`);
+    const xa = t ? t.applyQuant(rec, x, this.abits) : actQuant(rec, x, this.abits);
+    const y = qgemmInt(rec, xa, this.#w, {
+      ...e,
+      bias: this.#b,
+      dtype: x.dtype === "f16" ? "f16" : "f32",
+      version: o.intVersion,
+      dot: o.dot,
+    });
+    xa.q.release();
+    xa.scales.release();
+    return x.shape.length === 2 ? y : y.reshape([...x.shape.slice(0, -1), this.outFeatures]);
+  }
+
+  release(): void {
+    this.#w.release();
+    this.#b?.release();
+    this.#o.transform?.release();
+  }
+}

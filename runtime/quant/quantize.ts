@@ -1,0 +1,344 @@
+/**
+ * Quantizes a model folder into an artifact (runtime/quant/artifact.ts): the library
+ * behind `deno task quantize`. Weights are quantized offline on the CPU by the chosen
+ * quantizer plugin (data-free: TLQ's and uniform's searches need no activations);
+ * activations are quantized dynamically at run time, so A4/A6/A8 only change the plan.
+ *
+ * The linear layers are the checkpoint's `*.weight` tensors of rank ≥ 2; those matching
+ * a keep-FP pattern (default METHODS.md's: patch embed, adaLN-single, caption projection,
+ * final layer) or whose K is not a multiple of 4 stay in full precision.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
+import { createDefaultRegistry } from "../builtins.ts";
+import { CheckpointError } from "../errors.ts";
+import { openCheckpoint } from "../io/safetensors_index.ts";
+import type { TensorToWrite } from "../io/safetensors.ts";
+import { writeSafetensors } from "../io/safetensors.ts";
+import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
+import { a16Params, int8Lut, int8LutError } from "../reference/qgemm.ts";
+import type { PluginRegistry } from "../registry.ts";
+import { transformerWeightsHash } from "./calibrate.ts";
+import { codesName, META, paramName, PREFIX } from "./artifact.ts";
+import {
+  ARTIFACT_VERSION,
+  DEFAULT_KEEP_FP,
+  keepPattern,
+  type LayerPlan,
+  type QuantPlan,
+  type QuantSettings,
+} from "./plan.ts";
+import { ABITS } from "./qlinear.ts";
+
+/** Options of {@linkcode quantizeModel}: the settings, the model, hooks. */
+export interface QuantizeOptions extends Partial<QuantSettings> {
+  /** Model folder (diffusers layout); default the bundled model. */
+  model?: string;
+  /** Weight quantizer plugin name. */
+  quantizer: string;
+  /** Weight bits. */
+  wbits: number;
+  /** Activation bits (16 = weight-only). */
+  abits: number;
+  /** Plugins; default the built-in registry. */
+  registry?: PluginRegistry;
+  /** Called before each layer is quantized. */
+  onLayer?: (done: number, total: number, name: string) => void;
+}
+
+/** What quantizing one layer gave. */
+export interface LayerReport {
+  /** Checkpoint name. */
+  name: string;
+  /** "fp", or the quantizer. */
+  quantizer: string;
+  /** Weight bits (0 for fp). */
+  wbits: number;
+  /** Activation bits (0 for fp). */
+  abits: number;
+  /** N and K. */
+  out: number;
+  in: number;
+  /** Weight SQNR in dB, 10·log10(Σw² / Σ(ŵ − w)²) (null for fp). */
+  sqnrDb: number | null;
+  /** Integer path: ‖s·lut8 − ŵ‖/‖ŵ‖ the int8 re-expression adds (0 exact; null for A16/fp). */
+  int8LutError: number | null;
+  /** Bytes of the weight matrix in f32. */
+  bytesF32: number;
+  /** Bytes the kernels hold for it: codes + the path's parameters (f32 for fp). */
+  bytes: number;
+  /** Quantizer search time, ms. */
+  ms: number;
+  /** Why it stays FP. */
+  reason?: string;
+}
+
+/** Result of {@linkcode quantizeModel}: the artifact's content and the per-layer report. */
+export interface QuantizeResult {
+  /** The plan. */
+  plan: QuantPlan;
+  /** Every tensor of the artifact. */
+  tensors: Record<string, TensorToWrite>;
+  /** Its metadata. */
+  metadata: Record<string, string>;
+  /** Per linear layer. */
+  layers: LayerReport[];
+  /** Wall time of the weight quantization, ms. */
+  ms: number;
+}
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    throw new CheckpointError(path, (e as Error).message, "path");
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+function sqnr(w: Float32Array, h: Float32Array): number {
+  let s = 0;
+  let e = 0;
+  for (let i = 0; i < w.length; i++) {
+    s += w[i] * w[i];
+    e += (w[i] - h[i]) ** 2;
+  }
+  return e > 0 ? 10 * Math.log10(s / e) : Infinity;
+}
+
+/** Bytes the kernels hold for a quantized weight on the path of `abits`. */
+export function quantizedBytes(q: QuantizedWeight, abits: number): number {
+  const codes = q.codes.byteLength;
+  if (abits === 16) return codes + a16Params(q).data.byteLength;
+  const l = int8Lut(q);
+  return codes + l.scale.byteLength + (l.direct ? 0 : Math.ceil(l.lut8.byteLength / 4) * 4);
+}
+
+/** Checks the settings against the registry; returns them complete. */
+export function resolveSettings(o: QuantizeOptions, registry: PluginRegistry): QuantSettings {
+  const q = registry.get("quantizer", o.quantizer);
+  if (!q.bits.includes(o.wbits)) {
+    throw new RangeError(`quantizer "${q.name}" takes ${q.bits.join(", ")} bits, not ${o.wbits}`);
+  }
+  if (!(ABITS as readonly number[]).includes(o.abits)) {
+    throw new RangeError(`abits must be one of ${ABITS.join(", ")}, got ${o.abits}`);
+  }
+  const rotation = o.rotation ?? "none";
+  if (rotation !== "none") {
+    const known = registry.has("rotation", rotation);
+    throw new RangeError(
+      `rotation "${rotation}" is not available yet${
+        known ? " in quantize (the plugin is registered, its plan is not wired here)" : ""
+      }; use --rotation none`,
+    );
+  }
+  const attention = o.attention ?? "dense";
+  if (attention !== "dense") {
+    const known = registry.has("attention", attention);
+    throw new RangeError(
+      `attention "${attention}" is not available yet${
+        known ? " in quantize (the plugin is registered, its plan is not wired here)" : ""
+      }; use --attention dense`,
+    );
+  }
+  const symmetric = o.symmetric ?? (o.quantizer === "uniform" && o.wbits === 8 && o.abits < 16);
+  return {
+    quantizer: o.quantizer,
+    wbits: o.wbits,
+    abits: o.abits,
+    rotation,
+    attention,
+    density: o.density ?? null,
+    attnBits: o.attnBits ?? null,
+    groupSize: o.groupSize ?? 0,
+    symmetric,
+    keepFp: o.keepFp ?? [...DEFAULT_KEEP_FP],
+  };
+}
+
+/**
+ * Quantizes the linear layers of a model folder and assembles the artifact's tensors and
+ * metadata (FP tensors copied as stored, the caption encoder and vocabulary included).
+ */
+export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult> {
+  const registry = o.registry ?? createDefaultRegistry();
+  const settings = resolveSettings(o, registry);
+  const plugin = registry.get("quantizer", settings.quantizer);
+  const dir = o.model ?? DEFAULT_MODEL_DIR;
+  let tdir = join(dir, "transformer");
+  if (!await exists(join(tdir, "config.json"))) tdir = dir;
+  const cfgText = await readText(join(tdir, "config.json"));
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(cfgText);
+  } catch (e) {
+    throw new CheckpointError(join(tdir, "config.json"), `invalid JSON: ${(e as Error).message}`);
+  }
+  const sha256 = await transformerWeightsHash(dir);
+  const src = await openCheckpoint(tdir);
+  const tensors: Record<string, TensorToWrite> = {};
+  const layers: Record<string, LayerPlan> = {};
+  const reports: LayerReport[] = [];
+  const t0 = performance.now();
+  try {
+    const names = [...src.tensors.keys()].filter((n) =>
+      n.endsWith(".weight") && src.tensors.get(n)!.shape.length >= 2
+    );
+    let done = 0;
+    for (const wname of names) {
+      const name = wname.slice(0, -".weight".length);
+      const info = src.tensors.get(wname)!;
+      const N = info.shape[0];
+      const K = info.shape.slice(1).reduce((a, b) => a * b, 1);
+      const shape = info.shape.length === 2 ? undefined : [...info.shape];
+      const pattern = keepPattern(name, settings.keepFp);
+      const reason = pattern
+        ? `keep-fp "${pattern}"`
+        : K % 4
+        ? `K = ${K} is not a multiple of 4`
+        : undefined;
+      o.onLayer?.(done++, names.length, name);
+      if (reason) {
+        layers[name] = {
+          out: N,
+          in: K,
+          quantizer: "fp",
+          wbits: 0,
+          abits: 0,
+          rotation: "none",
+          reason,
+          shape,
+        };
+        reports.push({
+          name,
+          quantizer: "fp",
+          wbits: 0,
+          abits: 0,
+          out: N,
+          in: K,
+          sqnrDb: null,
+          int8LutError: null,
+          bytesF32: 4 * N * K,
+          bytes: 4 * N * K,
+          ms: 0,
+          reason,
+        });
+        continue;
+      }
+      const data = await src.readF32(wname);
+      const w: HostMatrix = { data, rows: N, cols: K };
+      const tq = performance.now();
+      const q = plugin.calibrate(w, {
+        bits: settings.wbits,
+        groupSize: settings.groupSize || undefined,
+        symmetric: settings.symmetric,
+      });
+      const ms = performance.now() - tq;
+      const deq = plugin.dequantize(q);
+      let lutErr: number | null = null;
+      if (settings.abits < 16) {
+        try {
+          lutErr = int8LutError(q, deq);
+        } catch (e) {
+          throw new RangeError(`${name}: ${(e as Error).message}`);
+        }
+      }
+      tensors[codesName(name)] = { dtype: "U32", shape: [N, q.codes.length / N], data: q.codes };
+      for (const [k, v] of Object.entries(q.params)) {
+        tensors[paramName(name, k)] = { dtype: "F32", shape: [v.length], data: v };
+      }
+      layers[name] = {
+        out: N,
+        in: K,
+        quantizer: q.quantizer,
+        wbits: q.bits,
+        abits: settings.abits,
+        rotation: "none",
+        meta: q.meta,
+        shape,
+      };
+      reports.push({
+        name,
+        quantizer: q.quantizer,
+        wbits: q.bits,
+        abits: settings.abits,
+        out: N,
+        in: K,
+        sqnrDb: sqnr(data, deq),
+        int8LutError: lutErr,
+        bytesF32: 4 * N * K,
+        bytes: quantizedBytes(q, settings.abits),
+        ms,
+      });
+    }
+    // Every other tensor (biases, tables, FP weights) as stored.
+    for (const [name, info] of src.tensors) {
+      const layer = name.endsWith(".weight") ? layers[name.slice(0, -".weight".length)] : undefined;
+      if (layer && layer.quantizer !== "fp") continue; // stored as codes
+      tensors[PREFIX.transformer + name] = {
+        dtype: info.dtype,
+        shape: [...info.shape],
+        data: await src.readRaw(name),
+      };
+    }
+  } finally {
+    src.close();
+  }
+  const ms = performance.now() - t0;
+  const metadata: Record<string, string> = {
+    [META.version]: String(ARTIFACT_VERSION),
+    [META.transformerConfig]: cfgText,
+  };
+  // The caption encoder and vocabulary, so the artifact runs alone.
+  const edir = join(dir, "text_encoder");
+  if (await exists(join(edir, "config.json"))) {
+    metadata[META.encoderConfig] = await readText(join(edir, "config.json"));
+    metadata[META.vocab] = await readText(join(dir, "tokenizer", "vocab.json"));
+    const esrc = await openCheckpoint(join(edir, "model.safetensors"));
+    try {
+      for (const [name, info] of esrc.tensors) {
+        tensors[PREFIX.encoder + name] = {
+          dtype: info.dtype,
+          shape: [...info.shape],
+          data: await esrc.readRaw(name),
+        };
+      }
+    } finally {
+      esrc.close();
+    }
+  }
+  const plan: QuantPlan = {
+    format: "webdit-quant",
+    version: ARTIFACT_VERSION,
+    settings,
+    source: { path: dir, sha256, className: String(cfg._class_name ?? "unknown") },
+    calibration: null,
+    layers,
+  };
+  metadata[META.plan] = JSON.stringify(plan);
+  return { plan, tensors, metadata, layers: reports, ms };
+}
+
+/**
+ * Writes the artifact atomically; refuses to replace an existing file unless `force`.
+ * Returns its size in bytes.
+ */
+export async function writeArtifact(
+  path: string,
+  r: QuantizeResult,
+  opts: { force?: boolean } = {},
+): Promise<number> {
+  if (!path.endsWith(".safetensors")) {
+    throw new RangeError(`the artifact must be a .safetensors file, got ${path}`);
+  }
+  if (!opts.force && await exists(path)) {
+    throw new RangeError(`${path} exists; pass --force to overwrite it`);
+  }
+  await writeSafetensors(path, r.tensors, r.metadata);
+  return (await Deno.stat(path)).size;
+}

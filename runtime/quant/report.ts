@@ -1,0 +1,134 @@
+/**
+ * `quantize --report`: per-layer weight SQNR (from the quantizer) and the error of
+ * per-token activation quantization at each quantized layer's input, measured on the
+ * GPU over a few calibration prompts and steps (runtime/quant/calibration_run.ts): every
+ * quantized layer's input is quantized and dequantized in place of nothing — the FP model
+ * runs unchanged — and Σ(x − x̂)², Σx² accumulate on the GPU, read back once at the end.
+ *
+ * @module
+ */
+import type { Runtime } from "../gpu/device.ts";
+import { createTensor, readTensor, writeTensor } from "../gpu/tensor.ts";
+import type { Linear, LinearFactory } from "../model/linear.ts";
+import { actQuantError } from "../ops/act_quant.ts";
+import { CALIBRATION_PROMPTS } from "./calibrate.ts";
+import { runCalibration } from "./calibration_run.ts";
+import type { LayerReport } from "./quantize.ts";
+
+/** The activation-quantization error of one layer's input. */
+export interface ActErrorRow {
+  /** Relative RMS error ‖x − x̂‖/‖x‖ over every token of every observed call. */
+  relErr: number;
+  /** The same as an SQNR, dB. */
+  sqnrDb: number;
+}
+
+/** Options of {@linkcode measureActivationError}. */
+export interface ActErrorOptions {
+  /** Model folder; default the bundled model. */
+  model?: string;
+  /** Layers to observe (checkpoint names). */
+  layers: readonly string[];
+  /** Activation bits (4, 6 or 8). */
+  abits: number;
+  /** Prompts; default the first two calibration prompts. */
+  prompts?: readonly string[];
+  /** Sampler steps per prompt; default 3. */
+  steps?: number;
+  /** Progress. */
+  onProgress?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
+}
+
+/** Runs the FP model with an error accumulator on each layer's input; per-layer errors. */
+export async function measureActivationError(
+  rt: Runtime,
+  o: ActErrorOptions,
+): Promise<Map<string, ActErrorRow>> {
+  const slots = new Map(o.layers.map((n, i) => [n, i]));
+  const acc = createTensor(rt, [Math.max(2, 2 * o.layers.length)]);
+  writeTensor(rt, acc, new Float32Array(acc.size));
+  try {
+    const observe = (inner: LinearFactory): LinearFactory => ({
+      create: async (r, src) => {
+        const l = await inner.create(r, src);
+        const slot = slots.get(src.name);
+        if (slot === undefined) return l;
+        const wrapped: Linear = {
+          name: l.name,
+          inFeatures: l.inFeatures,
+          outFeatures: l.outFeatures,
+          weightBytes: l.weightBytes,
+          forward: (rec, x, e) => {
+            actQuantError(rec, x, o.abits, acc, slot);
+            return l.forward(rec, x, e);
+          },
+          release: () => l.release(),
+        };
+        return wrapped;
+      },
+    });
+    await runCalibration(rt, {
+      path: o.model,
+      prompts: o.prompts ?? CALIBRATION_PROMPTS.slice(0, 2),
+      steps: o.steps ?? 3,
+      linears: observe,
+      onProgress: o.onProgress,
+    });
+    const sums = await readTensor(rt, acc);
+    const out = new Map<string, ActErrorRow>();
+    for (const [name, i] of slots) {
+      const e = sums[2 * i];
+      const s = sums[2 * i + 1];
+      const rel = s > 0 ? Math.sqrt(e / s) : 0;
+      out.set(name, { relErr: rel, sqnrDb: e > 0 ? 10 * Math.log10(s / e) : Infinity });
+    }
+    return out;
+  } finally {
+    acc.release();
+  }
+}
+
+function fmt(v: number | null | undefined, digits = 2): string {
+  if (v === null || v === undefined) return "-";
+  if (!Number.isFinite(v)) return String(v);
+  return v.toFixed(digits);
+}
+
+/** The report as a text table (one line per linear layer, then totals). */
+export function formatReport(
+  layers: readonly LayerReport[],
+  act?: ReadonlyMap<string, ActErrorRow>,
+): string {
+  const head = ["layer", "quant", "W", "A", "N×K", "SQNR dB", "int8 LUT err", "act err", "act dB"];
+  const rows = layers.map((l) => {
+    const a = act?.get(l.name);
+    return [
+      l.name,
+      l.quantizer,
+      l.wbits ? String(l.wbits) : "-",
+      l.abits ? String(l.abits) : "-",
+      `${l.out}×${l.in}`,
+      fmt(l.sqnrDb),
+      l.int8LutError === null ? "-" : l.int8LutError.toExponential(2),
+      a ? a.relErr.toExponential(2) : "-",
+      a ? fmt(a.sqnrDb) : "-",
+    ];
+  });
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) =>
+    r.map((c, i) => i === 0 ? c.padEnd(w[i]) : c.padStart(w[i])).join("  ");
+  const q = layers.filter((l) => l.quantizer !== "fp");
+  const f32 = q.reduce((s, l) => s + l.bytesF32, 0);
+  const bytes = q.reduce((s, l) => s + l.bytes, 0);
+  const sq = q.map((l) => l.sqnrDb ?? 0);
+  return [
+    line(head),
+    ...rows.map(line),
+    "",
+    `${q.length} quantized layers, ${layers.length - q.length} in FP; ` +
+    `weight bytes of the quantized layers ${bytes} vs ${f32} in f32 (1/${
+      fmt(f32 / Math.max(1, bytes))
+    }); ` +
+    `mean weight SQNR ${fmt(sq.reduce((a, b) => a + b, 0) / Math.max(1, sq.length))} dB`,
+  ].join("\n");
+}
