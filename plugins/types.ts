@@ -7,6 +7,7 @@
  */
 import type { Runtime } from "../runtime/gpu/device.ts";
 import type { Linear } from "../runtime/model/linear.ts";
+import type { SelfAttention } from "./models/pixart.ts";
 import type { LayerStats } from "../runtime/quant/calibrate.ts";
 import type { LayerRotation, RotationPlanOptions } from "../runtime/quant/rotation.ts";
 
@@ -91,6 +92,36 @@ export interface RotationPlugin {
   planLayer?(input: RotationLayerInput): LayerRotation;
 }
 
+/** What an attention plugin stores in a quantized artifact: JSON metadata and u32 tensors. */
+export interface AttentionPlanData {
+  /** JSON-serialisable metadata (e.g. PARO's ParoPlanMeta). */
+  meta: unknown;
+  /** Tensors by artifact name (safetensors dtype "U32"). */
+  tensors: Record<string, { data: Uint32Array; shape: number[]; dtype: "u32" }>;
+}
+
+/** Options of {@linkcode AttentionPlugin.plan} (offline calibration of an attention plan). */
+export interface AttentionPlanOptions {
+  /** Model folder; default the bundled model. */
+  path?: string;
+  /** Target block density (PARO: 0.5, 0.3, 0.2…). */
+  density?: number;
+  /** Attention bits: 8, 4, or 16 (float). */
+  bits?: number;
+  /** Calibration prompts; default the plugin's own. */
+  prompts?: readonly string[];
+  /** Sampler steps calibrated; default 20. */
+  steps?: number;
+  /** Progress after every calibration step. */
+  onProgress?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
+}
+
+/** A self-attention implementation built by an attention plugin (holds GPU tensors). */
+export interface AttentionImpl extends SelfAttention {
+  /** Frees its GPU tensors. */
+  release(): void;
+}
+
 /** An attention plugin (dense, paro). */
 export interface AttentionPlugin {
   /** Discriminator. */
@@ -99,6 +130,12 @@ export interface AttentionPlugin {
   readonly name: string;
   /** One-line description. */
   readonly description: string;
+  /** Attention bit widths it runs (16 = float). */
+  readonly bits: readonly number[];
+  /** Offline: calibrates on the model and returns what to store (absent: no plan needed). */
+  plan?(rt: Runtime, opts: AttentionPlanOptions): Promise<AttentionPlanData>;
+  /** Builds the self-attention, from the stored plan when the plugin has one. */
+  create(rt: Runtime, data?: AttentionPlanData): AttentionImpl;
 }
 
 /** A model family plugin (pixart, flux). */

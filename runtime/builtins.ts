@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { densePlugin } from "../plugins/attention/dense.ts";
+import { paroPlugin } from "../plugins/attention/paro.ts";
 import { fluxPlugin } from "../plugins/models/flux.ts";
 import { pixartPlugin } from "../plugins/models/pixart.ts";
 import { ROTATION_PLUGINS } from "./quant/rotation_plan.ts";
@@ -19,5 +21,6 @@ export function createDefaultRegistry(): PluginRegistry {
   r.register(fluxPlugin);
   r.register(uniformQuantizer);
   r.register(tlqQuantizer);
+  r.register(densePlugin).register(paroPlugin);
   return r;
 }
