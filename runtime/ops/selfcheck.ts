@@ -20,6 +20,7 @@ import { rotqSelfCheck } from "./rotq.ts";
 import { actStatsSelfCheck } from "./act_stats.ts";
 import { ropeSelfCheck } from "./rope.ts";
 import { latentPackSelfCheck } from "./latent_pack.ts";
+import { attnSparseSelfCheck } from "./attn_sparse.ts";
 
 /** The outcome of one self-check. */
 export interface SelfCheckResult {
@@ -71,6 +72,7 @@ export const SELF_CHECKS: SelfCheck[] = [
   actStatsSelfCheck,
   ropeSelfCheck,
   latentPackSelfCheck,
+  attnSparseSelfCheck,
 ];
 
 /** Runs every registered check. */
