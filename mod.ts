@@ -33,3 +33,9 @@ export type {
   GenerateResult,
   SamplerName,
 } from "./runtime/pipeline.ts";
+export { createApp } from "./runtime/server/app.ts";
+export type { ServerOptions, WebditServer } from "./runtime/server/app.ts";
+export { densePlan, loadEntry, ModelCatalog } from "./runtime/server/models.ts";
+export type { ModelEntry, PlanInfo } from "./runtime/server/models.ts";
+export { GpuQueue, QueueFullError } from "./runtime/server/queue.ts";
+export type { GpuQueueOptions, ImageJob, JobResult } from "./runtime/server/queue.ts";

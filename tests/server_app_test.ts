@@ -8,10 +8,12 @@ import { createDefaultRegistry } from "../runtime/builtins.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import { decodePng } from "../runtime/io/png.ts";
 import { createApp, type ServerOptions, tokenMatches } from "../runtime/server/app.ts";
-import { ModelCatalog, type ModelEntry } from "../runtime/server/models.ts";
+import { loadEntry, ModelCatalog, type ModelEntry, planName } from "../runtime/server/models.ts";
+import { quantizeModel, writeArtifact } from "../runtime/quant/quantize.ts";
 import {
   delay,
   parseSse,
+  PIXEL_MODEL,
   pixelEntry,
   pixelPrompts,
   stubEntry,
@@ -67,12 +69,23 @@ Deno.test("server app: routes and errors", gpuTest, async (t) => {
   await withRuntime(async (rt) => {
     const pixel = await pixelEntry(rt);
     const [prompt] = await pixelPrompts();
-    // A second artifact of the same model with another plan (selection only).
-    const w8: ModelEntry = {
-      ...pixel,
-      id: "pixel:w8",
-      plan: { ...pixel.plan, name: "w8", quantizer: "uniform", bits: 8 },
-    };
+    // A second artifact of the same model: weight-only 8-bit uniform (deno task quantize).
+    const dir = await Deno.makeTempDir({ prefix: "webdit-server-" });
+    const artifact = `${dir}/pixel_w8.safetensors`;
+    await writeArtifact(
+      artifact,
+      await quantizeModel({ model: PIXEL_MODEL, quantizer: "uniform", wbits: 8, abits: 16 }),
+    );
+    const w8 = await loadEntry(rt, { path: artifact, name: "pixel", id: "pixel:w8" });
+    assertEquals(w8.plan, {
+      name: "w8a16-uniform",
+      quantizer: "uniform",
+      bits: 8,
+      abits: null,
+      rotation: "none",
+      attention: "dense",
+      density: null,
+    });
     const broken = stubEntry("broken", stubPipeline(1));
     broken.pipeline.generate = () => {
       throw new Error("secret detail /home/x/file.ts");
@@ -167,9 +180,18 @@ Deno.test("server app: routes and errors", gpuTest, async (t) => {
 
     await t.step("POST generations: plan selection by plugin options", async () => {
       const b = await (await app.request(post({ prompt, quantizer: "uniform", steps: 1 }))).json();
-      assertEquals([b.model, b.plan], ["pixel:w8", "w8"]);
-      const c = await (await app.request(post({ prompt, plan: "w8", bits: 8, steps: 1 }))).json();
+      assertEquals([b.model, b.plan], ["pixel:w8", "w8a16-uniform"]);
+      const c =
+        await (await app.request(post({ prompt, plan: "w8a16-uniform", bits: 8, steps: 1 })))
+          .json();
       assertEquals(c.model, "pixel:w8");
+      // The 8-bit weights draw nearly the same image as the f32 ones (same seed).
+      const q = await (await app.request(post({ prompt, seed: 5, steps: 3, model: "pixel:w8" })))
+        .json();
+      const fp = png(first).data, qd = png(q.data[0].b64_json).data;
+      const mean = fp.reduce((m, v, i) => m + Math.abs(v - qd[i]), 0) / fp.length;
+      // Another image path (diff > 0), yet close: DPM amplifies the random model's rounding.
+      assert(mean > 0 && mean <= 2, `w8 vs f32: mean |pixel difference| ${mean}`);
       await expectError(await app.request(post({ prompt, quantizer: "tlq" })), 400, "quantizer");
       await expectError(
         await app.request(post({ prompt, quantizer: "uniform", bits: 4 })),
@@ -321,7 +343,18 @@ Deno.test("server app: routes and errors", gpuTest, async (t) => {
       assertEquals(JSON.parse(ev[0].data).error.code, "timeout");
     });
     s.close();
+    w8.pipeline.release();
+    await Deno.remove(dir, { recursive: true });
   });
+});
+
+Deno.test("server models: plan names", () => {
+  const base = { quantizer: "tlq", wbits: 4, abits: 8, rotation: "none", attention: "dense" };
+  assertEquals(planName({ ...base, density: null }), "w4a8-tlq");
+  assertEquals(
+    planName({ ...base, rotation: "adaptive", attention: "paro", density: 0.3 }),
+    "w4a8-tlq-adaptive-paro0.3",
+  );
 });
 
 Deno.test("server app: bearer auth, CORS", gpuTest, async (t) => {

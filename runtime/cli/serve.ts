@@ -8,15 +8,18 @@ import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/devic
 import { createDefaultRegistry } from "../builtins.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
 import { createApp } from "../server/app.ts";
-import { loadDenseEntry, ModelCatalog, type ModelEntry } from "../server/models.ts";
+import { loadEntry, ModelCatalog, type ModelEntry } from "../server/models.ts";
 import { choiceOption, info, numberOption, parseCli, UsageError } from "./common.ts";
 
 /** Usage text of serve. */
 export const SERVE_USAGE = `deno task serve [options]
   --host H                address to bind (default 127.0.0.1)
   --port P                port (default 8787; 0 picks a free one)
-  --model [NAME=]PATH     a model folder to serve (repeatable; the first is the default;
-                          NAME defaults to the folder's name; default the bundled model)
+  --model [NAME=]PATH     a model folder or a quantized artifact (.safetensors from
+                          deno task quantize) to serve; repeatable, the first is the default;
+                          NAME defaults to the folder's (an artifact's source model's) name,
+                          so artifacts of one model are selected by plan or plugin options;
+                          default the bundled model
   --dtype T               f32 (default) or f16 transformers
   --adapter A             auto (default), gpu or cpu
   --api-key-env VAR       require "Authorization: Bearer <key>" with the key read from the
@@ -105,7 +108,9 @@ export async function serve(args: string[]): Promise<number> {
   try {
     info(`adapter: ${rt.info.description}${rt.info.fallback ? " (CPU)" : ""}`);
     for (const s of specs) {
-      const e = await loadDenseEntry(rt, { ...s, dtype });
+      const e = await loadEntry(rt, { ...s, dtype });
+      // The first artifact of a model is named by the model, later ones by model:plan.
+      if (entries.some((x) => x.model === e.model)) e.id = `${e.model}:${e.plan.name}`;
       entries.push(e);
       info(`loaded ${e.id} (${e.plan.name}) from ${s.path}`);
     }

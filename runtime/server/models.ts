@@ -144,28 +144,73 @@ export class ModelCatalog {
   }
 }
 
-/** Options of {@linkcode loadDenseEntry}. */
-export interface DenseEntryOptions {
-  /** Model folder (diffusers layout). */
+/** Options of {@linkcode loadEntry}. */
+export interface EntryOptions {
+  /** Model folder (diffusers layout), or a quantized artifact (.safetensors). */
   path: string;
-  /** Name clients use; default the folder's name. */
+  /** Name clients use; default the folder's name (an artifact: its source model's). */
   name?: string;
-  /** Transformer storage type; default f32. */
+  /** Storage type of the transformer (and an artifact's activations); default f32. */
   dtype?: "f32" | "f16";
+  /** Plan name; default the dtype (dense) or one made from the artifact's settings. */
+  plan?: string;
   /** Id; default the name. */
   id?: string;
 }
 
-/** Loads a dense model folder as a catalog entry. */
-export async function loadDenseEntry(rt: Runtime, o: DenseEntryOptions): Promise<ModelEntry> {
+/** The default plan name of quantization settings, e.g. "w4a8-tlq-adaptive-paro0.3". */
+export function planName(s: {
+  quantizer: string;
+  wbits: number;
+  abits: number;
+  rotation: string;
+  attention: string;
+  density: number | null;
+}): string {
+  let n = `w${s.wbits}a${s.abits}-${s.quantizer}`;
+  if (s.rotation !== "none") n += `-${s.rotation}`;
+  if (s.attention !== "dense") n += `-${s.attention}${s.density ?? ""}`;
+  return n;
+}
+
+/** Loads a model folder or a quantized artifact as a catalog entry. */
+export async function loadEntry(rt: Runtime, o: EntryOptions): Promise<ModelEntry> {
   const dtype = o.dtype ?? "f32";
-  const name = o.name ?? basename(o.path.replace(/\/+$/, ""));
-  const pipeline = await loadPipeline(rt, { path: o.path, dtype });
+  const clean = o.path.replace(/\/+$/, "");
+  let name = o.name ?? basename(clean);
+  let plan = densePlan(dtype);
+  if (clean.endsWith(".safetensors")) {
+    // A quantized artifact: its plan comes from its metadata.
+    const { openArtifact } = await import("../quant/artifact.ts");
+    const a = await openArtifact(clean);
+    try {
+      const s = a.plan.settings;
+      plan = {
+        name: planName(s),
+        quantizer: s.quantizer,
+        bits: s.wbits,
+        abits: s.abits >= 16 ? null : s.abits,
+        rotation: s.rotation,
+        attention: s.attention,
+        density: s.density,
+      };
+      name = o.name ?? basename(a.plan.source.path.replace(/\/+$/, ""));
+    } finally {
+      a.close();
+    }
+  }
+  if (o.plan !== undefined) plan = { ...plan, name: o.plan };
+  const pipeline = await loadPipeline(rt, { path: clean, dtype });
   return {
     id: o.id ?? name,
     model: name,
-    plan: densePlan(dtype),
+    plan,
     pipeline,
     created: Math.floor(Date.now() / 1000),
   };
+}
+
+/** Loads a dense model folder as a catalog entry (see {@linkcode loadEntry}). */
+export async function loadDenseEntry(rt: Runtime, o: EntryOptions): Promise<ModelEntry> {
+  return await loadEntry(rt, o);
 }
