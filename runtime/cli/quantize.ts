@@ -6,6 +6,7 @@
  * @module
  */
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
+import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
 import { ABITS } from "../quant/qlinear.ts";
 import { DEFAULT_KEEP_FP } from "../quant/plan.ts";
 import { quantizeModel, writeArtifact } from "../quant/quantize.ts";
@@ -37,6 +38,8 @@ export const QUANTIZE_USAGE =
                           default ${DEFAULT_KEEP_FP.join(",")}
   --out FILE.safetensors  the artifact (refused if it exists, unless --force)
   --force                 overwrite --out
+  --calib-prompts N       rotations: calibration prompts (default 12; cached per model/settings)
+  --calib-steps N         rotations: sampler steps per calibration prompt (default 20)
   --report                print per-layer weight SQNR and activation-quantization error
   --report-prompts N      prompts the activation error is measured on (default 2)
   --report-steps N        sampler steps per prompt for it (default 3)
@@ -59,6 +62,8 @@ export async function quantize(args: string[]): Promise<number> {
     "keep-fp": { type: "string" },
     out: { type: "string" },
     force: { type: "boolean" },
+    "calib-prompts": { type: "string" },
+    "calib-steps": { type: "string" },
     report: { type: "boolean" },
     "report-prompts": { type: "string" },
     "report-steps": { type: "string" },
@@ -98,12 +103,19 @@ export async function quantize(args: string[]): Promise<number> {
     max: 100,
     integer: true,
   });
+  const calibPrompts = v["calib-prompts"] === undefined
+    ? undefined
+    : numberOption("calib-prompts", v["calib-prompts"], 12, { min: 1, max: 64, integer: true });
+  const calibSteps = v["calib-steps"] === undefined
+    ? undefined
+    : numberOption("calib-steps", v["calib-steps"], 20, { min: 1, max: 100, integer: true });
   if (!v.force && await Deno.stat(out).then(() => true, () => false)) {
     throw new UsageError(`${out} exists; pass --force to overwrite it or choose another --out`);
   }
 
   const t0 = performance.now();
   let bar: ProgressBar | undefined;
+  let calBar: ProgressBar | undefined;
   const r = await quantizeModel({
     model: v.model,
     quantizer: v.quantizer!,
@@ -116,7 +128,16 @@ export async function quantize(args: string[]): Promise<number> {
     groupSize,
     symmetric: v.symmetric,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
+    calibration: {
+      prompts: calibPrompts === undefined ? undefined : CALIBRATION_PROMPTS.slice(0, calibPrompts),
+      steps: calibSteps,
+    },
+    onCalibration: (p) => {
+      calBar ??= new ProgressBar("calibrating", p.prompts * p.steps);
+      calBar.update(p.prompt * p.steps + p.step);
+    },
     onLayer: (done, total) => {
+      if (!bar) calBar?.done();
       bar ??= new ProgressBar("quantizing", total);
       if (done > 0) bar.update(done);
     },
@@ -139,15 +160,15 @@ export async function quantize(args: string[]): Promise<number> {
       const rt = await createRuntime({ adapter });
       try {
         info(`measuring activation error on ${rt.info.description} ...`);
-        const { CALIBRATION_PROMPTS } = await import("../quant/calibrate.ts");
         const bar2 = new ProgressBar("activations", reportPrompts * reportSteps);
         act = await measureActivationError(rt, {
           model: v.model,
           layers: q.map((l) => l.name),
           abits,
+          rotations: r.rotations,
           prompts: CALIBRATION_PROMPTS.slice(0, reportPrompts),
           steps: reportSteps,
-          onProgress: (p) => bar2.update(p.prompt * p.steps + p.step + 1),
+          onProgress: (p) => bar2.update(p.prompt * p.steps + p.step),
         });
         bar2.done();
       } finally {

@@ -34,6 +34,7 @@ import { Pipeline } from "../pipeline.ts";
 import { wordsPerRow } from "./pack.ts";
 import { ARTIFACT_VERSION, type LayerPlan, parsePlan, type QuantPlan } from "./plan.ts";
 import { type ActBits, QuantLinear } from "./qlinear.ts";
+import { loadLayerRotation } from "./rotation.ts";
 import type { ActivationTransform } from "./transform.ts";
 
 /** Metadata keys of an artifact. */
@@ -142,6 +143,10 @@ export type RotationLoader = (
   cols: number,
 ) => ActivationTransform | undefined;
 
+/** The built-in rotations (runtime/quant/rotation.ts) as a {@linkcode RotationLoader}. */
+export const defaultRotationLoader: RotationLoader = (rt, _layer, kind, tensors, cols) =>
+  loadLayerRotation(kind, tensors, cols).gpu(rt);
+
 /** An opened artifact: the file, its validated plan and configs. */
 export class Artifact {
   /** The file. */
@@ -238,7 +243,7 @@ export class Artifact {
   }
 
   /** The LinearFactory of the plan: quantized layers from their codes, FP layers dense. */
-  linears(dtype: "f32" | "f16", rotations?: RotationLoader): LinearFactory {
+  linears(dtype: "f32" | "f16", rotations: RotationLoader = defaultRotationLoader): LinearFactory {
     return {
       create: async (rt, src): Promise<Linear> => {
         const l = this.plan.layers[src.name];
@@ -277,7 +282,11 @@ export class Artifact {
               data: await this.file.readRaw(rotationName(src.name, k)),
             };
           }
-          transform = rotations(rt, src.name, l.rotation, raw, l.in);
+          try {
+            transform = rotations(rt, src.name, l.rotation, raw, l.in);
+          } catch (e) {
+            throw new CheckpointError(this.path, (e as Error).message, rotationName(src.name, ""));
+          }
         }
         try {
           return new QuantLinear(rt, src.name, q, src.bias, {

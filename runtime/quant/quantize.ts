@@ -20,8 +20,10 @@ import { writeSafetensors } from "../io/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
 import { a16Params, int8Lut, int8LutError } from "../reference/qgemm.ts";
 import type { PluginRegistry } from "../registry.ts";
-import { transformerWeightsHash } from "./calibrate.ts";
-import { codesName, META, paramName, PREFIX } from "./artifact.ts";
+import { createRuntime, type Runtime } from "../gpu/device.ts";
+import { calibrate, type CalibrationStats, transformerWeightsHash } from "./calibrate.ts";
+import { codesName, META, paramName, PREFIX, rotationName } from "./artifact.ts";
+import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import {
   ARTIFACT_VERSION,
   DEFAULT_KEEP_FP,
@@ -46,6 +48,14 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   registry?: PluginRegistry;
   /** Called before each layer is quantized. */
   onLayer?: (done: number, total: number, name: string) => void;
+  /** Runtime for the calibration run a rotation needs; default a new one (auto adapter). */
+  runtime?: Runtime;
+  /** Calibration run of the rotations: prompts, steps, cache (runtime/quant/calibrate.ts). */
+  calibration?: { prompts?: readonly string[]; steps?: number; cacheDir?: string | false };
+  /** Rotation plan knobs (τ, α, smoothing, seed…; runtime/quant/rotation.ts). */
+  rotationOptions?: Partial<Omit<RotationPlanOptions, "rotation">>;
+  /** Progress of the calibration run. */
+  onCalibration?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
 }
 
 /** What quantizing one layer gave. */
@@ -87,6 +97,8 @@ export interface QuantizeResult {
   layers: LayerReport[];
   /** Wall time of the weight quantization, ms. */
   ms: number;
+  /** The rotated layers' plans (for the activation report). */
+  rotations: Map<string, LayerRotation>;
 }
 
 async function readText(path: string): Promise<string> {
@@ -130,12 +142,13 @@ export function resolveSettings(o: QuantizeOptions, registry: PluginRegistry): Q
   }
   const rotation = o.rotation ?? "none";
   if (rotation !== "none") {
-    const known = registry.has("rotation", rotation);
-    throw new RangeError(
-      `rotation "${rotation}" is not available yet${
-        known ? " in quantize (the plugin is registered, its plan is not wired here)" : ""
-      }; use --rotation none`,
-    );
+    if (!registry.has("rotation", rotation)) {
+      const known = registry.list("rotation").map((p) => p.name).join(", ") || "none";
+      throw new RangeError(`rotation "${rotation}" is not available yet (registered: ${known})`);
+    }
+    if (!registry.get("rotation", rotation).planLayer) {
+      throw new RangeError(`rotation "${rotation}" is registered but cannot plan layers yet`);
+    }
   }
   const attention = o.attention ?? "dense";
   if (attention !== "dense") {
@@ -180,10 +193,29 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     throw new CheckpointError(join(tdir, "config.json"), `invalid JSON: ${(e as Error).message}`);
   }
   const sha256 = await transformerWeightsHash(dir);
+  const rotPlugin = settings.rotation === "none"
+    ? undefined
+    : registry.get("rotation", settings.rotation);
+  let stats: CalibrationStats | undefined;
+  if (rotPlugin) { // statistics of every linear input (cached by model hash and settings)
+    const rt = o.runtime ?? await createRuntime({ adapter: "auto" });
+    try {
+      stats = await calibrate(rt, {
+        path: dir,
+        prompts: o.calibration?.prompts,
+        steps: o.calibration?.steps,
+        cacheDir: o.calibration?.cacheDir,
+        onProgress: o.onCalibration,
+      });
+    } finally {
+      if (!o.runtime) rt.destroy();
+    }
+  }
   const src = await openCheckpoint(tdir);
   const tensors: Record<string, TensorToWrite> = {};
   const layers: Record<string, LayerPlan> = {};
   const reports: LayerReport[] = [];
+  const rotations = new Map<string, LayerRotation>();
   const t0 = performance.now();
   try {
     const names = [...src.tensors.keys()].filter((n) =>
@@ -230,8 +262,32 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         });
         continue;
       }
-      const data = await src.readF32(wname);
-      const w: HostMatrix = { data, rows: N, cols: K };
+      let w: HostMatrix = { data: await src.readF32(wname), rows: N, cols: K };
+      let rotation = "none";
+      const meta: Record<string, number | string | boolean> = {};
+      if (rotPlugin) { // W·diag(m)·R is what gets quantized; X·diag(m)⁻¹·R runs online
+        const r = rotPlugin.planLayer!({
+          name,
+          weight: w,
+          stats: stats?.layers.get(name),
+          options: {
+            ...o.rotationOptions,
+            rotation: settings.rotation as RotationPlanOptions["rotation"],
+          },
+        });
+        rotation = r.kind;
+        meta.rotJ = r.report.J;
+        meta.rotBlock = r.block;
+        if (r.report.reason) meta.rotReason = r.report.reason;
+        if (r.kind !== "none") {
+          rotations.set(name, r);
+          w = r.transformWeight(w);
+          for (const [k, t] of Object.entries(r.tensors())) {
+            tensors[rotationName(name, k)] = { dtype: t.dtype, shape: t.shape, data: t.data };
+          }
+        }
+      }
+      const data = w.data;
       const tq = performance.now();
       const q = plugin.calibrate(w, {
         bits: settings.wbits,
@@ -258,8 +314,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         quantizer: q.quantizer,
         wbits: q.bits,
         abits: settings.abits,
-        rotation: "none",
-        meta: q.meta,
+        rotation,
+        meta: { ...q.meta, ...meta },
         shape,
       };
       reports.push({
@@ -317,11 +373,11 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     version: ARTIFACT_VERSION,
     settings,
     source: { path: dir, sha256, className: String(cfg._class_name ?? "unknown") },
-    calibration: null,
+    calibration: stats ? { modelHash: stats.modelHash, ...stats.settings } : null,
     layers,
   };
   metadata[META.plan] = JSON.stringify(plan);
-  return { plan, tensors, metadata, layers: reports, ms };
+  return { plan, tensors, metadata, layers: reports, ms, rotations };
 }
 
 /**

@@ -14,6 +14,7 @@ import { actQuantError } from "../ops/act_quant.ts";
 import { CALIBRATION_PROMPTS } from "./calibrate.ts";
 import { runCalibration } from "./calibration_run.ts";
 import type { LayerReport } from "./quantize.ts";
+import type { ActivationTransform } from "./transform.ts";
 
 /** The activation-quantization error of one layer's input. */
 export interface ActErrorRow {
@@ -35,6 +36,8 @@ export interface ActErrorOptions {
   prompts?: readonly string[];
   /** Sampler steps per prompt; default 3. */
   steps?: number;
+  /** Layers whose input is transformed first (rotations): the error is of quantizing x·T. */
+  rotations?: ReadonlyMap<string, { gpu(rt: Runtime): ActivationTransform }>;
   /** Progress. */
   onProgress?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
 }
@@ -53,16 +56,22 @@ export async function measureActivationError(
         const l = await inner.create(r, src);
         const slot = slots.get(src.name);
         if (slot === undefined) return l;
+        const t = o.rotations?.get(src.name)?.gpu(r);
         const wrapped: Linear = {
           name: l.name,
           inFeatures: l.inFeatures,
           outFeatures: l.outFeatures,
           weightBytes: l.weightBytes,
           forward: (rec, x, e) => {
-            actQuantError(rec, x, o.abits, acc, slot);
+            const xt = t ? t.apply(rec, x) : x;
+            actQuantError(rec, xt, o.abits, acc, slot);
+            if (xt !== x) xt.release();
             return l.forward(rec, x, e);
           },
-          release: () => l.release(),
+          release: () => {
+            t?.release();
+            l.release();
+          },
         };
         return wrapped;
       },

@@ -1,0 +1,102 @@
+import { assert, assertEquals } from "../../tests/assert.ts";
+
+const CLI = new URL("../../cli.ts", import.meta.url).pathname;
+const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno run -A cli.ts <command> …args` with a guard against hangs. */
+async function cli(command: string, ...args: string[]): Promise<Run> {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, command, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
+    signal: AbortSignal.timeout(120_000),
+  });
+  const out = await cmd.output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+function lastJson(stdout: string): Record<string, unknown> {
+  const lines = stdout.trim().split("\n");
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+Deno.test("quantize: usage errors exit 2 naming the option", async () => {
+  const r = await cli("quantize", "--model", FIXTURE, "--quantizer", "tlq", "--wbits", "4");
+  assertEquals(r.code, 2);
+  assert(r.stderr.includes("--abits is required"), r.stderr);
+  const r2 = await cli(
+    "quantize",
+    ...["--quantizer", "tlq", "--wbits", "4", "--abits", "5", "--out", "x.safetensors"],
+  );
+  assertEquals(r2.code, 2);
+  assert(r2.stderr.includes("--abits must be one of 4, 6, 8, 16"), r2.stderr);
+  const r3 = await cli(
+    "quantize",
+    ...["--model", FIXTURE, "--quantizer", "tlq", "--wbits", "8", "--abits", "8"],
+    ...["--out", "/tmp/never.safetensors"],
+  );
+  assertEquals(r3.code, 1);
+  assert(r3.stderr.includes('quantizer "tlq" takes 3, 4 bits'), r3.stderr);
+});
+
+Deno.test("quantize writes an artifact with --report and --json; generate runs it; no silent overwrite", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_quant_" });
+  const out = `${dir}/w4a8.safetensors`;
+  const args = [
+    ...["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "4", "--abits", "8"],
+    ...["--rotation", "none", "--attention", "dense", "--out", out],
+  ];
+  const r = await cli(
+    "quantize",
+    ...args,
+    "--report",
+    "--report-prompts",
+    "1",
+    "--report-steps",
+    "1",
+    "--json",
+  );
+  assertEquals(r.code, 0, r.stderr);
+  const j = lastJson(r.stdout);
+  assertEquals(j.layers_quantized, 20);
+  assertEquals(j.layers_fp, 7);
+  // K = 32 here: the per-row parameters weigh as much as the 4-bit codes (1/3.97 of f32).
+  assert((j.weight_bytes as number) * 3.5 < (j.weight_bytes_f32 as number), JSON.stringify(j));
+  const layers = j.layers as {
+    name: string;
+    sqnr_db: number | null;
+    act_rel_error: number | null;
+  }[];
+  const q = layers.find((l) => l.name === "transformer_blocks.0.ff.net.0.proj")!;
+  assert(q.sqnr_db! > 15 && q.act_rel_error! > 0 && q.act_rel_error! < 0.05, JSON.stringify(q));
+  assert(r.stderr.includes("SQNR dB") && r.stderr.includes("act err"), r.stderr);
+
+  const again = await cli("quantize", ...args);
+  assertEquals(again.code, 2);
+  assert(again.stderr.includes("pass --force"), again.stderr);
+
+  const png = `${dir}/apple.png`;
+  const g = await cli(
+    "generate",
+    "--model",
+    out,
+    "--prompt",
+    "red apple",
+    "--steps",
+    "2",
+    "--out",
+    png,
+    "--json",
+  );
+  assertEquals(g.code, 0, g.stderr);
+  assert((await Deno.stat(png)).size > 100);
+  await Deno.remove(dir, { recursive: true });
+});

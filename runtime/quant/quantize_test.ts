@@ -1,0 +1,208 @@
+import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
+import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import { tlqQuantize } from "../../plugins/quantizers/tlq.ts";
+import { uniformQuantize } from "../../plugins/quantizers/uniform.ts";
+import { CheckpointError } from "../errors.ts";
+import { openCheckpoint } from "../io/safetensors_index.ts";
+import { writeSafetensors } from "../io/safetensors.ts";
+import { loadPipeline, type Pipeline } from "../pipeline.ts";
+import { codesName, isArtifact, META, openArtifact } from "./artifact.ts";
+import { DEFAULT_KEEP_FP, keepPattern, matchPattern } from "./plan.ts";
+import { quantizeModel, writeArtifact } from "./quantize.ts";
+
+const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
+
+async function tmpFile(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_quant_" });
+  return `${dir}/model.safetensors`;
+}
+
+async function image(pipe: Pipeline): Promise<Float32Array> {
+  const r = await pipe.generate({ prompt: "red apple", seed: 3, steps: 2 });
+  return r.latents;
+}
+
+/** ‖a − b‖ / ‖b‖ (the random fixture model's outputs are far outside [-1, 1]). */
+function relError(a: Float32Array, b: Float32Array): number {
+  let e = 0;
+  let s = 0;
+  for (let i = 0; i < a.length; i++) {
+    e += (a[i] - b[i]) ** 2;
+    s += b[i] ** 2;
+  }
+  return Math.sqrt(e / s);
+}
+
+Deno.test("keep-FP patterns: METHODS.md's defaults match the PixArt layer names", () => {
+  assert(matchPattern("adaln_single.emb.timestep_embedder.linear_1", "adaln_single.*"));
+  assert(!matchPattern("transformer_blocks.0.attn1.to_q", "adaln_single.*"));
+  assert(matchPattern("transformer_blocks.3.ff.net.2", "transformer_blocks.*.ff.net.2"));
+  assert(!matchPattern("proj_out_x", "proj_out"));
+  assertEquals(keepPattern("caption_projection.linear_2", DEFAULT_KEEP_FP), "caption_projection.*");
+});
+
+Deno.test(
+  "quantize → artifact → generate: the artifact runs alone and matches the source weights",
+  gpuTest,
+  async () => {
+    const out = await tmpFile();
+    const r = await quantizeModel({ model: FIXTURE, quantizer: "tlq", wbits: 4, abits: 8 });
+    // Default plan: blocks quantized, patch embed / adaLN / caption projection / proj_out FP.
+    const fp = r.layers.filter((l) => l.quantizer === "fp").map((l) => l.name).sort();
+    assertEquals(fp, [
+      "adaln_single.emb.timestep_embedder.linear_1",
+      "adaln_single.emb.timestep_embedder.linear_2",
+      "adaln_single.linear",
+      "caption_projection.linear_1",
+      "caption_projection.linear_2",
+      "pos_embed.proj",
+      "proj_out",
+    ]);
+    assertEquals(r.layers.length - fp.length, 2 * 10);
+    assert(r.layers.every((l) => l.quantizer === "fp" || (l.sqnrDb! > 10 && l.int8LutError! > 0)));
+    await writeArtifact(out, r);
+    assert(await isArtifact(out));
+    await assertRejects(() => writeArtifact(out, r), RangeError, "--force");
+
+    // The codes in the file are what the quantizer makes of the source weights.
+    const a = await openArtifact(out);
+    const src = await openCheckpoint(`${FIXTURE}/transformer`);
+    try {
+      const name = "transformer_blocks.1.ff.net.2";
+      const q = await a.quantizedWeight(name);
+      const w = await src.readF32(`${name}.weight`);
+      const ref = tlqQuantize({ data: w, rows: q.rows, cols: q.cols }, { bits: 4 });
+      assertEquals(Array.from(q.codes), Array.from(ref.codes));
+      assertEquals(Array.from(q.params.lut), Array.from(ref.params.lut));
+      assertEquals(a.plan.source.sha256.length, 64);
+    } finally {
+      a.close();
+      src.close();
+    }
+
+    await withRuntime(async (rt) => {
+      const qp = await loadPipeline(rt, { path: out });
+      const fpp = await loadPipeline(rt, { path: FIXTURE });
+      try {
+        assert(qp.encoder && qp.tokenizer, "the artifact carries the caption encoder");
+        assert(qp.transformer.weightBytes < fpp.transformer.weightBytes);
+        const y = await image(qp);
+        const y0 = await image(fpp);
+        const e = relError(y, y0); // measured 0.044
+        assert(e < 0.1, `W4A8 TLQ vs FP32: relative error ${e}`);
+      } finally {
+        qp.release();
+        fpp.release();
+      }
+    });
+    await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
+  },
+);
+
+Deno.test("W8A8 uniform stays close to FP32 and W8 is stored symmetric", gpuTest, async () => {
+  const out = await tmpFile();
+  const r = await quantizeModel({ model: FIXTURE, quantizer: "uniform", wbits: 8, abits: 8 });
+  assertEquals(r.plan.settings.symmetric, true);
+  // The integer form of a symmetric uniform weight is exact (up to f32 rounding of ŵ).
+  assert(r.layers.every((l) => l.quantizer === "fp" || l.int8LutError! < 1e-6));
+  await writeArtifact(out, r);
+  await withRuntime(async (rt) => {
+    const qp = await loadPipeline(rt, { path: out });
+    const fpp = await loadPipeline(rt, { path: FIXTURE });
+    try {
+      const e = relError(await image(qp), await image(fpp)); // measured 0.0034
+      assert(e < 0.01, `W8A8 vs FP32: relative error ${e}`);
+    } finally {
+      qp.release();
+      fpp.release();
+    }
+  });
+  await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
+});
+
+Deno.test("corrupt or mismatched artifacts fail naming the file and field", gpuTest, async () => {
+  const r = await quantizeModel({ model: FIXTURE, quantizer: "uniform", wbits: 4, abits: 16 });
+  const dir = await Deno.makeTempDir({ prefix: "webdit_quant_" });
+  const write = async (name: string, edit: (t: typeof r.tensors, m: typeof r.metadata) => void) => {
+    const t = { ...r.tensors };
+    const m = { ...r.metadata };
+    edit(t, m);
+    const p = `${dir}/${name}.safetensors`;
+    await writeSafetensors(p, t, m);
+    return p;
+  };
+  const layer = "transformer_blocks.0.attn1.to_q";
+  const cases: [string, (t: typeof r.tensors, m: typeof r.metadata) => void, string][] = [
+    ["noplan", (_t, m) => delete m[META.plan], "webdit.plan"],
+    ["badjson", (_t, m) => m[META.plan] = "{", "invalid JSON"],
+    ["version", (_t, m) => m[META.version] = "9", "webdit.artifact"],
+    ["nocodes", (t) => delete t[codesName(layer)], codesName(layer)],
+    ["shape", (t) => {
+      const c = t[codesName(layer)];
+      t[codesName(layer)] = { ...c, shape: [c.shape[1], c.shape[0]] };
+    }, "expected U32"],
+    ["sha", (_t, m) => {
+      const p = JSON.parse(m[META.plan]);
+      p.source.sha256 = "xyz";
+      m[META.plan] = JSON.stringify(p);
+    }, "sha256"],
+  ];
+  await withRuntime(async (rt) => {
+    for (const [name, edit, field] of cases) {
+      const p = await write(name, edit);
+      const e = await assertRejects(() => loadPipeline(rt, { path: p }), CheckpointError);
+      assert(e.message.includes(p), `${name}: ${e.message}`);
+      assert(e.message.includes(field), `${name}: ${e.message}`);
+    }
+  });
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("quantize refuses unknown plugins, bad bits and unavailable attention", async () => {
+  const base = { model: FIXTURE, quantizer: "tlq", wbits: 4, abits: 8 };
+  await assertRejects(() => quantizeModel({ ...base, quantizer: "nf4" }), RangeError, "registered");
+  await assertRejects(() => quantizeModel({ ...base, wbits: 8 }), RangeError, "bits");
+  await assertRejects(() => quantizeModel({ ...base, abits: 5 }), RangeError, "abits");
+  await assertRejects(() => quantizeModel({ ...base, rotation: "spin" }), RangeError, "rotation");
+  await assertRejects(
+    () => quantizeModel({ ...base, attention: "paro" }),
+    RangeError,
+    "not available yet",
+  );
+  // Asymmetric 8-bit codes cannot feed the integer path.
+  await assertRejects(
+    () => quantizeModel({ ...base, quantizer: "uniform", wbits: 8, symmetric: false }),
+    RangeError,
+    "symmetric",
+  );
+  assertThrows(() => uniformQuantize({ data: new Float32Array(4), rows: 1, cols: 4 }, { bits: 2 }));
+});
+
+Deno.test("a rotated plan (hadamard) round-trips through the artifact", gpuTest, async () => {
+  const out = await tmpFile();
+  await withRuntime(async (rt) => {
+    const r = await quantizeModel({
+      model: FIXTURE,
+      quantizer: "uniform",
+      wbits: 4,
+      abits: 8,
+      rotation: "hadamard",
+      runtime: rt,
+      calibration: { prompts: ["red apple"], steps: 2, cacheDir: false },
+    });
+    assertEquals(r.plan.calibration?.steps, 2);
+    const rotated = Object.values(r.plan.layers).filter((l) => l.rotation === "hadamard");
+    assertEquals(rotated.length, 20);
+    await writeArtifact(out, r);
+    const qp = await loadPipeline(rt, { path: out });
+    const fpp = await loadPipeline(rt, { path: FIXTURE });
+    try {
+      const e = relError(await image(qp), await image(fpp));
+      assert(e < 0.15, `W4A8 uniform + hadamard vs FP32: relative error ${e}`);
+    } finally {
+      qp.release();
+      fpp.release();
+    }
+  });
+  await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
+});
