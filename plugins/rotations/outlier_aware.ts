@@ -9,7 +9,8 @@
  *    rotate every block by R_step = P_c·G·H/√b (P_c swaps c and 0; G a random signed
  *    permutation fixing 0; H Sylvester Hadamard), whose row c is the constant 1/√b: the
  *    outlier is spread evenly over its block. Keep the prefix of steps that minimised
- *    max − min of the proxy row; Q1 is the product of the kept steps (one b×b matrix,
+ *    max − min of the proxy row (METHODS.md; `greedyObjective: "absmax"` minimises max |v|
+ *    instead, the quantity a symmetric per-token quantizer sees); Q1 is the product of the kept steps (one b×b matrix,
  *    shared by all blocks);
  * 3. zigzag permutation: sort channels by |v| after Q1 and deal them to the blocks in the
  *    order 0, 1, …, n−1, n−1, …, 0, 0, 1, …, so every block gets one of the largest;
@@ -34,15 +35,19 @@ export const OUTLIER_BLOCK = 128;
 /** Default greedy steps per pass. */
 export const OUTLIER_MAX_STEPS = 256;
 
-/** max − min of a row. */
-export function spread(v: Float64Array): number {
+/** What a greedy pass minimises over the proxy row: max − min (METHODS.md) or max |v|. */
+export type GreedyObjective = "range" | "absmax";
+
+/** max − min of a row ("range"), or max |v| ("absmax"). */
+export function spread(v: Float64Array, objective: GreedyObjective = "range"): number {
   let lo = Infinity;
   let hi = -Infinity;
   for (const x of v) {
     if (x < lo) lo = x;
     if (x > hi) hi = x;
   }
-  return v.length ? hi - lo : 0;
+  if (!v.length) return 0;
+  return objective === "range" ? hi - lo : Math.max(hi, -lo);
 }
 
 /** Applies one greedy step R = P_c·G·H/√b to a b-long row segment in place. */
@@ -81,20 +86,21 @@ export interface GreedyResult {
 /**
  * Greedy block rotation of `v` (K = n·b): up to `maxSteps` steps, each spreading the
  * largest |v| over its block with one b×b matrix applied to every block; returns the
- * prefix that minimised max − min.
+ * prefix that minimised the objective (max − min by default).
  */
 export function greedyRotation(
   v: Float64Array,
   B: number,
   maxSteps: number,
   prng: Prng,
+  objective: GreedyObjective = "range",
 ): GreedyResult {
   const K = v.length;
   if (K % B !== 0) throw new RangeError(`block ${B} does not divide ${K}`);
   const cur = v.slice();
   const q = new Float64Array(B * B);
   for (let i = 0; i < B; i++) q[i * B + i] = 1;
-  const s0 = spread(cur);
+  const s0 = spread(cur, objective);
   let best = { q: q.slice(), row: cur.slice(), steps: 0, spread: s0 };
   if (B < 2) return { ...best, spread: [s0, s0] };
   const pi = new Uint32Array(B);
@@ -117,7 +123,7 @@ export function greedyRotation(
     for (let i = 1; i < B; i++) sigma[i] = prng.nextU32() & 1 ? -1 : 1;
     for (let o = 0; o < K; o += B) stepRow(cur, o, B, c, pi, sigma, tmp);
     for (let r = 0; r < B; r++) stepRow(q, r * B, B, c, pi, sigma, tmp); // Q ← Q·R_step
-    const s = spread(cur);
+    const s = spread(cur, objective);
     if (s < best.spread) best = { q: q.slice(), row: cur.slice(), steps: step, spread: s };
   }
   return { q: best.q, row: best.row, steps: best.steps, spread: [s0, best.spread] };
@@ -169,10 +175,11 @@ export function planOutlier(input: RotationLayerInput): OutlierRotation {
     proxy[j] = Number.isFinite(e) ? e / m[j] : 0;
   }
   const g = new Prng(layerSeed(o.seed ?? 0, `outlier:${input.name}`));
-  const first = greedyRotation(proxy, B, maxSteps, g);
+  const obj = o.greedyObjective ?? "range";
+  const first = greedyRotation(proxy, B, maxSteps, g, obj);
   const perm = zigzagPermutation(first.row, B);
   const z = Float64Array.from(perm, (p) => first.row[p]);
-  const second = greedyRotation(z, B, maxSteps, g);
+  const second = greedyRotation(z, B, maxSteps, g, obj);
   return new OutlierRotation(
     m,
     Float32Array.from(first.q),

@@ -423,6 +423,8 @@ export interface RotationPlanOptions {
   outlierBlock?: number;
   /** Outlier-aware greedy steps per pass; default 256. */
   maxSteps?: number;
+  /** Outlier-aware greedy objective over the proxy row: "range" (max − min, default) or "absmax". */
+  greedyObjective?: "range" | "absmax";
 }
 
 /** A deterministic per-layer seed from the plan's seed and the layer name (FNV-1a). */

@@ -126,6 +126,29 @@ export async function readLinearWeights(
   }
 }
 
+/** Reads the biases b [N] of the named linear layers (layers without one are left out). */
+export async function readLinearBiases(
+  path: string,
+  names: readonly string[],
+): Promise<Map<string, Float32Array>> {
+  let dir = join(path, "transformer");
+  try {
+    await Deno.stat(join(dir, "config.json"));
+  } catch {
+    dir = path;
+  }
+  const src = await openCheckpoint(dir);
+  try {
+    const out = new Map<string, Float32Array>();
+    for (const name of names) {
+      if (src.tensors.has(`${name}.bias`)) out.set(name, await src.readF32(`${name}.bias`));
+    }
+    return out;
+  } finally {
+    src.close();
+  }
+}
+
 /** One row of the rotation report. */
 export interface RotationReportRow {
   /** Layer name. */
@@ -142,10 +165,10 @@ export interface RotationReportRow {
   bits: number;
   /**
    * Relative output error of per-token activation quantization alone (weights exact):
-   * ‖(Q(X) − X)·Wᵀ‖_F / ‖X·Wᵀ‖_F on the calibration sample rows.
+   * ‖(Q(X) − X)·Wᵀ‖_F / ‖X·Wᵀ + b‖_F on the calibration sample rows (b when given).
    */
   errBefore: number;
-  /** The same with the plan: ‖(Q(X·T) − X·T)·W'ᵀ‖_F / ‖X·Wᵀ‖_F. */
+  /** The same with the plan: ‖(Q(X·T) − X·T)·W'ᵀ‖_F / ‖X·Wᵀ + b‖_F. */
   errAfter: number;
   /** Sample rows the errors were measured on. */
   rows: number;
@@ -160,13 +183,13 @@ export function channelRatio(s: LayerStats): number {
   return med > 0 ? a[a.length - 1] / med : Infinity;
 }
 
-/** ‖E·Wᵀ‖_F² for E [S, K], W [N, K]. */
-function projectedNorm2(e: Float64Array, S: number, w: HostMatrix): number {
+/** ‖E·Wᵀ + b‖_F² for E [S, K], W [N, K], b [N] (or none). */
+function projectedNorm2(e: Float64Array, S: number, w: HostMatrix, b?: Float32Array): number {
   const K = w.cols;
   let t = 0;
   for (let r = 0; r < S; r++) {
     for (let n = 0; n < w.rows; n++) {
-      let acc = 0;
+      let acc = b ? b[n] : 0;
       const o = n * K;
       for (let k = 0; k < K; k++) acc += e[r * K + k] * w.data[o + k];
       t += acc * acc;
@@ -178,13 +201,15 @@ function projectedNorm2(e: Float64Array, S: number, w: HostMatrix): number {
 /**
  * The activation-quantization error of every planned layer before and after its
  * transform, on the calibration sample rows (at most `maxRows` per layer), in the output
- * domain. Layers without a sample get NaN.
+ * domain, relative to the layer's output X·Wᵀ + b (pass `biases`: a large input offset
+ * cancelled by the bias would otherwise inflate the denominator). Layers without a
+ * sample get NaN.
  */
 export function rotationReport(
   plans: ReadonlyMap<string, LayerRotation>,
   stats: CalibrationStats | undefined,
   weights: ReadonlyMap<string, HostMatrix>,
-  o: { bits?: number; maxRows?: number } = {},
+  o: { bits?: number; maxRows?: number; biases?: ReadonlyMap<string, Float32Array> } = {},
 ): RotationReportRow[] {
   const bits = o.bits ?? 8;
   const maxRows = o.maxRows ?? 128;
@@ -210,7 +235,7 @@ export function rotationReport(
       const S = Math.min(maxRows, s.sampleRows);
       const K = s.cols;
       const x = s.sample.subarray(0, S * K);
-      const ref = projectedNorm2(Float64Array.from(x), S, w);
+      const ref = projectedNorm2(Float64Array.from(x), S, w, o.biases?.get(layer));
       const q0 = quantizeRows(x, S, K, bits);
       const e0 = Float64Array.from(dequantizeRows(q0.codes, q0.scales, S, K), (v, i) => v - x[i]);
       const xt = plan.transformActivations(x, S);
