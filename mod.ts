@@ -39,3 +39,14 @@ export { densePlan, loadEntry, ModelCatalog } from "./runtime/server/models.ts";
 export type { ModelEntry, PlanInfo } from "./runtime/server/models.ts";
 export { GpuQueue, QueueFullError } from "./runtime/server/queue.ts";
 export type { GpuQueueOptions, ImageJob, JobResult } from "./runtime/server/queue.ts";
+export { cosine, mse, psnr, ssim } from "./runtime/eval/metrics.ts";
+export type { DataRange, MetricImage, SsimOptions } from "./runtime/eval/metrics.ts";
+export { compareSamples, evaluate, generateSamples } from "./runtime/eval/eval.ts";
+export type {
+  Comparison,
+  EvaluateOptions,
+  EvaluateResult,
+  SampleSet,
+} from "./runtime/eval/eval.ts";
+export { loadEmojiDataset } from "./runtime/eval/fidelity.ts";
+export type { EmojiDataset, FidelityResult } from "./runtime/eval/fidelity.ts";
