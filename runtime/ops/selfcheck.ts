@@ -21,6 +21,8 @@ import { actStatsSelfCheck } from "./act_stats.ts";
 import { ropeSelfCheck } from "./rope.ts";
 import { latentPackSelfCheck } from "./latent_pack.ts";
 import { attnSparseSelfCheck } from "./attn_sparse.ts";
+import { actQuantSelfCheck } from "./act_quant.ts";
+import { qgemmSelfCheck } from "./qgemm_check.ts";
 
 /** The outcome of one self-check. */
 export interface SelfCheckResult {
@@ -73,6 +75,8 @@ export const SELF_CHECKS: SelfCheck[] = [
   ropeSelfCheck,
   latentPackSelfCheck,
   attnSparseSelfCheck,
+  actQuantSelfCheck,
+  qgemmSelfCheck,
 ];
 
 /** Runs every registered check. */

@@ -1,0 +1,102 @@
+/**
+ * The quantized GEMMs' self-check for `deno task doctor`: the adapter's default versions
+ * at an odd shape against runtime/reference/qgemm.ts — the integer path's i32 sums
+ * bit for bit (dot4I8Packed, or its emulation where the adapter lacks it), the
+ * weight-only path within f32 rounding.
+ *
+ * @module
+ */
+import { lutDequantize, tlqQuantize } from "../../plugins/quantizers/tlq.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { Recorder } from "../gpu/kernel.ts";
+import { readTensor, readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
+import { Prng } from "../io/prng.ts";
+import { unpackInt8 } from "../quant/pack.ts";
+import { gemmRef } from "../reference/gemm.ts";
+import { decodeInt8, int8Lut, qgemmIntRef } from "../reference/qgemm.ts";
+import { actQuant } from "./act_quant.ts";
+import {
+  defaultA16Version,
+  defaultIntVersion,
+  qgemmA16,
+  qgemmInt,
+  uploadQWeight,
+} from "./qgemm.ts";
+
+/** The result shape of a self-check (see runtime/ops/selfcheck.ts). */
+interface CheckResult {
+  name: string;
+  ok: boolean;
+  maxError: number;
+  tolerance: number;
+  note?: string;
+}
+
+/** Runs the integer and weight-only GEMMs once each against the reference. */
+export async function qgemmSelfCheck(rt: Runtime): Promise<CheckResult[]> {
+  const [M, N, K] = [19, 37, 72];
+  const g = new Prng(23);
+  const xs = g.normals(M * K);
+  const ws = g.normals(N * K).map((v) => v / Math.sqrt(K));
+  const q = tlqQuantize({ data: ws, rows: N, cols: K }, {
+    bits: 4,
+    etas: [0.02],
+    percentiles: [0.999],
+  });
+  const w = uploadQWeight(rt, q, { a16: true, int: true });
+  const x = uploadTensor(rt, xs, [M, K]);
+  const out: CheckResult[] = [];
+  try {
+    // Integer: raw i32 sums, exact.
+    let rec = new Recorder(rt);
+    const xa = actQuant(rec, x, 8);
+    const dot = rt.info.packedDot ? "native" : "emulated";
+    const yi = qgemmInt(rec, xa, w, { raw: true, dot });
+    await rec.submit();
+    const x8 = unpackInt8((await readTensorRaw(rt, xa.q)) as Uint32Array, M, K);
+    const lut = int8Lut(q);
+    const ref = qgemmIntRef(
+      x8,
+      await readTensor(rt, xa.scales),
+      decodeInt8(q, lut),
+      lut.scale,
+      M,
+      N,
+      K,
+    );
+    const got = new Int32Array((await readTensor(rt, yi)).buffer);
+    let wrong = 0;
+    for (let i = 0; i < got.length; i++) if (got[i] !== ref.acc[i]) wrong++;
+    out.push({
+      name: `qgemm_int_${defaultIntVersion(rt)}_w4a8`,
+      ok: wrong === 0,
+      maxError: wrong,
+      tolerance: 0,
+      note: `dot4 ${dot}; error = i32 sums that differ`,
+    });
+    for (const t of [xa.q, xa.scales, yi]) t.release();
+    // Weight-only: f32 accumulation.
+    rec = new Recorder(rt);
+    const ya = qgemmA16(rec, x, w);
+    await rec.submit();
+    const want = gemmRef(xs, lutDequantize(q), M, N, K);
+    const y = await readTensor(rt, ya);
+    let err = 0;
+    for (let i = 0; i < y.length; i++) {
+      const d = Math.abs(y[i] - want[i]);
+      if (!(d <= err)) err = d;
+    }
+    if (Number.isNaN(err)) err = Infinity;
+    out.push({
+      name: `qgemm_a16_${defaultA16Version(rt, M)}_w4`,
+      ok: err <= 1e-4,
+      maxError: err,
+      tolerance: 1e-4,
+    });
+    ya.release();
+  } finally {
+    w.release();
+    x.release();
+  }
+  return out;
+}
