@@ -82,8 +82,9 @@ fn main(
   }
   let amax = red[0];
   let qmax = f32((1u << (BITS - 1u)) - 1u);
-  let inv = select(0.0, qmax / amax, amax > 0.0);
-  if (lid == 0u) { scales[row] = amax / qmax; }
+  let delta = amax / qmax;
+  let inv = select(0.0, 1.0 / delta, amax > 0.0);
+  if (lid == 0u) { scales[row] = delta; }
 
   // Codes: four per word, byte i = column 4w + i, zero past K.
   for (var w = lid; w < p.words; w += WG) {

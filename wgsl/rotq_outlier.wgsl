@@ -97,8 +97,9 @@ fn main(
     let row = row0 + r;
     if (row >= p.M) { break; }
     let amax = red[r * B];
-    let inv = select(0.0, qmax / amax, amax > 0.0);
-    if (j == 0u) { scales[row] = amax / qmax; }
+    let delta = amax / qmax;
+    let inv = select(0.0, 1.0 / delta, amax > 0.0);
+    if (j == 0u) { scales[row] = delta; }
     for (var w = j; w < p.words; w += B) {
       var word = 0u;
       for (var i = 0u; i < 4u; i++) {

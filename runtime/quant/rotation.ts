@@ -25,6 +25,7 @@ import {
   rotqHadamard,
   rotqOutlier,
 } from "../ops/rotq.ts";
+import { ACT_BITS, actQuant } from "../ops/act_quant.ts";
 import { isPowerOfTwo, rotateRowsBlockHadamard } from "../reference/hadamard.ts";
 import {
   type QuantizedRows,
@@ -307,6 +308,8 @@ class GpuHadamardTransform implements ActivationTransform {
   }
 
   applyQuant(rec: Recorder, x: Tensor, bits: number): QuantizedActivations {
+    // "none" is the plain per-token quantizer (same operations, so the same codes).
+    if (this.name === "none" && ACT_BITS.includes(bits)) return actQuant(rec, x, bits);
     return rotqHadamard(rec, x, this.#t, bits);
   }
 

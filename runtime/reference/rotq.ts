@@ -5,8 +5,9 @@
  * f32 division is correctly rounded (lavapipe; WGSL itself allows 2.5 ULP).
  *
  * Per-token symmetric quantization (METHODS.md "Activation quantizer"):
- * amax = max|v|, Δ = amax / qmax, inv = qmax / amax, q = clamp(round_half_even(v·inv),
- * −qmax − 1, qmax) with qmax = 2^(bits−1) − 1; a zero row has Δ = 0 and codes 0.
+ * amax = max|v|, Δ = amax / qmax, inv = 1 / Δ, q = clamp(round_half_even(v·inv),
+ * −qmax − 1, qmax) with qmax = 2^(bits−1) − 1; a zero row has Δ = 0 and codes 0 — the
+ * same operations as the plain quantizer (wgsl/act_quant.wgsl), so "none" matches it.
  *
  * @module
  */
@@ -45,8 +46,8 @@ export function quantizeRows(v: Float32Array, M: number, K: number, bits: number
   for (let r = 0; r < M; r++) {
     let amax = 0;
     for (let k = 0; k < K; k++) amax = Math.max(amax, Math.abs(v[r * K + k]));
-    const inv = amax > 0 ? f(qmax / amax) : 0;
     scales[r] = f(amax / qmax);
+    const inv = amax > 0 ? f(1 / scales[r]) : 0;
     for (let k = 0; k < K; k++) {
       const q = roundHalfEven(f(v[r * K + k] * inv));
       codes[r * K + k] = Math.min(qmax, Math.max(-qmax - 1, q));
