@@ -30,7 +30,7 @@ type Ort = any;
 let ortModule: Promise<Ort> | undefined;
 
 /** Loads onnxruntime-web's WebGPU build once, with its wasm from node_modules. */
-function loadOrt(): Promise<Ort> {
+export function loadOrt(): Promise<Ort> {
   ortModule ??= (async () => {
     const ort = await import("onnxruntime-web/webgpu");
     const dist = new URL("../../node_modules/onnxruntime-web/dist/", import.meta.url);

@@ -174,6 +174,18 @@ export interface QGemmIntOptions extends QGemmEpilogue {
   dot?: DotImpl;
   /** Store the i32 sums as f32 bit patterns, no scaling or epilogue (tests; f32 only). */
   raw?: boolean;
+  /** Tiles of the "tiled" version (benchmarks and tuning). */
+  tune?: IntTune;
+}
+
+/** Tile knobs of the tiled integer GEMM: BM = 8·ty, BN = 8·tx, K tile bkw words. */
+export interface IntTune {
+  /** Invocations along N; default 16. */
+  tx?: number;
+  /** Invocations along M; default 16. */
+  ty?: number;
+  /** K tile in words (4 int8 each): 4 (default) or 8. */
+  bkw?: number;
 }
 
 const ACTIVATIONS: Readonly<Record<GemmActivation, number>> = { none: 0, gelu: 1, silu: 2 };
@@ -497,7 +509,17 @@ export function qgemmInt(
     xa.scales,
   ];
   if (version === "tiled") {
-    const t = { tx: 16, ty: 16, bkw: 4 };
+    const t = { tx: 16, ty: 16, bkw: 4, ...opts.tune };
+    const loads = [8 * t.ty * t.bkw / (t.tx * t.ty), 8 * t.tx * t.bkw / (t.tx * t.ty)];
+    if (
+      ![4, 8].includes(t.bkw) || t.tx > 16 || t.ty > 16 || loads.some((l) => ![1, 2, 4].includes(l))
+    ) {
+      throw new RangeError(
+        `${who}: tune ${
+          JSON.stringify(t)
+        } must have bkw 4 or 8, tx, ty ≤ 16 and 1, 2 or 4 words per tile load`,
+      );
+    }
     const spec = makeSpec(
       `qgemm_int_tiled_${dt}_${dot}`,
       intSrc,

@@ -1,0 +1,445 @@
+/**
+ * Quantized GEMM benchmark (issue 5): our integer W4A8/W8A8 GEMMs and the weight-only W4
+ * GEMM against our f32 GEMM, and ONNX Runtime Web's MatMulNBits int4 as the peer, in one
+ * process on one GPU. Every case is checked on sampled entries against a CPU reference
+ * before it is timed.
+ *
+ *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/qgemm_bench.ts
+ *                          # + bench/results/<device>/<date>_qgemm.{json,md}
+ *     WEBDIT_QGEMM_SWEEP=1 # + tile variants of the integer and skinny kernels
+ *
+ * GPU shapes: the DiT FFN M×K×N = 4096×1152×4608 (f32 vs W4A8 vs W8A8, TFLOP/s as 2·M·N·K),
+ * the memory-bound 64×1152×4608 (f32 vs W4A16, ms) and 4096³ (W4A16 vs MatMulNBits).
+ * Weights are random codes and LUTs (the kernels' speed does not depend on the values).
+ * CPU adapter: the same cases at reduced shapes (names carry the shape), in GFLOP/s.
+ *
+ * @module
+ */
+import type { QuantizedWeight } from "../plugins/types.ts";
+import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
+import { Recorder } from "../runtime/gpu/kernel.ts";
+import {
+  createTensor,
+  readTensor,
+  readTensorRaw,
+  type Tensor,
+  uploadTensor,
+} from "../runtime/gpu/tensor.ts";
+import { Prng } from "../runtime/io/prng.ts";
+import { actQuant } from "../runtime/ops/act_quant.ts";
+import { defaultGemmVersion, gemm } from "../runtime/ops/gemm.ts";
+import {
+  defaultA16Version,
+  defaultIntVersion,
+  type IntTune,
+  qgemmA16,
+  type QGemmA16Version,
+  qgemmInt,
+  type QWeightGpu,
+  type SkinnyTune,
+  uploadQWeight,
+} from "../runtime/ops/qgemm.ts";
+import { codesPerWord, packCodes, unpackInt8 } from "../runtime/quant/pack.ts";
+import type { QuantizedActivations } from "../runtime/quant/transform.ts";
+import { int8Lut } from "../runtime/reference/qgemm.ts";
+import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
+import type { PeerMatmul } from "./peers/ort.ts";
+import { nbits4At, ortMatmulNBits, randomNbits4 } from "./peers/ort_nbits.ts";
+
+const rt = await createRuntime({
+  adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
+});
+const onGpu = !rt.info.fallback;
+const UNIT = onGpu ? "TFLOP/s" : "GFLOP/s";
+const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3);
+const SWEEP = Deno.env.get("WEBDIT_QGEMM_SWEEP") === "1";
+
+/** A random weight: "lut" = TLQ-like per-row LUT (sorted ± levels), "u8s" = 8-bit symmetric uniform. */
+function randomWeight(
+  kind: "lut" | "u8s",
+  N: number,
+  K: number,
+  bits: number,
+  seed: number,
+): QuantizedWeight {
+  const g = new Prng(seed);
+  const codes = new Uint8Array(N * K);
+  for (let i = 0; i < codes.length; i++) codes[i] = g.nextU32() % 2 ** bits;
+  const packed = packCodes(codes, N, K, bits);
+  if (kind === "u8s") {
+    const scale = g.uniforms(N, 1e-3, 3e-3);
+    return {
+      quantizer: "uniform",
+      bits,
+      rows: N,
+      cols: K,
+      codes: packed,
+      params: { scale, zero: new Float32Array(N).fill(128) },
+      meta: { symmetric: true, groupSize: 0 },
+    };
+  }
+  const L = 2 ** bits;
+  const half = L / 2;
+  const lut = new Float32Array(N * L);
+  for (let n = 0; n < N; n++) {
+    const s = 0.02 * (0.5 + g.uniform());
+    for (let k = 0; k < half; k++) {
+      lut[n * L + k] = s * 2 ** (0.6 * k - 2);
+      lut[n * L + half + k] = -s * 2 ** (0.55 * k - 2);
+    }
+  }
+  return { quantizer: "tlq", bits, rows: N, cols: K, codes: packed, params: { lut }, meta: {} };
+}
+
+/** ŵ[n, k] of a LUT or affine weight (sampled checks). */
+function weightAt(q: QuantizedWeight, n: number, k: number): number {
+  const cpw = codesPerWord(q.bits);
+  const wpr = Math.ceil(q.cols / cpw);
+  const c = (q.codes[n * wpr + Math.floor(k / cpw)] >>> ((k % cpw) * q.bits)) & (2 ** q.bits - 1);
+  if (q.params.lut) return q.params.lut[n * 2 ** q.bits + c];
+  return (c - q.params.zero[n]) * q.params.scale[n];
+}
+
+/** Checks 256 sampled entries of y [M, N] against `ref(m, n)` with tolerance `tol(ref, mag)`. */
+function checkSampled(
+  label: string,
+  y: Float32Array,
+  M: number,
+  N: number,
+  ref: (m: number, n: number) => { v: number; mag: number },
+): string {
+  const g = new Prng(4242);
+  let worst = 0;
+  for (let s = 0; s < 256; s++) {
+    const m = s === 0 ? M - 1 : Math.floor(g.uniform() * M);
+    const n = s === 0 ? N - 1 : Math.floor(g.uniform() * N);
+    const r = ref(m, n);
+    const err = Math.abs(y[m * N + n] - r.v);
+    const tol = 1e-5 * r.mag + 1e-6;
+    if (!(err <= tol)) {
+      throw new Error(
+        `${label}: wrong result at [${m}, ${n}]: got ${y[m * N + n]}, expected ${r.v}`,
+      );
+    }
+    worst = Math.max(worst, err / tol);
+  }
+  return `checked 256 sampled entries (worst ${(100 * worst).toFixed(0)}% of tol)`;
+}
+
+const xCache = new Map<string, { xs: Float32Array; x: Tensor }>();
+function activations(M: number, K: number): { xs: Float32Array; x: Tensor } {
+  const key = `${M}x${K}`;
+  let o = xCache.get(key);
+  if (!o) {
+    const xs = new Prng(M * 7 + K).uniforms(M * K, -1, 1);
+    o = { xs, x: uploadTensor(rt, xs, [M, K]) };
+    xCache.set(key, o);
+  }
+  return o;
+}
+
+function shapeName(M: number, K: number, N: number): string {
+  return M === K && K === N ? `${M}` : `${M}x${K}x${N}`;
+}
+
+function f32Case(M: number, K: number, N: number, unit = UNIT): BenchCase {
+  const name = `gemm_f32_${shapeName(M, K, N)}`;
+  return {
+    name,
+    unit,
+    setup: async () => {
+      const { xs, x } = activations(M, K);
+      const ws = new Prng(N + K).uniforms(N * K, -1, 1);
+      const w = uploadTensor(rt, ws, [N, K]);
+      const out = createTensor(rt, [M, N]);
+      const record = (reps: number) => {
+        const rec = new Recorder(rt);
+        for (let i = 0; i < reps; i++) gemm(rec, x, w, { out });
+        return rec.submit();
+      };
+      await record(1);
+      const check = checkSampled(name, await readTensor(rt, out), M, N, (m, n) => {
+        let v = 0;
+        let mag = 0;
+        for (let k = 0; k < K; k++) {
+          const p = xs[m * K + k] * ws[n * K + k];
+          v += p;
+          mag += Math.abs(p);
+        }
+        return { v, mag };
+      });
+      return {
+        device: rt.device,
+        run: record,
+        value: unit === "ms" ? undefined : (ms) => rate(2 * M * N * K, ms),
+        value2: unit === "ms" ? (ms) => rate(2 * M * N * K, ms) : undefined,
+        note: `v${defaultGemmVersion(rt, { M, K, dtype: "f32" })}; ${check}`,
+        dispose: () => {
+          out.release();
+          w.release();
+        },
+      };
+    },
+    unit2: unit === "ms" ? UNIT : undefined,
+  };
+}
+
+function a16Case(
+  M: number,
+  K: number,
+  N: number,
+  o: { unit?: string; version?: QGemmA16Version; tune?: SkinnyTune; suffix?: string } = {},
+): BenchCase {
+  const unit = o.unit ?? UNIT;
+  const version = o.version ?? defaultA16Version(rt, M);
+  const name = `gemm_w4a16_${shapeName(M, K, N)}${o.suffix ?? ""}`;
+  return {
+    name,
+    unit,
+    unit2: unit === "ms" ? UNIT : undefined,
+    setup: async () => {
+      const { xs, x } = activations(M, K);
+      const q = randomWeight("lut", N, K, 4, N * 3 + K);
+      const w = uploadQWeight(rt, q, { a16: true });
+      const out = createTensor(rt, [M, N]);
+      const record = (reps: number) => {
+        const rec = new Recorder(rt);
+        for (let i = 0; i < reps; i++) qgemmA16(rec, x, w, { out, version, tune: o.tune });
+        return rec.submit();
+      };
+      await record(1);
+      const check = checkSampled(name, await readTensor(rt, out), M, N, (m, n) => {
+        let v = 0;
+        let mag = 0;
+        for (let k = 0; k < K; k++) {
+          const p = xs[m * K + k] * weightAt(q, n, k);
+          v += p;
+          mag += Math.abs(p);
+        }
+        return { v, mag };
+      });
+      const tune = o.tune ? ` ${JSON.stringify(o.tune)}` : "";
+      return {
+        device: rt.device,
+        run: record,
+        value: unit === "ms" ? undefined : (ms) => rate(2 * M * N * K, ms),
+        value2: unit === "ms" ? (ms) => rate(2 * M * N * K, ms) : undefined,
+        note: `${version}${tune}, TLQ-style LUT codes; ${check}`,
+        dispose: () => {
+          out.release();
+          w.release();
+        },
+      };
+    },
+  };
+}
+
+/** The int8 activations of x (quantized once, outside the timed loop) and their host copy. */
+async function quantizedActs(M: number, K: number) {
+  const { x } = activations(M, K);
+  const rec = new Recorder(rt);
+  const xa = actQuant(rec, x, 8);
+  await rec.submit();
+  const x8 = unpackInt8((await readTensorRaw(rt, xa.q)) as Uint32Array, M, K);
+  return { xa, x8, sx: await readTensor(rt, xa.scales), x };
+}
+
+function intCase(
+  kind: "w4a8" | "w8a8",
+  M: number,
+  K: number,
+  N: number,
+  o: { tune?: IntTune; suffix?: string; withQuant?: boolean } = {},
+): BenchCase {
+  const name = `gemm_${kind}_${shapeName(M, K, N)}${o.suffix ?? ""}`;
+  return {
+    name,
+    unit: UNIT,
+    setup: async () => {
+      const { xa, x8, sx, x } = await quantizedActs(M, K);
+      const q = kind === "w4a8"
+        ? randomWeight("lut", N, K, 4, N * 5 + K)
+        : randomWeight("u8s", N, K, 8, N * 5 + K);
+      const w: QWeightGpu = uploadQWeight(rt, q, { a16: false, int: true });
+      const lut = int8Lut(q);
+      const L = 2 ** q.bits;
+      const cpw = codesPerWord(q.bits);
+      const wpr = Math.ceil(K / cpw);
+      const out = createTensor(rt, [M, N]);
+      const record = (reps: number) => {
+        const rec = new Recorder(rt);
+        for (let i = 0; i < reps; i++) {
+          let a: QuantizedActivations = xa;
+          if (o.withQuant) a = actQuant(rec, x, 8);
+          qgemmInt(rec, a, w, { out, tune: o.tune });
+          if (o.withQuant) {
+            a.q.release();
+            a.scales.release();
+          }
+        }
+        return rec.submit();
+      };
+      await record(1);
+      const check = checkSampled(name, await readTensor(rt, out), M, N, (m, n) => {
+        let acc = 0;
+        for (let k = 0; k < K; k++) {
+          const c = (q.codes[n * wpr + Math.floor(k / cpw)] >>> ((k % cpw) * q.bits)) & (L - 1);
+          acc += x8[m * K + k] * lut.lut8[n * L + c];
+        }
+        const v = Math.fround(Math.fround(acc * sx[m]) * lut.scale[n]);
+        return { v, mag: Math.abs(v) };
+      });
+      const tune = o.tune ? ` ${JSON.stringify(o.tune)}` : "";
+      const dot = rt.info.packedDot ? "dot4I8Packed" : "emulated dot";
+      return {
+        device: rt.device,
+        run: record,
+        value: (ms) => rate(2 * M * N * K, ms),
+        note: `${defaultIntVersion(rt)}${tune}, ${dot}, ${
+          kind === "w4a8" ? "int8 LUT (TLQ-style)" : "8-bit codes direct"
+        }${o.withQuant ? ", per-token A8 quantization included" : ""}; ${check}`,
+        dispose: () => {
+          out.release();
+          w.release();
+        },
+      };
+    },
+  };
+}
+
+function actQuantCase(M: number, K: number): BenchCase {
+  return {
+    name: `act_quant_a8_${M}x${K}`,
+    unit: "ms",
+    setup: async () => {
+      const { x } = activations(M, K);
+      const record = (reps: number) => {
+        const rec = new Recorder(rt);
+        for (let i = 0; i < reps; i++) {
+          const a = actQuant(rec, x, 8);
+          a.q.release();
+          a.scales.release();
+        }
+        return rec.submit();
+      };
+      await record(1);
+      return {
+        device: rt.device,
+        run: record,
+        note: `${
+          onGpu ? "wg" : "rows"
+        } layout (checked against the reference in act_quant_test.ts)`,
+      };
+    },
+  };
+}
+
+const livePeers: PeerMatmul[] = [];
+
+function ortNbitsCase(S: number): BenchCase {
+  const name = `ort_matmulnbits_w4_${S}`;
+  return {
+    name,
+    unit: UNIT,
+    setup: async () => {
+      const a = new Prng(S * 11).uniforms(S * S, -1, 1) as Float32Array<ArrayBuffer>;
+      const w = randomNbits4(S, S, 32, S * 13);
+      const p = await ortMatmulNBits(a, S, w);
+      livePeers.push(p);
+      await p.run();
+      await p.device.queue.onSubmittedWorkDone();
+      const check = checkSampled(name, await p.read(), S, S, (m, n) => {
+        let v = 0;
+        let mag = 0;
+        for (let k = 0; k < S; k++) {
+          const t = a[m * S + k] * nbits4At(w, n, k);
+          v += t;
+          mag += Math.abs(t);
+        }
+        return { v, mag: 30 * mag }; // ORT may accumulate in f16 on some paths: looser
+      });
+      return {
+        device: p.device,
+        run: async (reps) => {
+          for (let i = 0; i < reps; i++) await p.run();
+        },
+        value: (ms) => rate(2 * S * S * S, ms),
+        note: `${p.note}; ${check}`,
+      };
+    },
+  };
+}
+
+const suite = new BenchSuite({
+  what: "qgemm",
+  denoIterations: onGpu ? 3 : 2,
+  describe: () =>
+    Promise.resolve({
+      device: rt.info.description,
+      slug: deviceSlug(rt.info.description, rt.info.fallback),
+      extra: {
+        fallback: rt.info.fallback,
+        packed_dot: rt.info.packedDot,
+        a16_versions: onGpu ? "skinny (M <= 64), fused" : "dequant",
+        int_version: defaultIntVersion(rt),
+        sweep: SWEEP,
+      },
+    }),
+  teardown: async () => {
+    for (const p of livePeers.splice(0).reverse()) await p.dispose().catch(() => {});
+  },
+});
+
+if (onGpu) {
+  const [M, K, N] = [4096, 1152, 4608];
+  suite.add(f32Case(M, K, N));
+  suite.add(intCase("w4a8", M, K, N));
+  suite.add(intCase("w8a8", M, K, N));
+  suite.add(intCase("w4a8", M, K, N, { withQuant: true, suffix: "_with_act_quant" }));
+  suite.add(actQuantCase(M, K));
+  suite.add(a16Case(M, K, N));
+  suite.add(f32Case(64, K, N, "ms"));
+  suite.add(a16Case(64, K, N, { unit: "ms" }));
+  suite.add(a16Case(64, K, N, { unit: "ms", version: "fused", suffix: "_fused" }));
+  suite.add(a16Case(4096, 4096, 4096));
+  suite.add(ortNbitsCase(4096));
+  if (SWEEP) {
+    for (const t of [{ bkw: 8 }, { tx: 8, ty: 16 }, { tx: 16, ty: 8 }] as IntTune[]) {
+      suite.add(
+        intCase("w4a8", M, K, N, { tune: t, suffix: `_${JSON.stringify(t).replace(/\W+/g, "")}` }),
+      );
+    }
+    for (
+      const t of [{ kl: 32, cg: 8, mr: 8 }, { kl: 8, cg: 32, mr: 8 }, {
+        kl: 16,
+        cg: 16,
+        mr: 4,
+      }] as SkinnyTune[]
+    ) {
+      suite.add(
+        a16Case(64, K, N, {
+          unit: "ms",
+          tune: t,
+          suffix: `_${JSON.stringify(t).replace(/\W+/g, "")}`,
+        }),
+      );
+    }
+  }
+} else {
+  // Reduced shapes (lavapipe ~5 GFLOP/s); the bundled model's FFN shape (2048 tokens × 192 → 768).
+  const [M, K, N] = [256, 1152, 512];
+  suite.add(f32Case(M, K, N));
+  suite.add(intCase("w4a8", M, K, N));
+  suite.add(intCase("w8a8", M, K, N));
+  suite.add(actQuantCase(M, K));
+  suite.add(f32Case(2048, 192, 768));
+  suite.add(intCase("w4a8", 2048, 192, 768));
+  suite.add(intCase("w4a8", 2048, 192, 768, { withQuant: true, suffix: "_with_act_quant" }));
+  suite.add(a16Case(2048, 192, 768));
+  suite.add(f32Case(64, K, N, "ms"));
+  suite.add(a16Case(64, K, N, { unit: "ms" }));
+  suite.add(a16Case(256, 256, 256));
+  suite.add(ortNbitsCase(256));
+}
+
+suite.register();
