@@ -9,14 +9,15 @@
  * tokenizer's words ("grinning face"); it must name exactly one emoji. Ties count as hits
  * (an image equally near the prompted emoji and another one), as in tools/torch/train/finish.py.
  *
- * The package (82 MiB unpacked) is fetched by Deno's npm client the first time fidelity is
- * scored (an `npm:` specifier resolved at run time, so other commands never download it); pass
- * `dir` (an unpacked package: emoji.json + img/google/64/) to work offline.
+ * The package is downloaded from the npm registry the first time fidelity is scored and its
+ * 64×64 images and emoji.json (23 MiB) are kept in a cache (see {@linkcode emojiPackageDir});
+ * pass `dir` (an unpacked package: emoji.json + img/google/64/) to work offline.
  *
  * @module
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { gunzipSync } from "node:zlib";
 import { words } from "../../plugins/models/emoji_tokenizer.ts";
 import { CheckpointError } from "../errors.ts";
 import { decodePng, type Image } from "../io/png.ts";
@@ -82,24 +83,123 @@ export function compositeOnWhite(img: Image): Uint8Array {
   return out;
 }
 
-/** The folder of the unpacked npm package, fetched by Deno's npm client when needed. */
+/** The package tarball's integrity as the npm registry publishes it (dist.integrity). */
+export const EMOJI_PACKAGE_INTEGRITY =
+  "sha512-ZRexfzs7MVoLnmzZmNsO4TKhnAJp5D++Vm6PpUpH/jEQQlemp3l88CjZ+DoZ2faM9R4QxZkOPJCoT8DlPhfQ3A==";
+
+/** One file of a tar archive. */
+export interface TarEntry {
+  /** Path inside the archive. */
+  name: string;
+  /** Its bytes (a view into the archive). */
+  data: Uint8Array;
+}
+
+function tarString(b: Uint8Array, off: number, len: number): string {
+  const s = b.subarray(off, off + len);
+  const end = s.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? s : s.subarray(0, end));
+}
+
+/** The regular files of an (uncompressed) ustar/pax/GNU tar archive, in order. */
+export function untar(tar: Uint8Array): TarEntry[] {
+  const out: TarEntry[] = [];
+  let off = 0;
+  let longName: string | undefined;
+  while (off + 512 <= tar.length) {
+    const h = tar.subarray(off, off + 512);
+    if (h.every((x) => x === 0)) break;
+    const size = parseInt(tarString(h, 124, 12).trim() || "0", 8);
+    const type = String.fromCharCode(h[156] || 48);
+    if (!Number.isFinite(size) || size < 0 || off + 512 + size > tar.length) {
+      throw new RangeError(`tar: bad entry size at byte ${off}`);
+    }
+    const data = tar.subarray(off + 512, off + 512 + size);
+    const prefix = tarString(h, 345, 155);
+    let name = prefix ? `${prefix}/${tarString(h, 0, 100)}` : tarString(h, 0, 100);
+    if (type === "x" || type === "L") {
+      // pax extended header (path=…) or GNU long name: applies to the next entry.
+      const text = new TextDecoder().decode(data);
+      longName = type === "L" ? text.replace(/\0.*$/s, "") : text.match(/\d+ path=([^\n]*)\n/)?.[1];
+    } else {
+      if (longName) name = longName;
+      longName = undefined;
+      if (type === "0" || type === "7") out.push({ name, data });
+    }
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  return out;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+/** Where fetched data is kept: WEBDIT_CACHE_DIR, else $XDG_CACHE_HOME/webdit or ~/.cache/webdit. */
+export function cacheDir(): string {
+  const env = Deno.env.get("WEBDIT_CACHE_DIR");
+  if (env) return env;
+  const xdg = Deno.env.get("XDG_CACHE_HOME");
+  const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? ".";
+  return join(xdg || join(home, ".cache"), "webdit");
+}
+
+/**
+ * The folder of the dataset files (emoji.json + img/google/64/): an installed copy of the
+ * package in the repository's node_modules, else the cache, else downloaded once from the npm
+ * registry (NPM_CONFIG_REGISTRY, default registry.npmjs.org), checked against the published
+ * sha-512, and only those files unpacked into the cache. Not through an `npm:` import: that
+ * would put the 82 MiB package in deno.lock, and Deno installs every lockfile package on
+ * every command's first run.
+ */
 export async function emojiPackageDir(): Promise<string> {
-  // Built at run time so that no other command's module graph pulls the 82 MiB package.
-  const spec = ["npm:" + EMOJI_PACKAGE, "emoji.json"].join("/");
+  const repo = fileURLToPath(new URL("../../node_modules/", import.meta.url));
+  for (
+    const d of [
+      join(repo, "emoji-datasource-google"),
+      join(repo, ".deno", EMOJI_PACKAGE, "node_modules", "emoji-datasource-google"),
+    ]
+  ) {
+    const pkg = await Deno.readTextFile(join(d, "package.json")).then(JSON.parse, () => null);
+    if (pkg?.version === EMOJI_PACKAGE.split("@")[1]) return d;
+  }
+  const dir = join(cacheDir(), EMOJI_PACKAGE);
+  if (await exists(join(dir, ".complete"))) return dir;
+  const registry = (Deno.env.get("NPM_CONFIG_REGISTRY") ?? Deno.env.get("npm_config_registry") ??
+    "https://registry.npmjs.org/").replace(/\/?$/, "/");
+  const [name, version] = EMOJI_PACKAGE.split("@");
+  const url = `${registry}${name}/-/${name}-${version}.tgz`;
+  let tgz: Uint8Array<ArrayBuffer>;
   try {
-    await import(spec, { with: { type: "json" } });
+    const res = await fetch(url);
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    tgz = new Uint8Array(await res.arrayBuffer());
   } catch (e) {
     throw new CheckpointError(
-      spec,
-      `cannot fetch the emoji dataset through npm (${(e as Error).message.split("\n")[0]}); ` +
-        "pass the folder of an unpacked emoji-datasource-google@16.0.0 instead",
+      url,
+      `cannot download the emoji dataset (${(e as Error).message}); ` +
+        `pass the folder of an unpacked ${EMOJI_PACKAGE} instead (--dataset)`,
     );
   }
-  const url = import.meta.resolve(spec);
-  if (!url.startsWith("file:")) {
-    throw new CheckpointError(spec, `resolved to ${url}, not a file (nodeModulesDir must be set)`);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-512", tgz));
+  const got = "sha512-" + btoa(String.fromCharCode(...digest));
+  if (got !== EMOJI_PACKAGE_INTEGRITY) {
+    throw new CheckpointError(url, `integrity mismatch: got ${got}`);
   }
-  return fileURLToPath(new URL(".", url));
+  const tmp = `${dir}.tmp-${Deno.pid}`;
+  await Deno.mkdir(join(tmp, "img", "google", String(EMOJI_SIZE)), { recursive: true });
+  const want = new RegExp(`^package/(emoji\\.json|img/google/${EMOJI_SIZE}/[^/]+\\.png)$`);
+  for (const e of untar(gunzipSync(tgz))) {
+    const m = e.name.match(want);
+    if (m) await Deno.writeFile(join(tmp, m[1]), e.data);
+  }
+  if (!(await exists(join(tmp, "emoji.json")))) {
+    throw new CheckpointError(url, "the package has no emoji.json");
+  }
+  await Deno.writeTextFile(join(tmp, ".complete"), `${url}\n${got}\n`);
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await Deno.rename(tmp, dir);
+  return dir;
 }
 
 /**

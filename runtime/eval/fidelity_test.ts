@@ -8,6 +8,7 @@ import {
   promptTarget,
   scoreImage,
   summarizeFidelity,
+  untar,
 } from "./fidelity.ts";
 
 const N = EMOJI_SIZE * EMOJI_SIZE * 3;
@@ -122,7 +123,7 @@ Deno.test("summarizeFidelity / scoreFidelity: share of hits, per category", () =
   assertThrows(() => scoreFidelity({ ...set, shape: [3, 16, 16] }, DS), RangeError, "64×64");
 });
 
-Deno.test("loadEmojiDataset: the training data, through npm; the prompt list resolves", async () => {
+Deno.test("loadEmojiDataset: the training data from the npm registry; the prompt list resolves", async () => {
   const ds = await loadEmojiDataset();
   // The 1,911 base emoji of emoji-datasource-google@16.0.0, as tools/torch/train/prepare_data.ts.
   assertEquals(ds.entries.length, 1911);
@@ -150,4 +151,57 @@ Deno.test("loadEmojiDataset: the training data, through npm; the prompt list res
   assertEquals(cats.size, 10);
   // Some emoji do share an image (why the list leaves them out).
   assert([...images.values()].some((c) => c > 1), "expected duplicate images in the dataset");
+});
+
+/** One tar header block (ustar) for `name` of `size` bytes and type `type`. */
+function tarHeader(name: string, size: number, type: string, prefix = ""): Uint8Array {
+  const h = new Uint8Array(512);
+  const put = (s: string, off: number) => h.set(new TextEncoder().encode(s), off);
+  put(name, 0);
+  put(size.toString(8).padStart(11, "0"), 124);
+  put(type, 156);
+  put("ustar\0" + "00", 257);
+  put(prefix, 345);
+  return h;
+}
+
+function tarOf(parts: [Uint8Array, Uint8Array][]): Uint8Array {
+  const blocks: Uint8Array[] = [];
+  for (const [h, d] of parts) {
+    blocks.push(h);
+    const padded = new Uint8Array(Math.ceil(d.length / 512) * 512);
+    padded.set(d);
+    blocks.push(padded);
+  }
+  blocks.push(new Uint8Array(1024));
+  const out = new Uint8Array(blocks.reduce((a, b) => a + b.length, 0));
+  let o = 0;
+  for (const b of blocks) (out.set(b, o), o += b.length);
+  return out;
+}
+
+Deno.test("untar: plain, ustar prefix, pax path and GNU long names; directories skipped", () => {
+  const enc = (s: string) => new TextEncoder().encode(s);
+  const long = "package/" + "x".repeat(120) + ".png";
+  const pax = enc(`${(" path=" + long + "\n").length + 3} path=${long}\n`);
+  const tar = tarOf([
+    [tarHeader("package/", 0, "5"), new Uint8Array(0)],
+    [tarHeader("package/emoji.json", 2, "0"), enc("[]")],
+    [tarHeader("a.png", 600, "0", "package/img/google/64"), new Uint8Array(600).fill(7)],
+    [tarHeader("PaxHeader", pax.length, "x"), pax],
+    [tarHeader("short-name", 1, "0"), enc("p")],
+    [tarHeader("././@LongLink", long.length + 1, "L"), enc(long + "\0")],
+    [tarHeader("cut", 1, "0"), enc("g")],
+  ]);
+  const files = untar(tar);
+  assertEquals(files.map((f) => f.name), [
+    "package/emoji.json",
+    "package/img/google/64/a.png",
+    long,
+    long,
+  ]);
+  assertEquals(new TextDecoder().decode(files[0].data), "[]");
+  assertEquals([files[1].data.length, files[1].data[599]], [600, 7]);
+  assertEquals([files[2].data[0], files[3].data[0]], [112, 103]);
+  assertThrows(() => untar(tar.subarray(0, 2048 + 100)), RangeError, "bad entry size");
 });
