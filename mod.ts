@@ -50,3 +50,17 @@ export type {
 } from "./runtime/eval/eval.ts";
 export { loadEmojiDataset } from "./runtime/eval/fidelity.ts";
 export type { EmojiDataset, FidelityResult } from "./runtime/eval/fidelity.ts";
+export { denseAttention, densePlugin } from "./plugins/attention/dense.ts";
+export {
+  PARO_CALIBRATION_PROMPTS,
+  paroFromArtifact,
+  paroPlanData,
+  paroPlugin,
+  ParoSelfAttention,
+  planParoForModel,
+} from "./plugins/attention/paro.ts";
+export { ParoPlan, planKeptMass, planParo } from "./runtime/quant/paro_plan.ts";
+export type { ParoPlanMeta, ParoPlanOptions, ParoStats } from "./runtime/quant/paro_plan.ts";
+export { calibrateParo, ParoStatsObserver } from "./runtime/quant/paro_calibrate.ts";
+export { attnSparse, attnSparseQuantized, quantizeQkv } from "./runtime/ops/attn_sparse.ts";
+export type { AttnSparseOptions, QuantizedQkv, SparseBits } from "./runtime/ops/attn_sparse.ts";
