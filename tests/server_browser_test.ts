@@ -16,6 +16,7 @@ import { loadDenseEntry, ModelCatalog } from "../runtime/server/models.ts";
 import { PIXEL_MODEL, pixelPrompts } from "./server_helpers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
+const NATURAL_WIDTH = "document.getElementById('result').naturalWidth";
 const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
 // In CI a missing browser is a failure (.ci/run installs it); elsewhere the test is skipped.
 const ignore = !hasChromium && !Deno.env.get("CI");
@@ -70,8 +71,9 @@ Deno.test({
         page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
         await page.goto(url);
         // The model list comes from /v1/models.
-        // Browser-side code as strings: this project's type check has no DOM lib.
-        await page.waitForFunction("document.getElementById('model').options.length > 0");
+        // Browser-side code as strings (this project's type check has no DOM lib), run by
+        // evaluate (not waitForFunction, whose polling evaluates code the page's CSP forbids).
+        await page.waitForSelector("#model option", { state: "attached" });
         assert(
           (await page.textContent("#adapter"))?.includes(rt.info.description.split(" ")[0]),
           "adapter shown",
@@ -89,12 +91,15 @@ Deno.test({
         await page.waitForSelector("#result:not([hidden])", {
           timeout: Number(env("TIMEOUT_S") ?? 120) * 1000,
         });
-        await page.waitForFunction("document.getElementById('result').naturalWidth > 0");
+        for (let i = 0; !(await page.evaluate<number>(NATURAL_WIDTH)); i++) {
+          if (i > 200) throw new Error("the image never loaded");
+          await new Promise((r) => setTimeout(r, 25));
+        }
         const previews = await page.evaluate<number>("window.previews.size");
         assert(previews >= 2, `saw ${previews} previews of ${steps - 1}`);
         const px = entry.pipeline.transformer.config.sampleSize;
         assertEquals(
-          await page.evaluate<number>("document.getElementById('result').naturalWidth"),
+          await page.evaluate<number>(NATURAL_WIDTH),
           px,
         );
         assertEquals(await page.textContent("#status"), "done");
