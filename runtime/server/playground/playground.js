@@ -187,5 +187,9 @@ addEventListener("DOMContentLoaded", () => {
   $("form").addEventListener("submit", generate);
   $("cancel").addEventListener("click", () => controller?.abort());
   $("model").addEventListener("change", refreshPlan);
+  $("apikey").addEventListener("change", () => {
+    setStatus("");
+    init(); // the model and plugin lists need the key when the server asks for one
+  });
   init();
 });
