@@ -10,6 +10,8 @@
 //                      ŵ ≈ scale[row]·lut8[row, code]                   (TLQ/uniform, A8)
 //   MODE 3  direct:    8-bit codes offset by 128: int8 = code − 128 (word ^ 0x80808080),
 //                      row scale [N] as in MODE 2                      (uniform sym W8, A8)
+//   MODE 4  affine:    int8 = code − zero[row]: row scale [N], then zero [N] (f32)
+//                                                                      (uniform per-row, A8)
 override BITS: u32 = 4u; // 3, 4 or 8
 override MODE: u32 = 0u;
 
@@ -51,13 +53,17 @@ fn wdec4(row: u32, k4: u32) -> vec4<f32> {
 
 fn lut8(lb: u32, c: u32) -> u32 { return (wq[lb + c / 4u] >> ((c % 4u) * 8u)) & 0xffu; }
 
-// Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2 or 3).
+// Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2, 3 or 4).
 fn wdec_i8(row: u32, kw: u32) -> u32 {
   if (MODE == 3u) { return codes[row * p.p0 + kw] ^ 0x80808080u; }
   let c = codes4(row, kw);
+  if (MODE == 4u) { // code − zero as a byte: (c + 256 − z) mod 256 is its two's complement
+    let v = (c + vec4<u32>(256u - u32(bitcast<f32>(wq[p.N + row])))) & vec4<u32>(0xffu);
+    return v.x | (v.y << 8u) | (v.z << 16u) | (v.w << 24u);
+  }
   let lb = p.N + row * ((1u << BITS) / 4u);
   return lut8(lb, c.x) | (lut8(lb, c.y) << 8u) | (lut8(lb, c.z) << 16u) | (lut8(lb, c.w) << 24u);
 }
 
-// The row scale of MODE 2 and 3.
+// The row scale of MODE 2, 3 and 4.
 fn wscale(row: u32) -> f32 { return bitcast<f32>(wq[row]); }

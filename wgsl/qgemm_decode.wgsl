@@ -3,7 +3,7 @@
 // per weight) would multiply its loads; decoding once per forward into a pooled buffer
 // and running the dense kernel costs N·K/4 loads against the GEMM's M·N·K/16.
 //   to_float: W [N, K] (K % 4 == 0) in the storage type, MODE 0 or 1 (qgemm_dec.wgsl);
-//   to_int8:  W as int8 words [N, K4], MODE 2 (or 3).
+//   to_int8:  W as int8 words [N, K4], MODE 2 or 4.
 override WG: u32 = 64u;
 
 struct Params { M: u32, N: u32, K: u32, K4: u32, rpg: u32, K8: u32, p0: u32, p1: u32 }

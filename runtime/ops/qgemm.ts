@@ -58,8 +58,11 @@ export interface QWeightGpu {
   readonly codes: Tensor;
   /** Weight-only parameters (qgemm_dec.wgsl MODE 0/1), when uploaded. */
   readonly a16?: { mode: 0 | 1; params: Tensor; groupSize: number };
-  /** Integer parameters (MODE 2: row scales then int8 LUT words; 3: row scales), when uploaded. */
-  readonly int?: { mode: 2 | 3; params: Tensor };
+  /**
+   * Integer parameters, when uploaded: MODE 2 row scales then int8 LUT words (LUT-coded);
+   * 3 row scales (8-bit offset codes); 4 row scales then zeros (uniform per-row).
+   */
+  readonly int?: { mode: 2 | 3 | 4; params: Tensor };
   /** Bytes on the GPU. */
   readonly byteLength: number;
   /** Frees the tensors. */
@@ -110,6 +113,11 @@ export function uploadQWeight(
       const l = int8Lut(q);
       if (l.direct) {
         int = { mode: 3, params: up(u32View(l.scale), [N]) };
+      } else if (l.zero) {
+        const data = new Float32Array(2 * N);
+        data.set(l.scale, 0);
+        data.set(l.zero, N);
+        int = { mode: 4, params: up(u32View(data), [2 * N]) };
       } else {
         const words = u32View(l.lut8);
         const data = new Uint32Array(N + words.length);
@@ -540,7 +548,7 @@ export function qgemmInt(
   // Weights as int8 words [N, K4]: 8-bit offset codes are that already (XOR 0x80 a byte).
   let wi = w.codes;
   let temp: Tensor | undefined;
-  if (w.int.mode === 2) {
+  if (w.int.mode !== 3) {
     temp = createTensor(rt, [N, K4], "u32");
     const spec = makeSpec(
       `qgemm_decode_int8`,
@@ -552,7 +560,7 @@ export function qgemmInt(
     );
     rec.dispatch(spec, {
       ...base,
-      consts: { WG: 64, BITS: w.bits, MODE: 2 },
+      consts: { WG: 64, BITS: w.bits, MODE: w.int.mode },
       grid: grid1d(Math.ceil((N * K4) / 64)),
     }, [w.codes, w.codes, temp, w.int.params]);
     wi = temp;

@@ -175,7 +175,7 @@ Deno.test(
         for (const kind of ["tlq4", "tlq3", "u4", "u8s"] as Kind[]) {
           const q = quantize(kind, c.ws, N, K);
           const w = uploadQWeight(rt, q, { a16: false, int: true });
-          assertEquals(w.int!.mode, kind === "u8s" ? 3 : 2);
+          assertEquals(w.int!.mode, kind === "u8s" ? 3 : kind === "u4" ? 4 : 2);
           const lut = int8Lut(q);
           const w8 = decodeInt8(q, lut);
           for (const bits of [8, 4]) {

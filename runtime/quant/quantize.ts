@@ -128,7 +128,8 @@ export function quantizedBytes(q: QuantizedWeight, abits: number): number {
   const codes = q.codes.byteLength;
   if (abits === 16) return codes + a16Params(q).data.byteLength;
   const l = int8Lut(q);
-  return codes + l.scale.byteLength + (l.direct ? 0 : Math.ceil(l.lut8.byteLength / 4) * 4);
+  const extra = l.direct ? 0 : l.zero ? l.zero.byteLength : Math.ceil(l.lut8.byteLength / 4) * 4;
+  return codes + l.scale.byteLength + extra;
 }
 
 /** Checks the settings against the registry; returns them complete. */

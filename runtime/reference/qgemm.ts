@@ -76,6 +76,8 @@ export interface Int8Lut {
   exact: boolean;
   /** True when int8 = code − 128 for every row (8-bit symmetric uniform: no LUT needed). */
   direct: boolean;
+  /** Uniform per-row: int8 = code − zero[row] (the kernels store the zeros, not the LUT). */
+  zero?: Float32Array;
 }
 
 /**
@@ -129,7 +131,7 @@ export function int8Lut(q: QuantizedWeight): Int8Lut {
       lut8[n * L + c] = v;
     }
   }
-  return { scale, lut8, exact: true, direct };
+  return { scale, lut8, exact: true, direct, zero: Float32Array.from(z) };
 }
 
 /** The weight decoded to int8 [N, K] through its int8 LUT. */
