@@ -38,8 +38,9 @@ export const QUANTIZE_USAGE =
                           default ${DEFAULT_KEEP_FP.join(",")}
   --out FILE.safetensors  the artifact (refused if it exists, unless --force)
   --force                 overwrite --out
-  --calib-prompts N       rotations: calibration prompts (default 12; cached per model/settings)
-  --calib-steps N         rotations: sampler steps per calibration prompt (default 20)
+  --calib-prompts N       rotations / paro: calibration prompts (default: each plugin's own;
+                          rotation statistics are cached per model and settings)
+  --calib-steps N         rotations / paro: sampler steps per calibration prompt (default 20)
   --report                print per-layer weight SQNR and activation-quantization error
   --report-prompts N      prompts the activation error is measured on (default 2)
   --report-steps N        sampler steps per prompt for it (default 3)

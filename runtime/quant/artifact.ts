@@ -6,20 +6,27 @@
  * `transformer.<layer>.qparam.<key>` (F32: the quantizer's params, e.g. `lut` or
  * `scale`/`zero`) in place of its weight (the bias stays `transformer.<layer>.bias`);
  * `transformer.<layer>.rot.<key>` the layer's rotation tensors; `text_encoder.<name>` the
- * caption encoder of the source model when it has one.
+ * caption encoder of the source model when it has one; `attention.<name>` (U32) the
+ * attention plugin's plan (PARO's permutations and masks).
  * Metadata: `webdit.artifact` (format version), `webdit.plan` (runtime/quant/plan.ts),
  * `webdit.transformer_config`, and `webdit.text_encoder_config` + `webdit.vocab` with
- * the encoder.
+ * the encoder, `webdit.attention` (`{ plugin, meta }`) with an attention plan.
  *
  * @module
  */
-import type { QuantizedWeight } from "../../plugins/types.ts";
+import type {
+  AttentionImpl,
+  AttentionPlanData,
+  AttentionPlugin,
+  QuantizedWeight,
+} from "../../plugins/types.ts";
 import {
   EmojiCaptionEncoder,
   parseEmojiEncoderConfig,
 } from "../../plugins/models/emoji_encoder.ts";
 import { EmojiTokenizer } from "../../plugins/models/emoji_tokenizer.ts";
-import { loadPixArt } from "../../plugins/models/pixart.ts";
+import { loadPixArt, type PixArtModel } from "../../plugins/models/pixart.ts";
+import { createDefaultRegistry } from "../builtins.ts";
 import { parsePixArtConfig } from "../../plugins/models/pixart_config.ts";
 import { CheckpointError } from "../errors.ts";
 import type { Runtime } from "../gpu/device.ts";
@@ -44,10 +51,15 @@ export const META = {
   transformerConfig: "webdit.transformer_config",
   encoderConfig: "webdit.text_encoder_config",
   vocab: "webdit.vocab",
+  attention: "webdit.attention",
 } as const;
 
 /** Tensor-name prefixes of an artifact. */
-export const PREFIX = { transformer: "transformer.", encoder: "text_encoder." } as const;
+export const PREFIX = {
+  transformer: "transformer.",
+  encoder: "text_encoder.",
+  attention: "attention.",
+} as const;
 
 /** The name of a quantized layer's codes tensor. */
 export function codesName(layer: string): string {
@@ -242,6 +254,46 @@ export class Artifact {
     return l.shape ?? [l.out, l.in]; // a conv weight (patch embedding) keeps its 4-D shape
   }
 
+  /** The attention plugin's self-attention from the stored plan, or undefined (dense). */
+  async attention(rt: Runtime): Promise<AttentionImpl | undefined> {
+    const text = this.file.metadata[META.attention];
+    if (text === undefined) return undefined;
+    const field = `__metadata__.${META.attention}`;
+    let raw: { plugin?: unknown; meta?: unknown };
+    try {
+      raw = JSON.parse(text);
+    } catch (e) {
+      throw new CheckpointError(this.path, `invalid JSON: ${(e as Error).message}`, field);
+    }
+    if (typeof raw?.plugin !== "string") {
+      throw new CheckpointError(this.path, "must name its plugin", `${field}.plugin`);
+    }
+    let plugin: AttentionPlugin;
+    try {
+      plugin = createDefaultRegistry().get("attention", raw.plugin);
+    } catch (e) {
+      throw new CheckpointError(this.path, (e as Error).message, `${field}.plugin`);
+    }
+    const tensors: AttentionPlanData["tensors"] = {};
+    for (const [t, ti] of this.file.tensors) {
+      if (!t.startsWith(PREFIX.attention)) continue;
+      if (ti.dtype !== "U32") {
+        throw new CheckpointError(this.path, `expected U32, got ${ti.dtype}`, t);
+      }
+      const b = await this.file.readRaw(t);
+      tensors[t.slice(PREFIX.attention.length)] = {
+        data: new Uint32Array(b.slice().buffer),
+        shape: [...ti.shape],
+        dtype: "u32",
+      };
+    }
+    try {
+      return plugin.create(rt, { meta: raw.meta, tensors });
+    } catch (e) {
+      throw new CheckpointError(this.path, (e as Error).message, field);
+    }
+  }
+
   /** The LinearFactory of the plan: quantized layers from their codes, FP layers dense. */
   linears(dtype: "f32" | "f16", rotations: RotationLoader = defaultRotationLoader): LinearFactory {
     return {
@@ -374,7 +426,34 @@ export interface ArtifactPipelineOptions {
   rotations?: RotationLoader;
 }
 
-/** Loads an artifact as a pipeline (transformer + the caption encoder it carries). */
+/** A pipeline loaded from an artifact: also frees the attention plugin's tensors. */
+class ArtifactPipeline extends Pipeline {
+  #attention: AttentionImpl | undefined;
+
+  constructor(
+    rt: Runtime,
+    path: string,
+    parts: {
+      transformer: PixArtModel;
+      encoder?: EmojiCaptionEncoder;
+      tokenizer?: EmojiTokenizer;
+      attention?: AttentionImpl;
+    },
+  ) {
+    super(rt, path, parts.transformer, parts.encoder, parts.tokenizer);
+    this.#attention = parts.attention;
+  }
+
+  override release(): void {
+    super.release();
+    this.#attention?.release();
+  }
+}
+
+/**
+ * Loads an artifact as a pipeline: the transformer with the plan's linears, the attention
+ * plugin's self-attention when the plan has one, and the caption encoder it carries.
+ */
 export async function loadArtifactPipeline(
   rt: Runtime,
   path: string,
@@ -388,9 +467,15 @@ export async function loadArtifactPipeline(
       dtype,
       linears: a.linears(dtype, o.rotations),
     });
-    const m = a.file.metadata;
-    if (m[META.encoderConfig] === undefined) return new Pipeline(rt, path, transformer);
+    let attention: AttentionImpl | undefined;
+    let encoder: EmojiCaptionEncoder | undefined;
     try {
+      attention = await a.attention(rt);
+      if (attention) transformer.selfAttention = attention;
+      const m = a.file.metadata;
+      if (m[META.encoderConfig] === undefined) {
+        return new ArtifactPipeline(rt, path, { transformer, attention });
+      }
       const field = `__metadata__.${META.encoderConfig}`;
       let ecfgRaw: unknown;
       let vocab: unknown;
@@ -409,10 +494,12 @@ export async function loadArtifactPipeline(
         );
       }
       const tokenizer = new EmojiTokenizer(vocab as string[], ecfg.maxLength, path);
-      const encoder = await EmojiCaptionEncoder.load(rt, a.encoderSource(), ecfg);
-      return new Pipeline(rt, path, transformer, encoder, tokenizer);
+      encoder = await EmojiCaptionEncoder.load(rt, a.encoderSource(), ecfg);
+      return new ArtifactPipeline(rt, path, { transformer, encoder, tokenizer, attention });
     } catch (e) {
       transformer.release();
+      attention?.release();
+      encoder?.release();
       throw e;
     }
   } finally {

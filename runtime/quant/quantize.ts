@@ -3,6 +3,9 @@
  * behind `deno task quantize`. Weights are quantized offline on the CPU by the chosen
  * quantizer plugin (data-free: TLQ's and uniform's searches need no activations);
  * activations are quantized dynamically at run time, so A4/A6/A8 only change the plan.
+ * A rotation (runtime/quant/rotation_plan.ts) needs calibration statistics of every linear
+ * input; an attention plugin with a plan (PARO) calibrates attention maps; both run the
+ * FP32 model on a GPU runtime.
  *
  * The linear layers are the checkpoint's `*.weight` tensors of rank ≥ 2; those matching
  * a keep-FP pattern (default METHODS.md's: patch embed, adaLN-single, caption projection,
@@ -152,13 +155,17 @@ export function resolveSettings(o: QuantizeOptions, registry: PluginRegistry): Q
     }
   }
   const attention = o.attention ?? "dense";
-  if (attention !== "dense") {
-    const known = registry.has("attention", attention);
+  const ap = registry.get("attention", attention); // throws naming the registered ones
+  if (attention !== "dense" && !ap.plan) {
+    throw new RangeError(`attention "${attention}" is registered but cannot plan yet`);
+  }
+  if (o.attnBits != null && !ap.bits.includes(o.attnBits)) {
     throw new RangeError(
-      `attention "${attention}" is not available yet${
-        known ? " in quantize (the plugin is registered, its plan is not wired here)" : ""
-      }; use --attention dense`,
+      `attention "${attention}" runs ${ap.bits.join(", ")} bits, not ${o.attnBits}`,
     );
+  }
+  if (o.density != null && !(o.density > 0 && o.density <= 1)) {
+    throw new RangeError(`density must be in (0, 1], got ${o.density}`);
   }
   const symmetric = o.symmetric ?? (o.quantizer === "uniform" && o.wbits === 8 && o.abits < 16);
   return {
@@ -173,6 +180,38 @@ export function resolveSettings(o: QuantizeOptions, registry: PluginRegistry): Q
     symmetric,
     keepFp: o.keepFp ?? [...DEFAULT_KEEP_FP],
   };
+}
+
+/**
+ * Plans the attention plugin when it has a plan (PARO: calibrates attention maps on the
+ * FP32 model): its tensors go in as `attention.<name>`, its metadata JSON is returned.
+ */
+async function planAttention(
+  o: QuantizeOptions,
+  settings: QuantSettings,
+  registry: PluginRegistry,
+  dir: string,
+  tensors: Record<string, TensorToWrite>,
+): Promise<string | undefined> {
+  const ap = registry.get("attention", settings.attention);
+  if (!ap.plan) return undefined;
+  const rt = o.runtime ?? await createRuntime({ adapter: "auto" });
+  try {
+    const data = await ap.plan(rt, {
+      path: dir,
+      density: settings.density ?? undefined,
+      bits: settings.attnBits ?? undefined,
+      prompts: o.calibration?.prompts,
+      steps: o.calibration?.steps,
+      onProgress: o.onCalibration,
+    });
+    for (const [name, t] of Object.entries(data.tensors)) {
+      tensors[PREFIX.attention + name] = { dtype: "U32", shape: t.shape, data: t.data };
+    }
+    return JSON.stringify({ plugin: ap.name, meta: data.meta });
+  } finally {
+    if (!o.runtime) rt.destroy();
+  }
 }
 
 /**
@@ -212,8 +251,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       if (!o.runtime) rt.destroy();
     }
   }
-  const src = await openCheckpoint(tdir);
   const tensors: Record<string, TensorToWrite> = {};
+  const attentionMeta = await planAttention(o, settings, registry, dir, tensors);
+  const src = await openCheckpoint(tdir);
   const layers: Record<string, LayerPlan> = {};
   const reports: LayerReport[] = [];
   const rotations = new Map<string, LayerRotation>();
@@ -351,6 +391,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     [META.version]: String(ARTIFACT_VERSION),
     [META.transformerConfig]: cfgText,
   };
+  if (attentionMeta) metadata[META.attention] = attentionMeta;
   // The caption encoder and vocabulary, so the artifact runs alone.
   const edir = join(dir, "text_encoder");
   if (await exists(join(edir, "config.json"))) {

@@ -158,16 +158,26 @@ Deno.test("corrupt or mismatched artifacts fail naming the file and field", gpuT
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("quantize refuses unknown plugins, bad bits and unavailable attention", async () => {
+Deno.test("quantize refuses unknown plugins and bad bits or densities", async () => {
   const base = { model: FIXTURE, quantizer: "tlq", wbits: 4, abits: 8 };
   await assertRejects(() => quantizeModel({ ...base, quantizer: "nf4" }), RangeError, "registered");
   await assertRejects(() => quantizeModel({ ...base, wbits: 8 }), RangeError, "bits");
   await assertRejects(() => quantizeModel({ ...base, abits: 5 }), RangeError, "abits");
   await assertRejects(() => quantizeModel({ ...base, rotation: "spin" }), RangeError, "rotation");
   await assertRejects(
-    () => quantizeModel({ ...base, attention: "paro" }),
+    () => quantizeModel({ ...base, attention: "sparse" }),
     RangeError,
-    "not available yet",
+    "registered",
+  );
+  await assertRejects(
+    () => quantizeModel({ ...base, attention: "paro", attnBits: 2 }),
+    RangeError,
+    "bits",
+  );
+  await assertRejects(
+    () => quantizeModel({ ...base, attention: "paro", density: 2 }),
+    RangeError,
+    "density",
   );
   // Asymmetric 8-bit codes cannot feed the integer path.
   await assertRejects(
@@ -206,3 +216,37 @@ Deno.test("a rotated plan (hadamard) round-trips through the artifact", gpuTest,
   });
   await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
 });
+
+Deno.test(
+  "an attention plan (PARO) is stored in the artifact and runs on load",
+  gpuTest,
+  async () => {
+    const out = await tmpFile();
+    await withRuntime(async (rt) => {
+      const r = await quantizeModel({
+        model: FIXTURE,
+        quantizer: "uniform",
+        wbits: 8,
+        abits: 8,
+        attention: "paro",
+        density: 0.5,
+        attnBits: 8,
+        runtime: rt,
+        calibration: { prompts: ["red apple"], steps: 2 },
+      });
+      assert(Object.keys(r.tensors).some((k) => k.startsWith("attention.")));
+      await writeArtifact(out, r);
+      const qp = await loadPipeline(rt, { path: out });
+      const fpp = await loadPipeline(rt, { path: FIXTURE });
+      try {
+        assertEquals(qp.transformer.selfAttention.constructor.name, "ParoSelfAttention");
+        const e = relError(await image(qp), await image(fpp)); // measured 0.003
+        assert(e < 0.02, `W8A8 + PARO 0.5 int8 vs FP32: relative error ${e}`);
+      } finally {
+        qp.release();
+        fpp.release();
+      }
+    });
+    await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
+  },
+);
