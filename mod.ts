@@ -64,3 +64,15 @@ export type { ParoPlanMeta, ParoPlanOptions, ParoStats } from "./runtime/quant/p
 export { calibrateParo, ParoStatsObserver } from "./runtime/quant/paro_calibrate.ts";
 export { attnSparse, attnSparseQuantized, quantizeQkv } from "./runtime/ops/attn_sparse.ts";
 export type { AttnSparseOptions, QuantizedQkv, SparseBits } from "./runtime/ops/attn_sparse.ts";
+export { uniformQuantizer } from "./plugins/quantizers/uniform.ts";
+export { tlqQuantizer } from "./plugins/quantizers/tlq.ts";
+export { quantizeModel, writeArtifact } from "./runtime/quant/quantize.ts";
+export type { LayerReport, QuantizeOptions, QuantizeResult } from "./runtime/quant/quantize.ts";
+export { isArtifact, loadArtifactPipeline, openArtifact } from "./runtime/quant/artifact.ts";
+export { DEFAULT_KEEP_FP, parsePlan } from "./runtime/quant/plan.ts";
+export type { LayerPlan, QuantPlan, QuantSettings } from "./runtime/quant/plan.ts";
+export { IdentityTransform, QuantLinear } from "./runtime/quant/qlinear.ts";
+export type { ActBits, QuantLinearOptions } from "./runtime/quant/qlinear.ts";
+export { actQuant } from "./runtime/ops/act_quant.ts";
+export { qgemmA16, qgemmInt, uploadQWeight } from "./runtime/ops/qgemm.ts";
+export type { QWeightGpu } from "./runtime/ops/qgemm.ts";
