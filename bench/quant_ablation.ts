@@ -73,7 +73,8 @@ export async function mergeAblationRows(
   try {
     file = JSON.parse(await Deno.readTextFile(path));
   } catch { /* a new file */ }
-  const key = (r: Record<string, unknown>) => KEY.map((k) => String(r[k] ?? null)).join("|");
+  const key = (r: object) =>
+    KEY.map((k) => String((r as Record<string, unknown>)[k] ?? null)).join("|");
   const mine = new Set(rows.map(key));
   const kept = (file?.rows ?? []).filter((r: Record<string, unknown>) => !mine.has(key(r)));
   file = {
