@@ -3,11 +3,17 @@
 // (1/m of smoothing), multiplies every B-wide block by Q1 (one B×B matrix shared by all
 // blocks), scatters the result through the zigzag permutation, multiplies every block by
 // Q2, then writes int8 codes packed four per u32 and one scale per row (QUANT), or the
-// transformed rows (!QUANT). Sums run sequentially over i from 0, as the CPU reference
-// (runtime/reference/rotq.ts) does, so codes match it exactly.
-override B: u32 = 128u;      // block size = threads
+// transformed rows (!QUANT).
+//
+// Thread j owns output column j of every block. The block products are register-tiled:
+// NBC blocks × ROWS rows of accumulators, four Q entries per step against one vec4 of the
+// row held in workgroup memory (a broadcast read), so a step does 4·NBC·ROWS multiply-adds
+// for 4 global and NBC·ROWS workgroup loads. Each sum still runs sequentially over i
+// from 0, as the CPU reference (runtime/reference/rotq.ts) does, so codes match it exactly.
+override B: u32 = 128u;      // block size = threads (a power of two ≥ 4)
 override ROWS: u32 = 1u;     // token rows per workgroup (≤ 4)
-override KMAX: u32 = 1152u;  // row buffer size (≥ K)
+override NBC: u32 = 4u;      // blocks per register tile (≤ 4)
+override KMAX: u32 = 1152u;  // row buffer size (≥ K, a multiple of 4)
 override QUANT: bool = true;
 override BITS: u32 = 8u;
 
@@ -23,8 +29,8 @@ struct Params { M: u32, K: u32, words: u32, pad: u32 }
 @group(0) @binding(7) var<storage, read_write> scales: array<f32>;
 @group(0) @binding(8) var<storage, read_write> y: array<DT>;
 
-var<workgroup> va: array<f32, KMAX * ROWS>;
-var<workgroup> vb: array<f32, KMAX * ROWS>;
+var<workgroup> va: array<vec4<f32>, KMAX * ROWS / 4u>;
+var<workgroup> vb: array<vec4<f32>, KMAX * ROWS / 4u>;
 var<workgroup> red: array<f32, B * ROWS>;
 
 @compute @workgroup_size(B)
@@ -36,48 +42,101 @@ fn main(
   let row0 = (wid.x + wid.y * ng.x) * ROWS;
   if (row0 >= p.M) { return; }
   let K = p.K;
+  let K4 = K / 4u;
+  let B4 = B / 4u;
   let nb = K / B;
 
   for (var r = 0u; r < ROWS; r++) {
-    let row = row0 + r;
-    for (var k = j; k < K; k += B) {
-      va[r * K + k] = select(0.0, f32(x[min(row, p.M - 1u) * K + k]) * s[k], row < p.M);
+    let row = min(row0 + r, p.M - 1u); // past the end: a copy of the last row, never written
+    for (var w = j; w < K4; w += B) {
+      let o = row * K + 4u * w;
+      let v = vec4<f32>(f32(x[o]), f32(x[o + 1u]), f32(x[o + 2u]), f32(x[o + 3u]));
+      va[r * K4 + w] = v * vec4<f32>(s[4u * w], s[4u * w + 1u], s[4u * w + 2u], s[4u * w + 3u]);
     }
   }
   workgroupBarrier();
 
-  // Stage 1: y1 = blocks · Q1, written to the permuted position.
-  for (var b = 0u; b < nb; b++) {
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var i = 0u; i < B; i++) {
-      let q = q1[i * B + j];
-      for (var r = 0u; r < ROWS; r++) { acc[r] = acc[r] + va[r * K + b * B + i] * q; }
+  // Stage 1: y1 = blocks · Q1, each output written to its permuted position.
+  for (var b0 = 0u; b0 < nb; b0 += NBC) {
+    var acc = array<f32, 16>(); // explicit: re-zeroed every chunk
+    for (var i4 = 0u; i4 < B4; i4++) {
+      let i = 4u * i4;
+      let qa = q1[i * B + j];
+      let qb = q1[(i + 1u) * B + j];
+      let qc = q1[(i + 2u) * B + j];
+      let qd = q1[(i + 3u) * B + j];
+      for (var c = 0u; c < NBC; c++) {
+        if (b0 + c < nb) {
+          for (var r = 0u; r < ROWS; r++) {
+            let v = va[r * K4 + (b0 + c) * B4 + i4];
+            var a = acc[c * 4u + r];
+            a = a + v.x * qa;
+            a = a + v.y * qb;
+            a = a + v.z * qc;
+            a = a + v.w * qd;
+            acc[c * 4u + r] = a;
+          }
+        }
+      }
     }
-    let d = dest[b * B + j];
-    for (var r = 0u; r < ROWS; r++) { vb[r * K + d] = acc[r]; }
+    for (var c = 0u; c < NBC; c++) {
+      if (b0 + c < nb) {
+        let d = dest[(b0 + c) * B + j];
+        for (var r = 0u; r < ROWS; r++) { vb[r * K4 + d / 4u][d % 4u] = acc[c * 4u + r]; }
+      }
+    }
   }
   workgroupBarrier();
 
   // Stage 2: out = blocks · Q2, back into va; per-row absmax on the way.
   var m = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-  for (var b = 0u; b < nb; b++) {
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var i = 0u; i < B; i++) {
-      let q = q2[i * B + j];
-      for (var r = 0u; r < ROWS; r++) { acc[r] = acc[r] + vb[r * K + b * B + i] * q; }
+  for (var b0 = 0u; b0 < nb; b0 += NBC) {
+    var acc = array<f32, 16>(); // explicit: re-zeroed every chunk
+    for (var i4 = 0u; i4 < B4; i4++) {
+      let i = 4u * i4;
+      let qa = q2[i * B + j];
+      let qb = q2[(i + 1u) * B + j];
+      let qc = q2[(i + 2u) * B + j];
+      let qd = q2[(i + 3u) * B + j];
+      for (var c = 0u; c < NBC; c++) {
+        if (b0 + c < nb) {
+          for (var r = 0u; r < ROWS; r++) {
+            let v = vb[r * K4 + (b0 + c) * B4 + i4];
+            var a = acc[c * 4u + r];
+            a = a + v.x * qa;
+            a = a + v.y * qb;
+            a = a + v.z * qc;
+            a = a + v.w * qd;
+            acc[c * 4u + r] = a;
+          }
+        }
+      }
     }
-    for (var r = 0u; r < ROWS; r++) {
-      va[r * K + b * B + j] = acc[r];
-      m[r] = max(m[r], abs(acc[r]));
+    for (var c = 0u; c < NBC; c++) {
+      if (b0 + c < nb) {
+        let k = (b0 + c) * B + j;
+        for (var r = 0u; r < ROWS; r++) {
+          let a = acc[c * 4u + r];
+          va[r * K4 + k / 4u][k % 4u] = a;
+          m[r] = max(m[r], abs(a));
+        }
+      }
     }
   }
+  workgroupBarrier();
 
   if (!QUANT) {
-    workgroupBarrier();
     for (var r = 0u; r < ROWS; r++) {
       let row = row0 + r;
       if (row < p.M) {
-        for (var k = j; k < K; k += B) { y[row * K + k] = DT(va[r * K + k]); }
+        for (var w = j; w < K4; w += B) {
+          let v = va[r * K4 + w];
+          let o = row * K + 4u * w;
+          y[o] = DT(v.x);
+          y[o + 1u] = DT(v.y);
+          y[o + 2u] = DT(v.z);
+          y[o + 3u] = DT(v.w);
+        }
       }
     }
     return;
@@ -100,16 +159,10 @@ fn main(
     let delta = amax / qmax;
     let inv = select(0.0, 1.0 / delta, amax > 0.0);
     if (j == 0u) { scales[row] = delta; }
-    for (var w = j; w < p.words; w += B) {
-      var word = 0u;
-      for (var i = 0u; i < 4u; i++) {
-        let k = 4u * w + i;
-        if (k < K) {
-          let q = clamp(round(va[r * K + k] * inv), -qmax - 1.0, qmax);
-          word |= (u32(i32(q)) & 0xffu) << (8u * i);
-        }
-      }
-      codes[row * p.words + w] = word;
+    for (var w = j; w < K4; w += B) {
+      let q = vec4<i32>(clamp(round(va[r * K4 + w] * inv), vec4<f32>(-qmax - 1.0), vec4<f32>(qmax)));
+      codes[row * p.words + w] = (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) |
+        ((u32(q.z) & 0xffu) << 16u) | ((u32(q.w) & 0xffu) << 24u);
     }
   }
 }

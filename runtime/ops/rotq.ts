@@ -117,6 +117,7 @@ function outlierSpec(storage: StorageType): KernelSpec<Params> {
       constants: (p) => ({
         B: p.block,
         ROWS: p.rows,
+        NBC: 4,
         KMAX: p.K,
         QUANT: p.quant ? 1 : 0,
         BITS: p.bits,
@@ -240,6 +241,7 @@ function recordOutlier(
   const { M, K } = shapeOf(x, t.s, t.block, what);
   checkBits(bits);
   const B = t.block;
+  if (B < 4) throw new RangeError(`${what}: block must be at least 4 (vec4 rows), got ${B}`);
   if (t.q1.size !== B * B || t.q2.size !== B * B || t.q1.dtype !== "f32" || t.q2.dtype !== "f32") {
     throw new RangeError(`${what}: q1 and q2 must be f32 [${B}, ${B}]`);
   }

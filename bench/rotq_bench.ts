@@ -1,0 +1,302 @@
+/**
+ * Fused rotate + per-token quantize (runtime/ops/rotq.ts) beside the GEMM it feeds, in one
+ * run on one device: issue 6's target is rotq ≤ 15% of the W4A8 GEMM at M=4096, K=1152,
+ * N=4608 (PixArt-α's FFN up-projection: 4096 tokens, hidden 1152).
+ *
+ *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/rotq_bench.ts
+ *     # GPU machine: source .gpu/env.sh && WEBDIT_COMMIT=<hash> WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/rotq_bench.ts
+ *
+ * Rows (GPU; the CPU adapter runs M = 128 and names rows by that shape):
+ * - rotq_hadamard_4096x1152, rotq_outlier_4096x1152 (ms): f32 input, 8-bit codes; `_f16`
+ *   variants read f16 activations;
+ * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
+ *   cost of quantizing without a rotation;
+ * - gemm_w4a8_4096x1152x4608 (TOP/s): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
+ *   (per row), fed by the hadamard kernel's codes; gemm_f32_4096x1152x4608 (TFLOP/s);
+ * - the shares rotq / W4A8 GEMM (%) are in the results file's `extra.shares`.
+ *
+ * Every kernel is checked against its CPU reference before it is timed: rotq codes must
+ * equal the reference (sampled rows), the GEMMs match f64 sums on sampled entries.
+ *
+ * @module
+ */
+import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
+import { Recorder } from "../runtime/gpu/kernel.ts";
+import { readTensor, readTensorRaw, uploadTensor } from "../runtime/gpu/tensor.ts";
+import { Prng } from "../runtime/io/prng.ts";
+import { actQuant } from "../runtime/ops/act_quant.ts";
+import { gemm } from "../runtime/ops/gemm.ts";
+import { qgemmInt, uploadQWeight } from "../runtime/ops/qgemm.ts";
+import {
+  detectFmaContraction,
+  type HadamardTransformTensors,
+  type OutlierTransformTensors,
+  rotqHadamard,
+  rotqOutlier,
+} from "../runtime/ops/rotq.ts";
+import type { QuantizedActivations } from "../runtime/quant/transform.ts";
+import {
+  quantizeRows,
+  rotateHadamardRef,
+  rotateOutlierRef,
+  unpackCodes,
+} from "../runtime/reference/rotq.ts";
+import { uniformDequantize, uniformQuantize } from "../plugins/quantizers/uniform.ts";
+import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
+
+const rt = await createRuntime({
+  adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
+});
+const onGpu = !rt.info.fallback;
+const M = onGpu ? 4096 : 128;
+const K = 1152;
+const N = 4608;
+const B = 128; // 1152 = 9 × 128: the hadamard block and the outlier block
+const UNIT = onGpu ? "TFLOP/s" : "GFLOP/s";
+const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3);
+const shape = `${M}x${K}`;
+
+// Activations: N(0, 1) with a few salient channels (the rotations' use case), f32 and f16.
+const g = new Prng(6);
+const xs = g.normals(M * K);
+for (let r = 0; r < M; r++) for (const c of [7, 300, 1000]) xs[r * K + c] = 60 + xs[r * K + c];
+const xs16 = Float32Array.from(Float16Array.from(xs));
+const x32 = uploadTensor(rt, xs, [M, K]);
+const x16 = rt.info.f16 ? uploadTensor(rt, xs16, [M, K], "f16") : undefined;
+
+// Transform parameters: random signs / (m·√b) with smoothing-like factors; random Q1, Q2.
+const s = Float32Array.from(
+  { length: K },
+  () => (g.uniform() < 0.5 ? -1 : 1) / Math.sqrt(B) / (0.5 + g.uniform()),
+);
+function orthogonal(n: number): Float32Array {
+  const a = Float64Array.from(g.normals(n * n));
+  for (let i = 0; i < n; i++) {
+    for (let p = 0; p < i; p++) {
+      let d = 0;
+      for (let k = 0; k < n; k++) d += a[i * n + k] * a[p * n + k];
+      for (let k = 0; k < n; k++) a[i * n + k] -= d * a[p * n + k];
+    }
+    let nrm = 0;
+    for (let k = 0; k < n; k++) nrm += a[i * n + k] ** 2;
+    for (let k = 0; k < n; k++) a[i * n + k] /= Math.sqrt(nrm);
+  }
+  return Float32Array.from(a);
+}
+const q1 = orthogonal(B);
+const q2 = orthogonal(B);
+const perm = new Uint32Array(K).map((_, k) => (k * 5 + 3) % K); // 5 ⊥ 1152
+const dest = new Uint32Array(K);
+perm.forEach((p, k) => dest[p] = k);
+const sOut = Float32Array.from({ length: K }, () => 1 / (0.5 + g.uniform()));
+const had: HadamardTransformTensors = { s: uploadTensor(rt, s, [K]), block: B };
+const out: OutlierTransformTensors = {
+  s: uploadTensor(rt, sOut, [K]),
+  q1: uploadTensor(rt, q1, [B, B]),
+  q2: uploadTensor(rt, q2, [B, B]),
+  dest: uploadTensor(rt, dest, [K], "u32"),
+  block: B,
+};
+const fused = await detectFmaContraction(rt);
+
+/** Rows checked against the CPU reference (the outlier reference is ~K·B per row). */
+const CHECK_ROWS = [0, 1, 2, 3, M >> 1, M - 1];
+
+async function checkCodes(
+  q: QuantizedActivations,
+  ref: (x: Float32Array, rows: number) => Float32Array,
+  xsrc: Float32Array,
+): Promise<string> {
+  const words = (await readTensorRaw(rt, q.q)) as Uint32Array;
+  const scales = await readTensor(rt, q.scales);
+  const W = K / 4;
+  let bad = 0;
+  for (const r of CHECK_ROWS) {
+    const row = xsrc.subarray(r * K, (r + 1) * K);
+    const want = quantizeRows(ref(row, 1), 1, K, 8);
+    const got = unpackCodes(words.subarray(r * W, (r + 1) * W), 1, K);
+    for (let k = 0; k < K; k++) if (got[k] !== want.codes[k]) bad++;
+    if (Math.abs(scales[r] - want.scales[0]) > 2 ** -22 * want.scales[0]) bad++;
+  }
+  if (bad) throw new Error(`${bad} codes or scales differ from the CPU reference`);
+  return `codes of ${CHECK_ROWS.length} rows equal the CPU reference`;
+}
+
+function rotqCase(kind: "hadamard" | "outlier" | "actquant", dt: "f32" | "f16"): BenchCase {
+  const suffix = dt === "f16" ? "_f16" : "";
+  const name = kind === "actquant"
+    ? `actquant${suffix}_${shape}`
+    : `rotq_${kind}${suffix}_${shape}`;
+  return {
+    name,
+    unit: "ms",
+    setup: async () => {
+      const x = dt === "f16" ? x16 : x32;
+      if (!x) throw new Error("this adapter has no shader-f16");
+      const host = dt === "f16" ? xs16 : xs;
+      const record = (rec: Recorder) =>
+        kind === "hadamard"
+          ? rotqHadamard(rec, x, had, 8)
+          : kind === "outlier"
+          ? rotqOutlier(rec, x, out, 8)
+          : actQuant(rec, x, 8);
+      const rec = new Recorder(rt);
+      const q = record(rec);
+      await rec.submit();
+      const note = await checkCodes(
+        q,
+        kind === "hadamard"
+          ? (row, n) => rotateHadamardRef(row, n, K, s, B)
+          : kind === "outlier"
+          ? (row, n) => rotateOutlierRef(row, n, K, { s: sOut, q1, q2, perm, block: B }, fused)
+          : (row) => row,
+        host,
+      );
+      q.q.release();
+      q.scales.release();
+      return {
+        device: rt.device,
+        run: (reps) => {
+          const r = new Recorder(rt);
+          for (let i = 0; i < reps; i++) {
+            const o = record(r);
+            // Released at once: the next unit reuses the buffers (constant memory at any reps).
+            o.q.release();
+            o.scales.release();
+          }
+          return r.submit();
+        },
+        note: `${kind === "outlier" ? `${fused ? "fused" : "unfused"} FMA; ` : ""}${note}`,
+      };
+    },
+  };
+}
+
+/** Σ over sampled entries: |y − ref| ≤ 1e-4·Σ|terms| + 1e-6. */
+function checkSampled(y: Float32Array, ref: (m: number, n: number) => [number, number]): string {
+  const pr = new Prng(99);
+  for (let i = 0; i < 128; i++) {
+    const m = i === 0 ? M - 1 : Math.floor(pr.uniform() * M);
+    const n = i === 0 ? N - 1 : Math.floor(pr.uniform() * N);
+    const [want, mag] = ref(m, n);
+    if (!(Math.abs(y[m * N + n] - want) <= 1e-4 * mag + 1e-6)) {
+      throw new Error(`wrong result at [${m}, ${n}]: ${y[m * N + n]} vs ${want}`);
+    }
+  }
+  return "checked 128 sampled entries";
+}
+
+const ws = new Prng(7).normals(N * K).map((v) => v / Math.sqrt(K));
+
+function w4a8Case(): BenchCase {
+  return {
+    name: `gemm_w4a8_${shape}x${N}`,
+    unit: UNIT,
+    setup: async () => {
+      const qw = uniformQuantize({ data: ws, rows: N, cols: K }, { bits: 4 });
+      const wd = uniformDequantize(qw);
+      const w = uploadQWeight(rt, qw, { a16: false, int: true });
+      const rec = new Recorder(rt);
+      const xa = rotqHadamard(rec, x32, had, 8);
+      const y = qgemmInt(rec, xa, w);
+      await rec.submit();
+      const words = (await readTensorRaw(rt, xa.q)) as Uint32Array;
+      const codes = unpackCodes(words, M, K);
+      const sc = await readTensor(rt, xa.scales);
+      const note = checkSampled(await readTensor(rt, y), (m, n) => {
+        let acc = 0;
+        let mag = 0;
+        for (let k = 0; k < K; k++) {
+          const p = sc[m] * codes[m * K + k] * wd[n * K + k];
+          acc += p;
+          mag += Math.abs(p);
+        }
+        return [acc, mag];
+      });
+      y.release();
+      return {
+        device: rt.device,
+        run: (reps) => {
+          const r = new Recorder(rt);
+          const o = qgemmInt(r, xa, w); // first call allocates; the rest write into it
+          for (let i = 1; i < reps; i++) qgemmInt(r, xa, w, { out: o });
+          const done = r.submit();
+          o.release();
+          return done;
+        },
+        value: (ms) => rate(2 * M * N * K, ms),
+        note: `qgemmInt (uniform W4 per row, A8 from rotq_hadamard); ${note}`,
+      };
+    },
+  };
+}
+
+function f32Case(): BenchCase {
+  return {
+    name: `gemm_f32_${shape}x${N}`,
+    unit: UNIT,
+    setup: async () => {
+      const w = uploadTensor(rt, ws, [N, K]);
+      const rec = new Recorder(rt);
+      const y = gemm(rec, x32, w);
+      await rec.submit();
+      const note = checkSampled(await readTensor(rt, y), (m, n) => {
+        let acc = 0;
+        let mag = 0;
+        for (let k = 0; k < K; k++) {
+          const p = xs[m * K + k] * ws[n * K + k];
+          acc += p;
+          mag += Math.abs(p);
+        }
+        return [acc, mag];
+      });
+      return {
+        device: rt.device,
+        run: (reps) => {
+          const r = new Recorder(rt);
+          for (let i = 0; i < reps; i++) gemm(r, x32, w, { out: y });
+          return r.submit();
+        },
+        value: (ms) => rate(2 * M * N * K, ms),
+        note,
+      };
+    },
+  };
+}
+
+const suite = new BenchSuite({
+  what: "rotq",
+  denoIterations: onGpu ? 3 : 2,
+  describe: () => {
+    // rotq's cost as a share of the W4A8 GEMM it feeds (issue 6: ≤ 15%).
+    const rows = suite.lastResults;
+    const gemmMs = rows.find((r) => r.name === `gemm_w4a8_${shape}x${N}`)?.median_ms ?? NaN;
+    const shares: Record<string, number> = {};
+    for (const r of rows) {
+      if (r.unit === "ms" && Number.isFinite(r.median_ms) && Number.isFinite(gemmMs)) {
+        shares[`${r.name}_over_gemm_w4a8_pct`] = Number((100 * r.median_ms / gemmMs).toFixed(2));
+      }
+    }
+    console.log("shares of the W4A8 GEMM:", shares);
+    return Promise.resolve({
+      device: rt.info.description,
+      slug: deviceSlug(rt.info.description, rt.info.fallback),
+      extra: {
+        shape: { M, K, N, block: B },
+        fallback: rt.info.fallback,
+        packed_dot: rt.info.packedDot,
+        fma_contraction: fused,
+        shares,
+      },
+    });
+  },
+});
+
+for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
+  suite.add(rotqCase("hadamard", dt));
+  suite.add(rotqCase("outlier", dt));
+  suite.add(rotqCase("actquant", dt));
+}
+suite.add(w4a8Case());
+suite.add(f32Case());
+suite.register();
