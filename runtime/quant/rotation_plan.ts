@@ -11,6 +11,8 @@
  * }
  * // artifact loader: loadLayerRotation(kind, tensors, cols) → LayerRotation → .gpu(rt)
  * console.error(formatRotationReport(rotationReport(plans, stats, weights, { bits: 8 })));
+ * // or, from the quantize command with the plans it made (statistics come from the cache):
+ * console.error((await buildRotationReport(rt, { model, plans, bits: 8 })).text);
  * ```
  *
  * `weights` holds the layers to quantize (the caller leaves the FP layers out); every one
@@ -30,9 +32,11 @@ import { outlierRotationPlugin } from "../../plugins/rotations/outlier_aware.ts"
 import type { HostMatrix, RotationPlugin } from "../../plugins/types.ts";
 import { join } from "node:path";
 import { openCheckpoint } from "../io/safetensors_index.ts";
+import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
 import { dequantizeRows, quantizeRows } from "../reference/rotq.ts";
+import type { Runtime } from "../gpu/device.ts";
 import type { CalibrationStats, LayerStats } from "./calibrate.ts";
-import { layerJ } from "./calibrate.ts";
+import { calibrate, layerJ } from "./calibrate.ts";
 import type {
   LayerRotation,
   RotationChoice,
@@ -280,4 +284,45 @@ export function formatRotationReport(rows: readonly RotationReportRow[]): string
   for (const r of rows) counts.set(r.kind, (counts.get(r.kind) ?? 0) + 1);
   const summary = [...counts].map(([k, n]) => `${k}: ${n}`).join(", ");
   return [line(head), ...body.map(line), `${rows.length} layers (${summary})`].join("\n");
+}
+
+/** Options of {@linkcode buildRotationReport}. */
+export interface BuildRotationReportOptions {
+  /** Model folder the plans were made for (default the bundled model). */
+  model?: string;
+  /** The plans (e.g. QuantizeResult.rotations). */
+  plans: ReadonlyMap<string, LayerRotation>;
+  /** Activation bits. */
+  bits: number;
+  /** The calibration settings the plans used (the statistics then come from the cache). */
+  calibration?: { prompts?: readonly string[]; steps?: number; cacheDir?: string | false };
+  /** Sample rows per layer; default 128. */
+  maxRows?: number;
+}
+
+/**
+ * `quantize --report`'s rotation table in one call: loads the calibration statistics
+ * (cached by {@linkcode calibrate}), the layers' weights and biases, and measures every
+ * plan's activation-quantization error before and after (see {@linkcode rotationReport}).
+ */
+export async function buildRotationReport(
+  rt: Runtime,
+  o: BuildRotationReportOptions,
+): Promise<{ rows: RotationReportRow[]; text: string }> {
+  const stats = await calibrate(rt, {
+    path: o.model,
+    prompts: o.calibration?.prompts,
+    steps: o.calibration?.steps,
+    cacheDir: o.calibration?.cacheDir,
+  });
+  const names = [...o.plans.keys()];
+  const path = o.model ?? DEFAULT_MODEL_DIR;
+  const weights = await readLinearWeights(path, names);
+  const biases = await readLinearBiases(path, names);
+  const rows = rotationReport(o.plans, stats, weights, {
+    bits: o.bits,
+    maxRows: o.maxRows,
+    biases,
+  });
+  return { rows, text: formatRotationReport(rows) };
 }
