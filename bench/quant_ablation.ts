@@ -202,11 +202,21 @@ if (import.meta.main) {
     weight_bytes: bytes,
     peak_bytes: m.peak,
   });
+  const save = async () => { // after every row, so a long run keeps what it measured
+    if (!v.write) return;
+    const path = await mergeAblationRows(deviceSlug(rt.info.description, rt.info.fallback), rows, {
+      device: rt.info.description,
+      command:
+        `deno run -A bench/quant_ablation.ts --model ${model} --settings ${v.settings} --prompts ${v.prompts} --steps ${steps} --batch ${batch} --write`,
+    });
+    log(`wrote ${path}`);
+  };
   log(`${model}: FP32 reference, ${prompts.length} prompts × ${steps} steps, batch ${batch}`);
   const fp = await loadPipeline(rt, { path: model });
   const ref = await measure(fp, prompts, steps, batch);
   rows.push(row(null, ref, fp.transformer.weightBytes));
   fp.release();
+  await save();
   const tmp = await Deno.makeTempDir({ prefix: "webdit_ablation_" });
   for (const s of parseSettings(v.settings!)) {
     const t0 = performance.now();
@@ -230,16 +240,9 @@ if (import.meta.main) {
       } ms/step, weights ${p.transformer.weightBytes} B, peak ${m.peak} B`,
     );
     p.release();
+    await save();
   }
   await Deno.remove(tmp, { recursive: true });
   console.log(JSON.stringify(rows));
-  if (v.write) {
-    const path = await mergeAblationRows(deviceSlug(rt.info.description, rt.info.fallback), rows, {
-      device: rt.info.description,
-      command:
-        `deno run -A bench/quant_ablation.ts --model ${model} --settings ${v.settings} --prompts ${v.prompts} --steps ${steps} --batch ${batch} --write`,
-    });
-    log(`wrote ${path}`);
-  }
   rt.destroy();
 }
