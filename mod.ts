@@ -76,3 +76,36 @@ export type { ActBits, QuantLinearOptions } from "./runtime/quant/qlinear.ts";
 export { actQuant } from "./runtime/ops/act_quant.ts";
 export { qgemmA16, qgemmInt, uploadQWeight } from "./runtime/ops/qgemm.ts";
 export type { QWeightGpu } from "./runtime/ops/qgemm.ts";
+export {
+  calibrate,
+  CALIBRATION_PROMPTS,
+  layerJ,
+  loadCalibration,
+  saveCalibration,
+  StatsCollector,
+  transformerWeightsHash,
+} from "./runtime/quant/calibrate.ts";
+export type { CalibrationStats, LayerStats } from "./runtime/quant/calibrate.ts";
+export { smoothingFactors } from "./runtime/quant/smooth.ts";
+export {
+  HadamardRotation,
+  identityRotation,
+  loadLayerRotation,
+  OutlierRotation,
+} from "./runtime/quant/rotation.ts";
+export type {
+  LayerRotation,
+  RotationChoice,
+  RotationKind,
+  RotationPlanOptions,
+} from "./runtime/quant/rotation.ts";
+export {
+  buildRotationReport,
+  formatRotationReport,
+  planRotations,
+  ROTATION_PLUGINS,
+  rotationReport,
+} from "./runtime/quant/rotation_plan.ts";
+export type { RotationReportRow } from "./runtime/quant/rotation_plan.ts";
+export { rotateHadamard, rotateOutlier, rotqHadamard, rotqOutlier } from "./runtime/ops/rotq.ts";
+export { actStats, ActStatsAccumulator } from "./runtime/ops/act_stats.ts";
