@@ -60,7 +60,7 @@ const VARIANTS: Variant[] = [
   { key: "adaptive", rotation: "adaptive", smooth: true },
   { key: "hadamard_nosmooth", rotation: "hadamard", smooth: false },
   { key: "outlier_nosmooth", rotation: "outlier", smooth: false },
-  { key: "outlier_absmax", rotation: "outlier", smooth: true, greedyObjective: "absmax" },
+  { key: "outlier_range", rotation: "outlier", smooth: true, greedyObjective: "range" },
 ];
 
 /** Per-layer figures. */
@@ -220,8 +220,8 @@ function markdown(file: Record<string, unknown>, summary: Record<string, unknown
     "err_a4_adaptive",
     "err_a4_hadamard_nosmooth",
     "err_a4_outlier_nosmooth",
-    "err_a8_outlier_absmax",
-    "err_a4_outlier_absmax",
+    "err_a8_outlier_range",
+    "err_a4_outlier_range",
   ];
   const lines = [
     `# ${file.date} — activation statistics of linear inputs (premise check, issue 6)`,
@@ -293,7 +293,7 @@ if (import.meta.main) {
       "ratio = max / median of the per-channel absmax of a layer's input over all calibration tokens, prompts and timesteps; " +
       "over10x/over100x = channels above 10× / 100× that median; J = RMS of the input; branches = ARS (τ = 1) for block linears. " +
       "err_aN_<variant> = mean over the type's layers of ‖(Q(X·T) − X·T)·W'ᵀ‖ / ‖X·Wᵀ + b‖ with per-token AN quantization on the calibration sample rows (weights exact); " +
-      "variants smooth with α = 0.5 unless _nosmooth. Statistics do not depend on the adapter.",
+      "variants smooth with α = 0.5 unless _nosmooth; outlier minimises max |v| in its greedy passes, outlier_range max − min (METHODS.md). Statistics do not depend on the adapter.",
     runs,
     summary,
     layers: rows,

@@ -2,17 +2,19 @@
  * The "outlier" rotation (DuQuant-style, METHODS.md §2): smoothing, then
  * R = blockdiag(Q1)·P·blockdiag(Q2) built from the calibration statistics:
  *
- * 1. the proxy row: per channel the signed extreme of the smoothed calibration input
- *    (max_j or min_j, whichever is larger in magnitude, divided by m_j) — a row in which
- *    every channel sits at its worst value, with the sign it takes there;
- * 2. greedy block rotation: up to 256 times take the channel c with the largest |v|, and
- *    rotate every block by R_step = P_c·G·H/√b (P_c swaps c and 0; G a random signed
- *    permutation fixing 0; H Sylvester Hadamard), whose row c is the constant 1/√b: the
- *    outlier is spread evenly over its block. Keep the prefix of steps that minimised
- *    max − min of the proxy row (METHODS.md; `greedyObjective: "absmax"` minimises max |v|
- *    instead, the quantity a symmetric per-token quantizer sees); Q1 is the product of the kept steps (one b×b matrix,
+ * 1. the calibration matrix (as DuQuant, which rotates real activation rows): the
+ *    smoothed sample rows of the layer's input (up to 128, spread over the run) plus a
+ *    proxy row holding per channel the signed extreme over all calibration tokens (max_j
+ *    or min_j, whichever is larger in magnitude), all divided by m;
+ * 2. greedy block rotation: up to 256 times take the entry with the largest |v| over all
+ *    rows and blocks, at channel c of its block, and rotate every block by
+ *    R_step = P_c·G·H/√b (P_c swaps c and 0; G a random signed permutation fixing 0; H
+ *    Sylvester Hadamard), whose row c is the constant 1/√b: the outlier is spread evenly
+ *    over its block. Keep the prefix of steps that minimised max |v| over the matrix (the
+ *    quantity a symmetric per-token quantizer sees; METHODS.md's max − min is
+ *    `greedyObjective: "range"`, see {@linkcode DEFAULT_OBJECTIVE}); Q1 is the product of the kept steps (one b×b matrix,
  *    shared by all blocks);
- * 3. zigzag permutation: sort channels by |v| after Q1 and deal them to the blocks in the
+ * 3. zigzag permutation: sort channels by max |v| after Q1 and deal them to the blocks in the
  *    order 0, 1, …, n−1, n−1, …, 0, 0, 1, …, so every block gets one of the largest;
  * 4. a second greedy rotation on the permuted row gives Q2.
  *
@@ -23,6 +25,7 @@
  * @module
  */
 import type { RotationLayerInput } from "../types.ts";
+import type { LayerStats } from "../../runtime/quant/calibrate.ts";
 import type { PlanningRotationPlugin } from "../../runtime/quant/rotation_plan.ts";
 import { Prng } from "../../runtime/io/prng.ts";
 import { layerJ } from "../../runtime/quant/calibrate.ts";
@@ -156,6 +159,44 @@ export function outlierBlock(K: number, cap = OUTLIER_BLOCK): number {
   return largestPow2Divisor(K, cap);
 }
 
+/**
+ * Default greedy objective: max |v|. METHODS.md (after DuQuant) says max − min; for the
+ * symmetric per-token quantizer used here max |v| is what sets the step, and it measured
+ * better (injected salient channels, A8 output error of attn1 q/k/v, attn1/attn2 out, ff1
+ * inputs: 0.042/0.106/0.109/0.060 with max |v| vs 0.045/0.117/0.111/0.069 with max − min and
+ * 0.044/0.118/0.163/0.062 with hadamard; tools/rotation_premise.ts on tests/fixtures/pixart_pixel).
+ */
+export const DEFAULT_OBJECTIVE: GreedyObjective = "absmax";
+
+/** Default calibration rows the greedy passes work on (besides the proxy row). */
+export const GREEDY_ROWS = 128;
+
+/**
+ * The matrix the greedy passes rotate, smoothed (÷ m): first the proxy row (per channel
+ * the signed extreme over all calibration tokens), then up to `maxRows` sample rows.
+ */
+export function calibrationRows(
+  stats: LayerStats,
+  m: Float32Array,
+  maxRows: number,
+): { data: Float64Array; rows: number } {
+  const K = stats.cols;
+  const S = Math.min(Math.max(0, maxRows), stats.sampleRows);
+  const data = new Float64Array((1 + S) * K);
+  for (let j = 0; j < K; j++) {
+    const hi = stats.max[j];
+    const lo = stats.min[j];
+    const e = Math.abs(hi) >= Math.abs(lo) ? hi : lo;
+    data[j] = Number.isFinite(e) ? e / m[j] : 0;
+  }
+  // Spread over the sample: rows from every part of the run, not only the first calls.
+  for (let r = 0; r < S; r++) {
+    const src = Math.floor((r * stats.sampleRows) / S);
+    for (let j = 0; j < K; j++) data[(1 + r) * K + j] = stats.sample[src * K + j] / m[j];
+  }
+  return { data, rows: 1 + S };
+}
+
 /** Plans the outlier-aware rotation of one layer (needs its calibration statistics). */
 export function planOutlier(input: RotationLayerInput): OutlierRotation {
   const stats = input.stats;
@@ -167,18 +208,20 @@ export function planOutlier(input: RotationLayerInput): OutlierRotation {
   const { m, alpha } = layerSmoothing(input);
   const B = outlierBlock(K, o.outlierBlock ?? OUTLIER_BLOCK);
   const maxSteps = o.maxSteps ?? OUTLIER_MAX_STEPS;
-  const proxy = new Float64Array(K);
-  for (let j = 0; j < K; j++) {
-    const hi = stats.max[j];
-    const lo = stats.min[j];
-    const e = Math.abs(hi) >= Math.abs(lo) ? hi : lo;
-    proxy[j] = Number.isFinite(e) ? e / m[j] : 0;
-  }
+  const cal = calibrationRows(input.stats!, m, o.greedyRows ?? GREEDY_ROWS);
   const g = new Prng(layerSeed(o.seed ?? 0, `outlier:${input.name}`));
-  const obj = o.greedyObjective ?? "range";
-  const first = greedyRotation(proxy, B, maxSteps, g, obj);
-  const perm = zigzagPermutation(first.row, B);
-  const z = Float64Array.from(perm, (p) => first.row[p]);
+  const obj = o.greedyObjective ?? DEFAULT_OBJECTIVE;
+  const first = greedyRotation(cal.data, B, maxSteps, g, obj);
+  // Zigzag on each channel's largest |value| over the rows after the first rotation.
+  const mag = new Float64Array(K);
+  for (let r = 0; r < cal.rows; r++) {
+    for (let j = 0; j < K; j++) mag[j] = Math.max(mag[j], Math.abs(first.row[r * K + j]));
+  }
+  const perm = zigzagPermutation(mag, B);
+  const z = new Float64Array(cal.rows * K);
+  for (let r = 0; r < cal.rows; r++) {
+    for (let k = 0; k < K; k++) z[r * K + k] = first.row[r * K + perm[k]];
+  }
   const second = greedyRotation(z, B, maxSteps, g, obj);
   return new OutlierRotation(
     m,

@@ -60,7 +60,7 @@ export interface LayerRotationReport {
   alpha: number | null;
   /** Outlier-aware: greedy steps kept in the first and second pass. */
   greedySteps?: [number, number];
-  /** Outlier-aware: max − min of the calibration proxy row before and after. */
+  /** Outlier-aware: max − min of the calibration rows before and after. */
   proxySpread?: [number, number];
   /** Why this branch (ARS: "J ≥ τ", an override…). */
   reason?: string;
@@ -426,7 +426,9 @@ export interface RotationPlanOptions {
   outlierBlock?: number;
   /** Outlier-aware greedy steps per pass; default 256. */
   maxSteps?: number;
-  /** Outlier-aware greedy objective over the proxy row: "range" (max − min, default) or "absmax". */
+  /** Outlier-aware: calibration sample rows the greedy passes rotate (plus the proxy row); default 128. */
+  greedyRows?: number;
+  /** Outlier-aware greedy objective over the proxy row: "absmax" (max |v|, default) or "range" (max − min). */
   greedyObjective?: "range" | "absmax";
 }
 
