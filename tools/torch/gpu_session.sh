@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call of the emoji-model / reference work (run from the repo root on the GPU machine).
 #   bash tools/torch/gpu_session.sh first COMMIT   fixtures + checks + torch step bench + training start
-#   bash tools/torch/gpu_session.sh train          resume both sizes from .train/ckpt, train
+#   bash tools/torch/gpu_session.sh train          resume the sizes (SIZES="a c", default "a b") from .train/ckpt, train
 #   bash tools/torch/gpu_session.sh final          resume, train with LR annealing, export + fidelity
 #   bash tools/torch/gpu_session.sh eval           export + fidelity from .train/ckpt
 # Everything that comes back is written flat under $OUT (at most 8 files).
@@ -27,7 +27,7 @@ train_both() { # $1 = seconds of training, $2.. extra args
   mins=$(python3 -c "print(max(0.5, $secs / 60))")
   echo "training both sizes for $mins min: $*"
   local pids=()
-  for s in a b; do
+  for s in ${SIZES:-a b}; do
     local lr_var="LR_${s^^}" extra_var="EXTRA_${s^^}"
     # shellcheck disable=SC2086  # EXTRA_A / EXTRA_B: per-size extra flags, split on spaces
     python3 tools/torch/train/train.py --size $s --data .train --out "$OUT" --minutes "$mins" \

@@ -20,6 +20,9 @@ from text_encoder import NULL, PAD, EmojiCaptionEncoder, TextEncoderConfig, Toke
 SIZES = {
     "a": dict(heads=2, layers=6, d_text=128),  # hidden 128 = 2 x 64
     "b": dict(heads=3, layers=4, d_text=192),  # hidden 192 = 3 x 64
+    # a's denoiser (it fits the CPU budget) with a wider, deeper caption encoder: the encoder
+    # runs once per prompt, so its capacity costs no per-step time on the CPU.
+    "c": dict(heads=2, layers=6, d_text=384, te_layers=4),
 }
 HEAD_DIM = 64
 MAX_LENGTH = 16
@@ -35,7 +38,8 @@ def dit_config(size):
 
 def te_config(size, vocab_size):
     d = SIZES[size]["d_text"]
-    return TextEncoderConfig(vocab_size=vocab_size, d_model=d, num_layers=2, num_heads=d // HEAD_DIM,
+    return TextEncoderConfig(vocab_size=vocab_size, d_model=d, num_layers=SIZES[size].get("te_layers", 2),
+                             num_heads=d // HEAD_DIM,
                              max_length=MAX_LENGTH)
 
 

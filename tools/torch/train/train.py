@@ -63,7 +63,7 @@ def loss_fn(model, batch, weight=None):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", required=True, choices=["a", "b"])
+    ap.add_argument("--size", required=True, choices=["a", "b", "c"])
     ap.add_argument("--data", default=".train")
     ap.add_argument("--out", required=True)
     ap.add_argument("--resume", default=None)
