@@ -1,0 +1,341 @@
+/**
+ * Attention benchmark: the dense flash kernel (runtime/ops/attention.ts) and PARO's
+ * block-sparse kernels (runtime/ops/attn_sparse.ts) at densities 0.5/0.3/0.2 with INT8 and
+ * INT4 (and float) Q/K/P/V, in one run, each checked against a CPU reference on sampled
+ * rows before it is timed.
+ *
+ *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/attention_bench.ts
+ *                          # + bench/results/<device>/<date>_attention.{json,md}
+ *
+ * GPU: 4096 tokens (a 64×64 grid), 16 heads, batch 1: dense f16 at head dim 64 and 72 (ms,
+ * TFLOP/s in value2 counting 4·T²·D·H, against the 53 TFLOP/s f16 FMA ceiling), PARO at
+ * D = 64 (ms; value2 = speed-up over dense f16 at the same shape, same run), and the same
+ * at 1024 tokens. A PARO row times the whole op: K mean + quantize-to-blocks (with the
+ * reordering) + the sparse kernel; `_kernel` rows time the sparse kernel alone.
+ * CPU adapter: 1024 tokens (the bundled model's grid), 2 heads, GFLOP/s for dense.
+ * WEBDIT_ATTN_SWEEP=1 adds the INT8 kernel at 0.3 under several launch shapes.
+ *
+ * Masks are synthetic but shaped like calibrated ones: per head, block mass decays with the
+ * block distance (plus noise), the diagonal is always kept (runtime/quant/paro_plan.ts
+ * selectMask); heads use the candidate orders in turn.
+ *
+ * @module
+ */
+import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
+import { Recorder } from "../runtime/gpu/kernel.ts";
+import { readTensor, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
+import { Prng } from "../runtime/io/prng.ts";
+import { attention } from "../runtime/ops/attention.ts";
+import {
+  attnSparse,
+  attnSparseQuantized,
+  type AttnSparseTuning,
+  type QuantizedQkv,
+  quantizeQkv,
+} from "../runtime/ops/attn_sparse.ts";
+import {
+  blocksOf,
+  candidatePermutations,
+  maskDensity,
+  maskWords,
+  selectMask,
+} from "../runtime/quant/paro_plan.ts";
+import {
+  attnSparseFloatRef,
+  attnSparseQuantRef,
+  kMeanRef,
+  quantizeBlocksRef,
+} from "../runtime/reference/attn_sparse.ts";
+import type { HostHeads } from "../runtime/reference/attention.ts";
+import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
+
+const rt = await createRuntime({
+  adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
+});
+const onGpu = !rt.info.fallback;
+const HEADS = onGpu ? 16 : 2;
+const RATE_UNIT = onGpu ? "TFLOP/s" : "GFLOP/s";
+const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3);
+/** Measured f16 FMA ceiling of the H100 through Deno's WebGPU (BENCHMARKS.md). */
+const F16_CEILING = 53.0;
+
+type Float = "f32" | "f16";
+
+interface Inputs {
+  T: number;
+  D: number;
+  h: number;
+  w: number;
+  host: Float32Array[];
+  gpu: Tensor[];
+}
+
+const inputCache = new Map<string, Inputs>();
+
+/** q/k/v [1, T, H·D], N(0, 1) with a channel offset on k, rounded to f16 for f16 storage. */
+function inputs(T: number, D: number, dt: Float): Inputs {
+  const key = `${T}:${D}:${dt}`;
+  let x = inputCache.get(key);
+  if (!x) {
+    const g = new Prng(T + D);
+    const host = [0, 1, 2].map((i) => {
+      let a = g.normals(T * HEADS * D);
+      if (i === 1) a = a.map((v, j) => v + ((j % D) % 3) - 1);
+      return dt === "f16" ? Float32Array.from(Float16Array.from(a)) : a;
+    });
+    const side = Math.sqrt(T);
+    x = {
+      T,
+      D,
+      h: side,
+      w: side,
+      host,
+      gpu: host.map((a) => uploadTensor(rt, a, [1, T, HEADS * D], dt)),
+    };
+    inputCache.set(key, x);
+  }
+  return x;
+}
+
+/** Per-head orders (candidates in turn) and masks at `density` from a distance-decaying mass. */
+function planFor(h: number, w: number, density: number) {
+  const T = h * w;
+  const nb = blocksOf(T);
+  const cands = candidatePermutations(h, w);
+  const perm = new Uint32Array(HEADS * T);
+  const masks = new Uint32Array(HEADS * nb * maskWords(nb));
+  const g = new Prng(nb * 100 + Math.round(density * 100));
+  for (let hd = 0; hd < HEADS; hd++) {
+    perm.set(cands[hd % cands.length].perm, hd * T);
+    const mass = new Float64Array(nb * nb);
+    for (let q = 0; q < nb; q++) {
+      for (let k = 0; k < nb; k++) mass[q * nb + k] = Math.exp(-Math.abs(q - k) / 4) + g.uniform();
+    }
+    masks.set(selectMask(mass, nb, density), hd * nb * maskWords(nb));
+  }
+  return {
+    perm,
+    masks,
+    nb,
+    density: maskDensity(masks.subarray(0, nb * maskWords(nb)), nb),
+    permT: uploadTensor(rt, perm, [HEADS, T], "u32"),
+    masksT: uploadTensor(rt, masks, [HEADS, 1, nb, maskWords(nb)], "u32"),
+  };
+}
+
+/** 24 sampled raster rows. */
+function sampleRows(T: number): number[] {
+  const g = new Prng(T);
+  return Array.from({ length: 24 }, () => g.nextU32() % T);
+}
+
+/** Checks sampled rows: max |got − ref| ≤ tol; returns a note. */
+function check(
+  name: string,
+  got: Float32Array,
+  ref: Float32Array,
+  rows: number[],
+  width: number,
+  tol: number,
+): string {
+  let max = 0;
+  for (const r of rows) {
+    for (let c = 0; c < width; c++) {
+      const d = Math.abs(got[r * width + c] - ref[r * width + c]);
+      if (!(d <= max)) max = d;
+    }
+  }
+  if (!(max <= tol)) throw new Error(`${name}: max |err| ${max} on sampled rows > ${tol}`);
+  return `checked ${rows.length} rows: max |err| ${max.toExponential(2)}`;
+}
+
+const hh = (x: Inputs, i: number): HostHeads => ({
+  data: x.host[i],
+  batch: 1,
+  tokens: x.T,
+  width: HEADS * x.D,
+});
+
+const denseMs = new Map<string, () => number | undefined>();
+
+function denseCase(T: number, D: number, dt: Float): BenchCase {
+  const name = `attn_dense_${dt}_${T}_d${D}`;
+  const flops = 4 * T * T * D * HEADS;
+  return {
+    name,
+    unit: "ms",
+    unit2: RATE_UNIT,
+    setup: async () => {
+      if (dt === "f16" && !rt.info.f16) throw new Error("this adapter has no shader-f16");
+      const x = inputs(T, D, dt);
+      const out = attention(new Recorder(rt), x.gpu[0], x.gpu[1], x.gpu[2], { heads: HEADS });
+      const record = (reps: number) => {
+        const rec = new Recorder(rt);
+        for (let i = 0; i < reps; i++) {
+          attention(rec, x.gpu[0], x.gpu[1], x.gpu[2], { heads: HEADS, out });
+        }
+        return rec.submit();
+      };
+      await record(1);
+      const rows = sampleRows(T);
+      const nb = blocksOf(T);
+      const full = new Uint32Array(HEADS * nb * maskWords(nb)).fill(0xffffffff);
+      const ref = attnSparseFloatRef(hh(x, 0), hh(x, 1), hh(x, 2), identity(T), {
+        heads: HEADS,
+        headDim: D,
+        masks: full,
+        groups: 1,
+        group: 0,
+        rows,
+      });
+      const note = check(
+        name,
+        await readTensor(rt, out),
+        ref,
+        rows,
+        HEADS * D,
+        dt === "f16" ? 2e-3 : 1e-5,
+      );
+      const ceiling = onGpu && dt === "f16" ? `; ceiling ${F16_CEILING} TFLOP/s f16 FMA` : "";
+      return {
+        device: rt.device,
+        run: record,
+        value2: (ms) => rate(flops, ms),
+        note: `B=1 H=${HEADS}; ${note}${ceiling}`,
+        dispose: () => out.release(),
+      };
+    },
+  };
+}
+
+function identity(T: number): Uint32Array {
+  const p = new Uint32Array(HEADS * T);
+  for (let h = 0; h < HEADS; h++) for (let t = 0; t < T; t++) p[h * T + t] = t;
+  return p;
+}
+
+function paroCase(
+  T: number,
+  D: number,
+  density: number,
+  bits: 8 | 4 | 16,
+  o: { kernelOnly?: boolean; tuning?: AttnSparseTuning } = {},
+): BenchCase {
+  const tag = bits === 16 ? "f16" : `int${bits}`;
+  const tune = o.tuning ? `_wg${o.tuning.threads}x${o.tuning.rowsPerThread}` : "";
+  const name = `attn_paro_d${Math.round(density * 100)}_${tag}_${T}_d${D}${
+    o.kernelOnly ? "_kernel" : ""
+  }${tune}`;
+  const dt: Float = rt.info.f16 ? "f16" : "f32";
+  const denseName = `attn_dense_${dt}_${T}_d${D}`;
+  return {
+    name,
+    unit: "ms",
+    unit2: "× dense",
+    setup: async () => {
+      const x = inputs(T, D, dt);
+      const p = planFor(x.h, x.w, density);
+      const common = { heads: HEADS, perm: p.permT, masks: p.masksT, bits, tuning: o.tuning };
+      // Kernel-only rows quantize once here; the others time quantize + kernel.
+      let qq: QuantizedQkv | undefined;
+      if (o.kernelOnly && bits !== 16) {
+        const rec = new Recorder(rt);
+        qq = quantizeQkv(rec, x.gpu[0], x.gpu[1], x.gpu[2], { ...common, bits });
+        await rec.submit();
+      }
+      let out: Tensor | undefined;
+      const record = (reps: number) => {
+        const rec = new Recorder(rt);
+        for (let i = 0; i < reps; i++) {
+          out = qq
+            ? attnSparseQuantized(rec, qq, { ...common, out })
+            : attnSparse(rec, x.gpu[0], x.gpu[1], x.gpu[2], { ...common, out });
+        }
+        return rec.submit();
+      };
+      await record(1);
+      const rows = sampleRows(T);
+      const ro = { heads: HEADS, headDim: D, masks: p.masks, groups: 1, group: 0, rows };
+      let ref: Float32Array;
+      let tol: number;
+      if (bits === 16) {
+        ref = attnSparseFloatRef(hh(x, 0), hh(x, 1), hh(x, 2), p.perm, ro);
+        tol = dt === "f16" ? 2e-3 : 1e-5;
+      } else {
+        const qo = { heads: HEADS, headDim: D, bits };
+        const mean = kMeanRef(hh(x, 1), HEADS, D);
+        const ops = {
+          q: quantizeBlocksRef(hh(x, 0), p.perm, qo),
+          k: quantizeBlocksRef(hh(x, 1), p.perm, { ...qo, mean }),
+          v: quantizeBlocksRef(hh(x, 2), p.perm, qo),
+        };
+        ref = attnSparseQuantRef(ops, p.perm, { ...ro, batch: 1, tokens: T, bits });
+        // A P code may round the other way on the GPU (exp2): ≤ max|v|/127 per flip, rare.
+        tol = 4.5 / 127 + (dt === "f16" ? 2e-3 : 0);
+      }
+      const note = check(name, await readTensor(rt, out!), ref, rows, HEADS * D, tol);
+      return {
+        device: rt.device,
+        run: record,
+        value2: (ms) => {
+          const d = denseMs.get(denseName)?.();
+          return d ? d / ms : NaN;
+        },
+        note: `mask density ${p.density.toFixed(3)} (head 0); ${note}`,
+        dispose: () => {
+          qq?.release();
+          out?.release();
+        },
+      };
+    },
+  };
+}
+
+const suite = new BenchSuite({
+  what: "attention",
+  denoIterations: 2,
+  describe: () =>
+    Promise.resolve({
+      device: rt.info.description,
+      slug: deviceSlug(rt.info.description, rt.info.fallback),
+      extra: {
+        vendor: rt.info.vendor,
+        architecture: rt.info.architecture,
+        fallback: rt.info.fallback,
+        f16: rt.info.f16,
+        packed_dot: rt.info.packedDot,
+        heads: HEADS,
+        batch: 1,
+      },
+    }),
+});
+
+/** Adds a dense case and makes its median visible to the PARO rows' speed-up. */
+function addDense(T: number, D: number, dt: Float): void {
+  const c = denseCase(T, D, dt);
+  suite.add(c);
+  denseMs.set(c.name, () => suite.lastResults.find((r) => r.name === c.name)?.median_ms);
+}
+
+const dt: Float = rt.info.f16 ? "f16" : "f32";
+const sizes = onGpu ? [4096, 1024] : [1024];
+for (const T of sizes) {
+  addDense(T, 64, dt);
+  if (T === 4096) addDense(T, 72, dt);
+  for (const density of [0.5, 0.3, 0.2]) {
+    for (const bits of [8, 4] as const) suite.add(paroCase(T, 64, density, bits));
+  }
+  suite.add(paroCase(T, 64, 0.3, 16));
+  suite.add(paroCase(T, 64, 0.3, 8, { kernelOnly: true }));
+}
+if (!onGpu) addDense(1024, 64, "f32");
+// WEBDIT_ATTN_SWEEP=1: launch shapes of the INT8 kernel at 0.3 (threads × rows per thread).
+if (Deno.env.get("WEBDIT_ATTN_SWEEP") === "1") {
+  for (const [threads, rowsPerThread] of [[32, 1], [64, 1], [16, 2], [32, 2], [16, 4]]) {
+    suite.add(
+      paroCase(sizes[0], 64, 0.3, 8, { kernelOnly: true, tuning: { threads, rowsPerThread } }),
+    );
+  }
+}
+
+suite.register();
