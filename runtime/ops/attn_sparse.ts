@@ -12,8 +12,8 @@
  * @module
  */
 import type { Runtime } from "../gpu/device.ts";
-import { composeWgsl, type StorageType } from "../gpu/compose.ts";
-import { type KernelSpec, Recorder } from "../gpu/kernel.ts";
+import type { StorageType } from "../gpu/compose.ts";
+import { Recorder } from "../gpu/kernel.ts";
 import { createTensor, readTensor, Tensor, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import type { AttentionInput, HeadsView } from "./attention.ts";
@@ -26,10 +26,13 @@ import {
   paddedHeadDim,
   quantizeBlocksRef,
 } from "../reference/attn_sparse.ts";
-import kmeanSrc from "../../wgsl/attn_sparse_kmean.wgsl" with { type: "text" };
-import quantSrc from "../../wgsl/attn_sparse_quant.wgsl" with { type: "text" };
-import sparseSrc from "../../wgsl/attn_sparse.wgsl" with { type: "text" };
-import sparseFSrc from "../../wgsl/attn_sparse_f.wgsl" with { type: "text" };
+import {
+  kmeanSpec,
+  type Layout,
+  quantSpec,
+  sparseFSpec,
+  sparseSpec,
+} from "./attn_sparse_kernels.ts";
 
 /** Bits of a sparse attention: INT8, INT4 or 16 (float, sparsity only). */
 export type SparseBits = 8 | 4 | 16;
@@ -111,12 +114,6 @@ export interface AttnSparseOptions {
   tuning?: AttnSparseTuning;
 }
 
-interface Layout {
-  off: number;
-  row: number;
-  batch: number;
-}
-
 function asView(x: AttentionInput): HeadsView {
   return x instanceof Tensor ? { tensor: x } : x;
 }
@@ -169,78 +166,6 @@ function checkPerm(fn: string, perm: Tensor, H: number, T: number): void {
   if (perm.dtype !== "u32" || perm.size !== H * T) {
     throw new RangeError(`${fn}: perm must be u32 [${H}, ${T}], got ${perm.dtype} [${perm.shape}]`);
   }
-}
-
-const kmeanSpecs = new Map<StorageType, KernelSpec<KmeanParams>>();
-interface KmeanParams {
-  t: number;
-  hd: number;
-  h: number;
-  b: number;
-  l: Layout;
-}
-
-function kmeanSpec(storage: StorageType): KernelSpec<KmeanParams> {
-  let spec = kmeanSpecs.get(storage);
-  if (!spec) {
-    const c = composeWgsl(kmeanSrc, { storage });
-    spec = {
-      name: `attn_sparse_kmean_${storage}`,
-      source: c.source,
-      preludeLines: c.preludeLines,
-      bindings: ["uniform", "read", "read_write"],
-      constants: () => ({ WG: 256 }),
-      uniform: {
-        fields: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"],
-        values: (p) => [p.t, p.hd, p.h, p.l.off, p.l.row, p.l.batch, 0, 0],
-      },
-      dispatch: (p) => [p.h, p.b],
-    };
-    kmeanSpecs.set(storage, spec);
-  }
-  return spec;
-}
-
-interface QuantParams {
-  t: number;
-  nb: number;
-  h: number;
-  b: number;
-  hd: number;
-  l: Layout;
-  useMean: boolean;
-  sOff: number;
-  transpose: boolean;
-  qmax: number;
-}
-
-const quantSpecs = new Map<StorageType, KernelSpec<QuantParams>>();
-
-function quantSpec(storage: StorageType): KernelSpec<QuantParams> {
-  let spec = quantSpecs.get(storage);
-  if (!spec) {
-    const c = composeWgsl(quantSrc, { storage });
-    spec = {
-      name: `attn_sparse_quant_${storage}`,
-      source: c.source,
-      preludeLines: c.preludeLines,
-      bindings: ["uniform", "read", "read", "read", "read_write", "read_write"],
-      uniform: {
-        fields: [
-          ...["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"],
-          ...["u32", "u32", "u32", "f32"],
-        ] as const,
-        values: (p) => [
-          ...[p.t, p.nb, p.h, p.hd],
-          ...[p.l.off, p.l.row, p.l.batch, p.useMean ? 1 : 0],
-          ...[p.sOff, paddedHeadDim(p.hd) / 4, p.transpose ? 1 : 0, p.qmax],
-        ],
-      },
-      dispatch: (p) => [p.nb, p.h, p.b],
-    };
-    quantSpecs.set(storage, spec);
-  }
-  return spec;
 }
 
 /**
@@ -305,125 +230,6 @@ export function quantizeQkv(
     dtype,
     release: () => all.forEach((t) => t.release()),
   };
-}
-
-const DOT4_NATIVE = "fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }";
-const DOT4_EMULATED = `fn dot4(a: u32, b: u32) -> i32 {
-  let x = bitcast<i32>(a);
-  let y = bitcast<i32>(b);
-  return extractBits(x, 0u, 8u) * extractBits(y, 0u, 8u) +
-    extractBits(x, 8u, 8u) * extractBits(y, 8u, 8u) +
-    extractBits(x, 16u, 8u) * extractBits(y, 16u, 8u) +
-    extractBits(x, 24u, 8u) * extractBits(y, 24u, 8u);
-}`;
-
-interface SparseParams {
-  t: number;
-  nb: number;
-  mw: number;
-  h: number;
-  b: number;
-  hd: number;
-  mOff: number;
-  mHead: number;
-  sStride: number;
-  scaleLog2: number;
-  wg: number;
-  rpt: number;
-  pblock: boolean;
-  qp: number;
-  dyn: boolean;
-}
-
-const sparseSpecs = new Map<string, KernelSpec<SparseParams>>();
-
-function sparseSpec(storage: StorageType, emulate: boolean): KernelSpec<SparseParams> {
-  const key = `${storage}:${emulate}`;
-  let spec = sparseSpecs.get(key);
-  if (!spec) {
-    const c = composeWgsl(sparseSrc, { storage, libs: [emulate ? DOT4_EMULATED : DOT4_NATIVE] });
-    spec = {
-      name: `attn_sparse_${storage}${emulate ? "_emu" : ""}`,
-      source: c.source,
-      preludeLines: c.preludeLines,
-      bindings: ["uniform", "read", "read", "read", "read", "read", "read", "read_write"],
-      constants: (p) => ({
-        HD: p.dyn ? 0 : p.hd,
-        DP4: p.dyn ? 32 : paddedHeadDim(p.hd) / 4,
-        WG: p.wg,
-        RPT: p.rpt,
-      }),
-      uniform: {
-        fields: [
-          ...["u32", "u32", "u32", "u32"],
-          ...["u32", "u32", "u32", "u32"],
-          ...["u32", "u32", "f32", "u32"],
-          ...["u32", "u32", "u32", "f32"],
-        ] as const,
-        values: (p) => [
-          ...[p.t, p.nb, p.mw, p.h],
-          ...[p.mOff, p.mHead, 0, p.h * p.hd],
-          ...[p.t * p.h * p.hd, p.sStride, p.scaleLog2, BLOCK / (p.wg * p.rpt)],
-          ...[p.hd, BLOCK, p.pblock ? 1 : 0, p.qp],
-        ],
-      },
-      dispatch: (p) => [p.nb * (BLOCK / (p.wg * p.rpt)), p.h, p.b],
-    };
-    sparseSpecs.set(key, spec);
-  }
-  return spec;
-}
-
-interface SparseFParams {
-  t: number;
-  nb: number;
-  mw: number;
-  h: number;
-  b: number;
-  hd: number;
-  mOff: number;
-  mHead: number;
-  scaleLog2: number;
-  wg: number;
-  rpt: number;
-  bk: number;
-  dyn: boolean;
-  l: Layout[];
-}
-
-const sparseFSpecs = new Map<StorageType, KernelSpec<SparseFParams>>();
-
-function sparseFSpec(storage: StorageType): KernelSpec<SparseFParams> {
-  let spec = sparseFSpecs.get(storage);
-  if (!spec) {
-    const c = composeWgsl(sparseFSrc, { storage });
-    spec = {
-      name: `attn_sparse_f_${storage}`,
-      source: c.source,
-      preludeLines: c.preludeLines,
-      bindings: ["uniform", "read", "read", "read", "read", "read", "read_write"],
-      constants: (p) => ({ HD: p.dyn ? 0 : p.hd, BK: p.bk, WG: p.wg, RPT: p.rpt }),
-      uniform: {
-        fields: [
-          ...["u32", "u32", "u32", "u32", "u32", "u32", "u32", "f32"],
-          ...Array(16).fill("u32"),
-        ] as const,
-        values: (p) => {
-          const [q, k, v] = p.l;
-          return [
-            ...[p.t, p.nb, p.mw, p.h, p.mOff, p.mHead, BLOCK / (p.wg * p.rpt), p.scaleLog2],
-            ...[q.off, q.row, q.batch, 0],
-            ...[k.off, k.row, k.batch, p.h * p.hd],
-            ...[v.off, v.row, v.batch, p.t * p.h * p.hd],
-            ...[p.hd, 0, 0, 0],
-          ];
-        },
-      },
-      dispatch: (p) => [p.nb * (BLOCK / (p.wg * p.rpt)), p.h, p.b],
-    };
-    sparseFSpecs.set(storage, spec);
-  }
-  return spec;
 }
 
 /** Threads and rows per thread: CPU adapters share each staged load over 4 rows. */
