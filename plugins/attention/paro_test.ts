@@ -1,10 +1,10 @@
 import { assert, assertClose, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { Recorder } from "../../runtime/gpu/kernel.ts";
-import { uploadTensor } from "../../runtime/gpu/tensor.ts";
+import { readTensor, uploadTensor } from "../../runtime/gpu/tensor.ts";
 import { Prng } from "../../runtime/io/prng.ts";
 import { loadPipeline, type Pipeline } from "../../runtime/pipeline.ts";
-import { ParoStatsObserver } from "../../runtime/quant/paro_calibrate.ts";
+import { accumulateBlockStats, ParoStatsObserver } from "../../runtime/quant/paro_calibrate.ts";
 import {
   blocksOf,
   candidatePermutations,
@@ -93,6 +93,59 @@ Deno.test(
       }
       // A block's flag flips only when its near-zero count sits exactly at 90%.
       assert(flips <= 2, `${flips} sparse flags differ`);
+    });
+  },
+);
+
+Deno.test(
+  "block statistics of a map with a partial last block match the reference",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [h, w] = [10, 13];
+      const T = h * w; // 130 tokens: blocks of 64, 64 and 2
+      const g = new Prng(9);
+      const map = new Float32Array(T * T);
+      for (let i = 0; i < T; i++) {
+        let sum = 0;
+        for (let j = 0; j < T; j++) {
+          sum += map[i * T + j] = Math.exp(4 * g.normal()) * +(g.uniform() < 0.7);
+        }
+        for (let j = 0; j < T; j++) map[i * T + j] /= sum;
+      }
+      const cands = candidatePermutations(h, w);
+      const perms = new Uint32Array(cands.length * T);
+      cands.forEach((c, i) => perms.set(c.perm, i * T));
+      const nb = blocksOf(T);
+      const n = cands.length * nb * nb * 3;
+      const stats = uploadTensor(rt, new Float32Array(n + 6).fill(0.5), [n + 6]);
+      const rec = new Recorder(rt);
+      accumulateBlockStats(
+        rec,
+        uploadTensor(rt, map, [T, T]),
+        uploadTensor(rt, perms, [cands.length, T], "u32"),
+        stats,
+        3,
+      );
+      await rec.submit();
+      const got = await readTensor(rt, stats);
+      assertEquals(Array.from(got.subarray(0, 3)), [0.5, 0.5, 0.5], "before base untouched");
+      assertEquals(Array.from(got.subarray(n + 3)), [0.5, 0.5, 0.5], "after the end untouched");
+      cands.forEach((c, ci) => {
+        const ref = blockStatsRef(map, T, c.perm);
+        const at = (j: number) =>
+          Float64Array.from(
+            { length: nb * nb },
+            (_, i) => got[3 + (ci * nb * nb + i) * 3 + j] - 0.5,
+          );
+        assertClose(at(0), ref.mass, { atol: 1e-5, rtol: 1e-5, msg: `${c.name} mass` });
+        assertEquals(Array.from(at(1)), Array.from(ref.sparse), `${c.name} sparse`);
+        assertClose(at(2), ref.incoherence, {
+          atol: 1e-4,
+          rtol: 1e-4,
+          msg: `${c.name} incoherence`,
+        });
+      });
     });
   },
 );
