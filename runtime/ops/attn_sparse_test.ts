@@ -166,13 +166,28 @@ Deno.test(
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      const cases = [
-        { h: 16, w: 16, H: 2, D: 16, B: 2, bits: 8, density: 0.5, pScale: "fixed" },
+      // Every density × bit width on a 16×16 grid (256 tokens), then odd shapes.
+      type Case = {
+        h: number;
+        w: number;
+        H: number;
+        D: number;
+        B: number;
+        bits: 8 | 4;
+        density: number;
+        pScale: "fixed" | "block";
+      };
+      const cases: Case[] = [];
+      for (const density of [0.5, 0.3, 0.2]) {
+        for (const bits of [8, 4] as const) {
+          cases.push({ h: 16, w: 16, H: 2, D: 16, B: 2, bits, density, pScale: "fixed" });
+        }
+      }
+      cases.push(
         { h: 16, w: 16, H: 2, D: 16, B: 1, bits: 8, density: 0.3, pScale: "block" },
-        { h: 16, w: 16, H: 2, D: 16, B: 2, bits: 4, density: 0.2, pScale: "fixed" },
         { h: 10, w: 15, H: 3, D: 24, B: 1, bits: 4, density: 0.5, pScale: "fixed" },
         { h: 9, w: 9, H: 1, D: 72, B: 2, bits: 8, density: 1, pScale: "fixed" },
-      ] as const;
+      );
       for (const c of cases) {
         const T = c.h * c.w;
         const G = 2;
