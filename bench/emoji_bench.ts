@@ -11,7 +11,9 @@
  * on a CPU adapter the value is the best of 3 (the host is shared: the load average of every
  * run is kept), on a GPU the median of 10. `emoji_s_fidelity_fp32` (%): `evaluate()` of the f32
  * model, 20 steps, guidance 4.5, seeds 0..N-1 (default 1). The GPU machine has no network: give
- * it the dataset with --dataset (emoji.json + img/google/64/ of emoji-datasource-google@16.0.0).
+ * it the dataset with --dataset DIR (emoji.json + img/google/64/ of emoji-datasource-google@16.0.0,
+ * 22 MiB: after any local eval, `~/.cache/webdit/emoji-datasource-google@16.0.0`; copy it into the
+ * tree that travels).
  *
  * A plain script (run with `deno run`), not `Deno.bench` cases: one CPU image takes about a
  * minute, so `deno task bench` leaves it out.
