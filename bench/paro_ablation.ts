@@ -8,7 +8,8 @@
  *       [--stats FILE] [--heldout FILE] [--alpha A] [--write] [--only mass]
  *
  * Calibration: PARO_CALIBRATION_PROMPTS (2 prompts) over every step; the held-out mass
- * figures use another prompt's statistics. Statistics files are reused when they exist
+ * figures use two other prompts' statistics (`--heldout A.bin,B.bin`). `--only mass`
+ * recomputes the mass figures and keeps the image rows of the same day's results file. Statistics files are reused when they exist
  * (they take minutes on the CPU). Images: the first N prompts of
  * bench/prompts/emoji_fidelity.txt (none of them a calibration prompt), seed 0.
  * `--write` writes bench/results/<device>/<date>_ablation_paro.{json,md}.
@@ -28,6 +29,7 @@ import {
   calibrateParo,
   decodeParoStats,
   encodeParoStats,
+  mergeParoStats,
 } from "../runtime/quant/paro_calibrate.ts";
 import {
   blocksOf,
@@ -86,7 +88,14 @@ const evalPrompts = parsePromptList(
   await Deno.readTextFile(new URL("./prompts/emoji_fidelity.txt", import.meta.url)),
 ).filter((p) => !PARO_CALIBRATION_PROMPTS.includes(p));
 const stats = await statsFor(args.values.stats!, PARO_CALIBRATION_PROMPTS);
-const heldout = await statsFor(args.values.heldout!, [evalPrompts[evalPrompts.length - 1]]);
+// Held-out prompts (not calibration prompts): a flag (the list's last) and a face (its first).
+const heldoutPrompts = [evalPrompts[evalPrompts.length - 1], evalPrompts[0]];
+const heldoutFiles = args.values.heldout!.split(",");
+const heldout = mergeParoStats(
+  await Promise.all(
+    heldoutPrompts.map((p, i) => statsFor(heldoutFiles[i] ?? `${heldoutFiles[0]}.${i}`, [p])),
+  ),
+);
 
 // --- Mass kept ------------------------------------------------------------------------
 const mean = (m: number[][]) => m.flat().reduce((a, b) => a + b, 0) / m.flat().length;
@@ -164,7 +173,9 @@ for (const m of massRows) {
   console.log(
     `| ${m.density} | ${m.evaluated_on} | ${r4(m.row_major)} | ${r4(m.chosen)} | ${
       r4(m.chosen_extended)
-    } | ${r4(m.oracle)} | ${Object.values(m.alpha_sweep).map(r4).join(" / ")} |`,
+    } | ${r4(m.oracle)} | ${
+      ["0", "0.25", "0.5", "0.75", "1"].map((a) => r4(m.alpha_sweep[a])).join(" / ")
+    } |`,
   );
 }
 const unshared = [0.5, 0.3, 0.2].map((d) => ({
@@ -190,8 +201,15 @@ interface Row {
   peak_bytes: number;
   note?: string;
 }
-const rows: Row[] = [];
-if (args.values.only !== "mass") {
+const slug = deviceSlug(rt.info.description, rt.info.fallback);
+const outBase = new URL(`./results/${slug}/${today()}_ablation_paro`, import.meta.url).pathname;
+let rows: Row[] = [];
+if (args.values.only === "mass") {
+  // Keep the image rows of an earlier run of the same day, only the mass figures change.
+  try {
+    rows = JSON.parse(await Deno.readTextFile(`${outBase}.json`)).rows ?? [];
+  } catch { /* none yet */ }
+} else {
   const n = Number(args.values.prompts);
   const prompts = evalPrompts.slice(0, n);
   const pipe = await loadPipeline(rt, { path: args.values.model });
@@ -288,7 +306,7 @@ const file = {
     alpha,
     calibration_prompts: PARO_CALIBRATION_PROMPTS,
     eval_prompts: evalPrompts.slice(0, Number(args.values.prompts)),
-    heldout_prompt: evalPrompts[evalPrompts.length - 1],
+    heldout_prompts: heldoutPrompts,
     candidates: stats.candidates,
     per_step_masks_row_major: unshared,
     host_load_average: Deno.loadavg(),
@@ -322,13 +340,9 @@ const md = [
 ].join("\n");
 console.log("\n" + md);
 if (args.values.write) {
-  const dir =
-    new URL(`./results/${deviceSlug(rt.info.description, rt.info.fallback)}/`, import.meta.url)
-      .pathname;
-  await Deno.mkdir(dir, { recursive: true });
-  const base = `${dir}${file.date}_ablation_paro`;
-  await Deno.writeTextFile(`${base}.json`, JSON.stringify(file, null, 2) + "\n");
-  await Deno.writeTextFile(`${base}.md`, md);
-  log(`wrote ${base}.json and .md`);
+  await Deno.mkdir(new URL(`./results/${slug}/`, import.meta.url).pathname, { recursive: true });
+  await Deno.writeTextFile(`${outBase}.json`, JSON.stringify(file, null, 2) + "\n");
+  await Deno.writeTextFile(`${outBase}.md`, md);
+  log(`wrote ${outBase}.json and .md`);
 }
 rt.destroy();

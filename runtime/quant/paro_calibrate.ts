@@ -331,3 +331,41 @@ export function decodeParoStats(bytes: Uint8Array): ParoStats {
   );
   return { ...head, stats };
 }
+
+/** Sums statistics of the same model, grid, steps and candidates (e.g. two prompts' runs). */
+export function mergeParoStats(list: readonly ParoStats[]): ParoStats {
+  if (list.length === 0) throw new RangeError("mergeParoStats: nothing to merge");
+  const [a] = list;
+  for (const b of list) {
+    if (
+      b.h !== a.h || b.w !== a.w || b.layers !== a.layers || b.heads !== a.heads ||
+      b.steps !== a.steps || b.candidates.join() !== a.candidates.join()
+    ) {
+      throw new RangeError("mergeParoStats: the statistics are of different shapes or orders");
+    }
+  }
+  const sum = (f: (s: BlockStats) => Float64Array, at: (s: ParoStats) => BlockStats) => {
+    const out = new Float64Array(f(at(a)).length);
+    for (const s of list) f(at(s)).forEach((v, i) => out[i] += v);
+    return out;
+  };
+  return {
+    ...a,
+    candidates: [...a.candidates],
+    maps: list.reduce((n, s) => n + s.maps, 0),
+    stats: a.stats.map((l, li) =>
+      l.map((h, hi) =>
+        h.map((st, si) =>
+          st.map((_, ci) => {
+            const at = (s: ParoStats) => s.stats[li][hi][si][ci];
+            return {
+              mass: sum((b) => b.mass, at),
+              sparse: sum((b) => b.sparse, at),
+              incoherence: sum((b) => b.incoherence, at),
+            };
+          })
+        )
+      )
+    ),
+  };
+}
