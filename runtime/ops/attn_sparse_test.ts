@@ -349,3 +349,37 @@ Deno.test("attnSparse rejects bad arguments", gpuTest, async () => {
     assertThrows(() => attnSparse(rec, x, y, x, o), RangeError, "tokens");
   });
 });
+
+Deno.test({
+  name:
+    "attnSparse: the GPU launch shape (head dim compiled in, 64 threads × 1 row) gives the same bits",
+  // Compiling the unrolled pipelines takes minutes on lavapipe: WEBDIT_SLOW_TESTS=1 runs it.
+  ignore: Deno.env.get("WEBDIT_SLOW_TESTS") !== "1",
+  ...gpuTest,
+  fn: async () => {
+    await withRuntime(async (rt) => {
+      const [h, w, H, B, D] = [16, 12, 2, 1, 64];
+      const T = h * w;
+      const xs = inputs(B, T, H, D, 64, false);
+      const { perm, masks, nb } = plan(h, w, H, 1, 0.5, 11);
+      const ts = xs.map((x) => uploadTensor(rt, x, [B, T, H * D]));
+      const o = {
+        heads: H,
+        perm: uploadTensor(rt, perm, [H, T], "u32"),
+        masks: uploadTensor(rt, masks, [H, 1, nb, maskWords(nb)], "u32"),
+      };
+      const tuning = { dynamicHeadDim: false, threads: 64, rowsPerThread: 1 };
+      for (const bits of [8, 4, 16] as const) {
+        const rec = new Recorder(rt);
+        const a = attnSparse(rec, ts[0], ts[1], ts[2], { ...o, bits, tuning });
+        const b = attnSparse(rec, ts[0], ts[1], ts[2], { ...o, bits });
+        await rec.submit();
+        assertEquals(
+          Array.from(await readTensor(rt, a)),
+          Array.from(await readTensor(rt, b)),
+          `bits ${bits}`,
+        );
+      }
+    });
+  },
+});
