@@ -204,10 +204,13 @@ interface Row {
 const slug = deviceSlug(rt.info.description, rt.info.fallback);
 const outBase = new URL(`./results/${slug}/${today()}_ablation_paro`, import.meta.url).pathname;
 let rows: Row[] = [];
+let imagesCommand: string | undefined;
 if (args.values.only === "mass") {
   // Keep the image rows of an earlier run of the same day, only the mass figures change.
   try {
-    rows = JSON.parse(await Deno.readTextFile(`${outBase}.json`)).rows ?? [];
+    const old = JSON.parse(await Deno.readTextFile(`${outBase}.json`));
+    rows = old.rows ?? [];
+    imagesCommand = old.extra?.images_command ?? old.command;
   } catch { /* none yet */ }
 } else {
   const n = Number(args.values.prompts);
@@ -307,6 +310,7 @@ const file = {
     calibration_prompts: PARO_CALIBRATION_PROMPTS,
     eval_prompts: evalPrompts.slice(0, Number(args.values.prompts)),
     heldout_prompts: heldoutPrompts,
+    images_command: imagesCommand,
     candidates: stats.candidates,
     per_step_masks_row_major: unshared,
     host_load_average: Deno.loadavg(),
