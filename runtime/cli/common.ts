@@ -92,7 +92,10 @@ export class ProgressBar {
     const rate = done / Math.max(s, 1e-9);
     const eta = rate > 0 ? (this.#total - done) / rate : 0;
     const width = 24;
-    const fill = Math.round((done / Math.max(1, this.#total)) * width);
+    const fill = Math.min(
+      width,
+      Math.max(0, Math.round((done / Math.max(1, this.#total)) * width)),
+    );
     const line = `${this.#label} [${"#".repeat(fill)}${".".repeat(width - fill)}] ` +
       `${done}/${this.#total} ${rate.toFixed(2)} it/s ETA ${eta.toFixed(1)}s`;
     if (this.#tty) Deno.stderr.writeSync(this.#enc.encode(`\r${line}`));

@@ -1,0 +1,331 @@
+/**
+ * `deno task ablation [--matrix FILE] [--resume] [--json]`: the plugin-swap ablation on the
+ * bundled model. Every setting of the matrix (bench/ablation_matrix.ts; default
+ * bench/matrices/default.json) is quantized with the real plugins, sampled over the fixed
+ * prompts and seeds, and scored against the FP32 dense model's images: PSNR, SSIM, cosine,
+ * prompt fidelity, ms/step, weight bytes and peak pool bytes. Rows go to
+ * `bench/results/<device>/<date>_ablation.{json,md,svg}` after every setting.
+ *
+ * Progress is kept in `.cache/ablation/<hash of model, prompts, seeds, sampler settings>/`
+ * (the FP32 reference images and the rows done), so `--resume` goes on where a run
+ * stopped, also after the matrix gained rows. PARO plans come from one calibration of the
+ * FP32 model per matrix (the statistics `deno task quantize --attention paro` computes),
+ * re-planned per density and bit width.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { type AdapterChoice, createRuntime, type Runtime } from "../runtime/gpu/device.ts";
+import {
+  compareSamples,
+  fidelityBlocker,
+  generateSamples,
+  type SampleSet,
+  scoreFidelity,
+} from "../runtime/eval/eval.ts";
+import { type EmojiDataset, loadEmojiDataset } from "../runtime/eval/fidelity.ts";
+import { tensorToImage } from "../runtime/io/png.ts";
+import { openSafetensors, writeSafetensors } from "../runtime/io/safetensors.ts";
+import { loadPipeline, type Pipeline } from "../runtime/pipeline.ts";
+import { transformerWeightsHash } from "../runtime/quant/calibrate.ts";
+import {
+  calibrateParo,
+  decodeParoStats,
+  encodeParoStats,
+} from "../runtime/quant/paro_calibrate.ts";
+import { type ParoStats, planParo } from "../runtime/quant/paro_plan.ts";
+import { quantizeModel, writeArtifact } from "../runtime/quant/quantize.ts";
+import { PARO_CALIBRATION_PROMPTS, ParoSelfAttention } from "../plugins/attention/paro.ts";
+import { ProgressBar } from "../runtime/cli/common.ts";
+import {
+  type AblationMatrix,
+  type AblationSetting,
+  DEFAULT_MATRIX_FILE,
+  readMatrix,
+  settingKey,
+  settingLabel,
+} from "./ablation_matrix.ts";
+import { type AblationRow, mergeAblation, writeAblation } from "./ablation_report.ts";
+import { backendName, deviceSlug, gitCommit, resultsRoot, today } from "./harness.ts";
+
+/** Usage text. */
+export const ABLATION_USAGE = `deno task ablation [options]
+  --matrix FILE    the plugin matrix (JSON, bench/ablation_matrix.ts); default ${
+  DEFAULT_MATRIX_FILE.replace(/.*\/bench\//, "bench/")
+}
+  --resume         go on from the rows an earlier run of the same matrix finished
+  --model PATH     override the matrix's model
+  --adapter A      auto (default), gpu or cpu
+  --out DIR        results root (default bench/results)
+  --state DIR      progress folder (default .cache/ablation)
+  --json           print the rows as one JSON object, the last line of stdout
+
+Writes <out>/<device>/<date>_ablation.{json,md,svg} after every row.`;
+
+const REPO = new URL("..", import.meta.url).pathname;
+const log = (s: string) =>
+  console.error(`[ablation ${new Date().toISOString().slice(11, 19)}] ${s}`);
+
+/** The hash of what the reference images depend on (the state folder's name). */
+async function referenceHash(m: AblationMatrix): Promise<string> {
+  const what = JSON.stringify({
+    model: await transformerWeightsHash(m.model),
+    prompts: m.prompts,
+    seeds: m.seeds,
+    steps: m.steps,
+    batch: m.batch,
+    guidance: m.guidance,
+    calibration: m.calibration,
+  });
+  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(what));
+  return [...new Uint8Array(d)].slice(0, 8).map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Saves a sample set's latents and settings (images are recomputed from the latents). */
+async function saveSamples(path: string, s: SampleSet): Promise<void> {
+  const per = s.shape.reduce((a, b) => a * b, 1);
+  const all = new Float32Array(s.samples.length * per);
+  s.samples.forEach((x, i) => all.set(x.latents, i * per));
+  const { samples: _, ...head } = s;
+  await writeSafetensors(path, {
+    latents: { dtype: "F32", shape: [s.samples.length, ...s.shape], data: all },
+  }, {
+    set: JSON.stringify(head),
+    order: JSON.stringify(s.samples.map((x) => [x.prompt, x.seed])),
+  });
+}
+
+/** Loads what {@linkcode saveSamples} wrote. */
+async function loadSamples(path: string): Promise<SampleSet> {
+  using f = await openSafetensors(path);
+  const head = JSON.parse(f.metadata.set) as Omit<SampleSet, "samples">;
+  const order = JSON.parse(f.metadata.order) as [string, number][];
+  const all = await f.readF32("latents");
+  const [C, H, W] = head.shape;
+  const per = C * H * W;
+  const samples = order.map(([prompt, seed], i) => {
+    const latents = all.slice(i * per, (i + 1) * per);
+    const image = C === 3 || C === 1 ? tensorToImage(latents, C, H, W) : undefined;
+    return { prompt, seed, latents, image };
+  });
+  return { ...head, samples };
+}
+
+/** PARO statistics of the FP32 model, calibrated once and kept in the state folder. */
+async function paroStats(rt: Runtime, m: AblationMatrix, dir: string): Promise<ParoStats> {
+  const file = join(dir, "paro_stats.bin");
+  try {
+    return decodeParoStats(await Deno.readFile(file));
+  } catch { /* calibrate */ }
+  const prompts = m.calibration.prompts ?? PARO_CALIBRATION_PROMPTS;
+  const bar = new ProgressBar("PARO calibration", prompts.length * m.steps);
+  const s = await calibrateParo(rt, {
+    path: m.model,
+    prompts,
+    steps: m.steps, // the masks are per step group of the sampling run
+    guidance: m.guidance,
+    onProgress: (p) => bar.update(p.prompt * p.steps + p.step + 1),
+  });
+  bar.done();
+  await Deno.writeFile(file, encodeParoStats(s));
+  return s;
+}
+
+/** Everything a run shares. */
+interface Run {
+  rt: Runtime;
+  m: AblationMatrix;
+  dir: string;
+  tmp: string;
+  dataset?: EmojiDataset;
+  paro?: ParoStats;
+}
+
+/** Loads the pipeline of a setting (quantized into a temporary artifact when it has to be). */
+async function pipelineFor(run: Run, s: AblationSetting): Promise<Pipeline> {
+  // Loaded per row and released after it, so the peak bytes are this row's alone.
+  if (s.quantizer === "fp32") return await loadPipeline(run.rt, { path: run.m.model });
+  let bar: ProgressBar | undefined;
+  const r = await quantizeModel({
+    model: run.m.model,
+    quantizer: s.quantizer,
+    wbits: s.wbits!,
+    abits: s.abits!,
+    rotation: s.rotation,
+    runtime: run.rt,
+    calibration: run.m.calibration,
+    onCalibration: (p) => {
+      if (!bar || (p.prompt === 0 && p.step === 0)) {
+        bar?.done();
+        bar = new ProgressBar("calibration (cached per model)", p.prompts * p.steps);
+      }
+      bar.update(p.prompt * p.steps + p.step + 1);
+    },
+  });
+  bar?.done();
+  const path = join(run.tmp, `${settingKey(s).replace(/[|.]/g, "_")}.safetensors`);
+  await writeArtifact(path, r, { force: true });
+  return await loadPipeline(run.rt, { path });
+}
+
+/** Samples the matrix's prompts and seeds with a progress bar. */
+async function sample(run: Run, pipe: Pipeline, label: string): Promise<SampleSet> {
+  const m = run.m;
+  const bar = new ProgressBar(label, m.prompts.length * m.seeds.length * m.steps);
+  const set = await generateSamples(pipe, {
+    prompts: m.prompts,
+    seeds: m.seeds,
+    steps: m.steps,
+    guidance: m.guidance,
+    batch: m.batch,
+    onProgress: (d) => d > 0 && bar.update(d),
+  });
+  bar.done();
+  return set;
+}
+
+/** Measures one setting against the reference. */
+async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
+  const pipe = await pipelineFor(run, s);
+  const dense = pipe.transformer.selfAttention;
+  let attn: ParoSelfAttention | undefined;
+  if (s.attention === "paro") {
+    run.paro ??= await paroStats(run.rt, run.m, run.dir);
+    const plan = planParo(run.paro, { density: s.density!, bits: s.attn_bits as 8 | 4 | 16 });
+    pipe.transformer.selfAttention = attn = new ParoSelfAttention(run.rt, plan);
+  } else if (s.attention !== "dense") {
+    throw new RangeError(`attention "${s.attention}": the harness runs dense and paro`);
+  }
+  try {
+    run.rt.pool.resetPeak();
+    const set = await sample(run, pipe, settingLabel(s));
+    const batches = Math.ceil((run.m.prompts.length * run.m.seeds.length) / run.m.batch);
+    const c = ref ? compareSamples(set, ref) : undefined;
+    const ds = run.dataset;
+    const fid = ds && !fidelityBlocker(set, ds) ? scoreFidelity(set, ds).fidelity : null;
+    const finite = (x: number | undefined) => x === undefined || !Number.isFinite(x) ? null : x;
+    const row: AblationRow = {
+      model: run.m.model.replace(/\/$/, "").split("/").pop()!,
+      ...s,
+      psnr: finite(c?.psnr),
+      psnr_min: finite(c?.psnrMin),
+      ssim: c?.ssim ?? null,
+      cosine: c?.cosine ?? null,
+      fidelity: fid,
+      ms_step: set.ms / (batches * run.m.steps),
+      weight_bytes: pipe.transformer.weightBytes,
+      peak_bytes: run.rt.pool.peakBytes,
+      images: set.samples.length,
+      steps: run.m.steps,
+      batch: run.m.batch,
+    };
+    return { row, set };
+  } finally {
+    attn?.release();
+    pipe.transformer.selfAttention = dense;
+    pipe.release();
+  }
+}
+
+/** Runs the ablation command line; returns the exit code. */
+export async function ablation(args: string[]): Promise<number> {
+  const { values: v } = parseArgs({
+    args,
+    options: {
+      matrix: { type: "string", default: DEFAULT_MATRIX_FILE },
+      resume: { type: "boolean", default: false },
+      model: { type: "string" },
+      adapter: { type: "string", default: "auto" },
+      out: { type: "string" },
+      state: { type: "string", default: join(REPO, ".cache/ablation") },
+      json: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (v.help) {
+    console.error(ABLATION_USAGE);
+    return 0;
+  }
+  if (!["auto", "gpu", "cpu"].includes(v.adapter!)) {
+    throw new RangeError(`--adapter must be auto, gpu or cpu, got "${v.adapter}"`);
+  }
+  const m = await readMatrix(v.matrix!);
+  if (v.model) m.model = v.model;
+  const rt = await createRuntime({ adapter: v.adapter as AdapterChoice });
+  const dir = join(v.state!, await referenceHash(m));
+  await Deno.mkdir(dir, { recursive: true });
+  const run: Run = { rt, m, dir, tmp: await Deno.makeTempDir({ prefix: "webdit_ablation_" }) };
+  const slug = deviceSlug(rt.info.description, rt.info.fallback);
+  const base = join(v.out ?? resultsRoot(), slug, `${today()}_ablation`);
+  const command = `deno task ablation --matrix ${v.matrix!.replace(REPO, "")}${
+    v.model ? ` --model ${v.model}` : ""
+  }`;
+  const refFile = join(dir, "reference.safetensors");
+  const ref0 = v.resume ? await loadSamples(refFile).catch(() => undefined) : undefined;
+  const done = (v.resume
+    ? JSON.parse(
+      await Deno.readTextFile(join(dir, "rows.json")).catch(() => "[]"),
+    ) as AblationRow[]
+    : []).filter((r) => ref0 || r.quantizer !== "fp32" || r.attention !== "dense");
+  const todo = m.settings.filter((s) => !done.some((r) => settingKey(r) === settingKey(s)));
+  log(
+    `${m.model}: ${m.settings.length} settings (${todo.length} to run), ${m.prompts.length} prompts × ${m.seeds.length} seeds × ${m.steps} steps, batch ${m.batch}, on ${rt.info.description}`,
+  );
+  try {
+    let ref = ref0;
+    run.dataset = await loadEmojiDataset().catch((e) => {
+      log(`prompt fidelity off: ${(e as Error).message}`);
+      return undefined;
+    });
+    for (const [i, s] of todo.entries()) {
+      log(`[${i + 1}/${todo.length}] ${settingLabel(s)}`);
+      const t0 = performance.now();
+      const isRef = s.quantizer === "fp32" && s.attention === "dense";
+      if (!isRef && !ref) throw new Error("the FP32 dense reference must run first");
+      const { row, set } = await measure(run, s, isRef ? undefined : ref);
+      if (isRef) {
+        ref = set;
+        await saveSamples(refFile, set);
+      }
+      done.push(row);
+      await Deno.writeTextFile(join(dir, "rows.json"), JSON.stringify(done, null, 1));
+      const file = await mergeAblation(`${base}.json`, {
+        device: rt.info.description,
+        adapter: backendName(),
+        deno: Deno.version.deno,
+        commit: await gitCommit(),
+        date: today(),
+        command,
+        extra: { prompts: m.prompts, seeds: m.seeds, guidance: m.guidance, sampler: "dpm++2m" },
+      }, done);
+      await writeAblation(base, file, row.model);
+      log(
+        `  ${row.psnr === null ? "reference" : `PSNR ${row.psnr.toFixed(2)} dB`}, SSIM ${
+          row.ssim?.toFixed(4) ?? "-"
+        }, fidelity ${row.fidelity?.toFixed(1) ?? "-"} %, ${row.ms_step.toFixed(0)} ms/step, ` +
+          `weights ${(row.weight_bytes / 1e6).toFixed(2)} MB, peak ${
+            (row.peak_bytes / 1e6).toFixed(1)
+          } MB (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+      );
+    }
+    log(`wrote ${base}.{json,md,svg}`);
+    if (v.json) console.log(JSON.stringify({ file: `${base}.json`, rows: done }));
+    return 0;
+  } finally {
+    await Deno.remove(run.tmp, { recursive: true }).catch(() => {});
+    rt.destroy();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await ablation(Deno.args));
+  } catch (e) {
+    if (e instanceof RangeError || e instanceof TypeError) {
+      console.error(`error: ${e.message}`);
+      Deno.exit(2);
+    }
+    throw e;
+  }
+}

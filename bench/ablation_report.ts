@@ -1,0 +1,189 @@
+/**
+ * The ablation results: rows in BENCHMARKS.md's format merged into
+ * `bench/results/<device>/<date>_ablation.json` (a row of the same setting and model is
+ * replaced, other rows are kept), a Markdown table beside it, and an SVG plot of quality
+ * (PSNR against FP32) over latency (ms per sampler step).
+ *
+ * @module
+ */
+import { type AblationSetting, settingKey, settingLabel } from "./ablation_matrix.ts";
+import { fmt } from "./harness.ts";
+
+/** One row of the ablation table (BENCHMARKS.md "Results format"), with its model. */
+export interface AblationRow extends AblationSetting {
+  model: string;
+  /** Mean PSNR in dB against FP32 (null for the reference). */
+  psnr: number | null;
+  /** Lowest PSNR of one image. */
+  psnr_min?: number | null;
+  ssim: number | null;
+  cosine: number | null;
+  /** Prompt fidelity in % (null when the model is no emoji model). */
+  fidelity: number | null;
+  /** ms per sampler step of one batch (`batch` images, CFG). */
+  ms_step: number;
+  /** The transformer's weight bytes on the GPU. */
+  weight_bytes: number;
+  /** Peak bytes of the runtime's buffer pool while sampling. */
+  peak_bytes: number;
+  /** Images scored, steps, and images per batch. */
+  images: number;
+  steps: number;
+  batch?: number;
+}
+
+/** The results file. */
+export interface AblationFile {
+  device: string;
+  adapter: string;
+  deno: string;
+  commit: string;
+  date: string;
+  command: string;
+  rows: AblationRow[];
+  extra?: Record<string, unknown>;
+}
+
+const rowKey = (r: AblationRow) => `${r.model}|${settingKey(r)}`;
+
+/** Reads a results file, or undefined when there is none. */
+export async function readAblationFile(path: string): Promise<AblationFile | undefined> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as AblationFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new RangeError(`${path}: not a results file (${(e as Error).message})`);
+  }
+}
+
+/** Merges `rows` into the file at `path` (same model and setting replaced) and returns it. */
+export async function mergeAblation(
+  path: string,
+  head: Omit<AblationFile, "rows">,
+  rows: AblationRow[],
+): Promise<AblationFile> {
+  const old = await readAblationFile(path);
+  const mine = new Set(rows.map(rowKey));
+  const kept = (old?.rows ?? []).filter((r) => !mine.has(rowKey(r)));
+  const commands = new Set([...(old?.command ?? "").split("; ").filter(Boolean), head.command]);
+  return { ...head, command: [...commands].join("; "), rows: [...kept, ...rows] };
+}
+
+const MB = (b: number) => fmt(b / 1e6);
+const num = (x: number | null | undefined) => x === null || x === undefined ? "" : fmt(x);
+
+/** The Markdown table of a results file. */
+export function ablationMarkdown(f: AblationFile): string {
+  const head = [
+    "model",
+    "setting",
+    "PSNR dB",
+    "min",
+    "SSIM",
+    "cosine",
+    "fidelity %",
+    "ms/step",
+    "weight MB",
+    "peak MB",
+  ];
+  return [
+    `# ${f.date} — ablation, ${f.device}`,
+    "",
+    `commit ${f.commit} · Deno ${f.deno} · \`${f.command}\``,
+    "",
+    "PSNR/SSIM/cosine against the FP32 model's images (same prompts, seeds and batch); " +
+    "ms/step is one sampler step of one batch (CFG).",
+    "",
+    `| ${head.join(" | ")} |`,
+    `| ${head.map((_, i) => i < 2 ? "---" : "---:").join(" | ")} |`,
+    ...f.rows.map((r) =>
+      `| ${r.model} | ${settingLabel(r)} | ${num(r.psnr)} | ${num(r.psnr_min)} | ${num(r.ssim)} | ${
+        num(r.cosine)
+      } | ${num(r.fidelity)} | ${fmt(r.ms_step)} | ${MB(r.weight_bytes)} | ${MB(r.peak_bytes)} |`
+    ),
+    "",
+    `![quality against latency](${f.date}_ablation.svg)`,
+    "",
+  ].join("\n");
+}
+
+const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
+
+/** Colour per attention plugin / quantizer, so families read at a glance. */
+function colour(r: AblationRow): string {
+  if (r.attention !== "dense") return r.quantizer === "fp32" ? "#d62728" : "#9467bd";
+  if (r.quantizer === "tlq") return r.rotation === "none" ? "#1f77b4" : "#17becf";
+  if (r.quantizer === "uniform") return r.rotation === "none" ? "#ff7f0e" : "#bcbd22";
+  return "#333";
+}
+
+/**
+ * An SVG scatter plot of PSNR (y) over ms/step (x) for one model's rows; the FP32 row is the
+ * dashed vertical line (its PSNR is infinite).
+ */
+export function ablationSvg(rows: AblationRow[], title: string): string {
+  const W = 760, H = 460, L = 60, R = 250, T = 40, B = 50;
+  const pts = rows.filter((r) => r.psnr !== null && Number.isFinite(r.psnr));
+  const ref = rows.find((r) => r.quantizer === "fp32" && r.attention === "dense");
+  const xs = [...pts.map((r) => r.ms_step), ...(ref ? [ref.ms_step] : [])];
+  const ys = pts.map((r) => r.psnr!);
+  const x0 = 0, x1 = Math.max(1, ...xs) * 1.1;
+  const y0 = Math.floor(Math.min(10, ...ys) / 5) * 5, y1 = Math.ceil(Math.max(40, ...ys) / 5) * 5;
+  const px = (x: number) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+  const py = (y: number) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${L}" y="22" font-size="14">${esc(title)}</text>`,
+    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#000"/>`,
+    `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#000"/>`,
+    `<text x="${(L + W - R) / 2}" y="${H - 12}" text-anchor="middle">ms per sampler step</text>`,
+    `<text transform="translate(16 ${
+      (T + H - B) / 2
+    }) rotate(-90)" text-anchor="middle">PSNR vs FP32 (dB)</text>`,
+  ];
+  for (let y = y0; y <= y1; y += 5) {
+    out.push(
+      `<line x1="${L}" y1="${py(y)}" x2="${W - R}" y2="${py(y)}" stroke="#eee"/>`,
+      `<text x="${L - 6}" y="${py(y) + 4}" text-anchor="end">${y}</text>`,
+    );
+  }
+  for (let i = 0; i <= 5; i++) {
+    const x = x0 + (i / 5) * (x1 - x0);
+    out.push(`<text x="${px(x)}" y="${H - B + 16}" text-anchor="middle">${fmt(x)}</text>`);
+  }
+  if (ref) {
+    out.push(
+      `<line x1="${px(ref.ms_step)}" y1="${T}" x2="${px(ref.ms_step)}" y2="${
+        H - B
+      }" stroke="#333" stroke-dasharray="4 3"/>`,
+      `<text x="${px(ref.ms_step) + 4}" y="${T + 10}">FP32</text>`,
+    );
+  }
+  pts.forEach((r, i) => {
+    const c = colour(r);
+    out.push(
+      `<circle cx="${px(r.ms_step)}" cy="${py(r.psnr!)}" r="4" fill="${c}"><title>${
+        esc(settingLabel(r))
+      }: ${fmt(r.psnr!)} dB, ${fmt(r.ms_step)} ms/step</title></circle>`,
+      `<text x="${px(r.ms_step) + 6}" y="${py(r.psnr!) - 4}" fill="${c}">${i + 1}</text>`,
+      `<text x="${W - R + 14}" y="${T + 4 + i * 14}" fill="${c}">${i + 1}. ${
+        esc(settingLabel(r))
+      } (${fmt(r.psnr!)} dB)</text>`,
+    );
+  });
+  out.push("</svg>");
+  return out.join("\n") + "\n";
+}
+
+/** Writes `<base>.json`, `<base>.md` and `<base>.svg` (the plot of `model`'s rows). */
+export async function writeAblation(base: string, f: AblationFile, model: string): Promise<void> {
+  await Deno.mkdir(base.slice(0, base.lastIndexOf("/")), { recursive: true });
+  await Deno.writeTextFile(`${base}.json`, JSON.stringify(f, null, 2) + "\n");
+  await Deno.writeTextFile(`${base}.md`, ablationMarkdown(f));
+  const mine = f.rows.filter((r) => r.model === model);
+  await Deno.writeTextFile(
+    `${base}.svg`,
+    ablationSvg(mine, `${model} — quality against latency (${f.device})`),
+  );
+}

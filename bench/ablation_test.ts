@@ -1,0 +1,129 @@
+import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { ablation } from "./ablation.ts";
+import { parseMatrix, REFERENCE, settingKey, settingLabel } from "./ablation_matrix.ts";
+import {
+  ablationMarkdown,
+  type AblationRow,
+  ablationSvg,
+  mergeAblation,
+} from "./ablation_report.ts";
+
+Deno.test("matrix: defaults, grid expansion, duplicates dropped, reference first", async () => {
+  const m = await parseMatrix({
+    prompts: ["red apple"],
+    rows: [{ quantizer: "tlq", wbits: 4, abits: 8 }, { attention: "paro" }],
+    grid: { quantizer: ["tlq", "uniform"], wbits: [3, 4], abits: [8] },
+  }, "m.json");
+  assertEquals(m.model, "models/emoji-s");
+  assertEquals(m.steps, 20);
+  assertEquals(m.settings[0], REFERENCE);
+  // 1 reference + 2 rows + 4 grid settings, one of which repeats the first row.
+  assertEquals(m.settings.length, 6);
+  const paro = m.settings[2];
+  assertEquals([paro.density, paro.attn_bits], [0.3, 8]);
+  assertEquals(settingLabel(paro), "fp32 paro 0.3 int8");
+  assertEquals(new Set(m.settings.map(settingKey)).size, m.settings.length);
+});
+
+Deno.test("matrix: the default prompt count skips calibration prompts", async () => {
+  const m = await parseMatrix({ prompts: 3 }, "m.json");
+  assertEquals(m.prompts.length, 3);
+  assert(!m.prompts.includes("grinning face") && !m.prompts.includes("red apple"));
+});
+
+Deno.test("matrix: bad fields are named", async () => {
+  const bad: [unknown, string][] = [
+    [[], "m.json: the matrix must be a JSON object"],
+    [{ prompt: 3 }, "m.json: prompt is not a matrix field"],
+    [{ rows: [{ quantizer: "tlq", abits: 8 }] }, 'rows[0] quantizer "tlq" needs wbits'],
+    [{ rows: [{ wbits: 4 }] }, "rows[0] fp32 takes no wbits"],
+    [{ rows: [{ attention: "paro", density: 2 }] }, "rows[0].density must be in (0, 1]"],
+    [{ rows: [{ density: 0.3 }] }, "rows[0] dense attention takes no density"],
+    [{ rows: [{ bits: 4 }] }, "rows[0].bits is not a setting"],
+    [{ grid: { wbits: 4 } }, "grid.wbits must be a list"],
+    [{ steps: 0 }, "steps must be an integer in [1, 1000]"],
+    [{ seeds: [-1] }, "seeds[0] must be an integer"],
+  ];
+  for (const [raw, msg] of bad) {
+    await assertRejects(() => parseMatrix(raw, "m.json"), RangeError, msg);
+  }
+});
+
+const row = (o: Partial<AblationRow>): AblationRow => ({
+  model: "m",
+  ...REFERENCE,
+  psnr: null,
+  ssim: null,
+  cosine: null,
+  fidelity: null,
+  ms_step: 100,
+  weight_bytes: 4e6,
+  peak_bytes: 8e6,
+  images: 2,
+  steps: 4,
+  ...o,
+});
+
+Deno.test("report: merge replaces the same setting and keeps the others", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/x.json`;
+  const head = {
+    device: "d",
+    adapter: "vulkan",
+    deno: "2.9.6",
+    commit: "c",
+    date: "2026-01-01",
+    command: "a",
+  };
+  const q = { quantizer: "tlq", wbits: 4, abits: 8 };
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify(await mergeAblation(path, head, [row({}), row({ ...q, psnr: 20 })])),
+  );
+  const f = await mergeAblation(path, { ...head, command: "b" }, [row({ ...q, psnr: 30 })]);
+  assertEquals(f.rows.length, 2);
+  assertEquals(f.rows.find((r) => r.quantizer === "tlq")!.psnr, 30);
+  assertEquals(f.command, "a; b");
+  const md = ablationMarkdown(f);
+  assert(md.includes("| m | tlq W4A8 | 30.0 |"), md);
+  const svg = ablationSvg(f.rows, "t");
+  assertEquals((svg.match(/<circle/g) ?? []).length, 1); // the reference is the dashed line
+  assert(svg.includes("FP32") && svg.startsWith("<svg"));
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("ablation: a small matrix on the tiny model, then --resume runs only new rows", async () => {
+  const dir = await Deno.makeTempDir();
+  const matrix = {
+    model: new URL("../tests/fixtures/pixart_pixel", import.meta.url).pathname,
+    prompts: ["red apple", "a big blue car with yellow eyes"],
+    steps: 4,
+    batch: 2,
+    calibration: { prompts: ["red apple"], steps: 4 },
+    rows: [{ quantizer: "uniform", wbits: 8, abits: 8 }],
+  };
+  const file = `${dir}/m.json`;
+  await Deno.writeTextFile(file, JSON.stringify(matrix));
+  const args = ["--matrix", file, "--out", `${dir}/out`, "--state", `${dir}/state`, "--adapter"];
+  assertEquals(await ablation([...args, "cpu"]), 0);
+  const [sub] = [...Deno.readDirSync(`${dir}/out`)];
+  const json = [...Deno.readDirSync(`${dir}/out/${sub.name}`)].find((e) =>
+    e.name.endsWith("_ablation.json")
+  )!;
+  const path = `${dir}/out/${sub.name}/${json.name}`;
+  const first = JSON.parse(await Deno.readTextFile(path));
+  assertEquals(first.rows.length, 2);
+  const w8 = first.rows[1];
+  assert(w8.psnr > 25 && w8.psnr < 80, `W8A8 PSNR ${w8.psnr}`);
+  assert(w8.weight_bytes < first.rows[0].weight_bytes);
+  // Grow the matrix: resume keeps the reference and the W8A8 row, runs PARO alone.
+  matrix.rows.push({ attention: "paro", density: 0.5, attn_bits: 8 } as never);
+  await Deno.writeTextFile(file, JSON.stringify(matrix));
+  assertEquals(await ablation([...args, "cpu", "--resume"]), 0);
+  const second = JSON.parse(await Deno.readTextFile(path));
+  assertEquals(second.rows.length, 3);
+  assertEquals(second.rows[1].ms_step, w8.ms_step); // not re-measured
+  assert(second.rows[2].psnr > 20, `PARO PSNR ${second.rows[2].psnr}`);
+  for (const ext of ["md", "svg"]) assert(Deno.statSync(path.replace(/json$/, ext)).size > 100);
+  await Deno.remove(dir, { recursive: true });
+});
