@@ -1,15 +1,35 @@
 /**
  * One sampler step of a PixArt-α-shaped transformer (28 × 1152, 16 heads × 72, 4096
  * image tokens, 120 caption tokens of 4096, batch 2 = [uncond, cond]) with random
- * weights, in f32 and f16: `step_pixart_alpha_{f32,f16}` (ms). A step is what the
- * sampling loop records per step: the forward with the cached caption keys/values, the
- * guidance combine and an update of the latents (one elementwise axpby, the size of a
- * DPM-Solver++ update). PyTorch's figures for the same shapes come from
+ * Student-t weights (bench/random_model.ts), in ms:
+ *
+ * - `step_pixart_alpha_f32`, `step_pixart_alpha_f16`: dense weights and activations;
+ * - `step_pixart_alpha_w4a8_tlq_ars`: every linear but the keep-FP ones (pos_embed.proj,
+ *   adaln_single.*, caption_projection.*, proj_out; METHODS.md) as W4 TLQ codes with
+ *   per-token A8 activations through the layer's ARS rotation (bench/random_quant.ts);
+ * - `step_pixart_alpha_w4a8_tlq_ars_paro30_int8`: the same model with PARO self-attention
+ *   at block density 0.3, INT8 Q/K/P/V (plugins/attention/paro.ts).
+ *
+ * A step is what the sampling loop records per step: the forward with the cached caption
+ * keys/values, the guidance combine and an update of the latents (one elementwise axpby,
+ * the size of a DPM-Solver++ update). PyTorch's figures for the same shapes come from
  * tools/torch/bench_step.py (`torch_step_pixart_alpha_*`).
+ *
+ * The quantized rows' plans come from one FP32 calibration forward of the same model on
+ * the bench's random inputs (step 0 of 1): the statistics of every linear input give ARS
+ * its per-layer branch, smoothing and rotations; the attention maps give PARO its orders
+ * and masks (one step group). Before timing, each quantized row's forward output is
+ * compared with the FP32 output of that calibration forward (same weights and inputs):
+ * cosine and relative L2 error in the note, and cosine > 0.9 asserted for W4A8 (a random
+ * model at W4 differs; a bug would not stay that close).
  *
  * On a CPU adapter the shapes shrink to `step_pixart_tiny_*` (2 × 144, 256 tokens).
  *
- * Run: `WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/step_bench.ts`
+ *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/step_bench.ts
+ *                          # → bench/results/<device>/<date>_step.{json,md}
+ *     WEBDIT_STEP_ROWS=f32,w4a8,paro …   # a subset (file <date>_step_<rows>); default all
+ *     WEBDIT_QUANT_WORKERS=8 …           # host workers quantizing the layers (default: cores)
+ *     WEBDIT_STEP_LAYERS=4 …             # another depth (rows named …_l4_…), for quick checks
  *
  * @module
  */
@@ -17,14 +37,36 @@ import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
 import { readTensor, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
-import { denseLinears } from "../runtime/model/linear.ts";
+import { denseLinears, type LinearFactory } from "../runtime/model/linear.ts";
 import { elementwise } from "../runtime/ops/elementwise.ts";
 import { duplicateBatchGpu, guideGpu, nchwLayout } from "../runtime/sampling/guidance.ts";
 import { cast } from "../runtime/ops/cast.ts";
-import { addedConditions, loadPixArt, type PixArtModel } from "../plugins/models/pixart.ts";
-import { parsePixArtConfig, pixartWeightShapes } from "../plugins/models/pixart_config.ts";
+import { StatsCollector } from "../runtime/quant/calibrate.ts";
+import { ParoStatsObserver } from "../runtime/quant/paro_calibrate.ts";
+import { maskDensity, planParo } from "../runtime/quant/paro_plan.ts";
+import { DEFAULT_KEEP_FP, keepPattern } from "../runtime/quant/plan.ts";
+import { ParoSelfAttention } from "../plugins/attention/paro.ts";
+import {
+  addedConditions,
+  denseSelfAttention,
+  loadPixArt,
+  type PixArtModel,
+  type SelfAttention,
+} from "../plugins/models/pixart.ts";
+import {
+  parsePixArtConfig,
+  type PixArtConfig,
+  pixartWeightShapes,
+} from "../plugins/models/pixart_config.ts";
 import { BenchSuite, deviceSlug } from "./harness.ts";
 import { RandomSource } from "./random_model.ts";
+import {
+  compareOutputs,
+  defaultWorkers,
+  plannedLinears,
+  planSummary,
+  quantizeLayers,
+} from "./random_quant.ts";
 
 const adapter = (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as "auto" | "gpu" | "cpu";
 const runtime: Runtime = await createRuntime({ adapter });
@@ -58,8 +100,12 @@ const TINY: Shape = {
   captionChannels: 64,
 };
 
-async function build(r: Runtime, s: Shape, dtype: "f32" | "f16") {
-  const config = parsePixArtConfig({
+/** The timestep of every step here, and the sampler position PARO's step group is read from. */
+const T_STEP = [500, 500];
+const STEP = { index: 0, total: 20 };
+
+function configOf(s: Shape): PixArtConfig {
+  return parsePixArtConfig({
     num_attention_heads: s.heads,
     attention_head_dim: s.headDim,
     in_channels: 4,
@@ -70,8 +116,25 @@ async function build(r: Runtime, s: Shape, dtype: "f32" | "f16") {
     patch_size: 2,
     caption_channels: s.captionChannels,
   });
-  const source = new RandomSource(pixartWeightShapes(config), 7, `pixart-${s.tag}`);
-  const model = await loadPixArt(r, source, config, { dtype, linears: denseLinears(dtype) });
+}
+
+/** The random weights: the same seed for every row, so every model has the same weights. */
+function sourceOf(s: Shape): RandomSource {
+  return new RandomSource(pixartWeightShapes(configOf(s)), 7, `pixart-${s.tag}`);
+}
+
+async function load(
+  r: Runtime,
+  s: Shape,
+  dtype: "f32" | "f16",
+  linears: LinearFactory,
+  selfAttention?: SelfAttention,
+): Promise<PixArtModel> {
+  return await loadPixArt(r, sourceOf(s), configOf(s), { dtype, linears, selfAttention });
+}
+
+/** The step's inputs (the same values for every row): caption conditioning and latents. */
+async function inputs(r: Runtime, model: PixArtModel, s: Shape, dtype: "f32" | "f16") {
   const B = 1;
   const rows = 2 * B; // [uncond, cond]
   const g = new Prng(11);
@@ -86,28 +149,50 @@ async function build(r: Runtime, s: Shape, dtype: "f32" | "f16") {
   const rec = new Recorder(r, "prepare");
   const cond = model.prepare(rec, emb, mask, addedConditions(rows, 8 * s.latent, 8 * s.latent));
   await rec.submit();
+  emb.release();
   const xLatent = uploadTensor(r, g.normals(B * 4 * s.latent * s.latent), [
     B,
     4,
     s.latent,
     s.latent,
   ]);
-  return { model, cond, xLatent, B };
+  return { cond, xLatent };
+}
+
+type Cond = ReturnType<PixArtModel["prepare"]>;
+
+/** Runs the forward alone on [x; x] and reads its output (f32), for the checks. */
+async function forwardOutput(
+  r: Runtime,
+  model: PixArtModel,
+  cond: Cond,
+  x: Tensor,
+  step: { index: number; total: number },
+): Promise<Float32Array> {
+  const rec = new Recorder(r, "check forward");
+  const x2 = duplicateBatchGpu(rec, x);
+  const xin = cast(rec, x2, model.dtype);
+  if (xin !== x2) x2.release();
+  const out = model.forward(rec, xin, T_STEP, cond, step);
+  xin.release();
+  await rec.submit();
+  const v = await readTensor(r, out);
+  out.release();
+  return v;
 }
 
 /** Records one sampler step as the sampling loop does: [x; x] → forward → CFG → update. */
 function recordStep(
   rec: Recorder,
   model: PixArtModel,
-  cond: ReturnType<PixArtModel["prepare"]>,
+  cond: Cond,
   x: Tensor,
-  dtype: "f32" | "f16",
 ): Tensor {
   const [B, C, H, W] = x.shape;
   const x2 = duplicateBatchGpu(rec, x);
-  const xin = cast(rec, x2, dtype);
+  const xin = cast(rec, x2, model.dtype);
   if (xin !== x2) x2.release();
-  const out = model.forward(rec, xin, [500, 500], cond, { index: 0, total: 20 });
+  const out = model.forward(rec, xin, T_STEP, cond, STEP);
   xin.release();
   const out32 = cast(rec, out, "f32");
   if (out32 !== out) out.release();
@@ -118,8 +203,129 @@ function recordStep(
   return next;
 }
 
+function shapeNote(s: Shape): string {
+  return `pixart-${s.tag}: ${s.layers} layers × ${s.heads * s.headDim}, ${
+    (s.latent / 2) ** 2
+  } tokens, batch 2`;
+}
+
+/** The quantized model (shared by the two quantized rows), its PARO attention and checks. */
+interface QuantSetup {
+  model: PixArtModel;
+  cond: Cond;
+  xLatent: Tensor;
+  paro: ParoSelfAttention;
+  notes: { w4a8: string; paro: string };
+}
+
+let quantSetup: Promise<QuantSetup> | undefined;
+
+/**
+ * Calibrates (one FP32 forward with the linear-input and attention-map observers), plans
+ * and quantizes every linear on the host workers, loads the W4A8 model and checks it and
+ * its PARO variant against the FP32 output.
+ */
+async function buildQuantized(r: Runtime, s: Shape): Promise<QuantSetup> {
+  const t0 = performance.now();
+  const collector = new StatsCollector(256, 1);
+  const observer = new ParoStatsObserver(r);
+  const cal = await load(
+    r,
+    s,
+    "f32",
+    collector.wrap(denseLinears("f32")),
+    observer.wrap(denseSelfAttention),
+  );
+  let ref: Float32Array;
+  try {
+    const { cond, xLatent } = await inputs(r, cal, s, "f32");
+    // One calibration step: step 0 of 1 (PARO's plan then has one mask group for every step).
+    ref = await forwardOutput(r, cal, cond, xLatent, { index: 0, total: 1 });
+    cond.release();
+    xLatent.release();
+  } finally {
+    cal.release();
+  }
+  const stats = await collector.read(r);
+  const paroStats = await observer.read();
+  collector.release();
+  observer.release();
+  const tCal = (performance.now() - t0) / 1000;
+
+  const source = sourceOf(s);
+  const names = [...pixartWeightShapes(configOf(s))]
+    .filter(([n, shape]) => n.endsWith(".weight") && shape.length >= 2)
+    .map(([n]) => n.slice(0, -".weight".length))
+    .filter((n) => !keepPattern(n, DEFAULT_KEEP_FP));
+  const workers = defaultWorkers();
+  const t1 = performance.now();
+  let shown = 0;
+  const plans = await quantizeLayers(source, names, stats, {
+    wbits: 4,
+    workers,
+    onLayer: (done, total) => {
+      if (done === total || (done / total) * 10 >= shown + 1) {
+        shown = Math.floor((done / total) * 10);
+        console.log(`step bench: quantized ${done}/${total} layers`);
+      }
+    },
+  });
+  const tQuant = (performance.now() - t1) / 1000;
+
+  const model = await load(r, s, "f32", plannedLinears(plans, { abits: 8 }));
+  const plan = planParo(paroStats, { density: 0.3, bits: 8 });
+  const paro = new ParoSelfAttention(r, plan);
+  const { cond, xLatent } = await inputs(r, model, s, "f32");
+  model.selfAttention = denseSelfAttention;
+  const y = await forwardOutput(r, model, cond, xLatent, STEP);
+  const cmp = compareOutputs(y, ref);
+  if (!y.every(Number.isFinite)) throw new Error("W4A8 step output is not finite");
+  if (!(cmp.cosine > 0.9)) {
+    throw new Error(`W4A8 forward vs FP32: cosine ${cmp.cosine.toFixed(4)} ≤ 0.9`);
+  }
+  model.selfAttention = paro;
+  const yp = await forwardOutput(r, model, cond, xLatent, STEP);
+  const cmpP = compareOutputs(yp, ref);
+  if (!yp.every(Number.isFinite)) throw new Error("W4A8 + PARO step output is not finite");
+  if (!(cmpP.cosine > 0.5)) {
+    throw new Error(`W4A8 + PARO forward vs FP32: cosine ${cmpP.cosine.toFixed(4)} ≤ 0.5`);
+  }
+  let dens = 0;
+  const orders = new Map<string, number>();
+  for (let l = 0; l < plan.meta.layers; l++) {
+    for (let h = 0; h < plan.meta.heads; h++) {
+      dens += maskDensity(plan.mask(l, h, 0), Math.ceil(plan.meta.tokens / 64));
+      const o = plan.layers[l].orders[h];
+      orders.set(o, (orders.get(o) ?? 0) + 1);
+    }
+  }
+  dens /= plan.meta.layers * plan.meta.heads;
+  const mib = (model.weightBytes / 2 ** 20).toFixed(0);
+  const w4a8 = `${shapeNote(s)}; W4 TLQ + A8 per token, keep-FP ${DEFAULT_KEEP_FP.join(" ")}; ` +
+    `${planSummary(plans)}; plan from one FP32 calibration forward on the bench inputs ` +
+    `(${tCal.toFixed(1)} s), ${plans.size} layers quantized in ${
+      tQuant.toFixed(1)
+    } s on ${workers} workers; weights ${mib} MiB; forward vs FP32: cosine ${
+      cmp.cosine.toFixed(4)
+    }, rel L2 ${cmp.relL2.toFixed(3)}`;
+  const paroNote = `as w4a8_tlq_ars + PARO self-attention (masks from the calibration ` +
+    `forward's maps, 1 step group), INT8 Q/K/P/V, mean block density ${dens.toFixed(3)}, ` +
+    `orders ${[...orders].map(([o, n]) => `${o} ${n}`).join(", ")}; forward vs FP32: cosine ${
+      cmpP.cosine.toFixed(4)
+    }, rel L2 ${cmpP.relL2.toFixed(3)}`;
+  return { model, cond, xLatent, paro, notes: { w4a8, paro: paroNote } };
+}
+
+const ROWS = ["f32", "f16", "w4a8", "paro"] as const;
+type Row = typeof ROWS[number];
+const rowsEnv = Deno.env.get("WEBDIT_STEP_ROWS");
+const rows = (rowsEnv ? rowsEnv.split(",") : [...ROWS]) as Row[];
+for (const r of rows) {
+  if (!ROWS.includes(r)) throw new TypeError(`WEBDIT_STEP_ROWS: unknown row ${r} (${ROWS})`);
+}
+
 const suite = new BenchSuite({
-  what: "step",
+  what: rowsEnv ? `step_${rows.join("_")}` : "step",
   describe: () => {
     const r = runtime;
     return Promise.resolve({
@@ -133,8 +339,18 @@ const suite = new BenchSuite({
   teardown: () => runtime.destroy(),
 });
 
-const shape = runtime.info.fallback ? TINY : ALPHA;
+const baseShape = runtime.info.fallback ? TINY : ALPHA;
+const layersEnv = Deno.env.get("WEBDIT_STEP_LAYERS");
+if (layersEnv && !(Number.isInteger(Number(layersEnv)) && Number(layersEnv) > 0)) {
+  throw new TypeError(`WEBDIT_STEP_LAYERS must be a positive integer, got ${layersEnv}`);
+}
+// Another depth (quick checks): the rows' names then carry it, e.g. step_pixart_tiny_l28_f32.
+const shape: Shape = layersEnv
+  ? { ...baseShape, layers: Number(layersEnv), tag: `${baseShape.tag}_l${layersEnv}` }
+  : baseShape;
+const timing = { iterations: 10, minSampleMs: 300, maxReps: 16 };
 for (const dtype of ["f32", "f16"] as const) {
+  if (!rows.includes(dtype)) continue;
   suite.add({
     name: `step_pixart_${shape.tag}_${dtype}`,
     unit: "ms",
@@ -142,10 +358,11 @@ for (const dtype of ["f32", "f16"] as const) {
       const r = runtime;
       if (dtype === "f16" && !r.info.f16) throw new Error("no shader-f16 on this adapter");
       const s = shape;
-      const { model, cond, xLatent } = await build(r, s, dtype);
-      // Check before timing: the step's output is finite, and f16 agrees with f32 is in the tests.
+      const model = await load(r, s, dtype, denseLinears(dtype));
+      const { cond, xLatent } = await inputs(r, model, s, dtype);
+      // Check before timing: the step's output is finite (f16 vs f32 agreement is in the tests).
       const rec = new Recorder(r);
-      const y = recordStep(rec, model, cond, xLatent, dtype);
+      const y = recordStep(rec, model, cond, xLatent);
       await rec.submit();
       const v = await readTensor(r, y);
       y.release();
@@ -154,19 +371,50 @@ for (const dtype of ["f32", "f16"] as const) {
         device: r.device,
         run: async (reps) => {
           const rec = new Recorder(r);
-          for (let i = 0; i < reps; i++) recordStep(rec, model, cond, xLatent, dtype).release();
+          for (let i = 0; i < reps; i++) recordStep(rec, model, cond, xLatent).release();
           await rec.submit();
         },
-        note: `pixart-${s.tag}: ${s.layers} layers × ${s.heads * s.headDim}, ${
-          (s.latent / 2) ** 2
-        } tokens, batch 2; weights ${(model.weightBytes / 2 ** 20).toFixed(0)} MiB`,
+        note: `${shapeNote(s)}; weights ${(model.weightBytes / 2 ** 20).toFixed(0)} MiB`,
         dispose: () => {
           cond.release();
           model.release();
         },
       };
     },
-    timing: { iterations: 10, minSampleMs: 300, maxReps: 16 },
+    timing,
+  });
+}
+
+for (const row of ["w4a8", "paro"] as const) {
+  if (!rows.includes(row)) continue;
+  suite.add({
+    name: `step_pixart_${shape.tag}_w4a8_tlq_ars${row === "paro" ? "_paro30_int8" : ""}`,
+    unit: "ms",
+    setup: async () => {
+      const r = runtime;
+      quantSetup ??= buildQuantized(r, shape);
+      const q = await quantSetup;
+      const attn: SelfAttention = row === "paro" ? q.paro : denseSelfAttention;
+      // Check before timing: a whole step with this attention gives finite latents.
+      q.model.selfAttention = attn;
+      const rec = new Recorder(r);
+      const y = recordStep(rec, q.model, q.cond, q.xLatent);
+      await rec.submit();
+      const v = await readTensor(r, y);
+      y.release();
+      if (!v.every(Number.isFinite)) throw new Error("non-finite step output");
+      return {
+        device: r.device,
+        run: async (reps) => {
+          q.model.selfAttention = attn; // the two rows share the model
+          const rec = new Recorder(r);
+          for (let i = 0; i < reps; i++) recordStep(rec, q.model, q.cond, q.xLatent).release();
+          await rec.submit();
+        },
+        note: row === "paro" ? q.notes.paro : q.notes.w4a8,
+      };
+    },
+    timing,
   });
 }
 
