@@ -34,7 +34,7 @@ import {
   decodeParoStats,
   encodeParoStats,
 } from "../runtime/quant/paro_calibrate.ts";
-import { type ParoStats, planParo } from "../runtime/quant/paro_plan.ts";
+import { type ParoStats, planKeptMass, planParo } from "../runtime/quant/paro_plan.ts";
 import { quantizeModel, writeArtifact } from "../runtime/quant/quantize.ts";
 import { PARO_CALIBRATION_PROMPTS, ParoSelfAttention } from "../plugins/attention/paro.ts";
 import { ProgressBar } from "../runtime/cli/common.ts";
@@ -66,6 +66,9 @@ Writes <out>/<device>/<date>_ablation.{json,md,svg} after every row.`;
 const REPO = new URL("..", import.meta.url).pathname;
 const log = (s: string) =>
   console.error(`[ablation ${new Date().toISOString().slice(11, 19)}] ${s}`);
+
+/** The model's name in the rows: its folder's name. */
+const modelName = (path: string) => path.replace(/\/$/, "").split("/").pop()!;
 
 /** The hash of what the reference images depend on (the state folder's name). */
 async function referenceHash(m: AblationMatrix): Promise<string> {
@@ -112,13 +115,21 @@ async function loadSamples(path: string): Promise<SampleSet> {
   return { ...head, samples };
 }
 
-/** PARO statistics of the FP32 model, calibrated once and kept in the state folder. */
-async function paroStats(rt: Runtime, m: AblationMatrix, dir: string): Promise<ParoStats> {
-  const file = join(dir, "paro_stats.bin");
+/**
+ * PARO statistics of the FP32 model over `prompts` (default: the calibration prompts),
+ * calibrated once and kept in the state folder as `name`.
+ */
+async function paroStats(
+  rt: Runtime,
+  m: AblationMatrix,
+  dir: string,
+  name = "paro_stats.bin",
+  prompts: readonly string[] = m.calibration.prompts ?? PARO_CALIBRATION_PROMPTS,
+): Promise<ParoStats> {
+  const file = join(dir, name);
   try {
     return decodeParoStats(await Deno.readFile(file));
   } catch { /* calibrate */ }
-  const prompts = m.calibration.prompts ?? PARO_CALIBRATION_PROMPTS;
   const bar = new ProgressBar("PARO calibration", prompts.length * m.steps);
   const s = await calibrateParo(rt, {
     path: m.model,
@@ -130,6 +141,34 @@ async function paroStats(rt: Runtime, m: AblationMatrix, dir: string): Promise<P
   bar.done();
   await Deno.writeFile(file, encodeParoStats(s));
   return s;
+}
+
+/** Attention mass the PARO masks keep, with the chosen orders and row-major, per density. */
+export interface MassKept {
+  density: number;
+  /** "calibration": the plan's own prompts; "held_out": the matrix's first prompt. */
+  evaluated_on: "calibration" | "held_out";
+  row_major: number;
+  chosen: number;
+}
+
+/** The mass-kept figures of PARO's reordering (means over layers, heads and steps). */
+async function massKept(run: Run, densities: number[]): Promise<MassKept[]> {
+  run.paro ??= await paroStats(run.rt, run.m, run.dir);
+  const held = await paroStats(run.rt, run.m, run.dir, "paro_stats_heldout.bin", [
+    run.m.prompts[0],
+  ]);
+  const mean = (x: number[][]) => x.flat().reduce((a, b) => a + b, 0) / x.flat().length;
+  return densities.flatMap((density) =>
+    ([["calibration", run.paro!], ["held_out", held]] as const).map(([on, stats]) => ({
+      density,
+      evaluated_on: on,
+      row_major: mean(
+        planKeptMass(planParo(run.paro!, { density, bits: 8, candidates: ["hw"] }), stats),
+      ),
+      chosen: mean(planKeptMass(planParo(run.paro!, { density, bits: 8 }), stats)),
+    }))
+  );
 }
 
 /** Everything a run shares. */
@@ -206,7 +245,7 @@ async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
     const fid = ds && !fidelityBlocker(set, ds) ? scoreFidelity(set, ds).fidelity : null;
     const finite = (x: number | undefined) => x === undefined || !Number.isFinite(x) ? null : x;
     const row: AblationRow = {
-      model: run.m.model.replace(/\/$/, "").split("/").pop()!,
+      model: modelName(run.m.model),
       ...s,
       psnr: finite(c?.psnr),
       psnr_min: finite(c?.psnrMin),
@@ -272,6 +311,27 @@ export async function ablation(args: string[]): Promise<number> {
   log(
     `${m.model}: ${m.settings.length} settings (${todo.length} to run), ${m.prompts.length} prompts × ${m.seeds.length} seeds × ${m.steps} steps, batch ${m.batch}, on ${rt.info.description}`,
   );
+  const model = modelName(m.model);
+  let mass: MassKept[] | undefined;
+  const save = async () => {
+    const file = await mergeAblation(`${base}.json`, {
+      device: rt.info.description,
+      adapter: backendName(),
+      deno: Deno.version.deno,
+      commit: await gitCommit(),
+      date: today(),
+      command,
+      extra: {
+        prompts: m.prompts,
+        seeds: m.seeds,
+        guidance: m.guidance,
+        sampler: "dpm++2m",
+        host_load_average: Deno.loadavg(),
+        ...(mass ? { paro_mass_kept: mass } : {}),
+      },
+    }, done);
+    await writeAblation(base, file, model);
+  };
   try {
     let ref = ref0;
     run.dataset = await loadEmojiDataset().catch((e) => {
@@ -290,16 +350,7 @@ export async function ablation(args: string[]): Promise<number> {
       }
       done.push(row);
       await Deno.writeTextFile(join(dir, "rows.json"), JSON.stringify(done, null, 1));
-      const file = await mergeAblation(`${base}.json`, {
-        device: rt.info.description,
-        adapter: backendName(),
-        deno: Deno.version.deno,
-        commit: await gitCommit(),
-        date: today(),
-        command,
-        extra: { prompts: m.prompts, seeds: m.seeds, guidance: m.guidance, sampler: "dpm++2m" },
-      }, done);
-      await writeAblation(base, file, row.model);
+      await save();
       log(
         `  ${row.psnr === null ? "reference" : `PSNR ${row.psnr.toFixed(2)} dB`}, SSIM ${
           row.ssim?.toFixed(4) ?? "-"
@@ -308,6 +359,21 @@ export async function ablation(args: string[]): Promise<number> {
             (row.peak_bytes / 1e6).toFixed(1)
           } MB (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
       );
+    }
+    const densities = [
+      ...new Set(m.settings.filter((s) => s.attention === "paro").map((s) => s.density!)),
+    ];
+    if (densities.length) {
+      log("attention mass kept by the PARO masks, chosen orders vs row-major");
+      mass = await massKept(run, densities);
+      for (const k of mass) {
+        log(
+          `  density ${k.density} (${k.evaluated_on}): chosen ${k.chosen.toFixed(4)}, row-major ${
+            k.row_major.toFixed(4)
+          }`,
+        );
+      }
+      await save();
     }
     log(`wrote ${base}.{json,md,svg}`);
     if (v.json) console.log(JSON.stringify({ file: `${base}.json`, rows: done }));

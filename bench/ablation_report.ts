@@ -102,9 +102,31 @@ export function ablationMarkdown(f: AblationFile): string {
       } | ${num(r.fidelity)} | ${fmt(r.ms_step)} | ${MB(r.weight_bytes)} | ${MB(r.peak_bytes)} |`
     ),
     "",
+    ...massMarkdown(f.extra?.paro_mass_kept),
     `![quality against latency](${f.date}_ablation.svg)`,
     "",
   ].join("\n");
+}
+
+/** The PARO mass-kept table, when the file has the figures. */
+function massMarkdown(raw: unknown): string[] {
+  if (!Array.isArray(raw) || !raw.length) return [];
+  const rows = raw as {
+    density: number;
+    evaluated_on: string;
+    row_major: number;
+    chosen: number;
+  }[];
+  return [
+    "Attention mass the PARO masks keep (mean over layers, heads and steps):",
+    "",
+    "| density | evaluated on | row-major | chosen orders |",
+    "| ---: | --- | ---: | ---: |",
+    ...rows.map((r) =>
+      `| ${r.density} | ${r.evaluated_on} | ${r.row_major.toFixed(4)} | ${r.chosen.toFixed(4)} |`
+    ),
+    "",
+  ];
 }
 
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
