@@ -144,12 +144,16 @@ function colour(r: AblationRow): string {
  * dashed vertical line (its PSNR is infinite).
  */
 export function ablationSvg(rows: AblationRow[], title: string): string {
-  const W = 760, H = 460, L = 60, R = 250, T = 40, B = 50;
+  const W = 840, H = 460, L = 60, R = 320, T = 40, B = 50;
   const pts = rows.filter((r) => r.psnr !== null && Number.isFinite(r.psnr));
   const ref = rows.find((r) => r.quantizer === "fp32" && r.attention === "dense");
   const xs = [...pts.map((r) => r.ms_step), ...(ref ? [ref.ms_step] : [])];
   const ys = pts.map((r) => r.psnr!);
-  const x0 = 0, x1 = Math.max(1, ...xs) * 1.1;
+  // Ticks at 1, 2 or 5 × 10^k, five or so across.
+  const raw = (Math.max(1, ...xs) * 1.1) / 5;
+  const pow = 10 ** Math.floor(Math.log10(raw));
+  const tick = [1, 2, 5, 10].map((k) => k * pow).find((t) => t >= raw)!;
+  const x0 = 0, x1 = Math.ceil((Math.max(1, ...xs) * 1.05) / tick) * tick;
   const y0 = Math.floor(Math.min(10, ...ys) / 5) * 5, y1 = Math.ceil(Math.max(40, ...ys) / 5) * 5;
   const px = (x: number) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
   const py = (y: number) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
@@ -170,8 +174,7 @@ export function ablationSvg(rows: AblationRow[], title: string): string {
       `<text x="${L - 6}" y="${py(y) + 4}" text-anchor="end">${y}</text>`,
     );
   }
-  for (let i = 0; i <= 5; i++) {
-    const x = x0 + (i / 5) * (x1 - x0);
+  for (let x = x0; x <= x1 + 1e-9; x += tick) {
     out.push(`<text x="${px(x)}" y="${H - B + 16}" text-anchor="middle">${fmt(x)}</text>`);
   }
   if (ref) {
