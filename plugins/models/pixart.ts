@@ -361,6 +361,30 @@ export class PixArtModel {
     return out;
   }
 
+  /**
+   * Records block `i` alone (benchmarks, tests): hidden states x [B·T, D] of an h×w token
+   * grid → the block's output, with `t6` the adaLN-single modulation [B, 6D] that
+   * {@linkcode forward} computes from the timestep. Consumes x, as the forward does.
+   */
+  blockForward(
+    rec: Recorder,
+    i: number,
+    x: Tensor,
+    t6: Tensor,
+    cond: PixArtConditioning,
+    grid: { h: number; w: number },
+    step: { index: number; total: number } = { index: -1, total: 0 },
+  ): Tensor {
+    const D = this.config.innerDim;
+    const B = cond.batch;
+    const T = grid.h * grid.w;
+    if (!(i >= 0 && i < this.#blocks.length)) throw new RangeError(`no block ${i}`);
+    if (x.size !== B * T * D || t6.size !== B * 6 * D) {
+      throw new RangeError(`block input must be [${B}·${T}, ${D}] and t6 [${B}, ${6 * D}]`);
+    }
+    return this.#block(rec, i, x, t6, cond, { B, T, h: grid.h, w: grid.w, D, step });
+  }
+
   #patchEmbed(rec: Recorder, patches: Tensor, h: number, w: number): Tensor {
     const tokens = this.#l["pos_embed.proj"].forward(rec, patches);
     const withPos = elementwise(rec, "addRow", tokens, { y: this.#posEmbed(rec, h, w) });
