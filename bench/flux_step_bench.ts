@@ -16,11 +16,20 @@
  * estimated as t(1+2) + 18·(t(2+4) − t(1+2)) (`…_est_full`, an extrapolation, not a
  * measurement). f16 rows too where the adapter has shader-f16.
  *
- * The W4A8 + PARO row (`step_flux_w4a8_tlq_ars_paro30_int8`) needs the TLQ W4A8
- * LinearFactory (issue 5) and the PARO attention (issue 7), which this commit does not
- * have: {@linkcode quantizedVariant} is the hook that builds them once they exist.
+ * The quantized rows (`step_flux_w4a8_tlq_ars`, `step_flux_w4a8_tlq_ars_paro30_int8`, at
+ * the f32 rows' depth): every linear of the double and single blocks — attention, the
+ * FFNs and the adaLN modulation linears included (issue 10; the paper's code kept the
+ * last two in BF16) — as W4 TLQ codes with per-token A8 activations through the layer's
+ * ARS rotation; x_embedder, context_embedder, time_text_embed.*, norm_out.linear and
+ * proj_out stay f32 (bench/random_quant.ts). PARO at block density 0.3, INT8, over the
+ * image tokens with the text tokens dense (bench/flux_paro.ts). The plans come from one
+ * FP32 calibration forward of the same model on the bench inputs (linear-input statistics
+ * for ARS, image×image attention maps for PARO); before timing the quantized forward's
+ * output is compared with that FP32 output (cosine, relative L2 in the note; cosine > 0.9
+ * asserted for W4A8, > 0.5 with PARO). `WEBDIT_FLUX_QUANT=0` skips them,
+ * `WEBDIT_FLUX_DTYPES=none` times them alone.
  *
- * On a CPU adapter (lavapipe) a tiny FLUX-shaped model instead (hidden 64, 64 image + 16
+ * On a CPU adapter (lavapipe) a tiny FLUX-shaped model instead (hidden 64, 256 image + 64
  * text tokens), rows named `step_flux_tiny_*`, so the run takes seconds.
  *
  * Correctness: the model is verified against PyTorch in tests/flux_fixtures_test.ts; here
@@ -28,22 +37,24 @@
  *
  * @module
  */
-import { type AdapterChoice, createRuntime, type Runtime } from "../runtime/gpu/device.ts";
+import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
 import { createTensor, readTensor, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
-import type { TensorInfo, TensorSource } from "../runtime/io/safetensors.ts";
-import { f32ToF16Bits } from "../runtime/io/f16.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { denseLinears, type LinearFactory } from "../runtime/model/linear.ts";
 import { cast } from "../runtime/ops/cast.ts";
 import { elementwise } from "../runtime/ops/elementwise.ts";
+import { StatsCollector } from "../runtime/quant/calibrate.ts";
+import { ParoStatsObserver } from "../runtime/quant/paro_calibrate.ts";
+import { planParo } from "../runtime/quant/paro_plan.ts";
+import { keepPattern } from "../runtime/quant/plan.ts";
 import {
   type FluxConfig,
   fluxWeightShapes,
   parseFluxConfig,
 } from "../plugins/models/flux_config.ts";
 import { type FluxConditioning, type FluxModel, loadFlux } from "../plugins/models/flux.ts";
-import type { SelfAttention } from "../plugins/models/pixart.ts";
+import { denseSelfAttention, type SelfAttention } from "../plugins/models/pixart.ts";
 import { fluxSampler } from "../plugins/models/flux_pipeline.ts";
 import { FLUX_FLOW_CONFIG } from "../runtime/sampling/flow_euler.ts";
 import {
@@ -59,6 +70,15 @@ import {
   today,
   writeResults,
 } from "./harness.ts";
+import { FluxParoAttention, observeImageTokens } from "./flux_paro.ts";
+import { RandomFluxSource, setFluxPoolSize } from "./random_flux.ts";
+import {
+  compareOutputs,
+  defaultWorkers,
+  plannedLinears,
+  planSummary,
+  quantizeLayers,
+} from "./random_quant.ts";
 
 const rt = await createRuntime({
   adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
@@ -98,8 +118,8 @@ const SHAPE: Shape = onGpu
     joint: 64,
     pooled: 32,
     inChannels: 16,
-    latent: 16,
-    textTokens: 16,
+    latent: 32,
+    textTokens: 64, // one whole block: PARO's image blocks stay aligned, as with 512 on the GPU
   };
 
 function depthOf(): [number, number] {
@@ -127,108 +147,7 @@ function fluxConfig(s: Shape, double: number, single: number): FluxConfig {
 }
 
 // Distinct random values per fan-in: 4M on GPUs (tiled over larger matrices), 64K on CPUs.
-const POOL = onGpu ? 1 << 22 : 1 << 16;
-const pools = new Map<number, Float32Array>();
-
-/**
- * POOL weights of std 1/√fanIn: Gaussian with Student-t tails (1 % of the entries drawn
- * from t with 4 degrees of freedom), as BENCHMARKS.md asks of shape benchmarks.
- */
-function pool(fanIn: number): Float32Array {
-  let p = pools.get(fanIn);
-  if (!p) {
-    const g = new Prng(fanIn);
-    p = new Float32Array(POOL);
-    const s = 1 / Math.sqrt(fanIn);
-    for (let i = 0; i < POOL; i++) {
-      let v = g.normal();
-      if (g.uniform() < 0.01) {
-        let chi = 0;
-        for (let k = 0; k < 4; k++) chi += g.normal() ** 2;
-        v /= Math.sqrt(chi / 4);
-      }
-      p[i] = v * s;
-    }
-    pools.set(fanIn, p);
-  }
-  return p;
-}
-
-/** Random FLUX weights by name (tiled from per-fan-in pools), without a file. */
-class RandomFluxSource implements TensorSource {
-  readonly path = "random FLUX weights";
-  readonly tensors: ReadonlyMap<string, TensorInfo>;
-  readonly metadata: Readonly<Record<string, string>> = {};
-  #shapes: Map<string, number[]>;
-
-  constructor(c: FluxConfig) {
-    this.#shapes = fluxWeightShapes(c);
-    const m = new Map<string, TensorInfo>();
-    for (const [name, shape] of this.#shapes) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      m.set(name, {
-        dtype: "F32",
-        shape,
-        byteLength: 4 * n,
-        offset: 0,
-        dataOffsets: [0, 4 * n],
-        file: this.path,
-      });
-    }
-    this.tensors = m;
-  }
-
-  readF32(name: string): Promise<Float32Array> {
-    const shape = this.#shapes.get(name);
-    if (!shape) throw new RangeError(`no tensor ${name}`);
-    const n = shape.reduce((a, b) => a * b, 1);
-    const out = new Float32Array(n);
-    if (name.endsWith(".bias")) {
-      out.set(pool(2500).subarray(0, n)); // std 0.02
-    } else if (shape.length === 1) {
-      out.fill(1); // RMSNorm weights
-    } else {
-      const p = pool(shape[1]);
-      let off = (name.length * 7919) % POOL;
-      for (let i = 0; i < n;) {
-        const k = Math.min(n - i, POOL - off);
-        out.set(p.subarray(off, off + k), i);
-        i += k;
-        off = 0;
-      }
-    }
-    return Promise.resolve(out);
-  }
-
-  async readF16Bits(name: string): Promise<Uint16Array> {
-    return f32ToF16Bits(await this.readF32(name));
-  }
-
-  readRaw(name: string): Promise<Uint8Array> {
-    return this.readF32(name).then((a) => new Uint8Array(a.buffer));
-  }
-
-  async readRange(name: string, begin: number, end: number): Promise<Uint8Array> {
-    return (await this.readRaw(name)).subarray(begin, end);
-  }
-
-  close(): void {}
-
-  [Symbol.dispose](): void {}
-}
-
-/**
- * The hook of the W4A8 + PARO row: the TLQ W4A8 LinearFactory (with the rotation of the
- * plan) and the PARO self-attention at 30 % density, INT8, for this model. Returns
- * undefined until the quantizer (issue 5) and PARO (issue 7) plugins exist; then build
- * them here and the case `step_flux_w4a8_tlq_ars_paro30_int8` runs.
- */
-function quantizedVariant(
-  _rt: Runtime,
-  _c: FluxConfig,
-): { linears: LinearFactory; selfAttention: SelfAttention } | undefined {
-  return undefined;
-}
+setFluxPoolSize(onGpu ? 1 << 22 : 1 << 16);
 
 /** A loaded model, its conditioning and latents, and how to record one step. */
 interface StepSetup {
@@ -244,7 +163,7 @@ interface StepSetup {
 async function setup(
   c: FluxConfig,
   dtype: "f32" | "f16",
-  variant?: { linears: LinearFactory; selfAttention: SelfAttention },
+  variant?: { linears: LinearFactory; selfAttention?: SelfAttention },
 ): Promise<StepSetup> {
   const model = await loadFlux(rt, new RandomFluxSource(c), c, {
     dtype,
@@ -306,56 +225,195 @@ async function step(s: StepSetup): Promise<void> {
   await rec.submit();
 }
 
-const steps = new Map<string, StepSetup>();
+/** The sampler position of every timed step (PARO reads its mask group from it). */
+const STEP = { index: 0, total: 28 };
 
-function stepCase(
-  name: string,
-  double: number,
-  single: number,
-  dtype: "f32" | "f16",
-  variant?: (c: FluxConfig) => { linears: LinearFactory; selfAttention: SelfAttention },
-): BenchCase {
+/** Runs the forward alone and reads its output (f32), for the checks. */
+async function forwardOutput(
+  s: StepSetup,
+  at: { index: number; total: number },
+): Promise<Float32Array> {
+  const rec = new Recorder(rt, "flux check forward");
+  const xm = cast(rec, s.x, s.model.dtype);
+  const v = s.model.forward(rec, xm, [s.t], s.cond, at);
+  if (xm !== s.x) xm.release();
+  await rec.submit();
+  const y = await readTensor(rt, v);
+  v.release();
+  return y;
+}
+
+/** Runs one step and checks its output is finite, of a sane RMS; returns the RMS. */
+async function checkedStep(name: string, s: StepSetup): Promise<number> {
+  await step(s);
+  const y = await readTensor(rt, s.out);
+  let ss = 0;
+  for (const v of y) ss += v * v;
+  const r = Math.sqrt(ss / y.length);
+  if (!Number.isFinite(r) || r < 0.1 || r > 100) {
+    throw new Error(`${name}: one step gave RMS ${r} (not finite or out of range)`);
+  }
+  return r;
+}
+
+function releaseStep(s: StepSetup): void {
+  s.cond.release();
+  s.model.release();
+  s.x.release();
+  s.out.release();
+}
+
+function shapeNote(c: FluxConfig, double: number, single: number): string {
+  const tokens = `${(SHAPE.latent / 2) ** 2} image + ${SHAPE.textTokens} text tokens`;
+  return `depth ${double} double + ${single} single (FLUX.1: 19 + 38), hidden ${c.innerDim} ` +
+    `(${c.numAttentionHeads}×${c.attentionHeadDim}), ${tokens}, batch 1`;
+}
+
+const timing = { minSampleMs: onGpu ? 200 : 100, iterations: 10 };
+
+function stepCase(name: string, double: number, single: number, dtype: "f32" | "f16"): BenchCase {
   return {
     name,
     unit: "ms",
-    timing: { minSampleMs: onGpu ? 200 : 100, iterations: 10 },
+    timing,
     setup: async () => {
       const c = fluxConfig(SHAPE, double, single);
       const t0 = performance.now();
-      const s = await setup(c, dtype, variant?.(c));
+      const s = await setup(c, dtype);
       const loadS = (performance.now() - t0) / 1000;
-      steps.set(name, s);
-      await step(s);
-      const y = await readTensor(rt, s.out);
-      let ss = 0;
-      for (const v of y) ss += v * v;
-      const r = Math.sqrt(ss / y.length);
-      if (!Number.isFinite(r) || r < 0.1 || r > 100) {
-        throw new Error(`${name}: one step gave RMS ${r} (not finite or out of range)`);
-      }
-      const tokens = `${(SHAPE.latent / 2) ** 2} image + ${SHAPE.textTokens} text tokens`;
+      const r = await checkedStep(name, s);
       return {
         device: rt.device,
         run: async (reps) => {
           for (let i = 0; i < reps; i++) await step(s);
         },
-        note: `depth ${double} double + ${single} single (FLUX.1: 19 + 38), hidden ${c.innerDim} ` +
-          `(${c.numAttentionHeads}×${c.attentionHeadDim}), ${tokens}, batch 1, ${dtype}, ` +
-          `weights ${(s.weightGB * 1e3).toPrecision(3)} MB, loaded in ${
-            loadS.toFixed(1)
-          } s; step output finite ` +
-          `(RMS ${r.toFixed(3)})`,
-        dispose: () => {
-          s.cond.release();
-          s.model.release();
-          s.x.release();
-          s.out.release();
-        },
+        note: `${shapeNote(c, double, single)}, ${dtype}, weights ${
+          (s.weightGB * 1e3).toPrecision(3)
+        } MB, loaded in ${loadS.toFixed(1)} s; step output finite (RMS ${r.toFixed(3)})`,
+        dispose: () => releaseStep(s),
       };
     },
   };
 }
 
+/** Top-level linears the quantized rows keep in f32: embedders, conditioning, final layer. */
+const FLUX_KEEP_FP: readonly string[] = [
+  "x_embedder",
+  "context_embedder",
+  "time_text_embed.*",
+  "norm_out.linear",
+  "proj_out",
+];
+
+/** The W4A8 model (shared by both quantized rows), its PARO attention and the notes. */
+interface QuantFlux {
+  s: StepSetup;
+  paro: FluxParoAttention;
+  notes: { w4a8: string; paro: string };
+}
+
+let quantFlux: Promise<QuantFlux> | undefined;
+
+/**
+ * One FP32 calibration forward (linear-input statistics, image×image attention maps),
+ * ARS + TLQ W4 per layer on the host workers, the PARO plan, the W4A8 model; both
+ * variants checked against the FP32 forward.
+ */
+async function buildQuantFlux(c: FluxConfig, double: number, single: number): Promise<QuantFlux> {
+  const t0 = performance.now();
+  const collector = new StatsCollector(256, 1);
+  const observer = new ParoStatsObserver(rt);
+  const cal = await setup(c, "f32", {
+    linears: collector.wrap(denseLinears("f32")),
+    selfAttention: observeImageTokens(observer, denseSelfAttention),
+  });
+  let ref: Float32Array;
+  try {
+    ref = await forwardOutput(cal, { index: 0, total: 1 }); // one step: one PARO mask group
+  } finally {
+    releaseStep(cal);
+  }
+  const stats = await collector.read(rt);
+  const paroStats = await observer.read();
+  collector.release();
+  observer.release();
+  const tCal = (performance.now() - t0) / 1000;
+
+  const names = [...fluxWeightShapes(c)]
+    .filter(([n, shape]) => n.endsWith(".weight") && shape.length >= 2)
+    .map(([n]) => n.slice(0, -".weight".length))
+    .filter((n) => !keepPattern(n, FLUX_KEEP_FP));
+  const workers = defaultWorkers();
+  const t1 = performance.now();
+  let shown = 0;
+  const plans = await quantizeLayers(new RandomFluxSource(c), names, stats, {
+    wbits: 4,
+    workers,
+    onLayer: (done, total) => {
+      if (done === total || (done / total) * 10 >= shown + 1) {
+        shown = Math.floor((done / total) * 10);
+        console.log(`flux bench: quantized ${done}/${total} layers`);
+      }
+    },
+  });
+  const tQuant = (performance.now() - t1) / 1000;
+  const paro = new FluxParoAttention(rt, planParo(paroStats, { density: 0.3, bits: 8 }), L0);
+  const s = await setup(c, "f32", { linears: plannedLinears(plans, { abits: 8 }) });
+  const y = await forwardOutput(s, STEP);
+  const cmp = compareOutputs(y, ref);
+  if (!(cmp.cosine > 0.9)) {
+    throw new Error(`W4A8 FLUX forward vs FP32: cosine ${cmp.cosine.toFixed(4)} ≤ 0.9`);
+  }
+  s.model.selfAttention = paro;
+  const cmpP = compareOutputs(await forwardOutput(s, STEP), ref);
+  if (!(cmpP.cosine > 0.5)) {
+    throw new Error(`W4A8 + PARO FLUX forward vs FP32: cosine ${cmpP.cosine.toFixed(4)} ≤ 0.5`);
+  }
+  const vs = (m: { cosine: number; relL2: number }) =>
+    `forward vs FP32: cosine ${m.cosine.toFixed(4)}, rel L2 ${m.relL2.toFixed(3)}`;
+  const w4a8 = `${shapeNote(c, double, single)}; W4 TLQ + A8 per token on every block linear ` +
+    `(FFNs and adaLN linears included), f32: ${FLUX_KEEP_FP.join(" ")}; ${planSummary(plans)}; ` +
+    `plan from one FP32 calibration forward on the bench inputs (${tCal.toFixed(1)} s), ` +
+    `${plans.size} layers quantized in ${tQuant.toFixed(1)} s on ${workers} workers; weights ${
+      (s.model.weightBytes / 1e6).toPrecision(3)
+    } MB; ${vs(cmp)}`;
+  const paroNote = `as w4a8_tlq_ars + PARO over the image tokens (masks from the calibration ` +
+    `forward's image×image maps, 1 step group, density 0.3 of the image blocks), text tokens ` +
+    `dense (joint mask density ${paro.jointDensity.toFixed(3)}), INT8 Q/K/P/V; ${vs(cmpP)}`;
+  return { s, paro, notes: { w4a8, paro: paroNote } };
+}
+
+function quantCase(name: string, double: number, single: number, row: "w4a8" | "paro"): BenchCase {
+  return {
+    name,
+    unit: "ms",
+    timing,
+    setup: async () => {
+      quantFlux ??= buildQuantFlux(fluxConfig(SHAPE, double, single), double, single);
+      const q = await quantFlux;
+      const attn: SelfAttention = row === "paro" ? q.paro : denseSelfAttention;
+      q.s.model.selfAttention = attn;
+      const r = await checkedStep(name, q.s);
+      return {
+        device: rt.device,
+        run: async (reps) => {
+          q.s.model.selfAttention = attn; // the two rows share the model
+          for (let i = 0; i < reps; i++) await step(q.s);
+        },
+        note: `${row === "paro" ? q.notes.paro : q.notes.w4a8}; step output RMS ${r.toFixed(3)}`,
+        // The PARO row comes last: it frees the shared model.
+        dispose: row === "paro"
+          ? () => {
+            releaseStep(q.s);
+            q.paro.release();
+          }
+          : undefined,
+      };
+    },
+  };
+}
+
+const L0 = SHAPE.textTokens;
 const [D, S] = depthOf();
 const suiteDescribe = () =>
   Promise.resolve({
@@ -363,33 +421,24 @@ const suiteDescribe = () =>
     slug: deviceSlug(rt.info.description, rt.info.fallback),
     extra: { shape: SHAPE, depth: [D, S] },
   });
-const suite = new BenchSuite({ what: "flux_step", describe: suiteDescribe });
-const dtypes = (Deno.env.get("WEBDIT_FLUX_DTYPES") ?? "f32,f16").split(",").filter((d) => {
+const dtypesEnv = Deno.env.get("WEBDIT_FLUX_DTYPES") ?? "f32,f16";
+const dtypes = (dtypesEnv === "none" ? [] : dtypesEnv.split(",")).filter((d) => {
   if (d !== "f32" && d !== "f16") throw new TypeError(`WEBDIT_FLUX_DTYPES: unknown dtype ${d}`);
   return d === "f32" || rt.info.f16;
 }) as ("f32" | "f16")[];
+const quantRows = Deno.env.get("WEBDIT_FLUX_QUANT") !== "0";
+// The results file: <date>_flux_step, or <date>_flux_step_quant for the quantized rows alone.
+const what = dtypes.length === 0 ? "flux_step_quant" : "flux_step";
+const suite = new BenchSuite({ what, describe: suiteDescribe });
 // The full-depth estimate needs depths 2 + 4 and 1 + 2; tiny CPU shapes are overhead-bound.
 const estimate = onGpu && D === 2 && S === 4;
 for (const dt of dtypes) {
   suite.add(stepCase(`step_flux${SHAPE.tag}_${dt}`, D, S, dt));
   if (estimate) suite.add(stepCase(`step_flux${SHAPE.tag}_${dt}_d1x2`, 1, 2, dt));
 }
-const q = quantizedVariant(rt, fluxConfig(SHAPE, D, S));
-if (q) {
-  suite.add(
-    stepCase(
-      `step_flux${SHAPE.tag}_w4a8_tlq_ars_paro30_int8`,
-      D,
-      S,
-      "f32",
-      (c) => quantizedVariant(rt, c)!,
-    ),
-  );
-} else {
-  console.log(
-    "step_flux_w4a8_tlq_ars_paro30_int8: skipped (needs the TLQ W4A8 linears and PARO attention; " +
-      "see quantizedVariant in bench/flux_step_bench.ts)",
-  );
+if (quantRows) {
+  suite.add(quantCase(`step_flux${SHAPE.tag}_w4a8_tlq_ars`, D, S, "w4a8"));
+  suite.add(quantCase(`step_flux${SHAPE.tag}_w4a8_tlq_ars_paro30_int8`, D, S, "paro"));
 }
 
 /** Runs the suite, frees each model after its case, adds the full-depth estimates, writes. */
@@ -405,7 +454,7 @@ async function runAll(): Promise<void> {
   const results: BenchResult[] = [];
   for (const c of suite.cases) {
     // One case at a time: time it, then free its model before the next loads.
-    const one = new BenchSuite({ what: "flux_step", describe: () => suiteDescribe() });
+    const one = new BenchSuite({ what, describe: () => suiteDescribe() });
     one.add(c);
     results.push(...await one.run());
     await one.prepare(c).then((p) => p.dispose?.(), () => {});
@@ -441,7 +490,7 @@ async function runAll(): Promise<void> {
   if (Deno.env.get("WEBDIT_BENCH_WRITE") === "1") {
     const paths = await writeResults(
       deviceSlug(rt.info.description, rt.info.fallback),
-      "flux_step",
+      what,
       file,
     );
     console.log(`wrote ${paths.json} and ${paths.md}`);
