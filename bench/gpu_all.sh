@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Reproduces every GPU figure of issues 2, 3, 5, 6, 7, 9 and 10 on an NVIDIA machine, by the
+# recipe of shared/design/BENCHMARKS.md, in parts that each fit one device call (≤ 10 min):
+#
+#   bash ../shared/gpu/prep.sh                      # here, once: .gpu/ (deno, Vulkan loader, node_modules)
+#   # on the GPU machine, from the project root (the tree has no .git there: pass the commit):
+#   WEBDIT_COMMIT=<short hash> bash bench/gpu_all.sh gemm qgemm rotq
+#   bash bench/gpu_all.sh list                      # the parts, what each writes, its estimated time
+#
+# Each part runs one bench with WEBDIT_BENCH_WRITE=1 (results in bench/results/<device>/<date>_<what>.{json,md})
+# and logs to $WEBDIT_LOG_DIR (default /tmp/webdit-gpu). When $OUT is set (the device tool's output folder) the
+# new results files and the logs are copied there after every part — flat, as <device>_<file>, or as one
+# gpu_results.tar.gz when they are more than 8 files. A failing part does not stop the next; the exit status is
+# the number of failed parts.
+#
+# Environment: WEBDIT_COMMIT (required without .git), WEBDIT_EMOJI_DATASET (folder with emoji.json and
+# img/google/64/ for the fidelity row; skipped without it), WEBDIT_QUANT_WORKERS (host workers quantizing the
+# random models; default every core), WEBDIT_FLUX_DEPTH (default 2,4), WEBDIT_LOG_DIR, WEBDIT_RESULTS_DIR.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+
+# part | estimated minutes on one H100 (shapes in bench/README.md) | what it writes | figures (issue)
+PARTS=(
+  "gemm|2|gemm|gemm_f32_4096, gemm_f16_4096, ort_matmul_f32_4096, tfjs_matmul_f32_4096 (2)"
+  "qgemm|2|qgemm|gemm_{f32,w4a8,w8a8}_4096x1152x4608, gemm_{f32,w4a16}_64x1152x4608, gemm_w4a16_4096, ort_matmulnbits_w4_4096 (5)"
+  "rotq|1|rotq|rotq_hadamard_4096x1152, rotq_outlier_4096x1152 beside the W4A8 GEMM (6)"
+  "attention|3|attention|attn_dense_f16_4096_d{64,72}, attn_paro_d{50,30,20}_int{8,4}_4096_d64, 1024 tokens (7)"
+  "step|5|step|step_pixart_alpha_{f32,f16,w4a8_tlq_ars,w4a8_tlq_ars_paro30_int8} (3, 9)"
+  "block|1|block|block_pixart_alpha_f32, tfjs_block_pixart_alpha_f32 (9)"
+  "torch|2|torch_step|torch_step_pixart_alpha_{fp32,fp16} (3, 9)"
+  "flux|2|flux_step|step_flux_{f32,f16} at depth 2+4 and 1+2, full-depth estimate (10)"
+  "flux_quant|5|flux_step_quant|step_flux_w4a8_tlq_ars{,_paro30_int8} at depth 2+4 (10)"
+  "emoji|2|emoji|emoji_s_gpu_image_20step{,_f16}, emoji_s_fidelity_fp32 with WEBDIT_EMOJI_DATASET (README)"
+)
+# Suggested device calls, each ≈ 5 min of the 10 allowed.
+CALLS=("gemm qgemm rotq" "attention block torch" "step" "flux emoji" "flux_quant")
+
+list() {
+  echo "parts (estimated minutes on one H100; results file; figures and issue):"
+  for p in "${PARTS[@]}"; do
+    IFS='|' read -r name min what figs <<<"$p"
+    printf '  %-11s ~%s min  <date>_%s  %s\n' "$name" "$min" "$what" "$figs"
+  done
+  echo "suggested device calls:"
+  for c in "${CALLS[@]}"; do echo "  bash bench/gpu_all.sh $c"; done
+}
+
+if [ $# -eq 0 ] || [ "$1" = "list" ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+  list
+  exit 0
+fi
+want=("$@")
+if [ "$1" = "all" ]; then # only where one command may run ~25 min
+  want=()
+  for p in "${PARTS[@]}"; do want+=("${p%%|*}"); done
+fi
+for w in "${want[@]}"; do
+  ok=0
+  for p in "${PARTS[@]}"; do [ "${p%%|*}" = "$w" ] && ok=1; done
+  if [ $ok = 0 ]; then
+    echo "unknown part '$w'" >&2
+    list >&2
+    exit 64
+  fi
+done
+
+if [ -z "${WEBDIT_COMMIT:-}" ]; then
+  WEBDIT_COMMIT=$(git rev-parse --short HEAD 2>/dev/null) || {
+    echo "set WEBDIT_COMMIT=<short hash>: this tree has no .git" >&2
+    exit 64
+  }
+fi
+export WEBDIT_COMMIT WEBDIT_BENCH_WRITE=1
+
+logdir=${WEBDIT_LOG_DIR:-/tmp/webdit-gpu}
+mkdir -p "$logdir"
+if [ -f .gpu/env.sh ] && { [ -e /usr/local/nvidia ] || command -v nvidia-smi >/dev/null; }; then
+  # The GPU machine: unpack the Vulkan loader, deno and node_modules (env.sh touches / : only there).
+  # shellcheck disable=SC1091
+  source .gpu/env.sh >"$logdir/env.txt" 2>&1
+  cat "$logdir/env.txt"
+  if ! grep -q 'webgpu adapter: ' "$logdir/env.txt" || grep -q 'webgpu adapter: none' "$logdir/env.txt"; then
+    echo "no WebGPU adapter: see BENCHMARKS.md (the Vulkan loader from .gpu/)" >&2
+    exit 69
+  fi
+else
+  echo "not the GPU machine (or no .gpu/env.sh: run 'bash ../shared/gpu/prep.sh' before sending the" \
+    "tree): using the local deno and adapter" >&2
+fi
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+results=${WEBDIT_RESULTS_DIR:-bench/results}
+stamp="$logdir/.start"
+touch "$stamp"
+sleep 1 # results written in this second count as new
+
+# Copies this invocation's new results files and logs to $OUT (flat, or one tarball past 8 files).
+collect() {
+  [ -n "${OUT:-}" ] || return 0
+  mkdir -p "$OUT"
+  local files=() f
+  while IFS= read -r f; do files+=("$f"); done < <(find "$results" -type f -newer "$stamp" | sort)
+  local logs=("$logdir"/gpu_*.log)
+  rm -f "$OUT"/gpu_results.tar.gz "$OUT"/*_20??-??-??_* "$OUT"/gpu_*.log
+  if [ $((${#files[@]} + ${#logs[@]})) -le 8 ]; then
+    for f in "${files[@]}"; do
+      local slug
+      slug=$(basename "$(dirname "$f")")
+      cp "$f" "$OUT/${slug}_$(basename "$f")"
+    done
+    cp "${logs[@]}" "$OUT/" 2>/dev/null
+  else
+    tar -czf "$OUT/gpu_results.tar.gz" "${files[@]}" -C "$logdir" $(cd "$logdir" && ls gpu_*.log)
+  fi
+}
+
+run_part() {
+  local part=$1 cmd
+  case "$part" in
+    gemm) cmd="deno bench -A --no-check bench/gemm_bench.ts" ;;
+    qgemm) cmd="deno bench -A --no-check bench/qgemm_bench.ts" ;;
+    rotq) cmd="deno bench -A --no-check bench/rotq_bench.ts" ;;
+    attention) cmd="deno bench -A --no-check bench/attention_bench.ts" ;;
+    step) cmd="deno bench -A --no-check bench/step_bench.ts" ;;
+    block) cmd="deno bench -A --no-check bench/block_bench.ts" ;;
+    torch) cmd="python3 tools/torch/bench_step.py --commit $WEBDIT_COMMIT --iters 20 --out-dir $results" ;;
+    flux) cmd="env WEBDIT_FLUX_QUANT=0 deno bench -A --no-check bench/flux_step_bench.ts" ;;
+    flux_quant) cmd="env WEBDIT_FLUX_DTYPES=none deno bench -A --no-check bench/flux_step_bench.ts" ;;
+    emoji)
+      cmd="deno run -A bench/emoji_bench.ts"
+      if [ -n "${WEBDIT_EMOJI_DATASET:-}" ] && [ -f "$WEBDIT_EMOJI_DATASET/emoji.json" ]; then
+        cmd="$cmd --fidelity --dataset $WEBDIT_EMOJI_DATASET"
+      else
+        echo "emoji: no WEBDIT_EMOJI_DATASET (emoji.json + img/google/64/): timing rows only" >&2
+      fi
+      ;;
+  esac
+  export WEBDIT_BENCH_COMMAND="bash bench/gpu_all.sh $part (= WEBDIT_BENCH_WRITE=1 $cmd)"
+  echo "=== $part: $cmd ($(date -u +%H:%M:%S) UTC)"
+  local t0=$SECONDS
+  # shellcheck disable=SC2086
+  $cmd 2>&1 | tee "$logdir/gpu_$part.log"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $part: exit $rc after $((SECONDS - t0)) s"
+  return "$rc"
+}
+
+failed=0
+for part in "${want[@]}"; do
+  run_part "$part" || failed=$((failed + 1))
+  collect
+done
+echo "done: ${#want[@]} part(s), $failed failed; results under $results/ (new since $(date -u -r "$stamp" +%H:%M:%S) UTC)"
+exit "$failed"
