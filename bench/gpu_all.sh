@@ -32,6 +32,7 @@ PARTS=(
   "flux|2|flux_step|step_flux_{f32,f16} at depth 2+4 and 1+2, full-depth estimate (10)"
   "flux_quant|5|flux_step_quant|step_flux_w4a8_tlq_ars{,_paro30_int8} at depth 2+4 (10)"
   "emoji|2|emoji|emoji_s_gpu_image_20step{,_f16}, emoji_s_fidelity_fp32 with WEBDIT_EMOJI_DATASET (README)"
+  "step_f16act|5|step_f32_w4a8_paro|optional: step_pixart_alpha_f32 beside the quantized rows with f16 activations (…_f16)"
 )
 # Suggested device calls, each ≈ 5 min of the 10 allowed.
 CALLS=("gemm qgemm rotq" "attention block torch" "step" "flux emoji" "flux_quant")
@@ -51,9 +52,9 @@ if [ $# -eq 0 ] || [ "$1" = "list" ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; 
   exit 0
 fi
 want=("$@")
-if [ "$1" = "all" ]; then # only where one command may run ~25 min
+if [ "$1" = "all" ]; then # only where one command may run ~25 min; the optional part left out
   want=()
-  for p in "${PARTS[@]}"; do want+=("${p%%|*}"); done
+  for p in "${PARTS[@]}"; do [[ "$p" == *"|optional:"* ]] || want+=("${p%%|*}"); done
 fi
 for w in "${want[@]}"; do
   ok=0
@@ -122,6 +123,7 @@ run_part() {
     rotq) cmd="deno bench -A --no-check bench/rotq_bench.ts" ;;
     attention) cmd="deno bench -A --no-check bench/attention_bench.ts" ;;
     step) cmd="deno bench -A --no-check bench/step_bench.ts" ;;
+    step_f16act) cmd="env WEBDIT_QUANT_ACT=f16 WEBDIT_STEP_ROWS=f32,w4a8,paro deno bench -A --no-check bench/step_bench.ts" ;;
     block) cmd="deno bench -A --no-check bench/block_bench.ts" ;;
     torch) cmd="python3 tools/torch/bench_step.py --commit $WEBDIT_COMMIT --iters 20 --out-dir $results" ;;
     flux) cmd="env WEBDIT_FLUX_QUANT=0 deno bench -A --no-check bench/flux_step_bench.ts" ;;

@@ -30,6 +30,7 @@
  *     WEBDIT_STEP_ROWS=f32,w4a8,paro …   # a subset (file <date>_step_<rows>); default all
  *     WEBDIT_QUANT_WORKERS=8 …           # host workers quantizing the layers (default: cores)
  *     WEBDIT_STEP_LAYERS=4 …             # another depth (rows named …_l4_…), for quick checks
+ *     WEBDIT_QUANT_ACT=f16 …             # quantized rows with f16 activation storage (…_f16)
  *
  * @module
  */
@@ -225,7 +226,7 @@ let quantSetup: Promise<QuantSetup> | undefined;
  * and quantizes every linear on the host workers, loads the W4A8 model and checks it and
  * its PARO variant against the FP32 output.
  */
-async function buildQuantized(r: Runtime, s: Shape): Promise<QuantSetup> {
+async function buildQuantized(r: Runtime, s: Shape, act: "f32" | "f16"): Promise<QuantSetup> {
   const t0 = performance.now();
   const collector = new StatsCollector(256, 1);
   const observer = new ParoStatsObserver(r);
@@ -272,10 +273,10 @@ async function buildQuantized(r: Runtime, s: Shape): Promise<QuantSetup> {
   });
   const tQuant = (performance.now() - t1) / 1000;
 
-  const model = await load(r, s, "f32", plannedLinears(plans, { abits: 8 }));
+  const model = await load(r, s, act, plannedLinears(plans, { abits: 8, dtype: act }));
   const plan = planParo(paroStats, { density: 0.3, bits: 8 });
   const paro = new ParoSelfAttention(r, plan);
-  const { cond, xLatent } = await inputs(r, model, s, "f32");
+  const { cond, xLatent } = await inputs(r, model, s, act);
   model.selfAttention = denseSelfAttention;
   const y = await forwardOutput(r, model, cond, xLatent, STEP);
   const cmp = compareOutputs(y, ref);
@@ -301,7 +302,10 @@ async function buildQuantized(r: Runtime, s: Shape): Promise<QuantSetup> {
   }
   dens /= plan.meta.layers * plan.meta.heads;
   const mib = (model.weightBytes / 2 ** 20).toFixed(0);
-  const w4a8 = `${shapeNote(s)}; W4 TLQ + A8 per token, keep-FP ${DEFAULT_KEEP_FP.join(" ")}; ` +
+  const w4a8 =
+    `${shapeNote(s)}; W4 TLQ + A8 per token, ${act} activation storage, keep-FP ${
+      DEFAULT_KEEP_FP.join(" ")
+    }; ` +
     `${planSummary(plans)}; plan from one FP32 calibration forward on the bench inputs ` +
     `(${tCal.toFixed(1)} s), ${plans.size} layers quantized in ${
       tQuant.toFixed(1)
@@ -314,6 +318,13 @@ async function buildQuantized(r: Runtime, s: Shape): Promise<QuantSetup> {
       cmpP.cosine.toFixed(4)
     }, rel L2 ${cmpP.relL2.toFixed(3)}`;
   return { model, cond, xLatent, paro, notes: { w4a8, paro: paroNote } };
+}
+
+// Activation storage of the quantized rows: f32 (default: only the quantization differs from the
+// f32 row) or f16 (WEBDIT_QUANT_ACT=f16; rows named …_f16).
+const QUANT_ACT = (Deno.env.get("WEBDIT_QUANT_ACT") ?? "f32") as "f32" | "f16";
+if (QUANT_ACT !== "f32" && QUANT_ACT !== "f16") {
+  throw new TypeError(`WEBDIT_QUANT_ACT must be f32 or f16, got ${QUANT_ACT}`);
 }
 
 const ROWS = ["f32", "f16", "w4a8", "paro"] as const;
@@ -388,11 +399,13 @@ for (const dtype of ["f32", "f16"] as const) {
 for (const row of ["w4a8", "paro"] as const) {
   if (!rows.includes(row)) continue;
   suite.add({
-    name: `step_pixart_${shape.tag}_w4a8_tlq_ars${row === "paro" ? "_paro30_int8" : ""}`,
+    name: `step_pixart_${shape.tag}_w4a8_tlq_ars${row === "paro" ? "_paro30_int8" : ""}${
+      QUANT_ACT === "f16" ? "_f16" : ""
+    }`,
     unit: "ms",
     setup: async () => {
       const r = runtime;
-      quantSetup ??= buildQuantized(r, shape);
+      quantSetup ??= buildQuantized(r, shape, QUANT_ACT);
       const q = await quantSetup;
       const attn: SelfAttention = row === "paro" ? q.paro : denseSelfAttention;
       // Check before timing: a whole step with this attention gives finite latents.
