@@ -59,6 +59,8 @@ export const ABLATION_USAGE = `deno task ablation [options]
   --adapter A      auto (default), gpu or cpu
   --out DIR        results root (default bench/results)
   --state DIR      progress folder (default .cache/ablation)
+  --dataset DIR    an unpacked emoji-datasource-google@16.0.0 for prompt fidelity
+                   (default: fetched through npm; without it fidelity is left out)
   --json           print the rows as one JSON object, the last line of stdout
 
 Writes <out>/<device>/<date>_ablation.{json,md,svg} after every row.`;
@@ -279,6 +281,7 @@ export async function ablation(args: string[]): Promise<number> {
       out: { type: "string" },
       state: { type: "string", default: join(REPO, ".cache/ablation") },
       json: { type: "boolean", default: false },
+      dataset: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -334,7 +337,7 @@ export async function ablation(args: string[]): Promise<number> {
   };
   try {
     let ref = ref0;
-    run.dataset = await loadEmojiDataset().catch((e) => {
+    run.dataset = await loadEmojiDataset(v.dataset).catch((e) => {
       log(`prompt fidelity off: ${(e as Error).message}`);
       return undefined;
     });

@@ -32,10 +32,11 @@ PARTS=(
   "flux|2|flux_step|step_flux_{f32,f16} at depth 2+4 and 1+2, full-depth estimate (10)"
   "flux_quant|5|flux_step_quant|step_flux_w4a8_tlq_ars{,_paro30_int8} at depth 2+4 (10)"
   "emoji|2|emoji|emoji_s_gpu_image_20step{,_f16}, emoji_s_fidelity_fp32 with WEBDIT_EMOJI_DATASET (README)"
+  "ablation|7|ablation|the default plugin matrix on the bundled model: PSNR/SSIM/cosine/fidelity, ms/step, bytes (5, 6, 7, 9)"
   "step_f16act|5|step_f32_w4a8_paro|optional: step_pixart_alpha_f32 beside the quantized rows with f16 activations (…_f16)"
 )
 # Suggested device calls, each ≈ 5 min of the 10 allowed.
-CALLS=("gemm qgemm rotq" "attention block torch" "step" "flux emoji" "flux_quant")
+CALLS=("gemm qgemm rotq" "attention block torch" "step" "flux emoji" "flux_quant" "ablation")
 
 list() {
   echo "parts (estimated minutes on one H100; results file; figures and issue):"
@@ -128,6 +129,12 @@ run_part() {
     torch) cmd="python3 tools/torch/bench_step.py --commit $WEBDIT_COMMIT --iters 20 --out-dir $results" ;;
     flux) cmd="env WEBDIT_FLUX_QUANT=0 deno bench -A --no-check bench/flux_step_bench.ts" ;;
     flux_quant) cmd="env WEBDIT_FLUX_DTYPES=none deno bench -A --no-check bench/flux_step_bench.ts" ;;
+    ablation)
+      cmd="deno run -A bench/ablation.ts --out $results"
+      if [ -n "${WEBDIT_EMOJI_DATASET:-}" ] && [ -f "$WEBDIT_EMOJI_DATASET/emoji.json" ]; then
+        cmd="$cmd --dataset $WEBDIT_EMOJI_DATASET"
+      fi
+      ;;
     emoji)
       cmd="deno run -A bench/emoji_bench.ts"
       if [ -n "${WEBDIT_EMOJI_DATASET:-}" ] && [ -f "$WEBDIT_EMOJI_DATASET/emoji.json" ]; then
