@@ -175,7 +175,9 @@ export function ablationSvg(rows: AblationRow[], title: string): string {
     );
   }
   for (let x = x0; x <= x1 + 1e-9; x += tick) {
-    out.push(`<text x="${px(x)}" y="${H - B + 16}" text-anchor="middle">${fmt(x)}</text>`);
+    out.push(
+      `<text x="${px(x)}" y="${H - B + 16}" text-anchor="middle">${x === 0 ? "0" : fmt(x)}</text>`,
+    );
   }
   if (ref) {
     out.push(
