@@ -38,6 +38,7 @@ import { type ParoStats, planKeptMass, planParo } from "../runtime/quant/paro_pl
 import { quantizeModel, writeArtifact } from "../runtime/quant/quantize.ts";
 import { PARO_CALIBRATION_PROMPTS, ParoSelfAttention } from "../plugins/attention/paro.ts";
 import { ProgressBar } from "../runtime/cli/common.ts";
+import { WebditError } from "../runtime/errors.ts";
 import {
   type AblationMatrix,
   type AblationSetting,
@@ -294,6 +295,13 @@ export async function ablation(args: string[]): Promise<number> {
   }
   const m = await readMatrix(v.matrix!);
   if (v.model) m.model = v.model;
+  const hasConfig = (p: string) => Deno.stat(p).then(() => true, () => false);
+  if (
+    !await hasConfig(join(m.model, "transformer", "config.json")) &&
+    !await hasConfig(join(m.model, "config.json"))
+  ) {
+    throw new RangeError(`model ${m.model}: no transformer/config.json (a diffusers model folder)`);
+  }
   const rt = await createRuntime({ adapter: v.adapter as AdapterChoice });
   const dir = join(v.state!, await referenceHash(m));
   await Deno.mkdir(dir, { recursive: true });
@@ -391,7 +399,7 @@ if (import.meta.main) {
   try {
     Deno.exit(await ablation(Deno.args));
   } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) {
+    if (e instanceof RangeError || e instanceof TypeError || e instanceof WebditError) {
       console.error(`error: ${e.message}`);
       Deno.exit(2);
     }
