@@ -47,7 +47,8 @@ function kurtosis(w: Float32Array): number {
   return s4 / w.length / (s2 * s2);
 }
 
-interface Summary {
+/** Per-model weight figures. */
+export interface Summary {
   model: string;
   layers: number;
   kurtosis_median: number;
@@ -88,6 +89,7 @@ function studentT(rows: number, cols: number, nu: number, seed: number): HostMat
   return { data, rows, cols };
 }
 
+/** The weight figures of one model. */
 function summarize(model: string, layers: { name: string; w: HostMatrix }[]): Summary {
   const s: Summary = {
     model,
@@ -135,6 +137,48 @@ function summarize(model: string, layers: { name: string; w: HostMatrix }[]): Su
   return s;
 }
 
+/**
+ * One model's summary as results rows (BENCHMARKS.md "Results format"), named
+ * `quant_weights_<model>_<figure>`.
+ */
+export function summaryResults(s: Summary): { name: string; value: number; unit: string }[] {
+  const n = `quant_weights_${s.model.replace(/[^a-z0-9]+/gi, "_").toLowerCase()}`;
+  return [
+    { name: `${n}_tlq_wins_w3`, value: (100 * s.tlq_wins_w3) / s.layers, unit: "% of layers" },
+    { name: `${n}_tlq_wins_w4`, value: (100 * s.tlq_wins_w4) / s.layers, unit: "% of layers" },
+    ...Object.entries(s.sqnr_mean).map(([k, v]) => ({
+      name: `${n}_sqnr_${k}`,
+      value: v,
+      unit: "dB",
+    })),
+    ...Object.entries(s.bytes).map(([k, v]) => ({
+      name: `${n}_bytes_ratio_${k}`,
+      value: s.bytes_f32 / v,
+      unit: "× smaller than f32",
+    })),
+    { name: `${n}_tlq_int8_lut_error_w4`, value: s.int8_lut_error_mean_w4, unit: "relative" },
+    { name: `${n}_kurtosis_median`, value: s.kurtosis_median, unit: "dimensionless" },
+  ];
+}
+
+/** The results file of a run: figures as rows, the per-model summaries in `extra`. */
+export async function quantWeightsFile(
+  out: Summary[],
+  head: { date: string; commit: string; command: string; deno: string },
+): Promise<Record<string, unknown>> {
+  const cpu = await Deno.readTextFile("/proc/cpuinfo").then(
+    (t) => t.match(/^model name\s*:\s*(.+)$/m)?.[1].trim(),
+    () => undefined,
+  );
+  return {
+    device: `host CPU${cpu ? ` (${cpu})` : ""}`,
+    adapter: "none (host)",
+    ...head,
+    results: out.flatMap(summaryResults),
+    extra: { summaries: out },
+  };
+}
+
 if (import.meta.main) {
   const { values: v } = parseArgs({
     args: Deno.args,
@@ -178,13 +222,12 @@ if (import.meta.main) {
     await Deno.writeTextFile(
       `${base}.json`,
       JSON.stringify(
-        {
+        await quantWeightsFile(out, {
           date: today(),
           commit: await gitCommit(),
           command: "deno run -A bench/quant_weights.ts --write",
           deno: Deno.version.deno,
-          results: out,
-        },
+        }),
         null,
         2,
       ) + "\n",
