@@ -37,7 +37,7 @@ import {
 import { type ParoStats, planKeptMass, planParo } from "../runtime/quant/paro_plan.ts";
 import { quantizeModel, writeArtifact } from "../runtime/quant/quantize.ts";
 import { PARO_CALIBRATION_PROMPTS, ParoSelfAttention } from "../plugins/attention/paro.ts";
-import { ProgressBar } from "../runtime/cli/common.ts";
+import { CalibrationProgress, ProgressBar } from "../runtime/cli/common.ts";
 import { WebditError } from "../runtime/errors.ts";
 import {
   type AblationMatrix,
@@ -133,15 +133,15 @@ async function paroStats(
   try {
     return decodeParoStats(await Deno.readFile(file));
   } catch { /* calibrate */ }
-  const bar = new ProgressBar("PARO calibration", prompts.length * m.steps);
+  const cal = new CalibrationProgress("PARO calibration");
   const s = await calibrateParo(rt, {
     path: m.model,
     prompts,
     steps: m.steps, // the masks are per step group of the sampling run
     guidance: m.guidance,
-    onProgress: (p) => bar.update(p.prompt * p.steps + p.step + 1),
+    onProgress: (p) => cal.update(p),
   });
-  bar.done();
+  cal.done();
   await Deno.writeFile(file, encodeParoStats(s));
   return s;
 }
@@ -188,7 +188,7 @@ interface Run {
 async function pipelineFor(run: Run, s: AblationSetting): Promise<Pipeline> {
   // Loaded per row and released after it, so the peak bytes are this row's alone.
   if (s.quantizer === "fp32") return await loadPipeline(run.rt, { path: run.m.model });
-  let bar: ProgressBar | undefined;
+  const cal = new CalibrationProgress("calibration (cached per model)");
   const r = await quantizeModel({
     model: run.m.model,
     quantizer: s.quantizer,
@@ -197,15 +197,9 @@ async function pipelineFor(run: Run, s: AblationSetting): Promise<Pipeline> {
     rotation: s.rotation,
     runtime: run.rt,
     calibration: run.m.calibration,
-    onCalibration: (p) => {
-      if (!bar || (p.prompt === 0 && p.step === 0)) {
-        bar?.done();
-        bar = new ProgressBar("calibration (cached per model)", p.prompts * p.steps);
-      }
-      bar.update(p.prompt * p.steps + p.step + 1);
-    },
+    onCalibration: (p) => cal.update(p),
   });
-  bar?.done();
+  cal.done();
   const path = join(run.tmp, `${settingKey(s).replace(/[|.]/g, "_")}.safetensors`);
   await writeArtifact(path, r, { force: true });
   return await loadPipeline(run.rt, { path });
@@ -295,13 +289,6 @@ export async function ablation(args: string[]): Promise<number> {
   }
   const m = await readMatrix(v.matrix!);
   if (v.model) m.model = v.model;
-  const hasConfig = (p: string) => Deno.stat(p).then(() => true, () => false);
-  if (
-    !await hasConfig(join(m.model, "transformer", "config.json")) &&
-    !await hasConfig(join(m.model, "config.json"))
-  ) {
-    throw new RangeError(`model ${m.model}: no transformer/config.json (a diffusers model folder)`);
-  }
   const rt = await createRuntime({ adapter: v.adapter as AdapterChoice });
   const dir = join(v.state!, await referenceHash(m));
   await Deno.mkdir(dir, { recursive: true });

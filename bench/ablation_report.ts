@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 import { type AblationSetting, settingKey, settingLabel } from "./ablation_matrix.ts";
 import { fmt } from "./harness.ts";
 
@@ -205,7 +206,7 @@ export function ablationSvg(rows: AblationRow[], title: string): string {
 
 /** Writes `<base>.json`, `<base>.md` and `<base>.svg` (the plot of `model`'s rows). */
 export async function writeAblation(base: string, f: AblationFile, model: string): Promise<void> {
-  await Deno.mkdir(base.slice(0, base.lastIndexOf("/")), { recursive: true });
+  await Deno.mkdir(dirname(base), { recursive: true });
   await Deno.writeTextFile(`${base}.json`, JSON.stringify(f, null, 2) + "\n");
   await Deno.writeTextFile(`${base}.md`, ablationMarkdown(f));
   const mine = f.rows.filter((r) => r.model === model);

@@ -107,3 +107,34 @@ export class ProgressBar {
     if (this.#tty) Deno.stderr.writeSync(this.#enc.encode("\n"));
   }
 }
+
+/** A calibration run's progress report: after every sampler step (`step` counts from 1). */
+export interface CalibrationStep {
+  prompt: number;
+  prompts: number;
+  step: number;
+  steps: number;
+}
+
+/** A progress bar over a calibration run's prompts × steps, made at the first report. */
+export class CalibrationProgress {
+  #label: string;
+  #bar: ProgressBar | undefined;
+
+  /** A bar labelled `label`. */
+  constructor(label: string) {
+    this.#label = label;
+  }
+
+  /** Shows one report (pass it as the run's onProgress / onCalibration). */
+  update(p: CalibrationStep): void {
+    this.#bar ??= new ProgressBar(this.#label, p.prompts * p.steps);
+    this.#bar.update(p.prompt * p.steps + p.step);
+  }
+
+  /** Ends the bar, if one was shown. */
+  done(): void {
+    this.#bar?.done();
+    this.#bar = undefined;
+  }
+}

@@ -12,6 +12,7 @@ import { DEFAULT_KEEP_FP } from "../quant/plan.ts";
 import { quantizeModel, writeArtifact } from "../quant/quantize.ts";
 import { formatReport, measureActivationError } from "../quant/report.ts";
 import {
+  CalibrationProgress,
   choiceOption,
   emitJson,
   info,
@@ -116,7 +117,7 @@ export async function quantize(args: string[]): Promise<number> {
 
   const t0 = performance.now();
   let bar: ProgressBar | undefined;
-  let calBar: ProgressBar | undefined;
+  const cal = new CalibrationProgress("calibrating");
   const r = await quantizeModel({
     model: v.model,
     quantizer: v.quantizer!,
@@ -133,12 +134,9 @@ export async function quantize(args: string[]): Promise<number> {
       prompts: calibPrompts === undefined ? undefined : CALIBRATION_PROMPTS.slice(0, calibPrompts),
       steps: calibSteps,
     },
-    onCalibration: (p) => {
-      calBar ??= new ProgressBar("calibrating", p.prompts * p.steps);
-      calBar.update(p.prompt * p.steps + p.step);
-    },
+    onCalibration: (p) => cal.update(p),
     onLayer: (done, total) => {
-      if (!bar) calBar?.done();
+      if (!bar) cal.done();
       bar ??= new ProgressBar("quantizing", total);
       if (done > 0) bar.update(done);
     },

@@ -23,6 +23,7 @@ import type { Linear, LinearEpilogue, LinearFactory } from "../model/linear.ts";
 import { ActStatsAccumulator } from "../ops/act_stats.ts";
 import { actStatsRef, type ChannelStats, rmsOf } from "../reference/act_stats.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName } from "../pipeline.ts";
+import { CheckpointError } from "../errors.ts";
 import { runCalibration } from "./calibration_run.ts";
 
 /**
@@ -131,8 +132,13 @@ export async function transformerWeightsHash(path: string = DEFAULT_MODEL_DIR): 
     dir = path;
   }
   const files: string[] = [];
-  for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && e.name.endsWith(".safetensors")) files.push(e.name);
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && e.name.endsWith(".safetensors")) files.push(e.name);
+    }
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(dir, "no such model folder");
+    throw e;
   }
   if (files.length === 0) throw new RangeError(`No .safetensors weights in ${dir}`);
   files.sort();
