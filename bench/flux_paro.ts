@@ -26,17 +26,14 @@ import type { Runtime } from "../runtime/gpu/device.ts";
 import type { Recorder } from "../runtime/gpu/kernel.ts";
 import { Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import type { AttentionInput } from "../runtime/ops/attention.ts";
-import { attnSparse } from "../runtime/ops/attn_sparse.ts";
+import {
+  type ParoLayerTensors,
+  releaseParoLayers,
+  runParoLayer,
+} from "../plugins/attention/paro.ts";
 import { slice } from "../runtime/ops/patch.ts";
 import type { ParoStatsObserver } from "../runtime/quant/paro_calibrate.ts";
-import {
-  BLOCK,
-  blocksOf,
-  maskHas,
-  maskWords,
-  type ParoPlan,
-  stepGroup,
-} from "../runtime/quant/paro_plan.ts";
+import { BLOCK, blocksOf, maskHas, maskWords, type ParoPlan } from "../runtime/quant/paro_plan.ts";
 
 /** A FLUX layer's joint plan: per-head order [H, L + T] and masks [H, G, nb, mw] (u32). */
 export interface JointParoLayer {
@@ -125,7 +122,7 @@ export class FluxParoAttention implements SelfAttention {
   readonly textTokens: number;
   /** Kept blocks / all blocks of the joint masks, averaged over layers, heads and groups. */
   readonly jointDensity: number;
-  readonly #layers: { perm: Tensor; masks: Tensor }[];
+  readonly #layers: ParoLayerTensors[];
 
   /** Builds and uploads the joint plan of every layer for L text tokens. */
   constructor(rt: Runtime, plan: ParoPlan, textTokens: number) {
@@ -168,21 +165,11 @@ export class FluxParoAttention implements SelfAttention {
           `${m.heads} heads; got ${L}, ${ctx.h}×${ctx.w}, ${ctx.heads}`,
       );
     }
-    return attnSparse(rec, q, k, v, {
-      heads: ctx.heads,
-      perm: l.perm,
-      masks: l.masks,
-      group: stepGroup(ctx.step, ctx.steps, m.steps),
-      bits: m.bits,
-      pScale: m.pScale,
-    });
+    return runParoLayer(rec, l, m, q, k, v, ctx);
   }
 
   /** Frees the plan's GPU tensors. */
   release(): void {
-    for (const l of this.#layers) {
-      l.perm.release();
-      l.masks.release();
-    }
+    releaseParoLayers(this.#layers);
   }
 }

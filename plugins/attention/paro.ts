@@ -40,7 +40,7 @@ export class ParoSelfAttention implements AttentionImpl {
   readonly plan: ParoPlan;
   /** Kernel launch shape (benchmarks, tests). */
   tuning: AttnSparseTuning | undefined;
-  readonly #layers: { perm: Tensor; masks: Tensor }[];
+  readonly #layers: ParoLayerTensors[];
 
   /** Uploads the plan's tensors to `rt`. */
   constructor(rt: Runtime, plan: ParoPlan, tuning?: AttnSparseTuning) {
@@ -72,23 +72,51 @@ export class ParoSelfAttention implements AttentionImpl {
           `with ${ctx.heads}: re-plan for this size`,
       );
     }
-    return attnSparse(rec, q, k, v, {
-      heads: ctx.heads,
-      perm: l.perm,
-      masks: l.masks,
-      group: stepGroup(ctx.step, ctx.steps, m.steps),
-      bits: m.bits,
-      pScale: m.pScale,
-      tuning: this.tuning,
-    });
+    return runParoLayer(rec, l, m, q, k, v, ctx, this.tuning);
   }
 
   /** Frees the plan's GPU tensors. */
   release(): void {
-    for (const l of this.#layers) {
-      l.perm.release();
-      l.masks.release();
-    }
+    releaseParoLayers(this.#layers);
+  }
+}
+
+/** One layer's plan on the GPU: token orders [H, T] and block masks [H, G, nb, words]. */
+export interface ParoLayerTensors {
+  perm: Tensor;
+  masks: Tensor;
+}
+
+/**
+ * Records the block-sparse attention of one layer's uploaded plan, with the mask group of
+ * the context's sampler step (shared by the PixArt and the FLUX adapters).
+ */
+export function runParoLayer(
+  rec: Recorder,
+  l: ParoLayerTensors,
+  meta: ParoPlan["meta"],
+  q: AttentionInput,
+  k: AttentionInput,
+  v: AttentionInput,
+  ctx: AttentionContext,
+  tuning?: AttnSparseTuning,
+): Tensor {
+  return attnSparse(rec, q, k, v, {
+    heads: ctx.heads,
+    perm: l.perm,
+    masks: l.masks,
+    group: stepGroup(ctx.step, ctx.steps, meta.steps),
+    bits: meta.bits,
+    pScale: meta.pScale,
+    tuning,
+  });
+}
+
+/** Frees uploaded plan layers. */
+export function releaseParoLayers(layers: readonly ParoLayerTensors[]): void {
+  for (const l of layers) {
+    l.perm.release();
+    l.masks.release();
   }
 }
 
