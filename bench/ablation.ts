@@ -29,11 +29,7 @@ import { tensorToImage } from "../runtime/io/png.ts";
 import { openSafetensors, writeSafetensors } from "../runtime/io/safetensors.ts";
 import { loadPipeline, type Pipeline } from "../runtime/pipeline.ts";
 import { transformerWeightsHash } from "../runtime/quant/calibrate.ts";
-import {
-  calibrateParo,
-  decodeParoStats,
-  encodeParoStats,
-} from "../runtime/quant/paro_calibrate.ts";
+import { cachedParoStats } from "../runtime/quant/paro_calibrate.ts";
 import { type ParoStats, planKeptMass, planParo } from "../runtime/quant/paro_plan.ts";
 import { quantizeModel, writeArtifact } from "../runtime/quant/quantize.ts";
 import { PARO_CALIBRATION_PROMPTS, ParoSelfAttention } from "../plugins/attention/paro.ts";
@@ -129,12 +125,8 @@ async function paroStats(
   name = "paro_stats.bin",
   prompts: readonly string[] = m.calibration.prompts ?? PARO_CALIBRATION_PROMPTS,
 ): Promise<ParoStats> {
-  const file = join(dir, name);
-  try {
-    return decodeParoStats(await Deno.readFile(file));
-  } catch { /* calibrate */ }
   const cal = new CalibrationProgress("PARO calibration");
-  const s = await calibrateParo(rt, {
+  const s = await cachedParoStats(rt, join(dir, name), {
     path: m.model,
     prompts,
     steps: m.steps, // the masks are per step group of the sampling run
@@ -142,7 +134,6 @@ async function paroStats(
     onProgress: (p) => cal.update(p),
   });
   cal.done();
-  await Deno.writeFile(file, encodeParoStats(s));
   return s;
 }
 

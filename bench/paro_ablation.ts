@@ -25,12 +25,7 @@ import {
   type SampleSet,
 } from "../runtime/eval/eval.ts";
 import { loadPipeline } from "../runtime/pipeline.ts";
-import {
-  calibrateParo,
-  decodeParoStats,
-  encodeParoStats,
-  mergeParoStats,
-} from "../runtime/quant/paro_calibrate.ts";
+import { cachedParoStats, mergeParoStats } from "../runtime/quant/paro_calibrate.ts";
 import {
   blocksOf,
   keptMass,
@@ -65,23 +60,14 @@ const rt = await createRuntime();
 const BASE = ["hw", "wh", "tile8x8_hw", "tile8x8_wh"];
 
 async function statsFor(file: string, prompts: readonly string[]): Promise<ParoStats> {
-  try {
-    const s = decodeParoStats(await Deno.readFile(file));
-    if (s.steps === steps) {
-      log(`statistics from ${file}`);
-      return s;
-    }
-  } catch { /* calibrate */ }
-  log(`calibrating on ${JSON.stringify(prompts)} (${steps} steps)…`);
-  const s = await calibrateParo(rt, {
+  log(`statistics of ${JSON.stringify(prompts)} (${steps} steps): ${file}, or a calibration…`);
+  return await cachedParoStats(rt, file, {
     path: args.values.model,
     prompts,
     steps,
     extended: true,
-    onProgress: (p) => log(`  prompt ${p.prompt + 1}/${p.prompts} step ${p.step + 1}/${p.steps}`),
+    onProgress: (p) => log(`  prompt ${p.prompt + 1}/${p.prompts} step ${p.step}/${p.steps}`),
   });
-  await Deno.writeFile(file, encodeParoStats(s));
-  return s;
 }
 
 const evalPrompts = parsePromptList(

@@ -277,6 +277,24 @@ export async function calibrateParo(rt: Runtime, o: ParoCalibrationOptions): Pro
   }
 }
 
+/**
+ * The statistics kept in `file` when they are of the same number of steps, else a new
+ * calibration ({@linkcode calibrateParo}) written there: calibration takes minutes on a CPU.
+ */
+export async function cachedParoStats(
+  rt: Runtime,
+  file: string,
+  o: ParoCalibrationOptions,
+): Promise<ParoStats> {
+  try {
+    const s = decodeParoStats(await Deno.readFile(file));
+    if (s.steps === (o.steps ?? 20)) return s;
+  } catch { /* none yet, or unreadable: calibrate */ }
+  const s = await calibrateParo(rt, o);
+  await Deno.writeFile(file, encodeParoStats(s));
+  return s;
+}
+
 /** Serialises statistics (a JSON header line, then the f32 data) for reuse across runs. */
 export function encodeParoStats(s: ParoStats): Uint8Array {
   const nb = blocksOf(s.h * s.w);
