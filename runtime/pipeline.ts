@@ -23,7 +23,7 @@ import type { Runtime } from "./gpu/device.ts";
 import { Recorder } from "./gpu/kernel.ts";
 import { readTensor, uploadTensor } from "./gpu/tensor.ts";
 import { Prng } from "./io/prng.ts";
-import { openCheckpoint } from "./io/safetensors_index.ts";
+import { openCheckpoint, transformerDir } from "./io/safetensors_index.ts";
 import { denseLinears, type LinearFactory } from "./model/linear.ts";
 import { createGpuSampler } from "./sampling/guidance.ts";
 import { type Denoiser, sampleLoop, type StepInfo } from "./sampling/generate.ts";
@@ -358,12 +358,7 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
       "path",
     );
   }
-  let tdir = join(dir, "transformer");
-  try {
-    await Deno.stat(join(tdir, "config.json"));
-  } catch {
-    tdir = dir; // a transformer folder given directly
-  }
+  const tdir = await transformerDir(dir);
   const cfgPath = join(tdir, "config.json");
   const raw = await readJson(cfgPath);
   const dtype = o.dtype ?? "f32";

@@ -256,6 +256,15 @@ export async function openCheckpoint(
   );
 }
 
+/**
+ * The transformer folder of a model: `<path>/transformer` when it holds a config.json (a
+ * diffusers model folder), else `path` itself (a transformer folder given directly).
+ */
+export async function transformerDir(path: string): Promise<string> {
+  const sub = join(path, "transformer");
+  return await isFile(join(sub, "config.json")) ? sub : path;
+}
+
 async function isFile(p: string): Promise<boolean> {
   return (await Deno.stat(p).catch(() => null))?.isFile ?? false;
 }

@@ -23,6 +23,7 @@ import type { Linear, LinearEpilogue, LinearFactory } from "../model/linear.ts";
 import { ActStatsAccumulator } from "../ops/act_stats.ts";
 import { actStatsRef, type ChannelStats, rmsOf } from "../reference/act_stats.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName } from "../pipeline.ts";
+import { transformerDir } from "../io/safetensors_index.ts";
 import { CheckpointError } from "../errors.ts";
 import { runCalibration } from "./calibration_run.ts";
 
@@ -125,12 +126,7 @@ export const DEFAULT_CALIB_CACHE: string = new URL("../../.cache/calib", import.
  * `<path>/transformer` (or of `path` itself when it holds them), by name, streamed.
  */
 export async function transformerWeightsHash(path: string = DEFAULT_MODEL_DIR): Promise<string> {
-  let dir = join(path, "transformer");
-  try {
-    await Deno.stat(join(dir, "config.json"));
-  } catch {
-    dir = path;
-  }
+  const dir = await transformerDir(path);
   const files: string[] = [];
   try {
     for await (const e of Deno.readDir(dir)) {

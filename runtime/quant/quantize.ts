@@ -17,7 +17,7 @@ import { join } from "node:path";
 import type { HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
 import { createDefaultRegistry } from "../builtins.ts";
 import { CheckpointError } from "../errors.ts";
-import { openCheckpoint } from "../io/safetensors_index.ts";
+import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
 import type { TensorToWrite } from "../io/safetensors.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
@@ -223,8 +223,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const settings = resolveSettings(o, registry);
   const plugin = registry.get("quantizer", settings.quantizer);
   const dir = o.model ?? DEFAULT_MODEL_DIR;
-  let tdir = join(dir, "transformer");
-  if (!await exists(join(tdir, "config.json"))) tdir = dir;
+  const tdir = await transformerDir(dir);
   const cfgText = await readText(join(tdir, "config.json"));
   let cfg: Record<string, unknown>;
   try {

@@ -30,8 +30,7 @@ import { hadamardRotationPlugin } from "../../plugins/rotations/hadamard.ts";
 import { identityRotationPlugin } from "../../plugins/rotations/identity.ts";
 import { outlierRotationPlugin } from "../../plugins/rotations/outlier_aware.ts";
 import type { HostMatrix, RotationPlugin } from "../../plugins/types.ts";
-import { join } from "node:path";
-import { openCheckpoint } from "../io/safetensors_index.ts";
+import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
 import { dequantizeRows, quantizeRows } from "../reference/rotq.ts";
 import type { Runtime } from "../gpu/device.ts";
@@ -108,12 +107,7 @@ export async function readLinearWeights(
   path: string,
   names: readonly string[],
 ): Promise<Map<string, HostMatrix>> {
-  let dir = join(path, "transformer");
-  try {
-    await Deno.stat(join(dir, "config.json"));
-  } catch {
-    dir = path;
-  }
+  const dir = await transformerDir(path);
   const src = await openCheckpoint(dir);
   try {
     const out = new Map<string, HostMatrix>();
@@ -135,12 +129,7 @@ export async function readLinearBiases(
   path: string,
   names: readonly string[],
 ): Promise<Map<string, Float32Array>> {
-  let dir = join(path, "transformer");
-  try {
-    await Deno.stat(join(dir, "config.json"));
-  } catch {
-    dir = path;
-  }
+  const dir = await transformerDir(path);
   const src = await openCheckpoint(dir);
   try {
     const out = new Map<string, Float32Array>();
