@@ -158,8 +158,10 @@ const hh = (x: Inputs, i: number): HostHeads => ({
 
 const denseMs = new Map<string, () => number | undefined>();
 
-function denseCase(T: number, D: number, dt: Float): BenchCase {
-  const name = `attn_dense_${dt}_${T}_d${D}`;
+function denseCase(T: number, D: number, dt: Float, kernel?: "rows" | "tiled"): BenchCase {
+  // The default kernel has the plain name; a forced one is named (attn_dense_rows_…).
+  const name = `attn_dense_${kernel ? `${kernel}_` : ""}${dt}_${T}_d${D}`;
+  const tuning = kernel ? { kernel } : undefined;
   const flops = 4 * T * T * D * HEADS;
   return {
     name,
@@ -168,11 +170,14 @@ function denseCase(T: number, D: number, dt: Float): BenchCase {
     setup: async () => {
       if (dt === "f16" && !rt.info.f16) throw new Error("this adapter has no shader-f16");
       const x = inputs(T, D, dt);
-      const out = attention(new Recorder(rt), x.gpu[0], x.gpu[1], x.gpu[2], { heads: HEADS });
+      const out = attention(new Recorder(rt), x.gpu[0], x.gpu[1], x.gpu[2], {
+        heads: HEADS,
+        tuning,
+      });
       const record = (reps: number) => {
         const rec = new Recorder(rt);
         for (let i = 0; i < reps; i++) {
-          attention(rec, x.gpu[0], x.gpu[1], x.gpu[2], { heads: HEADS, out });
+          attention(rec, x.gpu[0], x.gpu[1], x.gpu[2], { heads: HEADS, out, tuning });
         }
         return rec.submit();
       };
@@ -311,8 +316,8 @@ const suite = new BenchSuite({
 });
 
 /** Adds a dense case and makes its median visible to the PARO rows' speed-up. */
-function addDense(T: number, D: number, dt: Float): void {
-  const c = denseCase(T, D, dt);
+function addDense(T: number, D: number, dt: Float, kernel?: "rows" | "tiled"): void {
+  const c = denseCase(T, D, dt, kernel);
   suite.add(c);
   denseMs.set(c.name, () => suite.lastResults.find((r) => r.name === c.name)?.median_ms);
 }
@@ -321,7 +326,12 @@ const dt: Float = rt.info.f16 ? "f16" : "f32";
 const sizes = onGpu ? [4096, 1024] : [1024];
 for (const T of sizes) {
   addDense(T, 64, dt);
-  if (T === 4096) addDense(T, 72, dt);
+  if (T === 4096) {
+    addDense(T, 72, dt);
+    // The one-row-per-thread kernel GPUs used before the tiled one, and f32 (the f32 step's).
+    addDense(T, 72, dt, "rows");
+    addDense(T, 72, "f32");
+  }
   for (const density of [0.5, 0.3, 0.2]) {
     for (const bits of [8, 4] as const) suite.add(paroCase(T, 64, density, bits));
   }

@@ -13,7 +13,8 @@
 # gpu_results.tar.gz when they are more than 8 files. A failing part does not stop the next; the exit status is
 # the number of failed parts.
 #
-# Environment: WEBDIT_COMMIT (required without .git), WEBDIT_EMOJI_DATASET (folder with emoji.json and
+# Environment: WEBDIT_COMMIT (required without .git), WEBDIT_GPU_BUDGET_S (seconds for all parts, e.g.
+# 560 inside a 600 s device call), WEBDIT_EMOJI_DATASET (folder with emoji.json and
 # img/google/64/ for the fidelity row; skipped without it), WEBDIT_QUANT_WORKERS (host workers quantizing the
 # random models; default every core), WEBDIT_FLUX_DEPTH (default 2,4), WEBDIT_LOG_DIR, WEBDIT_RESULTS_DIR.
 set -uo pipefail
@@ -73,7 +74,12 @@ if [ -z "${WEBDIT_COMMIT:-}" ]; then
     exit 64
   }
 fi
-export WEBDIT_COMMIT WEBDIT_BENCH_WRITE=1
+# Only the harness protocol times the cases (not Deno.bench as well): half the device time.
+export WEBDIT_COMMIT WEBDIT_BENCH_WRITE=1 WEBDIT_BENCH_PROTOCOL_ONLY=1
+# Parts stop at this many seconds after the start (default: no limit), so the results of the
+# parts that ran, and a part's rows written so far, are copied to $OUT before a device call's
+# own limit kills everything.
+deadline=$((SECONDS + ${WEBDIT_GPU_BUDGET_S:-1000000}))
 
 logdir=${WEBDIT_LOG_DIR:-/tmp/webdit-gpu}
 mkdir -p "$logdir"
@@ -147,8 +153,13 @@ run_part() {
   export WEBDIT_BENCH_COMMAND="bash bench/gpu_all.sh $part (= WEBDIT_BENCH_WRITE=1 $cmd)"
   echo "=== $part: $cmd ($(date -u +%H:%M:%S) UTC)"
   local t0=$SECONDS
+  local left=$((deadline - SECONDS))
+  if [ "$left" -le 10 ]; then
+    echo "=== $part: skipped, WEBDIT_GPU_BUDGET_S is spent"
+    return 1
+  fi
   # shellcheck disable=SC2086
-  $cmd 2>&1 | tee "$logdir/gpu_$part.log"
+  timeout -k 5 "$left" $cmd 2>&1 | tee "$logdir/gpu_$part.log"
   local rc=${PIPESTATUS[0]}
   echo "=== $part: exit $rc after $((SECONDS - t0)) s"
   return "$rc"

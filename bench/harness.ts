@@ -304,11 +304,13 @@ export class BenchSuite {
     this.#options = options;
   }
 
-  /** Adds a case; names must be unique. */
+  /** Adds a case; names must be unique. WEBDIT_BENCH_FILTER (a regex) skips non-matching names. */
   add(c: BenchCase): this {
     if (this.#cases.some((x) => x.name === c.name)) {
       throw new RangeError(`Duplicate bench case ${c.name}`);
     }
+    const filter = Deno.env.get("WEBDIT_BENCH_FILTER");
+    if (filter && !new RegExp(filter).test(c.name)) return this;
     this.#cases.push(c);
     return this;
   }
@@ -331,11 +333,18 @@ export class BenchSuite {
   /** The rows of the last {@linkcode run} (empty before). */
   lastResults: BenchResult[] = [];
 
-  /** Times every case by the protocol; a failing case gives a row with NaN and a note. */
-  async run(log: (line: string) => void = console.log): Promise<BenchResult[]> {
+  /**
+   * Times every case by the protocol; a failing case gives a row with NaN and a note.
+   * `onRow` sees the rows so far after each case (partial results files).
+   */
+  async run(
+    log: (line: string) => void = console.log,
+    onRow?: (rows: BenchResult[]) => unknown | Promise<unknown>,
+  ): Promise<BenchResult[]> {
     const results: BenchResult[] = [];
     this.lastResults = results;
     for (const c of this.#cases) {
+      if (results.length > 0) await onRow?.(results);
       try {
         const p = await this.prepare(c);
         const t = await timeGpu(p.device, p.run, c.timing);
@@ -384,21 +393,33 @@ export class BenchSuite {
   }
 
   async #runAndWrite(): Promise<ResultsFile> {
-    const results = await this.run();
     const d = await this.#options.describe();
-    const file: ResultsFile = {
-      device: d.device,
-      adapter: backendName(),
-      deno: Deno.version.deno,
-      commit: await gitCommit(),
-      date: today(),
-      command: commandLine(),
-      results,
+    const commit = await gitCommit();
+    const fileOf = (results: BenchResult[], partial: boolean): ResultsFile => {
+      const file: ResultsFile = {
+        device: d.device,
+        adapter: backendName(),
+        deno: Deno.version.deno,
+        commit,
+        date: today(),
+        command: commandLine(),
+        results,
+      };
+      // The host's 1/5/15-minute load: CPU-adapter figures are only comparable on a quiet host.
+      file.extra = { ...d.extra, host_load_average: Deno.loadavg().map((v) => round(v)) };
+      if (partial) file.extra.partial = `${results.length} of ${this.#cases.length} cases`;
+      return file;
     };
-    // The host's 1/5/15-minute load: CPU-adapter figures are only comparable on a quiet host.
-    file.extra = { ...d.extra, host_load_average: Deno.loadavg().map((v) => round(v)) };
-    console.log("\n" + resultsMarkdown(file));
     const write = this.#options.write ?? Deno.env.get("WEBDIT_BENCH_WRITE") === "1";
+    // Written after every case too, so a run stopped at a time limit keeps what it measured.
+    const results = await this.run(
+      console.log,
+      write
+        ? (rows) => writeResults(d.slug, this.#options.what, fileOf([...rows], true))
+        : undefined,
+    );
+    const file = fileOf(results, false);
+    console.log("\n" + resultsMarkdown(file));
     if (write) {
       const paths = await writeResults(d.slug, this.#options.what, file);
       console.log(`wrote ${paths.json} and ${paths.md}`);
@@ -414,7 +435,10 @@ export class BenchSuite {
    */
   register(): void {
     const n = this.#options.denoIterations ?? 10;
-    for (const c of this.#cases) {
+    // WEBDIT_BENCH_PROTOCOL_ONLY=1 (bench/gpu_all.sh): only the protocol times the cases,
+    // which halves a suite's time where device time is scarce.
+    const denoCases = Deno.env.get("WEBDIT_BENCH_PROTOCOL_ONLY") === "1" ? [] : this.#cases;
+    for (const c of denoCases) {
       // No groups: deno runs ungrouped benches before grouped ones, and the results bench
       // (which ends with the suite's teardown) must come last.
       Deno.bench({

@@ -15,6 +15,7 @@ import { createTensor, readTensor, Tensor, uploadTensor } from "../gpu/tensor.ts
 import { Prng } from "../io/prng.ts";
 import { attentionRef } from "../reference/attention.ts";
 import { maxError, type SelfCheckResult } from "./selfcheck.ts";
+import { attentionTiledSpec, tiledShape } from "./attention_tiled.ts";
 import src from "../../wgsl/attention.wgsl" with { type: "text" };
 
 /** A [B, T, W] tensor read as heads starting at column `column` of each row. */
@@ -62,6 +63,12 @@ export interface AttentionOptions {
 
 /** Launch shape of the attention kernel. */
 export interface AttentionTuning {
+  /**
+   * "tiled" (wgsl/attention_tiled.wgsl, register-tiled; default on GPUs where the head dim
+   * is a multiple of 4 and it fits workgroup memory) or "rows" (one query row per thread;
+   * default on CPU adapters). The knobs below tune "rows" only.
+   */
+  kernel?: "rows" | "tiled";
   /** Threads per workgroup. */
   threads?: number;
   /** Query rows per thread (1..4). */
@@ -255,10 +262,36 @@ export function attention(
       throw new RangeError("attention: out must not share a buffer with q, k, v or mask");
     }
   }
-  // CPU adapters pay tens of cycles per lane for every workgroup load, and private
-  // arrays cost no registers there: 4 rows per thread share each K/V load.
   const t = opts.tuning ?? {};
   const cpu = rec.runtime.info.fallback;
+  const limit = rec.runtime.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+  if (t.kernel !== undefined && t.kernel !== "rows" && t.kernel !== "tiled") {
+    throw new RangeError(`attention: tuning.kernel must be "rows" or "tiled", got ${t.kernel}`);
+  }
+  const tiled = (t.kernel ?? (cpu ? "rows" : "tiled")) === "tiled" ? tiledShape(D, limit) : null;
+  if (t.kernel === "tiled" && !tiled) {
+    throw new RangeError(
+      `attention: the tiled kernel needs a head dim that is a multiple of 4 (≤ 128) and fits ` +
+        `${limit} B of workgroup memory, got ${D}`,
+    );
+  }
+  if (tiled) {
+    const uniform = [
+      ...[Tq, Tk, maskMode, maskBatch],
+      ...[Q.l.off, Q.l.row, Q.l.batch, H * D],
+      ...[K.l.off, K.l.row, K.l.batch, Tq * H * D],
+      ...[V.l.off, V.l.row, V.l.batch, scale * Math.LOG2E],
+      D,
+    ];
+    rec.dispatch(
+      attentionTiledSpec(dtype, tiled.cv),
+      { hd: D, shape: tiled, b: B, h: H, tq: Tq, uniform },
+      [qv.tensor, kv.tensor, vv.tensor, opts.mask ?? qv.tensor, out],
+    );
+    return out;
+  }
+  // CPU adapters pay tens of cycles per lane for every workgroup load, and private
+  // arrays cost no registers there: 4 rows per thread share each K/V load.
   const rpt = t.rowsPerThread ?? (cpu ? 4 : 1);
   const wg = t.threads ?? (cpu ? 16 : 64);
   if (!Number.isInteger(rpt) || rpt < 1 || rpt > 4) {
@@ -272,7 +305,6 @@ export function attention(
     throw new RangeError(`attention: tuning.keys must be a multiple of 8 up to 64, got ${keys}`);
   }
   // Keys per block: no more than Tk needs, K+V blocks within workgroup memory.
-  const limit = rec.runtime.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
   const dyn = t.dynamicHeadDim ?? cpu;
   const d4 = dyn ? 32 : Math.ceil(D / 4);
   // A run-time head dim keeps one pipeline for every shape: then Tk does not pick BK.

@@ -115,61 +115,88 @@ Deno.test("attention reads a fused qkv tensor through column views", gpuTest, as
 });
 
 Deno.test(
-  "attention key mask: -10000 bias as diffusers, or dropped keys; never NaN",
+  "attention key mask: -10000 bias as diffusers, or dropped keys; never NaN (both kernels)",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      const [B, Tq, Tk, H, D] = [3, 11, 45, 1, 72];
-      const g = new Prng(9);
-      const qs = g.normals(B * Tq * H * D);
-      const ks = g.normals(B * Tk * H * D);
-      const vs = g.normals(B * Tk * H * D);
-      // Batch 0: 13 of 45 keys kept (padded text); batch 1: all kept; batch 2: all masked.
-      const ms = new Float32Array(B * Tk);
-      for (let j = 0; j < Tk; j++) {
-        ms[j] = j < 13 ? 1 : 0;
-        ms[Tk + j] = 1;
+      await maskCases(rt, {});
+      await maskCases(rt, { kernel: "tiled" });
+    });
+  },
+);
+
+async function maskCases(rt: Runtime, tuning: AttentionTuning): Promise<void> {
+  const [B, Tq, Tk, H, D] = [3, 11, 45, 1, 72];
+  const g = new Prng(9);
+  const qs = g.normals(B * Tq * H * D);
+  const ks = g.normals(B * Tk * H * D);
+  const vs = g.normals(B * Tk * H * D);
+  // Batch 0: 13 of 45 keys kept (padded text); batch 1: all kept; batch 2: all masked.
+  const ms = new Float32Array(B * Tk);
+  for (let j = 0; j < Tk; j++) {
+    ms[j] = j < 13 ? 1 : 0;
+    ms[Tk + j] = 1;
+  }
+  const q = uploadTensor(rt, qs, [B, Tq, H * D]);
+  const k = uploadTensor(rt, ks, [B, Tk, H * D]);
+  const v = uploadTensor(rt, vs, [B, Tk, H * D]);
+  const mask = uploadTensor(rt, ms, [B, Tk]);
+  const hq: HostHeads = { data: qs, batch: B, tokens: Tq, width: H * D };
+  const hk: HostHeads = { data: ks, batch: B, tokens: Tk, width: H * D };
+  const hv: HostHeads = { data: vs, batch: B, tokens: Tk, width: H * D };
+  const n = Tq * H * D;
+
+  const biased = await runAndRead(
+    rt,
+    (r) => attention(r, q, k, v, { heads: H, mask, tuning }),
+  );
+  const refBiased = attentionRef(hq, hk, hv, { heads: H, headDim: D, mask: ms });
+  assertClose(biased, refBiased, tolerance(refBiased, "f32"));
+  // The fully masked batch equals unmasked attention, as with diffusers' additive bias
+  // (computed exactly here, where f32 scores near −10000 would lose ~1e-3).
+  const plain = attentionRef(hq, hk, hv, { heads: H, headDim: D });
+  assertClose(biased.subarray(2 * n), plain.subarray(2 * n), tolerance(plain, "f32"));
+
+  const dropped = await runAndRead(
+    rt,
+    (r) => attention(r, q, k, v, { heads: H, mask, maskMode: "drop", tuning }),
+  );
+  const refDropped = attentionRef(hq, hk, hv, {
+    heads: H,
+    headDim: D,
+    mask: ms,
+    maskMode: "drop",
+  });
+  assertClose(dropped, refDropped, tolerance(refDropped, "f32"));
+  assert(dropped.subarray(2 * n).every((x) => x === 0), "fully dropped rows are zeros");
+  // The kept keys of batch 0 alone give the same result as the dropped-key mask.
+  assertClose(dropped.subarray(0, n), biased.subarray(0, n), tolerance(refBiased, "f32"));
+
+  // A [1, Tk] mask broadcasts over the batch.
+  const one = uploadTensor(rt, ms.subarray(0, Tk), [1, Tk]);
+  const bcast = await runAndRead(
+    rt,
+    (r) => attention(r, q, k, v, { heads: H, mask: one, tuning }),
+  );
+  const refB = attentionRef(hq, hk, hv, { heads: H, headDim: D, mask: ms, maskBatch: 1 });
+  assertClose(bcast, refB, tolerance(refB, "f32"));
+}
+
+// The register-tiled kernel GPUs get by default (wgsl/attention_tiled.wgsl), forced here.
+const TILED: AttentionTuning = { kernel: "tiled" };
+
+Deno.test(
+  "tiled attention matches the reference: odd shapes, head dims 72 and 16, shared k/v, f16",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // Tq, Tk not multiples of the tiles (several key blocks); batch 2.
+      await checkCase(rt, { b: 2, tq: 77, tk: 93, h: 3, d: 72, tuning: TILED });
+      await checkCase(rt, { b: 2, tq: 1, tk: 1, h: 2, d: 16, tuning: TILED });
+      await checkCase(rt, { b: 3, tq: 70, tk: 150, h: 2, d: 16, kvBatch: 1, tuning: TILED });
+      if (rt.info.f16) {
+        await checkCase(rt, { b: 2, tq: 70, tk: 120, h: 2, d: 72, dtype: "f16", tuning: TILED });
       }
-      const q = uploadTensor(rt, qs, [B, Tq, H * D]);
-      const k = uploadTensor(rt, ks, [B, Tk, H * D]);
-      const v = uploadTensor(rt, vs, [B, Tk, H * D]);
-      const mask = uploadTensor(rt, ms, [B, Tk]);
-      const hq: HostHeads = { data: qs, batch: B, tokens: Tq, width: H * D };
-      const hk: HostHeads = { data: ks, batch: B, tokens: Tk, width: H * D };
-      const hv: HostHeads = { data: vs, batch: B, tokens: Tk, width: H * D };
-      const n = Tq * H * D;
-
-      const biased = await runAndRead(rt, (r) => attention(r, q, k, v, { heads: H, mask }));
-      const refBiased = attentionRef(hq, hk, hv, { heads: H, headDim: D, mask: ms });
-      assertClose(biased, refBiased, tolerance(refBiased, "f32"));
-      // The fully masked batch equals unmasked attention, as with diffusers' additive bias
-      // (computed exactly here, where f32 scores near −10000 would lose ~1e-3).
-      const plain = attentionRef(hq, hk, hv, { heads: H, headDim: D });
-      assertClose(biased.subarray(2 * n), plain.subarray(2 * n), tolerance(plain, "f32"));
-
-      const dropped = await runAndRead(
-        rt,
-        (r) => attention(r, q, k, v, { heads: H, mask, maskMode: "drop" }),
-      );
-      const refDropped = attentionRef(hq, hk, hv, {
-        heads: H,
-        headDim: D,
-        mask: ms,
-        maskMode: "drop",
-      });
-      assertClose(dropped, refDropped, tolerance(refDropped, "f32"));
-      assert(dropped.subarray(2 * n).every((x) => x === 0), "fully dropped rows are zeros");
-      // The kept keys of batch 0 alone give the same result as the dropped-key mask.
-      assertClose(dropped.subarray(0, n), biased.subarray(0, n), tolerance(refBiased, "f32"));
-
-      // A [1, Tk] mask broadcasts over the batch.
-      const one = uploadTensor(rt, ms.subarray(0, Tk), [1, Tk]);
-      const bcast = await runAndRead(
-        rt,
-        (r) => attention(r, q, k, v, { heads: H, mask: one }),
-      );
-      const refB = attentionRef(hq, hk, hv, { heads: H, headDim: D, mask: ms, maskBatch: 1 });
-      assertClose(bcast, refB, tolerance(refB, "f32"));
     });
   },
 );
