@@ -59,6 +59,40 @@ export interface TiledParams {
   uniform: number[];
 }
 
+const XYZW = ["x", "y", "z", "w"];
+
+/**
+ * The kernel source for CV head-dim vec4s per thread: the 4×CV output accumulators are
+ * written out as named variables at the file's //@ markers (see the kernel's header).
+ */
+export function tiledSource(cv: number): string {
+  const rc = (f: (r: number, c: number) => string) =>
+    [0, 1, 2, 3].flatMap((r) => Array.from({ length: cv }, (_, c) => f(r, c)));
+  const blocks: Record<string, string[]> = {
+    O_DECL: rc((r, c) => `var o${r}_${c} = vec4<f32>(0.0);`),
+    O_SCALE: rc((r, c) => `o${r}_${c} *= al.${XYZW[r]};`),
+    O_ACC: [
+      ...Array.from({ length: cv }, (_, c) => `let v${c} = vs[vj + ${c}u];`),
+      ...rc((r, c) => `o${r}_${c} = fma(vec4<f32>(pj.${XYZW[r]}), v${c}, o${r}_${c});`),
+    ],
+    O_STORE: [
+      ...[0, 1, 2, 3].map((r) => `let qrow${r} = row0 + 4u * ty + ${r}u;`),
+      ...rc((r, c) =>
+        `store_row(qrow${r}, ob + qrow${r} * p.o_row + ${4 * c}u, o${r}_${c} * inv.${XYZW[r]});`
+      ),
+    ],
+  };
+  let out = `const CV: u32 = ${cv}u;\n` + src;
+  for (const [marker, lines] of Object.entries(blocks)) {
+    out = out.replace(
+      /^( *)\/\/@(\w+)\n/gm,
+      (whole, indent: string, name: string) =>
+        name === marker ? lines.map((l) => indent + l + "\n").join("") : whole,
+    );
+  }
+  return out;
+}
+
 const specs = new Map<string, KernelSpec<TiledParams>>();
 
 /** The tiled kernel's spec for a storage type and CV (a constant: it sizes private arrays). */
@@ -66,7 +100,7 @@ export function attentionTiledSpec(storage: StorageType, cv: number): KernelSpec
   const key = `${storage}/${cv}`;
   let spec = specs.get(key);
   if (!spec) {
-    const c = composeWgsl(`const CV: u32 = ${cv}u;\n` + src, { storage });
+    const c = composeWgsl(tiledSource(cv), { storage });
     spec = {
       name: `attention_tiled_${storage}_cv${cv}`,
       source: c.source,
