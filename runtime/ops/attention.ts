@@ -15,7 +15,7 @@ import { createTensor, readTensor, Tensor, uploadTensor } from "../gpu/tensor.ts
 import { Prng } from "../io/prng.ts";
 import { attentionRef } from "../reference/attention.ts";
 import { maxError, type SelfCheckResult } from "./selfcheck.ts";
-import { attentionTiledSpec, tiledShape } from "./attention_tiled.ts";
+import { attentionTiledSpec, tiledBytes, type TiledShape, tiledShape } from "./attention_tiled.ts";
 import src from "../../wgsl/attention.wgsl" with { type: "text" };
 
 /** A [B, T, W] tensor read as heads starting at column `column` of each row. */
@@ -69,6 +69,8 @@ export interface AttentionTuning {
    * default on CPU adapters). The knobs below tune "rows" only.
    */
   kernel?: "rows" | "tiled";
+  /** The tiled kernel's launch shape (tests); default {@linkcode tiledShape}'s pick. */
+  tiled?: TiledShape;
   /** Threads per workgroup. */
   threads?: number;
   /** Query rows per thread (1..4). */
@@ -268,7 +270,21 @@ export function attention(
   if (t.kernel !== undefined && t.kernel !== "rows" && t.kernel !== "tiled") {
     throw new RangeError(`attention: tuning.kernel must be "rows" or "tiled", got ${t.kernel}`);
   }
-  const tiled = (t.kernel ?? (cpu ? "rows" : "tiled")) === "tiled" ? tiledShape(D, limit) : null;
+  if (t.tiled) {
+    const { rg, tc, cv } = t.tiled;
+    if (t.kernel !== "tiled" || 4 * tc * cv !== D || tiledBytes(D, t.tiled) > limit || rg < 1) {
+      throw new RangeError(
+        `attention: tuning.tiled ${JSON.stringify(t.tiled)} needs kernel "tiled", 4·tc·cv = ` +
+          `head dim ${D} and at most ${limit} B of workgroup memory`,
+      );
+    }
+    if (rg * tc > (rec.runtime.info.limits.maxComputeInvocationsPerWorkgroup ?? 256)) {
+      throw new RangeError(`attention: tuning.tiled has more than the adapter's threads`);
+    }
+  }
+  const tiled = (t.kernel ?? (cpu ? "rows" : "tiled")) === "tiled"
+    ? t.tiled ?? tiledShape(D, limit)
+    : null;
   if (t.kernel === "tiled" && !tiled) {
     throw new RangeError(
       `attention: the tiled kernel needs a head dim that is a multiple of 4 (≤ 128) and fits ` +

@@ -186,7 +186,7 @@ async function maskCases(rt: Runtime, tuning: AttentionTuning): Promise<void> {
 const TILED: AttentionTuning = { kernel: "tiled" };
 
 Deno.test(
-  "tiled attention matches the reference: odd shapes, head dims 72 and 16, shared k/v, f16",
+  "tiled attention matches the reference: odd shapes, head dims 16/64/72/128, shared k/v, f16",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
@@ -197,6 +197,14 @@ Deno.test(
       if (rt.info.f16) {
         await checkCase(rt, { b: 2, tq: 70, tk: 120, h: 2, d: 72, dtype: "f16", tuning: TILED });
       }
+      // The output tiles GPUs get at head dims 64 (4 vec4s per thread) and 128 (8), in row
+      // groups small enough for a CPU adapter's workgroup memory.
+      const shaped = (rg: number, tc: number, cv: number): AttentionTuning => ({
+        kernel: "tiled",
+        tiled: { rg, tc, cv },
+      });
+      await checkCase(rt, { b: 1, tq: 40, tk: 37, h: 2, d: 64, tuning: shaped(8, 4, 4) });
+      await checkCase(rt, { b: 2, tq: 19, tk: 21, h: 1, d: 128, tuning: shaped(4, 4, 8) });
     });
   },
 );
@@ -221,6 +229,15 @@ Deno.test("attention validates its operands", gpuTest, async () => {
       () => attention(rec, q, k, k, { heads: 2, tuning: { keys: 12 } }),
       RangeError,
       "keys",
+    );
+    assertThrows(
+      () =>
+        attention(rec, q, k, k, {
+          heads: 2,
+          tuning: { kernel: "tiled", tiled: { rg: 8, tc: 3, cv: 1 } },
+        }),
+      RangeError,
+      "tuning.tiled",
     );
   });
 });
