@@ -104,3 +104,59 @@ Deno.test("a suite turns a failing check into a row with a note", gpuTest, async
     assertEquals(rows[1].note, "failed: wrong result at [0, 0]");
   });
 });
+
+Deno.test(
+  "a suite writes its rows as they finish, and WEBDIT_BENCH_FILTER drops cases",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const saved = Deno.env.get("WEBDIT_RESULTS_DIR");
+    Deno.env.set("WEBDIT_RESULTS_DIR", dir);
+    Deno.env.set("WEBDIT_BENCH_FILTER", "^keep_");
+    try {
+      await withRuntime(async (rt) => {
+        const suite = new BenchSuite({
+          what: "partial",
+          write: true,
+          describe: () => Promise.resolve({ device: "d", slug: "d" }),
+        });
+        const timing = { warmup: 0, iterations: 2, minSampleMs: 0 };
+        const run = () => {};
+        suite.add({
+          name: "keep_first",
+          unit: "ms",
+          setup: () => Promise.resolve({ device: rt.device, run }),
+          timing,
+        });
+        suite.add({
+          name: "dropped",
+          unit: "ms",
+          setup: () => Promise.reject(new Error("filtered cases never run")),
+        });
+        // While the second case is set up, the file already holds the first row.
+        let seen: ResultsFile | undefined;
+        suite.add({
+          name: "keep_second",
+          unit: "ms",
+          setup: async () => {
+            const [f] = [...Deno.readDirSync(`${dir}/d`)].filter((e) => e.name.endsWith(".json"));
+            seen = JSON.parse(await Deno.readTextFile(`${dir}/d/${f.name}`));
+            return { device: rt.device, run };
+          },
+          timing,
+        });
+        assertEquals(suite.cases.map((c) => c.name), ["keep_first", "keep_second"]);
+        const file = await suite.runAndWrite();
+        assertEquals(seen?.results.map((r) => r.name), ["keep_first"]);
+        assertEquals(seen?.extra?.partial, "1 of 2 cases");
+        assertEquals(file.results.map((r) => r.name), ["keep_first", "keep_second"]);
+        assertEquals(file.extra?.partial, undefined);
+      });
+    } finally {
+      Deno.env.delete("WEBDIT_BENCH_FILTER");
+      if (saved === undefined) Deno.env.delete("WEBDIT_RESULTS_DIR");
+      else Deno.env.set("WEBDIT_RESULTS_DIR", saved);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
