@@ -33,12 +33,20 @@ import {
   sparseFSpec,
   sparseSpec,
 } from "./attn_sparse_kernels.ts";
+import { sparseTiledBytes, sparseTiledFits, sparseTiledSpec } from "./attn_sparse_tiled.ts";
 
 /** Bits of a sparse attention: INT8, INT4 or 16 (float, sparsity only). */
 export type SparseBits = 8 | 4 | 16;
 
 /** Launch shape of the sparse kernels (benchmarks, tests). */
 export interface AttnSparseTuning {
+  /**
+   * Integer kernel: "rows" (wgsl/attn_sparse.wgsl, WG threads × RPT query rows each) or
+   * "tiled" (wgsl/attn_sparse_tiled.wgsl, 256 threads as a 16 × 16 grid of 4×4 score tiles;
+   * default on GPUs where the head dim fits its workgroup memory). `threads`,
+   * `rowsPerThread` and `dynamicHeadDim` shape the rows kernel only.
+   */
+  kernel?: "rows" | "tiled";
   /** Threads per workgroup. */
   threads?: number;
   /** Query rows per thread (1..4); threads·rows must divide 64. */
@@ -293,16 +301,51 @@ export function attnSparseQuantized(
   const t = opts.tuning ?? {};
   const { wg, rpt } = launchShape(fn, rt, t);
   const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+  const threads = rt.info.limits.maxComputeInvocationsPerWorkgroup ?? 256;
+  if (t.kernel !== undefined && t.kernel !== "rows" && t.kernel !== "tiled") {
+    throw new RangeError(`${fn}: tuning.kernel must be "rows" or "tiled", got ${t.kernel}`);
+  }
+  const fits = sparseTiledFits(D, limit, threads);
+  if (t.kernel === "tiled" && !fits) {
+    throw new RangeError(
+      `${fn}: the tiled kernel needs ${sparseTiledBytes(D)} B of workgroup memory (${limit}) ` +
+        `and 256 threads (${threads}) at head dim ${D}`,
+    );
+  }
+  const tiled = fits && (t.kernel ?? (rt.info.fallback ? "rows" : "tiled")) === "tiled";
   const dyn = t.dynamicHeadDim ?? rt.info.fallback;
   const bytes = dyn ? (BLOCK * 32 + 128 * 16) * 4 : (BLOCK * paddedHeadDim(D) / 4 + D * 16) * 4;
-  if (bytes > limit) {
+  if (!tiled && bytes > limit) {
     throw new RangeError(`${fn}: head dim ${D} needs ${bytes} B of workgroup memory (${limit})`);
   }
   const out = outputOf(fn, rec, opts.out, [B, T, H * D], qq.dtype);
   const mw = maskWords(nb);
   const pblock = qq.bits === 4 || opts.pScale === "block";
+  const emulate = t.emulateDot4 ?? !rt.info.packedDot;
+  const bufs = [qq.q, qq.k, qq.v, qq.scales, opts.masks, opts.perm, out];
+  if (tiled) {
+    rec.dispatch(
+      sparseTiledSpec(qq.dtype, D, emulate),
+      {
+        t: T,
+        nb,
+        mw,
+        h: H,
+        b: B,
+        hd: D,
+        mOff: group * nb * mw,
+        mHead: G * nb * mw,
+        sStride: B * H * nb * 2,
+        scaleLog2: scale * Math.LOG2E,
+        pblock,
+        qp: qq.bits === 4 ? 7 : 127,
+      },
+      bufs,
+    );
+    return out;
+  }
   rec.dispatch(
-    sparseSpec(qq.dtype, t.emulateDot4 ?? !rt.info.packedDot),
+    sparseSpec(qq.dtype, emulate),
     {
       t: T,
       nb,
@@ -320,7 +363,7 @@ export function attnSparseQuantized(
       qp: qq.bits === 4 ? 7 : 127,
       dyn,
     },
-    [qq.q, qq.k, qq.v, qq.scales, opts.masks, opts.perm, out],
+    bufs,
   );
   return out;
 }

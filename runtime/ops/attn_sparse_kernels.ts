@@ -107,6 +107,11 @@ const DOT4_EMULATED = `fn dot4(a: u32, b: u32) -> i32 {
     extractBits(x, 24u, 8u) * extractBits(y, 24u, 8u);
 }`;
 
+/** WGSL `fn dot4(a: u32, b: u32) -> i32`: dot4I8Packed, or its emulation with shifts and multiplies. */
+export function dot4Lib(emulate: boolean): string {
+  return emulate ? DOT4_EMULATED : DOT4_NATIVE;
+}
+
 /** Launch params of the integer block-sparse kernel. */
 export interface SparseParams {
   t: number;
@@ -133,7 +138,7 @@ export function sparseSpec(storage: StorageType, emulate: boolean): KernelSpec<S
   const key = `${storage}:${emulate}`;
   let spec = sparseSpecs.get(key);
   if (!spec) {
-    const c = composeWgsl(sparseSrc, { storage, libs: [emulate ? DOT4_EMULATED : DOT4_NATIVE] });
+    const c = composeWgsl(sparseSrc, { storage, libs: [dot4Lib(emulate)] });
     spec = {
       name: `attn_sparse_${storage}${emulate ? "_emu" : ""}`,
       source: c.source,

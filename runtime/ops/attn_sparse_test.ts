@@ -205,6 +205,12 @@ Deno.test(
           ...o,
           tuning: { threads: 64, rowsPerThread: 1 },
         });
+        // The GPUs' register-tiled kernel, forced here (same codes, same P codes).
+        const tiled = attnSparseQuantized(rec, qq, { ...o, tuning: { kernel: "tiled" } });
+        const tiledEmu = attnSparseQuantized(rec, qq, {
+          ...o,
+          tuning: { kernel: "tiled", emulateDot4: true },
+        });
         await rec.submit();
         const got = await readTensor(rt, out);
         const label =
@@ -242,6 +248,17 @@ Deno.test(
           rtol: 1e-5,
           msg: `64 threads ${label}`,
         });
+        // Tiled: the same bound against the reference, and the rows kernel's output up to
+        // f32 rounding (its row sums add 16 per-thread partials instead of one running sum).
+        const gotT = await readTensor(rt, tiled);
+        const dT = maxAbsDiff(gotT, ref);
+        assert(dT.max <= vmax / 127 / 4, `tiled ${label}: max |diff| ${dT.max} at ${dT.at}`);
+        assertClose(gotT, got, { atol: 1e-5, rtol: 1e-5, msg: `tiled vs rows ${label}` });
+        assertEquals(
+          Array.from(await readTensor(rt, tiledEmu)),
+          Array.from(gotT),
+          `tiled, emulated dot4 ${label}`,
+        );
         // And close to float attention under the same mask (the quantization error itself).
         const fl = attnSparseFloatRef(
           hh(xs[0], c.B, T, c.H * c.D),
