@@ -187,6 +187,10 @@ Deno.test(
         { h: 16, w: 16, H: 2, D: 16, B: 1, bits: 8, density: 0.3, pScale: "block" },
         { h: 10, w: 15, H: 3, D: 24, B: 1, bits: 4, density: 0.5, pScale: "fixed" },
         { h: 9, w: 9, H: 1, D: 72, B: 2, bits: 8, density: 1, pScale: "fixed" },
+        // d72 (the tiled kernel's partial channel slot) with a sparse mask over 3 blocks.
+        { h: 12, w: 15, H: 2, D: 72, B: 1, bits: 8, density: 0.5, pScale: "block" },
+        // d64: the benchmark's head dim (whole channel slots, 4 Q/K vec4s per row).
+        { h: 10, w: 13, H: 1, D: 64, B: 1, bits: 4, density: 0.5, pScale: "fixed" },
       );
       for (const c of cases) {
         const T = c.h * c.w;
@@ -344,6 +348,38 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "attnSparse INT8 tiled kernel with f16 operands matches the rows kernel",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      if (!rt.info.f16) return;
+      const [h, w, H, D, B] = [10, 11, 2, 24, 2];
+      const T = h * w;
+      const xs = inputs(B, T, H, D, 5).map((x) => Float32Array.from(Float16Array.from(x)));
+      const { perm, masks, nb } = plan(h, w, H, 1, 0.5, 9);
+      const ts = xs.map((x) => uploadTensor(rt, x, [B, T, H * D], "f16"));
+      const o = {
+        heads: H,
+        perm: uploadTensor(rt, perm, [H, T], "u32"),
+        masks: uploadTensor(rt, masks, [H, 1, nb, maskWords(nb)], "u32"),
+        bits: 8 as const,
+      };
+      const rec = new Recorder(rt);
+      const tiled = attnSparse(rec, ts[0], ts[1], ts[2], { ...o, tuning: { kernel: "tiled" } });
+      const rows = attnSparse(rec, ts[0], ts[1], ts[2], o);
+      await rec.submit();
+      assertEquals(tiled.dtype, "f16");
+      // Both write f16 from f32 values that agree to ~1e-7: at most one f16 step apart.
+      assertClose(await readTensor(rt, tiled), await readTensor(rt, rows), {
+        atol: 2e-3,
+        rtol: 1e-3,
+        msg: "f16 tiled vs rows",
+      });
+    });
+  },
+);
+
 Deno.test("attnSparse rejects bad arguments", gpuTest, async () => {
   await withRuntime((rt) => {
     const x = uploadTensor(rt, new Float32Array(2 * 64 * 32), [2, 64, 32]);
@@ -361,6 +397,11 @@ Deno.test("attnSparse rejects bad arguments", gpuTest, async () => {
       () => attnSparse(rec, x, x, x, { ...o, tuning: { threads: 24 } }),
       RangeError,
       "divide 64",
+    );
+    assertThrows(
+      () => attnSparse(rec, x, x, x, { ...o, tuning: { kernel: "wide" as "rows" } }),
+      RangeError,
+      "tuning.kernel",
     );
     const y = uploadTensor(rt, new Float32Array(2 * 63 * 32), [2, 63, 32]);
     assertThrows(() => attnSparse(rec, x, y, x, o), RangeError, "tokens");
