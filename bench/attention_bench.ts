@@ -11,9 +11,11 @@
  * TFLOP/s in value2 counting 4·T²·D·H, against the 53 TFLOP/s f16 FMA ceiling), PARO at
  * D = 64 (ms; value2 = speed-up over dense f16 at the same shape, same run), and the same
  * at 1024 tokens. A PARO row times the whole op: K mean + quantize-to-blocks (with the
- * reordering) + the sparse kernel; `_kernel` rows time the sparse kernel alone.
+ * reordering) + the sparse kernel; `_kernel` rows time the sparse kernel alone. GPUs run
+ * the register-tiled integer kernel; `attn_paro_rows_…` forces the one-row-per-thread one
+ * (the CPU adapter's) at 0.3 INT8, and `attn_paro_d30_int8_…_d72` is PixArt-α's head dim.
  * CPU adapter: 1024 tokens (the bundled model's grid), 2 heads, GFLOP/s for dense.
- * WEBDIT_ATTN_SWEEP=1 adds the INT8 kernel at 0.3 under several launch shapes.
+ * WEBDIT_ATTN_SWEEP=1 adds the rows INT8 kernel at 0.3 under several launch shapes.
  *
  * Masks are synthetic but shaped like calibrated ones: per head, block mass decays with the
  * block distance (plus noise), the diagonal is always kept (runtime/quant/paro_plan.ts
@@ -224,13 +226,14 @@ function paroCase(
   D: number,
   density: number,
   bits: 8 | 4 | 16,
-  o: { kernelOnly?: boolean; tuning?: AttnSparseTuning } = {},
+  o: { kernelOnly?: boolean; tuning?: AttnSparseTuning; name?: string } = {},
 ): BenchCase {
   const tag = bits === 16 ? "f16" : `int${bits}`;
-  const tune = o.tuning ? `_wg${o.tuning.threads}x${o.tuning.rowsPerThread}` : "";
-  const name = `attn_paro_d${Math.round(density * 100)}_${tag}_${T}_d${D}${
-    o.kernelOnly ? "_kernel" : ""
-  }${tune}`;
+  const tune = o.tuning?.threads ? `_wg${o.tuning.threads}x${o.tuning.rowsPerThread}` : "";
+  const name = o.name ??
+    `attn_paro_d${Math.round(density * 100)}_${tag}_${T}_d${D}${
+      o.kernelOnly ? "_kernel" : ""
+    }${tune}`;
   const dt: Float = rt.info.f16 ? "f16" : "f32";
   const denseName = `attn_dense_${dt}_${T}_d${D}`;
   return {
@@ -337,13 +340,25 @@ for (const T of sizes) {
   }
   suite.add(paroCase(T, 64, 0.3, 16));
   suite.add(paroCase(T, 64, 0.3, 8, { kernelOnly: true }));
+  if (T === sizes[0]) {
+    // The one-row-per-thread integer kernel GPUs used before the tiled one (issue #7's
+    // before/after in one run), and the PixArt-α head dim.
+    suite.add(paroCase(T, 64, 0.3, 8, {
+      tuning: { kernel: "rows" },
+      name: `attn_paro_rows_d30_int8_${T}_d64`,
+    }));
+    suite.add(paroCase(T, 72, 0.3, 8));
+  }
 }
 if (!onGpu) addDense(1024, 64, "f32");
 // WEBDIT_ATTN_SWEEP=1: launch shapes of the INT8 kernel at 0.3 (threads × rows per thread).
 if (Deno.env.get("WEBDIT_ATTN_SWEEP") === "1") {
   for (const [threads, rowsPerThread] of [[32, 1], [64, 1], [16, 2], [32, 2], [16, 4]]) {
     suite.add(
-      paroCase(sizes[0], 64, 0.3, 8, { kernelOnly: true, tuning: { threads, rowsPerThread } }),
+      paroCase(sizes[0], 64, 0.3, 8, {
+        kernelOnly: true,
+        tuning: { kernel: "rows", threads, rowsPerThread },
+      }),
     );
   }
 }
