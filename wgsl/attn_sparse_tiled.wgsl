@@ -19,7 +19,7 @@
 // private array indexed in a loop may go to local memory. No private arrays here.
 // K rows are staged with key 4·t + c at slot 16·c + t (row stride D16P vec4s, odd), so the
 // 16 threads of a row group read 16 consecutive slots; V channel rows are padded to 5 vec4s.
-// After the scores, the K buffer holds P as [row][16 words].
+// After the scores, the K buffer holds P as [row group][16 words] vec4s of its 4 rows.
 override HD: u32 = 64u;   // head dim (multiple of 4, ≤ 128)
 override D16: u32 = 4u;   // vec4s per Q/K code row (HD padded to 16, / 16)
 override D16P: u32 = 5u;  // staged K row stride in vec4s (odd: no bank conflicts)
@@ -44,7 +44,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> out: array<DT>;
 
 var<workgroup> qs: array<vec4<u32>, 64u * D16>;
-var<workgroup> ks: array<vec4<u32>, KSZ>; // K rows (permuted slots), then P [row][16 words]
+var<workgroup> ks: array<vec4<u32>, KSZ>; // K rows (permuted slots), then P
 var<workgroup> vs: array<vec4<u32>, HD * VST>;
 var<workgroup> red: array<vec4<f32>, 256u>; // per-thread partials of 4 rows (max, then sum)
 
@@ -84,7 +84,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var l = vec4<f32>(0.0);     // their sums over this thread's keys only
   let qr = 4u * ty * D16;
   let kr = tx * D16P;
-  let pr = 16u * ty; // first P vec4 of row 4·ty (P rows are 4 vec4s)
+  let pr = 16u * ty; // first P vec4 of row group ty
   let key0 = vec4<u32>(0u, 1u, 2u, 3u) + 4u * tx;
 
   let mrow = h * p.m_head + p.m_off + qb * p.mw;
@@ -148,22 +148,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let c2 = pack_codes(f2, refm.z);
       let c3 = pack_codes(f3, refm.w);
       l = l * al + sp * vec4<f32>(vec4<u32>(c0.y, c1.y, c2.y, c3.y));
-      // P word tx of rows 4·ty .. 4·ty+3 into the K buffer (its reads are done).
-      let pw = pr + (tx >> 2u);
-      ks[pw][tx & 3u] = c0.x;
-      ks[pw + 4u][tx & 3u] = c1.x;
-      ks[pw + 8u][tx & 3u] = c2.x;
-      ks[pw + 12u][tx & 3u] = c3.x;
+      // P word tx (keys 4·tx ..) of rows 4·ty .. 4·ty+3, one vec4, into the K buffer (its
+      // reads are done): P is stored [row group][word][row].
+      ks[pr + tx] = vec4<u32>(c0.x, c1.x, c2.x, c3.x);
       let fr = sp * sv;
       workgroupBarrier();
 
       // O += P·V: integer dots over the 64 keys, 16 at a time, then o = o·α + sp·sv·acc.
       //@A_DECL
       for (var e = 0u; e < 4u; e++) {
-        let p0 = ks[pr + e];
-        let p1 = ks[pr + 4u + e];
-        let p2 = ks[pr + 8u + e];
-        let p3 = ks[pr + 12u + e];
+        // Words 4e .. 4e+3 of the 4 rows (a 4×4 transpose in registers).
+        let w0 = ks[pr + 4u * e];
+        let w1 = ks[pr + 4u * e + 1u];
+        let w2 = ks[pr + 4u * e + 2u];
+        let w3 = ks[pr + 4u * e + 3u];
+        let p0 = vec4<u32>(w0.x, w1.x, w2.x, w3.x);
+        let p1 = vec4<u32>(w0.y, w1.y, w2.y, w3.y);
+        let p2 = vec4<u32>(w0.z, w1.z, w2.z, w3.z);
+        let p3 = vec4<u32>(w0.w, w1.w, w2.w, w3.w);
         //@PV_ACC
       }
       //@O_UPDATE
