@@ -454,6 +454,15 @@ export async function attnSparseSelfCheck(rt: Runtime): Promise<SelfCheckResult[
   const ts = xs.map((x) => uploadTensor(rt, x, [1, T, D]));
   const rec = new Recorder(rt);
   const o8 = attnSparse(rec, ts[0], ts[1], ts[2], { heads: H, perm: pt, masks: mt, bits: 8 });
+  // The other integer kernel than the adapter's default (rows on GPUs, tiled on CPUs).
+  const other = rt.info.fallback ? "tiled" : "rows";
+  const o8b = attnSparse(rec, ts[0], ts[1], ts[2], {
+    heads: H,
+    perm: pt,
+    masks: mt,
+    bits: 8,
+    tuning: { kernel: other },
+  });
   const of = attnSparse(rec, ts[0], ts[1], ts[2], { heads: H, perm: pt, masks: mt, bits: 16 });
   await rec.submit();
   const hh = (data: Float32Array) => ({ data, batch: 1, tokens: T, width: D });
@@ -470,9 +479,11 @@ export async function attnSparseSelfCheck(rt: Runtime): Promise<SelfCheckResult[
   // INT8: the host's and the adapter's exp2 may round one P code differently, which moves
   // an output by up to max|v|/127 ≈ 0.03 here; otherwise they agree to ~1e-7.
   const e8 = maxError(await readTensor(rt, o8), ref8);
+  const e8b = maxError(await readTensor(rt, o8b), ref8);
   const ef = maxError(await readTensor(rt, of), refF);
   return [
     { name: "attn_sparse_int8_f32", ok: e8 <= 2e-2, maxError: e8, tolerance: 2e-2 },
+    { name: `attn_sparse_int8_${other}_f32`, ok: e8b <= 2e-2, maxError: e8b, tolerance: 2e-2 },
     { name: "attn_sparse_float_f32", ok: ef <= 1e-5, maxError: ef, tolerance: 1e-5 },
   ];
 }
