@@ -4,6 +4,9 @@
  * - {@linkcode rotqHadamard}: x ⊙ s, then a fast Walsh–Hadamard transform of every
  *   `block`-wide block (s = random signs / (smoothing · √block)), then int8 codes + scales;
  * - {@linkcode rotqOutlier}: x ⊙ s, block · Q1, permutation, block · Q2, then codes + scales.
+ *   On GPUs two register-tiled block GEMMs (wgsl/rotq_outlier_tiled.wgsl, through a
+ *   scratch of the permuted stage-1 rows) and a quantize pass (rotq_outlier_quant.wgsl);
+ *   on CPU adapters one row-per-workgroup kernel (wgsl/rotq_outlier.wgsl). Same values.
  *
  * Each reads the activations once and writes {@linkcode QuantizedActivations} (codes four
  * per u32, one f32 scale per row). {@linkcode rotateHadamard} / {@linkcode rotateOutlier}
@@ -34,6 +37,8 @@ import { Prng } from "../io/prng.ts";
 import type { SelfCheckResult } from "./selfcheck.ts";
 import hadSrc from "../../wgsl/rotq_hadamard.wgsl" with { type: "text" };
 import outSrc from "../../wgsl/rotq_outlier.wgsl" with { type: "text" };
+import tiledSrc from "../../wgsl/rotq_outlier_tiled.wgsl" with { type: "text" };
+import quantSrc from "../../wgsl/rotq_outlier_quant.wgsl" with { type: "text" };
 
 /** GPU tensors of a hadamard transform. */
 export interface HadamardTransformTensors {
@@ -221,12 +226,185 @@ export function rotqHadamard(
 export function rotateHadamard(rec: Recorder, x: Tensor, t: HadamardTransformTensors): Tensor {
   return recordHadamard(rec, x, t, false, 8).y!;
 }
-
 /** Rows per workgroup of the outlier kernel: 4, 2 or 1, as workgroup memory allows. */
 export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): number {
   const limit = workgroupBytes(rt);
   for (const r of [4, 2, 1]) if ((2 * r * K + r * block) * 4 <= limit) return r;
   return 0;
+}
+
+/** Kernel choice of {@linkcode rotqOutlier} / {@linkcode rotateOutlier} (tuning, tests). */
+export interface OutlierKernelOptions {
+  /** "tiled": the block-GEMM kernels (GPU default); "rows": the row kernel (CPU default). */
+  kernel?: "tiled" | "rows";
+  /** Rows kernel: token rows per workgroup (1, 2 or 4); default as memory allows. */
+  rows?: number;
+  /** Tiled kernel: invocations along tokens (a tile is 8·ty tokens); default searched. */
+  ty?: number;
+  /** Tiled kernel: k slice (a multiple of 4 dividing the block); default searched. */
+  bk?: number;
+}
+
+/** A tiled-kernel shape: ty invocations along tokens, k slices of bk. */
+export interface OutlierTile {
+  /** Invocations along tokens (BM = 8·ty tokens per tile). */
+  ty: number;
+  /** K slice. */
+  bk: number;
+}
+
+/** Why (ty, bk) does not suit block B on this adapter, or "" when it does. */
+function tileProblem(rt: Runtime, B: number, ty: number, bk: number): string {
+  const tx = B / 8;
+  const lx = 2 * bk / tx; // vec4 loads per invocation and slice: whole numbers in 1..4
+  const lw = 2 * bk / ty;
+  if (B % 16 !== 0) return `block ${B} is not a multiple of 16`;
+  if (!Number.isInteger(ty) || ty < 1) return `ty ${ty} is not a positive integer`;
+  if (bk % 4 !== 0 || B % bk !== 0) return `bk ${bk} is not a multiple of 4 dividing ${B}`;
+  if (![1, 2, 3, 4].includes(lx) || ![1, 2, 3, 4].includes(lw)) {
+    return `2·bk/${tx} and 2·bk/ty must be whole numbers in 1..4 (bk ${bk}, ty ${ty})`;
+  }
+  const lim = rt.info.limits;
+  if (tx * ty > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) return "too many invocations";
+  if (B / 8 > (lim.maxComputeWorkgroupSizeX ?? 256) || ty > (lim.maxComputeWorkgroupSizeY ?? 256)) {
+    return "workgroup size over the adapter's limits";
+  }
+  if ((4 * bk * ty + bk * B / 2) * 16 > workgroupBytes(rt)) return "workgroup memory";
+  return "";
+}
+
+/**
+ * The tiled kernel's tile for block B: 256-invocation tiles of 128 tokens first, then
+ * smaller ones; undefined when none fits (the row kernel runs instead).
+ */
+export function outlierTile(rt: Runtime, B: number): OutlierTile | undefined {
+  for (const ty of [16, 8, 4, 2]) {
+    for (const bk of [16, 8, 4]) if (!tileProblem(rt, B, ty, bk)) return { ty, bk };
+  }
+  return undefined;
+}
+
+interface TiledParams {
+  M: number;
+  K: number;
+  Mp: number;
+  nb: number;
+  block: number;
+  ty: number;
+  bk: number;
+  stage: number;
+  quant: boolean;
+}
+
+const tiledSpecs = new Map<StorageType, KernelSpec<TiledParams>>();
+function tiledSpec(storage: StorageType): KernelSpec<TiledParams> {
+  let spec = tiledSpecs.get(storage);
+  if (!spec) {
+    const c = composeWgsl(tiledSrc, { storage });
+    spec = {
+      name: `rotq_outlier_tiled_${storage}`,
+      source: c.source,
+      preludeLines: c.preludeLines,
+      bindings: [
+        "uniform",
+        "read",
+        "read",
+        "read",
+        "read",
+        "read_write",
+        "read_write",
+        "read_write",
+        "read_write",
+      ],
+      constants: (p) => ({
+        B: p.block,
+        TY: p.ty,
+        BK: p.bk,
+        STAGE: p.stage,
+        QUANT: p.quant || p.stage === 1 ? 1 : 0, // stage 1 ignores it: one pipeline for both
+      }),
+      uniform: { fields: ["u32", "u32", "u32", "u32"], values: (p) => [p.M, p.K, p.Mp, p.nb] },
+      dispatch: (p) => [p.nb, p.Mp / (8 * p.ty)],
+    };
+    tiledSpecs.set(storage, spec);
+  }
+  return spec;
+}
+
+interface QuantParams {
+  M: number;
+  words: number;
+  nb: number;
+  bits: number;
+}
+
+let quantSpecCache: KernelSpec<QuantParams> | undefined;
+function quantSpec(): KernelSpec<QuantParams> {
+  if (!quantSpecCache) {
+    const c = composeWgsl(quantSrc);
+    quantSpecCache = {
+      name: "rotq_outlier_quant",
+      source: c.source,
+      preludeLines: c.preludeLines,
+      bindings: ["uniform", "read", "read", "read_write", "read_write"],
+      constants: (p) => ({ WG: 256, BITS: p.bits }),
+      uniform: { fields: ["u32", "u32", "u32", "u32"], values: (p) => [p.M, p.words, p.nb, 0] },
+      dispatch: (p) => grid1d(Math.ceil(p.M * p.words / 256)),
+    };
+  }
+  return quantSpecCache;
+}
+
+/**
+ * Records the tiled path: stage 1 into t [K, Mp] (permuted, column-major), stage 2 into
+ * y (rotate) or z [M, K] f32 + block maxima (quantize), then the quantize pass.
+ */
+function recordTiled(
+  rec: Recorder,
+  x: Tensor,
+  t: OutlierTransformTensors,
+  tile: OutlierTile,
+  M: number,
+  K: number,
+  out: { codes?: Tensor; scales?: Tensor; y?: Tensor },
+  bits: number,
+): void {
+  const rt = rec.runtime;
+  const B = t.block;
+  const bm = 8 * tile.ty;
+  const Mp = Math.ceil(M / bm) * bm;
+  const nb = K / B;
+  const quant = !out.y;
+  const p = { M, K, Mp, nb, block: B, ty: tile.ty, bk: tile.bk, quant };
+  const spec = tiledSpec(x.dtype as StorageType);
+  const tt = createTensor(rt, [K, Mp], "f32");
+  rec.dispatch(spec, { ...p, stage: 1 }, [
+    x,
+    t.s,
+    t.q1,
+    t.dest,
+    tt,
+    dummy(rt, 2),
+    dummy(rt, 3),
+    dummy(rt, 4),
+  ]);
+  const z = quant ? createTensor(rt, [M, K], "f32") : undefined;
+  const part = quant ? createTensor(rt, [M, nb], "f32") : undefined;
+  rec.dispatch(spec, { ...p, stage: 2 }, [
+    x,
+    t.s,
+    t.q2,
+    t.dest,
+    tt,
+    out.y ?? dummy(rt, 2),
+    z ?? dummy(rt, 3),
+    part ?? dummy(rt, 4),
+  ]);
+  if (z && part) {
+    rec.dispatch(quantSpec(), { M, words: K / 4, nb, bits }, [z, part, out.codes!, out.scales!]);
+  }
+  // Recorded work keeps the scratch valid until it has run (the pool reuses it after).
+  for (const s of [tt, z, part]) s?.release();
 }
 
 function recordOutlier(
@@ -235,7 +413,7 @@ function recordOutlier(
   t: OutlierTransformTensors,
   quant: boolean,
   bits: number,
-  rowsOverride?: number,
+  opts: OutlierKernelOptions = {},
 ): { codes?: Tensor; scales?: Tensor; y?: Tensor; M: number; K: number } {
   const what = quant ? "rotqOutlier" : "rotateOutlier";
   const { M, K } = shapeOf(x, t.s, t.block, what);
@@ -248,16 +426,33 @@ function recordOutlier(
   if (t.dest.size !== K || t.dest.dtype !== "u32") {
     throw new RangeError(`${what}: dest must be u32 [${K}], got ${t.dest.dtype} [${t.dest.shape}]`);
   }
+  if (opts.kernel !== undefined && opts.kernel !== "tiled" && opts.kernel !== "rows") {
+    throw new RangeError(`${what}: opts.kernel must be "tiled" or "rows", got ${opts.kernel}`);
+  }
   const rt = rec.runtime;
-  const rows = rowsOverride ?? outlierRowsPerGroup(rt, K, B);
-  if (rows < 1 || rows > 4 || (2 * rows * K + rows * B) * 4 > workgroupBytes(rt)) {
+  const words = Math.ceil(K / 4);
+  // The tiled path: asked for, or on a GPU when a tile fits and the scratch binds.
+  let tile: OutlierTile | undefined;
+  if (opts.kernel === "tiled" || opts.ty !== undefined || opts.bk !== undefined) {
+    const def = outlierTile(rt, B);
+    tile = { ty: opts.ty ?? def?.ty ?? 16, bk: opts.bk ?? def?.bk ?? 16 };
+    const why = tileProblem(rt, B, tile.ty, tile.bk);
+    if (why) throw new RangeError(`${what}: the tiled kernel cannot run here: ${why}`);
+  } else if (opts.kernel !== "rows" && !rt.info.fallback) {
+    tile = outlierTile(rt, B);
+    const maxBind = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
+    if (tile && K * Math.ceil(M / (8 * tile.ty)) * 8 * tile.ty * 4 > maxBind) tile = undefined;
+  }
+  const rows = tile ? 0 : opts.rows ?? outlierRowsPerGroup(rt, K, B);
+  if (!tile && (rows < 1 || rows > 4 || (2 * rows * K + rows * B) * 4 > workgroupBytes(rt))) {
     throw new RangeError(`${what}: K = ${K} does not fit this adapter's workgroup memory`);
   }
-  const words = Math.ceil(K / 4);
   const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
   const scales = quant ? createTensor(rt, [M], "f32") : undefined;
   const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
-  if (M > 0) {
+  if (M > 0 && tile) {
+    recordTiled(rec, x, t, tile, M, K, { codes, scales, y }, bits);
+  } else if (M > 0) {
     rec.dispatch(
       outlierSpec(x.dtype as StorageType),
       { M, K, words, block: B, quant, bits, wg: B, rows },
@@ -278,22 +473,29 @@ function recordOutlier(
 
 /**
  * Records the fused outlier-aware rotation + per-token quantization of x [..., K]
- * (f32/f16). `rows` forces the token rows per workgroup (1, 2 or 4; for tests).
+ * (f32/f16). `opts` picks the kernel (tests, benchmarks); a number forces the row
+ * kernel with that many token rows per workgroup (1, 2 or 4).
  */
 export function rotqOutlier(
   rec: Recorder,
   x: Tensor,
   t: OutlierTransformTensors,
   bits = 8,
-  rows?: number,
+  opts?: number | OutlierKernelOptions,
 ): QuantizedActivations {
-  const r = recordOutlier(rec, x, t, true, bits, rows);
+  const o = typeof opts === "number" ? { kernel: "rows" as const, rows: opts } : opts;
+  const r = recordOutlier(rec, x, t, true, bits, o);
   return { q: r.codes!, scales: r.scales!, bits, cols: r.K };
 }
 
 /** Records x [..., K] → ((x ⊙ s)·R1)·P·R2 (same shape and dtype), no quantization. */
-export function rotateOutlier(rec: Recorder, x: Tensor, t: OutlierTransformTensors): Tensor {
-  return recordOutlier(rec, x, t, false, 8).y!;
+export function rotateOutlier(
+  rec: Recorder,
+  x: Tensor,
+  t: OutlierTransformTensors,
+  opts?: OutlierKernelOptions,
+): Tensor {
+  return recordOutlier(rec, x, t, false, 8, opts).y!;
 }
 
 const PROBE_SRC = `

@@ -205,3 +205,102 @@ Deno.test("rotq kernels validate their arguments", gpuTest, async () => {
     );
   });
 });
+
+/** Outlier transform tensors for block B over K, with a stride permutation. */
+function outlierCase(rt: Runtime, K: number, B: number, g: Prng) {
+  const s = preMultiplier(K, 1, K + B);
+  const q1 = randomOrthogonal(B, g);
+  const q2 = randomOrthogonal(B, g);
+  let step = 7;
+  while (gcd(step, K) !== 1) step += 2;
+  const perm = new Uint32Array(K).map((_, k) => (k * step + 3) % K);
+  const dest = new Uint32Array(K);
+  perm.forEach((src, k) => dest[src] = k);
+  const t = {
+    s: uploadTensor(rt, s, [K]),
+    q1: uploadTensor(rt, q1, [B, B]),
+    q2: uploadTensor(rt, q2, [B, B]),
+    dest: uploadTensor(rt, dest, [K], "u32"),
+    block: B,
+  };
+  return { t, params: { s, q1, q2, perm, block: B } };
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+Deno.test(
+  "rotqOutlier tiled kernel matches the CPU reference exactly (codes, rotated values)",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const fused = await detectFmaContraction(rt);
+      const g = new Prng(21);
+      // [M, K, B, ty, bk, bits, rotate too]: tokens not a multiple of the tile (BM = 8·ty),
+      // one token, several tiles, 20 blocks; ty 0 = the GPU's default tile (B 128: 256
+      // invocations, 2 vec4 loads per slice); B 64 ty 8 bk 4: 1 load per slice. Few distinct
+      // tiles: each is ~2 s of shader compiling per pipeline on lavapipe.
+      const cases = [
+        [37, 96, 32, 4, 8, 8, 1],
+        [1, 96, 32, 4, 8, 8, 1],
+        [5, 640, 32, 4, 8, 4, 1],
+        [11, 128, 64, 8, 4, 8, 0],
+        [3, 256, 128, 0, 0, 8, 0],
+      ];
+      for (const [M, K, B, ty, bk, bits, rotate] of cases) {
+        const x = activations(M, K, M * K + 1);
+        const { t, params } = outlierCase(rt, K, B, g);
+        const xt = uploadTensor(rt, x, [M, K]);
+        const opts = ty ? { kernel: "tiled" as const, ty, bk } : { kernel: "tiled" as const };
+        const rec = new Recorder(rt);
+        const q = rotqOutlier(rec, xt, t, bits, opts);
+        const y = rotate ? rotateOutlier(rec, xt, t, opts) : undefined;
+        await rec.submit();
+        const v = rotateOutlierRef(x, M, K, params, fused);
+        const what = `tiled ${M}×${K}/${B} ty ${ty} bk ${bk} A${bits}`;
+        if (y) assertEquals(Array.from(await readTensor(rt, y)), Array.from(v), `${what} rotated`);
+        assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, bits), what);
+        if (M > 2) assertEquals((await readTensor(rt, q.scales))[2], 0, "the zero row");
+      }
+    });
+  },
+);
+
+Deno.test("rotqOutlier tiled kernel reads f16 activations", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    if (!rt.info.f16) return;
+    const fused = await detectFmaContraction(rt);
+    const [M, K, B] = [19, 192, 32];
+    const x = activations(M, K, 8, true);
+    const { t, params } = outlierCase(rt, K, B, new Prng(5));
+    const xt = uploadTensor(rt, x, [M, K], "f16");
+    const opts = { kernel: "tiled" as const, ty: 4, bk: 8 };
+    const rec = new Recorder(rt);
+    const q = rotqOutlier(rec, xt, t, 8, opts);
+    const y = rotateOutlier(rec, xt, t, opts);
+    await rec.submit();
+    const v = rotateOutlierRef(x, M, K, params, fused);
+    assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, 8), "tiled f16");
+    assertEquals(
+      Array.from(await readTensor(rt, y)),
+      Array.from(Float32Array.from(Float16Array.from(v))),
+      "tiled f16 rotated (rounded to f16)",
+    );
+  });
+});
+
+Deno.test("rotqOutlier tiled kernel rejects tiles that do not fit", gpuTest, async () => {
+  await withRuntime((rt) => {
+    const { t } = outlierCase(rt, 64, 32, new Prng(1));
+    const x = uploadTensor(rt, new Float32Array(128), [2, 64]);
+    const rec = new Recorder(rt);
+    assertThrows(() => rotqOutlier(rec, x, t, 8, { ty: 4, bk: 12 }), RangeError, "bk 12");
+    assertThrows(() => rotqOutlier(rec, x, t, 8, { ty: 1, bk: 8 }), RangeError, "whole numbers");
+    assertThrows(
+      () => rotqOutlier(rec, x, t, 8, { kernel: "gpu" as "tiled" }),
+      RangeError,
+      "opts.kernel",
+    );
+  });
+});
