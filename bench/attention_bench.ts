@@ -15,7 +15,8 @@
  * the register-tiled integer kernel; `attn_paro_rows_…` forces the one-row-per-thread one
  * (the CPU adapter's) at 0.3 INT8, and `attn_paro_d30_int8_…_d72` is PixArt-α's head dim.
  * CPU adapter: 1024 tokens (the bundled model's grid), 2 heads, GFLOP/s for dense.
- * WEBDIT_ATTN_SWEEP=1 adds the rows INT8 kernel at 0.3 under several launch shapes.
+ * WEBDIT_ATTN_SWEEP=1 adds the rows INT8 kernel at 0.3 under several launch shapes, and
+ * WEBDIT_ATTN_TILED_SWEEP=1 the tiled dense kernel under several launch shapes.
  *
  * Masks are synthetic but shaped like calibrated ones: per head, block mass decays with the
  * block distance (plus noise), the diagonal is always kept (runtime/quant/paro_plan.ts
@@ -27,7 +28,8 @@ import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
 import { readTensor, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
-import { attention } from "../runtime/ops/attention.ts";
+import { attention, type AttentionTuning } from "../runtime/ops/attention.ts";
+import { tiledBytes, type TiledShape } from "../runtime/ops/attention_tiled.ts";
 import {
   attnSparse,
   attnSparseQuantized,
@@ -160,10 +162,18 @@ const hh = (x: Inputs, i: number): HostHeads => ({
 
 const denseMs = new Map<string, () => number | undefined>();
 
-function denseCase(T: number, D: number, dt: Float, kernel?: "rows" | "tiled"): BenchCase {
-  // The default kernel has the plain name; a forced one is named (attn_dense_rows_…).
-  const name = `attn_dense_${kernel ? `${kernel}_` : ""}${dt}_${T}_d${D}`;
-  const tuning = kernel ? { kernel } : undefined;
+function denseCase(
+  T: number,
+  D: number,
+  dt: Float,
+  kernel?: "rows" | "tiled",
+  shape?: TiledShape,
+): BenchCase {
+  // The default kernel has the plain name; a forced one is named (attn_dense_rows_…), and a
+  // forced tiled launch shape carries it (…_rg16_tc9_cv2).
+  const tag = shape ? `_rg${shape.rg}_tc${shape.tc}_cv${shape.cv}` : "";
+  const name = `attn_dense_${kernel ? `${kernel}_` : ""}${dt}_${T}_d${D}${tag}`;
+  const tuning: AttentionTuning | undefined = kernel ? { kernel, tiled: shape } : undefined;
   const flops = 4 * T * T * D * HEADS;
   return {
     name,
@@ -319,8 +329,14 @@ const suite = new BenchSuite({
 });
 
 /** Adds a dense case and makes its median visible to the PARO rows' speed-up. */
-function addDense(T: number, D: number, dt: Float, kernel?: "rows" | "tiled"): void {
-  const c = denseCase(T, D, dt, kernel);
+function addDense(
+  T: number,
+  D: number,
+  dt: Float,
+  kernel?: "rows" | "tiled",
+  shape?: TiledShape,
+): void {
+  const c = denseCase(T, D, dt, kernel, shape);
   suite.add(c);
   denseMs.set(c.name, () => suite.lastResults.find((r) => r.name === c.name)?.median_ms);
 }
@@ -351,6 +367,23 @@ for (const T of sizes) {
   }
 }
 if (!onGpu) addDense(1024, 64, "f32");
+// WEBDIT_ATTN_TILED_SWEEP=1: launch shapes of the tiled dense kernel (row groups × threads per
+// row group × head-dim vec4s per thread) that fit this adapter, at the PixArt-α and d64 heads.
+if (Deno.env.get("WEBDIT_ATTN_TILED_SWEEP") === "1") {
+  const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+  for (
+    const [D, shapes] of [[72, [[8, 9, 2], [16, 6, 3], [8, 6, 3], [16, 3, 6]]], [64, [
+      [8, 16, 1],
+      [16, 4, 4],
+      [8, 8, 2],
+    ]]] as const
+  ) {
+    for (const [rg, tc, cv] of shapes) {
+      const shape = { rg, tc, cv };
+      if (tiledBytes(D, shape) <= limit) addDense(sizes[0], D, dt, "tiled", shape);
+    }
+  }
+}
 // WEBDIT_ATTN_SWEEP=1: launch shapes of the INT8 kernel at 0.3 (threads × rows per thread).
 if (Deno.env.get("WEBDIT_ATTN_SWEEP") === "1") {
   for (const [threads, rowsPerThread] of [[32, 1], [64, 1], [16, 2], [32, 2], [16, 4]]) {
