@@ -8,7 +8,14 @@
  *
  * Rows (GPU; the CPU adapter runs M = 128 and names rows by that shape):
  * - rotq_hadamard_4096x1152, rotq_outlier_4096x1152 (ms): f32 input, 8-bit codes; `_f16`
- *   variants read f16 activations;
+ *   variants read f16 activations. rotq_outlier runs the adapter's default path (GPU: the
+ *   tiled kernels, wgsl/rotq_outlier_tiled.wgsl + rotq_outlier_quant.wgsl, three launches
+ *   timed as one figure; CPU: the row kernel);
+ * - rotq_outlier_rows_4096x1152 (ms): the row kernel (wgsl/rotq_outlier.wgsl) forced, the
+ *   "before" of the tiled path; on a CPU adapter rotq_outlier_tiled_128x1152 forces the
+ *   tiled path instead (its default there is the row kernel); on GPUs
+ *   rotq_outlier_tiled_ty8_4096x1152 runs the tiled kernels with 64-token tiles (576
+ *   workgroups of 128 invocations instead of 288 of 256), a tuning alternative;
  * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
  *   cost of quantizing without a rotation;
  * - gemm_w4a8_4096x1152x4608 (TOP/s): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
@@ -30,6 +37,8 @@ import { qgemmInt, uploadQWeight } from "../runtime/ops/qgemm.ts";
 import {
   detectFmaContraction,
   type HadamardTransformTensors,
+  type OutlierKernelOptions,
+  outlierTile,
   type OutlierTransformTensors,
   rotqHadamard,
   rotqOutlier,
@@ -122,11 +131,24 @@ async function checkCodes(
   return `codes of ${CHECK_ROWS.length} rows equal the CPU reference`;
 }
 
-function rotqCase(kind: "hadamard" | "outlier" | "actquant", dt: "f32" | "f16"): BenchCase {
-  const suffix = dt === "f16" ? "_f16" : "";
+/** Which outlier kernel a case forces ("default": the adapter's choice). */
+type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8";
+
+function rotqCase(
+  kind: "hadamard" | "outlier" | "actquant",
+  dt: "f32" | "f16",
+  path: OutlierPath = "default",
+): BenchCase {
+  const suffix = (path === "default" ? "" : `_${path}`) + (dt === "f16" ? "_f16" : "");
   const name = kind === "actquant"
     ? `actquant${suffix}_${shape}`
     : `rotq_${kind}${suffix}_${shape}`;
+  const opts: OutlierKernelOptions = path === "default"
+    ? {}
+    : path === "tiled_ty8"
+    ? { kernel: "tiled", ty: 8, bk: 16 }
+    : { kernel: path };
+  const tiled = path !== "rows" && (path !== "default" || (onGpu && !!outlierTile(rt, B)));
   return {
     name,
     unit: "ms",
@@ -138,7 +160,7 @@ function rotqCase(kind: "hadamard" | "outlier" | "actquant", dt: "f32" | "f16"):
         kind === "hadamard"
           ? rotqHadamard(rec, x, had, 8)
           : kind === "outlier"
-          ? rotqOutlier(rec, x, out, 8)
+          ? rotqOutlier(rec, x, out, 8, opts)
           : actQuant(rec, x, 8);
       const rec = new Recorder(rt);
       const q = record(rec);
@@ -166,7 +188,11 @@ function rotqCase(kind: "hadamard" | "outlier" | "actquant", dt: "f32" | "f16"):
           }
           return r.submit();
         },
-        note: `${kind === "outlier" ? `${fused ? "fused" : "unfused"} FMA; ` : ""}${note}`,
+        note: `${
+          kind === "outlier"
+            ? `${tiled ? "tiled kernels" : "row kernel"}; ${fused ? "fused" : "unfused"} FMA; `
+            : ""
+        }${note}`,
       };
     },
   };
@@ -295,6 +321,8 @@ const suite = new BenchSuite({
 for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   suite.add(rotqCase("hadamard", dt));
   suite.add(rotqCase("outlier", dt));
+  if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "rows" : "tiled"));
+  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty8"));
   suite.add(rotqCase("actquant", dt));
 }
 suite.add(w4a8Case());

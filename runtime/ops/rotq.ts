@@ -537,8 +537,9 @@ export async function detectFmaContraction(rt: Runtime): Promise<boolean> {
 }
 
 /**
- * Self-check for `deno task doctor`: both fused kernels on small odd shapes against the
- * CPU reference; codes must match exactly (maxError = codes that differ).
+ * Self-check for `deno task doctor`: the hadamard kernel and both outlier paths (row and
+ * tiled kernels) on small odd shapes against the CPU reference; codes must match exactly
+ * (maxError = codes that differ).
  */
 export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   const g = new Prng(77);
@@ -569,19 +570,24 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   const fused = await detectFmaContraction(rt);
   const rec = new Recorder(rt);
   const h = rotqHadamard(rec, xt, { s: st, block: B });
-  const o = rotqOutlier(rec, xt, ot);
+  const o = rotqOutlier(rec, xt, ot, 8, { kernel: "rows" });
+  const ot2 = rotqOutlier(rec, xt, ot, 8, { kernel: "tiled" });
   await rec.submit();
-  const refs = [
-    quantizeRows(rotateHadamardRef(x, M, K, s, B), M, K, 8),
-    quantizeRows(rotateOutlierRef(x, M, K, { s, q1: q, q2: q, perm, block: B }, fused), M, K, 8),
-  ];
+  const outRef = quantizeRows(
+    rotateOutlierRef(x, M, K, { s, q1: q, q2: q, perm, block: B }, fused),
+    M,
+    K,
+    8,
+  );
+  const refs = [quantizeRows(rotateHadamardRef(x, M, K, s, B), M, K, 8), outRef, outRef];
+  const names = ["rotq_hadamard_f32", "rotq_outlier_rows_f32", "rotq_outlier_tiled_f32"];
   const out: SelfCheckResult[] = [];
-  for (const [i, got] of [h, o].entries()) {
+  for (const [i, got] of [h, o, ot2].entries()) {
     const words = (await readTensorRaw(rt, got.q)) as Uint32Array;
     const codes = unpackCodes(words, M, K);
     let bad = 0;
     for (let j = 0; j < M * K; j++) if (codes[j] !== refs[i].codes[j]) bad++;
-    const name = i === 0 ? "rotq_hadamard_f32" : "rotq_outlier_f32";
+    const name = names[i];
     out.push({ name, ok: bad === 0, maxError: bad, tolerance: 0, note: "codes that differ" });
     got.q.release();
     got.scales.release();
