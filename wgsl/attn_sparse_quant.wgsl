@@ -3,15 +3,24 @@
 // and quantizes each block of 64 positions × hd channels symmetrically with one scale:
 // code = clamp(round((x − mean)·inv), ±qmax), inv = qmax / absmax, scale = absmax / qmax.
 //
-// One workgroup per (block, head, batch), one thread per position of the block.
 // Q/K codes: u32 [B, H, nb·64, DP4], byte i of word w = channel 4w + i. V (transpose = 1)
 // is written per block channel-major, u32 [B, H, nb, hd, 16], byte i of word w = position
 // 4w + i, so P·V is a dot product of packed bytes along the keys.
 // Scales: f32 [B, H, nb, 2] at s_off = (scale, inv). Positions past T get zero codes.
 // qmax (127 INT8, 7 INT4) and the V layout are params: one pipeline serves q, k and v.
-override DP4: u32 = 32u;      // u32 words per code row (hd padded to 16, / 4), ≥ the params'
+//
+// One workgroup of 256 threads per (block, head, batch); each thread owns NJ = DP/16 code
+// words (the block has 64·DP/4 Q/K words) and keeps their 4 values in named vec4s a0..a7
+// (a loop-indexed private array would live in local memory on GPUs). Word e of thread lid
+// is lid + j·256, so consecutive threads read consecutive channels of one token row:
+// - Q/K: e = row·DP4 + word, the word's 4 channels of that row (padding words are zero);
+//   codes are written at e, one linear store per word.
+// - V: e = w·hd + d (e < 16·hd), channel d of rows 4w..4w+3; the words go through
+//   workgroup memory (stride 17: no bank conflicts) so the channel-major store is linear.
+override NJ: u32 = 4u;        // code words per thread = DP / 16 (1..8)
 
-const DMAX: u32 = 128u;
+const WG: u32 = 256u;
+const VS: u32 = 17u;          // tw's row stride (16 words + 1 against bank conflicts)
 
 struct Params {
   t: u32, nb: u32, heads: u32, hd: u32,
@@ -26,71 +35,114 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(5) var<storage, read_write> scales: array<f32>;
 
-var<workgroup> red: array<f32, 64>;
-var<workgroup> rows: array<u32, 64u * DP4>; // V codes by position, before the transpose
+var<workgroup> red: array<f32, WG>;
+var<workgroup> toks: array<u32, 64>;       // the block's raster tokens
+var<workgroup> tw: array<u32, 128u * VS>;  // V words by channel, before the linear store
 
-@compute @workgroup_size(64)
+// One value: x at raster token `tok` and channel d of head h, minus the mean, 0 past T.
+fn val(tok: u32, xb: u32, mb: u32, d: u32, ok: bool) -> f32 {
+  var v = f32(x[xb + tok * p.x_row + d]);
+  if (p.use_mean != 0u) { v = v - mean[mb + d]; }
+  return select(0.0, v, ok);
+}
+
+// The 4 values of word j of thread lid (zeros for padding and past the block's words).
+fn load(j: u32, lid: u32, blk: u32, xb: u32, mb: u32) -> vec4<f32> {
+  let e = lid + j * WG;
+  if (p.transpose == 0u) {
+    let r = e / p.dp4;
+    let d = (e % p.dp4) * 4u;
+    let ok = blk * 64u + r < p.t && d < p.hd;
+    let tok = toks[min(r, 63u)];
+    let dd = min(d, p.hd - 4u);
+    return vec4(val(tok, xb, mb, dd, ok), val(tok, xb, mb, dd + 1u, ok),
+      val(tok, xb, mb, dd + 2u, ok), val(tok, xb, mb, dd + 3u, ok));
+  }
+  let ok = e < 16u * p.hd;
+  let r = min(e / p.hd, 15u) * 4u;
+  let d = e % p.hd;
+  let p0 = blk * 64u + r;
+  return vec4(val(toks[r], xb, mb, d, ok && p0 < p.t),
+    val(toks[r + 1u], xb, mb, d, ok && p0 + 1u < p.t),
+    val(toks[r + 2u], xb, mb, d, ok && p0 + 2u < p.t),
+    val(toks[r + 3u], xb, mb, d, ok && p0 + 3u < p.t));
+}
+
+fn amax4(a: vec4<f32>) -> f32 {
+  let m = abs(a);
+  return max(max(m.x, m.y), max(m.z, m.w));
+}
+
+// Quantizes 4 values and packs their low bytes (component i → byte i).
+fn pack(a: vec4<f32>, inv: f32) -> u32 {
+  let c = bitcast<vec4<u32>>(vec4<i32>(clamp(round(a * inv), vec4(-p.qmax), vec4(p.qmax))));
+  let b = c & vec4(0xffu);
+  return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+}
+
+// Stores word j of thread lid: Q/K straight to codes, V into tw.
+fn store(j: u32, lid: u32, qk_base: u32, word: u32) {
+  let e = lid + j * WG;
+  if (p.transpose == 0u) {
+    codes[qk_base + e] = word;
+  } else if (e < 16u * p.hd) {
+    tw[(e % p.hd) * VS + e / p.hd] = word;
+  }
+}
+
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let blk = wid.x;
   let h = wid.y;
   let b = wid.z;
-  let pos = blk * 64u + lid;
-  let valid = pos < p.t;
-  let tok = perm[h * p.t + min(pos, p.t - 1u)];
-  let base = b * p.x_batch + tok * p.x_row + p.x_off + h * p.hd;
-  let mbase = (b * p.heads + h) * p.hd;
-  var vals: array<f32, DMAX>;
-  var amax = 0.0;
-  for (var d = 0u; d < p.hd; d++) {
-    var v = f32(x[base + d]);
-    if (p.use_mean != 0u) { v = v - mean[mbase + d]; }
-    v = select(0.0, v, valid);
-    vals[d] = v;
-    amax = max(amax, abs(v));
-  }
-  red[lid] = amax;
+  let bh = b * p.heads + h;
+  if (lid < 64u) { toks[lid] = perm[h * p.t + min(blk * 64u + lid, p.t - 1u)]; }
   workgroupBarrier();
-  for (var s = 32u; s > 0u; s >>= 1u) {
+  let xb = b * p.x_batch + p.x_off + h * p.hd;
+  let mb = bh * p.hd;
+  // NJ is a pipeline constant: the untaken branches compile away.
+  var a0 = vec4(0.0);
+  var a1 = vec4(0.0);
+  var a2 = vec4(0.0);
+  var a3 = vec4(0.0);
+  var a4 = vec4(0.0);
+  var a5 = vec4(0.0);
+  var a6 = vec4(0.0);
+  var a7 = vec4(0.0);
+  a0 = load(0u, lid, blk, xb, mb);
+  if (NJ > 1u) { a1 = load(1u, lid, blk, xb, mb); }
+  if (NJ > 2u) { a2 = load(2u, lid, blk, xb, mb); }
+  if (NJ > 3u) { a3 = load(3u, lid, blk, xb, mb); }
+  if (NJ > 4u) { a4 = load(4u, lid, blk, xb, mb); }
+  if (NJ > 5u) { a5 = load(5u, lid, blk, xb, mb); }
+  if (NJ > 6u) { a6 = load(6u, lid, blk, xb, mb); }
+  if (NJ > 7u) { a7 = load(7u, lid, blk, xb, mb); }
+  red[lid] = max(max(max(amax4(a0), amax4(a1)), max(amax4(a2), amax4(a3))),
+    max(max(amax4(a4), amax4(a5)), max(amax4(a6), amax4(a7))));
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
     if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
     workgroupBarrier();
   }
   let bmax = red[0];
-  let qmax = p.qmax;
-  let dp4 = p.dp4;
-  let inv = select(0.0, qmax / bmax, bmax > 0.0);
-  let bh = b * p.heads + h;
+  let inv = select(0.0, p.qmax / bmax, bmax > 0.0);
   if (lid == 0u) {
     let si = p.s_off + (bh * p.nb + blk) * 2u;
-    scales[si] = bmax / qmax;
+    scales[si] = bmax / p.qmax;
     scales[si + 1u] = inv;
   }
-  for (var w = 0u; w < dp4; w++) {
-    var word = 0u;
-    for (var i = 0u; i < 4u; i++) {
-      let d = w * 4u + i;
-      if (d < p.hd) {
-        let c = i32(clamp(round(vals[d] * inv), -qmax, qmax));
-        word |= (bitcast<u32>(c) & 0xffu) << (8u * i);
-      }
-    }
-    if (p.transpose == 0u) {
-      codes[(bh * p.nb * 64u + pos) * dp4 + w] = word;
-    } else {
-      rows[lid * dp4 + w] = word;
-    }
-  }
+  let qk_base = (bh * p.nb + blk) * 64u * p.dp4;
+  store(0u, lid, qk_base, pack(a0, inv));
+  if (NJ > 1u) { store(1u, lid, qk_base, pack(a1, inv)); }
+  if (NJ > 2u) { store(2u, lid, qk_base, pack(a2, inv)); }
+  if (NJ > 3u) { store(3u, lid, qk_base, pack(a3, inv)); }
+  if (NJ > 4u) { store(4u, lid, qk_base, pack(a4, inv)); }
+  if (NJ > 5u) { store(5u, lid, qk_base, pack(a5, inv)); }
+  if (NJ > 6u) { store(6u, lid, qk_base, pack(a6, inv)); }
+  if (NJ > 7u) { store(7u, lid, qk_base, pack(a7, inv)); }
   if (p.transpose != 0u) {
     workgroupBarrier();
     let vbase = (bh * p.nb + blk) * p.hd * 16u;
-    for (var e = lid; e < p.hd * 16u; e += 64u) {
-      let d = e / 16u;
-      let w = e % 16u;
-      var word = 0u;
-      for (var i = 0u; i < 4u; i++) {
-        let byte = (rows[(w * 4u + i) * dp4 + d / 4u] >> (8u * (d % 4u))) & 0xffu;
-        word |= byte << (8u * i);
-      }
-      codes[vbase + e] = word;
-    }
+    for (var e = lid; e < p.hd * 16u; e += WG) { codes[vbase + e] = tw[(e / 16u) * VS + e % 16u]; }
   }
 }

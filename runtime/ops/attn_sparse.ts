@@ -27,6 +27,7 @@ import {
   quantizeBlocksRef,
 } from "../reference/attn_sparse.ts";
 import {
+  kmeanChunks,
   kmeanSpec,
   type Layout,
   quantSpec,
@@ -202,7 +203,13 @@ export function quantizeQkv(
   const vc = createTensor(rt, [B, H, nb, D, 16], "u32");
   const scales = createTensor(rt, [3, B, H, nb, 2], "f32");
   const kmean = createTensor(rt, [B, H, D], "f32");
-  rec.dispatch(kmeanSpec(dtype), { t: T, hd: D, h: H, b: B, l: l[1] }, [views[1].tensor, kmean]);
+  // K's mean in two passes (chunk sums, then their sum in chunk order): T tokens spread
+  // over ⌈T/64⌉·H·B workgroups instead of one per head.
+  const part = createTensor(rt, [B, H, kmeanChunks(T), D], "f32");
+  const km = { t: T, hd: D, h: H, b: B, l: l[1] };
+  rec.dispatch(kmeanSpec(dtype, "partial"), km, [views[1].tensor, part, kmean]);
+  rec.dispatch(kmeanSpec(dtype, "total"), km, [views[1].tensor, part, kmean]);
+  part.release();
   const qmax = opts.bits === 8 ? 127 : 7;
   const outs = [qc, kc, vc];
   for (let i = 0; i < 3; i++) {

@@ -21,8 +21,10 @@ export interface Layout {
   batch: number;
 }
 
-const kmeanSpecs = new Map<StorageType, KernelSpec<KmeanParams>>();
-/** Launch params of the K-mean kernel. */
+/** Tokens per chunk of the K-mean's first pass (its partial sums, added in chunk order). */
+export const KMEAN_CHUNK = 64;
+
+/** Launch params of the K-mean kernels. */
 export interface KmeanParams {
   t: number;
   hd: number;
@@ -31,24 +33,43 @@ export interface KmeanParams {
   l: Layout;
 }
 
-/** The K-mean kernel (one workgroup per head and batch item). */
-export function kmeanSpec(storage: StorageType): KernelSpec<KmeanParams> {
-  let spec = kmeanSpecs.get(storage);
+/** Chunks of the K-mean's first pass: ⌈T / KMEAN_CHUNK⌉. */
+export function kmeanChunks(t: number): number {
+  return Math.ceil(t / KMEAN_CHUNK);
+}
+
+const kmeanSpecs = new Map<string, KernelSpec<KmeanParams>>();
+
+/**
+ * The K-mean kernels: "partial" sums chunks of KMEAN_CHUNK tokens (one workgroup per
+ * chunk, head and batch item) into part [B, H, nch, hd]; "total" adds the chunks in order
+ * and divides by T (one workgroup per head and batch item). Bindings: params, k, part, mean.
+ */
+export function kmeanSpec(
+  storage: StorageType,
+  pass: "partial" | "total",
+): KernelSpec<KmeanParams> {
+  const key = `${storage}:${pass}`;
+  let spec = kmeanSpecs.get(key);
   if (!spec) {
     const c = composeWgsl(kmeanSrc, { storage });
     spec = {
-      name: `attn_sparse_kmean_${storage}`,
+      name: `attn_sparse_kmean_${pass}_${storage}`,
       source: c.source,
+      entryPoint: pass,
       preludeLines: c.preludeLines,
-      bindings: ["uniform", "read", "read_write"],
+      bindings: ["uniform", "read", "read_write", "read_write"],
       constants: () => ({ WG: 256 }),
       uniform: {
         fields: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"],
-        values: (p) => [p.t, p.hd, p.h, p.l.off, p.l.row, p.l.batch, 0, 0],
+        values: (p) => [
+          ...[p.t, p.hd, p.h, p.l.off],
+          ...[p.l.row, p.l.batch, KMEAN_CHUNK, kmeanChunks(p.t)],
+        ],
       },
-      dispatch: (p) => [p.h, p.b],
+      dispatch: (p) => pass === "partial" ? [kmeanChunks(p.t), p.h, p.b] : [p.h, p.b],
     };
-    kmeanSpecs.set(storage, spec);
+    kmeanSpecs.set(key, spec);
   }
   return spec;
 }
@@ -69,7 +90,10 @@ export interface QuantParams {
 
 const quantSpecs = new Map<StorageType, KernelSpec<QuantParams>>();
 
-/** The quantize-to-blocks kernel (one workgroup per block, head and batch item). */
+/**
+ * The quantize-to-blocks kernel: one workgroup of 256 threads per block, head and batch
+ * item, DP/16 code words per thread (NJ, compiled in).
+ */
 export function quantSpec(storage: StorageType): KernelSpec<QuantParams> {
   let spec = quantSpecs.get(storage);
   if (!spec) {
@@ -79,6 +103,7 @@ export function quantSpec(storage: StorageType): KernelSpec<QuantParams> {
       source: c.source,
       preludeLines: c.preludeLines,
       bindings: ["uniform", "read", "read", "read", "read_write", "read_write"],
+      constants: (p) => ({ NJ: paddedHeadDim(p.hd) / 16 }),
       uniform: {
         fields: [
           ...["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"],
