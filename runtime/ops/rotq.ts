@@ -35,10 +35,19 @@ import {
 } from "../reference/rotq.ts";
 import { Prng } from "../io/prng.ts";
 import type { SelfCheckResult } from "./selfcheck.ts";
+import {
+  dummy,
+  type OutlierKernelOptions,
+  type OutlierTile,
+  outlierTile,
+  recordTiled,
+  tileProblem,
+  workgroupBytes,
+} from "./rotq_outlier_tiled.ts";
+
+export { type OutlierKernelOptions, type OutlierTile, outlierTile };
 import hadSrc from "../../wgsl/rotq_hadamard.wgsl" with { type: "text" };
 import outSrc from "../../wgsl/rotq_outlier.wgsl" with { type: "text" };
-import tiledSrc from "../../wgsl/rotq_outlier_tiled.wgsl" with { type: "text" };
-import quantSrc from "../../wgsl/rotq_outlier_quant.wgsl" with { type: "text" };
 
 /** GPU tensors of a hadamard transform. */
 export interface HadamardTransformTensors {
@@ -135,23 +144,6 @@ function outlierSpec(storage: StorageType): KernelSpec<Params> {
   return spec;
 }
 
-// Bound to the slots a mode does not write (codes/scales when rotating, y when quantizing).
-const dummies = new WeakMap<Runtime, GPUBuffer[]>();
-function dummy(rt: Runtime, i: number): GPUBuffer {
-  let list = dummies.get(rt);
-  if (!list) dummies.set(rt, list = []);
-  list[i] ??= rt.device.createBuffer({
-    size: 16,
-    usage: GPUBufferUsage.STORAGE,
-    label: `rotq unused ${i}`,
-  });
-  return list[i];
-}
-
-function workgroupBytes(rt: Runtime): number {
-  return rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
-}
-
 /** Checks x and the transform's vector; returns M and K. */
 function shapeOf(x: Tensor, s: Tensor, block: number, what: string): { M: number; K: number } {
   if (x.dtype !== "f32" && x.dtype !== "f16") {
@@ -231,180 +223,6 @@ export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): numb
   const limit = workgroupBytes(rt);
   for (const r of [4, 2, 1]) if ((2 * r * K + r * block) * 4 <= limit) return r;
   return 0;
-}
-
-/** Kernel choice of {@linkcode rotqOutlier} / {@linkcode rotateOutlier} (tuning, tests). */
-export interface OutlierKernelOptions {
-  /** "tiled": the block-GEMM kernels (GPU default); "rows": the row kernel (CPU default). */
-  kernel?: "tiled" | "rows";
-  /** Rows kernel: token rows per workgroup (1, 2 or 4); default as memory allows. */
-  rows?: number;
-  /** Tiled kernel: invocations along tokens (a tile is 8·ty tokens); default searched. */
-  ty?: number;
-  /** Tiled kernel: k slice (a multiple of 4 dividing the block); default searched. */
-  bk?: number;
-}
-
-/** A tiled-kernel shape: ty invocations along tokens, k slices of bk. */
-export interface OutlierTile {
-  /** Invocations along tokens (BM = 8·ty tokens per tile). */
-  ty: number;
-  /** K slice. */
-  bk: number;
-}
-
-/** Why (ty, bk) does not suit block B on this adapter, or "" when it does. */
-function tileProblem(rt: Runtime, B: number, ty: number, bk: number): string {
-  const tx = B / 8;
-  const lx = 2 * bk / tx; // vec4 loads per invocation and slice: whole numbers in 1..4
-  const lw = 2 * bk / ty;
-  if (B % 16 !== 0) return `block ${B} is not a multiple of 16`;
-  if (!Number.isInteger(ty) || ty < 1) return `ty ${ty} is not a positive integer`;
-  if (bk % 4 !== 0 || B % bk !== 0) return `bk ${bk} is not a multiple of 4 dividing ${B}`;
-  if (![1, 2, 3, 4].includes(lx) || ![1, 2, 3, 4].includes(lw)) {
-    return `2·bk/${tx} and 2·bk/ty must be whole numbers in 1..4 (bk ${bk}, ty ${ty})`;
-  }
-  const lim = rt.info.limits;
-  if (tx * ty > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) return "too many invocations";
-  if (B / 8 > (lim.maxComputeWorkgroupSizeX ?? 256) || ty > (lim.maxComputeWorkgroupSizeY ?? 256)) {
-    return "workgroup size over the adapter's limits";
-  }
-  if ((4 * bk * ty + bk * B / 2) * 16 > workgroupBytes(rt)) return "workgroup memory";
-  return "";
-}
-
-/**
- * The tiled kernel's tile for block B: 256-invocation tiles of 128 tokens first, then
- * smaller ones; undefined when none fits (the row kernel runs instead).
- */
-export function outlierTile(rt: Runtime, B: number): OutlierTile | undefined {
-  for (const ty of [16, 8, 4, 2]) {
-    for (const bk of [16, 8, 4]) if (!tileProblem(rt, B, ty, bk)) return { ty, bk };
-  }
-  return undefined;
-}
-
-interface TiledParams {
-  M: number;
-  K: number;
-  Mp: number;
-  nb: number;
-  block: number;
-  ty: number;
-  bk: number;
-  stage: number;
-  quant: boolean;
-}
-
-const tiledSpecs = new Map<StorageType, KernelSpec<TiledParams>>();
-function tiledSpec(storage: StorageType): KernelSpec<TiledParams> {
-  let spec = tiledSpecs.get(storage);
-  if (!spec) {
-    const c = composeWgsl(tiledSrc, { storage });
-    spec = {
-      name: `rotq_outlier_tiled_${storage}`,
-      source: c.source,
-      preludeLines: c.preludeLines,
-      bindings: [
-        "uniform",
-        "read",
-        "read",
-        "read",
-        "read",
-        "read_write",
-        "read_write",
-        "read_write",
-        "read_write",
-      ],
-      constants: (p) => ({
-        B: p.block,
-        TY: p.ty,
-        BK: p.bk,
-        STAGE: p.stage,
-        QUANT: p.quant || p.stage === 1 ? 1 : 0, // stage 1 ignores it: one pipeline for both
-      }),
-      uniform: { fields: ["u32", "u32", "u32", "u32"], values: (p) => [p.M, p.K, p.Mp, p.nb] },
-      dispatch: (p) => [p.nb, p.Mp / (8 * p.ty)],
-    };
-    tiledSpecs.set(storage, spec);
-  }
-  return spec;
-}
-
-interface QuantParams {
-  M: number;
-  words: number;
-  nb: number;
-  bits: number;
-}
-
-let quantSpecCache: KernelSpec<QuantParams> | undefined;
-function quantSpec(): KernelSpec<QuantParams> {
-  if (!quantSpecCache) {
-    const c = composeWgsl(quantSrc);
-    quantSpecCache = {
-      name: "rotq_outlier_quant",
-      source: c.source,
-      preludeLines: c.preludeLines,
-      bindings: ["uniform", "read", "read", "read_write", "read_write"],
-      constants: (p) => ({ WG: 256, BITS: p.bits }),
-      uniform: { fields: ["u32", "u32", "u32", "u32"], values: (p) => [p.M, p.words, p.nb, 0] },
-      dispatch: (p) => grid1d(Math.ceil(p.M * p.words / 256)),
-    };
-  }
-  return quantSpecCache;
-}
-
-/**
- * Records the tiled path: stage 1 into t [K, Mp] (permuted, column-major), stage 2 into
- * y (rotate) or z [M, K] f32 + block maxima (quantize), then the quantize pass.
- */
-function recordTiled(
-  rec: Recorder,
-  x: Tensor,
-  t: OutlierTransformTensors,
-  tile: OutlierTile,
-  M: number,
-  K: number,
-  out: { codes?: Tensor; scales?: Tensor; y?: Tensor },
-  bits: number,
-): void {
-  const rt = rec.runtime;
-  const B = t.block;
-  const bm = 8 * tile.ty;
-  const Mp = Math.ceil(M / bm) * bm;
-  const nb = K / B;
-  const quant = !out.y;
-  const p = { M, K, Mp, nb, block: B, ty: tile.ty, bk: tile.bk, quant };
-  const spec = tiledSpec(x.dtype as StorageType);
-  const tt = createTensor(rt, [K, Mp], "f32");
-  rec.dispatch(spec, { ...p, stage: 1 }, [
-    x,
-    t.s,
-    t.q1,
-    t.dest,
-    tt,
-    dummy(rt, 2),
-    dummy(rt, 3),
-    dummy(rt, 4),
-  ]);
-  const z = quant ? createTensor(rt, [M, K], "f32") : undefined;
-  const part = quant ? createTensor(rt, [M, nb], "f32") : undefined;
-  rec.dispatch(spec, { ...p, stage: 2 }, [
-    x,
-    t.s,
-    t.q2,
-    t.dest,
-    tt,
-    out.y ?? dummy(rt, 2),
-    z ?? dummy(rt, 3),
-    part ?? dummy(rt, 4),
-  ]);
-  if (z && part) {
-    rec.dispatch(quantSpec(), { M, words: K / 4, nb, bits }, [z, part, out.codes!, out.scales!]);
-  }
-  // Recorded work keeps the scratch valid until it has run (the pool reuses it after).
-  for (const s of [tt, z, part]) s?.release();
 }
 
 function recordOutlier(
