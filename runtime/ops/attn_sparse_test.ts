@@ -162,6 +162,82 @@ Deno.test(
 );
 
 Deno.test(
+  "quantizeQkv: K mean over token chunks (T below, at, past a 64-token chunk) and codes of " +
+    "fused-qkv views at D 4/64/128, f32 and f16",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const cases = [
+        [1, 3, 4, 8],
+        [63, 2, 128, 4],
+        [64, 1, 64, 8],
+        [65, 2, 4, 8],
+        [200, 3, 128, 8],
+        [321, 1, 64, 4],
+      ] as const;
+      for (const dtype of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
+        for (const [T, H, D, bits] of cases) {
+          const B = 2;
+          const W = 3 * H * D + 4;
+          const g = new Prng(T * 7 + D);
+          // Per-column offsets up to ±20 so a token summed twice or missed shows in the mean.
+          let x = g.normals(B * T * W);
+          for (let i = 0; i < x.length; i++) x[i] += ((i % W) % 41) - 20;
+          if (dtype === "f16") x = Float32Array.from(Float16Array.from(x));
+          const perm = new Uint32Array(H * T);
+          for (let h = 0; h < H; h++) {
+            for (let i = 0; i < T; i++) perm[h * T + i] = (i * (2 * h + 1) + h) % T;
+          }
+          const cols = [H * D + 4, 4, 2 * H * D + 4];
+          const t = uploadTensor(rt, x, [B, T, W], dtype);
+          const rec = new Recorder(rt);
+          const views = cols.map((column) => ({ tensor: t, column, width: H * D }));
+          const qq = quantizeQkv(rec, views[0], views[1], views[2], {
+            heads: H,
+            perm: uploadTensor(rt, perm, [H, T], "u32"),
+            bits,
+          });
+          await rec.submit();
+          const label = `${dtype} T${T} H${H} D${D} INT${bits}`;
+          const got = await readCodes(rt, qq);
+          const host = (column: number): HostHeads => ({
+            data: x,
+            batch: B,
+            tokens: T,
+            width: W,
+            column,
+          });
+          const mean = kMeanRef(host(cols[1]), H, D);
+          assertClose(got.mean, mean, { atol: 1e-5, rtol: 1e-6, msg: `K mean ${label}` });
+          const gots = [got.q, got.k, got.v];
+          for (let i = 0; i < 3; i++) {
+            const exact = quantizeBlocksRef(host(cols[i]), perm, {
+              heads: H,
+              headDim: D,
+              bits,
+              mean: i === 1 ? got.mean : undefined,
+              inv: gots[i].inv,
+            });
+            assertClose(gots[i].scale, exact.scale, {
+              atol: 0,
+              rtol: 1e-6,
+              msg: `scale ${i} ${label}`,
+            });
+            assertEquals(
+              Array.from(gots[i].codes.subarray(0, exact.codes.length)),
+              Array.from(exact.codes),
+              `codes ${i} ${label}`,
+            );
+          }
+          qq.release();
+          t.release();
+        }
+      }
+    });
+  },
+);
+
+Deno.test(
   "attnSparse INT8/INT4 matches the kernel's reference on its own codes; dot4 emulation is bit-identical",
   gpuTest,
   async () => {
