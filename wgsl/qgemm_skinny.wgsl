@@ -4,11 +4,35 @@
 // weights of 4 columns once per k step and using them for all MR rows; the lanes' partial
 // sums are then added in workgroup memory, one row at a time, and stored through the GEMM
 // epilogue. Operand loads come from the io fragment (load_x, load_w).
+// The MR row accumulators are named variables behind constant `MR > r` guards, not a
+// private array indexed in a loop: GPU compilers may put such an array in local memory
+// (that made this kernel ~3× slower on an H200).
 override KL: u32 = 16u; // invocations along K
 override CG: u32 = 16u; // column groups of 4; KL·CG ≤ 256
 override MR: u32 = 8u;  // rows per workgroup, ≤ 8
 
 var<workgroup> red: array<vec4<f32>, 256>;
+
+// Row r's dot products with the 4 decoded columns at k step s.
+fn row4(r: u32, s: u32, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
+  let a = load_x(min(r, p.M - 1u), s);
+  return vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
+}
+
+// Adds the KL lanes' partial sums of row `row` and stores its 4·CG columns.
+fn reduce_store(tid: u32, nb: u32, row: u32, acc: vec4<f32>) {
+  red[tid] = acc;
+  workgroupBarrier();
+  if (tid < 4u * CG) {
+    let g = tid / 4u;
+    let j = tid % 4u;
+    var sum = 0.0;
+    for (var l = 0u; l < KL; l++) { sum += red[g * KL + l][j]; }
+    let col = nb + tid;
+    if (row < p.M && col < p.N) { gemm_store(row, col, sum); }
+  }
+  workgroupBarrier();
+}
 
 @compute @workgroup_size(KL * CG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -21,30 +45,34 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   let c1 = min(n0 + 1u, p.N - 1u);
   let c2 = min(n0 + 2u, p.N - 1u);
   let c3 = min(n0 + 3u, p.N - 1u);
-  var acc: array<vec4<f32>, 8>;
-  for (var r = 0u; r < 8u; r++) { acc[r] = vec4<f32>(0.0); }
+  var a0 = vec4<f32>(0.0);
+  var a1 = vec4<f32>(0.0);
+  var a2 = vec4<f32>(0.0);
+  var a3 = vec4<f32>(0.0);
+  var a4 = vec4<f32>(0.0);
+  var a5 = vec4<f32>(0.0);
+  var a6 = vec4<f32>(0.0);
+  var a7 = vec4<f32>(0.0);
   for (var s = kl; s < p.K4; s += KL) {
     let w0 = load_w(c0, s);
     let w1 = load_w(c1, s);
     let w2 = load_w(c2, s);
     let w3 = load_w(c3, s);
-    for (var r = 0u; r < MR; r++) {
-      let a = load_x(min(m0 + r, p.M - 1u), s);
-      acc[r] += vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
-    }
+    a0 += row4(m0, s, w0, w1, w2, w3);
+    if (MR > 1u) { a1 += row4(m0 + 1u, s, w0, w1, w2, w3); }
+    if (MR > 2u) { a2 += row4(m0 + 2u, s, w0, w1, w2, w3); }
+    if (MR > 3u) { a3 += row4(m0 + 3u, s, w0, w1, w2, w3); }
+    if (MR > 4u) { a4 += row4(m0 + 4u, s, w0, w1, w2, w3); }
+    if (MR > 5u) { a5 += row4(m0 + 5u, s, w0, w1, w2, w3); }
+    if (MR > 6u) { a6 += row4(m0 + 6u, s, w0, w1, w2, w3); }
+    if (MR > 7u) { a7 += row4(m0 + 7u, s, w0, w1, w2, w3); }
   }
-  for (var r = 0u; r < MR; r++) {
-    red[tid] = acc[r];
-    workgroupBarrier();
-    if (tid < 4u * CG) {
-      let g = tid / 4u;
-      let j = tid % 4u;
-      var sum = 0.0;
-      for (var l = 0u; l < KL; l++) { sum += red[g * KL + l][j]; }
-      let row = m0 + r;
-      let col = nb + tid;
-      if (row < p.M && col < p.N) { gemm_store(row, col, sum); }
-    }
-    workgroupBarrier();
-  }
+  reduce_store(tid, nb, m0, a0);
+  if (MR > 1u) { reduce_store(tid, nb, m0 + 1u, a1); }
+  if (MR > 2u) { reduce_store(tid, nb, m0 + 2u, a2); }
+  if (MR > 3u) { reduce_store(tid, nb, m0 + 3u, a3); }
+  if (MR > 4u) { reduce_store(tid, nb, m0 + 4u, a4); }
+  if (MR > 5u) { reduce_store(tid, nb, m0 + 5u, a5); }
+  if (MR > 6u) { reduce_store(tid, nb, m0 + 6u, a6); }
+  if (MR > 7u) { reduce_store(tid, nb, m0 + 7u, a7); }
 }
