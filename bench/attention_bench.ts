@@ -11,7 +11,8 @@
  * TFLOP/s in value2 counting 4·T²·D·H, against the 53 TFLOP/s f16 FMA ceiling), PARO at
  * D = 64 (ms; value2 = speed-up over dense f16 at the same shape, same run), and the same
  * at 1024 tokens. A PARO row times the whole op: K mean + quantize-to-blocks (with the
- * reordering) + the sparse kernel; `_kernel` rows time the sparse kernel alone. GPUs run
+ * reordering) + the sparse kernel; `_kernel` rows time the sparse kernel alone and
+ * `attn_paro_prep_int8_…` the prep alone (quantizeQkv, codes checked exactly). GPUs run
  * the register-tiled integer kernel; `attn_paro_rows_…` forces the one-row-per-thread one
  * (the CPU adapter's) at 0.3 INT8, and `attn_paro_d30_int8_…_d72` is PixArt-α's head dim.
  * CPU adapter: 1024 tokens (the bundled model's grid), 2 heads, GFLOP/s for dense.
@@ -26,7 +27,7 @@
  */
 import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
-import { readTensor, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
+import { readTensor, readTensorRaw, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { attention, type AttentionTuning } from "../runtime/ops/attention.ts";
 import { tiledBytes, type TiledShape } from "../runtime/ops/attention_tiled.ts";
@@ -309,6 +310,74 @@ function paroCase(
   };
 }
 
+/**
+ * PARO's prep alone (`quantizeQkv`: K mean + quantize-to-blocks of q, k, v with the
+ * reordering), the part of a full PARO row that its `_kernel` row leaves out; checked
+ * before timing: K mean against the reference, q/k/v codes bit for bit (on the GPU's inv).
+ */
+function paroPrepCase(T: number, D: number, bits: 8 | 4): BenchCase {
+  const name = `attn_paro_prep_int${bits}_${T}_d${D}`;
+  const dt: Float = rt.info.f16 ? "f16" : "f32";
+  return {
+    name,
+    unit: "ms",
+    setup: async () => {
+      const x = inputs(T, D, dt);
+      const p = planFor(x.h, x.w, 0.3);
+      const o = { heads: HEADS, perm: p.permT, bits };
+      const record = (reps: number) => {
+        const rec = new Recorder(rt);
+        // Released once recorded: the pool hands the buffers to the next rep in queue order.
+        for (let i = 0; i < reps; i++) quantizeQkv(rec, x.gpu[0], x.gpu[1], x.gpu[2], o).release();
+        return rec.submit();
+      };
+      const rec = new Recorder(rt);
+      const qq = quantizeQkv(rec, x.gpu[0], x.gpu[1], x.gpu[2], o);
+      await rec.submit();
+      const mean = await readTensor(rt, qq.kmean);
+      const ref = kMeanRef(hh(x, 1), HEADS, D);
+      let maxMean = 0;
+      for (let i = 0; i < ref.length; i++) maxMean = Math.max(maxMean, Math.abs(mean[i] - ref[i]));
+      if (!(maxMean <= 1e-5)) throw new Error(`${name}: K mean off by ${maxMean}`);
+      const nbh = HEADS * p.nb;
+      const sc = await readTensor(rt, qq.scales);
+      const words = [qq.q, qq.k, qq.v].map((t) => readTensorRaw(rt, t));
+      for (let i = 0; i < 3; i++) {
+        const inv = Float32Array.from({ length: nbh }, (_, j) => sc[(i * nbh + j) * 2 + 1]);
+        const r = quantizeBlocksRef(hh(x, i), p.perm, {
+          heads: HEADS,
+          headDim: D,
+          bits,
+          mean: i === 1 ? mean : undefined,
+          inv,
+        });
+        const u = (await words[i]) as Uint32Array;
+        const got = new Int8Array(u.buffer, u.byteOffset, u.length * 4);
+        const DP = r.codes.length / (nbh * 64);
+        for (let j = 0; j < r.codes.length; j++) {
+          // V codes are channel-major per block: [bh, block, d, 64 positions].
+          const row = Math.floor(j / DP);
+          const d = j % DP;
+          const g = i < 2
+            ? got[j]
+            : d < D
+            ? got[((Math.floor(row / 64) * D) + d) * 64 + row % 64]
+            : 0;
+          if (g !== r.codes[j]) {
+            throw new Error(`${name}: ${"qkv"[i]} code ${j}: ${g} ≠ ${r.codes[j]}`);
+          }
+        }
+      }
+      qq.release();
+      return {
+        device: rt.device,
+        run: record,
+        note: `B=1 H=${HEADS}, ${dt}; K mean max |err| ${maxMean.toExponential(2)}, codes exact`,
+      };
+    },
+  };
+}
+
 const suite = new BenchSuite({
   what: "attention",
   denoIterations: 2,
@@ -356,6 +425,7 @@ for (const T of sizes) {
   }
   suite.add(paroCase(T, 64, 0.3, 16));
   suite.add(paroCase(T, 64, 0.3, 8, { kernelOnly: true }));
+  suite.add(paroPrepCase(T, 64, 8));
   if (T === sizes[0]) {
     // The one-row-per-thread integer kernel GPUs used before the tiled one (issue #7's
     // before/after in one run), and the PixArt-α head dim.

@@ -17,6 +17,8 @@
 //   codes are written at e, one linear store per word.
 // - V: e = w·hd + d (e < 16·hd), channel d of rows 4w..4w+3; the words go through
 //   workgroup memory (stride 17: no bank conflicts) so the channel-major store is linear.
+// The block's absmax is reduced in 3 barriers (256 → 32 → 1), not a 9-barrier tree: each
+// barrier costs a full pass over the workgroup on CPU adapters.
 override NJ: u32 = 4u;        // code words per thread = DP / 16 (1..8)
 
 const WG: u32 = 256u;
@@ -36,7 +38,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> scales: array<f32>;
 
 var<workgroup> red: array<f32, WG>;
-var<workgroup> toks: array<u32, 64>;       // the block's raster tokens
+var<workgroup> red2: array<f32, 33>;      // 32 partial maxima, then the block's
 var<workgroup> tw: array<u32, 128u * VS>;  // V words by channel, before the linear store
 
 // One value: x at raster token `tok` and channel d of head h, minus the mean, 0 past T.
@@ -46,14 +48,17 @@ fn val(tok: u32, xb: u32, mb: u32, d: u32, ok: bool) -> f32 {
   return select(0.0, v, ok);
 }
 
+// The raster token at row r of block blk of head h (the last one past T).
+fn tokof(h: u32, blk: u32, r: u32) -> u32 { return perm[h * p.t + min(blk * 64u + r, p.t - 1u)]; }
+
 // The 4 values of word j of thread lid (zeros for padding and past the block's words).
-fn load(j: u32, lid: u32, blk: u32, xb: u32, mb: u32) -> vec4<f32> {
+fn load(j: u32, lid: u32, blk: u32, h: u32, xb: u32, mb: u32) -> vec4<f32> {
   let e = lid + j * WG;
   if (p.transpose == 0u) {
     let r = e / p.dp4;
     let d = (e % p.dp4) * 4u;
     let ok = blk * 64u + r < p.t && d < p.hd;
-    let tok = toks[min(r, 63u)];
+    let tok = tokof(h, blk, r);
     let dd = min(d, p.hd - 4u);
     return vec4(val(tok, xb, mb, dd, ok), val(tok, xb, mb, dd + 1u, ok),
       val(tok, xb, mb, dd + 2u, ok), val(tok, xb, mb, dd + 3u, ok));
@@ -62,10 +67,10 @@ fn load(j: u32, lid: u32, blk: u32, xb: u32, mb: u32) -> vec4<f32> {
   let r = min(e / p.hd, 15u) * 4u;
   let d = e % p.hd;
   let p0 = blk * 64u + r;
-  return vec4(val(toks[r], xb, mb, d, ok && p0 < p.t),
-    val(toks[r + 1u], xb, mb, d, ok && p0 + 1u < p.t),
-    val(toks[r + 2u], xb, mb, d, ok && p0 + 2u < p.t),
-    val(toks[r + 3u], xb, mb, d, ok && p0 + 3u < p.t));
+  return vec4(val(tokof(h, blk, r), xb, mb, d, ok && p0 < p.t),
+    val(tokof(h, blk, r + 1u), xb, mb, d, ok && p0 + 1u < p.t),
+    val(tokof(h, blk, r + 2u), xb, mb, d, ok && p0 + 2u < p.t),
+    val(tokof(h, blk, r + 3u), xb, mb, d, ok && p0 + 3u < p.t));
 }
 
 fn amax4(a: vec4<f32>) -> f32 {
@@ -96,8 +101,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let h = wid.y;
   let b = wid.z;
   let bh = b * p.heads + h;
-  if (lid < 64u) { toks[lid] = perm[h * p.t + min(blk * 64u + lid, p.t - 1u)]; }
-  workgroupBarrier();
   let xb = b * p.x_batch + p.x_off + h * p.hd;
   let mb = bh * p.hd;
   // NJ is a pipeline constant: the untaken branches compile away.
@@ -109,22 +112,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var a5 = vec4(0.0);
   var a6 = vec4(0.0);
   var a7 = vec4(0.0);
-  a0 = load(0u, lid, blk, xb, mb);
-  if (NJ > 1u) { a1 = load(1u, lid, blk, xb, mb); }
-  if (NJ > 2u) { a2 = load(2u, lid, blk, xb, mb); }
-  if (NJ > 3u) { a3 = load(3u, lid, blk, xb, mb); }
-  if (NJ > 4u) { a4 = load(4u, lid, blk, xb, mb); }
-  if (NJ > 5u) { a5 = load(5u, lid, blk, xb, mb); }
-  if (NJ > 6u) { a6 = load(6u, lid, blk, xb, mb); }
-  if (NJ > 7u) { a7 = load(7u, lid, blk, xb, mb); }
+  a0 = load(0u, lid, blk, h, xb, mb);
+  if (NJ > 1u) { a1 = load(1u, lid, blk, h, xb, mb); }
+  if (NJ > 2u) { a2 = load(2u, lid, blk, h, xb, mb); }
+  if (NJ > 3u) { a3 = load(3u, lid, blk, h, xb, mb); }
+  if (NJ > 4u) { a4 = load(4u, lid, blk, h, xb, mb); }
+  if (NJ > 5u) { a5 = load(5u, lid, blk, h, xb, mb); }
+  if (NJ > 6u) { a6 = load(6u, lid, blk, h, xb, mb); }
+  if (NJ > 7u) { a7 = load(7u, lid, blk, h, xb, mb); }
   red[lid] = max(max(max(amax4(a0), amax4(a1)), max(amax4(a2), amax4(a3))),
     max(max(amax4(a4), amax4(a5)), max(amax4(a6), amax4(a7))));
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
-    workgroupBarrier();
+  if (lid < 32u) {
+    var m = red[lid];
+    for (var i = 1u; i < WG / 32u; i++) { m = max(m, red[lid + 32u * i]); }
+    red2[lid] = m;
   }
-  let bmax = red[0];
+  workgroupBarrier();
+  if (lid == 0u) {
+    var m = red2[0];
+    for (var i = 1u; i < 32u; i++) { m = max(m, red2[i]); }
+    red2[32] = m;
+  }
+  workgroupBarrier();
+  let bmax = red2[32];
   let inv = select(0.0, p.qmax / bmax, bmax > 0.0);
   if (lid == 0u) {
     let si = p.s_off + (bh * p.nb + blk) * 2u;
