@@ -5,9 +5,12 @@
 // int8 codes packed four per u32 and the row's scale (QUANT), or the rotated row (!QUANT).
 // Every butterfly is (a + b, a − b) in f32, stages h = 1, 2, 4, … in order: the CPU
 // reference (runtime/reference/rotq.ts) repeats them bit for bit.
+// Rows wider than workgroup memory (FLUX's 12288-wide MLP input) go through in chunks of
+// CHUNK columns (whole blocks: butterflies never cross a block); when quantizing, each
+// chunk's rotated values are parked in the scratch z until the row's absmax is known.
 override WG: u32 = 128u;      // threads (a power of two)
 override BLOCK: u32 = 128u;   // Hadamard block (a power of two dividing K)
-override KMAX: u32 = 1152u;   // row buffer size (≥ K)
+override CHUNK: u32 = 1152u;  // columns in workgroup memory at once: K, or a multiple of BLOCK
 override QUANT: bool = true;  // write codes + scales (else the rotated row)
 override BITS: u32 = 8u;      // activation bits (codes in [−2^(BITS−1), 2^(BITS−1) − 1])
 
@@ -19,8 +22,9 @@ struct Params { M: u32, K: u32, words: u32, pad: u32 }
 @group(0) @binding(3) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(4) var<storage, read_write> scales: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<DT>;
+@group(0) @binding(6) var<storage, read_write> z: array<f32>; // [M, K] scratch when chunked
 
-var<workgroup> buf: array<f32, KMAX>;
+var<workgroup> buf: array<f32, CHUNK>;
 var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(WG)
@@ -34,46 +38,56 @@ fn main(
   let K = p.K;
   let base = row * K;
 
-  // Load and scale: the one multiply happens before any butterfly (no FMA contraction).
-  for (var k = lid; k < K; k += WG) { buf[k] = f32(x[base + k]) * s[k]; }
-  workgroupBarrier();
+  let chunked = CHUNK < K;
+  var m = 0.0; // this thread's absmax of the rotated row
+  for (var c0 = 0u; c0 < K; c0 += CHUNK) {
+    let n = min(CHUNK, K - c0);
+    workgroupBarrier(); // the previous chunk is no longer read
+    // Load and scale: the one multiply happens before any butterfly (no FMA contraction).
+    for (var k = lid; k < n; k += WG) { buf[k] = f32(x[base + c0 + k]) * s[c0 + k]; }
+    workgroupBarrier();
 
-  // Stages h = 1 and 2 in registers, four neighbouring values per thread.
-  if (BLOCK >= 4u) {
-    for (var g = lid; g < K / 4u; g += WG) {
-      let i = 4u * g;
-      let a0 = buf[i]; let a1 = buf[i + 1u]; let a2 = buf[i + 2u]; let a3 = buf[i + 3u];
-      let b0 = a0 + a1; let b1 = a0 - a1; let b2 = a2 + a3; let b3 = a2 - a3;
-      buf[i] = b0 + b2; buf[i + 1u] = b1 + b3; buf[i + 2u] = b0 - b2; buf[i + 3u] = b1 - b3;
-    }
-  } else if (BLOCK == 2u) {
-    for (var g = lid; g < K / 2u; g += WG) {
-      let a = buf[2u * g]; let b = buf[2u * g + 1u];
-      buf[2u * g] = a + b; buf[2u * g + 1u] = a - b;
-    }
-  }
-  workgroupBarrier();
-
-  // Stages h = 4 … BLOCK/2 in workgroup memory.
-  for (var h = 4u; h < BLOCK; h *= 2u) {
-    for (var t = lid; t < K / 2u; t += WG) {
-      let i = (t / h) * 2u * h + t % h;
-      let a = buf[i];
-      let b = buf[i + h];
-      buf[i] = a + b;
-      buf[i + h] = a - b;
+    // Stages h = 1 and 2 in registers, four neighbouring values per thread.
+    if (BLOCK >= 4u) {
+      for (var g = lid; g < n / 4u; g += WG) {
+        let i = 4u * g;
+        let a0 = buf[i]; let a1 = buf[i + 1u]; let a2 = buf[i + 2u]; let a3 = buf[i + 3u];
+        let b0 = a0 + a1; let b1 = a0 - a1; let b2 = a2 + a3; let b3 = a2 - a3;
+        buf[i] = b0 + b2; buf[i + 1u] = b1 + b3; buf[i + 2u] = b0 - b2; buf[i + 3u] = b1 - b3;
+      }
+    } else if (BLOCK == 2u) {
+      for (var g = lid; g < n / 2u; g += WG) {
+        let a = buf[2u * g]; let b = buf[2u * g + 1u];
+        buf[2u * g] = a + b; buf[2u * g + 1u] = a - b;
+      }
     }
     workgroupBarrier();
-  }
 
-  if (!QUANT) {
-    for (var k = lid; k < K; k += WG) { y[base + k] = DT(buf[k]); }
-    return;
-  }
+    // Stages h = 4 … BLOCK/2 in workgroup memory.
+    for (var h = 4u; h < BLOCK; h *= 2u) {
+      for (var t = lid; t < n / 2u; t += WG) {
+        let i = (t / h) * 2u * h + t % h;
+        let a = buf[i];
+        let b = buf[i + h];
+        buf[i] = a + b;
+        buf[i + h] = a - b;
+      }
+      workgroupBarrier();
+    }
 
-  // Row absmax: a per-thread max, then a tree over the workgroup.
-  var m = 0.0;
-  for (var k = lid; k < K; k += WG) { m = max(m, abs(buf[k])); }
+    for (var k = lid; k < n; k += WG) {
+      if (!QUANT) {
+        y[base + c0 + k] = DT(buf[k]);
+      } else {
+        m = max(m, abs(buf[k]));
+        if (chunked) { z[base + c0 + k] = buf[k]; }
+      }
+    }
+  }
+  if (!QUANT) { return; }
+  storageBarrier(); // z as written by every thread of the row (chunked rows)
+
+  // Row absmax: the per-thread maxima, then a tree over the workgroup.
   red[lid] = m;
   workgroupBarrier();
   for (var w = WG / 2u; w > 0u; w /= 2u) {
@@ -92,7 +106,9 @@ fn main(
     for (var i = 0u; i < 4u; i++) {
       let k = 4u * w + i;
       if (k < K) {
-        let q = clamp(round(buf[k] * inv), -qmax - 1.0, qmax);
+        var v: f32;
+        if (chunked) { v = z[base + k]; } else { v = buf[k]; }
+        let q = clamp(round(v * inv), -qmax - 1.0, qmax);
         word |= (u32(i32(q)) & 0xffu) << (8u * i);
       }
     }

@@ -74,6 +74,8 @@ export interface OutlierTransformTensors {
 interface Params {
   M: number;
   K: number;
+  /** Hadamard: columns in workgroup memory at once (default K). */
+  chunk?: number;
   words: number;
   block: number;
   quant: boolean;
@@ -93,11 +95,11 @@ function hadamardSpec(storage: StorageType): KernelSpec<Params> {
       name: `rotq_hadamard_${storage}`,
       source: c.source,
       preludeLines: c.preludeLines,
-      bindings: ["uniform", "read", "read", "read_write", "read_write", "read_write"],
+      bindings: ["uniform", "read", "read", "read_write", "read_write", "read_write", "read_write"],
       constants: (p) => ({
         WG: p.wg,
         BLOCK: p.block,
-        KMAX: p.K,
+        CHUNK: p.chunk ?? p.K,
         QUANT: p.quant ? 1 : 0,
         BITS: p.bits,
       }),
@@ -171,32 +173,68 @@ function hadamardThreads(K: number): number {
   return wg;
 }
 
+/** Kernel options of {@linkcode rotqHadamard} / {@linkcode rotateHadamard} (tests). */
+export interface HadamardKernelOptions {
+  /** At most this many columns in workgroup memory at once (rounded down to whole blocks). */
+  chunk?: number;
+}
+
+/**
+ * Columns the Hadamard kernel holds in workgroup memory: K when the row fits, else the most
+ * whole blocks that do (0 when not even one block fits). `cap` lowers it (tests).
+ */
+export function hadamardChunk(
+  K: number,
+  block: number,
+  wg: number,
+  limitBytes: number,
+  cap = Infinity,
+): number {
+  const room = Math.min(Math.floor(limitBytes / 4) - wg, cap);
+  if (K <= room) return K;
+  return Math.floor(room / block) * block;
+}
+
 function recordHadamard(
   rec: Recorder,
   x: Tensor,
   t: HadamardTransformTensors,
   quant: boolean,
   bits: number,
+  chunkCap?: number,
 ): { codes?: Tensor; scales?: Tensor; y?: Tensor; M: number; K: number } {
   const what = quant ? "rotqHadamard" : "rotateHadamard";
   const { M, K } = shapeOf(x, t.s, t.block, what);
   checkBits(bits);
   const rt = rec.runtime;
   const wg = hadamardThreads(K);
-  if ((K + wg) * 4 > workgroupBytes(rt)) {
-    throw new RangeError(`${what}: K = ${K} does not fit this adapter's workgroup memory`);
+  const chunk = hadamardChunk(K, t.block, wg, workgroupBytes(rt), chunkCap);
+  if (chunk === 0) {
+    throw new RangeError(
+      `${what}: a Hadamard block of ${t.block} does not fit this adapter's workgroup memory`,
+    );
   }
   const words = Math.ceil(K / 4);
   const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
   const scales = quant ? createTensor(rt, [M], "f32") : undefined;
   const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
+  // Rows past workgroup memory: rotated chunks wait in z for the row's scale.
+  const z = quant && chunk < K ? createTensor(rt, [M, K], "f32") : undefined;
   if (M > 0) {
     rec.dispatch(
       hadamardSpec(x.dtype as StorageType),
-      { M, K, words, block: t.block, quant, bits, wg, rows: 1 },
-      [x, t.s, codes ?? dummy(rt, 0), scales ?? dummy(rt, 1), y ?? dummy(rt, 2)],
+      { M, K, chunk, words, block: t.block, quant, bits, wg, rows: 1 },
+      [
+        x,
+        t.s,
+        codes ?? dummy(rt, 0),
+        scales ?? dummy(rt, 1),
+        y ?? dummy(rt, 2),
+        z ?? dummy(rt, 3),
+      ],
     );
   }
+  z?.release(); // recorded work keeps it valid until it has run
   return { codes, scales, y, M, K };
 }
 
@@ -209,14 +247,20 @@ export function rotqHadamard(
   x: Tensor,
   t: HadamardTransformTensors,
   bits = 8,
+  opts: HadamardKernelOptions = {},
 ): QuantizedActivations {
-  const r = recordHadamard(rec, x, t, true, bits);
+  const r = recordHadamard(rec, x, t, true, bits, opts.chunk);
   return { q: r.codes!, scales: r.scales!, bits, cols: r.K };
 }
 
 /** Records x [..., K] → x ⊙ s · blockdiag(H) (same shape and dtype), no quantization. */
-export function rotateHadamard(rec: Recorder, x: Tensor, t: HadamardTransformTensors): Tensor {
-  return recordHadamard(rec, x, t, false, 8).y!;
+export function rotateHadamard(
+  rec: Recorder,
+  x: Tensor,
+  t: HadamardTransformTensors,
+  opts: HadamardKernelOptions = {},
+): Tensor {
+  return recordHadamard(rec, x, t, false, 8, opts.chunk).y!;
 }
 /** Rows per workgroup of the outlier kernel: 4, 2 or 1, as workgroup memory allows. */
 export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): number {

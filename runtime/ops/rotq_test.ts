@@ -116,6 +116,31 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "rotqHadamard in chunks (rows wider than workgroup memory) matches the reference exactly",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // K = 5 blocks of 64 in chunks of 2 blocks (the last chunk is one block), and K = 96
+      // with a chunk cap that is not a whole number of blocks (rounded down to 32).
+      for (const [M, K, block, chunk, bits] of [[7, 320, 64, 128, 8], [4, 96, 32, 40, 4]]) {
+        const x = activations(M, K, M * K);
+        const s = preMultiplier(K, block, K + 1);
+        const xt = uploadTensor(rt, x, [M, K]);
+        const st = uploadTensor(rt, s, [K]);
+        const rec = new Recorder(rt);
+        const q = rotqHadamard(rec, xt, { s: st, block }, bits, { chunk });
+        const y = rotateHadamard(rec, xt, { s: st, block }, { chunk });
+        await rec.submit();
+        const v = rotateHadamardRef(x, M, K, s, block);
+        assertEquals(Array.from(await readTensor(rt, y)), Array.from(v), `rotated ${M}×${K}`);
+        const ref = quantizeRows(v, M, K, bits);
+        assertQuantEqual(await readQuant(rt, q, M, K), ref, `chunked ${M}×${K}/${block}`);
+      }
+    });
+  },
+);
+
 Deno.test("rotqHadamard reads f16 activations", gpuTest, async () => {
   await withRuntime(async (rt) => {
     if (!rt.info.f16) return;
