@@ -21,29 +21,30 @@ set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
-# part | estimated minutes on one H100 (shapes in bench/README.md) | what it writes | figures (issue)
+# part | minutes on one H200, measured 2026-11-27 with the protocol only (~: estimated) | what it writes |
+# figures (issue)
 PARTS=(
-  "gemm|2|gemm|gemm_f32_4096, gemm_f16_4096, ort_matmul_f32_4096, tfjs_matmul_f32_4096 (2)"
-  "qgemm|2|qgemm|gemm_{f32,w4a8,w8a8}_4096x1152x4608, gemm_{f32,w4a16}_64x1152x4608, gemm_w4a16_4096, ort_matmulnbits_w4_4096 (5)"
+  "gemm|~1|gemm|gemm_f32_4096, gemm_f16_4096, ort_matmul_f32_4096, tfjs_matmul_f32_4096 (2)"
+  "qgemm|1|qgemm|gemm_{f32,w4a8,w8a8}_4096x1152x4608, gemm_{f32,w4a16}_64x1152x4608, gemm_w4a16_4096, ort_matmulnbits_w4_4096 (5)"
   "rotq|1|rotq|rotq_hadamard_4096x1152, rotq_outlier_4096x1152 beside the W4A8 GEMM (6)"
-  "attention|3|attention|attn_dense_f16_4096_d{64,72}, attn_paro_d{50,30,20}_int{8,4}_4096_d64, 1024 tokens (7)"
-  "step|5|step|step_pixart_alpha_{f32,f16,w4a8_tlq_ars,w4a8_tlq_ars_paro30_int8} (3, 9)"
-  "block|1|block|block_pixart_alpha_f32, tfjs_block_pixart_alpha_f32 (9)"
-  "torch|2|torch_step|torch_step_pixart_alpha_{fp32,fp16} (3, 9)"
-  "flux|2|flux_step|step_flux_{f32,f16} at depth 2+4 and 1+2, full-depth estimate (10)"
-  "flux_quant|5|flux_step_quant|step_flux_w4a8_tlq_ars{,_paro30_int8} at depth 2+4 (10)"
-  "emoji|2|emoji|emoji_s_gpu_image_20step{,_f16}, emoji_s_fidelity_fp32 with WEBDIT_EMOJI_DATASET (README)"
-  "ablation|7|ablation|the default plugin matrix on the bundled model: PSNR/SSIM/cosine/fidelity, ms/step, bytes (5, 6, 7, 9)"
-  "step_f16act|5|step_f32_w4a8_paro|optional: step_pixart_alpha_f32 beside the quantized rows with f16 activations (…_f16)"
+  "attention|2.5|attention|attn_dense_f16_4096_d{64,72}, attn_paro_d{50,30,20}_int{8,4}_4096_d64, 1024 tokens (7)"
+  "step|3|step|step_pixart_alpha_{f32,f16,w4a8_tlq_ars,w4a8_tlq_ars_paro30_int8} (3, 9)"
+  "block|0.5|block|block_pixart_alpha_f32, tfjs_block_pixart_alpha_f32 (9)"
+  "torch|0.5|torch_step|torch_step_pixart_alpha_{fp32,fp16} (3, 9)"
+  "flux|1.2|flux_step|step_flux_{f32,f16} at depth 2+4 and 1+2, full-depth estimate (10)"
+  "flux_quant|~4|flux_step_quant|step_flux_w4a8_tlq_ars{,_paro30_int8} at depth 2+4 (10)"
+  "emoji|~1|emoji|emoji_s_gpu_image_20step{,_f16}, emoji_s_fidelity_fp32 with WEBDIT_EMOJI_DATASET (README)"
+  "ablation|~5|ablation|the default plugin matrix on the bundled model: PSNR/SSIM/cosine/fidelity, ms/step, bytes (5, 6, 7, 9)"
+  "step_f16act|~3|step_f32_w4a8_paro|optional: step_pixart_alpha_f32 beside the quantized rows with f16 activations (…_f16)"
 )
-# Suggested device calls, each ≈ 5 min of the 10 allowed.
-CALLS=("gemm qgemm rotq" "attention block torch" "step" "flux emoji" "flux_quant" "ablation")
+# Suggested device calls, each within one 10-minute command (the first measured at 7.8 min).
+CALLS=("attention rotq torch step qgemm block" "flux flux_quant emoji" "ablation gemm")
 
 list() {
-  echo "parts (estimated minutes on one H100; results file; figures and issue):"
+  echo "parts (minutes on one H200, ~ where estimated; results file; figures and issue):"
   for p in "${PARTS[@]}"; do
     IFS='|' read -r name min what figs <<<"$p"
-    printf '  %-11s ~%s min  <date>_%s  %s\n' "$name" "$min" "$what" "$figs"
+    printf '  %-11s %5s min  <date>_%s  %s\n' "$name" "$min" "$what" "$figs"
   done
   echo "suggested device calls:"
   for c in "${CALLS[@]}"; do echo "  bash bench/gpu_all.sh $c"; done
@@ -97,6 +98,11 @@ else
     "tree): using the local deno and adapter" >&2
 fi
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+# The driver goes into every results file (bench/harness.ts writeResults).
+if [ -z "${WEBDIT_GPU_DRIVER:-}" ] && command -v nvidia-smi >/dev/null; then
+  WEBDIT_GPU_DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n 1)
+  export WEBDIT_GPU_DRIVER="NVIDIA ${WEBDIT_GPU_DRIVER}"
+fi
 results=${WEBDIT_RESULTS_DIR:-bench/results}
 stamp="$logdir/.start"
 touch "$stamp"

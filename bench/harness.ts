@@ -48,6 +48,8 @@ export interface ResultsFile {
   date: string;
   /** The command that produced the file. */
   command: string;
+  /** The GPU driver (WEBDIT_GPU_DRIVER, which bench/gpu_all.sh reads from nvidia-smi). */
+  driver?: string;
   /** The rows. */
   results: BenchResult[];
   /** Anything else worth keeping (adapter info, options). */
@@ -193,7 +195,9 @@ export function resultsMarkdown(file: ResultsFile): string {
   const lines = [
     `# ${file.date} — ${file.device}`,
     "",
-    `adapter: ${file.adapter} · deno ${file.deno} · commit ${file.commit}`,
+    `adapter: ${file.adapter}${
+      file.driver ? ` · driver ${file.driver}` : ""
+    } · deno ${file.deno} · commit ${file.commit}`,
     "",
     `command: \`${file.command}\``,
     "",
@@ -233,6 +237,8 @@ export async function writeResults(
       `Bad results name ${slug}/${what}: use lower-case letters, digits, - and _`,
     );
   }
+  const driver = Deno.env.get("WEBDIT_GPU_DRIVER");
+  if (driver && !file.driver) file = { ...file, driver };
   const dir = `${root.replace(/\/$/, "")}/${slug}`;
   await Deno.mkdir(dir, { recursive: true });
   const base = `${dir}/${file.date}_${what}`;

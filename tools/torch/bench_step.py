@@ -93,6 +93,7 @@ def main():
     doc = {
         "device": name, "adapter": "pytorch-cuda", "torch": torch.__version__, "cuda": torch.version.cuda,
         "commit": args.commit, "date": date,
+        **({"driver": os.environ["WEBDIT_GPU_DRIVER"]} if os.environ.get("WEBDIT_GPU_DRIVER") else {}),
         "command": f"python3 tools/torch/bench_step.py --commit {args.commit} --iters {args.iters}",
         "notes": (f"PixArt-alpha-shaped random model ({params / 1e6:.1f} M params): 28 layers, hidden 1152, "
                   "16 heads x 72, 4096 image tokens, 120 caption tokens of 4096 (20 padded), batch 2; "
