@@ -134,7 +134,10 @@ function sampleRows(T: number): number[] {
   return Array.from({ length: 24 }, () => g.nextU32() % T);
 }
 
-/** Checks sampled rows: max |got − ref| ≤ tol; returns a note. */
+/**
+ * Checks sampled rows: max |got − ref| ≤ tol, and, with `rare` given, at most `rare.share`
+ * of the entries above `rare.tol` (flips that a tight bound cannot exclude); returns a note.
+ */
 function check(
   name: string,
   got: Float32Array,
@@ -142,16 +145,24 @@ function check(
   rows: number[],
   width: number,
   tol: number,
+  rare?: { tol: number; share: number },
 ): string {
   let max = 0;
+  let over = 0;
   for (const r of rows) {
     for (let c = 0; c < width; c++) {
       const d = Math.abs(got[r * width + c] - ref[r * width + c]);
       if (!(d <= max)) max = d;
+      if (rare && !(d <= rare.tol)) over++;
     }
   }
   if (!(max <= tol)) throw new Error(`${name}: max |err| ${max} on sampled rows > ${tol}`);
-  return `checked ${rows.length} rows: max |err| ${max.toExponential(2)}`;
+  const n = rows.length * width;
+  if (rare && over > rare.share * n) {
+    throw new Error(`${name}: ${over} of ${n} sampled entries have |err| > ${rare.tol}`);
+  }
+  const flips = rare ? `, ${over} of ${n} entries above ${rare.tol.toPrecision(3)}` : "";
+  return `checked ${rows.length} rows: max |err| ${max.toExponential(2)}${flips}`;
 }
 
 const hh = (x: Inputs, i: number): HostHeads => ({
@@ -277,6 +288,7 @@ function paroCase(
       const ro = { heads: HEADS, headDim: D, masks: p.masks, groups: 1, group: 0, rows };
       let ref: Float32Array;
       let tol: number;
+      let rare: { tol: number; share: number } | undefined;
       if (bits === 16) {
         ref = attnSparseFloatRef(hh(x, 0), hh(x, 1), hh(x, 2), p.perm, ro);
         tol = dt === "f16" ? 2e-3 : 1e-5;
@@ -289,10 +301,14 @@ function paroCase(
           v: quantizeBlocksRef(hh(x, 2), p.perm, qo),
         };
         ref = attnSparseQuantRef(ops, p.perm, { ...ro, batch: 1, tokens: T, bits });
-        // A P code may round the other way on the GPU (exp2): ≤ max|v|/127 per flip, rare.
-        tol = 4.5 / 127 + (dt === "f16" ? 2e-3 : 0);
+        // A P code may round the other way on the GPU (exp2): ≤ max|v|/qp per flip, where qp
+        // is P's top code (127 for INT8, 7 for INT4's per-block codes); flips are rare, so
+        // beyond INT8's bound only 1 % of the entries may lie.
+        const f16 = dt === "f16" ? 2e-3 : 0;
+        tol = 4.5 / (bits === 4 ? 7 : 127) + f16;
+        rare = { tol: 4.5 / 127 + f16, share: 0.01 };
       }
-      const note = check(name, await readTensor(rt, out!), ref, rows, HEADS * D, tol);
+      const note = check(name, await readTensor(rt, out!), ref, rows, HEADS * D, tol, rare);
       return {
         device: rt.device,
         run: record,
