@@ -452,12 +452,18 @@ function runOnce(): Promise<void> {
 
 async function runAll(): Promise<void> {
   const results: BenchResult[] = [];
-  for (const c of suite.cases) {
+  const commit = await gitCommit();
+  const write = Deno.env.get("WEBDIT_BENCH_WRITE") === "1";
+  for (const [i, c] of suite.cases.entries()) {
     // One case at a time: time it, then free its model before the next loads.
     const one = new BenchSuite({ what, describe: () => suiteDescribe() });
     one.add(c);
     results.push(...await one.run());
     await one.prepare(c).then((p) => p.dispose?.(), () => {});
+    // Written after each case too, so a run stopped at a time limit keeps what it measured.
+    if (write && i < suite.cases.length - 1) {
+      await writeFile(fileOf([...results], commit, `${i + 1} of ${suite.cases.length} cases`));
+    }
   }
   if (estimate) {
     for (const dt of dtypes) {
@@ -476,26 +482,37 @@ async function runAll(): Promise<void> {
       });
     }
   }
-  const file: ResultsFile = {
-    device: rt.info.description,
-    adapter: backendName(),
-    deno: Deno.version.deno,
-    commit: await gitCommit(),
-    date: today(),
-    command: commandLine(),
-    results,
-    extra: { shape: SHAPE, depth: [D, S], host_load_average: Deno.loadavg() },
-  };
+  const file = fileOf(results, commit);
   console.log("\n" + resultsMarkdown(file));
-  if (Deno.env.get("WEBDIT_BENCH_WRITE") === "1") {
-    const paths = await writeResults(
-      deviceSlug(rt.info.description, rt.info.fallback),
-      what,
-      file,
-    );
+  if (write) {
+    const paths = await writeFile(file);
     console.log(`wrote ${paths.json} and ${paths.md}`);
   }
   rt.destroy();
+}
+
+/** The results file of these rows (`partial`: how many cases of all are in). */
+function fileOf(results: BenchResult[], commit: string, partial?: string): ResultsFile {
+  const extra: Record<string, unknown> = {
+    shape: SHAPE,
+    depth: [D, S],
+    host_load_average: Deno.loadavg(),
+  };
+  if (partial) extra.partial = partial;
+  return {
+    device: rt.info.description,
+    adapter: backendName(),
+    deno: Deno.version.deno,
+    commit,
+    date: today(),
+    command: commandLine(),
+    results,
+    extra,
+  };
+}
+
+function writeFile(file: ResultsFile): Promise<{ json: string; md: string }> {
+  return writeResults(deviceSlug(rt.info.description, rt.info.fallback), what, file);
 }
 
 Deno.bench({
