@@ -1,4 +1,4 @@
-import { assert, assertClose, assertThrows, rms } from "../../tests/assert.ts";
+import { assert, assertClose, assertEquals, assertThrows, rms } from "../../tests/assert.ts";
 import { gpuTest, runAndRead, withRuntime } from "../../tests/gpu.ts";
 import { Recorder } from "../gpu/kernel.ts";
 import { type DType, uploadTensor } from "../gpu/tensor.ts";
@@ -6,6 +6,7 @@ import type { Runtime } from "../gpu/device.ts";
 import { Prng } from "../io/prng.ts";
 import { attentionRef, type HostHeads } from "../reference/attention.ts";
 import { attention, type AttentionTuning, splitQkv } from "./attention.ts";
+import { tiledBytes, tiledShape } from "./attention_tiled.ts";
 
 /** f32: |err| ≤ 1e-5·RMS(ref) + 1e-6·|ref|; f16: 1e-2·RMS (inputs are rounded to f16). */
 function tolerance(ref: Float32Array, dtype: DType) {
@@ -240,4 +241,19 @@ Deno.test("attention validates its operands", gpuTest, async () => {
       "tuning.tiled",
     );
   });
+});
+
+Deno.test("tiledShape: 64 query rows where memory allows, few vec4s a thread, null when none", () => {
+  // NVIDIA's 48 KiB: PixArt-α's d72 and d64 take 16 row groups; d128 in f32 needs 8 vec4s a thread.
+  assertEquals(tiledShape(72, 49152), { rg: 16, tc: 9, cv: 2 });
+  assertEquals(tiledShape(64, 49152), { rg: 16, tc: 8, cv: 2 });
+  assertEquals(tiledShape(128, 49152), { rg: 8, tc: 4, cv: 8 });
+  // lavapipe's 32 KiB: d64 takes 4 vec4s a thread; d128 does not fit (the row kernel runs).
+  assertEquals(tiledShape(64, 32768), { rg: 16, tc: 4, cv: 4 });
+  assertEquals(tiledShape(128, 32768), null);
+  assertEquals(tiledShape(10, 49152), null); // not a multiple of 4
+  for (const d of [16, 64, 72, 128]) {
+    const s = tiledShape(d, 49152)!;
+    assert(tiledBytes(d, s) <= 49152 && 4 * s.tc * s.cv === d, `d${d}`);
+  }
 });

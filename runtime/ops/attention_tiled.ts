@@ -31,14 +31,15 @@ export function tiledBytes(headDim: number, s: TiledShape): number {
 
 /**
  * The launch shape for a head dim within `limit` bytes of workgroup memory, or null when
- * the head dim is not a multiple of 4 or nothing fits. Prefers 64 query rows per workgroup
- * and the fewest head-dim vec4s per thread with at most 10 threads per row group.
+ * the head dim is not a multiple of 4 or nothing fits. Prefers 64 query rows per workgroup,
+ * then the fewest head-dim vec4s per thread with at most 10 threads per row group, and
+ * never more than 8 of them (the 4·CV output vec4s live in registers: 16 would spill).
  */
 export function tiledShape(headDim: number, limit: number): TiledShape | null {
   if (headDim % 4 !== 0 || headDim < 4 || headDim > 128) return null;
   const d4 = headDim / 4;
   const cvs = [];
-  for (let cv = 1; cv <= d4; cv++) if (d4 % cv === 0 && d4 / cv <= 10) cvs.push(cv);
+  for (let cv = 1; cv <= Math.min(d4, 8); cv++) if (d4 % cv === 0 && d4 / cv <= 10) cvs.push(cv);
   for (const rg of [16, 8]) {
     for (const cv of cvs) {
       const s = { rg, tc: d4 / cv, cv };
