@@ -212,6 +212,8 @@ export function resultsMarkdown(file: ResultsFile): string {
       } |`,
     );
   }
+  const failed = (file.extra?.failed ?? []) as { name: string; note: string }[];
+  for (const f of failed) lines.push(`| ${f.name} | — | | | | ${f.note} |`);
   return lines.join("\n") + "\n";
 }
 
@@ -239,6 +241,19 @@ export async function writeResults(
   }
   const driver = Deno.env.get("WEBDIT_GPU_DRIVER");
   if (driver && !file.driver) file = { ...file, driver };
+  // A case that failed its check has no figure: JSON has no NaN (it would be a null value the
+  // results format can't read), so such rows go to extra.failed with their note.
+  const failed = file.results.filter((r) => !Number.isFinite(r.value));
+  if (failed.length > 0) {
+    file = {
+      ...file,
+      results: file.results.filter((r) => Number.isFinite(r.value)),
+      extra: {
+        ...file.extra,
+        failed: failed.map((r) => ({ name: r.name, unit: r.unit, note: r.note ?? "failed" })),
+      },
+    };
+  }
   const dir = `${root.replace(/\/$/, "")}/${slug}`;
   await Deno.mkdir(dir, { recursive: true });
   const base = `${dir}/${file.date}_${what}`;

@@ -160,3 +160,34 @@ Deno.test(
     }
   },
 );
+
+Deno.test("results files: a failed case goes to extra.failed, not a null value", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const ok = { name: "a_ms", value: 2, unit: "ms", median_ms: 2, min_ms: 1.5 };
+    const bad = {
+      name: "b_ms",
+      value: NaN,
+      unit: "ms",
+      median_ms: NaN,
+      min_ms: NaN,
+      note: "failed: x",
+    };
+    const file: ResultsFile = {
+      device: "Test GPU",
+      adapter: "vulkan",
+      deno: Deno.version.deno,
+      commit: "abc1234",
+      date: "2026-11-27",
+      command: "deno bench",
+      results: [ok, bad],
+    };
+    const paths = await writeResults("test-gpu", "x", file, dir);
+    const read = JSON.parse(await Deno.readTextFile(paths.json));
+    assertEquals(read.results, [ok]);
+    assertEquals(read.extra.failed, [{ name: "b_ms", unit: "ms", note: "failed: x" }]);
+    assert((await Deno.readTextFile(paths.md)).includes("| b_ms | — | | | | failed: x |"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
