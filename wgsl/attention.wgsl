@@ -29,35 +29,10 @@ override D4S: u32 = (HD + 3u) / 4u; // vec4 slots per staged K/V row (32 when HD
 
 const D4MAX: u32 = 32u;
 const RMAX: u32 = 4u;
-const INVALID: f32 = -1.0e30;
-const LIVE: f32 = -1.0e29; // scores above this come from valid keys
-
-struct Params {
-  tq: u32, tk: u32, mask_mode: u32, m_batch: u32,   // mask_mode: 0 none, 1 bias, 2 drop
-  q_off: u32, q_row: u32, q_batch: u32, o_row: u32,
-  k_off: u32, k_row: u32, k_batch: u32, o_batch: u32,
-  v_off: u32, v_row: u32, v_batch: u32, scale_log2: f32,
-  hd: u32, pad0: u32, pad1: u32, pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<DT>;
-@group(0) @binding(2) var<storage, read> k: array<DT>;
-@group(0) @binding(3) var<storage, read> v: array<DT>;
-@group(0) @binding(4) var<storage, read> mask: array<DT>;
-@group(0) @binding(5) var<storage, read_write> out: array<DT>;
 
 var<workgroup> ks: array<vec4<f32>, BK * D4S>;
 var<workgroup> vs: array<vec4<f32>, BK * D4S>;
 var<workgroup> kb: array<vec4<f32>, BK / 4u>; // per-key bias: 0 or INVALID
-
-fn hmax(a: vec4<f32>) -> f32 {
-  return max(max(a.x, a.y), max(a.z, a.w));
-}
-
-fn hsum(a: vec4<f32>) -> f32 {
-  return (a.x + a.y) + (a.z + a.w);
-}
 
 // Elements c·4 .. c·4+3 of the K (or V) row at element offset `at`, zero past hd. The
 // read past hd stays in the buffer (index clamping) and is discarded by the select.

@@ -29,24 +29,6 @@ override KSZ: u32 = BK * D4P; // vec4s of ks: BK·max(D4P, RG), k rows and then 
 // named variables in registers, while a private array indexed in a loop may be spilled to
 // local memory (the first version of this kernel ran at a third of the speed it should).
 
-const INVALID: f32 = -1.0e30;
-const LIVE: f32 = -1.0e29; // scores above this come from valid keys
-
-struct Params {
-  tq: u32, tk: u32, mask_mode: u32, m_batch: u32,   // mask_mode: 0 none, 1 bias, 2 drop
-  q_off: u32, q_row: u32, q_batch: u32, o_row: u32,
-  k_off: u32, k_row: u32, k_batch: u32, o_batch: u32,
-  v_off: u32, v_row: u32, v_batch: u32, scale_log2: f32,
-  hd: u32, pad0: u32, pad1: u32, pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<DT>;
-@group(0) @binding(2) var<storage, read> k: array<DT>;
-@group(0) @binding(3) var<storage, read> v: array<DT>;
-@group(0) @binding(4) var<storage, read> mask: array<DT>;
-@group(0) @binding(5) var<storage, read_write> out: array<DT>;
-
 var<workgroup> qs: array<vec4<f32>, BQ * D4P>;
 var<workgroup> ks: array<vec4<f32>, KSZ>; // k rows, then (after S) P as [key][row group]
 var<workgroup> vs: array<vec4<f32>, BK * D4>;
@@ -178,14 +160,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let inv = select(vec4<f32>(0.0), 1.0 / lt, lt > vec4<f32>(0.0));
   let ob = b * p.o_batch + h * HD + tx * CV * 4u;
   //@O_STORE
-}
-
-fn hmax(a: vec4<f32>) -> f32 {
-  return max(max(a.x, a.y), max(a.z, a.w));
-}
-
-fn hsum(a: vec4<f32>) -> f32 {
-  return (a.x + a.y) + (a.z + a.w);
 }
 
 // One output row's CV vec4s (y = o·inv), unless the row is past Tq.

@@ -16,7 +16,9 @@ import { Prng } from "../io/prng.ts";
 import { attentionRef } from "../reference/attention.ts";
 import { maxError, type SelfCheckResult } from "./selfcheck.ts";
 import { attentionTiledSpec, tiledBytes, type TiledShape, tiledShape } from "./attention_tiled.ts";
+import { ATTENTION_UNIFORM, type AttentionLaunch, type Layout } from "./attention_launch.ts";
 import src from "../../wgsl/attention.wgsl" with { type: "text" };
+import ioSrc from "../../wgsl/attention_io.wgsl" with { type: "text" };
 
 /** A [B, T, W] tensor read as heads starting at column `column` of each row. */
 export interface HeadsView {
@@ -85,31 +87,13 @@ export interface AttentionTuning {
   dynamicHeadDim?: boolean;
 }
 
-interface Params {
+/** The row kernel's launch: the shared sizes and layouts plus its tuning. */
+interface Params extends AttentionLaunch {
   storage: StorageType;
-  hd: number;
   dyn: boolean;
   bk: number;
   wg: number;
   rpt: number;
-  b: number;
-  h: number;
-  tq: number;
-  tk: number;
-  maskMode: number;
-  maskBatch: number;
-  q: Layout;
-  k: Layout;
-  v: Layout;
-  oRow: number;
-  oBatch: number;
-  scaleLog2: number;
-}
-
-interface Layout {
-  off: number;
-  row: number;
-  batch: number;
 }
 
 const specs = new Map<StorageType, KernelSpec<Params>>();
@@ -118,7 +102,7 @@ const specs = new Map<StorageType, KernelSpec<Params>>();
 export function attentionSpec(storage: StorageType): KernelSpec<Params> {
   let spec = specs.get(storage);
   if (!spec) {
-    const c = composeWgsl(src, { storage });
+    const c = composeWgsl(src, { storage, libs: [ioSrc] });
     spec = {
       name: `attention_${storage}`,
       source: c.source,
@@ -131,22 +115,7 @@ export function attentionSpec(storage: StorageType): KernelSpec<Params> {
         WG: p.wg,
         RPT: p.rpt,
       }),
-      uniform: {
-        fields: [
-          ...["u32", "u32", "u32", "u32"],
-          ...["u32", "u32", "u32", "u32"],
-          ...["u32", "u32", "u32", "u32"],
-          ...["u32", "u32", "u32", "f32"],
-          "u32",
-        ] as const,
-        values: (p) => [
-          ...[p.tq, p.tk, p.maskMode, p.maskBatch],
-          ...[p.q.off, p.q.row, p.q.batch, p.oRow],
-          ...[p.k.off, p.k.row, p.k.batch, p.oBatch],
-          ...[p.v.off, p.v.row, p.v.batch, p.scaleLog2],
-          p.hd,
-        ],
-      },
+      uniform: ATTENTION_UNIFORM,
       dispatch: (p) => [Math.ceil(p.tq / (p.wg * p.rpt)), p.h, p.b],
     };
     specs.set(storage, spec);
@@ -291,19 +260,24 @@ export function attention(
         `${limit} B of workgroup memory, got ${D}`,
     );
   }
+  const launch: AttentionLaunch = {
+    b: B,
+    h: H,
+    hd: D,
+    tq: Tq,
+    tk: Tk,
+    maskMode,
+    maskBatch,
+    q: Q.l,
+    k: K.l,
+    v: V.l,
+    oRow: H * D,
+    oBatch: Tq * H * D,
+    scaleLog2: scale * Math.LOG2E,
+  };
+  const bufs = [qv.tensor, kv.tensor, vv.tensor, opts.mask ?? qv.tensor, out];
   if (tiled) {
-    const uniform = [
-      ...[Tq, Tk, maskMode, maskBatch],
-      ...[Q.l.off, Q.l.row, Q.l.batch, H * D],
-      ...[K.l.off, K.l.row, K.l.batch, Tq * H * D],
-      ...[V.l.off, V.l.row, V.l.batch, scale * Math.LOG2E],
-      D,
-    ];
-    rec.dispatch(
-      attentionTiledSpec(dtype, tiled.cv),
-      { hd: D, shape: tiled, b: B, h: H, tq: Tq, uniform },
-      [qv.tensor, kv.tensor, vv.tensor, opts.mask ?? qv.tensor, out],
-    );
+    rec.dispatch(attentionTiledSpec(dtype, tiled.cv), { ...launch, shape: tiled }, bufs);
     return out;
   }
   // CPU adapters pay tens of cycles per lane for every workgroup load, and private
@@ -326,30 +300,7 @@ export function attention(
   // A run-time head dim keeps one pipeline for every shape: then Tk does not pick BK.
   let bk = dyn ? keys : Math.min(keys, Math.max(8, nextPow2(Tk)));
   while (bk > 8 && 2 * bk * d4 * 16 + bk * 4 > limit) bk -= 8;
-  rec.dispatch(
-    attentionSpec(dtype),
-    {
-      storage: dtype,
-      hd: D,
-      dyn,
-      bk,
-      wg,
-      rpt,
-      b: B,
-      h: H,
-      tq: Tq,
-      tk: Tk,
-      maskMode,
-      maskBatch,
-      q: Q.l,
-      k: K.l,
-      v: V.l,
-      oRow: H * D,
-      oBatch: Tq * H * D,
-      scaleLog2: scale * Math.LOG2E,
-    },
-    [qv.tensor, kv.tensor, vv.tensor, opts.mask ?? qv.tensor, out],
-  );
+  rec.dispatch(attentionSpec(dtype), { ...launch, storage: dtype, dyn, bk, wg, rpt }, bufs);
   return out;
 }
 

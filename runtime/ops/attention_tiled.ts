@@ -6,9 +6,11 @@
  *
  * @module
  */
-import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import { composeWgsl, expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { KernelSpec } from "../gpu/kernel.ts";
+import { ATTENTION_UNIFORM, type AttentionLaunch } from "./attention_launch.ts";
 import src from "../../wgsl/attention_tiled.wgsl" with { type: "text" };
+import ioSrc from "../../wgsl/attention_io.wgsl" with { type: "text" };
 
 /** Launch shape of the tiled kernel: RG·TC threads, 4·RG query rows, 4·TC keys per block. */
 export interface TiledShape {
@@ -49,15 +51,9 @@ export function tiledShape(headDim: number, limit: number): TiledShape | null {
   return null;
 }
 
-/** Launch parameters of the tiled kernel (the uniform is the row kernel's). */
-export interface TiledParams {
-  hd: number;
+/** Launch parameters of the tiled kernel: the shared sizes and layouts plus its shape. */
+export interface TiledParams extends AttentionLaunch {
   shape: TiledShape;
-  b: number;
-  h: number;
-  tq: number;
-  /** The uniform's values, in attention.wgsl's Params order. */
-  uniform: number[];
 }
 
 const XYZW = ["x", "y", "z", "w"];
@@ -83,15 +79,7 @@ export function tiledSource(cv: number): string {
       ),
     ],
   };
-  let out = `const CV: u32 = ${cv}u;\n` + src;
-  for (const [marker, lines] of Object.entries(blocks)) {
-    out = out.replace(
-      /^( *)\/\/@(\w+)\n/gm,
-      (whole, indent: string, name: string) =>
-        name === marker ? lines.map((l) => indent + l + "\n").join("") : whole,
-    );
-  }
-  return out;
+  return `const CV: u32 = ${cv}u;\n` + expandMarkers(src, blocks, "attention_tiled.wgsl");
 }
 
 const specs = new Map<string, KernelSpec<TiledParams>>();
@@ -101,7 +89,7 @@ export function attentionTiledSpec(storage: StorageType, cv: number): KernelSpec
   const key = `${storage}/${cv}`;
   let spec = specs.get(key);
   if (!spec) {
-    const c = composeWgsl(tiledSource(cv), { storage });
+    const c = composeWgsl(tiledSource(cv), { storage, libs: [ioSrc] });
     spec = {
       name: `attention_tiled_${storage}_cv${cv}`,
       source: c.source,
@@ -116,16 +104,7 @@ export function attentionTiledSpec(storage: StorageType, cv: number): KernelSpec
           KSZ: 4 * p.shape.tc * Math.max(d4p, p.shape.rg),
         };
       },
-      uniform: {
-        fields: [
-          ...["u32", "u32", "u32", "u32"],
-          ...["u32", "u32", "u32", "u32"],
-          ...["u32", "u32", "u32", "u32"],
-          ...["u32", "u32", "u32", "f32"],
-          "u32",
-        ] as const,
-        values: (p) => p.uniform,
-      },
+      uniform: ATTENTION_UNIFORM,
       dispatch: (p) => [Math.ceil(p.tq / (4 * p.shape.rg)), p.h, p.b],
     };
     specs.set(key, spec);
