@@ -43,3 +43,27 @@ export function composeWgsl(kernel: string, options: ComposeOptions = {}): Compo
   const prelude = lines.join("\n") + "\n";
   return { source: prelude + kernel, preludeLines: lines.length };
 }
+
+/**
+ * Replaces each `//@NAME` line of a kernel source with the lines `blocks[NAME]`, at that
+ * line's indent: code written out per shape by the host (e.g. named accumulators, which GPU
+ * compilers keep in registers where a loop-indexed private array may go to local memory).
+ * Throws naming `file` when a block has no marker.
+ */
+export function expandMarkers(
+  source: string,
+  blocks: Record<string, readonly string[]>,
+  file: string,
+): string {
+  let out = source;
+  for (const [marker, lines] of Object.entries(blocks)) {
+    let found = false;
+    out = out.replace(/^( *)\/\/@(\w+)\n/gm, (whole, indent: string, name: string) => {
+      if (name !== marker) return whole;
+      found = true;
+      return lines.map((l) => indent + l + "\n").join("");
+    });
+    if (!found) throw new Error(`${file}: no //@${marker} marker`);
+  }
+  return out;
+}

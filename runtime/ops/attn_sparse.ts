@@ -330,48 +330,22 @@ export function attnSparseQuantized(
   const pblock = qq.bits === 4 || opts.pScale === "block";
   const emulate = t.emulateDot4 ?? !rt.info.packedDot;
   const bufs = [qq.q, qq.k, qq.v, qq.scales, opts.masks, opts.perm, out];
-  if (tiled) {
-    rec.dispatch(
-      sparseTiledSpec(qq.dtype, D, emulate),
-      {
-        t: T,
-        nb,
-        mw,
-        h: H,
-        b: B,
-        hd: D,
-        mOff: group * nb * mw,
-        mHead: G * nb * mw,
-        sStride: B * H * nb * 2,
-        scaleLog2: scale * Math.LOG2E,
-        pblock,
-        qp: qq.bits === 4 ? 7 : 127,
-      },
-      bufs,
-    );
-    return out;
-  }
-  rec.dispatch(
-    sparseSpec(qq.dtype, emulate),
-    {
-      t: T,
-      nb,
-      mw,
-      h: H,
-      b: B,
-      hd: D,
-      mOff: group * nb * mw,
-      mHead: G * nb * mw,
-      sStride: B * H * nb * 2,
-      scaleLog2: scale * Math.LOG2E,
-      wg,
-      rpt,
-      pblock,
-      qp: qq.bits === 4 ? 7 : 127,
-      dyn,
-    },
-    bufs,
-  );
+  const launch = {
+    t: T,
+    nb,
+    mw,
+    h: H,
+    b: B,
+    hd: D,
+    mOff: group * nb * mw,
+    mHead: G * nb * mw,
+    sStride: B * H * nb * 2,
+    scaleLog2: scale * Math.LOG2E,
+    pblock,
+    qp: qq.bits === 4 ? 7 : 127,
+  };
+  if (tiled) rec.dispatch(sparseTiledSpec(qq.dtype, D, emulate), launch, bufs);
+  else rec.dispatch(sparseSpec(qq.dtype, emulate), { ...launch, wg, rpt, dyn }, bufs);
   return out;
 }
 

@@ -6,10 +6,10 @@
  *
  * @module
  */
-import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import { composeWgsl, expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { KernelSpec } from "../gpu/kernel.ts";
 import { paddedHeadDim } from "../reference/attn_sparse.ts";
-import { dot4Lib } from "./attn_sparse_kernels.ts";
+import { dot4Lib, type SparseParams } from "./attn_sparse_kernels.ts";
 import src from "../../wgsl/attn_sparse_tiled.wgsl" with { type: "text" };
 
 /** Threads per workgroup of the tiled kernel (a 16 × 16 grid over 64 rows × 64 keys). */
@@ -74,40 +74,11 @@ export function sparseTiledSource(headDim: number): string {
       `}`,
     ]),
   };
-  let out = src;
-  for (const [marker, lines] of Object.entries(blocks)) {
-    let found = false;
-    out = out.replace(/^( *)\/\/@(\w+)\n/gm, (whole, indent: string, name: string) => {
-      if (name !== marker) return whole;
-      found = true;
-      return lines.map((l) => indent + l + "\n").join("");
-    });
-    if (!found) throw new Error(`attn_sparse_tiled.wgsl: no //@${marker} marker`);
-  }
-  return out;
+  return expandMarkers(src, blocks, "attn_sparse_tiled.wgsl");
 }
 
-/** Launch params of the tiled integer kernel. */
-export interface SparseTiledParams {
-  /** Tokens, blocks, mask words per block row, heads, batch, head dim. */
-  t: number;
-  nb: number;
-  mw: number;
-  h: number;
-  b: number;
-  hd: number;
-  /** Mask offset of the group and the mask stride of one head (u32 words). */
-  mOff: number;
-  mHead: number;
-  /** Stride of q/k/v in the scales tensor (B·H·nb·2). */
-  sStride: number;
-  /** Score scale · log2 e. */
-  scaleLog2: number;
-  /** P scaled per block (INT4, or INT8 with pScale "block"). */
-  pblock: boolean;
-  /** P's top code (127 or 7). */
-  qp: number;
-}
+/** Launch params of the tiled integer kernel: the row kernel's, less its tuning. */
+export type SparseTiledParams = Omit<SparseParams, "wg" | "rpt" | "dyn">;
 
 const specs = new Map<string, KernelSpec<SparseTiledParams>>();
 
