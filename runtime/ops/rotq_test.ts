@@ -86,56 +86,36 @@ function assertQuantEqual(
 }
 
 Deno.test(
-  "rotqHadamard matches the CPU reference exactly (codes) at odd shapes",
+  "rotqHadamard matches the CPU reference exactly (codes) at odd shapes, whole rows or in chunks",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      for (
-        const [M, K, block, bits] of [[37, 96, 32, 8], [5, 384, 128, 4], [1, 18, 2, 8], [
-          3,
-          12,
-          4,
-          6,
-        ]]
-      ) {
+      // The last two go through in chunks (rows wider than workgroup memory): K = 5 blocks
+      // of 64 in chunks of 2 blocks (the last chunk is one block), and K = 96 with a cap that
+      // is not a whole number of blocks (rounded down to 32).
+      const cases: [number, number, number, number, number?][] = [
+        [37, 96, 32, 8],
+        [5, 384, 128, 4],
+        [1, 18, 2, 8],
+        [3, 12, 4, 6],
+        [7, 320, 64, 8, 128],
+        [4, 96, 32, 4, 40],
+      ];
+      for (const [M, K, block, bits, chunk] of cases) {
         const x = activations(M, K, M + K);
         const s = preMultiplier(K, block, K);
-        const xt = uploadTensor(rt, x, [M, K]);
-        const st = uploadTensor(rt, s, [K]);
-        const rec = new Recorder(rt);
-        const q = rotqHadamard(rec, xt, { s: st, block }, bits);
-        const y = rotateHadamard(rec, xt, { s: st, block });
-        await rec.submit();
-        const v = rotateHadamardRef(x, M, K, s, block);
-        assertEquals(Array.from(await readTensor(rt, y)), Array.from(v), `rotated ${M}×${K}`);
-        const ref = quantizeRows(v, M, K, bits);
-        assertQuantEqual(await readQuant(rt, q, M, K), ref, `hadamard ${M}×${K}/${block} A${bits}`);
-        if (M > 2) assertEquals(ref.scales[2], 0, "the zero row has scale 0");
-      }
-    });
-  },
-);
-
-Deno.test(
-  "rotqHadamard in chunks (rows wider than workgroup memory) matches the reference exactly",
-  gpuTest,
-  async () => {
-    await withRuntime(async (rt) => {
-      // K = 5 blocks of 64 in chunks of 2 blocks (the last chunk is one block), and K = 96
-      // with a chunk cap that is not a whole number of blocks (rounded down to 32).
-      for (const [M, K, block, chunk, bits] of [[7, 320, 64, 128, 8], [4, 96, 32, 40, 4]]) {
-        const x = activations(M, K, M * K);
-        const s = preMultiplier(K, block, K + 1);
         const xt = uploadTensor(rt, x, [M, K]);
         const st = uploadTensor(rt, s, [K]);
         const rec = new Recorder(rt);
         const q = rotqHadamard(rec, xt, { s: st, block }, bits, { chunk });
         const y = rotateHadamard(rec, xt, { s: st, block }, { chunk });
         await rec.submit();
+        const what = `${M}×${K}/${block} A${bits}${chunk ? ` chunk ${chunk}` : ""}`;
         const v = rotateHadamardRef(x, M, K, s, block);
-        assertEquals(Array.from(await readTensor(rt, y)), Array.from(v), `rotated ${M}×${K}`);
+        assertEquals(Array.from(await readTensor(rt, y)), Array.from(v), `rotated ${what}`);
         const ref = quantizeRows(v, M, K, bits);
-        assertQuantEqual(await readQuant(rt, q, M, K), ref, `chunked ${M}×${K}/${block}`);
+        assertQuantEqual(await readQuant(rt, q, M, K), ref, `hadamard ${what}`);
+        if (M > 2) assertEquals(ref.scales[2], 0, "the zero row has scale 0");
       }
     });
   },
