@@ -21,8 +21,8 @@
  * FFNs and the adaLN modulation linears included (issue 10; the paper's code kept the
  * last two in BF16) — as W4 TLQ codes with per-token A8 activations through the layer's
  * ARS rotation; x_embedder, context_embedder, time_text_embed.*, norm_out.linear and
- * proj_out stay f32 (bench/random_quant.ts). PARO at block density 0.3, INT8, over the
- * image tokens with the text tokens dense (bench/flux_paro.ts). The plans come from one
+ * proj_out stay f32 (FLUX_KEEP_FP, quantize's FLUX default). PARO at block density 0.3, INT8, over the
+ * image tokens with the text tokens dense (plugins/attention/paro_flux.ts). The plans come from one
  * FP32 calibration forward of the same model on the bench inputs (linear-input statistics
  * for ARS, image×image attention maps for PARO); before timing the quantized forward's
  * output is compared with that FP32 output (cosine, relative L2 in the note; cosine > 0.9
@@ -47,7 +47,8 @@ import { elementwise } from "../runtime/ops/elementwise.ts";
 import { StatsCollector } from "../runtime/quant/calibrate.ts";
 import { ParoStatsObserver } from "../runtime/quant/paro_calibrate.ts";
 import { planParo } from "../runtime/quant/paro_plan.ts";
-import { keepPattern } from "../runtime/quant/plan.ts";
+import { FLUX_KEEP_FP, keepPattern } from "../runtime/quant/plan.ts";
+import { FluxParoAttention, observeImageTokens } from "../plugins/attention/paro_flux.ts";
 import {
   type FluxConfig,
   fluxWeightShapes,
@@ -70,7 +71,6 @@ import {
   today,
   writeResults,
 } from "./harness.ts";
-import { FluxParoAttention, observeImageTokens } from "./flux_paro.ts";
 import { RandomFluxSource, setFluxPoolSize } from "./random_flux.ts";
 import {
   compareOutputs,
@@ -171,25 +171,12 @@ async function setup(
     selfAttention: variant?.selfAttention,
   });
   const g = new Prng(11);
-  const L = SHAPE.textTokens;
-  const emb = uploadTensor(
-    rt,
-    g.normals(L * c.jointAttentionDim),
-    [1, L, c.jointAttentionDim],
-    dtype,
-  );
-  const pooled = uploadTensor(
-    rt,
-    g.normals(c.pooledProjectionDim),
-    [1, c.pooledProjectionDim],
-    dtype,
-  );
-  const x = uploadTensor(rt, g.normals(c.latentChannels * SHAPE.latent ** 2), [
-    1,
-    c.latentChannels,
-    SHAPE.latent,
-    SHAPE.latent,
-  ]);
+  // Random inputs of a shape (f32 latents, the model's dtype for the conditioning).
+  const rand = (shape: number[], dt: "f32" | "f16" = dtype) =>
+    uploadTensor(rt, g.normals(shape.reduce((p, d) => p * d, 1)), shape, dt);
+  const emb = rand([1, SHAPE.textTokens, c.jointAttentionDim]);
+  const pooled = rand([1, c.pooledProjectionDim]);
+  const x = rand([1, c.latentChannels, SHAPE.latent, SHAPE.latent], "f32");
   const out = createTensor(rt, x.shape, "f32");
   const rec = new Recorder(rt, "flux conditioning");
   const cond = model.prepare(rec, emb, pooled, [3.5]);
@@ -296,15 +283,6 @@ function stepCase(name: string, double: number, single: number, dtype: "f32" | "
   };
 }
 
-/** Top-level linears the quantized rows keep in f32: embedders, conditioning, final layer. */
-const FLUX_KEEP_FP: readonly string[] = [
-  "x_embedder",
-  "context_embedder",
-  "time_text_embed.*",
-  "norm_out.linear",
-  "proj_out",
-];
-
 /** The W4A8 model (shared by both quantized rows), its PARO attention and the notes. */
 interface QuantFlux {
   s: StepSetup;
@@ -379,7 +357,7 @@ async function buildQuantFlux(c: FluxConfig, double: number, single: number): Pr
     } MB; ${vs(cmp)}`;
   const paroNote = `as w4a8_tlq_ars + PARO over the image tokens (masks from the calibration ` +
     `forward's image×image maps, 1 step group, density 0.3 of the image blocks), text tokens ` +
-    `dense (joint mask density ${paro.jointDensity.toFixed(3)}), INT8 Q/K/P/V; ${vs(cmpP)}`;
+    `dense (joint mask density ${paro.jointDensity(L0).toFixed(3)}), INT8 Q/K/P/V; ${vs(cmpP)}`;
   return { s, paro, notes: { w4a8, paro: paroNote } };
 }
 

@@ -9,6 +9,7 @@ import type { Runtime } from "../runtime/gpu/device.ts";
 import type { Linear } from "../runtime/model/linear.ts";
 import type { SelfAttention } from "./models/pixart.ts";
 import type { LayerStats } from "../runtime/quant/calibrate.ts";
+import type { CalibrationEmbeds } from "../runtime/quant/calibration_run.ts";
 import type { LayerRotation, RotationPlanOptions } from "../runtime/quant/rotation.ts";
 
 /** A weight matrix on the host: W [rows = N_out, cols = K_in], row-major f32. */
@@ -110,6 +111,8 @@ export interface AttentionPlanOptions {
   bits?: number;
   /** Calibration prompts; default the plugin's own. */
   prompts?: readonly string[];
+  /** Precomputed calibration inputs instead of prompts (FLUX: required). */
+  embeds?: CalibrationEmbeds;
   /** Sampler steps calibrated; default 20. */
   steps?: number;
   /** Progress after every calibration step. */

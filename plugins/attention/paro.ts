@@ -9,27 +9,32 @@
  *     pipeline.transformer.selfAttention = attn;
  *
  * In a quantized artifact the plan is `ParoPlan.tensors()` (per layer `attention.paro.<i>.perm`
- * [H, T] and `attention.paro.<i>.masks` [H, G, nb, mw], u32) plus `plan.meta` (JSON);
- * {@linkcode paroFromArtifact} rebuilds the self-attention from them.
+ * [H, T] and `attention.paro.<i>.masks` [H, G, nb, mw], u32) plus `plan.meta` (JSON) and
+ * its `form`: "image" (PixArt: the sequence is the h×w grid) or "flux-joint" (FLUX: the
+ * plan is made over the image tokens and runs over [text; image], text dense —
+ * plugins/attention/paro_flux.ts); {@linkcode paroFromArtifact} rebuilds the attention.
  *
  * @module
  */
 import type { AttentionContext } from "../models/pixart.ts";
 import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
-import { type Tensor, uploadTensor } from "../../runtime/gpu/tensor.ts";
+import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { AttentionInput } from "../../runtime/ops/attention.ts";
-import { attnSparse, type AttnSparseTuning } from "../../runtime/ops/attn_sparse.ts";
+import type { AttnSparseTuning } from "../../runtime/ops/attn_sparse.ts";
+import { modelFamily } from "../../runtime/quant/calibration_run.ts";
 import { calibrateParo, type ParoCalibrationOptions } from "../../runtime/quant/paro_calibrate.ts";
-import {
-  blocksOf,
-  maskWords,
-  ParoPlan,
-  type ParoPlanOptions,
-  planParo,
-  stepGroup,
-} from "../../runtime/quant/paro_plan.ts";
+import { ParoPlan, type ParoPlanOptions, planParo } from "../../runtime/quant/paro_plan.ts";
 import type { AttentionImpl, AttentionPlanData, AttentionPlugin } from "../types.ts";
+import { FluxParoAttention, observeImageTokens } from "./paro_flux.ts";
+import {
+  type ParoLayerTensors,
+  releaseParoLayers,
+  runParoLayer,
+  uploadParoLayer,
+} from "./paro_layers.ts";
+
+export { type ParoLayerTensors, releaseParoLayers, runParoLayer, uploadParoLayer };
 
 /** Default calibration prompts: two emoji of different categories. */
 export const PARO_CALIBRATION_PROMPTS: readonly string[] = ["grinning face", "red apple"];
@@ -45,13 +50,9 @@ export class ParoSelfAttention implements AttentionImpl {
   /** Uploads the plan's tensors to `rt`. */
   constructor(rt: Runtime, plan: ParoPlan, tuning?: AttnSparseTuning) {
     const m = plan.meta;
-    const nb = blocksOf(m.tokens);
     this.plan = plan;
     this.tuning = tuning;
-    this.#layers = plan.layers.map((l) => ({
-      perm: uploadTensor(rt, l.perm, [m.heads, m.tokens], "u32"),
-      masks: uploadTensor(rt, l.masks, [m.heads, m.groups, nb, maskWords(nb)], "u32"),
-    }));
+    this.#layers = plan.layers.map((l) => uploadParoLayer(rt, l, m.heads, m.groups, m.tokens));
   }
 
   /** Records PARO self-attention of layer `layer` (q/k/v [B, T, H·D] raster order). */
@@ -81,45 +82,6 @@ export class ParoSelfAttention implements AttentionImpl {
   }
 }
 
-/** One layer's plan on the GPU: token orders [H, T] and block masks [H, G, nb, words]. */
-export interface ParoLayerTensors {
-  perm: Tensor;
-  masks: Tensor;
-}
-
-/**
- * Records the block-sparse attention of one layer's uploaded plan, with the mask group of
- * the context's sampler step (shared by the PixArt and the FLUX adapters).
- */
-export function runParoLayer(
-  rec: Recorder,
-  l: ParoLayerTensors,
-  meta: ParoPlan["meta"],
-  q: AttentionInput,
-  k: AttentionInput,
-  v: AttentionInput,
-  ctx: AttentionContext,
-  tuning?: AttnSparseTuning,
-): Tensor {
-  return attnSparse(rec, q, k, v, {
-    heads: ctx.heads,
-    perm: l.perm,
-    masks: l.masks,
-    group: stepGroup(ctx.step, ctx.steps, meta.steps),
-    bits: meta.bits,
-    pScale: meta.pScale,
-    tuning,
-  });
-}
-
-/** Frees uploaded plan layers. */
-export function releaseParoLayers(layers: readonly ParoLayerTensors[]): void {
-  for (const l of layers) {
-    l.perm.release();
-    l.masks.release();
-  }
-}
-
 /** Options of {@linkcode planParoForModel}: calibration and plan settings. */
 export interface ParoModelPlanOptions
   extends Omit<ParoCalibrationOptions, "prompts">, ParoPlanOptions {
@@ -127,27 +89,44 @@ export interface ParoModelPlanOptions
   prompts?: readonly string[];
 }
 
-/** Calibrates the FP32 model on the prompts and makes the plan. */
+/** The form of a PARO plan: over the whole sequence, or FLUX's joint [text; image]. */
+export type ParoForm = "image" | "flux-joint";
+
+/**
+ * Calibrates the FP32 model (FLUX: on the image tokens of precomputed embeddings) and
+ * makes the plan (over the h×w image grid in both families).
+ */
 export async function planParoForModel(rt: Runtime, o: ParoModelPlanOptions): Promise<ParoPlan> {
-  const stats = await calibrateParo(rt, { ...o, prompts: o.prompts ?? PARO_CALIBRATION_PROMPTS });
+  const stats = await calibrateParo(rt, {
+    ...o,
+    prompts: o.prompts ?? PARO_CALIBRATION_PROMPTS,
+    wrap: (obs, inner, family) =>
+      family === "flux" ? observeImageTokens(obs, inner) : obs.wrap(inner),
+  });
   return planParo(stats, o);
 }
 
-/** The artifact form of a plan: metadata and tensors. */
-export function paroPlanData(plan: ParoPlan): AttentionPlanData {
-  return { meta: plan.meta, tensors: plan.tensors() };
+/** The artifact form of a plan: metadata (with its form) and tensors. */
+export function paroPlanData(plan: ParoPlan, form: ParoForm = "image"): AttentionPlanData {
+  return { meta: { ...plan.meta, form }, tensors: plan.tensors() };
 }
 
 /**
- * Rebuilds PARO self-attention from an artifact's stored plan: `meta` (the JSON of
- * `plan.meta`) and a getter of its u32 tensors by name.
+ * Rebuilds PARO attention from an artifact's stored plan: `meta` (the JSON of `plan.meta`
+ * with its `form`) and a getter of its u32 tensors by name. A "flux-joint" plan gives
+ * {@linkcode FluxParoAttention}, any other the image form.
  */
 export function paroFromArtifact(
   rt: Runtime,
   meta: unknown,
   get: (name: string) => Uint32Array,
-): ParoSelfAttention {
-  return new ParoSelfAttention(rt, ParoPlan.fromTensors(meta, get));
+): ParoSelfAttention | FluxParoAttention {
+  const form = (meta as { form?: unknown } | null)?.form ?? "image";
+  if (form !== "image" && form !== "flux-joint") {
+    throw new TypeError(`PARO plan metadata: form must be "image" or "flux-joint", got ${form}`);
+  }
+  const plan = ParoPlan.fromTensors(meta, get);
+  return form === "flux-joint" ? new FluxParoAttention(rt, plan) : new ParoSelfAttention(rt, plan);
 }
 
 function tensorGetter(data: AttentionPlanData): (name: string) => Uint32Array {
@@ -163,19 +142,21 @@ export const paroPlugin: AttentionPlugin = {
   kind: "attention",
   name: "paro",
   description:
-    "PAROAttention: per-head token reordering, block-sparse masks per step group, INT8/INT4 Q·K and P·V",
+    "PAROAttention: per-head token reordering, block-sparse masks per step group, INT8/INT4 Q·K and P·V (FLUX: image tokens, text dense)",
   bits: [8, 4, 16],
   plan: async (rt, o) => {
     const bits = (o.bits ?? 8) as 8 | 4 | 16;
     const plan = await planParoForModel(rt, {
       path: o.path,
       prompts: o.prompts,
+      embeds: o.embeds,
       steps: o.steps,
       density: o.density ?? 0.3,
       bits,
       onProgress: o.onProgress,
     });
-    return paroPlanData(plan);
+    const form = await modelFamily(o.path) === "flux" ? "flux-joint" : "image";
+    return paroPlanData(plan, form);
   },
   create: (rt, data) => {
     if (!data) throw new TypeError("PARO attention needs a plan (quantize --attention paro)");

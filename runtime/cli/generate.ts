@@ -6,9 +6,9 @@
  */
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { tensorToImage, writePng } from "../io/png.ts";
-import { openSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
-import { type CaptionEmbeds, loadPipeline, type SamplerName, SAMPLERS } from "../pipeline.ts";
+import { loadPipeline, type SamplerName, SAMPLERS } from "../pipeline.ts";
+import { readCaptionEmbeds, readLatents, readPooled } from "./embeds.ts";
 import { FluxModel } from "../../plugins/models/flux.ts";
 import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
 import {
@@ -54,103 +54,6 @@ async function exists(path: string): Promise<boolean> {
 async function checkWritable(path: string, force: boolean, flag: string): Promise<void> {
   if (!force && await exists(path)) {
     throw new UsageError(`${path} exists; pass --force to overwrite it or choose another ${flag}`);
-  }
-}
-
-async function readCaptionEmbeds(path: string): Promise<CaptionEmbeds> {
-  const f = await openSafetensors(path);
-  try {
-    const need = (name: string) => {
-      const t = f.tensors.get(name);
-      if (!t) throw new UsageError(`${path}: missing tensor "${name}"`);
-      return t;
-    };
-    const pe = need("prompt_embeds");
-    const shape = pe.shape.length === 2 ? [1, ...pe.shape] : pe.shape;
-    if (shape.length !== 3) {
-      throw new UsageError(`${path}: prompt_embeds must be [B, L, C], got [${pe.shape}]`);
-    }
-    const [B, L] = shape;
-    const maskOf = async (name: string) => {
-      const t = f.tensors.get(name);
-      if (!t) return undefined;
-      if (t.shape.reduce((a, b) => a * b, 1) !== B * L) {
-        throw new UsageError(`${path}: ${name} must be [${B}, ${L}], got [${t.shape}]`);
-      }
-      return await f.readF32(name);
-    };
-    const out: CaptionEmbeds = {
-      embeds: await f.readF32("prompt_embeds"),
-      mask: await maskOf("prompt_attention_mask"),
-      shape: shape as [number, number, number],
-    };
-    const ne = f.tensors.get("negative_prompt_embeds");
-    if (ne) {
-      const n = ne.shape.reduce((a, b) => a * b, 1);
-      if (n !== B * L * shape[2]) {
-        throw new UsageError(
-          `${path}: negative_prompt_embeds must match prompt_embeds [${shape}], got [${ne.shape}]`,
-        );
-      }
-      out.negative = {
-        embeds: await f.readF32("negative_prompt_embeds"),
-        mask: await maskOf("negative_prompt_attention_mask"),
-      };
-    }
-    if (f.tensors.has("pooled_prompt_embeds")) await readPooledInto(f, path, out);
-    return out;
-  } finally {
-    f.close();
-  }
-}
-
-/** FLUX: pooled_prompt_embeds [B, P] (+ negative_pooled_prompt_embeds) into `out`. */
-async function readPooledInto(f: SafetensorsFile, path: string, out: CaptionEmbeds): Promise<void> {
-  const B = out.shape[0];
-  const t = f.tensors.get("pooled_prompt_embeds");
-  if (!t) throw new UsageError(`${path}: missing tensor "pooled_prompt_embeds"`);
-  const n = t.shape.reduce((a, b) => a * b, 1);
-  if (
-    (t.shape.length !== 2 && t.shape.length !== 1) || n % B ||
-    (t.shape.length === 2 && t.shape[0] !== B)
-  ) {
-    throw new UsageError(`${path}: pooled_prompt_embeds must be [${B}, P], got [${t.shape}]`);
-  }
-  out.pooled = await f.readF32("pooled_prompt_embeds");
-  const ne = f.tensors.get("negative_pooled_prompt_embeds");
-  if (ne) {
-    if (ne.shape.reduce((a, b) => a * b, 1) !== n) {
-      throw new UsageError(
-        `${path}: negative_pooled_prompt_embeds must match pooled_prompt_embeds [${t.shape}]`,
-      );
-    }
-    if (!out.negative) {
-      throw new UsageError(`${path}: negative_pooled_prompt_embeds needs negative_prompt_embeds`);
-    }
-    out.negative.pooled = await f.readF32("negative_pooled_prompt_embeds");
-  }
-}
-
-async function readPooled(path: string, out: CaptionEmbeds): Promise<void> {
-  const f = await openSafetensors(path);
-  try {
-    await readPooledInto(f, path, out);
-  } finally {
-    f.close();
-  }
-}
-
-async function readLatents(path: string): Promise<{ data: Float32Array; shape: number[] }> {
-  const f = await openSafetensors(path);
-  try {
-    const t = f.tensors.get("latents");
-    if (!t) throw new UsageError(`${path}: missing tensor "latents"`);
-    if (t.shape.length !== 4) {
-      throw new UsageError(`${path}: latents must be [B, C, H, W], got [${t.shape}]`);
-    }
-    return { data: await f.readF32("latents"), shape: [...t.shape] };
-  } finally {
-    f.close();
   }
 }
 

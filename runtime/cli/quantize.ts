@@ -8,9 +8,10 @@
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
 import { ABITS } from "../quant/qlinear.ts";
-import { DEFAULT_KEEP_FP } from "../quant/plan.ts";
+import { DEFAULT_KEEP_FP, FLUX_KEEP_FP } from "../quant/plan.ts";
 import { quantizeModel, writeArtifact } from "../quant/quantize.ts";
 import { formatReport, measureActivationError } from "../quant/report.ts";
+import { readCalibrationEmbeds } from "./embeds.ts";
 import {
   CalibrationProgress,
   choiceOption,
@@ -36,14 +37,22 @@ export const QUANTIZE_USAGE =
   --group-size G          uniform: group size along K (0 = per row, default; 64, 128)
   --symmetric             uniform: symmetric (default for W8 with integer activations)
   --keep-fp LIST          comma-separated layer patterns kept in full precision (* wildcard);
-                          default ${DEFAULT_KEEP_FP.join(",")}
+                          default by the model's family (config _class_name): PixArt
+                          ${DEFAULT_KEEP_FP.join(",")};
+                          FLUX ${FLUX_KEEP_FP.join(",")}
   --out FILE.safetensors  the artifact (refused if it exists, unless --force)
   --force                 overwrite --out
   --calib-prompts N       rotations / paro: calibration prompts (default: each plugin's own;
                           rotation statistics are cached per model and settings)
+  --calib-embeds FILE     rotations / paro on FLUX (required there: no text encoder): safetensors
+                          with prompt_embeds [B,L,C] + pooled_prompt_embeds [B,P] (as generate
+                          --caption-embeds), each batch row one calibration prompt; optional
+                          latents [B,C,H,W] give the noise and the calibrated size (PARO plans
+                          are per size; default FLUX's 128×128 latent); run with flow-euler
   --calib-steps N         rotations / paro: sampler steps per calibration prompt (default 20)
   --report                print per-layer weight SQNR and activation-quantization error
-  --report-prompts N      prompts the activation error is measured on (default 2)
+  --report-prompts N      prompts the activation error is measured on (default 2; with
+                          --calib-embeds its rows)
   --report-steps N        sampler steps per prompt for it (default 3)
   --adapter A             auto (default), gpu or cpu (for --report)
   --json                  print a JSON summary as the last line of stdout`;
@@ -65,6 +74,7 @@ export async function quantize(args: string[]): Promise<number> {
     out: { type: "string" },
     force: { type: "boolean" },
     "calib-prompts": { type: "string" },
+    "calib-embeds": { type: "string" },
     "calib-steps": { type: "string" },
     report: { type: "boolean" },
     "report-prompts": { type: "string" },
@@ -114,6 +124,12 @@ export async function quantize(args: string[]): Promise<number> {
   if (!v.force && await Deno.stat(out).then(() => true, () => false)) {
     throw new UsageError(`${out} exists; pass --force to overwrite it or choose another --out`);
   }
+  if (v["calib-embeds"] !== undefined && v["calib-prompts"] !== undefined) {
+    throw new UsageError("give --calib-prompts or --calib-embeds, not both");
+  }
+  const calibEmbeds = v["calib-embeds"] === undefined
+    ? undefined
+    : await readCalibrationEmbeds(v["calib-embeds"]);
 
   const t0 = performance.now();
   let bar: ProgressBar | undefined;
@@ -132,6 +148,7 @@ export async function quantize(args: string[]): Promise<number> {
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
       prompts: calibPrompts === undefined ? undefined : CALIBRATION_PROMPTS.slice(0, calibPrompts),
+      embeds: calibEmbeds,
       steps: calibSteps,
     },
     onCalibration: (p) => cal.update(p),
@@ -159,13 +176,15 @@ export async function quantize(args: string[]): Promise<number> {
       const rt = await createRuntime({ adapter });
       try {
         info(`measuring activation error on ${rt.info.description} ...`);
-        const bar2 = new ProgressBar("activations", reportPrompts * reportSteps);
+        const n = calibEmbeds?.embeds.shape[0] ?? reportPrompts; // FLUX: the --calib-embeds rows
+        const bar2 = new ProgressBar("activations", n * reportSteps);
         act = await measureActivationError(rt, {
           model: v.model,
           layers: q.map((l) => l.name),
           abits,
           rotations: r.rotations,
           prompts: CALIBRATION_PROMPTS.slice(0, reportPrompts),
+          embeds: calibEmbeds,
           steps: reportSteps,
           onProgress: (p) => bar2.update(p.prompt * p.steps + p.step),
         });

@@ -9,8 +9,13 @@
  * caption encoder of the source model when it has one; `attention.<name>` (U32) the
  * attention plugin's plan (PARO's permutations and masks).
  * Metadata: `webdit.artifact` (format version), `webdit.plan` (runtime/quant/plan.ts),
- * `webdit.transformer_config`, and `webdit.text_encoder_config` + `webdit.vocab` with
- * the encoder, `webdit.attention` (`{ plugin, meta }`) with an attention plan.
+ * `webdit.transformer_config`, `webdit.family` (the model plugin: "pixart", "flux"), and
+ * `webdit.text_encoder_config` + `webdit.vocab` with the encoder, `webdit.attention`
+ * (`{ plugin, meta }`) with an attention plan, `webdit.scheduler_config` with the source's
+ * scheduler/scheduler_config.json (FLUX's flow-matching shift).
+ *
+ * The transformer's family follows its config's `_class_name`: PixArt or FLUX (no caption
+ * encoder: `generate --caption-embeds`).
  *
  * @module
  */
@@ -26,6 +31,9 @@ import {
 } from "../../plugins/models/emoji_encoder.ts";
 import { EmojiTokenizer } from "../../plugins/models/emoji_tokenizer.ts";
 import { loadPixArt, type PixArtModel } from "../../plugins/models/pixart.ts";
+import { type FluxModel, loadFlux } from "../../plugins/models/flux.ts";
+import { parseFlowSchedulerConfig, parseFluxConfig } from "../../plugins/models/flux_config.ts";
+import { type FlowEulerConfig, FLUX_FLOW_CONFIG } from "../sampling/flow_euler.ts";
 import { createDefaultRegistry } from "../builtins.ts";
 import { parsePixArtConfig } from "../../plugins/models/pixart_config.ts";
 import { CheckpointError } from "../errors.ts";
@@ -52,6 +60,8 @@ export const META = {
   encoderConfig: "webdit.text_encoder_config",
   vocab: "webdit.vocab",
   attention: "webdit.attention",
+  family: "webdit.family",
+  schedulerConfig: "webdit.scheduler_config",
 } as const;
 
 /** Tensor-name prefixes of an artifact. */
@@ -434,13 +444,14 @@ class ArtifactPipeline extends Pipeline {
     rt: Runtime,
     path: string,
     parts: {
-      transformer: PixArtModel;
+      transformer: PixArtModel | FluxModel;
       encoder?: EmojiCaptionEncoder;
       tokenizer?: EmojiTokenizer;
       attention?: AttentionImpl;
+      scheduler?: FlowEulerConfig;
     },
   ) {
-    super(rt, path, parts.transformer, parts.encoder, parts.tokenizer);
+    super(rt, path, parts.transformer, parts.encoder, parts.tokenizer, parts.scheduler);
     this.#attention = parts.attention;
   }
 
@@ -462,6 +473,8 @@ export async function loadArtifactPipeline(
   const a = await openArtifact(path);
   const dtype = o.dtype ?? "f32";
   try {
+    const raw = a.transformerConfig as Record<string, unknown> | null;
+    if (raw?._class_name === "FluxTransformer2DModel") return await loadFluxArtifact(rt, a, o);
     const config = parsePixArtConfig(a.transformerConfig, `${path} (${META.transformerConfig})`);
     const transformer = await loadPixArt(rt, a.transformerSource(), config, {
       dtype,
@@ -504,5 +517,42 @@ export async function loadArtifactPipeline(
     }
   } finally {
     a.close();
+  }
+}
+
+/** A FLUX artifact: the quantized transformer, its attention plan and scheduler config. */
+async function loadFluxArtifact(
+  rt: Runtime,
+  a: Artifact,
+  o: ArtifactPipelineOptions,
+): Promise<Pipeline> {
+  const path = a.path;
+  const dtype = o.dtype ?? "f32";
+  const config = parseFluxConfig(a.transformerConfig, `${path} (${META.transformerConfig})`);
+  const stext = a.file.metadata[META.schedulerConfig];
+  let scheduler: FlowEulerConfig = { ...FLUX_FLOW_CONFIG };
+  if (stext !== undefined) {
+    const field = `__metadata__.${META.schedulerConfig}`;
+    let sraw: unknown;
+    try {
+      sraw = JSON.parse(stext);
+    } catch (e) {
+      throw new CheckpointError(path, `invalid JSON: ${(e as Error).message}`, field);
+    }
+    scheduler = parseFlowSchedulerConfig(sraw, `${path} (${META.schedulerConfig})`);
+  }
+  const transformer = await loadFlux(rt, a.transformerSource(), config, {
+    dtype,
+    linears: a.linears(dtype, o.rotations),
+  });
+  let attention: AttentionImpl | undefined;
+  try {
+    attention = await a.attention(rt);
+    if (attention) transformer.selfAttention = attention;
+    return new ArtifactPipeline(rt, path, { transformer, attention, scheduler });
+  } catch (e) {
+    transformer.release();
+    attention?.release();
+    throw e;
   }
 }

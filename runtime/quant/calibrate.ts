@@ -7,8 +7,9 @@
  * are kept beyond the sample.
  *
  * The result is cached at `.cache/calib/<model hash>-<settings hash>.safetensors`, keyed
- * by the sha-256 of the transformer weights and the prompts, steps, guidance, sampler,
- * seed and sample size.
+ * by the sha-256 of the transformer weights and the prompts (or the sha-256 of the
+ * precomputed embeddings FLUX calibrates on), steps, guidance, sampler, seed and sample
+ * size.
  *
  * @module
  */
@@ -25,7 +26,14 @@ import { actStatsRef, type ChannelStats, rmsOf } from "../reference/act_stats.ts
 import { DEFAULT_MODEL_DIR, type SamplerName } from "../pipeline.ts";
 import { transformerDir } from "../io/safetensors_index.ts";
 import { CheckpointError } from "../errors.ts";
-import { runCalibration } from "./calibration_run.ts";
+import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
+import {
+  type CalibrationEmbeds,
+  calibrationEmbedsHash,
+  fluxNeedsEmbedsError,
+  modelFamily,
+  runCalibration,
+} from "./calibration_run.ts";
 
 /**
  * The default calibration prompts: one per category of the emoji set (faces, people,
@@ -71,8 +79,10 @@ export interface CalibrationStats {
 
 /** What a calibration run depends on (besides the weights). */
 export interface CalibrationSettings {
-  /** Prompts. */
+  /** Prompts (empty with precomputed embeddings). */
   prompts: string[];
+  /** sha-256 of the precomputed embeddings (`--calib-embeds`), when calibrated on them. */
+  embeds?: string;
   /** Sampler steps. */
   steps: number;
   /** Guidance scale. */
@@ -91,11 +101,13 @@ export interface CalibrateOptions {
   path?: string;
   /** Prompts; default {@linkcode CALIBRATION_PROMPTS}. */
   prompts?: readonly string[];
+  /** Precomputed inputs instead of prompts (required for FLUX; each batch row one prompt). */
+  embeds?: CalibrationEmbeds;
   /** Sampler steps; default 20. */
   steps?: number;
-  /** Guidance; default 4.5. */
+  /** Guidance; default 4.5 (FLUX: the guidance embedder's 3.5). */
   guidance?: number;
-  /** Sampler; default dpm++2m. */
+  /** Sampler; default dpm++2m (FLUX: flow-euler). */
   sampler?: SamplerName;
   /** First seed; default 0. */
   seed?: number;
@@ -304,15 +316,19 @@ export class StatsCollector {
  */
 export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<CalibrationStats> {
   const path = o.path ?? DEFAULT_MODEL_DIR;
+  const flux = await modelFamily(path) === "flux";
+  if (flux && !o.embeds) throw fluxNeedsEmbedsError("Calibrating a rotation");
   const settings: CalibrationSettings = {
-    prompts: [...(o.prompts ?? CALIBRATION_PROMPTS)],
+    prompts: o.embeds ? [] : [...(o.prompts ?? CALIBRATION_PROMPTS)],
     steps: o.steps ?? 20,
-    guidance: o.guidance ?? 4.5,
-    sampler: o.sampler ?? "dpm++2m",
+    guidance: o.guidance ?? (flux ? FLUX_DEFAULT_GUIDANCE : 4.5),
+    sampler: o.sampler ?? (flux ? "flow-euler" : "dpm++2m"),
     seed: o.seed ?? 0,
     sampleRows: o.sampleRows ?? 256,
   };
-  if (settings.prompts.length === 0) throw new RangeError("Calibration needs at least one prompt");
+  if (o.embeds) settings.embeds = calibrationEmbedsHash(o.embeds);
+  const count = o.embeds ? o.embeds.embeds.shape[0] : settings.prompts.length;
+  if (count === 0) throw new RangeError("Calibration needs at least one prompt");
   const modelHash = await transformerWeightsHash(path);
   const cacheDir = o.cacheDir === undefined ? DEFAULT_CALIB_CACHE : o.cacheDir;
   const file = cacheDir ? join(cacheDir, calibrationCacheName(modelHash, settings)) : undefined;
@@ -322,12 +338,13 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
   }
   const collector = new StatsCollector(
     settings.sampleRows,
-    settings.prompts.length * settings.steps,
+    count * settings.steps,
   );
   try {
     await runCalibration(rt, {
       path,
       prompts: settings.prompts,
+      embeds: o.embeds,
       steps: settings.steps,
       guidance: settings.guidance,
       sampler: settings.sampler,

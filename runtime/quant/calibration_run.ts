@@ -5,58 +5,157 @@
  * their statistics on the GPU and read them back when asked; nothing here keeps
  * activations.
  *
+ * A model with its own caption encoder (the bundled PixArt) runs text prompts with
+ * dpm++2m; a FLUX model has no text encoder here, so it runs precomputed embeddings
+ * ({@linkcode CalibrationEmbeds}: each batch row one prompt) with flow-euler and the
+ * model's scheduler config, as `generate` does.
+ *
  * @module
  */
+import { FluxModel } from "../../plugins/models/flux.ts";
+import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
 import type { SelfAttention } from "../../plugins/models/pixart.ts";
 import type { Runtime } from "../gpu/device.ts";
 import type { LinearFactory } from "../model/linear.ts";
 import { denseLinears } from "../model/linear.ts";
-import { loadPipeline, type SamplerName } from "../pipeline.ts";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { transformerDir } from "../io/safetensors_index.ts";
+import {
+  type CaptionEmbeds,
+  DEFAULT_MODEL_DIR,
+  loadPipeline,
+  type SamplerName,
+} from "../pipeline.ts";
+
+/** The model families calibration tells its observers apart by. */
+export type CalibrationFamily = "pixart" | "flux";
+
+/**
+ * Precomputed calibration inputs (`quantize --calib-embeds`): caption embeddings under
+ * diffusers' names, each batch row one calibration prompt, and optionally the initial
+ * noise [B, C, H, W] (its H×W is the calibrated latent size).
+ */
+export interface CalibrationEmbeds {
+  /** prompt_embeds [B, L, C] (+ mask, negatives; FLUX: pooled_prompt_embeds [B, P]). */
+  embeds: CaptionEmbeds;
+  /** Initial noise of each row, [B, C, H, W]; default seeded noise at the model's size. */
+  latents?: { data: Float32Array; shape: number[] };
+}
+
+/** The family of a model folder, from its transformer config's `_class_name`. */
+export async function modelFamily(path: string = DEFAULT_MODEL_DIR): Promise<CalibrationFamily> {
+  const file = join(await transformerDir(path), "config.json");
+  const cfg = JSON.parse(await Deno.readTextFile(file).catch(() => "{}"));
+  return cfg?._class_name === "FluxTransformer2DModel" ? "flux" : "pixart";
+}
+
+/** sha-256 (hex) of calibration embeddings: shapes and every value (the cache key's part). */
+export function calibrationEmbedsHash(e: CalibrationEmbeds): string {
+  const h = createHash("sha256");
+  const put = (name: string, a: Float32Array | undefined) => {
+    h.update(`${name}:${a ? a.length : -1};`);
+    if (a) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  };
+  h.update(JSON.stringify({ shape: e.embeds.shape, latents: e.latents?.shape ?? null }));
+  put("embeds", e.embeds.embeds);
+  put("mask", e.embeds.mask);
+  put("pooled", e.embeds.pooled);
+  put("negative", e.embeds.negative?.embeds);
+  put("negative_mask", e.embeds.negative?.mask);
+  put("negative_pooled", e.embeds.negative?.pooled);
+  put("latents", e.latents?.data);
+  return h.digest("hex");
+}
+
+/** The error a FLUX calibration without embeddings gives (names the CLI flag). */
+export function fluxNeedsEmbedsError(what: string): RangeError {
+  return new RangeError(
+    `${what} on a FLUX model needs precomputed embeddings: FLUX has no text encoder here; ` +
+      "pass --calib-embeds FILE (safetensors with prompt_embeds [B, L, C] and " +
+      "pooled_prompt_embeds [B, P]; each batch row is one calibration prompt)",
+  );
+}
 
 /** Options of {@linkcode runCalibration}. */
 export interface CalibrationRunOptions {
   /** Model folder; default the bundled model. */
   path?: string;
-  /** Calibration prompts (≥ 8 across categories for linear statistics). */
+  /** Calibration prompts (≥ 8 across categories for linear statistics); unused with `embeds`. */
   prompts: readonly string[];
+  /** Precomputed inputs instead of the prompts (required for FLUX). */
+  embeds?: CalibrationEmbeds;
   /** Sampler steps (every timestep is observed); default 20. */
   steps?: number;
-  /** Guidance scale; default 4.5 (the batch is [uncond, cond], as in generation). */
+  /** Guidance scale; default 4.5 (the batch is [uncond, cond]); FLUX: the embedder's 3.5. */
   guidance?: number;
-  /** Sampler; default dpm++2m. */
+  /** Sampler; default dpm++2m (FLUX: flow-euler, the only one). */
   sampler?: SamplerName;
   /** First seed; prompt i uses seed + i. Default 0. */
   seed?: number;
   /** Wraps the dense layers, e.g. with an input-statistics observer. */
   linears?: (inner: LinearFactory) => LinearFactory;
-  /** Wraps dense self-attention, e.g. with an attention-map observer. */
-  selfAttention?: (inner: SelfAttention) => SelfAttention;
+  /** Wraps dense self-attention, e.g. with an attention-map observer (told the family). */
+  selfAttention?: (inner: SelfAttention, family: CalibrationFamily) => SelfAttention;
   /** Progress: prompt index, step and totals. */
   onProgress?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
 }
 
+/** Row `i` of batched embeddings (and of its latents) as a batch of one. */
+function embedsRow(e: CalibrationEmbeds, i: number): CalibrationEmbeds {
+  const [B, L, C] = e.embeds.shape;
+  const n = L * C;
+  const row = (a: Float32Array | undefined, w: number) => a?.slice(i * w, (i + 1) * w);
+  const p = e.embeds.pooled ? e.embeds.pooled.length / B : 0;
+  const neg = e.embeds.negative;
+  const lat = e.latents;
+  const ln = lat ? lat.data.length / lat.shape[0] : 0;
+  return {
+    embeds: {
+      embeds: row(e.embeds.embeds, n)!,
+      mask: row(e.embeds.mask, L),
+      shape: [1, L, C],
+      pooled: row(e.embeds.pooled, p),
+      negative: neg
+        ? { embeds: row(neg.embeds, n)!, mask: row(neg.mask, L), pooled: row(neg.pooled, p) }
+        : undefined,
+    },
+    latents: lat ? { data: row(lat.data, ln)!, shape: [1, ...lat.shape.slice(1)] } : undefined,
+  };
+}
+
 /** Runs the FP32 model over the prompts and timesteps with the observers installed. */
 export async function runCalibration(rt: Runtime, o: CalibrationRunOptions): Promise<void> {
-  if (o.prompts.length === 0) throw new RangeError("Calibration needs at least one prompt");
+  const count = o.embeds ? o.embeds.embeds.shape[0] : o.prompts.length;
+  if (count === 0) throw new RangeError("Calibration needs at least one prompt");
   const dense = denseLinears("f32");
   const pipe = await loadPipeline(rt, {
     path: o.path,
     linears: o.linears ? o.linears(dense) : dense,
   });
   try {
+    const flux = pipe.model instanceof FluxModel;
+    if (flux && !o.embeds) throw fluxNeedsEmbedsError("Calibration");
     if (o.selfAttention) {
-      pipe.model.selfAttention = o.selfAttention(pipe.model.selfAttention);
+      pipe.model.selfAttention = o.selfAttention(
+        pipe.model.selfAttention,
+        flux ? "flux" : "pixart",
+      );
     }
     const steps = o.steps ?? 20;
-    for (let i = 0; i < o.prompts.length; i++) {
+    for (let i = 0; i < count; i++) {
+      const row = o.embeds ? embedsRow(o.embeds, i) : undefined;
       await pipe.generate({
-        prompt: o.prompts[i],
+        prompt: row ? undefined : o.prompts[i],
+        captionEmbeds: row?.embeds,
+        latents: row?.latents?.data,
+        height: row?.latents?.shape[2],
+        width: row?.latents?.shape[3],
         seed: (o.seed ?? 0) + i,
         steps,
-        guidance: o.guidance ?? 4.5,
-        sampler: o.sampler ?? "dpm++2m",
-        onStep: (s) =>
-          o.onProgress?.({ prompt: i, prompts: o.prompts.length, step: s.step, steps }),
+        guidance: o.guidance ?? (flux ? FLUX_DEFAULT_GUIDANCE : 4.5),
+        sampler: o.sampler ?? (flux ? "flow-euler" : "dpm++2m"),
+        onStep: (s) => o.onProgress?.({ prompt: i, prompts: count, step: s.step, steps }),
       });
     }
   } finally {

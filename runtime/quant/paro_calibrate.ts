@@ -22,7 +22,11 @@ import { elementwise } from "../ops/elementwise.ts";
 import { gemm } from "../ops/gemm.ts";
 import { slice } from "../ops/patch.ts";
 import { softmax } from "../ops/softmax.ts";
-import { runCalibration } from "./calibration_run.ts";
+import {
+  type CalibrationEmbeds,
+  type CalibrationFamily,
+  runCalibration,
+} from "./calibration_run.ts";
 import {
   blocksOf,
   type BlockStats,
@@ -157,7 +161,13 @@ export class ParoStatsObserver {
     }
     const qv = q instanceof Tensor ? { tensor: q } : q;
     const kv = k instanceof Tensor ? { tensor: k } : k;
-    const [B, , W] = qv.tensor.shape;
+    const [B, rows, W] = qv.tensor.shape;
+    if (rows !== T) { // FLUX's joint [text; image] sequence: observe the image rows only
+      throw new RangeError(
+        `PARO calibration: q has ${rows} tokens, the ${ctx.h}×${ctx.w} grid ${T}; ` +
+          "pass the image tokens alone (plugins/attention/paro_flux.ts observeImageTokens)",
+      );
+    }
     const D = (qv.width ?? W - (qv.column ?? 0)) / H;
     const head = (x: { tensor: Tensor; column?: number }, b: number, h: number) => {
       const cols = slice(rec, x.tensor, -1, (x.column ?? 0) + h * D, D); // [B, T, D]
@@ -248,9 +258,16 @@ export interface ParoCalibrationOptions extends ParoObserverOptions {
   path?: string;
   /** Calibration prompts (1–2 are enough: the patterns hardly depend on the prompt). */
   prompts: readonly string[];
+  /** Precomputed inputs instead of the prompts (required for FLUX). */
+  embeds?: CalibrationEmbeds;
   /** Sampler steps; default 20. */
   steps?: number;
-  /** Guidance scale; default 4.5. */
+  /**
+   * Installs the observer around the model's attention; default `obs.wrap(inner)` (the
+   * whole sequence is the h×w grid: PixArt). FLUX passes its image-token observer.
+   */
+  wrap?: (obs: ParoStatsObserver, inner: SelfAttention, family: CalibrationFamily) => SelfAttention;
+  /** Guidance scale; default 4.5 (FLUX: 3.5). */
   guidance?: number;
   /** First seed; default 0. */
   seed?: number;
@@ -265,10 +282,11 @@ export async function calibrateParo(rt: Runtime, o: ParoCalibrationOptions): Pro
     await runCalibration(rt, {
       path: o.path,
       prompts: o.prompts,
+      embeds: o.embeds,
       steps: o.steps,
       guidance: o.guidance,
       seed: o.seed,
-      selfAttention: (inner) => obs.wrap(inner),
+      selfAttention: (inner, family) => o.wrap ? o.wrap(obs, inner, family) : obs.wrap(inner),
       onProgress: o.onProgress,
     });
     return await obs.read();

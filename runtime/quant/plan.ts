@@ -20,6 +20,24 @@ export const DEFAULT_KEEP_FP: readonly string[] = [
   "proj_out",
 ];
 
+/**
+ * The layers FLUX keeps in full precision: the embedders, the timestep / guidance /
+ * pooled-text conditioning and the final layer (AdaLayerNormContinuous's linear and
+ * proj_out); every double- and single-block linear is quantized.
+ */
+export const FLUX_KEEP_FP: readonly string[] = [
+  "x_embedder",
+  "context_embedder",
+  "time_text_embed.*",
+  "norm_out.linear",
+  "proj_out",
+];
+
+/** The default keep-FP list of a transformer class (diffusers' `_class_name`). */
+export function defaultKeepFp(className: string | undefined): readonly string[] {
+  return className === "FluxTransformer2DModel" ? FLUX_KEEP_FP : DEFAULT_KEEP_FP;
+}
+
 /** What a plan is made from (the quantize command's options). */
 export interface QuantSettings {
   /** Weight quantizer plugin ("uniform", "tlq"). */

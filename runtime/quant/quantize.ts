@@ -8,8 +8,14 @@
  * FP32 model on a GPU runtime.
  *
  * The linear layers are the checkpoint's `*.weight` tensors of rank ≥ 2; those matching
- * a keep-FP pattern (default METHODS.md's: patch embed, adaLN-single, caption projection,
- * final layer) or whose K is not a multiple of 4 stay in full precision.
+ * a keep-FP pattern or whose K is not a multiple of 4 stay in full precision. The default
+ * patterns follow the model's family (config `_class_name`): PixArt keeps METHODS.md's
+ * patch embed, adaLN-single, caption projection and final layer; FLUX its embedders,
+ * time_text_embed, norm_out.linear and proj_out (runtime/quant/plan.ts).
+ *
+ * FLUX has no text encoder here: its calibration (any rotation, PARO) runs on precomputed
+ * embeddings (`calibration.embeds`, `quantize --calib-embeds`) with flow-euler and the
+ * model's scheduler, which the artifact stores for `generate`.
  *
  * @module
  */
@@ -25,11 +31,12 @@ import { a16Params, int8Lut, int8LutError } from "../reference/qgemm.ts";
 import type { PluginRegistry } from "../registry.ts";
 import { createRuntime, type Runtime } from "../gpu/device.ts";
 import { calibrate, type CalibrationStats, transformerWeightsHash } from "./calibrate.ts";
+import { type CalibrationEmbeds, fluxNeedsEmbedsError } from "./calibration_run.ts";
 import { codesName, META, paramName, PREFIX, rotationName } from "./artifact.ts";
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import {
   ARTIFACT_VERSION,
-  DEFAULT_KEEP_FP,
+  defaultKeepFp,
   keepPattern,
   type LayerPlan,
   type QuantPlan,
@@ -53,8 +60,16 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   onLayer?: (done: number, total: number, name: string) => void;
   /** Runtime for the calibration run a rotation needs; default a new one (auto adapter). */
   runtime?: Runtime;
-  /** Calibration run of the rotations: prompts, steps, cache (runtime/quant/calibrate.ts). */
-  calibration?: { prompts?: readonly string[]; steps?: number; cacheDir?: string | false };
+  /**
+   * Calibration run of the rotations and PARO: prompts, or precomputed embeddings (FLUX:
+   * required), steps, cache (runtime/quant/calibrate.ts).
+   */
+  calibration?: {
+    prompts?: readonly string[];
+    embeds?: CalibrationEmbeds;
+    steps?: number;
+    cacheDir?: string | false;
+  };
   /** Rotation plan knobs (τ, α, smoothing, seed…; runtime/quant/rotation.ts). */
   rotationOptions?: Partial<Omit<RotationPlanOptions, "rotation">>;
   /** Progress of the calibration run. */
@@ -135,8 +150,15 @@ export function quantizedBytes(q: QuantizedWeight, abits: number): number {
   return codes + l.scale.byteLength + extra;
 }
 
-/** Checks the settings against the registry; returns them complete. */
-export function resolveSettings(o: QuantizeOptions, registry: PluginRegistry): QuantSettings {
+/**
+ * Checks the settings against the registry; returns them complete (the keep-FP default is
+ * that of the transformer class `className`).
+ */
+export function resolveSettings(
+  o: QuantizeOptions,
+  registry: PluginRegistry,
+  className?: string,
+): QuantSettings {
   const q = registry.get("quantizer", o.quantizer);
   if (!q.bits.includes(o.wbits)) {
     throw new RangeError(`quantizer "${q.name}" takes ${q.bits.join(", ")} bits, not ${o.wbits}`);
@@ -178,7 +200,7 @@ export function resolveSettings(o: QuantizeOptions, registry: PluginRegistry): Q
     attnBits: o.attnBits ?? null,
     groupSize: o.groupSize ?? 0,
     symmetric,
-    keepFp: o.keepFp ?? [...DEFAULT_KEEP_FP],
+    keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
 }
 
@@ -202,6 +224,7 @@ async function planAttention(
       density: settings.density ?? undefined,
       bits: settings.attnBits ?? undefined,
       prompts: o.calibration?.prompts,
+      embeds: o.calibration?.embeds,
       steps: o.calibration?.steps,
       onProgress: o.onCalibration,
     });
@@ -220,8 +243,6 @@ async function planAttention(
  */
 export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult> {
   const registry = o.registry ?? createDefaultRegistry();
-  const settings = resolveSettings(o, registry);
-  const plugin = registry.get("quantizer", settings.quantizer);
   const dir = o.model ?? DEFAULT_MODEL_DIR;
   const tdir = await transformerDir(dir);
   const cfgText = await readText(join(tdir, "config.json"));
@@ -230,6 +251,16 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     cfg = JSON.parse(cfgText);
   } catch (e) {
     throw new CheckpointError(join(tdir, "config.json"), `invalid JSON: ${(e as Error).message}`);
+  }
+  const className = String(cfg._class_name ?? "unknown");
+  const settings = resolveSettings(o, registry, className);
+  const plugin = registry.get("quantizer", settings.quantizer);
+  const family = registry.list("model").find((m) => m.className === className)?.name;
+  if (family === "flux" && !o.calibration?.embeds) { // before any work: name the flag
+    if (settings.rotation !== "none") throw fluxNeedsEmbedsError(`--rotation ${settings.rotation}`);
+    if (registry.get("attention", settings.attention).plan) {
+      throw fluxNeedsEmbedsError(`--attention ${settings.attention}`);
+    }
   }
   const sha256 = await transformerWeightsHash(dir);
   const rotPlugin = settings.rotation === "none"
@@ -242,6 +273,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       stats = await calibrate(rt, {
         path: dir,
         prompts: o.calibration?.prompts,
+        embeds: o.calibration?.embeds,
         steps: o.calibration?.steps,
         cacheDir: o.calibration?.cacheDir,
         onProgress: o.onCalibration,
@@ -391,6 +423,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     [META.transformerConfig]: cfgText,
   };
   if (attentionMeta) metadata[META.attention] = attentionMeta;
+  if (family) metadata[META.family] = family;
+  // FLUX: the flow-matching scheduler's config, so the artifact samples as the folder does.
+  const spath = join(dir, "scheduler", "scheduler_config.json");
+  if (await exists(spath)) metadata[META.schedulerConfig] = await readText(spath);
   // The caption encoder and vocabulary, so the artifact runs alone.
   const edir = join(dir, "text_encoder");
   if (await exists(join(edir, "config.json"))) {
@@ -413,7 +449,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     format: "webdit-quant",
     version: ARTIFACT_VERSION,
     settings,
-    source: { path: dir, sha256, className: String(cfg._class_name ?? "unknown") },
+    source: { path: dir, sha256, className },
     calibration: stats ? { modelHash: stats.modelHash, ...stats.settings } : null,
     layers,
   };

@@ -12,7 +12,7 @@ import { createTensor, readTensor, writeTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearFactory } from "../model/linear.ts";
 import { actQuantError } from "../ops/act_quant.ts";
 import { CALIBRATION_PROMPTS } from "./calibrate.ts";
-import { runCalibration } from "./calibration_run.ts";
+import { type CalibrationEmbeds, runCalibration } from "./calibration_run.ts";
 import type { LayerReport } from "./quantize.ts";
 import type { ActivationTransform } from "./transform.ts";
 
@@ -34,6 +34,8 @@ export interface ActErrorOptions {
   abits: number;
   /** Prompts; default the first two calibration prompts. */
   prompts?: readonly string[];
+  /** Precomputed inputs instead of the prompts (FLUX: required). */
+  embeds?: CalibrationEmbeds;
   /** Sampler steps per prompt; default 3. */
   steps?: number;
   /** Layers whose input is transformed first (rotations): the error is of quantizing x·T. */
@@ -79,6 +81,7 @@ export async function measureActivationError(
     await runCalibration(rt, {
       path: o.model,
       prompts: o.prompts ?? CALIBRATION_PROMPTS.slice(0, 2),
+      embeds: o.embeds,
       steps: o.steps ?? 3,
       linears: observe,
       onProgress: o.onProgress,

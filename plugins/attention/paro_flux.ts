@@ -1,5 +1,5 @@
 /**
- * PARO for FLUX's joint attention, as issue 10 asks: sparse over the image tokens, the text
+ * PARO for FLUX's joint attention (issue 10): sparse over the image tokens, the text
  * tokens dense. FLUX's attention hook sees q/k/v over the joint sequence [L text tokens;
  * h·w image tokens] (plugins/models/flux.ts), while a PARO plan (runtime/quant/paro_plan.ts)
  * is made over the h×w image grid. This module:
@@ -16,24 +16,37 @@
  * - runs the joint sequence through PARO's block-sparse kernel
  *   ({@linkcode FluxParoAttention}, runtime/ops/attn_sparse.ts: the same INT8/INT4
  *   quantize-to-blocks and sparse kernels as plugins/attention/paro.ts; the text tokens'
- *   q/k/v are quantized with the rest).
+ *   q/k/v are quantized with the rest). The joint plan depends on L, so it is built per
+ *   text length on first use (or up front for a given L).
+ *
+ * The `paro` attention plugin (plugins/attention/paro.ts) plans and creates this form for
+ * FLUX models; its stored metadata says `form: "flux-joint"`.
  *
  * @module
  */
-import type { FluxAttentionContext } from "../plugins/models/flux.ts";
-import type { AttentionContext, SelfAttention } from "../plugins/models/pixart.ts";
-import type { Runtime } from "../runtime/gpu/device.ts";
-import type { Recorder } from "../runtime/gpu/kernel.ts";
-import { Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
-import type { AttentionInput } from "../runtime/ops/attention.ts";
+import type { FluxAttentionContext } from "../models/flux.ts";
+import type { AttentionContext, SelfAttention } from "../models/pixart.ts";
+import type { Runtime } from "../../runtime/gpu/device.ts";
+import type { Recorder } from "../../runtime/gpu/kernel.ts";
+import { Tensor } from "../../runtime/gpu/tensor.ts";
+import type { AttentionInput } from "../../runtime/ops/attention.ts";
+import type { AttnSparseTuning } from "../../runtime/ops/attn_sparse.ts";
+import { slice } from "../../runtime/ops/patch.ts";
+import type { ParoStatsObserver } from "../../runtime/quant/paro_calibrate.ts";
+import {
+  BLOCK,
+  blocksOf,
+  maskHas,
+  maskWords,
+  type ParoPlan,
+} from "../../runtime/quant/paro_plan.ts";
+import type { AttentionImpl } from "../types.ts";
 import {
   type ParoLayerTensors,
   releaseParoLayers,
   runParoLayer,
-} from "../plugins/attention/paro.ts";
-import { slice } from "../runtime/ops/patch.ts";
-import type { ParoStatsObserver } from "../runtime/quant/paro_calibrate.ts";
-import { BLOCK, blocksOf, maskHas, maskWords, type ParoPlan } from "../runtime/quant/paro_plan.ts";
+  uploadParoLayer,
+} from "./paro_layers.ts";
 
 /** A FLUX layer's joint plan: per-head order [H, L + T] and masks [H, G, nb, mw] (u32). */
 export interface JointParoLayer {
@@ -115,35 +128,47 @@ export function observeImageTokens(obs: ParoStatsObserver, inner: SelfAttention)
 }
 
 /** PARO over FLUX's joint sequence: the image plan's orders and masks, text dense. */
-export class FluxParoAttention implements SelfAttention {
+export class FluxParoAttention implements AttentionImpl {
   /** The image plan. */
   readonly plan: ParoPlan;
-  /** Text tokens L the joint plan was made for. */
-  readonly textTokens: number;
-  /** Kept blocks / all blocks of the joint masks, averaged over layers, heads and groups. */
-  readonly jointDensity: number;
-  readonly #layers: ParoLayerTensors[];
+  /** Kernel launch shape (benchmarks, tests). */
+  tuning: AttnSparseTuning | undefined;
+  readonly #rt: Runtime;
+  /** Per text length L: the joint plan's layers on the GPU and their kept-block share. */
+  readonly #byL = new Map<number, { layers: ParoLayerTensors[]; density: number }>();
 
-  /** Builds and uploads the joint plan of every layer for L text tokens. */
-  constructor(rt: Runtime, plan: ParoPlan, textTokens: number) {
-    const m = plan.meta;
-    const J = textTokens + m.tokens;
-    const nb = blocksOf(J);
-    const mw = maskWords(nb);
+  /** Keeps the image plan; builds and uploads the joint plan for `textTokens` now if given. */
+  constructor(rt: Runtime, plan: ParoPlan, textTokens?: number, tuning?: AttnSparseTuning) {
+    this.#rt = rt;
     this.plan = plan;
-    this.textTokens = textTokens;
+    this.tuning = tuning;
+    if (textTokens !== undefined) this.#joint(textTokens);
+  }
+
+  /** The joint plan for L text tokens (built on first use; through `rec` when recording). */
+  #joint(L: number, rec?: Recorder): { layers: ParoLayerTensors[]; density: number } {
+    let j = this.#byL.get(L);
+    if (j) return j;
+    if (!Number.isInteger(L) || L < 0) throw new RangeError(`text tokens must be ≥ 0, got ${L}`);
+    const m = this.plan.meta;
+    const J = L + m.tokens;
+    const nb = blocksOf(J);
     let kept = 0;
-    this.#layers = plan.layers.map((_, i) => {
-      const l = jointParoLayer(plan, i, textTokens);
+    const layers = this.plan.layers.map((_, i) => {
+      const l = jointParoLayer(this.plan, i, L);
       for (const w of l.masks) {
         for (let x = w; x; x &= x - 1) kept++;
       }
-      return {
-        perm: uploadTensor(rt, l.perm, [m.heads, J], "u32"),
-        masks: uploadTensor(rt, l.masks, [m.heads, m.groups, nb, mw], "u32"),
-      };
+      return uploadParoLayer(this.#rt, l, m.heads, m.groups, J, rec);
     });
-    this.jointDensity = kept / (m.layers * m.heads * m.groups * nb * nb);
+    j = { layers, density: kept / (m.layers * m.heads * m.groups * nb * nb) };
+    this.#byL.set(L, j);
+    return j;
+  }
+
+  /** Kept blocks / all blocks of the joint masks for L text tokens (layers, heads, groups). */
+  jointDensity(textTokens: number): number {
+    return this.#joint(textTokens).density;
   }
 
   /** Records PARO attention of layer `layer` over the joint q/k/v [B, L + h·w, H·D]. */
@@ -156,20 +181,23 @@ export class FluxParoAttention implements SelfAttention {
     ctx: AttentionContext,
   ): Tensor {
     const m = this.plan.meta;
-    const l = this.#layers[layer];
     const L = (ctx as FluxAttentionContext).textTokens;
-    if (!l) throw new RangeError(`PARO plan has ${m.layers} layers, asked for layer ${layer}`);
-    if (L !== this.textTokens || ctx.h !== m.h || ctx.w !== m.w || ctx.heads !== m.heads) {
+    if (layer < 0 || layer >= m.layers) {
+      throw new RangeError(`PARO plan has ${m.layers} layers, asked for layer ${layer}`);
+    }
+    if (L === undefined || ctx.h !== m.h || ctx.w !== m.w || ctx.heads !== m.heads) {
       throw new RangeError(
-        `FLUX PARO plan is for ${this.textTokens} text tokens, a ${m.h}×${m.w} grid and ` +
-          `${m.heads} heads; got ${L}, ${ctx.h}×${ctx.w}, ${ctx.heads}`,
+        `FLUX PARO plan is for a ${m.h}×${m.w} image grid and ${m.heads} heads; got ` +
+          `${ctx.h}×${ctx.w}, ${ctx.heads}${L === undefined ? " without text tokens" : ""}: ` +
+          "re-plan for this size",
       );
     }
-    return runParoLayer(rec, l, m, q, k, v, ctx);
+    return runParoLayer(rec, this.#joint(L, rec).layers[layer], m, q, k, v, ctx, this.tuning);
   }
 
-  /** Frees the plan's GPU tensors. */
+  /** Frees every joint plan's GPU tensors. */
   release(): void {
-    releaseParoLayers(this.#layers);
+    for (const j of this.#byL.values()) releaseParoLayers(j.layers);
+    this.#byL.clear();
   }
 }

@@ -1,0 +1,160 @@
+/**
+ * FLUX through quantize → artifact → generate (issue 10, item 4) on the tiny fixture
+ * tests/fixtures/flux_dev (2 double + 2 single blocks, a 3×5 image grid = 15 tokens, 7
+ * text tokens): the family's keep-FP default, calibration on precomputed embeddings with
+ * flow-euler (ARS rotations and PARO), the artifact's metadata, and a generation from it
+ * checked against the FP32 run of the fixture.
+ *
+ * PARO on 15 image tokens is one 64-token block: the plan is made (one order per head,
+ * the single block kept); the sparse path with several blocks and the text rows is
+ * tested in plugins/attention/paro_flux_test.ts.
+ */
+import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import { FluxParoAttention } from "../../plugins/attention/paro_flux.ts";
+import { FluxModel } from "../../plugins/models/flux.ts";
+import { openSafetensors } from "../io/safetensors.ts";
+import { loadPipeline } from "../pipeline.ts";
+import { META, openArtifact } from "./artifact.ts";
+import type { CalibrationEmbeds } from "./calibration_run.ts";
+import { FLUX_KEEP_FP, keepPattern } from "./plan.ts";
+import { quantizeModel, writeArtifact } from "./quantize.ts";
+
+const FIXTURE = new URL("../../tests/fixtures/flux_dev", import.meta.url).pathname;
+const IO = `${FIXTURE}/io.safetensors`;
+
+/** The fixture's flow-run inputs (2 prompts) and its FP32 final latents (4 steps). */
+async function fixtureRun(): Promise<
+  { cal: CalibrationEmbeds; ref: Float32Array; guidance: number }
+> {
+  const f = await openSafetensors(IO);
+  try {
+    const shape = f.info("prompt_embeds").shape as [number, number, number];
+    const lat = f.info("latents").shape;
+    return {
+      cal: {
+        embeds: {
+          embeds: await f.readF32("prompt_embeds"),
+          shape,
+          pooled: await f.readF32("pooled_prompt_embeds"),
+        },
+        latents: { data: await f.readF32("latents"), shape: [...lat] },
+      },
+      ref: await f.readF32("flow_latents"),
+      guidance: (await f.readF32("guidance_scale"))[0],
+    };
+  } finally {
+    f.close();
+  }
+}
+
+function cosine(a: Float32Array, b: Float32Array): number {
+  let ab = 0;
+  let aa = 0;
+  let bb = 0;
+  for (let i = 0; i < a.length; i++) {
+    ab += a[i] * b[i];
+    aa += a[i] * a[i];
+    bb += b[i] * b[i];
+  }
+  return ab / Math.sqrt(aa * bb);
+}
+
+Deno.test("FLUX quantize without --calib-embeds: a calibrated rotation or PARO names the flag", async () => {
+  for (const o of [{ rotation: "adaptive" }, { attention: "paro", density: 0.5 }]) {
+    await assertRejects(
+      () => quantizeModel({ model: FIXTURE, quantizer: "tlq", wbits: 4, abits: 8, ...o }),
+      RangeError,
+      "--calib-embeds",
+    );
+  }
+});
+
+Deno.test("FLUX quantize data-free: the family's keep-FP default, every block linear quantized", async () => {
+  const r = await quantizeModel({ model: FIXTURE, quantizer: "tlq", wbits: 4, abits: 8 });
+  assertEquals(r.plan.settings.keepFp, [...FLUX_KEEP_FP]);
+  assertEquals(r.plan.source.className, "FluxTransformer2DModel");
+  assertEquals(r.metadata[META.family], "flux");
+  const fp = r.layers.filter((l) => l.quantizer === "fp").map((l) => l.name);
+  // 8 embedder / conditioning linears (guidance embedder included), norm_out.linear, proj_out.
+  assertEquals(fp.length, 10, fp.join());
+  for (const n of fp) assert(keepPattern(n, FLUX_KEEP_FP), n);
+  for (const l of r.layers) {
+    const block = /^(single_)?transformer_blocks\./.test(l.name);
+    assertEquals(l.quantizer === "tlq", block, l.name);
+  }
+});
+
+Deno.test(
+  "FLUX W4A8 TLQ + ARS + PARO: calibrated on embeddings, the artifact generates close to FP32",
+  gpuTest,
+  async () => {
+    const { cal, ref, guidance } = await fixtureRun();
+    const dir = await Deno.makeTempDir({ prefix: "webdit_fluxq_" });
+    const out = `${dir}/flux_w4a8.safetensors`;
+    await withRuntime(async (rt) => {
+      let calls = 0;
+      const r = await quantizeModel({
+        model: FIXTURE,
+        quantizer: "tlq",
+        wbits: 4,
+        abits: 8,
+        rotation: "adaptive",
+        attention: "paro",
+        density: 0.5,
+        runtime: rt,
+        calibration: { embeds: cal, steps: 2, cacheDir: false },
+        onCalibration: () => calls++,
+      });
+      // 2 prompts (batch rows) × 2 steps, for the rotation statistics and for PARO.
+      assertEquals(calls, 2 * 2 * 2);
+      const c = r.plan.calibration!;
+      assertEquals(c.sampler, "flow-euler");
+      assertEquals(c.prompts, []);
+      assert(/^[0-9a-f]{64}$/.test(String(c.embeds)), "the embeddings' hash keys the cache");
+      const rotated = Object.values(r.plan.layers).filter((l) => l.rotation !== "none");
+      assert(rotated.length > 0, "ARS rotated no layer");
+      await writeArtifact(out, r);
+
+      const a = await openArtifact(out);
+      try {
+        const m = a.file.metadata;
+        assertEquals(m[META.family], "flux");
+        assertEquals(a.plan.settings.keepFp, [...FLUX_KEEP_FP]);
+        assert(m[META.schedulerConfig]?.includes("use_dynamic_shifting"), "scheduler config");
+        const attn = JSON.parse(m[META.attention]);
+        assertEquals(attn.plugin, "paro");
+        assertEquals(attn.meta.form, "flux-joint");
+        assertEquals([attn.meta.h, attn.meta.w, attn.meta.layers], [3, 5, 4]);
+      } finally {
+        a.close();
+      }
+
+      const pipe = await loadPipeline(rt, { path: out });
+      try {
+        assert(pipe.model instanceof FluxModel, "a FLUX pipeline");
+        assert(pipe.model.selfAttention instanceof FluxParoAttention, "PARO's joint form");
+        const [, , H, W] = cal.latents!.shape;
+        const res = await pipe.generate({
+          captionEmbeds: cal.embeds,
+          latents: cal.latents!.data,
+          height: H,
+          width: W,
+          steps: 4,
+          guidance,
+        });
+        assert(res.latents.every(Number.isFinite), "non-finite latents");
+        const noise = cal.latents!.data;
+        const cos = cosine(res.latents, ref);
+        // The change from the noise is what the model computed: compare it too.
+        const d = (x: Float32Array) => x.map((v, i) => v - noise[i]);
+        const cosD = cosine(d(res.latents), d(ref));
+        assert(cos > 0.999, `W4A8 + PARO final latents vs FP32: cosine ${cos}`);
+        assert(cosD > 0.99, `W4A8 + PARO latent change vs FP32: cosine ${cosD}`);
+      } finally {
+        pipe.release();
+      }
+    });
+    await Deno.remove(dir, { recursive: true });
+  },
+);
