@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { gpuTest, runAndRead, withRuntime } from "../../tests/gpu.ts";
 import { uploadTensor } from "../../runtime/gpu/tensor.ts";
 import { Prng } from "../../runtime/io/prng.ts";
@@ -13,6 +13,7 @@ import {
   selectMask,
 } from "../../runtime/quant/paro_plan.ts";
 import { FluxParoAttention, jointParoLayer } from "./paro_flux.ts";
+import { paroPlanData, paroPlugin, ParoSelfAttention } from "./paro.ts";
 import type { FluxAttentionContext } from "../models/flux.ts";
 
 /** A synthetic image plan: orders from the candidates, random masks at `density`. */
@@ -162,6 +163,60 @@ Deno.test(
       assert(jd > 0.3 && jd < 1, `joint density ${jd}`);
       attn.release();
       for (const t of [q, k, v]) t.release();
+    });
+  },
+);
+
+Deno.test(
+  "paro plugin: a flux-joint plan from the artifact builds the joint form per text length",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [h, w, H, D, B] = [12, 12, 2, 16, 1];
+      const T = h * w;
+      const plan = imagePlan(h, w, H, 2, 0.3, 7);
+      const lazy = paroPlugin.create(rt, paroPlanData(plan, "flux-joint"));
+      assert(lazy instanceof FluxParoAttention, "flux-joint → FluxParoAttention");
+      const image = paroPlugin.create(rt, paroPlanData(plan));
+      assert(image instanceof ParoSelfAttention, "the default form is the image one");
+      image.release();
+      const bad = { ...paroPlanData(plan), meta: { ...plan.meta, form: "joint" } };
+      assertThrows(() => paroPlugin.create(rt, bad), TypeError, "form must be");
+      const g = new Prng(9);
+      for (const L of [64, 7]) { // two text lengths through one attention: one plan each
+        const J = L + T;
+        const xs = [0, 1, 2].map(() => g.normals(B * J * H * D));
+        const [q, k, v] = xs.map((x) => uploadTensor(rt, x, [B, J, H * D]));
+        const ctx: FluxAttentionContext = {
+          heads: H,
+          h,
+          w,
+          step: 0,
+          steps: 2,
+          textTokens: L,
+          block: "double",
+        };
+        const eager = new FluxParoAttention(rt, plan, L);
+        const got = await runAndRead(rt, (rec) => lazy.run(rec, 0, q, k, v, ctx));
+        const want = await runAndRead(rt, (rec) => eager.run(rec, 0, q, k, v, ctx));
+        assertEquals([...got], [...want], `L = ${L}`);
+        eager.release();
+        for (const t of [q, k, v]) t.release();
+      }
+      assertThrows(
+        () =>
+          lazy.run(
+            undefined as never,
+            0,
+            undefined as never,
+            undefined as never,
+            undefined as never,
+            { heads: H, h: 4, w: 4, step: 0, steps: 1 },
+          ),
+        RangeError,
+        "re-plan for this size",
+      );
+      lazy.release();
     });
   },
 );

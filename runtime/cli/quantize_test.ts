@@ -100,3 +100,35 @@ Deno.test("quantize writes an artifact with --report and --json; generate runs i
   assert((await Deno.stat(png)).size > 100);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("quantize on FLUX: the family's keep-FP default; calibration needs --calib-embeds", async () => {
+  const flux = new URL("../../tests/fixtures/flux_dev", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_fluxq_" });
+  const base = ["--model", flux, "--quantizer", "tlq", "--wbits", "4", "--abits", "8"];
+  const r = await cli("quantize", ...base, "--out", `${dir}/a.safetensors`, "--json");
+  assertEquals(r.code, 0, r.stderr);
+  const j = lastJson(r.stdout);
+  // x_embedder, context_embedder, 6 time_text_embed linears, norm_out.linear, proj_out.
+  assertEquals([j.layers_quantized, j.layers_fp], [40, 10]);
+  const miss = await cli(
+    "quantize",
+    ...base,
+    "--rotation",
+    "adaptive",
+    "--out",
+    `${dir}/b.safetensors`,
+  );
+  assertEquals(miss.code, 1);
+  assert(miss.stderr.includes("--calib-embeds FILE"), miss.stderr);
+  const both = await cli(
+    "quantize",
+    ...base,
+    ...["--calib-prompts", "2", "--calib-embeds", `${flux}/io.safetensors`],
+    ...["--out", `${dir}/c.safetensors`],
+  );
+  assertEquals(both.code, 2);
+  assert(both.stderr.includes("not both"), both.stderr);
+  const help = await cli("quantize", "--help");
+  assert(help.stderr.includes("FLUX x_embedder,context_embedder"), help.stderr);
+  await Deno.remove(dir, { recursive: true });
+});
