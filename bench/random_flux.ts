@@ -10,6 +10,7 @@ import type { TensorInfo, TensorSource } from "../runtime/io/safetensors.ts";
 import { f32ToF16Bits } from "../runtime/io/f16.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { type FluxConfig, fluxWeightShapes } from "../plugins/models/flux_config.ts";
+import { f32TensorInfos } from "./random_model.ts";
 
 // Distinct random values per fan-in: 4M on GPUs (tiled over larger matrices), 64K on CPUs.
 let POOL = 1 << 16;
@@ -54,19 +55,7 @@ export class RandomFluxSource implements TensorSource {
 
   constructor(c: FluxConfig) {
     this.#shapes = fluxWeightShapes(c);
-    const m = new Map<string, TensorInfo>();
-    for (const [name, shape] of this.#shapes) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      m.set(name, {
-        dtype: "F32",
-        shape,
-        byteLength: 4 * n,
-        offset: 0,
-        dataOffsets: [0, 4 * n],
-        file: this.path,
-      });
-    }
-    this.tensors = m;
+    this.tensors = f32TensorInfos(this.#shapes, this.path);
   }
 
   readF32(name: string): Promise<Float32Array> {

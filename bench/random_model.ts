@@ -35,6 +35,26 @@ function stdOf(name: string, shape: readonly number[]): number {
   return 1 / Math.sqrt(Math.max(1, fanIn));
 }
 
+/** TensorInfo of F32 tensors of the given shapes, as a file at `path` would list them. */
+export function f32TensorInfos(
+  shapes: ReadonlyMap<string, readonly number[]>,
+  path: string,
+): Map<string, TensorInfo> {
+  const m = new Map<string, TensorInfo>();
+  for (const [name, shape] of shapes) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    m.set(name, {
+      dtype: "F32",
+      shape,
+      byteLength: 4 * n,
+      offset: 0,
+      dataOffsets: [0, 4 * n],
+      file: path,
+    });
+  }
+  return m;
+}
+
 /** A TensorSource of random tensors with the given names and shapes. */
 export class RandomSource implements TensorSource {
   readonly path: string;
@@ -48,19 +68,7 @@ export class RandomSource implements TensorSource {
     this.path = `<${label}>`;
     this.#seed = seed;
     this.#pool = tPool(seed);
-    const m = new Map<string, TensorInfo>();
-    for (const [name, shape] of shapes) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      m.set(name, {
-        dtype: "F32",
-        shape,
-        byteLength: 4 * n,
-        offset: 0,
-        dataOffsets: [0, 4 * n],
-        file: this.path,
-      });
-    }
-    this.tensors = m;
+    this.tensors = f32TensorInfos(shapes, this.path);
   }
 
   readF32(name: string): Promise<Float32Array> {

@@ -348,7 +348,7 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
     throw new CheckpointError(dir, "no such model folder", "path");
   }
   if (stat.isFile && dir.endsWith(".safetensors")) { // a quantized artifact (deno task quantize)
-    const { loadArtifactPipeline } = await import("./quant/artifact.ts");
+    const { loadArtifactPipeline } = await import("./quant/artifact_pipeline.ts");
     return await loadArtifactPipeline(rt, dir, { dtype: o.dtype });
   }
   if (!stat.isDirectory) {

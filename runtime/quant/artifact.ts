@@ -14,8 +14,8 @@
  * (`{ plugin, meta }`) with an attention plan, `webdit.scheduler_config` with the source's
  * scheduler/scheduler_config.json (FLUX's flow-matching shift).
  *
- * The transformer's family follows its config's `_class_name`: PixArt or FLUX (no caption
- * encoder: `generate --caption-embeds`).
+ * runtime/quant/artifact_pipeline.ts loads one as a pipeline of its family (config
+ * `_class_name`: PixArt, or FLUX — no caption encoder: `generate --caption-embeds`).
  *
  * @module
  */
@@ -25,17 +25,7 @@ import type {
   AttentionPlugin,
   QuantizedWeight,
 } from "../../plugins/types.ts";
-import {
-  EmojiCaptionEncoder,
-  parseEmojiEncoderConfig,
-} from "../../plugins/models/emoji_encoder.ts";
-import { EmojiTokenizer } from "../../plugins/models/emoji_tokenizer.ts";
-import { loadPixArt, type PixArtModel } from "../../plugins/models/pixart.ts";
-import { type FluxModel, loadFlux } from "../../plugins/models/flux.ts";
-import { parseFlowSchedulerConfig, parseFluxConfig } from "../../plugins/models/flux_config.ts";
-import { type FlowEulerConfig, FLUX_FLOW_CONFIG } from "../sampling/flow_euler.ts";
 import { createDefaultRegistry } from "../builtins.ts";
-import { parsePixArtConfig } from "../../plugins/models/pixart_config.ts";
 import { CheckpointError } from "../errors.ts";
 import type { Runtime } from "../gpu/device.ts";
 import {
@@ -45,7 +35,6 @@ import {
   type TensorSource,
 } from "../io/safetensors.ts";
 import { DenseLinear, type Linear, type LinearFactory } from "../model/linear.ts";
-import { Pipeline } from "../pipeline.ts";
 import { wordsPerRow } from "./pack.ts";
 import { ARTIFACT_VERSION, type LayerPlan, parsePlan, type QuantPlan } from "./plan.ts";
 import { type ActBits, QuantLinear } from "./qlinear.ts";
@@ -424,135 +413,6 @@ export async function openArtifact(path: string): Promise<Artifact> {
     return new Artifact(file, plan, cfg);
   } catch (e) {
     file.close();
-    throw e;
-  }
-}
-
-/** Options of {@linkcode loadArtifactPipeline}. */
-export interface ArtifactPipelineOptions {
-  /** Storage type of activations and FP weights; default f32. */
-  dtype?: "f32" | "f16";
-  /** Builds rotated layers' online transforms (when the plan has rotations). */
-  rotations?: RotationLoader;
-}
-
-/** A pipeline loaded from an artifact: also frees the attention plugin's tensors. */
-class ArtifactPipeline extends Pipeline {
-  #attention: AttentionImpl | undefined;
-
-  constructor(
-    rt: Runtime,
-    path: string,
-    parts: {
-      transformer: PixArtModel | FluxModel;
-      encoder?: EmojiCaptionEncoder;
-      tokenizer?: EmojiTokenizer;
-      attention?: AttentionImpl;
-      scheduler?: FlowEulerConfig;
-    },
-  ) {
-    super(rt, path, parts.transformer, parts.encoder, parts.tokenizer, parts.scheduler);
-    this.#attention = parts.attention;
-  }
-
-  override release(): void {
-    super.release();
-    this.#attention?.release();
-  }
-}
-
-/**
- * Loads an artifact as a pipeline: the transformer with the plan's linears, the attention
- * plugin's self-attention when the plan has one, and the caption encoder it carries.
- */
-export async function loadArtifactPipeline(
-  rt: Runtime,
-  path: string,
-  o: ArtifactPipelineOptions = {},
-): Promise<Pipeline> {
-  const a = await openArtifact(path);
-  const dtype = o.dtype ?? "f32";
-  try {
-    const raw = a.transformerConfig as Record<string, unknown> | null;
-    if (raw?._class_name === "FluxTransformer2DModel") return await loadFluxArtifact(rt, a, o);
-    const config = parsePixArtConfig(a.transformerConfig, `${path} (${META.transformerConfig})`);
-    const transformer = await loadPixArt(rt, a.transformerSource(), config, {
-      dtype,
-      linears: a.linears(dtype, o.rotations),
-    });
-    let attention: AttentionImpl | undefined;
-    let encoder: EmojiCaptionEncoder | undefined;
-    try {
-      attention = await a.attention(rt);
-      if (attention) transformer.selfAttention = attention;
-      const m = a.file.metadata;
-      if (m[META.encoderConfig] === undefined) {
-        return new ArtifactPipeline(rt, path, { transformer, attention });
-      }
-      const field = `__metadata__.${META.encoderConfig}`;
-      let ecfgRaw: unknown;
-      let vocab: unknown;
-      try {
-        ecfgRaw = JSON.parse(m[META.encoderConfig]);
-        vocab = JSON.parse(m[META.vocab] ?? "null");
-      } catch (e) {
-        throw new CheckpointError(path, `invalid JSON: ${(e as Error).message}`, field);
-      }
-      const ecfg = parseEmojiEncoderConfig(ecfgRaw, `${path} (${META.encoderConfig})`);
-      if (!Array.isArray(vocab) || vocab.length !== ecfg.vocabSize) {
-        throw new CheckpointError(
-          path,
-          `must be a list of ${ecfg.vocabSize} words`,
-          `__metadata__.${META.vocab}`,
-        );
-      }
-      const tokenizer = new EmojiTokenizer(vocab as string[], ecfg.maxLength, path);
-      encoder = await EmojiCaptionEncoder.load(rt, a.encoderSource(), ecfg);
-      return new ArtifactPipeline(rt, path, { transformer, encoder, tokenizer, attention });
-    } catch (e) {
-      transformer.release();
-      attention?.release();
-      encoder?.release();
-      throw e;
-    }
-  } finally {
-    a.close();
-  }
-}
-
-/** A FLUX artifact: the quantized transformer, its attention plan and scheduler config. */
-async function loadFluxArtifact(
-  rt: Runtime,
-  a: Artifact,
-  o: ArtifactPipelineOptions,
-): Promise<Pipeline> {
-  const path = a.path;
-  const dtype = o.dtype ?? "f32";
-  const config = parseFluxConfig(a.transformerConfig, `${path} (${META.transformerConfig})`);
-  const stext = a.file.metadata[META.schedulerConfig];
-  let scheduler: FlowEulerConfig = { ...FLUX_FLOW_CONFIG };
-  if (stext !== undefined) {
-    const field = `__metadata__.${META.schedulerConfig}`;
-    let sraw: unknown;
-    try {
-      sraw = JSON.parse(stext);
-    } catch (e) {
-      throw new CheckpointError(path, `invalid JSON: ${(e as Error).message}`, field);
-    }
-    scheduler = parseFlowSchedulerConfig(sraw, `${path} (${META.schedulerConfig})`);
-  }
-  const transformer = await loadFlux(rt, a.transformerSource(), config, {
-    dtype,
-    linears: a.linears(dtype, o.rotations),
-  });
-  let attention: AttentionImpl | undefined;
-  try {
-    attention = await a.attention(rt);
-    if (attention) transformer.selfAttention = attention;
-    return new ArtifactPipeline(rt, path, { transformer, attention, scheduler });
-  } catch (e) {
-    transformer.release();
-    attention?.release();
     throw e;
   }
 }

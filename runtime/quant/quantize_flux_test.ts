@@ -13,6 +13,7 @@ import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { FluxParoAttention } from "../../plugins/attention/paro_flux.ts";
 import { FluxModel } from "../../plugins/models/flux.ts";
+import { cosine } from "../eval/metrics.ts";
 import { openSafetensors } from "../io/safetensors.ts";
 import { loadPipeline } from "../pipeline.ts";
 import { META, openArtifact } from "./artifact.ts";
@@ -46,18 +47,6 @@ async function fixtureRun(): Promise<
   } finally {
     f.close();
   }
-}
-
-function cosine(a: Float32Array, b: Float32Array): number {
-  let ab = 0;
-  let aa = 0;
-  let bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i] * b[i];
-    aa += a[i] * a[i];
-    bb += b[i] * b[i];
-  }
-  return ab / Math.sqrt(aa * bb);
 }
 
 Deno.test("FLUX quantize without --calib-embeds: a calibrated rotation or PARO names the flag", async () => {
