@@ -85,42 +85,31 @@ const rt = await createRuntime({
 });
 const onGpu = !rt.info.fallback;
 
-/** The model and input shapes of the run. */
-interface Shape {
-  tag: string;
-  heads: number;
-  headDim: number;
-  axes: number[];
-  joint: number;
-  pooled: number;
-  inChannels: number;
-  latent: number;
-  textTokens: number;
-}
+/** The model and input shapes of the run: FLUX.1's on GPUs. */
+const GPU_SHAPE = {
+  tag: "",
+  heads: 24,
+  headDim: 128,
+  axes: [16, 56, 56],
+  joint: 4096,
+  pooled: 768,
+  inChannels: 64,
+  latent: 128,
+  textTokens: 512,
+};
+type Shape = typeof GPU_SHAPE;
 
-const SHAPE: Shape = onGpu
-  ? {
-    tag: "",
-    heads: 24,
-    headDim: 128,
-    axes: [16, 56, 56],
-    joint: 4096,
-    pooled: 768,
-    inChannels: 64,
-    latent: 128,
-    textTokens: 512,
-  }
-  : {
-    tag: "_tiny",
-    heads: 4,
-    headDim: 16,
-    axes: [4, 6, 6],
-    joint: 64,
-    pooled: 32,
-    inChannels: 16,
-    latent: 32,
-    textTokens: 64, // one whole block: PARO's image blocks stay aligned, as with 512 on the GPU
-  };
+const SHAPE: Shape = onGpu ? GPU_SHAPE : {
+  tag: "_tiny",
+  heads: 4,
+  headDim: 16,
+  axes: [4, 6, 6],
+  joint: 64,
+  pooled: 32,
+  inChannels: 16,
+  latent: 32,
+  textTokens: 64, // one whole block: PARO's image blocks stay aligned, as with 512 on the GPU
+};
 
 function depthOf(): [number, number] {
   const raw = Deno.env.get("WEBDIT_FLUX_DEPTH") ?? "2,4";

@@ -19,6 +19,7 @@
  * @module
  */
 import { join } from "node:path";
+import { FluxModel } from "../../plugins/models/flux.ts";
 import { type AdapterChoice, createRuntime, type Runtime } from "../gpu/device.ts";
 import { type Image, tensorToImage, writePng } from "../io/png.ts";
 import { Prng } from "../io/prng.ts";
@@ -122,6 +123,12 @@ export async function generateSamples(
   o: GenerateSamplesOptions,
 ): Promise<SampleSet> {
   const s = settingsOf(o);
+  if (pipe.model instanceof FluxModel) { // prompts need a caption encoder; FLUX has none here
+    throw new TypeError(
+      `${pipe.path}: eval generates from text prompts and FLUX models have no caption encoder ` +
+        "here; compare FLUX runs with generate --caption-embeds … --save-latents",
+    );
+  }
   const c = pipe.transformer.config;
   const C = c.inChannels, H = c.sampleSize, W = c.sampleSize;
   const batch = o.batch ?? (pipe.runtime.info.fallback ? 1 : 8);

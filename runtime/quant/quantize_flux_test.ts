@@ -3,7 +3,7 @@
  * tests/fixtures/flux_dev (2 double + 2 single blocks, a 3×5 image grid = 15 tokens, 7
  * text tokens): the family's keep-FP default, calibration on precomputed embeddings with
  * flow-euler (ARS rotations and PARO), the artifact's metadata, and a generation from it
- * checked against the FP32 run of the fixture.
+ * checked against the FP32 run of the fixture (and refused by eval, which needs prompts).
  *
  * PARO on 15 image tokens is one 64-token block: the plan is made (one order per head,
  * the single block kept); the sparse path with several blocks and the text rows is
@@ -13,6 +13,7 @@ import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { FluxParoAttention } from "../../plugins/attention/paro_flux.ts";
 import { FluxModel } from "../../plugins/models/flux.ts";
+import { generateSamples } from "../eval/eval.ts";
 import { cosine } from "../eval/metrics.ts";
 import { openSafetensors } from "../io/safetensors.ts";
 import { loadPipeline } from "../pipeline.ts";
@@ -140,6 +141,12 @@ Deno.test(
         const cosD = cosine(d(res.latents), d(ref));
         assert(cos > 0.999, `W4A8 + PARO final latents vs FP32: cosine ${cos}`);
         assert(cosD > 0.99, `W4A8 + PARO latent change vs FP32: cosine ${cosD}`);
+        // eval scores text prompts: a FLUX artifact is refused with a reason, not a crash.
+        await assertRejects(
+          () => generateSamples(pipe, { prompts: ["red apple"], steps: 1 }),
+          TypeError,
+          "no caption encoder",
+        );
       } finally {
         pipe.release();
       }
