@@ -1,0 +1,109 @@
+/**
+ * A quantized weight on the GPU: its packed codes plus the parameters each GEMM path reads
+ * (weight-only: per-row LUT or scale/zero; integer: row scales and int8 LUT words).
+ * {@linkcode uploadQWeight} uploads them once per layer; runtime/ops/qgemm.ts runs them.
+ *
+ * @module
+ */
+import type { QuantizedWeight } from "../../plugins/types.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { wordsPerRow } from "../quant/pack.ts";
+import { a16Params, int8Lut } from "../reference/qgemm.ts";
+
+/** A quantized weight on the GPU. */
+export interface QWeightGpu {
+  /** Output features. */
+  readonly N: number;
+  /** Input features. */
+  readonly K: number;
+  /** Bits per code. */
+  readonly bits: number;
+  /** Codes, u32 words [N, ⌈K / ⌊32/b⌋⌉]. */
+  readonly codes: Tensor;
+  /** Weight-only parameters (qgemm_dec.wgsl MODE 0/1), when uploaded. */
+  readonly a16?: { mode: 0 | 1; params: Tensor; groupSize: number };
+  /**
+   * Integer parameters, when uploaded: MODE 2 row scales then int8 LUT words (LUT-coded);
+   * 3 row scales (8-bit offset codes); 4 row scales then zeros (uniform per-row).
+   */
+  readonly int?: { mode: 2 | 3 | 4; params: Tensor };
+  /** Bytes on the GPU. */
+  readonly byteLength: number;
+  /** Frees the tensors. */
+  release(): void;
+}
+
+/** Which paths a weight is uploaded for. */
+export interface UploadQWeightOptions {
+  /** Weight-only (A16) parameters; default true. */
+  a16?: boolean;
+  /** Integer (A8/A6/A4) parameters; default false. */
+  int?: boolean;
+}
+
+function u32View(a: Float32Array | Int8Array): Uint32Array {
+  const b = new Uint8Array(Math.ceil(a.byteLength / 4) * 4);
+  b.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  return new Uint32Array(b.buffer);
+}
+
+/** Uploads a quantized weight's codes and the parameters of the paths asked for. */
+export function uploadQWeight(
+  rt: Runtime,
+  q: QuantizedWeight,
+  opts: UploadQWeightOptions = {},
+): QWeightGpu {
+  const { rows: N, cols: K, bits } = q;
+  const wpr = wordsPerRow(K, bits);
+  if (q.codes.length !== N * wpr) {
+    throw new RangeError(`uploadQWeight: ${q.codes.length} code words, expected ${N}×${wpr}`);
+  }
+  if (K % 4 !== 0) throw new RangeError(`uploadQWeight: K must be a multiple of 4, got ${K}`);
+  const tensors: Tensor[] = [];
+  const up = (data: Uint32Array, shape: number[]) => {
+    const t = uploadTensor(rt, data, shape, "u32");
+    tensors.push(t);
+    return t;
+  };
+  try {
+    const codes = up(q.codes, [N, wpr]);
+    let a16: QWeightGpu["a16"];
+    let int: QWeightGpu["int"];
+    if (opts.a16 ?? true) {
+      const p = a16Params(q);
+      a16 = { mode: p.mode, params: up(u32View(p.data), [p.data.length]), groupSize: p.groupSize };
+    }
+    if (opts.int) {
+      const l = int8Lut(q);
+      if (l.direct) {
+        int = { mode: 3, params: up(u32View(l.scale), [N]) };
+      } else if (l.zero) {
+        const data = new Float32Array(2 * N);
+        data.set(l.scale, 0);
+        data.set(l.zero, N);
+        int = { mode: 4, params: up(u32View(data), [2 * N]) };
+      } else {
+        const words = u32View(l.lut8);
+        const data = new Uint32Array(N + words.length);
+        data.set(u32View(l.scale), 0);
+        data.set(words, N);
+        int = { mode: 2, params: up(data, [data.length]) };
+      }
+    }
+    const byteLength = tensors.reduce((s, t) => s + t.byteLength, 0);
+    return {
+      N,
+      K,
+      bits,
+      codes,
+      a16,
+      int,
+      byteLength,
+      release: () => tensors.forEach((t) => t.release()),
+    };
+  } catch (e) {
+    tensors.forEach((t) => t.release());
+    throw e;
+  }
+}
