@@ -59,6 +59,11 @@ export {
   ParoSelfAttention,
   planParoForModel,
 } from "./plugins/attention/paro.ts";
+export {
+  FluxParoAttention,
+  jointParoLayer,
+  observeImageTokens,
+} from "./plugins/attention/paro_flux.ts";
 export { ParoPlan, planKeptMass, planParo } from "./runtime/quant/paro_plan.ts";
 export type { ParoPlanMeta, ParoPlanOptions, ParoStats } from "./runtime/quant/paro_plan.ts";
 export { calibrateParo, ParoStatsObserver } from "./runtime/quant/paro_calibrate.ts";
@@ -70,7 +75,7 @@ export { quantizeModel, writeArtifact } from "./runtime/quant/quantize.ts";
 export type { LayerReport, QuantizeOptions, QuantizeResult } from "./runtime/quant/quantize.ts";
 export { isArtifact, openArtifact } from "./runtime/quant/artifact.ts";
 export { loadArtifactPipeline } from "./runtime/quant/artifact_pipeline.ts";
-export { DEFAULT_KEEP_FP, parsePlan } from "./runtime/quant/plan.ts";
+export { DEFAULT_KEEP_FP, defaultKeepFp, FLUX_KEEP_FP, parsePlan } from "./runtime/quant/plan.ts";
 export type { LayerPlan, QuantPlan, QuantSettings } from "./runtime/quant/plan.ts";
 export { IdentityTransform, QuantLinear } from "./runtime/quant/qlinear.ts";
 export type { ActBits, QuantLinearOptions } from "./runtime/quant/qlinear.ts";
