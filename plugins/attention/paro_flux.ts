@@ -25,11 +25,10 @@
  * @module
  */
 import type { FluxAttentionContext } from "../models/flux.ts";
-import type { AttentionContext, SelfAttention } from "../models/pixart.ts";
+import type { SelfAttention } from "../models/pixart.ts";
 import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import { Tensor } from "../../runtime/gpu/tensor.ts";
-import type { AttentionInput } from "../../runtime/ops/attention.ts";
 import type { AttnSparseTuning } from "../../runtime/ops/attn_sparse.ts";
 import { slice } from "../../runtime/ops/patch.ts";
 import type { ParoStatsObserver } from "../../runtime/quant/paro_calibrate.ts";
@@ -172,16 +171,9 @@ export class FluxParoAttention implements AttentionImpl {
   }
 
   /** Records PARO attention of layer `layer` over the joint q/k/v [B, L + h·w, H·D]. */
-  run(
-    rec: Recorder,
-    layer: number,
-    q: AttentionInput,
-    k: AttentionInput,
-    v: AttentionInput,
-    ctx: AttentionContext,
-  ): Tensor {
-    const m = this.plan.meta;
+  readonly run: SelfAttention["run"] = (rec, layer, q, k, v, ctx) => {
     const L = (ctx as FluxAttentionContext).textTokens;
+    const m = this.plan.meta;
     if (layer < 0 || layer >= m.layers) {
       throw new RangeError(`PARO plan has ${m.layers} layers, asked for layer ${layer}`);
     }
@@ -193,7 +185,7 @@ export class FluxParoAttention implements AttentionImpl {
       );
     }
     return runParoLayer(rec, this.#joint(L, rec).layers[layer], m, q, k, v, ctx, this.tuning);
-  }
+  };
 
   /** Frees every joint plan's GPU tensors. */
   release(): void {
