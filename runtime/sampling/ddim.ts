@@ -18,10 +18,8 @@ import type { Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import { elementwise } from "../ops/elementwise.ts";
 import type { PredictionType, TimestepSpacing } from "./dpm_solver.ts";
+import { CpuSamplerBase, type CpuUpdate, GpuSamplerBase } from "./sampler_base.ts";
 import {
-  checkCpuOperands,
-  checkGpuOperands,
-  checkStepIndex,
   checkSteps,
   type CpuSampler,
   f32,
@@ -166,41 +164,21 @@ export function ddimPlan(steps: number, config: DdimConfig = {}): DdimPlan {
   };
 }
 
-/** DDIM stepping Float32Arrays: the reference, float32 op for op as torch. */
-export class DdimCpu implements CpuSampler {
+/**
+ * DDIM stepping Float32Arrays: the reference, float32 op for op as torch. lastX0 is
+ * pred_original_sample (clipped if clipSample); η > 0 needs `extras.noise`.
+ */
+export class DdimCpu extends CpuSamplerBase<DdimPlan> implements CpuSampler {
   /** Always "ddim". */
   readonly kind = "ddim" as const;
-  /** The schedule and coefficients. */
-  readonly plan: DdimPlan;
-  #next = 0;
-  #x0: Float32Array | undefined;
 
   /** Plans a run of `steps` steps. */
   constructor(steps: number, config: DdimConfig = {}) {
-    this.plan = ddimPlan(steps, config);
+    super(ddimPlan(steps, config));
   }
 
-  /** Number of steps. */
-  get numSteps(): number {
-    return this.plan.timesteps.length;
-  }
-  /** Integer model timesteps. */
-  get timesteps(): readonly number[] {
-    return this.plan.timesteps;
-  }
-  /** √((1−ᾱ)/ᾱ) per step, then 0. */
-  get sigmas(): Float32Array {
-    return this.plan.sigmas;
-  }
-  /** pred_original_sample of the last step (clipped if clipSample). */
-  get lastX0(): Float32Array | undefined {
-    return this.#x0;
-  }
-
-  /** One DDIM update (see {@linkcode CpuSampler.step}); η > 0 needs `extras.noise`. */
-  step(i: number, out: Float32Array, x: Float32Array, extras: StepExtras = {}): Float32Array {
-    checkStepIndex("ddim", i, this.#next, this.numSteps);
-    checkCpuOperands("ddim", out, x);
+  /** One DDIM update (see {@linkcode CpuSampler.step}). */
+  protected update(i: number, out: Float32Array, x: Float32Array, extras: StepExtras): CpuUpdate {
     const c = this.plan.coefficients[i];
     const { predictionType, clipSample, clipSampleRange: r, eta } = this.plan.config;
     const noise = extras.noise;
@@ -228,48 +206,25 @@ export class DdimCpu implements CpuSampler {
       prev[j] = f32(f32(c.sqrtAlphaPrev * x0[j]) + f32(c.dirCoef * eps[j]));
       if (eta > 0) prev[j] = f32(prev[j] + f32(c.std * noise![j]));
     }
-    this.#x0 = x0;
-    this.#next = i + 1;
-    return prev;
-  }
-
-  /** Starts over at step 0. */
-  reset(): void {
-    this.#x0 = undefined;
-    this.#next = 0;
+    return { next: prev, x0 };
   }
 }
 
-/** DDIM recorded on the GPU: x₀ (and ε), clamp, update — 3 to 5 elementwise dispatches. */
-export class DdimGpu implements GpuSampler {
+/**
+ * DDIM recorded on the GPU: x₀ (and ε), clamp, update — 3 to 5 elementwise dispatches;
+ * η > 0 needs `opts.noise`. Nothing is kept between steps.
+ */
+export class DdimGpu extends GpuSamplerBase<DdimPlan> implements GpuSampler {
   /** Always "ddim". */
   readonly kind = "ddim" as const;
-  /** The schedule and coefficients. */
-  readonly plan: DdimPlan;
-  #next = 0;
 
   /** Plans a run of `steps` steps. */
   constructor(steps: number, config: DdimConfig = {}) {
-    this.plan = ddimPlan(steps, config);
+    super(ddimPlan(steps, config));
   }
 
-  /** Number of steps. */
-  get numSteps(): number {
-    return this.plan.timesteps.length;
-  }
-  /** Integer model timesteps. */
-  get timesteps(): readonly number[] {
-    return this.plan.timesteps;
-  }
-  /** √((1−ᾱ)/ᾱ) per step, then 0. */
-  get sigmas(): Float32Array {
-    return this.plan.sigmas;
-  }
-
-  /** Records one update (see {@linkcode GpuSampler.step}); η > 0 needs `opts.noise`. */
-  step(rec: Recorder, i: number, out: Tensor, x: Tensor, opts: GpuStepOptions = {}): Tensor {
-    checkStepIndex("ddim", i, this.#next, this.numSteps);
-    checkGpuOperands("ddim", out, x);
+  /** Records one update (see {@linkcode GpuSampler.step}). */
+  protected record(rec: Recorder, i: number, out: Tensor, x: Tensor, opts: GpuStepOptions): Tensor {
     const c = this.plan.coefficients[i];
     const { predictionType, clipSample, clipSampleRange: r, eta } = this.plan.config;
     if (eta > 0 && !opts.noise) throw new TypeError("ddim: eta > 0 needs opts.noise");
@@ -314,15 +269,6 @@ export class DdimGpu implements GpuSampler {
       });
     }
     for (const t of temps) t.release(); // queue order keeps recorded reads valid
-    this.#next = i + 1;
     return dst;
   }
-
-  /** Starts over at step 0. */
-  reset(): void {
-    this.#next = 0;
-  }
-
-  /** Nothing is kept between DDIM steps. */
-  dispose(): void {}
 }

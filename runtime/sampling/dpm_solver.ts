@@ -19,10 +19,8 @@
 import type { Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import { elementwise } from "../ops/elementwise.ts";
+import { CpuSamplerBase, type CpuUpdate, GpuSamplerBase } from "./sampler_base.ts";
 import {
-  checkCpuOperands,
-  checkGpuOperands,
-  checkStepIndex,
   checkSteps,
   type CpuSampler,
   f32,
@@ -195,41 +193,21 @@ export function dpmConvertCpu(
   return r;
 }
 
-/** DPM-Solver++ stepping Float32Arrays: the reference, float32 op for op as torch. */
-export class DpmSolverCpu implements CpuSampler {
+/**
+ * DPM-Solver++ stepping Float32Arrays: the reference, float32 op for op as torch. lastX0
+ * is the x₀ predicted at the last step (a second-order step's history).
+ */
+export class DpmSolverCpu extends CpuSamplerBase<DpmSolverPlan> implements CpuSampler {
   /** Always "dpm++2m" (the order may be configured to 1). */
   readonly kind = "dpm++2m" as const;
-  /** The schedule and coefficients. */
-  readonly plan: DpmSolverPlan;
-  #next = 0;
-  #prev: Float32Array | undefined;
 
   /** Plans a run of `steps` steps. */
   constructor(steps: number, config: DpmSolverConfig = {}) {
-    this.plan = dpmSolverPlan(steps, config);
-  }
-
-  /** Number of steps. */
-  get numSteps(): number {
-    return this.plan.timesteps.length;
-  }
-  /** Integer model timesteps. */
-  get timesteps(): readonly number[] {
-    return this.plan.timesteps;
-  }
-  /** numSteps + 1 sigmas. */
-  get sigmas(): Float32Array {
-    return this.plan.sigmas;
-  }
-  /** x₀ predicted at the last step. */
-  get lastX0(): Float32Array | undefined {
-    return this.#prev;
+    super(dpmSolverPlan(steps, config));
   }
 
   /** One DPM-Solver++ update (see {@linkcode CpuSampler.step}). */
-  step(i: number, modelOutput: Float32Array, sample: Float32Array): Float32Array {
-    checkStepIndex("dpm++2m", i, this.#next, this.numSteps);
-    checkCpuOperands("dpm++2m", modelOutput, sample);
+  protected update(i: number, modelOutput: Float32Array, sample: Float32Array): CpuUpdate {
     const c = this.plan.coefficients[i];
     const m0 = dpmConvertCpu(this.plan.predictionType, c, modelOutput, sample);
     const out = new Float32Array(sample.length);
@@ -238,22 +216,14 @@ export class DpmSolverCpu implements CpuSampler {
         out[j] = f32(f32(c.cSample * sample[j]) - f32(c.c0 * m0[j]));
       }
     } else {
-      const m1 = this.#prev!;
+      const m1 = this.lastX0!;
       for (let j = 0; j < out.length; j++) {
         const d1 = f32(c.invR0 * f32(m0[j] - m1[j]));
         const t = f32(f32(c.cSample * sample[j]) - f32(c.c0 * m0[j]));
         out[j] = f32(t + f32(c.k1 * d1));
       }
     }
-    this.#prev = m0;
-    this.#next = i + 1;
-    return out;
-  }
-
-  /** Starts over at step 0. */
-  reset(): void {
-    this.#prev = undefined;
-    this.#next = 0;
+    return { next: out, x0: m0 };
   }
 }
 
@@ -262,42 +232,24 @@ export class DpmSolverCpu implements CpuSampler {
  * x₀ predictions), then 1 for a first-order update or 2 for a second-order one. Owns the
  * previous x₀.
  */
-export class DpmSolverGpu implements GpuSampler {
+export class DpmSolverGpu extends GpuSamplerBase<DpmSolverPlan> implements GpuSampler {
   /** Always "dpm++2m". */
   readonly kind = "dpm++2m" as const;
-  /** The schedule and coefficients. */
-  readonly plan: DpmSolverPlan;
-  #next = 0;
   #prev: Tensor | undefined;
 
   /** Plans a run of `steps` steps. */
   constructor(steps: number, config: DpmSolverConfig = {}) {
-    this.plan = dpmSolverPlan(steps, config);
-  }
-
-  /** Number of steps. */
-  get numSteps(): number {
-    return this.plan.timesteps.length;
-  }
-  /** Integer model timesteps. */
-  get timesteps(): readonly number[] {
-    return this.plan.timesteps;
-  }
-  /** numSteps + 1 sigmas. */
-  get sigmas(): Float32Array {
-    return this.plan.sigmas;
+    super(dpmSolverPlan(steps, config));
   }
 
   /** Records one update (see {@linkcode GpuSampler.step}). */
-  step(
+  protected record(
     rec: Recorder,
     i: number,
     modelOutput: Tensor,
     sample: Tensor,
-    opts: GpuStepOptions = {},
+    opts: GpuStepOptions,
   ): Tensor {
-    checkStepIndex("dpm++2m", i, this.#next, this.numSteps);
-    checkGpuOperands("dpm++2m", modelOutput, sample);
     const c = this.plan.coefficients[i];
     const type = this.plan.predictionType;
     let m0: Tensor;
@@ -324,18 +276,11 @@ export class DpmSolverGpu implements GpuSampler {
     }
     this.#prev?.release();
     this.#prev = m0;
-    this.#next = i + 1;
     return out;
   }
 
-  /** Releases the kept x₀ and starts over at step 0. */
-  reset(): void {
-    this.dispose();
-    this.#next = 0;
-  }
-
   /** Releases the kept x₀. */
-  dispose(): void {
+  override dispose(): void {
     this.#prev?.release();
     this.#prev = undefined;
   }

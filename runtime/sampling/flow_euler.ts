@@ -16,10 +16,8 @@
 import type { Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import { elementwise } from "../ops/elementwise.ts";
+import { CpuSamplerBase, type CpuUpdate, GpuSamplerBase } from "./sampler_base.ts";
 import {
-  checkCpuOperands,
-  checkGpuOperands,
-  checkStepIndex,
   checkSteps,
   type CpuSampler,
   f32,
@@ -150,41 +148,21 @@ function staticShift(sg: number, shift: number, r: (v: number) => number): numbe
   return r(r(r(shift) * sg) / r(1 + r(r(shift - 1) * sg)));
 }
 
-/** Flow-matching Euler stepping Float32Arrays: the reference. */
-export class FlowEulerCpu implements CpuSampler {
+/**
+ * Flow-matching Euler stepping Float32Arrays: the reference. lastX0 is x − σ·v of the
+ * last step (not a diffusers output; for previews).
+ */
+export class FlowEulerCpu extends CpuSamplerBase<FlowEulerPlan> implements CpuSampler {
   /** Always "flow-euler". */
   readonly kind = "flow-euler" as const;
-  /** The schedule. */
-  readonly plan: FlowEulerPlan;
-  #next = 0;
-  #x0: Float32Array | undefined;
 
   /** Plans a run of `steps` steps. */
   constructor(steps: number, config: FlowEulerConfig = {}, run: FlowEulerRun = {}) {
-    this.plan = flowEulerPlan(steps, config, run);
-  }
-
-  /** Number of steps. */
-  get numSteps(): number {
-    return this.plan.timesteps.length;
-  }
-  /** float32 timesteps σ·T. */
-  get timesteps(): readonly number[] {
-    return this.plan.timesteps;
-  }
-  /** numSteps + 1 sigmas. */
-  get sigmas(): Float32Array {
-    return this.plan.sigmas;
-  }
-  /** x − σ·v of the last step (not a diffusers output; for previews). */
-  get lastX0(): Float32Array | undefined {
-    return this.#x0;
+    super(flowEulerPlan(steps, config, run));
   }
 
   /** x + dt·v (see {@linkcode CpuSampler.step}). */
-  step(i: number, v: Float32Array, x: Float32Array): Float32Array {
-    checkStepIndex("flow-euler", i, this.#next, this.numSteps);
-    checkCpuOperands("flow-euler", v, x);
+  protected update(i: number, v: Float32Array, x: Float32Array): CpuUpdate {
     const dt = this.plan.dt[i];
     const sg = this.plan.sigmas[i];
     const out = new Float32Array(x.length);
@@ -193,59 +171,24 @@ export class FlowEulerCpu implements CpuSampler {
       out[j] = f32(x[j] + f32(dt * v[j]));
       x0[j] = f32(x[j] - f32(sg * v[j]));
     }
-    this.#x0 = x0;
-    this.#next = i + 1;
-    return out;
-  }
-
-  /** Starts over at step 0. */
-  reset(): void {
-    this.#x0 = undefined;
-    this.#next = 0;
+    return { next: out, x0 };
   }
 }
 
-/** Flow-matching Euler recorded on the GPU: one axpby per step. */
-export class FlowEulerGpu implements GpuSampler {
+/** Flow-matching Euler recorded on the GPU: one axpby per step, nothing kept between. */
+export class FlowEulerGpu extends GpuSamplerBase<FlowEulerPlan> implements GpuSampler {
   /** Always "flow-euler". */
   readonly kind = "flow-euler" as const;
-  /** The schedule. */
-  readonly plan: FlowEulerPlan;
-  #next = 0;
 
   /** Plans a run of `steps` steps. */
   constructor(steps: number, config: FlowEulerConfig = {}, run: FlowEulerRun = {}) {
-    this.plan = flowEulerPlan(steps, config, run);
-  }
-
-  /** Number of steps. */
-  get numSteps(): number {
-    return this.plan.timesteps.length;
-  }
-  /** float32 timesteps σ·T. */
-  get timesteps(): readonly number[] {
-    return this.plan.timesteps;
-  }
-  /** numSteps + 1 sigmas. */
-  get sigmas(): Float32Array {
-    return this.plan.sigmas;
+    super(flowEulerPlan(steps, config, run));
   }
 
   /** Records x + dt·v (see {@linkcode GpuSampler.step}). */
-  step(rec: Recorder, i: number, v: Tensor, x: Tensor, opts: GpuStepOptions = {}): Tensor {
-    checkStepIndex("flow-euler", i, this.#next, this.numSteps);
-    checkGpuOperands("flow-euler", v, x);
+  protected record(rec: Recorder, i: number, v: Tensor, x: Tensor, opts: GpuStepOptions): Tensor {
     const out = opts.out ?? createTensor(rec.runtime, x.shape, x.dtype);
     elementwise(rec, "axpby", x, { y: v, alpha: 1, beta: this.plan.dt[i], out });
-    this.#next = i + 1;
     return out;
   }
-
-  /** Starts over at step 0. */
-  reset(): void {
-    this.#next = 0;
-  }
-
-  /** Nothing is kept between steps. */
-  dispose(): void {}
 }
