@@ -85,16 +85,11 @@ export abstract class CpuSamplerBase<P extends SamplerPlan> extends SamplerBase<
     return this.#x0;
   }
 
-  /** One update (see {@linkcode CpuSampler.step}). */
-  step(
-    i: number,
-    modelOutput: Float32Array,
-    sample: Float32Array,
-    extras: StepExtras = {},
-  ): Float32Array {
+  /** One update of sample x (see {@linkcode CpuSampler.step}). */
+  step(i: number, output: Float32Array, x: Float32Array, extras: StepExtras = {}): Float32Array {
     return this.inOrder(i, () => {
-      checkCpuOperands(this.kind, modelOutput, sample);
-      const { next, x0 } = this.update(i, modelOutput, sample, extras);
+      checkCpuOperands(this.kind, output, x);
+      const { next, x0 } = this.update(i, output, x, extras);
       this.#x0 = x0;
       return next;
     });
@@ -121,17 +116,11 @@ export abstract class CpuSamplerBase<P extends SamplerPlan> extends SamplerBase<
 /** A GPU sampler: checks the step and its operands; dispose() frees what it keeps. */
 export abstract class GpuSamplerBase<P extends SamplerPlan> extends SamplerBase<P>
   implements GpuSampler {
-  /** Records one update (see {@linkcode GpuSampler.step}). */
-  step(
-    rec: Recorder,
-    i: number,
-    modelOutput: Tensor,
-    sample: Tensor,
-    opts: GpuStepOptions = {},
-  ): Tensor {
+  /** Records one update of sample x (see {@linkcode GpuSampler.step}). */
+  step(rec: Recorder, i: number, output: Tensor, x: Tensor, opts: GpuStepOptions = {}): Tensor {
     return this.inOrder(i, () => {
-      checkGpuOperands(this.kind, modelOutput, sample);
-      return this.record(rec, i, modelOutput, sample, opts);
+      checkGpuOperands(this.kind, output, x);
+      return this.record(rec, i, output, x, opts);
     });
   }
 
