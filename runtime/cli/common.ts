@@ -15,15 +15,17 @@ export class UsageError extends Error {
   }
 }
 
+/** The parsed values of options `T`: booleans for flags, strings otherwise. */
+export type CliValues<T extends ParseArgsOptionsConfig> = {
+  [K in keyof T]?: T[K]["type"] extends "boolean" ? boolean : string;
+};
+
 /** Parses `args` strictly; unknown options and missing values become UsageErrors. */
 export function parseCli<T extends ParseArgsOptionsConfig>(
   args: string[],
   options: T,
   allowPositionals = false,
-): {
-  values: { [K in keyof T]?: T[K]["type"] extends "boolean" ? boolean : string };
-  positionals: string[];
-} {
+): { values: CliValues<T>; positionals: string[] } {
   try {
     const r = parseArgs({ args, options, strict: true, allowPositionals });
     return r as unknown as ReturnType<typeof parseCli<T>>;
@@ -32,12 +34,22 @@ export function parseCli<T extends ParseArgsOptionsConfig>(
   }
 }
 
+/** The accepted values of a number option. */
+export interface NumberRange {
+  /** Default −∞. */
+  min?: number;
+  /** Default +∞. */
+  max?: number;
+  /** Default false. */
+  integer?: boolean;
+}
+
 /** Parses a number option, checking it is finite and within [min, max] (and an integer). */
 export function numberOption(
   name: string,
   raw: string | undefined,
   def: number,
-  { min = -Infinity, max = Infinity, integer = false } = {},
+  { min = -Infinity, max = Infinity, integer = false }: NumberRange = {},
 ): number {
   if (raw === undefined) return def;
   const v = Number(raw);
@@ -60,6 +72,78 @@ export function choiceOption<C extends string>(
     throw new UsageError(`--${name} must be one of ${choices.join(", ")}, got "${raw}"`);
   }
   return raw as C;
+}
+
+/** The options every command takes besides its own. */
+const STANDARD_OPTIONS = {
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** The names of the string-valued options of `T`. */
+type StringOption<T extends ParseArgsOptionsConfig> =
+  & { [K in keyof T]: T[K]["type"] extends "string" ? K : never }[keyof T]
+  & string;
+
+/** A command's parsed options, read by name with their checks. */
+export class CliOptions<T extends ParseArgsOptionsConfig> {
+  /** The raw values. */
+  readonly values: CliValues<T>;
+
+  /** Wraps parsed values. */
+  constructor(values: CliValues<T>) {
+    this.values = values;
+  }
+
+  #raw(name: StringOption<T>): string | undefined {
+    return this.values[name] as string | undefined;
+  }
+
+  /** `--name` as a number in `range`, `def` when absent (see {@linkcode numberOption}). */
+  number(name: StringOption<T>, def: number, range?: NumberRange): number {
+    return numberOption(name, this.#raw(name), def, range);
+  }
+
+  /** `--name` as a number in `range`, undefined when absent. */
+  optionalNumber(name: StringOption<T>, range?: NumberRange): number | undefined {
+    const raw = this.#raw(name);
+    return raw === undefined ? undefined : numberOption(name, raw, 0, range);
+  }
+
+  /** `--name` as one of `choices`, `def` when absent (see {@linkcode choiceOption}). */
+  choice<C extends string>(name: StringOption<T>, choices: readonly C[], def: C): C {
+    return choiceOption(name, this.#raw(name), choices, def);
+  }
+
+  /** `--name` as one of `choices`, undefined when absent. */
+  optionalChoice<C extends string>(name: StringOption<T>, choices: readonly C[]): C | undefined {
+    const raw = this.#raw(name);
+    return raw === undefined ? undefined : choiceOption(name, raw, choices, raw as C);
+  }
+}
+
+/**
+ * Parses a command's options plus --json and --help (-h). With --help it prints `usage` to
+ * stderr and returns undefined: the command then returns exit code 0.
+ */
+export function parseCommand<T extends ParseArgsOptionsConfig>(
+  args: string[],
+  options: T,
+  usage: string,
+): CliOptions<T & typeof STANDARD_OPTIONS> | undefined {
+  const { values } = parseCli(args, { ...options, ...STANDARD_OPTIONS });
+  if (values.help) {
+    info(usage);
+    return undefined;
+  }
+  return new CliOptions(values);
+}
+
+/** Refuses to overwrite `path` unless forced; `flag` names the option that chose it. */
+export async function checkWritable(path: string, force: boolean, flag: string): Promise<void> {
+  if (!force && await Deno.stat(path).then(() => true, () => false)) {
+    throw new UsageError(`${path} exists; pass --force to overwrite it or choose another ${flag}`);
+  }
 }
 
 /** Prints one JSON object as the last line of stdout. */

@@ -10,15 +10,7 @@ import { DEFAULT_PROMPTS_FILE, evaluate, type EvaluateResult } from "../eval/eva
 import type { FidelityResult } from "../eval/fidelity.ts";
 import { makeGrid, writePng } from "../io/png.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
-import {
-  choiceOption,
-  emitJson,
-  info,
-  numberOption,
-  parseCli,
-  ProgressBar,
-  UsageError,
-} from "./common.ts";
+import { emitJson, info, parseCommand, ProgressBar, UsageError } from "./common.ts";
 
 /** Usage text of eval. */
 export const EVAL_USAGE = `deno task eval [options]
@@ -93,7 +85,7 @@ function report(r: EvaluateResult): void {
 
 /** Runs eval; returns the exit code. */
 export async function evalCommand(args: string[]): Promise<number> {
-  const { values: v } = parseCli(args, {
+  const o = parseCommand(args, {
     model: { type: "string" },
     reference: { type: "string" },
     prompts: { type: "string" },
@@ -109,26 +101,18 @@ export async function evalCommand(args: string[]): Promise<number> {
     dataset: { type: "string" },
     "out-dir": { type: "string" },
     grid: { type: "string" },
-    json: { type: "boolean" },
-    help: { type: "boolean", short: "h" },
-  });
-  if (v.help) {
-    info(EVAL_USAGE);
-    return 0;
-  }
-  const seeds = numberOption("seeds", v.seeds, 1, { min: 1, max: 1000, integer: true });
-  const steps = numberOption("steps", v.steps, 20, { min: 1, max: 1000, integer: true });
-  const guidance = numberOption("guidance", v.guidance, 4.5, { min: 0, max: 100 });
-  const limit = v.limit === undefined
-    ? undefined
-    : numberOption("limit", v.limit, 0, { min: 1, max: 1e6, integer: true });
-  const batch = v.batch === undefined
-    ? undefined
-    : numberOption("batch", v.batch, 1, { min: 1, max: 256, integer: true });
-  const sampler = choiceOption<SamplerName>("sampler", v.sampler, SAMPLERS, "dpm++2m");
-  const adapter = choiceOption<AdapterChoice>("adapter", v.adapter, ADAPTER_CHOICES, "auto");
-  const dtype = choiceOption("dtype", v.dtype, ["f32", "f16"] as const, "f32");
-  const fid = choiceOption("fidelity", v.fidelity, ["auto", "on", "off"] as const, "auto");
+  }, EVAL_USAGE);
+  if (!o) return 0;
+  const v = o.values;
+  const seeds = o.number("seeds", 1, { min: 1, max: 1000, integer: true });
+  const steps = o.number("steps", 20, { min: 1, max: 1000, integer: true });
+  const guidance = o.number("guidance", 4.5, { min: 0, max: 100 });
+  const limit = o.optionalNumber("limit", { min: 1, max: 1e6, integer: true });
+  const batch = o.optionalNumber("batch", { min: 1, max: 256, integer: true });
+  const sampler = o.choice<SamplerName>("sampler", SAMPLERS, "dpm++2m");
+  const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
+  const dtype = o.choice("dtype", ["f32", "f16"] as const, "f32");
+  const fid = o.choice("fidelity", ["auto", "on", "off"] as const, "auto");
   if (v.grid !== undefined && !v.grid.toLowerCase().endsWith(".png")) {
     throw new UsageError("--grid must name a .png file");
   }

@@ -11,15 +11,7 @@ import { loadPipeline, type SamplerName, SAMPLERS } from "../pipeline.ts";
 import { readCaptionEmbeds, readLatents, readPooled } from "./embeds.ts";
 import { FluxModel } from "../../plugins/models/flux.ts";
 import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
-import {
-  choiceOption,
-  emitJson,
-  info,
-  numberOption,
-  parseCli,
-  ProgressBar,
-  UsageError,
-} from "./common.ts";
+import { checkWritable, emitJson, info, parseCommand, ProgressBar, UsageError } from "./common.ts";
 
 /** Usage text of generate. */
 export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
@@ -46,17 +38,6 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --save-latents FILE     write the final latents as "latents" [B,C,H,W] (f32 safetensors)
   --json                  print a JSON summary as the last line of stdout`;
 
-async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then(() => true, () => false);
-}
-
-/** Refuses to overwrite a file unless forced. */
-async function checkWritable(path: string, force: boolean, flag: string): Promise<void> {
-  if (!force && await exists(path)) {
-    throw new UsageError(`${path} exists; pass --force to overwrite it or choose another ${flag}`);
-  }
-}
-
 function defaultOut(prompt: string | undefined, seed: number): string {
   const slug = (prompt ?? "embeds").toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "")
     .slice(0, 40);
@@ -65,7 +46,7 @@ function defaultOut(prompt: string | undefined, seed: number): string {
 
 /** Runs generate; returns the exit code. */
 export async function generate(args: string[]): Promise<number> {
-  const { values: v } = parseCli(args, {
+  const o = parseCommand(args, {
     prompt: { type: "string" },
     model: { type: "string" },
     seed: { type: "string" },
@@ -82,29 +63,21 @@ export async function generate(args: string[]): Promise<number> {
     "true-cfg": { type: "string" },
     latents: { type: "string" },
     "save-latents": { type: "string" },
-    json: { type: "boolean" },
-    help: { type: "boolean", short: "h" },
-  });
-  if (v.help) {
-    info(GENERATE_USAGE);
-    return 0;
-  }
+  }, GENERATE_USAGE);
+  if (!o) return 0;
+  const v = o.values;
   if (v.prompt === undefined && v["caption-embeds"] === undefined) {
     throw new UsageError("give --prompt TEXT (or --caption-embeds FILE)");
   }
-  const seed = numberOption("seed", v.seed, 0, { min: 0, max: 2 ** 32 - 1, integer: true });
-  const steps = numberOption("steps", v.steps, 20, { min: 1, max: 1000, integer: true });
+  const seed = o.number("seed", 0, { min: 0, max: 2 ** 32 - 1, integer: true });
+  const steps = o.number("steps", 20, { min: 1, max: 1000, integer: true });
   // Model-dependent defaults (PixArt 4.5 / dpm++2m, FLUX 3.5 / flow-euler) once it is loaded.
-  const guidanceArg = v.guidance === undefined
-    ? undefined
-    : numberOption("guidance", v.guidance, 0, { min: 0, max: 100 });
-  const trueCfg = numberOption("true-cfg", v["true-cfg"], 1, { min: 0, max: 100 });
-  const n = numberOption("n", v.n, 1, { min: 1, max: 64, integer: true });
-  const samplerArg = v.sampler === undefined
-    ? undefined
-    : choiceOption<SamplerName>("sampler", v.sampler, SAMPLERS, "dpm++2m");
-  const adapter = choiceOption<AdapterChoice>("adapter", v.adapter, ADAPTER_CHOICES, "auto");
-  const dtype = choiceOption("dtype", v.dtype, ["f32", "f16"] as const, "f32");
+  const guidanceArg = o.optionalNumber("guidance", { min: 0, max: 100 });
+  const trueCfg = o.number("true-cfg", 1, { min: 0, max: 100 });
+  const n = o.number("n", 1, { min: 1, max: 64, integer: true });
+  const samplerArg = o.optionalChoice<SamplerName>("sampler", SAMPLERS);
+  const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
+  const dtype = o.choice("dtype", ["f32", "f16"] as const, "f32");
   const force = v.force ?? false;
   if (v.out !== undefined && !v.out.toLowerCase().endsWith(".png")) {
     throw new UsageError("--out must name a .png file");

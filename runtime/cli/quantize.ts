@@ -14,11 +14,10 @@ import { formatReport, measureActivationError } from "../quant/report.ts";
 import { readCalibrationEmbeds } from "./embeds.ts";
 import {
   CalibrationProgress,
-  choiceOption,
+  checkWritable,
   emitJson,
   info,
-  numberOption,
-  parseCli,
+  parseCommand,
   ProgressBar,
   UsageError,
 } from "./common.ts";
@@ -59,7 +58,7 @@ export const QUANTIZE_USAGE =
 
 /** Runs quantize; returns the exit code. */
 export async function quantize(args: string[]): Promise<number> {
-  const { values: v } = parseCli(args, {
+  const o = parseCommand(args, {
     model: { type: "string" },
     quantizer: { type: "string" },
     wbits: { type: "string" },
@@ -80,50 +79,28 @@ export async function quantize(args: string[]): Promise<number> {
     "report-prompts": { type: "string" },
     "report-steps": { type: "string" },
     adapter: { type: "string" },
-    json: { type: "boolean" },
-    help: { type: "boolean", short: "h" },
-  });
-  if (v.help) {
-    info(QUANTIZE_USAGE);
-    return 0;
-  }
+  }, QUANTIZE_USAGE);
+  if (!o) return 0;
+  const v = o.values;
   for (const k of ["quantizer", "wbits", "abits", "out"] as const) {
     if (v[k] === undefined) throw new UsageError(`--${k} is required`);
   }
   const out = v.out!;
   if (!out.endsWith(".safetensors")) throw new UsageError("--out must name a .safetensors file");
-  const wbits = numberOption("wbits", v.wbits, 4, { min: 1, max: 16, integer: true });
-  const abits = numberOption("abits", v.abits, 16, { integer: true });
+  const wbits = o.number("wbits", 4, { min: 1, max: 16, integer: true });
+  const abits = o.number("abits", 16, { integer: true });
   if (!(ABITS as readonly number[]).includes(abits)) {
     throw new UsageError(`--abits must be one of ${ABITS.join(", ")}, got ${abits}`);
   }
-  const density = v.density === undefined
-    ? undefined
-    : numberOption("density", v.density, 0.5, { min: 0.01, max: 1 });
-  const attnBits = v["attn-bits"] === undefined
-    ? undefined
-    : Number(choiceOption("attn-bits", v["attn-bits"], ["8", "4"] as const, "8"));
-  const groupSize = numberOption("group-size", v["group-size"], 0, { min: 0, integer: true });
-  const adapter = choiceOption<AdapterChoice>("adapter", v.adapter, ADAPTER_CHOICES, "auto");
-  const reportPrompts = numberOption("report-prompts", v["report-prompts"], 2, {
-    min: 1,
-    max: 16,
-    integer: true,
-  });
-  const reportSteps = numberOption("report-steps", v["report-steps"], 3, {
-    min: 1,
-    max: 100,
-    integer: true,
-  });
-  const calibPrompts = v["calib-prompts"] === undefined
-    ? undefined
-    : numberOption("calib-prompts", v["calib-prompts"], 12, { min: 1, max: 64, integer: true });
-  const calibSteps = v["calib-steps"] === undefined
-    ? undefined
-    : numberOption("calib-steps", v["calib-steps"], 20, { min: 1, max: 100, integer: true });
-  if (!v.force && await Deno.stat(out).then(() => true, () => false)) {
-    throw new UsageError(`${out} exists; pass --force to overwrite it or choose another --out`);
-  }
+  const density = o.optionalNumber("density", { min: 0.01, max: 1 });
+  const attnBits = o.optionalChoice("attn-bits", ["8", "4"] as const);
+  const groupSize = o.number("group-size", 0, { min: 0, integer: true });
+  const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
+  const reportPrompts = o.number("report-prompts", 2, { min: 1, max: 16, integer: true });
+  const reportSteps = o.number("report-steps", 3, { min: 1, max: 100, integer: true });
+  const calibPrompts = o.optionalNumber("calib-prompts", { min: 1, max: 64, integer: true });
+  const calibSteps = o.optionalNumber("calib-steps", { min: 1, max: 100, integer: true });
+  await checkWritable(out, v.force ?? false, "--out");
   if (v["calib-embeds"] !== undefined && v["calib-prompts"] !== undefined) {
     throw new UsageError("give --calib-prompts or --calib-embeds, not both");
   }
@@ -142,7 +119,7 @@ export async function quantize(args: string[]): Promise<number> {
     rotation: v.rotation ?? "none",
     attention: v.attention ?? "dense",
     density,
-    attnBits,
+    attnBits: attnBits === undefined ? undefined : Number(attnBits),
     groupSize,
     symmetric: v.symmetric,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
