@@ -4,7 +4,8 @@
 // rows: their scaled q and output accumulators o live in private arrays, so the softmax
 // statistics (m, l) need no cross-thread reduction. Keys are consumed in groups of 8:
 // 8 scores per row, one max/rescale per group, then o = o·α + Σ p·v. Each K/V vec4 that
-// is read feeds 4·RPT FMAs.
+// is read feeds 4·RPT FMAs. That step (attention_rows_step.wgsl, with the thread's state) is
+// shared with PARO's float kernel.
 //
 // Keys/values stream through workgroup memory in blocks of BK tokens, converted to f32
 // once per block, and are read back as broadcast vec4 loads. GPUs use RPT = 1 so the
@@ -93,8 +94,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var i = 0u; i < 4u; i++) {
         t[i] = select(0.0, f32(q[qb + c * 4u + i]), c * 4u + i < hd);
       }
-      qr[r * d4 + c] = t * p.scale_log2;
-      o[r * d4 + c] = vec4<f32>(0.0);
+      qr[r * D4MAX + c] = t * p.scale_log2;
+      o[r * D4MAX + c] = vec4<f32>(0.0);
     }
     m[r] = -3.0e38;
     l[r] = 0.0;
@@ -113,46 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var j = 0u; j < BK; j += 8u) {
       let ba = kb[j / 4u];
       let bb = kb[j / 4u + 1u];
-      // Scores of the 8 keys for every row: each K vec4 feeds RPT dot products.
-      var sa: array<vec4<f32>, RMAX>;
-      var sb: array<vec4<f32>, RMAX>;
-      for (var r = 0u; r < RPT; r++) {
-        sa[r] = vec4<f32>(0.0); // naga does not re-zero a `var` declared in a loop
-        sb[r] = vec4<f32>(0.0);
-      }
-      for (var c = 0u; c < d4; c++) {
-        var kv: array<vec4<f32>, 8>;
-        for (var i = 0u; i < 8u; i++) { kv[i] = ks[(j + i) * d4 + c]; }
-        for (var r = 0u; r < RPT; r++) {
-          let qc = qr[r * d4 + c];
-          sa[r] += vec4<f32>(dot(qc, kv[0]), dot(qc, kv[1]), dot(qc, kv[2]), dot(qc, kv[3]));
-          sb[r] += vec4<f32>(dot(qc, kv[4]), dot(qc, kv[5]), dot(qc, kv[6]), dot(qc, kv[7]));
-        }
-      }
-      // Online softmax per row; sa/sb become the probabilities, al the rescale.
-      var al: array<f32, RMAX>;
-      for (var r = 0u; r < RPT; r++) {
-        let s0 = sa[r] + ba;
-        let s1 = sb[r] + bb;
-        let mn = max(m[r], max(hmax(s0), hmax(s1)));
-        al[r] = exp2(m[r] - mn);
-        sa[r] = select(vec4<f32>(0.0), exp2(s0 - mn), s0 > vec4<f32>(LIVE));
-        sb[r] = select(vec4<f32>(0.0), exp2(s1 - mn), s1 > vec4<f32>(LIVE));
-        l[r] = l[r] * al[r] + hsum(sa[r]) + hsum(sb[r]);
-        m[r] = mn;
-      }
-      for (var c = 0u; c < d4; c++) {
-        var vv: array<vec4<f32>, 8>;
-        for (var i = 0u; i < 8u; i++) { vv[i] = vs[(j + i) * d4 + c]; }
-        for (var r = 0u; r < RPT; r++) {
-          let pa = sa[r];
-          let pb = sb[r];
-          var acc = o[r * d4 + c] * al[r];
-          acc += pa.x * vv[0] + pa.y * vv[1] + pa.z * vv[2] + pa.w * vv[3];
-          acc += pb.x * vv[4] + pb.y * vv[5] + pb.z * vv[6] + pb.w * vv[7];
-          o[r * d4 + c] = acc;
-        }
-      }
+      //@rows_step8
     }
   }
 
@@ -162,7 +124,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let inv = select(0.0, 1.0 / l[r], l[r] > 0.0);
     let ob = b * p.o_batch + row * p.o_row + h * hd;
     for (var c = 0u; c < d4; c++) {
-      let y = o[r * d4 + c] * inv;
+      let y = o[r * D4MAX + c] * inv;
       for (var i = 0u; i < 4u; i++) {
         if (c * 4u + i < hd) { out[ob + c * 4u + i] = DT(y[i]); }
       }

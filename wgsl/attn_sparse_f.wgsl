@@ -4,7 +4,7 @@
 // rows and staged key rows alike), so no reordered copy is made; the output row goes to
 // its raster token. Within a kept 64-key block, keys stream through workgroup memory in
 // sub-blocks of BK and are consumed 8 at a time with an online softmax in f32 (base 2:
-// q is pre-multiplied by scale·log2 e), as in the dense kernel (attention.wgsl).
+// q is pre-multiplied by scale·log2 e): the dense kernel's step, attention_rows_step.wgsl.
 // HD = 0 reads the head dim from the params (CPU adapters: one pipeline for all, and no
 // unrolling that would make it take seconds to compile).
 override HD: u32 = 64u;  // head dim (a multiple of 4, ≤ 128); 0: p.hd
@@ -104,44 +104,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var j = 0u; j < BK; j += 8u) {
           let ba = kb4[j / 4u];
           let bb = kb4[j / 4u + 1u];
-          var sa: array<vec4<f32>, RMAX>;
-          var sb: array<vec4<f32>, RMAX>;
-          for (var r = 0u; r < RPT; r++) {
-            sa[r] = vec4<f32>(0.0);
-            sb[r] = vec4<f32>(0.0);
-          }
-          for (var c = 0u; c < d4; c++) {
-            var kv: array<vec4<f32>, 8>;
-            for (var i = 0u; i < 8u; i++) { kv[i] = ks[(j + i) * d4 + c]; }
-            for (var r = 0u; r < RPT; r++) {
-              let qc = qr[r * D4MAX + c];
-              sa[r] += vec4<f32>(dot(qc, kv[0]), dot(qc, kv[1]), dot(qc, kv[2]), dot(qc, kv[3]));
-              sb[r] += vec4<f32>(dot(qc, kv[4]), dot(qc, kv[5]), dot(qc, kv[6]), dot(qc, kv[7]));
-            }
-          }
-          var al: array<f32, RMAX>;
-          for (var r = 0u; r < RPT; r++) {
-            let s0 = sa[r] + ba;
-            let s1 = sb[r] + bb;
-            let mn = max(m[r], max(hmax(s0), hmax(s1)));
-            al[r] = exp2(m[r] - mn);
-            sa[r] = select(vec4<f32>(0.0), exp2(s0 - mn), s0 > vec4<f32>(LIVE));
-            sb[r] = select(vec4<f32>(0.0), exp2(s1 - mn), s1 > vec4<f32>(LIVE));
-            l[r] = l[r] * al[r] + hsum(sa[r]) + hsum(sb[r]);
-            m[r] = mn;
-          }
-          for (var c = 0u; c < d4; c++) {
-            var vv: array<vec4<f32>, 8>;
-            for (var i = 0u; i < 8u; i++) { vv[i] = vs[(j + i) * d4 + c]; }
-            for (var r = 0u; r < RPT; r++) {
-              let pa = sa[r];
-              let pc = sb[r];
-              var acc = o[r * D4MAX + c] * al[r];
-              acc += pa.x * vv[0] + pa.y * vv[1] + pa.z * vv[2] + pa.w * vv[3];
-              acc += pc.x * vv[4] + pc.y * vv[5] + pc.z * vv[6] + pc.w * vv[7];
-              o[r * D4MAX + c] = acc;
-            }
-          }
+          //@rows_step8
         }
       }
     }

@@ -9,7 +9,7 @@
  * @module
  */
 import type { Runtime } from "../gpu/device.ts";
-import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import { composeWgsl, expandMarkers, type StorageType } from "../gpu/compose.ts";
 import { type KernelSpec, Recorder } from "../gpu/kernel.ts";
 import { createTensor, readTensor, Tensor, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
@@ -19,6 +19,7 @@ import { attentionTiledSpec, tiledBytes, type TiledShape, tiledShape } from "./a
 import { ATTENTION_UNIFORM, type AttentionLaunch, type Layout } from "./attention_launch.ts";
 import src from "../../wgsl/attention.wgsl" with { type: "text" };
 import ioSrc from "../../wgsl/attention_io.wgsl" with { type: "text" };
+import stepSrc from "../../wgsl/attention_rows_step.wgsl" with { type: "text" };
 
 /** A [B, T, W] tensor read as heads starting at column `column` of each row. */
 export interface HeadsView {
@@ -102,7 +103,12 @@ const specs = new Map<StorageType, KernelSpec<Params>>();
 export function attentionSpec(storage: StorageType): KernelSpec<Params> {
   let spec = specs.get(storage);
   if (!spec) {
-    const c = composeWgsl(src, { storage, libs: [ioSrc] });
+    const kernel = expandMarkers(
+      src,
+      { rows_step8: stepSrc.trimEnd().split("\n") },
+      "attention.wgsl",
+    );
+    const c = composeWgsl(kernel, { storage, libs: [ioSrc] });
     spec = {
       name: `attention_${storage}`,
       source: c.source,

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import { composeWgsl, expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { KernelSpec } from "../gpu/kernel.ts";
 import { BLOCK } from "../quant/paro_plan.ts";
 import { paddedHeadDim } from "../reference/attn_sparse.ts";
@@ -13,6 +13,7 @@ import kmeanSrc from "../../wgsl/attn_sparse_kmean.wgsl" with { type: "text" };
 import quantSrc from "../../wgsl/attn_sparse_quant.wgsl" with { type: "text" };
 import sparseSrc from "../../wgsl/attn_sparse.wgsl" with { type: "text" };
 import sparseFSrc from "../../wgsl/attn_sparse_f.wgsl" with { type: "text" };
+import stepSrc from "../../wgsl/attention_rows_step.wgsl" with { type: "text" };
 
 /** Where heads sit in a [B, T, W] operand: column offset, row stride, batch stride. */
 export interface Layout {
@@ -220,7 +221,12 @@ const sparseFSpecs = new Map<StorageType, KernelSpec<SparseFParams>>();
 export function sparseFSpec(storage: StorageType): KernelSpec<SparseFParams> {
   let spec = sparseFSpecs.get(storage);
   if (!spec) {
-    const c = composeWgsl(sparseFSrc, { storage });
+    const kernel = expandMarkers(
+      sparseFSrc,
+      { rows_step8: stepSrc.trimEnd().split("\n") },
+      "attn_sparse_f.wgsl",
+    );
+    const c = composeWgsl(kernel, { storage });
     spec = {
       name: `attn_sparse_f_${storage}`,
       source: c.source,
