@@ -12,6 +12,7 @@ export const ONNX_FLOAT = 1;
 /** float16 element type. */
 export const ONNX_FLOAT16 = 10;
 
+/** A protobuf base-128 varint. */
 function varint(n: number): number[] {
   const out: number[] = [];
   let v = BigInt(n);
@@ -24,7 +25,8 @@ function varint(n: number): number[] {
   return out;
 }
 
-function concat(parts: (Uint8Array | number[])[]): Uint8Array {
+/** The bytes of `parts`, one after another. */
+export function pbConcat(parts: (Uint8Array | number[])[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {
@@ -35,17 +37,18 @@ function concat(parts: (Uint8Array | number[])[]): Uint8Array {
 }
 
 /** A varint field (wire type 0). */
-function int(field: number, v: number): Uint8Array {
-  return concat([varint(field << 3), varint(v)]);
+export function pbInt(field: number, v: number): Uint8Array {
+  return pbConcat([varint(field << 3), varint(v)]);
 }
 
 /** A length-delimited field (wire type 2). */
-function bytes(field: number, b: Uint8Array): Uint8Array {
-  return concat([varint((field << 3) | 2), varint(b.length), b]);
+export function pbBytes(field: number, b: Uint8Array): Uint8Array {
+  return pbConcat([varint((field << 3) | 2), varint(b.length), b]);
 }
 
-function str(field: number, s: string): Uint8Array {
-  return bytes(field, enc.encode(s));
+/** A UTF-8 string field (wire type 2). */
+export function pbString(field: number, s: string): Uint8Array {
+  return pbBytes(field, enc.encode(s));
 }
 
 /** A graph input or output: name, element type and fixed dims. */
@@ -58,10 +61,12 @@ export interface ValueInfo {
   dims: readonly number[];
 }
 
-function valueInfo(v: ValueInfo): Uint8Array {
-  const shape = concat(v.dims.map((d) => bytes(1, int(1, d)))); // TensorShapeProto.dim.dim_value
-  const tensorType = concat([int(1, v.type), bytes(2, shape)]); // TypeProto.Tensor
-  return concat([str(1, v.name), bytes(2, bytes(1, tensorType))]); // ValueInfoProto
+/** A ValueInfoProto: name and fixed-shape tensor type. */
+export function valueInfoProto(v: ValueInfo): Uint8Array {
+  // TensorShapeProto: one dim (dim_value) per size.
+  const shape = pbConcat(v.dims.map((d) => pbBytes(1, pbInt(1, d))));
+  const tensorType = pbConcat([pbInt(1, v.type), pbBytes(2, shape)]); // TypeProto.Tensor
+  return pbConcat([pbString(1, v.name), pbBytes(2, pbBytes(1, tensorType))]); // ValueInfoProto
 }
 
 /** One node: op type, inputs, outputs (default domain, no attributes). */
@@ -80,24 +85,24 @@ export function onnxModel(
   inputs: readonly ValueInfo[],
   outputs: readonly ValueInfo[],
 ): Uint8Array {
-  const graph = concat([
+  const graph = pbConcat([
     ...nodes.map((n, i) =>
-      bytes(
+      pbBytes(
         1,
-        concat([
-          ...n.inputs.map((s) => str(1, s)),
-          ...n.outputs.map((s) => str(2, s)),
-          str(3, `${n.op}_${i}`),
-          str(4, n.op),
+        pbConcat([
+          ...n.inputs.map((s) => pbString(1, s)),
+          ...n.outputs.map((s) => pbString(2, s)),
+          pbString(3, `${n.op}_${i}`),
+          pbString(4, n.op),
         ]),
       )
     ),
-    str(2, "webdit_peer"),
-    ...inputs.map((v) => bytes(11, valueInfo(v))),
-    ...outputs.map((v) => bytes(12, valueInfo(v))),
+    pbString(2, "webdit_peer"),
+    ...inputs.map((v) => pbBytes(11, valueInfoProto(v))),
+    ...outputs.map((v) => pbBytes(12, valueInfoProto(v))),
   ]);
-  const opset = bytes(8, concat([str(1, ""), int(2, 17)]));
-  return concat([int(1, 8), str(2, "webdit"), opset, bytes(7, graph)]);
+  const opset = pbBytes(8, pbConcat([pbString(1, ""), pbInt(2, 17)]));
+  return pbConcat([pbInt(1, 8), pbString(2, "webdit"), opset, pbBytes(7, graph)]);
 }
 
 /** The ONNX model of Y [M, N] = A [M, K] · B [K, N]. */

@@ -3,12 +3,14 @@
  * with one f32 scale a block, implicit zero point 8) on its WebGPU EP, in this Deno process,
  * activations GPU-resident — what a JS user would run for int4 weight-only GEMMs.
  *
- * The one-node model is encoded here (MatMulNBits needs attributes, initializers and the
- * com.microsoft opset, which bench/peers/onnx_graph.ts does not write).
+ * The one-node model is encoded here from bench/peers/onnx_graph.ts' protobuf fields
+ * (MatMulNBits needs attributes, initializers and the com.microsoft opset, which its
+ * onnxModel does not write).
  *
  * @module
  */
 import { Prng } from "../../runtime/io/prng.ts";
+import { ONNX_FLOAT, pbBytes, pbConcat, pbInt, pbString, valueInfoProto } from "./onnx_graph.ts";
 import { loadOrt, type PeerMatmul } from "./ort.ts";
 
 /** A 4-bit blocked weight in MatMulNBits' form: W[n, k] = (q[n, k] − 8)·scale[n, k / block]. */
@@ -40,48 +42,20 @@ export function nbits4At(w: Nbits4Weight, n: number, k: number): number {
   return (w.q[n * w.K + k] - 8) * w.scales[n * (w.K / w.block) + Math.floor(k / w.block)];
 }
 
-const enc = new TextEncoder();
-
-function varint(v: number): number[] {
-  const out: number[] = [];
-  let x = BigInt(v);
-  do {
-    let b = Number(x & 0x7fn);
-    x >>= 7n;
-    if (x > 0n) b |= 0x80;
-    out.push(b);
-  } while (x > 0n);
-  return out;
-}
-
-function cat(parts: (Uint8Array | number[])[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
-const fInt = (f: number, v: number) => cat([varint(f << 3), varint(v)]);
-const fLen = (f: number, b: Uint8Array) => cat([varint((f << 3) | 2), varint(b.length), b]);
-const fStr = (f: number, s: string) => fLen(f, enc.encode(s));
-
-const FLOAT = 1;
-const UINT8 = 2;
-
-function valueInfo(name: string, type: number, dims: number[]): Uint8Array {
-  const shape = cat(dims.map((d) => fLen(1, fInt(1, d))));
-  return cat([fStr(1, name), fLen(2, fLen(1, cat([fInt(1, type), fLen(2, shape)])))]);
-}
+/** ONNX TensorProto element type uint8. */
+const ONNX_UINT8 = 2;
 
 function initializer(name: string, type: number, dims: number[], raw: Uint8Array): Uint8Array {
-  return cat([...dims.map((d) => fInt(1, d)), fInt(2, type), fStr(8, name), fLen(9, raw)]);
+  return pbConcat([
+    ...dims.map((d) => pbInt(1, d)),
+    pbInt(2, type),
+    pbString(8, name),
+    pbBytes(9, raw),
+  ]);
 }
 
 function intAttr(name: string, v: number): Uint8Array {
-  return cat([fStr(1, name), fInt(3, v), fInt(20, 2)]); // AttributeProto.type = INT
+  return pbConcat([pbString(1, name), pbInt(3, v), pbInt(20, 2)]); // AttributeProto.type = INT
 }
 
 /** The ONNX model Y [M, N] = A [M, K] · Wᵀ with W a MatMulNBits 4-bit initializer. */
@@ -89,33 +63,33 @@ export function matmulNBitsModel(M: number, w: Nbits4Weight, accuracyLevel = 0):
   const nb = w.K / w.block;
   const packed = new Uint8Array((w.N * w.K) / 2); // [N, nb, block/2], low nibble first
   for (let i = 0; i < packed.length; i++) packed[i] = w.q[2 * i] | (w.q[2 * i + 1] << 4);
-  const node = cat([
-    fStr(1, "A"),
-    fStr(1, "B"),
-    fStr(1, "scales"),
-    fStr(2, "Y"),
-    fStr(3, "matmulnbits_0"),
-    fStr(4, "MatMulNBits"),
+  const node = pbConcat([
+    pbString(1, "A"),
+    pbString(1, "B"),
+    pbString(1, "scales"),
+    pbString(2, "Y"),
+    pbString(3, "matmulnbits_0"),
+    pbString(4, "MatMulNBits"),
     ...[["K", w.K], ["N", w.N], ["bits", 4], ["block_size", w.block], [
       "accuracy_level",
       accuracyLevel,
-    ]].map(([n, v]) => fLen(5, intAttr(n as string, v as number))),
-    fStr(7, "com.microsoft"),
+    ]].map(([n, v]) => pbBytes(5, intAttr(n as string, v as number))),
+    pbString(7, "com.microsoft"),
   ]);
-  const graph = cat([
-    fLen(1, node),
-    fStr(2, "webdit_peer_nbits"),
-    fLen(5, initializer("B", UINT8, [w.N, nb, w.block / 2], packed)),
-    fLen(5, initializer("scales", FLOAT, [w.N * nb], new Uint8Array(w.scales.buffer))),
-    fLen(11, valueInfo("A", FLOAT, [M, w.K])),
-    fLen(12, valueInfo("Y", FLOAT, [M, w.N])),
+  const graph = pbConcat([
+    pbBytes(1, node),
+    pbString(2, "webdit_peer_nbits"),
+    pbBytes(5, initializer("B", ONNX_UINT8, [w.N, nb, w.block / 2], packed)),
+    pbBytes(5, initializer("scales", ONNX_FLOAT, [w.N * nb], new Uint8Array(w.scales.buffer))),
+    pbBytes(11, valueInfoProto({ name: "A", type: ONNX_FLOAT, dims: [M, w.K] })),
+    pbBytes(12, valueInfoProto({ name: "Y", type: ONNX_FLOAT, dims: [M, w.N] })),
   ]);
-  return cat([
-    fInt(1, 8),
-    fStr(2, "webdit"),
-    fLen(8, cat([fStr(1, ""), fInt(2, 17)])),
-    fLen(8, cat([fStr(1, "com.microsoft"), fInt(2, 1)])),
-    fLen(7, graph),
+  return pbConcat([
+    pbInt(1, 8),
+    pbString(2, "webdit"),
+    pbBytes(8, pbConcat([pbString(1, ""), pbInt(2, 17)])),
+    pbBytes(8, pbConcat([pbString(1, "com.microsoft"), pbInt(2, 1)])),
+    pbBytes(7, graph),
   ]);
 }
 
