@@ -6,11 +6,16 @@
  * @module
  */
 
-/** For each packed element in order, the index of the [B, C, H, W] element it holds. */
-function packedSources([B, C, H, W]: readonly number[], p: number): Uint32Array {
+/** Packs (`pack`) or unpacks `x`: one walk over the packed order serves both directions. */
+function repack(
+  x: Float32Array,
+  [B, C, H, W]: readonly number[],
+  p: number,
+  pack: boolean,
+): Float32Array {
   const h = H / p;
   const w = W / p;
-  const src = new Uint32Array(B * C * H * W);
+  const out = new Float32Array(x.length);
   let o = 0;
   for (let b = 0; b < B; b++) {
     for (let r = 0; r < h; r++) {
@@ -18,36 +23,24 @@ function packedSources([B, C, H, W]: readonly number[], p: number): Uint32Array 
         for (let c = 0; c < C; c++) {
           for (let dy = 0; dy < p; dy++) {
             for (let dx = 0; dx < p; dx++) {
-              src[o++] = ((b * C + c) * H + r * p + dy) * W + q * p + dx;
+              const s = ((b * C + c) * H + r * p + dy) * W + q * p + dx;
+              if (pack) out[o++] = x[s];
+              else out[s] = x[o++];
             }
           }
         }
       }
     }
   }
-  return src;
+  return out;
 }
 
 /** `_pack_latents` (p = 2) or any p: [B, C, H, W] → [B, (H/p)·(W/p), C·p·p]. */
-export function packLatentsRef(
-  x: Float32Array,
-  shape: readonly number[],
-  p = 2,
-): Float32Array {
-  const src = packedSources(shape, p);
-  const out = new Float32Array(x.length);
-  for (let i = 0; i < src.length; i++) out[i] = x[src[i]];
-  return out;
+export function packLatentsRef(x: Float32Array, shape: readonly number[], p = 2): Float32Array {
+  return repack(x, shape, p, true);
 }
 
 /** `_unpack_latents`: [B, (H/p)·(W/p), C·p·p] → [B, C, H, W]. */
-export function unpackLatentsRef(
-  x: Float32Array,
-  shape: readonly number[],
-  p = 2,
-): Float32Array {
-  const src = packedSources(shape, p);
-  const out = new Float32Array(x.length);
-  for (let i = 0; i < src.length; i++) out[src[i]] = x[i];
-  return out;
+export function unpackLatentsRef(x: Float32Array, shape: readonly number[], p = 2): Float32Array {
+  return repack(x, shape, p, false);
 }
