@@ -9,7 +9,8 @@ import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/devic
 import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
 import { ABITS } from "../quant/qlinear.ts";
 import { DEFAULT_KEEP_FP, FLUX_KEEP_FP } from "../quant/plan.ts";
-import { quantizeModel, writeArtifact } from "../quant/quantize.ts";
+import { quantizeModel, type QuantizeOptions, writeArtifact } from "../quant/quantize.ts";
+import type { RotationKind } from "../quant/rotation.ts";
 import { formatReport, measureActivationError } from "../quant/report.ts";
 import { readCalibrationEmbeds } from "./embeds.ts";
 import {
@@ -30,6 +31,13 @@ export const QUANTIZE_USAGE =
   --wbits B               weight bits: 3, 4 or 8 (tlq: 3 or 4)
   --abits B               activation bits: 4, 6, 8 (per-token int8 GEMMs) or 16 (weight-only)
   --rotation R            none (default), hadamard, outlier, adaptive
+  --tau F                 adaptive: the ARS threshold on the input RMS J (J < τ → hadamard,
+                          else outlier; default 1)
+  --rotation-override L   adaptive: comma-separated PATTERN=BRANCH (* wildcard; BRANCH hadamard,
+                          outlier or none) forcing a layer's branch, e.g.
+                          "transformer_blocks.*.ff.net.2=outlier"
+  --alpha F               rotations: SmoothQuant α in [0, 1] (default 0.5)
+  --no-smooth             rotations: rotate without smoothing first
   --attention A           dense (default) or paro
   --density F             paro: kept block density (0.5, 0.3, 0.2)
   --attn-bits B           paro: 8 or 4
@@ -56,6 +64,51 @@ export const QUANTIZE_USAGE =
   --adapter A             auto (default), gpu or cpu (for --report)
   --json                  print a JSON summary as the last line of stdout`;
 
+/** Rotation plan knobs the command line sets. */
+type RotationKnobs = NonNullable<QuantizeOptions["rotationOptions"]>;
+
+/** The branches a `--rotation-override` may force. */
+const ROTATION_BRANCHES: readonly RotationKind[] = ["hadamard", "outlier", "none"];
+
+/** The rotation plan knobs (τ, overrides, α, smoothing) of the options, or undefined. */
+function rotationKnobs(
+  rotation: string,
+  tau: number | undefined,
+  alpha: number | undefined,
+  noSmooth: boolean,
+  overrideList: string | undefined,
+): RotationKnobs | undefined {
+  const knobs: RotationKnobs = {};
+  if (tau !== undefined) knobs.tau = tau;
+  if (alpha !== undefined) knobs.alpha = alpha;
+  if (noSmooth) knobs.smooth = false;
+  if (overrideList !== undefined) {
+    knobs.overrides = {};
+    for (const item of overrideList.split(",").map((x) => x.trim()).filter(Boolean)) {
+      const [pattern, branch, ...rest] = item.split("=").map((x) => x.trim());
+      if (!pattern || rest.length || !ROTATION_BRANCHES.includes(branch as RotationKind)) {
+        throw new UsageError(
+          `--rotation-override: "${item}" is not PATTERN=BRANCH with BRANCH one of ` +
+            ROTATION_BRANCHES.join(", "),
+        );
+      }
+      knobs.overrides[pattern] = branch as RotationKind;
+    }
+  }
+  if ((tau !== undefined || knobs.overrides) && rotation !== "adaptive") {
+    throw new UsageError("--tau and --rotation-override apply to --rotation adaptive");
+  }
+  if ((alpha !== undefined || noSmooth) && rotation === "none") {
+    throw new UsageError(
+      "--alpha and --no-smooth apply to a rotation (hadamard, outlier, adaptive)",
+    );
+  }
+  if (alpha !== undefined && noSmooth) {
+    throw new UsageError("give --alpha or --no-smooth, not both");
+  }
+  return Object.keys(knobs).length ? knobs : undefined;
+}
+
 /** Runs quantize; returns the exit code. */
 export async function quantize(args: string[]): Promise<number> {
   const o = parseCommand(args, {
@@ -64,6 +117,10 @@ export async function quantize(args: string[]): Promise<number> {
     wbits: { type: "string" },
     abits: { type: "string" },
     rotation: { type: "string" },
+    tau: { type: "string" },
+    "rotation-override": { type: "string" },
+    alpha: { type: "string" },
+    "no-smooth": { type: "boolean" },
     attention: { type: "string" },
     density: { type: "string" },
     "attn-bits": { type: "string" },
@@ -100,6 +157,13 @@ export async function quantize(args: string[]): Promise<number> {
   const reportSteps = o.number("report-steps", 3, { min: 1, max: 100, integer: true });
   const calibPrompts = o.optionalNumber("calib-prompts", { min: 1, max: 64, integer: true });
   const calibSteps = o.optionalNumber("calib-steps", { min: 1, max: 100, integer: true });
+  const rotationOptions = rotationKnobs(
+    v.rotation ?? "none",
+    o.optionalNumber("tau", { min: 0 }),
+    o.optionalNumber("alpha", { min: 0, max: 1 }),
+    v["no-smooth"] ?? false,
+    v["rotation-override"],
+  );
   await checkWritable(out, v.force ?? false, "--out");
   if (v["calib-embeds"] !== undefined && v["calib-prompts"] !== undefined) {
     throw new UsageError("give --calib-prompts or --calib-embeds, not both");
@@ -117,6 +181,7 @@ export async function quantize(args: string[]): Promise<number> {
     wbits,
     abits,
     rotation: v.rotation ?? "none",
+    rotationOptions,
     attention: v.attention ?? "dense",
     density,
     attnBits: attnBits === undefined ? undefined : Number(attnBits),

@@ -1,4 +1,5 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
+import { openSafetensors } from "../io/safetensors.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
@@ -131,4 +132,55 @@ Deno.test("quantize on FLUX: the family's keep-FP default; calibration needs --c
   const help = await cli("quantize", "--help");
   assert(help.stderr.includes("FLUX x_embedder,context_embedder"), help.stderr);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("quantize: --tau, --rotation-override, --alpha and --no-smooth reach the plan; misuse exits 2", async () => {
+  const base = ["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "8", "--abits", "8"];
+  const misuse: [string[], string][] = [
+    [["--tau", "2"], "apply to --rotation adaptive"],
+    [["--rotation", "adaptive", "--rotation-override", "x=sideways"], "PATTERN=BRANCH"],
+    [["--alpha", "0.5"], "apply to a rotation"],
+    [["--rotation", "hadamard", "--alpha", "1.5"], "--alpha"],
+    [["--rotation", "hadamard", "--alpha", "0.5", "--no-smooth"], "not both"],
+  ];
+  for (const [extra, msg] of misuse) {
+    const r = await cli("quantize", ...base, ...extra, "--out", "/tmp/never.safetensors");
+    assertEquals(r.code, 2, `${extra.join(" ")}: ${r.stderr}`);
+    assert(r.stderr.includes(msg), `${extra.join(" ")}: ${r.stderr}`);
+  }
+
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_rot_" });
+  try {
+    const out = `${dir}/ars.safetensors`;
+    const r = await cli(
+      "quantize",
+      ...base,
+      ...["--rotation", "adaptive", "--tau", "1000", "--alpha", "0.25"],
+      ...["--rotation-override", "transformer_blocks.0.*=outlier"],
+      ...["--calib-prompts", "1", "--calib-steps", "1", "--out", out],
+    );
+    assertEquals(r.code, 0, r.stderr);
+    const f = await openSafetensors(out);
+    const plan = JSON.parse(f.metadata["webdit.plan"]);
+    f.close();
+    assertEquals(plan.calibration.rotationOptions, {
+      tau: 1000,
+      alpha: 0.25,
+      overrides: { "transformer_blocks.0.*": "outlier" },
+    });
+    const layers = Object.entries(plan.layers) as [
+      string,
+      { rotation: string; meta?: Record<string, unknown> },
+    ][];
+    const quantized = layers.filter(([, l]) => l.rotation !== "none");
+    assert(quantized.length > 0);
+    for (const [name, l] of quantized) {
+      const forced = name.startsWith("transformer_blocks.0.");
+      assertEquals(l.rotation, forced ? "outlier" : "hadamard", name);
+      const reason = String(l.meta?.rotReason);
+      assert(forced ? reason === "override" : reason.includes("< τ 1000"), `${name}: ${reason}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

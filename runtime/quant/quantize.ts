@@ -450,7 +450,13 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     version: ARTIFACT_VERSION,
     settings,
     source: { path: dir, sha256, className },
-    calibration: stats ? { modelHash: stats.modelHash, ...stats.settings } : null,
+    calibration: stats
+      ? {
+        modelHash: stats.modelHash,
+        ...stats.settings,
+        ...(o.rotationOptions ? { rotationOptions: o.rotationOptions } : {}),
+      }
+      : null,
     layers,
   };
   metadata[META.plan] = JSON.stringify(plan);
