@@ -7,7 +7,7 @@
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { tensorToImage, writePng } from "../io/png.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
-import { loadPipeline, type SamplerName, SAMPLERS } from "../pipeline.ts";
+import { loadPipeline, type Pipeline, type SamplerName, SAMPLERS } from "../pipeline.ts";
 import { readCaptionEmbeds, readLatents, readPooled } from "./embeds.ts";
 import { FluxModel } from "../../plugins/models/flux.ts";
 import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
@@ -36,12 +36,47 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --latents FILE          initial noise: tensor "latents" [B,C,H,W] (as diffusers' latents=; FLUX:
                           unpacked, C = in_channels/4)
   --save-latents FILE     write the final latents as "latents" [B,C,H,W] (f32 safetensors)
+  --height PX, --width PX image size in pixels, as diffusers' height=/width= (default the
+                          model's sample size; FLUX 1024): a multiple of the patch (PixArt) or
+                          of 16 (FLUX: 8 pixels a latent cell, 2×2 packing)
   --json                  print a JSON summary as the last line of stdout`;
 
 function defaultOut(prompt: string | undefined, seed: number): string {
   const slug = (prompt ?? "embeds").toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "")
     .slice(0, 40);
   return `${slug || "image"}_${seed}.png`;
+}
+
+/**
+ * The latent height and width of a run: from --latents, else from --height/--width in
+ * pixels (each must be a whole number of the model's size step), else the model's default.
+ */
+function latentSize(
+  pipe: Pipeline,
+  latentsShape: readonly number[] | undefined,
+  heightPx: number | undefined,
+  widthPx: number | undefined,
+): { height?: number; width?: number } {
+  const ppl = pipe.pixelsPerLatent;
+  // PixArt: whole patches; FLUX: whole 2×2 packing cells.
+  const cells = pipe.model instanceof FluxModel ? 2 : pipe.model.config.patchSize;
+  const out: { height?: number; width?: number } = {};
+  for (const [flag, px, dim] of [["height", heightPx, 2], ["width", widthPx, 3]] as const) {
+    if (px === undefined) {
+      if (latentsShape) out[flag] = latentsShape[dim];
+      continue;
+    }
+    if (px % (ppl * cells)) {
+      throw new UsageError(`--${flag} must be a multiple of ${ppl * cells} pixels, got ${px}`);
+    }
+    if (latentsShape && latentsShape[dim] * ppl !== px) {
+      throw new UsageError(
+        `--${flag} ${px} disagrees with --latents (${latentsShape[dim] * ppl} pixels)`,
+      );
+    }
+    out[flag] = px / ppl;
+  }
+  return out;
 }
 
 /** Runs generate; returns the exit code. */
@@ -63,6 +98,8 @@ export async function generate(args: string[]): Promise<number> {
     "true-cfg": { type: "string" },
     latents: { type: "string" },
     "save-latents": { type: "string" },
+    height: { type: "string" },
+    width: { type: "string" },
   }, GENERATE_USAGE);
   if (!o) return 0;
   const v = o.values;
@@ -75,6 +112,8 @@ export async function generate(args: string[]): Promise<number> {
   const guidanceArg = o.optionalNumber("guidance", { min: 0, max: 100 });
   const trueCfg = o.number("true-cfg", 1, { min: 0, max: 100 });
   const n = o.number("n", 1, { min: 1, max: 64, integer: true });
+  const heightPx = o.optionalNumber("height", { min: 1, max: 16384, integer: true });
+  const widthPx = o.optionalNumber("width", { min: 1, max: 16384, integer: true });
   const samplerArg = o.optionalChoice<SamplerName>("sampler", SAMPLERS);
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const dtype = o.choice("dtype", ["f32", "f16"] as const, "f32");
@@ -136,8 +175,7 @@ export async function generate(args: string[]): Promise<number> {
         sampler,
         trueCfg,
         latents: latents?.data,
-        height: latents?.shape[2],
-        width: latents?.shape[3],
+        ...latentSize(pipe, latents?.shape, heightPx, widthPx),
         onStep: (s) => bar.update(s.step),
       });
       bar.done();
