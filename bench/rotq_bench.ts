@@ -46,6 +46,7 @@ import {
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
 import {
   quantizeRows,
+  randomOrthogonal,
   rotateHadamardRef,
   rotateOutlierRef,
   unpackCodes,
@@ -78,22 +79,8 @@ const s = Float32Array.from(
   { length: K },
   () => (g.uniform() < 0.5 ? -1 : 1) / Math.sqrt(B) / (0.5 + g.uniform()),
 );
-function orthogonal(n: number): Float32Array {
-  const a = Float64Array.from(g.normals(n * n));
-  for (let i = 0; i < n; i++) {
-    for (let p = 0; p < i; p++) {
-      let d = 0;
-      for (let k = 0; k < n; k++) d += a[i * n + k] * a[p * n + k];
-      for (let k = 0; k < n; k++) a[i * n + k] -= d * a[p * n + k];
-    }
-    let nrm = 0;
-    for (let k = 0; k < n; k++) nrm += a[i * n + k] ** 2;
-    for (let k = 0; k < n; k++) a[i * n + k] /= Math.sqrt(nrm);
-  }
-  return Float32Array.from(a);
-}
-const q1 = orthogonal(B);
-const q2 = orthogonal(B);
+const q1 = randomOrthogonal(B, g);
+const q2 = randomOrthogonal(B, g);
 const perm = new Uint32Array(K).map((_, k) => (k * 5 + 3) % K); // 5 ⊥ 1152
 const dest = new Uint32Array(K);
 perm.forEach((p, k) => dest[p] = k);

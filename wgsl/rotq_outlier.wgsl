@@ -10,6 +10,7 @@
 // row held in workgroup memory (a broadcast read), so a step does 4·NBC·ROWS multiply-adds
 // for 4 global and NBC·ROWS workgroup loads. Each sum still runs sequentially over i
 // from 0, as the CPU reference (runtime/reference/rotq.ts) does, so codes match it exactly.
+// Both stages' block product is wgsl/rotq_outlier_product.wgsl, pasted at the //@ lines.
 override B: u32 = 128u;      // block size = threads (a power of two ≥ 4)
 override ROWS: u32 = 1u;     // token rows per workgroup (≤ 4)
 override NBC: u32 = 4u;      // blocks per register tile (≤ 4)
@@ -58,27 +59,7 @@ fn main(
 
   // Stage 1: y1 = blocks · Q1, each output written to its permuted position.
   for (var b0 = 0u; b0 < nb; b0 += NBC) {
-    var acc = array<f32, 16>(); // explicit: re-zeroed every chunk
-    for (var i4 = 0u; i4 < B4; i4++) {
-      let i = 4u * i4;
-      let qa = q1[i * B + j];
-      let qb = q1[(i + 1u) * B + j];
-      let qc = q1[(i + 2u) * B + j];
-      let qd = q1[(i + 3u) * B + j];
-      for (var c = 0u; c < NBC; c++) {
-        if (b0 + c < nb) {
-          for (var r = 0u; r < ROWS; r++) {
-            let v = va[r * K4 + (b0 + c) * B4 + i4];
-            var a = acc[c * 4u + r];
-            a = a + v.x * qa;
-            a = a + v.y * qb;
-            a = a + v.z * qc;
-            a = a + v.w * qd;
-            acc[c * 4u + r] = a;
-          }
-        }
-      }
-    }
+    //@product_q1_va
     for (var c = 0u; c < NBC; c++) {
       if (b0 + c < nb) {
         let d = dest[(b0 + c) * B + j];
@@ -91,27 +72,7 @@ fn main(
   // Stage 2: out = blocks · Q2, back into va; per-row absmax on the way.
   var m = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
   for (var b0 = 0u; b0 < nb; b0 += NBC) {
-    var acc = array<f32, 16>(); // explicit: re-zeroed every chunk
-    for (var i4 = 0u; i4 < B4; i4++) {
-      let i = 4u * i4;
-      let qa = q2[i * B + j];
-      let qb = q2[(i + 1u) * B + j];
-      let qc = q2[(i + 2u) * B + j];
-      let qd = q2[(i + 3u) * B + j];
-      for (var c = 0u; c < NBC; c++) {
-        if (b0 + c < nb) {
-          for (var r = 0u; r < ROWS; r++) {
-            let v = vb[r * K4 + (b0 + c) * B4 + i4];
-            var a = acc[c * 4u + r];
-            a = a + v.x * qa;
-            a = a + v.y * qb;
-            a = a + v.z * qc;
-            a = a + v.w * qd;
-            acc[c * 4u + r] = a;
-          }
-        }
-      }
-    }
+    //@product_q2_vb
     for (var c = 0u; c < NBC; c++) {
       if (b0 + c < nb) {
         let k = (b0 + c) * B + j;

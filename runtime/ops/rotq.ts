@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import { expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { grid1d, type KernelSpec, Recorder } from "../gpu/kernel.ts";
 import {
@@ -41,6 +41,7 @@ import {
   type OutlierTile,
   outlierTile,
   recordTiled,
+  rotqSpec,
   tileProblem,
   workgroupBytes,
 } from "./rotq_outlier_tiled.ts";
@@ -48,6 +49,7 @@ import {
 export { type OutlierKernelOptions, type OutlierTile, outlierTile };
 import hadSrc from "../../wgsl/rotq_hadamard.wgsl" with { type: "text" };
 import outSrc from "../../wgsl/rotq_outlier.wgsl" with { type: "text" };
+import productSrc from "../../wgsl/rotq_outlier_product.wgsl" with { type: "text" };
 
 /** GPU tensors of a hadamard transform. */
 export interface HadamardTransformTensors {
@@ -90,12 +92,7 @@ const outSpecs = new Map<StorageType, KernelSpec<Params>>();
 function hadamardSpec(storage: StorageType): KernelSpec<Params> {
   let spec = hadSpecs.get(storage);
   if (!spec) {
-    const c = composeWgsl(hadSrc, { storage });
-    spec = {
-      name: `rotq_hadamard_${storage}`,
-      source: c.source,
-      preludeLines: c.preludeLines,
-      bindings: ["uniform", "read", "read", "read_write", "read_write", "read_write", "read_write"],
+    spec = rotqSpec(`rotq_hadamard_${storage}`, hadSrc, storage, [2, 4], {
       constants: (p) => ({
         WG: p.wg,
         BLOCK: p.block,
@@ -103,33 +100,26 @@ function hadamardSpec(storage: StorageType): KernelSpec<Params> {
         QUANT: p.quant ? 1 : 0,
         BITS: p.bits,
       }),
-      uniform: { fields: ["u32", "u32", "u32", "u32"], values: (p) => [p.M, p.K, p.words, 0] },
+      uniform: (p) => [p.M, p.K, p.words, 0],
       dispatch: (p) => grid1d(p.M),
-    };
+    });
     hadSpecs.set(storage, spec);
   }
   return spec;
 }
 
+/** The row kernel with its block product pasted into both stages (stage 1: q1 on va, 2: q2 on vb). */
+function outlierSource(): string {
+  const product = (q: string, v: string) =>
+    productSrc.trimEnd().replaceAll("Q_IN", q).replaceAll("V_IN", v).split("\n");
+  const blocks = { product_q1_va: product("q1", "va"), product_q2_vb: product("q2", "vb") };
+  return expandMarkers(outSrc, blocks, "rotq_outlier.wgsl");
+}
+
 function outlierSpec(storage: StorageType): KernelSpec<Params> {
   let spec = outSpecs.get(storage);
   if (!spec) {
-    const c = composeWgsl(outSrc, { storage });
-    spec = {
-      name: `rotq_outlier_${storage}`,
-      source: c.source,
-      preludeLines: c.preludeLines,
-      bindings: [
-        "uniform",
-        "read",
-        "read",
-        "read",
-        "read",
-        "read",
-        "read_write",
-        "read_write",
-        "read_write",
-      ],
+    spec = rotqSpec(`rotq_outlier_${storage}`, outlierSource(), storage, [5, 3], {
       constants: (p) => ({
         B: p.block,
         ROWS: p.rows,
@@ -138,9 +128,9 @@ function outlierSpec(storage: StorageType): KernelSpec<Params> {
         QUANT: p.quant ? 1 : 0,
         BITS: p.bits,
       }),
-      uniform: { fields: ["u32", "u32", "u32", "u32"], values: (p) => [p.M, p.K, p.words, 0] },
+      uniform: (p) => [p.M, p.K, p.words, 0],
       dispatch: (p) => grid1d(Math.ceil(p.M / p.rows)),
-    };
+    });
     outSpecs.set(storage, spec);
   }
   return spec;

@@ -8,7 +8,7 @@
  */
 import { composeWgsl, type StorageType } from "../gpu/compose.ts";
 import type { Runtime } from "../gpu/device.ts";
-import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import { type BindingKind, grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import type { OutlierTransformTensors } from "./rotq.ts";
 import tiledSrc from "../../wgsl/rotq_outlier_tiled.wgsl" with { type: "text" };
@@ -31,6 +31,41 @@ export function dummy(rt: Runtime, i: number): GPUBuffer {
 /** The adapter's workgroup memory per workgroup, in bytes. */
 export function workgroupBytes(rt: Runtime): number {
   return rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+}
+
+/** The launch side of a rotq kernel spec (see {@linkcode rotqSpec}). */
+export interface RotqLaunch<P> {
+  /** Override constants. */
+  constants(p: P): Record<string, number>;
+  /** The four u32 of the params uniform. */
+  uniform(p: P): readonly number[];
+  /** Workgroup counts. */
+  dispatch(p: P): readonly [number, number?, number?];
+}
+
+/**
+ * A rotq kernel spec: `src` composed for `storage`, bound as the params uniform (four u32),
+ * `reads` read-only buffers, then `writes` writable ones.
+ */
+export function rotqSpec<P>(
+  name: string,
+  src: string,
+  storage: StorageType,
+  [reads, writes]: [number, number],
+  launch: RotqLaunch<P>,
+): KernelSpec<P> {
+  const c = composeWgsl(src, { storage });
+  const bindings: BindingKind[] = ["uniform"];
+  for (let i = 0; i < reads + writes; i++) bindings.push(i < reads ? "read" : "read_write");
+  return {
+    name,
+    source: c.source,
+    preludeLines: c.preludeLines,
+    bindings,
+    constants: launch.constants,
+    uniform: { fields: ["u32", "u32", "u32", "u32"], values: launch.uniform },
+    dispatch: launch.dispatch,
+  };
 }
 
 /** Kernel choice of {@linkcode rotqOutlier} / {@linkcode rotateOutlier} (tuning, tests). */
@@ -100,22 +135,7 @@ const tiledSpecs = new Map<StorageType, KernelSpec<TiledParams>>();
 function tiledSpec(storage: StorageType): KernelSpec<TiledParams> {
   let spec = tiledSpecs.get(storage);
   if (!spec) {
-    const c = composeWgsl(tiledSrc, { storage });
-    spec = {
-      name: `rotq_outlier_tiled_${storage}`,
-      source: c.source,
-      preludeLines: c.preludeLines,
-      bindings: [
-        "uniform",
-        "read",
-        "read",
-        "read",
-        "read",
-        "read_write",
-        "read_write",
-        "read_write",
-        "read_write",
-      ],
+    spec = rotqSpec(`rotq_outlier_tiled_${storage}`, tiledSrc, storage, [4, 4], {
       constants: (p) => ({
         B: p.block,
         TY: p.ty,
@@ -123,9 +143,9 @@ function tiledSpec(storage: StorageType): KernelSpec<TiledParams> {
         STAGE: p.stage,
         QUANT: p.quant || p.stage === 1 ? 1 : 0, // stage 1 ignores it: one pipeline for both
       }),
-      uniform: { fields: ["u32", "u32", "u32", "u32"], values: (p) => [p.M, p.K, p.Mp, p.nb] },
+      uniform: (p) => [p.M, p.K, p.Mp, p.nb],
       dispatch: (p) => [p.nb, p.Mp / (8 * p.ty)],
-    };
+    });
     tiledSpecs.set(storage, spec);
   }
   return spec;
@@ -140,18 +160,11 @@ interface QuantParams {
 
 let quantSpecCache: KernelSpec<QuantParams> | undefined;
 function quantSpec(): KernelSpec<QuantParams> {
-  if (!quantSpecCache) {
-    const c = composeWgsl(quantSrc);
-    quantSpecCache = {
-      name: "rotq_outlier_quant",
-      source: c.source,
-      preludeLines: c.preludeLines,
-      bindings: ["uniform", "read", "read", "read_write", "read_write"],
-      constants: (p) => ({ WG: 256, BITS: p.bits }),
-      uniform: { fields: ["u32", "u32", "u32", "u32"], values: (p) => [p.M, p.words, p.nb, 0] },
-      dispatch: (p) => grid1d(Math.ceil(p.M * p.words / 256)),
-    };
-  }
+  quantSpecCache ??= rotqSpec("rotq_outlier_quant", quantSrc, "f32", [2, 2], {
+    constants: (p) => ({ WG: 256, BITS: p.bits }),
+    uniform: (p) => [p.M, p.words, p.nb, 0],
+    dispatch: (p) => grid1d(Math.ceil(p.M * p.words / 256)),
+  });
   return quantSpecCache;
 }
 

@@ -6,6 +6,7 @@ import { readTensor, readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import {
   quantizeRows,
+  randomOrthogonal,
   rotateHadamardRef,
   rotateOutlierRef,
   unpackCodes,
@@ -37,22 +38,6 @@ function preMultiplier(K: number, block: number, seed: number): Float32Array {
     { length: K },
     () => (g.uniform() < 0.5 ? -1 : 1) / Math.sqrt(block) / (0.5 + 1.5 * g.uniform()),
   );
-}
-
-/** A random orthogonal n×n matrix (Gram–Schmidt of a Gaussian one), f32. */
-function randomOrthogonal(n: number, g: Prng): Float32Array {
-  const a = Float64Array.from(g.normals(n * n));
-  for (let i = 0; i < n; i++) {
-    for (let p = 0; p < i; p++) {
-      let d = 0;
-      for (let k = 0; k < n; k++) d += a[i * n + k] * a[p * n + k];
-      for (let k = 0; k < n; k++) a[i * n + k] -= d * a[p * n + k];
-    }
-    let norm = 0;
-    for (let k = 0; k < n; k++) norm += a[i * n + k] ** 2;
-    for (let k = 0; k < n; k++) a[i * n + k] /= Math.sqrt(norm);
-  }
-  return Float32Array.from(a);
 }
 
 async function readQuant(rt: Runtime, q: QuantizedActivations, M: number, K: number) {
@@ -138,6 +123,30 @@ Deno.test("rotqHadamard reads f16 activations", gpuTest, async () => {
   });
 });
 
+/** Outlier transform tensors for block B over K, with a stride permutation. */
+function outlierCase(rt: Runtime, K: number, B: number, g: Prng) {
+  const s = preMultiplier(K, 1, K + B);
+  const q1 = randomOrthogonal(B, g);
+  const q2 = randomOrthogonal(B, g);
+  let step = 7;
+  while (gcd(step, K) !== 1) step += 2;
+  const perm = new Uint32Array(K).map((_, k) => (k * step + 3) % K);
+  const dest = new Uint32Array(K);
+  perm.forEach((src, k) => dest[src] = k);
+  const t = {
+    s: uploadTensor(rt, s, [K]),
+    q1: uploadTensor(rt, q1, [B, B]),
+    q2: uploadTensor(rt, q2, [B, B]),
+    dest: uploadTensor(rt, dest, [K], "u32"),
+    block: B,
+  };
+  return { t, params: { s, q1, q2, perm, block: B } };
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
 Deno.test(
   "rotqOutlier matches the CPU reference exactly (codes), 1, 2 and 4 rows per group",
   gpuTest,
@@ -148,21 +157,9 @@ Deno.test(
       // 640/64: more blocks (10) than one register tile (4); 64/16: every rows-per-group variant.
       for (const [M, K, B] of [[6, 64, 16], [5, 640, 64]]) {
         const x = activations(M, K, M * K);
-        const s = preMultiplier(K, 1, 5);
-        const q1 = randomOrthogonal(B, g);
-        const q2 = randomOrthogonal(B, g);
-        const perm = new Uint32Array(K).map((_, k) => (k * 7 + 3) % K); // 7 ⊥ K: a permutation
-        const dest = new Uint32Array(K);
-        perm.forEach((src, k) => dest[src] = k);
-        const t = {
-          s: uploadTensor(rt, s, [K]),
-          q1: uploadTensor(rt, q1, [B, B]),
-          q2: uploadTensor(rt, q2, [B, B]),
-          dest: uploadTensor(rt, dest, [K], "u32"),
-          block: B,
-        };
+        const { t, params } = outlierCase(rt, K, B, g);
         const xt = uploadTensor(rt, x, [M, K]);
-        const v = rotateOutlierRef(x, M, K, { s, q1, q2, perm, block: B }, fused);
+        const v = rotateOutlierRef(x, M, K, params, fused);
         for (const rows of K === 64 ? [1, 2, 4] : [2]) {
           const rec = new Recorder(rt);
           const q = rotqOutlier(rec, xt, t, 8, rows);
@@ -210,30 +207,6 @@ Deno.test("rotq kernels validate their arguments", gpuTest, async () => {
     );
   });
 });
-
-/** Outlier transform tensors for block B over K, with a stride permutation. */
-function outlierCase(rt: Runtime, K: number, B: number, g: Prng) {
-  const s = preMultiplier(K, 1, K + B);
-  const q1 = randomOrthogonal(B, g);
-  const q2 = randomOrthogonal(B, g);
-  let step = 7;
-  while (gcd(step, K) !== 1) step += 2;
-  const perm = new Uint32Array(K).map((_, k) => (k * step + 3) % K);
-  const dest = new Uint32Array(K);
-  perm.forEach((src, k) => dest[src] = k);
-  const t = {
-    s: uploadTensor(rt, s, [K]),
-    q1: uploadTensor(rt, q1, [B, B]),
-    q2: uploadTensor(rt, q2, [B, B]),
-    dest: uploadTensor(rt, dest, [K], "u32"),
-    block: B,
-  };
-  return { t, params: { s, q1, q2, perm, block: B } };
-}
-
-function gcd(a: number, b: number): number {
-  return b === 0 ? a : gcd(b, a % b);
-}
 
 Deno.test(
   "rotqOutlier tiled kernel matches the CPU reference exactly (codes, rotated values)",

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import type { Prng } from "../io/prng.ts";
 import { fwhtF32 } from "./hadamard.ts";
 
 /** Round half to even, as WGSL's round(). */
@@ -189,4 +190,23 @@ function blockMul(
       out[b0 + j] = acc;
     }
   }
+}
+
+/**
+ * A random orthogonal n×n matrix, f32: Gram–Schmidt (in f64) of a Gaussian one drawn from
+ * `g`. Q1/Q2 stand-ins for the outlier kernel's tests and benchmark.
+ */
+export function randomOrthogonal(n: number, g: Prng): Float32Array {
+  const a = Float64Array.from(g.normals(n * n));
+  for (let i = 0; i < n; i++) {
+    for (let p = 0; p < i; p++) {
+      let d = 0;
+      for (let k = 0; k < n; k++) d += a[i * n + k] * a[p * n + k];
+      for (let k = 0; k < n; k++) a[i * n + k] -= d * a[p * n + k];
+    }
+    let norm = 0;
+    for (let k = 0; k < n; k++) norm += a[i * n + k] ** 2;
+    for (let k = 0; k < n; k++) a[i * n + k] /= Math.sqrt(norm);
+  }
+  return Float32Array.from(a);
 }
