@@ -4,34 +4,20 @@
  * issue 10 (as PixArt's): max |error| ≤ 1e-4 × RMS of the expected output in f32,
  * ≤ 1e-2 × RMS in f16.
  */
-import { assert, assertEquals, assertRejects, maxAbsDiff, rms } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { gpuTest, withRuntime } from "./gpu.ts";
+import { assertWithin, FIXTURES, forwardTests, openFixture } from "./fixture_helpers.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import { readTensor, uploadTensor } from "../runtime/gpu/tensor.ts";
-import { openSafetensors, type SafetensorsFile } from "../runtime/io/safetensors.ts";
 import { loadPipeline, type Pipeline } from "../runtime/pipeline.ts";
 import { packLatentsRef, unpackLatentsRef } from "../runtime/reference/latent_pack.ts";
 import { FluxModel } from "../plugins/models/flux.ts";
 import { fluxSampler } from "../plugins/models/flux_pipeline.ts";
 import { generate } from "../runtime/cli/generate.ts";
-import { writeSafetensors } from "../runtime/io/safetensors.ts";
+import { openSafetensors, writeSafetensors } from "../runtime/io/safetensors.ts";
 
-const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const NAMES = ["flux_dev", "flux_schnell"];
-
-function assertWithin(actual: Float32Array, expected: Float32Array, rel: number, what: string) {
-  const { max, at } = maxAbsDiff(actual, expected);
-  const r = rms(expected);
-  assert(
-    max <= rel * r,
-    `${what}: max |error| ${max.toExponential(3)} at ${at} > ${rel} × RMS ${r.toExponential(3)}`,
-  );
-}
-
-async function open(name: string): Promise<SafetensorsFile> {
-  return await openSafetensors(`${FIXTURES}${name}/io.safetensors`);
-}
 
 function flux(pipe: Pipeline): FluxModel {
   assert(pipe.model instanceof FluxModel, "not a FLUX pipeline");
@@ -39,7 +25,7 @@ function flux(pipe: Pipeline): FluxModel {
 }
 
 async function forwardCheck(rt: Runtime, name: string, dtype: "f32" | "f16") {
-  const f = await open(name);
+  const f = await openFixture(name);
   const pipe = await loadPipeline(rt, { path: `${FIXTURES}${name}`, dtype });
   try {
     const m = flux(pipe);
@@ -79,14 +65,7 @@ async function forwardCheck(rt: Runtime, name: string, dtype: "f32" | "f16") {
 }
 
 for (const name of NAMES) {
-  Deno.test(`${name}: f32 forward matches the PyTorch reference`, gpuTest, async () => {
-    await withRuntime((rt) => forwardCheck(rt, name, "f32"));
-  });
-  Deno.test(`${name}: f16 forward matches within 1e-2 × RMS`, gpuTest, async () => {
-    await withRuntime(async (rt) => {
-      if (rt.info.f16) await forwardCheck(rt, name, "f16");
-    });
-  });
+  forwardTests(name, forwardCheck);
   for (const dtype of ["f32", "f16"] as const) {
     Deno.test(
       `${name}: 4-step flow-matching Euler run, ${dtype} model`,
@@ -94,7 +73,7 @@ for (const name of NAMES) {
       async () => {
         await withRuntime(async (rt) => {
           if (dtype === "f16" && !rt.info.f16) return;
-          const f = await open(name);
+          const f = await openFixture(name);
           const pipe = await loadPipeline(rt, { path: `${FIXTURES}${name}`, dtype });
           try {
             const m = flux(pipe);
@@ -187,7 +166,7 @@ Deno.test(
   gpuTest,
   async () => {
     const dir = await Deno.makeTempDir();
-    const f = await open("flux_schnell");
+    const f = await openFixture("flux_schnell");
     try {
       const ps = f.info("pooled_prompt_embeds").shape;
       await writeSafetensors(`${dir}/pooled.safetensors`, {

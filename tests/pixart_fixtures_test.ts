@@ -3,31 +3,15 @@
  * the independent PyTorch implementation (tools/torch/make_fixtures.py). Tolerances of
  * issue 3: max |error| ≤ 1e-4 × RMS of the expected output in f32, ≤ 1e-2 × RMS in f16.
  */
-import { assert, maxAbsDiff, rms } from "./assert.ts";
 import { gpuTest, withRuntime } from "./gpu.ts";
+import { assertWithin, FIXTURES, forwardTests, openFixture } from "./fixture_helpers.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import { readTensor, uploadTensor } from "../runtime/gpu/tensor.ts";
-import { openSafetensors, type SafetensorsFile } from "../runtime/io/safetensors.ts";
+import type { SafetensorsFile } from "../runtime/io/safetensors.ts";
 import { loadPipeline, type SamplerName } from "../runtime/pipeline.ts";
 
-const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const NAMES = ["pixart_tiny_sq", "pixart_tiny_rect", "pixart_pixel"];
-
-function assertWithin(actual: Float32Array, expected: Float32Array, rel: number, what: string) {
-  const { max, at } = maxAbsDiff(actual, expected);
-  const r = rms(expected);
-  assert(
-    max <= rel * r,
-    `${what}: max |error| ${max.toExponential(3)} at ${at} > ${rel} × RMS ${
-      r.toExponential(3)
-    } (= ${(rel * r).toExponential(3)})`,
-  );
-}
-
-async function io(name: string): Promise<SafetensorsFile> {
-  return await openSafetensors(`${FIXTURES}${name}/io.safetensors`);
-}
 
 /** Half of the model batch [uncond…, cond…] for the added conditions of a sampler run. */
 async function added(f: SafetensorsFile, prefix: string) {
@@ -39,7 +23,7 @@ async function added(f: SafetensorsFile, prefix: string) {
 }
 
 async function forwardCheck(rt: Runtime, name: string, dtype: "f32" | "f16") {
-  const f = await io(name);
+  const f = await openFixture(name);
   try {
     const pipe = await loadPipeline(rt, { path: `${FIXTURES}${name}`, dtype });
     try {
@@ -74,7 +58,7 @@ async function forwardCheck(rt: Runtime, name: string, dtype: "f32" | "f16") {
 }
 
 async function samplerCheck(rt: Runtime, name: string, sampler: SamplerName) {
-  const f = await io(name);
+  const f = await openFixture(name);
   try {
     const pipe = await loadPipeline(rt, { path: `${FIXTURES}${name}` });
     try {
@@ -113,14 +97,7 @@ async function samplerCheck(rt: Runtime, name: string, sampler: SamplerName) {
 }
 
 for (const name of NAMES) {
-  Deno.test(`${name}: f32 forward matches the PyTorch reference`, gpuTest, async () => {
-    await withRuntime((rt) => forwardCheck(rt, name, "f32"));
-  });
-  Deno.test(`${name}: f16 forward matches within 1e-2 × RMS`, gpuTest, async () => {
-    await withRuntime(async (rt) => {
-      if (rt.info.f16) await forwardCheck(rt, name, "f16");
-    });
-  });
+  forwardTests(name, forwardCheck);
   for (const sampler of ["dpm++2m", "ddim"] as const) {
     Deno.test(
       `${name}: 4-step ${sampler} with CFG matches the PyTorch reference`,
@@ -134,7 +111,7 @@ for (const name of NAMES) {
 
 Deno.test("pixart_pixel: the caption encoder matches the PyTorch reference", gpuTest, async () => {
   await withRuntime(async (rt) => {
-    const f = await io("pixart_pixel");
+    const f = await openFixture("pixart_pixel");
     const pipe = await loadPipeline(rt, { path: `${FIXTURES}pixart_pixel` });
     try {
       const ids = await f.readF32("te_input_ids");
