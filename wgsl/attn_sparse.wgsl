@@ -35,21 +35,9 @@ struct Params {
   hd: u32, keys: u32, pblock: u32, qp: f32,  // pblock 1: P scaled per block; qp: P's top code
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> qc: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> vt: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> sc: array<f32>;
-@group(0) @binding(5) var<storage, read> masks: array<u32>;
-@group(0) @binding(6) var<storage, read> perm: array<u32>;
-@group(0) @binding(7) var<storage, read_write> out: array<DT>;
-
+// The bindings (p, qc, kc, vt, sc, masks, perm, out) and dot16: attn_sparse_io.wgsl.
 var<workgroup> ks: array<vec4<u32>, 64u * D16>;
 var<workgroup> vs: array<vec4<u32>, HDS * 4u>;
-
-fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
-  return dot4(a.x, b.x) + dot4(a.y, b.y) + dot4(a.z, b.z) + dot4(a.w, b.w);
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -34,23 +34,11 @@ struct Params {
   s_stride: u32, pblock: u32, scale_log2: f32, qp: f32,  // pblock 1: P scaled per block
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> qc: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> vt: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> sc: array<f32>;
-@group(0) @binding(5) var<storage, read> masks: array<u32>;
-@group(0) @binding(6) var<storage, read> perm: array<u32>;
-@group(0) @binding(7) var<storage, read_write> out: array<DT>;
-
+// The bindings (p, qc, kc, vt, sc, masks, perm, out) and dot16: attn_sparse_io.wgsl.
 var<workgroup> qs: array<vec4<u32>, 64u * D16>;
 var<workgroup> ks: array<vec4<u32>, KSZ>; // K rows (permuted slots), then P
 var<workgroup> vs: array<vec4<u32>, HD * VST>;
 var<workgroup> red: array<vec4<f32>, 256u>; // per-thread partials of 4 rows (max, then sum)
-
-fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
-  return dot4(a.x, b.x) + dot4(a.y, b.y) + dot4(a.z, b.z) + dot4(a.w, b.w);
-}
 
 fn hmax(a: vec4<f32>) -> f32 {
   return max(max(a.x, a.y), max(a.z, a.w));

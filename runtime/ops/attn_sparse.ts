@@ -27,6 +27,7 @@ import {
   quantizeBlocksRef,
 } from "../reference/attn_sparse.ts";
 import {
+  type BlockLaunch,
   kmeanChunks,
   kmeanSpec,
   type Layout,
@@ -290,6 +291,26 @@ function outputOf(
   return out;
 }
 
+/**
+ * Checks what both block-sparse kernels take from `opts` (masks and group, perm, scale) for
+ * B × T tokens of H heads of D; their common launch fields.
+ */
+function blockLaunch(
+  fn: string,
+  opts: Pick<AttnSparseOptions, "masks" | "group" | "perm" | "scale">,
+  [B, T, H, D]: [number, number, number, number],
+): BlockLaunch {
+  const nb = blocksOf(T);
+  const group = opts.group ?? 0;
+  const G = checkMasks(fn, opts.masks, H, nb, group);
+  checkPerm(fn, opts.perm, H, T);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  if (!Number.isFinite(scale)) throw new RangeError(`${fn}: scale must be finite, got ${scale}`);
+  const mw = maskWords(nb);
+  const [mOff, mHead] = [group * nb * mw, G * nb * mw];
+  return { t: T, nb, mw, h: H, b: B, hd: D, mOff, mHead, scaleLog2: scale * Math.LOG2E };
+}
+
 /** Records block-sparse attention on quantized operands → out [B, T, H·D] (raster order). */
 export function attnSparseQuantized(
   rec: Recorder,
@@ -298,12 +319,7 @@ export function attnSparseQuantized(
 ): Tensor {
   const fn = "attnSparseQuantized";
   const { batch: B, heads: H, headDim: D, tokens: T } = qq;
-  const nb = blocksOf(T);
-  const group = opts.group ?? 0;
-  const G = checkMasks(fn, opts.masks, H, nb, group);
-  checkPerm(fn, opts.perm, H, T);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  if (!Number.isFinite(scale)) throw new RangeError(`${fn}: scale must be finite, got ${scale}`);
+  const base = blockLaunch(fn, opts, [B, T, H, D]);
   const rt = rec.runtime;
   const t = opts.tuning ?? {};
   const { wg, rpt } = launchShape(fn, rt, t);
@@ -326,24 +342,10 @@ export function attnSparseQuantized(
     throw new RangeError(`${fn}: head dim ${D} needs ${bytes} B of workgroup memory (${limit})`);
   }
   const out = outputOf(fn, rec, opts.out, [B, T, H * D], qq.dtype);
-  const mw = maskWords(nb);
   const pblock = qq.bits === 4 || opts.pScale === "block";
   const emulate = t.emulateDot4 ?? !rt.info.packedDot;
   const bufs = [qq.q, qq.k, qq.v, qq.scales, opts.masks, opts.perm, out];
-  const launch = {
-    t: T,
-    nb,
-    mw,
-    h: H,
-    b: B,
-    hd: D,
-    mOff: group * nb * mw,
-    mHead: G * nb * mw,
-    sStride: B * H * nb * 2,
-    scaleLog2: scale * Math.LOG2E,
-    pblock,
-    qp: qq.bits === 4 ? 7 : 127,
-  };
+  const launch = { ...base, sStride: B * H * base.nb * 2, pblock, qp: qq.bits === 4 ? 7 : 127 };
   if (tiled) rec.dispatch(sparseTiledSpec(qq.dtype, D, emulate), launch, bufs);
   else rec.dispatch(sparseSpec(qq.dtype, emulate), { ...launch, wg, rpt, dyn }, bufs);
   return out;
@@ -376,12 +378,7 @@ export function attnSparse(
   if (opts.bits !== 16) throw new RangeError(`${fn}: bits must be 8, 4 or 16, got ${opts.bits}`);
   const H = opts.heads;
   const { B, T, D, dtype, views, l } = operands(fn, [q, k, v], H, opts.headDim);
-  checkPerm(fn, opts.perm, H, T);
-  const nb = blocksOf(T);
-  const group = opts.group ?? 0;
-  const G = checkMasks(fn, opts.masks, H, nb, group);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  if (!Number.isFinite(scale)) throw new RangeError(`${fn}: scale must be finite, got ${scale}`);
+  const base = blockLaunch(fn, opts, [B, T, H, D]);
   const rt = rec.runtime;
   const t = opts.tuning ?? {};
   const { wg, rpt } = launchShape(fn, rt, t);
@@ -399,27 +396,14 @@ export function attnSparse(
       throw new RangeError(`${fn}: out must not share a buffer with q, k or v`);
     }
   }
-  const mw = maskWords(nb);
-  rec.dispatch(
-    sparseFSpec(dtype),
-    {
-      t: T,
-      nb,
-      mw,
-      h: H,
-      b: B,
-      hd: D,
-      mOff: group * nb * mw,
-      mHead: G * nb * mw,
-      scaleLog2: scale * Math.LOG2E,
-      wg,
-      rpt,
-      bk,
-      dyn,
-      l,
-    },
-    [views[0].tensor, views[1].tensor, views[2].tensor, opts.masks, opts.perm, out],
-  );
+  rec.dispatch(sparseFSpec(dtype), { ...base, wg, rpt, bk, dyn, l }, [
+    views[0].tensor,
+    views[1].tensor,
+    views[2].tensor,
+    opts.masks,
+    opts.perm,
+    out,
+  ]);
   return out;
 }
 

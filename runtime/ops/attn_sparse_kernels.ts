@@ -12,6 +12,7 @@ import { paddedHeadDim } from "../reference/attn_sparse.ts";
 import kmeanSrc from "../../wgsl/attn_sparse_kmean.wgsl" with { type: "text" };
 import quantSrc from "../../wgsl/attn_sparse_quant.wgsl" with { type: "text" };
 import sparseSrc from "../../wgsl/attn_sparse.wgsl" with { type: "text" };
+import sparseIoSrc from "../../wgsl/attn_sparse_io.wgsl" with { type: "text" };
 import sparseFSrc from "../../wgsl/attn_sparse_f.wgsl" with { type: "text" };
 import stepSrc from "../../wgsl/attention_rows_step.wgsl" with { type: "text" };
 
@@ -138,8 +139,13 @@ export function dot4Lib(emulate: boolean): string {
   return emulate ? DOT4_EMULATED : DOT4_NATIVE;
 }
 
-/** Launch params of the integer block-sparse kernel. */
-export interface SparseParams {
+/** What both integer kernels compose in: dot4 and their bindings with dot16. */
+export function sparseLibs(emulate: boolean): string[] {
+  return [dot4Lib(emulate), sparseIoSrc];
+}
+
+/** Launch params both block-sparse kernels (integer and float) take. */
+export interface BlockLaunch {
   t: number;
   nb: number;
   mw: number;
@@ -148,8 +154,12 @@ export interface SparseParams {
   hd: number;
   mOff: number;
   mHead: number;
-  sStride: number;
   scaleLog2: number;
+}
+
+/** Launch params of the integer block-sparse kernel. */
+export interface SparseParams extends BlockLaunch {
+  sStride: number;
   wg: number;
   rpt: number;
   pblock: boolean;
@@ -164,7 +174,7 @@ export function sparseSpec(storage: StorageType, emulate: boolean): KernelSpec<S
   const key = `${storage}:${emulate}`;
   let spec = sparseSpecs.get(key);
   if (!spec) {
-    const c = composeWgsl(sparseSrc, { storage, libs: [dot4Lib(emulate)] });
+    const c = composeWgsl(sparseSrc, { storage, libs: sparseLibs(emulate) });
     spec = {
       name: `attn_sparse_${storage}${emulate ? "_emu" : ""}`,
       source: c.source,
@@ -198,16 +208,7 @@ export function sparseSpec(storage: StorageType, emulate: boolean): KernelSpec<S
 }
 
 /** Launch params of the float block-sparse kernel. */
-export interface SparseFParams {
-  t: number;
-  nb: number;
-  mw: number;
-  h: number;
-  b: number;
-  hd: number;
-  mOff: number;
-  mHead: number;
-  scaleLog2: number;
+export interface SparseFParams extends BlockLaunch {
   wg: number;
   rpt: number;
   bk: number;

@@ -9,7 +9,7 @@
 import { composeWgsl, expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { KernelSpec } from "../gpu/kernel.ts";
 import { paddedHeadDim } from "../reference/attn_sparse.ts";
-import { dot4Lib, type SparseParams } from "./attn_sparse_kernels.ts";
+import { sparseLibs, type SparseParams } from "./attn_sparse_kernels.ts";
 import src from "../../wgsl/attn_sparse_tiled.wgsl" with { type: "text" };
 
 /** Threads per workgroup of the tiled kernel (a 16 × 16 grid over 64 rows × 64 keys). */
@@ -94,7 +94,7 @@ export function sparseTiledSpec(
   const key = `${storage}/${headDim}/${emulate}`;
   let spec = specs.get(key);
   if (!spec) {
-    const c = composeWgsl(sparseTiledSource(headDim), { storage, libs: [dot4Lib(emulate)] });
+    const c = composeWgsl(sparseTiledSource(headDim), { storage, libs: sparseLibs(emulate) });
     spec = {
       name: `attn_sparse_tiled_${storage}_d${headDim}${emulate ? "_emu" : ""}`,
       source: c.source,
