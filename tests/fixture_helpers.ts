@@ -9,6 +9,9 @@ import { assert, maxAbsDiff, rms } from "./assert.ts";
 import { gpuTest, withRuntime } from "./gpu.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import { openSafetensors, type SafetensorsFile } from "../runtime/io/safetensors.ts";
+import { loadPipeline, type Pipeline } from "../runtime/pipeline.ts";
+
+type Dtype = "f32" | "f16";
 
 /** The fixtures folder (a trailing slash: `${FIXTURES}${name}` is a model folder). */
 export const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
@@ -36,19 +39,33 @@ export async function openFixture(name: string): Promise<SafetensorsFile> {
 }
 
 /**
- * Registers fixture `name`'s two forward tests: `check` in f32, and in f16 where the adapter
- * has it (`check` applies the tolerance; the f16 test's name states its 1e-2 × RMS).
+ * Registers fixture `name`'s two forward tests, f32 and (where the adapter has it) f16:
+ * `forward` runs the loaded model on the fixture's inputs and returns its output, which
+ * must match the fixture's "output" within 1e-4 × RMS (f32) or 1e-2 × RMS (f16).
  */
 export function forwardTests(
   name: string,
-  check: (rt: Runtime, name: string, dtype: "f32" | "f16") => Promise<void>,
+  forward: (rt: Runtime, f: SafetensorsFile, pipe: Pipeline, dtype: Dtype) => Promise<Float32Array>,
 ): void {
-  Deno.test(`${name}: f32 forward matches the PyTorch reference`, gpuTest, async () => {
-    await withRuntime((rt) => check(rt, name, "f32"));
-  });
-  Deno.test(`${name}: f16 forward matches within 1e-2 × RMS`, gpuTest, async () => {
-    await withRuntime(async (rt) => {
-      if (rt.info.f16) await check(rt, name, "f16");
+  for (const dtype of ["f32", "f16"] as const) {
+    const what = dtype === "f32" ? "matches the PyTorch reference" : "matches within 1e-2 × RMS";
+    Deno.test(`${name}: ${dtype} forward ${what}`, gpuTest, async () => {
+      await withRuntime(async (rt) => {
+        if (dtype === "f16" && !rt.info.f16) return;
+        const f = await openFixture(name);
+        try {
+          const pipe = await loadPipeline(rt, { path: `${FIXTURES}${name}`, dtype });
+          try {
+            const got = await forward(rt, f, pipe, dtype);
+            const tol = dtype === "f32" ? 1e-4 : 1e-2;
+            assertWithin(got, await f.readF32("output"), tol, `${name} ${dtype} forward`);
+          } finally {
+            pipe.release();
+          }
+        } finally {
+          f.close();
+        }
+      });
     });
-  });
+  }
 }

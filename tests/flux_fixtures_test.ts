@@ -15,7 +15,11 @@ import { packLatentsRef, unpackLatentsRef } from "../runtime/reference/latent_pa
 import { FluxModel } from "../plugins/models/flux.ts";
 import { fluxSampler } from "../plugins/models/flux_pipeline.ts";
 import { generate } from "../runtime/cli/generate.ts";
-import { openSafetensors, writeSafetensors } from "../runtime/io/safetensors.ts";
+import {
+  openSafetensors,
+  type SafetensorsFile,
+  writeSafetensors,
+} from "../runtime/io/safetensors.ts";
 
 const NAMES = ["flux_dev", "flux_schnell"];
 
@@ -24,48 +28,37 @@ function flux(pipe: Pipeline): FluxModel {
   return pipe.model;
 }
 
-async function forwardCheck(rt: Runtime, name: string, dtype: "f32" | "f16") {
-  const f = await openFixture(name);
-  const pipe = await loadPipeline(rt, { path: `${FIXTURES}${name}`, dtype });
-  try {
-    const m = flux(pipe);
-    const c = m.config;
-    const [H, W] = [Number(f.metadata.latent_height), Number(f.metadata.latent_width)];
-    const es = f.info("encoder_hidden_states").shape;
-    const B = es[0];
-    // diffusers' forward takes packed latents; ours unpacked (the packing is the model's).
-    const x = unpackLatentsRef(await f.readF32("hidden_states"), [B, c.latentChannels, H, W]);
-    const g = f.tensors.has("guidance") ? [...await f.readF32("guidance")] : undefined;
-    // Every input is uploaded before recording: a queue upload after a recorded release
-    // could land in a pooled buffer that recorded work still writes.
-    const et = uploadTensor(rt, await f.readF32("encoder_hidden_states"), es, dtype);
-    const pt = uploadTensor(
-      rt,
-      await f.readF32("pooled_projections"),
-      [B, c.pooledProjectionDim],
-      dtype,
-    );
-    const xt = uploadTensor(rt, x, [B, c.latentChannels, H, W], dtype);
-    const rec = new Recorder(rt);
-    const cond = m.prepare(rec, et, pt, g);
-    const out = m.forward(rec, xt, [...await f.readF32("timestep")], cond);
-    await rec.submit();
-    const got = packLatentsRef(await readTensor(rt, out), [B, c.latentOutChannels, H, W]);
-    assertWithin(
-      got,
-      await f.readF32("output"),
-      dtype === "f32" ? 1e-4 : 1e-2,
-      `${name} ${dtype} forward`,
-    );
-    cond.release();
-  } finally {
-    pipe.release();
-    f.close();
-  }
+/** The model's forward on the fixture's inputs, packed as diffusers returns it. */
+async function forward(rt: Runtime, f: SafetensorsFile, pipe: Pipeline, dtype: "f32" | "f16") {
+  const m = flux(pipe);
+  const c = m.config;
+  const [H, W] = [Number(f.metadata.latent_height), Number(f.metadata.latent_width)];
+  const es = f.info("encoder_hidden_states").shape;
+  const B = es[0];
+  // diffusers' forward takes packed latents; ours unpacked (the packing is the model's).
+  const x = unpackLatentsRef(await f.readF32("hidden_states"), [B, c.latentChannels, H, W]);
+  const g = f.tensors.has("guidance") ? [...await f.readF32("guidance")] : undefined;
+  // Every input is uploaded before recording: a queue upload after a recorded release
+  // could land in a pooled buffer that recorded work still writes.
+  const et = uploadTensor(rt, await f.readF32("encoder_hidden_states"), es, dtype);
+  const pt = uploadTensor(
+    rt,
+    await f.readF32("pooled_projections"),
+    [B, c.pooledProjectionDim],
+    dtype,
+  );
+  const xt = uploadTensor(rt, x, [B, c.latentChannels, H, W], dtype);
+  const rec = new Recorder(rt);
+  const cond = m.prepare(rec, et, pt, g);
+  const out = m.forward(rec, xt, [...await f.readF32("timestep")], cond);
+  await rec.submit();
+  const got = packLatentsRef(await readTensor(rt, out), [B, c.latentOutChannels, H, W]);
+  cond.release();
+  return got;
 }
 
 for (const name of NAMES) {
-  forwardTests(name, forwardCheck);
+  forwardTests(name, forward);
   for (const dtype of ["f32", "f16"] as const) {
     Deno.test(
       `${name}: 4-step flow-matching Euler run, ${dtype} model`,

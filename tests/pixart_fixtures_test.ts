@@ -9,7 +9,7 @@ import { Recorder } from "../runtime/gpu/kernel.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import { readTensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import type { SafetensorsFile } from "../runtime/io/safetensors.ts";
-import { loadPipeline, type SamplerName } from "../runtime/pipeline.ts";
+import { loadPipeline, type Pipeline, type SamplerName } from "../runtime/pipeline.ts";
 
 const NAMES = ["pixart_tiny_sq", "pixart_tiny_rect", "pixart_pixel"];
 
@@ -22,39 +22,26 @@ async function added(f: SafetensorsFile, prefix: string) {
   };
 }
 
-async function forwardCheck(rt: Runtime, name: string, dtype: "f32" | "f16") {
-  const f = await openFixture(name);
-  try {
-    const pipe = await loadPipeline(rt, { path: `${FIXTURES}${name}`, dtype });
-    try {
-      const x = await f.readF32("hidden_states");
-      const xs = f.info("hidden_states").shape;
-      const e = await f.readF32("encoder_hidden_states");
-      const es = f.info("encoder_hidden_states").shape;
-      const m = await f.readF32("encoder_attention_mask");
-      const t = await f.readF32("timestep");
-      const rec = new Recorder(rt);
-      const cond = pipe.transformer.prepare(
-        rec,
-        uploadTensor(rt, e, es, dtype),
-        uploadTensor(rt, m, [es[0], es[1]], dtype),
-        await added(f, ""),
-      );
-      const out = pipe.transformer.forward(rec, uploadTensor(rt, x, xs, dtype), [...t], cond);
-      await rec.submit();
-      assertWithin(
-        await readTensor(rt, out),
-        await f.readF32("output"),
-        dtype === "f32" ? 1e-4 : 1e-2,
-        `${name} ${dtype} forward`,
-      );
-      cond.release();
-    } finally {
-      pipe.release();
-    }
-  } finally {
-    f.close();
-  }
+/** The transformer's forward on the fixture's inputs. */
+async function forward(rt: Runtime, f: SafetensorsFile, pipe: Pipeline, dtype: "f32" | "f16") {
+  const x = await f.readF32("hidden_states");
+  const xs = f.info("hidden_states").shape;
+  const e = await f.readF32("encoder_hidden_states");
+  const es = f.info("encoder_hidden_states").shape;
+  const m = await f.readF32("encoder_attention_mask");
+  const t = await f.readF32("timestep");
+  const rec = new Recorder(rt);
+  const cond = pipe.transformer.prepare(
+    rec,
+    uploadTensor(rt, e, es, dtype),
+    uploadTensor(rt, m, [es[0], es[1]], dtype),
+    await added(f, ""),
+  );
+  const out = pipe.transformer.forward(rec, uploadTensor(rt, x, xs, dtype), [...t], cond);
+  await rec.submit();
+  const got = await readTensor(rt, out);
+  cond.release();
+  return got;
 }
 
 async function samplerCheck(rt: Runtime, name: string, sampler: SamplerName) {
@@ -97,7 +84,7 @@ async function samplerCheck(rt: Runtime, name: string, sampler: SamplerName) {
 }
 
 for (const name of NAMES) {
-  forwardTests(name, forwardCheck);
+  forwardTests(name, forward);
   for (const sampler of ["dpm++2m", "ddim"] as const) {
     Deno.test(
       `${name}: 4-step ${sampler} with CFG matches the PyTorch reference`,
