@@ -116,11 +116,30 @@ export class Runtime {
   }
 }
 
+/**
+ * On Linux, unless DENO_WEBGPU_BACKEND is set, restricts wgpu to Vulkan before its instance
+ * exists (the first requestAdapter reads the variable). Its GL backend would load Mesa's
+ * EGL and gallium, whose threads and destructors corrupted the heap at process exit under
+ * lavapipe ("corrupted size vs. prev_size", after every test had passed); and GLES compute
+ * has neither shader-f16 nor packed dot products. Without env permission nothing changes.
+ */
+function preferVulkanOnLinux(): void {
+  if (Deno.build.os !== "linux") return;
+  try {
+    if (Deno.env.get("DENO_WEBGPU_BACKEND") === undefined) {
+      Deno.env.set("DENO_WEBGPU_BACKEND", "vulkan");
+    }
+  } catch {
+    // No --allow-env: leave wgpu's default backends.
+  }
+}
+
 /** Requests the adapter for `choice`, or throws an AdapterError saying why there is none. */
 async function requestAdapter(choice: AdapterChoice): Promise<GPUAdapter> {
   if (!("gpu" in navigator) || !navigator.gpu) {
     throw new AdapterError("WebGPU is not available in this runtime (navigator.gpu is missing)");
   }
+  preferVulkanOnLinux();
   if (choice === "cpu") {
     const a = await navigator.gpu.requestAdapter({ forceFallbackAdapter: true });
     if (a && a.info.isFallbackAdapter) return a;
@@ -134,7 +153,10 @@ async function requestAdapter(choice: AdapterChoice): Promise<GPUAdapter> {
   const a = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!a) {
     throw new AdapterError(
-      "No WebGPU adapter was found; install a Vulkan driver (e.g. apt-get install mesa-vulkan-drivers)",
+      "No WebGPU adapter was found; install a Vulkan driver (e.g. apt-get install mesa-vulkan-drivers)" +
+        (Deno.build.os === "linux"
+          ? ", or set DENO_WEBGPU_BACKEND=gl to try OpenGL (webdit uses Vulkan on Linux by default)"
+          : ""),
     );
   }
   if (choice === "gpu" && a.info.isFallbackAdapter) {

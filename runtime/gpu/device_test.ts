@@ -94,3 +94,23 @@ Deno.test(
     }
   },
 );
+
+Deno.test({
+  name: "createRuntime keeps wgpu on Vulkan on Linux: Mesa's EGL/gallium never load",
+  ignore: Deno.build.os !== "linux",
+  ...gpuTest,
+  fn: async () => {
+    const rt = await createRuntime();
+    try {
+      // A user's own choice stands; otherwise createRuntime chose Vulkan.
+      const backend = Deno.env.get("DENO_WEBGPU_BACKEND");
+      assert(backend !== undefined);
+      if (backend === "vulkan") {
+        const maps = await Deno.readTextFile("/proc/self/maps");
+        assert(!maps.includes("libEGL"), "libEGL is mapped: wgpu's GL backend was initialised");
+      }
+    } finally {
+      rt.destroy();
+    }
+  },
+});
