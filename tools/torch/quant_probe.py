@@ -1,0 +1,467 @@
+"""Quantization-sensitivity probe of the bundled model (models/emoji-s) in PyTorch.
+
+Fake-quantizes (quantize -> dequantize in f32) the DiT's linear weights and/or their per-token
+input activations with webdit's formulas and scores the final images against the FP32 model's
+(same prompts, noise and sampler): mean/min PSNR on 8-bit pixels and cosine of the final
+latents, as webdit's `deno task ablation` does (runtime/eval/eval.ts).
+
+Formulas (METHODS.md section 1, plugins/quantizers/uniform.ts, wgsl/act_quant.wgsl):
+  weight, per output row: asymmetric q = clamp(round(w/D) + z, 0, 2^b - 1), w^ = (q - z) D,
+    D = f32(r (hi - lo) / (2^b - 1)), z = clamp(round(-r lo / D)), lo = min(0, min w),
+    hi = max(0, max w); or symmetric D = f32(r max(-lo, hi) / (2^(b-1) - 1)), z = 2^(b-1);
+    r in 1.0, 0.95, ..., 0.5 minimising sum (w^ - w)^2 (first ratio wins ties); round = JS
+    Math.round (half up). webdit's W8 with integer activations is symmetric, else asymmetric.
+  activation, per token: D_t = max|x_t| / (2^(b-1) - 1), q = clamp(round_half_even(x / D_t),
+    -2^(b-1), 2^(b-1) - 1), x^ = q D_t.
+Layers kept FP (webdit's default): pos_embed.proj, adaln_single.*, caption_projection.*,
+proj_out; the caption encoder is never quantized.
+
+Initial noise: by default webdit's own PRNG (runtime/io/prng.ts: xoshiro128** seeded by
+splitmix32, Box-Muller in f64, both outputs used, rounded to f32), one Prng(seed).normals(C H W)
+per image as runtime/eval/eval.ts draws it, so the FP32 images are webdit's up to f32 rounding;
+`--noise torch` uses torch.randn with a torch.Generator instead.
+
+  python3 tools/torch/quant_probe.py --out /tmp/probe.json [--configs fp32,w8a8,...] [--teacher]
+
+Prints a markdown table; --teacher also measures each config's per-forward error (guided
+epsilon on the FP32 trajectory's inputs, relative RMS over all 20 steps).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import pixart  # noqa: E402
+from pixart import PixArtTransformer  # noqa: E402
+from samplers import sample  # noqa: E402
+from text_encoder import NULL, PAD, EmojiCaptionEncoder, Tokenizer  # noqa: E402
+
+CLIP_RATIOS = [1 - 0.05 * i for i in range(11)]
+KEEP_FP = ("pos_embed.", "adaln_single.", "caption_projection.", "proj_out")
+# Layer kinds of one PixArt block (suffixes of transformer_blocks.N.<suffix>).
+KINDS = {
+    "attn1_qkv": ("attn1.to_q", "attn1.to_k", "attn1.to_v"),
+    "attn1_out": ("attn1.to_out.0",),
+    "attn2_q": ("attn2.to_q",),
+    "attn2_kv": ("attn2.to_k", "attn2.to_v"),
+    "attn2_out": ("attn2.to_out.0",),
+    "ff_up": ("ff.net.0.proj",),
+    "ff_down": ("ff.net.2",),
+}
+
+
+# ------------------------------------------------------------------------------ fast f32 matmuls
+
+# This host's torch (Debian 1.13, BLAS_INFO=generic) multiplies at ~2 GFLOP/s; its oneDNN
+# linear runs at 30-60 GFLOP/s, so the probe routes F.linear and attention through it.
+_mkldnn_linear = torch._C._nn.mkldnn_linear
+_dense_linear = F.linear
+
+
+def fast_linear(x, w, b=None):
+    """F.linear through oneDNN (f32 CPU tensors; anything else goes the usual way)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or torch.is_grad_enabled():
+        return _dense_linear(x, w, b)
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    y = _mkldnn_linear(x2.to_mkldnn(), w.contiguous().to_mkldnn(), None if b is None else b.contiguous())
+    return y.to_dense().reshape(*x.shape[:-1], w.shape[0])
+
+
+def fast_attention(q, k, v, bias=None, impl="math"):
+    """pixart.attention ("math": softmax(q k^T / sqrt(d) + bias) v) with oneDNN matmuls."""
+    b, h, n, d = q.shape
+    scores = torch.empty(b, h, n, k.shape[2])
+    for i in range(b):
+        for j in range(h):
+            scores[i, j] = fast_linear(q[i, j], k[i, j])
+    scores = scores * (d**-0.5)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)
+    p = torch.softmax(scores, dim=-1)
+    out = torch.empty(b, h, n, v.shape[3])
+    for i in range(b):
+        for j in range(h):
+            out[i, j] = fast_linear(p[i, j], v[i, j].t())
+    return out
+
+
+def use_fast_matmuls():
+    F.linear = fast_linear  # nn.Linear.forward looks F.linear up at call time
+    pixart.attention = fast_attention
+
+
+# ------------------------------------------------------------------------------ webdit's PRNG
+
+
+def _splitmix32(state):
+    state = (state + 0x9E3779B9) & 0xFFFFFFFF
+    z = state
+    z = ((z ^ (z >> 16)) * 0x85EBCA6B) & 0xFFFFFFFF
+    z = ((z ^ (z >> 13)) * 0xC2B2AE35) & 0xFFFFFFFF
+    return state, (z ^ (z >> 16)) & 0xFFFFFFFF
+
+
+def _rotl(x, k):
+    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
+
+
+def webdit_normals(seed, n):
+    """runtime/io/prng.ts `new Prng(seed).normals(n)` (f32)."""
+    st = seed & 0xFFFFFFFF
+    s = []
+    for _ in range(4):
+        st, out = _splitmix32(st)
+        s.append(out)
+
+    def next_u32():
+        r = (_rotl((s[1] * 5) & 0xFFFFFFFF, 7) * 9) & 0xFFFFFFFF
+        t = (s[1] << 9) & 0xFFFFFFFF
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = _rotl(s[3], 11)
+        return r
+
+    out = np.empty(n, np.float64)
+    for i in range(0, n, 2):
+        u1 = (next_u32() + 1) / 4294967296
+        u2 = next_u32() / 4294967296
+        r = math.sqrt(-2 * math.log(u1))
+        out[i] = r * math.cos(2 * math.pi * u2)
+        if i + 1 < n:
+            out[i + 1] = r * math.sin(2 * math.pi * u2)
+    return out.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ quantizers
+
+
+def _f32(x):
+    return x.to(torch.float32).to(torch.float64)
+
+
+def quant_weight(w, bits, symmetric):
+    """uniform per-row fake quantization as plugins/quantizers/uniform.ts (f64 math, f32 scale)."""
+    w = w.detach().to(torch.float64)
+    lo = w.min(1, keepdim=True).values.clamp(max=0)
+    hi = w.max(1, keepdim=True).values.clamp(min=0)
+    levels, half = 2**bits - 1, 2 ** (bits - 1)
+    best = torch.zeros_like(w)
+    best_err = torch.full((w.shape[0], 1), math.inf, dtype=torch.float64)
+    nonzero = hi > lo
+    for r in CLIP_RATIOS:
+        if symmetric:
+            scale = _f32(r * torch.maximum(-lo, hi) / (half - 1))
+            zero = torch.full_like(scale, half)
+        else:
+            scale = _f32(r * (hi - lo) / levels)
+            zero = torch.floor(-(r * lo) / scale + 0.5).clamp(0, levels)
+        scale = torch.where(nonzero, scale, torch.ones_like(scale))
+        q = (torch.floor(w / scale + 0.5) + zero).clamp(0, levels)
+        deq = _f32((q - zero) * scale)
+        err = ((deq - w) ** 2).sum(1, keepdim=True)
+        upd = err < best_err
+        best = torch.where(upd, deq, best)
+        best_err = torch.where(upd, err, best_err)
+    return torch.where(nonzero, best, torch.zeros_like(best)).to(torch.float32)
+
+
+def quant_act(x, bits):
+    """Per-token dynamic symmetric fake quantization (wgsl/act_quant.wgsl)."""
+    qmax = 2 ** (bits - 1) - 1
+    amax = x.abs().amax(-1, keepdim=True)
+    delta = amax / qmax
+    inv = torch.where(amax > 0, 1.0 / delta, torch.zeros_like(delta))
+    return torch.clamp(torch.round(x * inv), -qmax - 1, qmax) * delta
+
+
+# ------------------------------------------------------------------------------ configs
+
+
+def quant_layers(dit, kinds=None, blocks=None):
+    """{name: nn.Linear} of the linears webdit quantizes (optionally only some kinds / blocks)."""
+    sfx = None if kinds is None else tuple(s for k in kinds for s in KINDS[k])
+    out = {}
+    for name, m in dit.named_modules():
+        if not isinstance(m, nn.Linear) or name.startswith(KEEP_FP):
+            continue
+        parts = name.split(".")
+        assert parts[0] == "transformer_blocks", name
+        if blocks is not None and int(parts[1]) not in blocks:
+            continue
+        if sfx is not None and ".".join(parts[2:]) not in sfx:
+            continue
+        out[name] = m
+    return out
+
+
+def parse_config(name):
+    """`fp32`, `wXaY` (X, Y in 4, 8, 16), optional `:kind+kind`, `@blocks` (0+1), `~sym`/`~asym`;
+    `outnoise=REL` (Gaussian noise of REL x RMS on the guided epsilon at every step);
+    `initnoise=REL` (the initial noise perturbed by REL x N(0, 1))."""
+    c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
+         "outnoise": 0.0, "initnoise": 0.0}
+    if name == "fp32":
+        return c
+    if name.startswith("outnoise="):
+        c["outnoise"] = float(name.split("=")[1])
+        return c
+    if name.startswith("initnoise="):
+        c["initnoise"] = float(name.split("=")[1])
+        return c
+    base = name
+    if "~" in base:
+        base, s = base.split("~")
+        c["sym"] = {"sym": True, "asym": False}[s]
+    if "@" in base:
+        base, b = base.split("@")
+        c["blocks"] = [int(v) for v in b.split("+")]
+    if ":" in base:
+        base, k = base.split(":")
+        c["kinds"] = k.split("+")
+        for kk in c["kinds"]:
+            if kk not in KINDS:
+                raise ValueError(f"unknown layer kind {kk!r} (one of {', '.join(KINDS)})")
+    w, a = base[1:].split("a")
+    c["wbits"], c["abits"] = int(w), int(a)
+    if c["sym"] is None:  # webdit's default (runtime/quant/quantize.ts)
+        c["sym"] = c["wbits"] == 8 and c["abits"] < 16
+    return c
+
+
+class Applied:
+    """Fake quantization installed on a model (weights swapped, activation pre-hooks)."""
+
+    def __init__(self, dit, c):
+        self.saved, self.hooks = {}, []
+        if c["wbits"] == 16 and c["abits"] == 16:
+            return
+        for name, m in quant_layers(dit, c["kinds"], c["blocks"]).items():
+            if c["wbits"] < 16:
+                self.saved[name] = (m, m.weight.data.clone())
+                m.weight.data = quant_weight(m.weight.data, c["wbits"], c["sym"])
+            if c["abits"] < 16:
+                bits = c["abits"]
+                self.hooks.append(m.register_forward_pre_hook(lambda _m, inp, b=bits: (quant_act(inp[0], b),)))
+
+    def remove(self):
+        for m, w in self.saved.values():
+            m.weight.data = w
+        for h in self.hooks:
+            h.remove()
+
+
+class NoisyOutput(nn.Module):
+    """The model with Gaussian noise of `rel` x RMS added to its output (per CFG half)."""
+
+    def __init__(self, dit, rel, seed):
+        super().__init__()
+        self.dit, self.rel = dit, rel
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def forward(self, x, *a, **k):
+        out = self.dit(x, *a, **k)
+        rms = out.pow(2).mean().sqrt()
+        return out + self.rel * rms * torch.randn(out.shape, generator=self.gen)
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def to_u8(x):
+    return ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).floor().clamp(0, 255).to(torch.uint8)
+
+
+def psnr_u8(a, b):
+    e = (a.double() - b.double()).pow(2).mean().item()
+    return math.inf if e == 0 else 10 * math.log10(255.0**2 / e)
+
+
+def cosine(a, b):
+    a, b = a.reshape(-1).double(), b.reshape(-1).double()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+class Probe:
+    def __init__(self, args):
+        m = args.model
+        self.dit = PixArtTransformer.from_pretrained(os.path.join(m, "transformer"), torch.float32).eval()
+        te = EmojiCaptionEncoder.from_pretrained(os.path.join(m, "text_encoder"), torch.float32).eval()
+        vocab = json.load(open(os.path.join(m, "tokenizer", "vocab.json")))
+        tok = Tokenizer(vocab, te.config.max_length if hasattr(te, "config") else 16)
+        prompts = [p.strip() for p in open(args.prompts) if p.strip()][: args.n]
+        self.prompts = prompts
+        with torch.no_grad():
+            ids, mask = tok.batch(prompts)
+            self.y, self.mask = te(ids, mask), mask
+            L = ids.shape[1]
+            nids = torch.full((len(prompts), L), PAD, dtype=torch.long)
+            nids[:, 0] = NULL
+            nmask = torch.zeros((len(prompts), L), dtype=torch.long)
+            nmask[:, 0] = 1
+            self.ny, self.nmask = te(nids, nmask), nmask
+        per = 3 * 64 * 64
+        if args.noise == "webdit":
+            z = np.concatenate([webdit_normals(args.seed, per) for _ in prompts])
+            self.noise = torch.from_numpy(z).reshape(len(prompts), 3, 64, 64)
+        else:
+            g = torch.Generator().manual_seed(args.seed)
+            self.noise = torch.randn(len(prompts), 3, 64, 64, generator=g)
+        self.steps, self.guidance = args.steps, args.guidance
+
+    def run(self, c, traj=False):
+        model, lat = self.dit, self.noise
+        if c["outnoise"]:
+            model = NoisyOutput(self.dit, c["outnoise"], 1234)
+        if c["initnoise"]:
+            g = torch.Generator().manual_seed(4321)
+            lat = lat + c["initnoise"] * torch.randn(lat.shape, generator=g)
+        ap = Applied(self.dit, c)
+        try:
+            return sample(model, lat, self.y, self.mask, self.ny, self.nmask, steps=self.steps,
+                          guidance_scale=self.guidance, sampler="dpm++2m", return_trajectory=traj)
+        finally:
+            ap.remove()
+
+    @torch.no_grad()
+    def teacher(self, c, xs, ts, ref_eps=None):
+        """Guided epsilon of config c at the FP32 trajectory's inputs xs[i] (step i)."""
+        ap = Applied(self.dit, c)
+        try:
+            emb = torch.cat([self.ny, self.y])
+            mask = torch.cat([self.nmask, self.mask])
+            eps = []
+            for x, t in zip(xs, ts):
+                out = self.dit(torch.cat([x, x]), emb, t.expand(2 * x.shape[0]), encoder_attention_mask=mask)
+                u, cc = out.chunk(2)
+                eps.append(u + self.guidance * (cc - u))
+            return torch.stack(eps)
+        finally:
+            ap.remove()
+
+
+@torch.no_grad()
+def act_stats(p, xs, ts, steps=(0, 10, 19), bits=8):
+    """Per layer kind, on the FP32 trajectory's inputs at some steps: the inputs' per-token
+    crest factor max|x|/rms(x) (mean and max over tokens) and the A8 quantization SQNR (dB)."""
+    acc = {}
+    hooks = []
+    for name, m in quant_layers(p.dit).items():
+        kind = next(k for k, sf in KINDS.items() if name.split(".", 2)[2] in sf)
+
+        def hook(_m, inp, kind=kind):
+            x = inp[0].reshape(-1, inp[0].shape[-1])
+            rms = x.pow(2).mean(1).sqrt().clamp_min(1e-30)
+            crest = x.abs().amax(1) / rms
+            e = (quant_act(x, bits) - x).pow(2).sum()
+            a = acc.setdefault(kind, {"crest_sum": 0.0, "n": 0, "crest_max": 0.0, "sig": 0.0, "err": 0.0})
+            a["crest_sum"] += float(crest.sum())
+            a["n"] += crest.numel()
+            a["crest_max"] = max(a["crest_max"], float(crest.max()))
+            a["sig"] += float(x.pow(2).sum())
+            a["err"] += float(e)
+
+        hooks.append(m.register_forward_pre_hook(hook))
+    try:
+        emb, mask = torch.cat([p.ny, p.y]), torch.cat([p.nmask, p.mask])
+        for i in steps:
+            x = xs[i]
+            p.dit(torch.cat([x, x]), emb, ts[i].expand(2 * x.shape[0]), encoder_attention_mask=mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: {"crest_mean": a["crest_sum"] / a["n"], "crest_max": a["crest_max"],
+                "a8_sqnr_db": 10 * math.log10(a["sig"] / a["err"])} for k, a in acc.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="models/emoji-s")
+    ap.add_argument("--prompts", default="bench/prompts/emoji_fidelity.txt")
+    ap.add_argument("--n", type=int, default=4, help="first N prompts")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise", choices=["webdit", "torch"], default="webdit")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--guidance", type=float, default=4.5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--configs", default="w8a16,w16a8,w8a8,w4a16,w4a8")
+    ap.add_argument("--teacher", action="store_true", help="also the per-forward error on the FP32 trajectory")
+    ap.add_argument("--out", help="JSON results file (rows appended as they finish)")
+    ap.add_argument("--webdit-ref", help="webdit's FP32 samples to compare with the torch FP32 images "
+                    "(deno task ablation's .cache/ablation/<hash>/reference.safetensors, same prompts and seed)")
+    ap.add_argument("--act-stats", action="store_true", help="per layer kind: input crest factor and A8 SQNR")
+    ap.add_argument("--slow", action="store_true", help="keep torch's own matmuls (no oneDNN routing)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.slow:
+        use_fast_matmuls()
+    p = Probe(args)
+    t0 = time.time()
+    with torch.no_grad():
+        ref, ts, traj = p.run(parse_config("fp32"), traj=True)
+    ref_u8 = to_u8(ref)
+    xs = torch.cat([p.noise[None], traj[:-1]])  # the input of step i
+    ref_eps = p.teacher(parse_config("fp32"), xs, ts) if args.teacher else None
+    print(f"fp32 reference: {time.time() - t0:.1f} s; noise {args.noise} seed {args.seed}; prompts {p.prompts}",
+          flush=True)
+    res = {"model": args.model, "prompts": p.prompts, "seed": args.seed, "noise": args.noise, "steps": args.steps,
+           "guidance": args.guidance, "sampler": "dpm++2m", "torch": torch.__version__, "rows": []}
+    if args.act_stats:
+        res["act_stats"] = act_stats(p, xs, ts)
+        print("| layer kind | input max/rms per token (mean) | (max) | A8 SQNR dB |\n| --- | ---: | ---: | ---: |")
+        for k, a in res["act_stats"].items():
+            print(f"| {k} | {a['crest_mean']:.1f} | {a['crest_max']:.1f} | {a['a8_sqnr_db']:.1f} |", flush=True)
+    print("| config | PSNR dB | min | cosine | per-forward rel. err | s |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    if args.webdit_ref:
+        from stio import load_file
+
+        if args.noise != "webdit":
+            raise ValueError("--webdit-ref needs --noise webdit")
+        wl = load_file(args.webdit_ref)["latents"].float()
+        if wl.shape != ref.shape:
+            raise ValueError(f"{args.webdit_ref}: latents {list(wl.shape)}, expected {list(ref.shape)}")
+        ps = [psnr_u8(to_u8(wl[i]), ref_u8[i]) for i in range(len(p.prompts))]
+        row = {"config": "webdit fp32 (its lavapipe reference) vs torch fp32", "psnr": sum(ps) / len(ps),
+               "psnr_min": min(ps), "psnr_per_image": ps,
+               "cosine": sum(cosine(wl[i], ref[i]) for i in range(len(ps))) / len(ps)}
+        res["rows"].append(row)
+        print(f"| {row['config']} | {row['psnr']:.2f} | {row['psnr_min']:.2f} | {row['cosine']:.5f} | | |", flush=True)
+    for name in [s for s in args.configs.split(",") if s]:
+        c = parse_config(name)
+        t1 = time.time()
+        with torch.no_grad():
+            x = p.run(c)
+        u8 = to_u8(x)
+        ps = [psnr_u8(u8[i], ref_u8[i]) for i in range(len(p.prompts))]
+        row = {"config": name, "psnr": sum(ps) / len(ps), "psnr_min": min(ps), "psnr_per_image": ps,
+               "cosine": sum(cosine(x[i], ref[i]) for i in range(len(ps))) / len(ps)}
+        if args.teacher and not (c["outnoise"] or c["initnoise"]):
+            eps = p.teacher(c, xs, ts)
+            d = (eps - ref_eps).flatten(1).norm(dim=1) / ref_eps.flatten(1).norm(dim=1)
+            row["fwd_rel_err_mean"] = float(d.mean())
+            row["fwd_rel_err_per_step"] = [round(float(v), 6) for v in d]
+        row["seconds"] = round(time.time() - t1, 1)
+        res["rows"].append(row)
+        fe = row.get("fwd_rel_err_mean")
+        print(f"| {name} | {row['psnr']:.2f} | {row['psnr_min']:.2f} | {row['cosine']:.5f} | "
+              f"{'' if fe is None else f'{fe:.2e}'} | {row['seconds']} |", flush=True)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(res, f, indent=1)
+                f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
