@@ -50,6 +50,23 @@ Deno.test("outlier: the greedy rotation spreads outliers and stays orthogonal", 
   assertEquals(greedyRotation(flat, B, 16, new Prng(3)).steps, 0);
 });
 
+Deno.test("outlier: the rowmax objective is each token's squared max, and the greedy lowers it", () => {
+  assertEquals(spread(Float64Array.from([1, -3, 2, 0.5]), "rowmax", 2), (9 + 4) / 2);
+  // 64 tokens of width 2·32: every token has a hot channel (a different one per token),
+  // which no single channel's extreme would reveal; a per-token objective spreads them.
+  const B = 32;
+  const K = 2 * B;
+  const rows = 64;
+  const g = new Prng(5);
+  const v = Float64Array.from(g.normals(rows * K));
+  for (let r = 0; r < rows; r++) v[r * K + ((r * 7) % K)] = 40;
+  const r = greedyRotation(v, B, 64, new Prng(6), "rowmax", K);
+  assert(r.steps >= 1, "at least one step kept");
+  assertEquals(r.spread[0], spread(v, "rowmax", K));
+  assert(r.spread[1] < r.spread[0] / 4, `rowmax ${r.spread[0]} → ${r.spread[1]}`);
+  assertOrthogonal(r.q, B, 1e-10);
+});
+
 Deno.test("outlier: the zigzag permutation gives every block one of the largest channels", () => {
   const B = 8;
   const nb = 5;

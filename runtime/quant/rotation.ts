@@ -428,8 +428,11 @@ export interface RotationPlanOptions {
   maxSteps?: number;
   /** Outlier-aware: calibration sample rows the greedy passes rotate (plus the proxy row); default 128. */
   greedyRows?: number;
-  /** Outlier-aware greedy objective over the proxy row: "absmax" (max |v|, default) or "range" (max − min). */
-  greedyObjective?: "range" | "absmax";
+  /**
+   * Outlier-aware greedy objective: "rowmax" (mean of the sample tokens' squared max |v|,
+   * default), or over the whole matrix "absmax" (max |v|) or "range" (max − min).
+   */
+  greedyObjective?: "range" | "absmax" | "rowmax";
 }
 
 /** A deterministic per-layer seed from the plan's seed and the layer name (FNV-1a). */
