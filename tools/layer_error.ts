@@ -21,34 +21,14 @@ import { readLinearWeights } from "../runtime/quant/rotation_plan.ts";
 import { planOutlier } from "../plugins/rotations/outlier_aware.ts";
 import { planHadamard } from "../plugins/rotations/hadamard.ts";
 import { tlqQuantizer } from "../plugins/quantizers/tlq.ts";
+import { actDequantRef, actQuantRef } from "../runtime/reference/act_quant.ts";
+import { gemmRef } from "../runtime/reference/gemm.ts";
 import type { HostMatrix, RotationLayerInput } from "../plugins/types.ts";
 
-/** Per-token symmetric fake quantization of `rows` rows of K values. */
-function quantizeRows(y: Float32Array, rows: number, K: number, bits: number): Float32Array {
-  const qmax = 2 ** (bits - 1) - 1;
-  const out = new Float32Array(y.length);
-  for (let r = 0; r < rows; r++) {
-    let mx = 0;
-    for (let j = 0; j < K; j++) mx = Math.max(mx, Math.abs(y[r * K + j]));
-    const d = mx / qmax || 1;
-    for (let j = 0; j < K; j++) {
-      out[r * K + j] = Math.max(-qmax - 1, Math.min(qmax, Math.round(y[r * K + j] / d))) * d;
-    }
-  }
-  return out;
-}
-
-/** X [R, K] · Wᵀ (W [N, K]) in f64. */
-function matmulT(x: Float32Array, R: number, K: number, w: Float32Array, N: number): Float64Array {
-  const y = new Float64Array(R * N);
-  for (let r = 0; r < R; r++) {
-    for (let n = 0; n < N; n++) {
-      let a = 0;
-      for (let k = 0; k < K; k++) a += x[r * K + k] * w[n * K + k];
-      y[r * N + n] = a;
-    }
-  }
-  return y;
+/** Per-token symmetric quantization of x [R, K] at `bits`, dequantized (act_quant.wgsl's). */
+function fakeQuantRows(x: Float32Array, R: number, K: number, bits: number): Float32Array {
+  const q = actQuantRef(x, R, K, bits);
+  return actDequantRef(q.codes, q.scales, R, K);
 }
 
 const VARIANTS: Record<string, ((i: RotationLayerInput) => LayerRotation) | null> = {
@@ -85,7 +65,7 @@ if (import.meta.main) {
     const K = st.cols;
     const R = Math.min(maxRows, st.sampleRows);
     const x = st.sample.slice(0, R * K);
-    const ref = matmulT(x, R, K, w.data, w.rows);
+    const ref = gemmRef(x, w.data, R, w.rows, K);
     const refNorm = Math.sqrt(ref.reduce((a, b) => a + b * b, 0));
     const cells: string[] = [];
     for (const [key, plan] of Object.entries(VARIANTS)) {
@@ -93,8 +73,8 @@ if (import.meta.main) {
       const wq = tlqQuantizer.dequantize(
         tlqQuantizer.calibrate(rot ? rot.transformWeight(w) : w, { bits: wbits }),
       );
-      const xq = quantizeRows(rot ? rot.transformActivations(x, R) : x, R, K, abits);
-      const y = matmulT(xq, R, K, wq, w.rows);
+      const xq = fakeQuantRows(rot ? rot.transformActivations(x, R) : x, R, K, abits);
+      const y = gemmRef(xq, wq, R, w.rows, K);
       let e = 0;
       for (let i = 0; i < y.length; i++) e += (y[i] - ref[i]) ** 2;
       const rel = Math.sqrt(e) / refNorm;
