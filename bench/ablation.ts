@@ -44,7 +44,7 @@ import {
   settingLabel,
 } from "./ablation_matrix.ts";
 import { type AblationRow, mergeAblation, writeAblation } from "./ablation_report.ts";
-import { backendName, deviceSlug, gitCommit, resultsRoot, today } from "./harness.ts";
+import { deviceSlug, gitCommit, resultsHeader, resultsRoot, today } from "./harness.ts";
 
 /** Usage text. */
 export const ABLATION_USAGE = `deno task ablation [options]
@@ -304,12 +304,7 @@ export async function ablation(args: string[]): Promise<number> {
   let mass: MassKept[] | undefined;
   const save = async () => {
     const file = await mergeAblation(`${base}.json`, {
-      device: rt.info.description,
-      adapter: backendName(),
-      deno: Deno.version.deno,
-      commit: await gitCommit(),
-      date: today(),
-      command,
+      ...resultsHeader(rt.info.description, await gitCommit(), command),
       extra: {
         prompts: m.prompts,
         seeds: m.seeds,

@@ -25,14 +25,13 @@ import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
 import { evaluate } from "../runtime/eval/eval.ts";
 import { DEFAULT_MODEL_DIR, loadPipeline } from "../runtime/pipeline.ts";
 import {
-  backendName,
   type BenchResult,
   deviceSlug,
   gitCommit,
   median,
   type ResultsFile,
+  resultsHeader,
   resultsMarkdown,
-  today,
   writeResults,
 } from "./harness.ts";
 
@@ -136,13 +135,12 @@ async function main(): Promise<void> {
     rt.destroy();
   }
   const file: ResultsFile = {
-    device: rt.info.description,
-    adapter: backendName(),
-    deno: Deno.version.deno,
-    commit: await gitCommit(),
-    date: today(),
-    command: Deno.env.get("WEBDIT_BENCH_COMMAND") ??
-      `deno run -A bench/emoji_bench.ts ${Deno.args.join(" ")}`.trim(),
+    ...resultsHeader(
+      rt.info.description,
+      await gitCommit(),
+      Deno.env.get("WEBDIT_BENCH_COMMAND") ??
+        `deno run -A bench/emoji_bench.ts ${Deno.args.join(" ")}`.trim(),
+    ),
     results,
     extra: {
       model,

@@ -59,16 +59,14 @@ import { denseSelfAttention, type SelfAttention } from "../plugins/models/pixart
 import { fluxSampler } from "../plugins/models/flux_pipeline.ts";
 import { FLUX_FLOW_CONFIG } from "../runtime/sampling/flow_euler.ts";
 import {
-  backendName,
   type BenchCase,
   type BenchResult,
   BenchSuite,
-  commandLine,
   deviceSlug,
   gitCommit,
   type ResultsFile,
+  resultsHeader,
   resultsMarkdown,
-  today,
   writeResults,
 } from "./harness.ts";
 import { RandomFluxSource, setFluxPoolSize } from "./random_flux.ts";
@@ -466,16 +464,7 @@ function fileOf(results: BenchResult[], commit: string, partial?: string): Resul
     host_load_average: Deno.loadavg(),
   };
   if (partial) extra.partial = partial;
-  return {
-    device: rt.info.description,
-    adapter: backendName(),
-    deno: Deno.version.deno,
-    commit,
-    date: today(),
-    command: commandLine(),
-    results,
-    extra,
-  };
+  return { ...resultsHeader(rt.info.description, commit), results, extra };
 }
 
 function writeFile(file: ResultsFile): Promise<{ json: string; md: string }> {

@@ -165,6 +165,28 @@ export function backendName(): string {
   return Deno.build.os === "darwin" ? "metal" : Deno.build.os === "windows" ? "dx12" : "vulkan";
 }
 
+/** The fields every results file starts with: device, backend, Deno, commit, date, command. */
+export type ResultsHeader = Pick<
+  ResultsFile,
+  "device" | "adapter" | "deno" | "commit" | "date" | "command"
+>;
+
+/** The results-file header of a run on `device` at `commit` (gitCommit()), made by `command`. */
+export function resultsHeader(
+  device: string,
+  commit: string,
+  command: string = commandLine(),
+): ResultsHeader {
+  return {
+    device,
+    adapter: backendName(),
+    deno: Deno.version.deno,
+    commit,
+    date: today(),
+    command,
+  };
+}
+
 /** The command line of this process, for the results file (WEBDIT_BENCH_COMMAND wins). */
 export function commandLine(): string {
   const env = Deno.env.get("WEBDIT_BENCH_COMMAND");
@@ -417,15 +439,7 @@ export class BenchSuite {
     const d = await this.#options.describe();
     const commit = await gitCommit();
     const fileOf = (results: BenchResult[], partial: boolean): ResultsFile => {
-      const file: ResultsFile = {
-        device: d.device,
-        adapter: backendName(),
-        deno: Deno.version.deno,
-        commit,
-        date: today(),
-        command: commandLine(),
-        results,
-      };
+      const file: ResultsFile = { ...resultsHeader(d.device, commit), results };
       // The host's 1/5/15-minute load: CPU-adapter figures are only comparable on a quiet host.
       file.extra = { ...d.extra, host_load_average: Deno.loadavg().map((v) => round(v)) };
       if (partial) file.extra.partial = `${results.length} of ${this.#cases.length} cases`;

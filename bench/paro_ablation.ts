@@ -36,7 +36,7 @@ import {
 } from "../runtime/quant/paro_plan.ts";
 import { PARO_CALIBRATION_PROMPTS, ParoSelfAttention } from "../plugins/attention/paro.ts";
 import { denseAttention } from "../plugins/attention/dense.ts";
-import { backendName, deviceSlug, gitCommit, today } from "./harness.ts";
+import { deviceSlug, gitCommit, resultsHeader, today } from "./harness.ts";
 
 const args = parseArgs({
   args: Deno.args,
@@ -281,12 +281,11 @@ if (args.values.only === "mass") {
 }
 
 const file = {
-  device: rt.info.description,
-  adapter: backendName(),
-  deno: Deno.version.deno,
-  commit: await gitCommit(),
-  date: today(),
-  command: `deno run -A bench/paro_ablation.ts ${Deno.args.join(" ")}`.trim(),
+  ...resultsHeader(
+    rt.info.description,
+    await gitCommit(),
+    `deno run -A bench/paro_ablation.ts ${Deno.args.join(" ")}`.trim(),
+  ),
   rows,
   mass_kept: massRows,
   extra: {

@@ -16,7 +16,7 @@ import { createDefaultRegistry } from "../runtime/builtins.ts";
 import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
 import { createApp, type ServerOptions } from "../runtime/server/app.ts";
 import { loadDenseEntry, ModelCatalog, type ModelEntry } from "../runtime/server/models.ts";
-import { backendName, deviceSlug, gitCommit, median, today, writeResults } from "./harness.ts";
+import { deviceSlug, gitCommit, median, resultsHeader, writeResults } from "./harness.ts";
 
 /** Options of {@linkcode runLoad}. */
 export interface LoadOptions {
@@ -231,12 +231,11 @@ async function main() {
   );
   extra.host_load_average_end = Deno.loadavg();
   const file = {
-    device: rt.info.description,
-    adapter: backendName(),
-    deno: Deno.version.deno,
-    commit: await gitCommit(),
-    date: today(),
-    command: `deno run -A bench/serve_load.ts ${Deno.args.join(" ")}`.trim(),
+    ...resultsHeader(
+      rt.info.description,
+      await gitCommit(),
+      `deno run -A bench/serve_load.ts ${Deno.args.join(" ")}`.trim(),
+    ),
     results: rows,
     extra,
   };
