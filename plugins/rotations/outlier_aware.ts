@@ -195,29 +195,34 @@ export const DEFAULT_OBJECTIVE: GreedyObjective = "rowmax";
 export const GREEDY_ROWS = 128;
 
 /**
- * The matrix the greedy passes rotate, smoothed (÷ m): first the proxy row (per channel
- * the signed extreme over all calibration tokens), then up to `maxRows` sample rows.
+ * The matrix the greedy passes rotate, smoothed (÷ m): with `proxy`, first the proxy row
+ * (per channel the signed extreme over all calibration tokens), then up to `maxRows`
+ * sample rows.
  */
 export function calibrationRows(
   stats: LayerStats,
   m: Float32Array,
   maxRows: number,
+  proxy = true,
 ): { data: Float64Array; rows: number } {
   const K = stats.cols;
   const S = Math.min(Math.max(0, maxRows), stats.sampleRows);
-  const data = new Float64Array((1 + S) * K);
-  for (let j = 0; j < K; j++) {
-    const hi = stats.max[j];
-    const lo = stats.min[j];
-    const e = Math.abs(hi) >= Math.abs(lo) ? hi : lo;
-    data[j] = Number.isFinite(e) ? e / m[j] : 0;
+  const first = proxy ? 1 : 0;
+  const data = new Float64Array((first + S) * K);
+  if (proxy) {
+    for (let j = 0; j < K; j++) {
+      const hi = stats.max[j];
+      const lo = stats.min[j];
+      const e = Math.abs(hi) >= Math.abs(lo) ? hi : lo;
+      data[j] = Number.isFinite(e) ? e / m[j] : 0;
+    }
   }
   // Spread over the sample: rows from every part of the run, not only the first calls.
   for (let r = 0; r < S; r++) {
     const src = Math.floor((r * stats.sampleRows) / S);
-    for (let j = 0; j < K; j++) data[(1 + r) * K + j] = stats.sample[src * K + j] / m[j];
+    for (let j = 0; j < K; j++) data[(first + r) * K + j] = stats.sample[src * K + j] / m[j];
   }
-  return { data, rows: 1 + S };
+  return { data, rows: first + S };
 }
 
 /** Plans the outlier-aware rotation of one layer (needs its calibration statistics). */
@@ -232,12 +237,12 @@ export function planOutlier(input: RotationLayerInput): OutlierRotation {
   const B = outlierBlock(K, o.outlierBlock ?? OUTLIER_BLOCK);
   const maxSteps = o.maxSteps ?? OUTLIER_MAX_STEPS;
   const obj = o.greedyObjective ?? DEFAULT_OBJECTIVE;
-  const all = calibrationRows(input.stats!, m, o.greedyRows ?? GREEDY_ROWS);
   // Per-token steps are judged on real tokens: the proxy row (every channel's extreme at
-  // once) is no token, and its max² would outweigh the sample's.
-  const cal = obj === "rowmax" && all.rows > 1
-    ? { data: all.data.slice(K), rows: all.rows - 1 }
-    : all;
+  // once) is no token, and its max² would outweigh the sample's. Without sample rows it
+  // stays, so the greedy still has a row to work on.
+  const rows = o.greedyRows ?? GREEDY_ROWS;
+  const proxy = obj !== "rowmax" || Math.min(rows, stats.sampleRows) < 1;
+  const cal = calibrationRows(stats, m, rows, proxy);
   const g = new Prng(layerSeed(o.seed ?? 0, `outlier:${input.name}`));
   const first = greedyRotation(cal.data, B, maxSteps, g, obj, K);
   // Zigzag on each channel's largest |value| over the rows after the first rotation.
