@@ -41,6 +41,8 @@ export interface AblationFile {
   commit: string;
   date: string;
   command: string;
+  /** The GPU driver, where bench/gpu_all.sh gave it (WEBDIT_GPU_DRIVER). */
+  driver?: string;
   rows: AblationRow[];
   extra?: Record<string, unknown>;
 }
@@ -90,7 +92,9 @@ export function ablationMarkdown(f: AblationFile): string {
   return [
     `# ${f.date} — ablation, ${f.device}`,
     "",
-    `commit ${f.commit} · Deno ${f.deno} · \`${f.command}\``,
+    `commit ${f.commit} · Deno ${f.deno}${
+      f.driver ? ` · driver ${f.driver}` : ""
+    } · \`${f.command}\``,
     "",
     "PSNR/SSIM/cosine against the FP32 model's images (same prompts, seeds and batch); " +
     "ms/step is one sampler step of one batch (CFG).",

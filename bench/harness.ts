@@ -165,10 +165,13 @@ export function backendName(): string {
   return Deno.build.os === "darwin" ? "metal" : Deno.build.os === "windows" ? "dx12" : "vulkan";
 }
 
-/** The fields every results file starts with: device, backend, Deno, commit, date, command. */
+/**
+ * The fields every results file starts with: device, backend, Deno, commit, date, command, and
+ * the GPU driver where WEBDIT_GPU_DRIVER gives it.
+ */
 export type ResultsHeader = Pick<
   ResultsFile,
-  "device" | "adapter" | "deno" | "commit" | "date" | "command"
+  "device" | "adapter" | "deno" | "commit" | "date" | "command" | "driver"
 >;
 
 /** The results-file header of a run on `device` at `commit` (gitCommit()), made by `command`. */
@@ -177,6 +180,7 @@ export function resultsHeader(
   commit: string,
   command: string = commandLine(),
 ): ResultsHeader {
+  const driver = Deno.env.get("WEBDIT_GPU_DRIVER");
   return {
     device,
     adapter: backendName(),
@@ -184,6 +188,7 @@ export function resultsHeader(
     commit,
     date: today(),
     command,
+    ...(driver ? { driver } : {}),
   };
 }
 
