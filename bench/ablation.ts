@@ -56,7 +56,7 @@ export const ABLATION_USAGE = `deno task ablation [options]
   --adapter A      auto (default), gpu or cpu
   --out DIR        results root (default bench/results)
   --state DIR      progress folder (default .cache/ablation)
-  --dataset DIR    an unpacked emoji-datasource-google@16.0.0 for prompt fidelity
+  --dataset DIR    an unpacked emoji-datasource-google@16.0.0, or prepare_data.ts's folder (.train), for prompt fidelity
                    (default: fetched through npm; without it fidelity is left out)
   --json           print the rows as one JSON object, the last line of stdout
 

@@ -12,8 +12,8 @@
  * run is kept), on a GPU the median of 10. `emoji_s_fidelity_fp32` (%): `evaluate()` of the f32
  * model, 20 steps, guidance 4.5, seeds 0..N-1 (default 1). The GPU machine has no network: give
  * it the dataset with --dataset DIR (emoji.json + img/google/64/ of emoji-datasource-google@16.0.0,
- * 22 MiB: after any local eval, `~/.cache/webdit/emoji-datasource-google@16.0.0`; copy it into the
- * tree that travels).
+ * 22 MiB: after any local eval, `~/.cache/webdit/emoji-datasource-google@16.0.0`; or, 5 MiB, the
+ * folder tools/torch/train/prepare_data.ts writes, e.g. `.train`; carry it to the machine).
  *
  * A plain script (run with `deno run`), not `Deno.bench` cases: one CPU image takes about a
  * minute, so `deno task bench` leaves it out.

@@ -15,7 +15,8 @@
 #
 # Environment: WEBDIT_COMMIT (required without .git), WEBDIT_GPU_BUDGET_S (seconds for all parts, e.g.
 # 560 inside a 600 s device call), WEBDIT_EMOJI_DATASET (folder with emoji.json and
-# img/google/64/ for the fidelity row; skipped without it), WEBDIT_QUANT_WORKERS (host workers quantizing the
+# img/google/64/, or the 5 MiB folder tools/torch/train/prepare_data.ts writes, e.g. .train, for the fidelity
+# rows; skipped without it), WEBDIT_QUANT_WORKERS (host workers quantizing the
 # random models; default every core), WEBDIT_FLUX_DEPTH (default 2,4), WEBDIT_LOG_DIR, WEBDIT_RESULTS_DIR.
 set -uo pipefail
 
@@ -143,16 +144,16 @@ run_part() {
     flux_quant) cmd="env WEBDIT_FLUX_DTYPES=none deno bench -A --no-check bench/flux_step_bench.ts" ;;
     ablation)
       cmd="deno run -A bench/ablation.ts --out $results"
-      if [ -n "${WEBDIT_EMOJI_DATASET:-}" ] && [ -f "$WEBDIT_EMOJI_DATASET/emoji.json" ]; then
+      if [ -n "${WEBDIT_EMOJI_DATASET:-}" ] && { [ -f "$WEBDIT_EMOJI_DATASET/emoji.json" ] || [ -f "$WEBDIT_EMOJI_DATASET/emoji_meta.json" ]; }; then
         cmd="$cmd --dataset $WEBDIT_EMOJI_DATASET"
       fi
       ;;
     emoji)
       cmd="deno run -A bench/emoji_bench.ts"
-      if [ -n "${WEBDIT_EMOJI_DATASET:-}" ] && [ -f "$WEBDIT_EMOJI_DATASET/emoji.json" ]; then
+      if [ -n "${WEBDIT_EMOJI_DATASET:-}" ] && { [ -f "$WEBDIT_EMOJI_DATASET/emoji.json" ] || [ -f "$WEBDIT_EMOJI_DATASET/emoji_meta.json" ]; }; then
         cmd="$cmd --fidelity --dataset $WEBDIT_EMOJI_DATASET"
       else
-        echo "emoji: no WEBDIT_EMOJI_DATASET (emoji.json + img/google/64/): timing rows only" >&2
+        echo "emoji: no WEBDIT_EMOJI_DATASET (emoji.json + img/google/64/, or the .train folder): timing rows only" >&2
       fi
       ;;
   esac

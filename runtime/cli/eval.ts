@@ -26,7 +26,8 @@ export const EVAL_USAGE = `deno task eval [options]
   --adapter A             auto (default), gpu or cpu
   --batch N               images per GPU batch (default 1 on a CPU adapter, 8 on a GPU)
   --fidelity M            auto (default: when the images are 64×64 emoji), on or off
-  --dataset DIR           an unpacked emoji-datasource-google@16.0.0 (default: fetched through npm)
+  --dataset DIR           an unpacked emoji-datasource-google@16.0.0, or the folder tools/torch/train/prepare_data.ts
+                          writes (emoji_meta.json + emoji64.u8.gz); default: fetched through npm
   --out-dir DIR           write every image as PNG under DIR/model and DIR/reference
   --grid FILE.png         write the model's images as one grid (8 per row, prompt-major)
   --json                  print the figures as one JSON object, the last line of stdout

@@ -11,7 +11,8 @@
  *
  * The package is downloaded from the npm registry the first time fidelity is scored and its
  * 64×64 images and emoji.json (23 MiB) are kept in a cache (see {@linkcode emojiPackageDir});
- * pass `dir` (an unpacked package: emoji.json + img/google/64/) to work offline.
+ * pass `dir` (an unpacked package: emoji.json + img/google/64/, or the training-data folder
+ * tools/torch/train/prepare_data.ts writes) to work offline.
  *
  * @module
  */
@@ -204,10 +205,14 @@ export async function emojiPackageDir(): Promise<string> {
 
 /**
  * Loads the dataset: emoji.json and img/google/64/*.png from `dir` (an unpacked
- * emoji-datasource-google@16.0.0), or from the npm package when `dir` is not given.
+ * emoji-datasource-google@16.0.0) or the folder tools/torch/train/prepare_data.ts writes
+ * (emoji_meta.json + emoji64.u8.gz), or from the npm package when `dir` is not given.
  */
 export async function loadEmojiDataset(dir?: string): Promise<EmojiDataset> {
   const root = dir ?? await emojiPackageDir();
+  if (dir && await exists(join(dir, PREPARED_META)) && !await exists(join(dir, "emoji.json"))) {
+    return await loadPreparedDataset(dir);
+  }
   const metaPath = join(root, "emoji.json");
   let raw: RawEntry[];
   try {
@@ -242,6 +247,78 @@ export async function loadEmojiDataset(dir?: string): Promise<EmojiDataset> {
     byName.set(name, [...(byName.get(name) ?? []), i]);
   }
   return { source: root, entries, pixels, byName };
+}
+
+/** The prepared training data's list and pixels (tools/torch/train/prepare_data.ts). */
+const PREPARED_META = "emoji_meta.json";
+const PREPARED_PIXELS = "emoji64.u8.gz";
+
+interface PreparedMeta {
+  package?: string;
+  count?: number;
+  size?: number;
+  emoji?: {
+    index: number;
+    unified: string;
+    image: string;
+    name: string;
+    category: string;
+    subcategory: string;
+  }[];
+}
+
+/**
+ * Loads the dataset from the folder tools/torch/train/prepare_data.ts writes (emoji_meta.json
+ * and the gzip'd u8 pixels, 5 MiB instead of the package's 23 MiB): the same emoji, order and
+ * compositing, so a GPU machine can score fidelity from the training data it already has.
+ */
+async function loadPreparedDataset(dir: string): Promise<EmojiDataset> {
+  const metaPath = join(dir, PREPARED_META);
+  const pixPath = join(dir, PREPARED_PIXELS);
+  let meta: PreparedMeta;
+  try {
+    meta = JSON.parse(await Deno.readTextFile(metaPath));
+  } catch (e) {
+    throw new CheckpointError(metaPath, `cannot read the emoji list: ${(e as Error).message}`);
+  }
+  const S = EMOJI_SIZE;
+  if (meta.package !== EMOJI_PACKAGE || meta.size !== S || !Array.isArray(meta.emoji)) {
+    throw new CheckpointError(
+      metaPath,
+      `expected ${EMOJI_PACKAGE} at ${S}×${S} with an "emoji" list (package ${meta.package}, size ${meta.size})`,
+    );
+  }
+  let pixels: Uint8Array;
+  try {
+    pixels = new Uint8Array(gunzipSync(await Deno.readFile(pixPath)));
+  } catch (e) {
+    throw new CheckpointError(pixPath, `cannot read the pixels: ${(e as Error).message}`);
+  }
+  const n = meta.emoji.length;
+  if (pixels.length !== n * S * S * 3) {
+    throw new CheckpointError(
+      pixPath,
+      `${pixels.length} bytes, expected ${n}×${S}×${S}×3 for ${n} emoji`,
+    );
+  }
+  const entries: EmojiEntry[] = [];
+  const byName = new Map<string, number[]>();
+  for (const [i, e] of meta.emoji.entries()) {
+    if (e.index !== i || typeof e.name !== "string") {
+      throw new CheckpointError(metaPath, `emoji[${i}]: expected index ${i} and a name`);
+    }
+    const name = words(e.name).slice(0, MAX_WORDS).join(" ");
+    entries.push({
+      index: i,
+      name,
+      unified: e.unified,
+      image: e.image,
+      category: e.category,
+      subcategory: e.subcategory,
+    });
+    byName.set(name, [...(byName.get(name) ?? []), i]);
+  }
+  return { source: dir, entries, pixels, byName };
 }
 
 /** The dataset index a prompt names, or a reason it names none (or several). */

@@ -1,4 +1,12 @@
-import { assert, assertAlmostEquals, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { gzipSync } from "node:zlib";
+import {
+  assert,
+  assertAlmostEquals,
+  assertEquals,
+  assertRejects,
+  assertThrows,
+} from "../../tests/assert.ts";
+import { CheckpointError } from "../errors.ts";
 import { DEFAULT_PROMPTS_FILE, parsePromptList, type SampleSet, scoreFidelity } from "./eval.ts";
 import {
   compositeOnWhite,
@@ -151,6 +159,34 @@ Deno.test("loadEmojiDataset: the training data from the npm registry; the prompt
   assertEquals(cats.size, 10);
   // Some emoji do share an image (why the list leaves them out).
   assert([...images.values()].some((c) => c > 1), "expected duplicate images in the dataset");
+});
+
+Deno.test("loadEmojiDataset: the folder prepare_data.ts writes (emoji_meta.json + gzip'd pixels)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const emoji = DS.entries.slice(0, 3).map((e) => ({
+      index: e.index,
+      unified: `U${e.index}`,
+      image: `${e.index}.png`,
+      name: e.name,
+      category: e.category,
+      subcategory: "sub",
+    }));
+    const meta = { package: "emoji-datasource-google@16.0.0", count: 3, size: 64, emoji };
+    await Deno.writeTextFile(`${dir}/emoji_meta.json`, JSON.stringify(meta));
+    await Deno.writeFile(`${dir}/emoji64.u8.gz`, gzipSync(DS.pixels.subarray(0, 3 * N)));
+    const ds = await loadEmojiDataset(dir);
+    assertEquals(ds.entries.map((e) => e.name), ["red apple", "green apple", "grinning face"]);
+    assertEquals(ds.pixels, DS.pixels.subarray(0, 3 * N));
+    assertEquals(promptTarget(ds, "Green Apple"), 1);
+    // Pixels that do not match the list, and a list of another package, are named errors.
+    await Deno.writeFile(`${dir}/emoji64.u8.gz`, gzipSync(DS.pixels.subarray(0, 2 * N)));
+    await assertRejects(() => loadEmojiDataset(dir), CheckpointError, "emoji64.u8.gz");
+    await Deno.writeTextFile(`${dir}/emoji_meta.json`, JSON.stringify({ ...meta, size: 32 }));
+    await assertRejects(() => loadEmojiDataset(dir), CheckpointError, "emoji_meta.json");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 /** One tar header block (ustar) for `name` of `size` bytes and type `type`. */
