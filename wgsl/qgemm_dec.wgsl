@@ -12,6 +12,11 @@
 //                      row scale [N] as in MODE 2                      (uniform sym W8, A8)
 //   MODE 4  affine:    int8 = code − zero[row]: row scale [N], then zero [N] (f32)
 //                                                                      (uniform per-row, A8)
+//   MODE 5  TLQ compact: per row Δ± (f16) and z± (i16) in two words, then η; levels
+//                      rebuilt by qgemm_tlq.wgsl (+ _wg or _direct)          (TLQ, A16)
+//   MODE 6  TLQ compact, int8: as 5, s_row = max|level| / 127, int8 = round(127·level / max)
+//                                                                      (TLQ, A8)
+// MODE 5/6 call tlq_w4, tlq_i8 and tlq_s of the TLQ fragment the host composes in.
 override BITS: u32 = 4u; // 3, 4 or 8
 override MODE: u32 = 0u;
 
@@ -36,9 +41,10 @@ fn codes4(row: u32, k4: u32) -> vec4<u32> {
   return c;
 }
 
-// Four weights of row `row` at k = 4·k4 … (MODE 0 or 1).
+// Four weights of row `row` at k = 4·k4 … (MODE 0, 1 or 5).
 fn wdec4(row: u32, k4: u32) -> vec4<f32> {
   let c = codes4(row, k4);
+  if (MODE == 5u) { return tlq_w4(row, c); }
   if (MODE == 0u) {
     let b = row << BITS;
     return vec4<f32>(bitcast<f32>(wq[b + c.x]), bitcast<f32>(wq[b + c.y]),
@@ -53,10 +59,11 @@ fn wdec4(row: u32, k4: u32) -> vec4<f32> {
 
 fn lut8(lb: u32, c: u32) -> u32 { return (wq[lb + c / 4u] >> ((c % 4u) * 8u)) & 0xffu; }
 
-// Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2, 3 or 4).
+// Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2, 3, 4 or 6).
 fn wdec_i8(row: u32, kw: u32) -> u32 {
   if (MODE == 3u) { return codes[row * p.p0 + kw] ^ 0x80808080u; }
   let c = codes4(row, kw);
+  if (MODE == 6u) { return tlq_i8(row, c); }
   if (MODE == 4u) { // code − zero as a byte: (c + 256 − z) mod 256 is its two's complement
     let v = (c + vec4<u32>(256u - u32(bitcast<f32>(wq[p.N + row])))) & vec4<u32>(0xffu);
     return v.x | (v.y << 8u) | (v.z << 16u) | (v.w << 24u);
@@ -65,5 +72,8 @@ fn wdec_i8(row: u32, kw: u32) -> u32 {
   return lut8(lb, c.x) | (lut8(lb, c.y) << 8u) | (lut8(lb, c.z) << 16u) | (lut8(lb, c.w) << 24u);
 }
 
-// The row scale of MODE 2, 3 and 4.
-fn wscale(row: u32) -> f32 { return bitcast<f32>(wq[row]); }
+// The row scale of MODE 2, 3, 4 and 6.
+fn wscale(row: u32) -> f32 {
+  if (MODE == 6u) { return tlq_s(row); }
+  return bitcast<f32>(wq[row]);
+}

@@ -1,6 +1,7 @@
 // Integer GEMM for GPUs: Y = s_token·s_row·Σ_k x8·w8 (+ the GEMM epilogue), x8 the
 // per-token int8 activations (act_quant.wgsl: four a word, rows of K4 words) and w8 the
-// weight decoded to int8 on load (qgemm_dec.wgsl, MODE 2 LUT or 3 direct). The structure
+// weight decoded to int8 on load (qgemm_dec.wgsl, MODE 2 LUT, 3 direct, 4 affine, or 6: TLQ
+// compact, its int8 LUTs built per workgroup by qgemm_tlq_wg.wgsl). The structure
 // is gemm_reg.wgsl's: a TY×TX workgroup computes a BM×BN tile (BM = 8·TY, BN = 8·TX), each
 // invocation an 8×8 block of i32 sums as two 4-row halves BM/2 apart by two 4-column halves
 // BN/2 apart; K advances BKW words (4·BKW int8) at a time through two workgroup buffers
@@ -77,6 +78,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let m0 = wg.y * bm();
   let n0 = wg.x * bn();
   let tiles = (p.K4 + BKW - 1u) / BKW;
+  if (MODE == 6u) { tlq_build(n0, bn(), tid, TX * TY); } // TLQ compact: int8 LUTs, s_row
   var c0 = vec4<i32>(0); var c1 = vec4<i32>(0); var c2 = vec4<i32>(0); var c3 = vec4<i32>(0);
   var c4 = vec4<i32>(0); var c5 = vec4<i32>(0); var c6 = vec4<i32>(0); var c7 = vec4<i32>(0);
   var c8 = vec4<i32>(0); var c9 = vec4<i32>(0); var c10 = vec4<i32>(0); var c11 = vec4<i32>(0);

@@ -3,7 +3,8 @@
 // interleaved lanes (neighbouring lanes read neighbouring words), each decoding the
 // weights of 4 columns once per k step and using them for all MR rows; the lanes' partial
 // sums are then added in workgroup memory, one row at a time, and stored through the GEMM
-// epilogue. Operand loads come from the io fragment (load_x, load_w).
+// epilogue. Operand loads come from the io fragment (load_x, load_w). With TLQ compact
+// weights (MODE 5) the workgroup first builds its 4·CG rows' LUT (qgemm_tlq_wg.wgsl).
 // The MR row accumulators are named variables behind constant `MR > r` guards, not a
 // private array indexed in a loop: GPU compilers may put such an array in local memory
 // (that made this kernel ~3× slower on an H200).
@@ -41,6 +42,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   let nb = wg.x * 4u * CG;
   let n0 = nb + 4u * cg;
   let m0 = wg.y * MR;
+  if (MODE == 5u) { tlq_build(nb, 4u * CG, tid, KL * CG); } // TLQ compact: the LUT of these columns
   let c0 = min(n0, p.N - 1u);
   let c1 = min(n0 + 1u, p.N - 1u);
   let c2 = min(n0 + 2u, p.N - 1u);

@@ -7,9 +7,13 @@
  * to minimise Σ(ŵ − w)² over the layer.
  *
  * Code of a weight: (sign bit) << (b−1) | k, the sign bit set for negative weights, packed
- * by runtime/quant/pack.ts. Each row has 2^b distinct values, stored as `params.lut`
- * [N, 2^b] (f32): what the kernels read. Also stored, for reference: `deltaPos`,
- * `zeroPos`, `deltaNeg`, `zeroNeg` [N].
+ * by runtime/quant/pack.ts. Each row has 2^b distinct values. The parameters are
+ * `deltaPos`, `zeroPos`, `deltaNeg`, `zeroNeg` [N] (Δ rounded to f16 before the codes are
+ * chosen, z an i16; Δ = 0 marks a plane without weights) and η (meta.eta): 8 bytes a row
+ * and 4 a layer, what the compact GPU modes hold (runtime/ops/qweight.ts). `params.lut`
+ * [N, 2^b] (f32) is the table {@linkcode tlqLut} rebuilds from them, bit for bit: the host
+ * keeps it (CPU reference, LUT kernels); levels use {@linkcode tlqExp2}, a fixed-point 2^x
+ * the WGSL rebuild (wgsl/qgemm_tlq.wgsl) computes identically.
  *
  * Choices the method leaves open, made here:
  * - Exact zeros take code 0, the positive plane's smallest magnitude (≈ the row's smallest
@@ -17,7 +21,9 @@
  *   tiny, so all 2^b codes stay available. A row with no positive weights has a LUT⁺ of
  *   zeros, so its zeros stay exact.
  * - A level 2^((k+z)Δ) − η that rounding pushed below zero is clamped to 0 (no sign flip).
- * - A plane whose values are all equal (hi = lo) gets every level at that value.
+ * - Δ is at least max(2^−14, |lo|/32767) (an f16 normal, and |z| ≤ 32767): a plane whose
+ *   values are all equal (hi = lo) gets that Δ, its levels 2^((k+z)Δ) − η within Δ/2 of
+ *   its value in the exponent.
  * - The percentile interpolates linearly between ranks (numpy's default).
  *
  * The search is cheap because it decomposes: the layer's error is the positive plane's
@@ -103,26 +109,167 @@ interface Grid {
   levels: Float64Array;
 }
 
+const F16 = new Float16Array(1);
+const F16_BITS = new Uint16Array(F16.buffer);
+const F32 = new Float32Array(1);
+const F32_BITS = new Uint32Array(F32.buffer);
+
+/** The f16 bit pattern of `x` (rounded to nearest). */
+export function f16Bits(x: number): number {
+  F16[0] = x;
+  return F16_BITS[0];
+}
+
+/** Largest |z| of a plane (z is stored as an i16). */
+export const TLQ_MAX_ZERO = 32767;
+
+/**
+ * The plane's Δ as an f16 ≥ max(2^−14, |lo|/32767) (so |round(lo/Δ)| ≤ 32767): of the two
+ * f16 around the exact Δ, the one whose grid point z·Δ lands nearer lo (rounding Δ moves
+ * z·Δ by z·δΔ, up to |lo|·2^−12, and can flip z; this keeps the anchor as good as it was).
+ */
+function f16Delta(raw: number, lo: number): number {
+  const min = Math.max(2 ** -14, Math.abs(lo) / TLQ_MAX_ZERO);
+  const x = Math.max(raw, min);
+  const near = Math.f16round(x);
+  F16[0] = near; // its neighbour on the other side of x
+  F16_BITS[0] += near < x ? 1 : near > x ? -1 : 0;
+  let best = NaN;
+  for (const d of [near, F16[0]]) {
+    if (d < min || !Number.isFinite(d)) continue;
+    const miss = Math.abs(Math.round(lo / d) * d - lo);
+    if (!(Math.abs(Math.round(lo / best) * best - lo) <= miss)) best = d;
+  }
+  if (!Number.isFinite(best)) throw new RangeError(`tlq: Δ ${raw} does not fit an f16`);
+  return best;
+}
+
+/** floor(a·b / 2^32) of two u32, exactly (16-bit halves, as the WGSL). */
+function mulhi(a: number, b: number): number {
+  const al = a & 0xffff;
+  const ah = a >>> 16;
+  const bl = b & 0xffff;
+  const bh = b >>> 16;
+  const lh = al * bh;
+  const hl = ah * bl;
+  const mid = ((al * bl) >>> 16) + (lh & 0xffff) + (hl & 0xffff);
+  return (ah * bh + (lh >>> 16) + (hl >>> 16) + Math.floor(mid / 65536)) >>> 0;
+}
+
+/** round(2^31·2^(j/16)), j < 16: 2^(top 4 bits of the fraction), Q31. */
+export const TLQ_EXP2_TABLE: readonly number[] = [
+  2147483648,
+  2242560872,
+  2341847524,
+  2445529972,
+  2553802834,
+  2666869345,
+  2784941738,
+  2908241642,
+  3037000500,
+  3171459999,
+  3311872529,
+  3458501653,
+  3611622603,
+  3771522796,
+  3938502376,
+  4112874773,
+];
+
+/**
+ * 2^(kz·Δ) as an f32, for Δ given as its f16 bit pattern `h` (finite) and an integer kz
+ * (|kz| ≤ 32775): x = kz·m·2^(e−25) is exact in integers, 2^frac(x) comes from a 16-entry
+ * table times a degree-5 Taylor polynomial in Q32 fixed point (error < 2^−29 relative),
+ * rounded to nearest even; 0 below 2^−126, Infinity above 2^127. Integer operations only,
+ * so wgsl/qgemm_tlq.wgsl computes the same bits on every adapter.
+ */
+export function tlqExp2(h: number, kz: number): number {
+  const e = (h >>> 10) & 31;
+  if (e === 31) throw new RangeError(`tlq: Δ (f16 ${h.toString(16)}) is not finite`);
+  const m = e > 0 ? 1024 + (h & 1023) : h & 1023;
+  let n = kz * m;
+  if (h & 0x8000) n = -n;
+  const sh = 25 - Math.max(e, 1);
+  let ip: number;
+  let fq = 0;
+  if (sh <= 0) {
+    ip = Math.max(-256, Math.min(256, n)) * 2 ** -sh;
+  } else {
+    ip = n >> sh;
+    fq = (n & ((1 << sh) - 1)) * 2 ** (32 - sh);
+  }
+  if (ip < -126) return 0;
+  if (ip > 127) return Infinity;
+  const u = mulhi(fq & 0x0fffffff, 2977044472); // frac below 1/16 times ln 2, Q32
+  const a = 178956971 + mulhi(u, 35791394); // 1/24 + u/120
+  const b = 715827883 + mulhi(u, a); // 1/6 + u·a
+  const c = 2147483648 + mulhi(u, b); // 1/2 + u·b
+  const poly = u + mulhi(u, mulhi(u, c)); // e^u − 1
+  const t0 = TLQ_EXP2_TABLE[fq >>> 28];
+  const t = t0 + Math.min(mulhi(t0, poly), 0xffffffff - t0); // 2^frac(x), Q31
+  let mant = t >>> 8;
+  const rem = t & 0xff;
+  if (rem > 128 || (rem === 128 && (mant & 1))) mant++;
+  if (mant === 2 ** 24) {
+    mant = 2 ** 23;
+    ip++;
+    if (ip > 127) return Infinity;
+  }
+  F32_BITS[0] = (((ip + 127) << 23) | (mant & 0x7fffff)) >>> 0;
+  return F32[0];
+}
+
+/**
+ * The magnitude of level k of a plane: max(2^((k+z)·Δ) − η, 0) in f32 (tlqExp2, then one
+ * f32 subtraction of η as an f32); 0 for Δ = 0 (a plane without weights).
+ */
+export function tlqLevel(delta: number, zero: number, k: number, eta: number): number {
+  const h = f16Bits(delta);
+  if ((h & 0x7fff) === 0) return 0;
+  return Math.max(Math.fround(tlqExp2(h, k + zero) - Math.fround(eta)), 0);
+}
+
+/** The TLQ parameters a LUT is rebuilt from (`params` of a TLQ weight). */
+export interface TlqParams {
+  deltaPos: Float32Array;
+  zeroPos: Float32Array;
+  deltaNeg: Float32Array;
+  zeroNeg: Float32Array;
+}
+
+/**
+ * The LUT [N, 2^b] of TLQ parameters: row n holds levels k < 2^(b−1) of the positive plane,
+ * then the negated levels of the negative plane (as the GPU rebuilds them, −0 included).
+ */
+export function tlqLut(p: TlqParams, eta: number, bits: number): Float32Array {
+  const N = p.deltaPos.length;
+  const half = 2 ** (bits - 1);
+  for (const k of ["zeroPos", "deltaNeg", "zeroNeg"] as const) {
+    if (p[k].length !== N) throw new RangeError(`tlq: ${k} has ${p[k].length} values, not ${N}`);
+  }
+  const lut = new Float32Array(N * 2 * half);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < half; k++) {
+      lut[n * 2 * half + k] = tlqLevel(p.deltaPos[n], p.zeroPos[n], k, eta);
+      lut[n * 2 * half + half + k] = -tlqLevel(p.deltaNeg[n], p.zeroNeg[n], k, eta);
+    }
+  }
+  return lut;
+}
+
 function planeGrid(L: Float64Array, a: number, n: number, p: number, eta: number, half: number) {
   const lo = L[a];
   const pos = p * (n - 1);
   const i = Math.floor(pos);
   const hi = i + 1 < n ? L[a + i] + (pos - i) * (L[a + i + 1] - L[a + i]) : L[a + n - 1];
   const levels = new Float64Array(half);
-  let delta = (hi - lo) / half;
-  let zero = 0;
-  if (!(delta > 1e-12 * Math.max(1, Math.abs(lo)))) {
-    delta = 0;
-    levels.fill(Math.max(0, 2 ** lo - eta));
-  } else {
-    zero = Math.round(lo / delta);
-    for (let k = 0; k < half; k++) levels[k] = Math.max(0, 2 ** ((k + zero) * delta) - eta);
-  }
+  const delta = f16Delta((hi - lo) / half, lo);
+  const zero = Math.round(lo / delta);
+  for (let k = 0; k < half; k++) levels[k] = tlqLevel(delta, zero, k, eta);
   return { delta, zero, levels } satisfies Grid;
 }
 
 function codeOf(l: number, a: number, g: Grid, half: number, nearest: boolean): number {
-  if (g.delta === 0) return 0;
   if (nearest) { // levels ascend with k
     let k = 0;
     while (k + 1 < half && Math.abs(g.levels[k + 1] - a) < Math.abs(g.levels[k] - a)) k++;
@@ -216,7 +363,6 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
   const Lp = logs(pos, eta);
   const Ln = logs(neg, eta);
   const codes = new Uint8Array(N * K);
-  const lut = new Float32Array(N * 2 * half);
   const deltaPos = new Float32Array(N);
   const zeroPos = new Float32Array(N);
   const deltaNeg = new Float32Array(N);
@@ -228,10 +374,6 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
     const nn = neg.off[n + 1] - an;
     const gp = np > 0 ? planeGrid(Lp, ap, np, pPos, eta, half) : undefined;
     const gn = nn > 0 ? planeGrid(Ln, an, nn, pNeg, eta, half) : undefined;
-    for (let k = 0; k < half; k++) {
-      lut[n * 2 * half + k] = gp ? gp.levels[k] : 0;
-      lut[n * 2 * half + half + k] = gn ? -gn.levels[k] : 0;
-    }
     deltaPos[n] = gp?.delta ?? 0;
     zeroPos[n] = gp?.zero ?? 0;
     deltaNeg[n] = gn?.delta ?? 0;
@@ -243,6 +385,8 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
       else codes[n * K + k] = 0;
     }
   }
+  // The LUT from the parameters, as the GPU rebuilds it (planeGrid's levels are these).
+  const lut = tlqLut({ deltaPos, zeroPos, deltaNeg, zeroNeg }, eta, bits);
   return {
     quantizer: "tlq",
     bits,

@@ -1,7 +1,18 @@
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { Prng } from "../../runtime/io/prng.ts";
 import { unpackCodes } from "../../runtime/quant/pack.ts";
-import { lutDequantize, TLQ_ETAS, TLQ_PERCENTILES, tlqQuantize, tlqQuantizer } from "./tlq.ts";
+import {
+  f16Bits,
+  lutDequantize,
+  TLQ_ETAS,
+  TLQ_EXP2_TABLE,
+  TLQ_PERCENTILES,
+  tlqExp2,
+  tlqLut,
+  type TlqParams,
+  tlqQuantize,
+  tlqQuantizer,
+} from "./tlq.ts";
 import { uniformDequantize, uniformQuantize } from "./uniform.ts";
 
 function mse(w: Float32Array, h: Float32Array): number {
@@ -91,4 +102,81 @@ Deno.test("tlq: rejects bad bits, groups and search grids", () => {
   assertThrows(() => tlqQuantize(w, { bits: 4, etas: [-1] }), RangeError, "etas");
   assertThrows(() => tlqQuantize(w, { bits: 4, percentiles: [0] }), RangeError, "percentiles");
   assertEquals(tlqQuantizer.name, "tlq");
+});
+
+function sqnr(w: Float32Array, h: Float32Array): number {
+  return 10 * Math.log10(w.reduce((s, v) => s + v * v, 0) / (mse(w, h) * w.length));
+}
+
+Deno.test("tlq: Δ± are f16 values (f16 normals or 0), z± fit an i16, the LUT is rebuilt bit for bit", () => {
+  for (const [w, bits] of [[studentT(9, 70, 4, 6), 4], [studentT(5, 33, 3, 7), 3]] as const) {
+    const q = tlqQuantize(w, { bits });
+    const p = q.params as unknown as TlqParams;
+    for (const d of [...p.deltaPos, ...p.deltaNeg]) {
+      assertEquals(Math.f16round(d), d, `Δ ${d} is not an f16`);
+      assert(d === 0 || d >= 2 ** -14, `Δ ${d} is an f16 subnormal`);
+    }
+    for (const z of [...p.zeroPos, ...p.zeroNeg]) {
+      assert(Number.isInteger(z) && Math.abs(z) <= 32767, `z ${z}`);
+    }
+    const lut = tlqLut(p, Number(q.meta.eta), bits);
+    assertEquals(Array.from(lut), Array.from(q.params.lut));
+  }
+});
+
+Deno.test("tlq: a constant plane keeps its value; a plane without weights gets Δ = 0", () => {
+  // Row 0: one positive value; row 1: three equal negatives, no positives.
+  const data = Float32Array.from([0.3, -0.1, -0.2, 0, -0.05, -0.05, -0.05, 0]);
+  const q = tlqQuantize({ data, rows: 2, cols: 4 }, { bits: 3, etas: [0] });
+  const h = lutDequantize(q);
+  assertAlmostEquals(h[0], 0.3, 1e-4 * 0.3);
+  for (const i of [4, 5, 6]) assertAlmostEquals(h[i], -0.05, 1e-4 * 0.05);
+  assertEquals(q.params.deltaPos[1], 0);
+  assertEquals(h[7], 0);
+});
+
+// SQNR (dB) of these cases before Δ was rounded to f16 (commit 419619a).
+const SQNR_BEFORE_F16: [
+  string,
+  () => ReturnType<typeof studentT>,
+  number,
+  "log" | "nearest",
+  number,
+][] = [
+  ["t4 6x50 W3", () => studentT(6, 50, 4, 1), 3, "log", 12.4873],
+  ["t4 6x50 W4", () => studentT(6, 50, 4, 1), 4, "log", 18.6427],
+  ["t3 4x40 W3", () => studentT(4, 40, 3, 2), 3, "log", 13.9166],
+  ["t3 64x256 W4", () => studentT(64, 256, 3, 3), 4, "log", 15.7696],
+  ["t5 8x64 W3", () => studentT(8, 64, 5, 4), 3, "log", 12.9177],
+  ["t5 8x64 W3 nearest", () => studentT(8, 64, 5, 4), 3, "nearest", 12.9987],
+];
+
+Deno.test("tlq: SQNR within 0.05 dB of the f64-Δ quantizer on the cases above", () => {
+  for (const [name, make, bits, assign, before] of SQNR_BEFORE_F16) {
+    const w = make();
+    const got = sqnr(w.data, lutDequantize(tlqQuantize(w, { bits, assign })));
+    assert(Math.abs(got - before) <= 0.05, `${name}: ${got.toFixed(4)} dB vs ${before} before`);
+  }
+});
+
+Deno.test("tlq: tlqExp2 is 2^x within one f32 ulp, exact on integers, 0/∞ outside f32", () => {
+  for (let j = 0; j < 16; j++) assertEquals(TLQ_EXP2_TABLE[j], Math.round(2 ** (31 + j / 16)));
+  const g = new Prng(8);
+  const f = new Float32Array(2);
+  const u = new Uint32Array(f.buffer);
+  let off = 0;
+  for (let i = 0; i < 20000; i++) {
+    const d = Math.f16round(2 ** (-14 + 16 * g.uniform()));
+    const kz = Math.round((g.uniform() - 0.5) * 200);
+    if (Math.abs(kz * d) > 120) continue;
+    f[0] = tlqExp2(f16Bits(d), kz);
+    f[1] = Math.fround(2 ** (kz * d));
+    assert(Math.abs(u[0] - u[1]) <= 1, `2^(${kz}·${d}): ${f[0]} vs ${f[1]}`);
+    if (u[0] !== u[1]) off++;
+  }
+  assert(off < 200, `${off} of 20000 off by an ulp`);
+  for (let x = -126; x <= 127; x++) assertEquals(tlqExp2(f16Bits(1), x), 2 ** x);
+  assertEquals(tlqExp2(f16Bits(-0.5), 6), 0.125);
+  assertEquals(tlqExp2(f16Bits(1), -127), 0);
+  assertEquals(tlqExp2(f16Bits(1), 128), Infinity);
 });

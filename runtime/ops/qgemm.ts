@@ -17,6 +17,11 @@
  *   `dot: "emulated"` replaces dot4I8Packed by unpack + multiply-add (adapters without
  *   packed_4x8_integer_dot_product; selectable for tests).
  *
+ * TLQ weights uploaded compact (MODE 5/6: Δ±, z± per row, η) have their LUTs rebuilt in
+ * workgroup memory by each workgroup for its rows (skinny, dequant, both integer versions;
+ * bit for bit the host's tables), or per decoded weight with the hardware exp2 in "fused"
+ * (its main is gemm_reg.wgsl's, shared with the dense GEMM; a few f32 ulps off the LUT).
+ *
  * Integer sums match the reference bit for bit (`raw: true` stores them); float outputs
  * match within f32 rounding of the epilogue.
  *
@@ -45,6 +50,9 @@ import ioW4Src from "../../wgsl/qgemm_int_io_w4.wgsl" with { type: "text" };
 import ioW1Src from "../../wgsl/qgemm_int_io_w1.wgsl" with { type: "text" };
 import dotNativeSrc from "../../wgsl/qgemm_dot_native.wgsl" with { type: "text" };
 import dotEmulSrc from "../../wgsl/qgemm_dot_emul.wgsl" with { type: "text" };
+import tlqSrc from "../../wgsl/qgemm_tlq.wgsl" with { type: "text" };
+import tlqWgSrc from "../../wgsl/qgemm_tlq_wg.wgsl" with { type: "text" };
+import tlqDirectSrc from "../../wgsl/qgemm_tlq_direct.wgsl" with { type: "text" };
 
 /** The epilogue of the quantized GEMMs (as gemm's). */
 export interface QGemmEpilogue {
@@ -215,6 +223,41 @@ const GEMM_BINDINGS: KernelSpec<QParams>["bindings"] = [
   "read",
 ];
 
+/**
+ * The decode libraries of a kernel that includes qgemm_dec.wgsl: the TLQ workgroup tables
+ * for the compact modes where the kernel builds them, the per-weight TLQ fragment otherwise
+ * (never reached by modes 0–4: MODE is an override). Returns [libs, spec-key suffix].
+ */
+function decLibs(mode: number, table: boolean): [string[], string] {
+  const compact = mode >= 5 && table;
+  return [[decSrc, tlqSrc, compact ? tlqWgSrc : tlqDirectSrc], compact ? "_tlq" : ""];
+}
+
+/** Words a row of the TLQ workgroup table: the f32 LUT (MODE 5) or s_row + int8 LUT (6). */
+function tlqStride(mode: number, bits: number): number {
+  return mode === 6 ? 1 + 2 ** bits / 4 : 2 ** bits;
+}
+
+/** Words of the TLQ workgroup table (TLQ_WORDS of wgsl/qgemm_tlq_wg.wgsl). */
+const TLQ_WORDS = 2048;
+
+/** Checks that `rows` rows of TLQ table fit it, and it the workgroup memory beside `used` B. */
+function checkTable(
+  rt: Runtime,
+  who: string,
+  rows: number,
+  mode: number,
+  bits: number,
+  used: number,
+): void {
+  const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+  if (rows * tlqStride(mode, bits) > TLQ_WORDS || 4 * TLQ_WORDS + used > limit) {
+    throw new RangeError(
+      `${who}: the TLQ table of ${rows} rows exceeds its ${TLQ_WORDS} words, or with the kernel's ${used} B the workgroup memory (${limit} B); use a smaller tune`,
+    );
+  }
+}
+
 /** Tile knobs of the skinny kernel (benchmarks and tuning). */
 export interface SkinnyTune {
   /** Invocations along K; default 16. */
@@ -268,6 +311,7 @@ export function qgemmA16(
   const a = w.a16;
   if (version === "dequant") {
     const wd = createTensor(rt, [N, K], dt);
+    const [libs, tag] = decLibs(a.mode, true);
     const p: QParams = {
       ...e,
       K,
@@ -275,14 +319,18 @@ export function qgemmA16(
       aux: a.groupSize,
       bits: w.bits,
       mode: a.mode,
-      consts: { WG: 64, BITS: w.bits, MODE: a.mode },
+      consts: {
+        WG: 64,
+        BITS: w.bits,
+        MODE: a.mode,
+      },
       grid: grid1d(Math.ceil((N * K) / 4 / 64)),
     };
     const spec = makeSpec(
-      `qgemm_decode_float_${dt}`,
+      `qgemm_decode_float_${dt}${tag}`,
       decodeSrc,
       dt,
-      [decSrc],
+      libs,
       ["uniform", "read_write", "read", "read", "read"],
       "to_float",
     );
@@ -307,7 +355,9 @@ export function qgemmA16(
     const t = gemmDefaultTune("vec4", rt.info.fallback);
     consts = { TX: t.tx, TY: t.ty, BK: t.bk, LMAP: t.lmap, EPI: t.epi };
     grid = [Math.ceil(N / (8 * t.tx)), Math.ceil(M / (8 * t.ty))];
-    spec = makeSpec(`qgemm_a16_fused_${dt}`, regSrc, dt, [commonSrc, decSrc, io], GEMM_BINDINGS);
+    // gemm_reg's main builds no table: TLQ compact levels are computed per weight.
+    const [libs] = decLibs(a.mode, false);
+    spec = makeSpec(`qgemm_a16_fused_${dt}`, regSrc, dt, [commonSrc, ...libs, io], GEMM_BINDINGS);
   } else if (version === "skinny") {
     const kl = opts.tune?.kl ?? 16;
     const cg = opts.tune?.cg ?? 16;
@@ -316,12 +366,14 @@ export function qgemmA16(
       throw new RangeError(`${who}: skinny tune needs kl·cg ≤ 256 and mr in [1, 8]`);
     }
     consts = { KL: kl, CG: cg, MR: mr };
+    const [libs, tag] = decLibs(a.mode, true);
+    if (tag) checkTable(rt, who, 4 * cg, a.mode, w.bits, 16 * 256); // + the reduction buffer
     grid = [Math.ceil(N / (4 * cg)), Math.ceil(M / mr)];
     spec = makeSpec(
-      `qgemm_a16_skinny_${dt}`,
+      `qgemm_a16_skinny_${dt}${tag}`,
       skinnySrc,
       dt,
-      [commonSrc, decSrc, io],
+      [commonSrc, ...libs, io],
       GEMM_BINDINGS,
     );
   } else {
@@ -409,16 +461,17 @@ export function qgemmInt(
   };
   const flags = { ...flagConstants(e), RAW: opts.raw ? 1 : 0 };
   const bindings: KernelSpec<QParams>["bindings"] = [...GEMM_BINDINGS, "read"];
-  const operands = (wi: Tensor) => [
+  const operands = (wi: Tensor, wq: Tensor) => [
     xa.q,
     wi,
     opts.bias ?? xa.q,
     opts.residual ?? xa.q,
     opts.gate ?? xa.q,
     out,
-    w.int!.params,
+    wq,
     xa.scales,
   ];
+  const mode = w.int.mode;
   if (version === "tiled") {
     const t = { tx: 16, ty: 16, bkw: 4, ...opts.tune };
     const loads = [8 * t.ty * t.bkw / (t.tx * t.ty), 8 * t.tx * t.bkw / (t.tx * t.ty)];
@@ -431,18 +484,28 @@ export function qgemmInt(
         } must have bkw 4 or 8, tx, ty ≤ 16 and 1, 2 or 4 words per tile load`,
       );
     }
+    const [libs, tag] = decLibs(mode, true);
+    const consts: Record<string, number> = {
+      TX: t.tx,
+      TY: t.ty,
+      BKW: t.bkw,
+      ...flags,
+      BITS: w.bits,
+      MODE: mode,
+    };
+    if (tag) checkTable(rt, who, 8 * t.tx, mode, w.bits, 2 * 512 * 16); // + the tile buffers
     const spec = makeSpec(
-      `qgemm_int_tiled_${dt}_${dot}`,
+      `qgemm_int_tiled_${dt}_${dot}${tag}`,
       intSrc,
       dt,
-      [commonSrc, decSrc, dotSrc],
+      [commonSrc, ...libs, dotSrc],
       bindings,
     );
     rec.dispatch(spec, {
       ...base,
-      consts: { TX: t.tx, TY: t.ty, BKW: t.bkw, ...flags, BITS: w.bits, MODE: w.int.mode },
+      consts,
       grid: [Math.ceil(N / (8 * t.tx)), Math.ceil(M / (8 * t.ty))],
-    }, operands(w.codes));
+    }, operands(w.codes, w.int.params));
     return out;
   }
   if (version !== "cpu") {
@@ -450,23 +513,38 @@ export function qgemmInt(
   }
   // Weights as int8 words [N, K4]: 8-bit offset codes are that already (XOR 0x80 a byte).
   let wi = w.codes;
-  let temp: Tensor | undefined;
-  if (w.int.mode !== 3) {
-    temp = createTensor(rt, [N, K4], "u32");
-    const spec = makeSpec(
-      `qgemm_decode_int8`,
-      decodeSrc,
-      "f32",
-      [decSrc],
-      ["uniform", "read", "read", "read_write", "read"],
-      "to_int8",
-    );
-    rec.dispatch(spec, {
-      ...base,
-      consts: { WG: 64, BITS: w.bits, MODE: w.int.mode },
-      grid: grid1d(Math.ceil((N * K4) / 64)),
-    }, [w.codes, w.codes, temp, w.int.params]);
+  let wq = w.int.params;
+  const temps: Tensor[] = [];
+  if (mode !== 3) {
+    const temp = createTensor(rt, [N, K4], "u32");
+    temps.push(temp);
+    const [libs, tag] = decLibs(mode, true);
+    const decode = (what: string, entry: string, o: Tensor, lanes: number) => {
+      const spec = makeSpec(
+        `qgemm_decode_${what}${tag}`,
+        decodeSrc,
+        "f32",
+        libs,
+        ["uniform", "read", "read", "read_write", "read"],
+        entry,
+      );
+      rec.dispatch(spec, {
+        ...base,
+        consts: {
+          WG: 64,
+          BITS: w.bits,
+          MODE: mode,
+        },
+        grid: grid1d(Math.ceil(lanes / 64)),
+      }, [w.codes, w.codes, o, w.int!.params]);
+    };
+    decode("int8", "to_int8", temp, N * K4);
     wi = temp;
+    if (mode === 6) { // TLQ compact: the row scales the epilogue reads, rebuilt once too
+      wq = createTensor(rt, [N], "u32");
+      temps.push(wq);
+      decode("scales", "row_scales", wq, N);
+    }
   }
   const wide = K4 % 4 === 0;
   const spec = makeSpec(
@@ -479,9 +557,9 @@ export function qgemmInt(
   const lanes = Math.ceil(M / 4) * Math.ceil(N / 4);
   rec.dispatch(spec, {
     ...base,
-    consts: { WG: 64, WX: w.int.mode === 3 ? 0x80808080 : 0, ...flags },
+    consts: { WG: 64, WX: mode === 3 ? 0x80808080 : 0, ...flags },
     grid: grid1d(Math.ceil(lanes / 64)),
-  }, operands(wi));
-  temp?.release();
+  }, operands(wi, wq));
+  temps.forEach((t) => t.release());
   return out;
 }

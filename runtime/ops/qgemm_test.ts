@@ -180,6 +180,12 @@ async function quantized(rt: Runtime, c: Case, bits: number) {
 
 const INT_VERSIONS: QGemmIntVersion[] = ["tiled", "cpu"];
 
+function assertSums(got: Int32Array, want: Int32Array, what: string): void {
+  for (let i = 0; i < want.length; i++) {
+    if (got[i] !== want[i]) throw new Error(`${what}: sum ${i} is ${got[i]}, expected ${want[i]}`);
+  }
+}
+
 Deno.test(
   "qgemmInt sums match the reference bit for bit (every version, both dots)",
   gpuTest,
@@ -190,30 +196,31 @@ Deno.test(
         const c = makeCase(M, N, K, 3 * M + N);
         for (const kind of ["tlq4", "tlq3", "u4", "u8s"] as Kind[]) {
           const q = quantize(kind, c.ws, N, K);
-          const w = uploadQWeight(rt, q, { a16: false, int: true });
-          assertEquals(w.int!.mode, kind === "u8s" ? 3 : kind === "u4" ? 4 : 2);
           const lut = int8Lut(q);
           const w8 = decodeInt8(q, lut);
-          for (const bits of [8, 4]) {
-            const { xa, x8, xScale } = await quantized(rt, c, bits);
-            const ref = qgemmIntRef(x8, xScale, w8, lut.scale, M, N, K);
-            for (const version of INT_VERSIONS) {
-              for (const dot of dots) {
-                const rec = new Recorder(rt);
-                const y = qgemmInt(rec, xa, w, { version, dot, raw: true });
-                await rec.submit();
-                const got = new Int32Array((await readTensor(rt, y)).buffer);
-                const what = `${M}x${N}x${K} ${kind} A${bits} ${version} ${dot}`;
-                for (let i = 0; i < M * N; i++) {
-                  if (got[i] !== ref.acc[i]) {
-                    throw new Error(`${what}: sum ${i} is ${got[i]}, expected ${ref.acc[i]}`);
-                  }
+          // TLQ both ways: compact (MODE 6, the default) and the uploaded int8 LUT (MODE 2).
+          const forms = kind.startsWith("tlq") ? ["compact", "lut"] as const : [undefined];
+          for (const tlq of forms) {
+            const w = uploadQWeight(rt, q, { a16: false, int: true, tlq });
+            const mode = { u8s: 3, u4: 4 }[kind as string] ?? (tlq === "lut" ? 2 : 6);
+            assertEquals(w.int!.mode, mode);
+            for (const bits of [8, 4]) {
+              const { xa, x8, xScale } = await quantized(rt, c, bits);
+              const ref = qgemmIntRef(x8, xScale, w8, lut.scale, M, N, K);
+              for (const version of INT_VERSIONS) {
+                for (const dot of dots) {
+                  const rec = new Recorder(rt);
+                  const y = qgemmInt(rec, xa, w, { version, dot, raw: true });
+                  await rec.submit();
+                  const got = new Int32Array((await readTensor(rt, y)).buffer);
+                  const what = `${M}x${N}x${K} ${kind} MODE ${mode} A${bits} ${version} ${dot}`;
+                  assertSums(got, ref.acc, what);
+                  y.release();
                 }
-                y.release();
               }
             }
+            w.release();
           }
-          w.release();
         }
       }
     });

@@ -1,6 +1,7 @@
 /**
  * A quantized weight on the GPU: its packed codes plus the parameters each GEMM path reads
- * (weight-only: per-row LUT or scale/zero; integer: row scales and int8 LUT words).
+ * (weight-only: per-row LUT or scale/zero; integer: row scales and int8 LUT words; TLQ by
+ * default: 8 bytes a row, Δ± and z±, and η, from which the kernels rebuild the LUTs).
  * {@linkcode uploadQWeight} uploads them once per layer; runtime/ops/qgemm.ts runs them.
  *
  * @module
@@ -9,7 +10,7 @@ import type { QuantizedWeight } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import { wordsPerRow } from "../quant/pack.ts";
-import { a16Params, int8Lut } from "../reference/qgemm.ts";
+import { a16Params, hasCompactTlq, int8Lut, tlqCompactWords } from "../reference/qgemm.ts";
 
 /** A quantized weight on the GPU. */
 export interface QWeightGpu {
@@ -21,13 +22,17 @@ export interface QWeightGpu {
   readonly bits: number;
   /** Codes, u32 words [N, ⌈K / ⌊32/b⌋⌉]. */
   readonly codes: Tensor;
-  /** Weight-only parameters (qgemm_dec.wgsl MODE 0/1), when uploaded. */
-  readonly a16?: { mode: 0 | 1; params: Tensor; groupSize: number };
+  /**
+   * Weight-only parameters, when uploaded: qgemm_dec.wgsl MODE 0 (f32 LUT), 1 (affine) or
+   * 5 (TLQ compact: [2N + 1] words, see runtime/reference/qgemm.ts tlqCompactWords).
+   */
+  readonly a16?: { mode: 0 | 1 | 5; params: Tensor; groupSize: number };
   /**
    * Integer parameters, when uploaded: MODE 2 row scales then int8 LUT words (LUT-coded);
-   * 3 row scales (8-bit offset codes); 4 row scales then zeros (uniform per-row).
+   * 3 row scales (8-bit offset codes); 4 row scales then zeros (uniform per-row); 6 TLQ
+   * compact (the same tensor as a16's MODE 5 when both are uploaded).
    */
-  readonly int?: { mode: 2 | 3 | 4; params: Tensor };
+  readonly int?: { mode: 2 | 3 | 4 | 6; params: Tensor };
   /** Bytes on the GPU. */
   readonly byteLength: number;
   /** Frees the tensors. */
@@ -40,6 +45,12 @@ export interface UploadQWeightOptions {
   a16?: boolean;
   /** Integer (A8/A6/A4) parameters; default false. */
   int?: boolean;
+  /**
+   * TLQ weights: "compact" (MODE 5/6: 8 bytes a row + η; the default where the weight has
+   * f16 Δ, i.e. was quantized by this version) or "lut" (MODE 0/2: the tables themselves;
+   * weights of older artifacts, and benchmarks comparing the two).
+   */
+  tlq?: "compact" | "lut";
 }
 
 function u32View(a: Float32Array | Int8Array): Uint32Array {
@@ -70,11 +81,21 @@ export function uploadQWeight(
     const codes = up(q.codes, [N, wpr]);
     let a16: QWeightGpu["a16"];
     let int: QWeightGpu["int"];
-    if (opts.a16 ?? true) {
+    if (opts.tlq !== undefined && opts.tlq !== "compact" && opts.tlq !== "lut") {
+      throw new RangeError(`uploadQWeight: tlq must be "compact" or "lut", got ${opts.tlq}`);
+    }
+    const compact = opts.tlq === "compact" || (opts.tlq === undefined && hasCompactTlq(q));
+    if (compact && ((opts.a16 ?? true) || opts.int)) {
+      // One tensor serves both paths (tlqCompactWords throws on parameters it cannot hold).
+      const params = up(tlqCompactWords(q), [2 * N + 1]);
+      if (opts.a16 ?? true) a16 = { mode: 5, params, groupSize: 0 };
+      if (opts.int) int = { mode: 6, params };
+    }
+    if (!compact && (opts.a16 ?? true)) {
       const p = a16Params(q);
       a16 = { mode: p.mode, params: up(u32View(p.data), [p.data.length]), groupSize: p.groupSize };
     }
-    if (opts.int) {
+    if (!compact && opts.int) {
       const l = int8Lut(q);
       if (l.direct) {
         int = { mode: 3, params: up(u32View(l.scale), [N]) };

@@ -6,18 +6,27 @@
  *   quantizer's scale and zero per group; Y = X·Ŵᵀ with Ŵ the dequantized weight.
  * - Integer (A8/A6/A4): the weight as int8 × one scale per row, ŵ ≈ s_row·w8. For a
  *   uniform per-row weight this is exact (w8 = code − zero, s_row = Δ); for a LUT it is
- *   the re-expression s_row = max|LUT_row| / 127, lut8 = round(LUT / s_row), which adds an
- *   error over the exact LUT ({@linkcode int8LutError} measures it).
+ *   the re-expression s_row = max|LUT_row| / 127, lut8 = round(127·LUT / max|LUT_row|)
+ *   (the exact quotient, ties away from 0: {@linkcode int8Level}), which adds an error
+ *   over the exact LUT ({@linkcode int8LutError} measures it).
  *   Y = s_token·s_row·Σ x8·w8 with an exact integer sum.
+ * - TLQ compact (A16 MODE 5, integer MODE 6): per row Δ± as f16 and z± as i16 (8 bytes),
+ *   η once ({@linkcode tlqCompactWords}); the kernels rebuild the LUT (and its int8 form)
+ *   in workgroup memory with the integer arithmetic of plugins/quantizers/tlq.ts, so the
+ *   rebuilt tables are `params.lut` and int8Lut's, bit for bit.
  *
  * @module
  */
 import type { QuantizedWeight } from "../../plugins/types.ts";
+import { f16Bits, TLQ_MAX_ZERO, tlqLut, type TlqParams } from "../../plugins/quantizers/tlq.ts";
 import { unpackCodes } from "../quant/pack.ts";
 import { gemmRef, type GemmRefOptions } from "./gemm.ts";
 
-/** How the A16 kernels decode: 0 = f32 LUT [N, 2^b], 1 = affine (scale, zero per group). */
-export type A16Mode = 0 | 1;
+/**
+ * How the A16 kernels decode: 0 = f32 LUT [N, 2^b], 1 = affine (scale, zero per group),
+ * 5 = TLQ from its compact parameters ({@linkcode tlqCompactWords}).
+ */
+export type A16Mode = 0 | 1 | 5;
 
 /** The A16 parameters of a weight, as uploaded (qgemm_dec.wgsl MODE 0 or 1). */
 export interface A16Params {
@@ -66,6 +75,92 @@ export function a16Params(q: QuantizedWeight): A16Params {
   return { mode: 1, data, groupSize: G };
 }
 
+const TLQ_KEYS = ["deltaPos", "zeroPos", "deltaNeg", "zeroNeg"] as const;
+
+/**
+ * The compact GPU parameters of a TLQ weight (qgemm_dec.wgsl MODE 5 and 6): [2N + 1] u32,
+ * row n as pack2x16float(Δ⁺, Δ⁻) then z⁺ | z⁻ << 16 (i16 each), then η (meta.eta) as f32.
+ * @throws {RangeError} naming what does not fit (Δ not an f16, z not an i16, no η).
+ */
+export function tlqCompactWords(q: QuantizedWeight): Uint32Array {
+  const N = q.rows;
+  const who = `${q.quantizer} compact parameters`;
+  for (const k of TLQ_KEYS) {
+    if (q.params[k]?.length !== N) {
+      throw new RangeError(`${who}: params.${k} must hold ${N} values`);
+    }
+  }
+  const eta = Number(q.meta.eta);
+  if (q.meta.eta === undefined || !Number.isFinite(eta)) {
+    throw new RangeError(`${who}: meta.eta (η) is missing`);
+  }
+  const { deltaPos, zeroPos, deltaNeg, zeroNeg } = q.params;
+  const words = new Uint32Array(2 * N + 1);
+  const d16 = (d: number, n: number) => {
+    if (!Number.isFinite(d) || Math.f16round(d) !== d) {
+      throw new RangeError(
+        `${who}: Δ ${d} of row ${n} is not an f16 (quantized before Δ was f16?)`,
+      );
+    }
+    return f16Bits(d);
+  };
+  const z16 = (z: number, n: number) => {
+    if (!Number.isInteger(z) || Math.abs(z) > TLQ_MAX_ZERO) {
+      throw new RangeError(`${who}: z ${z} of row ${n} does not fit an i16`);
+    }
+    return z & 0xffff;
+  };
+  for (let n = 0; n < N; n++) {
+    words[2 * n] = (d16(deltaPos[n], n) | (d16(deltaNeg[n], n) << 16)) >>> 0;
+    words[2 * n + 1] = (z16(zeroPos[n], n) | (z16(zeroNeg[n], n) << 16)) >>> 0;
+  }
+  words[2 * N] = new Uint32Array(Float32Array.of(eta).buffer)[0];
+  return words;
+}
+
+/**
+ * True when `q` is LUT-coded with TLQ parameters the compact modes take, and the LUT they
+ * rebuild is `params.lut` exactly (false for weights quantized before Δ was an f16).
+ */
+export function hasCompactTlq(q: QuantizedWeight): boolean {
+  if (!isLutCoded(q) || TLQ_KEYS.some((k) => !q.params[k])) return false;
+  try {
+    tlqCompactWords(q);
+  } catch {
+    return false;
+  }
+  const lut = tlqLut(q.params as unknown as TlqParams, Number(q.meta.eta), q.bits);
+  const have = q.params.lut;
+  return lut.length === have.length && lut.every((v, i) => v === have[i]);
+}
+
+const F32 = new Float32Array(1);
+const F32_BITS = new Uint32Array(F32.buffer);
+
+function bitsOf(x: number): number {
+  F32[0] = x;
+  return F32_BITS[0];
+}
+
+/**
+ * round(127·l / m) for f32 values |l| ≤ m, exactly (integer quotient of the mantissas,
+ * ties away from 0), with l's sign; 0 for l = 0 or m = 0. Integer arithmetic, as the
+ * kernels' (wgsl/qgemm_tlq.wgsl tlq_q8), so no division rounding separates the two.
+ */
+export function int8Level(l: number, m: number): number {
+  const lb = bitsOf(l) & 0x7fffffff;
+  const mb = bitsOf(m) & 0x7fffffff;
+  if (lb < 0x00800000 || mb < 0x00800000) return 0; // zero (or subnormal)
+  const t = (mb >>> 23) - (lb >>> 23);
+  if (t > 8) return 0; // 127·|l|/m < 1/2
+  const num = 127 * ((lb & 0x7fffff) | 0x800000);
+  const den = ((mb & 0x7fffff) | 0x800000) * 2 ** t;
+  let q = Math.floor(num / den);
+  const r = num - q * den;
+  if (r >= den - r) q++;
+  return l < 0 ? -q : q;
+}
+
 /** The integer form of a weight: ŵ[n, k] ≈ scale[n]·lut8[n, code]. */
 export interface Int8Lut {
   /** s_row [N]. */
@@ -82,7 +177,7 @@ export interface Int8Lut {
 
 /**
  * The integer form of `q`. LUT-coded: s_row = max|LUT_row| / 127 and
- * lut8 = round(LUT/s_row); uniform per-row: lut8 = code − zero (exact).
+ * lut8 = round(127·LUT / max|LUT_row|) ({@linkcode int8Level}); uniform per-row: lut8 = code − zero (exact).
  * @throws {RangeError} for uniform groups, or codes whose code − zero leaves int8
  *   (asymmetric 8-bit: quantize W8 symmetric for the integer path).
  */
@@ -97,11 +192,8 @@ export function int8Lut(q: QuantizedWeight): Int8Lut {
     for (let n = 0; n < N; n++) {
       let m = 0;
       for (let c = 0; c < L; c++) m = Math.max(m, Math.abs(lut[n * L + c]));
-      const s = Math.fround(m / 127);
-      scale[n] = s;
-      for (let c = 0; c < L; c++) {
-        lut8[n * L + c] = s > 0 ? Math.max(-127, Math.min(127, Math.round(lut[n * L + c] / s))) : 0;
-      }
+      scale[n] = Math.fround(m / 127);
+      for (let c = 0; c < L; c++) lut8[n * L + c] = int8Level(lut[n * L + c], m);
     }
     return { scale, lut8, exact: false, direct: false };
   }
