@@ -27,7 +27,7 @@ import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
 import type { TensorToWrite } from "../io/safetensors.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
-import { a16Params, int8Lut, int8LutError } from "../reference/qgemm.ts";
+import { a16Params, hasCompactTlq, int8Lut, int8LutError } from "../reference/qgemm.ts";
 import type { PluginRegistry } from "../registry.ts";
 import { createRuntime, type Runtime } from "../gpu/device.ts";
 import { calibrate, type CalibrationStats, transformerWeightsHash } from "./calibrate.ts";
@@ -141,9 +141,13 @@ function sqnr(w: Float32Array, h: Float32Array): number {
   return e > 0 ? 10 * Math.log10(s / e) : Infinity;
 }
 
-/** Bytes the kernels hold for a quantized weight on the path of `abits`. */
+/**
+ * Bytes the kernels hold for a quantized weight on the path of `abits` (as uploadQWeight
+ * uploads it: TLQ compact, codes + 8 B a row + 4 B of η on both paths, where it can).
+ */
 export function quantizedBytes(q: QuantizedWeight, abits: number): number {
   const codes = q.codes.byteLength;
+  if (hasCompactTlq(q)) return codes + 8 * q.rows + 4;
   if (abits === 16) return codes + a16Params(q).data.byteLength;
   const l = int8Lut(q);
   const extra = l.direct ? 0 : l.zero ? l.zero.byteLength : Math.ceil(l.lut8.byteLength / 4) * 4;
