@@ -3,8 +3,10 @@
  *
  * Tensors: `transformer.<name>` — the FP tensors of the transformer as the source stored
  * them; for a quantized layer `transformer.<layer>.qcodes` (U32 [N, words per row]) and
- * `transformer.<layer>.qparam.<key>` (F32: the quantizer's params, e.g. `lut` or
- * `scale`/`zero`) in place of its weight (the bias stays `transformer.<layer>.bias`);
+ * `transformer.<layer>.qparam.<key>` (F32: the quantizer's params, e.g. `scale`/`zero`;
+ * TLQ: `deltaPos`, `zeroPos`, `deltaNeg`, `zeroNeg` with η in the plan's layer meta, its
+ * `lut` rebuilt on load — artifacts of earlier versions also store `lut`, used as stored)
+ * in place of its weight (the bias stays `transformer.<layer>.bias`);
  * `transformer.<layer>.rot.<key>` the layer's rotation tensors; `text_encoder.<name>` the
  * caption encoder of the source model when it has one; `attention.<name>` (U32) the
  * attention plugin's plan (PARO's permutations and masks).
@@ -35,6 +37,8 @@ import {
   type TensorSource,
 } from "../io/safetensors.ts";
 import { DenseLinear, type Linear, type LinearFactory } from "../model/linear.ts";
+import { tlqLut, type TlqParams } from "../../plugins/quantizers/tlq.ts";
+import { hasCompactTlq } from "../reference/qgemm.ts";
 import { wordsPerRow } from "./pack.ts";
 import { ARTIFACT_VERSION, type LayerPlan, parsePlan, type QuantPlan } from "./plan.ts";
 import { type ActBits, QuantLinear } from "./qlinear.ts";
@@ -68,6 +72,48 @@ export function codesName(layer: string): string {
 /** The name of a quantized layer's param tensor `key`. */
 export function paramName(layer: string, key: string): string {
   return `${PREFIX.transformer}${layer}.qparam.${key}`;
+}
+
+/**
+ * The params of a quantized weight as an artifact stores them: all of them, but the `lut`
+ * of a TLQ weight whose parameters rebuild it exactly (the loader rebuilds it).
+ */
+export function storedParams(q: QuantizedWeight): Record<string, Float32Array> {
+  if (!hasCompactTlq(q)) return q.params;
+  const out: Record<string, Float32Array> = {};
+  for (const [k, v] of Object.entries(q.params)) if (k !== "lut") out[k] = v;
+  return out;
+}
+
+/** TLQ's LUT from its stored parameters and η (a layer written without `lut`). */
+function rebuildTlqLut(
+  path: string,
+  layer: string,
+  params: Record<string, Float32Array>,
+  l: LayerPlan,
+): Float32Array {
+  const eta = l.meta?.eta;
+  if (typeof eta !== "number" || !Number.isFinite(eta)) {
+    throw new CheckpointError(
+      path,
+      "a TLQ layer without qparam.lut needs η (eta)",
+      `webdit.plan.layers.${layer}.meta.eta`,
+    );
+  }
+  for (const k of ["deltaPos", "zeroPos", "deltaNeg", "zeroNeg"]) {
+    if (params[k]?.length !== l.out) {
+      throw new CheckpointError(
+        path,
+        `missing or not [${l.out}] (and no qparam.lut)`,
+        paramName(layer, k),
+      );
+    }
+  }
+  try {
+    return tlqLut(params as unknown as TlqParams, eta, l.wbits);
+  } catch (e) {
+    throw new CheckpointError(path, (e as Error).message, paramName(layer, "deltaPos"));
+  }
 }
 
 /** The name of a layer's rotation tensor `key`. */
@@ -209,6 +255,9 @@ export class Artifact {
         throw new CheckpointError(this.path, `expected F32, got ${ti.dtype}`, t);
       }
       params[t.slice(prefix.length)] = await this.file.readF32(t);
+    }
+    if (l.quantizer === "tlq" && params.lut === undefined) {
+      params.lut = rebuildTlqLut(this.path, name, params, l);
     }
     return {
       quantizer: l.quantizer,

@@ -20,8 +20,8 @@ Deno.test(
       const x = uploadTensor(rt, xs, [M, K]);
       const a16 = new QuantLinear(rt, "l", q, bias, { abits: 16 });
       assertEquals([a16.inFeatures, a16.outFeatures, a16.wbits], [K, N, 4]);
-      // Codes (4 bits) + f32 LUT (16 per row) + bias.
-      assertEquals(a16.weightBytes, (N * K) / 2 + N * 16 * 4 + N * 4);
+      // Codes (4 bits) + TLQ compact parameters (8 bytes a row, η) + bias.
+      assertEquals(a16.weightBytes, (N * K) / 2 + N * 8 + 4 + N * 4);
       assertClose(
         await runAndRead(rt, (r) => a16.forward(r, x)),
         gemmRef(xs, lutDequantize(q), M, N, K, { bias }),

@@ -32,7 +32,7 @@ import type { PluginRegistry } from "../registry.ts";
 import { createRuntime, type Runtime } from "../gpu/device.ts";
 import { calibrate, type CalibrationStats, transformerWeightsHash } from "./calibrate.ts";
 import { type CalibrationEmbeds, fluxNeedsEmbedsError } from "./calibration_run.ts";
-import { codesName, META, paramName, PREFIX, rotationName } from "./artifact.ts";
+import { codesName, META, paramName, PREFIX, rotationName, storedParams } from "./artifact.ts";
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import {
   ARTIFACT_VERSION,
@@ -381,7 +381,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         }
       }
       tensors[codesName(name)] = { dtype: "U32", shape: [N, q.codes.length / N], data: q.codes };
-      for (const [k, v] of Object.entries(q.params)) {
+      for (const [k, v] of Object.entries(storedParams(q))) { // TLQ: no lut (rebuilt on load)
         tensors[paramName(name, k)] = { dtype: "F32", shape: [v.length], data: v };
       }
       layers[name] = {
