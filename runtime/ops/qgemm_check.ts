@@ -2,7 +2,8 @@
  * The quantized GEMMs' self-check for `deno task doctor`: the adapter's default versions
  * at an odd shape against runtime/reference/qgemm.ts — the integer path's i32 sums
  * bit for bit (dot4I8Packed, or its emulation where the adapter lacks it), the
- * weight-only path within f32 rounding.
+ * weight-only path within f32 rounding. The weight is TLQ W4 uploaded as by default: the
+ * compact parameters (MODE 5/6, LUTs rebuilt in-kernel).
  *
  * @module
  */
@@ -72,7 +73,7 @@ export async function qgemmSelfCheck(rt: Runtime): Promise<CheckResult[]> {
       ok: wrong === 0,
       maxError: wrong,
       tolerance: 0,
-      note: `dot4 ${dot}; error = i32 sums that differ`,
+      note: `dot4 ${dot}; TLQ MODE ${w.int!.mode}; error = i32 sums that differ`,
     });
     for (const t of [xa.q, xa.scales, yi]) t.release();
     // Weight-only: f32 accumulation.
@@ -92,6 +93,7 @@ export async function qgemmSelfCheck(rt: Runtime): Promise<CheckResult[]> {
       ok: err <= 1e-4,
       maxError: err,
       tolerance: 1e-4,
+      note: `TLQ MODE ${w.a16!.mode}`,
     });
     ya.release();
   } finally {
