@@ -2,7 +2,8 @@
  * Weight-side figures of the quantizers (issue 5), computed on the host: per quantized
  * layer of a model, the weight SQNR of TLQ and uniform at W3 and W4 (the share of layers
  * where TLQ wins), the extra error of TLQ's int8 LUT re-expression, the bytes the kernels
- * hold per path against f32, and the time the quantizers take — plus the same SQNR
+ * hold per path against f32 (TLQ: the compact parameters uploadQWeight uses by default, and
+ * the LUT modes for comparison), and the time the quantizers take — plus the same SQNR
  * comparison on Student-t weights (heavy tails, like trained DiT weights).
  *
  *     deno run -A bench/quant_weights.ts [--model models/emoji-s-b ...] [--write]
@@ -19,7 +20,7 @@ import { Prng } from "../runtime/io/prng.ts";
 import { openCheckpoint } from "../runtime/io/safetensors_index.ts";
 import { DEFAULT_KEEP_FP, keepPattern } from "../runtime/quant/plan.ts";
 import { quantizedBytes } from "../runtime/quant/quantize.ts";
-import { int8LutError } from "../runtime/reference/qgemm.ts";
+import { a16Params, int8Lut, int8LutError } from "../runtime/reference/qgemm.ts";
 import { fmt, gitCommit, resultsRoot, today } from "./harness.ts";
 
 function sqnr(w: Float32Array, h: Float32Array): number {
@@ -45,6 +46,14 @@ function kurtosis(w: Float32Array): number {
   }
   s2 /= w.length;
   return s4 / w.length / (s2 * s2);
+}
+
+/** Bytes of a TLQ weight uploaded with its tables (uploadQWeight's tlq: "lut", MODE 0 / 2). */
+function lutModeBytes(q: QuantizedWeight, abits: number): number {
+  const codes = q.codes.byteLength;
+  if (abits === 16) return codes + a16Params(q).data.byteLength;
+  const l = int8Lut(q);
+  return codes + l.scale.byteLength + Math.ceil(l.lut8.byteLength / 4) * 4;
 }
 
 /** Per-model weight figures. */
@@ -125,7 +134,11 @@ function summarize(model: string, layers: { name: string; w: HostMatrix }[]): Su
         if (bits === 4) {
           add(s.bytes, `${name}_w4a16`, quantizedBytes(q, 16));
           add(s.bytes, `${name}_w4a8`, quantizedBytes(q, 8));
-          if (name === "tlq") s.int8_lut_error_mean_w4 += int8LutError(q, h) / layers.length;
+          if (name === "tlq") {
+            s.int8_lut_error_mean_w4 += int8LutError(q, h) / layers.length;
+            add(s.bytes, "tlq_w4a16_lut", lutModeBytes(q, 16));
+            add(s.bytes, "tlq_w4a8_lut", lutModeBytes(q, 8));
+          }
         }
       }
     }
@@ -198,20 +211,24 @@ if (import.meta.main) {
       ["uniform_w3", "tlq_w3", "uniform_w4", "tlq_w4"].map((k) => fmt(s.sqnr_mean[k])).join(" | ")
     } | ${s.int8_lut_error_mean_w4.toExponential(2)} | 1/${
       fmt(s.bytes_f32 / s.bytes.uniform_w4a8)
-    } | 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a16)} | 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a8)} | ${
-      fmt(s.ms.tlq_w3 / 1000)
-    } / ${fmt(s.ms.uniform_w3 / 1000)} |`
+    } | 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a16)} | 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a8)} | 1/${
+      fmt(s.bytes_f32 / s.bytes.tlq_w4a16_lut)
+    } / 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a8_lut)} | ${fmt(s.ms.tlq_w3 / 1000)} / ${
+      fmt(s.ms.uniform_w3 / 1000)
+    } |`
   );
   const md = [
     `# ${today()} — weight quantizers on the host (no GPU), commit ${await gitCommit()}`,
     "",
     "`deno run -A bench/quant_weights.ts --write`. SQNR = 10·log10(Σw²/Σ(ŵ−w)²) per quantized layer",
     "(default keep-FP layers excluded), mean over layers. Bytes: codes + the parameters the kernels",
-    "read (uniform W4 per row: scale and zero; TLQ W4A16: 16-entry f32 LUT per row; W4A8: int8 LUT",
-    "+ f32 row scale), against f32. Times: TLQ (η × p± search) / uniform (clip search), whole model, s.",
+    "read, against f32: uniform W4 per row scale and zero; TLQ W4A16 and W4A8 as uploaded by default",
+    "(compact: Δ± f16 + z± i16 = 8 B per row, η 4 B per layer; the LUTs rebuilt in-kernel, MODE 5/6);",
+    "TLQ LUT modes (MODE 0/2, before): 16-entry f32 LUT per row / int8 LUT + f32 row scale.",
+    "Times: TLQ (η × p± search) / uniform (clip search), whole model, s.",
     "",
-    "| model | layers | kurtosis (median) | TLQ > uniform W3 | W4 | SQNR uniform W3 | TLQ W3 | uniform W4 | TLQ W4 | TLQ int8-LUT extra error W4 | bytes uniform W4A8 | TLQ W4A16 | TLQ W4A8 | quantize s TLQ / uniform (W3) |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| model | layers | kurtosis (median) | TLQ > uniform W3 | W4 | SQNR uniform W3 | TLQ W3 | uniform W4 | TLQ W4 | TLQ int8-LUT extra error W4 | bytes uniform W4A8 | TLQ W4A16 | TLQ W4A8 | TLQ LUT modes W4A16 / W4A8 | quantize s TLQ / uniform (W3) |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...rows,
   ].join("\n") + "\n";
   console.log(md);
