@@ -233,13 +233,13 @@ function decLibs(mode: number, table: boolean): [string[], string] {
   return [[decSrc, tlqSrc, compact ? tlqWgSrc : tlqDirectSrc], compact ? "_tlq" : ""];
 }
 
-/** Words a row of the TLQ workgroup table: the f32 LUT (MODE 5) or s_row + int8 LUT (6). */
+/** Words a row of the TLQ workgroup table: the f32 LUT, and for MODE 6 s_row + int8 LUT. */
 function tlqStride(mode: number, bits: number): number {
-  return mode === 6 ? 1 + 2 ** bits / 4 : 2 ** bits;
+  return 2 ** bits + (mode === 6 ? 1 + 2 ** bits / 4 : 0);
 }
 
 /** Words of the TLQ workgroup table (TLQ_WORDS of wgsl/qgemm_tlq_wg.wgsl). */
-const TLQ_WORDS = 2048;
+const TLQ_WORDS = 2688;
 
 /** Checks that `rows` rows of TLQ table fit it, and it the workgroup memory beside `used` B. */
 function checkTable(

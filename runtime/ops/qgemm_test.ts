@@ -507,7 +507,7 @@ Deno.test(
       const noEta = { ...q, meta: { ...q.meta, eta: undefined as unknown as number } };
       assertThrows(() => tlqCompactWords(noEta), RangeError, "η");
       assertThrows(() => uploadQWeight(rt, q, { tlq: "x" as "lut" }), RangeError, "tlq");
-      // The skinny kernel's table holds 4·cg rows of 2^b words: at most 2048 words.
+      // The skinny kernel's table holds 4·cg rows of 2^b words: at most 2688 words.
       const wc = uploadQWeight(rt, q);
       const x = uploadTensor(rt, new Float32Array(2 * K), [2, K]);
       const rec = new Recorder(rt);
