@@ -36,10 +36,10 @@ import type { QuantizedActivations } from "../quant/transform.ts";
 import type { GemmActivation } from "../reference/gemm.ts";
 import { gemm, gemmDefaultTune } from "./gemm.ts";
 import type { QWeightGpu } from "./qweight.ts";
+import { checkTable, decLibs } from "./qgemm_tlq.ts";
 export { type QWeightGpu, uploadQWeight, type UploadQWeightOptions } from "./qweight.ts";
 import commonSrc from "../../wgsl/gemm_common.wgsl" with { type: "text" };
 import regSrc from "../../wgsl/gemm_reg.wgsl" with { type: "text" };
-import decSrc from "../../wgsl/qgemm_dec.wgsl" with { type: "text" };
 import ioA16Src from "../../wgsl/qgemm_io_a16.wgsl" with { type: "text" };
 import ioA16hSrc from "../../wgsl/qgemm_io_a16h.wgsl" with { type: "text" };
 import skinnySrc from "../../wgsl/qgemm_skinny.wgsl" with { type: "text" };
@@ -50,9 +50,6 @@ import ioW4Src from "../../wgsl/qgemm_int_io_w4.wgsl" with { type: "text" };
 import ioW1Src from "../../wgsl/qgemm_int_io_w1.wgsl" with { type: "text" };
 import dotNativeSrc from "../../wgsl/qgemm_dot_native.wgsl" with { type: "text" };
 import dotEmulSrc from "../../wgsl/qgemm_dot_emul.wgsl" with { type: "text" };
-import tlqSrc from "../../wgsl/qgemm_tlq.wgsl" with { type: "text" };
-import tlqWgSrc from "../../wgsl/qgemm_tlq_wg.wgsl" with { type: "text" };
-import tlqDirectSrc from "../../wgsl/qgemm_tlq_direct.wgsl" with { type: "text" };
 
 /** The epilogue of the quantized GEMMs (as gemm's). */
 export interface QGemmEpilogue {
@@ -222,41 +219,6 @@ const GEMM_BINDINGS: KernelSpec<QParams>["bindings"] = [
   "read_write",
   "read",
 ];
-
-/**
- * The decode libraries of a kernel that includes qgemm_dec.wgsl: the TLQ workgroup tables
- * for the compact modes where the kernel builds them, the per-weight TLQ fragment otherwise
- * (never reached by modes 0–4: MODE is an override). Returns [libs, spec-key suffix].
- */
-function decLibs(mode: number, table: boolean): [string[], string] {
-  const compact = mode >= 5 && table;
-  return [[decSrc, tlqSrc, compact ? tlqWgSrc : tlqDirectSrc], compact ? "_tlq" : ""];
-}
-
-/** Words a row of the TLQ workgroup table: the f32 LUT, and for MODE 6 s_row + int8 LUT. */
-function tlqStride(mode: number, bits: number): number {
-  return 2 ** bits + (mode === 6 ? 1 + 2 ** bits / 4 : 0);
-}
-
-/** Words of the TLQ workgroup table (TLQ_WORDS of wgsl/qgemm_tlq_wg.wgsl). */
-const TLQ_WORDS = 2688;
-
-/** Checks that `rows` rows of TLQ table fit it, and it the workgroup memory beside `used` B. */
-function checkTable(
-  rt: Runtime,
-  who: string,
-  rows: number,
-  mode: number,
-  bits: number,
-  used: number,
-): void {
-  const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
-  if (rows * tlqStride(mode, bits) > TLQ_WORDS || 4 * TLQ_WORDS + used > limit) {
-    throw new RangeError(
-      `${who}: the TLQ table of ${rows} rows exceeds its ${TLQ_WORDS} words, or with the kernel's ${used} B the workgroup memory (${limit} B); use a smaller tune`,
-    );
-  }
-}
 
 /** Tile knobs of the skinny kernel (benchmarks and tuning). */
 export interface SkinnyTune {
