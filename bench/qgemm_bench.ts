@@ -41,7 +41,8 @@ import {
 } from "../runtime/ops/qgemm.ts";
 import { codesPerWord, packCodes, unpackInt8 } from "../runtime/quant/pack.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
-import { int8Lut } from "../runtime/reference/qgemm.ts";
+import { hasCompactTlq, int8Lut } from "../runtime/reference/qgemm.ts";
+import { tlqLut } from "../plugins/quantizers/tlq.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
 import type { PeerMatmul } from "./peers/ort.ts";
 import { nbits4At, ortMatmulNBits, randomNbits4 } from "./peers/ort_nbits.ts";
@@ -54,7 +55,12 @@ const UNIT = onGpu ? "TFLOP/s" : "GFLOP/s";
 const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3);
 const SWEEP = Deno.env.get("WEBDIT_QGEMM_SWEEP") === "1";
 
-/** A random weight: "lut" = TLQ-like per-row LUT (sorted ± levels), "u8s" = 8-bit symmetric uniform. */
+/**
+ * A random weight: "lut" = a TLQ weight (per row Δ± exactly f16, integer z±, η = 0, levels
+ * 2^((k+z)Δ) ≈ 0.003…0.2 as `tlqLut` builds them, so it uploads in the compact MODE 5/6 as
+ * the product does; `{ tlq: "lut" }` uploads the same levels as MODE 0/2), "u8s" = 8-bit
+ * symmetric uniform.
+ */
 function randomWeight(
   kind: "lut" | "u8s",
   N: number,
@@ -78,17 +84,40 @@ function randomWeight(
       meta: { symmetric: true, groupSize: 0 },
     };
   }
-  const L = 2 ** bits;
-  const half = L / 2;
-  const lut = new Float32Array(N * L);
+  // Δ from a few f16-exact values (multiples of 1/64), z so the smallest level is ≈ 2^-8.
+  const params = {
+    deltaPos: new Float32Array(N),
+    zeroPos: new Float32Array(N),
+    deltaNeg: new Float32Array(N),
+    zeroNeg: new Float32Array(N),
+  };
   for (let n = 0; n < N; n++) {
-    const s = 0.02 * (0.5 + g.uniform());
-    for (let k = 0; k < half; k++) {
-      lut[n * L + k] = s * 2 ** (0.6 * k - 2);
-      lut[n * L + half + k] = -s * 2 ** (0.55 * k - 2);
-    }
+    params.deltaPos[n] = (32 + (g.nextU32() % 16)) / 64;
+    params.deltaNeg[n] = (32 + (g.nextU32() % 16)) / 64;
+    params.zeroPos[n] = Math.round(-8 / params.deltaPos[n]) + (g.nextU32() % 3);
+    params.zeroNeg[n] = Math.round(-8 / params.deltaNeg[n]) + (g.nextU32() % 3);
   }
-  return { quantizer: "tlq", bits, rows: N, cols: K, codes: packed, params: { lut }, meta: {} };
+  const lut = tlqLut(params, 0, bits);
+  return {
+    quantizer: "tlq",
+    bits,
+    rows: N,
+    cols: K,
+    codes: packed,
+    params: { lut, ...params },
+    meta: { eta: 0 },
+  };
+}
+
+/** How a TLQ weight went up: the compact parameters or the stored LUT (and its bytes a row). */
+function tlqMode(q: QuantizedWeight, mode: number | undefined): string {
+  const compact = mode === 5 || mode === 6;
+  if (compact && !hasCompactTlq(q)) {
+    throw new Error("compact mode for a weight without compact parameters");
+  }
+  return compact
+    ? `MODE ${mode}: Δ±/z± 8 B a row, levels built in-kernel`
+    : `MODE ${mode}: stored ${mode === 0 ? "f32 LUT" : "int8 LUT + row scale"}`;
 }
 
 /** ŵ[n, k] of a LUT or affine weight (sampled checks). */
@@ -188,7 +217,13 @@ function a16Case(
   M: number,
   K: number,
   N: number,
-  o: { unit?: string; version?: QGemmA16Version; tune?: SkinnyTune; suffix?: string } = {},
+  o: {
+    unit?: string;
+    version?: QGemmA16Version;
+    tune?: SkinnyTune;
+    suffix?: string;
+    tlq?: "compact" | "lut";
+  } = {},
 ): BenchCase {
   const unit = o.unit ?? UNIT;
   const version = o.version ?? defaultA16Version(rt, M);
@@ -200,7 +235,7 @@ function a16Case(
     setup: async () => {
       const { xs, x } = activations(M, K);
       const q = randomWeight("lut", N, K, 4, N * 3 + K);
-      const w = uploadQWeight(rt, q, { a16: true });
+      const w = uploadQWeight(rt, q, { a16: true, tlq: o.tlq });
       const out = createTensor(rt, [M, N]);
       const record = (reps: number) => {
         const rec = new Recorder(rt);
@@ -224,7 +259,7 @@ function a16Case(
         run: record,
         value: unit === "ms" ? undefined : (ms) => rate(2 * M * N * K, ms),
         value2: unit === "ms" ? (ms) => rate(2 * M * N * K, ms) : undefined,
-        note: `${version}${tune}, TLQ-style LUT codes; ${check}`,
+        note: `${version}${tune}, TLQ codes, ${tlqMode(q, w.a16?.mode)}; ${check}`,
         dispose: () => {
           out.release();
           w.release();
@@ -249,7 +284,7 @@ function intCase(
   M: number,
   K: number,
   N: number,
-  o: { tune?: IntTune; suffix?: string; withQuant?: boolean } = {},
+  o: { tune?: IntTune; suffix?: string; withQuant?: boolean; tlq?: "compact" | "lut" } = {},
 ): BenchCase {
   const name = `gemm_${kind}_${shapeName(M, K, N)}${o.suffix ?? ""}`;
   return {
@@ -260,7 +295,7 @@ function intCase(
       const q = kind === "w4a8"
         ? randomWeight("lut", N, K, 4, N * 5 + K)
         : randomWeight("u8s", N, K, 8, N * 5 + K);
-      const w: QWeightGpu = uploadQWeight(rt, q, { a16: false, int: true });
+      const w: QWeightGpu = uploadQWeight(rt, q, { a16: false, int: true, tlq: o.tlq });
       const lut = int8Lut(q);
       const L = 2 ** q.bits;
       const cpw = codesPerWord(q.bits);
@@ -296,7 +331,7 @@ function intCase(
         run: record,
         value: (ms) => rate(2 * M * N * K, ms),
         note: `${defaultIntVersion(rt)}${tune}, ${dot}, ${
-          kind === "w4a8" ? "int8 LUT (TLQ-style)" : "8-bit codes direct"
+          kind === "w4a8" ? `TLQ codes, ${tlqMode(q, w.int?.mode)}` : "8-bit codes direct"
         }${o.withQuant ? ", per-token A8 quantization included" : ""}; ${check}`,
         dispose: () => {
           out.release();
@@ -396,10 +431,12 @@ if (onGpu) {
   suite.add(intCase("w4a8", M, K, N));
   suite.add(intCase("w8a8", M, K, N));
   suite.add(intCase("w4a8", M, K, N, { withQuant: true, suffix: "_with_act_quant" }));
+  suite.add(intCase("w4a8", M, K, N, { tlq: "lut", suffix: "_lut_mode" }));
   suite.add(actQuantCase(M, K));
   suite.add(a16Case(M, K, N));
   suite.add(f32Case(64, K, N, "ms"));
   suite.add(a16Case(64, K, N, { unit: "ms" }));
+  suite.add(a16Case(64, K, N, { unit: "ms", tlq: "lut", suffix: "_lut_mode" }));
   suite.add(a16Case(64, K, N, { unit: "ms", version: "fused", suffix: "_fused" }));
   suite.add(a16Case(4096, 4096, 4096));
   suite.add(ortNbitsCase(4096));
@@ -438,6 +475,7 @@ if (onGpu) {
   suite.add(a16Case(2048, 192, 768));
   suite.add(f32Case(64, K, N, "ms"));
   suite.add(a16Case(64, K, N, { unit: "ms" }));
+  suite.add(a16Case(64, K, N, { unit: "ms", tlq: "lut", suffix: "_lut_mode" }));
   suite.add(a16Case(256, 256, 256));
   suite.add(ortNbitsCase(256));
 }
