@@ -196,7 +196,7 @@ if (import.meta.main) {
   const { values: v } = parseArgs({
     args: Deno.args,
     options: {
-      model: { type: "string", multiple: true, default: ["models/emoji-s-b", "models/emoji-s-a"] },
+      model: { type: "string", multiple: true, default: ["models/emoji-s", "models/emoji-s-a", "models/emoji-s-b"] },
       write: { type: "boolean", default: false },
     },
   });
