@@ -301,8 +301,10 @@ export async function ablation(args: string[]): Promise<number> {
     `${m.model}: ${m.settings.length} settings (${todo.length} to run), ${m.prompts.length} prompts × ${m.seeds.length} seeds × ${m.steps} steps, batch ${m.batch}, on ${rt.info.description}`,
   );
   const model = modelName(m.model);
+  const modelSha = (await transformerWeightsHash(m.model)).slice(0, 16);
   let mass: MassKept[] | undefined;
   const save = async () => {
+    for (const r of done) r.model_sha ??= modelSha;
     const file = await mergeAblation(`${base}.json`, {
       ...resultsHeader(rt.info.description, await gitCommit(), command),
       extra: {

@@ -13,6 +13,8 @@ import { fmt } from "./harness.ts";
 /** One row of the ablation table (BENCHMARKS.md "Results format"), with its model. */
 export interface AblationRow extends AblationSetting {
   model: string;
+  /** The first 16 hex digits of the transformer weights' sha-256 (which weights `model` was). */
+  model_sha?: string;
   /** Mean PSNR in dB against FP32 (null for the reference). */
   psnr: number | null;
   /** Lowest PSNR of one image. */
@@ -67,7 +69,11 @@ export async function mergeAblation(
 ): Promise<AblationFile> {
   const old = await readAblationFile(path);
   const mine = new Set(rows.map(rowKey));
-  const kept = (old?.rows ?? []).filter((r) => !mine.has(rowKey(r)));
+  // A model retrained under the same name is another model: its earlier rows go.
+  const sha = new Map(rows.filter((r) => r.model_sha).map((r) => [r.model, r.model_sha]));
+  const kept = (old?.rows ?? []).filter((r) =>
+    !mine.has(rowKey(r)) && (!sha.has(r.model) || r.model_sha === sha.get(r.model))
+  );
   const commands = new Set([...(old?.command ?? "").split("; ").filter(Boolean), head.command]);
   return { ...head, command: [...commands].join("; "), rows: [...kept, ...rows] };
 }

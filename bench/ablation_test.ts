@@ -83,6 +83,16 @@ Deno.test("report: merge replaces the same setting and keeps the others", async 
   const f = await mergeAblation(path, { ...head, command: "b" }, [row({ ...q, psnr: 30 })]);
   assertEquals(f.rows.length, 2);
   assertEquals(f.rows.find((r) => r.quantizer === "tlq")!.psnr, 30);
+  // Rows of the same model name but other weights (or of unknown weights) are dropped.
+  await Deno.writeTextFile(path, JSON.stringify(f));
+  const g = await mergeAblation(path, head, [row({ ...q, wbits: 3, model_sha: "ab" })]);
+  assertEquals(g.rows.map((r) => r.wbits ?? null), [3]);
+  await Deno.writeTextFile(path, JSON.stringify(g));
+  const h = await mergeAblation(path, head, [
+    row({ model_sha: "ab" }),
+    row({ model: "n", model_sha: "cd" }),
+  ]);
+  assertEquals(h.rows.length, 3);
   assertEquals(f.command, "a; b");
   const md = ablationMarkdown(f);
   assert(md.includes("| m | tlq W4A8 | 30.0 |"), md);
