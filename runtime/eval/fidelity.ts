@@ -226,8 +226,7 @@ export async function loadEmojiDataset(dir?: string): Promise<EmojiDataset> {
   );
   const S = EMOJI_SIZE;
   const pixels = new Uint8Array(list.length * S * S * 3);
-  const entries: EmojiEntry[] = [];
-  const byName = new Map<string, number[]>();
+  const ds: EmojiDataset = { source: root, entries: [], pixels, byName: new Map() };
   for (const [i, e] of list.entries()) {
     const file = join(root, "img", "google", String(S), e.image);
     const img = decodePng(await Deno.readFile(file), file);
@@ -235,18 +234,9 @@ export async function loadEmojiDataset(dir?: string): Promise<EmojiDataset> {
       throw new CheckpointError(file, `expected ${S}×${S}, got ${img.width}×${img.height}`);
     }
     pixels.set(compositeOnWhite(img), i * S * S * 3);
-    const name = words(e.name!).slice(0, MAX_WORDS).join(" ");
-    entries.push({
-      index: i,
-      name,
-      unified: e.unified,
-      image: e.image,
-      category: e.category,
-      subcategory: e.subcategory,
-    });
-    byName.set(name, [...(byName.get(name) ?? []), i]);
+    addEntry(ds, i, { ...e, name: e.name! });
   }
-  return { source: root, entries, pixels, byName };
+  return ds;
 }
 
 /** The prepared training data's list and pixels (tools/torch/train/prepare_data.ts). */
@@ -301,24 +291,26 @@ async function loadPreparedDataset(dir: string): Promise<EmojiDataset> {
       `${pixels.length} bytes, expected ${n}×${S}×${S}×3 for ${n} emoji`,
     );
   }
-  const entries: EmojiEntry[] = [];
-  const byName = new Map<string, number[]>();
+  const ds: EmojiDataset = { source: dir, entries: [], pixels, byName: new Map() };
   for (const [i, e] of meta.emoji.entries()) {
     if (e.index !== i || typeof e.name !== "string") {
       throw new CheckpointError(metaPath, `emoji[${i}]: expected index ${i} and a name`);
     }
-    const name = words(e.name).slice(0, MAX_WORDS).join(" ");
-    entries.push({
-      index: i,
-      name,
-      unified: e.unified,
-      image: e.image,
-      category: e.category,
-      subcategory: e.subcategory,
-    });
-    byName.set(name, [...(byName.get(name) ?? []), i]);
+    addEntry(ds, i, e);
   }
-  return { source: dir, entries, pixels, byName };
+  return ds;
+}
+
+/** Adds emoji `i` to the list and the name index, its name split as the tokenizer does. */
+function addEntry(
+  ds: EmojiDataset,
+  i: number,
+  e: Pick<EmojiEntry, "name" | "unified" | "image" | "category" | "subcategory">,
+): void {
+  const name = words(e.name).slice(0, MAX_WORDS).join(" ");
+  const { unified, image, category, subcategory } = e;
+  ds.entries.push({ index: i, name, unified, image, category, subcategory });
+  ds.byName.set(name, [...(ds.byName.get(name) ?? []), i]);
 }
 
 /** The dataset index a prompt names, or a reason it names none (or several). */
