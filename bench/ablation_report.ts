@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 import { type AblationSetting, settingKey, settingLabel } from "./ablation_matrix.ts";
 import { fmt } from "./harness.ts";
 
@@ -81,8 +81,8 @@ export async function mergeAblation(
 const MB = (b: number) => fmt(b / 1e6);
 const num = (x: number | null | undefined) => x === null || x === undefined ? "" : fmt(x);
 
-/** The Markdown table of a results file. */
-export function ablationMarkdown(f: AblationFile): string {
+/** The Markdown table of a results file; `svg` names the plot beside it. */
+export function ablationMarkdown(f: AblationFile, svg = `${f.date}_ablation.svg`): string {
   const head = [
     "model",
     "setting",
@@ -114,7 +114,7 @@ export function ablationMarkdown(f: AblationFile): string {
     ),
     "",
     ...massMarkdown(f.extra?.paro_mass_kept),
-    `![quality against latency](${f.date}_ablation.svg)`,
+    `![quality against latency](${svg})`,
     "",
   ].join("\n");
 }
@@ -218,7 +218,7 @@ export function ablationSvg(rows: AblationRow[], title: string): string {
 export async function writeAblation(base: string, f: AblationFile, model: string): Promise<void> {
   await Deno.mkdir(dirname(base), { recursive: true });
   await Deno.writeTextFile(`${base}.json`, JSON.stringify(f, null, 2) + "\n");
-  await Deno.writeTextFile(`${base}.md`, ablationMarkdown(f));
+  await Deno.writeTextFile(`${base}.md`, ablationMarkdown(f, `${basename(base)}.svg`));
   const mine = f.rows.filter((r) => r.model === model);
   await Deno.writeTextFile(
     `${base}.svg`,
