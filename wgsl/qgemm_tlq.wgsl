@@ -96,22 +96,3 @@ fn tlq_q8(l: f32, m: f32) -> i32 {
   if (r >= den - r) { q += 1u; }
   return select(i32(q), -i32(q), l < 0.0);
 }
-
-// A row's int8 form (int8Lut): s_row = max|level| / 127 and the 2^b int8 four a word.
-struct TlqRow8 { s: f32, w: vec4<u32> }
-
-fn tlq_row8(row: u32) -> TlqRow8 {
-  let L = 1u << BITS;
-  let eta = tlq_eta();
-  var lv: array<f32, 16>;
-  var m = 0.0;
-  for (var c = 0u; c < L; c++) {
-    lv[c] = tlq_level(row, c, eta);
-    m = max(m, abs(lv[c]));
-  }
-  var w = vec4<u32>(0u);
-  for (var c = 0u; c < L; c++) {
-    w[c / 4u] |= (u32(tlq_q8(lv[c], m)) & 0xffu) << ((c % 4u) * 8u);
-  }
-  return TlqRow8(m / 127.0, w);
-}

@@ -2,7 +2,7 @@
 // for kernels that cannot build a workgroup table first (the fused A16 GEMM: its main is
 // gemm_reg.wgsl's). MODE 5 uses the hardware exp2 (1 f32 multiply and one exp2 a weight,
 // cheaper than the exact integer 2^x in a hot tile load): levels within a few f32 ulps of
-// the LUT. MODE 6 (not used with this fragment by the host) rebuilds the whole row a call.
+// the LUT.
 fn tlq_build(r0: u32, rows: u32, lane: u32, lanes: u32) {}
 
 fn tlq_w4(row: u32, c: vec4<u32>) -> vec4<f32> {
@@ -18,11 +18,8 @@ fn tlq_w4(row: u32, c: vec4<u32>) -> vec4<f32> {
   return select(v, -v, neg);
 }
 
-fn tlq_i8(row: u32, c: vec4<u32>) -> u32 {
-  let w = tlq_row8(row).w;
-  var out = 0u;
-  for (var i = 0u; i < 4u; i++) { out |= ((w[c[i] / 4u] >> ((c[i] % 4u) * 8u)) & 0xffu) << (8u * i); }
-  return out;
-}
+// MODE 6 never takes this fragment (every integer kernel builds tables: decLibs refuses
+// it); these only give qgemm_dec.wgsl's MODE 6 branches something to call.
+fn tlq_i8(row: u32, c: vec4<u32>) -> u32 { return 0u; }
 
-fn tlq_s(row: u32) -> f32 { return tlq_row8(row).s; }
+fn tlq_s(row: u32) -> f32 { return 0.0; }

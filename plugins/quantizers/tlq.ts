@@ -120,6 +120,12 @@ export function f16Bits(x: number): number {
   return F16_BITS[0];
 }
 
+/** The f32 bit pattern of `x` (rounded to nearest). */
+export function f32Bits(x: number): number {
+  F32[0] = x;
+  return F32_BITS[0];
+}
+
 /** Largest |z| of a plane (z is stored as an i16). */
 export const TLQ_MAX_ZERO = 32767;
 

@@ -18,6 +18,9 @@ import tlqDirectSrc from "../../wgsl/qgemm_tlq_direct.wgsl" with { type: "text" 
  * (never reached by modes 0–4: MODE is an override). Returns [libs, spec-key suffix].
  */
 export function decLibs(mode: number, table: boolean): [string[], string] {
+  if (mode === 6 && !table) {
+    throw new RangeError("qgemm: TLQ MODE 6 needs a kernel that builds tables");
+  }
   const compact = mode >= 5 && table;
   return [[decSrc, tlqSrc, compact ? tlqWgSrc : tlqDirectSrc], compact ? "_tlq" : ""];
 }

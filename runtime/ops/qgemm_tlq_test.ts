@@ -13,6 +13,7 @@ import {
   tlqCompactWords,
 } from "../reference/qgemm.ts";
 import { qgemmA16, qgemmInt, uploadQWeight } from "./qgemm.ts";
+import { decLibs } from "./qgemm_tlq.ts";
 import {
   A16,
   assertSums,
@@ -221,3 +222,11 @@ Deno.test(
     });
   },
 );
+
+Deno.test("decLibs: table fragments for the compact modes; MODE 6 never without a table", () => {
+  assertEquals(decLibs(5, true)[1], "_tlq");
+  assertEquals(decLibs(6, true)[1], "_tlq");
+  assertEquals(decLibs(5, false)[1], "");
+  assertEquals(decLibs(2, true)[1], "");
+  assertThrows(() => decLibs(6, false), RangeError, "MODE 6");
+});

@@ -18,7 +18,13 @@
  * @module
  */
 import type { QuantizedWeight } from "../../plugins/types.ts";
-import { f16Bits, TLQ_MAX_ZERO, tlqLut, type TlqParams } from "../../plugins/quantizers/tlq.ts";
+import {
+  f16Bits,
+  f32Bits,
+  TLQ_MAX_ZERO,
+  tlqLut,
+  type TlqParams,
+} from "../../plugins/quantizers/tlq.ts";
 import { unpackCodes } from "../quant/pack.ts";
 import { gemmRef, type GemmRefOptions } from "./gemm.ts";
 
@@ -114,15 +120,28 @@ export function tlqCompactWords(q: QuantizedWeight): Uint32Array {
     words[2 * n] = (d16(deltaPos[n], n) | (d16(deltaNeg[n], n) << 16)) >>> 0;
     words[2 * n + 1] = (z16(zeroPos[n], n) | (z16(zeroNeg[n], n) << 16)) >>> 0;
   }
-  words[2 * N] = new Uint32Array(Float32Array.of(eta).buffer)[0];
+  words[2 * N] = f32Bits(eta);
   return words;
 }
+
+// hasCompactTlq's answer per weight: quantize, the artifact writer and the upload all ask,
+// and each answer rebuilds the whole LUT (a weight's arrays don't change once quantized).
+const compactTlq = new WeakMap<QuantizedWeight, boolean>();
 
 /**
  * True when `q` is LUT-coded with TLQ parameters the compact modes take, and the LUT they
  * rebuild is `params.lut` exactly (false for weights quantized before Δ was an f16).
  */
 export function hasCompactTlq(q: QuantizedWeight): boolean {
+  let yes = compactTlq.get(q);
+  if (yes === undefined) {
+    yes = rebuildsLut(q);
+    compactTlq.set(q, yes);
+  }
+  return yes;
+}
+
+function rebuildsLut(q: QuantizedWeight): boolean {
   if (!isLutCoded(q) || TLQ_KEYS.some((k) => !q.params[k])) return false;
   try {
     tlqCompactWords(q);
@@ -134,22 +153,14 @@ export function hasCompactTlq(q: QuantizedWeight): boolean {
   return lut.length === have.length && lut.every((v, i) => v === have[i]);
 }
 
-const F32 = new Float32Array(1);
-const F32_BITS = new Uint32Array(F32.buffer);
-
-function bitsOf(x: number): number {
-  F32[0] = x;
-  return F32_BITS[0];
-}
-
 /**
  * round(127·l / m) for f32 values |l| ≤ m, exactly (integer quotient of the mantissas,
  * ties away from 0), with l's sign; 0 for l = 0 or m = 0. Integer arithmetic, as the
  * kernels' (wgsl/qgemm_tlq.wgsl tlq_q8), so no division rounding separates the two.
  */
 export function int8Level(l: number, m: number): number {
-  const lb = bitsOf(l) & 0x7fffffff;
-  const mb = bitsOf(m) & 0x7fffffff;
+  const lb = f32Bits(l) & 0x7fffffff;
+  const mb = f32Bits(m) & 0x7fffffff;
   if (lb < 0x00800000 || mb < 0x00800000) return 0; // zero (or subnormal)
   const t = (mb >>> 23) - (lb >>> 23);
   if (t > 8) return 0; // 127·|l|/m < 1/2
