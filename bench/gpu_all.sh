@@ -99,7 +99,7 @@ else
     "tree): using the local deno and adapter" >&2
 fi
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
-# The driver goes into every results file (bench/harness.ts writeResults).
+# The driver goes into every results file (bench/harness.ts resultsHeader).
 if [ -z "${WEBDIT_GPU_DRIVER:-}" ] && command -v nvidia-smi >/dev/null; then
   WEBDIT_GPU_DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n 1)
   export WEBDIT_GPU_DRIVER="NVIDIA ${WEBDIT_GPU_DRIVER}"

@@ -266,8 +266,6 @@ export async function writeResults(
       `Bad results name ${slug}/${what}: use lower-case letters, digits, - and _`,
     );
   }
-  const driver = Deno.env.get("WEBDIT_GPU_DRIVER");
-  if (driver && !file.driver) file = { ...file, driver };
   // A case that failed its check has no figure: JSON has no NaN (it would be a null value the
   // results format can't read), so such rows go to extra.failed with their note.
   const failed = file.results.filter((r) => !Number.isFinite(r.value));

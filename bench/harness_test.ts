@@ -5,6 +5,7 @@ import {
   deviceSlug,
   median,
   type ResultsFile,
+  resultsHeader,
   resultsMarkdown,
   timeGpu,
   writeResults,
@@ -14,6 +15,20 @@ Deno.test("median of odd, even and empty lists", () => {
   assertEquals(median([3, 1, 2]), 2);
   assertEquals(median([4, 1, 3, 2]), 2.5);
   assert(Number.isNaN(median([])));
+});
+
+Deno.test("resultsHeader: the GPU driver where WEBDIT_GPU_DRIVER gives it", () => {
+  const before = Deno.env.get("WEBDIT_GPU_DRIVER");
+  try {
+    Deno.env.delete("WEBDIT_GPU_DRIVER");
+    assertEquals(resultsHeader("d", "c", "x").driver, undefined);
+    Deno.env.set("WEBDIT_GPU_DRIVER", "NVIDIA 1.2");
+    const h = resultsHeader("d", "c", "x");
+    assertEquals([h.device, h.commit, h.command, h.driver], ["d", "c", "x", "NVIDIA 1.2"]);
+  } finally {
+    if (before === undefined) Deno.env.delete("WEBDIT_GPU_DRIVER");
+    else Deno.env.set("WEBDIT_GPU_DRIVER", before);
+  }
 });
 
 Deno.test("device slugs follow the results folder names", () => {
