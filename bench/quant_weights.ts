@@ -196,7 +196,11 @@ if (import.meta.main) {
   const { values: v } = parseArgs({
     args: Deno.args,
     options: {
-      model: { type: "string", multiple: true, default: ["models/emoji-s", "models/emoji-s-a", "models/emoji-s-b"] },
+      model: {
+        type: "string",
+        multiple: true,
+        default: ["models/emoji-s", "models/emoji-s-a", "models/emoji-s-b"],
+      },
       write: { type: "boolean", default: false },
     },
   });
