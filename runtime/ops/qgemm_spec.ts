@@ -1,0 +1,158 @@
+/**
+ * What the quantized GEMMs (qgemm.ts) share: the epilogue's options and checks, the launch
+ * parameters and uniform layout, and the cache of composed kernel specs.
+ *
+ * @module
+ */
+import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import type { KernelSpec } from "../gpu/kernel.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import type { GemmActivation } from "../reference/gemm.ts";
+
+/** The epilogue of the quantized GEMMs (as gemm's). */
+export interface QGemmEpilogue {
+  /** bias [N], added before the activation. */
+  bias?: Tensor;
+  /** none (default), gelu or silu. */
+  activation?: GemmActivation;
+  /** residual [M, N]: out = residual + gate ⊙ y. */
+  residual?: Tensor;
+  /** gate [B, N], row ⌊m / rowsPerGate⌋ for output row m. */
+  gate?: Tensor;
+  /** Output rows per gate row; default M / B. */
+  rowsPerGate?: number;
+  /** Where to write [M, N]; default a new tensor. */
+  out?: Tensor;
+}
+
+const ACTIVATIONS: Readonly<Record<GemmActivation, number>> = { none: 0, gelu: 1, silu: 2 };
+
+/** The validated epilogue of one call. */
+export interface Epi {
+  M: number;
+  N: number;
+  rpg: number;
+  act: number;
+  bias: boolean;
+  res: boolean;
+  gate: boolean;
+}
+
+/** Validates the epilogue operands against [M, N] in `dt` (the checks of gemm). */
+export function epilogue(
+  who: string,
+  M: number,
+  N: number,
+  dt: StorageType,
+  o: QGemmEpilogue,
+): Epi {
+  const same = (t: Tensor | undefined, name: string, size: number, what: string) => {
+    if (!t) return;
+    if (t.dtype !== dt) throw new TypeError(`${who}: ${name} is ${t.dtype}, expected ${dt}`);
+    if (t.size !== size) {
+      throw new RangeError(`${who}: ${name} must be ${what} (${size} values), got [${t.shape}]`);
+    }
+  };
+  same(o.bias, "bias", N, `[${N}]`);
+  same(o.residual, "residual", M * N, `[${M}, ${N}]`);
+  same(o.out, "out", M * N, `[${M}, ${N}]`);
+  let rpg = Math.max(1, M);
+  if (o.gate) {
+    const g = o.gate;
+    if (g.dtype !== dt) throw new TypeError(`${who}: gate is ${g.dtype}, expected ${dt}`);
+    if (g.size === 0 || g.size % N !== 0) {
+      throw new RangeError(`${who}: gate must be [B, ${N}], got [${g.shape}]`);
+    }
+    const B = g.size / N;
+    rpg = o.rowsPerGate ?? M / B;
+    if (!Number.isInteger(rpg) || rpg < 1) {
+      throw new RangeError(`${who}: ${M} rows do not split over ${B} gate rows; give rowsPerGate`);
+    }
+    if (Math.ceil(M / rpg) > B) {
+      throw new RangeError(`${who}: ${M} rows at rowsPerGate ${rpg} need more than ${B} gate rows`);
+    }
+  }
+  const act = ACTIVATIONS[o.activation ?? "none"];
+  if (act === undefined) throw new TypeError(`${who}: unknown activation ${o.activation}`);
+  return { M, N, rpg, act, bias: !!o.bias, res: !!o.residual, gate: !!o.gate };
+}
+
+/** Throws when `out` shares a buffer with one of `inputs`. */
+export function checkNoAlias(
+  who: string,
+  out: Tensor,
+  inputs: [string, Tensor | undefined][],
+): void {
+  for (const [name, t] of inputs) {
+    if (t && t.buffer === out.buffer) {
+      throw new RangeError(`${who}: out must not share a buffer with ${name}`);
+    }
+  }
+}
+
+/** The epilogue's override constants. */
+export function flagConstants(e: Epi): Record<string, number> {
+  return {
+    HAS_BIAS: e.bias ? 1 : 0,
+    ACT: e.act,
+    HAS_RES: e.res ? 1 : 0,
+    HAS_GATE: e.gate ? 1 : 0,
+  };
+}
+
+/** The parameters of a quantized GEMM launch. */
+export interface QParams extends Epi {
+  K: number;
+  wpr: number;
+  aux: number;
+  bits: number;
+  mode: number;
+  consts: Record<string, number>;
+  grid: [number, number];
+}
+
+const UNIFORM = {
+  fields: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"] as const,
+  values: (p: QParams) => [p.M, p.N, p.K, Math.ceil(p.K / 4), p.rpg, 0, p.wpr, p.aux],
+};
+
+const specs = new Map<string, KernelSpec<QParams>>();
+
+/** The cached kernel spec `key` of `kernel` composed with `libs`. */
+export function makeSpec(
+  key: string,
+  kernel: string,
+  storage: StorageType,
+  libs: string[],
+  bindings: KernelSpec<QParams>["bindings"],
+  entryPoint = "main",
+): KernelSpec<QParams> {
+  let s = specs.get(key);
+  if (!s) {
+    const c = composeWgsl(kernel, { storage, libs });
+    s = {
+      name: key,
+      source: c.source,
+      preludeLines: c.preludeLines,
+      entryPoint,
+      bindings,
+      constants: (p) => p.consts,
+      uniform: { fields: UNIFORM.fields, values: UNIFORM.values },
+      dispatch: (p) => p.grid,
+    };
+    specs.set(key, s);
+  }
+  return s;
+}
+
+/** Uniform, x, W codes, bias, residual, gate, out, W parameters. */
+export const GEMM_BINDINGS: KernelSpec<QParams>["bindings"] = [
+  "uniform",
+  "read",
+  "read",
+  "read",
+  "read",
+  "read",
+  "read_write",
+  "read",
+];
