@@ -38,7 +38,7 @@ import {
 } from "../io/safetensors.ts";
 import { DenseLinear, type Linear, type LinearFactory } from "../model/linear.ts";
 import { tlqLut, type TlqParams } from "../../plugins/quantizers/tlq.ts";
-import { hasCompactTlq } from "../reference/qgemm.ts";
+import { hasCompactTlq, noteLutFromParams } from "../reference/qgemm.ts";
 import { wordsPerRow } from "./pack.ts";
 import { ARTIFACT_VERSION, type LayerPlan, parsePlan, type QuantPlan } from "./plan.ts";
 import { type ActBits, QuantLinear } from "./qlinear.ts";
@@ -256,10 +256,9 @@ export class Artifact {
       }
       params[t.slice(prefix.length)] = await this.file.readF32(t);
     }
-    if (l.quantizer === "tlq" && params.lut === undefined) {
-      params.lut = rebuildTlqLut(this.path, name, params, l);
-    }
-    return {
+    const rebuilt = l.quantizer === "tlq" && params.lut === undefined;
+    if (rebuilt) params.lut = rebuildTlqLut(this.path, name, params, l);
+    const q: QuantizedWeight = {
       quantizer: l.quantizer,
       bits: l.wbits,
       rows: l.out,
@@ -268,6 +267,8 @@ export class Artifact {
       params,
       meta: l.meta ?? {},
     };
+    if (rebuilt) noteLutFromParams(q);
+    return q;
   }
 
   /** A layer's rotation tensors (raw), by key. */

@@ -141,13 +141,23 @@ export function hasCompactTlq(q: QuantizedWeight): boolean {
   return yes;
 }
 
-function rebuildsLut(q: QuantizedWeight): boolean {
+/**
+ * Records that `q.params.lut` was just built from q's own TLQ parameters (an artifact's
+ * loader), so {@linkcode hasCompactTlq} checks the compact words alone instead of building
+ * the whole LUT a second time to compare.
+ */
+export function noteLutFromParams(q: QuantizedWeight): void {
+  compactTlq.set(q, rebuildsLut(q, false));
+}
+
+function rebuildsLut(q: QuantizedWeight, compare = true): boolean {
   if (!isLutCoded(q) || TLQ_KEYS.some((k) => !q.params[k])) return false;
   try {
     tlqCompactWords(q);
   } catch {
     return false;
   }
+  if (!compare) return true;
   const lut = tlqLut(q.params as unknown as TlqParams, Number(q.meta.eta), q.bits);
   const have = q.params.lut;
   return lut.length === have.length && lut.every((v, i) => v === have[i]);
