@@ -77,8 +77,8 @@ export function gemmDefaultTune(
   return { tx: 16, ty: 16, bk: 16, lmap: cpu ? 0 : 1, epi: 0, wg: 64, rt: 4, ct };
 }
 
-/** Options of {@linkcode gemm}. */
-export interface GemmOptions {
+/** The epilogue operands of {@linkcode gemm} and the quantized GEMMs (qgemm.ts). */
+export interface GemmEpilogue {
   /** bias [N], added before the activation. */
   bias?: Tensor;
   /** Activation after the bias: none (default), gelu (tanh approximation) or silu. */
@@ -91,13 +91,18 @@ export interface GemmOptions {
   rowsPerGate?: number;
   /** Where to write [M, N]; default a new tensor. */
   out?: Tensor;
+}
+
+/** Options of {@linkcode gemm}. */
+export interface GemmOptions extends GemmEpilogue {
   /** Force a kernel version; default {@linkcode defaultGemmVersion}. */
   version?: GemmVersion;
   /** Tile knobs of the chosen version (benchmarks and tuning). */
   tune?: GemmTune;
 }
 
-const ACTIVATIONS: Readonly<Record<GemmActivation, number>> = { none: 0, gelu: 1, silu: 2 };
+/** The ACT override constant of each epilogue activation. */
+export const ACTIVATIONS: Readonly<Record<GemmActivation, number>> = { none: 0, gelu: 1, silu: 2 };
 
 interface Params {
   M: number;

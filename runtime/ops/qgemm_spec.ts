@@ -7,25 +7,10 @@
 import { composeWgsl, type StorageType } from "../gpu/compose.ts";
 import type { KernelSpec } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import type { GemmActivation } from "../reference/gemm.ts";
+import { ACTIVATIONS, type GemmEpilogue } from "./gemm.ts";
 
-/** The epilogue of the quantized GEMMs (as gemm's). */
-export interface QGemmEpilogue {
-  /** bias [N], added before the activation. */
-  bias?: Tensor;
-  /** none (default), gelu or silu. */
-  activation?: GemmActivation;
-  /** residual [M, N]: out = residual + gate ⊙ y. */
-  residual?: Tensor;
-  /** gate [B, N], row ⌊m / rowsPerGate⌋ for output row m. */
-  gate?: Tensor;
-  /** Output rows per gate row; default M / B. */
-  rowsPerGate?: number;
-  /** Where to write [M, N]; default a new tensor. */
-  out?: Tensor;
-}
-
-const ACTIVATIONS: Readonly<Record<GemmActivation, number>> = { none: 0, gelu: 1, silu: 2 };
+/** The epilogue of the quantized GEMMs: gemm's. */
+export type QGemmEpilogue = GemmEpilogue;
 
 /** The validated epilogue of one call. */
 export interface Epi {
