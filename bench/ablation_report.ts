@@ -74,7 +74,9 @@ export async function mergeAblation(
   const kept = (old?.rows ?? []).filter((r) =>
     !mine.has(rowKey(r)) && (!sha.has(r.model) || r.model_sha === sha.get(r.model))
   );
-  const commands = new Set([...(old?.command ?? "").split("; ").filter(Boolean), head.command]);
+  // Earlier commands stay only while some of their rows do.
+  const before = kept.length ? (old?.command ?? "").split("; ").filter(Boolean) : [];
+  const commands = new Set([...before, head.command]);
   return { ...head, command: [...commands].join("; "), rows: [...kept, ...rows] };
 }
 

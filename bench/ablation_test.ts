@@ -87,6 +87,7 @@ Deno.test("report: merge replaces the same setting and keeps the others", async 
   await Deno.writeTextFile(path, JSON.stringify(f));
   const g = await mergeAblation(path, head, [row({ ...q, wbits: 3, model_sha: "ab" })]);
   assertEquals(g.rows.map((r) => r.wbits ?? null), [3]);
+  assertEquals(g.command, "a", "no row of command b is left, so neither is b");
   await Deno.writeTextFile(path, JSON.stringify(g));
   const h = await mergeAblation(path, head, [
     row({ model_sha: "ab" }),
