@@ -54,7 +54,8 @@ import {
   fluxWeightShapes,
   parseFluxConfig,
 } from "../plugins/models/flux_config.ts";
-import { type FluxConditioning, type FluxModel, loadFlux } from "../plugins/models/flux.ts";
+import type { FluxConditioning, FluxModel } from "../plugins/models/flux.ts";
+import { loadFlux } from "../plugins/models/flux_load.ts";
 import { denseSelfAttention, type SelfAttention } from "../plugins/models/pixart.ts";
 import { fluxSampler } from "../plugins/models/flux_pipeline.ts";
 import { FLUX_FLOW_CONFIG } from "../runtime/sampling/flow_euler.ts";

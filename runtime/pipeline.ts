@@ -7,7 +7,8 @@
 import { join } from "node:path";
 import { EmojiCaptionEncoder, parseEmojiEncoderConfig } from "../plugins/models/emoji_encoder.ts";
 import { EmojiTokenizer, type Tokenized } from "../plugins/models/emoji_tokenizer.ts";
-import { FluxModel, loadFlux } from "../plugins/models/flux.ts";
+import { FluxModel } from "../plugins/models/flux.ts";
+import { loadFlux } from "../plugins/models/flux_load.ts";
 import { parseFlowSchedulerConfig, parseFluxConfig } from "../plugins/models/flux_config.ts";
 import { generateFlux } from "../plugins/models/flux_pipeline.ts";
 import {

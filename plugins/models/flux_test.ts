@@ -7,7 +7,8 @@ import { elementwise } from "../../runtime/ops/elementwise.ts";
 import { openCheckpoint } from "../../runtime/io/safetensors_index.ts";
 import { Prng } from "../../runtime/io/prng.ts";
 import { denseLinears, type LinearFactory } from "../../runtime/model/linear.ts";
-import { type FluxAttentionContext, loadFlux } from "./flux.ts";
+import type { FluxAttentionContext } from "./flux.ts";
+import { loadFlux } from "./flux_load.ts";
 import { fluxWeightShapes, parseFlowSchedulerConfig, parseFluxConfig } from "./flux_config.ts";
 import { denseSelfAttention, type SelfAttention } from "./pixart.ts";
 

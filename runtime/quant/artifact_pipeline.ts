@@ -13,7 +13,8 @@ import {
 } from "../../plugins/models/emoji_encoder.ts";
 import { EmojiTokenizer } from "../../plugins/models/emoji_tokenizer.ts";
 import { loadPixArt, type PixArtModel } from "../../plugins/models/pixart.ts";
-import { type FluxModel, loadFlux } from "../../plugins/models/flux.ts";
+import type { FluxModel } from "../../plugins/models/flux.ts";
+import { loadFlux } from "../../plugins/models/flux_load.ts";
 import { parseFlowSchedulerConfig, parseFluxConfig } from "../../plugins/models/flux_config.ts";
 import { parsePixArtConfig } from "../../plugins/models/pixart_config.ts";
 import { CheckpointError } from "../errors.ts";

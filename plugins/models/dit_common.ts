@@ -1,0 +1,59 @@
+/**
+ * What the DiT families (pixart.ts, flux.ts) share: the sinusoidal timestep embedding and
+ * the self-attention hook (its context, and the dense default) that PARO plugs into.
+ *
+ * @module
+ */
+import type { Recorder } from "../../runtime/gpu/kernel.ts";
+import type { Tensor } from "../../runtime/gpu/tensor.ts";
+import { attention, type AttentionInput } from "../../runtime/ops/attention.ts";
+
+/**
+ * diffusers' Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0): [cos | sin] of
+ * t·exp(−ln(10000)·k/half), k < half. Computed on the host in f64: diffusers' f32
+ * t·freq rounding alone moves outputs by ~1e-5 × RMS.
+ */
+export function sinusoid(t: ArrayLike<number>, dim: number): Float32Array {
+  const half = Math.floor(dim / 2);
+  const out = new Float32Array(t.length * dim);
+  for (let b = 0; b < t.length; b++) {
+    for (let k = 0; k < half; k++) {
+      const a = t[b] * Math.exp((-Math.log(10000) * k) / half);
+      out[b * dim + k] = Math.cos(a);
+      out[b * dim + half + k] = Math.sin(a);
+    }
+  }
+  return out;
+}
+
+/** Where a self-attention call sits: heads, the h×w token grid, the sampler step. */
+export interface AttentionContext {
+  /** Heads H. */
+  heads: number;
+  /** Token grid height. */
+  h: number;
+  /** Token grid width. */
+  w: number;
+  /** Sampler step index (0-based), or -1 outside a sampling loop. */
+  step: number;
+  /** Sampler steps in all, or 0 outside a sampling loop. */
+  steps: number;
+}
+
+/** Per-block attention implementation hook (dense by default; PARO plugs in here). */
+export interface SelfAttention {
+  /** Records self-attention of block `layer` for q/k/v [B, T, H·D] (tokens in raster order). */
+  run(
+    rec: Recorder,
+    layer: number,
+    q: AttentionInput,
+    k: AttentionInput,
+    v: AttentionInput,
+    ctx: AttentionContext,
+  ): Tensor;
+}
+
+/** Dense self-attention through the flash kernel. */
+export const denseSelfAttention: SelfAttention = {
+  run: (rec, _layer, q, k, v, g) => attention(rec, q, k, v, { heads: g.heads }),
+};
