@@ -9,8 +9,9 @@
  *
  * Calibration: PARO_CALIBRATION_PROMPTS (2 prompts) over every step; the held-out mass
  * figures use two other prompts' statistics (`--heldout A.bin,B.bin`). `--only mass`
- * recomputes the mass figures and keeps the image rows of the same day's results file. Statistics files are reused when they exist
- * (they take minutes on the CPU). Images: the first N prompts of
+ * recomputes the mass figures and keeps the image rows of the same day's results file.
+ * Statistics files are reused when FILE.key says they are of the same weights, prompts and
+ * steps (they take minutes on the CPU). Images: the first N prompts of
  * bench/prompts/emoji_fidelity.txt (none of them a calibration prompt), seed 0.
  * `--write` writes bench/results/<device>/<date>_ablation_paro.{json,md}.
  *

@@ -22,8 +22,10 @@ import { elementwise } from "../ops/elementwise.ts";
 import { gemm } from "../ops/gemm.ts";
 import { slice } from "../ops/patch.ts";
 import { softmax } from "../ops/softmax.ts";
+import { transformerWeightsHash } from "./calibrate.ts";
 import {
   type CalibrationEmbeds,
+  calibrationEmbedsHash,
   type CalibrationFamily,
   runCalibration,
 } from "./calibration_run.ts";
@@ -296,20 +298,42 @@ export async function calibrateParo(rt: Runtime, o: ParoCalibrationOptions): Pro
 }
 
 /**
- * The statistics kept in `file` when they are of the same number of steps, else a new
- * calibration ({@linkcode calibrateParo}) written there: calibration takes minutes on a CPU.
+ * What cached statistics depend on: the model's weights, the prompts (or embeddings), steps,
+ * guidance, seed and the observer's options.
+ */
+export async function paroStatsKey(o: ParoCalibrationOptions): Promise<string> {
+  return JSON.stringify({
+    model: await transformerWeightsHash(o.path),
+    prompts: o.embeds ? null : o.prompts,
+    embeds: o.embeds ? calibrationEmbedsHash(o.embeds) : null,
+    steps: o.steps ?? 20,
+    guidance: o.guidance ?? null,
+    seed: o.seed ?? 0,
+    extended: o.extended ?? false,
+    threshold: o.threshold ?? NEAR_ZERO,
+  });
+}
+
+/**
+ * The statistics kept in `file` when `file.key` says they were made with the same
+ * {@linkcode paroStatsKey}, else a new calibration ({@linkcode calibrateParo}) written to
+ * both: calibration takes minutes on a CPU, and a model retrained in place must not reuse
+ * its old statistics.
  */
 export async function cachedParoStats(
   rt: Runtime,
   file: string,
   o: ParoCalibrationOptions,
 ): Promise<ParoStats> {
+  const key = await paroStatsKey(o);
   try {
-    const s = decodeParoStats(await Deno.readFile(file));
-    if (s.steps === (o.steps ?? 20)) return s;
+    if (await Deno.readTextFile(`${file}.key`) === key) {
+      return decodeParoStats(await Deno.readFile(file));
+    }
   } catch { /* none yet, or unreadable: calibrate */ }
   const s = await calibrateParo(rt, o);
   await Deno.writeFile(file, encodeParoStats(s));
+  await Deno.writeTextFile(`${file}.key`, key);
   return s;
 }
 

@@ -1,5 +1,13 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
-import { decodeParoStats, encodeParoStats, mergeParoStats } from "./paro_calibrate.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import {
+  cachedParoStats,
+  decodeParoStats,
+  encodeParoStats,
+  mergeParoStats,
+  type ParoCalibrationOptions,
+  paroStatsKey,
+} from "./paro_calibrate.ts";
 import type { ParoStats } from "./paro_plan.ts";
 
 function stats(seed: number, maps: number): ParoStats {
@@ -37,3 +45,42 @@ Deno.test("PARO statistics survive encoding; merging sums them", () => {
   assertThrows(() => mergeParoStats([a, { ...b, steps: 2 }]), RangeError, "different");
   assertThrows(() => decodeParoStats(encodeParoStats(a).subarray(0, 100)), TypeError);
 });
+
+const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
+
+Deno.test(
+  "cached PARO statistics are reused only for the same model, prompts and steps",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "webdit_paro_cache_" });
+    const file = `${dir}/stats.bin`;
+    let calibrated = 0;
+    const opts = (o: Partial<ParoCalibrationOptions>): ParoCalibrationOptions => ({
+      path: FIXTURE,
+      prompts: ["red apple"],
+      steps: 2,
+      onProgress: (p) => calibrated += p.step === 1 && p.prompt === 0 ? 1 : 0,
+      ...o,
+    });
+    try {
+      await withRuntime(async (rt) => {
+        const a = await cachedParoStats(rt, file, opts({}));
+        assertEquals(calibrated, 1);
+        assertEquals(await cachedParoStats(rt, file, opts({})), a, "same key: read back");
+        assertEquals(calibrated, 1);
+        const b = await cachedParoStats(rt, file, opts({ prompts: ["dog face"] }));
+        assertEquals(calibrated, 2, "other prompts: calibrated again");
+        // Block 0 attends before any cross-attention: compare the last block's last step.
+        const last = (x: typeof a) => x.stats[x.layers - 1][0][x.steps - 1][0].mass;
+        const [ma, mb] = [last(a), last(b)];
+        assert(mb.some((v, i) => v !== ma[i]), "other prompts, other statistics");
+      });
+      // The weights are part of the key (a model retrained in place is another model).
+      const other = new URL("../../tests/fixtures/pixart_tiny_sq", import.meta.url).pathname;
+      assert(await paroStatsKey(opts({})) !== await paroStatsKey(opts({ path: other })));
+      assert(await paroStatsKey(opts({})) !== await paroStatsKey(opts({ steps: 3 })));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
