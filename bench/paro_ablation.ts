@@ -281,12 +281,24 @@ if (args.values.only === "mass") {
   pipe.release();
 }
 
+/** The mass figures as named results (BENCHMARKS.md's format): `paro_mass_kept_d30_held_out_chosen`, … */
+function massResults(m: MassRow[]): { name: string; value: number; unit: string }[] {
+  return m.flatMap((r) =>
+    (["row_major", "chosen", "chosen_extended", "oracle"] as const).map((k) => ({
+      name: `paro_mass_kept_d${Math.round(r.density * 100)}_${r.evaluated_on}_${k}`,
+      value: r[k],
+      unit: "share of attention mass",
+    }))
+  );
+}
+
 const file = {
   ...resultsHeader(
     rt.info.description,
     await gitCommit(),
     `deno run -A bench/paro_ablation.ts ${Deno.args.join(" ")}`.trim(),
   ),
+  results: massResults(massRows),
   rows,
   mass_kept: massRows,
   extra: {
