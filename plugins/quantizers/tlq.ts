@@ -34,6 +34,7 @@
  * @module
  */
 import type { HostMatrix, QuantizedWeight, QuantizerPlugin, WeightQuantOptions } from "../types.ts";
+import { f16Bits, f16FromBits, f32FromBits } from "../../runtime/io/f16.ts";
 import { packCodes, unpackCodes } from "../../runtime/quant/pack.ts";
 import { checkMatrix } from "./uniform.ts";
 
@@ -109,23 +110,6 @@ interface Grid {
   levels: Float64Array;
 }
 
-const F16 = new Float16Array(1);
-const F16_BITS = new Uint16Array(F16.buffer);
-const F32 = new Float32Array(1);
-const F32_BITS = new Uint32Array(F32.buffer);
-
-/** The f16 bit pattern of `x` (rounded to nearest). */
-export function f16Bits(x: number): number {
-  F16[0] = x;
-  return F16_BITS[0];
-}
-
-/** The f32 bit pattern of `x` (rounded to nearest). */
-export function f32Bits(x: number): number {
-  F32[0] = x;
-  return F32_BITS[0];
-}
-
 /** Largest |z| of a plane (z is stored as an i16). */
 export const TLQ_MAX_ZERO = 32767;
 
@@ -138,10 +122,10 @@ function f16Delta(raw: number, lo: number): number {
   const min = Math.max(2 ** -14, Math.abs(lo) / TLQ_MAX_ZERO);
   const x = Math.max(raw, min);
   const near = Math.f16round(x);
-  F16[0] = near; // its neighbour on the other side of x
-  F16_BITS[0] += near < x ? 1 : near > x ? -1 : 0;
+  // Its neighbour on the other side of x (x > 0: the next pattern up is the next f16 up).
+  const other = f16FromBits(f16Bits(near) + (near < x ? 1 : near > x ? -1 : 0));
   let best = NaN;
-  for (const d of [near, F16[0]]) {
+  for (const d of [near, other]) {
     if (d < min || !Number.isFinite(d)) continue;
     const miss = Math.abs(Math.round(lo / d) * d - lo);
     if (!(Math.abs(Math.round(lo / best) * best - lo) <= miss)) best = d;
@@ -221,8 +205,7 @@ export function tlqExp2(h: number, kz: number): number {
     ip++;
     if (ip > 127) return Infinity;
   }
-  F32_BITS[0] = (((ip + 127) << 23) | (mant & 0x7fffff)) >>> 0;
-  return F32[0];
+  return f32FromBits((((ip + 127) << 23) | (mant & 0x7fffff)) >>> 0);
 }
 
 /**

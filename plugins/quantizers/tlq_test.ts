@@ -1,8 +1,8 @@
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { Prng } from "../../runtime/io/prng.ts";
 import { unpackCodes } from "../../runtime/quant/pack.ts";
+import { f16Bits } from "../../runtime/io/f16.ts";
 import {
-  f16Bits,
   lutDequantize,
   TLQ_ETAS,
   TLQ_EXP2_TABLE,

@@ -19,6 +19,35 @@ export function f32ToF16Bits(x: ArrayLike<number>): Uint16Array {
   return new Uint16Array(h.buffer, h.byteOffset, h.length);
 }
 
+const F16 = new Float16Array(1);
+const F16_BITS = new Uint16Array(F16.buffer);
+const F32 = new Float32Array(1);
+const F32_BITS = new Uint32Array(F32.buffer);
+
+/** The f16 bit pattern of one number (nearest-even), without an array per call. */
+export function f16Bits(x: number): number {
+  F16[0] = x;
+  return F16_BITS[0];
+}
+
+/** The value of an f16 bit pattern. */
+export function f16FromBits(bits: number): number {
+  F16_BITS[0] = bits;
+  return F16[0];
+}
+
+/** The f32 bit pattern of one number (nearest-even). */
+export function f32Bits(x: number): number {
+  F32[0] = x;
+  return F32_BITS[0];
+}
+
+/** The value of an f32 bit pattern. */
+export function f32FromBits(bits: number): number {
+  F32_BITS[0] = bits;
+  return F32[0];
+}
+
 /** Widens bfloat16 bit patterns to f32 (exact: bf16 is the top half of an f32). */
 export function bf16BitsToF32(bits: Uint16Array): Float32Array {
   const out = new Float32Array(bits.length);

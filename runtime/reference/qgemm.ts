@@ -18,13 +18,8 @@
  * @module
  */
 import type { QuantizedWeight } from "../../plugins/types.ts";
-import {
-  f16Bits,
-  f32Bits,
-  TLQ_MAX_ZERO,
-  tlqLut,
-  type TlqParams,
-} from "../../plugins/quantizers/tlq.ts";
+import { TLQ_MAX_ZERO, tlqLut, type TlqParams } from "../../plugins/quantizers/tlq.ts";
+import { f16Bits, f32Bits } from "../io/f16.ts";
 import { unpackCodes } from "../quant/pack.ts";
 import { gemmRef, type GemmRefOptions } from "./gemm.ts";
 
