@@ -59,6 +59,27 @@ function u32View(a: Float32Array | Int8Array): Uint32Array {
   return new Uint32Array(b.buffer);
 }
 
+/** The integer parameters of a non-compact weight (MODE 2, 3 or 4), uploaded through `up`. */
+function uploadInt8(
+  q: QuantizedWeight,
+  up: (data: Uint32Array, shape: number[]) => Tensor,
+): NonNullable<QWeightGpu["int"]> {
+  const N = q.rows;
+  const l = int8Lut(q);
+  if (l.direct) return { mode: 3, params: up(u32View(l.scale), [N]) };
+  if (l.zero) {
+    const data = new Float32Array(2 * N);
+    data.set(l.scale, 0);
+    data.set(l.zero, N);
+    return { mode: 4, params: up(u32View(data), [2 * N]) };
+  }
+  const words = u32View(l.lut8);
+  const data = new Uint32Array(N + words.length);
+  data.set(u32View(l.scale), 0);
+  data.set(words, N);
+  return { mode: 2, params: up(data, [data.length]) };
+}
+
 /** Uploads a quantized weight's codes and the parameters of the paths asked for. */
 export function uploadQWeight(
   rt: Runtime,
@@ -85,32 +106,25 @@ export function uploadQWeight(
       throw new RangeError(`uploadQWeight: tlq must be "compact" or "lut", got ${opts.tlq}`);
     }
     const compact = opts.tlq === "compact" || (opts.tlq === undefined && hasCompactTlq(q));
-    if (compact && ((opts.a16 ?? true) || opts.int)) {
-      // One tensor serves both paths (tlqCompactWords throws on parameters it cannot hold).
-      const params = up(tlqCompactWords(q), [2 * N + 1]);
-      if (opts.a16 ?? true) a16 = { mode: 5, params, groupSize: 0 };
-      if (opts.int) int = { mode: 6, params };
-    }
-    if (!compact && (opts.a16 ?? true)) {
-      const p = a16Params(q);
-      a16 = { mode: p.mode, params: up(u32View(p.data), [p.data.length]), groupSize: p.groupSize };
-    }
-    if (!compact && opts.int) {
-      const l = int8Lut(q);
-      if (l.direct) {
-        int = { mode: 3, params: up(u32View(l.scale), [N]) };
-      } else if (l.zero) {
-        const data = new Float32Array(2 * N);
-        data.set(l.scale, 0);
-        data.set(l.zero, N);
-        int = { mode: 4, params: up(u32View(data), [2 * N]) };
-      } else {
-        const words = u32View(l.lut8);
-        const data = new Uint32Array(N + words.length);
-        data.set(u32View(l.scale), 0);
-        data.set(words, N);
-        int = { mode: 2, params: up(data, [data.length]) };
+    const wantA16 = opts.a16 ?? true;
+    if (compact) {
+      if (wantA16 || opts.int) {
+        // One tensor serves both paths (tlqCompactWords throws on parameters it cannot hold).
+        const words = tlqCompactWords(q);
+        const params = up(words, [words.length]);
+        if (wantA16) a16 = { mode: 5, params, groupSize: 0 };
+        if (opts.int) int = { mode: 6, params };
       }
+    } else {
+      if (wantA16) {
+        const p = a16Params(q);
+        a16 = {
+          mode: p.mode,
+          params: up(u32View(p.data), [p.data.length]),
+          groupSize: p.groupSize,
+        };
+      }
+      if (opts.int) int = uploadInt8(q, up);
     }
     const byteLength = tensors.reduce((s, t) => s + t.byteLength, 0);
     return {

@@ -27,7 +27,13 @@ import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
 import type { TensorToWrite } from "../io/safetensors.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
-import { a16Params, hasCompactTlq, int8Lut, int8LutError } from "../reference/qgemm.ts";
+import {
+  a16Params,
+  hasCompactTlq,
+  int8Lut,
+  int8LutError,
+  tlqCompactWords,
+} from "../reference/qgemm.ts";
 import type { PluginRegistry } from "../registry.ts";
 import { createRuntime, type Runtime } from "../gpu/device.ts";
 import { calibrate, type CalibrationStats, transformerWeightsHash } from "./calibrate.ts";
@@ -147,7 +153,7 @@ function sqnr(w: Float32Array, h: Float32Array): number {
  */
 export function quantizedBytes(q: QuantizedWeight, abits: number): number {
   const codes = q.codes.byteLength;
-  if (hasCompactTlq(q)) return codes + 8 * q.rows + 4;
+  if (hasCompactTlq(q)) return codes + tlqCompactWords(q).byteLength;
   if (abits === 16) return codes + a16Params(q).data.byteLength;
   const l = int8Lut(q);
   const extra = l.direct ? 0 : l.zero ? l.zero.byteLength : Math.ceil(l.lut8.byteLength / 4) * 4;
