@@ -158,11 +158,7 @@ export function qgemmA16(
       aux: a.groupSize,
       bits: w.bits,
       mode: a.mode,
-      consts: {
-        WG: 64,
-        BITS: w.bits,
-        MODE: a.mode,
-      },
+      consts: { WG: 64, BITS: w.bits, MODE: a.mode },
       grid: grid1d(Math.ceil((N * K) / 4 / 64)),
     };
     const spec = makeSpec(
@@ -369,11 +365,7 @@ export function qgemmInt(
       );
       rec.dispatch(spec, {
         ...base,
-        consts: {
-          WG: 64,
-          BITS: w.bits,
-          MODE: mode,
-        },
+        consts: { WG: 64, BITS: w.bits, MODE: mode },
         grid: grid1d(Math.ceil(lanes / 64)),
       }, [w.codes, w.codes, o, w.int!.params]);
     };
