@@ -20,7 +20,7 @@ import { Prng } from "../runtime/io/prng.ts";
 import { openCheckpoint } from "../runtime/io/safetensors_index.ts";
 import { DEFAULT_KEEP_FP, keepPattern } from "../runtime/quant/plan.ts";
 import { quantizedBytes } from "../runtime/quant/quantize.ts";
-import { a16Params, int8Lut, int8LutError } from "../runtime/reference/qgemm.ts";
+import { int8LutError } from "../runtime/reference/qgemm.ts";
 import { fmt, gitCommit, resultsRoot, today } from "./harness.ts";
 
 function sqnr(w: Float32Array, h: Float32Array): number {
@@ -46,14 +46,6 @@ function kurtosis(w: Float32Array): number {
   }
   s2 /= w.length;
   return s4 / w.length / (s2 * s2);
-}
-
-/** Bytes of a TLQ weight uploaded with its tables (uploadQWeight's tlq: "lut", MODE 0 / 2). */
-function lutModeBytes(q: QuantizedWeight, abits: number): number {
-  const codes = q.codes.byteLength;
-  if (abits === 16) return codes + a16Params(q).data.byteLength;
-  const l = int8Lut(q);
-  return codes + l.scale.byteLength + Math.ceil(l.lut8.byteLength / 4) * 4;
 }
 
 /** Per-model weight figures. */
@@ -136,8 +128,8 @@ function summarize(model: string, layers: { name: string; w: HostMatrix }[]): Su
           add(s.bytes, `${name}_w4a8`, quantizedBytes(q, 8));
           if (name === "tlq") {
             s.int8_lut_error_mean_w4 += int8LutError(q, h) / layers.length;
-            add(s.bytes, "tlq_w4a16_lut", lutModeBytes(q, 16));
-            add(s.bytes, "tlq_w4a8_lut", lutModeBytes(q, 8));
+            add(s.bytes, "tlq_w4a16_lut", quantizedBytes(q, 16, "lut"));
+            add(s.bytes, "tlq_w4a8_lut", quantizedBytes(q, 8, "lut"));
           }
         }
       }

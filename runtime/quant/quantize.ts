@@ -35,6 +35,7 @@ import {
   tlqCompactWords,
 } from "../reference/qgemm.ts";
 import type { PluginRegistry } from "../registry.ts";
+import type { UploadQWeightOptions } from "../ops/qweight.ts";
 import { createRuntime, type Runtime } from "../gpu/device.ts";
 import { calibrate, type CalibrationStats, transformerWeightsHash } from "./calibrate.ts";
 import { type CalibrationEmbeds, fluxNeedsEmbedsError } from "./calibration_run.ts";
@@ -148,12 +149,18 @@ function sqnr(w: Float32Array, h: Float32Array): number {
 }
 
 /**
- * Bytes the kernels hold for a quantized weight on the path of `abits` (as uploadQWeight
- * uploads it: TLQ compact, codes + 8 B a row + 4 B of η on both paths, where it can).
+ * Bytes the kernels hold for a quantized weight on the path of `abits`, as uploadQWeight
+ * uploads it: TLQ compact (codes + 8 B a row + 4 B of η on both paths) where it can, or
+ * with `tlq: "lut"` the tables themselves (MODE 0 / 2).
  */
-export function quantizedBytes(q: QuantizedWeight, abits: number): number {
+export function quantizedBytes(
+  q: QuantizedWeight,
+  abits: number,
+  tlq?: UploadQWeightOptions["tlq"],
+): number {
   const codes = q.codes.byteLength;
-  if (hasCompactTlq(q)) return codes + tlqCompactWords(q).byteLength;
+  const compact = tlq === "compact" || (tlq === undefined && hasCompactTlq(q));
+  if (compact) return codes + tlqCompactWords(q).byteLength;
   if (abits === 16) return codes + a16Params(q).data.byteLength;
   const l = int8Lut(q);
   const extra = l.direct ? 0 : l.zero ? l.zero.byteLength : Math.ceil(l.lut8.byteLength / 4) * 4;
