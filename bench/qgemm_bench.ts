@@ -38,6 +38,7 @@ import {
   type QWeightGpu,
   type SkinnyTune,
   uploadQWeight,
+  type UploadQWeightOptions,
 } from "../runtime/ops/qgemm.ts";
 import { codesPerWord, packCodes, unpackInt8 } from "../runtime/quant/pack.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
@@ -222,7 +223,7 @@ function a16Case(
     version?: QGemmA16Version;
     tune?: SkinnyTune;
     suffix?: string;
-    tlq?: "compact" | "lut";
+    tlq?: UploadQWeightOptions["tlq"];
   } = {},
 ): BenchCase {
   const unit = o.unit ?? UNIT;
@@ -284,7 +285,8 @@ function intCase(
   M: number,
   K: number,
   N: number,
-  o: { tune?: IntTune; suffix?: string; withQuant?: boolean; tlq?: "compact" | "lut" } = {},
+  o: { tune?: IntTune; suffix?: string; withQuant?: boolean; tlq?: UploadQWeightOptions["tlq"] } =
+    {},
 ): BenchCase {
   const name = `gemm_${kind}_${shapeName(M, K, N)}${o.suffix ?? ""}`;
   return {
