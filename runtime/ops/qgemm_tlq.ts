@@ -30,8 +30,9 @@ export function tlqStride(mode: number, bits: number): number {
   return 2 ** bits + (mode === 6 ? 1 + 2 ** bits / 4 : 0);
 }
 
-/** Words of the TLQ workgroup table (TLQ_WORDS of wgsl/qgemm_tlq_wg.wgsl). */
-export const TLQ_WORDS = 2688;
+/** Words of the TLQ workgroup table: TLQ_WORDS, read from wgsl/qgemm_tlq_wg.wgsl itself. */
+export const TLQ_WORDS: number = Number(/const TLQ_WORDS: u32 = (\d+)u;/.exec(tlqWgSrc)?.[1]);
+if (!(TLQ_WORDS > 0)) throw new Error("wgsl/qgemm_tlq_wg.wgsl: no `const TLQ_WORDS: u32 = …u;`");
 
 /** Checks that `rows` rows of TLQ table fit it, and it the workgroup memory beside `used` B. */
 export function checkTable(
