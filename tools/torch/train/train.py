@@ -80,6 +80,8 @@ def main():
     ap.add_argument("--p-drop", type=float, default=0.1)
     ap.add_argument("--compile", type=int, default=1)
     ap.add_argument("--anneal", type=int, default=0, help="decay the LR linearly to 5%% over this run")
+    ap.add_argument("--anneal-span", default=None,
+                    help="A,B: this run covers fractions A..B of one linear decay to 5%% spread over several runs")
     ap.add_argument("--weighting", default="eps", choices=["eps", "trunc"],
                     help="eps: plain epsilon MSE; trunc: x min(max(1/SNR, 1), --w-max), more weight on high noise")
     ap.add_argument("--w-max", type=float, default=10.0)
@@ -142,6 +144,7 @@ def main():
     model = joint
     compiled = False
     warm = args.rewarm if resumed else args.warmup
+    span = [float(x) for x in args.anneal_span.split(",")] if args.anneal_span else ([0.0, 1.0] if args.anneal else None)
     budget = args.minutes * 60.0
     t0 = time.time()
     last_save = t0
@@ -152,7 +155,7 @@ def main():
     eager_rate = None
     fixed = None
     run = {"start_step": state["step"], "compile": bool(args.compile), "batch": args.batch, "lr": args.lr,
-           "anneal": bool(args.anneal), "weighting": args.weighting if weight is None else f"trunc<={args.w_max:g}"}
+           "anneal": span, "weighting": args.weighting if weight is None else f"trunc<={args.w_max:g}"}
     while True:
         elapsed = time.time() - t0
         if elapsed >= budget:
@@ -167,8 +170,8 @@ def main():
                 args.compile = 0
         frac = elapsed / budget
         lr = args.lr * min(1.0, (local + 1) / warm)
-        if args.anneal:
-            lr *= 1.0 - 0.95 * frac
+        if span is not None:  # one decay split over runs of at most ~9 min (the device call limit)
+            lr *= 1.0 - 0.95 * (span[0] + (span[1] - span[0]) * frac)
         for g in opt.param_groups:
             g["lr"] = lr
         batch = draw()
