@@ -449,11 +449,15 @@ if (onGpu) {
       );
     }
     for (
-      const t of [{ kl: 32, cg: 8, mr: 8 }, { kl: 8, cg: 32, mr: 8 }, {
-        kl: 16,
-        cg: 16,
-        mr: 4,
-      }] as SkinnyTune[]
+      const t of [
+        { kl: 32, cg: 8, mr: 8 },
+        { kl: 16, cg: 8, mr: 8 },
+        { kl: 16, cg: 16, mr: 16 },
+        { kl: 32, cg: 8, mr: 16 },
+        { kl: 16, cg: 8, mr: 16 },
+        { kl: 8, cg: 16, mr: 16 },
+        { kl: 16, cg: 16, mr: 4 },
+      ] as SkinnyTune[]
     ) {
       suite.add(
         a16Case(64, K, N, {

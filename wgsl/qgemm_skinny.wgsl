@@ -10,7 +10,7 @@
 // (that made this kernel ~3× slower on an H200).
 override KL: u32 = 16u; // invocations along K
 override CG: u32 = 16u; // column groups of 4; KL·CG ≤ 256
-override MR: u32 = 8u;  // rows per workgroup, ≤ 8
+override MR: u32 = 8u;  // rows per workgroup, ≤ 16
 
 var<workgroup> red: array<vec4<f32>, 256>;
 
@@ -55,6 +55,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   var a5 = vec4<f32>(0.0);
   var a6 = vec4<f32>(0.0);
   var a7 = vec4<f32>(0.0);
+  var a8 = vec4<f32>(0.0);
+  var a9 = vec4<f32>(0.0);
+  var a10 = vec4<f32>(0.0);
+  var a11 = vec4<f32>(0.0);
+  var a12 = vec4<f32>(0.0);
+  var a13 = vec4<f32>(0.0);
+  var a14 = vec4<f32>(0.0);
+  var a15 = vec4<f32>(0.0);
   for (var s = kl; s < p.K4; s += KL) {
     let w0 = load_w(c0, s);
     let w1 = load_w(c1, s);
@@ -68,6 +76,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if (MR > 5u) { a5 += row4(m0 + 5u, s, w0, w1, w2, w3); }
     if (MR > 6u) { a6 += row4(m0 + 6u, s, w0, w1, w2, w3); }
     if (MR > 7u) { a7 += row4(m0 + 7u, s, w0, w1, w2, w3); }
+    if (MR > 8u) { a8 += row4(m0 + 8u, s, w0, w1, w2, w3); }
+    if (MR > 9u) { a9 += row4(m0 + 9u, s, w0, w1, w2, w3); }
+    if (MR > 10u) { a10 += row4(m0 + 10u, s, w0, w1, w2, w3); }
+    if (MR > 11u) { a11 += row4(m0 + 11u, s, w0, w1, w2, w3); }
+    if (MR > 12u) { a12 += row4(m0 + 12u, s, w0, w1, w2, w3); }
+    if (MR > 13u) { a13 += row4(m0 + 13u, s, w0, w1, w2, w3); }
+    if (MR > 14u) { a14 += row4(m0 + 14u, s, w0, w1, w2, w3); }
+    if (MR > 15u) { a15 += row4(m0 + 15u, s, w0, w1, w2, w3); }
   }
   reduce_store(tid, nb, m0, a0);
   if (MR > 1u) { reduce_store(tid, nb, m0 + 1u, a1); }
@@ -77,4 +93,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   if (MR > 5u) { reduce_store(tid, nb, m0 + 5u, a5); }
   if (MR > 6u) { reduce_store(tid, nb, m0 + 6u, a6); }
   if (MR > 7u) { reduce_store(tid, nb, m0 + 7u, a7); }
+  if (MR > 8u) { reduce_store(tid, nb, m0 + 8u, a8); }
+  if (MR > 9u) { reduce_store(tid, nb, m0 + 9u, a9); }
+  if (MR > 10u) { reduce_store(tid, nb, m0 + 10u, a10); }
+  if (MR > 11u) { reduce_store(tid, nb, m0 + 11u, a11); }
+  if (MR > 12u) { reduce_store(tid, nb, m0 + 12u, a12); }
+  if (MR > 13u) { reduce_store(tid, nb, m0 + 13u, a13); }
+  if (MR > 14u) { reduce_store(tid, nb, m0 + 14u, a14); }
+  if (MR > 15u) { reduce_store(tid, nb, m0 + 15u, a15); }
 }

@@ -103,7 +103,7 @@ export interface SkinnyTune {
   kl?: number;
   /** Column groups of 4; default 16 (KL·CG ≤ 256). */
   cg?: number;
-  /** Rows per workgroup, ≤ 8; default 8. */
+  /** Rows per workgroup, ≤ 16; default 8. */
   mr?: number;
 }
 
@@ -197,8 +197,8 @@ export function qgemmA16(
     const kl = opts.tune?.kl ?? 16;
     const cg = opts.tune?.cg ?? 16;
     const mr = opts.tune?.mr ?? 8;
-    if (kl * cg > 256 || mr < 1 || mr > 8) {
-      throw new RangeError(`${who}: skinny tune needs kl·cg ≤ 256 and mr in [1, 8]`);
+    if (kl * cg > 256 || mr < 1 || mr > 16) {
+      throw new RangeError(`${who}: skinny tune needs kl·cg ≤ 256 and mr in [1, 16]`);
     }
     consts = { KL: kl, CG: cg, MR: mr };
     const [libs, tag] = decLibs(a.mode, true);

@@ -47,19 +47,16 @@ Deno.test("qgemmA16 matches X·Ŵᵀ for every version and weight format (f32)",
           });
           y.release();
         }
-        if (M === 37) {
-          // The skinny kernel's row guards below 8 rows a workgroup, and other lane splits.
+        // The skinny kernel's row guards (below 8 and up to 16 rows a workgroup) and other lane splits.
+        const tunes = M === 37 ? [{ mr: 3, kl: 8, cg: 4 }, { mr: 13, kl: 16, cg: 8 }] : [];
+        for (const tune of tunes) {
           const rec = new Recorder(rt);
-          const y = qgemmA16(rec, x, w, {
-            ...e.gpu,
-            version: "skinny",
-            tune: { mr: 3, kl: 8, cg: 4 },
-          });
+          const y = qgemmA16(rec, x, w, { ...e.gpu, version: "skinny", tune });
           await rec.submit();
           assertClose(await readTensor(rt, y), want, {
             atol: 2e-5 * Math.sqrt(K),
             rtol: 1e-5,
-            msg: `${M}x${N}x${K} ${kind} skinny mr 3`,
+            msg: `${M}x${N}x${K} ${kind} skinny mr ${tune.mr}`,
           });
           y.release();
         }

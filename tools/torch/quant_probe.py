@@ -178,10 +178,15 @@ def quant_weight(w, bits, symmetric):
     return torch.where(nonzero, best, torch.zeros_like(best)).to(torch.float32)
 
 
-def quant_act(x, bits):
-    """Per-token dynamic symmetric fake quantization (wgsl/act_quant.wgsl)."""
+def quant_act(x, bits, cfg_share=False):
+    """Per-token dynamic symmetric fake quantization (wgsl/act_quant.wgsl). With cfg_share the
+    batch is [uncond; cond] and a token's scale is the max over its two CFG halves."""
     qmax = 2 ** (bits - 1) - 1
     amax = x.abs().amax(-1, keepdim=True)
+    if cfg_share:
+        h = amax.shape[0] // 2
+        m = torch.maximum(amax[:h], amax[h:])
+        amax = torch.cat([m, m], dim=0)
     delta = amax / qmax
     inv = torch.where(amax > 0, 1.0 / delta, torch.zeros_like(delta))
     return torch.clamp(torch.round(x * inv), -qmax - 1, qmax) * delta
@@ -210,9 +215,11 @@ def quant_layers(dit, kinds=None, blocks=None):
 def parse_config(name):
     """`fp32`, `wXaY` (X, Y in 4, 8, 16), optional `:kind+kind`, `@blocks` (0+1), `~sym`/`~asym`;
     `outnoise=REL` (Gaussian noise of REL x RMS on the guided epsilon at every step);
-    `initnoise=REL` (the initial noise perturbed by REL x N(0, 1))."""
+    `initnoise=REL` (the initial noise perturbed by REL x N(0, 1)); a `^cfg` suffix shares each
+    token's activation scale between its two CFG halves."""
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
-         "outnoise": 0.0, "initnoise": 0.0}
+         "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg")}
+    name = name.removesuffix("^cfg")
     if name == "fp32":
         return c
     if name.startswith("outnoise="):
@@ -253,8 +260,9 @@ class Applied:
                 self.saved[name] = (m, m.weight.data.clone())
                 m.weight.data = quant_weight(m.weight.data, c["wbits"], c["sym"])
             if c["abits"] < 16:
-                bits = c["abits"]
-                self.hooks.append(m.register_forward_pre_hook(lambda _m, inp, b=bits: (quant_act(inp[0], b),)))
+                bits, share = c["abits"], c["cfg_share"]
+                self.hooks.append(m.register_forward_pre_hook(
+                    lambda _m, inp, b=bits, sh=share: (quant_act(inp[0], b, sh),)))
 
     def remove(self):
         for m, w in self.saved.values():
