@@ -43,7 +43,12 @@ import {
   settingKey,
   settingLabel,
 } from "./ablation_matrix.ts";
-import { type AblationRow, mergeAblation, writeAblation } from "./ablation_report.ts";
+import {
+  type AblationRow,
+  massKeptResults,
+  mergeAblation,
+  writeAblation,
+} from "./ablation_report.ts";
 import { deviceSlug, gitCommit, resultsHeader, resultsRoot, today } from "./harness.ts";
 
 /** Usage text. */
@@ -307,6 +312,7 @@ export async function ablation(args: string[]): Promise<number> {
     for (const r of done) r.model_sha ??= modelSha;
     const file = await mergeAblation(`${base}.json`, {
       ...resultsHeader(rt.info.description, await gitCommit(), command),
+      ...(mass ? { results: massKeptResults(mass) } : {}),
       extra: {
         prompts: m.prompts,
         seeds: m.seeds,

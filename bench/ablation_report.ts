@@ -46,6 +46,8 @@ export interface AblationFile {
   /** The GPU driver, where bench/gpu_all.sh gave it (WEBDIT_GPU_DRIVER). */
   driver?: string;
   rows: AblationRow[];
+  /** Named figures beside the rows (BENCHMARKS.md's format): PARO's mass kept. */
+  results?: { name: string; value: number; unit: string }[];
   extra?: Record<string, unknown>;
 }
 
@@ -122,6 +124,19 @@ export function ablationMarkdown(f: AblationFile, svg = `${f.date}_ablation.svg`
 }
 
 /** The PARO mass-kept table, when the file has the figures. */
+/** PARO's mass-kept figures as named results: `paro_mass_kept_d30_held_out_chosen`, … */
+export function massKeptResults(
+  mass: { density: number; evaluated_on: string; row_major: number; chosen: number }[],
+): { name: string; value: number; unit: string }[] {
+  return mass.flatMap((r) =>
+    (["row_major", "chosen"] as const).map((k) => ({
+      name: `paro_mass_kept_d${Math.round(r.density * 100)}_${r.evaluated_on}_${k}`,
+      value: r[k],
+      unit: "share of attention mass",
+    }))
+  );
+}
+
 function massMarkdown(raw: unknown): string[] {
   if (!Array.isArray(raw) || !raw.length) return [];
   const rows = raw as {
