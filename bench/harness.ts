@@ -70,6 +70,13 @@ export interface TimingOptions {
   minSampleMs?: number;
   /** Most units per sample; default 4096. */
   maxReps?: number;
+  /**
+   * Submit a sample's units in up to this many `run` calls; default 8. The host then records
+   * the next chunk while the GPU runs the last one, so a short kernel is timed at the GPU's
+   * pace instead of host recording + GPU (recording one launch costs ~40–100 µs of host time,
+   * as much as the kernel itself for the 64-row GEMMs). 1 gives one recording and one submit.
+   */
+  chunks?: number;
 }
 
 /** Timings of one case, per unit of work. */
@@ -93,9 +100,10 @@ export function median(xs: readonly number[]): number {
 }
 
 /**
- * Times GPU work on `device`: `run(reps)` records and submits `reps` units (in as few
- * submits as it can) and a sample lasts from before `run` until
- * `device.queue.onSubmittedWorkDone()` resolves. Calibrates reps (see
+ * Times GPU work on `device`: `run(reps)` records and submits `reps` units, and a sample
+ * of n units — n split over up to {@linkcode TimingOptions.chunks} `run` calls, so that the
+ * host records a chunk while the GPU runs the one before — lasts from before the first `run`
+ * until `device.queue.onSubmittedWorkDone()` resolves. Calibrates reps (see
  * {@linkcode TimingOptions.minSampleMs}), runs the warm-up samples, then the timed ones.
  */
 export async function timeGpu(
@@ -107,9 +115,15 @@ export async function timeGpu(
   const iterations = Math.max(1, options.iterations ?? 10);
   const minSample = options.minSampleMs ?? 200;
   const maxReps = Math.max(1, options.maxReps ?? 4096);
+  const maxChunks = Math.max(1, options.chunks ?? 8);
   const sample = async (reps: number) => {
     const t0 = performance.now();
-    await run(reps);
+    let left = reps;
+    for (let c = Math.min(reps, maxChunks); c > 0; c--) {
+      const n = Math.ceil(left / c);
+      await run(n);
+      left -= n;
+    }
     await device.queue.onSubmittedWorkDone();
     return performance.now() - t0;
   };

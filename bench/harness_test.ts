@@ -84,11 +84,25 @@ Deno.test("timeGpu batches short work until a sample is long enough", gpuTest, a
     const t = await timeGpu(rt.device, (reps) => {
       units.push(reps);
       return new Promise((r) => setTimeout(r, 2 * reps)); // 2 ms a unit
-    }, { warmup: 0, iterations: 3, minSampleMs: 60 });
+    }, { warmup: 0, iterations: 3, minSampleMs: 60, chunks: 1 });
     // Deno resolves onSubmittedWorkDone ~10-15 ms late, so reps is 16-32 here, ≥ 4 anywhere.
     assert(t.reps >= 4 && t.reps <= 32, `reps ${t.reps}`);
     assertEquals(units.slice(0, 3), [1, 2, 4]);
     assert(t.min_ms >= 1.9 && t.median_ms < 20, `per unit ${t.median_ms} ms`);
+  });
+});
+
+Deno.test("timeGpu splits a sample into chunks that add up to its units", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const units: number[] = [];
+    const t = await timeGpu(rt.device, (reps) => {
+      units.push(reps);
+      return new Promise((r) => setTimeout(r, 2 * reps));
+    }, { warmup: 0, iterations: 1, minSampleMs: 60, chunks: 3 });
+    assertEquals(units.slice(0, 3), [1, 1, 1]); // a sample of 1 unit, then 2 units in 2 calls
+    const last = units.slice(-Math.min(3, t.reps));
+    assertEquals(last.reduce((a, b) => a + b, 0), t.reps);
+    assert(Math.max(...last) - Math.min(...last) <= 1, `chunks ${last}`);
   });
 });
 
