@@ -87,7 +87,7 @@ def card(folder):
     best = fid["by_guidance"][str(fid["best_guidance"])]
     cats = "\n".join(f"| {c} | {p:.0f} % |" for c, p in sorted(best["per_category_pct"].items()))
     lr_runs = "; ".join(f"steps {r['start_step']}–{r['end_step']} on {r.get('device', 'GPU')}: LR {r['lr']:g}"
-                        f"{' annealed to 5 %' if r.get('anneal') else ''}, loss weighting "
+                        f"{_anneal_text(r.get('anneal'))}, loss weighting "
                         f"{r.get('weighting', 'eps')}, {r['seconds'] / 60:.1f} min" for r in runs)
     best_pct = fid["by_guidance"][str(fid["best_guidance"])]["fidelity_pct"]
     status = ""
@@ -186,6 +186,16 @@ more steps than these 11k: train one size alone (twice the images/s), for an hou
 """
     with open(os.path.join(folder, "README.md"), "w") as f:
         f.write(text)
+
+
+def _anneal_text(a):
+    """A run's LR schedule: train.py logs True/False, or [A, B] for --anneal-span."""
+    if isinstance(a, list):
+        if a == [0.0, 1.0]:
+            return " annealed to 5 %"
+        f = lambda x: f"{1 - 0.95 * x:.3g}"  # noqa: E731
+        return f" decayed from ×{f(a[0])} to ×{f(a[1])} (fractions {a[0]:g}–{a[1]:g} of one decay to 5 %)"
+    return " annealed to 5 %" if a else ""
 
 
 def _dit_params(c):
