@@ -95,6 +95,11 @@ export interface IntTune {
   ty?: number;
   /** K tile in words (4 int8 each): 4 (default) or 8. */
   bkw?: number;
+  /**
+   * TLQ compact (MODE 6) at 4 bits: load the codes' word with the next tile and decode it
+   * after the multiply (default true), or decode it when loaded (false; A/B benchmarks).
+   */
+  late?: boolean;
 }
 
 /** Tile knobs of the skinny kernel (benchmarks and tuning). */
@@ -324,6 +329,7 @@ export function qgemmInt(
       TX: t.tx,
       TY: t.ty,
       BKW: t.bkw,
+      LATE: t.late === false ? 0 : 1,
       ...flags,
       BITS: w.bits,
       MODE: mode,

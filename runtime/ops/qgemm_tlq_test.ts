@@ -105,7 +105,13 @@ Deno.test(
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      const plan = [[1, 37, 128, "tlq4"], [3, 45, 128, "tlq3"], [5, 70, 1152, "tlq4"]] as const;
+      // K = 100: 25 words a row, a last K tile of one word (the tiled kernel's tail guard).
+      const plan = [
+        [1, 37, 128, "tlq4"],
+        [3, 45, 128, "tlq3"],
+        [5, 70, 1152, "tlq4"],
+        [2, 19, 100, "tlq4"],
+      ] as const;
       for (const [M, N, K, kind] of plan) {
         const c = makeCase(M, N, K, 5 * N + M);
         const q = quantize(kind, c.ws, N, K);
@@ -117,12 +123,17 @@ Deno.test(
           const { xa, x8, xScale } = await quantized(rt, c, bits);
           const ref = qgemmIntRef(x8, xScale, w8, lut.scale, M, N, K);
           for (const version of INT_VERSIONS) {
-            const rec = new Recorder(rt);
-            const y = qgemmInt(rec, xa, w, { version, raw: true });
-            await rec.submit();
-            const got = new Int32Array((await readTensor(rt, y)).buffer);
-            assertSums(got, ref.acc, `${M}x${N}x${K} ${kind} A${bits} ${version}`);
-            y.release();
+            // The tiled kernel also with its decode at load time (the A/B knob).
+            const tunes = version === "tiled" ? [undefined, { late: false }] : [undefined];
+            for (const tune of tunes) {
+              const rec = new Recorder(rt);
+              const y = qgemmInt(rec, xa, w, { version, raw: true, tune });
+              await rec.submit();
+              const got = new Int32Array((await readTensor(rt, y)).buffer);
+              const what = `${M}x${N}x${K} ${kind} A${bits} ${version}${tune ? " eager" : ""}`;
+              assertSums(got, ref.acc, what);
+              y.release();
+            }
             // Scaled (s_token·s_row rebuilt in-kernel), plain f32 output.
             const rec2 = new Recorder(rt);
             const y2 = qgemmInt(rec2, xa, w, { version });
