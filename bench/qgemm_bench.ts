@@ -444,7 +444,7 @@ if (onGpu) {
   suite.add(ortNbitsCase(4096));
   if (SWEEP) {
     for (
-      const t of [{ late: false }, { bkw: 8 }, { tx: 8, ty: 16 }, { tx: 16, ty: 8 }] as IntTune[]
+      const t of [{ late: true }, { bkw: 8 }, { tx: 8, ty: 16 }, { tx: 16, ty: 8 }] as IntTune[]
     ) {
       suite.add(
         intCase("w4a8", M, K, N, { tune: t, suffix: `_${JSON.stringify(t).replace(/\W+/g, "")}` }),

@@ -11,7 +11,7 @@ override TX: u32 = 16u;
 override TY: u32 = 16u;
 override BKW: u32 = 4u;  // K tile in words: 4 or 8 (tile loads split evenly, ≤ 4 words each)
 override RAW: u32 = 0u;  // 1: store the i32 sums as f32 bit patterns (tests; f32 output)
-override LATE: u32 = 1u; // 0: MODE 6 decodes when it loads (A/B against late(), below)
+override LATE: u32 = 0u; // 1: MODE 6 decodes after the multiply (late(), below)
 
 @group(0) @binding(1) var<storage, read> xq: array<u32>;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
@@ -38,8 +38,9 @@ fn fetch_x(j: u32, tid: u32, m0: u32, kt: u32) -> u32 {
   let kw = kt + a.y;
   return select(0u, xq[min(m0 + a.x, p.M - 1u) * p.K4 + min(kw, p.K4 - 1u)], kw < p.K4);
 }
-// MODE 6 (TLQ compact) decodes through the workgroup's tables: fetch_w then only loads the
-// codes' word and put_w decodes it, after the multiply, so the load's latency hides behind it.
+// With LATE, MODE 6 (TLQ compact, decoded through the workgroup's tables) has fetch_w only
+// load the codes' word and put_w decode it after the multiply, so the load's latency hides
+// behind the multiply instead of stalling before it.
 fn late() -> bool { return LATE == 1u && MODE == 6u && cpw() % 4u == 0u; }
 
 fn fetch_w(j: u32, tid: u32, n0: u32, kt: u32) -> u32 {

@@ -97,7 +97,7 @@ export interface IntTune {
   bkw?: number;
   /**
    * TLQ compact (MODE 6) at 4 bits: load the codes' word with the next tile and decode it
-   * after the multiply (default true), or decode it when loaded (false; A/B benchmarks).
+   * after the multiply (true; not yet timed on a GPU), or decode it when loaded (default).
    */
   late?: boolean;
 }
@@ -329,7 +329,7 @@ export function qgemmInt(
       TX: t.tx,
       TY: t.ty,
       BKW: t.bkw,
-      LATE: t.late === false ? 0 : 1,
+      LATE: t.late ? 1 : 0,
       ...flags,
       BITS: w.bits,
       MODE: mode,
