@@ -452,6 +452,7 @@ if (onGpu) {
     }
     for (
       const t of [
+        { kl: 16, cg: 16, mr: 8, k2: true },
         { kl: 32, cg: 8, mr: 8 },
         { kl: 16, cg: 8, mr: 8 },
         { kl: 16, cg: 16, mr: 16 },

@@ -11,6 +11,7 @@
 override KL: u32 = 16u; // invocations along K
 override CG: u32 = 16u; // column groups of 4; KL·CG ≤ 256
 override MR: u32 = 8u;  // rows per workgroup, ≤ 16
+override K2: u32 = 0u;  // 1: two k steps an iteration, their loads issued together (A/B)
 
 var<workgroup> red: array<vec4<f32>, 256>;
 
@@ -18,6 +19,13 @@ var<workgroup> red: array<vec4<f32>, 256>;
 fn row4(r: u32, s: u32, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
   let a = load_x(min(r, p.M - 1u), s);
   return vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
+}
+
+// Row r's dot products at k steps s and (with K2) s2 = s + KL, whose weights v are zero past K.
+fn row8(r: u32, s: u32, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, s2: u32,
+        v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) -> vec4<f32> {
+  if (K2 == 0u) { return row4(r, s, w0, w1, w2, w3); }
+  return row4(r, s, w0, w1, w2, w3) + row4(r, s2, v0, v1, v2, v3);
 }
 
 // Adds the KL lanes' partial sums of row `row` and stores its 4·CG columns.
@@ -63,27 +71,38 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   var a13 = vec4<f32>(0.0);
   var a14 = vec4<f32>(0.0);
   var a15 = vec4<f32>(0.0);
-  for (var s = kl; s < p.K4; s += KL) {
+  for (var s = kl; s < p.K4; s += (1u + K2) * KL) {
     let w0 = load_w(c0, s);
     let w1 = load_w(c1, s);
     let w2 = load_w(c2, s);
     let w3 = load_w(c3, s);
-    a0 += row4(m0, s, w0, w1, w2, w3);
-    if (MR > 1u) { a1 += row4(m0 + 1u, s, w0, w1, w2, w3); }
-    if (MR > 2u) { a2 += row4(m0 + 2u, s, w0, w1, w2, w3); }
-    if (MR > 3u) { a3 += row4(m0 + 3u, s, w0, w1, w2, w3); }
-    if (MR > 4u) { a4 += row4(m0 + 4u, s, w0, w1, w2, w3); }
-    if (MR > 5u) { a5 += row4(m0 + 5u, s, w0, w1, w2, w3); }
-    if (MR > 6u) { a6 += row4(m0 + 6u, s, w0, w1, w2, w3); }
-    if (MR > 7u) { a7 += row4(m0 + 7u, s, w0, w1, w2, w3); }
-    if (MR > 8u) { a8 += row4(m0 + 8u, s, w0, w1, w2, w3); }
-    if (MR > 9u) { a9 += row4(m0 + 9u, s, w0, w1, w2, w3); }
-    if (MR > 10u) { a10 += row4(m0 + 10u, s, w0, w1, w2, w3); }
-    if (MR > 11u) { a11 += row4(m0 + 11u, s, w0, w1, w2, w3); }
-    if (MR > 12u) { a12 += row4(m0 + 12u, s, w0, w1, w2, w3); }
-    if (MR > 13u) { a13 += row4(m0 + 13u, s, w0, w1, w2, w3); }
-    if (MR > 14u) { a14 += row4(m0 + 14u, s, w0, w1, w2, w3); }
-    if (MR > 15u) { a15 += row4(m0 + 15u, s, w0, w1, w2, w3); }
+    let s2 = min(s + KL, p.K4 - 1u);
+    var v0 = vec4<f32>(0.0);
+    var v1 = vec4<f32>(0.0);
+    var v2 = vec4<f32>(0.0);
+    var v3 = vec4<f32>(0.0);
+    if (K2 == 1u && s + KL < p.K4) {
+      v0 = load_w(c0, s2);
+      v1 = load_w(c1, s2);
+      v2 = load_w(c2, s2);
+      v3 = load_w(c3, s2);
+    }
+    a0 += row8(m0, s, w0, w1, w2, w3, s2, v0, v1, v2, v3);
+    if (MR > 1u) { a1 += row8(m0 + 1u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 2u) { a2 += row8(m0 + 2u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 3u) { a3 += row8(m0 + 3u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 4u) { a4 += row8(m0 + 4u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 5u) { a5 += row8(m0 + 5u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 6u) { a6 += row8(m0 + 6u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 7u) { a7 += row8(m0 + 7u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 8u) { a8 += row8(m0 + 8u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 9u) { a9 += row8(m0 + 9u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 10u) { a10 += row8(m0 + 10u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 11u) { a11 += row8(m0 + 11u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 12u) { a12 += row8(m0 + 12u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 13u) { a13 += row8(m0 + 13u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 14u) { a14 += row8(m0 + 14u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
+    if (MR > 15u) { a15 += row8(m0 + 15u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
   }
   reduce_store(tid, nb, m0, a0);
   if (MR > 1u) { reduce_store(tid, nb, m0 + 1u, a1); }

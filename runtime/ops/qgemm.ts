@@ -110,6 +110,8 @@ export interface SkinnyTune {
   cg?: number;
   /** Rows per workgroup, ≤ 16; default 8. */
   mr?: number;
+  /** Two k steps an iteration, their loads issued together (A/B benchmarks); default false. */
+  k2?: boolean;
 }
 
 /** The default A16 version for M rows on `rt`. */
@@ -205,7 +207,7 @@ export function qgemmA16(
     if (kl * cg > 256 || mr < 1 || mr > 16) {
       throw new RangeError(`${who}: skinny tune needs kl·cg ≤ 256 and mr in [1, 16]`);
     }
-    consts = { KL: kl, CG: cg, MR: mr };
+    consts = { KL: kl, CG: cg, MR: mr, K2: opts.tune?.k2 ? 1 : 0 };
     const [libs, tag] = decLibs(a.mode, true);
     if (tag) checkTable(rt, who, 4 * cg, a.mode, w.bits, 16 * 256); // + the reduction buffer
     grid = [Math.ceil(N / (4 * cg)), Math.ceil(M / mr)];

@@ -47,8 +47,11 @@ Deno.test("qgemmA16 matches X·Ŵᵀ for every version and weight format (f32)",
           });
           y.release();
         }
-        // The skinny kernel's row guards (below 8 and up to 16 rows a workgroup) and other lane splits.
-        const tunes = M === 37 ? [{ mr: 3, kl: 8, cg: 4 }, { mr: 13, kl: 16, cg: 8 }] : [];
+        // The skinny kernel's row guards (below 8 and up to 16 rows a workgroup), other lane
+        // splits, and two k steps an iteration with a tail (K4 = 32, 12 lanes: 24 a step).
+        const tunes = M === 37
+          ? [{ mr: 3, kl: 8, cg: 4 }, { mr: 13, kl: 16, cg: 8 }, { mr: 5, kl: 12, cg: 4, k2: true }]
+          : [];
         for (const tune of tunes) {
           const rec = new Recorder(rt);
           const y = qgemmA16(rec, x, w, { ...e.gpu, version: "skinny", tune });
@@ -56,7 +59,7 @@ Deno.test("qgemmA16 matches X·Ŵᵀ for every version and weight format (f32)",
           assertClose(await readTensor(rt, y), want, {
             atol: 2e-5 * Math.sqrt(K),
             rtol: 1e-5,
-            msg: `${M}x${N}x${K} ${kind} skinny mr ${tune.mr}`,
+            msg: `${M}x${N}x${K} ${kind} skinny ${JSON.stringify(tune)}`,
           });
           y.release();
         }
