@@ -81,8 +81,9 @@ export interface GenerateRequest {
   guidance?: number;
   /** Sampler; default dpm++2m. */
   sampler?: SamplerName;
-  /** Latent height and width; default the model's sample size. */
+  /** Latent height; default the model's sample size. */
   height?: number;
+  /** Latent width; default the model's sample size. */
   width?: number;
   /** The initial noise [B, C, H, W] instead of the seeded PRNG (diffusers' latents=). */
   latents?: Float32Array;
@@ -140,8 +141,9 @@ export class Pipeline {
   readonly model: PixArtModel | FluxModel;
   /** FLUX: the flow-matching scheduler config (scheduler/scheduler_config.json or FLUX.1-dev's). */
   readonly scheduler: FlowEulerConfig | undefined;
-  /** The caption encoder and tokenizer (bundled model), or undefined. */
+  /** The caption encoder (bundled model), or undefined. */
   readonly encoder: EmojiCaptionEncoder | undefined;
+  /** The caption tokenizer (bundled model), or undefined. */
   readonly tokenizer: EmojiTokenizer | undefined;
 
   /** Use {@linkcode loadPipeline}. */

@@ -21,12 +21,19 @@ import type { Tokenized } from "./emoji_tokenizer.ts";
 
 /** text_encoder/config.json of the emoji model. */
 export interface EmojiEncoderConfig {
+  /** Vocabulary size (rows of the token embedding). */
   vocabSize: number;
+  /** Hidden width d_model (a multiple of `numHeads`). */
   dModel: number;
+  /** Transformer layers. */
   numLayers: number;
+  /** Attention heads. */
   numHeads: number;
+  /** Longest caption in tokens (rows of the position embedding). */
   maxLength: number;
+  /** MLP hidden width as a multiple of d_model. */
   ffnMult: number;
+  /** LayerNorm epsilon (default 1e-5). */
   layerNormEps: number;
 }
 

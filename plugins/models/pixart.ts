@@ -60,8 +60,9 @@ export interface PixArtConditioning {
   values: Tensor[];
   /** Caption mask [B, L] in the model's dtype, or undefined (all kept). */
   mask: Tensor | undefined;
-  /** Sinusoids of the resolution [2B, 256] and aspect ratio [B, 256] (1024-MS model). */
+  /** Sinusoids of the resolution [2B, 256] (1024-MS model), or undefined. */
   resolution: Tensor | undefined;
+  /** Sinusoids of the aspect ratio [B, 256] (1024-MS model), or undefined. */
   aspectRatio: Tensor | undefined;
   /** Frees the tensors. */
   release(): void;

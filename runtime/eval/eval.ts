@@ -60,8 +60,9 @@ export interface SampleSettings {
 
 /** One generated image. */
 export interface Sample {
-  /** Its prompt and seed. */
+  /** Its prompt. */
   prompt: string;
+  /** Its seed. */
   seed: number;
   /** Final latents [C, H, W] f32 (pixel-space models: the image in [-1, 1]). */
   latents: Float32Array;
@@ -175,10 +176,13 @@ export async function generateSamples(
 
 /** One image's agreement with its reference. */
 export interface ImageComparison {
+  /** The image's prompt. */
   prompt: string;
+  /** The image's seed. */
   seed: number;
   /** dB on 8-bit pixels (Infinity when equal). */
   psnr: number;
+  /** SSIM on 8-bit pixels (R = 255). */
   ssim: number;
   /** Of the final latents. */
   cosine: number;
@@ -308,17 +312,21 @@ export interface EvaluateOptions extends Partial<SampleSettings> {
 export interface EvaluateResult {
   /** The settings used. */
   settings: SampleSettings;
-  /** The model's samples (and the reference's, to reuse for the next candidate). */
+  /** The model's samples. */
   samples: SampleSet;
+  /** The reference's samples when a reference was given (reusable for the next candidate). */
   referenceSamples?: SampleSet;
-  /** Prompt fidelity of the model (and of the reference), or why it was skipped. */
+  /** Prompt fidelity of the model, unless skipped. */
   fidelity?: FidelityResult;
+  /** Prompt fidelity of the reference, when there is one and fidelity was scored. */
   referenceFidelity?: FidelityResult;
+  /** Why fidelity was skipped ("turned off", or what blocks it), or undefined. */
   fidelitySkipped?: string;
   /** The comparison with the reference. */
   comparison?: Comparison;
-  /** The adapter's description and whether it is a CPU one. */
+  /** The adapter's description. */
   adapter: string;
+  /** Whether the adapter is a CPU (fallback) one. */
   fallback: boolean;
 }
 

@@ -40,8 +40,9 @@ export interface EmojiEntry {
   unified: string;
   /** The PNG's file name. */
   image: string;
-  /** emoji.json's category and subcategory. */
+  /** emoji.json's category. */
   category: string;
+  /** emoji.json's subcategory. */
   subcategory: string;
 }
 
@@ -353,14 +354,17 @@ export interface FidelityHit {
   seed: number;
   /** The prompted emoji's index. */
   target: number;
-  /** The nearest emoji (lowest index among equals), its name, and the target's category. */
+  /** The nearest emoji's index (lowest index among equals). */
   nearest: number;
+  /** The nearest emoji's name. */
   nearestName: string;
+  /** The prompted emoji's category. */
   category: string;
   /** True when the prompted emoji is at the nearest distance (ties count). */
   hit: boolean;
-  /** Mean squared error (per value, u8 units) to the prompted and the nearest emoji. */
+  /** Mean squared error (per value, u8 units) to the prompted emoji. */
   mseTarget: number;
+  /** Mean squared error (per value, u8 units) to the nearest emoji. */
   mseNearest: number;
 }
 
@@ -393,8 +397,9 @@ export function scoreImage(
 export interface FidelityResult {
   /** Share of hits, in %. */
   fidelity: number;
-  /** Hits and images scored. */
+  /** Hits: images nearest to their prompted emoji. */
   hits: number;
+  /** Images scored. */
   total: number;
   /** % per emoji category. */
   perCategory: Record<string, number>;

@@ -106,8 +106,9 @@ export interface SsimOptions {
   sigma?: number;
   /** Window radius in σ (default 3.5: radius 5, an 11×11 window, as scikit-image). */
   truncate?: number;
-  /** K1 (default 0.01) and K2 (default 0.03). */
+  /** Stability constant K1 (default 0.01). */
   k1?: number;
+  /** Stability constant K2 (default 0.03). */
   k2?: number;
   /** "hwc" (interleaved, default) or "chw" (planar, as model output). */
   layout?: "hwc" | "chw";

@@ -62,8 +62,11 @@ export function hashString(s: string): string {
   return (h >>> 0).toString(16).padStart(8, "0");
 }
 
-interface CachedPipeline {
+/** One compiled pipeline of a {@linkcode PipelineCache}. */
+export interface CachedPipeline {
+  /** The compute pipeline. */
   pipeline: GPUComputePipeline;
+  /** Its bind group layout (group 0). */
   layout: GPUBindGroupLayout;
   /** Resolves to a compile error, or undefined; cleared once checked. */
   check: Promise<ShaderCompileError | undefined> | undefined;

@@ -79,8 +79,9 @@ export interface QuantizeQkvOptions {
 
 /** Q/K/V as per-block codes in each head's order (layouts: runtime/reference/attn_sparse.ts). */
 export interface QuantizedQkv {
-  /** Q and K codes u32 [B, H, nb·64, DP/4]. */
+  /** Q codes u32 [B, H, nb·64, DP/4]. */
   q: Tensor;
+  /** K codes (mean-subtracted) u32 [B, H, nb·64, DP/4]. */
   k: Tensor;
   /** V codes transposed per block u32 [B, H, nb, D, 16]. */
   v: Tensor;
@@ -88,11 +89,15 @@ export interface QuantizedQkv {
   scales: Tensor;
   /** K's mean over tokens f32 [B, H, D]. */
   kmean: Tensor;
-  /** Shape and bits. */
+  /** Batch size B. */
   batch: number;
+  /** Heads H. */
   heads: number;
+  /** Head dim D. */
   headDim: number;
+  /** Tokens T. */
   tokens: number;
+  /** Bits of the codes. */
   bits: 8 | 4;
   /** The output storage type (q's). */
   dtype: StorageType;

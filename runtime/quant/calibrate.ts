@@ -264,6 +264,8 @@ export class StatsCollector {
   #rowsPerCall: number;
 
   /**
+   * A collector with no layers observed yet.
+   *
    * @param sampleRows rows kept per layer
    * @param expectedCalls forward calls expected per layer (prompts × steps), to spread the sample
    */

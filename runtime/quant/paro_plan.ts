@@ -132,12 +132,15 @@ export interface BlockStats {
  * block statistics summed over every map seen (batch items × prompts).
  */
 export interface ParoStats {
-  /** Token grid. */
+  /** Token grid height. */
   h: number;
+  /** Token grid width. */
   w: number;
-  /** Layers, heads, calibration steps. */
+  /** Attention layers. */
   layers: number;
+  /** Heads per layer. */
   heads: number;
+  /** Calibration steps. */
   steps: number;
   /** Candidate order names (stats index c). */
   candidates: string[];
@@ -250,19 +253,33 @@ export interface ParoLayerPlan {
 
 /** Plan metadata as stored in the artifact (JSON). */
 export interface ParoPlanMeta {
+  /** The attention method: always "paro". */
   method: "paro";
+  /** Format version. */
   version: 1;
+  /** Token grid height. */
   h: number;
+  /** Token grid width. */
   w: number;
+  /** Tokens T = h·w. */
   tokens: number;
+  /** Tokens per block (64). */
   block: number;
+  /** Heads per layer. */
   heads: number;
+  /** Attention layers. */
   layers: number;
+  /** Calibration steps the plan was made over. */
   steps: number;
+  /** Step groups, one mask each per head: ⌊steps/2⌋ + 1. */
   groups: number;
+  /** Target block density in (0, 1]. */
   density: number;
+  /** Bits of Q/K/P/V in the kernel: 8, 4, or 16 (float, sparsity only). */
   bits: 8 | 4 | 16;
+  /** Weight of the sparse term in the order score (default 0.5). */
   alpha: number;
+  /** P's INT8 scale: "fixed" 1/127 or per-block. */
   pScale: "fixed" | "block";
   /** Chosen order per layer and head. */
   orders: string[][];

@@ -62,9 +62,11 @@ export interface QuantLinearOptions {
   dtype?: "f32" | "f16";
   /** The layer's input transform (a rotation plugin's); default the identity. */
   transform?: ActivationTransform;
-  /** Kernel versions and dot product (tests, benchmarks); default per adapter. */
+  /** Weight-only GEMM version (tests, benchmarks); default per adapter. */
   a16Version?: QGemmA16Version;
+  /** Integer GEMM version (tests, benchmarks); default per adapter. */
   intVersion?: QGemmIntVersion;
+  /** The integer GEMM's int8 dot product (tests, benchmarks); default per adapter. */
   dot?: DotImpl;
 }
 

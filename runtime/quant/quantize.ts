@@ -93,8 +93,9 @@ export interface LayerReport {
   wbits: number;
   /** Activation bits (0 for fp). */
   abits: number;
-  /** N and K. */
+  /** Output features N. */
   out: number;
+  /** Input features K. */
   in: number;
   /** Weight SQNR in dB, 10·log10(Σw² / Σ(ŵ − w)²) (null for fp). */
   sqnrDb: number | null;

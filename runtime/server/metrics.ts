@@ -30,15 +30,21 @@ function key(l: Labels | undefined): string {
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 
-interface Metric {
+/** What {@linkcode MetricsRegistry} renders: one metric family. */
+export interface Metric {
+  /** The metric name (letters, digits, `_` and `:`). */
   name: string;
+  /** The `# HELP` text. */
   help: string;
+  /** The `# TYPE`. */
   type: "counter" | "gauge" | "histogram";
+  /** Its sample lines of the exposition format. */
   render(): string[];
 }
 
 /** A monotonically increasing count per label set. */
 export class Counter implements Metric {
+  /** The `# TYPE`. */
   readonly type = "counter";
   #series = new Map<string, { labels: Labels | undefined; value: number }>();
 
@@ -69,6 +75,7 @@ export class Counter implements Metric {
 
 /** A value read when scraped (a callback) or set. */
 export class Gauge implements Metric {
+  /** The `# TYPE`. */
   readonly type = "gauge";
   #value = 0;
   #read: (() => number) | undefined;
@@ -96,7 +103,9 @@ export class Gauge implements Metric {
 
 /** Cumulative buckets, sum and count per label set. */
 export class Histogram implements Metric {
+  /** The `# TYPE`. */
   readonly type = "histogram";
+  /** Bucket upper bounds, strictly ascending (+Inf is implicit). */
   readonly buckets: readonly number[];
   #series = new Map<
     string,

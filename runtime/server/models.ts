@@ -57,12 +57,19 @@ export function densePlan(dtype: "f32" | "f16"): PlanInfo {
 
 /** What a request selects by. */
 export interface Selection {
+  /** An entry id or model name. */
   model?: string;
+  /** A plan (artifact) name. */
   plan?: string;
+  /** The weight quantizer plugin ("none" for dense weights). */
   quantizer?: string;
+  /** Weight bits. */
   bits?: number;
+  /** The rotation plugin ("none" when off). */
   rotation?: string;
+  /** The attention plugin. */
   attention?: string;
+  /** The attention density. */
   density?: number;
 }
 
@@ -74,6 +81,7 @@ function list(xs: Iterable<unknown>): string {
 
 /** Builds a catalog; ids must be unique and every model must produce pixels. */
 export class ModelCatalog {
+  /** The entries in preference order (the first is the default). */
   readonly entries: readonly ModelEntry[];
 
   /** `entries` in preference order: the first one is the default. */

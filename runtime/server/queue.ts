@@ -38,8 +38,9 @@ export interface ImageJob {
   guidance: number;
   /** Sampler. */
   sampler: SamplerName;
-  /** Image height and width in model cells (pixels for pixel-space models). */
+  /** Image height in model cells (pixels for pixel-space models). */
   height: number;
+  /** Image width in model cells (pixels for pixel-space models). */
   width: number;
   /** Steps (1-based) after which `onPreview` wants the latents. */
   previewSteps?: readonly number[];
@@ -117,7 +118,9 @@ export function batchKey(j: ImageJob): string {
 
 /** The GPU queue of one runtime. */
 export class GpuQueue {
+  /** Jobs that may wait, not counting the running batch (default 16). */
   readonly maxQueue: number;
+  /** Most images in one batch (default 16; 1 = no micro-batching). */
   readonly maxBatchImages: number;
   #waiting: Pending[] = [];
   #running: Pending[] = [];
