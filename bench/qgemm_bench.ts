@@ -111,10 +111,13 @@ function randomWeight(
 }
 
 /** How a TLQ weight went up: the compact parameters or the stored LUT (and its bytes a row). */
-function tlqMode(q: QuantizedWeight, mode: number | undefined): string {
+function tlqMode(q: QuantizedWeight, mode: number | undefined, expanded = false): string {
   const compact = mode === 5 || mode === 6;
   if (compact && !hasCompactTlq(q)) {
     throw new Error("compact mode for a weight without compact parameters");
+  }
+  if (mode === 6 && expanded) {
+    return "MODE 6: Δ±/z± 8 B a row, int8 tables expanded once a call (one launch), MODE 2 GEMM";
   }
   return compact
     ? `MODE ${mode}: Δ±/z± 8 B a row, levels built in-kernel`
@@ -328,12 +331,15 @@ function intCase(
       });
       const tune = o.tune ? ` ${JSON.stringify(o.tune)}` : "";
       const dot = rt.info.packedDot ? "dot4I8Packed" : "emulated dot";
+      // qgemmInt's tiled default for TLQ compact: tables expanded once per call.
+      const expanded = defaultIntVersion(rt) === "tiled" &&
+        (o.tune?.tables ?? "expand") === "expand";
       return {
         device: rt.device,
         run: record,
         value: (ms) => rate(2 * M * N * K, ms),
         note: `${defaultIntVersion(rt)}${tune}, ${dot}, ${
-          kind === "w4a8" ? `TLQ codes, ${tlqMode(q, w.int?.mode)}` : "8-bit codes direct"
+          kind === "w4a8" ? `TLQ codes, ${tlqMode(q, w.int?.mode, expanded)}` : "8-bit codes direct"
         }${o.withQuant ? ", per-token A8 quantization included" : ""}; ${check}`,
         dispose: () => {
           out.release();
@@ -444,7 +450,13 @@ if (onGpu) {
   suite.add(ortNbitsCase(4096));
   if (SWEEP) {
     for (
-      const t of [{ late: true }, { bkw: 8 }, { tx: 8, ty: 16 }, { tx: 16, ty: 8 }] as IntTune[]
+      const t of [
+        { tables: "workgroup" },
+        { tables: "workgroup", late: true },
+        { bkw: 8 },
+        { tx: 8, ty: 16 },
+        { tx: 16, ty: 8 },
+      ] as IntTune[]
     ) {
       suite.add(
         intCase("w4a8", M, K, N, { tune: t, suffix: `_${JSON.stringify(t).replace(/\W+/g, "")}` }),

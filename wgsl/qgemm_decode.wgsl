@@ -4,7 +4,9 @@
 // and running the dense kernel costs N·K/4 loads against the GEMM's M·N·K/16.
 //   to_float:   W [N, K] (K % 4 == 0) in the storage type, MODE 0, 1 or 5 (qgemm_dec.wgsl);
 //   to_int8:    W as int8 words [N, K4], MODE 2, 4 or 6;
-//   row_scales: s_row [N] (f32 bits) of MODE 6.
+//   row_scales: s_row [N] (f32 bits) of MODE 6;
+//   int8_luts:  MODE 6's tables in MODE 2's layout (qgemm_decode_luts.wgsl, composed in
+//               for that entry only: it needs the TLQ workgroup table).
 // MODE 5/6: each workgroup first builds the TLQ tables of the rows its lanes touch
 // (qgemm_tlq_wg.wgsl; WG consecutive vec4 span at most WG rows).
 override WG: u32 = 64u;

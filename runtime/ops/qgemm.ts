@@ -18,9 +18,12 @@
  *   packed_4x8_integer_dot_product; selectable for tests).
  *
  * TLQ weights uploaded compact (MODE 5/6: Δ±, z± per row, η) have their LUTs rebuilt in
- * workgroup memory by each workgroup for its rows (skinny, dequant, both integer versions;
- * bit for bit the host's tables), or per decoded weight with the hardware exp2 in "fused"
- * (its main is gemm_reg.wgsl's, shared with the dense GEMM; a few f32 ulps off the LUT).
+ * workgroup memory by each workgroup for its rows (skinny, dequant, integer "cpu"; bit for
+ * bit the host's tables), or per decoded weight with the hardware exp2 in "fused" (its main
+ * is gemm_reg.wgsl's, shared with the dense GEMM; a few f32 ulps off the LUT). The integer
+ * "tiled" version expands the int8 tables once per call into a transient MODE 2 table
+ * (N·(1 + 2^b/4) words) and runs as MODE 2 (`tune.tables: "workgroup"` builds them per
+ * workgroup instead, as the others do).
  *
  * Integer sums match the reference bit for bit (`raw: true` stores them); float outputs
  * match within f32 rounding of the epilogue.
@@ -53,6 +56,7 @@ import ioA16Src from "../../wgsl/qgemm_io_a16.wgsl" with { type: "text" };
 import ioA16hSrc from "../../wgsl/qgemm_io_a16h.wgsl" with { type: "text" };
 import skinnySrc from "../../wgsl/qgemm_skinny.wgsl" with { type: "text" };
 import decodeSrc from "../../wgsl/qgemm_decode.wgsl" with { type: "text" };
+import decodeLutsSrc from "../../wgsl/qgemm_decode_luts.wgsl" with { type: "text" };
 import intSrc from "../../wgsl/qgemm_int.wgsl" with { type: "text" };
 import intCpuSrc from "../../wgsl/qgemm_int_cpu.wgsl" with { type: "text" };
 import ioW4Src from "../../wgsl/qgemm_int_io_w4.wgsl" with { type: "text" };
@@ -96,8 +100,14 @@ export interface IntTune {
   /** K tile in words (4 int8 each): 4 (default) or 8. */
   bkw?: number;
   /**
-   * TLQ compact (MODE 6) at 4 bits: load the codes' word with the next tile and decode it
-   * after the multiply (true; not yet timed on a GPU), or decode it when loaded (default).
+   * TLQ compact (MODE 6): where its int8 tables come from. "expand" (default): a small
+   * launch writes them in MODE 2's layout (N·(1 + 2^b/4) words, for this call only) and the
+   * GEMM runs as MODE 2; "workgroup": every workgroup of the GEMM builds its rows' tables.
+   */
+  tables?: "expand" | "workgroup";
+  /**
+   * With tables "workgroup", at 4 bits: load the codes' word with the next tile and decode
+   * it after the multiply (true), or decode it when loaded (default).
    */
   late?: boolean;
 }
@@ -313,9 +323,9 @@ export function qgemmInt(
     wq,
     xa.scales,
   ];
-  const mode = w.int.mode;
+  let mode = w.int.mode;
   if (version === "tiled") {
-    const t = { tx: 16, ty: 16, bkw: 4, ...opts.tune };
+    const t = { tx: 16, ty: 16, bkw: 4, tables: "expand", ...opts.tune };
     const loads = [8 * t.ty * t.bkw / (t.tx * t.ty), 8 * t.tx * t.bkw / (t.tx * t.ty)];
     if (
       ![4, 8].includes(t.bkw) || t.tx > 16 || t.ty > 16 || loads.some((l) => ![1, 2, 4].includes(l))
@@ -325,6 +335,17 @@ export function qgemmInt(
           JSON.stringify(t)
         } must have bkw 4 or 8, tx, ty ≤ 16 and 1, 2 or 4 words per tile load`,
       );
+    }
+    let wq = w.int.params;
+    let tables: Tensor | undefined;
+    if (mode === 6 && t.tables === "expand") {
+      // The tables once for this call instead of once per workgroup (1152 times at 4096²).
+      tables = createTensor(rt, [N * (1 + 2 ** w.bits / 4)], "u32");
+      decodeLaunch(rec, base, "int8_luts", w, tables, N);
+      wq = tables;
+      mode = 2;
+    } else if (t.tables !== "expand" && t.tables !== "workgroup") {
+      throw new RangeError(`${who}: tune tables must be "expand" or "workgroup"`);
     }
     const [libs, tag] = decLibs(mode, true);
     const consts: Record<string, number> = {
@@ -348,7 +369,8 @@ export function qgemmInt(
       ...base,
       consts,
       grid: [Math.ceil(N / (8 * t.tx)), Math.ceil(M / (8 * t.ty))],
-    }, operands(w.codes, w.int.params));
+    }, operands(w.codes, wq));
+    tables?.release();
     return out;
   }
   if (version !== "cpu") {
@@ -361,28 +383,12 @@ export function qgemmInt(
   if (mode !== 3) {
     const temp = createTensor(rt, [N, K4], "u32");
     temps.push(temp);
-    const [libs, tag] = decLibs(mode, true);
-    const decode = (what: string, entry: string, o: Tensor, lanes: number) => {
-      const spec = makeSpec(
-        `qgemm_decode_${what}${tag}`,
-        decodeSrc,
-        "f32",
-        libs,
-        ["uniform", "read", "read", "read_write", "read"],
-        entry,
-      );
-      rec.dispatch(spec, {
-        ...base,
-        consts: { WG: 64, BITS: w.bits, MODE: mode },
-        grid: grid1d(Math.ceil(lanes / 64)),
-      }, [w.codes, w.codes, o, w.int!.params]);
-    };
-    decode("int8", "to_int8", temp, N * K4);
+    decodeLaunch(rec, base, "to_int8", w, temp, N * K4);
     wi = temp;
     if (mode === 6) { // TLQ compact: the row scales the epilogue reads, rebuilt once too
       wq = createTensor(rt, [N], "u32");
       temps.push(wq);
-      decode("scales", "row_scales", wq, N);
+      decodeLaunch(rec, base, "row_scales", w, wq, N);
     }
   }
   const wide = K4 % 4 === 0;
@@ -401,4 +407,33 @@ export function qgemmInt(
   }, operands(wi, wq));
   temps.forEach((t) => t.release());
   return out;
+}
+
+/**
+ * One launch of qgemm_decode.wgsl's `entry` over `lanes` lanes: decodes the integer
+ * parameters of `w` (its own MODE) into `o`.
+ */
+function decodeLaunch(
+  rec: Recorder,
+  base: Omit<QParams, "consts" | "grid">,
+  entry: "to_int8" | "row_scales" | "int8_luts",
+  w: QWeightGpu,
+  o: Tensor,
+  lanes: number,
+): void {
+  const mode = w.int!.mode;
+  const [libs, tag] = decLibs(mode, true);
+  const spec = makeSpec(
+    `qgemm_decode_${entry}${tag}`,
+    decodeSrc,
+    "f32",
+    entry === "int8_luts" ? [...libs, decodeLutsSrc] : libs,
+    ["uniform", "read", "read", "read_write", "read"],
+    entry,
+  );
+  rec.dispatch(spec, {
+    ...base,
+    consts: { WG: 64, BITS: w.bits, MODE: mode },
+    grid: grid1d(Math.ceil(lanes / 64)),
+  }, [w.codes, w.codes, o, w.int!.params]);
 }

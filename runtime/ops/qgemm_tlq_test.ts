@@ -12,7 +12,7 @@ import {
   qgemmIntRef,
   tlqCompactWords,
 } from "../reference/qgemm.ts";
-import { qgemmA16, qgemmInt, uploadQWeight } from "./qgemm.ts";
+import { type IntTune, qgemmA16, qgemmInt, uploadQWeight } from "./qgemm.ts";
 import { decLibs } from "./qgemm_tlq.ts";
 import {
   A16,
@@ -123,14 +123,19 @@ Deno.test(
           const { xa, x8, xScale } = await quantized(rt, c, bits);
           const ref = qgemmIntRef(x8, xScale, w8, lut.scale, M, N, K);
           for (const version of INT_VERSIONS) {
-            // The tiled kernel also with its decode after the multiply (the A/B knob).
-            const tunes = version === "tiled" ? [undefined, { late: true }] : [undefined];
+            // The tiled kernel: tables expanded per call (default), or built per workgroup,
+            // decoding when loaded or after the multiply.
+            const tunes: (IntTune | undefined)[] = version === "tiled"
+              ? [undefined, { tables: "workgroup" }, { tables: "workgroup", late: true }]
+              : [undefined];
             for (const tune of tunes) {
               const rec = new Recorder(rt);
               const y = qgemmInt(rec, xa, w, { version, raw: true, tune });
               await rec.submit();
               const got = new Int32Array((await readTensor(rt, y)).buffer);
-              const what = `${M}x${N}x${K} ${kind} A${bits} ${version}${tune ? " late" : ""}`;
+              const what = `${M}x${N}x${K} ${kind} A${bits} ${version} ${
+                JSON.stringify(tune ?? {})
+              }`;
               assertSums(got, ref.acc, what);
               y.release();
             }
