@@ -15,7 +15,8 @@
  *   "before" of the tiled path; on a CPU adapter rotq_outlier_tiled_128x1152 forces the
  *   tiled path instead (its default there is the row kernel); on GPUs
  *   rotq_outlier_tiled_ty8_4096x1152 runs the tiled kernels with 64-token tiles (576
- *   workgroups of 128 invocations instead of 288 of 256), a tuning alternative;
+ *   workgroups of 128 invocations instead of 288 of 256), and rotq_outlier_tiled_ty4_… with
+ *   32-token tiles and k slices of 8 (1152 workgroups of 64), tuning alternatives;
  * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
  *   cost of quantizing without a rotation;
  * - gemm_w4a8_4096x1152x4608 (TOP/s): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
@@ -119,7 +120,7 @@ async function checkCodes(
 }
 
 /** Which outlier kernel a case forces ("default": the adapter's choice). */
-type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8";
+type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8" | "tiled_ty4";
 
 function rotqCase(
   kind: "hadamard" | "outlier" | "actquant",
@@ -134,6 +135,8 @@ function rotqCase(
     ? {}
     : path === "tiled_ty8"
     ? { kernel: "tiled", ty: 8, bk: 16 }
+    : path === "tiled_ty4"
+    ? { kernel: "tiled", ty: 4, bk: 8 }
     : { kernel: path };
   const tiled = path !== "rows" && (path !== "default" || (onGpu && !!outlierTile(rt, B)));
   return {
@@ -310,6 +313,7 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   suite.add(rotqCase("outlier", dt));
   if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "rows" : "tiled"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty8"));
+  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty4"));
   suite.add(rotqCase("actquant", dt));
 }
 suite.add(w4a8Case());
