@@ -312,7 +312,7 @@ export async function ablation(args: string[]): Promise<number> {
     for (const r of done) r.model_sha ??= modelSha;
     const file = await mergeAblation(`${base}.json`, {
       ...resultsHeader(rt.info.description, await gitCommit(), command),
-      ...(mass ? { results: massKeptResults(mass) } : {}),
+      ...(mass ? { results: massKeptResults(mass, ["row_major", "chosen"]) } : {}),
       extra: {
         prompts: m.prompts,
         seeds: m.seeds,

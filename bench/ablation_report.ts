@@ -124,12 +124,16 @@ export function ablationMarkdown(f: AblationFile, svg = `${f.date}_ablation.svg`
 }
 
 /** The PARO mass-kept table, when the file has the figures. */
-/** PARO's mass-kept figures as named results: `paro_mass_kept_d30_held_out_chosen`, … */
-export function massKeptResults(
-  mass: { density: number; evaluated_on: string; row_major: number; chosen: number }[],
+/**
+ * PARO's mass-kept figures as named results (BENCHMARKS.md's format):
+ * `paro_mass_kept_d30_held_out_chosen`, … — one per row and key in `keys`.
+ */
+export function massKeptResults<K extends string>(
+  mass: ({ density: number; evaluated_on: string } & Record<K, number>)[],
+  keys: readonly K[],
 ): { name: string; value: number; unit: string }[] {
   return mass.flatMap((r) =>
-    (["row_major", "chosen"] as const).map((k) => ({
+    keys.map((k) => ({
       name: `paro_mass_kept_d${Math.round(r.density * 100)}_${r.evaluated_on}_${k}`,
       value: r[k],
       unit: "share of attention mass",

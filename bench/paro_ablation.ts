@@ -37,6 +37,7 @@ import {
 } from "../runtime/quant/paro_plan.ts";
 import { PARO_CALIBRATION_PROMPTS, ParoSelfAttention } from "../plugins/attention/paro.ts";
 import { denseAttention } from "../plugins/attention/dense.ts";
+import { massKeptResults } from "./ablation_report.ts";
 import { deviceSlug, gitCommit, resultsHeader, today } from "./harness.ts";
 
 const args = parseArgs({
@@ -281,24 +282,13 @@ if (args.values.only === "mass") {
   pipe.release();
 }
 
-/** The mass figures as named results (BENCHMARKS.md's format): `paro_mass_kept_d30_held_out_chosen`, … */
-function massResults(m: MassRow[]): { name: string; value: number; unit: string }[] {
-  return m.flatMap((r) =>
-    (["row_major", "chosen", "chosen_extended", "oracle"] as const).map((k) => ({
-      name: `paro_mass_kept_d${Math.round(r.density * 100)}_${r.evaluated_on}_${k}`,
-      value: r[k],
-      unit: "share of attention mass",
-    }))
-  );
-}
-
 const file = {
   ...resultsHeader(
     rt.info.description,
     await gitCommit(),
     `deno run -A bench/paro_ablation.ts ${Deno.args.join(" ")}`.trim(),
   ),
-  results: massResults(massRows),
+  results: massKeptResults(massRows, ["row_major", "chosen", "chosen_extended", "oracle"]),
   rows,
   mass_kept: massRows,
   extra: {

@@ -323,7 +323,7 @@ export function qgemmInt(
     wq,
     xa.scales,
   ];
-  let mode = w.int.mode;
+  const mode = w.int.mode;
   if (version === "tiled") {
     const t = { tx: 16, ty: 16, bkw: 4, tables: "expand", ...opts.tune };
     const loads = [8 * t.ty * t.bkw / (t.tx * t.ty), 8 * t.tx * t.bkw / (t.tx * t.ty)];
@@ -336,18 +336,16 @@ export function qgemmInt(
         } must have bkw 4 or 8, tx, ty ≤ 16 and 1, 2 or 4 words per tile load`,
       );
     }
-    let wq = w.int.params;
-    let tables: Tensor | undefined;
-    if (mode === 6 && t.tables === "expand") {
-      // The tables once for this call instead of once per workgroup (1152 times at 4096²).
-      tables = createTensor(rt, [N * (1 + 2 ** w.bits / 4)], "u32");
-      decodeLaunch(rec, base, "int8_luts", w, tables, N);
-      wq = tables;
-      mode = 2;
-    } else if (t.tables !== "expand" && t.tables !== "workgroup") {
+    if (t.tables !== "expand" && t.tables !== "workgroup") {
       throw new RangeError(`${who}: tune tables must be "expand" or "workgroup"`);
     }
-    const [libs, tag] = decLibs(mode, true);
+    // TLQ compact: the tables once for this call instead of once per workgroup (1152 times
+    // at 4096²), in MODE 2's layout, and the GEMM runs as MODE 2.
+    const expand = mode === 6 && t.tables === "expand";
+    const tables = expand ? createTensor(rt, [N * (1 + 2 ** w.bits / 4)], "u32") : undefined;
+    if (tables) decodeLaunch(rec, base, "int8_luts", w, tables, N);
+    const gemmMode = expand ? 2 : mode;
+    const [libs, tag] = decLibs(gemmMode, true);
     const consts: Record<string, number> = {
       TX: t.tx,
       TY: t.ty,
@@ -355,9 +353,9 @@ export function qgemmInt(
       LATE: t.late ? 1 : 0,
       ...flags,
       BITS: w.bits,
-      MODE: mode,
+      MODE: gemmMode,
     };
-    if (tag) checkTable(rt, who, 8 * t.tx, mode, w.bits, 2 * 512 * 16); // + the tile buffers
+    if (tag) checkTable(rt, who, 8 * t.tx, gemmMode, w.bits, 2 * 512 * 16); // + the tile buffers
     const spec = makeSpec(
       `qgemm_int_tiled_${dt}_${dot}${tag}`,
       intSrc,
@@ -369,7 +367,7 @@ export function qgemmInt(
       ...base,
       consts,
       grid: [Math.ceil(N / (8 * t.tx)), Math.ceil(M / (8 * t.ty))],
-    }, operands(w.codes, wq));
+    }, operands(w.codes, tables ?? w.int.params));
     tables?.release();
     return out;
   }
