@@ -8,15 +8,14 @@
  *
  * Rows (GPU; the CPU adapter runs M = 128 and names rows by that shape):
  * - rotq_hadamard_4096x1152, rotq_outlier_4096x1152 (ms): f32 input, 8-bit codes; `_f16`
- *   variants read f16 activations. rotq_outlier runs the adapter's default path (GPU: the
- *   tiled kernels, wgsl/rotq_outlier_tiled.wgsl + rotq_outlier_quant.wgsl, three launches
- *   timed as one figure; CPU: the row kernel);
- * - rotq_outlier_rows_4096x1152 (ms): the row kernel (wgsl/rotq_outlier.wgsl) forced, the
- *   "before" of the tiled path; on a CPU adapter rotq_outlier_tiled_128x1152 forces the
- *   tiled path instead (its default there is the row kernel); on GPUs
- *   rotq_outlier_tiled_ty8_4096x1152 runs the tiled kernels with 64-token tiles (576
- *   workgroups of 128 invocations instead of 288 of 256), and rotq_outlier_tiled_ty4_… with
- *   32-token tiles and k slices of 8 (1152 workgroups of 64), tuning alternatives;
+ *   variants read f16 activations. rotq_outlier runs the default path: the fused kernel,
+ *   wgsl/rotq_outlier_fused.wgsl, one launch with 8 token rows a workgroup in workgroup
+ *   memory (4 where memory is 32 KiB, as on lavapipe);
+ * - on GPUs, the paths it replaced, forced: rotq_outlier_tiled_4096x1152 (two tiled block
+ *   GEMMs, wgsl/rotq_outlier_tiled.wgsl, + rotq_outlier_quant.wgsl: three launches timed as
+ *   one figure), rotq_outlier_tiled_ty8_… (64-token tiles), rotq_outlier_rows_… (the row
+ *   kernel, wgsl/rotq_outlier.wgsl); rotq_outlier_fused_t4_… runs the fused kernel with 4
+ *   tokens a workgroup; on a CPU adapter rotq_outlier_rows_128x1152 forces the row kernel;
  * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
  *   cost of quantizing without a rotation;
  * - gemm_w4a8_4096x1152x4608 (TOP/s): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
@@ -45,6 +44,7 @@ import {
   rotqOutlier,
 } from "../runtime/ops/rotq.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
+import { fusedTokens } from "../runtime/ops/rotq_outlier_fused.ts";
 import {
   quantizeRows,
   randomOrthogonal,
@@ -120,7 +120,22 @@ async function checkCodes(
 }
 
 /** Which outlier kernel a case forces ("default": the adapter's choice). */
-type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8" | "tiled_ty4";
+type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8" | "fused" | "fused_t4";
+
+/** The kernel an outlier case runs, in words. */
+function kernelOf(path: OutlierPath): string {
+  const p = path !== "default"
+    ? path
+    : fusedTokens(rt, K, B)
+    ? "fused"
+    : onGpu && outlierTile(rt, B)
+    ? "tiled"
+    : "rows";
+  if (p.startsWith("fused")) {
+    return `fused kernel (${p === "fused_t4" ? 4 : fusedTokens(rt, K, B)} tokens a workgroup)`;
+  }
+  return p.startsWith("tiled") ? "tiled kernels" : "row kernel";
+}
 
 function rotqCase(
   kind: "hadamard" | "outlier" | "actquant",
@@ -135,10 +150,9 @@ function rotqCase(
     ? {}
     : path === "tiled_ty8"
     ? { kernel: "tiled", ty: 8, bk: 16 }
-    : path === "tiled_ty4"
-    ? { kernel: "tiled", ty: 4, bk: 8 }
+    : path === "fused_t4"
+    ? { kernel: "fused", tokens: 4 }
     : { kernel: path };
-  const tiled = path !== "rows" && (path !== "default" || (onGpu && !!outlierTile(rt, B)));
   return {
     name,
     unit: "ms",
@@ -179,9 +193,7 @@ function rotqCase(
           return r.submit();
         },
         note: `${
-          kind === "outlier"
-            ? `${tiled ? "tiled kernels" : "row kernel"}; ${fused ? "fused" : "unfused"} FMA; `
-            : ""
+          kind === "outlier" ? `${kernelOf(path)}; ${fused ? "fused" : "unfused"} FMA; ` : ""
         }${note}`,
       };
     },
@@ -229,17 +241,16 @@ function w4a8Case(): BenchCase {
         }
         return [acc, mag];
       });
-      y.release();
       return {
         device: rt.device,
         run: (reps) => {
+          // Into setup's output: a sample runs in chunks, and a fresh 75 MB output per chunk
+          // timed the allocation (2.9 TFLOP/s on the H200 at 564fd9d).
           const r = new Recorder(rt);
-          const o = qgemmInt(r, xa, w); // first call allocates; the rest write into it
-          for (let i = 1; i < reps; i++) qgemmInt(r, xa, w, { out: o });
-          const done = r.submit();
-          o.release();
-          return done;
+          for (let i = 0; i < reps; i++) qgemmInt(r, xa, w, { out: y });
+          return r.submit();
         },
+        dispose: () => y.release(),
         value: (ms) => rate(2 * M * N * K, ms),
         note: `qgemmInt (uniform W4 per row, A8 from rotq_hadamard); ${note}`,
       };
@@ -311,9 +322,10 @@ const suite = new BenchSuite({
 for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   suite.add(rotqCase("hadamard", dt));
   suite.add(rotqCase("outlier", dt));
-  if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "rows" : "tiled"));
+  if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "tiled" : "rows"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty8"));
-  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty4"));
+  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t4"));
+  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "rows"));
   suite.add(rotqCase("actquant", dt));
 }
 suite.add(w4a8Case());

@@ -114,11 +114,11 @@ export interface IntTune {
 
 /** Tile knobs of the skinny kernel (benchmarks and tuning). */
 export interface SkinnyTune {
-  /** Invocations along K; default 16. */
+  /** Invocations along K; default 8. */
   kl?: number;
   /** Column groups of 4; default 16 (KL·CG ≤ 256). */
   cg?: number;
-  /** Rows per workgroup, ≤ 16; default 8. */
+  /** Rows per workgroup, ≤ 16; default min(16, M). */
   mr?: number;
   /** Two k steps an iteration, their loads issued together (A/B benchmarks); default false. */
   k2?: boolean;
@@ -211,9 +211,10 @@ export function qgemmA16(
     const [libs] = decLibs(a.mode, false);
     spec = makeSpec(`qgemm_a16_fused_${dt}`, regSrc, dt, [commonSrc, ...libs, io], GEMM_BINDINGS);
   } else if (version === "skinny") {
-    const kl = opts.tune?.kl ?? 16;
+    // Default from the H200 sweep (2026-11-27_qgemm_s8): 128 invocations, 16 rows a group.
+    const kl = opts.tune?.kl ?? 8;
     const cg = opts.tune?.cg ?? 16;
-    const mr = opts.tune?.mr ?? 8;
+    const mr = opts.tune?.mr ?? Math.max(1, Math.min(16, M));
     if (kl * cg > 256 || mr < 1 || mr > 16) {
       throw new RangeError(`${who}: skinny tune needs kl·cg ≤ 256 and mr in [1, 16]`);
     }

@@ -4,9 +4,11 @@
  * - {@linkcode rotqHadamard}: x ⊙ s, then a fast Walsh–Hadamard transform of every
  *   `block`-wide block (s = random signs / (smoothing · √block)), then int8 codes + scales;
  * - {@linkcode rotqOutlier}: x ⊙ s, block · Q1, permutation, block · Q2, then codes + scales.
- *   On GPUs two register-tiled block GEMMs (wgsl/rotq_outlier_tiled.wgsl, through a
- *   scratch of the permuted stage-1 rows) and a quantize pass (rotq_outlier_quant.wgsl);
- *   on CPU adapters one row-per-workgroup kernel (wgsl/rotq_outlier.wgsl). Same values.
+ *   One launch that keeps T token rows in workgroup memory through both stages
+ *   (wgsl/rotq_outlier_fused.wgsl) where they fit (K ≤ 12 blocks); else, on GPUs, two
+ *   register-tiled block GEMMs (wgsl/rotq_outlier_tiled.wgsl, through a scratch of the
+ *   permuted stage-1 rows) and a quantize pass (rotq_outlier_quant.wgsl), and on CPU
+ *   adapters one row-per-workgroup kernel (wgsl/rotq_outlier.wgsl). Same values.
  *
  * Each reads the activations once and writes {@linkcode QuantizedActivations} (codes four
  * per u32, one f32 scale per row). {@linkcode rotateHadamard} / {@linkcode rotateOutlier}
@@ -45,6 +47,7 @@ import {
   tileProblem,
   workgroupBytes,
 } from "./rotq_outlier_tiled.ts";
+import { fusedProblem, fusedTokens, recordFused } from "./rotq_outlier_fused.ts";
 
 export { type OutlierKernelOptions, type OutlierTile, outlierTile };
 import hadSrc from "../../wgsl/rotq_hadamard.wgsl" with { type: "text" };
@@ -278,14 +281,29 @@ function recordOutlier(
   if (t.dest.size !== K || t.dest.dtype !== "u32") {
     throw new RangeError(`${what}: dest must be u32 [${K}], got ${t.dest.dtype} [${t.dest.shape}]`);
   }
-  if (opts.kernel !== undefined && opts.kernel !== "tiled" && opts.kernel !== "rows") {
-    throw new RangeError(`${what}: opts.kernel must be "tiled" or "rows", got ${opts.kernel}`);
+  if (opts.kernel !== undefined && !["fused", "tiled", "rows"].includes(opts.kernel)) {
+    throw new RangeError(
+      `${what}: opts.kernel must be "fused", "tiled" or "rows", got ${opts.kernel}`,
+    );
   }
   const rt = rec.runtime;
   const words = Math.ceil(K / 4);
+  // The fused path: asked for, or when quantizing and the rows fit (on lavapipe too: 1.6×
+  // faster than the row kernel at 128×1152).
+  let tokens = 0;
+  if (opts.kernel === "fused" || opts.tokens !== undefined) {
+    if (!quant) throw new RangeError(`${what}: the fused kernel only quantizes; use "tiled"`);
+    tokens = opts.tokens ?? fusedTokens(rt, K, B);
+    const why = fusedProblem(rt, K, B, tokens || 1);
+    if (why) throw new RangeError(`${what}: the fused kernel cannot run here: ${why}`);
+  } else if (!opts.kernel && quant && !opts.ty && !opts.bk) {
+    tokens = fusedTokens(rt, K, B);
+  }
   // The tiled path: asked for, or on a GPU when a tile fits and the scratch binds.
   let tile: OutlierTile | undefined;
-  if (opts.kernel === "tiled" || opts.ty !== undefined || opts.bk !== undefined) {
+  if (tokens) {
+    // fused: neither tile nor rows
+  } else if (opts.kernel === "tiled" || opts.ty !== undefined || opts.bk !== undefined) {
     const def = outlierTile(rt, B);
     tile = { ty: opts.ty ?? def?.ty ?? 16, bk: opts.bk ?? def?.bk ?? 16 };
     const why = tileProblem(rt, B, tile.ty, tile.bk);
@@ -295,14 +313,18 @@ function recordOutlier(
     const maxBind = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
     if (tile && K * Math.ceil(M / (8 * tile.ty)) * 8 * tile.ty * 4 > maxBind) tile = undefined;
   }
-  const rows = tile ? 0 : opts.rows ?? outlierRowsPerGroup(rt, K, B);
-  if (!tile && (rows < 1 || rows > 4 || (2 * rows * K + rows * B) * 4 > workgroupBytes(rt))) {
+  const rows = tile || tokens ? 0 : opts.rows ?? outlierRowsPerGroup(rt, K, B);
+  if (
+    !tile && !tokens && (rows < 1 || rows > 4 || (2 * rows * K + rows * B) * 4 > workgroupBytes(rt))
+  ) {
     throw new RangeError(`${what}: K = ${K} does not fit this adapter's workgroup memory`);
   }
   const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
   const scales = quant ? createTensor(rt, [M], "f32") : undefined;
   const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
-  if (M > 0 && tile) {
+  if (M > 0 && tokens) {
+    recordFused(rec, x, t, tokens, M, K, { codes: codes!, scales: scales! }, bits);
+  } else if (M > 0 && tile) {
     recordTiled(rec, x, t, tile, M, K, { codes, scales, y }, bits);
   } else if (M > 0) {
     rec.dispatch(
@@ -389,8 +411,8 @@ export async function detectFmaContraction(rt: Runtime): Promise<boolean> {
 }
 
 /**
- * Self-check for `deno task doctor`: the hadamard kernel and both outlier paths (row and
- * tiled kernels) on small odd shapes against the CPU reference; codes must match exactly
+ * Self-check for `deno task doctor`: the hadamard kernel and the three outlier paths (row,
+ * tiled and fused kernels) on small odd shapes against the CPU reference; codes must match exactly
  * (maxError = codes that differ).
  */
 export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
@@ -424,6 +446,7 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   const h = rotqHadamard(rec, xt, { s: st, block: B });
   const o = rotqOutlier(rec, xt, ot, 8, { kernel: "rows" });
   const ot2 = rotqOutlier(rec, xt, ot, 8, { kernel: "tiled" });
+  const of = rotqOutlier(rec, xt, ot, 8, { kernel: "fused" });
   await rec.submit();
   const outRef = quantizeRows(
     rotateOutlierRef(x, M, K, { s, q1: q, q2: q, perm, block: B }, fused),
@@ -431,10 +454,15 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
     K,
     8,
   );
-  const refs = [quantizeRows(rotateHadamardRef(x, M, K, s, B), M, K, 8), outRef, outRef];
-  const names = ["rotq_hadamard_f32", "rotq_outlier_rows_f32", "rotq_outlier_tiled_f32"];
+  const refs = [quantizeRows(rotateHadamardRef(x, M, K, s, B), M, K, 8), outRef, outRef, outRef];
+  const names = [
+    "rotq_hadamard_f32",
+    "rotq_outlier_rows_f32",
+    "rotq_outlier_tiled_f32",
+    "rotq_outlier_fused_f32",
+  ];
   const out: SelfCheckResult[] = [];
-  for (const [i, got] of [h, o, ot2].entries()) {
+  for (const [i, got] of [h, o, ot2, of].entries()) {
     const words = (await readTensorRaw(rt, got.q)) as Uint32Array;
     const codes = unpackCodes(words, M, K);
     let bad = 0;

@@ -70,8 +70,14 @@ export function rotqSpec<P>(
 
 /** Kernel choice of {@linkcode rotqOutlier} / {@linkcode rotateOutlier} (tuning, tests). */
 export interface OutlierKernelOptions {
-  /** "tiled": the block-GEMM kernels (GPU default); "rows": the row kernel (CPU default). */
-  kernel?: "tiled" | "rows";
+  /**
+   * "fused": one launch, T token rows in workgroup memory (the default of rotqOutlier
+   * where they fit); "tiled": the block-GEMM kernels (the GPU default otherwise, and of
+   * rotateOutlier); "rows": the row kernel (the CPU adapters' default otherwise).
+   */
+  kernel?: "fused" | "tiled" | "rows";
+  /** Fused kernel: tokens per workgroup (1, 2, 4, 8 or 16); default as memory allows. */
+  tokens?: number;
   /** Rows kernel: token rows per workgroup (1, 2 or 4); default as memory allows. */
   rows?: number;
   /** Tiled kernel: invocations along tokens (a tile is 8·ty tokens); default searched. */

@@ -245,6 +245,61 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "rotqOutlier fused kernel matches the CPU reference exactly (codes, scales)",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const fused = await detectFmaContraction(rt);
+      const g = new Prng(23);
+      // [M, K, B, tokens, bits, f16]: tokens not a multiple of the workgroup's, one token,
+      // the most blocks (12), one block, A4/A6, f16 activations; tokens 0 = the default.
+      const cases = [
+        [37, 96, 32, 4, 8, 0],
+        [1, 96, 32, 8, 8, 0],
+        [5, 384, 32, 2, 4, 0],
+        [11, 64, 64, 0, 6, 0],
+        [9, 192, 32, 4, 8, 1],
+      ];
+      for (const [M, K, B, tokens, bits, half] of cases) {
+        if (half && !rt.info.f16) continue;
+        const x = activations(M, K, M * K + 3, !!half);
+        const { t, params } = outlierCase(rt, K, B, g);
+        const xt = uploadTensor(rt, x, [M, K], half ? "f16" : "f32");
+        const opts = tokens ? { kernel: "fused" as const, tokens } : { kernel: "fused" as const };
+        const rec = new Recorder(rt);
+        const q = rotqOutlier(rec, xt, t, bits, opts);
+        await rec.submit();
+        const v = rotateOutlierRef(x, M, K, params, fused);
+        const what = `fused ${M}×${K}/${B} tokens ${tokens} A${bits}${half ? " f16" : ""}`;
+        assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, bits), what);
+        if (M > 2) assertEquals((await readTensor(rt, q.scales))[2], 0, "the zero row");
+      }
+    });
+  },
+);
+
+Deno.test("rotqOutlier fused kernel rejects what it cannot run", gpuTest, async () => {
+  await withRuntime((rt) => {
+    const { t } = outlierCase(rt, 416, 32, new Prng(2)); // 13 blocks
+    const x = uploadTensor(rt, new Float32Array(832), [2, 416]);
+    const rec = new Recorder(rt);
+    assertThrows(
+      () => rotqOutlier(rec, x, t, 8, { kernel: "fused" }),
+      RangeError,
+      "more than 12 blocks",
+    );
+    const small = outlierCase(rt, 64, 32, new Prng(3)).t;
+    const x64 = uploadTensor(rt, new Float32Array(128), [2, 64]);
+    assertThrows(() => rotqOutlier(rec, x64, small, 8, { tokens: 3 }), RangeError, "tokens 3");
+    assertThrows(
+      () => rotateOutlier(rec, x64, small, { kernel: "fused" }),
+      RangeError,
+      "only quantizes",
+    );
+  });
+});
+
 Deno.test("rotqOutlier tiled kernel reads f16 activations", gpuTest, async () => {
   await withRuntime(async (rt) => {
     if (!rt.info.f16) return;

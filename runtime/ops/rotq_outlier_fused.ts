@@ -1,0 +1,85 @@
+/**
+ * The outlier-aware rotate + quantize in one launch (wgsl/rotq_outlier_fused.wgsl): a
+ * workgroup keeps T token rows in workgroup memory through both block products, the
+ * permutation and the quantizer. The default of rotqOutlier (rotq.ts) where the rows fit
+ * (K ≤ 12 blocks); the tiled path (rotq_outlier_tiled.ts) or the row kernel runs otherwise.
+ *
+ * @module
+ */
+import type { StorageType } from "../gpu/compose.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import type { OutlierTransformTensors } from "./rotq.ts";
+import { rotqSpec, workgroupBytes } from "./rotq_outlier_tiled.ts";
+import fusedSrc from "../../wgsl/rotq_outlier_fused.wgsl" with { type: "text" };
+
+/** Most blocks a row may have (the kernel's named accumulators). */
+export const FUSED_MAX_BLOCKS = 12;
+
+/** Why T tokens a workgroup do not suit K and block B on this adapter, or "" when they do. */
+export function fusedProblem(rt: Runtime, K: number, B: number, tokens: number): string {
+  if (B % 4 !== 0 || K % B !== 0) return `block ${B} must be a multiple of 4 dividing K = ${K}`;
+  if (K / B > FUSED_MAX_BLOCKS) return `K = ${K} has more than ${FUSED_MAX_BLOCKS} blocks`;
+  if (![1, 2, 4, 8, 16].includes(tokens)) return `tokens ${tokens} must be 1, 2, 4, 8 or 16`;
+  const lim = rt.info.limits;
+  if ((B / 4) * tokens > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) {
+    return "too many invocations";
+  }
+  if (
+    B / 4 > (lim.maxComputeWorkgroupSizeX ?? 256) || tokens > (lim.maxComputeWorkgroupSizeY ?? 256)
+  ) {
+    return "workgroup size over the adapter's limits";
+  }
+  if ((tokens * K + tokens * B / 4) * 4 > workgroupBytes(rt)) return "workgroup memory";
+  return "";
+}
+
+/**
+ * Tokens per workgroup for the fused kernel: 8 (256 invocations at block 128), else the
+ * most that fit; 0 when none does.
+ */
+export function fusedTokens(rt: Runtime, K: number, B: number): number {
+  for (const t of [8, 4, 2, 1]) if (!fusedProblem(rt, K, B, t)) return t;
+  return 0;
+}
+
+interface FusedParams {
+  M: number;
+  K: number;
+  block: number;
+  tokens: number;
+  bits: number;
+}
+
+const specs = new Map<StorageType, KernelSpec<FusedParams>>();
+function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
+  let spec = specs.get(storage);
+  if (!spec) {
+    spec = rotqSpec(`rotq_outlier_fused_${storage}`, fusedSrc, storage, [5, 2], {
+      constants: (p) => ({ B: p.block, T: p.tokens, NB: p.K / p.block, BITS: p.bits }),
+      uniform: (p) => [p.M, p.K, 0, 0],
+      dispatch: (p) => grid1d(Math.ceil(p.M / p.tokens)),
+    });
+    specs.set(storage, spec);
+  }
+  return spec;
+}
+
+/** Records the fused kernel: x [M, K] → codes [M, K/4] u32 + scales [M] f32. */
+export function recordFused(
+  rec: Recorder,
+  x: Tensor,
+  t: OutlierTransformTensors,
+  tokens: number,
+  M: number,
+  K: number,
+  out: { codes: Tensor; scales: Tensor },
+  bits: number,
+): void {
+  rec.dispatch(
+    fusedSpec(x.dtype as StorageType),
+    { M, K, block: t.block, tokens, bits },
+    [x, t.s, t.q1, t.q2, t.dest, out.codes, out.scales],
+  );
+}

@@ -1,0 +1,168 @@
+// Outlier-aware rotate + per-token quantize in one launch, for GPUs when T whole token rows
+// fit in workgroup memory (K ≤ 12 blocks). The tiled path (rotq_outlier_tiled.wgsl) runs
+// two block GEMMs through [K, Mp] and [M, K] scratch, then a quantize pass; here a
+// workgroup keeps its T rows (x ⊙ s) in workgroup memory through both stages.
+//
+// Invocation (column group cg, token tk) computes columns 4·cg..4·cg+3 of every block of
+// its token, in NB named vec4 accumulators (a private array indexed in a loop may be put in
+// local memory). A warp is one token's column groups: its reads of the rows are broadcasts
+// and its Q reads one contiguous row. Stage 1 multiplies by Q1 and scatters the results
+// through the permutation (column c of the row goes to dest[c]) back into workgroup memory;
+// stage 2 multiplies by Q2; then the row's absmax (exact: max does not round) and the
+// codes, with the operations of rotq_outlier_quant.wgsl. Each output is the sum over
+// i = 0..B−1 in order of `acc + v_i·Q[i][j]`, the expression of the CPU reference
+// (runtime/reference/rotq.ts), so the codes match it bit for bit. Only main touches the
+// override-sized workgroup arrays (naga panics when a function reads them).
+override B: u32 = 128u; // block: a multiple of 4, B/4·T invocations
+override T: u32 = 8u;   // tokens per workgroup
+override NB: u32 = 9u;  // blocks per row (K / B), 1..12
+override BITS: u32 = 8u;
+
+struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<DT4>;
+@group(0) @binding(2) var<storage, read> s: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> q1: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> q2: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> dest: array<u32>;
+@group(0) @binding(6) var<storage, read_write> codes: array<u32>;
+@group(0) @binding(7) var<storage, read_write> scales: array<f32>;
+
+var<workgroup> xs: array<vec4<f32>, T * NB * B / 4u>; // T rows of K, row-major
+var<workgroup> red: array<f32, T * B / 4u>;           // per-invocation absmax
+
+// Row i (vec4 of 4 columns) of the stage's matrix.
+fn qrow(stage: u32, i: u32) -> vec4<f32> {
+  if (stage == 1u) { return q1[i]; }
+  return q2[i];
+}
+
+// acc + v_i·Q[i] for the four i of v, in order (the reference's sum).
+fn mac4(acc: vec4<f32>, v: vec4<f32>, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>) -> vec4<f32> {
+  var a = acc;
+  a = a + v.x * qa;
+  a = a + v.y * qb;
+  a = a + v.z * qc;
+  a = a + v.w * qd;
+  return a;
+}
+
+// Four codes, little-endian in a u32: clamp(round(v·inv), −qmax − 1, qmax).
+fn pack(v: vec4<f32>, inv: f32, qmax: f32) -> u32 {
+  let q = vec4<i32>(clamp(round(v * inv), vec4<f32>(-qmax - 1.0), vec4<f32>(qmax)));
+  return (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) | ((u32(q.z) & 0xffu) << 16u) |
+    ((u32(q.w) & 0xffu) << 24u);
+}
+
+@compute @workgroup_size(B / 4u, T)
+fn main(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(num_workgroups) ng: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+  let B4 = B / 4u;
+  let K4 = NB * B4;
+  let cg = lid.x;
+  let tk = lid.y;
+  let tid = tk * B4 + cg;
+  let m0 = (wg.x + wg.y * ng.x) * T;
+  for (var i = tid; i < T * K4; i += T * B4) { // past the last token: its row, never stored
+    let row = min(m0 + i / K4, p.M - 1u);
+    let c4 = i % K4;
+    xs[i] = vec4<f32>(x[row * K4 + c4]) * s[c4];
+  }
+  workgroupBarrier();
+
+  let base = tk * K4;
+  var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0);
+  var a3 = vec4<f32>(0.0); var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0);
+  var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var a8 = vec4<f32>(0.0);
+  var a9 = vec4<f32>(0.0); var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0);
+  for (var stage = 1u; stage <= 2u; stage++) {
+    a0 = vec4<f32>(0.0); a1 = vec4<f32>(0.0); a2 = vec4<f32>(0.0); a3 = vec4<f32>(0.0);
+    a4 = vec4<f32>(0.0); a5 = vec4<f32>(0.0); a6 = vec4<f32>(0.0); a7 = vec4<f32>(0.0);
+    a8 = vec4<f32>(0.0); a9 = vec4<f32>(0.0); a10 = vec4<f32>(0.0); a11 = vec4<f32>(0.0);
+    for (var k4 = 0u; k4 < B4; k4++) { // rows 4·k4..4·k4+3 of Q, columns 4·cg..
+      let qi = 4u * k4 * B4 + cg;
+      let qa = qrow(stage, qi);
+      let qb = qrow(stage, qi + B4);
+      let qc = qrow(stage, qi + 2u * B4);
+      let qd = qrow(stage, qi + 3u * B4);
+      let o = base + k4;
+      a0 = mac4(a0, xs[o], qa, qb, qc, qd);
+      if (NB > 1u) { a1 = mac4(a1, xs[o + B4], qa, qb, qc, qd); }
+      if (NB > 2u) { a2 = mac4(a2, xs[o + 2u * B4], qa, qb, qc, qd); }
+      if (NB > 3u) { a3 = mac4(a3, xs[o + 3u * B4], qa, qb, qc, qd); }
+      if (NB > 4u) { a4 = mac4(a4, xs[o + 4u * B4], qa, qb, qc, qd); }
+      if (NB > 5u) { a5 = mac4(a5, xs[o + 5u * B4], qa, qb, qc, qd); }
+      if (NB > 6u) { a6 = mac4(a6, xs[o + 6u * B4], qa, qb, qc, qd); }
+      if (NB > 7u) { a7 = mac4(a7, xs[o + 7u * B4], qa, qb, qc, qd); }
+      if (NB > 8u) { a8 = mac4(a8, xs[o + 8u * B4], qa, qb, qc, qd); }
+      if (NB > 9u) { a9 = mac4(a9, xs[o + 9u * B4], qa, qb, qc, qd); }
+      if (NB > 10u) { a10 = mac4(a10, xs[o + 10u * B4], qa, qb, qc, qd); }
+      if (NB > 11u) { a11 = mac4(a11, xs[o + 11u * B4], qa, qb, qc, qd); }
+    }
+    if (stage == 2u) { break; }
+    workgroupBarrier(); // every invocation has read its stage-1 inputs
+    for (var j = 0u; j < 4u; j++) { // block b's column c goes to dest[b·B + c]
+      let c = 4u * cg + j;
+      var d = dest[c];
+      xs[base + d / 4u][d % 4u] = a0[j];
+      if (NB > 1u) { d = dest[B + c]; xs[base + d / 4u][d % 4u] = a1[j]; }
+      if (NB > 2u) { d = dest[2u * B + c]; xs[base + d / 4u][d % 4u] = a2[j]; }
+      if (NB > 3u) { d = dest[3u * B + c]; xs[base + d / 4u][d % 4u] = a3[j]; }
+      if (NB > 4u) { d = dest[4u * B + c]; xs[base + d / 4u][d % 4u] = a4[j]; }
+      if (NB > 5u) { d = dest[5u * B + c]; xs[base + d / 4u][d % 4u] = a5[j]; }
+      if (NB > 6u) { d = dest[6u * B + c]; xs[base + d / 4u][d % 4u] = a6[j]; }
+      if (NB > 7u) { d = dest[7u * B + c]; xs[base + d / 4u][d % 4u] = a7[j]; }
+      if (NB > 8u) { d = dest[8u * B + c]; xs[base + d / 4u][d % 4u] = a8[j]; }
+      if (NB > 9u) { d = dest[9u * B + c]; xs[base + d / 4u][d % 4u] = a9[j]; }
+      if (NB > 10u) { d = dest[10u * B + c]; xs[base + d / 4u][d % 4u] = a10[j]; }
+      if (NB > 11u) { d = dest[11u * B + c]; xs[base + d / 4u][d % 4u] = a11[j]; }
+    }
+    workgroupBarrier();
+  }
+
+  // The token's absmax: this invocation's 4·NB values, then its B/4 column groups.
+  var m = abs(a0);
+  if (NB > 1u) { m = max(m, abs(a1)); }
+  if (NB > 2u) { m = max(m, abs(a2)); }
+  if (NB > 3u) { m = max(m, abs(a3)); }
+  if (NB > 4u) { m = max(m, abs(a4)); }
+  if (NB > 5u) { m = max(m, abs(a5)); }
+  if (NB > 6u) { m = max(m, abs(a6)); }
+  if (NB > 7u) { m = max(m, abs(a7)); }
+  if (NB > 8u) { m = max(m, abs(a8)); }
+  if (NB > 9u) { m = max(m, abs(a9)); }
+  if (NB > 10u) { m = max(m, abs(a10)); }
+  if (NB > 11u) { m = max(m, abs(a11)); }
+  red[tid] = max(max(m.x, m.y), max(m.z, m.w));
+  workgroupBarrier();
+  if (cg == 0u) {
+    var mx = 0.0;
+    for (var u = 0u; u < B4; u++) { mx = max(mx, red[tk * B4 + u]); }
+    red[tk * B4] = mx;
+  }
+  workgroupBarrier();
+  let amax = red[tk * B4];
+  let qmax = f32((1u << (BITS - 1u)) - 1u);
+  let delta = amax / qmax;
+  let inv = select(0.0, 1.0 / delta, amax > 0.0);
+  let row = m0 + tk;
+  if (row >= p.M) { return; }
+  if (cg == 0u) { scales[row] = delta; }
+  let o = row * K4 + cg;
+  codes[o] = pack(a0, inv, qmax);
+  if (NB > 1u) { codes[o + B4] = pack(a1, inv, qmax); }
+  if (NB > 2u) { codes[o + 2u * B4] = pack(a2, inv, qmax); }
+  if (NB > 3u) { codes[o + 3u * B4] = pack(a3, inv, qmax); }
+  if (NB > 4u) { codes[o + 4u * B4] = pack(a4, inv, qmax); }
+  if (NB > 5u) { codes[o + 5u * B4] = pack(a5, inv, qmax); }
+  if (NB > 6u) { codes[o + 6u * B4] = pack(a6, inv, qmax); }
+  if (NB > 7u) { codes[o + 7u * B4] = pack(a7, inv, qmax); }
+  if (NB > 8u) { codes[o + 8u * B4] = pack(a8, inv, qmax); }
+  if (NB > 9u) { codes[o + 9u * B4] = pack(a9, inv, qmax); }
+  if (NB > 10u) { codes[o + 10u * B4] = pack(a10, inv, qmax); }
+  if (NB > 11u) { codes[o + 11u * B4] = pack(a11, inv, qmax); }
+}
