@@ -127,6 +127,10 @@ export async function timeGpu(
     await device.queue.onSubmittedWorkDone();
     return performance.now() - t0;
   };
+  // One unit untimed first: a one-off first-use cost (seen: ≥ 200 ms for rotq's W4A8 GEMM
+  // on the H200) would otherwise end the calibration at 1 unit, and samples of one unit
+  // time onSubmittedWorkDone's latency.
+  await sample(1);
   let reps = 1;
   for (let dt = await sample(reps); dt < minSample && reps < maxReps; dt = await sample(reps)) {
     reps = Math.min(maxReps, reps * 2);

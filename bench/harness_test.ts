@@ -71,7 +71,7 @@ Deno.test("timeGpu waits for the queue and takes the iterations asked", gpuTest,
       runs++;
       rt.device.queue.submit([rt.device.createCommandEncoder().finish()]);
     }, { warmup: 2, iterations: 12, minSampleMs: 0 });
-    assertEquals(runs, 15); // one calibration sample, 2 warm-ups, 12 timed
+    assertEquals(runs, 16); // one untimed unit, one calibration sample, 2 warm-ups, 12 timed
     assertEquals(t.samples.length, 12);
     assertEquals(t.reps, 1);
     assert(t.min_ms <= t.median_ms);
@@ -87,8 +87,20 @@ Deno.test("timeGpu batches short work until a sample is long enough", gpuTest, a
     }, { warmup: 0, iterations: 3, minSampleMs: 60, chunks: 1 });
     // Deno resolves onSubmittedWorkDone ~10-15 ms late, so reps is 16-32 here, ≥ 4 anywhere.
     assert(t.reps >= 4 && t.reps <= 32, `reps ${t.reps}`);
-    assertEquals(units.slice(0, 3), [1, 2, 4]);
+    assertEquals(units.slice(0, 4), [1, 1, 2, 4]); // one untimed unit, then the calibration
     assert(t.min_ms >= 1.9 && t.median_ms < 20, `per unit ${t.median_ms} ms`);
+  });
+});
+
+Deno.test("timeGpu calibrates past a slow first use", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    let calls = 0;
+    const t = await timeGpu(rt.device, (reps) => {
+      const ms = calls++ === 0 ? 120 : 2 * reps; // the first call pays a one-off 120 ms
+      return new Promise((r) => setTimeout(r, ms));
+    }, { warmup: 0, iterations: 3, minSampleMs: 60, chunks: 1 });
+    assert(t.reps >= 4, `reps ${t.reps}: the slow first call ended the calibration`);
+    assert(t.median_ms < 20, `per unit ${t.median_ms} ms`);
   });
 });
 
@@ -99,7 +111,8 @@ Deno.test("timeGpu splits a sample into chunks that add up to its units", gpuTes
       units.push(reps);
       return new Promise((r) => setTimeout(r, 2 * reps));
     }, { warmup: 0, iterations: 1, minSampleMs: 60, chunks: 3 });
-    assertEquals(units.slice(0, 3), [1, 1, 1]); // a sample of 1 unit, then 2 units in 2 calls
+    // One untimed unit, a sample of 1 unit, then 2 units in 2 calls.
+    assertEquals(units.slice(0, 4), [1, 1, 1, 1]);
     const last = units.slice(-Math.min(3, t.reps));
     assertEquals(last.reduce((a, b) => a + b, 0), t.reps);
     assert(Math.max(...last) - Math.min(...last) <= 1, `chunks ${last}`);

@@ -83,12 +83,22 @@ fn main(
     a0 = vec4<f32>(0.0); a1 = vec4<f32>(0.0); a2 = vec4<f32>(0.0); a3 = vec4<f32>(0.0);
     a4 = vec4<f32>(0.0); a5 = vec4<f32>(0.0); a6 = vec4<f32>(0.0); a7 = vec4<f32>(0.0);
     a8 = vec4<f32>(0.0); a9 = vec4<f32>(0.0); a10 = vec4<f32>(0.0); a11 = vec4<f32>(0.0);
-    for (var k4 = 0u; k4 < B4; k4++) { // rows 4·k4..4·k4+3 of Q, columns 4·cg..
-      let qi = 4u * k4 * B4 + cg;
-      let qa = qrow(stage, qi);
-      let qb = qrow(stage, qi + B4);
-      let qc = qrow(stage, qi + 2u * B4);
-      let qd = qrow(stage, qi + 3u * B4);
+    // Rows 4·k4..4·k4+3 of Q, columns 4·cg..: loaded one iteration ahead, so that their
+    // latency hides behind the multiply-adds of the iteration before.
+    var na = qrow(stage, cg);
+    var nb = qrow(stage, cg + B4);
+    var nc = qrow(stage, cg + 2u * B4);
+    var nd = qrow(stage, cg + 3u * B4);
+    for (var k4 = 0u; k4 < B4; k4++) {
+      let qa = na;
+      let qb = nb;
+      let qc = nc;
+      let qd = nd;
+      let qn = 4u * min(k4 + 1u, B4 - 1u) * B4 + cg; // the last iteration reloads its own
+      na = qrow(stage, qn);
+      nb = qrow(stage, qn + B4);
+      nc = qrow(stage, qn + 2u * B4);
+      nd = qrow(stage, qn + 3u * B4);
       let o = base + k4;
       a0 = mac4(a0, xs[o], qa, qb, qc, qd);
       if (NB > 1u) { a1 = mac4(a1, xs[o + B4], qa, qb, qc, qd); }
