@@ -34,7 +34,7 @@ import { denseLinears } from "../runtime/model/linear.ts";
 import { elementwise } from "../runtime/ops/elementwise.ts";
 import { addedConditions, loadPixArt } from "../plugins/models/pixart.ts";
 import { parsePixArtConfig, pixartWeightShapes } from "../plugins/models/pixart_config.ts";
-import { type BenchResult, BenchSuite, deviceSlug, tflops } from "./harness.ts";
+import { BenchSuite, deviceSlug, tflops } from "./harness.ts";
 import { RandomSource } from "./random_model.ts";
 import { readBlockWeights, type TfjsBlock, tfjsPixArtBlock } from "./peers/tfjs_block.ts";
 
@@ -170,16 +170,17 @@ let tfjsBlock: TfjsBlock | undefined;
 
 const suite: BenchSuite = new BenchSuite({
   what: "block",
-  describe: () => {
-    const rows: BenchResult[] = suite.lastResults;
+  describe: () =>
+    Promise.resolve({
+      device: rt.info.description,
+      slug: deviceSlug(rt.info.description, rt.info.fallback),
+      extra: { shape: SHAPE },
+    }),
+  extraOf: (rows) => {
     const ours = rows.find((r) => r.name === `block_pixart_${SHAPE.tag}_f32`);
     const peer = rows.find((r) => r.name === `tfjs_block_pixart_${SHAPE.tag}_f32`);
     const speedup = ours && peer ? Number((peer.median_ms / ours.median_ms).toPrecision(3)) : null;
-    return Promise.resolve({
-      device: rt.info.description,
-      slug: deviceSlug(rt.info.description, rt.info.fallback),
-      extra: { shape: SHAPE, speedup_vs_tfjs: speedup },
-    });
+    return { speedup_vs_tfjs: speedup };
   },
   teardown: () => {
     tfjsBlock?.dispose();

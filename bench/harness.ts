@@ -352,6 +352,8 @@ export interface SuiteOptions {
   write?: boolean;
   /** Runs after all cases (e.g. destroying devices). */
   teardown?: () => unknown | Promise<unknown>;
+  /** More `extra` fields from the rows so far (figures derived from several rows). */
+  extraOf?: (results: readonly BenchResult[]) => Record<string, unknown>;
 }
 
 /**
@@ -462,7 +464,11 @@ export class BenchSuite {
     const fileOf = (results: BenchResult[], partial: boolean): ResultsFile => {
       const file: ResultsFile = { ...resultsHeader(d.device, commit), results };
       // The host's 1/5/15-minute load: CPU-adapter figures are only comparable on a quiet host.
-      file.extra = { ...d.extra, host_load_average: Deno.loadavg().map((v) => round(v)) };
+      file.extra = {
+        ...d.extra,
+        ...this.#options.extraOf?.(results),
+        host_load_average: Deno.loadavg().map((v) => round(v)),
+      };
       if (partial) file.extra.partial = `${results.length} of ${this.#cases.length} cases`;
       return file;
     };
