@@ -48,6 +48,12 @@ fn mac4(acc: vec4<f32>, v: vec4<f32>, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32
   return a;
 }
 
+// Component j of a: selects, not a dynamic index (which may put a register vector, and the
+// accumulators with it, in local memory).
+fn comp(a: vec4<f32>, j: u32) -> f32 {
+  return select(select(select(a.w, a.z, j == 2u), a.y, j == 1u), a.x, j == 0u);
+}
+
 // Four codes, little-endian in a u32: clamp(round(v·inv), −qmax − 1, qmax).
 fn pack(v: vec4<f32>, inv: f32, qmax: f32) -> u32 {
   let q = vec4<i32>(clamp(round(v * inv), vec4<f32>(-qmax - 1.0), vec4<f32>(qmax)));
@@ -118,18 +124,18 @@ fn main(
     for (var j = 0u; j < 4u; j++) { // block b's column c goes to dest[b·B + c]
       let c = 4u * cg + j;
       var d = dest[c];
-      xs[base + d / 4u][d % 4u] = a0[j];
-      if (NB > 1u) { d = dest[B + c]; xs[base + d / 4u][d % 4u] = a1[j]; }
-      if (NB > 2u) { d = dest[2u * B + c]; xs[base + d / 4u][d % 4u] = a2[j]; }
-      if (NB > 3u) { d = dest[3u * B + c]; xs[base + d / 4u][d % 4u] = a3[j]; }
-      if (NB > 4u) { d = dest[4u * B + c]; xs[base + d / 4u][d % 4u] = a4[j]; }
-      if (NB > 5u) { d = dest[5u * B + c]; xs[base + d / 4u][d % 4u] = a5[j]; }
-      if (NB > 6u) { d = dest[6u * B + c]; xs[base + d / 4u][d % 4u] = a6[j]; }
-      if (NB > 7u) { d = dest[7u * B + c]; xs[base + d / 4u][d % 4u] = a7[j]; }
-      if (NB > 8u) { d = dest[8u * B + c]; xs[base + d / 4u][d % 4u] = a8[j]; }
-      if (NB > 9u) { d = dest[9u * B + c]; xs[base + d / 4u][d % 4u] = a9[j]; }
-      if (NB > 10u) { d = dest[10u * B + c]; xs[base + d / 4u][d % 4u] = a10[j]; }
-      if (NB > 11u) { d = dest[11u * B + c]; xs[base + d / 4u][d % 4u] = a11[j]; }
+      xs[base + d / 4u][d % 4u] = comp(a0, j);
+      if (NB > 1u) { d = dest[B + c]; xs[base + d / 4u][d % 4u] = comp(a1, j); }
+      if (NB > 2u) { d = dest[2u * B + c]; xs[base + d / 4u][d % 4u] = comp(a2, j); }
+      if (NB > 3u) { d = dest[3u * B + c]; xs[base + d / 4u][d % 4u] = comp(a3, j); }
+      if (NB > 4u) { d = dest[4u * B + c]; xs[base + d / 4u][d % 4u] = comp(a4, j); }
+      if (NB > 5u) { d = dest[5u * B + c]; xs[base + d / 4u][d % 4u] = comp(a5, j); }
+      if (NB > 6u) { d = dest[6u * B + c]; xs[base + d / 4u][d % 4u] = comp(a6, j); }
+      if (NB > 7u) { d = dest[7u * B + c]; xs[base + d / 4u][d % 4u] = comp(a7, j); }
+      if (NB > 8u) { d = dest[8u * B + c]; xs[base + d / 4u][d % 4u] = comp(a8, j); }
+      if (NB > 9u) { d = dest[9u * B + c]; xs[base + d / 4u][d % 4u] = comp(a9, j); }
+      if (NB > 10u) { d = dest[10u * B + c]; xs[base + d / 4u][d % 4u] = comp(a10, j); }
+      if (NB > 11u) { d = dest[11u * B + c]; xs[base + d / 4u][d % 4u] = comp(a11, j); }
     }
     workgroupBarrier();
   }
