@@ -4,8 +4,9 @@
 // workgroup keeps its T rows (x ⊙ s) in workgroup memory through both stages.
 //
 // Invocation (column group cg, token tk) computes columns 4·cg..4·cg+3 of every block of
-// its token, in NB named vec4 accumulators (a private array indexed in a loop may be put in
-// local memory). A warp is one token's column groups: its reads of the rows are broadcasts
+// its token (and with TPI 2 of token tk + 1 too, which halves the Q reads per multiply-add),
+// in NB named vec4 accumulators (a private array indexed in a loop may be put in local
+// memory). A warp is one token's column groups: its reads of the rows are broadcasts
 // and its Q reads one contiguous row. Stage 1 multiplies by Q1 and scatters the results
 // through the permutation (column c of the row goes to dest[c]) back into workgroup memory;
 // stage 2 multiplies by Q2; then the row's absmax (exact: max does not round) and the
@@ -13,10 +14,11 @@
 // i = 0..B−1 in order of `acc + v_i·Q[i][j]`, the expression of the CPU reference
 // (runtime/reference/rotq.ts), so the codes match it bit for bit. Only main touches the
 // override-sized workgroup arrays (naga panics when a function reads them).
-override B: u32 = 128u; // block: a multiple of 4, B/4·T invocations
+override B: u32 = 128u; // block: a multiple of 4, B/4·T/TPI invocations
 override T: u32 = 8u;   // tokens per workgroup
 override NB: u32 = 9u;  // blocks per row (K / B), 1..12
 override BITS: u32 = 8u;
+override TPI: u32 = 1u; // tokens per invocation, 1 or 2 (a second set of accumulators, c*)
 
 struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
 
@@ -61,7 +63,7 @@ fn pack(v: vec4<f32>, inv: f32, qmax: f32) -> u32 {
     ((u32(q.w) & 0xffu) << 24u);
 }
 
-@compute @workgroup_size(B / 4u, T)
+@compute @workgroup_size(B / 4u, T / TPI)
 fn main(
   @builtin(workgroup_id) wg: vec3<u32>,
   @builtin(num_workgroups) ng: vec3<u32>,
@@ -70,25 +72,32 @@ fn main(
   let B4 = B / 4u;
   let K4 = NB * B4;
   let cg = lid.x;
-  let tk = lid.y;
-  let tid = tk * B4 + cg;
+  let tk = lid.y * TPI; // this invocation's (first) token
+  let tid = lid.y * B4 + cg;
   let m0 = (wg.x + wg.y * ng.x) * T;
-  for (var i = tid; i < T * K4; i += T * B4) { // past the last token: its row, never stored
+  for (var i = tid; i < T * K4; i += T / TPI * B4) { // past the last token: its row, never stored
     let row = min(m0 + i / K4, p.M - 1u);
-    let c4 = i % K4;
-    xs[i] = vec4<f32>(x[row * K4 + c4]) * s[c4];
+    let col4 = i % K4;
+    xs[i] = vec4<f32>(x[row * K4 + col4]) * s[col4];
   }
   workgroupBarrier();
 
-  let base = tk * K4;
+  let base = tk * K4; // the first token's row; the second's is K4 after it
   var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0);
   var a3 = vec4<f32>(0.0); var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0);
   var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var a8 = vec4<f32>(0.0);
   var a9 = vec4<f32>(0.0); var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0);
+  var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0);
+  var c3 = vec4<f32>(0.0); var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0);
+  var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0); var c8 = vec4<f32>(0.0);
+  var c9 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
   for (var stage = 1u; stage <= 2u; stage++) {
     a0 = vec4<f32>(0.0); a1 = vec4<f32>(0.0); a2 = vec4<f32>(0.0); a3 = vec4<f32>(0.0);
     a4 = vec4<f32>(0.0); a5 = vec4<f32>(0.0); a6 = vec4<f32>(0.0); a7 = vec4<f32>(0.0);
     a8 = vec4<f32>(0.0); a9 = vec4<f32>(0.0); a10 = vec4<f32>(0.0); a11 = vec4<f32>(0.0);
+    c0 = vec4<f32>(0.0); c1 = vec4<f32>(0.0); c2 = vec4<f32>(0.0); c3 = vec4<f32>(0.0);
+    c4 = vec4<f32>(0.0); c5 = vec4<f32>(0.0); c6 = vec4<f32>(0.0); c7 = vec4<f32>(0.0);
+    c8 = vec4<f32>(0.0); c9 = vec4<f32>(0.0); c10 = vec4<f32>(0.0); c11 = vec4<f32>(0.0);
     // Rows 4·k4..4·k4+3 of Q, columns 4·cg..: loaded one iteration ahead, so that their
     // latency hides behind the multiply-adds of the iteration before.
     var na = qrow(stage, cg);
@@ -106,79 +115,177 @@ fn main(
       nc = qrow(stage, qn + 2u * B4);
       nd = qrow(stage, qn + 3u * B4);
       let o = base + k4;
+      let o2 = o + K4;
       a0 = mac4(a0, xs[o], qa, qb, qc, qd);
-      if (NB > 1u) { a1 = mac4(a1, xs[o + B4], qa, qb, qc, qd); }
-      if (NB > 2u) { a2 = mac4(a2, xs[o + 2u * B4], qa, qb, qc, qd); }
-      if (NB > 3u) { a3 = mac4(a3, xs[o + 3u * B4], qa, qb, qc, qd); }
-      if (NB > 4u) { a4 = mac4(a4, xs[o + 4u * B4], qa, qb, qc, qd); }
-      if (NB > 5u) { a5 = mac4(a5, xs[o + 5u * B4], qa, qb, qc, qd); }
-      if (NB > 6u) { a6 = mac4(a6, xs[o + 6u * B4], qa, qb, qc, qd); }
-      if (NB > 7u) { a7 = mac4(a7, xs[o + 7u * B4], qa, qb, qc, qd); }
-      if (NB > 8u) { a8 = mac4(a8, xs[o + 8u * B4], qa, qb, qc, qd); }
-      if (NB > 9u) { a9 = mac4(a9, xs[o + 9u * B4], qa, qb, qc, qd); }
-      if (NB > 10u) { a10 = mac4(a10, xs[o + 10u * B4], qa, qb, qc, qd); }
-      if (NB > 11u) { a11 = mac4(a11, xs[o + 11u * B4], qa, qb, qc, qd); }
+      if (TPI > 1u) { c0 = mac4(c0, xs[o2], qa, qb, qc, qd); }
+      if (NB > 1u) {
+        a1 = mac4(a1, xs[o + B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c1 = mac4(c1, xs[o2 + B4], qa, qb, qc, qd); }
+      }
+      if (NB > 2u) {
+        a2 = mac4(a2, xs[o + 2u * B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c2 = mac4(c2, xs[o2 + 2u * B4], qa, qb, qc, qd); }
+      }
+      if (NB > 3u) {
+        a3 = mac4(a3, xs[o + 3u * B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c3 = mac4(c3, xs[o2 + 3u * B4], qa, qb, qc, qd); }
+      }
+      if (NB > 4u) {
+        a4 = mac4(a4, xs[o + 4u * B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c4 = mac4(c4, xs[o2 + 4u * B4], qa, qb, qc, qd); }
+      }
+      if (NB > 5u) {
+        a5 = mac4(a5, xs[o + 5u * B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c5 = mac4(c5, xs[o2 + 5u * B4], qa, qb, qc, qd); }
+      }
+      if (NB > 6u) {
+        a6 = mac4(a6, xs[o + 6u * B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c6 = mac4(c6, xs[o2 + 6u * B4], qa, qb, qc, qd); }
+      }
+      if (NB > 7u) {
+        a7 = mac4(a7, xs[o + 7u * B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c7 = mac4(c7, xs[o2 + 7u * B4], qa, qb, qc, qd); }
+      }
+      if (NB > 8u) {
+        a8 = mac4(a8, xs[o + 8u * B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c8 = mac4(c8, xs[o2 + 8u * B4], qa, qb, qc, qd); }
+      }
+      if (NB > 9u) {
+        a9 = mac4(a9, xs[o + 9u * B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c9 = mac4(c9, xs[o2 + 9u * B4], qa, qb, qc, qd); }
+      }
+      if (NB > 10u) {
+        a10 = mac4(a10, xs[o + 10u * B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c10 = mac4(c10, xs[o2 + 10u * B4], qa, qb, qc, qd); }
+      }
+      if (NB > 11u) {
+        a11 = mac4(a11, xs[o + 11u * B4], qa, qb, qc, qd);
+        if (TPI > 1u) { c11 = mac4(c11, xs[o2 + 11u * B4], qa, qb, qc, qd); }
+      }
     }
     if (stage == 2u) { break; }
     workgroupBarrier(); // every invocation has read its stage-1 inputs
     for (var j = 0u; j < 4u; j++) { // block b's column c goes to dest[b·B + c]
       let c = 4u * cg + j;
-      var d = dest[c];
-      xs[base + d / 4u][d % 4u] = comp(a0, j);
-      if (NB > 1u) { d = dest[B + c]; xs[base + d / 4u][d % 4u] = comp(a1, j); }
-      if (NB > 2u) { d = dest[2u * B + c]; xs[base + d / 4u][d % 4u] = comp(a2, j); }
-      if (NB > 3u) { d = dest[3u * B + c]; xs[base + d / 4u][d % 4u] = comp(a3, j); }
-      if (NB > 4u) { d = dest[4u * B + c]; xs[base + d / 4u][d % 4u] = comp(a4, j); }
-      if (NB > 5u) { d = dest[5u * B + c]; xs[base + d / 4u][d % 4u] = comp(a5, j); }
-      if (NB > 6u) { d = dest[6u * B + c]; xs[base + d / 4u][d % 4u] = comp(a6, j); }
-      if (NB > 7u) { d = dest[7u * B + c]; xs[base + d / 4u][d % 4u] = comp(a7, j); }
-      if (NB > 8u) { d = dest[8u * B + c]; xs[base + d / 4u][d % 4u] = comp(a8, j); }
-      if (NB > 9u) { d = dest[9u * B + c]; xs[base + d / 4u][d % 4u] = comp(a9, j); }
-      if (NB > 10u) { d = dest[10u * B + c]; xs[base + d / 4u][d % 4u] = comp(a10, j); }
-      if (NB > 11u) { d = dest[11u * B + c]; xs[base + d / 4u][d % 4u] = comp(a11, j); }
+      {
+        let d = dest[c];
+        xs[base + d / 4u][d % 4u] = comp(a0, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c0, j); }
+      }
+      if (NB > 1u) {
+        let d = dest[B + c];
+        xs[base + d / 4u][d % 4u] = comp(a1, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c1, j); }
+      }
+      if (NB > 2u) {
+        let d = dest[2u * B + c];
+        xs[base + d / 4u][d % 4u] = comp(a2, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c2, j); }
+      }
+      if (NB > 3u) {
+        let d = dest[3u * B + c];
+        xs[base + d / 4u][d % 4u] = comp(a3, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c3, j); }
+      }
+      if (NB > 4u) {
+        let d = dest[4u * B + c];
+        xs[base + d / 4u][d % 4u] = comp(a4, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c4, j); }
+      }
+      if (NB > 5u) {
+        let d = dest[5u * B + c];
+        xs[base + d / 4u][d % 4u] = comp(a5, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c5, j); }
+      }
+      if (NB > 6u) {
+        let d = dest[6u * B + c];
+        xs[base + d / 4u][d % 4u] = comp(a6, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c6, j); }
+      }
+      if (NB > 7u) {
+        let d = dest[7u * B + c];
+        xs[base + d / 4u][d % 4u] = comp(a7, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c7, j); }
+      }
+      if (NB > 8u) {
+        let d = dest[8u * B + c];
+        xs[base + d / 4u][d % 4u] = comp(a8, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c8, j); }
+      }
+      if (NB > 9u) {
+        let d = dest[9u * B + c];
+        xs[base + d / 4u][d % 4u] = comp(a9, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c9, j); }
+      }
+      if (NB > 10u) {
+        let d = dest[10u * B + c];
+        xs[base + d / 4u][d % 4u] = comp(a10, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c10, j); }
+      }
+      if (NB > 11u) {
+        let d = dest[11u * B + c];
+        xs[base + d / 4u][d % 4u] = comp(a11, j);
+        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c11, j); }
+      }
     }
     workgroupBarrier();
   }
 
-  // The token's absmax: this invocation's 4·NB values, then its B/4 column groups.
-  var m = abs(a0);
-  if (NB > 1u) { m = max(m, abs(a1)); }
-  if (NB > 2u) { m = max(m, abs(a2)); }
-  if (NB > 3u) { m = max(m, abs(a3)); }
-  if (NB > 4u) { m = max(m, abs(a4)); }
-  if (NB > 5u) { m = max(m, abs(a5)); }
-  if (NB > 6u) { m = max(m, abs(a6)); }
-  if (NB > 7u) { m = max(m, abs(a7)); }
-  if (NB > 8u) { m = max(m, abs(a8)); }
-  if (NB > 9u) { m = max(m, abs(a9)); }
-  if (NB > 10u) { m = max(m, abs(a10)); }
-  if (NB > 11u) { m = max(m, abs(a11)); }
-  red[tid] = max(max(m.x, m.y), max(m.z, m.w));
+  // Each token's absmax: this invocation's 4·NB values, then its B/4 column groups.
+  var ma = abs(a0);
+  if (NB > 1u) { ma = max(ma, abs(a1)); }
+  if (NB > 2u) { ma = max(ma, abs(a2)); }
+  if (NB > 3u) { ma = max(ma, abs(a3)); }
+  if (NB > 4u) { ma = max(ma, abs(a4)); }
+  if (NB > 5u) { ma = max(ma, abs(a5)); }
+  if (NB > 6u) { ma = max(ma, abs(a6)); }
+  if (NB > 7u) { ma = max(ma, abs(a7)); }
+  if (NB > 8u) { ma = max(ma, abs(a8)); }
+  if (NB > 9u) { ma = max(ma, abs(a9)); }
+  if (NB > 10u) { ma = max(ma, abs(a10)); }
+  if (NB > 11u) { ma = max(ma, abs(a11)); }
+  var mc = abs(c0);
+  if (NB > 1u) { mc = max(mc, abs(c1)); }
+  if (NB > 2u) { mc = max(mc, abs(c2)); }
+  if (NB > 3u) { mc = max(mc, abs(c3)); }
+  if (NB > 4u) { mc = max(mc, abs(c4)); }
+  if (NB > 5u) { mc = max(mc, abs(c5)); }
+  if (NB > 6u) { mc = max(mc, abs(c6)); }
+  if (NB > 7u) { mc = max(mc, abs(c7)); }
+  if (NB > 8u) { mc = max(mc, abs(c8)); }
+  if (NB > 9u) { mc = max(mc, abs(c9)); }
+  if (NB > 10u) { mc = max(mc, abs(c10)); }
+  if (NB > 11u) { mc = max(mc, abs(c11)); }
+  red[tk * B4 + cg] = max(max(ma.x, ma.y), max(ma.z, ma.w));
+  if (TPI > 1u) { red[(tk + 1u) * B4 + cg] = max(max(mc.x, mc.y), max(mc.z, mc.w)); }
   workgroupBarrier();
-  if (cg == 0u) {
+  if (cg < TPI) { // one invocation per token
+    let t = tk + cg;
     var mx = 0.0;
-    for (var u = 0u; u < B4; u++) { mx = max(mx, red[tk * B4 + u]); }
-    red[tk * B4] = mx;
+    for (var u = 0u; u < B4; u++) { mx = max(mx, red[t * B4 + u]); }
+    red[t * B4] = mx;
   }
   workgroupBarrier();
-  let amax = red[tk * B4];
   let qmax = f32((1u << (BITS - 1u)) - 1u);
-  let delta = amax / qmax;
-  let inv = select(0.0, 1.0 / delta, amax > 0.0);
-  let row = m0 + tk;
-  if (row >= p.M) { return; }
-  if (cg == 0u) { scales[row] = delta; }
-  let o = row * K4 + cg;
-  codes[o] = pack(a0, inv, qmax);
-  if (NB > 1u) { codes[o + B4] = pack(a1, inv, qmax); }
-  if (NB > 2u) { codes[o + 2u * B4] = pack(a2, inv, qmax); }
-  if (NB > 3u) { codes[o + 3u * B4] = pack(a3, inv, qmax); }
-  if (NB > 4u) { codes[o + 4u * B4] = pack(a4, inv, qmax); }
-  if (NB > 5u) { codes[o + 5u * B4] = pack(a5, inv, qmax); }
-  if (NB > 6u) { codes[o + 6u * B4] = pack(a6, inv, qmax); }
-  if (NB > 7u) { codes[o + 7u * B4] = pack(a7, inv, qmax); }
-  if (NB > 8u) { codes[o + 8u * B4] = pack(a8, inv, qmax); }
-  if (NB > 9u) { codes[o + 9u * B4] = pack(a9, inv, qmax); }
-  if (NB > 10u) { codes[o + 10u * B4] = pack(a10, inv, qmax); }
-  if (NB > 11u) { codes[o + 11u * B4] = pack(a11, inv, qmax); }
+  for (var t = 0u; t < TPI; t++) {
+    let amax = red[(tk + t) * B4];
+    let delta = amax / qmax;
+    let inv = select(0.0, 1.0 / delta, amax > 0.0);
+    let row = m0 + tk + t;
+    if (row >= p.M) { break; }
+    if (cg == 0u) { scales[row] = delta; }
+    let o = row * K4 + cg;
+    codes[o] = pack(select(a0, c0, t == 1u), inv, qmax);
+    if (NB > 1u) { codes[o + B4] = pack(select(a1, c1, t == 1u), inv, qmax); }
+    if (NB > 2u) { codes[o + 2u * B4] = pack(select(a2, c2, t == 1u), inv, qmax); }
+    if (NB > 3u) { codes[o + 3u * B4] = pack(select(a3, c3, t == 1u), inv, qmax); }
+    if (NB > 4u) { codes[o + 4u * B4] = pack(select(a4, c4, t == 1u), inv, qmax); }
+    if (NB > 5u) { codes[o + 5u * B4] = pack(select(a5, c5, t == 1u), inv, qmax); }
+    if (NB > 6u) { codes[o + 6u * B4] = pack(select(a6, c6, t == 1u), inv, qmax); }
+    if (NB > 7u) { codes[o + 7u * B4] = pack(select(a7, c7, t == 1u), inv, qmax); }
+    if (NB > 8u) { codes[o + 8u * B4] = pack(select(a8, c8, t == 1u), inv, qmax); }
+    if (NB > 9u) { codes[o + 9u * B4] = pack(select(a9, c9, t == 1u), inv, qmax); }
+    if (NB > 10u) { codes[o + 10u * B4] = pack(select(a10, c10, t == 1u), inv, qmax); }
+    if (NB > 11u) { codes[o + 11u * B4] = pack(select(a11, c11, t == 1u), inv, qmax); }
+  }
 }

@@ -17,17 +17,29 @@ import fusedSrc from "../../wgsl/rotq_outlier_fused.wgsl" with { type: "text" };
 /** Most blocks a row may have (the kernel's named accumulators). */
 export const FUSED_MAX_BLOCKS = 12;
 
-/** Why T tokens a workgroup do not suit K and block B on this adapter, or "" when they do. */
-export function fusedProblem(rt: Runtime, K: number, B: number, tokens: number): string {
+/**
+ * Why T tokens a workgroup, `per` (1 or 2) an invocation, do not suit K and block B on this
+ * adapter, or "" when they do.
+ */
+export function fusedProblem(
+  rt: Runtime,
+  K: number,
+  B: number,
+  tokens: number,
+  per = 1,
+): string {
   if (B % 4 !== 0 || K % B !== 0) return `block ${B} must be a multiple of 4 dividing K = ${K}`;
   if (K / B > FUSED_MAX_BLOCKS) return `K = ${K} has more than ${FUSED_MAX_BLOCKS} blocks`;
   if (![1, 2, 4, 8, 16].includes(tokens)) return `tokens ${tokens} must be 1, 2, 4, 8 or 16`;
+  if (per !== 1 && per !== 2) return `tokensPerInvocation ${per} must be 1 or 2`;
+  if (tokens % per !== 0) return `tokens ${tokens} must be a multiple of ${per}`;
   const lim = rt.info.limits;
-  if ((B / 4) * tokens > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) {
+  if ((B / 4) * tokens / per > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) {
     return "too many invocations";
   }
   if (
-    B / 4 > (lim.maxComputeWorkgroupSizeX ?? 256) || tokens > (lim.maxComputeWorkgroupSizeY ?? 256)
+    B / 4 > (lim.maxComputeWorkgroupSizeX ?? 256) ||
+    tokens / per > (lim.maxComputeWorkgroupSizeY ?? 256)
   ) {
     return "workgroup size over the adapter's limits";
   }
@@ -49,6 +61,7 @@ interface FusedParams {
   K: number;
   block: number;
   tokens: number;
+  per: number;
   bits: number;
 }
 
@@ -57,7 +70,13 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
   let spec = specs.get(storage);
   if (!spec) {
     spec = rotqSpec(`rotq_outlier_fused_${storage}`, fusedSrc, storage, [5, 2], {
-      constants: (p) => ({ B: p.block, T: p.tokens, NB: p.K / p.block, BITS: p.bits }),
+      constants: (p) => ({
+        B: p.block,
+        T: p.tokens,
+        TPI: p.per,
+        NB: p.K / p.block,
+        BITS: p.bits,
+      }),
       uniform: (p) => [p.M, p.K, 0, 0],
       dispatch: (p) => grid1d(Math.ceil(p.M / p.tokens)),
     });
@@ -66,12 +85,16 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
   return spec;
 }
 
-/** Records the fused kernel: x [M, K] → codes [M, K/4] u32 + scales [M] f32. */
+/**
+ * Records the fused kernel: x [M, K] → codes [M, K/4] u32 + scales [M] f32, `tokens` a
+ * workgroup and `per` an invocation.
+ */
 export function recordFused(
   rec: Recorder,
   x: Tensor,
   t: OutlierTransformTensors,
   tokens: number,
+  per: number,
   M: number,
   K: number,
   out: { codes: Tensor; scales: Tensor },
@@ -79,7 +102,7 @@ export function recordFused(
 ): void {
   rec.dispatch(
     fusedSpec(x.dtype as StorageType),
-    { M, K, block: t.block, tokens, bits },
+    { M, K, block: t.block, tokens, per, bits },
     [x, t.s, t.q1, t.q2, t.dest, out.codes, out.scales],
   );
 }

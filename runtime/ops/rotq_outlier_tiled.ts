@@ -78,6 +78,8 @@ export interface OutlierKernelOptions {
   kernel?: "fused" | "tiled" | "rows";
   /** Fused kernel: tokens per workgroup (1, 2, 4, 8 or 16); default as memory allows. */
   tokens?: number;
+  /** Fused kernel: tokens per invocation, 1 (default) or 2. */
+  tokensPerInvocation?: number;
   /** Rows kernel: token rows per workgroup (1, 2 or 4); default as memory allows. */
   rows?: number;
   /** Tiled kernel: invocations along tokens (a tile is 8·ty tokens); default searched. */
