@@ -3,10 +3,9 @@
 // two block GEMMs through [K, Mp] and [M, K] scratch, then a quantize pass; here a
 // workgroup keeps its T rows (x ⊙ s) in workgroup memory through both stages.
 //
-// Invocation (column group cg, token tk) computes columns 4·cg..4·cg+3 of every block of
-// its token (and with TPI 2 of token tk + 1 too, which halves the Q reads per multiply-add),
-// in NB named vec4 accumulators (a private array indexed in a loop may be put in local
-// memory). A warp is one token's column groups: its reads of the rows are broadcasts
+// Invocation (column group cg, token tk, split h) computes columns 4·cg..4·cg+3 of blocks
+// h, h + NS, h + 2·NS, … of its token, in named vec4 accumulators (a private array indexed
+// in a loop may be put in local memory); NS 2 halves an invocation's registers. A warp is one token's column groups: its reads of the rows are broadcasts
 // and its Q reads one contiguous row. Stage 1 multiplies by Q1 and scatters the results
 // through the permutation (column c of the row goes to dest[c]) back into workgroup memory;
 // stage 2 multiplies by Q2; then the row's absmax (exact: max does not round) and the
@@ -14,11 +13,12 @@
 // i = 0..B−1 in order of `acc + v_i·Q[i][j]`, the expression of the CPU reference
 // (runtime/reference/rotq.ts), so the codes match it bit for bit. Only main touches the
 // override-sized workgroup arrays (naga panics when a function reads them).
-override B: u32 = 128u; // block: a multiple of 4, B/4·T/TPI invocations
+override B: u32 = 128u; // block: a multiple of 4, B/4·T·NS invocations
 override T: u32 = 8u;   // tokens per workgroup
 override NB: u32 = 9u;  // blocks per row (K / B), 1..12
 override BITS: u32 = 8u;
-override TPI: u32 = 1u; // tokens per invocation, 1 or 2 (a second set of accumulators, c*)
+override NS: u32 = 1u;  // invocations per token and column group, splitting its blocks: 1 or 2
+override PF: u32 = 1u;  // 1: Q rows loaded one iteration ahead
 
 struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
 
@@ -32,7 +32,13 @@ struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(7) var<storage, read_write> scales: array<f32>;
 
 var<workgroup> xs: array<vec4<f32>, T * NB * B / 4u>; // T rows of K, row-major
-var<workgroup> red: array<f32, T * B / 4u>;           // per-invocation absmax
+var<workgroup> red: array<f32, T * NS * B / 4u>;      // per-invocation absmax
+
+// Whether the row has accumulator i's block, h + NS·i (constant for NS 1, where h is 0).
+fn has(h: u32, i: u32) -> bool {
+  if (NS == 1u) { return NB > i; }
+  return h + NS * i < NB;
+}
 
 // Row i (vec4 of 4 columns) of the stage's matrix.
 fn qrow(stage: u32, i: u32) -> vec4<f32> {
@@ -63,7 +69,7 @@ fn pack(v: vec4<f32>, inv: f32, qmax: f32) -> u32 {
     ((u32(q.w) & 0xffu) << 24u);
 }
 
-@compute @workgroup_size(B / 4u, T / TPI)
+@compute @workgroup_size(B / 4u, T, NS)
 fn main(
   @builtin(workgroup_id) wg: vec3<u32>,
   @builtin(num_workgroups) ng: vec3<u32>,
@@ -72,220 +78,128 @@ fn main(
   let B4 = B / 4u;
   let K4 = NB * B4;
   let cg = lid.x;
-  let tk = lid.y * TPI; // this invocation's (first) token
-  let tid = lid.y * B4 + cg;
+  let tk = lid.y;
+  let h = lid.z;
+  let tid = (h * T + tk) * B4 + cg;
   let m0 = (wg.x + wg.y * ng.x) * T;
-  for (var i = tid; i < T * K4; i += T / TPI * B4) { // past the last token: its row, never stored
+  for (var i = tid; i < T * K4; i += T * NS * B4) { // past the last token: its row, never stored
     let row = min(m0 + i / K4, p.M - 1u);
     let col4 = i % K4;
     xs[i] = vec4<f32>(x[row * K4 + col4]) * s[col4];
   }
   workgroupBarrier();
 
-  let base = tk * K4; // the first token's row; the second's is K4 after it
+  // Accumulator i holds block h + NS·i; has(i) says whether the row has it.
+  let base = tk * K4 + h * B4;
+  let step = NS * B4; // from one of this invocation's blocks to the next, in vec4
   var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0);
   var a3 = vec4<f32>(0.0); var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0);
   var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var a8 = vec4<f32>(0.0);
   var a9 = vec4<f32>(0.0); var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0);
-  var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0);
-  var c3 = vec4<f32>(0.0); var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0);
-  var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0); var c8 = vec4<f32>(0.0);
-  var c9 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
   for (var stage = 1u; stage <= 2u; stage++) {
     a0 = vec4<f32>(0.0); a1 = vec4<f32>(0.0); a2 = vec4<f32>(0.0); a3 = vec4<f32>(0.0);
     a4 = vec4<f32>(0.0); a5 = vec4<f32>(0.0); a6 = vec4<f32>(0.0); a7 = vec4<f32>(0.0);
     a8 = vec4<f32>(0.0); a9 = vec4<f32>(0.0); a10 = vec4<f32>(0.0); a11 = vec4<f32>(0.0);
-    c0 = vec4<f32>(0.0); c1 = vec4<f32>(0.0); c2 = vec4<f32>(0.0); c3 = vec4<f32>(0.0);
-    c4 = vec4<f32>(0.0); c5 = vec4<f32>(0.0); c6 = vec4<f32>(0.0); c7 = vec4<f32>(0.0);
-    c8 = vec4<f32>(0.0); c9 = vec4<f32>(0.0); c10 = vec4<f32>(0.0); c11 = vec4<f32>(0.0);
-    // Rows 4·k4..4·k4+3 of Q, columns 4·cg..: loaded one iteration ahead, so that their
-    // latency hides behind the multiply-adds of the iteration before.
+    // Rows 4·k4..4·k4+3 of Q, columns 4·cg.. (with PF loaded one iteration ahead, so that
+    // their latency hides behind the multiply-adds of the iteration before).
     var na = qrow(stage, cg);
     var nb = qrow(stage, cg + B4);
     var nc = qrow(stage, cg + 2u * B4);
     var nd = qrow(stage, cg + 3u * B4);
     for (var k4 = 0u; k4 < B4; k4++) {
-      let qa = na;
-      let qb = nb;
-      let qc = nc;
-      let qd = nd;
-      let qn = 4u * min(k4 + 1u, B4 - 1u) * B4 + cg; // the last iteration reloads its own
-      na = qrow(stage, qn);
-      nb = qrow(stage, qn + B4);
-      nc = qrow(stage, qn + 2u * B4);
-      nd = qrow(stage, qn + 3u * B4);
+      var qa = na;
+      var qb = nb;
+      var qc = nc;
+      var qd = nd;
+      if (PF == 1u) {
+        let qn = 4u * min(k4 + 1u, B4 - 1u) * B4 + cg; // the last iteration reloads its own
+        na = qrow(stage, qn);
+        nb = qrow(stage, qn + B4);
+        nc = qrow(stage, qn + 2u * B4);
+        nd = qrow(stage, qn + 3u * B4);
+      } else {
+        let qi = 4u * k4 * B4 + cg;
+        qa = qrow(stage, qi);
+        qb = qrow(stage, qi + B4);
+        qc = qrow(stage, qi + 2u * B4);
+        qd = qrow(stage, qi + 3u * B4);
+      }
       let o = base + k4;
-      let o2 = o + K4;
       a0 = mac4(a0, xs[o], qa, qb, qc, qd);
-      if (TPI > 1u) { c0 = mac4(c0, xs[o2], qa, qb, qc, qd); }
-      if (NB > 1u) {
-        a1 = mac4(a1, xs[o + B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c1 = mac4(c1, xs[o2 + B4], qa, qb, qc, qd); }
-      }
-      if (NB > 2u) {
-        a2 = mac4(a2, xs[o + 2u * B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c2 = mac4(c2, xs[o2 + 2u * B4], qa, qb, qc, qd); }
-      }
-      if (NB > 3u) {
-        a3 = mac4(a3, xs[o + 3u * B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c3 = mac4(c3, xs[o2 + 3u * B4], qa, qb, qc, qd); }
-      }
-      if (NB > 4u) {
-        a4 = mac4(a4, xs[o + 4u * B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c4 = mac4(c4, xs[o2 + 4u * B4], qa, qb, qc, qd); }
-      }
-      if (NB > 5u) {
-        a5 = mac4(a5, xs[o + 5u * B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c5 = mac4(c5, xs[o2 + 5u * B4], qa, qb, qc, qd); }
-      }
-      if (NB > 6u) {
-        a6 = mac4(a6, xs[o + 6u * B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c6 = mac4(c6, xs[o2 + 6u * B4], qa, qb, qc, qd); }
-      }
-      if (NB > 7u) {
-        a7 = mac4(a7, xs[o + 7u * B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c7 = mac4(c7, xs[o2 + 7u * B4], qa, qb, qc, qd); }
-      }
-      if (NB > 8u) {
-        a8 = mac4(a8, xs[o + 8u * B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c8 = mac4(c8, xs[o2 + 8u * B4], qa, qb, qc, qd); }
-      }
-      if (NB > 9u) {
-        a9 = mac4(a9, xs[o + 9u * B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c9 = mac4(c9, xs[o2 + 9u * B4], qa, qb, qc, qd); }
-      }
-      if (NB > 10u) {
-        a10 = mac4(a10, xs[o + 10u * B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c10 = mac4(c10, xs[o2 + 10u * B4], qa, qb, qc, qd); }
-      }
-      if (NB > 11u) {
-        a11 = mac4(a11, xs[o + 11u * B4], qa, qb, qc, qd);
-        if (TPI > 1u) { c11 = mac4(c11, xs[o2 + 11u * B4], qa, qb, qc, qd); }
-      }
+      if (has(h, 1u)) { a1 = mac4(a1, xs[o + step], qa, qb, qc, qd); }
+      if (has(h, 2u)) { a2 = mac4(a2, xs[o + 2u * step], qa, qb, qc, qd); }
+      if (has(h, 3u)) { a3 = mac4(a3, xs[o + 3u * step], qa, qb, qc, qd); }
+      if (has(h, 4u)) { a4 = mac4(a4, xs[o + 4u * step], qa, qb, qc, qd); }
+      if (has(h, 5u)) { a5 = mac4(a5, xs[o + 5u * step], qa, qb, qc, qd); }
+      if (has(h, 6u)) { a6 = mac4(a6, xs[o + 6u * step], qa, qb, qc, qd); }
+      if (has(h, 7u)) { a7 = mac4(a7, xs[o + 7u * step], qa, qb, qc, qd); }
+      if (has(h, 8u)) { a8 = mac4(a8, xs[o + 8u * step], qa, qb, qc, qd); }
+      if (has(h, 9u)) { a9 = mac4(a9, xs[o + 9u * step], qa, qb, qc, qd); }
+      if (has(h, 10u)) { a10 = mac4(a10, xs[o + 10u * step], qa, qb, qc, qd); }
+      if (has(h, 11u)) { a11 = mac4(a11, xs[o + 11u * step], qa, qb, qc, qd); }
     }
     if (stage == 2u) { break; }
     workgroupBarrier(); // every invocation has read its stage-1 inputs
+    let row0 = tk * K4;
     for (var j = 0u; j < 4u; j++) { // block b's column c goes to dest[b·B + c]
-      let c = 4u * cg + j;
-      {
-        let d = dest[c];
-        xs[base + d / 4u][d % 4u] = comp(a0, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c0, j); }
-      }
-      if (NB > 1u) {
-        let d = dest[B + c];
-        xs[base + d / 4u][d % 4u] = comp(a1, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c1, j); }
-      }
-      if (NB > 2u) {
-        let d = dest[2u * B + c];
-        xs[base + d / 4u][d % 4u] = comp(a2, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c2, j); }
-      }
-      if (NB > 3u) {
-        let d = dest[3u * B + c];
-        xs[base + d / 4u][d % 4u] = comp(a3, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c3, j); }
-      }
-      if (NB > 4u) {
-        let d = dest[4u * B + c];
-        xs[base + d / 4u][d % 4u] = comp(a4, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c4, j); }
-      }
-      if (NB > 5u) {
-        let d = dest[5u * B + c];
-        xs[base + d / 4u][d % 4u] = comp(a5, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c5, j); }
-      }
-      if (NB > 6u) {
-        let d = dest[6u * B + c];
-        xs[base + d / 4u][d % 4u] = comp(a6, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c6, j); }
-      }
-      if (NB > 7u) {
-        let d = dest[7u * B + c];
-        xs[base + d / 4u][d % 4u] = comp(a7, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c7, j); }
-      }
-      if (NB > 8u) {
-        let d = dest[8u * B + c];
-        xs[base + d / 4u][d % 4u] = comp(a8, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c8, j); }
-      }
-      if (NB > 9u) {
-        let d = dest[9u * B + c];
-        xs[base + d / 4u][d % 4u] = comp(a9, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c9, j); }
-      }
-      if (NB > 10u) {
-        let d = dest[10u * B + c];
-        xs[base + d / 4u][d % 4u] = comp(a10, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c10, j); }
-      }
-      if (NB > 11u) {
-        let d = dest[11u * B + c];
-        xs[base + d / 4u][d % 4u] = comp(a11, j);
-        if (TPI > 1u) { xs[base + K4 + d / 4u][d % 4u] = comp(c11, j); }
-      }
+      let c = (h * B4 + cg) * 4u + j; // column of accumulator 0 in the row
+      let sc = step * 4u;
+      { let d = dest[c]; xs[row0 + d / 4u][d % 4u] = comp(a0, j); }
+      if (has(h, 1u)) { let d = dest[c + sc]; xs[row0 + d / 4u][d % 4u] = comp(a1, j); }
+      if (has(h, 2u)) { let d = dest[c + 2u * sc]; xs[row0 + d / 4u][d % 4u] = comp(a2, j); }
+      if (has(h, 3u)) { let d = dest[c + 3u * sc]; xs[row0 + d / 4u][d % 4u] = comp(a3, j); }
+      if (has(h, 4u)) { let d = dest[c + 4u * sc]; xs[row0 + d / 4u][d % 4u] = comp(a4, j); }
+      if (has(h, 5u)) { let d = dest[c + 5u * sc]; xs[row0 + d / 4u][d % 4u] = comp(a5, j); }
+      if (has(h, 6u)) { let d = dest[c + 6u * sc]; xs[row0 + d / 4u][d % 4u] = comp(a6, j); }
+      if (has(h, 7u)) { let d = dest[c + 7u * sc]; xs[row0 + d / 4u][d % 4u] = comp(a7, j); }
+      if (has(h, 8u)) { let d = dest[c + 8u * sc]; xs[row0 + d / 4u][d % 4u] = comp(a8, j); }
+      if (has(h, 9u)) { let d = dest[c + 9u * sc]; xs[row0 + d / 4u][d % 4u] = comp(a9, j); }
+      if (has(h, 10u)) { let d = dest[c + 10u * sc]; xs[row0 + d / 4u][d % 4u] = comp(a10, j); }
+      if (has(h, 11u)) { let d = dest[c + 11u * sc]; xs[row0 + d / 4u][d % 4u] = comp(a11, j); }
     }
     workgroupBarrier();
   }
 
-  // Each token's absmax: this invocation's 4·NB values, then its B/4 column groups.
-  var ma = abs(a0);
-  if (NB > 1u) { ma = max(ma, abs(a1)); }
-  if (NB > 2u) { ma = max(ma, abs(a2)); }
-  if (NB > 3u) { ma = max(ma, abs(a3)); }
-  if (NB > 4u) { ma = max(ma, abs(a4)); }
-  if (NB > 5u) { ma = max(ma, abs(a5)); }
-  if (NB > 6u) { ma = max(ma, abs(a6)); }
-  if (NB > 7u) { ma = max(ma, abs(a7)); }
-  if (NB > 8u) { ma = max(ma, abs(a8)); }
-  if (NB > 9u) { ma = max(ma, abs(a9)); }
-  if (NB > 10u) { ma = max(ma, abs(a10)); }
-  if (NB > 11u) { ma = max(ma, abs(a11)); }
-  var mc = abs(c0);
-  if (NB > 1u) { mc = max(mc, abs(c1)); }
-  if (NB > 2u) { mc = max(mc, abs(c2)); }
-  if (NB > 3u) { mc = max(mc, abs(c3)); }
-  if (NB > 4u) { mc = max(mc, abs(c4)); }
-  if (NB > 5u) { mc = max(mc, abs(c5)); }
-  if (NB > 6u) { mc = max(mc, abs(c6)); }
-  if (NB > 7u) { mc = max(mc, abs(c7)); }
-  if (NB > 8u) { mc = max(mc, abs(c8)); }
-  if (NB > 9u) { mc = max(mc, abs(c9)); }
-  if (NB > 10u) { mc = max(mc, abs(c10)); }
-  if (NB > 11u) { mc = max(mc, abs(c11)); }
-  red[tk * B4 + cg] = max(max(ma.x, ma.y), max(ma.z, ma.w));
-  if (TPI > 1u) { red[(tk + 1u) * B4 + cg] = max(max(mc.x, mc.y), max(mc.z, mc.w)); }
+  // The token's absmax: this invocation's values, then its NS·B/4 invocations.
+  var m = abs(a0);
+  if (has(h, 1u)) { m = max(m, abs(a1)); }
+  if (has(h, 2u)) { m = max(m, abs(a2)); }
+  if (has(h, 3u)) { m = max(m, abs(a3)); }
+  if (has(h, 4u)) { m = max(m, abs(a4)); }
+  if (has(h, 5u)) { m = max(m, abs(a5)); }
+  if (has(h, 6u)) { m = max(m, abs(a6)); }
+  if (has(h, 7u)) { m = max(m, abs(a7)); }
+  if (has(h, 8u)) { m = max(m, abs(a8)); }
+  if (has(h, 9u)) { m = max(m, abs(a9)); }
+  if (has(h, 10u)) { m = max(m, abs(a10)); }
+  if (has(h, 11u)) { m = max(m, abs(a11)); }
+  let r0 = tk * NS * B4; // the token's entries in red
+  red[r0 + h * B4 + cg] = max(max(m.x, m.y), max(m.z, m.w));
   workgroupBarrier();
-  if (cg < TPI) { // one invocation per token
-    let t = tk + cg;
+  if (h == 0u && cg == 0u) {
     var mx = 0.0;
-    for (var u = 0u; u < B4; u++) { mx = max(mx, red[t * B4 + u]); }
-    red[t * B4] = mx;
+    for (var u = 0u; u < NS * B4; u++) { mx = max(mx, red[r0 + u]); }
+    red[r0] = mx;
   }
   workgroupBarrier();
+  let amax = red[r0];
   let qmax = f32((1u << (BITS - 1u)) - 1u);
-  for (var t = 0u; t < TPI; t++) {
-    let amax = red[(tk + t) * B4];
-    let delta = amax / qmax;
-    let inv = select(0.0, 1.0 / delta, amax > 0.0);
-    let row = m0 + tk + t;
-    if (row >= p.M) { break; }
-    if (cg == 0u) { scales[row] = delta; }
-    let o = row * K4 + cg;
-    codes[o] = pack(select(a0, c0, t == 1u), inv, qmax);
-    if (NB > 1u) { codes[o + B4] = pack(select(a1, c1, t == 1u), inv, qmax); }
-    if (NB > 2u) { codes[o + 2u * B4] = pack(select(a2, c2, t == 1u), inv, qmax); }
-    if (NB > 3u) { codes[o + 3u * B4] = pack(select(a3, c3, t == 1u), inv, qmax); }
-    if (NB > 4u) { codes[o + 4u * B4] = pack(select(a4, c4, t == 1u), inv, qmax); }
-    if (NB > 5u) { codes[o + 5u * B4] = pack(select(a5, c5, t == 1u), inv, qmax); }
-    if (NB > 6u) { codes[o + 6u * B4] = pack(select(a6, c6, t == 1u), inv, qmax); }
-    if (NB > 7u) { codes[o + 7u * B4] = pack(select(a7, c7, t == 1u), inv, qmax); }
-    if (NB > 8u) { codes[o + 8u * B4] = pack(select(a8, c8, t == 1u), inv, qmax); }
-    if (NB > 9u) { codes[o + 9u * B4] = pack(select(a9, c9, t == 1u), inv, qmax); }
-    if (NB > 10u) { codes[o + 10u * B4] = pack(select(a10, c10, t == 1u), inv, qmax); }
-    if (NB > 11u) { codes[o + 11u * B4] = pack(select(a11, c11, t == 1u), inv, qmax); }
-  }
+  let delta = amax / qmax;
+  let inv = select(0.0, 1.0 / delta, amax > 0.0);
+  let row = m0 + tk;
+  if (row >= p.M) { return; }
+  if (h == 0u && cg == 0u) { scales[row] = delta; }
+  let o = row * K4 + h * B4 + cg;
+  codes[o] = pack(a0, inv, qmax);
+  if (has(h, 1u)) { codes[o + step] = pack(a1, inv, qmax); }
+  if (has(h, 2u)) { codes[o + 2u * step] = pack(a2, inv, qmax); }
+  if (has(h, 3u)) { codes[o + 3u * step] = pack(a3, inv, qmax); }
+  if (has(h, 4u)) { codes[o + 4u * step] = pack(a4, inv, qmax); }
+  if (has(h, 5u)) { codes[o + 5u * step] = pack(a5, inv, qmax); }
+  if (has(h, 6u)) { codes[o + 6u * step] = pack(a6, inv, qmax); }
+  if (has(h, 7u)) { codes[o + 7u * step] = pack(a7, inv, qmax); }
+  if (has(h, 8u)) { codes[o + 8u * step] = pack(a8, inv, qmax); }
+  if (has(h, 9u)) { codes[o + 9u * step] = pack(a9, inv, qmax); }
+  if (has(h, 10u)) { codes[o + 10u * step] = pack(a10, inv, qmax); }
+  if (has(h, 11u)) { codes[o + 11u * step] = pack(a11, inv, qmax); }
 }

@@ -18,32 +18,32 @@ import fusedSrc from "../../wgsl/rotq_outlier_fused.wgsl" with { type: "text" };
 export const FUSED_MAX_BLOCKS = 12;
 
 /**
- * Why T tokens a workgroup, `per` (1 or 2) an invocation, do not suit K and block B on this
- * adapter, or "" when they do.
+ * Why T tokens a workgroup, each token's blocks split over `split` (1 or 2) invocations, do
+ * not suit K and block B on this adapter, or "" when they do.
  */
 export function fusedProblem(
   rt: Runtime,
   K: number,
   B: number,
   tokens: number,
-  per = 1,
+  split = 1,
 ): string {
   if (B % 4 !== 0 || K % B !== 0) return `block ${B} must be a multiple of 4 dividing K = ${K}`;
   if (K / B > FUSED_MAX_BLOCKS) return `K = ${K} has more than ${FUSED_MAX_BLOCKS} blocks`;
   if (![1, 2, 4, 8, 16].includes(tokens)) return `tokens ${tokens} must be 1, 2, 4, 8 or 16`;
-  if (per !== 1 && per !== 2) return `tokensPerInvocation ${per} must be 1 or 2`;
-  if (tokens % per !== 0) return `tokens ${tokens} must be a multiple of ${per}`;
+  if (split !== 1 && split !== 2) return `split ${split} must be 1 or 2`;
+  if (split > K / B) return `split ${split} needs at least ${split} blocks`;
   const lim = rt.info.limits;
-  if ((B / 4) * tokens / per > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) {
+  if ((B / 4) * tokens * split > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) {
     return "too many invocations";
   }
   if (
     B / 4 > (lim.maxComputeWorkgroupSizeX ?? 256) ||
-    tokens / per > (lim.maxComputeWorkgroupSizeY ?? 256)
+    tokens > (lim.maxComputeWorkgroupSizeY ?? 256) || split > (lim.maxComputeWorkgroupSizeZ ?? 64)
   ) {
     return "workgroup size over the adapter's limits";
   }
-  if ((tokens * K + tokens * B / 4) * 4 > workgroupBytes(rt)) return "workgroup memory";
+  if ((tokens * K + tokens * split * B / 4) * 4 > workgroupBytes(rt)) return "workgroup memory";
   return "";
 }
 
@@ -61,7 +61,8 @@ interface FusedParams {
   K: number;
   block: number;
   tokens: number;
-  per: number;
+  split: number;
+  prefetch: boolean;
   bits: number;
 }
 
@@ -73,7 +74,8 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
       constants: (p) => ({
         B: p.block,
         T: p.tokens,
-        TPI: p.per,
+        NS: p.split,
+        PF: p.prefetch ? 1 : 0,
         NB: p.K / p.block,
         BITS: p.bits,
       }),
@@ -86,15 +88,14 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
 }
 
 /**
- * Records the fused kernel: x [M, K] → codes [M, K/4] u32 + scales [M] f32, `tokens` a
- * workgroup and `per` an invocation.
+ * Records the fused kernel: x [M, K] → codes [M, K/4] u32 + scales [M] f32, with `tokens`
+ * a workgroup, each token's blocks split over `split` invocations, Q prefetched or not.
  */
 export function recordFused(
   rec: Recorder,
   x: Tensor,
   t: OutlierTransformTensors,
-  tokens: number,
-  per: number,
+  shape: { tokens: number; split: number; prefetch: boolean },
   M: number,
   K: number,
   out: { codes: Tensor; scales: Tensor },
@@ -102,7 +103,7 @@ export function recordFused(
 ): void {
   rec.dispatch(
     fusedSpec(x.dtype as StorageType),
-    { M, K, block: t.block, tokens, per, bits },
+    { M, K, block: t.block, ...shape, bits },
     [x, t.s, t.q1, t.q2, t.dest, out.codes, out.scales],
   );
 }

@@ -252,33 +252,36 @@ Deno.test(
     await withRuntime(async (rt) => {
       const fused = await detectFmaContraction(rt);
       const g = new Prng(23);
-      // [M, K, B, tokens, bits, f16, tokens per invocation]: tokens not a multiple of the
-      // workgroup's, one token, the most blocks (12), one block, A4/A6, f16 activations, two
-      // tokens an invocation (a lone last token among them); tokens 0 = the default.
+      // [M, K, B, tokens, bits, f16, split, prefetch]: tokens not a multiple of the
+      // workgroup's, one token, the most blocks (12), one block, A4/A6, f16 activations,
+      // blocks split over two invocations (odd and even counts), no prefetch; tokens 0 = the
+      // default.
       const cases = [
-        [37, 96, 32, 4, 8, 0, 1],
-        [1, 96, 32, 8, 8, 0, 1],
-        [5, 384, 32, 2, 4, 0, 1],
-        [11, 64, 64, 0, 6, 0, 1],
-        [9, 192, 32, 4, 8, 1, 1],
-        [37, 96, 32, 8, 8, 0, 2],
-        [5, 384, 32, 2, 6, 0, 2],
+        [37, 96, 32, 4, 8, 0, 1, 1],
+        [1, 96, 32, 8, 8, 0, 1, 1],
+        [5, 384, 32, 2, 4, 0, 1, 0],
+        [11, 64, 64, 0, 6, 0, 1, 1],
+        [9, 192, 32, 4, 8, 1, 1, 1],
+        [37, 96, 32, 8, 8, 0, 2, 1],
+        [5, 384, 32, 2, 6, 0, 2, 0],
       ];
-      for (const [M, K, B, tokens, bits, half, per] of cases) {
+      for (const [M, K, B, tokens, bits, half, split, pf] of cases) {
         if (half && !rt.info.f16) continue;
         const x = activations(M, K, M * K + 3, !!half);
         const { t, params } = outlierCase(rt, K, B, g);
         const xt = uploadTensor(rt, x, [M, K], half ? "f16" : "f32");
         const opts = {
           kernel: "fused" as const,
-          tokensPerInvocation: per,
+          split,
+          prefetch: !!pf,
           ...(tokens ? { tokens } : {}),
         };
         const rec = new Recorder(rt);
         const q = rotqOutlier(rec, xt, t, bits, opts);
         await rec.submit();
         const v = rotateOutlierRef(x, M, K, params, fused);
-        const what = `fused ${M}×${K}/${B} tokens ${tokens}/${per} A${bits}${half ? " f16" : ""}`;
+        const what = `fused ${M}×${K}/${B} tokens ${tokens} split ${split} pf ${pf} A${bits}` +
+          (half ? " f16" : "");
         assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, bits), what);
         if (M > 2) assertEquals((await readTensor(rt, q.scales))[2], 0, "the zero row");
       }
@@ -300,9 +303,9 @@ Deno.test("rotqOutlier fused kernel rejects what it cannot run", gpuTest, async 
     const x64 = uploadTensor(rt, new Float32Array(128), [2, 64]);
     assertThrows(() => rotqOutlier(rec, x64, small, 8, { tokens: 3 }), RangeError, "tokens 3");
     assertThrows(
-      () => rotqOutlier(rec, x64, small, 8, { tokens: 1, tokensPerInvocation: 2 }),
+      () => rotqOutlier(rec, x64, small, 8, { split: 3 }),
       RangeError,
-      "multiple of 2",
+      "split 3",
     );
     assertThrows(
       () => rotateOutlier(rec, x64, small, { kernel: "fused" }),
