@@ -15,8 +15,8 @@
  *   GEMMs, wgsl/rotq_outlier_tiled.wgsl, + rotq_outlier_quant.wgsl: three launches timed as
  *   one figure), rotq_outlier_tiled_ty8_… (64-token tiles), rotq_outlier_rows_… (the row
  *   kernel, wgsl/rotq_outlier.wgsl); rotq_outlier_fused_t4_… runs the fused kernel with 4
- *   tokens a workgroup, rotq_outlier_fused_s2_… with 4 and each token's blocks split over
- *   two invocations, rotq_outlier_fused_nopf_… without loading Q a step ahead; on a CPU adapter rotq_outlier_rows_128x1152 forces the row kernel;
+ *   tokens a workgroup, rotq_outlier_fused_c8_… with 8 columns of each block an invocation,
+ *   rotq_outlier_fused_nopf_… without loading Q a step ahead; on a CPU adapter rotq_outlier_rows_128x1152 forces the row kernel;
  * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
  *   cost of quantizing without a rotation;
  * - gemm_w4a8_4096x1152x4608 (TOP/s): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
@@ -128,7 +128,7 @@ type OutlierPath =
   | "tiled_ty8"
   | "fused"
   | "fused_t4"
-  | "fused_s2"
+  | "fused_c8"
   | "fused_nopf";
 
 /** The kernel an outlier case runs, in words. */
@@ -141,9 +141,9 @@ function kernelOf(path: OutlierPath): string {
     ? "tiled"
     : "rows";
   if (p.startsWith("fused")) {
-    const t = p === "fused_t4" || p === "fused_s2" ? 4 : fusedTokens(rt, K, B);
-    const more = p === "fused_s2"
-      ? ", blocks split over 2 invocations"
+    const t = p === "fused_t4" ? 4 : fusedTokens(rt, K, B);
+    const more = p === "fused_c8"
+      ? ", 8 columns an invocation"
       : p === "fused_nopf"
       ? ", Q not prefetched"
       : "";
@@ -167,8 +167,8 @@ function rotqCase(
     ? { kernel: "tiled", ty: 8, bk: 16 }
     : path === "fused_t4"
     ? { kernel: "fused", tokens: 4 }
-    : path === "fused_s2"
-    ? { kernel: "fused", tokens: 4, split: 2 }
+    : path === "fused_c8"
+    ? { kernel: "fused", columns: 8 }
     : path === "fused_nopf"
     ? { kernel: "fused", prefetch: false }
     : { kernel: path };
@@ -343,7 +343,7 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "tiled" : "rows"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty8"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t4"));
-  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_s2"));
+  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_c8"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_nopf"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "rows"));
   suite.add(rotqCase("actquant", dt));

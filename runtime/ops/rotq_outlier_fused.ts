@@ -18,32 +18,33 @@ import fusedSrc from "../../wgsl/rotq_outlier_fused.wgsl" with { type: "text" };
 export const FUSED_MAX_BLOCKS = 12;
 
 /**
- * Why T tokens a workgroup, each token's blocks split over `split` (1 or 2) invocations, do
- * not suit K and block B on this adapter, or "" when they do.
+ * Why T tokens a workgroup, `columns` (4 or 8) columns of each block an invocation, do not
+ * suit K and block B on this adapter, or "" when they do.
  */
 export function fusedProblem(
   rt: Runtime,
   K: number,
   B: number,
   tokens: number,
-  split = 1,
+  columns = 4,
 ): string {
-  if (B % 4 !== 0 || K % B !== 0) return `block ${B} must be a multiple of 4 dividing K = ${K}`;
+  if (columns !== 4 && columns !== 8) return `columns ${columns} must be 4 or 8`;
+  if (B % (2 * columns) !== 0 || K % B !== 0) {
+    return `block ${B} must be a multiple of ${2 * columns} dividing K = ${K}`;
+  }
   if (K / B > FUSED_MAX_BLOCKS) return `K = ${K} has more than ${FUSED_MAX_BLOCKS} blocks`;
   if (![1, 2, 4, 8, 16].includes(tokens)) return `tokens ${tokens} must be 1, 2, 4, 8 or 16`;
-  if (split !== 1 && split !== 2) return `split ${split} must be 1 or 2`;
-  if (split > K / B) return `split ${split} needs at least ${split} blocks`;
   const lim = rt.info.limits;
-  if ((B / 4) * tokens * split > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) {
+  if ((B / columns) * tokens > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) {
     return "too many invocations";
   }
   if (
-    B / 4 > (lim.maxComputeWorkgroupSizeX ?? 256) ||
-    tokens > (lim.maxComputeWorkgroupSizeY ?? 256) || split > (lim.maxComputeWorkgroupSizeZ ?? 64)
+    B / columns > (lim.maxComputeWorkgroupSizeX ?? 256) ||
+    tokens > (lim.maxComputeWorkgroupSizeY ?? 256)
   ) {
     return "workgroup size over the adapter's limits";
   }
-  if ((tokens * K + tokens * split * B / 4) * 4 > workgroupBytes(rt)) return "workgroup memory";
+  if ((tokens * K + tokens * B / 4) * 4 > workgroupBytes(rt)) return "workgroup memory";
   return "";
 }
 
@@ -61,7 +62,7 @@ interface FusedParams {
   K: number;
   block: number;
   tokens: number;
-  split: number;
+  columns: number;
   prefetch: boolean;
   bits: number;
 }
@@ -74,7 +75,7 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
       constants: (p) => ({
         B: p.block,
         T: p.tokens,
-        NS: p.split,
+        CW: p.columns,
         PF: p.prefetch ? 1 : 0,
         NB: p.K / p.block,
         BITS: p.bits,
@@ -89,13 +90,13 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
 
 /**
  * Records the fused kernel: x [M, K] → codes [M, K/4] u32 + scales [M] f32, with `tokens`
- * a workgroup, each token's blocks split over `split` invocations, Q prefetched or not.
+ * a workgroup, `columns` columns of each block an invocation, Q prefetched or not.
  */
 export function recordFused(
   rec: Recorder,
   x: Tensor,
   t: OutlierTransformTensors,
-  shape: { tokens: number; split: number; prefetch: boolean },
+  shape: { tokens: number; columns: number; prefetch: boolean },
   M: number,
   K: number,
   out: { codes: Tensor; scales: Tensor },

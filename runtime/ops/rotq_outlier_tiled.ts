@@ -78,8 +78,8 @@ export interface OutlierKernelOptions {
   kernel?: "fused" | "tiled" | "rows";
   /** Fused kernel: tokens per workgroup (1, 2, 4, 8 or 16); default as memory allows. */
   tokens?: number;
-  /** Fused kernel: invocations a token's blocks are split over, 1 (default) or 2. */
-  split?: number;
+  /** Fused kernel: columns of each block an invocation computes, 4 (default) or 8. */
+  columns?: number;
   /** Fused kernel: load Q rows one iteration ahead (default true). */
   prefetch?: boolean;
   /** Rows kernel: token rows per workgroup (1, 2 or 4); default as memory allows. */

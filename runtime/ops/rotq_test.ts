@@ -252,27 +252,27 @@ Deno.test(
     await withRuntime(async (rt) => {
       const fused = await detectFmaContraction(rt);
       const g = new Prng(23);
-      // [M, K, B, tokens, bits, f16, split, prefetch]: tokens not a multiple of the
+      // [M, K, B, tokens, bits, f16, columns, prefetch]: tokens not a multiple of the
       // workgroup's, one token, the most blocks (12), one block, A4/A6, f16 activations,
-      // blocks split over two invocations (odd and even counts), no prefetch; tokens 0 = the
-      // default.
+      // 8 columns an invocation, no prefetch; tokens 0 = the default.
       const cases = [
-        [37, 96, 32, 4, 8, 0, 1, 1],
-        [1, 96, 32, 8, 8, 0, 1, 1],
-        [5, 384, 32, 2, 4, 0, 1, 0],
-        [11, 64, 64, 0, 6, 0, 1, 1],
-        [9, 192, 32, 4, 8, 1, 1, 1],
-        [37, 96, 32, 8, 8, 0, 2, 1],
-        [5, 384, 32, 2, 6, 0, 2, 0],
+        [37, 96, 32, 4, 8, 0, 4, 1],
+        [1, 96, 32, 8, 8, 0, 4, 1],
+        [5, 384, 32, 2, 4, 0, 4, 0],
+        [11, 64, 64, 0, 6, 0, 4, 1],
+        [9, 192, 32, 4, 8, 1, 4, 1],
+        [37, 96, 32, 8, 8, 0, 8, 1],
+        [5, 384, 32, 2, 6, 0, 8, 0],
+        [3, 128, 128, 4, 8, 0, 8, 1],
       ];
-      for (const [M, K, B, tokens, bits, half, split, pf] of cases) {
+      for (const [M, K, B, tokens, bits, half, columns, pf] of cases) {
         if (half && !rt.info.f16) continue;
         const x = activations(M, K, M * K + 3, !!half);
         const { t, params } = outlierCase(rt, K, B, g);
         const xt = uploadTensor(rt, x, [M, K], half ? "f16" : "f32");
         const opts = {
           kernel: "fused" as const,
-          split,
+          columns,
           prefetch: !!pf,
           ...(tokens ? { tokens } : {}),
         };
@@ -280,7 +280,7 @@ Deno.test(
         const q = rotqOutlier(rec, xt, t, bits, opts);
         await rec.submit();
         const v = rotateOutlierRef(x, M, K, params, fused);
-        const what = `fused ${M}×${K}/${B} tokens ${tokens} split ${split} pf ${pf} A${bits}` +
+        const what = `fused ${M}×${K}/${B} tokens ${tokens} columns ${columns} pf ${pf} A${bits}` +
           (half ? " f16" : "");
         assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, bits), what);
         if (M > 2) assertEquals((await readTensor(rt, q.scales))[2], 0, "the zero row");
@@ -303,9 +303,9 @@ Deno.test("rotqOutlier fused kernel rejects what it cannot run", gpuTest, async 
     const x64 = uploadTensor(rt, new Float32Array(128), [2, 64]);
     assertThrows(() => rotqOutlier(rec, x64, small, 8, { tokens: 3 }), RangeError, "tokens 3");
     assertThrows(
-      () => rotqOutlier(rec, x64, small, 8, { split: 3 }),
+      () => rotqOutlier(rec, x64, small, 8, { columns: 16 }),
       RangeError,
-      "split 3",
+      "columns 16",
     );
     assertThrows(
       () => rotateOutlier(rec, x64, small, { kernel: "fused" }),
