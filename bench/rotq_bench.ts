@@ -15,8 +15,7 @@
  *   GEMMs, wgsl/rotq_outlier_tiled.wgsl, + rotq_outlier_quant.wgsl: three launches timed as
  *   one figure), rotq_outlier_tiled_ty8_… (64-token tiles), rotq_outlier_rows_… (the row
  *   kernel, wgsl/rotq_outlier.wgsl); rotq_outlier_fused_t4_… runs the fused kernel with 4
- *   tokens a workgroup, rotq_outlier_fused_c8_… with 8 columns of each block an invocation,
- *   rotq_outlier_fused_nopf_… without loading Q a step ahead; on a CPU adapter rotq_outlier_rows_128x1152 forces the row kernel;
+ *   tokens a workgroup; on a CPU adapter rotq_outlier_rows_128x1152 forces the row kernel;
  * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
  *   cost of quantizing without a rotation;
  * - gemm_w4a8_4096x1152x4608 (TOP/s): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
@@ -121,15 +120,7 @@ async function checkCodes(
 }
 
 /** Which outlier kernel a case forces ("default": the adapter's choice). */
-type OutlierPath =
-  | "default"
-  | "rows"
-  | "tiled"
-  | "tiled_ty8"
-  | "fused"
-  | "fused_t4"
-  | "fused_c8"
-  | "fused_nopf";
+type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8" | "fused" | "fused_t4";
 
 /** The kernel an outlier case runs, in words. */
 function kernelOf(path: OutlierPath): string {
@@ -141,13 +132,7 @@ function kernelOf(path: OutlierPath): string {
     ? "tiled"
     : "rows";
   if (p.startsWith("fused")) {
-    const t = p === "fused_t4" ? 4 : fusedTokens(rt, K, B);
-    const more = p === "fused_c8"
-      ? ", 8 columns an invocation"
-      : p === "fused_nopf"
-      ? ", Q not prefetched"
-      : "";
-    return `fused kernel (${t} tokens a workgroup${more})`;
+    return `fused kernel (${p === "fused_t4" ? 4 : fusedTokens(rt, K, B)} tokens a workgroup)`;
   }
   return p.startsWith("tiled") ? "tiled kernels" : "row kernel";
 }
@@ -167,10 +152,6 @@ function rotqCase(
     ? { kernel: "tiled", ty: 8, bk: 16 }
     : path === "fused_t4"
     ? { kernel: "fused", tokens: 4 }
-    : path === "fused_c8"
-    ? { kernel: "fused", columns: 8 }
-    : path === "fused_nopf"
-    ? { kernel: "fused", prefetch: false }
     : { kernel: path };
   return {
     name,
@@ -343,8 +324,6 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "tiled" : "rows"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty8"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t4"));
-  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_c8"));
-  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_nopf"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "rows"));
   suite.add(rotqCase("actquant", dt));
 }

@@ -291,13 +291,10 @@ function recordOutlier(
   // The fused path: asked for, or when quantizing and the rows fit (on lavapipe too: 1.6×
   // faster than the row kernel at 128×1152).
   let tokens = 0;
-  const columns = opts.columns ?? 4;
-  const fusedAsked = opts.tokens !== undefined || opts.columns !== undefined ||
-    opts.prefetch !== undefined;
-  if (opts.kernel === "fused" || fusedAsked) {
+  if (opts.kernel === "fused" || opts.tokens !== undefined) {
     if (!quant) throw new RangeError(`${what}: the fused kernel only quantizes; use "tiled"`);
     tokens = opts.tokens ?? fusedTokens(rt, K, B);
-    const why = fusedProblem(rt, K, B, tokens || 1, columns);
+    const why = fusedProblem(rt, K, B, tokens || 1);
     if (why) throw new RangeError(`${what}: the fused kernel cannot run here: ${why}`);
   } else if (!opts.kernel && quant && !opts.ty && !opts.bk) {
     tokens = fusedTokens(rt, K, B);
@@ -326,8 +323,7 @@ function recordOutlier(
   const scales = quant ? createTensor(rt, [M], "f32") : undefined;
   const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
   if (M > 0 && tokens) {
-    const shape = { tokens, columns, prefetch: opts.prefetch ?? true };
-    recordFused(rec, x, t, shape, M, K, { codes: codes!, scales: scales! }, bits);
+    recordFused(rec, x, t, tokens, M, K, { codes: codes!, scales: scales! }, bits);
   } else if (M > 0 && tile) {
     recordTiled(rec, x, t, tile, M, K, { codes, scales, y }, bits);
   } else if (M > 0) {

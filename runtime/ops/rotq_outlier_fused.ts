@@ -17,30 +17,17 @@ import fusedSrc from "../../wgsl/rotq_outlier_fused.wgsl" with { type: "text" };
 /** Most blocks a row may have (the kernel's named accumulators). */
 export const FUSED_MAX_BLOCKS = 12;
 
-/**
- * Why T tokens a workgroup, `columns` (4 or 8) columns of each block an invocation, do not
- * suit K and block B on this adapter, or "" when they do.
- */
-export function fusedProblem(
-  rt: Runtime,
-  K: number,
-  B: number,
-  tokens: number,
-  columns = 4,
-): string {
-  if (columns !== 4 && columns !== 8) return `columns ${columns} must be 4 or 8`;
-  if (B % (2 * columns) !== 0 || K % B !== 0) {
-    return `block ${B} must be a multiple of ${2 * columns} dividing K = ${K}`;
-  }
+/** Why T tokens a workgroup do not suit K and block B on this adapter, or "" when they do. */
+export function fusedProblem(rt: Runtime, K: number, B: number, tokens: number): string {
+  if (B % 4 !== 0 || K % B !== 0) return `block ${B} must be a multiple of 4 dividing K = ${K}`;
   if (K / B > FUSED_MAX_BLOCKS) return `K = ${K} has more than ${FUSED_MAX_BLOCKS} blocks`;
   if (![1, 2, 4, 8, 16].includes(tokens)) return `tokens ${tokens} must be 1, 2, 4, 8 or 16`;
   const lim = rt.info.limits;
-  if ((B / columns) * tokens > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) {
+  if ((B / 4) * tokens > (lim.maxComputeInvocationsPerWorkgroup ?? 256)) {
     return "too many invocations";
   }
   if (
-    B / columns > (lim.maxComputeWorkgroupSizeX ?? 256) ||
-    tokens > (lim.maxComputeWorkgroupSizeY ?? 256)
+    B / 4 > (lim.maxComputeWorkgroupSizeX ?? 256) || tokens > (lim.maxComputeWorkgroupSizeY ?? 256)
   ) {
     return "workgroup size over the adapter's limits";
   }
@@ -62,8 +49,6 @@ interface FusedParams {
   K: number;
   block: number;
   tokens: number;
-  columns: number;
-  prefetch: boolean;
   bits: number;
 }
 
@@ -72,14 +57,7 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
   let spec = specs.get(storage);
   if (!spec) {
     spec = rotqSpec(`rotq_outlier_fused_${storage}`, fusedSrc, storage, [5, 2], {
-      constants: (p) => ({
-        B: p.block,
-        T: p.tokens,
-        CW: p.columns,
-        PF: p.prefetch ? 1 : 0,
-        NB: p.K / p.block,
-        BITS: p.bits,
-      }),
+      constants: (p) => ({ B: p.block, T: p.tokens, NB: p.K / p.block, BITS: p.bits }),
       uniform: (p) => [p.M, p.K, 0, 0],
       dispatch: (p) => grid1d(Math.ceil(p.M / p.tokens)),
     });
@@ -88,15 +66,12 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
   return spec;
 }
 
-/**
- * Records the fused kernel: x [M, K] → codes [M, K/4] u32 + scales [M] f32, with `tokens`
- * a workgroup, `columns` columns of each block an invocation, Q prefetched or not.
- */
+/** Records the fused kernel: x [M, K] → codes [M, K/4] u32 + scales [M] f32. */
 export function recordFused(
   rec: Recorder,
   x: Tensor,
   t: OutlierTransformTensors,
-  shape: { tokens: number; columns: number; prefetch: boolean },
+  tokens: number,
   M: number,
   K: number,
   out: { codes: Tensor; scales: Tensor },
@@ -104,7 +79,7 @@ export function recordFused(
 ): void {
   rec.dispatch(
     fusedSpec(x.dtype as StorageType),
-    { M, K, block: t.block, ...shape, bits },
+    { M, K, block: t.block, tokens, bits },
     [x, t.s, t.q1, t.q2, t.dest, out.codes, out.scales],
   );
 }

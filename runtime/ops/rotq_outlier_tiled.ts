@@ -78,10 +78,6 @@ export interface OutlierKernelOptions {
   kernel?: "fused" | "tiled" | "rows";
   /** Fused kernel: tokens per workgroup (1, 2, 4, 8 or 16); default as memory allows. */
   tokens?: number;
-  /** Fused kernel: columns of each block an invocation computes, 4 (default) or 8. */
-  columns?: number;
-  /** Fused kernel: load Q rows one iteration ahead (default true). */
-  prefetch?: boolean;
   /** Rows kernel: token rows per workgroup (1, 2 or 4); default as memory allows. */
   rows?: number;
   /** Tiled kernel: invocations along tokens (a tile is 8·ty tokens); default searched. */

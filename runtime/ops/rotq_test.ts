@@ -252,36 +252,26 @@ Deno.test(
     await withRuntime(async (rt) => {
       const fused = await detectFmaContraction(rt);
       const g = new Prng(23);
-      // [M, K, B, tokens, bits, f16, columns, prefetch]: tokens not a multiple of the
-      // workgroup's, one token, the most blocks (12), one block, A4/A6, f16 activations,
-      // 8 columns an invocation, no prefetch; tokens 0 = the default.
+      // [M, K, B, tokens, bits, f16]: tokens not a multiple of the workgroup's, one token,
+      // the most blocks (12), one block, A4/A6, f16 activations; tokens 0 = the default.
       const cases = [
-        [37, 96, 32, 4, 8, 0, 4, 1],
-        [1, 96, 32, 8, 8, 0, 4, 1],
-        [5, 384, 32, 2, 4, 0, 4, 0],
-        [11, 64, 64, 0, 6, 0, 4, 1],
-        [9, 192, 32, 4, 8, 1, 4, 1],
-        [37, 96, 32, 8, 8, 0, 8, 1],
-        [5, 384, 32, 2, 6, 0, 8, 0],
-        [3, 128, 128, 4, 8, 0, 8, 1],
+        [37, 96, 32, 4, 8, 0],
+        [1, 96, 32, 8, 8, 0],
+        [5, 384, 32, 2, 4, 0],
+        [11, 64, 64, 0, 6, 0],
+        [9, 192, 32, 4, 8, 1],
       ];
-      for (const [M, K, B, tokens, bits, half, columns, pf] of cases) {
+      for (const [M, K, B, tokens, bits, half] of cases) {
         if (half && !rt.info.f16) continue;
         const x = activations(M, K, M * K + 3, !!half);
         const { t, params } = outlierCase(rt, K, B, g);
         const xt = uploadTensor(rt, x, [M, K], half ? "f16" : "f32");
-        const opts = {
-          kernel: "fused" as const,
-          columns,
-          prefetch: !!pf,
-          ...(tokens ? { tokens } : {}),
-        };
+        const opts = tokens ? { kernel: "fused" as const, tokens } : { kernel: "fused" as const };
         const rec = new Recorder(rt);
         const q = rotqOutlier(rec, xt, t, bits, opts);
         await rec.submit();
         const v = rotateOutlierRef(x, M, K, params, fused);
-        const what = `fused ${M}×${K}/${B} tokens ${tokens} columns ${columns} pf ${pf} A${bits}` +
-          (half ? " f16" : "");
+        const what = `fused ${M}×${K}/${B} tokens ${tokens} A${bits}${half ? " f16" : ""}`;
         assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, bits), what);
         if (M > 2) assertEquals((await readTensor(rt, q.scales))[2], 0, "the zero row");
       }
@@ -302,11 +292,6 @@ Deno.test("rotqOutlier fused kernel rejects what it cannot run", gpuTest, async 
     const small = outlierCase(rt, 64, 32, new Prng(3)).t;
     const x64 = uploadTensor(rt, new Float32Array(128), [2, 64]);
     assertThrows(() => rotqOutlier(rec, x64, small, 8, { tokens: 3 }), RangeError, "tokens 3");
-    assertThrows(
-      () => rotqOutlier(rec, x64, small, 8, { columns: 16 }),
-      RangeError,
-      "columns 16",
-    );
     assertThrows(
       () => rotateOutlier(rec, x64, small, { kernel: "fused" }),
       RangeError,
