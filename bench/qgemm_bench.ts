@@ -464,8 +464,8 @@ if (onGpu) {
     }
     for (
       const t of [
-        { kl: 16, cg: 16, mr: 8 }, // the default before 2026-11-27's sweep
-        { kl: 8, cg: 16, mr: 16, k2: true },
+        { kl: 16, cg: 16, mr: 8, k2: false }, // the default before 2026-11-27's sweeps
+        { kl: 8, cg: 16, mr: 16, k2: false }, // the default without two k steps an iteration
         { kl: 8, cg: 16, mr: 8 },
         { kl: 8, cg: 32, mr: 16 },
         { kl: 8, cg: 8, mr: 16 },

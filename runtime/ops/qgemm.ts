@@ -120,7 +120,7 @@ export interface SkinnyTune {
   cg?: number;
   /** Rows per workgroup, ≤ 16; default min(16, M). */
   mr?: number;
-  /** Two k steps an iteration, their loads issued together (A/B benchmarks); default false. */
+  /** Two k steps an iteration, their loads issued together; default true (H200 sweeps). */
   k2?: boolean;
 }
 
@@ -211,14 +211,15 @@ export function qgemmA16(
     const [libs] = decLibs(a.mode, false);
     spec = makeSpec(`qgemm_a16_fused_${dt}`, regSrc, dt, [commonSrc, ...libs, io], GEMM_BINDINGS);
   } else if (version === "skinny") {
-    // Default from the H200 sweep (2026-11-27_qgemm_s8): 128 invocations, 16 rows a group.
+    // Defaults from the H200 sweeps of 2026-11-27 (qgemm_sweep, _repeat and qgemm): 128
+    // invocations, 16 rows a group, two k steps an iteration.
     const kl = opts.tune?.kl ?? 8;
     const cg = opts.tune?.cg ?? 16;
     const mr = opts.tune?.mr ?? Math.max(1, Math.min(16, M));
     if (kl * cg > 256 || mr < 1 || mr > 16) {
       throw new RangeError(`${who}: skinny tune needs kl·cg ≤ 256 and mr in [1, 16]`);
     }
-    consts = { KL: kl, CG: cg, MR: mr, K2: opts.tune?.k2 ? 1 : 0 };
+    consts = { KL: kl, CG: cg, MR: mr, K2: (opts.tune?.k2 ?? true) ? 1 : 0 };
     const [libs, tag] = decLibs(a.mode, true);
     if (tag) checkTable(rt, who, 4 * cg, a.mode, w.bits, 16 * 256); // + the reduction buffer
     grid = [Math.ceil(N / (4 * cg)), Math.ceil(M / mr)];
