@@ -464,12 +464,14 @@ if (onGpu) {
     }
     for (
       const t of [
-        { kl: 16, cg: 16, mr: 8, k2: false, ks: 1 }, // the default before 2026-11-27's sweeps
-        { kl: 8, cg: 16, mr: 16, k2: false, ks: 1 }, // the default of 2026-11-27's first sweep
-        { ks: 1 }, // the default tile without a K split
-        { ks: 2 },
-        { ks: 4 },
-        { ks: 8 },
+        { kl: 16, cg: 16, mr: 8, k2: false }, // the default before 2026-11-27's sweeps
+        { kl: 8, cg: 16, mr: 16, k2: false }, // the default without two k steps an iteration
+        { kl: 8, cg: 16, mr: 8 },
+        { kl: 8, cg: 32, mr: 16 },
+        { kl: 8, cg: 8, mr: 16 },
+        { kl: 4, cg: 32, mr: 16 },
+        { kl: 4, cg: 16, mr: 16 },
+        { kl: 16, cg: 8, mr: 16 },
       ] as SkinnyTune[]
     ) {
       suite.add(
@@ -480,8 +482,8 @@ if (onGpu) {
         }),
       );
     }
-    // The M=64 rows once more at the end, the spread of one kernel within a run (2026-11-27:
-    // 0.0675 and 0.0756 ms for the same skinny tile, minima equal; f32 within 1.5 %).
+    // The M=64 rows once more at the end: whether a row's place in the suite moves it
+    // (the first skinny row measured 10-15 % slower than the same tile in the sweep).
     suite.add(f32Case(64, K, N, "ms", "_again"));
     suite.add(a16Case(64, K, N, { unit: "ms", suffix: "_again" }));
   }

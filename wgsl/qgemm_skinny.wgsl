@@ -12,10 +12,6 @@ override KL: u32 = 16u; // invocations along K
 override CG: u32 = 16u; // column groups of 4; KL·CG ≤ 256
 override MR: u32 = 8u;  // rows per workgroup, ≤ 16
 override K2: u32 = 0u;  // 1: two k steps an iteration, their loads issued together (A/B)
-// Split K over KS workgroups along z: split z takes k steps [z·C, z·C + C), C = ⌈K4/KS⌉, and
-// (KS > 1) stores its raw sums to row z·M + row of a scratch `out` (the host turns the
-// epilogue off), which qgemm_splitk.wgsl adds up; more workgroups hide more load latency.
-override KS: u32 = 1u;
 
 var<workgroup> red: array<vec4<f32>, 256>;
 
@@ -32,9 +28,8 @@ fn row8(r: u32, s: u32, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f3
   return row4(r, s, w0, w1, w2, w3) + row4(r, s2, v0, v1, v2, v3);
 }
 
-// Adds the KL lanes' partial sums of row `row` and stores its 4·CG columns (split z's rows
-// of the scratch with KS > 1).
-fn reduce_store(tid: u32, nb: u32, row: u32, acc: vec4<f32>, z: u32) {
+// Adds the KL lanes' partial sums of row `row` and stores its 4·CG columns.
+fn reduce_store(tid: u32, nb: u32, row: u32, acc: vec4<f32>) {
   red[tid] = acc;
   workgroupBarrier();
   if (tid < 4u * CG) {
@@ -43,16 +38,13 @@ fn reduce_store(tid: u32, nb: u32, row: u32, acc: vec4<f32>, z: u32) {
     var sum = 0.0;
     for (var l = 0u; l < KL; l++) { sum += red[g * KL + l][j]; }
     let col = nb + tid;
-    if (row < p.M && col < p.N) { gemm_store(z * p.M + row, col, sum); }
+    if (row < p.M && col < p.N) { gemm_store(row, col, sum); }
   }
   workgroupBarrier();
 }
 
 @compute @workgroup_size(KL * CG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let chunk = (p.K4 + KS - 1u) / KS;
-  let k0 = wg.z * chunk;
-  let k1 = min(k0 + chunk, p.K4); // this split's k steps: [k0, k1)
   let kl = tid % KL;
   let cg = tid / KL;
   let nb = wg.x * 4u * CG;
@@ -79,7 +71,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   var a13 = vec4<f32>(0.0);
   var a14 = vec4<f32>(0.0);
   var a15 = vec4<f32>(0.0);
-  for (var s = k0 + kl; s < k1; s += (1u + K2) * KL) {
+  for (var s = kl; s < p.K4; s += (1u + K2) * KL) {
     let w0 = load_w(c0, s);
     let w1 = load_w(c1, s);
     let w2 = load_w(c2, s);
@@ -89,7 +81,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     var v1 = vec4<f32>(0.0);
     var v2 = vec4<f32>(0.0);
     var v3 = vec4<f32>(0.0);
-    if (K2 == 1u && s + KL < k1) {
+    if (K2 == 1u && s + KL < p.K4) {
       v0 = load_w(c0, s2);
       v1 = load_w(c1, s2);
       v2 = load_w(c2, s2);
@@ -112,20 +104,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if (MR > 14u) { a14 += row8(m0 + 14u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
     if (MR > 15u) { a15 += row8(m0 + 15u, s, w0, w1, w2, w3, s2, v0, v1, v2, v3); }
   }
-  reduce_store(tid, nb, m0, a0, wg.z);
-  if (MR > 1u) { reduce_store(tid, nb, m0 + 1u, a1, wg.z); }
-  if (MR > 2u) { reduce_store(tid, nb, m0 + 2u, a2, wg.z); }
-  if (MR > 3u) { reduce_store(tid, nb, m0 + 3u, a3, wg.z); }
-  if (MR > 4u) { reduce_store(tid, nb, m0 + 4u, a4, wg.z); }
-  if (MR > 5u) { reduce_store(tid, nb, m0 + 5u, a5, wg.z); }
-  if (MR > 6u) { reduce_store(tid, nb, m0 + 6u, a6, wg.z); }
-  if (MR > 7u) { reduce_store(tid, nb, m0 + 7u, a7, wg.z); }
-  if (MR > 8u) { reduce_store(tid, nb, m0 + 8u, a8, wg.z); }
-  if (MR > 9u) { reduce_store(tid, nb, m0 + 9u, a9, wg.z); }
-  if (MR > 10u) { reduce_store(tid, nb, m0 + 10u, a10, wg.z); }
-  if (MR > 11u) { reduce_store(tid, nb, m0 + 11u, a11, wg.z); }
-  if (MR > 12u) { reduce_store(tid, nb, m0 + 12u, a12, wg.z); }
-  if (MR > 13u) { reduce_store(tid, nb, m0 + 13u, a13, wg.z); }
-  if (MR > 14u) { reduce_store(tid, nb, m0 + 14u, a14, wg.z); }
-  if (MR > 15u) { reduce_store(tid, nb, m0 + 15u, a15, wg.z); }
+  reduce_store(tid, nb, m0, a0);
+  if (MR > 1u) { reduce_store(tid, nb, m0 + 1u, a1); }
+  if (MR > 2u) { reduce_store(tid, nb, m0 + 2u, a2); }
+  if (MR > 3u) { reduce_store(tid, nb, m0 + 3u, a3); }
+  if (MR > 4u) { reduce_store(tid, nb, m0 + 4u, a4); }
+  if (MR > 5u) { reduce_store(tid, nb, m0 + 5u, a5); }
+  if (MR > 6u) { reduce_store(tid, nb, m0 + 6u, a6); }
+  if (MR > 7u) { reduce_store(tid, nb, m0 + 7u, a7); }
+  if (MR > 8u) { reduce_store(tid, nb, m0 + 8u, a8); }
+  if (MR > 9u) { reduce_store(tid, nb, m0 + 9u, a9); }
+  if (MR > 10u) { reduce_store(tid, nb, m0 + 10u, a10); }
+  if (MR > 11u) { reduce_store(tid, nb, m0 + 11u, a11); }
+  if (MR > 12u) { reduce_store(tid, nb, m0 + 12u, a12); }
+  if (MR > 13u) { reduce_store(tid, nb, m0 + 13u, a13); }
+  if (MR > 14u) { reduce_store(tid, nb, m0 + 14u, a14); }
+  if (MR > 15u) { reduce_store(tid, nb, m0 + 15u, a15); }
 }

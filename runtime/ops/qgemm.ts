@@ -55,7 +55,6 @@ import regSrc from "../../wgsl/gemm_reg.wgsl" with { type: "text" };
 import ioA16Src from "../../wgsl/qgemm_io_a16.wgsl" with { type: "text" };
 import ioA16hSrc from "../../wgsl/qgemm_io_a16h.wgsl" with { type: "text" };
 import skinnySrc from "../../wgsl/qgemm_skinny.wgsl" with { type: "text" };
-import splitkSrc from "../../wgsl/qgemm_splitk.wgsl" with { type: "text" };
 import decodeSrc from "../../wgsl/qgemm_decode.wgsl" with { type: "text" };
 import decodeLutsSrc from "../../wgsl/qgemm_decode_luts.wgsl" with { type: "text" };
 import intSrc from "../../wgsl/qgemm_int.wgsl" with { type: "text" };
@@ -123,11 +122,6 @@ export interface SkinnyTune {
   mr?: number;
   /** Two k steps an iteration, their loads issued together; default true (H200 sweeps). */
   k2?: boolean;
-  /**
-   * K split over this many workgroups, 1–16, added by a second launch (f32 only); default
-   * {@linkcode skinnySplit}.
-   */
-  ks?: number;
 }
 
 /** The default A16 version for M rows on `rt`. */
@@ -208,8 +202,7 @@ export function qgemmA16(
   const io = dt === "f16" ? ioA16hSrc : ioA16Src;
   let spec: KernelSpec<QParams>;
   let consts: Record<string, number>;
-  let grid: [number, number, number?];
-  let ks = 1; // skinny: K split over this many workgroups (a second launch adds them up)
+  let grid: [number, number];
   if (version === "fused") {
     const t = gemmDefaultTune("vec4", rt.info.fallback);
     consts = { TX: t.tx, TY: t.ty, BK: t.bk, LMAP: t.lmap, EPI: t.epi };
@@ -226,17 +219,10 @@ export function qgemmA16(
     if (kl * cg > 256 || mr < 1 || mr > 16) {
       throw new RangeError(`${who}: skinny tune needs kl·cg ≤ 256 and mr in [1, 16]`);
     }
-    const k2 = opts.tune?.k2 ?? true;
-    grid = [Math.ceil(N / (4 * cg)), Math.ceil(M / mr)];
-    ks = opts.tune?.ks ?? skinnySplit(rt, dt, grid[0] * grid[1], Math.ceil(K / 4), kl, k2);
-    if (!Number.isInteger(ks) || ks < 1 || ks > 16) {
-      throw new RangeError(`${who}: skinny tune ks must be an integer in [1, 16], got ${ks}`);
-    }
-    if (ks > 1 && dt !== "f32") throw new RangeError(`${who}: a K split needs f32 activations`);
-    consts = { KL: kl, CG: cg, MR: mr, K2: k2 ? 1 : 0, KS: ks };
-    if (ks > 1) grid.push(ks);
+    consts = { KL: kl, CG: cg, MR: mr, K2: (opts.tune?.k2 ?? true) ? 1 : 0 };
     const [libs, tag] = decLibs(a.mode, true);
     if (tag) checkTable(rt, who, 4 * cg, a.mode, w.bits, 16 * 256); // + the reduction buffer
+    grid = [Math.ceil(N / (4 * cg)), Math.ceil(M / mr)];
     spec = makeSpec(
       `qgemm_a16_skinny_${dt}${tag}`,
       skinnySrc,
@@ -247,8 +233,6 @@ export function qgemmA16(
   } else {
     throw new RangeError(`${who}: version must be fused, skinny or dequant, got ${version}`);
   }
-  // A K split stores raw sums to a scratch [ks·M, N]; the epilogue runs when they are added.
-  const raw = { ...e, act: 0, bias: false, res: false, gate: false };
   const p: QParams = {
     ...e,
     K,
@@ -256,10 +240,9 @@ export function qgemmA16(
     aux: a.groupSize,
     bits: w.bits,
     mode: a.mode,
-    consts: { ...consts, ...flagConstants(ks > 1 ? raw : e), BITS: w.bits, MODE: a.mode },
+    consts: { ...consts, ...flagConstants(e), BITS: w.bits, MODE: a.mode },
     grid,
   };
-  const part = ks > 1 ? createTensor(rt, [ks * M, N], "f32") : undefined;
   // Absent epilogue operands are bound to x (never read: their flag is off).
   rec.dispatch(spec, p, [
     x,
@@ -267,46 +250,10 @@ export function qgemmA16(
     opts.bias ?? x,
     opts.residual ?? x,
     opts.gate ?? x,
-    part ?? out,
+    out,
     a.params,
   ]);
-  if (part) {
-    const sum = makeSpec("qgemm_splitk_f32", splitkSrc, "f32", [commonSrc], GEMM_BINDINGS);
-    const ps = {
-      ...p,
-      consts: { KS: ks, WG: 256, ...flagConstants(e) },
-      grid: grid1d(Math.ceil(M * N / 256)),
-    };
-    rec.dispatch(sum, ps, [
-      part,
-      part,
-      opts.bias ?? part,
-      opts.residual ?? part,
-      opts.gate ?? part,
-      out,
-      part,
-    ]);
-    part.release(); // the pool hands it out again only to work recorded after this
-  }
   return out;
-}
-
-/**
- * The skinny kernel's default K split on `rt`: none on CPU adapters or for f16; else enough
- * splits for ~1024 workgroups (the 64-row GEMMs have ~300 without: too few warps to hide
- * the loads' latency), at most 8, each lane keeping at least two iterations.
- */
-export function skinnySplit(
-  rt: Runtime,
-  dt: string,
-  groups: number,
-  K4: number,
-  kl: number,
-  k2: boolean,
-): number {
-  if (rt.info.fallback || dt !== "f32") return 1;
-  const perIteration = kl * (k2 ? 2 : 1);
-  return Math.max(1, Math.min(8, Math.floor(1024 / groups), Math.floor(K4 / (2 * perIteration))));
 }
 
 /** The default integer version on `rt`. */

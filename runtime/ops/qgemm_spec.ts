@@ -93,7 +93,7 @@ export interface QParams extends Epi {
   bits: number;
   mode: number;
   consts: Record<string, number>;
-  grid: [number, number, number?];
+  grid: [number, number];
 }
 
 const UNIFORM = {

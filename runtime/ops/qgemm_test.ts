@@ -48,16 +48,9 @@ Deno.test("qgemmA16 matches X·Ŵᵀ for every version and weight format (f32)",
           y.release();
         }
         // The skinny kernel's row guards (below 8 and up to 16 rows a workgroup), other lane
-        // splits, two k steps an iteration with a tail (K4 = 32, 12 lanes: 24 a step), and K
-        // split over workgroups (3: 11 + 11 + 10 steps; 2 with two steps an iteration).
+        // splits, and two k steps an iteration with a tail (K4 = 32, 12 lanes: 24 a step).
         const tunes = M === 37
-          ? [
-            { mr: 3, kl: 8, cg: 4, k2: false },
-            { mr: 13, kl: 16, cg: 8, k2: false },
-            { mr: 5, kl: 12, cg: 4, k2: true },
-            { mr: 5, kl: 4, cg: 4, k2: false, ks: 3 },
-            { mr: 16, kl: 4, cg: 8, k2: true, ks: 2 },
-          ]
+          ? [{ mr: 3, kl: 8, cg: 4 }, { mr: 13, kl: 16, cg: 8 }, { mr: 5, kl: 12, cg: 4, k2: true }]
           : [];
         for (const tune of tunes) {
           const rec = new Recorder(rt);
@@ -205,13 +198,6 @@ Deno.test(
       assertThrows(() => qgemmA16(rec, x, w2), RangeError, "without A16 parameters");
       const res: Tensor = uploadTensor(rt, new Float32Array(32), [4, 8]);
       assertThrows(() => qgemmA16(rec, x, w, { residual: res, out: res }), RangeError, "residual");
-      const skinny = (tune: { ks: number }, xx = x) =>
-        qgemmA16(rec, xx, w, { version: "skinny", tune });
-      assertThrows(() => skinny({ ks: 0 }), RangeError, "ks must be");
-      if (rt.info.f16) {
-        const x16 = uploadTensor(rt, c.xs, [4, 16], "f16");
-        assertThrows(() => skinny({ ks: 2 }, x16), RangeError, "needs f32");
-      }
       assertThrows(
         () =>
           uploadQWeight(
