@@ -299,16 +299,15 @@ function recordOutlier(
   } else if (!opts.kernel && quant && !opts.ty && !opts.bk) {
     tokens = fusedTokens(rt, K, B);
   }
-  // The tiled path: asked for, or on a GPU when a tile fits and the scratch binds.
+  // Else the tiled path: asked for, or on a GPU when a tile fits and the scratch binds.
   let tile: OutlierTile | undefined;
-  if (tokens) {
-    // fused: neither tile nor rows
-  } else if (opts.kernel === "tiled" || opts.ty !== undefined || opts.bk !== undefined) {
+  const tiledAsked = opts.kernel === "tiled" || opts.ty !== undefined || opts.bk !== undefined;
+  if (!tokens && tiledAsked) {
     const def = outlierTile(rt, B);
     tile = { ty: opts.ty ?? def?.ty ?? 16, bk: opts.bk ?? def?.bk ?? 16 };
     const why = tileProblem(rt, B, tile.ty, tile.bk);
     if (why) throw new RangeError(`${what}: the tiled kernel cannot run here: ${why}`);
-  } else if (opts.kernel !== "rows" && !rt.info.fallback) {
+  } else if (!tokens && opts.kernel !== "rows" && !rt.info.fallback) {
     tile = outlierTile(rt, B);
     const maxBind = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
     if (tile && K * Math.ceil(M / (8 * tile.ty)) * 8 * tile.ty * 4 > maxBind) tile = undefined;
