@@ -37,6 +37,7 @@ PARTS=(
   "emoji|~1|emoji|emoji_s_gpu_image_20step{,_f16}, emoji_s_fidelity_fp32 with WEBDIT_EMOJI_DATASET (README)"
   "ablation|~5|ablation|the default plugin matrix on the bundled model: PSNR/SSIM/cosine/fidelity, ms/step, bytes (5, 6, 7, 9)"
   "step_f16act|~3|step_f32_w4a8_paro|optional: step_pixart_alpha_f32 beside the quantized rows with f16 activations (…_f16)"
+  "profile|~1|profile|optional: GPU time of each launch of the rotq and 64-row/W4A8 GEMM paths (timestamp-query; a diagnostic)"
 )
 # Suggested device calls, each within one 10-minute command (the first measured at 7.8 min).
 CALLS=("attention rotq torch step qgemm block" "flux flux_quant emoji" "ablation gemm")
@@ -56,7 +57,7 @@ if [ $# -eq 0 ] || [ "$1" = "list" ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; 
   exit 0
 fi
 want=("$@")
-if [ "$1" = "all" ]; then # only where one command may run ~25 min; the optional part left out
+if [ "$1" = "all" ]; then # only where one command may run ~25 min; the optional parts left out
   want=()
   for p in "${PARTS[@]}"; do [[ "$p" == *"|optional:"* ]] || want+=("${p%%|*}"); done
 fi
@@ -138,6 +139,7 @@ run_part() {
     attention) cmd="deno bench -A --no-check bench/attention_bench.ts" ;;
     step) cmd="deno bench -A --no-check bench/step_bench.ts" ;;
     step_f16act) cmd="env WEBDIT_QUANT_ACT=f16 WEBDIT_STEP_ROWS=f32,w4a8,paro deno bench -A --no-check bench/step_bench.ts" ;;
+    profile) cmd="deno run -A --no-check bench/profile_kernels.ts --write" ;;
     block) cmd="deno bench -A --no-check bench/block_bench.ts" ;;
     torch) cmd="python3 tools/torch/bench_step.py --commit $WEBDIT_COMMIT --iters 20 --out-dir $results" ;;
     flux) cmd="env WEBDIT_FLUX_QUANT=0 deno bench -A --no-check bench/flux_step_bench.ts" ;;

@@ -171,6 +171,25 @@ export type Bindable = Tensor | GPUBuffer;
 const UNIFORM_SLOT = 256;
 const UNIFORM_CHUNK = 256 * UNIFORM_SLOT;
 
+/** Options of a {@linkcode Recorder}. */
+export interface RecorderOptions {
+  /**
+   * Time every launch on the GPU (timestamp-query; each launch gets its own compute pass):
+   * {@linkcode Recorder.launchTimes} reads them after the submit. For profiling only.
+   */
+  profile?: boolean;
+}
+
+/** One launch's GPU time from a profiling {@linkcode Recorder}. */
+export interface LaunchTime {
+  /** The kernel spec's name. */
+  name: string;
+  /** End minus start of its compute pass, in ms. */
+  ms: number;
+}
+
+const QUERIES_PER_SET = 4096; // two a launch
+
 /**
  * Records kernel launches into one command encoder and submits them at once. Uniform
  * params of all launches share chunked buffers, written just before the submit.
@@ -178,6 +197,7 @@ const UNIFORM_CHUNK = 256 * UNIFORM_SLOT;
 export class Recorder {
   #rt: Runtime;
   #encoder: GPUCommandEncoder;
+  #profile?: { sets: GPUQuerySet[]; names: string[]; read: GPUBuffer[] };
   #pass: GPUComputePassEncoder | undefined;
   #chunks: { buffer: GPUBuffer; data: ArrayBuffer }[] = [];
   #slot = UNIFORM_CHUNK / UNIFORM_SLOT;
@@ -187,10 +207,14 @@ export class Recorder {
   #submitted = false;
 
   /** Starts a recording on `rt`. */
-  constructor(rt: Runtime, label = "webdit") {
+  constructor(rt: Runtime, label = "webdit", options: RecorderOptions = {}) {
     rt.assertAlive();
+    if (options.profile && !rt.info.timestamps) {
+      throw new RangeError("Recorder: profile needs timestamp-query, which this adapter lacks");
+    }
     this.#rt = rt;
     this.#encoder = rt.device.createCommandEncoder({ label });
+    if (options.profile) this.#profile = { sets: [], names: [], read: [] };
     rt.pool.openRecording(this);
   }
 
@@ -262,12 +286,80 @@ export class Recorder {
       return { binding, resource: { buffer: b instanceof GPUBuffer ? b : b.buffer } };
     });
     const group = this.#rt.device.createBindGroup({ layout: cached.layout, entries });
+    if (this.#profile) this.#profiledPass(spec.name);
     this.#pass ??= this.#encoder.beginComputePass();
     this.#pass.setPipeline(cached.pipeline);
     this.#pass.setBindGroup(0, group);
     const [x, y = 1, z = 1] = spec.dispatch(params);
     this.#pass.dispatchWorkgroups(x, y, z);
     this.#count++;
+    if (this.#profile) {
+      this.#pass.end();
+      this.#pass = undefined;
+    }
+  }
+
+  // Profiling: the launch gets a pass of its own whose start and end write timestamps.
+  #profiledPass(name: string): void {
+    const pr = this.#profile!;
+    const i = pr.names.length % (QUERIES_PER_SET / 2);
+    if (i === 0) {
+      pr.sets.push(this.#rt.device.createQuerySet({ type: "timestamp", count: QUERIES_PER_SET }));
+    }
+    pr.names.push(name);
+    this.#pass?.end();
+    this.#pass = this.#encoder.beginComputePass({
+      timestampWrites: {
+        querySet: pr.sets[pr.sets.length - 1],
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    });
+  }
+
+  /**
+   * The GPU time of every launch, in order, of a recorder made with `profile` (after its
+   * submit). Timestamps may be quantized or, on some drivers, coarse: compare within a run.
+   */
+  async launchTimes(): Promise<LaunchTime[]> {
+    const pr = this.#profile;
+    if (!pr) throw new Error("launchTimes: this recorder was not made with profile");
+    if (!this.#submitted) throw new Error("launchTimes: submit first");
+    const out: LaunchTime[] = [];
+    for (const [k, buf] of pr.read.entries()) {
+      await buf.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(buf.getMappedRange().slice(0));
+      buf.destroy();
+      const first = k * (QUERIES_PER_SET / 2);
+      for (let i = 0; first + i < pr.names.length && i < QUERIES_PER_SET / 2; i++) {
+        out.push({ name: pr.names[first + i], ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6 });
+      }
+    }
+    pr.read = [];
+    for (const q of pr.sets) q.destroy();
+    return out;
+  }
+
+  // Profiling: each query set resolved and copied to a buffer launchTimes maps.
+  #resolveProfile(): void {
+    const pr = this.#profile;
+    if (!pr) return;
+    for (const [k, set] of pr.sets.entries()) {
+      const n = Math.min(QUERIES_PER_SET, 2 * (pr.names.length - k * (QUERIES_PER_SET / 2)));
+      const device = this.#rt.device;
+      const resolve = device.createBuffer({
+        size: 8 * n,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      });
+      const read = device.createBuffer({
+        size: 8 * n,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      this.#encoder.resolveQuerySet(set, 0, n, resolve, 0);
+      this.#encoder.copyBufferToBuffer(resolve, 0, read, 0, 8 * n);
+      this.#staging.push(resolve); // destroyed after the submit, as the upload staging
+      pr.read.push(read);
+    }
   }
 
   /** Records a buffer-to-buffer copy of `bytes` bytes (a multiple of 4). */
@@ -309,6 +401,7 @@ export class Recorder {
     if (this.#submitted) throw new Error("This recorder was already submitted");
     this.#submitted = true;
     this.#pass?.end();
+    this.#resolveProfile();
     for (const c of this.#checks) {
       const err = await c.check;
       c.check = undefined;

@@ -1,0 +1,57 @@
+import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import { type KernelSpec, Recorder } from "./kernel.ts";
+import { createTensor, readTensor, uploadTensor } from "./tensor.ts";
+
+/** y = x · k, one invocation per element (k: an override, so each k is its own pipeline). */
+function scaleSpec(name: string): KernelSpec<{ n: number; k: number }> {
+  return {
+    name,
+    source: `override K: f32 = 1.0;
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  if (g.x < arrayLength(&x)) { y[g.x] = x[g.x] * K; }
+}`,
+    bindings: ["read", "read_write"],
+    constants: (p) => ({ K: p.k }),
+    dispatch: (p) => [Math.ceil(p.n / 64)],
+  };
+}
+
+Deno.test(
+  "a profiling recorder times every launch in order and computes the same",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      if (!rt.info.timestamps) return;
+      const n = 4096;
+      const x = uploadTensor(rt, Float32Array.from({ length: n }, (_, i) => i), [n]);
+      const y = createTensor(rt, [n]);
+      const z = createTensor(rt, [n]);
+      const rec = new Recorder(rt, "profile test", { profile: true });
+      rec.dispatch(scaleSpec("double"), { n, k: 2 }, [x, y]);
+      const w = rec.upload(new Float32Array(n).fill(1), [n]); // a copy between the launches
+      rec.dispatch(scaleSpec("triple"), { n, k: 3 }, [y, z]);
+      rec.dispatch(scaleSpec("double"), { n, k: 2 }, [w, y]);
+      await rec.submit();
+      const times = await rec.launchTimes();
+      assertEquals(times.map((t) => t.name), ["double", "triple", "double"]);
+      for (const t of times) assert(t.ms > 0 && t.ms < 1000, `${t.name}: ${t.ms} ms`);
+      assertEquals((await readTensor(rt, z))[5], 30);
+      assertEquals((await readTensor(rt, y))[5], 2);
+    });
+  },
+);
+
+Deno.test("launchTimes needs a profiling recorder, after its submit", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const plain = new Recorder(rt);
+    await plain.submit();
+    await assertRejects(() => plain.launchTimes(), Error, "not made with profile");
+    if (!rt.info.timestamps) return;
+    const rec = new Recorder(rt, "profile", { profile: true });
+    await assertRejects(() => rec.launchTimes(), Error, "submit first");
+    rec.discard();
+  });
+});
