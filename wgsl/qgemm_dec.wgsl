@@ -23,21 +23,16 @@ override MODE: u32 = 0u;
 fn cpw() -> u32 { return 32u / BITS; }
 fn code_mask() -> u32 { return (1u << BITS) - 1u; }
 
-// The u32 word holding the codes of k = 4·k4 … 4·k4 + 3 of row `row` (4 and 8 bits only).
-fn codes_word(row: u32, k4: u32) -> u32 { return codes[row * p.p0 + (4u * k4) / cpw()]; }
-
-// The four codes of k = 4·k4 … in their word w (4 and 8 bits only).
-fn codes4_of(w: u32, k4: u32) -> vec4<u32> {
-  let s = ((4u * k4) % cpw()) * BITS;
-  return (vec4<u32>(w) >> (vec4<u32>(s) + vec4<u32>(0u, BITS, 2u * BITS, 3u * BITS))) &
-    vec4<u32>(code_mask());
-}
-
 // The codes of k = 4·k4 … 4·k4 + 3 of row `row` (k4 < K4).
 fn codes4(row: u32, k4: u32) -> vec4<u32> {
-  if (cpw() % 4u == 0u) { return codes4_of(codes_word(row, k4), k4); } // one word
   let base = row * p.p0;
   let k = 4u * k4;
+  if (cpw() % 4u == 0u) { // 4 and 8 bits: the four codes share one word
+    let w = codes[base + k / cpw()];
+    let s = (k % cpw()) * BITS;
+    return (vec4<u32>(w) >> (vec4<u32>(s) + vec4<u32>(0u, BITS, 2u * BITS, 3u * BITS))) &
+      vec4<u32>(code_mask());
+  }
   var c = vec4<u32>(0u);
   for (var i = 0u; i < 4u; i++) {
     let kk = k + i;
@@ -66,18 +61,8 @@ fn lut8(lb: u32, c: u32) -> u32 { return (wq[lb + c / 4u] >> ((c % 4u) * 8u)) & 
 
 // Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2, 3, 4 or 6).
 fn wdec_i8(row: u32, kw: u32) -> u32 {
-  if (cpw() % 4u == 0u) { return wdec_i8_word(row, kw, codes_word(row, kw)); }
-  return wdec_i8_codes(row, codes4(row, kw)); // 3 bits (never MODE 3: 8-bit codes)
-}
-
-// As wdec_i8, from the codes' word w = codes_word(row, kw) (4 and 8 bits): a kernel can load
-// the word early and decode it late, so that the load's latency hides behind other work.
-fn wdec_i8_word(row: u32, kw: u32, w: u32) -> u32 {
-  if (MODE == 3u) { return w ^ 0x80808080u; }
-  return wdec_i8_codes(row, codes4_of(w, kw));
-}
-
-fn wdec_i8_codes(row: u32, c: vec4<u32>) -> u32 {
+  if (MODE == 3u) { return codes[row * p.p0 + kw] ^ 0x80808080u; }
+  let c = codes4(row, kw);
   if (MODE == 6u) { return tlq_i8(row, c); }
   if (MODE == 4u) { // code − zero as a byte: (c + 256 − z) mod 256 is its two's complement
     let v = (c + vec4<u32>(256u - u32(bitcast<f32>(wq[p.N + row])))) & vec4<u32>(0xffu);

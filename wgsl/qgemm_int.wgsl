@@ -11,7 +11,6 @@ override TX: u32 = 16u;
 override TY: u32 = 16u;
 override BKW: u32 = 4u;  // K tile in words: 4 or 8 (tile loads split evenly, ≤ 4 words each)
 override RAW: u32 = 0u;  // 1: store the i32 sums as f32 bit patterns (tests; f32 output)
-override LATE: u32 = 0u; // 1: MODE 6 decodes after the multiply (late(), below)
 
 @group(0) @binding(1) var<storage, read> xq: array<u32>;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
@@ -38,31 +37,18 @@ fn fetch_x(j: u32, tid: u32, m0: u32, kt: u32) -> u32 {
   let kw = kt + a.y;
   return select(0u, xq[min(m0 + a.x, p.M - 1u) * p.K4 + min(kw, p.K4 - 1u)], kw < p.K4);
 }
-// With LATE, MODE 6 (TLQ compact, decoded through the workgroup's tables) has fetch_w only
-// load the codes' word and put_w decode it after the multiply, so the load's latency hides
-// behind the multiply instead of stalling before it.
-fn late() -> bool { return LATE == 1u && MODE == 6u && cpw() % 4u == 0u; }
-
 fn fetch_w(j: u32, tid: u32, n0: u32, kt: u32) -> u32 {
   let a = at(j, tid);
   let kw = kt + a.y;
-  let row = min(n0 + a.x, p.N - 1u);
-  if (late()) { return codes_word(row, min(kw, p.K4 - 1u)); }
-  return select(0u, wdec_i8(row, min(kw, p.K4 - 1u)), kw < p.K4);
+  return select(0u, wdec_i8(min(n0 + a.x, p.N - 1u), min(kw, p.K4 - 1u)), kw < p.K4);
 }
 fn put_x(j: u32, tid: u32, buf: u32, v: u32) {
   let a = at(j, tid);
   xsh[buf * BKW * (bm() / 4u) + a.y * (bm() / 4u) + a.x / 4u][a.x % 4u] = v;
 }
-// v is fetch_w's word for the tile at kt of columns n0 …
-fn put_w(j: u32, tid: u32, buf: u32, v: u32, n0: u32, kt: u32) {
+fn put_w(j: u32, tid: u32, buf: u32, v: u32) {
   let a = at(j, tid);
-  var w = v;
-  if (late()) {
-    let kw = kt + a.y;
-    w = select(0u, wdec_i8_word(min(n0 + a.x, p.N - 1u), min(kw, p.K4 - 1u), v), kw < p.K4);
-  }
-  wsh[buf * BKW * (bn() / 4u) + a.y * (bn() / 4u) + a.x / 4u][a.x % 4u] = w;
+  wsh[buf * BKW * (bn() / 4u) + a.y * (bn() / 4u) + a.x / 4u][a.x % 4u] = v;
 }
 
 fn d4(a: u32, b: vec4<u32>) -> vec4<i32> {
@@ -109,9 +95,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   put_x(0u, tid, 0u, px0);
   if (lx > 1u) { put_x(1u, tid, 0u, px1); }
   if (lx > 2u) { put_x(2u, tid, 0u, px2); put_x(3u, tid, 0u, px3); }
-  put_w(0u, tid, 0u, pw0, n0, 0u);
-  if (lw > 1u) { put_w(1u, tid, 0u, pw1, n0, 0u); }
-  if (lw > 2u) { put_w(2u, tid, 0u, pw2, n0, 0u); put_w(3u, tid, 0u, pw3, n0, 0u); }
+  put_w(0u, tid, 0u, pw0);
+  if (lw > 1u) { put_w(1u, tid, 0u, pw1); }
+  if (lw > 2u) { put_w(2u, tid, 0u, pw2); put_w(3u, tid, 0u, pw3); }
   workgroupBarrier();
 
   for (var t = 0u; t < tiles; t++) {
@@ -144,13 +130,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     if (more) {
       let nxt = 1u - cur;
-      let kt = (t + 1u) * BKW;
       put_x(0u, tid, nxt, px0);
       if (lx > 1u) { put_x(1u, tid, nxt, px1); }
       if (lx > 2u) { put_x(2u, tid, nxt, px2); put_x(3u, tid, nxt, px3); }
-      put_w(0u, tid, nxt, pw0, n0, kt);
-      if (lw > 1u) { put_w(1u, tid, nxt, pw1, n0, kt); }
-      if (lw > 2u) { put_w(2u, tid, nxt, pw2, n0, kt); put_w(3u, tid, nxt, pw3, n0, kt); }
+      put_w(0u, tid, nxt, pw0);
+      if (lw > 1u) { put_w(1u, tid, nxt, pw1); }
+      if (lw > 2u) { put_w(2u, tid, nxt, pw2); put_w(3u, tid, nxt, pw3); }
     }
     workgroupBarrier();
   }
