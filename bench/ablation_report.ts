@@ -123,7 +123,6 @@ export function ablationMarkdown(f: AblationFile, svg = `${f.date}_ablation.svg`
   ].join("\n");
 }
 
-/** The PARO mass-kept table, when the file has the figures. */
 /**
  * PARO's mass-kept figures as named results (BENCHMARKS.md's format):
  * `paro_mass_kept_d30_held_out_chosen`, … — one per row and key in `keys`.
@@ -141,6 +140,7 @@ export function massKeptResults<K extends string>(
   );
 }
 
+/** The PARO mass-kept table, when the file has the figures. */
 function massMarkdown(raw: unknown): string[] {
   if (!Array.isArray(raw) || !raw.length) return [];
   const rows = raw as {

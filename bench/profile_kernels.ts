@@ -56,7 +56,10 @@ async function profile(rt: Runtime, unit: (rec: Recorder) => void, reps: number)
 /** One row per kernel name: the median and min of its launches, in µs. */
 function rows(what: string, times: LaunchTime[]): BenchResult[] {
   const by = new Map<string, number[]>();
-  for (const t of times) by.set(t.name, [...by.get(t.name) ?? [], t.ms]);
+  for (const t of times) {
+    if (!by.has(t.name)) by.set(t.name, []);
+    by.get(t.name)!.push(t.ms);
+  }
   return [...by].map(([name, ms]) => ({
     name: `${what}__${name}`.toLowerCase().replace(/[^a-z0-9_]+/g, "_"),
     value: Number((1e3 * median(ms)).toPrecision(4)),

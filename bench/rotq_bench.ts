@@ -37,14 +37,13 @@ import { qgemmInt, uploadQWeight } from "../runtime/ops/qgemm.ts";
 import {
   detectFmaContraction,
   type HadamardTransformTensors,
+  outlierKernel,
   type OutlierKernelOptions,
-  outlierTile,
   type OutlierTransformTensors,
   rotqHadamard,
   rotqOutlier,
 } from "../runtime/ops/rotq.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
-import { fusedTokens } from "../runtime/ops/rotq_outlier_fused.ts";
 import {
   quantizeRows,
   randomOrthogonal,
@@ -120,21 +119,21 @@ async function checkCodes(
 }
 
 /** Which outlier kernel a case forces ("default": the adapter's choice). */
-type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8" | "fused" | "fused_t4";
+type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8" | "fused_t4";
 
-/** The kernel an outlier case runs, in words. */
+/** The kernel options of a path. */
+function pathOptions(path: OutlierPath): OutlierKernelOptions {
+  if (path === "default") return {};
+  if (path === "tiled_ty8") return { kernel: "tiled", ty: 8, bk: 16 };
+  if (path === "fused_t4") return { kernel: "fused", tokens: 4 };
+  return { kernel: path };
+}
+
+/** The kernel an outlier case runs, in words (rotq.ts's own choice for these options). */
 function kernelOf(path: OutlierPath): string {
-  const p = path !== "default"
-    ? path
-    : fusedTokens(rt, K, B)
-    ? "fused"
-    : onGpu && outlierTile(rt, B)
-    ? "tiled"
-    : "rows";
-  if (p.startsWith("fused")) {
-    return `fused kernel (${p === "fused_t4" ? 4 : fusedTokens(rt, K, B)} tokens a workgroup)`;
-  }
-  return p.startsWith("tiled") ? "tiled kernels" : "row kernel";
+  const k = outlierKernel(rt, M, K, B, true, pathOptions(path));
+  if (k.kernel === "fused") return `fused kernel (${k.tokens} tokens a workgroup)`;
+  return k.kernel === "tiled" ? "tiled kernels" : "row kernel";
 }
 
 function rotqCase(
@@ -146,13 +145,7 @@ function rotqCase(
   const name = kind === "actquant"
     ? `actquant${suffix}_${shape}`
     : `rotq_${kind}${suffix}_${shape}`;
-  const opts: OutlierKernelOptions = path === "default"
-    ? {}
-    : path === "tiled_ty8"
-    ? { kernel: "tiled", ty: 8, bk: 16 }
-    : path === "fused_t4"
-    ? { kernel: "fused", tokens: 4 }
-    : { kernel: path };
+  const opts = pathOptions(path);
   return {
     name,
     unit: "ms",

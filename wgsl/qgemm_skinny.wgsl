@@ -11,7 +11,7 @@
 override KL: u32 = 16u; // invocations along K
 override CG: u32 = 16u; // column groups of 4; KL·CG ≤ 256
 override MR: u32 = 8u;  // rows per workgroup, ≤ 16
-override K2: u32 = 0u;  // 1: two k steps an iteration, their loads issued together (A/B)
+override K2: u32 = 0u;  // 1: two k steps an iteration, their loads issued together
 
 var<workgroup> red: array<vec4<f32>, 256>;
 

@@ -222,8 +222,19 @@ export class Recorder {
   discard(): void {
     this.#submitted = true;
     this.#rt.pool.closeRecording(this);
+    this.#destroyOwn(false);
+  }
+
+  // The recording's own buffers: uniforms and upload staging, and the profile's queries
+  // unless launchTimes will read them.
+  #destroyOwn(keepProfile: boolean): void {
     for (const c of this.#chunks) c.buffer.destroy();
     for (const b of this.#staging) b.destroy();
+    if (this.#profile && !keepProfile) {
+      for (const q of this.#profile.sets) q.destroy();
+      for (const b of this.#profile.read) b.destroy();
+      this.#profile.read = [];
+    }
   }
 
   /** The runtime this recorder records for. */
@@ -407,8 +418,7 @@ export class Recorder {
       c.check = undefined;
       if (err) {
         this.#rt.pool.closeRecording(this);
-        for (const ch of this.#chunks) ch.buffer.destroy();
-        for (const b of this.#staging) b.destroy();
+        this.#destroyOwn(false);
         throw err;
       }
     }
@@ -422,8 +432,7 @@ export class Recorder {
     this.#rt.pool.closeRecording(this);
     const validation = await device.popErrorScope();
     const oom = await device.popErrorScope();
-    for (const c of this.#chunks) c.buffer.destroy();
-    for (const b of this.#staging) b.destroy();
+    this.#destroyOwn(true);
     const err = validation ?? oom;
     if (err) throw new GpuExecutionError(`GPU error while running kernels: ${err.message.trim()}`);
   }

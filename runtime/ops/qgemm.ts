@@ -105,11 +105,6 @@ export interface IntTune {
    * GEMM runs as MODE 2; "workgroup": every workgroup of the GEMM builds its rows' tables.
    */
   tables?: "expand" | "workgroup";
-  /**
-   * With tables "workgroup", at 4 bits: load the codes' word with the next tile and decode
-   * it after the multiply (true), or decode it when loaded (default).
-   */
-  late?: boolean;
 }
 
 /** Tile knobs of the skinny kernel (benchmarks and tuning). */
@@ -352,7 +347,6 @@ export function qgemmInt(
       TX: t.tx,
       TY: t.ty,
       BKW: t.bkw,
-      LATE: t.late ? 1 : 0,
       ...flags,
       BITS: w.bits,
       MODE: gemmMode,

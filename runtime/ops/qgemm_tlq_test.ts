@@ -123,10 +123,9 @@ Deno.test(
           const { xa, x8, xScale } = await quantized(rt, c, bits);
           const ref = qgemmIntRef(x8, xScale, w8, lut.scale, M, N, K);
           for (const version of INT_VERSIONS) {
-            // The tiled kernel: tables expanded per call (default), or built per workgroup,
-            // decoding when loaded or after the multiply.
+            // The tiled kernel: tables expanded per call (default), or built per workgroup.
             const tunes: (IntTune | undefined)[] = version === "tiled"
-              ? [undefined, { tables: "workgroup" }, { tables: "workgroup", late: true }]
+              ? [undefined, { tables: "workgroup" }]
               : [undefined];
             for (const tune of tunes) {
               const rec = new Recorder(rt);

@@ -262,6 +262,65 @@ export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): numb
   return 0;
 }
 
+/** The kernel an outlier-aware transform runs, with its shape ({@linkcode outlierKernel}). */
+export type OutlierKernel =
+  | { kernel: "fused"; tokens: number }
+  | { kernel: "tiled"; tile: OutlierTile }
+  | { kernel: "rows"; rows: number };
+
+/**
+ * The kernel {@linkcode rotqOutlier} (`quant`) or {@linkcode rotateOutlier} runs for M rows
+ * of K with block B on `rt`, given `opts`: the fused one where asked or, when quantizing,
+ * where the rows fit; else the tiled one where asked, or on a GPU when a tile fits and the
+ * scratch binds; else the row kernel. Throws when the asked kernel cannot run.
+ */
+export function outlierKernel(
+  rt: Runtime,
+  M: number,
+  K: number,
+  B: number,
+  quant: boolean,
+  opts: OutlierKernelOptions = {},
+  what = quant ? "rotqOutlier" : "rotateOutlier",
+): OutlierKernel {
+  if (opts.kernel !== undefined && !["fused", "tiled", "rows"].includes(opts.kernel)) {
+    throw new RangeError(
+      `${what}: opts.kernel must be "fused", "tiled" or "rows", got ${opts.kernel}`,
+    );
+  }
+  // Fused where the rows fit: on lavapipe too (1.6× faster than the row kernel at 128×1152).
+  if (opts.kernel === "fused" || opts.tokens !== undefined) {
+    if (!quant) throw new RangeError(`${what}: the fused kernel only quantizes; use "tiled"`);
+    const tokens = opts.tokens ?? fusedTokens(rt, K, B);
+    const why = fusedProblem(rt, K, B, tokens || 1);
+    if (why) throw new RangeError(`${what}: the fused kernel cannot run here: ${why}`);
+    return { kernel: "fused", tokens };
+  }
+  if (!opts.kernel && quant && !opts.ty && !opts.bk) {
+    const tokens = fusedTokens(rt, K, B);
+    if (tokens) return { kernel: "fused", tokens };
+  }
+  if (opts.kernel === "tiled" || opts.ty !== undefined || opts.bk !== undefined) {
+    const def = outlierTile(rt, B);
+    const tile = { ty: opts.ty ?? def?.ty ?? 16, bk: opts.bk ?? def?.bk ?? 16 };
+    const why = tileProblem(rt, B, tile.ty, tile.bk);
+    if (why) throw new RangeError(`${what}: the tiled kernel cannot run here: ${why}`);
+    return { kernel: "tiled", tile };
+  }
+  if (opts.kernel !== "rows" && !rt.info.fallback) {
+    const tile = outlierTile(rt, B);
+    const maxBind = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
+    if (tile && K * Math.ceil(M / (8 * tile.ty)) * 8 * tile.ty * 4 <= maxBind) {
+      return { kernel: "tiled", tile };
+    }
+  }
+  const rows = opts.rows ?? outlierRowsPerGroup(rt, K, B);
+  if (rows < 1 || rows > 4 || (2 * rows * K + rows * B) * 4 > workgroupBytes(rt)) {
+    throw new RangeError(`${what}: K = ${K} does not fit this adapter's workgroup memory`);
+  }
+  return { kernel: "rows", rows };
+}
+
 function recordOutlier(
   rec: Recorder,
   x: Tensor,
@@ -281,54 +340,20 @@ function recordOutlier(
   if (t.dest.size !== K || t.dest.dtype !== "u32") {
     throw new RangeError(`${what}: dest must be u32 [${K}], got ${t.dest.dtype} [${t.dest.shape}]`);
   }
-  if (opts.kernel !== undefined && !["fused", "tiled", "rows"].includes(opts.kernel)) {
-    throw new RangeError(
-      `${what}: opts.kernel must be "fused", "tiled" or "rows", got ${opts.kernel}`,
-    );
-  }
   const rt = rec.runtime;
   const words = Math.ceil(K / 4);
-  // The fused path: asked for, or when quantizing and the rows fit (on lavapipe too: 1.6×
-  // faster than the row kernel at 128×1152).
-  let tokens = 0;
-  if (opts.kernel === "fused" || opts.tokens !== undefined) {
-    if (!quant) throw new RangeError(`${what}: the fused kernel only quantizes; use "tiled"`);
-    tokens = opts.tokens ?? fusedTokens(rt, K, B);
-    const why = fusedProblem(rt, K, B, tokens || 1);
-    if (why) throw new RangeError(`${what}: the fused kernel cannot run here: ${why}`);
-  } else if (!opts.kernel && quant && !opts.ty && !opts.bk) {
-    tokens = fusedTokens(rt, K, B);
-  }
-  // Else the tiled path: asked for, or on a GPU when a tile fits and the scratch binds.
-  let tile: OutlierTile | undefined;
-  const tiledAsked = opts.kernel === "tiled" || opts.ty !== undefined || opts.bk !== undefined;
-  if (!tokens && tiledAsked) {
-    const def = outlierTile(rt, B);
-    tile = { ty: opts.ty ?? def?.ty ?? 16, bk: opts.bk ?? def?.bk ?? 16 };
-    const why = tileProblem(rt, B, tile.ty, tile.bk);
-    if (why) throw new RangeError(`${what}: the tiled kernel cannot run here: ${why}`);
-  } else if (!tokens && opts.kernel !== "rows" && !rt.info.fallback) {
-    tile = outlierTile(rt, B);
-    const maxBind = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
-    if (tile && K * Math.ceil(M / (8 * tile.ty)) * 8 * tile.ty * 4 > maxBind) tile = undefined;
-  }
-  const rows = tile || tokens ? 0 : opts.rows ?? outlierRowsPerGroup(rt, K, B);
-  if (
-    !tile && !tokens && (rows < 1 || rows > 4 || (2 * rows * K + rows * B) * 4 > workgroupBytes(rt))
-  ) {
-    throw new RangeError(`${what}: K = ${K} does not fit this adapter's workgroup memory`);
-  }
+  const path = outlierKernel(rt, M, K, B, quant, opts, what);
   const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
   const scales = quant ? createTensor(rt, [M], "f32") : undefined;
   const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
-  if (M > 0 && tokens) {
-    recordFused(rec, x, t, tokens, M, K, { codes: codes!, scales: scales! }, bits);
-  } else if (M > 0 && tile) {
-    recordTiled(rec, x, t, tile, M, K, { codes, scales, y }, bits);
-  } else if (M > 0) {
+  if (M > 0 && path.kernel === "fused") {
+    recordFused(rec, x, t, path.tokens, M, K, { codes: codes!, scales: scales! }, bits);
+  } else if (M > 0 && path.kernel === "tiled") {
+    recordTiled(rec, x, t, path.tile, M, K, { codes, scales, y }, bits);
+  } else if (M > 0 && path.kernel === "rows") {
     rec.dispatch(
       outlierSpec(x.dtype as StorageType),
-      { M, K, words, block: B, quant, bits, wg: B, rows },
+      { M, K, words, block: B, quant, bits, wg: B, rows: path.rows },
       [
         x,
         t.s,
