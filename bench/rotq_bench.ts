@@ -9,13 +9,13 @@
  * Rows (GPU; the CPU adapter runs M = 128 and names rows by that shape):
  * - rotq_hadamard_4096x1152, rotq_outlier_4096x1152 (ms): f32 input, 8-bit codes; `_f16`
  *   variants read f16 activations. rotq_outlier runs the default path: the fused kernel,
- *   wgsl/rotq_outlier_fused.wgsl, one launch with 8 token rows a workgroup in workgroup
- *   memory (4 where memory is 32 KiB, as on lavapipe);
+ *   wgsl/rotq_outlier_fused.wgsl, one launch with 2 token rows a workgroup in workgroup
+ *   memory on GPUs (on CPU adapters the most that fit: 4 on lavapipe's 32 KiB);
  * - on GPUs, the paths it replaced, forced: rotq_outlier_tiled_4096x1152 (two tiled block
  *   GEMMs, wgsl/rotq_outlier_tiled.wgsl, + rotq_outlier_quant.wgsl: three launches timed as
  *   one figure), rotq_outlier_tiled_ty8_… (64-token tiles), rotq_outlier_rows_… (the row
- *   kernel, wgsl/rotq_outlier.wgsl); rotq_outlier_fused_t4_… runs the fused kernel with 4
- *   tokens a workgroup; on a CPU adapter rotq_outlier_rows_128x1152 forces the row kernel;
+ *   kernel, wgsl/rotq_outlier.wgsl); rotq_outlier_fused_t4_… and _t8_… run the fused
+ *   kernel with 4 and 8 tokens a workgroup; on a CPU adapter rotq_outlier_rows_128x1152 forces the row kernel;
  * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
  *   cost of quantizing without a rotation;
  * - gemm_w4a8_4096x1152x4608 (TOP/s): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
@@ -119,13 +119,14 @@ async function checkCodes(
 }
 
 /** Which outlier kernel a case forces ("default": the adapter's choice). */
-type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8" | "fused_t4";
+type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8" | "fused_t4" | "fused_t8";
 
 /** The kernel options of a path. */
 function pathOptions(path: OutlierPath): OutlierKernelOptions {
   if (path === "default") return {};
   if (path === "tiled_ty8") return { kernel: "tiled", ty: 8, bk: 16 };
   if (path === "fused_t4") return { kernel: "fused", tokens: 4 };
+  if (path === "fused_t8") return { kernel: "fused", tokens: 8 };
   return { kernel: path };
 }
 
@@ -317,6 +318,7 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "tiled" : "rows"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty8"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t4"));
+  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t8"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "rows"));
   suite.add(rotqCase("actquant", dt));
 }

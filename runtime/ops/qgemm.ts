@@ -119,6 +119,12 @@ export interface SkinnyTune {
   k2?: boolean;
 }
 
+/**
+ * Padding of the skinny kernel's TLQ table rows (words): with a stride of 2^b + 2, the LUT
+ * reads of a warp's four column groups fall in more memory banks (H200: 4 % faster).
+ */
+const SKINNY_TLQ_PAD = 2;
+
 /** The default A16 version for M rows on `rt`. */
 export function defaultA16Version(rt: Runtime, M: number): QGemmA16Version {
   if (rt.info.fallback) return "dequant";
@@ -216,7 +222,10 @@ export function qgemmA16(
     }
     consts = { KL: kl, CG: cg, MR: mr, K2: (opts.tune?.k2 ?? true) ? 1 : 0 };
     const [libs, tag] = decLibs(a.mode, true);
-    if (tag) checkTable(rt, who, 4 * cg, a.mode, w.bits, 16 * 256); // + the reduction buffer
+    if (tag) {
+      checkTable(rt, who, 4 * cg, a.mode, w.bits, 16 * 256, SKINNY_TLQ_PAD); // + reduction
+      consts.TLQ_PAD = SKINNY_TLQ_PAD;
+    }
     grid = [Math.ceil(N / (4 * cg)), Math.ceil(M / mr)];
     spec = makeSpec(
       `qgemm_a16_skinny_${dt}${tag}`,

@@ -25,9 +25,12 @@ export function decLibs(mode: number, table: boolean): [string[], string] {
   return [[decSrc, tlqSrc, compact ? tlqWgSrc : tlqDirectSrc], compact ? "_tlq" : ""];
 }
 
-/** Words a row of the TLQ workgroup table: the f32 LUT, and for MODE 6 s_row + int8 LUT. */
-export function tlqStride(mode: number, bits: number): number {
-  return 2 ** bits + (mode === 6 ? 1 + 2 ** bits / 4 : 0);
+/**
+ * Words a row of the TLQ workgroup table: the f32 LUT (+ `pad` words, the kernel's
+ * TLQ_PAD), and for MODE 6 s_row + int8 LUT.
+ */
+export function tlqStride(mode: number, bits: number, pad = 0): number {
+  return 2 ** bits + pad + (mode === 6 ? 1 + 2 ** bits / 4 : 0);
 }
 
 /** Words of the TLQ workgroup table: TLQ_WORDS, read from wgsl/qgemm_tlq_wg.wgsl itself. */
@@ -42,9 +45,10 @@ export function checkTable(
   mode: number,
   bits: number,
   used: number,
+  pad = 0,
 ): void {
   const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
-  if (rows * tlqStride(mode, bits) > TLQ_WORDS || 4 * TLQ_WORDS + used > limit) {
+  if (rows * tlqStride(mode, bits, pad) > TLQ_WORDS || 4 * TLQ_WORDS + used > limit) {
     throw new RangeError(
       `${who}: the TLQ table of ${rows} rows exceeds its ${TLQ_WORDS} words, or with the kernel's ${used} B the workgroup memory (${limit} B); use a smaller tune`,
     );
