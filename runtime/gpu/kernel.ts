@@ -99,13 +99,11 @@ export class PipelineCache {
         entries: bindings.map((kind, binding) => ({
           binding,
           visibility: GPUShaderStage.COMPUTE,
-          buffer: {
-            type: kind === "uniform"
-              ? "uniform"
-              : kind === "read"
-              ? "read-only-storage"
-              : "storage",
-          },
+          // Uniforms take a dynamic offset: a recorder's launches of one kernel on the same
+          // buffers then share one bind group (see Recorder.dispatch).
+          buffer: kind === "uniform"
+            ? { type: "uniform", hasDynamicOffset: true }
+            : { type: kind === "read" ? "read-only-storage" : "storage" },
         })),
       });
       this.#layouts.set(key, layout);
@@ -169,6 +167,15 @@ export class PipelineCache {
 export type Bindable = Tensor | GPUBuffer;
 
 const UNIFORM_SLOT = 256;
+
+// Small ids of GPU buffers, for the recorders' bind-group keys.
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 0;
+function bufferId(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) bufferIds.set(b, id = nextBufferId++);
+  return id;
+}
 const UNIFORM_CHUNK = 256 * UNIFORM_SLOT;
 
 /** Options of a {@linkcode Recorder}. */
@@ -202,6 +209,7 @@ export class Recorder {
   #chunks: { buffer: GPUBuffer; data: ArrayBuffer }[] = [];
   #slot = UNIFORM_CHUNK / UNIFORM_SLOT;
   #checks: CachedPipeline[] = [];
+  #groups = new Map<string, GPUBindGroup>();
   #staging: GPUBuffer[] = [];
   #count = 0;
   #submitted = false;
@@ -282,25 +290,39 @@ export class Recorder {
     }
     const cached = this.#rt.pipelines.get(spec, spec.constants?.(params) ?? {});
     if (cached.check) this.#checks.push(cached);
+    // Bind groups are the main host cost of a launch (~60 % of recording on lavapipe): one per
+    // kernel layout and set of buffers, the uniform slot given as a dynamic offset.
+    const offsets: number[] = [];
+    const resources: GPUBufferBinding[] = [];
     let next = 0;
-    const entries: GPUBindGroupEntry[] = spec.bindings.map((kind, binding) => {
+    for (const kind of spec.bindings) {
       if (kind === "uniform") {
         if (!spec.uniform) {
           throw new Error(`Kernel "${spec.name}" has a uniform binding but no uniform spec`);
         }
-        return {
-          binding,
-          resource: this.#uniformSlot(spec.uniform.values(params), spec.uniform.fields),
-        };
+        const slot = this.#uniformSlot(spec.uniform.values(params), spec.uniform.fields);
+        offsets.push(slot.offset!);
+        resources.push({ ...slot, offset: 0 });
+      } else {
+        const b = buffers[next++];
+        resources.push({ buffer: b instanceof GPUBuffer ? b : b.buffer });
       }
-      const b = buffers[next++];
-      return { binding, resource: { buffer: b instanceof GPUBuffer ? b : b.buffer } };
-    });
-    const group = this.#rt.device.createBindGroup({ layout: cached.layout, entries });
+    }
+    const key = `${spec.bindings.join(",")}|${
+      resources.map((r) => `${bufferId(r.buffer)}:${r.size ?? ""}`).join(",")
+    }`;
+    let group = this.#groups.get(key);
+    if (!group) {
+      group = this.#rt.device.createBindGroup({
+        layout: cached.layout,
+        entries: resources.map((resource, binding) => ({ binding, resource })),
+      });
+      this.#groups.set(key, group);
+    }
     if (this.#profile) this.#profiledPass(spec.name);
     this.#pass ??= this.#encoder.beginComputePass();
     this.#pass.setPipeline(cached.pipeline);
-    this.#pass.setBindGroup(0, group);
+    this.#pass.setBindGroup(0, group, offsets);
     const [x, y = 1, z = 1] = spec.dispatch(params);
     this.#pass.dispatchWorkgroups(x, y, z);
     this.#count++;
