@@ -55,3 +55,43 @@ Deno.test("launchTimes needs a profiling recorder, after its submit", gpuTest, a
     rec.discard();
   });
 });
+
+/** y = y · u.k + u.c in place (its factors in the uniform). */
+const affineSpec: KernelSpec<{ n: number; k: number; c: number }> = {
+  name: "affine_test",
+  source: `struct U { k: f32, c: f32, n: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  if (g.x < u.n) { y[g.x] = y[g.x] * u.k + u.c; }
+}`,
+  bindings: ["uniform", "read_write"],
+  uniform: { fields: ["f32", "f32", "u32", "u32"], values: (p) => [p.k, p.c, p.n, 0] },
+  dispatch: (p) => [Math.ceil(p.n / 64)],
+};
+
+Deno.test(
+  "launches of one kernel on the same buffers share a bind group but keep their own uniforms",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const n = 100;
+      const y = uploadTensor(rt, new Float32Array(n).fill(1), [n]);
+      const z = uploadTensor(rt, new Float32Array(n).fill(1), [n]);
+      const rec = new Recorder(rt);
+      // 300 launches: past one uniform chunk (256 slots), so a second chunk buffer is bound.
+      let want = 1;
+      for (let i = 0; i < 300; i++) {
+        const [k, c] = [i % 2 ? 0.5 : 2, i % 7];
+        rec.dispatch(affineSpec, { n, k, c }, [y]);
+        want = want * k + c;
+      }
+      rec.dispatch(affineSpec, { n, k: 3, c: 1 }, [z]); // other buffers: their own group
+      await rec.submit();
+      const got = await readTensor(rt, y);
+      assertEquals(got[0], Math.fround(want));
+      assertEquals(got[n - 1], Math.fround(want));
+      assertEquals((await readTensor(rt, z))[0], 4);
+    });
+  },
+);
