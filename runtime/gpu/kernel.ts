@@ -167,6 +167,7 @@ export class PipelineCache {
 export type Bindable = Tensor | GPUBuffer;
 
 const UNIFORM_SLOT = 256;
+const UNIFORM_CHUNK = 256 * UNIFORM_SLOT;
 
 // Small ids of GPU buffers, for the recorders' bind-group keys.
 const bufferIds = new WeakMap<GPUBuffer, number>();
@@ -176,7 +177,6 @@ function bufferId(b: GPUBuffer): number {
   if (id === undefined) bufferIds.set(b, id = nextBufferId++);
   return id;
 }
-const UNIFORM_CHUNK = 256 * UNIFORM_SLOT;
 
 /** Options of a {@linkcode Recorder}. */
 export interface RecorderOptions {
@@ -255,7 +255,10 @@ export class Recorder {
     return this.#count;
   }
 
-  #uniformSlot(values: readonly number[], fields: readonly UniformField[]): GPUBufferBinding {
+  #uniformSlot(
+    values: readonly number[],
+    fields: readonly UniformField[],
+  ): { buffer: GPUBuffer; offset: number; size: number } {
     if (this.#slot >= UNIFORM_CHUNK / UNIFORM_SLOT) {
       const buffer = this.#rt.device.createBuffer({
         size: UNIFORM_CHUNK,
@@ -301,8 +304,8 @@ export class Recorder {
           throw new Error(`Kernel "${spec.name}" has a uniform binding but no uniform spec`);
         }
         const slot = this.#uniformSlot(spec.uniform.values(params), spec.uniform.fields);
-        offsets.push(slot.offset!);
-        resources.push({ ...slot, offset: 0 });
+        offsets.push(slot.offset);
+        resources.push({ buffer: slot.buffer, size: slot.size });
       } else {
         const b = buffers[next++];
         resources.push({ buffer: b instanceof GPUBuffer ? b : b.buffer });
