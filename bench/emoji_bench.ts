@@ -3,10 +3,13 @@
  * 2M, batch 1) and, with --fidelity, its prompt fidelity over bench/prompts/emoji_fidelity.txt.
  *
  *     deno run -A bench/emoji_bench.ts [--model PATH] [--fidelity] [--seeds N] [--dataset DIR]
+ *                                      [--in-flight 1,2,4]
  *     WEBDIT_BENCH_WRITE=1 deno run -A bench/emoji_bench.ts --fidelity
  *                            # + bench/results/<device>/<date>_emoji.{json,md}
  *
  * Rows: `emoji_s_{cpu,gpu}_image_20step` (s; f32 transformer) and `…_f16` (f16 transformer),
+ * at the sampling loop's default steps in flight; with --in-flight, `…_inflight{D}` rows (f32) at
+ * each given depth in the same run (1 = wait for every step, the loop before pipelining).
  * timed in process after one warm-up image (shaders compiled), each image awaited (read back);
  * on a CPU adapter the value is the best of 3 (the host is shared: the load average of every
  * run is kept), on a GPU the median of 10. `emoji_s_fidelity_fp32` (%): `evaluate()` of the f32
@@ -24,6 +27,7 @@ import { parseArgs } from "node:util";
 import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
 import { evaluate } from "../runtime/eval/eval.ts";
 import { DEFAULT_MODEL_DIR, loadPipeline } from "../runtime/pipeline.ts";
+import { checkInFlight, DEFAULT_IN_FLIGHT } from "../runtime/sampling/generate.ts";
 import {
   type BenchResult,
   deviceSlug,
@@ -51,8 +55,12 @@ async function main(): Promise<void> {
       seeds: { type: "string" },
       dataset: { type: "string" },
       "no-f16": { type: "boolean" },
+      "in-flight": { type: "string" },
     },
   });
+  const depths = (v["in-flight"] ?? "").split(",").filter((d) => d !== "").map((d) =>
+    checkInFlight(Number(d))
+  );
   const model = v.model ?? DEFAULT_MODEL_DIR;
   const rt = await createRuntime({
     adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
@@ -63,14 +71,25 @@ async function main(): Promise<void> {
   const results: BenchResult[] = [];
   const loads: Record<string, number[][]> = {};
   try {
-    for (const dtype of ["f32", "f16"] as const) {
-      if (dtype === "f16" && (v["no-f16"] || !rt.info.f16)) continue;
-      const name = `emoji_s_${kind}_image_20step${dtype === "f16" ? "_f16" : ""}`;
+    // The headline rows at the default depth, then (--in-flight) f32 at each given depth.
+    const cases: { dtype: "f32" | "f16"; inFlight?: number }[] = [{ dtype: "f32" }];
+    if (!v["no-f16"] && rt.info.f16) cases.push({ dtype: "f16" });
+    for (const d of depths) cases.push({ dtype: "f32", inFlight: d });
+    for (const { dtype, inFlight } of cases) {
+      const name = `emoji_s_${kind}_image_20step${dtype === "f16" ? "_f16" : ""}${
+        inFlight ? `_inflight${inFlight}` : ""
+      }`;
       const pipe = await loadPipeline(rt, { path: model, dtype });
       try {
         const once = async () => {
           const t0 = performance.now();
-          const r = await pipe.generate({ prompt: PROMPT, seed: 0, steps: STEPS, guidance: 4.5 });
+          const r = await pipe.generate({
+            prompt: PROMPT,
+            seed: 0,
+            steps: STEPS,
+            guidance: 4.5,
+            inFlight,
+          });
           const ms = performance.now() - t0;
           // Correctness before timing: a finite image in range (its fidelity is eval's job).
           if (!r.latents.every((x) => Number.isFinite(x))) {
@@ -94,7 +113,9 @@ async function main(): Promise<void> {
           median_ms: round(med),
           min_ms: round(best),
           reps: 1,
-          note: `${dtype} transformer, "${PROMPT}", CFG 4.5, DPM-Solver++ 2M; value = ${
+          note: `${dtype} transformer, "${PROMPT}", CFG 4.5, DPM-Solver++ 2M, ${
+            inFlight ?? DEFAULT_IN_FLIGHT
+          } in flight; value = ${
             onGpu ? `median of ${runs}` : `best of ${runs} (shared host)`
           }, after a warm-up`,
         });

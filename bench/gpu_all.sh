@@ -17,7 +17,8 @@
 # 560 inside a 600 s device call), WEBDIT_EMOJI_DATASET (folder with emoji.json and
 # img/google/64/, or the 5 MiB folder tools/torch/train/prepare_data.ts writes, e.g. .train, for the fidelity
 # rows; skipped without it), WEBDIT_QUANT_WORKERS (host workers quantizing the
-# random models; default every core), WEBDIT_FLUX_DEPTH (default 2,4), WEBDIT_LOG_DIR, WEBDIT_RESULTS_DIR.
+# random models; default every core), WEBDIT_FLUX_DEPTH (default 2,4), WEBDIT_EMOJI_IN_FLIGHT (e.g. 1,2,4: the
+# emoji image also at those sampling-loop depths), WEBDIT_LOG_DIR, WEBDIT_RESULTS_DIR.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -152,6 +153,7 @@ run_part() {
       ;;
     emoji)
       cmd="deno run -A bench/emoji_bench.ts"
+      [ -n "${WEBDIT_EMOJI_IN_FLIGHT:-}" ] && cmd="$cmd --in-flight $WEBDIT_EMOJI_IN_FLIGHT"
       if [ -n "${WEBDIT_EMOJI_DATASET:-}" ] && { [ -f "$WEBDIT_EMOJI_DATASET/emoji.json" ] || [ -f "$WEBDIT_EMOJI_DATASET/emoji_meta.json" ]; }; then
         cmd="$cmd --fidelity --dataset $WEBDIT_EMOJI_DATASET"
       else

@@ -95,6 +95,8 @@ export interface GenerateRequest {
   signal?: AbortSignal;
   /** Progress after every step. */
   onStep?: (info: StepInfo) => void | Promise<void>;
+  /** Steps submitted ahead of the host's wait (1–16, default 3; `sampleLoop`'s `inFlight`). */
+  inFlight?: number;
 }
 
 /** What {@linkcode Pipeline.generate} returns. */
@@ -314,6 +316,7 @@ export class Pipeline {
         guidance,
         signal: req.signal,
         onStep: req.onStep,
+        inFlight: req.inFlight,
       });
       const host = await readTensor(rt, latents);
       latents.release();

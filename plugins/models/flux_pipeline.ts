@@ -167,6 +167,7 @@ export async function generateFlux(
       guidance: guided ? trueCfg : 1,
       signal: req.signal,
       onStep: req.onStep,
+      inFlight: req.inFlight,
     });
     const host = await readTensor(rt, latents);
     latents.release();

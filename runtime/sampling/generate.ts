@@ -45,11 +45,19 @@ export interface StepInfo {
   total: number;
   /** Milliseconds since the loop started. */
   elapsedMs: number;
-  /** Milliseconds this step took (GPU finished). */
+  /**
+   * Milliseconds since the previous step was seen done (the first: since the loop began).
+   * Steps run ahead of the host's wait ({@linkcode SampleLoopOptions.inFlight}), and the
+   * runtime learns of finished work in polls, so one value may hold several steps and the
+   * next almost none; their sum is the loop's time.
+   */
   stepMs: number;
-  /** Reads the current latents back (for previews); costs a read-back. */
+  /** Reads this step's latents back (for previews); costs a read-back. */
   latents(): Promise<Float32Array>;
 }
+
+/** Steps the loop keeps submitted ahead of the one it waits for, by default. */
+export const DEFAULT_IN_FLIGHT = 3;
 
 /** Options of {@linkcode sampleLoop}. */
 export interface SampleLoopOptions {
@@ -57,13 +65,42 @@ export interface SampleLoopOptions {
   sampler: GpuSampler;
   /** Classifier-free guidance scale; > 1 doubles the batch as [uncond, cond]. */
   guidance: number;
-  /** Cancels between steps (the step in flight finishes). */
+  /** Cancels between steps (the steps already submitted finish). */
   signal?: AbortSignal;
-  /** Called after each step. */
+  /** Called after each step, in order, once the GPU has finished it. */
   onStep?: (info: StepInfo) => void | Promise<void>;
+  /**
+   * Steps submitted before the loop waits for the oldest (1 to 16; default
+   * {@linkcode DEFAULT_IN_FLIGHT}). 1 waits for every step before recording the next. More
+   * keeps the GPU fed while the host records and while the runtime's completion poll (about
+   * 10 ms in Deno) catches up; a cancel then lets up to this many steps finish.
+   */
+  inFlight?: number;
 }
 
-/** Runs the sampler from `latents` (f32 [B, C, H, W], not modified) and returns the final f32 latents. */
+/** A submitted step whose output latents are kept until the next step read them and it was reported. */
+interface Submitted {
+  index: number;
+  x: Tensor;
+  done: Promise<void>;
+  consumed: boolean;
+  reported: boolean;
+}
+
+/** Checks an `inFlight` option. */
+export function checkInFlight(v: number | undefined): number {
+  if (v === undefined) return DEFAULT_IN_FLIGHT;
+  if (!Number.isInteger(v) || v < 1 || v > 16) {
+    throw new RangeError(`inFlight must be an integer from 1 to 16, got ${v}`);
+  }
+  return v;
+}
+
+/**
+ * Runs the sampler from `latents` (f32 [B, C, H, W], not modified) and returns the final f32
+ * latents. Steps are submitted up to `inFlight` ahead; the queue runs them in order, so a
+ * buffer released by one step and reused by a later one is safe.
+ */
 export async function sampleLoop(
   rt: Runtime,
   model: Denoiser,
@@ -79,23 +116,51 @@ export async function sampleLoop(
   if (C !== model.inChannels) {
     throw new RangeError(`latents have ${C} channels, the model takes ${model.inChannels}`);
   }
+  const depth = checkInFlight(o.inFlight);
   const guided = usesGuidance(o.guidance);
   const rows = guided ? 2 * B : B;
   const layout = nchwLayout(B, C, model.outChannels, H, W);
   const start = performance.now();
   const stepMs: number[] = [];
+  const n = o.sampler.numSteps;
+  const live = new Set<Tensor>();
+  const queue: Submitted[] = [];
+  let lastSeen = start;
+  const drop = (s: Submitted) => {
+    if (s.consumed && s.reported) {
+      s.x.release();
+      live.delete(s.x);
+    }
+  };
+  const settle = async () => {
+    const s = queue.shift()!;
+    await s.done;
+    const now = performance.now();
+    const ms = now - lastSeen;
+    lastSeen = now;
+    stepMs.push(ms);
+    await o.onStep?.({
+      step: s.index + 1,
+      total: n,
+      elapsedMs: now - start,
+      stepMs: ms,
+      latents: () => readTensor(rt, s.x),
+    });
+    s.reported = true;
+    drop(s);
+  };
   let x = createTensor(rt, latents.shape, "f32");
-  {
-    const rec = new Recorder(rt, "copy latents");
-    rec.copy(latents, x, latents.byteLength);
-    await rec.submit();
-  }
+  live.add(x);
+  let current: Submitted | undefined;
   o.sampler.reset();
   try {
-    const n = o.sampler.numSteps;
+    {
+      const rec = new Recorder(rt, "copy latents");
+      rec.copy(latents, x, latents.byteLength);
+      await rec.submit();
+    }
     for (let i = 0; i < n; i++) {
       o.signal?.throwIfAborted();
-      const t0 = performance.now();
       const tv = model.modelTime ? model.modelTime(o.sampler.timesteps[i]) : o.sampler.timesteps[i];
       const rec = new Recorder(rt, `step ${i}`);
       const xin32 = guided ? duplicateBatchGpu(rec, x) : x;
@@ -109,26 +174,27 @@ export async function sampleLoop(
       if (eps !== raw32) raw32.release();
       const next = o.sampler.step(rec, i, eps, x);
       eps.release();
-      x.release();
-      x = next;
+      live.add(next);
       await rec.submit();
-      await finish(rt);
-      const ms = performance.now() - t0;
-      stepMs.push(ms);
-      const cur = x;
-      await o.onStep?.({
-        step: i + 1,
-        total: n,
-        elapsedMs: performance.now() - start,
-        stepMs: ms,
-        latents: () => readTensor(rt, cur),
-      });
+      if (current) {
+        current.consumed = true;
+        drop(current);
+      } else {
+        x.release();
+        live.delete(x);
+      }
+      x = next;
+      const done = finish(rt);
+      done.catch(() => {}); // awaited in order by settle; a rejection seen first there is still thrown
+      current = { index: i, x, done, consumed: false, reported: false };
+      queue.push(current);
+      while (queue.length >= depth) await settle();
     }
+    while (queue.length) await settle();
+    live.delete(x);
     return { latents: x, stepMs };
-  } catch (e) {
-    x.release();
-    throw e;
   } finally {
+    for (const t of live) t.release();
     o.sampler.dispose();
   }
 }
