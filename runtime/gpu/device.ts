@@ -9,6 +9,7 @@
 import { AdapterError, DeviceLostError, UnsupportedFeatureError } from "../errors.ts";
 import { PipelineCache } from "./kernel.ts";
 import { BufferPool } from "./tensor.ts";
+import { BindGroupCache, UniformChunks } from "./bind_groups.ts";
 
 /** Which adapter to use: any, a real GPU only, or the CPU (fallback) adapter only. */
 export type AdapterChoice = "auto" | "gpu" | "cpu";
@@ -74,6 +75,10 @@ export class Runtime {
   readonly pipelines: PipelineCache;
   /** Storage buffers for reuse. */
   readonly pool: BufferPool;
+  /** Bind groups of recorded launches, reused across recordings. */
+  readonly bindGroups: BindGroupCache;
+  /** Uniform chunks of recordings, reused across recordings. */
+  readonly uniforms: UniformChunks;
   /** Resolves with a typed error if the device is lost (never rejects). */
   readonly lost: Promise<DeviceLostError>;
   #lostError: DeviceLostError | undefined;
@@ -85,6 +90,8 @@ export class Runtime {
     this.info = info;
     this.pipelines = new PipelineCache(this);
     this.pool = new BufferPool(device);
+    this.bindGroups = new BindGroupCache(device);
+    this.uniforms = new UniformChunks(device);
     this.lost = device.lost.then((e) => {
       this.#lostError = new DeviceLostError(
         this.#destroyed ? "destroyed" : (e.reason ?? "unknown"),
@@ -112,6 +119,8 @@ export class Runtime {
     if (this.#destroyed) return;
     this.#destroyed = true;
     this.pool.clear();
+    this.bindGroups.clear();
+    this.uniforms.clear();
     this.device.destroy();
   }
 }

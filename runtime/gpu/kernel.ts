@@ -7,6 +7,7 @@
 import { GpuExecutionError, ShaderCompileError } from "../errors.ts";
 import type { Runtime } from "./device.ts";
 import { createTensor, type DType, type HostArray, hostBytes, type Tensor } from "./tensor.ts";
+import { UNIFORM_CHUNK, UNIFORM_SLOT, type UniformChunk } from "./bind_groups.ts";
 
 /** How a kernel binds a buffer: a params uniform, read-only storage or read-write storage. */
 export type BindingKind = "uniform" | "read" | "read_write";
@@ -166,18 +167,6 @@ export class PipelineCache {
 /** Anything a kernel can bind: a tensor or a raw buffer. */
 export type Bindable = Tensor | GPUBuffer;
 
-const UNIFORM_SLOT = 256;
-const UNIFORM_CHUNK = 256 * UNIFORM_SLOT;
-
-// Small ids of GPU buffers, for the recorders' bind-group keys.
-const bufferIds = new WeakMap<GPUBuffer, number>();
-let nextBufferId = 0;
-function bufferId(b: GPUBuffer): number {
-  let id = bufferIds.get(b);
-  if (id === undefined) bufferIds.set(b, id = nextBufferId++);
-  return id;
-}
-
 /** Options of a {@linkcode Recorder}. */
 export interface RecorderOptions {
   /**
@@ -206,10 +195,9 @@ export class Recorder {
   #encoder: GPUCommandEncoder;
   #profile?: { sets: GPUQuerySet[]; names: string[]; read: GPUBuffer[] };
   #pass: GPUComputePassEncoder | undefined;
-  #chunks: { buffer: GPUBuffer; data: ArrayBuffer }[] = [];
+  #chunks: UniformChunk[] = [];
   #slot = UNIFORM_CHUNK / UNIFORM_SLOT;
   #checks: CachedPipeline[] = [];
-  #groups = new Map<string, GPUBindGroup>();
   #staging: GPUBuffer[] = [];
   #count = 0;
   #submitted = false;
@@ -233,10 +221,11 @@ export class Recorder {
     this.#destroyOwn(false);
   }
 
-  // The recording's own buffers: uniforms and upload staging, and the profile's queries
-  // unless launchTimes will read them.
+  // The recording's own buffers: uniform chunks (back to the runtime), upload staging, and
+  // the profile's queries unless launchTimes will read them.
   #destroyOwn(keepProfile: boolean): void {
-    for (const c of this.#chunks) c.buffer.destroy();
+    this.#rt.uniforms.give(this.#chunks);
+    this.#chunks = [];
     for (const b of this.#staging) b.destroy();
     if (this.#profile && !keepProfile) {
       for (const q of this.#profile.sets) q.destroy();
@@ -260,12 +249,7 @@ export class Recorder {
     fields: readonly UniformField[],
   ): { buffer: GPUBuffer; offset: number; size: number } {
     if (this.#slot >= UNIFORM_CHUNK / UNIFORM_SLOT) {
-      const buffer = this.#rt.device.createBuffer({
-        size: UNIFORM_CHUNK,
-        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-        label: "uniforms",
-      });
-      this.#chunks.push({ buffer, data: new ArrayBuffer(UNIFORM_CHUNK) });
+      this.#chunks.push(this.#rt.uniforms.take());
       this.#slot = 0;
     }
     const chunk = this.#chunks[this.#chunks.length - 1];
@@ -293,8 +277,9 @@ export class Recorder {
     }
     const cached = this.#rt.pipelines.get(spec, spec.constants?.(params) ?? {});
     if (cached.check) this.#checks.push(cached);
-    // Bind groups are the main host cost of a launch (~60 % of recording on lavapipe): one per
-    // kernel layout and set of buffers, the uniform slot given as a dynamic offset.
+    // Bind groups are the main host cost of a launch (~60 % of recording on lavapipe): the
+    // runtime keeps one per kernel layout and set of buffers, the uniform slot given as a
+    // dynamic offset, so the next sampler step's launches find theirs.
     const offsets: number[] = [];
     const resources: GPUBufferBinding[] = [];
     let next = 0;
@@ -311,17 +296,7 @@ export class Recorder {
         resources.push({ buffer: b instanceof GPUBuffer ? b : b.buffer });
       }
     }
-    const key = `${spec.bindings.join(",")}|${
-      resources.map((r) => `${bufferId(r.buffer)}:${r.size ?? ""}`).join(",")
-    }`;
-    let group = this.#groups.get(key);
-    if (!group) {
-      group = this.#rt.device.createBindGroup({
-        layout: cached.layout,
-        entries: resources.map((resource, binding) => ({ binding, resource })),
-      });
-      this.#groups.set(key, group);
-    }
+    const group = this.#rt.bindGroups.get(cached.layout, spec.bindings.join(","), resources);
     if (this.#profile) this.#profiledPass(spec.name);
     this.#pass ??= this.#encoder.beginComputePass();
     this.#pass.setPipeline(cached.pipeline);
@@ -451,7 +426,10 @@ export class Recorder {
     const device = this.#rt.device;
     device.pushErrorScope("out-of-memory");
     device.pushErrorScope("validation");
-    for (const c of this.#chunks) device.queue.writeBuffer(c.buffer, 0, c.data);
+    this.#chunks.forEach((c, i) => {
+      const used = i === this.#chunks.length - 1 ? this.#slot * UNIFORM_SLOT : UNIFORM_CHUNK;
+      device.queue.writeBuffer(c.buffer, 0, c.data, 0, used);
+    });
     device.queue.submit([this.#encoder.finish()]);
     // Queue writes from now on land after this recording's kernels.
     this.#rt.pool.closeRecording(this);

@@ -95,3 +95,32 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "recordings in flight reuse the runtime's bind groups and uniform chunks, each with its own uniforms",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const n = 100;
+      const y = uploadTensor(rt, new Float32Array(n).fill(1), [n]);
+      // Five recordings submitted without waiting: each takes the chunk the one before gave
+      // back at its submit, while the GPU may still run that one.
+      let want = 1;
+      const created: number[] = [];
+      for (let r = 0; r < 5; r++) {
+        const rec = new Recorder(rt);
+        rec.dispatch(affineSpec, { n, k: 2, c: r }, [y]);
+        rec.dispatch(affineSpec, { n, k: 0.5, c: 1 }, [y]);
+        want = (want * 2 + r) * 0.5 + 1;
+        await rec.submit();
+        created.push(rt.bindGroups.created);
+      }
+      const got = await readTensor(rt, y);
+      assertEquals(got[0], Math.fround(want));
+      assertEquals(got[n - 1], Math.fround(want));
+      // One group for the kernel on (chunk, y), made by the first recording only.
+      assertEquals(created, [created[0], created[0], created[0], created[0], created[0]]);
+      assert(rt.uniforms.free >= 1);
+    });
+  },
+);
