@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { EmojiCaptionEncoder, parseEmojiEncoderConfig } from "../plugins/models/emoji_encoder.ts";
-import { EmojiTokenizer, type Tokenized } from "../plugins/models/emoji_tokenizer.ts";
+import { EmojiTokenizer } from "../plugins/models/emoji_tokenizer.ts";
 import { FluxModel } from "../plugins/models/flux.ts";
 import { loadFlux } from "../plugins/models/flux_load.ts";
 import { parseFlowSchedulerConfig, parseFluxConfig } from "../plugins/models/flux_config.ts";
@@ -22,7 +22,7 @@ import { parsePixArtConfig } from "../plugins/models/pixart_config.ts";
 import { CheckpointError } from "./errors.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { Recorder } from "./gpu/kernel.ts";
-import { readTensor, uploadTensor } from "./gpu/tensor.ts";
+import { readTensor, readTensors, uploadTensor } from "./gpu/tensor.ts";
 import { Prng } from "./io/prng.ts";
 import { openCheckpoint, transformerDir } from "./io/safetensors_index.ts";
 import { denseLinears, type LinearFactory } from "./model/linear.ts";
@@ -185,20 +185,17 @@ export class Pipeline {
     const toks = prompts.map((p) => this.tokenizer!.encode(p));
     const unknown = [...new Set(toks.flatMap((t) => t.unknown))];
     const nul = prompts.map(() => this.tokenizer!.nullCaption());
-    const run = async (t: Tokenized[]) => {
-      const rec = new Recorder(this.runtime, "caption encoder");
-      const { embeds, mask } = this.encoder!.encode(rec, t);
-      await rec.submit();
-      const out = {
-        embeds: await readTensor(this.runtime, embeds),
-        mask: await readTensor(this.runtime, mask),
-      };
-      embeds.release();
-      mask.release();
-      return out;
-    };
-    const cond = await run(toks);
-    const uncond = await run(nul);
+    // Both captions in one recording and one read-back (each read-back costs a GPU wait).
+    const rec = new Recorder(this.runtime, "caption encoder");
+    const c = this.encoder.encode(rec, toks);
+    const u = this.encoder.encode(rec, nul);
+    await rec.submit();
+    const outs = [c.embeds, c.mask, u.embeds, u.mask];
+    const [ce, cm, ue, um] = await readTensors(this.runtime, outs).finally(() => {
+      for (const t of outs) t.release();
+    });
+    const cond = { embeds: ce, mask: cm };
+    const uncond = { embeds: ue, mask: um };
     const B = prompts.length;
     const L = this.encoder.config.maxLength;
     return {

@@ -321,6 +321,46 @@ export async function readTensor(rt: Runtime, t: Tensor): Promise<Float32Array> 
   return Float32Array.from(new Float16Array(bytes.buffer, 0, t.size));
 }
 
+/**
+ * Reads several float tensors back as f32 with one copy and one map: each read-back waits
+ * for the GPU and then ~10 ms for Deno to notice, so one wait for all is cheaper.
+ */
+export async function readTensors(rt: Runtime, ts: readonly Tensor[]): Promise<Float32Array[]> {
+  for (const t of ts) {
+    if (t.dtype !== "f32" && t.dtype !== "f16") {
+      throw new TypeError(`readTensors reads f32/f16 tensors, got ${t.dtype}`);
+    }
+  }
+  rt.assertAlive();
+  const sizes = ts.map((t) => Math.ceil((t.size * DTYPE_BYTES[t.dtype]) / 4) * 4);
+  const offsets = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+  const total = Math.max(4, sizes.reduce((a, b) => a + b, 0));
+  const staging = rt.device.createBuffer({
+    size: total,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  const enc = rt.device.createCommandEncoder();
+  ts.forEach((t, i) => {
+    if (sizes[i] > 0) enc.copyBufferToBuffer(t.buffer, 0, staging, offsets[i], sizes[i]);
+  });
+  rt.device.queue.submit([enc.finish()]);
+  try {
+    await Promise.race([
+      staging.mapAsync(GPUMapMode.READ),
+      rt.lost.then((e) => Promise.reject(e)),
+    ]);
+    const all = staging.getMappedRange().slice(0);
+    staging.unmap();
+    return ts.map((t, i) =>
+      t.dtype === "f32"
+        ? new Float32Array(all, offsets[i], t.size)
+        : Float32Array.from(new Float16Array(all, offsets[i], t.size))
+    );
+  } finally {
+    staging.destroy();
+  }
+}
+
 /** Reads an integer tensor back as its raw typed array. */
 export async function readTensorRaw(
   rt: Runtime,

@@ -2,7 +2,7 @@ import { assert, assertEquals } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { elementwise } from "../ops/elementwise.ts";
 import { Recorder } from "./kernel.ts";
-import { bucketSize, createTensor, readTensor, uploadTensor } from "./tensor.ts";
+import { bucketSize, createTensor, readTensor, readTensors, uploadTensor } from "./tensor.ts";
 
 Deno.test("bucketSize wastes at most 1/8 and keeps 256-byte multiples", () => {
   for (const n of [1, 255, 256, 1000, 4097, 1 << 20, (1 << 20) + 1, 123456789]) {
@@ -42,3 +42,24 @@ Deno.test("reshaped views share ownership: the buffer is released once", gpuTest
     assertEquals(rt.pool.liveBytes, live - t.buffer.size);
   });
 });
+
+Deno.test(
+  "readTensors reads f32 and f16 tensors of odd sizes in one map, in order",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const a = Float32Array.from({ length: 5 }, (_, i) => i + 0.25);
+      const b = Float32Array.from({ length: 3 }, (_, i) => -i - 0.5); // 6 bytes: padded to 8
+      const c = Float32Array.from({ length: 7 }, (_, i) => 100 * i);
+      const ts = [
+        uploadTensor(rt, a, [5]),
+        uploadTensor(rt, b, [3], "f16"),
+        uploadTensor(rt, c, [7]),
+      ];
+      const got = await readTensors(rt, ts);
+      assertEquals(got.map((g) => Array.from(g)), [Array.from(a), Array.from(b), Array.from(c)]);
+      for (const [i, t] of ts.entries()) assertEquals(got[i], await readTensor(rt, t));
+      assertEquals(await readTensors(rt, []), []);
+    });
+  },
+);

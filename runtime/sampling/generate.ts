@@ -46,17 +46,16 @@ export interface StepInfo {
   /** Milliseconds since the loop started. */
   elapsedMs: number;
   /**
-   * Milliseconds since the previous step was seen done (the first: since the loop began).
-   * Steps run ahead of the host's wait ({@linkcode SampleLoopOptions.inFlight}), and the
-   * runtime learns of finished work in polls, so one value may hold several steps and the
-   * next almost none; their sum is the loop's time.
+   * Milliseconds since the previous step was reported (the first: since the loop began).
+   * Reports trail the GPU ({@linkcode SampleLoopOptions.inFlight}), so one value may hold
+   * parts of two steps; their sum is the loop's time.
    */
   stepMs: number;
   /** Reads this step's latents back (for previews); costs a read-back. */
   latents(): Promise<Float32Array>;
 }
 
-/** Steps the loop keeps submitted ahead of the one it waits for, by default. */
+/** Steps the loop may have submitted and not yet reported, by default. */
 export const DEFAULT_IN_FLIGHT = 3;
 
 /** Options of {@linkcode sampleLoop}. */
@@ -65,15 +64,16 @@ export interface SampleLoopOptions {
   sampler: GpuSampler;
   /** Classifier-free guidance scale; > 1 doubles the batch as [uncond, cond]. */
   guidance: number;
-  /** Cancels between steps (the steps already submitted finish). */
+  /** Cancels between steps (the step already submitted finishes). */
   signal?: AbortSignal;
   /** Called after each step, in order, once the GPU has finished it. */
   onStep?: (info: StepInfo) => void | Promise<void>;
   /**
-   * Steps submitted before the loop waits for the oldest (1 to 16; default
-   * {@linkcode DEFAULT_IN_FLIGHT}). 1 waits for every step before recording the next. More
-   * keeps the GPU fed while the host records and while the runtime's completion poll (about
-   * 10 ms in Deno) catches up; a cancel then lets up to this many steps finish.
+   * Steps submitted and not yet reported before the loop waits for a report (1 to 16;
+   * default {@linkcode DEFAULT_IN_FLIGHT}). 1 waits for every step before recording the
+   * next, so the GPU idles while the host records. From 2 the next step is recorded while
+   * the GPU runs the last, and reports trail by up to this many − 1 steps, which hides the
+   * ~10 ms Deno takes to resolve a completion. The GPU never has more than one step queued.
    */
   inFlight?: number;
 }
@@ -82,7 +82,8 @@ export interface SampleLoopOptions {
 interface Submitted {
   index: number;
   x: Tensor;
-  done: Promise<void>;
+  /** Resolves once the GPU has run the step (asked for when the next step is recorded). */
+  done?: Promise<void>;
   consumed: boolean;
   reported: boolean;
 }
@@ -98,7 +99,7 @@ export function checkInFlight(v: number | undefined): number {
 
 /**
  * Runs the sampler from `latents` (f32 [B, C, H, W], not modified) and returns the final f32
- * latents. Steps are submitted up to `inFlight` ahead; the queue runs them in order, so a
+ * latents. Each step is one recording and one submit; the queue runs them in order, so a
  * buffer released by one step and reused by a later one is safe.
  */
 export async function sampleLoop(
@@ -132,9 +133,13 @@ export async function sampleLoop(
       live.delete(s.x);
     }
   };
+  const awaitable = (s: Submitted) => {
+    s.done = finish(rt);
+    s.done.catch(() => {}); // awaited in order by settle; a rejection is still thrown there
+  };
   const settle = async () => {
     const s = queue.shift()!;
-    await s.done;
+    await s.done!;
     const now = performance.now();
     const ms = now - lastSeen;
     lastSeen = now;
@@ -175,6 +180,10 @@ export async function sampleLoop(
       const next = o.sampler.step(rec, i, eps, x);
       eps.release();
       live.add(next);
+      // Deno's completion wait (onSubmittedWorkDone, mapAsync) blocks the thread until the
+      // GPU is idle, then resolves ~10 ms later. So ask for the last step's here: the GPU ran
+      // it while this step was recorded, and this one is not submitted yet.
+      if (depth > 1 && current) awaitable(current);
       await rec.submit();
       if (current) {
         current.consumed = true;
@@ -184,12 +193,12 @@ export async function sampleLoop(
         live.delete(x);
       }
       x = next;
-      const done = finish(rt);
-      done.catch(() => {}); // awaited in order by settle; a rejection seen first there is still thrown
-      current = { index: i, x, done, consumed: false, reported: false };
+      current = { index: i, x, consumed: false, reported: false };
       queue.push(current);
-      while (queue.length >= depth) await settle();
+      if (depth === 1) awaitable(current);
+      while (queue.length >= depth && queue[0].done) await settle();
     }
+    if (current && !current.done) awaitable(current);
     while (queue.length) await settle();
     live.delete(x);
     return { latents: x, stepMs };
