@@ -95,7 +95,7 @@ export interface GenerateRequest {
   signal?: AbortSignal;
   /** Progress after every step. */
   onStep?: (info: StepInfo) => void | Promise<void>;
-  /** Steps submitted ahead of the host's wait (1–16, default 3; `sampleLoop`'s `inFlight`). */
+  /** Steps submitted and not yet reported (1–16, default 4; `sampleLoop`'s `inFlight`). */
   inFlight?: number;
 }
 

@@ -56,7 +56,7 @@ export interface StepInfo {
 }
 
 /** Steps the loop may have submitted and not yet reported, by default. */
-export const DEFAULT_IN_FLIGHT = 3;
+export const DEFAULT_IN_FLIGHT = 4;
 
 /** Options of {@linkcode sampleLoop}. */
 export interface SampleLoopOptions {

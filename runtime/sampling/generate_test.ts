@@ -92,7 +92,7 @@ Deno.test(
           () =>
             pipe.generate({
               ...req,
-              inFlight: 3,
+              inFlight: 4,
               signal: ctl.signal,
               onStep: (s) => {
                 seen.push(s.step);
@@ -101,7 +101,7 @@ Deno.test(
             }),
           DOMException,
         );
-        // Step 1 is reported with steps 2 and 3 submitted; the loop stops before step 4.
+        // Step 1 is reported once steps 2 to 4 are submitted; the loop stops before step 5.
         assertEquals(seen, [1]);
         assertEquals(rt.pool.liveBytes, before);
       } finally {
@@ -111,7 +111,7 @@ Deno.test(
   },
 );
 
-Deno.test("checkInFlight: 1 to 16, default 3", () => {
+Deno.test("checkInFlight: 1 to 16, default 4", () => {
   assertEquals(checkInFlight(undefined), DEFAULT_IN_FLIGHT);
   assertEquals(checkInFlight(1), 1);
   assertEquals(checkInFlight(16), 16);
