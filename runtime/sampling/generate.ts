@@ -82,6 +82,8 @@ export interface SampleLoopOptions {
 interface Submitted {
   index: number;
   x: Tensor;
+  /** performance.now() after its submit. */
+  submitted: number;
   /** Resolves once the GPU has run the step (asked for when the next step is recorded). */
   done?: Promise<void>;
   consumed: boolean;
@@ -133,9 +135,18 @@ export async function sampleLoop(
       live.delete(s.x);
     }
   };
-  const awaitable = (s: Submitted) => {
+  // Deno's completion calls block the thread until the GPU is idle. Sleeping through most of
+  // a step first (by the last step's GPU time) keeps the event loop, e.g. a server's, running.
+  let gpuStepMs = 0;
+  const awaitable = async (s: Submitted) => {
+    const left = 0.95 * gpuStepMs - (performance.now() - s.submitted);
+    if (left >= 4) await new Promise((r) => setTimeout(r, left));
+    const t0 = performance.now();
     s.done = finish(rt);
     s.done.catch(() => {}); // awaited in order by settle; a rejection is still thrown there
+    const t1 = performance.now();
+    // It blocked: the step ended now (it started at its submit, the GPU being idle then).
+    gpuStepMs = t1 - t0 > 1 ? t1 - s.submitted : 0.9 * gpuStepMs;
   };
   const settle = async () => {
     const s = queue.shift()!;
@@ -183,7 +194,7 @@ export async function sampleLoop(
       // Deno's completion wait (onSubmittedWorkDone, mapAsync) blocks the thread until the
       // GPU is idle, then resolves ~10 ms later. So ask for the last step's here: the GPU ran
       // it while this step was recorded, and this one is not submitted yet.
-      if (depth > 1 && current) awaitable(current);
+      if (depth > 1 && current) await awaitable(current);
       await rec.submit();
       if (current) {
         current.consumed = true;
@@ -193,12 +204,12 @@ export async function sampleLoop(
         live.delete(x);
       }
       x = next;
-      current = { index: i, x, consumed: false, reported: false };
+      current = { index: i, x, submitted: performance.now(), consumed: false, reported: false };
       queue.push(current);
-      if (depth === 1) awaitable(current);
+      if (depth === 1) await awaitable(current);
       while (queue.length >= depth && queue[0].done) await settle();
     }
-    if (current && !current.done) awaitable(current);
+    if (current && !current.done) await awaitable(current);
     while (queue.length) await settle();
     live.delete(x);
     return { latents: x, stepMs };
