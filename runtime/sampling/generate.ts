@@ -86,6 +86,8 @@ interface Submitted {
   submitted: number;
   /** Resolves once the GPU has run the step (asked for when the next step is recorded). */
   done?: Promise<void>;
+  /** Set when `done` resolved. */
+  finished?: boolean;
   consumed: boolean;
   reported: boolean;
 }
@@ -143,7 +145,8 @@ export async function sampleLoop(
     if (left >= 4) await new Promise((r) => setTimeout(r, left));
     const t0 = performance.now();
     s.done = finish(rt);
-    s.done.catch(() => {}); // awaited in order by settle; a rejection is still thrown there
+    // Awaited in order by settle, where a rejection is still thrown.
+    s.done.then(() => s.finished = true, () => {});
     const t1 = performance.now();
     // It blocked: the step ended now (it started at its submit, the GPU being idle then).
     gpuStepMs = t1 - t0 > 1 ? t1 - s.submitted : 0.9 * gpuStepMs;
@@ -207,7 +210,10 @@ export async function sampleLoop(
       current = { index: i, x, submitted: performance.now(), consumed: false, reported: false };
       queue.push(current);
       if (depth === 1) await awaitable(current);
-      while (queue.length >= depth && queue[0].done) await settle();
+      // Report what has finished; wait only when `depth` steps are unreported.
+      while (queue.length && (queue[0].finished || (queue.length >= depth && queue[0].done))) {
+        await settle();
+      }
     }
     if (current && !current.done) await awaitable(current);
     while (queue.length) await settle();
