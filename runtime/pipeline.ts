@@ -147,6 +147,9 @@ export class Pipeline {
   readonly encoder: EmojiCaptionEncoder | undefined;
   /** The caption tokenizer (bundled model), or undefined. */
   readonly tokenizer: EmojiTokenizer | undefined;
+  // GPU ms of one sampler step by batch and size: a request's first step then sleeps before
+  // its blocking completion wait as the later steps do (see sampleLoop's gpuStepMs).
+  readonly #gpuStepMs = new Map<string, number>();
 
   /** Use {@linkcode loadPipeline}. */
   constructor(
@@ -207,7 +210,13 @@ export class Pipeline {
   /** Generates images (latents) for a request. */
   async generate(req: GenerateRequest): Promise<GenerateResult> {
     if (this.model instanceof FluxModel) {
-      return await generateFlux(this.runtime, this.model, this.scheduler ?? FLUX_FLOW_CONFIG, req);
+      return await generateFlux(
+        this.runtime,
+        this.model,
+        this.scheduler ?? FLUX_FLOW_CONFIG,
+        req,
+        this.#gpuStepMs,
+      );
     }
     const rt = this.runtime;
     const c = this.transformer.config;
@@ -307,14 +316,17 @@ export class Pipeline {
       dtype: dt,
       forward: (r, x, t, step) => model.forward(r, x, t, cond, step),
     };
+    const paceKey = `${rows}:${H}x${W}`;
     try {
-      const { latents, stepMs } = await sampleLoop(rt, denoiser, lat, {
+      const { latents, stepMs, gpuStepMs } = await sampleLoop(rt, denoiser, lat, {
         sampler: createGpuSampler(sampler, steps),
         guidance,
         signal: req.signal,
         onStep: req.onStep,
         inFlight: req.inFlight,
+        gpuStepMs: this.#gpuStepMs.get(paceKey),
       });
+      if (gpuStepMs > 0) this.#gpuStepMs.set(paceKey, gpuStepMs);
       const host = await readTensor(rt, latents);
       latents.release();
       return {

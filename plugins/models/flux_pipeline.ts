@@ -52,12 +52,17 @@ export function fluxSampler(
   return new FlowEulerGpu(steps, scheduler, { sigmas: fluxSigmas(steps), mu });
 }
 
-/** Runs a FLUX generation request (see the module doc); called by `Pipeline.generate`. */
+/**
+ * Runs a FLUX generation request (see the module doc); called by `Pipeline.generate`, which
+ * keeps `stepTimes` (GPU ms of one step by batch and size, sampleLoop's `gpuStepMs`) across
+ * requests.
+ */
 export async function generateFlux(
   rt: Runtime,
   model: FluxModel,
   scheduler: FlowEulerConfig,
   req: GenerateRequest,
+  stepTimes?: Map<string, number>,
 ): Promise<GenerateResult> {
   const t0 = performance.now();
   const c = model.config;
@@ -161,14 +166,17 @@ export async function generateFlux(
     // FluxPipeline passes timestep / 1000 (float32); the model multiplies by 1000 again.
     modelTime: (t) => Math.fround(t / 1000),
   };
+  const paceKey = `flux:${B}:${H}x${W}:${guided}`;
   try {
-    const { latents, stepMs } = await sampleLoop(rt, denoiser, lat, {
+    const { latents, stepMs, gpuStepMs } = await sampleLoop(rt, denoiser, lat, {
       sampler: fluxSampler(steps, scheduler, H, W),
       guidance: guided ? trueCfg : 1,
       signal: req.signal,
       onStep: req.onStep,
       inFlight: req.inFlight,
+      gpuStepMs: stepTimes?.get(paceKey),
     });
+    if (gpuStepMs > 0) stepTimes?.set(paceKey, gpuStepMs);
     const host = await readTensor(rt, latents);
     latents.release();
     return {

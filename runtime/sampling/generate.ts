@@ -76,6 +76,21 @@ export interface SampleLoopOptions {
    * ~10 ms Deno takes to resolve a completion. The GPU never has more than one step queued.
    */
   inFlight?: number;
+  /**
+   * The GPU time of one step, if known (e.g. {@linkcode SampleLoopResult.gpuStepMs} of an
+   * earlier loop of the same model and size): the first step then sleeps as the later ones do.
+   */
+  gpuStepMs?: number;
+}
+
+/** What {@linkcode sampleLoop} returns. */
+export interface SampleLoopResult {
+  /** The final latents (f32 [B, C, H, W]); the caller releases them. */
+  latents: Tensor;
+  /** Per step: ms since the previous report (see {@linkcode StepInfo.stepMs}). */
+  stepMs: number[];
+  /** The loop's last estimate of one step's GPU time (0 if it never had to wait). */
+  gpuStepMs: number;
 }
 
 /** A submitted step whose output latents are kept until the next step read them and it was reported. */
@@ -111,7 +126,7 @@ export async function sampleLoop(
   model: Denoiser,
   latents: Tensor,
   o: SampleLoopOptions,
-): Promise<{ latents: Tensor; stepMs: number[] }> {
+): Promise<SampleLoopResult> {
   if (latents.dtype !== "f32" || latents.shape.length !== 4) {
     throw new RangeError(
       `latents must be f32 [B, C, H, W], got [${latents.shape}] ${latents.dtype}`,
@@ -139,7 +154,7 @@ export async function sampleLoop(
   };
   // Deno's completion calls block the thread until the GPU is idle. Sleeping through most of
   // a step first (by the last step's GPU time) keeps the event loop, e.g. a server's, running.
-  let gpuStepMs = 0;
+  let gpuStepMs = o.gpuStepMs ?? 0;
   const awaitable = async (s: Submitted) => {
     const left = 0.95 * gpuStepMs - (performance.now() - s.submitted);
     if (left >= 4) await new Promise((r) => setTimeout(r, left));
@@ -218,7 +233,7 @@ export async function sampleLoop(
     if (current && !current.done) await awaitable(current);
     while (queue.length) await settle();
     live.delete(x);
-    return { latents: x, stepMs };
+    return { latents: x, stepMs, gpuStepMs };
   } finally {
     for (const t of live) t.release();
     o.sampler.dispose();
