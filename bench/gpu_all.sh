@@ -35,6 +35,7 @@ PARTS=(
   "torch|0.5|torch_step|torch_step_pixart_alpha_{fp32,fp16} (3, 9)"
   "flux|1.2|flux_step|step_flux_{f32,f16} at depth 2+4 and 1+2, full-depth estimate (10)"
   "flux_quant|~4|flux_step_quant|step_flux_w4a8_tlq_ars{,_paro30_int8} at depth 2+4 (10)"
+  "loop|~1|loop|loop_pixart_alpha_f32_inflight{1,4}{,_event_loop_gap}: the sampling loop at PixArt-α scale (README)"
   "emoji|~1|emoji|emoji_s_gpu_image_20step{,_f16}, emoji_s_fidelity_fp32 with WEBDIT_EMOJI_DATASET (README)"
   "ablation|~5|ablation|the default plugin matrix on the bundled model: PSNR/SSIM/cosine/fidelity, ms/step, bytes (5, 6, 7, 9)"
   "step_f16act|~3|step_f32_w4a8_paro|optional: step_pixart_alpha_f32 beside the quantized rows with f16 activations (…_f16)"
@@ -151,6 +152,7 @@ run_part() {
         cmd="$cmd --dataset $WEBDIT_EMOJI_DATASET"
       fi
       ;;
+    loop) cmd="deno run -A --no-check bench/loop_bench.ts --write" ;;
     emoji)
       cmd="deno run -A bench/emoji_bench.ts"
       [ -n "${WEBDIT_EMOJI_IN_FLIGHT:-}" ] && cmd="$cmd --in-flight $WEBDIT_EMOJI_IN_FLIGHT"

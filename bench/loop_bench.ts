@@ -145,7 +145,8 @@ const file = {
   ...resultsHeader(
     rt.info.description,
     await gitCommit(),
-    `deno run -A bench/loop_bench.ts ${Deno.args.join(" ")}`.trim(),
+    Deno.env.get("WEBDIT_BENCH_COMMAND") ??
+      `deno run -A bench/loop_bench.ts ${Deno.args.join(" ")}`.trim(),
   ),
   results,
   extra: { runs },
