@@ -27,133 +27,141 @@ import { parsePixArtConfig, pixartWeightShapes } from "../plugins/models/pixart_
 import { deviceSlug, gitCommit, median, resultsHeader, writeResults } from "./harness.ts";
 import { RandomSource } from "./random_model.ts";
 
-const { values: v } = parseArgs({
-  options: {
-    steps: { type: "string" },
-    rounds: { type: "string" },
-    write: { type: "boolean" },
-  },
-});
-const steps = Number(v.steps ?? 6);
-const rounds = Number(v.rounds ?? 3);
-const rt = await createRuntime({
-  adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as "auto",
-});
-const gpu = !rt.info.fallback;
-const tag = gpu ? "alpha" : "tiny";
-const [layers, heads, latent, capTokens, capChannels] = gpu
-  ? [28, 16, 128, 120, 4096]
-  : [2, 2, 32, 16, 64];
-const config = parsePixArtConfig({
-  num_attention_heads: heads,
-  attention_head_dim: 72,
-  in_channels: 4,
-  out_channels: 8,
-  num_layers: layers,
-  cross_attention_dim: heads * 72,
-  sample_size: latent,
-  patch_size: 2,
-  caption_channels: capChannels,
-});
-// The same seed and weights as step_bench.ts.
-const source = new RandomSource(pixartWeightShapes(config), 7, `pixart-${tag}`);
-const model = await loadPixArt(rt, source, config, { dtype: "f32", linears: denseLinears("f32") });
-const g = new Prng(11);
-const emb = uploadTensor(rt, g.normals(2 * capTokens * capChannels), [2, capTokens, capChannels]);
-const mask = uploadTensor(rt, new Float32Array(2 * capTokens).fill(1), [2, capTokens]);
-const rec = new Recorder(rt, "prepare");
-const cond = model.prepare(rec, emb, mask, addedConditions(2, 8 * latent, 8 * latent));
-await rec.submit();
-emb.release();
-mask.release();
-const noise = uploadTensor(rt, g.normals(4 * latent * latent), [1, 4, latent, latent]);
-const denoiser: Denoiser = {
-  inChannels: 4,
-  outChannels: 8,
-  dtype: "f32",
-  forward: (r, x, t, step) => model.forward(r, x, t, cond, step),
-};
-
-let hint: number | undefined;
-
-/** One loop of `steps` steps: ms per step, and the longest gap between 10 ms timer ticks. */
-async function once(inFlight: number) {
-  let last = performance.now();
-  let gap = 0;
-  const tick = setInterval(() => {
-    const now = performance.now();
-    gap = Math.max(gap, now - last);
-    last = now;
-  }, 10);
-  const t0 = performance.now();
-  const { latents, gpuStepMs } = await sampleLoop(rt, denoiser, noise, {
-    sampler: createGpuSampler("dpm++2m", steps),
-    guidance: 4.5,
-    inFlight,
-    gpuStepMs: hint, // kept across loops, as Pipeline does
+async function main(): Promise<void> {
+  const { values: v } = parseArgs({
+    options: {
+      steps: { type: "string" },
+      rounds: { type: "string" },
+      write: { type: "boolean" },
+    },
   });
-  if (gpuStepMs > 0) hint = gpuStepMs;
-  const ms = performance.now() - t0;
-  clearInterval(tick);
-  gap = Math.max(gap, performance.now() - last);
-  latents.release();
-  return { perStep: ms / steps, gap };
+  const steps = Number(v.steps ?? 6);
+  const rounds = Number(v.rounds ?? 3);
+  const rt = await createRuntime({
+    adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as "auto",
+  });
+  const gpu = !rt.info.fallback;
+  const tag = gpu ? "alpha" : "tiny";
+  const [layers, heads, latent, capTokens, capChannels] = gpu
+    ? [28, 16, 128, 120, 4096]
+    : [2, 2, 32, 16, 64];
+  const config = parsePixArtConfig({
+    num_attention_heads: heads,
+    attention_head_dim: 72,
+    in_channels: 4,
+    out_channels: 8,
+    num_layers: layers,
+    cross_attention_dim: heads * 72,
+    sample_size: latent,
+    patch_size: 2,
+    caption_channels: capChannels,
+  });
+  // The same seed and weights as step_bench.ts.
+  const source = new RandomSource(pixartWeightShapes(config), 7, `pixart-${tag}`);
+  const model = await loadPixArt(rt, source, config, {
+    dtype: "f32",
+    linears: denseLinears("f32"),
+  });
+  const g = new Prng(11);
+  const emb = uploadTensor(rt, g.normals(2 * capTokens * capChannels), [2, capTokens, capChannels]);
+  const mask = uploadTensor(rt, new Float32Array(2 * capTokens).fill(1), [2, capTokens]);
+  const rec = new Recorder(rt, "prepare");
+  const cond = model.prepare(rec, emb, mask, addedConditions(2, 8 * latent, 8 * latent));
+  await rec.submit();
+  emb.release();
+  mask.release();
+  const noise = uploadTensor(rt, g.normals(4 * latent * latent), [1, 4, latent, latent]);
+  const denoiser: Denoiser = {
+    inChannels: 4,
+    outChannels: 8,
+    dtype: "f32",
+    forward: (r, x, t, step) => model.forward(r, x, t, cond, step),
+  };
+
+  let hint: number | undefined;
+
+  /** One loop of `steps` steps: ms per step, and the longest gap between 10 ms timer ticks. */
+  async function once(inFlight: number) {
+    let last = performance.now();
+    let gap = 0;
+    const tick = setInterval(() => {
+      const now = performance.now();
+      gap = Math.max(gap, now - last);
+      last = now;
+    }, 10);
+    const t0 = performance.now();
+    const { latents, gpuStepMs } = await sampleLoop(rt, denoiser, noise, {
+      sampler: createGpuSampler("dpm++2m", steps),
+      guidance: 4.5,
+      inFlight,
+      gpuStepMs: hint, // kept across loops, as Pipeline does
+    });
+    if (gpuStepMs > 0) hint = gpuStepMs;
+    const ms = performance.now() - t0;
+    clearInterval(tick);
+    gap = Math.max(gap, performance.now() - last);
+    latents.release();
+    return { perStep: ms / steps, gap };
+  }
+
+  const depths = [1, DEFAULT_IN_FLIGHT];
+  await once(DEFAULT_IN_FLIGHT); // warm-up: compiles the pipelines
+  const runs: Record<number, { perStep: number; gap: number }[]> = {};
+  for (let r = 0; r < rounds; r++) {
+    for (const d of depths) {
+      const x = await once(d);
+      (runs[d] ??= []).push(x);
+      console.error(
+        `round ${r + 1}, ${d} in flight: ${x.perStep.toFixed(1)} ms/step, ` +
+          `longest event-loop gap ${x.gap.toFixed(1)} ms`,
+      );
+    }
+  }
+  const results = depths.flatMap((d) => {
+    const per = runs[d].map((x) => x.perStep);
+    const gaps = runs[d].map((x) => x.gap);
+    const note = `sampleLoop, ${steps} steps of DPM-Solver++ 2M, CFG 4.5 (batch 2), random ` +
+      `pixart-${tag} f32 (${layers} layers × ${heads * 72}, ${(latent / 2) ** 2} tokens), ` +
+      `${d} in flight; ${rounds} rounds alternating with the other depth`;
+    return [
+      {
+        name: `loop_pixart_${tag}_f32_inflight${d}`,
+        value: Number(median(per).toPrecision(4)),
+        unit: "ms",
+        median_ms: Number(median(per).toPrecision(4)),
+        min_ms: Number(Math.min(...per).toPrecision(4)),
+        note: `${note}; ms per step`,
+      },
+      {
+        name: `loop_pixart_${tag}_f32_inflight${d}_event_loop_gap`,
+        value: Number(Math.max(...gaps).toPrecision(4)),
+        unit: "ms",
+        median_ms: Number(median(gaps).toPrecision(4)),
+        min_ms: Number(Math.min(...gaps).toPrecision(4)),
+        note: `${note}; the longest time a 10 ms interval timer waited, max over rounds`,
+      },
+    ];
+  });
+  cond.release();
+  noise.release();
+  model.release();
+  const file = {
+    ...resultsHeader(
+      rt.info.description,
+      await gitCommit(),
+      Deno.env.get("WEBDIT_BENCH_COMMAND") ??
+        `deno run -A bench/loop_bench.ts ${Deno.args.join(" ")}`.trim(),
+    ),
+    results,
+    extra: { runs },
+  };
+  for (const r of results) console.log(`${r.name}: ${r.value} ${r.unit}`);
+  if (v.write) {
+    const out = await writeResults(deviceSlug(rt.info.description, rt.info.fallback), "loop", file);
+    console.error(`wrote ${out.json}`);
+  }
+  rt.destroy();
 }
 
-const depths = [1, DEFAULT_IN_FLIGHT];
-await once(DEFAULT_IN_FLIGHT); // warm-up: compiles the pipelines
-const runs: Record<number, { perStep: number; gap: number }[]> = {};
-for (let r = 0; r < rounds; r++) {
-  for (const d of depths) {
-    const x = await once(d);
-    (runs[d] ??= []).push(x);
-    console.error(
-      `round ${r + 1}, ${d} in flight: ${x.perStep.toFixed(1)} ms/step, ` +
-        `longest event-loop gap ${x.gap.toFixed(1)} ms`,
-    );
-  }
-}
-const results = depths.flatMap((d) => {
-  const per = runs[d].map((x) => x.perStep);
-  const gaps = runs[d].map((x) => x.gap);
-  const note = `sampleLoop, ${steps} steps of DPM-Solver++ 2M, CFG 4.5 (batch 2), random ` +
-    `pixart-${tag} f32 (${layers} layers × ${heads * 72}, ${(latent / 2) ** 2} tokens), ` +
-    `${d} in flight; ${rounds} rounds alternating with the other depth`;
-  return [
-    {
-      name: `loop_pixart_${tag}_f32_inflight${d}`,
-      value: Number(median(per).toPrecision(4)),
-      unit: "ms",
-      median_ms: Number(median(per).toPrecision(4)),
-      min_ms: Number(Math.min(...per).toPrecision(4)),
-      note: `${note}; ms per step`,
-    },
-    {
-      name: `loop_pixart_${tag}_f32_inflight${d}_event_loop_gap`,
-      value: Number(Math.max(...gaps).toPrecision(4)),
-      unit: "ms",
-      median_ms: Number(median(gaps).toPrecision(4)),
-      min_ms: Number(Math.min(...gaps).toPrecision(4)),
-      note: `${note}; the longest time a 10 ms interval timer waited, max over rounds`,
-    },
-  ];
-});
-cond.release();
-noise.release();
-model.release();
-const file = {
-  ...resultsHeader(
-    rt.info.description,
-    await gitCommit(),
-    Deno.env.get("WEBDIT_BENCH_COMMAND") ??
-      `deno run -A bench/loop_bench.ts ${Deno.args.join(" ")}`.trim(),
-  ),
-  results,
-  extra: { runs },
-};
-for (const r of results) console.log(`${r.name}: ${r.value} ${r.unit}`);
-if (v.write) {
-  const out = await writeResults(deviceSlug(rt.info.description, rt.info.fallback), "loop", file);
-  console.error(`wrote ${out.json}`);
-}
-rt.destroy();
+// A plain script: `deno task bench` imports it without running it (one row takes ~10 s).
+if (import.meta.main) await main();
