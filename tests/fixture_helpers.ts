@@ -9,7 +9,7 @@ import { assert, maxAbsDiff, rms } from "./assert.ts";
 import { gpuTest, withRuntime } from "./gpu.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import { openSafetensors, type SafetensorsFile } from "../runtime/io/safetensors.ts";
-import { loadPipeline, type Pipeline } from "../runtime/pipeline.ts";
+import { type GenerateRequest, loadPipeline, type Pipeline } from "../runtime/pipeline.ts";
 
 type Dtype = "f32" | "f16";
 
@@ -36,6 +36,28 @@ export function assertWithin(
 /** The inputs and expected outputs of fixture folder `name` (its io.safetensors). */
 export async function openFixture(name: string): Promise<SafetensorsFile> {
   return await openSafetensors(`${FIXTURES}${name}/io.safetensors`);
+}
+
+/**
+ * A PixArt fixture's guided sampler request: its caption and negative embeddings with masks,
+ * its initial latents (and their size) and guidance scale; the caller adds steps and sampler.
+ */
+export async function fixtureRequest(f: SafetensorsFile): Promise<GenerateRequest> {
+  return {
+    captionEmbeds: {
+      embeds: await f.readF32("prompt_embeds"),
+      mask: await f.readF32("prompt_attention_mask"),
+      shape: f.info("prompt_embeds").shape as [number, number, number],
+      negative: {
+        embeds: await f.readF32("negative_prompt_embeds"),
+        mask: await f.readF32("negative_prompt_attention_mask"),
+      },
+    },
+    latents: await f.readF32("latents"),
+    height: f.info("latents").shape[2],
+    width: f.info("latents").shape[3],
+    guidance: (await f.readF32("guidance_scale"))[0],
+  };
 }
 
 /**

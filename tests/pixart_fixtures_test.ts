@@ -4,7 +4,13 @@
  * issue 3: max |error| ≤ 1e-4 × RMS of the expected output in f32, ≤ 1e-2 × RMS in f16.
  */
 import { gpuTest, withRuntime } from "./gpu.ts";
-import { assertWithin, FIXTURES, forwardTests, openFixture } from "./fixture_helpers.ts";
+import {
+  assertWithin,
+  fixtureRequest,
+  FIXTURES,
+  forwardTests,
+  openFixture,
+} from "./fixture_helpers.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import { readTensor, uploadTensor } from "../runtime/gpu/tensor.ts";
@@ -49,22 +55,9 @@ async function samplerCheck(rt: Runtime, name: string, sampler: SamplerName) {
   try {
     const pipe = await loadPipeline(rt, { path: `${FIXTURES}${name}` });
     try {
-      const ps = f.info("prompt_embeds").shape as [number, number, number];
       const res = await pipe.generate({
-        captionEmbeds: {
-          embeds: await f.readF32("prompt_embeds"),
-          mask: await f.readF32("prompt_attention_mask"),
-          shape: ps,
-          negative: {
-            embeds: await f.readF32("negative_prompt_embeds"),
-            mask: await f.readF32("negative_prompt_attention_mask"),
-          },
-        },
-        latents: await f.readF32("latents"),
-        height: f.info("latents").shape[2],
-        width: f.info("latents").shape[3],
+        ...await fixtureRequest(f),
         steps: 4,
-        guidance: (await f.readF32("guidance_scale"))[0],
         sampler,
         added: await added(f, "sample_"),
       });

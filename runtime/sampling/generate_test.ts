@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
-import { FIXTURES, openFixture } from "../../tests/fixture_helpers.ts";
+import { fixtureRequest, FIXTURES, openFixture } from "../../tests/fixture_helpers.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { type GenerateRequest, loadPipeline } from "../pipeline.ts";
 import { checkInFlight, DEFAULT_IN_FLIGHT } from "./generate.ts";
@@ -12,22 +12,7 @@ const STEPS = 5;
 async function request(): Promise<GenerateRequest> {
   const f = await openFixture(NAME);
   try {
-    return {
-      captionEmbeds: {
-        embeds: await f.readF32("prompt_embeds"),
-        mask: await f.readF32("prompt_attention_mask"),
-        shape: f.info("prompt_embeds").shape as [number, number, number],
-        negative: {
-          embeds: await f.readF32("negative_prompt_embeds"),
-          mask: await f.readF32("negative_prompt_attention_mask"),
-        },
-      },
-      latents: await f.readF32("latents"),
-      height: f.info("latents").shape[2],
-      width: f.info("latents").shape[3],
-      steps: STEPS,
-      guidance: (await f.readF32("guidance_scale"))[0],
-    };
+    return { ...await fixtureRequest(f), steps: STEPS };
   } finally {
     f.close();
   }
