@@ -242,6 +242,7 @@ async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
       ...s,
       psnr: finite(c?.psnr),
       psnr_min: finite(c?.psnrMin),
+      psnr_images: c ? c.images.map((im) => Number(im.psnr.toFixed(3))) : null,
       ssim: c?.ssim ?? null,
       cosine: c?.cosine ?? null,
       fidelity: fid,

@@ -19,6 +19,8 @@ export interface AblationRow extends AblationSetting {
   psnr: number | null;
   /** Lowest PSNR of one image. */
   psnr_min?: number | null;
+  /** PSNR of each image in sample order (prompt by prompt, each prompt's seeds in turn), for paired comparisons. */
+  psnr_images?: number[] | null;
   ssim: number | null;
   cosine: number | null;
   /** Prompt fidelity in % (null when the model is no emoji model). */
