@@ -107,6 +107,19 @@ interface Submitted {
   reported: boolean;
 }
 
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
 /** Checks an `inFlight` option. */
 export function checkInFlight(v: number | undefined): number {
   if (v === undefined) return DEFAULT_IN_FLIGHT;
@@ -157,7 +170,8 @@ export async function sampleLoop(
   let gpuStepMs = o.gpuStepMs ?? 0;
   const awaitable = async (s: Submitted) => {
     const left = 0.95 * gpuStepMs - (performance.now() - s.submitted);
-    if (left >= 4) await new Promise((r) => setTimeout(r, left));
+    if (left >= 4) await sleep(left, o.signal);
+    if (o.signal?.aborted) return; // the loop throws before it waits for `done`
     const t0 = performance.now();
     s.done = finish(rt);
     // Awaited in order by settle, where a rejection is still thrown.
@@ -213,6 +227,10 @@ export async function sampleLoop(
       // GPU is idle, then resolves ~10 ms later. So ask for the last step's here: the GPU ran
       // it while this step was recorded, and this one is not submitted yet.
       if (depth > 1 && current) await awaitable(current);
+      if (o.signal?.aborted) { // while it slept: drop this step rather than run it
+        rec.discard();
+        o.signal.throwIfAborted();
+      }
       await rec.submit();
       if (current) {
         current.consumed = true;
@@ -231,6 +249,7 @@ export async function sampleLoop(
       }
     }
     if (current && !current.done) await awaitable(current);
+    o.signal?.throwIfAborted();
     while (queue.length) await settle();
     live.delete(x);
     return { latents: x, stepMs, gpuStepMs };

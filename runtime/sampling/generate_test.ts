@@ -3,7 +3,16 @@ import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { fixtureRequest, FIXTURES, openFixture } from "../../tests/fixture_helpers.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { type GenerateRequest, loadPipeline } from "../pipeline.ts";
-import { checkInFlight, DEFAULT_IN_FLIGHT } from "./generate.ts";
+import { readTensor, uploadTensor } from "../gpu/tensor.ts";
+import { elementwise } from "../ops/elementwise.ts";
+import {
+  checkInFlight,
+  DEFAULT_IN_FLIGHT,
+  type Denoiser,
+  sampleLoop,
+  type SampleLoopOptions,
+} from "./generate.ts";
+import { createGpuSampler } from "./guidance.ts";
 
 const NAME = "pixart_tiny_sq";
 const STEPS = 5;
@@ -104,3 +113,57 @@ Deno.test("checkInFlight: 1 to 16, default 4", () => {
     assertThrows(() => checkInFlight(bad), RangeError, "inFlight");
   }
 });
+
+/** A stand-in model for the loop's own mechanics: eps = 0.5·x (one elementwise kernel). */
+const halfModel: Denoiser = {
+  inChannels: 4,
+  outChannels: 4,
+  dtype: "f32",
+  forward: (rec, x) => elementwise(rec, "axpby", x, { y: x, alpha: 0.25, beta: 0.25 }),
+};
+
+async function loopLatents(rt: Runtime, o: Partial<SampleLoopOptions>): Promise<Float32Array> {
+  const x0 = uploadTensor(rt, Float32Array.from({ length: 2 * 4 * 8 * 8 }, (_, i) => i % 7), [
+    2,
+    4,
+    8,
+    8,
+  ]);
+  try {
+    const r = await sampleLoop(rt, halfModel, x0, {
+      sampler: createGpuSampler("dpm++2m", 4),
+      guidance: 1,
+      ...o,
+    });
+    const out = await readTensor(rt, r.latents);
+    r.latents.release();
+    return out;
+  } finally {
+    x0.release();
+  }
+}
+
+Deno.test(
+  "sampleLoop: sleeping before each completion wait changes no result; a cancel wakes it",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const plain = await loopLatents(rt, {});
+      // A 50 ms step estimate makes the loop sleep ~47 ms before asking for each completion.
+      assertEquals(await loopLatents(rt, { gpuStepMs: 50, inFlight: 2 }), plain);
+      assertEquals(await loopLatents(rt, { gpuStepMs: 50, inFlight: 1 }), plain);
+      // With a one-minute estimate it sleeps before the second submit until the abort wakes it;
+      // that step is dropped, and every buffer of the loop is freed.
+      const before = rt.pool.liveBytes;
+      const ctl = new AbortController();
+      const t0 = performance.now();
+      setTimeout(() => ctl.abort(), 50);
+      await assertRejects(
+        () => loopLatents(rt, { gpuStepMs: 60_000, inFlight: 2, signal: ctl.signal }),
+        DOMException,
+      );
+      assert(performance.now() - t0 < 30_000, "the abort did not wake the loop");
+      assertEquals(rt.pool.liveBytes, before);
+    });
+  },
+);
