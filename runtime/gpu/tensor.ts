@@ -286,29 +286,58 @@ export function writeTensor(rt: Runtime, t: Tensor, data: HostArray): void {
   }
 }
 
+/**
+ * Reads raw bytes of several buffers back to the host with one copy and one map (waits for
+ * queued work). Every read-back waits for the GPU and then ~10 ms for Deno to notice, so
+ * what is needed together is best read together.
+ */
+export async function readBytesMany(
+  rt: Runtime,
+  parts: readonly { buffer: GPUBuffer; bytes: number }[],
+): Promise<Uint8Array[]> {
+  rt.assertAlive();
+  const sizes = parts.map((p) => Math.ceil(p.bytes / 4) * 4);
+  const offsets: number[] = [];
+  let total = 0;
+  for (const size of sizes) {
+    offsets.push(total);
+    total += size;
+  }
+  const staging = rt.device.createBuffer({
+    size: Math.max(4, total),
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  try {
+    const enc = rt.device.createCommandEncoder();
+    parts.forEach((p, i) => {
+      if (sizes[i] > 0) enc.copyBufferToBuffer(p.buffer, 0, staging, offsets[i], sizes[i]);
+    });
+    rt.device.queue.submit([enc.finish()]);
+    await Promise.race([
+      staging.mapAsync(GPUMapMode.READ),
+      rt.lost.then((e) => Promise.reject(e)),
+    ]);
+    const all = staging.getMappedRange().slice(0);
+    staging.unmap();
+    return parts.map((p, i) => new Uint8Array(all, offsets[i], p.bytes));
+  } finally {
+    staging.destroy();
+  }
+}
+
 /** Reads raw bytes of a buffer back to the host (waits for queued work). */
 export async function readBytes(
   rt: Runtime,
   buffer: GPUBuffer,
   bytes: number,
 ): Promise<Uint8Array> {
-  rt.assertAlive();
-  const size = Math.ceil(bytes / 4) * 4;
-  const staging = rt.device.createBuffer({
-    size,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  const enc = rt.device.createCommandEncoder();
-  enc.copyBufferToBuffer(buffer, 0, staging, 0, size);
-  rt.device.queue.submit([enc.finish()]);
-  await Promise.race([
-    staging.mapAsync(GPUMapMode.READ),
-    rt.lost.then((e) => Promise.reject(e)),
-  ]);
-  const out = new Uint8Array(staging.getMappedRange().slice(0, bytes));
-  staging.unmap();
-  staging.destroy();
-  return out;
+  return (await readBytesMany(rt, [{ buffer, bytes }]))[0];
+}
+
+// A float tensor's bytes as f32 (f16 widened).
+function floatsOf(t: Tensor, bytes: Uint8Array): Float32Array {
+  if (t.dtype === "f32") return new Float32Array(bytes.buffer, bytes.byteOffset, t.size);
+  return Float32Array.from(new Float16Array(bytes.buffer, bytes.byteOffset, t.size));
 }
 
 /** Reads a float tensor back as f32 (f16 is widened). */
@@ -316,49 +345,21 @@ export async function readTensor(rt: Runtime, t: Tensor): Promise<Float32Array> 
   if (t.dtype !== "f32" && t.dtype !== "f16") {
     throw new TypeError(`readTensor reads f32/f16 tensors; use readTensorRaw for ${t.dtype}`);
   }
-  const bytes = await readBytes(rt, t.buffer, t.size * DTYPE_BYTES[t.dtype]);
-  if (t.dtype === "f32") return new Float32Array(bytes.buffer, 0, t.size);
-  return Float32Array.from(new Float16Array(bytes.buffer, 0, t.size));
+  return floatsOf(t, await readBytes(rt, t.buffer, t.size * DTYPE_BYTES[t.dtype]));
 }
 
-/**
- * Reads several float tensors back as f32 with one copy and one map: each read-back waits
- * for the GPU and then ~10 ms for Deno to notice, so one wait for all is cheaper.
- */
+/** Reads several float tensors back as f32 with one map (see {@linkcode readBytesMany}). */
 export async function readTensors(rt: Runtime, ts: readonly Tensor[]): Promise<Float32Array[]> {
   for (const t of ts) {
     if (t.dtype !== "f32" && t.dtype !== "f16") {
       throw new TypeError(`readTensors reads f32/f16 tensors, got ${t.dtype}`);
     }
   }
-  rt.assertAlive();
-  const sizes = ts.map((t) => Math.ceil((t.size * DTYPE_BYTES[t.dtype]) / 4) * 4);
-  const offsets = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
-  const total = Math.max(4, sizes.reduce((a, b) => a + b, 0));
-  const staging = rt.device.createBuffer({
-    size: total,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  const enc = rt.device.createCommandEncoder();
-  ts.forEach((t, i) => {
-    if (sizes[i] > 0) enc.copyBufferToBuffer(t.buffer, 0, staging, offsets[i], sizes[i]);
-  });
-  rt.device.queue.submit([enc.finish()]);
-  try {
-    await Promise.race([
-      staging.mapAsync(GPUMapMode.READ),
-      rt.lost.then((e) => Promise.reject(e)),
-    ]);
-    const all = staging.getMappedRange().slice(0);
-    staging.unmap();
-    return ts.map((t, i) =>
-      t.dtype === "f32"
-        ? new Float32Array(all, offsets[i], t.size)
-        : Float32Array.from(new Float16Array(all, offsets[i], t.size))
-    );
-  } finally {
-    staging.destroy();
-  }
+  const bytes = await readBytesMany(
+    rt,
+    ts.map((t) => ({ buffer: t.buffer, bytes: t.size * DTYPE_BYTES[t.dtype] })),
+  );
+  return ts.map((t, i) => floatsOf(t, bytes[i]));
 }
 
 /** Reads an integer tensor back as its raw typed array. */
@@ -369,10 +370,10 @@ export async function readTensorRaw(
   const bytes = await readBytes(rt, t.buffer, t.size * DTYPE_BYTES[t.dtype]);
   switch (t.dtype) {
     case "i32":
-      return new Int32Array(bytes.buffer, 0, t.size);
+      return new Int32Array(bytes.buffer, bytes.byteOffset, t.size);
     case "i8":
-      return new Int8Array(bytes.buffer, 0, t.size);
+      return new Int8Array(bytes.buffer, bytes.byteOffset, t.size);
     default:
-      return new Uint32Array(bytes.buffer, 0, Math.ceil(bytes.byteLength / 4));
+      return new Uint32Array(bytes.buffer, bytes.byteOffset, Math.ceil(bytes.byteLength / 4));
   }
 }
