@@ -12,20 +12,20 @@ export const UNIFORM_SLOT = 256;
 /** Bytes of one uniform chunk: 256 launches. */
 export const UNIFORM_CHUNK = 256 * UNIFORM_SLOT;
 
-// Small ids of GPU buffers, for bind-group keys.
-const bufferIds = new WeakMap<GPUBuffer, number>();
-let nextBufferId = 0;
+// Small ids of GPU objects (layouts, buffers), for bind-group keys.
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 0;
 
-/** A small number that names `b` for as long as it exists (never reused). */
-export function bufferId(b: GPUBuffer): number {
-  let id = bufferIds.get(b);
-  if (id === undefined) bufferIds.set(b, id = nextBufferId++);
+/** A small number that names `o` for as long as it exists (never reused). */
+export function objectId(o: object): number {
+  let id = objectIds.get(o);
+  if (id === undefined) objectIds.set(o, id = nextObjectId++);
   return id;
 }
 
 /**
  * Bind groups by layout and bound buffers, least recently used dropped beyond `max`. A key
- * names buffers by {@linkcode bufferId}, so a destroyed buffer's groups never match a new one.
+ * names both by {@linkcode objectId}, so a destroyed buffer's groups never match a new one.
  */
 export class BindGroupCache {
   #device: GPUDevice;
@@ -49,17 +49,10 @@ export class BindGroupCache {
     return this.#created;
   }
 
-  /**
-   * The group of `layout` (named `layoutKey`, e.g. its binding kinds) over `resources`,
-   * binding i = resources[i]; created on a miss.
-   */
-  get(
-    layout: GPUBindGroupLayout,
-    layoutKey: string,
-    resources: readonly GPUBufferBinding[],
-  ): GPUBindGroup {
-    let key = layoutKey + "|";
-    for (const r of resources) key += `${bufferId(r.buffer)}:${r.size ?? ""},`;
+  /** The group of `layout` over `resources` (binding i = resources[i]); created on a miss. */
+  get(layout: GPUBindGroupLayout, resources: readonly GPUBufferBinding[]): GPUBindGroup {
+    let key = `${objectId(layout)}|`;
+    for (const r of resources) key += `${objectId(r.buffer)}:${r.size ?? ""},`;
     let group = this.#groups.get(key);
     if (group) {
       // Most recently used last: Map keeps insertion order.

@@ -296,7 +296,7 @@ export class Recorder {
         resources.push({ buffer: b instanceof GPUBuffer ? b : b.buffer });
       }
     }
-    const group = this.#rt.bindGroups.get(cached.layout, spec.bindings.join(","), resources);
+    const group = this.#rt.bindGroups.get(cached.layout, resources);
     if (this.#profile) this.#profiledPass(spec.name);
     this.#pass ??= this.#encoder.beginComputePass();
     this.#pass.setPipeline(cached.pipeline);
