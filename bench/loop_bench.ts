@@ -78,7 +78,7 @@ async function main(): Promise<void> {
     forward: (r, x, t, step) => model.forward(r, x, t, cond, step),
   };
 
-  let hint: number | undefined;
+  const stepTimes = new Map<string, number>();
 
   /** One loop of `steps` steps: ms per step, and the longest gap between 10 ms timer ticks. */
   async function once(inFlight: number) {
@@ -90,13 +90,12 @@ async function main(): Promise<void> {
       last = now;
     }, 10);
     const t0 = performance.now();
-    const { latents, gpuStepMs } = await sampleLoop(rt, denoiser, noise, {
+    const { latents } = await sampleLoop(rt, denoiser, noise, {
       sampler: createGpuSampler("dpm++2m", steps),
       guidance: 4.5,
       inFlight,
-      gpuStepMs: hint, // kept across loops, as Pipeline does
+      stepTimes, // kept across loops, as Pipeline does
     });
-    if (gpuStepMs > 0) hint = gpuStepMs;
     const ms = performance.now() - t0;
     clearInterval(tick);
     gap = Math.max(gap, performance.now() - last);

@@ -147,9 +147,8 @@ export class Pipeline {
   readonly encoder: EmojiCaptionEncoder | undefined;
   /** The caption tokenizer (bundled model), or undefined. */
   readonly tokenizer: EmojiTokenizer | undefined;
-  // GPU ms of one sampler step by batch and size: a request's first step then sleeps before
-  // its blocking completion wait as the later steps do (see sampleLoop's gpuStepMs).
-  readonly #gpuStepMs = new Map<string, number>();
+  // GPU ms of one sampler step by batch shape, across requests (sampleLoop's stepTimes).
+  readonly #stepTimes = new Map<string, number>();
 
   /** Use {@linkcode loadPipeline}. */
   constructor(
@@ -215,7 +214,7 @@ export class Pipeline {
         this.model,
         this.scheduler ?? FLUX_FLOW_CONFIG,
         req,
-        this.#gpuStepMs,
+        this.#stepTimes,
       );
     }
     const rt = this.runtime;
@@ -316,17 +315,15 @@ export class Pipeline {
       dtype: dt,
       forward: (r, x, t, step) => model.forward(r, x, t, cond, step),
     };
-    const paceKey = `${rows}:${H}x${W}`;
     try {
-      const { latents, stepMs, gpuStepMs } = await sampleLoop(rt, denoiser, lat, {
+      const { latents, stepMs } = await sampleLoop(rt, denoiser, lat, {
         sampler: createGpuSampler(sampler, steps),
         guidance,
         signal: req.signal,
         onStep: req.onStep,
         inFlight: req.inFlight,
-        gpuStepMs: this.#gpuStepMs.get(paceKey),
+        stepTimes: this.#stepTimes,
       });
-      if (gpuStepMs > 0) this.#gpuStepMs.set(paceKey, gpuStepMs);
       const host = await readTensor(rt, latents);
       latents.release();
       return {

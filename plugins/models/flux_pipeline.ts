@@ -54,8 +54,7 @@ export function fluxSampler(
 
 /**
  * Runs a FLUX generation request (see the module doc); called by `Pipeline.generate`, which
- * keeps `stepTimes` (GPU ms of one step by batch and size, sampleLoop's `gpuStepMs`) across
- * requests.
+ * keeps `stepTimes` (sampleLoop's) across requests.
  */
 export async function generateFlux(
   rt: Runtime,
@@ -166,17 +165,15 @@ export async function generateFlux(
     // FluxPipeline passes timestep / 1000 (float32); the model multiplies by 1000 again.
     modelTime: (t) => Math.fround(t / 1000),
   };
-  const paceKey = `flux:${B}:${H}x${W}:${guided}`;
   try {
-    const { latents, stepMs, gpuStepMs } = await sampleLoop(rt, denoiser, lat, {
+    const { latents, stepMs } = await sampleLoop(rt, denoiser, lat, {
       sampler: fluxSampler(steps, scheduler, H, W),
       guidance: guided ? trueCfg : 1,
       signal: req.signal,
       onStep: req.onStep,
       inFlight: req.inFlight,
-      gpuStepMs: stepTimes?.get(paceKey),
+      stepTimes,
     });
-    if (gpuStepMs > 0) stepTimes?.set(paceKey, gpuStepMs);
     const host = await readTensor(rt, latents);
     latents.release();
     return {

@@ -77,10 +77,11 @@ export interface SampleLoopOptions {
    */
   inFlight?: number;
   /**
-   * The GPU time of one step, if known (e.g. {@linkcode SampleLoopResult.gpuStepMs} of an
-   * earlier loop of the same model and size): the first step then sleeps as the later ones do.
+   * GPU ms of one step of the model, by the shape of its batch: `${rows}x${C}x${H}x${W}` (rows
+   * = 2B with guidance). Kept by the caller across loops: the loop reads its shape's entry, so
+   * its first step sleeps as the later ones do, and writes back its last estimate.
    */
-  gpuStepMs?: number;
+  stepTimes?: Map<string, number>;
 }
 
 /** What {@linkcode sampleLoop} returns. */
@@ -89,8 +90,6 @@ export interface SampleLoopResult {
   latents: Tensor;
   /** Per step: ms since the previous report (see {@linkcode StepInfo.stepMs}). */
   stepMs: number[];
-  /** The loop's last estimate of one step's GPU time (0 if it never had to wait). */
-  gpuStepMs: number;
 }
 
 /** A submitted step whose output latents are kept until the next step read them and it was reported. */
@@ -167,7 +166,8 @@ export async function sampleLoop(
   };
   // Deno's completion calls block the thread until the GPU is idle. Sleeping through most of
   // a step first (by the last step's GPU time) keeps the event loop, e.g. a server's, running.
-  let gpuStepMs = o.gpuStepMs ?? 0;
+  const timeKey = `${rows}x${C}x${H}x${W}`;
+  let gpuStepMs = o.stepTimes?.get(timeKey) ?? 0;
   const awaitable = async (s: Submitted) => {
     const left = 0.95 * gpuStepMs - (performance.now() - s.submitted);
     if (left >= 4) await sleep(left, o.signal);
@@ -252,7 +252,8 @@ export async function sampleLoop(
     o.signal?.throwIfAborted();
     while (queue.length) await settle();
     live.delete(x);
-    return { latents: x, stepMs, gpuStepMs };
+    if (gpuStepMs > 0) o.stepTimes?.set(timeKey, gpuStepMs);
+    return { latents: x, stepMs };
   } finally {
     for (const t of live) t.release();
     o.sampler.dispose();

@@ -150,8 +150,9 @@ Deno.test(
     await withRuntime(async (rt) => {
       const plain = await loopLatents(rt, {});
       // A 50 ms step estimate makes the loop sleep ~47 ms before asking for each completion.
-      assertEquals(await loopLatents(rt, { gpuStepMs: 50, inFlight: 2 }), plain);
-      assertEquals(await loopLatents(rt, { gpuStepMs: 50, inFlight: 1 }), plain);
+      const times = (ms: number) => new Map([["2x4x8x8", ms]]); // [B, C, H, W], no guidance
+      assertEquals(await loopLatents(rt, { stepTimes: times(50), inFlight: 2 }), plain);
+      assertEquals(await loopLatents(rt, { stepTimes: times(50), inFlight: 1 }), plain);
       // With a one-minute estimate it sleeps before the second submit until the abort wakes it;
       // that step is dropped, and every buffer of the loop is freed.
       const before = rt.pool.liveBytes;
@@ -159,7 +160,7 @@ Deno.test(
       const t0 = performance.now();
       setTimeout(() => ctl.abort(), 50);
       await assertRejects(
-        () => loopLatents(rt, { gpuStepMs: 60_000, inFlight: 2, signal: ctl.signal }),
+        () => loopLatents(rt, { stepTimes: times(60_000), inFlight: 2, signal: ctl.signal }),
         DOMException,
       );
       assert(performance.now() - t0 < 30_000, "the abort did not wake the loop");
