@@ -40,6 +40,19 @@ export interface QuantizedWeight {
   meta: Record<string, number | string | boolean>;
 }
 
+/**
+ * The values a quantized weight's codes decode to, for rounding onto that grid (GPTQ,
+ * runtime/quant/gptq.ts): code c at (row, col) decodes to
+ * `values[(row·groups + ⌊col / groupSize⌋)·2^bits + c]`, exactly as the quantizer's
+ * `dequantize` does.
+ */
+export interface CodeGrid {
+  /** Columns along K sharing one set of values (K: one set per row). */
+  groupSize: number;
+  /** The values [rows, ⌈K / groupSize⌉, 2^bits]. */
+  values: Float32Array;
+}
+
 /** Options a weight quantizer is calibrated with. */
 export interface WeightQuantOptions {
   /** Bits per weight (3, 4 or 8). */
@@ -64,6 +77,8 @@ export interface QuantizerPlugin {
   calibrate(w: HostMatrix, opts: WeightQuantOptions): QuantizedWeight;
   /** CPU reference: the dequantized weight [N, K]. */
   dequantize(q: QuantizedWeight): Float32Array;
+  /** The values its codes decode to (optional: GPTQ rounding needs it). */
+  grid?(q: QuantizedWeight): CodeGrid;
 }
 
 /** What a rotation plugin plans one layer from. */

@@ -33,7 +33,13 @@
  *
  * @module
  */
-import type { HostMatrix, QuantizedWeight, QuantizerPlugin, WeightQuantOptions } from "../types.ts";
+import type {
+  CodeGrid,
+  HostMatrix,
+  QuantizedWeight,
+  QuantizerPlugin,
+  WeightQuantOptions,
+} from "../types.ts";
 import { f16Bits, f16FromBits, f32FromBits } from "../../runtime/io/f16.ts";
 import { packCodes, unpackCodes } from "../../runtime/quant/pack.ts";
 import { checkMatrix } from "./uniform.ts";
@@ -403,6 +409,15 @@ export function lutDequantize(q: QuantizedWeight): Float32Array {
   return out;
 }
 
+/** The grid of a LUT-coded weight: each row's LUT (see CodeGrid). */
+export function lutGrid(q: QuantizedWeight): CodeGrid {
+  const lut = q.params.lut;
+  if (!lut || lut.length !== q.rows * 2 ** q.bits) {
+    throw new RangeError(`${q.quantizer}: lut must hold ${q.rows}×${2 ** q.bits} values`);
+  }
+  return { groupSize: q.cols, values: lut };
+}
+
 /** The TLQ quantizer's descriptor. */
 export const tlqQuantizer: QuantizerPlugin = {
   kind: "quantizer",
@@ -412,4 +427,5 @@ export const tlqQuantizer: QuantizerPlugin = {
     "Twin-Log Quantization: separate log2(|w|+η) grids for ± weights, per-row LUT, η/p± searched per layer",
   calibrate: tlqQuantize,
   dequantize: lutDequantize,
+  grid: lutGrid,
 };

@@ -11,7 +11,13 @@
  *
  * @module
  */
-import type { HostMatrix, QuantizedWeight, QuantizerPlugin, WeightQuantOptions } from "../types.ts";
+import type {
+  CodeGrid,
+  HostMatrix,
+  QuantizedWeight,
+  QuantizerPlugin,
+  WeightQuantOptions,
+} from "../types.ts";
 import { packCodes, unpackCodes } from "../../runtime/quant/pack.ts";
 
 /** Bit widths of the uniform quantizer. */
@@ -164,6 +170,22 @@ export function uniformDequantize(q: QuantizedWeight): Float32Array {
   return out;
 }
 
+/** The values (c − zero)·scale of every code, per row and group (see CodeGrid). */
+export function uniformGrid(q: QuantizedWeight): CodeGrid {
+  const G = uniformGroupSize(q);
+  const sets = q.rows * Math.ceil(q.cols / G);
+  const { scale, zero } = q.params;
+  if (!scale || !zero || scale.length !== sets || zero.length !== sets) {
+    throw new RangeError(`uniform: scale and zero must hold ${sets} values`);
+  }
+  const L = 2 ** q.bits;
+  const values = new Float32Array(sets * L);
+  for (let s = 0; s < sets; s++) {
+    for (let c = 0; c < L; c++) values[s * L + c] = (c - zero[s]) * scale[s];
+  }
+  return { groupSize: G, values };
+}
+
 /** The uniform quantizer's descriptor. */
 export const uniformQuantizer: QuantizerPlugin = {
   kind: "quantizer",
@@ -173,4 +195,5 @@ export const uniformQuantizer: QuantizerPlugin = {
     "uniform per-row (or per-group) asymmetric/symmetric, clip ratio searched by weight MSE",
   calibrate: uniformQuantize,
   dequantize: uniformDequantize,
+  grid: uniformGrid,
 };

@@ -18,6 +18,7 @@ import { embedSelfCheck } from "./embed.ts";
 import { patchSelfCheck } from "./patch.ts";
 import { rotqSelfCheck } from "./rotq.ts";
 import { actStatsSelfCheck } from "./act_stats.ts";
+import { actGramSelfCheck } from "./act_gram.ts";
 import { ropeSelfCheck } from "./rope.ts";
 import { latentPackSelfCheck } from "./latent_pack.ts";
 import { attnSparseSelfCheck } from "./attn_sparse.ts";
@@ -72,6 +73,7 @@ export const SELF_CHECKS: SelfCheck[] = [
   patchSelfCheck,
   rotqSelfCheck,
   actStatsSelfCheck,
+  actGramSelfCheck,
   ropeSelfCheck,
   latentPackSelfCheck,
   attnSparseSelfCheck,

@@ -178,6 +178,59 @@ def quant_weight(w, bits, symmetric):
     return torch.where(nonzero, best, torch.zeros_like(best)).to(torch.float32)
 
 
+def uniform_grid(w, bits, symmetric):
+    """Per-row (scale, zero) that quant_weight picks (the same clip-ratio search)."""
+    w = w.detach().to(torch.float64)
+    lo = w.min(1, keepdim=True).values.clamp(max=0)
+    hi = w.max(1, keepdim=True).values.clamp(min=0)
+    levels, half = 2**bits - 1, 2 ** (bits - 1)
+    bs = torch.ones_like(lo)
+    bz = torch.zeros_like(lo)
+    best_err = torch.full((w.shape[0], 1), math.inf, dtype=torch.float64)
+    nonzero = hi > lo
+    for r in CLIP_RATIOS:
+        if symmetric:
+            scale = _f32(r * torch.maximum(-lo, hi) / (half - 1))
+            zero = torch.full_like(scale, half)
+        else:
+            scale = _f32(r * (hi - lo) / levels)
+            zero = torch.floor(-(r * lo) / scale + 0.5).clamp(0, levels)
+        scale = torch.where(nonzero, scale, torch.ones_like(scale))
+        q = (torch.floor(w / scale + 0.5) + zero).clamp(0, levels)
+        err = ((_f32((q - zero) * scale) - w) ** 2).sum(1, keepdim=True)
+        upd = err < best_err
+        bs, bz = torch.where(upd, scale, bs), torch.where(upd, zero, bz)
+        best_err = torch.where(upd, err, best_err)
+    return bs, bz, levels
+
+
+def gptq_weight(w, bits, symmetric, h, damp=0.01, act_order=False):
+    """GPTQ (column-by-column rounding with the error pushed onto the columns not yet rounded,
+    weighted by the inverse Hessian H = X^T X of the layer's calibration inputs), on the fixed
+    per-row grid of quant_weight; act_order: columns by decreasing H_jj."""
+    if act_order:
+        perm = torch.argsort(torch.diag(h), descending=True)
+        q = gptq_weight(w[:, perm], bits, symmetric, h[perm][:, perm], damp)
+        return q[:, torch.argsort(perm)]
+    scale, zero, levels = uniform_grid(w, bits, symmetric)
+    scale, zero = scale[:, 0], zero[:, 0]
+    W = w.detach().to(torch.float64).clone()
+    H = h.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(H.shape[0], dtype=H.dtype)
+    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.zeros_like(W)
+    for j in range(W.shape[1]):
+        col = W[:, j]
+        q = (torch.floor(col / scale + 0.5) + zero).clamp(0, levels)
+        Q[:, j] = _f32((q - zero) * scale)
+        err = (col - Q[:, j]) / U[j, j]
+        W[:, j + 1:] -= err[:, None] * U[j, j + 1:][None, :]
+    return Q.to(torch.float32)
+
+
 def quant_act(x, bits, cfg_share=False):
     """Per-token dynamic symmetric fake quantization (wgsl/act_quant.wgsl). With cfg_share the
     batch is [uncond; cond] and a token's scale is the max over its two CFG halves."""
@@ -220,6 +273,9 @@ def parse_config(name):
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
          "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg")}
     name = name.removesuffix("^cfg")
+    c["gptq"] = name.endswith("+gptq") or name.endswith("+gptqo")
+    c["act_order"] = name.endswith("+gptqo")
+    name = name.removesuffix("+gptqo").removesuffix("+gptq")
     if name == "fp32":
         return c
     if name.startswith("outnoise="):
@@ -251,14 +307,18 @@ def parse_config(name):
 class Applied:
     """Fake quantization installed on a model (weights swapped, activation pre-hooks)."""
 
-    def __init__(self, dit, c):
+    def __init__(self, dit, c, hessians=None):
         self.saved, self.hooks = {}, []
         if c["wbits"] == 16 and c["abits"] == 16:
             return
         for name, m in quant_layers(dit, c["kinds"], c["blocks"]).items():
             if c["wbits"] < 16:
                 self.saved[name] = (m, m.weight.data.clone())
-                m.weight.data = quant_weight(m.weight.data, c["wbits"], c["sym"])
+                if c["gptq"]:
+                    m.weight.data = gptq_weight(m.weight.data, c["wbits"], c["sym"], hessians[name],
+                                                act_order=c["act_order"])
+                else:
+                    m.weight.data = quant_weight(m.weight.data, c["wbits"], c["sym"])
             if c["abits"] < 16:
                 bits, share = c["abits"], c["cfg_share"]
                 self.hooks.append(m.register_forward_pre_hook(
@@ -328,6 +388,24 @@ class Probe:
             g = torch.Generator().manual_seed(args.seed)
             self.noise = torch.randn(len(prompts), 3, 64, 64, generator=g)
         self.steps, self.guidance = args.steps, args.guidance
+        self.hessians = None
+
+    @torch.no_grad()
+    def collect_hessians(self, other):
+        """H = sum of x^T x over every input row of each quantized linear, over `other`'s FP32
+        run (its prompts: the calibration set, all steps, both CFG halves)."""
+        hs, hooks = {}, []
+        for name, m in quant_layers(self.dit).items():
+            def hook(_m, inp, name=name):
+                xt = inp[0].reshape(-1, inp[0].shape[-1]).T.contiguous()
+                hs[name] = hs.get(name, 0) + fast_linear(xt, xt).to(torch.float64)  # x^T x
+            hooks.append(m.register_forward_pre_hook(hook))
+        try:
+            other.run(parse_config("fp32"))
+        finally:
+            for h in hooks:
+                h.remove()
+        self.hessians = hs
 
     def run(self, c, traj=False):
         model, lat = self.dit, self.noise
@@ -336,7 +414,7 @@ class Probe:
         if c["initnoise"]:
             g = torch.Generator().manual_seed(4321)
             lat = lat + c["initnoise"] * torch.randn(lat.shape, generator=g)
-        ap = Applied(self.dit, c)
+        ap = Applied(self.dit, c, self.hessians)
         try:
             return sample(model, lat, self.y, self.mask, self.ny, self.nmask, steps=self.steps,
                           guidance_scale=self.guidance, sampler="dpm++2m", return_trajectory=traj)
@@ -410,12 +488,20 @@ def main():
     ap.add_argument("--webdit-ref", help="webdit's FP32 samples to compare with the torch FP32 images "
                     "(deno task ablation's .cache/ablation/<hash>/reference.safetensors, same prompts and seed)")
     ap.add_argument("--act-stats", action="store_true", help="per layer kind: input crest factor and A8 SQNR")
+    ap.add_argument("--calib-prompts", default="bench/prompts/calibration.txt",
+                    help="prompts whose FP32 run gives the GPTQ Hessians (configs ending +gptq)")
     ap.add_argument("--slow", action="store_true", help="keep torch's own matmuls (no oneDNN routing)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.slow:
         use_fast_matmuls()
     p = Probe(args)
+    if "+gptq" in args.configs:
+        t0 = time.time()
+        calib = Probe(argparse.Namespace(**{**vars(args), "prompts": args.calib_prompts, "n": 1000}))
+        calib.dit = p.dit
+        p.collect_hessians(calib)
+        print(f"GPTQ Hessians from {len(calib.prompts)} calibration prompts: {time.time() - t0:.1f} s", flush=True)
     t0 = time.time()
     with torch.no_grad():
         ref, ts, traj = p.run(parse_config("fp32"), traj=True)

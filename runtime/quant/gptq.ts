@@ -1,0 +1,259 @@
+/**
+ * GPTQ rounding (Frantar et al., 2023) onto a quantizer's own grid: the quantizer fits its
+ * per-row (per-group) values as usual, then the codes are chosen column by column, each
+ * column's rounding error pushed onto the columns not yet rounded through the inverse of
+ * the layer's Hessian H = Σ xᵀx (the calibration inputs' Gram matrix, runtime/ops/act_gram.ts),
+ * so that the layer's output error ‖X(Ŵ − W)ᵀ‖ rather than the weight error is minimised.
+ * The grid, and so the artifact format and every kernel, stay as they are: only codes change.
+ *
+ * With a rotation, H is taken in the rotated basis: H' = Tᵀ H T for the online transform
+ * x → x·T (smoothing and rotation), the basis the quantized weight lives in.
+ *
+ * @module
+ */
+import type { CodeGrid, HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
+import { packCodes } from "./pack.ts";
+
+/** Options of {@linkcode gptqRound}. */
+export interface GptqOptions {
+  /** Dampening added to H's diagonal, as a fraction of its mean; default 0.01. */
+  damp?: number;
+  /** Round the columns in order of decreasing H_jj (GPTQ's "act order"); default true. */
+  actOrder?: boolean;
+}
+
+/** The default dampening (GPTQ's). */
+export const GPTQ_DAMP = 0.01;
+
+/** Checks a grid against a quantized weight and returns its group count. */
+function checkGrid(q: QuantizedWeight, grid: CodeGrid): number {
+  const G = grid.groupSize;
+  if (!Number.isInteger(G) || G < 1) throw new RangeError(`grid groupSize must be ≥ 1, got ${G}`);
+  const ng = Math.ceil(q.cols / G);
+  const L = 2 ** q.bits;
+  if (grid.values.length !== q.rows * ng * L) {
+    throw new RangeError(
+      `grid has ${grid.values.length} values, not ${q.rows}×${ng}×${L} (rows × groups × 2^bits)`,
+    );
+  }
+  return ng;
+}
+
+/** Per (row, group): the grid's values sorted, with the code of each. */
+class NearestCode {
+  readonly #vals: Float32Array;
+  readonly #codes: Uint16Array;
+  readonly #L: number;
+
+  constructor(values: Float32Array, L: number) {
+    this.#L = L;
+    this.#vals = new Float32Array(values.length);
+    this.#codes = new Uint16Array(values.length);
+    const idx = Array.from({ length: L }, (_, i) => i);
+    for (let s = 0; s < values.length; s += L) {
+      idx.sort((a, b) => values[s + a] - values[s + b] || a - b);
+      for (let i = 0; i < L; i++) {
+        this.#vals[s + i] = values[s + idx[i]];
+        this.#codes[s + i] = idx[i];
+      }
+      for (let i = 0; i < L; i++) idx[i] = i;
+    }
+  }
+
+  /** The code of set `set` whose value is nearest v (the lower value on a tie). */
+  find(set: number, v: number): number {
+    const s = set * this.#L;
+    let lo = 0;
+    let hi = this.#L - 1;
+    while (lo < hi) { // first index with value ≥ v
+      const mid = (lo + hi) >> 1;
+      if (this.#vals[s + mid] < v) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo > 0 && v - this.#vals[s + lo - 1] <= this.#vals[s + lo] - v) lo--;
+    return this.#codes[s + lo];
+  }
+}
+
+/** Lower Cholesky factor of the symmetric matrix a [n, n] (f64), or undefined if not PD. */
+export function cholesky(a: Float64Array, n: number): Float64Array | undefined {
+  const l = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    let d = a[j * n + j];
+    for (let k = 0; k < j; k++) d -= l[j * n + k] * l[j * n + k];
+    if (!(d > 0)) return undefined;
+    const ljj = Math.sqrt(d);
+    l[j * n + j] = ljj;
+    for (let i = j + 1; i < n; i++) {
+      let s = a[i * n + j];
+      for (let k = 0; k < j; k++) s -= l[i * n + k] * l[j * n + k];
+      l[i * n + j] = s / ljj;
+    }
+  }
+  return l;
+}
+
+/** Inverse of a lower-triangular l [n, n] (f64), lower-triangular. */
+export function invertLower(l: Float64Array, n: number): Float64Array {
+  const inv = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    inv[j * n + j] = 1 / l[j * n + j];
+    for (let i = j + 1; i < n; i++) {
+      let s = 0;
+      for (let k = j; k < i; k++) s += l[i * n + k] * inv[k * n + j];
+      inv[i * n + j] = -s / l[i * n + i];
+    }
+  }
+  return inv;
+}
+
+/**
+ * U upper-triangular with Uᵀ U = H⁻¹ (GPTQ's factor), from one Cholesky: with P the
+ * index reversal, P H P = L Lᵀ gives H⁻¹ = (P L⁻¹ P)ᵀ (P L⁻¹ P), and P L⁻¹ P is upper.
+ * Undefined when H is not positive definite.
+ */
+export function inverseCholeskyUpper(h: Float64Array, n: number): Float64Array | undefined {
+  const r = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) r[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
+  }
+  const l = cholesky(r, n);
+  if (!l) return undefined;
+  const li = invertLower(l, n);
+  const u = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = i; j < n; j++) u[i * n + j] = li[(n - 1 - i) * n + (n - 1 - j)];
+  }
+  return u;
+}
+
+/**
+ * Re-chooses the codes of `q` (fitted to `w` by its quantizer) by GPTQ on the quantizer's
+ * grid, for inputs whose Gram matrix is `h` [K, K]. Returns a copy of `q` with new codes
+ * and `meta.gptqDamp` (the dampening used: raised ×10 while H + λI is not positive definite).
+ */
+export function gptqRound(
+  w: HostMatrix,
+  q: QuantizedWeight,
+  grid: CodeGrid,
+  h: ArrayLike<number>,
+  o: GptqOptions = {},
+): QuantizedWeight {
+  const { rows: N, cols: K } = w;
+  if (q.rows !== N || q.cols !== K) {
+    throw new RangeError(`gptq: weight ${N}×${K} but quantized ${q.rows}×${q.cols}`);
+  }
+  if (h.length !== K * K) throw new RangeError(`gptq: H has ${h.length} values, not ${K}×${K}`);
+  const ng = checkGrid(q, grid);
+  const damp = o.damp ?? GPTQ_DAMP;
+  if (!(damp >= 0) || !Number.isFinite(damp)) {
+    throw new RangeError(`gptq: damp must be a finite number ≥ 0, got ${damp}`);
+  }
+  // Column order (act order: the columns with the largest inputs first) and dead columns.
+  const diag = Array.from({ length: K }, (_, j) => h[j * K + j]);
+  const order = Array.from({ length: K }, (_, j) => j);
+  if (o.actOrder ?? true) order.sort((a, b) => diag[b] - diag[a] || a - b);
+  let mean = 0;
+  for (const d of diag) mean += d;
+  mean = mean / K || 1;
+  const hp = new Float64Array(K * K);
+  for (let a = 0; a < K; a++) {
+    for (let b = 0; b < K; b++) hp[a * K + b] = h[order[a] * K + order[b]];
+    if (!(diag[order[a]] > 0)) hp[a * K + a] = 1; // an input that is always 0
+  }
+  let u: Float64Array | undefined;
+  let used = damp;
+  for (let tries = 0; tries < 6 && !u; tries++, used = Math.max(used * 10, 1e-6)) {
+    const d = hp.slice();
+    for (let a = 0; a < K; a++) d[a * K + a] += used * mean;
+    u = inverseCholeskyUpper(d, K);
+    if (u) break;
+  }
+  if (!u) throw new RangeError(`gptq: the Hessian is not positive definite even damped by ${used}`);
+  // Working copy of W in the column order, f64.
+  const wp = new Float64Array(N * K);
+  for (let r = 0; r < N; r++) {
+    for (let a = 0; a < K; a++) {
+      wp[r * K + a] = diag[order[a]] > 0 ? w.data[r * K + order[a]] : 0;
+    }
+  }
+  const L = 2 ** q.bits;
+  const near = new NearestCode(grid.values, L);
+  const codes = new Uint8Array(N * K);
+  for (let a = 0; a < K; a++) {
+    const col = order[a];
+    const g = Math.floor(col / grid.groupSize);
+    const ua = u[a * K + a];
+    for (let r = 0; r < N; r++) {
+      const v = wp[r * K + a];
+      const set = r * ng + g;
+      const c = near.find(set, v);
+      codes[r * K + col] = c;
+      const e = (v - grid.values[set * L + c]) / ua;
+      if (e === 0) continue;
+      const ro = r * K;
+      const uo = a * K;
+      for (let b = a + 1; b < K; b++) wp[ro + b] -= e * u[uo + b];
+    }
+  }
+  return {
+    ...q,
+    codes: packCodes(codes, N, K, q.bits),
+    meta: { ...q.meta, gptqDamp: used, gptqActOrder: o.actOrder ?? true },
+  };
+}
+
+/**
+ * The output SQNR (dB) of a quantized weight on inputs with Gram matrix h: 10·log10 of
+ * Σ_r w_r H w_rᵀ over Σ_r e_r H e_rᵀ, e = ŵ − w (the error ‖X(Ŵ − W)ᵀ‖² GPTQ minimises).
+ */
+export function outputSqnrDb(
+  w: Float32Array,
+  deq: Float32Array,
+  h: ArrayLike<number>,
+  N: number,
+  K: number,
+): number {
+  let sig = 0;
+  let err = 0;
+  const e = new Float64Array(K);
+  const hv = new Float64Array(K);
+  const ev = new Float64Array(K);
+  for (let r = 0; r < N; r++) {
+    for (let j = 0; j < K; j++) e[j] = deq[r * K + j] - w[r * K + j];
+    hv.fill(0);
+    ev.fill(0);
+    for (let i = 0; i < K; i++) {
+      const wi = w[r * K + i];
+      const ei = e[i];
+      if (wi === 0 && ei === 0) continue;
+      for (let j = 0; j < K; j++) {
+        const hij = h[i * K + j];
+        hv[j] += wi * hij;
+        ev[j] += ei * hij;
+      }
+    }
+    for (let j = 0; j < K; j++) {
+      sig += hv[j] * w[r * K + j];
+      err += ev[j] * e[j];
+    }
+  }
+  return err > 0 ? 10 * Math.log10(sig / err) : Infinity;
+}
+
+/**
+ * The Gram matrix of transformed inputs, Tᵀ H T, from H [K, K] and the transform's CPU
+ * reference x [rows, K] → x·T (a rotation's `transformActivations`): (H T)ᵀ T, H symmetric.
+ */
+export function transformGram(
+  h: Float32Array,
+  K: number,
+  transform: (x: Float32Array, rows: number) => Float32Array,
+): Float32Array {
+  const ht = transform(h, K);
+  const t = new Float32Array(K * K);
+  for (let i = 0; i < K; i++) {
+    for (let j = 0; j < K; j++) t[j * K + i] = ht[i * K + j];
+  }
+  return transform(t, K);
+}

@@ -1,0 +1,135 @@
+import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { Prng } from "../io/prng.ts";
+import { gramRef } from "../reference/act_gram.ts";
+import { unpackCodes } from "./pack.ts";
+import { statsFromRows } from "./calibrate.ts";
+import { uniformQuantizer } from "../../plugins/quantizers/uniform.ts";
+import { tlqQuantizer } from "../../plugins/quantizers/tlq.ts";
+import { planHadamard } from "../../plugins/rotations/hadamard.ts";
+import type { HostMatrix, QuantizerPlugin } from "../../plugins/types.ts";
+import { gptqRound, inverseCholeskyUpper, outputSqnrDb, transformGram } from "./gptq.ts";
+
+/** Correlated inputs [M, K]: a few shared factors plus noise, channel scales 0.2…2. */
+function correlatedRows(M: number, K: number, seed: number): Float32Array {
+  const g = new Prng(seed);
+  const f = g.normals(M * 4);
+  const mix = g.normals(4 * K);
+  const n = g.normals(M * K);
+  const x = new Float32Array(M * K);
+  for (let r = 0; r < M; r++) {
+    for (let c = 0; c < K; c++) {
+      let v = 0.3 * n[r * K + c];
+      for (let k = 0; k < 4; k++) v += f[r * 4 + k] * mix[k * K + c];
+      x[r * K + c] = v * (0.2 + (1.8 * c) / K);
+    }
+  }
+  return x;
+}
+
+function weight(N: number, K: number, seed: number): HostMatrix {
+  return { data: new Prng(seed).normals(N * K).map((v) => v / Math.sqrt(K)), rows: N, cols: K };
+}
+
+Deno.test("inverseCholeskyUpper: Uᵀ U = H⁻¹ and U is upper-triangular", () => {
+  const K = 7;
+  const h = gramRef(correlatedRows(40, K, 1), 40, K);
+  const u = inverseCholeskyUpper(h, K)!;
+  // Uᵀ U H = I
+  for (let i = 0; i < K; i++) {
+    for (let j = 0; j < K; j++) {
+      if (j < i) assertEquals(u[i * K + j], 0);
+      let s = 0;
+      for (let k = 0; k < K; k++) {
+        let utu = 0;
+        for (let m = 0; m < K; m++) utu += u[m * K + i] * u[m * K + k];
+        s += utu * h[k * K + j];
+      }
+      assert(Math.abs(s - (i === j ? 1 : 0)) < 1e-9, `(UᵀU H)[${i},${j}] = ${s}`);
+    }
+  }
+  assertEquals(inverseCholeskyUpper(new Float64Array([1, 2, 2, 1]), 2), undefined);
+});
+
+for (const plugin of [uniformQuantizer, tlqQuantizer] as QuantizerPlugin[]) {
+  Deno.test(`${plugin.name}: its grid holds exactly what dequantize gives`, () => {
+    const w = weight(9, 40, 3);
+    for (const bits of [3, 4]) {
+      const q = plugin.calibrate(w, { bits, groupSize: plugin.name === "uniform" ? 8 : undefined });
+      const grid = plugin.grid!(q);
+      const deq = plugin.dequantize(q);
+      const codes = unpackCodes(q.codes, 9, 40, bits);
+      const ng = Math.ceil(40 / grid.groupSize);
+      for (let r = 0; r < 9; r++) {
+        for (let c = 0; c < 40; c++) {
+          const set = r * ng + Math.floor(c / grid.groupSize);
+          assertEquals(grid.values[set * 2 ** bits + codes[r * 40 + c]], deq[r * 40 + c]);
+        }
+      }
+    }
+  });
+
+  Deno.test(`${plugin.name} + GPTQ: lower output error than plain rounding at 3 and 4 bits`, () => {
+    const [N, K, M] = [24, 64, 256];
+    const x = correlatedRows(M, K, 5);
+    const h = gramRef(x, M, K);
+    const w = weight(N, K, 6);
+    for (const bits of [3, 4]) {
+      const q = plugin.calibrate(w, { bits });
+      const g = gptqRound(w, q, plugin.grid!(q), h);
+      const before = outputSqnrDb(w.data, plugin.dequantize(q), h, N, K);
+      const after = outputSqnrDb(w.data, plugin.dequantize(g), h, N, K);
+      assert(after > before + 1, `${bits} bits: output SQNR ${before.toFixed(2)} → ${after.toFixed(2)} dB`);
+      assertEquals(g.params, q.params); // the grid is unchanged: only codes move
+      assertEquals(g.meta.gptqDamp, 0.01);
+    }
+  });
+}
+
+Deno.test("GPTQ with uncorrelated inputs (H = I) is plain nearest rounding", () => {
+  const [N, K] = [6, 20];
+  const w = weight(N, K, 8);
+  const h = new Float64Array(K * K);
+  for (let i = 0; i < K; i++) h[i * K + i] = 1;
+  const q = uniformQuantizer.calibrate(w, { bits: 4 });
+  const g = gptqRound(w, q, uniformQuantizer.grid!(q), h);
+  assertEquals(Array.from(g.codes), Array.from(q.codes));
+});
+
+Deno.test("GPTQ: a dead input channel (H_jj = 0) and bad arguments", () => {
+  const [N, K, M] = [5, 12, 64];
+  const x = correlatedRows(M, K, 2);
+  for (let r = 0; r < M; r++) x[r * K + 3] = 0;
+  const h = gramRef(x, M, K);
+  const w = weight(N, K, 4);
+  const q = uniformQuantizer.calibrate(w, { bits: 4 });
+  const g = gptqRound(w, q, uniformQuantizer.grid!(q), h); // no throw: the channel is skipped
+  assert(Number.isFinite(outputSqnrDb(w.data, uniformQuantizer.dequantize(g), h, N, K)));
+  assertThrows(() => gptqRound(w, q, uniformQuantizer.grid!(q), h.slice(1)), RangeError, "H has");
+  assertThrows(
+    () => gptqRound(w, q, uniformQuantizer.grid!(q), h, { damp: -1 }),
+    RangeError,
+    "damp",
+  );
+  assertThrows(
+    () => gptqRound(w, q, { groupSize: K, values: new Float32Array(3) }, h),
+    RangeError,
+    "grid has",
+  );
+});
+
+Deno.test("transformGram is the Gram matrix of the transformed rows (hadamard + smoothing)", () => {
+  const [M, K] = [50, 32];
+  const x = correlatedRows(M, K, 7);
+  const r = planHadamard({
+    name: "blocks.0.ff",
+    weight: weight(8, K, 1),
+    stats: statsFromRows("blocks.0.ff", x, M, K),
+    options: { rotation: "hadamard" },
+  });
+  const got = transformGram(Float32Array.from(gramRef(x, M, K)), K, (a, n) => r.transformActivations(a, n));
+  const want = gramRef(r.transformActivations(x, M), M, K);
+  for (let i = 0; i < K * K; i++) {
+    const scale = Math.sqrt(want[Math.floor(i / K) * (K + 1)] * want[(i % K) * (K + 1)]);
+    assert(Math.abs(got[i] - want[i]) <= 1e-5 * scale, `[${i}] ${got[i]} vs ${want[i]}`);
+  }
+});
