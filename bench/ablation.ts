@@ -191,6 +191,7 @@ async function pipelineFor(run: Run, s: AblationSetting): Promise<Pipeline> {
     wbits: s.wbits!,
     abits: s.abits!,
     rotation: s.rotation,
+    gptq: s.gptq ?? false,
     runtime: run.rt,
     calibration: run.m.calibration,
     onCalibration: (p) => cal.update(p),

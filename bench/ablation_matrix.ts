@@ -36,6 +36,8 @@ export interface AblationSetting {
   attention: string;
   density: number | null;
   attn_bits: number | null;
+  /** Codes chosen by GPTQ (quantize --gptq); absent or false: plain rounding. */
+  gptq?: boolean;
 }
 
 /** A parsed matrix: what every row shares, and the rows. */
@@ -68,14 +70,18 @@ export const REFERENCE: AblationSetting = {
 
 const KEYS = Object.keys(REFERENCE) as (keyof AblationSetting)[];
 
-/** A string that identifies a setting (rows with equal keys replace each other). */
+/**
+ * A string that identifies a setting (rows with equal keys replace each other). GPTQ is
+ * appended only when on, so the keys of rows from before it existed stay the same.
+ */
 export function settingKey(s: AblationSetting): string {
-  return KEYS.map((k) => String(s[k] ?? null)).join("|");
+  return KEYS.map((k) => String(s[k] ?? null)).join("|") + (s.gptq ? "|gptq" : "");
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
 export function settingLabel(s: AblationSetting): string {
   const parts = [s.quantizer === "fp32" ? "fp32" : `${s.quantizer} W${s.wbits}A${s.abits}`];
+  if (s.gptq) parts[0] += " gptq";
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
@@ -102,11 +108,15 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
   }
   const r = raw as Record<string, unknown>;
   for (const k of Object.keys(r)) {
-    if (!(KEYS as string[]).includes(k)) {
-      fail(file, `${field}.${k}`, `is not a setting (known: ${KEYS.join(", ")})`);
+    if (!(KEYS as string[]).includes(k) && k !== "gptq") {
+      fail(file, `${field}.${k}`, `is not a setting (known: ${KEYS.join(", ")}, gptq)`);
     }
   }
   const s: AblationSetting = { ...REFERENCE };
+  if (r.gptq !== undefined) {
+    if (typeof r.gptq !== "boolean") fail(file, `${field}.gptq`, "must be true or false");
+    if (r.gptq) s.gptq = true;
+  }
   for (const k of ["quantizer", "rotation", "attention"] as const) {
     if (r[k] === undefined) continue;
     if (typeof r[k] !== "string" || !r[k]) fail(file, `${field}.${k}`, "must be a name");
@@ -124,8 +134,8 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     s.density = d;
   }
   if (s.quantizer === "fp32") {
-    if (s.wbits !== null || s.abits !== null || s.rotation !== "none") {
-      fail(file, field, "fp32 takes no wbits, abits or rotation");
+    if (s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq) {
+      fail(file, field, "fp32 takes no wbits, abits, rotation or gptq");
     }
   } else if (s.wbits === null || s.abits === null) {
     fail(file, field, `quantizer "${s.quantizer}" needs wbits and abits`);

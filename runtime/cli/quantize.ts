@@ -43,20 +43,23 @@ export const QUANTIZE_USAGE =
   --attn-bits B           paro: 8 or 4
   --group-size G          uniform: group size along K (0 = per row, default; 64, 128)
   --symmetric             uniform: symmetric (default for W8 with integer activations)
+  --gptq                  choose the codes by GPTQ (error-compensating rounding on the
+                          calibration inputs' Σxᵀx) instead of rounding each weight; same
+                          grid and artifact format; runs a calibration (cached) first
   --keep-fp LIST          comma-separated layer patterns kept in full precision (* wildcard);
                           default by the model's family (config _class_name): PixArt
                           ${DEFAULT_KEEP_FP.join(",")};
                           FLUX ${FLUX_KEEP_FP.join(",")}
   --out FILE.safetensors  the artifact (refused if it exists, unless --force)
   --force                 overwrite --out
-  --calib-prompts N       rotations / paro: calibration prompts (default: each plugin's own;
+  --calib-prompts N       rotations / paro / gptq: calibration prompts (default: each plugin's own;
                           rotation statistics are cached per model and settings)
   --calib-embeds FILE     rotations / paro on FLUX (required there: no text encoder): safetensors
                           with prompt_embeds [B,L,C] + pooled_prompt_embeds [B,P] (as generate
                           --caption-embeds), each batch row one calibration prompt; optional
                           latents [B,C,H,W] give the noise and the calibrated size (PARO plans
                           are per size; default FLUX's 128×128 latent); run with flow-euler
-  --calib-steps N         rotations / paro: sampler steps per calibration prompt (default 20)
+  --calib-steps N         rotations / paro / gptq: sampler steps per calibration prompt (default 20)
   --report                print per-layer weight SQNR and activation-quantization error
   --report-prompts N      prompts the activation error is measured on (default 2; with
                           --calib-embeds its rows)
@@ -126,6 +129,7 @@ export async function quantize(args: string[]): Promise<number> {
     "attn-bits": { type: "string" },
     "group-size": { type: "string" },
     symmetric: { type: "boolean" },
+    gptq: { type: "boolean" },
     "keep-fp": { type: "string" },
     out: { type: "string" },
     force: { type: "boolean" },
@@ -187,6 +191,7 @@ export async function quantize(args: string[]): Promise<number> {
     attnBits: attnBits === undefined ? undefined : Number(attnBits),
     groupSize,
     symmetric: v.symmetric,
+    gptq: v.gptq ?? false,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
       prompts: calibPrompts === undefined ? undefined : CALIBRATION_PROMPTS.slice(0, calibPrompts),
@@ -245,6 +250,7 @@ export async function quantize(args: string[]): Promise<number> {
       wbits,
       abits,
       rotation: r.plan.settings.rotation,
+      gptq: r.plan.settings.gptq,
       attention: r.plan.settings.attention,
       layers_quantized: q.length,
       layers_fp: r.layers.length - q.length,
@@ -258,6 +264,9 @@ export async function quantize(args: string[]): Promise<number> {
           name: l.name,
           quantizer: l.quantizer,
           sqnr_db: l.sqnrDb,
+          ...(l.outSqnrDb === undefined
+            ? {}
+            : { out_sqnr_round_db: l.outSqnrRtnDb, out_sqnr_gptq_db: l.outSqnrDb }),
           int8_lut_error: l.int8LutError,
           act_rel_error: act?.get(l.name)?.relErr ?? null,
           bytes: l.bytes,

@@ -49,7 +49,9 @@ export function actGram(rec: Recorder, x: Tensor, gram: Tensor): void {
   }
   const K = x.shape[x.shape.length - 1] ?? 0;
   if (gram.dtype !== "f32" || gram.size !== K * K) {
-    throw new RangeError(`actGram: gram must be f32 [${K}, ${K}], got ${gram.dtype} [${gram.shape}]`);
+    throw new RangeError(
+      `actGram: gram must be f32 [${K}, ${K}], got ${gram.dtype} [${gram.shape}]`,
+    );
   }
   const M = K === 0 ? 0 : x.size / K;
   if (M === 0) return;

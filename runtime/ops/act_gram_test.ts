@@ -12,7 +12,6 @@ import {
   mirrorUpper,
 } from "./act_gram.ts";
 
-
 Deno.test("act gram adds xᵀx over many calls and mirrors a symmetric matrix", gpuTest, async () => {
   await withRuntime(async (rt) => {
     const K = 45; // not a multiple of the 16-wide tiles
@@ -51,14 +50,18 @@ Deno.test("act gram reads f16 activations", gpuTest, async () => {
   });
 });
 
-Deno.test("act gram rejects a buffer of the wrong size and its self-check passes", gpuTest, async () => {
-  await withRuntime(async (rt) => {
-    const x = uploadTensor(rt, new Float32Array(12), [3, 4]);
-    const bad = uploadTensor(rt, new Float32Array(15), [15]);
-    assertThrows(() => actGram(new Recorder(rt), x, bad), RangeError, "[4, 4]");
-    for (const r of await actGramSelfCheck(rt)) assert(r.ok, `${r.name}: ${r.maxError}`);
-  });
-});
+Deno.test(
+  "act gram rejects a buffer of the wrong size and its self-check passes",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const x = uploadTensor(rt, new Float32Array(12), [3, 4]);
+      const bad = uploadTensor(rt, new Float32Array(15), [15]);
+      assertThrows(() => actGram(new Recorder(rt), x, bad), RangeError, "[4, 4]");
+      for (const r of await actGramSelfCheck(rt)) assert(r.ok, `${r.name}: ${r.maxError}`);
+    });
+  },
+);
 
 Deno.test("mirrorUpper copies the upper triangle down", () => {
   const g = Float32Array.from([1, 2, 3, 9, 4, 5, 9, 9, 6]);

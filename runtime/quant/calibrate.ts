@@ -22,6 +22,7 @@ import { openSafetensors, type TensorToWrite, writeSafetensors } from "../io/saf
 import { Prng } from "../io/prng.ts";
 import type { Linear, LinearEpilogue, LinearFactory } from "../model/linear.ts";
 import { ActStatsAccumulator } from "../ops/act_stats.ts";
+import { ActGramAccumulator } from "../ops/act_gram.ts";
 import { actStatsRef, type ChannelStats, rmsOf } from "../reference/act_stats.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName } from "../pipeline.ts";
 import { transformerDir } from "../io/safetensors_index.ts";
@@ -65,6 +66,8 @@ export interface LayerStats extends ChannelStats {
   sample: Float32Array;
   /** Rows in `sample`. */
   sampleRows: number;
+  /** Σ xᵀx over every input row [K, K] (GPTQ's Hessian), when the run collected it. */
+  gram?: Float32Array;
 }
 
 /** The calibration statistics of a model. */
@@ -93,6 +96,8 @@ export interface CalibrationSettings {
   seed: number;
   /** Sample rows kept per layer. */
   sampleRows: number;
+  /** True when the run also collected each layer's Gram matrix (absent otherwise). */
+  gram?: true;
 }
 
 /** Options of {@linkcode calibrate}. */
@@ -113,6 +118,8 @@ export interface CalibrateOptions {
   seed?: number;
   /** Token rows sampled per layer; default 256. */
   sampleRows?: number;
+  /** Also collect each layer's Gram matrix Σ xᵀx (K² floats a layer; for GPTQ). */
+  gram?: boolean;
   /** Cache folder; default `<repo>/.cache/calib`; false: neither read nor write. */
   cacheDir?: string | false;
   /** Progress callback. */
@@ -169,6 +176,7 @@ export function calibrationCacheName(modelHash: string, s: CalibrationSettings):
 class LayerObserver {
   readonly name: string;
   readonly stats: ActStatsAccumulator;
+  readonly gram?: ActGramAccumulator;
   readonly sample: Tensor;
   readonly capacity: number;
   #rowsPerCall: number;
@@ -177,9 +185,17 @@ class LayerObserver {
   #calls = 0;
   #prng: Prng;
 
-  constructor(rt: Runtime, name: string, cols: number, capacity: number, rowsPerCall: number) {
+  constructor(
+    rt: Runtime,
+    name: string,
+    cols: number,
+    capacity: number,
+    rowsPerCall: number,
+    gram: boolean,
+  ) {
     this.name = name;
     this.stats = new ActStatsAccumulator(rt, cols);
+    if (gram) this.gram = new ActGramAccumulator(rt, cols);
     this.capacity = capacity;
     this.sample = createTensor(rt, [Math.max(1, capacity), cols], "f32");
     this.#rowsPerCall = rowsPerCall;
@@ -190,6 +206,7 @@ class LayerObserver {
 
   record(rec: Recorder, x: Tensor): void {
     this.stats.record(rec, x);
+    this.gram?.record(rec, x);
     this.#calls++;
     const K = this.stats.cols;
     const M = x.size / K;
@@ -217,11 +234,13 @@ class LayerObserver {
       calls: this.#calls,
       sample: all.slice(0, this.#filled * this.stats.cols),
       sampleRows: this.#filled,
+      ...(this.gram ? { gram: await this.gram.read(rt) } : {}),
     };
   }
 
   release(): void {
     this.stats.release();
+    this.gram?.release();
     this.sample.release();
   }
 }
@@ -262,14 +281,17 @@ export class StatsCollector {
   #observers = new Map<string, LayerObserver>();
   #sampleRows: number;
   #rowsPerCall: number;
+  #gram: boolean;
 
   /**
    * A collector with no layers observed yet.
    *
    * @param sampleRows rows kept per layer
    * @param expectedCalls forward calls expected per layer (prompts × steps), to spread the sample
+   * @param gram also accumulate each layer's Gram matrix Σ xᵀx
    */
-  constructor(sampleRows = 256, expectedCalls = 1) {
+  constructor(sampleRows = 256, expectedCalls = 1, gram = false) {
+    this.#gram = gram;
     if (!Number.isInteger(sampleRows) || sampleRows < 0) {
       throw new RangeError(`sampleRows must be a non-negative integer, got ${sampleRows}`);
     }
@@ -290,6 +312,7 @@ export class StatsCollector {
             src.inFeatures,
             this.#sampleRows,
             this.#rowsPerCall,
+            this.#gram,
           );
           this.#observers.set(src.name, obs);
         }
@@ -328,6 +351,7 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
     seed: o.seed ?? 0,
     sampleRows: o.sampleRows ?? 256,
   };
+  if (o.gram) settings.gram = true; // absent otherwise, so earlier cache keys still match
   if (o.embeds) settings.embeds = calibrationEmbedsHash(o.embeds);
   const count = o.embeds ? o.embeds.embeds.shape[0] : settings.prompts.length;
   if (count === 0) throw new RangeError("Calibration needs at least one prompt");
@@ -341,6 +365,7 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
   const collector = new StatsCollector(
     settings.sampleRows,
     count * settings.steps,
+    settings.gram ?? false,
   );
   try {
     await runCalibration(rt, {
@@ -376,6 +401,7 @@ export async function saveCalibration(file: string, stats: CalibrationStats): Pr
     tensors[`${name}.max`] = { dtype: "F32", shape: [K], data: s.max };
     tensors[`${name}.sumsq`] = { dtype: "F64", shape: [K], data: s.sumsq };
     tensors[`${name}.sample`] = { dtype: "F32", shape: [s.sampleRows, K], data: s.sample };
+    if (s.gram) tensors[`${name}.gram`] = { dtype: "F32", shape: [K, K], data: s.gram };
     layers[name] = { rows: s.rows, calls: s.calls, sampleRows: s.sampleRows };
   }
   await writeSafetensors(file, tensors, {
@@ -412,6 +438,7 @@ export async function loadCalibration(file: string): Promise<CalibrationStats> {
       calls: l.calls,
       sample: await f.readF32(`${name}.sample`),
       sampleRows: l.sampleRows,
+      ...(f.tensors.has(`${name}.gram`) ? { gram: await f.readF32(`${name}.gram`) } : {}),
     });
   }
   return { modelHash: m.model_hash, settings: JSON.parse(m.settings), layers };

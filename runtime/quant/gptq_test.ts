@@ -78,7 +78,10 @@ for (const plugin of [uniformQuantizer, tlqQuantizer] as QuantizerPlugin[]) {
       const g = gptqRound(w, q, plugin.grid!(q), h);
       const before = outputSqnrDb(w.data, plugin.dequantize(q), h, N, K);
       const after = outputSqnrDb(w.data, plugin.dequantize(g), h, N, K);
-      assert(after > before + 1, `${bits} bits: output SQNR ${before.toFixed(2)} → ${after.toFixed(2)} dB`);
+      assert(
+        after > before + 1,
+        `${bits} bits: output SQNR ${before.toFixed(2)} → ${after.toFixed(2)} dB`,
+      );
       assertEquals(g.params, q.params); // the grid is unchanged: only codes move
       assertEquals(g.meta.gptqDamp, 0.01);
     }
@@ -126,7 +129,11 @@ Deno.test("transformGram is the Gram matrix of the transformed rows (hadamard + 
     stats: statsFromRows("blocks.0.ff", x, M, K),
     options: { rotation: "hadamard" },
   });
-  const got = transformGram(Float32Array.from(gramRef(x, M, K)), K, (a, n) => r.transformActivations(a, n));
+  const got = transformGram(
+    Float32Array.from(gramRef(x, M, K)),
+    K,
+    (a, n) => r.transformActivations(a, n),
+  );
   const want = gramRef(r.transformActivations(x, M), M, K);
   for (let i = 0; i < K * K; i++) {
     const scale = Math.sqrt(want[Math.floor(i / K) * (K + 1)] * want[(i % K) * (K + 1)]);

@@ -58,6 +58,8 @@ export interface QuantSettings {
   groupSize: number;
   /** Uniform: symmetric. */
   symmetric: boolean;
+  /** Codes chosen by GPTQ on calibration inputs (runtime/quant/gptq.ts) instead of rounding. */
+  gptq: boolean;
   /** Layer-name patterns kept in FP (`*` matches any run of characters). */
   keepFp: string[];
 }
@@ -164,6 +166,7 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
     attnBits: s.attnBits === null ? null : num(s, "attnBits", file, `${F}.settings`),
     groupSize: num(s, "groupSize", file, `${F}.settings`),
     symmetric: s.symmetric === true,
+    gptq: s.gptq === true,
     keepFp: Array.isArray(s.keepFp) ? s.keepFp.map(String) : [],
   };
   if (!isObj(raw.source)) fail(file, `${F}.source`, "must be an object");

@@ -50,6 +50,7 @@ import {
   type QuantSettings,
 } from "./plan.ts";
 import { ABITS } from "./qlinear.ts";
+import { gptqLayer } from "./gptq.ts";
 
 /** Options of {@linkcode quantizeModel}: the settings, the model, hooks. */
 export interface QuantizeOptions extends Partial<QuantSettings> {
@@ -105,8 +106,12 @@ export interface LayerReport {
   bytesF32: number;
   /** Bytes the kernels hold for it: codes + the path's parameters (f32 for fp). */
   bytes: number;
-  /** Quantizer search time, ms. */
+  /** Quantizer search time (with GPTQ's), ms. */
   ms: number;
+  /** GPTQ: output SQNR (dB) on the calibration inputs of plain rounding. */
+  outSqnrRtnDb?: number;
+  /** GPTQ: output SQNR (dB) on the calibration inputs with GPTQ's codes. */
+  outSqnrDb?: number;
   /** Why it stays FP. */
   reason?: string;
 }
@@ -208,6 +213,7 @@ export function resolveSettings(
     throw new RangeError(`density must be in (0, 1], got ${o.density}`);
   }
   const symmetric = o.symmetric ?? (o.quantizer === "uniform" && o.wbits === 8 && o.abits < 16);
+  if (o.gptq && !q.grid) throw new RangeError(`quantizer "${q.name}" has no code grid for GPTQ`);
   return {
     quantizer: o.quantizer,
     wbits: o.wbits,
@@ -218,6 +224,7 @@ export function resolveSettings(
     attnBits: o.attnBits ?? null,
     groupSize: o.groupSize ?? 0,
     symmetric,
+    gptq: o.gptq ?? false,
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
 }
@@ -285,7 +292,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     ? undefined
     : registry.get("rotation", settings.rotation);
   let stats: CalibrationStats | undefined;
-  if (rotPlugin) { // statistics of every linear input (cached by model hash and settings)
+  if (rotPlugin || settings.gptq) { // linear-input statistics (cached by model hash, settings)
     const rt = o.runtime ?? await createRuntime({ adapter: "auto" });
     try {
       stats = await calibrate(rt, {
@@ -294,6 +301,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         embeds: o.calibration?.embeds,
         steps: o.calibration?.steps,
         cacheDir: o.calibration?.cacheDir,
+        gram: settings.gptq,
         onProgress: o.onCalibration,
       });
     } finally {
@@ -379,11 +387,17 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       }
       const data = w.data;
       const tq = performance.now();
-      const q = plugin.calibrate(w, {
+      let q = plugin.calibrate(w, {
         bits: settings.wbits,
         groupSize: settings.groupSize || undefined,
         symmetric: settings.symmetric,
       });
+      let out: Pick<LayerReport, "outSqnrRtnDb" | "outSqnrDb"> = {};
+      if (settings.gptq) {
+        const g = gptqLayer(name, plugin, w, q, stats?.layers.get(name)?.gram, rotations.get(name));
+        q = g.q;
+        out = { outSqnrRtnDb: g.outSqnrRtnDb, outSqnrDb: g.outSqnrDb };
+      }
       const ms = performance.now() - tq;
       const deq = plugin.dequantize(q);
       let lutErr: number | null = null;
@@ -420,6 +434,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         bytesF32: 4 * N * K,
         bytes: quantizedBytes(q, settings.abits),
         ms,
+        ...out,
       });
     }
     // Every other tensor (biases, tables, FP weights) as stored.

@@ -6,7 +6,7 @@ import { CheckpointError } from "../errors.ts";
 import { openCheckpoint } from "../io/safetensors_index.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { loadPipeline, type Pipeline } from "../pipeline.ts";
-import { codesName, isArtifact, META, openArtifact } from "./artifact.ts";
+import { codesName, isArtifact, META, openArtifact, paramName } from "./artifact.ts";
 import { DEFAULT_KEEP_FP, keepPattern, matchPattern } from "./plan.ts";
 import { quantizeModel, writeArtifact } from "./quantize.ts";
 
@@ -20,6 +20,12 @@ async function tmpFile(): Promise<string> {
 async function image(pipe: Pipeline): Promise<Float32Array> {
   const r = await pipe.generate({ prompt: "red apple", seed: 3, steps: 2 });
   return r.latents;
+}
+
+function sameBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  const x = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  const y = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
 }
 
 /** ‖a − b‖ / ‖b‖ (the random fixture model's outputs are far outside [-1, 1]). */
@@ -244,6 +250,68 @@ Deno.test(
         assert(e < 0.02, `W8A8 + PARO 0.5 int8 vs FP32: relative error ${e}`);
       } finally {
         qp.release();
+        fpp.release();
+      }
+    });
+    await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
+  },
+);
+
+Deno.test(
+  "GPTQ (tlq W3A8 + hadamard): codes on the same grid, lower output error, loads and runs",
+  gpuTest,
+  async () => {
+    const out = await tmpFile();
+    await withRuntime(async (rt) => {
+      const base = {
+        model: FIXTURE,
+        quantizer: "tlq",
+        wbits: 3,
+        abits: 8,
+        rotation: "hadamard",
+        runtime: rt,
+        calibration: { prompts: ["red apple", "green apple"], steps: 2, cacheDir: false as const },
+      };
+      const plain = await quantizeModel(base);
+      const r = await quantizeModel({ ...base, gptq: true });
+      assertEquals(r.plan.settings.gptq, true);
+      assertEquals(plain.plan.settings.gptq, false);
+      const q = r.layers.filter((l) => l.quantizer !== "fp");
+      assertEquals(q.length, 20);
+      let gain = 0;
+      for (const l of q) {
+        assert(
+          l.outSqnrDb! > l.outSqnrRtnDb! - 0.5,
+          `${l.name}: ${l.outSqnrRtnDb} → ${l.outSqnrDb}`,
+        );
+        gain += (l.outSqnrDb! - l.outSqnrRtnDb!) / q.length;
+        // Same grid: TLQ's per-row parameters are those of plain rounding.
+        for (const k of ["deltaPos", "zeroPos", "deltaNeg", "zeroNeg"]) {
+          assertEquals(
+            r.tensors[paramName(l.name, k)].data,
+            plain.tensors[paramName(l.name, k)].data,
+          );
+        }
+        assert(
+          !sameBytes(r.tensors[codesName(l.name)].data, plain.tensors[codesName(l.name)].data),
+        );
+      }
+      assert(gain > 1, `mean output SQNR gain ${gain.toFixed(2)} dB`);
+      await writeArtifact(out, r);
+      const plainOut = out.replace(/model\.safetensors$/, "plain.safetensors");
+      await writeArtifact(plainOut, plain);
+      const qp = await loadPipeline(rt, { path: out });
+      const pp = await loadPipeline(rt, { path: plainOut });
+      const fpp = await loadPipeline(rt, { path: FIXTURE });
+      try {
+        const ref = await image(fpp);
+        const e = relError(await image(qp), ref);
+        const e0 = relError(await image(pp), ref);
+        // Measured: 0.028 with GPTQ, 0.072 with plain rounding.
+        assert(e < 0.8 * e0, `image error vs FP32: GPTQ ${e}, plain rounding ${e0}`);
+      } finally {
+        qp.release();
+        pp.release();
         fpp.release();
       }
     });

@@ -111,9 +111,13 @@ export function formatReport(
   layers: readonly LayerReport[],
   act?: ReadonlyMap<string, ActErrorRow>,
 ): string {
+  // GPTQ runs add the output SQNR on the calibration inputs, plain rounding → GPTQ.
+  const gptq = layers.some((l) => l.outSqnrDb !== undefined);
   const head = ["layer", "quant", "W", "A", "N×K", "SQNR dB", "int8 LUT err", "act err", "act dB"];
+  if (gptq) head.push("out dB round", "out dB gptq");
   const rows = layers.map((l) => {
     const a = act?.get(l.name);
+    const extra = gptq ? [fmt(l.outSqnrRtnDb), fmt(l.outSqnrDb)] : [];
     return [
       l.name,
       l.quantizer,
@@ -124,6 +128,7 @@ export function formatReport(
       l.int8LutError === null ? "-" : l.int8LutError.toExponential(2),
       a ? a.relErr.toExponential(2) : "-",
       a ? fmt(a.sqnrDb) : "-",
+      ...extra,
     ];
   });
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -141,6 +146,15 @@ export function formatReport(
     `weight bytes of the quantized layers ${bytes} vs ${f32} in f32 (1/${
       fmt(f32 / Math.max(1, bytes))
     }); ` +
-    `mean weight SQNR ${fmt(sq.reduce((a, b) => a + b, 0) / Math.max(1, sq.length))} dB`,
+    `mean weight SQNR ${fmt(sq.reduce((a, b) => a + b, 0) / Math.max(1, sq.length))} dB` +
+    (gptq
+      ? `; mean output SQNR ${fmt(mean(q, "outSqnrRtnDb"))} → ${
+        fmt(mean(q, "outSqnrDb"))
+      } dB (GPTQ)`
+      : ""),
   ].join("\n");
+}
+
+function mean(layers: readonly LayerReport[], key: "outSqnrRtnDb" | "outSqnrDb"): number {
+  return layers.reduce((s, l) => s + (l[key] ?? 0), 0) / Math.max(1, layers.length);
 }
