@@ -1,0 +1,67 @@
+/**
+ * The settings of a quantize run, checked against the plugin registry and completed with
+ * their defaults (the keep-FP patterns of the model's family, symmetric W8 with integer
+ * activations…): what goes into an artifact's plan as `settings`.
+ *
+ * @module
+ */
+import type { PluginRegistry } from "../registry.ts";
+import { defaultKeepFp, type QuantSettings } from "./plan.ts";
+import { ABITS } from "./qlinear.ts";
+import type { QuantizeOptions } from "./quantize.ts";
+
+/**
+ * Checks the settings against the registry; returns them complete (the keep-FP default is
+ * that of the transformer class `className`).
+ */
+export function resolveSettings(
+  o: QuantizeOptions,
+  registry: PluginRegistry,
+  className?: string,
+): QuantSettings {
+  const q = registry.get("quantizer", o.quantizer);
+  if (!q.bits.includes(o.wbits)) {
+    throw new RangeError(`quantizer "${q.name}" takes ${q.bits.join(", ")} bits, not ${o.wbits}`);
+  }
+  if (!(ABITS as readonly number[]).includes(o.abits)) {
+    throw new RangeError(`abits must be one of ${ABITS.join(", ")}, got ${o.abits}`);
+  }
+  const rotation = o.rotation ?? "none";
+  if (rotation !== "none") {
+    if (!registry.has("rotation", rotation)) {
+      const known = registry.list("rotation").map((p) => p.name).join(", ") || "none";
+      throw new RangeError(`rotation "${rotation}" is not available yet (registered: ${known})`);
+    }
+    if (!registry.get("rotation", rotation).planLayer) {
+      throw new RangeError(`rotation "${rotation}" is registered but cannot plan layers yet`);
+    }
+  }
+  const attention = o.attention ?? "dense";
+  const ap = registry.get("attention", attention); // throws naming the registered ones
+  if (attention !== "dense" && !ap.plan) {
+    throw new RangeError(`attention "${attention}" is registered but cannot plan yet`);
+  }
+  if (o.attnBits != null && !ap.bits.includes(o.attnBits)) {
+    throw new RangeError(
+      `attention "${attention}" runs ${ap.bits.join(", ")} bits, not ${o.attnBits}`,
+    );
+  }
+  if (o.density != null && !(o.density > 0 && o.density <= 1)) {
+    throw new RangeError(`density must be in (0, 1], got ${o.density}`);
+  }
+  const symmetric = o.symmetric ?? (o.quantizer === "uniform" && o.wbits === 8 && o.abits < 16);
+  if (o.gptq && !q.grid) throw new RangeError(`quantizer "${q.name}" has no code grid for GPTQ`);
+  return {
+    quantizer: o.quantizer,
+    wbits: o.wbits,
+    abits: o.abits,
+    rotation,
+    attention,
+    density: o.density ?? null,
+    attnBits: o.attnBits ?? null,
+    groupSize: o.groupSize ?? 0,
+    symmetric,
+    gptq: o.gptq ?? false,
+    keepFp: o.keepFp ?? [...defaultKeepFp(className)],
+  };
+}
