@@ -1,10 +1,10 @@
-// Streaming Gram matrix of activations x [M, K] (f32/f16): G [K, K] f32 += xᵀx (GPTQ's
-// Hessian). A workgroup owns one T×T tile of G on or above the diagonal (the reader mirrors
+// Streaming Gram matrix of activations x [M, K] (f32/f16): G [K, K] f32 += Σ xᵀx over the
+// rows 0, S, 2S, … (every S-th row: GPTQ's Hessian needs many rows, not all). A workgroup owns one T×T tile of G on or above the diagonal (the reader mirrors
 // the rest), walks the rows T at a time through workgroup memory, and adds its sum to G
 // (each element has one owner, so no atomics).
 override T: u32 = 16u;  // tile edge; workgroup T×T
 
-struct Params { M: u32, K: u32 }
+struct Params { M: u32, K: u32, S: u32 }  // rows, width, row stride
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<DT>;
@@ -13,7 +13,8 @@ struct Params { M: u32, K: u32 }
 var<workgroup> sa: array<f32, T * T>;
 var<workgroup> sb: array<f32, T * T>;
 
-fn load(r: u32, c: u32) -> f32 {
+fn load(i: u32, c: u32) -> f32 {  // i-th sampled row
+  let r = i * p.S;
   if (r < p.M && c < p.K) { return f32(x[r * p.K + c]); }
   return 0.0;
 }
@@ -24,7 +25,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let bj = wid.x;
   if (bi > bj) { return; }  // below the diagonal: the mirror of (bj, bi)
   var acc = 0.0;
-  for (var m0 = 0u; m0 < p.M; m0 += T) {
+  let rows = (p.M + p.S - 1u) / p.S;
+  for (var m0 = 0u; m0 < rows; m0 += T) {
     let l = lid.y * T + lid.x;
     sa[l] = load(m0 + lid.y, bi * T + lid.x);
     sb[l] = load(m0 + lid.y, bj * T + lid.x);

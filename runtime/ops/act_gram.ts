@@ -1,8 +1,8 @@
 /**
  * Streaming Gram matrix of activations on the GPU (calibration for GPTQ): every call adds
- * xᵀx of x [..., K] into a running [K, K] f32 buffer; only the tiles on or above the
- * diagonal are computed, and {@linkcode ActGramAccumulator.read} mirrors them. Nothing is
- * read back until then. CPU reference: runtime/reference/act_gram.ts.
+ * xᵀx of x [..., K] (of every S-th row) into a running [K, K] f32 buffer; only the tiles on
+ * or above the diagonal are computed, and {@linkcode ActGramAccumulator.read} mirrors them.
+ * Nothing is read back until then. CPU reference: runtime/reference/act_gram.ts.
  *
  * @module
  */
@@ -20,6 +20,7 @@ const T = 16;
 interface Params {
   M: number;
   K: number;
+  S: number;
 }
 
 const specs = new Map<StorageType, KernelSpec<Params>>();
@@ -34,7 +35,7 @@ function gramSpec(storage: StorageType): KernelSpec<Params> {
       preludeLines: c.preludeLines,
       bindings: ["uniform", "read", "read_write"],
       constants: () => ({ T }),
-      uniform: { fields: ["u32", "u32"], values: (p) => [p.M, p.K] },
+      uniform: { fields: ["u32", "u32", "u32"], values: (p) => [p.M, p.K, p.S] },
       dispatch: (p) => [Math.ceil(p.K / T), Math.ceil(p.K / T)],
     };
     specs.set(storage, spec);
@@ -42,8 +43,14 @@ function gramSpec(storage: StorageType): KernelSpec<Params> {
   return spec;
 }
 
-/** Records G += xᵀx for x [..., K] (f32/f16) into `gram` [K, K] f32 (upper tiles only). */
-export function actGram(rec: Recorder, x: Tensor, gram: Tensor): void {
+/**
+ * Records G += Σ xᵀx over rows 0, stride, 2·stride, … of x [..., K] (f32/f16) into `gram`
+ * [K, K] f32 (upper tiles only).
+ */
+export function actGram(rec: Recorder, x: Tensor, gram: Tensor, stride = 1): void {
+  if (!Number.isInteger(stride) || stride < 1) {
+    throw new RangeError(`actGram: stride must be a positive integer, got ${stride}`);
+  }
   if (x.dtype !== "f32" && x.dtype !== "f16") {
     throw new TypeError(`actGram: x must be f32 or f16, got ${x.dtype}`);
   }
@@ -55,35 +62,52 @@ export function actGram(rec: Recorder, x: Tensor, gram: Tensor): void {
   }
   const M = K === 0 ? 0 : x.size / K;
   if (M === 0) return;
-  rec.dispatch(gramSpec(x.dtype), { M, K }, [x, gram]);
+  rec.dispatch(gramSpec(x.dtype), { M, K, S: stride }, [x, gram]);
 }
 
-/** A running Gram matrix Σ xᵀx of one layer input of width K. */
+/** The row stride that samples at most about `maxRows` of M rows (odd, so it does not alias a grid). */
+export function gramStride(M: number, maxRows: number): number {
+  if (maxRows <= 0 || M <= maxRows) return 1;
+  return Math.ceil(M / maxRows) | 1;
+}
+
+/**
+ * A running Gram matrix Σ xᵀx of one layer input of width K: of every row, or with
+ * `maxRowsPerCall` of an evenly strided sample of about that many rows of each call.
+ */
 export class ActGramAccumulator {
   /** K. */
   readonly cols: number;
   /** The [K, K] buffer (upper tiles valid). */
   readonly buffer: Tensor;
+  /** Rows sampled per call at most (about; 0: every row). */
+  readonly maxRowsPerCall: number;
   #rows = 0;
 
   /** Allocates a zero [K, K] buffer. */
-  constructor(rt: Runtime, cols: number) {
+  constructor(rt: Runtime, cols: number, maxRowsPerCall = 0) {
     if (!Number.isInteger(cols) || cols < 1) {
       throw new RangeError(`cols must be a positive integer, got ${cols}`);
     }
+    if (!Number.isInteger(maxRowsPerCall) || maxRowsPerCall < 0) {
+      throw new RangeError(`maxRowsPerCall must be an integer ≥ 0, got ${maxRowsPerCall}`);
+    }
+    this.maxRowsPerCall = maxRowsPerCall;
     this.cols = cols;
     this.buffer = uploadTensor(rt, new Float32Array(cols * cols), [cols, cols]); // pooled buffers are not zeroed
   }
 
-  /** Rows added so far. */
+  /** Rows added so far (the sampled ones). */
   get rows(): number {
     return this.#rows;
   }
 
-  /** Records the addition of x [..., K]. */
+  /** Records the addition of x [..., K] (its sampled rows). */
   record(rec: Recorder, x: Tensor): void {
-    actGram(rec, x, this.buffer);
-    this.#rows += x.size / this.cols;
+    const M = x.size / this.cols;
+    const s = gramStride(M, this.maxRowsPerCall);
+    actGram(rec, x, this.buffer, s);
+    this.#rows += Math.ceil(M / s);
   }
 
   /** Reads G [K, K] back, mirrored to a full symmetric matrix (after the recorded work). */

@@ -9,6 +9,7 @@ import {
   ActGramAccumulator,
   actGramSelfCheck,
   gramError,
+  gramStride,
   mirrorUpper,
 } from "./act_gram.ts";
 
@@ -66,4 +67,29 @@ Deno.test(
 Deno.test("mirrorUpper copies the upper triangle down", () => {
   const g = Float32Array.from([1, 2, 3, 9, 4, 5, 9, 9, 6]);
   assertEquals(Array.from(mirrorUpper(g, 3)), [1, 2, 3, 2, 4, 5, 3, 5, 6]);
+});
+
+Deno.test("act gram with a row budget samples every S-th row (S odd)", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const [M, K] = [70, 19];
+    const x = new Prng(12).normals(M * K);
+    const acc = new ActGramAccumulator(rt, K, 10);
+    const rec = new Recorder(rt);
+    acc.record(rec, uploadTensor(rt, x, [M, K]));
+    await rec.submit();
+    const got = await acc.read(rt);
+    acc.release();
+    const S = gramStride(M, 10);
+    assertEquals(S, 7);
+    const picked = x.filter((_, i) => Math.floor(i / K) % S === 0);
+    assertEquals(acc.rows, 10);
+    assert(gramError(got, gramRef(picked, 10, K), K) < 1e-5);
+  });
+});
+
+Deno.test("gramStride: 1 within budget, else odd and covering", () => {
+  assertEquals(gramStride(100, 0), 1);
+  assertEquals(gramStride(100, 256), 1);
+  assertEquals(gramStride(2048, 256), 9);
+  assertEquals(gramStride(4096, 256), 17);
 });

@@ -96,8 +96,8 @@ export interface CalibrationSettings {
   seed: number;
   /** Sample rows kept per layer. */
   sampleRows: number;
-  /** True when the run also collected each layer's Gram matrix (absent otherwise). */
-  gram?: true;
+  /** Gram matrices collected, from about this many rows of each call (absent: none). */
+  gramRows?: number;
 }
 
 /** Options of {@linkcode calibrate}. */
@@ -118,8 +118,11 @@ export interface CalibrateOptions {
   seed?: number;
   /** Token rows sampled per layer; default 256. */
   sampleRows?: number;
-  /** Also collect each layer's Gram matrix Σ xᵀx (K² floats a layer; for GPTQ). */
-  gram?: boolean;
+  /**
+   * Also collect each layer's Gram matrix Σ xᵀx (K² floats a layer; for GPTQ) from an evenly
+   * strided sample of about this many rows of each forward call (0 or absent: none).
+   */
+  gramRows?: number;
   /** Cache folder; default `<repo>/.cache/calib`; false: neither read nor write. */
   cacheDir?: string | false;
   /** Progress callback. */
@@ -191,11 +194,11 @@ class LayerObserver {
     cols: number,
     capacity: number,
     rowsPerCall: number,
-    gram: boolean,
+    gramRows: number,
   ) {
     this.name = name;
     this.stats = new ActStatsAccumulator(rt, cols);
-    if (gram) this.gram = new ActGramAccumulator(rt, cols);
+    if (gramRows > 0) this.gram = new ActGramAccumulator(rt, cols, gramRows);
     this.capacity = capacity;
     this.sample = createTensor(rt, [Math.max(1, capacity), cols], "f32");
     this.#rowsPerCall = rowsPerCall;
@@ -281,17 +284,17 @@ export class StatsCollector {
   #observers = new Map<string, LayerObserver>();
   #sampleRows: number;
   #rowsPerCall: number;
-  #gram: boolean;
+  #gramRows: number;
 
   /**
    * A collector with no layers observed yet.
    *
    * @param sampleRows rows kept per layer
    * @param expectedCalls forward calls expected per layer (prompts × steps), to spread the sample
-   * @param gram also accumulate each layer's Gram matrix Σ xᵀx
+   * @param gramRows > 0: also accumulate each layer's Gram matrix Σ xᵀx over about this many rows a call
    */
-  constructor(sampleRows = 256, expectedCalls = 1, gram = false) {
-    this.#gram = gram;
+  constructor(sampleRows = 256, expectedCalls = 1, gramRows = 0) {
+    this.#gramRows = gramRows;
     if (!Number.isInteger(sampleRows) || sampleRows < 0) {
       throw new RangeError(`sampleRows must be a non-negative integer, got ${sampleRows}`);
     }
@@ -312,7 +315,7 @@ export class StatsCollector {
             src.inFeatures,
             this.#sampleRows,
             this.#rowsPerCall,
-            this.#gram,
+            this.#gramRows,
           );
           this.#observers.set(src.name, obs);
         }
@@ -351,7 +354,12 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
     seed: o.seed ?? 0,
     sampleRows: o.sampleRows ?? 256,
   };
-  if (o.gram) settings.gram = true; // absent otherwise, so earlier cache keys still match
+  if (o.gramRows) { // absent otherwise, so earlier cache keys still match
+    if (!Number.isInteger(o.gramRows) || o.gramRows < 0) {
+      throw new RangeError(`gramRows must be an integer ≥ 0, got ${o.gramRows}`);
+    }
+    settings.gramRows = o.gramRows;
+  }
   if (o.embeds) settings.embeds = calibrationEmbedsHash(o.embeds);
   const count = o.embeds ? o.embeds.embeds.shape[0] : settings.prompts.length;
   if (count === 0) throw new RangeError("Calibration needs at least one prompt");
@@ -365,7 +373,7 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
   const collector = new StatsCollector(
     settings.sampleRows,
     count * settings.steps,
-    settings.gram ?? false,
+    settings.gramRows ?? 0,
   );
   try {
     await runCalibration(rt, {

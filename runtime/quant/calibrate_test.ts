@@ -12,6 +12,8 @@ import {
   transformerWeightsHash,
 } from "./calibrate.ts";
 import { runCalibration } from "./calibration_run.ts";
+import { gramError, gramStride } from "../ops/act_gram.ts";
+import { gramRef } from "../reference/act_gram.ts";
 
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
 const PROMPTS = ["red apple", "a big blue car with yellow eyes"];
@@ -45,7 +47,7 @@ Deno.test(
   async () => {
     await withRuntime(async (rt) => {
       const inputs = new Map<string, Tensor[]>();
-      const collector = new StatsCollector(24, 2 * 3);
+      const collector = new StatsCollector(24, 2 * 3, 40);
       await runCalibration(rt, {
         path: FIXTURE,
         prompts: PROMPTS,
@@ -59,13 +61,19 @@ Deno.test(
       for (const [name, list] of inputs) {
         const s = stats.get(name)!;
         let ref: ChannelStats | undefined;
+        const gram = new Float64Array(s.cols * s.cols);
         const rows: Float32Array[] = [];
         for (const t of list) {
           const x = await readTensor(rt, t);
           rows.push(x);
-          ref = actStatsRef(x, x.length / s.cols, s.cols, ref);
+          const M = x.length / s.cols;
+          ref = actStatsRef(x, M, s.cols, ref);
+          const S = gramStride(M, 40);
+          const picked = x.filter((_, i) => Math.floor(i / s.cols) % S === 0);
+          gramRef(picked, picked.length / s.cols, s.cols, gram);
           t.release();
         }
+        assert(gramError(s.gram!, gram, s.cols) < 1e-5, `${name} gram`);
         assertEquals(s.rows, ref!.rows, `${name} rows`);
         assertEquals(s.calls, list.length, `${name} calls`);
         assertEquals(Array.from(s.absmax), Array.from(ref!.absmax), `${name} absmax`);
@@ -96,7 +104,14 @@ Deno.test("calibrate caches by model hash and settings", gpuTest, async () => {
   const dir = await Deno.makeTempDir();
   try {
     await withRuntime(async (rt) => {
-      const opts = { path: FIXTURE, prompts: PROMPTS, steps: 2, sampleRows: 8, cacheDir: dir };
+      const opts = {
+        path: FIXTURE,
+        prompts: PROMPTS,
+        steps: 2,
+        sampleRows: 8,
+        gramRows: 16,
+        cacheDir: dir,
+      };
       const a = await calibrate(rt, opts);
       const hash = await transformerWeightsHash(FIXTURE);
       assertEquals(a.modelHash, hash);
@@ -109,6 +124,7 @@ Deno.test("calibrate caches by model hash and settings", gpuTest, async () => {
         assertEquals(Array.from(t.absmax), Array.from(s.absmax));
         assertEquals(Array.from(t.sumsq), Array.from(s.sumsq));
         assertEquals(Array.from(t.sample), Array.from(s.sample));
+        assertEquals(Array.from(t.gram!), Array.from(s.gram!));
         assertEquals([t.rows, t.calls, t.sampleRows], [s.rows, s.calls, s.sampleRows]);
         assert(layerJ(t) > 0 && Number.isFinite(layerJ(t)), `${name} J`);
       }
@@ -117,7 +133,10 @@ Deno.test("calibrate caches by model hash and settings", gpuTest, async () => {
       const c = await calibrate(rt, opts);
       assert(performance.now() - t0 < 2000, "served from the cache");
       assertEquals(c.layers.size, a.layers.size);
-      // Other settings, another file.
+      // Other settings, another file; no Gram matrices: the key of the settings without them.
+      assertEquals(a.settings.gramRows, 16);
+      const { gramRows: _, ...plain } = a.settings;
+      assert(calibrationCacheName(hash, plain) !== calibrationCacheName(hash, a.settings));
       assert(
         calibrationCacheName(hash, { ...a.settings, steps: 3 }) !==
           calibrationCacheName(hash, a.settings),

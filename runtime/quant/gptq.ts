@@ -31,6 +31,12 @@ export interface GptqOptions {
 /** The default dampening (GPTQ's). */
 export const GPTQ_DAMP = 0.01;
 
+/**
+ * Rows of each calibration forward call that go into a layer's Gram matrix (an evenly
+ * strided sample; 10 prompts × 20 steps give ~45k rows a layer, plenty for K ≤ 4608).
+ */
+export const GPTQ_GRAM_ROWS = 256;
+
 /** Checks a grid against a quantized weight and returns its group count. */
 function checkGrid(q: QuantizedWeight, grid: CodeGrid): number {
   const G = grid.groupSize;

@@ -48,7 +48,7 @@ import {
   type QuantPlan,
   type QuantSettings,
 } from "./plan.ts";
-import { gptqLayer } from "./gptq.ts";
+import { GPTQ_GRAM_ROWS, gptqLayer } from "./gptq.ts";
 import { resolveSettings } from "./settings.ts";
 
 /** Options of {@linkcode quantizeModel}: the settings, the model, hooks. */
@@ -244,7 +244,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         embeds: o.calibration?.embeds,
         steps: o.calibration?.steps,
         cacheDir: o.calibration?.cacheDir,
-        gram: settings.gptq,
+        gramRows: settings.gptq ? GPTQ_GRAM_ROWS : undefined,
         onProgress: o.onCalibration,
       });
     } finally {
