@@ -247,7 +247,10 @@ async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
       ssim: c?.ssim ?? null,
       cosine: c?.cosine ?? null,
       fidelity: fid,
-      ms_step: set.ms / (batches * run.m.steps),
+      // Steady state: one-off costs (first kernel use, prompt encoding) left out.
+      ms_step: Number.isFinite(set.steadyStepMs)
+        ? set.steadyStepMs
+        : set.ms / (batches * run.m.steps),
       weight_bytes: pipe.transformer.weightBytes,
       peak_bytes: run.rt.pool.peakBytes,
       images: set.samples.length,

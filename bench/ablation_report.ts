@@ -25,7 +25,10 @@ export interface AblationRow extends AblationSetting {
   cosine: number | null;
   /** Prompt fidelity in % (null when the model is no emoji model). */
   fidelity: number | null;
-  /** ms per sampler step of one batch (`batch` images, CFG). */
+  /**
+   * ms per sampler step of one batch (`batch` images, CFG) once running: each batch's first
+   * step (kernel compiles, prompt encoding) left out.
+   */
   ms_step: number;
   /** The transformer's weight bytes on the GPU. */
   weight_bytes: number;
@@ -109,7 +112,7 @@ export function ablationMarkdown(f: AblationFile, svg = `${f.date}_ablation.svg`
     } · \`${f.command}\``,
     "",
     "PSNR/SSIM/cosine against the FP32 model's images (same prompts, seeds and batch); " +
-    "ms/step is one sampler step of one batch (CFG).",
+    "ms/step is one sampler step of one batch (CFG) once running (each batch's first step left out).",
     "",
     `| ${head.join(" | ")} |`,
     `| ${head.map((_, i) => i < 2 ? "---" : "---:").join(" | ")} |`,

@@ -236,7 +236,9 @@ if (args.values.only === "mass") {
     psnr: null,
     ssim: null,
     cosine: null,
-    ms_step: ref.set.ms / (prompts.length * steps),
+    ms_step: Number.isFinite(ref.set.steadyStepMs)
+      ? ref.set.steadyStepMs
+      : ref.set.ms / (prompts.length * steps),
     peak_bytes: ref.peak,
     note: `reference: ${prompts.length} prompts × ${steps} steps, seed 0`,
   });
@@ -271,7 +273,9 @@ if (args.values.only === "mass") {
       psnr: cmp.psnr,
       ssim: cmp.ssim,
       cosine: cmp.cosine,
-      ms_step: r.set.ms / (prompts.length * steps),
+      ms_step: Number.isFinite(r.set.steadyStepMs)
+        ? r.set.steadyStepMs
+        : r.set.ms / (prompts.length * steps),
       peak_bytes: r.peak,
       note: [c.note, `PSNR min ${cmp.psnrMin.toFixed(2)}`].filter(Boolean).join("; "),
     });

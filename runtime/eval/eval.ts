@@ -84,6 +84,12 @@ export interface SampleSet extends SampleSettings {
   unknownWords: string[];
   /** Milliseconds spent generating (encode + sampling). */
   ms: number;
+  /**
+   * Milliseconds a sampler step takes once running: each batch's time from its first step's
+   * report to its last, over its remaining steps (so one-off costs, such as the first use of
+   * a kernel or encoding the prompts, are left out); NaN with one step a batch.
+   */
+  steadyStepMs: number;
 }
 
 /** Options of {@linkcode generateSamples}. */
@@ -142,6 +148,8 @@ export async function generateSamples(
   const samples: Sample[] = [];
   const unknown = new Set<string>();
   const t0 = performance.now();
+  let steadyMs = 0;
+  let steadySteps = 0;
   o.onProgress?.(0, total);
   for (let b = 0; b < jobs.length; b += batch) {
     const part = jobs.slice(b, b + batch);
@@ -157,6 +165,9 @@ export async function generateSamples(
       onStep: (st) => o.onProgress?.(b * s.steps + part.length * st.step, total),
     });
     res.unknownWords.forEach((w) => unknown.add(w));
+    const st = res.timings.stepMs;
+    for (let i = 1; i < st.length; i++) steadyMs += st[i];
+    steadySteps += Math.max(0, st.length - 1);
     part.forEach((j, i) => {
       const latents = res.latents.slice(i * per, (i + 1) * per);
       const image = C === 3 || C === 1 ? tensorToImage(latents, C, H, W) : undefined;
@@ -171,6 +182,7 @@ export async function generateSamples(
     samples,
     unknownWords: [...unknown],
     ms: performance.now() - t0,
+    steadyStepMs: steadySteps ? steadyMs / steadySteps : NaN,
   };
 }
 

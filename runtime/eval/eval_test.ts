@@ -163,6 +163,9 @@ Deno.test(
           [PROMPTS[1], 7],
         ]);
         assertEquals(Array.from(b1.samples[3].latents), Array.from(one.latents));
+        // Steady-state step time: steps after each batch's first, 4 and 2 batches of 2 steps.
+        assert(b1.steadyStepMs > 0 && b1.steadyStepMs < b1.ms / 4, `${b1.steadyStepMs}`);
+        assert(b3.steadyStepMs > 0 && b3.steadyStepMs < b3.ms / 2, `${b3.steadyStepMs}`);
         for (let i = 0; i < 4; i++) {
           const d = b1.samples[i].latents.reduce(
             (m, v, k) => Math.max(m, Math.abs(v - b3.samples[i].latents[k])),

@@ -107,6 +107,7 @@ Deno.test("summarizeFidelity / scoreFidelity: share of hits, per category", () =
     batch: 1,
     unknownWords: [],
     ms: 0,
+    steadyStepMs: NaN,
     samples: [
       { prompt: "red apple", seed: 0, latents: new Float32Array(0), image: img(41) }, // hit
       { prompt: "red apple", seed: 1, latents: new Float32Array(0), image: img(99) }, // miss
