@@ -30,6 +30,7 @@ epsilon on the FP32 trajectory's inputs, relative RMS over all 20 steps).
 import argparse
 import json
 import math
+import re
 import os
 import sys
 import time
@@ -210,7 +211,7 @@ def gptq_weight(w, bits, symmetric, h, damp=0.01, act_order=False):
     per-row grid of quant_weight; act_order: columns by decreasing H_jj."""
     if act_order:
         perm = torch.argsort(torch.diag(h), descending=True)
-        q = gptq_weight(w[:, perm], bits, symmetric, h[perm][:, perm], damp)
+        q = gptq_weight(w[:, perm], bits, symmetric, h[perm][:, perm], damp)  # noqa: E501
         return q[:, torch.argsort(perm)]
     scale, zero, levels = uniform_grid(w, bits, symmetric)
     scale, zero = scale[:, 0], zero[:, 0]
@@ -273,9 +274,10 @@ def parse_config(name):
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
          "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg")}
     name = name.removesuffix("^cfg")
-    c["gptq"] = name.endswith("+gptq") or name.endswith("+gptqo")
-    c["act_order"] = name.endswith("+gptqo")
-    name = name.removesuffix("+gptqo").removesuffix("+gptq")
+    g = re.search(r"\+gptq(o?)(?:=([0-9.e-]+))?$", name)  # +gptq, +gptqo (act order), =DAMP
+    c["gptq"], c["act_order"] = bool(g), bool(g and g.group(1))
+    c["damp"] = float(g.group(2)) if g and g.group(2) else 0.01
+    name = name[: g.start()] if g else name
     if name == "fp32":
         return c
     if name.startswith("outnoise="):
@@ -316,7 +318,7 @@ class Applied:
                 self.saved[name] = (m, m.weight.data.clone())
                 if c["gptq"]:
                     m.weight.data = gptq_weight(m.weight.data, c["wbits"], c["sym"], hessians[name],
-                                                act_order=c["act_order"])
+                                                damp=c["damp"], act_order=c["act_order"])
                 else:
                     m.weight.data = quant_weight(m.weight.data, c["wbits"], c["sym"])
             if c["abits"] < 16:
