@@ -226,6 +226,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const family = registry.list("model").find((m) => m.className === className)?.name;
   if (family === "flux" && !o.calibration?.embeds) { // before any work: name the flag
     if (settings.rotation !== "none") throw fluxNeedsEmbedsError(`--rotation ${settings.rotation}`);
+    if (settings.gptq) throw fluxNeedsEmbedsError("--gptq");
     if (registry.get("attention", settings.attention).plan) {
       throw fluxNeedsEmbedsError(`--attention ${settings.attention}`);
     }

@@ -50,13 +50,19 @@ async function fixtureRun(): Promise<
   }
 }
 
-Deno.test("FLUX quantize without --calib-embeds: a calibrated rotation or PARO names the flag", async () => {
-  for (const o of [{ rotation: "adaptive" }, { attention: "paro", density: 0.5 }]) {
-    await assertRejects(
+Deno.test("FLUX quantize without --calib-embeds: a rotation, PARO or GPTQ names the flag", async () => {
+  const cases = [
+    [{ rotation: "adaptive" }, "--rotation adaptive"],
+    [{ attention: "paro", density: 0.5 }, "--attention paro"],
+    [{ gptq: true }, "--gptq"],
+  ] as const;
+  for (const [o, what] of cases) {
+    const e = await assertRejects(
       () => quantizeModel({ model: FIXTURE, quantizer: "tlq", wbits: 4, abits: 8, ...o }),
       RangeError,
       "--calib-embeds",
     );
+    assert(e.message.startsWith(what), e.message);
   }
 });
 
@@ -147,6 +153,49 @@ Deno.test(
           TypeError,
           "no caption encoder",
         );
+      } finally {
+        pipe.release();
+      }
+    });
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+Deno.test(
+  "FLUX W4A8 TLQ + GPTQ: Gram matrices from the embeddings' run, lower output error, generates",
+  gpuTest,
+  async () => {
+    const { cal, ref, guidance } = await fixtureRun();
+    const dir = await Deno.makeTempDir({ prefix: "webdit_fluxg_" });
+    const out = `${dir}/flux_w4a8_gptq.safetensors`;
+    await withRuntime(async (rt) => {
+      const r = await quantizeModel({
+        model: FIXTURE,
+        quantizer: "tlq",
+        wbits: 4,
+        abits: 8,
+        gptq: true,
+        runtime: rt,
+        calibration: { embeds: cal, steps: 2, cacheDir: false },
+      });
+      assertEquals(r.plan.settings.gptq, true);
+      const q = r.layers.filter((l) => l.quantizer !== "fp");
+      const gain = q.reduce((s, l) => s + l.outSqnrDb! - l.outSqnrRtnDb!, 0) / q.length;
+      assert(gain > 1, `mean output SQNR gain ${gain} dB over ${q.length} layers`);
+      await writeArtifact(out, r);
+      const pipe = await loadPipeline(rt, { path: out });
+      try {
+        const [, , H, W] = cal.latents!.shape;
+        const res = await pipe.generate({
+          captionEmbeds: cal.embeds,
+          latents: cal.latents!.data,
+          height: H,
+          width: W,
+          steps: 4,
+          guidance,
+        });
+        const cos = cosine(res.latents, ref);
+        assert(cos > 0.999, `W4A8 + GPTQ final latents vs FP32: cosine ${cos}`);
       } finally {
         pipe.release();
       }
