@@ -15,7 +15,7 @@ import { gramRef } from "../reference/act_gram.ts";
 import type { SelfCheckResult } from "./selfcheck.ts";
 import src from "../../wgsl/act_gram.wgsl" with { type: "text" };
 
-const T = 16;
+const TILE = 32; // a workgroup's tile of G (wgsl/act_gram.wgsl)
 
 interface Params {
   M: number;
@@ -34,9 +34,8 @@ function gramSpec(storage: StorageType): KernelSpec<Params> {
       source: c.source,
       preludeLines: c.preludeLines,
       bindings: ["uniform", "read", "read_write"],
-      constants: () => ({ T }),
       uniform: { fields: ["u32", "u32", "u32"], values: (p) => [p.M, p.K, p.S] },
-      dispatch: (p) => [Math.ceil(p.K / T), Math.ceil(p.K / T)],
+      dispatch: (p) => [Math.ceil(p.K / TILE), Math.ceil(p.K / TILE)],
     };
     specs.set(storage, spec);
   }
