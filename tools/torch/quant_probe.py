@@ -155,28 +155,10 @@ def _f32(x):
 
 def quant_weight(w, bits, symmetric):
     """uniform per-row fake quantization as plugins/quantizers/uniform.ts (f64 math, f32 scale)."""
+    scale, zero, levels = uniform_grid(w, bits, symmetric)
     w = w.detach().to(torch.float64)
-    lo = w.min(1, keepdim=True).values.clamp(max=0)
-    hi = w.max(1, keepdim=True).values.clamp(min=0)
-    levels, half = 2**bits - 1, 2 ** (bits - 1)
-    best = torch.zeros_like(w)
-    best_err = torch.full((w.shape[0], 1), math.inf, dtype=torch.float64)
-    nonzero = hi > lo
-    for r in CLIP_RATIOS:
-        if symmetric:
-            scale = _f32(r * torch.maximum(-lo, hi) / (half - 1))
-            zero = torch.full_like(scale, half)
-        else:
-            scale = _f32(r * (hi - lo) / levels)
-            zero = torch.floor(-(r * lo) / scale + 0.5).clamp(0, levels)
-        scale = torch.where(nonzero, scale, torch.ones_like(scale))
-        q = (torch.floor(w / scale + 0.5) + zero).clamp(0, levels)
-        deq = _f32((q - zero) * scale)
-        err = ((deq - w) ** 2).sum(1, keepdim=True)
-        upd = err < best_err
-        best = torch.where(upd, deq, best)
-        best_err = torch.where(upd, err, best_err)
-    return torch.where(nonzero, best, torch.zeros_like(best)).to(torch.float32)
+    q = (torch.floor(w / scale + 0.5) + zero).clamp(0, levels)
+    return _f32((q - zero) * scale).to(torch.float32)
 
 
 def uniform_grid(w, bits, symmetric):
