@@ -456,6 +456,35 @@ def act_stats(p, xs, ts, steps=(0, 10, 19), bits=8):
                 "a8_sqnr_db": 10 * math.log10(a["sig"] / a["err"])} for k, a in acc.items()}
 
 
+def result_name(config):
+    """A config as a lower_snake_case results name: `w4a16+gptqo=0.1` -> `probe_w4a16_gptqo_damp0_1`."""
+    n = config.replace("+gptq", "_gptq").replace("=", "_damp").replace("^cfg", "_cfgshare")
+    return "probe_" + re.sub(r"[^a-z0-9]+", "_", n.lower()).strip("_")
+
+
+def results_file(runs, command):
+    """BENCHMARKS.md's results format from probe runs (their --out JSON): per config the mean
+    PSNR (dB), with its min, per-image values and cosine beside it."""
+    import platform
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip() or "unknown"
+    results = []
+    for run in runs:
+        for r in run["rows"]:
+            if r["config"].startswith("webdit"):
+                continue
+            results.append({"name": result_name(r["config"]), "value": round(r["psnr"], 3), "unit": "dB",
+                            "psnr_min": round(r["psnr_min"], 3), "cosine": round(r["cosine"], 6),
+                            "psnr_images": [round(v, 3) for v in r["psnr_per_image"]],
+                            "prompts": run["prompts"], "seed": run["seed"], "steps": run["steps"],
+                            "guidance": run["guidance"]})
+    return {"device": platform.processor() or platform.machine(), "adapter": f"pytorch-cpu {torch.__version__}",
+            "deno": None, "commit": commit, "date": time.strftime("%Y-%m-%d"), "command": command,
+            "results": results}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="models/emoji-s")
@@ -472,8 +501,9 @@ def main():
     ap.add_argument("--webdit-ref", help="webdit's FP32 samples to compare with the torch FP32 images "
                     "(deno task ablation's .cache/ablation/<hash>/reference.safetensors, same prompts and seed)")
     ap.add_argument("--act-stats", action="store_true", help="per layer kind: input crest factor and A8 SQNR")
-    ap.add_argument("--calib-prompts", default="bench/prompts/calibration.txt",
-                    help="prompts whose FP32 run gives the GPTQ Hessians (configs ending +gptq)")
+    ap.add_argument("--calib-prompts", help="file of prompts whose FP32 run gives the GPTQ Hessians (configs "
+                    "with +gptq); default webdit's CALIBRATION_PROMPTS (runtime/quant/calibrate.ts)")
+    ap.add_argument("--results", help="also write BENCHMARKS.md's results format (one PSNR row per config)")
     ap.add_argument("--slow", action="store_true", help="keep torch's own matmuls (no oneDNN routing)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -482,7 +512,14 @@ def main():
     p = Probe(args)
     if "+gptq" in args.configs:
         t0 = time.time()
-        calib = Probe(argparse.Namespace(**{**vars(args), "prompts": args.calib_prompts, "n": 1000}))
+        cp = args.calib_prompts
+        if cp is None:  # webdit's own list, one source of truth
+            src = open(os.path.join(HERE, "../../runtime/quant/calibrate.ts")).read()
+            body = re.search(r"CALIBRATION_PROMPTS: readonly string\[\] = \[(.*?)\];", src, re.S).group(1)
+            cp = "/tmp/webdit_calibration_prompts.txt"
+            with open(cp, "w") as f:
+                f.write("\n".join(re.findall(r'"([^"]+)"', body)) + "\n")
+        calib = Probe(argparse.Namespace(**{**vars(args), "prompts": cp, "n": 1000}))
         calib.dit = p.dit
         p.collect_hessians(calib)
         print(f"GPTQ Hessians from {len(calib.prompts)} calibration prompts: {time.time() - t0:.1f} s", flush=True)
@@ -539,6 +576,10 @@ def main():
             with open(args.out, "w") as f:
                 json.dump(res, f, indent=1)
                 f.write("\n")
+    if args.results:
+        with open(args.results, "w") as f:
+            json.dump(results_file([res], "python3 tools/torch/quant_probe.py " + " ".join(sys.argv[1:])), f, indent=1)
+            f.write("\n")
 
 
 if __name__ == "__main__":
