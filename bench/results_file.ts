@@ -1,0 +1,215 @@
+/**
+ * Results files, as shared/design/BENCHMARKS.md "Results format" describes:
+ * `bench/results/<device-slug>/<date>_<what>.{json,md}` — their types, header (device, commit,
+ * date, command), markdown table and writer. Every bench writes through these.
+ *
+ * @module
+ */
+
+/** One result row of a results file. */
+export interface BenchResult {
+  /** lower_snake_case name, e.g. "gemm_f32_4096". */
+  name: string;
+  /** The headline figure (TFLOP/s, ms, …). */
+  value: number;
+  /** Unit of `value`. */
+  unit: string;
+  /** Median time of one unit of work (a sample's time / reps). */
+  median_ms: number;
+  /** Fastest sample's time / reps. */
+  min_ms: number;
+  /** A second figure (e.g. TFLOP/s beside ms). */
+  value2?: number;
+  /** Units of work per timed sample (see TimingOptions.minSampleMs). */
+  reps?: number;
+  /** Unit of `value2`. */
+  unit2?: string;
+  /** Remarks: the kernel version, a failed check, a skipped peer… */
+  note?: string;
+}
+
+/** A results file, as BENCHMARKS.md "Results format" describes. */
+export interface ResultsFile {
+  /** The adapter's description, e.g. "NVIDIA H100 80GB HBM3". */
+  device: string;
+  /** The WebGPU backend, e.g. "vulkan". */
+  adapter: string;
+  /** Deno's version. */
+  deno: string;
+  /** `git rev-parse --short HEAD` (or WEBDIT_COMMIT where the tree has no .git). */
+  commit: string;
+  /** YYYY-MM-DD (UTC). */
+  date: string;
+  /** The command that produced the file. */
+  command: string;
+  /** The GPU driver (WEBDIT_GPU_DRIVER, which bench/gpu_all.sh reads from nvidia-smi). */
+  driver?: string;
+  /** The rows. */
+  results: BenchResult[];
+  /** Anything else worth keeping (adapter info, options). */
+  extra?: Record<string, unknown>;
+}
+
+/**
+ * The results-folder name of an adapter: "nvidia-h100" for "NVIDIA H100 80GB HBM3",
+ * "cpu-lavapipe" for a fallback llvmpipe/lavapipe adapter, else a slug of the description.
+ */
+export function deviceSlug(description: string, fallback = false): string {
+  const d = description.toLowerCase();
+  if (fallback || d.includes("llvmpipe") || d.includes("lavapipe")) {
+    return d.includes("swiftshader") ? "cpu-swiftshader" : "cpu-lavapipe";
+  }
+  const m = d.match(/\b(nvidia|amd|intel|apple)\b.*?\b([a-z]{1,3}\d{2,4}[a-z]?)\b/);
+  if (m) return `${m[1]}-${m[2]}`;
+  return d.replace(/\(.*?\)/g, "").trim().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") ||
+    "unknown";
+}
+
+/** The short commit: WEBDIT_COMMIT, else `git rev-parse --short HEAD`, else "unknown". */
+export async function gitCommit(): Promise<string> {
+  const env = Deno.env.get("WEBDIT_COMMIT");
+  if (env) return env;
+  try {
+    const out = await new Deno.Command("git", {
+      args: ["rev-parse", "--short", "HEAD"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (out.success) return new TextDecoder().decode(out.stdout).trim();
+  } catch { /* no git here (e.g. the GPU machine's copy of the tree) */ }
+  return "unknown";
+}
+
+/** Today as YYYY-MM-DD (UTC), or WEBDIT_BENCH_DATE. */
+export function today(): string {
+  return Deno.env.get("WEBDIT_BENCH_DATE") ?? new Date().toISOString().slice(0, 10);
+}
+
+/** The WebGPU backend Deno uses here: DENO_WEBGPU_BACKEND, else the platform's default. */
+export function backendName(): string {
+  const env = Deno.env.get("DENO_WEBGPU_BACKEND");
+  if (env) return env;
+  return Deno.build.os === "darwin" ? "metal" : Deno.build.os === "windows" ? "dx12" : "vulkan";
+}
+
+/**
+ * The fields every results file starts with: device, backend, Deno, commit, date, command, and
+ * the GPU driver where WEBDIT_GPU_DRIVER gives it.
+ */
+export type ResultsHeader = Pick<
+  ResultsFile,
+  "device" | "adapter" | "deno" | "commit" | "date" | "command" | "driver"
+>;
+
+/** The results-file header of a run on `device` at `commit` (gitCommit()), made by `command`. */
+export function resultsHeader(
+  device: string,
+  commit: string,
+  command: string = commandLine(),
+): ResultsHeader {
+  const driver = Deno.env.get("WEBDIT_GPU_DRIVER");
+  return {
+    device,
+    adapter: backendName(),
+    deno: Deno.version.deno,
+    commit,
+    date: today(),
+    command,
+    ...(driver ? { driver } : {}),
+  };
+}
+
+/** The command line of this process, for the results file (WEBDIT_BENCH_COMMAND wins). */
+export function commandLine(): string {
+  const env = Deno.env.get("WEBDIT_BENCH_COMMAND");
+  if (env) return env;
+  const main = Deno.mainModule.startsWith("file:")
+    ? relativeToCwd(new URL(Deno.mainModule).pathname)
+    : Deno.mainModule;
+  return `deno bench -A --no-check ${main}`;
+}
+
+function relativeToCwd(path: string): string {
+  const cwd = Deno.cwd().replace(/\/$/, "") + "/";
+  return path.startsWith(cwd) ? path.slice(cwd.length) : path;
+}
+
+/** A value formatted for a table: 3 significant digits, no exponent for usual sizes. */
+export function fmt(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return v === undefined ? "" : String(v);
+  const a = Math.abs(v);
+  if (a >= 100) return v.toFixed(0);
+  if (a >= 10) return v.toFixed(1);
+  if (a >= 1) return v.toFixed(2);
+  return v.toPrecision(3);
+}
+
+/** The markdown table of a results file (the `.md` beside the `.json`). */
+export function resultsMarkdown(file: ResultsFile): string {
+  const lines = [
+    `# ${file.date} — ${file.device}`,
+    "",
+    `adapter: ${file.adapter}${
+      file.driver ? ` · driver ${file.driver}` : ""
+    } · deno ${file.deno} · commit ${file.commit}`,
+    "",
+    `command: \`${file.command}\``,
+    "",
+    "| name | value | unit | median ms | min ms | note |",
+    "| --- | ---: | --- | ---: | ---: | --- |",
+  ];
+  for (const r of file.results) {
+    const v2 = r.value2 !== undefined ? ` (${fmt(r.value2)} ${r.unit2 ?? ""})` : "";
+    lines.push(
+      `| ${r.name} | ${fmt(r.value)}${v2} | ${r.unit} | ${fmt(r.median_ms)} | ${fmt(r.min_ms)} | ${
+        r.note ?? ""
+      } |`,
+    );
+  }
+  const failed = (file.extra?.failed ?? []) as { name: string; note: string }[];
+  for (const f of failed) lines.push(`| ${f.name} | — | | | | ${f.note} |`);
+  return lines.join("\n") + "\n";
+}
+
+/** Where {@linkcode writeResults} writes: bench/results beside this file, or WEBDIT_RESULTS_DIR. */
+export function resultsRoot(): string {
+  const env = Deno.env.get("WEBDIT_RESULTS_DIR");
+  if (env) return env;
+  return new URL("./results/", import.meta.url).pathname;
+}
+
+/**
+ * Writes `<root>/<slug>/<date>_<what>.json` and the `.md` table beside it; returns both
+ * paths. A file of the same name is replaced (one file per run and day).
+ */
+export async function writeResults(
+  slug: string,
+  what: string,
+  file: ResultsFile,
+  root = resultsRoot(),
+): Promise<{ json: string; md: string }> {
+  if (!/^[a-z0-9][a-z0-9_-]*$/.test(slug) || !/^[a-z0-9][a-z0-9_-]*$/.test(what)) {
+    throw new TypeError(
+      `Bad results name ${slug}/${what}: use lower-case letters, digits, - and _`,
+    );
+  }
+  // A case that failed its check has no figure: JSON has no NaN (it would be a null value the
+  // results format can't read), so such rows go to extra.failed with their note.
+  const failed = file.results.filter((r) => !Number.isFinite(r.value));
+  if (failed.length > 0) {
+    file = {
+      ...file,
+      results: file.results.filter((r) => Number.isFinite(r.value)),
+      extra: {
+        ...file.extra,
+        failed: failed.map((r) => ({ name: r.name, unit: r.unit, note: r.note ?? "failed" })),
+      },
+    };
+  }
+  const dir = `${root.replace(/\/$/, "")}/${slug}`;
+  await Deno.mkdir(dir, { recursive: true });
+  const base = `${dir}/${file.date}_${what}`;
+  await Deno.writeTextFile(`${base}.json`, JSON.stringify(file, null, 2) + "\n");
+  await Deno.writeTextFile(`${base}.md`, resultsMarkdown(file));
+  return { json: `${base}.json`, md: `${base}.md` };
+}
