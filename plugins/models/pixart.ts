@@ -20,7 +20,7 @@ import { elementwise } from "../../runtime/ops/elementwise.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
 import { concat, im2col, slice, unpatchify } from "../../runtime/ops/patch.ts";
 import { posEmbed2dRef } from "../../runtime/reference/embed.ts";
-import { type PixArtConfig, pixartWeightShapes } from "./pixart_config.ts";
+import { type AddedConditions, type PixArtConfig, pixartWeightShapes } from "./pixart_config.ts";
 import type { ModelPlugin } from "../types.ts";
 
 export {
@@ -30,25 +30,7 @@ export {
   sinusoid,
 } from "./dit_common.ts";
 import { denseSelfAttention, type SelfAttention, sinusoid } from "./dit_common.ts";
-
-/**
- * The 1024-MS model's added conditions per batch item, as the diffusers pipeline makes
- * them: resolution [height, width] and aspect ratio height / width, in pixels, rounded to f32.
- */
-export interface AddedConditions {
-  /** [B, 2] flattened: height, width per item. */
-  resolution: ArrayLike<number>;
-  /** [B]: height / width per item. */
-  aspectRatio: ArrayLike<number>;
-}
-
-/** The added conditions for B items of one image size. */
-export function addedConditions(B: number, height: number, width: number): AddedConditions {
-  return {
-    resolution: Array.from({ length: 2 * B }, (_, i) => (i % 2 ? width : height)),
-    aspectRatio: new Array(B).fill(height / width),
-  };
-}
+export { type AddedConditions, addedConditions } from "./pixart_config.ts";
 
 /** The caption-dependent state of one prompt batch: projected keys/values per block. */
 export interface PixArtConditioning {

@@ -208,3 +208,22 @@ export function pixartWeightShapes(c: PixArtConfig): Map<string, number[]> {
   linear("proj_out", c.patchSize * c.patchSize * c.outChannels, D);
   return m;
 }
+
+/**
+ * The 1024-MS model's added conditions per batch item, as the diffusers pipeline makes
+ * them: resolution [height, width] and aspect ratio height / width, in pixels, rounded to f32.
+ */
+export interface AddedConditions {
+  /** [B, 2] flattened: height, width per item. */
+  resolution: ArrayLike<number>;
+  /** [B]: height / width per item. */
+  aspectRatio: ArrayLike<number>;
+}
+
+/** The added conditions for B items of one image size. */
+export function addedConditions(B: number, height: number, width: number): AddedConditions {
+  return {
+    resolution: Array.from({ length: 2 * B }, (_, i) => (i % 2 ? width : height)),
+    aspectRatio: new Array(B).fill(height / width),
+  };
+}
