@@ -16,7 +16,7 @@ import { softmaxSelfCheck } from "./softmax.ts";
 import { attentionSelfCheck } from "./attention.ts";
 import { embedSelfCheck } from "./embed.ts";
 import { patchSelfCheck } from "./patch.ts";
-import { rotqSelfCheck } from "./rotq.ts";
+import { rotqSelfCheck } from "./rotq_check.ts";
 import { actStatsSelfCheck } from "./act_stats.ts";
 import { actGramSelfCheck } from "./act_gram.ts";
 import { ropeSelfCheck } from "./rope.ts";

@@ -1,0 +1,84 @@
+/**
+ * `deno task doctor`'s check of the fused rotate + quantize kernels (runtime/ops/rotq.ts)
+ * against their CPU references (runtime/reference/rotq.ts).
+ *
+ * @module
+ */
+import type { Runtime } from "../gpu/device.ts";
+import { Recorder } from "../gpu/kernel.ts";
+import { readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
+import { Prng } from "../io/prng.ts";
+import {
+  quantizeRows,
+  rotateHadamardRef,
+  rotateOutlierRef,
+  unpackCodes,
+} from "../reference/rotq.ts";
+import { detectFmaContraction, rotqHadamard, rotqOutlier } from "./rotq.ts";
+import type { SelfCheckResult } from "./selfcheck.ts";
+
+/**
+ * Self-check for `deno task doctor`: the hadamard kernel and the three outlier paths (row,
+ * tiled and fused kernels) on small odd shapes against the CPU reference; codes must match exactly
+ * (maxError = codes that differ).
+ */
+export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
+  const g = new Prng(77);
+  const [M, K, B] = [5, 96, 32];
+  const x = g.normals(M * K).map((v, i) => (i % K === 7 ? 50 * v : v));
+  const s = Float32Array.from({ length: K }, (_, i) => (i % 3 ? 1 : -1) / Math.sqrt(B));
+  // An orthogonal block: the normalised Hadamard with a row sign flip.
+  const q = new Float32Array(B * B);
+  for (let i = 0; i < B; i++) {
+    for (let j = 0; j < B; j++) {
+      let par = 0;
+      for (let v = i & j; v; v &= v - 1) par ^= 1;
+      q[i * B + j] = (par ? -1 : 1) * (i === 3 ? -1 : 1) / Math.sqrt(B);
+    }
+  }
+  const perm = new Uint32Array(K).map((_, k) => (k * 5 + 1) % K);
+  const dest = new Uint32Array(K);
+  perm.forEach((src, k) => dest[src] = k);
+  const xt = uploadTensor(rt, x, [M, K]);
+  const st = uploadTensor(rt, s, [K]);
+  const ot = {
+    s: st,
+    q1: uploadTensor(rt, q, [B, B]),
+    q2: uploadTensor(rt, q, [B, B]),
+    dest: uploadTensor(rt, dest, [K], "u32"),
+    block: B,
+  };
+  const fused = await detectFmaContraction(rt);
+  const rec = new Recorder(rt);
+  const h = rotqHadamard(rec, xt, { s: st, block: B });
+  const o = rotqOutlier(rec, xt, ot, 8, { kernel: "rows" });
+  const ot2 = rotqOutlier(rec, xt, ot, 8, { kernel: "tiled" });
+  const of = rotqOutlier(rec, xt, ot, 8, { kernel: "fused" });
+  await rec.submit();
+  const outRef = quantizeRows(
+    rotateOutlierRef(x, M, K, { s, q1: q, q2: q, perm, block: B }, fused),
+    M,
+    K,
+    8,
+  );
+  const refs = [quantizeRows(rotateHadamardRef(x, M, K, s, B), M, K, 8), outRef, outRef, outRef];
+  const names = [
+    "rotq_hadamard_f32",
+    "rotq_outlier_rows_f32",
+    "rotq_outlier_tiled_f32",
+    "rotq_outlier_fused_f32",
+  ];
+  const out: SelfCheckResult[] = [];
+  for (const [i, got] of [h, o, ot2, of].entries()) {
+    const words = (await readTensorRaw(rt, got.q)) as Uint32Array;
+    const codes = unpackCodes(words, M, K);
+    let bad = 0;
+    for (let j = 0; j < M * K; j++) if (codes[j] !== refs[i].codes[j]) bad++;
+    const name = names[i];
+    out.push({ name, ok: bad === 0, maxError: bad, tolerance: 0, note: "codes that differ" });
+    got.q.release();
+    got.scales.release();
+  }
+  for (const t of [xt, st, ot.q1, ot.q2, ot.dest]) t.release();
+  return out;
+}
