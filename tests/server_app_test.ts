@@ -355,6 +355,10 @@ Deno.test("server models: plan names", () => {
     planName({ ...base, rotation: "adaptive", attention: "paro", density: 0.3 }),
     "w4a8-tlq-adaptive-paro0.3",
   );
+  assertEquals(
+    planName({ ...base, density: null, gptq: true, rotation: "adaptive" }),
+    "w4a8-tlq-gptq-adaptive",
+  );
 });
 
 Deno.test("server app: bearer auth, CORS", gpuTest, async (t) => {

@@ -166,7 +166,7 @@ export interface EntryOptions {
   id?: string;
 }
 
-/** The default plan name of quantization settings, e.g. "w4a8-tlq-adaptive-paro0.3". */
+/** The default plan name of quantization settings, e.g. "w4a8-tlq-gptq-adaptive-paro0.3". */
 export function planName(s: {
   quantizer: string;
   wbits: number;
@@ -174,8 +174,10 @@ export function planName(s: {
   rotation: string;
   attention: string;
   density: number | null;
+  gptq?: boolean;
 }): string {
   let n = `w${s.wbits}a${s.abits}-${s.quantizer}`;
+  if (s.gptq) n += "-gptq"; // else a GPTQ artifact's id would clash with its plain twin's
   if (s.rotation !== "none") n += `-${s.rotation}`;
   if (s.attention !== "dense") n += `-${s.attention}${s.density ?? ""}`;
   return n;
