@@ -88,6 +88,21 @@ for (const plugin of [uniformQuantizer, tlqQuantizer] as QuantizerPlugin[]) {
   });
 }
 
+Deno.test("uniform per group + GPTQ: each group keeps its grid, lower output error", () => {
+  const [N, K, M] = [16, 64, 256];
+  const x = correlatedRows(M, K, 11);
+  const h = gramRef(x, M, K);
+  const w = weight(N, K, 12);
+  const q = uniformQuantizer.calibrate(w, { bits: 4, groupSize: 16 });
+  const grid = uniformQuantizer.grid!(q);
+  assertEquals(grid.groupSize, 16);
+  const g = gptqRound(w, q, grid, h);
+  const before = outputSqnrDb(w.data, uniformQuantizer.dequantize(q), h, N, K);
+  const after = outputSqnrDb(w.data, uniformQuantizer.dequantize(g), h, N, K);
+  assert(after > before + 1, `output SQNR ${before.toFixed(2)} → ${after.toFixed(2)} dB`);
+  assertEquals(g.params, q.params);
+});
+
 Deno.test("GPTQ with uncorrelated inputs (H = I) is plain nearest rounding", () => {
   const [N, K] = [6, 20];
   const w = weight(N, K, 8);
