@@ -108,13 +108,19 @@ export function cholesky(a: Float64Array, n: number): Float64Array | undefined {
 /** Inverse of a lower-triangular l [n, n] (f64), lower-triangular. */
 export function invertLower(l: Float64Array, n: number): Float64Array {
   const inv = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    inv[j * n + j] = 1 / l[j * n + j];
-    for (let i = j + 1; i < n; i++) {
-      let s = 0;
-      for (let k = j; k < i; k++) s += l[i * n + k] * inv[k * n + j];
-      inv[i * n + j] = -s / l[i * n + i];
+  // Row by row, X[i, :] = (e_i − Σ_{k<i} L[i, k]·X[k, :]) / L[i, i]: the inner loop runs
+  // along rows, so it reads memory in order.
+  for (let i = 0; i < n; i++) {
+    const oi = i * n;
+    for (let k = 0; k < i; k++) {
+      const a = l[oi + k];
+      if (a === 0) continue;
+      const ok = k * n;
+      for (let j = 0; j <= k; j++) inv[oi + j] -= a * inv[ok + j];
     }
+    inv[oi + i] = 1;
+    const d = 1 / l[oi + i];
+    for (let j = 0; j <= i; j++) inv[oi + j] *= d;
   }
   return inv;
 }
