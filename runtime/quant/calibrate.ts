@@ -66,7 +66,7 @@ export interface LayerStats extends ChannelStats {
   sample: Float32Array;
   /** Rows in `sample`. */
   sampleRows: number;
-  /** Σ xᵀx over every input row [K, K] (GPTQ's Hessian), when the run collected it. */
+  /** Σ xᵀx [K, K] over the sampled input rows (GPTQ's Hessian), when the run collected it. */
   gram?: Float32Array;
 }
 
