@@ -175,11 +175,24 @@ export function calibrationCacheName(modelHash: string, s: CalibrationSettings):
   return `${modelHash.slice(0, 16)}-${key}.safetensors`;
 }
 
-/** One layer's GPU accumulators: statistics and the row sample. */
+/** What the observers of one run share: the last input observed, to share Gram matrices. */
+interface ObserverContext {
+  /** Rows of a call that go into a Gram matrix (0: no Gram matrices). */
+  gramRows: number;
+  /** The input the last observed layer saw, and that layer. */
+  last?: { x: Tensor; obs: LayerObserver };
+  /** Layers whose Gram matrix is another layer's (same input tensor at every call). */
+  shared: number;
+}
+
+/** One layer's GPU accumulators: statistics, the row sample and (for GPTQ) the Gram matrix. */
 class LayerObserver {
   readonly name: string;
   readonly stats: ActStatsAccumulator;
-  readonly gram?: ActGramAccumulator;
+  /** Its own Gram matrix, or undefined when it has none or shares `gramFrom`'s. */
+  gram?: ActGramAccumulator;
+  /** The layer whose Gram matrix this one shares (q/k/v see one tensor: one matrix). */
+  gramFrom?: LayerObserver;
   readonly sample: Tensor;
   readonly capacity: number;
   #rowsPerCall: number;
@@ -187,6 +200,8 @@ class LayerObserver {
   #next = 0;
   #calls = 0;
   #prng: Prng;
+  #rt: Runtime;
+  #ctx: ObserverContext;
 
   constructor(
     rt: Runtime,
@@ -194,11 +209,12 @@ class LayerObserver {
     cols: number,
     capacity: number,
     rowsPerCall: number,
-    gramRows: number,
+    ctx: ObserverContext,
   ) {
     this.name = name;
+    this.#rt = rt;
+    this.#ctx = ctx;
     this.stats = new ActStatsAccumulator(rt, cols);
-    if (gramRows > 0) this.gram = new ActGramAccumulator(rt, cols, gramRows);
     this.capacity = capacity;
     this.sample = createTensor(rt, [Math.max(1, capacity), cols], "f32");
     this.#rowsPerCall = rowsPerCall;
@@ -207,9 +223,34 @@ class LayerObserver {
     this.#prng = new Prng(seed);
   }
 
+  /**
+   * Adds x to the Gram matrix, or to none when it shares one: a layer whose first input is
+   * the very tensor the layer before it saw (q, k and v) shares that layer's matrix, and must
+   * then see that layer's input at every call.
+   */
+  #recordGram(rec: Recorder, x: Tensor): void {
+    const ctx = this.#ctx;
+    const last = ctx.last;
+    const sameAsLast = last !== undefined && last.x === x && last.obs !== this;
+    const owner = sameAsLast ? (last.obs.gramFrom ?? last.obs) : undefined;
+    if (this.#calls === 0) {
+      if (owner?.gram) {
+        this.gramFrom = owner;
+        ctx.shared++;
+      } else this.gram = new ActGramAccumulator(this.#rt, this.stats.cols, ctx.gramRows);
+    } else if (this.gramFrom && owner !== this.gramFrom) {
+      throw new Error(
+        `${this.name}: shares ${this.gramFrom.name}'s Gram matrix but got another input ` +
+          "(calibration assumes a model calls its layers in the same order every step)",
+      );
+    }
+    this.gram?.record(rec, x);
+  }
+
   record(rec: Recorder, x: Tensor): void {
     this.stats.record(rec, x);
-    this.gram?.record(rec, x);
+    if (this.#ctx.gramRows > 0) this.#recordGram(rec, x);
+    this.#ctx.last = { x, obs: this };
     this.#calls++;
     const K = this.stats.cols;
     const M = x.size / K;
@@ -237,7 +278,9 @@ class LayerObserver {
       calls: this.#calls,
       sample: all.slice(0, this.#filled * this.stats.cols),
       sampleRows: this.#filled,
-      ...(this.gram ? { gram: await this.gram.read(rt) } : {}),
+      ...(this.gram || this.gramFrom?.gram
+        ? { gram: await (this.gram ?? this.gramFrom!.gram!).read(rt) }
+        : {}),
     };
   }
 
@@ -284,7 +327,7 @@ export class StatsCollector {
   #observers = new Map<string, LayerObserver>();
   #sampleRows: number;
   #rowsPerCall: number;
-  #gramRows: number;
+  #ctx: ObserverContext;
 
   /**
    * A collector with no layers observed yet.
@@ -294,7 +337,7 @@ export class StatsCollector {
    * @param gramRows > 0: also accumulate each layer's Gram matrix Σ xᵀx over about this many rows a call
    */
   constructor(sampleRows = 256, expectedCalls = 1, gramRows = 0) {
-    this.#gramRows = gramRows;
+    this.#ctx = { gramRows, shared: 0 };
     if (!Number.isInteger(sampleRows) || sampleRows < 0) {
       throw new RangeError(`sampleRows must be a non-negative integer, got ${sampleRows}`);
     }
@@ -315,13 +358,18 @@ export class StatsCollector {
             src.inFeatures,
             this.#sampleRows,
             this.#rowsPerCall,
-            this.#gramRows,
+            this.#ctx,
           );
           this.#observers.set(src.name, obs);
         }
         return new ObservedLinear(l, obs);
       },
     };
+  }
+
+  /** Layers whose Gram matrix is another's (same input tensor), so not computed again. */
+  get sharedGrams(): number {
+    return this.#ctx.shared;
   }
 
   /** Reads every layer's statistics back. */

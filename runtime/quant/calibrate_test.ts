@@ -55,6 +55,8 @@ Deno.test(
         linears: (inner) => collector.wrap(keeper(inputs)(inner)),
       });
       const stats = await collector.read(rt);
+      // k and v see q's input tensor: they share its Gram matrix (checked equal below).
+      assert(collector.sharedGrams >= 4, `shared Gram matrices: ${collector.sharedGrams}`);
       collector.release();
       assertEquals(stats.size, inputs.size);
       assert(stats.has("transformer_blocks.1.ff.net.2"), "ff2 of the last block observed");
