@@ -8,7 +8,7 @@
  */
 import { basename, dirname } from "node:path";
 import { type AblationSetting, settingKey, settingLabel } from "./ablation_matrix.ts";
-import { fmt } from "./harness.ts";
+import { fmt, type ResultsHeader } from "./harness.ts";
 
 /** One row of the ablation table (BENCHMARKS.md "Results format"), with its model. */
 export interface AblationRow extends AblationSetting {
@@ -40,16 +40,8 @@ export interface AblationRow extends AblationSetting {
   batch?: number;
 }
 
-/** The results file. */
-export interface AblationFile {
-  device: string;
-  adapter: string;
-  deno: string;
-  commit: string;
-  date: string;
-  command: string;
-  /** The GPU driver, where bench/gpu_all.sh gave it (WEBDIT_GPU_DRIVER). */
-  driver?: string;
+/** The results file: the usual header (device, adapter, deno, commit, date, command, driver). */
+export interface AblationFile extends ResultsHeader {
   rows: AblationRow[];
   /** Named figures beside the rows (BENCHMARKS.md's format): PARO's mass kept. */
   results?: { name: string; value: number; unit: string }[];

@@ -16,7 +16,7 @@ import { FluxModel } from "../../plugins/models/flux.ts";
 import { generateSamples } from "../eval/eval.ts";
 import { cosine } from "../eval/metrics.ts";
 import { openSafetensors } from "../io/safetensors.ts";
-import { loadPipeline } from "../pipeline.ts";
+import { loadPipeline, type Pipeline } from "../pipeline.ts";
 import { META, openArtifact } from "./artifact.ts";
 import type { CalibrationEmbeds } from "./calibration_run.ts";
 import { FLUX_KEEP_FP, keepPattern } from "./plan.ts";
@@ -48,6 +48,19 @@ async function fixtureRun(): Promise<
   } finally {
     f.close();
   }
+}
+
+/** The fixture's 4-step flow run from `pipe` (its noise, embeddings and size). */
+async function fixtureGenerate(pipe: Pipeline, cal: CalibrationEmbeds, guidance: number) {
+  const [, , H, W] = cal.latents!.shape;
+  return await pipe.generate({
+    captionEmbeds: cal.embeds,
+    latents: cal.latents!.data,
+    height: H,
+    width: W,
+    steps: 4,
+    guidance,
+  });
 }
 
 Deno.test("FLUX quantize without --calib-embeds: a rotation, PARO or GPTQ names the flag", async () => {
@@ -130,15 +143,7 @@ Deno.test(
       try {
         assert(pipe.model instanceof FluxModel, "a FLUX pipeline");
         assert(pipe.model.selfAttention instanceof FluxParoAttention, "PARO's joint form");
-        const [, , H, W] = cal.latents!.shape;
-        const res = await pipe.generate({
-          captionEmbeds: cal.embeds,
-          latents: cal.latents!.data,
-          height: H,
-          width: W,
-          steps: 4,
-          guidance,
-        });
+        const res = await fixtureGenerate(pipe, cal, guidance);
         assert(res.latents.every(Number.isFinite), "non-finite latents");
         const noise = cal.latents!.data;
         const cos = cosine(res.latents, ref);
@@ -185,15 +190,7 @@ Deno.test(
       await writeArtifact(out, r);
       const pipe = await loadPipeline(rt, { path: out });
       try {
-        const [, , H, W] = cal.latents!.shape;
-        const res = await pipe.generate({
-          captionEmbeds: cal.embeds,
-          latents: cal.latents!.data,
-          height: H,
-          width: W,
-          steps: 4,
-          guidance,
-        });
+        const res = await fixtureGenerate(pipe, cal, guidance);
         const cos = cosine(res.latents, ref);
         assert(cos > 0.999, `W4A8 + GPTQ final latents vs FP32: cosine ${cos}`);
       } finally {
