@@ -192,6 +192,7 @@ async function pipelineFor(run: Run, s: AblationSetting): Promise<Pipeline> {
     abits: s.abits!,
     rotation: s.rotation,
     gptq: s.gptq ?? false,
+    abitsOverride: s.abits_override,
     runtime: run.rt,
     calibration: run.m.calibration,
     onCalibration: (p) => cal.update(p),

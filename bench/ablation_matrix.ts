@@ -23,6 +23,7 @@
 import { parsePromptList } from "../runtime/eval/eval.ts";
 import { CALIBRATION_PROMPTS } from "../runtime/quant/calibrate.ts";
 import { PARO_CALIBRATION_PROMPTS } from "../plugins/attention/paro.ts";
+import type { AbitsOverride } from "../runtime/quant/plan.ts";
 
 /** One setting of the matrix (the key of an ablation row, BENCHMARKS.md's names). */
 export interface AblationSetting {
@@ -38,6 +39,8 @@ export interface AblationSetting {
   attn_bits: number | null;
   /** Codes chosen by GPTQ (quantize --gptq); absent or false: plain rounding. */
   gptq?: boolean;
+  /** Per-layer activation bits (quantize --abits-override), first match wins; absent: none. */
+  abits_override?: AbitsOverride[];
 }
 
 /** A parsed matrix: what every row shares, and the rows. */
@@ -75,13 +78,19 @@ const KEYS = Object.keys(REFERENCE) as (keyof AblationSetting)[];
  * appended only when on, so the keys of rows from before it existed stay the same.
  */
 export function settingKey(s: AblationSetting): string {
-  return KEYS.map((k) => String(s[k] ?? null)).join("|") + (s.gptq ? "|gptq" : "");
+  return KEYS.map((k) => String(s[k] ?? null)).join("|") + (s.gptq ? "|gptq" : "") +
+    (s.abits_override
+      ? `|${s.abits_override.map((o) => `${o.pattern}=${o.abits}`).join(",")}`
+      : "");
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
 export function settingLabel(s: AblationSetting): string {
   const parts = [s.quantizer === "fp32" ? "fp32" : `${s.quantizer} W${s.wbits}A${s.abits}`];
   if (s.gptq) parts[0] += " gptq";
+  if (s.abits_override) {
+    parts[0] += ` (${s.abits_override.map((o) => `${o.pattern} A${o.abits}`).join(", ")})`;
+  }
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
@@ -108,14 +117,29 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
   }
   const r = raw as Record<string, unknown>;
   for (const k of Object.keys(r)) {
-    if (!(KEYS as string[]).includes(k) && k !== "gptq") {
-      fail(file, `${field}.${k}`, `is not a setting (known: ${KEYS.join(", ")}, gptq)`);
+    if (!(KEYS as string[]).includes(k) && k !== "gptq" && k !== "abits_override") {
+      fail(
+        file,
+        `${field}.${k}`,
+        `is not a setting (known: ${KEYS.join(", ")}, gptq, abits_override)`,
+      );
     }
   }
   const s: AblationSetting = { ...REFERENCE };
   if (r.gptq !== undefined) {
     if (typeof r.gptq !== "boolean") fail(file, `${field}.gptq`, "must be true or false");
     if (r.gptq) s.gptq = true;
+  }
+  if (r.abits_override !== undefined) {
+    const list = r.abits_override;
+    if (!Array.isArray(list) || !list.length) {
+      fail(file, `${field}.abits_override`, "must be a non-empty list of { pattern, abits }");
+    }
+    s.abits_override = list.map((o, i) => {
+      const f = `${field}.abits_override[${i}]`;
+      if (typeof o?.pattern !== "string" || !o.pattern) fail(file, f, "needs a pattern");
+      return { pattern: o.pattern, abits: intField(file, `${f}.abits`, o.abits, 2, 16) };
+    });
   }
   for (const k of ["quantizer", "rotation", "attention"] as const) {
     if (r[k] === undefined) continue;
@@ -134,8 +158,10 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     s.density = d;
   }
   if (s.quantizer === "fp32") {
-    if (s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq) {
-      fail(file, field, "fp32 takes no wbits, abits, rotation or gptq");
+    if (
+      s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq || s.abits_override
+    ) {
+      fail(file, field, "fp32 takes no wbits, abits, rotation, gptq or abits_override");
     }
   } else if (s.wbits === null || s.abits === null) {
     fail(file, field, `quantizer "${s.quantizer}" needs wbits and abits`);

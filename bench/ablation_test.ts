@@ -25,6 +25,22 @@ Deno.test("matrix: defaults, grid expansion, duplicates dropped, reference first
   assertEquals(new Set(m.settings.map(settingKey)).size, m.settings.length);
 });
 
+Deno.test("matrix: gptq and abits_override rows are their own settings", async () => {
+  const base = { quantizer: "uniform", wbits: 8, abits: 8 };
+  const over = [{ pattern: "*.attn1.to_*", abits: 16 }];
+  const m = await parseMatrix({
+    prompts: ["red apple"],
+    rows: [base, { ...base, gptq: true }, { ...base, abits_override: over }],
+  }, "m.json");
+  assertEquals(m.settings.length, 4);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 4);
+  // A plain row's key is what it was before these fields existed.
+  assertEquals(settingKey(m.settings[1]), "uniform|8|8|none|dense|null|null");
+  assertEquals(settingLabel(m.settings[2]), "uniform W8A8 gptq");
+  assertEquals(settingLabel(m.settings[3]), "uniform W8A8 (*.attn1.to_* A16)");
+  assertEquals(m.settings[3].abits_override, over);
+});
+
 Deno.test("matrix: the default prompt count skips calibration prompts", async () => {
   const m = await parseMatrix({ prompts: 3 }, "m.json");
   assertEquals(m.prompts.length, 3);
@@ -43,6 +59,11 @@ Deno.test("matrix: bad fields are named", async () => {
     [{ grid: { wbits: 4 } }, "grid.wbits must be a list"],
     [{ steps: 0 }, "steps must be an integer in [1, 1000]"],
     [{ seeds: [-1] }, "seeds[0] must be an integer"],
+    [{ rows: [{ gptq: true }] }, "rows[0] fp32 takes no wbits, abits, rotation, gptq"],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, abits_override: [{ abits: 16 }] }] },
+      "rows[0].abits_override[0] needs a pattern",
+    ],
   ];
   for (const [raw, msg] of bad) {
     await assertRejects(() => parseMatrix(raw, "m.json"), RangeError, msg);

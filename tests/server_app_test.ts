@@ -359,6 +359,10 @@ Deno.test("server models: plan names", () => {
     planName({ ...base, density: null, gptq: true, rotation: "adaptive" }),
     "w4a8-tlq-gptq-adaptive",
   );
+  assertEquals(
+    planName({ ...base, density: null, abitsOverride: [{ pattern: "*", abits: 16 }] }),
+    "w4a8-tlq-mixed",
+  );
 });
 
 Deno.test("server app: bearer auth, CORS", gpuTest, async (t) => {

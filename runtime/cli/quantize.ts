@@ -8,7 +8,7 @@
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
 import { ABITS } from "../quant/qlinear.ts";
-import { DEFAULT_KEEP_FP, FLUX_KEEP_FP } from "../quant/plan.ts";
+import { type AbitsOverride, DEFAULT_KEEP_FP, FLUX_KEEP_FP } from "../quant/plan.ts";
 import { quantizeModel, type QuantizeOptions, writeArtifact } from "../quant/quantize.ts";
 import type { RotationKind } from "../quant/rotation.ts";
 import { formatReport, measureActivationError } from "../quant/report.ts";
@@ -43,6 +43,9 @@ export const QUANTIZE_USAGE =
   --attn-bits B           paro: 8 or 4
   --group-size G          uniform: group size along K (0 = per row, default; 64, 128)
   --symmetric             uniform: symmetric (default for W8 with integer activations)
+  --abits-override LIST   comma-separated PATTERN=BITS (* wildcard; BITS 4, 6, 8 or 16) giving the
+                          matching layers other activation bits than --abits (first match wins),
+                          e.g. "transformer_blocks.*.attn1.to_*=16": a mixed-precision plan
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first
@@ -66,6 +69,24 @@ export const QUANTIZE_USAGE =
   --report-steps N        sampler steps per prompt for it (default 3)
   --adapter A             auto (default), gpu or cpu (for --report)
   --json                  print a JSON summary as the last line of stdout`;
+
+/** `--abits-override "PATTERN=BITS,…"` as plan entries (undefined when not given). */
+export function parseAbitsOverride(list: string | undefined): AbitsOverride[] | undefined {
+  if (list === undefined) return undefined;
+  const out: AbitsOverride[] = [];
+  for (const item of list.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const m = /^(.+)=(\d+)$/.exec(item);
+    const abits = m ? Number(m[2]) : NaN;
+    if (!m || !(ABITS as readonly number[]).includes(abits)) {
+      throw new UsageError(
+        `--abits-override: "${item}" is not PATTERN=BITS with BITS one of ${ABITS.join(", ")}`,
+      );
+    }
+    out.push({ pattern: m[1].trim(), abits });
+  }
+  if (!out.length) throw new UsageError("--abits-override: no PATTERN=BITS given");
+  return out;
+}
 
 /** Rotation plan knobs the command line sets. */
 type RotationKnobs = NonNullable<QuantizeOptions["rotationOptions"]>;
@@ -130,6 +151,7 @@ export async function quantize(args: string[]): Promise<number> {
     "group-size": { type: "string" },
     symmetric: { type: "boolean" },
     gptq: { type: "boolean" },
+    "abits-override": { type: "string" },
     "keep-fp": { type: "string" },
     out: { type: "string" },
     force: { type: "boolean" },
@@ -192,6 +214,7 @@ export async function quantize(args: string[]): Promise<number> {
     groupSize,
     symmetric: v.symmetric,
     gptq: v.gptq ?? false,
+    abitsOverride: parseAbitsOverride(v["abits-override"]),
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
       prompts: calibPrompts === undefined ? undefined : CALIBRATION_PROMPTS.slice(0, calibPrompts),
@@ -227,7 +250,7 @@ export async function quantize(args: string[]): Promise<number> {
         const bar2 = new ProgressBar("activations", n * reportSteps);
         act = await measureActivationError(rt, {
           model: v.model,
-          layers: q.map((l) => l.name),
+          layers: q.filter((l) => l.abits === abits).map((l) => l.name), // overridden: not measured
           abits,
           rotations: r.rotations,
           prompts: CALIBRATION_PROMPTS.slice(0, reportPrompts),

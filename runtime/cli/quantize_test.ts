@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { openSafetensors } from "../io/safetensors.ts";
+import { parseAbitsOverride } from "./quantize.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
@@ -46,6 +47,21 @@ Deno.test("quantize: usage errors exit 2 naming the option", async () => {
   );
   assertEquals(r3.code, 1);
   assert(r3.stderr.includes('quantizer "tlq" takes 3, 4 bits'), r3.stderr);
+  const r4 = await cli(
+    "quantize",
+    ...["--model", FIXTURE, "--quantizer", "tlq", "--wbits", "4", "--abits", "8"],
+    ...["--abits-override", "*.to_q=16,*.ff.net.2=12", "--out", "/tmp/never.safetensors"],
+  );
+  assertEquals(r4.code, 2);
+  assert(r4.stderr.includes('--abits-override: "*.ff.net.2=12" is not PATTERN=BITS'), r4.stderr);
+});
+
+Deno.test("parseAbitsOverride: PATTERN=BITS entries in order", () => {
+  assertEquals(parseAbitsOverride(undefined), undefined);
+  assertEquals(parseAbitsOverride(" a.*=16, b=4 "), [
+    { pattern: "a.*", abits: 16 },
+    { pattern: "b", abits: 4 },
+  ]);
 });
 
 Deno.test("quantize writes an artifact with --report and --json; generate runs it; no silent overwrite", async () => {

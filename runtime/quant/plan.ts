@@ -60,6 +60,11 @@ export interface QuantSettings {
   symmetric: boolean;
   /** Codes chosen by GPTQ on calibration inputs (runtime/quant/gptq.ts) instead of rounding. */
   gptq: boolean;
+  /**
+   * Activation bits of the layers matching a pattern (first match wins) instead of `abits`:
+   * a mixed-precision plan, e.g. the most sensitive inputs at 16 bits. Absent: none.
+   */
+  abitsOverride?: AbitsOverride[];
   /** Layer-name patterns kept in FP (`*` matches any run of characters). */
   keepFp: string[];
 }
@@ -108,6 +113,22 @@ export function matchPattern(name: string, pattern: string): boolean {
     "^" + pattern.split("*").map((s) => s.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$",
   );
   return re.test(name);
+}
+
+/** One `--abits-override` entry: the layers matching `pattern` get `abits`. */
+export interface AbitsOverride {
+  /** Layer-name pattern (`*` matches any run of characters). */
+  pattern: string;
+  /** Their activation bits (4, 6, 8 or 16). */
+  abits: number;
+}
+
+/** A layer's activation bits: the first matching override's, else the plan's `abits`. */
+export function layerAbits(
+  name: string,
+  s: Pick<QuantSettings, "abits" | "abitsOverride">,
+): number {
+  return s.abitsOverride?.find((o) => matchPattern(name, o.pattern))?.abits ?? s.abits;
 }
 
 /** The first keep-FP pattern `name` matches, or undefined. */
@@ -167,6 +188,15 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
     groupSize: num(s, "groupSize", file, `${F}.settings`),
     symmetric: s.symmetric === true,
     gptq: s.gptq === true,
+    ...(Array.isArray(s.abitsOverride) && s.abitsOverride.length
+      ? {
+        abitsOverride: s.abitsOverride.map((o, i) => {
+          const f = `${F}.settings.abitsOverride[${i}]`;
+          if (!isObj(o)) fail(file, f, "must be an object");
+          return { pattern: str(o, "pattern", file, f), abits: num(o, "abits", file, f) };
+        }),
+      }
+      : {}),
     keepFp: Array.isArray(s.keepFp) ? s.keepFp.map(String) : [],
   };
   if (!isObj(raw.source)) fail(file, `${F}.source`, "must be an object");

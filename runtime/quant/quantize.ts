@@ -44,6 +44,7 @@ import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import {
   ARTIFACT_VERSION,
   keepPattern,
+  layerAbits,
   type LayerPlan,
   type QuantPlan,
   type QuantSettings,
@@ -344,8 +345,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       }
       const ms = performance.now() - tq;
       const deq = plugin.dequantize(q);
+      const abits = layerAbits(name, settings);
       let lutErr: number | null = null;
-      if (settings.abits < 16) {
+      if (abits < 16) {
         try {
           lutErr = int8LutError(q, deq);
         } catch (e) {
@@ -361,7 +363,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         in: K,
         quantizer: q.quantizer,
         wbits: q.bits,
-        abits: settings.abits,
+        abits,
         rotation,
         meta: { ...q.meta, ...meta },
         shape,
@@ -370,13 +372,13 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         name,
         quantizer: q.quantizer,
         wbits: q.bits,
-        abits: settings.abits,
+        abits,
         out: N,
         in: K,
         sqnrDb: sqnr(data, deq),
         int8LutError: lutErr,
         bytesF32: 4 * N * K,
-        bytes: quantizedBytes(q, settings.abits),
+        bytes: quantizedBytes(q, abits),
         ms,
         ...out,
       });

@@ -49,8 +49,22 @@ export function resolveSettings(
   if (o.density != null && !(o.density > 0 && o.density <= 1)) {
     throw new RangeError(`density must be in (0, 1], got ${o.density}`);
   }
-  const symmetric = o.symmetric ?? (o.quantizer === "uniform" && o.wbits === 8 && o.abits < 16);
+  // W8 codes feed the integer path symmetric: the default wherever a layer quantizes activations.
+  const integer = o.abits < 16 || (o.abitsOverride ?? []).some((v) => v.abits < 16);
+  const symmetric = o.symmetric ?? (o.quantizer === "uniform" && o.wbits === 8 && integer);
   if (o.gptq && !q.grid) throw new RangeError(`quantizer "${q.name}" has no code grid for GPTQ`);
+  for (const [i, v] of (o.abitsOverride ?? []).entries()) {
+    if (typeof v.pattern !== "string" || !v.pattern) {
+      throw new RangeError(`abitsOverride[${i}]: the pattern must be a non-empty string`);
+    }
+    if (!(ABITS as readonly number[]).includes(v.abits)) {
+      throw new RangeError(
+        `abitsOverride[${i}] (${v.pattern}): abits must be one of ${
+          ABITS.join(", ")
+        }, got ${v.abits}`,
+      );
+    }
+  }
   return {
     quantizer: o.quantizer,
     wbits: o.wbits,
@@ -62,6 +76,7 @@ export function resolveSettings(
     groupSize: o.groupSize ?? 0,
     symmetric,
     gptq: o.gptq ?? false,
+    ...(o.abitsOverride?.length ? { abitsOverride: o.abitsOverride.map((v) => ({ ...v })) } : {}),
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
 }

@@ -175,9 +175,11 @@ export function planName(s: {
   attention: string;
   density: number | null;
   gptq?: boolean;
+  abitsOverride?: readonly unknown[];
 }): string {
   let n = `w${s.wbits}a${s.abits}-${s.quantizer}`;
   if (s.gptq) n += "-gptq"; // else a GPTQ artifact's id would clash with its plain twin's
+  if (s.abitsOverride?.length) n += "-mixed"; // some layers at other activation bits
   if (s.rotation !== "none") n += `-${s.rotation}`;
   if (s.attention !== "dense") n += `-${s.attention}${s.density ?? ""}`;
   return n;
