@@ -11,12 +11,7 @@
  *
  * @module
  */
-import type {
-  CodeGrid,
-  HostMatrix,
-  QuantizedWeight,
-  QuantizerPlugin,
-} from "../../plugins/types.ts";
+import type { CodeGrid, HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
 import { packCodes } from "./pack.ts";
 import type { LayerRotation } from "./rotation.ts";
 
@@ -276,40 +271,18 @@ export function transformGram(
   return transform(t, K);
 }
 
-/** What {@linkcode gptqLayer} gives: the new weight and its output SQNR with and without. */
-export interface GptqLayerResult {
-  /** The weight with GPTQ's codes. */
-  q: QuantizedWeight;
-  /** Output SQNR (dB) on the calibration inputs of plain rounding. */
-  outSqnrRtnDb: number;
-  /** Output SQNR (dB) on the calibration inputs with GPTQ's codes. */
-  outSqnrDb: number;
-}
-
 /**
- * GPTQ for one layer of a quantize run: `w` is the (smoothed, rotated) weight `q` was fitted
- * to, `gram` the layer input's Gram matrix from calibration (in the checkpoint's basis) and
- * `rotation` the layer's online transform, if any.
+ * A layer's H for GPTQ in the basis its quantized weight lives in: the calibration Gram
+ * matrix `gram` (checkpoint basis) through the layer's online transform, if any (Tᵀ H T).
  */
-export function gptqLayer(
+export function gptqHessian(
   name: string,
-  plugin: QuantizerPlugin,
-  w: HostMatrix,
-  q: QuantizedWeight,
+  K: number,
   gram: Float32Array | undefined,
   rotation?: Pick<LayerRotation, "transformActivations">,
-  o: GptqOptions = {},
-): GptqLayerResult {
-  if (!plugin.grid) throw new RangeError(`quantizer "${plugin.name}" has no code grid for GPTQ`);
-  const K = w.cols;
+): Float32Array {
   if (!gram || gram.length !== K * K) {
     throw new RangeError(`${name}: GPTQ needs the layer's calibration Gram matrix [${K}, ${K}]`);
   }
-  const h = rotation ? transformGram(gram, K, (x, n) => rotation.transformActivations(x, n)) : gram;
-  const g = gptqRound(w, q, plugin.grid(q), h, o);
-  return {
-    q: g,
-    outSqnrRtnDb: outputSqnrDb(w.data, plugin.dequantize(q), h, w.rows, K),
-    outSqnrDb: outputSqnrDb(w.data, plugin.dequantize(g), h, w.rows, K),
-  };
+  return rotation ? transformGram(gram, K, (x, n) => rotation.transformActivations(x, n)) : gram;
 }

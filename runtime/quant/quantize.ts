@@ -49,7 +49,8 @@ import {
   type QuantPlan,
   type QuantSettings,
 } from "./plan.ts";
-import { GPTQ_GRAM_ROWS, gptqLayer } from "./gptq.ts";
+import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
+import { defaultQuantWorkers, GptqPool } from "./gptq_pool.ts";
 import { resolveSettings } from "./settings.ts";
 
 /** Options of {@linkcode quantizeModel}: the settings, the model, hooks. */
@@ -66,6 +67,8 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   registry?: PluginRegistry;
   /** Called before each layer is quantized. */
   onLayer?: (done: number, total: number, name: string) => void;
+  /** GPTQ's workers; default WEBDIT_QUANT_WORKERS, else every core (≤ 1: this thread). */
+  workers?: number;
   /** Runtime for the calibration run a rotation needs; default a new one (auto adapter). */
   runtime?: Runtime;
   /**
@@ -259,6 +262,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const layers: Record<string, LayerPlan> = {};
   const reports: LayerReport[] = [];
   const rotations = new Map<string, LayerRotation>();
+  const pool = settings.gptq ? new GptqPool(o.workers ?? defaultQuantWorkers()) : undefined;
+  const pending: Promise<void>[] = [];
   const t0 = performance.now();
   try {
     const names = [...src.tensors.keys()].filter((n) =>
@@ -332,17 +337,11 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       }
       const data = w.data;
       const tq = performance.now();
-      let q = plugin.calibrate(w, {
+      const q = plugin.calibrate(w, {
         bits: settings.wbits,
         groupSize: settings.groupSize || undefined,
         symmetric: settings.symmetric,
       });
-      let out: Pick<LayerReport, "outSqnrRtnDb" | "outSqnrDb"> = {};
-      if (settings.gptq) {
-        const g = gptqLayer(name, plugin, w, q, stats?.layers.get(name)?.gram, rotations.get(name));
-        q = g.q;
-        out = { outSqnrRtnDb: g.outSqnrRtnDb, outSqnrDb: g.outSqnrDb };
-      }
       const ms = performance.now() - tq;
       const deq = plugin.dequantize(q);
       const abits = layerAbits(name, settings);
@@ -380,9 +379,38 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         bytesF32: 4 * N * K,
         bytes: quantizedBytes(q, abits),
         ms,
-        ...out,
       });
+      if (pool) { // GPTQ's codes replace these when its job is done (same keys, same order)
+        const h = gptqHessian(name, K, stats?.layers.get(name)?.gram, rotations.get(name));
+        const report = reports[reports.length - 1];
+        const job = pool.run({
+          name,
+          w: data.slice(), // transferred to a worker
+          rows: N,
+          cols: K,
+          bits: q.bits,
+          codes: q.codes,
+          grid: plugin.grid!(q),
+          h: h.slice(),
+        }).then((g) => {
+          const gq = { ...q, codes: g.codes, meta: { ...q.meta, gptqDamp: g.damp } };
+          const gdeq = plugin.dequantize(gq);
+          tensors[codesName(name)].data = gq.codes;
+          layers[name].meta = { ...gq.meta, gptqActOrder: g.actOrder, ...meta };
+          Object.assign(report, {
+            sqnrDb: sqnr(data, gdeq),
+            int8LutError: abits < 16 ? int8LutError(gq, gdeq) : null,
+            ms: report.ms + g.ms,
+            outSqnrRtnDb: g.outSqnrRtnDb,
+            outSqnrDb: g.outSqnrDb,
+          });
+        });
+        job.catch(() => {}); // awaited below, where a failure is thrown
+        pending.push(job);
+        if (pending.length > 2 * Math.max(1, pool.size)) await pending.shift(); // bounds memory
+      }
     }
+    for (const job of pending) await job;
     // Every other tensor (biases, tables, FP weights) as stored.
     for (const [name, info] of src.tensors) {
       const layer = name.endsWith(".weight") ? layers[name.slice(0, -".weight".length)] : undefined;
@@ -395,6 +423,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     }
   } finally {
     src.close();
+    pool?.close();
   }
   const ms = performance.now() - t0;
   const metadata: Record<string, string> = {

@@ -278,8 +278,15 @@ Deno.test(
         calibration: { prompts: ["red apple", "green apple"], steps: 2, cacheDir: false as const },
       };
       const plain = await quantizeModel(base);
-      const r = await quantizeModel({ ...base, gptq: true });
+      const r = await quantizeModel({ ...base, gptq: true, workers: 2 });
       assertEquals(r.plan.settings.gptq, true);
+      // Two workers give what this thread gives, byte for byte and in the same order.
+      const here = await quantizeModel({ ...base, gptq: true, workers: 1 });
+      assertEquals(Object.keys(here.tensors), Object.keys(r.tensors));
+      for (const k of Object.keys(r.tensors)) {
+        assert(sameBytes(here.tensors[k].data, r.tensors[k].data), k);
+      }
+      assertEquals(here.plan.layers, r.plan.layers);
       assertEquals(plain.plan.settings.gptq, false);
       const q = r.layers.filter((l) => l.quantizer !== "fp");
       assertEquals(q.length, 20);

@@ -1,0 +1,160 @@
+/**
+ * GPTQ jobs (runtime/quant/gptq.ts) on a pool of workers, one layer a job: the rounding is
+ * N·K² of plain JS a layer, minutes for a PixArt-α FFN, so a model's layers round in
+ * parallel. Plugin-free: a job carries the quantizer's grid, and the output SQNRs are taken
+ * from it. With one worker (or none) the jobs run on the calling thread, with the same result.
+ *
+ * @module
+ */
+import type { CodeGrid, QuantizedWeight } from "../../plugins/types.ts";
+import { type GptqOptions, gptqRound, outputSqnrDb } from "./gptq.ts";
+import { unpackCodes } from "./pack.ts";
+
+/** One layer's GPTQ: the (rotated) weight, its plainly rounded codes, the grid and H. */
+export interface GptqJob {
+  /** Job id (the pool's). */
+  id: number;
+  /** Layer name, for errors. */
+  name: string;
+  /** W [rows, cols] row-major, the weight the codes were fitted to. */
+  w: Float32Array;
+  rows: number;
+  cols: number;
+  bits: number;
+  /** The plainly rounded codes, packed (runtime/quant/pack.ts). */
+  codes: Uint32Array;
+  grid: CodeGrid;
+  /** H [cols, cols] in the weight's basis. */
+  h: Float32Array;
+  options?: GptqOptions;
+}
+
+/** A job's outcome. */
+export interface GptqResult {
+  id: number;
+  /** GPTQ's codes, packed. */
+  codes: Uint32Array;
+  /** The dampening used (GPTQ raises it when H + λI is not positive definite). */
+  damp: number;
+  actOrder: boolean;
+  /** Output SQNR (dB) on the calibration inputs: plain rounding, then GPTQ. */
+  outSqnrRtnDb: number;
+  outSqnrDb: number;
+  /** Milliseconds the job took. */
+  ms: number;
+}
+
+/** The dequantized weight of packed codes on a grid. */
+function decode(codes: Uint32Array, j: GptqJob): Float32Array {
+  const c = unpackCodes(codes, j.rows, j.cols, j.bits);
+  const L = 2 ** j.bits;
+  const G = j.grid.groupSize;
+  const ng = Math.ceil(j.cols / G);
+  const out = new Float32Array(j.rows * j.cols);
+  for (let r = 0; r < j.rows; r++) {
+    for (let k = 0; k < j.cols; k++) {
+      out[r * j.cols + k] = j.grid.values[(r * ng + Math.floor(k / G)) * L + c[r * j.cols + k]];
+    }
+  }
+  return out;
+}
+
+/** Runs one job on this thread. */
+export function runGptqJob(j: GptqJob): GptqResult {
+  const t0 = performance.now();
+  const q: QuantizedWeight = {
+    quantizer: "grid",
+    bits: j.bits,
+    rows: j.rows,
+    cols: j.cols,
+    codes: j.codes,
+    params: {},
+    meta: {},
+  };
+  const w = { data: j.w, rows: j.rows, cols: j.cols };
+  const g = gptqRound(w, q, j.grid, j.h, j.options);
+  return {
+    id: j.id,
+    codes: g.codes,
+    damp: Number(g.meta.gptqDamp),
+    actOrder: Boolean(g.meta.gptqActOrder),
+    outSqnrRtnDb: outputSqnrDb(j.w, decode(j.codes, j), j.h, j.rows, j.cols),
+    outSqnrDb: outputSqnrDb(j.w, decode(g.codes, j), j.h, j.rows, j.cols),
+    ms: performance.now() - t0,
+  };
+}
+
+/** Workers for host-side quantization: WEBDIT_QUANT_WORKERS, else every core. */
+export function defaultQuantWorkers(): number {
+  const env = Number(Deno.env.get("WEBDIT_QUANT_WORKERS"));
+  if (Number.isInteger(env) && env > 0) return env;
+  return Math.max(1, navigator.hardwareConcurrency || 1);
+}
+
+/** A pool of GPTQ workers; `run` queues a job, `close` ends the workers. */
+export class GptqPool {
+  /** Workers (0: jobs run on the calling thread). */
+  readonly size: number;
+  #idle: Worker[] = [];
+  #all: Worker[] = [];
+  #queue: { job: GptqJob; resolve: (r: GptqResult) => void; reject: (e: Error) => void }[] = [];
+  #next = 0;
+
+  /** A pool of `workers` workers (≤ 1: none, the calling thread runs the jobs). */
+  constructor(workers: number = defaultQuantWorkers()) {
+    this.size = workers > 1 ? Math.floor(workers) : 0;
+    for (let i = 0; i < this.size; i++) {
+      const w = new Worker(new URL("./gptq_worker.ts", import.meta.url).href, { type: "module" });
+      this.#all.push(w);
+      this.#idle.push(w);
+    }
+  }
+
+  /** Rounds one layer (its buffers are transferred to a worker: do not reuse them). */
+  run(job: Omit<GptqJob, "id">): Promise<GptqResult> {
+    const full = { ...job, id: this.#next++ };
+    if (this.size === 0) {
+      try {
+        return Promise.resolve(runGptqJob(full));
+      } catch (e) {
+        return Promise.reject(new Error(`GPTQ of ${job.name}: ${(e as Error).message}`));
+      }
+    }
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ job: full, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  #pump(): void {
+    while (this.#idle.length && this.#queue.length) {
+      const w = this.#idle.pop()!;
+      const { job, resolve, reject } = this.#queue.shift()!;
+      const done = () => {
+        w.onmessage = null;
+        w.onerror = null;
+        this.#idle.push(w);
+        this.#pump();
+      };
+      w.onmessage = (e: MessageEvent<GptqResult & { error?: string }>) => {
+        done();
+        if (e.data.error) reject(new Error(`GPTQ of ${job.name}: ${e.data.error}`));
+        else resolve(e.data);
+      };
+      w.onerror = (e) => {
+        e.preventDefault();
+        done();
+        reject(new Error(`GPTQ of ${job.name}: ${e.message}`));
+      };
+      w.postMessage(job, { transfer: [job.w.buffer as ArrayBuffer, job.h.buffer as ArrayBuffer] });
+    }
+  }
+
+  /** Ends the workers (queued jobs are dropped). */
+  close(): void {
+    for (const w of this.#all) w.terminate();
+    this.#all = [];
+    this.#idle = [];
+    this.#queue = [];
+  }
+}
