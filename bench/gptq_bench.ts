@@ -94,7 +94,12 @@ if (import.meta.main) {
   const device = `host CPU (${cpus()[0]?.model ?? "unknown"}, ${cores} cores)`;
   console.log(`PixArt-α extrapolated: ${(28 * block / 60).toFixed(1)} min on one core`);
   if (v.write && !v.quick) {
-    const file = { ...resultsHeader(device, await gitCommit()), results };
+    const command = "deno run -A bench/gptq_bench.ts --write";
+    const file = {
+      ...resultsHeader(device, await gitCommit(), command),
+      adapter: "none (host CPU, one thread)",
+      results,
+    };
     const p = await writeResults("host", "gptq", file);
     console.error(`wrote ${p.json}`);
   }
