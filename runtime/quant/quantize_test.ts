@@ -8,7 +8,8 @@ import { writeSafetensors } from "../io/safetensors.ts";
 import { loadPipeline, type Pipeline } from "../pipeline.ts";
 import { codesName, isArtifact, META, openArtifact, paramName } from "./artifact.ts";
 import { DEFAULT_KEEP_FP, keepPattern, matchPattern } from "./plan.ts";
-import { quantizeModel, writeArtifact } from "./quantize.ts";
+import { quantizeModel, type QuantizeResult, writeArtifact } from "./quantize.ts";
+import type { Runtime } from "../gpu/device.ts";
 
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
 
@@ -20,6 +21,33 @@ async function tmpFile(): Promise<string> {
 async function image(pipe: Pipeline): Promise<Float32Array> {
   const r = await pipe.generate({ prompt: "red apple", seed: 3, steps: 2 });
   return r.latents;
+}
+
+/**
+ * Each quantize result written beside `out` (the first to `out` itself) and generated from:
+ * its image's relative error against the FP32 fixture's, in order.
+ */
+async function imageErrors(
+  rt: Runtime,
+  out: string,
+  results: QuantizeResult[],
+): Promise<number[]> {
+  const pipes: Pipeline[] = [];
+  const fpp = await loadPipeline(rt, { path: FIXTURE });
+  try {
+    for (const [i, r] of results.entries()) {
+      const path = i === 0 ? out : out.replace(/model\.safetensors$/, `other${i}.safetensors`);
+      await writeArtifact(path, r, { force: true });
+      pipes.push(await loadPipeline(rt, { path }));
+    }
+    const ref = await image(fpp);
+    const errs: number[] = [];
+    for (const p of pipes) errs.push(relError(await image(p), ref));
+    return errs;
+  } finally {
+    for (const p of pipes) p.release();
+    fpp.release();
+  }
 }
 
 function sameBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
@@ -309,23 +337,9 @@ Deno.test(
         );
       }
       assert(gain > 1, `mean output SQNR gain ${gain.toFixed(2)} dB`);
-      await writeArtifact(out, r);
-      const plainOut = out.replace(/model\.safetensors$/, "plain.safetensors");
-      await writeArtifact(plainOut, plain);
-      const qp = await loadPipeline(rt, { path: out });
-      const pp = await loadPipeline(rt, { path: plainOut });
-      const fpp = await loadPipeline(rt, { path: FIXTURE });
-      try {
-        const ref = await image(fpp);
-        const e = relError(await image(qp), ref);
-        const e0 = relError(await image(pp), ref);
-        // Measured: 0.028 with GPTQ, 0.072 with plain rounding.
-        assert(e < 0.8 * e0, `image error vs FP32: GPTQ ${e}, plain rounding ${e0}`);
-      } finally {
-        qp.release();
-        pp.release();
-        fpp.release();
-      }
+      const [e, e0] = await imageErrors(rt, out, [r, plain]);
+      // Measured: 0.028 with GPTQ, 0.072 with plain rounding.
+      assert(e < 0.8 * e0, `image error vs FP32: GPTQ ${e}, plain rounding ${e0}`);
     });
     await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
   },
@@ -356,22 +370,9 @@ Deno.test(
       } finally {
         a.close();
       }
-      const plainOut = out.replace(/model\.safetensors$/, "plain.safetensors");
-      await writeArtifact(plainOut, await quantizeModel(base));
-      const qp = await loadPipeline(rt, { path: out });
-      const pp = await loadPipeline(rt, { path: plainOut });
-      const fpp = await loadPipeline(rt, { path: FIXTURE });
-      try {
-        const ref = await image(fpp);
-        const e = relError(await image(qp), ref);
-        const e0 = relError(await image(pp), ref);
-        // Measured on lavapipe: 0.0030 with attn1 q/k/v/out and the FFN at A16, 0.0034 all A8.
-        assert(e < 0.95 * e0, `image error vs FP32: mixed ${e}, all A8 ${e0}`);
-      } finally {
-        qp.release();
-        pp.release();
-        fpp.release();
-      }
+      const [e, e0] = await imageErrors(rt, out, [r, await quantizeModel(base)]);
+      // Measured on lavapipe: 0.0030 with attn1 q/k/v/out and the FFN at A16, 0.0034 all A8.
+      assert(e < 0.95 * e0, `image error vs FP32: mixed ${e}, all A8 ${e0}`);
     });
     await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
   },
