@@ -168,6 +168,9 @@ export async function sampleLoop(
   // a step first (by the last step's GPU time) keeps the event loop, e.g. a server's, running.
   const timeKey = `${rows}x${C}x${H}x${W}`;
   let gpuStepMs = o.stepTimes?.get(timeKey) ?? 0;
+  // With no estimate yet, the first step's time may hold one-off costs (lavapipe compiles a
+  // shader at its first use, on the queue): it is not learnt from, or later steps oversleep.
+  const learnFirst = gpuStepMs > 0;
   const awaitable = async (s: Submitted) => {
     const left = 0.95 * gpuStepMs - (performance.now() - s.submitted);
     if (left >= 4) await sleep(left, o.signal);
@@ -178,9 +181,12 @@ export async function sampleLoop(
     s.done.then(() => s.finished = true, () => {});
     const t1 = performance.now();
     // It blocked: the step ended now (it started at its submit, the GPU being idle then).
-    gpuStepMs = t1 - t0 > 1 ? t1 - s.submitted : 0.9 * gpuStepMs;
+    // It did not: the sleep overshot, so halve the estimate (an over-estimate costs idle time).
+    if (t1 - t0 <= 1) gpuStepMs *= 0.5;
+    else if (s.index > 0 || learnFirst) gpuStepMs = t1 - s.submitted;
   };
   const settle = async () => {
+    o.signal?.throwIfAborted(); // nothing is reported after a cancel, even a finished step
     const s = queue.shift()!;
     await s.done!;
     const now = performance.now();

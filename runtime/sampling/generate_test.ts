@@ -168,3 +168,18 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "sampleLoop: an over-estimated step time halves at every step that was already done",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // Steps of this model take milliseconds: a 400 ms estimate oversleeps every wait, and
+      // each overshoot halves it (4 steps: ≤ 25 ms; the 0.9 decay it replaced left 262 ms).
+      const times = new Map([["2x4x8x8", 400]]);
+      await loopLatents(rt, { stepTimes: times, inFlight: 2 });
+      const left = times.get("2x4x8x8")!;
+      assert(left <= 40, `estimate after 4 steps: ${left} ms`);
+    });
+  },
+);
