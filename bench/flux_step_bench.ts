@@ -71,13 +71,8 @@ import {
   writeResults,
 } from "./harness.ts";
 import { RandomFluxSource, setFluxPoolSize } from "./random_flux.ts";
-import {
-  compareOutputs,
-  defaultWorkers,
-  plannedLinears,
-  planSummary,
-  quantizeLayers,
-} from "./random_quant.ts";
+import { defaultQuantWorkers } from "../runtime/quant/gptq_pool.ts";
+import { compareOutputs, plannedLinears, planSummary, quantizeLayers } from "./random_quant.ts";
 
 const rt = await createRuntime({
   adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
@@ -309,7 +304,7 @@ async function buildQuantFlux(c: FluxConfig, double: number, single: number): Pr
     .filter(([n, shape]) => n.endsWith(".weight") && shape.length >= 2)
     .map(([n]) => n.slice(0, -".weight".length))
     .filter((n) => !keepPattern(n, FLUX_KEEP_FP));
-  const workers = defaultWorkers();
+  const workers = defaultQuantWorkers();
   const t1 = performance.now();
   let shown = 0;
   const plans = await quantizeLayers(new RandomFluxSource(c), names, stats, {

@@ -22,6 +22,7 @@ import { DenseLinear, type Linear, type LinearFactory } from "../runtime/model/l
 import type { LayerStats } from "../runtime/quant/calibrate.ts";
 import { type ActBits, QuantLinear } from "../runtime/quant/qlinear.ts";
 import { loadLayerRotation } from "../runtime/quant/rotation.ts";
+import { defaultQuantWorkers } from "../runtime/quant/gptq_pool.ts";
 import type { QuantJobMessage, QuantResultMessage } from "./random_quant_worker.ts";
 
 /** One quantized layer: the TLQ weight and the ARS rotation it was quantized under. */
@@ -52,13 +53,6 @@ export interface QuantizeLayersOptions {
   onLayer?: (done: number, total: number, name: string) => void;
 }
 
-/** Workers for the host-side quantization: WEBDIT_QUANT_WORKERS, else every core. */
-export function defaultWorkers(): number {
-  const env = Number(Deno.env.get("WEBDIT_QUANT_WORKERS"));
-  if (Number.isInteger(env) && env > 0) return env;
-  return Math.max(1, navigator.hardwareConcurrency || 1);
-}
-
 /**
  * Plans and quantizes the named layers of `source` (weights `<name>.weight` [N, K]) with
  * their calibration statistics, on a worker pool. Every name needs statistics.
@@ -79,7 +73,7 @@ export async function quantizeLayers(
     return { name, rows, cols, stats: s };
   }).sort((a, b) => b.rows * b.cols - a.rows * a.cols); // largest first: the pool ends together
   const out = new Map<string, PlannedLayer>();
-  const n = Math.min(o.workers ?? defaultWorkers(), jobs.length);
+  const n = Math.min(o.workers ?? defaultQuantWorkers(), jobs.length);
   const workers = Array.from(
     { length: n },
     () => new Worker(new URL("./random_quant_worker.ts", import.meta.url).href, { type: "module" }),

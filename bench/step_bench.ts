@@ -61,13 +61,8 @@ import {
 } from "../plugins/models/pixart_config.ts";
 import { BenchSuite, deviceSlug } from "./harness.ts";
 import { RandomSource } from "./random_model.ts";
-import {
-  compareOutputs,
-  defaultWorkers,
-  plannedLinears,
-  planSummary,
-  quantizeLayers,
-} from "./random_quant.ts";
+import { defaultQuantWorkers } from "../runtime/quant/gptq_pool.ts";
+import { compareOutputs, plannedLinears, planSummary, quantizeLayers } from "./random_quant.ts";
 
 const adapter = (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as "auto" | "gpu" | "cpu";
 const runtime: Runtime = await createRuntime({ adapter });
@@ -258,7 +253,7 @@ async function buildQuantized(r: Runtime, s: Shape, act: "f32" | "f16"): Promise
     .filter(([n, shape]) => n.endsWith(".weight") && shape.length >= 2)
     .map(([n]) => n.slice(0, -".weight".length))
     .filter((n) => !keepPattern(n, DEFAULT_KEEP_FP));
-  const workers = defaultWorkers();
+  const workers = defaultQuantWorkers();
   const t1 = performance.now();
   let shown = 0;
   const plans = await quantizeLayers(source, names, stats, {

@@ -50,7 +50,7 @@ import {
   type QuantSettings,
 } from "./plan.ts";
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
-import { defaultQuantWorkers, GptqPool } from "./gptq_pool.ts";
+import { GptqPool } from "./gptq_pool.ts";
 import { resolveSettings } from "./settings.ts";
 
 /** Options of {@linkcode quantizeModel}: the settings, the model, hooks. */
@@ -262,7 +262,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const layers: Record<string, LayerPlan> = {};
   const reports: LayerReport[] = [];
   const rotations = new Map<string, LayerRotation>();
-  const pool = settings.gptq ? new GptqPool(o.workers ?? defaultQuantWorkers()) : undefined;
+  const pool = settings.gptq ? new GptqPool(o.workers) : undefined;
   const pending: Promise<void>[] = [];
   const t0 = performance.now();
   try {
