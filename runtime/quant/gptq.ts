@@ -227,31 +227,49 @@ export function outputSqnrDb(
   N: number,
   K: number,
 ): number {
+  return outputSqnrsDb(w, [deq], h, N, K)[0];
+}
+
+/**
+ * {@linkcode outputSqnrDb} of several dequantized versions of one weight in one pass over H:
+ * the signal Σ_r w_r H w_rᵀ, common to all, is computed once (each pass is N·K²).
+ */
+export function outputSqnrsDb(
+  w: Float32Array,
+  deqs: readonly Float32Array[],
+  h: ArrayLike<number>,
+  N: number,
+  K: number,
+): number[] {
+  const n = deqs.length;
   let sig = 0;
-  let err = 0;
-  const e = new Float64Array(K);
+  const err = new Float64Array(n);
+  const e = deqs.map(() => new Float64Array(K));
   const hv = new Float64Array(K);
-  const ev = new Float64Array(K);
+  const ev = deqs.map(() => new Float64Array(K));
   for (let r = 0; r < N; r++) {
-    for (let j = 0; j < K; j++) e[j] = deq[r * K + j] - w[r * K + j];
+    for (let d = 0; d < n; d++) {
+      for (let j = 0; j < K; j++) e[d][j] = deqs[d][r * K + j] - w[r * K + j];
+      ev[d].fill(0);
+    }
     hv.fill(0);
-    ev.fill(0);
     for (let i = 0; i < K; i++) {
       const wi = w[r * K + i];
-      const ei = e[i];
-      if (wi === 0 && ei === 0) continue;
-      for (let j = 0; j < K; j++) {
-        const hij = h[i * K + j];
-        hv[j] += wi * hij;
-        ev[j] += ei * hij;
+      const o = i * K;
+      if (wi !== 0) { for (let j = 0; j < K; j++) hv[j] += wi * h[o + j]; }
+      for (let d = 0; d < n; d++) {
+        const ei = e[d][i];
+        if (ei === 0) continue;
+        const v = ev[d];
+        for (let j = 0; j < K; j++) v[j] += ei * h[o + j];
       }
     }
     for (let j = 0; j < K; j++) {
       sig += hv[j] * w[r * K + j];
-      err += ev[j] * e[j];
+      for (let d = 0; d < n; d++) err[d] += ev[d][j] * e[d][j];
     }
   }
-  return err > 0 ? 10 * Math.log10(sig / err) : Infinity;
+  return Array.from(err, (x) => x > 0 ? 10 * Math.log10(sig / x) : Infinity);
 }
 
 /**

@@ -7,7 +7,7 @@
  * @module
  */
 import type { CodeGrid, QuantizedWeight } from "../../plugins/types.ts";
-import { type GptqOptions, gptqRound, outputSqnrDb } from "./gptq.ts";
+import { type GptqOptions, gptqRound, outputSqnrsDb } from "./gptq.ts";
 import { unpackCodes } from "./pack.ts";
 
 /** One layer's GPTQ: the (rotated) weight, its plainly rounded codes, the grid and H. */
@@ -73,13 +73,20 @@ export function runGptqJob(j: GptqJob): GptqResult {
   };
   const w = { data: j.w, rows: j.rows, cols: j.cols };
   const g = gptqRound(w, q, j.grid, j.h, j.options);
+  const [rtn, gptq] = outputSqnrsDb(
+    j.w,
+    [decode(j.codes, j), decode(g.codes, j)],
+    j.h,
+    j.rows,
+    j.cols,
+  );
   return {
     id: j.id,
     codes: g.codes,
     damp: Number(g.meta.gptqDamp),
     actOrder: Boolean(g.meta.gptqActOrder),
-    outSqnrRtnDb: outputSqnrDb(j.w, decode(j.codes, j), j.h, j.rows, j.cols),
-    outSqnrDb: outputSqnrDb(j.w, decode(g.codes, j), j.h, j.rows, j.cols),
+    outSqnrRtnDb: rtn,
+    outSqnrDb: gptq,
     ms: performance.now() - t0,
   };
 }

@@ -7,7 +7,13 @@ import { uniformQuantizer } from "../../plugins/quantizers/uniform.ts";
 import { tlqQuantizer } from "../../plugins/quantizers/tlq.ts";
 import { planHadamard } from "../../plugins/rotations/hadamard.ts";
 import type { HostMatrix, QuantizerPlugin } from "../../plugins/types.ts";
-import { gptqRound, inverseCholeskyUpper, outputSqnrDb, transformGram } from "./gptq.ts";
+import {
+  gptqRound,
+  inverseCholeskyUpper,
+  outputSqnrDb,
+  outputSqnrsDb,
+  transformGram,
+} from "./gptq.ts";
 
 /** Correlated inputs [M, K]: a few shared factors plus noise, channel scales 0.2…2. */
 function correlatedRows(M: number, K: number, seed: number): Float32Array {
@@ -154,4 +160,17 @@ Deno.test("transformGram is the Gram matrix of the transformed rows (hadamard + 
     const scale = Math.sqrt(want[Math.floor(i / K) * (K + 1)] * want[(i % K) * (K + 1)]);
     assert(Math.abs(got[i] - want[i]) <= 1e-5 * scale, `[${i}] ${got[i]} vs ${want[i]}`);
   }
+});
+
+Deno.test("outputSqnrsDb: one pass gives each weight's outputSqnrDb", () => {
+  const [N, K, M] = [7, 24, 64];
+  const h = gramRef(correlatedRows(M, K, 13), M, K);
+  const w = weight(N, K, 14);
+  const q3 = uniformQuantizer.dequantize(uniformQuantizer.calibrate(w, { bits: 3 }));
+  const q4 = uniformQuantizer.dequantize(uniformQuantizer.calibrate(w, { bits: 4 }));
+  const both = outputSqnrsDb(w.data, [q3, q4], h, N, K);
+  const one = [outputSqnrDb(w.data, q3, h, N, K), outputSqnrDb(w.data, q4, h, N, K)];
+  for (let i = 0; i < 2; i++) assert(Math.abs(both[i] - one[i]) < 1e-9, `${both[i]} vs ${one[i]}`);
+  assert(both[1] > both[0], "4 bits beat 3");
+  assertEquals(outputSqnrsDb(w.data, [w.data], h, N, K), [Infinity]);
 });
