@@ -278,10 +278,15 @@ class LayerObserver {
       calls: this.#calls,
       sample: all.slice(0, this.#filled * this.stats.cols),
       sampleRows: this.#filled,
-      ...(this.gram || this.gramFrom?.gram
-        ? { gram: await (this.gram ?? this.gramFrom!.gram!).read(rt) }
-        : {}),
+      ...(this.gram || this.gramFrom ? { gram: await (this.gramFrom ?? this).#readGram(rt) } : {}),
     };
+  }
+
+  #gramRead?: Promise<Float32Array>;
+
+  /** The Gram matrix, read back once for this layer and the layers sharing it. */
+  #readGram(rt: Runtime): Promise<Float32Array> {
+    return this.#gramRead ??= this.gram!.read(rt);
   }
 
   release(): void {
