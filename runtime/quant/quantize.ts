@@ -393,10 +393,11 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           grid: plugin.grid!(q),
           h: h.slice(),
         }).then((g) => {
-          const gq = { ...q, codes: g.codes, meta: { ...q.meta, gptqDamp: g.damp } };
+          const gptqMeta = { gptqDamp: g.damp, gptqActOrder: g.actOrder };
+          const gq = { ...q, codes: g.codes, meta: { ...q.meta, ...gptqMeta } };
           const gdeq = plugin.dequantize(gq);
           tensors[codesName(name)].data = gq.codes;
-          layers[name].meta = { ...gq.meta, gptqActOrder: g.actOrder, ...meta };
+          layers[name].meta = { ...gq.meta, ...meta };
           Object.assign(report, {
             sqnrDb: sqnr(data, gdeq),
             int8LutError: abits < 16 ? int8LutError(gq, gdeq) : null,
