@@ -252,10 +252,15 @@ def parse_config(name):
     """`fp32`, `wXaY` (X, Y in 4, 8, 16), optional `:kind+kind`, `@blocks` (0+1), `~sym`/`~asym`;
     `outnoise=REL` (Gaussian noise of REL x RMS on the guided epsilon at every step);
     `initnoise=REL` (the initial noise perturbed by REL x N(0, 1)); a `^cfg` suffix shares each
-    token's activation scale between its two CFG halves."""
+    token's activation scale between its two CFG halves; a `%A-B` suffix (before `^cfg`)
+    quantizes only sampler steps A..B (0-based, inclusive), the others run in FP32."""
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
-         "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg")}
+         "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg"), "steps": None}
     name = name.removesuffix("^cfg")
+    if "%" in name:
+        name, win = name.split("%")
+        a, b = win.split("-")
+        c["steps"] = (int(a), int(b))
     g = re.search(r"\+gptq(o?)(?:=([0-9.e-]+))?$", name)  # +gptq, +gptqo (act order), =DAMP
     c["gptq"], c["act_order"] = bool(g), bool(g and g.group(1))
     c["damp"] = float(g.group(2)) if g and g.group(2) else 0.01
@@ -289,30 +294,50 @@ def parse_config(name):
 
 
 class Applied:
-    """Fake quantization installed on a model (weights swapped, activation pre-hooks)."""
+    """Fake quantization installed on a model (weights swapped, activation pre-hooks);
+    `set_on(False)` puts the FP32 weights back and bypasses the hooks until `set_on(True)`."""
 
     def __init__(self, dit, c, hessians=None):
-        self.saved, self.hooks = {}, []
+        self.saved, self.hooks, self.on = {}, [], True
         if c["wbits"] == 16 and c["abits"] == 16:
             return
         for name, m in quant_layers(dit, c["kinds"], c["blocks"]).items():
             if c["wbits"] < 16:
-                self.saved[name] = (m, m.weight.data.clone())
+                w = m.weight.data
                 if c["gptq"]:
-                    m.weight.data = gptq_weight(m.weight.data, c["wbits"], c["sym"], hessians[name],
-                                                damp=c["damp"], act_order=c["act_order"])
+                    q = gptq_weight(w, c["wbits"], c["sym"], hessians[name], damp=c["damp"], act_order=c["act_order"])
                 else:
-                    m.weight.data = quant_weight(m.weight.data, c["wbits"], c["sym"])
+                    q = quant_weight(w, c["wbits"], c["sym"])
+                self.saved[name] = (m, w.clone(), q)
+                m.weight.data = q
             if c["abits"] < 16:
                 bits, share = c["abits"], c["cfg_share"]
                 self.hooks.append(m.register_forward_pre_hook(
-                    lambda _m, inp, b=bits, sh=share: (quant_act(inp[0], b, sh),)))
+                    lambda _m, inp, b=bits, sh=share: (quant_act(inp[0], b, sh),) if self.on else None))
+
+    def set_on(self, on):
+        self.on = on
+        for m, w, q in self.saved.values():
+            m.weight.data = q if on else w
 
     def remove(self):
-        for m, w in self.saved.values():
+        for m, w, _q in self.saved.values():
             m.weight.data = w
         for h in self.hooks:
             h.remove()
+
+
+class StepWindow(nn.Module):
+    """The model with `applied` quantization on only for sampler steps lo..hi (one call a step)."""
+
+    def __init__(self, model, applied, lo, hi):
+        super().__init__()
+        self.model, self.applied, self.lo, self.hi, self.i = model, applied, lo, hi, 0
+
+    def forward(self, *a, **k):
+        self.applied.set_on(self.lo <= self.i <= self.hi)
+        self.i += 1
+        return self.model(*a, **k)
 
 
 class NoisyOutput(nn.Module):
@@ -399,6 +424,8 @@ class Probe:
             g = torch.Generator().manual_seed(4321)
             lat = lat + c["initnoise"] * torch.randn(lat.shape, generator=g)
         ap = Applied(self.dit, c, self.hessians)
+        if c["steps"]:
+            model = StepWindow(model, ap, *c["steps"])
         try:
             return sample(model, lat, self.y, self.mask, self.ny, self.nmask, steps=self.steps,
                           guidance_scale=self.guidance, sampler="dpm++2m", return_trajectory=traj)
@@ -457,8 +484,9 @@ def act_stats(p, xs, ts, steps=(0, 10, 19), bits=8):
 
 
 def result_name(config):
-    """A config as a lower_snake_case results name: `w4a16+gptqo=0.1` -> `probe_w4a16_gptqo_damp0_1`."""
-    n = config.replace("+gptq", "_gptq").replace("=", "_damp").replace("^cfg", "_cfgshare")
+    """A config as a lower_snake_case results name: `w4a16+gptqo=0.1` -> `probe_w4a16_gptqo_damp0_1`,
+    `w16a8%0-9` -> `probe_w16a8_steps0_9`."""
+    n = config.replace("+gptq", "_gptq").replace("=", "_damp").replace("^cfg", "_cfgshare").replace("%", "_steps")
     return "probe_" + re.sub(r"[^a-z0-9]+", "_", n.lower()).strip("_")
 
 
