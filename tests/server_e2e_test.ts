@@ -77,6 +77,11 @@ Deno.test("server e2e: the openai client against deno task serve", {
   type Params = OpenAI.Images.ImageGenerateParamsNonStreaming;
   type StreamParams = OpenAI.Images.ImageGenerateParamsStreaming;
   try {
+    await t.step("it warmed the model up before it listened", () => {
+      const warm = srv.lines.findIndex((l) => /^warmed up pixel in [0-9.]+ s$/.test(l));
+      const listen = srv.lines.findIndex((l) => l.startsWith("listening on "));
+      assert(warm >= 0 && warm < listen, srv.lines.join("\n"));
+    });
     await t.step("images.generate: b64 PNG of the requested size", async () => {
       const r = await client.images.generate({
         prompt,

@@ -9,6 +9,7 @@ import { createDefaultRegistry } from "../builtins.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
 import { createApp } from "../server/app.ts";
 import { loadEntry, ModelCatalog, type ModelEntry } from "../server/models.ts";
+import { warmUp } from "../server/warmup.ts";
 import { choiceOption, info, numberOption, parseCli, UsageError } from "./common.ts";
 
 /** Usage text of serve. */
@@ -33,6 +34,9 @@ export const SERVE_USAGE = `deno task serve [options]
   --max-steps N           limit on steps (default 50)
   --max-n N               limit on images per request (default 4)
   --max-side N            limit on width and height in pixels (default 512)
+  --no-warmup             listen at once, without first generating one 2-step image per
+                          model (the warm-up compiles the kernels and times a step, so the
+                          first request does not pay for it)
   Clients name models, never paths; see README "HTTP API".`;
 
 function defaultModel(): string {
@@ -58,6 +62,7 @@ export async function serve(args: string[]): Promise<number> {
     "max-steps": { type: "string" },
     "max-n": { type: "string" },
     "max-side": { type: "string" },
+    "no-warmup": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
   if (v.help) {
@@ -114,9 +119,11 @@ export async function serve(args: string[]): Promise<number> {
       entries.push(e);
       info(`loaded ${e.id} (${e.plan.name}) from ${s.path}`);
     }
+    const catalog = new ModelCatalog(entries); // refuses a model the server cannot serve first
+    if (!v["no-warmup"]) await warmUp(entries, { sampler, log: info });
     const server = createApp({
       runtime: rt,
-      catalog: new ModelCatalog(entries),
+      catalog,
       registry: createDefaultRegistry(),
       apiKey,
       corsOrigins,
