@@ -48,7 +48,8 @@ export const QUANTIZE_USAGE =
                           e.g. "transformer_blocks.*.attn1.to_*=16": a mixed-precision plan
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
-                          grid and artifact format; runs a calibration (cached) first
+                          grid and artifact format; runs a calibration (cached) first;
+                          with --report also each layer's output SQNR, plain vs GPTQ
   --keep-fp LIST          comma-separated layer patterns kept in full precision (* wildcard);
                           default by the model's family (config _class_name): PixArt
                           ${DEFAULT_KEEP_FP.join(",")};
@@ -214,6 +215,7 @@ export async function quantize(args: string[]): Promise<number> {
     groupSize,
     symmetric: v.symmetric,
     gptq: v.gptq ?? false,
+    gptqSqnr: v.report ?? false,
     abitsOverride: parseAbitsOverride(v["abits-override"]),
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {

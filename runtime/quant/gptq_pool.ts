@@ -27,6 +27,8 @@ export interface GptqJob {
   /** H [cols, cols] in the weight's basis. */
   h: Float32Array;
   options?: GptqOptions;
+  /** Also measure the output SQNRs (N·K² each, more than the rounding); default true. */
+  sqnr?: boolean;
 }
 
 /** A job's outcome. */
@@ -37,9 +39,9 @@ export interface GptqResult {
   /** The dampening used (GPTQ raises it when H + λI is not positive definite). */
   damp: number;
   actOrder: boolean;
-  /** Output SQNR (dB) on the calibration inputs: plain rounding, then GPTQ. */
-  outSqnrRtnDb: number;
-  outSqnrDb: number;
+  /** Output SQNR (dB) on the calibration inputs: plain rounding, then GPTQ (if asked). */
+  outSqnrRtnDb?: number;
+  outSqnrDb?: number;
   /** Milliseconds the job took. */
   ms: number;
 }
@@ -73,13 +75,9 @@ export function runGptqJob(j: GptqJob): GptqResult {
   };
   const w = { data: j.w, rows: j.rows, cols: j.cols };
   const g = gptqRound(w, q, j.grid, j.h, j.options);
-  const [rtn, gptq] = outputSqnrsDb(
-    j.w,
-    [decode(j.codes, j), decode(g.codes, j)],
-    j.h,
-    j.rows,
-    j.cols,
-  );
+  const [rtn, gptq] = j.sqnr ?? true
+    ? outputSqnrsDb(j.w, [decode(j.codes, j), decode(g.codes, j)], j.h, j.rows, j.cols)
+    : [];
   return {
     id: j.id,
     codes: g.codes,

@@ -69,6 +69,12 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   onLayer?: (done: number, total: number, name: string) => void;
   /** GPTQ's workers; default WEBDIT_QUANT_WORKERS, else every core (≤ 1: this thread). */
   workers?: number;
+  /**
+   * GPTQ: also measure each layer's output SQNR with plain rounding and with GPTQ
+   * (LayerReport.outSqnrRtnDb / outSqnrDb); default true. Each costs N·K² more a layer, more
+   * than the rounding itself, so the CLI asks only for `--report`.
+   */
+  gptqSqnr?: boolean;
   /** Runtime for the calibration run a rotation needs; default a new one (auto adapter). */
   runtime?: Runtime;
   /**
@@ -392,6 +398,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           codes: q.codes,
           grid: plugin.grid!(q),
           h: h.slice(),
+          sqnr: o.gptqSqnr ?? true,
         }).then((g) => {
           const gptqMeta = { gptqDamp: g.damp, gptqActOrder: g.actOrder };
           const gq = { ...q, codes: g.codes, meta: { ...q.meta, ...gptqMeta } };
