@@ -82,40 +82,94 @@ class NearestCode {
   }
 }
 
-/** Lower Cholesky factor of the symmetric matrix a [n, n] (f64), or undefined if not PD. */
+/**
+ * Lower Cholesky factor of the symmetric matrix a [n, n] (f64), or undefined if not PD.
+ * Row by row (l[i, j] = (a[i, j] − Σ_k l[i, k]·l[j, k]) / l[j, j]), four rows at a time: each
+ * earlier row j is read once for the four, which sum in the same order as one row alone.
+ */
 export function cholesky(a: Float64Array, n: number): Float64Array | undefined {
   const l = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    let d = a[j * n + j];
-    for (let k = 0; k < j; k++) d -= l[j * n + k] * l[j * n + k];
-    if (!(d > 0)) return undefined;
-    const ljj = Math.sqrt(d);
-    l[j * n + j] = ljj;
-    for (let i = j + 1; i < n; i++) {
-      let s = a[i * n + j];
-      for (let k = 0; k < j; k++) s -= l[i * n + k] * l[j * n + k];
-      l[i * n + j] = s / ljj;
+  for (let i0 = 0; i0 < n; i0 += 4) {
+    const m = Math.min(4, n - i0);
+    const o0 = i0 * n, o1 = o0 + n, o2 = o1 + n, o3 = o2 + n;
+    for (let j = 0; j < i0; j++) { // the columns left of the block
+      const oj = j * n;
+      const ljj = l[oj + j];
+      if (m === 4) {
+        let s0 = a[o0 + j], s1 = a[o1 + j], s2 = a[o2 + j], s3 = a[o3 + j];
+        for (let k = 0; k < j; k++) {
+          const v = l[oj + k];
+          s0 -= l[o0 + k] * v;
+          s1 -= l[o1 + k] * v;
+          s2 -= l[o2 + k] * v;
+          s3 -= l[o3 + k] * v;
+        }
+        l[o0 + j] = s0 / ljj;
+        l[o1 + j] = s1 / ljj;
+        l[o2 + j] = s2 / ljj;
+        l[o3 + j] = s3 / ljj;
+      } else {
+        for (let oi = o0; oi < o0 + m * n; oi += n) {
+          let s = a[oi + j];
+          for (let k = 0; k < j; k++) s -= l[oi + k] * l[oj + k];
+          l[oi + j] = s / ljj;
+        }
+      }
+    }
+    for (let i = i0; i < i0 + m; i++) { // the block's own triangle
+      const oi = i * n;
+      for (let j = i0; j <= i; j++) {
+        const oj = j * n;
+        let s = a[oi + j];
+        for (let k = 0; k < j; k++) s -= l[oi + k] * l[oj + k];
+        if (j < i) l[oi + j] = s / l[oj + j];
+        else if (s > 0) l[oi + i] = Math.sqrt(s);
+        else return undefined;
+      }
     }
   }
   return l;
 }
 
-/** Inverse of a lower-triangular l [n, n] (f64), lower-triangular. */
+/**
+ * Inverse of a lower-triangular l [n, n] (f64), lower-triangular. Row by row,
+ * X[i, :] = (e_i − Σ_{k<i} L[i, k]·X[k, :]) / L[i, i], along rows (memory order), four rows at
+ * a time: each earlier row k is read once for the four, in the same order as for one row.
+ */
 export function invertLower(l: Float64Array, n: number): Float64Array {
   const inv = new Float64Array(n * n);
-  // Row by row, X[i, :] = (e_i − Σ_{k<i} L[i, k]·X[k, :]) / L[i, i]: the inner loop runs
-  // along rows, so it reads memory in order.
-  for (let i = 0; i < n; i++) {
-    const oi = i * n;
-    for (let k = 0; k < i; k++) {
-      const a = l[oi + k];
-      if (a === 0) continue;
+  for (let i0 = 0; i0 < n; i0 += 4) {
+    const m = Math.min(4, n - i0);
+    const o0 = i0 * n, o1 = o0 + n, o2 = o1 + n, o3 = o2 + n;
+    for (let k = 0; k < i0; k++) { // the finished rows above the block
       const ok = k * n;
-      for (let j = 0; j <= k; j++) inv[oi + j] -= a * inv[ok + j];
+      if (m === 4) {
+        const a0 = l[o0 + k], a1 = l[o1 + k], a2 = l[o2 + k], a3 = l[o3 + k];
+        for (let j = 0; j <= k; j++) {
+          const x = inv[ok + j];
+          inv[o0 + j] -= a0 * x;
+          inv[o1 + j] -= a1 * x;
+          inv[o2 + j] -= a2 * x;
+          inv[o3 + j] -= a3 * x;
+        }
+      } else {
+        for (let oi = o0; oi < o0 + m * n; oi += n) {
+          const a = l[oi + k];
+          for (let j = 0; j <= k; j++) inv[oi + j] -= a * inv[ok + j];
+        }
+      }
     }
-    inv[oi + i] = 1;
-    const d = 1 / l[oi + i];
-    for (let j = 0; j <= i; j++) inv[oi + j] *= d;
+    for (let i = i0; i < i0 + m; i++) { // then the block's rows in turn
+      const oi = i * n;
+      for (let k = i0; k < i; k++) {
+        const a = l[oi + k];
+        const ok = k * n;
+        for (let j = 0; j <= k; j++) inv[oi + j] -= a * inv[ok + j];
+      }
+      inv[oi + i] = 1;
+      const d = 1 / l[oi + i];
+      for (let j = 0; j <= i; j++) inv[oi + j] *= d;
+    }
   }
   return inv;
 }
@@ -193,20 +247,40 @@ export function gptqRound(
   const L = 2 ** q.bits;
   const near = new NearestCode(grid.values, L);
   const codes = new Uint8Array(N * K);
-  for (let a = 0; a < K; a++) {
-    const col = order[a];
-    const g = Math.floor(col / grid.groupSize);
-    const ua = u[a * K + a];
+  // GPTQ's lazy batches: a block of B columns is rounded with its updates kept inside the
+  // block, then its errors go onto the later columns in chunks of C (u's B×C tile stays in
+  // cache over every row). Each weight still takes its updates in column order, one at a
+  // time, so the result is the column-at-a-time loop's to the bit.
+  const B = 64, C = 512;
+  const err = new Float64Array(N * B);
+  for (let c0 = 0; c0 < K; c0 += B) {
+    const c1 = Math.min(K, c0 + B);
     for (let r = 0; r < N; r++) {
-      const v = wp[r * K + a];
-      const set = r * ng + g;
-      const c = near.find(set, v);
-      codes[r * K + col] = c;
-      const e = (v - grid.values[set * L + c]) / ua;
-      if (e === 0) continue;
       const ro = r * K;
-      const uo = a * K;
-      for (let b = a + 1; b < K; b++) wp[ro + b] -= e * u[uo + b];
+      for (let a = c0; a < c1; a++) {
+        const col = order[a];
+        const set = r * ng + Math.floor(col / grid.groupSize);
+        const v = wp[ro + a];
+        const c = near.find(set, v);
+        codes[ro + col] = c;
+        const e = (v - grid.values[set * L + c]) / u[a * K + a];
+        err[r * B + a - c0] = e;
+        if (e === 0) continue;
+        const uo = a * K;
+        for (let b = a + 1; b < c1; b++) wp[ro + b] -= e * u[uo + b];
+      }
+    }
+    for (let j0 = c1; j0 < K; j0 += C) {
+      const j1 = Math.min(K, j0 + C);
+      for (let r = 0; r < N; r++) {
+        const ro = r * K;
+        for (let a = c0; a < c1; a++) {
+          const e = err[r * B + a - c0];
+          if (e === 0) continue;
+          const uo = a * K;
+          for (let b = j0; b < j1; b++) wp[ro + b] -= e * u[uo + b];
+        }
+      }
     }
   }
   return {

@@ -8,8 +8,11 @@ import { tlqQuantizer } from "../../plugins/quantizers/tlq.ts";
 import { planHadamard } from "../../plugins/rotations/hadamard.ts";
 import type { HostMatrix, QuantizerPlugin } from "../../plugins/types.ts";
 import {
+  cholesky,
+  GPTQ_DAMP,
   gptqRound,
   inverseCholeskyUpper,
+  invertLower,
   outputSqnrDb,
   outputSqnrsDb,
   transformGram,
@@ -54,6 +57,69 @@ Deno.test("inverseCholeskyUpper: Uᵀ U = H⁻¹ and U is upper-triangular", () 
     }
   }
   assertEquals(inverseCholeskyUpper(new Float64Array([1, 2, 2, 1]), 2), undefined);
+});
+
+Deno.test("cholesky and invertLower equal the one-row-at-a-time loops bit for bit", () => {
+  for (const n of [1, 4, 6, 13, 30]) {
+    const h = gramRef(correlatedRows(2 * n + 3, n, n), 2 * n + 3, n);
+    const a = new Float64Array(h);
+    for (let i = 0; i < n; i++) a[i * n + i] += 0.01;
+    const ref = new Float64Array(n * n); // Cholesky–Banachiewicz, one row at a time
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j <= i; j++) {
+        let s = a[i * n + j];
+        for (let k = 0; k < j; k++) s -= ref[i * n + k] * ref[j * n + k];
+        ref[i * n + j] = j < i ? s / ref[j * n + j] : Math.sqrt(s);
+      }
+    }
+    const l = cholesky(a, n)!;
+    assertEquals(l, ref);
+    const inv = new Float64Array(n * n); // forward substitution, one row at a time
+    for (let i = 0; i < n; i++) {
+      for (let k = 0; k < i; k++) {
+        for (let j = 0; j <= k; j++) inv[i * n + j] -= l[i * n + k] * inv[k * n + j];
+      }
+      inv[i * n + i] = 1;
+      for (let j = 0; j <= i; j++) inv[i * n + j] *= 1 / l[i * n + i];
+    }
+    assertEquals(invertLower(l, n), inv);
+  }
+});
+
+Deno.test("gptqRound's lazy batches give the column-at-a-time loop's codes", () => {
+  const N = 5, K = 700; // K crosses the 64-column blocks and the 512-column chunks
+  const h = gramRef(correlatedRows(800, K, 11), 800, K);
+  const w = weight(N, K, 12);
+  const q = uniformQuantizer.calibrate(w, { bits: 4 });
+  const grid = uniformQuantizer.grid!(q);
+  // The paper's loop: columns by decreasing H_jj; after each, its error onto all later ones.
+  const order = Array.from({ length: K }, (_, j) => j)
+    .sort((a, b) => h[b * K + b] - h[a * K + a] || a - b);
+  let mean = 0;
+  for (let j = 0; j < K; j++) mean += h[j * K + j] / K;
+  const hp = new Float64Array(K * K);
+  for (let a = 0; a < K; a++) {
+    for (let b = 0; b < K; b++) hp[a * K + b] = h[order[a] * K + order[b]];
+    hp[a * K + a] += GPTQ_DAMP * mean;
+  }
+  const u = inverseCholeskyUpper(hp, K)!;
+  const wp = Float64Array.from({ length: N * K }, (_, i) => w.data[(i - i % K) + order[i % K]]);
+  const codes = new Uint8Array(N * K);
+  for (let a = 0; a < K; a++) {
+    for (let r = 0; r < N; r++) {
+      const v = wp[r * K + a];
+      let best = 0;
+      for (let c = 1; c < 16; c++) {
+        const vals = grid.values.subarray(r * 16, r * 16 + 16);
+        const [dc, db] = [Math.abs(v - vals[c]), Math.abs(v - vals[best])];
+        if (dc < db || (dc === db && vals[c] < vals[best])) best = c;
+      }
+      codes[r * K + order[a]] = best;
+      const e = (v - grid.values[r * 16 + best]) / u[a * K + a];
+      for (let b = a + 1; b < K; b++) wp[r * K + b] -= e * u[a * K + b];
+    }
+  }
+  assertEquals(unpackCodes(gptqRound(w, q, grid, h).codes, N, K, 4), codes);
 });
 
 for (const plugin of [uniformQuantizer, tlqQuantizer] as QuantizerPlugin[]) {
