@@ -8,7 +8,11 @@
  * 6 × 1152×1152 — q, k, v, out and the cross-attention's q, out — 2 × 1152×1152 caption k/v,
  * 4608×1152 ff.net.0, 1152×4608 ff.net.2).
  *
- *     deno run -A bench/gptq_bench.ts [--write] [--quick]
+ * With `--pool`, instead, the whole model's 280 jobs on a pool of workers (one a core, or
+ * WEBDIT_QUANT_WORKERS), as quantize queues them: the measured wall time. `--dir D` writes
+ * under bench/results/D/ (default host; the GPU machine's CPU: its device's folder).
+ *
+ *     deno run -A bench/gptq_bench.ts [--write] [--quick] [--pool] [--dir D]
  *
  * @module
  */
@@ -17,18 +21,18 @@ import { cpus } from "node:os";
 import { uniformQuantizer } from "../plugins/quantizers/uniform.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { outputSqnrsDb } from "../runtime/quant/gptq.ts";
-import { runGptqJob } from "../runtime/quant/gptq_pool.ts";
+import {
+  defaultQuantWorkers,
+  type GptqJob,
+  GptqPool,
+  type GptqResult,
+  runGptqJob,
+} from "../runtime/quant/gptq_pool.ts";
 import type { BenchResult } from "./results_file.ts";
 import { gitCommit, resultsHeader, writeResults } from "./results_file.ts";
 
-/**
- * One job's wall time (s) at N×K, and the report's output SQNRs' (sqnrS), after checking
- * that GPTQ lowered the output error.
- */
-function timeJob(
-  N: number,
-  K: number,
-): { s: number; sqnrS: number; rtnDb: number; gptqDb: number } {
+/** A synthetic layer: W [N, K], its plain W4 rounding, and H (diagonal + rank 16, PD). */
+function syntheticLayer(N: number, K: number) {
   const g = new Prng(N * 7 + K);
   const w = { data: g.normals(N * K).map((v) => v / Math.sqrt(K)), rows: N, cols: K };
   const R = 16;
@@ -42,23 +46,40 @@ function timeJob(
     }
   }
   const q = uniformQuantizer.calibrate(w, { bits: 4 });
-  const t0 = performance.now();
-  const r = runGptqJob({
-    id: 0,
-    name: `${N}x${K}`,
-    w: w.data.slice(),
-    rows: N,
-    cols: K,
+  return { w, q, h, grid: uniformQuantizer.grid!(q) };
+}
+
+/** The job of a synthetic layer (its buffers copied: a pool transfers them). */
+function jobOf(l: ReturnType<typeof syntheticLayer>, sqnr: boolean): Omit<GptqJob, "id"> {
+  const { rows, cols } = l.w;
+  return {
+    name: `${rows}x${cols}`,
+    w: l.w.data.slice(),
+    rows,
+    cols,
     bits: 4,
-    codes: q.codes,
-    grid: uniformQuantizer.grid!(q),
-    h,
-    sqnr: false,
-  });
+    codes: l.q.codes.slice(),
+    grid: l.grid,
+    h: l.h.slice(),
+    sqnr,
+  };
+}
+
+/**
+ * One job's wall time (s) at N×K, and the report's output SQNRs' (sqnrS), after checking
+ * that GPTQ lowered the output error.
+ */
+function timeJob(
+  N: number,
+  K: number,
+): { s: number; sqnrS: number; rtnDb: number; gptqDb: number } {
+  const l = syntheticLayer(N, K);
+  const t0 = performance.now();
+  const r = runGptqJob({ id: 0, ...jobOf(l, false) });
   const s = (performance.now() - t0) / 1000;
   const t1 = performance.now();
-  const deq = (codes: Uint32Array) => uniformQuantizer.dequantize({ ...q, codes });
-  const [rtnDb, gptqDb] = outputSqnrsDb(w.data, [deq(q.codes), deq(r.codes)], h, N, K);
+  const deq = (codes: Uint32Array) => uniformQuantizer.dequantize({ ...l.q, codes });
+  const [rtnDb, gptqDb] = outputSqnrsDb(l.w.data, [deq(l.q.codes), deq(r.codes)], l.h, N, K);
   const sqnrS = (performance.now() - t1) / 1000;
   if (!(gptqDb > rtnDb)) {
     throw new Error(`${N}x${K}: GPTQ did not lower the output error (${rtnDb} → ${gptqDb})`);
@@ -66,16 +87,52 @@ function timeJob(
   return { s, sqnrS, rtnDb, gptqDb };
 }
 
+/**
+ * The whole model's jobs (28 blocks) on a {@linkcode GptqPool} of `workers`, as `quantize
+ * --gptq` queues them (at most 2 a worker waiting): wall seconds.
+ */
+async function timePool(
+  shapes: readonly (readonly [number, number, number])[],
+  workers: number,
+): Promise<number> {
+  const layers = shapes.map(([N, K]) => syntheticLayer(N, K));
+  const pool = new GptqPool(workers);
+  const pending: Promise<GptqResult>[] = [];
+  const t0 = performance.now();
+  try {
+    for (let b = 0; b < 28; b++) {
+      for (const [i, [, , n]] of shapes.entries()) {
+        for (let k = 0; k < n; k++) {
+          pending.push(pool.run(jobOf(layers[i], false)));
+          if (pending.length > 2 * Math.max(1, pool.size)) await pending.shift();
+        }
+      }
+    }
+    await Promise.all(pending);
+  } finally {
+    pool.close();
+  }
+  return (performance.now() - t0) / 1000;
+}
+
 if (import.meta.main) {
   const { values: v } = parseArgs({
     args: Deno.args,
-    options: { write: { type: "boolean" }, quick: { type: "boolean" } },
+    options: {
+      write: { type: "boolean" },
+      quick: { type: "boolean" },
+      pool: { type: "boolean" },
+      dir: { type: "string" },
+    },
   });
   const d = v.quick ? 4 : 1; // --quick: the shapes ÷ 4, to try the script
-  const shapes = [[1152 / d, 1152 / d], [4608 / d, 1152 / d], [1152 / d, 4608 / d]] as const;
+  // PixArt-α's block: 8 layers 1152×1152, ff.net.0 4608×1152, ff.net.2 1152×4608 (N, K, count).
+  const shapes = [[1152 / d, 1152 / d, 8], [4608 / d, 1152 / d, 1], [
+    1152 / d,
+    4608 / d,
+    1,
+  ]] as const;
   const results: BenchResult[] = [];
-  const t: number[] = [];
-  const ts: number[] = [];
   const seconds = (name: string, s: number, note: string): BenchResult => ({
     name,
     value: Number(s.toFixed(2)),
@@ -84,41 +141,50 @@ if (import.meta.main) {
     min_ms: s * 1000,
     note,
   });
-  for (const [N, K] of shapes) {
-    const r = timeJob(N, K);
-    t.push(r.s);
-    ts.push(r.sqnrS);
-    const db = `output SQNR ${r.rtnDb.toFixed(2)} → ${r.gptqDb.toFixed(2)} dB`;
-    console.log(`${N}×${K}: ${r.s.toFixed(1)} s (+ ${r.sqnrS.toFixed(1)} s for the SQNRs), ${db}`);
-    results.push(seconds(`gptq_job_w4_${N}x${K}`, r.s, `one run; ${db}`));
-    results.push(seconds(`gptq_sqnr_w4_${N}x${K}`, r.sqnrS, "one run; both output SQNRs"));
-  }
-  const minutes = (name: string, x: number[], what: string): BenchResult => {
-    const s = 28 * (8 * x[0] + x[1] + x[2]);
-    console.log(`PixArt-α extrapolated, ${what}: ${(s / 60).toFixed(1)} min on one core`);
-    return {
-      name,
-      value: Number((s / 60).toFixed(1)),
-      unit: "min",
-      median_ms: s * 1000,
-      min_ms: s * 1000,
-      note: `extrapolated: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608), one core; ${what}`,
-    };
+  const minutes = (name: string, s: number, note: string): BenchResult => {
+    console.log(`${name}: ${(s / 60).toFixed(1)} min (${note})`);
+    return { ...seconds(name, s / 60, note), unit: "min", median_ms: s * 1000, min_ms: s * 1000 };
   };
-  results.push(minutes("gptq_pixart_alpha_one_core_est", t, "quantize --gptq"));
-  results.push(
-    minutes("gptq_report_pixart_alpha_one_core_est", t.map((x, i) => x + ts[i]), "with --report"),
-  );
   const cores = cpus().length;
+  let adapter = "none (host CPU, one thread)";
+  if (v.pool) {
+    const workers = defaultQuantWorkers();
+    adapter = `none (host CPU, ${workers} workers)`;
+    const s = await timePool(shapes, workers);
+    results.push(minutes(
+      "gptq_pixart_alpha_pool_wall",
+      s,
+      `measured: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608) jobs on ${workers} workers`,
+    ));
+  } else {
+    const t: number[] = [];
+    const ts: number[] = [];
+    for (const [N, K] of shapes) {
+      const r = timeJob(N, K);
+      t.push(r.s);
+      ts.push(r.sqnrS);
+      const db = `output SQNR ${r.rtnDb.toFixed(2)} → ${r.gptqDb.toFixed(2)} dB`;
+      console.log(
+        `${N}×${K}: ${r.s.toFixed(1)} s (+ ${r.sqnrS.toFixed(1)} s for the SQNRs), ${db}`,
+      );
+      results.push(seconds(`gptq_job_w4_${N}x${K}`, r.s, `one run; ${db}`));
+      results.push(seconds(`gptq_sqnr_w4_${N}x${K}`, r.sqnrS, "one run; both output SQNRs"));
+    }
+    const est = (x: number[]) => 28 * (8 * x[0] + x[1] + x[2]);
+    const note = "extrapolated: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608), one core";
+    results.push(minutes("gptq_pixart_alpha_one_core_est", est(t), `${note}; quantize --gptq`));
+    results.push(minutes(
+      "gptq_report_pixart_alpha_one_core_est",
+      est(t.map((x, i) => x + ts[i])),
+      `${note}; with --report`,
+    ));
+  }
   const device = `host CPU (${cpus()[0]?.model ?? "unknown"}, ${cores} cores)`;
   if (v.write && !v.quick) {
-    const command = "deno run -A bench/gptq_bench.ts --write";
-    const file = {
-      ...resultsHeader(device, await gitCommit(), command),
-      adapter: "none (host CPU, one thread)",
-      results,
-    };
-    const p = await writeResults("host", "gptq", file);
+    const command = `deno run -A bench/gptq_bench.ts --write${v.pool ? " --pool" : ""}` +
+      (v.dir ? ` --dir ${v.dir}` : "");
+    const file = { ...resultsHeader(device, await gitCommit(), command), adapter, results };
+    const p = await writeResults(v.dir ?? "host", v.pool ? "gptq_pool" : "gptq", file);
     console.error(`wrote ${p.json}`);
   }
 }
