@@ -224,13 +224,13 @@ export async function quantize(args: string[]): Promise<number> {
       steps: calibSteps,
     },
     onCalibration: (p) => cal.update(p),
-    onLayer: (done, total) => {
+    onLayer: (_done, total) => {
       if (!bar) cal.done();
-      bar ??= new ProgressBar("quantizing", total);
-      if (done > 0) bar.update(done);
+      bar ??= new ProgressBar(v.gptq ? "quantizing (GPTQ)" : "quantizing", total);
     },
+    // Layers finished: with --gptq the jobs run behind the loop, the biggest for minutes.
+    onLayerDone: (done) => bar?.update(done),
   });
-  bar?.update(r.layers.length);
   bar?.done();
   const bytes = await writeArtifact(out, r, { force: v.force });
   const q = r.layers.filter((l) => l.quantizer !== "fp");

@@ -67,6 +67,11 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   registry?: PluginRegistry;
   /** Called before each layer is quantized. */
   onLayer?: (done: number, total: number, name: string) => void;
+  /**
+   * Called as each layer is finished: FP and plainly rounded layers at once, GPTQ's when its
+   * job is (they run behind the loop), so `done` reaching `total` means the weights are done.
+   */
+  onLayerDone?: (done: number, total: number) => void;
   /** GPTQ's workers; default WEBDIT_QUANT_WORKERS, else every core (≤ 1: this thread). */
   workers?: number;
   /**
@@ -276,6 +281,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       n.endsWith(".weight") && src.tensors.get(n)!.shape.length >= 2
     );
     let done = 0;
+    let finished = 0;
+    const finish = () => o.onLayerDone?.(++finished, names.length);
     for (const wname of names) {
       const name = wname.slice(0, -".weight".length);
       const info = src.tensors.get(wname)!;
@@ -314,6 +321,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           ms: 0,
           reason,
         });
+        finish();
         continue;
       }
       let w: HostMatrix = { data: await src.readF32(wname), rows: N, cols: K };
@@ -412,11 +420,12 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
             outSqnrRtnDb: g.outSqnrRtnDb,
             outSqnrDb: g.outSqnrDb,
           });
+          finish();
         });
         job.catch(() => {}); // awaited below, where a failure is thrown
         pending.push(job);
         if (pending.length > 2 * Math.max(1, pool.size)) await pending.shift(); // bounds memory
-      }
+      } else finish();
     }
     for (const job of pending) await job;
     // Every other tensor (biases, tables, FP weights) as stored.

@@ -306,8 +306,17 @@ Deno.test(
         calibration: { prompts: ["red apple", "green apple"], steps: 2, cacheDir: false as const },
       };
       const plain = await quantizeModel(base);
-      const r = await quantizeModel({ ...base, gptq: true, workers: 2 });
+      const finished: number[] = [];
+      const r = await quantizeModel({
+        ...base,
+        gptq: true,
+        workers: 2,
+        onLayerDone: (done, total) => finished.push(done, total),
+      });
       assertEquals(r.plan.settings.gptq, true);
+      // Every layer reported finished once, in order, GPTQ's included, before it resolves.
+      const total = r.layers.length;
+      assertEquals(finished, Array.from({ length: total }, (_, i) => [i + 1, total]).flat());
       // Two workers give what this thread gives, byte for byte and in the same order; so
       // does a run that skips the output SQNRs (the CLI without --report).
       const here = await quantizeModel({ ...base, gptq: true, workers: 1, gptqSqnr: false });
