@@ -40,11 +40,11 @@ import {
   uploadQWeight,
   type UploadQWeightOptions,
 } from "../runtime/ops/qgemm.ts";
-import { codesPerWord, packCodes, unpackInt8 } from "../runtime/quant/pack.ts";
+import { codesPerWord, unpackInt8 } from "../runtime/quant/pack.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
 import { hasCompactTlq, int8Lut } from "../runtime/reference/qgemm.ts";
-import { tlqLut } from "../plugins/quantizers/tlq.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
+import { randomWeight, weightAt } from "./qgemm_weights.ts";
 import type { PeerMatmul } from "./peers/ort.ts";
 import { nbits4At, ortMatmulNBits, randomNbits4 } from "./peers/ort_nbits.ts";
 
@@ -55,60 +55,6 @@ const onGpu = !rt.info.fallback;
 const UNIT = onGpu ? "TFLOP/s" : "GFLOP/s";
 const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3);
 const SWEEP = Deno.env.get("WEBDIT_QGEMM_SWEEP") === "1";
-
-/**
- * A random weight: "lut" = a TLQ weight (per row Δ± exactly f16, integer z±, η = 0, levels
- * 2^((k+z)Δ) ≈ 0.003…0.2 as `tlqLut` builds them, so it uploads in the compact MODE 5/6 as
- * the product does; `{ tlq: "lut" }` uploads the same levels as MODE 0/2), "u8s" = 8-bit
- * symmetric uniform.
- */
-function randomWeight(
-  kind: "lut" | "u8s",
-  N: number,
-  K: number,
-  bits: number,
-  seed: number,
-): QuantizedWeight {
-  const g = new Prng(seed);
-  const codes = new Uint8Array(N * K);
-  for (let i = 0; i < codes.length; i++) codes[i] = g.nextU32() % 2 ** bits;
-  const packed = packCodes(codes, N, K, bits);
-  if (kind === "u8s") {
-    const scale = g.uniforms(N, 1e-3, 3e-3);
-    return {
-      quantizer: "uniform",
-      bits,
-      rows: N,
-      cols: K,
-      codes: packed,
-      params: { scale, zero: new Float32Array(N).fill(128) },
-      meta: { symmetric: true, groupSize: 0 },
-    };
-  }
-  // Δ from a few f16-exact values (multiples of 1/64), z so the smallest level is ≈ 2^-8.
-  const params = {
-    deltaPos: new Float32Array(N),
-    zeroPos: new Float32Array(N),
-    deltaNeg: new Float32Array(N),
-    zeroNeg: new Float32Array(N),
-  };
-  for (let n = 0; n < N; n++) {
-    params.deltaPos[n] = (32 + (g.nextU32() % 16)) / 64;
-    params.deltaNeg[n] = (32 + (g.nextU32() % 16)) / 64;
-    params.zeroPos[n] = Math.round(-8 / params.deltaPos[n]) + (g.nextU32() % 3);
-    params.zeroNeg[n] = Math.round(-8 / params.deltaNeg[n]) + (g.nextU32() % 3);
-  }
-  const lut = tlqLut(params, 0, bits);
-  return {
-    quantizer: "tlq",
-    bits,
-    rows: N,
-    cols: K,
-    codes: packed,
-    params: { lut, ...params },
-    meta: { eta: 0 },
-  };
-}
 
 /** How a TLQ weight went up: the compact parameters or the stored LUT (and its bytes a row). */
 function tlqMode(q: QuantizedWeight, mode: number | undefined, expanded = false): string {
@@ -122,15 +68,6 @@ function tlqMode(q: QuantizedWeight, mode: number | undefined, expanded = false)
   return compact
     ? `MODE ${mode}: Δ±/z± 8 B a row, levels built in-kernel`
     : `MODE ${mode}: stored ${mode === 0 ? "f32 LUT" : "int8 LUT + row scale"}`;
-}
-
-/** ŵ[n, k] of a LUT or affine weight (sampled checks). */
-function weightAt(q: QuantizedWeight, n: number, k: number): number {
-  const cpw = codesPerWord(q.bits);
-  const wpr = Math.ceil(q.cols / cpw);
-  const c = (q.codes[n * wpr + Math.floor(k / cpw)] >>> ((k % cpw) * q.bits)) & (2 ** q.bits - 1);
-  if (q.params.lut) return q.params.lut[n * 2 ** q.bits + c];
-  return (c - q.params.zero[n]) * q.params.scale[n];
 }
 
 /** Checks 256 sampled entries of y [M, N] against `ref(m, n)` with tolerance `tol(ref, mag)`. */

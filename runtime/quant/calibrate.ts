@@ -25,9 +25,9 @@ import { ActStatsAccumulator } from "../ops/act_stats.ts";
 import { ActGramAccumulator } from "../ops/act_gram.ts";
 import { actStatsRef, type ChannelStats, rmsOf } from "../reference/act_stats.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName } from "../pipeline.ts";
-import { transformerDir } from "../io/safetensors_index.ts";
-import { CheckpointError } from "../errors.ts";
 import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
+import { transformerWeightsHash } from "./model_hash.ts";
+export { transformerWeightsHash } from "./model_hash.ts";
 import {
   type CalibrationEmbeds,
   calibrationEmbedsHash,
@@ -142,32 +142,6 @@ export function statsFromRows(name: string, x: Float32Array, M: number, K: numbe
 
 /** The default cache folder: `.cache/calib` at the repository root. */
 export const DEFAULT_CALIB_CACHE: string = new URL("../../.cache/calib", import.meta.url).pathname;
-
-/**
- * sha-256 (hex) of a model's transformer weights: every `*.safetensors` file of
- * `<path>/transformer` (or of `path` itself when it holds them), by name, streamed.
- */
-export async function transformerWeightsHash(path: string = DEFAULT_MODEL_DIR): Promise<string> {
-  const dir = await transformerDir(path);
-  const files: string[] = [];
-  try {
-    for await (const e of Deno.readDir(dir)) {
-      if (e.isFile && e.name.endsWith(".safetensors")) files.push(e.name);
-    }
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(dir, "no such model folder");
-    throw e;
-  }
-  if (files.length === 0) throw new RangeError(`No .safetensors weights in ${dir}`);
-  files.sort();
-  const h = createHash("sha256");
-  for (const name of files) {
-    using f = await Deno.open(join(dir, name));
-    const buf = new Uint8Array(1 << 22);
-    for (let n = await f.read(buf); n !== null; n = await f.read(buf)) h.update(buf.subarray(0, n));
-  }
-  return h.digest("hex");
-}
 
 /** The cache file name of a model hash and settings. */
 export function calibrationCacheName(modelHash: string, s: CalibrationSettings): string {

@@ -52,6 +52,8 @@ import {
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
 import { GptqPool } from "./gptq_pool.ts";
 import { resolveSettings } from "./settings.ts";
+import type { LayerReport } from "./report.ts";
+export type { LayerReport } from "./report.ts";
 
 /** Options of {@linkcode quantizeModel}: the settings, the model, hooks. */
 export interface QuantizeOptions extends Partial<QuantSettings> {
@@ -96,38 +98,6 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   rotationOptions?: Partial<Omit<RotationPlanOptions, "rotation">>;
   /** Progress of the calibration run. */
   onCalibration?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
-}
-
-/** What quantizing one layer gave. */
-export interface LayerReport {
-  /** Checkpoint name. */
-  name: string;
-  /** "fp", or the quantizer. */
-  quantizer: string;
-  /** Weight bits (0 for fp). */
-  wbits: number;
-  /** Activation bits (0 for fp). */
-  abits: number;
-  /** Output features N. */
-  out: number;
-  /** Input features K. */
-  in: number;
-  /** Weight SQNR in dB, 10·log10(Σw² / Σ(ŵ − w)²) (null for fp). */
-  sqnrDb: number | null;
-  /** Integer path: ‖s·lut8 − ŵ‖/‖ŵ‖ the int8 re-expression adds (0 exact; null for A16/fp). */
-  int8LutError: number | null;
-  /** Bytes of the weight matrix in f32. */
-  bytesF32: number;
-  /** Bytes the kernels hold for it: codes + the path's parameters (f32 for fp). */
-  bytes: number;
-  /** Quantizer search time (with GPTQ's), ms. */
-  ms: number;
-  /** GPTQ: output SQNR (dB) on the calibration inputs of plain rounding. */
-  outSqnrRtnDb?: number;
-  /** GPTQ: output SQNR (dB) on the calibration inputs with GPTQ's codes. */
-  outSqnrDb?: number;
-  /** Why it stays FP. */
-  reason?: string;
 }
 
 /** Result of {@linkcode quantizeModel}: the artifact's content and the per-layer report. */

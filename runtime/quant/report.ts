@@ -13,8 +13,39 @@ import type { Linear, LinearFactory } from "../model/linear.ts";
 import { actQuantError } from "../ops/act_quant.ts";
 import { CALIBRATION_PROMPTS } from "./calibrate.ts";
 import { type CalibrationEmbeds, runCalibration } from "./calibration_run.ts";
-import type { LayerReport } from "./quantize.ts";
 import type { ActivationTransform } from "./transform.ts";
+
+/** What quantizing one layer gave. */
+export interface LayerReport {
+  /** Checkpoint name. */
+  name: string;
+  /** "fp", or the quantizer. */
+  quantizer: string;
+  /** Weight bits (0 for fp). */
+  wbits: number;
+  /** Activation bits (0 for fp). */
+  abits: number;
+  /** Output features N. */
+  out: number;
+  /** Input features K. */
+  in: number;
+  /** Weight SQNR in dB, 10·log10(Σw² / Σ(ŵ − w)²) (null for fp). */
+  sqnrDb: number | null;
+  /** Integer path: ‖s·lut8 − ŵ‖/‖ŵ‖ the int8 re-expression adds (0 exact; null for A16/fp). */
+  int8LutError: number | null;
+  /** Bytes of the weight matrix in f32. */
+  bytesF32: number;
+  /** Bytes the kernels hold for it: codes + the path's parameters (f32 for fp). */
+  bytes: number;
+  /** Quantizer search time (with GPTQ's), ms. */
+  ms: number;
+  /** GPTQ: output SQNR (dB) on the calibration inputs of plain rounding. */
+  outSqnrRtnDb?: number;
+  /** GPTQ: output SQNR (dB) on the calibration inputs with GPTQ's codes. */
+  outSqnrDb?: number;
+  /** Why it stays FP. */
+  reason?: string;
+}
 
 /** The activation-quantization error of one layer's input. */
 export interface ActErrorRow {

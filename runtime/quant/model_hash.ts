@@ -1,0 +1,35 @@
+/**
+ * The identity of a model's weights, which calibration caches and artifacts are keyed by.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { CheckpointError } from "../errors.ts";
+import { transformerDir } from "../io/safetensors_index.ts";
+import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
+/**
+ * sha-256 (hex) of a model's transformer weights: every `*.safetensors` file of
+ * `<path>/transformer` (or of `path` itself when it holds them), by name, streamed.
+ */
+export async function transformerWeightsHash(path: string = DEFAULT_MODEL_DIR): Promise<string> {
+  const dir = await transformerDir(path);
+  const files: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && e.name.endsWith(".safetensors")) files.push(e.name);
+    }
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(dir, "no such model folder");
+    throw e;
+  }
+  if (files.length === 0) throw new RangeError(`No .safetensors weights in ${dir}`);
+  files.sort();
+  const h = createHash("sha256");
+  for (const name of files) {
+    using f = await Deno.open(join(dir, name));
+    const buf = new Uint8Array(1 << 22);
+    for (let n = await f.read(buf); n !== null; n = await f.read(buf)) h.update(buf.subarray(0, n));
+  }
+  return h.digest("hex");
+}
