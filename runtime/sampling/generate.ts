@@ -79,7 +79,8 @@ export interface SampleLoopOptions {
   /**
    * GPU ms of one step of the model, by the shape of its batch: `${rows}x${C}x${H}x${W}` (rows
    * = 2B with guidance). Kept by the caller across loops: the loop reads its shape's entry, so
-   * its first step sleeps as the later ones do, and writes back its last estimate.
+   * its first step sleeps as the later ones do, and writes back its last estimate. A shape
+   * not in it starts from another batch size's ({@linkcode stepTimeEstimate}).
    */
   stepTimes?: Map<string, number>;
 }
@@ -117,6 +118,34 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(done, ms);
     signal?.addEventListener("abort", done, { once: true });
   });
+}
+
+/**
+ * A batch shape's step-time estimate from `stepTimes`: its own entry, else one from the
+ * nearest batch size (rows) of the same C×H×W, scaled by rows/rows' when fewer and kept when
+ * more. Both are lower bounds (a smaller batch is no more efficient; a bigger one takes no
+ * less time), so the loop's first steps sleep without oversleeping. 0: nothing to go by.
+ */
+export function stepTimeEstimate(
+  stepTimes: ReadonlyMap<string, number> | undefined,
+  key: string,
+): number {
+  const own = stepTimes?.get(key);
+  if (own !== undefined) return own;
+  const [rows, ...rest] = key.split("x");
+  let best = 0;
+  let bestDist = Infinity;
+  let bestRows = 0;
+  for (const [k, ms] of stepTimes ?? []) {
+    const [r, ...kr] = k.split("x");
+    if (kr.join("x") !== rest.join("x") || !(ms > 0)) continue;
+    const ratio = Number(rows) / Number(r);
+    const dist = Math.abs(Math.log(ratio));
+    if (dist < bestDist || (dist === bestDist && Number(r) > bestRows)) {
+      [best, bestDist, bestRows] = [ms * Math.min(1, ratio), dist, Number(r)];
+    }
+  }
+  return best;
 }
 
 /** Checks an `inFlight` option. */
@@ -167,10 +196,11 @@ export async function sampleLoop(
   // Deno's completion calls block the thread until the GPU is idle. Sleeping through most of
   // a step first (by the last step's GPU time) keeps the event loop, e.g. a server's, running.
   const timeKey = `${rows}x${C}x${H}x${W}`;
-  let gpuStepMs = o.stepTimes?.get(timeKey) ?? 0;
-  // With no estimate yet, the first step's time may hold one-off costs (lavapipe compiles a
-  // shader at its first use, on the queue): it is not learnt from, or later steps oversleep.
-  const learnFirst = gpuStepMs > 0;
+  let gpuStepMs = stepTimeEstimate(o.stepTimes, timeKey);
+  // With no estimate of this shape yet, the first step's time may hold one-off costs (lavapipe
+  // compiles a shader at its first use, on the queue): it is not learnt from, or later steps
+  // oversleep.
+  const learnFirst = o.stepTimes?.has(timeKey) ?? false;
   const awaitable = async (s: Submitted) => {
     const left = 0.95 * gpuStepMs - (performance.now() - s.submitted);
     if (left >= 4) await sleep(left, o.signal);

@@ -11,6 +11,7 @@ import {
   type Denoiser,
   sampleLoop,
   type SampleLoopOptions,
+  stepTimeEstimate,
 } from "./generate.ts";
 import { createGpuSampler } from "./guidance.ts";
 
@@ -165,6 +166,36 @@ Deno.test(
       );
       assert(performance.now() - t0 < 30_000, "the abort did not wake the loop");
       assertEquals(rt.pool.liveBytes, before);
+    });
+  },
+);
+
+Deno.test("stepTimeEstimate: own entry, else the nearest batch size's as a lower bound", () => {
+  const t = new Map([["2x4x8x8", 100], ["8x4x8x8", 300], ["4x4x16x16", 999]]);
+  assertEquals(stepTimeEstimate(t, "2x4x8x8"), 100); // its own
+  assertEquals(stepTimeEstimate(t, "1x4x8x8"), 50); // fewer rows: scaled down
+  assertEquals(stepTimeEstimate(t, "32x4x8x8"), 300); // more rows: kept, not scaled up
+  assertEquals(stepTimeEstimate(t, "4x4x8x8"), 150); // 2 and 8 equally near: the bigger
+  assertEquals(stepTimeEstimate(t, "6x4x8x8"), 225); // nearer to 8
+  assertEquals(stepTimeEstimate(t, "2x4x16x8"), 0); // no entry of that C×H×W
+  assertEquals(stepTimeEstimate(undefined, "2x4x8x8"), 0);
+});
+
+Deno.test(
+  "sampleLoop: a batch size not yet timed paces from another one's step time",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // Only rows 8 are known (800 ms): the 2-row loop starts from 200 ms, so it sleeps ~190 ms
+      // before its first completion wait (the whole loop takes ~70 ms without), then halves
+      // that at each overshoot.
+      const times = new Map([["8x4x8x8", 800]]);
+      const t0 = performance.now();
+      await loopLatents(rt, { stepTimes: times, inFlight: 2 });
+      const ms = performance.now() - t0;
+      assert(ms >= 190, `the loop took ${ms} ms: it did not sleep`);
+      assert(times.get("2x4x8x8")! <= 40, `estimate after 4 steps: ${times.get("2x4x8x8")}`);
+      assertEquals(times.get("8x4x8x8"), 800);
     });
   },
 );
