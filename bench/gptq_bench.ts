@@ -9,10 +9,12 @@
  * 4608×1152 ff.net.0, 1152×4608 ff.net.2).
  *
  * With `--pool`, instead, the whole model's 280 jobs on a pool of workers (one a core, or
- * WEBDIT_QUANT_WORKERS), as quantize queues them: the measured wall time. `--dir D` writes
- * under bench/results/D/ (default host; the GPU machine's CPU: its device's folder).
+ * WEBDIT_QUANT_WORKERS), as quantize queues them: the measured wall time. With `--gpu`, each
+ * shape's job on the GPU (runtime/quant/gptq_gpu.ts; checked against the CPU's codes first)
+ * beside the same job on one CPU core, then the whole model's jobs on the GPU. `--dir D`
+ * writes under bench/results/D/ (default host, or the GPU's folder with --gpu).
  *
- *     deno run -A bench/gptq_bench.ts [--write] [--quick] [--pool] [--dir D]
+ *     deno run -A bench/gptq_bench.ts [--write] [--quick] [--pool | --gpu] [--dir D]
  *
  * @module
  */
@@ -27,7 +29,11 @@ import {
   GptqPool,
   type GptqResult,
   runGptqJob,
+  runGptqJobGpu,
 } from "../runtime/quant/gptq_pool.ts";
+import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
+import { unpackCodes } from "../runtime/quant/pack.ts";
+import { deviceSlug } from "./results_file.ts";
 import type { BenchResult } from "./results_file.ts";
 import { gitCommit, resultsHeader, writeResults } from "./results_file.ts";
 
@@ -88,15 +94,47 @@ function timeJob(
 }
 
 /**
- * The whole model's jobs (28 blocks) on a {@linkcode GptqPool} of `workers`, as `quantize
- * --gptq` queues them (at most 2 a worker waiting): wall seconds.
+ * One job at N×K on the GPU against the same job on one CPU core, after checking the GPU's
+ * codes against the CPU's (≥ 99 % equal, output SQNR within 0.05 dB): both wall times (s;
+ * the GPU's a second run, its kernels compiled) and the GPU's output SQNR.
+ */
+async function timeGpuJob(
+  rt: Runtime,
+  N: number,
+  K: number,
+): Promise<{ cpuS: number; gpuS: number; gptqDb: number; agree: number }> {
+  const l = syntheticLayer(N, K);
+  let t0 = performance.now();
+  const c = runGptqJob({ id: 0, ...jobOf(l, false) });
+  const cpuS = (performance.now() - t0) / 1000;
+  await runGptqJobGpu(rt, { id: 0, ...jobOf(l, false) });
+  t0 = performance.now();
+  const g = await runGptqJobGpu(rt, { id: 0, ...jobOf(l, false) });
+  const gpuS = (performance.now() - t0) / 1000;
+  const [a, b] = [c, g].map((r) => unpackCodes(r.codes, N, K, 4));
+  const agree = a.filter((x, i) => x === b[i]).length / a.length;
+  const deq = (codes: Uint32Array) => uniformQuantizer.dequantize({ ...l.q, codes });
+  const [cpuDb, gptqDb] = outputSqnrsDb(l.w.data, [deq(c.codes), deq(g.codes)], l.h, N, K);
+  if (!(agree >= 0.99) || !(Math.abs(cpuDb - gptqDb) < 0.05)) {
+    throw new Error(
+      `${N}x${K}: the GPU's codes are not the CPU's: ${(100 * agree).toFixed(2)} % equal, ` +
+        `output SQNR ${gptqDb} dB against ${cpuDb}`,
+    );
+  }
+  return { cpuS, gpuS, gptqDb, agree };
+}
+
+/**
+ * The whole model's jobs (28 blocks) on a {@linkcode GptqPool} of `workers` (or on `gpu`),
+ * as `quantize --gptq` queues them (at most 2 a worker waiting): wall seconds.
  */
 async function timePool(
   shapes: readonly (readonly [number, number, number])[],
   workers: number,
+  gpu?: Runtime,
 ): Promise<number> {
   const layers = shapes.map(([N, K]) => syntheticLayer(N, K));
-  const pool = new GptqPool(workers);
+  const pool = new GptqPool(workers, gpu);
   const pending: Promise<GptqResult>[] = [];
   const t0 = performance.now();
   try {
@@ -122,6 +160,7 @@ if (import.meta.main) {
       write: { type: "boolean" },
       quick: { type: "boolean" },
       pool: { type: "boolean" },
+      gpu: { type: "boolean" },
       dir: { type: "string" },
     },
   });
@@ -147,7 +186,26 @@ if (import.meta.main) {
   };
   const cores = cpus().length;
   let adapter = "none (host CPU, one thread)";
-  if (v.pool) {
+  let rt: Runtime | undefined;
+  if (v.gpu) {
+    rt = await createRuntime({ adapter: "auto" });
+    adapter = `${rt.info.description} (GPU GPTQ, f32) against one CPU thread (f64)`;
+    for (const [N, K] of shapes) {
+      const r = await timeGpuJob(rt, N, K);
+      const note = `one run each; ${(100 * r.agree).toFixed(2)} % of the codes equal, ` +
+        `output SQNR ${r.gptqDb.toFixed(2)} dB`;
+      console.log(
+        `${N}×${K}: GPU ${r.gpuS.toFixed(2)} s, one CPU core ${r.cpuS.toFixed(1)} s; ${note}`,
+      );
+      results.push(seconds(`gptq_gpu_job_w4_${N}x${K}`, r.gpuS, note));
+      results.push(seconds(`gptq_job_w4_${N}x${K}`, r.cpuS, "the same job on one CPU core"));
+    }
+    results.push(minutes(
+      "gptq_pixart_alpha_gpu_wall",
+      await timePool(shapes, 0, rt),
+      "measured: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608) jobs on the GPU, one at a time",
+    ));
+  } else if (v.pool) {
     const workers = defaultQuantWorkers();
     adapter = `none (host CPU, ${workers} workers)`;
     const s = await timePool(shapes, workers);
@@ -179,12 +237,20 @@ if (import.meta.main) {
       `${note}; with --report`,
     ));
   }
-  const device = `host CPU (${cpus()[0]?.model ?? "unknown"}, ${cores} cores)`;
+  const cpu = `${cpus()[0]?.model ?? "unknown"}, ${cores} cores`;
+  const device = rt ? `${rt.info.description} (host CPU ${cpu})` : `host CPU (${cpu})`;
   if (v.write && !v.quick) {
-    const command = `deno run -A bench/gptq_bench.ts --write${v.pool ? " --pool" : ""}` +
+    const mode = v.gpu ? " --gpu" : v.pool ? " --pool" : "";
+    const command = `deno run -A bench/gptq_bench.ts --write${mode}` +
       (v.dir ? ` --dir ${v.dir}` : "");
     const file = { ...resultsHeader(device, await gitCommit(), command), adapter, results };
-    const p = await writeResults(v.dir ?? "host", v.pool ? "gptq_pool" : "gptq", file);
+    const name = v.gpu ? "gptq_gpu" : v.pool ? "gptq_pool" : "gptq";
+    const p = await writeResults(
+      v.dir ?? (rt ? deviceSlug(rt.info.description, rt.info.fallback) : "host"),
+      name,
+      file,
+    );
     console.error(`wrote ${p.json}`);
   }
+  rt?.destroy();
 }

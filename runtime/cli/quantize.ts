@@ -50,6 +50,9 @@ export const QUANTIZE_USAGE =
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
                           with --report also each layer's output SQNR, plain vs GPTQ
+  --gptq-device D         auto (default: the GPU unless the adapter is the CPU fallback), gpu
+                          (f32 WGSL, one layer at a time) or cpu (f64, a worker a core); the
+                          two may round a weight sitting between two levels differently
   --keep-fp LIST          comma-separated layer patterns kept in full precision (* wildcard);
                           default by the model's family (config _class_name): PixArt
                           ${DEFAULT_KEEP_FP.join(",")};
@@ -152,6 +155,7 @@ export async function quantize(args: string[]): Promise<number> {
     "group-size": { type: "string" },
     symmetric: { type: "boolean" },
     gptq: { type: "boolean" },
+    "gptq-device": { type: "string" },
     "abits-override": { type: "string" },
     "keep-fp": { type: "string" },
     out: { type: "string" },
@@ -180,6 +184,7 @@ export async function quantize(args: string[]): Promise<number> {
   const attnBits = o.optionalChoice("attn-bits", ["8", "4"] as const);
   const groupSize = o.number("group-size", 0, { min: 0, integer: true });
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
+  const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
   const reportPrompts = o.number("report-prompts", 2, { min: 1, max: 16, integer: true });
   const reportSteps = o.number("report-steps", 3, { min: 1, max: 100, integer: true });
   const calibPrompts = o.optionalNumber("calib-prompts", { min: 1, max: 64, integer: true });
@@ -216,6 +221,7 @@ export async function quantize(args: string[]): Promise<number> {
     symmetric: v.symmetric,
     gptq: v.gptq ?? false,
     gptqSqnr: v.report ?? false,
+    gptqDevice,
     abitsOverride: parseAbitsOverride(v["abits-override"]),
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
@@ -239,7 +245,8 @@ export async function quantize(args: string[]): Promise<number> {
   info(
     `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
       `W${wbits}A${abits}, ${r.layers.length - q.length} FP; weights quantized in ` +
-      `${(r.ms / 1000).toFixed(1)} s`,
+      `${(r.ms / 1000).toFixed(1)} s` +
+      (r.gptqDevice ? ` (GPTQ on the ${r.gptqDevice.toUpperCase()})` : ""),
   );
 
   let act: Awaited<ReturnType<typeof measureActivationError>> | undefined;
@@ -276,6 +283,7 @@ export async function quantize(args: string[]): Promise<number> {
       abits,
       rotation: r.plan.settings.rotation,
       gptq: r.plan.settings.gptq,
+      gptq_device: r.gptqDevice ?? null,
       attention: r.plan.settings.attention,
       layers_quantized: q.length,
       layers_fp: r.layers.length - q.length,

@@ -46,25 +46,37 @@ function checkGrid(q: QuantizedWeight, grid: CodeGrid): number {
   return ng;
 }
 
+/**
+ * A grid's values sorted within each (row, group) set of L, with the code of each (ties in
+ * code order): what the nearest-value search of the CPU and GPU versions walks.
+ */
+export function sortedGrid(
+  values: Float32Array,
+  L: number,
+): { vals: Float32Array; codes: Uint32Array } {
+  const vals = new Float32Array(values.length);
+  const codes = new Uint32Array(values.length);
+  const idx = Array.from({ length: L }, (_, i) => i);
+  for (let s = 0; s < values.length; s += L) {
+    idx.sort((a, b) => values[s + a] - values[s + b] || a - b);
+    for (let i = 0; i < L; i++) {
+      vals[s + i] = values[s + idx[i]];
+      codes[s + i] = idx[i];
+    }
+    for (let i = 0; i < L; i++) idx[i] = i;
+  }
+  return { vals, codes };
+}
+
 /** Per (row, group): the grid's values sorted, with the code of each. */
 class NearestCode {
   readonly #vals: Float32Array;
-  readonly #codes: Uint16Array;
+  readonly #codes: Uint32Array;
   readonly #L: number;
 
   constructor(values: Float32Array, L: number) {
     this.#L = L;
-    this.#vals = new Float32Array(values.length);
-    this.#codes = new Uint16Array(values.length);
-    const idx = Array.from({ length: L }, (_, i) => i);
-    for (let s = 0; s < values.length; s += L) {
-      idx.sort((a, b) => values[s + a] - values[s + b] || a - b);
-      for (let i = 0; i < L; i++) {
-        this.#vals[s + i] = values[s + idx[i]];
-        this.#codes[s + i] = idx[i];
-      }
-      for (let i = 0; i < L; i++) idx[i] = i;
-    }
+    ({ vals: this.#vals, codes: this.#codes } = sortedGrid(values, L));
   }
 
   /** The code of set `set` whose value is nearest v (the lower value on a tie). */
@@ -194,18 +206,33 @@ export function inverseCholeskyUpper(h: Float64Array, n: number): Float64Array |
   return u;
 }
 
-/**
- * Re-chooses the codes of `q` (fitted to `w` by its quantizer) by GPTQ on the quantizer's
- * grid, for inputs whose Gram matrix is `h` [K, K]. Returns a copy of `q` with new codes
- * and `meta.gptqDamp` (the dampening used: raised ×10 while H + λI is not positive definite).
- */
-export function gptqRound(
+/** GPTQ's set-up, common to {@linkcode gptqRound} and the GPU version (runtime/quant/gptq_gpu.ts). */
+export interface GptqSetup {
+  N: number;
+  K: number;
+  /** Groups a row. */
+  ng: number;
+  /** The dampening asked for (a fraction of H's mean diagonal). */
+  damp: number;
+  actOrder: boolean;
+  /** order[a]: the checkpoint column rounded a-th. */
+  order: number[];
+  /** H's diagonal (checkpoint order); a column whose H_jj is not > 0 is dead (always 0). */
+  diag: number[];
+  /** H's mean diagonal (1 if 0). */
+  mean: number;
+  /** H in the rounding order, undamped, a dead column's diagonal set to 1. */
+  hp: Float64Array;
+}
+
+/** Checks GPTQ's arguments and orders H (see {@linkcode GptqSetup}). */
+export function gptqSetup(
   w: HostMatrix,
   q: QuantizedWeight,
   grid: CodeGrid,
   h: ArrayLike<number>,
   o: GptqOptions = {},
-): QuantizedWeight {
+): GptqSetup {
   const { rows: N, cols: K } = w;
   if (q.rows !== N || q.cols !== K) {
     throw new RangeError(`gptq: weight ${N}×${K} but quantized ${q.rows}×${q.cols}`);
@@ -219,7 +246,8 @@ export function gptqRound(
   // Column order (act order: the columns with the largest inputs first) and dead columns.
   const diag = Array.from({ length: K }, (_, j) => h[j * K + j]);
   const order = Array.from({ length: K }, (_, j) => j);
-  if (o.actOrder ?? true) order.sort((a, b) => diag[b] - diag[a] || a - b);
+  const actOrder = o.actOrder ?? true;
+  if (actOrder) order.sort((a, b) => diag[b] - diag[a] || a - b);
   let mean = 0;
   for (const d of diag) mean += d;
   mean = mean / K || 1;
@@ -228,6 +256,22 @@ export function gptqRound(
     for (let b = 0; b < K; b++) hp[a * K + b] = h[order[a] * K + order[b]];
     if (!(diag[order[a]] > 0)) hp[a * K + a] = 1; // an input that is always 0
   }
+  return { N, K, ng, damp, actOrder, order, diag, mean, hp };
+}
+
+/**
+ * Re-chooses the codes of `q` (fitted to `w` by its quantizer) by GPTQ on the quantizer's
+ * grid, for inputs whose Gram matrix is `h` [K, K]. Returns a copy of `q` with new codes
+ * and `meta.gptqDamp` (the dampening used: raised ×10 while H + λI is not positive definite).
+ */
+export function gptqRound(
+  w: HostMatrix,
+  q: QuantizedWeight,
+  grid: CodeGrid,
+  h: ArrayLike<number>,
+  o: GptqOptions = {},
+): QuantizedWeight {
+  const { N, K, ng, damp, actOrder, order, diag, mean, hp } = gptqSetup(w, q, grid, h, o);
   let u: Float64Array | undefined;
   let used = damp;
   for (let tries = 0; tries < 6 && !u; tries++, used = Math.max(used * 10, 1e-6)) {
@@ -286,7 +330,7 @@ export function gptqRound(
   return {
     ...q,
     codes: packCodes(codes, N, K, q.bits),
-    meta: { ...q.meta, gptqDamp: used, gptqActOrder: o.actOrder ?? true },
+    meta: { ...q.meta, gptqDamp: used, gptqActOrder: actOrder },
   };
 }
 

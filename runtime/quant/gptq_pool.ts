@@ -3,11 +3,15 @@
  * N·K² of plain JS a layer, minutes for a PixArt-α FFN, so a model's layers round in
  * parallel. Plugin-free: a job carries the quantizer's grid, and the output SQNRs are taken
  * from it. With one worker (or none) the jobs run on the calling thread, with the same result.
+ * Given a GPU runtime instead, the jobs run there one after another (runtime/quant/gptq_gpu.ts,
+ * f32: codes may differ from the CPU's at near-ties).
  *
  * @module
  */
 import type { CodeGrid, QuantizedWeight } from "../../plugins/types.ts";
+import type { Runtime } from "../gpu/device.ts";
 import { type GptqOptions, gptqRound, outputSqnrsDb } from "./gptq.ts";
+import { gptqRoundGpu } from "./gptq_gpu.ts";
 import { unpackCodes } from "./pack.ts";
 
 /** One layer's GPTQ: the (rotated) weight, its plainly rounded codes, the grid and H. */
@@ -39,6 +43,8 @@ export interface GptqResult {
   /** The dampening used (GPTQ raises it when H + λI is not positive definite). */
   damp: number;
   actOrder: boolean;
+  /** Where it ran: the f64 CPU version or the f32 GPU one. */
+  device: "cpu" | "gpu";
   /** Output SQNR (dB) on the calibration inputs: plain rounding, then GPTQ (if asked). */
   outSqnrRtnDb?: number;
   outSqnrDb?: number;
@@ -61,9 +67,10 @@ function decode(codes: Uint32Array, j: GptqJob): Float32Array {
   return out;
 }
 
-/** Runs one job on this thread. */
-export function runGptqJob(j: GptqJob): GptqResult {
-  const t0 = performance.now();
+/** A job's weight as gptqRound takes it (the grid carries the values). */
+function jobWeight(
+  j: GptqJob,
+): [{ data: Float32Array; rows: number; cols: number }, QuantizedWeight] {
   const q: QuantizedWeight = {
     quantizer: "grid",
     bits: j.bits,
@@ -73,8 +80,23 @@ export function runGptqJob(j: GptqJob): GptqResult {
     params: {},
     meta: {},
   };
-  const w = { data: j.w, rows: j.rows, cols: j.cols };
-  const g = gptqRound(w, q, j.grid, j.h, j.options);
+  return [{ data: j.w, rows: j.rows, cols: j.cols }, q];
+}
+
+/** Runs one job on this thread. */
+export function runGptqJob(j: GptqJob): GptqResult {
+  const t0 = performance.now();
+  return jobResult(j, gptqRound(...jobWeight(j), j.grid, j.h, j.options), t0, "cpu");
+}
+
+/** Runs one job on a GPU (the output SQNRs, if asked, on this thread). */
+export async function runGptqJobGpu(rt: Runtime, j: GptqJob): Promise<GptqResult> {
+  const t0 = performance.now();
+  const g = await gptqRoundGpu(rt, ...jobWeight(j), j.grid, j.h, j.options);
+  return jobResult(j, g, t0, "gpu");
+}
+
+function jobResult(j: GptqJob, g: QuantizedWeight, t0: number, device: "cpu" | "gpu"): GptqResult {
   const [rtn, gptq] = j.sqnr ?? true
     ? outputSqnrsDb(j.w, [decode(j.codes, j), decode(g.codes, j)], j.h, j.rows, j.cols)
     : [];
@@ -83,6 +105,7 @@ export function runGptqJob(j: GptqJob): GptqResult {
     codes: g.codes,
     damp: Number(g.meta.gptqDamp),
     actOrder: Boolean(g.meta.gptqActOrder),
+    device,
     outSqnrRtnDb: rtn,
     outSqnrDb: gptq,
     ms: performance.now() - t0,
@@ -98,16 +121,23 @@ export function defaultQuantWorkers(): number {
 
 /** A pool of GPTQ workers; `run` queues a job, `close` ends the workers. */
 export class GptqPool {
-  /** Workers (0: jobs run on the calling thread). */
+  /** Workers (0: jobs run on the calling thread, or on the GPU). */
   readonly size: number;
+  /** The GPU the jobs run on, if any. */
+  readonly gpu: Runtime | undefined;
+  #gpuChain: Promise<unknown> = Promise.resolve();
   #idle: Worker[] = [];
   #all: Worker[] = [];
   #queue: { job: GptqJob; resolve: (r: GptqResult) => void; reject: (e: Error) => void }[] = [];
   #next = 0;
 
-  /** A pool of `workers` workers (≤ 1: none, the calling thread runs the jobs). */
-  constructor(workers: number = defaultQuantWorkers()) {
-    this.size = workers > 1 ? Math.floor(workers) : 0;
+  /**
+   * A pool of `workers` workers (≤ 1: none, the calling thread runs the jobs), or with `gpu`
+   * none: the jobs run on that GPU, one at a time.
+   */
+  constructor(workers: number = defaultQuantWorkers(), gpu?: Runtime) {
+    this.gpu = gpu;
+    this.size = !gpu && workers > 1 ? Math.floor(workers) : 0;
     for (let i = 0; i < this.size; i++) {
       const w = new Worker(new URL("./gptq_worker.ts", import.meta.url).href, { type: "module" });
       this.#all.push(w);
@@ -118,6 +148,14 @@ export class GptqPool {
   /** Rounds one layer (its buffers are transferred to a worker: do not reuse them). */
   run(job: Omit<GptqJob, "id">): Promise<GptqResult> {
     const full = { ...job, id: this.#next++ };
+    if (this.gpu) {
+      const rt = this.gpu;
+      const r = this.#gpuChain.then(() => runGptqJobGpu(rt, full)).catch((e) => {
+        throw new Error(`GPTQ of ${job.name}: ${(e as Error).message}`);
+      });
+      this.#gpuChain = r.catch(() => {});
+      return r;
+    }
     if (this.size === 0) {
       try {
         return Promise.resolve(runGptqJob(full));

@@ -82,6 +82,11 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
    * than the rounding itself, so the CLI asks only for `--report`.
    */
   gptqSqnr?: boolean;
+  /**
+   * Where GPTQ runs: "gpu" (runtime/quant/gptq_gpu.ts, f32, on the calibration's runtime),
+   * "cpu" (f64 workers), or "auto" (default): the GPU unless the adapter is the CPU fallback.
+   */
+  gptqDevice?: "auto" | "gpu" | "cpu";
   /** Runtime for the calibration run a rotation needs; default a new one (auto adapter). */
   runtime?: Runtime;
   /**
@@ -112,6 +117,8 @@ export interface QuantizeResult {
   layers: LayerReport[];
   /** Wall time of the weight quantization, ms. */
   ms: number;
+  /** Where GPTQ ran ("gpu" or "cpu"), with `gptq`. */
+  gptqDevice?: "cpu" | "gpu";
   /** The rotated layers' plans (for the activation report). */
   rotations: Map<string, LayerRotation>;
 }
@@ -221,8 +228,11 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     ? undefined
     : registry.get("rotation", settings.rotation);
   let stats: CalibrationStats | undefined;
+  let gptqRt: Runtime | undefined; // GPTQ's GPU: the calibration's runtime, kept
   if (rotPlugin || settings.gptq) { // linear-input statistics (cached by model hash, settings)
     const rt = o.runtime ?? await createRuntime({ adapter: "auto" });
+    const dev = o.gptqDevice ?? "auto";
+    if (settings.gptq && (dev === "gpu" || (dev === "auto" && !rt.info.fallback))) gptqRt = rt;
     try {
       stats = await calibrate(rt, {
         path: dir,
@@ -233,17 +243,27 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         gramRows: settings.gptq ? GPTQ_GRAM_ROWS : undefined,
         onProgress: o.onCalibration,
       });
-    } finally {
+    } catch (e) {
       if (!o.runtime) rt.destroy();
+      throw e;
     }
+    if (!o.runtime && !gptqRt) rt.destroy();
   }
+  const ownGptqRt = gptqRt && !o.runtime ? gptqRt : undefined;
   const tensors: Record<string, TensorToWrite> = {};
-  const attentionMeta = await planAttention(o, settings, registry, dir, tensors);
-  const src = await openCheckpoint(tdir);
+  let attentionMeta: Awaited<ReturnType<typeof planAttention>>;
+  let src: Awaited<ReturnType<typeof openCheckpoint>>;
+  try {
+    attentionMeta = await planAttention(o, settings, registry, dir, tensors);
+    src = await openCheckpoint(tdir);
+  } catch (e) {
+    ownGptqRt?.destroy();
+    throw e;
+  }
   const layers: Record<string, LayerPlan> = {};
   const reports: LayerReport[] = [];
   const rotations = new Map<string, LayerRotation>();
-  const pool = settings.gptq ? new GptqPool(o.workers) : undefined;
+  const pool = settings.gptq ? new GptqPool(o.workers, gptqRt) : undefined;
   const pending: Promise<void>[] = [];
   const t0 = performance.now();
   try {
@@ -378,7 +398,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           h: h.slice(),
           sqnr: o.gptqSqnr ?? true,
         }).then((g) => {
-          const gptqMeta = { gptqDamp: g.damp, gptqActOrder: g.actOrder };
+          const gptqMeta = { gptqDamp: g.damp, gptqActOrder: g.actOrder, gptqDevice: g.device };
           const gq = { ...q, codes: g.codes, meta: { ...q.meta, ...gptqMeta } };
           const gdeq = plugin.dequantize(gq);
           tensors[codesName(name)].data = gq.codes;
@@ -411,6 +431,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   } finally {
     src.close();
     pool?.close();
+    ownGptqRt?.destroy();
   }
   const ms = performance.now() - t0;
   const metadata: Record<string, string> = {
@@ -455,7 +476,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     layers,
   };
   metadata[META.plan] = JSON.stringify(plan);
-  return { plan, tensors, metadata, layers: reports, ms, rotations };
+  const gptqDevice = settings.gptq ? (gptqRt ? "gpu" : "cpu") : undefined;
+  return { plan, tensors, metadata, layers: reports, ms, rotations, gptqDevice };
 }
 
 /**

@@ -9,6 +9,7 @@ import { loadPipeline, type Pipeline } from "../pipeline.ts";
 import { codesName, isArtifact, META, openArtifact, paramName } from "./artifact.ts";
 import { DEFAULT_KEEP_FP, keepPattern, matchPattern } from "./plan.ts";
 import { quantizeModel, type QuantizeResult, writeArtifact } from "./quantize.ts";
+import { unpackCodes } from "./pack.ts";
 import type { Runtime } from "../gpu/device.ts";
 
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
@@ -384,6 +385,44 @@ Deno.test(
       const [e, e0] = await imageErrors(rt, out, [r, await quantizeModel(base)]);
       // Measured on lavapipe: 0.0030 with attn1 q/k/v/out and the FFN at A16, 0.0034 all A8.
       assert(e < 0.95 * e0, `image error vs FP32: mixed ${e}, all A8 ${e0}`);
+    });
+    await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
+  },
+);
+
+Deno.test(
+  "GPTQ on the GPU (f32): the CPU's codes up to near-ties, said in the plan, loads and runs",
+  gpuTest,
+  async () => {
+    const out = await tmpFile();
+    await withRuntime(async (rt) => {
+      const base = {
+        model: FIXTURE,
+        quantizer: "uniform",
+        wbits: 4,
+        abits: 8,
+        rotation: "hadamard",
+        gptq: true,
+        runtime: rt,
+        calibration: { prompts: ["red apple", "green apple"], steps: 2, cacheDir: false as const },
+      };
+      const cpu = await quantizeModel({ ...base, gptqDevice: "cpu", workers: 1 });
+      const gpu = await quantizeModel({ ...base, gptqDevice: "gpu" });
+      assertEquals([cpu.gptqDevice, gpu.gptqDevice], ["cpu", "gpu"]);
+      let all = 0;
+      let differ = 0;
+      for (const l of gpu.layers.filter((x) => x.quantizer !== "fp")) {
+        assertEquals(gpu.plan.layers[l.name].meta?.gptqDevice, "gpu");
+        assertEquals(cpu.plan.layers[l.name].meta?.gptqDevice, "cpu");
+        const [a, b] = [cpu, gpu].map((r) =>
+          unpackCodes(r.tensors[codesName(l.name)].data as Uint32Array, l.out, l.in, l.wbits)
+        );
+        all += a.length;
+        differ += a.filter((c, i) => c !== b[i]).length;
+      }
+      assert(differ <= 0.01 * all, `${differ} of ${all} codes differ`);
+      const [eg, ec] = await imageErrors(rt, out, [gpu, cpu]);
+      assert(Math.abs(eg - ec) < 0.1 * ec, `image error vs FP32: GPU ${eg}, CPU ${ec}`);
     });
     await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
   },

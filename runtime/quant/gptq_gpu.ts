@@ -1,0 +1,213 @@
+/**
+ * GPTQ on the GPU: the same rounding as {@linkcode gptqRound} (runtime/quant/gptq.ts, the
+ * f64 CPU reference) — same set-up, grid, column order and dampening retries — with the
+ * factor U (Uᵀ U = (H + λI)⁻¹) and the rounding in f32 WGSL (wgsl/gptq_factor.wgsl,
+ * wgsl/gptq_round.wgsl). One submission a try: the factor one column a launch, the rounding
+ * in 32-column batches; then the codes and the pivots come back in one read. Where f32 and
+ * f64 round a weight that sits near the middle of two levels differently, the codes differ:
+ * the tests bound how often and that the output error stays the same.
+ *
+ * @module
+ */
+import type { CodeGrid, HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { type KernelSpec, Recorder } from "../gpu/kernel.ts";
+import { createTensor, readBytesMany, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { type GptqOptions, gptqSetup, sortedGrid } from "./gptq.ts";
+import { packCodes } from "./pack.ts";
+import factorSrc from "../../wgsl/gptq_factor.wgsl" with { type: "text" };
+import roundSrc from "../../wgsl/gptq_round.wgsl" with { type: "text" };
+
+interface FactorParams {
+  K: number;
+  j: number;
+}
+
+interface RoundParams {
+  N: number;
+  K: number;
+  c0: number;
+  L: number;
+  NG: number;
+}
+
+const BW = 32; // the rounding's batch width (wgsl/gptq_round.wgsl)
+const g16 = (n: number) => Math.max(1, Math.ceil(n / 16));
+
+function factorSpec(
+  entryPoint: string,
+  dispatch: (p: FactorParams) => [number, number],
+): KernelSpec<FactorParams> {
+  return {
+    name: `gptq_${entryPoint}`,
+    source: factorSrc,
+    entryPoint,
+    bindings: ["uniform", "read_write", "read_write", "read_write", "read_write"],
+    uniform: { fields: ["u32", "u32"], values: (p) => [p.K, p.j] },
+    dispatch,
+  };
+}
+
+const CHOL_STEP = factorSpec("chol_step", (p) => [g16(p.K - p.j - 1), g16(p.K - p.j - 1)]);
+const CHOL_SCALE = factorSpec("chol_scale", (p) => [g16(p.K), g16(p.K)]);
+const INV_INIT = factorSpec("inv_init", (p) => [g16(p.K), g16(p.K)]);
+const INV_STEP = factorSpec("inv_step", (p) => [g16(p.j + 1), g16(p.K - p.j - 1)]);
+const INV_SCALE = factorSpec("inv_scale", (p) => [g16(p.K), g16(p.K)]);
+
+function roundSpec(
+  entryPoint: string,
+  dispatch: (p: RoundParams) => [number, number],
+): KernelSpec<RoundParams> {
+  return {
+    name: `gptq_${entryPoint}`,
+    source: roundSrc,
+    entryPoint,
+    bindings: ["uniform", "read_write", "read", "read_write", "read", "read", "read", "read_write"],
+    uniform: {
+      fields: ["u32", "u32", "u32", "u32", "u32"],
+      values: (p) => [p.N, p.K, p.c0, p.L, p.NG],
+    },
+    dispatch,
+  };
+}
+
+const ROUND_BLOCK = roundSpec("block", (p) => [Math.ceil(p.N / 64), 1]);
+const ROUND_UPDATE = roundSpec(
+  "update",
+  (p) => [g16(p.K - Math.min(p.K, p.c0 + BW)), g16(p.N)],
+);
+
+/**
+ * Records U (upper, Uᵀ U = H⁻¹) into `u` from `a` = P H P [K, K] f32 (H index-reversed),
+ * which it overwrites; `l` [K, K] is scratch, `piv` [K] gets the Cholesky pivots (all > 0
+ * if and only if H is positive definite, up to f32).
+ */
+export function recordInverseCholeskyUpper(
+  rec: Recorder,
+  a: Tensor,
+  l: Tensor,
+  u: Tensor,
+  piv: Tensor,
+  K: number,
+): void {
+  const bufs = [a, l, u, piv];
+  for (let j = 0; j + 1 < K; j++) rec.dispatch(CHOL_STEP, { K, j }, bufs);
+  rec.dispatch(CHOL_SCALE, { K, j: 0 }, bufs);
+  rec.dispatch(INV_INIT, { K, j: 0 }, bufs);
+  for (let k = 0; k + 1 < K; k++) rec.dispatch(INV_STEP, { K, j: k }, bufs);
+  rec.dispatch(INV_SCALE, { K, j: 0 }, bufs);
+}
+
+/** `h` [K, K] index-reversed (P h P) in f32, with λ added to the diagonal. */
+function reversedDamped(h: ArrayLike<number>, K: number, lambda: number): Float32Array {
+  const r = new Float32Array(K * K);
+  for (let i = 0; i < K; i++) {
+    for (let j = 0; j < K; j++) r[i * K + j] = h[(K - 1 - i) * K + (K - 1 - j)];
+    r[i * K + i] += lambda;
+  }
+  return r;
+}
+
+/**
+ * U with Uᵀ U = H⁻¹ computed on the GPU in f32 (the factor {@linkcode gptqRoundGpu} uses),
+ * or undefined when H is not positive definite (a pivot ≤ 0 or not finite).
+ */
+export async function gpuInverseCholeskyUpper(
+  rt: Runtime,
+  h: ArrayLike<number>,
+  K: number,
+): Promise<Float32Array | undefined> {
+  const a = uploadTensor(rt, reversedDamped(h, K, 0), [K, K]);
+  const l = createTensor(rt, [K, K]);
+  const u = createTensor(rt, [K, K]);
+  const piv = createTensor(rt, [K]);
+  try {
+    const rec = new Recorder(rt, "gptq factor");
+    recordInverseCholeskyUpper(rec, a, l, u, piv, K);
+    await rec.submit();
+    const [ub, pb] = await readBytesMany(rt, [
+      { buffer: u.buffer, bytes: 4 * K * K },
+      { buffer: piv.buffer, bytes: 4 * K },
+    ]);
+    return pivotsOk(pb, K) ? new Float32Array(ub.buffer, ub.byteOffset, K * K).slice() : undefined;
+  } finally {
+    for (const t of [a, l, u, piv]) t.release();
+  }
+}
+
+function pivotsOk(bytes: Uint8Array, K: number): boolean {
+  const p = new Float32Array(bytes.buffer, bytes.byteOffset, K);
+  return p.every((d) => d > 0 && Number.isFinite(d));
+}
+
+/**
+ * {@linkcode gptqRound} on the GPU: the codes of `q` re-chosen by GPTQ on the quantizer's
+ * grid, for inputs whose Gram matrix is `h` [K, K]; f32 throughout. Returns a copy of `q`
+ * with new codes and `meta.gptqDamp` / `meta.gptqActOrder` (as the CPU version).
+ */
+export async function gptqRoundGpu(
+  rt: Runtime,
+  w: HostMatrix,
+  q: QuantizedWeight,
+  grid: CodeGrid,
+  h: ArrayLike<number>,
+  o: GptqOptions = {},
+): Promise<QuantizedWeight> {
+  const { N, K, ng, damp, actOrder, order, diag, mean, hp } = gptqSetup(w, q, grid, h, o);
+  const L = 2 ** q.bits;
+  const wp = new Float32Array(N * K);
+  for (let r = 0; r < N; r++) {
+    for (let a = 0; a < K; a++) wp[r * K + a] = diag[order[a]] > 0 ? w.data[r * K + order[a]] : 0;
+  }
+  const cols = new Uint32Array(2 * K);
+  for (let a = 0; a < K; a++) {
+    cols[a] = order[a];
+    cols[K + a] = Math.floor(order[a] / grid.groupSize);
+  }
+  const sorted = sortedGrid(grid.values, L);
+  const own: Tensor[] = [];
+  const keep = <T extends Tensor>(t: T) => (own.push(t), t);
+  try {
+    const vals = keep(uploadTensor(rt, sorted.vals, [sorted.vals.length]));
+    const vcode = keep(uploadTensor(rt, sorted.codes, [sorted.codes.length], "u32"));
+    const colsT = keep(uploadTensor(rt, cols, [2 * K], "u32"));
+    const l = keep(createTensor(rt, [K, K]));
+    const u = keep(createTensor(rt, [K, K]));
+    const piv = keep(createTensor(rt, [K]));
+    const e = keep(createTensor(rt, [N, BW]));
+    const codes = keep(createTensor(rt, [N, K], "u32"));
+    let used = damp;
+    for (let tries = 0; tries < 6; tries++, used = Math.max(used * 10, 1e-6)) {
+      const a = uploadTensor(rt, reversedDamped(hp, K, used * mean), [K, K]);
+      const wt = uploadTensor(rt, wp, [N, K]);
+      try {
+        const rec = new Recorder(rt, "gptq");
+        recordInverseCholeskyUpper(rec, a, l, u, piv, K);
+        const bufs = [wt, u, e, vals, vcode, colsT, codes];
+        for (let c0 = 0; c0 < K; c0 += BW) {
+          const p = { N, K, c0, L, NG: ng };
+          rec.dispatch(ROUND_BLOCK, p, bufs);
+          if (c0 + BW < K) rec.dispatch(ROUND_UPDATE, p, bufs);
+        }
+        await rec.submit();
+        const [cb, pb] = await readBytesMany(rt, [
+          { buffer: codes.buffer, bytes: 4 * N * K },
+          { buffer: piv.buffer, bytes: 4 * K },
+        ]);
+        if (!pivotsOk(pb, K)) continue;
+        const c8 = Uint8Array.from(new Uint32Array(cb.buffer, cb.byteOffset, N * K));
+        return {
+          ...q,
+          codes: packCodes(c8, N, K, q.bits),
+          meta: { ...q.meta, gptqDamp: used, gptqActOrder: actOrder },
+        };
+      } finally {
+        a.release();
+        wt.release();
+      }
+    }
+    throw new RangeError(`gptq: the Hessian is not positive definite even damped by ${used}`);
+  } finally {
+    for (const t of own) t.release();
+  }
+}

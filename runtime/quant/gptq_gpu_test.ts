@@ -1,0 +1,119 @@
+/**
+ * GPTQ on the GPU (runtime/quant/gptq_gpu.ts) against the f64 CPU reference
+ * (runtime/quant/gptq.ts): the factor U, and the codes of uniform (per row, per group, in
+ * column order) and TLQ weights, with the output error they give.
+ */
+import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import { Prng } from "../io/prng.ts";
+import { gramRef } from "../reference/act_gram.ts";
+import { uniformQuantizer } from "../../plugins/quantizers/uniform.ts";
+import { tlqQuantizer } from "../../plugins/quantizers/tlq.ts";
+import type { QuantizedWeight, QuantizerPlugin } from "../../plugins/types.ts";
+import { type GptqOptions, gptqRound, inverseCholeskyUpper, outputSqnrDb } from "./gptq.ts";
+import { gptqRoundGpu, gpuInverseCholeskyUpper } from "./gptq_gpu.ts";
+import { unpackCodes } from "./pack.ts";
+
+/** Correlated inputs [M, K]: four shared factors plus noise, channel scales 0.2…2. */
+function gram(M: number, K: number, seed: number): Float64Array {
+  const g = new Prng(seed);
+  const f = g.normals(M * 4);
+  const mix = g.normals(4 * K);
+  const n = g.normals(M * K);
+  const x = new Float32Array(M * K);
+  for (let r = 0; r < M; r++) {
+    for (let c = 0; c < K; c++) {
+      let v = 0.3 * n[r * K + c];
+      for (let k = 0; k < 4; k++) v += f[r * 4 + k] * mix[k * K + c];
+      x[r * K + c] = v * (0.2 + (1.8 * c) / K);
+    }
+  }
+  return gramRef(x, M, K);
+}
+
+Deno.test(
+  "gpuInverseCholeskyUpper: the CPU's U within f32 rounding; not PD is undefined",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const K = 37;
+      const h = new Float64Array(gram(120, K, 1));
+      for (let i = 0; i < K; i++) h[i * K + i] += 0.01;
+      const cpu = inverseCholeskyUpper(h, K)!;
+      const gpu = (await gpuInverseCholeskyUpper(rt, h, K))!;
+      let diff = 0;
+      let max = 0;
+      for (let i = 0; i < K * K; i++) {
+        diff = Math.max(diff, Math.abs(cpu[i] - gpu[i]));
+        max = Math.max(max, Math.abs(cpu[i]));
+      }
+      assert(diff < 1e-4 * max, `max |U_gpu − U_cpu| ${diff} (max |U| ${max})`);
+      assertEquals(await gpuInverseCholeskyUpper(rt, new Float64Array([1, 2, 2, 1]), 2), undefined);
+    });
+  },
+);
+
+Deno.test(
+  "gptqRoundGpu: the CPU's codes up to near-ties, the same output error",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const cases: [string, QuantizerPlugin, number, number, number, object, GptqOptions][] = [
+        ["uniform W4, act order", uniformQuantizer, 9, 70, 4, {}, {}], // 70: batches of 32, 32, 6
+        [
+          "uniform W3 in groups of 16, column order",
+          uniformQuantizer,
+          12,
+          64,
+          3,
+          { groupSize: 16 },
+          {
+            actOrder: false,
+          },
+        ],
+        ["tlq W4", tlqQuantizer, 8, 40, 4, {}, {}],
+        ["uniform W8", uniformQuantizer, 6, 33, 8, {}, {}],
+      ];
+      for (const [label, plugin, N, K, bits, opts, o] of cases) {
+        const h = gram(4 * K, K, N + K);
+        const g = new Prng(N * K);
+        const w = { data: g.normals(N * K).map((v) => v / Math.sqrt(K)), rows: N, cols: K };
+        const q = plugin.calibrate(w, { bits, ...opts });
+        const grid = plugin.grid!(q);
+        const cpu = gptqRound(w, q, grid, h, o);
+        const gpu = await gptqRoundGpu(rt, w, q, grid, h, o);
+        assertEquals(gpu.meta, cpu.meta, label);
+        assertEquals(gpu.params, q.params, label); // same grid
+        const [a, b] = [cpu, gpu].map((x) => unpackCodes(x.codes, N, K, bits));
+        const differ = a.filter((c, i) => c !== b[i]).length;
+        assert(differ <= 0.01 * N * K, `${label}: ${differ} of ${N * K} codes differ`);
+        const db = (x: QuantizedWeight) => outputSqnrDb(w.data, plugin.dequantize(x), h, N, K);
+        const [dc, dg, d0] = [db(cpu), db(gpu), db(q)];
+        assert(Math.abs(dc - dg) < 0.05, `${label}: output SQNR CPU ${dc} GPU ${dg}`);
+        assert(dg > d0 + 1, `${label}: GPTQ ${dg} dB against plain rounding's ${d0}`);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "gptqRoundGpu: a dead input channel, a damped retry and bad arguments",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [N, K] = [5, 12];
+      const h = gram(64, K, 2);
+      for (let i = 0; i < K; i++) h[i * K + 3] = h[3 * K + i] = 0; // input 3 is always 0
+      const w = { data: new Prng(4).normals(N * K), rows: N, cols: K };
+      const q = uniformQuantizer.calibrate(w, { bits: 4 });
+      const grid = uniformQuantizer.grid!(q);
+      const g = await gptqRoundGpu(rt, w, q, grid, h);
+      assert(Number.isFinite(outputSqnrDb(w.data, uniformQuantizer.dequantize(g), h, N, K)));
+      // Rank 1 and no dampening: not positive definite until damped (×10 from 1e-6).
+      const r1 = new Float32Array(K * K).map((_, i) => (1 + (i % K)) * (1 + Math.floor(i / K)));
+      const d = await gptqRoundGpu(rt, w, q, grid, r1, { damp: 0 });
+      assert(Number(d.meta.gptqDamp) > 0, `damp used ${d.meta.gptqDamp}`);
+      await assertRejects(() => gptqRoundGpu(rt, w, q, grid, h.slice(1)), RangeError, "H has");
+    });
+  },
+);
