@@ -12,7 +12,14 @@
 import type { CodeGrid, HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { type KernelSpec, Recorder } from "../gpu/kernel.ts";
-import { createTensor, readBytesMany, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import {
+  createTensor,
+  readBytesMany,
+  readTensor,
+  type Tensor,
+  uploadTensor,
+} from "../gpu/tensor.ts";
+import { gemm } from "../ops/gemm.ts";
 import { type GptqOptions, gptqSetup, sortedGrid } from "./gptq.ts";
 import { packCodes } from "./pack.ts";
 import factorSrc from "../../wgsl/gptq_factor.wgsl" with { type: "text" };
@@ -209,5 +216,48 @@ export async function gptqRoundGpu(
     throw new RangeError(`gptq: the Hessian is not positive definite even damped by ${used}`);
   } finally {
     for (const t of own) t.release();
+  }
+}
+
+/**
+ * outputSqnrsDb (runtime/quant/gptq.ts) with its N·K² part on the GPU: the rows of W and of
+ * each error ŵ − W times H by the runtime's f32 GEMM, the row products summed on the host in
+ * f64. For `quantize --gptq --report` next to GPU GPTQ (the CPU version is N·K² of JS a layer).
+ */
+export async function outputSqnrsDbGpu(
+  rt: Runtime,
+  w: Float32Array,
+  deqs: readonly Float32Array[],
+  h: ArrayLike<number>,
+  N: number,
+  K: number,
+): Promise<number[]> {
+  const n = deqs.length;
+  const v = new Float32Array((1 + n) * N * K);
+  v.set(w.subarray(0, N * K));
+  deqs.forEach((d, i) => {
+    const o = (1 + i) * N * K;
+    for (let j = 0; j < N * K; j++) v[o + j] = d[j] - w[j];
+  });
+  const vt = uploadTensor(rt, v, [(1 + n) * N, K]);
+  const ht = uploadTensor(rt, Float32Array.from(h), [K, K]);
+  let y: Tensor | undefined;
+  try {
+    const rec = new Recorder(rt, "gptq output sqnr");
+    y = gemm(rec, vt, ht); // V·Hᵀ = V·H
+    await rec.submit();
+    const vh = await readTensor(rt, y);
+    const sums = new Float64Array(1 + n);
+    for (let s = 0; s <= n; s++) {
+      const o = s * N * K;
+      let acc = 0;
+      for (let j = 0; j < N * K; j++) acc += vh[o + j] * v[o + j];
+      sums[s] = acc;
+    }
+    return Array.from(sums.subarray(1), (x) => x > 0 ? 10 * Math.log10(sums[0] / x) : Infinity);
+  } finally {
+    vt.release();
+    ht.release();
+    y?.release();
   }
 }

@@ -10,8 +10,14 @@ import { gramRef } from "../reference/act_gram.ts";
 import { uniformQuantizer } from "../../plugins/quantizers/uniform.ts";
 import { tlqQuantizer } from "../../plugins/quantizers/tlq.ts";
 import type { QuantizedWeight, QuantizerPlugin } from "../../plugins/types.ts";
-import { type GptqOptions, gptqRound, inverseCholeskyUpper, outputSqnrDb } from "./gptq.ts";
-import { gptqRoundGpu, gpuInverseCholeskyUpper } from "./gptq_gpu.ts";
+import {
+  type GptqOptions,
+  gptqRound,
+  inverseCholeskyUpper,
+  outputSqnrDb,
+  outputSqnrsDb,
+} from "./gptq.ts";
+import { gptqRoundGpu, gpuInverseCholeskyUpper, outputSqnrsDbGpu } from "./gptq_gpu.ts";
 import { unpackCodes } from "./pack.ts";
 
 /** Correlated inputs [M, K]: four shared factors plus noise, channel scales 0.2…2. */
@@ -117,3 +123,17 @@ Deno.test(
     });
   },
 );
+
+Deno.test("outputSqnrsDbGpu: the CPU's output SQNRs within 0.01 dB", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const [N, K] = [7, 45];
+    const h = gram(3 * K, K, 9);
+    const g = new Prng(10);
+    const w = g.normals(N * K);
+    const deqs = [0.01, 0.1].map((s) => w.map((x, i) => x + s * Math.sin(3 * i)));
+    const cpu = outputSqnrsDb(w, deqs, h, N, K);
+    const gpu = await outputSqnrsDbGpu(rt, w, deqs, h, N, K);
+    assert(cpu[0] > cpu[1] + 10, `${cpu}`);
+    for (let i = 0; i < 2; i++) assert(Math.abs(cpu[i] - gpu[i]) < 0.01, `CPU ${cpu} GPU ${gpu}`);
+  });
+});

@@ -11,7 +11,7 @@
 import type { CodeGrid, QuantizedWeight } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { type GptqOptions, gptqRound, outputSqnrsDb } from "./gptq.ts";
-import { gptqRoundGpu } from "./gptq_gpu.ts";
+import { gptqRoundGpu, outputSqnrsDbGpu } from "./gptq_gpu.ts";
 import { unpackCodes } from "./pack.ts";
 
 /** One layer's GPTQ: the (rotated) weight, its plainly rounded codes, the grid and H. */
@@ -89,17 +89,27 @@ export function runGptqJob(j: GptqJob): GptqResult {
   return jobResult(j, gptqRound(...jobWeight(j), j.grid, j.h, j.options), t0, "cpu");
 }
 
-/** Runs one job on a GPU (the output SQNRs, if asked, on this thread). */
+/** Runs one job on a GPU (the output SQNRs, if asked, too). */
 export async function runGptqJobGpu(rt: Runtime, j: GptqJob): Promise<GptqResult> {
   const t0 = performance.now();
   const g = await gptqRoundGpu(rt, ...jobWeight(j), j.grid, j.h, j.options);
-  return jobResult(j, g, t0, "gpu");
+  const sqnrs = j.sqnr ?? true
+    ? await outputSqnrsDbGpu(rt, j.w, [decode(j.codes, j), decode(g.codes, j)], j.h, j.rows, j.cols)
+    : [];
+  return jobResult(j, g, t0, "gpu", sqnrs);
 }
 
-function jobResult(j: GptqJob, g: QuantizedWeight, t0: number, device: "cpu" | "gpu"): GptqResult {
-  const [rtn, gptq] = j.sqnr ?? true
-    ? outputSqnrsDb(j.w, [decode(j.codes, j), decode(g.codes, j)], j.h, j.rows, j.cols)
-    : [];
+function jobResult(
+  j: GptqJob,
+  g: QuantizedWeight,
+  t0: number,
+  device: "cpu" | "gpu",
+  sqnrs?: number[],
+): GptqResult {
+  const [rtn, gptq] = sqnrs ??
+    (j.sqnr ?? true
+      ? outputSqnrsDb(j.w, [decode(j.codes, j), decode(g.codes, j)], j.h, j.rows, j.cols)
+      : []);
   return {
     id: j.id,
     codes: g.codes,

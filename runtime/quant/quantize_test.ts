@@ -413,6 +413,12 @@ Deno.test(
       let differ = 0;
       for (const l of gpu.layers.filter((x) => x.quantizer !== "fp")) {
         assertEquals(gpu.plan.layers[l.name].meta?.gptqDevice, "gpu");
+        const c = cpu.layers.find((x) => x.name === l.name)!; // output SQNRs: GPU GEMM vs f64
+        assert(Math.abs(l.outSqnrRtnDb! - c.outSqnrRtnDb!) < 0.01, `${l.name}: plain rounding`);
+        assert(
+          Math.abs(l.outSqnrDb! - c.outSqnrDb!) < 0.1,
+          `${l.name}: ${l.outSqnrDb} vs ${c.outSqnrDb}`,
+        );
         assertEquals(cpu.plan.layers[l.name].meta?.gptqDevice, "cpu");
         const [a, b] = [cpu, gpu].map((r) =>
           unpackCodes(r.tensors[codesName(l.name)].data as Uint32Array, l.out, l.in, l.wbits)
