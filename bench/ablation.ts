@@ -181,9 +181,12 @@ interface Run {
 }
 
 /** Loads the pipeline of a setting (quantized into a temporary artifact when it has to be). */
-async function pipelineFor(run: Run, s: AblationSetting): Promise<Pipeline> {
+async function pipelineFor(
+  run: Run,
+  s: AblationSetting,
+): Promise<{ pipe: Pipeline; gptqRanOn?: "cpu" | "gpu" }> {
   // Loaded per row and released after it, so the peak bytes are this row's alone.
-  if (s.quantizer === "fp32") return await loadPipeline(run.rt, { path: run.m.model });
+  if (s.quantizer === "fp32") return { pipe: await loadPipeline(run.rt, { path: run.m.model }) };
   const cal = new CalibrationProgress("calibration (cached per model)");
   const r = await quantizeModel({
     model: run.m.model,
@@ -192,6 +195,7 @@ async function pipelineFor(run: Run, s: AblationSetting): Promise<Pipeline> {
     abits: s.abits!,
     rotation: s.rotation,
     gptq: s.gptq ?? false,
+    gptqDevice: s.gptq_device ?? "auto",
     abitsOverride: s.abits_override,
     runtime: run.rt,
     calibration: run.m.calibration,
@@ -200,7 +204,7 @@ async function pipelineFor(run: Run, s: AblationSetting): Promise<Pipeline> {
   cal.done();
   const path = join(run.tmp, `${settingKey(s).replace(/[|.]/g, "_")}.safetensors`);
   await writeArtifact(path, r, { force: true });
-  return await loadPipeline(run.rt, { path });
+  return { pipe: await loadPipeline(run.rt, { path }), gptqRanOn: r.gptqDevice };
 }
 
 /** Samples the matrix's prompts and seeds with a progress bar. */
@@ -221,7 +225,7 @@ async function sample(run: Run, pipe: Pipeline, label: string): Promise<SampleSe
 
 /** Measures one setting against the reference. */
 async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
-  const pipe = await pipelineFor(run, s);
+  const { pipe, gptqRanOn } = await pipelineFor(run, s);
   const dense = pipe.transformer.selfAttention;
   let attn: ParoSelfAttention | undefined;
   if (s.attention === "paro") {
@@ -242,6 +246,7 @@ async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
     const row: AblationRow = {
       model: modelName(run.m.model),
       ...s,
+      ...(gptqRanOn ? { gptq_ran_on: gptqRanOn } : {}),
       psnr: finite(c?.psnr),
       psnr_min: finite(c?.psnrMin),
       psnr_images: c ? c.images.map((im) => Number(im.psnr.toFixed(3))) : null,

@@ -39,6 +39,8 @@ export interface AblationSetting {
   attn_bits: number | null;
   /** Codes chosen by GPTQ (quantize --gptq); absent or false: plain rounding. */
   gptq?: boolean;
+  /** With gptq: where it runs (quantize --gptq-device); absent: auto (the GPU if there is one). */
+  gptq_device?: "cpu" | "gpu";
   /** Per-layer activation bits (quantize --abits-override), first match wins; absent: none. */
   abits_override?: AbitsOverride[];
 }
@@ -79,6 +81,7 @@ const KEYS = Object.keys(REFERENCE) as (keyof AblationSetting)[];
  */
 export function settingKey(s: AblationSetting): string {
   return KEYS.map((k) => String(s[k] ?? null)).join("|") + (s.gptq ? "|gptq" : "") +
+    (s.gptq_device ? `-${s.gptq_device}` : "") +
     (s.abits_override
       ? `|${s.abits_override.map((o) => `${o.pattern}=${o.abits}`).join(",")}`
       : "");
@@ -87,7 +90,7 @@ export function settingKey(s: AblationSetting): string {
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
 export function settingLabel(s: AblationSetting): string {
   const parts = [s.quantizer === "fp32" ? "fp32" : `${s.quantizer} W${s.wbits}A${s.abits}`];
-  if (s.gptq) parts[0] += " gptq";
+  if (s.gptq) parts[0] += s.gptq_device ? ` gptq (${s.gptq_device})` : " gptq";
   if (s.abits_override) {
     parts[0] += ` (${s.abits_override.map((o) => `${o.pattern} A${o.abits}`).join(", ")})`;
   }
@@ -98,6 +101,9 @@ export function settingLabel(s: AblationSetting): string {
   }
   return parts.join(" ");
 }
+
+/** Row fields beside KEYS, each absent from older rows (their keys stay the same). */
+const EXTRA_KEYS: string[] = ["gptq", "gptq_device", "abits_override"];
 
 function fail(file: string, field: string, msg: string): never {
   throw new RangeError(`${file}: ${field} ${msg}`);
@@ -117,11 +123,11 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
   }
   const r = raw as Record<string, unknown>;
   for (const k of Object.keys(r)) {
-    if (!(KEYS as string[]).includes(k) && k !== "gptq" && k !== "abits_override") {
+    if (!(KEYS as string[]).includes(k) && !EXTRA_KEYS.includes(k)) {
       fail(
         file,
         `${field}.${k}`,
-        `is not a setting (known: ${KEYS.join(", ")}, gptq, abits_override)`,
+        `is not a setting (known: ${[...KEYS, ...EXTRA_KEYS].join(", ")})`,
       );
     }
   }
@@ -129,6 +135,17 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
   if (r.gptq !== undefined) {
     if (typeof r.gptq !== "boolean") fail(file, `${field}.gptq`, "must be true or false");
     if (r.gptq) s.gptq = true;
+  }
+  if (r.gptq_device !== undefined) {
+    if (r.gptq_device !== "cpu" && r.gptq_device !== "gpu") {
+      fail(
+        file,
+        `${field}.gptq_device`,
+        `must be "cpu" or "gpu", got ${JSON.stringify(r.gptq_device)}`,
+      );
+    }
+    if (!s.gptq) fail(file, `${field}.gptq_device`, "needs gptq: true");
+    s.gptq_device = r.gptq_device;
   }
   if (r.abits_override !== undefined) {
     const list = r.abits_override;

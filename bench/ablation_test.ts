@@ -30,10 +30,17 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
   const over = [{ pattern: "*.attn1.to_*", abits: 16 }];
   const m = await parseMatrix({
     prompts: ["red apple"],
-    rows: [base, { ...base, gptq: true }, { ...base, abits_override: over }],
+    rows: [
+      base,
+      { ...base, gptq: true },
+      { ...base, abits_override: over },
+      { ...base, gptq: true, gptq_device: "cpu" },
+    ],
   }, "m.json");
-  assertEquals(m.settings.length, 4);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 4);
+  assertEquals(m.settings.length, 5);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 5);
+  assertEquals(settingKey(m.settings[2]), "uniform|8|8|none|dense|null|null|gptq");
+  assertEquals(settingLabel(m.settings[4]), "uniform W8A8 gptq (cpu)");
   // A plain row's key is what it was before these fields existed.
   assertEquals(settingKey(m.settings[1]), "uniform|8|8|none|dense|null|null");
   assertEquals(settingLabel(m.settings[2]), "uniform W8A8 gptq");
@@ -60,6 +67,14 @@ Deno.test("matrix: bad fields are named", async () => {
     [{ steps: 0 }, "steps must be an integer in [1, 1000]"],
     [{ seeds: [-1] }, "seeds[0] must be an integer"],
     [{ rows: [{ gptq: true }] }, "rows[0] fp32 takes no wbits, abits, rotation, gptq"],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq_device: "cpu" }] },
+      "rows[0].gptq_device needs gptq: true",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq: true, gptq_device: "tpu" }] },
+      'rows[0].gptq_device must be "cpu" or "gpu"',
+    ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, abits_override: [{ abits: 16 }] }] },
       "rows[0].abits_override[0] needs a pattern",
