@@ -23,6 +23,7 @@ import { cpus } from "node:os";
 import { uniformQuantizer } from "../plugins/quantizers/uniform.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { outputSqnrsDb } from "../runtime/quant/gptq.ts";
+import { outputSqnrsDbGpu } from "../runtime/quant/gptq_gpu.ts";
 import {
   defaultQuantWorkers,
   type GptqJob,
@@ -114,7 +115,8 @@ async function timeGpuJob(
   const [a, b] = [c, g].map((r) => unpackCodes(r.codes, N, K, 4));
   const agree = a.filter((x, i) => x === b[i]).length / a.length;
   const deq = (codes: Uint32Array) => uniformQuantizer.dequantize({ ...l.q, codes });
-  const [cpuDb, gptqDb] = outputSqnrsDb(l.w.data, [deq(c.codes), deq(g.codes)], l.h, N, K);
+  const sq = [deq(c.codes), deq(g.codes)];
+  const [cpuDb, gptqDb] = await outputSqnrsDbGpu(rt, l.w.data, sq, l.h, N, K); // both alike
   if (!(agree >= 0.99) || !(Math.abs(cpuDb - gptqDb) < 0.05)) {
     throw new Error(
       `${N}x${K}: the GPU's codes are not the CPU's: ${(100 * agree).toFixed(2)} % equal, ` +

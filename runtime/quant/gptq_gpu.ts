@@ -2,8 +2,8 @@
  * GPTQ on the GPU: the same rounding as {@linkcode gptqRound} (runtime/quant/gptq.ts, the
  * f64 CPU reference) — same set-up, grid, column order and dampening retries — with the
  * factor U (Uᵀ U = (H + λI)⁻¹) and the rounding in f32 WGSL (wgsl/gptq_factor.wgsl,
- * wgsl/gptq_round.wgsl). One submission a try: the factor one column a launch, the rounding
- * in 32-column batches; then the codes and the pivots come back in one read. Where f32 and
+ * wgsl/gptq_round.wgsl). One submission a try: the factor and the rounding in blocks of 32
+ * columns (about 6·K/32 launches); then the codes and the pivots come back in one read. Where f32 and
  * f64 round a weight that sits near the middle of two levels differently, the codes differ:
  * the tests bound how often and that the output error stays the same.
  *
@@ -27,7 +27,7 @@ import roundSrc from "../../wgsl/gptq_round.wgsl" with { type: "text" };
 
 interface FactorParams {
   K: number;
-  j: number;
+  j0: number;
 }
 
 interface RoundParams {
@@ -38,7 +38,7 @@ interface RoundParams {
   NG: number;
 }
 
-const BW = 32; // the rounding's batch width (wgsl/gptq_round.wgsl)
+const BW = 32; // the factor's blocks and the rounding's batches (both WGSL files)
 const g16 = (n: number) => Math.max(1, Math.ceil(n / 16));
 
 function factorSpec(
@@ -49,17 +49,18 @@ function factorSpec(
     name: `gptq_${entryPoint}`,
     source: factorSrc,
     entryPoint,
-    bindings: ["uniform", "read_write", "read_write", "read_write", "read_write"],
-    uniform: { fields: ["u32", "u32"], values: (p) => [p.K, p.j] },
+    bindings: ["uniform", "read_write", "read_write", "read_write", "read_write", "read_write"],
+    uniform: { fields: ["u32", "u32"], values: (p) => [p.K, p.j0] },
     dispatch,
   };
 }
 
-const CHOL_STEP = factorSpec("chol_step", (p) => [g16(p.K - p.j - 1), g16(p.K - p.j - 1)]);
-const CHOL_SCALE = factorSpec("chol_scale", (p) => [g16(p.K), g16(p.K)]);
-const INV_INIT = factorSpec("inv_init", (p) => [g16(p.K), g16(p.K)]);
-const INV_STEP = factorSpec("inv_step", (p) => [g16(p.j + 1), g16(p.K - p.j - 1)]);
-const INV_SCALE = factorSpec("inv_scale", (p) => [g16(p.K), g16(p.K)]);
+const below = (p: FactorParams) => Math.max(0, p.K - Math.min(p.K, p.j0 + BW)); // rows after the block
+const CHOL_DIAG = factorSpec("chol_diag", () => [1, 1]);
+const CHOL_PANEL = factorSpec("chol_panel", (p) => [Math.ceil(below(p) / 64), 1]);
+const CHOL_UPDATE = factorSpec("chol_update", (p) => [g16(below(p)), g16(below(p))]);
+const INV_ROWS = factorSpec("inv_rows", (p) => [Math.min(p.K, p.j0 + BW), 1]);
+const REVERSE = factorSpec("reverse", (p) => [g16(p.K), g16(p.K)]);
 
 function roundSpec(
   entryPoint: string,
@@ -84,25 +85,44 @@ const ROUND_UPDATE = roundSpec(
   (p) => [g16(p.K - Math.min(p.K, p.c0 + BW)), g16(p.N)],
 );
 
+/** The factor's scratch for width K: L⁻¹'s diagonal blocks, L⁻¹, the pivots. */
+export interface FactorScratch {
+  dinv: Tensor;
+  x: Tensor;
+  piv: Tensor;
+}
+
+/** Allocates {@linkcode FactorScratch} for width K. */
+export function factorScratch(rt: Runtime, K: number): FactorScratch {
+  return {
+    dinv: createTensor(rt, [Math.ceil(K / BW) * BW * BW]),
+    x: createTensor(rt, [K, K]),
+    piv: createTensor(rt, [K]),
+  };
+}
+
 /**
  * Records U (upper, Uᵀ U = H⁻¹) into `u` from `a` = P H P [K, K] f32 (H index-reversed),
- * which it overwrites; `l` [K, K] is scratch, `piv` [K] gets the Cholesky pivots (all > 0
- * if and only if H is positive definite, up to f32).
+ * which it overwrites with L; `f.piv` gets the Cholesky pivots (all > 0 if and only if H is
+ * positive definite, up to f32). Blocks of 32: 4 launches a block, one more for U.
  */
 export function recordInverseCholeskyUpper(
   rec: Recorder,
   a: Tensor,
-  l: Tensor,
   u: Tensor,
-  piv: Tensor,
+  f: FactorScratch,
   K: number,
 ): void {
-  const bufs = [a, l, u, piv];
-  for (let j = 0; j + 1 < K; j++) rec.dispatch(CHOL_STEP, { K, j }, bufs);
-  rec.dispatch(CHOL_SCALE, { K, j: 0 }, bufs);
-  rec.dispatch(INV_INIT, { K, j: 0 }, bufs);
-  for (let k = 0; k + 1 < K; k++) rec.dispatch(INV_STEP, { K, j: k }, bufs);
-  rec.dispatch(INV_SCALE, { K, j: 0 }, bufs);
+  const bufs = [a, f.dinv, f.x, u, f.piv];
+  for (let j0 = 0; j0 < K; j0 += BW) {
+    rec.dispatch(CHOL_DIAG, { K, j0 }, bufs);
+    if (j0 + BW < K) {
+      rec.dispatch(CHOL_PANEL, { K, j0 }, bufs);
+      rec.dispatch(CHOL_UPDATE, { K, j0 }, bufs);
+    }
+  }
+  for (let i0 = 0; i0 < K; i0 += BW) rec.dispatch(INV_ROWS, { K, j0: i0 }, bufs);
+  rec.dispatch(REVERSE, { K, j0: 0 }, bufs);
 }
 
 /** `h` [K, K] index-reversed (P h P) in f32, with λ added to the diagonal. */
@@ -125,20 +145,19 @@ export async function gpuInverseCholeskyUpper(
   K: number,
 ): Promise<Float32Array | undefined> {
   const a = uploadTensor(rt, reversedDamped(h, K, 0), [K, K]);
-  const l = createTensor(rt, [K, K]);
   const u = createTensor(rt, [K, K]);
-  const piv = createTensor(rt, [K]);
+  const f = factorScratch(rt, K);
   try {
     const rec = new Recorder(rt, "gptq factor");
-    recordInverseCholeskyUpper(rec, a, l, u, piv, K);
+    recordInverseCholeskyUpper(rec, a, u, f, K);
     await rec.submit();
     const [ub, pb] = await readBytesMany(rt, [
       { buffer: u.buffer, bytes: 4 * K * K },
-      { buffer: piv.buffer, bytes: 4 * K },
+      { buffer: f.piv.buffer, bytes: 4 * K },
     ]);
     return pivotsOk(pb, K) ? new Float32Array(ub.buffer, ub.byteOffset, K * K).slice() : undefined;
   } finally {
-    for (const t of [a, l, u, piv]) t.release();
+    for (const t of [a, u, f.dinv, f.x, f.piv]) t.release();
   }
 }
 
@@ -178,9 +197,9 @@ export async function gptqRoundGpu(
     const vals = keep(uploadTensor(rt, sorted.vals, [sorted.vals.length]));
     const vcode = keep(uploadTensor(rt, sorted.codes, [sorted.codes.length], "u32"));
     const colsT = keep(uploadTensor(rt, cols, [2 * K], "u32"));
-    const l = keep(createTensor(rt, [K, K]));
     const u = keep(createTensor(rt, [K, K]));
-    const piv = keep(createTensor(rt, [K]));
+    const f = factorScratch(rt, K);
+    own.push(f.dinv, f.x, f.piv);
     const e = keep(createTensor(rt, [N, BW]));
     const codes = keep(createTensor(rt, [N, K], "u32"));
     let used = damp;
@@ -189,7 +208,7 @@ export async function gptqRoundGpu(
       const wt = uploadTensor(rt, wp, [N, K]);
       try {
         const rec = new Recorder(rt, "gptq");
-        recordInverseCholeskyUpper(rec, a, l, u, piv, K);
+        recordInverseCholeskyUpper(rec, a, u, f, K);
         const bufs = [wt, u, e, vals, vcode, colsT, codes];
         for (let c0 = 0; c0 < K; c0 += BW) {
           const p = { N, K, c0, L, NG: ng };
@@ -199,7 +218,7 @@ export async function gptqRoundGpu(
         await rec.submit();
         const [cb, pb] = await readBytesMany(rt, [
           { buffer: codes.buffer, bytes: 4 * N * K },
-          { buffer: piv.buffer, bytes: 4 * K },
+          { buffer: f.piv.buffer, bytes: 4 * K },
         ]);
         if (!pivotsOk(pb, K)) continue;
         const c8 = Uint8Array.from(new Uint32Array(cb.buffer, cb.byteOffset, N * K));
