@@ -184,7 +184,7 @@ interface Run {
 async function pipelineFor(
   run: Run,
   s: AblationSetting,
-): Promise<{ pipe: Pipeline; gptqRanOn?: "cpu" | "gpu" }> {
+): Promise<{ pipe: Pipeline; gptqGpuLayers?: number }> {
   // Loaded per row and released after it, so the peak bytes are this row's alone.
   if (s.quantizer === "fp32") return { pipe: await loadPipeline(run.rt, { path: run.m.model }) };
   const cal = new CalibrationProgress("calibration (cached per model)");
@@ -204,7 +204,7 @@ async function pipelineFor(
   cal.done();
   const path = join(run.tmp, `${settingKey(s).replace(/[|.]/g, "_")}.safetensors`);
   await writeArtifact(path, r, { force: true });
-  return { pipe: await loadPipeline(run.rt, { path }), gptqRanOn: r.gptqDevice };
+  return { pipe: await loadPipeline(run.rt, { path }), gptqGpuLayers: r.gptqGpuLayers };
 }
 
 /** Samples the matrix's prompts and seeds with a progress bar. */
@@ -225,7 +225,7 @@ async function sample(run: Run, pipe: Pipeline, label: string): Promise<SampleSe
 
 /** Measures one setting against the reference. */
 async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
-  const { pipe, gptqRanOn } = await pipelineFor(run, s);
+  const { pipe, gptqGpuLayers } = await pipelineFor(run, s);
   const dense = pipe.transformer.selfAttention;
   let attn: ParoSelfAttention | undefined;
   if (s.attention === "paro") {
@@ -246,7 +246,7 @@ async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
     const row: AblationRow = {
       model: modelName(run.m.model),
       ...s,
-      ...(gptqRanOn ? { gptq_ran_on: gptqRanOn } : {}),
+      ...(gptqGpuLayers === undefined ? {} : { gptq_gpu_layers: gptqGpuLayers }),
       psnr: finite(c?.psnr),
       psnr_min: finite(c?.psnrMin),
       psnr_images: c ? c.images.map((im) => Number(im.psnr.toFixed(3))) : null,

@@ -13,8 +13,8 @@ import { fmt, type ResultsHeader } from "./harness.ts";
 /** One row of the ablation table (BENCHMARKS.md "Results format"), with its model. */
 export interface AblationRow extends AblationSetting {
   model: string;
-  /** With gptq: where it ran (the row's gptq_device, or what auto chose). */
-  gptq_ran_on?: "cpu" | "gpu";
+  /** With gptq: the layers it ran on the GPU (the rest on the CPU). */
+  gptq_gpu_layers?: number;
   /** The first 16 hex digits of the transformer weights' sha-256 (which weights `model` was). */
   model_sha?: string;
   /** Mean PSNR in dB against FP32 (null for the reference). */

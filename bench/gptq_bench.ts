@@ -136,7 +136,7 @@ async function timePool(
   gpu?: Runtime,
 ): Promise<number> {
   const layers = shapes.map(([N, K]) => syntheticLayer(N, K));
-  const pool = new GptqPool(workers, gpu);
+  const pool = new GptqPool(workers, gpu, 0); // with a GPU, every job on it
   const pending: Promise<GptqResult>[] = [];
   const t0 = performance.now();
   try {

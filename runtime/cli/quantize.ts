@@ -50,9 +50,10 @@ export const QUANTIZE_USAGE =
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
                           with --report also each layer's output SQNR, plain vs GPTQ
-  --gptq-device D         auto (default: the GPU unless the adapter is the CPU fallback), gpu
-                          (f32 WGSL, one layer at a time) or cpu (f64, a worker a core); the
-                          two may round a weight sitting between two levels differently
+  --gptq-device D         auto (default: on a GPU the layers of N·K² ≥ 2^28, where it is the
+                          faster, the rest on the CPU), gpu (every layer: f32 WGSL, one at a
+                          time) or cpu (f64, a worker a core); the two may round a weight that
+                          sits between two levels differently
   --keep-fp LIST          comma-separated layer patterns kept in full precision (* wildcard);
                           default by the model's family (config _class_name): PixArt
                           ${DEFAULT_KEEP_FP.join(",")};
@@ -246,7 +247,9 @@ export async function quantize(args: string[]): Promise<number> {
     `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
       `W${wbits}A${abits}, ${r.layers.length - q.length} FP; weights quantized in ` +
       `${(r.ms / 1000).toFixed(1)} s` +
-      (r.gptqDevice ? ` (GPTQ on the ${r.gptqDevice.toUpperCase()})` : ""),
+      (r.gptqGpuLayers === undefined
+        ? ""
+        : ` (GPTQ: ${r.gptqGpuLayers} of ${q.length} layers on the GPU)`),
   );
 
   let act: Awaited<ReturnType<typeof measureActivationError>> | undefined;
@@ -283,7 +286,7 @@ export async function quantize(args: string[]): Promise<number> {
       abits,
       rotation: r.plan.settings.rotation,
       gptq: r.plan.settings.gptq,
-      gptq_device: r.gptqDevice ?? null,
+      gptq_gpu_layers: r.gptqGpuLayers ?? null,
       attention: r.plan.settings.attention,
       layers_quantized: q.length,
       layers_fp: r.layers.length - q.length,

@@ -19,6 +19,7 @@ import {
 } from "./gptq.ts";
 import { gptqRoundGpu, gpuInverseCholeskyUpper, outputSqnrsDbGpu } from "./gptq_gpu.ts";
 import { unpackCodes } from "./pack.ts";
+import { GptqPool } from "./gptq_pool.ts";
 
 /** Correlated inputs [M, K]: four shared factors plus noise, channel scales 0.2…2. */
 function gram(M: number, K: number, seed: number): Float64Array {
@@ -137,3 +138,35 @@ Deno.test("outputSqnrsDbGpu: the CPU's output SQNRs within 0.01 dB", gpuTest, as
     for (let i = 0; i < 2; i++) assert(Math.abs(cpu[i] - gpu[i]) < 0.01, `CPU ${cpu} GPU ${gpu}`);
   });
 });
+
+Deno.test(
+  "GptqPool with a GPU: jobs of N·K² ≥ gpuMinWork there, smaller ones on the CPU",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const pool = new GptqPool(1, rt, 6 * 20 * 20);
+      try {
+        const run = (N: number, K: number) => {
+          const w = { data: new Prng(N).normals(N * K), rows: N, cols: K };
+          const q = uniformQuantizer.calibrate(w, { bits: 4 });
+          const h = new Float32Array(gram(3 * K, K, K));
+          return pool.run({
+            name: `${N}x${K}`,
+            w: w.data,
+            rows: N,
+            cols: K,
+            bits: 4,
+            codes: q.codes,
+            grid: uniformQuantizer.grid!(q),
+            h,
+          });
+        };
+        const [small, big] = await Promise.all([run(5, 20), run(6, 20)]);
+        assertEquals([small.device, big.device], ["cpu", "gpu"]);
+        assert(big.outSqnrDb! > big.outSqnrRtnDb!, "the GPU job's output SQNRs");
+      } finally {
+        pool.close();
+      }
+    });
+  },
+);

@@ -3,8 +3,9 @@
  * N·K² of plain JS a layer, minutes for a PixArt-α FFN, so a model's layers round in
  * parallel. Plugin-free: a job carries the quantizer's grid, and the output SQNRs are taken
  * from it. With one worker (or none) the jobs run on the calling thread, with the same result.
- * Given a GPU runtime instead, the jobs run there one after another (runtime/quant/gptq_gpu.ts,
- * f32: codes may differ from the CPU's at near-ties).
+ * Given a GPU runtime too, the jobs of at least `gpuMinWork` (N·K²) run there one after another
+ * (runtime/quant/gptq_gpu.ts, f32: codes may differ from the CPU's at near-ties); smaller ones,
+ * milliseconds on a core but a fixed ~0.1 s on the GPU, stay on the workers.
  *
  * @module
  */
@@ -122,6 +123,13 @@ function jobResult(
   };
 }
 
+/**
+ * N·K² from which `auto` runs a GPTQ job on the GPU: 2^28 (a 1024×512×512 layer). Below, a
+ * core takes well under a second and the GPU's fixed cost (uploads, ~4·K/32 launches, one
+ * read) is no better; PixArt-α's smallest layer (1152³) is 5.6× over it.
+ */
+export const GPTQ_GPU_MIN_WORK = 2 ** 28;
+
 /** Workers for host-side quantization: WEBDIT_QUANT_WORKERS, else every core. */
 export function defaultQuantWorkers(): number {
   const env = Number(Deno.env.get("WEBDIT_QUANT_WORKERS"));
@@ -131,10 +139,12 @@ export function defaultQuantWorkers(): number {
 
 /** A pool of GPTQ workers; `run` queues a job, `close` ends the workers. */
 export class GptqPool {
-  /** Workers (0: jobs run on the calling thread, or on the GPU). */
+  /** Workers (0: the CPU's jobs run on the calling thread). */
   readonly size: number;
-  /** The GPU the jobs run on, if any. */
+  /** The GPU the big jobs run on, if any. */
   readonly gpu: Runtime | undefined;
+  /** N·K² from which a job runs on the GPU. */
+  readonly gpuMinWork: number;
   #gpuChain: Promise<unknown> = Promise.resolve();
   #idle: Worker[] = [];
   #all: Worker[] = [];
@@ -142,12 +152,18 @@ export class GptqPool {
   #next = 0;
 
   /**
-   * A pool of `workers` workers (≤ 1: none, the calling thread runs the jobs), or with `gpu`
-   * none: the jobs run on that GPU, one at a time.
+   * A pool of `workers` workers (≤ 1: none, the calling thread runs the jobs); with `gpu`,
+   * the jobs of N·K² ≥ `gpuMinWork` (default {@linkcode GPTQ_GPU_MIN_WORK}; 0: every job) run
+   * on that GPU, one at a time.
    */
-  constructor(workers: number = defaultQuantWorkers(), gpu?: Runtime) {
+  constructor(
+    workers: number = defaultQuantWorkers(),
+    gpu?: Runtime,
+    gpuMinWork: number = GPTQ_GPU_MIN_WORK,
+  ) {
     this.gpu = gpu;
-    this.size = !gpu && workers > 1 ? Math.floor(workers) : 0;
+    this.gpuMinWork = gpuMinWork;
+    this.size = workers > 1 ? Math.floor(workers) : 0;
     for (let i = 0; i < this.size; i++) {
       const w = new Worker(new URL("./gptq_worker.ts", import.meta.url).href, { type: "module" });
       this.#all.push(w);
@@ -158,7 +174,7 @@ export class GptqPool {
   /** Rounds one layer (its buffers are transferred to a worker: do not reuse them). */
   run(job: Omit<GptqJob, "id">): Promise<GptqResult> {
     const full = { ...job, id: this.#next++ };
-    if (this.gpu) {
+    if (this.gpu && job.rows * job.cols ** 2 >= this.gpuMinWork) {
       const rt = this.gpu;
       const r = this.#gpuChain.then(() => runGptqJobGpu(rt, full)).catch((e) => {
         throw new Error(`GPTQ of ${job.name}: ${(e as Error).message}`);

@@ -50,7 +50,7 @@ import {
   type QuantSettings,
 } from "./plan.ts";
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
-import { GptqPool } from "./gptq_pool.ts";
+import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
 import { resolveSettings } from "./settings.ts";
 import type { LayerReport } from "./report.ts";
 export type { LayerReport } from "./report.ts";
@@ -84,7 +84,8 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   gptqSqnr?: boolean;
   /**
    * Where GPTQ runs: "gpu" (runtime/quant/gptq_gpu.ts, f32, on the calibration's runtime),
-   * "cpu" (f64 workers), or "auto" (default): the GPU unless the adapter is the CPU fallback.
+   * "cpu" (f64 workers), or "auto" (default): on a GPU (not the CPU fallback) the layers of
+   * N·K² ≥ GPTQ_GPU_MIN_WORK, the others on the CPU.
    */
   gptqDevice?: "auto" | "gpu" | "cpu";
   /** Runtime for the calibration run a rotation needs; default a new one (auto adapter). */
@@ -117,8 +118,8 @@ export interface QuantizeResult {
   layers: LayerReport[];
   /** Wall time of the weight quantization, ms. */
   ms: number;
-  /** Where GPTQ ran ("gpu" or "cpu"), with `gptq`. */
-  gptqDevice?: "cpu" | "gpu";
+  /** With `gptq`: the layers it ran on the GPU (the others on the CPU; each layer's meta says). */
+  gptqGpuLayers?: number;
   /** The rotated layers' plans (for the activation report). */
   rotations: Map<string, LayerRotation>;
 }
@@ -263,7 +264,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const layers: Record<string, LayerPlan> = {};
   const reports: LayerReport[] = [];
   const rotations = new Map<string, LayerRotation>();
-  const pool = settings.gptq ? new GptqPool(o.workers, gptqRt) : undefined;
+  const pool = settings.gptq
+    ? new GptqPool(o.workers, gptqRt, o.gptqDevice === "gpu" ? 0 : GPTQ_GPU_MIN_WORK)
+    : undefined;
+  let gptqGpuLayers = 0;
   const pending: Promise<void>[] = [];
   const t0 = performance.now();
   try {
@@ -399,6 +403,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           sqnr: o.gptqSqnr ?? true,
         }).then((g) => {
           const gptqMeta = { gptqDamp: g.damp, gptqActOrder: g.actOrder, gptqDevice: g.device };
+          if (g.device === "gpu") gptqGpuLayers++;
           const gq = { ...q, codes: g.codes, meta: { ...q.meta, ...gptqMeta } };
           const gdeq = plugin.dequantize(gq);
           tensors[codesName(name)].data = gq.codes;
@@ -476,8 +481,15 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     layers,
   };
   metadata[META.plan] = JSON.stringify(plan);
-  const gptqDevice = settings.gptq ? (gptqRt ? "gpu" : "cpu") : undefined;
-  return { plan, tensors, metadata, layers: reports, ms, rotations, gptqDevice };
+  return {
+    plan,
+    tensors,
+    metadata,
+    layers: reports,
+    ms,
+    rotations,
+    ...(settings.gptq ? { gptqGpuLayers } : {}),
+  };
 }
 
 /**

@@ -408,7 +408,7 @@ Deno.test(
       };
       const cpu = await quantizeModel({ ...base, gptqDevice: "cpu", workers: 1 });
       const gpu = await quantizeModel({ ...base, gptqDevice: "gpu" });
-      assertEquals([cpu.gptqDevice, gpu.gptqDevice], ["cpu", "gpu"]);
+      assertEquals([cpu.gptqGpuLayers, gpu.gptqGpuLayers], [0, 20]);
       let all = 0;
       let differ = 0;
       for (const l of gpu.layers.filter((x) => x.quantizer !== "fp")) {
