@@ -19,23 +19,12 @@ import {
 } from "./gptq.ts";
 import { gptqRoundGpu, gpuInverseCholeskyUpper, outputSqnrsDbGpu } from "./gptq_gpu.ts";
 import { unpackCodes } from "./pack.ts";
+import { correlatedRows } from "./gptq_test_util.ts";
 import { GptqPool } from "./gptq_pool.ts";
 
-/** Correlated inputs [M, K]: four shared factors plus noise, channel scales 0.2…2. */
+/** The Gram matrix of correlated inputs [M, K]. */
 function gram(M: number, K: number, seed: number): Float64Array {
-  const g = new Prng(seed);
-  const f = g.normals(M * 4);
-  const mix = g.normals(4 * K);
-  const n = g.normals(M * K);
-  const x = new Float32Array(M * K);
-  for (let r = 0; r < M; r++) {
-    for (let c = 0; c < K; c++) {
-      let v = 0.3 * n[r * K + c];
-      for (let k = 0; k < 4; k++) v += f[r * 4 + k] * mix[k * K + c];
-      x[r * K + c] = v * (0.2 + (1.8 * c) / K);
-    }
-  }
-  return gramRef(x, M, K);
+  return gramRef(correlatedRows(M, K, seed), M, K);
 }
 
 Deno.test(
