@@ -3,9 +3,9 @@
  * f64 CPU reference) — same set-up, grid, column order and dampening retries — with the
  * factor U (Uᵀ U = (H + λI)⁻¹) and the rounding in f32 WGSL (wgsl/gptq_factor.wgsl,
  * wgsl/gptq_round.wgsl). One submission a try: the factor and the rounding in blocks of 32
- * columns (about 6·K/32 launches); then the codes and the pivots come back in one read. Where f32 and
- * f64 round a weight that sits near the middle of two levels differently, the codes differ:
- * the tests bound how often and that the output error stays the same.
+ * columns (about 6·K/32 launches); then the codes and the pivots come back in one read.
+ * Where f32 and f64 round a weight that sits near the middle of two levels differently, the
+ * codes differ: the tests bound how often and that the output error stays the same.
  *
  * @module
  */
@@ -55,7 +55,8 @@ function factorSpec(
   };
 }
 
-const below = (p: FactorParams) => Math.max(0, p.K - Math.min(p.K, p.j0 + BW)); // rows after the block
+/** Rows after the block that starts at j0. */
+const below = (p: FactorParams) => Math.max(0, p.K - Math.min(p.K, p.j0 + BW));
 const CHOL_DIAG = factorSpec("chol_diag", () => [1, 1]);
 const CHOL_PANEL = factorSpec("chol_panel", (p) => [Math.ceil(below(p) / 64), 1]);
 const CHOL_UPDATE = factorSpec("chol_update", (p) => [g16(below(p)), g16(below(p))]);
