@@ -1,0 +1,95 @@
+"""Helpers of tools/torch/quant_probe.py: oneDNN-routed f32 matmuls for this host's torch, and
+webdit's own PRNG (runtime/io/prng.ts) so the probe draws the same initial noise."""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import pixart
+
+
+# ------------------------------------------------------------------------------ fast f32 matmuls
+
+# This host's torch (Debian 1.13, BLAS_INFO=generic) multiplies at ~2 GFLOP/s; its oneDNN
+# linear runs at 30-60 GFLOP/s, so the probe routes F.linear and attention through it.
+_mkldnn_linear = torch._C._nn.mkldnn_linear
+_dense_linear = F.linear
+
+
+def fast_linear(x, w, b=None):
+    """F.linear through oneDNN (f32 CPU tensors; anything else goes the usual way)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or torch.is_grad_enabled():
+        return _dense_linear(x, w, b)
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    y = _mkldnn_linear(x2.to_mkldnn(), w.contiguous().to_mkldnn(), None if b is None else b.contiguous())
+    return y.to_dense().reshape(*x.shape[:-1], w.shape[0])
+
+
+def fast_attention(q, k, v, bias=None, impl="math"):
+    """pixart.attention ("math": softmax(q k^T / sqrt(d) + bias) v) with oneDNN matmuls."""
+    b, h, n, d = q.shape
+    scores = torch.empty(b, h, n, k.shape[2])
+    for i in range(b):
+        for j in range(h):
+            scores[i, j] = fast_linear(q[i, j], k[i, j])
+    scores = scores * (d**-0.5)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)
+    p = torch.softmax(scores, dim=-1)
+    out = torch.empty(b, h, n, v.shape[3])
+    for i in range(b):
+        for j in range(h):
+            out[i, j] = fast_linear(p[i, j], v[i, j].t())
+    return out
+
+
+def use_fast_matmuls():
+    F.linear = fast_linear  # nn.Linear.forward looks F.linear up at call time
+    pixart.attention = fast_attention
+
+
+# ------------------------------------------------------------------------------ webdit's PRNG
+
+
+def _splitmix32(state):
+    state = (state + 0x9E3779B9) & 0xFFFFFFFF
+    z = state
+    z = ((z ^ (z >> 16)) * 0x85EBCA6B) & 0xFFFFFFFF
+    z = ((z ^ (z >> 13)) * 0xC2B2AE35) & 0xFFFFFFFF
+    return state, (z ^ (z >> 16)) & 0xFFFFFFFF
+
+
+def _rotl(x, k):
+    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
+
+
+def webdit_normals(seed, n):
+    """runtime/io/prng.ts `new Prng(seed).normals(n)` (f32)."""
+    st = seed & 0xFFFFFFFF
+    s = []
+    for _ in range(4):
+        st, out = _splitmix32(st)
+        s.append(out)
+
+    def next_u32():
+        r = (_rotl((s[1] * 5) & 0xFFFFFFFF, 7) * 9) & 0xFFFFFFFF
+        t = (s[1] << 9) & 0xFFFFFFFF
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = _rotl(s[3], 11)
+        return r
+
+    out = np.empty(n, np.float64)
+    for i in range(0, n, 2):
+        u1 = (next_u32() + 1) / 4294967296
+        u2 = next_u32() / 4294967296
+        r = math.sqrt(-2 * math.log(u1))
+        out[i] = r * math.cos(2 * math.pi * u2)
+        if i + 1 < n:
+            out[i + 1] = r * math.sin(2 * math.pi * u2)
+    return out.astype(np.float32)
