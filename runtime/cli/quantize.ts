@@ -186,6 +186,9 @@ export async function quantize(args: string[]): Promise<number> {
   const groupSize = o.number("group-size", 0, { min: 0, integer: true });
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
+  if (v["gptq-device"] !== undefined && !v.gptq) {
+    throw new UsageError("--gptq-device needs --gptq");
+  }
   const reportPrompts = o.number("report-prompts", 2, { min: 1, max: 16, integer: true });
   const reportSteps = o.number("report-steps", 3, { min: 1, max: 100, integer: true });
   const calibPrompts = o.optionalNumber("calib-prompts", { min: 1, max: 64, integer: true });

@@ -54,6 +54,20 @@ Deno.test("quantize: usage errors exit 2 naming the option", async () => {
   );
   assertEquals(r4.code, 2);
   assert(r4.stderr.includes('--abits-override: "*.ff.net.2=12" is not PATTERN=BITS'), r4.stderr);
+  const r5 = await cli(
+    "quantize",
+    ...["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "4", "--abits", "8", "--gptq"],
+    ...["--gptq-device", "tpu", "--out", "/tmp/never.safetensors"],
+  );
+  assertEquals(r5.code, 2);
+  assert(r5.stderr.includes("--gptq-device"), r5.stderr);
+  const r6 = await cli(
+    "quantize",
+    ...["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "4", "--abits", "8"],
+    ...["--gptq-device", "gpu", "--out", "/tmp/never.safetensors"],
+  );
+  assertEquals(r6.code, 2);
+  assert(r6.stderr.includes("--gptq-device needs --gptq"), r6.stderr);
 });
 
 Deno.test("parseAbitsOverride: PATTERN=BITS entries in order", () => {
