@@ -20,22 +20,15 @@
  * @module
  */
 import { join } from "node:path";
-import type { HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
+import type { HostMatrix } from "../../plugins/types.ts";
 import { createDefaultRegistry } from "../builtins.ts";
 import { CheckpointError } from "../errors.ts";
 import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
 import type { TensorToWrite } from "../io/safetensors.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
-import {
-  a16Params,
-  hasCompactTlq,
-  int8Lut,
-  int8LutError,
-  tlqCompactWords,
-} from "../reference/qgemm.ts";
+import { int8LutError } from "../reference/qgemm.ts";
 import type { PluginRegistry } from "../registry.ts";
-import type { UploadQWeightOptions } from "../ops/qweight.ts";
 import { createRuntime, type Runtime } from "../gpu/device.ts";
 import { calibrate, type CalibrationStats, transformerWeightsHash } from "./calibrate.ts";
 import { type CalibrationEmbeds, fluxNeedsEmbedsError } from "./calibration_run.ts";
@@ -52,8 +45,8 @@ import {
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
 import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
 import { resolveSettings } from "./settings.ts";
-import type { LayerReport } from "./report.ts";
-export type { LayerReport } from "./report.ts";
+import { type LayerReport, quantizedBytes } from "./report.ts";
+export { type LayerReport, quantizedBytes } from "./report.ts";
 
 /** Options of {@linkcode quantizeModel}: the settings, the model, hooks. */
 export interface QuantizeOptions extends Partial<QuantSettings> {
@@ -144,25 +137,6 @@ function sqnr(w: Float32Array, h: Float32Array): number {
     e += (w[i] - h[i]) ** 2;
   }
   return e > 0 ? 10 * Math.log10(s / e) : Infinity;
-}
-
-/**
- * Bytes the kernels hold for a quantized weight on the path of `abits`, as uploadQWeight
- * uploads it: TLQ compact (codes + 8 B a row + 4 B of η on both paths) where it can, or
- * with `tlq: "lut"` the tables themselves (MODE 0 / 2).
- */
-export function quantizedBytes(
-  q: QuantizedWeight,
-  abits: number,
-  tlq?: UploadQWeightOptions["tlq"],
-): number {
-  const codes = q.codes.byteLength;
-  const compact = tlq === "compact" || (tlq === undefined && hasCompactTlq(q));
-  if (compact) return codes + tlqCompactWords(q).byteLength;
-  if (abits === 16) return codes + a16Params(q).data.byteLength;
-  const l = int8Lut(q);
-  const extra = l.direct ? 0 : l.zero ? l.zero.byteLength : Math.ceil(l.lut8.byteLength / 4) * 4;
-  return codes + l.scale.byteLength + extra;
 }
 
 /**

@@ -4,10 +4,14 @@
  * GPU over a few calibration prompts and steps (runtime/quant/calibration_run.ts): every
  * quantized layer's input is quantized and dequantized in place of nothing — the FP model
  * runs unchanged — and Σ(x − x̂)², Σx² accumulate on the GPU, read back once at the end.
+ * Also the per-layer report's type and the bytes a quantized weight holds on the GPU.
  *
  * @module
  */
+import type { QuantizedWeight } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
+import type { UploadQWeightOptions } from "../ops/qweight.ts";
+import { a16Params, hasCompactTlq, int8Lut, tlqCompactWords } from "../reference/qgemm.ts";
 import { createTensor, readTensor, writeTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearFactory } from "../model/linear.ts";
 import { actQuantError } from "../ops/act_quant.ts";
@@ -45,6 +49,25 @@ export interface LayerReport {
   outSqnrDb?: number;
   /** Why it stays FP. */
   reason?: string;
+}
+
+/**
+ * Bytes the kernels hold for a quantized weight on the path of `abits`, as uploadQWeight
+ * uploads it: TLQ compact (codes + 8 B a row + 4 B of η on both paths) where it can, or
+ * with `tlq: "lut"` the tables themselves (MODE 0 / 2).
+ */
+export function quantizedBytes(
+  q: QuantizedWeight,
+  abits: number,
+  tlq?: UploadQWeightOptions["tlq"],
+): number {
+  const codes = q.codes.byteLength;
+  const compact = tlq === "compact" || (tlq === undefined && hasCompactTlq(q));
+  if (compact) return codes + tlqCompactWords(q).byteLength;
+  if (abits === 16) return codes + a16Params(q).data.byteLength;
+  const l = int8Lut(q);
+  const extra = l.direct ? 0 : l.zero ? l.zero.byteLength : Math.ceil(l.lut8.byteLength / 4) * 4;
+  return codes + l.scale.byteLength + extra;
 }
 
 /** The activation-quantization error of one layer's input. */

@@ -1,13 +1,19 @@
-"""Helpers of tools/torch/quant_probe.py: oneDNN-routed f32 matmuls for this host's torch, and
-webdit's own PRNG (runtime/io/prng.ts) so the probe draws the same initial noise."""
+"""Helpers of tools/torch/quant_probe.py: oneDNN-routed f32 matmuls for this host's torch,
+webdit's own PRNG (runtime/io/prng.ts) so the probe draws the same initial noise, and the
+BENCHMARKS.md results format of its runs."""
 
 import math
+import os
+import re
+import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import pixart
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # ------------------------------------------------------------------------------ fast f32 matmuls
@@ -93,3 +99,36 @@ def webdit_normals(seed, n):
         if i + 1 < n:
             out[i + 1] = r * math.sin(2 * math.pi * u2)
     return out.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ results format
+
+
+def result_name(config):
+    """A config as a lower_snake_case results name: `w4a16+gptqo=0.1` -> `probe_w4a16_gptqo_damp0_1`,
+    `w16a8%0-9` -> `probe_w16a8_steps0_9`."""
+    n = config.replace("+gptq", "_gptq").replace("=", "_damp").replace("^cfg", "_cfgshare").replace("%", "_steps")
+    return "probe_" + re.sub(r"[^a-z0-9]+", "_", n.lower()).strip("_")
+
+
+def results_file(runs, command):
+    """BENCHMARKS.md's results format from probe runs (their --out JSON): per config the mean
+    PSNR (dB), with its min, per-image values and cosine beside it."""
+    import platform
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip() or "unknown"
+    results = []
+    for run in runs:
+        for r in run["rows"]:
+            if r["config"].startswith("webdit"):
+                continue
+            results.append({"name": result_name(r["config"]), "value": round(r["psnr"], 3), "unit": "dB",
+                            "psnr_min": round(r["psnr_min"], 3), "cosine": round(r["cosine"], 6),
+                            "psnr_images": [round(v, 3) for v in r["psnr_per_image"]],
+                            "prompts": run["prompts"], "seed": run["seed"], "steps": run["steps"],
+                            "guidance": run["guidance"]})
+    return {"device": platform.processor() or platform.machine(), "adapter": f"pytorch-cpu {torch.__version__}",
+            "deno": None, "commit": commit, "date": time.strftime("%Y-%m-%d"), "command": command,
+            "results": results}

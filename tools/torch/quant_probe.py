@@ -44,7 +44,7 @@ sys.path.insert(0, HERE)
 from pixart import PixArtTransformer  # noqa: E402
 from samplers import sample  # noqa: E402
 from text_encoder import NULL, PAD, EmojiCaptionEncoder, Tokenizer  # noqa: E402
-from probe_util import use_fast_matmuls, webdit_normals  # noqa: E402
+from probe_util import results_file, use_fast_matmuls, webdit_normals  # noqa: E402
 
 CLIP_RATIOS = [1 - 0.05 * i for i in range(11)]
 KEEP_FP = ("pos_embed.", "adaln_single.", "caption_projection.", "proj_out")
@@ -395,36 +395,6 @@ def act_stats(p, xs, ts, steps=(0, 10, 19), bits=8):
             h.remove()
     return {k: {"crest_mean": a["crest_sum"] / a["n"], "crest_max": a["crest_max"],
                 "a8_sqnr_db": 10 * math.log10(a["sig"] / a["err"])} for k, a in acc.items()}
-
-
-def result_name(config):
-    """A config as a lower_snake_case results name: `w4a16+gptqo=0.1` -> `probe_w4a16_gptqo_damp0_1`,
-    `w16a8%0-9` -> `probe_w16a8_steps0_9`."""
-    n = config.replace("+gptq", "_gptq").replace("=", "_damp").replace("^cfg", "_cfgshare").replace("%", "_steps")
-    return "probe_" + re.sub(r"[^a-z0-9]+", "_", n.lower()).strip("_")
-
-
-def results_file(runs, command):
-    """BENCHMARKS.md's results format from probe runs (their --out JSON): per config the mean
-    PSNR (dB), with its min, per-image values and cosine beside it."""
-    import platform
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip() or "unknown"
-    results = []
-    for run in runs:
-        for r in run["rows"]:
-            if r["config"].startswith("webdit"):
-                continue
-            results.append({"name": result_name(r["config"]), "value": round(r["psnr"], 3), "unit": "dB",
-                            "psnr_min": round(r["psnr_min"], 3), "cosine": round(r["cosine"], 6),
-                            "psnr_images": [round(v, 3) for v in r["psnr_per_image"]],
-                            "prompts": run["prompts"], "seed": run["seed"], "steps": run["steps"],
-                            "guidance": run["guidance"]})
-    return {"device": platform.processor() or platform.machine(), "adapter": f"pytorch-cpu {torch.__version__}",
-            "deno": None, "commit": commit, "date": time.strftime("%Y-%m-%d"), "command": command,
-            "results": results}
 
 
 def main():
