@@ -217,12 +217,25 @@ export interface GptqSetup {
   actOrder: boolean;
   /** order[a]: the checkpoint column rounded a-th. */
   order: number[];
-  /** H's diagonal (checkpoint order); a column whose H_jj is not > 0 is dead (always 0). */
-  diag: number[];
   /** H's mean diagonal (1 if 0). */
   mean: number;
   /** H in the rounding order, undamped, a dead column's diagonal set to 1. */
   hp: Float64Array;
+  /** W [N, K] in the rounding order, a dead column 0. */
+  wp: Float64Array;
+}
+
+/**
+ * The dampenings GPTQ tries in turn while H + λI is not positive definite (λ = the dampening
+ * × H's mean diagonal): `damp`, then ×10 (at least 1e-6), six in all.
+ */
+export function* gptqDampings(damp: number): Generator<number> {
+  for (let i = 0, d = damp; i < 6; i++, d = Math.max(d * 10, 1e-6)) yield d;
+}
+
+/** The error when even the last of {@linkcode gptqDampings} left H + λI not positive definite. */
+export function notPositiveDefinite(damp: number): RangeError {
+  return new RangeError(`gptq: the Hessian is not positive definite even damped by ${damp}`);
 }
 
 /** Checks GPTQ's arguments and orders H (see {@linkcode GptqSetup}). */
@@ -256,7 +269,13 @@ export function gptqSetup(
     for (let b = 0; b < K; b++) hp[a * K + b] = h[order[a] * K + order[b]];
     if (!(diag[order[a]] > 0)) hp[a * K + a] = 1; // an input that is always 0
   }
-  return { N, K, ng, damp, actOrder, order, diag, mean, hp };
+  const wp = new Float64Array(N * K);
+  for (let r = 0; r < N; r++) {
+    for (let a = 0; a < K; a++) {
+      wp[r * K + a] = diag[order[a]] > 0 ? w.data[r * K + order[a]] : 0;
+    }
+  }
+  return { N, K, ng, damp, actOrder, order, mean, hp, wp };
 }
 
 /**
@@ -271,23 +290,16 @@ export function gptqRound(
   h: ArrayLike<number>,
   o: GptqOptions = {},
 ): QuantizedWeight {
-  const { N, K, ng, damp, actOrder, order, diag, mean, hp } = gptqSetup(w, q, grid, h, o);
+  const { N, K, ng, damp, actOrder, order, mean, hp, wp } = gptqSetup(w, q, grid, h, o);
   let u: Float64Array | undefined;
   let used = damp;
-  for (let tries = 0; tries < 6 && !u; tries++, used = Math.max(used * 10, 1e-6)) {
+  for (used of gptqDampings(damp)) {
     const d = hp.slice();
     for (let a = 0; a < K; a++) d[a * K + a] += used * mean;
     u = inverseCholeskyUpper(d, K);
     if (u) break;
   }
-  if (!u) throw new RangeError(`gptq: the Hessian is not positive definite even damped by ${used}`);
-  // Working copy of W in the column order, f64.
-  const wp = new Float64Array(N * K);
-  for (let r = 0; r < N; r++) {
-    for (let a = 0; a < K; a++) {
-      wp[r * K + a] = diag[order[a]] > 0 ? w.data[r * K + order[a]] : 0;
-    }
-  }
+  if (!u) throw notPositiveDefinite(used);
   const L = 2 ** q.bits;
   const near = new NearestCode(grid.values, L);
   const codes = new Uint8Array(N * K);

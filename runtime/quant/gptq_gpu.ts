@@ -20,7 +20,13 @@ import {
   uploadTensor,
 } from "../gpu/tensor.ts";
 import { gemm } from "../ops/gemm.ts";
-import { type GptqOptions, gptqSetup, sortedGrid } from "./gptq.ts";
+import {
+  gptqDampings,
+  type GptqOptions,
+  gptqSetup,
+  notPositiveDefinite,
+  sortedGrid,
+} from "./gptq.ts";
 import { packCodes } from "./pack.ts";
 import factorSrc from "../../wgsl/gptq_factor.wgsl" with { type: "text" };
 import roundSrc from "../../wgsl/gptq_round.wgsl" with { type: "text" };
@@ -87,14 +93,14 @@ const ROUND_UPDATE = roundSpec(
 );
 
 /** The factor's scratch for width K: L⁻¹'s diagonal blocks, L⁻¹, the pivots. */
-export interface FactorScratch {
+interface FactorScratch {
   dinv: Tensor;
   x: Tensor;
   piv: Tensor;
 }
 
 /** Allocates {@linkcode FactorScratch} for width K. */
-export function factorScratch(rt: Runtime, K: number): FactorScratch {
+function factorScratch(rt: Runtime, K: number): FactorScratch {
   return {
     dinv: createTensor(rt, [Math.ceil(K / BW) * BW * BW]),
     x: createTensor(rt, [K, K]),
@@ -107,7 +113,7 @@ export function factorScratch(rt: Runtime, K: number): FactorScratch {
  * which it overwrites with L; `f.piv` gets the Cholesky pivots (all > 0 if and only if H is
  * positive definite, up to f32). Blocks of 32: 4 launches a block, one more for U.
  */
-export function recordInverseCholeskyUpper(
+function recordInverseCholeskyUpper(
   rec: Recorder,
   a: Tensor,
   u: Tensor,
@@ -180,12 +186,9 @@ export async function gptqRoundGpu(
   h: ArrayLike<number>,
   o: GptqOptions = {},
 ): Promise<QuantizedWeight> {
-  const { N, K, ng, damp, actOrder, order, diag, mean, hp } = gptqSetup(w, q, grid, h, o);
+  const { N, K, ng, damp, actOrder, order, mean, hp, wp: wp64 } = gptqSetup(w, q, grid, h, o);
   const L = 2 ** q.bits;
-  const wp = new Float32Array(N * K);
-  for (let r = 0; r < N; r++) {
-    for (let a = 0; a < K; a++) wp[r * K + a] = diag[order[a]] > 0 ? w.data[r * K + order[a]] : 0;
-  }
+  const wp = Float32Array.from(wp64);
   const cols = new Uint32Array(2 * K);
   for (let a = 0; a < K; a++) {
     cols[a] = order[a];
@@ -204,7 +207,7 @@ export async function gptqRoundGpu(
     const e = keep(createTensor(rt, [N, BW]));
     const codes = keep(createTensor(rt, [N, K], "u32"));
     let used = damp;
-    for (let tries = 0; tries < 6; tries++, used = Math.max(used * 10, 1e-6)) {
+    for (used of gptqDampings(damp)) {
       const a = uploadTensor(rt, reversedDamped(hp, K, used * mean), [K, K]);
       const wt = uploadTensor(rt, wp, [N, K]);
       try {
@@ -233,7 +236,7 @@ export async function gptqRoundGpu(
         wt.release();
       }
     }
-    throw new RangeError(`gptq: the Hessian is not positive definite even damped by ${used}`);
+    throw notPositiveDefinite(used);
   } finally {
     for (const t of own) t.release();
   }

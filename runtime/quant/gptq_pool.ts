@@ -84,10 +84,17 @@ function jobWeight(
   return [{ data: j.w, rows: j.rows, cols: j.cols }, q];
 }
 
+/** Plain rounding's and GPTQ's dequantized weights, for the output SQNRs. */
+function bothDecoded(j: GptqJob, g: QuantizedWeight): Float32Array[] {
+  return [decode(j.codes, j), decode(g.codes, j)];
+}
+
 /** Runs one job on this thread. */
 export function runGptqJob(j: GptqJob): GptqResult {
   const t0 = performance.now();
-  return jobResult(j, gptqRound(...jobWeight(j), j.grid, j.h, j.options), t0, "cpu");
+  const g = gptqRound(...jobWeight(j), j.grid, j.h, j.options);
+  const sqnrs = j.sqnr ?? true ? outputSqnrsDb(j.w, bothDecoded(j, g), j.h, j.rows, j.cols) : [];
+  return jobResult(j, g, t0, "cpu", sqnrs);
 }
 
 /** Runs one job on a GPU (the output SQNRs, if asked, too). */
@@ -95,22 +102,20 @@ export async function runGptqJobGpu(rt: Runtime, j: GptqJob): Promise<GptqResult
   const t0 = performance.now();
   const g = await gptqRoundGpu(rt, ...jobWeight(j), j.grid, j.h, j.options);
   const sqnrs = j.sqnr ?? true
-    ? await outputSqnrsDbGpu(rt, j.w, [decode(j.codes, j), decode(g.codes, j)], j.h, j.rows, j.cols)
+    ? await outputSqnrsDbGpu(rt, j.w, bothDecoded(j, g), j.h, j.rows, j.cols)
     : [];
   return jobResult(j, g, t0, "gpu", sqnrs);
 }
 
+/** A job's result; `sqnrs`: plain rounding's and GPTQ's output SQNRs, or none. */
 function jobResult(
   j: GptqJob,
   g: QuantizedWeight,
   t0: number,
   device: "cpu" | "gpu",
-  sqnrs?: number[],
+  sqnrs: number[],
 ): GptqResult {
-  const [rtn, gptq] = sqnrs ??
-    (j.sqnr ?? true
-      ? outputSqnrsDb(j.w, [decode(j.codes, j), decode(g.codes, j)], j.h, j.rows, j.cols)
-      : []);
+  const [rtn, gptq] = sqnrs;
   return {
     id: j.id,
     codes: g.codes,
