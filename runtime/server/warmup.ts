@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { UNK_ID } from "../../plugins/models/emoji_tokenizer.ts";
 import type { SamplerName } from "../pipeline.ts";
 import type { ModelEntry } from "./models.ts";
 
@@ -48,7 +49,7 @@ export async function warmUp(
     log(`warming up ${e.id} (${steps} steps at ${c.sampleSize}×${c.sampleSize})…`);
     try {
       await e.pipeline.generate({
-        prompt: e.pipeline.tokenizer?.vocab[3] ?? "warm up", // its first word (after the specials)
+        prompt: e.pipeline.tokenizer?.vocab[UNK_ID + 1] ?? "warm up", // its first real word
         steps,
         sampler: o.sampler ?? "dpm++2m",
         guidance: o.guidance ?? 4.5,
