@@ -197,6 +197,7 @@ async function pipelineFor(
     gptq: s.gptq ?? false,
     gptqDevice: s.gptq_device ?? "auto",
     abitsOverride: s.abits_override,
+    center: s.center,
     runtime: run.rt,
     calibration: run.m.calibration,
     onCalibration: (p) => cal.update(p),

@@ -24,6 +24,7 @@ import { parsePromptList } from "../runtime/eval/eval.ts";
 import { CALIBRATION_PROMPTS } from "../runtime/quant/calibrate.ts";
 import { PARO_CALIBRATION_PROMPTS } from "../plugins/attention/paro.ts";
 import type { AbitsOverride } from "../runtime/quant/plan.ts";
+import { CENTER_MODES, type CenterMode } from "../runtime/reference/act_center.ts";
 
 /** One setting of the matrix (the key of an ablation row, BENCHMARKS.md's names). */
 export interface AblationSetting {
@@ -43,6 +44,8 @@ export interface AblationSetting {
   gptq_device?: "cpu" | "gpu";
   /** Per-layer activation bits (quantize --abits-override), first match wins; absent: none. */
   abits_override?: AbitsOverride[];
+  /** Activation centring (quantize --center); absent: none. */
+  center?: CenterMode;
 }
 
 /** A parsed matrix: what every row shares, and the rows. */
@@ -84,7 +87,8 @@ export function settingKey(s: AblationSetting): string {
     (s.gptq_device ? `-${s.gptq_device}` : "") +
     (s.abits_override
       ? `|${s.abits_override.map((o) => `${o.pattern}=${o.abits}`).join(",")}`
-      : "");
+      : "") +
+    (s.center ? `|center-${s.center}` : "");
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
@@ -94,6 +98,7 @@ export function settingLabel(s: AblationSetting): string {
   if (s.abits_override) {
     parts[0] += ` (${s.abits_override.map((o) => `${o.pattern} A${o.abits}`).join(", ")})`;
   }
+  if (s.center) parts[0] += ` centred (${s.center})`;
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
@@ -103,7 +108,7 @@ export function settingLabel(s: AblationSetting): string {
 }
 
 /** Row fields beside KEYS, each absent from older rows (their keys stay the same). */
-const EXTRA_KEYS: string[] = ["gptq", "gptq_device", "abits_override"];
+const EXTRA_KEYS: string[] = ["gptq", "gptq_device", "abits_override", "center"];
 
 function fail(file: string, field: string, msg: string): never {
   throw new RangeError(`${file}: ${field} ${msg}`);
@@ -147,6 +152,12 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     if (!s.gptq) fail(file, `${field}.gptq_device`, "needs gptq: true");
     s.gptq_device = r.gptq_device;
   }
+  if (r.center !== undefined) {
+    if (!CENTER_MODES.includes(r.center as CenterMode)) {
+      fail(file, `${field}.center`, `must be ${CENTER_MODES.map((m) => `"${m}"`).join(" or ")}`);
+    }
+    s.center = r.center as CenterMode;
+  }
   if (r.abits_override !== undefined) {
     const list = r.abits_override;
     if (!Array.isArray(list) || !list.length) {
@@ -176,9 +187,10 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
   }
   if (s.quantizer === "fp32") {
     if (
-      s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq || s.abits_override
+      s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq ||
+      s.abits_override || s.center
     ) {
-      fail(file, field, "fp32 takes no wbits, abits, rotation, gptq or abits_override");
+      fail(file, field, "fp32 takes no wbits, abits, rotation, gptq, abits_override or center");
     }
   } else if (s.wbits === null || s.abits === null) {
     fail(file, field, `quantizer "${s.quantizer}" needs wbits and abits`);

@@ -35,10 +35,13 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, gptq: true },
       { ...base, abits_override: over },
       { ...base, gptq: true, gptq_device: "cpu" },
+      { ...base, center: "midrange" },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 5);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 5);
+  assertEquals(m.settings.length, 6);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 6);
+  assertEquals(settingKey(m.settings[5]), "uniform|8|8|none|dense|null|null|center-midrange");
+  assertEquals(settingLabel(m.settings[5]), "uniform W8A8 centred (midrange)");
   assertEquals(settingKey(m.settings[2]), "uniform|8|8|none|dense|null|null|gptq");
   assertEquals(settingLabel(m.settings[4]), "uniform W8A8 gptq (cpu)");
   // A plain row's key is what it was before these fields existed.
@@ -67,6 +70,11 @@ Deno.test("matrix: bad fields are named", async () => {
     [{ steps: 0 }, "steps must be an integer in [1, 1000]"],
     [{ seeds: [-1] }, "seeds[0] must be an integer"],
     [{ rows: [{ gptq: true }] }, "rows[0] fp32 takes no wbits, abits, rotation, gptq"],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, center: "median" }] },
+      'rows[0].center must be "mean" or "midrange"',
+    ],
+    [{ rows: [{ center: "mean" }] }, "rows[0] fp32 takes no wbits, abits, rotation, gptq"],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq_device: "cpu" }] },
       "rows[0].gptq_device needs gptq: true",

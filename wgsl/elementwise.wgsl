@@ -36,6 +36,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       let c = f32(y[src + (p.n / p.width) * p.stride]);        // the second half of the batch
       r = u + p.alpha * (c - u);
     }
+    case 10u: { r = a - f32(y[(i / (p.width * p.stride)) * p.width + i % p.width]); } // x − y[group]
     case 9u: { r = f32(x[(i / p.width) * p.stride + i % p.width]); } // gather row slices
     default: { r = a; }                                        // copy / cast
   }

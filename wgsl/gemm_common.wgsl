@@ -1,6 +1,7 @@
 // GEMM shared part: the params, the epilogue bindings, and the store that applies the
 // epilogue (bias, activation, gate, residual). The kernel checks row < M and col < N.
 override HAS_BIAS: u32 = 0u;
+override BIAS_ROWS: u32 = 0u; // 1: bias is [B, N], row m uses bias row m / rpg (as the gate)
 override ACT: u32 = 0u; // 0 none, 1 gelu (tanh), 2 silu
 override HAS_RES: u32 = 0u;
 override HAS_GATE: u32 = 0u;
@@ -26,7 +27,7 @@ fn gemm_act(v: f32) -> f32 {
 
 fn gemm_store(row: u32, col: u32, acc: f32) {
   var y = acc;
-  if (HAS_BIAS != 0u) { y += f32(bias[col]); }
+  if (HAS_BIAS != 0u) { y += f32(bias[select(col, (row / p.rpg) * p.N + col, BIAS_ROWS != 0u)]); }
   y = gemm_act(y);
   if (HAS_GATE != 0u) { y *= f32(gate[(row / p.rpg) * p.N + col]); }
   let i = row * p.N + col;

@@ -353,12 +353,14 @@ export class FluxModel {
     const modT = b.modCtx.forward(rec, act);
     const nI = layerNorm(rec, img, { eps: 1e-6, modulation: { emb: modI, shift: 0, scale: 1 } });
     const nT = layerNorm(rec, txt, { eps: 1e-6, modulation: { emb: modT, shift: 0, scale: 1 } });
-    const qI = b.q.forward(rec, nI);
-    const kI = b.k.forward(rec, nI);
-    const vI = b.v.forward(rec, nI);
-    const qT = b.addQ.forward(rec, nT);
-    const kT = b.addK.forward(rec, nT);
-    const vT = b.addV.forward(rec, nT);
+    const img1 = { rowsPerSample: T };
+    const txt1 = { rowsPerSample: L };
+    const qI = b.q.forward(rec, nI, img1);
+    const kI = b.k.forward(rec, nI, img1);
+    const vI = b.v.forward(rec, nI, img1);
+    const qT = b.addQ.forward(rec, nT, txt1);
+    const kT = b.addK.forward(rec, nT, txt1);
+    const vT = b.addV.forward(rec, nT, txt1);
     nI.release();
     nT.release();
     const ro = { heads: H, normalize: true, eps: 1e-6, batch: B };
@@ -400,11 +402,17 @@ export class FluxModel {
         residual: x,
         gate: gMsa,
         rowsPerGate: rows,
+        rowsPerSample: rows,
       });
       const n2 = layerNorm(rec, x1, { eps: 1e-6, modulation: { emb: mod, shift: 3, scale: 4 } });
-      const f = ff1.forward(rec, n2, { activation: "gelu" });
+      const f = ff1.forward(rec, n2, { activation: "gelu", rowsPerSample: rows });
       n2.release();
-      const x2 = ff2.forward(rec, f, { residual: x1, gate: gMlp, rowsPerGate: rows });
+      const x2 = ff2.forward(rec, f, {
+        residual: x1,
+        gate: gMlp,
+        rowsPerGate: rows,
+        rowsPerSample: rows,
+      });
       for (const t of [f, x1, gMsa, gMlp, mod]) t.release();
       return x2;
     };
@@ -424,10 +432,10 @@ export class FluxModel {
     const mod = b.mod.forward(rec, act);
     const n = layerNorm(rec, x, { eps: 1e-6, modulation: { emb: mod, shift: 0, scale: 1 } });
     const rows = n.reshape([B * S, D]);
-    const mlp = b.mlp.forward(rec, rows, { activation: "gelu" });
-    const q0 = b.q.forward(rec, rows);
-    const k0 = b.k.forward(rec, rows);
-    const v = b.v.forward(rec, rows);
+    const mlp = b.mlp.forward(rec, rows, { activation: "gelu", rowsPerSample: S });
+    const q0 = b.q.forward(rec, rows, { rowsPerSample: S });
+    const k0 = b.k.forward(rec, rows, { rowsPerSample: S });
+    const v = b.v.forward(rec, rows, { rowsPerSample: S });
     n.release();
     const ro = { heads: H, normalize: true, eps: 1e-6, batch: B };
     const q = rope(rec, [{ tensor: q0, normWeight: b.normQ }], d.freqs, ro);
@@ -443,7 +451,12 @@ export class FluxModel {
     a.release();
     mlp.release();
     const g = slice(rec, mod, -1, 2 * D, D);
-    const y = b.out.forward(rec, cat, { residual: x.reshape([B * S, D]), gate: g, rowsPerGate: S });
+    const y = b.out.forward(rec, cat, {
+      residual: x.reshape([B * S, D]),
+      gate: g,
+      rowsPerGate: S,
+      rowsPerSample: S,
+    });
     for (const t of [cat, g, mod]) t.release();
     return y.reshape([B, S, D]);
   }

@@ -158,8 +158,9 @@ export class PixArtModel {
     const keys: Tensor[] = [];
     const values: Tensor[] = [];
     for (const b of this.#blocks) {
-      keys.push(b.k2.forward(rec, cap).reshape([B, L, c.innerDim]));
-      values.push(b.v2.forward(rec, cap).reshape([B, L, c.innerDim]));
+      const tokens = { rowsPerSample: L };
+      keys.push(b.k2.forward(rec, cap, tokens).reshape([B, L, c.innerDim]));
+      values.push(b.v2.forward(rec, cap, tokens).reshape([B, L, c.innerDim]));
     }
     if (cap !== flat) cap.release();
     let resolution: Tensor | undefined;
@@ -358,9 +359,10 @@ export class PixArtModel {
     const gateMlp = slice(rec, mod, -1, 5 * D, D);
 
     const n1 = layerNorm(rec, x, { eps, modulation: { emb: mod, shift: 0, scale: 1 } });
-    const q = b.q.forward(rec, n1).reshape([B, T, D]);
-    const k = b.k.forward(rec, n1).reshape([B, T, D]);
-    const v = b.v.forward(rec, n1).reshape([B, T, D]);
+    const tokens = { rowsPerSample: T }; // each sample's rows, for layers that centre inputs
+    const q = b.q.forward(rec, n1, tokens).reshape([B, T, D]);
+    const k = b.k.forward(rec, n1, tokens).reshape([B, T, D]);
+    const v = b.v.forward(rec, n1, tokens).reshape([B, T, D]);
     n1.release();
     const a = this.selfAttention.run(rec, i, q, k, v, {
       heads,
@@ -376,22 +378,28 @@ export class PixArtModel {
       residual: x,
       gate: gateMsa,
       rowsPerGate: T,
+      rowsPerSample: T,
     });
     a.release();
     x.release();
 
     // Cross-attention: PixArt feeds the un-normalised hidden states (diffusers attention.py).
-    const q2 = b.q2.forward(rec, x1).reshape([B, T, D]);
+    const q2 = b.q2.forward(rec, x1, tokens).reshape([B, T, D]);
     const a2 = attention(rec, q2, cond.keys[i], cond.values[i], { heads, mask: cond.mask });
     q2.release();
-    const x2 = b.out2.forward(rec, a2.reshape([B * T, D]), { residual: x1 });
+    const x2 = b.out2.forward(rec, a2.reshape([B * T, D]), { residual: x1, rowsPerSample: T });
     a2.release();
     x1.release();
 
     const n2 = layerNorm(rec, x2, { eps, modulation: { emb: mod, shift: 3, scale: 4 } });
-    const f = b.ff1.forward(rec, n2, { activation: "gelu" });
+    const f = b.ff1.forward(rec, n2, { activation: "gelu", rowsPerSample: T });
     n2.release();
-    const x3 = b.ff2.forward(rec, f, { residual: x2, gate: gateMlp, rowsPerGate: T });
+    const x3 = b.ff2.forward(rec, f, {
+      residual: x2,
+      gate: gateMlp,
+      rowsPerGate: T,
+      rowsPerSample: T,
+    });
     f.release();
     x2.release();
     mod.release();

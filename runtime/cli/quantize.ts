@@ -8,6 +8,7 @@
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
 import { ABITS } from "../quant/qlinear.ts";
+import { CENTER_MODES } from "../reference/act_center.ts";
 import { type AbitsOverride, DEFAULT_KEEP_FP, FLUX_KEEP_FP } from "../quant/plan.ts";
 import { quantizeModel, type QuantizeOptions, writeArtifact } from "../quant/quantize.ts";
 import type { RotationKind } from "../quant/rotation.ts";
@@ -46,6 +47,11 @@ export const QUANTIZE_USAGE =
   --abits-override LIST   comma-separated PATTERN=BITS (* wildcard; BITS 4, 6, 8 or 16) giving the
                           matching layers other activation bits than --abits (first match wins),
                           e.g. "transformer_blocks.*.attn1.to_*=16": a mixed-precision plan
+  --center C              mean or midrange: centre each sample's input channels by their mean or
+                          midrange over its tokens before the per-token activation quantizer,
+                          and add the centre's product with the weight back in float (one
+                          small weight-only GEMM a layer); an offset all tokens share, such as
+                          adaLN's shift, then no longer sets every token's scale
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
@@ -155,6 +161,7 @@ export async function quantize(args: string[]): Promise<number> {
     "attn-bits": { type: "string" },
     "group-size": { type: "string" },
     symmetric: { type: "boolean" },
+    center: { type: "string" },
     gptq: { type: "boolean" },
     "gptq-device": { type: "string" },
     "abits-override": { type: "string" },
@@ -186,6 +193,7 @@ export async function quantize(args: string[]): Promise<number> {
   const groupSize = o.number("group-size", 0, { min: 0, integer: true });
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
+  const center = o.optionalChoice("center", CENTER_MODES);
   if (v["gptq-device"] !== undefined && !v.gptq) {
     throw new UsageError("--gptq-device needs --gptq");
   }
@@ -227,6 +235,7 @@ export async function quantize(args: string[]): Promise<number> {
     gptqSqnr: v.report ?? false,
     gptqDevice,
     abitsOverride: parseAbitsOverride(v["abits-override"]),
+    center,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
       prompts: calibPrompts === undefined ? undefined : CALIBRATION_PROMPTS.slice(0, calibPrompts),
@@ -248,7 +257,8 @@ export async function quantize(args: string[]): Promise<number> {
   const qb = q.reduce((s, l) => s + l.bytes, 0);
   info(
     `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
-      `W${wbits}A${abits}, ${r.layers.length - q.length} FP; weights quantized in ` +
+      `W${wbits}A${abits}${center ? ` (inputs centred by the ${center})` : ""}, ` +
+      `${r.layers.length - q.length} FP; weights quantized in ` +
       `${(r.ms / 1000).toFixed(1)} s` +
       (r.gptqGpuLayers === undefined
         ? ""
@@ -290,6 +300,7 @@ export async function quantize(args: string[]): Promise<number> {
       rotation: r.plan.settings.rotation,
       gptq: r.plan.settings.gptq,
       gptq_gpu_layers: r.gptqGpuLayers ?? null,
+      center: r.plan.settings.center ?? null,
       attention: r.plan.settings.attention,
       layers_quantized: q.length,
       layers_fp: r.layers.length - q.length,

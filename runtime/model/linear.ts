@@ -22,6 +22,11 @@ export interface LinearEpilogue {
   rowsPerGate?: number;
   /** Where to write. */
   out?: Tensor;
+  /**
+   * Rows of x per sample (its tokens). Layers that centre their input before quantizing it
+   * take each sample's centre over these rows; default all rows. Dense layers ignore it.
+   */
+  rowsPerSample?: number;
 }
 
 /** A linear layer on the GPU. */

@@ -1,6 +1,7 @@
 /**
  * Elementwise kernels: axpby, mul, affine, SiLU, GELU (tanh), row-broadcast add, copy,
- * clamp, and two row-slice gathers (cfg, gatherRows) for classifier-free guidance.
+ * clamp, a per-group row subtraction (activation centring), and two row-slice gathers
+ * (cfg, gatherRows) for classifier-free guidance.
  *
  * @module
  */
@@ -21,6 +22,7 @@ export const ELEMENTWISE_OPS = {
   clamp: 7,
   cfg: 8,
   gatherRows: 9,
+  subGroupRow: 10,
 } as const;
 
 /** An elementwise op name. */
@@ -62,7 +64,7 @@ export function elementwiseSpec(storage: StorageType): KernelSpec<Params> {
 
 /** Options of {@linkcode elementwise}. */
 export interface ElementwiseOptions {
-  /** The second operand (axpby, mul, addRow). */
+  /** The second operand (axpby, mul, addRow, subGroupRow). */
   y?: Tensor;
   /** alpha (axpby: α·x + β·y; affine: α·x + β; clamp: lower bound; cfg: scale). Default 1. */
   alpha?: number;
@@ -76,6 +78,11 @@ export interface ElementwiseOptions {
   width?: number;
   /** cfg / gatherRows: elements per source row (≥ width). Default width. */
   stride?: number;
+  /**
+   * subGroupRow: x is [G·rowsPerGroup, K] and y [G, K]; out = x − y's row of each row's
+   * group (row ⌊r / rowsPerGroup⌋).
+   */
+  rowsPerGroup?: number;
   /** cfg / gatherRows: the output shape when `out` is not given. Default [rows·width]. */
   shape?: readonly number[];
   /** Where to write; default a new tensor shaped like x. Must not share x's or y's buffer. */
@@ -96,14 +103,29 @@ export function elementwise(
   if (op === "clamp" && (o.alpha === undefined || o.beta === undefined)) {
     throw new TypeError('elementwise "clamp" needs alpha (low) and beta (high)');
   }
-  const needsY = op === "axpby" || op === "mul" || op === "addRow";
+  const needsY = op === "axpby" || op === "mul" || op === "addRow" || op === "subGroupRow";
   if (needsY && !o.y) throw new TypeError(`elementwise "${op}" needs y`);
   const y = o.y ?? x;
   if (y.dtype !== x.dtype) throw new TypeError(`x is ${x.dtype} but y is ${y.dtype}`);
+  let stride = 0;
   if (op === "addRow") {
     if (x.size % y.size !== 0) {
       throw new RangeError(`addRow: row of ${y.size} does not divide ${x.size}`);
     }
+  } else if (op === "subGroupRow") {
+    const K = x.shape[x.shape.length - 1] ?? 0;
+    const R = o.rowsPerGroup ?? 0;
+    if (!Number.isInteger(R) || R < 1 || K < 1 || x.size % (R * K) !== 0) {
+      throw new RangeError(
+        `subGroupRow: rowsPerGroup ${R} does not split x [${x.shape}] into whole groups`,
+      );
+    }
+    if (y.size !== (x.size / (R * K)) * K) {
+      throw new RangeError(
+        `subGroupRow: y must be [${x.size / (R * K)}, ${K}], got [${y.shape}]`,
+      );
+    }
+    stride = R;
   } else if (needsY && y.size !== x.size) {
     throw new RangeError(`elementwise "${op}": x has ${x.size} elements, y has ${y.size}`);
   }
@@ -118,7 +140,14 @@ export function elementwise(
   const beta = o.beta ?? (op === "affine" ? 0 : 1);
   rec.dispatch(
     elementwiseSpec(x.dtype),
-    { op, n: x.size, alpha: o.alpha ?? 1, beta, width: y.size, stride: 0 },
+    {
+      op,
+      n: x.size,
+      alpha: o.alpha ?? 1,
+      beta,
+      width: op === "subGroupRow" ? y.shape[y.shape.length - 1] : y.size,
+      stride,
+    },
     [x, y, out],
   );
   return out;

@@ -9,7 +9,10 @@ import type { KernelSpec } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { ACTIVATIONS, type GemmEpilogue } from "./gemm.ts";
 
-/** The epilogue of the quantized GEMMs: gemm's. */
+/**
+ * The epilogue of the quantized GEMMs: gemm's, where the bias may also be [B, N], out row m
+ * using bias row ⌊m / rowsPerGate⌋ (a per-sample bias; the gate's grouping when both).
+ */
 export type QGemmEpilogue = GemmEpilogue;
 
 /** The validated epilogue of one call. */
@@ -19,6 +22,8 @@ export interface Epi {
   rpg: number;
   act: number;
   bias: boolean;
+  /** The bias is [B, N], one row per `rpg` output rows. */
+  biasRows: boolean;
   res: boolean;
   gate: boolean;
 }
@@ -38,28 +43,45 @@ export function epilogue(
       throw new RangeError(`${who}: ${name} must be ${what} (${size} values), got [${t.shape}]`);
     }
   };
-  same(o.bias, "bias", N, `[${N}]`);
   same(o.residual, "residual", M * N, `[${M}, ${N}]`);
   same(o.out, "out", M * N, `[${M}, ${N}]`);
   let rpg = Math.max(1, M);
-  if (o.gate) {
-    const g = o.gate;
-    if (g.dtype !== dt) throw new TypeError(`${who}: gate is ${g.dtype}, expected ${dt}`);
+  // The gate's rows, else a [B, N] bias's, split the output rows into groups.
+  const grouped = o.gate ?? (o.bias && o.bias.size !== N ? o.bias : undefined);
+  if (grouped) {
+    const what = grouped === o.gate ? "gate" : "bias";
+    const g = grouped;
+    if (g.dtype !== dt) throw new TypeError(`${who}: ${what} is ${g.dtype}, expected ${dt}`);
     if (g.size === 0 || g.size % N !== 0) {
-      throw new RangeError(`${who}: gate must be [B, ${N}], got [${g.shape}]`);
+      throw new RangeError(`${who}: ${what} must be [B, ${N}], got [${g.shape}]`);
     }
     const B = g.size / N;
     rpg = o.rowsPerGate ?? M / B;
     if (!Number.isInteger(rpg) || rpg < 1) {
-      throw new RangeError(`${who}: ${M} rows do not split over ${B} gate rows; give rowsPerGate`);
+      throw new RangeError(
+        `${who}: ${M} rows do not split over ${B} ${what} rows; give rowsPerGate`,
+      );
     }
     if (Math.ceil(M / rpg) > B) {
-      throw new RangeError(`${who}: ${M} rows at rowsPerGate ${rpg} need more than ${B} gate rows`);
+      throw new RangeError(
+        `${who}: ${M} rows at rowsPerGate ${rpg} need more than ${B} ${what} rows`,
+      );
+    }
+  }
+  const biasRows = !!o.bias && o.bias.size !== N;
+  if (o.bias) {
+    if (o.bias.dtype !== dt) throw new TypeError(`${who}: bias is ${o.bias.dtype}, expected ${dt}`);
+    if (biasRows && o.bias.size !== Math.ceil(M / rpg) * N) {
+      throw new RangeError(
+        `${who}: bias must be [${N}] or [${
+          Math.ceil(M / rpg)
+        }, ${N}] (rows of ${rpg}), got [${o.bias.shape}]`,
+      );
     }
   }
   const act = ACTIVATIONS[o.activation ?? "none"];
   if (act === undefined) throw new TypeError(`${who}: unknown activation ${o.activation}`);
-  return { M, N, rpg, act, bias: !!o.bias, res: !!o.residual, gate: !!o.gate };
+  return { M, N, rpg, act, bias: !!o.bias, biasRows, res: !!o.residual, gate: !!o.gate };
 }
 
 /** Throws when `out` shares a buffer with one of `inputs`. */
@@ -79,6 +101,7 @@ export function checkNoAlias(
 export function flagConstants(e: Epi): Record<string, number> {
   return {
     HAS_BIAS: e.bias ? 1 : 0,
+    BIAS_ROWS: e.biasRows ? 1 : 0,
     ACT: e.act,
     HAS_RES: e.res ? 1 : 0,
     HAS_GATE: e.gate ? 1 : 0,

@@ -394,6 +394,7 @@ export class Artifact {
             abits: l.abits as ActBits,
             dtype,
             transform,
+            center: l.abits < 16 ? this.plan.settings.center : undefined,
           });
         } catch (e) {
           transform?.release();

@@ -8,6 +8,7 @@
  * @module
  */
 import { CheckpointError } from "../errors.ts";
+import { CENTER_MODES, type CenterMode } from "../reference/act_center.ts";
 
 /** Artifact format version written into `webdit.artifact`. */
 export const ARTIFACT_VERSION = 1;
@@ -65,6 +66,12 @@ export interface QuantSettings {
    * a mixed-precision plan, e.g. the most sensitive inputs at 16 bits. Absent: none.
    */
   abitsOverride?: AbitsOverride[];
+  /**
+   * Activation centring of the layers that quantize their input: each sample's channels
+   * shifted by their mean or midrange over its tokens first, the centre's product with the
+   * weight added back in float (runtime/ops/act_center.ts). Absent: none.
+   */
+  center?: CenterMode;
   /** Layer-name patterns kept in FP (`*` matches any run of characters). */
   keepFp: string[];
 }
@@ -199,6 +206,12 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
       : {}),
     keepFp: Array.isArray(s.keepFp) ? s.keepFp.map(String) : [],
   };
+  if (s.center !== undefined) {
+    if (!CENTER_MODES.includes(s.center as CenterMode)) {
+      fail(file, `${F}.settings.center`, `must be ${CENTER_MODES.join(" or ")}`);
+    }
+    settings.center = s.center as CenterMode;
+  }
   if (!isObj(raw.source)) fail(file, `${F}.source`, "must be an object");
   const sha256 = str(raw.source, "sha256", file, `${F}.source`);
   if (!/^[0-9a-f]{64}$/.test(sha256)) fail(file, `${F}.source.sha256`, "must be 64 hex digits");

@@ -11,6 +11,7 @@ import type { Runtime } from "../gpu/device.ts";
 import type { Recorder } from "../gpu/kernel.ts";
 import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearEpilogue } from "../model/linear.ts";
+import { centerActivations } from "../ops/act_center.ts";
 import { ACT_BITS, actQuant, type ActQuantVersion } from "../ops/act_quant.ts";
 import { elementwise } from "../ops/elementwise.ts";
 import {
@@ -22,6 +23,7 @@ import {
   type QWeightGpu,
   uploadQWeight,
 } from "../ops/qgemm.ts";
+import type { CenterMode } from "../reference/act_center.ts";
 import type { ActivationTransform, QuantizedActivations } from "./transform.ts";
 
 /** The identity transform: x unchanged, quantized per token (runtime/ops/act_quant.ts). */
@@ -68,6 +70,13 @@ export interface QuantLinearOptions {
   intVersion?: QGemmIntVersion;
   /** The integer GEMM's int8 dot product (tests, benchmarks); default per adapter. */
   dot?: DotImpl;
+  /**
+   * Centre each sample's input (before the transform and the quantizer) by the mean or
+   * midrange of its tokens, and add the centre's product with the weight back in float;
+   * A4/A6/A8, and only in calls whose epilogue gives `rowsPerSample` (a token-wise input:
+   * a per-sample row, such as adaLN's conditioning, would be all centre). Default none.
+   */
+  center?: CenterMode;
 }
 
 /** A linear layer with a quantized weight. */
@@ -106,7 +115,8 @@ export class QuantLinear implements Linear {
     this.#o = opts;
     const a16 = opts.abits === 16;
     try {
-      this.#w = uploadQWeight(rt, q, { a16, int: !a16 });
+      // Centring computes the centres' product with the weight by the weight-only GEMM.
+      this.#w = uploadQWeight(rt, q, { a16: a16 || !!opts.center, int: !a16 });
     } catch (e) {
       throw new RangeError(`${name}: ${(e as Error).message}`);
     }
@@ -124,16 +134,41 @@ export class QuantLinear implements Linear {
       return y;
     }
     if (!ACT_BITS.includes(this.abits)) throw new RangeError(`${this.name}: abits ${this.abits}`);
-    const xa = t ? t.applyQuant(rec, x, this.abits) : actQuant(rec, x, this.abits);
+    const quant = (v: Tensor) =>
+      t ? t.applyQuant(rec, v, this.abits) : actQuant(rec, v, this.abits);
+    let bias = this.#b;
+    let rowsPerGate = e.rowsPerGate;
+    let xa: QuantizedActivations;
+    if (o.center && e.rowsPerSample !== undefined) {
+      // x·Wᵀ = (x − c)·Wᵀ + c·Wᵀ: the quantizer sees x − c; c·Wᵀ + b is a per-sample bias.
+      const rps = e.rowsPerSample;
+      if (e.gate && rowsPerGate !== undefined && rowsPerGate !== rps) {
+        throw new RangeError(
+          `${this.name}: rowsPerSample ${rps} and rowsPerGate ${rowsPerGate} must agree when centring`,
+        );
+      }
+      const c = centerActivations(rec, x, rps, o.center);
+      xa = quant(c.centred);
+      const ct = t ? t.apply(rec, c.centres) : c.centres;
+      bias = qgemmA16(rec, ct, this.#w, { bias: this.#b, version: o.a16Version });
+      if (ct !== c.centres) ct.release();
+      c.centred.release();
+      c.centres.release();
+      rowsPerGate = rps;
+    } else {
+      xa = quant(x);
+    }
     const y = qgemmInt(rec, xa, this.#w, {
       ...e,
-      bias: this.#b,
+      bias,
+      rowsPerGate,
       dtype: x.dtype === "f16" ? "f16" : "f32",
       version: o.intVersion,
       dot: o.dot,
     });
     xa.q.release();
     xa.scales.release();
+    if (bias !== this.#b) bias?.release();
     return x.shape.length === 2 ? y : y.reshape([...x.shape.slice(0, -1), this.outFeatures]);
   }
 

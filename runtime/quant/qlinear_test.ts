@@ -1,8 +1,17 @@
-import { assert, assertClose, assertEquals, assertThrows } from "../../tests/assert.ts";
+import {
+  assert,
+  assertClose,
+  assertEquals,
+  assertRejects,
+  assertThrows,
+} from "../../tests/assert.ts";
 import { gpuTest, runAndRead, withRuntime } from "../../tests/gpu.ts";
 import { lutDequantize, tlqQuantize } from "../../plugins/quantizers/tlq.ts";
+import { uniformDequantize, uniformQuantize } from "../../plugins/quantizers/uniform.ts";
 import { uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
+import { actCentresRef } from "../reference/act_center.ts";
+import { actDequantRef, actQuantRef } from "../reference/act_quant.ts";
 import { gemmRef } from "../reference/gemm.ts";
 import { type ActBits, IdentityTransform, QuantLinear } from "./qlinear.ts";
 
@@ -67,3 +76,56 @@ Deno.test("QuantLinear rejects bad abits and bias lengths", gpuTest, async () =>
     );
   });
 });
+
+Deno.test(
+  "QuantLinear centring: (x − c) quantized per token plus c·Ŵᵀ in float, per sample",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [S, R, N, K] = [2, 12, 24, 64]; // two samples of 12 tokens
+      const M = S * R;
+      const g = new Prng(11);
+      // Every channel of a sample carries an offset 3× its spread, as adaLN's shift gives.
+      const off = g.normals(S * K).map((v) => 3 * v);
+      const xs = g.normals(M * K).map((v, i) => v + off[Math.floor(i / (R * K)) * K + (i % K)]);
+      const bias = g.normals(N);
+      const q = uniformQuantize({ data: g.normals(N * K), rows: N, cols: K }, {
+        bits: 8,
+        symmetric: true,
+      });
+      const wq = uniformDequantize(q);
+      const x = uploadTensor(rt, xs, [M, K]);
+      const layer = (center?: "midrange") =>
+        new QuantLinear(rt, "l", q, bias, { abits: 8, center, transform: new IdentityTransform() });
+      const centred = layer("midrange");
+      const got = await runAndRead(rt, (r) => centred.forward(r, x, { rowsPerSample: R }));
+      // Without rowsPerSample the layer quantizes x as it is.
+      const same = await runAndRead(rt, (r) => centred.forward(r, x));
+      // CPU: per sample the midrange c, x − c per token at 8 bits, + c, through Ŵ.
+      const c = actCentresRef(xs, R, K, "midrange");
+      const xc = xs.map((v, i) => Math.fround(v - c[Math.floor(i / (R * K)) * K + (i % K)]));
+      const a = actQuantRef(xc, M, K, 8);
+      const xhat = actDequantRef(a.codes, a.scales, M, K).map((v, i) =>
+        v + c[Math.floor(i / (R * K)) * K + (i % K)]
+      );
+      const ref = gemmRef(xhat, wq, M, N, K, { bias });
+      assertClose(got, ref, { atol: 1e-3, rtol: 1e-4 });
+      // Against the float product, centring cuts the error of the shared offset.
+      const exact = gemmRef(xs, wq, M, N, K, { bias });
+      const plain = layer();
+      const yp = await runAndRead(rt, (r) => plain.forward(r, x));
+      assertEquals(Array.from(same), Array.from(yp));
+      const err = (y: Float32Array) => y.reduce((s, v, i) => s + (v - exact[i]) ** 2, 0);
+      assert(err(got) * 4 < err(yp), `centred ${err(got)} vs plain ${err(yp)}`);
+      // A gate grouped otherwise than the samples is refused, named.
+      const gate = uploadTensor(rt, new Float32Array(M * N / 4), [M / 4, N]);
+      await assertRejects(
+        () =>
+          runAndRead(rt, (r) => centred.forward(r, x, { rowsPerSample: R, gate, rowsPerGate: 4 })),
+        RangeError,
+        "l: rowsPerSample 12 and rowsPerGate 4",
+      );
+      for (const l of [centred, plain]) l.release();
+    });
+  },
+);

@@ -6,6 +6,7 @@
  * @module
  */
 import type { PluginRegistry } from "../registry.ts";
+import { CENTER_MODES } from "../reference/act_center.ts";
 import { defaultKeepFp, type QuantSettings } from "./plan.ts";
 import { ABITS } from "./qlinear.ts";
 import type { QuantizeOptions } from "./quantize.ts";
@@ -65,6 +66,12 @@ export function resolveSettings(
       );
     }
   }
+  if (o.center !== undefined) {
+    if (!CENTER_MODES.includes(o.center)) {
+      throw new RangeError(`center must be ${CENTER_MODES.join(" or ")}, got ${o.center}`);
+    }
+    if (!integer) throw new RangeError("center needs quantized activations (abits below 16)");
+  }
   return {
     quantizer: o.quantizer,
     wbits: o.wbits,
@@ -77,6 +84,7 @@ export function resolveSettings(
     symmetric,
     gptq: o.gptq ?? false,
     ...(o.abitsOverride?.length ? { abitsOverride: o.abitsOverride.map((v) => ({ ...v })) } : {}),
+    ...(o.center ? { center: o.center } : {}),
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
 }

@@ -1,0 +1,98 @@
+/**
+ * Activation centring before per-token quantization: each sample's channels are shifted by
+ * a centre taken over its tokens (the mean or the midrange), so that an offset every token
+ * shares (adaLN's shift, a GELU's positive mean) no longer sets each token's scale. The
+ * quantized layer adds the centre's product with the weight back exactly, in float
+ * (runtime/quant/qlinear.ts). CPU reference: runtime/reference/act_center.ts.
+ *
+ * @module
+ */
+import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import { type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import type { CenterMode } from "../reference/act_center.ts";
+import { elementwise } from "./elementwise.ts";
+import src from "../../wgsl/act_center.wgsl" with { type: "text" };
+
+const CH = 32;
+const RL = 8;
+
+interface Params {
+  G: number;
+  R: number;
+  K: number;
+  mode: CenterMode;
+}
+
+const specs = new Map<StorageType, KernelSpec<Params>>();
+
+function centreSpec(storage: StorageType): KernelSpec<Params> {
+  let spec = specs.get(storage);
+  if (!spec) {
+    const c = composeWgsl(src, { storage });
+    spec = {
+      name: `act_center_${storage}`,
+      source: c.source,
+      preludeLines: c.preludeLines,
+      bindings: ["uniform", "read", "read_write"],
+      constants: (p) => ({ CH, RL, MODE: p.mode === "midrange" ? 1 : 0 }),
+      uniform: { fields: ["u32", "u32"], values: (p) => [p.R, p.K] },
+      dispatch: (p) => [Math.ceil(p.K / CH), p.G],
+    };
+    specs.set(storage, spec);
+  }
+  return spec;
+}
+
+/** The rows of x [..., K] and K; throws unless `rowsPerGroup` splits them into whole groups. */
+function groups(
+  who: string,
+  x: Tensor,
+  rowsPerGroup: number,
+): { G: number; K: number; dt: StorageType } {
+  if (x.dtype !== "f32" && x.dtype !== "f16") {
+    throw new TypeError(`${who}: x must be f32 or f16, got ${x.dtype}`);
+  }
+  const K = x.shape[x.shape.length - 1] ?? 0;
+  const M = K === 0 ? 0 : x.size / K;
+  if (!Number.isInteger(rowsPerGroup) || rowsPerGroup < 1 || M % rowsPerGroup !== 0) {
+    throw new RangeError(`${who}: ${M} rows do not split into groups of ${rowsPerGroup}`);
+  }
+  return { G: M / rowsPerGroup, K, dt: x.dtype };
+}
+
+/** Records the centres [G, K] (x's dtype) of x [G·rowsPerGroup, K]. */
+export function actCentres(
+  rec: Recorder,
+  x: Tensor,
+  rowsPerGroup: number,
+  mode: CenterMode,
+): Tensor {
+  const { G, K, dt } = groups("actCentres", x, rowsPerGroup);
+  const out = createTensor(rec.runtime, [G, K], x.dtype);
+  if (G > 0 && K > 0) {
+    if (G > 65535) throw new RangeError(`actCentres: ${G} groups exceed one dispatch`);
+    rec.dispatch(centreSpec(dt), { G, R: rowsPerGroup, K, mode }, [x, out]);
+  }
+  return out;
+}
+
+/** x [G·rowsPerGroup, K] centred, and its centres [G, K]: x = centred + centres[group]. */
+export interface Centred {
+  /** x − its group's centre, shaped like x. */
+  centred: Tensor;
+  /** The centres [G, K]. */
+  centres: Tensor;
+}
+
+/** Records the centring of x by groups of `rowsPerGroup` rows. The caller releases both. */
+export function centerActivations(
+  rec: Recorder,
+  x: Tensor,
+  rowsPerGroup: number,
+  mode: CenterMode,
+): Centred {
+  const centres = actCentres(rec, x, rowsPerGroup, mode);
+  const centred = elementwise(rec, "subGroupRow", x, { y: centres, rowsPerGroup });
+  return { centred, centres };
+}
