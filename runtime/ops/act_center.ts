@@ -8,7 +8,7 @@
  * @module
  */
 import { composeWgsl, type StorageType } from "../gpu/compose.ts";
-import { type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import type { KernelSpec, Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import type { CenterMode } from "../reference/act_center.ts";
 import { elementwise } from "./elementwise.ts";
