@@ -8,6 +8,7 @@ import {
 import { gpuTest, runAndRead, withRuntime } from "../../tests/gpu.ts";
 import { lutDequantize, tlqQuantize } from "../../plugins/quantizers/tlq.ts";
 import { uniformDequantize, uniformQuantize } from "../../plugins/quantizers/uniform.ts";
+import { planHadamard } from "../../plugins/rotations/hadamard.ts";
 import { uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import { actCentresRef } from "../reference/act_center.ts";
@@ -126,6 +127,44 @@ Deno.test(
         "l: rowsPerSample 12 and rowsPerGate 4",
       );
       for (const l of [centred, plain]) l.release();
+    });
+  },
+);
+
+Deno.test(
+  "QuantLinear centring through a rotation: the centre is rotated as x is",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [S, R, N, K] = [2, 16, 8, 64];
+      const M = S * R;
+      const g = new Prng(12);
+      const off = g.normals(S * K).map((v) => 3 * v);
+      const xs = g.normals(M * K).map((v, i) => v + off[Math.floor(i / (R * K)) * K + (i % K)]);
+      const w = { data: g.normals(N * K), rows: N, cols: K };
+      const plan = planHadamard({
+        name: "l",
+        weight: w,
+        options: { rotation: "hadamard", smooth: false },
+      });
+      const q = uniformQuantize(plan.transformWeight(w), { bits: 8, symmetric: true });
+      const layer = new QuantLinear(rt, "l", q, undefined, {
+        abits: 8,
+        center: "midrange",
+        transform: plan.gpu(rt),
+      });
+      const x = uploadTensor(rt, xs, [M, K]);
+      const got = await runAndRead(rt, (r) => layer.forward(r, x, { rowsPerSample: R }));
+      // CPU: Q((x − c)·T) + c·T, through the rotated Ŵ.
+      const c = actCentresRef(xs, R, K, "midrange");
+      const xc = xs.map((v, i) => Math.fround(v - c[Math.floor(i / (R * K)) * K + (i % K)]));
+      const a = plan.quantizeActivations(xc, M, 8);
+      const ct = plan.transformActivations(c, S);
+      const xhat = actDequantRef(a.codes, a.scales, M, K).map((v, i) =>
+        v + ct[Math.floor(i / (R * K)) * K + (i % K)]
+      );
+      assertClose(got, gemmRef(xhat, uniformDequantize(q), M, N, K), { atol: 1e-3, rtol: 1e-4 });
+      layer.release();
     });
   },
 );
