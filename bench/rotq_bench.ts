@@ -18,6 +18,9 @@
  *   kernel with 4 and 8 tokens a workgroup; on a CPU adapter rotq_outlier_rows_128x1152 forces the row kernel;
  * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
  *   cost of quantizing without a rotation;
+ * - center_mean_4096x1152, center_midrange_4096x1152 (ms): what activation centring
+ *   (runtime/ops/act_center.ts) adds before the quantizer, the M rows as one sample: the
+ *   centres, x − centre, and the centre's product with the W4 weight (qgemmA16, one row);
  * - gemm_w4a8_4096x1152x4608 (TOP/s): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
  *   (per row), fed by the hadamard kernel's codes; gemm_f32_4096x1152x4608 (TFLOP/s);
  * - the shares rotq / W4A8 GEMM (%) are in the results file's `extra.shares`.
@@ -32,8 +35,10 @@ import { Recorder } from "../runtime/gpu/kernel.ts";
 import { readTensor, readTensorRaw, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { actQuant } from "../runtime/ops/act_quant.ts";
+import { centerActivations } from "../runtime/ops/act_center.ts";
+import { actCentresRef, type CenterMode } from "../runtime/reference/act_center.ts";
 import { gemm } from "../runtime/ops/gemm.ts";
-import { qgemmInt, uploadQWeight } from "../runtime/ops/qgemm.ts";
+import { qgemmA16, qgemmInt, uploadQWeight } from "../runtime/ops/qgemm.ts";
 import {
   detectFmaContraction,
   type HadamardTransformTensors,
@@ -285,6 +290,50 @@ function f32Case(): BenchCase {
   };
 }
 
+function centerCase(mode: CenterMode): BenchCase {
+  return {
+    name: `center_${mode}_${shape}`,
+    unit: "ms",
+    setup: async () => {
+      const qw = uniformQuantize({ data: ws, rows: N, cols: K }, { bits: 4 });
+      const w = uploadQWeight(rt, qw, { a16: true, int: true });
+      const record = (rec: Recorder) => {
+        const c = centerActivations(rec, x32, M, mode);
+        const bias = qgemmA16(rec, c.centres, w);
+        c.centred.release();
+        return { centres: c.centres, bias };
+      };
+      const rec = new Recorder(rt);
+      const o = record(rec);
+      await rec.submit();
+      const got = await readTensor(rt, o.centres);
+      const want = actCentresRef(xs, M, K, mode);
+      const tol = mode === "mean" ? 1e-5 : 0;
+      for (let k = 0; k < K; k++) {
+        if (!(Math.abs(got[k] - want[k]) <= tol * (1 + Math.abs(want[k])))) {
+          throw new Error(`centre ${k}: ${got[k]} vs ${want[k]}`);
+        }
+      }
+      o.centres.release();
+      o.bias.release();
+      return {
+        device: rt.device,
+        run: (reps) => {
+          const r = new Recorder(rt);
+          for (let i = 0; i < reps; i++) {
+            const c = record(r);
+            c.centres.release();
+            c.bias.release();
+          }
+          return r.submit();
+        },
+        note: `centres (${mode === "mean" ? "to 1e-5" : "exactly"}) equal the CPU reference; ` +
+          "three launches: centres, x − centre, qgemmA16 of one row",
+      };
+    },
+  };
+}
+
 const suite = new BenchSuite({
   what: "rotq",
   denoIterations: onGpu ? 3 : 2,
@@ -322,6 +371,8 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "rows"));
   suite.add(rotqCase("actquant", dt));
 }
+suite.add(centerCase("mean"));
+suite.add(centerCase("midrange"));
 suite.add(w4a8Case());
 suite.add(f32Case());
 suite.register();
