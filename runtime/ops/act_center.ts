@@ -16,30 +16,39 @@ import src from "../../wgsl/act_center.wgsl" with { type: "text" };
 
 const CH = 32;
 const RL = 8;
+const CHUNK = 256;
 
 interface Params {
   G: number;
   R: number;
   K: number;
   mode: CenterMode;
+  pass: "partial" | "finish";
 }
 
-const specs = new Map<StorageType, KernelSpec<Params>>();
+const specs = new Map<string, KernelSpec<Params>>();
 
-function centreSpec(storage: StorageType): KernelSpec<Params> {
-  let spec = specs.get(storage);
+function centreSpec(storage: StorageType, pass: Params["pass"]): KernelSpec<Params> {
+  const key = `${storage}:${pass}`;
+  let spec = specs.get(key);
   if (!spec) {
     const c = composeWgsl(src, { storage });
+    const chunks = (p: Params) => Math.ceil(p.R / CHUNK);
     spec = {
-      name: `act_center_${storage}`,
+      name: `act_center_${pass}_${storage}`,
       source: c.source,
       preludeLines: c.preludeLines,
-      bindings: ["uniform", "read", "read_write"],
-      constants: (p) => ({ CH, RL, MODE: p.mode === "midrange" ? 1 : 0 }),
-      uniform: { fields: ["u32", "u32"], values: (p) => [p.R, p.K] },
-      dispatch: (p) => [Math.ceil(p.K / CH), p.G],
+      entryPoint: pass,
+      bindings: ["uniform", "read", "read_write", "read_write"],
+      constants: (p) => ({ CH, RL, CHUNK, MODE: p.mode === "midrange" ? 1 : 0 }),
+      uniform: {
+        fields: ["u32", "u32", "u32", "u32"],
+        values: (p) => [p.R, p.K, chunks(p), p.G * p.K],
+      },
+      dispatch: (p) =>
+        pass === "partial" ? [Math.ceil(p.K / CH), p.G * chunks(p)] : [Math.ceil((p.G * p.K) / 64)],
     };
-    specs.set(storage, spec);
+    specs.set(key, spec);
   }
   return spec;
 }
@@ -69,11 +78,19 @@ export function actCentres(
   mode: CenterMode,
 ): Tensor {
   const { G, K, dt } = groups("actCentres", x, rowsPerGroup);
-  const out = createTensor(rec.runtime, [G, K], x.dtype);
-  if (G > 0 && K > 0) {
-    if (G > 65535) throw new RangeError(`actCentres: ${G} groups exceed one dispatch`);
-    rec.dispatch(centreSpec(dt), { G, R: rowsPerGroup, K, mode }, [x, out]);
+  const rt = rec.runtime;
+  const out = createTensor(rt, [G, K], dt);
+  if (G === 0 || K === 0) return out;
+  const C = Math.ceil(rowsPerGroup / CHUNK);
+  if (G * C > 65535 || Math.ceil((G * K) / 64) > 65535) {
+    throw new RangeError(`actCentres: ${G} groups of ${rowsPerGroup}×${K} exceed one dispatch`);
   }
+  // Per chunk of rows its sum (or min and max), then per group and channel their fold.
+  const part = createTensor(rt, [G, C, 2, K], "f32");
+  const p = { G, R: rowsPerGroup, K, mode };
+  rec.dispatch(centreSpec(dt, "partial"), { ...p, pass: "partial" }, [x, part, out]);
+  rec.dispatch(centreSpec(dt, "finish"), { ...p, pass: "finish" }, [x, part, out]);
+  part.release(); // the pool hands it out again only to work recorded after these
   return out;
 }
 

@@ -35,6 +35,18 @@ Deno.test("act centres: midrange exact, mean to 1e-6; centred = x − centre", g
   });
 });
 
+Deno.test("act centres over many chunks of rows (the last one short)", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const [G, R, K] = [2, 600, 40]; // 3 chunks of 256 rows a group
+    const xs = offsetRows(G, R, K, 5);
+    const x = uploadTensor(rt, xs, [G * R, K]);
+    const mid = await runAndRead(rt, (r) => actCentres(r, x, R, "midrange"));
+    assertEquals(Array.from(mid), Array.from(actCentresRef(xs, R, K, "midrange")));
+    const mean = await runAndRead(rt, (r) => actCentres(r, x, R, "mean"));
+    assertClose(mean, actCentresRef(xs, R, K, "mean"), { atol: 1e-5, rtol: 1e-5 });
+  });
+});
+
 Deno.test("act centres read f16 activations", gpuTest, async () => {
   await withRuntime(async (rt) => {
     if (!rt.info.f16) return;
