@@ -30,7 +30,12 @@ import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
 import { int8LutError } from "../reference/qgemm.ts";
 import type { PluginRegistry } from "../registry.ts";
 import { createRuntime, type Runtime } from "../gpu/device.ts";
-import { calibrate, type CalibrationStats, transformerWeightsHash } from "./calibrate.ts";
+import {
+  calibrate,
+  type CalibrationStats,
+  type LayerStats,
+  transformerWeightsHash,
+} from "./calibrate.ts";
 import { type CalibrationEmbeds, fluxNeedsEmbedsError } from "./calibration_run.ts";
 import { codesName, META, paramName, PREFIX, rotationName, storedParams } from "./artifact.ts";
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
@@ -45,6 +50,7 @@ import {
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
 import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
 import { resolveSettings } from "./settings.ts";
+import { centredStats } from "./centred_stats.ts";
 import { type LayerReport, quantizedBytes } from "./report.ts";
 export { type LayerReport, quantizedBytes } from "./report.ts";
 
@@ -115,6 +121,11 @@ export interface QuantizeResult {
   gptqGpuLayers?: number;
   /** The rotated layers' plans (for the activation report). */
   rotations: Map<string, LayerRotation>;
+}
+
+/** A layer's statistics as its rotation plans on them: centred when the plan centres inputs. */
+function planStats(s: LayerStats | undefined, settings: QuantSettings): LayerStats | undefined {
+  return s && settings.center ? centredStats(s) : s;
 }
 
 async function readText(path: string): Promise<string> {
@@ -299,7 +310,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         const r = rotPlugin.planLayer!({
           name,
           weight: w,
-          stats: stats?.layers.get(name),
+          stats: planStats(stats?.layers.get(name), settings),
           options: {
             ...o.rotationOptions,
             rotation: settings.rotation as RotationPlanOptions["rotation"],
