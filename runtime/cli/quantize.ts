@@ -278,6 +278,7 @@ export async function quantize(args: string[]): Promise<number> {
           layers: q.filter((l) => l.abits === abits).map((l) => l.name), // overridden: not measured
           abits,
           rotations: r.rotations,
+          center: r.plan.settings.center,
           prompts: CALIBRATION_PROMPTS.slice(0, reportPrompts),
           embeds: calibEmbeds,
           steps: reportSteps,

@@ -214,3 +214,37 @@ Deno.test("quantize: --tau, --rotation-override, --alpha and --no-smooth reach t
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("quantize --center: the plan and --json say so; --report's error is the centred input's", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_center_" });
+  const run = async (name: string, ...extra: string[]) => {
+    const r = await cli(
+      "quantize",
+      ...["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "8", "--abits", "4"],
+      ...["--out", `${dir}/${name}.safetensors`, "--report", "--report-prompts", "1"],
+      ...["--report-steps", "1", "--json", ...extra],
+    );
+    assertEquals(r.code, 0, r.stderr);
+    const j = lastJson(r.stdout);
+    const err = (n: string) =>
+      (j.layers as { name: string; act_rel_error: number }[]).find((l) => l.name === n)!
+        .act_rel_error;
+    return { j, r, err };
+  };
+  const plain = await run("plain");
+  const centred = await run("centred", "--center", "mean");
+  assertEquals(plain.j.center, null);
+  assertEquals(centred.j.center, "mean");
+  assert(centred.r.stderr.includes("inputs centred by the mean"), centred.r.stderr);
+  // ff.net.0's input is the adaLN-modulated LayerNorm: the shift is a per-sample offset.
+  const n = "transformer_blocks.0.ff.net.0.proj";
+  assert(centred.err(n) < plain.err(n), `centred ${centred.err(n)} vs plain ${plain.err(n)}`);
+  const bad = await cli(
+    "quantize",
+    ...["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "4", "--abits", "8"],
+    ...["--center", "median", "--out", `${dir}/bad.safetensors`],
+  );
+  assertEquals(bad.code, 2);
+  assert(bad.stderr.includes("--center"), bad.stderr);
+  await Deno.remove(dir, { recursive: true });
+});

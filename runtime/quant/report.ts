@@ -14,7 +14,9 @@ import type { UploadQWeightOptions } from "../ops/qweight.ts";
 import { a16Params, hasCompactTlq, int8Lut, tlqCompactWords } from "../reference/qgemm.ts";
 import { createTensor, readTensor, writeTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearFactory } from "../model/linear.ts";
+import { centerActivations } from "../ops/act_center.ts";
 import { actQuantError } from "../ops/act_quant.ts";
+import type { CenterMode } from "../reference/act_center.ts";
 import { CALIBRATION_PROMPTS } from "./calibrate.ts";
 import { type CalibrationEmbeds, runCalibration } from "./calibration_run.ts";
 import type { ActivationTransform } from "./transform.ts";
@@ -94,6 +96,11 @@ export interface ActErrorOptions {
   steps?: number;
   /** Layers whose input is transformed first (rotations): the error is of quantizing x·T. */
   rotations?: ReadonlyMap<string, { gpu(rt: Runtime): ActivationTransform }>;
+  /**
+   * The plan centres token-wise inputs (quantize --center): the error is of quantizing
+   * (x − c)·T, relative to x·T (the centre itself is added back exactly).
+   */
+  center?: CenterMode;
   /** Progress. */
   onProgress?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
 }
@@ -104,7 +111,8 @@ export async function measureActivationError(
   o: ActErrorOptions,
 ): Promise<Map<string, ActErrorRow>> {
   const slots = new Map(o.layers.map((n, i) => [n, i]));
-  const acc = createTensor(rt, [Math.max(2, 2 * o.layers.length)]);
+  // Two [error, signal] slots a layer: what the plan quantizes, and the uncentred input.
+  const acc = createTensor(rt, [Math.max(4, 4 * o.layers.length)]);
   writeTensor(rt, acc, new Float32Array(acc.size));
   try {
     const observe = (inner: LinearFactory): LinearFactory => ({
@@ -120,7 +128,17 @@ export async function measureActivationError(
           weightBytes: l.weightBytes,
           forward: (rec, x, e) => {
             const xt = t ? t.apply(rec, x) : x;
-            actQuantError(rec, xt, o.abits, acc, slot);
+            actQuantError(rec, xt, o.abits, acc, 2 * slot + 1);
+            if (o.center && e?.rowsPerSample !== undefined) {
+              const c = centerActivations(rec, x, e.rowsPerSample, o.center);
+              const ct = t ? t.apply(rec, c.centred) : c.centred;
+              actQuantError(rec, ct, o.abits, acc, 2 * slot);
+              if (ct !== c.centred) ct.release();
+              c.centred.release();
+              c.centres.release();
+            } else {
+              actQuantError(rec, xt, o.abits, acc, 2 * slot);
+            }
             if (xt !== x) xt.release();
             return l.forward(rec, x, e);
           },
@@ -143,8 +161,8 @@ export async function measureActivationError(
     const sums = await readTensor(rt, acc);
     const out = new Map<string, ActErrorRow>();
     for (const [name, i] of slots) {
-      const e = sums[2 * i];
-      const s = sums[2 * i + 1];
+      const e = sums[4 * i]; // the error of what the plan quantizes
+      const s = sums[4 * i + 3]; // Σ (x·T)² of the input as it is
       const rel = s > 0 ? Math.sqrt(e / s) : 0;
       out.set(name, { relErr: rel, sqnrDb: e > 0 ? 10 * Math.log10(s / e) : Infinity });
     }

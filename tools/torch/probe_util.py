@@ -16,6 +16,31 @@ import pixart
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+# ------------------------------------------------------------------------------ activation quantizer
+
+
+def quant_act(x, bits, cfg_share=False, center=None):
+    """Per-token dynamic symmetric fake quantization (wgsl/act_quant.wgsl). With cfg_share the
+    batch is [uncond; cond] and a token's scale is the max over its two CFG halves. With
+    center ("mean" or "midrange") each sample's channels are first shifted by their centre
+    over its tokens (x [B, T, K]) and the centre added back exactly (quantize --center)."""
+    if center is not None:
+        if center == "mean":
+            c = x.mean(-2, keepdim=True)
+        else:
+            c = 0.5 * x.amax(-2, keepdim=True) + 0.5 * x.amin(-2, keepdim=True)
+        return quant_act(x - c, bits, cfg_share) + c
+    qmax = 2 ** (bits - 1) - 1
+    amax = x.abs().amax(-1, keepdim=True)
+    if cfg_share:
+        h = amax.shape[0] // 2
+        m = torch.maximum(amax[:h], amax[h:])
+        amax = torch.cat([m, m], dim=0)
+    delta = amax / qmax
+    inv = torch.where(amax > 0, 1.0 / delta, torch.zeros_like(delta))
+    return torch.clamp(torch.round(x * inv), -qmax - 1, qmax) * delta
+
+
 # ------------------------------------------------------------------------------ fast f32 matmuls
 
 # This host's torch (Debian 1.13, BLAS_INFO=generic) multiplies at ~2 GFLOP/s; its oneDNN

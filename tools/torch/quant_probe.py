@@ -44,7 +44,7 @@ sys.path.insert(0, HERE)
 from pixart import PixArtTransformer  # noqa: E402
 from samplers import sample  # noqa: E402
 from text_encoder import NULL, PAD, EmojiCaptionEncoder, Tokenizer  # noqa: E402
-from probe_util import results_file, use_fast_matmuls, webdit_normals  # noqa: E402
+from probe_util import quant_act, results_file, use_fast_matmuls, webdit_normals  # noqa: E402
 
 CLIP_RATIOS = [1 - 0.05 * i for i in range(11)]
 KEEP_FP = ("pos_embed.", "adaln_single.", "caption_projection.", "proj_out")
@@ -128,20 +128,6 @@ def gptq_weight(w, bits, symmetric, h, damp=0.01, act_order=False):
     return Q.to(torch.float32)
 
 
-def quant_act(x, bits, cfg_share=False):
-    """Per-token dynamic symmetric fake quantization (wgsl/act_quant.wgsl). With cfg_share the
-    batch is [uncond; cond] and a token's scale is the max over its two CFG halves."""
-    qmax = 2 ** (bits - 1) - 1
-    amax = x.abs().amax(-1, keepdim=True)
-    if cfg_share:
-        h = amax.shape[0] // 2
-        m = torch.maximum(amax[:h], amax[h:])
-        amax = torch.cat([m, m], dim=0)
-    delta = amax / qmax
-    inv = torch.where(amax > 0, 1.0 / delta, torch.zeros_like(delta))
-    return torch.clamp(torch.round(x * inv), -qmax - 1, qmax) * delta
-
-
 # ------------------------------------------------------------------------------ configs
 
 
@@ -166,11 +152,17 @@ def parse_config(name):
     """`fp32`, `wXaY` (X, Y in 4, 8, 16), optional `:kind+kind`, `@blocks` (0+1), `~sym`/`~asym`;
     `outnoise=REL` (Gaussian noise of REL x RMS on the guided epsilon at every step);
     `initnoise=REL` (the initial noise perturbed by REL x N(0, 1)); a `^cfg` suffix shares each
-    token's activation scale between its two CFG halves; a `%A-B` suffix (before `^cfg`)
+    token's activation scale between its two CFG halves; `^mean` / `^mid` centre each sample's
+    channels by their mean / midrange over its tokens before quantizing (quantize --center:
+    the centre is added back exact); a `%A-B` suffix (before `^cfg`)
     quantizes only sampler steps A..B (0-based, inclusive), the others run in FP32."""
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
-         "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg"), "steps": None}
+         "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg"), "steps": None,
+         "center": None}
     name = name.removesuffix("^cfg")
+    for m, mode in (("^mean", "mean"), ("^mid", "midrange")):
+        if name.endswith(m):
+            c["center"], name = mode, name.removesuffix(m)
     if "%" in name:
         name, win = name.split("%")
         a, b = win.split("-")
@@ -225,9 +217,9 @@ class Applied:
                 self.saved[name] = (m, w.clone(), q)
                 m.weight.data = q
             if c["abits"] < 16:
-                bits, share = c["abits"], c["cfg_share"]
+                bits, share, ctr = c["abits"], c["cfg_share"], c["center"]
                 self.hooks.append(m.register_forward_pre_hook(
-                    lambda _m, inp, b=bits, sh=share: (quant_act(inp[0], b, sh),) if self.on else None))
+                    lambda _m, inp, b=bits, sh=share, ct=ctr: (quant_act(inp[0], b, sh, ct),) if self.on else None))
 
     def set_on(self, on):
         self.on = on
