@@ -15,6 +15,7 @@
  *
  * @module
  */
+import type { CenterMode } from "../runtime/reference/act_center.ts";
 import type { QuantizedWeight } from "../plugins/types.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import type { TensorSource } from "../runtime/io/safetensors.ts";
@@ -123,12 +124,12 @@ export async function quantizeLayers(
 
 /**
  * The LinearFactory of the plans: a {@linkcode QuantLinear} (W4 codes, A`abits` per-token
- * activations through the layer's rotation) for every planned layer, a dense layer in
- * `dtype` for the others (the keep-FP ones).
+ * activations through the layer's rotation, centred when `center` says) for every planned
+ * layer, a dense layer in `dtype` for the others (the keep-FP ones).
  */
 export function plannedLinears(
   plans: ReadonlyMap<string, PlannedLayer>,
-  o: { abits: ActBits; dtype?: "f32" | "f16" },
+  o: { abits: ActBits; dtype?: "f32" | "f16"; center?: CenterMode },
 ): LinearFactory {
   const dtype = o.dtype ?? "f32";
   return {
@@ -141,7 +142,12 @@ export function plannedLinears(
       const transform = p.rotation === "none"
         ? undefined
         : loadLayerRotation(p.rotation, p.tensors, p.q.cols).gpu(rt);
-      return new QuantLinear(rt, src.name, p.q, src.bias, { abits: o.abits, dtype, transform });
+      return new QuantLinear(rt, src.name, p.q, src.bias, {
+        abits: o.abits,
+        dtype,
+        transform,
+        center: o.center,
+      });
     },
   };
 }

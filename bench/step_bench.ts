@@ -8,7 +8,9 @@
  *   adaln_single.*, caption_projection.*, proj_out; METHODS.md) as W4 TLQ codes with
  *   per-token A8 activations through the layer's ARS rotation (bench/random_quant.ts);
  * - `step_pixart_alpha_w4a8_tlq_ars_paro30_int8`: the same model with PARO self-attention
- *   at block density 0.3, INT8 Q/K/P/V (plugins/attention/paro.ts).
+ *   at block density 0.3, INT8 Q/K/P/V (plugins/attention/paro.ts);
+ * - `step_pixart_alpha_w4a8_tlq_ars_center_mean`: the W4A8 model with its layer inputs
+ *   centred by the mean (quantize --center mean; runtime/ops/act_center.ts), the same plans.
  *
  * A step is what the sampling loop records per step: the forward with the cached caption
  * keys/values, the guidance combine and an update of the latents (one elementwise axpby,
@@ -27,7 +29,7 @@
  *
  *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/step_bench.ts
  *                          # → bench/results/<device>/<date>_step.{json,md}
- *     WEBDIT_STEP_ROWS=f32,w4a8,paro …   # a subset (file <date>_step_<rows>); default all
+ *     WEBDIT_STEP_ROWS=f32,w4a8,paro,center … # a subset (file <date>_step_<rows>); default all
  *     WEBDIT_QUANT_WORKERS=8 …           # host workers quantizing the layers (default: cores)
  *     WEBDIT_STEP_LAYERS=4 …             # another depth (rows named …_l4_…), for quick checks
  *     WEBDIT_QUANT_ACT=f16 …             # quantized rows with f16 activation storage (…_f16)
@@ -205,9 +207,11 @@ function shapeNote(s: Shape): string {
   } tokens, batch 2`;
 }
 
-/** The quantized model (shared by the two quantized rows), its PARO attention and checks. */
+/** The quantized model (shared by the quantized rows), its PARO attention and checks. */
 interface QuantSetup {
   model: PixArtModel;
+  /** The same plans with centred inputs (loaded only for the center row). */
+  centred: () => Promise<{ model: PixArtModel; note: string }>;
   cond: Cond;
   xLatent: Tensor;
   paro: ParoSelfAttention;
@@ -312,7 +316,34 @@ async function buildQuantized(r: Runtime, s: Shape, act: "f32" | "f16"): Promise
     `orders ${[...orders].map(([o, n]) => `${o} ${n}`).join(", ")}; forward vs FP32: cosine ${
       cmpP.cosine.toFixed(4)
     }, rel L2 ${cmpP.relL2.toFixed(3)}`;
-  return { model, cond, xLatent, paro, notes: { w4a8, paro: paroNote } };
+  let centred: Promise<{ model: PixArtModel; note: string }> | undefined;
+  const loadCentred = async () => {
+    const m = await load(
+      r,
+      s,
+      act,
+      plannedLinears(plans, { abits: 8, dtype: act, center: "mean" }),
+    );
+    m.selfAttention = denseSelfAttention;
+    const yc = await forwardOutput(r, m, cond, xLatent, STEP);
+    const c = compareOutputs(yc, ref);
+    if (!(c.cosine > 0.9)) {
+      throw new Error(`W4A8 centred forward vs FP32: cosine ${c.cosine.toFixed(4)} ≤ 0.9`);
+    }
+    const note = `as w4a8_tlq_ars with every quantized layer's input centred by its mean over ` +
+      `the sample's tokens (the plans as they are: not re-planned on centred statistics); ` +
+      `forward vs FP32: cosine ${c.cosine.toFixed(4)}, rel L2 ${c.relL2.toFixed(3)} ` +
+      `(uncentred ${cmp.cosine.toFixed(4)}, ${cmp.relL2.toFixed(3)})`;
+    return { model: m, note };
+  };
+  return {
+    model,
+    centred: () => centred ??= loadCentred(),
+    cond,
+    xLatent,
+    paro,
+    notes: { w4a8, paro: paroNote },
+  };
 }
 
 // Activation storage of the quantized rows: f32 (default: only the quantization differs from the
@@ -322,7 +353,7 @@ if (QUANT_ACT !== "f32" && QUANT_ACT !== "f16") {
   throw new TypeError(`WEBDIT_QUANT_ACT must be f32 or f16, got ${QUANT_ACT}`);
 }
 
-const ROWS = ["f32", "f16", "w4a8", "paro"] as const;
+const ROWS = ["f32", "f16", "w4a8", "paro", "center"] as const;
 type Row = typeof ROWS[number];
 const rowsEnv = Deno.env.get("WEBDIT_STEP_ROWS");
 const rows = (rowsEnv ? rowsEnv.split(",") : [...ROWS]) as Row[];
@@ -391,22 +422,23 @@ for (const dtype of ["f32", "f16"] as const) {
   });
 }
 
-for (const row of ["w4a8", "paro"] as const) {
+for (const row of ["w4a8", "paro", "center"] as const) {
   if (!rows.includes(row)) continue;
+  const tail = { w4a8: "", paro: "_paro30_int8", center: "_center_mean" }[row];
   suite.add({
-    name: `step_pixart_${shape.tag}_w4a8_tlq_ars${row === "paro" ? "_paro30_int8" : ""}${
-      QUANT_ACT === "f16" ? "_f16" : ""
-    }`,
+    name: `step_pixart_${shape.tag}_w4a8_tlq_ars${tail}${QUANT_ACT === "f16" ? "_f16" : ""}`,
     unit: "ms",
     setup: async () => {
       const r = runtime;
       quantSetup ??= buildQuantized(r, shape, QUANT_ACT);
       const q = await quantSetup;
+      const c = row === "center" ? await q.centred() : undefined;
+      const model = c?.model ?? q.model;
       const attn: SelfAttention = row === "paro" ? q.paro : denseSelfAttention;
       // Check before timing: a whole step with this attention gives finite latents.
-      q.model.selfAttention = attn;
+      model.selfAttention = attn;
       const rec = new Recorder(r);
-      const y = recordStep(rec, q.model, q.cond, q.xLatent);
+      const y = recordStep(rec, model, q.cond, q.xLatent);
       await rec.submit();
       const v = await readTensor(r, y);
       y.release();
@@ -414,12 +446,12 @@ for (const row of ["w4a8", "paro"] as const) {
       return {
         device: r.device,
         run: async (reps) => {
-          q.model.selfAttention = attn; // the two rows share the model
+          model.selfAttention = attn; // the w4a8 and paro rows share the model
           const rec = new Recorder(r);
-          for (let i = 0; i < reps; i++) recordStep(rec, q.model, q.cond, q.xLatent).release();
+          for (let i = 0; i < reps; i++) recordStep(rec, model, q.cond, q.xLatent).release();
           await rec.submit();
         },
-        note: row === "paro" ? q.notes.paro : q.notes.w4a8,
+        note: c?.note ?? (row === "paro" ? q.notes.paro : q.notes.w4a8),
       };
     },
     timing,
