@@ -15,7 +15,6 @@
  *
  * @module
  */
-import type { CenterMode } from "../runtime/reference/act_center.ts";
 import type { QuantizedWeight } from "../plugins/types.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import type { TensorSource } from "../runtime/io/safetensors.ts";
@@ -23,6 +22,7 @@ import { DenseLinear, type Linear, type LinearFactory } from "../runtime/model/l
 import type { LayerStats } from "../runtime/quant/calibrate.ts";
 import { type ActBits, QuantLinear } from "../runtime/quant/qlinear.ts";
 import { loadLayerRotation } from "../runtime/quant/rotation.ts";
+import type { CenterMode } from "../runtime/reference/act_center.ts";
 import { defaultQuantWorkers } from "../runtime/quant/gptq_pool.ts";
 import type { QuantJobMessage, QuantResultMessage } from "./random_quant_worker.ts";
 

@@ -108,6 +108,7 @@ export function elementwise(
   const y = o.y ?? x;
   if (y.dtype !== x.dtype) throw new TypeError(`x is ${x.dtype} but y is ${y.dtype}`);
   let stride = 0;
+  let width = y.size;
   if (op === "addRow") {
     if (x.size % y.size !== 0) {
       throw new RangeError(`addRow: row of ${y.size} does not divide ${x.size}`);
@@ -126,6 +127,7 @@ export function elementwise(
       );
     }
     stride = R;
+    width = K;
   } else if (needsY && y.size !== x.size) {
     throw new RangeError(`elementwise "${op}": x has ${x.size} elements, y has ${y.size}`);
   }
@@ -145,7 +147,7 @@ export function elementwise(
       n: x.size,
       alpha: o.alpha ?? 1,
       beta,
-      width: op === "subGroupRow" ? y.shape[y.shape.length - 1] : y.size,
+      width,
       stride,
     },
     [x, y, out],

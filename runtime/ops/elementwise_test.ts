@@ -1,4 +1,4 @@
-import { assertClose, assertThrows } from "../../tests/assert.ts";
+import { assertClose, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { gpuTest, runAndRead, withRuntime } from "../../tests/gpu.ts";
 import { Prng } from "../io/prng.ts";
 import { uploadTensor } from "../gpu/tensor.ts";
@@ -93,3 +93,34 @@ Deno.test("elementwise clamp, cfg and gatherRows match the CPU reference", gpuTe
     assertThrows(() => elementwise(rec, "clamp", x), TypeError, "needs alpha");
   });
 });
+
+Deno.test(
+  "elementwise subGroupRow: each group of rows less its own row of y",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [G, R, K] = [3, 4, 5];
+      const xs = new Prng(21).normals(G * R * K);
+      const ys = new Prng(22).normals(G * K);
+      const x = uploadTensor(rt, xs, [G * R, K]);
+      const y = uploadTensor(rt, ys, [G * K]); // flat: K comes from x
+      const got = await runAndRead(
+        rt,
+        (r) => elementwise(r, "subGroupRow", x, { y, rowsPerGroup: R }),
+      );
+      const want = xs.map((v, i) => Math.fround(v - ys[Math.floor(i / (R * K)) * K + (i % K)]));
+      assertEquals(Array.from(got), Array.from(want));
+      const rec = new Recorder(rt);
+      assertThrows(
+        () => elementwise(rec, "subGroupRow", x, { y, rowsPerGroup: 5 }),
+        RangeError,
+        "rowsPerGroup 5 does not split",
+      );
+      assertThrows(
+        () => elementwise(rec, "subGroupRow", x, { y, rowsPerGroup: 2 }),
+        RangeError,
+        "y must be [6, 5]",
+      );
+    });
+  },
+);
