@@ -1,8 +1,8 @@
 /**
  * Quantized linear layers: {@linkcode QuantLinear} implements the model's `Linear` seam
- * (runtime/model/linear.ts) with a quantized weight — forward = transform → per-token
- * quantize → integer GEMM (A4/A6/A8), or transform → weight-only GEMM (A16) — and the
- * identity {@linkcode ActivationTransform} ("none"), the plain per-token quantizer.
+ * (runtime/model/linear.ts) with a quantized weight — forward = [centre] → transform →
+ * per-token quantize → integer GEMM (A4/A6/A8), or transform → weight-only GEMM (A16) — and
+ * the identity {@linkcode ActivationTransform} ("none"), the plain per-token quantizer.
  *
  * @module
  */
