@@ -46,6 +46,8 @@ export interface AblationSetting {
   abits_override?: AbitsOverride[];
   /** Activation centring (quantize --center); absent: none. */
   center?: CenterMode;
+  /** SmoothQuant α of the rotations (quantize --alpha); absent: the default 0.5. */
+  alpha?: number;
 }
 
 /** A parsed matrix: what every row shares, and the rows. */
@@ -88,7 +90,8 @@ export function settingKey(s: AblationSetting): string {
     (s.abits_override
       ? `|${s.abits_override.map((o) => `${o.pattern}=${o.abits}`).join(",")}`
       : "") +
-    (s.center ? `|center-${s.center}` : "");
+    (s.center ? `|center-${s.center}` : "") +
+    (s.alpha !== undefined ? `|alpha-${s.alpha}` : "");
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
@@ -99,6 +102,7 @@ export function settingLabel(s: AblationSetting): string {
     parts[0] += ` (${s.abits_override.map((o) => `${o.pattern} A${o.abits}`).join(", ")})`;
   }
   if (s.center) parts[0] += ` centred (${s.center})`;
+  if (s.alpha !== undefined) parts[0] += ` α ${s.alpha}`;
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
@@ -108,7 +112,7 @@ export function settingLabel(s: AblationSetting): string {
 }
 
 /** Row fields beside KEYS, each absent from older rows (their keys stay the same). */
-const EXTRA_KEYS: string[] = ["gptq", "gptq_device", "abits_override", "center"];
+const EXTRA_KEYS: string[] = ["gptq", "gptq_device", "abits_override", "center", "alpha"];
 
 function fail(file: string, field: string, msg: string): never {
   throw new RangeError(`${file}: ${field} ${msg}`);
@@ -158,6 +162,12 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     }
     s.center = r.center as CenterMode;
   }
+  if (r.alpha !== undefined) {
+    if (typeof r.alpha !== "number" || !(r.alpha >= 0 && r.alpha <= 1)) {
+      fail(file, `${field}.alpha`, `must be in [0, 1], got ${JSON.stringify(r.alpha)}`);
+    }
+    s.alpha = r.alpha;
+  }
   if (r.abits_override !== undefined) {
     const list = r.abits_override;
     if (!Array.isArray(list) || !list.length) {
@@ -188,12 +198,18 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
   if (s.quantizer === "fp32") {
     if (
       s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq ||
-      s.abits_override || s.center
+      s.abits_override || s.center || s.alpha !== undefined
     ) {
-      fail(file, field, "fp32 takes no wbits, abits, rotation, gptq, abits_override or center");
+      fail(
+        file,
+        field,
+        "fp32 takes no wbits, abits, rotation, gptq, abits_override, center or alpha",
+      );
     }
   } else if (s.wbits === null || s.abits === null) {
     fail(file, field, `quantizer "${s.quantizer}" needs wbits and abits`);
+  } else if (s.alpha !== undefined && s.rotation === "none") {
+    fail(file, `${field}.alpha`, "needs a rotation (it is the rotations' smoothing)");
   }
   if (s.attention === "dense") {
     if (s.density !== null || s.attn_bits !== null) {

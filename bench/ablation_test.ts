@@ -36,10 +36,12 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, abits_override: over },
       { ...base, gptq: true, gptq_device: "cpu" },
       { ...base, center: "midrange" },
+      { ...base, rotation: "adaptive", alpha: 0.25 },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 6);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 6);
+  assertEquals(m.settings.length, 7);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 7);
+  assertEquals(settingLabel(m.settings[6]), "uniform W8A8 α 0.25 adaptive");
   assertEquals(settingKey(m.settings[5]), "uniform|8|8|none|dense|null|null|center-midrange");
   assertEquals(settingLabel(m.settings[5]), "uniform W8A8 centred (midrange)");
   assertEquals(settingKey(m.settings[2]), "uniform|8|8|none|dense|null|null|gptq");
@@ -75,6 +77,14 @@ Deno.test("matrix: bad fields are named", async () => {
       'rows[0].center must be "mean" or "midrange"',
     ],
     [{ rows: [{ center: "mean" }] }, "rows[0] fp32 takes no wbits, abits, rotation, gptq"],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, alpha: 2 }] },
+      "rows[0].alpha must be in [0, 1]",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, alpha: 0.5 }] },
+      "rows[0].alpha needs a rotation",
+    ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq_device: "cpu" }] },
       "rows[0].gptq_device needs gptq: true",
