@@ -11,10 +11,14 @@
  * With `--pool`, instead, the whole model's 280 jobs on a pool of workers (one a core, or
  * WEBDIT_QUANT_WORKERS), as quantize queues them: the measured wall time. With `--gpu`, each
  * shape's job on the GPU (runtime/quant/gptq_gpu.ts; checked against the CPU's codes first)
- * beside the same job on one CPU core, then the whole model's jobs on the GPU. `--dir D`
- * writes under bench/results/D/ (default host, or the GPU's folder with --gpu).
+ * beside the same job on one CPU core, then the whole model's jobs on the GPU. With
+ * `--profile` (a GPU with timestamp-query), where a GPU job's time goes: per shape the wall
+ * time of a job, and the GPU time of each kernel summed over its launches from a profiling
+ * recording of the same job (every launch in a pass of its own: the sum is an upper bound of
+ * the GPU's busy time), written as `<date>_gptq_gpu_profile`. `--dir D` writes under
+ * bench/results/D/ (default host, or the GPU's folder with --gpu / --profile).
  *
- *     deno run -A bench/gptq_bench.ts [--write] [--quick] [--pool | --gpu] [--dir D]
+ *     deno run -A bench/gptq_bench.ts [--write] [--quick] [--pool | --gpu | --profile] [--dir D]
  *
  * @module
  */
@@ -23,7 +27,8 @@ import { cpus } from "node:os";
 import { uniformQuantizer } from "../plugins/quantizers/uniform.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { outputSqnrsDb } from "../runtime/quant/gptq.ts";
-import { outputSqnrsDbGpu } from "../runtime/quant/gptq_gpu.ts";
+import { gptqRoundGpu, outputSqnrsDbGpu } from "../runtime/quant/gptq_gpu.ts";
+import type { LaunchTime } from "../runtime/gpu/kernel.ts";
 import {
   defaultQuantWorkers,
   type GptqJob,
@@ -127,6 +132,31 @@ async function timeGpuJob(
 }
 
 /**
+ * A GPU job at N×K taken apart: its wall time (ms, the second of two runs) and, from a
+ * profiling run of the same job, each kernel's GPU time summed over its launches (ms).
+ */
+async function profileGpuJob(
+  rt: Runtime,
+  N: number,
+  K: number,
+): Promise<{ wallMs: number; kernels: Map<string, { ms: number; launches: number }> }> {
+  const l = syntheticLayer(N, K);
+  const job = () => gptqRoundGpu(rt, l.w, l.q, l.grid, l.h);
+  await job();
+  const t0 = performance.now();
+  await job();
+  const wallMs = performance.now() - t0;
+  const times: LaunchTime[] = [];
+  await gptqRoundGpu(rt, l.w, l.q, l.grid, l.h, {}, times);
+  const kernels = new Map<string, { ms: number; launches: number }>();
+  for (const t of times) {
+    const k = kernels.get(t.name) ?? { ms: 0, launches: 0 };
+    kernels.set(t.name, { ms: k.ms + t.ms, launches: k.launches + 1 });
+  }
+  return { wallMs, kernels };
+}
+
+/**
  * The whole model's jobs (28 blocks) on a {@linkcode GptqPool} of `workers` (or on `gpu`),
  * as `quantize --gptq` queues them (at most 2 a worker waiting): wall seconds.
  */
@@ -163,6 +193,7 @@ if (import.meta.main) {
       quick: { type: "boolean" },
       pool: { type: "boolean" },
       gpu: { type: "boolean" },
+      profile: { type: "boolean" },
       dir: { type: "string" },
     },
   });
@@ -189,7 +220,33 @@ if (import.meta.main) {
   const cores = cpus().length;
   let adapter = "none (host CPU, one thread)";
   let rt: Runtime | undefined;
-  if (v.gpu) {
+  if (v.profile) {
+    rt = await createRuntime({ adapter: "auto" });
+    if (!rt.info.timestamps) throw new Error("--profile needs a GPU with timestamp-query");
+    adapter = `${rt.info.description} (GPU GPTQ, f32; kernel times from timestamp queries)`;
+    for (const [N, K] of shapes) {
+      const r = await profileGpuJob(rt, N, K);
+      const ms = (name: string, value: number, note: string): BenchResult => ({
+        name,
+        value: Number(value.toPrecision(4)),
+        unit: "ms",
+        median_ms: value,
+        min_ms: value,
+        note,
+      });
+      let gpu = 0;
+      for (const k of r.kernels.values()) gpu += k.ms;
+      console.log(`${N}×${K}: wall ${r.wallMs.toFixed(1)} ms, kernels ${gpu.toFixed(1)} ms`);
+      results.push(ms(`gptq_gpu_profile_${N}x${K}_wall`, r.wallMs, "one job, wall (second run)"));
+      results.push(ms(`gptq_gpu_profile_${N}x${K}_kernels`, gpu, "Σ of every launch's GPU time"));
+      for (const [name, k] of r.kernels) {
+        console.log(`  ${name}: ${k.ms.toFixed(2)} ms over ${k.launches} launches`);
+        results.push(
+          ms(`gptq_gpu_profile_${N}x${K}__${name}`, k.ms, `Σ over ${k.launches} launches`),
+        );
+      }
+    }
+  } else if (v.gpu) {
     rt = await createRuntime({ adapter: "auto" });
     adapter = `${rt.info.description} (GPU GPTQ, f32) against one CPU thread (f64)`;
     for (const [N, K] of shapes) {
@@ -242,11 +299,17 @@ if (import.meta.main) {
   const cpu = `${cpus()[0]?.model ?? "unknown"}, ${cores} cores`;
   const device = rt ? `${rt.info.description} (host CPU ${cpu})` : `host CPU (${cpu})`;
   if (v.write && !v.quick) {
-    const mode = v.gpu ? " --gpu" : v.pool ? " --pool" : "";
+    const mode = v.profile ? " --profile" : v.gpu ? " --gpu" : v.pool ? " --pool" : "";
     const command = `deno run -A bench/gptq_bench.ts --write${mode}` +
       (v.dir ? ` --dir ${v.dir}` : "");
     const file = { ...resultsHeader(device, await gitCommit(), command), adapter, results };
-    const name = v.gpu ? "gptq_gpu" : v.pool ? "gptq_pool" : "gptq";
+    const name = v.profile
+      ? "gptq_gpu_profile"
+      : v.gpu
+      ? "gptq_gpu"
+      : v.pool
+      ? "gptq_pool"
+      : "gptq";
     const p = await writeResults(
       v.dir ?? (rt ? deviceSlug(rt.info.description, rt.info.fallback) : "host"),
       name,

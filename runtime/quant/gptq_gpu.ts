@@ -11,7 +11,7 @@
  */
 import type { CodeGrid, HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
-import { type KernelSpec, Recorder } from "../gpu/kernel.ts";
+import { type KernelSpec, type LaunchTime, Recorder } from "../gpu/kernel.ts";
 import {
   createTensor,
   readBytesMany,
@@ -176,7 +176,8 @@ function pivotsOk(bytes: Uint8Array, K: number): boolean {
 /**
  * {@linkcode gptqRound} on the GPU: the codes of `q` re-chosen by GPTQ on the quantizer's
  * grid, for inputs whose Gram matrix is `h` [K, K]; f32 throughout. Returns a copy of `q`
- * with new codes and `meta.gptqDamp` / `meta.gptqActOrder` (as the CPU version).
+ * with new codes and `meta.gptqDamp` / `meta.gptqActOrder` (as the CPU version). With
+ * `profile` (benchmarks; needs timestamp-query) every launch's GPU time is appended to it.
  */
 export async function gptqRoundGpu(
   rt: Runtime,
@@ -185,6 +186,7 @@ export async function gptqRoundGpu(
   grid: CodeGrid,
   h: ArrayLike<number>,
   o: GptqOptions = {},
+  profile?: LaunchTime[],
 ): Promise<QuantizedWeight> {
   const { N, K, ng, damp, actOrder, order, mean, hp, wp: wp64 } = gptqSetup(w, q, grid, h, o);
   const L = 2 ** q.bits;
@@ -211,7 +213,7 @@ export async function gptqRoundGpu(
       const a = uploadTensor(rt, reversedDamped(hp, K, used * mean), [K, K]);
       const wt = uploadTensor(rt, wp, [N, K]);
       try {
-        const rec = new Recorder(rt, "gptq");
+        const rec = new Recorder(rt, "gptq", { profile: profile !== undefined });
         recordInverseCholeskyUpper(rec, a, u, f, K);
         const bufs = [wt, u, e, vals, vcode, colsT, codes];
         for (let c0 = 0; c0 < K; c0 += BW) {
@@ -220,6 +222,7 @@ export async function gptqRoundGpu(
           if (c0 + BW < K) rec.dispatch(ROUND_UPDATE, p, bufs);
         }
         await rec.submit();
+        if (profile) profile.push(...await rec.launchTimes());
         const [cb, pb] = await readBytesMany(rt, [
           { buffer: codes.buffer, bytes: 4 * N * K },
           { buffer: f.piv.buffer, bytes: 4 * K },
