@@ -219,8 +219,8 @@ export interface GptqSetup {
   order: number[];
   /** H's mean diagonal (1 if 0). */
   mean: number;
-  /** H in the rounding order, undamped, a dead column's diagonal set to 1. */
-  hp: Float64Array;
+  /** dead[a]: the input rounded a-th is always 0 (H's diagonal 0): its H row is set to eᵃ's. */
+  dead: Uint8Array;
   /** W [N, K] in the rounding order, a dead column 0. */
   wp: Float64Array;
 }
@@ -264,18 +264,26 @@ export function gptqSetup(
   let mean = 0;
   for (const d of diag) mean += d;
   mean = mean / K || 1;
-  const hp = new Float64Array(K * K);
-  for (let a = 0; a < K; a++) {
-    for (let b = 0; b < K; b++) hp[a * K + b] = h[order[a] * K + order[b]];
-    if (!(diag[order[a]] > 0)) hp[a * K + a] = 1; // an input that is always 0
-  }
+  const dead = Uint8Array.from(order, (j) => diag[j] > 0 ? 0 : 1);
   const wp = new Float64Array(N * K);
   for (let r = 0; r < N; r++) {
     for (let a = 0; a < K; a++) {
       wp[r * K + a] = diag[order[a]] > 0 ? w.data[r * K + order[a]] : 0;
     }
   }
-  return { N, K, ng, damp, actOrder, order, mean, hp, wp };
+  return { N, K, ng, damp, actOrder, order, mean, dead, wp };
+}
+
+/** H in the rounding order (f64, undamped), a dead column's diagonal set to 1. */
+export function permutedGram(h: ArrayLike<number>, s: GptqSetup): Float64Array {
+  const { K, order, dead } = s;
+  const hp = new Float64Array(K * K);
+  for (let a = 0; a < K; a++) {
+    const row = order[a] * K;
+    for (let b = 0; b < K; b++) hp[a * K + b] = h[row + order[b]];
+    if (dead[a]) hp[a * K + a] = 1; // an input that is always 0
+  }
+  return hp;
 }
 
 /**
@@ -290,7 +298,9 @@ export function gptqRound(
   h: ArrayLike<number>,
   o: GptqOptions = {},
 ): QuantizedWeight {
-  const { N, K, ng, damp, actOrder, order, mean, hp, wp } = gptqSetup(w, q, grid, h, o);
+  const setup = gptqSetup(w, q, grid, h, o);
+  const { N, K, ng, damp, actOrder, order, mean, wp } = setup;
+  const hp = permutedGram(h, setup);
   let u: Float64Array | undefined;
   let used = damp;
   for (used of gptqDampings(damp)) {

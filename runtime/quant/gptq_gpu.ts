@@ -23,6 +23,7 @@ import { gemm } from "../ops/gemm.ts";
 import {
   gptqDampings,
   type GptqOptions,
+  type GptqSetup,
   gptqSetup,
   notPositiveDefinite,
   sortedGrid,
@@ -30,6 +31,7 @@ import {
 import { packCodes } from "./pack.ts";
 import factorSrc from "../../wgsl/gptq_factor.wgsl" with { type: "text" };
 import roundSrc from "../../wgsl/gptq_round.wgsl" with { type: "text" };
+import gatherSrc from "../../wgsl/gptq_gather.wgsl" with { type: "text" };
 
 interface FactorParams {
   K: number;
@@ -92,6 +94,14 @@ const ROUND_UPDATE = roundSpec(
   (p) => [g16(p.K - Math.min(p.K, p.c0 + BW)), g16(p.N)],
 );
 
+const GATHER: KernelSpec<{ K: number }> = {
+  name: "gptq_gather",
+  source: gatherSrc,
+  bindings: ["uniform", "read", "read", "read", "read_write"],
+  uniform: { fields: ["u32"], values: (p) => [p.K] },
+  dispatch: (p) => [g16(p.K), g16(p.K)],
+};
+
 /** The factor's scratch for width K: L⁻¹'s diagonal blocks, L⁻¹, the pivots. */
 interface FactorScratch {
   dinv: Tensor;
@@ -143,6 +153,25 @@ function reversedDamped(h: ArrayLike<number>, K: number, lambda: number): Float3
 }
 
 /**
+ * The gather's sources, idx[i] = order[K−1−i] (H in GPTQ's order, index-reversed, as
+ * permutedGram in runtime/quant/gptq.ts then P·P), and A's damped diagonal, in f32 as a
+ * host-built f32 matrix would hold it (a dead input's diagonal 1, then + λ).
+ */
+function gatherIndex(
+  h: ArrayLike<number>,
+  s: Pick<GptqSetup, "K" | "order" | "dead">,
+  lambda: number,
+): { idx: Uint32Array; diag: Float32Array } {
+  const { K, order, dead } = s;
+  const idx = Uint32Array.from({ length: K }, (_, i) => order[K - 1 - i]);
+  const diag = Float32Array.from({ length: K }, (_, i) => {
+    const d = Math.fround(dead[K - 1 - i] ? 1 : h[idx[i] * K + idx[i]]);
+    return d + lambda;
+  });
+  return { idx, diag };
+}
+
+/**
  * U with Uᵀ U = H⁻¹ computed on the GPU in f32 (the factor {@linkcode gptqRoundGpu} uses),
  * or undefined when H is not positive definite (a pivot ≤ 0 or not finite).
  */
@@ -188,7 +217,8 @@ export async function gptqRoundGpu(
   o: GptqOptions = {},
   profile?: LaunchTime[],
 ): Promise<QuantizedWeight> {
-  const { N, K, ng, damp, actOrder, order, mean, hp, wp: wp64 } = gptqSetup(w, q, grid, h, o);
+  const setup = gptqSetup(w, q, grid, h, o);
+  const { N, K, ng, damp, actOrder, order, mean, wp: wp64 } = setup;
   const L = 2 ** q.bits;
   const wp = Float32Array.from(wp64);
   const cols = new Uint32Array(2 * K);
@@ -208,12 +238,18 @@ export async function gptqRoundGpu(
     own.push(f.dinv, f.x, f.piv);
     const e = keep(createTensor(rt, [N, BW]));
     const codes = keep(createTensor(rt, [N, K], "u32"));
+    // H goes up as it is; the GPU gathers it into A = P H P (the factor overwrites A).
+    const hT = keep(uploadTensor(rt, h instanceof Float32Array ? h : Float32Array.from(h), [K, K]));
+    const a = keep(createTensor(rt, [K, K]));
     let used = damp;
     for (used of gptqDampings(damp)) {
-      const a = uploadTensor(rt, reversedDamped(hp, K, used * mean), [K, K]);
+      const { idx, diag } = gatherIndex(h, setup, used * mean);
+      const idxT = uploadTensor(rt, idx, [K], "u32");
+      const diagT = uploadTensor(rt, diag, [K]);
       const wt = uploadTensor(rt, wp, [N, K]);
       try {
         const rec = new Recorder(rt, "gptq", { profile: profile !== undefined });
+        rec.dispatch(GATHER, { K }, [hT, idxT, diagT, a]);
         recordInverseCholeskyUpper(rec, a, u, f, K);
         const bufs = [wt, u, e, vals, vcode, colsT, codes];
         for (let c0 = 0; c0 < K; c0 += BW) {
@@ -235,8 +271,7 @@ export async function gptqRoundGpu(
           meta: { ...q.meta, gptqDamp: used, gptqActOrder: actOrder },
         };
       } finally {
-        a.release();
-        wt.release();
+        for (const t of [idxT, diagT, wt]) t.release();
       }
     }
     throw notPositiveDefinite(used);
