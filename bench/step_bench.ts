@@ -29,7 +29,8 @@
  *
  *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/step_bench.ts
  *                          # → bench/results/<device>/<date>_step.{json,md}
- *     WEBDIT_STEP_ROWS=f32,w4a8,paro,center … # a subset (file <date>_step_<rows>); default all
+ *     WEBDIT_STEP_ROWS=f32,w4a8,paro,center … # which rows (file <date>_step_<rows>); default
+ *                                        # all but center
  *     WEBDIT_QUANT_WORKERS=8 …           # host workers quantizing the layers (default: cores)
  *     WEBDIT_STEP_LAYERS=4 …             # another depth (rows named …_l4_…), for quick checks
  *     WEBDIT_QUANT_ACT=f16 …             # quantized rows with f16 activation storage (…_f16)
@@ -356,7 +357,8 @@ if (QUANT_ACT !== "f32" && QUANT_ACT !== "f16") {
 const ROWS = ["f32", "f16", "w4a8", "paro", "center"] as const;
 type Row = typeof ROWS[number];
 const rowsEnv = Deno.env.get("WEBDIT_STEP_ROWS");
-const rows = (rowsEnv ? rowsEnv.split(",") : [...ROWS]) as Row[];
+// The centred row loads a second quantized model: only when asked for.
+const rows = (rowsEnv ? rowsEnv.split(",") : ROWS.filter((r) => r !== "center")) as Row[];
 for (const r of rows) {
   if (!ROWS.includes(r)) throw new TypeError(`WEBDIT_STEP_ROWS: unknown row ${r} (${ROWS})`);
 }
