@@ -219,7 +219,7 @@ export interface GptqSetup {
   order: number[];
   /** H's mean diagonal (1 if 0). */
   mean: number;
-  /** dead[a]: the input rounded a-th is always 0 (H's diagonal 0): its H row is set to eᵃ's. */
+  /** dead[a]: the input rounded a-th is always 0 (its H row and column 0; its diagonal taken as 1). */
   dead: Uint8Array;
   /** W [N, K] in the rounding order, a dead column 0. */
   wp: Float64Array;

@@ -111,8 +111,9 @@ export async function measureActivationError(
   o: ActErrorOptions,
 ): Promise<Map<string, ActErrorRow>> {
   const slots = new Map(o.layers.map((n, i) => [n, i]));
-  // Two [error, signal] slots a layer: what the plan quantizes, and the uncentred input.
+  // Two [error, signal] slots a layer: the centred input's (when centred), the input's.
   const acc = createTensor(rt, [Math.max(4, 4 * o.layers.length)]);
+  const centred = new Set<number>();
   writeTensor(rt, acc, new Float32Array(acc.size));
   try {
     const observe = (inner: LinearFactory): LinearFactory => ({
@@ -133,11 +134,10 @@ export async function measureActivationError(
               const c = centerActivations(rec, x, e.rowsPerSample, o.center);
               const ct = t ? t.apply(rec, c.centred) : c.centred;
               actQuantError(rec, ct, o.abits, acc, 2 * slot);
+              centred.add(slot);
               if (ct !== c.centred) ct.release();
               c.centred.release();
               c.centres.release();
-            } else {
-              actQuantError(rec, xt, o.abits, acc, 2 * slot);
             }
             if (xt !== x) xt.release();
             return l.forward(rec, x, e);
@@ -161,7 +161,7 @@ export async function measureActivationError(
     const sums = await readTensor(rt, acc);
     const out = new Map<string, ActErrorRow>();
     for (const [name, i] of slots) {
-      const e = sums[4 * i]; // the error of what the plan quantizes
+      const e = sums[4 * i + (centred.has(i) ? 0 : 2)]; // the error of what the plan quantizes
       const s = sums[4 * i + 3]; // Σ (x·T)² of the input as it is
       const rel = s > 0 ? Math.sqrt(e / s) : 0;
       out.set(name, { relErr: rel, sqnrDb: e > 0 ? 10 * Math.log10(s / e) : Infinity });
