@@ -15,7 +15,8 @@
  * `--profile` (a GPU with timestamp-query), where a GPU job's time goes: per shape the wall
  * time of a job, and the GPU time of each kernel summed over its launches from a profiling
  * recording of the same job (every launch in a pass of its own: the sum is an upper bound of
- * the GPU's busy time), written as `<date>_gptq_gpu_profile`. `--dir D` writes under
+ * the GPU's busy time), and the triangular inverse by each of its kernels (rows, tiles) on
+ * the same H, written as `<date>_gptq_gpu_profile`. `--dir D` writes under
  * bench/results/D/ (default host, or the GPU's folder with --gpu / --profile).
  *
  *     deno run -A bench/gptq_bench.ts [--write] [--quick] [--pool | --gpu | --profile] [--dir D]
@@ -27,7 +28,11 @@ import { cpus } from "node:os";
 import { uniformQuantizer } from "../plugins/quantizers/uniform.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { outputSqnrsDb } from "../runtime/quant/gptq.ts";
-import { gptqRoundGpu, outputSqnrsDbGpu } from "../runtime/quant/gptq_gpu.ts";
+import {
+  gptqRoundGpu,
+  gpuInverseCholeskyUpper,
+  outputSqnrsDbGpu,
+} from "../runtime/quant/gptq_gpu.ts";
 import type { LaunchTime } from "../runtime/gpu/kernel.ts";
 import {
   defaultQuantWorkers,
@@ -228,16 +233,16 @@ if (import.meta.main) {
     rt = await createRuntime({ adapter: "auto" });
     if (!rt.info.timestamps) throw new Error("--profile needs a GPU with timestamp-query");
     adapter = `${rt.info.description} (GPU GPTQ, f32; kernel times from timestamp queries)`;
+    const ms = (name: string, value: number, note: string): BenchResult => ({
+      name,
+      value: Number(value.toPrecision(4)),
+      unit: "ms",
+      median_ms: value,
+      min_ms: value,
+      note,
+    });
     for (const [N, K] of shapes) {
       const r = await profileGpuJob(rt, N, K);
-      const ms = (name: string, value: number, note: string): BenchResult => ({
-        name,
-        value: Number(value.toPrecision(4)),
-        unit: "ms",
-        median_ms: value,
-        min_ms: value,
-        note,
-      });
       let gpu = 0;
       for (const k of r.kernels.values()) gpu += k.ms;
       console.log(`${N}×${K}: wall ${r.wallMs.toFixed(1)} ms, kernels ${gpu.toFixed(1)} ms`);
@@ -247,6 +252,34 @@ if (import.meta.main) {
         console.log(`  ${name}: ${k.ms.toFixed(2)} ms over ${k.launches} launches`);
         results.push(
           ms(`gptq_gpu_profile_${N}x${K}__${name}`, k.ms, `Σ over ${k.launches} launches`),
+        );
+      }
+    }
+    // The triangular inverse's two kernels on the same H, after checking they agree.
+    for (const K of new Set(shapes.map(([, k]) => k))) {
+      const h = syntheticLayer(8, K).h;
+      const inv: Record<string, number> = {};
+      const us: Float32Array[] = [];
+      for (const inverse of ["rows", "tiles"] as const) {
+        await gpuInverseCholeskyUpper(rt, h, K, { inverse });
+        const times: LaunchTime[] = [];
+        us.push((await gpuInverseCholeskyUpper(rt, h, K, { inverse, profile: times }))!);
+        inv[inverse] = times.filter((t) => t.name.startsWith("gptq_inv_")).reduce(
+          (a, t) => a + t.ms,
+          0,
+        );
+      }
+      let diff = 0;
+      let max = 0;
+      for (let i = 0; i < K * K; i++) {
+        diff = Math.max(diff, Math.abs(us[0][i] - us[1][i]));
+        max = Math.max(max, Math.abs(us[0][i]));
+      }
+      if (!(diff <= 1e-5 * max)) throw new Error(`K ${K}: the inverses differ by ${diff}`);
+      for (const [v, t] of Object.entries(inv)) {
+        console.log(`K ${K}: inverse by ${v}: ${t.toFixed(2)} ms`);
+        results.push(
+          ms(`gptq_gpu_inverse_${v}_K${K}`, t, `Σ of the inverse's launches; U agrees (${diff})`),
         );
       }
     }
