@@ -221,8 +221,6 @@ export interface GptqSetup {
   mean: number;
   /** dead[a]: the input rounded a-th is always 0 (its H row and column 0; its diagonal taken as 1). */
   dead: Uint8Array;
-  /** W [N, K] in the rounding order, a dead column 0. */
-  wp: Float64Array;
 }
 
 /**
@@ -265,13 +263,25 @@ export function gptqSetup(
   for (const d of diag) mean += d;
   mean = mean / K || 1;
   const dead = Uint8Array.from(order, (j) => diag[j] > 0 ? 0 : 1);
-  const wp = new Float64Array(N * K);
+  return { N, K, ng, damp, actOrder, order, mean, dead };
+}
+
+/** W [N, K] in the rounding order, a dead column 0: f64 (the CPU's) or f32 (the GPU's). */
+export function permutedWeight(w: HostMatrix, s: GptqSetup): Float64Array;
+/** W [N, K] in the rounding order, a dead column 0, in f32. */
+export function permutedWeight(w: HostMatrix, s: GptqSetup, f32: true): Float32Array;
+export function permutedWeight(
+  w: HostMatrix,
+  s: GptqSetup,
+  f32 = false,
+): Float64Array | Float32Array {
+  const { N, K, order, dead } = s;
+  const wp = f32 ? new Float32Array(N * K) : new Float64Array(N * K);
   for (let r = 0; r < N; r++) {
-    for (let a = 0; a < K; a++) {
-      wp[r * K + a] = diag[order[a]] > 0 ? w.data[r * K + order[a]] : 0;
-    }
+    const row = r * K;
+    for (let a = 0; a < K; a++) wp[row + a] = dead[a] ? 0 : w.data[row + order[a]];
   }
-  return { N, K, ng, damp, actOrder, order, mean, dead, wp };
+  return wp;
 }
 
 /** H in the rounding order (f64, undamped), a dead column's diagonal set to 1. */
@@ -299,8 +309,9 @@ export function gptqRound(
   o: GptqOptions = {},
 ): QuantizedWeight {
   const setup = gptqSetup(w, q, grid, h, o);
-  const { N, K, ng, damp, actOrder, order, mean, wp } = setup;
+  const { N, K, ng, damp, actOrder, order, mean } = setup;
   const hp = permutedGram(h, setup);
+  const wp = permutedWeight(w, setup);
   let u: Float64Array | undefined;
   let used = damp;
   for (used of gptqDampings(damp)) {

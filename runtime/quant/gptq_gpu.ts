@@ -26,6 +26,7 @@ import {
   type GptqSetup,
   gptqSetup,
   notPositiveDefinite,
+  permutedWeight,
   sortedGrid,
 } from "./gptq.ts";
 import { packCodes } from "./pack.ts";
@@ -232,9 +233,9 @@ export async function gptqRoundGpu(
   profile?: LaunchTime[],
 ): Promise<QuantizedWeight> {
   const setup = gptqSetup(w, q, grid, h, o);
-  const { N, K, ng, damp, actOrder, order, mean, wp: wp64 } = setup;
+  const { N, K, ng, damp, actOrder, order, mean } = setup;
   const L = 2 ** q.bits;
-  const wp = Float32Array.from(wp64);
+  const wp = permutedWeight(w, setup, true);
   const cols = new Uint32Array(2 * K);
   for (let a = 0; a < K; a++) {
     cols[a] = order[a];
@@ -278,7 +279,9 @@ export async function gptqRoundGpu(
           { buffer: f.piv.buffer, bytes: 4 * K },
         ]);
         if (!pivotsOk(pb, K)) continue;
-        const c8 = Uint8Array.from(new Uint32Array(cb.buffer, cb.byteOffset, N * K));
+        const c32 = new Uint32Array(cb.buffer, cb.byteOffset, N * K);
+        const c8 = new Uint8Array(N * K);
+        for (let i = 0; i < c8.length; i++) c8[i] = c32[i]; // (a plain loop: from() is slow)
         return {
           ...q,
           codes: packCodes(c8, N, K, q.bits),
