@@ -189,6 +189,10 @@ export type { ActBits, QuantLinearOptions } from "./runtime/quant/qlinear.ts";
 export type { ActivationTransform, QuantizedActivations } from "./runtime/quant/transform.ts";
 export { actQuant } from "./runtime/ops/act_quant.ts";
 export type { ActQuantOptions, ActQuantVersion } from "./runtime/ops/act_quant.ts";
+export { actCentres, centerActivations } from "./runtime/ops/act_center.ts";
+export type { Centred } from "./runtime/ops/act_center.ts";
+export { CENTER_MODES } from "./runtime/reference/act_center.ts";
+export type { CenterMode } from "./runtime/reference/act_center.ts";
 export { qgemmA16, qgemmInt, uploadQWeight } from "./runtime/ops/qgemm.ts";
 export type {
   DotImpl,
