@@ -277,20 +277,20 @@ async function buildQuantized(r: Runtime, s: Shape, act: "f32" | "f16"): Promise
   const plan = planParo(paroStats, { density: 0.3, bits: 8 });
   const paro = new ParoSelfAttention(r, plan);
   const { cond, xLatent } = await inputs(r, model, s, act);
+  // A quantized model's forward against the FP32 one: finite, and cosine above `min`.
+  const checked = async (m: PixArtModel, what: string, min: number) => {
+    const y = await forwardOutput(r, m, cond, xLatent, STEP);
+    const c = compareOutputs(y, ref);
+    if (!y.every(Number.isFinite)) throw new Error(`${what} step output is not finite`);
+    if (!(c.cosine > min)) {
+      throw new Error(`${what} forward vs FP32: cosine ${c.cosine.toFixed(4)} ≤ ${min}`);
+    }
+    return c;
+  };
   model.selfAttention = denseSelfAttention;
-  const y = await forwardOutput(r, model, cond, xLatent, STEP);
-  const cmp = compareOutputs(y, ref);
-  if (!y.every(Number.isFinite)) throw new Error("W4A8 step output is not finite");
-  if (!(cmp.cosine > 0.9)) {
-    throw new Error(`W4A8 forward vs FP32: cosine ${cmp.cosine.toFixed(4)} ≤ 0.9`);
-  }
+  const cmp = await checked(model, "W4A8", 0.9);
   model.selfAttention = paro;
-  const yp = await forwardOutput(r, model, cond, xLatent, STEP);
-  const cmpP = compareOutputs(yp, ref);
-  if (!yp.every(Number.isFinite)) throw new Error("W4A8 + PARO step output is not finite");
-  if (!(cmpP.cosine > 0.5)) {
-    throw new Error(`W4A8 + PARO forward vs FP32: cosine ${cmpP.cosine.toFixed(4)} ≤ 0.5`);
-  }
+  const cmpP = await checked(model, "W4A8 + PARO", 0.5);
   let dens = 0;
   const orders = new Map<string, number>();
   for (let l = 0; l < plan.meta.layers; l++) {
@@ -326,11 +326,7 @@ async function buildQuantized(r: Runtime, s: Shape, act: "f32" | "f16"): Promise
       plannedLinears(plans, { abits: 8, dtype: act, center: "mean" }),
     );
     m.selfAttention = denseSelfAttention;
-    const yc = await forwardOutput(r, m, cond, xLatent, STEP);
-    const c = compareOutputs(yc, ref);
-    if (!(c.cosine > 0.9)) {
-      throw new Error(`W4A8 centred forward vs FP32: cosine ${c.cosine.toFixed(4)} ≤ 0.9`);
-    }
+    const c = await checked(m, "W4A8 centred", 0.9);
     const note = `as w4a8_tlq_ars with every quantized layer's input centred by its mean over ` +
       `the sample's tokens (the plans as they are: not re-planned on centred statistics); ` +
       `forward vs FP32: cosine ${c.cosine.toFixed(4)}, rel L2 ${c.relL2.toFixed(3)} ` +
