@@ -1,6 +1,7 @@
 // GPTQ's factor on the GPU (runtime/quant/gptq_gpu.ts): U upper-triangular with Uᵀ U = H⁻¹,
-// from A = P H P (P the index reversal, done on the host) as U = P L⁻¹ P, A = L Lᵀ; f32 (the
-// CPU reference, runtime/quant/gptq.ts, is f64), in blocks of 32 rows/columns:
+// from A = P H P (P the index reversal; wgsl/gptq_gather.wgsl builds A) as U = P L⁻¹ P,
+// A = L Lᵀ; f32 (the CPU reference, runtime/quant/gptq.ts, is f64), in blocks of 32
+// rows/columns:
 //   chol_diag j0: the diagonal block's Cholesky factor in workgroup memory (its pivots to
 //     `piv`: the host checks all are > 0), written back to A, and its inverse to `dinv`;
 //   chol_panel j0: the block column below it, L21 = A21 · L11⁻ᵀ (a thread a row);

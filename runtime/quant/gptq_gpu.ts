@@ -23,7 +23,6 @@ import { gemm } from "../ops/gemm.ts";
 import {
   gptqDampings,
   type GptqOptions,
-  type GptqSetup,
   gptqSetup,
   notPositiveDefinite,
   permutedWeight,
@@ -154,33 +153,35 @@ function recordInverseCholeskyUpper(
   rec.dispatch(REVERSE, { K, j0: 0 }, bufs);
 }
 
-/** `h` [K, K] index-reversed (P h P) in f32, with λ added to the diagonal. */
-function reversedDamped(h: ArrayLike<number>, K: number, lambda: number): Float32Array {
-  const r = new Float32Array(K * K);
-  for (let i = 0; i < K; i++) {
-    for (let j = 0; j < K; j++) r[i * K + j] = h[(K - 1 - i) * K + (K - 1 - j)];
-    r[i * K + i] += lambda;
-  }
-  return r;
+/**
+ * The gather's source rows: idx[i] = order[K−1−i], or K−1−i without an order, so that
+ * A[i, j] = H[idx[i], idx[j]] is H in GPTQ's order (permutedGram in runtime/quant/gptq.ts),
+ * index-reversed (P·P).
+ */
+function gatherRows(K: number, order?: readonly number[]): Uint32Array {
+  return Uint32Array.from({ length: K }, (_, i) => order ? order[K - 1 - i] : K - 1 - i);
 }
 
 /**
- * The gather's sources, idx[i] = order[K−1−i] (H in GPTQ's order, index-reversed, as
- * permutedGram in runtime/quant/gptq.ts then P·P), and A's damped diagonal, in f32 as a
- * host-built f32 matrix would hold it (a dead input's diagonal 1, then + λ).
+ * A's diagonal for the gather: H's at `idx` (1 for a dead input, `dead` in rounding order)
+ * plus λ, in f32 as a host-built f32 matrix would hold it.
  */
-function gatherIndex(
+function dampedDiagonal(
   h: ArrayLike<number>,
-  s: Pick<GptqSetup, "K" | "order" | "dead">,
+  idx: Uint32Array,
   lambda: number,
-): { idx: Uint32Array; diag: Float32Array } {
-  const { K, order, dead } = s;
-  const idx = Uint32Array.from({ length: K }, (_, i) => order[K - 1 - i]);
-  const diag = Float32Array.from({ length: K }, (_, i) => {
-    const d = Math.fround(dead[K - 1 - i] ? 1 : h[idx[i] * K + idx[i]]);
-    return d + lambda;
-  });
-  return { idx, diag };
+  dead?: Uint8Array,
+): Float32Array {
+  const K = idx.length;
+  return Float32Array.from(
+    { length: K },
+    (_, i) => Math.fround(dead?.[K - 1 - i] ? 1 : h[idx[i] * K + idx[i]]) + lambda,
+  );
+}
+
+/** H [K, K] on the GPU as it is (f32): the gather builds each try's A from it. */
+function uploadGram(rt: Runtime, h: ArrayLike<number>, K: number): Tensor {
+  return uploadTensor(rt, h instanceof Float32Array ? h : Float32Array.from(h), [K, K]);
 }
 
 /**
@@ -194,11 +195,18 @@ export async function gpuInverseCholeskyUpper(
   K: number,
   o: { inverse?: GptqInverse; profile?: LaunchTime[] } = {},
 ): Promise<Float32Array | undefined> {
-  const a = uploadTensor(rt, reversedDamped(h, K, 0), [K, K]);
+  const idx = gatherRows(K);
+  const gather = [
+    uploadGram(rt, h, K),
+    uploadTensor(rt, idx, [K], "u32"),
+    uploadTensor(rt, dampedDiagonal(h, idx, 0), [K]),
+  ];
+  const a = createTensor(rt, [K, K]);
   const u = createTensor(rt, [K, K]);
   const f = factorScratch(rt, K);
   try {
     const rec = new Recorder(rt, "gptq factor", { profile: o.profile !== undefined });
+    rec.dispatch(GATHER, { K }, [...gather, a]);
     recordInverseCholeskyUpper(rec, a, u, f, K, o.inverse);
     await rec.submit();
     if (o.profile) o.profile.push(...await rec.launchTimes());
@@ -208,7 +216,7 @@ export async function gpuInverseCholeskyUpper(
     ]);
     return pivotsOk(pb, K) ? new Float32Array(ub.buffer, ub.byteOffset, K * K).slice() : undefined;
   } finally {
-    for (const t of [a, u, f.dinv, f.x, f.piv]) t.release();
+    for (const t of [...gather, a, u, f.dinv, f.x, f.piv]) t.release();
   }
 }
 
@@ -254,14 +262,14 @@ export async function gptqRoundGpu(
     const e = keep(createTensor(rt, [N, BW]));
     const codes = keep(createTensor(rt, [N, K], "u32"));
     // H goes up as it is; the GPU gathers it into A = P H P (the factor overwrites A).
-    const hT = keep(uploadTensor(rt, h instanceof Float32Array ? h : Float32Array.from(h), [K, K]));
+    const hT = keep(uploadGram(rt, h, K));
+    const idx = gatherRows(K, order);
+    const idxT = keep(uploadTensor(rt, idx, [K], "u32"));
     const a = keep(createTensor(rt, [K, K]));
     let used = damp;
     for (used of gptqDampings(damp)) {
-      const { idx, diag } = gatherIndex(h, setup, used * mean);
-      const idxT = uploadTensor(rt, idx, [K], "u32");
-      const diagT = uploadTensor(rt, diag, [K]);
-      const wt = uploadTensor(rt, wp, [N, K]);
+      const diagT = uploadTensor(rt, dampedDiagonal(h, idx, used * mean, setup.dead), [K]);
+      const wt = uploadTensor(rt, wp, [N, K]); // the rounding updates it in place
       try {
         const rec = new Recorder(rt, "gptq", { profile: profile !== undefined });
         rec.dispatch(GATHER, { K }, [hT, idxT, diagT, a]);
@@ -288,7 +296,7 @@ export async function gptqRoundGpu(
           meta: { ...q.meta, gptqDamp: used, gptqActOrder: actOrder },
         };
       } finally {
-        for (const t of [idxT, diagT, wt]) t.release();
+        for (const t of [diagT, wt]) t.release();
       }
     }
     throw notPositiveDefinite(used);
