@@ -29,6 +29,7 @@ import { uniformQuantizer } from "../plugins/quantizers/uniform.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { outputSqnrsDb } from "../runtime/quant/gptq.ts";
 import {
+  type GptqInverse,
   gptqRoundGpu,
   gpuInverseCholeskyUpper,
   outputSqnrsDbGpu,
@@ -166,6 +167,34 @@ async function profileGpuJob(
 }
 
 /**
+ * The triangular inverse by each of its kernels on one synthetic H of width K, after a
+ * warm-up each: the GPU ms of the inverse's launches, and the largest difference of the two
+ * U (checked ≤ 1e-5 of |U|'s largest).
+ */
+async function profileInverses(
+  rt: Runtime,
+  K: number,
+): Promise<{ ms: Record<GptqInverse, number>; diff: number }> {
+  const h = syntheticLayer(8, K).h;
+  const ms = { rows: 0, tiles: 0 };
+  const us: Float32Array[] = [];
+  for (const inverse of ["rows", "tiles"] as const) {
+    await gpuInverseCholeskyUpper(rt, h, K, { inverse });
+    const times: LaunchTime[] = [];
+    us.push((await gpuInverseCholeskyUpper(rt, h, K, { inverse, profile: times }))!);
+    for (const t of times) if (t.name.startsWith("gptq_inv_")) ms[inverse] += t.ms;
+  }
+  let diff = 0;
+  let max = 0;
+  for (let i = 0; i < K * K; i++) {
+    diff = Math.max(diff, Math.abs(us[0][i] - us[1][i]));
+    max = Math.max(max, Math.abs(us[0][i]));
+  }
+  if (!(diff <= 1e-5 * max)) throw new Error(`K ${K}: the inverses differ by ${diff}`);
+  return { ms, diff };
+}
+
+/**
  * The whole model's jobs (28 blocks) on a {@linkcode GptqPool} of `workers` (or on `gpu`),
  * as `quantize --gptq` queues them (at most 2 a worker waiting): wall seconds.
  */
@@ -255,31 +284,12 @@ if (import.meta.main) {
         );
       }
     }
-    // The triangular inverse's two kernels on the same H, after checking they agree.
     for (const K of new Set(shapes.map(([, k]) => k))) {
-      const h = syntheticLayer(8, K).h;
-      const inv: Record<string, number> = {};
-      const us: Float32Array[] = [];
-      for (const inverse of ["rows", "tiles"] as const) {
-        await gpuInverseCholeskyUpper(rt, h, K, { inverse });
-        const times: LaunchTime[] = [];
-        us.push((await gpuInverseCholeskyUpper(rt, h, K, { inverse, profile: times }))!);
-        inv[inverse] = times.filter((t) => t.name.startsWith("gptq_inv_")).reduce(
-          (a, t) => a + t.ms,
-          0,
-        );
-      }
-      let diff = 0;
-      let max = 0;
-      for (let i = 0; i < K * K; i++) {
-        diff = Math.max(diff, Math.abs(us[0][i] - us[1][i]));
-        max = Math.max(max, Math.abs(us[0][i]));
-      }
-      if (!(diff <= 1e-5 * max)) throw new Error(`K ${K}: the inverses differ by ${diff}`);
-      for (const [v, t] of Object.entries(inv)) {
+      const r = await profileInverses(rt, K);
+      for (const [v, t] of Object.entries(r.ms)) {
         console.log(`K ${K}: inverse by ${v}: ${t.toFixed(2)} ms`);
         results.push(
-          ms(`gptq_gpu_inverse_${v}_K${K}`, t, `Σ of the inverse's launches; U agrees (${diff})`),
+          ms(`gptq_gpu_inverse_${v}_K${K}`, t, `Σ of the inverse's launches; U agrees (${r.diff})`),
         );
       }
     }
