@@ -15,8 +15,7 @@
  * `--profile` (a GPU with timestamp-query), where a GPU job's time goes: per shape the wall
  * time of a job, and the GPU time of each kernel summed over its launches from a profiling
  * recording of the same job (every launch in a pass of its own: the sum is an upper bound of
- * the GPU's busy time), and the triangular inverse by each of its kernels (rows, tiles) on
- * the same H, written as `<date>_gptq_gpu_profile`. `--dir D` writes under
+ * the GPU's busy time), written as `<date>_gptq_gpu_profile`. `--dir D` writes under
  * bench/results/D/ (default host, or the GPU's folder with --gpu / --profile).
  *
  *     deno run -A bench/gptq_bench.ts [--write] [--quick] [--pool | --gpu | --profile] [--dir D]
@@ -29,9 +28,7 @@ import { uniformQuantizer } from "../plugins/quantizers/uniform.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { outputSqnrsDb } from "../runtime/quant/gptq.ts";
 import {
-  type GptqInverse,
   gptqRoundGpu,
-  gpuInverseCholeskyUpper,
   outputSqnrsDbGpu,
 } from "../runtime/quant/gptq_gpu.ts";
 import type { LaunchTime } from "../runtime/gpu/kernel.ts";
@@ -167,34 +164,6 @@ async function profileGpuJob(
 }
 
 /**
- * The triangular inverse by each of its kernels on one synthetic H of width K, after a
- * warm-up each: the GPU ms of the inverse's launches, and the largest difference of the two
- * U (checked ≤ 1e-5 of |U|'s largest).
- */
-async function profileInverses(
-  rt: Runtime,
-  K: number,
-): Promise<{ ms: Record<GptqInverse, number>; diff: number }> {
-  const h = syntheticLayer(8, K).h;
-  const ms = { rows: 0, tiles: 0 };
-  const us: Float32Array[] = [];
-  for (const inverse of ["rows", "tiles"] as const) {
-    await gpuInverseCholeskyUpper(rt, h, K, { inverse });
-    const times: LaunchTime[] = [];
-    us.push((await gpuInverseCholeskyUpper(rt, h, K, { inverse, profile: times }))!);
-    for (const t of times) if (t.name.startsWith("gptq_inv_")) ms[inverse] += t.ms;
-  }
-  let diff = 0;
-  let max = 0;
-  for (let i = 0; i < K * K; i++) {
-    diff = Math.max(diff, Math.abs(us[0][i] - us[1][i]));
-    max = Math.max(max, Math.abs(us[0][i]));
-  }
-  if (!(diff <= 1e-5 * max)) throw new Error(`K ${K}: the inverses differ by ${diff}`);
-  return { ms, diff };
-}
-
-/**
  * The whole model's jobs (28 blocks) on a {@linkcode GptqPool} of `workers` (or on `gpu`),
  * as `quantize --gptq` queues them (at most 2 a worker waiting): wall seconds.
  */
@@ -281,15 +250,6 @@ if (import.meta.main) {
         console.log(`  ${name}: ${k.ms.toFixed(2)} ms over ${k.launches} launches`);
         results.push(
           ms(`gptq_gpu_profile_${N}x${K}__${name}`, k.ms, `Σ over ${k.launches} launches`),
-        );
-      }
-    }
-    for (const K of new Set(shapes.map(([, k]) => k))) {
-      const r = await profileInverses(rt, K);
-      for (const [v, t] of Object.entries(r.ms)) {
-        console.log(`K ${K}: inverse by ${v}: ${t.toFixed(2)} ms`);
-        results.push(
-          ms(`gptq_gpu_inverse_${v}_K${K}`, t, `Σ of the inverse's launches; U agrees (${r.diff})`),
         );
       }
     }

@@ -9,9 +9,6 @@
 //   inv_rows i0: rows i0… of X = L⁻¹ from the finished rows above them,
 //     X[I, c] = −L_II⁻¹ · Σ_{k<i0} L[I, k]·X[k, c] (c < i0), X[I, I] = L_II⁻¹ (a workgroup a
 //     column);
-//   inv_tiles i0: the same rows, a workgroup a 32-column tile: the sums as a tiled product of
-//     L[I, c0…i0) and X[c0…i0, tile] through workgroup memory (coalesced loads, each loaded
-//     value used 32 times), in the same order as inv_rows (the terms k < c are zeros);
 //   reverse: U[K−1−i, K−1−c] = X[i, c] (c ≤ i), 0 above.
 // A's upper triangle and X's are never read, so neither needs clearing.
 struct Params { K: u32, j0: u32 }  // width; the block's first row/column
@@ -148,49 +145,6 @@ fn inv_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     var v = 0.0;
     for (var q = 0u; q <= r; q++) { v -= dinv[o + r * B + q] * tc[q]; }
     x[(i0 + r) * K + c] = v;
-  }
-}
-
-@compute @workgroup_size(32, 8)
-fn inv_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let K = p.K;
-  let i0 = p.j0;
-  let n = bw();
-  let c0 = wid.x * B;
-  let cc = lid.x;
-  let o = (i0 / B) * B * B;
-  if (c0 >= i0) {  // the diagonal block: L_II⁻¹
-    for (var j = 0u; j < 4u; j++) {
-      let r = lid.y * 4u + j;
-      if (r < n && cc < n) { x[(i0 + r) * K + i0 + cc] = dinv[o + r * B + cc]; }
-    }
-    return;
-  }
-  var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-  for (var k0 = c0; k0 < i0; k0 += B) {
-    // s[r][kk] = L[i0 + r, k0 + kk] (rows past n are 0); si[kk][cc] = X[k0 + kk, c0 + cc]
-    // (0 above X's diagonal, whose memory is never cleared).
-    for (var j = 0u; j < 4u; j++) {
-      let rr = lid.y * 4u + j;
-      s[rr * B + cc] = select(0.0, a[(i0 + rr) * K + k0 + cc], rr < n);
-      si[rr * B + cc] = select(0.0, x[(k0 + rr) * K + c0 + cc], k0 + rr >= c0 + cc);
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < B; kk++) {
-      let xv = si[kk * B + cc];
-      for (var j = 0u; j < 4u; j++) { acc[j] += s[(lid.y * 4u + j) * B + kk] * xv; }
-    }
-    workgroupBarrier();
-  }
-  for (var j = 0u; j < 4u; j++) { s[(lid.y * 4u + j) * B + cc] = acc[j]; }
-  workgroupBarrier();
-  for (var j = 0u; j < 4u; j++) {
-    let r = lid.y * 4u + j;
-    if (r < n) {
-      var v = 0.0;
-      for (var q = 0u; q <= r; q++) { v -= dinv[o + r * B + q] * s[q * B + cc]; }
-      x[(i0 + r) * K + c0 + cc] = v;
-    }
   }
 }
 

@@ -69,15 +69,6 @@ const CHOL_DIAG = factorSpec("chol_diag", () => [1, 1]);
 const CHOL_PANEL = factorSpec("chol_panel", (p) => [Math.ceil(below(p) / 64), 1]);
 const CHOL_UPDATE = factorSpec("chol_update", (p) => [g16(below(p)), g16(below(p))]);
 const INV_ROWS = factorSpec("inv_rows", (p) => [Math.min(p.K, p.j0 + BW), 1]);
-const INV_TILES = factorSpec("inv_tiles", (p) => [p.j0 / BW + 1, 1]);
-
-/**
- * The triangular inverse's kernel: a workgroup a column ("rows", the default: the one timed
- * on a GPU so far) or a 32-column tile through workgroup memory ("tiles": coalesced loads,
- * each used 32 times; not yet timed on a GPU, slower on lavapipe at K = 1152;
- * `gptq_bench.ts --profile` times both).
- */
-export type GptqInverse = "tiles" | "rows";
 const REVERSE = factorSpec("reverse", (p) => [g16(p.K), g16(p.K)]);
 
 function roundSpec(
@@ -138,7 +129,6 @@ function recordInverseCholeskyUpper(
   u: Tensor,
   f: FactorScratch,
   K: number,
-  inverse: GptqInverse = "rows",
 ): void {
   const bufs = [a, f.dinv, f.x, u, f.piv];
   for (let j0 = 0; j0 < K; j0 += BW) {
@@ -148,8 +138,7 @@ function recordInverseCholeskyUpper(
       rec.dispatch(CHOL_UPDATE, { K, j0 }, bufs);
     }
   }
-  const inv = inverse === "rows" ? INV_ROWS : INV_TILES;
-  for (let i0 = 0; i0 < K; i0 += BW) rec.dispatch(inv, { K, j0: i0 }, bufs);
+  for (let i0 = 0; i0 < K; i0 += BW) rec.dispatch(INV_ROWS, { K, j0: i0 }, bufs);
   rec.dispatch(REVERSE, { K, j0: 0 }, bufs);
 }
 
@@ -186,14 +175,14 @@ function uploadGram(rt: Runtime, h: ArrayLike<number>, K: number): Tensor {
 
 /**
  * U with Uᵀ U = H⁻¹ computed on the GPU in f32 (the factor {@linkcode gptqRoundGpu} uses),
- * or undefined when H is not positive definite (a pivot ≤ 0 or not finite). `inverse` picks
- * the triangular inverse's kernel (tests, benchmarks); `profile` gets every launch's GPU time.
+ * or undefined when H is not positive definite (a pivot ≤ 0 or not finite); `profile` gets
+ * every launch's GPU time.
  */
 export async function gpuInverseCholeskyUpper(
   rt: Runtime,
   h: ArrayLike<number>,
   K: number,
-  o: { inverse?: GptqInverse; profile?: LaunchTime[] } = {},
+  o: { profile?: LaunchTime[] } = {},
 ): Promise<Float32Array | undefined> {
   const idx = gatherRows(K);
   const gather = [
@@ -207,7 +196,7 @@ export async function gpuInverseCholeskyUpper(
   try {
     const rec = new Recorder(rt, "gptq factor", { profile: o.profile !== undefined });
     rec.dispatch(GATHER, { K }, [...gather, a]);
-    recordInverseCholeskyUpper(rec, a, u, f, K, o.inverse);
+    recordInverseCholeskyUpper(rec, a, u, f, K);
     await rec.submit();
     if (o.profile) o.profile.push(...await rec.launchTimes());
     const [ub, pb] = await readBytesMany(rt, [

@@ -30,6 +30,17 @@ def quant_act(x, bits, cfg_share=False, center=None):
         else:
             c = 0.5 * x.amax(-2, keepdim=True) + 0.5 * x.amin(-2, keepdim=True)
         return quant_act(x - c, bits, cfg_share) + c
+    G = int(os.environ.get("PROBE_GROUP", "0"))
+    if G:
+        sh = x.shape
+        x = x.reshape(*sh[:-1], sh[-1] // G, G)
+    if os.environ.get("PROBE_ASYM"):
+        lv = 2 ** bits - 1
+        lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+        d = (hi - lo) / lv
+        inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
+        r = torch.clamp(torch.round((x - lo) * inv), 0, lv) * d + lo
+        return r.reshape(sh) if G else r
     qmax = 2 ** (bits - 1) - 1
     amax = x.abs().amax(-1, keepdim=True)
     if cfg_share:
@@ -38,7 +49,8 @@ def quant_act(x, bits, cfg_share=False, center=None):
         amax = torch.cat([m, m], dim=0)
     delta = amax / qmax
     inv = torch.where(amax > 0, 1.0 / delta, torch.zeros_like(delta))
-    return torch.clamp(torch.round(x * inv), -qmax - 1, qmax) * delta
+    r = torch.clamp(torch.round(x * inv), -qmax - 1, qmax) * delta
+    return r.reshape(sh) if G else r
 
 
 # ------------------------------------------------------------------------------ fast f32 matmuls
