@@ -19,28 +19,38 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # ------------------------------------------------------------------------------ activation quantizer
 
 
-def quant_act(x, bits, cfg_share=False, center=None):
+def quant_act(x, bits, cfg_share=False, center=None, group=0, asym=False, cfg_delta=False):
     """Per-token dynamic symmetric fake quantization (wgsl/act_quant.wgsl). With cfg_share the
     batch is [uncond; cond] and a token's scale is the max over its two CFG halves. With
     center ("mean" or "midrange") each sample's channels are first shifted by their centre
-    over its tokens (x [B, T, K]) and the centre added back exactly (quantize --center)."""
+    over its tokens (x [B, T, K]) and the centre added back exactly (quantize --center).
+
+    Variants webdit does not have, to size them (probe configs ^gN, ^asym, ^cfgd): group > 0
+    gives each run of `group` channels of a token its own scale; asym quantizes each token
+    (or group) on 2^b levels from its min to its max; cfg_delta quantizes [uncond; cond −
+    uncond] and adds the uncond half back to the cond one (exact algebra: the guided
+    difference then carries only the delta's rounding)."""
+    if cfg_delta and x.shape[0] % 2 == 0:
+        h = x.shape[0] // 2
+        qu = quant_act(x[:h], bits, False, center, group, asym)
+        qd = quant_act(x[h:] - x[:h], bits, False, center, group, asym)
+        return torch.cat([qu, qu + qd], dim=0)
     if center is not None:
         if center == "mean":
             c = x.mean(-2, keepdim=True)
         else:
             c = 0.5 * x.amax(-2, keepdim=True) + 0.5 * x.amin(-2, keepdim=True)
-        return quant_act(x - c, bits, cfg_share) + c
-    G = int(os.environ.get("PROBE_GROUP", "0"))
-    if G:
-        sh = x.shape
-        x = x.reshape(*sh[:-1], sh[-1] // G, G)
-    if os.environ.get("PROBE_ASYM"):
-        lv = 2 ** bits - 1
+        return quant_act(x - c, bits, cfg_share, None, group, asym) + c
+    if group:
+        shape = x.shape
+        g = x.reshape(*shape[:-1], shape[-1] // group, group)
+        return quant_act(g, bits, cfg_share, None, 0, asym).reshape(shape)
+    if asym:
+        top = 2**bits - 1
         lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
-        d = (hi - lo) / lv
-        inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
-        r = torch.clamp(torch.round((x - lo) * inv), 0, lv) * d + lo
-        return r.reshape(sh) if G else r
+        delta = (hi - lo) / top
+        inv = torch.where(delta > 0, 1.0 / delta, torch.zeros_like(delta))
+        return torch.clamp(torch.round((x - lo) * inv), 0, top) * delta + lo
     qmax = 2 ** (bits - 1) - 1
     amax = x.abs().amax(-1, keepdim=True)
     if cfg_share:
@@ -49,8 +59,7 @@ def quant_act(x, bits, cfg_share=False, center=None):
         amax = torch.cat([m, m], dim=0)
     delta = amax / qmax
     inv = torch.where(amax > 0, 1.0 / delta, torch.zeros_like(delta))
-    r = torch.clamp(torch.round(x * inv), -qmax - 1, qmax) * delta
-    return r.reshape(sh) if G else r
+    return torch.clamp(torch.round(x * inv), -qmax - 1, qmax) * delta
 
 
 # ------------------------------------------------------------------------------ fast f32 matmuls
@@ -143,8 +152,10 @@ def webdit_normals(seed, n):
 
 def result_name(config):
     """A config as a lower_snake_case results name: `w4a16+gptqo=0.1` -> `probe_w4a16_gptqo_damp0_1`,
-    `w16a8%0-9` -> `probe_w16a8_steps0_9`."""
-    n = config.replace("+gptq", "_gptq").replace("=", "_damp").replace("^cfg", "_cfgshare").replace("%", "_steps")
+    `w16a8%0-9` -> `probe_w16a8_steps0_9`, `w16a8^cfgd^mean` -> `probe_w16a8_cfgdelta_mean`."""
+    n = config.replace("+gptq", "_gptq").replace("=", "_damp").replace("%", "_steps")
+    n = n.replace("^cfgd", "_cfgdelta")
+    n = re.sub(r"\^cfg$", "_cfgshare", n)
     return "probe_" + re.sub(r"[^a-z0-9]+", "_", n.lower()).strip("_")
 
 

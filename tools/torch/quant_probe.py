@@ -44,7 +44,7 @@ sys.path.insert(0, HERE)
 from pixart import PixArtTransformer  # noqa: E402
 from samplers import sample  # noqa: E402
 from text_encoder import NULL, PAD, EmojiCaptionEncoder, Tokenizer  # noqa: E402
-from probe_util import quant_act, results_file, use_fast_matmuls, webdit_normals  # noqa: E402
+from probe_util import fast_linear, quant_act, results_file, use_fast_matmuls, webdit_normals  # noqa: E402
 
 CLIP_RATIOS = [1 - 0.05 * i for i in range(11)]
 KEEP_FP = ("pos_embed.", "adaln_single.", "caption_projection.", "proj_out")
@@ -154,15 +154,24 @@ def parse_config(name):
     `initnoise=REL` (the initial noise perturbed by REL x N(0, 1)); a `^cfg` suffix shares each
     token's activation scale between its two CFG halves; `^mean` / `^mid` centre each sample's
     channels by their mean / midrange over its tokens before quantizing (quantize --center:
-    the centre is added back exact); a `%A-B` suffix (before `^cfg`)
+    the centre is added back exact); `^gN` (N channels a scale), `^asym` (min-to-max levels),
+    `^cfgd` (quantize [uncond; cond − uncond]), in that order before `^mean`/`^mid`, are
+    variants webdit does not have (probe_util.quant_act); a `%A-B` suffix (before `^cfg`)
     quantizes only sampler steps A..B (0-based, inclusive), the others run in FP32."""
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
          "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg"), "steps": None,
-         "center": None}
+         "center": None, "group": 0, "asym": False, "cfg_delta": False}
     name = name.removesuffix("^cfg")
     for m, mode in (("^mean", "mean"), ("^mid", "midrange")):
         if name.endswith(m):
             c["center"], name = mode, name.removesuffix(m)
+    if name.endswith("^cfgd"):
+        c["cfg_delta"], name = True, name.removesuffix("^cfgd")
+    if name.endswith("^asym"):
+        c["asym"], name = True, name.removesuffix("^asym")
+    gm = re.search(r"\^g([0-9]+)$", name)
+    if gm:
+        c["group"], name = int(gm.group(1)), name[: gm.start()]
     if "%" in name:
         name, win = name.split("%")
         a, b = win.split("-")
@@ -217,9 +226,10 @@ class Applied:
                 self.saved[name] = (m, w.clone(), q)
                 m.weight.data = q
             if c["abits"] < 16:
-                bits, share, ctr = c["abits"], c["cfg_share"], c["center"]
+                kw = {k: c[k] for k in ("center", "group", "asym", "cfg_delta")}
+                bits, share = c["abits"], c["cfg_share"]
                 self.hooks.append(m.register_forward_pre_hook(
-                    lambda _m, inp, b=bits, sh=share, ct=ctr: (quant_act(inp[0], b, sh, ct),) if self.on else None))
+                    lambda _m, inp, b=bits, sh=share, kw=kw: (quant_act(inp[0], b, sh, **kw),) if self.on else None))
 
     def set_on(self, on):
         self.on = on
