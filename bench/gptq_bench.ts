@@ -27,10 +27,7 @@ import { cpus } from "node:os";
 import { uniformQuantizer } from "../plugins/quantizers/uniform.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { outputSqnrsDb } from "../runtime/quant/gptq.ts";
-import {
-  gptqRoundGpu,
-  outputSqnrsDbGpu,
-} from "../runtime/quant/gptq_gpu.ts";
+import { gptqRoundGpu, outputSqnrsDbGpu } from "../runtime/quant/gptq_gpu.ts";
 import type { LaunchTime } from "../runtime/gpu/kernel.ts";
 import {
   defaultQuantWorkers,
