@@ -8,9 +8,13 @@
 //   every load costs the same whatever its width and barriers are dear;
 // - quant_rows1: the same with scalar loads, any K;
 // - quant_wg: a workgroup per row (max reduced in workgroup memory), for GPUs;
+// - quant_groups: one invocation per group of GROUP channels (GROUP % 4 == 0, dividing K):
+//   each group its own Δ (scales [M, K/GROUP]), any adapter;
 // - error_acc: one workgroup adds Σ(x − Δ·q)² and Σx² over all rows into acc[2·slot],
-//   acc[2·slot + 1] (quantize --report; dispatches run in order, so there is no race).
+//   acc[2·slot + 1] (quantize --report; dispatches run in order, so there is no race); per
+//   group of GROUP channels when GROUP > 0.
 override WG: u32 = 64u;
+override GROUP: u32 = 0u;  // channels a scale; 0: the whole row
 
 struct Params { M: u32, K: u32, K4: u32, qmax: u32, slot: u32 }
 
@@ -94,17 +98,32 @@ fn quant_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) ng: v
 }
 
 @compute @workgroup_size(WG)
+fn quant_groups(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>) {
+  let g = row_of(gid, ng);
+  if (g >= p.M * (p.K / GROUP)) { return; }
+  let base = g * (GROUP / 4u);  // rows are whole groups: group g starts at element g·GROUP
+  var m = vec4<f32>(0.0);
+  for (var j = 0u; j < GROUP / 4u; j++) { m = max(m, abs(vec4<f32>(x4[base + j]))); }
+  let amax = max(max(m.x, m.y), max(m.z, m.w));
+  let inv = inv_of(amax);
+  scales[g] = amax / f32(p.qmax);
+  for (var j = 0u; j < GROUP / 4u; j++) { q[base + j] = pack4(vec4<f32>(x4[base + j]), inv); }
+}
+
+@compute @workgroup_size(WG)
 fn error_acc(@builtin(local_invocation_index) lid: u32) {
   var e = 0.0;
   var s = 0.0;
   let hi = f32(p.qmax);
-  for (var row = lid; row < p.M; row += WG) {
+  let G = select(p.K, GROUP, GROUP > 0u);
+  for (var grp = lid; grp < p.M * (p.K / G); grp += WG) {
+    let k0 = grp * G;
     var amax = 0.0;
-    for (var k = 0u; k < p.K; k++) { amax = max(amax, abs(f32(x1[row * p.K + k]))); }
+    for (var k = k0; k < k0 + G; k++) { amax = max(amax, abs(f32(x1[k]))); }
     let inv = inv_of(amax);
     let delta = amax / hi;
-    for (var k = 0u; k < p.K; k++) {
-      let v = f32(x1[row * p.K + k]);
+    for (var k = k0; k < k0 + G; k++) {
+      let v = f32(x1[k]);
       let d = v - delta * clamp(round(v * inv), -hi - 1.0, hi);
       e += d * d;
       s += v * v;

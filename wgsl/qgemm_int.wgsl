@@ -7,10 +7,14 @@
 // BN/2 apart; K advances BKW words (4·BKW int8) at a time through two workgroup buffers
 // stored k-major (four rows a vec4<u32>), the next tile fetched into registers while the
 // current one is multiplied. Per word step: 4 vec4<u32> reads, 64 dot4i8 (256 MACs).
+// With GROUPW > 0 the activations have a scale per group of GROUPW words (act_quant.wgsl's
+// quant_groups, xsc [M, K4/GROUPW]): at each group's end (GROUPW a multiple of BKW) the i32
+// sums are scaled into f32 accumulators and restart from zero.
 override TX: u32 = 16u;
 override TY: u32 = 16u;
 override BKW: u32 = 4u;  // K tile in words: 4 or 8 (tile loads split evenly, ≤ 4 words each)
 override RAW: u32 = 0u;  // 1: store the i32 sums as f32 bit patterns (tests; f32 output)
+override GROUPW: u32 = 0u;  // words a scale group; 0: one scale a token
 
 @group(0) @binding(1) var<storage, read> xq: array<u32>;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
@@ -55,6 +59,22 @@ fn d4(a: u32, b: vec4<u32>) -> vec4<i32> {
   return vec4<i32>(dot4i8(a, b.x), dot4i8(a, b.y), dot4i8(a, b.z), dot4i8(a, b.w));
 }
 
+// Group g's activation scale for a row (rows past M read the last one: never stored).
+fn gscale(row: u32, g: u32) -> f32 { return xsc[min(row, p.M - 1u) * (p.K4 / GROUPW) + g]; }
+
+fn acc2(f: ptr<function, vec4<f32>>, c: ptr<function, vec4<i32>>, s: f32) {
+  *f += vec4<f32>(*c) * s;
+  *c = vec4<i32>(0);
+}
+
+fn store4f(row: u32, col: u32, v: vec4<f32>) {
+  if (row >= p.M) { return; }
+  for (var j = 0u; j < 4u; j++) {
+    let c = col + j;
+    if (c < p.N) { gemm_store(row, c, v[j] * wscale(c)); }
+  }
+}
+
 fn store4(row: u32, col: u32, v: vec4<i32>) {
   if (row >= p.M) { return; }
   let sx = xsc[row];
@@ -83,6 +103,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   var c4 = vec4<i32>(0); var c5 = vec4<i32>(0); var c6 = vec4<i32>(0); var c7 = vec4<i32>(0);
   var c8 = vec4<i32>(0); var c9 = vec4<i32>(0); var c10 = vec4<i32>(0); var c11 = vec4<i32>(0);
   var c12 = vec4<i32>(0); var c13 = vec4<i32>(0); var c14 = vec4<i32>(0); var c15 = vec4<i32>(0);
+  // Grouped scales: the f32 sums of the finished groups, rows as the c's.
+  var f0 = vec4<f32>(0.0); var f1 = vec4<f32>(0.0); var f2 = vec4<f32>(0.0); var f3 = vec4<f32>(0.0);
+  var f4 = vec4<f32>(0.0); var f5 = vec4<f32>(0.0); var f6 = vec4<f32>(0.0); var f7 = vec4<f32>(0.0);
+  var f8 = vec4<f32>(0.0); var f9 = vec4<f32>(0.0); var f10 = vec4<f32>(0.0); var f11 = vec4<f32>(0.0);
+  var f12 = vec4<f32>(0.0); var f13 = vec4<f32>(0.0); var f14 = vec4<f32>(0.0); var f15 = vec4<f32>(0.0);
 
   var px0 = fetch_x(0u, tid, m0, 0u);
   var px1 = 0u; var px2 = 0u; var px3 = 0u;
@@ -128,6 +153,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       c12 += d4(a1.z, b0); c13 += d4(a1.z, b1);
       c14 += d4(a1.w, b0); c15 += d4(a1.w, b1);
     }
+    if (GROUPW > 0u && ((t + 1u) * BKW) % GROUPW == 0u) {
+      let g = (t * BKW) / GROUPW;
+      let r0 = m0 + 4u * lid.y;
+      let r4 = r0 + bm() / 2u;
+      let s0 = gscale(r0, g); let s1 = gscale(r0 + 1u, g);
+      let s2 = gscale(r0 + 2u, g); let s3 = gscale(r0 + 3u, g);
+      let s4 = gscale(r4, g); let s5 = gscale(r4 + 1u, g);
+      let s6 = gscale(r4 + 2u, g); let s7 = gscale(r4 + 3u, g);
+      acc2(&f0, &c0, s0); acc2(&f1, &c1, s0); acc2(&f2, &c2, s1); acc2(&f3, &c3, s1);
+      acc2(&f4, &c4, s2); acc2(&f5, &c5, s2); acc2(&f6, &c6, s3); acc2(&f7, &c7, s3);
+      acc2(&f8, &c8, s4); acc2(&f9, &c9, s4); acc2(&f10, &c10, s5); acc2(&f11, &c11, s5);
+      acc2(&f12, &c12, s6); acc2(&f13, &c13, s6); acc2(&f14, &c14, s7); acc2(&f15, &c15, s7);
+    }
     if (more) {
       let nxt = 1u - cur;
       put_x(0u, tid, nxt, px0);
@@ -141,6 +179,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   }
 
   let col = n0 + 4u * lid.x;
+  if (GROUPW > 0u) {
+    for (var i = 0u; i < 8u; i++) {
+      var lo = f0;
+      var hi = f1;
+      switch i {
+        case 1u: { lo = f2; hi = f3; }
+        case 2u: { lo = f4; hi = f5; }
+        case 3u: { lo = f6; hi = f7; }
+        case 4u: { lo = f8; hi = f9; }
+        case 5u: { lo = f10; hi = f11; }
+        case 6u: { lo = f12; hi = f13; }
+        case 7u: { lo = f14; hi = f15; }
+        default: {}
+      }
+      let row = m0 + 4u * lid.y + (i % 4u) + select(0u, bm() / 2u, i >= 4u);
+      store4f(row, col, lo);
+      store4f(row, col + bn() / 2u, hi);
+    }
+    return;
+  }
   // One store site in a loop (CPU adapters compile 16 inlined epilogues slowly).
   for (var i = 0u; i < 8u; i++) {
     var lo = c0;

@@ -8,9 +8,22 @@
 override WG: u32 = 64u;
 override WX: u32 = 0u;  // XOR applied to every W word (0x80808080 for offset 8-bit codes)
 override RAW: u32 = 0u; // 1: store the i32 sums as f32 bit patterns (tests; f32 output)
+// Words a scale group (act_quant.wgsl's quant_groups, xsc [M, K4/GROUPW], GROUPW a multiple
+// of ISTEP_WORDS): each group's i32 sums are scaled into f32 ones at its end. 0: per token.
+override GROUPW: u32 = 0u;
 
 @group(0) @binding(7) var<storage, read> wq: array<u32>;
 @group(0) @binding(8) var<storage, read> xsc: array<f32>;
+
+fn gscale(row: u32, g: u32) -> f32 { return xsc[row * (p.K4 / GROUPW) + g]; }
+
+fn store_rowf(row: u32, n0: u32, v: vec4<f32>) {
+  if (row >= p.M) { return; }
+  for (var j = 0u; j < 4u; j++) {
+    let col = n0 + j;
+    if (col < p.N) { gemm_store(row, col, v[j] * bitcast<f32>(wq[col])); }
+  }
+}
 
 fn store_row(row: u32, n0: u32, v: vec4<i32>) {
   if (row >= p.M) { return; }
@@ -44,6 +57,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let w2 = istep_base(min(n0 + 2u, p.N - 1u));
   let w3 = istep_base(min(n0 + 3u, p.N - 1u));
   var s0 = vec4<i32>(0); var s1 = vec4<i32>(0); var s2 = vec4<i32>(0); var s3 = vec4<i32>(0);
+  var f0 = vec4<f32>(0.0); var f1 = vec4<f32>(0.0); var f2 = vec4<f32>(0.0); var f3 = vec4<f32>(0.0);
   for (var s = 0u; s < isteps(); s++) {
     let b0 = istep_w(w0, s) ^ IOp(WX);
     let b1 = istep_w(w1, s) ^ IOp(WX);
@@ -57,6 +71,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     s2 += vec4<i32>(idot(a, b0), idot(a, b1), idot(a, b2), idot(a, b3));
     a = istep_x(x3, s);
     s3 += vec4<i32>(idot(a, b0), idot(a, b1), idot(a, b2), idot(a, b3));
+    if (GROUPW > 0u && ((s + 1u) * ISTEP_WORDS) % GROUPW == 0u) {
+      let g = (s * ISTEP_WORDS) / GROUPW;
+      f0 += vec4<f32>(s0) * gscale(min(m0, p.M - 1u), g);
+      f1 += vec4<f32>(s1) * gscale(min(m0 + 1u, p.M - 1u), g);
+      f2 += vec4<f32>(s2) * gscale(min(m0 + 2u, p.M - 1u), g);
+      f3 += vec4<f32>(s3) * gscale(min(m0 + 3u, p.M - 1u), g);
+      s0 = vec4<i32>(0); s1 = vec4<i32>(0); s2 = vec4<i32>(0); s3 = vec4<i32>(0);
+    }
+  }
+  if (GROUPW > 0u) {
+    for (var r = 0u; r < 4u; r++) {
+      let v = select(select(select(f0, f1, r == 1u), f2, r == 2u), f3, r == 3u);
+      store_rowf(m0 + r, n0, v);
+    }
+    return;
   }
   for (var r = 0u; r < 4u; r++) {
     let v = select(select(select(s0, s1, r == 1u), s2, r == 2u), s3, r == 3u);

@@ -2,6 +2,7 @@
 @group(0) @binding(1) var<storage, read> xq: array<u32>;
 @group(0) @binding(2) var<storage, read> wi: array<u32>;
 
+const ISTEP_WORDS: u32 = 1u;  // words a step
 alias IOp = u32;
 fn isteps() -> u32 { return p.K4; }
 fn istep_base(row: u32) -> u32 { return row * p.K4; }

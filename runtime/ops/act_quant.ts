@@ -1,8 +1,8 @@
 /**
  * The per-token activation quantizer on the GPU (wgsl/act_quant.wgsl): x [M, K] (f32 or
- * f16) → int8 codes four to a u32 word [M, ⌈K/4⌉] and a scale Δ_t per token (f32), at 8,
- * 6 or 4 bits in int8 containers, so dot4I8Packed serves every width. Also the error
- * accumulator behind `quantize --report`.
+ * f16) → int8 codes four to a u32 word [M, ⌈K/4⌉] and a scale Δ_t per token (f32), or one
+ * per group of G channels ([M, K/G]), at 8, 6 or 4 bits in int8 containers, so dot4I8Packed
+ * serves every width. Also the error accumulator behind `quantize --report`.
  *
  * @module
  */
@@ -32,8 +32,13 @@ export type ActQuantVersion = "rows" | "wg";
 
 /** Options of {@linkcode actQuant}. */
 export interface ActQuantOptions {
-  /** Force a layout; default "rows" on CPU adapters, "wg" on GPUs. */
+  /** Force a layout; default "rows" on CPU adapters, "wg" on GPUs (ignored with a group). */
   version?: ActQuantVersion;
+  /**
+   * Channels a scale: a multiple of 4 dividing K, each token's runs of `group` channels
+   * quantized on their own Δ; default the whole token.
+   */
+  group?: number;
 }
 
 interface Params {
@@ -43,17 +48,17 @@ interface Params {
   slot: number;
 }
 
-type Entry = "quant_rows4" | "quant_rows1" | "quant_wg" | "error_acc";
+type Entry = "quant_rows4" | "quant_rows1" | "quant_wg" | "quant_groups" | "error_acc";
 const WG = 64;
 const specs = new Map<string, KernelSpec<Params>>();
 
-function spec(storage: StorageType, entry: Entry): KernelSpec<Params> {
-  const key = `${storage}:${entry}`;
+function spec(storage: StorageType, entry: Entry, group = 0): KernelSpec<Params> {
+  const key = `${storage}:${entry}:${group}`;
   let s = specs.get(key);
   if (!s) {
     const c = composeWgsl(src, { storage });
     s = {
-      name: `act_quant_${entry}_${storage}`,
+      name: `act_quant_${entry}_${storage}${group ? `_g${group}` : ""}`,
       source: c.source,
       preludeLines: c.preludeLines,
       entryPoint: entry,
@@ -61,7 +66,7 @@ function spec(storage: StorageType, entry: Entry): KernelSpec<Params> {
       bindings: entry === "error_acc"
         ? ["uniform", "read", "read", "read_write"]
         : ["uniform", "read", "read_write", "read_write"],
-      constants: () => ({ WG }),
+      constants: () => ({ WG, GROUP: group }),
       uniform: {
         fields: ["u32", "u32", "u32", "u32", "u32"],
         values: (p) => [p.M, p.K, Math.ceil(p.K / 4), actQmax(p.bits), p.slot],
@@ -71,6 +76,8 @@ function spec(storage: StorageType, entry: Entry): KernelSpec<Params> {
           ? [1]
           : entry === "quant_wg"
           ? grid1d(p.M)
+          : entry === "quant_groups"
+          ? grid1d(Math.ceil(p.M * (p.K / group) / WG))
           : grid1d(Math.ceil(p.M / WG)),
     };
     specs.set(key, s);
@@ -89,6 +96,16 @@ function dims(x: Tensor, who: string): [number, number] {
   return [x.size / K, K];
 }
 
+/** Checks a group size against K (see {@linkcode ActQuantOptions.group}); 0 = per token. */
+export function checkActGroup(group: number, K: number, who: string): void {
+  if (group === 0) return;
+  if (!Number.isInteger(group) || group < 4 || group % 4 !== 0 || K % group !== 0) {
+    throw new RangeError(
+      `${who}: group must be a multiple of 4 that divides K = ${K}, got ${group}`,
+    );
+  }
+}
+
 function checkBits(bits: number, who: string): void {
   if (!ACT_BITS.includes(bits)) {
     throw new RangeError(`${who}: bits must be one of ${ACT_BITS.join(", ")}, got ${bits}`);
@@ -104,27 +121,32 @@ export function actQuant(
 ): QuantizedActivations {
   const [M, K] = dims(x, "actQuant");
   checkBits(bits, "actQuant");
+  const group = opts.group ?? 0;
+  checkActGroup(group, K, "actQuant");
   const rt = rec.runtime;
   const version = opts.version ?? (rt.info.fallback ? "rows" : "wg");
   if (version !== "rows" && version !== "wg") {
     throw new RangeError(`actQuant: version must be "rows" or "wg", got ${version}`);
   }
   const q = createTensor(rt, [M, Math.ceil(K / 4)], "u32");
-  const scales = createTensor(rt, [M], "f32");
+  const scales = createTensor(rt, group ? [M, K / group] : [M], "f32");
   if (M > 0) {
-    const entry: Entry = version === "wg"
+    const entry: Entry = group
+      ? "quant_groups"
+      : version === "wg"
       ? "quant_wg"
       : K % 4 === 0
       ? "quant_rows4"
       : "quant_rows1";
-    rec.dispatch(spec(x.dtype as StorageType, entry), { M, K, bits, slot: 0 }, [x, q, scales]);
+    const s = spec(x.dtype as StorageType, entry, group);
+    rec.dispatch(s, { M, K, bits, slot: 0 }, [x, q, scales]);
   }
-  return { q, scales, bits, cols: K };
+  return group ? { q, scales, bits, cols: K, group } : { q, scales, bits, cols: K };
 }
 
 /**
- * Records acc[2·slot] += Σ(x − x̂)², acc[2·slot + 1] += Σx² for the per-token quantization
- * of x at `bits` bits (acc: f32 [≥ 2·slot + 2], zeroed by the caller).
+ * Records acc[2·slot] += Σ(x − x̂)², acc[2·slot + 1] += Σx² for the per-token (or per-group)
+ * quantization of x at `bits` bits (acc: f32 [≥ 2·slot + 2], zeroed by the caller).
  */
 export function actQuantError(
   rec: Recorder,
@@ -132,14 +154,17 @@ export function actQuantError(
   bits: number,
   acc: Tensor,
   slot: number,
+  group = 0,
 ): void {
   const [M, K] = dims(x, "actQuantError");
   checkBits(bits, "actQuantError");
+  checkActGroup(group, K, "actQuantError");
   if (acc.dtype !== "f32" || acc.size < 2 * slot + 2 || !Number.isInteger(slot) || slot < 0) {
     throw new RangeError(`actQuantError: acc must be f32 with room for slot ${slot}`);
   }
   if (M === 0) return;
-  rec.dispatch(spec(x.dtype as StorageType, "error_acc"), { M, K, bits, slot }, [x, x, acc]);
+  const s = spec(x.dtype as StorageType, "error_acc", group);
+  rec.dispatch(s, { M, K, bits, slot }, [x, x, acc]);
 }
 
 /** The result shape of a self-check (see runtime/ops/selfcheck.ts). */

@@ -110,11 +110,54 @@ Deno.test("actQuantError accumulates Σ(x − x̂)² and Σx² per slot", gpuTes
   });
 });
 
+Deno.test(
+  "actQuant with a scale per group: the reference's codes and scales",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [M, K] = [9, 96];
+      const xs = new Prng(8).normals(M * K).map((v, i) => (i % 29 === 5 ? 25 : 1) * v);
+      xs.fill(0, K, K + 32); // row 1's first group all zero: Δ = 0, codes 0
+      for (const [bits, group] of [[8, 32], [4, 12], [6, 96]] as const) {
+        const x = uploadTensor(rt, xs, [M, K]);
+        const rec = new Recorder(rt);
+        const a = actQuant(rec, x, bits, { group });
+        await rec.submit();
+        assertEquals([a.group, a.scales.shape], [group, [M, K / group]]);
+        const ref = actQuantRef(xs, M, K, bits, group);
+        const what = `A${bits} groups of ${group}`;
+        checkCodes(unpackInt8((await readTensorRaw(rt, a.q)) as Uint32Array, M, K), ref, what);
+        const scales = await readTensor(rt, a.scales);
+        for (let i = 0; i < scales.length; i++) {
+          assert(
+            Math.abs(scales[i] - ref.scales[i]) <= 1e-7 * ref.scales[i],
+            `${what}: scale ${i}`,
+          );
+        }
+        if (group === 32) assertEquals(scales[K / group], 0);
+        // The error accumulator groups the same way.
+        const acc = createTensor(rt, [2]);
+        writeTensor(rt, acc, new Float32Array(2));
+        const r2 = new Recorder(rt);
+        actQuantError(r2, x, bits, acc, 0, group);
+        await r2.submit();
+        const got = await readTensor(rt, acc);
+        const e = actQuantErrorRef(xs, M, K, bits, group);
+        assert(Math.abs(got[0] - e.err) < 1e-3 * e.err, `${what}: err ${got[0]} vs ${e.err}`);
+        for (const t of [x, a.q, a.scales, acc]) t.release();
+      }
+    });
+  },
+);
+
 Deno.test("actQuant rejects bad bits and dtypes", gpuTest, async () => {
   await withRuntime((rt) => {
     const rec = new Recorder(rt);
     const x = uploadTensor(rt, new Float32Array(8), [2, 4]);
     assertThrows(() => actQuant(rec, x, 5), RangeError, "bits");
+    for (const group of [2, 3, 8]) {
+      assertThrows(() => actQuant(rec, x, 8, { group }), RangeError, "divides K = 4");
+    }
     const u = createTensor(rt, [2, 4], "u32");
     assertThrows(() => actQuant(rec, u, 8), TypeError, "f32 or f16");
   });

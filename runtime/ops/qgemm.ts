@@ -278,18 +278,27 @@ export function qgemmInt(
   const rt = rec.runtime;
   const who = "qgemmInt";
   const dt = opts.dtype ?? "f32";
-  const M = xa.scales.size;
   const K = xa.cols;
   const K4 = Math.ceil(K / 4);
-  if (xa.q.size !== M * K4) {
-    throw new RangeError(`${who}: activations must be [${M}, ${K4}] words, got [${xa.q.shape}]`);
+  const group = xa.group ?? 0;
+  const groups = group ? K / group : 1;
+  const M = xa.scales.size / groups;
+  if (group && (group % 4 !== 0 || !Number.isInteger(groups))) {
+    throw new RangeError(
+      `${who}: activation group ${group} must be a multiple of 4 dividing K ${K}`,
+    );
+  }
+  if (!Number.isInteger(M) || xa.q.size !== M * K4) {
+    throw new RangeError(
+      `${who}: activations must be [M, ${K4}] words with ${groups} scale(s) a row, got [${xa.q.shape}] and ${xa.scales.size} scales`,
+    );
   }
   if (K !== w.K) throw new RangeError(`${who}: activations have K = ${K}, the weight ${w.K}`);
   if (!w.int) throw new RangeError(`${who}: the weight was uploaded without integer parameters`);
   const N = w.N;
   const e = epilogue(who, M, N, dt, opts);
-  if (opts.raw && (dt !== "f32" || e.bias || e.res || e.gate || e.act)) {
-    throw new RangeError(`${who}: raw output needs f32 and no epilogue`);
+  if (opts.raw && (dt !== "f32" || e.bias || e.res || e.gate || e.act || group)) {
+    throw new RangeError(`${who}: raw output needs f32, no epilogue and per-token scales`);
   }
   const dot = opts.dot ?? (rt.info.packedDot ? "native" : "emulated");
   if (dot === "native" && !rt.info.packedDot) {
@@ -317,7 +326,7 @@ export function qgemmInt(
     bits: w.bits,
     mode: w.int.mode,
   };
-  const flags = { ...flagConstants(e), RAW: opts.raw ? 1 : 0 };
+  const flags = { ...flagConstants(e), RAW: opts.raw ? 1 : 0, GROUPW: group / 4 };
   const bindings: KernelSpec<QParams>["bindings"] = [...GEMM_BINDINGS, "read"];
   const operands = (wi: Tensor, wq: Tensor) => [
     xa.q,
@@ -333,6 +342,11 @@ export function qgemmInt(
   if (version === "tiled") {
     const t = { tx: 16, ty: 16, bkw: 4, tables: "expand", ...opts.tune };
     const loads = [8 * t.ty * t.bkw / (t.tx * t.ty), 8 * t.tx * t.bkw / (t.tx * t.ty)];
+    if (group % (4 * t.bkw) !== 0) { // a tile must not straddle two groups
+      throw new RangeError(
+        `${who}: activation group ${group} must be a multiple of the tile's ${4 * t.bkw} channels`,
+      );
+    }
     if (
       ![4, 8].includes(t.bkw) || t.tx > 16 || t.ty > 16 || loads.some((l) => ![1, 2, 4].includes(l))
     ) {
@@ -394,7 +408,7 @@ export function qgemmInt(
       decodeLaunch(rec, base, "row_scales", w, wq, N);
     }
   }
-  const wide = K4 % 4 === 0;
+  const wide = K4 % 4 === 0 && group % 16 === 0; // a step of 16 channels within a group
   const spec = makeSpec(
     `qgemm_int_cpu_${dt}_${dot}_${wide ? "w4" : "w1"}`,
     intCpuSrc,

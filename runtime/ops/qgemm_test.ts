@@ -2,7 +2,8 @@ import { assert, assertClose, assertEquals, assertThrows } from "../../tests/ass
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { uniformQuantize } from "../../plugins/quantizers/uniform.ts";
 import { Recorder } from "../gpu/kernel.ts";
-import { readTensor, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { readTensor, readTensorRaw, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { unpackInt8 } from "../quant/pack.ts";
 import { gemmRef } from "../reference/gemm.ts";
 import { decodeInt8, int8Lut, qgemmIntRef } from "../reference/qgemm.ts";
 import { actQuant } from "./act_quant.ts";
@@ -155,6 +156,46 @@ Deno.test("qgemmInt scales and applies the epilogue (f32, and f16 output)", gpuT
     }
   });
 });
+
+Deno.test(
+  "qgemmInt with a scale per group of channels: the reference, every version, epilogue",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // K = 192: groups of 32 (the tiled version's 16- and 32-channel tiles), 64 and 48 (the
+      // CPU version's one-word steps; the tiled one refuses groups that split its tiles).
+      const c = makeCase(37, 29, 192, 21);
+      const q = quantize("tlq4", c.ws, 29, 192);
+      const w = uploadQWeight(rt, q, { int: true });
+      const lut = int8Lut(q);
+      const e = epilogue(rt, c, "f32");
+      const x = uploadTensor(rt, c.xs.map((v, i) => (i % 50 === 7 ? 30 : 1) * v), [37, 192]);
+      for (const group of [32, 64, 48]) {
+        const rec = new Recorder(rt);
+        const xa = actQuant(rec, x, 6, { group });
+        await rec.submit();
+        assertEquals(xa.scales.shape, [37, 192 / group]);
+        const x8 = unpackInt8((await readTensorRaw(rt, xa.q)) as Uint32Array, 37, 192);
+        const xs = await readTensor(rt, xa.scales);
+        const ref = qgemmIntRef(x8, xs, decodeInt8(q, lut), lut.scale, 37, 29, 192, e.ref, group);
+        for (const [version, bkw] of [["cpu", 4], ["tiled", 4], ["tiled", 8]] as const) {
+          const opts = { ...e.gpu, version, tune: { bkw } };
+          if (version === "tiled" && group % (4 * bkw) !== 0) {
+            assertThrows(() => qgemmInt(new Recorder(rt), xa, w, opts), RangeError, "tile");
+            continue;
+          }
+          const r2 = new Recorder(rt);
+          const y = qgemmInt(r2, xa, w, opts);
+          await r2.submit();
+          const what = `group ${group}, ${version} bkw ${bkw}`;
+          assertClose(await readTensor(rt, y), ref.y, { atol: 1e-5, rtol: 1e-5, msg: what });
+        }
+        xa.q.release();
+        xa.scales.release();
+      }
+    });
+  },
+);
 
 Deno.test(
   "the integer path approximates the float product (A8, W4 TLQ and W8)",

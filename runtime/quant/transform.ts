@@ -16,12 +16,14 @@ import type { Tensor } from "../gpu/tensor.ts";
 export interface QuantizedActivations {
   /** Codes, four int8 per u32 word, row-major [M, ⌈K/4⌉] (K zero-padded to a multiple of 4). */
   q: Tensor;
-  /** Per-token scale Δ_t [M], f32: x ≈ Δ_t · q. */
+  /** Per-token scale Δ_t [M], f32: x ≈ Δ_t · q; or per group, [M, K/group]. */
   scales: Tensor;
   /** Activation bits (4, 6 or 8); codes lie in [−2^(b−1), 2^(b−1) − 1]. */
   bits: number;
   /** K (before padding). */
   cols: number;
+  /** Channels a scale when grouped (a multiple of 4 dividing K); absent: the whole token. */
+  group?: number;
 }
 
 /** The online side of a layer's input transform, on the GPU. */

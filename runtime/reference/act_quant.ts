@@ -1,7 +1,8 @@
 /**
  * CPU reference of the per-token activation quantizer (wgsl/act_quant.wgsl), step for
  * step in f32: Δ_t = max|x_t| / qmax, inv = 1/Δ_t (0 for a zero row),
- * q = clamp(round_half_even(x·inv), −qmax − 1, qmax), qmax = 2^(b−1) − 1.
+ * q = clamp(round_half_even(x·inv), −qmax − 1, qmax), qmax = 2^(b−1) − 1. With a group
+ * size G (a divisor of K), each run of G channels of a token has its own Δ (scales [M, K/G]).
  *
  * @module
  */
@@ -21,7 +22,7 @@ export interface ActQuantRef {
   codes: Int8Array;
   /** The codes packed four to a word, rows of ⌈K/4⌉ words (the GPU's layout). */
   words: Uint32Array;
-  /** Δ_t [M]. */
+  /** Δ_t [M], or Δ per group [M, K/G]. */
   scales: Float32Array;
   /** x·inv before rounding [M, K] (tests use it to spot rounding ties). */
   scaled: Float32Array;
@@ -32,38 +33,47 @@ export function actQmax(bits: number): number {
   return 2 ** (bits - 1) - 1;
 }
 
-/** Quantizes x [M, K] per token at `bits` bits. */
-export function actQuantRef(x: Float32Array, M: number, K: number, bits: number): ActQuantRef {
+/** Quantizes x [M, K] per token (or per group of `group` channels) at `bits` bits. */
+export function actQuantRef(
+  x: Float32Array,
+  M: number,
+  K: number,
+  bits: number,
+  group = 0,
+): ActQuantRef {
   const qmax = actQmax(bits);
+  const G = group || K;
+  if (!Number.isInteger(K / G)) throw new RangeError(`actQuantRef: group ${G} must divide K ${K}`);
   const codes = new Int8Array(M * K);
-  const scales = new Float32Array(M);
+  const scales = new Float32Array(M * (K / G));
   const scaled = new Float32Array(M * K);
-  for (let m = 0; m < M; m++) {
+  for (let s = 0; s < scales.length; s++) {
+    const k0 = s * G; // rows are whole groups, so group s starts at element s·G
     let amax = 0;
-    for (let k = 0; k < K; k++) amax = Math.max(amax, Math.abs(x[m * K + k]));
+    for (let k = k0; k < k0 + G; k++) amax = Math.max(amax, Math.abs(x[k]));
     const delta = f(amax / qmax);
     const inv = amax > 0 ? f(1 / delta) : 0;
-    scales[m] = delta;
-    for (let k = 0; k < K; k++) {
-      const t = f(x[m * K + k] * inv);
-      scaled[m * K + k] = t;
-      codes[m * K + k] = Math.min(qmax, Math.max(-qmax - 1, roundHalfEven(t)));
+    scales[s] = delta;
+    for (let k = k0; k < k0 + G; k++) {
+      const t = f(x[k] * inv);
+      scaled[k] = t;
+      codes[k] = Math.min(qmax, Math.max(-qmax - 1, roundHalfEven(t)));
     }
   }
   return { codes, words: packInt8(codes, M, K), scales, scaled };
 }
 
-/** x̂ = Δ_t·q, [M, K]. */
+/** x̂ = Δ·q, [M, K] (Δ a token's, or its group's of `group` channels). */
 export function actDequantRef(
   codes: Int8Array,
   scales: Float32Array,
   M: number,
   K: number,
+  group = 0,
 ): Float32Array {
+  const G = group || K;
   const out = new Float32Array(M * K);
-  for (let m = 0; m < M; m++) {
-    for (let k = 0; k < K; k++) out[m * K + k] = scales[m] * codes[m * K + k];
-  }
+  for (let i = 0; i < M * K; i++) out[i] = scales[Math.floor(i / G)] * codes[i];
   return out;
 }
 
@@ -73,9 +83,10 @@ export function actQuantErrorRef(
   M: number,
   K: number,
   bits: number,
+  group = 0,
 ): { err: number; sum: number } {
-  const r = actQuantRef(x, M, K, bits);
-  const h = actDequantRef(r.codes, r.scales, M, K);
+  const r = actQuantRef(x, M, K, bits, group);
+  const h = actDequantRef(r.codes, r.scales, M, K, group);
   let err = 0;
   let sum = 0;
   for (let i = 0; i < M * K; i++) {

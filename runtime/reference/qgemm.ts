@@ -283,7 +283,8 @@ export interface QGemmIntRef {
 
 /**
  * Y = epilogue(s_token·s_row·Σ x8·w8) for int8 activations x8 [M, K] with scales [M] and
- * int8 weights w8 [N, K] with row scales [N].
+ * int8 weights w8 [N, K] with row scales [N]. With `group`, x8's scales are per group of
+ * `group` channels ([M, K/group]): Y = epilogue(s_row·Σ_g s_g·Σ_{k∈g} x8·w8), summed in f32.
  */
 export function qgemmIntRef(
   x8: Int8Array,
@@ -294,15 +295,24 @@ export function qgemmIntRef(
   N: number,
   K: number,
   opts: GemmRefOptions = {},
+  group = 0,
 ): QGemmIntRef {
   const acc = new Int32Array(M * N);
   const scaled = new Float32Array(M * N);
+  const f = Math.fround;
+  const G = group || K;
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
-      let s = 0;
-      for (let k = 0; k < K; k++) s += x8[m * K + k] * w8[n * K + k];
-      acc[m * N + n] = s;
-      scaled[m * N + n] = Math.fround(Math.fround(s * xScale[m]) * wScale[n]);
+      let total = 0;
+      let y = 0; // per group: the i32 sum times the group's scale, summed in f32
+      for (let g = 0; g < K / G; g++) {
+        let s = 0;
+        for (let k = g * G; k < (g + 1) * G; k++) s += x8[m * K + k] * w8[n * K + k];
+        total += s;
+        y = group ? f(y + f(s * xScale[m * (K / G) + g])) : f(s * xScale[m]);
+      }
+      acc[m * N + n] = total;
+      scaled[m * N + n] = f(y * wScale[n]);
     }
   }
   // The epilogue on the scaled sums: a GEMM with the identity as weight.
