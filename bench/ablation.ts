@@ -198,6 +198,7 @@ async function pipelineFor(
     gptqDevice: s.gptq_device ?? "auto",
     abitsOverride: s.abits_override,
     center: s.center,
+    actGroup: s.act_group,
     ...(s.alpha !== undefined ? { rotationOptions: { alpha: s.alpha } } : {}),
     runtime: run.rt,
     calibration: run.m.calibration,

@@ -48,6 +48,8 @@ export interface AblationSetting {
   center?: CenterMode;
   /** SmoothQuant α of the rotations (quantize --alpha); absent: the default 0.5. */
   alpha?: number;
+  /** Channels an activation scale (quantize --act-group); absent: one a token. */
+  act_group?: number;
 }
 
 /** A parsed matrix: what every row shares, and the rows. */
@@ -91,7 +93,8 @@ export function settingKey(s: AblationSetting): string {
       ? `|${s.abits_override.map((o) => `${o.pattern}=${o.abits}`).join(",")}`
       : "") +
     (s.center ? `|center-${s.center}` : "") +
-    (s.alpha !== undefined ? `|alpha-${s.alpha}` : "");
+    (s.alpha !== undefined ? `|alpha-${s.alpha}` : "") +
+    (s.act_group ? `|actgroup-${s.act_group}` : "");
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
@@ -103,6 +106,7 @@ export function settingLabel(s: AblationSetting): string {
   }
   if (s.center) parts[0] += ` centred (${s.center})`;
   if (s.alpha !== undefined) parts[0] += ` α ${s.alpha}`;
+  if (s.act_group) parts[0] += ` act groups ${s.act_group}`;
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
@@ -112,7 +116,14 @@ export function settingLabel(s: AblationSetting): string {
 }
 
 /** Row fields beside KEYS, each absent from older rows (their keys stay the same). */
-const EXTRA_KEYS: string[] = ["gptq", "gptq_device", "abits_override", "center", "alpha"];
+const EXTRA_KEYS: string[] = [
+  "gptq",
+  "gptq_device",
+  "abits_override",
+  "center",
+  "alpha",
+  "act_group",
+];
 
 function fail(file: string, field: string, msg: string): never {
   throw new RangeError(`${file}: ${field} ${msg}`);
@@ -162,6 +173,13 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     }
     s.center = r.center as CenterMode;
   }
+  if (r.act_group !== undefined) {
+    const g = r.act_group;
+    if (typeof g !== "number" || !Number.isInteger(g) || g < 32 || g % 32) {
+      fail(file, `${field}.act_group`, `must be a multiple of 32, got ${JSON.stringify(g)}`);
+    }
+    s.act_group = g;
+  }
   if (r.alpha !== undefined) {
     if (typeof r.alpha !== "number" || !(r.alpha >= 0 && r.alpha <= 1)) {
       fail(file, `${field}.alpha`, `must be in [0, 1], got ${JSON.stringify(r.alpha)}`);
@@ -198,12 +216,12 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
   if (s.quantizer === "fp32") {
     if (
       s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq ||
-      s.abits_override || s.center || s.alpha !== undefined
+      s.abits_override || s.center || s.alpha !== undefined || s.act_group
     ) {
       fail(
         file,
         field,
-        "fp32 takes no wbits, abits, rotation, gptq, abits_override, center or alpha",
+        "fp32 takes no wbits, abits, rotation, gptq, abits_override, center, alpha or act_group",
       );
     }
   } else if (s.wbits === null || s.abits === null) {

@@ -37,10 +37,13 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, gptq: true, gptq_device: "cpu" },
       { ...base, center: "midrange" },
       { ...base, rotation: "adaptive", alpha: 0.25 },
+      { ...base, act_group: 64 },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 7);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 7);
+  assertEquals(m.settings.length, 8);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 8);
+  assertEquals(settingKey(m.settings[7]), "uniform|8|8|none|dense|null|null|actgroup-64");
+  assertEquals(settingLabel(m.settings[7]), "uniform W8A8 act groups 64");
   assertEquals(settingLabel(m.settings[6]), "uniform W8A8 α 0.25 adaptive");
   assertEquals(settingKey(m.settings[5]), "uniform|8|8|none|dense|null|null|center-midrange");
   assertEquals(settingLabel(m.settings[5]), "uniform W8A8 centred (midrange)");
@@ -77,6 +80,10 @@ Deno.test("matrix: bad fields are named", async () => {
       'rows[0].center must be "mean" or "midrange"',
     ],
     [{ rows: [{ center: "mean" }] }, "rows[0] fp32 takes no wbits, abits, rotation, gptq"],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, act_group: 48 }] },
+      "rows[0].act_group must be a multiple of 32, got 48",
+    ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, alpha: 2 }] },
       "rows[0].alpha must be in [0, 1]",

@@ -52,6 +52,9 @@ export const QUANTIZE_USAGE =
                           and add the centre's product with the weight back in float (one
                           small weight-only GEMM a layer); an offset all tokens share, such as
                           adaLN's shift, then no longer sets every token's scale
+  --act-group G           a multiple of 32: quantize each token's runs of G input channels on
+                          their own scale instead of one a token (finer, dearer: the integer
+                          GEMM rescales its sums every G channels and rotations run unfused)
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
@@ -162,6 +165,7 @@ export async function quantize(args: string[]): Promise<number> {
     "group-size": { type: "string" },
     symmetric: { type: "boolean" },
     center: { type: "string" },
+    "act-group": { type: "string" },
     gptq: { type: "boolean" },
     "gptq-device": { type: "string" },
     "abits-override": { type: "string" },
@@ -194,6 +198,13 @@ export async function quantize(args: string[]): Promise<number> {
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
   const center = o.optionalChoice("center", CENTER_MODES);
+  const actGroup = o.optionalNumber("act-group", { min: 32, integer: true });
+  if (actGroup !== undefined && actGroup % 32 !== 0) {
+    throw new UsageError(`--act-group must be a multiple of 32, got ${actGroup}`);
+  }
+  if (actGroup !== undefined && abits === 16) {
+    throw new UsageError("--act-group needs --abits 4, 6 or 8");
+  }
   if (v["gptq-device"] !== undefined && !v.gptq) {
     throw new UsageError("--gptq-device needs --gptq");
   }
@@ -236,6 +247,7 @@ export async function quantize(args: string[]): Promise<number> {
     gptqDevice,
     abitsOverride: parseAbitsOverride(v["abits-override"]),
     center,
+    actGroup,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
       prompts: calibPrompts === undefined ? undefined : CALIBRATION_PROMPTS.slice(0, calibPrompts),
@@ -257,7 +269,8 @@ export async function quantize(args: string[]): Promise<number> {
   const qb = q.reduce((s, l) => s + l.bytes, 0);
   info(
     `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
-      `W${wbits}A${abits}${center ? ` (inputs centred by the ${center})` : ""}, ` +
+      `W${wbits}A${abits}${center ? ` (inputs centred by the ${center})` : ""}` +
+      `${actGroup ? ` (a scale per ${actGroup} channels)` : ""}, ` +
       `${r.layers.length - q.length} FP; weights quantized in ` +
       `${(r.ms / 1000).toFixed(1)} s` +
       (r.gptqGpuLayers === undefined
@@ -279,6 +292,7 @@ export async function quantize(args: string[]): Promise<number> {
           abits,
           rotations: r.rotations,
           center: r.plan.settings.center,
+          actGroup: r.plan.settings.actGroup,
           prompts: CALIBRATION_PROMPTS.slice(0, reportPrompts),
           embeds: calibEmbeds,
           steps: reportSteps,
@@ -302,6 +316,7 @@ export async function quantize(args: string[]): Promise<number> {
       gptq: r.plan.settings.gptq,
       gptq_gpu_layers: r.gptqGpuLayers ?? null,
       center: r.plan.settings.center ?? null,
+      act_group: r.plan.settings.actGroup ?? null,
       attention: r.plan.settings.attention,
       layers_quantized: q.length,
       layers_fp: r.layers.length - q.length,

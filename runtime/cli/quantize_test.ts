@@ -215,7 +215,7 @@ Deno.test("quantize: --tau, --rotation-override, --alpha and --no-smooth reach t
   }
 });
 
-Deno.test("quantize --center: the plan and --json say so; --report's error is the centred input's", async () => {
+Deno.test("quantize --center and --act-group: the plan and --json say so; --report measures them", async () => {
   const dir = await Deno.makeTempDir({ prefix: "webdit_cli_center_" });
   const run = async (name: string, ...extra: string[]) => {
     const r = await cli(
@@ -246,5 +246,28 @@ Deno.test("quantize --center: the plan and --json say so; --report's error is th
   );
   assertEquals(bad.code, 2);
   assert(bad.stderr.includes("--center"), bad.stderr);
+  // Activation groups: the plan and --json say so, the report measures the grouped error.
+  const grouped = await run("grouped", "--act-group", "32");
+  assertEquals([plain.j.act_group, grouped.j.act_group], [null, 32]);
+  assert(grouped.r.stderr.includes("a scale per 32 channels"), grouped.r.stderr);
+  const n2 = "transformer_blocks.0.ff.net.2";
+  assert(grouped.err(n2) < plain.err(n2), `grouped ${grouped.err(n2)} vs ${plain.err(n2)}`);
+  for (
+    const [args, msg] of [[["--act-group", "48"], "multiple of 32"], [[
+      "--abits",
+      "16",
+      "--act-group",
+      "32",
+    ], "needs --abits"]] as const
+  ) {
+    const r = await cli(
+      "quantize",
+      ...["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "4", "--abits", "8"],
+      ...args,
+      ...["--out", `${dir}/bad.safetensors`],
+    );
+    assertEquals(r.code, 2, r.stderr);
+    assert(r.stderr.includes(msg), r.stderr);
+  }
   await Deno.remove(dir, { recursive: true });
 });

@@ -395,6 +395,7 @@ export class Artifact {
             dtype,
             transform,
             center: l.abits < 16 ? this.plan.settings.center : undefined,
+            actGroup: l.abits < 16 ? this.plan.settings.actGroup : undefined,
           });
         } catch (e) {
           transform?.release();

@@ -72,8 +72,18 @@ export interface QuantSettings {
    * weight added back in float (runtime/ops/act_center.ts). Absent: none.
    */
   center?: CenterMode;
+  /**
+   * Channels an activation scale (a multiple of 32): each token's runs of `actGroup` input
+   * channels quantized on their own Δ (runtime/ops/act_quant.ts). Absent: one a token.
+   */
+  actGroup?: number;
   /** Layer-name patterns kept in FP (`*` matches any run of characters). */
   keepFp: string[];
+}
+
+/** Whether `g` is a valid {@linkcode QuantSettings.actGroup}: a positive multiple of 32. */
+export function isActGroup(g: unknown): boolean {
+  return typeof g === "number" && Number.isInteger(g) && g >= 32 && g % 32 === 0;
 }
 
 /** One layer of a plan. */
@@ -211,6 +221,10 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
       fail(file, `${F}.settings.center`, `must be ${CENTER_MODES.join(" or ")}`);
     }
     settings.center = s.center as CenterMode;
+  }
+  if (s.actGroup !== undefined) {
+    if (!isActGroup(s.actGroup)) fail(file, `${F}.settings.actGroup`, "must be a multiple of 32");
+    settings.actGroup = s.actGroup as number;
   }
   if (!isObj(raw.source)) fail(file, `${F}.source`, "must be an object");
   const sha256 = str(raw.source, "sha256", file, `${F}.source`);

@@ -12,7 +12,7 @@ import type { Recorder } from "../gpu/kernel.ts";
 import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearEpilogue } from "../model/linear.ts";
 import { centerActivations } from "../ops/act_center.ts";
-import { ACT_BITS, actQuant, type ActQuantVersion } from "../ops/act_quant.ts";
+import { ACT_BITS, actQuant, type ActQuantVersion, checkActGroup } from "../ops/act_quant.ts";
 import { elementwise } from "../ops/elementwise.ts";
 import {
   type DotImpl,
@@ -77,6 +77,13 @@ export interface QuantLinearOptions {
    * a per-sample row, such as adaLN's conditioning, would be all centre). Default none.
    */
   center?: CenterMode;
+  /**
+   * Channels an activation scale: each token's runs of `actGroup` input channels (a
+   * multiple of 4 dividing K; of the 16- or 32-channel tiles on GPUs, so a multiple of 32
+   * fits every path) get their own Δ; the input transform then runs apart from the
+   * quantizer (not fused). Default the whole token.
+   */
+  actGroup?: number;
 }
 
 /** A linear layer with a quantized weight. */
@@ -107,6 +114,10 @@ export class QuantLinear implements Linear {
     if (bias && bias.length !== q.rows) {
       throw new RangeError(`${name}: bias has ${bias.length} values, the weight ${q.rows} rows`);
     }
+    if (opts.actGroup) {
+      if (opts.abits === 16) throw new RangeError(`${name}: actGroup needs quantized activations`);
+      checkActGroup(opts.actGroup, q.cols, `${name}: actGroup`);
+    }
     this.name = name;
     this.inFeatures = q.cols;
     this.outFeatures = q.rows;
@@ -134,8 +145,14 @@ export class QuantLinear implements Linear {
       return y;
     }
     if (!ACT_BITS.includes(this.abits)) throw new RangeError(`${this.name}: abits ${this.abits}`);
-    const quant = (v: Tensor) =>
-      t ? t.applyQuant(rec, v, this.abits) : actQuant(rec, v, this.abits);
+    const group = o.actGroup;
+    const quant = (v: Tensor): QuantizedActivations => {
+      if (!group) return t ? t.applyQuant(rec, v, this.abits) : actQuant(rec, v, this.abits);
+      const xt = t ? t.apply(rec, v) : v;
+      const a = actQuant(rec, xt, this.abits, { group });
+      if (xt !== v) xt.release();
+      return a;
+    };
     let bias = this.#b;
     let rowsPerGate = e.rowsPerGate;
     let xa: QuantizedActivations;

@@ -168,3 +168,65 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "QuantLinear actGroup: a scale per group of channels after centring and the rotation",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [S, R, N, K] = [2, 16, 8, 64];
+      const M = S * R;
+      const g = new Prng(13);
+      const off = g.normals(S * K).map((v) => 3 * v);
+      // Channel 5 of every token 20× the others: per-token scales lose the rest at A4.
+      const xs = g.normals(M * K).map((v, i) =>
+        (i % K === 5 ? 20 : 1) * v + off[Math.floor(i / (R * K)) * K + (i % K)]
+      );
+      const w = { data: g.normals(N * K), rows: N, cols: K };
+      const plan = planHadamard({
+        name: "l",
+        weight: w,
+        options: { rotation: "hadamard", smooth: false },
+      });
+      const q = uniformQuantize(plan.transformWeight(w), { bits: 8, symmetric: true });
+      const wq = uniformDequantize(q);
+      const x = uploadTensor(rt, xs, [M, K]);
+      const layer = (actGroup?: number) =>
+        new QuantLinear(rt, "l", q, undefined, {
+          abits: 4,
+          center: "mean",
+          transform: plan.gpu(rt),
+          actGroup,
+        });
+      const grouped = layer(32);
+      const got = await runAndRead(rt, (r) => grouped.forward(r, x, { rowsPerSample: R }));
+      // CPU: Q_32((x − c)·T) + c·T, through the rotated Ŵ.
+      const c = actCentresRef(xs, R, K, "mean");
+      const xc = xs.map((v, i) => Math.fround(v - c[Math.floor(i / (R * K)) * K + (i % K)]));
+      const xt = plan.transformActivations(xc, M);
+      const a = actQuantRef(xt, M, K, 4, 32);
+      const ct = plan.transformActivations(c, S);
+      const xhat = actDequantRef(a.codes, a.scales, M, K, 32).map((v, i) =>
+        v + ct[Math.floor(i / (R * K)) * K + (i % K)]
+      );
+      assertClose(got, gemmRef(xhat, wq, M, N, K), { atol: 2e-3, rtol: 1e-4 });
+      // Against the float product, the groups' error is below the per-token one.
+      const exact = gemmRef(plan.transformActivations(xs, M), wq, M, N, K);
+      const token = layer();
+      const yt = await runAndRead(rt, (r) => token.forward(r, x, { rowsPerSample: R }));
+      const err = (y: Float32Array) => y.reduce((s, v, i) => s + (v - exact[i]) ** 2, 0);
+      assert(err(got) < err(yt), `groups ${err(got)} vs per token ${err(yt)}`);
+      for (const l of [grouped, token]) l.release();
+      assertThrows(
+        () => new QuantLinear(rt, "l", q, undefined, { abits: 16, actGroup: 32 }),
+        RangeError,
+        "l: actGroup needs quantized activations",
+      );
+      assertThrows(
+        () => new QuantLinear(rt, "l", q, undefined, { abits: 8, actGroup: 24 }),
+        RangeError,
+        "l: actGroup: group must be a multiple of 4 that divides K = 64, got 24",
+      );
+    });
+  },
+);

@@ -274,6 +274,13 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         : K % 4
         ? `K = ${K} is not a multiple of 4`
         : undefined;
+      if (
+        !reason && settings.actGroup && K % settings.actGroup && layerAbits(name, settings) < 16
+      ) {
+        throw new RangeError(
+          `${name}: K = ${K} is not a multiple of actGroup ${settings.actGroup}`,
+        );
+      }
       o.onLayer?.(done++, names.length, name);
       if (reason) {
         layers[name] = {

@@ -101,6 +101,8 @@ export interface ActErrorOptions {
    * (x − c)·T, relative to x·T (the centre itself is added back exactly).
    */
   center?: CenterMode;
+  /** The plan's channels an activation scale (quantize --act-group); default one a token. */
+  actGroup?: number;
   /** Progress. */
   onProgress?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
 }
@@ -129,11 +131,11 @@ export async function measureActivationError(
           weightBytes: l.weightBytes,
           forward: (rec, x, e) => {
             const xt = t ? t.apply(rec, x) : x;
-            actQuantError(rec, xt, o.abits, acc, 2 * slot + 1);
+            actQuantError(rec, xt, o.abits, acc, 2 * slot + 1, o.actGroup);
             if (o.center && e?.rowsPerSample !== undefined) {
               const c = centerActivations(rec, x, e.rowsPerSample, o.center);
               const ct = t ? t.apply(rec, c.centred) : c.centred;
-              actQuantError(rec, ct, o.abits, acc, 2 * slot);
+              actQuantError(rec, ct, o.abits, acc, 2 * slot, o.actGroup);
               centred.add(slot);
               if (ct !== c.centred) ct.release();
               c.centred.release();

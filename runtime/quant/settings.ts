@@ -7,7 +7,7 @@
  */
 import type { PluginRegistry } from "../registry.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
-import { defaultKeepFp, type QuantSettings } from "./plan.ts";
+import { defaultKeepFp, isActGroup, type QuantSettings } from "./plan.ts";
 import { ABITS } from "./qlinear.ts";
 import type { QuantizeOptions } from "./quantize.ts";
 
@@ -72,6 +72,12 @@ export function resolveSettings(
     }
     if (!integer) throw new RangeError("center needs quantized activations (abits below 16)");
   }
+  if (o.actGroup !== undefined) {
+    if (!isActGroup(o.actGroup)) {
+      throw new RangeError(`actGroup must be a multiple of 32, got ${o.actGroup}`);
+    }
+    if (!integer) throw new RangeError("actGroup needs quantized activations (abits below 16)");
+  }
   return {
     quantizer: o.quantizer,
     wbits: o.wbits,
@@ -85,6 +91,7 @@ export function resolveSettings(
     gptq: o.gptq ?? false,
     ...(o.abitsOverride?.length ? { abitsOverride: o.abitsOverride.map((v) => ({ ...v })) } : {}),
     ...(o.center ? { center: o.center } : {}),
+    ...(o.actGroup ? { actGroup: o.actGroup } : {}),
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
 }

@@ -19,7 +19,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # ------------------------------------------------------------------------------ activation quantizer
 
 
-def quant_act(x, bits, cfg_share=False, center=None, group=0, asym=False, cfg_delta=False):
+def _hadamard(k, seed=0):
+    """A randomised block-diagonal Hadamard (blocks of 128, or k if smaller): ±1 diag × H / √n."""
+    n = min(k, 128)
+    h = torch.ones(1, 1)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randint(0, 2, (k,), generator=g).to(torch.float32) * 2 - 1
+    return d[:, None] * torch.block_diag(*([h / math.sqrt(n)] * (k // n)))
+
+
+def quant_act(x, bits, cfg_share=False, center=None, group=0, asym=False, cfg_delta=False, had=False):
     """Per-token dynamic symmetric fake quantization (wgsl/act_quant.wgsl). With cfg_share the
     batch is [uncond; cond] and a token's scale is the max over its two CFG halves. With
     center ("mean" or "midrange") each sample's channels are first shifted by their centre
@@ -29,7 +40,22 @@ def quant_act(x, bits, cfg_share=False, center=None, group=0, asym=False, cfg_de
     gives each run of `group` channels of a token its own scale; asym quantizes each token
     (or group) on 2^b levels from its min to its max; cfg_delta quantizes [uncond; cond −
     uncond] and adds the uncond half back to the cond one (exact algebra: the guided
-    difference then carries only the delta's rounding)."""
+    difference then carries only the delta's rounding). had: the input is rotated by a randomised
+    block Hadamard R before quantizing and rotated back (Q(x R) Rᵀ: with FP weights, the same
+    product as webdit's Q(x R)(W R)ᵀ), after centring, without smoothing."""
+    if had:
+        r = _hadamard(x.shape[-1]).to(x.dtype)
+        rt = r.T.contiguous()
+        inner = lambda v: F.linear(quant_act(F.linear(v, rt), bits, cfg_share, None, group, asym), r)  # noqa: E731
+        if cfg_delta and x.shape[0] % 2 == 0:
+            h = x.shape[0] // 2
+            qu = quant_act(x[:h], bits, False, center, group, asym, False, True)
+            qd = quant_act(x[h:] - x[:h], bits, False, center, group, asym, False, True)
+            return torch.cat([qu, qu + qd], dim=0)
+        if center is not None:
+            c = x.mean(-2, keepdim=True) if center == "mean" else 0.5 * (x.amax(-2, keepdim=True) + x.amin(-2, keepdim=True))
+            return inner(x - c) + c
+        return inner(x)
     if cfg_delta and x.shape[0] % 2 == 0:
         h = x.shape[0] // 2
         qu = quant_act(x[:h], bits, False, center, group, asym)

@@ -160,11 +160,13 @@ def parse_config(name):
     quantizes only sampler steps A..B (0-based, inclusive), the others run in FP32."""
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
          "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg"), "steps": None,
-         "center": None, "group": 0, "asym": False, "cfg_delta": False}
+         "center": None, "group": 0, "asym": False, "cfg_delta": False, "had": False}
     name = name.removesuffix("^cfg")
     for m, mode in (("^mean", "mean"), ("^mid", "midrange")):
         if name.endswith(m):
             c["center"], name = mode, name.removesuffix(m)
+    if name.endswith("^had"):
+        c["had"], name = True, name.removesuffix("^had")
     if name.endswith("^cfgd"):
         c["cfg_delta"], name = True, name.removesuffix("^cfgd")
     if name.endswith("^asym"):
@@ -226,7 +228,7 @@ class Applied:
                 self.saved[name] = (m, w.clone(), q)
                 m.weight.data = q
             if c["abits"] < 16:
-                kw = {k: c[k] for k in ("center", "group", "asym", "cfg_delta")}
+                kw = {k: c[k] for k in ("center", "group", "asym", "cfg_delta", "had")}
                 bits, share = c["abits"], c["cfg_share"]
                 self.hooks.append(m.register_forward_pre_hook(
                     lambda _m, inp, b=bits, sh=share, kw=kw: (quant_act(inp[0], b, sh, **kw),) if self.on else None))
