@@ -155,8 +155,9 @@ def parse_config(name):
     token's activation scale between its two CFG halves; `^mean` / `^mid` centre each sample's
     channels by their mean / midrange over its tokens before quantizing (quantize --center:
     the centre is added back exact); `^gN` (N channels a scale), `^asym` (min-to-max levels),
-    `^cfgd` (quantize [uncond; cond − uncond]), in that order before `^mean`/`^mid`, are
-    variants webdit does not have (probe_util.quant_act); a `%A-B` suffix (before `^cfg`)
+    `^cfgd` (quantize [uncond; cond − uncond]), `^had` (a randomised block Hadamard, no
+    smoothing), in that order before `^mean`/`^mid`, are variants (probe_util.quant_act:
+    webdit has the groups as --act-group); a `%A-B` suffix (before `^cfg`)
     quantizes only sampler steps A..B (0-based, inclusive), the others run in FP32."""
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
          "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg"), "steps": None,
