@@ -199,6 +199,7 @@ async function pipelineFor(
     abitsOverride: s.abits_override,
     center: s.center,
     actGroup: s.act_group,
+    actAsym: s.act_asym,
     ...(s.alpha !== undefined ? { rotationOptions: { alpha: s.alpha } } : {}),
     runtime: run.rt,
     calibration: run.m.calibration,

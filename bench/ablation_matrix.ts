@@ -50,6 +50,8 @@ export interface AblationSetting {
   alpha?: number;
   /** Channels an activation scale (quantize --act-group); absent: one a token. */
   act_group?: number;
+  /** With act_group: asymmetric groups (quantize --act-asym); absent: symmetric. */
+  act_asym?: boolean;
 }
 
 /** A parsed matrix: what every row shares, and the rows. */
@@ -94,7 +96,8 @@ export function settingKey(s: AblationSetting): string {
       : "") +
     (s.center ? `|center-${s.center}` : "") +
     (s.alpha !== undefined ? `|alpha-${s.alpha}` : "") +
-    (s.act_group ? `|actgroup-${s.act_group}` : "");
+    (s.act_group ? `|actgroup-${s.act_group}` : "") +
+    (s.act_asym ? "-asym" : "");
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
@@ -106,7 +109,7 @@ export function settingLabel(s: AblationSetting): string {
   }
   if (s.center) parts[0] += ` centred (${s.center})`;
   if (s.alpha !== undefined) parts[0] += ` α ${s.alpha}`;
-  if (s.act_group) parts[0] += ` act groups ${s.act_group}`;
+  if (s.act_group) parts[0] += ` act groups ${s.act_group}${s.act_asym ? " asym" : ""}`;
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
@@ -123,6 +126,7 @@ const EXTRA_KEYS: string[] = [
   "center",
   "alpha",
   "act_group",
+  "act_asym",
 ];
 
 function fail(file: string, field: string, msg: string): never {
@@ -179,6 +183,12 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
       fail(file, `${field}.act_group`, `must be a multiple of 32, got ${JSON.stringify(g)}`);
     }
     s.act_group = g;
+  }
+  if (r.act_asym !== undefined) {
+    if (r.act_asym !== true || !s.act_group) {
+      fail(file, `${field}.act_asym`, "must be true, beside an act_group");
+    }
+    s.act_asym = true;
   }
   if (r.alpha !== undefined) {
     if (typeof r.alpha !== "number" || !(r.alpha >= 0 && r.alpha <= 1)) {

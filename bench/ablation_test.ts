@@ -38,10 +38,12 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, center: "midrange" },
       { ...base, rotation: "adaptive", alpha: 0.25 },
       { ...base, act_group: 64 },
+      { ...base, act_group: 64, act_asym: true },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 8);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 8);
+  assertEquals(m.settings.length, 9);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 9);
+  assertEquals(settingLabel(m.settings[8]), "uniform W8A8 act groups 64 asym");
   assertEquals(settingKey(m.settings[7]), "uniform|8|8|none|dense|null|null|actgroup-64");
   assertEquals(settingLabel(m.settings[7]), "uniform W8A8 act groups 64");
   assertEquals(settingLabel(m.settings[6]), "uniform W8A8 α 0.25 adaptive");
@@ -83,6 +85,10 @@ Deno.test("matrix: bad fields are named", async () => {
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, act_group: 48 }] },
       "rows[0].act_group must be a multiple of 32, got 48",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, act_asym: true }] },
+      "rows[0].act_asym must be true, beside an act_group",
     ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, alpha: 2 }] },

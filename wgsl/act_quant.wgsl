@@ -9,12 +9,16 @@
 // - quant_rows1: the same with scalar loads, any K;
 // - quant_wg: a workgroup per row (max reduced in workgroup memory), for GPUs;
 // - quant_groups: one invocation per group of GROUP channels (GROUP % 4 == 0, dividing K):
-//   each group its own Δ (scales [M, K/GROUP]), any adapter;
+//   each group its own Δ (scales [M, K/GROUP]), any adapter. With ASYM the group's 2^b levels
+//   run from its min lo to its max: Δ = (max − lo)/(2^b − 1), code = clamp(round((x − lo)/Δ),
+//   0, 2^b − 1) − 2^(b−1) (an int8), x̂ = Δ·code + z with z = lo + 2^(b−1)·Δ; scales holds
+//   the Δs [M·K/GROUP] then the zs [M·K/GROUP];
 // - error_acc: one workgroup adds Σ(x − Δ·q)² and Σx² over all rows into acc[2·slot],
 //   acc[2·slot + 1] (quantize --report; dispatches run in order, so there is no race); per
 //   group of GROUP channels when GROUP > 0.
 override WG: u32 = 64u;
 override GROUP: u32 = 0u;  // channels a scale; 0: the whole row
+override ASYM: bool = false;  // quant_groups, error_acc: min-to-max levels (GROUP > 0)
 
 struct Params { M: u32, K: u32, K4: u32, qmax: u32, slot: u32 }
 
@@ -38,6 +42,20 @@ fn pack4(v: vec4<f32>, inv: f32) -> u32 {
   let c = vec4<i32>(clamp(round(v * inv), vec4<f32>(-hi - 1.0), vec4<f32>(hi)));
   let b = vec4<u32>(c) & vec4<u32>(0xffu);
   return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+}
+
+// Asymmetric: codes round((v − lo)·inv) in [0, 2·qmax + 1], shifted by −(qmax + 1) to int8.
+fn pack4a(v: vec4<f32>, lo: f32, inv: f32) -> u32 {
+  let top = f32(2u * p.qmax + 1u);
+  let u = clamp(round((v - vec4<f32>(lo)) * inv), vec4<f32>(0.0), vec4<f32>(top));
+  let b = vec4<u32>(vec4<i32>(u) - vec4<i32>(i32(p.qmax + 1u))) & vec4<u32>(0xffu);
+  return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+}
+
+// An asymmetric group's (Δ, 1/Δ, z) from its min and max.
+fn asym_grid(lo: f32, hi: f32) -> vec3<f32> {
+  let delta = (hi - lo) / f32(2u * p.qmax + 1u);
+  return vec3<f32>(delta, select(0.0, 1.0 / delta, delta > 0.0), lo + f32(p.qmax + 1u) * delta);
 }
 
 fn row_of(gid: vec3<u32>, ng: vec3<u32>) -> u32 { return gid.x + gid.y * ng.x * WG; }
@@ -102,6 +120,20 @@ fn quant_groups(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
   let g = row_of(gid, ng);
   if (g >= p.M * (p.K / GROUP)) { return; }
   let base = g * (GROUP / 4u);  // rows are whole groups: group g starts at element g·GROUP
+  if (ASYM) {
+    var lo4 = vec4<f32>(x4[base]);
+    var hi4 = lo4;
+    for (var j = 1u; j < GROUP / 4u; j++) {
+      lo4 = min(lo4, vec4<f32>(x4[base + j]));
+      hi4 = max(hi4, vec4<f32>(x4[base + j]));
+    }
+    let lo = min(min(lo4.x, lo4.y), min(lo4.z, lo4.w));
+    let a = asym_grid(lo, max(max(hi4.x, hi4.y), max(hi4.z, hi4.w)));
+    scales[g] = a.x;
+    scales[p.M * (p.K / GROUP) + g] = a.z;
+    for (var j = 0u; j < GROUP / 4u; j++) { q[base + j] = pack4a(vec4<f32>(x4[base + j]), lo, a.y); }
+    return;
+  }
   var m = vec4<f32>(0.0);
   for (var j = 0u; j < GROUP / 4u; j++) { m = max(m, abs(vec4<f32>(x4[base + j]))); }
   let amax = max(max(m.x, m.y), max(m.z, m.w));
@@ -119,12 +151,22 @@ fn error_acc(@builtin(local_invocation_index) lid: u32) {
   for (var grp = lid; grp < p.M * (p.K / G); grp += WG) {
     let k0 = grp * G;
     var amax = 0.0;
-    for (var k = k0; k < k0 + G; k++) { amax = max(amax, abs(f32(x1[k]))); }
+    var lo = f32(x1[k0]);
+    var top = lo;
+    for (var k = k0; k < k0 + G; k++) {
+      amax = max(amax, abs(f32(x1[k])));
+      lo = min(lo, f32(x1[k]));
+      top = max(top, f32(x1[k]));
+    }
     let inv = inv_of(amax);
     let delta = amax / hi;
+    let a = asym_grid(lo, top);
     for (var k = k0; k < k0 + G; k++) {
       let v = f32(x1[k]);
-      let d = v - delta * clamp(round(v * inv), -hi - 1.0, hi);
+      var d = v - delta * clamp(round(v * inv), -hi - 1.0, hi);
+      if (ASYM) {
+        d = v - (a.x * (clamp(round((v - lo) * a.y), 0.0, 2.0 * hi + 1.0) - hi - 1.0) + a.z);
+      }
       e += d * d;
       s += v * v;
     }

@@ -9,12 +9,15 @@
 // current one is multiplied. Per word step: 4 vec4<u32> reads, 64 dot4i8 (256 MACs).
 // With GROUPW > 0 the activations have a scale per group of GROUPW words (act_quant.wgsl's
 // quant_groups, xsc [M, K4/GROUPW]): at each group's end (GROUPW a multiple of BKW) the i32
-// sums are scaled into f32 accumulators and restart from zero.
+// sums are scaled into f32 accumulators and restart from zero. With ASYM too, x̂ = Δ·q + z per
+// group (xsc: the Δs [M, G] then the zs [M, G]): each column's Σ w8 over the group (its words
+// dotted with ones) times z is added at the flush as well.
 override TX: u32 = 16u;
 override TY: u32 = 16u;
 override BKW: u32 = 4u;  // K tile in words: 4 or 8 (tile loads split evenly, ≤ 4 words each)
 override RAW: u32 = 0u;  // 1: store the i32 sums as f32 bit patterns (tests; f32 output)
 override GROUPW: u32 = 0u;  // words a scale group; 0: one scale a token
+override ASYM: bool = false;  // grouped asymmetric activations (GROUPW > 0)
 
 @group(0) @binding(1) var<storage, read> xq: array<u32>;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
@@ -61,6 +64,13 @@ fn d4(a: u32, b: vec4<u32>) -> vec4<i32> {
 
 // Group g's activation scale for a row (rows past M read the last one: never stored).
 fn gscale(row: u32, g: u32) -> f32 { return xsc[min(row, p.M - 1u) * (p.K4 / GROUPW) + g]; }
+fn gzero(row: u32, g: u32) -> f32 {
+  let ng = p.K4 / GROUPW;
+  return xsc[p.M * ng + min(row, p.M - 1u) * ng + g];
+}
+
+// Asymmetric: the zero point's share, z·Σ w8 over the group, of four columns.
+fn accz(f: ptr<function, vec4<f32>>, ws: vec4<i32>, z: f32) { *f += vec4<f32>(ws) * z; }
 
 fn acc2(f: ptr<function, vec4<f32>>, c: ptr<function, vec4<i32>>, s: f32) {
   *f += vec4<f32>(*c) * s;
@@ -108,6 +118,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   var f4 = vec4<f32>(0.0); var f5 = vec4<f32>(0.0); var f6 = vec4<f32>(0.0); var f7 = vec4<f32>(0.0);
   var f8 = vec4<f32>(0.0); var f9 = vec4<f32>(0.0); var f10 = vec4<f32>(0.0); var f11 = vec4<f32>(0.0);
   var f12 = vec4<f32>(0.0); var f13 = vec4<f32>(0.0); var f14 = vec4<f32>(0.0); var f15 = vec4<f32>(0.0);
+  var ws0 = vec4<i32>(0); var ws1 = vec4<i32>(0);  // asymmetric: Σ w8 of this group, 8 columns
 
   var px0 = fetch_x(0u, tid, m0, 0u);
   var px1 = 0u; var px2 = 0u; var px3 = 0u;
@@ -152,6 +163,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       c10 += d4(a1.y, b0); c11 += d4(a1.y, b1);
       c12 += d4(a1.z, b0); c13 += d4(a1.z, b1);
       c14 += d4(a1.w, b0); c15 += d4(a1.w, b1);
+      if (ASYM) { ws0 += d4(0x01010101u, b0); ws1 += d4(0x01010101u, b1); }
     }
     if (GROUPW > 0u && ((t + 1u) * BKW) % GROUPW == 0u) {
       let g = (t * BKW) / GROUPW;
@@ -165,6 +177,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       acc2(&f4, &c4, s2); acc2(&f5, &c5, s2); acc2(&f6, &c6, s3); acc2(&f7, &c7, s3);
       acc2(&f8, &c8, s4); acc2(&f9, &c9, s4); acc2(&f10, &c10, s5); acc2(&f11, &c11, s5);
       acc2(&f12, &c12, s6); acc2(&f13, &c13, s6); acc2(&f14, &c14, s7); acc2(&f15, &c15, s7);
+      if (ASYM) {
+        let z0 = gzero(r0, g); let z1 = gzero(r0 + 1u, g);
+        let z2 = gzero(r0 + 2u, g); let z3 = gzero(r0 + 3u, g);
+        let z4 = gzero(r4, g); let z5 = gzero(r4 + 1u, g);
+        let z6 = gzero(r4 + 2u, g); let z7 = gzero(r4 + 3u, g);
+        accz(&f0, ws0, z0); accz(&f1, ws1, z0); accz(&f2, ws0, z1); accz(&f3, ws1, z1);
+        accz(&f4, ws0, z2); accz(&f5, ws1, z2); accz(&f6, ws0, z3); accz(&f7, ws1, z3);
+        accz(&f8, ws0, z4); accz(&f9, ws1, z4); accz(&f10, ws0, z5); accz(&f11, ws1, z5);
+        accz(&f12, ws0, z6); accz(&f13, ws1, z6); accz(&f14, ws0, z7); accz(&f15, ws1, z7);
+        ws0 = vec4<i32>(0);
+        ws1 = vec4<i32>(0);
+      }
     }
     if (more) {
       let nxt = 1u - cur;

@@ -11,11 +11,13 @@ override RAW: u32 = 0u; // 1: store the i32 sums as f32 bit patterns (tests; f32
 // Words a scale group (act_quant.wgsl's quant_groups, xsc [M, K4/GROUPW], GROUPW a multiple
 // of ISTEP_WORDS): each group's i32 sums are scaled into f32 ones at its end. 0: per token.
 override GROUPW: u32 = 0u;
+override ASYM: bool = false;  // grouped asymmetric: x̂ = Δ·q + z, xsc the Δs then the zs
 
 @group(0) @binding(7) var<storage, read> wq: array<u32>;
 @group(0) @binding(8) var<storage, read> xsc: array<f32>;
 
 fn gscale(row: u32, g: u32) -> f32 { return xsc[row * (p.K4 / GROUPW) + g]; }
+fn gzero(row: u32, g: u32) -> f32 { return xsc[(p.M + row) * (p.K4 / GROUPW) + g]; }
 
 fn store_rowf(row: u32, n0: u32, v: vec4<f32>) {
   if (row >= p.M) { return; }
@@ -58,6 +60,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let w3 = istep_base(min(n0 + 3u, p.N - 1u));
   var s0 = vec4<i32>(0); var s1 = vec4<i32>(0); var s2 = vec4<i32>(0); var s3 = vec4<i32>(0);
   var f0 = vec4<f32>(0.0); var f1 = vec4<f32>(0.0); var f2 = vec4<f32>(0.0); var f3 = vec4<f32>(0.0);
+  var ws = vec4<i32>(0);  // asymmetric: Σ w8 of the four columns over this group
   for (var s = 0u; s < isteps(); s++) {
     let b0 = istep_w(w0, s) ^ IOp(WX);
     let b1 = istep_w(w1, s) ^ IOp(WX);
@@ -71,6 +74,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     s2 += vec4<i32>(idot(a, b0), idot(a, b1), idot(a, b2), idot(a, b3));
     a = istep_x(x3, s);
     s3 += vec4<i32>(idot(a, b0), idot(a, b1), idot(a, b2), idot(a, b3));
+    if (ASYM) { ws += vec4<i32>(idot(IONES, b0), idot(IONES, b1), idot(IONES, b2), idot(IONES, b3)); }
     if (GROUPW > 0u && ((s + 1u) * ISTEP_WORDS) % GROUPW == 0u) {
       let g = (s * ISTEP_WORDS) / GROUPW;
       f0 += vec4<f32>(s0) * gscale(min(m0, p.M - 1u), g);
@@ -78,6 +82,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       f2 += vec4<f32>(s2) * gscale(min(m0 + 2u, p.M - 1u), g);
       f3 += vec4<f32>(s3) * gscale(min(m0 + 3u, p.M - 1u), g);
       s0 = vec4<i32>(0); s1 = vec4<i32>(0); s2 = vec4<i32>(0); s3 = vec4<i32>(0);
+      if (ASYM) {
+        let w = vec4<f32>(ws);
+        f0 += w * gzero(min(m0, p.M - 1u), g);
+        f1 += w * gzero(min(m0 + 1u, p.M - 1u), g);
+        f2 += w * gzero(min(m0 + 2u, p.M - 1u), g);
+        f3 += w * gzero(min(m0 + 3u, p.M - 1u), g);
+        ws = vec4<i32>(0);
+      }
     }
   }
   if (GROUPW > 0u) {

@@ -3,6 +3,7 @@
 @group(0) @binding(2) var<storage, read> wi: array<u32>;
 
 const ISTEP_WORDS: u32 = 1u;  // words a step
+const IONES = 0x01010101u;  // four int8 ones a word
 alias IOp = u32;
 fn isteps() -> u32 { return p.K4; }
 fn istep_base(row: u32) -> u32 { return row * p.K4; }

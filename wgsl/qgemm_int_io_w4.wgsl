@@ -3,6 +3,7 @@
 @group(0) @binding(2) var<storage, read> wi: array<vec4<u32>>;
 
 const ISTEP_WORDS: u32 = 4u;  // words a step
+const IONES = vec4<u32>(0x01010101u);  // four int8 ones a word
 alias IOp = vec4<u32>;
 fn isteps() -> u32 { return p.K4 / 4u; }
 fn istep_base(row: u32) -> u32 { return row * (p.K4 / 4u); }

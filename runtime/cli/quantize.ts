@@ -55,6 +55,8 @@ export const QUANTIZE_USAGE =
   --act-group G           a multiple of 32: quantize each token's runs of G input channels on
                           their own scale instead of one a token (finer, dearer: the integer
                           GEMM rescales its sums every G channels and rotations run unfused)
+  --act-asym              with --act-group: each group's levels from its min to its max (a zero
+                          point each, added back as z·Σŵ in the integer GEMM) instead of ±max
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
@@ -166,6 +168,7 @@ export async function quantize(args: string[]): Promise<number> {
     symmetric: { type: "boolean" },
     center: { type: "string" },
     "act-group": { type: "string" },
+    "act-asym": { type: "boolean" },
     gptq: { type: "boolean" },
     "gptq-device": { type: "string" },
     "abits-override": { type: "string" },
@@ -205,6 +208,8 @@ export async function quantize(args: string[]): Promise<number> {
   if (actGroup !== undefined && abits === 16) {
     throw new UsageError("--act-group needs --abits 4, 6 or 8");
   }
+  const actAsym = v["act-asym"] ?? false;
+  if (actAsym && actGroup === undefined) throw new UsageError("--act-asym needs --act-group");
   if (v["gptq-device"] !== undefined && !v.gptq) {
     throw new UsageError("--gptq-device needs --gptq");
   }
@@ -248,6 +253,7 @@ export async function quantize(args: string[]): Promise<number> {
     abitsOverride: parseAbitsOverride(v["abits-override"]),
     center,
     actGroup,
+    actAsym,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
       prompts: calibPrompts === undefined ? undefined : CALIBRATION_PROMPTS.slice(0, calibPrompts),
@@ -270,7 +276,7 @@ export async function quantize(args: string[]): Promise<number> {
   info(
     `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
       `W${wbits}A${abits}${center ? ` (inputs centred by the ${center})` : ""}` +
-      `${actGroup ? ` (a scale per ${actGroup} channels)` : ""}, ` +
+      `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}, ` +
       `${r.layers.length - q.length} FP; weights quantized in ` +
       `${(r.ms / 1000).toFixed(1)} s` +
       (r.gptqGpuLayers === undefined
@@ -293,6 +299,7 @@ export async function quantize(args: string[]): Promise<number> {
           rotations: r.rotations,
           center: r.plan.settings.center,
           actGroup: r.plan.settings.actGroup,
+          actAsym: r.plan.settings.actAsym,
           prompts: CALIBRATION_PROMPTS.slice(0, reportPrompts),
           embeds: calibEmbeds,
           steps: reportSteps,
@@ -317,6 +324,7 @@ export async function quantize(args: string[]): Promise<number> {
       gptq_gpu_layers: r.gptqGpuLayers ?? null,
       center: r.plan.settings.center ?? null,
       act_group: r.plan.settings.actGroup ?? null,
+      act_asym: r.plan.settings.actAsym ?? false,
       attention: r.plan.settings.attention,
       layers_quantized: q.length,
       layers_fp: r.layers.length - q.length,

@@ -250,10 +250,16 @@ Deno.test("quantize --center and --act-group: the plan and --json say so; --repo
   const grouped = await run("grouped", "--act-group", "32");
   assertEquals([plain.j.act_group, grouped.j.act_group], [null, 32]);
   assert(grouped.r.stderr.includes("a scale per 32 channels"), grouped.r.stderr);
+  const asym = await run("asym", "--act-group", "32", "--act-asym");
+  assertEquals([grouped.j.act_asym, asym.j.act_asym], [false, true]);
+  assert(asym.r.stderr.includes("an asymmetric scale per 32 channels"), asym.r.stderr);
   const n2 = "transformer_blocks.0.ff.net.2";
   assert(grouped.err(n2) < plain.err(n2), `grouped ${grouped.err(n2)} vs ${plain.err(n2)}`);
   for (
-    const [args, msg] of [[["--act-group", "48"], "multiple of 32"], [[
+    const [args, msg] of [[["--act-group", "48"], "multiple of 32"], [
+      ["--act-asym"],
+      "--act-asym needs --act-group",
+    ], [[
       "--abits",
       "16",
       "--act-group",

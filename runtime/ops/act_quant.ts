@@ -39,6 +39,11 @@ export interface ActQuantOptions {
    * quantized on their own Δ; default the whole token.
    */
   group?: number;
+  /**
+   * With a group: each group's levels run from its min to its max (a zero point z beside
+   * Δ: scales [2, M, K/G], the Δs then the zs); default symmetric.
+   */
+  asym?: boolean;
 }
 
 interface Params {
@@ -52,13 +57,13 @@ type Entry = "quant_rows4" | "quant_rows1" | "quant_wg" | "quant_groups" | "erro
 const WG = 64;
 const specs = new Map<string, KernelSpec<Params>>();
 
-function spec(storage: StorageType, entry: Entry, group = 0): KernelSpec<Params> {
-  const key = `${storage}:${entry}:${group}`;
+function spec(storage: StorageType, entry: Entry, group = 0, asym = false): KernelSpec<Params> {
+  const key = `${storage}:${entry}:${group}:${asym}`;
   let s = specs.get(key);
   if (!s) {
     const c = composeWgsl(src, { storage });
     s = {
-      name: `act_quant_${entry}_${storage}${group ? `_g${group}` : ""}`,
+      name: `act_quant_${entry}_${storage}${group ? `_g${group}` : ""}${asym ? "_asym" : ""}`,
       source: c.source,
       preludeLines: c.preludeLines,
       entryPoint: entry,
@@ -66,7 +71,7 @@ function spec(storage: StorageType, entry: Entry, group = 0): KernelSpec<Params>
       bindings: entry === "error_acc"
         ? ["uniform", "read", "read", "read_write"]
         : ["uniform", "read", "read_write", "read_write"],
-      constants: () => ({ WG, GROUP: group }),
+      constants: () => ({ WG, GROUP: group, ASYM: asym ? 1 : 0 }),
       uniform: {
         fields: ["u32", "u32", "u32", "u32", "u32"],
         values: (p) => [p.M, p.K, Math.ceil(p.K / 4), actQmax(p.bits), p.slot],
@@ -123,13 +128,15 @@ export function actQuant(
   checkBits(bits, "actQuant");
   const group = opts.group ?? 0;
   checkActGroup(group, K, "actQuant");
+  const asym = opts.asym ?? false;
+  if (asym && !group) throw new RangeError("actQuant: asym needs a group");
   const rt = rec.runtime;
   const version = opts.version ?? (rt.info.fallback ? "rows" : "wg");
   if (version !== "rows" && version !== "wg") {
     throw new RangeError(`actQuant: version must be "rows" or "wg", got ${version}`);
   }
   const q = createTensor(rt, [M, Math.ceil(K / 4)], "u32");
-  const scales = createTensor(rt, group ? [M, K / group] : [M], "f32");
+  const scales = createTensor(rt, group ? [...(asym ? [2] : []), M, K / group] : [M], "f32");
   if (M > 0) {
     const entry: Entry = group
       ? "quant_groups"
@@ -138,10 +145,11 @@ export function actQuant(
       : K % 4 === 0
       ? "quant_rows4"
       : "quant_rows1";
-    const s = spec(x.dtype as StorageType, entry, group);
+    const s = spec(x.dtype as StorageType, entry, group, asym);
     rec.dispatch(s, { M, K, bits, slot: 0 }, [x, q, scales]);
   }
-  return group ? { q, scales, bits, cols: K, group } : { q, scales, bits, cols: K };
+  if (!group) return { q, scales, bits, cols: K };
+  return asym ? { q, scales, bits, cols: K, group, asym } : { q, scales, bits, cols: K, group };
 }
 
 /**
@@ -155,15 +163,17 @@ export function actQuantError(
   acc: Tensor,
   slot: number,
   group = 0,
+  asym = false,
 ): void {
   const [M, K] = dims(x, "actQuantError");
   checkBits(bits, "actQuantError");
   checkActGroup(group, K, "actQuantError");
+  if (asym && !group) throw new RangeError("actQuantError: asym needs a group");
   if (acc.dtype !== "f32" || acc.size < 2 * slot + 2 || !Number.isInteger(slot) || slot < 0) {
     throw new RangeError(`actQuantError: acc must be f32 with room for slot ${slot}`);
   }
   if (M === 0) return;
-  const s = spec(x.dtype as StorageType, "error_acc", group);
+  const s = spec(x.dtype as StorageType, "error_acc", group, asym);
   rec.dispatch(s, { M, K, bits, slot }, [x, x, acc]);
 }
 

@@ -111,38 +111,39 @@ Deno.test("actQuantError accumulates Σ(x − x̂)² and Σx² per slot", gpuTes
 });
 
 Deno.test(
-  "actQuant with a scale per group: the reference's codes and scales",
+  "actQuant with a scale per group, symmetric or not: the reference's codes and scales",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
       const [M, K] = [9, 96];
       const xs = new Prng(8).normals(M * K).map((v, i) => (i % 29 === 5 ? 25 : 1) * v);
       xs.fill(0, K, K + 32); // row 1's first group all zero: Δ = 0, codes 0
-      for (const [bits, group] of [[8, 32], [4, 12], [6, 96]] as const) {
+      const cases = [[8, 32, false], [4, 12, false], [6, 96, false], [4, 32, true], [8, 12, true]];
+      for (const [bits, group, asym] of cases as [number, number, boolean][]) {
         const x = uploadTensor(rt, xs, [M, K]);
         const rec = new Recorder(rt);
-        const a = actQuant(rec, x, bits, { group });
+        const a = actQuant(rec, x, bits, { group, asym });
         await rec.submit();
-        assertEquals([a.group, a.scales.shape], [group, [M, K / group]]);
-        const ref = actQuantRef(xs, M, K, bits, group);
-        const what = `A${bits} groups of ${group}`;
+        const G = M * K / group;
+        assertEquals([a.group, a.scales.size], [group, asym ? 2 * G : G]);
+        const ref = actQuantRef(xs, M, K, bits, group, asym);
+        const what = `A${bits} groups of ${group}${asym ? " asym" : ""}`;
         checkCodes(unpackInt8((await readTensorRaw(rt, a.q)) as Uint32Array, M, K), ref, what);
         const scales = await readTensor(rt, a.scales);
+        const want = asym ? [...ref.scales, ...ref.zeros!] : ref.scales;
         for (let i = 0; i < scales.length; i++) {
-          assert(
-            Math.abs(scales[i] - ref.scales[i]) <= 1e-7 * ref.scales[i],
-            `${what}: scale ${i}`,
-          );
+          const tol = 1e-7 * Math.abs(want[i]) + (i >= G ? 1e-7 : 0); // a z may sit near 0
+          assert(Math.abs(scales[i] - want[i]) <= tol, `${what}: ${i}: ${scales[i]} vs ${want[i]}`);
         }
         if (group === 32) assertEquals(scales[K / group], 0);
         // The error accumulator groups the same way.
         const acc = createTensor(rt, [2]);
         writeTensor(rt, acc, new Float32Array(2));
         const r2 = new Recorder(rt);
-        actQuantError(r2, x, bits, acc, 0, group);
+        actQuantError(r2, x, bits, acc, 0, group, asym);
         await r2.submit();
         const got = await readTensor(rt, acc);
-        const e = actQuantErrorRef(xs, M, K, bits, group);
+        const e = actQuantErrorRef(xs, M, K, bits, group, asym);
         assert(Math.abs(got[0] - e.err) < 1e-3 * e.err, `${what}: err ${got[0]} vs ${e.err}`);
         for (const t of [x, a.q, a.scales, acc]) t.release();
       }

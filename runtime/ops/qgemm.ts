@@ -268,6 +268,8 @@ export function defaultIntVersion(rt: Runtime): QGemmIntVersion {
 /**
  * Records Y = epilogue(s_token·s_row·Σ x8·w8) for per-token int8 activations and a
  * quantized weight uploaded with integer parameters; returns Y [M, N] in `opts.dtype`.
+ * Grouped activations (`xa.group`): Y = epilogue(s_row·Σ_g s_g·Σ_{k∈g} x8·w8), and with
+ * `xa.asym` + z_g·Σ_{k∈g} w8 per group.
  */
 export function qgemmInt(
   rec: Recorder,
@@ -282,7 +284,9 @@ export function qgemmInt(
   const K4 = Math.ceil(K / 4);
   const group = xa.group ?? 0;
   const groups = group ? K / group : 1;
-  const M = xa.scales.size / groups;
+  const asym = xa.asym ?? false;
+  if (asym && !group) throw new RangeError(`${who}: asymmetric activations must be grouped`);
+  const M = xa.scales.size / groups / (asym ? 2 : 1);
   if (group && (group % 4 !== 0 || !Number.isInteger(groups))) {
     throw new RangeError(
       `${who}: activation group ${group} must be a multiple of 4 dividing K ${K}`,
@@ -326,7 +330,12 @@ export function qgemmInt(
     bits: w.bits,
     mode: w.int.mode,
   };
-  const flags = { ...flagConstants(e), RAW: opts.raw ? 1 : 0, GROUPW: group / 4 };
+  const flags = {
+    ...flagConstants(e),
+    RAW: opts.raw ? 1 : 0,
+    GROUPW: group / 4,
+    ASYM: asym ? 1 : 0,
+  };
   const bindings: KernelSpec<QParams>["bindings"] = [...GEMM_BINDINGS, "read"];
   const operands = (wi: Tensor, wq: Tensor) => [
     xa.q,

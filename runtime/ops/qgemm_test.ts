@@ -158,7 +158,7 @@ Deno.test("qgemmInt scales and applies the epilogue (f32, and f16 output)", gpuT
 });
 
 Deno.test(
-  "qgemmInt with a scale per group of channels: the reference, every version, epilogue",
+  "qgemmInt with a scale (and a zero point) per group of channels: the reference, every version",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
@@ -170,14 +170,17 @@ Deno.test(
       const lut = int8Lut(q);
       const e = epilogue(rt, c, "f32");
       const x = uploadTensor(rt, c.xs.map((v, i) => (i % 50 === 7 ? 30 : 1) * v), [37, 192]);
-      for (const group of [32, 64, 48]) {
+      const cases = [[32, false], [64, false], [48, false], [32, true], [48, true]] as const;
+      for (const [group, asym] of cases) {
         const rec = new Recorder(rt);
-        const xa = actQuant(rec, x, 6, { group });
+        const xa = actQuant(rec, x, 6, { group, asym });
         await rec.submit();
-        assertEquals(xa.scales.shape, [37, 192 / group]);
+        const G = 37 * 192 / group;
         const x8 = unpackInt8((await readTensorRaw(rt, xa.q)) as Uint32Array, 37, 192);
-        const xs = await readTensor(rt, xa.scales);
-        const ref = qgemmIntRef(x8, xs, decodeInt8(q, lut), lut.scale, 37, 29, 192, e.ref, group);
+        const sz = await readTensor(rt, xa.scales);
+        const [xs, zs] = asym ? [sz.subarray(0, G), sz.subarray(G)] : [sz, undefined];
+        const w8 = decodeInt8(q, lut);
+        const ref = qgemmIntRef(x8, xs, w8, lut.scale, 37, 29, 192, e.ref, group, zs);
         for (const [version, bkw] of [["cpu", 4], ["tiled", 4], ["tiled", 8]] as const) {
           const opts = { ...e.gpu, version, tune: { bkw } };
           if (version === "tiled" && group % (4 * bkw) !== 0) {
@@ -187,7 +190,7 @@ Deno.test(
           const r2 = new Recorder(rt);
           const y = qgemmInt(r2, xa, w, opts);
           await r2.submit();
-          const what = `group ${group}, ${version} bkw ${bkw}`;
+          const what = `group ${group}${asym ? " asym" : ""}, ${version} bkw ${bkw}`;
           assertClose(await readTensor(rt, y), ref.y, { atol: 1e-5, rtol: 1e-5, msg: what });
         }
         xa.q.release();

@@ -396,6 +396,7 @@ export class Artifact {
             transform,
             center: l.abits < 16 ? this.plan.settings.center : undefined,
             actGroup: l.abits < 16 ? this.plan.settings.actGroup : undefined,
+            actAsym: l.abits < 16 ? this.plan.settings.actAsym : undefined,
           });
         } catch (e) {
           transform?.release();

@@ -77,6 +77,8 @@ export interface QuantSettings {
    * channels quantized on their own Δ (runtime/ops/act_quant.ts). Absent: one a token.
    */
   actGroup?: number;
+  /** With `actGroup`: asymmetric groups, levels from each group's min to its max. */
+  actAsym?: boolean;
   /** Layer-name patterns kept in FP (`*` matches any run of characters). */
   keepFp: string[];
 }
@@ -225,6 +227,12 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
   if (s.actGroup !== undefined) {
     if (!isActGroup(s.actGroup)) fail(file, `${F}.settings.actGroup`, "must be a multiple of 32");
     settings.actGroup = s.actGroup as number;
+  }
+  if (s.actAsym !== undefined) {
+    if (s.actAsym !== true || !settings.actGroup) {
+      fail(file, `${F}.settings.actAsym`, "must be true, beside an actGroup");
+    }
+    settings.actAsym = true;
   }
   if (!isObj(raw.source)) fail(file, `${F}.source`, "must be an object");
   const sha256 = str(raw.source, "sha256", file, `${F}.source`);

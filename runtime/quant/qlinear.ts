@@ -84,6 +84,8 @@ export interface QuantLinearOptions {
    * quantizer (not fused). Default the whole token.
    */
   actGroup?: number;
+  /** With `actGroup`: each group's levels from its min to its max (a zero point each). */
+  actAsym?: boolean;
 }
 
 /** A linear layer with a quantized weight. */
@@ -118,6 +120,7 @@ export class QuantLinear implements Linear {
       if (opts.abits === 16) throw new RangeError(`${name}: actGroup needs quantized activations`);
       checkActGroup(opts.actGroup, q.cols, `${name}: actGroup`);
     }
+    if (opts.actAsym && !opts.actGroup) throw new RangeError(`${name}: actAsym needs actGroup`);
     this.name = name;
     this.inFeatures = q.cols;
     this.outFeatures = q.rows;
@@ -149,7 +152,7 @@ export class QuantLinear implements Linear {
     const quant = (v: Tensor): QuantizedActivations => {
       if (!group) return t ? t.applyQuant(rec, v, this.abits) : actQuant(rec, v, this.abits);
       const xt = t ? t.apply(rec, v) : v;
-      const a = actQuant(rec, xt, this.abits, { group });
+      const a = actQuant(rec, xt, this.abits, { group, asym: o.actAsym });
       if (xt !== v) xt.release();
       return a;
     };

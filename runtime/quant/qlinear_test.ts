@@ -191,12 +191,13 @@ Deno.test(
       const q = uniformQuantize(plan.transformWeight(w), { bits: 8, symmetric: true });
       const wq = uniformDequantize(q);
       const x = uploadTensor(rt, xs, [M, K]);
-      const layer = (actGroup?: number) =>
+      const layer = (actGroup?: number, actAsym?: boolean) =>
         new QuantLinear(rt, "l", q, undefined, {
           abits: 4,
           center: "mean",
           transform: plan.gpu(rt),
           actGroup,
+          actAsym,
         });
       const grouped = layer(32);
       const got = await runAndRead(rt, (r) => grouped.forward(r, x, { rowsPerSample: R }));
@@ -210,6 +211,15 @@ Deno.test(
         v + ct[Math.floor(i / (R * K)) * K + (i % K)]
       );
       assertClose(got, gemmRef(xhat, wq, M, N, K), { atol: 2e-3, rtol: 1e-4 });
+      // Asymmetric groups: x̂ = Δ·code + z per group, the same way.
+      const asym = layer(32, true);
+      const ga = await runAndRead(rt, (r) => asym.forward(r, x, { rowsPerSample: R }));
+      const aa = actQuantRef(xt, M, K, 4, 32, true);
+      const xa = actDequantRef(aa.codes, aa.scales, M, K, 32, aa.zeros).map((v, i) =>
+        v + ct[Math.floor(i / (R * K)) * K + (i % K)]
+      );
+      assertClose(ga, gemmRef(xa, wq, M, N, K), { atol: 2e-3, rtol: 1e-4 });
+      asym.release();
       // Against the float product, the groups' error is below the per-token one.
       const exact = gemmRef(plan.transformActivations(xs, M), wq, M, N, K);
       const token = layer();
@@ -226,6 +236,11 @@ Deno.test(
         () => new QuantLinear(rt, "l", q, undefined, { abits: 8, actGroup: 24 }),
         RangeError,
         "l: actGroup: group must be a multiple of 4 that divides K = 64, got 24",
+      );
+      assertThrows(
+        () => new QuantLinear(rt, "l", q, undefined, { abits: 8, actAsym: true }),
+        RangeError,
+        "l: actAsym needs actGroup",
       );
     });
   },

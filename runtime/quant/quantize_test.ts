@@ -489,26 +489,33 @@ Deno.test("a plan with activation groups round-trips and is checked", gpuTest, a
     RangeError,
     "attn1.to_k: K = 32 is not a multiple of actGroup 64",
   );
+  await assertRejects(
+    () => quantizeModel({ ...base, actAsym: true }),
+    RangeError,
+    "actAsym needs actGroup",
+  );
   const plain = await quantizeModel(base);
-  const grouped = await quantizeModel({ ...base, actGroup: 32 });
-  assertEquals(grouped.plan.settings.actGroup, 32);
+  const grouped = await quantizeModel({ ...base, actGroup: 32, actAsym: true });
+  assertEquals([grouped.plan.settings.actGroup, grouped.plan.settings.actAsym], [32, true]);
   assertEquals(plain.plan.settings.actGroup, undefined);
   const out = await tmpFile();
   await withRuntime(async (rt) => {
-    const [ep, eg] = await imageErrors(rt, out, [plain, grouped]);
+    const [ep, eg] = await imageErrors(rt, out, [plain, grouped]); // groups asymmetric
     // Only ff.net.2 (K = 128) has more than one group of 32 here, and the random fixture has
     // no outlier channels: the groups change the image a little (measured 0.0359 vs 0.0357).
     assert(eg !== ep && Math.abs(eg - ep) < 0.2 * ep, `A4: groups of 32 ${eg}, per token ${ep}`);
     const a = await openArtifact(out.replace(/model\.safetensors$/, "other1.safetensors"));
-    assertEquals(a.plan.settings.actGroup, 32);
+    assertEquals([a.plan.settings.actGroup, a.plan.settings.actAsym], [32, true]);
     a.close();
-    const bad = { ...grouped, metadata: { ...grouped.metadata } };
-    const p = JSON.parse(bad.metadata[META.plan]);
-    p.settings.actGroup = 20;
-    bad.metadata[META.plan] = JSON.stringify(p);
-    await writeArtifact(out, bad, { force: true });
-    const e = await assertRejects(() => openArtifact(out), CheckpointError);
-    assert(e.message.includes("settings.actGroup"), e.message);
+    for (const [field, value] of [["actGroup", 20], ["actAsym", "yes"]] as const) {
+      const bad = { ...grouped, metadata: { ...grouped.metadata } };
+      const p = JSON.parse(bad.metadata[META.plan]);
+      p.settings[field] = value;
+      bad.metadata[META.plan] = JSON.stringify(p);
+      await writeArtifact(out, bad, { force: true });
+      const e = await assertRejects(() => openArtifact(out), CheckpointError);
+      assert(e.message.includes(`settings.${field}`), e.message);
+    }
   });
   await Deno.remove(out.replace(/\/[^/]*$/, ""), { recursive: true });
 });

@@ -103,6 +103,8 @@ export interface ActErrorOptions {
   center?: CenterMode;
   /** The plan's channels an activation scale (quantize --act-group); default one a token. */
   actGroup?: number;
+  /** With actGroup: asymmetric groups (quantize --act-asym). */
+  actAsym?: boolean;
   /** Progress. */
   onProgress?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
 }
@@ -131,11 +133,11 @@ export async function measureActivationError(
           weightBytes: l.weightBytes,
           forward: (rec, x, e) => {
             const xt = t ? t.apply(rec, x) : x;
-            actQuantError(rec, xt, o.abits, acc, 2 * slot + 1, o.actGroup);
+            actQuantError(rec, xt, o.abits, acc, 2 * slot + 1, o.actGroup, o.actAsym);
             if (o.center && e?.rowsPerSample !== undefined) {
               const c = centerActivations(rec, x, e.rowsPerSample, o.center);
               const ct = t ? t.apply(rec, c.centred) : c.centred;
-              actQuantError(rec, ct, o.abits, acc, 2 * slot, o.actGroup);
+              actQuantError(rec, ct, o.abits, acc, 2 * slot, o.actGroup, o.actAsym);
               centred.add(slot);
               if (ct !== c.centred) ct.release();
               c.centred.release();

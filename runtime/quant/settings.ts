@@ -78,6 +78,7 @@ export function resolveSettings(
     }
     if (!integer) throw new RangeError("actGroup needs quantized activations (abits below 16)");
   }
+  if (o.actAsym && !o.actGroup) throw new RangeError("actAsym needs actGroup");
   return {
     quantizer: o.quantizer,
     wbits: o.wbits,
@@ -92,6 +93,7 @@ export function resolveSettings(
     ...(o.abitsOverride?.length ? { abitsOverride: o.abitsOverride.map((v) => ({ ...v })) } : {}),
     ...(o.center ? { center: o.center } : {}),
     ...(o.actGroup ? { actGroup: o.actGroup } : {}),
+    ...(o.actAsym ? { actAsym: true } : {}),
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
 }

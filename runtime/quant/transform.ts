@@ -24,6 +24,8 @@ export interface QuantizedActivations {
   cols: number;
   /** Channels a scale when grouped (a multiple of 4 dividing K); absent: the whole token. */
   group?: number;
+  /** Grouped and asymmetric: scales is [2, M, K/group], the Δs then the zero points z. */
+  asym?: boolean;
 }
 
 /** The online side of a layer's input transform, on the GPU. */

@@ -2,7 +2,10 @@
  * CPU reference of the per-token activation quantizer (wgsl/act_quant.wgsl), step for
  * step in f32: Δ_t = max|x_t| / qmax, inv = 1/Δ_t (0 for a zero row),
  * q = clamp(round_half_even(x·inv), −qmax − 1, qmax), qmax = 2^(b−1) − 1. With a group
- * size G (a divisor of K), each run of G channels of a token has its own Δ (scales [M, K/G]).
+ * size G (a divisor of K), each run of G channels of a token has its own Δ (scales [M, K/G]);
+ * asymmetric groups spread 2^b levels from the group's min lo to its max:
+ * Δ = (max − lo)/(2^b − 1), code = clamp(round((x − lo)/Δ), 0, 2^b − 1) − 2^(b−1),
+ * x̂ = Δ·code + z, z = lo + 2^(b−1)·Δ (wgsl/act_quant.wgsl's quant_groups with ASYM).
  *
  * @module
  */
@@ -26,6 +29,8 @@ export interface ActQuantRef {
   scales: Float32Array;
   /** x·inv before rounding [M, K] (tests use it to spot rounding ties). */
   scaled: Float32Array;
+  /** Asymmetric: each group's z (x̂ = Δ·code + z), [M, K/G]. */
+  zeros?: Float32Array;
 }
 
 /** qmax = 2^(bits−1) − 1 of an activation bit width (4, 6 or 8). */
@@ -40,6 +45,7 @@ export function actQuantRef(
   K: number,
   bits: number,
   group = 0,
+  asym = false,
 ): ActQuantRef {
   const qmax = actQmax(bits);
   const G = group || K;
@@ -47,8 +53,24 @@ export function actQuantRef(
   const codes = new Int8Array(M * K);
   const scales = new Float32Array(M * (K / G));
   const scaled = new Float32Array(M * K);
+  const zeros = asym ? new Float32Array(M * (K / G)) : undefined;
   for (let s = 0; s < scales.length; s++) {
     const k0 = s * G; // rows are whole groups, so group s starts at element s·G
+    if (zeros) {
+      let lo = x[k0];
+      let hi = x[k0];
+      for (let k = k0; k < k0 + G; k++) [lo, hi] = [Math.min(lo, x[k]), Math.max(hi, x[k])];
+      const delta = f(f(hi - lo) / (2 * qmax + 1));
+      const inv = delta > 0 ? f(1 / delta) : 0;
+      scales[s] = delta;
+      zeros[s] = f(lo + f((qmax + 1) * delta));
+      for (let k = k0; k < k0 + G; k++) {
+        const t = f(f(x[k] - lo) * inv);
+        scaled[k] = t;
+        codes[k] = Math.min(2 * qmax + 1, Math.max(0, roundHalfEven(t))) - qmax - 1;
+      }
+      continue;
+    }
     let amax = 0;
     for (let k = k0; k < k0 + G; k++) amax = Math.max(amax, Math.abs(x[k]));
     const delta = f(amax / qmax);
@@ -60,20 +82,24 @@ export function actQuantRef(
       codes[k] = Math.min(qmax, Math.max(-qmax - 1, roundHalfEven(t)));
     }
   }
-  return { codes, words: packInt8(codes, M, K), scales, scaled };
+  return { codes, words: packInt8(codes, M, K), scales, scaled, ...(zeros ? { zeros } : {}) };
 }
 
-/** x̂ = Δ·q, [M, K] (Δ a token's, or its group's of `group` channels). */
+/** x̂ = Δ·q, [M, K] (Δ a token's, or its group's of `group` channels); + z if asymmetric. */
 export function actDequantRef(
   codes: Int8Array,
   scales: Float32Array,
   M: number,
   K: number,
   group = 0,
+  zeros?: Float32Array,
 ): Float32Array {
   const G = group || K;
   const out = new Float32Array(M * K);
-  for (let i = 0; i < M * K; i++) out[i] = scales[Math.floor(i / G)] * codes[i];
+  for (let i = 0; i < M * K; i++) {
+    const g = Math.floor(i / G);
+    out[i] = zeros ? f(f(scales[g] * codes[i]) + zeros[g]) : scales[g] * codes[i];
+  }
   return out;
 }
 
@@ -84,9 +110,10 @@ export function actQuantErrorRef(
   K: number,
   bits: number,
   group = 0,
+  asym = false,
 ): { err: number; sum: number } {
-  const r = actQuantRef(x, M, K, bits, group);
-  const h = actDequantRef(r.codes, r.scales, M, K, group);
+  const r = actQuantRef(x, M, K, bits, group, asym);
+  const h = actDequantRef(r.codes, r.scales, M, K, group, r.zeros);
   let err = 0;
   let sum = 0;
   for (let i = 0; i < M * K; i++) {

@@ -284,7 +284,8 @@ export interface QGemmIntRef {
 /**
  * Y = epilogue(s_token·s_row·Σ x8·w8) for int8 activations x8 [M, K] with scales [M] and
  * int8 weights w8 [N, K] with row scales [N]. With `group`, x8's scales are per group of
- * `group` channels ([M, K/group]): Y = epilogue(s_row·Σ_g s_g·Σ_{k∈g} x8·w8), summed in f32.
+ * `group` channels ([M, K/group]): Y = epilogue(s_row·Σ_g s_g·Σ_{k∈g} x8·w8), summed in f32;
+ * with `zeros` (asymmetric groups, [M, K/group]) each group adds z_g·Σ_{k∈g} w8 too.
  */
 export function qgemmIntRef(
   x8: Int8Array,
@@ -296,6 +297,7 @@ export function qgemmIntRef(
   K: number,
   opts: GemmRefOptions = {},
   group = 0,
+  zeros?: Float32Array,
 ): QGemmIntRef {
   const acc = new Int32Array(M * N);
   const scaled = new Float32Array(M * N);
@@ -307,9 +309,15 @@ export function qgemmIntRef(
       let y = 0; // per group: the i32 sum times the group's scale, summed in f32
       for (let g = 0; g < K / G; g++) {
         let s = 0;
-        for (let k = g * G; k < (g + 1) * G; k++) s += x8[m * K + k] * w8[n * K + k];
+        let ws = 0; // Σ w8 over the group, for the zero point
+        for (let k = g * G; k < (g + 1) * G; k++) {
+          s += x8[m * K + k] * w8[n * K + k];
+          ws += w8[n * K + k];
+        }
         total += s;
-        y = group ? f(y + f(s * xScale[m * (K / G) + g])) : f(s * xScale[m]);
+        const i = m * (K / G) + g;
+        y = group ? f(y + f(s * xScale[i])) : f(s * xScale[m]);
+        if (zeros) y = f(y + f(ws * zeros[i]));
       }
       acc[m * N + n] = total;
       scaled[m * N + n] = f(y * wScale[n]);
