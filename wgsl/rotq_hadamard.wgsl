@@ -8,11 +8,16 @@
 // Rows wider than workgroup memory (FLUX's 12288-wide MLP input) go through in chunks of
 // CHUNK columns (whole blocks: butterflies never cross a block); when quantizing, each
 // chunk's rotated values are parked in the scratch z until the row's absmax is known.
+// With GROUP > 0 each run of GROUP rotated values gets its own scale (act_quant.wgsl's
+// quant_groups, same arithmetic: scales [M, K/GROUP], and with ASYM the zero points after
+// them), a thread a group.
 override WG: u32 = 128u;      // threads (a power of two)
 override BLOCK: u32 = 128u;   // Hadamard block (a power of two dividing K)
 override CHUNK: u32 = 1152u;  // columns in workgroup memory at once: K, or a multiple of BLOCK
 override QUANT: bool = true;  // write codes + scales (else the rotated row)
 override BITS: u32 = 8u;      // activation bits (codes in [−2^(BITS−1), 2^(BITS−1) − 1])
+override GROUP: u32 = 0u;     // values a scale (a multiple of 4 dividing K); 0: the row
+override ASYM: bool = false;  // grouped: levels from each group's min to its max
 
 struct Params { M: u32, K: u32, words: u32, pad: u32 }
 
@@ -86,6 +91,11 @@ fn main(
   }
   if (!QUANT) { return; }
   storageBarrier(); // z as written by every thread of the row (chunked rows)
+  workgroupBarrier(); // and buf, for the grouped path's threads reading others' values
+  if (GROUP > 0u) {
+    quant_groups(row, base, chunked, lid);
+    return;
+  }
 
   // Row absmax: the per-thread maxima, then a tree over the workgroup.
   red[lid] = m;
@@ -113,5 +123,47 @@ fn main(
       }
     }
     codes[row * p.words + w] = word;
+  }
+}
+
+// The rotated value at column k of this row (workgroup memory, or z for chunked rows).
+fn rotated(base: u32, k: u32, chunked: bool) -> f32 {
+  if (chunked) { return z[base + k]; }
+  return buf[k];
+}
+
+// Grouped quantization of the rotated row, a thread a group (see the header).
+fn quant_groups(row: u32, base: u32, chunked: bool, lid: u32) {
+  let ng = p.K / GROUP;
+  let qmax = f32((1u << (BITS - 1u)) - 1u);
+  for (var g = lid; g < ng; g += WG) {
+    let k0 = g * GROUP;
+    var lo = rotated(base, k0, chunked);
+    var hi = lo;
+    var amax = 0.0;
+    for (var k = k0; k < k0 + GROUP; k++) {
+      let v = rotated(base, k, chunked);
+      lo = min(lo, v);
+      hi = max(hi, v);
+      amax = max(amax, abs(v));
+    }
+    var delta = amax / qmax;
+    var inv = select(0.0, 1.0 / delta, amax > 0.0);
+    if (ASYM) {
+      delta = (hi - lo) / (2.0 * qmax + 1.0);
+      inv = select(0.0, 1.0 / delta, delta > 0.0);
+      scales[p.M * ng + row * ng + g] = lo + (qmax + 1.0) * delta;
+    }
+    scales[row * ng + g] = delta;
+    for (var w = k0 / 4u; w < (k0 + GROUP) / 4u; w++) {
+      var word = 0u;
+      for (var i = 0u; i < 4u; i++) {
+        let v = rotated(base, 4u * w + i, chunked);
+        var c = clamp(round(v * inv), -qmax - 1.0, qmax);
+        if (ASYM) { c = clamp(round((v - lo) * inv), 0.0, 2.0 * qmax + 1.0) - qmax - 1.0; }
+        word |= (u32(i32(c)) & 0xffu) << (8u * i);
+      }
+      codes[row * p.words + w] = word;
+    }
   }
 }

@@ -23,6 +23,7 @@ import { createTensor, readTensor, type Tensor, uploadTensor } from "../gpu/tens
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { isPowerOfTwo } from "../reference/hadamard.ts";
 import { qmaxOf } from "../reference/rotq.ts";
+import { checkActGroup } from "./act_quant.ts";
 import {
   dummy,
   type OutlierKernelOptions,
@@ -73,6 +74,9 @@ interface Params {
   bits: number;
   wg: number;
   rows: number;
+  /** Hadamard: values a scale (0: the row), and asymmetric groups. */
+  group?: number;
+  asym?: boolean;
 }
 
 const hadSpecs = new Map<StorageType, KernelSpec<Params>>();
@@ -88,6 +92,8 @@ function hadamardSpec(storage: StorageType): KernelSpec<Params> {
         CHUNK: p.chunk ?? p.K,
         QUANT: p.quant ? 1 : 0,
         BITS: p.bits,
+        GROUP: p.group ?? 0,
+        ASYM: p.asym ? 1 : 0,
       }),
       uniform: (p) => [p.M, p.K, p.words, 0],
       dispatch: (p) => grid1d(p.M),
@@ -156,6 +162,10 @@ function hadamardThreads(K: number): number {
 export interface HadamardKernelOptions {
   /** At most this many columns in workgroup memory at once (rounded down to whole blocks). */
   chunk?: number;
+  /** Quantize each run of `group` rotated values on its own scale (actQuant's `group`). */
+  group?: number;
+  /** With a group: asymmetric levels (actQuant's `asym`). */
+  asym?: boolean;
 }
 
 /**
@@ -180,11 +190,15 @@ function recordHadamard(
   t: HadamardTransformTensors,
   quant: boolean,
   bits: number,
-  chunkCap?: number,
+  o: HadamardKernelOptions = {},
 ): { codes?: Tensor; scales?: Tensor; y?: Tensor; M: number; K: number } {
   const what = quant ? "rotqHadamard" : "rotateHadamard";
   const { M, K } = shapeOf(x, t.s, t.block, what);
   checkBits(bits);
+  const group = o.group ?? 0;
+  checkActGroup(group, K, what);
+  if (o.asym && !group) throw new RangeError(`${what}: asym needs a group`);
+  const chunkCap = o.chunk;
   const rt = rec.runtime;
   const wg = hadamardThreads(K);
   const chunk = hadamardChunk(K, t.block, wg, workgroupBytes(rt), chunkCap);
@@ -195,14 +209,15 @@ function recordHadamard(
   }
   const words = Math.ceil(K / 4);
   const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
-  const scales = quant ? createTensor(rt, [M], "f32") : undefined;
+  const groups = group ? [...(o.asym ? [2] : []), M, K / group] : [M];
+  const scales = quant ? createTensor(rt, groups, "f32") : undefined;
   const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
   // Rows past workgroup memory: rotated chunks wait in z for the row's scale.
   const z = quant && chunk < K ? createTensor(rt, [M, K], "f32") : undefined;
   if (M > 0) {
     rec.dispatch(
       hadamardSpec(x.dtype as StorageType),
-      { M, K, chunk, words, block: t.block, quant, bits, wg, rows: 1 },
+      { M, K, chunk, words, block: t.block, quant, bits, wg, rows: 1, group, asym: o.asym },
       [
         x,
         t.s,
@@ -228,8 +243,10 @@ export function rotqHadamard(
   bits = 8,
   opts: HadamardKernelOptions = {},
 ): QuantizedActivations {
-  const r = recordHadamard(rec, x, t, true, bits, opts.chunk);
-  return { q: r.codes!, scales: r.scales!, bits, cols: r.K };
+  const r = recordHadamard(rec, x, t, true, bits, opts);
+  const qa = { q: r.codes!, scales: r.scales!, bits, cols: r.K };
+  if (!opts.group) return qa;
+  return opts.asym ? { ...qa, group: opts.group, asym: true } : { ...qa, group: opts.group };
 }
 
 /** Records x [..., K] → x ⊙ s · blockdiag(H) (same shape and dtype), no quantization. */
@@ -239,7 +256,7 @@ export function rotateHadamard(
   t: HadamardTransformTensors,
   opts: HadamardKernelOptions = {},
 ): Tensor {
-  return recordHadamard(rec, x, t, false, 8, opts.chunk).y!;
+  return recordHadamard(rec, x, t, false, 8, { chunk: opts.chunk }).y!;
 }
 /** Rows per workgroup of the outlier kernel: 4, 2 or 1, as workgroup memory allows. */
 export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): number {

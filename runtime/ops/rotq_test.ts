@@ -19,6 +19,7 @@ import {
   rotqOutlier,
 } from "./rotq.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
+import { actQuantRef } from "../reference/act_quant.ts";
 
 /** Activations with a few salient channels (×40) and a zero row. */
 function activations(M: number, K: number, seed: number, f16 = false): Float32Array {
@@ -101,6 +102,46 @@ Deno.test(
         const ref = quantizeRows(v, M, K, bits);
         assertQuantEqual(await readQuant(rt, q, M, K), ref, `hadamard ${what}`);
         if (M > 2) assertEquals(ref.scales[2], 0, "the zero row has scale 0");
+      }
+    });
+  },
+);
+
+Deno.test(
+  "rotqHadamard with a scale per group (symmetric or not): actQuant's codes of the rotated rows",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // [M, K, block, bits, group, asym, chunk]: whole rows and chunked (z) rows.
+      const cases: [number, number, number, number, number, boolean, number?][] = [
+        [9, 96, 32, 4, 32, false],
+        [9, 96, 32, 4, 32, true],
+        [5, 320, 64, 8, 64, true, 128],
+        [3, 384, 128, 6, 16, false, 256],
+      ];
+      for (const [M, K, block, bits, group, asym, chunk] of cases) {
+        const x = activations(M, K, M + K + 1);
+        const s = preMultiplier(K, block, K + 1);
+        const xt = uploadTensor(rt, x, [M, K]);
+        const rec = new Recorder(rt);
+        const q = rotqHadamard(rec, xt, { s: uploadTensor(rt, s, [K]), block }, bits, {
+          group,
+          asym,
+          chunk,
+        });
+        await rec.submit();
+        const what = `${M}×${K}/${block} A${bits} groups of ${group}${asym ? " asym" : ""}`;
+        assertEquals([q.group, q.asym ?? false], [group, asym], what);
+        const ref = actQuantRef(rotateHadamardRef(x, M, K, s, block), M, K, bits, group, asym);
+        const got = await readQuant(rt, q, M, K);
+        for (let i = 0; i < ref.codes.length; i++) {
+          assert(
+            got.codes[i] === ref.codes[i],
+            `${what}: code ${i} ${got.codes[i]} vs ${ref.codes[i]}`,
+          );
+        }
+        const want = asym ? [...ref.scales, ...ref.zeros!] : Array.from(ref.scales);
+        assertEquals(Array.from(got.scales), want, `${what}: scales`);
       }
     });
   },

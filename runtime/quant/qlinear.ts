@@ -80,8 +80,9 @@ export interface QuantLinearOptions {
   /**
    * Channels an activation scale: each token's runs of `actGroup` input channels (a
    * multiple of 4 dividing K; of the 16- or 32-channel tiles on GPUs, so a multiple of 32
-   * fits every path) get their own Δ; the input transform then runs apart from the
-   * quantizer (not fused). Default the whole token.
+   * fits every path) get their own Δ; fused with the input transform where its kernel has
+   * it (`applyQuantGrouped`: the Hadamard one), else the transform runs first. Default the
+   * whole token.
    */
   actGroup?: number;
   /** With `actGroup`: each group's levels from its min to its max (a zero point each). */
@@ -151,8 +152,10 @@ export class QuantLinear implements Linear {
     const group = o.actGroup;
     const quant = (v: Tensor): QuantizedActivations => {
       if (!group) return t ? t.applyQuant(rec, v, this.abits) : actQuant(rec, v, this.abits);
+      const asym = o.actAsym ?? false;
+      if (t?.applyQuantGrouped) return t.applyQuantGrouped(rec, v, this.abits, group, asym);
       const xt = t ? t.apply(rec, v) : v;
-      const a = actQuant(rec, xt, this.abits, { group, asym: o.actAsym });
+      const a = actQuant(rec, xt, this.abits, { group, asym });
       if (xt !== v) xt.release();
       return a;
     };

@@ -313,6 +313,17 @@ class GpuHadamardTransform implements ActivationTransform {
     return rotqHadamard(rec, x, this.#t, bits);
   }
 
+  applyQuantGrouped(
+    rec: Recorder,
+    x: Tensor,
+    bits: number,
+    group: number,
+    asym: boolean,
+  ): QuantizedActivations {
+    if (this.name === "none") return actQuant(rec, x, bits, { group, asym });
+    return rotqHadamard(rec, x, this.#t, bits, { group, asym });
+  }
+
   release(): void {
     this.#t.s.release();
   }
