@@ -23,7 +23,7 @@
 import { parsePromptList } from "../runtime/eval/eval.ts";
 import { CALIBRATION_PROMPTS } from "../runtime/quant/calibrate.ts";
 import { PARO_CALIBRATION_PROMPTS } from "../plugins/attention/paro.ts";
-import type { AbitsOverride } from "../runtime/quant/plan.ts";
+import { type AbitsOverride, isActGroup } from "../runtime/quant/plan.ts";
 import { CENTER_MODES, type CenterMode } from "../runtime/reference/act_center.ts";
 
 /** One setting of the matrix (the key of an ablation row, BENCHMARKS.md's names). */
@@ -179,10 +179,10 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
   }
   if (r.act_group !== undefined) {
     const g = r.act_group;
-    if (typeof g !== "number" || !Number.isInteger(g) || g < 32 || g % 32) {
-      fail(file, `${field}.act_group`, `must be a multiple of 32, got ${JSON.stringify(g)}`);
+    if (!isActGroup(g)) {
+      fail(file, `${field}.act_group`, `must be a multiple of 16, got ${JSON.stringify(g)}`);
     }
-    s.act_group = g;
+    s.act_group = g as number;
   }
   if (r.act_asym !== undefined) {
     if (r.act_asym !== true || !s.act_group) {

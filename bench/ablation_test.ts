@@ -83,8 +83,8 @@ Deno.test("matrix: bad fields are named", async () => {
     ],
     [{ rows: [{ center: "mean" }] }, "rows[0] fp32 takes no wbits, abits, rotation, gptq"],
     [
-      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, act_group: 48 }] },
-      "rows[0].act_group must be a multiple of 32, got 48",
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, act_group: 24 }] },
+      "rows[0].act_group must be a multiple of 16, got 24",
     ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, act_asym: true }] },

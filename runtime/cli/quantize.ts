@@ -9,7 +9,7 @@ import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/devic
 import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
 import { ABITS } from "../quant/qlinear.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
-import { type AbitsOverride, DEFAULT_KEEP_FP, FLUX_KEEP_FP } from "../quant/plan.ts";
+import { type AbitsOverride, DEFAULT_KEEP_FP, FLUX_KEEP_FP, isActGroup } from "../quant/plan.ts";
 import { quantizeModel, type QuantizeOptions, writeArtifact } from "../quant/quantize.ts";
 import type { RotationKind } from "../quant/rotation.ts";
 import { formatReport, measureActivationError } from "../quant/report.ts";
@@ -52,7 +52,7 @@ export const QUANTIZE_USAGE =
                           and add the centre's product with the weight back in float (one
                           small weight-only GEMM a layer); an offset all tokens share, such as
                           adaLN's shift, then no longer sets every token's scale
-  --act-group G           a multiple of 32: quantize each token's runs of G input channels on
+  --act-group G           a multiple of 16: quantize each token's runs of G input channels on
                           their own scale instead of one a token (finer, dearer: the integer
                           GEMM rescales its sums every G channels and rotations run unfused)
   --act-asym              with --act-group: each group's levels from its min to its max (a zero
@@ -201,9 +201,9 @@ export async function quantize(args: string[]): Promise<number> {
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
   const center = o.optionalChoice("center", CENTER_MODES);
-  const actGroup = o.optionalNumber("act-group", { min: 32, integer: true });
-  if (actGroup !== undefined && actGroup % 32 !== 0) {
-    throw new UsageError(`--act-group must be a multiple of 32, got ${actGroup}`);
+  const actGroup = o.optionalNumber("act-group", { min: 16, integer: true });
+  if (actGroup !== undefined && !isActGroup(actGroup)) {
+    throw new UsageError(`--act-group must be a multiple of 16, got ${actGroup}`);
   }
   if (actGroup !== undefined && abits === 16) {
     throw new UsageError("--act-group needs --abits 4, 6 or 8");

@@ -256,7 +256,7 @@ Deno.test("quantize --center and --act-group: the plan and --json say so; --repo
   const n2 = "transformer_blocks.0.ff.net.2";
   assert(grouped.err(n2) < plain.err(n2), `grouped ${grouped.err(n2)} vs ${plain.err(n2)}`);
   for (
-    const [args, msg] of [[["--act-group", "48"], "multiple of 32"], [
+    const [args, msg] of [[["--act-group", "24"], "multiple of 16"], [
       ["--act-asym"],
       "--act-asym needs --act-group",
     ], [[

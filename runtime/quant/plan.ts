@@ -73,7 +73,7 @@ export interface QuantSettings {
    */
   center?: CenterMode;
   /**
-   * Channels an activation scale (a multiple of 32): each token's runs of `actGroup` input
+   * Channels an activation scale (a multiple of 16): each token's runs of `actGroup` input
    * channels quantized on their own Δ (runtime/ops/act_quant.ts). Absent: one a token.
    */
   actGroup?: number;
@@ -83,9 +83,12 @@ export interface QuantSettings {
   keepFp: string[];
 }
 
-/** Whether `g` is a valid {@linkcode QuantSettings.actGroup}: a positive multiple of 32. */
+/**
+ * Whether `g` is a valid {@linkcode QuantSettings.actGroup}: a positive multiple of 16 (the
+ * integer GEMM's K tile on GPUs, which a group must not split).
+ */
 export function isActGroup(g: unknown): boolean {
-  return typeof g === "number" && Number.isInteger(g) && g >= 32 && g % 32 === 0;
+  return typeof g === "number" && Number.isInteger(g) && g >= 16 && g % 16 === 0;
 }
 
 /** One layer of a plan. */
@@ -225,7 +228,7 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
     settings.center = s.center as CenterMode;
   }
   if (s.actGroup !== undefined) {
-    if (!isActGroup(s.actGroup)) fail(file, `${F}.settings.actGroup`, "must be a multiple of 32");
+    if (!isActGroup(s.actGroup)) fail(file, `${F}.settings.actGroup`, "must be a multiple of 16");
     settings.actGroup = s.actGroup as number;
   }
   if (s.actAsym !== undefined) {

@@ -79,8 +79,8 @@ export interface QuantLinearOptions {
   center?: CenterMode;
   /**
    * Channels an activation scale: each token's runs of `actGroup` input channels (a
-   * multiple of 4 dividing K; of the 16- or 32-channel tiles on GPUs, so a multiple of 32
-   * fits every path) get their own Δ; fused with the input transform where its kernel has
+   * multiple of 4 dividing K; on GPUs of the integer GEMM's 16-channel tile: plans take
+   * multiples of 16) get their own Δ; fused with the input transform where its kernel has
    * it (`applyQuantGrouped`: the Hadamard one), else the transform runs first. Default the
    * whole token.
    */

@@ -479,9 +479,9 @@ Deno.test("a plan with activation groups round-trips and is checked", gpuTest, a
     "actGroup needs quantized activations",
   );
   await assertRejects(
-    () => quantizeModel({ ...base, actGroup: 48 }),
+    () => quantizeModel({ ...base, actGroup: 24 }),
     RangeError,
-    "actGroup must be a multiple of 32, got 48",
+    "actGroup must be a multiple of 16, got 24",
   );
   // The fixture's hidden width is 32: groups of 64 do not divide its q/k/v inputs.
   await assertRejects(

@@ -74,7 +74,7 @@ export function resolveSettings(
   }
   if (o.actGroup !== undefined) {
     if (!isActGroup(o.actGroup)) {
-      throw new RangeError(`actGroup must be a multiple of 32, got ${o.actGroup}`);
+      throw new RangeError(`actGroup must be a multiple of 16, got ${o.actGroup}`);
     }
     if (!integer) throw new RangeError("actGroup needs quantized activations (abits below 16)");
   }
