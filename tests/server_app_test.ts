@@ -363,6 +363,11 @@ Deno.test("server models: plan names", () => {
     planName({ ...base, density: null, abitsOverride: [{ pattern: "*", abits: 16 }] }),
     "w4a8-tlq-mixed",
   );
+  assertEquals(
+    planName({ ...base, density: null, center: "mean", actGroup: 16, actAsym: true }),
+    "w4a8-tlq-centred-mean-g16asym",
+  );
+  assertEquals(planName({ ...base, density: null, actGroup: 32 }), "w4a8-tlq-g32");
 });
 
 Deno.test("server app: bearer auth, CORS", gpuTest, async (t) => {

@@ -176,10 +176,15 @@ export function planName(s: {
   density: number | null;
   gptq?: boolean;
   abitsOverride?: readonly unknown[];
+  center?: string;
+  actGroup?: number;
+  actAsym?: boolean;
 }): string {
   let n = `w${s.wbits}a${s.abits}-${s.quantizer}`;
   if (s.gptq) n += "-gptq"; // else a GPTQ artifact's id would clash with its plain twin's
   if (s.abitsOverride?.length) n += "-mixed"; // some layers at other activation bits
+  if (s.center) n += `-centred-${s.center}`; // likewise the activation quantizer's variants
+  if (s.actGroup) n += `-g${s.actGroup}${s.actAsym ? "asym" : ""}`;
   if (s.rotation !== "none") n += `-${s.rotation}`;
   if (s.attention !== "dense") n += `-${s.attention}${s.density ?? ""}`;
   return n;
