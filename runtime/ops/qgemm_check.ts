@@ -100,5 +100,59 @@ export async function qgemmSelfCheck(rt: Runtime): Promise<CheckResult[]> {
     w.release();
     x.release();
   }
+  out.push(await groupedCheck(rt));
   return out;
+}
+
+/** The integer GEMM with asymmetric activation groups of 16 (quantize --act-group 16 --act-asym). */
+async function groupedCheck(rt: Runtime): Promise<CheckResult> {
+  const [M, N, K, group] = [19, 37, 96, 16];
+  const g = new Prng(29);
+  const xs = g.normals(M * K).map((v, i) => (i % 31 === 4 ? 20 : 1) * v + 0.5);
+  const q = tlqQuantize({ data: g.normals(N * K).map((v) => v / Math.sqrt(K)), rows: N, cols: K }, {
+    bits: 4,
+    etas: [0.02],
+    percentiles: [0.999],
+  });
+  const w = uploadQWeight(rt, q, { a16: false, int: true });
+  const x = uploadTensor(rt, xs, [M, K]);
+  try {
+    const rec = new Recorder(rt);
+    const xa = actQuant(rec, x, 4, { group, asym: true });
+    const y = qgemmInt(rec, xa, w);
+    await rec.submit();
+    const G = M * K / group;
+    const sz = await readTensor(rt, xa.scales);
+    const lut = int8Lut(q);
+    const ref = qgemmIntRef(
+      unpackInt8((await readTensorRaw(rt, xa.q)) as Uint32Array, M, K),
+      sz.subarray(0, G),
+      decodeInt8(q, lut),
+      lut.scale,
+      M,
+      N,
+      K,
+      {},
+      group,
+      sz.subarray(G),
+    );
+    const got = await readTensor(rt, y);
+    let err = 0;
+    for (let i = 0; i < got.length; i++) {
+      const d = Math.abs(got[i] - ref.y[i]) / (1 + Math.abs(ref.y[i]));
+      if (!(d <= err)) err = d;
+    }
+    if (Number.isNaN(err)) err = Infinity;
+    for (const t of [xa.q, xa.scales, y]) t.release();
+    return {
+      name: `qgemm_int_${defaultIntVersion(rt)}_w4a4_g16_asym`,
+      ok: err <= 1e-5,
+      maxError: err,
+      tolerance: 1e-5,
+      note: "activation groups of 16 with zero points; error relative to 1 + |y|",
+    };
+  } finally {
+    w.release();
+    x.release();
+  }
 }
