@@ -1,0 +1,21 @@
+import { assert } from "../../tests/assert.ts";
+import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import { runSelfChecks } from "./selfcheck.ts";
+
+Deno.test(
+  "doctor's self-checks: every kernel family agrees with its CPU reference",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const results = await runSelfChecks(rt);
+      assert(results.length >= 15, `only ${results.length} checks ran`);
+      const bad = results.filter((r) => !r.ok);
+      assert(
+        bad.length === 0,
+        bad.map((r) => `${r.name}: error ${r.maxError} > ${r.tolerance} (${r.note ?? ""})`).join(
+          "; ",
+        ),
+      );
+    });
+  },
+);
