@@ -16,6 +16,11 @@ import { actDequantRef, actQuantRef } from "../reference/act_quant.ts";
 import { gemmRef } from "../reference/gemm.ts";
 import { type ActBits, IdentityTransform, QuantLinear } from "./qlinear.ts";
 
+/** The value of per-sample rows c [S, K] at element i of x [S·R, K] (its sample's row). */
+function perSample(c: Float32Array, R: number, K: number, i: number): number {
+  return c[Math.floor(i / (R * K)) * K + (i % K)];
+}
+
 Deno.test(
   "QuantLinear: A16 equals X·Ŵᵀ + b; A8 through the identity transform equals the default",
   gpuTest,
@@ -88,7 +93,7 @@ Deno.test(
       const g = new Prng(11);
       // Every channel of a sample carries an offset 3× its spread, as adaLN's shift gives.
       const off = g.normals(S * K).map((v) => 3 * v);
-      const xs = g.normals(M * K).map((v, i) => v + off[Math.floor(i / (R * K)) * K + (i % K)]);
+      const xs = g.normals(M * K).map((v, i) => v + perSample(off, R, K, i));
       const bias = g.normals(N);
       const q = uniformQuantize({ data: g.normals(N * K), rows: N, cols: K }, {
         bits: 8,
@@ -104,11 +109,9 @@ Deno.test(
       const same = await runAndRead(rt, (r) => centred.forward(r, x));
       // CPU: per sample the midrange c, x − c per token at 8 bits, + c, through Ŵ.
       const c = actCentresRef(xs, R, K, "midrange");
-      const xc = xs.map((v, i) => Math.fround(v - c[Math.floor(i / (R * K)) * K + (i % K)]));
+      const xc = xs.map((v, i) => Math.fround(v - perSample(c, R, K, i)));
       const a = actQuantRef(xc, M, K, 8);
-      const xhat = actDequantRef(a.codes, a.scales, M, K).map((v, i) =>
-        v + c[Math.floor(i / (R * K)) * K + (i % K)]
-      );
+      const xhat = actDequantRef(a.codes, a.scales, M, K).map((v, i) => v + perSample(c, R, K, i));
       const ref = gemmRef(xhat, wq, M, N, K, { bias });
       assertClose(got, ref, { atol: 1e-3, rtol: 1e-4 });
       // Against the float product, centring cuts the error of the shared offset.
@@ -140,7 +143,7 @@ Deno.test(
       const M = S * R;
       const g = new Prng(12);
       const off = g.normals(S * K).map((v) => 3 * v);
-      const xs = g.normals(M * K).map((v, i) => v + off[Math.floor(i / (R * K)) * K + (i % K)]);
+      const xs = g.normals(M * K).map((v, i) => v + perSample(off, R, K, i));
       const w = { data: g.normals(N * K), rows: N, cols: K };
       const plan = planHadamard({
         name: "l",
@@ -157,12 +160,10 @@ Deno.test(
       const got = await runAndRead(rt, (r) => layer.forward(r, x, { rowsPerSample: R }));
       // CPU: Q((x − c)·T) + c·T, through the rotated Ŵ.
       const c = actCentresRef(xs, R, K, "midrange");
-      const xc = xs.map((v, i) => Math.fround(v - c[Math.floor(i / (R * K)) * K + (i % K)]));
+      const xc = xs.map((v, i) => Math.fround(v - perSample(c, R, K, i)));
       const a = plan.quantizeActivations(xc, M, 8);
       const ct = plan.transformActivations(c, S);
-      const xhat = actDequantRef(a.codes, a.scales, M, K).map((v, i) =>
-        v + ct[Math.floor(i / (R * K)) * K + (i % K)]
-      );
+      const xhat = actDequantRef(a.codes, a.scales, M, K).map((v, i) => v + perSample(ct, R, K, i));
       assertClose(got, gemmRef(xhat, uniformDequantize(q), M, N, K), { atol: 1e-3, rtol: 1e-4 });
       layer.release();
     });
@@ -180,7 +181,7 @@ Deno.test(
       const off = g.normals(S * K).map((v) => 3 * v);
       // Channel 5 of every token 20× the others: per-token scales lose the rest at A4.
       const xs = g.normals(M * K).map((v, i) =>
-        (i % K === 5 ? 20 : 1) * v + off[Math.floor(i / (R * K)) * K + (i % K)]
+        (i % K === 5 ? 20 : 1) * v + perSample(off, R, K, i)
       );
       const w = { data: g.normals(N * K), rows: N, cols: K };
       const plan = planHadamard({
@@ -203,12 +204,12 @@ Deno.test(
       const got = await runAndRead(rt, (r) => grouped.forward(r, x, { rowsPerSample: R }));
       // CPU: Q_32((x − c)·T) + c·T, through the rotated Ŵ.
       const c = actCentresRef(xs, R, K, "mean");
-      const xc = xs.map((v, i) => Math.fround(v - c[Math.floor(i / (R * K)) * K + (i % K)]));
+      const xc = xs.map((v, i) => Math.fround(v - perSample(c, R, K, i)));
       const xt = plan.transformActivations(xc, M);
       const a = actQuantRef(xt, M, K, 4, 32);
       const ct = plan.transformActivations(c, S);
       const xhat = actDequantRef(a.codes, a.scales, M, K, 32).map((v, i) =>
-        v + ct[Math.floor(i / (R * K)) * K + (i % K)]
+        v + perSample(ct, R, K, i)
       );
       assertClose(got, gemmRef(xhat, wq, M, N, K), { atol: 2e-3, rtol: 1e-4 });
       // Asymmetric groups: x̂ = Δ·code + z per group, the same way.
@@ -216,7 +217,7 @@ Deno.test(
       const ga = await runAndRead(rt, (r) => asym.forward(r, x, { rowsPerSample: R }));
       const aa = actQuantRef(xt, M, K, 4, 32, true);
       const xa = actDequantRef(aa.codes, aa.scales, M, K, 32, aa.zeros).map((v, i) =>
-        v + ct[Math.floor(i / (R * K)) * K + (i % K)]
+        v + perSample(ct, R, K, i)
       );
       assertClose(ga, gemmRef(xa, wq, M, N, K), { atol: 2e-3, rtol: 1e-4 });
       asym.release();
