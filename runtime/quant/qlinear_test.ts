@@ -21,6 +21,29 @@ function perSample(c: Float32Array, R: number, K: number, i: number): number {
   return c[Math.floor(i / (R * K)) * K + (i % K)];
 }
 
+/**
+ * Two samples of 16 tokens whose channels carry a per-sample offset 3× their spread (as
+ * adaLN's shift gives; channel 5 of every token `spike`× the rest), a Hadamard plan without
+ * smoothing, and its rotated weight at W8.
+ */
+function rotatedCase(seed: number, spike = 1) {
+  const [S, R, N, K] = [2, 16, 8, 64];
+  const M = S * R;
+  const g = new Prng(seed);
+  const off = g.normals(S * K).map((v) => 3 * v);
+  const xs = g.normals(M * K).map((v, i) =>
+    (i % K === 5 ? spike : 1) * v + perSample(off, R, K, i)
+  );
+  const w = { data: g.normals(N * K), rows: N, cols: K };
+  const plan = planHadamard({
+    name: "l",
+    weight: w,
+    options: { rotation: "hadamard", smooth: false },
+  });
+  const q = uniformQuantize(plan.transformWeight(w), { bits: 8, symmetric: true });
+  return { S, R, N, K, M, xs, plan, q };
+}
+
 Deno.test(
   "QuantLinear: A16 equals X·Ŵᵀ + b; A8 through the identity transform equals the default",
   gpuTest,
@@ -139,18 +162,7 @@ Deno.test(
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      const [S, R, N, K] = [2, 16, 8, 64];
-      const M = S * R;
-      const g = new Prng(12);
-      const off = g.normals(S * K).map((v) => 3 * v);
-      const xs = g.normals(M * K).map((v, i) => v + perSample(off, R, K, i));
-      const w = { data: g.normals(N * K), rows: N, cols: K };
-      const plan = planHadamard({
-        name: "l",
-        weight: w,
-        options: { rotation: "hadamard", smooth: false },
-      });
-      const q = uniformQuantize(plan.transformWeight(w), { bits: 8, symmetric: true });
+      const { S, R, N, K, M, xs, plan, q } = rotatedCase(12);
       const layer = new QuantLinear(rt, "l", q, undefined, {
         abits: 8,
         center: "midrange",
@@ -175,21 +187,8 @@ Deno.test(
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      const [S, R, N, K] = [2, 16, 8, 64];
-      const M = S * R;
-      const g = new Prng(13);
-      const off = g.normals(S * K).map((v) => 3 * v);
       // Channel 5 of every token 20× the others: per-token scales lose the rest at A4.
-      const xs = g.normals(M * K).map((v, i) =>
-        (i % K === 5 ? 20 : 1) * v + perSample(off, R, K, i)
-      );
-      const w = { data: g.normals(N * K), rows: N, cols: K };
-      const plan = planHadamard({
-        name: "l",
-        weight: w,
-        options: { rotation: "hadamard", smooth: false },
-      });
-      const q = uniformQuantize(plan.transformWeight(w), { bits: 8, symmetric: true });
+      const { S, R, N, K, M, xs, plan, q } = rotatedCase(13, 20);
       const wq = uniformDequantize(q);
       const x = uploadTensor(rt, xs, [M, K]);
       const layer = (actGroup?: number, actAsym?: boolean) =>
@@ -200,34 +199,33 @@ Deno.test(
           actGroup,
           actAsym,
         });
-      const grouped = layer(32);
-      const got = await runAndRead(rt, (r) => grouped.forward(r, x, { rowsPerSample: R }));
-      // CPU: Q_32((x − c)·T) + c·T, through the rotated Ŵ.
+      // CPU: Q_32((x − c)·T) + c·T through the rotated Ŵ, symmetric groups and asymmetric
+      // ones (x̂ = Δ·code + z per group).
       const c = actCentresRef(xs, R, K, "mean");
-      const xc = xs.map((v, i) => Math.fround(v - perSample(c, R, K, i)));
-      const xt = plan.transformActivations(xc, M);
-      const a = actQuantRef(xt, M, K, 4, 32);
+      const xt = plan.transformActivations(
+        xs.map((v, i) => Math.fround(v - perSample(c, R, K, i))),
+        M,
+      );
       const ct = plan.transformActivations(c, S);
-      const xhat = actDequantRef(a.codes, a.scales, M, K, 32).map((v, i) =>
-        v + perSample(ct, R, K, i)
-      );
-      assertClose(got, gemmRef(xhat, wq, M, N, K), { atol: 2e-3, rtol: 1e-4 });
-      // Asymmetric groups: x̂ = Δ·code + z per group, the same way.
-      const asym = layer(32, true);
-      const ga = await runAndRead(rt, (r) => asym.forward(r, x, { rowsPerSample: R }));
-      const aa = actQuantRef(xt, M, K, 4, 32, true);
-      const xa = actDequantRef(aa.codes, aa.scales, M, K, 32, aa.zeros).map((v, i) =>
-        v + perSample(ct, R, K, i)
-      );
-      assertClose(ga, gemmRef(xa, wq, M, N, K), { atol: 2e-3, rtol: 1e-4 });
-      asym.release();
+      const ys: Float32Array[] = [];
+      for (const asym of [false, true]) {
+        const l = layer(32, asym);
+        ys.push(await runAndRead(rt, (r) => l.forward(r, x, { rowsPerSample: R })));
+        l.release();
+        const a = actQuantRef(xt, M, K, 4, 32, asym);
+        const xhat = actDequantRef(a.codes, a.scales, M, K, 32, a.zeros).map((v, i) =>
+          v + perSample(ct, R, K, i)
+        );
+        assertClose(ys[ys.length - 1], gemmRef(xhat, wq, M, N, K), { atol: 2e-3, rtol: 1e-4 });
+      }
+      const got = ys[0];
       // Against the float product, the groups' error is below the per-token one.
       const exact = gemmRef(plan.transformActivations(xs, M), wq, M, N, K);
       const token = layer();
       const yt = await runAndRead(rt, (r) => token.forward(r, x, { rowsPerSample: R }));
       const err = (y: Float32Array) => y.reduce((s, v, i) => s + (v - exact[i]) ** 2, 0);
       assert(err(got) < err(yt), `groups ${err(got)} vs per token ${err(yt)}`);
-      for (const l of [grouped, token]) l.release();
+      token.release();
       assertThrows(
         () => new QuantLinear(rt, "l", q, undefined, { abits: 16, actGroup: 32 }),
         RangeError,
