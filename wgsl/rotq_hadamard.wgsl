@@ -90,8 +90,8 @@ fn main(
     }
   }
   if (!QUANT) { return; }
-  storageBarrier(); // z as written by every thread of the row (chunked rows)
-  workgroupBarrier(); // and buf, for the grouped path's threads reading others' values
+  storageBarrier(); // z as written by every thread of the row (chunked rows); buf is already
+  // settled: every butterfly stage ends at a barrier, and the read-outs only read it
   if (GROUP > 0u) {
     quant_groups(row, base, chunked, lid);
     return;
