@@ -43,30 +43,20 @@ def quant_act(x, bits, cfg_share=False, center=None, group=0, asym=False, cfg_de
     difference then carries only the delta's rounding). had: the input is rotated by a randomised
     block Hadamard R before quantizing and rotated back (Q(x R) Rᵀ: with FP weights, the same
     product as webdit's Q(x R)(W R)ᵀ), after centring, without smoothing."""
-    if had:
-        r = _hadamard(x.shape[-1]).to(x.dtype)
-        rt = r.T.contiguous()
-        inner = lambda v: F.linear(quant_act(F.linear(v, rt), bits, cfg_share, None, group, asym), r)  # noqa: E731
-        if cfg_delta and x.shape[0] % 2 == 0:
-            h = x.shape[0] // 2
-            qu = quant_act(x[:h], bits, False, center, group, asym, False, True)
-            qd = quant_act(x[h:] - x[:h], bits, False, center, group, asym, False, True)
-            return torch.cat([qu, qu + qd], dim=0)
-        if center is not None:
-            c = x.mean(-2, keepdim=True) if center == "mean" else 0.5 * (x.amax(-2, keepdim=True) + x.amin(-2, keepdim=True))
-            return inner(x - c) + c
-        return inner(x)
     if cfg_delta and x.shape[0] % 2 == 0:
         h = x.shape[0] // 2
-        qu = quant_act(x[:h], bits, False, center, group, asym)
-        qd = quant_act(x[h:] - x[:h], bits, False, center, group, asym)
+        qu = quant_act(x[:h], bits, False, center, group, asym, had=had)
+        qd = quant_act(x[h:] - x[:h], bits, False, center, group, asym, had=had)
         return torch.cat([qu, qu + qd], dim=0)
     if center is not None:
         if center == "mean":
             c = x.mean(-2, keepdim=True)
         else:
             c = 0.5 * x.amax(-2, keepdim=True) + 0.5 * x.amin(-2, keepdim=True)
-        return quant_act(x - c, bits, cfg_share, None, group, asym) + c
+        return quant_act(x - c, bits, cfg_share, None, group, asym, had=had) + c
+    if had:
+        r = _hadamard(x.shape[-1]).to(x.dtype)
+        return F.linear(quant_act(F.linear(x, r.T.contiguous()), bits, cfg_share, None, group, asym), r)
     if group:
         shape = x.shape
         g = x.reshape(*shape[:-1], shape[-1] // group, group)
