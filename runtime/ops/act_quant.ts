@@ -148,8 +148,7 @@ export function actQuant(
     const s = spec(x.dtype as StorageType, entry, group, asym);
     rec.dispatch(s, { M, K, bits, slot: 0 }, [x, q, scales]);
   }
-  if (!group) return { q, scales, bits, cols: K };
-  return asym ? { q, scales, bits, cols: K, group, asym } : { q, scales, bits, cols: K, group };
+  return { q, scales, bits, cols: K, ...(group ? { group } : {}), ...(asym ? { asym } : {}) };
 }
 
 /**

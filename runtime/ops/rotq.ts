@@ -244,9 +244,15 @@ export function rotqHadamard(
   opts: HadamardKernelOptions = {},
 ): QuantizedActivations {
   const r = recordHadamard(rec, x, t, true, bits, opts);
-  const qa = { q: r.codes!, scales: r.scales!, bits, cols: r.K };
-  if (!opts.group) return qa;
-  return opts.asym ? { ...qa, group: opts.group, asym: true } : { ...qa, group: opts.group };
+  const { group, asym } = opts;
+  return {
+    q: r.codes!,
+    scales: r.scales!,
+    bits,
+    cols: r.K,
+    ...(group ? { group } : {}),
+    ...(asym ? { asym } : {}),
+  };
 }
 
 /** Records x [..., K] → x ⊙ s · blockdiag(H) (same shape and dtype), no quantization. */
