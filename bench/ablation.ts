@@ -31,7 +31,7 @@ import { loadPipeline, type Pipeline } from "../runtime/pipeline.ts";
 import { transformerWeightsHash } from "../runtime/quant/calibrate.ts";
 import { cachedParoStats } from "../runtime/quant/paro_calibrate.ts";
 import { type ParoStats, planKeptMass, planParo } from "../runtime/quant/paro_plan.ts";
-import { quantizeModel, writeArtifact } from "../runtime/quant/quantize.ts";
+import { quantizeModel, type QuantizeOptions, writeArtifact } from "../runtime/quant/quantize.ts";
 import { PARO_CALIBRATION_PROMPTS, ParoSelfAttention } from "../plugins/attention/paro.ts";
 import { CalibrationProgress, ProgressBar } from "../runtime/cli/common.ts";
 import { WebditError } from "../runtime/errors.ts";
@@ -200,7 +200,7 @@ async function pipelineFor(
     center: s.center,
     actGroup: s.act_group,
     actAsym: s.act_asym,
-    ...(s.alpha !== undefined ? { rotationOptions: { alpha: s.alpha } } : {}),
+    ...rotationKnobs(s),
     runtime: run.rt,
     calibration: run.m.calibration,
     onCalibration: (p) => cal.update(p),
@@ -209,6 +209,16 @@ async function pipelineFor(
   const path = join(run.tmp, `${settingKey(s).replace(/[|.]/g, "_")}.safetensors`);
   await writeArtifact(path, r, { force: true });
   return { pipe: await loadPipeline(run.rt, { path }), gptqGpuLayers: r.gptqGpuLayers };
+}
+
+/** The row's rotation options (quantize --alpha, --no-smooth, --tau); none when all default. */
+function rotationKnobs(s: AblationSetting): Pick<QuantizeOptions, "rotationOptions"> {
+  const o = {
+    ...(s.alpha !== undefined ? { alpha: s.alpha } : {}),
+    ...(s.smooth === false ? { smooth: false } : {}),
+    ...(s.tau !== undefined ? { tau: s.tau } : {}),
+  };
+  return Object.keys(o).length ? { rotationOptions: o } : {};
 }
 
 /** Samples the matrix's prompts and seeds with a progress bar. */

@@ -48,6 +48,10 @@ export interface AblationSetting {
   center?: CenterMode;
   /** SmoothQuant α of the rotations (quantize --alpha); absent: the default 0.5. */
   alpha?: number;
+  /** false: rotate without smoothing (quantize --no-smooth); absent: smoothed. */
+  smooth?: false;
+  /** ARS threshold τ of the adaptive rotation (quantize --tau); absent: the default 1. */
+  tau?: number;
   /** Channels an activation scale (quantize --act-group); absent: one a token. */
   act_group?: number;
   /** With act_group: asymmetric groups (quantize --act-asym); absent: symmetric. */
@@ -96,6 +100,8 @@ export function settingKey(s: AblationSetting): string {
       : "") +
     (s.center ? `|center-${s.center}` : "") +
     (s.alpha !== undefined ? `|alpha-${s.alpha}` : "") +
+    (s.smooth === false ? "|nosmooth" : "") +
+    (s.tau !== undefined ? `|tau-${s.tau}` : "") +
     (s.act_group ? `|actgroup-${s.act_group}` : "") +
     (s.act_asym ? "-asym" : "");
 }
@@ -109,6 +115,8 @@ export function settingLabel(s: AblationSetting): string {
   }
   if (s.center) parts[0] += ` centred (${s.center})`;
   if (s.alpha !== undefined) parts[0] += ` α ${s.alpha}`;
+  if (s.smooth === false) parts[0] += " unsmoothed";
+  if (s.tau !== undefined) parts[0] += ` τ ${s.tau}`;
   if (s.act_group) parts[0] += ` act groups ${s.act_group}${s.act_asym ? " asym" : ""}`;
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
@@ -125,6 +133,8 @@ const EXTRA_KEYS: string[] = [
   "abits_override",
   "center",
   "alpha",
+  "smooth",
+  "tau",
   "act_group",
   "act_asym",
 ];
@@ -196,6 +206,18 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     }
     s.alpha = r.alpha;
   }
+  if (r.smooth !== undefined) {
+    if (r.smooth !== false) {
+      fail(file, `${field}.smooth`, "must be false (smoothing is the default)");
+    }
+    s.smooth = false;
+  }
+  if (r.tau !== undefined) {
+    if (typeof r.tau !== "number" || !(r.tau > 0) || !Number.isFinite(r.tau)) {
+      fail(file, `${field}.tau`, `must be a positive number, got ${JSON.stringify(r.tau)}`);
+    }
+    s.tau = r.tau;
+  }
   if (r.abits_override !== undefined) {
     const list = r.abits_override;
     if (!Array.isArray(list) || !list.length) {
@@ -238,6 +260,12 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     fail(file, field, `quantizer "${s.quantizer}" needs wbits and abits`);
   } else if (s.alpha !== undefined && s.rotation === "none") {
     fail(file, `${field}.alpha`, "needs a rotation (it is the rotations' smoothing)");
+  } else if (s.smooth === false && s.rotation === "none") {
+    fail(file, `${field}.smooth`, "needs a rotation (it is the rotations' smoothing)");
+  } else if (s.smooth === false && s.alpha !== undefined) {
+    fail(file, `${field}.alpha`, "is the smoothing's, and smooth is false");
+  } else if (s.tau !== undefined && s.rotation !== "adaptive") {
+    fail(file, `${field}.tau`, "is the adaptive rotation's threshold (rotation: adaptive)");
   }
   if (s.attention === "dense") {
     if (s.density !== null || s.attn_bits !== null) {

@@ -39,10 +39,15 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, rotation: "adaptive", alpha: 0.25 },
       { ...base, act_group: 64 },
       { ...base, act_group: 64, act_asym: true },
+      { ...base, rotation: "hadamard", smooth: false },
+      { ...base, rotation: "adaptive", tau: 20 },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 9);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 9);
+  assertEquals(m.settings.length, 11);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 11);
+  assertEquals(settingLabel(m.settings[9]), "uniform W8A8 unsmoothed hadamard");
+  assertEquals(settingKey(m.settings[10]), "uniform|8|8|adaptive|dense|null|null|tau-20");
+  assertEquals(settingLabel(m.settings[10]), "uniform W8A8 τ 20 adaptive");
   assertEquals(settingLabel(m.settings[8]), "uniform W8A8 act groups 64 asym");
   assertEquals(settingKey(m.settings[7]), "uniform|8|8|none|dense|null|null|actgroup-64");
   assertEquals(settingLabel(m.settings[7]), "uniform W8A8 act groups 64");
@@ -97,6 +102,22 @@ Deno.test("matrix: bad fields are named", async () => {
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, alpha: 0.5 }] },
       "rows[0].alpha needs a rotation",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, rotation: "hadamard", smooth: true }] },
+      "rows[0].smooth must be false",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, smooth: false }] },
+      "rows[0].smooth needs a rotation",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, rotation: "hadamard", tau: 2 }] },
+      "rows[0].tau is the adaptive rotation's threshold",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, rotation: "adaptive", tau: -1 }] },
+      "rows[0].tau must be a positive number",
     ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq_device: "cpu" }] },
