@@ -210,31 +210,46 @@ function a16Case(
   };
 }
 
+/** Activation quantization of an integer case: bits, and a scale per group (asymmetric or not). */
+interface ActOpts {
+  bits: number;
+  group?: number;
+  asym?: boolean;
+}
+
 /** The int8 activations of x (quantized once, outside the timed loop) and their host copy. */
-async function quantizedActs(M: number, K: number) {
+async function quantizedActs(M: number, K: number, a: ActOpts) {
   const { x } = activations(M, K);
   const rec = new Recorder(rt);
-  const xa = actQuant(rec, x, 8);
+  const xa = actQuant(rec, x, a.bits, { group: a.group, asym: a.asym });
   await rec.submit();
   const x8 = unpackInt8((await readTensorRaw(rt, xa.q)) as Uint32Array, M, K);
   return { xa, x8, sx: await readTensor(rt, xa.scales), x };
 }
 
 function intCase(
-  kind: "w4a8" | "w8a8",
+  kind: "w4a8" | "w8a8" | "w4a4",
   M: number,
   K: number,
   N: number,
-  o: { tune?: IntTune; suffix?: string; withQuant?: boolean; tlq?: UploadQWeightOptions["tlq"] } =
-    {},
+  o: {
+    tune?: IntTune;
+    suffix?: string;
+    withQuant?: boolean;
+    tlq?: UploadQWeightOptions["tlq"];
+    group?: number;
+    asym?: boolean;
+  } = {},
 ): BenchCase {
-  const name = `gemm_${kind}_${shapeName(M, K, N)}${o.suffix ?? ""}`;
+  const act: ActOpts = { bits: kind === "w4a4" ? 4 : 8, group: o.group, asym: o.asym };
+  const grouping = o.group ? `_g${o.group}${o.asym ? "asym" : ""}` : "";
+  const name = `gemm_${kind}${grouping}_${shapeName(M, K, N)}${o.suffix ?? ""}`;
   return {
     name,
     unit: UNIT,
     setup: async () => {
-      const { xa, x8, sx, x } = await quantizedActs(M, K);
-      const q = kind === "w4a8"
+      const { xa, x8, sx, x } = await quantizedActs(M, K, act);
+      const q = kind !== "w8a8"
         ? randomWeight("lut", N, K, 4, N * 5 + K)
         : randomWeight("u8s", N, K, 8, N * 5 + K);
       const w: QWeightGpu = uploadQWeight(rt, q, { a16: false, int: true, tlq: o.tlq });
@@ -247,7 +262,7 @@ function intCase(
         const rec = new Recorder(rt);
         for (let i = 0; i < reps; i++) {
           let a: QuantizedActivations = xa;
-          if (o.withQuant) a = actQuant(rec, x, 8);
+          if (o.withQuant) a = actQuant(rec, x, act.bits, { group: act.group, asym: act.asym });
           qgemmInt(rec, a, w, { out, tune: o.tune });
           if (o.withQuant) {
             a.q.release();
@@ -257,13 +272,25 @@ function intCase(
         return rec.submit();
       };
       await record(1);
+      // qgemmIntRef's arithmetic for one entry: per group, the i32 sum times the group's
+      // scale (plus its zero point times Σ w8), summed in f32; then the row scale.
+      const G = act.group || K;
+      const f = Math.fround;
       const check = checkSampled(name, await readTensor(rt, out), M, N, (m, n) => {
-        let acc = 0;
-        for (let k = 0; k < K; k++) {
-          const c = (q.codes[n * wpr + Math.floor(k / cpw)] >>> ((k % cpw) * q.bits)) & (L - 1);
-          acc += x8[m * K + k] * lut.lut8[n * L + c];
+        let y = 0;
+        for (let g = 0; g < K / G; g++) {
+          let acc = 0;
+          let ws = 0;
+          for (let k = g * G; k < (g + 1) * G; k++) {
+            const c = (q.codes[n * wpr + Math.floor(k / cpw)] >>> ((k % cpw) * q.bits)) & (L - 1);
+            acc += x8[m * K + k] * lut.lut8[n * L + c];
+            ws += lut.lut8[n * L + c];
+          }
+          const i = m * (K / G) + g;
+          y = act.group ? f(y + f(acc * sx[i])) : f(acc * sx[m]);
+          if (act.asym) y = f(y + f(ws * sx[M * (K / G) + i]));
         }
-        const v = Math.fround(Math.fround(acc * sx[m]) * lut.scale[n]);
+        const v = f(y * lut.scale[n]);
         return { v, mag: Math.abs(v) };
       });
       const tune = o.tune ? ` ${JSON.stringify(o.tune)}` : "";
@@ -276,8 +303,8 @@ function intCase(
         run: record,
         value: (ms) => rate(2 * M * N * K, ms),
         note: `${defaultIntVersion(rt)}${tune}, ${dot}, ${
-          kind === "w4a8" ? `TLQ codes, ${tlqMode(q, w.int?.mode, expanded)}` : "8-bit codes direct"
-        }${o.withQuant ? ", per-token A8 quantization included" : ""}; ${check}`,
+          kind !== "w8a8" ? `TLQ codes, ${tlqMode(q, w.int?.mode, expanded)}` : "8-bit codes direct"
+        }${actNote(act)}${o.withQuant ? ", activation quantization included" : ""}; ${check}`,
         dispose: () => {
           out.release();
           w.release();
@@ -285,6 +312,13 @@ function intCase(
       };
     },
   };
+}
+
+/** ", A4 in groups of 16, asymmetric" (nothing for per-token A8). */
+function actNote(a: ActOpts): string {
+  if (!a.group && a.bits === 8) return "";
+  const g = a.group ? ` in groups of ${a.group}${a.asym ? ", asymmetric" : ""}` : " per token";
+  return `, A${a.bits}${g}`;
 }
 
 function actQuantCase(M: number, K: number): BenchCase {
@@ -377,6 +411,13 @@ if (onGpu) {
   suite.add(intCase("w8a8", M, K, N));
   suite.add(intCase("w4a8", M, K, N, { withQuant: true, suffix: "_with_act_quant" }));
   suite.add(intCase("w4a8", M, K, N, { tlq: "lut", suffix: "_lut_mode" }));
+  // quantize --act-group: the GEMM rescales its sums every G channels (+ z·Σw when asymmetric).
+  suite.add(intCase("w4a8", M, K, N, { group: 32 }));
+  suite.add(intCase("w4a4", M, K, N));
+  suite.add(intCase("w4a4", M, K, N, { group: 16, asym: true }));
+  suite.add(
+    intCase("w4a4", M, K, N, { group: 16, asym: true, withQuant: true, suffix: "_with_act_quant" }),
+  );
   suite.add(actQuantCase(M, K));
   suite.add(a16Case(M, K, N));
   suite.add(f32Case(64, K, N, "ms"));
@@ -433,6 +474,7 @@ if (onGpu) {
   suite.add(f32Case(2048, 192, 768));
   suite.add(intCase("w4a8", 2048, 192, 768));
   suite.add(intCase("w4a8", 2048, 192, 768, { withQuant: true, suffix: "_with_act_quant" }));
+  suite.add(intCase("w4a4", 2048, 192, 768, { group: 16, asym: true }));
   suite.add(a16Case(2048, 192, 768));
   suite.add(f32Case(64, K, N, "ms"));
   suite.add(a16Case(64, K, N, { unit: "ms" }));

@@ -45,9 +45,11 @@ import {
   outlierKernel,
   type OutlierKernelOptions,
   type OutlierTransformTensors,
+  rotateOutlier,
   rotqHadamard,
   rotqOutlier,
 } from "../runtime/ops/rotq.ts";
+import { actQuantRef } from "../runtime/reference/act_quant.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
 import {
   quantizeRows,
@@ -103,21 +105,38 @@ const fused = await detectFmaContraction(rt);
 /** Rows checked against the CPU reference (the outlier reference is ~K·B per row). */
 const CHECK_ROWS = [0, 1, 2, 3, M >> 1, M - 1];
 
+/** The activation quantizer of a case: per-token A8, or A4 in asymmetric groups of 16. */
+interface Act {
+  bits: number;
+  group?: number;
+  asym?: boolean;
+}
+const A8: Act = { bits: 8 };
+const A4G16: Act = { bits: 4, group: 16, asym: true };
+
 async function checkCodes(
   q: QuantizedActivations,
   ref: (x: Float32Array, rows: number) => Float32Array,
   xsrc: Float32Array,
+  act: Act,
 ): Promise<string> {
   const words = (await readTensorRaw(rt, q.q)) as Uint32Array;
   const scales = await readTensor(rt, q.scales);
   const W = K / 4;
+  const S = act.group ? K / act.group : 1; // scales a row
   let bad = 0;
+  const near = (a: number, b: number) => Math.abs(a - b) <= 2 ** -22 * Math.abs(b);
   for (const r of CHECK_ROWS) {
     const row = xsrc.subarray(r * K, (r + 1) * K);
-    const want = quantizeRows(ref(row, 1), 1, K, 8);
+    const want: { codes: Int8Array; scales: Float32Array; zeros?: Float32Array } = act.group
+      ? actQuantRef(ref(row, 1), 1, K, act.bits, act.group, act.asym)
+      : quantizeRows(ref(row, 1), 1, K, act.bits);
     const got = unpackCodes(words.subarray(r * W, (r + 1) * W), 1, K);
     for (let k = 0; k < K; k++) if (got[k] !== want.codes[k]) bad++;
-    if (Math.abs(scales[r] - want.scales[0]) > 2 ** -22 * want.scales[0]) bad++;
+    for (let i = 0; i < S; i++) if (!near(scales[r * S + i], want.scales[i])) bad++;
+    if (want.zeros) {
+      for (let i = 0; i < S; i++) if (!near(scales[(M + r) * S + i], want.zeros[i])) bad++;
+    }
   }
   if (bad) throw new Error(`${bad} codes or scales differ from the CPU reference`);
   return `codes of ${CHECK_ROWS.length} rows equal the CPU reference`;
@@ -146,8 +165,10 @@ function rotqCase(
   kind: "hadamard" | "outlier" | "actquant",
   dt: "f32" | "f16",
   path: OutlierPath = "default",
+  act: Act = A8,
 ): BenchCase {
-  const suffix = (path === "default" ? "" : `_${path}`) + (dt === "f16" ? "_f16" : "");
+  const grouped = act.group ? `_a${act.bits}g${act.group}${act.asym ? "asym" : ""}` : "";
+  const suffix = (path === "default" ? "" : `_${path}`) + grouped + (dt === "f16" ? "_f16" : "");
   const name = kind === "actquant"
     ? `actquant${suffix}_${shape}`
     : `rotq_${kind}${suffix}_${shape}`;
@@ -159,12 +180,21 @@ function rotqCase(
       const x = dt === "f16" ? x16 : x32;
       if (!x) throw new Error("this adapter has no shader-f16");
       const host = dt === "f16" ? xs16 : xs;
-      const record = (rec: Recorder) =>
-        kind === "hadamard"
-          ? rotqHadamard(rec, x, had, 8)
-          : kind === "outlier"
-          ? rotqOutlier(rec, x, out, 8, opts)
-          : actQuant(rec, x, 8);
+      const { bits, group, asym } = act;
+      const record = (rec: Recorder): QuantizedActivations => {
+        if (kind === "hadamard") return rotqHadamard(rec, x, had, bits, { group, asym });
+        if (kind !== "outlier" || !group) {
+          return kind === "outlier"
+            ? rotqOutlier(rec, x, out, bits, opts)
+            : actQuant(rec, x, bits, { group, asym });
+        }
+        // Grouped: the outlier-aware kernels have no grouped quantizer; rotate, then quantize
+        // (what QuantLinear does).
+        const y = rotateOutlier(rec, x, out, opts);
+        const q = actQuant(rec, y, bits, { group, asym });
+        y.release();
+        return q;
+      };
       const rec = new Recorder(rt);
       const q = record(rec);
       await rec.submit();
@@ -176,6 +206,7 @@ function rotqCase(
           ? (row, n) => rotateOutlierRef(row, n, K, { s: sOut, q1, q2, perm, block: B }, fused)
           : (row) => row,
         host,
+        act,
       );
       q.q.release();
       q.scales.release();
@@ -370,6 +401,12 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t8"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "rows"));
   suite.add(rotqCase("actquant", dt));
+  if (dt === "f32") {
+    // quantize --act-group 16 --act-asym at A4: Hadamard fused, outlier-aware unfused.
+    for (const kind of ["hadamard", "outlier", "actquant"] as const) {
+      suite.add(rotqCase(kind, dt, "default", A4G16));
+    }
+  }
 }
 suite.add(centerCase("mean"));
 suite.add(centerCase("midrange"));
