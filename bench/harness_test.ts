@@ -193,6 +193,7 @@ Deno.test(
         assertEquals(seen?.extra?.partial, "1 of 2 cases");
         assertEquals(file.results.map((r) => r.name), ["keep_first", "keep_second"]);
         assertEquals(file.extra?.partial, undefined);
+        assert(file.command.startsWith("WEBDIT_BENCH_FILTER='^keep_' "), file.command);
       });
     } finally {
       Deno.env.delete("WEBDIT_BENCH_FILTER");

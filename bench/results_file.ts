@@ -121,12 +121,15 @@ export function resultsHeader(
 
 /** The command line of this process, for the results file (WEBDIT_BENCH_COMMAND wins). */
 export function commandLine(): string {
+  // A filtered run says so: its file holds only the matching cases.
+  const filter = Deno.env.get("WEBDIT_BENCH_FILTER");
+  const pre = filter ? `WEBDIT_BENCH_FILTER='${filter}' ` : "";
   const env = Deno.env.get("WEBDIT_BENCH_COMMAND");
-  if (env) return env;
+  if (env) return pre + env;
   const main = Deno.mainModule.startsWith("file:")
     ? relativeToCwd(new URL(Deno.mainModule).pathname)
     : Deno.mainModule;
-  return `deno bench -A --no-check ${main}`;
+  return `${pre}deno bench -A --no-check ${main}`;
 }
 
 function relativeToCwd(path: string): string {
