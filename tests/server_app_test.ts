@@ -368,6 +368,12 @@ Deno.test("server models: plan names", () => {
     "w4a8-tlq-centred-mean-g16asym",
   );
   assertEquals(planName({ ...base, density: null, actGroup: 32 }), "w4a8-tlq-g32");
+  const ars = { ...base, density: null, rotation: "adaptive" };
+  assertEquals(planName(ars, { smooth: false, tau: 2 }), "w4a8-tlq-unsmoothed-tau2-adaptive");
+  assertEquals(planName(ars, { alpha: 0.25 }), "w4a8-tlq-alpha0.25-adaptive");
+  // Defaults, and knobs of no rotation, leave the name alone.
+  assertEquals(planName(ars, { alpha: 0.5, tau: 1 }), "w4a8-tlq-adaptive");
+  assertEquals(planName({ ...base, density: null }, { smooth: false }), "w4a8-tlq");
 });
 
 Deno.test("server app: bearer auth, CORS", gpuTest, async (t) => {

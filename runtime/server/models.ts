@@ -167,27 +167,43 @@ export interface EntryOptions {
 }
 
 /** The default plan name of quantization settings, e.g. "w4a8-tlq-gptq-adaptive-paro0.3". */
-export function planName(s: {
-  quantizer: string;
-  wbits: number;
-  abits: number;
-  rotation: string;
-  attention: string;
-  density: number | null;
-  gptq?: boolean;
-  abitsOverride?: readonly unknown[];
-  center?: string;
-  actGroup?: number;
-  actAsym?: boolean;
-}): string {
+export function planName(
+  s: {
+    quantizer: string;
+    wbits: number;
+    abits: number;
+    rotation: string;
+    attention: string;
+    density: number | null;
+    gptq?: boolean;
+    abitsOverride?: readonly unknown[];
+    center?: string;
+    actGroup?: number;
+    actAsym?: boolean;
+  },
+  rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown },
+): string {
   let n = `w${s.wbits}a${s.abits}-${s.quantizer}`;
   if (s.gptq) n += "-gptq"; // else a GPTQ artifact's id would clash with its plain twin's
   if (s.abitsOverride?.length) n += "-mixed"; // some layers at other activation bits
   if (s.center) n += `-centred-${s.center}`; // likewise the activation quantizer's variants
   if (s.actGroup) n += `-g${s.actGroup}${s.actAsym ? "asym" : ""}`;
-  if (s.rotation !== "none") n += `-${s.rotation}`;
+  if (s.rotation !== "none") {
+    // The rotation's knobs (quantize --no-smooth, --alpha, --tau) when not the defaults.
+    const o = rotationOptions ?? {};
+    if (o.smooth === false) n += "-unsmoothed";
+    else if (typeof o.alpha === "number" && o.alpha !== 0.5) n += `-alpha${o.alpha}`;
+    if (s.rotation === "adaptive" && typeof o.tau === "number" && o.tau !== 1) n += `-tau${o.tau}`;
+    n += `-${s.rotation}`;
+  }
   if (s.attention !== "dense") n += `-${s.attention}${s.density ?? ""}`;
   return n;
+}
+
+/** The rotation options a plan's calibration section records (quantize's knobs), if any. */
+function rotationOptionsOf(c: Record<string, unknown> | null): Record<string, unknown> | undefined {
+  const o = c?.rotationOptions;
+  return o && typeof o === "object" ? o as Record<string, unknown> : undefined;
 }
 
 /** Loads a model folder or a quantized artifact as a catalog entry. */
@@ -203,7 +219,7 @@ export async function loadEntry(rt: Runtime, o: EntryOptions): Promise<ModelEntr
     try {
       const s = a.plan.settings;
       plan = {
-        name: planName(s),
+        name: planName(s, rotationOptionsOf(a.plan.calibration)),
         quantizer: s.quantizer,
         bits: s.wbits,
         abits: s.abits >= 16 ? null : s.abits,
