@@ -45,7 +45,6 @@ import {
   outlierKernel,
   type OutlierKernelOptions,
   type OutlierTransformTensors,
-  rotateOutlier,
   rotqHadamard,
   rotqOutlier,
 } from "../runtime/ops/rotq.ts";
@@ -205,20 +204,12 @@ function rotqCase(
       if (!x) throw new Error("this adapter has no shader-f16");
       const host = dt === "f16" ? xs16 : xs;
       const { bits, group, asym } = act;
-      const record = (rec: Recorder): QuantizedActivations => {
-        if (kind === "hadamard") return rotqHadamard(rec, x, had, bits, { group, asym });
-        if (kind !== "outlier" || !group) {
-          return kind === "outlier"
-            ? rotqOutlier(rec, x, out, bits, opts)
-            : actQuant(rec, x, bits, { group, asym });
-        }
-        // Grouped: the outlier-aware kernels have no grouped quantizer; rotate, then quantize
-        // (what QuantLinear does).
-        const y = rotateOutlier(rec, x, out, opts);
-        const q = actQuant(rec, y, bits, { group, asym });
-        y.release();
-        return q;
-      };
+      const record = (rec: Recorder): QuantizedActivations =>
+        kind === "hadamard"
+          ? rotqHadamard(rec, x, had, bits, { group, asym })
+          : kind === "outlier"
+          ? rotqOutlier(rec, x, out, bits, { ...opts, group, asym })
+          : actQuant(rec, x, bits, { group, asym });
       const rec = new Recorder(rt);
       const q = record(rec);
       await rec.submit();
@@ -426,7 +417,7 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "rows"));
   suite.add(rotqCase("actquant", dt));
   if (dt === "f32") {
-    // quantize --act-group 16 --act-asym at A4: Hadamard fused, outlier-aware unfused.
+    // quantize --act-group 16 --act-asym at A4 (the groups quantized in the rotation's kernel).
     for (const kind of ["hadamard", "outlier", "actquant"] as const) {
       suite.add(rotqCase(kind, dt, "default", A4G16));
     }

@@ -11,12 +11,17 @@
 // stage 2 multiplies by Q2; then the row's absmax (exact: max does not round) and the
 // codes, with the operations of rotq_outlier_quant.wgsl. Each output is the sum over
 // i = 0..B−1 in order of `acc + v_i·Q[i][j]`, the expression of the CPU reference
-// (runtime/reference/rotq.ts), so the codes match it bit for bit. Only main touches the
-// override-sized workgroup arrays (naga panics when a function reads them).
+// (runtime/reference/rotq.ts), so the codes match it bit for bit. With GROUP > 0 the rotated
+// rows go back into workgroup memory and each run of GROUP values gets its own scale, a
+// thread a group (act_quant.wgsl's quant_groups, same arithmetic: scales [M, K/GROUP], and
+// with ASYM the zero points after them). Only main touches the override-sized workgroup
+// arrays (naga panics when a function reads them).
 override B: u32 = 128u; // block: a multiple of 4, B/4·T invocations
 override T: u32 = 8u;   // tokens per workgroup
 override NB: u32 = 9u;  // blocks per row (K / B), 1..12
 override BITS: u32 = 8u;
+override GROUP: u32 = 0u;     // values a scale (a multiple of 4 dividing K); 0: the token
+override ASYM: bool = false;  // grouped: levels from each group's min to its max
 
 struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
 
@@ -138,6 +143,61 @@ fn main(
       if (NB > 11u) { d = dest[11u * B + c]; xs[base + d / 4u][d % 4u] = comp(a11, j); }
     }
     workgroupBarrier();
+  }
+
+  if (GROUP > 0u) {
+    workgroupBarrier(); // every invocation has read its stage-2 inputs
+    xs[base + cg] = a0;
+    if (NB > 1u) { xs[base + B4 + cg] = a1; }
+    if (NB > 2u) { xs[base + 2u * B4 + cg] = a2; }
+    if (NB > 3u) { xs[base + 3u * B4 + cg] = a3; }
+    if (NB > 4u) { xs[base + 4u * B4 + cg] = a4; }
+    if (NB > 5u) { xs[base + 5u * B4 + cg] = a5; }
+    if (NB > 6u) { xs[base + 6u * B4 + cg] = a6; }
+    if (NB > 7u) { xs[base + 7u * B4 + cg] = a7; }
+    if (NB > 8u) { xs[base + 8u * B4 + cg] = a8; }
+    if (NB > 9u) { xs[base + 9u * B4 + cg] = a9; }
+    if (NB > 10u) { xs[base + 10u * B4 + cg] = a10; }
+    if (NB > 11u) { xs[base + 11u * B4 + cg] = a11; }
+    workgroupBarrier();
+    let row = m0 + tk;
+    if (row >= p.M) { return; }
+    let ng = p.K / GROUP;
+    let G4 = GROUP / 4u;
+    let qmax = f32((1u << (BITS - 1u)) - 1u);
+    for (var g = cg; g < ng; g += B4) {
+      let w0 = base + g * G4;
+      var lo = xs[w0].x;
+      var hi = lo;
+      var amax = 0.0;
+      for (var w = w0; w < w0 + G4; w++) {
+        let v = xs[w];
+        lo = min(lo, min(min(v.x, v.y), min(v.z, v.w)));
+        hi = max(hi, max(max(v.x, v.y), max(v.z, v.w)));
+        let a = abs(v);
+        amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
+      }
+      var delta = amax / qmax;
+      var inv = select(0.0, 1.0 / delta, amax > 0.0);
+      if (ASYM) {
+        delta = (hi - lo) / (2.0 * qmax + 1.0);
+        inv = select(0.0, 1.0 / delta, delta > 0.0);
+        scales[p.M * ng + row * ng + g] = lo + (qmax + 1.0) * delta;
+      }
+      scales[row * ng + g] = delta;
+      for (var w = 0u; w < G4; w++) {
+        let v = xs[w0 + w];
+        var c = clamp(round(v * inv), vec4<f32>(-qmax - 1.0), vec4<f32>(qmax));
+        if (ASYM) {
+          c = clamp(round((v - lo) * inv), vec4<f32>(0.0), vec4<f32>(2.0 * qmax + 1.0)) -
+            vec4<f32>(qmax + 1.0);
+        }
+        let q = vec4<i32>(c);
+        codes[row * K4 + g * G4 + w] = (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) |
+          ((u32(q.z) & 0xffu) << 16u) | ((u32(q.w) & 0xffu) << 24u);
+      }
+    }
+    return;
   }
 
   // The token's absmax: this invocation's 4·NB values, then its B/4 column groups.

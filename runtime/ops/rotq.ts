@@ -23,7 +23,7 @@ import { createTensor, readTensor, type Tensor, uploadTensor } from "../gpu/tens
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { isPowerOfTwo } from "../reference/hadamard.ts";
 import { qmaxOf } from "../reference/rotq.ts";
-import { checkActGroup } from "./act_quant.ts";
+import { actQuant, checkActGroup } from "./act_quant.ts";
 import {
   dummy,
   type OutlierKernelOptions,
@@ -352,11 +352,15 @@ function recordOutlier(
   const rt = rec.runtime;
   const words = Math.ceil(K / 4);
   const path = outlierKernel(rt, M, K, B, quant, opts, what);
+  const group = quant ? opts.group ?? 0 : 0;
+  if (group && path.kernel !== "fused") throw new Error(`${what}: groups need the fused kernel`);
   const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
-  const scales = quant ? createTensor(rt, [M], "f32") : undefined;
+  const groups = group ? [...(opts.asym ? [2] : []), M, K / group] : [M];
+  const scales = quant ? createTensor(rt, groups, "f32") : undefined;
   const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
   if (M > 0 && path.kernel === "fused") {
-    recordFused(rec, x, t, path.tokens, M, K, { codes: codes!, scales: scales! }, bits);
+    const out = { codes: codes!, scales: scales! };
+    recordFused(rec, x, t, path.tokens, M, K, out, bits, group, opts.asym);
   } else if (M > 0 && path.kernel === "tiled") {
     recordTiled(rec, x, t, path.tile, M, K, { codes, scales, y }, bits);
   } else if (M > 0 && path.kernel === "rows") {
@@ -380,8 +384,10 @@ function recordOutlier(
 
 /**
  * Records the fused outlier-aware rotation + per-token quantization of x [..., K]
- * (f32/f16). `opts` picks the kernel (tests, benchmarks); a number forces the row
- * kernel with that many token rows per workgroup (1, 2 or 4).
+ * (f32/f16), or with `opts.group` a scale per run of that many rotated values (asymmetric
+ * with `opts.asym`). `opts` picks the kernel (tests, benchmarks); a number forces the row
+ * kernel with that many token rows per workgroup (1, 2 or 4). Groups are quantized in the
+ * fused kernel; where the tiled or row kernel runs, its rotation goes through actQuant.
  */
 export function rotqOutlier(
   rec: Recorder,
@@ -390,9 +396,28 @@ export function rotqOutlier(
   bits = 8,
   opts?: number | OutlierKernelOptions,
 ): QuantizedActivations {
-  const o = typeof opts === "number" ? { kernel: "rows" as const, rows: opts } : opts;
+  const o = typeof opts === "number" ? { kernel: "rows" as const, rows: opts } : opts ?? {};
+  const { group = 0, asym = false } = o;
+  if (group || asym) {
+    const { M, K } = shapeOf(x, t.s, t.block, "rotqOutlier");
+    checkActGroup(group, K, "rotqOutlier");
+    if (asym && !group) throw new RangeError("rotqOutlier: asym needs a group");
+    if (outlierKernel(rec.runtime, M, K, t.block, true, o).kernel !== "fused") {
+      const y = rotateOutlier(rec, x, t, o);
+      const q = actQuant(rec, y, bits, { group, asym });
+      y.release(); // recorded work keeps it valid until it has run
+      return q;
+    }
+  }
   const r = recordOutlier(rec, x, t, true, bits, o);
-  return { q: r.codes!, scales: r.scales!, bits, cols: r.K };
+  return {
+    q: r.codes!,
+    scales: r.scales!,
+    bits,
+    cols: r.K,
+    ...(group ? { group } : {}),
+    ...(asym ? { asym } : {}),
+  };
 }
 
 /** Records x [..., K] → ((x ⊙ s)·R1)·P·R2 (same shape and dtype), no quantization. */

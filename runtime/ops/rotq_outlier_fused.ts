@@ -52,6 +52,9 @@ interface FusedParams {
   block: number;
   tokens: number;
   bits: number;
+  /** Values a scale (0: the token). */
+  group: number;
+  asym: boolean;
 }
 
 const specs = new Map<StorageType, KernelSpec<FusedParams>>();
@@ -59,7 +62,14 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
   let spec = specs.get(storage);
   if (!spec) {
     spec = rotqSpec(`rotq_outlier_fused_${storage}`, fusedSrc, storage, [5, 2], {
-      constants: (p) => ({ B: p.block, T: p.tokens, NB: p.K / p.block, BITS: p.bits }),
+      constants: (p) => ({
+        B: p.block,
+        T: p.tokens,
+        NB: p.K / p.block,
+        BITS: p.bits,
+        GROUP: p.group,
+        ASYM: p.asym ? 1 : 0,
+      }),
       uniform: (p) => [p.M, p.K, 0, 0],
       dispatch: (p) => grid1d(Math.ceil(p.M / p.tokens)),
     });
@@ -68,7 +78,10 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
   return spec;
 }
 
-/** Records the fused kernel: x [M, K] → codes [M, K/4] u32 + scales [M] f32. */
+/**
+ * Records the fused kernel: x [M, K] → codes [M, K/4] u32 + scales [M] f32, or with a
+ * `group` scales [M, K/group] (asymmetric: [2, M, K/group], the Δs then the zero points).
+ */
 export function recordFused(
   rec: Recorder,
   x: Tensor,
@@ -78,10 +91,12 @@ export function recordFused(
   K: number,
   out: { codes: Tensor; scales: Tensor },
   bits: number,
+  group = 0,
+  asym = false,
 ): void {
   rec.dispatch(
     fusedSpec(x.dtype as StorageType),
-    { M, K, block: t.block, tokens, bits },
+    { M, K, block: t.block, tokens, bits, group, asym },
     [x, t.s, t.q1, t.q2, t.dest, out.codes, out.scales],
   );
 }

@@ -84,6 +84,13 @@ export interface OutlierKernelOptions {
   ty?: number;
   /** Tiled kernel: k slice (a multiple of 4 dividing the block); default searched. */
   bk?: number;
+  /**
+   * rotqOutlier: quantize each run of `group` rotated values on its own scale (actQuant's
+   * `group`): in the fused kernel; after the tiled or row kernel's rotation otherwise.
+   */
+  group?: number;
+  /** With a group: asymmetric levels (actQuant's `asym`). */
+  asym?: boolean;
 }
 
 /** A tiled-kernel shape: ty invocations along tokens, k slices of bk. */

@@ -133,19 +133,24 @@ Deno.test(
         const what = `${M}×${K}/${block} A${bits} groups of ${group}${asym ? " asym" : ""}`;
         assertEquals([q.group, q.asym ?? false], [group, asym], what);
         const ref = actQuantRef(rotateHadamardRef(x, M, K, s, block), M, K, bits, group, asym);
-        const got = await readQuant(rt, q, M, K);
-        for (let i = 0; i < ref.codes.length; i++) {
-          assert(
-            got.codes[i] === ref.codes[i],
-            `${what}: code ${i} ${got.codes[i]} vs ${ref.codes[i]}`,
-          );
-        }
-        const want = asym ? [...ref.scales, ...ref.zeros!] : Array.from(ref.scales);
-        assertEquals(Array.from(got.scales), want, `${what}: scales`);
+        assertGroupedEqual(await readQuant(rt, q, M, K), ref, what);
       }
     });
   },
 );
+
+/** Grouped codes, scales and zero points equal to actQuantRef's, exactly. */
+function assertGroupedEqual(
+  got: { codes: Int8Array; scales: Float32Array },
+  ref: ReturnType<typeof actQuantRef>,
+  what: string,
+): void {
+  for (let i = 0; i < ref.codes.length; i++) {
+    assert(got.codes[i] === ref.codes[i], `${what}: code ${i} ${got.codes[i]} vs ${ref.codes[i]}`);
+  }
+  const want = ref.zeros ? [...ref.scales, ...ref.zeros] : Array.from(ref.scales);
+  assertEquals(Array.from(got.scales), want, `${what}: scales`);
+}
 
 Deno.test("rotqHadamard reads f16 activations", gpuTest, async () => {
   await withRuntime(async (rt) => {
@@ -315,6 +320,41 @@ Deno.test(
         const what = `fused ${M}×${K}/${B} tokens ${tokens} A${bits}${half ? " f16" : ""}`;
         assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, bits), what);
         if (M > 2) assertEquals((await readTensor(rt, q.scales))[2], 0, "the zero row");
+      }
+    });
+  },
+);
+
+Deno.test(
+  "rotqOutlier with a scale per group: actQuant's codes of the rotated rows, fused or not",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const fused = await detectFmaContraction(rt);
+      const g = new Prng(29);
+      // [M, K, B, bits, group, asym, kernel]: the fused kernel (tokens past M, several groups
+      // a thread, one group a block), and the row kernel's rotation then actQuant.
+      const cases: [number, number, number, number, number, boolean, "fused" | "rows"][] = [
+        [7, 384, 32, 4, 16, true, "fused"],
+        [5, 96, 32, 8, 32, false, "fused"],
+        [3, 128, 32, 4, 32, true, "fused"],
+        [5, 96, 32, 4, 16, true, "rows"],
+      ];
+      for (const [M, K, B, bits, group, asym, kernel] of cases) {
+        const x = activations(M, K, M * K + 5);
+        const { t, params } = outlierCase(rt, K, B, g);
+        const rec = new Recorder(rt);
+        const opts = { kernel, tokens: kernel === "fused" ? 4 : undefined, group, asym };
+        const q = rotqOutlier(rec, uploadTensor(rt, x, [M, K]), t, bits, opts);
+        await rec.submit();
+        const what = `${kernel} ${M}×${K}/${B} A${bits} groups of ${group}${asym ? " asym" : ""}`;
+        assertEquals([q.group, q.asym ?? false], [group, asym], what);
+        const v = rotateOutlierRef(x, M, K, params, fused);
+        assertGroupedEqual(
+          await readQuant(rt, q, M, K),
+          actQuantRef(v, M, K, bits, group, asym),
+          what,
+        );
       }
     });
   },

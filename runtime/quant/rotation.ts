@@ -356,6 +356,16 @@ class GpuOutlierTransform implements ActivationTransform {
     return rotqOutlier(rec, x, this.#t, bits);
   }
 
+  applyQuantGrouped(
+    rec: Recorder,
+    x: Tensor,
+    bits: number,
+    group: number,
+    asym: boolean,
+  ): QuantizedActivations {
+    return rotqOutlier(rec, x, this.#t, bits, { group, asym });
+  }
+
   release(): void {
     for (const t of [this.#t.s, this.#t.q1, this.#t.q2, this.#t.dest]) t.release();
   }
