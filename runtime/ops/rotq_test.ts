@@ -338,6 +338,8 @@ Deno.test(
         [7, 384, 32, 4, 16, true, "fused"],
         [5, 96, 32, 8, 32, false, "fused"],
         [3, 128, 32, 4, 32, true, "fused"],
+        [9, 128, 128, 4, 16, true, "fused"], // one block, fewer groups than threads a token
+        [6, 512, 128, 4, 16, true, "fused"],
         [5, 96, 32, 4, 16, true, "rows"],
       ];
       for (const [M, K, B, bits, group, asym, kernel] of cases) {
