@@ -84,6 +84,24 @@ export async function mergeAblation(
 const MB = (b: number) => fmt(b / 1e6);
 const num = (x: number | null | undefined) => x === null || x === undefined ? "" : fmt(x);
 
+/**
+ * The standard error of a row's mean PSNR over its images (sample SD / √n), or undefined
+ * with fewer than two images. At W4A4 a change that only moves rounding moved a 32-image
+ * mean by 0.8 dB: the table shows how far a mean can be trusted.
+ */
+export function psnrStandardError(r: Pick<AblationRow, "psnr_images">): number | undefined {
+  const v = r.psnr_images;
+  if (!v || v.length < 2) return undefined;
+  const mean = v.reduce((a, b) => a + b, 0) / v.length;
+  const ss = v.reduce((a, b) => a + (b - mean) ** 2, 0);
+  return Math.sqrt(ss / (v.length - 1) / v.length);
+}
+
+function psnrCell(r: AblationRow): string {
+  const se = psnrStandardError(r);
+  return num(r.psnr) + (r.psnr !== null && se !== undefined ? ` ± ${fmt(se)}` : "");
+}
+
 /** The Markdown table of a results file; `svg` names the plot beside it. */
 export function ablationMarkdown(f: AblationFile, svg = `${f.date}_ablation.svg`): string {
   const head = [
@@ -105,13 +123,14 @@ export function ablationMarkdown(f: AblationFile, svg = `${f.date}_ablation.svg`
       f.driver ? ` · driver ${f.driver}` : ""
     } · \`${f.command}\``,
     "",
-    "PSNR/SSIM/cosine against the FP32 model's images (same prompts, seeds and batch); " +
+    "PSNR/SSIM/cosine against the FP32 model's images (same prompts, seeds and batch; PSNR ± " +
+    "the standard error of its mean over the images); " +
     "ms/step is one sampler step of one batch (CFG) once running (each batch's first step left out).",
     "",
     `| ${head.join(" | ")} |`,
     `| ${head.map((_, i) => i < 2 ? "---" : "---:").join(" | ")} |`,
     ...f.rows.map((r) =>
-      `| ${r.model} | ${settingLabel(r)} | ${num(r.psnr)} | ${num(r.psnr_min)} | ${num(r.ssim)} | ${
+      `| ${r.model} | ${settingLabel(r)} | ${psnrCell(r)} | ${num(r.psnr_min)} | ${num(r.ssim)} | ${
         num(r.cosine)
       } | ${num(r.fidelity)} | ${fmt(r.ms_step)} | ${MB(r.weight_bytes)} | ${MB(r.peak_bytes)} |`
     ),

@@ -6,6 +6,7 @@ import {
   type AblationRow,
   ablationSvg,
   mergeAblation,
+  psnrStandardError,
 } from "./ablation_report.ts";
 
 Deno.test("matrix: defaults, grid expansion, duplicates dropped, reference first", async () => {
@@ -185,6 +186,13 @@ Deno.test("report: merge replaces the same setting and keeps the others", async 
   assertEquals(f.command, "a; b");
   const md = ablationMarkdown(f);
   assert(md.includes("| m | tlq W4A8 | 30.0 |"), md);
+  // With per-image PSNRs the mean gets its standard error: SD √(16/3) over 4 images → ± 1.15.
+  const se = ablationMarkdown({
+    ...f,
+    rows: [row({ ...q, psnr: 31, psnr_images: [29, 29, 33, 33] })],
+  });
+  assertEquals(psnrStandardError({ psnr_images: [29, 29, 33, 33] }), Math.sqrt(16 / 3 / 4));
+  assert(se.includes("| m | tlq W4A8 | 31.0 ± 1.15 |"), se);
   const svg = ablationSvg(f.rows, "t");
   assertEquals((svg.match(/<circle/g) ?? []).length, 1); // the reference is the dashed line
   assert(svg.includes("FP32") && svg.startsWith("<svg"));

@@ -251,6 +251,10 @@ Deno.test("rotq kernels validate their arguments", gpuTest, async () => {
       RangeError,
       "at least 4",
     );
+    const q4 = uploadTensor(rt, new Float32Array(16), [4, 4]);
+    const t = { s, q1: q4, q2: q4, dest, block: 4 };
+    assertThrows(() => rotqOutlier(rec, x, t, 4, { group: 8 }), RangeError, "divides K = 12");
+    assertThrows(() => rotqOutlier(rec, x, t, 4, { asym: true }), RangeError, "asym needs a group");
   });
 });
 

@@ -9,6 +9,8 @@ import { basename } from "node:path";
 import type { Runtime } from "../gpu/device.ts";
 import { loadPipeline, type Pipeline } from "../pipeline.ts";
 import { badRequest } from "./errors.ts";
+import { DEFAULT_ALPHA } from "../quant/smooth.ts";
+import { DEFAULT_TAU } from "../../plugins/rotations/adaptive.ts";
 
 /** The quantization plan of a loaded artifact, as /v1/models lists it. */
 export interface PlanInfo {
@@ -192,8 +194,11 @@ export function planName(
     // The rotation's knobs (quantize --no-smooth, --alpha, --tau) when not the defaults.
     const o = rotationOptions ?? {};
     if (o.smooth === false) n += "-unsmoothed";
-    else if (typeof o.alpha === "number" && o.alpha !== 0.5) n += `-alpha${o.alpha}`;
-    if (s.rotation === "adaptive" && typeof o.tau === "number" && o.tau !== 1) n += `-tau${o.tau}`;
+    else if (typeof o.alpha === "number" && o.alpha !== DEFAULT_ALPHA) n += `-alpha${o.alpha}`;
+    const tau = o.tau;
+    if (s.rotation === "adaptive" && typeof tau === "number" && tau !== DEFAULT_TAU) {
+      n += `-tau${tau}`;
+    }
     n += `-${s.rotation}`;
   }
   if (s.attention !== "dense") n += `-${s.attention}${s.density ?? ""}`;
