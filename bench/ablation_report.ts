@@ -99,7 +99,7 @@ export function psnrStandardError(r: Pick<AblationRow, "psnr_images">): number |
 
 function psnrCell(r: AblationRow): string {
   const se = psnrStandardError(r);
-  return num(r.psnr) + (r.psnr !== null && se !== undefined ? ` ± ${fmt(se)}` : "");
+  return num(r.psnr) + (r.psnr !== null && se !== undefined ? ` ± ${se.toFixed(2)}` : "");
 }
 
 /** The Markdown table of a results file; `svg` names the plot beside it. */
