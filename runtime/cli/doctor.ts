@@ -40,9 +40,10 @@ export async function doctor(args: string[]): Promise<number> {
     if (!values["no-selfcheck"]) {
       checks = await runSelfChecks(rt);
       info(`kernel self-check:`);
+      const width = Math.max(32, ...checks.map((c) => c.name.length));
       for (const c of checks) {
         info(
-          `  ${c.ok ? "ok  " : "FAIL"} ${c.name.padEnd(32)} max err ${
+          `  ${c.ok ? "ok  " : "FAIL"} ${c.name.padEnd(width)} max err ${
             c.maxError.toExponential(2)
           } (tol ${c.tolerance.toExponential(1)})${c.note ? `  ${c.note}` : ""}`,
         );
