@@ -244,7 +244,15 @@ export function rotqHadamard(
   opts: HadamardKernelOptions = {},
 ): QuantizedActivations {
   const r = recordHadamard(rec, x, t, true, bits, opts);
-  const { group, asym } = opts;
+  return quantized(r, bits, opts);
+}
+
+/** A recorded quantizing launch's output as QuantizedActivations (the group fields when set). */
+function quantized(
+  r: { codes?: Tensor; scales?: Tensor; K: number },
+  bits: number,
+  { group, asym }: { group?: number; asym?: boolean },
+): QuantizedActivations {
   return {
     q: r.codes!,
     scales: r.scales!,
@@ -409,15 +417,7 @@ export function rotqOutlier(
       return q;
     }
   }
-  const r = recordOutlier(rec, x, t, true, bits, o);
-  return {
-    q: r.codes!,
-    scales: r.scales!,
-    bits,
-    cols: r.K,
-    ...(group ? { group } : {}),
-    ...(asym ? { asym } : {}),
-  };
+  return quantized(recordOutlier(rec, x, t, true, bits, o), bits, o);
 }
 
 /** Records x [..., K] → ((x ⊙ s)·R1)·P·R2 (same shape and dtype), no quantization. */

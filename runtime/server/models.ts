@@ -9,6 +9,7 @@ import { basename } from "node:path";
 import type { Runtime } from "../gpu/device.ts";
 import { loadPipeline, type Pipeline } from "../pipeline.ts";
 import { badRequest } from "./errors.ts";
+import type { QuantSettings } from "../quant/plan.ts";
 import { DEFAULT_ALPHA } from "../quant/smooth.ts";
 import { DEFAULT_TAU } from "../../plugins/rotations/adaptive.ts";
 
@@ -170,19 +171,9 @@ export interface EntryOptions {
 
 /** The default plan name of quantization settings, e.g. "w4a8-tlq-gptq-adaptive-paro0.3". */
 export function planName(
-  s: {
-    quantizer: string;
-    wbits: number;
-    abits: number;
-    rotation: string;
-    attention: string;
-    density: number | null;
-    gptq?: boolean;
-    abitsOverride?: readonly unknown[];
-    center?: string;
-    actGroup?: number;
-    actAsym?: boolean;
-  },
+  s:
+    & Pick<QuantSettings, "quantizer" | "wbits" | "abits" | "rotation" | "attention" | "density">
+    & Partial<Pick<QuantSettings, "gptq" | "abitsOverride" | "center" | "actGroup" | "actAsym">>,
   rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown },
 ): string {
   let n = `w${s.wbits}a${s.abits}-${s.quantizer}`;
