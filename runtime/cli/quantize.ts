@@ -54,7 +54,7 @@ export const QUANTIZE_USAGE =
                           adaLN's shift, then no longer sets every token's scale
   --act-group G           a multiple of 16: quantize each token's runs of G input channels on
                           their own scale instead of one a token (finer, dearer: the integer
-                          GEMM rescales its sums every G channels and rotations run unfused)
+                          GEMM rescales its sums every G channels)
   --act-asym              with --act-group: each group's levels from its min to its max (a zero
                           point each, added back as z·Σŵ in the integer GEMM) instead of ±max
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the

@@ -81,7 +81,7 @@ export interface QuantLinearOptions {
    * Channels an activation scale: each token's runs of `actGroup` input channels (a
    * multiple of 4 dividing K; on GPUs of the integer GEMM's 16-channel tile: plans take
    * multiples of 16) get their own Δ; fused with the input transform where its kernel has
-   * it (`applyQuantGrouped`: the Hadamard one), else the transform runs first. Default the
+   * it (`applyQuantGrouped`: Hadamard, outlier-aware), else the transform runs first. Default the
    * whole token.
    */
   actGroup?: number;
