@@ -47,6 +47,7 @@ import {
   type AblationRow,
   massKeptResults,
   mergeAblation,
+  psnrStandardError,
   writeAblation,
 } from "./ablation_report.ts";
 import { deviceSlug, gitCommit, resultsHeader, resultsRoot, today } from "./harness.ts";
@@ -368,10 +369,14 @@ export async function ablation(args: string[]): Promise<number> {
       done.push(row);
       await Deno.writeTextFile(join(dir, "rows.json"), JSON.stringify(done, null, 1));
       await save();
+      const se = psnrStandardError(row);
+      const psnr = row.psnr === null
+        ? "reference"
+        : `PSNR ${row.psnr.toFixed(2)}${se === undefined ? "" : ` ± ${se.toFixed(2)}`} dB`;
       log(
-        `  ${row.psnr === null ? "reference" : `PSNR ${row.psnr.toFixed(2)} dB`}, SSIM ${
-          row.ssim?.toFixed(4) ?? "-"
-        }, fidelity ${row.fidelity?.toFixed(1) ?? "-"} %, ${row.ms_step.toFixed(0)} ms/step, ` +
+        `  ${psnr}, SSIM ${row.ssim?.toFixed(4) ?? "-"}, fidelity ${
+          row.fidelity?.toFixed(1) ?? "-"
+        } %, ${row.ms_step.toFixed(0)} ms/step, ` +
           `weights ${(row.weight_bytes / 1e6).toFixed(2)} MB, peak ${
             (row.peak_bytes / 1e6).toFixed(1)
           } MB (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
