@@ -107,6 +107,17 @@ export function parseAbitsOverride(list: string | undefined): AbitsOverride[] | 
 /** Rotation plan knobs the command line sets. */
 type RotationKnobs = NonNullable<QuantizeOptions["rotationOptions"]>;
 
+/** ", adaptive rotation (unsmoothed)" for the "wrote" line; nothing without a rotation. */
+function rotationWords(rotation: string, knobs: RotationKnobs | undefined): string {
+  if (rotation === "none") return "";
+  const how = knobs?.smooth === false
+    ? " (unsmoothed)"
+    : knobs?.alpha !== undefined
+    ? ` (smoothing α ${knobs.alpha})`
+    : "";
+  return `, ${rotation} rotation${how}`;
+}
+
 /** The branches a `--rotation-override` may force. */
 const ROTATION_BRANCHES: readonly RotationKind[] = ["hadamard", "outlier", "none"];
 
@@ -276,7 +287,8 @@ export async function quantize(args: string[]): Promise<number> {
   info(
     `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
       `W${wbits}A${abits}${center ? ` (inputs centred by the ${center})` : ""}` +
-      `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}, ` +
+      `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}` +
+      `${rotationWords(v.rotation ?? "none", rotationOptions)}, ` +
       `${r.layers.length - q.length} FP; weights quantized in ` +
       `${(r.ms / 1000).toFixed(1)} s` +
       (r.gptqGpuLayers === undefined

@@ -190,6 +190,7 @@ Deno.test("quantize: --tau, --rotation-override, --alpha and --no-smooth reach t
       ...["--calib-prompts", "1", "--calib-steps", "1", "--out", out],
     );
     assertEquals(r.code, 0, r.stderr);
+    assert(r.stderr.includes("W8A8, adaptive rotation (smoothing α 0.25), "), r.stderr);
     const f = await openSafetensors(out);
     const plan = JSON.parse(f.metadata["webdit.plan"]);
     f.close();
