@@ -101,14 +101,23 @@ function dims(x: Tensor, who: string): [number, number] {
   return [x.size / K, K];
 }
 
-/** Checks a group size against K (see {@linkcode ActQuantOptions.group}); 0 = per token. */
-export function checkActGroup(group: number, K: number, who: string): void {
+/**
+ * Checks a group size against K (see {@linkcode ActQuantOptions.group}; 0 = per token), and
+ * that asymmetric levels come with a group.
+ */
+export function checkActGroup(group: number, K: number, who: string, asym = false): void {
+  if (asym && !group) throw new RangeError(`${who}: asym needs a group`);
   if (group === 0) return;
   if (!Number.isInteger(group) || group < 4 || group % 4 !== 0 || K % group !== 0) {
     throw new RangeError(
       `${who}: group must be a multiple of 4 that divides K = ${K}, got ${group}`,
     );
   }
+}
+
+/** The scales' shape of M quantized rows: [M] per token, [M, K/G] grouped, [2, M, K/G] asymmetric. */
+export function actScaleShape(M: number, K: number, group: number, asym = false): number[] {
+  return group ? [...(asym ? [2] : []), M, K / group] : [M];
 }
 
 function checkBits(bits: number, who: string): void {
@@ -127,16 +136,15 @@ export function actQuant(
   const [M, K] = dims(x, "actQuant");
   checkBits(bits, "actQuant");
   const group = opts.group ?? 0;
-  checkActGroup(group, K, "actQuant");
   const asym = opts.asym ?? false;
-  if (asym && !group) throw new RangeError("actQuant: asym needs a group");
+  checkActGroup(group, K, "actQuant", asym);
   const rt = rec.runtime;
   const version = opts.version ?? (rt.info.fallback ? "rows" : "wg");
   if (version !== "rows" && version !== "wg") {
     throw new RangeError(`actQuant: version must be "rows" or "wg", got ${version}`);
   }
   const q = createTensor(rt, [M, Math.ceil(K / 4)], "u32");
-  const scales = createTensor(rt, group ? [...(asym ? [2] : []), M, K / group] : [M], "f32");
+  const scales = createTensor(rt, actScaleShape(M, K, group, asym), "f32");
   if (M > 0) {
     const entry: Entry = group
       ? "quant_groups"
@@ -166,8 +174,7 @@ export function actQuantError(
 ): void {
   const [M, K] = dims(x, "actQuantError");
   checkBits(bits, "actQuantError");
-  checkActGroup(group, K, "actQuantError");
-  if (asym && !group) throw new RangeError("actQuantError: asym needs a group");
+  checkActGroup(group, K, "actQuantError", asym);
   if (acc.dtype !== "f32" || acc.size < 2 * slot + 2 || !Number.isInteger(slot) || slot < 0) {
     throw new RangeError(`actQuantError: acc must be f32 with room for slot ${slot}`);
   }

@@ -23,7 +23,7 @@ import { createTensor, readTensor, type Tensor, uploadTensor } from "../gpu/tens
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { isPowerOfTwo } from "../reference/hadamard.ts";
 import { qmaxOf } from "../reference/rotq.ts";
-import { actQuant, checkActGroup } from "./act_quant.ts";
+import { actQuant, actScaleShape, checkActGroup } from "./act_quant.ts";
 import {
   dummy,
   type OutlierKernelOptions,
@@ -196,8 +196,7 @@ function recordHadamard(
   const { M, K } = shapeOf(x, t.s, t.block, what);
   checkBits(bits);
   const group = o.group ?? 0;
-  checkActGroup(group, K, what);
-  if (o.asym && !group) throw new RangeError(`${what}: asym needs a group`);
+  checkActGroup(group, K, what, o.asym);
   const chunkCap = o.chunk;
   const rt = rec.runtime;
   const wg = hadamardThreads(K);
@@ -209,8 +208,7 @@ function recordHadamard(
   }
   const words = Math.ceil(K / 4);
   const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
-  const groups = group ? [...(o.asym ? [2] : []), M, K / group] : [M];
-  const scales = quant ? createTensor(rt, groups, "f32") : undefined;
+  const scales = quant ? createTensor(rt, actScaleShape(M, K, group, o.asym), "f32") : undefined;
   const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
   // Rows past workgroup memory: rotated chunks wait in z for the row's scale.
   const z = quant && chunk < K ? createTensor(rt, [M, K], "f32") : undefined;
@@ -357,18 +355,25 @@ function recordOutlier(
   if (t.dest.size !== K || t.dest.dtype !== "u32") {
     throw new RangeError(`${what}: dest must be u32 [${K}], got ${t.dest.dtype} [${t.dest.shape}]`);
   }
+  const group = quant ? opts.group ?? 0 : 0;
+  const asym = quant && (opts.asym ?? false);
+  checkActGroup(group, K, what, asym);
   const rt = rec.runtime;
   const words = Math.ceil(K / 4);
   const path = outlierKernel(rt, M, K, B, quant, opts, what);
-  const group = quant ? opts.group ?? 0 : 0;
-  if (group && path.kernel !== "fused") throw new Error(`${what}: groups need the fused kernel`);
+  if (group && path.kernel !== "fused") {
+    // Only the fused kernel quantizes groups: the others rotate, then actQuant.
+    const y = recordOutlier(rec, x, t, false, bits, opts).y!;
+    const a = actQuant(rec, y, bits, { group, asym });
+    y.release(); // recorded work keeps it valid until it has run
+    return { codes: a.q, scales: a.scales, M, K };
+  }
   const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
-  const groups = group ? [...(opts.asym ? [2] : []), M, K / group] : [M];
-  const scales = quant ? createTensor(rt, groups, "f32") : undefined;
+  const scales = quant ? createTensor(rt, actScaleShape(M, K, group, asym), "f32") : undefined;
   const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
   if (M > 0 && path.kernel === "fused") {
     const out = { codes: codes!, scales: scales! };
-    recordFused(rec, x, t, path.tokens, M, K, out, bits, group, opts.asym);
+    recordFused(rec, x, t, path.tokens, M, K, out, bits, group, asym);
   } else if (M > 0 && path.kernel === "tiled") {
     recordTiled(rec, x, t, path.tile, M, K, { codes, scales, y }, bits);
   } else if (M > 0 && path.kernel === "rows") {
@@ -405,18 +410,6 @@ export function rotqOutlier(
   opts?: number | OutlierKernelOptions,
 ): QuantizedActivations {
   const o = typeof opts === "number" ? { kernel: "rows" as const, rows: opts } : opts ?? {};
-  const { group = 0, asym = false } = o;
-  if (group || asym) {
-    const { M, K } = shapeOf(x, t.s, t.block, "rotqOutlier");
-    checkActGroup(group, K, "rotqOutlier");
-    if (asym && !group) throw new RangeError("rotqOutlier: asym needs a group");
-    if (outlierKernel(rec.runtime, M, K, t.block, true, o).kernel !== "fused") {
-      const y = rotateOutlier(rec, x, t, o);
-      const q = actQuant(rec, y, bits, { group, asym });
-      y.release(); // recorded work keeps it valid until it has run
-      return q;
-    }
-  }
   return quantized(recordOutlier(rec, x, t, true, bits, o), bits, o);
 }
 
