@@ -46,6 +46,17 @@ export class IdentityTransform implements ActivationTransform {
     return actQuant(rec, x, bits, { version: this.#version });
   }
 
+  /** Per-group quantization of x. */
+  applyQuantGrouped(
+    rec: Recorder,
+    x: Tensor,
+    bits: number,
+    group: number,
+    asym: boolean,
+  ): QuantizedActivations {
+    return actQuant(rec, x, bits, { group, asym });
+  }
+
   /** Nothing to free. */
   release(): void {}
 }
@@ -80,9 +91,8 @@ export interface QuantLinearOptions {
   /**
    * Channels an activation scale: each token's runs of `actGroup` input channels (a
    * multiple of 4 dividing K; on GPUs of the integer GEMM's 16-channel tile: plans take
-   * multiples of 16) get their own Δ; fused with the input transform where its kernel has
-   * it (`applyQuantGrouped`: Hadamard, outlier-aware), else the transform runs first. Default the
-   * whole token.
+   * multiples of 16) get their own Δ, in the input transform's kernel
+   * (`applyQuantGrouped`). Default the whole token.
    */
   actGroup?: number;
   /** With `actGroup`: each group's levels from its min to its max (a zero point each). */
@@ -153,11 +163,9 @@ export class QuantLinear implements Linear {
     const quant = (v: Tensor): QuantizedActivations => {
       if (!group) return t ? t.applyQuant(rec, v, this.abits) : actQuant(rec, v, this.abits);
       const asym = o.actAsym ?? false;
-      if (t?.applyQuantGrouped) return t.applyQuantGrouped(rec, v, this.abits, group, asym);
-      const xt = t ? t.apply(rec, v) : v;
-      const a = actQuant(rec, xt, this.abits, { group, asym });
-      if (xt !== v) xt.release();
-      return a;
+      return t
+        ? t.applyQuantGrouped(rec, v, this.abits, group, asym)
+        : actQuant(rec, v, this.abits, { group, asym });
     };
     let bias = this.#b;
     let rowsPerGate = e.rowsPerGate;

@@ -36,11 +36,8 @@ export interface ActivationTransform {
   apply(rec: Recorder, x: Tensor): Tensor;
   /** Records x [M, K] → quantize(x·T) in one pass. */
   applyQuant(rec: Recorder, x: Tensor, bits: number): QuantizedActivations;
-  /**
-   * Records x [M, K] → quantize(x·T) with a scale per `group` values (asymmetric or not) in
-   * one pass, where the transform's kernel has it; absent: callers apply, then quantize.
-   */
-  applyQuantGrouped?(
+  /** Records x [M, K] → quantize(x·T) with a scale per `group` values (asymmetric or not). */
+  applyQuantGrouped(
     rec: Recorder,
     x: Tensor,
     bits: number,
