@@ -16,8 +16,9 @@ override ASYM: bool = false;  // grouped asymmetric: x̂ = Δ·q + z, xsc the Δ
 @group(0) @binding(7) var<storage, read> wq: array<u32>;
 @group(0) @binding(8) var<storage, read> xsc: array<f32>;
 
-fn gscale(row: u32, g: u32) -> f32 { return xsc[row * (p.K4 / GROUPW) + g]; }
-fn gzero(row: u32, g: u32) -> f32 { return xsc[(p.M + row) * (p.K4 / GROUPW) + g]; }
+// Group g's scale and zero point for a row (rows past M read the last one: never stored).
+fn gscale(row: u32, g: u32) -> f32 { return xsc[min(row, p.M - 1u) * (p.K4 / GROUPW) + g]; }
+fn gzero(row: u32, g: u32) -> f32 { return xsc[(p.M + min(row, p.M - 1u)) * (p.K4 / GROUPW) + g]; }
 
 fn store_rowf(row: u32, n0: u32, v: vec4<f32>) {
   if (row >= p.M) { return; }
@@ -77,17 +78,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (ASYM) { ws += vec4<i32>(idot(IONES, b0), idot(IONES, b1), idot(IONES, b2), idot(IONES, b3)); }
     if (GROUPW > 0u && ((s + 1u) * ISTEP_WORDS) % GROUPW == 0u) {
       let g = (s * ISTEP_WORDS) / GROUPW;
-      f0 += vec4<f32>(s0) * gscale(min(m0, p.M - 1u), g);
-      f1 += vec4<f32>(s1) * gscale(min(m0 + 1u, p.M - 1u), g);
-      f2 += vec4<f32>(s2) * gscale(min(m0 + 2u, p.M - 1u), g);
-      f3 += vec4<f32>(s3) * gscale(min(m0 + 3u, p.M - 1u), g);
+      f0 += vec4<f32>(s0) * gscale(m0, g);
+      f1 += vec4<f32>(s1) * gscale(m0 + 1u, g);
+      f2 += vec4<f32>(s2) * gscale(m0 + 2u, g);
+      f3 += vec4<f32>(s3) * gscale(m0 + 3u, g);
       s0 = vec4<i32>(0); s1 = vec4<i32>(0); s2 = vec4<i32>(0); s3 = vec4<i32>(0);
       if (ASYM) {
         let w = vec4<f32>(ws);
-        f0 += w * gzero(min(m0, p.M - 1u), g);
-        f1 += w * gzero(min(m0 + 1u, p.M - 1u), g);
-        f2 += w * gzero(min(m0 + 2u, p.M - 1u), g);
-        f3 += w * gzero(min(m0 + 3u, p.M - 1u), g);
+        f0 += w * gzero(m0, g);
+        f1 += w * gzero(m0 + 1u, g);
+        f2 += w * gzero(m0 + 2u, g);
+        f3 += w * gzero(m0 + 3u, g);
         ws = vec4<i32>(0);
       }
     }
