@@ -36,9 +36,10 @@ def quant_act(x, bits, cfg_share=False, center=None, group=0, asym=False, cfg_de
     center ("mean" or "midrange") each sample's channels are first shifted by their centre
     over its tokens (x [B, T, K]) and the centre added back exactly (quantize --center).
 
-    Variants webdit does not have, to size them (probe configs ^gN, ^asym, ^cfgd): group > 0
-    gives each run of `group` channels of a token its own scale; asym quantizes each token
-    (or group) on 2^b levels from its min to its max; cfg_delta quantizes [uncond; cond −
+    Variants, to size them (probe configs ^gN, ^asym, ^cfgd): group > 0 gives each run of
+    `group` channels of a token its own scale; asym quantizes each token (or group) on 2^b
+    levels from its min to its max (webdit has both since: quantize --act-group, --act-asym,
+    the asymmetric one only with groups); cfg_delta (not in webdit) quantizes [uncond; cond −
     uncond] and adds the uncond half back to the cond one (exact algebra: the guided
     difference then carries only the delta's rounding). had: the input is rotated by a randomised
     block Hadamard R before quantizing and rotated back (Q(x R) Rᵀ: with FP weights, the same
