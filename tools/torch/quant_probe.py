@@ -157,8 +157,9 @@ def parse_config(name):
     the centre is added back exact); `^gN` (N channels a scale), `^asym` (min-to-max levels),
     `^cfgd` (quantize [uncond; cond − uncond]), `^had` (a randomised block Hadamard, no
     smoothing), in that order before `^mean`/`^mid`, are variants (probe_util.quant_act:
-    webdit has the groups and their asymmetric levels as --act-group, --act-asym); a `%A-B` suffix (before `^cfg`)
-    quantizes only sampler steps A..B (0-based, inclusive), the others run in FP32."""
+    webdit has the groups and their asymmetric levels as --act-group, --act-asym); a `%A-B`
+    suffix (before `^cfg`) quantizes only sampler steps A..B (0-based, inclusive), the others
+    run in FP32."""
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
          "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg"), "steps": None,
          "center": None, "group": 0, "asym": False, "cfg_delta": False, "had": False}
