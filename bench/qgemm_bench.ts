@@ -439,6 +439,13 @@ if (onGpu) {
         intCase("w4a8", M, K, N, { tune: t, suffix: `_${JSON.stringify(t).replace(/\W+/g, "")}` }),
       );
     }
+    // Grouped activations keep 64 f32 accumulators beside the 64 i32 sums: smaller tiles may
+    // trade reuse for occupancy (a tile must not straddle a group: bkw 4 for groups of 16).
+    for (const t of [{ tx: 8, ty: 16 }, { tx: 16, ty: 8 }, { tx: 8, ty: 8 }] as IntTune[]) {
+      const suffix = `_${JSON.stringify(t).replace(/\W+/g, "")}`;
+      suite.add(intCase("w4a4", M, K, N, { group: 16, asym: true, tune: t, suffix }));
+      suite.add(intCase("w4a8", M, K, N, { group: 32, tune: t, suffix }));
+    }
     for (
       const t of [
         { kl: 16, cg: 16, mr: 8, k2: false }, // the default before 2026-11-27's sweeps

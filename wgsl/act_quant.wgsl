@@ -31,32 +31,7 @@ struct Params { M: u32, K: u32, K4: u32, qmax: u32, slot: u32 }
 var<workgroup> red: array<f32, 256>;
 var<workgroup> red2: array<f32, 256>;
 
-fn inv_of(amax: f32) -> f32 {
-  let delta = amax / f32(p.qmax);
-  return select(0.0, 1.0 / delta, amax > 0.0);
-}
-
-// Four codes packed as int8: round half to even, clamped to [−qmax − 1, qmax].
-fn pack4(v: vec4<f32>, inv: f32) -> u32 {
-  let hi = f32(p.qmax);
-  let c = vec4<i32>(clamp(round(v * inv), vec4<f32>(-hi - 1.0), vec4<f32>(hi)));
-  let b = vec4<u32>(c) & vec4<u32>(0xffu);
-  return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-}
-
-// Asymmetric: codes round((v − lo)·inv) in [0, 2·qmax + 1], shifted by −(qmax + 1) to int8.
-fn pack4a(v: vec4<f32>, lo: f32, inv: f32) -> u32 {
-  let top = f32(2u * p.qmax + 1u);
-  let u = clamp(round((v - vec4<f32>(lo)) * inv), vec4<f32>(0.0), vec4<f32>(top));
-  let b = vec4<u32>(vec4<i32>(u) - vec4<i32>(i32(p.qmax + 1u))) & vec4<u32>(0xffu);
-  return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-}
-
-// An asymmetric group's (Δ, 1/Δ, z) from its min and max.
-fn asym_grid(lo: f32, hi: f32) -> vec3<f32> {
-  let delta = (hi - lo) / f32(2u * p.qmax + 1u);
-  return vec3<f32>(delta, select(0.0, 1.0 / delta, delta > 0.0), lo + f32(p.qmax + 1u) * delta);
-}
+fn qmax() -> f32 { return f32(p.qmax); }
 
 fn row_of(gid: vec3<u32>, ng: vec3<u32>) -> u32 { return gid.x + gid.y * ng.x * WG; }
 
@@ -72,9 +47,9 @@ fn quant_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
   var m = vec4<f32>(0.0);
   for (var j = 0u; j < p.K4; j++) { m = max(m, abs(vec4<f32>(x4[base + j]))); }
   let amax = max(max(m.x, m.y), max(m.z, m.w));
-  let inv = inv_of(amax);
-  scales[row] = amax / f32(p.qmax);
-  for (var j = 0u; j < p.K4; j++) { q[base + j] = pack4(vec4<f32>(x4[base + j]), inv); }
+  let d = sym_grid(amax, qmax());
+  scales[row] = d.x;
+  for (var j = 0u; j < p.K4; j++) { q[base + j] = pack_sym(vec4<f32>(x4[base + j]), d.y, qmax()); }
 }
 
 @compute @workgroup_size(WG)
@@ -83,12 +58,12 @@ fn quant_rows1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
   if (row >= p.M) { return; }
   var amax = 0.0;
   for (var k = 0u; k < p.K; k++) { amax = max(amax, abs(f32(x1[row * p.K + k]))); }
-  let inv = inv_of(amax);
-  scales[row] = amax / f32(p.qmax);
+  let d = sym_grid(amax, qmax());
+  scales[row] = d.x;
   for (var j = 0u; j < p.K4; j++) {
     let k = 4u * j;
     let v = vec4<f32>(ld1(row, k), ld1(row, k + 1u), ld1(row, k + 2u), ld1(row, k + 3u));
-    q[row * p.K4 + j] = pack4(v, inv);
+    q[row * p.K4 + j] = pack_sym(v, d.y, qmax());
   }
 }
 
@@ -106,12 +81,12 @@ fn quant_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) ng: v
     workgroupBarrier();
   }
   let amax = red[0];
-  let inv = inv_of(amax);
-  if (lid == 0u) { scales[row] = amax / f32(p.qmax); }
+  let d = sym_grid(amax, qmax());
+  if (lid == 0u) { scales[row] = d.x; }
   for (var j = lid; j < p.K4; j += WG) {
     let k = 4u * j;
     let v = vec4<f32>(ld1(row, k), ld1(row, k + 1u), ld1(row, k + 2u), ld1(row, k + 3u));
-    q[row * p.K4 + j] = pack4(v, inv);
+    q[row * p.K4 + j] = pack_sym(v, d.y, qmax());
   }
 }
 
@@ -128,18 +103,20 @@ fn quant_groups(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
       hi4 = max(hi4, vec4<f32>(x4[base + j]));
     }
     let lo = min(min(lo4.x, lo4.y), min(lo4.z, lo4.w));
-    let a = asym_grid(lo, max(max(hi4.x, hi4.y), max(hi4.z, hi4.w)));
+    let a = asym_grid(lo, max(max(hi4.x, hi4.y), max(hi4.z, hi4.w)), qmax());
     scales[g] = a.x;
     scales[p.M * (p.K / GROUP) + g] = a.z;
-    for (var j = 0u; j < GROUP / 4u; j++) { q[base + j] = pack4a(vec4<f32>(x4[base + j]), lo, a.y); }
+    for (var j = 0u; j < GROUP / 4u; j++) {
+      q[base + j] = pack_asym(vec4<f32>(x4[base + j]), lo, a.y, qmax());
+    }
     return;
   }
   var m = vec4<f32>(0.0);
   for (var j = 0u; j < GROUP / 4u; j++) { m = max(m, abs(vec4<f32>(x4[base + j]))); }
   let amax = max(max(m.x, m.y), max(m.z, m.w));
-  let inv = inv_of(amax);
-  scales[g] = amax / f32(p.qmax);
-  for (var j = 0u; j < GROUP / 4u; j++) { q[base + j] = pack4(vec4<f32>(x4[base + j]), inv); }
+  let d = sym_grid(amax, qmax());
+  scales[g] = d.x;
+  for (var j = 0u; j < GROUP / 4u; j++) { q[base + j] = pack_sym(vec4<f32>(x4[base + j]), d.y, qmax()); }
 }
 
 @compute @workgroup_size(WG)
@@ -158,12 +135,11 @@ fn error_acc(@builtin(local_invocation_index) lid: u32) {
       lo = min(lo, f32(x1[k]));
       top = max(top, f32(x1[k]));
     }
-    let inv = inv_of(amax);
-    let delta = amax / hi;
-    let a = asym_grid(lo, top);
+    let sg = sym_grid(amax, hi);
+    let a = asym_grid(lo, top, hi);
     for (var k = k0; k < k0 + G; k++) {
       let v = f32(x1[k]);
-      var d = v - delta * clamp(round(v * inv), -hi - 1.0, hi);
+      var d = v - sg.x * clamp(round(v * sg.y), -hi - 1.0, hi);
       if (ASYM) {
         d = v - (a.x * (clamp(round((v - lo) * a.y), 0.0, 2.0 * hi + 1.0) - hi - 1.0) + a.z);
       }

@@ -8,8 +8,8 @@
 // Rows wider than workgroup memory (FLUX's 12288-wide MLP input) go through in chunks of
 // CHUNK columns (whole blocks: butterflies never cross a block); when quantizing, each
 // chunk's rotated values are parked in the scratch z until the row's absmax is known.
-// With GROUP > 0 each run of GROUP rotated values gets its own scale (act_quant.wgsl's
-// quant_groups, same arithmetic: scales [M, K/GROUP], and with ASYM the zero points after
+// With GROUP > 0 each run of GROUP rotated values gets its own scale (quant_grid.wgsl's
+// arithmetic, as act_quant.wgsl's quant_groups: scales [M, K/GROUP], and with ASYM the zero points after
 // them), a thread a group.
 override WG: u32 = 128u;      // threads (a power of two)
 override BLOCK: u32 = 128u;   // Hadamard block (a power of two dividing K)
@@ -104,25 +104,12 @@ fn main(
     if (lid < w) { red[lid] = max(red[lid], red[lid + w]); }
     workgroupBarrier();
   }
-  let amax = red[0];
   let qmax = f32((1u << (BITS - 1u)) - 1u);
-  let delta = amax / qmax;
-  let inv = select(0.0, 1.0 / delta, amax > 0.0);
-  if (lid == 0u) { scales[row] = delta; }
-
+  let d = sym_grid(red[0], qmax);
+  if (lid == 0u) { scales[row] = d.x; }
   // Codes: four per word, byte i = column 4w + i, zero past K.
   for (var w = lid; w < p.words; w += WG) {
-    var word = 0u;
-    for (var i = 0u; i < 4u; i++) {
-      let k = 4u * w + i;
-      if (k < K) {
-        var v: f32;
-        if (chunked) { v = z[base + k]; } else { v = buf[k]; }
-        let q = clamp(round(v * inv), -qmax - 1.0, qmax);
-        word |= (u32(i32(q)) & 0xffu) << (8u * i);
-      }
-    }
-    codes[row * p.words + w] = word;
+    codes[row * p.words + w] = pack_sym(rotated4(base, 4u * w, K, chunked), d.y, qmax);
   }
 }
 
@@ -130,6 +117,15 @@ fn main(
 fn rotated(base: u32, k: u32, chunked: bool) -> f32 {
   if (chunked) { return z[base + k]; }
   return buf[k];
+}
+
+// Columns k..k+3 of the rotated row, zero past K (the codes' tail).
+fn rotated4(base: u32, k: u32, K: u32, chunked: bool) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) {
+    if (k + i < K) { v[i] = rotated(base, k + i, chunked); }
+  }
+  return v;
 }
 
 // Grouped quantization of the rotated row, a thread a group (see the header).
@@ -147,22 +143,16 @@ fn quant_groups(row: u32, base: u32, chunked: bool, lid: u32) {
       hi = max(hi, v);
       amax = max(amax, abs(v));
     }
-    var delta = amax / qmax;
-    var inv = select(0.0, 1.0 / delta, amax > 0.0);
+    var d = vec3<f32>(sym_grid(amax, qmax), 0.0);
     if (ASYM) {
-      delta = (hi - lo) / (2.0 * qmax + 1.0);
-      inv = select(0.0, 1.0 / delta, delta > 0.0);
-      scales[p.M * ng + row * ng + g] = lo + (qmax + 1.0) * delta;
+      d = asym_grid(lo, hi, qmax);
+      scales[p.M * ng + row * ng + g] = d.z;
     }
-    scales[row * ng + g] = delta;
+    scales[row * ng + g] = d.x;
     for (var w = k0 / 4u; w < (k0 + GROUP) / 4u; w++) {
-      var word = 0u;
-      for (var i = 0u; i < 4u; i++) {
-        let v = rotated(base, 4u * w + i, chunked);
-        var c = clamp(round(v * inv), -qmax - 1.0, qmax);
-        if (ASYM) { c = clamp(round((v - lo) * inv), 0.0, 2.0 * qmax + 1.0) - qmax - 1.0; }
-        word |= (u32(i32(c)) & 0xffu) << (8u * i);
-      }
+      let v = rotated4(base, 4u * w, p.K, chunked);
+      var word = pack_sym(v, d.y, qmax);
+      if (ASYM) { word = pack_asym(v, lo, d.y, qmax); }
       codes[row * p.words + w] = word;
     }
   }

@@ -117,13 +117,8 @@ fn main(
     let row = row0 + r;
     if (row >= p.M) { break; }
     let amax = red[r * B];
-    let delta = amax / qmax;
-    let inv = select(0.0, 1.0 / delta, amax > 0.0);
-    if (j == 0u) { scales[row] = delta; }
-    for (var w = j; w < K4; w += B) {
-      let q = vec4<i32>(clamp(round(va[r * K4 + w] * inv), vec4<f32>(-qmax - 1.0), vec4<f32>(qmax)));
-      codes[row * p.words + w] = (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) |
-        ((u32(q.z) & 0xffu) << 16u) | ((u32(q.w) & 0xffu) << 24u);
-    }
+    let d = sym_grid(amax, qmax);
+    if (j == 0u) { scales[row] = d.x; }
+    for (var w = j; w < K4; w += B) { codes[row * p.words + w] = pack_sym(va[r * K4 + w], d.y, qmax); }
   }
 }

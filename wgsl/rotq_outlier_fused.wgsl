@@ -13,7 +13,7 @@
 // i = 0..B−1 in order of `acc + v_i·Q[i][j]`, the expression of the CPU reference
 // (runtime/reference/rotq.ts), so the codes match it bit for bit. With GROUP > 0 the rotated
 // rows go back into workgroup memory and each run of GROUP values gets its own scale, a
-// thread a group (act_quant.wgsl's quant_groups, same arithmetic: scales [M, K/GROUP], and
+// thread a group (quant_grid.wgsl's arithmetic, as act_quant.wgsl's quant_groups: scales [M, K/GROUP], and
 // with ASYM the zero points after them). Only main touches the override-sized workgroup
 // arrays (naga panics when a function reads them).
 override B: u32 = 128u; // block: a multiple of 4, B/4·T invocations
@@ -57,13 +57,6 @@ fn mac4(acc: vec4<f32>, v: vec4<f32>, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32
 // accumulators with it, in local memory).
 fn comp(a: vec4<f32>, j: u32) -> f32 {
   return select(select(select(a.w, a.z, j == 2u), a.y, j == 1u), a.x, j == 0u);
-}
-
-// Four codes, little-endian in a u32: clamp(round(v·inv), −qmax − 1, qmax).
-fn pack(v: vec4<f32>, inv: f32, qmax: f32) -> u32 {
-  let q = vec4<i32>(clamp(round(v * inv), vec4<f32>(-qmax - 1.0), vec4<f32>(qmax)));
-  return (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) | ((u32(q.z) & 0xffu) << 16u) |
-    ((u32(q.w) & 0xffu) << 24u);
 }
 
 @compute @workgroup_size(B / 4u, T)
@@ -177,24 +170,16 @@ fn main(
         let a = abs(v);
         amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
       }
-      var delta = amax / qmax;
-      var inv = select(0.0, 1.0 / delta, amax > 0.0);
+      var d = vec3<f32>(sym_grid(amax, qmax), 0.0);
       if (ASYM) {
-        delta = (hi - lo) / (2.0 * qmax + 1.0);
-        inv = select(0.0, 1.0 / delta, delta > 0.0);
-        scales[p.M * ng + row * ng + g] = lo + (qmax + 1.0) * delta;
+        d = asym_grid(lo, hi, qmax);
+        scales[p.M * ng + row * ng + g] = d.z;
       }
-      scales[row * ng + g] = delta;
+      scales[row * ng + g] = d.x;
       for (var w = 0u; w < G4; w++) {
-        let v = xs[w0 + w];
-        var c = clamp(round(v * inv), vec4<f32>(-qmax - 1.0), vec4<f32>(qmax));
-        if (ASYM) {
-          c = clamp(round((v - lo) * inv), vec4<f32>(0.0), vec4<f32>(2.0 * qmax + 1.0)) -
-            vec4<f32>(qmax + 1.0);
-        }
-        let q = vec4<i32>(c);
-        codes[row * K4 + g * G4 + w] = (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) |
-          ((u32(q.z) & 0xffu) << 16u) | ((u32(q.w) & 0xffu) << 24u);
+        var word = pack_sym(xs[w0 + w], d.y, qmax);
+        if (ASYM) { word = pack_asym(xs[w0 + w], lo, d.y, qmax); }
+        codes[row * K4 + g * G4 + w] = word;
       }
     }
     return;
@@ -223,22 +208,22 @@ fn main(
   workgroupBarrier();
   let amax = red[tk * B4];
   let qmax = f32((1u << (BITS - 1u)) - 1u);
-  let delta = amax / qmax;
-  let inv = select(0.0, 1.0 / delta, amax > 0.0);
+  let d = sym_grid(amax, qmax);
+  let inv = d.y;
   let row = m0 + tk;
   if (row >= p.M) { return; }
-  if (cg == 0u) { scales[row] = delta; }
+  if (cg == 0u) { scales[row] = d.x; }
   let o = row * K4 + cg;
-  codes[o] = pack(a0, inv, qmax);
-  if (NB > 1u) { codes[o + B4] = pack(a1, inv, qmax); }
-  if (NB > 2u) { codes[o + 2u * B4] = pack(a2, inv, qmax); }
-  if (NB > 3u) { codes[o + 3u * B4] = pack(a3, inv, qmax); }
-  if (NB > 4u) { codes[o + 4u * B4] = pack(a4, inv, qmax); }
-  if (NB > 5u) { codes[o + 5u * B4] = pack(a5, inv, qmax); }
-  if (NB > 6u) { codes[o + 6u * B4] = pack(a6, inv, qmax); }
-  if (NB > 7u) { codes[o + 7u * B4] = pack(a7, inv, qmax); }
-  if (NB > 8u) { codes[o + 8u * B4] = pack(a8, inv, qmax); }
-  if (NB > 9u) { codes[o + 9u * B4] = pack(a9, inv, qmax); }
-  if (NB > 10u) { codes[o + 10u * B4] = pack(a10, inv, qmax); }
-  if (NB > 11u) { codes[o + 11u * B4] = pack(a11, inv, qmax); }
+  codes[o] = pack_sym(a0, inv, qmax);
+  if (NB > 1u) { codes[o + B4] = pack_sym(a1, inv, qmax); }
+  if (NB > 2u) { codes[o + 2u * B4] = pack_sym(a2, inv, qmax); }
+  if (NB > 3u) { codes[o + 3u * B4] = pack_sym(a3, inv, qmax); }
+  if (NB > 4u) { codes[o + 4u * B4] = pack_sym(a4, inv, qmax); }
+  if (NB > 5u) { codes[o + 5u * B4] = pack_sym(a5, inv, qmax); }
+  if (NB > 6u) { codes[o + 6u * B4] = pack_sym(a6, inv, qmax); }
+  if (NB > 7u) { codes[o + 7u * B4] = pack_sym(a7, inv, qmax); }
+  if (NB > 8u) { codes[o + 8u * B4] = pack_sym(a8, inv, qmax); }
+  if (NB > 9u) { codes[o + 9u * B4] = pack_sym(a9, inv, qmax); }
+  if (NB > 10u) { codes[o + 10u * B4] = pack_sym(a10, inv, qmax); }
+  if (NB > 11u) { codes[o + 11u * B4] = pack_sym(a11, inv, qmax); }
 }

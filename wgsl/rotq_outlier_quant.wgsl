@@ -1,7 +1,7 @@
 // Per-token quantization after rotq_outlier_tiled.wgsl's stage 2: one invocation per
 // output word (four codes). The row's absmax is the max of its per-block maxima (exact:
-// max does not round), then the same operations as the row kernel (rotq_outlier.wgsl)
-// and the CPU reference: Δ = amax / qmax, inv = 1/Δ (0 for a zero row),
+// max does not round), then quant_grid.wgsl's arithmetic, as the row kernel
+// (rotq_outlier.wgsl) and the CPU reference: Δ = amax / qmax, inv = 1/Δ (0 for a zero row),
 // q = clamp(round(v·inv), −qmax − 1, qmax), four codes packed little-endian per u32.
 override WG: u32 = 256u;
 override BITS: u32 = 8u;
@@ -26,10 +26,7 @@ fn main(
   var amax = 0.0;
   for (var b = 0u; b < p.nb; b++) { amax = max(amax, part[row * p.nb + b]); }
   let qmax = f32((1u << (BITS - 1u)) - 1u);
-  let delta = amax / qmax;
-  let inv = select(0.0, 1.0 / delta, amax > 0.0);
-  if (i % p.words == 0u) { scales[row] = delta; }
-  let q = vec4<i32>(clamp(round(z[i] * inv), vec4<f32>(-qmax - 1.0), vec4<f32>(qmax)));
-  codes[i] = (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) | ((u32(q.z) & 0xffu) << 16u) |
-    ((u32(q.w) & 0xffu) << 24u);
+  let d = sym_grid(amax, qmax);
+  if (i % p.words == 0u) { scales[row] = d.x; }
+  codes[i] = pack_sym(z[i], d.y, qmax);
 }

@@ -20,6 +20,7 @@ import { Prng } from "../io/prng.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { actQmax, actQuantRef } from "../reference/act_quant.ts";
 import src from "../../wgsl/act_quant.wgsl" with { type: "text" };
+import gridSrc from "../../wgsl/quant_grid.wgsl" with { type: "text" };
 
 /** Activation bit widths (int8 containers). */
 export const ACT_BITS: readonly number[] = [4, 6, 8];
@@ -61,7 +62,7 @@ function spec(storage: StorageType, entry: Entry, group = 0, asym = false): Kern
   const key = `${storage}:${entry}:${group}:${asym}`;
   let s = specs.get(key);
   if (!s) {
-    const c = composeWgsl(src, { storage });
+    const c = composeWgsl(src, { storage, libs: [gridSrc] });
     s = {
       name: `act_quant_${entry}_${storage}${group ? `_g${group}` : ""}${asym ? "_asym" : ""}`,
       source: c.source,

@@ -13,6 +13,7 @@ import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import type { OutlierTransformTensors } from "./rotq.ts";
 import tiledSrc from "../../wgsl/rotq_outlier_tiled.wgsl" with { type: "text" };
 import quantSrc from "../../wgsl/rotq_outlier_quant.wgsl" with { type: "text" };
+import gridSrc from "../../wgsl/quant_grid.wgsl" with { type: "text" };
 
 // Bound to the slots a mode does not write (codes/scales when rotating, y when quantizing).
 const dummies = new WeakMap<Runtime, GPUBuffer[]>();
@@ -54,7 +55,7 @@ export function rotqSpec<P>(
   [reads, writes]: [number, number],
   launch: RotqLaunch<P>,
 ): KernelSpec<P> {
-  const c = composeWgsl(src, { storage });
+  const c = composeWgsl(src, { storage, libs: [gridSrc] }); // the quantizer arithmetic
   const bindings: BindingKind[] = ["uniform"];
   for (let i = 0; i < reads + writes; i++) bindings.push(i < reads ? "read" : "read_write");
   return {
