@@ -212,12 +212,13 @@ async function pipelineFor(
   return { pipe: await loadPipeline(run.rt, { path }), gptqGpuLayers: r.gptqGpuLayers };
 }
 
-/** The row's rotation options (quantize --alpha, --no-smooth, --tau); none when all default. */
+/** The row's rotation options (quantize --alpha, --no-smooth, --tau, --ars-select); none when all default. */
 function rotationKnobs(s: AblationSetting): Pick<QuantizeOptions, "rotationOptions"> {
   const o = {
     ...(s.alpha !== undefined ? { alpha: s.alpha } : {}),
     ...(s.smooth === false ? { smooth: false } : {}),
     ...(s.tau !== undefined ? { tau: s.tau } : {}),
+    ...(s.ars_select ? { select: s.ars_select } : {}),
   };
   return Object.keys(o).length ? { rotationOptions: o } : {};
 }

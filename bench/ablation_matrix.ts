@@ -52,6 +52,8 @@ export interface AblationSetting {
   smooth?: false;
   /** ARS threshold τ of the adaptive rotation (quantize --tau); absent: the default 1. */
   tau?: number;
+  /** "error": ARS picks each layer's branch by measured error (quantize --ars-select error). */
+  ars_select?: "error";
   /** Channels an activation scale (quantize --act-group); absent: one a token. */
   act_group?: number;
   /** With act_group: asymmetric groups (quantize --act-asym); absent: symmetric. */
@@ -102,6 +104,7 @@ export function settingKey(s: AblationSetting): string {
     (s.alpha !== undefined ? `|alpha-${s.alpha}` : "") +
     (s.smooth === false ? "|nosmooth" : "") +
     (s.tau !== undefined ? `|tau-${s.tau}` : "") +
+    (s.ars_select ? `|ars-${s.ars_select}` : "") +
     (s.act_group ? `|actgroup-${s.act_group}` : "") +
     (s.act_asym ? "-asym" : "");
 }
@@ -117,6 +120,7 @@ export function settingLabel(s: AblationSetting): string {
   if (s.alpha !== undefined) parts[0] += ` α ${s.alpha}`;
   if (s.smooth === false) parts[0] += " unsmoothed";
   if (s.tau !== undefined) parts[0] += ` τ ${s.tau}`;
+  if (s.ars_select) parts[0] += ` ARS by ${s.ars_select}`;
   if (s.act_group) parts[0] += ` act groups ${s.act_group}${s.act_asym ? " asym" : ""}`;
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
@@ -135,6 +139,7 @@ const EXTRA_KEYS: string[] = [
   "alpha",
   "smooth",
   "tau",
+  "ars_select",
   "act_group",
   "act_asym",
 ];
@@ -218,6 +223,16 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     }
     s.tau = r.tau;
   }
+  if (r.ars_select !== undefined) {
+    if (r.ars_select !== "error") {
+      fail(
+        file,
+        `${field}.ars_select`,
+        `must be "error" (rms is the default), got ${JSON.stringify(r.ars_select)}`,
+      );
+    }
+    s.ars_select = "error";
+  }
   if (r.abits_override !== undefined) {
     const list = r.abits_override;
     if (!Array.isArray(list) || !list.length) {
@@ -266,6 +281,10 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     fail(file, `${field}.alpha`, "is the smoothing's, and smooth is false");
   } else if (s.tau !== undefined && s.rotation !== "adaptive") {
     fail(file, `${field}.tau`, "is the adaptive rotation's threshold (rotation: adaptive)");
+  } else if (s.ars_select && s.rotation !== "adaptive") {
+    fail(file, `${field}.ars_select`, "is the adaptive rotation's (rotation: adaptive)");
+  } else if (s.ars_select && s.tau !== undefined) {
+    fail(file, `${field}.tau`, "is the rms selection's threshold, and ars_select is error");
   }
   if (s.attention === "dense") {
     if (s.density !== null || s.attn_bits !== null) {

@@ -42,10 +42,13 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, act_group: 64, act_asym: true },
       { ...base, rotation: "hadamard", smooth: false },
       { ...base, rotation: "adaptive", tau: 20 },
+      { ...base, rotation: "adaptive", ars_select: "error" },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 11);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 11);
+  assertEquals(m.settings.length, 12);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 12);
+  assertEquals(settingKey(m.settings[11]), "uniform|8|8|adaptive|dense|null|null|ars-error");
+  assertEquals(settingLabel(m.settings[11]), "uniform W8A8 ARS by error adaptive");
   assertEquals(settingLabel(m.settings[9]), "uniform W8A8 unsmoothed hadamard");
   assertEquals(settingKey(m.settings[10]), "uniform|8|8|adaptive|dense|null|null|tau-20");
   assertEquals(settingLabel(m.settings[10]), "uniform W8A8 τ 20 adaptive");
@@ -119,6 +122,29 @@ Deno.test("matrix: bad fields are named", async () => {
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, rotation: "adaptive", tau: -1 }] },
       "rows[0].tau must be a positive number",
+    ],
+    [
+      {
+        rows: [{ quantizer: "tlq", wbits: 4, abits: 8, rotation: "hadamard", ars_select: "error" }],
+      },
+      "rows[0].ars_select is the adaptive rotation's",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, rotation: "adaptive", ars_select: "rms" }] },
+      'rows[0].ars_select must be "error"',
+    ],
+    [
+      {
+        rows: [{
+          quantizer: "tlq",
+          wbits: 4,
+          abits: 8,
+          rotation: "adaptive",
+          ars_select: "error",
+          tau: 2,
+        }],
+      },
+      "rows[0].tau is the rms selection's threshold",
     ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq_device: "cpu" }] },

@@ -371,6 +371,8 @@ Deno.test("server models: plan names", () => {
   const ars = { ...base, density: null, rotation: "adaptive" };
   assertEquals(planName(ars, { smooth: false, tau: 2 }), "w4a8-tlq-unsmoothed-tau2-adaptive");
   assertEquals(planName(ars, { alpha: 0.25 }), "w4a8-tlq-alpha0.25-adaptive");
+  assertEquals(planName(ars, { select: "error" }), "w4a8-tlq-byerror-adaptive");
+  assertEquals(planName(ars, { select: "rms" }), "w4a8-tlq-adaptive");
   // Defaults, and knobs of no rotation, leave the name alone.
   assertEquals(planName(ars, { alpha: 0.5, tau: 1 }), "w4a8-tlq-adaptive");
   assertEquals(planName({ ...base, density: null }, { smooth: false }), "w4a8-tlq");

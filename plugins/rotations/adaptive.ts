@@ -1,7 +1,9 @@
 /**
  * The "adaptive" rotation (ARS, METHODS.md §2): per layer, J = ‖X‖_F/√(tokens·channels)
  * of its calibration input; J < τ → hadamard, J ≥ τ → outlier-aware (τ = 1 by default).
- * The plan's overrides (exact layer names or `*` patterns) force a branch.
+ * With `select: "error"` the branch (hadamard, outlier-aware or none) is instead the one with
+ * the least measured error on the calibration rows. The plan's overrides (exact layer names
+ * or `*` patterns) force a branch.
  *
  * @module
  */
@@ -12,6 +14,7 @@ import type { LayerRotation, RotationKind } from "../../runtime/quant/rotation.t
 import { planHadamard } from "./hadamard.ts";
 import { planIdentity } from "./identity.ts";
 import { planOutlier } from "./outlier_aware.ts";
+import { rotationErrors } from "../../runtime/quant/rotation_error.ts";
 
 /** Default ARS threshold τ. */
 export const DEFAULT_TAU = 1;
@@ -55,6 +58,7 @@ export function planAdaptive(input: RotationLayerInput): LayerRotation {
   if (!input.stats) {
     throw new RangeError(`The adaptive rotation needs calibration statistics (${input.name})`);
   }
+  if (input.options.select === "error" && input.stats.sampleRows > 0) return planByError(input);
   const tau = input.options.tau ?? DEFAULT_TAU;
   const J = layerJ(input.stats);
   const r = J < tau ? planHadamard(input) : planOutlier(input);
@@ -62,6 +66,24 @@ export function planAdaptive(input: RotationLayerInput): LayerRotation {
     ? `J ${J.toPrecision(3)} < τ ${tau}`
     : `J ${J.toPrecision(3)} ≥ τ ${tau}`;
   return r;
+}
+
+/**
+ * ARS by measurement (`select: "error"`): plans hadamard, outlier-aware and none, and keeps
+ * the one whose activation quantizer gives the least output error on the layer's
+ * calibration sample rows (the first of that order on a tie).
+ */
+function planByError(input: RotationLayerInput): LayerRotation {
+  const act = input.options.act ?? { bits: 8 };
+  let best: { plan: LayerRotation; err: number } | undefined;
+  const errs: string[] = [];
+  for (const plan of [planHadamard(input), planOutlier(input), planIdentity(input)]) {
+    const err = rotationErrors(plan, input.stats!, input.weight, act).after;
+    errs.push(`${plan.kind} ${err.toPrecision(3)}`);
+    if (!best || err < best.err) best = { plan, err };
+  }
+  best!.plan.report.reason = `least error: ${errs.join(", ")}`;
+  return best!.plan;
 }
 
 /** The "adaptive" (ARS) rotation plugin. */

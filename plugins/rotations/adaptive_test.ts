@@ -9,6 +9,10 @@ import {
 import type { HostMatrix } from "../types.ts";
 import { adaptiveRotationPlugin, matchesLayer, overrideFor, planAdaptive } from "./adaptive.ts";
 import { assertGpuMatches, randomWeight, salientRows } from "./test_util.ts";
+import { planHadamard } from "./hadamard.ts";
+import { planIdentity } from "./identity.ts";
+import { planOutlier } from "./outlier_aware.ts";
+import { rotationErrors } from "../../runtime/quant/rotation_error.ts";
 
 /** Two layers: "calm" (N(0, 0.5²) inputs, J ≈ 0.5) and "loud" (salient channels, J ≫ 1). */
 function twoLayers(): {
@@ -46,6 +50,32 @@ Deno.test("adaptive: J < τ takes hadamard, J ≥ τ outlier-aware; τ moves the
   assertEquals(high.get("blocks.0.loud")!.kind, "hadamard");
   const low = planRotations(stats, weights, { rotation: "adaptive", tau: 0 });
   assertEquals(low.get("blocks.0.calm")!.kind, "outlier");
+});
+
+Deno.test("adaptive, select error: the branch of least measured error among hadamard, outlier, none", () => {
+  const { stats, weights } = twoLayers();
+  for (const act of [{ bits: 8 }, { bits: 4, group: 16, asym: true }]) {
+    const plans = planRotations(stats, weights, { rotation: "adaptive", select: "error", act });
+    for (const [name, plan] of plans) {
+      const input = {
+        name,
+        weight: weights.get(name)!,
+        stats: stats.layers.get(name)!,
+        options: {
+          rotation: "adaptive" as const,
+          act,
+        },
+      };
+      const errs = [planHadamard(input), planOutlier(input), planIdentity(input)].map((p) =>
+        rotationErrors(p, input.stats, input.weight, act).after
+      );
+      const chosen = rotationErrors(plan, input.stats, input.weight, act).after;
+      assertEquals(chosen, Math.min(...errs), `${name} A${act.bits}: ${plan.report.reason}`);
+      assert(plan.report.reason!.startsWith("least error: hadamard "), plan.report.reason);
+    }
+    // Salient channels: per-token quantization without a rotation is the worst of the three.
+    assert(plans.get("blocks.0.loud")!.kind !== "none", `A${act.bits} loud`);
+  }
 });
 
 Deno.test("adaptive: overrides by exact name or pattern force the branch", () => {

@@ -11,8 +11,9 @@ import { ABITS } from "../quant/qlinear.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
 import { type AbitsOverride, DEFAULT_KEEP_FP, FLUX_KEEP_FP, isActGroup } from "../quant/plan.ts";
 import { quantizeModel, type QuantizeOptions, writeArtifact } from "../quant/quantize.ts";
-import type { RotationKind } from "../quant/rotation.ts";
+import { ARS_SELECT, type ArsSelect, type RotationKind } from "../quant/rotation.ts";
 import { formatReport, measureActivationError } from "../quant/report.ts";
+import { buildRotationReport, type RotationReportRow } from "../quant/rotation_plan.ts";
 import { readCalibrationEmbeds } from "./embeds.ts";
 import {
   CalibrationProgress,
@@ -34,6 +35,9 @@ export const QUANTIZE_USAGE =
   --rotation R            none (default), hadamard, outlier, adaptive
   --tau F                 adaptive: the ARS threshold on the input RMS J (J < τ → hadamard,
                           else outlier; default 1)
+  --ars-select S          adaptive: how a layer's branch is chosen: rms (default: J against τ)
+                          or error (of hadamard, outlier and none, the least output error of
+                          the activation quantizer on the calibration rows; see --report)
   --rotation-override L   adaptive: comma-separated PATTERN=BRANCH (* wildcard; BRANCH hadamard,
                           outlier or none) forcing a layer's branch, e.g.
                           "transformer_blocks.*.ff.net.2=outlier"
@@ -121,16 +125,21 @@ function rotationWords(rotation: string, knobs: RotationKnobs | undefined): stri
 /** The branches a `--rotation-override` may force. */
 const ROTATION_BRANCHES: readonly RotationKind[] = ["hadamard", "outlier", "none"];
 
-/** The rotation plan knobs (τ, overrides, α, smoothing) of the options, or undefined. */
-function rotationKnobs(
-  rotation: string,
-  tau: number | undefined,
-  alpha: number | undefined,
-  noSmooth: boolean,
-  overrideList: string | undefined,
-): RotationKnobs | undefined {
+/** The rotation options of the command line, as given. */
+interface RotationArgs {
+  tau?: number;
+  alpha?: number;
+  noSmooth: boolean;
+  overrideList?: string;
+  select?: ArsSelect;
+}
+
+/** The rotation plan knobs (τ, ARS selection, overrides, α, smoothing), or undefined. */
+function rotationKnobs(rotation: string, a: RotationArgs): RotationKnobs | undefined {
+  const { tau, alpha, noSmooth, overrideList, select } = a;
   const knobs: RotationKnobs = {};
   if (tau !== undefined) knobs.tau = tau;
+  if (select !== undefined) knobs.select = select;
   if (alpha !== undefined) knobs.alpha = alpha;
   if (noSmooth) knobs.smooth = false;
   if (overrideList !== undefined) {
@@ -146,8 +155,13 @@ function rotationKnobs(
       knobs.overrides[pattern] = branch as RotationKind;
     }
   }
-  if ((tau !== undefined || knobs.overrides) && rotation !== "adaptive") {
-    throw new UsageError("--tau and --rotation-override apply to --rotation adaptive");
+  if ((select !== undefined || tau !== undefined || knobs.overrides) && rotation !== "adaptive") {
+    throw new UsageError(
+      "--tau, --ars-select and --rotation-override apply to --rotation adaptive",
+    );
+  }
+  if (tau !== undefined && select === "error") {
+    throw new UsageError("--tau is the rms selection's threshold: give it or --ars-select error");
   }
   if ((alpha !== undefined || noSmooth) && rotation === "none") {
     throw new UsageError(
@@ -170,6 +184,7 @@ export async function quantize(args: string[]): Promise<number> {
     rotation: { type: "string" },
     tau: { type: "string" },
     "rotation-override": { type: "string" },
+    "ars-select": { type: "string" },
     alpha: { type: "string" },
     "no-smooth": { type: "boolean" },
     attention: { type: "string" },
@@ -228,13 +243,13 @@ export async function quantize(args: string[]): Promise<number> {
   const reportSteps = o.number("report-steps", 3, { min: 1, max: 100, integer: true });
   const calibPrompts = o.optionalNumber("calib-prompts", { min: 1, max: 64, integer: true });
   const calibSteps = o.optionalNumber("calib-steps", { min: 1, max: 100, integer: true });
-  const rotationOptions = rotationKnobs(
-    v.rotation ?? "none",
-    o.optionalNumber("tau", { min: 0 }),
-    o.optionalNumber("alpha", { min: 0, max: 1 }),
-    v["no-smooth"] ?? false,
-    v["rotation-override"],
-  );
+  const rotationOptions = rotationKnobs(v.rotation ?? "none", {
+    tau: o.optionalNumber("tau", { min: 0 }),
+    alpha: o.optionalNumber("alpha", { min: 0, max: 1 }),
+    noSmooth: v["no-smooth"] ?? false,
+    overrideList: v["rotation-override"],
+    select: o.optionalChoice("ars-select", ARS_SELECT),
+  });
   await checkWritable(out, v.force ?? false, "--out");
   if (v["calib-embeds"] !== undefined && v["calib-prompts"] !== undefined) {
     throw new UsageError("give --calib-prompts or --calib-embeds, not both");
@@ -297,6 +312,7 @@ export async function quantize(args: string[]): Promise<number> {
   );
 
   let act: Awaited<ReturnType<typeof measureActivationError>> | undefined;
+  let rot: RotationReportRow[] | undefined;
   if (v.report) {
     if (abits < 16 && q.length > 0) {
       const rt = await createRuntime({ adapter });
@@ -323,6 +339,24 @@ export async function quantize(args: string[]): Promise<number> {
       }
     }
     info(formatReport(r.layers, act));
+    if (r.rotations.size > 0) {
+      const s = r.plan.settings;
+      const report = await buildRotationReport(undefined, {
+        model: v.model,
+        plans: r.rotations,
+        stats: r.stats,
+        bits: abits,
+        group: s.actGroup,
+        asym: s.actAsym,
+        center: s.center !== undefined,
+      });
+      rot = report.rows;
+      info(
+        `\nrotations: the branch each layer took, its input RMS J, and the output error of the ` +
+          `activation quantizer alone before → after the transform (≤ 128 calibration rows a layer)\n` +
+          report.text,
+      );
+    }
   }
   if (v.json) {
     emitJson({
@@ -358,6 +392,15 @@ export async function quantize(args: string[]): Promise<number> {
           bytes: l.bytes,
         }))
         : undefined,
+      rotations: rot?.map((x) => ({
+        layer: x.layer,
+        branch: x.kind,
+        J: x.J,
+        block: x.block,
+        err_before: x.errBefore,
+        err_after: x.errAfter,
+        note: x.note,
+      })),
     });
   }
   return 0;

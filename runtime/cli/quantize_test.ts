@@ -172,6 +172,9 @@ Deno.test("quantize: --tau, --rotation-override, --alpha and --no-smooth reach t
     [["--alpha", "0.5"], "apply to a rotation"],
     [["--rotation", "hadamard", "--alpha", "1.5"], "--alpha"],
     [["--rotation", "hadamard", "--alpha", "0.5", "--no-smooth"], "not both"],
+    [["--rotation", "hadamard", "--ars-select", "error"], "apply to --rotation adaptive"],
+    [["--rotation", "adaptive", "--ars-select", "best"], "--ars-select"],
+    [["--rotation", "adaptive", "--ars-select", "error", "--tau", "2"], "--tau is the rms"],
   ];
   for (const [extra, msg] of misuse) {
     const r = await cli("quantize", ...base, ...extra, "--out", "/tmp/never.safetensors");
@@ -211,6 +214,41 @@ Deno.test("quantize: --tau, --rotation-override, --alpha and --no-smooth reach t
       const reason = String(l.meta?.rotReason);
       assert(forced ? reason === "override" : reason.includes("< τ 1000"), `${name}: ${reason}`);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("quantize --ars-select error: each layer keeps the branch of least error; --report shows it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_ars_" });
+  try {
+    const out = `${dir}/ars.safetensors`;
+    const r = await cli(
+      "quantize",
+      ...["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "8", "--abits", "4"],
+      ...["--rotation", "adaptive", "--ars-select", "error", "--act-group", "16", "--act-asym"],
+      ...["--calib-prompts", "1", "--calib-steps", "1", "--report", "--report-prompts", "1"],
+      ...["--report-steps", "1", "--json", "--out", out],
+    );
+    assertEquals(r.code, 0, r.stderr);
+    assert(r.stderr.includes("err A4 g16 asym before"), r.stderr);
+    const f = await openSafetensors(out);
+    const plan = JSON.parse(f.metadata["webdit.plan"]);
+    f.close();
+    assertEquals(plan.calibration.rotationOptions, { select: "error" });
+    const layers = Object.values(plan.layers) as {
+      rotation: string;
+      meta?: { rotReason?: string };
+    }[];
+    const chosen = layers.filter((l) => l.meta?.rotReason);
+    assert(chosen.length > 0);
+    for (const l of chosen) {
+      assert(l.meta!.rotReason!.startsWith("least error: "), l.meta!.rotReason);
+    }
+    const rows = lastJson(r.stdout).rotations as { err_before: number; err_after: number }[];
+    assertEquals(rows.length, chosen.filter((l) => l.rotation !== "none").length);
+    // "none" was a candidate measured the same way, so a kept rotation never does worse.
+    for (const x of rows) assert(x.err_after <= x.err_before, JSON.stringify(x));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

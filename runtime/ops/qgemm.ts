@@ -93,7 +93,7 @@ export interface QGemmIntOptions extends QGemmEpilogue {
 
 /** Tile knobs of the tiled integer GEMM: BM = 8·ty, BN = 8·tx, K tile bkw words. */
 export interface IntTune {
-  /** Invocations along N; default 16. */
+  /** Invocations along N; default 16 (8 with activation groups and bkw 4). */
   tx?: number;
   /** Invocations along M; default 16. */
   ty?: number;
@@ -349,7 +349,12 @@ export function qgemmInt(
   ];
   const mode = w.int.mode;
   if (version === "tiled") {
-    const t = { tx: 16, ty: 16, bkw: 4, tables: "expand", ...opts.tune };
+    // Grouped sums keep 64 f32 accumulators beside the i32 ones; a tile half as wide measured
+    // faster there (H200: A4 g16 asym 1.57 vs 1.63 ms, A8 g32 1.26 vs 1.35; per token slower,
+    // bench/results/nvidia-h200/2026-11-28_qgemm_group_tiles.md).
+    const bkw = opts.tune?.bkw ?? 4;
+    const tx = group > 0 && bkw === 4 ? 8 : 16;
+    const t = { tx, ty: 16, bkw, tables: "expand", ...opts.tune };
     const loads = [8 * t.ty * t.bkw / (t.tx * t.ty), 8 * t.tx * t.bkw / (t.tx * t.ty)];
     if (group % (4 * t.bkw) !== 0) { // a tile must not straddle two groups
       throw new RangeError(

@@ -51,6 +51,7 @@ import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
 import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
 import { resolveSettings } from "./settings.ts";
 import { centredStats } from "./centred_stats.ts";
+import type { ActQuantSpec } from "./rotation_error.ts";
 import { type LayerReport, quantizedBytes } from "./report.ts";
 export { type LayerReport, quantizedBytes } from "./report.ts";
 
@@ -121,6 +122,14 @@ export interface QuantizeResult {
   gptqGpuLayers?: number;
   /** The rotated layers' plans (for the activation report). */
   rotations: Map<string, LayerRotation>;
+  /** The calibration statistics the rotations and GPTQ used (none without a calibration run). */
+  stats?: CalibrationStats;
+}
+
+/** The activation quantizer of a layer under `settings` (none for a weight-only layer). */
+function actSpec(name: string, settings: QuantSettings): ActQuantSpec | undefined {
+  const bits = layerAbits(name, settings);
+  return bits < 16 ? { bits, group: settings.actGroup, asym: settings.actAsym } : undefined;
 }
 
 /** A layer's statistics as its rotation plans on them: centred when the plan centres inputs. */
@@ -321,6 +330,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           options: {
             ...o.rotationOptions,
             rotation: settings.rotation as RotationPlanOptions["rotation"],
+            act: actSpec(name, settings), // what ARS's error selection measures with
           },
         });
         rotation = r.kind;
@@ -480,6 +490,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     layers: reports,
     ms,
     rotations,
+    ...(stats ? { stats } : {}),
     ...(settings.gptq ? { gptqGpuLayers } : {}),
   };
 }

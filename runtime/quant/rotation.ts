@@ -34,6 +34,7 @@ import {
   rotateOutlierRef,
 } from "../reference/rotq.ts";
 import type { ActivationTransform, QuantizedActivations } from "./transform.ts";
+import type { ActQuantSpec } from "./rotation_error.ts";
 
 /** What a layer's plan chose. */
 export type RotationKind = "none" | "hadamard" | "outlier";
@@ -429,12 +430,27 @@ export function loadLayerRotation(
 /** The rotation choices of a plan (`quantize --rotation`). */
 export type RotationChoice = "none" | "hadamard" | "outlier" | "adaptive";
 
+/** How the adaptive rotation picks a layer's branch (RotationPlanOptions.select). */
+export type ArsSelect = "rms" | "error";
+
+/** The ARS branch choices. */
+export const ARS_SELECT: readonly ArsSelect[] = ["rms", "error"];
+
 /** Options of a rotation plan (see runtime/quant/rotation_plan.ts). */
 export interface RotationPlanOptions {
   /** The plugin: none, hadamard, outlier or adaptive (ARS). */
   rotation: RotationChoice;
   /** ARS threshold: J < τ → hadamard, else outlier. Default 1. */
   tau?: number;
+  /**
+   * ARS branch choice: "rms" (METHODS.md §2: J against τ; the default) or "error": of
+   * hadamard, outlier-aware and none, the branch whose output error of the activation
+   * quantizer `act` on the layer's calibration sample rows is least
+   * (runtime/quant/rotation_error.ts).
+   */
+  select?: ArsSelect;
+  /** The activation quantizer "error" measures with; default A8, one scale a token. */
+  act?: ActQuantSpec;
   /** Smoothing α; default 0.5. */
   alpha?: number;
   /** Smooth before rotating (hadamard/outlier); default true. */

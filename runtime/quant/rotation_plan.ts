@@ -32,7 +32,8 @@ import { outlierRotationPlugin } from "../../plugins/rotations/outlier_aware.ts"
 import type { HostMatrix, RotationPlugin } from "../../plugins/types.ts";
 import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
-import { dequantizeRows, quantizeRows } from "../reference/rotq.ts";
+import { centredStats } from "./centred_stats.ts";
+import { rotationErrors } from "./rotation_error.ts";
 import type { Runtime } from "../gpu/device.ts";
 import type { CalibrationStats, LayerStats } from "./calibrate.ts";
 import { calibrate, layerJ } from "./calibrate.ts";
@@ -156,8 +157,11 @@ export interface RotationReportRow {
   channelRatio: number;
   /** Activation bits the errors are measured at. */
   bits: number;
+  /** Channels an activation scale (0: one a token), and whether the groups are asymmetric. */
+  group: number;
+  asym: boolean;
   /**
-   * Relative output error of per-token activation quantization alone (weights exact):
+   * Relative output error of the activation quantizer alone (weights exact):
    * ‖(Q(X) − X)·Wᵀ‖_F / ‖X·Wᵀ + b‖_F on the calibration sample rows (b when given).
    */
   errBefore: number;
@@ -176,39 +180,45 @@ export function channelRatio(s: LayerStats): number {
   return med > 0 ? a[a.length - 1] / med : Infinity;
 }
 
-/** ‖E·Wᵀ + b‖_F² for E [S, K], W [N, K], b [N] (or none). */
-function projectedNorm2(e: Float64Array, S: number, w: HostMatrix, b?: Float32Array): number {
-  const K = w.cols;
-  let t = 0;
-  for (let r = 0; r < S; r++) {
-    for (let n = 0; n < w.rows; n++) {
-      let acc = b ? b[n] : 0;
-      const o = n * K;
-      for (let k = 0; k < K; k++) acc += e[r * K + k] * w.data[o + k];
-      t += acc * acc;
-    }
-  }
-  return t;
+/** Options of {@linkcode rotationReport}. */
+export interface RotationReportOptions {
+  /** Activation bits; default 8. */
+  bits?: number;
+  /** Channels an activation scale (quantize --act-group); default 0, one a token. */
+  group?: number;
+  /** With `group`: asymmetric groups (quantize --act-asym). */
+  asym?: boolean;
+  /**
+   * The plan centres inputs (quantize --center): the statistics are taken centred, as the
+   * plans were made on them (runtime/quant/centred_stats.ts: the run-wide midpoint stands in
+   * for each sample's centre).
+   */
+  center?: boolean;
+  /** Sample rows per layer; default 128. */
+  maxRows?: number;
+  /** The layers' biases (the denominator's X·Wᵀ + b). */
+  biases?: ReadonlyMap<string, Float32Array>;
 }
 
 /**
  * The activation-quantization error of every planned layer before and after its
  * transform, on the calibration sample rows (at most `maxRows` per layer), in the output
  * domain, relative to the layer's output X·Wᵀ + b (pass `biases`: a large input offset
- * cancelled by the bias would otherwise inflate the denominator). Layers without a
- * sample get NaN.
+ * cancelled by the bias would otherwise inflate the denominator), with the plan's
+ * activation quantizer (bits, groups). Layers without a sample get NaN.
  */
 export function rotationReport(
   plans: ReadonlyMap<string, LayerRotation>,
   stats: CalibrationStats | undefined,
   weights: ReadonlyMap<string, HostMatrix>,
-  o: { bits?: number; maxRows?: number; biases?: ReadonlyMap<string, Float32Array> } = {},
+  o: RotationReportOptions = {},
 ): RotationReportRow[] {
   const bits = o.bits ?? 8;
-  const maxRows = o.maxRows ?? 128;
+  const [group, asym] = [o.group ?? 0, o.asym ?? false];
   const rows: RotationReportRow[] = [];
   for (const [layer, plan] of plans) {
-    const s = stats?.layers.get(layer);
+    const raw = stats?.layers.get(layer);
+    const s = raw && o.center ? centredStats(raw) : raw;
     const w = weights.get(layer);
     const rep = plan.report;
     const steps = rep.greedySteps ? `; greedy steps ${rep.greedySteps.join("+")}` : "";
@@ -219,29 +229,29 @@ export function rotationReport(
       block: plan.block,
       channelRatio: s ? channelRatio(s) : NaN,
       bits,
+      group,
+      asym,
       errBefore: NaN,
       errAfter: NaN,
       rows: 0,
       note: `${rep.reason ?? plan.kind}${steps}`,
     };
-    if (s && w && s.sampleRows > 0) {
-      const S = Math.min(maxRows, s.sampleRows);
-      const K = s.cols;
-      const x = s.sample.subarray(0, S * K);
-      const ref = projectedNorm2(Float64Array.from(x), S, w, o.biases?.get(layer));
-      const q0 = quantizeRows(x, S, K, bits);
-      const e0 = Float64Array.from(dequantizeRows(q0.codes, q0.scales, S, K), (v, i) => v - x[i]);
-      const xt = plan.transformActivations(x, S);
-      const q1 = quantizeRows(xt, S, K, bits);
-      const e1 = Float64Array.from(dequantizeRows(q1.codes, q1.scales, S, K), (v, i) => v - xt[i]);
-      const denom = Math.sqrt(ref);
-      row.errBefore = Math.sqrt(projectedNorm2(e0, S, w)) / denom;
-      row.errAfter = Math.sqrt(projectedNorm2(e1, S, plan.transformWeight(w))) / denom;
-      row.rows = S;
+    if (s && w) {
+      const e = rotationErrors(plan, s, w, { bits, group, asym }, {
+        maxRows: o.maxRows,
+        bias: o.biases?.get(layer),
+      });
+      [row.errBefore, row.errAfter, row.rows] = [e.before, e.after, e.rows];
     }
     rows.push(row);
   }
   return rows;
+}
+
+/** "A8", "A4 g16 asym": the quantizer a report row's errors are of. */
+function actLabel(r: RotationReportRow | undefined): string {
+  if (!r) return "A8";
+  return `A${r.bits}${r.group ? ` g${r.group}${r.asym ? " asym" : ""}` : ""}`;
 }
 
 /** The report as a text table (for stderr), with a count of layers per branch. */
@@ -253,7 +263,7 @@ export function formatRotationReport(rows: readonly RotationReportRow[]): string
     "J",
     "block",
     "max/med",
-    `err A${rows[0]?.bits ?? 8} before`,
+    `err ${actLabel(rows[0])} before`,
     "after",
     "note",
   ];
@@ -276,41 +286,49 @@ export function formatRotationReport(rows: readonly RotationReportRow[]): string
 }
 
 /** Options of {@linkcode buildRotationReport}. */
-export interface BuildRotationReportOptions {
+export interface BuildRotationReportOptions extends Omit<RotationReportOptions, "biases" | "bits"> {
   /** Model folder the plans were made for (default the bundled model). */
   model?: string;
   /** The plans (e.g. QuantizeResult.rotations). */
   plans: ReadonlyMap<string, LayerRotation>;
   /** Activation bits. */
   bits: number;
+  /** The statistics the plans were made on (QuantizeResult.stats); else `calibration`'s. */
+  stats?: CalibrationStats;
   /** The calibration settings the plans used (the statistics then come from the cache). */
   calibration?: { prompts?: readonly string[]; steps?: number; cacheDir?: string | false };
-  /** Sample rows per layer; default 128. */
-  maxRows?: number;
 }
 
 /**
- * `quantize --report`'s rotation table in one call: loads the calibration statistics
- * (cached by {@linkcode calibrate}), the layers' weights and biases, and measures every
- * plan's activation-quantization error before and after (see {@linkcode rotationReport}).
+ * `quantize --report`'s rotation table in one call: the calibration statistics (given, or
+ * from {@linkcode calibrate}'s cache), the layers' weights and biases, and every plan's
+ * activation-quantization error before and after (see {@linkcode rotationReport}).
  */
 export async function buildRotationReport(
-  rt: Runtime,
+  rt: Runtime | undefined,
   o: BuildRotationReportOptions,
 ): Promise<{ rows: RotationReportRow[]; text: string }> {
-  const stats = await calibrate(rt, {
-    path: o.model,
-    prompts: o.calibration?.prompts,
-    steps: o.calibration?.steps,
-    cacheDir: o.calibration?.cacheDir,
-  });
+  let stats = o.stats;
+  if (!stats) {
+    if (!rt) throw new TypeError("buildRotationReport: pass stats or a runtime to calibrate on");
+    stats = await calibrate(rt, {
+      path: o.model,
+      prompts: o.calibration?.prompts,
+      steps: o.calibration?.steps,
+      cacheDir: o.calibration?.cacheDir,
+    });
+  }
   const names = [...o.plans.keys()];
   const path = o.model ?? DEFAULT_MODEL_DIR;
   const weights = await readLinearWeights(path, names);
   const biases = await readLinearBiases(path, names);
+  const { bits, group, asym, center, maxRows } = o;
   const rows = rotationReport(o.plans, stats, weights, {
-    bits: o.bits,
-    maxRows: o.maxRows,
+    bits,
+    group,
+    asym,
+    center,
+    maxRows,
     biases,
   });
   return { rows, text: formatRotationReport(rows) };

@@ -174,7 +174,7 @@ export function planName(
   s:
     & Pick<QuantSettings, "quantizer" | "wbits" | "abits" | "rotation" | "attention" | "density">
     & Partial<Pick<QuantSettings, "gptq" | "abitsOverride" | "center" | "actGroup" | "actAsym">>,
-  rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown },
+  rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown; select?: unknown },
 ): string {
   let n = `w${s.wbits}a${s.abits}-${s.quantizer}`;
   if (s.gptq) n += "-gptq"; // else a GPTQ artifact's id would clash with its plain twin's
@@ -182,7 +182,7 @@ export function planName(
   if (s.center) n += `-centred-${s.center}`; // likewise the activation quantizer's variants
   if (s.actGroup) n += `-g${s.actGroup}${s.actAsym ? "asym" : ""}`;
   if (s.rotation !== "none") {
-    // The rotation's knobs (quantize --no-smooth, --alpha, --tau) when not the defaults.
+    // The rotation's knobs (quantize --no-smooth, --alpha, --tau, --ars-select) when not the defaults.
     const o = rotationOptions ?? {};
     if (o.smooth === false) n += "-unsmoothed";
     else if (typeof o.alpha === "number" && o.alpha !== DEFAULT_ALPHA) n += `-alpha${o.alpha}`;
@@ -190,6 +190,7 @@ export function planName(
     if (s.rotation === "adaptive" && typeof tau === "number" && tau !== DEFAULT_TAU) {
       n += `-tau${tau}`;
     }
+    if (s.rotation === "adaptive" && o.select === "error") n += "-byerror";
     n += `-${s.rotation}`;
   }
   if (s.attention !== "dense") n += `-${s.attention}${s.density ?? ""}`;
