@@ -14,7 +14,7 @@ import type { LayerRotation, RotationKind } from "../../runtime/quant/rotation.t
 import { planHadamard } from "./hadamard.ts";
 import { planIdentity } from "./identity.ts";
 import { planOutlier } from "./outlier_aware.ts";
-import { rotationErrors } from "../../runtime/quant/rotation_error.ts";
+import { layerError, rotationErrors } from "../../runtime/quant/rotation_error.ts";
 
 /** Default ARS threshold τ. */
 export const DEFAULT_TAU = 1;
@@ -70,15 +70,18 @@ export function planAdaptive(input: RotationLayerInput): LayerRotation {
 
 /**
  * ARS by measurement (`select: "error"`): plans hadamard, outlier-aware and none, and keeps
- * the one whose activation quantizer gives the least output error on the layer's
- * calibration sample rows (the first of that order on a tie).
+ * the one of least output error on the layer's calibration sample rows — with the plan's
+ * weight quantizer too when the options carry it — (the first of that order on a tie).
  */
 function planByError(input: RotationLayerInput): LayerRotation {
-  const act = input.options.act ?? { bits: 8 };
+  const { act = { bits: 8 }, weightQuant } = input.options;
+  const s = input.stats!;
   let best: { plan: LayerRotation; err: number } | undefined;
   const errs: string[] = [];
   for (const plan of [planHadamard(input), planOutlier(input), planIdentity(input)]) {
-    const err = rotationErrors(plan, input.stats!, input.weight, act).after;
+    const err = weightQuant
+      ? layerError(plan, s, input.weight, act, weightQuant)
+      : rotationErrors(plan, s, input.weight, act).after;
     errs.push(`${plan.kind} ${err.toPrecision(3)}`);
     if (!best || err < best.err) best = { plan, err };
   }

@@ -12,7 +12,8 @@ import { assertGpuMatches, randomWeight, salientRows } from "./test_util.ts";
 import { planHadamard } from "./hadamard.ts";
 import { planIdentity } from "./identity.ts";
 import { planOutlier } from "./outlier_aware.ts";
-import { rotationErrors } from "../../runtime/quant/rotation_error.ts";
+import { layerError, rotationErrors } from "../../runtime/quant/rotation_error.ts";
+import { tlqQuantizer } from "../quantizers/tlq.ts";
 
 /** Two layers: "calm" (N(0, 0.5²) inputs, J ≈ 0.5) and "loud" (salient channels, J ≫ 1). */
 function twoLayers(): {
@@ -75,6 +76,26 @@ Deno.test("adaptive, select error: the branch of least measured error among hada
     }
     // Salient channels: per-token quantization without a rotation is the worst of the three.
     assert(plans.get("blocks.0.loud")!.kind !== "none", `A${act.bits} loud`);
+  }
+  // With the weight quantizer the choice is by the whole layer's error.
+  const act = { bits: 4, group: 16, asym: true };
+  const weightQuant = (m: HostMatrix) =>
+    tlqQuantizer.dequantize(tlqQuantizer.calibrate(m, { bits: 4 }));
+  const opts = { rotation: "adaptive" as const, select: "error" as const, act, weightQuant };
+  for (const [name, plan] of planRotations(stats, weights, opts)) {
+    const input = {
+      name,
+      weight: weights.get(name)!,
+      stats: stats.layers.get(name)!,
+      options: opts,
+    };
+    const errs = [planHadamard(input), planOutlier(input), planIdentity(input)].map((p) =>
+      layerError(p, input.stats, input.weight, act, weightQuant)
+    );
+    const chosen = layerError(plan, input.stats, input.weight, act, weightQuant);
+    assertEquals(chosen, Math.min(...errs), `${name}: ${plan.report.reason}`);
+    // It counts the weights' error: above the activations' alone.
+    assert(chosen > rotationErrors(plan, input.stats, input.weight, act).after, name);
   }
 });
 

@@ -331,6 +331,12 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
             ...o.rotationOptions,
             rotation: settings.rotation as RotationPlanOptions["rotation"],
             act: actSpec(name, settings), // what ARS's error selection measures with
+            weightQuant: (m: HostMatrix) =>
+              plugin.dequantize(plugin.calibrate(m, {
+                bits: settings.wbits,
+                groupSize: settings.groupSize || undefined,
+                symmetric: settings.symmetric,
+              })),
           },
         });
         rotation = r.kind;

@@ -444,13 +444,18 @@ export interface RotationPlanOptions {
   tau?: number;
   /**
    * ARS branch choice: "rms" (METHODS.md §2: J against τ; the default) or "error": of
-   * hadamard, outlier-aware and none, the branch whose output error of the activation
-   * quantizer `act` on the layer's calibration sample rows is least
-   * (runtime/quant/rotation_error.ts).
+   * hadamard, outlier-aware and none, the branch whose output error on the layer's
+   * calibration sample rows is least (runtime/quant/rotation_error.ts).
    */
   select?: ArsSelect;
   /** The activation quantizer "error" measures with; default A8, one scale a token. */
   act?: ActQuantSpec;
+  /**
+   * The weight quantizer, quantize → dequantize: with it "error" measures the whole layer's
+   * output error (both quantizers; runtime/quant/rotation_error.ts's layerError), without it
+   * the activation quantizer's alone.
+   */
+  weightQuant?: (w: HostMatrix) => Float32Array;
   /** Smoothing α; default 0.5. */
   alpha?: number;
   /** Smooth before rotating (hadamard/outlier); default true. */

@@ -2,8 +2,9 @@
  * What a rotation plan does to a layer's activation-quantization error, measured on the
  * layer's calibration sample rows X in the output domain, weights exact:
  * ‖(Q(X·T) − X·T)·W'ᵀ‖_F / ‖X·Wᵀ + b‖_F with T the plan's online transform and W' its
- * transformed weight (T = I, W' = W for "before"). The measure behind `quantize --report`'s
- * rotation table and the adaptive rotation's error-based branch choice (`--ars-select error`).
+ * transformed weight (T = I, W' = W for "before"): the measure behind `quantize --report`'s
+ * rotation table. {@linkcode layerError} adds the weight quantizer: the adaptive rotation's
+ * error-based branch choice (`--ars-select error`).
  *
  * @module
  */
@@ -25,17 +26,67 @@ export interface ActQuantSpec {
 /** Default sample rows a layer (the calibration keeps at most this many anyway). */
 export const ERROR_ROWS = 128;
 
-/** Q(x) − x for x [S, K] with the quantizer `q` (runtime/reference/act_quant.ts). */
+/** Q(x) for x [S, K] with the quantizer `q`, dequantized (runtime/reference/act_quant.ts). */
+export function actFakeQuant(x: Float32Array, S: number, K: number, q: ActQuantSpec): Float32Array {
+  const group = q.group ?? 0;
+  const r = actQuantRef(x, S, K, q.bits, group, q.asym ?? false);
+  return actDequantRef(r.codes, r.scales, S, K, group, r.zeros);
+}
+
+/** Q(x) − x for x [S, K] with the quantizer `q`. */
 export function actQuantResidual(
   x: Float32Array,
   S: number,
   K: number,
   q: ActQuantSpec,
 ): Float64Array {
-  const group = q.group ?? 0;
-  const r = actQuantRef(x, S, K, q.bits, group, q.asym ?? false);
-  const h = actDequantRef(r.codes, r.scales, S, K, group, r.zeros);
-  return Float64Array.from(h, (v, i) => v - x[i]);
+  return Float64Array.from(actFakeQuant(x, S, K, q), (v, i) => v - x[i]);
+}
+
+/** X·Wᵀ for X [S, K] and W [N, K] (f64 sums), [S, N]. */
+function matmulT(x: ArrayLike<number>, S: number, w: HostMatrix): Float64Array {
+  const [N, K] = [w.rows, w.cols];
+  const y = new Float64Array(S * N);
+  for (let r = 0; r < S; r++) {
+    for (let n = 0; n < N; n++) {
+      let acc = 0;
+      for (let k = 0; k < K; k++) acc += x[r * K + k] * w.data[n * K + k];
+      y[r * N + n] = acc;
+    }
+  }
+  return y;
+}
+
+/**
+ * The whole layer's relative output error under a plan, both quantizers on:
+ * ‖Q_a(X·T)·Ŵ'ᵀ − X·Wᵀ‖_F / ‖X·Wᵀ + b‖_F with Ŵ' = `weightQuant`(W') the plan's transformed
+ * weight through the weight quantizer (quantize → dequantize). NaN without sample rows.
+ */
+export function layerError(
+  plan: LayerRotation,
+  s: LayerStats,
+  w: HostMatrix,
+  q: ActQuantSpec,
+  weightQuant: (w: HostMatrix) => Float32Array,
+  o: { maxRows?: number; bias?: Float32Array } = {},
+): number {
+  const S = Math.min(o.maxRows ?? ERROR_ROWS, s.sampleRows);
+  if (S <= 0) return NaN;
+  const K = s.cols;
+  const x = s.sample.subarray(0, S * K);
+  const ref = matmulT(x, S, w);
+  const wt = plan.transformWeight(w);
+  const yq = matmulT(actFakeQuant(plan.transformActivations(x, S), S, K, q), S, {
+    ...wt,
+    data: weightQuant(wt),
+  });
+  let [e, t] = [0, 0];
+  for (let i = 0; i < ref.length; i++) {
+    const b = o.bias ? o.bias[i % w.rows] : 0;
+    e += (yq[i] - ref[i]) ** 2;
+    t += (ref[i] + b) ** 2;
+  }
+  return Math.sqrt(e / t);
 }
 
 /** ‖E·Wᵀ + b‖_F² for E [S, K], W [N, K], b [N] (or none). */
