@@ -124,12 +124,19 @@ export async function quantizeLayers(
 
 /**
  * The LinearFactory of the plans: a {@linkcode QuantLinear} (W4 codes, A`abits` per-token
- * activations through the layer's rotation, centred when `center` says) for every planned
- * layer, a dense layer in `dtype` for the others (the keep-FP ones).
+ * activations through the layer's rotation, centred when `center` says, in groups of
+ * `actGroup` channels when given) for every planned layer, a dense layer in `dtype` for the
+ * others (the keep-FP ones).
  */
 export function plannedLinears(
   plans: ReadonlyMap<string, PlannedLayer>,
-  o: { abits: ActBits; dtype?: "f32" | "f16"; center?: CenterMode },
+  o: {
+    abits: ActBits;
+    dtype?: "f32" | "f16";
+    center?: CenterMode;
+    actGroup?: number;
+    actAsym?: boolean;
+  },
 ): LinearFactory {
   const dtype = o.dtype ?? "f32";
   return {
@@ -147,6 +154,8 @@ export function plannedLinears(
         dtype,
         transform,
         center: o.center,
+        actGroup: o.actGroup,
+        actAsym: o.actAsym,
       });
     },
   };

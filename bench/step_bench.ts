@@ -10,7 +10,10 @@
  * - `step_pixart_alpha_w4a8_tlq_ars_paro30_int8`: the same model with PARO self-attention
  *   at block density 0.3, INT8 Q/K/P/V (plugins/attention/paro.ts);
  * - `step_pixart_alpha_w4a8_tlq_ars_center_mean`: the W4A8 model with its layer inputs
- *   centred by the mean (quantize --center mean; runtime/ops/act_center.ts), the same plans.
+ *   centred by the mean (quantize --center mean; runtime/ops/act_center.ts), the same plans;
+ * - `step_pixart_alpha_w4a4_tlq_ars_center_mean_g16asym`: the same plans at A4 in
+ *   asymmetric groups of 16 channels, centred (the bundled model's best W4A4 plan, less GPTQ
+ *   and smoothing, which change no kernel).
  *
  * A step is what the sampling loop records per step: the forward with the cached caption
  * keys/values, the guidance combine and an update of the latents (one elementwise axpby,
@@ -29,8 +32,8 @@
  *
  *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/step_bench.ts
  *                          # → bench/results/<device>/<date>_step.{json,md}
- *     WEBDIT_STEP_ROWS=f32,w4a8,paro,center … # which rows (file <date>_step_<rows>); default
- *                                        # all but center
+ *     WEBDIT_STEP_ROWS=f32,w4a8,paro,center,w4a4g16 … # which rows (file <date>_step_<rows>);
+ *                                        # default all but center and w4a4g16
  *     WEBDIT_QUANT_WORKERS=8 …           # host workers quantizing the layers (default: cores)
  *     WEBDIT_STEP_LAYERS=4 …             # another depth (rows named …_l4_…), for quick checks
  *     WEBDIT_QUANT_ACT=f16 …             # quantized rows with f16 activation storage (…_f16)
@@ -66,6 +69,7 @@ import { BenchSuite, deviceSlug } from "./harness.ts";
 import { RandomSource } from "./random_model.ts";
 import { defaultQuantWorkers } from "../runtime/quant/gptq_pool.ts";
 import { compareOutputs, plannedLinears, planSummary, quantizeLayers } from "./random_quant.ts";
+import type { ActBits } from "../runtime/quant/qlinear.ts";
 
 const adapter = (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as "auto" | "gpu" | "cpu";
 const runtime: Runtime = await createRuntime({ adapter });
@@ -211,8 +215,8 @@ function shapeNote(s: Shape): string {
 /** The quantized model (shared by the quantized rows), its PARO attention and checks. */
 interface QuantSetup {
   model: PixArtModel;
-  /** The same plans with centred inputs (loaded only for the center row). */
-  centred: () => Promise<{ model: PixArtModel; note: string }>;
+  /** The same plans with other activation quantizers (each loaded only for its row). */
+  variant: (v: Variant) => Promise<{ model: PixArtModel; note: string }>;
   cond: Cond;
   xLatent: Tensor;
   paro: ParoSelfAttention;
@@ -220,6 +224,13 @@ interface QuantSetup {
 }
 
 let quantSetup: Promise<QuantSetup> | undefined;
+
+/** The quantized rows beside w4a8 that load the plans with another activation quantizer. */
+type Variant = "center" | "w4a4g16";
+const VARIANTS: Record<Variant, { abits: ActBits; actGroup?: number; what: string }> = {
+  center: { abits: 8, what: "W4A8 centred" },
+  w4a4g16: { abits: 4, actGroup: 16, what: "W4A4 centred, asymmetric groups of 16" },
+};
 
 /**
  * Calibrates (one FP32 forward with the linear-input and attention-map observers), plans
@@ -317,25 +328,32 @@ async function buildQuantized(r: Runtime, s: Shape, act: "f32" | "f16"): Promise
     `orders ${[...orders].map(([o, n]) => `${o} ${n}`).join(", ")}; forward vs FP32: cosine ${
       cmpP.cosine.toFixed(4)
     }, rel L2 ${cmpP.relL2.toFixed(3)}`;
-  let centred: Promise<{ model: PixArtModel; note: string }> | undefined;
-  const loadCentred = async () => {
+  const variants = new Map<Variant, Promise<{ model: PixArtModel; note: string }>>();
+  const loadVariant = async (v: Variant) => {
+    const { abits, actGroup, what } = VARIANTS[v];
     const m = await load(
       r,
       s,
       act,
-      plannedLinears(plans, { abits: 8, dtype: act, center: "mean" }),
+      plannedLinears(plans, { abits, dtype: act, center: "mean", actGroup, actAsym: !!actGroup }),
     );
     m.selfAttention = denseSelfAttention;
-    const c = await checked(m, "W4A8 centred", 0.9);
+    // A4 on random weights: only a sanity bound (a wrong kernel lands near 0).
+    const c = await checked(m, what, abits === 8 ? 0.9 : 0.5);
     const note = `as w4a8_tlq_ars with every quantized layer's input centred by its mean over ` +
-      `the sample's tokens (the plans as they are: not re-planned on centred statistics); ` +
+      `the sample's tokens${
+        actGroup ? `, A${abits} with an asymmetric scale per ${actGroup} channels` : ""
+      } (the plans as they are: not re-planned on centred statistics); ` +
       `forward vs FP32: cosine ${c.cosine.toFixed(4)}, rel L2 ${c.relL2.toFixed(3)} ` +
-      `(uncentred ${cmp.cosine.toFixed(4)}, ${cmp.relL2.toFixed(3)})`;
+      `(W4A8 uncentred ${cmp.cosine.toFixed(4)}, ${cmp.relL2.toFixed(3)})`;
     return { model: m, note };
   };
   return {
     model,
-    centred: () => centred ??= loadCentred(),
+    variant: (v) => {
+      if (!variants.has(v)) variants.set(v, loadVariant(v));
+      return variants.get(v)!;
+    },
     cond,
     xLatent,
     paro,
@@ -350,11 +368,11 @@ if (QUANT_ACT !== "f32" && QUANT_ACT !== "f16") {
   throw new TypeError(`WEBDIT_QUANT_ACT must be f32 or f16, got ${QUANT_ACT}`);
 }
 
-const ROWS = ["f32", "f16", "w4a8", "paro", "center"] as const;
+const ROWS = ["f32", "f16", "w4a8", "paro", "center", "w4a4g16"] as const;
 type Row = typeof ROWS[number];
 const rowsEnv = Deno.env.get("WEBDIT_STEP_ROWS");
-// The centred row loads a second quantized model: only when asked for.
-const rows = (rowsEnv ? rowsEnv.split(",") : ROWS.filter((r) => r !== "center")) as Row[];
+// The variant rows load another quantized model each: only when asked for.
+const rows = (rowsEnv ? rowsEnv.split(",") : ROWS.filter((r) => !(r in VARIANTS))) as Row[];
 for (const r of rows) {
   if (!ROWS.includes(r)) throw new TypeError(`WEBDIT_STEP_ROWS: unknown row ${r} (${ROWS})`);
 }
@@ -420,17 +438,22 @@ for (const dtype of ["f32", "f16"] as const) {
   });
 }
 
-for (const row of ["w4a8", "paro", "center"] as const) {
+for (const row of ["w4a8", "paro", "center", "w4a4g16"] as const) {
   if (!rows.includes(row)) continue;
-  const tail = { w4a8: "", paro: "_paro30_int8", center: "_center_mean" }[row];
+  const tail = {
+    w4a8: "w4a8_tlq_ars",
+    paro: "w4a8_tlq_ars_paro30_int8",
+    center: "w4a8_tlq_ars_center_mean",
+    w4a4g16: "w4a4_tlq_ars_center_mean_g16asym",
+  }[row];
   suite.add({
-    name: `step_pixart_${shape.tag}_w4a8_tlq_ars${tail}${QUANT_ACT === "f16" ? "_f16" : ""}`,
+    name: `step_pixart_${shape.tag}_${tail}${QUANT_ACT === "f16" ? "_f16" : ""}`,
     unit: "ms",
     setup: async () => {
       const r = runtime;
       quantSetup ??= buildQuantized(r, shape, QUANT_ACT);
       const q = await quantSetup;
-      const c = row === "center" ? await q.centred() : undefined;
+      const c = row === "center" || row === "w4a4g16" ? await q.variant(row) : undefined;
       const model = c?.model ?? q.model;
       const attn: SelfAttention = row === "paro" ? q.paro : denseSelfAttention;
       // Check before timing: a whole step with this attention gives finite latents.
