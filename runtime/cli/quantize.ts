@@ -83,7 +83,8 @@ export const QUANTIZE_USAGE =
                           latents [B,C,H,W] give the noise and the calibrated size (PARO plans
                           are per size; default FLUX's 128×128 latent); run with flow-euler
   --calib-steps N         rotations / paro / gptq: sampler steps per calibration prompt (default 20)
-  --report                print per-layer weight SQNR and activation-quantization error
+  --report                print per-layer weight SQNR and activation-quantization error, and
+                          with a rotation each layer's branch, J and error before/after it
   --report-prompts N      prompts the activation error is measured on (default 2; with
                           --calib-embeds its rows)
   --report-steps N        sampler steps per prompt for it (default 3)
