@@ -1,7 +1,7 @@
 /**
  * `deno task quantize`: a model folder → one quantized artifact (safetensors + plan), per
  * the CLI contract in ARCHITECTURE.md; `--report` prints per-layer weight SQNR and the
- * activation-quantization error.
+ * activation-quantization error, and with a rotation the rotation table (branch, J, error).
  *
  * @module
  */

@@ -257,6 +257,11 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   }
   const layers: Record<string, LayerPlan> = {};
   const reports: LayerReport[] = [];
+  const wopts = {
+    bits: settings.wbits,
+    groupSize: settings.groupSize || undefined,
+    symmetric: settings.symmetric,
+  };
   const rotations = new Map<string, LayerRotation>();
   const pool = settings.gptq
     ? new GptqPool(o.workers, gptqRt, o.gptqDevice === "gpu" ? 0 : GPTQ_GPU_MIN_WORK)
@@ -331,12 +336,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
             ...o.rotationOptions,
             rotation: settings.rotation as RotationPlanOptions["rotation"],
             act: actSpec(name, settings), // what ARS's error selection measures with
-            weightQuant: (m: HostMatrix) =>
-              plugin.dequantize(plugin.calibrate(m, {
-                bits: settings.wbits,
-                groupSize: settings.groupSize || undefined,
-                symmetric: settings.symmetric,
-              })),
+            weightQuant: (m: HostMatrix) => plugin.dequantize(plugin.calibrate(m, wopts)),
           },
         });
         rotation = r.kind;
@@ -353,11 +353,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       }
       const data = w.data;
       const tq = performance.now();
-      const q = plugin.calibrate(w, {
-        bits: settings.wbits,
-        groupSize: settings.groupSize || undefined,
-        symmetric: settings.symmetric,
-      });
+      const q = plugin.calibrate(w, wopts);
       const ms = performance.now() - tq;
       const deq = plugin.dequantize(q);
       const abits = layerAbits(name, settings);
