@@ -85,7 +85,8 @@ function planByError(input: RotationLayerInput): LayerRotation {
     errs.push(`${plan.kind} ${err.toPrecision(3)}`);
     if (!best || err < best.err) best = { plan, err };
   }
-  best!.plan.report.reason = `least error: ${errs.join(", ")}`;
+  const what = weightQuant ? "layer" : "activations";
+  best!.plan.report.reason = `least error (${what}): ${errs.join(", ")}`;
   return best!.plan;
 }
 

@@ -72,7 +72,10 @@ Deno.test("adaptive, select error: the branch of least measured error among hada
       );
       const chosen = rotationErrors(plan, input.stats, input.weight, act).after;
       assertEquals(chosen, Math.min(...errs), `${name} A${act.bits}: ${plan.report.reason}`);
-      assert(plan.report.reason!.startsWith("least error: hadamard "), plan.report.reason);
+      assert(
+        plan.report.reason!.startsWith("least error (activations): hadamard "),
+        plan.report.reason,
+      );
     }
     // Salient channels: per-token quantization without a rotation is the worst of the three.
     assert(plans.get("blocks.0.loud")!.kind !== "none", `A${act.bits} loud`);

@@ -243,7 +243,7 @@ Deno.test("quantize --ars-select error: each layer keeps the branch of least err
     const chosen = layers.filter((l) => l.meta?.rotReason);
     assert(chosen.length > 0);
     for (const l of chosen) {
-      assert(l.meta!.rotReason!.startsWith("least error: "), l.meta!.rotReason);
+      assert(l.meta!.rotReason!.startsWith("least error (layer): "), l.meta!.rotReason);
     }
     const rows = lastJson(r.stdout).rotations as { err_before: number; err_after: number }[];
     assertEquals(rows.length, chosen.filter((l) => l.rotation !== "none").length);
