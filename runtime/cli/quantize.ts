@@ -14,6 +14,7 @@ import { quantizeModel, type QuantizeOptions, writeArtifact } from "../quant/qua
 import { ARS_SELECT, type ArsSelect, type RotationKind } from "../quant/rotation.ts";
 import { formatReport, measureActivationError } from "../quant/report.ts";
 import { buildRotationReport, type RotationReportRow } from "../quant/rotation_plan.ts";
+import { ERROR_ROWS } from "../quant/rotation_error.ts";
 import { readCalibrationEmbeds } from "./embeds.ts";
 import {
   CalibrationProgress,
@@ -37,7 +38,8 @@ export const QUANTIZE_USAGE =
                           else outlier; default 1)
   --ars-select S          adaptive: how a layer's branch is chosen: rms (default: J against τ)
                           or error (of hadamard, outlier and none, the least output error of
-                          the activation quantizer on the calibration rows; see --report)
+                          the layer, weights rounded plainly and activations quantized, on
+                          its calibration rows)
   --rotation-override L   adaptive: comma-separated PATTERN=BRANCH (* wildcard; BRANCH hadamard,
                           outlier or none) forcing a layer's branch, e.g.
                           "transformer_blocks.*.ff.net.2=outlier"
@@ -354,7 +356,7 @@ export async function quantize(args: string[]): Promise<number> {
       rot = report.rows;
       info(
         `\nrotations: the branch each layer took, its input RMS J, and the output error of the ` +
-          `activation quantizer alone before → after the transform (≤ 128 calibration rows a layer)\n` +
+          `activation quantizer alone before → after the transform (≤ ${ERROR_ROWS} calibration rows a layer)\n` +
           report.text,
       );
     }

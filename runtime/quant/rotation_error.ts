@@ -23,8 +23,8 @@ export interface ActQuantSpec {
   asym?: boolean;
 }
 
-/** Default sample rows a layer (the calibration keeps at most this many anyway). */
-export const ERROR_ROWS = 128;
+/** Default sample rows a layer: all the calibration keeps by default (prompts spread over them). */
+export const ERROR_ROWS = 256;
 
 /** Q(x) for x [S, K] with the quantizer `q`, dequantized (runtime/reference/act_quant.ts). */
 export function actFakeQuant(x: Float32Array, S: number, K: number, q: ActQuantSpec): Float32Array {
@@ -34,7 +34,7 @@ export function actFakeQuant(x: Float32Array, S: number, K: number, q: ActQuantS
 }
 
 /** Q(x) − x for x [S, K] with the quantizer `q`. */
-export function actQuantResidual(
+function actQuantResidual(
   x: Float32Array,
   S: number,
   K: number,
@@ -96,16 +96,8 @@ export function projectedNorm2(
   w: HostMatrix,
   b?: Float32Array,
 ): number {
-  const K = w.cols;
   let t = 0;
-  for (let r = 0; r < S; r++) {
-    for (let n = 0; n < w.rows; n++) {
-      let acc = b ? b[n] : 0;
-      const o = n * K;
-      for (let k = 0; k < K; k++) acc += e[r * K + k] * w.data[o + k];
-      t += acc * acc;
-    }
-  }
+  for (const [i, v] of matmulT(e, S, w).entries()) t += (v + (b ? b[i % w.rows] : 0)) ** 2;
   return t;
 }
 

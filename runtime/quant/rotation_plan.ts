@@ -194,7 +194,7 @@ export interface RotationReportOptions {
    * for each sample's centre).
    */
   center?: boolean;
-  /** Sample rows per layer; default 128. */
+  /** Sample rows per layer; default ERROR_ROWS (256). */
   maxRows?: number;
   /** The layers' biases (the denominator's X·Wᵀ + b). */
   biases?: ReadonlyMap<string, Float32Array>;
