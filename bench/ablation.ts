@@ -4,7 +4,8 @@
  * bench/matrices/default.json) is quantized with the real plugins, sampled over the fixed
  * prompts and seeds, and scored against the FP32 dense model's images: PSNR, SSIM, cosine,
  * prompt fidelity, ms/step, weight bytes and peak pool bytes. Rows go to
- * `bench/results/<device>/<date>_ablation.{json,md,svg}` after every setting.
+ * `bench/results/<device>/<date>_ablation.{json,md,svg}` (`--name N`: `…_ablation_N.…`) after
+ * every setting.
  *
  * Progress is kept in `.cache/ablation/<hash of model, prompts, seeds, sampler settings>/`
  * (the FP32 reference images and the rows done), so `--resume` goes on where a run
@@ -61,12 +62,13 @@ export const ABLATION_USAGE = `deno task ablation [options]
   --model PATH     override the matrix's model
   --adapter A      auto (default), gpu or cpu
   --out DIR        results root (default bench/results)
+  --name NAME      results file <date>_ablation_NAME (lower-case letters, digits, - and _)
   --state DIR      progress folder (default .cache/ablation)
   --dataset DIR    an unpacked emoji-datasource-google@16.0.0, or prepare_data.ts's folder (.train), for prompt fidelity
                    (default: fetched through npm; without it fidelity is left out)
   --json           print the rows as one JSON object, the last line of stdout
 
-Writes <out>/<device>/<date>_ablation.{json,md,svg} after every row.`;
+Writes <out>/<device>/<date>_ablation[_NAME].{json,md,svg} after every row.`;
 
 const REPO = new URL("..", import.meta.url).pathname;
 const log = (s: string) =>
@@ -297,6 +299,7 @@ export async function ablation(args: string[]): Promise<number> {
       model: { type: "string" },
       adapter: { type: "string", default: "auto" },
       out: { type: "string" },
+      name: { type: "string" },
       state: { type: "string", default: join(REPO, ".cache/ablation") },
       json: { type: "boolean", default: false },
       dataset: { type: "string" },
@@ -306,6 +309,11 @@ export async function ablation(args: string[]): Promise<number> {
   if (v.help) {
     console.error(ABLATION_USAGE);
     return 0;
+  }
+  if (v.name !== undefined && !/^[a-z0-9][a-z0-9_-]*$/.test(v.name)) {
+    throw new RangeError(
+      `--name must be lower-case letters, digits, - and _ (a file name), got "${v.name}"`,
+    );
   }
   if (!["auto", "gpu", "cpu"].includes(v.adapter!)) {
     throw new RangeError(`--adapter must be auto, gpu or cpu, got "${v.adapter}"`);
@@ -317,10 +325,11 @@ export async function ablation(args: string[]): Promise<number> {
   await Deno.mkdir(dir, { recursive: true });
   const run: Run = { rt, m, dir, tmp: await Deno.makeTempDir({ prefix: "webdit_ablation_" }) };
   const slug = deviceSlug(rt.info.description, rt.info.fallback);
-  const base = join(v.out ?? resultsRoot(), slug, `${today()}_ablation`);
+  const what = v.name ? `ablation_${v.name}` : "ablation";
+  const base = join(v.out ?? resultsRoot(), slug, `${today()}_${what}`);
   const command = `deno task ablation --matrix ${v.matrix!.replace(REPO, "")}${
     v.model ? ` --model ${v.model}` : ""
-  }`;
+  }${v.name ? ` --name ${v.name}` : ""}`;
   const refFile = join(dir, "reference.safetensors");
   const ref0 = v.resume ? await loadSamples(refFile).catch(() => undefined) : undefined;
   const done = (v.resume

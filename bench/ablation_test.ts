@@ -252,11 +252,17 @@ Deno.test("ablation: a small matrix on the tiny model, then --resume runs only n
   // Grow the matrix: resume keeps the reference and the W8A8 row, runs PARO alone.
   matrix.rows.push({ attention: "paro", density: 0.5, attn_bits: 8 } as never);
   await Deno.writeTextFile(file, JSON.stringify(matrix));
-  assertEquals(await ablation([...args, "cpu", "--resume"]), 0);
-  const second = JSON.parse(await Deno.readTextFile(path));
+  // --name: the results file <date>_ablation_<name>, its chart linked by that name.
+  assertEquals(await ablation([...args, "cpu", "--resume", "--name", "grown"]), 0);
+  const named = path.replace(/_ablation\.json$/, "_ablation_grown.json");
+  const second = JSON.parse(await Deno.readTextFile(named));
   assertEquals(second.rows.length, 3);
   assertEquals(second.rows[1].ms_step, w8.ms_step); // not re-measured
   assert(second.rows[2].psnr > 20, `PARO PSNR ${second.rows[2].psnr}`);
-  for (const ext of ["md", "svg"]) assert(Deno.statSync(path.replace(/json$/, ext)).size > 100);
+  assert(second.command.endsWith("--name grown"), second.command);
+  for (const ext of ["md", "svg"]) assert(Deno.statSync(named.replace(/json$/, ext)).size > 100);
+  const md = await Deno.readTextFile(named.replace(/json$/, "md"));
+  assert(md.includes("_ablation_grown.svg)"), md);
+  await assertRejects(() => ablation([...args, "cpu", "--name", "Bad Name"]), RangeError, "--name");
   await Deno.remove(dir, { recursive: true });
 });
