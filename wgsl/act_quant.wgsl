@@ -116,7 +116,9 @@ fn quant_groups(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
   let amax = max(max(m.x, m.y), max(m.z, m.w));
   let d = sym_grid(amax, qmax());
   scales[g] = d.x;
-  for (var j = 0u; j < GROUP / 4u; j++) { q[base + j] = pack_sym(vec4<f32>(x4[base + j]), d.y, qmax()); }
+  for (var j = 0u; j < GROUP / 4u; j++) {
+    q[base + j] = pack_sym(vec4<f32>(x4[base + j]), d.y, qmax());
+  }
 }
 
 @compute @workgroup_size(WG)

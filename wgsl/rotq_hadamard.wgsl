@@ -9,8 +9,8 @@
 // CHUNK columns (whole blocks: butterflies never cross a block); when quantizing, each
 // chunk's rotated values are parked in the scratch z until the row's absmax is known.
 // With GROUP > 0 each run of GROUP rotated values gets its own scale (quant_grid.wgsl's
-// arithmetic, as act_quant.wgsl's quant_groups: scales [M, K/GROUP], and with ASYM the zero points after
-// them), a thread a group.
+// arithmetic, as act_quant.wgsl's quant_groups: scales [M, K/GROUP], and with ASYM the zero
+// points after them), a thread a group.
 override WG: u32 = 128u;      // threads (a power of two)
 override BLOCK: u32 = 128u;   // Hadamard block (a power of two dividing K)
 override CHUNK: u32 = 1152u;  // columns in workgroup memory at once: K, or a multiple of BLOCK

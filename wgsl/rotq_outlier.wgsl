@@ -119,6 +119,8 @@ fn main(
     let amax = red[r * B];
     let d = sym_grid(amax, qmax);
     if (j == 0u) { scales[row] = d.x; }
-    for (var w = j; w < K4; w += B) { codes[row * p.words + w] = pack_sym(va[r * K4 + w], d.y, qmax); }
+    for (var w = j; w < K4; w += B) {
+      codes[row * p.words + w] = pack_sym(va[r * K4 + w], d.y, qmax);
+    }
   }
 }

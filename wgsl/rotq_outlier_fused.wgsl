@@ -13,9 +13,9 @@
 // i = 0..B−1 in order of `acc + v_i·Q[i][j]`, the expression of the CPU reference
 // (runtime/reference/rotq.ts), so the codes match it bit for bit. With GROUP > 0 the rotated
 // rows go back into workgroup memory and each run of GROUP values gets its own scale, a
-// thread a group (quant_grid.wgsl's arithmetic, as act_quant.wgsl's quant_groups: scales [M, K/GROUP], and
-// with ASYM the zero points after them). Only main touches the override-sized workgroup
-// arrays (naga panics when a function reads them).
+// thread a group (quant_grid.wgsl's arithmetic, as act_quant.wgsl's quant_groups: scales
+// [M, K/GROUP], and with ASYM the zero points after them). Only main touches the
+// override-sized workgroup arrays (naga panics when a function reads them).
 override B: u32 = 128u; // block: a multiple of 4, B/4·T invocations
 override T: u32 = 8u;   // tokens per workgroup
 override NB: u32 = 9u;  // blocks per row (K / B), 1..12
