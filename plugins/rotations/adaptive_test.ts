@@ -14,6 +14,7 @@ import { planIdentity } from "./identity.ts";
 import { planOutlier } from "./outlier_aware.ts";
 import { layerError, rotationErrors } from "../../runtime/quant/rotation_error.ts";
 import { tlqQuantizer } from "../quantizers/tlq.ts";
+import { actQuantRef } from "../../runtime/reference/act_quant.ts";
 
 /** Two layers: "calm" (N(0, 0.5²) inputs, J ≈ 0.5) and "loud" (salient channels, J ≫ 1). */
 function twoLayers(): {
@@ -183,5 +184,14 @@ Deno.test(
     const text = formatRotationReport(rows);
     assert(text.includes("blocks.0.loud") && text.includes("outlier"), text);
     assert(text.includes("2 layers (hadamard: 1, outlier: 1)"), text);
+    // A weight-only layer (A16 in a mixed plan) has no activation error to show.
+    const mixed = rotationReport(plans, stats, weights, {
+      bits: 8,
+      layerBits: new Map([["blocks.0.calm", 16]]),
+    });
+    assert(Number.isNaN(mixed[0].errBefore) && Number.isNaN(mixed[0].errAfter), "A16 row");
+    assertEquals(mixed[1].errAfter, loud.errAfter);
+    assert(formatRotationReport(mixed).includes("err A8 before"));
+    assertThrows(() => actQuantRef(new Float32Array(8), 2, 4, 16), RangeError, "bits must be 2…8");
   },
 );

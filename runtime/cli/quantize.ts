@@ -349,6 +349,7 @@ export async function quantize(args: string[]): Promise<number> {
         plans: r.rotations,
         stats: r.stats,
         bits: abits,
+        layerBits: new Map(Object.entries(r.plan.layers).map(([n, l]) => [n, l.abits])),
         group: s.actGroup,
         asym: s.actAsym,
         center: s.center !== undefined,

@@ -184,6 +184,8 @@ export function channelRatio(s: LayerStats): number {
 export interface RotationReportOptions {
   /** Activation bits; default 8. */
   bits?: number;
+  /** Per-layer activation bits where they differ from `bits` (16: weight-only, no error). */
+  layerBits?: ReadonlyMap<string, number>;
   /** Channels an activation scale (quantize --act-group); default 0, one a token. */
   group?: number;
   /** With `group`: asymmetric groups (quantize --act-asym). */
@@ -213,10 +215,11 @@ export function rotationReport(
   weights: ReadonlyMap<string, HostMatrix>,
   o: RotationReportOptions = {},
 ): RotationReportRow[] {
-  const bits = o.bits ?? 8;
+  const defaultBits = o.bits ?? 8;
   const [group, asym] = [o.group ?? 0, o.asym ?? false];
   const rows: RotationReportRow[] = [];
   for (const [layer, plan] of plans) {
+    const bits = o.layerBits?.get(layer) ?? defaultBits;
     const raw = stats?.layers.get(layer);
     const s = raw && o.center ? centredStats(raw) : raw;
     const w = weights.get(layer);
@@ -236,7 +239,7 @@ export function rotationReport(
       rows: 0,
       note: `${rep.reason ?? plan.kind}${steps}`,
     };
-    if (s && w) {
+    if (s && w && bits < 16) { // a weight-only layer's activations are not quantized
       const e = rotationErrors(plan, s, w, { bits, group, asym }, {
         maxRows: o.maxRows,
         bias: o.biases?.get(layer),
@@ -248,9 +251,10 @@ export function rotationReport(
   return rows;
 }
 
-/** "A8", "A4 g16 asym": the quantizer a report row's errors are of. */
-function actLabel(r: RotationReportRow | undefined): string {
-  if (!r) return "A8";
+/** "A8", "A4 g16 asym": the quantizer the report's errors are of (its first quantized row's). */
+function actLabel(rows: readonly RotationReportRow[]): string {
+  const r = rows.find((x) => x.bits < 16);
+  if (!r) return "(weight-only)";
   return `A${r.bits}${r.group ? ` g${r.group}${r.asym ? " asym" : ""}` : ""}`;
 }
 
@@ -263,7 +267,7 @@ export function formatRotationReport(rows: readonly RotationReportRow[]): string
     "J",
     "block",
     "max/med",
-    `err ${actLabel(rows[0])} before`,
+    `err ${actLabel(rows)} before`,
     "after",
     "note",
   ];
@@ -322,9 +326,10 @@ export async function buildRotationReport(
   const path = o.model ?? DEFAULT_MODEL_DIR;
   const weights = await readLinearWeights(path, names);
   const biases = await readLinearBiases(path, names);
-  const { bits, group, asym, center, maxRows } = o;
+  const { bits, layerBits, group, asym, center, maxRows } = o;
   const rows = rotationReport(o.plans, stats, weights, {
     bits,
+    layerBits,
     group,
     asym,
     center,

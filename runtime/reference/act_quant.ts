@@ -47,6 +47,9 @@ export function actQuantRef(
   group = 0,
   asym = false,
 ): ActQuantRef {
+  if (!Number.isInteger(bits) || bits < 2 || bits > 8) { // codes live in an Int8Array
+    throw new RangeError(`actQuantRef: bits must be 2…8 (int8 codes), got ${bits}`);
+  }
   const qmax = actQmax(bits);
   const G = group || K;
   if (!Number.isInteger(K / G)) throw new RangeError(`actQuantRef: group ${G} must divide K ${K}`);
