@@ -74,14 +74,14 @@ export function planAdaptive(input: RotationLayerInput): LayerRotation {
  * weight quantizer too when the options carry it — (the first of that order on a tie).
  */
 function planByError(input: RotationLayerInput): LayerRotation {
-  const { act = { bits: 8 }, weightQuant } = input.options;
+  const { act, weightQuant } = input.options;
   const s = input.stats!;
   let best: { plan: LayerRotation; err: number } | undefined;
   const errs: string[] = [];
   for (const plan of [planHadamard(input), planOutlier(input), planIdentity(input)]) {
     const err = weightQuant
       ? layerError(plan, s, input.weight, act, weightQuant)
-      : rotationErrors(plan, s, input.weight, act).after;
+      : rotationErrors(plan, s, input.weight, act ?? { bits: 8 }).after;
     errs.push(`${plan.kind} ${err.toPrecision(3)}`);
     if (!best || err < best.err) best = { plan, err };
   }

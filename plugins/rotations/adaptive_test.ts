@@ -100,6 +100,9 @@ Deno.test("adaptive, select error: the branch of least measured error among hada
     assertEquals(chosen, Math.min(...errs), `${name}: ${plan.report.reason}`);
     // It counts the weights' error: above the activations' alone.
     assert(chosen > rotationErrors(plan, input.stats, input.weight, act).after, name);
+    // Neither quantizer on (a weight-only layer with exact weights): (X·T)(W·R)ᵀ = X·Wᵀ.
+    const exact = layerError(plan, input.stats, input.weight, undefined, (m) => m.data);
+    assert(exact < 1e-5, `${name}: ${exact}`);
   }
 });
 

@@ -448,7 +448,10 @@ export interface RotationPlanOptions {
    * calibration sample rows is least (runtime/quant/rotation_error.ts).
    */
   select?: ArsSelect;
-  /** The activation quantizer "error" measures with; default A8, one scale a token. */
+  /**
+   * The activation quantizer "error" measures with. Absent: A8 with one scale a token for
+   * the activation-only measure; none (a weight-only layer) with `weightQuant`.
+   */
   act?: ActQuantSpec;
   /**
    * The weight quantizer, quantize → dequantize: with it "error" measures the whole layer's

@@ -60,13 +60,14 @@ function matmulT(x: ArrayLike<number>, S: number, w: HostMatrix): Float64Array {
 /**
  * The whole layer's relative output error under a plan, both quantizers on:
  * ‖Q_a(X·T)·Ŵ'ᵀ − X·Wᵀ‖_F / ‖X·Wᵀ + b‖_F with Ŵ' = `weightQuant`(W') the plan's transformed
- * weight through the weight quantizer (quantize → dequantize). NaN without sample rows.
+ * weight through the weight quantizer (quantize → dequantize); without `q` (a weight-only
+ * layer) Q_a is the identity. NaN without sample rows.
  */
 export function layerError(
   plan: LayerRotation,
   s: LayerStats,
   w: HostMatrix,
-  q: ActQuantSpec,
+  q: ActQuantSpec | undefined,
   weightQuant: (w: HostMatrix) => Float32Array,
   o: { maxRows?: number; bias?: Float32Array } = {},
 ): number {
@@ -76,7 +77,8 @@ export function layerError(
   const x = s.sample.subarray(0, S * K);
   const ref = matmulT(x, S, w);
   const wt = plan.transformWeight(w);
-  const yq = matmulT(actFakeQuant(plan.transformActivations(x, S), S, K, q), S, {
+  const xt = plan.transformActivations(x, S);
+  const yq = matmulT(q ? actFakeQuant(xt, S, K, q) : xt, S, {
     ...wt,
     data: weightQuant(wt),
   });
