@@ -39,7 +39,7 @@ export const QUANTIZE_USAGE =
   --ars-select S          adaptive: how a layer's branch is chosen: rms (default: J against τ)
                           or error (of hadamard, outlier and none, the least output error of
                           the layer, weights rounded plainly and activations quantized, on
-                          its calibration rows)
+                          its calibration rows; each layer is quantized three times over)
   --rotation-override L   adaptive: comma-separated PATTERN=BRANCH (* wildcard; BRANCH hadamard,
                           outlier or none) forcing a layer's branch, e.g.
                           "transformer_blocks.*.ff.net.2=outlier"
