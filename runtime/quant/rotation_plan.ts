@@ -157,8 +157,9 @@ export interface RotationReportRow {
   channelRatio: number;
   /** Activation bits the errors are measured at. */
   bits: number;
-  /** Channels an activation scale (0: one a token), and whether the groups are asymmetric. */
+  /** Channels an activation scale (0: one a token). */
   group: number;
+  /** Whether the groups are asymmetric. */
   asym: boolean;
   /**
    * Relative output error of the activation quantizer alone (weights exact):
