@@ -14,7 +14,7 @@ import type { LayerRotation, RotationKind } from "../../runtime/quant/rotation.t
 import { planHadamard } from "./hadamard.ts";
 import { planIdentity } from "./identity.ts";
 import { planOutlier } from "./outlier_aware.ts";
-import { layerError, rotationErrors } from "../../runtime/quant/rotation_error.ts";
+import { layerErrors, rotationErrors } from "../../runtime/quant/rotation_error.ts";
 
 /** Default ARS threshold τ. */
 export const DEFAULT_TAU = 1;
@@ -76,18 +76,16 @@ export function planAdaptive(input: RotationLayerInput): LayerRotation {
 function planByError(input: RotationLayerInput): LayerRotation {
   const { act, weightQuant } = input.options;
   const s = input.stats!;
-  let best: { plan: LayerRotation; err: number } | undefined;
-  const errs: string[] = [];
-  for (const plan of [planHadamard(input), planOutlier(input), planIdentity(input)]) {
-    const err = weightQuant
-      ? layerError(plan, s, input.weight, act, weightQuant)
-      : rotationErrors(plan, s, input.weight, act ?? { bits: 8 }).after;
-    errs.push(`${plan.kind} ${err.toPrecision(3)}`);
-    if (!best || err < best.err) best = { plan, err };
-  }
+  const plans = [planHadamard(input), planOutlier(input), planIdentity(input)];
+  const errs = weightQuant
+    ? layerErrors(plans, s, input.weight, act, weightQuant)
+    : plans.map((p) => rotationErrors(p, s, input.weight, act ?? { bits: 8 }).after);
+  let best = 0;
+  for (let i = 1; i < plans.length; i++) if (errs[i] < errs[best]) best = i;
   const what = weightQuant ? "layer" : "activations";
-  best!.plan.report.reason = `least error (${what}): ${errs.join(", ")}`;
-  return best!.plan;
+  const list = plans.map((p, i) => `${p.kind} ${errs[i].toPrecision(3)}`).join(", ");
+  plans[best].report.reason = `least error (${what}): ${list}`;
+  return plans[best];
 }
 
 /** The "adaptive" (ARS) rotation plugin. */

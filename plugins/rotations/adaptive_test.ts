@@ -12,7 +12,7 @@ import { assertGpuMatches, randomWeight, salientRows } from "./test_util.ts";
 import { planHadamard } from "./hadamard.ts";
 import { planIdentity } from "./identity.ts";
 import { planOutlier } from "./outlier_aware.ts";
-import { layerError, rotationErrors } from "../../runtime/quant/rotation_error.ts";
+import { layerErrors, rotationErrors } from "../../runtime/quant/rotation_error.ts";
 import { tlqQuantizer } from "../quantizers/tlq.ts";
 import { actQuantRef } from "../../runtime/reference/act_quant.ts";
 
@@ -93,15 +93,14 @@ Deno.test("adaptive, select error: the branch of least measured error among hada
       stats: stats.layers.get(name)!,
       options: opts,
     };
-    const errs = [planHadamard(input), planOutlier(input), planIdentity(input)].map((p) =>
-      layerError(p, input.stats, input.weight, act, weightQuant)
-    );
-    const chosen = layerError(plan, input.stats, input.weight, act, weightQuant);
+    const candidates = [planHadamard(input), planOutlier(input), planIdentity(input)];
+    const errs = layerErrors(candidates, input.stats, input.weight, act, weightQuant);
+    const [chosen] = layerErrors([plan], input.stats, input.weight, act, weightQuant);
     assertEquals(chosen, Math.min(...errs), `${name}: ${plan.report.reason}`);
     // It counts the weights' error: above the activations' alone.
     assert(chosen > rotationErrors(plan, input.stats, input.weight, act).after, name);
     // Neither quantizer on (a weight-only layer with exact weights): (X·T)(W·R)ᵀ = X·Wᵀ.
-    const exact = layerError(plan, input.stats, input.weight, undefined, (m) => m.data);
+    const [exact] = layerErrors([plan], input.stats, input.weight, undefined, (m) => m.data);
     assert(exact < 1e-5, `${name}: ${exact}`);
   }
 });

@@ -455,7 +455,7 @@ export interface RotationPlanOptions {
   act?: ActQuantSpec;
   /**
    * The weight quantizer, quantize → dequantize: with it "error" measures the whole layer's
-   * output error (both quantizers; runtime/quant/rotation_error.ts's layerError), without it
+   * output error (both quantizers; runtime/quant/rotation_error.ts's layerErrors), without it
    * the activation quantizer's alone.
    */
   weightQuant?: (w: HostMatrix) => Float32Array;

@@ -3,7 +3,7 @@
  * layer's calibration sample rows X in the output domain, weights exact:
  * ‖(Q(X·T) − X·T)·W'ᵀ‖_F / ‖X·Wᵀ + b‖_F with T the plan's online transform and W' its
  * transformed weight (T = I, W' = W for "before"): the measure behind `quantize --report`'s
- * rotation table. {@linkcode layerError} adds the weight quantizer: the adaptive rotation's
+ * rotation table. {@linkcode layerErrors} adds the weight quantizer: the adaptive rotation's
  * error-based branch choice (`--ars-select error`).
  *
  * @module
@@ -58,37 +58,35 @@ function matmulT(x: ArrayLike<number>, S: number, w: HostMatrix): Float64Array {
 }
 
 /**
- * The whole layer's relative output error under a plan, both quantizers on:
+ * The whole layer's relative output error under each of `plans`, both quantizers on:
  * ‖Q_a(X·T)·Ŵ'ᵀ − X·Wᵀ‖_F / ‖X·Wᵀ + b‖_F with Ŵ' = `weightQuant`(W') the plan's transformed
  * weight through the weight quantizer (quantize → dequantize); without `q` (a weight-only
- * layer) Q_a is the identity. NaN without sample rows.
+ * layer) Q_a is the identity. The reference X·Wᵀ is computed once for all the plans. NaN
+ * without sample rows.
  */
-export function layerError(
-  plan: LayerRotation,
+export function layerErrors(
+  plans: readonly LayerRotation[],
   s: LayerStats,
   w: HostMatrix,
   q: ActQuantSpec | undefined,
   weightQuant: (w: HostMatrix) => Float32Array,
   o: { maxRows?: number; bias?: Float32Array } = {},
-): number {
+): number[] {
   const S = Math.min(o.maxRows ?? ERROR_ROWS, s.sampleRows);
-  if (S <= 0) return NaN;
+  if (S <= 0) return plans.map(() => NaN);
   const K = s.cols;
   const x = s.sample.subarray(0, S * K);
   const ref = matmulT(x, S, w);
-  const wt = plan.transformWeight(w);
-  const xt = plan.transformActivations(x, S);
-  const yq = matmulT(q ? actFakeQuant(xt, S, K, q) : xt, S, {
-    ...wt,
-    data: weightQuant(wt),
+  let t = 0;
+  for (const [i, v] of ref.entries()) t += (v + (o.bias ? o.bias[i % w.rows] : 0)) ** 2;
+  return plans.map((plan) => {
+    const wt = plan.transformWeight(w);
+    const xt = plan.transformActivations(x, S);
+    const yq = matmulT(q ? actFakeQuant(xt, S, K, q) : xt, S, { ...wt, data: weightQuant(wt) });
+    let e = 0;
+    for (const [i, v] of yq.entries()) e += (v - ref[i]) ** 2;
+    return Math.sqrt(e / t);
   });
-  let [e, t] = [0, 0];
-  for (let i = 0; i < ref.length; i++) {
-    const b = o.bias ? o.bias[i % w.rows] : 0;
-    e += (yq[i] - ref[i]) ** 2;
-    t += (ref[i] + b) ** 2;
-  }
-  return Math.sqrt(e / t);
 }
 
 /** ‖E·Wᵀ + b‖_F² for E [S, K], W [N, K], b [N] (or none). */
