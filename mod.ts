@@ -230,12 +230,14 @@ export { actStats, ActStatsAccumulator } from "./runtime/ops/act_stats.ts";
 
 // Rotations before quantization (Hadamard, outlier).
 export {
+  ARS_SELECT,
   HadamardRotation,
   identityRotation,
   loadLayerRotation,
   OutlierRotation,
 } from "./runtime/quant/rotation.ts";
 export type {
+  ArsSelect,
   LayerRotation,
   LayerRotationReport,
   RotationChoice,
@@ -255,8 +257,11 @@ export {
 export type {
   BuildRotationReportOptions,
   PlanningRotationPlugin,
+  RotationReportOptions,
   RotationReportRow,
 } from "./runtime/quant/rotation_plan.ts";
+export { layerErrors, rotationErrors } from "./runtime/quant/rotation_error.ts";
+export type { ActQuantSpec, RotationErrors } from "./runtime/quant/rotation_error.ts";
 export { rotateHadamard, rotateOutlier, rotqHadamard, rotqOutlier } from "./runtime/ops/rotq.ts";
 export type {
   HadamardKernelOptions,
