@@ -187,7 +187,7 @@ interface Run {
 async function pipelineFor(
   run: Run,
   s: AblationSetting,
-): Promise<{ pipe: Pipeline; gptqGpuLayers?: number }> {
+): Promise<{ pipe: Pipeline; gptqGpuLayers?: number; branches?: Record<string, number> }> {
   // Loaded per row and released after it, so the peak bytes are this row's alone.
   if (s.quantizer === "fp32") return { pipe: await loadPipeline(run.rt, { path: run.m.model }) };
   const cal = new CalibrationProgress("calibration (cached per model)");
@@ -211,7 +211,15 @@ async function pipelineFor(
   cal.done();
   const path = join(run.tmp, `${settingKey(s).replace(/[|.]/g, "_")}.safetensors`);
   await writeArtifact(path, r, { force: true });
-  return { pipe: await loadPipeline(run.rt, { path }), gptqGpuLayers: r.gptqGpuLayers };
+  const branches: Record<string, number> = {};
+  for (const l of Object.values(r.plan.layers)) {
+    if (l.quantizer !== "fp") branches[l.rotation] = (branches[l.rotation] ?? 0) + 1;
+  }
+  return {
+    pipe: await loadPipeline(run.rt, { path }),
+    gptqGpuLayers: r.gptqGpuLayers,
+    ...(s.rotation !== "none" ? { branches } : {}),
+  };
 }
 
 /** The row's rotation options (quantize --alpha, --no-smooth, --tau, --ars-select); none when all default. */
@@ -243,7 +251,7 @@ async function sample(run: Run, pipe: Pipeline, label: string): Promise<SampleSe
 
 /** Measures one setting against the reference. */
 async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
-  const { pipe, gptqGpuLayers } = await pipelineFor(run, s);
+  const { pipe, gptqGpuLayers, branches } = await pipelineFor(run, s);
   const dense = pipe.transformer.selfAttention;
   let attn: ParoSelfAttention | undefined;
   if (s.attention === "paro") {
@@ -265,6 +273,7 @@ async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
       model: modelName(run.m.model),
       ...s,
       ...(gptqGpuLayers === undefined ? {} : { gptq_gpu_layers: gptqGpuLayers }),
+      ...(branches ? { rotation_branches: branches } : {}),
       psnr: finite(c?.psnr),
       psnr_min: finite(c?.psnrMin),
       psnr_images: c ? c.images.map((im) => Number(im.psnr.toFixed(3))) : null,

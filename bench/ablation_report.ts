@@ -15,6 +15,8 @@ export interface AblationRow extends AblationSetting {
   model: string;
   /** With gptq: the layers it ran on the GPU (the rest on the CPU). */
   gptq_gpu_layers?: number;
+  /** With a rotation: how many quantized layers took each branch, e.g. { hadamard: 22, outlier: 38 }. */
+  rotation_branches?: Record<string, number>;
   /** The first 16 hex digits of the transformer weights' sha-256 (which weights `model` was). */
   model_sha?: string;
   /** Mean PSNR in dB against FP32 (null for the reference). */

@@ -233,7 +233,10 @@ Deno.test("ablation: a small matrix on the tiny model, then --resume runs only n
     steps: 4,
     batch: 2,
     calibration: { prompts: ["red apple"], steps: 4 },
-    rows: [{ quantizer: "uniform", wbits: 8, abits: 8 }],
+    rows: [
+      { quantizer: "uniform", wbits: 8, abits: 8 },
+      { quantizer: "uniform", wbits: 8, abits: 8, rotation: "adaptive" },
+    ],
   };
   const file = `${dir}/m.json`;
   await Deno.writeTextFile(file, JSON.stringify(matrix));
@@ -245,10 +248,16 @@ Deno.test("ablation: a small matrix on the tiny model, then --resume runs only n
   )!;
   const path = `${dir}/out/${sub.name}/${json.name}`;
   const first = JSON.parse(await Deno.readTextFile(path));
-  assertEquals(first.rows.length, 2);
+  assertEquals(first.rows.length, 3);
   const w8 = first.rows[1];
   assert(w8.psnr > 25 && w8.psnr < 80, `W8A8 PSNR ${w8.psnr}`);
   assert(w8.weight_bytes < first.rows[0].weight_bytes);
+  // A rotated row records its layers' branches (ARS: hadamard or outlier, every quantized layer).
+  assertEquals(w8.rotation_branches, undefined);
+  const ars = first.rows[2].rotation_branches as Record<string, number>;
+  const n = Object.values(ars).reduce((a, b) => a + b, 0);
+  assertEquals(n, 20, JSON.stringify(ars));
+  assert(Object.keys(ars).every((k) => k === "hadamard" || k === "outlier"), JSON.stringify(ars));
   // Grow the matrix: resume keeps the reference and the W8A8 row, runs PARO alone.
   matrix.rows.push({ attention: "paro", density: 0.5, attn_bits: 8 } as never);
   await Deno.writeTextFile(file, JSON.stringify(matrix));
@@ -256,9 +265,9 @@ Deno.test("ablation: a small matrix on the tiny model, then --resume runs only n
   assertEquals(await ablation([...args, "cpu", "--resume", "--name", "grown"]), 0);
   const named = path.replace(/_ablation\.json$/, "_ablation_grown.json");
   const second = JSON.parse(await Deno.readTextFile(named));
-  assertEquals(second.rows.length, 3);
+  assertEquals(second.rows.length, 4);
   assertEquals(second.rows[1].ms_step, w8.ms_step); // not re-measured
-  assert(second.rows[2].psnr > 20, `PARO PSNR ${second.rows[2].psnr}`);
+  assert(second.rows[3].psnr > 20, `PARO PSNR ${second.rows[3].psnr}`);
   assert(second.command.endsWith("--name grown"), second.command);
   for (const ext of ["md", "svg"]) assert(Deno.statSync(named.replace(/json$/, ext)).size > 100);
   const md = await Deno.readTextFile(named.replace(/json$/, "md"));
