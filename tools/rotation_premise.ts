@@ -11,9 +11,9 @@
  *     deno run -A tools/rotation_premise.ts [--model DIR]... [--salient DIR] [--prompts N]
  *         [--steps N] [--out DIR] [--what NAME]
  *
- * `--salient DIR` also builds DIR from the first model with tools/salient_model.ts and
- * checks it the same way. Writes `<out>/<date>_<what>.json` and `.md` (default
- * bench/results/<device slug>/…_act_stats).
+ * `--model` defaults to the bundled model (models/emoji-s); `--salient DIR` also builds DIR
+ * from the first model with tools/salient_model.ts and checks it the same way. Writes
+ * `<out>/<date>_<what>.json` and `.md` (default bench/results/<device slug>/…_act_stats).
  *
  * @module
  */
@@ -248,7 +248,7 @@ if (import.meta.main) {
     return v;
   };
   for (let m = take("--model"); m !== undefined; m = take("--model")) models.push(m);
-  if (models.length === 0) models.push("models/emoji-s-b", "models/emoji-s-a");
+  if (models.length === 0) models.push("models/emoji-s"); // the bundled model
   const salient = take("--salient");
   const nPrompts = Number(take("--prompts") ?? CALIBRATION_PROMPTS.length);
   const steps = Number(take("--steps") ?? 20);
