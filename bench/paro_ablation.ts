@@ -43,7 +43,7 @@ import { deviceSlug, gitCommit, resultsHeader, today } from "./harness.ts";
 const args = parseArgs({
   args: Deno.args,
   options: {
-    model: { type: "string", default: new URL("../models/emoji-s-b", import.meta.url).pathname },
+    model: { type: "string", default: new URL("../models/emoji-s", import.meta.url).pathname },
     prompts: { type: "string", default: "2" },
     batch: { type: "string", default: "2" },
     steps: { type: "string", default: "20" },
