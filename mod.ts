@@ -186,7 +186,11 @@ export type { LayerPlan, QuantPlan, QuantSettings } from "./runtime/quant/plan.t
 // Quantized linear layers and their kernels.
 export { IdentityTransform, QuantLinear } from "./runtime/quant/qlinear.ts";
 export type { ActBits, QuantLinearOptions } from "./runtime/quant/qlinear.ts";
-export type { ActivationTransform, QuantizedActivations } from "./runtime/quant/transform.ts";
+export type {
+  ActGrouping,
+  ActivationTransform,
+  QuantizedActivations,
+} from "./runtime/quant/transform.ts";
 export { actQuant } from "./runtime/ops/act_quant.ts";
 export type { ActQuantOptions, ActQuantVersion } from "./runtime/ops/act_quant.ts";
 export { actCentres, centerActivations } from "./runtime/ops/act_center.ts";

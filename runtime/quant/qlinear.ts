@@ -24,7 +24,7 @@ import {
   uploadQWeight,
 } from "../ops/qgemm.ts";
 import type { CenterMode } from "../reference/act_center.ts";
-import type { ActivationTransform, QuantizedActivations } from "./transform.ts";
+import type { ActGrouping, ActivationTransform, QuantizedActivations } from "./transform.ts";
 
 /** The identity transform: x unchanged, quantized per token (runtime/ops/act_quant.ts). */
 export class IdentityTransform implements ActivationTransform {
@@ -41,20 +41,9 @@ export class IdentityTransform implements ActivationTransform {
     return elementwise(rec, "copy", x);
   }
 
-  /** Per-token quantization of x. */
-  applyQuant(rec: Recorder, x: Tensor, bits: number): QuantizedActivations {
-    return actQuant(rec, x, bits, { version: this.#version });
-  }
-
-  /** Per-group quantization of x. */
-  applyQuantGrouped(
-    rec: Recorder,
-    x: Tensor,
-    bits: number,
-    group: number,
-    asym: boolean,
-  ): QuantizedActivations {
-    return actQuant(rec, x, bits, { group, asym });
+  /** Per-token (or per-group) quantization of x. */
+  applyQuant(rec: Recorder, x: Tensor, bits: number, g: ActGrouping = {}): QuantizedActivations {
+    return actQuant(rec, x, bits, { version: this.#version, ...g });
   }
 
   /** Nothing to free. */
@@ -92,7 +81,7 @@ export interface QuantLinearOptions {
    * Channels an activation scale: each token's runs of `actGroup` input channels (a
    * multiple of 4 dividing K; on GPUs of the integer GEMM's 16-channel tile: plans take
    * multiples of 16) get their own Δ, in the input transform's kernel
-   * (`applyQuantGrouped`). Default the whole token.
+   * (`applyQuant`'s grouping). Default the whole token.
    */
   actGroup?: number;
   /** With `actGroup`: each group's levels from its min to its max (a zero point each). */
@@ -159,14 +148,9 @@ export class QuantLinear implements Linear {
       return y;
     }
     if (!ACT_BITS.includes(this.abits)) throw new RangeError(`${this.name}: abits ${this.abits}`);
-    const group = o.actGroup;
-    const quant = (v: Tensor): QuantizedActivations => {
-      if (!group) return t ? t.applyQuant(rec, v, this.abits) : actQuant(rec, v, this.abits);
-      const asym = o.actAsym ?? false;
-      return t
-        ? t.applyQuantGrouped(rec, v, this.abits, group, asym)
-        : actQuant(rec, v, this.abits, { group, asym });
-    };
+    const g: ActGrouping = o.actGroup ? { group: o.actGroup, asym: o.actAsym ?? false } : {};
+    const quant = (v: Tensor): QuantizedActivations =>
+      t ? t.applyQuant(rec, v, this.abits, g) : actQuant(rec, v, this.abits, g);
     let bias = this.#b;
     let rowsPerGate = e.rowsPerGate;
     let xa: QuantizedActivations;

@@ -33,7 +33,7 @@ import {
   rotateHadamardRef,
   rotateOutlierRef,
 } from "../reference/rotq.ts";
-import type { ActivationTransform, QuantizedActivations } from "./transform.ts";
+import type { ActGrouping, ActivationTransform, QuantizedActivations } from "./transform.ts";
 import type { ActQuantSpec } from "./rotation_error.ts";
 
 /** What a layer's plan chose. */
@@ -308,21 +308,13 @@ class GpuHadamardTransform implements ActivationTransform {
     return rotateHadamard(rec, x, this.#t);
   }
 
-  applyQuant(rec: Recorder, x: Tensor, bits: number): QuantizedActivations {
-    // "none" is the plain per-token quantizer (same operations, so the same codes).
-    if (this.name === "none" && ACT_BITS.includes(bits)) return actQuant(rec, x, bits);
-    return rotqHadamard(rec, x, this.#t, bits);
-  }
-
-  applyQuantGrouped(
-    rec: Recorder,
-    x: Tensor,
-    bits: number,
-    group: number,
-    asym: boolean,
-  ): QuantizedActivations {
-    if (this.name === "none") return actQuant(rec, x, bits, { group, asym });
-    return rotqHadamard(rec, x, this.#t, bits, { group, asym });
+  applyQuant(rec: Recorder, x: Tensor, bits: number, g: ActGrouping = {}): QuantizedActivations {
+    // "none" is the plain quantizer (same operations, so the same codes); per token the
+    // Hadamard kernel also covers bits actQuant lacks, groups have no such fallback.
+    if (this.name === "none" && (g.group || ACT_BITS.includes(bits))) {
+      return actQuant(rec, x, bits, g);
+    }
+    return rotqHadamard(rec, x, this.#t, bits, g);
   }
 
   release(): void {
@@ -353,18 +345,8 @@ class GpuOutlierTransform implements ActivationTransform {
     return rotateOutlier(rec, x, this.#t);
   }
 
-  applyQuant(rec: Recorder, x: Tensor, bits: number): QuantizedActivations {
-    return rotqOutlier(rec, x, this.#t, bits);
-  }
-
-  applyQuantGrouped(
-    rec: Recorder,
-    x: Tensor,
-    bits: number,
-    group: number,
-    asym: boolean,
-  ): QuantizedActivations {
-    return rotqOutlier(rec, x, this.#t, bits, { group, asym });
+  applyQuant(rec: Recorder, x: Tensor, bits: number, g: ActGrouping = {}): QuantizedActivations {
+    return rotqOutlier(rec, x, this.#t, bits, g);
   }
 
   release(): void {

@@ -12,6 +12,14 @@
 import type { Recorder } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
+/** Activation scales a token: one (both fields absent), or one per `group` values. */
+export interface ActGrouping {
+  /** Channels a scale (a multiple of 4 dividing K); absent or 0: the whole token. */
+  group?: number;
+  /** With a group: each group's levels from its min to its max (a zero point each). */
+  asym?: boolean;
+}
+
 /** Per-token quantized activations in int8 containers. */
 export interface QuantizedActivations {
   /** Codes, four int8 per u32 word, row-major [M, ⌈K/4⌉] (K zero-padded to a multiple of 4). */
@@ -34,16 +42,11 @@ export interface ActivationTransform {
   readonly name: string;
   /** Records x [M, K] → x·T (f32/f16, same shape) for weight-only (A16) paths. */
   apply(rec: Recorder, x: Tensor): Tensor;
-  /** Records x [M, K] → quantize(x·T) in one pass. */
-  applyQuant(rec: Recorder, x: Tensor, bits: number): QuantizedActivations;
-  /** Records x [M, K] → quantize(x·T) with a scale per `group` values (asymmetric or not). */
-  applyQuantGrouped(
-    rec: Recorder,
-    x: Tensor,
-    bits: number,
-    group: number,
-    asym: boolean,
-  ): QuantizedActivations;
+  /**
+   * Records x [M, K] → quantize(x·T) in one pass: a scale a token, or with `grouping.group`
+   * a scale per that many values (asymmetric with `grouping.asym`).
+   */
+  applyQuant(rec: Recorder, x: Tensor, bits: number, grouping?: ActGrouping): QuantizedActivations;
   /** Frees its GPU tensors. */
   release(): void;
 }
