@@ -50,6 +50,7 @@ import {
 } from "../runtime/ops/rotq.ts";
 import { actQuantRef } from "../runtime/reference/act_quant.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
+import type { ActQuantSpec } from "../runtime/quant/rotation_error.ts";
 import {
   quantizeRows,
   randomOrthogonal,
@@ -105,19 +106,14 @@ const fused = await detectFmaContraction(rt);
 const CHECK_ROWS = [0, 1, 2, 3, M >> 1, M - 1];
 
 /** The activation quantizer of a case: per-token A8, or A4 in asymmetric groups of 16. */
-interface Act {
-  bits: number;
-  group?: number;
-  asym?: boolean;
-}
-const A8: Act = { bits: 8 };
-const A4G16: Act = { bits: 4, group: 16, asym: true };
+const A8: ActQuantSpec = { bits: 8 };
+const A4G16: ActQuantSpec = { bits: 4, group: 16, asym: true };
 
 async function checkCodes(
   q: QuantizedActivations,
   ref: (x: Float32Array, rows: number) => Float32Array,
   xsrc: Float32Array,
-  act: Act,
+  act: ActQuantSpec,
 ): Promise<string> {
   const words = (await readTensorRaw(rt, q.q)) as Uint32Array;
   const scales = await readTensor(rt, q.scales);
@@ -188,7 +184,7 @@ function rotqCase(
   kind: "hadamard" | "outlier" | "actquant",
   dt: "f32" | "f16",
   path: OutlierPath = "default",
-  act: Act = A8,
+  act: ActQuantSpec = A8,
 ): BenchCase {
   const grouped = act.group ? `_a${act.bits}g${act.group}${act.asym ? "asym" : ""}` : "";
   const suffix = (path === "default" ? "" : `_${path}`) + grouped + (dt === "f16" ? "_f16" : "");

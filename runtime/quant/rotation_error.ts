@@ -12,15 +12,12 @@ import type { HostMatrix } from "../../plugins/types.ts";
 import { actDequantRef, actQuantRef } from "../reference/act_quant.ts";
 import type { LayerStats } from "./calibrate.ts";
 import type { LayerRotation } from "./rotation.ts";
+import type { ActGrouping } from "./transform.ts";
 
 /** The activation quantizer the error is of (the plan's --abits, --act-group, --act-asym). */
-export interface ActQuantSpec {
+export interface ActQuantSpec extends ActGrouping {
   /** Bits (4, 6 or 8). */
   bits: number;
-  /** Channels a scale; 0 or absent: one a token. */
-  group?: number;
-  /** With `group`: asymmetric groups. */
-  asym?: boolean;
 }
 
 /** Default sample rows a layer: all the calibration keeps by default (prompts spread over them). */
