@@ -190,6 +190,37 @@ export function summarise(rows: LayerRow[]): Record<string, unknown>[] {
   return out;
 }
 
+/** A lower_snake_case name part: "attn1 q/k/v input" → "attn1_q_k_v_input". */
+function slug(s: string): string {
+  return s.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "");
+}
+
+/**
+ * The summary as BENCHMARKS.md's named figures, per model (its folder's name) and layer type:
+ * `act_j_median_…`, `act_ratio_max_…` (max/median channel absmax), `act_over100x_max_…` and
+ * `act_err_a{8,4}_<variant>_…` (relative output error), e.g.
+ * `act_ratio_max_emoji_s_attn2_out_input`.
+ */
+export function premiseResults(
+  summary: readonly Record<string, unknown>[],
+): { name: string; value: number; unit: string }[] {
+  const out: { name: string; value: number; unit: string }[] = [];
+  for (const r of summary) {
+    const at = `${slug(String(r.model).split("/").pop()!)}_${slug(String(r.type))}`;
+    const add = (metric: string, unit: string) => {
+      const v = r[metric];
+      if (typeof v === "number" && Number.isFinite(v)) {
+        out.push({ name: `act_${metric}_${at}`, value: v, unit });
+      }
+    };
+    add("J_median", "rms");
+    add("ratio_max", "x");
+    add("over100x_max", "channels");
+    for (const v of VARIANTS) for (const b of ["a8", "a4"]) add(`err_${b}_${v.key}`, "rel");
+  }
+  return out.map((x) => ({ ...x, name: x.name.toLowerCase() }));
+}
+
 function fmt(v: unknown): string {
   if (typeof v !== "number") return String(v ?? "");
   if (!Number.isFinite(v) || Number.isInteger(v)) return String(v);
@@ -294,6 +325,7 @@ if (import.meta.main) {
       "over10x/over100x = channels above 10× / 100× that median; J = RMS of the input; branches = ARS (τ = 1) for block linears. " +
       "err_aN_<variant> = mean over the type's layers of ‖(Q(X·T) − X·T)·W'ᵀ‖ / ‖X·Wᵀ + b‖ with per-token AN quantization on the calibration sample rows (weights exact); " +
       "variants smooth with α = 0.5 unless _nosmooth; outlier minimises max |v| in its greedy passes, outlier_range max − min (METHODS.md). Statistics do not depend on the adapter.",
+    results: premiseResults(summary),
     runs,
     summary,
     layers: rows,
