@@ -17,7 +17,7 @@ import {
   uploadTensor,
 } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
-import type { QuantizedActivations } from "../quant/transform.ts";
+import type { ActGrouping, QuantizedActivations } from "../quant/transform.ts";
 import { actQmax, actQuantRef } from "../reference/act_quant.ts";
 import src from "../../wgsl/act_quant.wgsl" with { type: "text" };
 import gridSrc from "../../wgsl/quant_grid.wgsl" with { type: "text" };
@@ -157,7 +157,18 @@ export function actQuant(
     const s = spec(x.dtype as StorageType, entry, group, asym);
     rec.dispatch(s, { M, K, bits, slot: 0 }, [x, q, scales]);
   }
-  return { q, scales, bits, cols: K, ...(group ? { group } : {}), ...(asym ? { asym } : {}) };
+  return quantizedActivations(q, scales, bits, K, { group, asym });
+}
+
+/** Codes and scales as QuantizedActivations, the grouping fields present only when grouped. */
+export function quantizedActivations(
+  q: Tensor,
+  scales: Tensor,
+  bits: number,
+  cols: number,
+  { group, asym }: ActGrouping,
+): QuantizedActivations {
+  return { q, scales, bits, cols, ...(group ? { group } : {}), ...(asym ? { asym } : {}) };
 }
 
 /**

@@ -23,7 +23,7 @@ import { createTensor, readTensor, type Tensor, uploadTensor } from "../gpu/tens
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { isPowerOfTwo } from "../reference/hadamard.ts";
 import { qmaxOf } from "../reference/rotq.ts";
-import { actQuant, actScaleShape, checkActGroup } from "./act_quant.ts";
+import { actQuant, actScaleShape, checkActGroup, quantizedActivations } from "./act_quant.ts";
 import {
   dummy,
   type OutlierKernelOptions,
@@ -242,23 +242,7 @@ export function rotqHadamard(
   opts: HadamardKernelOptions = {},
 ): QuantizedActivations {
   const r = recordHadamard(rec, x, t, true, bits, opts);
-  return quantized(r, bits, opts);
-}
-
-/** A recorded quantizing launch's output as QuantizedActivations (the group fields when set). */
-function quantized(
-  r: { codes?: Tensor; scales?: Tensor; K: number },
-  bits: number,
-  { group, asym }: { group?: number; asym?: boolean },
-): QuantizedActivations {
-  return {
-    q: r.codes!,
-    scales: r.scales!,
-    bits,
-    cols: r.K,
-    ...(group ? { group } : {}),
-    ...(asym ? { asym } : {}),
-  };
+  return quantizedActivations(r.codes!, r.scales!, bits, r.K, opts);
 }
 
 /** Records x [..., K] → x ⊙ s · blockdiag(H) (same shape and dtype), no quantization. */
@@ -410,7 +394,8 @@ export function rotqOutlier(
   opts?: number | OutlierKernelOptions,
 ): QuantizedActivations {
   const o = typeof opts === "number" ? { kernel: "rows" as const, rows: opts } : opts ?? {};
-  return quantized(recordOutlier(rec, x, t, true, bits, o), bits, o);
+  const r = recordOutlier(rec, x, t, true, bits, o);
+  return quantizedActivations(r.codes!, r.scales!, bits, r.K, o);
 }
 
 /** Records x [..., K] → ((x ⊙ s)·R1)·P·R2 (same shape and dtype), no quantization. */
