@@ -197,6 +197,7 @@ async function pipelineFor(
     wbits: s.wbits!,
     abits: s.abits!,
     rotation: s.rotation,
+    tlqFit: s.tlq_fit,
     gptq: s.gptq ?? false,
     gptqDevice: s.gptq_device ?? "auto",
     abitsOverride: s.abits_override,

@@ -38,6 +38,8 @@ export interface AblationSetting {
   attention: string;
   density: number | null;
   attn_bits: number | null;
+  /** "mse": TLQ's row grids fitted by least squares (quantize --tlq-fit mse); absent: METHODS.md's. */
+  tlq_fit?: "mse";
   /** Codes chosen by GPTQ (quantize --gptq); absent or false: plain rounding. */
   gptq?: boolean;
   /** With gptq: where it runs (quantize --gptq-device); absent: auto (the GPU if there is one). */
@@ -95,7 +97,8 @@ const KEYS = Object.keys(REFERENCE) as (keyof AblationSetting)[];
  * appended only when on, so the keys of rows from before it existed stay the same.
  */
 export function settingKey(s: AblationSetting): string {
-  return KEYS.map((k) => String(s[k] ?? null)).join("|") + (s.gptq ? "|gptq" : "") +
+  return KEYS.map((k) => String(s[k] ?? null)).join("|") +
+    (s.tlq_fit ? `|fit-${s.tlq_fit}` : "") + (s.gptq ? "|gptq" : "") +
     (s.gptq_device ? `-${s.gptq_device}` : "") +
     (s.abits_override
       ? `|${s.abits_override.map((o) => `${o.pattern}=${o.abits}`).join(",")}`
@@ -112,6 +115,7 @@ export function settingKey(s: AblationSetting): string {
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
 export function settingLabel(s: AblationSetting): string {
   const parts = [s.quantizer === "fp32" ? "fp32" : `${s.quantizer} W${s.wbits}A${s.abits}`];
+  if (s.tlq_fit) parts[0] += ` ${s.tlq_fit}-fit`;
   if (s.gptq) parts[0] += s.gptq_device ? ` gptq (${s.gptq_device})` : " gptq";
   if (s.abits_override) {
     parts[0] += ` (${s.abits_override.map((o) => `${o.pattern} A${o.abits}`).join(", ")})`;
@@ -132,6 +136,7 @@ export function settingLabel(s: AblationSetting): string {
 
 /** Row fields beside KEYS, each absent from older rows (their keys stay the same). */
 const EXTRA_KEYS: string[] = [
+  "tlq_fit",
   "gptq",
   "gptq_device",
   "abits_override",
@@ -185,6 +190,16 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     }
     if (!s.gptq) fail(file, `${field}.gptq_device`, "needs gptq: true");
     s.gptq_device = r.gptq_device;
+  }
+  if (r.tlq_fit !== undefined) {
+    if (r.tlq_fit !== "mse") {
+      fail(
+        file,
+        `${field}.tlq_fit`,
+        `must be "mse" (percentile is the default), got ${JSON.stringify(r.tlq_fit)}`,
+      );
+    }
+    s.tlq_fit = "mse";
   }
   if (r.center !== undefined) {
     if (!CENTER_MODES.includes(r.center as CenterMode)) {
@@ -271,6 +286,8 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
         "fp32 takes no wbits, abits, rotation, gptq, abits_override, center, alpha or act_group",
       );
     }
+  } else if (s.tlq_fit && s.quantizer !== "tlq") {
+    fail(file, `${field}.tlq_fit`, 'is the "tlq" quantizer\'s');
   } else if (s.wbits === null || s.abits === null) {
     fail(file, field, `quantizer "${s.quantizer}" needs wbits and abits`);
   } else if (s.alpha !== undefined && s.rotation === "none") {

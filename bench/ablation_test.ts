@@ -43,10 +43,13 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, rotation: "hadamard", smooth: false },
       { ...base, rotation: "adaptive", tau: 20 },
       { ...base, rotation: "adaptive", ars_select: "error" },
+      { quantizer: "tlq", wbits: 3, abits: 8, tlq_fit: "mse" },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 12);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 12);
+  assertEquals(m.settings.length, 13);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 13);
+  assertEquals(settingKey(m.settings[12]), "tlq|3|8|none|dense|null|null|fit-mse");
+  assertEquals(settingLabel(m.settings[12]), "tlq W3A8 mse-fit");
   assertEquals(settingKey(m.settings[11]), "uniform|8|8|adaptive|dense|null|null|ars-error");
   assertEquals(settingLabel(m.settings[11]), "uniform W8A8 ARS by error adaptive");
   assertEquals(settingLabel(m.settings[9]), "uniform W8A8 unsmoothed hadamard");
@@ -86,6 +89,14 @@ Deno.test("matrix: bad fields are named", async () => {
     [{ steps: 0 }, "steps must be an integer in [1, 1000]"],
     [{ seeds: [-1] }, "seeds[0] must be an integer"],
     [{ rows: [{ gptq: true }] }, "rows[0] fp32 takes no wbits, abits, rotation, gptq"],
+    [
+      { rows: [{ quantizer: "uniform", wbits: 3, abits: 8, tlq_fit: "mse" }] },
+      'rows[0].tlq_fit is the "tlq" quantizer\'s',
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 3, abits: 8, tlq_fit: "percentile" }] },
+      'rows[0].tlq_fit must be "mse" (percentile is the default)',
+    ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, center: "median" }] },
       'rows[0].center must be "mean" or "midrange"',

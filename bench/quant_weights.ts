@@ -1,6 +1,7 @@
 /**
  * Weight-side figures of the quantizers (issue 5), computed on the host: per quantized
- * layer of a model, the weight SQNR of TLQ and uniform at W3 and W4 (the share of layers
+ * layer of a model, the weight SQNR of TLQ (METHODS.md's percentile grids, and the grids
+ * fitted by least squares, `fit: "mse"`) and uniform at W3 and W4 (the share of layers
  * where TLQ wins), the extra error of TLQ's int8 LUT re-expression, the bytes the kernels
  * hold per path against f32 (TLQ: the compact parameters uploadQWeight uses by default, and
  * the LUT modes for comparison), and the time the quantizers take — plus the same SQNR
@@ -55,6 +56,9 @@ export interface Summary {
   kurtosis_median: number;
   tlq_wins_w3: number;
   tlq_wins_w4: number;
+  /** The same with TLQ's grids fitted by least squares (`fit: "mse"`). */
+  tlq_mse_wins_w3: number;
+  tlq_mse_wins_w4: number;
   sqnr_mean: Record<string, number>;
   int8_lut_error_mean_w4: number;
   bytes_f32: number;
@@ -98,6 +102,8 @@ function summarize(model: string, layers: { name: string; w: HostMatrix }[]): Su
     kurtosis_median: 0,
     tlq_wins_w3: 0,
     tlq_wins_w4: 0,
+    tlq_mse_wins_w3: 0,
+    tlq_mse_wins_w4: 0,
     sqnr_mean: {},
     int8_lut_error_mean_w4: 0,
     bytes_f32: 0,
@@ -111,19 +117,19 @@ function summarize(model: string, layers: { name: string; w: HostMatrix }[]): Su
     s.bytes_f32 += 4 * w.rows * w.cols;
     const sq: Record<string, number> = {};
     for (const bits of [3, 4]) {
-      for (
-        const [name, f, d] of [
-          ["uniform", uniformQuantize, uniformDequantize],
-          ["tlq", tlqQuantize, lutDequantize],
-        ] as const
-      ) {
+      const quantizers: [string, (w: HostMatrix) => QuantizedWeight, typeof lutDequantize][] = [
+        ["uniform", (w) => uniformQuantize(w, { bits }), uniformDequantize],
+        ["tlq", (w) => tlqQuantize(w, { bits }), lutDequantize],
+        ["tlq_mse", (w) => tlqQuantize(w, { bits, fit: "mse" }), lutDequantize],
+      ];
+      for (const [name, f, d] of quantizers) {
         const t0 = performance.now();
-        const q: QuantizedWeight = f(w, { bits });
+        const q = f(w);
         add(s.ms, `${name}_w${bits}`, performance.now() - t0);
         const h = d(q);
         sq[`${name}_w${bits}`] = sqnr(w.data, h);
         add(s.sqnr_mean, `${name}_w${bits}`, sq[`${name}_w${bits}`] / layers.length);
-        if (bits === 4) {
+        if (bits === 4 && name !== "tlq_mse") {
           add(s.bytes, `${name}_w4a16`, quantizedBytes(q, 16));
           add(s.bytes, `${name}_w4a8`, quantizedBytes(q, 8));
           if (name === "tlq") {
@@ -136,6 +142,8 @@ function summarize(model: string, layers: { name: string; w: HostMatrix }[]): Su
     }
     if (sq.tlq_w3 > sq.uniform_w3) s.tlq_wins_w3++;
     if (sq.tlq_w4 > sq.uniform_w4) s.tlq_wins_w4++;
+    if (sq.tlq_mse_w3 > sq.uniform_w3) s.tlq_mse_wins_w3++;
+    if (sq.tlq_mse_w4 > sq.uniform_w4) s.tlq_mse_wins_w4++;
   }
   ks.sort((a, b) => a - b);
   s.kurtosis_median = ks[Math.floor(ks.length / 2)];
@@ -151,6 +159,11 @@ export function summaryResults(s: Summary): { name: string; value: number; unit:
   return [
     { name: `${n}_tlq_wins_w3`, value: (100 * s.tlq_wins_w3) / s.layers, unit: "% of layers" },
     { name: `${n}_tlq_wins_w4`, value: (100 * s.tlq_wins_w4) / s.layers, unit: "% of layers" },
+    ...[3, 4].map((b) => ({
+      name: `${n}_tlq_mse_wins_w${b}`,
+      value: (100 * s[b === 3 ? "tlq_mse_wins_w3" : "tlq_mse_wins_w4"]) / s.layers,
+      unit: "% of layers",
+    })),
     ...Object.entries(s.sqnr_mean).map(([k, v]) => ({
       name: `${n}_sqnr_${k}`,
       value: v,
@@ -203,15 +216,17 @@ if (import.meta.main) {
   const rows = out.map((s) =>
     `| ${s.model} | ${s.layers} | ${
       fmt(s.kurtosis_median)
-    } | ${s.tlq_wins_w3}/${s.layers} | ${s.tlq_wins_w4}/${s.layers} | ${
-      ["uniform_w3", "tlq_w3", "uniform_w4", "tlq_w4"].map((k) => fmt(s.sqnr_mean[k])).join(" | ")
+    } | ${s.tlq_wins_w3}/${s.layers} | ${s.tlq_wins_w4}/${s.layers} | ${s.tlq_mse_wins_w3}/${s.layers} | ${s.tlq_mse_wins_w4}/${s.layers} | ${
+      ["uniform_w3", "tlq_w3", "tlq_mse_w3", "uniform_w4", "tlq_w4", "tlq_mse_w4"].map((k) =>
+        fmt(s.sqnr_mean[k])
+      ).join(" | ")
     } | ${s.int8_lut_error_mean_w4.toExponential(2)} | 1/${
       fmt(s.bytes_f32 / s.bytes.uniform_w4a8)
     } | 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a16)} | 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a8)} | 1/${
       fmt(s.bytes_f32 / s.bytes.tlq_w4a16_lut)
     } / 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a8_lut)} | ${fmt(s.ms.tlq_w3 / 1000)} / ${
-      fmt(s.ms.uniform_w3 / 1000)
-    } |`
+      fmt(s.ms.tlq_mse_w3 / 1000)
+    } / ${fmt(s.ms.uniform_w3 / 1000)} |`
   );
   const md = [
     `# ${today()} — weight quantizers on the host (no GPU), commit ${await gitCommit()}`,
@@ -221,10 +236,12 @@ if (import.meta.main) {
     "read, against f32: uniform W4 per row scale and zero; TLQ W4A16 and W4A8 as uploaded by default",
     "(compact: Δ± f16 + z± i16 = 8 B per row, η 4 B per layer; the LUTs rebuilt in-kernel, MODE 5/6);",
     "TLQ LUT modes (MODE 0/2, before): 16-entry f32 LUT per row / int8 LUT + f32 row scale.",
-    "Times: TLQ (η × p± search) / uniform (clip search), whole model, s.",
+    "TLQ is METHODS.md's grid (lo = min L, hi = the p-th percentile); \"TLQ mse\" fits each row's",
+    "(Δ, z) to least squared error (`quantize --tlq-fit mse`; same format and bytes).",
+    "Times: TLQ (η × p± search) / TLQ mse / uniform (clip search), whole model, s.",
     "",
-    "| model | layers | kurtosis (median) | TLQ > uniform W3 | W4 | SQNR uniform W3 | TLQ W3 | uniform W4 | TLQ W4 | TLQ int8-LUT extra error W4 | bytes uniform W4A8 | TLQ W4A16 | TLQ W4A8 | TLQ LUT modes W4A16 / W4A8 | quantize s TLQ / uniform (W3) |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| model | layers | kurtosis (median) | TLQ > uniform W3 | W4 | TLQ mse > uniform W3 | W4 | SQNR uniform W3 | TLQ W3 | TLQ mse W3 | uniform W4 | TLQ W4 | TLQ mse W4 | TLQ int8-LUT extra error W4 | bytes uniform W4A8 | TLQ W4A16 | TLQ W4A8 | TLQ LUT modes W4A16 / W4A8 | quantize s TLQ / TLQ mse / uniform (W3) |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...rows,
   ].join("\n") + "\n";
   console.log(md);

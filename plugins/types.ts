@@ -61,7 +61,16 @@ export interface WeightQuantOptions {
   groupSize?: number;
   /** Uniform: symmetric (z = 0) instead of asymmetric. */
   symmetric?: boolean;
+  /**
+   * TLQ: how each row's (Δ, z) is chosen: "percentile" is METHODS.md's (lo = min L, hi = the
+   * p-th percentile; the default); "mse" fits them to least squared error, each weight on its
+   * nearest level (same grid family and artifact; an option beyond the paper).
+   */
+  fit?: TlqFit;
 }
+
+/** How TLQ chooses each row's grid ({@linkcode WeightQuantOptions.fit}). */
+export type TlqFit = "percentile" | "mse";
 
 /** A weight quantizer plugin (uniform, TLQ). */
 export interface QuantizerPlugin {

@@ -38,11 +38,23 @@ import type {
   HostMatrix,
   QuantizedWeight,
   QuantizerPlugin,
+  TlqFit,
   WeightQuantOptions,
 } from "../types.ts";
-import { f16Bits, f16FromBits, f32FromBits } from "../../runtime/io/f16.ts";
+import { f16Bits, f16FromBits } from "../../runtime/io/f16.ts";
 import { packCodes, unpackCodes } from "../../runtime/quant/pack.ts";
 import { checkMatrix } from "./uniform.ts";
+import { TLQ_MAX_ZERO, tlqLevel, tlqLut } from "./tlq_levels.ts";
+import { fitPlane, withPrefixSums } from "./tlq_fit.ts";
+
+export {
+  TLQ_EXP2_TABLE,
+  TLQ_MAX_ZERO,
+  tlqExp2,
+  tlqLevel,
+  tlqLut,
+  type TlqParams,
+} from "./tlq_levels.ts";
 
 /** Bit widths of TLQ. */
 export const TLQ_BITS: readonly number[] = [3, 4];
@@ -66,6 +78,9 @@ export const TLQ_ETAS: readonly number[] = [
 
 /** The clipping percentiles searched for each plane (METHODS.md). */
 export const TLQ_PERCENTILES: readonly number[] = [0.98, 0.99, 0.999, 0.9999, 0.99999];
+
+/** Every way TLQ chooses a row's grid ({@linkcode WeightQuantOptions.fit}). */
+export const TLQ_FITS: readonly TlqFit[] = ["percentile", "mse"];
 
 /** Options of TLQ beyond the bits (the search grid, for tests and ablations). */
 export interface TlqOptions extends WeightQuantOptions {
@@ -116,9 +131,6 @@ interface Grid {
   levels: Float64Array;
 }
 
-/** Largest |z| of a plane (z is stored as an i16). */
-export const TLQ_MAX_ZERO = 32767;
-
 /**
  * The plane's Δ as an f16 ≥ max(2^−14, |lo|/32767) (so |round(lo/Δ)| ≤ 32767): of the two
  * f16 around the exact Δ, the one whose grid point z·Δ lands nearer lo (rounding Δ moves
@@ -138,118 +150,6 @@ function f16Delta(raw: number, lo: number): number {
   }
   if (!Number.isFinite(best)) throw new RangeError(`tlq: Δ ${raw} does not fit an f16`);
   return best;
-}
-
-/** floor(a·b / 2^32) of two u32, exactly (16-bit halves, as the WGSL). */
-function mulhi(a: number, b: number): number {
-  const al = a & 0xffff;
-  const ah = a >>> 16;
-  const bl = b & 0xffff;
-  const bh = b >>> 16;
-  const lh = al * bh;
-  const hl = ah * bl;
-  const mid = ((al * bl) >>> 16) + (lh & 0xffff) + (hl & 0xffff);
-  return (ah * bh + (lh >>> 16) + (hl >>> 16) + Math.floor(mid / 65536)) >>> 0;
-}
-
-/** round(2^31·2^(j/16)), j < 16: 2^(top 4 bits of the fraction), Q31. */
-export const TLQ_EXP2_TABLE: readonly number[] = [
-  2147483648,
-  2242560872,
-  2341847524,
-  2445529972,
-  2553802834,
-  2666869345,
-  2784941738,
-  2908241642,
-  3037000500,
-  3171459999,
-  3311872529,
-  3458501653,
-  3611622603,
-  3771522796,
-  3938502376,
-  4112874773,
-];
-
-/**
- * 2^(kz·Δ) as an f32, for Δ given as its f16 bit pattern `h` (finite) and an integer kz
- * (|kz| ≤ 32775): x = kz·m·2^(e−25) is exact in integers, 2^frac(x) comes from a 16-entry
- * table times a degree-5 Taylor polynomial in Q32 fixed point (error < 2^−29 relative),
- * rounded to nearest even; 0 below 2^−126, Infinity above 2^127. Integer operations only,
- * so wgsl/qgemm_tlq.wgsl computes the same bits on every adapter.
- */
-export function tlqExp2(h: number, kz: number): number {
-  const e = (h >>> 10) & 31;
-  if (e === 31) throw new RangeError(`tlq: Δ (f16 ${h.toString(16)}) is not finite`);
-  const m = e > 0 ? 1024 + (h & 1023) : h & 1023;
-  let n = kz * m;
-  if (h & 0x8000) n = -n;
-  const sh = 25 - Math.max(e, 1);
-  let ip: number;
-  let fq = 0;
-  if (sh <= 0) {
-    ip = Math.max(-256, Math.min(256, n)) * 2 ** -sh;
-  } else {
-    ip = n >> sh;
-    fq = (n & ((1 << sh) - 1)) * 2 ** (32 - sh);
-  }
-  if (ip < -126) return 0;
-  if (ip > 127) return Infinity;
-  const u = mulhi(fq & 0x0fffffff, 2977044472); // frac below 1/16 times ln 2, Q32
-  const a = 178956971 + mulhi(u, 35791394); // 1/24 + u/120
-  const b = 715827883 + mulhi(u, a); // 1/6 + u·a
-  const c = 2147483648 + mulhi(u, b); // 1/2 + u·b
-  const poly = u + mulhi(u, mulhi(u, c)); // e^u − 1
-  const t0 = TLQ_EXP2_TABLE[fq >>> 28];
-  const t = t0 + Math.min(mulhi(t0, poly), 0xffffffff - t0); // 2^frac(x), Q31
-  let mant = t >>> 8;
-  const rem = t & 0xff;
-  if (rem > 128 || (rem === 128 && (mant & 1))) mant++;
-  if (mant === 2 ** 24) {
-    mant = 2 ** 23;
-    ip++;
-    if (ip > 127) return Infinity;
-  }
-  return f32FromBits((((ip + 127) << 23) | (mant & 0x7fffff)) >>> 0);
-}
-
-/**
- * The magnitude of level k of a plane: max(2^((k+z)·Δ) − η, 0) in f32 (tlqExp2, then one
- * f32 subtraction of η as an f32); 0 for Δ = 0 (a plane without weights).
- */
-export function tlqLevel(delta: number, zero: number, k: number, eta: number): number {
-  const h = f16Bits(delta);
-  if ((h & 0x7fff) === 0) return 0;
-  return Math.max(Math.fround(tlqExp2(h, k + zero) - Math.fround(eta)), 0);
-}
-
-/** The TLQ parameters a LUT is rebuilt from (`params` of a TLQ weight). */
-export interface TlqParams {
-  deltaPos: Float32Array;
-  zeroPos: Float32Array;
-  deltaNeg: Float32Array;
-  zeroNeg: Float32Array;
-}
-
-/**
- * The LUT [N, 2^b] of TLQ parameters: row n holds levels k < 2^(b−1) of the positive plane,
- * then the negated levels of the negative plane (as the GPU rebuilds them, −0 included).
- */
-export function tlqLut(p: TlqParams, eta: number, bits: number): Float32Array {
-  const N = p.deltaPos.length;
-  const half = 2 ** (bits - 1);
-  for (const k of ["zeroPos", "deltaNeg", "zeroNeg"] as const) {
-    if (p[k].length !== N) throw new RangeError(`tlq: ${k} has ${p[k].length} values, not ${N}`);
-  }
-  const lut = new Float32Array(N * 2 * half);
-  for (let n = 0; n < N; n++) {
-    for (let k = 0; k < half; k++) {
-      lut[n * 2 * half + k] = tlqLevel(p.deltaPos[n], p.zeroPos[n], k, eta);
-      lut[n * 2 * half + half + k] = -tlqLevel(p.deltaNeg[n], p.zeroNeg[n], k, eta);
-    }
-  }
-  return lut;
 }
 
 function planeGrid(L: Float64Array, a: number, n: number, p: number, eta: number, half: number) {
@@ -305,6 +205,117 @@ function logs(pl: Planes, eta: number): Float64Array {
   return L;
 }
 
+/** Every row's grid parameters of both planes, at one η, and the layer's squared error. */
+interface RowGrids {
+  eta: number;
+  deltaPos: Float32Array;
+  zeroPos: Float32Array;
+  deltaNeg: Float32Array;
+  zeroNeg: Float32Array;
+  err: number;
+}
+
+function grid(delta: number, zero: number, eta: number, half: number): Grid {
+  const levels = new Float64Array(half);
+  for (let k = 0; k < half; k++) levels[k] = tlqLevel(delta, zero, k, eta);
+  return { delta, zero, levels };
+}
+
+/** METHODS.md's grids: every row's planes at (η, p⁺, p⁻). */
+function percentileRows(
+  pos: Planes,
+  neg: Planes,
+  eta: number,
+  pPos: number,
+  pNeg: number,
+  half: number,
+): RowGrids {
+  const N = pos.off.length - 1;
+  const out: RowGrids = {
+    eta,
+    deltaPos: new Float32Array(N),
+    zeroPos: new Float32Array(N),
+    deltaNeg: new Float32Array(N),
+    zeroNeg: new Float32Array(N),
+    err: 0,
+  };
+  const Lp = logs(pos, eta);
+  const Ln = logs(neg, eta);
+  for (let n = 0; n < N; n++) {
+    const ap = pos.off[n];
+    const np = pos.off[n + 1] - ap;
+    const an = neg.off[n];
+    const nn = neg.off[n + 1] - an;
+    if (np > 0) {
+      ({ delta: out.deltaPos[n], zero: out.zeroPos[n] } = planeGrid(Lp, ap, np, pPos, eta, half));
+    }
+    if (nn > 0) {
+      ({ delta: out.deltaNeg[n], zero: out.zeroNeg[n] } = planeGrid(Ln, an, nn, pNeg, eta, half));
+    }
+  }
+  return out;
+}
+
+/**
+ * The least-squares grids (`fit: "mse"`, tlq_fit.ts): η by a coarse fit of ~64 rows, then
+ * every row refined at that η and at `etaPercentile` (METHODS.md's best η, whose grids seed
+ * the fit, so the result is never worse than METHODS.md's), the better η kept.
+ */
+function fitRows(
+  pos: Planes,
+  neg: Planes,
+  zeros: Int32Array,
+  etas: readonly number[],
+  ps: readonly number[],
+  bits: number,
+  etaPercentile: number,
+): RowGrids {
+  const half = 2 ** (bits - 1);
+  const N = pos.off.length - 1;
+  const sp = withPrefixSums(pos);
+  const sn = withPrefixSums(neg);
+  // Comparing η needs only a sample of rows: about 64, evenly spaced.
+  const stride = Math.max(1, Math.floor(N / 64));
+  const at = (eta: number, refine: boolean): RowGrids => {
+    const out: RowGrids = {
+      eta,
+      deltaPos: new Float32Array(N),
+      zeroPos: new Float32Array(N),
+      deltaNeg: new Float32Array(N),
+      zeroNeg: new Float32Array(N),
+      err: 0,
+    };
+    const Lp = logs(pos, eta);
+    const Ln = logs(neg, eta);
+    const seeds = (pl: Planes, L: Float64Array, n: number) => {
+      const a = pl.off[n];
+      const len = pl.off[n + 1] - a;
+      return len > 0 ? ps.map((p) => planeGrid(L, a, len, p, eta, half)) : [];
+    };
+    for (let n = 0; n < N; n += refine ? 1 : stride) {
+      const fp = fitPlane(sp, n, eta, bits, zeros[n], seeds(pos, Lp, n), refine);
+      const fn = fitPlane(sn, n, eta, bits, 0, seeds(neg, Ln, n), refine);
+      out.deltaPos[n] = fp.delta;
+      out.zeroPos[n] = fp.zero;
+      out.deltaNeg[n] = fn.delta;
+      out.zeroNeg[n] = fn.zero;
+      out.err += fp.err + fn.err;
+    }
+    return out;
+  };
+  let coarse = { eta: etas[0], err: Infinity };
+  for (const eta of etas) {
+    const e = at(eta, false).err;
+    if (e < coarse.err) coarse = { eta, err: e };
+  }
+  let best: RowGrids | undefined;
+  for (const eta of new Set([coarse.eta, etaPercentile])) {
+    const r = at(eta, true);
+    if (!best || r.err < best.err) best = r;
+  }
+  return best!;
+}
+
 /** Quantizes W [N, K] with TLQ (see the module doc). */
 export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
   checkMatrix(w, "tlq");
@@ -321,9 +332,16 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
   if (ps.length === 0 || ps.some((p) => !(p > 0 && p <= 1))) {
     throw new RangeError("tlq: percentiles must lie in (0, 1]");
   }
-  const assign = opts.assign ?? "log";
+  const fit = opts.fit ?? "percentile";
+  if (!TLQ_FITS.includes(fit)) {
+    throw new RangeError(`tlq: fit must be ${TLQ_FITS.join(" or ")}, got ${JSON.stringify(fit)}`);
+  }
+  const assign = opts.assign ?? (fit === "mse" ? "nearest" : "log");
   if (assign !== "log" && assign !== "nearest") {
     throw new RangeError(`tlq: assign must be "log" or "nearest", got ${JSON.stringify(assign)}`);
+  }
+  if (fit === "mse" && assign !== "nearest") {
+    throw new RangeError('tlq: fit "mse" puts each weight on its nearest level (assign "nearest")');
   }
   const nearest = assign === "nearest";
   const { rows: N, cols: K, data } = w;
@@ -335,7 +353,7 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
     zeros[n] = K - (pos.off[n + 1] - pos.off[n]) - (neg.off[n + 1] - neg.off[n]);
   }
 
-  // The search: per η, the best p of each plane independently (the error is additive).
+  // METHODS.md's search: per η, the best p of each plane independently (the error is additive).
   let best = { err: Infinity, eta: 0, pPos: ps[0], pNeg: ps[0] };
   for (const eta of etas) {
     const Lp = logs(pos, eta);
@@ -352,31 +370,20 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
       best = { err: ep.err + en.err, eta, pPos: ep.p, pNeg: en.p };
     }
   }
+  const rows = fit === "mse"
+    ? fitRows(pos, neg, zeros, etas, ps, bits, best.eta)
+    : { ...percentileRows(pos, neg, best.eta, best.pPos, best.pNeg, half), err: best.err };
 
   // The final codes and LUTs.
-  const { eta, pPos, pNeg } = best;
-  const Lp = logs(pos, eta);
-  const Ln = logs(neg, eta);
+  const { eta, deltaPos, zeroPos, deltaNeg, zeroNeg } = rows;
   const codes = new Uint8Array(N * K);
-  const deltaPos = new Float32Array(N);
-  const zeroPos = new Float32Array(N);
-  const deltaNeg = new Float32Array(N);
-  const zeroNeg = new Float32Array(N);
   for (let n = 0; n < N; n++) {
-    const ap = pos.off[n];
-    const np = pos.off[n + 1] - ap;
-    const an = neg.off[n];
-    const nn = neg.off[n + 1] - an;
-    const gp = np > 0 ? planeGrid(Lp, ap, np, pPos, eta, half) : undefined;
-    const gn = nn > 0 ? planeGrid(Ln, an, nn, pNeg, eta, half) : undefined;
-    deltaPos[n] = gp?.delta ?? 0;
-    zeroPos[n] = gp?.zero ?? 0;
-    deltaNeg[n] = gn?.delta ?? 0;
-    zeroNeg[n] = gn?.zero ?? 0;
+    const gp = grid(deltaPos[n], zeroPos[n], eta, half);
+    const gn = grid(deltaNeg[n], zeroNeg[n], eta, half);
     for (let k = 0; k < K; k++) {
       const v = data[n * K + k];
-      if (v > 0) codes[n * K + k] = codeOf(Math.log2(v + eta), v, gp!, half, nearest);
-      else if (v < 0) codes[n * K + k] = half + codeOf(Math.log2(-v + eta), -v, gn!, half, nearest);
+      if (v > 0) codes[n * K + k] = codeOf(Math.log2(v + eta), v, gp, half, nearest);
+      else if (v < 0) codes[n * K + k] = half + codeOf(Math.log2(-v + eta), -v, gn, half, nearest);
       else codes[n * K + k] = 0;
     }
   }
@@ -389,7 +396,13 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
     cols: K,
     codes: packCodes(codes, N, K, bits),
     params: { lut, deltaPos, zeroPos, deltaNeg, zeroNeg },
-    meta: { eta, pPos, pNeg, assign, zeros: "smallest-positive", mse: best.err / (N * K) },
+    meta: {
+      eta,
+      ...(fit === "mse" ? { fit } : { pPos: best.pPos, pNeg: best.pNeg }),
+      assign,
+      zeros: "smallest-positive",
+      mse: rows.err / (N * K),
+    },
   };
 }
 

@@ -9,6 +9,7 @@ import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/devic
 import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
 import { ABITS } from "../quant/qlinear.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
+import { TLQ_FITS } from "../../plugins/quantizers/tlq.ts";
 import { type AbitsOverride, DEFAULT_KEEP_FP, FLUX_KEEP_FP, isActGroup } from "../quant/plan.ts";
 import { quantizeModel, type QuantizeOptions, writeArtifact } from "../quant/quantize.ts";
 import { ARS_SELECT, type ArsSelect, type RotationKind } from "../quant/rotation.ts";
@@ -50,6 +51,10 @@ export const QUANTIZE_USAGE =
   --attn-bits B           paro: 8 or 4
   --group-size G          uniform: group size along K (0 = per row, default; 64, 128)
   --symmetric             uniform: symmetric (default for W8 with integer activations)
+  --tlq-fit F             tlq: how each row's log grid is chosen: percentile (default: METHODS.md,
+                          lowest level at the row's smallest |w|, top at the p-th percentile)
+                          or mse (fitted to least squared error, weights on their nearest
+                          level; same artifact format, lower error, slower to quantize)
   --abits-override LIST   comma-separated PATTERN=BITS (* wildcard; BITS 4, 6, 8 or 16) giving the
                           matching layers other activation bits than --abits (first match wins),
                           e.g. "transformer_blocks.*.attn1.to_*=16": a mixed-precision plan
@@ -195,6 +200,7 @@ export async function quantize(args: string[]): Promise<number> {
     "attn-bits": { type: "string" },
     "group-size": { type: "string" },
     symmetric: { type: "boolean" },
+    "tlq-fit": { type: "string" },
     center: { type: "string" },
     "act-group": { type: "string" },
     "act-asym": { type: "boolean" },
@@ -230,6 +236,10 @@ export async function quantize(args: string[]): Promise<number> {
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
   const center = o.optionalChoice("center", CENTER_MODES);
+  const tlqFit = o.optionalChoice("tlq-fit", TLQ_FITS);
+  if (tlqFit !== undefined && v.quantizer !== "tlq") {
+    throw new UsageError("--tlq-fit applies to --quantizer tlq");
+  }
   const actGroup = o.optionalNumber("act-group", { min: 16, integer: true });
   if (actGroup !== undefined && !isActGroup(actGroup)) {
     throw new UsageError(`--act-group must be a multiple of 16, got ${actGroup}`);
@@ -276,6 +286,7 @@ export async function quantize(args: string[]): Promise<number> {
     attnBits: attnBits === undefined ? undefined : Number(attnBits),
     groupSize,
     symmetric: v.symmetric,
+    tlqFit: tlqFit === "mse" ? "mse" : undefined,
     gptq: v.gptq ?? false,
     gptqSqnr: v.report ?? false,
     gptqDevice,
@@ -304,7 +315,8 @@ export async function quantize(args: string[]): Promise<number> {
   const qb = q.reduce((s, l) => s + l.bytes, 0);
   info(
     `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
-      `W${wbits}A${abits}${center ? ` (inputs centred by the ${center})` : ""}` +
+      `W${wbits}A${abits}${tlqFit === "mse" ? " (grids fitted by least squares)" : ""}` +
+      `${center ? ` (inputs centred by the ${center})` : ""}` +
       `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}` +
       `${rotationWords(v.rotation ?? "none", rotationOptions)}, ` +
       `${r.layers.length - q.length} FP; weights quantized in ` +

@@ -68,6 +68,20 @@ Deno.test("quantize: usage errors exit 2 naming the option", async () => {
   );
   assertEquals(r6.code, 2);
   assert(r6.stderr.includes("--gptq-device needs --gptq"), r6.stderr);
+  const r7 = await cli(
+    "quantize",
+    ...["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "3", "--abits", "16"],
+    ...["--tlq-fit", "mse", "--out", "/tmp/never.safetensors"],
+  );
+  assertEquals(r7.code, 2);
+  assert(r7.stderr.includes("--tlq-fit applies to --quantizer tlq"), r7.stderr);
+  const r8 = await cli(
+    "quantize",
+    ...["--model", FIXTURE, "--quantizer", "tlq", "--wbits", "3", "--abits", "16"],
+    ...["--tlq-fit", "best", "--out", "/tmp/never.safetensors"],
+  );
+  assertEquals(r8.code, 2);
+  assert(r8.stderr.includes("--tlq-fit"), r8.stderr);
 });
 
 Deno.test("parseAbitsOverride: PATTERN=BITS entries in order", () => {

@@ -59,6 +59,11 @@ export interface QuantSettings {
   groupSize: number;
   /** Uniform: symmetric. */
   symmetric: boolean;
+  /**
+   * TLQ: "mse" when each row's grid was fitted to least squared error (plugins/quantizers/
+   * tlq_fit.ts); absent: METHODS.md's percentile grid.
+   */
+  tlqFit?: "mse";
   /** Codes chosen by GPTQ on calibration inputs (runtime/quant/gptq.ts) instead of rounding. */
   gptq: boolean;
   /**
@@ -230,6 +235,12 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
   if (s.actGroup !== undefined) {
     if (!isActGroup(s.actGroup)) fail(file, `${F}.settings.actGroup`, "must be a multiple of 16");
     settings.actGroup = s.actGroup as number;
+  }
+  if (s.tlqFit !== undefined) {
+    if (s.tlqFit !== "mse" || settings.quantizer !== "tlq") {
+      fail(file, `${F}.settings.tlqFit`, 'must be "mse", beside quantizer "tlq"');
+    }
+    settings.tlqFit = "mse";
   }
   if (s.actAsym !== undefined) {
     if (s.actAsym !== true || !settings.actGroup) {

@@ -261,6 +261,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     bits: settings.wbits,
     groupSize: settings.groupSize || undefined,
     symmetric: settings.symmetric,
+    ...(settings.tlqFit ? { fit: settings.tlqFit } : {}),
   };
   const rotations = new Map<string, LayerRotation>();
   const pool = settings.gptq

@@ -9,6 +9,7 @@ import type { PluginRegistry } from "../registry.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
 import { defaultKeepFp, isActGroup, type QuantSettings } from "./plan.ts";
 import { ABITS } from "./qlinear.ts";
+import { TLQ_FITS } from "../../plugins/quantizers/tlq.ts";
 import type { QuantizeOptions } from "./quantize.ts";
 
 /**
@@ -79,6 +80,12 @@ export function resolveSettings(
     if (!integer) throw new RangeError("actGroup needs quantized activations (abits below 16)");
   }
   if (o.actAsym && !o.actGroup) throw new RangeError("actAsym needs actGroup");
+  if (o.tlqFit !== undefined) {
+    if (!TLQ_FITS.includes(o.tlqFit)) {
+      throw new RangeError(`tlqFit must be ${TLQ_FITS.join(" or ")}, got ${o.tlqFit}`);
+    }
+    if (o.quantizer !== "tlq") throw new RangeError('tlqFit is the "tlq" quantizer\'s');
+  }
   return {
     quantizer: o.quantizer,
     wbits: o.wbits,
@@ -89,6 +96,7 @@ export function resolveSettings(
     attnBits: o.attnBits ?? null,
     groupSize: o.groupSize ?? 0,
     symmetric,
+    ...(o.tlqFit === "mse" ? { tlqFit: "mse" as const } : {}),
     gptq: o.gptq ?? false,
     ...(o.abitsOverride?.length ? { abitsOverride: o.abitsOverride.map((v) => ({ ...v })) } : {}),
     ...(o.center ? { center: o.center } : {}),
