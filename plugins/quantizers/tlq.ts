@@ -45,7 +45,7 @@ import { f16Bits, f16FromBits } from "../../runtime/io/f16.ts";
 import { packCodes, unpackCodes } from "../../runtime/quant/pack.ts";
 import { checkMatrix } from "./uniform.ts";
 import { TLQ_MAX_ZERO, tlqLevel, tlqLut } from "./tlq_levels.ts";
-import { fitPlane, withPrefixSums } from "./tlq_fit.ts";
+import { fitRows, type RowGrids, type SortedPlanes, withPrefixSums } from "./tlq_fit.ts";
 
 export {
   TLQ_EXP2_TABLE,
@@ -152,11 +152,13 @@ function f16Delta(raw: number, lo: number): number {
   return best;
 }
 
-function planeGrid(L: Float64Array, a: number, n: number, p: number, eta: number, half: number) {
-  const lo = L[a];
+/** METHODS.md's grid of the plane abs[a … a+n) (sorted |w|) at (η, p). */
+function planeGrid(abs: Float64Array, a: number, n: number, p: number, eta: number, half: number) {
+  const L = (i: number) => Math.log2(abs[i] + eta);
+  const lo = L(a);
   const pos = p * (n - 1);
   const i = Math.floor(pos);
-  const hi = i + 1 < n ? L[a + i] + (pos - i) * (L[a + i + 1] - L[a + i]) : L[a + n - 1];
+  const hi = i + 1 < n ? L(a + i) + (pos - i) * (L(a + i + 1) - L(a + i)) : L(a + n - 1);
   const levels = new Float64Array(half);
   const delta = f16Delta((hi - lo) / half, lo);
   const zero = Math.round(lo / delta);
@@ -173,10 +175,14 @@ function codeOf(l: number, a: number, g: Grid, half: number, nearest: boolean): 
   return Math.min(half - 1, Math.max(0, Math.round(l / g.delta) - g.zero));
 }
 
-/** Σ(ŵ − |w|)² of every row's plane at (η, p), plus `zeros[r]`·level₀² when given. */
+/**
+ * Σ(ŵ − |w|)² of every row's plane at (η, p), plus `zeros[r]`·level₀² when given. In the log
+ * domain a plane's codes ascend with |w|, so each code's run is found by binary search on
+ * the code's own expression and its error taken from prefix sums; nearest levels are
+ * assigned weight by weight.
+ */
 function planeError(
-  pl: Planes,
-  L: Float64Array,
+  pl: SortedPlanes,
   p: number,
   eta: number,
   half: number,
@@ -189,30 +195,34 @@ function planeError(
     const a = pl.off[r];
     const n = pl.off[r + 1] - a;
     if (n === 0) continue;
-    const g = planeGrid(L, a, n, p, eta, half);
-    for (let i = a; i < a + n; i++) {
-      const d = g.levels[codeOf(L[i], pl.abs[i], g, half, nearest)] - pl.abs[i];
-      err += d * d;
+    const g = planeGrid(pl.abs, a, n, p, eta, half);
+    if (nearest) {
+      for (let i = a; i < a + n; i++) {
+        const v = pl.abs[i];
+        const d = g.levels[codeOf(Math.log2(v + eta), v, g, half, true)] - v;
+        err += d * d;
+      }
+    } else {
+      const code = (i: number) => codeOf(Math.log2(pl.abs[i] + eta), pl.abs[i], g, half, false);
+      let start = a;
+      for (let k = 0; k < half; k++) {
+        let lo = start;
+        let hi = a + n;
+        while (k < half - 1 && lo < hi) { // the first weight past code k
+          const m = (lo + hi) >>> 1;
+          if (code(m) > k) hi = m;
+          else lo = m + 1;
+        }
+        const end = k < half - 1 ? lo : a + n;
+        const l = g.levels[k];
+        err += pl.s2[end] - pl.s2[start] - 2 * l * (pl.s1[end] - pl.s1[start]) +
+          l * l * (end - start);
+        start = end;
+      }
     }
     if (zeros) err += zeros[r] * g.levels[0] * g.levels[0];
   }
   return err;
-}
-
-function logs(pl: Planes, eta: number): Float64Array {
-  const L = new Float64Array(pl.abs.length);
-  for (let i = 0; i < L.length; i++) L[i] = Math.log2(pl.abs[i] + eta);
-  return L;
-}
-
-/** Every row's grid parameters of both planes, at one η, and the layer's squared error. */
-interface RowGrids {
-  eta: number;
-  deltaPos: Float32Array;
-  zeroPos: Float32Array;
-  deltaNeg: Float32Array;
-  zeroNeg: Float32Array;
-  err: number;
 }
 
 function grid(delta: number, zero: number, eta: number, half: number): Grid {
@@ -239,81 +249,65 @@ function percentileRows(
     zeroNeg: new Float32Array(N),
     err: 0,
   };
-  const Lp = logs(pos, eta);
-  const Ln = logs(neg, eta);
   for (let n = 0; n < N; n++) {
     const ap = pos.off[n];
     const np = pos.off[n + 1] - ap;
     const an = neg.off[n];
     const nn = neg.off[n + 1] - an;
     if (np > 0) {
-      ({ delta: out.deltaPos[n], zero: out.zeroPos[n] } = planeGrid(Lp, ap, np, pPos, eta, half));
+      ({ delta: out.deltaPos[n], zero: out.zeroPos[n] } = planeGrid(
+        pos.abs,
+        ap,
+        np,
+        pPos,
+        eta,
+        half,
+      ));
     }
     if (nn > 0) {
-      ({ delta: out.deltaNeg[n], zero: out.zeroNeg[n] } = planeGrid(Ln, an, nn, pNeg, eta, half));
+      ({ delta: out.deltaNeg[n], zero: out.zeroNeg[n] } = planeGrid(
+        neg.abs,
+        an,
+        nn,
+        pNeg,
+        eta,
+        half,
+      ));
     }
   }
   return out;
 }
 
 /**
- * The least-squares grids (`fit: "mse"`, tlq_fit.ts): η by a coarse fit of ~64 rows, then
- * every row refined at that η and at `etaPercentile` (METHODS.md's best η, whose grids seed
- * the fit, so the result is never worse than METHODS.md's), the better η kept.
+ * METHODS.md's search: per η, the best p of each plane independently (the error is
+ * additive), then every row's grids at the best (η, p⁺, p⁻).
  */
-function fitRows(
+function percentileSearch(
   pos: Planes,
   neg: Planes,
   zeros: Int32Array,
   etas: readonly number[],
   ps: readonly number[],
-  bits: number,
-  etaPercentile: number,
+  half: number,
+  nearest: boolean,
 ): RowGrids {
-  const half = 2 ** (bits - 1);
-  const N = pos.off.length - 1;
   const sp = withPrefixSums(pos);
   const sn = withPrefixSums(neg);
-  // Comparing η needs only a sample of rows: about 64, evenly spaced.
-  const stride = Math.max(1, Math.floor(N / 64));
-  const at = (eta: number, refine: boolean): RowGrids => {
-    const out: RowGrids = {
-      eta,
-      deltaPos: new Float32Array(N),
-      zeroPos: new Float32Array(N),
-      deltaNeg: new Float32Array(N),
-      zeroNeg: new Float32Array(N),
-      err: 0,
-    };
-    const Lp = logs(pos, eta);
-    const Ln = logs(neg, eta);
-    const seeds = (pl: Planes, L: Float64Array, n: number) => {
-      const a = pl.off[n];
-      const len = pl.off[n + 1] - a;
-      return len > 0 ? ps.map((p) => planeGrid(L, a, len, p, eta, half)) : [];
-    };
-    for (let n = 0; n < N; n += refine ? 1 : stride) {
-      const fp = fitPlane(sp, n, eta, bits, zeros[n], seeds(pos, Lp, n), refine);
-      const fn = fitPlane(sn, n, eta, bits, 0, seeds(neg, Ln, n), refine);
-      out.deltaPos[n] = fp.delta;
-      out.zeroPos[n] = fp.zero;
-      out.deltaNeg[n] = fn.delta;
-      out.zeroNeg[n] = fn.zero;
-      out.err += fp.err + fn.err;
-    }
-    return out;
-  };
-  let coarse = { eta: etas[0], err: Infinity };
+  let best = { err: Infinity, eta: 0, pPos: ps[0], pNeg: ps[0] };
   for (const eta of etas) {
-    const e = at(eta, false).err;
-    if (e < coarse.err) coarse = { eta, err: e };
+    let ep = { err: Infinity, p: ps[0] };
+    let en = { err: Infinity, p: ps[0] };
+    for (const p of ps) {
+      const e1 = planeError(sp, p, eta, half, nearest, zeros);
+      if (e1 < ep.err) ep = { err: e1, p };
+      const e2 = planeError(sn, p, eta, half, nearest);
+      if (e2 < en.err) en = { err: e2, p };
+    }
+    if (ep.err + en.err < best.err) {
+      best = { err: ep.err + en.err, eta, pPos: ep.p, pNeg: en.p };
+    }
   }
-  let best: RowGrids | undefined;
-  for (const eta of new Set([coarse.eta, etaPercentile])) {
-    const r = at(eta, true);
-    if (!best || r.err < best.err) best = r;
-  }
-  return best!;
+  return { ...percentileRows(pos, neg, best.eta, best.pPos, best.pNeg, half), ...best };
 }
 
 /** Quantizes W [N, K] with TLQ (see the module doc). */
@@ -353,26 +347,13 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
     zeros[n] = K - (pos.off[n + 1] - pos.off[n]) - (neg.off[n + 1] - neg.off[n]);
   }
 
-  // METHODS.md's search: per η, the best p of each plane independently (the error is additive).
-  let best = { err: Infinity, eta: 0, pPos: ps[0], pNeg: ps[0] };
-  for (const eta of etas) {
-    const Lp = logs(pos, eta);
-    const Ln = logs(neg, eta);
-    let ep = { err: Infinity, p: ps[0] };
-    let en = { err: Infinity, p: ps[0] };
-    for (const p of ps) {
-      const e1 = planeError(pos, Lp, p, eta, half, nearest, zeros);
-      if (e1 < ep.err) ep = { err: e1, p };
-      const e2 = planeError(neg, Ln, p, eta, half, nearest);
-      if (e2 < en.err) en = { err: e2, p };
-    }
-    if (ep.err + en.err < best.err) {
-      best = { err: ep.err + en.err, eta, pPos: ep.p, pNeg: en.p };
-    }
-  }
   const rows = fit === "mse"
-    ? fitRows(pos, neg, zeros, etas, ps, bits, best.eta)
-    : { ...percentileRows(pos, neg, best.eta, best.pPos, best.pNeg, half), err: best.err };
+    ? fitRows(pos, neg, zeros, etas, bits, (pl, n, eta) => {
+      const a = pl.off[n];
+      const len = pl.off[n + 1] - a;
+      return len > 0 ? ps.map((p) => planeGrid(pl.abs, a, len, p, eta, half)) : [];
+    })
+    : percentileSearch(pos, neg, zeros, etas, ps, half, nearest);
 
   // The final codes and LUTs.
   const { eta, deltaPos, zeroPos, deltaNeg, zeroNeg } = rows;
@@ -398,7 +379,7 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
     params: { lut, deltaPos, zeroPos, deltaNeg, zeroNeg },
     meta: {
       eta,
-      ...(fit === "mse" ? { fit } : { pPos: best.pPos, pNeg: best.pNeg }),
+      ...(rows.pPos === undefined ? { fit } : { pPos: rows.pPos, pNeg: rows.pNeg! }),
       assign,
       zeros: "smallest-positive",
       mse: rows.err / (N * K),

@@ -94,6 +94,24 @@ function sseLevels(j: Job): number {
   return Math.max(err, 0);
 }
 
+/**
+ * Σ(ŵ − |w|)² of row r's plane at η on the stored grid `g` (exact levels), each value on its
+ * nearest level, plus `zeros`·level₀².
+ */
+export function gridError(
+  pl: SortedPlanes,
+  r: number,
+  eta: number,
+  bits: number,
+  zeros: number,
+  g: { delta: number; zero: number },
+): number {
+  const a = pl.off[r];
+  const half = 2 ** (bits - 1);
+  const j: Job = { pl, a, n: pl.off[r + 1] - a, eta, half, zeros, levels: new Float64Array(half) };
+  return sse(j, g.delta, g.zero);
+}
+
 /** The error on grid (Δ, z) as stored: exact levels (tlqLevel). */
 function sse(j: Job, delta: number, zero: number): number {
   for (let k = 0; k < j.half; k++) j.levels[k] = tlqLevel(delta, zero, k, j.eta);
@@ -202,4 +220,86 @@ export function fitPlane(
   }
   if (!Number.isFinite(best.err)) throw new RangeError("tlq: no valid grid for a plane");
   return best;
+}
+
+/** Every row's grid parameters of both planes, at one η, and the layer's squared error. */
+export interface RowGrids {
+  eta: number;
+  deltaPos: Float32Array;
+  zeroPos: Float32Array;
+  deltaNeg: Float32Array;
+  zeroNeg: Float32Array;
+  err: number;
+  /** METHODS.md's percentiles, when the grids are its. */
+  pPos?: number;
+  pNeg?: number;
+}
+
+/**
+ * Every row's least-squares grids (`fit: "mse"`) over the offsets `etas`. `seeds` gives
+ * each row plane's candidate grids at η, the same list for every row (tlq.ts: METHODS.md's
+ * grid at each percentile). First the seeds' search as METHODS.md runs it (per layer, the
+ * best seed of each plane), each weight on its nearest level; its best η (η₀) and the
+ * seeds make the result never worse than it. Then η by a coarse fit of ~64 rows, then
+ * every row refined at that η and at η₀, the better kept.
+ */
+export function fitRows(
+  pos: { abs: Float64Array; off: Int32Array },
+  neg: { abs: Float64Array; off: Int32Array },
+  zeros: Int32Array,
+  etas: readonly number[],
+  bits: number,
+  seeds: (pl: SortedPlanes, n: number, eta: number) => readonly { delta: number; zero: number }[],
+): RowGrids {
+  const N = pos.off.length - 1;
+  const sp = withPrefixSums(pos);
+  const sn = withPrefixSums(neg);
+
+  let eta0 = { eta: etas[0], err: Infinity };
+  for (const eta of etas) {
+    const ep: number[] = []; // the layer's error on each seed, either plane
+    const en: number[] = [];
+    for (let n = 0; n < N; n++) {
+      seeds(sp, n, eta).forEach((g, i) =>
+        ep[i] = (ep[i] ?? 0) + gridError(sp, n, eta, bits, zeros[n], g)
+      );
+      seeds(sn, n, eta).forEach((g, i) => en[i] = (en[i] ?? 0) + gridError(sn, n, eta, bits, 0, g));
+    }
+    const err = Math.min(Infinity, ...ep) + Math.min(Infinity, ...en);
+    if (err < eta0.err) eta0 = { eta, err };
+  }
+
+  // Comparing η needs only a sample of rows: about 64, evenly spaced.
+  const stride = Math.max(1, Math.floor(N / 64));
+  const at = (eta: number, refine: boolean): RowGrids => {
+    const out: RowGrids = {
+      eta,
+      deltaPos: new Float32Array(N),
+      zeroPos: new Float32Array(N),
+      deltaNeg: new Float32Array(N),
+      zeroNeg: new Float32Array(N),
+      err: 0,
+    };
+    for (let n = 0; n < N; n += refine ? 1 : stride) {
+      const fp = fitPlane(sp, n, eta, bits, zeros[n], seeds(sp, n, eta), refine);
+      const fn = fitPlane(sn, n, eta, bits, 0, seeds(sn, n, eta), refine);
+      out.deltaPos[n] = fp.delta;
+      out.zeroPos[n] = fp.zero;
+      out.deltaNeg[n] = fn.delta;
+      out.zeroNeg[n] = fn.zero;
+      out.err += fp.err + fn.err;
+    }
+    return out;
+  };
+  let coarse = { eta: etas[0], err: Infinity };
+  for (const eta of etas) {
+    const e = at(eta, false).err;
+    if (e < coarse.err) coarse = { eta, err: e };
+  }
+  let best: RowGrids | undefined;
+  for (const eta of new Set([coarse.eta, eta0.eta])) {
+    const r = at(eta, true);
+    if (!best || r.err < best.err) best = r;
+  }
+  return best!;
 }
