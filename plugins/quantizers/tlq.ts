@@ -45,7 +45,7 @@ import { f16Bits, f16FromBits } from "../../runtime/io/f16.ts";
 import { packCodes, unpackCodes } from "../../runtime/quant/pack.ts";
 import { checkMatrix } from "./uniform.ts";
 import { TLQ_MAX_ZERO, tlqLevel, tlqLut } from "./tlq_levels.ts";
-import { fitRows, type RowGrids, type SortedPlanes, withPrefixSums } from "./tlq_fit.ts";
+import { fitRows, type RowGrids, rowGrids, type SortedPlanes, withPrefixSums } from "./tlq_fit.ts";
 
 export {
   TLQ_EXP2_TABLE,
@@ -240,40 +240,15 @@ function percentileRows(
   pNeg: number,
   half: number,
 ): RowGrids {
-  const N = pos.off.length - 1;
-  const out: RowGrids = {
-    eta,
-    deltaPos: new Float32Array(N),
-    zeroPos: new Float32Array(N),
-    deltaNeg: new Float32Array(N),
-    zeroNeg: new Float32Array(N),
-    err: 0,
+  const out = rowGrids(pos.off.length - 1, eta);
+  const at = (pl: Planes, n: number, p: number) => {
+    const a = pl.off[n];
+    const len = pl.off[n + 1] - a;
+    return len > 0 ? planeGrid(pl.abs, a, len, p, eta, half) : { delta: 0, zero: 0 };
   };
-  for (let n = 0; n < N; n++) {
-    const ap = pos.off[n];
-    const np = pos.off[n + 1] - ap;
-    const an = neg.off[n];
-    const nn = neg.off[n + 1] - an;
-    if (np > 0) {
-      ({ delta: out.deltaPos[n], zero: out.zeroPos[n] } = planeGrid(
-        pos.abs,
-        ap,
-        np,
-        pPos,
-        eta,
-        half,
-      ));
-    }
-    if (nn > 0) {
-      ({ delta: out.deltaNeg[n], zero: out.zeroNeg[n] } = planeGrid(
-        neg.abs,
-        an,
-        nn,
-        pNeg,
-        eta,
-        half,
-      ));
-    }
+  for (let n = 0; n < out.deltaPos.length; n++) {
+    ({ delta: out.deltaPos[n], zero: out.zeroPos[n] } = at(pos, n, pPos));
+    ({ delta: out.deltaNeg[n], zero: out.zeroNeg[n] } = at(neg, n, pNeg));
   }
   return out;
 }

@@ -235,6 +235,18 @@ export interface RowGrids {
   pNeg?: number;
 }
 
+/** {@linkcode RowGrids} of N rows at η, every plane's Δ = 0 (no weights) until set. */
+export function rowGrids(N: number, eta: number): RowGrids {
+  return {
+    eta,
+    deltaPos: new Float32Array(N),
+    zeroPos: new Float32Array(N),
+    deltaNeg: new Float32Array(N),
+    zeroNeg: new Float32Array(N),
+    err: 0,
+  };
+}
+
 /**
  * Every row's least-squares grids (`fit: "mse"`) over the offsets `etas`. `seeds` gives
  * each row plane's candidate grids at η, the same list for every row (tlq.ts: METHODS.md's
@@ -272,14 +284,7 @@ export function fitRows(
   // Comparing η needs only a sample of rows: about 64, evenly spaced.
   const stride = Math.max(1, Math.floor(N / 64));
   const at = (eta: number, refine: boolean): RowGrids => {
-    const out: RowGrids = {
-      eta,
-      deltaPos: new Float32Array(N),
-      zeroPos: new Float32Array(N),
-      deltaNeg: new Float32Array(N),
-      zeroNeg: new Float32Array(N),
-      err: 0,
-    };
+    const out = rowGrids(N, eta);
     for (let n = 0; n < N; n += refine ? 1 : stride) {
       const fp = fitPlane(sp, n, eta, bits, zeros[n], seeds(sp, n, eta), refine);
       const fn = fitPlane(sn, n, eta, bits, 0, seeds(sn, n, eta), refine);

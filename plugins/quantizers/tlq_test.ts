@@ -109,8 +109,9 @@ function sqnr(w: Float32Array, h: Float32Array): number {
 }
 
 Deno.test("tlq: Δ± are f16 values (f16 normals or 0), z± fit an i16, the LUT is rebuilt bit for bit", () => {
-  for (const [w, bits] of [[studentT(9, 70, 4, 6), 4], [studentT(5, 33, 3, 7), 3]] as const) {
-    const q = tlqQuantize(w, { bits });
+  const cases = [[studentT(9, 70, 4, 6), 4], [studentT(5, 33, 3, 7), 3]] as const;
+  for (const [[w, bits], fit] of cases.flatMap((c) => [[c, "percentile"], [c, "mse"]] as const)) {
+    const q = tlqQuantize(w, { bits, fit });
     const p = q.params as unknown as TlqParams;
     for (const d of [...p.deltaPos, ...p.deltaNeg]) {
       assertEquals(Math.f16round(d), d, `Δ ${d} is not an f16`);
