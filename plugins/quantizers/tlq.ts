@@ -167,9 +167,11 @@ function planeGrid(abs: Float64Array, a: number, n: number, p: number, eta: numb
 }
 
 function codeOf(l: number, a: number, g: Grid, half: number, nearest: boolean): number {
-  if (nearest) { // levels ascend with k
+  if (nearest) { // the first nearest: levels clamped to 0 can repeat, so no early stop
     let k = 0;
-    while (k + 1 < half && Math.abs(g.levels[k + 1] - a) < Math.abs(g.levels[k] - a)) k++;
+    for (let j = 1; j < half; j++) {
+      if (Math.abs(g.levels[j] - a) < Math.abs(g.levels[k] - a)) k = j;
+    }
     return k;
   }
   return Math.min(half - 1, Math.max(0, Math.round(l / g.delta) - g.zero));

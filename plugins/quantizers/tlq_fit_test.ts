@@ -98,3 +98,23 @@ Deno.test("tlq fit: bad fit and the log assignment with mse are refused", () => 
   );
   assertThrows(() => tlqQuantize(w, { bits: 3, fit: "mse", assign: "log" }), RangeError, "nearest");
 });
+
+Deno.test("tlq fit mse: meta.mse is the codes' error even where levels clamp to 0 and repeat", () => {
+  // Small rows at four scales: some fitted planes have two levels clamped to 0, where a
+  // nearest search that stops at the first non-improving level would leave every weight on 0.
+  const g = new Prng(9);
+  for (let t = 0; t < 140; t++) {
+    const rows = 4;
+    const cols = 8 + (t % 40);
+    const scale = [0.001, 0.02, 0.3, 2][t % 4];
+    const data = Float32Array.from(
+      { length: rows * cols },
+      () => scale * (t % 3 === 0 ? g.normal() : g.uniform() - 0.5),
+    );
+    for (const bits of [3, 4]) {
+      const q = tlqQuantize({ rows, cols, data }, { bits, fit: "mse" });
+      const got = sse(data, lutDequantize(q)) / data.length;
+      assertAlmostEquals(got, Number(q.meta.mse), 1e-6 * got + 1e-30, `case ${t}, W${bits}`);
+    }
+  }
+});
