@@ -26,10 +26,13 @@
  *   its value in the exponent.
  * - The percentile interpolates linearly between ranks (numpy's default).
  *
+ * With `fit: "mse"` each row's (Δ, z) are instead fitted to least squared error, weights on
+ * their nearest level (tlq_fit.ts; an option beyond the paper, same format).
+ *
  * The search is cheap because it decomposes: the layer's error is the positive plane's
  * plus the negative plane's, each depending on η and its own p only, so it runs
- * 13 η × (5 + 5) plane passes over sorted |w| (sorted once per row, logs once per η)
- * instead of 13 × 5 × 5 full ones.
+ * 13 η × (5 + 5) plane passes over sorted |w| instead of 13 × 5 × 5 full ones; and (log
+ * assignment) a pass finds each code's run by binary search, its error from prefix sums.
  *
  * @module
  */
@@ -395,7 +398,7 @@ export const tlqQuantizer: QuantizerPlugin = {
   name: "tlq",
   bits: TLQ_BITS,
   description:
-    "Twin-Log Quantization: separate log2(|w|+η) grids for ± weights, per-row LUT, η/p± searched per layer",
+    "Twin-Log Quantization: separate log2(|w|+η) grids for ± weights, per-row LUT, η/p± searched per layer (fit mse: rows fitted by least squares)",
   calibrate: tlqQuantize,
   dequantize: lutDequantize,
   grid: lutGrid,
