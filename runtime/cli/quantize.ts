@@ -54,7 +54,8 @@ export const QUANTIZE_USAGE =
   --tlq-fit F             tlq: how each row's log grid is chosen: percentile (default: METHODS.md,
                           lowest level at the row's smallest |w|, top at the p-th percentile)
                           or mse (fitted to least squared error, weights on their nearest
-                          level; same artifact format, lower error, slower to quantize)
+                          level; same artifact format; lower weight error, though not always
+                          closer images; slower to quantize)
   --abits-override LIST   comma-separated PATTERN=BITS (* wildcard; BITS 4, 6, 8 or 16) giving the
                           matching layers other activation bits than --abits (first match wins),
                           e.g. "transformer_blocks.*.attn1.to_*=16": a mixed-precision plan
