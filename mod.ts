@@ -173,7 +173,8 @@ export type {
 
 // Weight quantization: quantizers, plans, artifacts.
 export { uniformQuantizer } from "./plugins/quantizers/uniform.ts";
-export { tlqQuantizer } from "./plugins/quantizers/tlq.ts";
+export { TLQ_FITS, tlqQuantizer } from "./plugins/quantizers/tlq.ts";
+export type { TlqOptions } from "./plugins/quantizers/tlq.ts";
 export { quantizeModel, writeArtifact } from "./runtime/quant/quantize.ts";
 export type { LayerReport, QuantizeOptions, QuantizeResult } from "./runtime/quant/quantize.ts";
 export { isArtifact, openArtifact } from "./runtime/quant/artifact.ts";
