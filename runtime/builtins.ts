@@ -9,8 +9,7 @@ import { paroPlugin } from "../plugins/attention/paro.ts";
 import { fluxPlugin } from "../plugins/models/flux.ts";
 import { pixartPlugin } from "../plugins/models/pixart.ts";
 import { ROTATION_PLUGINS } from "./quant/rotation_plan.ts";
-import { tlqQuantizer } from "../plugins/quantizers/tlq.ts";
-import { uniformQuantizer } from "../plugins/quantizers/uniform.ts";
+import { BUILTIN_QUANTIZERS } from "../plugins/quantizers/builtin.ts";
 import { PluginRegistry } from "./registry.ts";
 
 /** A registry holding every built-in plugin. */
@@ -19,8 +18,7 @@ export function createDefaultRegistry(): PluginRegistry {
   r.register(pixartPlugin);
   for (const p of Object.values(ROTATION_PLUGINS)) r.register(p);
   r.register(fluxPlugin);
-  r.register(uniformQuantizer);
-  r.register(tlqQuantizer);
+  for (const q of Object.values(BUILTIN_QUANTIZERS)) r.register(q);
   r.register(densePlugin).register(paroPlugin);
   return r;
 }

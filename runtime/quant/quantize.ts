@@ -20,7 +20,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { HostMatrix } from "../../plugins/types.ts";
+import type { HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
 import { createDefaultRegistry } from "../builtins.ts";
 import { CheckpointError } from "../errors.ts";
 import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
@@ -49,6 +49,7 @@ import {
 } from "./plan.ts";
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
 import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
+import { CalibratePool } from "./calibrate_pool.ts";
 import { resolveSettings } from "./settings.ts";
 import { centredStats } from "./centred_stats.ts";
 import type { ActQuantSpec } from "./rotation_error.ts";
@@ -74,7 +75,10 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
    * job is (they run behind the loop), so `done` reaching `total` means the weights are done.
    */
   onLayerDone?: (done: number, total: number) => void;
-  /** GPTQ's workers; default WEBDIT_QUANT_WORKERS, else every core (≤ 1: this thread). */
+  /**
+   * Host workers for the quantizer's own search (runtime/quant/calibrate_pool.ts) and GPTQ;
+   * default WEBDIT_QUANT_WORKERS, else every core (≤ 1: this thread).
+   */
   workers?: number;
   /**
    * GPTQ: also measure each layer's output SQNR with plain rounding and with GPTQ
@@ -268,6 +272,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     ? new GptqPool(o.workers, gptqRt, o.gptqDevice === "gpu" ? 0 : GPTQ_GPU_MIN_WORK)
     : undefined;
   let gptqGpuLayers = 0;
+  const calib = new CalibratePool(o.workers);
   const pending: Promise<void>[] = [];
   const t0 = performance.now();
   try {
@@ -353,50 +358,51 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         }
       }
       const data = w.data;
-      const tq = performance.now();
-      const q = plugin.calibrate(w, wopts);
-      const ms = performance.now() - tq;
-      const deq = plugin.dequantize(q);
       const abits = layerAbits(name, settings);
-      let lutErr: number | null = null;
-      if (abits < 16) {
-        try {
-          lutErr = int8LutError(q, deq);
-        } catch (e) {
-          throw new RangeError(`${name}: ${(e as Error).message}`);
+      // Placeholders keep the plan's layers and the report in checkpoint order.
+      const slot = reports.push(undefined as unknown as LayerReport) - 1;
+      layers[name] = undefined as unknown as LayerPlan;
+      const place = (q: QuantizedWeight, ms: number): Promise<void> | void => {
+        const deq = plugin.dequantize(q);
+        let lutErr: number | null = null;
+        if (abits < 16) {
+          try {
+            lutErr = int8LutError(q, deq);
+          } catch (e) {
+            throw new RangeError(`${name}: ${(e as Error).message}`);
+          }
         }
-      }
-      tensors[codesName(name)] = { dtype: "U32", shape: [N, q.codes.length / N], data: q.codes };
-      for (const [k, v] of Object.entries(storedParams(q))) { // TLQ: no lut (rebuilt on load)
-        tensors[paramName(name, k)] = { dtype: "F32", shape: [v.length], data: v };
-      }
-      layers[name] = {
-        out: N,
-        in: K,
-        quantizer: q.quantizer,
-        wbits: q.bits,
-        abits,
-        rotation,
-        meta: { ...q.meta, ...meta },
-        shape,
-      };
-      reports.push({
-        name,
-        quantizer: q.quantizer,
-        wbits: q.bits,
-        abits,
-        out: N,
-        in: K,
-        sqnrDb: sqnr(data, deq),
-        int8LutError: lutErr,
-        bytesF32: 4 * N * K,
-        bytes: quantizedBytes(q, abits),
-        ms,
-      });
-      if (pool) { // GPTQ's codes replace these when its job is done (same keys, same order)
+        tensors[codesName(name)] = { dtype: "U32", shape: [N, q.codes.length / N], data: q.codes };
+        for (const [k, v] of Object.entries(storedParams(q))) { // TLQ: no lut (rebuilt on load)
+          tensors[paramName(name, k)] = { dtype: "F32", shape: [v.length], data: v };
+        }
+        layers[name] = {
+          out: N,
+          in: K,
+          quantizer: q.quantizer,
+          wbits: q.bits,
+          abits,
+          rotation,
+          meta: { ...q.meta, ...meta },
+          shape,
+        };
+        const report: LayerReport = reports[slot] = {
+          name,
+          quantizer: q.quantizer,
+          wbits: q.bits,
+          abits,
+          out: N,
+          in: K,
+          sqnrDb: sqnr(data, deq),
+          int8LutError: lutErr,
+          bytesF32: 4 * N * K,
+          bytes: quantizedBytes(q, abits),
+          ms,
+        };
+        if (!pool) return finish();
+        // GPTQ's codes replace these when its job is done (same keys, same order).
         const h = gptqHessian(name, K, stats?.layers.get(name)?.gram, rotations.get(name));
-        const report = reports[reports.length - 1];
-        const job = pool.run({
+        return pool.run({
           name,
           w: data.slice(), // transferred to a worker
           rows: N,
@@ -422,10 +428,18 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           });
           finish();
         });
-        job.catch(() => {}); // awaited below, where a failure is thrown
-        pending.push(job);
-        if (pending.length > 2 * Math.max(1, pool.size)) await pending.shift(); // bounds memory
-      } else finish();
+      };
+      const job = calib.run(plugin, w, wopts).then(({ q, ms }) => place(q, ms)).catch(
+        (e: Error) => {
+          if (!e.message.startsWith(`${name}: `)) e.message = `${name}: ${e.message}`;
+          throw e;
+        },
+      );
+      job.catch(() => {}); // awaited below, where a failure is thrown
+      pending.push(job);
+      // Bounds memory: the jobs in flight hold their weights.
+      const inFlight = 2 * Math.max(1, calib.size, pool?.size ?? 0);
+      if (pending.length > inFlight) await pending.shift();
     }
     for (const job of pending) await job;
     // Every other tensor (biases, tables, FP weights) as stored.
@@ -440,6 +454,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     }
   } finally {
     src.close();
+    calib.close();
     pool?.close();
     ownGptqRt?.destroy();
   }
