@@ -25,7 +25,6 @@ import { createDefaultRegistry } from "../builtins.ts";
 import { CheckpointError } from "../errors.ts";
 import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
 import type { TensorToWrite } from "../io/safetensors.ts";
-import { writeSafetensors } from "../io/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
 import { int8LutError } from "../reference/qgemm.ts";
 import type { PluginRegistry } from "../registry.ts";
@@ -50,11 +49,13 @@ import {
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
 import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
 import { CalibratePool } from "./calibrate_pool.ts";
+import { artifactMetadata, readText } from "./artifact_write.ts";
 import { resolveSettings } from "./settings.ts";
 import { centredStats } from "./centred_stats.ts";
 import type { ActQuantSpec } from "./rotation_error.ts";
 import { type LayerReport, quantizedBytes } from "./report.ts";
 export { type LayerReport, quantizedBytes } from "./report.ts";
+export { writeArtifact } from "./artifact_write.ts";
 
 /** Options of {@linkcode quantizeModel}: the settings, the model, hooks. */
 export interface QuantizeOptions extends Partial<QuantSettings> {
@@ -139,18 +140,6 @@ function actSpec(name: string, settings: QuantSettings): ActQuantSpec | undefine
 /** A layer's statistics as its rotation plans on them: centred when the plan centres inputs. */
 function planStats(s: LayerStats | undefined, settings: QuantSettings): LayerStats | undefined {
   return s && settings.center ? centredStats(s) : s;
-}
-
-async function readText(path: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (e) {
-    throw new CheckpointError(path, (e as Error).message, "path");
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then(() => true, () => false);
 }
 
 function sqnr(w: Float32Array, h: Float32Array): number {
@@ -459,33 +448,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     ownGptqRt?.destroy();
   }
   const ms = performance.now() - t0;
-  const metadata: Record<string, string> = {
-    [META.version]: String(ARTIFACT_VERSION),
-    [META.transformerConfig]: cfgText,
-  };
-  if (attentionMeta) metadata[META.attention] = attentionMeta;
-  if (family) metadata[META.family] = family;
-  // FLUX: the flow-matching scheduler's config, so the artifact samples as the folder does.
-  const spath = join(dir, "scheduler", "scheduler_config.json");
-  if (await exists(spath)) metadata[META.schedulerConfig] = await readText(spath);
-  // The caption encoder and vocabulary, so the artifact runs alone.
-  const edir = join(dir, "text_encoder");
-  if (await exists(join(edir, "config.json"))) {
-    metadata[META.encoderConfig] = await readText(join(edir, "config.json"));
-    metadata[META.vocab] = await readText(join(dir, "tokenizer", "vocab.json"));
-    const esrc = await openCheckpoint(join(edir, "model.safetensors"));
-    try {
-      for (const [name, info] of esrc.tensors) {
-        tensors[PREFIX.encoder + name] = {
-          dtype: info.dtype,
-          shape: [...info.shape],
-          data: await esrc.readRaw(name),
-        };
-      }
-    } finally {
-      esrc.close();
-    }
-  }
+  const metadata = await artifactMetadata(dir, cfgText, tensors, attentionMeta, family);
   const plan: QuantPlan = {
     format: "webdit-quant",
     version: ARTIFACT_VERSION,
@@ -511,23 +474,4 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     ...(stats ? { stats } : {}),
     ...(settings.gptq ? { gptqGpuLayers } : {}),
   };
-}
-
-/**
- * Writes the artifact atomically; refuses to replace an existing file unless `force`.
- * Returns its size in bytes.
- */
-export async function writeArtifact(
-  path: string,
-  r: QuantizeResult,
-  opts: { force?: boolean } = {},
-): Promise<number> {
-  if (!path.endsWith(".safetensors")) {
-    throw new RangeError(`the artifact must be a .safetensors file, got ${path}`);
-  }
-  if (!opts.force && await exists(path)) {
-    throw new RangeError(`${path} exists; pass --force to overwrite it`);
-  }
-  await writeSafetensors(path, r.tensors, r.metadata);
-  return (await Deno.stat(path)).size;
 }

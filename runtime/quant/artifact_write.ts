@@ -1,0 +1,89 @@
+/**
+ * Writing a quantize result: the artifact's metadata beside the plan (the transformer's
+ * config, the scheduler's and the caption encoder's, so that the artifact runs alone) and
+ * the atomic write.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { CheckpointError } from "../errors.ts";
+import { openCheckpoint } from "../io/safetensors_index.ts";
+import { type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
+import { META, PREFIX } from "./artifact.ts";
+import { ARTIFACT_VERSION } from "./plan.ts";
+import type { QuantizeResult } from "./quantize.ts";
+
+/** A text file, or a CheckpointError naming it. */
+export async function readText(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    throw new CheckpointError(path, (e as Error).message, "path");
+  }
+}
+
+/** Whether `path` exists. */
+export async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+/**
+ * The artifact's metadata but the plan: the version, the transformer's config `cfgText`,
+ * the attention plan, the model family, the scheduler's config and the caption encoder's
+ * config and vocabulary (the encoder's weights are added to `tensors`) when `dir` has them.
+ */
+export async function artifactMetadata(
+  dir: string,
+  cfgText: string,
+  tensors: Record<string, TensorToWrite>,
+  attentionMeta: string | undefined,
+  family: string | undefined,
+): Promise<Record<string, string>> {
+  const metadata: Record<string, string> = {
+    [META.version]: String(ARTIFACT_VERSION),
+    [META.transformerConfig]: cfgText,
+  };
+  if (attentionMeta) metadata[META.attention] = attentionMeta;
+  if (family) metadata[META.family] = family;
+  // FLUX: the flow-matching scheduler's config, so the artifact samples as the folder does.
+  const spath = join(dir, "scheduler", "scheduler_config.json");
+  if (await exists(spath)) metadata[META.schedulerConfig] = await readText(spath);
+  // The caption encoder and vocabulary, so the artifact runs alone.
+  const edir = join(dir, "text_encoder");
+  if (await exists(join(edir, "config.json"))) {
+    metadata[META.encoderConfig] = await readText(join(edir, "config.json"));
+    metadata[META.vocab] = await readText(join(dir, "tokenizer", "vocab.json"));
+    const esrc = await openCheckpoint(join(edir, "model.safetensors"));
+    try {
+      for (const [name, info] of esrc.tensors) {
+        tensors[PREFIX.encoder + name] = {
+          dtype: info.dtype,
+          shape: [...info.shape],
+          data: await esrc.readRaw(name),
+        };
+      }
+    } finally {
+      esrc.close();
+    }
+  }
+  return metadata;
+}
+
+/**
+ * Writes the artifact atomically; refuses to replace an existing file unless `force`.
+ * Returns its size in bytes.
+ */
+export async function writeArtifact(
+  path: string,
+  r: QuantizeResult,
+  opts: { force?: boolean } = {},
+): Promise<number> {
+  if (!path.endsWith(".safetensors")) {
+    throw new RangeError(`the artifact must be a .safetensors file, got ${path}`);
+  }
+  if (!opts.force && await exists(path)) {
+    throw new RangeError(`${path} exists; pass --force to overwrite it`);
+  }
+  await writeSafetensors(path, r.tensors, r.metadata);
+  return (await Deno.stat(path)).size;
+}
