@@ -16,6 +16,7 @@ import type {
 } from "../../plugins/types.ts";
 import { BUILTIN_QUANTIZERS } from "../../plugins/quantizers/builtin.ts";
 import { defaultQuantWorkers } from "./gptq_pool.ts";
+import { WorkerPool, type WorkerReply } from "./worker_pool.ts";
 
 /** One layer's job, as posted to a worker. */
 export interface CalibrateJob {
@@ -29,9 +30,7 @@ export interface CalibrateJob {
 }
 
 /** A worker's answer: the quantized weight and the milliseconds it took, or an error. */
-export type CalibrateReply =
-  | { id: number; q: QuantizedWeight; ms: number; error?: undefined }
-  | { id: number; error: string };
+export type CalibrateReply = WorkerReply<{ id: number; q: QuantizedWeight; ms: number }>;
 
 /** Layers of fewer weights than this run on the calling thread (2^14: 128 × 128). */
 export const CALIBRATE_MIN_WEIGHTS = 2 ** 14;
@@ -49,24 +48,22 @@ export class CalibratePool {
   readonly size: number;
   /** Layers of fewer weights run on the calling thread. */
   readonly minWeights: number;
-  #idle: Worker[] = [];
-  #all: Worker[] = [];
-  #queue: {
-    job: CalibrateJob;
-    resolve: (r: { q: QuantizedWeight; ms: number }) => void;
-    reject: (e: Error) => void;
-  }[] = [];
+  #pool: WorkerPool<CalibrateJob, { q: QuantizedWeight; ms: number }> | undefined;
   #next = 0;
 
   /** `workers` ≤ 1: none. */
   constructor(workers: number = defaultQuantWorkers(), minWeights = CALIBRATE_MIN_WEIGHTS) {
     this.size = workers > 1 ? Math.floor(workers) : 0;
     this.minWeights = minWeights;
+    if (this.size) {
+      const url = new URL("./calibrate_worker.ts", import.meta.url).href;
+      this.#pool = new WorkerPool(url, this.size);
+    }
   }
 
   /** Workers running now (they start with the first job that goes to one). */
   get started(): number {
-    return this.#all.length;
+    return this.#pool?.started ?? 0;
   }
 
   /** Quantizes `w` with `plugin` (`w` is copied to a worker, never detached). */
@@ -76,7 +73,7 @@ export class CalibratePool {
     opts: WeightQuantOptions,
   ): Promise<{ q: QuantizedWeight; ms: number }> {
     const builtin = BUILTIN_QUANTIZERS[plugin.name] === plugin;
-    if (this.size === 0 || !builtin || w.rows * w.cols < this.minWeights) {
+    if (!this.#pool || !builtin || w.rows * w.cols < this.minWeights) {
       try {
         const t0 = performance.now();
         const q = plugin.calibrate(w, opts);
@@ -85,60 +82,20 @@ export class CalibratePool {
         return Promise.reject(e);
       }
     }
-    if (!this.#all.length) this.#start();
-    const job: CalibrateJob = {
+    const data = w.data.slice();
+    const job = {
       id: this.#next++,
       quantizer: plugin.name,
-      data: w.data.slice(),
+      data,
       rows: w.rows,
       cols: w.cols,
       opts,
     };
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ job, resolve, reject });
-      this.#pump();
-    });
+    return this.#pool.run(job, [data.buffer]);
   }
 
-  #start(): void {
-    for (let i = 0; i < this.size; i++) {
-      const url = new URL("./calibrate_worker.ts", import.meta.url).href;
-      const w = new Worker(url, { type: "module" });
-      this.#all.push(w);
-      this.#idle.push(w);
-    }
-  }
-
-  #pump(): void {
-    while (this.#idle.length && this.#queue.length) {
-      const w = this.#idle.pop()!;
-      const { job, resolve, reject } = this.#queue.shift()!;
-      const done = () => {
-        w.onmessage = null;
-        w.onerror = null;
-        this.#idle.push(w);
-        this.#pump();
-      };
-      w.onmessage = (e: MessageEvent<CalibrateReply>) => {
-        done();
-        const r = e.data;
-        if (r.error !== undefined) reject(new RangeError(r.error));
-        else resolve({ q: r.q, ms: r.ms });
-      };
-      w.onerror = (e) => {
-        e.preventDefault();
-        done();
-        reject(new Error(e.message));
-      };
-      w.postMessage(job, { transfer: [job.data.buffer as ArrayBuffer] });
-    }
-  }
-
-  /** Ends the workers (queued jobs are dropped). */
+  /** Ends the workers. */
   close(): void {
-    for (const w of this.#all) w.terminate();
-    this.#all = [];
-    this.#idle = [];
-    this.#queue = [];
+    this.#pool?.close();
   }
 }

@@ -14,6 +14,7 @@ import type { Runtime } from "../gpu/device.ts";
 import { type GptqOptions, gptqRound, outputSqnrsDb } from "./gptq.ts";
 import { gptqRoundGpu, outputSqnrsDbGpu } from "./gptq_gpu.ts";
 import { unpackCodes } from "./pack.ts";
+import { WorkerPool } from "./worker_pool.ts";
 
 /** One layer's GPTQ: the (rotated) weight, its plainly rounded codes, the grid and H. */
 export interface GptqJob {
@@ -151,9 +152,7 @@ export class GptqPool {
   /** N·K² from which a job runs on the GPU. */
   readonly gpuMinWork: number;
   #gpuChain: Promise<unknown> = Promise.resolve();
-  #idle: Worker[] = [];
-  #all: Worker[] = [];
-  #queue: { job: GptqJob; resolve: (r: GptqResult) => void; reject: (e: Error) => void }[] = [];
+  #pool: WorkerPool<GptqJob, GptqResult> | undefined;
   #next = 0;
 
   /**
@@ -169,10 +168,8 @@ export class GptqPool {
     this.gpu = gpu;
     this.gpuMinWork = gpuMinWork;
     this.size = workers > 1 ? Math.floor(workers) : 0;
-    for (let i = 0; i < this.size; i++) {
-      const w = new Worker(new URL("./gptq_worker.ts", import.meta.url).href, { type: "module" });
-      this.#all.push(w);
-      this.#idle.push(w);
+    if (this.size) {
+      this.#pool = new WorkerPool(new URL("./gptq_worker.ts", import.meta.url).href, this.size);
     }
   }
 
@@ -194,41 +191,14 @@ export class GptqPool {
         return Promise.reject(new Error(`GPTQ of ${job.name}: ${(e as Error).message}`));
       }
     }
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ job: full, resolve, reject });
-      this.#pump();
+    const transfer = [full.w.buffer as ArrayBuffer, full.h.buffer as ArrayBuffer];
+    return this.#pool!.run(full, transfer).catch((e) => {
+      throw new Error(`GPTQ of ${job.name}: ${(e as Error).message}`);
     });
-  }
-
-  #pump(): void {
-    while (this.#idle.length && this.#queue.length) {
-      const w = this.#idle.pop()!;
-      const { job, resolve, reject } = this.#queue.shift()!;
-      const done = () => {
-        w.onmessage = null;
-        w.onerror = null;
-        this.#idle.push(w);
-        this.#pump();
-      };
-      w.onmessage = (e: MessageEvent<GptqResult & { error?: string }>) => {
-        done();
-        if (e.data.error) reject(new Error(`GPTQ of ${job.name}: ${e.data.error}`));
-        else resolve(e.data);
-      };
-      w.onerror = (e) => {
-        e.preventDefault();
-        done();
-        reject(new Error(`GPTQ of ${job.name}: ${e.message}`));
-      };
-      w.postMessage(job, { transfer: [job.w.buffer as ArrayBuffer, job.h.buffer as ArrayBuffer] });
-    }
   }
 
   /** Ends the workers (queued jobs are dropped). */
   close(): void {
-    for (const w of this.#all) w.terminate();
-    this.#all = [];
-    this.#idle = [];
-    this.#queue = [];
+    this.#pool?.close();
   }
 }
