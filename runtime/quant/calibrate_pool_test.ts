@@ -4,6 +4,8 @@ import { tlqQuantizer } from "../../plugins/quantizers/tlq.ts";
 import { uniformQuantizer } from "../../plugins/quantizers/uniform.ts";
 import type { QuantizerPlugin } from "../../plugins/types.ts";
 import { CalibratePool } from "./calibrate_pool.ts";
+import { createDefaultRegistry } from "../builtins.ts";
+import { quantizeModel } from "./quantize.ts";
 
 function weight(rows: number, cols: number, seed: number) {
   const g = new Prng(seed);
@@ -63,4 +65,22 @@ Deno.test("calibrate pool: a worker's error rejects the job, the pool goes on", 
   } finally {
     pool.close();
   }
+});
+
+Deno.test("quantizeModel: a quantizer's error names the layer", async () => {
+  const registry = createDefaultRegistry();
+  registry.register({
+    ...uniformQuantizer,
+    name: "broken",
+    calibrate: (w) => {
+      if (w.rows === 128) throw new RangeError("no grid fits");
+      return uniformQuantizer.calibrate(w, { bits: 4 });
+    },
+  });
+  const fixture = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
+  await assertRejects(
+    () => quantizeModel({ model: fixture, quantizer: "broken", wbits: 4, abits: 16, registry }),
+    RangeError,
+    "transformer_blocks.0.ff.net.0.proj: no grid fits",
+  );
 });

@@ -420,7 +420,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       };
       const job = calib.run(plugin, w, wopts).then(({ q, ms }) => place(q, ms)).catch(
         (e: Error) => {
-          if (!e.message.startsWith(`${name}: `)) e.message = `${name}: ${e.message}`;
+          if (!e.message.includes(name)) e.message = `${name}: ${e.message}`;
           throw e;
         },
       );
