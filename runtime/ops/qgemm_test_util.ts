@@ -17,7 +17,7 @@ import { actQuant } from "./act_quant.ts";
 import type { QGemmA16Version, QGemmIntVersion } from "./qgemm.ts";
 
 /** Weight formats: TLQ W4/W3, uniform W4, W3 groups of 32, W8 symmetric, W4 groups of 64. */
-export type Kind = "tlq4" | "tlq3" | "u4" | "u3g" | "u8s" | "u4g";
+export type Kind = "tlq4" | "tlq3" | "tlq4mse" | "tlq3mse" | "u4" | "u3g" | "u8s" | "u4g";
 
 /** Quantizes [rows, cols] in format `kind`. */
 export function quantize(
@@ -32,6 +32,10 @@ export function quantize(
       return tlqQuantize(w, { bits: 4, etas: [0, 0.02, 0.5], percentiles: [0.99, 1] });
     case "tlq3":
       return tlqQuantize(w, { bits: 3, etas: [0, 0.02, 0.5], percentiles: [0.99, 1] });
+    case "tlq4mse": // least-squares grids (plugins/quantizers/tlq_fit.ts): other Δ and z
+      return tlqQuantize(w, { bits: 4, fit: "mse" });
+    case "tlq3mse":
+      return tlqQuantize(w, { bits: 3, fit: "mse" });
     case "u4":
       return uniformQuantize(w, { bits: 4 });
     case "u3g":

@@ -37,7 +37,7 @@ Deno.test(
       const eye = new Float32Array(K * K);
       for (let k = 0; k < K; k++) eye[k * K + k] = 1;
       const x = uploadTensor(rt, eye, [K, K]);
-      for (const kind of ["tlq4", "tlq3"] as const) {
+      for (const kind of ["tlq4", "tlq3", "tlq4mse", "tlq3mse"] as const) {
         const q = quantize(kind, makeCase(1, N, K, 31).ws, N, K);
         const w = uploadQWeight(rt, q);
         assertEquals(w.a16!.mode, 5);
@@ -111,6 +111,8 @@ Deno.test(
         [3, 45, 128, "tlq3"],
         [5, 70, 1152, "tlq4"],
         [2, 19, 100, "tlq4"],
+        [3, 45, 128, "tlq4mse"],
+        [2, 37, 128, "tlq3mse"],
       ] as const;
       for (const [M, N, K, kind] of plan) {
         const c = makeCase(M, N, K, 5 * N + M);
