@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { f16Bits, f16FromBits } from "../../runtime/io/f16.ts";
 import { TLQ_MAX_ZERO, tlqLevel } from "./tlq_levels.ts";
 
 /** Sorted magnitudes of every row's plane with their prefix sums. */
@@ -73,9 +74,9 @@ function lowerBound(abs: Float64Array, lo: number, hi: number, t: number): numbe
   return lo;
 }
 
-function valid(delta: number, zero: number, half: number): boolean {
-  return delta >= 2 ** -14 && delta <= 65504 && Math.abs(zero) <= TLQ_MAX_ZERO &&
-    Math.abs(zero + half - 1) <= TLQ_MAX_ZERO;
+/** A grid the artifact can store: Δ an f16 normal, z an i16 (tlqExp2 takes k + z ≤ 32775). */
+function valid(delta: number, zero: number): boolean {
+  return delta >= 2 ** -14 && delta <= 65504 && Math.abs(zero) <= TLQ_MAX_ZERO;
 }
 
 /** Σ(ŵ − |w|)² of the plane on the levels in j.levels, each value on its nearest level. */
@@ -136,7 +137,7 @@ function descendDelta(j: Job, from: PlaneFit): PlaneFit {
       moved = false;
       for (const s of [step, -step]) {
         const d = Math.f16round(cur.delta + s);
-        if (d === cur.delta || !valid(d, cur.zero, j.half)) continue;
+        if (d === cur.delta || !valid(d, cur.zero)) continue;
         const err = sse(j, d, cur.zero);
         if (err < cur.err) [cur, moved] = [{ delta: d, zero: cur.zero, err }, true];
       }
@@ -170,7 +171,7 @@ export function fitPlane(
   const j: Job = { pl, a, n, eta, half, zeros, levels: new Float64Array(half) };
   let best: PlaneFit = { delta: 0, zero: 0, err: Infinity };
   const tryGrid = (d: number, z: number) => {
-    if (!valid(d, z, half)) return;
+    if (!valid(d, z)) return;
     const err = sse(j, d, z);
     if (err < best.err) best = { delta: d, zero: z, err };
   };
@@ -209,7 +210,7 @@ export function fitPlane(
     for (let z = z0 - 2; z <= z0 + 2; z++) {
       const exact = z !== 0 && free.f / z > 0 ? free.f / z : d0;
       for (const d of new Set([Math.f16round(exact), Math.f16round(d0)])) {
-        if (valid(d, z, half)) starts.push({ delta: d, zero: z, err: sse(j, d, z) });
+        if (valid(d, z)) starts.push({ delta: d, zero: z, err: sse(j, d, z) });
       }
     }
     starts.sort((x, y) => x.err - y.err);
@@ -218,7 +219,11 @@ export function fitPlane(
       if (f.err < best.err) best = f;
     }
   }
-  if (!Number.isFinite(best.err)) throw new RangeError("tlq: no valid grid for a plane");
+  if (!Number.isFinite(best.err)) { // one value (or all equal) and no seed: anchor on it
+    let d = Math.f16round(Math.max(2 ** -14, Math.abs(lo) / TLQ_MAX_ZERO));
+    while (!valid(d, Math.round(lo / d))) d = f16FromBits(f16Bits(d) + 1);
+    tryGrid(d, Math.round(lo / d));
+  }
   return best;
 }
 
