@@ -198,6 +198,7 @@ async function pipelineFor(
     abits: s.abits!,
     rotation: s.rotation,
     tlqFit: s.tlq_fit,
+    tlqAssign: s.tlq_assign,
     gptq: s.gptq ?? false,
     gptqDevice: s.gptq_device ?? "auto",
     abitsOverride: s.abits_override,

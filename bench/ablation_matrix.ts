@@ -40,6 +40,8 @@ export interface AblationSetting {
   attn_bits: number | null;
   /** "mse": TLQ's row grids fitted by least squares (quantize --tlq-fit mse); absent: METHODS.md's. */
   tlq_fit?: "mse";
+  /** "nearest": TLQ's codes on the nearest level (quantize --tlq-assign nearest); absent: log. */
+  tlq_assign?: "nearest";
   /** Codes chosen by GPTQ (quantize --gptq); absent or false: plain rounding. */
   gptq?: boolean;
   /** With gptq: where it runs (quantize --gptq-device); absent: auto (the GPU if there is one). */
@@ -98,7 +100,8 @@ const KEYS = Object.keys(REFERENCE) as (keyof AblationSetting)[];
  */
 export function settingKey(s: AblationSetting): string {
   return KEYS.map((k) => String(s[k] ?? null)).join("|") +
-    (s.tlq_fit ? `|fit-${s.tlq_fit}` : "") + (s.gptq ? "|gptq" : "") +
+    (s.tlq_fit ? `|fit-${s.tlq_fit}` : "") + (s.tlq_assign ? `|assign-${s.tlq_assign}` : "") +
+    (s.gptq ? "|gptq" : "") +
     (s.gptq_device ? `-${s.gptq_device}` : "") +
     (s.abits_override
       ? `|${s.abits_override.map((o) => `${o.pattern}=${o.abits}`).join(",")}`
@@ -116,6 +119,7 @@ export function settingKey(s: AblationSetting): string {
 export function settingLabel(s: AblationSetting): string {
   const parts = [s.quantizer === "fp32" ? "fp32" : `${s.quantizer} W${s.wbits}A${s.abits}`];
   if (s.tlq_fit) parts[0] += ` ${s.tlq_fit}-fit`;
+  if (s.tlq_assign) parts[0] += ` ${s.tlq_assign}-rounded`;
   if (s.gptq) parts[0] += s.gptq_device ? ` gptq (${s.gptq_device})` : " gptq";
   if (s.abits_override) {
     parts[0] += ` (${s.abits_override.map((o) => `${o.pattern} A${o.abits}`).join(", ")})`;
@@ -137,6 +141,7 @@ export function settingLabel(s: AblationSetting): string {
 /** Row fields beside KEYS, each absent from older rows (their keys stay the same). */
 const EXTRA_KEYS: string[] = [
   "tlq_fit",
+  "tlq_assign",
   "gptq",
   "gptq_device",
   "abits_override",
@@ -200,6 +205,16 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
       );
     }
     s.tlq_fit = "mse";
+  }
+  if (r.tlq_assign !== undefined) {
+    if (r.tlq_assign !== "nearest") {
+      fail(
+        file,
+        `${field}.tlq_assign`,
+        `must be "nearest" (log is the default), got ${JSON.stringify(r.tlq_assign)}`,
+      );
+    }
+    s.tlq_assign = "nearest";
   }
   if (r.center !== undefined) {
     if (!CENTER_MODES.includes(r.center as CenterMode)) {
@@ -288,6 +303,12 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     }
   } else if (s.tlq_fit && s.quantizer !== "tlq") {
     fail(file, `${field}.tlq_fit`, 'is the "tlq" quantizer\'s');
+  } else if (s.tlq_assign && (s.quantizer !== "tlq" || s.tlq_fit)) {
+    fail(
+      file,
+      `${field}.tlq_assign`,
+      'is the "tlq" quantizer\'s, without tlq_fit (mse is nearest)',
+    );
   } else if (s.wbits === null || s.abits === null) {
     fail(file, field, `quantizer "${s.quantizer}" needs wbits and abits`);
   } else if (s.alpha !== undefined && s.rotation === "none") {

@@ -44,10 +44,13 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, rotation: "adaptive", tau: 20 },
       { ...base, rotation: "adaptive", ars_select: "error" },
       { quantizer: "tlq", wbits: 3, abits: 8, tlq_fit: "mse" },
+      { quantizer: "tlq", wbits: 4, abits: 8, tlq_assign: "nearest" },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 13);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 13);
+  assertEquals(m.settings.length, 14);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 14);
+  assertEquals(settingKey(m.settings[13]), "tlq|4|8|none|dense|null|null|assign-nearest");
+  assertEquals(settingLabel(m.settings[13]), "tlq W4A8 nearest-rounded");
   assertEquals(settingKey(m.settings[12]), "tlq|3|8|none|dense|null|null|fit-mse");
   assertEquals(settingLabel(m.settings[12]), "tlq W3A8 mse-fit");
   assertEquals(settingKey(m.settings[11]), "uniform|8|8|adaptive|dense|null|null|ars-error");
@@ -96,6 +99,10 @@ Deno.test("matrix: bad fields are named", async () => {
     [
       { rows: [{ quantizer: "tlq", wbits: 3, abits: 8, tlq_fit: "percentile" }] },
       'rows[0].tlq_fit must be "mse" (percentile is the default)',
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, tlq_fit: "mse", tlq_assign: "nearest" }] },
+      'rows[0].tlq_assign is the "tlq" quantizer\'s, without tlq_fit',
     ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, center: "median" }] },

@@ -67,6 +67,12 @@ export interface WeightQuantOptions {
    * nearest level (same grid family and artifact; an option beyond the paper).
    */
   fit?: TlqFit;
+  /**
+   * TLQ: how a weight picks its level: "log" rounds in the log domain (METHODS.md's formula,
+   * the default with fit "percentile"); "nearest" takes the nearest level in the linear domain
+   * (same grid and LUT, lower weight error; the only one with fit "mse").
+   */
+  assign?: "log" | "nearest";
 }
 
 /** How TLQ chooses each row's grid ({@linkcode WeightQuantOptions.fit}). */

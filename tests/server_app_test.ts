@@ -368,6 +368,7 @@ Deno.test("server models: plan names", () => {
     "w4a8-tlq-centred-mean-g16asym",
   );
   assertEquals(planName({ ...base, density: null, tlqFit: "mse" }), "w4a8-tlq-mse");
+  assertEquals(planName({ ...base, density: null, tlqAssign: "nearest" }), "w4a8-tlq-nearest");
   assertEquals(planName({ ...base, density: null, actGroup: 32 }), "w4a8-tlq-g32");
   const ars = { ...base, density: null, rotation: "adaptive" };
   assertEquals(planName(ars, { smooth: false, tau: 2 }), "w4a8-tlq-unsmoothed-tau2-adaptive");

@@ -91,12 +91,6 @@ export interface TlqOptions extends WeightQuantOptions {
   etas?: readonly number[];
   /** Percentiles to search for p⁺ and p⁻; default {@linkcode TLQ_PERCENTILES}. */
   percentiles?: readonly number[];
-  /**
-   * How a weight picks its level: "log" rounds in the log domain (METHODS.md's formula,
-   * the default); "nearest" takes the nearest level in the linear domain (same grid and
-   * LUT, lower error; an option beyond the paper).
-   */
-  assign?: "log" | "nearest";
 }
 
 /** One row's plane: sorted |w| of one sign (a slice of a flat array). */

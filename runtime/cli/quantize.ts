@@ -56,6 +56,9 @@ export const QUANTIZE_USAGE =
                           or mse (fitted to least squared error, weights on their nearest
                           level; same artifact format; lower weight error, though not always
                           closer images; slower to quantize)
+  --tlq-assign A          tlq: how a weight picks its level on METHODS.md's grid: log (default:
+                          rounding in the log domain) or nearest (the nearest level; lower weight
+                          error); --tlq-fit mse always takes the nearest
   --abits-override LIST   comma-separated PATTERN=BITS (* wildcard; BITS 4, 6, 8 or 16) giving the
                           matching layers other activation bits than --abits (first match wins),
                           e.g. "transformer_blocks.*.attn1.to_*=16": a mixed-precision plan
@@ -202,6 +205,7 @@ export async function quantize(args: string[]): Promise<number> {
     "group-size": { type: "string" },
     symmetric: { type: "boolean" },
     "tlq-fit": { type: "string" },
+    "tlq-assign": { type: "string" },
     center: { type: "string" },
     "act-group": { type: "string" },
     "act-asym": { type: "boolean" },
@@ -240,6 +244,15 @@ export async function quantize(args: string[]): Promise<number> {
   const tlqFit = o.optionalChoice("tlq-fit", TLQ_FITS);
   if (tlqFit !== undefined && v.quantizer !== "tlq") {
     throw new UsageError("--tlq-fit applies to --quantizer tlq");
+  }
+  const tlqAssign = o.optionalChoice("tlq-assign", ["log", "nearest"] as const);
+  if (tlqAssign !== undefined && v.quantizer !== "tlq") {
+    throw new UsageError("--tlq-assign applies to --quantizer tlq");
+  }
+  if (tlqAssign === "log" && tlqFit === "mse") {
+    throw new UsageError(
+      "--tlq-fit mse puts each weight on its nearest level: no --tlq-assign log",
+    );
   }
   const actGroup = o.optionalNumber("act-group", { min: 16, integer: true });
   if (actGroup !== undefined && !isActGroup(actGroup)) {
@@ -288,6 +301,7 @@ export async function quantize(args: string[]): Promise<number> {
     groupSize,
     symmetric: v.symmetric,
     tlqFit: tlqFit === "mse" ? "mse" : undefined,
+    tlqAssign: tlqAssign === "nearest" ? "nearest" : undefined,
     gptq: v.gptq ?? false,
     gptqSqnr: v.report ?? false,
     gptqDevice,
@@ -317,6 +331,7 @@ export async function quantize(args: string[]): Promise<number> {
   info(
     `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
       `W${wbits}A${abits}${tlqFit === "mse" ? " (grids fitted by least squares)" : ""}` +
+      `${tlqAssign === "nearest" && tlqFit !== "mse" ? " (nearest levels)" : ""}` +
       `${center ? ` (inputs centred by the ${center})` : ""}` +
       `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}` +
       `${rotationWords(v.rotation ?? "none", rotationOptions)}, ` +

@@ -82,6 +82,13 @@ Deno.test("quantize: usage errors exit 2 naming the option", async () => {
   );
   assertEquals(r8.code, 2);
   assert(r8.stderr.includes("--tlq-fit"), r8.stderr);
+  const r9 = await cli(
+    "quantize",
+    ...["--model", FIXTURE, "--quantizer", "tlq", "--wbits", "3", "--abits", "16"],
+    ...["--tlq-fit", "mse", "--tlq-assign", "log", "--out", "/tmp/never.safetensors"],
+  );
+  assertEquals(r9.code, 2);
+  assert(r9.stderr.includes("no --tlq-assign log"), r9.stderr);
 });
 
 Deno.test("parseAbitsOverride: PATTERN=BITS entries in order", () => {

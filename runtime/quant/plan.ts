@@ -64,6 +64,11 @@ export interface QuantSettings {
    * tlq_fit.ts); absent: METHODS.md's percentile grid.
    */
   tlqFit?: "mse";
+  /**
+   * TLQ: "nearest" when each weight took its nearest level on METHODS.md's grid instead of
+   * the log-domain rounding; absent: the fit's own (log for percentile, nearest for mse).
+   */
+  tlqAssign?: "nearest";
   /** Codes chosen by GPTQ on calibration inputs (runtime/quant/gptq.ts) instead of rounding. */
   gptq: boolean;
   /**
@@ -241,6 +246,12 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
       fail(file, `${F}.settings.tlqFit`, 'must be "mse", beside quantizer "tlq"');
     }
     settings.tlqFit = "mse";
+  }
+  if (s.tlqAssign !== undefined) {
+    if (s.tlqAssign !== "nearest" || settings.quantizer !== "tlq" || settings.tlqFit) {
+      fail(file, `${F}.settings.tlqAssign`, 'must be "nearest", beside quantizer "tlq", no tlqFit');
+    }
+    settings.tlqAssign = "nearest";
   }
   if (s.actAsym !== undefined) {
     if (s.actAsym !== true || !settings.actGroup) {

@@ -255,6 +255,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     groupSize: settings.groupSize || undefined,
     symmetric: settings.symmetric,
     ...(settings.tlqFit ? { fit: settings.tlqFit } : {}),
+    ...(settings.tlqAssign ? { assign: settings.tlqAssign } : {}),
   };
   const rotations = new Map<string, LayerRotation>();
   const pool = settings.gptq

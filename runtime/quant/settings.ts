@@ -86,6 +86,15 @@ export function resolveSettings(
     }
     if (o.quantizer !== "tlq") throw new RangeError('tlqFit is the "tlq" quantizer\'s');
   }
+  if (o.tlqAssign !== undefined) {
+    if (o.tlqAssign !== "nearest" && o.tlqAssign !== "log") {
+      throw new RangeError(`tlqAssign must be log or nearest, got ${o.tlqAssign}`);
+    }
+    if (o.quantizer !== "tlq") throw new RangeError('tlqAssign is the "tlq" quantizer\'s');
+    if (o.tlqFit === "mse" && o.tlqAssign !== "nearest") {
+      throw new RangeError('tlqAssign: tlqFit "mse" puts each weight on its nearest level');
+    }
+  }
   return {
     quantizer: o.quantizer,
     wbits: o.wbits,
@@ -97,6 +106,7 @@ export function resolveSettings(
     groupSize: o.groupSize ?? 0,
     symmetric,
     ...(o.tlqFit === "mse" ? { tlqFit: "mse" as const } : {}),
+    ...(o.tlqAssign === "nearest" && o.tlqFit !== "mse" ? { tlqAssign: "nearest" as const } : {}),
     gptq: o.gptq ?? false,
     ...(o.abitsOverride?.length ? { abitsOverride: o.abitsOverride.map((v) => ({ ...v })) } : {}),
     ...(o.center ? { center: o.center } : {}),

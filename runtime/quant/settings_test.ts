@@ -27,6 +27,25 @@ Deno.test("settings: tlqFit is TLQ's, mse or percentile (absent)", () => {
   );
 });
 
+Deno.test("settings: tlqAssign nearest is TLQ's, on METHODS.md's grid (mse is nearest already)", () => {
+  const reg = createDefaultRegistry();
+  const base = { quantizer: "tlq", wbits: 4, abits: 8 };
+  assertEquals(resolveSettings({ ...base, tlqAssign: "nearest" }, reg).tlqAssign, "nearest");
+  // With the mse fit the codes are nearest anyway: nothing to record.
+  const mse = resolveSettings({ ...base, tlqFit: "mse", tlqAssign: "nearest" }, reg);
+  assertEquals("tlqAssign" in mse, false);
+  assertThrows(
+    () => resolveSettings({ ...base, quantizer: "uniform", tlqAssign: "nearest" }, reg),
+    RangeError,
+    'tlqAssign is the "tlq" quantizer\'s',
+  );
+  assertThrows(
+    () => resolveSettings({ ...base, tlqFit: "mse", tlqAssign: "log" as "nearest" }, reg),
+    RangeError,
+    "nearest level",
+  );
+});
+
 Deno.test(
   "a TLQ plan with mse-fitted grids: no layer worse, round-trips, is checked",
   gpuTest,

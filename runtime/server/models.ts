@@ -174,12 +174,16 @@ export function planName(
   s:
     & Pick<QuantSettings, "quantizer" | "wbits" | "abits" | "rotation" | "attention" | "density">
     & Partial<
-      Pick<QuantSettings, "gptq" | "tlqFit" | "abitsOverride" | "center" | "actGroup" | "actAsym">
+      Pick<
+        QuantSettings,
+        "gptq" | "tlqFit" | "tlqAssign" | "abitsOverride" | "center" | "actGroup" | "actAsym"
+      >
     >,
   rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown; select?: unknown },
 ): string {
   let n = `w${s.wbits}a${s.abits}-${s.quantizer}`;
   if (s.tlqFit) n += `-${s.tlqFit}`; // a grid fitted otherwise than METHODS.md's
+  if (s.tlqAssign) n += `-${s.tlqAssign}`; // its codes rounded otherwise
   if (s.gptq) n += "-gptq"; // else a GPTQ artifact's id would clash with its plain twin's
   if (s.abitsOverride?.length) n += "-mixed"; // some layers at other activation bits
   if (s.center) n += `-centred-${s.center}`; // likewise the activation quantizer's variants
