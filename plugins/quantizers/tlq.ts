@@ -48,7 +48,14 @@ import { f16Bits, f16FromBits } from "../../runtime/io/f16.ts";
 import { packCodes, unpackCodes } from "../../runtime/quant/pack.ts";
 import { checkMatrix } from "./uniform.ts";
 import { TLQ_MAX_ZERO, tlqLevel, tlqLut } from "./tlq_levels.ts";
-import { fitRows, type RowGrids, rowGrids, type SortedPlanes, withPrefixSums } from "./tlq_fit.ts";
+import {
+  fitRows,
+  gridError,
+  type RowGrids,
+  rowGrids,
+  type SortedPlanes,
+  withPrefixSums,
+} from "./tlq_fit.ts";
 
 export {
   TLQ_EXP2_TABLE,
@@ -156,11 +163,15 @@ function planeGrid(abs: Float64Array, a: number, n: number, p: number, eta: numb
   const pos = p * (n - 1);
   const i = Math.floor(pos);
   const hi = i + 1 < n ? L(a + i) + (pos - i) * (L(a + i + 1) - L(a + i)) : L(a + n - 1);
-  const levels = new Float64Array(half);
   const delta = f16Delta((hi - lo) / half, lo);
-  const zero = Math.round(lo / delta);
-  for (let k = 0; k < half; k++) levels[k] = tlqLevel(delta, zero, k, eta);
-  return { delta, zero, levels } satisfies Grid;
+  return grid(delta, Math.round(lo / delta), eta, half);
+}
+
+/** METHODS.md's grid of row n's plane at (η, p); none for a plane without weights. */
+function rowGrid(pl: Planes, n: number, p: number, eta: number, half: number): Grid | undefined {
+  const a = pl.off[n];
+  const len = pl.off[n + 1] - a;
+  return len > 0 ? planeGrid(pl.abs, a, len, p, eta, half) : undefined;
 }
 
 function codeOf(l: number, a: number, g: Grid, half: number, nearest: boolean): number {
@@ -175,19 +186,20 @@ function codeOf(l: number, a: number, g: Grid, half: number, nearest: boolean): 
 }
 
 /**
- * Σ(ŵ − |w|)² of every row's plane at (η, p), plus `zeros[r]`·level₀² when given. In the log
- * domain a plane's codes ascend with |w|, so each code's run is found by binary search on
- * the code's own expression and its error taken from prefix sums; nearest levels are
- * assigned weight by weight.
+ * Σ(ŵ − |w|)² of every row's plane at (η, p), plus `zeros[r]`·level₀² when given, from
+ * prefix sums: nearest levels by tlq_fit.ts's {@linkcode gridError}; in the log domain a
+ * plane's codes ascend with |w|, so each code's run is found by binary search on the code's
+ * own expression.
  */
 function planeError(
   pl: SortedPlanes,
   p: number,
   eta: number,
-  half: number,
+  bits: number,
   nearest: boolean,
   zeros?: Int32Array,
 ): number {
+  const half = 2 ** (bits - 1);
   let err = 0;
   const N = pl.off.length - 1;
   for (let r = 0; r < N; r++) {
@@ -196,28 +208,24 @@ function planeError(
     if (n === 0) continue;
     const g = planeGrid(pl.abs, a, n, p, eta, half);
     if (nearest) {
-      for (let i = a; i < a + n; i++) {
-        const v = pl.abs[i];
-        const d = g.levels[codeOf(Math.log2(v + eta), v, g, half, true)] - v;
-        err += d * d;
+      err += gridError(pl, r, eta, bits, zeros?.[r] ?? 0, g);
+      continue;
+    }
+    const code = (i: number) => codeOf(Math.log2(pl.abs[i] + eta), pl.abs[i], g, half, false);
+    let start = a;
+    for (let k = 0; k < half; k++) {
+      let lo = start;
+      let hi = a + n;
+      while (k < half - 1 && lo < hi) { // the first weight past code k
+        const m = (lo + hi) >>> 1;
+        if (code(m) > k) hi = m;
+        else lo = m + 1;
       }
-    } else {
-      const code = (i: number) => codeOf(Math.log2(pl.abs[i] + eta), pl.abs[i], g, half, false);
-      let start = a;
-      for (let k = 0; k < half; k++) {
-        let lo = start;
-        let hi = a + n;
-        while (k < half - 1 && lo < hi) { // the first weight past code k
-          const m = (lo + hi) >>> 1;
-          if (code(m) > k) hi = m;
-          else lo = m + 1;
-        }
-        const end = k < half - 1 ? lo : a + n;
-        const l = g.levels[k];
-        err += pl.s2[end] - pl.s2[start] - 2 * l * (pl.s1[end] - pl.s1[start]) +
-          l * l * (end - start);
-        start = end;
-      }
+      const end = k < half - 1 ? lo : a + n;
+      const l = g.levels[k];
+      err += pl.s2[end] - pl.s2[start] - 2 * l * (pl.s1[end] - pl.s1[start]) +
+        l * l * (end - start);
+      start = end;
     }
     if (zeros) err += zeros[r] * g.levels[0] * g.levels[0];
   }
@@ -240,14 +248,10 @@ function percentileRows(
   half: number,
 ): RowGrids {
   const out = rowGrids(pos.off.length - 1, eta);
-  const at = (pl: Planes, n: number, p: number) => {
-    const a = pl.off[n];
-    const len = pl.off[n + 1] - a;
-    return len > 0 ? planeGrid(pl.abs, a, len, p, eta, half) : { delta: 0, zero: 0 };
-  };
+  const none = { delta: 0, zero: 0 }; // Δ = 0 marks a plane without weights
   for (let n = 0; n < out.deltaPos.length; n++) {
-    ({ delta: out.deltaPos[n], zero: out.zeroPos[n] } = at(pos, n, pPos));
-    ({ delta: out.deltaNeg[n], zero: out.zeroNeg[n] } = at(neg, n, pNeg));
+    ({ delta: out.deltaPos[n], zero: out.zeroPos[n] } = rowGrid(pos, n, pPos, eta, half) ?? none);
+    ({ delta: out.deltaNeg[n], zero: out.zeroNeg[n] } = rowGrid(neg, n, pNeg, eta, half) ?? none);
   }
   return out;
 }
@@ -262,7 +266,7 @@ function percentileSearch(
   zeros: Int32Array,
   etas: readonly number[],
   ps: readonly number[],
-  half: number,
+  bits: number,
   nearest: boolean,
 ): RowGrids {
   const sp = withPrefixSums(pos);
@@ -272,16 +276,17 @@ function percentileSearch(
     let ep = { err: Infinity, p: ps[0] };
     let en = { err: Infinity, p: ps[0] };
     for (const p of ps) {
-      const e1 = planeError(sp, p, eta, half, nearest, zeros);
+      const e1 = planeError(sp, p, eta, bits, nearest, zeros);
       if (e1 < ep.err) ep = { err: e1, p };
-      const e2 = planeError(sn, p, eta, half, nearest);
+      const e2 = planeError(sn, p, eta, bits, nearest);
       if (e2 < en.err) en = { err: e2, p };
     }
     if (ep.err + en.err < best.err) {
       best = { err: ep.err + en.err, eta, pPos: ep.p, pNeg: en.p };
     }
   }
-  return { ...percentileRows(pos, neg, best.eta, best.pPos, best.pNeg, half), ...best };
+  const rows = percentileRows(pos, neg, best.eta, best.pPos, best.pNeg, 2 ** (bits - 1));
+  return { ...rows, ...best };
 }
 
 /** Quantizes W [N, K] with TLQ (see the module doc). */
@@ -322,12 +327,15 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
   }
 
   const rows = fit === "mse"
-    ? fitRows(pos, neg, zeros, etas, bits, (pl, n, eta) => {
-      const a = pl.off[n];
-      const len = pl.off[n + 1] - a;
-      return len > 0 ? ps.map((p) => planeGrid(pl.abs, a, len, p, eta, half)) : [];
-    })
-    : percentileSearch(pos, neg, zeros, etas, ps, half, nearest);
+    ? fitRows(
+      pos,
+      neg,
+      zeros,
+      etas,
+      bits,
+      (pl, n, eta) => ps.flatMap((p) => rowGrid(pl, n, p, eta, half) ?? []),
+    )
+    : percentileSearch(pos, neg, zeros, etas, ps, bits, nearest);
 
   // The final codes and LUTs.
   const { eta, deltaPos, zeroPos, deltaNeg, zeroNeg } = rows;
