@@ -20,7 +20,6 @@ import { WorkerPool, type WorkerReply } from "./worker_pool.ts";
 
 /** One layer's job, as posted to a worker. */
 export interface CalibrateJob {
-  id: number;
   /** A built-in quantizer's name. */
   quantizer: string;
   data: Float32Array;
@@ -30,7 +29,7 @@ export interface CalibrateJob {
 }
 
 /** A worker's answer: the quantized weight and the milliseconds it took, or an error. */
-export type CalibrateReply = WorkerReply<{ id: number; q: QuantizedWeight; ms: number }>;
+export type CalibrateReply = WorkerReply<{ q: QuantizedWeight; ms: number }>;
 
 /** Layers of fewer weights than this run on the calling thread (2^14: 128 × 128). */
 export const CALIBRATE_MIN_WEIGHTS = 2 ** 14;
@@ -49,7 +48,6 @@ export class CalibratePool {
   /** Layers of fewer weights run on the calling thread. */
   readonly minWeights: number;
   #pool: WorkerPool<CalibrateJob, { q: QuantizedWeight; ms: number }> | undefined;
-  #next = 0;
 
   /** `workers` ≤ 1: none. */
   constructor(workers: number = defaultQuantWorkers(), minWeights = CALIBRATE_MIN_WEIGHTS) {
@@ -83,14 +81,7 @@ export class CalibratePool {
       }
     }
     const data = w.data.slice();
-    const job = {
-      id: this.#next++,
-      quantizer: plugin.name,
-      data,
-      rows: w.rows,
-      cols: w.cols,
-      opts,
-    };
+    const job = { quantizer: plugin.name, data, rows: w.rows, cols: w.cols, opts };
     return this.#pool.run(job, [data.buffer]);
   }
 

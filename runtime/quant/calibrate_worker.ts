@@ -17,9 +17,9 @@ self.onmessage = (e: MessageEvent<CalibrateJob>) => {
     if (!plugin) throw new RangeError(`quantizer "${j.quantizer}" is not built in`);
     const t0 = performance.now();
     const q = plugin.calibrate({ data: j.data, rows: j.rows, cols: j.cols }, j.opts);
-    const reply: CalibrateReply = { id: j.id, q, ms: performance.now() - t0 };
+    const reply: CalibrateReply = { q, ms: performance.now() - t0 };
     self.postMessage(reply, { transfer: weightBuffers(q) });
   } catch (err) {
-    self.postMessage({ id: j.id, error: (err as Error).message } satisfies CalibrateReply);
+    self.postMessage({ error: (err as Error).message } satisfies CalibrateReply);
   }
 };

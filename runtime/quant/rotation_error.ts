@@ -74,8 +74,7 @@ export function layerErrors(
   const K = s.cols;
   const x = s.sample.subarray(0, S * K);
   const ref = matmulT(x, S, w);
-  let t = 0;
-  for (const [i, v] of ref.entries()) t += (v + (o.bias ? o.bias[i % w.rows] : 0)) ** 2;
+  const t = norm2(ref, w.rows, o.bias);
   return plans.map((plan) => {
     const wt = plan.transformWeight(w);
     const xt = plan.transformActivations(x, S);
@@ -86,6 +85,13 @@ export function layerErrors(
   });
 }
 
+/** ‖Y + b‖_F² for Y [S, N] row-major, b [N] (or none). */
+function norm2(y: Float64Array, N: number, b?: Float32Array): number {
+  let t = 0;
+  for (const [i, v] of y.entries()) t += (v + (b ? b[i % N] : 0)) ** 2;
+  return t;
+}
+
 /** ‖E·Wᵀ + b‖_F² for E [S, K], W [N, K], b [N] (or none). */
 export function projectedNorm2(
   e: ArrayLike<number>,
@@ -93,9 +99,7 @@ export function projectedNorm2(
   w: HostMatrix,
   b?: Float32Array,
 ): number {
-  let t = 0;
-  for (const [i, v] of matmulT(e, S, w).entries()) t += (v + (b ? b[i % w.rows] : 0)) ** 2;
-  return t;
+  return norm2(matmulT(e, S, w), w.rows, b);
 }
 
 /** A layer's relative output errors before and after its plan (NaN without sample rows). */
