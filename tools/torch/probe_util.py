@@ -170,13 +170,13 @@ def webdit_normals(seed, n):
 def result_name(config):
     """A config as a lower_snake_case results name: `w4a16+gptqo=0.1` -> `probe_w4a16_gptqo_damp0_1`,
     `w16a8%0-9` -> `probe_w16a8_steps0_9`, `w16a8^cfgd^mean` -> `probe_w16a8_cfgdelta_mean`."""
-    n = config.replace("+gptq", "_gptq").replace("=", "_damp").replace("%", "_steps")
+    n = re.sub(r"\+gptq(o?)=", r"_gptq\1_damp", config).replace("+gptq", "_gptq").replace("%", "_steps")
     n = n.replace("^cfgd", "_cfgdelta")
     n = re.sub(r"\^cfg$", "_cfgshare", n)
     return "probe_" + re.sub(r"[^a-z0-9]+", "_", n.lower()).strip("_")
 
 
-def results_file(runs, command):
+def results_file(runs, command, device="cpu"):
     """BENCHMARKS.md's results format from probe runs (their --out JSON): per config the mean
     PSNR (dB), with its min, per-image values and cosine beside it."""
     import platform
@@ -194,6 +194,8 @@ def results_file(runs, command):
                             "psnr_images": [round(v, 3) for v in r["psnr_per_image"]],
                             "prompts": run["prompts"], "seed": run["seed"], "steps": run["steps"],
                             "guidance": run["guidance"]})
-    return {"device": platform.processor() or platform.machine(), "adapter": f"pytorch-cpu {torch.__version__}",
+    on_gpu = device.startswith("cuda")
+    name = torch.cuda.get_device_name(0) if on_gpu else platform.processor() or platform.machine()
+    return {"device": name, "adapter": f"pytorch-{'cuda' if on_gpu else 'cpu'} {torch.__version__}",
             "deno": None, "commit": commit, "date": time.strftime("%Y-%m-%d"), "command": command,
             "results": results}

@@ -22,6 +22,7 @@ per image as runtime/eval/eval.ts draws it, so the FP32 images are webdit's up t
 `--noise torch` uses torch.randn with a torch.Generator instead.
 
   python3 tools/torch/quant_probe.py --out /tmp/probe.json [--configs fp32,w8a8,...] [--teacher]
+  [--device cuda]   (the GPU machine: all 120 prompts in ~2 s a config, f32 without TF32)
 
 Prints a markdown table; --teacher also measures each config's per-forward error (guided
 epsilon on the FP32 trajectory's inputs, relative RMS over all 20 steps).
@@ -83,7 +84,7 @@ def uniform_grid(w, bits, symmetric):
     levels, half = 2**bits - 1, 2 ** (bits - 1)
     bs = torch.ones_like(lo)
     bz = torch.zeros_like(lo)
-    best_err = torch.full((w.shape[0], 1), math.inf, dtype=torch.float64)
+    best_err = torch.full((w.shape[0], 1), math.inf, dtype=torch.float64, device=w.device)
     nonzero = hi > lo
     for r in CLIP_RATIOS:
         if symmetric:
@@ -116,7 +117,7 @@ def gptq_weight(w, bits, symmetric, h, damp=0.01, act_order=False):
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(H.shape[0], dtype=H.dtype)
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     Q = torch.zeros_like(W)
     for j in range(W.shape[1]):
@@ -150,7 +151,8 @@ def quant_layers(dit, kinds=None, blocks=None):
 
 def parse_config(name):
     """`fp32`, `wXaY` (X, Y in 4, 8, 16), optional `:kind+kind`, `@blocks` (0+1), `~sym`/`~asym`;
-    `outnoise=REL` (Gaussian noise of REL x RMS on the guided epsilon at every step);
+    `outnoise=REL` (Gaussian noise of REL x RMS on the model's output at every step, per CFG half);
+    `outscale=F` (the model's output times F at every step: a systematic gain error);
     `initnoise=REL` (the initial noise perturbed by REL x N(0, 1)); a `^cfg` suffix shares each
     token's activation scale between its two CFG halves; `^mean` / `^mid` centre each sample's
     channels by their mean / midrange over its tokens before quantizing (quantize --center:
@@ -161,7 +163,7 @@ def parse_config(name):
     suffix (before `^cfg`) quantizes only sampler steps A..B (0-based, inclusive), the others
     run in FP32."""
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
-         "outnoise": 0.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg"), "steps": None,
+         "outnoise": 0.0, "outscale": 1.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg"), "steps": None,
          "center": None, "group": 0, "asym": False, "cfg_delta": False, "had": False}
     name = name.removesuffix("^cfg")
     for m, mode in (("^mean", "mean"), ("^mid", "midrange")):
@@ -185,6 +187,9 @@ def parse_config(name):
     c["damp"] = float(g.group(2)) if g and g.group(2) else 0.01
     name = name[: g.start()] if g else name
     if name == "fp32":
+        return c
+    if name.startswith("outscale="):
+        c["outscale"] = float(name.split("=")[1])
         return c
     if name.startswith("outnoise="):
         c["outnoise"] = float(name.split("=")[1])
@@ -263,15 +268,17 @@ class StepWindow(nn.Module):
 class NoisyOutput(nn.Module):
     """The model with Gaussian noise of `rel` x RMS added to its output (per CFG half)."""
 
-    def __init__(self, dit, rel, seed):
+    def __init__(self, dit, rel, seed, scale=1.0):
         super().__init__()
-        self.dit, self.rel = dit, rel
+        self.dit, self.rel, self.scale = dit, rel, scale
         self.gen = torch.Generator().manual_seed(seed)
 
     def forward(self, x, *a, **k):
-        out = self.dit(x, *a, **k)
+        out = self.dit(x, *a, **k) * self.scale
+        if not self.rel:
+            return out
         rms = out.pow(2).mean().sqrt()
-        return out + self.rel * rms * torch.randn(out.shape, generator=self.gen)
+        return out + self.rel * rms * torch.randn(out.shape, generator=self.gen).to(out.device)
 
 
 # ------------------------------------------------------------------------------ run
@@ -294,20 +301,22 @@ def cosine(a, b):
 class Probe:
     def __init__(self, args):
         m = args.model
-        self.dit = PixArtTransformer.from_pretrained(os.path.join(m, "transformer"), torch.float32).eval()
-        te = EmojiCaptionEncoder.from_pretrained(os.path.join(m, "text_encoder"), torch.float32).eval()
+        dev = self.device = args.device
+        self.dit = PixArtTransformer.from_pretrained(os.path.join(m, "transformer"), torch.float32).eval().to(dev)
+        te = EmojiCaptionEncoder.from_pretrained(os.path.join(m, "text_encoder"), torch.float32).eval().to(dev)
         vocab = json.load(open(os.path.join(m, "tokenizer", "vocab.json")))
         tok = Tokenizer(vocab, te.config.max_length if hasattr(te, "config") else 16)
         prompts = [p.strip() for p in open(args.prompts) if p.strip()][: args.n]
         self.prompts = prompts
         with torch.no_grad():
-            ids, mask = tok.batch(prompts)
+            ids, mask = (t.to(dev) for t in tok.batch(prompts))
             self.y, self.mask = te(ids, mask), mask
             L = ids.shape[1]
             nids = torch.full((len(prompts), L), PAD, dtype=torch.long)
             nids[:, 0] = NULL
             nmask = torch.zeros((len(prompts), L), dtype=torch.long)
             nmask[:, 0] = 1
+            nids, nmask = nids.to(dev), nmask.to(dev)
             self.ny, self.nmask = te(nids, nmask), nmask
         per = 3 * 64 * 64
         if args.noise == "webdit":
@@ -316,6 +325,7 @@ class Probe:
         else:
             g = torch.Generator().manual_seed(args.seed)
             self.noise = torch.randn(len(prompts), 3, 64, 64, generator=g)
+        self.noise = self.noise.to(dev)
         self.steps, self.guidance = args.steps, args.guidance
         self.hessians = None
 
@@ -338,11 +348,11 @@ class Probe:
 
     def run(self, c, traj=False):
         model, lat = self.dit, self.noise
-        if c["outnoise"]:
-            model = NoisyOutput(self.dit, c["outnoise"], 1234)
+        if c["outnoise"] or c["outscale"] != 1.0:
+            model = NoisyOutput(self.dit, c["outnoise"], 1234, c["outscale"])
         if c["initnoise"]:
             g = torch.Generator().manual_seed(4321)
-            lat = lat + c["initnoise"] * torch.randn(lat.shape, generator=g)
+            lat = lat + c["initnoise"] * torch.randn(lat.shape, generator=g).to(lat.device)
         ap = Applied(self.dit, c, self.hessians)
         if c["steps"]:
             model = StepWindow(model, ap, *c["steps"])
@@ -355,7 +365,7 @@ class Probe:
     @torch.no_grad()
     def teacher(self, c, xs, ts, ref_eps=None):
         """Guided epsilon of config c at the FP32 trajectory's inputs xs[i] (step i)."""
-        ap = Applied(self.dit, c)
+        ap = Applied(self.dit, c, self.hessians)
         try:
             emb = torch.cat([self.ny, self.y])
             mask = torch.cat([self.nmask, self.mask])
@@ -423,9 +433,12 @@ def main():
                     "with +gptq); default webdit's CALIBRATION_PROMPTS (runtime/quant/calibrate.ts)")
     ap.add_argument("--results", help="also write BENCHMARKS.md's results format (one PSNR row per config)")
     ap.add_argument("--slow", action="store_true", help="keep torch's own matmuls (no oneDNN routing)")
+    ap.add_argument("--device", default="cpu", help="torch device (cuda: f32 matmuls without TF32)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if not args.slow:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if not args.slow and args.device == "cpu":
         use_fast_matmuls()
     p = Probe(args)
     if "+gptq" in args.configs:
@@ -444,8 +457,9 @@ def main():
     t0 = time.time()
     with torch.no_grad():
         ref, ts, traj = p.run(parse_config("fp32"), traj=True)
+        ref, traj = ref.cpu(), traj.cpu()
     ref_u8 = to_u8(ref)
-    xs = torch.cat([p.noise[None], traj[:-1]])  # the input of step i
+    xs = torch.cat([p.noise[None], traj[:-1].to(p.device)])  # the input of step i
     ref_eps = p.teacher(parse_config("fp32"), xs, ts) if args.teacher else None
     print(f"fp32 reference: {time.time() - t0:.1f} s; noise {args.noise} seed {args.seed}; prompts {p.prompts}",
           flush=True)
@@ -475,12 +489,12 @@ def main():
         c = parse_config(name)
         t1 = time.time()
         with torch.no_grad():
-            x = p.run(c)
+            x = p.run(c).cpu()
         u8 = to_u8(x)
         ps = [psnr_u8(u8[i], ref_u8[i]) for i in range(len(p.prompts))]
         row = {"config": name, "psnr": sum(ps) / len(ps), "psnr_min": min(ps), "psnr_per_image": ps,
                "cosine": sum(cosine(x[i], ref[i]) for i in range(len(ps))) / len(ps)}
-        if args.teacher and not (c["outnoise"] or c["initnoise"]):
+        if args.teacher and not (c["outnoise"] or c["initnoise"] or c["outscale"] != 1.0):
             eps = p.teacher(c, xs, ts)
             d = (eps - ref_eps).flatten(1).norm(dim=1) / ref_eps.flatten(1).norm(dim=1)
             row["fwd_rel_err_mean"] = float(d.mean())
@@ -496,7 +510,8 @@ def main():
                 f.write("\n")
     if args.results:
         with open(args.results, "w") as f:
-            json.dump(results_file([res], "python3 tools/torch/quant_probe.py " + " ".join(sys.argv[1:])), f, indent=1)
+            json.dump(results_file([res], "python3 tools/torch/quant_probe.py " + " ".join(sys.argv[1:]), args.device), f,
+                      indent=1)
             f.write("\n")
 
 
