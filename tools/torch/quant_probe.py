@@ -371,7 +371,7 @@ class Probe:
             mask = torch.cat([self.nmask, self.mask])
             eps = []
             for x, t in zip(xs, ts):
-                out = self.dit(torch.cat([x, x]), emb, t.expand(2 * x.shape[0]), encoder_attention_mask=mask)
+                out = self.dit(torch.cat([x, x]), emb, t.to(x.device).expand(2 * x.shape[0]), encoder_attention_mask=mask)
                 u, cc = out.chunk(2)
                 eps.append(u + self.guidance * (cc - u))
             return torch.stack(eps)
@@ -405,7 +405,7 @@ def act_stats(p, xs, ts, steps=(0, 10, 19), bits=8):
         emb, mask = torch.cat([p.ny, p.y]), torch.cat([p.nmask, p.mask])
         for i in steps:
             x = xs[i]
-            p.dit(torch.cat([x, x]), emb, ts[i].expand(2 * x.shape[0]), encoder_attention_mask=mask)
+            p.dit(torch.cat([x, x]), emb, ts[i].to(x.device).expand(2 * x.shape[0]), encoder_attention_mask=mask)
     finally:
         for h in hooks:
             h.remove()
