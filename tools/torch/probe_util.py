@@ -182,8 +182,9 @@ def results_file(runs, command, device="cpu"):
     import platform
     import subprocess
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip() or "unknown"
+    # WEBDIT_COMMIT first, as bench/results_file.ts: the GPU machine's copy of .git can be stale
+    commit = os.environ.get("WEBDIT_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip() or "unknown"
     results = []
     for run in runs:
         for r in run["rows"]:
