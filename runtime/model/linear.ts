@@ -27,6 +27,12 @@ export interface LinearEpilogue {
    * take each sample's centre over these rows; default all rows. Dense layers ignore it.
    */
   rowsPerSample?: number;
+  /**
+   * x is a classifier-free-guidance pair: its first half of rows the unconditional batch,
+   * the second the conditional one, row for row. Layers that quantize by CFG delta use it;
+   * dense layers ignore it.
+   */
+  cfgPair?: boolean;
 }
 
 /** A linear layer on the GPU. */

@@ -1,7 +1,8 @@
 /**
  * Quantized linear layers: {@linkcode QuantLinear} implements the model's `Linear` seam
- * (runtime/model/linear.ts) with a quantized weight — forward = [centre] → transform →
- * per-token quantize → integer GEMM (A4/A6/A8), or transform → weight-only GEMM (A16) — and
+ * (runtime/model/linear.ts) with a quantized weight — forward = [CFG delta] → [centre] →
+ * transform → per-token quantize → integer GEMM [→ CFG combine] (A4/A6/A8), or transform →
+ * weight-only GEMM (A16) — and
  * the identity {@linkcode ActivationTransform} ("none"), the plain per-token quantizer.
  *
  * @module
@@ -12,6 +13,7 @@ import type { Recorder } from "../gpu/kernel.ts";
 import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearEpilogue } from "../model/linear.ts";
 import { centerActivations } from "../ops/act_center.ts";
+import { cfgCombine, cfgDelta } from "../ops/cfg_delta.ts";
 import { ACT_BITS, actQuant, type ActQuantVersion, checkActGroup } from "../ops/act_quant.ts";
 import { elementwise } from "../ops/elementwise.ts";
 import {
@@ -86,6 +88,12 @@ export interface QuantLinearOptions {
   actGroup?: number;
   /** With `actGroup`: each group's levels from its min to its max (a zero point each). */
   actAsym?: boolean;
+  /**
+   * In calls whose epilogue says `cfgPair`, quantize [uncond; cond − uncond] and add the
+   * uncond half's product back to the cond half in float (runtime/ops/cfg_delta.ts): the
+   * difference guidance amplifies gets its own scales. A4/A6/A8; default off.
+   */
+  cfgDelta?: boolean;
 }
 
 /** A linear layer with a quantized weight. */
@@ -151,7 +159,12 @@ export class QuantLinear implements Linear {
     const g: ActGrouping = o.actGroup ? { group: o.actGroup, asym: o.actAsym ?? false } : {};
     const quant = (v: Tensor): QuantizedActivations =>
       t ? t.applyQuant(rec, v, this.abits, g) : actQuant(rec, v, this.abits, g);
-    let bias = this.#b;
+    // CFG delta: the GEMM sees [u; c − u] with no epilogue; cfgCombine adds u's rows back
+    // to the second half's and applies the bias and the epilogue once.
+    const pair = !!o.cfgDelta && !!e.cfgPair;
+    const xin = pair ? cfgDelta(rec, x) : x;
+    const b = pair ? undefined : this.#b;
+    let bias = b;
     let rowsPerGate = e.rowsPerGate;
     let xa: QuantizedActivations;
     if (o.center && e.rowsPerSample !== undefined) {
@@ -162,28 +175,39 @@ export class QuantLinear implements Linear {
           `${this.name}: rowsPerSample ${rps} and rowsPerGate ${rowsPerGate} must agree when centring`,
         );
       }
-      const c = centerActivations(rec, x, rps, o.center);
+      const c = centerActivations(rec, xin, rps, o.center);
       xa = quant(c.centred);
       const ct = t ? t.apply(rec, c.centres) : c.centres;
-      bias = qgemmA16(rec, ct, this.#w, { bias: this.#b, version: o.a16Version });
+      bias = qgemmA16(rec, ct, this.#w, { bias: b, version: o.a16Version });
       if (ct !== c.centres) ct.release();
       c.centred.release();
       c.centres.release();
       rowsPerGate = rps;
     } else {
-      xa = quant(x);
+      xa = quant(xin);
     }
-    const y = qgemmInt(rec, xa, this.#w, {
-      ...e,
-      bias,
-      rowsPerGate,
-      dtype: x.dtype === "f16" ? "f16" : "f32",
-      version: o.intVersion,
-      dot: o.dot,
-    });
+    if (xin !== x) xin.release();
+    const dtype = x.dtype === "f16" ? "f16" : "f32";
+    const gemm = { dtype, version: o.intVersion, dot: o.dot } as const;
+    let y: Tensor;
+    if (pair) {
+      const z = qgemmInt(rec, xa, this.#w, { ...gemm, bias, rowsPerGate });
+      const { activation, residual, gate, out } = e;
+      y = cfgCombine(rec, z, {
+        bias: this.#b,
+        activation,
+        residual,
+        gate,
+        rowsPerGate,
+        out,
+      });
+      z.release();
+    } else {
+      y = qgemmInt(rec, xa, this.#w, { ...e, ...gemm, bias, rowsPerGate });
+    }
     xa.q.release();
     xa.scales.release();
-    if (bias !== this.#b) bias?.release();
+    if (bias !== b) bias?.release();
     return x.shape.length === 2 ? y : y.reshape([...x.shape.slice(0, -1), this.outFeatures]);
   }
 

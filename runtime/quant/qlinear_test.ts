@@ -13,6 +13,7 @@ import { uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import { actCentresRef } from "../reference/act_center.ts";
 import { actDequantRef, actQuantRef } from "../reference/act_quant.ts";
+import { cfgCombineRef, cfgDeltaRef } from "../reference/cfg_delta.ts";
 import { gemmRef } from "../reference/gemm.ts";
 import { type ActBits, IdentityTransform, QuantLinear } from "./qlinear.ts";
 
@@ -241,6 +242,61 @@ Deno.test(
         RangeError,
         "l: actAsym needs actGroup",
       );
+    });
+  },
+);
+
+Deno.test(
+  "QuantLinear cfgDelta: quantizes [u; c − u], rebuilds the cond half; centred, with an epilogue",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // Four samples: two unconditional, then their conditional twins 5 % away.
+      const { R, N, K, M, xs: base, plan, q } = rotatedCase(21, 4);
+      const xs = base.map((v, i) => i < (M / 2) * K ? v : base[i - (M / 2) * K] + 0.05 * v);
+      const wq = uniformDequantize(q);
+      const g = new Prng(22);
+      const bias = g.normals(N);
+      const gate0 = g.normals(N); // both halves' gate the same (adaLN's depends on t only)
+      const gate = Float32Array.from([...gate0, ...gate0]);
+      const res = g.normals(M * N);
+      const epi = { bias, gate, residual: res, rowsPerGate: R, activation: "gelu" as const };
+      const x = uploadTensor(rt, xs, [M, K]);
+      const t = (a: Float32Array, sh: number[]) => uploadTensor(rt, a, sh);
+      const e = { residual: t(res, [M, N]), gate: t(gate, [2, N]), activation: "gelu" as const };
+      const run = async (cfgDelta: boolean, cfgPair: boolean) => {
+        const l = new QuantLinear(rt, "l", q, bias, {
+          abits: 8,
+          center: "mean",
+          transform: plan.gpu(rt),
+          cfgDelta,
+        });
+        const y = await runAndRead(rt, (r) => l.forward(r, x, { ...e, rowsPerSample: R, cfgPair }));
+        l.release();
+        return y;
+      };
+      const got = await run(true, true);
+      // CPU: Q((d − c)·T) + c·T for d = [u; c − u], through Ŵ, then the halves combined.
+      const d = cfgDeltaRef(xs);
+      const c = actCentresRef(d, R, K, "mean");
+      const dt = plan.transformActivations(
+        d.map((v, i) => Math.fround(v - perSample(c, R, K, i))),
+        M,
+      );
+      const ct = plan.transformActivations(c, M / R);
+      const a = actQuantRef(dt, M, K, 8);
+      const xhat = actDequantRef(a.codes, a.scales, M, K).map((v, i) => v + perSample(ct, R, K, i));
+      const ref = cfgCombineRef(gemmRef(xhat, wq, M, N, K), M, N, epi);
+      assertClose(got, ref, { atol: 2e-3, rtol: 1e-4 });
+      // What guidance amplifies, cond − uncond, is closer to the float product's than with
+      // plain per-token quantization; without cfgPair the option changes nothing.
+      const exact = gemmRef(plan.transformActivations(xs, M), wq, M, N, K, epi);
+      const plain = await run(false, true);
+      assertEquals(Array.from(await run(true, false)), Array.from(plain));
+      const h = (M / 2) * N;
+      const err = (y: Float32Array) =>
+        y.subarray(h).reduce((s, v, i) => s + (v - y[i] - (exact[h + i] - exact[i])) ** 2, 0);
+      assert(err(got) < err(plain) / 4, `delta ${err(got)} vs plain ${err(plain)}`);
     });
   },
 );

@@ -30,6 +30,22 @@ export function activate(v: number, activation: GemmActivation = "none"): number
   return v;
 }
 
+/** The epilogue of output (m, n) for the product `s`: + bias, activation, gate, residual. */
+export function epilogueRef(
+  s: number,
+  m: number,
+  n: number,
+  N: number,
+  rowsPerGate: number,
+  opts: GemmRefOptions,
+): number {
+  if (opts.bias) s += opts.bias[n];
+  let y = activate(s, opts.activation);
+  if (opts.gate) y *= opts.gate[Math.floor(m / rowsPerGate) * N + n];
+  if (opts.residual) y += opts.residual[m * N + n];
+  return y;
+}
+
 /**
  * Y [M, N] = epilogue(X [M, K] · W [N, K]ᵀ), W in the PyTorch Linear layout.
  * The epilogue is: + bias[n], activation, then residual[m, n] + gate[⌊m / rowsPerGate⌋, n] · y
@@ -53,11 +69,7 @@ export function gemmRef(
       const wo = n * K;
       let s = 0;
       for (let k = 0; k < K; k++) s += x[xo + k] * w[wo + k];
-      if (opts.bias) s += opts.bias[n];
-      let y = activate(s, opts.activation);
-      if (opts.gate) y *= opts.gate[Math.floor(m / rpg) * N + n];
-      if (opts.residual) y += opts.residual[m * N + n];
-      out[m * N + n] = y;
+      out[m * N + n] = epilogueRef(s, m, n, N, rpg, opts);
     }
   }
   return out;

@@ -1,0 +1,110 @@
+/**
+ * CFG delta: under classifier-free guidance a layer's input is a pair [uncond; cond] whose
+ * halves differ little, and guidance multiplies their difference (by 4.5 for PixArt). A
+ * quantized layer can quantize [uncond; cond − uncond] instead — the difference on its own
+ * scale — and rebuild the cond half's product exactly in float:
+ * (cond − uncond)·Ŵᵀ + uncond·Ŵᵀ = cond·Ŵᵀ. {@linkcode cfgDelta} forms the pair,
+ * {@linkcode cfgCombine} adds the product's halves back and applies the GEMM epilogue
+ * (runtime/quant/qlinear.ts, `cfgDelta`). CPU reference: runtime/reference/cfg_delta.ts.
+ *
+ * @module
+ */
+import { composeWgsl, type StorageType } from "../gpu/compose.ts";
+import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import {
+  checkNoAlias,
+  type Epi,
+  epilogue,
+  flagConstants,
+  type QGemmEpilogue,
+} from "./qgemm_spec.ts";
+import commonSrc from "../../wgsl/gemm_common.wgsl" with { type: "text" };
+import src from "../../wgsl/cfg_delta.wgsl" with { type: "text" };
+
+const WG = 256;
+
+type Entry = "delta" | "combine";
+
+interface Params extends Epi {
+  entry: Entry;
+  /** Rows of one half. */
+  half: number;
+}
+
+const specs = new Map<string, KernelSpec<Params>>();
+
+function spec(storage: StorageType, entry: Entry): KernelSpec<Params> {
+  const key = `${storage}:${entry}`;
+  let s = specs.get(key);
+  if (!s) {
+    const c = composeWgsl(src, { storage, libs: [commonSrc] });
+    s = {
+      name: `cfg_${entry}_${storage}`,
+      source: c.source,
+      preludeLines: c.preludeLines,
+      entryPoint: entry,
+      bindings: ["uniform", "read", "read", "read", "read", "read", "read_write"],
+      constants: (p) => ({ WG, ...flagConstants(p) }),
+      uniform: {
+        fields: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"],
+        values: (p) => [p.M, p.N, 0, 0, p.rpg, 0, p.half, 0],
+      },
+      dispatch: (p) => grid1d(Math.ceil((p.M * p.N) / WG)),
+    };
+    specs.set(key, s);
+  }
+  return s;
+}
+
+/** [M, K] and the storage type of x [..., K]; throws unless M is even (a CFG pair). */
+function pairRows(who: string, x: Tensor): [number, number, StorageType] {
+  if (x.dtype !== "f32" && x.dtype !== "f16") {
+    throw new TypeError(`${who}: x must be f32 or f16, got ${x.dtype}`);
+  }
+  if (x.shape.length < 2) throw new RangeError(`${who}: x must be [M, K], got [${x.shape}]`);
+  const K = x.shape[x.shape.length - 1];
+  const M = K > 0 ? x.size / K : 0;
+  if (M % 2 !== 0) {
+    throw new RangeError(`${who}: x has ${M} rows, not a CFG pair (an even number of rows)`);
+  }
+  return [M, K, x.dtype];
+}
+
+/** Records [u; c − u] of x = [u; c] (halves of its rows; f32 arithmetic, x's dtype). */
+export function cfgDelta(rec: Recorder, x: Tensor): Tensor {
+  const [M, K, dt] = pairRows("cfgDelta", x);
+  const out = createTensor(rec.runtime, x.shape, dt);
+  const p: Params = { entry: "delta", half: M / 2, ...epilogue("cfgDelta", M, K, dt, {}) };
+  // Bias, residual and gate are unused here: bound to x (their flags are off).
+  if (M > 0 && K > 0) rec.dispatch(spec(dt, "delta"), p, [x, x, x, x, x, out]);
+  return out;
+}
+
+/**
+ * Records Y = epilogue([Z_u; Z_d + Z_u]) for the product Z [M, N] = [Z_u; Z_d] of a
+ * {@linkcode cfgDelta} pair: the cond half's product rebuilt, then gemm's epilogue (bias [N]
+ * or [B, N], activation, gate, residual, out). Returns Y in z's shape and dtype.
+ */
+export function cfgCombine(rec: Recorder, z: Tensor, opts: QGemmEpilogue = {}): Tensor {
+  const who = "cfgCombine";
+  const [M, N, dt] = pairRows(who, z);
+  const e = epilogue(who, M, N, dt, opts);
+  const out = opts.out ?? createTensor(rec.runtime, z.shape, z.dtype);
+  checkNoAlias(who, out, [["z", z], ["bias", opts.bias], ["residual", opts.residual], [
+    "gate",
+    opts.gate,
+  ]]);
+  if (M === 0 || N === 0) return out;
+  const p: Params = { entry: "combine", half: M / 2, ...e };
+  // Absent epilogue operands are bound to z (never read: their flag is off).
+  rec.dispatch(spec(dt, "combine"), p, [
+    z,
+    z,
+    opts.bias ?? z,
+    opts.residual ?? z,
+    opts.gate ?? z,
+    out,
+  ]);
+  return out;
+}
