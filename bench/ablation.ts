@@ -205,6 +205,7 @@ async function pipelineFor(
     center: s.center,
     actGroup: s.act_group,
     actAsym: s.act_asym,
+    cfgDelta: s.cfg_delta,
     ...rotationKnobs(s),
     runtime: run.rt,
     calibration: run.m.calibration,

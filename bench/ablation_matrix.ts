@@ -62,6 +62,8 @@ export interface AblationSetting {
   act_group?: number;
   /** With act_group: asymmetric groups (quantize --act-asym); absent: symmetric. */
   act_asym?: boolean;
+  /** true: quantize by CFG delta (quantize --cfg-delta); absent: off. */
+  cfg_delta?: boolean;
 }
 
 /** A parsed matrix: what every row shares, and the rows. */
@@ -112,7 +114,8 @@ export function settingKey(s: AblationSetting): string {
     (s.tau !== undefined ? `|tau-${s.tau}` : "") +
     (s.ars_select ? `|ars-${s.ars_select}` : "") +
     (s.act_group ? `|actgroup-${s.act_group}` : "") +
-    (s.act_asym ? "-asym" : "");
+    (s.act_asym ? "-asym" : "") +
+    (s.cfg_delta ? "|cfgd" : "");
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
@@ -130,6 +133,7 @@ export function settingLabel(s: AblationSetting): string {
   if (s.tau !== undefined) parts[0] += ` τ ${s.tau}`;
   if (s.ars_select) parts[0] += ` ARS by ${s.ars_select}`;
   if (s.act_group) parts[0] += ` act groups ${s.act_group}${s.act_asym ? " asym" : ""}`;
+  if (s.cfg_delta) parts[0] += " CFG delta";
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
@@ -152,6 +156,7 @@ const EXTRA_KEYS: string[] = [
   "ars_select",
   "act_group",
   "act_asym",
+  "cfg_delta",
 ];
 
 function fail(file: string, field: string, msg: string): never {
@@ -235,6 +240,10 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     }
     s.act_asym = true;
   }
+  if (r.cfg_delta !== undefined) {
+    if (r.cfg_delta !== true) fail(file, `${field}.cfg_delta`, "must be true");
+    s.cfg_delta = true;
+  }
   if (r.alpha !== undefined) {
     if (typeof r.alpha !== "number" || !(r.alpha >= 0 && r.alpha <= 1)) {
       fail(file, `${field}.alpha`, `must be in [0, 1], got ${JSON.stringify(r.alpha)}`);
@@ -293,12 +302,13 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
   if (s.quantizer === "fp32") {
     if (
       s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq ||
-      s.abits_override || s.center || s.alpha !== undefined || s.act_group
+      s.abits_override || s.center || s.alpha !== undefined || s.act_group || s.cfg_delta
     ) {
       fail(
         file,
         field,
-        "fp32 takes no wbits, abits, rotation, gptq, abits_override, center, alpha or act_group",
+        "fp32 takes no wbits, abits, rotation, gptq, abits_override, center, alpha, act_group " +
+          "or cfg_delta",
       );
     }
   } else if (s.tlq_fit && s.quantizer !== "tlq") {
@@ -311,6 +321,8 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     );
   } else if (s.wbits === null || s.abits === null) {
     fail(file, field, `quantizer "${s.quantizer}" needs wbits and abits`);
+  } else if (s.cfg_delta && s.abits === 16) {
+    fail(file, `${field}.cfg_delta`, "needs abits 4, 6 or 8");
   } else if (s.alpha !== undefined && s.rotation === "none") {
     fail(file, `${field}.alpha`, "needs a rotation (it is the rotations' smoothing)");
   } else if (s.smooth === false && s.rotation === "none") {

@@ -45,10 +45,13 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, rotation: "adaptive", ars_select: "error" },
       { quantizer: "tlq", wbits: 3, abits: 8, tlq_fit: "mse" },
       { quantizer: "tlq", wbits: 4, abits: 8, tlq_assign: "nearest" },
+      { ...base, cfg_delta: true },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 14);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 14);
+  assertEquals(m.settings.length, 15);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 15);
+  assertEquals(settingKey(m.settings[14]), "uniform|8|8|none|dense|null|null|cfgd");
+  assertEquals(settingLabel(m.settings[14]), "uniform W8A8 CFG delta");
   assertEquals(settingKey(m.settings[13]), "tlq|4|8|none|dense|null|null|assign-nearest");
   assertEquals(settingLabel(m.settings[13]), "tlq W4A8 nearest-rounded");
   assertEquals(settingKey(m.settings[12]), "tlq|3|8|none|dense|null|null|fit-mse");
@@ -117,6 +120,11 @@ Deno.test("matrix: bad fields are named", async () => {
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, act_asym: true }] },
       "rows[0].act_asym must be true, beside an act_group",
     ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 16, cfg_delta: true }] },
+      "rows[0].cfg_delta needs abits 4, 6 or 8",
+    ],
+    [{ rows: [{ cfg_delta: true }] }, "rows[0] fp32 takes no wbits"],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, alpha: 2 }] },
       "rows[0].alpha must be in [0, 1]",

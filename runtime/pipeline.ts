@@ -295,6 +295,7 @@ export class Pipeline {
       maskT,
       guided && req.added ? doubled(req.added) : req.added ??
         addedConditions(rows, H * this.pixelsPerLatent, W * this.pixelsPerLatent),
+      { cfgPair: guided },
     );
     await rec.submit();
     embT.release();

@@ -46,6 +46,8 @@ export interface PixArtConditioning {
   resolution: Tensor | undefined;
   /** Sinusoids of the aspect ratio [B, 256] (1024-MS model), or undefined. */
   aspectRatio: Tensor | undefined;
+  /** The batch is a CFG pair [uncond…, cond…] (quantized layers may quantize by CFG delta). */
+  cfgPair: boolean;
   /** Frees the tensors. */
   release(): void;
 }
@@ -125,13 +127,15 @@ export class PixArtModel {
 
   /**
    * Projects the caption embeddings [B, L, caption_channels] (mask [B, L], 1 keep / 0 drop)
-   * and computes every block's cross-attention keys and values.
+   * and computes every block's cross-attention keys and values. `cfgPair`: the batch is
+   * [uncond…, cond…] of B/2 each, as the pipeline builds it under guidance.
    */
   prepare(
     rec: Recorder,
     embeds: Tensor,
     mask: Tensor | undefined,
     added?: AddedConditions,
+    opts: { cfgPair?: boolean } = {},
   ): PixArtConditioning {
     const c = this.config;
     const [B, L] = embeds.shape;
@@ -143,6 +147,8 @@ export class PixArtModel {
         `caption embeddings have ${embeds.shape[2]} channels, the model takes ${c.captionChannels}`,
       );
     }
+    const cfgPair = opts.cfgPair ?? false;
+    if (cfgPair && B % 2 !== 0) throw new RangeError(`a CFG pair needs an even batch, got ${B}`);
     if (mask && (mask.size !== B * L || mask.dtype !== this.dtype)) {
       throw new RangeError(
         `caption mask must be [${B}, ${L}] ${this.dtype}, got [${mask.shape}] ${mask.dtype}`,
@@ -187,6 +193,7 @@ export class PixArtModel {
       mask,
       resolution,
       aspectRatio,
+      cfgPair,
       release: () => all.forEach((t) => t?.release()),
     };
   }
@@ -359,7 +366,8 @@ export class PixArtModel {
     const gateMlp = slice(rec, mod, -1, 5 * D, D);
 
     const n1 = layerNorm(rec, x, { eps, modulation: { emb: mod, shift: 0, scale: 1 } });
-    const tokens = { rowsPerSample: T }; // each sample's rows, for layers that centre inputs
+    // Each sample's rows (for layers that centre inputs), and whether the batch is a CFG pair.
+    const tokens = { rowsPerSample: T, cfgPair: cond.cfgPair };
     const q = b.q.forward(rec, n1, tokens).reshape([B, T, D]);
     const k = b.k.forward(rec, n1, tokens).reshape([B, T, D]);
     const v = b.v.forward(rec, n1, tokens).reshape([B, T, D]);
@@ -378,7 +386,7 @@ export class PixArtModel {
       residual: x,
       gate: gateMsa,
       rowsPerGate: T,
-      rowsPerSample: T,
+      ...tokens,
     });
     a.release();
     x.release();
@@ -387,18 +395,18 @@ export class PixArtModel {
     const q2 = b.q2.forward(rec, x1, tokens).reshape([B, T, D]);
     const a2 = attention(rec, q2, cond.keys[i], cond.values[i], { heads, mask: cond.mask });
     q2.release();
-    const x2 = b.out2.forward(rec, a2.reshape([B * T, D]), { residual: x1, rowsPerSample: T });
+    const x2 = b.out2.forward(rec, a2.reshape([B * T, D]), { residual: x1, ...tokens });
     a2.release();
     x1.release();
 
     const n2 = layerNorm(rec, x2, { eps, modulation: { emb: mod, shift: 3, scale: 4 } });
-    const f = b.ff1.forward(rec, n2, { activation: "gelu", rowsPerSample: T });
+    const f = b.ff1.forward(rec, n2, { activation: "gelu", ...tokens });
     n2.release();
     const x3 = b.ff2.forward(rec, f, {
       residual: x2,
       gate: gateMlp,
       rowsPerGate: T,
-      rowsPerSample: T,
+      ...tokens,
     });
     f.release();
     x2.release();

@@ -72,6 +72,10 @@ export const QUANTIZE_USAGE =
                           GEMM rescales its sums every G channels)
   --act-asym              with --act-group: each group's levels from its min to its max (a zero
                           point each, added back as z·Σŵ in the integer GEMM) instead of ±max
+  --cfg-delta             under classifier-free guidance, quantize each layer's [uncond;
+                          cond − uncond] instead of [uncond; cond], and add the uncond half's
+                          product back in float: the difference guidance amplifies gets its
+                          own scales (PixArt models; two small elementwise passes a layer)
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
@@ -209,6 +213,7 @@ export async function quantize(args: string[]): Promise<number> {
     center: { type: "string" },
     "act-group": { type: "string" },
     "act-asym": { type: "boolean" },
+    "cfg-delta": { type: "boolean" },
     gptq: { type: "boolean" },
     "gptq-device": { type: "string" },
     "abits-override": { type: "string" },
@@ -263,6 +268,8 @@ export async function quantize(args: string[]): Promise<number> {
   }
   const actAsym = v["act-asym"] ?? false;
   if (actAsym && actGroup === undefined) throw new UsageError("--act-asym needs --act-group");
+  const cfgDelta = v["cfg-delta"] ?? false;
+  if (cfgDelta && abits === 16) throw new UsageError("--cfg-delta needs --abits 4, 6 or 8");
   if (v["gptq-device"] !== undefined && !v.gptq) {
     throw new UsageError("--gptq-device needs --gptq");
   }
@@ -309,6 +316,7 @@ export async function quantize(args: string[]): Promise<number> {
     center,
     actGroup,
     actAsym,
+    cfgDelta,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
       prompts: calibPrompts === undefined ? undefined : CALIBRATION_PROMPTS.slice(0, calibPrompts),
@@ -334,6 +342,7 @@ export async function quantize(args: string[]): Promise<number> {
       `${tlqAssign === "nearest" && tlqFit !== "mse" ? " (nearest levels)" : ""}` +
       `${center ? ` (inputs centred by the ${center})` : ""}` +
       `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}` +
+      `${cfgDelta ? " (CFG delta)" : ""}` +
       `${rotationWords(v.rotation ?? "none", rotationOptions)}, ` +
       `${r.layers.length - q.length} FP; weights quantized in ` +
       `${(r.ms / 1000).toFixed(1)} s` +
@@ -403,6 +412,7 @@ export async function quantize(args: string[]): Promise<number> {
       center: r.plan.settings.center ?? null,
       act_group: r.plan.settings.actGroup ?? null,
       act_asym: r.plan.settings.actAsym ?? false,
+      cfg_delta: r.plan.settings.cfgDelta ?? false,
       attention: r.plan.settings.attention,
       layers_quantized: q.length,
       layers_fp: r.layers.length - q.length,

@@ -315,6 +315,9 @@ Deno.test("quantize --center and --act-group: the plan and --json say so; --repo
   assert(asym.r.stderr.includes("an asymmetric scale per 32 channels"), asym.r.stderr);
   const n2 = "transformer_blocks.0.ff.net.2";
   assert(grouped.err(n2) < plain.err(n2), `grouped ${grouped.err(n2)} vs ${plain.err(n2)}`);
+  const cfgd = await run("cfgd", "--cfg-delta");
+  assertEquals([plain.j.cfg_delta, cfgd.j.cfg_delta], [false, true]);
+  assert(cfgd.r.stderr.includes("(CFG delta)"), cfgd.r.stderr);
   for (
     const [args, msg] of [[["--act-group", "24"], "multiple of 16"], [
       ["--act-asym"],
@@ -324,7 +327,7 @@ Deno.test("quantize --center and --act-group: the plan and --json say so; --repo
       "16",
       "--act-group",
       "32",
-    ], "needs --abits"]] as const
+    ], "needs --abits"], [["--abits", "16", "--cfg-delta"], "--cfg-delta needs --abits"]] as const
   ) {
     const r = await cli(
       "quantize",

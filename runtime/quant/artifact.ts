@@ -397,6 +397,7 @@ export class Artifact {
             center: l.abits < 16 ? this.plan.settings.center : undefined,
             actGroup: l.abits < 16 ? this.plan.settings.actGroup : undefined,
             actAsym: l.abits < 16 ? this.plan.settings.actAsym : undefined,
+            cfgDelta: l.abits < 16 ? this.plan.settings.cfgDelta : undefined,
           });
         } catch (e) {
           transform?.release();

@@ -89,6 +89,12 @@ export interface QuantSettings {
   actGroup?: number;
   /** With `actGroup`: asymmetric groups, levels from each group's min to its max. */
   actAsym?: boolean;
+  /**
+   * Under classifier-free guidance the layers that quantize their input quantize
+   * [uncond; cond − uncond] and add the uncond half's product back in float
+   * (runtime/ops/cfg_delta.ts). PixArt models. Absent: off.
+   */
+  cfgDelta?: boolean;
   /** Layer-name patterns kept in FP (`*` matches any run of characters). */
   keepFp: string[];
 }
@@ -258,6 +264,10 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
       fail(file, `${F}.settings.actAsym`, "must be true, beside an actGroup");
     }
     settings.actAsym = true;
+  }
+  if (s.cfgDelta !== undefined) {
+    if (s.cfgDelta !== true) fail(file, `${F}.settings.cfgDelta`, "must be true");
+    settings.cfgDelta = true;
   }
   if (!isObj(raw.source)) fail(file, `${F}.source`, "must be an object");
   const sha256 = str(raw.source, "sha256", file, `${F}.source`);

@@ -80,6 +80,13 @@ export function resolveSettings(
     if (!integer) throw new RangeError("actGroup needs quantized activations (abits below 16)");
   }
   if (o.actAsym && !o.actGroup) throw new RangeError("actAsym needs actGroup");
+  if (o.cfgDelta) {
+    if (!integer) throw new RangeError("cfgDelta needs quantized activations (abits below 16)");
+    // Only the PixArt model marks its CFG batch (FLUX's true CFG does not pass it on).
+    if (className === "FluxTransformer2DModel") {
+      throw new RangeError("cfgDelta is for PixArt models, not FluxTransformer2DModel");
+    }
+  }
   if (o.tlqFit !== undefined) {
     if (!TLQ_FITS.includes(o.tlqFit)) {
       throw new RangeError(`tlqFit must be ${TLQ_FITS.join(" or ")}, got ${o.tlqFit}`);
@@ -112,6 +119,7 @@ export function resolveSettings(
     ...(o.center ? { center: o.center } : {}),
     ...(o.actGroup ? { actGroup: o.actGroup } : {}),
     ...(o.actAsym ? { actAsym: true } : {}),
+    ...(o.cfgDelta ? { cfgDelta: true } : {}),
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
 }

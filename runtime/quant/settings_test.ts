@@ -89,3 +89,64 @@ Deno.test(
     await Deno.remove(dir, { recursive: true });
   },
 );
+
+Deno.test("settings: cfgDelta needs quantized activations and a PixArt model", () => {
+  const reg = createDefaultRegistry();
+  const base = { quantizer: "uniform", wbits: 8, abits: 8, cfgDelta: true };
+  assertEquals(resolveSettings(base, reg, "PixArtTransformer2DModel").cfgDelta, true);
+  assertEquals("cfgDelta" in resolveSettings({ ...base, cfgDelta: false }, reg), false);
+  assertThrows(
+    () => resolveSettings({ ...base, abits: 16 }, reg),
+    RangeError,
+    "cfgDelta needs quantized activations",
+  );
+  assertThrows(
+    () => resolveSettings(base, reg, "FluxTransformer2DModel"),
+    RangeError,
+    "cfgDelta is for PixArt models",
+  );
+});
+
+Deno.test(
+  "a CFG-delta plan: acts only under guidance, round-trips, is checked",
+  gpuTest,
+  async () => {
+    const base = { model: FIXTURE, quantizer: "uniform", wbits: 8, abits: 4 };
+    const dir = await Deno.makeTempDir({ prefix: "webdit_cfgd_" });
+    const paths = [`${dir}/plain.safetensors`, `${dir}/cfgd.safetensors`];
+    const delta = await quantizeModel({ ...base, cfgDelta: true });
+    await writeArtifact(paths[0], await quantizeModel(base));
+    await writeArtifact(paths[1], delta);
+    const a = await openArtifact(paths[1]);
+    assertEquals(a.plan.settings.cfgDelta, true);
+    a.close();
+    await withRuntime(async (rt) => {
+      const [plain, cfgd] = [
+        await loadPipeline(rt, { path: paths[0] }),
+        await loadPipeline(rt, { path: paths[1] }),
+      ];
+      try {
+        const image = async (p: typeof plain, guidance: number) =>
+          (await p.generate({ prompt: "red apple", seed: 2, steps: 2, guidance })).latents;
+        // Without guidance there is no CFG pair: the same image, bit for bit.
+        assertEquals(Array.from(await image(cfgd, 1)), Array.from(await image(plain, 1)));
+        const [g, d] = [await image(plain, 4.5), await image(cfgd, 4.5)];
+        assert(
+          d.every(Number.isFinite) && d.some((v, i) => v !== g[i]),
+          "CFG delta changed nothing",
+        );
+      } finally {
+        plain.release();
+        cfgd.release();
+      }
+    });
+    const bad = { ...delta, metadata: { ...delta.metadata } };
+    const p = JSON.parse(bad.metadata[META.plan]);
+    p.settings.cfgDelta = "yes";
+    bad.metadata[META.plan] = JSON.stringify(p);
+    await writeArtifact(paths[1], bad, { force: true });
+    const e = await assertRejects(() => openArtifact(paths[1]), CheckpointError);
+    assert(e.message.includes("settings.cfgDelta"), e.message);
+    await Deno.remove(dir, { recursive: true });
+  },
+);

@@ -176,7 +176,14 @@ export function planName(
     & Partial<
       Pick<
         QuantSettings,
-        "gptq" | "tlqFit" | "tlqAssign" | "abitsOverride" | "center" | "actGroup" | "actAsym"
+        | "gptq"
+        | "tlqFit"
+        | "tlqAssign"
+        | "abitsOverride"
+        | "center"
+        | "actGroup"
+        | "actAsym"
+        | "cfgDelta"
       >
     >,
   rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown; select?: unknown },
@@ -188,6 +195,7 @@ export function planName(
   if (s.abitsOverride?.length) n += "-mixed"; // some layers at other activation bits
   if (s.center) n += `-centred-${s.center}`; // likewise the activation quantizer's variants
   if (s.actGroup) n += `-g${s.actGroup}${s.actAsym ? "asym" : ""}`;
+  if (s.cfgDelta) n += "-cfgd";
   if (s.rotation !== "none") {
     // The rotation's knobs (quantize --no-smooth, --alpha, --tau, --ars-select) when not the defaults.
     const o = rotationOptions ?? {};
