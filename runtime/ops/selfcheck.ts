@@ -9,6 +9,8 @@ import { Recorder } from "../gpu/kernel.ts";
 import { readTensor, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import { map, silu } from "../reference/elementwise.ts";
+import { cfgCombineRef, cfgDeltaRef } from "../reference/cfg_delta.ts";
+import { cfgCombine, cfgDelta } from "./cfg_delta.ts";
 import { elementwise } from "./elementwise.ts";
 import { gemmSelfCheck } from "./gemm.ts";
 import { normSelfCheck } from "./norm.ts";
@@ -62,6 +64,29 @@ const elementwiseCheck: SelfCheck = async (rt) => {
   return [{ name: "elementwise_silu_f32", ok: err <= 1e-5, maxError: err, tolerance: 1e-5 }];
 };
 
+// CFG delta (quantize --cfg-delta): the pair exactly, the combine with a bias and GELU.
+const cfgDeltaCheck: SelfCheck = async (rt) => {
+  const [M, N] = [2 * 37, 21];
+  const g = new Prng(9);
+  const [xs, bs] = [g.normals(M * N), g.normals(N)];
+  const x = uploadTensor(rt, xs, [M, N]);
+  const b = uploadTensor(rt, bs, [N]);
+  const rec = new Recorder(rt);
+  const d = cfgDelta(rec, x);
+  const y = cfgCombine(rec, x, { bias: b, activation: "gelu" });
+  await rec.submit();
+  const errD = maxError(await readTensor(rt, d), cfgDeltaRef(xs));
+  const errY = maxError(
+    await readTensor(rt, y),
+    cfgCombineRef(xs, M, N, { bias: bs, activation: "gelu" }),
+  );
+  for (const t of [x, b, d, y]) t.release();
+  return [
+    { name: "cfg_delta_f32", ok: errD === 0, maxError: errD, tolerance: 0 },
+    { name: "cfg_combine_gelu_f32", ok: errY <= 1e-5, maxError: errY, tolerance: 1e-5 },
+  ];
+};
+
 /** The registered checks, in the order doctor prints them. */
 export const SELF_CHECKS: SelfCheck[] = [
   elementwiseCheck,
@@ -79,6 +104,7 @@ export const SELF_CHECKS: SelfCheck[] = [
   attnSparseSelfCheck,
   actQuantSelfCheck,
   qgemmSelfCheck,
+  cfgDeltaCheck,
 ];
 
 /** Runs every registered check. */
