@@ -2,8 +2,8 @@
  * Quantized linear layers: {@linkcode QuantLinear} implements the model's `Linear` seam
  * (runtime/model/linear.ts) with a quantized weight — forward = [CFG delta] → [centre] →
  * transform → per-token quantize → integer GEMM [→ CFG combine] (A4/A6/A8), or transform →
- * weight-only GEMM (A16) — and
- * the identity {@linkcode ActivationTransform} ("none"), the plain per-token quantizer.
+ * weight-only GEMM (A16) — and the identity {@linkcode ActivationTransform} ("none"), the
+ * plain per-token quantizer.
  *
  * @module
  */
