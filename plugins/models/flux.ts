@@ -55,6 +55,8 @@ export interface FluxConditioning {
   context: Tensor;
   /** text_embedder(pooled) (+ guidance_embedder(sinusoid(1000·g))) [B, D]. */
   static: Tensor;
+  /** The batch is a true-CFG pair [negative…, positive…] (quantized layers may use CFG delta). */
+  cfgPair: boolean;
   /** Frees the tensors. */
   release(): void;
 }
@@ -70,6 +72,8 @@ interface Dims {
   D: number;
   step: { index: number; total: number };
   freqs: Tensor;
+  /** The batch is a CFG pair (passed to the linears beside their rows per sample). */
+  cfgPair: boolean;
 }
 
 /** The f32 product `v·1000` diffusers' forward applies to timestep and guidance. */
@@ -149,13 +153,15 @@ export class FluxModel {
   /**
    * Embeds the prompt: prompt_embeds [B, L, joint_attention_dim] → context [B, L, D];
    * pooled [B, pooled_projection_dim] → text_embedder(pooled), plus the guidance embedding
-   * of `guidance` (B scales, as the pipeline's guidance_scale; dev models only).
+   * of `guidance` (B scales, as the pipeline's guidance_scale; dev models only). `cfgPair`:
+   * the batch is [negative…, positive…] of B/2 each (true CFG).
    */
   prepare(
     rec: Recorder,
     promptEmbeds: Tensor,
     pooled: Tensor,
     guidance?: readonly number[],
+    opts: { cfgPair?: boolean } = {},
   ): FluxConditioning {
     const c = this.config;
     const l = this.#l;
@@ -185,6 +191,8 @@ export class FluxModel {
     if (guidance && guidance.length !== B) {
       throw new RangeError(`expected ${B} guidance scales, got ${guidance.length}`);
     }
+    const cfgPair = opts.cfgPair ?? false;
+    if (cfgPair && B % 2 !== 0) throw new RangeError(`a CFG pair needs an even batch, got ${B}`);
     const context = l["context_embedder"].forward(rec, promptEmbeds.reshape([B * L, s[2]]))
       .reshape([B, L, c.innerDim]);
     const tte = "time_text_embed";
@@ -209,6 +217,7 @@ export class FluxModel {
       textTokens: L,
       context,
       static: stat,
+      cfgPair,
       release: () => {
         context.release();
         stat.release();
@@ -265,6 +274,7 @@ export class FluxModel {
       D: c.innerDim,
       step,
       freqs: this.#freqs(rec, L, h, w),
+      cfgPair: cond.cfgPair,
     };
     const l = this.#l;
 
@@ -353,8 +363,8 @@ export class FluxModel {
     const modT = b.modCtx.forward(rec, act);
     const nI = layerNorm(rec, img, { eps: 1e-6, modulation: { emb: modI, shift: 0, scale: 1 } });
     const nT = layerNorm(rec, txt, { eps: 1e-6, modulation: { emb: modT, shift: 0, scale: 1 } });
-    const img1 = { rowsPerSample: T };
-    const txt1 = { rowsPerSample: L };
+    const img1 = { rowsPerSample: T, cfgPair: d.cfgPair };
+    const txt1 = { rowsPerSample: L, cfgPair: d.cfgPair };
     const qI = b.q.forward(rec, nI, img1);
     const kI = b.k.forward(rec, nI, img1);
     const vI = b.v.forward(rec, nI, img1);
@@ -396,22 +406,23 @@ export class FluxModel {
       ff2: Linear,
       rows: number,
     ) => {
+      const tokens = { rowsPerSample: rows, cfgPair: d.cfgPair };
       const gMsa = gate(mod, 2);
       const gMlp = gate(mod, 5);
       const x1 = out.forward(rec, attn.reshape([B * rows, D]), {
         residual: x,
         gate: gMsa,
         rowsPerGate: rows,
-        rowsPerSample: rows,
+        ...tokens,
       });
       const n2 = layerNorm(rec, x1, { eps: 1e-6, modulation: { emb: mod, shift: 3, scale: 4 } });
-      const f = ff1.forward(rec, n2, { activation: "gelu", rowsPerSample: rows });
+      const f = ff1.forward(rec, n2, { activation: "gelu", ...tokens });
       n2.release();
       const x2 = ff2.forward(rec, f, {
         residual: x1,
         gate: gMlp,
         rowsPerGate: rows,
-        rowsPerSample: rows,
+        ...tokens,
       });
       for (const t of [f, x1, gMsa, gMlp, mod]) t.release();
       return x2;
@@ -432,10 +443,11 @@ export class FluxModel {
     const mod = b.mod.forward(rec, act);
     const n = layerNorm(rec, x, { eps: 1e-6, modulation: { emb: mod, shift: 0, scale: 1 } });
     const rows = n.reshape([B * S, D]);
-    const mlp = b.mlp.forward(rec, rows, { activation: "gelu", rowsPerSample: S });
-    const q0 = b.q.forward(rec, rows, { rowsPerSample: S });
-    const k0 = b.k.forward(rec, rows, { rowsPerSample: S });
-    const v = b.v.forward(rec, rows, { rowsPerSample: S });
+    const tokens = { rowsPerSample: S, cfgPair: d.cfgPair };
+    const mlp = b.mlp.forward(rec, rows, { activation: "gelu", ...tokens });
+    const q0 = b.q.forward(rec, rows, tokens);
+    const k0 = b.k.forward(rec, rows, tokens);
+    const v = b.v.forward(rec, rows, tokens);
     n.release();
     const ro = { heads: H, normalize: true, eps: 1e-6, batch: B };
     const q = rope(rec, [{ tensor: q0, normWeight: b.normQ }], d.freqs, ro);
@@ -455,7 +467,7 @@ export class FluxModel {
       residual: x.reshape([B * S, D]),
       gate: g,
       rowsPerGate: S,
-      rowsPerSample: S,
+      ...tokens,
     });
     for (const t of [cat, g, mod]) t.release();
     return y.reshape([B, S, D]);

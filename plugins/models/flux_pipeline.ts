@@ -142,6 +142,7 @@ export async function generateFlux(
     embT,
     poolT,
     c.guidanceEmbeds ? new Array(rows).fill(guidance) : undefined,
+    { cfgPair: guided },
   );
   await rec.submit();
   embT.release();

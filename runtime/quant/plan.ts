@@ -92,7 +92,7 @@ export interface QuantSettings {
   /**
    * Under classifier-free guidance the layers that quantize their input quantize
    * [uncond; cond − uncond] and add the uncond half's product back in float
-   * (runtime/ops/cfg_delta.ts). PixArt models. Absent: off.
+   * (runtime/ops/cfg_delta.ts): PixArt's CFG, FLUX's true CFG. Absent: off.
    */
   cfgDelta?: boolean;
   /** Layer-name patterns kept in FP (`*` matches any run of characters). */

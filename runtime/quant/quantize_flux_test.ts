@@ -236,3 +236,58 @@ Deno.test(
     await Deno.remove(dir, { recursive: true });
   },
 );
+
+Deno.test(
+  "FLUX with CFG delta: acts only under true CFG, where it changes the run",
+  gpuTest,
+  async () => {
+    const { cal } = await fixtureRun();
+    const [, L, J] = cal.embeds.shape;
+    const P = cal.embeds.pooled!.length / 2;
+    const [, C, H, W] = cal.latents!.shape;
+    // One image: the fixture's first prompt, its second as the negative one.
+    const embeds = {
+      embeds: cal.embeds.embeds.slice(0, L * J),
+      shape: [1, L, J] as [number, number, number],
+      pooled: cal.embeds.pooled!.slice(0, P),
+      negative: { embeds: cal.embeds.embeds.slice(L * J), pooled: cal.embeds.pooled!.slice(P) },
+    };
+    const dir = await Deno.makeTempDir({ prefix: "webdit_fluxcfgd_" });
+    await withRuntime(async (rt) => {
+      const run = async (cfgDelta: boolean) => {
+        const r = await quantizeModel({
+          model: FIXTURE,
+          quantizer: "uniform",
+          wbits: 8,
+          abits: 4,
+          cfgDelta,
+        });
+        assertEquals(r.plan.settings.cfgDelta, cfgDelta || undefined);
+        const out = `${dir}/${cfgDelta}.safetensors`;
+        await writeArtifact(out, r);
+        const pipe = await loadPipeline(rt, { path: out });
+        try {
+          const gen = async (trueCfg: number) =>
+            (await pipe.generate({
+              captionEmbeds: embeds,
+              latents: cal.latents!.data.slice(0, C * H * W),
+              height: H,
+              width: W,
+              steps: 2,
+              guidance: 3.5,
+              trueCfg,
+            })).latents;
+          return [await gen(1), await gen(4)];
+        } finally {
+          pipe.release();
+        }
+      };
+      const [plain1, plain4] = await run(false);
+      const [delta1, delta4] = await run(true);
+      assertEquals(Array.from(delta1), Array.from(plain1));
+      assert(delta4.every(Number.isFinite), "non-finite latents");
+      assert(delta4.some((v, i) => v !== plain4[i]), "CFG delta changed nothing under true CFG");
+    });
+    await Deno.remove(dir, { recursive: true });
+  },
+);

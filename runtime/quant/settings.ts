@@ -80,12 +80,8 @@ export function resolveSettings(
     if (!integer) throw new RangeError("actGroup needs quantized activations (abits below 16)");
   }
   if (o.actAsym && !o.actGroup) throw new RangeError("actAsym needs actGroup");
-  if (o.cfgDelta) {
-    if (!integer) throw new RangeError("cfgDelta needs quantized activations (abits below 16)");
-    // Only the PixArt model marks its CFG batch (FLUX's true CFG does not pass it on).
-    if (className === "FluxTransformer2DModel") {
-      throw new RangeError("cfgDelta is for PixArt models, not FluxTransformer2DModel");
-    }
+  if (o.cfgDelta && !integer) {
+    throw new RangeError("cfgDelta needs quantized activations (abits below 16)");
   }
   if (o.tlqFit !== undefined) {
     if (!TLQ_FITS.includes(o.tlqFit)) {

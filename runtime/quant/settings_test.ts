@@ -90,7 +90,7 @@ Deno.test(
   },
 );
 
-Deno.test("settings: cfgDelta needs quantized activations and a PixArt model", () => {
+Deno.test("settings: cfgDelta needs quantized activations", () => {
   const reg = createDefaultRegistry();
   const base = { quantizer: "uniform", wbits: 8, abits: 8, cfgDelta: true };
   assertEquals(resolveSettings(base, reg, "PixArtTransformer2DModel").cfgDelta, true);
@@ -99,11 +99,6 @@ Deno.test("settings: cfgDelta needs quantized activations and a PixArt model", (
     () => resolveSettings({ ...base, abits: 16 }, reg),
     RangeError,
     "cfgDelta needs quantized activations",
-  );
-  assertThrows(
-    () => resolveSettings(base, reg, "FluxTransformer2DModel"),
-    RangeError,
-    "cfgDelta is for PixArt models",
   );
 });
 
