@@ -1,7 +1,7 @@
 // Classifier-free-guidance delta (runtime/ops/cfg_delta.ts). x is a CFG pair [uncond; cond]
-// of `half` elements each: `delta` writes [uncond; cond − uncond]; `combine` adds the first
-// half's rows of a GEMM product back to the second half's and applies the GEMM epilogue
-// (gemm_common.wgsl's gemm_store), so a layer quantizes the small difference CFG amplifies.
+// of `half` rows each: `delta` writes [uncond; cond − uncond]; `combine`, in place on a GEMM
+// product [Z_u; Z_d] held in `out`, writes epilogue(Z_u) and epilogue(Z_u + Z_d) (gemm_common's
+// gemm_store), so a layer quantizes the small difference CFG amplifies.
 // The grid may be 2-D for large arrays: index = x + y * (groups_x * WG).
 override WG: u32 = 256u;
 
@@ -21,12 +21,16 @@ fn delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
   out[i] = DT(v);
 }
 
+// One invocation a pair of rows (r, r + half): it reads both before writing either.
 @compute @workgroup_size(WG)
 fn combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>) {
   let i = gid.x + gid.y * ng.x * WG;
-  if (i >= p.M * p.N) { return; }
+  let half = p.p0 * p.N;
+  if (i >= half) { return; }
+  let u = f32(out[i]);
+  let d = f32(out[i + half]);
   let row = i / p.N;
-  var acc = f32(x[i]);
-  if (row >= p.p0) { acc += f32(x2[i - p.p0 * p.N]); }
-  gemm_store(row, i % p.N, acc);
+  let col = i % p.N;
+  gemm_store(row, col, u);
+  gemm_store(row + p.p0, col, u + d);
 }

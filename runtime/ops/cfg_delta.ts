@@ -50,7 +50,8 @@ function spec(storage: StorageType, entry: Entry): KernelSpec<Params> {
         fields: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"],
         values: (p) => [p.M, p.N, 0, 0, p.rpg, 0, p.half, 0],
       },
-      dispatch: (p) => grid1d(Math.ceil((p.M * p.N) / WG)),
+      // combine: one invocation a pair of rows.
+      dispatch: (p) => grid1d(Math.ceil(((p.entry === "combine" ? p.half : p.M) * p.N) / WG)),
     };
     specs.set(key, s);
   }
@@ -82,29 +83,33 @@ export function cfgDelta(rec: Recorder, x: Tensor): Tensor {
 }
 
 /**
- * Records Y = epilogue([Z_u; Z_d + Z_u]) for the product Z [M, N] = [Z_u; Z_d] of a
+ * Records, in place, Z ← epilogue([Z_u; Z_d + Z_u]) for the product Z [M, N] = [Z_u; Z_d] of a
  * {@linkcode cfgDelta} pair: the cond half's product rebuilt, then gemm's epilogue (bias [N]
- * or [B, N], activation, gate, residual, out). Returns Y in z's shape and dtype.
+ * or [B, N], activation, gate, residual). In place, so the layer needs no second [M, N]
+ * buffer (the GEMM writes where the output goes). Returns z.
  */
-export function cfgCombine(rec: Recorder, z: Tensor, opts: QGemmEpilogue = {}): Tensor {
+export function cfgCombine(
+  rec: Recorder,
+  z: Tensor,
+  opts: Omit<QGemmEpilogue, "out"> = {},
+): Tensor {
   const who = "cfgCombine";
   const [M, N, dt] = pairRows(who, z);
   const e = epilogue(who, M, N, dt, opts);
-  const out = opts.out ?? createTensor(rec.runtime, z.shape, z.dtype);
-  checkNoAlias(who, out, [["z", z], ["bias", opts.bias], ["residual", opts.residual], [
-    "gate",
-    opts.gate,
-  ]]);
-  if (M === 0 || N === 0) return out;
+  checkNoAlias(who, z, [["bias", opts.bias], ["residual", opts.residual], ["gate", opts.gate]]);
+  if (M === 0 || N === 0) return z;
   const p: Params = { entry: "combine", half: M / 2, ...e };
-  // Absent epilogue operands are bound to z (never read: their flag is off).
+  // Bindings 1 and 2 are the delta's input (unread here), and absent epilogue operands are
+  // never read (their flag is off): all bound to a one-value placeholder, as z is writable.
+  const unused = createTensor(rec.runtime, [1], dt);
   rec.dispatch(spec(dt, "combine"), p, [
+    unused,
+    unused,
+    opts.bias ?? unused,
+    opts.residual ?? unused,
+    opts.gate ?? unused,
     z,
-    z,
-    opts.bias ?? z,
-    opts.residual ?? z,
-    opts.gate ?? z,
-    out,
   ]);
-  return out;
+  unused.release(); // recorded work keeps it valid until it has run
+  return z;
 }

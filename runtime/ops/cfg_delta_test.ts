@@ -25,14 +25,16 @@ Deno.test(
       const gate = g.normals(2 * N); // one gate row per half
       const res = g.normals(M * N);
       const z = gemmRef(d, ws, M, N, K);
-      const zt = uploadTensor(rt, z, [M, N]);
       const t = (a: Float32Array, s: number[]) => uploadTensor(rt, a, s);
       const [bt, gt, rs] = [t(bias, [N]), t(gate, [2, N]), t(res, [M, N])];
       const epi = { bias, gate, residual: res, rowsPerGate: M / 2, activation: "gelu" as const };
-      const got = await runAndRead(
-        rt,
-        (r) => cfgCombine(r, zt, { ...epi, bias: bt, gate: gt, residual: rs }),
-      );
+      // In place: the product's tensor becomes the output.
+      const zt = t(z, [M, N]);
+      const got = await runAndRead(rt, (r) => {
+        const y = cfgCombine(r, zt, { ...epi, bias: bt, gate: gt, residual: rs });
+        assertEquals(y, zt);
+        return y;
+      });
       const ref = cfgCombineRef(z, M, N, epi);
       assertClose(got, ref, { atol: 1e-5, rtol: 1e-5 });
       // The algebra: the same as the plain GEMM of x with that epilogue.
@@ -41,7 +43,7 @@ Deno.test(
       const sb = g.normals(4 * N);
       const plain = await runAndRead(
         rt,
-        (r) => cfgCombine(r, zt, { bias: t(sb, [4, N]), rowsPerGate: M / 4 }),
+        (r) => cfgCombine(r, t(z, [M, N]), { bias: t(sb, [4, N]), rowsPerGate: M / 4 }),
       );
       const refPlain = cfgCombineRef(z, M, N).map((v, i) =>
         v + sb[Math.floor(Math.floor(i / N) / (M / 4)) * N + (i % N)]
@@ -70,6 +72,10 @@ Deno.test("cfg delta: errors name the operand", gpuTest, async () => {
     const z = uploadTensor(rt, new Float32Array(12), [4, 3]);
     const bad = uploadTensor(rt, new Float32Array(4), [4]);
     assertThrows(() => cfgCombine(rec, z, { bias: bad }), RangeError, "bias");
-    assertThrows(() => cfgCombine(rec, z, { out: z }), RangeError, "share a buffer with z");
+    assertThrows(
+      () => cfgCombine(rec, z, { residual: z }),
+      RangeError,
+      "out must not share a buffer with residual",
+    );
   });
 });

@@ -73,7 +73,7 @@ const cfgDeltaCheck: SelfCheck = async (rt) => {
   const b = uploadTensor(rt, bs, [N]);
   const rec = new Recorder(rt);
   const d = cfgDelta(rec, x);
-  const y = cfgCombine(rec, x, { bias: b, activation: "gelu" });
+  const y = cfgCombine(rec, uploadTensor(rt, xs, [M, N]), { bias: b, activation: "gelu" });
   await rec.submit();
   const errD = maxError(await readTensor(rt, d), cfgDeltaRef(xs));
   const errY = maxError(

@@ -191,17 +191,10 @@ export class QuantLinear implements Linear {
     const gemm = { dtype, version: o.intVersion, dot: o.dot } as const;
     let y: Tensor;
     if (pair) {
-      const z = qgemmInt(rec, xa, this.#w, { ...gemm, bias, rowsPerGate });
+      // The product goes where the output goes; the combine finishes it in place.
       const { activation, residual, gate, out } = e;
-      y = cfgCombine(rec, z, {
-        bias: this.#b,
-        activation,
-        residual,
-        gate,
-        rowsPerGate,
-        out,
-      });
-      z.release();
+      const z = qgemmInt(rec, xa, this.#w, { ...gemm, bias, rowsPerGate, out });
+      y = cfgCombine(rec, z, { bias: this.#b, activation, residual, gate, rowsPerGate });
     } else {
       y = qgemmInt(rec, xa, this.#w, { ...e, ...gemm, bias, rowsPerGate });
     }
