@@ -176,6 +176,7 @@ export class QuantLinear implements Linear {
         );
       }
       const c = centerActivations(rec, xin, rps, o.center);
+      if (xin !== x) xin.release(); // before the quantizer's outputs: one fewer live copy
       xa = quant(c.centred);
       const ct = t ? t.apply(rec, c.centres) : c.centres;
       bias = qgemmA16(rec, ct, this.#w, { bias: b, version: o.a16Version });
@@ -185,8 +186,8 @@ export class QuantLinear implements Linear {
       rowsPerGate = rps;
     } else {
       xa = quant(xin);
+      if (xin !== x) xin.release();
     }
-    if (xin !== x) xin.release();
     const dtype = x.dtype === "f16" ? "f16" : "f32";
     const gemm = { dtype, version: o.intVersion, dot: o.dot } as const;
     let y: Tensor;
