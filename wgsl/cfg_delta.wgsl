@@ -5,9 +5,9 @@
 // The grid may be 2-D for large arrays: index = x + y * (groups_x * WG).
 override WG: u32 = 256u;
 
-// gemm_common.wgsl declares the params (binding 0) and the epilogue's operands (3–6).
+// gemm_common.wgsl declares the params (binding 0) and the epilogue's operands (3–6);
+// binding 2 is unused (the spec's layout lists bindings 0–6 in order).
 @group(0) @binding(1) var<storage, read> x: array<DT>;
-@group(0) @binding(2) var<storage, read> x2: array<DT>; // x again (the paired row's view)
 
 // Params (gemm_common.wgsl): M, N the output's shape; p0 the rows of one half.
 @compute @workgroup_size(WG)
@@ -17,7 +17,7 @@ fn delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
   if (i >= n) { return; }
   let half = p.p0 * p.N;
   var v = f32(x[i]);
-  if (i >= half) { v -= f32(x2[i - half]); }
+  if (i >= half) { v -= f32(x[i - half]); }
   out[i] = DT(v);
 }
 

@@ -77,7 +77,7 @@ export function cfgDelta(rec: Recorder, x: Tensor): Tensor {
   const [M, K, dt] = pairRows("cfgDelta", x);
   const out = createTensor(rec.runtime, x.shape, dt);
   const p: Params = { entry: "delta", half: M / 2, ...epilogue("cfgDelta", M, K, dt, {}) };
-  // Bias, residual and gate are unused here: bound to x (their flags are off).
+  // Binding 2, bias, residual and gate are unused here: bound to x (their flags are off).
   if (M > 0 && K > 0) rec.dispatch(spec(dt, "delta"), p, [x, x, x, x, x, out]);
   return out;
 }
@@ -99,8 +99,8 @@ export function cfgCombine(
   checkNoAlias(who, z, [["bias", opts.bias], ["residual", opts.residual], ["gate", opts.gate]]);
   if (M === 0 || N === 0) return z;
   const p: Params = { entry: "combine", half: M / 2, ...e };
-  // Bindings 1 and 2 are the delta's input (unread here), and absent epilogue operands are
-  // never read (their flag is off): all bound to a one-value placeholder, as z is writable.
+  // Bindings 1 and 2 (the delta's) are unread here, and absent epilogue operands too (their
+  // flag is off): all bound to a one-value placeholder, as z is bound writable.
   const unused = createTensor(rec.runtime, [1], dt);
   rec.dispatch(spec(dt, "combine"), p, [
     unused,
