@@ -266,7 +266,7 @@ class StepWindow(nn.Module):
 
 
 class NoisyOutput(nn.Module):
-    """The model with Gaussian noise of `rel` x RMS added to its output (per CFG half)."""
+    """The model with its output times `scale`, plus Gaussian noise of `rel` x RMS (per CFG half)."""
 
     def __init__(self, dit, rel, seed, scale=1.0):
         super().__init__()
