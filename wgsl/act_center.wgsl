@@ -9,6 +9,8 @@ override CH: u32 = 32u;      // channels per workgroup
 override RL: u32 = 8u;       // row lanes (a power of two)
 override CHUNK: u32 = 256u;  // rows per chunk
 override MODE: u32 = 0u;     // 0 mean, 1 midrange
+// 1: x is a CFG pair [u; c] of G/2 groups each, centred as [u; c − u] (runtime/ops/cfg_delta.ts)
+override PAIR: u32 = 0u;
 
 struct Params { R: u32, K: u32, C: u32, GK: u32 }
 
@@ -31,7 +33,10 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
   if (valid) {
     let r1 = min(p.R, (chunk + 1u) * CHUNK);
     for (var r = chunk * CHUNK + lid.y; r < r1; r += RL) {
-      let v = f32(x[(g * p.R + r) * p.K + c]);
+      let at = (g * p.R + r) * p.K + c;
+      var v = f32(x[at]);
+      let half = p.GK / p.K / 2u; // groups of one CFG half
+      if (PAIR == 1u && g >= half) { v -= f32(x[at - half * p.R * p.K]); }
       if (MODE == 1u) {
         a = min(a, v);
         b = max(b, v);

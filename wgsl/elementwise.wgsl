@@ -37,6 +37,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       r = u + p.alpha * (c - u);
     }
     case 10u: { r = a - f32(y[(i / (p.width * p.stride)) * p.width + i % p.width]); } // x − y[group]
+    case 11u: {                                                // the same of [u; c − u] (CFG pair)
+      var d = a;
+      if (i >= p.n / 2u) { d -= f32(x[i - p.n / 2u]); }
+      r = d - f32(y[(i / (p.width * p.stride)) * p.width + i % p.width]);
+    }
     case 9u: { r = f32(x[(i / p.width) * p.stride + i % p.width]); } // gather row slices
     default: { r = a; }                                        // copy / cast
   }

@@ -24,12 +24,14 @@ interface Params {
   K: number;
   mode: CenterMode;
   pass: "partial" | "finish";
+  /** x is a CFG pair: centres of [u; c − u]. */
+  pair: boolean;
 }
 
 const specs = new Map<string, KernelSpec<Params>>();
 
 function centreSpec(storage: StorageType, pass: Params["pass"]): KernelSpec<Params> {
-  const key = `${storage}:${pass}`;
+  const key = `${storage}:${pass}`; // MODE and PAIR are override constants of one pipeline
   let spec = specs.get(key);
   if (!spec) {
     const c = composeWgsl(src, { storage });
@@ -40,7 +42,7 @@ function centreSpec(storage: StorageType, pass: Params["pass"]): KernelSpec<Para
       preludeLines: c.preludeLines,
       entryPoint: pass,
       bindings: ["uniform", "read", "read_write", "read_write"],
-      constants: (p) => ({ CH, RL, CHUNK, MODE: p.mode === "midrange" ? 1 : 0 }),
+      constants: (p) => ({ CH, RL, CHUNK, MODE: p.mode === "midrange" ? 1 : 0, PAIR: +p.pair }),
       uniform: {
         fields: ["u32", "u32", "u32", "u32"],
         values: (p) => [p.R, p.K, chunks(p), p.G * p.K],
@@ -70,14 +72,21 @@ function groups(
   return { G: M / rowsPerGroup, K, dt: x.dtype };
 }
 
-/** Records the centres [G, K] (x's dtype) of x [G·rowsPerGroup, K]. */
+/**
+ * Records the centres [G, K] (x's dtype) of x [G·rowsPerGroup, K]; with `pair`, of
+ * [u; c − u] for the CFG pair x = [u; c] (G/2 groups each), without forming it.
+ */
 export function actCentres(
   rec: Recorder,
   x: Tensor,
   rowsPerGroup: number,
   mode: CenterMode,
+  pair = false,
 ): Tensor {
   const { G, K, dt } = groups("actCentres", x, rowsPerGroup);
+  if (pair && G % 2 !== 0) {
+    throw new RangeError(`actCentres: ${G} groups are not a CFG pair (an even number)`);
+  }
   const rt = rec.runtime;
   const out = createTensor(rt, [G, K], dt);
   if (G === 0 || K === 0) return out;
@@ -87,7 +96,7 @@ export function actCentres(
   }
   // Per chunk of rows its sum (or min and max), then per group and channel their fold.
   const part = createTensor(rt, [G, C, 2, K], "f32");
-  const p = { G, R: rowsPerGroup, K, mode };
+  const p = { G, R: rowsPerGroup, K, mode, pair };
   rec.dispatch(centreSpec(dt, "partial"), { ...p, pass: "partial" }, [x, part, out]);
   rec.dispatch(centreSpec(dt, "finish"), { ...p, pass: "finish" }, [x, part, out]);
   part.release(); // the pool hands it out again only to work recorded after these
@@ -102,14 +111,19 @@ export interface Centred {
   centres: Tensor;
 }
 
-/** Records the centring of x by groups of `rowsPerGroup` rows. The caller releases both. */
+/**
+ * Records the centring of x by groups of `rowsPerGroup` rows; with `pair`, of [u; c − u]
+ * for the CFG pair x = [u; c], fused (no copy of the delta). The caller releases both.
+ */
 export function centerActivations(
   rec: Recorder,
   x: Tensor,
   rowsPerGroup: number,
   mode: CenterMode,
+  pair = false,
 ): Centred {
-  const centres = actCentres(rec, x, rowsPerGroup, mode);
-  const centred = elementwise(rec, "subGroupRow", x, { y: centres, rowsPerGroup });
+  const centres = actCentres(rec, x, rowsPerGroup, mode, pair);
+  const op = pair ? "subPairGroupRow" : "subGroupRow";
+  const centred = elementwise(rec, op, x, { y: centres, rowsPerGroup });
   return { centred, centres };
 }

@@ -1,9 +1,10 @@
 import { assertClose, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { gpuTest, runAndRead, withRuntime } from "../../tests/gpu.ts";
 import { Recorder } from "../gpu/kernel.ts";
-import { uploadTensor } from "../gpu/tensor.ts";
+import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import { actCentresRef } from "../reference/act_center.ts";
+import { cfgDeltaRef } from "../reference/cfg_delta.ts";
 import { actCentres, centerActivations } from "./act_center.ts";
 
 /** x [G·R, K] with a per-group, per-channel offset larger than the spread. */
@@ -68,3 +69,36 @@ Deno.test("act centres reject groups that do not split the rows", gpuTest, async
     x.release();
   });
 });
+
+Deno.test(
+  "act centres of a CFG pair: fused, as the centring of [u; c − u] bit for bit",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [G, R, K] = [4, 300, 40]; // two samples a half, two chunks of rows each
+      const xs = offsetRows(G, R, K, 7);
+      const x = uploadTensor(rt, xs, [G * R, K]);
+      const d = uploadTensor(rt, cfgDeltaRef(xs), [G * R, K]);
+      for (const mode of ["mean", "midrange"] as const) {
+        const read = (t: Tensor, pair: boolean) =>
+          runAndRead(rt, (r) => {
+            const c = centerActivations(r, t, R, mode, pair);
+            c.centres.release();
+            return c.centred;
+          });
+        assertEquals(Array.from(await read(x, true)), Array.from(await read(d, false)));
+        const cs = await runAndRead(rt, (r) => actCentres(r, x, R, mode, true));
+        assertEquals(
+          Array.from(cs),
+          Array.from(await runAndRead(rt, (r) => actCentres(r, d, R, mode))),
+        );
+      }
+      const odd = uploadTensor(rt, new Float32Array(3 * R * K), [3 * R, K]);
+      assertThrows(
+        () => actCentres(new Recorder(rt, "t"), odd, R, "mean", true),
+        RangeError,
+        "3 groups are not a CFG pair",
+      );
+    });
+  },
+);

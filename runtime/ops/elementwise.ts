@@ -23,6 +23,7 @@ export const ELEMENTWISE_OPS = {
   cfg: 8,
   gatherRows: 9,
   subGroupRow: 10,
+  subPairGroupRow: 11,
 } as const;
 
 /** An elementwise op name. */
@@ -80,7 +81,8 @@ export interface ElementwiseOptions {
   stride?: number;
   /**
    * subGroupRow: x is [G·rowsPerGroup, K] and y [G, K]; out = x − y's row of each row's
-   * group (row ⌊r / rowsPerGroup⌋).
+   * group (row ⌊r / rowsPerGroup⌋). subPairGroupRow: the same of [u; c − u] for x = [u; c]
+   * (halves of its elements, a CFG pair).
    */
   rowsPerGroup?: number;
   /** cfg / gatherRows: the output shape when `out` is not given. Default [rows·width]. */
@@ -103,7 +105,8 @@ export function elementwise(
   if (op === "clamp" && (o.alpha === undefined || o.beta === undefined)) {
     throw new TypeError('elementwise "clamp" needs alpha (low) and beta (high)');
   }
-  const needsY = op === "axpby" || op === "mul" || op === "addRow" || op === "subGroupRow";
+  const grouped = op === "subGroupRow" || op === "subPairGroupRow";
+  const needsY = op === "axpby" || op === "mul" || op === "addRow" || grouped;
   if (needsY && !o.y) throw new TypeError(`elementwise "${op}" needs y`);
   const y = o.y ?? x;
   if (y.dtype !== x.dtype) throw new TypeError(`x is ${x.dtype} but y is ${y.dtype}`);
@@ -113,19 +116,19 @@ export function elementwise(
     if (x.size % y.size !== 0) {
       throw new RangeError(`addRow: row of ${y.size} does not divide ${x.size}`);
     }
-  } else if (op === "subGroupRow") {
+  } else if (grouped) {
     const K = x.shape[x.shape.length - 1] ?? 0;
     const R = o.rowsPerGroup ?? 0;
     if (!Number.isInteger(R) || R < 1 || K < 1 || x.size % (R * K) !== 0) {
       throw new RangeError(
-        `subGroupRow: rowsPerGroup ${R} does not split x [${x.shape}] into whole groups`,
+        `${op}: rowsPerGroup ${R} does not split x [${x.shape}] into whole groups`,
       );
     }
-    if (y.size !== (x.size / (R * K)) * K) {
-      throw new RangeError(
-        `subGroupRow: y must be [${x.size / (R * K)}, ${K}], got [${y.shape}]`,
-      );
+    const G = x.size / (R * K);
+    if (op === "subPairGroupRow" && G % 2 !== 0) {
+      throw new RangeError(`${op}: ${G} groups are not a CFG pair (an even number)`);
     }
+    if (y.size !== G * K) throw new RangeError(`${op}: y must be [${G}, ${K}], got [${y.shape}]`);
     stride = R;
     width = K;
   } else if (needsY && y.size !== x.size) {

@@ -162,7 +162,6 @@ export class QuantLinear implements Linear {
     // CFG delta: the GEMM sees [u; c − u] with no epilogue; cfgCombine adds u's rows back
     // to the second half's and applies the bias and the epilogue once.
     const pair = !!o.cfgDelta && !!e.cfgPair;
-    const xin = pair ? cfgDelta(rec, x) : x;
     const b = pair ? undefined : this.#b;
     let bias = b;
     let rowsPerGate = e.rowsPerGate;
@@ -175,8 +174,7 @@ export class QuantLinear implements Linear {
           `${this.name}: rowsPerSample ${rps} and rowsPerGate ${rowsPerGate} must agree when centring`,
         );
       }
-      const c = centerActivations(rec, xin, rps, o.center);
-      if (xin !== x) xin.release(); // before the quantizer's outputs: one fewer live copy
+      const c = centerActivations(rec, x, rps, o.center, pair); // the delta fused in
       xa = quant(c.centred);
       const ct = t ? t.apply(rec, c.centres) : c.centres;
       bias = qgemmA16(rec, ct, this.#w, { bias: b, version: o.a16Version });
@@ -185,6 +183,7 @@ export class QuantLinear implements Linear {
       c.centres.release();
       rowsPerGate = rps;
     } else {
+      const xin = pair ? cfgDelta(rec, x) : x;
       xa = quant(xin);
       if (xin !== x) xin.release();
     }
