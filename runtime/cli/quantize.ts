@@ -75,8 +75,9 @@ export const QUANTIZE_USAGE =
   --cfg-delta             under classifier-free guidance, quantize each layer's [uncond;
                           cond − uncond] instead of [uncond; cond], and add the uncond half's
                           product back in float: the difference guidance amplifies gets its
-                          own scales (PixArt's CFG, FLUX's true CFG; two small elementwise
-                          passes a layer; --report's activation errors are measured without it)
+                          own scales (PixArt's CFG, FLUX's true CFG; a pass over each layer's
+                          output, and one over its input unless --center does it on the way;
+                          --report's activation errors are measured without it)
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
