@@ -30,13 +30,16 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
   let valid = c < p.K;
   var a = select(0.0, 3.0e38, MODE == 1u);
   var b = -3.0e38;
+  // A CFG pair's second half subtracts its twin, `back` elements earlier (group g − G/2).
+  let half = p.GK / p.K / 2u;
+  let paired = PAIR == 1u && g >= half;
+  let back = half * p.R * p.K;
   if (valid) {
     let r1 = min(p.R, (chunk + 1u) * CHUNK);
     for (var r = chunk * CHUNK + lid.y; r < r1; r += RL) {
       let at = (g * p.R + r) * p.K + c;
       var v = f32(x[at]);
-      let half = p.GK / p.K / 2u; // groups of one CFG half
-      if (PAIR == 1u && g >= half) { v -= f32(x[at - half * p.R * p.K]); }
+      if (paired) { v -= f32(x[at - back]); }
       if (MODE == 1u) {
         a = min(a, v);
         b = max(b, v);
