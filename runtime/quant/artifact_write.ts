@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { CheckpointError } from "../errors.ts";
 import { openCheckpoint } from "../io/safetensors_index.ts";
-import { type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
+import { type TensorSource, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { META, PREFIX } from "./artifact.ts";
 import { ARTIFACT_VERSION } from "./plan.ts";
 import type { QuantizeResult } from "./quantize.ts";
@@ -25,6 +25,23 @@ export async function readText(path: string): Promise<string> {
 /** Whether `path` exists. */
 export async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true, () => false);
+}
+
+/** Adds `src`'s tensors (those `keep` accepts) to `into` as stored, their names prefixed. */
+export async function copyStoredTensors(
+  src: TensorSource,
+  prefix: string,
+  into: Record<string, TensorToWrite>,
+  keep: (name: string) => boolean = () => true,
+): Promise<void> {
+  for (const [name, info] of src.tensors) {
+    if (!keep(name)) continue;
+    into[prefix + name] = {
+      dtype: info.dtype,
+      shape: [...info.shape],
+      data: await src.readRaw(name),
+    };
+  }
 }
 
 /**
@@ -55,13 +72,7 @@ export async function artifactMetadata(
     metadata[META.vocab] = await readText(join(dir, "tokenizer", "vocab.json"));
     const esrc = await openCheckpoint(join(edir, "model.safetensors"));
     try {
-      for (const [name, info] of esrc.tensors) {
-        tensors[PREFIX.encoder + name] = {
-          dtype: info.dtype,
-          shape: [...info.shape],
-          data: await esrc.readRaw(name),
-        };
-      }
+      await copyStoredTensors(esrc, PREFIX.encoder, tensors);
     } finally {
       esrc.close();
     }

@@ -49,7 +49,7 @@ import {
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
 import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
 import { CalibratePool } from "./calibrate_pool.ts";
-import { artifactMetadata, readText } from "./artifact_write.ts";
+import { artifactMetadata, copyStoredTensors, readText } from "./artifact_write.ts";
 import { resolveSettings } from "./settings.ts";
 import { centredStats } from "./centred_stats.ts";
 import type { ActQuantSpec } from "./rotation_error.ts";
@@ -432,16 +432,11 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       if (pending.length > inFlight) await pending.shift();
     }
     for (const job of pending) await job;
-    // Every other tensor (biases, tables, FP weights) as stored.
-    for (const [name, info] of src.tensors) {
+    // Every other tensor (biases, tables, FP weights) as stored; quantized weights are codes.
+    await copyStoredTensors(src, PREFIX.transformer, tensors, (name) => {
       const layer = name.endsWith(".weight") ? layers[name.slice(0, -".weight".length)] : undefined;
-      if (layer && layer.quantizer !== "fp") continue; // stored as codes
-      tensors[PREFIX.transformer + name] = {
-        dtype: info.dtype,
-        shape: [...info.shape],
-        data: await src.readRaw(name),
-      };
-    }
+      return !layer || layer.quantizer === "fp";
+    });
   } finally {
     src.close();
     calib.close();
