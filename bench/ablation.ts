@@ -201,6 +201,7 @@ async function pipelineFor(
     tlqAssign: s.tlq_assign,
     gptq: s.gptq ?? false,
     gptqDevice: s.gptq_device ?? "auto",
+    gptqDamp: s.gptq_damp,
     abitsOverride: s.abits_override,
     center: s.center,
     actGroup: s.act_group,

@@ -46,6 +46,8 @@ export interface AblationSetting {
   gptq?: boolean;
   /** With gptq: where it runs (quantize --gptq-device); absent: auto (the GPU if there is one). */
   gptq_device?: "cpu" | "gpu";
+  /** With gptq: its dampening (quantize --gptq-damp); absent: the default 0.01. */
+  gptq_damp?: number;
   /** Per-layer activation bits (quantize --abits-override), first match wins; absent: none. */
   abits_override?: AbitsOverride[];
   /** Activation centring (quantize --center); absent: none. */
@@ -105,6 +107,7 @@ export function settingKey(s: AblationSetting): string {
     (s.tlq_fit ? `|fit-${s.tlq_fit}` : "") + (s.tlq_assign ? `|assign-${s.tlq_assign}` : "") +
     (s.gptq ? "|gptq" : "") +
     (s.gptq_device ? `-${s.gptq_device}` : "") +
+    (s.gptq_damp !== undefined ? `-damp-${s.gptq_damp}` : "") +
     (s.abits_override
       ? `|${s.abits_override.map((o) => `${o.pattern}=${o.abits}`).join(",")}`
       : "") +
@@ -124,6 +127,7 @@ export function settingLabel(s: AblationSetting): string {
   if (s.tlq_fit) parts[0] += ` ${s.tlq_fit}-fit`;
   if (s.tlq_assign) parts[0] += ` ${s.tlq_assign}-rounded`;
   if (s.gptq) parts[0] += s.gptq_device ? ` gptq (${s.gptq_device})` : " gptq";
+  if (s.gptq_damp !== undefined) parts[0] += ` damp ${s.gptq_damp}`;
   if (s.abits_override) {
     parts[0] += ` (${s.abits_override.map((o) => `${o.pattern} A${o.abits}`).join(", ")})`;
   }
@@ -148,6 +152,7 @@ const EXTRA_KEYS: string[] = [
   "tlq_assign",
   "gptq",
   "gptq_device",
+  "gptq_damp",
   "abits_override",
   "center",
   "alpha",
@@ -200,6 +205,14 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     }
     if (!s.gptq) fail(file, `${field}.gptq_device`, "needs gptq: true");
     s.gptq_device = r.gptq_device;
+  }
+  if (r.gptq_damp !== undefined) {
+    const d = r.gptq_damp;
+    if (typeof d !== "number" || !(d >= 0) || !Number.isFinite(d)) {
+      fail(file, `${field}.gptq_damp`, `must be a number ≥ 0, got ${JSON.stringify(d)}`);
+    }
+    if (!s.gptq) fail(file, `${field}.gptq_damp`, "needs gptq: true");
+    s.gptq_damp = d;
   }
   if (r.tlq_fit !== undefined) {
     if (r.tlq_fit !== "mse") {

@@ -46,10 +46,13 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { quantizer: "tlq", wbits: 3, abits: 8, tlq_fit: "mse" },
       { quantizer: "tlq", wbits: 4, abits: 8, tlq_assign: "nearest" },
       { ...base, cfg_delta: true },
+      { ...base, gptq: true, gptq_damp: 0.001 },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 15);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 15);
+  assertEquals(m.settings.length, 16);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 16);
+  assertEquals(settingKey(m.settings[15]), "uniform|8|8|none|dense|null|null|gptq-damp-0.001");
+  assertEquals(settingLabel(m.settings[15]), "uniform W8A8 gptq damp 0.001");
   assertEquals(settingKey(m.settings[14]), "uniform|8|8|none|dense|null|null|cfgd");
   assertEquals(settingLabel(m.settings[14]), "uniform W8A8 CFG delta");
   assertEquals(settingKey(m.settings[13]), "tlq|4|8|none|dense|null|null|assign-nearest");
@@ -175,6 +178,14 @@ Deno.test("matrix: bad fields are named", async () => {
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq_device: "cpu" }] },
       "rows[0].gptq_device needs gptq: true",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq_damp: 0.1 }] },
+      "rows[0].gptq_damp needs gptq: true",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq: true, gptq_damp: -1 }] },
+      "rows[0].gptq_damp must be a number ≥ 0",
     ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq: true, gptq_device: "tpu" }] },

@@ -185,6 +185,49 @@ Deno.test("quantize on FLUX: the family's keep-FP default; calibration needs --c
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("quantize --calib-file and --gptq-damp reach the plan; misuse exits 2", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_calib_" });
+  try {
+    const file = `${dir}/prompts.txt`;
+    await Deno.writeTextFile(file, "# two prompts\nred apple\n\nblue moon\n");
+    await Deno.writeTextFile(`${dir}/empty.txt`, "# none\n\n");
+    const base = ["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "4", "--abits", "8"];
+    const misuse: [string[], string][] = [
+      [["--gptq-damp", "0.1"], "--gptq-damp needs --gptq"],
+      [["--gptq", "--gptq-damp", "-1"], "--gptq-damp"],
+      [["--gptq", "--gptq-damp", "Infinity"], "--gptq-damp must be a number"],
+      [["--gptq", "--calib-file", `${dir}/missing.txt`], "--calib-file: no such file"],
+      [["--gptq", "--calib-file", `${dir}/empty.txt`], "no prompt in it"],
+      [["--gptq", "--calib-file", file, "--calib-prompts", "3"], `${file} has 2 prompts`],
+      [["--gptq", "--calib-prompts", "11"], "the built-in list has 10 prompts"],
+    ];
+    for (const [extra, msg] of misuse) {
+      const r = await cli("quantize", ...base, ...extra, "--out", `${dir}/never.safetensors`);
+      assertEquals(r.code, 2, `${extra.join(" ")}: ${r.stderr}`);
+      assert(r.stderr.includes(msg), `${extra.join(" ")}: ${r.stderr}`);
+    }
+    const out = `${dir}/gptq.safetensors`;
+    const r = await cli(
+      "quantize",
+      ...base,
+      ...["--gptq", "--gptq-damp", "0.05", "--gptq-device", "cpu", "--calib-file", file],
+      ...["--calib-steps", "1", "--out", out],
+    );
+    assertEquals(r.code, 0, r.stderr);
+    const f = await openSafetensors(out);
+    const plan = JSON.parse(f.metadata["webdit.plan"]);
+    f.close();
+    assertEquals(plan.calibration.prompts, ["red apple", "blue moon"]);
+    const damps = Object.values(plan.layers as Record<string, { meta?: { gptqDamp?: number } }>)
+      .map((l) => l.meta?.gptqDamp).filter((d) => d !== undefined);
+    assert(damps.length > 0);
+    // 0.05, or ×10 steps up from it where H + λI was not positive definite.
+    for (const d of damps) assert([0.05, 0.5, 5].some((v) => Math.abs(d! - v) < 1e-12), `${d}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("quantize: --tau, --rotation-override, --alpha and --no-smooth reach the plan; misuse exits 2", async () => {
   const base = ["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "8", "--abits", "8"];
   const misuse: [string[], string][] = [

@@ -93,6 +93,8 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
    * N·K² ≥ GPTQ_GPU_MIN_WORK, the others on the CPU.
    */
   gptqDevice?: "auto" | "gpu" | "cpu";
+  /** GPTQ's dampening λ, a fraction of H's mean diagonal added to it; default GPTQ_DAMP (0.01). */
+  gptqDamp?: number;
   /** Runtime for the calibration run a rotation needs; default a new one (auto adapter). */
   runtime?: Runtime;
   /**
@@ -401,6 +403,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           codes: q.codes,
           grid: plugin.grid!(q),
           h: h.slice(),
+          options: o.gptqDamp === undefined ? undefined : { damp: o.gptqDamp },
           sqnr: o.gptqSqnr ?? true,
         }).then((g) => {
           const gptqMeta = { gptqDamp: g.damp, gptqActOrder: g.actOrder, gptqDevice: g.device };
