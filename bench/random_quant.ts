@@ -136,6 +136,7 @@ export function plannedLinears(
     center?: CenterMode;
     actGroup?: number;
     actAsym?: boolean;
+    cfgDelta?: boolean;
   },
 ): LinearFactory {
   const dtype = o.dtype ?? "f32";
@@ -156,6 +157,7 @@ export function plannedLinears(
         center: o.center,
         actGroup: o.actGroup,
         actAsym: o.actAsym,
+        cfgDelta: o.cfgDelta,
       });
     },
   };

@@ -13,7 +13,10 @@
  *   centred by the mean (quantize --center mean; runtime/ops/act_center.ts), the same plans;
  * - `step_pixart_alpha_w4a4_tlq_ars_center_mean_g16asym`: the same plans at A4 in
  *   asymmetric groups of 16 channels, centred (the bundled model's best W4A4 plan, less GPTQ
- *   and smoothing, which change no kernel).
+ *   and smoothing, which change no kernel);
+ * - `step_pixart_alpha_w4a4_tlq_ars_center_mean_g16asym_cfgd`: the same with CFG delta
+ *   (quantize --cfg-delta; runtime/ops/cfg_delta.ts): [uncond; cond − uncond] quantized,
+ *   the uncond half's product added back after each integer GEMM.
  *
  * A step is what the sampling loop records per step: the forward with the cached caption
  * keys/values, the guidance combine and an update of the latents (one elementwise axpby,
@@ -32,8 +35,8 @@
  *
  *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/step_bench.ts
  *                          # → bench/results/<device>/<date>_step.{json,md}
- *     WEBDIT_STEP_ROWS=f32,w4a8,paro,center,w4a4g16 … # which rows (file <date>_step_<rows>);
- *                                        # default all but center and w4a4g16
+ *     WEBDIT_STEP_ROWS=f32,w4a8,paro,center,w4a4g16,w4a4g16cfgd … # which rows (file
+ *                                        # <date>_step_<rows>); default all but the variants
  *     WEBDIT_QUANT_WORKERS=8 …           # host workers quantizing the layers (default: cores)
  *     WEBDIT_STEP_LAYERS=4 …             # another depth (rows named …_l4_…), for quick checks
  *     WEBDIT_QUANT_ACT=f16 …             # quantized rows with f16 activation storage (…_f16)
@@ -150,7 +153,14 @@ async function inputs(r: Runtime, model: PixArtModel, s: Shape, dtype: "f32" | "
   );
   const mask = uploadTensor(r, new Float32Array(rows * L).fill(1), [rows, L], dtype);
   const rec = new Recorder(r, "prepare");
-  const cond = model.prepare(rec, emb, mask, addedConditions(rows, 8 * s.latent, 8 * s.latent));
+  // A CFG pair, as the pipeline marks it under guidance (only CFG-delta layers read the mark).
+  const cond = model.prepare(
+    rec,
+    emb,
+    mask,
+    addedConditions(rows, 8 * s.latent, 8 * s.latent),
+    { cfgPair: true },
+  );
   await rec.submit();
   emb.release();
   const xLatent = uploadTensor(r, g.normals(B * 4 * s.latent * s.latent), [
@@ -226,10 +236,19 @@ interface QuantSetup {
 let quantSetup: Promise<QuantSetup> | undefined;
 
 /** The quantized rows beside w4a8 that load the plans with another activation quantizer. */
-type Variant = "center" | "w4a4g16";
-const VARIANTS: Record<Variant, { abits: ActBits; actGroup?: number; what: string }> = {
+type Variant = "center" | "w4a4g16" | "w4a4g16cfgd";
+const VARIANTS: Record<
+  Variant,
+  { abits: ActBits; actGroup?: number; cfgDelta?: boolean; what: string }
+> = {
   center: { abits: 8, what: "W4A8 centred" },
   w4a4g16: { abits: 4, actGroup: 16, what: "W4A4 centred, asymmetric groups of 16" },
+  w4a4g16cfgd: {
+    abits: 4,
+    actGroup: 16,
+    cfgDelta: true,
+    what: "W4A4 centred, asymmetric groups of 16, CFG delta",
+  },
 };
 
 /**
@@ -330,12 +349,19 @@ async function buildQuantized(r: Runtime, s: Shape, act: "f32" | "f16"): Promise
     }, rel L2 ${cmpP.relL2.toFixed(3)}`;
   const variants = new Map<Variant, Promise<{ model: PixArtModel; note: string }>>();
   const loadVariant = async (v: Variant) => {
-    const { abits, actGroup, what } = VARIANTS[v];
+    const { abits, actGroup, cfgDelta, what } = VARIANTS[v];
     const m = await load(
       r,
       s,
       act,
-      plannedLinears(plans, { abits, dtype: act, center: "mean", actGroup, actAsym: !!actGroup }),
+      plannedLinears(plans, {
+        abits,
+        dtype: act,
+        center: "mean",
+        actGroup,
+        actAsym: !!actGroup,
+        cfgDelta,
+      }),
     );
     m.selfAttention = denseSelfAttention;
     // A4 on random weights: only a sanity bound (a wrong kernel lands near 0).
@@ -343,6 +369,8 @@ async function buildQuantized(r: Runtime, s: Shape, act: "f32" | "f16"): Promise
     const note = `as w4a8_tlq_ars with every quantized layer's input centred by its mean over ` +
       `the sample's tokens${
         actGroup ? `, A${abits} with an asymmetric scale per ${actGroup} channels` : ""
+      }${
+        cfgDelta ? ", CFG delta ([uncond; cond − uncond] quantized)" : ""
       } (the plans as they are: not re-planned on centred statistics); ` +
       `forward vs FP32: cosine ${c.cosine.toFixed(4)}, rel L2 ${c.relL2.toFixed(3)} ` +
       `(W4A8 uncentred ${cmp.cosine.toFixed(4)}, ${cmp.relL2.toFixed(3)})`;
@@ -368,7 +396,7 @@ if (QUANT_ACT !== "f32" && QUANT_ACT !== "f16") {
   throw new TypeError(`WEBDIT_QUANT_ACT must be f32 or f16, got ${QUANT_ACT}`);
 }
 
-const ROWS = ["f32", "f16", "w4a8", "paro", "center", "w4a4g16"] as const;
+const ROWS = ["f32", "f16", "w4a8", "paro", "center", "w4a4g16", "w4a4g16cfgd"] as const;
 type Row = typeof ROWS[number];
 const rowsEnv = Deno.env.get("WEBDIT_STEP_ROWS");
 // The variant rows load another quantized model each: only when asked for.
@@ -438,13 +466,14 @@ for (const dtype of ["f32", "f16"] as const) {
   });
 }
 
-for (const row of ["w4a8", "paro", "center", "w4a4g16"] as const) {
+for (const row of ["w4a8", "paro", "center", "w4a4g16", "w4a4g16cfgd"] as const) {
   if (!rows.includes(row)) continue;
   const tail = {
     w4a8: "w4a8_tlq_ars",
     paro: "w4a8_tlq_ars_paro30_int8",
     center: "w4a8_tlq_ars_center_mean",
     w4a4g16: "w4a4_tlq_ars_center_mean_g16asym",
+    w4a4g16cfgd: "w4a4_tlq_ars_center_mean_g16asym_cfgd",
   }[row];
   suite.add({
     name: `step_pixart_${shape.tag}_${tail}${QUANT_ACT === "f16" ? "_f16" : ""}`,
@@ -453,7 +482,7 @@ for (const row of ["w4a8", "paro", "center", "w4a4g16"] as const) {
       const r = runtime;
       quantSetup ??= buildQuantized(r, shape, QUANT_ACT);
       const q = await quantSetup;
-      const c = row === "center" || row === "w4a4g16" ? await q.variant(row) : undefined;
+      const c = row in VARIANTS ? await q.variant(row as Variant) : undefined;
       const model = c?.model ?? q.model;
       const attn: SelfAttention = row === "paro" ? q.paro : denseSelfAttention;
       // Check before timing: a whole step with this attention gives finite latents.
