@@ -206,6 +206,17 @@ Deno.test("quantize --calib-file and --gptq-damp reach the plan; misuse exits 2"
       assertEquals(r.code, 2, `${extra.join(" ")}: ${r.stderr}`);
       assert(r.stderr.includes(msg), `${extra.join(" ")}: ${r.stderr}`);
     }
+    // A prompt the model cannot read is named before any calibration runs.
+    await Deno.writeTextFile(`${dir}/bad.txt`, "red apple\nrocket\n");
+    const bad = await cli(
+      "quantize",
+      ...base,
+      ...["--gptq", "--calib-file", `${dir}/bad.txt`, "--calib-steps", "1"],
+      ...["--out", `${dir}/never.safetensors`],
+    );
+    assertEquals(bad.code, 1, bad.stderr);
+    assert(bad.stderr.includes('calibration prompt 2 ("rocket"): No word'), bad.stderr);
+    assert(!bad.stderr.includes("calibrating ["), bad.stderr);
     const out = `${dir}/gptq.safetensors`;
     const r = await cli(
       "quantize",

@@ -142,6 +142,16 @@ export async function runCalibration(rt: Runtime, o: CalibrationRunOptions): Pro
         flux ? "flux" : "pixart",
       );
     }
+    // Every prompt checked before the first is run: a bad line fails at once, not minutes in.
+    if (!o.embeds && pipe.tokenizer) {
+      for (const [i, p] of o.prompts.entries()) {
+        try {
+          pipe.tokenizer.encode(p);
+        } catch (e) {
+          throw new TypeError(`calibration prompt ${i + 1} ("${p}"): ${(e as Error).message}`);
+        }
+      }
+    }
     const steps = o.steps ?? 20;
     for (let i = 0; i < count; i++) {
       const row = o.embeds ? embedsRow(o.embeds, i) : undefined;
