@@ -68,12 +68,27 @@ def _f32(x):
     return x.to(torch.float32).to(torch.float64)
 
 
-def quant_weight(w, bits, symmetric):
-    """uniform per-row fake quantization as plugins/quantizers/uniform.ts (f64 math, f32 scale)."""
-    scale, zero, levels = uniform_grid(w, bits, symmetric)
+def quant_weight(w, bits, symmetric, group=0):
+    """uniform per-row (per-group: `group` columns a scale) fake quantization as
+    plugins/quantizers/uniform.ts (f64 math, f32 scale)."""
+    scale, zero, levels = uniform_grid_full(w, bits, symmetric, group)
     w = w.detach().to(torch.float64)
     q = (torch.floor(w / scale + 0.5) + zero).clamp(0, levels)
     return _f32((q - zero) * scale).to(torch.float32)
+
+
+def uniform_grid_full(w, bits, symmetric, group=0):
+    """uniform_grid's (scale, zero) per weight [N, K]: per row, or per run of `group` columns
+    (uniform's --group-size; each group searched on its own)."""
+    N, K = w.shape
+    if not group:
+        s, z, levels = uniform_grid(w, bits, symmetric)
+        return s.expand(N, K), z.expand(N, K), levels
+    if K % group:
+        raise ValueError(f"weight group {group} does not divide K = {K}")
+    s, z, levels = uniform_grid(w.reshape(N * K // group, group), bits, symmetric)
+    return (s.reshape(N, K // group).repeat_interleave(group, 1),
+            z.reshape(N, K // group).repeat_interleave(group, 1), levels)
 
 
 def uniform_grid(w, bits, symmetric):
@@ -102,16 +117,15 @@ def uniform_grid(w, bits, symmetric):
     return bs, bz, levels
 
 
-def gptq_weight(w, bits, symmetric, h, damp=0.01, act_order=False):
+def gptq_weight(w, bits, symmetric, h, damp=0.01, act_order=False, group=0):
     """GPTQ (column-by-column rounding with the error pushed onto the columns not yet rounded,
     weighted by the inverse Hessian H = X^T X of the layer's calibration inputs), on the fixed
-    per-row grid of quant_weight; act_order: columns by decreasing H_jj."""
-    if act_order:
-        perm = torch.argsort(torch.diag(h), descending=True)
-        q = gptq_weight(w[:, perm], bits, symmetric, h[perm][:, perm], damp)  # noqa: E501
-        return q[:, torch.argsort(perm)]
-    scale, zero, levels = uniform_grid(w, bits, symmetric)
-    scale, zero = scale[:, 0], zero[:, 0]
+    grid of quant_weight (per row, or per `group` columns in the weight's own order: static
+    groups); act_order: columns by decreasing H_jj."""
+    scale, zero, levels = uniform_grid_full(w, bits, symmetric, group)
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else None
+    if perm is not None:
+        w, h, scale, zero = w[:, perm], h[perm][:, perm], scale[:, perm], zero[:, perm]
     W = w.detach().to(torch.float64).clone()
     H = h.clone()
     dead = torch.diag(H) == 0
@@ -121,12 +135,13 @@ def gptq_weight(w, bits, symmetric, h, damp=0.01, act_order=False):
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     Q = torch.zeros_like(W)
     for j in range(W.shape[1]):
-        col = W[:, j]
-        q = (torch.floor(col / scale + 0.5) + zero).clamp(0, levels)
-        Q[:, j] = _f32((q - zero) * scale)
+        col, sj, zj = W[:, j], scale[:, j], zero[:, j]
+        q = (torch.floor(col / sj + 0.5) + zj).clamp(0, levels)
+        Q[:, j] = _f32((q - zj) * sj)
         err = (col - Q[:, j]) / U[j, j]
         W[:, j + 1:] -= err[:, None] * U[j, j + 1:][None, :]
-    return Q.to(torch.float32)
+    Q = Q.to(torch.float32)
+    return Q if perm is None else Q[:, torch.argsort(perm)]
 
 
 # ------------------------------------------------------------------------------ configs
@@ -150,7 +165,8 @@ def quant_layers(dit, kinds=None, blocks=None):
 
 
 def parse_config(name):
-    """`fp32`, `wXaY` (X, Y in 4, 8, 16), optional `:kind+kind`, `@blocks` (0+1), `~sym`/`~asym`;
+    """`fp32`, `wXaY` (X, Y in 4, 8, 16), optional `/gN` (weights in groups of N columns, as
+    uniform's --group-size), `:kind+kind`, `@blocks` (0+1), `~sym`/`~asym`;
     `outnoise=REL` (Gaussian noise of REL x RMS on the model's output at every step, per CFG half);
     `outscale=F` (the model's output times F at every step: a systematic gain error);
     `initnoise=REL` (the initial noise perturbed by REL x N(0, 1)); a `^cfg` suffix shares each
@@ -164,7 +180,7 @@ def parse_config(name):
     run in FP32."""
     c = {"name": name, "wbits": 16, "abits": 16, "kinds": None, "blocks": None, "sym": None,
          "outnoise": 0.0, "outscale": 1.0, "initnoise": 0.0, "cfg_share": name.endswith("^cfg"), "steps": None,
-         "center": None, "group": 0, "asym": False, "cfg_delta": False, "had": False}
+         "center": None, "group": 0, "wgroup": 0, "asym": False, "cfg_delta": False, "had": False}
     name = name.removesuffix("^cfg")
     for m, mode in (("^mean", "mean"), ("^mid", "midrange")):
         if name.endswith(m):
@@ -198,6 +214,9 @@ def parse_config(name):
         c["initnoise"] = float(name.split("=")[1])
         return c
     base = name
+    wg = re.search(r"/g([0-9]+)", base)  # w4a16/g64: uniform weights with groups of 64 columns
+    c["wgroup"] = int(wg.group(1)) if wg else 0
+    base = base[: wg.start()] + base[wg.end():] if wg else base
     if "~" in base:
         base, s = base.split("~")
         c["sym"] = {"sym": True, "asym": False}[s]
@@ -229,9 +248,10 @@ class Applied:
             if c["wbits"] < 16:
                 w = m.weight.data
                 if c["gptq"]:
-                    q = gptq_weight(w, c["wbits"], c["sym"], hessians[name], damp=c["damp"], act_order=c["act_order"])
+                    q = gptq_weight(w, c["wbits"], c["sym"], hessians[name], damp=c["damp"],
+                                    act_order=c["act_order"], group=c["wgroup"])
                 else:
-                    q = quant_weight(w, c["wbits"], c["sym"])
+                    q = quant_weight(w, c["wbits"], c["sym"], c["wgroup"])
                 self.saved[name] = (m, w.clone(), q)
                 m.weight.data = q
             if c["abits"] < 16:
