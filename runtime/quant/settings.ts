@@ -55,6 +55,12 @@ export function resolveSettings(
   const integer = o.abits < 16 || (o.abitsOverride ?? []).some((v) => v.abits < 16);
   const symmetric = o.symmetric ?? (o.quantizer === "uniform" && o.wbits === 8 && integer);
   if (o.gptq && !q.grid) throw new RangeError(`quantizer "${q.name}" has no code grid for GPTQ`);
+  if ((o.groupSize ?? 0) > 0 && integer) {
+    throw new RangeError(
+      `groupSize ${o.groupSize} needs weight-only layers (abits 16): the integer GEMMs take one ` +
+        "weight scale a row",
+    );
+  }
   if (o.gptqDamp !== undefined) {
     if (!(o.gptqDamp >= 0) || !Number.isFinite(o.gptqDamp)) {
       throw new RangeError(`gptqDamp must be a finite number ≥ 0, got ${o.gptqDamp}`);

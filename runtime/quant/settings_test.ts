@@ -90,6 +90,24 @@ Deno.test(
   },
 );
 
+Deno.test("settings: weight groups are weight-only; gptqDamp needs gptq and a finite λ ≥ 0", () => {
+  const reg = createDefaultRegistry();
+  const base = { quantizer: "uniform", wbits: 4, abits: 16, groupSize: 64 };
+  assertEquals(resolveSettings(base, reg).groupSize, 64);
+  assertThrows(() => resolveSettings({ ...base, abits: 8 }, reg), RangeError, "weight-only");
+  assertThrows(
+    () => resolveSettings({ ...base, abitsOverride: [{ pattern: "*.to_q", abits: 8 }] }, reg),
+    RangeError,
+    "groupSize 64 needs weight-only layers",
+  );
+  const g = { quantizer: "uniform", wbits: 4, abits: 8, gptq: true, gptqDamp: 0.001 };
+  assertEquals(resolveSettings(g, reg).gptq, true);
+  assertThrows(() => resolveSettings({ ...g, gptq: false }, reg), RangeError, "needs gptq");
+  for (const bad of [-1, NaN, Infinity]) {
+    assertThrows(() => resolveSettings({ ...g, gptqDamp: bad }, reg), RangeError, "gptqDamp");
+  }
+});
+
 Deno.test("settings: cfgDelta needs quantized activations", () => {
   const reg = createDefaultRegistry();
   const base = { quantizer: "uniform", wbits: 8, abits: 8, cfgDelta: true };
