@@ -237,18 +237,17 @@ let quantSetup: Promise<QuantSetup> | undefined;
 
 /** The quantized rows beside w4a8 that load the plans with another activation quantizer. */
 type Variant = "center" | "w4a4g16" | "w4a4g16cfgd";
-const VARIANTS: Record<
-  Variant,
-  { abits: ActBits; actGroup?: number; cfgDelta?: boolean; what: string }
-> = {
+interface VariantSpec {
+  abits: ActBits;
+  actGroup?: number;
+  cfgDelta?: boolean;
+  what: string;
+}
+const G16 = "W4A4 centred, asymmetric groups of 16";
+const VARIANTS: Record<Variant, VariantSpec> = {
   center: { abits: 8, what: "W4A8 centred" },
-  w4a4g16: { abits: 4, actGroup: 16, what: "W4A4 centred, asymmetric groups of 16" },
-  w4a4g16cfgd: {
-    abits: 4,
-    actGroup: 16,
-    cfgDelta: true,
-    what: "W4A4 centred, asymmetric groups of 16, CFG delta",
-  },
+  w4a4g16: { abits: 4, actGroup: 16, what: G16 },
+  w4a4g16cfgd: { abits: 4, actGroup: 16, cfgDelta: true, what: `${G16}, CFG delta` },
 };
 
 /**
@@ -350,19 +349,9 @@ async function buildQuantized(r: Runtime, s: Shape, act: "f32" | "f16"): Promise
   const variants = new Map<Variant, Promise<{ model: PixArtModel; note: string }>>();
   const loadVariant = async (v: Variant) => {
     const { abits, actGroup, cfgDelta, what } = VARIANTS[v];
-    const m = await load(
-      r,
-      s,
-      act,
-      plannedLinears(plans, {
-        abits,
-        dtype: act,
-        center: "mean",
-        actGroup,
-        actAsym: !!actGroup,
-        cfgDelta,
-      }),
-    );
+    const center = "mean" as const;
+    const opts = { abits, dtype: act, center, actGroup, actAsym: !!actGroup, cfgDelta };
+    const m = await load(r, s, act, plannedLinears(plans, opts));
     m.selfAttention = denseSelfAttention;
     // A4 on random weights: only a sanity bound (a wrong kernel lands near 0).
     const c = await checked(m, what, abits === 8 ? 0.9 : 0.5);
