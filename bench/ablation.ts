@@ -197,6 +197,7 @@ async function pipelineFor(
     wbits: s.wbits!,
     abits: s.abits!,
     rotation: s.rotation,
+    groupSize: s.group_size,
     tlqFit: s.tlq_fit,
     tlqAssign: s.tlq_assign,
     gptq: s.gptq ?? false,

@@ -38,6 +38,8 @@ export interface AblationSetting {
   attention: string;
   density: number | null;
   attn_bits: number | null;
+  /** Uniform: weight groups of this many input channels (quantize --group-size); absent: per row. */
+  group_size?: number;
   /** "mse": TLQ's row grids fitted by least squares (quantize --tlq-fit mse); absent: METHODS.md's. */
   tlq_fit?: "mse";
   /** "nearest": TLQ's codes on the nearest level (quantize --tlq-assign nearest); absent: log. */
@@ -104,6 +106,7 @@ const KEYS = Object.keys(REFERENCE) as (keyof AblationSetting)[];
  */
 export function settingKey(s: AblationSetting): string {
   return KEYS.map((k) => String(s[k] ?? null)).join("|") +
+    (s.group_size ? `|wgroup-${s.group_size}` : "") +
     (s.tlq_fit ? `|fit-${s.tlq_fit}` : "") + (s.tlq_assign ? `|assign-${s.tlq_assign}` : "") +
     (s.gptq ? "|gptq" : "") +
     (s.gptq_device ? `-${s.gptq_device}` : "") +
@@ -124,6 +127,7 @@ export function settingKey(s: AblationSetting): string {
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
 export function settingLabel(s: AblationSetting): string {
   const parts = [s.quantizer === "fp32" ? "fp32" : `${s.quantizer} W${s.wbits}A${s.abits}`];
+  if (s.group_size) parts[0] += ` g${s.group_size}`;
   if (s.tlq_fit) parts[0] += ` ${s.tlq_fit}-fit`;
   if (s.tlq_assign) parts[0] += ` ${s.tlq_assign}-rounded`;
   if (s.gptq) parts[0] += s.gptq_device ? ` gptq (${s.gptq_device})` : " gptq";
@@ -148,6 +152,7 @@ export function settingLabel(s: AblationSetting): string {
 
 /** Row fields beside KEYS, each absent from older rows (their keys stay the same). */
 const EXTRA_KEYS: string[] = [
+  "group_size",
   "tlq_fit",
   "tlq_assign",
   "gptq",
@@ -213,6 +218,14 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     }
     if (!s.gptq) fail(file, `${field}.gptq_damp`, "needs gptq: true");
     s.gptq_damp = d;
+  }
+  if (r.group_size !== undefined) {
+    const g = r.group_size;
+    if (typeof g !== "number" || !Number.isInteger(g) || g < 16 || g % 16 !== 0) {
+      fail(file, `${field}.group_size`, `must be a multiple of 16, got ${JSON.stringify(g)}`);
+    }
+    if (r.quantizer !== "uniform") fail(file, `${field}.group_size`, "is uniform's");
+    s.group_size = g;
   }
   if (r.tlq_fit !== undefined) {
     if (r.tlq_fit !== "mse") {

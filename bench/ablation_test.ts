@@ -47,10 +47,13 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { quantizer: "tlq", wbits: 4, abits: 8, tlq_assign: "nearest" },
       { ...base, cfg_delta: true },
       { ...base, gptq: true, gptq_damp: 0.001 },
+      { ...base, wbits: 4, group_size: 64 },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 16);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 16);
+  assertEquals(m.settings.length, 17);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 17);
+  assertEquals(settingKey(m.settings[16]), "uniform|4|8|none|dense|null|null|wgroup-64");
+  assertEquals(settingLabel(m.settings[16]), "uniform W4A8 g64");
   assertEquals(settingKey(m.settings[15]), "uniform|8|8|none|dense|null|null|gptq-damp-0.001");
   assertEquals(settingLabel(m.settings[15]), "uniform W8A8 gptq damp 0.001");
   assertEquals(settingKey(m.settings[14]), "uniform|8|8|none|dense|null|null|cfgd");
@@ -178,6 +181,14 @@ Deno.test("matrix: bad fields are named", async () => {
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq_device: "cpu" }] },
       "rows[0].gptq_device needs gptq: true",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, group_size: 64 }] },
+      "rows[0].group_size is uniform's",
+    ],
+    [
+      { rows: [{ quantizer: "uniform", wbits: 4, abits: 8, group_size: 40 }] },
+      "rows[0].group_size must be a multiple of 16",
     ],
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, gptq_damp: 0.1 }] },

@@ -40,11 +40,11 @@ import {
   uploadQWeight,
   type UploadQWeightOptions,
 } from "../runtime/ops/qgemm.ts";
-import { codesPerWord, unpackInt8 } from "../runtime/quant/pack.ts";
+import { unpackInt8 } from "../runtime/quant/pack.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
-import { hasCompactTlq, int8Lut } from "../runtime/reference/qgemm.ts";
+import { hasCompactTlq } from "../runtime/reference/qgemm.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
-import { randomWeight, weightAt } from "./qgemm_weights.ts";
+import { intEntryAt, randomGroupedWeight, randomWeight, weightAt } from "./qgemm_weights.ts";
 import type { PeerMatmul } from "./peers/ort.ts";
 import { nbits4At, ortMatmulNBits, randomNbits4 } from "./peers/ort_nbits.ts";
 
@@ -239,24 +239,25 @@ function intCase(
     tlq?: UploadQWeightOptions["tlq"];
     group?: number;
     asym?: boolean;
+    /** Uniform W4 in weight groups of this many channels (MODE 7) instead of TLQ. */
+    wgroup?: number;
   } = {},
 ): BenchCase {
   const act: ActOpts = { bits: kind === "w4a4" ? 4 : 8, group: o.group, asym: o.asym };
-  const grouping = o.group ? `_g${o.group}${o.asym ? "asym" : ""}` : "";
+  const grouping = (o.wgroup ? `_wg${o.wgroup}` : "") +
+    (o.group ? `_g${o.group}${o.asym ? "asym" : ""}` : "");
   const name = `gemm_${kind}${grouping}_${shapeName(M, K, N)}${o.suffix ?? ""}`;
   return {
     name,
     unit: UNIT,
     setup: async () => {
       const { xa, x8, sx, x } = await quantizedActs(M, K, act);
-      const q = kind !== "w8a8"
+      const q = o.wgroup
+        ? randomGroupedWeight(N, K, 4, o.wgroup, N * 5 + K)
+        : kind !== "w8a8"
         ? randomWeight("lut", N, K, 4, N * 5 + K)
         : randomWeight("u8s", N, K, 8, N * 5 + K);
       const w: QWeightGpu = uploadQWeight(rt, q, { a16: false, int: true, tlq: o.tlq });
-      const lut = int8Lut(q);
-      const L = 2 ** q.bits;
-      const cpw = codesPerWord(q.bits);
-      const wpr = Math.ceil(K / cpw);
       const out = createTensor(rt, [M, N]);
       const record = (reps: number) => {
         const rec = new Recorder(rt);
@@ -272,25 +273,9 @@ function intCase(
         return rec.submit();
       };
       await record(1);
-      // qgemmIntRef's arithmetic for one entry: per group, the i32 sum times the group's
-      // scale (plus its zero point times Σ w8), summed in f32; then the row scale.
-      const G = act.group || K;
-      const f = Math.fround;
+      const acts = { x8, sx, group: act.group, asym: act.asym };
       const check = checkSampled(name, await readTensor(rt, out), M, N, (m, n) => {
-        let y = 0;
-        for (let g = 0; g < K / G; g++) {
-          let acc = 0;
-          let ws = 0;
-          for (let k = g * G; k < (g + 1) * G; k++) {
-            const c = (q.codes[n * wpr + Math.floor(k / cpw)] >>> ((k % cpw) * q.bits)) & (L - 1);
-            acc += x8[m * K + k] * lut.lut8[n * L + c];
-            ws += lut.lut8[n * L + c];
-          }
-          const i = m * (K / G) + g;
-          y = act.group ? f(y + f(acc * sx[i])) : f(acc * sx[m]);
-          if (act.asym) y = f(y + f(ws * sx[M * (K / G) + i]));
-        }
-        const v = f(y * lut.scale[n]);
+        const v = intEntryAt(q, acts, M, m, n);
         return { v, mag: Math.abs(v) };
       });
       const tune = o.tune ? ` ${JSON.stringify(o.tune)}` : "";
@@ -303,7 +288,11 @@ function intCase(
         run: record,
         value: (ms) => rate(2 * M * N * K, ms),
         note: `${defaultIntVersion(rt)}${tune}, ${dot}, ${
-          kind !== "w8a8" ? `TLQ codes, ${tlqMode(q, w.int?.mode, expanded)}` : "8-bit codes direct"
+          o.wgroup
+            ? `uniform codes in weight groups of ${o.wgroup} (MODE 7)`
+            : kind !== "w8a8"
+            ? `TLQ codes, ${tlqMode(q, w.int?.mode, expanded)}`
+            : "8-bit codes direct"
         }${actNote(act)}${o.withQuant ? ", activation quantization included" : ""}; ${check}`,
         dispose: () => {
           out.release();
@@ -413,6 +402,9 @@ if (onGpu) {
   suite.add(intCase("w4a8", M, K, N, { tlq: "lut", suffix: "_lut_mode" }));
   // quantize --act-group: the GEMM rescales its sums every G channels (+ z·Σw when asymmetric).
   suite.add(intCase("w4a8", M, K, N, { group: 32 }));
+  // quantize --group-size: uniform W4 with a scale per 64 weights of a row (+ A4 groups of 16).
+  suite.add(intCase("w4a8", M, K, N, { wgroup: 64 }));
+  suite.add(intCase("w4a4", M, K, N, { wgroup: 64, group: 16, asym: true }));
   suite.add(intCase("w4a4", M, K, N));
   suite.add(intCase("w4a4", M, K, N, { group: 16, asym: true }));
   suite.add(
@@ -482,6 +474,8 @@ if (onGpu) {
   suite.add(intCase("w4a8", 2048, 192, 768));
   suite.add(intCase("w4a8", 2048, 192, 768, { withQuant: true, suffix: "_with_act_quant" }));
   suite.add(intCase("w4a4", 2048, 192, 768, { group: 16, asym: true }));
+  suite.add(intCase("w4a8", 2048, 192, 768, { wgroup: 64 }));
+  suite.add(intCase("w4a4", 2048, 192, 768, { wgroup: 64, group: 16, asym: true }));
   suite.add(a16Case(2048, 192, 768));
   suite.add(f32Case(64, K, N, "ms"));
   suite.add(a16Case(64, K, N, { unit: "ms" }));

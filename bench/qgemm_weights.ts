@@ -8,6 +8,89 @@ import type { QuantizedWeight } from "../plugins/types.ts";
 import { tlqLut } from "../plugins/quantizers/tlq.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { codesPerWord, packCodes } from "../runtime/quant/pack.ts";
+import { int8Groups, int8Lut } from "../runtime/reference/qgemm.ts";
+
+/**
+ * A random uniform weight in groups of `group` channels along K (`quantize --group-size`):
+ * codes and zero points in [0, 2^b), scales ≈ 1e-3…3e-3 per (row, group).
+ */
+export function randomGroupedWeight(
+  N: number,
+  K: number,
+  bits: number,
+  group: number,
+  seed: number,
+): QuantizedWeight {
+  const g = new Prng(seed);
+  const codes = new Uint8Array(N * K);
+  for (let i = 0; i < codes.length; i++) codes[i] = g.nextU32() % 2 ** bits;
+  const ng = K / group;
+  const zero = new Float32Array(N * ng);
+  for (let i = 0; i < zero.length; i++) zero[i] = g.nextU32() % 2 ** bits;
+  return {
+    quantizer: "uniform",
+    bits,
+    rows: N,
+    cols: K,
+    codes: packCodes(codes, N, K, bits),
+    params: { scale: g.uniforms(N * ng, 1e-3, 3e-3), zero },
+    meta: { symmetric: false, groupSize: group },
+  };
+}
+
+/** Activations as the integer GEMM reads them: int8 [M, K], scales (then zeros), grouping. */
+export interface IntActs {
+  x8: Int8Array;
+  sx: Float32Array;
+  group?: number;
+  asym?: boolean;
+}
+
+/**
+ * qgemmIntRef's arithmetic for one entry (sampled checks): per span of the smaller group,
+ * the i32 sum times its scale (plus the zero point times Σ w8), summed in f32; then the
+ * row scale, or with weight groups each span's weight scale.
+ */
+export function intEntryAt(
+  q: QuantizedWeight,
+  a: IntActs,
+  M: number,
+  m: number,
+  n: number,
+): number {
+  const K = q.cols;
+  const grouped = !q.params.lut && Number(q.meta.groupSize ?? 0) > 0;
+  const wg = grouped ? int8Groups(q) : undefined;
+  const lut = grouped ? undefined : int8Lut(q);
+  const L = 2 ** q.bits;
+  const cpw = codesPerWord(q.bits);
+  const wpr = Math.ceil(K / cpw);
+  const w8 = (k: number) => {
+    if (wg) return wg.w8[n * K + k];
+    const c = (q.codes[n * wpr + Math.floor(k / cpw)] >>> ((k % cpw) * q.bits)) & (L - 1);
+    return lut!.lut8[n * L + c];
+  };
+  const G = a.group || K;
+  const GW = wg?.groupSize ?? K;
+  const span = Math.min(G, GW);
+  const f = Math.fround;
+  let y = 0;
+  for (let k0 = 0; k0 < K; k0 += span) {
+    let acc = 0;
+    let ws = 0;
+    for (let k = k0; k < k0 + span; k++) {
+      acc += a.x8[m * K + k] * w8(k);
+      ws += w8(k);
+    }
+    const i = m * (K / G) + Math.floor(k0 / G);
+    const sx = a.group ? a.sx[i] : a.sx[m];
+    const sw = wg ? wg.scale[n * (K / GW) + Math.floor(k0 / GW)] : 1;
+    if (wg) y = f(y + f(acc * f(sx * sw)));
+    else y = a.group ? f(y + f(acc * sx)) : f(acc * sx);
+    if (a.asym) y = f(y + f(ws * (wg ? f(a.sx[M * (K / G) + i] * sw) : a.sx[M * (K / G) + i])));
+  }
+  return wg ? y : f(y * lut!.scale[n]);
+}
 
 /**
  * A random weight: "lut" = a TLQ weight (per row Δ± exactly f16, integer z±, η = 0, levels

@@ -1,7 +1,7 @@
 // Decoding of packed weight codes (runtime/quant/pack.ts: ⌊32/b⌋ b-bit codes per u32,
 // little-endian, each row starting a new word) for the quantized GEMMs. The including
 // kernel declares `p` (gemm_common's Params: N; p0 = code words per row; p1 = the group
-// size for MODE 1), `codes: array<u32>` and `wq: array<u32>` (the weight's parameters,
+// size for MODE 1 and 7), `codes: array<u32>` and `wq: array<u32>` (the weight's parameters,
 // f32 as bit patterns):
 //   MODE 0  f32 LUT:   ŵ = lut[row·2^b + code]                         (TLQ, A16)
 //   MODE 1  affine:    ŵ = (code − zero[g])·scale[g], g = row·ng + k/G  (uniform, A16;
@@ -16,6 +16,9 @@
 //                      rebuilt by qgemm_tlq.wgsl (+ _wg or _direct)          (TLQ, A16)
 //   MODE 6  TLQ compact, int8: as 5, s_row = max|level| / 127, int8 = round(127·level / max)
 //                                                                      (TLQ, A8)
+//   MODE 7  affine in groups, int8: int8 = code − zero[g]; scale [N·ng] then zero [N·ng] as
+//           MODE 1 (G divides K); the kernel scales each group's sums by wgscale(row, g)
+//                                                                      (uniform groups, A8)
 // MODE 5/6 call tlq_w4, tlq_i8 and tlq_s of the TLQ fragment the host composes in.
 override BITS: u32 = 4u; // 3, 4 or 8
 override MODE: u32 = 0u;
@@ -59,18 +62,23 @@ fn wdec4(row: u32, k4: u32) -> vec4<f32> {
 
 fn lut8(lb: u32, c: u32) -> u32 { return (wq[lb + c / 4u] >> ((c % 4u) * 8u)) & 0xffu; }
 
-// Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2, 3, 4 or 6).
+// Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2, 3, 4, 6 or 7).
 fn wdec_i8(row: u32, kw: u32) -> u32 {
   if (MODE == 3u) { return codes[row * p.p0 + kw] ^ 0x80808080u; }
   let c = codes4(row, kw);
   if (MODE == 6u) { return tlq_i8(row, c); }
-  if (MODE == 4u) { // code − zero as a byte: (c + 256 − z) mod 256 is its two's complement
-    let v = (c + vec4<u32>(256u - u32(bitcast<f32>(wq[p.N + row])))) & vec4<u32>(0xffu);
+  if (MODE == 4u || MODE == 7u) { // code − zero as a byte: (c + 256 − z) mod 256, two's complement
+    var zi = p.N + row;
+    if (MODE == 7u) { zi = p.N * (p.K / p.p1) + row * (p.K / p.p1) + (4u * kw) / p.p1; }
+    let v = (c + vec4<u32>(256u - u32(bitcast<f32>(wq[zi])))) & vec4<u32>(0xffu);
     return v.x | (v.y << 8u) | (v.z << 16u) | (v.w << 24u);
   }
   let lb = p.N + row * ((1u << BITS) / 4u);
   return lut8(lb, c.x) | (lut8(lb, c.y) << 8u) | (lut8(lb, c.z) << 16u) | (lut8(lb, c.w) << 24u);
 }
+
+// MODE 7: the scale of group g of row `row`.
+fn wgscale(row: u32, g: u32) -> f32 { return bitcast<f32>(wq[row * (p.K / p.p1) + g]); }
 
 // The row scale of MODE 2, 3, 4 and 6.
 fn wscale(row: u32) -> f32 {

@@ -3,7 +3,7 @@
 // per weight) would multiply its loads; decoding once per forward into a pooled buffer
 // and running the dense kernel costs N·K/4 loads against the GEMM's M·N·K/16.
 //   to_float:   W [N, K] (K % 4 == 0) in the storage type, MODE 0, 1 or 5 (qgemm_dec.wgsl);
-//   to_int8:    W as int8 words [N, K4], MODE 2, 4 or 6;
+//   to_int8:    W as int8 words [N, K4], MODE 2, 4, 6 or 7;
 //   row_scales: s_row [N] (f32 bits) of MODE 6;
 //   int8_luts:  MODE 6's tables in MODE 2's layout (qgemm_decode_luts.wgsl, composed in
 //               for that entry only: it needs the TLQ workgroup table).
@@ -24,7 +24,7 @@ fn first_of(wg: vec3<u32>, ng: vec3<u32>) -> u32 { return (wg.x + wg.y * ng.x) *
 
 // TLQ compact: the tables of the rows that indices i0 … i0 + WG − 1 of [N, K4] fall in.
 fn build_rows(i0: u32, lane: u32) {
-  if (MODE >= 5u) {
+  if (MODE == 5u || MODE == 6u) {
     let r0 = i0 / p.K4;
     tlq_build(r0, (i0 + WG - 1u) / p.K4 - r0 + 1u, lane, WG);
   }

@@ -11,13 +11,17 @@
 // quant_groups, xsc [M, K4/GROUPW]): at each group's end (GROUPW a multiple of BKW) the i32
 // sums are scaled into f32 accumulators and restart from zero. With ASYM too, x̂ = Δ·q + z per
 // group (xsc: the Δs [M, G] then the zs [M, G]): each column's Σ w8 over the group (its words
-// dotted with ones) times z is added at the flush as well.
+// dotted with ones) times z is added at the flush as well. With WGW > 0 (MODE 7: uniform
+// weights in groups of WGW words, one divides the other with GROUPW) the sums are flushed
+// at the end of every span of the smaller group, each column's by s_x·s_w of the span (the
+// zero term by z·s_w), and the store applies no row scale.
 override TX: u32 = 16u;
 override TY: u32 = 16u;
 override BKW: u32 = 4u;  // K tile in words: 4 or 8 (tile loads split evenly, ≤ 4 words each)
 override RAW: u32 = 0u;  // 1: store the i32 sums as f32 bit patterns (tests; f32 output)
 override GROUPW: u32 = 0u;  // words a scale group; 0: one scale a token
 override ASYM: bool = false;  // grouped asymmetric activations (GROUPW > 0)
+override WGW: u32 = 0u;  // MODE 7: words a weight scale group; 0: one scale a row
 
 @group(0) @binding(1) var<storage, read> xq: array<u32>;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
@@ -69,10 +73,32 @@ fn gzero(row: u32, g: u32) -> f32 {
   return xsc[p.M * ng + min(row, p.M - 1u) * ng + g];
 }
 
-// Asymmetric: the zero point's share, z·Σ w8 over the group, of four columns.
-fn accz(f: ptr<function, vec4<f32>>, ws: vec4<i32>, z: f32) { *f += vec4<f32>(ws) * z; }
+// Words between flushes of the i32 sums into the f32 ones (0: none, one scale a row each).
+fn flushw() -> u32 {
+  if (GROUPW == 0u) { return WGW; }
+  if (WGW == 0u) { return GROUPW; }
+  return min(GROUPW, WGW);
+}
 
-fn acc2(f: ptr<function, vec4<f32>>, c: ptr<function, vec4<i32>>, s: f32) {
+// A row's activation scale over the span starting at word kw.
+fn xscale(row: u32, kw: u32) -> f32 {
+  if (GROUPW == 0u) { return xsc[min(row, p.M - 1u)]; }
+  return gscale(row, kw / GROUPW);
+}
+
+// Four columns' weight scales over the span starting at word kw (1 without weight groups).
+fn wscale4(col: u32, kw: u32) -> vec4<f32> {
+  if (WGW == 0u) { return vec4<f32>(1.0); }
+  let g = kw / WGW;
+  let n = p.N - 1u;
+  return vec4<f32>(wgscale(min(col, n), g), wgscale(min(col + 1u, n), g),
+                   wgscale(min(col + 2u, n), g), wgscale(min(col + 3u, n), g));
+}
+
+// Asymmetric: the zero point's share, z·Σ w8 over the group, of four columns.
+fn accz(f: ptr<function, vec4<f32>>, ws: vec4<i32>, z: vec4<f32>) { *f += vec4<f32>(ws) * z; }
+
+fn acc2(f: ptr<function, vec4<f32>>, c: ptr<function, vec4<i32>>, s: vec4<f32>) {
   *f += vec4<f32>(*c) * s;
   *c = vec4<i32>(0);
 }
@@ -81,7 +107,7 @@ fn store4f(row: u32, col: u32, v: vec4<f32>) {
   if (row >= p.M) { return; }
   for (var j = 0u; j < 4u; j++) {
     let c = col + j;
-    if (c < p.N) { gemm_store(row, c, v[j] * wscale(c)); }
+    if (c < p.N) { gemm_store(row, c, select(v[j] * wscale(c), v[j], WGW > 0u)); }
   }
 }
 
@@ -165,27 +191,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       c14 += d4(a1.w, b0); c15 += d4(a1.w, b1);
       if (ASYM) { ws0 += d4(0x01010101u, b0); ws1 += d4(0x01010101u, b1); }
     }
-    if (GROUPW > 0u && ((t + 1u) * BKW) % GROUPW == 0u) {
-      let g = (t * BKW) / GROUPW;
+    if (flushw() > 0u && ((t + 1u) * BKW) % flushw() == 0u) {
+      let kw = t * BKW;
       let r0 = m0 + 4u * lid.y;
       let r4 = r0 + bm() / 2u;
-      let s0 = gscale(r0, g); let s1 = gscale(r0 + 1u, g);
-      let s2 = gscale(r0 + 2u, g); let s3 = gscale(r0 + 3u, g);
-      let s4 = gscale(r4, g); let s5 = gscale(r4 + 1u, g);
-      let s6 = gscale(r4 + 2u, g); let s7 = gscale(r4 + 3u, g);
-      acc2(&f0, &c0, s0); acc2(&f1, &c1, s0); acc2(&f2, &c2, s1); acc2(&f3, &c3, s1);
-      acc2(&f4, &c4, s2); acc2(&f5, &c5, s2); acc2(&f6, &c6, s3); acc2(&f7, &c7, s3);
-      acc2(&f8, &c8, s4); acc2(&f9, &c9, s4); acc2(&f10, &c10, s5); acc2(&f11, &c11, s5);
-      acc2(&f12, &c12, s6); acc2(&f13, &c13, s6); acc2(&f14, &c14, s7); acc2(&f15, &c15, s7);
+      let col = n0 + 4u * lid.x;
+      let wa = wscale4(col, kw);
+      let wb = wscale4(col + bn() / 2u, kw);
+      let s0 = xscale(r0, kw); let s1 = xscale(r0 + 1u, kw);
+      let s2 = xscale(r0 + 2u, kw); let s3 = xscale(r0 + 3u, kw);
+      let s4 = xscale(r4, kw); let s5 = xscale(r4 + 1u, kw);
+      let s6 = xscale(r4 + 2u, kw); let s7 = xscale(r4 + 3u, kw);
+      acc2(&f0, &c0, s0 * wa); acc2(&f1, &c1, s0 * wb); acc2(&f2, &c2, s1 * wa); acc2(&f3, &c3, s1 * wb);
+      acc2(&f4, &c4, s2 * wa); acc2(&f5, &c5, s2 * wb); acc2(&f6, &c6, s3 * wa); acc2(&f7, &c7, s3 * wb);
+      acc2(&f8, &c8, s4 * wa); acc2(&f9, &c9, s4 * wb); acc2(&f10, &c10, s5 * wa); acc2(&f11, &c11, s5 * wb);
+      acc2(&f12, &c12, s6 * wa); acc2(&f13, &c13, s6 * wb); acc2(&f14, &c14, s7 * wa); acc2(&f15, &c15, s7 * wb);
       if (ASYM) {
+        let g = kw / GROUPW;
         let z0 = gzero(r0, g); let z1 = gzero(r0 + 1u, g);
         let z2 = gzero(r0 + 2u, g); let z3 = gzero(r0 + 3u, g);
         let z4 = gzero(r4, g); let z5 = gzero(r4 + 1u, g);
         let z6 = gzero(r4 + 2u, g); let z7 = gzero(r4 + 3u, g);
-        accz(&f0, ws0, z0); accz(&f1, ws1, z0); accz(&f2, ws0, z1); accz(&f3, ws1, z1);
-        accz(&f4, ws0, z2); accz(&f5, ws1, z2); accz(&f6, ws0, z3); accz(&f7, ws1, z3);
-        accz(&f8, ws0, z4); accz(&f9, ws1, z4); accz(&f10, ws0, z5); accz(&f11, ws1, z5);
-        accz(&f12, ws0, z6); accz(&f13, ws1, z6); accz(&f14, ws0, z7); accz(&f15, ws1, z7);
+        accz(&f0, ws0, z0 * wa); accz(&f1, ws1, z0 * wb); accz(&f2, ws0, z1 * wa); accz(&f3, ws1, z1 * wb);
+        accz(&f4, ws0, z2 * wa); accz(&f5, ws1, z2 * wb); accz(&f6, ws0, z3 * wa); accz(&f7, ws1, z3 * wb);
+        accz(&f8, ws0, z4 * wa); accz(&f9, ws1, z4 * wb); accz(&f10, ws0, z5 * wa); accz(&f11, ws1, z5 * wb);
+        accz(&f12, ws0, z6 * wa); accz(&f13, ws1, z6 * wb); accz(&f14, ws0, z7 * wa); accz(&f15, ws1, z7 * wb);
         ws0 = vec4<i32>(0);
         ws1 = vec4<i32>(0);
       }
@@ -203,7 +233,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   }
 
   let col = n0 + 4u * lid.x;
-  if (GROUPW > 0u) {
+  if (flushw() > 0u) {
     for (var i = 0u; i < 8u; i++) {
       var lo = f0;
       var hi = f1;

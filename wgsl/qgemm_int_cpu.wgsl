@@ -12,6 +12,10 @@ override RAW: u32 = 0u; // 1: store the i32 sums as f32 bit patterns (tests; f32
 // of ISTEP_WORDS): each group's i32 sums are scaled into f32 ones at its end. 0: per token.
 override GROUPW: u32 = 0u;
 override ASYM: bool = false;  // grouped asymmetric: x̂ = Δ·q + z, xsc the Δs then the zs
+// MODE 7 (uniform weights in groups): words a weight scale group, wq the scales [N, K4/WGW]
+// then the zeros; one group divides the other, the sums flushed at the smaller's ends, each
+// column's by s_x·s_w (the zero term by z·s_w), and no row scale at the store. 0: per row.
+override WGW: u32 = 0u;
 
 @group(0) @binding(7) var<storage, read> wq: array<u32>;
 @group(0) @binding(8) var<storage, read> xsc: array<f32>;
@@ -20,11 +24,34 @@ override ASYM: bool = false;  // grouped asymmetric: x̂ = Δ·q + z, xsc the Δ
 fn gscale(row: u32, g: u32) -> f32 { return xsc[min(row, p.M - 1u) * (p.K4 / GROUPW) + g]; }
 fn gzero(row: u32, g: u32) -> f32 { return xsc[(p.M + min(row, p.M - 1u)) * (p.K4 / GROUPW) + g]; }
 
+// Words between flushes of the i32 sums into the f32 ones (0: none).
+fn flushw() -> u32 {
+  if (GROUPW == 0u) { return WGW; }
+  if (WGW == 0u) { return GROUPW; }
+  return min(GROUPW, WGW);
+}
+
+// A row's activation scale over the span starting at word kw.
+fn xscale(row: u32, kw: u32) -> f32 {
+  if (GROUPW == 0u) { return xsc[min(row, p.M - 1u)]; }
+  return gscale(row, kw / GROUPW);
+}
+
+// Columns n0 … n0 + 3's weight scales over the span starting at word kw (1 without groups).
+fn wscale4(n0: u32, kw: u32) -> vec4<f32> {
+  if (WGW == 0u) { return vec4<f32>(1.0); }
+  let ng = p.K4 / WGW;
+  let g = kw / WGW;
+  var s = vec4<f32>(0.0);
+  for (var j = 0u; j < 4u; j++) { s[j] = bitcast<f32>(wq[min(n0 + j, p.N - 1u) * ng + g]); }
+  return s;
+}
+
 fn store_rowf(row: u32, n0: u32, v: vec4<f32>) {
   if (row >= p.M) { return; }
   for (var j = 0u; j < 4u; j++) {
     let col = n0 + j;
-    if (col < p.N) { gemm_store(row, col, v[j] * bitcast<f32>(wq[col])); }
+    if (col < p.N) { gemm_store(row, col, select(v[j] * bitcast<f32>(wq[col]), v[j], WGW > 0u)); }
   }
 }
 
@@ -76,24 +103,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     a = istep_x(x3, s);
     s3 += vec4<i32>(idot(a, b0), idot(a, b1), idot(a, b2), idot(a, b3));
     if (ASYM) { ws += vec4<i32>(idot(IONES, b0), idot(IONES, b1), idot(IONES, b2), idot(IONES, b3)); }
-    if (GROUPW > 0u && ((s + 1u) * ISTEP_WORDS) % GROUPW == 0u) {
-      let g = (s * ISTEP_WORDS) / GROUPW;
-      f0 += vec4<f32>(s0) * gscale(m0, g);
-      f1 += vec4<f32>(s1) * gscale(m0 + 1u, g);
-      f2 += vec4<f32>(s2) * gscale(m0 + 2u, g);
-      f3 += vec4<f32>(s3) * gscale(m0 + 3u, g);
+    if (flushw() > 0u && ((s + 1u) * ISTEP_WORDS) % flushw() == 0u) {
+      let kw = s * ISTEP_WORDS;
+      let sw = wscale4(n0, kw);
+      f0 += vec4<f32>(s0) * (xscale(m0, kw) * sw);
+      f1 += vec4<f32>(s1) * (xscale(m0 + 1u, kw) * sw);
+      f2 += vec4<f32>(s2) * (xscale(m0 + 2u, kw) * sw);
+      f3 += vec4<f32>(s3) * (xscale(m0 + 3u, kw) * sw);
       s0 = vec4<i32>(0); s1 = vec4<i32>(0); s2 = vec4<i32>(0); s3 = vec4<i32>(0);
       if (ASYM) {
         let w = vec4<f32>(ws);
-        f0 += w * gzero(m0, g);
-        f1 += w * gzero(m0 + 1u, g);
-        f2 += w * gzero(m0 + 2u, g);
-        f3 += w * gzero(m0 + 3u, g);
+        let g = kw / GROUPW;
+        f0 += w * (gzero(m0, g) * sw);
+        f1 += w * (gzero(m0 + 1u, g) * sw);
+        f2 += w * (gzero(m0 + 2u, g) * sw);
+        f3 += w * (gzero(m0 + 3u, g) * sw);
         ws = vec4<i32>(0);
       }
     }
   }
-  if (GROUPW > 0u) {
+  if (flushw() > 0u) {
     for (var r = 0u; r < 4u; r++) {
       let v = select(select(select(f0, f1, r == 1u), f2, r == 2u), f3, r == 3u);
       store_rowf(m0 + r, n0, v);

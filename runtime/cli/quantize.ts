@@ -51,7 +51,8 @@ export const QUANTIZE_USAGE =
   --density F             paro: kept block density (0.5, 0.3, 0.2)
   --attn-bits B           paro: 8 or 4
   --group-size G          uniform: group size along K (0 = per row, default; 64, 128); with
-                          --abits 16 only (the integer GEMMs take one weight scale a row)
+                          integer activations a multiple of 16 dividing each layer's K (and
+                          nesting with --act-group's: one divides the other)
   --symmetric             uniform: symmetric (default for W8 with integer activations)
   --tlq-fit F             tlq: how each row's log grid is chosen: percentile (default: METHODS.md,
                           lowest level at the row's smallest |w|, top at the p-th percentile)
@@ -271,11 +272,6 @@ export async function quantize(args: string[]): Promise<number> {
   const density = o.optionalNumber("density", { min: 0.01, max: 1 });
   const attnBits = o.optionalChoice("attn-bits", ["8", "4"] as const);
   const groupSize = o.number("group-size", 0, { min: 0, integer: true });
-  if (groupSize > 0 && abits < 16) {
-    throw new UsageError(
-      "--group-size needs --abits 16 (the integer GEMMs take one weight scale a row)",
-    );
-  }
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
   const center = o.optionalChoice("center", CENTER_MODES);

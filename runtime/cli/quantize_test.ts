@@ -193,7 +193,6 @@ Deno.test("quantize --calib-file and --gptq-damp reach the plan; misuse exits 2"
     await Deno.writeTextFile(`${dir}/empty.txt`, "# none\n\n");
     const base = ["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "4", "--abits", "8"];
     const misuse: [string[], string][] = [
-      [["--group-size", "64"], "--group-size needs --abits 16"],
       [["--gptq-damp", "0.1"], "--gptq-damp needs --gptq"],
       [["--gptq", "--gptq-damp", "-1"], "--gptq-damp"],
       [["--gptq", "--gptq-damp", "Infinity"], "--gptq-damp must be a number"],

@@ -269,7 +269,8 @@ export function defaultIntVersion(rt: Runtime): QGemmIntVersion {
  * Records Y = epilogue(s_token·s_row·Σ x8·w8) for per-token int8 activations and a
  * quantized weight uploaded with integer parameters; returns Y [M, N] in `opts.dtype`.
  * Grouped activations (`xa.group`): Y = epilogue(s_row·Σ_g s_g·Σ_{k∈g} x8·w8), and with
- * `xa.asym` + z_g·Σ_{k∈g} w8 per group.
+ * `xa.asym` + z_g·Σ_{k∈g} w8 per group. A uniform weight in groups (MODE 7) scales each span
+ * of the smaller of the two groups (one must divide the other) by s_x·s_w instead of s_row.
  */
 export function qgemmInt(
   rec: Recorder,
@@ -300,8 +301,17 @@ export function qgemmInt(
   if (K !== w.K) throw new RangeError(`${who}: activations have K = ${K}, the weight ${w.K}`);
   if (!w.int) throw new RangeError(`${who}: the weight was uploaded without integer parameters`);
   const N = w.N;
+  const wgroup = w.int.mode === 7 ? w.int.groupSize ?? 0 : 0;
+  if (w.int.mode === 7 && !(wgroup > 0 && wgroup % 16 === 0 && K % wgroup === 0)) {
+    throw new RangeError(`${who}: weight groups of ${wgroup} must be a multiple of 16 dividing K`);
+  }
+  if (group && wgroup && Math.max(group, wgroup) % Math.min(group, wgroup) !== 0) {
+    throw new RangeError(
+      `${who}: activation groups of ${group} and weight groups of ${wgroup}: one must divide the other`,
+    );
+  }
   const e = epilogue(who, M, N, dt, opts);
-  if (opts.raw && (dt !== "f32" || e.bias || e.res || e.gate || e.act || group)) {
+  if (opts.raw && (dt !== "f32" || e.bias || e.res || e.gate || e.act || group || wgroup)) {
     throw new RangeError(`${who}: raw output needs f32, no epilogue and per-token scales`);
   }
   const dot = opts.dot ?? (rt.info.packedDot ? "native" : "emulated");
@@ -326,7 +336,7 @@ export function qgemmInt(
     ...e,
     K,
     wpr: wordsPerRow(K, w.bits),
-    aux: 0,
+    aux: wgroup, // MODE 7's group size (qgemm_dec.wgsl's p1)
     bits: w.bits,
     mode: w.int.mode,
   };
@@ -335,6 +345,7 @@ export function qgemmInt(
     RAW: opts.raw ? 1 : 0,
     GROUPW: group / 4,
     ASYM: asym ? 1 : 0,
+    WGW: wgroup / 4,
   };
   const bindings: KernelSpec<QParams>["bindings"] = [...GEMM_BINDINGS, "read"];
   const operands = (wi: Tensor, wq: Tensor) => [
@@ -353,12 +364,14 @@ export function qgemmInt(
     // faster there (H200: A4 g16 asym 1.57 vs 1.63 ms, A8 g32 1.26 vs 1.35; per token slower,
     // bench/results/nvidia-h200/2026-11-28_qgemm_group_tiles.md).
     const bkw = opts.tune?.bkw ?? 4;
-    const tx = group > 0 && bkw === 4 ? 8 : 16;
+    const tx = (group > 0 || wgroup > 0) && bkw === 4 ? 8 : 16;
     const t = { tx, ty: 16, bkw, tables: "expand", ...opts.tune };
     const loads = [8 * t.ty * t.bkw / (t.tx * t.ty), 8 * t.tx * t.bkw / (t.tx * t.ty)];
-    if (group % (4 * t.bkw) !== 0) { // a tile must not straddle two groups
+    if (group % (4 * t.bkw) !== 0 || wgroup % (4 * t.bkw) !== 0) { // a tile in one group
       throw new RangeError(
-        `${who}: activation group ${group} must be a multiple of the tile's ${4 * t.bkw} channels`,
+        `${who}: activation group ${group} and weight group ${wgroup} must be multiples of the tile's ${
+          4 * t.bkw
+        } channels`,
       );
     }
     if (
@@ -422,7 +435,7 @@ export function qgemmInt(
       decodeLaunch(rec, base, "row_scales", w, wq, N);
     }
   }
-  const wide = K4 % 4 === 0 && group % 16 === 0; // a step of 16 channels within a group
+  const wide = K4 % 4 === 0 && group % 16 === 0; // a step of 16 channels within a group (wgroup: ≥ 16)
   const spec = makeSpec(
     `qgemm_int_cpu_${dt}_${dot}_${wide ? "w4" : "w1"}`,
     intCpuSrc,

@@ -5,7 +5,7 @@ import { Recorder } from "../gpu/kernel.ts";
 import { readTensor, readTensorRaw, type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import { unpackInt8 } from "../quant/pack.ts";
 import { gemmRef } from "../reference/gemm.ts";
-import { decodeInt8, int8Lut, qgemmIntRef } from "../reference/qgemm.ts";
+import { decodeInt8, int8Groups, int8Lut, qgemmIntRef } from "../reference/qgemm.ts";
 import { actQuant } from "./act_quant.ts";
 import { type DotImpl, qgemmA16, qgemmInt, uploadQWeight } from "./qgemm.ts";
 import {
@@ -197,6 +197,77 @@ Deno.test(
         xa.q.release();
         xa.scales.release();
       }
+    });
+  },
+);
+
+Deno.test(
+  "qgemmInt with uniform weights in groups (MODE 7): per-token and grouped activations, every version",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const c = makeCase(37, 29, 256, 23);
+      const e = epilogue(rt, c, "f32");
+      const x = uploadTensor(rt, c.xs.map((v, i) => (i % 50 === 7 ? 30 : 1) * v), [37, 256]);
+      // [weight group, activation group, asym]: per token; groups larger, smaller and equal.
+      const cases = [[64, 0, false], [32, 0, false], [64, 16, true], [32, 64, false], [
+        128,
+        128,
+        true,
+      ]] as const;
+      for (const [wg, group, asym] of cases) {
+        const q = uniformQuantize({ data: c.ws, rows: 29, cols: 256 }, { bits: 4, groupSize: wg });
+        const w = uploadQWeight(rt, q, { int: true });
+        assertEquals(w.int?.mode, 7);
+        const g = int8Groups(q);
+        const rec = new Recorder(rt);
+        const xa = actQuant(rec, x, group ? 4 : 8, group ? { group, asym } : {});
+        await rec.submit();
+        const x8 = unpackInt8((await readTensorRaw(rt, xa.q)) as Uint32Array, 37, 256);
+        const sz = await readTensor(rt, xa.scales);
+        const n = group ? 37 * 256 / group : 37;
+        const [xs, zs] = asym ? [sz.subarray(0, n), sz.subarray(n)] : [sz, undefined];
+        const ref = qgemmIntRef(x8, xs, g.w8, g.scale, 37, 29, 256, e.ref, group, zs, wg);
+        for (const [version, bkw] of [["cpu", 4], ["tiled", 4], ["tiled", 8]] as const) {
+          const opts = { ...e.gpu, version, tune: { bkw } };
+          if (version === "tiled" && (group || wg) % (4 * bkw) !== 0) {
+            assertThrows(() => qgemmInt(new Recorder(rt), xa, w, opts), RangeError, "tile");
+            continue;
+          }
+          const r2 = new Recorder(rt);
+          const y = qgemmInt(r2, xa, w, opts);
+          await r2.submit();
+          const what = `w groups ${wg}, x groups ${group}${asym ? " asym" : ""}, ${version} ${bkw}`;
+          assertClose(await readTensor(rt, y), ref.y, { atol: 1e-5, rtol: 1e-5, msg: what });
+        }
+        xa.q.release();
+        xa.scales.release();
+        w.release();
+      }
+      // Groups that do not nest (48 and 64), and weight groups that do not divide K, are refused.
+      const x192 = uploadTensor(rt, c.xs.subarray(0, 37 * 192), [37, 192]);
+      const ws192 = c.ws.subarray(0, 29 * 192);
+      const w64 = uploadQWeight(
+        rt,
+        uniformQuantize({ data: ws192, rows: 29, cols: 192 }, { bits: 4, groupSize: 64 }),
+        { int: true },
+      );
+      const rec = new Recorder(rt);
+      const xa = actQuant(rec, x192, 8, { group: 48 });
+      assertThrows(
+        () => qgemmInt(rec, xa, w64, { version: "cpu" }),
+        RangeError,
+        "divide the other",
+      );
+      const x3 = uploadTensor(rt, new Float32Array(37 * 240), [37, 240]);
+      const w3 = uniformQuantize({ data: c.ws.subarray(0, 29 * 240), rows: 29, cols: 240 }, {
+        bits: 4,
+        groupSize: 64,
+      });
+      assertThrows(() => uploadQWeight(rt, w3, { int: true }), RangeError, "divide K = 240");
+      x192.release();
+      w64.release();
+      x3.release();
     });
   },
 );

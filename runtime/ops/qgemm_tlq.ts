@@ -15,13 +15,13 @@ import tlqDirectSrc from "../../wgsl/qgemm_tlq_direct.wgsl" with { type: "text" 
 /**
  * The decode libraries of a kernel that includes qgemm_dec.wgsl: the TLQ workgroup tables
  * for the compact modes where the kernel builds them, the per-weight TLQ fragment otherwise
- * (never reached by modes 0–4: MODE is an override). Returns [libs, spec-key suffix].
+ * (never reached by the other modes: MODE is an override). Returns [libs, spec-key suffix].
  */
 export function decLibs(mode: number, table: boolean): [string[], string] {
   if (mode === 6 && !table) {
     throw new RangeError("qgemm: TLQ MODE 6 needs a kernel that builds tables");
   }
-  const compact = mode >= 5 && table;
+  const compact = (mode === 5 || mode === 6) && table;
   return [[decSrc, tlqSrc, compact ? tlqWgSrc : tlqDirectSrc], compact ? "_tlq" : ""];
 }
 

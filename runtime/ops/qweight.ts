@@ -10,7 +10,15 @@ import type { QuantizedWeight } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import { wordsPerRow } from "../quant/pack.ts";
-import { a16Params, hasCompactTlq, int8Lut, tlqCompactWords } from "../reference/qgemm.ts";
+import {
+  a16Params,
+  affineGroupSize,
+  hasCompactTlq,
+  int8Groups,
+  int8Lut,
+  isLutCoded,
+  tlqCompactWords,
+} from "../reference/qgemm.ts";
 
 /** A quantized weight on the GPU. */
 export interface QWeightGpu {
@@ -30,9 +38,10 @@ export interface QWeightGpu {
   /**
    * Integer parameters, when uploaded: MODE 2 row scales then int8 LUT words (LUT-coded);
    * 3 row scales (8-bit offset codes); 4 row scales then zeros (uniform per-row); 6 TLQ
-   * compact (the same tensor as a16's MODE 5 when both are uploaded).
+   * compact (the same tensor as a16's MODE 5 when both are uploaded); 7 scales then zeros
+   * per (row, group of `groupSize` channels) (uniform in groups).
    */
-  readonly int?: { mode: 2 | 3 | 4 | 6; params: Tensor };
+  readonly int?: { mode: 2 | 3 | 4 | 6 | 7; params: Tensor; groupSize?: number };
   /** Bytes on the GPU. */
   readonly byteLength: number;
   /** Frees the tensors. */
@@ -59,12 +68,19 @@ function u32View(a: Float32Array | Int8Array): Uint32Array {
   return new Uint32Array(b.buffer);
 }
 
-/** The integer parameters of a non-compact weight (MODE 2, 3 or 4), uploaded through `up`. */
+/** The integer parameters of a non-compact weight (MODE 2, 3, 4 or 7), uploaded through `up`. */
 function uploadInt8(
   q: QuantizedWeight,
   up: (data: Uint32Array, shape: number[]) => Tensor,
 ): NonNullable<QWeightGpu["int"]> {
   const N = q.rows;
+  if (!isLutCoded(q) && affineGroupSize(q) < q.cols) {
+    const g = int8Groups(q); // checks the groups and the int8 range
+    const data = new Float32Array(2 * g.scale.length);
+    data.set(g.scale, 0);
+    data.set(g.zero, g.scale.length);
+    return { mode: 7, params: up(u32View(data), [data.length]), groupSize: g.groupSize };
+  }
   const l = int8Lut(q);
   if (l.direct) return { mode: 3, params: up(u32View(l.scale), [N]) };
   if (l.zero) {

@@ -293,6 +293,12 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           `${name}: K = ${K} is not a multiple of actGroup ${settings.actGroup}`,
         );
       }
+      const G = settings.groupSize;
+      if (!reason && G && layerAbits(name, settings) < 16 && (K % G || G % 16)) {
+        throw new RangeError( // the integer GEMMs scale whole groups of whole K steps
+          `${name}: the integer path takes weight groups that divide K = ${K} and are a multiple of 16, got ${G}`,
+        );
+      }
       o.onLayer?.(done++, names.length, name);
       if (reason) {
         layers[name] = {

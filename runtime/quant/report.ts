@@ -11,7 +11,14 @@
 import type { QuantizedWeight } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
 import type { UploadQWeightOptions } from "../ops/qweight.ts";
-import { a16Params, hasCompactTlq, int8Lut, tlqCompactWords } from "../reference/qgemm.ts";
+import {
+  a16Params,
+  affineGroupSize,
+  hasCompactTlq,
+  int8Lut,
+  isLutCoded,
+  tlqCompactWords,
+} from "../reference/qgemm.ts";
 import { createTensor, readTensor, writeTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearFactory } from "../model/linear.ts";
 import { centerActivations } from "../ops/act_center.ts";
@@ -66,7 +73,10 @@ export function quantizedBytes(
   const codes = q.codes.byteLength;
   const compact = tlq === "compact" || (tlq === undefined && hasCompactTlq(q));
   if (compact) return codes + tlqCompactWords(q).byteLength;
-  if (abits === 16) return codes + a16Params(q).data.byteLength;
+  // Weight-only, and uniform groups on the integer path: scale and zero per group (MODE 1/7).
+  if (abits === 16 || (!isLutCoded(q) && affineGroupSize(q) < q.cols)) {
+    return codes + a16Params(q).data.byteLength;
+  }
   const l = int8Lut(q);
   const extra = l.direct ? 0 : l.zero ? l.zero.byteLength : Math.ceil(l.lut8.byteLength / 4) * 4;
   return codes + l.scale.byteLength + extra;

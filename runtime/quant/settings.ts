@@ -55,12 +55,6 @@ export function resolveSettings(
   const integer = o.abits < 16 || (o.abitsOverride ?? []).some((v) => v.abits < 16);
   const symmetric = o.symmetric ?? (o.quantizer === "uniform" && o.wbits === 8 && integer);
   if (o.gptq && !q.grid) throw new RangeError(`quantizer "${q.name}" has no code grid for GPTQ`);
-  if ((o.groupSize ?? 0) > 0 && integer) {
-    throw new RangeError(
-      `groupSize ${o.groupSize} needs weight-only layers (abits 16): the integer GEMMs take one ` +
-        "weight scale a row",
-    );
-  }
   if (o.gptqDamp !== undefined) {
     if (!(o.gptqDamp >= 0) || !Number.isFinite(o.gptqDamp)) {
       throw new RangeError(`gptqDamp must be a finite number ≥ 0, got ${o.gptqDamp}`);
@@ -92,6 +86,10 @@ export function resolveSettings(
     if (!integer) throw new RangeError("actGroup needs quantized activations (abits below 16)");
   }
   if (o.actAsym && !o.actGroup) throw new RangeError("actAsym needs actGroup");
+  const [wg, ag] = [o.groupSize ?? 0, o.actGroup ?? 0];
+  if (wg && ag && Math.max(wg, ag) % Math.min(wg, ag) !== 0) { // the GEMM flushes at the smaller
+    throw new RangeError(`groupSize ${wg} and actGroup ${ag}: one must divide the other`);
+  }
   if (o.cfgDelta && !integer) {
     throw new RangeError("cfgDelta needs quantized activations (abits below 16)");
   }

@@ -90,15 +90,16 @@ Deno.test(
   },
 );
 
-Deno.test("settings: weight groups are weight-only; gptqDamp needs gptq and a finite λ ≥ 0", () => {
+Deno.test("settings: weight groups nest with activation groups; gptqDamp needs gptq and a finite λ ≥ 0", () => {
   const reg = createDefaultRegistry();
-  const base = { quantizer: "uniform", wbits: 4, abits: 16, groupSize: 64 };
+  const base = { quantizer: "uniform", wbits: 4, abits: 8, groupSize: 64 };
   assertEquals(resolveSettings(base, reg).groupSize, 64);
-  assertThrows(() => resolveSettings({ ...base, abits: 8 }, reg), RangeError, "weight-only");
+  assertEquals(resolveSettings({ ...base, actGroup: 16 }, reg).actGroup, 16);
+  assertEquals(resolveSettings({ ...base, actGroup: 128 }, reg).actGroup, 128);
   assertThrows(
-    () => resolveSettings({ ...base, abitsOverride: [{ pattern: "*.to_q", abits: 8 }] }, reg),
+    () => resolveSettings({ ...base, actGroup: 48 }, reg),
     RangeError,
-    "groupSize 64 needs weight-only layers",
+    "groupSize 64 and actGroup 48: one must divide the other",
   );
   const g = { quantizer: "uniform", wbits: 4, abits: 8, gptq: true, gptqDamp: 0.001 };
   assertEquals(resolveSettings(g, reg).gptq, true);

@@ -9,7 +9,9 @@
  *   the re-expression s_row = max|LUT_row| / 127, lut8 = round(127·LUT / max|LUT_row|)
  *   (the exact quotient, ties away from 0: {@linkcode int8Level}), which adds an error
  *   over the exact LUT ({@linkcode int8LutError} measures it).
- *   Y = s_token·s_row·Σ x8·w8 with an exact integer sum.
+ *   Y = s_token·s_row·Σ x8·w8 with an exact integer sum. A uniform weight in groups is
+ *   int8 = code − zero[row, group] with a scale per (row, group) ({@linkcode int8Groups},
+ *   exact): each group's sum is scaled on its own.
  * - TLQ compact (A16 MODE 5, integer MODE 6): per row Δ± as f16 and z± as i16 (8 bytes),
  *   η once ({@linkcode tlqCompactWords}); the kernels rebuild the LUT (and its int8 form)
  *   in workgroup memory with the integer arithmetic of plugins/quantizers/tlq.ts, so the
@@ -242,6 +244,57 @@ export function int8Lut(q: QuantizedWeight): Int8Lut {
   return { scale, lut8, exact: true, direct, zero: Float32Array.from(z) };
 }
 
+/** The integer form of a uniform weight in groups along K (exact). */
+export interface Int8Groups {
+  /** Channels a group (a divisor of K, a multiple of 16). */
+  groupSize: number;
+  /** Δ per (row, group) [N·K/G]. */
+  scale: Float32Array;
+  /** The zero points [N·K/G], as the kernels read them (code − zero is the int8). */
+  zero: Float32Array;
+  /** code − zero [N, K]. */
+  w8: Int8Array;
+}
+
+/**
+ * The integer form of a uniform weight in groups: int8 = code − zero[n, g], ŵ = Δ[n, g]·int8.
+ * @throws {RangeError} for a LUT-coded or per-row weight, groups that do not divide K or are
+ *   no multiple of 16 (the kernels scale whole K steps), or an int8 overflow (asymmetric W8).
+ */
+export function int8Groups(q: QuantizedWeight): Int8Groups {
+  const { rows: N, cols: K } = q;
+  const G = affineGroupSize(q);
+  if (isLutCoded(q) || G >= K) {
+    throw new RangeError(`${q.quantizer}: int8Groups is for uniform weights in groups`);
+  }
+  if (K % G !== 0 || G % 16 !== 0) {
+    throw new RangeError(
+      `${q.quantizer}: the integer path takes weight groups that divide K = ${K} and are a ` +
+        `multiple of 16; this weight has groups of ${G}`,
+    );
+  }
+  const ng = K / G;
+  const { scale, zero } = q.params;
+  if (!scale || !zero || scale.length !== N * ng || zero.length !== N * ng) {
+    throw new RangeError(`${q.quantizer}: scale and zero must hold ${N}×${ng} values`);
+  }
+  const c = unpackCodes(q.codes, N, K, q.bits);
+  const w8 = new Int8Array(N * K);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      const v = c[n * K + k] - zero[n * ng + Math.floor(k / G)];
+      if (v < -128 || v > 127) {
+        throw new RangeError(
+          `${q.quantizer}: code − zero of row ${n} does not fit int8; ` +
+            "quantize 8-bit weights symmetric for the integer path",
+        );
+      }
+      w8[n * K + k] = v;
+    }
+  }
+  return { groupSize: G, scale: Float32Array.from(scale), zero: Float32Array.from(zero), w8 };
+}
+
 /** The weight decoded to int8 [N, K] through its int8 LUT. */
 export function decodeInt8(q: QuantizedWeight, lut: Int8Lut): Int8Array {
   const { rows: N, cols: K } = q;
@@ -256,9 +309,10 @@ export function decodeInt8(q: QuantizedWeight, lut: Int8Lut): Int8Array {
 
 /**
  * The error the int8 re-expression adds over the exact dequantized weight ŵ:
- * ‖s·lut8[code] − ŵ‖ / ‖ŵ‖ over the weight (0 for uniform per-row).
+ * ‖s·lut8[code] − ŵ‖ / ‖ŵ‖ over the weight (0 for uniform weights, per row or in groups).
  */
 export function int8LutError(q: QuantizedWeight, exact: Float32Array): number {
+  if (!isLutCoded(q) && affineGroupSize(q) < q.cols) return 0; // int8Groups: exact
   const lut = int8Lut(q);
   const w8 = decodeInt8(q, lut);
   let e = 0;
@@ -285,7 +339,10 @@ export interface QGemmIntRef {
  * Y = epilogue(s_token·s_row·Σ x8·w8) for int8 activations x8 [M, K] with scales [M] and
  * int8 weights w8 [N, K] with row scales [N]. With `group`, x8's scales are per group of
  * `group` channels ([M, K/group]): Y = epilogue(s_row·Σ_g s_g·Σ_{k∈g} x8·w8), summed in f32;
- * with `zeros` (asymmetric groups, [M, K/group]) each group adds z_g·Σ_{k∈g} w8 too.
+ * with `zeros` (asymmetric groups, [M, K/group]) each group adds z_g·Σ_{k∈g} w8 too. With
+ * `wGroup` the weight's scales are per (row, group of `wGroup` channels) ([N, K/wGroup],
+ * {@linkcode int8Groups}): the sums run over spans of the smaller group (one divides the
+ * other), each scaled by f32(s_x·s_w) — the zero term by f32(z·s_w) — and summed in f32.
  */
 export function qgemmIntRef(
   x8: Int8Array,
@@ -298,29 +355,38 @@ export function qgemmIntRef(
   opts: GemmRefOptions = {},
   group = 0,
   zeros?: Float32Array,
+  wGroup = 0,
 ): QGemmIntRef {
   const acc = new Int32Array(M * N);
   const scaled = new Float32Array(M * N);
   const f = Math.fround;
   const G = group || K;
+  const GW = wGroup || K;
+  const span = Math.min(G, GW);
+  if (Math.max(G, GW) % span !== 0) {
+    throw new RangeError(`qgemmIntRef: groups of ${G} and ${GW}: one must divide the other`);
+  }
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
       let total = 0;
-      let y = 0; // per group: the i32 sum times the group's scale, summed in f32
-      for (let g = 0; g < K / G; g++) {
+      let y = 0; // per span: the i32 sum times its scale, summed in f32
+      for (let k0 = 0; k0 < K; k0 += span) {
         let s = 0;
-        let ws = 0; // Σ w8 over the group, for the zero point
-        for (let k = g * G; k < (g + 1) * G; k++) {
+        let ws = 0; // Σ w8 over the span, for the zero point
+        for (let k = k0; k < k0 + span; k++) {
           s += x8[m * K + k] * w8[n * K + k];
           ws += w8[n * K + k];
         }
         total += s;
-        const i = m * (K / G) + g;
-        y = group ? f(y + f(s * xScale[i])) : f(s * xScale[m]);
-        if (zeros) y = f(y + f(ws * zeros[i]));
+        const i = m * (K / G) + Math.floor(k0 / G);
+        const sx = group ? xScale[i] : xScale[m];
+        const sw = wGroup ? wScale[n * (K / GW) + Math.floor(k0 / GW)] : 1;
+        if (wGroup) y = f(y + f(s * f(sx * sw)));
+        else y = group ? f(y + f(s * sx)) : f(s * sx);
+        if (zeros) y = f(y + f(ws * (wGroup ? f(zeros[i] * sw) : zeros[i])));
       }
       acc[m * N + n] = total;
-      scaled[m * N + n] = f(y * wScale[n]);
+      scaled[m * N + n] = wGroup ? y : f(y * wScale[n]);
     }
   }
   // The epilogue on the scaled sums: a GEMM with the identity as weight.
