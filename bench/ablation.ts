@@ -419,8 +419,9 @@ export async function ablation(args: string[]): Promise<number> {
           }`,
         );
       }
-      await save();
     }
+    // Always, so a --resume with nothing left to run still writes its files (another --out).
+    await save();
     log(`wrote ${base}.{json,md,svg}`);
     if (v.json) console.log(JSON.stringify({ file: `${base}.json`, rows: done }));
     return 0;

@@ -320,6 +320,11 @@ Deno.test("ablation: a small matrix on the tiny model, then --resume runs only n
   for (const ext of ["md", "svg"]) assert(Deno.statSync(named.replace(/json$/, ext)).size > 100);
   const md = await Deno.readTextFile(named.replace(/json$/, "md"));
   assert(md.includes("_ablation_grown.svg)"), md);
+  // A resume with nothing left to run still writes its files (here under another --out).
+  const again = [...args.slice(0, 2), "--out", `${dir}/out2`, ...args.slice(4), "cpu"];
+  assertEquals(await ablation([...again, "--resume", "--name", "grown"]), 0);
+  const copy = JSON.parse(await Deno.readTextFile(named.replace(`${dir}/out/`, `${dir}/out2/`)));
+  assertEquals(copy.rows.length, 4);
   await assertRejects(() => ablation([...args, "cpu", "--name", "Bad Name"]), RangeError, "--name");
   await Deno.remove(dir, { recursive: true });
 });
