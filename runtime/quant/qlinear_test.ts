@@ -91,6 +91,48 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "QuantLinear: uniform weights in groups on the integer path give x̂·Ŵᵀ + b (per token; centred A4 groups)",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [S, R, N, K] = [2, 12, 40, 128];
+      const M = S * R;
+      const g = new Prng(81);
+      const xs = g.normals(M * K);
+      const bias = g.normals(N);
+      const q = uniformQuantize({ data: g.normals(N * K).map((v) => v / 8), rows: N, cols: K }, {
+        bits: 4,
+        groupSize: 32,
+      });
+      const wq = uniformDequantize(q);
+      const x = uploadTensor(rt, xs, [M, K]);
+      const a8 = new QuantLinear(rt, "l", q, bias, { abits: 8 });
+      const a = actQuantRef(xs, M, K, 8);
+      assertClose(
+        await runAndRead(rt, (r) => a8.forward(r, x)),
+        gemmRef(actDequantRef(a.codes, a.scales, M, K), wq, M, N, K, { bias }),
+        { atol: 1e-4, rtol: 1e-4 },
+      );
+      const opts = { abits: 4 as ActBits, center: "mean" as const, actGroup: 16, actAsym: true };
+      const a4 = new QuantLinear(rt, "l", q, bias, opts);
+      const c = actCentresRef(xs, R, K, "mean");
+      const xc = xs.map((v, i) => Math.fround(v - perSample(c, R, K, i)));
+      const b = actQuantRef(xc, M, K, 4, 16, true);
+      const xhat = actDequantRef(b.codes, b.scales, M, K, 16, b.zeros).map((v, i) =>
+        v + perSample(c, R, K, i)
+      );
+      assertClose(
+        await runAndRead(rt, (r) => a4.forward(r, x, { rowsPerSample: R })),
+        gemmRef(xhat, wq, M, N, K, { bias }),
+        { atol: 2e-3, rtol: 1e-4 },
+      );
+      a8.release();
+      a4.release();
+    });
+  },
+);
+
 Deno.test("QuantLinear rejects bad abits and bias lengths", gpuTest, async () => {
   await withRuntime((rt) => {
     const q = tlqQuantize({ data: new Prng(9).normals(8 * 16), rows: 8, cols: 16 }, { bits: 3 });
