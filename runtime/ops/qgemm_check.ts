@@ -3,18 +3,20 @@
  * at an odd shape against runtime/reference/qgemm.ts — the integer path's i32 sums
  * bit for bit (dot4I8Packed, or its emulation where the adapter lacks it), the
  * weight-only path within f32 rounding. The weight is TLQ W4 uploaded as by default: the
- * compact parameters (MODE 5/6, LUTs rebuilt in-kernel).
+ * compact parameters (MODE 5/6, LUTs rebuilt in-kernel); one more integer check takes uniform
+ * weights in groups (MODE 7).
  *
  * @module
  */
 import { lutDequantize, tlqQuantize } from "../../plugins/quantizers/tlq.ts";
+import { uniformQuantize } from "../../plugins/quantizers/uniform.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { Recorder } from "../gpu/kernel.ts";
 import { readTensor, readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import { unpackInt8 } from "../quant/pack.ts";
 import { gemmRef } from "../reference/gemm.ts";
-import { decodeInt8, int8Lut, qgemmIntRef } from "../reference/qgemm.ts";
+import { decodeInt8, int8Groups, int8Lut, qgemmIntRef } from "../reference/qgemm.ts";
 import { actQuant } from "./act_quant.ts";
 import {
   defaultA16Version,
@@ -101,19 +103,23 @@ export async function qgemmSelfCheck(rt: Runtime): Promise<CheckResult[]> {
     x.release();
   }
   out.push(await groupedCheck(rt));
+  out.push(await groupedCheck(rt, 32));
   return out;
 }
 
-/** The integer GEMM with asymmetric activation groups of 16 (quantize --act-group 16 --act-asym). */
-async function groupedCheck(rt: Runtime): Promise<CheckResult> {
+/**
+ * The integer GEMM with asymmetric activation groups of 16 (quantize --act-group 16
+ * --act-asym); with `wgroup`, on uniform W4 in weight groups of that many channels
+ * (quantize --group-size, MODE 7) instead of TLQ.
+ */
+async function groupedCheck(rt: Runtime, wgroup = 0): Promise<CheckResult> {
   const [M, N, K, group] = [19, 37, 96, 16];
   const g = new Prng(29);
   const xs = g.normals(M * K).map((v, i) => (i % 31 === 4 ? 20 : 1) * v + 0.5);
-  const q = tlqQuantize({ data: g.normals(N * K).map((v) => v / Math.sqrt(K)), rows: N, cols: K }, {
-    bits: 4,
-    etas: [0.02],
-    percentiles: [0.999],
-  });
+  const wm = { data: g.normals(N * K).map((v) => v / Math.sqrt(K)), rows: N, cols: K };
+  const q = wgroup
+    ? uniformQuantize(wm, { bits: 4, groupSize: wgroup })
+    : tlqQuantize(wm, { bits: 4, etas: [0.02], percentiles: [0.999] });
   const w = uploadQWeight(rt, q, { a16: false, int: true });
   const x = uploadTensor(rt, xs, [M, K]);
   try {
@@ -123,18 +129,20 @@ async function groupedCheck(rt: Runtime): Promise<CheckResult> {
     await rec.submit();
     const G = M * K / group;
     const sz = await readTensor(rt, xa.scales);
-    const lut = int8Lut(q);
+    const lut = wgroup ? undefined : int8Lut(q);
+    const wg = wgroup ? int8Groups(q) : undefined;
     const ref = qgemmIntRef(
       unpackInt8((await readTensorRaw(rt, xa.q)) as Uint32Array, M, K),
       sz.subarray(0, G),
-      decodeInt8(q, lut),
-      lut.scale,
+      wg?.w8 ?? decodeInt8(q, lut!),
+      wg?.scale ?? lut!.scale,
       M,
       N,
       K,
       {},
       group,
       sz.subarray(G),
+      wgroup,
     );
     const got = await readTensor(rt, y);
     let err = 0;
@@ -145,11 +153,13 @@ async function groupedCheck(rt: Runtime): Promise<CheckResult> {
     if (Number.isNaN(err)) err = Infinity;
     for (const t of [xa.q, xa.scales, y]) t.release();
     return {
-      name: `qgemm_int_${defaultIntVersion(rt)}_w4a4_g16_asym`,
+      name: `qgemm_int_${defaultIntVersion(rt)}_w4${wgroup ? `g${wgroup}` : ""}a4_g16_asym`,
       ok: err <= 1e-5,
       maxError: err,
       tolerance: 1e-5,
-      note: "activation groups of 16 with zero points; error relative to 1 + |y|",
+      note: `activation groups of 16 with zero points${
+        wgroup ? `, uniform weights in groups of ${wgroup}` : ""
+      }; error relative to 1 + |y|`,
     };
   } finally {
     w.release();
