@@ -371,6 +371,10 @@ Deno.test("server models: plan names", () => {
   assertEquals(planName({ ...base, density: null, tlqAssign: "nearest" }), "w4a8-tlq-nearest");
   assertEquals(planName({ ...base, density: null, actGroup: 32 }), "w4a8-tlq-g32");
   assertEquals(planName({ ...base, density: null, cfgDelta: true }), "w4a8-tlq-cfgd");
+  assertEquals(
+    planName({ ...base, quantizer: "uniform", density: null, groupSize: 64, gptq: true }),
+    "w4a8-uniform-wg64-gptq",
+  );
   const ars = { ...base, density: null, rotation: "adaptive" };
   assertEquals(planName(ars, { smooth: false, tau: 2 }), "w4a8-tlq-unsmoothed-tau2-adaptive");
   assertEquals(planName(ars, { alpha: 0.25 }), "w4a8-tlq-alpha0.25-adaptive");

@@ -177,6 +177,7 @@ export function planName(
       Pick<
         QuantSettings,
         | "gptq"
+        | "groupSize"
         | "tlqFit"
         | "tlqAssign"
         | "abitsOverride"
@@ -189,6 +190,7 @@ export function planName(
   rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown; select?: unknown },
 ): string {
   let n = `w${s.wbits}a${s.abits}-${s.quantizer}`;
+  if (s.groupSize) n += `-wg${s.groupSize}`; // weights in groups, not per row
   if (s.tlqFit) n += `-${s.tlqFit}`; // a grid fitted otherwise than METHODS.md's
   if (s.tlqAssign) n += `-${s.tlqAssign}`; // its codes rounded otherwise
   if (s.gptq) n += "-gptq"; // else a GPTQ artifact's id would clash with its plain twin's
