@@ -383,7 +383,8 @@ export async function quantize(args: string[]): Promise<number> {
   const qb = q.reduce((s, l) => s + l.bytes, 0);
   info(
     `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
-      `W${wbits}A${abits}${tlqFit === "mse" ? " (grids fitted by least squares)" : ""}` +
+      `W${wbits}A${abits}${groupSize ? ` (weights in groups of ${groupSize})` : ""}` +
+      `${tlqFit === "mse" ? " (grids fitted by least squares)" : ""}` +
       `${tlqAssign === "nearest" && tlqFit !== "mse" ? " (nearest levels)" : ""}` +
       `${center ? ` (inputs centred by the ${center})` : ""}` +
       `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}` +
@@ -454,6 +455,7 @@ export async function quantize(args: string[]): Promise<number> {
       rotation: r.plan.settings.rotation,
       gptq: r.plan.settings.gptq,
       gptq_gpu_layers: r.gptqGpuLayers ?? null,
+      group_size: r.plan.settings.groupSize,
       center: r.plan.settings.center ?? null,
       act_group: r.plan.settings.actGroup ?? null,
       act_asym: r.plan.settings.actAsym ?? false,

@@ -372,6 +372,10 @@ Deno.test("quantize --center and --act-group: the plan and --json say so; --repo
   const cfgd = await run("cfgd", "--cfg-delta");
   assertEquals([plain.j.cfg_delta, cfgd.j.cfg_delta], [false, true]);
   assert(cfgd.r.stderr.includes("(CFG delta)"), cfgd.r.stderr);
+  // Weight groups on the integer path (MODE 7): the plan and --json say so.
+  const wg = await run("wg", "--group-size", "32");
+  assertEquals([plain.j.group_size, wg.j.group_size], [0, 32]);
+  assert(wg.r.stderr.includes("W8A4 (weights in groups of 32)"), wg.r.stderr);
   for (
     const [args, msg] of [[["--act-group", "24"], "multiple of 16"], [
       ["--act-asym"],
