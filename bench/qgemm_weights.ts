@@ -8,7 +8,7 @@ import type { QuantizedWeight } from "../plugins/types.ts";
 import { tlqLut } from "../plugins/quantizers/tlq.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { codesPerWord, packCodes } from "../runtime/quant/pack.ts";
-import { int8Groups, int8Lut } from "../runtime/reference/qgemm.ts";
+import { int8Groups, int8Lut, isAffineGrouped } from "../runtime/reference/qgemm.ts";
 
 /**
  * A random uniform weight in groups of `group` channels along K (`quantize --group-size`):
@@ -59,9 +59,8 @@ export function intEntryAt(
   n: number,
 ): number {
   const K = q.cols;
-  const grouped = !q.params.lut && Number(q.meta.groupSize ?? 0) > 0;
-  const wg = grouped ? int8Groups(q) : undefined;
-  const lut = grouped ? undefined : int8Lut(q);
+  const wg = isAffineGrouped(q) ? int8Groups(q) : undefined;
+  const lut = wg ? undefined : int8Lut(q);
   const L = 2 ** q.bits;
   const cpw = codesPerWord(q.bits);
   const wpr = Math.ceil(K / cpw);

@@ -12,11 +12,10 @@ import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import { wordsPerRow } from "../quant/pack.ts";
 import {
   a16Params,
-  affineGroupSize,
   hasCompactTlq,
   int8Groups,
   int8Lut,
-  isLutCoded,
+  isAffineGrouped,
   tlqCompactWords,
 } from "../reference/qgemm.ts";
 
@@ -74,7 +73,7 @@ function uploadInt8(
   up: (data: Uint32Array, shape: number[]) => Tensor,
 ): NonNullable<QWeightGpu["int"]> {
   const N = q.rows;
-  if (!isLutCoded(q) && affineGroupSize(q) < q.cols) {
+  if (isAffineGrouped(q)) {
     const g = int8Groups(q); // checks the groups and the int8 range
     const data = new Float32Array(2 * g.scale.length);
     data.set(g.scale, 0);

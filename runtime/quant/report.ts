@@ -13,10 +13,9 @@ import type { Runtime } from "../gpu/device.ts";
 import type { UploadQWeightOptions } from "../ops/qweight.ts";
 import {
   a16Params,
-  affineGroupSize,
   hasCompactTlq,
   int8Lut,
-  isLutCoded,
+  isAffineGrouped,
   tlqCompactWords,
 } from "../reference/qgemm.ts";
 import { createTensor, readTensor, writeTensor } from "../gpu/tensor.ts";
@@ -74,7 +73,7 @@ export function quantizedBytes(
   const compact = tlq === "compact" || (tlq === undefined && hasCompactTlq(q));
   if (compact) return codes + tlqCompactWords(q).byteLength;
   // Weight-only, and uniform groups on the integer path: scale and zero per group (MODE 1/7).
-  if (abits === 16 || (!isLutCoded(q) && affineGroupSize(q) < q.cols)) {
+  if (abits === 16 || isAffineGrouped(q)) {
     return codes + a16Params(q).data.byteLength;
   }
   const l = int8Lut(q);

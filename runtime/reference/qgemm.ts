@@ -52,6 +52,11 @@ export function affineGroupSize(q: QuantizedWeight): number {
   return g > 0 ? g : q.cols;
 }
 
+/** True for a uniform (affine) weight with groups along K ({@linkcode int8Groups}'s). */
+export function isAffineGrouped(q: QuantizedWeight): boolean {
+  return !isLutCoded(q) && affineGroupSize(q) < q.cols;
+}
+
 /** The A16 parameters of `q`. @throws {RangeError} for a weight of neither kind. */
 export function a16Params(q: QuantizedWeight): A16Params {
   if (isLutCoded(q)) {
@@ -264,7 +269,7 @@ export interface Int8Groups {
 export function int8Groups(q: QuantizedWeight): Int8Groups {
   const { rows: N, cols: K } = q;
   const G = affineGroupSize(q);
-  if (isLutCoded(q) || G >= K) {
+  if (!isAffineGrouped(q)) {
     throw new RangeError(`${q.quantizer}: int8Groups is for uniform weights in groups`);
   }
   if (K % G !== 0 || G % 16 !== 0) {
@@ -312,7 +317,7 @@ export function decodeInt8(q: QuantizedWeight, lut: Int8Lut): Int8Array {
  * ‖s·lut8[code] − ŵ‖ / ‖ŵ‖ over the weight (0 for uniform weights, per row or in groups).
  */
 export function int8LutError(q: QuantizedWeight, exact: Float32Array): number {
-  if (!isLutCoded(q) && affineGroupSize(q) < q.cols) return 0; // int8Groups: exact
+  if (isAffineGrouped(q)) return 0; // int8Groups: exact
   const lut = int8Lut(q);
   const w8 = decodeInt8(q, lut);
   let e = 0;
