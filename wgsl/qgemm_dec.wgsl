@@ -17,7 +17,7 @@
 //   MODE 6  TLQ compact, int8: as 5, s_row = max|level| / 127, int8 = round(127·level / max)
 //                                                                      (TLQ, A8)
 //   MODE 7  affine in groups, int8: int8 = code − zero[g]; scale [N·ng] then zero [N·ng] as
-//           MODE 1 (G divides K); the kernel scales each group's sums by wgscale(row, g)
+//           MODE 1 (G divides K); the kernel scales each group's sums (qgemm_int_scales.wgsl)
 //                                                                      (uniform groups, A8)
 // MODE 5/6 call tlq_w4, tlq_i8 and tlq_s of the TLQ fragment the host composes in.
 override BITS: u32 = 4u; // 3, 4 or 8
@@ -76,9 +76,6 @@ fn wdec_i8(row: u32, kw: u32) -> u32 {
   let lb = p.N + row * ((1u << BITS) / 4u);
   return lut8(lb, c.x) | (lut8(lb, c.y) << 8u) | (lut8(lb, c.z) << 16u) | (lut8(lb, c.w) << 24u);
 }
-
-// MODE 7: the scale of group g of row `row`.
-fn wgscale(row: u32, g: u32) -> f32 { return bitcast<f32>(wq[row * (p.K / p.p1) + g]); }
 
 // The row scale of MODE 2, 3, 4 and 6.
 fn wscale(row: u32) -> f32 {

@@ -11,22 +11,16 @@
 // quant_groups, xsc [M, K4/GROUPW]): at each group's end (GROUPW a multiple of BKW) the i32
 // sums are scaled into f32 accumulators and restart from zero. With ASYM too, x̂ = Δ·q + z per
 // group (xsc: the Δs [M, G] then the zs [M, G]): each column's Σ w8 over the group (its words
-// dotted with ones) times z is added at the flush as well. With WGW > 0 (MODE 7: uniform
-// weights in groups of WGW words, one divides the other with GROUPW) the sums are flushed
-// at the end of every span of the smaller group, each column's by s_x·s_w of the span (the
-// zero term by z·s_w), and the store applies no row scale.
+// dotted with ones) times z is added at the flush as well. With WGW > 0 (MODE 7) the weights'
+// scales are per group too (qgemm_int_scales.wgsl, composed in: the scales and the spans).
 override TX: u32 = 16u;
 override TY: u32 = 16u;
 override BKW: u32 = 4u;  // K tile in words: 4 or 8 (tile loads split evenly, ≤ 4 words each)
 override RAW: u32 = 0u;  // 1: store the i32 sums as f32 bit patterns (tests; f32 output)
-override GROUPW: u32 = 0u;  // words a scale group; 0: one scale a token
-override ASYM: bool = false;  // grouped asymmetric activations (GROUPW > 0)
-override WGW: u32 = 0u;  // MODE 7: words a weight scale group; 0: one scale a row
 
 @group(0) @binding(1) var<storage, read> xq: array<u32>;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
 @group(0) @binding(7) var<storage, read> wq: array<u32>;
-@group(0) @binding(8) var<storage, read> xsc: array<f32>;
 
 const SH: u32 = 512u; // vec4<u32> per operand: 2 buffers × BKW ≤ 8 × 128 rows / 4
 
@@ -64,35 +58,6 @@ fn put_w(j: u32, tid: u32, buf: u32, v: u32) {
 
 fn d4(a: u32, b: vec4<u32>) -> vec4<i32> {
   return vec4<i32>(dot4i8(a, b.x), dot4i8(a, b.y), dot4i8(a, b.z), dot4i8(a, b.w));
-}
-
-// Group g's activation scale for a row (rows past M read the last one: never stored).
-fn gscale(row: u32, g: u32) -> f32 { return xsc[min(row, p.M - 1u) * (p.K4 / GROUPW) + g]; }
-fn gzero(row: u32, g: u32) -> f32 {
-  let ng = p.K4 / GROUPW;
-  return xsc[p.M * ng + min(row, p.M - 1u) * ng + g];
-}
-
-// Words between flushes of the i32 sums into the f32 ones (0: none, one scale a row each).
-fn flushw() -> u32 {
-  if (GROUPW == 0u) { return WGW; }
-  if (WGW == 0u) { return GROUPW; }
-  return min(GROUPW, WGW);
-}
-
-// A row's activation scale over the span starting at word kw.
-fn xscale(row: u32, kw: u32) -> f32 {
-  if (GROUPW == 0u) { return xsc[min(row, p.M - 1u)]; }
-  return gscale(row, kw / GROUPW);
-}
-
-// Four columns' weight scales over the span starting at word kw (1 without weight groups).
-fn wscale4(col: u32, kw: u32) -> vec4<f32> {
-  if (WGW == 0u) { return vec4<f32>(1.0); }
-  let g = kw / WGW;
-  let n = p.N - 1u;
-  return vec4<f32>(wgscale(min(col, n), g), wgscale(min(col + 1u, n), g),
-                   wgscale(min(col + 2u, n), g), wgscale(min(col + 3u, n), g));
 }
 
 // Asymmetric: the zero point's share, z·Σ w8 over the group, of four columns.

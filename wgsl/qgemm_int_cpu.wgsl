@@ -8,44 +8,9 @@
 override WG: u32 = 64u;
 override WX: u32 = 0u;  // XOR applied to every W word (0x80808080 for offset 8-bit codes)
 override RAW: u32 = 0u; // 1: store the i32 sums as f32 bit patterns (tests; f32 output)
-// Words a scale group (act_quant.wgsl's quant_groups, xsc [M, K4/GROUPW], GROUPW a multiple
-// of ISTEP_WORDS): each group's i32 sums are scaled into f32 ones at its end. 0: per token.
-override GROUPW: u32 = 0u;
-override ASYM: bool = false;  // grouped asymmetric: x̂ = Δ·q + z, xsc the Δs then the zs
-// MODE 7 (uniform weights in groups): words a weight scale group, wq the scales [N, K4/WGW]
-// then the zeros; one group divides the other, the sums flushed at the smaller's ends, each
-// column's by s_x·s_w (the zero term by z·s_w), and no row scale at the store. 0: per row.
-override WGW: u32 = 0u;
-
+// Activation groups, their zero points and MODE 7's weight groups: qgemm_int_scales.wgsl
+// (composed in), the i32 sums flushed into f32 ones at the end of each span.
 @group(0) @binding(7) var<storage, read> wq: array<u32>;
-@group(0) @binding(8) var<storage, read> xsc: array<f32>;
-
-// Group g's scale and zero point for a row (rows past M read the last one: never stored).
-fn gscale(row: u32, g: u32) -> f32 { return xsc[min(row, p.M - 1u) * (p.K4 / GROUPW) + g]; }
-fn gzero(row: u32, g: u32) -> f32 { return xsc[(p.M + min(row, p.M - 1u)) * (p.K4 / GROUPW) + g]; }
-
-// Words between flushes of the i32 sums into the f32 ones (0: none).
-fn flushw() -> u32 {
-  if (GROUPW == 0u) { return WGW; }
-  if (WGW == 0u) { return GROUPW; }
-  return min(GROUPW, WGW);
-}
-
-// A row's activation scale over the span starting at word kw.
-fn xscale(row: u32, kw: u32) -> f32 {
-  if (GROUPW == 0u) { return xsc[min(row, p.M - 1u)]; }
-  return gscale(row, kw / GROUPW);
-}
-
-// Columns n0 … n0 + 3's weight scales over the span starting at word kw (1 without groups).
-fn wscale4(n0: u32, kw: u32) -> vec4<f32> {
-  if (WGW == 0u) { return vec4<f32>(1.0); }
-  let ng = p.K4 / WGW;
-  let g = kw / WGW;
-  var s = vec4<f32>(0.0);
-  for (var j = 0u; j < 4u; j++) { s[j] = bitcast<f32>(wq[min(n0 + j, p.N - 1u) * ng + g]); }
-  return s;
-}
 
 fn store_rowf(row: u32, n0: u32, v: vec4<f32>) {
   if (row >= p.M) { return; }

@@ -59,6 +59,7 @@ import decodeSrc from "../../wgsl/qgemm_decode.wgsl" with { type: "text" };
 import decodeLutsSrc from "../../wgsl/qgemm_decode_luts.wgsl" with { type: "text" };
 import intSrc from "../../wgsl/qgemm_int.wgsl" with { type: "text" };
 import intCpuSrc from "../../wgsl/qgemm_int_cpu.wgsl" with { type: "text" };
+import intScalesSrc from "../../wgsl/qgemm_int_scales.wgsl" with { type: "text" };
 import ioW4Src from "../../wgsl/qgemm_int_io_w4.wgsl" with { type: "text" };
 import ioW1Src from "../../wgsl/qgemm_int_io_w1.wgsl" with { type: "text" };
 import dotNativeSrc from "../../wgsl/qgemm_dot_native.wgsl" with { type: "text" };
@@ -406,7 +407,7 @@ export function qgemmInt(
       `qgemm_int_tiled_${dt}_${dot}${tag}`,
       intSrc,
       dt,
-      [commonSrc, ...libs, dotSrc],
+      [commonSrc, ...libs, dotSrc, intScalesSrc],
       bindings,
     );
     rec.dispatch(spec, {
@@ -440,7 +441,7 @@ export function qgemmInt(
     `qgemm_int_cpu_${dt}_${dot}_${wide ? "w4" : "w1"}`,
     intCpuSrc,
     dt,
-    [commonSrc, dotSrc, wide ? ioW4Src : ioW1Src],
+    [commonSrc, dotSrc, wide ? ioW4Src : ioW1Src, intScalesSrc],
     bindings,
   );
   const lanes = Math.ceil(M / 4) * Math.ceil(N / 4);
