@@ -17,7 +17,7 @@ import { formatReport, measureActivationError } from "../quant/report.ts";
 import { buildRotationReport, type RotationReportRow } from "../quant/rotation_plan.ts";
 import { ERROR_ROWS } from "../quant/rotation_error.ts";
 import { readCalibrationEmbeds } from "./embeds.ts";
-import { parsePromptList } from "../eval/eval.ts";
+import { calibrationPrompts } from "./calib_prompts.ts";
 import {
   CalibrationProgress,
   checkWritable,
@@ -98,7 +98,8 @@ export const QUANTIZE_USAGE =
   --out FILE.safetensors  the artifact (refused if it exists, unless --force)
   --force                 overwrite --out
   --calib-prompts N       rotations / paro / gptq: the first N calibration prompts of --calib-file,
-                          or of the 10 built in (default: each plugin's own list; the
+                          or of the 10 built in (past 10: of bench/prompts/calibration_320.txt,
+                          which starts with them); default each plugin's own list (the
                           statistics are cached per model and settings)
   --calib-file FILE       rotations / paro / gptq: calibration prompts, one a line (blank lines and
                           # comments skipped), e.g. bench/prompts/calibration_160.txt: GPTQ
@@ -133,22 +134,6 @@ export function parseAbitsOverride(list: string | undefined): AbitsOverride[] | 
   }
   if (!out.length) throw new UsageError("--abits-override: no PATTERN=BITS given");
   return out;
-}
-
-/** `--calib-file`'s prompts (one a line; blank lines and # comments skipped). */
-export async function readCalibrationPrompts(file: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new UsageError(`--calib-file: no such file ${file}`);
-    }
-    throw new UsageError(`--calib-file ${file}: ${(e as Error).message}`);
-  }
-  const prompts = parsePromptList(text);
-  if (!prompts.length) throw new UsageError(`--calib-file ${file}: no prompt in it`);
-  return prompts;
 }
 
 /** Rotation plan knobs the command line sets. */
@@ -320,16 +305,7 @@ export async function quantize(args: string[]): Promise<number> {
       throw new UsageError(`give --${k} or --calib-embeds, not both`);
     }
   }
-  const calibList = v["calib-file"] === undefined
-    ? CALIBRATION_PROMPTS
-    : await readCalibrationPrompts(v["calib-file"]);
-  if (calibPrompts !== undefined && calibPrompts > calibList.length) {
-    throw new UsageError(
-      `--calib-prompts ${calibPrompts}: ${
-        v["calib-file"] ?? "the built-in list"
-      } has ${calibList.length} prompts`,
-    );
-  }
+  const calibPromptList = await calibrationPrompts(v["calib-file"], calibPrompts);
   const calibEmbeds = v["calib-embeds"] === undefined
     ? undefined
     : await readCalibrationEmbeds(v["calib-embeds"]);
@@ -362,9 +338,7 @@ export async function quantize(args: string[]): Promise<number> {
     cfgDelta,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
-      prompts: calibPrompts === undefined && v["calib-file"] === undefined
-        ? undefined
-        : calibList.slice(0, calibPrompts),
+      prompts: calibPromptList,
       embeds: calibEmbeds,
       steps: calibSteps,
     },

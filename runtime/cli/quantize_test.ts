@@ -199,7 +199,7 @@ Deno.test("quantize --calib-file and --gptq-damp reach the plan; misuse exits 2"
       [["--gptq", "--calib-file", `${dir}/missing.txt`], "--calib-file: no such file"],
       [["--gptq", "--calib-file", `${dir}/empty.txt`], "no prompt in it"],
       [["--gptq", "--calib-file", file, "--calib-prompts", "3"], `${file} has 2 prompts`],
-      [["--gptq", "--calib-prompts", "11"], "the built-in list has 10 prompts"],
+      [["--gptq", "--calib-prompts", "321"], "calibration_320.txt has 320 prompts"],
     ];
     for (const [extra, msg] of misuse) {
       const r = await cli("quantize", ...base, ...extra, "--out", `${dir}/never.safetensors`);
