@@ -2,9 +2,9 @@
 // per-token int8 activations (act_quant.wgsl: four a word, rows of K4 words) and w8 the
 // weight decoded to int8 on load (qgemm_dec.wgsl, MODE 2 LUT, 3 direct, 4 affine, 6: TLQ
 // compact, its int8 LUTs built per workgroup by qgemm_tlq_wg.wgsl, or 7 affine in groups).
-// The structure is gemm_reg.wgsl's: a TY×TX workgroup computes a BM×BN tile (BM = 8·TY, BN = 8·TX), each
-// invocation an 8×8 block of i32 sums as two 4-row halves BM/2 apart by two 4-column halves
-// BN/2 apart; K advances BKW words (4·BKW int8) at a time through two workgroup buffers
+// The structure is gemm_reg.wgsl's: a TY×TX workgroup computes a BM×BN tile (BM = 8·TY,
+// BN = 8·TX), each invocation an 8×8 block of i32 sums as two 4-row halves BM/2 apart by two
+// 4-column halves BN/2 apart; K advances BKW words (4·BKW int8) at a time through two workgroup buffers
 // stored k-major (four rows a vec4<u32>), the next tile fetched into registers while the
 // current one is multiplied. Per word step: 4 vec4<u32> reads, 64 dot4i8 (256 MACs).
 // With GROUPW > 0 the activations have a scale per group of GROUPW words (act_quant.wgsl's
