@@ -180,12 +180,16 @@ function denseCase(
   dt: Float,
   kernel?: "rows" | "tiled",
   shape?: TiledShape,
+  rowsPerThread?: number,
 ): BenchCase {
   // The default kernel has the plain name; a forced one is named (attn_dense_rows_…), and a
-  // forced tiled launch shape carries it (…_rg16_tc9_cv2).
-  const tag = shape ? `_rg${shape.rg}_tc${shape.tc}_cv${shape.cv}` : "";
+  // forced tiled launch shape (…_rg16_tc9_cv2) or rows a thread (…_rpt4) carries it.
+  const tag = (shape ? `_rg${shape.rg}_tc${shape.tc}_cv${shape.cv}` : "") +
+    (rowsPerThread ? `_rpt${rowsPerThread}` : "");
   const name = `attn_dense_${kernel ? `${kernel}_` : ""}${dt}_${T}_d${D}${tag}`;
-  const tuning: AttentionTuning | undefined = kernel ? { kernel, tiled: shape } : undefined;
+  const tuning: AttentionTuning | undefined = kernel
+    ? { kernel, tiled: shape, rowsPerThread }
+    : undefined;
   const flops = 4 * T * T * D * HEADS;
   return {
     name,
@@ -420,8 +424,9 @@ function addDense(
   dt: Float,
   kernel?: "rows" | "tiled",
   shape?: TiledShape,
+  rowsPerThread?: number,
 ): void {
-  const c = denseCase(T, D, dt, kernel, shape);
+  const c = denseCase(T, D, dt, kernel, shape, rowsPerThread);
   suite.add(c);
   denseMs.set(c.name, () => suite.lastResults.find((r) => r.name === c.name)?.median_ms);
 }
@@ -452,7 +457,11 @@ for (const T of sizes) {
     suite.add(paroCase(T, 72, 0.3, 8));
   }
 }
-if (!onGpu) addDense(1024, 64, "f32");
+if (!onGpu) {
+  addDense(1024, 64, "f32");
+  // The CPU adapter's launch before 2026-11-28 (4 query rows a thread instead of 8).
+  addDense(1024, 64, "f32", "rows", undefined, 4);
+}
 // WEBDIT_ATTN_TILED_SWEEP=1: launch shapes of the tiled dense kernel (row groups × threads per
 // row group × head-dim vec4s per thread) that fit this adapter, at the PixArt-α and d64 heads.
 if (Deno.env.get("WEBDIT_ATTN_TILED_SWEEP") === "1") {

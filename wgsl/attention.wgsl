@@ -12,7 +12,8 @@
 // private arrays fit in registers, and compile the head dim in (HD) so that every loop
 // over its vec4s (d4), RPT and the 8 keys has a constant trip count: the compiler can
 // unroll them and index the private arrays statically. CPU adapters (where every
-// workgroup load costs tens of cycles per lane and private arrays are cheap) use RPT = 4
+// workgroup load costs tens of cycles per lane and private arrays are cheap) use RPT = 8
+// (RMAX raised to 8 by runtime/ops/attention.ts for them)
 // and HD = 0, the head dim read from the params: one pipeline serves every head dim, as
 // compiling one takes seconds there.
 //

@@ -61,7 +61,7 @@ async function checkCase(rt: Runtime, c: Case): Promise<void> {
 }
 
 // Each distinct pipeline compiles for seconds on lavapipe. The adapter's default launch
-// (on a CPU adapter: head dim read at run time, 16 threads × 4 rows) serves most cases
+// (on a CPU adapter: head dim read at run time, 16 threads × 8 rows) serves most cases
 // with one pipeline per dtype; GPU is the launch GPUs get (head dim compiled in,
 // 64 threads × 1 row), checked here too.
 const GPU: AttentionTuning = { threads: 64, rowsPerThread: 1, dynamicHeadDim: false };
@@ -74,6 +74,9 @@ Deno.test(
       // Tq, Tk not multiples of the tiles (2 key blocks); D = 72; batch 2.
       await checkCase(rt, { b: 2, tq: 77, tk: 93, h: 3, d: 72, tuning: GPU });
       await checkCase(rt, { b: 2, tq: 77, tk: 93, h: 3, d: 72 });
+      // 3 rows a thread: the 4-row private arrays with a partial last group of rows.
+      const rows3: AttentionTuning = { kernel: "rows", threads: 16, rowsPerThread: 3 };
+      await checkCase(rt, { b: 2, tq: 77, tk: 93, h: 3, d: 72, tuning: rows3 });
     });
   },
 );
@@ -230,6 +233,11 @@ Deno.test("attention validates its operands", gpuTest, async () => {
       () => attention(rec, q, k, k, { heads: 2, tuning: { keys: 12 } }),
       RangeError,
       "keys",
+    );
+    assertThrows(
+      () => attention(rec, q, k, k, { heads: 2, tuning: { kernel: "rows", rowsPerThread: 9 } }),
+      RangeError,
+      "rowsPerThread must be 1..8",
     );
     assertThrows(
       () =>
