@@ -42,9 +42,16 @@ import {
 } from "../runtime/ops/qgemm.ts";
 import { unpackInt8 } from "../runtime/quant/pack.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
-import { hasCompactTlq } from "../runtime/reference/qgemm.ts";
+import {
+  decodeInt8,
+  hasCompactTlq,
+  int8Groups,
+  int8Lut,
+  isAffineGrouped,
+  qgemmIntEntry,
+} from "../runtime/reference/qgemm.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
-import { intEntryAt, randomGroupedWeight, randomWeight, weightAt } from "./qgemm_weights.ts";
+import { randomGroupedWeight, randomWeight, weightAt } from "./qgemm_weights.ts";
 import type { PeerMatmul } from "./peers/ort.ts";
 import { nbits4At, ortMatmulNBits, randomNbits4 } from "./peers/ort_nbits.ts";
 
@@ -273,9 +280,15 @@ function intCase(
         return rec.submit();
       };
       await record(1);
-      const acts = { x8, sx, group: act.group, asym: act.asym };
+      // qgemmIntRef's arithmetic for the sampled entries, the weight decoded to int8 once.
+      const wg = isAffineGrouped(q) ? int8Groups(q) : undefined;
+      const lut = wg ? undefined : int8Lut(q);
+      const w8 = wg?.w8 ?? decodeInt8(q, lut!);
+      const wScale = wg?.scale ?? lut!.scale;
+      const nx = act.group ? (M * K) / act.group : M;
+      const zeros = act.asym ? sx.subarray(nx) : undefined;
       const check = checkSampled(name, await readTensor(rt, out), M, N, (m, n) => {
-        const v = intEntryAt(q, acts, M, m, n);
+        const v = qgemmIntEntry(x8, sx, w8, wScale, K, m, n, act.group, zeros, wg?.groupSize).y;
         return { v, mag: Math.abs(v) };
       });
       const tune = o.tune ? ` ${JSON.stringify(o.tune)}` : "";

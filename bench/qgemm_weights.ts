@@ -8,7 +8,6 @@ import type { QuantizedWeight } from "../plugins/types.ts";
 import { tlqLut } from "../plugins/quantizers/tlq.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { codesPerWord, packCodes } from "../runtime/quant/pack.ts";
-import { int8Groups, int8Lut, isAffineGrouped } from "../runtime/reference/qgemm.ts";
 
 /**
  * A random uniform weight in groups of `group` channels along K (`quantize --group-size`):
@@ -36,59 +35,6 @@ export function randomGroupedWeight(
     params: { scale: g.uniforms(N * ng, 1e-3, 3e-3), zero },
     meta: { symmetric: false, groupSize: group },
   };
-}
-
-/** Activations as the integer GEMM reads them: int8 [M, K], scales (then zeros), grouping. */
-export interface IntActs {
-  x8: Int8Array;
-  sx: Float32Array;
-  group?: number;
-  asym?: boolean;
-}
-
-/**
- * qgemmIntRef's arithmetic for one entry (sampled checks): per span of the smaller group,
- * the i32 sum times its scale (plus the zero point times Σ w8), summed in f32; then the
- * row scale, or with weight groups each span's weight scale.
- */
-export function intEntryAt(
-  q: QuantizedWeight,
-  a: IntActs,
-  M: number,
-  m: number,
-  n: number,
-): number {
-  const K = q.cols;
-  const wg = isAffineGrouped(q) ? int8Groups(q) : undefined;
-  const lut = wg ? undefined : int8Lut(q);
-  const L = 2 ** q.bits;
-  const cpw = codesPerWord(q.bits);
-  const wpr = Math.ceil(K / cpw);
-  const w8 = (k: number) => {
-    if (wg) return wg.w8[n * K + k];
-    const c = (q.codes[n * wpr + Math.floor(k / cpw)] >>> ((k % cpw) * q.bits)) & (L - 1);
-    return lut!.lut8[n * L + c];
-  };
-  const G = a.group || K;
-  const GW = wg?.groupSize ?? K;
-  const span = Math.min(G, GW);
-  const f = Math.fround;
-  let y = 0;
-  for (let k0 = 0; k0 < K; k0 += span) {
-    let acc = 0;
-    let ws = 0;
-    for (let k = k0; k < k0 + span; k++) {
-      acc += a.x8[m * K + k] * w8(k);
-      ws += w8(k);
-    }
-    const i = m * (K / G) + Math.floor(k0 / G);
-    const sx = a.group ? a.sx[i] : a.sx[m];
-    const sw = wg ? wg.scale[n * (K / GW) + Math.floor(k0 / GW)] : 1;
-    if (wg) y = f(y + f(acc * f(sx * sw)));
-    else y = a.group ? f(y + f(acc * sx)) : f(acc * sx);
-    if (a.asym) y = f(y + f(ws * (wg ? f(a.sx[M * (K / G) + i] * sw) : a.sx[M * (K / G) + i])));
-  }
-  return wg ? y : f(y * lut!.scale[n]);
 }
 
 /**

@@ -39,6 +39,7 @@ import type { QuantizedActivations } from "../quant/transform.ts";
 import { gemm, gemmDefaultTune } from "./gemm.ts";
 import type { QWeightGpu } from "./qweight.ts";
 import { checkTable, decLibs } from "./qgemm_tlq.ts";
+import { intWeightGroupsFit } from "../reference/qgemm.ts";
 import {
   checkNoAlias,
   epilogue,
@@ -303,7 +304,7 @@ export function qgemmInt(
   if (!w.int) throw new RangeError(`${who}: the weight was uploaded without integer parameters`);
   const N = w.N;
   const wgroup = w.int.mode === 7 ? w.int.groupSize ?? 0 : 0;
-  if (w.int.mode === 7 && !(wgroup > 0 && wgroup % 16 === 0 && K % wgroup === 0)) {
+  if (w.int.mode === 7 && !intWeightGroupsFit(wgroup, K)) {
     throw new RangeError(`${who}: weight groups of ${wgroup} must be a multiple of 16 dividing K`);
   }
   if (group && wgroup && Math.max(group, wgroup) % Math.min(group, wgroup) !== 0) {

@@ -219,6 +219,9 @@ Deno.test(
         const q = uniformQuantize({ data: c.ws, rows: 29, cols: 256 }, { bits: 4, groupSize: wg });
         const w = uploadQWeight(rt, q, { int: true });
         assertEquals(w.int?.mode, 7);
+        // MODE 1 (weight-only) and MODE 7 read one tensor of scales and zeros.
+        assert(w.int?.params === w.a16?.params, "one params tensor");
+        assertEquals(w.byteLength, w.codes.byteLength + w.a16!.params.byteLength);
         const g = int8Groups(q);
         const rec = new Recorder(rt);
         const xa = actQuant(rec, x, group ? 4 : 8, group ? { group, asym } : {});
@@ -265,6 +268,12 @@ Deno.test(
         groupSize: 64,
       });
       assertThrows(() => uploadQWeight(rt, w3, { int: true }), RangeError, "divide K = 240");
+      // Asymmetric W8 in groups: code − zero leaves int8 (all-positive weights: zero 0).
+      const w8a = uniformQuantize(
+        { data: c.ws.map(Math.abs), rows: 29, cols: 256 },
+        { bits: 8, groupSize: 64 },
+      );
+      assertThrows(() => uploadQWeight(rt, w8a, { int: true }), RangeError, "symmetric");
       x192.release();
       w64.release();
       x3.release();

@@ -12,8 +12,8 @@ import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import { wordsPerRow } from "../quant/pack.ts";
 import {
   a16Params,
+  checkInt8Groups,
   hasCompactTlq,
-  int8Groups,
   int8Lut,
   isAffineGrouped,
   tlqCompactWords,
@@ -67,19 +67,12 @@ function u32View(a: Float32Array | Int8Array): Uint32Array {
   return new Uint32Array(b.buffer);
 }
 
-/** The integer parameters of a non-compact weight (MODE 2, 3, 4 or 7), uploaded through `up`. */
+/** The integer parameters of a non-compact per-row weight (MODE 2, 3 or 4), uploaded through `up`. */
 function uploadInt8(
   q: QuantizedWeight,
   up: (data: Uint32Array, shape: number[]) => Tensor,
 ): NonNullable<QWeightGpu["int"]> {
   const N = q.rows;
-  if (isAffineGrouped(q)) {
-    const g = int8Groups(q); // checks the groups and the int8 range
-    const data = new Float32Array(2 * g.scale.length);
-    data.set(g.scale, 0);
-    data.set(g.zero, g.scale.length);
-    return { mode: 7, params: up(u32View(data), [data.length]), groupSize: g.groupSize };
-  }
   const l = int8Lut(q);
   if (l.direct) return { mode: 3, params: up(u32View(l.scale), [N]) };
   if (l.zero) {
@@ -131,15 +124,20 @@ export function uploadQWeight(
         if (opts.int) int = { mode: 6, params };
       }
     } else {
-      if (wantA16) {
+      const upA16 = (): NonNullable<QWeightGpu["a16"]> => {
         const p = a16Params(q);
-        a16 = {
+        return {
           mode: p.mode,
           params: up(u32View(p.data), [p.data.length]),
           groupSize: p.groupSize,
         };
-      }
-      if (opts.int) int = uploadInt8(q, up);
+      };
+      if (wantA16) a16 = upA16();
+      if (opts.int && isAffineGrouped(q)) {
+        const groupSize = checkInt8Groups(q);
+        // MODE 7 reads MODE 1's scales and zeros: one tensor serves both paths.
+        int = { mode: 7, params: (a16 ?? upA16()).params, groupSize };
+      } else if (opts.int) int = uploadInt8(q, up);
     }
     const byteLength = tensors.reduce((s, t) => s + t.byteLength, 0);
     return {

@@ -26,7 +26,7 @@ import { CheckpointError } from "../errors.ts";
 import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
 import type { TensorToWrite } from "../io/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
-import { int8LutError } from "../reference/qgemm.ts";
+import { int8LutError, intWeightGroupsFit } from "../reference/qgemm.ts";
 import type { PluginRegistry } from "../registry.ts";
 import { createRuntime, type Runtime } from "../gpu/device.ts";
 import {
@@ -294,8 +294,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         );
       }
       const G = settings.groupSize;
-      if (!reason && G && layerAbits(name, settings) < 16 && (K % G || G % 16)) {
-        throw new RangeError( // the integer GEMMs scale whole groups of whole K steps
+      if (!reason && G && layerAbits(name, settings) < 16 && !intWeightGroupsFit(G, K)) {
+        throw new RangeError(
           `${name}: the integer path takes weight groups that divide K = ${K} and are a multiple of 16, got ${G}`,
         );
       }

@@ -262,40 +262,60 @@ export interface Int8Groups {
 }
 
 /**
- * The integer form of a uniform weight in groups: int8 = code − zero[n, g], ŵ = Δ[n, g]·int8.
- * @throws {RangeError} for a LUT-coded or per-row weight, groups that do not divide K or are
- *   no multiple of 16 (the kernels scale whole K steps), or an int8 overflow (asymmetric W8).
+ * Whether the integer GEMMs take weight groups of G channels along K: a multiple of 16 that
+ * divides K (their sums are scaled per whole group of whole K steps).
  */
-export function int8Groups(q: QuantizedWeight): Int8Groups {
+export function intWeightGroupsFit(G: number, K: number): boolean {
+  return G > 0 && G % 16 === 0 && K % G === 0;
+}
+
+/**
+ * Checks a uniform weight in groups for the integer path — int8 = code − zero[n, g], the
+ * scales and zeros as {@linkcode a16Params} lays them out (MODE 1's, which MODE 7 reads) —
+ * and returns its group size.
+ * @throws {RangeError} for a LUT-coded or per-row weight, groups the integer GEMMs do not
+ *   take ({@linkcode intWeightGroupsFit}), or a level whose code − zero leaves int8
+ *   (asymmetric W8).
+ */
+export function checkInt8Groups(q: QuantizedWeight): number {
   const { rows: N, cols: K } = q;
   const G = affineGroupSize(q);
   if (!isAffineGrouped(q)) {
     throw new RangeError(`${q.quantizer}: int8Groups is for uniform weights in groups`);
   }
-  if (K % G !== 0 || G % 16 !== 0) {
+  if (!intWeightGroupsFit(G, K)) {
     throw new RangeError(
       `${q.quantizer}: the integer path takes weight groups that divide K = ${K} and are a ` +
         `multiple of 16; this weight has groups of ${G}`,
     );
   }
+  const { scale, zero } = q.params;
+  const n = N * (K / G);
+  if (!scale || !zero || scale.length !== n || zero.length !== n) {
+    throw new RangeError(`${q.quantizer}: scale and zero must hold ${N}×${K / G} values`);
+  }
+  const top = 2 ** q.bits - 1; // every level, as int8Lut checks per row
+  for (let i = 0; i < n; i++) {
+    if (zero[i] > 128 || top - zero[i] > 127) {
+      throw new RangeError(
+        `${q.quantizer}: code − zero of row ${Math.floor(i / (K / G))} does not fit int8; ` +
+          "quantize 8-bit weights symmetric for the integer path",
+      );
+    }
+  }
+  return G;
+}
+
+/** The integer form of a uniform weight in groups (checked by {@linkcode checkInt8Groups}). */
+export function int8Groups(q: QuantizedWeight): Int8Groups {
+  const { rows: N, cols: K } = q;
+  const G = checkInt8Groups(q);
   const ng = K / G;
   const { scale, zero } = q.params;
-  if (!scale || !zero || scale.length !== N * ng || zero.length !== N * ng) {
-    throw new RangeError(`${q.quantizer}: scale and zero must hold ${N}×${ng} values`);
-  }
   const c = unpackCodes(q.codes, N, K, q.bits);
   const w8 = new Int8Array(N * K);
   for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) {
-      const v = c[n * K + k] - zero[n * ng + Math.floor(k / G)];
-      if (v < -128 || v > 127) {
-        throw new RangeError(
-          `${q.quantizer}: code − zero of row ${n} does not fit int8; ` +
-            "quantize 8-bit weights symmetric for the integer path",
-        );
-      }
-      w8[n * K + k] = v;
-    }
+    for (let k = 0; k < K; k++) w8[n * K + k] = c[n * K + k] - zero[n * ng + Math.floor(k / G)];
   }
   return { groupSize: G, scale: Float32Array.from(scale), zero: Float32Array.from(zero), w8 };
 }
@@ -341,6 +361,49 @@ export interface QGemmIntRef {
 }
 
 /**
+ * Entry (m, n) of {@linkcode qgemmIntRef} before its epilogue: the exact integer sum, and
+ * the scaled value (the sampled checks of large GEMMs call it alone).
+ */
+export function qgemmIntEntry(
+  x8: Int8Array,
+  xScale: Float32Array,
+  w8: Int8Array,
+  wScale: Float32Array,
+  K: number,
+  m: number,
+  n: number,
+  group = 0,
+  zeros?: Float32Array,
+  wGroup = 0,
+): { acc: number; y: number } {
+  const f = Math.fround;
+  const G = group || K;
+  const GW = wGroup || K;
+  const span = Math.min(G, GW);
+  if (Math.max(G, GW) % span !== 0) {
+    throw new RangeError(`qgemmIntRef: groups of ${G} and ${GW}: one must divide the other`);
+  }
+  let total = 0;
+  let y = 0; // per span: the i32 sum times its scale, summed in f32
+  for (let k0 = 0; k0 < K; k0 += span) {
+    let s = 0;
+    let ws = 0; // Σ w8 over the span, for the zero point
+    for (let k = k0; k < k0 + span; k++) {
+      s += x8[m * K + k] * w8[n * K + k];
+      ws += w8[n * K + k];
+    }
+    total += s;
+    const i = m * (K / G) + Math.floor(k0 / G);
+    const sx = group ? xScale[i] : xScale[m];
+    const sw = wGroup ? wScale[n * (K / GW) + Math.floor(k0 / GW)] : 1;
+    if (wGroup) y = f(y + f(s * f(sx * sw)));
+    else y = group ? f(y + f(s * sx)) : f(s * sx);
+    if (zeros) y = f(y + f(ws * (wGroup ? f(zeros[i] * sw) : zeros[i])));
+  }
+  return { acc: total, y: wGroup ? y : f(y * wScale[n]) };
+}
+
+/**
  * Y = epilogue(s_token·s_row·Σ x8·w8) for int8 activations x8 [M, K] with scales [M] and
  * int8 weights w8 [N, K] with row scales [N]. With `group`, x8's scales are per group of
  * `group` channels ([M, K/group]): Y = epilogue(s_row·Σ_g s_g·Σ_{k∈g} x8·w8), summed in f32;
@@ -364,34 +427,11 @@ export function qgemmIntRef(
 ): QGemmIntRef {
   const acc = new Int32Array(M * N);
   const scaled = new Float32Array(M * N);
-  const f = Math.fround;
-  const G = group || K;
-  const GW = wGroup || K;
-  const span = Math.min(G, GW);
-  if (Math.max(G, GW) % span !== 0) {
-    throw new RangeError(`qgemmIntRef: groups of ${G} and ${GW}: one must divide the other`);
-  }
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
-      let total = 0;
-      let y = 0; // per span: the i32 sum times its scale, summed in f32
-      for (let k0 = 0; k0 < K; k0 += span) {
-        let s = 0;
-        let ws = 0; // Σ w8 over the span, for the zero point
-        for (let k = k0; k < k0 + span; k++) {
-          s += x8[m * K + k] * w8[n * K + k];
-          ws += w8[n * K + k];
-        }
-        total += s;
-        const i = m * (K / G) + Math.floor(k0 / G);
-        const sx = group ? xScale[i] : xScale[m];
-        const sw = wGroup ? wScale[n * (K / GW) + Math.floor(k0 / GW)] : 1;
-        if (wGroup) y = f(y + f(s * f(sx * sw)));
-        else y = group ? f(y + f(s * sx)) : f(s * sx);
-        if (zeros) y = f(y + f(ws * (wGroup ? f(zeros[i] * sw) : zeros[i])));
-      }
-      acc[m * N + n] = total;
-      scaled[m * N + n] = wGroup ? y : f(y * wScale[n]);
+      const e = qgemmIntEntry(x8, xScale, w8, wScale, K, m, n, group, zeros, wGroup);
+      acc[m * N + n] = e.acc;
+      scaled[m * N + n] = e.y;
     }
   }
   // The epilogue on the scaled sums: a GEMM with the identity as weight.
