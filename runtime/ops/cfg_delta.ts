@@ -18,6 +18,7 @@ import {
   epilogue,
   flagConstants,
   type QGemmEpilogue,
+  rowsOf,
 } from "./qgemm_spec.ts";
 import commonSrc from "../../wgsl/gemm_common.wgsl" with { type: "text" };
 import src from "../../wgsl/cfg_delta.wgsl" with { type: "text" };
@@ -63,9 +64,7 @@ function pairRows(who: string, x: Tensor): [number, number, StorageType] {
   if (x.dtype !== "f32" && x.dtype !== "f16") {
     throw new TypeError(`${who}: x must be f32 or f16, got ${x.dtype}`);
   }
-  if (x.shape.length < 2) throw new RangeError(`${who}: x must be [M, K], got [${x.shape}]`);
-  const K = x.shape[x.shape.length - 1];
-  const M = K > 0 ? x.size / K : 0;
+  const [M, K] = rowsOf(x, who);
   if (M % 2 !== 0) {
     throw new RangeError(`${who}: x has ${M} rows, not a CFG pair (an even number of rows)`);
   }

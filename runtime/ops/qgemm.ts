@@ -48,6 +48,7 @@ import {
   makeSpec,
   type QGemmEpilogue,
   type QParams,
+  rowsOf,
 } from "./qgemm_spec.ts";
 export type { QGemmEpilogue } from "./qgemm_spec.ts";
 export { type QWeightGpu, uploadQWeight, type UploadQWeightOptions } from "./qweight.ts";
@@ -131,12 +132,6 @@ const SKINNY_TLQ_PAD = 2;
 export function defaultA16Version(rt: Runtime, M: number): QGemmA16Version {
   if (rt.info.fallback) return "dequant";
   return M <= 64 ? "skinny" : "fused";
-}
-
-function rowsOf(x: Tensor, who: string): [number, number] {
-  if (x.shape.length < 2) throw new RangeError(`${who}: x must be [M, K], got [${x.shape}]`);
-  const K = x.shape[x.shape.length - 1];
-  return [K > 0 ? x.size / K : 0, K];
 }
 
 /**

@@ -84,6 +84,13 @@ export function epilogue(
   return { M, N, rpg, act, bias: !!o.bias, biasRows, res: !!o.residual, gate: !!o.gate };
 }
 
+/** [M, K] of x [..., K] (M = 0 when K is). */
+export function rowsOf(x: Tensor, who: string): [number, number] {
+  if (x.shape.length < 2) throw new RangeError(`${who}: x must be [M, K], got [${x.shape}]`);
+  const K = x.shape[x.shape.length - 1];
+  return [K > 0 ? x.size / K : 0, K];
+}
+
 /** Throws when `out` shares a buffer with one of `inputs`. */
 export function checkNoAlias(
   who: string,
