@@ -38,7 +38,7 @@ export interface AblationSetting {
   attention: string;
   density: number | null;
   attn_bits: number | null;
-  /** Uniform: weight groups of this many input channels (quantize --group-size); absent: per row. */
+  /** Uniform, TLQ: weight groups of this many input channels (quantize --group-size); absent: per row. */
   group_size?: number;
   /** "mse": TLQ's row grids fitted by least squares (quantize --tlq-fit mse); absent: METHODS.md's. */
   tlq_fit?: "mse";
@@ -224,7 +224,9 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     if (typeof g !== "number" || !Number.isInteger(g) || g < 16 || g % 16 !== 0) {
       fail(file, `${field}.group_size`, `must be a multiple of 16, got ${JSON.stringify(g)}`);
     }
-    if (r.quantizer !== "uniform") fail(file, `${field}.group_size`, "is uniform's");
+    if (r.quantizer !== "uniform" && r.quantizer !== "tlq") {
+      fail(file, `${field}.group_size`, "is uniform's and tlq's");
+    }
     s.group_size = g;
   }
   if (r.tlq_fit !== undefined) {

@@ -183,8 +183,8 @@ Deno.test("matrix: bad fields are named", async () => {
       "rows[0].gptq_device needs gptq: true",
     ],
     [
-      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, group_size: 64 }] },
-      "rows[0].group_size is uniform's",
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, group_size: 24 }] },
+      "rows[0].group_size must be a multiple of 16",
     ],
     [
       { rows: [{ quantizer: "uniform", wbits: 4, abits: 8, group_size: 40 }] },

@@ -288,7 +288,8 @@ function intCase(
       const nx = act.group ? (M * K) / act.group : M;
       const zeros = act.asym ? sx.subarray(nx) : undefined;
       const check = checkSampled(name, await readTensor(rt, out), M, N, (m, n) => {
-        const v = qgemmIntEntry(x8, sx, w8, wScale, K, m, n, act.group, zeros, wg?.groupSize).y;
+        const wGroup = wg?.groupSize ?? (lut!.groupSize < K ? lut!.groupSize : 0);
+        const v = qgemmIntEntry(x8, sx, w8, wScale, K, m, n, act.group, zeros, wGroup).y;
         return { v, mag: Math.abs(v) };
       });
       const tune = o.tune ? ` ${JSON.stringify(o.tune)}` : "";

@@ -1,13 +1,17 @@
 // Decoding of packed weight codes (runtime/quant/pack.ts: ⌊32/b⌋ b-bit codes per u32,
 // little-endian, each row starting a new word) for the quantized GEMMs. The including
 // kernel declares `p` (gemm_common's Params: N; p0 = code words per row; p1 = the group
-// size for MODE 1 and 7), `codes: array<u32>` and `wq: array<u32>` (the weight's parameters,
-// f32 as bit patterns):
-//   MODE 0  f32 LUT:   ŵ = lut[row·2^b + code]                         (TLQ, A16)
+// size of MODE 0, 1, 2 and 7, 0 for one LUT a row in MODE 0 and 2), `codes: array<u32>`
+// and `wq: array<u32>` (the weight's parameters, f32 as bit patterns):
+//   MODE 0  f32 LUT:   ŵ = lut[g·2^b + code], g = row·ng + k/G, or g = row where p1 = 0
+//                      (one LUT a row)                                 (TLQ, A16)
 //   MODE 1  affine:    ŵ = (code − zero[g])·scale[g], g = row·ng + k/G  (uniform, A16;
 //                      scale [N·ng] then zero [N·ng], ng = ⌈K/G⌉)
-//   MODE 2  int8 LUT:  row scale [N] f32, then per row 2^b int8 packed four a word:
-//                      ŵ ≈ scale[row]·lut8[row, code]                   (TLQ/uniform, A8)
+//   MODE 2  int8 LUT:  scale [N] f32, then per row 2^b int8 packed four a word:
+//                      ŵ ≈ scale[row]·lut8[row, code]; with p1 = G > 0 one scale and
+//                      table a (row, group) as MODE 0's g, [N·ng] then [N·ng, 2^b]: the
+//                      kernel scales each group's sums (WGW, qgemm_int_scales.wgsl)
+//                                                                      (TLQ/uniform, A8)
 //   MODE 3  direct:    8-bit codes offset by 128: int8 = code − 128 (word ^ 0x80808080),
 //                      row scale [N] as in MODE 2                      (uniform sym W8, A8)
 //   MODE 4  affine:    int8 = code − zero[row]: row scale [N], then zero [N] (f32)
@@ -44,12 +48,18 @@ fn codes4(row: u32, k4: u32) -> vec4<u32> {
   return c;
 }
 
+// MODE 0 and 2: the LUT of the weights at k = 4·k4 … of row `row` (per row where p1 = 0).
+fn lut_of(row: u32, k4: u32) -> u32 {
+  if (p.p1 == 0u) { return row; }
+  return row * (p.K / p.p1) + (4u * k4) / p.p1;
+}
+
 // Four weights of row `row` at k = 4·k4 … (MODE 0, 1 or 5).
 fn wdec4(row: u32, k4: u32) -> vec4<f32> {
   let c = codes4(row, k4);
   if (MODE == 5u) { return tlq_w4(row, c); }
   if (MODE == 0u) {
-    let b = row << BITS;
+    let b = lut_of(row, k4) << BITS;
     return vec4<f32>(bitcast<f32>(wq[b + c.x]), bitcast<f32>(wq[b + c.y]),
                      bitcast<f32>(wq[b + c.z]), bitcast<f32>(wq[b + c.w]));
   }
@@ -73,7 +83,9 @@ fn wdec_i8(row: u32, kw: u32) -> u32 {
     let v = (c + vec4<u32>(256u - u32(bitcast<f32>(wq[zi])))) & vec4<u32>(0xffu);
     return v.x | (v.y << 8u) | (v.z << 16u) | (v.w << 24u);
   }
-  let lb = p.N + row * ((1u << BITS) / 4u);
+  var luts = p.N; // the tables follow the scales
+  if (p.p1 > 0u) { luts = p.N * (p.K / p.p1); }
+  let lb = luts + lut_of(row, kw) * ((1u << BITS) / 4u);
   return lut8(lb, c.x) | (lut8(lb, c.y) << 8u) | (lut8(lb, c.z) << 16u) | (lut8(lb, c.w) << 24u);
 }
 

@@ -1,13 +1,13 @@
 // The scales of the integer GEMMs (qgemm_int.wgsl, qgemm_int_cpu.wgsl compose this in): the
 // activations' per token (xsc [M]) or per group of GROUPW words (act_quant.wgsl's
 // quant_groups, xsc [M, K4/GROUPW], with ASYM the zero points [M, K4/GROUPW] after them),
-// and the weights' per row or, with WGW > 0 (MODE 7: uniform weights in groups of WGW words,
-// one group dividing the other), per group. Grouped sums are flushed from i32 into f32 at
+// and the weights' per row or, with WGW > 0 (MODE 7: uniform weights in groups of WGW words;
+// MODE 2 with one int8 LUT a group; one group dividing the other), per group. Grouped sums are flushed from i32 into f32 at
 // the end of every span of the smaller group, each scaled by s_x·s_w (the zero term z·Σ w8
 // by z·s_w); the store then applies the row scale only without weight groups.
 override GROUPW: u32 = 0u;  // words an activation scale group; 0: one scale a token
 override ASYM: bool = false;  // grouped asymmetric activations (GROUPW > 0)
-override WGW: u32 = 0u;  // MODE 7: words a weight scale group; 0: one scale a row
+override WGW: u32 = 0u;  // MODE 7 or 2: words a weight scale group; 0: one scale a row
 
 @group(0) @binding(8) var<storage, read> xsc: array<f32>;
 
@@ -30,7 +30,7 @@ fn xscale(row: u32, kw: u32) -> f32 {
   return gscale(row, kw / GROUPW);
 }
 
-// Weight group g's scale of column `col` (MODE 7: wq holds the scales [N, K4/WGW] first).
+// Weight group g's scale of column `col` (MODE 7 and 2: wq holds the scales [N, K4/WGW] first).
 fn wgs(col: u32, g: u32) -> f32 { return bitcast<f32>(wq[min(col, p.N - 1u) * (p.K4 / WGW) + g]); }
 
 // Columns col … col + 3's weight scales over the span starting at word kw (1 without groups).

@@ -26,6 +26,10 @@
  *   its value in the exponent.
  * - The percentile interpolates linearly between ranks (numpy's default).
  *
+ * With `groupSize` G (a divisor of K; an option beyond METHODS.md's per-row grids) each run of
+ * G weights of a row has its own planes, (Δ, z) and LUT, as if it were a row: the parameters
+ * are [N·K/G] and the LUT [N, K/G, 2^b], meta.groupSize = G; η stays one per layer.
+ *
  * With `fit: "mse"` each row's (Δ, z) are instead fitted to least squared error, weights on
  * their nearest level (tlq_fit.ts; an option beyond the paper, same format).
  *
@@ -296,7 +300,7 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
   if (!TLQ_BITS.includes(bits)) {
     throw new RangeError(`tlq: bits must be one of ${TLQ_BITS.join(", ")}, got ${bits}`);
   }
-  if (opts.groupSize) throw new RangeError("tlq: groups are not supported (per-row LUTs)");
+  const G = tlqGroupSize(w.cols, opts.groupSize);
   const etas = opts.etas ?? TLQ_ETAS;
   const ps = opts.percentiles ?? TLQ_PERCENTILES;
   if (etas.length === 0 || etas.some((e) => !(e >= 0) || !Number.isFinite(e))) {
@@ -317,10 +321,14 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
     throw new RangeError('tlq: fit "mse" puts each weight on its nearest level (assign "nearest")');
   }
   const nearest = assign === "nearest";
-  const { rows: N, cols: K, data } = w;
+  // Groups are rows of their own: a row of K weights is K/G rows of G, in the same order.
+  const N = w.rows * (w.cols / G);
+  const K = G;
+  const data = w.data;
   const half = 2 ** (bits - 1);
-  const pos = buildPlanes(w, 1);
-  const neg = buildPlanes(w, -1);
+  const v = { data, rows: N, cols: K };
+  const pos = buildPlanes(v, 1);
+  const neg = buildPlanes(v, -1);
   const zeros = new Int32Array(N);
   for (let n = 0; n < N; n++) {
     zeros[n] = K - (pos.off[n + 1] - pos.off[n]) - (neg.off[n + 1] - neg.off[n]);
@@ -355,11 +363,12 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
   return {
     quantizer: "tlq",
     bits,
-    rows: N,
-    cols: K,
-    codes: packCodes(codes, N, K, bits),
+    rows: w.rows,
+    cols: w.cols,
+    codes: packCodes(codes, w.rows, w.cols, bits),
     params: { lut, deltaPos, zeroPos, deltaNeg, zeroNeg },
     meta: {
+      ...(G < w.cols ? { groupSize: G } : {}),
       eta,
       ...(rows.pPos === undefined ? { fit } : { pPos: rows.pPos, pNeg: rows.pNeg! }),
       assign,
@@ -369,29 +378,52 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
   };
 }
 
-/** Dequantizes a LUT-coded weight (TLQ): ŵ[n, k] = lut[n, code]. */
+/**
+ * The group size of TLQ along K: `groupSize` when it is set and below K, else K (one grid a
+ * row). @throws {RangeError} for a group size that is not a positive divisor of K.
+ */
+export function tlqGroupSize(K: number, groupSize: number | undefined): number {
+  if (!groupSize || groupSize >= K) return K;
+  if (!Number.isInteger(groupSize) || groupSize < 1 || K % groupSize !== 0) {
+    throw new RangeError(`tlq: groupSize must divide K = ${K}, got ${groupSize}`);
+  }
+  return groupSize;
+}
+
+/**
+ * The group size of a LUT-coded weight (meta.groupSize, or K: one LUT a row) after checking
+ * that `params.lut` holds 2^b values for each (row, group).
+ */
+export function lutGroupSize(q: QuantizedWeight): number {
+  const G = tlqGroupSize(q.cols, Number(q.meta.groupSize ?? 0));
+  const n = q.rows * (q.cols / G);
+  if (q.params.lut?.length !== n * 2 ** q.bits) {
+    throw new RangeError(
+      `${q.quantizer}: lut must hold ${q.rows}×${q.cols / G}×${2 ** q.bits} values`,
+    );
+  }
+  return G;
+}
+
+/** Dequantizes a LUT-coded weight (TLQ): ŵ[n, k] = lut[n, ⌊k/G⌋, code]. */
 export function lutDequantize(q: QuantizedWeight): Float32Array {
   const { rows: N, cols: K, bits } = q;
   const L = 2 ** bits;
+  const G = lutGroupSize(q);
   const lut = q.params.lut;
-  if (!lut || lut.length !== N * L) {
-    throw new RangeError(`${q.quantizer}: lut must hold ${N}×${L} values`);
-  }
   const c = unpackCodes(q.codes, N, K, bits);
   const out = new Float32Array(N * K);
   for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) out[n * K + k] = lut[n * L + c[n * K + k]];
+    for (let k = 0; k < K; k++) {
+      out[n * K + k] = lut[(n * (K / G) + Math.floor(k / G)) * L + c[n * K + k]];
+    }
   }
   return out;
 }
 
-/** The grid of a LUT-coded weight: each row's LUT (see CodeGrid). */
+/** The grid of a LUT-coded weight: each row's (group's) LUT (see CodeGrid). */
 export function lutGrid(q: QuantizedWeight): CodeGrid {
-  const lut = q.params.lut;
-  if (!lut || lut.length !== q.rows * 2 ** q.bits) {
-    throw new RangeError(`${q.quantizer}: lut must hold ${q.rows}×${2 ** q.bits} values`);
-  }
-  return { groupSize: q.cols, values: lut };
+  return { groupSize: lutGroupSize(q), values: q.params.lut };
 }
 
 /** The TLQ quantizer's descriptor. */

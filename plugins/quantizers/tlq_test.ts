@@ -98,7 +98,7 @@ Deno.test("tlq: nearest assignment uses the same grid and never raises the error
 Deno.test("tlq: rejects bad bits, groups and search grids", () => {
   const w = studentT(2, 8, 4, 5);
   assertThrows(() => tlqQuantize(w, { bits: 8 }), RangeError, "bits");
-  assertThrows(() => tlqQuantize(w, { bits: 4, groupSize: 64 }), RangeError, "groups");
+  assertThrows(() => tlqQuantize(w, { bits: 4, groupSize: 3 }), RangeError, "divide K = 8");
   assertThrows(() => tlqQuantize(w, { bits: 4, etas: [-1] }), RangeError, "etas");
   assertThrows(() => tlqQuantize(w, { bits: 4, percentiles: [0] }), RangeError, "percentiles");
   assertEquals(tlqQuantizer.name, "tlq");
@@ -180,4 +180,28 @@ Deno.test("tlq: tlqExp2 is 2^x within one f32 ulp, exact on integers, 0/∞ outs
   assertEquals(tlqExp2(f16Bits(-0.5), 6), 0.125);
   assertEquals(tlqExp2(f16Bits(1), -127), 0);
   assertEquals(tlqExp2(f16Bits(1), 128), Infinity);
+});
+
+Deno.test("tlq: in groups, each run of G weights of a row is quantized as a row of its own", () => {
+  const [N, K, G] = [5, 96, 32];
+  const w = studentT(N, K, 4, 17);
+  const opts = { bits: 4, etas: [0.01], fit: "mse" as const }; // one η: no layer-wide choice
+  const q = tlqQuantize(w, { ...opts, groupSize: G });
+  assertEquals([q.meta.groupSize, q.params.deltaPos.length, q.params.lut.length], [G, 15, 240]);
+  assertEquals(tlqQuantizer.grid!(q).groupSize, G);
+  // The same weights as [N·K/G, G], group g of row n its row n·K/G + g: same parameters and
+  // values, in the same order (the codes too: the runs are contiguous in the rows).
+  const rows = tlqQuantize({ data: w.data, rows: N * K / G, cols: G }, opts);
+  for (const k of ["deltaPos", "zeroPos", "deltaNeg", "zeroNeg", "lut"]) {
+    assertEquals(Array.from(q.params[k]), Array.from(rows.params[k]), k);
+  }
+  assertEquals(Array.from(lutDequantize(q)), Array.from(lutDequantize(rows)));
+  // Grids fitted to 32 weights instead of 96 err less (heavy tails: each run its own range).
+  const perRow = lutDequantize(tlqQuantize(w, opts));
+  assert(mse(w.data, lutDequantize(q)) < 0.8 * mse(w.data, perRow));
+  // A group of K (or more) is one grid a row, stored as such.
+  assertEquals(tlqQuantize(w, { ...opts, groupSize: K }).meta.groupSize, undefined);
+  // A LUT of the wrong size for its groups is named.
+  const bad = { ...q, meta: { ...q.meta, groupSize: 48 } };
+  assertThrows(() => lutDequantize(bad), RangeError, "lut must hold 5×2×16");
 });

@@ -50,8 +50,10 @@ export const QUANTIZE_USAGE =
   --attention A           dense (default) or paro
   --density F             paro: kept block density (0.5, 0.3, 0.2)
   --attn-bits B           paro: 8 or 4
-  --group-size G          uniform: group size along K (0 = per row, default; 64, 128); with
-                          integer activations a multiple of 16 dividing each layer's K (and
+  --group-size G          uniform and tlq: group size along K (0 = per row, default; 64, 128;
+                          tlq: a log grid and LUT a group, G dividing each layer's K; pair
+                          it with --tlq-fit mse: percentile grids gain nothing from groups);
+                          with integer activations a multiple of 16 dividing each layer's K (and
                           nesting with --act-group's: one divides the other)
   --symmetric             uniform: symmetric (default for W8 with integer activations)
   --tlq-fit F             tlq: how each row's log grid is chosen: percentile (default: METHODS.md,

@@ -266,7 +266,8 @@ export function defaultIntVersion(rt: Runtime): QGemmIntVersion {
  * Records Y = epilogue(s_token·s_row·Σ x8·w8) for per-token int8 activations and a
  * quantized weight uploaded with integer parameters; returns Y [M, N] in `opts.dtype`.
  * Grouped activations (`xa.group`): Y = epilogue(s_row·Σ_g s_g·Σ_{k∈g} x8·w8), and with
- * `xa.asym` + z_g·Σ_{k∈g} w8 per group. A uniform weight in groups (MODE 7) scales each span
+ * `xa.asym` + z_g·Σ_{k∈g} w8 per group. A weight in groups (uniform, MODE 7; a LUT-coded one
+ * with a table a group, MODE 2 with `groupSize`) scales each span
  * of the smaller of the two groups (one must divide the other) by s_x·s_w instead of s_row.
  */
 export function qgemmInt(
@@ -298,8 +299,8 @@ export function qgemmInt(
   if (K !== w.K) throw new RangeError(`${who}: activations have K = ${K}, the weight ${w.K}`);
   if (!w.int) throw new RangeError(`${who}: the weight was uploaded without integer parameters`);
   const N = w.N;
-  const wgroup = w.int.mode === 7 ? w.int.groupSize ?? 0 : 0;
-  if (w.int.mode === 7 && !intWeightGroupsFit(wgroup, K)) {
+  const wgroup = w.int.groupSize ?? 0; // MODE 7, or MODE 2 with a table a group
+  if ((wgroup || w.int.mode === 7) && !intWeightGroupsFit(wgroup, K)) {
     throw new RangeError(`${who}: weight groups of ${wgroup} must be a multiple of 16 dividing K`);
   }
   if (group && wgroup && Math.max(group, wgroup) % Math.min(group, wgroup) !== 0) {
@@ -333,7 +334,7 @@ export function qgemmInt(
     ...e,
     K,
     wpr: wordsPerRow(K, w.bits),
-    aux: wgroup, // MODE 7's group size (qgemm_dec.wgsl's p1)
+    aux: wgroup, // MODE 7's or 2's group size (qgemm_dec.wgsl's p1)
     bits: w.bits,
     mode: w.int.mode,
   };

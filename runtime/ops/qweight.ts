@@ -15,6 +15,7 @@ import {
   checkInt8Groups,
   hasCompactTlq,
   int8Lut,
+  intWeightGroupsFit,
   isAffineGrouped,
   tlqCompactWords,
 } from "../reference/qgemm.ts";
@@ -35,10 +36,11 @@ export interface QWeightGpu {
    */
   readonly a16?: { mode: 0 | 1 | 5; params: Tensor; groupSize: number };
   /**
-   * Integer parameters, when uploaded: MODE 2 row scales then int8 LUT words (LUT-coded);
-   * 3 row scales (8-bit offset codes); 4 row scales then zeros (uniform per-row); 6 TLQ
-   * compact (the same tensor as a16's MODE 5 when both are uploaded); 7 scales then zeros
-   * per (row, group of `groupSize` channels) (uniform in groups).
+   * Integer parameters, when uploaded: MODE 2 row scales then int8 LUT words (LUT-coded;
+   * with `groupSize`, a scale and a table per (row, group)); 3 row scales (8-bit offset
+   * codes); 4 row scales then zeros (uniform per-row); 6 TLQ compact (the same tensor as
+   * a16's MODE 5 when both are uploaded); 7 scales then zeros per (row, group of
+   * `groupSize` channels) (uniform in groups).
    */
   readonly int?: { mode: 2 | 3 | 4 | 6 | 7; params: Tensor; groupSize?: number };
   /** Bytes on the GPU. */
@@ -67,7 +69,10 @@ function u32View(a: Float32Array | Int8Array): Uint32Array {
   return new Uint32Array(b.buffer);
 }
 
-/** The integer parameters of a non-compact per-row weight (MODE 2, 3 or 4), uploaded through `up`. */
+/**
+ * The integer parameters of a non-compact weight (MODE 2, 3 or 4; MODE 2 in groups for a
+ * LUT-coded weight with a table a group), uploaded through `up`.
+ */
 function uploadInt8(
   q: QuantizedWeight,
   up: (data: Uint32Array, shape: number[]) => Tensor,
@@ -81,11 +86,21 @@ function uploadInt8(
     data.set(l.zero, N);
     return { mode: 4, params: up(u32View(data), [2 * N]) };
   }
+  const grouped = l.groupSize < q.cols;
+  if (grouped && !intWeightGroupsFit(l.groupSize, q.cols)) {
+    throw new RangeError(
+      `${q.quantizer}: the integer path takes weight groups that divide K = ${q.cols} and are a multiple of 16; this weight has groups of ${l.groupSize}`,
+    );
+  }
   const words = u32View(l.lut8);
-  const data = new Uint32Array(N + words.length);
+  const data = new Uint32Array(l.scale.length + words.length);
   data.set(u32View(l.scale), 0);
-  data.set(words, N);
-  return { mode: 2, params: up(data, [data.length]) };
+  data.set(words, l.scale.length);
+  return {
+    mode: 2,
+    params: up(data, [data.length]),
+    ...(grouped ? { groupSize: l.groupSize } : {}),
+  };
 }
 
 /** Uploads a quantized weight's codes and the parameters of the paths asked for. */

@@ -4,7 +4,8 @@
  * Tensors: `transformer.<name>` — the FP tensors of the transformer as the source stored
  * them; for a quantized layer `transformer.<layer>.qcodes` (U32 [N, words per row]) and
  * `transformer.<layer>.qparam.<key>` (F32: the quantizer's params, e.g. `scale`/`zero`;
- * TLQ: `deltaPos`, `zeroPos`, `deltaNeg`, `zeroNeg` with η in the plan's layer meta, its
+ * TLQ: `deltaPos`, `zeroPos`, `deltaNeg`, `zeroNeg` (a row's, or with meta.groupSize a
+ * (row, group)'s) with η in the plan's layer meta, its
  * `lut` rebuilt on load — artifacts of earlier versions also store `lut`, used as stored)
  * in place of its weight (the bias stays `transformer.<layer>.bias`);
  * `transformer.<layer>.rot.<key>` the layer's rotation tensors; `text_encoder.<name>` the
@@ -37,8 +38,8 @@ import {
   type TensorSource,
 } from "../io/safetensors.ts";
 import { DenseLinear, type Linear, type LinearFactory } from "../model/linear.ts";
-import { tlqLut, type TlqParams } from "../../plugins/quantizers/tlq.ts";
-import { hasCompactTlq, noteLutFromParams } from "../reference/qgemm.ts";
+import { tlqGroupSize, tlqLut, type TlqParams } from "../../plugins/quantizers/tlq.ts";
+import { hasCompactTlq, noteLutFromParams, tlqParamsRebuildLut } from "../reference/qgemm.ts";
 import { wordsPerRow } from "./pack.ts";
 import { ARTIFACT_VERSION, type LayerPlan, parsePlan, type QuantPlan } from "./plan.ts";
 import { type ActBits, QuantLinear } from "./qlinear.ts";
@@ -79,7 +80,7 @@ export function paramName(layer: string, key: string): string {
  * of a TLQ weight whose parameters rebuild it exactly (the loader rebuilds it).
  */
 export function storedParams(q: QuantizedWeight): Record<string, Float32Array> {
-  if (!hasCompactTlq(q)) return q.params;
+  if (!hasCompactTlq(q) && !tlqParamsRebuildLut(q)) return q.params;
   const out: Record<string, Float32Array> = {};
   for (const [k, v] of Object.entries(q.params)) if (k !== "lut") out[k] = v;
   return out;
@@ -100,11 +101,21 @@ function rebuildTlqLut(
       `webdit.plan.layers.${layer}.meta.eta`,
     );
   }
+  let tables = l.out; // one a row, or one a (row, group)
+  try {
+    tables *= l.in / tlqGroupSize(l.in, Number(l.meta?.groupSize ?? 0));
+  } catch (e) {
+    throw new CheckpointError(
+      path,
+      (e as Error).message,
+      `webdit.plan.layers.${layer}.meta.groupSize`,
+    );
+  }
   for (const k of ["deltaPos", "zeroPos", "deltaNeg", "zeroNeg"]) {
-    if (params[k]?.length !== l.out) {
+    if (params[k]?.length !== tables) {
       throw new CheckpointError(
         path,
-        `missing or not [${l.out}] (and no qparam.lut)`,
+        `missing or not [${tables}] (and no qparam.lut)`,
         paramName(layer, k),
       );
     }

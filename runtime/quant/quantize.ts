@@ -299,6 +299,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           `${name}: the integer path takes weight groups that divide K = ${K} and are a multiple of 16, got ${G}`,
         );
       }
+      if (!reason && G && G < K && settings.quantizer === "tlq" && K % G) {
+        throw new RangeError(`${name}: tlq groups must divide K = ${K}, got groupSize ${G}`);
+      }
       o.onLayer?.(done++, names.length, name);
       if (reason) {
         layers[name] = {

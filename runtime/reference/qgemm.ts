@@ -20,7 +20,12 @@
  * @module
  */
 import type { QuantizedWeight } from "../../plugins/types.ts";
-import { TLQ_MAX_ZERO, tlqLut, type TlqParams } from "../../plugins/quantizers/tlq.ts";
+import {
+  lutGroupSize,
+  TLQ_MAX_ZERO,
+  tlqLut,
+  type TlqParams,
+} from "../../plugins/quantizers/tlq.ts";
 import { f16Bits, f32Bits } from "../io/f16.ts";
 import { unpackCodes } from "../quant/pack.ts";
 import { gemmRef, type GemmRefOptions } from "./gemm.ts";
@@ -35,9 +40,9 @@ export type A16Mode = 0 | 1 | 5;
 export interface A16Params {
   /** Decode mode. */
   mode: A16Mode;
-  /** MODE 0: the LUT [N·2^b]; MODE 1: scale [N·ng] then zero [N·ng]. */
+  /** MODE 0: the LUT [N·ng·2^b]; MODE 1: scale [N·ng] then zero [N·ng]. */
   data: Float32Array;
-  /** MODE 1: group size along K (K for per-row); 0 for MODE 0. */
+  /** MODE 1: group size along K (K for per-row); MODE 0: the group size, 0 for one LUT a row. */
   groupSize: number;
 }
 
@@ -60,11 +65,9 @@ export function isAffineGrouped(q: QuantizedWeight): boolean {
 /** The A16 parameters of `q`. @throws {RangeError} for a weight of neither kind. */
 export function a16Params(q: QuantizedWeight): A16Params {
   if (isLutCoded(q)) {
-    const lut = q.params.lut;
-    if (lut.length !== q.rows * 2 ** q.bits) {
-      throw new RangeError(`${q.quantizer}: lut must hold ${q.rows}×${2 ** q.bits} values`);
-    }
-    return { mode: 0, data: lut, groupSize: 0 };
+    const G = lutGroupSize(q);
+    if (G % 4 !== 0) throw new RangeError(`${q.quantizer}: group size ${G} is not a multiple of 4`);
+    return { mode: 0, data: q.params.lut, groupSize: G < q.cols ? G : 0 };
   }
   const { scale, zero } = q.params;
   const G = affineGroupSize(q);
@@ -159,8 +162,24 @@ function rebuildsLut(q: QuantizedWeight, compare = true): boolean {
   } catch {
     return false;
   }
-  if (!compare) return true;
-  const lut = tlqLut(q.params as unknown as TlqParams, Number(q.meta.eta), q.bits);
+  return !compare || tlqParamsRebuildLut(q);
+}
+
+/**
+ * True when `q` is LUT-coded and TLQ's parameters and η rebuild `params.lut` exactly, per
+ * row or in groups (an artifact then stores the parameters alone; the compact GPU modes
+ * further need one table a row: {@linkcode hasCompactTlq}).
+ */
+export function tlqParamsRebuildLut(q: QuantizedWeight): boolean {
+  if (!isLutCoded(q) || TLQ_KEYS.some((k) => !q.params[k])) return false;
+  const eta = Number(q.meta.eta);
+  if (q.meta.eta === undefined || !Number.isFinite(eta)) return false;
+  let lut: Float32Array;
+  try {
+    lut = tlqLut(q.params as unknown as TlqParams, eta, q.bits);
+  } catch {
+    return false;
+  }
   const have = q.params.lut;
   return lut.length === have.length && lut.every((v, i) => v === have[i]);
 }
@@ -184,11 +203,16 @@ export function int8Level(l: number, m: number): number {
   return l < 0 ? -q : q;
 }
 
-/** The integer form of a weight: ŵ[n, k] ≈ scale[n]·lut8[n, code]. */
+/**
+ * The integer form of a weight: ŵ[n, k] ≈ scale[g]·lut8[g, code], g = n·(K/G) + ⌊k/G⌋ (a
+ * LUT-coded weight in groups of G; g = n for one table a row, G = K).
+ */
 export interface Int8Lut {
-  /** s_row [N]. */
+  /** Channels a table (K: one a row). */
+  groupSize: number;
+  /** s_row [N], or per (row, group) [N·K/G]. */
   scale: Float32Array;
-  /** [N, 2^b] int8 values per code. */
+  /** [N·K/G, 2^b] int8 values per code. */
   lut8: Int8Array;
   /** True when the re-expression is exact (uniform per-row). */
   exact: boolean;
@@ -205,21 +229,24 @@ export interface Int8Lut {
  *   (asymmetric 8-bit: quantize W8 symmetric for the integer path).
  */
 export function int8Lut(q: QuantizedWeight): Int8Lut {
-  const N = q.rows;
   const L = 2 ** q.bits;
-  const scale = new Float32Array(N);
-  const lut8 = new Int8Array(N * L);
   if (isLutCoded(q)) {
+    const G = lutGroupSize(q);
+    const T = q.rows * (q.cols / G); // tables
     const lut = q.params.lut;
-    if (lut.length !== N * L) throw new RangeError(`${q.quantizer}: lut must hold ${N}×${L}`);
-    for (let n = 0; n < N; n++) {
+    const scale = new Float32Array(T);
+    const lut8 = new Int8Array(T * L);
+    for (let n = 0; n < T; n++) {
       let m = 0;
       for (let c = 0; c < L; c++) m = Math.max(m, Math.abs(lut[n * L + c]));
       scale[n] = Math.fround(m / 127);
       for (let c = 0; c < L; c++) lut8[n * L + c] = int8Level(lut[n * L + c], m);
     }
-    return { scale, lut8, exact: false, direct: false };
+    return { groupSize: G, scale, lut8, exact: false, direct: false };
   }
+  const N = q.rows;
+  const scale = new Float32Array(N);
+  const lut8 = new Int8Array(N * L);
   if (affineGroupSize(q) < q.cols) {
     throw new RangeError(
       `${q.quantizer}: the integer path needs one scale per row; this weight has groups of ${
@@ -246,7 +273,7 @@ export function int8Lut(q: QuantizedWeight): Int8Lut {
       lut8[n * L + c] = v;
     }
   }
-  return { scale, lut8, exact: true, direct, zero: Float32Array.from(z) };
+  return { groupSize: q.cols, scale, lut8, exact: true, direct, zero: Float32Array.from(z) };
 }
 
 /** The integer form of a uniform weight in groups along K (exact). */
@@ -324,10 +351,13 @@ export function int8Groups(q: QuantizedWeight): Int8Groups {
 export function decodeInt8(q: QuantizedWeight, lut: Int8Lut): Int8Array {
   const { rows: N, cols: K } = q;
   const L = 2 ** q.bits;
+  const G = lut.groupSize;
   const c = unpackCodes(q.codes, N, K, q.bits);
   const out = new Int8Array(N * K);
   for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) out[n * K + k] = lut.lut8[n * L + c[n * K + k]];
+    for (let k = 0; k < K; k++) {
+      out[n * K + k] = lut.lut8[(n * (K / G) + Math.floor(k / G)) * L + c[n * K + k]];
+    }
   }
   return out;
 }
@@ -345,7 +375,8 @@ export function int8LutError(q: QuantizedWeight, exact: Float32Array): number {
   for (let n = 0; n < q.rows; n++) {
     for (let k = 0; k < q.cols; k++) {
       const i = n * q.cols + k;
-      e += (lut.scale[n] * w8[i] - exact[i]) ** 2;
+      e += (lut.scale[n * (q.cols / lut.groupSize) + Math.floor(k / lut.groupSize)] * w8[i] -
+        exact[i]) ** 2;
       s += exact[i] ** 2;
     }
   }
