@@ -51,7 +51,7 @@ import {
   qgemmIntEntry,
 } from "../runtime/reference/qgemm.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
-import { randomGroupedWeight, randomWeight, weightAt } from "./qgemm_weights.ts";
+import { randomGroupedWeight, randomLutGroups, randomWeight, weightAt } from "./qgemm_weights.ts";
 import type { PeerMatmul } from "./peers/ort.ts";
 import { nbits4At, ortMatmulNBits, randomNbits4 } from "./peers/ort_nbits.ts";
 
@@ -71,6 +71,10 @@ function tlqMode(q: QuantizedWeight, mode: number | undefined, expanded = false)
   }
   if (mode === 6 && expanded) {
     return "MODE 6: Δ±/z± 8 B a row, int8 tables expanded once a call (one launch), MODE 2 GEMM";
+  }
+  const G = Number(q.meta.groupSize || 0);
+  if (G) {
+    return `MODE ${mode}: stored ${mode === 0 ? "f32 LUT" : "int8 LUT + scale"} a group of ${G}`;
   }
   return compact
     ? `MODE ${mode}: Δ±/z± 8 B a row, levels built in-kernel`
@@ -248,10 +252,12 @@ function intCase(
     asym?: boolean;
     /** Uniform W4 in weight groups of this many channels (MODE 7) instead of TLQ. */
     wgroup?: number;
+    /** TLQ W4 with a LUT a group of this many channels (MODE 2 in groups). */
+    tlqGroup?: number;
   } = {},
 ): BenchCase {
   const act: ActOpts = { bits: kind === "w4a4" ? 4 : 8, group: o.group, asym: o.asym };
-  const grouping = (o.wgroup ? `_wg${o.wgroup}` : "") +
+  const grouping = (o.wgroup ? `_wg${o.wgroup}` : "") + (o.tlqGroup ? `_tlqg${o.tlqGroup}` : "") +
     (o.group ? `_g${o.group}${o.asym ? "asym" : ""}` : "");
   const name = `gemm_${kind}${grouping}_${shapeName(M, K, N)}${o.suffix ?? ""}`;
   return {
@@ -261,6 +267,8 @@ function intCase(
       const { xa, x8, sx, x } = await quantizedActs(M, K, act);
       const q = o.wgroup
         ? randomGroupedWeight(N, K, 4, o.wgroup, N * 5 + K)
+        : o.tlqGroup
+        ? randomLutGroups(N, K, 4, o.tlqGroup, N * 5 + K)
         : kind !== "w8a8"
         ? randomWeight("lut", N, K, 4, N * 5 + K)
         : randomWeight("u8s", N, K, 8, N * 5 + K);
@@ -419,6 +427,8 @@ if (onGpu) {
   // quantize --group-size: uniform W4 with a scale per 64 weights of a row (+ A4 groups of 16).
   suite.add(intCase("w4a8", M, K, N, { wgroup: 64 }));
   suite.add(intCase("w4a4", M, K, N, { wgroup: 64, group: 16, asym: true }));
+  // quantize --quantizer tlq --group-size: an int8 LUT and a scale per 64 weights of a row.
+  suite.add(intCase("w4a8", M, K, N, { tlqGroup: 64 }));
   suite.add(intCase("w4a4", M, K, N));
   suite.add(intCase("w4a4", M, K, N, { group: 16, asym: true }));
   suite.add(
@@ -490,6 +500,7 @@ if (onGpu) {
   suite.add(intCase("w4a4", 2048, 192, 768, { group: 16, asym: true }));
   suite.add(intCase("w4a8", 2048, 192, 768, { wgroup: 64 }));
   suite.add(intCase("w4a4", 2048, 192, 768, { wgroup: 64, group: 16, asym: true }));
+  suite.add(intCase("w4a8", 2048, 192, 768, { tlqGroup: 64 }));
   suite.add(a16Case(2048, 192, 768));
   suite.add(f32Case(64, K, N, "ms"));
   suite.add(a16Case(64, K, N, { unit: "ms" }));

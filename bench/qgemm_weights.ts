@@ -91,11 +91,30 @@ export function randomWeight(
   };
 }
 
-/** ŵ[n, k] of a LUT or affine weight (sampled checks). */
+/**
+ * A random TLQ weight in groups of `group` channels (`quantize --quantizer tlq --group-size`):
+ * {@linkcode randomWeight}'s "lut" levels, a table per (row, group).
+ */
+export function randomLutGroups(
+  N: number,
+  K: number,
+  bits: number,
+  group: number,
+  seed: number,
+): QuantizedWeight {
+  if (group % codesPerWord(bits) !== 0) throw new RangeError(`groups of ${group}: whole words`);
+  // Each group a row of its own: whole words a group, so the codes pack as [N, K] alike.
+  const q = randomWeight("lut", N * (K / group), group, bits, seed);
+  return { ...q, rows: N, cols: K, meta: { ...q.meta, groupSize: group } };
+}
+
+/** ŵ[n, k] of a LUT (per row or in groups) or per-row affine weight (sampled checks). */
 export function weightAt(q: QuantizedWeight, n: number, k: number): number {
   const cpw = codesPerWord(q.bits);
   const wpr = Math.ceil(q.cols / cpw);
   const c = (q.codes[n * wpr + Math.floor(k / cpw)] >>> ((k % cpw) * q.bits)) & (2 ** q.bits - 1);
-  if (q.params.lut) return q.params.lut[n * 2 ** q.bits + c];
+  const G = Number(q.meta.groupSize || q.cols);
+  const t = n * (q.cols / G) + Math.floor(k / G); // the row's (group's) table
+  if (q.params.lut) return q.params.lut[t * 2 ** q.bits + c];
   return (c - q.params.zero[n]) * q.params.scale[n];
 }
