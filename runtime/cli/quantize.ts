@@ -82,7 +82,8 @@ export const QUANTIZE_USAGE =
                           product back in float: the difference guidance amplifies gets its
                           own scales (PixArt's CFG, FLUX's true CFG; a pass over each layer's
                           output, and one over its input unless --center does it on the way;
-                          --report's activation errors are measured without it)
+                          --report's activation errors are of what is quantized, relative to
+                          the input)
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
@@ -390,6 +391,7 @@ export async function quantize(args: string[]): Promise<number> {
           center: r.plan.settings.center,
           actGroup: r.plan.settings.actGroup,
           actAsym: r.plan.settings.actAsym,
+          cfgDelta: r.plan.settings.cfgDelta,
           prompts: CALIBRATION_PROMPTS.slice(0, reportPrompts),
           embeds: calibEmbeds,
           steps: reportSteps,

@@ -372,6 +372,10 @@ Deno.test("quantize --center and --act-group: the plan and --json say so; --repo
   const cfgd = await run("cfgd", "--cfg-delta");
   assertEquals([plain.j.cfg_delta, cfgd.j.cfg_delta], [false, true]);
   assert(cfgd.r.stderr.includes("(CFG delta)"), cfgd.r.stderr);
+  // The report quantizes what the plan does: the guided calls' [u; c − u], whose second half
+  // (the small difference) has its own finer scales.
+  const n1 = "transformer_blocks.1.attn1.to_q";
+  assert(cfgd.err(n1) < plain.err(n1), `CFG delta ${cfgd.err(n1)} vs plain ${plain.err(n1)}`);
   // Weight groups on the integer path (MODE 7): the plan and --json say so.
   const wg = await run("wg", "--group-size", "32");
   assertEquals([plain.j.group_size, wg.j.group_size], [0, 32]);

@@ -18,10 +18,11 @@ import {
   isAffineGrouped,
   tlqCompactWords,
 } from "../reference/qgemm.ts";
-import { createTensor, readTensor, writeTensor } from "../gpu/tensor.ts";
+import { createTensor, readTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearFactory } from "../model/linear.ts";
 import { centerActivations } from "../ops/act_center.ts";
 import { actQuantError } from "../ops/act_quant.ts";
+import { cfgDelta } from "../ops/cfg_delta.ts";
 import type { CenterMode } from "../reference/act_center.ts";
 import { CALIBRATION_PROMPTS } from "./calibrate.ts";
 import { type CalibrationEmbeds, runCalibration } from "./calibration_run.ts";
@@ -114,6 +115,11 @@ export interface ActErrorOptions {
   actGroup?: number;
   /** With actGroup: asymmetric groups (quantize --act-asym). */
   actAsym?: boolean;
+  /**
+   * The plan quantizes a CFG pair's difference (quantize --cfg-delta): in guided calls the
+   * error is of quantizing [u; c − u]·T (centred too with `center`), relative to x·T.
+   */
+  cfgDelta?: boolean;
   /** Progress. */
   onProgress?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
 }
@@ -124,9 +130,10 @@ export async function measureActivationError(
   o: ActErrorOptions,
 ): Promise<Map<string, ActErrorRow>> {
   const slots = new Map(o.layers.map((n, i) => [n, i]));
-  // Two [error, signal] slots a layer: the centred input's (when centred), the input's.
+  // Two [error, signal] slots a layer: what the plan quantizes (when centred or a CFG
+  // delta: not the input), the input's.
   const acc = createTensor(rt, [Math.max(4, 4 * o.layers.length)]);
-  const centred = new Set<number>();
+  const differs = new Set<number>();
   writeTensor(rt, acc, new Float32Array(acc.size));
   try {
     const observe = (inner: LinearFactory): LinearFactory => ({
@@ -143,16 +150,22 @@ export async function measureActivationError(
           forward: (rec, x, e) => {
             const xt = t ? t.apply(rec, x) : x;
             actQuantError(rec, xt, o.abits, acc, 2 * slot + 1, o.actGroup, o.actAsym);
-            if (o.center && e?.rowsPerSample !== undefined) {
-              const c = centerActivations(rec, x, e.rowsPerSample, o.center);
-              const ct = t ? t.apply(rec, c.centred) : c.centred;
-              actQuantError(rec, ct, o.abits, acc, 2 * slot, o.actGroup, o.actAsym);
-              centred.add(slot);
-              if (ct !== c.centred) ct.release();
-              c.centred.release();
-              c.centres.release();
-            }
             if (xt !== x) xt.release();
+            // As QuantLinear: the pair's delta, centred (fused) when the plan centres.
+            const pair = !!o.cfgDelta && !!e?.cfgPair;
+            let q: Tensor | undefined;
+            if (o.center && e?.rowsPerSample !== undefined) {
+              const c = centerActivations(rec, x, e.rowsPerSample, o.center, pair);
+              c.centres.release();
+              q = c.centred;
+            } else if (pair) q = cfgDelta(rec, x);
+            if (q) {
+              const qt = t ? t.apply(rec, q) : q;
+              actQuantError(rec, qt, o.abits, acc, 2 * slot, o.actGroup, o.actAsym);
+              differs.add(slot);
+              if (qt !== q) qt.release();
+              q.release();
+            }
             return l.forward(rec, x, e);
           },
           release: () => {
@@ -174,7 +187,7 @@ export async function measureActivationError(
     const sums = await readTensor(rt, acc);
     const out = new Map<string, ActErrorRow>();
     for (const [name, i] of slots) {
-      const e = sums[4 * i + (centred.has(i) ? 0 : 2)]; // the error of what the plan quantizes
+      const e = sums[4 * i + (differs.has(i) ? 0 : 2)]; // the error of what the plan quantizes
       const s = sums[4 * i + 3]; // Σ (x·T)² of the input as it is
       const rel = s > 0 ? Math.sqrt(e / s) : 0;
       out.set(name, { relErr: rel, sqnrDb: e > 0 ? 10 * Math.log10(s / e) : Infinity });
