@@ -429,6 +429,12 @@ if (onGpu) {
   suite.add(intCase("w4a4", M, K, N, { wgroup: 64, group: 16, asym: true }));
   // quantize --quantizer tlq --group-size: an int8 LUT and a scale per 64 weights of a row.
   suite.add(intCase("w4a8", M, K, N, { tlqGroup: 64 }));
+  // The group size read from the uniform (before 2026-11-28's pipeline constant).
+  for (const o of [{ wgroup: 64 }, { tlqGroup: 64 }]) {
+    suite.add(
+      intCase("w4a8", M, K, N, { ...o, tune: { groupConst: false }, suffix: "_gsize_uniform" }),
+    );
+  }
   suite.add(intCase("w4a4", M, K, N));
   suite.add(intCase("w4a4", M, K, N, { group: 16, asym: true }));
   suite.add(

@@ -26,6 +26,16 @@
 // MODE 5/6 call tlq_w4, tlq_i8 and tlq_s of the TLQ fragment the host composes in.
 override BITS: u32 = 4u; // 3, 4 or 8
 override MODE: u32 = 0u;
+// The group size when the host fixes it at pipeline creation (the integer kernels: a constant
+// divisor, shifts for a power of two, instead of three integer divisions a decoded word); 0:
+// p.p1, read at run time.
+override GC: u32 = 0u;
+
+// The group size of MODE 0, 1, 2 and 7 (0: one a row, MODE 0 and 2).
+fn gsize() -> u32 {
+  if (GC > 0u) { return GC; }
+  return p.p1;
+}
 
 fn cpw() -> u32 { return 32u / BITS; }
 fn code_mask() -> u32 { return (1u << BITS) - 1u; }
@@ -50,8 +60,9 @@ fn codes4(row: u32, k4: u32) -> vec4<u32> {
 
 // MODE 0 and 2: the LUT of the weights at k = 4·k4 … of row `row` (per row where p1 = 0).
 fn lut_of(row: u32, k4: u32) -> u32 {
-  if (p.p1 == 0u) { return row; }
-  return row * (p.K / p.p1) + (4u * k4) / p.p1;
+  let G = gsize();
+  if (G == 0u) { return row; }
+  return row * (p.K / G) + (4u * k4) / G;
 }
 
 // Four weights of row `row` at k = 4·k4 … (MODE 0, 1 or 5).
@@ -79,12 +90,15 @@ fn wdec_i8(row: u32, kw: u32) -> u32 {
   if (MODE == 6u) { return tlq_i8(row, c); }
   if (MODE == 4u || MODE == 7u) { // code − zero as a byte: (c + 256 − z) mod 256, two's complement
     var zi = p.N + row;
-    if (MODE == 7u) { zi = p.N * (p.K / p.p1) + row * (p.K / p.p1) + (4u * kw) / p.p1; }
+    if (MODE == 7u) {
+      let ng = p.K / gsize();
+      zi = p.N * ng + row * ng + (4u * kw) / gsize();
+    }
     let v = (c + vec4<u32>(256u - u32(bitcast<f32>(wq[zi])))) & vec4<u32>(0xffu);
     return v.x | (v.y << 8u) | (v.z << 16u) | (v.w << 24u);
   }
   var luts = p.N; // the tables follow the scales
-  if (p.p1 > 0u) { luts = p.N * (p.K / p.p1); }
+  if (gsize() > 0u) { luts = p.N * (p.K / gsize()); }
   let lb = luts + lut_of(row, kw) * ((1u << BITS) / 4u);
   return lut8(lb, c.x) | (lut8(lb, c.y) << 8u) | (lut8(lb, c.z) << 16u) | (lut8(lb, c.w) << 24u);
 }

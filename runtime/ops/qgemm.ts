@@ -108,6 +108,11 @@ export interface IntTune {
    * GEMM runs as MODE 2; "workgroup": every workgroup of the GEMM builds its rows' tables.
    */
   tables?: "expand" | "workgroup";
+  /**
+   * Weight groups (MODE 7, MODE 2 in groups): the group size as a pipeline constant (true,
+   * the default: constant divisors in the decode) or read from the uniform (benchmarks).
+   */
+  groupConst?: boolean;
 }
 
 /** Tile knobs of the skinny kernel (benchmarks and tuning). */
@@ -398,6 +403,7 @@ export function qgemmInt(
       ...flags,
       BITS: w.bits,
       MODE: gemmMode,
+      GC: t.groupConst === false ? 0 : wgroup,
     };
     if (tag) checkTable(rt, who, 8 * t.tx, gemmMode, w.bits, 2 * 512 * 16); // + the tile buffers
     const spec = makeSpec(
@@ -475,7 +481,7 @@ function decodeLaunch(
   );
   rec.dispatch(spec, {
     ...base,
-    consts: { WG: 64, BITS: w.bits, MODE: mode },
+    consts: { WG: 64, BITS: w.bits, MODE: mode, GC: base.aux },
     grid: grid1d(Math.ceil(lanes / 64)),
   }, [w.codes, w.codes, o, w.int!.params]);
 }
