@@ -42,10 +42,21 @@ fn fetch_x(j: u32, tid: u32, m0: u32, kt: u32) -> u32 {
   let kw = kt + a.y;
   return select(0u, xq[min(m0 + a.x, p.M - 1u) * p.K4 + min(kw, p.K4 - 1u)], kw < p.K4);
 }
+// MODE 2 in groups: the int8 table of each of this invocation's tile rows (a row per j for
+// the whole call), reloaded as a tile starts a new group (a tile lies in one group); with
+// WTAB off, four lookups in wq a decoded word (benchmarks).
+override WTAB: bool = true;
+var<private> wtab: array<vec4<u32>, 4>;
+
 fn fetch_w(j: u32, tid: u32, n0: u32, kt: u32) -> u32 {
   let a = at(j, tid);
   let kw = kt + a.y;
-  return select(0u, wdec_i8(min(n0 + a.x, p.N - 1u), min(kw, p.K4 - 1u)), kw < p.K4);
+  let row = min(n0 + a.x, p.N - 1u);
+  if (MODE == 2u && WGW > 0u && WTAB) {
+    if (kt % WGW == 0u) { wtab[j] = lut8_table(row, min(kt, p.K4 - 1u)); }
+    return select(0u, lut8_dec(wtab[j], codes4(row, min(kw, p.K4 - 1u))), kw < p.K4);
+  }
+  return select(0u, wdec_i8(row, min(kw, p.K4 - 1u)), kw < p.K4);
 }
 fn put_x(j: u32, tid: u32, buf: u32, v: u32) {
   let a = at(j, tid);

@@ -61,14 +61,18 @@ Deno.test(
       const c = makeCase(M, N, K, 29);
       const e = epilogue(rt, c, "f32");
       const x = uploadTensor(rt, c.xs.map((v, i) => (i % 50 === 7 ? 30 : 1) * v), [M, K]);
-      // [weight group, activation group, asym]: per token; groups larger, smaller and equal.
-      const cases = [[64, 0, false], [32, 0, false], [64, 16, true], [32, 64, false], [
-        128,
-        128,
-        true,
-      ]] as const;
-      for (const [wg, group, asym] of cases) {
-        const q = tlqGroups(c.ws, N, K, 4, wg);
+      // [weight group, activation group, asym, bits]: per token; groups larger, smaller and
+      // equal; W3 (two-word tables).
+      const cases = [
+        [64, 0, false, 4],
+        [32, 0, false, 4],
+        [64, 16, true, 4],
+        [32, 64, false, 4],
+        [128, 128, true, 4],
+        [32, 16, false, 3],
+      ] as const;
+      for (const [wg, group, asym, bits] of cases) {
+        const q = tlqGroups(c.ws, N, K, bits, wg);
         const w = uploadQWeight(rt, q, { a16: false, int: true });
         assertEquals([w.int?.mode, w.int?.groupSize], [2, wg]);
         assertEquals(w.byteLength, quantizedBytes(q, 8));
@@ -104,7 +108,9 @@ Deno.test(
           const r2 = new Recorder(rt);
           const y = qgemmInt(r2, xa, w, opts);
           await r2.submit();
-          const what = `w groups ${wg}, x groups ${group}${asym ? " asym" : ""}, ${version} ${bkw}`;
+          const what = `W${bits} groups ${wg}, x groups ${group}${
+            asym ? " asym" : ""
+          }, ${version} ${bkw}`;
           assertClose(await readTensor(rt, y), ref.y, { atol: 1e-5, rtol: 1e-5, msg: what });
           y.release();
         }
