@@ -100,10 +100,13 @@ fn lut8_table(row: u32, kw: u32) -> vec4<u32> {
 }
 
 // The int8 of codes c through table t, four a word.
+// (Word picked by selects: a dynamic index into the vector sent it to memory on the H200.)
 fn lut8_dec(t: vec4<u32>, c: vec4<u32>) -> u32 {
-  var v = 0u;
-  for (var i = 0u; i < 4u; i++) { v |= ((t[c[i] / 4u] >> ((c[i] % 4u) * 8u)) & 0xffu) << (8u * i); }
-  return v;
+  let hi = c >= vec4<u32>(8u);
+  let odd = (c & vec4<u32>(4u)) != vec4<u32>(0u);
+  let w = select(select(vec4<u32>(t.x), vec4<u32>(t.y), odd), select(vec4<u32>(t.z), vec4<u32>(t.w), odd), hi);
+  let b = (w >> ((c & vec4<u32>(3u)) * 8u)) & vec4<u32>(0xffu);
+  return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
 }
 
 // Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2, 3, 4, 6 or 7).
