@@ -435,10 +435,6 @@ if (onGpu) {
       intCase("w4a8", M, K, N, { ...o, tune: { groupConst: false }, suffix: "_gsize_uniform" }),
     );
   }
-  // TLQ in groups with four table lookups a word (before the tables kept in registers).
-  suite.add(
-    intCase("w4a8", M, K, N, { tlqGroup: 64, tune: { groupTables: false }, suffix: "_lookups" }),
-  );
   suite.add(intCase("w4a4", M, K, N));
   suite.add(intCase("w4a4", M, K, N, { group: 16, asym: true }));
   suite.add(

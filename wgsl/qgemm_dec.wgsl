@@ -83,32 +83,6 @@ fn wdec4(row: u32, k4: u32) -> vec4<f32> {
 
 fn lut8(lb: u32, c: u32) -> u32 { return (wq[lb + c / 4u] >> ((c % 4u) * 8u)) & 0xffu; }
 
-// MODE 2: where the int8 table of the weights at k = 4·kw … of row `row` starts in wq.
-fn lut8_base(row: u32, kw: u32) -> u32 {
-  var luts = p.N; // the tables follow the scales
-  if (gsize() > 0u) { luts = p.N * (p.K / gsize()); }
-  return luts + lut_of(row, kw) * ((1u << BITS) / 4u);
-}
-
-// MODE 2: a whole int8 table (2^b bytes, W3's in .xy), for a kernel that keeps it in
-// registers while it decodes a group's words (lut8_dec).
-fn lut8_table(row: u32, kw: u32) -> vec4<u32> {
-  let lb = lut8_base(row, kw);
-  var t = vec4<u32>(wq[lb], wq[lb + 1u], 0u, 0u);
-  if (BITS == 4u) { t.z = wq[lb + 2u]; t.w = wq[lb + 3u]; }
-  return t;
-}
-
-// The int8 of codes c through table t, four a word.
-// (Word picked by selects: a dynamic index into the vector sent it to memory on the H200.)
-fn lut8_dec(t: vec4<u32>, c: vec4<u32>) -> u32 {
-  let hi = c >= vec4<u32>(8u);
-  let odd = (c & vec4<u32>(4u)) != vec4<u32>(0u);
-  let w = select(select(vec4<u32>(t.x), vec4<u32>(t.y), odd), select(vec4<u32>(t.z), vec4<u32>(t.w), odd), hi);
-  let b = (w >> ((c & vec4<u32>(3u)) * 8u)) & vec4<u32>(0xffu);
-  return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-}
-
 // Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2, 3, 4, 6 or 7).
 fn wdec_i8(row: u32, kw: u32) -> u32 {
   if (MODE == 3u) { return codes[row * p.p0 + kw] ^ 0x80808080u; }
@@ -123,7 +97,9 @@ fn wdec_i8(row: u32, kw: u32) -> u32 {
     let v = (c + vec4<u32>(256u - u32(bitcast<f32>(wq[zi])))) & vec4<u32>(0xffu);
     return v.x | (v.y << 8u) | (v.z << 16u) | (v.w << 24u);
   }
-  let lb = lut8_base(row, kw);
+  var luts = p.N; // the tables follow the scales
+  if (gsize() > 0u) { luts = p.N * (p.K / gsize()); }
+  let lb = luts + lut_of(row, kw) * ((1u << BITS) / 4u);
   return lut8(lb, c.x) | (lut8(lb, c.y) << 8u) | (lut8(lb, c.z) << 16u) | (lut8(lb, c.w) << 24u);
 }
 

@@ -42,42 +42,10 @@ fn fetch_x(j: u32, tid: u32, m0: u32, kt: u32) -> u32 {
   let kw = kt + a.y;
   return select(0u, xq[min(m0 + a.x, p.M - 1u) * p.K4 + min(kw, p.K4 - 1u)], kw < p.K4);
 }
-// MODE 2 in groups: the int8 table of each of this invocation's tile rows (a row per j for
-// the whole call), reloaded as a tile starts a new group (a tile lies in one group); with
-// WTAB off, four lookups in wq a decoded word (benchmarks).
-override WTAB: bool = true;
-var<private> wtab0: vec4<u32>;
-var<private> wtab1: vec4<u32>;
-var<private> wtab2: vec4<u32>;
-var<private> wtab3: vec4<u32>;
-
-// j's table, reloaded at a group's first tile (named registers: no dynamic index).
-fn wtab(j: u32, row: u32, kt: u32) -> vec4<u32> {
-  if (kt % WGW == 0u) {
-    let t = lut8_table(row, min(kt, p.K4 - 1u));
-    switch j {
-      case 0u: { wtab0 = t; }
-      case 1u: { wtab1 = t; }
-      case 2u: { wtab2 = t; }
-      default: { wtab3 = t; }
-    }
-  }
-  switch j {
-    case 0u: { return wtab0; }
-    case 1u: { return wtab1; }
-    case 2u: { return wtab2; }
-    default: { return wtab3; }
-  }
-}
-
 fn fetch_w(j: u32, tid: u32, n0: u32, kt: u32) -> u32 {
   let a = at(j, tid);
   let kw = kt + a.y;
-  let row = min(n0 + a.x, p.N - 1u);
-  if (MODE == 2u && WGW > 0u && WTAB) {
-    return select(0u, lut8_dec(wtab(j, row, kt), codes4(row, min(kw, p.K4 - 1u))), kw < p.K4);
-  }
-  return select(0u, wdec_i8(row, min(kw, p.K4 - 1u)), kw < p.K4);
+  return select(0u, wdec_i8(min(n0 + a.x, p.N - 1u), min(kw, p.K4 - 1u)), kw < p.K4);
 }
 fn put_x(j: u32, tid: u32, buf: u32, v: u32) {
   let a = at(j, tid);

@@ -113,11 +113,6 @@ export interface IntTune {
    * the default: constant divisors in the decode) or read from the uniform (benchmarks).
    */
   groupConst?: boolean;
-  /**
-   * MODE 2 in groups: each invocation keeps its rows' int8 tables in registers for a group
-   * (true, the default) or looks each code up in the tables' storage (benchmarks).
-   */
-  groupTables?: boolean;
 }
 
 /** Tile knobs of the skinny kernel (benchmarks and tuning). */
@@ -409,7 +404,6 @@ export function qgemmInt(
       BITS: w.bits,
       MODE: gemmMode,
       GC: t.groupConst === false ? 0 : wgroup,
-      WTAB: t.groupTables === false ? 0 : 1,
     };
     if (tag) checkTable(rt, who, 8 * t.tx, gemmMode, w.bits, 2 * 512 * 16); // + the tile buffers
     const spec = makeSpec(
