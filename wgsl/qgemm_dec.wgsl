@@ -23,6 +23,8 @@
 //   MODE 7  affine in groups, int8: int8 = code − zero[g]; scale [N·ng] then zero [N·ng] as
 //           MODE 1 (G divides K); the kernel scales each group's sums (qgemm_int_scales.wgsl)
 //                                                                      (uniform groups, A8)
+//   MODE 8  MODE 2's tables read as floats: ŵ = scale[g]·lut8[g, code] (TLQ in groups, A16
+//           beside A8: the centred plans' centre product shares MODE 2's tensor)
 // MODE 5/6 call tlq_w4, tlq_i8 and tlq_s of the TLQ fragment the host composes in.
 override BITS: u32 = 4u; // 3, 4 or 8
 override MODE: u32 = 0u;
@@ -58,17 +60,23 @@ fn codes4(row: u32, k4: u32) -> vec4<u32> {
   return c;
 }
 
-// MODE 0 and 2: the LUT of the weights at k = 4·k4 … of row `row` (per row where p1 = 0).
+// MODE 0, 2 and 8: the LUT of the weights at k = 4·k4 … of row `row` (per row where p1 = 0).
 fn lut_of(row: u32, k4: u32) -> u32 {
   let G = gsize();
   if (G == 0u) { return row; }
   return row * (p.K / G) + (4u * k4) / G;
 }
 
-// Four weights of row `row` at k = 4·k4 … (MODE 0, 1 or 5).
+// Four weights of row `row` at k = 4·k4 … (MODE 0, 1, 5 or 8).
 fn wdec4(row: u32, k4: u32) -> vec4<f32> {
   let c = codes4(row, k4);
   if (MODE == 5u) { return tlq_w4(row, c); }
+  if (MODE == 8u) {
+    let lb = lut8_base(row, k4);
+    let s = bitcast<f32>(wq[lut_of(row, k4)]);
+    let b = vec4<u32>(lut8(lb, c.x), lut8(lb, c.y), lut8(lb, c.z), lut8(lb, c.w));
+    return vec4<f32>((vec4<i32>(b << vec4<u32>(24u)) >> vec4<u32>(24u))) * s; // sign-extended
+  }
   if (MODE == 0u) {
     let b = lut_of(row, k4) << BITS;
     return vec4<f32>(bitcast<f32>(wq[b + c.x]), bitcast<f32>(wq[b + c.y]),
@@ -82,6 +90,13 @@ fn wdec4(row: u32, k4: u32) -> vec4<f32> {
 }
 
 fn lut8(lb: u32, c: u32) -> u32 { return (wq[lb + c / 4u] >> ((c % 4u) * 8u)) & 0xffu; }
+
+// MODE 2 and 8: where the int8 table of the weights at k = 4·kw … of row `row` starts in wq.
+fn lut8_base(row: u32, kw: u32) -> u32 {
+  var luts = p.N; // the tables follow the scales
+  if (gsize() > 0u) { luts = p.N * (p.K / gsize()); }
+  return luts + lut_of(row, kw) * ((1u << BITS) / 4u);
+}
 
 // Four int8 weights of row `row` at k = 4·kw … packed in a word (MODE 2, 3, 4, 6 or 7).
 fn wdec_i8(row: u32, kw: u32) -> u32 {
@@ -97,9 +112,7 @@ fn wdec_i8(row: u32, kw: u32) -> u32 {
     let v = (c + vec4<u32>(256u - u32(bitcast<f32>(wq[zi])))) & vec4<u32>(0xffu);
     return v.x | (v.y << 8u) | (v.z << 16u) | (v.w << 24u);
   }
-  var luts = p.N; // the tables follow the scales
-  if (gsize() > 0u) { luts = p.N * (p.K / gsize()); }
-  let lb = luts + lut_of(row, kw) * ((1u << BITS) / 4u);
+  let lb = lut8_base(row, kw);
   return lut8(lb, c.x) | (lut8(lb, c.y) << 8u) | (lut8(lb, c.z) << 16u) | (lut8(lb, c.w) << 24u);
 }
 

@@ -16,7 +16,7 @@ const tlqGroups = (data: Float32Array, N: number, K: number, bits: number, group
   tlqQuantize({ data, rows: N, cols: K }, { bits, groupSize, etas: [0, 0.02] });
 
 Deno.test(
-  "TLQ in groups, A16 (MODE 0): every version decodes each group's LUT",
+  "TLQ in groups, A16 (MODE 0; MODE 8 beside A8): every version decodes each group's LUT",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
@@ -26,12 +26,23 @@ Deno.test(
       for (let k = 0; k < K; k++) eye[k * K + k] = 1;
       const x = uploadTensor(rt, eye, [K, K]);
       const c = makeCase(1, N, K, 31);
-      for (const [bits, G] of [[4, 32], [3, 64], [4, 16]] as const) {
+      const cases = [[4, 32, false], [3, 64, false], [4, 16, false], [4, 32, true], [3, 64, true]];
+      for (const [bits, G, int] of cases as [number, number, boolean][]) {
         const q = tlqGroups(c.ws, N, K, bits, G);
-        const w = uploadQWeight(rt, q);
-        assertEquals([w.a16?.mode, w.a16?.groupSize, w.int], [0, G, undefined]);
-        assertEquals(w.byteLength, quantizedBytes(q, 16));
-        const deq = lutDequantize(q);
+        const w = uploadQWeight(rt, q, { int });
+        let deq = lutDequantize(q);
+        if (int) {
+          // Beside the integer path the weight-only GEMM reads its tables: s_g·lut8[g, code].
+          assertEquals([w.a16?.mode, w.a16?.groupSize, w.int?.mode], [8, G, 2]);
+          assert(w.a16?.params === w.int?.params, "one params tensor");
+          assertEquals(w.byteLength, quantizedBytes(q, 8));
+          const lut = int8Lut(q);
+          const w8 = decodeInt8(q, lut);
+          deq = Float32Array.from(w8, (v, i) => Math.fround(v * lut.scale[Math.floor(i / G)]));
+        } else {
+          assertEquals([w.a16?.mode, w.a16?.groupSize, w.int], [0, G, undefined]);
+          assertEquals(w.byteLength, quantizedBytes(q, 16));
+        }
         const want = new Float32Array(K * N);
         for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) want[k * N + n] = deq[n * K + k];
         for (const version of A16) {
@@ -41,7 +52,7 @@ Deno.test(
           assertEquals(
             Array.from(await readTensor(rt, y), (v) => v + 0),
             Array.from(want, (v) => v + 0), // ±0 alike
-            `W${bits} g${G} ${version}`,
+            `W${bits} g${G}${int ? " MODE 8" : ""} ${version}`,
           );
           y.release();
         }

@@ -31,10 +31,12 @@ export interface QWeightGpu {
   /** Codes, u32 words [N, ⌈K / ⌊32/b⌋⌉]. */
   readonly codes: Tensor;
   /**
-   * Weight-only parameters, when uploaded: qgemm_dec.wgsl MODE 0 (f32 LUT), 1 (affine) or
-   * 5 (TLQ compact: [2N + 1] words, see runtime/reference/qgemm.ts tlqCompactWords).
+   * Weight-only parameters, when uploaded: qgemm_dec.wgsl MODE 0 (f32 LUT), 1 (affine), 5
+   * (TLQ compact: [2N + 1] words, see runtime/reference/qgemm.ts tlqCompactWords) or 8 (a
+   * LUT-coded weight in groups uploaded for both paths: the integer MODE 2 tensor, its int8
+   * tables times their scales).
    */
-  readonly a16?: { mode: 0 | 1 | 5; params: Tensor; groupSize: number };
+  readonly a16?: { mode: 0 | 1 | 5 | 8; params: Tensor; groupSize: number };
   /**
    * Integer parameters, when uploaded: MODE 2 row scales then int8 LUT words (LUT-coded;
    * with `groupSize`, a scale and a table per (row, group)); 3 row scales (8-bit offset
@@ -147,12 +149,19 @@ export function uploadQWeight(
           groupSize: p.groupSize,
         };
       };
-      if (wantA16) a16 = upA16();
       if (opts.int && isAffineGrouped(q)) {
+        if (wantA16) a16 = upA16();
         const groupSize = checkInt8Groups(q);
         // MODE 7 reads MODE 1's scales and zeros: one tensor serves both paths.
         int = { mode: 7, params: (a16 ?? upA16()).params, groupSize };
-      } else if (opts.int) int = uploadInt8(q, up);
+      } else if (opts.int) {
+        int = uploadInt8(q, up);
+        // A LUT a group: the weight-only GEMM (centring's) reads the int8 tables as floats,
+        // MODE 8, instead of an f32 LUT a group beside them (3.2× their bytes).
+        if (wantA16 && int.mode === 2 && int.groupSize) {
+          a16 = { mode: 8, params: int.params, groupSize: int.groupSize };
+        } else if (wantA16) a16 = upA16();
+      } else if (wantA16) a16 = upA16();
     }
     const byteLength = tensors.reduce((s, t) => s + t.byteLength, 0);
     return {
