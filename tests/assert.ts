@@ -101,6 +101,17 @@ export function maxAbsDiff(
   return { max, at };
 }
 
+/** ‖a − b‖ / ‖b‖. */
+export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let e = 0;
+  let n = 0;
+  for (let i = 0; i < b.length; i++) {
+    e += (a[i] - b[i]) ** 2;
+    n += b[i] ** 2;
+  }
+  return Math.sqrt(e / n);
+}
+
 /** Root mean square of an array. */
 export function rms(a: ArrayLike<number>): number {
   let s = 0;

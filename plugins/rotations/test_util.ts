@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals, relError } from "../../tests/assert.ts";
 import type { Runtime } from "../../runtime/gpu/device.ts";
 import { Recorder } from "../../runtime/gpu/kernel.ts";
 import { readTensor, readTensorRaw, uploadTensor } from "../../runtime/gpu/tensor.ts";
@@ -53,17 +53,6 @@ export function matmulT(x: Float32Array, M: number, w: HostMatrix): Float64Array
     }
   }
   return y;
-}
-
-/** ‖a − b‖ / ‖b‖. */
-export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let e = 0;
-  let n = 0;
-  for (let i = 0; i < b.length; i++) {
-    e += (a[i] - b[i]) ** 2;
-    n += b[i] ** 2;
-  }
-  return Math.sqrt(e / n);
 }
 
 /** (X·T)(W·diag(m)·R)ᵀ = X·Wᵀ on the CPU, to `tol` relative. */

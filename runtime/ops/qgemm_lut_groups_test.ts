@@ -8,7 +8,7 @@ import { quantizedBytes } from "../quant/quantize.ts";
 import { decodeInt8, int8Lut, qgemmIntRef } from "../reference/qgemm.ts";
 import { actQuant } from "./act_quant.ts";
 import { qgemmA16, qgemmInt, uploadQWeight } from "./qgemm.ts";
-import { A16, epilogue, makeCase } from "./qgemm_test_util.ts";
+import { A16, epilogue, identityInput, makeCase } from "./qgemm_test_util.ts";
 
 // LUT-coded weights in groups (TLQ --group-size): MODE 0 and MODE 2 with a table a (row, group).
 
@@ -20,11 +20,8 @@ Deno.test(
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      // X = I: Y = Ŵᵀ exactly (one product 1·ŵ a sum), so Y shows the decoded weights.
       const [N, K] = [37, 128];
-      const eye = new Float32Array(K * K);
-      for (let k = 0; k < K; k++) eye[k * K + k] = 1;
-      const x = uploadTensor(rt, eye, [K, K]);
+      const x = identityInput(rt, K); // Y = Ŵᵀ exactly
       const c = makeCase(1, N, K, 31);
       const cases = [[4, 32, false], [3, 64, false], [4, 16, false], [4, 32, true], [3, 64, true]];
       for (const [bits, G, int] of cases as [number, number, boolean][]) {

@@ -9,7 +9,7 @@ import { lutDequantize, tlqQuantize } from "../../plugins/quantizers/tlq.ts";
 import { uniformDequantize, uniformQuantize } from "../../plugins/quantizers/uniform.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { Recorder } from "../gpu/kernel.ts";
-import { readTensor, readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
+import { readTensor, readTensorRaw, type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import { unpackInt8 } from "../quant/pack.ts";
 import type { GemmRefOptions } from "../reference/gemm.ts";
@@ -45,6 +45,13 @@ export function quantize(
     case "u8s":
       return uniformQuantize(w, { bits: 8, symmetric: true });
   }
+}
+
+/** X = I [K, K] on the GPU: Y = X·Ŵᵀ = Ŵᵀ exactly (one product 1·ŵ a sum) shows the decoded weights. */
+export function identityInput(rt: Runtime, K: number): Tensor {
+  const eye = new Float32Array(K * K);
+  for (let k = 0; k < K; k++) eye[k * K + k] = 1;
+  return uploadTensor(rt, eye, [K, K]);
 }
 
 /** The dequantized weight (CPU reference). */

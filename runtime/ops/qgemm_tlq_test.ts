@@ -19,6 +19,7 @@ import {
   assertSums,
   dequant,
   epilogue,
+  identityInput,
   INT_VERSIONS,
   makeCase,
   quantize,
@@ -32,11 +33,8 @@ Deno.test(
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      // X = I: Y = Ŵᵀ exactly (one product 1·ŵ a sum), so Y shows the decoded weights.
       const [N, K] = [37, 128];
-      const eye = new Float32Array(K * K);
-      for (let k = 0; k < K; k++) eye[k * K + k] = 1;
-      const x = uploadTensor(rt, eye, [K, K]);
+      const x = identityInput(rt, K); // Y = Ŵᵀ exactly
       for (const kind of ["tlq4", "tlq3", "tlq4mse", "tlq3mse"] as const) {
         const q = quantize(kind, makeCase(1, N, K, 31).ws, N, K);
         const w = uploadQWeight(rt, q);

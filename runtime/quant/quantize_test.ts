@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows, relError } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { tlqQuantize } from "../../plugins/quantizers/tlq.ts";
 import { uniformQuantize } from "../../plugins/quantizers/uniform.ts";
@@ -55,17 +55,6 @@ function sameBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
   const x = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   const y = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
   return x.length === y.length && x.every((v, i) => v === y[i]);
-}
-
-/** ‖a − b‖ / ‖b‖ (the random fixture model's outputs are far outside [-1, 1]). */
-function relError(a: Float32Array, b: Float32Array): number {
-  let e = 0;
-  let s = 0;
-  for (let i = 0; i < a.length; i++) {
-    e += (a[i] - b[i]) ** 2;
-    s += b[i] ** 2;
-  }
-  return Math.sqrt(e / s);
 }
 
 Deno.test("keep-FP patterns: METHODS.md's defaults match the PixArt layer names", () => {

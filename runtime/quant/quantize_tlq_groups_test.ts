@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { assert, assertEquals, assertRejects, relError } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { lutDequantize } from "../../plugins/quantizers/tlq.ts";
 import { CheckpointError } from "../errors.ts";
@@ -7,17 +7,6 @@ import { META, openArtifact, paramName } from "./artifact.ts";
 import { quantizeModel, writeArtifact } from "./quantize.ts";
 
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
-
-/** ‖a − b‖ / ‖b‖. */
-function relError(a: Float32Array, b: Float32Array): number {
-  let e = 0;
-  let s = 0;
-  for (let i = 0; i < a.length; i++) {
-    e += (a[i] - b[i]) ** 2;
-    s += b[i] ** 2;
-  }
-  return Math.sqrt(e / s);
-}
 
 Deno.test(
   "TLQ in groups: the artifact stores a grid a group (no LUT), reloads it, and runs both paths",
