@@ -432,7 +432,7 @@ export const tlqQuantizer: QuantizerPlugin = {
   name: "tlq",
   bits: TLQ_BITS,
   description:
-    "Twin-Log Quantization: separate log2(|w|+η) grids for ± weights, per-row LUT, η/p± searched per layer (fit mse: rows fitted by least squares)",
+    "Twin-Log Quantization: separate log2(|w|+η) grids for ± weights, a LUT a row (or a group of --group-size), η/p± searched per layer (fit mse: grids fitted by least squares)",
   calibrate: tlqQuantize,
   dequantize: lutDequantize,
   grid: lutGrid,

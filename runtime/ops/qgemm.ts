@@ -4,7 +4,7 @@
  * {@linkcode uploadQWeight} (runtime/ops/qweight.ts). Two families, each in versions (llm.c
  * style), all checked against runtime/reference/qgemm.ts:
  *
- * - weight-only, A16 ({@linkcode qgemmA16}): X f32/f16, W decoded through its per-row LUT
+ * - weight-only, A16 ({@linkcode qgemmA16}): X f32/f16, W decoded through its LUT (a row's or a group's)
  *   (TLQ) or (q − z)·Δ per group (uniform), FMAs in f32.
  *   "fused": gemm_reg.wgsl's tiles with the decode in the W tile loads (GPUs, M > 64);
  *   "skinny": K split over lanes, 4 columns × MR rows a workgroup (GPUs, M ≤ 64: the

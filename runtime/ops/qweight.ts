@@ -1,6 +1,6 @@
 /**
  * A quantized weight on the GPU: its packed codes plus the parameters each GEMM path reads
- * (weight-only: per-row LUT or scale/zero; integer: row scales and int8 LUT words; TLQ by
+ * (weight-only: a LUT a row or group, or scale/zero; integer: scales and int8 LUT words; TLQ by
  * default: 8 bytes a row, Δ± and z±, and η, from which the kernels rebuild the LUTs).
  * {@linkcode uploadQWeight} uploads them once per layer; runtime/ops/qgemm.ts runs them.
  *

@@ -2,7 +2,7 @@
  * CPU reference of the quantized GEMMs, and the host-side forms of a quantized weight
  * that the kernels read (runtime/ops/qgemm.ts uploads them):
  *
- * - A16 (weight-only): the f32 per-row LUT of a LUT-coded weight (TLQ), or the uniform
+ * - A16 (weight-only): the f32 LUT (a row's, or a group's) of a LUT-coded weight (TLQ), or the uniform
  *   quantizer's scale and zero per group; Y = X·Ŵᵀ with Ŵ the dequantized weight.
  * - Integer (A8/A6/A4): the weight as int8 × one scale per row, ŵ ≈ s_row·w8. For a
  *   uniform per-row weight this is exact (w8 = code − zero, s_row = Δ); for a LUT it is
@@ -11,7 +11,8 @@
  *   over the exact LUT ({@linkcode int8LutError} measures it).
  *   Y = s_token·s_row·Σ x8·w8 with an exact integer sum. A uniform weight in groups is
  *   int8 = code − zero[row, group] with a scale per (row, group) ({@linkcode int8Groups},
- *   exact): each group's sum is scaled on its own.
+ *   exact): each group's sum is scaled on its own; a LUT-coded weight in groups (TLQ
+ *   --group-size) has an int8 table and a scale per (row, group) the same way.
  * - TLQ compact (A16 MODE 5, integer MODE 6): per row Δ± as f16 and z± as i16 (8 bytes),
  *   η once ({@linkcode tlqCompactWords}); the kernels rebuild the LUT (and its int8 form)
  *   in workgroup memory with the integer arithmetic of plugins/quantizers/tlq.ts, so the
