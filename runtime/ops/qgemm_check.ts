@@ -3,8 +3,8 @@
  * at an odd shape against runtime/reference/qgemm.ts — the integer path's i32 sums
  * bit for bit (dot4I8Packed, or its emulation where the adapter lacks it), the
  * weight-only path within f32 rounding. The weight is TLQ W4 uploaded as by default: the
- * compact parameters (MODE 5/6, LUTs rebuilt in-kernel); one more integer check takes uniform
- * weights in groups (MODE 7).
+ * compact parameters (MODE 5/6, LUTs rebuilt in-kernel); two more integer checks take weights
+ * in groups: uniform (MODE 7) and TLQ (MODE 2 with a table a group).
  *
  * @module
  */
@@ -104,22 +104,28 @@ export async function qgemmSelfCheck(rt: Runtime): Promise<CheckResult[]> {
   }
   out.push(await groupedCheck(rt));
   out.push(await groupedCheck(rt, 32));
+  out.push(await groupedCheck(rt, 32, "tlq"));
   return out;
 }
 
 /**
  * The integer GEMM with asymmetric activation groups of 16 (quantize --act-group 16
- * --act-asym); with `wgroup`, on uniform W4 in weight groups of that many channels
- * (quantize --group-size, MODE 7) instead of TLQ.
+ * --act-asym) on TLQ W4; with `wgroup`, on W4 in weight groups of that many channels
+ * (quantize --group-size): uniform (MODE 7) or TLQ (MODE 2 with a table a group).
  */
-async function groupedCheck(rt: Runtime, wgroup = 0): Promise<CheckResult> {
+async function groupedCheck(
+  rt: Runtime,
+  wgroup = 0,
+  quantizer: "uniform" | "tlq" = wgroup ? "uniform" : "tlq",
+): Promise<CheckResult> {
   const [M, N, K, group] = [19, 37, 96, 16];
   const g = new Prng(29);
   const xs = g.normals(M * K).map((v, i) => (i % 31 === 4 ? 20 : 1) * v + 0.5);
   const wm = { data: g.normals(N * K).map((v) => v / Math.sqrt(K)), rows: N, cols: K };
-  const q = wgroup
+  const uniform = quantizer === "uniform";
+  const q = uniform
     ? uniformQuantize(wm, { bits: 4, groupSize: wgroup })
-    : tlqQuantize(wm, { bits: 4, etas: [0.02], percentiles: [0.999] });
+    : tlqQuantize(wm, { bits: 4, etas: [0.02], percentiles: [0.999], groupSize: wgroup });
   const w = uploadQWeight(rt, q, { a16: false, int: true });
   const x = uploadTensor(rt, xs, [M, K]);
   try {
@@ -129,8 +135,8 @@ async function groupedCheck(rt: Runtime, wgroup = 0): Promise<CheckResult> {
     await rec.submit();
     const G = M * K / group;
     const sz = await readTensor(rt, xa.scales);
-    const lut = wgroup ? undefined : int8Lut(q);
-    const wg = wgroup ? int8Groups(q) : undefined;
+    const lut = uniform ? undefined : int8Lut(q);
+    const wg = uniform ? int8Groups(q) : undefined;
     const ref = qgemmIntRef(
       unpackInt8((await readTensorRaw(rt, xa.q)) as Uint32Array, M, K),
       sz.subarray(0, G),
@@ -153,13 +159,15 @@ async function groupedCheck(rt: Runtime, wgroup = 0): Promise<CheckResult> {
     if (Number.isNaN(err)) err = Infinity;
     for (const t of [xa.q, xa.scales, y]) t.release();
     return {
-      name: `qgemm_int_${defaultIntVersion(rt)}_w4${wgroup ? `g${wgroup}` : ""}a4_g16_asym`,
+      name: `qgemm_int_${defaultIntVersion(rt)}_w4${
+        wgroup ? `${uniform ? "" : "lut"}g${wgroup}` : ""
+      }a4_g16_asym`,
       ok: err <= 1e-5,
       maxError: err,
       tolerance: 1e-5,
       note: `activation groups of 16 with zero points${
-        wgroup ? `, uniform weights in groups of ${wgroup}` : ""
-      }; error relative to 1 + |y|`,
+        wgroup ? `, ${uniform ? "uniform" : "TLQ"} weights in groups of ${wgroup}` : ""
+      } (MODE ${w.int!.mode}); error relative to 1 + |y|`,
     };
   } finally {
     w.release();
