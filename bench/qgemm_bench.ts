@@ -51,7 +51,13 @@ import {
   qgemmIntEntry,
 } from "../runtime/reference/qgemm.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
-import { randomGroupedWeight, randomLutGroups, randomWeight, weightAt } from "./qgemm_weights.ts";
+import {
+  checkSampled,
+  randomGroupedWeight,
+  randomLutGroups,
+  randomWeight,
+  weightAt,
+} from "./qgemm_weights.ts";
 import type { PeerMatmul } from "./peers/ort.ts";
 import { nbits4At, ortMatmulNBits, randomNbits4 } from "./peers/ort_nbits.ts";
 
@@ -79,32 +85,6 @@ function tlqMode(q: QuantizedWeight, mode: number | undefined, expanded = false)
   return compact
     ? `MODE ${mode}: Δ±/z± 8 B a row, levels built in-kernel`
     : `MODE ${mode}: stored ${mode === 0 ? "f32 LUT" : "int8 LUT + row scale"}`;
-}
-
-/** Checks 256 sampled entries of y [M, N] against `ref(m, n)` with tolerance `tol(ref, mag)`. */
-function checkSampled(
-  label: string,
-  y: Float32Array,
-  M: number,
-  N: number,
-  ref: (m: number, n: number) => { v: number; mag: number },
-): string {
-  const g = new Prng(4242);
-  let worst = 0;
-  for (let s = 0; s < 256; s++) {
-    const m = s === 0 ? M - 1 : Math.floor(g.uniform() * M);
-    const n = s === 0 ? N - 1 : Math.floor(g.uniform() * N);
-    const r = ref(m, n);
-    const err = Math.abs(y[m * N + n] - r.v);
-    const tol = 1e-5 * r.mag + 1e-6;
-    if (!(err <= tol)) {
-      throw new Error(
-        `${label}: wrong result at [${m}, ${n}]: got ${y[m * N + n]}, expected ${r.v}`,
-      );
-    }
-    worst = Math.max(worst, err / tol);
-  }
-  return `checked 256 sampled entries (worst ${(100 * worst).toFixed(0)}% of tol)`;
 }
 
 const xCache = new Map<string, { xs: Float32Array; x: Tensor }>();
