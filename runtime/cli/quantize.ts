@@ -313,6 +313,12 @@ export async function quantize(args: string[]): Promise<number> {
     ? undefined
     : await readCalibrationEmbeds(v["calib-embeds"]);
 
+  if (v.quantizer === "tlq" && groupSize > 0 && tlqFit !== "mse") {
+    info(
+      "note: tlq groups with percentile grids (the default --tlq-fit) start each group's grid at " +
+        "its smallest |w|; on the bundled model they gain no weight SQNR. Add --tlq-fit mse.",
+    );
+  }
   const t0 = performance.now();
   let bar: ProgressBar | undefined;
   const cal = new CalibrationProgress("calibrating");

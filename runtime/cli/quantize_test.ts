@@ -402,3 +402,31 @@ Deno.test("quantize --center and --act-group: the plan and --json say so; --repo
   }
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("quantize --quantizer tlq --group-size: the plan says so; percentile grids get a note", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_tlqg_" });
+  try {
+    const run = async (name: string, ...extra: string[]) => {
+      const r = await cli(
+        "quantize",
+        ...["--model", FIXTURE, "--quantizer", "tlq", "--wbits", "4", "--abits", "8"],
+        ...["--group-size", "16", "--json", "--out", `${dir}/${name}.safetensors`, ...extra],
+      );
+      assertEquals(r.code, 0, r.stderr);
+      return r;
+    };
+    const plain = await run("percentile");
+    assert(plain.stderr.includes("Add --tlq-fit mse"), plain.stderr);
+    const mse = await run("mse", "--tlq-fit", "mse");
+    assert(!mse.stderr.includes("Add --tlq-fit mse"), mse.stderr);
+    assert(mse.stderr.includes("(weights in groups of 16)"), mse.stderr);
+    const bad = await cli(
+      "quantize",
+      ...["--model", FIXTURE, "--quantizer", "tlq", "--wbits", "4", "--abits", "16"],
+      ...["--group-size", "24", "--out", `${dir}/bad.safetensors`],
+    );
+    assert(bad.code !== 0 && bad.stderr.includes("tlq groups must divide K = 32"), bad.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
