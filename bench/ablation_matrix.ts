@@ -38,7 +38,7 @@ export interface AblationSetting {
   attention: string;
   density: number | null;
   attn_bits: number | null;
-  /** Uniform, TLQ: weight groups of this many input channels (quantize --group-size); absent: per row. */
+  /** Weight groups of this many input channels (quantize --group-size); absent: per row. */
   group_size?: number;
   /** "mse": TLQ's row grids fitted by least squares (quantize --tlq-fit mse); absent: METHODS.md's. */
   tlq_fit?: "mse";

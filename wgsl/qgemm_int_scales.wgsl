@@ -2,9 +2,10 @@
 // activations' per token (xsc [M]) or per group of GROUPW words (act_quant.wgsl's
 // quant_groups, xsc [M, K4/GROUPW], with ASYM the zero points [M, K4/GROUPW] after them),
 // and the weights' per row or, with WGW > 0 (MODE 7: uniform weights in groups of WGW words;
-// MODE 2 with one int8 LUT a group; one group dividing the other), per group. Grouped sums are flushed from i32 into f32 at
-// the end of every span of the smaller group, each scaled by s_x·s_w (the zero term z·Σ w8
-// by z·s_w); the store then applies the row scale only without weight groups.
+// MODE 2 with one int8 LUT a group; one group dividing the other), per group. Grouped sums
+// are flushed from i32 into f32 at the end of every span of the smaller group, each scaled
+// by s_x·s_w (the zero term z·Σ w8 by z·s_w); the store then applies the row scale only
+// without weight groups.
 override GROUPW: u32 = 0u;  // words an activation scale group; 0: one scale a token
 override ASYM: bool = false;  // grouped asymmetric activations (GROUPW > 0)
 override WGW: u32 = 0u;  // MODE 7 or 2: words a weight scale group; 0: one scale a row

@@ -4,8 +4,8 @@
  * {@linkcode uploadQWeight} (runtime/ops/qweight.ts). Two families, each in versions (llm.c
  * style), all checked against runtime/reference/qgemm.ts:
  *
- * - weight-only, A16 ({@linkcode qgemmA16}): X f32/f16, W decoded through its LUT (a row's or a group's)
- *   (TLQ) or (q − z)·Δ per group (uniform), FMAs in f32.
+ * - weight-only, A16 ({@linkcode qgemmA16}): X f32/f16, W decoded through its LUT (a row's
+ *   or a group's; TLQ) or (q − z)·Δ per group (uniform), FMAs in f32.
  *   "fused": gemm_reg.wgsl's tiles with the decode in the W tile loads (GPUs, M > 64);
  *   "skinny": K split over lanes, 4 columns × MR rows a workgroup (GPUs, M ≤ 64: the
  *   weight read is the cost); "dequant": decode W once into a pooled dense buffer, then
@@ -272,8 +272,8 @@ export function defaultIntVersion(rt: Runtime): QGemmIntVersion {
  * quantized weight uploaded with integer parameters; returns Y [M, N] in `opts.dtype`.
  * Grouped activations (`xa.group`): Y = epilogue(s_row·Σ_g s_g·Σ_{k∈g} x8·w8), and with
  * `xa.asym` + z_g·Σ_{k∈g} w8 per group. A weight in groups (uniform, MODE 7; a LUT-coded one
- * with a table a group, MODE 2 with `groupSize`) scales each span
- * of the smaller of the two groups (one must divide the other) by s_x·s_w instead of s_row.
+ * with a table a group, MODE 2 with `groupSize`) scales each span of the smaller of the two
+ * groups (one must divide the other) by s_x·s_w instead of s_row.
  */
 export function qgemmInt(
   rec: Recorder,

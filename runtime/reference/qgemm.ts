@@ -2,8 +2,8 @@
  * CPU reference of the quantized GEMMs, and the host-side forms of a quantized weight
  * that the kernels read (runtime/ops/qgemm.ts uploads them):
  *
- * - A16 (weight-only): the f32 LUT (a row's, or a group's) of a LUT-coded weight (TLQ), or the uniform
- *   quantizer's scale and zero per group; Y = X·Ŵᵀ with Ŵ the dequantized weight.
+ * - A16 (weight-only): the f32 LUT (a row's, or a group's) of a LUT-coded weight (TLQ), or
+ *   the uniform quantizer's scale and zero per group; Y = X·Ŵᵀ with Ŵ the dequantized weight.
  * - Integer (A8/A6/A4): the weight as int8 × one scale per row, ŵ ≈ s_row·w8. For a
  *   uniform per-row weight this is exact (w8 = code − zero, s_row = Δ); for a LUT it is
  *   the re-expression s_row = max|LUT_row| / 127, lut8 = round(127·LUT / max|LUT_row|)
