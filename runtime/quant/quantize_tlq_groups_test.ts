@@ -5,8 +5,7 @@ import { CheckpointError } from "../errors.ts";
 import { loadPipeline } from "../pipeline.ts";
 import { META, openArtifact, paramName } from "./artifact.ts";
 import { quantizeModel, writeArtifact } from "./quantize.ts";
-
-const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
+import { FIXTURE } from "./quantize_test_util.ts";
 
 Deno.test(
   "TLQ in groups: the artifact stores a grid a group (no LUT), reloads it, and runs both paths",
