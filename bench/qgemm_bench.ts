@@ -51,13 +51,8 @@ import {
   qgemmIntEntry,
 } from "../runtime/reference/qgemm.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
-import {
-  checkSampled,
-  randomGroupedWeight,
-  randomLutGroups,
-  randomWeight,
-  weightAt,
-} from "./qgemm_weights.ts";
+import { randomGroupedWeight, randomLutGroups, randomWeight, weightAt } from "./qgemm_weights.ts";
+import { checkSampled } from "./sampled_check.ts";
 import type { PeerMatmul } from "./peers/ort.ts";
 import { nbits4At, ortMatmulNBits, randomNbits4 } from "./peers/ort_nbits.ts";
 

@@ -1,6 +1,6 @@
 /**
- * Random quantized weights for the quantized-GEMM benchmark (bench/qgemm_bench.ts), the
- * entry-wise value of one, and the sampled check of a product against the reference.
+ * Random quantized weights for the quantized-GEMM benchmark (bench/qgemm_bench.ts) and the
+ * entry-wise value of one, for its sampled checks.
  *
  * @module
  */
@@ -117,30 +117,4 @@ export function weightAt(q: QuantizedWeight, n: number, k: number): number {
   const t = n * (q.cols / G) + Math.floor(k / G); // the row's (group's) table
   if (q.params.lut) return q.params.lut[t * 2 ** q.bits + c];
   return (c - q.params.zero[n]) * q.params.scale[n];
-}
-
-/** Checks 256 sampled entries of y [M, N] against `ref(m, n)` with tolerance `tol(ref, mag)`. */
-export function checkSampled(
-  label: string,
-  y: Float32Array,
-  M: number,
-  N: number,
-  ref: (m: number, n: number) => { v: number; mag: number },
-): string {
-  const g = new Prng(4242);
-  let worst = 0;
-  for (let s = 0; s < 256; s++) {
-    const m = s === 0 ? M - 1 : Math.floor(g.uniform() * M);
-    const n = s === 0 ? N - 1 : Math.floor(g.uniform() * N);
-    const r = ref(m, n);
-    const err = Math.abs(y[m * N + n] - r.v);
-    const tol = 1e-5 * r.mag + 1e-6;
-    if (!(err <= tol)) {
-      throw new Error(
-        `${label}: wrong result at [${m}, ${n}]: got ${y[m * N + n]}, expected ${r.v}`,
-      );
-    }
-    worst = Math.max(worst, err / tol);
-  }
-  return `checked 256 sampled entries (worst ${(100 * worst).toFixed(0)}% of tol)`;
 }

@@ -1,0 +1,46 @@
+/**
+ * The benchmarks' check of a product before it is timed: 256 sampled entries (the last one
+ * always) against a reference computed on the host.
+ *
+ * @module
+ */
+import { Prng } from "../runtime/io/prng.ts";
+
+/** An entry of the reference: its value and Σ|terms| (the scale of its rounding error). */
+export interface SampledRef {
+  /** The reference value. */
+  v: number;
+  /** Σ of the terms' magnitudes. */
+  mag: number;
+}
+
+/**
+ * Checks 256 sampled entries of y [M, N] against `ref(m, n)`, each within `tol(r)` (default
+ * 1e-5·Σ|terms| + 1e-6: f32 accumulation); throws naming the first entry off, else returns a
+ * note with the worst error as a share of its tolerance.
+ */
+export function checkSampled(
+  label: string,
+  y: Float32Array,
+  M: number,
+  N: number,
+  ref: (m: number, n: number) => SampledRef,
+  tol: (r: SampledRef) => number = (r) => 1e-5 * r.mag + 1e-6,
+): string {
+  const g = new Prng(4242);
+  let worst = 0;
+  for (let s = 0; s < 256; s++) {
+    const m = s === 0 ? M - 1 : Math.floor(g.uniform() * M);
+    const n = s === 0 ? N - 1 : Math.floor(g.uniform() * N);
+    const r = ref(m, n);
+    const err = Math.abs(y[m * N + n] - r.v);
+    const t = tol(r);
+    if (!(err <= t)) {
+      throw new Error(
+        `${label}: wrong result at [${m}, ${n}]: got ${y[m * N + n]}, expected ${r.v} (tol ${t})`,
+      );
+    }
+    worst = Math.max(worst, err / t);
+  }
+  return `checked 256 sampled entries (worst ${(100 * worst).toFixed(0)}% of tol)`;
+}
