@@ -21,7 +21,7 @@ import {
 import { parsePixArtConfig } from "../plugins/models/pixart_config.ts";
 import { CheckpointError } from "./errors.ts";
 import type { Runtime } from "./gpu/device.ts";
-import { Recorder } from "./gpu/kernel.ts";
+import { type LaunchTime, Recorder } from "./gpu/kernel.ts";
 import { readTensor, readTensors, uploadTensor } from "./gpu/tensor.ts";
 import { Prng } from "./io/prng.ts";
 import { openCheckpoint, transformerDir } from "./io/safetensors_index.ts";
@@ -97,6 +97,8 @@ export interface GenerateRequest {
   onStep?: (info: StepInfo) => void | Promise<void>;
   /** Steps submitted and not yet reported (1–16, default 4; `sampleLoop`'s `inFlight`). */
   inFlight?: number;
+  /** Profile this sampler step (0-based; `sampleLoop`'s `profileStep`). */
+  profileStep?: number;
 }
 
 /** What {@linkcode Pipeline.generate} returns. */
@@ -109,6 +111,8 @@ export interface GenerateResult {
   unknownWords: string[];
   /** Timings in ms. */
   timings: { encodeMs: number; stepMs: number[]; totalMs: number };
+  /** With `profileStep`: that step's launches with their GPU ms. */
+  profile?: LaunchTime[];
 }
 
 async function readJson(path: string): Promise<unknown> {
@@ -317,13 +321,14 @@ export class Pipeline {
       forward: (r, x, t, step) => model.forward(r, x, t, cond, step),
     };
     try {
-      const { latents, stepMs } = await sampleLoop(rt, denoiser, lat, {
+      const { latents, stepMs, profile } = await sampleLoop(rt, denoiser, lat, {
         sampler: createGpuSampler(sampler, steps),
         guidance,
         signal: req.signal,
         onStep: req.onStep,
         inFlight: req.inFlight,
         stepTimes: this.#stepTimes,
+        profileStep: req.profileStep,
       });
       const host = await readTensor(rt, latents);
       latents.release();
@@ -332,6 +337,7 @@ export class Pipeline {
         shape: [B, c.inChannels, H, W],
         unknownWords: unknown,
         timings: { encodeMs, stepMs, totalMs: performance.now() - t0 },
+        ...(profile ? { profile } : {}),
       };
     } finally {
       lat.release();

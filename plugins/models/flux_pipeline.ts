@@ -167,13 +167,14 @@ export async function generateFlux(
     modelTime: (t) => Math.fround(t / 1000),
   };
   try {
-    const { latents, stepMs } = await sampleLoop(rt, denoiser, lat, {
+    const { latents, stepMs, profile } = await sampleLoop(rt, denoiser, lat, {
       sampler: fluxSampler(steps, scheduler, H, W),
       guidance: guided ? trueCfg : 1,
       signal: req.signal,
       onStep: req.onStep,
       inFlight: req.inFlight,
       stepTimes,
+      profileStep: req.profileStep,
     });
     const host = await readTensor(rt, latents);
     latents.release();
@@ -182,6 +183,7 @@ export async function generateFlux(
       shape: [B, C, H, W],
       unknownWords: [],
       timings: { encodeMs, stepMs, totalMs: performance.now() - t0 },
+      ...(profile ? { profile } : {}),
     };
   } finally {
     lat.release();

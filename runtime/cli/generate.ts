@@ -10,6 +10,7 @@ import { writeSafetensors } from "../io/safetensors.ts";
 import { loadPipeline, type Pipeline, type SamplerName, SAMPLERS } from "../pipeline.ts";
 import { readCaptionEmbeds, readLatents, readPooled } from "./embeds.ts";
 import { FluxModel } from "../../plugins/models/flux.ts";
+import { byKernel, formatKernelTimes } from "../gpu/launch_times.ts";
 import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
 import { checkWritable, emitJson, info, parseCommand, ProgressBar, UsageError } from "./common.ts";
 
@@ -39,6 +40,8 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --height PX, --width PX image size in pixels, as diffusers' height=/width= (default the
                           model's sample size; FLUX 1024): a multiple of the patch (PixArt) or
                           of 16 (FLUX: 8 pixels a latent cell, 2×2 packing)
+  --profile-step N        time step N's kernels on the GPU (timestamp queries; 0-based) and
+                          print them by kernel, largest first
   --json                  print a JSON summary as the last line of stdout`;
 
 function defaultOut(prompt: string | undefined, seed: number): string {
@@ -100,6 +103,7 @@ export async function generate(args: string[]): Promise<number> {
     "save-latents": { type: "string" },
     height: { type: "string" },
     width: { type: "string" },
+    "profile-step": { type: "string" },
   }, GENERATE_USAGE);
   if (!o) return 0;
   const v = o.values;
@@ -112,6 +116,7 @@ export async function generate(args: string[]): Promise<number> {
   const guidanceArg = o.optionalNumber("guidance", { min: 0, max: 100 });
   const trueCfg = o.number("true-cfg", 1, { min: 0, max: 100 });
   const n = o.number("n", 1, { min: 1, max: 64, integer: true });
+  const profileStep = o.optionalNumber("profile-step", { min: 0, max: steps - 1, integer: true });
   const heightPx = o.optionalNumber("height", { min: 1, max: 16384, integer: true });
   const widthPx = o.optionalNumber("width", { min: 1, max: 16384, integer: true });
   const samplerArg = o.optionalChoice<SamplerName>("sampler", SAMPLERS);
@@ -177,8 +182,11 @@ export async function generate(args: string[]): Promise<number> {
         latents: latents?.data,
         ...latentSize(pipe, latents?.shape, heightPx, widthPx),
         onStep: (s) => bar.update(s.step),
+        profileStep,
       });
       bar.done();
+      const kernels = res.profile ? byKernel(res.profile) : undefined;
+      if (kernels) info(`step ${profileStep}'s kernels (GPU time):\n${formatKernelTimes(kernels)}`);
       if (res.unknownWords.length) {
         info(`warning: unknown words (read as <unk>): ${res.unknownWords.join(", ")}`);
       }
@@ -223,6 +231,7 @@ export async function generate(args: string[]): Promise<number> {
           load_ms: loadMs,
           ms_per_step: mean,
           unknown_words: res.unknownWords,
+          ...(kernels ? { profile: { step: profileStep, kernels } } : {}),
         });
       }
       return 0;

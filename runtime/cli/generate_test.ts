@@ -5,8 +5,10 @@ import { writeSafetensors } from "../io/safetensors.ts";
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
 
-/** Runs `deno run -A cli.ts generate …args` (exit code and stderr). */
-async function generate(...args: string[]): Promise<{ code: number; stderr: string }> {
+/** Runs `deno run -A cli.ts generate …args` (exit code, stdout and stderr). */
+async function generate(
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", CLI, "generate", "--model", FIXTURE, "--prompt", "red apple", ...args],
     stdout: "piped",
@@ -14,7 +16,8 @@ async function generate(...args: string[]): Promise<{ code: number; stderr: stri
     env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
     signal: AbortSignal.timeout(120_000),
   }).output();
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
 }
 
 Deno.test("generate --height/--width: the image has that size; bad sizes exit 2 naming the flag", async () => {
@@ -38,6 +41,34 @@ Deno.test("generate --height/--width: the image has that size; bad sizes exit 2 
     const clash = await generate("--latents", lat, "--width", "16", "--out", `${dir}/c.png`);
     assertEquals(clash.code, 2, clash.stderr);
     assert(clash.stderr.includes("--width 16 disagrees with --latents (8 pixels)"), clash.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("generate --profile-step: the step's kernels by GPU time, on stderr and in --json", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_prof_" });
+  try {
+    const r = await generate(
+      "--steps",
+      "2",
+      "--profile-step",
+      "1",
+      "--json",
+      "--out",
+      `${dir}/p.png`,
+    );
+    if (r.stderr.includes("lacks timestamp-query")) return; // an adapter without them
+    assertEquals(r.code, 0, r.stderr);
+    assert(r.stderr.includes("step 1's kernels (GPU time):"), r.stderr);
+    const j = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    assertEquals(j.profile.step, 1);
+    const kernels = j.profile.kernels as { name: string; ms: number; launches: number }[];
+    assert(kernels.some((k) => k.name.startsWith("gemm")), JSON.stringify(kernels));
+    for (let i = 1; i < kernels.length; i++) assert(kernels[i - 1].ms >= kernels[i].ms);
+    const bad = await generate("--steps", "2", "--profile-step", "2", "--out", `${dir}/q.png`);
+    assertEquals(bad.code, 2, bad.stderr);
+    assert(bad.stderr.includes("--profile-step must be in [0, 1], got 2"), bad.stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Runtime } from "../gpu/device.ts";
-import { finish, Recorder } from "../gpu/kernel.ts";
+import { finish, type LaunchTime, Recorder } from "../gpu/kernel.ts";
 import { createTensor, readTensor, type Tensor } from "../gpu/tensor.ts";
 import { cast } from "../ops/cast.ts";
 import { duplicateBatchGpu, guideGpu, nchwLayout, usesGuidance } from "./guidance.ts";
@@ -83,6 +83,11 @@ export interface SampleLoopOptions {
    * not in it starts from another batch size's ({@linkcode stepTimeEstimate}).
    */
   stepTimes?: Map<string, number>;
+  /**
+   * Profile this step (0-based): its launches' GPU times, by timestamp queries (the adapter
+   * must have timestamp-query). The loop waits for that step before recording the next.
+   */
+  profileStep?: number;
 }
 
 /** What {@linkcode sampleLoop} returns. */
@@ -91,6 +96,8 @@ export interface SampleLoopResult {
   latents: Tensor;
   /** Per step: ms since the previous report (see {@linkcode StepInfo.stepMs}). */
   stepMs: number[];
+  /** With `profileStep`: that step's launches, in order, with their GPU ms. */
+  profile?: LaunchTime[];
 }
 
 /** A submitted step whose output latents are kept until the next step read them and it was reported. */
@@ -237,7 +244,15 @@ export async function sampleLoop(
   live.add(x);
   let current: Submitted | undefined;
   o.sampler.reset();
+  let profile: LaunchTime[] | undefined;
   try {
+    const ps = o.profileStep;
+    if (ps !== undefined && !(Number.isInteger(ps) && ps >= 0 && ps < n)) {
+      throw new RangeError(`profileStep must be an integer from 0 to ${n - 1}, got ${ps}`);
+    }
+    if (ps !== undefined && !rt.info.timestamps) {
+      throw new RangeError("profileStep needs timestamp-query, which this adapter lacks");
+    }
     {
       const rec = new Recorder(rt, "copy latents");
       rec.copy(latents, x, latents.byteLength);
@@ -246,7 +261,8 @@ export async function sampleLoop(
     for (let i = 0; i < n; i++) {
       o.signal?.throwIfAborted();
       const tv = model.modelTime ? model.modelTime(o.sampler.timesteps[i]) : o.sampler.timesteps[i];
-      const rec = new Recorder(rt, `step ${i}`);
+      const profiled = i === o.profileStep;
+      const rec = new Recorder(rt, `step ${i}`, { profile: profiled });
       const xin32 = guided ? duplicateBatchGpu(rec, x) : x;
       const xin = cast(rec, xin32, model.dtype);
       const raw = model.forward(rec, xin, new Array(rows).fill(tv), { index: i, total: n });
@@ -268,6 +284,7 @@ export async function sampleLoop(
         o.signal.throwIfAborted();
       }
       await rec.submit();
+      if (profiled) profile = await rec.launchTimes(); // waits for the step
       if (current) {
         current.consumed = true;
         drop(current);
@@ -289,7 +306,7 @@ export async function sampleLoop(
     while (queue.length) await settle();
     live.delete(x);
     if (gpuStepMs > 0) o.stepTimes?.set(timeKey, gpuStepMs);
-    return { latents: x, stepMs };
+    return { latents: x, stepMs, ...(profile ? { profile } : {}) };
   } finally {
     for (const t of live) t.release();
     o.sampler.dispose();

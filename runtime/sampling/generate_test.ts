@@ -14,6 +14,7 @@ import {
   stepTimeEstimate,
 } from "./generate.ts";
 import { createGpuSampler } from "./guidance.ts";
+import { byKernel } from "../gpu/launch_times.ts";
 
 const NAME = "pixart_tiny_sq";
 const STEPS = 5;
@@ -225,6 +226,45 @@ Deno.test(
         left <= 25 || left <= slowest,
         `estimate after 4 steps: ${left} ms (slowest step ${slowest} ms)`,
       );
+    });
+  },
+);
+
+Deno.test(
+  "sampleLoop profileStep: that step's launches and GPU times; the result unchanged",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      if (!rt.info.timestamps) return;
+      const x0 = uploadTensor(rt, new Float32Array(2 * 4 * 8 * 8).fill(0.5), [2, 4, 8, 8]);
+      const run = (profileStep?: number) =>
+        sampleLoop(rt, halfModel, x0, {
+          sampler: createGpuSampler("dpm++2m", 4),
+          guidance: 1,
+          profileStep,
+        });
+      try {
+        const plain = await run();
+        const prof = await run(2);
+        assertEquals(plain.profile, undefined);
+        assertEquals(await readTensor(rt, prof.latents), await readTensor(rt, plain.latents));
+        // The model's one elementwise launch is among the step's, each with a time.
+        const names = prof.profile!.map((t) => t.name);
+        assert(names.includes("elementwise_f32"), names.join(", "));
+        assert(prof.profile!.every((t) => t.ms >= 0 && Number.isFinite(t.ms)));
+        const sum = byKernel(prof.profile!).reduce((s, k) => s + k.launches, 0);
+        assertEquals(sum, prof.profile!.length);
+        for (const r of [plain, prof]) r.latents.release();
+        for (const bad of [4, -1, 1.5]) {
+          await assertRejects(
+            () => run(bad),
+            RangeError,
+            "profileStep must be an integer from 0 to 3",
+          );
+        }
+      } finally {
+        x0.release();
+      }
     });
   },
 );
