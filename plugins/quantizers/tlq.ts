@@ -383,8 +383,12 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
  * row). @throws {RangeError} for a group size that is not a positive divisor of K.
  */
 export function tlqGroupSize(K: number, groupSize: number | undefined): number {
-  if (!groupSize || groupSize >= K) return K;
-  if (!Number.isInteger(groupSize) || groupSize < 1 || K % groupSize !== 0) {
+  if (groupSize === undefined || groupSize === 0) return K;
+  if (!Number.isInteger(groupSize) || groupSize < 1) {
+    throw new RangeError(`tlq: groupSize must be a positive integer, got ${groupSize}`);
+  }
+  if (groupSize >= K) return K;
+  if (K % groupSize !== 0) {
     throw new RangeError(`tlq: groupSize must divide K = ${K}, got ${groupSize}`);
   }
   return groupSize;

@@ -99,6 +99,9 @@ Deno.test("tlq: rejects bad bits, groups and search grids", () => {
   const w = studentT(2, 8, 4, 5);
   assertThrows(() => tlqQuantize(w, { bits: 8 }), RangeError, "bits");
   assertThrows(() => tlqQuantize(w, { bits: 4, groupSize: 3 }), RangeError, "divide K = 8");
+  for (const g of [NaN, 2.5, -4]) {
+    assertThrows(() => tlqQuantize(w, { bits: 4, groupSize: g }), RangeError, "positive integer");
+  }
   assertThrows(() => tlqQuantize(w, { bits: 4, etas: [-1] }), RangeError, "etas");
   assertThrows(() => tlqQuantize(w, { bits: 4, percentiles: [0] }), RangeError, "percentiles");
   assertEquals(tlqQuantizer.name, "tlq");

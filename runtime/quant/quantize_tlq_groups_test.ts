@@ -52,16 +52,12 @@ Deno.test(
           const pipe = await loadPipeline(rt, { path: out });
           errs[`A${abits} g${groupSize}`] = relError((await pipe.generate(gen)).latents, ref);
           pipe.release();
-          if (abits === 8 && groupSize) {
-            // A plan whose groups do not fit its layer is named.
+          // A plan whose group size does not fit its layer, or is not a number, is named.
+          for (const bad of abits === 8 && groupSize ? [48, "x"] : []) {
             const p = JSON.parse(r.metadata[META.plan]);
-            p.layers[name].meta.groupSize = 48;
-            await writeArtifact(out, {
-              ...r,
-              metadata: { ...r.metadata, [META.plan]: JSON.stringify(p) },
-            }, {
-              force: true,
-            });
+            p.layers[name].meta.groupSize = bad;
+            const metadata = { ...r.metadata, [META.plan]: JSON.stringify(p) };
+            await writeArtifact(out, { ...r, metadata }, { force: true });
             const e = await assertRejects(
               () => openArtifact(out).then((b) => b.quantizedWeight(name)),
               CheckpointError,
