@@ -39,7 +39,7 @@ import type { QuantizedActivations } from "../quant/transform.ts";
 import { gemm, gemmDefaultTune } from "./gemm.ts";
 import type { QWeightGpu } from "./qweight.ts";
 import { checkTable, decLibs } from "./qgemm_tlq.ts";
-import { intWeightGroupsFit } from "../reference/qgemm.ts";
+import { checkIntWeightGroups } from "../reference/qgemm.ts";
 import {
   checkNoAlias,
   epilogue,
@@ -305,9 +305,7 @@ export function qgemmInt(
   if (!w.int) throw new RangeError(`${who}: the weight was uploaded without integer parameters`);
   const N = w.N;
   const wgroup = w.int.groupSize ?? 0; // MODE 7, or MODE 2 with a table a group
-  if ((wgroup || w.int.mode === 7) && !intWeightGroupsFit(wgroup, K)) {
-    throw new RangeError(`${who}: weight groups of ${wgroup} must be a multiple of 16 dividing K`);
-  }
+  if (wgroup || w.int.mode === 7) checkIntWeightGroups(wgroup, K, who);
   if (group && wgroup && Math.max(group, wgroup) % Math.min(group, wgroup) !== 0) {
     throw new RangeError(
       `${who}: activation groups of ${group} and weight groups of ${wgroup}: one must divide the other`,

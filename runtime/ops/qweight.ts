@@ -13,9 +13,9 @@ import { wordsPerRow } from "../quant/pack.ts";
 import {
   a16Params,
   checkInt8Groups,
+  checkIntWeightGroups,
   hasCompactTlq,
   int8Lut,
-  intWeightGroupsFit,
   isAffineGrouped,
   tlqCompactWords,
 } from "../reference/qgemm.ts";
@@ -89,11 +89,7 @@ function uploadInt8(
     return { mode: 4, params: up(u32View(data), [2 * N]) };
   }
   const grouped = l.groupSize < q.cols;
-  if (grouped && !intWeightGroupsFit(l.groupSize, q.cols)) {
-    throw new RangeError(
-      `${q.quantizer}: the integer path takes weight groups that divide K = ${q.cols} and are a multiple of 16; this weight has groups of ${l.groupSize}`,
-    );
-  }
+  if (grouped) checkIntWeightGroups(l.groupSize, q.cols, q.quantizer);
   const words = u32View(l.lut8);
   const data = new Uint32Array(l.scale.length + words.length);
   data.set(u32View(l.scale), 0);

@@ -26,7 +26,7 @@ import { CheckpointError } from "../errors.ts";
 import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
 import type { TensorToWrite } from "../io/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
-import { int8LutError, intWeightGroupsFit } from "../reference/qgemm.ts";
+import { checkIntWeightGroups, int8LutError } from "../reference/qgemm.ts";
 import type { PluginRegistry } from "../registry.ts";
 import { createRuntime, type Runtime } from "../gpu/device.ts";
 import {
@@ -294,11 +294,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         );
       }
       const G = settings.groupSize;
-      if (!reason && G && layerAbits(name, settings) < 16 && !intWeightGroupsFit(G, K)) {
-        throw new RangeError(
-          `${name}: the integer path takes weight groups that divide K = ${K} and are a multiple of 16, got ${G}`,
-        );
-      }
+      if (!reason && G && layerAbits(name, settings) < 16) checkIntWeightGroups(G, K, name);
       if (!reason && G && G < K && settings.quantizer === "tlq" && K % G) {
         throw new RangeError(`${name}: tlq groups must divide K = ${K}, got groupSize ${G}`);
       }

@@ -298,6 +298,19 @@ export function intWeightGroupsFit(G: number, K: number): boolean {
 }
 
 /**
+ * Throws, naming `who`, unless the integer GEMMs take weight groups of G channels along K
+ * ({@linkcode intWeightGroupsFit}).
+ */
+export function checkIntWeightGroups(G: number, K: number, who: string): void {
+  if (!intWeightGroupsFit(G, K)) {
+    throw new RangeError(
+      `${who}: the integer path takes weight groups that divide K = ${K} and are a multiple ` +
+        `of 16, got ${G}`,
+    );
+  }
+}
+
+/**
  * Checks a uniform weight in groups for the integer path — int8 = code − zero[n, g], the
  * scales and zeros as {@linkcode a16Params} lays them out (MODE 1's, which MODE 7 reads) —
  * and returns its group size.
@@ -311,12 +324,7 @@ export function checkInt8Groups(q: QuantizedWeight): number {
   if (!isAffineGrouped(q)) {
     throw new RangeError(`${q.quantizer}: int8Groups is for uniform weights in groups`);
   }
-  if (!intWeightGroupsFit(G, K)) {
-    throw new RangeError(
-      `${q.quantizer}: the integer path takes weight groups that divide K = ${K} and are a ` +
-        `multiple of 16; this weight has groups of ${G}`,
-    );
-  }
+  checkIntWeightGroups(G, K, q.quantizer);
   const { scale, zero } = q.params;
   const n = N * (K / G);
   if (!scale || !zero || scale.length !== n || zero.length !== n) {
