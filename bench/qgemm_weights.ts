@@ -9,6 +9,13 @@ import { tlqLut } from "../plugins/quantizers/tlq.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { codesPerWord, packCodes } from "../runtime/quant/pack.ts";
 
+/** N×K random b-bit codes from `g`, packed. */
+function randomCodes(g: Prng, N: number, K: number, bits: number): Uint32Array {
+  const codes = new Uint8Array(N * K);
+  for (let i = 0; i < codes.length; i++) codes[i] = g.nextU32() % 2 ** bits;
+  return packCodes(codes, N, K, bits);
+}
+
 /**
  * A random uniform weight in groups of `group` channels along K (`quantize --group-size`):
  * codes and zero points in [0, 2^b), scales ≈ 1e-3…3e-3 per (row, group).
@@ -21,8 +28,7 @@ export function randomGroupedWeight(
   seed: number,
 ): QuantizedWeight {
   const g = new Prng(seed);
-  const codes = new Uint8Array(N * K);
-  for (let i = 0; i < codes.length; i++) codes[i] = g.nextU32() % 2 ** bits;
+  const codes = randomCodes(g, N, K, bits);
   const ng = K / group;
   const zero = new Float32Array(N * ng);
   for (let i = 0; i < zero.length; i++) zero[i] = g.nextU32() % 2 ** bits;
@@ -31,7 +37,7 @@ export function randomGroupedWeight(
     bits,
     rows: N,
     cols: K,
-    codes: packCodes(codes, N, K, bits),
+    codes,
     params: { scale: g.uniforms(N * ng, 1e-3, 3e-3), zero },
     meta: { symmetric: false, groupSize: group },
   };
@@ -51,9 +57,7 @@ export function randomWeight(
   seed: number,
 ): QuantizedWeight {
   const g = new Prng(seed);
-  const codes = new Uint8Array(N * K);
-  for (let i = 0; i < codes.length; i++) codes[i] = g.nextU32() % 2 ** bits;
-  const packed = packCodes(codes, N, K, bits);
+  const packed = randomCodes(g, N, K, bits);
   if (kind === "u8s") {
     const scale = g.uniforms(N, 1e-3, 3e-3);
     return {
