@@ -2,7 +2,7 @@
 // cycles a lane whatever it reads, so decoding inside the GEMM's inner loop (LUT lookups
 // per weight) would multiply its loads; decoding once per forward into a pooled buffer
 // and running the dense kernel costs N·K/4 loads against the GEMM's M·N·K/16.
-//   to_float:   W [N, K] (K % 4 == 0) in the storage type, MODE 0, 1 or 5 (qgemm_dec.wgsl);
+//   to_float:   W [N, K] (K % 4 == 0) in the storage type, MODE 0, 1, 5 or 8 (qgemm_dec.wgsl);
 //   to_int8:    W as int8 words [N, K4], MODE 2, 4, 6 or 7;
 //   row_scales: s_row [N] (f32 bits) of MODE 6;
 //   int8_luts:  MODE 6's tables in MODE 2's layout (qgemm_decode_luts.wgsl, composed in

@@ -8,8 +8,8 @@
 override WG: u32 = 64u;
 override WX: u32 = 0u;  // XOR applied to every W word (0x80808080 for offset 8-bit codes)
 override RAW: u32 = 0u; // 1: store the i32 sums as f32 bit patterns (tests; f32 output)
-// Activation groups, their zero points and MODE 7's weight groups: qgemm_int_scales.wgsl
-// (composed in), the i32 sums flushed into f32 ones at the end of each span.
+// Activation groups, their zero points and weight groups (MODE 7, MODE 2 in groups):
+// qgemm_int_scales.wgsl (composed in), the i32 sums flushed into f32 ones at the end of each span.
 @group(0) @binding(7) var<storage, read> wq: array<u32>;
 
 fn store_rowf(row: u32, n0: u32, v: vec4<f32>) {
