@@ -169,7 +169,9 @@ def parse_config(name):
     uniform's --group-size), `:kind+kind`, `@blocks` (0+1), `~sym`/`~asym`;
     `outnoise=REL` (Gaussian noise of REL x RMS on the model's output at every step, per CFG half);
     `outscale=F` (the model's output times F at every step: a systematic gain error);
-    `initnoise=REL` (the initial noise perturbed by REL x N(0, 1)); a `^cfg` suffix shares each
+    `initnoise=REL` (the initial noise perturbed by REL x N(0, 1)); `+lrR` before `+gptq` keeps a
+    rank-R SVD branch of each weight in f32, run on the unquantized input, and quantizes the rest
+    (SVDQuant's low-rank branch); a `^cfg` suffix shares each
     token's activation scale between its two CFG halves; `^mean` / `^mid` centre each sample's
     channels by their mean / midrange over its tokens before quantizing (quantize --center:
     the centre is added back exact); `^gN` (N channels a scale), `^asym` (min-to-max levels),
@@ -202,6 +204,9 @@ def parse_config(name):
     c["gptq"], c["act_order"] = bool(g), bool(g and g.group(1))
     c["damp"] = float(g.group(2)) if g and g.group(2) else 0.01
     name = name[: g.start()] if g else name
+    lr = re.search(r"\+lr([0-9]+)$", name)  # +lrR: a rank-R SVD branch kept in f32 (SVDQuant)
+    c["lowrank"] = int(lr.group(1)) if lr else 0
+    name = name[: lr.start()] if lr else name
     if name == "fp32":
         return c
     if name.startswith("outscale="):
@@ -247,18 +252,37 @@ class Applied:
         for name, m in quant_layers(dit, c["kinds"], c["blocks"]).items():
             if c["wbits"] < 16:
                 w = m.weight.data
+                low = 0
+                if c["lowrank"]:
+                    u, sv, vh = torch.linalg.svd(w.to(torch.float64), full_matrices=False)
+                    r = c["lowrank"]
+                    low = ((u[:, :r] * sv[:r]) @ vh[:r]).to(torch.float32)
+                    w = w - low
                 if c["gptq"]:
                     q = gptq_weight(w, c["wbits"], c["sym"], hessians[name], damp=c["damp"],
                                     act_order=c["act_order"], group=c["wgroup"])
                 else:
                     q = quant_weight(w, c["wbits"], c["sym"], c["wgroup"])
-                self.saved[name] = (m, w.clone(), q)
+                self.saved[name] = (m, m.weight.data.clone(), q)
                 m.weight.data = q
+                if c["lowrank"]:  # x·Lᵀ on the unquantized input, added to the quantized product
+                    self._low_rank_branch(m, low)
             if c["abits"] < 16:
                 kw = {k: c[k] for k in ("center", "group", "asym", "cfg_delta", "had")}
                 bits, share = c["abits"], c["cfg_share"]
                 self.hooks.append(m.register_forward_pre_hook(
                     lambda _m, inp, b=bits, sh=share, kw=kw: (quant_act(inp[0], b, sh, **kw),) if self.on else None))
+
+    def _low_rank_branch(self, m, low):
+        held = {}
+
+        def keep(_m, inp):
+            held["x"] = inp[0]
+
+        def add(_m, _inp, out):
+            return out + held.pop("x") @ low.T if self.on else out
+        self.hooks.append(m.register_forward_pre_hook(keep))  # before the activation quantizer's
+        self.hooks.append(m.register_forward_hook(add))
 
     def set_on(self, on):
         self.on = on
