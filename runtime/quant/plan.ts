@@ -95,6 +95,12 @@ export interface QuantSettings {
    * (runtime/ops/cfg_delta.ts): PixArt's CFG, FLUX's true CFG. Absent: off.
    */
   cfgDelta?: boolean;
+  /**
+   * Rank of each quantized layer's low-rank branch (SVDQuant's): the weight's top singular
+   * directions kept in float and run on the unquantized input, the rest quantized
+   * (runtime/quant/low_rank.ts). Absent: none.
+   */
+  lowRank?: number;
   /** Layer-name patterns kept in FP (`*` matches any run of characters). */
   keepFp: string[];
 }
@@ -125,6 +131,8 @@ export interface LayerPlan {
   shape?: number[];
   /** Why the layer stays FP (a keep pattern, or a shape the kernels do not take). */
   reason?: string;
+  /** Rank of the layer's low-rank branch (tensors `lowrank.a` [R, in], `lowrank.b` [out, R]). */
+  lowRank?: number;
   /** What calibration found (η, p±, clip ratio, group size…). */
   meta?: Record<string, number | string | boolean>;
 }
@@ -176,6 +184,11 @@ export function keepPattern(name: string, patterns: readonly string[]): string |
 
 function fail(file: string, field: string, msg: string): never {
   throw new CheckpointError(file, msg, field);
+}
+
+/** Whether `r` is a valid {@linkcode QuantSettings.lowRank}: a positive integer. */
+export function isLowRank(r: unknown): r is number {
+  return typeof r === "number" && Number.isInteger(r) && r > 0;
 }
 
 function isObj(v: unknown): v is Record<string, unknown> {
@@ -269,6 +282,10 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
     if (s.cfgDelta !== true) fail(file, `${F}.settings.cfgDelta`, "must be true");
     settings.cfgDelta = true;
   }
+  if (s.lowRank !== undefined) {
+    if (!isLowRank(s.lowRank)) fail(file, `${F}.settings.lowRank`, "must be a positive integer");
+    settings.lowRank = s.lowRank as number;
+  }
   if (!isObj(raw.source)) fail(file, `${F}.source`, "must be an object");
   const sha256 = str(raw.source, "sha256", file, `${F}.source`);
   if (!/^[0-9a-f]{64}$/.test(sha256)) fail(file, `${F}.source.sha256`, "must be 64 hex digits");
@@ -293,6 +310,12 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
     if (typeof l.reason === "string") lp.reason = l.reason;
     if (Array.isArray(l.shape)) lp.shape = l.shape.map(Number);
     if (isObj(l.meta)) lp.meta = l.meta as LayerPlan["meta"];
+    if (l.lowRank !== undefined) {
+      if (!isLowRank(l.lowRank) || l.lowRank > Math.min(lp.out, lp.in)) {
+        fail(file, `${f}.lowRank`, `must be a positive integer ≤ min(out, in)`);
+      }
+      lp.lowRank = l.lowRank as number;
+    }
     if (lp.quantizer !== "fp" && ![4, 6, 8, 16].includes(lp.abits)) {
       fail(file, `${f}.abits`, `must be 4, 6, 8 or 16, got ${lp.abits}`);
     }

@@ -7,7 +7,7 @@
  */
 import type { PluginRegistry } from "../registry.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
-import { defaultKeepFp, isActGroup, type QuantSettings } from "./plan.ts";
+import { defaultKeepFp, isActGroup, isLowRank, type QuantSettings } from "./plan.ts";
 import { ABITS } from "./qlinear.ts";
 import { TLQ_FITS } from "../../plugins/quantizers/tlq.ts";
 import type { QuantizeOptions } from "./quantize.ts";
@@ -93,6 +93,9 @@ export function resolveSettings(
   if (o.cfgDelta && !integer) {
     throw new RangeError("cfgDelta needs quantized activations (abits below 16)");
   }
+  if (o.lowRank !== undefined && o.lowRank !== 0 && !isLowRank(o.lowRank)) {
+    throw new RangeError(`lowRank must be a positive integer (0: none), got ${o.lowRank}`);
+  }
   if (o.tlqFit !== undefined) {
     if (!TLQ_FITS.includes(o.tlqFit)) {
       throw new RangeError(`tlqFit must be ${TLQ_FITS.join(" or ")}, got ${o.tlqFit}`);
@@ -126,6 +129,7 @@ export function resolveSettings(
     ...(o.actGroup ? { actGroup: o.actGroup } : {}),
     ...(o.actAsym ? { actAsym: true } : {}),
     ...(o.cfgDelta ? { cfgDelta: true } : {}),
+    ...(o.lowRank ? { lowRank: o.lowRank } : {}),
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
 }

@@ -1,0 +1,223 @@
+/**
+ * The low-rank branch of a quantized weight (SVDQuant's, METHODS.md-style PTQ): the weight the
+ * quantizer sees, W' = W·diag(m)·R after a rotation (W itself without), is split as
+ * W' = B·Bᵀ·W' + E with B [N, R] W''s top R left singular vectors. E is quantized; B·Bᵀ·W'
+ * stays in float. Since x'·W'ᵀ = x·Wᵀ for the rotated input x', the branch's share is
+ * x·Wᵀ·B·Bᵀ = (x·Aᵀ)·Bᵀ with A = Bᵀ·W [R, K] in the layer's own input space: the branch runs on
+ * the unquantized input, before any centring, CFG delta or rotation, and the layer adds
+ * (x·Aᵀ)·Bᵀ to its quantized product (runtime/ops/low_rank.ts). The identity holds for any B;
+ * the top singular vectors make E smallest, so its quantization error smallest.
+ *
+ * B comes from a randomised subspace iteration (f64, seeded: the same weight gives the same
+ * split): Y = W'·Ω, then Y ← orth(W'·orth(W'ᵀ·Y)) a few times, then the R leading
+ * eigenvectors of (Yᵀ·W')·(Yᵀ·W')ᵀ rotate Y onto the singular directions.
+ *
+ * @module
+ */
+import type { HostMatrix } from "../../plugins/types.ts";
+import { Prng } from "../io/prng.ts";
+
+/** A weight split into a float low-rank branch and the rest. */
+export interface LowRankSplit {
+  /** A [R, K] = Bᵀ·W, the branch's down factor on the layer's own (unrotated) input. */
+  a: Float32Array;
+  /** B [N, R], its up factor: orthonormal columns (W''s top left singular vectors). */
+  b: Float32Array;
+  /** E = W' − B·Bᵀ·W' [N, K], what the quantizer gets, in W''s space. */
+  residual: HostMatrix;
+  /** Share of W''s squared norm in the branch, ‖Bᵀ·W'‖² / ‖W'‖² (0 for a zero weight). */
+  energy: number;
+}
+
+/** Knobs of {@linkcode lowRankSplit}. */
+export interface LowRankOptions {
+  /** Subspace iterations; default 6. */
+  iterations?: number;
+  /** Extra columns of the sketch beyond R; default 8. */
+  oversample?: number;
+  /** Seed of the sketch; default 0. */
+  seed?: number;
+}
+
+/** Columns stored one array each (n values). */
+type Cols = Float64Array[];
+
+/** M·C for M [rows, inner] row-major and C `inner`-long columns. */
+function mulCols(m: ArrayLike<number>, rows: number, inner: number, c: Cols): Cols {
+  return c.map((col) => {
+    const out = new Float64Array(rows);
+    for (let i = 0; i < rows; i++) {
+      let s = 0;
+      const o = i * inner;
+      for (let k = 0; k < inner; k++) s += m[o + k] * col[k];
+      out[i] = s;
+    }
+    return out;
+  });
+}
+
+/** Mᵀ·C for M [rows, inner] row-major and C `rows`-long columns. */
+function mulColsT(m: ArrayLike<number>, rows: number, inner: number, c: Cols): Cols {
+  return c.map((col) => {
+    const out = new Float64Array(inner);
+    for (let i = 0; i < rows; i++) {
+      const v = col[i];
+      if (v === 0) continue;
+      const o = i * inner;
+      for (let k = 0; k < inner; k++) out[k] += m[o + k] * v;
+    }
+    return out;
+  });
+}
+
+function dot(a: Float64Array, b: Float64Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+
+/** Orthonormalises the columns in place (Gram–Schmidt, twice); dependent columns become 0. */
+function orthonormalize(c: Cols): Cols {
+  for (let j = 0; j < c.length; j++) {
+    const v = c[j];
+    const n0 = Math.sqrt(dot(v, v));
+    for (let pass = 0; pass < 2; pass++) {
+      for (let i = 0; i < j; i++) {
+        const d = dot(c[i], v);
+        for (let k = 0; k < v.length; k++) v[k] -= d * c[i][k];
+      }
+    }
+    const n = Math.sqrt(dot(v, v));
+    if (!(n > 1e-10 * n0) || n === 0) v.fill(0);
+    else for (let k = 0; k < v.length; k++) v[k] /= n;
+  }
+  return c;
+}
+
+/**
+ * Eigen-decomposition of a symmetric p×p matrix (row-major, overwritten) by cyclic Jacobi
+ * rotations: eigenvalues and their eigenvectors (columns), largest first.
+ */
+export function symmetricEigen(s: Float64Array, p: number): { values: number[]; vectors: Cols } {
+  const v = Array.from({ length: p }, (_, j) => {
+    const c = new Float64Array(p);
+    c[j] = 1;
+    return c;
+  });
+  for (let sweep = 0; sweep < 64; sweep++) {
+    let off = 0;
+    let diag = 0;
+    for (let i = 0; i < p; i++) {
+      diag += s[i * p + i] ** 2;
+      for (let j = i + 1; j < p; j++) off += s[i * p + j] ** 2;
+    }
+    if (off <= 1e-30 * diag || off === 0) break;
+    for (let i = 0; i < p; i++) {
+      for (let j = i + 1; j < p; j++) {
+        const aij = s[i * p + j];
+        if (aij === 0) continue;
+        const theta = (s[j * p + j] - s[i * p + i]) / (2 * aij);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1);
+        const sn = t * c;
+        for (let k = 0; k < p; k++) { // columns i, j of S·J
+          const ski = s[k * p + i];
+          const skj = s[k * p + j];
+          s[k * p + i] = c * ski - sn * skj;
+          s[k * p + j] = sn * ski + c * skj;
+        }
+        for (let k = 0; k < p; k++) { // rows i, j of Jᵀ·S
+          const sik = s[i * p + k];
+          const sjk = s[j * p + k];
+          s[i * p + k] = c * sik - sn * sjk;
+          s[j * p + k] = sn * sik + c * sjk;
+        }
+        const vi = v[i];
+        const vj = v[j];
+        for (let k = 0; k < p; k++) { // V·J (v[i] is V's column i)
+          const a = vi[k];
+          const b = vj[k];
+          vi[k] = c * a - sn * b;
+          vj[k] = sn * a + c * b;
+        }
+      }
+    }
+  }
+  // v[j] is V's column j, the eigenvector of the diagonal's entry j.
+  const order = Array.from({ length: p }, (_, i) => i).sort((a, b) => s[b * p + b] - s[a * p + a]);
+  return { values: order.map((i) => s[i * p + i]), vectors: order.map((j) => v[j]) };
+}
+
+/**
+ * Splits `wt` (W', what the quantizer would get) into a rank-`rank` float branch and the rest;
+ * `w` is the layer's own weight W, from which the branch's A = Bᵀ·W is taken (pass `wt` again
+ * for a layer without a rotation).
+ *
+ * @throws {RangeError} when the shapes differ or `rank` is not an integer in 1..min(N, K).
+ */
+export function lowRankSplit(
+  wt: HostMatrix,
+  w: HostMatrix,
+  rank: number,
+  opts: LowRankOptions = {},
+): LowRankSplit {
+  const { rows: N, cols: K } = wt;
+  if (w.rows !== N || w.cols !== K) {
+    throw new RangeError(`lowRankSplit: W is [${w.rows}, ${w.cols}], W' [${N}, ${K}]`);
+  }
+  if (!Number.isInteger(rank) || rank < 1 || rank > Math.min(N, K)) {
+    throw new RangeError(`low rank must be an integer in 1..${Math.min(N, K)}, got ${rank}`);
+  }
+  const p = Math.min(rank + (opts.oversample ?? 8), N, K);
+  const g = new Prng(opts.seed ?? 0);
+  const omega: Cols = Array.from({ length: p }, () => Float64Array.from(g.normals(K)));
+  let y = orthonormalize(mulCols(wt.data, N, K, omega));
+  for (let it = 0; it < (opts.iterations ?? 6); it++) {
+    y = orthonormalize(mulCols(wt.data, N, K, orthonormalize(mulColsT(wt.data, N, K, y))));
+  }
+  // Yᵀ·W' [p, K] as columns of K values, and its Gram (Yᵀ·W')·(Yᵀ·W')ᵀ [p, p].
+  const yw = mulColsT(wt.data, N, K, y);
+  const gram = new Float64Array(p * p);
+  for (let i = 0; i < p; i++) for (let j = 0; j < p; j++) gram[i * p + j] = dot(yw[i], yw[j]);
+  const { vectors } = symmetricEigen(gram, p);
+  // B = Y·V[:, :R] [N, R] row-major.
+  const b = new Float64Array(N * rank);
+  for (let r = 0; r < rank; r++) {
+    const vr = vectors[r];
+    for (let j = 0; j < p; j++) {
+      const c = vr[j];
+      if (c === 0) continue;
+      const yj = y[j];
+      for (let n = 0; n < N; n++) b[n * rank + r] += c * yj[n];
+    }
+  }
+  // A and E from B as stored (f32): the split is exact for the B the layer runs with.
+  const bf = Float32Array.from(b);
+  const bCols: Cols = Array.from(
+    { length: rank },
+    (_, r) => Float64Array.from({ length: N }, (_, n) => bf[n * rank + r]),
+  );
+  const a = mulColsT(w.data, N, K, bCols); // Bᵀ·W: R rows of K
+  const pt = mulColsT(wt.data, N, K, bCols); // Bᵀ·W'
+  const residual = new Float32Array(N * K);
+  let total = 0;
+  let kept = 0;
+  for (let r = 0; r < rank; r++) kept += dot(pt[r], pt[r]);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      const v = wt.data[n * K + k];
+      total += v * v;
+      let s = 0;
+      for (let r = 0; r < rank; r++) s += bf[n * rank + r] * pt[r][k];
+      residual[n * K + k] = v - s;
+    }
+  }
+  const aOut = new Float32Array(rank * K);
+  for (let r = 0; r < rank; r++) aOut.set(a[r], r * K);
+  return {
+    a: aOut,
+    b: bf,
+    residual: { data: residual, rows: N, cols: K },
+    energy: total > 0 ? kept / total : 0,
+  };
+}
