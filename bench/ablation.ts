@@ -208,6 +208,7 @@ async function pipelineFor(
     actGroup: s.act_group,
     actAsym: s.act_asym,
     cfgDelta: s.cfg_delta,
+    lowRank: s.low_rank,
     ...rotationKnobs(s),
     runtime: run.rt,
     calibration: run.m.calibration,

@@ -68,6 +68,8 @@ export interface AblationSetting {
   act_asym?: boolean;
   /** true: quantize by CFG delta (quantize --cfg-delta); absent: off. */
   cfg_delta?: boolean;
+  /** Rank of each layer's float low-rank branch (quantize --low-rank); absent: none. */
+  low_rank?: number;
 }
 
 /** A parsed matrix: what every row shares, and the rows. */
@@ -121,7 +123,8 @@ export function settingKey(s: AblationSetting): string {
     (s.ars_select ? `|ars-${s.ars_select}` : "") +
     (s.act_group ? `|actgroup-${s.act_group}` : "") +
     (s.act_asym ? "-asym" : "") +
-    (s.cfg_delta ? "|cfgd" : "");
+    (s.cfg_delta ? "|cfgd" : "") +
+    (s.low_rank ? `|lowrank-${s.low_rank}` : "");
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
@@ -142,6 +145,7 @@ export function settingLabel(s: AblationSetting): string {
   if (s.ars_select) parts[0] += ` ARS by ${s.ars_select}`;
   if (s.act_group) parts[0] += ` act groups ${s.act_group}${s.act_asym ? " asym" : ""}`;
   if (s.cfg_delta) parts[0] += " CFG delta";
+  if (s.low_rank) parts[0] += ` low-rank ${s.low_rank}`;
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
@@ -167,6 +171,7 @@ const EXTRA_KEYS: string[] = [
   "act_group",
   "act_asym",
   "cfg_delta",
+  "low_rank",
 ];
 
 function fail(file: string, field: string, msg: string): never {
@@ -272,6 +277,9 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
     if (r.cfg_delta !== true) fail(file, `${field}.cfg_delta`, "must be true");
     s.cfg_delta = true;
   }
+  if (r.low_rank !== undefined) {
+    s.low_rank = intField(file, `${field}.low_rank`, r.low_rank, 1, 4096);
+  }
   if (r.alpha !== undefined) {
     if (typeof r.alpha !== "number" || !(r.alpha >= 0 && r.alpha <= 1)) {
       fail(file, `${field}.alpha`, `must be in [0, 1], got ${JSON.stringify(r.alpha)}`);
@@ -330,13 +338,14 @@ function parseSetting(file: string, field: string, raw: unknown): AblationSettin
   if (s.quantizer === "fp32") {
     if (
       s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq ||
-      s.abits_override || s.center || s.alpha !== undefined || s.act_group || s.cfg_delta
+      s.abits_override || s.center || s.alpha !== undefined || s.act_group || s.cfg_delta ||
+      s.low_rank
     ) {
       fail(
         file,
         field,
-        "fp32 takes no wbits, abits, rotation, gptq, abits_override, center, alpha, act_group " +
-          "or cfg_delta",
+        "fp32 takes no wbits, abits, rotation, gptq, abits_override, center, alpha, act_group, " +
+          "cfg_delta or low_rank",
       );
     }
   } else if (s.tlq_fit && s.quantizer !== "tlq") {

@@ -84,6 +84,10 @@ export const QUANTIZE_USAGE =
                           output, and one over its input unless --center does it on the way;
                           --report's activation errors are of what is quantized, relative to
                           the input)
+  --low-rank R            keep each quantized layer's top R singular directions in float, run
+                          on the unquantized input, and quantize the rest (SVDQuant's low-rank
+                          branch; 4·R·(N + K) bytes and two thin float GEMMs a layer; R at most
+                          each layer's min(N, K)); default 0: none
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
@@ -229,6 +233,7 @@ export async function quantize(args: string[]): Promise<number> {
     "act-group": { type: "string" },
     "act-asym": { type: "boolean" },
     "cfg-delta": { type: "boolean" },
+    "low-rank": { type: "string" },
     gptq: { type: "boolean" },
     "gptq-device": { type: "string" },
     "gptq-damp": { type: "string" },
@@ -260,6 +265,7 @@ export async function quantize(args: string[]): Promise<number> {
   const density = o.optionalNumber("density", { min: 0.01, max: 1 });
   const attnBits = o.optionalChoice("attn-bits", ["8", "4"] as const);
   const groupSize = o.number("group-size", 0, { min: 0, integer: true });
+  const lowRank = o.number("low-rank", 0, { min: 0, integer: true });
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
   const center = o.optionalChoice("center", CENTER_MODES);
@@ -345,6 +351,7 @@ export async function quantize(args: string[]): Promise<number> {
     actGroup,
     actAsym,
     cfgDelta,
+    lowRank: lowRank || undefined,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
       prompts: calibPromptList,
@@ -372,6 +379,7 @@ export async function quantize(args: string[]): Promise<number> {
       `${center ? ` (inputs centred by the ${center})` : ""}` +
       `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}` +
       `${cfgDelta ? " (CFG delta)" : ""}` +
+      `${lowRank ? ` (a rank-${lowRank} float branch a layer)` : ""}` +
       `${rotationWords(v.rotation ?? "none", rotationOptions)}, ` +
       `${r.layers.length - q.length} FP; weights quantized in ` +
       `${(r.ms / 1000).toFixed(1)} s` +
@@ -444,6 +452,7 @@ export async function quantize(args: string[]): Promise<number> {
       act_group: r.plan.settings.actGroup ?? null,
       act_asym: r.plan.settings.actAsym ?? false,
       cfg_delta: r.plan.settings.cfgDelta ?? false,
+      low_rank: r.plan.settings.lowRank ?? 0,
       attention: r.plan.settings.attention,
       layers_quantized: q.length,
       layers_fp: r.layers.length - q.length,

@@ -8,7 +8,9 @@
  * (row, group)'s) with η in the plan's layer meta, its
  * `lut` rebuilt on load — artifacts of earlier versions also store `lut`, used as stored)
  * in place of its weight (the bias stays `transformer.<layer>.bias`);
- * `transformer.<layer>.rot.<key>` the layer's rotation tensors; `text_encoder.<name>` the
+ * `transformer.<layer>.rot.<key>` the layer's rotation tensors; `transformer.<layer>.lowrank.a`
+ * (F32 [R, in]) and `.b` ([out, R]) its low-rank branch when the plan gives it a rank (layer
+ * `lowRank`, runtime/quant/low_rank.ts); `text_encoder.<name>` the
  * caption encoder of the source model when it has one; `attention.<name>` (U32) the
  * attention plugin's plan (PARO's permutations and masks).
  * Metadata: `webdit.artifact` (format version), `webdit.plan` (runtime/quant/plan.ts),
@@ -130,6 +132,11 @@ function rebuildTlqLut(
 /** The name of a layer's rotation tensor `key`. */
 export function rotationName(layer: string, key: string): string {
   return `${PREFIX.transformer}${layer}.rot.${key}`;
+}
+
+/** The name of a layer's low-rank branch factor: `a` [R, in] or `b` [out, R] (F32). */
+export function lowRankName(layer: string, key: "a" | "b"): string {
+  return `${PREFIX.transformer}${layer}.lowrank.${key}`;
 }
 
 /** True when `path` is a safetensors file holding a webdit plan (reads the header only). */
@@ -282,6 +289,27 @@ export class Artifact {
     return q;
   }
 
+  /** A layer's low-rank branch A [R, in] and B [out, R] (shapes checked), if the plan has one. */
+  async lowRank(name: string): Promise<{ a: Float32Array; b: Float32Array } | undefined> {
+    const l = this.plan.layers[name];
+    const R = l?.lowRank;
+    if (!R) return undefined;
+    const read = async (key: "a" | "b", shape: number[]) => {
+      const t = lowRankName(name, key);
+      const info = this.file.tensors.get(t);
+      if (!info) throw new CheckpointError(this.path, `missing tensor (the plan's rank ${R})`, t);
+      if (info.dtype !== "F32" || `${info.shape}` !== `${shape}`) {
+        throw new CheckpointError(
+          this.path,
+          `expected F32 [${shape}], got ${info.dtype} [${info.shape}]`,
+          t,
+        );
+      }
+      return await this.file.readF32(t);
+    };
+    return { a: await read("a", [R, l.in]), b: await read("b", [l.out, R]) };
+  }
+
   /** A layer's rotation tensors (raw), by key. */
   rotationTensors(
     name: string,
@@ -376,6 +404,7 @@ export class Artifact {
         }
         if (l.quantizer === "fp") return new DenseLinear(rt, src, dtype);
         const q = await this.quantizedWeight(src.name);
+        const lowRank = await this.lowRank(src.name);
         let transform: ActivationTransform | undefined;
         if (l.rotation !== "none") {
           if (!rotations) {
@@ -409,6 +438,7 @@ export class Artifact {
             actGroup: l.abits < 16 ? this.plan.settings.actGroup : undefined,
             actAsym: l.abits < 16 ? this.plan.settings.actAsym : undefined,
             cfgDelta: l.abits < 16 ? this.plan.settings.cfgDelta : undefined,
+            lowRank,
           });
         } catch (e) {
           transform?.release();

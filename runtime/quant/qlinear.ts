@@ -2,8 +2,8 @@
  * Quantized linear layers: {@linkcode QuantLinear} implements the model's `Linear` seam
  * (runtime/model/linear.ts) with a quantized weight — forward = [CFG delta] → [centre] →
  * transform → per-token quantize → integer GEMM [→ CFG combine] (A4/A6/A8), or transform →
- * weight-only GEMM (A16) — and the identity {@linkcode ActivationTransform} ("none"), the
- * plain per-token quantizer.
+ * weight-only GEMM (A16), [+ the low-rank branch (x·Aᵀ)·Bᵀ on the unquantized input] — and the
+ * identity {@linkcode ActivationTransform} ("none"), the plain per-token quantizer.
  *
  * @module
  */
@@ -16,6 +16,8 @@ import { centerActivations } from "../ops/act_center.ts";
 import { cfgCombine, cfgDelta } from "../ops/cfg_delta.ts";
 import { ACT_BITS, actQuant, type ActQuantVersion, checkActGroup } from "../ops/act_quant.ts";
 import { elementwise } from "../ops/elementwise.ts";
+import { gemm } from "../ops/gemm.ts";
+import { lowRankAdd } from "../ops/low_rank.ts";
 import {
   type DotImpl,
   qgemmA16,
@@ -94,6 +96,11 @@ export interface QuantLinearOptions {
    * difference guidance amplifies gets its own scales. A4/A6/A8; default off.
    */
   cfgDelta?: boolean;
+  /**
+   * A low-rank branch (runtime/quant/low_rank.ts): A [R, K] and B [N, R] row-major, the layer
+   * computes Q(x)·Q(E)ᵀ + (x·Aᵀ)·Bᵀ, the branch on the unquantized input. Default none.
+   */
+  lowRank?: { a: Float32Array; b: Float32Array };
 }
 
 /** A linear layer with a quantized weight. */
@@ -109,6 +116,8 @@ export class QuantLinear implements Linear {
   readonly #w: QWeightGpu;
   readonly #b: Tensor | undefined;
   readonly #o: QuantLinearOptions;
+  /** The low-rank branch's A [R, K] and B [N, R]. */
+  readonly #lr: { a: Tensor; b: Tensor } | undefined;
 
   /** Uploads the codes and the parameters the chosen path needs, and the bias. */
   constructor(
@@ -143,17 +152,43 @@ export class QuantLinear implements Linear {
       throw new RangeError(`${name}: ${(e as Error).message}`);
     }
     this.#b = bias ? uploadTensor(rt, bias, [q.rows], opts.dtype ?? "f32") : undefined;
-    this.weightBytes = this.#w.byteLength + (this.#b?.byteLength ?? 0);
+    const lr = opts.lowRank;
+    if (lr) {
+      const R = lr.b.length / q.rows;
+      if (!Number.isInteger(R) || R < 1 || lr.a.length !== R * q.cols) {
+        throw new RangeError(
+          `${name}: lowRank must be A [R, ${q.cols}] and B [${q.rows}, R], got ${lr.a.length} and ${lr.b.length} values`,
+        );
+      }
+      const dt = opts.dtype ?? "f32";
+      this.#lr = {
+        a: uploadTensor(rt, lr.a, [R, q.cols], dt),
+        b: uploadTensor(rt, lr.b, [q.rows, R], dt),
+      };
+    }
+    this.weightBytes = this.#w.byteLength + (this.#b?.byteLength ?? 0) +
+      (this.#lr ? this.#lr.a.byteLength + this.#lr.b.byteLength : 0);
   }
 
   forward(rec: Recorder, x: Tensor, e: LinearEpilogue = {}): Tensor {
     const o = this.#o;
     const t = o.transform;
+    const lr = this.#lr;
+    // The branch's x·Aᵀ [M, R] first, from x as it comes; the rest of the epilogue after it.
+    const u = lr ? gemm(rec, x, lr.a) : undefined;
+    const { activation, residual, gate } = e;
+    const after = (z: Tensor): Tensor => {
+      if (!lr || !u) return z;
+      lowRankAdd(rec, z, u, lr.b, { activation, residual, gate, rowsPerGate: e.rowsPerGate });
+      u.release();
+      return z;
+    };
     if (this.abits === 16) {
       const xin = t ? t.apply(rec, x) : x;
-      const y = qgemmA16(rec, xin, this.#w, { ...e, bias: this.#b, version: o.a16Version });
+      const epi = lr ? { bias: this.#b, out: e.out } : { ...e, bias: this.#b };
+      const y = qgemmA16(rec, xin, this.#w, { ...epi, version: o.a16Version });
       if (xin !== x) xin.release();
-      return y;
+      return after(y);
     }
     if (!ACT_BITS.includes(this.abits)) throw new RangeError(`${this.name}: abits ${this.abits}`);
     const g: ActGrouping = o.actGroup ? { group: o.actGroup, asym: o.actAsym ?? false } : {};
@@ -188,15 +223,22 @@ export class QuantLinear implements Linear {
       if (xin !== x) xin.release();
     }
     const dtype = x.dtype === "f16" ? "f16" : "f32";
-    const gemm = { dtype, version: o.intVersion, dot: o.dot } as const;
+    const igemm = { dtype, version: o.intVersion, dot: o.dot } as const;
     let y: Tensor;
     if (pair) {
       // The product goes where the output goes; the combine finishes it in place.
-      const { activation, residual, gate, out } = e;
-      const z = qgemmInt(rec, xa, this.#w, { ...gemm, bias, rowsPerGate, out });
+      const z = qgemmInt(rec, xa, this.#w, { ...igemm, bias, rowsPerGate, out: e.out });
+      if (lr && u) { // the branch's product of [u; c − u] too, before the combine adds u back
+        const ud = cfgDelta(rec, u);
+        lowRankAdd(rec, z, ud, lr.b);
+        ud.release();
+        u.release();
+      }
       y = cfgCombine(rec, z, { bias: this.#b, activation, residual, gate, rowsPerGate });
+    } else if (lr) {
+      y = after(qgemmInt(rec, xa, this.#w, { ...igemm, bias, rowsPerGate, out: e.out }));
     } else {
-      y = qgemmInt(rec, xa, this.#w, { ...e, ...gemm, bias, rowsPerGate });
+      y = qgemmInt(rec, xa, this.#w, { ...e, ...igemm, bias, rowsPerGate });
     }
     xa.q.release();
     xa.scales.release();
@@ -207,6 +249,8 @@ export class QuantLinear implements Linear {
   release(): void {
     this.#w.release();
     this.#b?.release();
+    this.#lr?.a.release();
+    this.#lr?.b.release();
     this.#o.transform?.release();
   }
 }

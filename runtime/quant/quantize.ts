@@ -36,7 +36,16 @@ import {
   transformerWeightsHash,
 } from "./calibrate.ts";
 import { type CalibrationEmbeds, fluxNeedsEmbedsError } from "./calibration_run.ts";
-import { codesName, META, paramName, PREFIX, rotationName, storedParams } from "./artifact.ts";
+import {
+  codesName,
+  lowRankName,
+  META,
+  paramName,
+  PREFIX,
+  rotationName,
+  storedParams,
+} from "./artifact.ts";
+import { lowRankSplit } from "./low_rank.ts";
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import {
   ARTIFACT_VERSION,
@@ -144,11 +153,12 @@ function planStats(s: LayerStats | undefined, settings: QuantSettings): LayerSta
   return s && settings.center ? centredStats(s) : s;
 }
 
-function sqnr(w: Float32Array, h: Float32Array): number {
+/** 10·log10(Σsignal² / Σ(w − ŵ)²): `signal` is w unless a low-rank branch holds the rest. */
+function sqnr(w: Float32Array, h: Float32Array, signal: Float32Array = w): number {
   let s = 0;
   let e = 0;
   for (let i = 0; i < w.length; i++) {
-    s += w[i] * w[i];
+    s += signal[i] * signal[i];
     e += (w[i] - h[i]) ** 2;
   }
   return e > 0 ? 10 * Math.log10(s / e) : Infinity;
@@ -328,6 +338,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         continue;
       }
       let w: HostMatrix = { data: await src.readF32(wname), rows: N, cols: K };
+      const own = w; // the layer's weight, before any rotation
       let rotation = "none";
       const meta: Record<string, number | string | boolean> = {};
       if (rotPlugin) { // W·diag(m)·R is what gets quantized; X·diag(m)⁻¹·R runs online
@@ -353,6 +364,18 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
             tensors[rotationName(name, k)] = { dtype: t.dtype, shape: t.shape, data: t.data };
           }
         }
+      }
+      const whole = w.data; // W' (the weight-SQNR's signal)
+      const R = settings.lowRank;
+      if (R) { // the top R directions stay in float, the quantizer gets the rest
+        if (R > Math.min(N, K)) {
+          throw new RangeError(`${name}: lowRank ${R} exceeds min(N, K) = ${Math.min(N, K)}`);
+        }
+        const split = lowRankSplit(w, own, R);
+        tensors[lowRankName(name, "a")] = { dtype: "F32", shape: [R, K], data: split.a };
+        tensors[lowRankName(name, "b")] = { dtype: "F32", shape: [N, R], data: split.b };
+        meta.lowRankEnergy = Math.round(split.energy * 1e4) / 1e4;
+        w = split.residual;
       }
       const data = w.data;
       const abits = layerAbits(name, settings);
@@ -382,6 +405,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           rotation,
           meta: { ...q.meta, ...meta },
           shape,
+          ...(R ? { lowRank: R } : {}),
         };
         const report: LayerReport = reports[slot] = {
           name,
@@ -390,10 +414,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           abits,
           out: N,
           in: K,
-          sqnrDb: sqnr(data, deq),
+          sqnrDb: sqnr(data, deq, whole),
           int8LutError: lutErr,
           bytesF32: 4 * N * K,
-          bytes: quantizedBytes(q, abits),
+          bytes: quantizedBytes(q, abits) + (R ? 4 * R * (N + K) : 0),
           ms,
         };
         if (!pool) return finish();
@@ -418,7 +442,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           tensors[codesName(name)].data = gq.codes;
           layers[name].meta = { ...gq.meta, ...meta };
           Object.assign(report, {
-            sqnrDb: sqnr(data, gdeq),
+            sqnrDb: sqnr(data, gdeq, whole),
             int8LutError: abits < 16 ? int8LutError(gq, gdeq) : null,
             ms: report.ms + g.ms,
             outSqnrRtnDb: g.outSqnrRtnDb,

@@ -185,6 +185,7 @@ export function planName(
         | "actGroup"
         | "actAsym"
         | "cfgDelta"
+        | "lowRank"
       >
     >,
   rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown; select?: unknown },
@@ -198,6 +199,7 @@ export function planName(
   if (s.center) n += `-centred-${s.center}`; // likewise the activation quantizer's variants
   if (s.actGroup) n += `-g${s.actGroup}${s.actAsym ? "asym" : ""}`;
   if (s.cfgDelta) n += "-cfgd";
+  if (s.lowRank) n += `-lr${s.lowRank}`; // a float low-rank branch a layer
   if (s.rotation !== "none") {
     // The rotation's knobs (quantize --no-smooth, --alpha, --tau, --ars-select) when not the defaults.
     const o = rotationOptions ?? {};

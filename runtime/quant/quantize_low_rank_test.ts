@@ -1,0 +1,87 @@
+import { assert, assertEquals, assertRejects, relError } from "../../tests/assert.ts";
+import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import { CheckpointError } from "../errors.ts";
+import { loadPipeline } from "../pipeline.ts";
+import { lowRankName, META, openArtifact } from "./artifact.ts";
+import { quantizeModel, writeArtifact } from "./quantize.ts";
+import { FIXTURE } from "./quantize_test_util.ts";
+
+Deno.test(
+  "low rank: the artifact stores each layer's branch, reloads it, and runs nearer FP32 (W3)",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "webdit_lowrank_" });
+    const base = { model: FIXTURE, quantizer: "uniform", wbits: 3 };
+    // The fixture's narrowest layers have K = 32.
+    await assertRejects(
+      () => quantizeModel({ ...base, abits: 16, lowRank: 40 }),
+      RangeError,
+      "lowRank 40 exceeds min(N, K) = 32",
+    );
+    await assertRejects(
+      () => quantizeModel({ ...base, abits: 16, lowRank: 2.5 }),
+      RangeError,
+      "lowRank must be a positive integer (0: none), got 2.5",
+    );
+    await withRuntime(async (rt) => {
+      const fpp = await loadPipeline(rt, { path: FIXTURE });
+      const gen = { prompt: "red apple", seed: 3, steps: 2 };
+      const ref = (await fpp.generate(gen)).latents;
+      fpp.release();
+      const errs: Record<string, number> = {};
+      for (const abits of [16, 8]) {
+        for (const lowRank of [0, 8]) {
+          const r = await quantizeModel({ ...base, abits, lowRank, runtime: rt });
+          const name = "transformer_blocks.0.ff.net.2";
+          const l = r.plan.layers[name];
+          assertEquals(l.lowRank, lowRank || undefined);
+          assertEquals(r.plan.settings.lowRank, lowRank || undefined);
+          const rep = r.layers.find((x) => x.name === name)!;
+          const out = `${dir}/a${abits}r${lowRank}.safetensors`;
+          await writeArtifact(out, r);
+          const a = await openArtifact(out);
+          assertEquals(
+            a.file.tensors.get(lowRankName(name, "a"))?.shape,
+            lowRank ? [8, l.in] : undefined,
+          );
+          assertEquals(
+            a.file.tensors.get(lowRankName(name, "b"))?.shape,
+            lowRank ? [l.out, 8] : undefined,
+          );
+          a.close();
+          if (lowRank) {
+            assert(rep.bytes >= 4 * 8 * (l.out + l.in), "the branch's bytes are counted");
+          }
+          const pipe = await loadPipeline(rt, { path: out });
+          errs[`A${abits} r${lowRank}`] = relError((await pipe.generate(gen)).latents, ref);
+          pipe.release();
+          // A branch tensor of the wrong shape, or missing, is named.
+          if (abits === 8 && lowRank) {
+            const p = JSON.parse(r.metadata[META.plan]);
+            p.layers[name].lowRank = 4;
+            const metadata = { ...r.metadata, [META.plan]: JSON.stringify(p) };
+            await writeArtifact(out, { ...r, metadata }, { force: true });
+            const e = await assertRejects(() => loadPipeline(rt, { path: out }), CheckpointError);
+            assert(
+              e.message.includes(lowRankName(name, "a")) && e.message.includes("[4,"),
+              e.message,
+            );
+            const tensors = { ...r.tensors };
+            delete tensors[lowRankName(name, "b")];
+            await writeArtifact(out, { ...r, tensors }, { force: true });
+            const m = await assertRejects(() => loadPipeline(rt, { path: out }), CheckpointError);
+            assert(
+              m.message.includes(lowRankName(name, "b")) && m.message.includes("missing"),
+              m.message,
+            );
+          }
+        }
+      }
+      // The float branch takes the weights' largest directions out of W3's rounding.
+      for (const a of ["A16", "A8"]) {
+        assert(errs[`${a} r8`] < errs[`${a} r0`], `${a}: ${JSON.stringify(errs)}`);
+      }
+    });
+    await Deno.remove(dir, { recursive: true });
+  },
+);
