@@ -1,9 +1,9 @@
 /**
  * The low-rank branch of a quantized linear (SVDQuant's): W' = B·A + E, the rank-R part kept
  * in float and run on the unquantized input, E quantized (runtime/quant/low_rank.ts splits
- * the weight). The layer records U = X·Aᵀ by the dense {@linkcode gemm}, its quantized GEMM
- * of E without the epilogue, then {@linkcode lowRankAdd}: Z ← epilogue(Z + U·Bᵀ) in place
- * (runtime/quant/qlinear.ts). CPU reference: runtime/reference/low_rank.ts.
+ * the weight). The layer records its quantized GEMM of E without the epilogue, then
+ * {@linkcode lowRankAdd}: Z ← epilogue(Z + (X·Aᵀ)·B) in place, one launch (U = X·Aᵀ stays in
+ * workgroup memory; runtime/quant/qlinear.ts). CPU reference: runtime/reference/low_rank.ts.
  *
  * @module
  */
@@ -21,10 +21,15 @@ import {
 import commonSrc from "../../wgsl/gemm_common.wgsl" with { type: "text" };
 import src from "../../wgsl/low_rank.wgsl" with { type: "text" };
 
-const WG = 256;
+const WG = 128;
+/** Rows a workgroup (the kernel's TM). */
+const TM = 16;
+
+/** The largest rank the kernel takes (its workgroup memory holds a TM × R block of X·Aᵀ). */
+export const LOW_RANK_MAX = 128;
 
 interface Params extends Epi {
-  /** The rank R. */
+  K: number;
   rank: number;
 }
 
@@ -38,14 +43,14 @@ function spec(storage: StorageType): KernelSpec<Params> {
       name: `low_rank_add_${storage}`,
       source: c.source,
       preludeLines: c.preludeLines,
-      entryPoint: "add",
-      bindings: ["uniform", "read", "read", "read", "read", "read", "read_write"],
-      constants: (p) => ({ WG, ...flagConstants(p) }),
+      entryPoint: "main",
+      bindings: ["uniform", "read", "read", "read", "read", "read", "read_write", "read"],
+      constants: (p) => ({ WG, R: p.rank, ...flagConstants(p) }),
       uniform: {
         fields: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"],
-        values: (p) => [p.M, p.N, 0, 0, p.rpg, 0, p.rank, 0],
+        values: (p) => [p.M, p.N, p.K, 0, p.rpg, 0, 0, 0],
       },
-      dispatch: (p) => grid1d(Math.ceil((p.M * p.N) / WG)),
+      dispatch: (p) => grid1d(Math.ceil(p.M / TM)),
     };
     specs.set(storage, s);
   }
@@ -53,20 +58,23 @@ function spec(storage: StorageType): KernelSpec<Params> {
 }
 
 /**
- * Records, in place, Z ← epilogue(Z + U·Bᵀ) and returns z.
+ * Records, in place, Z ← epilogue(Z + (X·Aᵀ)·B) and returns z.
  *
  * @param z the quantized product [M, N] (f32 or f16), overwritten
- * @param u X·Aᵀ [M, R], z's dtype
- * @param b the branch's up factor [N, R], z's dtype
+ * @param x the layer's input [M, K] (or [..., K]), z's dtype: unquantized, untransformed
+ * @param a the branch's down factor A [R, K], z's dtype
+ * @param bt its up factor transposed, B [R, N], z's dtype
  * @param opts gemm's epilogue (bias [N] or [B, N], activation, gate, residual; no `out`)
  * @throws {TypeError} for dtypes that are not f32/f16 or differ from z's.
- * @throws {RangeError} for shapes that do not match, or an operand sharing z's buffer.
+ * @throws {RangeError} for shapes that do not match, a rank past {@linkcode LOW_RANK_MAX},
+ *   or an operand sharing z's buffer.
  */
 export function lowRankAdd(
   rec: Recorder,
   z: Tensor,
-  u: Tensor,
-  b: Tensor,
+  x: Tensor,
+  a: Tensor,
+  bt: Tensor,
   opts: Omit<QGemmEpilogue, "out"> = {},
 ): Tensor {
   const who = "lowRankAdd";
@@ -74,31 +82,36 @@ export function lowRankAdd(
     throw new TypeError(`${who}: z must be f32 or f16, got ${z.dtype}`);
   }
   const [M, N] = rowsOf(z, who);
-  if (b.shape.length !== 2 || b.shape[0] !== N || b.shape[1] < 1) {
-    throw new RangeError(`${who}: b must be [${N}, R] with R ≥ 1, got [${b.shape}]`);
+  const [Mx, K] = rowsOf(x, who);
+  if (Mx !== M) throw new RangeError(`${who}: x has ${Mx} rows, z ${M}`);
+  if (a.shape.length !== 2 || a.shape[1] !== K || a.shape[0] < 1) {
+    throw new RangeError(`${who}: a must be [R, ${K}] with R ≥ 1, got [${a.shape}]`);
   }
-  const R = b.shape[1];
-  if (u.size !== M * R) throw new RangeError(`${who}: u must be [${M}, ${R}], got [${u.shape}]`);
-  for (const [name, t] of [["u", u], ["b", b]] as const) {
+  const R = a.shape[0];
+  if (R > LOW_RANK_MAX) throw new RangeError(`${who}: rank ${R} is past ${LOW_RANK_MAX}`);
+  if (bt.size !== R * N) throw new RangeError(`${who}: bt must be [${R}, ${N}], got [${bt.shape}]`);
+  for (const [name, t] of [["x", x], ["a", a], ["bt", bt]] as const) {
     if (t.dtype !== z.dtype) throw new TypeError(`${who}: ${name} is ${t.dtype}, z ${z.dtype}`);
   }
   const e = epilogue(who, M, N, z.dtype, opts);
   checkNoAlias(who, z, [
-    ["u", u],
-    ["b", b],
+    ["x", x],
+    ["a", a],
+    ["bt", bt],
     ["bias", opts.bias],
     ["residual", opts.residual],
     ["gate", opts.gate],
   ]);
   if (M === 0 || N === 0) return z;
-  // Absent epilogue operands are bound to u (their flag is off; z is bound writable).
-  rec.dispatch(spec(z.dtype), { ...e, rank: R }, [
-    u,
-    b,
-    opts.bias ?? u,
-    opts.residual ?? u,
-    opts.gate ?? u,
+  // Absent epilogue operands are bound to x (their flag is off; z is bound writable).
+  rec.dispatch(spec(z.dtype), { ...e, K, rank: R }, [
+    x,
+    a,
+    opts.bias ?? x,
+    opts.residual ?? x,
+    opts.gate ?? x,
     z,
+    bt,
   ]);
   return z;
 }

@@ -16,8 +16,7 @@ import { centerActivations } from "../ops/act_center.ts";
 import { cfgCombine, cfgDelta } from "../ops/cfg_delta.ts";
 import { ACT_BITS, actQuant, type ActQuantVersion, checkActGroup } from "../ops/act_quant.ts";
 import { elementwise } from "../ops/elementwise.ts";
-import { gemm } from "../ops/gemm.ts";
-import { lowRankAdd } from "../ops/low_rank.ts";
+import { LOW_RANK_MAX, lowRankAdd } from "../ops/low_rank.ts";
 import {
   type DotImpl,
   qgemmA16,
@@ -116,8 +115,8 @@ export class QuantLinear implements Linear {
   readonly #w: QWeightGpu;
   readonly #b: Tensor | undefined;
   readonly #o: QuantLinearOptions;
-  /** The low-rank branch's A [R, K] and B [N, R]. */
-  readonly #lr: { a: Tensor; b: Tensor } | undefined;
+  /** The low-rank branch's A [R, K] and B transposed, [R, N]. */
+  readonly #lr: { a: Tensor; bt: Tensor } | undefined;
 
   /** Uploads the codes and the parameters the chosen path needs, and the bias. */
   constructor(
@@ -160,29 +159,36 @@ export class QuantLinear implements Linear {
           `${name}: lowRank must be A [R, ${q.cols}] and B [${q.rows}, R], got ${lr.a.length} and ${lr.b.length} values`,
         );
       }
+      if (R > LOW_RANK_MAX) throw new RangeError(`${name}: lowRank ${R} is past ${LOW_RANK_MAX}`);
       const dt = opts.dtype ?? "f32";
+      const N = q.rows;
+      const bt = new Float32Array(R * N); // [R, N]: a row of outputs reads B coalesced
+      for (let n = 0; n < N; n++) for (let j = 0; j < R; j++) bt[j * N + n] = lr.b[n * R + j];
       this.#lr = {
         a: uploadTensor(rt, lr.a, [R, q.cols], dt),
-        b: uploadTensor(rt, lr.b, [q.rows, R], dt),
+        bt: uploadTensor(rt, bt, [R, N], dt),
       };
     }
     this.weightBytes = this.#w.byteLength + (this.#b?.byteLength ?? 0) +
-      (this.#lr ? this.#lr.a.byteLength + this.#lr.b.byteLength : 0);
+      (this.#lr ? this.#lr.a.byteLength + this.#lr.bt.byteLength : 0);
   }
 
   forward(rec: Recorder, x: Tensor, e: LinearEpilogue = {}): Tensor {
     const o = this.#o;
     const t = o.transform;
     const lr = this.#lr;
-    // The branch's x·Aᵀ [M, R] first, from x as it comes; the rest of the epilogue after it.
-    const u = lr ? gemm(rec, x, lr.a) : undefined;
     const { activation, residual, gate } = e;
-    const after = (z: Tensor): Tensor => {
-      if (!lr || !u) return z;
-      lowRankAdd(rec, z, u, lr.b, { activation, residual, gate, rowsPerGate: e.rowsPerGate });
-      u.release();
-      return z;
-    };
+    // With a branch the GEMM stops at the bias; the branch, on x as it comes, adds (x·Aᵀ)·B
+    // and applies the rest of the epilogue.
+    const after = (z: Tensor): Tensor =>
+      lr
+        ? lowRankAdd(rec, z, x, lr.a, lr.bt, {
+          activation,
+          residual,
+          gate,
+          rowsPerGate: e.rowsPerGate,
+        })
+        : z;
     if (this.abits === 16) {
       const xin = t ? t.apply(rec, x) : x;
       const epi = lr ? { bias: this.#b, out: e.out } : { ...e, bias: this.#b };
@@ -228,13 +234,9 @@ export class QuantLinear implements Linear {
     if (pair) {
       // The product goes where the output goes; the combine finishes it in place.
       const z = qgemmInt(rec, xa, this.#w, { ...igemm, bias, rowsPerGate, out: e.out });
-      if (lr && u) { // the branch's product of [u; c − u] too, before the combine adds u back
-        const ud = cfgDelta(rec, u);
-        lowRankAdd(rec, z, ud, lr.b);
-        ud.release();
-        u.release();
-      }
-      y = cfgCombine(rec, z, { bias: this.#b, activation, residual, gate, rowsPerGate });
+      // With a branch the combine stops at the bias (the branch's product is of x = [u; c]).
+      const epi = lr ? {} : { activation, residual, gate };
+      y = after(cfgCombine(rec, z, { bias: this.#b, rowsPerGate, ...epi }));
     } else if (lr) {
       y = after(qgemmInt(rec, xa, this.#w, { ...igemm, bias, rowsPerGate, out: e.out }));
     } else {
@@ -250,7 +252,7 @@ export class QuantLinear implements Linear {
     this.#w.release();
     this.#b?.release();
     this.#lr?.a.release();
-    this.#lr?.b.release();
+    this.#lr?.bt.release();
     this.#o.transform?.release();
   }
 }

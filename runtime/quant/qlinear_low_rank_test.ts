@@ -41,17 +41,37 @@ Deno.test(
       const t = (a: Float32Array, sh: number[]) => uploadTensor(rt, a, sh);
       const e = { gate: t(gate, [2, N]), residual: t(res, [M, N]), activation: "gelu" as const };
       const x = t(xs, [M, K]);
-      const u = gemmRef(xs, split.a, M, R, K); // the branch sees x unquantized
+      const bt = transpose(split.b, N, R); // the branch sees x unquantized
       const lowRank = { a: split.a, b: split.b };
       const a16 = new QuantLinear(rt, "l", q, bias, { abits: 16, lowRank });
       const y16 = await runAndRead(rt, (r) => a16.forward(r, x, e));
-      const ref16 = lowRankAddRef(gemmRef(xs, wq, M, N, K, { bias }), u, split.b, M, N, R, epi);
+      const ref16 = lowRankAddRef(
+        gemmRef(xs, wq, M, N, K, { bias }),
+        xs,
+        split.a,
+        bt,
+        M,
+        N,
+        K,
+        R,
+        epi,
+      );
       assertClose(y16, ref16, { atol: 1e-4, rtol: 1e-4 });
       const a8 = new QuantLinear(rt, "l", q, bias, { abits: 8, lowRank });
       const y8 = await runAndRead(rt, (r) => a8.forward(r, x, e));
       const a = actQuantRef(xs, M, K, 8);
       const xhat = actDequantRef(a.codes, a.scales, M, K);
-      const ref8 = lowRankAddRef(gemmRef(xhat, wq, M, N, K, { bias }), u, split.b, M, N, R, epi);
+      const ref8 = lowRankAddRef(
+        gemmRef(xhat, wq, M, N, K, { bias }),
+        xs,
+        split.a,
+        bt,
+        M,
+        N,
+        K,
+        R,
+        epi,
+      );
       assertClose(y8, ref8, { atol: 1e-4, rtol: 1e-4 });
       // The point of it: nearer the float layer than W4 of the whole weight.
       const plain = new QuantLinear(rt, "l", uniformQuantize(w, { bits: 4 }), bias, {
@@ -120,9 +140,10 @@ Deno.test(
       const xhat = actDequantRef(a.codes, a.scales, M, K).map((v, i) =>
         v + ct[Math.floor(i / (T * K)) * K + (i % K)]
       );
-      const ud = cfgDeltaRef(gemmRef(xs, split.a, M, R, K));
-      const z = lowRankAddRef(gemmRef(xhat, wq, M, N, K), ud, split.b, M, N, R);
-      assertClose(got, cfgCombineRef(z, M, N, { bias, residual: res }), { atol: 2e-3, rtol: 1e-4 });
+      const z = cfgCombineRef(gemmRef(xhat, wq, M, N, K), M, N, { bias });
+      const bt = transpose(split.b, N, R);
+      const ref = lowRankAddRef(z, xs, split.a, bt, M, N, K, R, { residual: res });
+      assertClose(got, ref, { atol: 2e-3, rtol: 1e-4 });
       // And near the float layer x·Wᵀ + b + res (W8 of the residual, A8).
       const exact = gemmRef(xs, w.data, M, N, K, { bias, residual: res });
       assert(relErr(got, exact) < 0.01, `relative error ${relErr(got, exact)}`);
@@ -155,3 +176,9 @@ Deno.test("QuantLinear lowRank: factors of the wrong size are named", gpuTest, a
     );
   });
 });
+
+function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j];
+  return out;
+}

@@ -23,6 +23,11 @@ Deno.test(
       RangeError,
       "lowRank must be a positive integer (0: none), got 2.5",
     );
+    await assertRejects(
+      () => quantizeModel({ ...base, abits: 16, lowRank: 129 }),
+      RangeError,
+      "lowRank is at most 128",
+    );
     await withRuntime(async (rt) => {
       const fpp = await loadPipeline(rt, { path: FIXTURE });
       const gen = { prompt: "red apple", seed: 3, steps: 2 };

@@ -9,6 +9,7 @@ import type { PluginRegistry } from "../registry.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
 import { defaultKeepFp, isActGroup, isLowRank, type QuantSettings } from "./plan.ts";
 import { ABITS } from "./qlinear.ts";
+import { LOW_RANK_MAX } from "../ops/low_rank.ts";
 import { TLQ_FITS } from "../../plugins/quantizers/tlq.ts";
 import type { QuantizeOptions } from "./quantize.ts";
 
@@ -95,6 +96,11 @@ export function resolveSettings(
   }
   if (o.lowRank !== undefined && o.lowRank !== 0 && !isLowRank(o.lowRank)) {
     throw new RangeError(`lowRank must be a positive integer (0: none), got ${o.lowRank}`);
+  }
+  if (o.lowRank && o.lowRank > LOW_RANK_MAX) {
+    throw new RangeError(
+      `lowRank is at most ${LOW_RANK_MAX} (the branch kernel's), got ${o.lowRank}`,
+    );
   }
   if (o.tlqFit !== undefined) {
     if (!TLQ_FITS.includes(o.tlqFit)) {
