@@ -11,6 +11,8 @@ import { Prng } from "../io/prng.ts";
 import { map, silu } from "../reference/elementwise.ts";
 import { cfgCombineRef, cfgDeltaRef } from "../reference/cfg_delta.ts";
 import { cfgCombine, cfgDelta } from "./cfg_delta.ts";
+import { lowRankAddRef } from "../reference/low_rank.ts";
+import { lowRankAdd } from "./low_rank.ts";
 import { elementwise } from "./elementwise.ts";
 import { gemmSelfCheck } from "./gemm.ts";
 import { normSelfCheck } from "./norm.ts";
@@ -87,6 +89,28 @@ const cfgDeltaCheck: SelfCheck = async (rt) => {
   ];
 };
 
+// The low-rank branch (quantize --low-rank): partial row tile and K chunk, with GELU.
+const lowRankCheck: SelfCheck = async (rt) => {
+  const [M, N, K, R] = [37, 21, 70, 8];
+  const g = new Prng(11);
+  const [zs, xs, as, bts] = [
+    g.normals(M * N),
+    g.normals(M * K),
+    g.normals(R * K),
+    g.normals(R * N),
+  ];
+  const t = (v: Float32Array, s: number[]) => uploadTensor(rt, v, s);
+  const ins = [t(xs, [M, K]), t(as, [R, K]), t(bts, [R, N])];
+  const z = t(zs, [M, N]);
+  const rec = new Recorder(rt);
+  lowRankAdd(rec, z, ins[0], ins[1], ins[2], { activation: "gelu" });
+  await rec.submit();
+  const ref = lowRankAddRef(zs, xs, as, bts, M, N, K, R, { activation: "gelu" });
+  const err = maxError(await readTensor(rt, z), ref);
+  for (const v of [...ins, z]) v.release();
+  return [{ name: "low_rank_add_gelu_f32", ok: err <= 1e-4, maxError: err, tolerance: 1e-4 }];
+};
+
 /** The registered checks, in the order doctor prints them. */
 export const SELF_CHECKS: SelfCheck[] = [
   elementwiseCheck,
@@ -105,6 +129,7 @@ export const SELF_CHECKS: SelfCheck[] = [
   actQuantSelfCheck,
   qgemmSelfCheck,
   cfgDeltaCheck,
+  lowRankCheck,
 ];
 
 /** Runs every registered check. */
