@@ -2,14 +2,18 @@
  * The low-rank branch of a quantized linear (SVDQuant's): W' = B·A + E, the rank-R part kept
  * in float and run on the unquantized input, E quantized (runtime/quant/low_rank.ts splits
  * the weight). The layer records its quantized GEMM of E without the epilogue, then
- * {@linkcode lowRankAdd}: Z ← epilogue(Z + (X·Aᵀ)·B) in place, one launch (U = X·Aᵀ stays in
- * workgroup memory; runtime/quant/qlinear.ts). CPU reference: runtime/reference/low_rank.ts.
+ * {@linkcode lowRankAdd}: Z ← epilogue(Z + (X·Aᵀ)·B) in place — U = X·Aᵀ by the dense
+ * {@linkcode gemm}, then one pass adding U·B and applying the epilogue (runtime/quant/qlinear.ts).
+ * A single launch computing U per row tile in workgroup memory measured slower on an H200
+ * (7.3 against 4.5 ms a step at R 32: `2026-11-28_ablation_low_rank_w4a8_w8a8_fused.md`).
+ * CPU reference: runtime/reference/low_rank.ts.
  *
  * @module
  */
 import { composeWgsl, type StorageType } from "../gpu/compose.ts";
 import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { gemm } from "./gemm.ts";
 import {
   checkNoAlias,
   type Epi,
@@ -21,15 +25,12 @@ import {
 import commonSrc from "../../wgsl/gemm_common.wgsl" with { type: "text" };
 import src from "../../wgsl/low_rank.wgsl" with { type: "text" };
 
-const WG = 128;
-/** Rows a workgroup (the kernel's TM). */
-const TM = 16;
+const WG = 256;
 
-/** The largest rank the kernel takes (its workgroup memory holds a TM × R block of X·Aᵀ). */
+/** The largest rank taken: a branch is meant to be thin beside the quantized product. */
 export const LOW_RANK_MAX = 128;
 
 interface Params extends Epi {
-  K: number;
   rank: number;
 }
 
@@ -43,14 +44,14 @@ function spec(storage: StorageType): KernelSpec<Params> {
       name: `low_rank_add_${storage}`,
       source: c.source,
       preludeLines: c.preludeLines,
-      entryPoint: "main",
-      bindings: ["uniform", "read", "read", "read", "read", "read", "read_write", "read"],
-      constants: (p) => ({ WG, R: p.rank, ...flagConstants(p) }),
+      entryPoint: "add",
+      bindings: ["uniform", "read", "read", "read", "read", "read", "read_write"],
+      constants: (p) => ({ WG, ...flagConstants(p) }),
       uniform: {
         fields: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"],
-        values: (p) => [p.M, p.N, p.K, 0, p.rpg, 0, 0, 0],
+        values: (p) => [p.M, p.N, 0, 0, p.rpg, 0, p.rank, 0],
       },
-      dispatch: (p) => grid1d(Math.ceil(p.M / TM)),
+      dispatch: (p) => grid1d(Math.ceil((p.M * p.N) / WG)),
     };
     specs.set(storage, s);
   }
@@ -103,15 +104,16 @@ export function lowRankAdd(
     ["gate", opts.gate],
   ]);
   if (M === 0 || N === 0) return z;
-  // Absent epilogue operands are bound to x (their flag is off; z is bound writable).
-  rec.dispatch(spec(z.dtype), { ...e, K, rank: R }, [
-    x,
-    a,
-    opts.bias ?? x,
-    opts.residual ?? x,
-    opts.gate ?? x,
-    z,
+  const u = gemm(rec, x, a); // [M, R]
+  // Absent epilogue operands are bound to u (their flag is off; z is bound writable).
+  rec.dispatch(spec(z.dtype), { ...e, rank: R }, [
+    u,
     bt,
+    opts.bias ?? u,
+    opts.residual ?? u,
+    opts.gate ?? u,
+    z,
   ]);
+  u.release(); // recorded work keeps it valid until it has run
   return z;
 }

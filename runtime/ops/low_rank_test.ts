@@ -9,7 +9,7 @@ import { lowRankAdd } from "./low_rank.ts";
 
 Deno.test("low rank: Z + (X·Aᵀ)·B with every epilogue term, in place", gpuTest, async () => {
   await withRuntime(async (rt) => {
-    // M past one 16-row workgroup, K past one 64-column chunk, R and N odd; two gate rows.
+    // Odd N, K and R; two gate rows.
     const [M, N, K, R] = [18, 21, 70, 5];
     const g = new Prng(8);
     const [z, x, a, bt] = [g.normals(M * N), g.normals(M * K), g.normals(R * K), g.normals(R * N)];
@@ -41,7 +41,7 @@ Deno.test("low rank: Z + (X·Aᵀ)·B with every epilogue term, in place", gpuTe
 
 Deno.test("low rank: wide outputs and a deeper rank, no epilogue", gpuTest, async () => {
   await withRuntime(async (rt) => {
-    const [M, N, K, R] = [33, 150, 16, 40]; // N past the 128 invocations of a workgroup
+    const [M, N, K, R] = [33, 150, 16, 40]; // M·N past one workgroup, R past the K
     const g = new Prng(10);
     const [z, x, a, bt] = [g.normals(M * N), g.normals(M * K), g.normals(R * K), g.normals(R * N)];
     const t = (v: Float32Array, s: number[]) => uploadTensor(rt, v, s);
