@@ -13,7 +13,7 @@
 import { composeWgsl, type StorageType } from "../gpu/compose.ts";
 import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { gemm } from "./gemm.ts";
+import { gemm, type GemmOptions } from "./gemm.ts";
 import {
   checkNoAlias,
   type Epi,
@@ -29,6 +29,12 @@ const WG = 256;
 
 /** The largest rank taken: a branch is meant to be thin beside the quantized product. */
 export const LOW_RANK_MAX = 128;
+
+/** Options of {@linkcode lowRankAdd}: gemm's epilogue, and the down GEMM's version. */
+export interface LowRankAddOptions extends Omit<QGemmEpilogue, "out"> {
+  /** The X·Aᵀ GEMM's version and tile knobs (benchmarks); default the adapter's. */
+  down?: Pick<GemmOptions, "version" | "tune">;
+}
 
 interface Params extends Epi {
   rank: number;
@@ -65,7 +71,8 @@ function spec(storage: StorageType): KernelSpec<Params> {
  * @param x the layer's input [M, K] (or [..., K]), z's dtype: unquantized, untransformed
  * @param a the branch's down factor A [R, K], z's dtype
  * @param bt its up factor transposed, B [R, N], z's dtype
- * @param opts gemm's epilogue (bias [N] or [B, N], activation, gate, residual; no `out`)
+ * @param opts gemm's epilogue (bias [N] or [B, N], activation, gate, residual; no `out`), and
+ *   the down GEMM's version
  * @throws {TypeError} for dtypes that are not f32/f16 or differ from z's.
  * @throws {RangeError} for shapes that do not match, a rank past {@linkcode LOW_RANK_MAX},
  *   or an operand sharing z's buffer.
@@ -76,7 +83,7 @@ export function lowRankAdd(
   x: Tensor,
   a: Tensor,
   bt: Tensor,
-  opts: Omit<QGemmEpilogue, "out"> = {},
+  opts: LowRankAddOptions = {},
 ): Tensor {
   const who = "lowRankAdd";
   if (z.dtype !== "f32" && z.dtype !== "f16") {
@@ -104,7 +111,7 @@ export function lowRankAdd(
     ["gate", opts.gate],
   ]);
   if (M === 0 || N === 0) return z;
-  const u = gemm(rec, x, a); // [M, R]
+  const u = gemm(rec, x, a, opts.down); // [M, R]
   // Absent epilogue operands are bound to u (their flag is off; z is bound writable).
   rec.dispatch(spec(z.dtype), { ...e, rank: R }, [
     u,

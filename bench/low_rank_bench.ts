@@ -1,0 +1,176 @@
+/**
+ * The low-rank branch (runtime/ops/low_rank.ts: X·Aᵀ by the dense GEMM, then the add pass
+ * with the epilogue) beside the W4A8 GEMM of the residual it rides on, in one run on one
+ * device: what `quantize --low-rank R` adds to a layer.
+ *
+ *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/low_rank_bench.ts
+ *     # GPU machine: source .gpu/env.sh && WEBDIT_COMMIT=<hash> WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/low_rank_bench.ts
+ *
+ * Rows (ms), at the bundled model's layer (M = 2048: one image's 1024 tokens × 2 for CFG,
+ * K = N = 128) and, on GPUs, PixArt-α's FFN up-projection (M = 4096, K = 1152, N = 4608):
+ * - low_rank_r{R}_{M}x{K}x{N}: the branch with the adapter's GEMM for X·Aᵀ;
+ * - low_rank_r{R}_down_v1_…: the same, the X·Aᵀ GEMM forced to version 1 (16×16 tiles: more
+ *   workgroups for a thin output than version 2's 128-column tiles);
+ * - gemm_w4a8_{M}x{K}x{N}: qgemmInt of a uniform W4 weight (per row) on per-token A8 codes.
+ * `extra.shares` holds each branch row as a percentage of the W4A8 GEMM of its shape.
+ *
+ * Every case is checked on sampled entries against f64 sums on the host before it is timed.
+ *
+ * @module
+ */
+import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
+import { Recorder } from "../runtime/gpu/kernel.ts";
+import { readTensor, readTensorRaw, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
+import { Prng } from "../runtime/io/prng.ts";
+import { actQuant } from "../runtime/ops/act_quant.ts";
+import type { GemmVersion } from "../runtime/ops/gemm.ts";
+import { lowRankAdd } from "../runtime/ops/low_rank.ts";
+import { qgemmInt, uploadQWeight } from "../runtime/ops/qgemm.ts";
+import { unpackCodes } from "../runtime/reference/rotq.ts";
+import { uniformDequantize, uniformQuantize } from "../plugins/quantizers/uniform.ts";
+import { type BenchCase, BenchSuite, deviceSlug } from "./harness.ts";
+import { checkSampled } from "./sampled_check.ts";
+
+const rt = await createRuntime({
+  adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
+});
+const onGpu = !rt.info.fallback;
+
+/** One layer shape and its host data. */
+interface Shape {
+  M: number;
+  K: number;
+  N: number;
+  name: string;
+  xs: Float32Array;
+  zs: Float32Array;
+}
+
+function shapeOf(M: number, K: number, N: number): Shape {
+  const g = new Prng(M + K + N);
+  return { M, K, N, name: `${M}x${K}x${N}`, xs: g.normals(M * K), zs: g.normals(M * N) };
+}
+
+const SHAPES = [shapeOf(2048, 128, 128), ...(onGpu ? [shapeOf(4096, 1152, 4608)] : [])];
+
+function branchCase(s: Shape, R: number, down?: GemmVersion): BenchCase {
+  const { M, K, N } = s;
+  return {
+    name: `low_rank_r${R}${down ? `_down_v${down}` : ""}_${s.name}`,
+    unit: "ms",
+    setup: async () => {
+      const g = new Prng(R);
+      const as = g.normals(R * K).map((v) => v / Math.sqrt(K));
+      const bts = g.normals(R * N).map((v) => v / Math.sqrt(R));
+      const t = (v: Float32Array, sh: number[]) => uploadTensor(rt, v, sh);
+      const [x, a, bt] = [t(s.xs, [M, K]), t(as, [R, K]), t(bts, [R, N])];
+      const z = t(s.zs, [M, N]);
+      const opts = down ? { down: { version: down } } : {};
+      const rec = new Recorder(rt);
+      lowRankAdd(rec, z, x, a, bt, opts);
+      await rec.submit();
+      const y = await readTensor(rt, z);
+      const note = checkSampled(s.name, y, M, N, (m, n) => {
+        let v = s.zs[m * N + n];
+        let mag = Math.abs(v);
+        for (let j = 0; j < R; j++) {
+          let u = 0;
+          let um = 0;
+          for (let k = 0; k < K; k++) {
+            u += s.xs[m * K + k] * as[j * K + k];
+            um += Math.abs(s.xs[m * K + k] * as[j * K + k]);
+          }
+          v += u * bts[j * N + n];
+          mag += um * Math.abs(bts[j * N + n]);
+        }
+        return { v, mag };
+      });
+      return {
+        device: rt.device,
+        // In place on z: each rep adds again (the time, not the values, is what is read).
+        run: (reps) => {
+          const r = new Recorder(rt);
+          for (let i = 0; i < reps; i++) lowRankAdd(r, z, x, a, bt, opts);
+          return r.submit();
+        },
+        dispose: () => [x, a, bt, z].forEach((v) => v.release()),
+        note: `${note}; X·Aᵀ by gemm ${
+          down ? `v${down}` : "(the adapter's version)"
+        }, then the add pass`,
+      };
+    },
+  };
+}
+
+function w4a8Case(s: Shape): BenchCase {
+  const { M, K, N } = s;
+  return {
+    name: `gemm_w4a8_${s.name}`,
+    unit: "ms",
+    setup: async () => {
+      const ws = new Prng(7).normals(N * K).map((v) => v / Math.sqrt(K));
+      const qw = uniformQuantize({ data: ws, rows: N, cols: K }, { bits: 4 });
+      const wd = uniformDequantize(qw);
+      const w = uploadQWeight(rt, qw, { a16: false, int: true });
+      const x = uploadTensor(rt, s.xs, [M, K]);
+      const rec = new Recorder(rt);
+      const xa = actQuant(rec, x, 8);
+      const y: Tensor = qgemmInt(rec, xa, w);
+      await rec.submit();
+      const codes = unpackCodes((await readTensorRaw(rt, xa.q)) as Uint32Array, M, K);
+      const sc = await readTensor(rt, xa.scales);
+      const note = checkSampled(s.name, await readTensor(rt, y), M, N, (m, n) => {
+        let v = 0;
+        let mag = 0;
+        for (let k = 0; k < K; k++) {
+          const p = sc[m] * codes[m * K + k] * wd[n * K + k];
+          v += p;
+          mag += Math.abs(p);
+        }
+        return { v, mag };
+      });
+      return {
+        device: rt.device,
+        run: (reps) => {
+          const r = new Recorder(rt);
+          for (let i = 0; i < reps; i++) qgemmInt(r, xa, w, { out: y });
+          return r.submit();
+        },
+        dispose: () => [x, y, xa.q, xa.scales].forEach((v) => v.release()),
+        note: `${note}; qgemmInt, uniform W4 per row, per-token A8 codes`,
+      };
+    },
+  };
+}
+
+const suite = new BenchSuite({
+  what: "low_rank",
+  denoIterations: onGpu ? 3 : 2,
+  describe: () =>
+    Promise.resolve({
+      device: rt.info.description,
+      slug: deviceSlug(rt.info.description, rt.info.fallback),
+      extra: { shapes: SHAPES.map((s) => s.name), fallback: rt.info.fallback },
+    }),
+  // Each branch row as a share of the W4A8 GEMM of its shape, in percent.
+  extraOf: (rows) => {
+    const shares: Record<string, number> = {};
+    for (const s of SHAPES) {
+      const gemmMs = rows.find((r) => r.name === `gemm_w4a8_${s.name}`)?.median_ms ?? NaN;
+      for (const r of rows) {
+        if (r.name.startsWith("low_rank_") && r.name.endsWith(s.name) && gemmMs > 0) {
+          shares[`${r.name}_over_gemm_w4a8_pct`] = Number((100 * r.median_ms / gemmMs).toFixed(1));
+        }
+      }
+    }
+    return { shares };
+  },
+  teardown: () => rt.destroy(),
+});
+
+for (const s of SHAPES) {
+  for (const R of [16, 32]) suite.add(branchCase(s, R));
+  if (onGpu) suite.add(branchCase(s, 32, 1));
+  suite.add(w4a8Case(s));
+}
+suite.register();
