@@ -61,13 +61,13 @@ function branchCase(s: Shape, R: number, down?: GemmVersion): BenchCase {
     setup: async () => {
       const g = new Prng(R);
       const as = g.normals(R * K).map((v) => v / Math.sqrt(K));
-      const bts = g.normals(R * N).map((v) => v / Math.sqrt(R));
+      const bs = g.normals(N * R).map((v) => v / Math.sqrt(R));
       const t = (v: Float32Array, sh: number[]) => uploadTensor(rt, v, sh);
-      const [x, a, bt] = [t(s.xs, [M, K]), t(as, [R, K]), t(bts, [R, N])];
+      const [x, a, b] = [t(s.xs, [M, K]), t(as, [R, K]), t(bs, [N, R])];
       const z = t(s.zs, [M, N]);
       const opts = down ? { down: { version: down } } : {};
       const rec = new Recorder(rt);
-      lowRankAdd(rec, z, x, a, bt, opts);
+      lowRankAdd(rec, z, x, a, b, opts);
       await rec.submit();
       const y = await readTensor(rt, z);
       const note = checkSampled(s.name, y, M, N, (m, n) => {
@@ -80,8 +80,8 @@ function branchCase(s: Shape, R: number, down?: GemmVersion): BenchCase {
             u += s.xs[m * K + k] * as[j * K + k];
             um += Math.abs(s.xs[m * K + k] * as[j * K + k]);
           }
-          v += u * bts[j * N + n];
-          mag += um * Math.abs(bts[j * N + n]);
+          v += u * bs[n * R + j];
+          mag += um * Math.abs(bs[n * R + j]);
         }
         return { v, mag };
       });
@@ -90,10 +90,10 @@ function branchCase(s: Shape, R: number, down?: GemmVersion): BenchCase {
         // In place on z: each rep adds again (the time, not the values, is what is read).
         run: (reps) => {
           const r = new Recorder(rt);
-          for (let i = 0; i < reps; i++) lowRankAdd(r, z, x, a, bt, opts);
+          for (let i = 0; i < reps; i++) lowRankAdd(r, z, x, a, b, opts);
           return r.submit();
         },
-        dispose: () => [x, a, bt, z].forEach((v) => v.release()),
+        dispose: () => [x, a, b, z].forEach((v) => v.release()),
         note: `${note}; X·Aᵀ by gemm ${
           down ? `v${down}` : "(the adapter's version)"
         }, then the add pass`,

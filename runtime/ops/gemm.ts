@@ -95,6 +95,11 @@ export interface GemmEpilogue {
 
 /** Options of {@linkcode gemm}. */
 export interface GemmOptions extends GemmEpilogue {
+  /**
+   * Y = epilogue(out + X·Wᵀ): `out`'s values enter the product before the bias and the
+   * activation (a second product summed into the first; `out` required). Default off.
+   */
+  accumulate?: boolean;
   /** Force a kernel version; default {@linkcode defaultGemmVersion}. */
   version?: GemmVersion;
   /** Tile knobs of the chosen version (benchmarks and tuning). */
@@ -113,6 +118,7 @@ interface Params {
   bias: boolean;
   res: boolean;
   gate: boolean;
+  accum: boolean;
   tune: Required<GemmTune>;
 }
 
@@ -177,6 +183,7 @@ export function gemmSpec(
         ACT: p.act,
         HAS_RES: p.res ? 1 : 0,
         HAS_GATE: p.gate ? 1 : 0,
+        ACCUM: p.accum ? 1 : 0,
         ...versionConstants(version, p.tune),
       }),
       uniform: {
@@ -323,6 +330,7 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
   const tune = { ...gemmDefaultTune(load, rt.info.fallback), ...opts.tune };
   checkTune(version, tune, rt);
 
+  if (opts.accumulate && !opts.out) throw new RangeError("gemm: accumulate needs out");
   const out = opts.out ?? createTensor(rt, [...x.shape.slice(0, -1), N], dt);
   same(out, "out", M * N, `[${M}, ${N}]`);
   // WebGPU forbids one buffer bound read-only and writable in the same dispatch.
@@ -346,6 +354,7 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
     bias: !!opts.bias,
     res: !!opts.residual,
     gate: !!opts.gate,
+    accum: !!opts.accumulate,
     tune,
   };
   const [gx, gy] = dispatchOf(version, params);

@@ -205,3 +205,39 @@ Deno.test("gemm rejects bad shapes, dtypes, aliasing and knobs", gpuTest, async 
     if (rt.info.f16) assertThrows(() => gemm(rec, x, t([6, 8], "f16")), TypeError, "f16");
   });
 });
+
+Deno.test("gemm accumulate: out = epilogue(out + X·Wᵀ) in every version", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const [M, N, K] = [37, 21, 20]; // partial tiles; K as thin as a low-rank branch's
+    const g = new Prng(77);
+    const [xs, ws, zs] = [g.normals(M * K), g.normals(N * K), g.normals(M * N)];
+    const [bias, gate, res] = [g.normals(N), g.normals(N), g.normals(M * N)];
+    const epi = { bias, gate, residual: res, activation: "gelu" as const };
+    const plain = gemmRef(xs, ws, M, N, K);
+    const want = plain.map((v, i) => {
+      const n = i % N;
+      const y = v + zs[i] + bias[n];
+      return res[i] + gate[n] * (y / (1 + Math.exp(-1.5957691216057308 * (y + 0.044715 * y ** 3))));
+    });
+    const t = (a: Float32Array, s: number[]) => uploadTensor(rt, a, s);
+    for (const version of [1, 2, 3] as const) {
+      const out = t(zs, [M, N]);
+      const got = await runAndRead(rt, (r) =>
+        gemm(r, t(xs, [M, K]), t(ws, [N, K]), {
+          ...epi,
+          bias: t(bias, [N]),
+          gate: t(gate, [1, N]),
+          residual: t(res, [M, N]),
+          accumulate: true,
+          out,
+          version,
+        }));
+      assertClose(got, want, { atol: 1e-4, rtol: 1e-4 });
+    }
+    assertThrows(
+      () => gemm(new Recorder(rt, "t"), t(xs, [M, K]), t(ws, [N, K]), { accumulate: true }),
+      RangeError,
+      "accumulate needs out",
+    );
+  });
+});

@@ -115,8 +115,8 @@ export class QuantLinear implements Linear {
   readonly #w: QWeightGpu;
   readonly #b: Tensor | undefined;
   readonly #o: QuantLinearOptions;
-  /** The low-rank branch's A [R, K] and B transposed, [R, N]. */
-  readonly #lr: { a: Tensor; bt: Tensor } | undefined;
+  /** The low-rank branch's A [R, K] and B [N, R]. */
+  readonly #lr: { a: Tensor; b: Tensor } | undefined;
 
   /** Uploads the codes and the parameters the chosen path needs, and the bias. */
   constructor(
@@ -161,16 +161,13 @@ export class QuantLinear implements Linear {
       }
       if (R > LOW_RANK_MAX) throw new RangeError(`${name}: lowRank ${R} is past ${LOW_RANK_MAX}`);
       const dt = opts.dtype ?? "f32";
-      const N = q.rows;
-      const bt = new Float32Array(R * N); // [R, N]: a row of outputs reads B coalesced
-      for (let n = 0; n < N; n++) for (let j = 0; j < R; j++) bt[j * N + n] = lr.b[n * R + j];
       this.#lr = {
         a: uploadTensor(rt, lr.a, [R, q.cols], dt),
-        bt: uploadTensor(rt, bt, [R, N], dt),
+        b: uploadTensor(rt, lr.b, [q.rows, R], dt),
       };
     }
     this.weightBytes = this.#w.byteLength + (this.#b?.byteLength ?? 0) +
-      (this.#lr ? this.#lr.a.byteLength + this.#lr.bt.byteLength : 0);
+      (this.#lr ? this.#lr.a.byteLength + this.#lr.b.byteLength : 0);
   }
 
   forward(rec: Recorder, x: Tensor, e: LinearEpilogue = {}): Tensor {
@@ -178,11 +175,11 @@ export class QuantLinear implements Linear {
     const t = o.transform;
     const lr = this.#lr;
     const { activation, residual, gate } = e;
-    // With a branch the GEMM stops at the bias; the branch, on x as it comes, adds (x·Aᵀ)·B
+    // With a branch the GEMM stops at the bias; the branch, on x as it comes, adds (x·Aᵀ)·Bᵀ
     // and applies the rest of the epilogue.
     const after = (z: Tensor): Tensor =>
       lr
-        ? lowRankAdd(rec, z, x, lr.a, lr.bt, {
+        ? lowRankAdd(rec, z, x, lr.a, lr.b, {
           activation,
           residual,
           gate,
@@ -252,7 +249,7 @@ export class QuantLinear implements Linear {
     this.#w.release();
     this.#b?.release();
     this.#lr?.a.release();
-    this.#lr?.bt.release();
+    this.#lr?.b.release();
     this.#o.transform?.release();
   }
 }

@@ -41,7 +41,7 @@ Deno.test(
       const t = (a: Float32Array, sh: number[]) => uploadTensor(rt, a, sh);
       const e = { gate: t(gate, [2, N]), residual: t(res, [M, N]), activation: "gelu" as const };
       const x = t(xs, [M, K]);
-      const bt = transpose(split.b, N, R); // the branch sees x unquantized
+      const b = split.b; // the branch sees x unquantized
       const lowRank = { a: split.a, b: split.b };
       const a16 = new QuantLinear(rt, "l", q, bias, { abits: 16, lowRank });
       const y16 = await runAndRead(rt, (r) => a16.forward(r, x, e));
@@ -49,7 +49,7 @@ Deno.test(
         gemmRef(xs, wq, M, N, K, { bias }),
         xs,
         split.a,
-        bt,
+        b,
         M,
         N,
         K,
@@ -65,7 +65,7 @@ Deno.test(
         gemmRef(xhat, wq, M, N, K, { bias }),
         xs,
         split.a,
-        bt,
+        b,
         M,
         N,
         K,
@@ -141,8 +141,8 @@ Deno.test(
         v + ct[Math.floor(i / (T * K)) * K + (i % K)]
       );
       const z = cfgCombineRef(gemmRef(xhat, wq, M, N, K), M, N, { bias });
-      const bt = transpose(split.b, N, R);
-      const ref = lowRankAddRef(z, xs, split.a, bt, M, N, K, R, { residual: res });
+      const b = split.b;
+      const ref = lowRankAddRef(z, xs, split.a, b, M, N, K, R, { residual: res });
       assertClose(got, ref, { atol: 2e-3, rtol: 1e-4 });
       // And near the float layer x·Wᵀ + b + res (W8 of the residual, A8).
       const exact = gemmRef(xs, w.data, M, N, K, { bias, residual: res });
@@ -176,9 +176,3 @@ Deno.test("QuantLinear lowRank: factors of the wrong size are named", gpuTest, a
     );
   });
 });
-
-function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j];
-  return out;
-}

@@ -1,20 +1,20 @@
 /**
  * CPU reference of a quantized linear's low-rank branch (runtime/ops/low_rank.ts): the
- * product Z of the quantized residual plus (X·Aᵀ)·B, then the GEMM epilogue.
+ * product Z of the quantized residual plus (X·Aᵀ)·Bᵀ, then the GEMM epilogue.
  *
  * @module
  */
 import { epilogueRef, type GemmRefOptions } from "./gemm.ts";
 
 /**
- * Y [M, N] = epilogue(Z + U·B) for Z [M, N], U = X·Aᵀ [M, R] (X [M, K], A [R, K]) and
- * B [R, N] (f64 sums; U and each output rounded to f32 as the kernel's f32 accumulators are).
+ * Y [M, N] = epilogue(Z + U·Bᵀ) for Z [M, N], U = X·Aᵀ [M, R] (X [M, K], A [R, K]) and
+ * B [N, R] (f64 sums; U and each output rounded to f32 as the GEMMs' f32 accumulators are).
  */
 export function lowRankAddRef(
   z: Float32Array,
   x: Float32Array,
   a: Float32Array,
-  bt: Float32Array,
+  b: Float32Array,
   M: number,
   N: number,
   K: number,
@@ -31,9 +31,9 @@ export function lowRankAddRef(
       u[j] = s;
     }
     for (let n = 0; n < N; n++) {
-      let s = z[m * N + n];
-      for (let j = 0; j < R; j++) s += u[j] * bt[j * N + n];
-      out[m * N + n] = epilogueRef(Math.fround(s), m, n, N, rpg, opts);
+      let s = 0;
+      for (let j = 0; j < R; j++) s += u[j] * b[n * R + j];
+      out[m * N + n] = epilogueRef(Math.fround(z[m * N + n] + Math.fround(s)), m, n, N, rpg, opts);
     }
   }
   return out;
