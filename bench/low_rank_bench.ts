@@ -1,7 +1,7 @@
 /**
- * The low-rank branch (runtime/ops/low_rank.ts: X·Aᵀ by the dense GEMM, then the add pass
- * with the epilogue) beside the W4A8 GEMM of the residual it rides on, in one run on one
- * device: what `quantize --low-rank R` adds to a layer.
+ * The low-rank branch (runtime/ops/low_rank.ts: U = X·Aᵀ by the dense GEMM, then U·Bᵀ
+ * accumulated into the product with the epilogue) beside the W4A8 GEMM of the residual it
+ * rides on, in one run on one device: what `quantize --low-rank R` adds to a layer.
  *
  *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/low_rank_bench.ts
  *     # GPU machine: source .gpu/env.sh && WEBDIT_COMMIT=<hash> WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/low_rank_bench.ts
@@ -96,7 +96,7 @@ function branchCase(s: Shape, R: number, down?: GemmVersion): BenchCase {
         dispose: () => [x, a, b, z].forEach((v) => v.release()),
         note: `${note}; X·Aᵀ by gemm ${
           down ? `v${down}` : "(the adapter's version)"
-        }, then the add pass`,
+        }, then U·Bᵀ accumulated`,
       };
     },
   };
