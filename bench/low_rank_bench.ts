@@ -10,7 +10,8 @@
  * K = N = 128) and, on GPUs, PixArt-α's FFN up-projection (M = 4096, K = 1152, N = 4608):
  * - low_rank_r{R}_{M}x{K}x{N}: the branch with the adapter's GEMM for X·Aᵀ;
  * - low_rank_r{R}_down_v1_…: the same, the X·Aᵀ GEMM forced to version 1 (16×16 tiles: more
- *   workgroups for a thin output than version 2's 128-column tiles);
+ *   workgroups for a thin output than version 2's 128-column tiles); `_down_vA_up_vB_` force
+ *   both GEMMs;
  * - gemm_w4a8_{M}x{K}x{N}: qgemmInt of a uniform W4 weight (per row) on per-token A8 codes.
  * `extra.shares` holds each branch row as a percentage of the W4A8 GEMM of its shape.
  *
@@ -53,10 +54,11 @@ function shapeOf(M: number, K: number, N: number): Shape {
 
 const SHAPES = [shapeOf(2048, 128, 128), ...(onGpu ? [shapeOf(4096, 1152, 4608)] : [])];
 
-function branchCase(s: Shape, R: number, down?: GemmVersion): BenchCase {
+function branchCase(s: Shape, R: number, down?: GemmVersion, up?: GemmVersion): BenchCase {
   const { M, K, N } = s;
+  const forced = (down ? `_down_v${down}` : "") + (up ? `_up_v${up}` : "");
   return {
-    name: `low_rank_r${R}${down ? `_down_v${down}` : ""}_${s.name}`,
+    name: `low_rank_r${R}${forced}_${s.name}`,
     unit: "ms",
     setup: async () => {
       const g = new Prng(R);
@@ -65,7 +67,10 @@ function branchCase(s: Shape, R: number, down?: GemmVersion): BenchCase {
       const t = (v: Float32Array, sh: number[]) => uploadTensor(rt, v, sh);
       const [x, a, b] = [t(s.xs, [M, K]), t(as, [R, K]), t(bs, [N, R])];
       const z = t(s.zs, [M, N]);
-      const opts = down ? { down: { version: down } } : {};
+      const opts = {
+        ...(down ? { down: { version: down } } : {}),
+        ...(up ? { up: { version: up } } : {}),
+      };
       const rec = new Recorder(rt);
       lowRankAdd(rec, z, x, a, b, opts);
       await rec.submit();
@@ -96,7 +101,7 @@ function branchCase(s: Shape, R: number, down?: GemmVersion): BenchCase {
         dispose: () => [x, a, b, z].forEach((v) => v.release()),
         note: `${note}; X·Aᵀ by gemm ${
           down ? `v${down}` : "(the adapter's version)"
-        }, then U·Bᵀ accumulated`,
+        }, then U·Bᵀ accumulated by gemm ${up ? `v${up}` : "(the adapter's version)"}`,
       };
     },
   };
@@ -171,6 +176,8 @@ const suite = new BenchSuite({
 for (const s of SHAPES) {
   for (const R of [16, 32]) suite.add(branchCase(s, R));
   if (onGpu) suite.add(branchCase(s, 32, 1));
+  if (onGpu) suite.add(branchCase(s, 32, 1, 1));
+  if (onGpu) suite.add(branchCase(s, 32, 2, 1));
   suite.add(w4a8Case(s));
 }
 suite.register();
