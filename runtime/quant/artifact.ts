@@ -40,104 +40,16 @@ import {
   type TensorSource,
 } from "../io/safetensors.ts";
 import { DenseLinear, type Linear, type LinearFactory } from "../model/linear.ts";
-import { tlqGroupSize, tlqLut, type TlqParams } from "../../plugins/quantizers/tlq.ts";
-import { hasCompactTlq, noteLutFromParams, tlqParamsRebuildLut } from "../reference/qgemm.ts";
+import { noteLutFromParams } from "../reference/qgemm.ts";
+import { codesName, lowRankName, META, paramName, PREFIX, rotationName } from "./artifact_names.ts";
+import { rebuildTlqLut } from "./artifact_tlq.ts";
 import { wordsPerRow } from "./pack.ts";
 import { ARTIFACT_VERSION, type LayerPlan, parsePlan, type QuantPlan } from "./plan.ts";
 import { type ActBits, QuantLinear } from "./qlinear.ts";
 import { loadLayerRotation } from "./rotation.ts";
 import type { ActivationTransform } from "./transform.ts";
-
-/** Metadata keys of an artifact. */
-export const META = {
-  version: "webdit.artifact",
-  plan: "webdit.plan",
-  transformerConfig: "webdit.transformer_config",
-  encoderConfig: "webdit.text_encoder_config",
-  vocab: "webdit.vocab",
-  attention: "webdit.attention",
-  family: "webdit.family",
-  schedulerConfig: "webdit.scheduler_config",
-} as const;
-
-/** Tensor-name prefixes of an artifact. */
-export const PREFIX = {
-  transformer: "transformer.",
-  encoder: "text_encoder.",
-  attention: "attention.",
-} as const;
-
-/** The name of a quantized layer's codes tensor. */
-export function codesName(layer: string): string {
-  return `${PREFIX.transformer}${layer}.qcodes`;
-}
-
-/** The name of a quantized layer's param tensor `key`. */
-export function paramName(layer: string, key: string): string {
-  return `${PREFIX.transformer}${layer}.qparam.${key}`;
-}
-
-/**
- * The params of a quantized weight as an artifact stores them: all of them, but the `lut`
- * of a TLQ weight whose parameters rebuild it exactly (the loader rebuilds it).
- */
-export function storedParams(q: QuantizedWeight): Record<string, Float32Array> {
-  if (!hasCompactTlq(q) && !tlqParamsRebuildLut(q)) return q.params;
-  const out: Record<string, Float32Array> = {};
-  for (const [k, v] of Object.entries(q.params)) if (k !== "lut") out[k] = v;
-  return out;
-}
-
-/** TLQ's LUT from its stored parameters and η (a layer written without `lut`). */
-function rebuildTlqLut(
-  path: string,
-  layer: string,
-  params: Record<string, Float32Array>,
-  l: LayerPlan,
-): Float32Array {
-  const eta = l.meta?.eta;
-  if (typeof eta !== "number" || !Number.isFinite(eta)) {
-    throw new CheckpointError(
-      path,
-      "a TLQ layer without qparam.lut needs η (eta)",
-      `webdit.plan.layers.${layer}.meta.eta`,
-    );
-  }
-  let tables = l.out; // one a row, or one a (row, group)
-  try {
-    tables *= l.in / tlqGroupSize(l.in, Number(l.meta?.groupSize ?? 0));
-  } catch (e) {
-    throw new CheckpointError(
-      path,
-      (e as Error).message,
-      `webdit.plan.layers.${layer}.meta.groupSize`,
-    );
-  }
-  for (const k of ["deltaPos", "zeroPos", "deltaNeg", "zeroNeg"]) {
-    if (params[k]?.length !== tables) {
-      throw new CheckpointError(
-        path,
-        `missing or not [${tables}] (and no qparam.lut)`,
-        paramName(layer, k),
-      );
-    }
-  }
-  try {
-    return tlqLut(params as unknown as TlqParams, eta, l.wbits);
-  } catch (e) {
-    throw new CheckpointError(path, (e as Error).message, paramName(layer, "deltaPos"));
-  }
-}
-
-/** The name of a layer's rotation tensor `key`. */
-export function rotationName(layer: string, key: string): string {
-  return `${PREFIX.transformer}${layer}.rot.${key}`;
-}
-
-/** The name of a layer's low-rank branch factor: `a` [R, in] or `b` [out, R] (F32). */
-export function lowRankName(layer: string, key: "a" | "b"): string {
-  return `${PREFIX.transformer}${layer}.lowrank.${key}`;
-}
+export { codesName, lowRankName, META, paramName, PREFIX, rotationName } from "./artifact_names.ts";
+export { storedParams } from "./artifact_tlq.ts";
 
 /** True when `path` is a safetensors file holding a webdit plan (reads the header only). */
 export async function isArtifact(path: string): Promise<boolean> {

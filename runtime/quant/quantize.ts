@@ -62,7 +62,7 @@ import { artifactMetadata, copyStoredTensors, readText } from "./artifact_write.
 import { resolveSettings } from "./settings.ts";
 import { centredStats } from "./centred_stats.ts";
 import type { ActQuantSpec } from "./rotation_error.ts";
-import { type LayerReport, quantizedBytes } from "./report.ts";
+import { type LayerReport, quantizedBytes, weightSqnr } from "./report.ts";
 export { type LayerReport, quantizedBytes } from "./report.ts";
 export { writeArtifact } from "./artifact_write.ts";
 
@@ -151,17 +151,6 @@ function actSpec(name: string, settings: QuantSettings): ActQuantSpec | undefine
 /** A layer's statistics as its rotation plans on them: centred when the plan centres inputs. */
 function planStats(s: LayerStats | undefined, settings: QuantSettings): LayerStats | undefined {
   return s && settings.center ? centredStats(s) : s;
-}
-
-/** 10·log10(Σsignal² / Σ(w − ŵ)²): `signal` is w unless a low-rank branch holds the rest. */
-function sqnr(w: Float32Array, h: Float32Array, signal: Float32Array = w): number {
-  let s = 0;
-  let e = 0;
-  for (let i = 0; i < w.length; i++) {
-    s += signal[i] * signal[i];
-    e += (w[i] - h[i]) ** 2;
-  }
-  return e > 0 ? 10 * Math.log10(s / e) : Infinity;
 }
 
 /**
@@ -414,7 +403,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           abits,
           out: N,
           in: K,
-          sqnrDb: sqnr(data, deq, whole),
+          sqnrDb: weightSqnr(data, deq, whole),
           int8LutError: lutErr,
           bytesF32: 4 * N * K,
           bytes: quantizedBytes(q, abits) + (R ? 4 * R * (N + K) : 0),
@@ -442,7 +431,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           tensors[codesName(name)].data = gq.codes;
           layers[name].meta = { ...gq.meta, ...meta };
           Object.assign(report, {
-            sqnrDb: sqnr(data, gdeq, whole),
+            sqnrDb: weightSqnr(data, gdeq, whole),
             int8LutError: abits < 16 ? int8LutError(gq, gdeq) : null,
             ms: report.ms + g.ms,
             outSqnrRtnDb: g.outSqnrRtnDb,

@@ -42,7 +42,7 @@ export interface LayerReport {
   out: number;
   /** Input features K. */
   in: number;
-  /** Weight SQNR in dB, 10·log10(Σw² / Σ(ŵ − w)²) (null for fp). */
+  /** Weight SQNR in dB, 10·log10(Σw² / Σ(ŵ − w)²), of the whole W' with a low-rank branch (null for fp). */
   sqnrDb: number | null;
   /** Integer path: ‖s·lut8 − ŵ‖/‖ŵ‖ the int8 re-expression adds (0 exact; null for A16/fp). */
   int8LutError: number | null;
@@ -58,6 +58,20 @@ export interface LayerReport {
   outSqnrDb?: number;
   /** Why it stays FP. */
   reason?: string;
+}
+
+/**
+ * Weight SQNR in dB, 10·log10(Σsignal² / Σ(w − ŵ)²) for the quantizer's input w and its
+ * dequantized ŵ; `signal` is w unless a low-rank branch holds the rest of the weight.
+ */
+export function weightSqnr(w: Float32Array, h: Float32Array, signal: Float32Array = w): number {
+  let s = 0;
+  let e = 0;
+  for (let i = 0; i < w.length; i++) {
+    s += signal[i] * signal[i];
+    e += (w[i] - h[i]) ** 2;
+  }
+  return e > 0 ? 10 * Math.log10(s / e) : Infinity;
 }
 
 /**
