@@ -30,7 +30,7 @@ import { qgemmInt, uploadQWeight } from "../runtime/ops/qgemm.ts";
 import { unpackCodes } from "../runtime/reference/rotq.ts";
 import { uniformDequantize, uniformQuantize } from "../plugins/quantizers/uniform.ts";
 import { type BenchCase, BenchSuite, deviceSlug } from "./harness.ts";
-import { checkSampled } from "./sampled_check.ts";
+import { checkSampled, productRef } from "./sampled_check.ts";
 
 const rt = await createRuntime({
   adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
@@ -124,16 +124,13 @@ function w4a8Case(s: Shape): BenchCase {
       await rec.submit();
       const codes = unpackCodes((await readTensorRaw(rt, xa.q)) as Uint32Array, M, K);
       const sc = await readTensor(rt, xa.scales);
-      const note = checkSampled(s.name, await readTensor(rt, y), M, N, (m, n) => {
-        let v = 0;
-        let mag = 0;
-        for (let k = 0; k < K; k++) {
-          const p = sc[m] * codes[m * K + k] * wd[n * K + k];
-          v += p;
-          mag += Math.abs(p);
-        }
-        return { v, mag };
-      });
+      const note = checkSampled(
+        s.name,
+        await readTensor(rt, y),
+        M,
+        N,
+        productRef(codes, wd, K, sc),
+      );
       return {
         device: rt.device,
         run: (reps) => {

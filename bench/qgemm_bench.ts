@@ -52,7 +52,7 @@ import {
 } from "../runtime/reference/qgemm.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
 import { randomGroupedWeight, randomLutGroups, randomWeight, weightAt } from "./qgemm_weights.ts";
-import { checkSampled } from "./sampled_check.ts";
+import { checkSampled, productRef } from "./sampled_check.ts";
 import type { PeerMatmul } from "./peers/ort.ts";
 import { nbits4At, ortMatmulNBits, randomNbits4 } from "./peers/ort_nbits.ts";
 
@@ -114,16 +114,7 @@ function f32Case(M: number, K: number, N: number, unit = UNIT, suffix = ""): Ben
         return rec.submit();
       };
       await record(1);
-      const check = checkSampled(name, await readTensor(rt, out), M, N, (m, n) => {
-        let v = 0;
-        let mag = 0;
-        for (let k = 0; k < K; k++) {
-          const p = xs[m * K + k] * ws[n * K + k];
-          v += p;
-          mag += Math.abs(p);
-        }
-        return { v, mag };
-      });
+      const check = checkSampled(name, await readTensor(rt, out), M, N, productRef(xs, ws, K));
       return {
         device: rt.device,
         run: record,

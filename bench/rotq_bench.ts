@@ -60,6 +60,7 @@ import {
 } from "../runtime/reference/rotq.ts";
 import { uniformDequantize, uniformQuantize } from "../plugins/quantizers/uniform.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
+import { checkSampled, productRef, type SampledRef } from "./sampled_check.ts";
 
 const rt = await createRuntime({
   adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
@@ -241,19 +242,8 @@ function rotqCase(
   };
 }
 
-/** Σ over sampled entries: |y − ref| ≤ 1e-4·Σ|terms| + 1e-6. */
-function checkSampled(y: Float32Array, ref: (m: number, n: number) => [number, number]): string {
-  const pr = new Prng(99);
-  for (let i = 0; i < 128; i++) {
-    const m = i === 0 ? M - 1 : Math.floor(pr.uniform() * M);
-    const n = i === 0 ? N - 1 : Math.floor(pr.uniform() * N);
-    const [want, mag] = ref(m, n);
-    if (!(Math.abs(y[m * N + n] - want) <= 1e-4 * mag + 1e-6)) {
-      throw new Error(`wrong result at [${m}, ${n}]: ${y[m * N + n]} vs ${want}`);
-    }
-  }
-  return "checked 128 sampled entries";
-}
+/** The GEMMs' check: |y − ref| ≤ 1e-4·Σ|terms| + 1e-6 on sampled entries. */
+const tol = (r: SampledRef) => 1e-4 * r.mag + 1e-6;
 
 const ws = new Prng(7).normals(N * K).map((v) => v / Math.sqrt(K));
 
@@ -272,16 +262,14 @@ function w4a8Case(): BenchCase {
       const words = (await readTensorRaw(rt, xa.q)) as Uint32Array;
       const codes = unpackCodes(words, M, K);
       const sc = await readTensor(rt, xa.scales);
-      const note = checkSampled(await readTensor(rt, y), (m, n) => {
-        let acc = 0;
-        let mag = 0;
-        for (let k = 0; k < K; k++) {
-          const p = sc[m] * codes[m * K + k] * wd[n * K + k];
-          acc += p;
-          mag += Math.abs(p);
-        }
-        return [acc, mag];
-      });
+      const note = checkSampled(
+        "W4A8",
+        await readTensor(rt, y),
+        M,
+        N,
+        productRef(codes, wd, K, sc),
+        tol,
+      );
       return {
         device: rt.device,
         run: (reps) => {
@@ -308,16 +296,7 @@ function f32Case(): BenchCase {
       const rec = new Recorder(rt);
       const y = gemm(rec, x32, w);
       await rec.submit();
-      const note = checkSampled(await readTensor(rt, y), (m, n) => {
-        let acc = 0;
-        let mag = 0;
-        for (let k = 0; k < K; k++) {
-          const p = xs[m * K + k] * ws[n * K + k];
-          acc += p;
-          mag += Math.abs(p);
-        }
-        return [acc, mag];
-      });
+      const note = checkSampled("f32", await readTensor(rt, y), M, N, productRef(xs, ws, K), tol);
       return {
         device: rt.device,
         run: (reps) => {

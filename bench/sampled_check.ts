@@ -44,3 +44,26 @@ export function checkSampled(
   }
   return `checked 256 sampled entries (worst ${(100 * worst).toFixed(0)}% of tol)`;
 }
+
+/**
+ * Entry (m, n) of A·Bᵀ for A [M, K] and B [N, K] row-major, row m of A scaled by `rowScale[m]`
+ * (a per-token quantizer's Δ; default 1), for {@linkcode checkSampled}.
+ */
+export function productRef(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  K: number,
+  rowScale?: ArrayLike<number>,
+): (m: number, n: number) => SampledRef {
+  return (m, n) => {
+    const s = rowScale?.[m] ?? 1;
+    let v = 0;
+    let mag = 0;
+    for (let k = 0; k < K; k++) {
+      const p = s * a[m * K + k] * b[n * K + k];
+      v += p;
+      mag += Math.abs(p);
+    }
+    return { v, mag };
+  };
+}

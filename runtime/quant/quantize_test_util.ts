@@ -24,6 +24,16 @@ export async function image(pipe: Pipeline): Promise<Float32Array> {
   return r.latents;
 }
 
+/** The FP32 fixture's {@linkcode image}. */
+export async function fixtureImage(rt: Runtime): Promise<Float32Array> {
+  const fpp = await loadPipeline(rt, { path: FIXTURE });
+  try {
+    return await image(fpp);
+  } finally {
+    fpp.release();
+  }
+}
+
 /**
  * Each quantize result written beside `out` (the first to `out` itself) and generated from:
  * its image's relative error against the FP32 fixture's, in order.

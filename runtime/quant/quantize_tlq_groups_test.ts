@@ -5,7 +5,7 @@ import { CheckpointError } from "../errors.ts";
 import { loadPipeline } from "../pipeline.ts";
 import { META, openArtifact, paramName } from "./artifact.ts";
 import { quantizeModel, writeArtifact } from "./quantize.ts";
-import { FIXTURE } from "./quantize_test_util.ts";
+import { FIXTURE, fixtureImage, image } from "./quantize_test_util.ts";
 
 Deno.test(
   "TLQ in groups: the artifact stores a grid a group (no LUT), reloads it, and runs both paths",
@@ -22,10 +22,7 @@ Deno.test(
       "tlq groups must divide K = 32, got groupSize 24",
     );
     await withRuntime(async (rt) => {
-      const fpp = await loadPipeline(rt, { path: FIXTURE });
-      const gen = { prompt: "red apple", seed: 3, steps: 2 };
-      const ref = (await fpp.generate(gen)).latents;
-      fpp.release();
+      const ref = await fixtureImage(rt);
       const errs: Record<string, number> = {};
       for (const abits of [16, 8]) {
         for (const groupSize of [0, 16]) {
@@ -50,7 +47,7 @@ Deno.test(
           assertEquals(lutDequantize(q).length, l.out * l.in);
           a.close();
           const pipe = await loadPipeline(rt, { path: out });
-          errs[`A${abits} g${groupSize}`] = relError((await pipe.generate(gen)).latents, ref);
+          errs[`A${abits} g${groupSize}`] = relError(await image(pipe), ref);
           pipe.release();
           // A plan whose group size does not fit its layer, or is not a number, is named.
           for (const bad of abits === 8 && groupSize ? [48, "x"] : []) {
