@@ -86,8 +86,9 @@ export const QUANTIZE_USAGE =
                           the input)
   --low-rank R            keep each quantized layer's top R singular directions in float, run
                           on the unquantized input, and quantize the rest (SVDQuant's low-rank
-                          branch: 4·R·(N + K) bytes and one float pass a layer; R at most 128
-                          and each layer's min(N, K)); default 0: none
+                          branch: 4·R·(N + K) bytes and two thin float GEMMs a layer; R at most
+                          128 and each layer's min(N, K); --ars-select error measures the whole
+                          weight); default 0: none
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;

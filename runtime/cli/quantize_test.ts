@@ -430,3 +430,26 @@ Deno.test("quantize --quantizer tlq --group-size: the plan says so; percentile g
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("quantize --low-rank: the plan and --json say so; bad ranks are named", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_lowrank_" });
+  try {
+    const run = (...extra: string[]) =>
+      cli(
+        "quantize",
+        ...["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "4", "--abits", "8"],
+        ...["--json", "--out", `${dir}/m.safetensors`, "--force", ...extra],
+      );
+    const r = await run("--low-rank", "8");
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(lastJson(r.stdout).low_rank, 8);
+    assert(r.stderr.includes("(a rank-8 float branch a layer)"), r.stderr);
+    const neg = await run("--low-rank", "-1");
+    assertEquals(neg.code, 2, neg.stderr);
+    assert(neg.stderr.includes("--low-rank"), neg.stderr);
+    const big = await run("--low-rank", "200");
+    assert(big.code !== 0 && big.stderr.includes("lowRank is at most 128"), big.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
