@@ -11,7 +11,7 @@
  * - low_rank_r{R}_{M}x{K}x{N}: the branch with the adapter's GEMM for X·Aᵀ;
  * - low_rank_r{R}_down_v1_…: the same, the X·Aᵀ GEMM forced to version 1 (16×16 tiles: more
  *   workgroups for a thin output than version 2's 128-column tiles); `_down_vA_up_vB_` force
- *   both GEMMs;
+ *   both GEMMs (CPU adapters: version 3 against 2);
  * - gemm_w4a8_{M}x{K}x{N}: qgemmInt of a uniform W4 weight (per row) on per-token A8 codes.
  * `extra.shares` holds each branch row as a percentage of the W4A8 GEMM of its shape.
  *
@@ -172,9 +172,12 @@ const suite = new BenchSuite({
 
 for (const s of SHAPES) {
   for (const R of [16, 32]) suite.add(branchCase(s, R));
-  if (onGpu) suite.add(branchCase(s, 32, 1));
-  if (onGpu) suite.add(branchCase(s, 32, 1, 1));
-  if (onGpu) suite.add(branchCase(s, 32, 2, 1));
+  // A/B of the two GEMMs' versions: GPUs 1 against 2; CPU adapters 3 (their small-M kernel)
+  // against 2.
+  const [alt, base] = onGpu ? [1, 2] as const : [3, 2] as const;
+  suite.add(branchCase(s, 32, alt));
+  suite.add(branchCase(s, 32, alt, alt));
+  suite.add(branchCase(s, 32, base, alt));
   suite.add(w4a8Case(s));
 }
 suite.register();
