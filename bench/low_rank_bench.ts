@@ -8,7 +8,7 @@
  *
  * Rows (ms), at the bundled model's layer (M = 2048: one image's 1024 tokens × 2 for CFG,
  * K = N = 128) and, on GPUs, PixArt-α's FFN up-projection (M = 4096, K = 1152, N = 4608):
- * - low_rank_r{R}_{M}x{K}x{N}: the branch with the adapter's GEMM for X·Aᵀ;
+ * - low_rank_r{R}_{M}x{K}x{N}: the branch as layers run it (lowRankAdd's GEMM versions);
  * - low_rank_r{R}_down_v1_…: the same, the X·Aᵀ GEMM forced to version 1 (16×16 tiles: more
  *   workgroups for a thin output than version 2's 128-column tiles); `_down_vA_up_vB_` force
  *   both GEMMs (CPU adapters: version 3 against 2);

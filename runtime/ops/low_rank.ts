@@ -4,8 +4,10 @@
  * the weight). The layer records its quantized GEMM of E with the bias only, then
  * {@linkcode lowRankAdd}: Z ← epilogue(Z + (X·Aᵀ)·Bᵀ) in place — two dense {@linkcode gemm}s,
  * U = X·Aᵀ, then U·Bᵀ accumulated into Z with the rest of the epilogue (runtime/quant/qlinear.ts).
- * On GPUs the thin X·Aᵀ runs on gemm's version 1 (16×16 tiles; version 2's 128-wide tiles
- * leave most of the GPU idle at N = R), U·Bᵀ on the default.
+ * The thin X·Aᵀ runs on gemm's version 1 on GPUs (16×16 tiles; version 2's 128-wide tiles leave
+ * most of the GPU idle at N = R) and 3 on CPU adapters (2.2× faster than 2 on lavapipe at the
+ * bundled model's 2048×128, R 32: `bench/results/cpu-lavapipe/2026-11-28_low_rank.md`); U·Bᵀ on
+ * the default.
  * Measured on an H200 (`2026-11-28_low_rank*.md`): at PixArt's FFN up (4096×1152×4608, R 32)
  * 0.35 ms, 40 % of the W4A8 GEMM beside it; the pass this replaced, summing R products an
  * output, cost 0.72 ms there, and a single launch computing U per row tile in workgroup memory
@@ -24,7 +26,7 @@ export const LOW_RANK_MAX = 128;
 
 /** Options of {@linkcode lowRankAdd}: gemm's epilogue, and the GEMMs' versions. */
 export interface LowRankAddOptions extends Omit<QGemmEpilogue, "out"> {
-  /** The X·Aᵀ GEMM's version and tile knobs (benchmarks); default 1 on GPUs, else the adapter's. */
+  /** The X·Aᵀ GEMM's version and tile knobs (benchmarks); default 1 on GPUs, 3 on CPU adapters. */
   down?: Pick<GemmOptions, "version" | "tune">;
   /** The U·Bᵀ GEMM's version and tile knobs (benchmarks); default the adapter's. */
   up?: Pick<GemmOptions, "version" | "tune">;
@@ -61,7 +63,8 @@ export function lowRankAdd(
     throw new RangeError(`${who}: b must be [N, ${R}], got [${b.shape}]`);
   }
   const { down, up, ...epi } = opts;
-  const thin = rec.runtime.info.fallback ? {} : { version: 1 as const };
+  // The thin X·Aᵀ (N = R): version 2's 128-wide tiles would be mostly idle.
+  const thin = { version: rec.runtime.info.fallback ? 3 as const : 1 as const };
   const u = gemm(rec, x, a, { ...thin, ...down }); // [..., R]; gemm checks x against a
   try {
     // gemm checks z against b's N and x's rows, the dtypes, and that nothing aliases z.
