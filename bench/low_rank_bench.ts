@@ -100,7 +100,7 @@ function branchCase(s: Shape, R: number, down?: GemmVersion, up?: GemmVersion): 
         },
         dispose: () => [x, a, b, z].forEach((v) => v.release()),
         note: `${note}; X·Aᵀ by gemm ${
-          down ? `v${down}` : "(the adapter's version)"
+          down ? `v${down}` : "(lowRankAdd's choice)"
         }, then U·Bᵀ accumulated by gemm ${up ? `v${up}` : "(the adapter's version)"}`,
       };
     },
