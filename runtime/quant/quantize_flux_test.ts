@@ -291,3 +291,42 @@ Deno.test(
     await Deno.remove(dir, { recursive: true });
   },
 );
+
+Deno.test(
+  "FLUX with a low-rank branch: the artifact generates, nearer FP32 than without (W3A8)",
+  gpuTest,
+  async () => {
+    const { cal, ref, guidance } = await fixtureRun();
+    const dir = await Deno.makeTempDir({ prefix: "webdit_flux_lr_" });
+    await withRuntime(async (rt) => {
+      const noise = cal.latents!.data;
+      const d = (x: Float32Array) => x.map((v, i) => v - noise[i]);
+      const cos: number[] = [];
+      for (const lowRank of [0, 8]) {
+        const r = await quantizeModel({
+          model: FIXTURE,
+          quantizer: "uniform",
+          wbits: 3,
+          abits: 8,
+          lowRank,
+          runtime: rt,
+        });
+        const out = `${dir}/r${lowRank}.safetensors`;
+        await writeArtifact(out, r);
+        const pipe = await loadPipeline(rt, { path: out });
+        try {
+          const res = await fixtureGenerate(pipe, cal, guidance);
+          assert(res.latents.every(Number.isFinite), "non-finite latents");
+          cos.push(cosine(d(res.latents), d(ref)));
+        } finally {
+          pipe.release();
+        }
+      }
+      assert(
+        cos[1] > cos[0],
+        `latent change vs FP32: cosine ${cos[1]} with R 8, ${cos[0]} without`,
+      );
+    });
+    await Deno.remove(dir, { recursive: true });
+  },
+);
