@@ -21,16 +21,14 @@
  */
 import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
-import { readTensor, readTensorRaw, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
+import { readTensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { actQuant } from "../runtime/ops/act_quant.ts";
 import type { GemmVersion } from "../runtime/ops/gemm.ts";
 import { lowRankAdd } from "../runtime/ops/low_rank.ts";
-import { qgemmInt, uploadQWeight } from "../runtime/ops/qgemm.ts";
-import { unpackCodes } from "../runtime/reference/rotq.ts";
-import { uniformDequantize, uniformQuantize } from "../plugins/quantizers/uniform.ts";
 import { type BenchCase, BenchSuite, deviceSlug } from "./harness.ts";
-import { checkSampled, productRef } from "./sampled_check.ts";
+import { checkSampled } from "./sampled_check.ts";
+import { prepareW4a8 } from "./w4a8_gemm.ts";
 
 const rt = await createRuntime({
   adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
@@ -114,32 +112,15 @@ function w4a8Case(s: Shape): BenchCase {
     unit: "ms",
     setup: async () => {
       const ws = new Prng(7).normals(N * K).map((v) => v / Math.sqrt(K));
-      const qw = uniformQuantize({ data: ws, rows: N, cols: K }, { bits: 4 });
-      const wd = uniformDequantize(qw);
-      const w = uploadQWeight(rt, qw, { a16: false, int: true });
       const x = uploadTensor(rt, s.xs, [M, K]);
-      const rec = new Recorder(rt);
-      const xa = actQuant(rec, x, 8);
-      const y: Tensor = qgemmInt(rec, xa, w);
-      await rec.submit();
-      const codes = unpackCodes((await readTensorRaw(rt, xa.q)) as Uint32Array, M, K);
-      const sc = await readTensor(rt, xa.scales);
-      const note = checkSampled(
-        s.name,
-        await readTensor(rt, y),
-        M,
-        N,
-        productRef(codes, wd, K, sc),
-      );
+      const p = await prepareW4a8(rt, s, ws, (r) => actQuant(r, x, 8));
       return {
-        device: rt.device,
-        run: (reps) => {
-          const r = new Recorder(rt);
-          for (let i = 0; i < reps; i++) qgemmInt(r, xa, w, { out: y });
-          return r.submit();
+        ...p,
+        dispose: () => {
+          p.dispose?.();
+          x.release();
         },
-        dispose: () => [x, y, xa.q, xa.scales].forEach((v) => v.release()),
-        note: `${note}; qgemmInt, uniform W4 per row, per-token A8 codes`,
+        note: `${p.note}; qgemmInt, uniform W4 per row, per-token A8 codes`,
       };
     },
   };

@@ -38,7 +38,7 @@ import { actQuant } from "../runtime/ops/act_quant.ts";
 import { centerActivations } from "../runtime/ops/act_center.ts";
 import { actCentresRef, type CenterMode } from "../runtime/reference/act_center.ts";
 import { gemm } from "../runtime/ops/gemm.ts";
-import { qgemmA16, qgemmInt, uploadQWeight } from "../runtime/ops/qgemm.ts";
+import { qgemmA16, uploadQWeight } from "../runtime/ops/qgemm.ts";
 import {
   detectFmaContraction,
   type HadamardTransformTensors,
@@ -58,9 +58,10 @@ import {
   rotateOutlierRef,
   unpackCodes,
 } from "../runtime/reference/rotq.ts";
-import { uniformDequantize, uniformQuantize } from "../plugins/quantizers/uniform.ts";
+import { uniformQuantize } from "../plugins/quantizers/uniform.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
 import { checkSampled, productRef, type SampledRef } from "./sampled_check.ts";
+import { prepareW4a8 } from "./w4a8_gemm.ts";
 
 const rt = await createRuntime({
   adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
@@ -252,36 +253,11 @@ function w4a8Case(): BenchCase {
     name: `gemm_w4a8_${shape}x${N}`,
     unit: UNIT,
     setup: async () => {
-      const qw = uniformQuantize({ data: ws, rows: N, cols: K }, { bits: 4 });
-      const wd = uniformDequantize(qw);
-      const w = uploadQWeight(rt, qw, { a16: false, int: true });
-      const rec = new Recorder(rt);
-      const xa = rotqHadamard(rec, x32, had, 8);
-      const y = qgemmInt(rec, xa, w);
-      await rec.submit();
-      const words = (await readTensorRaw(rt, xa.q)) as Uint32Array;
-      const codes = unpackCodes(words, M, K);
-      const sc = await readTensor(rt, xa.scales);
-      const note = checkSampled(
-        "W4A8",
-        await readTensor(rt, y),
-        M,
-        N,
-        productRef(codes, wd, K, sc),
-        tol,
-      );
+      const p = await prepareW4a8(rt, { M, K, N }, ws, (r) => rotqHadamard(r, x32, had, 8), tol);
       return {
-        device: rt.device,
-        run: (reps) => {
-          // Into setup's output: a sample runs in chunks, and a fresh 75 MB output per chunk
-          // timed the allocation (2.9 TFLOP/s on the H200 at 564fd9d).
-          const r = new Recorder(rt);
-          for (let i = 0; i < reps; i++) qgemmInt(r, xa, w, { out: y });
-          return r.submit();
-        },
-        dispose: () => y.release(),
+        ...p,
         value: (ms) => rate(2 * M * N * K, ms),
-        note: `qgemmInt (uniform W4 per row, A8 from rotq_hadamard); ${note}`,
+        note: `qgemmInt (uniform W4 per row, A8 from rotq_hadamard); ${p.note}`,
       };
     },
   };
