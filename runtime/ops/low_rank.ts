@@ -1,11 +1,11 @@
 /**
- * The low-rank branch of a quantized linear (SVDQuant's): W' = B·A + E, the rank-R part kept
- * in float and run on the unquantized input, E quantized (runtime/quant/low_rank.ts splits
- * the weight). The layer records its quantized GEMM of E with the bias only, then
+ * The low-rank branch of a quantized linear (SVDQuant's): the weight the quantizer sees splits
+ * as W' = B·Bᵀ·W' + E (runtime/quant/low_rank.ts); E is quantized, the rank-R part runs in float
+ * as (X·Aᵀ)·Bᵀ with A = Bᵀ·W on the unquantized input. The layer records its quantized GEMM of E with the bias only, then
  * {@linkcode lowRankAdd}: Z ← epilogue(Z + (X·Aᵀ)·Bᵀ) in place — two dense {@linkcode gemm}s,
  * U = X·Aᵀ, then U·Bᵀ accumulated into Z with the rest of the epilogue (runtime/quant/qlinear.ts).
  * The thin X·Aᵀ runs on gemm's version 1 on GPUs (16×16 tiles; version 2's 128-wide tiles leave
- * most of the GPU idle at N = R) and 3 on CPU adapters (2.2× faster than 2 on lavapipe at the
+ * most of the GPU idle at N = R) and 3 on CPU adapters (over 2× faster than 2 on lavapipe at the
  * bundled model's 2048×128, R 32: `bench/results/cpu-lavapipe/2026-11-28_low_rank.md`); U·Bᵀ on
  * the default.
  * Measured on an H200 (`2026-11-28_low_rank*.md`): at PixArt's FFN up (4096×1152×4608, R 32)

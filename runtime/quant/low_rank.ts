@@ -1,5 +1,5 @@
 /**
- * The low-rank branch of a quantized weight (SVDQuant's, METHODS.md-style PTQ): the weight the
+ * The low-rank branch of a quantized weight (SVDQuant's): the weight the
  * quantizer sees, W' = W·diag(m)·R after a rotation (W itself without), is split as
  * W' = B·Bᵀ·W' + E with B [N, R] W''s top R left singular vectors. E is quantized; B·Bᵀ·W'
  * stays in float. Since x'·W'ᵀ = x·Wᵀ for the rotated input x', the branch's share is
