@@ -471,6 +471,7 @@ export async function quantize(args: string[]): Promise<number> {
             ? {}
             : { out_sqnr_round_db: l.outSqnrRtnDb, out_sqnr_gptq_db: l.outSqnrDb }),
           int8_lut_error: l.int8LutError,
+          ...(l.lowRankEnergy === undefined ? {} : { low_rank_energy: l.lowRankEnergy }),
           act_rel_error: act?.get(l.name)?.relErr ?? null,
           bytes: l.bytes,
         }))

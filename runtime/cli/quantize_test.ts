@@ -440,10 +440,24 @@ Deno.test("quantize --low-rank: the plan and --json say so; bad ranks are named"
         ...["--model", FIXTURE, "--quantizer", "uniform", "--wbits", "4", "--abits", "8"],
         ...["--json", "--out", `${dir}/m.safetensors`, "--force", ...extra],
       );
-    const r = await run("--low-rank", "8");
+    const r = await run(
+      "--low-rank",
+      "8",
+      "--report",
+      "--report-prompts",
+      "1",
+      "--report-steps",
+      "1",
+    );
     assertEquals(r.code, 0, r.stderr);
-    assertEquals(lastJson(r.stdout).low_rank, 8);
+    const j = lastJson(r.stdout);
+    assertEquals(j.low_rank, 8);
     assert(r.stderr.includes("(a rank-8 float branch a layer)"), r.stderr);
+    // The report: each quantized layer's share held by the branch (a fraction of its weight).
+    assert(r.stderr.includes("branch %"), r.stderr);
+    const shares = (j.layers as { quantizer: string; low_rank_energy?: number }[])
+      .filter((l) => l.quantizer !== "fp").map((l) => l.low_rank_energy ?? NaN);
+    assert(shares.length > 0 && shares.every((e) => e > 0 && e < 1), `${shares}`);
     const neg = await run("--low-rank", "-1");
     assertEquals(neg.code, 2, neg.stderr);
     assert(neg.stderr.includes("--low-rank"), neg.stderr);

@@ -408,6 +408,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           bytesF32: 4 * N * K,
           bytes: quantizedBytes(q, abits) + (R ? 4 * R * (N + K) : 0),
           ms,
+          ...(R ? { lowRankEnergy: meta.lowRankEnergy as number } : {}),
         };
         if (!pool) return finish();
         // GPTQ's codes replace these when its job is done (same keys, same order).

@@ -56,6 +56,8 @@ export interface LayerReport {
   outSqnrRtnDb?: number;
   /** GPTQ: output SQNR (dB) on the calibration inputs with GPTQ's codes. */
   outSqnrDb?: number;
+  /** With a low-rank branch: its share of W''s squared norm (the rest is quantized). */
+  lowRankEnergy?: number;
   /** Why it stays FP. */
   reason?: string;
 }
@@ -227,9 +229,14 @@ export function formatReport(
   const gptq = layers.some((l) => l.outSqnrDb !== undefined);
   const head = ["layer", "quant", "W", "A", "N×K", "SQNR dB", "int8 LUT err", "act err", "act dB"];
   if (gptq) head.push("out dB round", "out dB gptq");
+  // A low-rank branch: the share of each weight it holds in float.
+  const lowRank = layers.some((l) => l.lowRankEnergy !== undefined);
+  if (lowRank) head.push("branch %");
   const rows = layers.map((l) => {
     const a = act?.get(l.name);
     const extra = gptq ? [fmt(l.outSqnrRtnDb), fmt(l.outSqnrDb)] : [];
+    const e = l.lowRankEnergy;
+    if (lowRank) extra.push(e === undefined ? "-" : (100 * e).toFixed(1));
     return [
       l.name,
       l.quantizer,
