@@ -1,0 +1,358 @@
+/**
+ * One row of an ablation matrix (bench/ablation_matrix.ts): the setting's fields (BENCHMARKS.md's
+ * names, each `quantize` flag of the same name), the key that identifies it, its human label, and
+ * the parser that validates a row and fills its defaults.
+ *
+ * @module
+ */
+import { type AbitsOverride, isActGroup } from "../runtime/quant/plan.ts";
+import { CENTER_MODES, type CenterMode } from "../runtime/reference/act_center.ts";
+
+/** One setting of the matrix (the key of an ablation row, BENCHMARKS.md's names). */
+export interface AblationSetting {
+  /** "fp32" (no weight quantization) or a quantizer plugin. */
+  quantizer: string;
+  wbits: number | null;
+  abits: number | null;
+  /** "none" or a rotation plugin. */
+  rotation: string;
+  /** "dense" or "paro". */
+  attention: string;
+  density: number | null;
+  attn_bits: number | null;
+  /** Weight groups of this many input channels (quantize --group-size); absent: per row. */
+  group_size?: number;
+  /** "mse": TLQ's row grids fitted by least squares (quantize --tlq-fit mse); absent: METHODS.md's. */
+  tlq_fit?: "mse";
+  /** "nearest": TLQ's codes on the nearest level (quantize --tlq-assign nearest); absent: log. */
+  tlq_assign?: "nearest";
+  /** Codes chosen by GPTQ (quantize --gptq); absent or false: plain rounding. */
+  gptq?: boolean;
+  /** With gptq: where it runs (quantize --gptq-device); absent: auto (the GPU if there is one). */
+  gptq_device?: "cpu" | "gpu";
+  /** With gptq: its dampening (quantize --gptq-damp); absent: the default 0.01. */
+  gptq_damp?: number;
+  /** Per-layer activation bits (quantize --abits-override), first match wins; absent: none. */
+  abits_override?: AbitsOverride[];
+  /** Activation centring (quantize --center); absent: none. */
+  center?: CenterMode;
+  /** SmoothQuant α of the rotations (quantize --alpha); absent: the default 0.5. */
+  alpha?: number;
+  /** false: rotate without smoothing (quantize --no-smooth); absent: smoothed. */
+  smooth?: false;
+  /** ARS threshold τ of the adaptive rotation (quantize --tau); absent: the default 1. */
+  tau?: number;
+  /** "error": ARS picks each layer's branch by measured error (quantize --ars-select error). */
+  ars_select?: "error";
+  /** Channels an activation scale (quantize --act-group); absent: one a token. */
+  act_group?: number;
+  /** With act_group: asymmetric groups (quantize --act-asym); absent: symmetric. */
+  act_asym?: boolean;
+  /** true: quantize by CFG delta (quantize --cfg-delta); absent: off. */
+  cfg_delta?: boolean;
+  /** Rank of each layer's float low-rank branch (quantize --low-rank); absent: none. */
+  low_rank?: number;
+}
+
+/** The FP32 dense reference setting. */
+export const REFERENCE: AblationSetting = {
+  quantizer: "fp32",
+  wbits: null,
+  abits: null,
+  rotation: "none",
+  attention: "dense",
+  density: null,
+  attn_bits: null,
+};
+
+const KEYS = Object.keys(REFERENCE) as (keyof AblationSetting)[];
+
+/**
+ * A string that identifies a setting (rows with equal keys replace each other). GPTQ is
+ * appended only when on, so the keys of rows from before it existed stay the same.
+ */
+export function settingKey(s: AblationSetting): string {
+  return KEYS.map((k) => String(s[k] ?? null)).join("|") +
+    (s.group_size ? `|wgroup-${s.group_size}` : "") +
+    (s.tlq_fit ? `|fit-${s.tlq_fit}` : "") + (s.tlq_assign ? `|assign-${s.tlq_assign}` : "") +
+    (s.gptq ? "|gptq" : "") +
+    (s.gptq_device ? `-${s.gptq_device}` : "") +
+    (s.gptq_damp !== undefined ? `-damp-${s.gptq_damp}` : "") +
+    (s.abits_override
+      ? `|${s.abits_override.map((o) => `${o.pattern}=${o.abits}`).join(",")}`
+      : "") +
+    (s.center ? `|center-${s.center}` : "") +
+    (s.alpha !== undefined ? `|alpha-${s.alpha}` : "") +
+    (s.smooth === false ? "|nosmooth" : "") +
+    (s.tau !== undefined ? `|tau-${s.tau}` : "") +
+    (s.ars_select ? `|ars-${s.ars_select}` : "") +
+    (s.act_group ? `|actgroup-${s.act_group}` : "") +
+    (s.act_asym ? "-asym" : "") +
+    (s.cfg_delta ? "|cfgd" : "") +
+    (s.low_rank ? `|lowrank-${s.low_rank}` : "");
+}
+
+/** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
+export function settingLabel(s: AblationSetting): string {
+  const parts = [s.quantizer === "fp32" ? "fp32" : `${s.quantizer} W${s.wbits}A${s.abits}`];
+  if (s.group_size) parts[0] += ` g${s.group_size}`;
+  if (s.tlq_fit) parts[0] += ` ${s.tlq_fit}-fit`;
+  if (s.tlq_assign) parts[0] += ` ${s.tlq_assign}-rounded`;
+  if (s.gptq) parts[0] += s.gptq_device ? ` gptq (${s.gptq_device})` : " gptq";
+  if (s.gptq_damp !== undefined) parts[0] += ` damp ${s.gptq_damp}`;
+  if (s.abits_override) {
+    parts[0] += ` (${s.abits_override.map((o) => `${o.pattern} A${o.abits}`).join(", ")})`;
+  }
+  if (s.center) parts[0] += ` centred (${s.center})`;
+  if (s.alpha !== undefined) parts[0] += ` α ${s.alpha}`;
+  if (s.smooth === false) parts[0] += " unsmoothed";
+  if (s.tau !== undefined) parts[0] += ` τ ${s.tau}`;
+  if (s.ars_select) parts[0] += ` ARS by ${s.ars_select}`;
+  if (s.act_group) parts[0] += ` act groups ${s.act_group}${s.act_asym ? " asym" : ""}`;
+  if (s.cfg_delta) parts[0] += " CFG delta";
+  if (s.low_rank) parts[0] += ` low-rank ${s.low_rank}`;
+  if (s.rotation !== "none") parts.push(s.rotation);
+  if (s.attention !== "dense") {
+    const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
+    parts.push(`${s.attention} ${s.density} ${bits}`);
+  }
+  return parts.join(" ");
+}
+
+/** Row fields beside KEYS, each absent from older rows (their keys stay the same). */
+const EXTRA_KEYS: string[] = [
+  "group_size",
+  "tlq_fit",
+  "tlq_assign",
+  "gptq",
+  "gptq_device",
+  "gptq_damp",
+  "abits_override",
+  "center",
+  "alpha",
+  "smooth",
+  "tau",
+  "ars_select",
+  "act_group",
+  "act_asym",
+  "cfg_delta",
+  "low_rank",
+];
+
+/** Throws a RangeError naming the matrix file and the field. */
+export function fail(file: string, field: string, msg: string): never {
+  throw new RangeError(`${file}: ${field} ${msg}`);
+}
+
+/** `v` as an integer in [min, max], or a RangeError naming the field. */
+export function intField(
+  file: string,
+  field: string,
+  v: unknown,
+  min: number,
+  max: number,
+): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    fail(file, field, `must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** Validates one setting object and fills its defaults. */
+export function parseSetting(file: string, field: string, raw: unknown): AblationSetting {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    fail(file, field, "must be an object");
+  }
+  const r = raw as Record<string, unknown>;
+  for (const k of Object.keys(r)) {
+    if (!(KEYS as string[]).includes(k) && !EXTRA_KEYS.includes(k)) {
+      fail(
+        file,
+        `${field}.${k}`,
+        `is not a setting (known: ${[...KEYS, ...EXTRA_KEYS].join(", ")})`,
+      );
+    }
+  }
+  const s: AblationSetting = { ...REFERENCE };
+  if (r.gptq !== undefined) {
+    if (typeof r.gptq !== "boolean") fail(file, `${field}.gptq`, "must be true or false");
+    if (r.gptq) s.gptq = true;
+  }
+  if (r.gptq_device !== undefined) {
+    if (r.gptq_device !== "cpu" && r.gptq_device !== "gpu") {
+      fail(
+        file,
+        `${field}.gptq_device`,
+        `must be "cpu" or "gpu", got ${JSON.stringify(r.gptq_device)}`,
+      );
+    }
+    if (!s.gptq) fail(file, `${field}.gptq_device`, "needs gptq: true");
+    s.gptq_device = r.gptq_device;
+  }
+  if (r.gptq_damp !== undefined) {
+    const d = r.gptq_damp;
+    if (typeof d !== "number" || !(d >= 0) || !Number.isFinite(d)) {
+      fail(file, `${field}.gptq_damp`, `must be a number ≥ 0, got ${JSON.stringify(d)}`);
+    }
+    if (!s.gptq) fail(file, `${field}.gptq_damp`, "needs gptq: true");
+    s.gptq_damp = d;
+  }
+  if (r.group_size !== undefined) {
+    const g = r.group_size;
+    if (typeof g !== "number" || !Number.isInteger(g) || g < 16 || g % 16 !== 0) {
+      fail(file, `${field}.group_size`, `must be a multiple of 16, got ${JSON.stringify(g)}`);
+    }
+    if (r.quantizer !== "uniform" && r.quantizer !== "tlq") {
+      fail(file, `${field}.group_size`, "is uniform's and tlq's");
+    }
+    s.group_size = g;
+  }
+  if (r.tlq_fit !== undefined) {
+    if (r.tlq_fit !== "mse") {
+      fail(
+        file,
+        `${field}.tlq_fit`,
+        `must be "mse" (percentile is the default), got ${JSON.stringify(r.tlq_fit)}`,
+      );
+    }
+    s.tlq_fit = "mse";
+  }
+  if (r.tlq_assign !== undefined) {
+    if (r.tlq_assign !== "nearest") {
+      fail(
+        file,
+        `${field}.tlq_assign`,
+        `must be "nearest" (log is the default), got ${JSON.stringify(r.tlq_assign)}`,
+      );
+    }
+    s.tlq_assign = "nearest";
+  }
+  if (r.center !== undefined) {
+    if (!CENTER_MODES.includes(r.center as CenterMode)) {
+      fail(file, `${field}.center`, `must be ${CENTER_MODES.map((m) => `"${m}"`).join(" or ")}`);
+    }
+    s.center = r.center as CenterMode;
+  }
+  if (r.act_group !== undefined) {
+    const g = r.act_group;
+    if (!isActGroup(g)) {
+      fail(file, `${field}.act_group`, `must be a multiple of 16, got ${JSON.stringify(g)}`);
+    }
+    s.act_group = g as number;
+  }
+  if (r.act_asym !== undefined) {
+    if (r.act_asym !== true || !s.act_group) {
+      fail(file, `${field}.act_asym`, "must be true, beside an act_group");
+    }
+    s.act_asym = true;
+  }
+  if (r.cfg_delta !== undefined) {
+    if (r.cfg_delta !== true) fail(file, `${field}.cfg_delta`, "must be true");
+    s.cfg_delta = true;
+  }
+  if (r.low_rank !== undefined) {
+    s.low_rank = intField(file, `${field}.low_rank`, r.low_rank, 1, 4096);
+  }
+  if (r.alpha !== undefined) {
+    if (typeof r.alpha !== "number" || !(r.alpha >= 0 && r.alpha <= 1)) {
+      fail(file, `${field}.alpha`, `must be in [0, 1], got ${JSON.stringify(r.alpha)}`);
+    }
+    s.alpha = r.alpha;
+  }
+  if (r.smooth !== undefined) {
+    if (r.smooth !== false) {
+      fail(file, `${field}.smooth`, "must be false (smoothing is the default)");
+    }
+    s.smooth = false;
+  }
+  if (r.tau !== undefined) {
+    if (typeof r.tau !== "number" || !(r.tau > 0) || !Number.isFinite(r.tau)) {
+      fail(file, `${field}.tau`, `must be a positive number, got ${JSON.stringify(r.tau)}`);
+    }
+    s.tau = r.tau;
+  }
+  if (r.ars_select !== undefined) {
+    if (r.ars_select !== "error") {
+      fail(
+        file,
+        `${field}.ars_select`,
+        `must be "error" (rms is the default), got ${JSON.stringify(r.ars_select)}`,
+      );
+    }
+    s.ars_select = "error";
+  }
+  if (r.abits_override !== undefined) {
+    const list = r.abits_override;
+    if (!Array.isArray(list) || !list.length) {
+      fail(file, `${field}.abits_override`, "must be a non-empty list of { pattern, abits }");
+    }
+    s.abits_override = list.map((o, i) => {
+      const f = `${field}.abits_override[${i}]`;
+      if (typeof o?.pattern !== "string" || !o.pattern) fail(file, f, "needs a pattern");
+      return { pattern: o.pattern, abits: intField(file, `${f}.abits`, o.abits, 2, 16) };
+    });
+  }
+  for (const k of ["quantizer", "rotation", "attention"] as const) {
+    if (r[k] === undefined) continue;
+    if (typeof r[k] !== "string" || !r[k]) fail(file, `${field}.${k}`, "must be a name");
+    s[k] = r[k] as string;
+  }
+  for (const k of ["wbits", "abits", "attn_bits"] as const) {
+    if (r[k] === undefined || r[k] === null) continue;
+    s[k] = intField(file, `${field}.${k}`, r[k], 2, 16);
+  }
+  if (r.density !== undefined && r.density !== null) {
+    const d = r.density;
+    if (typeof d !== "number" || !(d > 0 && d <= 1)) {
+      fail(file, `${field}.density`, `must be in (0, 1], got ${JSON.stringify(d)}`);
+    }
+    s.density = d;
+  }
+  if (s.quantizer === "fp32") {
+    if (
+      s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq ||
+      s.abits_override || s.center || s.alpha !== undefined || s.act_group || s.cfg_delta ||
+      s.low_rank
+    ) {
+      fail(
+        file,
+        field,
+        "fp32 takes no wbits, abits, rotation, gptq, abits_override, center, alpha, act_group, " +
+          "cfg_delta or low_rank",
+      );
+    }
+  } else if (s.tlq_fit && s.quantizer !== "tlq") {
+    fail(file, `${field}.tlq_fit`, 'is the "tlq" quantizer\'s');
+  } else if (s.tlq_assign && (s.quantizer !== "tlq" || s.tlq_fit)) {
+    fail(
+      file,
+      `${field}.tlq_assign`,
+      'is the "tlq" quantizer\'s, without tlq_fit (mse is nearest)',
+    );
+  } else if (s.wbits === null || s.abits === null) {
+    fail(file, field, `quantizer "${s.quantizer}" needs wbits and abits`);
+  } else if (s.cfg_delta && s.abits === 16) {
+    fail(file, `${field}.cfg_delta`, "needs abits 4, 6 or 8");
+  } else if (s.alpha !== undefined && s.rotation === "none") {
+    fail(file, `${field}.alpha`, "needs a rotation (it is the rotations' smoothing)");
+  } else if (s.smooth === false && s.rotation === "none") {
+    fail(file, `${field}.smooth`, "needs a rotation (it is the rotations' smoothing)");
+  } else if (s.smooth === false && s.alpha !== undefined) {
+    fail(file, `${field}.alpha`, "is the smoothing's, and smooth is false");
+  } else if (s.tau !== undefined && s.rotation !== "adaptive") {
+    fail(file, `${field}.tau`, "is the adaptive rotation's threshold (rotation: adaptive)");
+  } else if (s.ars_select && s.rotation !== "adaptive") {
+    fail(file, `${field}.ars_select`, "is the adaptive rotation's (rotation: adaptive)");
+  } else if (s.ars_select && s.tau !== undefined) {
+    fail(file, `${field}.tau`, "is the rms selection's threshold, and ars_select is error");
+  }
+  if (s.attention === "dense") {
+    if (s.density !== null || s.attn_bits !== null) {
+      fail(file, field, "dense attention takes no density or attn_bits");
+    }
+  } else {
+    s.density ??= 0.3;
+    s.attn_bits ??= 8;
+  }
+  return s;
+}
