@@ -226,7 +226,7 @@ export function lowRankSplit(
     (_, r) => Float64Array.from({ length: N }, (_, n) => bf[n * rank + r]),
   );
   const a = mulColsT(w.data, N, K, bCols); // Bᵀ·W: R rows of K
-  const pt = mulColsT(wt.data, N, K, bCols); // Bᵀ·W'
+  const pt = w === wt ? a : mulColsT(wt.data, N, K, bCols); // Bᵀ·W' (Bᵀ·W without a rotation)
   const residual = new Float32Array(N * K);
   let total = 0;
   let kept = 0;

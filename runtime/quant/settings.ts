@@ -99,7 +99,7 @@ export function resolveSettings(
   }
   if (o.lowRank && o.lowRank > LOW_RANK_MAX) {
     throw new RangeError(
-      `lowRank is at most ${LOW_RANK_MAX} (the branch kernel's), got ${o.lowRank}`,
+      `lowRank is at most ${LOW_RANK_MAX} (a branch is meant to be thin), got ${o.lowRank}`,
     );
   }
   if (o.tlqFit !== undefined) {
