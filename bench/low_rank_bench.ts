@@ -11,7 +11,9 @@
  * - low_rank_r{R}_{M}x{K}x{N}: the branch as layers run it (lowRankAdd's GEMM versions);
  * - low_rank_r{R}_down_v1_…: the same, the X·Aᵀ GEMM forced to version 1 (16×16 tiles: more
  *   workgroups for a thin output than version 2's 128-column tiles); `_down_vA_up_vB_` force
- *   both GEMMs (CPU adapters: version 3 against 2);
+ *   both GEMMs (CPU adapters: version 3 against 2; GPUs: 1 and 4, the thin kernel, against 2);
+ * - low_rank_down_r{R}_v{V}_… (GPUs): X·Aᵀ alone on version V; low_rank_up_r{R}_…: U·Bᵀ
+ *   accumulated alone (the adapter's version): where the branch's time goes;
  * - gemm_w4a8_{M}x{K}x{N}: qgemmInt of a uniform W4 weight (per row) on per-token A8 codes.
  * `extra.shares` holds each branch row as a percentage of the W4A8 GEMM of its shape.
  *
@@ -24,7 +26,7 @@ import { Recorder } from "../runtime/gpu/kernel.ts";
 import { readTensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { actQuant } from "../runtime/ops/act_quant.ts";
-import type { GemmVersion } from "../runtime/ops/gemm.ts";
+import { gemm, type GemmVersion } from "../runtime/ops/gemm.ts";
 import { lowRankAdd } from "../runtime/ops/low_rank.ts";
 import { type BenchCase, BenchSuite, deviceSlug } from "./harness.ts";
 import { checkSampled } from "./sampled_check.ts";
@@ -105,6 +107,55 @@ function branchCase(s: Shape, R: number, down?: GemmVersion, up?: GemmVersion): 
   };
 }
 
+/** One of the branch's two GEMMs alone: X·Aᵀ on `version`, or (no version) U·Bᵀ accumulated. */
+function partCase(s: Shape, R: number, version?: GemmVersion): BenchCase {
+  const { M, K, N } = s;
+  const down = version !== undefined;
+  return {
+    name: down ? `low_rank_down_r${R}_v${version}_${s.name}` : `low_rank_up_r${R}_${s.name}`,
+    unit: "ms",
+    setup: async () => {
+      const g = new Prng(R + 1);
+      // down: X [M, K]·A [R, K]ᵀ → [M, R]; up: U [M, R]·B [N, R]ᵀ accumulated into Z [M, N].
+      const [rows, depth, cols] = down ? [M, K, R] : [M, R, N];
+      const xs = down ? s.xs : g.normals(M * R);
+      const ws = g.normals(cols * depth).map((v) => v / Math.sqrt(depth));
+      const zs = down ? new Float32Array(M * R) : s.zs;
+      const x = uploadTensor(rt, xs, [rows, depth]);
+      const w = uploadTensor(rt, ws, [cols, depth]);
+      const z = uploadTensor(rt, zs, [rows, cols]);
+      const opts = down ? { version, out: z } : { accumulate: true, out: z };
+      const rec = new Recorder(rt);
+      gemm(rec, x, w, opts);
+      await rec.submit();
+      const y = await readTensor(rt, z);
+      const note = checkSampled(s.name, y, rows, cols, (m, n) => {
+        let v = zs[m * cols + n];
+        let mag = Math.abs(v);
+        for (let k = 0; k < depth; k++) {
+          v += xs[m * depth + k] * ws[n * depth + k];
+          mag += Math.abs(xs[m * depth + k] * ws[n * depth + k]);
+        }
+        return { v, mag };
+      });
+      return {
+        device: rt.device,
+        run: (reps) => {
+          const r = new Recorder(rt);
+          for (let i = 0; i < reps; i++) gemm(r, x, w, opts);
+          return r.submit();
+        },
+        dispose: () => [x, w, z].forEach((v) => v.release()),
+        note: `${note}; ${
+          down
+            ? `X·Aᵀ alone, gemm v${version}`
+            : "U·Bᵀ accumulated alone, gemm (the adapter's version)"
+        }`,
+      };
+    },
+  };
+}
+
 function w4a8Case(s: Shape): BenchCase {
   const { M, K, N } = s;
   return {
@@ -153,12 +204,18 @@ const suite = new BenchSuite({
 
 for (const s of SHAPES) {
   for (const R of [16, 32]) suite.add(branchCase(s, R));
-  // A/B of the two GEMMs' versions: GPUs 1 against 2; CPU adapters 3 (their small-M kernel)
-  // against 2.
+  // A/B of the two GEMMs' versions: GPUs 1 (and 4, the thin kernel) against 2; CPU adapters 3
+  // (their small-M kernel) against 2.
   const [alt, base] = onGpu ? [1, 2] as const : [3, 2] as const;
   suite.add(branchCase(s, 32, alt));
   suite.add(branchCase(s, 32, alt, alt));
   suite.add(branchCase(s, 32, base, alt));
+  if (onGpu) {
+    suite.add(branchCase(s, 32, 4));
+    suite.add(branchCase(s, 32, 4, 1));
+    for (const v of [1, 2, 4] as const) suite.add(partCase(s, 32, v));
+    suite.add(partCase(s, 32));
+  }
   suite.add(w4a8Case(s));
 }
 suite.register();

@@ -7,7 +7,9 @@
  * 1. `gemm_tiled.wgsl`: simple 16×16 tiles through workgroup memory (the baseline);
  * 2. `gemm_reg.wgsl`: register-blocked 8×8 per invocation, 128×128 tiles, for GPUs;
  * 3. `gemm_cpu.wgsl`: for CPU adapters, where loads cost far more than FMAs (4×4 blocks
- *    per invocation straight from storage; f16 with K % 8 == 0 loads eight packed halves).
+ *    per invocation straight from storage; f16 with K % 8 == 0 loads eight packed halves);
+ * 4. `gemm_thin.wgsl`: for thin outputs on GPUs (N ≤ 128, a low-rank branch's X·Aᵀ): 16-row
+ *    tiles as wide as N, so M / 16 workgroups share the work.
  *
  * The op picks 2 on GPUs; on a fallback (CPU) adapter 2 or 3 by shape and storage type
  * (see {@linkcode defaultGemmVersion}), unless `version` forces one.
@@ -28,14 +30,15 @@ import ioF16x4Src from "../../wgsl/gemm_io_f16x4.wgsl" with { type: "text" };
 import tiledSrc from "../../wgsl/gemm_tiled.wgsl" with { type: "text" };
 import regSrc from "../../wgsl/gemm_reg.wgsl" with { type: "text" };
 import cpuSrc from "../../wgsl/gemm_cpu.wgsl" with { type: "text" };
+import thinSrc from "../../wgsl/gemm_thin.wgsl" with { type: "text" };
 
 export type { GemmActivation } from "../reference/gemm.ts";
 
-/** Kernel versions: 1 simple tiled, 2 register-blocked (GPU), 3 CPU-adapter. */
-export type GemmVersion = 1 | 2 | 3;
+/** Kernel versions: 1 simple tiled, 2 register-blocked (GPU), 3 CPU-adapter, 4 thin (GPU). */
+export type GemmVersion = 1 | 2 | 3 | 4;
 
 /** The kernel versions, for validation and sweeps. */
-export const GEMM_VERSIONS: readonly GemmVersion[] = [1, 2, 3];
+export const GEMM_VERSIONS: readonly GemmVersion[] = [1, 2, 3, 4];
 
 /** Tile knobs (override constants) of versions 2 and 3; unset ones take the defaults. */
 export interface GemmTune {
@@ -53,7 +56,8 @@ export interface GemmTune {
   wg?: number;
   /** v3: rows per invocation, 1 … 4. */
   rt?: number;
-  /** v3: columns per invocation, 1 … 8. */
+  /** v3: columns per invocation, 1 … 8; v4: columns per invocation (tile width 16·ct), 1 … 8,
+   * default the fewest that cover N (at most 8). */
   ct?: number;
 }
 
@@ -122,12 +126,13 @@ interface Params {
   tune: Required<GemmTune>;
 }
 
-const SOURCES: Record<GemmVersion, string> = { 1: tiledSrc, 2: regSrc, 3: cpuSrc };
+const SOURCES: Record<GemmVersion, string> = { 1: tiledSrc, 2: regSrc, 3: cpuSrc, 4: thinSrc };
 const specs = new Map<string, KernelSpec<Params>>();
 
 function versionConstants(version: GemmVersion, t: Required<GemmTune>): Record<string, number> {
   if (version === 2) return { TX: t.tx, TY: t.ty, BK: t.bk, LMAP: t.lmap, EPI: t.epi };
   if (version === 3) return { WG: t.wg, RT: t.rt, CT: t.ct };
+  if (version === 4) return { CT: t.ct };
   return {};
 }
 
@@ -135,6 +140,7 @@ function dispatchOf(version: GemmVersion, p: Params): [number, number] {
   const t = p.tune;
   if (version === 1) return [Math.ceil(p.N / 16), Math.ceil(p.M / 16)];
   if (version === 2) return [Math.ceil(p.N / (8 * t.tx)), Math.ceil(p.M / (8 * t.ty))];
+  if (version === 4) return [Math.ceil(p.N / (16 * t.ct)), Math.ceil(p.M / 16)];
   const lanes = Math.ceil(p.M / t.rt) * Math.ceil(p.N / t.ct);
   return grid1d(Math.ceil(lanes / t.wg));
 }
@@ -251,6 +257,8 @@ function checkTune(version: GemmVersion, t: Required<GemmTune>, rt: Runtime): vo
     int(t.wg, "wg", 1, rt.info.limits.maxComputeInvocationsPerWorkgroup ?? 256);
     int(t.rt, "rt", 1, 4);
     int(t.ct, "ct", 1, 8);
+  } else if (version === 4) {
+    int(t.ct, "ct", 1, 8);
   }
 }
 
@@ -324,10 +332,12 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
   }
   const version = opts.version ?? defaultGemmVersion(rt, { M, K, dtype: dt });
   if (!GEMM_VERSIONS.includes(version)) {
-    throw new RangeError(`gemm: version must be 1, 2 or 3, got ${version}`);
+    throw new RangeError(`gemm: version must be 1, 2, 3 or 4, got ${version}`);
   }
   const load = gemmOperandLoad(version, dt, K);
-  const tune = { ...gemmDefaultTune(load, rt.info.fallback), ...opts.tune };
+  // Version 4's tile is as wide as N (up to 128 columns), unless a knob says otherwise.
+  const thinCt = version === 4 ? { ct: Math.min(8, Math.max(1, Math.ceil(N / 16))) } : {};
+  const tune = { ...gemmDefaultTune(load, rt.info.fallback), ...thinCt, ...opts.tune };
   checkTune(version, tune, rt);
 
   if (opts.accumulate && !opts.out) throw new RangeError("gemm: accumulate needs out");

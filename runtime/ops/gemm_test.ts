@@ -8,6 +8,7 @@ import { type GemmActivation, gemmRef } from "../reference/gemm.ts";
 import {
   defaultGemmVersion,
   gemm,
+  GEMM_VERSIONS,
   gemmOperandLoad,
   type GemmOptions,
   type GemmVersion,
@@ -94,7 +95,7 @@ const CASES: Case[] = [
   { M: 1, N: 67, K: 4608, bias: true, activation: "silu" },
 ];
 
-for (const version of [1, 2, 3] as const) {
+for (const version of GEMM_VERSIONS) {
   Deno.test(`gemm v${version} f32 matches the reference at odd shapes`, gpuTest, async () => {
     await withRuntime(async (rt) => {
       let seed = 10 * version;
@@ -126,6 +127,33 @@ for (const version of [1, 2, 3] as const) {
     });
   });
 }
+
+Deno.test(
+  "gemm v4 (thin) matches the reference at a branch's shape, any column knob",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // N = R = 32 at the DiT's K: the default knob (2 columns an invocation) fills one tile;
+      // 1 and 3 give several tiles across N and a partial one.
+      const [M, N, K] = [70, 32, 1152];
+      const g = new Prng(41);
+      const xs = g.normals(M * K);
+      const ws = g.normals(N * K).map((v) => v / Math.sqrt(K));
+      const want = gemmRef(xs, ws, M, N, K);
+      const x = uploadTensor(rt, xs, [M, K]);
+      const w = uploadTensor(rt, ws, [N, K]);
+      for (const tune of [{}, { ct: 1 }, { ct: 3 }]) {
+        const got = await runAndRead(rt, (rec) => gemm(rec, x, w, { version: 4, tune }));
+        assertClose(got, want, { atol: 1e-4, rtol: 1e-4, msg: `ct ${JSON.stringify(tune)}` });
+      }
+      assertThrows(
+        () => gemm(new Recorder(rt), x, w, { version: 4, tune: { ct: 9 } }),
+        RangeError,
+        "ct",
+      );
+    });
+  },
+);
 
 Deno.test("gemm v3 covers its 4-wide f16 loads and small register blocks", gpuTest, async () => {
   await withRuntime(async (rt) => {
@@ -194,7 +222,7 @@ Deno.test("gemm rejects bad shapes, dtypes, aliasing and knobs", gpuTest, async 
     );
     const res = t([4, 6]);
     assertThrows(() => gemm(rec, x, w, { residual: res, out: res }), RangeError, "residual");
-    assertThrows(() => gemm(rec, x, w, { version: 4 as GemmVersion }), RangeError, "version");
+    assertThrows(() => gemm(rec, x, w, { version: 5 as GemmVersion }), RangeError, "version");
     assertThrows(() => gemm(rec, x, w, { version: 2, tune: { bk: 12 } }), RangeError, "bk");
     assertThrows(() => gemm(rec, x, w, { version: 3, tune: { rt: 5 } }), RangeError, "rt");
     assertThrows(
@@ -220,7 +248,7 @@ Deno.test("gemm accumulate: out = epilogue(out + X·Wᵀ) in every version", gpu
       return res[i] + gate[n] * (y / (1 + Math.exp(-1.5957691216057308 * (y + 0.044715 * y ** 3))));
     });
     const t = (a: Float32Array, s: number[]) => uploadTensor(rt, a, s);
-    for (const version of [1, 2, 3] as const) {
+    for (const version of GEMM_VERSIONS) {
       const out = t(zs, [M, N]);
       const got = await runAndRead(rt, (r) =>
         gemm(r, t(xs, [M, K]), t(ws, [N, K]), {
