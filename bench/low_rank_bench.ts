@@ -14,7 +14,9 @@
  *   both GEMMs (CPU adapters: version 3 against 2; GPUs: 1 and 4, the thin kernel, against 2);
  * - low_rank_down_r{R}_v{V}_… (GPUs): X·Aᵀ alone on version V; low_rank_up_r{R}_…: U·Bᵀ
  *   accumulated alone (the adapter's version): where the branch's time goes;
- * - gemm_w4a8_{M}x{K}x{N}: qgemmInt of a uniform W4 weight (per row) on per-token A8 codes.
+ * - gemm_w4a8_{M}x{K}x{N}: qgemmInt of a uniform W4 weight (per row) on per-token A8 codes;
+ *   gemm_w4a8_lr32_…: the same with a rank-32 branch as layers run it on GPUs (qgemmIntLowRank:
+ *   X·Aᵀ, then U·Bᵀ added in the GEMM's store; elsewhere the unfused path);
  * `extra.shares` holds each branch row as a percentage of the W4A8 GEMM of its shape.
  *
  * Every case is checked on sampled entries against f64 sums on the host before it is timed.
@@ -29,7 +31,7 @@ import { actQuant } from "../runtime/ops/act_quant.ts";
 import { gemm, type GemmVersion } from "../runtime/ops/gemm.ts";
 import { lowRankAdd } from "../runtime/ops/low_rank.ts";
 import { type BenchCase, BenchSuite, deviceSlug } from "./harness.ts";
-import { checkSampled } from "./sampled_check.ts";
+import { checkSampled, type SampledRef } from "./sampled_check.ts";
 import { prepareW4a8 } from "./w4a8_gemm.ts";
 
 const rt = await createRuntime({
@@ -54,6 +56,40 @@ function shapeOf(M: number, K: number, N: number): Shape {
 
 const SHAPES = [shapeOf(2048, 128, 128), ...(onGpu ? [shapeOf(4096, 1152, 4608)] : [])];
 
+/** The branch's (X·Aᵀ)·Bᵀ at (m, n) in f64, and the sum of its terms' magnitudes. */
+function branchRef(
+  s: Shape,
+  R: number,
+  as: Float32Array,
+  bs: Float32Array,
+): (m: number, n: number) => SampledRef {
+  const { K } = s;
+  return (m, n) => {
+    let v = 0;
+    let mag = 0;
+    for (let j = 0; j < R; j++) {
+      let u = 0;
+      let um = 0;
+      for (let k = 0; k < K; k++) {
+        u += s.xs[m * K + k] * as[j * K + k];
+        um += Math.abs(s.xs[m * K + k] * as[j * K + k]);
+      }
+      v += u * bs[n * R + j];
+      mag += um * Math.abs(bs[n * R + j]);
+    }
+    return { v, mag };
+  };
+}
+
+/** The branch's factors: A [R, K] ~ N(0, 1/K), B [N, R] ~ N(0, 1/R). */
+function factors(s: Shape, R: number): [Float32Array, Float32Array] {
+  const g = new Prng(R);
+  return [
+    g.normals(R * s.K).map((v) => v / Math.sqrt(s.K)),
+    g.normals(s.N * R).map((v) => v / Math.sqrt(R)),
+  ];
+}
+
 function branchCase(s: Shape, R: number, down?: GemmVersion, up?: GemmVersion): BenchCase {
   const { M, K, N } = s;
   const forced = (down ? `_down_v${down}` : "") + (up ? `_up_v${up}` : "");
@@ -61,9 +97,7 @@ function branchCase(s: Shape, R: number, down?: GemmVersion, up?: GemmVersion): 
     name: `low_rank_r${R}${forced}_${s.name}`,
     unit: "ms",
     setup: async () => {
-      const g = new Prng(R);
-      const as = g.normals(R * K).map((v) => v / Math.sqrt(K));
-      const bs = g.normals(N * R).map((v) => v / Math.sqrt(R));
+      const [as, bs] = factors(s, R);
       const t = (v: Float32Array, sh: number[]) => uploadTensor(rt, v, sh);
       const [x, a, b] = [t(s.xs, [M, K]), t(as, [R, K]), t(bs, [N, R])];
       const z = t(s.zs, [M, N]);
@@ -76,19 +110,8 @@ function branchCase(s: Shape, R: number, down?: GemmVersion, up?: GemmVersion): 
       await rec.submit();
       const y = await readTensor(rt, z);
       const note = checkSampled(s.name, y, M, N, (m, n) => {
-        let v = s.zs[m * N + n];
-        let mag = Math.abs(v);
-        for (let j = 0; j < R; j++) {
-          let u = 0;
-          let um = 0;
-          for (let k = 0; k < K; k++) {
-            u += s.xs[m * K + k] * as[j * K + k];
-            um += Math.abs(s.xs[m * K + k] * as[j * K + k]);
-          }
-          v += u * bs[n * R + j];
-          mag += um * Math.abs(bs[n * R + j]);
-        }
-        return { v, mag };
+        const r = branchRef(s, R, as, bs)(m, n);
+        return { v: s.zs[m * N + n] + r.v, mag: Math.abs(s.zs[m * N + n]) + r.mag };
       });
       return {
         device: rt.device,
@@ -156,22 +179,38 @@ function partCase(s: Shape, R: number, version?: GemmVersion): BenchCase {
   };
 }
 
-function w4a8Case(s: Shape): BenchCase {
+/** The W4A8 GEMM alone, or (R > 0) with the branch fused in its store (qgemmIntLowRank). */
+function w4a8Case(s: Shape, R = 0): BenchCase {
   const { M, K, N } = s;
   return {
-    name: `gemm_w4a8_${s.name}`,
+    name: R ? `gemm_w4a8_lr${R}_${s.name}` : `gemm_w4a8_${s.name}`,
     unit: "ms",
     setup: async () => {
       const ws = new Prng(7).normals(N * K).map((v) => v / Math.sqrt(K));
       const x = uploadTensor(rt, s.xs, [M, K]);
-      const p = await prepareW4a8(rt, s, ws, (r) => actQuant(r, x, 8));
+      const [as, bs] = factors(s, R);
+      const lr = R
+        ? {
+          x,
+          a: uploadTensor(rt, as, [R, K]),
+          b: uploadTensor(rt, bs, [N, R]),
+          ref: branchRef(s, R, as, bs),
+        }
+        : undefined;
+      const p = await prepareW4a8(rt, s, ws, (r) => actQuant(r, x, 8), undefined, lr);
       return {
         ...p,
         dispose: () => {
           p.dispose?.();
-          x.release();
+          [x, lr?.a, lr?.b].forEach((t) => t?.release());
         },
-        note: `${p.note}; qgemmInt, uniform W4 per row, per-token A8 codes`,
+        note: `${p.note}; qgemmInt, uniform W4 per row, per-token A8 codes${
+          R
+            ? `, + a rank-${R} branch: X·Aᵀ (lowRankDown), U·Bᵀ ${
+              onGpu ? "in the GEMM's store" : "accumulated after it (unfused on CPU adapters)"
+            }`
+            : ""
+        }`,
       };
     },
   };
@@ -192,7 +231,8 @@ const suite = new BenchSuite({
     for (const s of SHAPES) {
       const gemmMs = rows.find((r) => r.name === `gemm_w4a8_${s.name}`)?.median_ms ?? NaN;
       for (const r of rows) {
-        if (r.name.startsWith("low_rank_") && r.name.endsWith(s.name) && gemmMs > 0) {
+        const branch = r.name.startsWith("low_rank_") || r.name.startsWith("gemm_w4a8_lr");
+        if (branch && r.name.endsWith(s.name) && gemmMs > 0) {
           shares[`${r.name}_over_gemm_w4a8_pct`] = Number((100 * r.median_ms / gemmMs).toFixed(1));
         }
       }
@@ -217,5 +257,6 @@ for (const s of SHAPES) {
     suite.add(partCase(s, 32));
   }
   suite.add(w4a8Case(s));
+  suite.add(w4a8Case(s, 32));
 }
 suite.register();

@@ -13,6 +13,7 @@
 // group (xsc: the Δs [M, G] then the zs [M, G]): each column's Σ w8 over the group (its words
 // dotted with ones) times z is added at the flush as well. With WGW > 0 (MODE 7) the weights'
 // scales are per group too (qgemm_int_scales.wgsl, composed in: the scales and the spans).
+// With LR4 > 0 a low-rank branch U·Bᵀ is added before the epilogue (qgemm_int_lowrank.wgsl).
 override TX: u32 = 16u;
 override TY: u32 = 16u;
 override BKW: u32 = 4u;  // K tile in words: 4 or 8 (tile loads split evenly, ≤ 4 words each)
@@ -68,11 +69,13 @@ fn acc2(f: ptr<function, vec4<f32>>, c: ptr<function, vec4<i32>>, s: vec4<f32>) 
   *c = vec4<i32>(0);
 }
 
+// Stores f32 sums: scaled by the weight's row scales unless they are in already (weight
+// groups, or the low-rank path that scaled them before adding its branch).
 fn store4f(row: u32, col: u32, v: vec4<f32>) {
   if (row >= p.M) { return; }
   for (var j = 0u; j < 4u; j++) {
     let c = col + j;
-    if (c < p.N) { gemm_store(row, c, select(v[j] * wscale(c), v[j], WGW > 0u)); }
+    if (c < p.N) { gemm_store(row, c, select(v[j] * wscale(c), v[j], WGW > 0u || LR4 > 0u)); }
   }
 }
 
@@ -198,7 +201,37 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   }
 
   let col = n0 + 4u * lid.x;
-  if (flushw() > 0u) {
+  if (LR4 > 0u) { // the low-rank branch (qgemm_int_lowrank.wgsl): every sum scaled, then U·Bᵀ added
+    let colb = col + bn() / 2u;
+    let r0 = m0 + 4u * lid.y;
+    let r4 = r0 + bm() / 2u;
+    if (flushw() == 0u) { // per-token scales: the sums are still integers
+      let s0 = xscale(r0, 0u); let s1 = xscale(r0 + 1u, 0u);
+      let s2 = xscale(r0 + 2u, 0u); let s3 = xscale(r0 + 3u, 0u);
+      let s4 = xscale(r4, 0u); let s5 = xscale(r4 + 1u, 0u);
+      let s6 = xscale(r4 + 2u, 0u); let s7 = xscale(r4 + 3u, 0u);
+      f0 = vec4<f32>(c0) * s0; f1 = vec4<f32>(c1) * s0; f2 = vec4<f32>(c2) * s1; f3 = vec4<f32>(c3) * s1;
+      f4 = vec4<f32>(c4) * s2; f5 = vec4<f32>(c5) * s2; f6 = vec4<f32>(c6) * s3; f7 = vec4<f32>(c7) * s3;
+      f8 = vec4<f32>(c8) * s4; f9 = vec4<f32>(c9) * s4; f10 = vec4<f32>(c10) * s5; f11 = vec4<f32>(c11) * s5;
+      f12 = vec4<f32>(c12) * s6; f13 = vec4<f32>(c13) * s6; f14 = vec4<f32>(c14) * s7; f15 = vec4<f32>(c15) * s7;
+    }
+    // The weight's row scales, unless its groups' scales are in the sums already.
+    var wa = vec4<f32>(1.0);
+    var wb = vec4<f32>(1.0);
+    if (WGW == 0u) {
+      wa = vec4<f32>(wscale(min(col, p.N - 1u)), wscale(min(col + 1u, p.N - 1u)),
+                     wscale(min(col + 2u, p.N - 1u)), wscale(min(col + 3u, p.N - 1u)));
+      wb = vec4<f32>(wscale(min(colb, p.N - 1u)), wscale(min(colb + 1u, p.N - 1u)),
+                     wscale(min(colb + 2u, p.N - 1u)), wscale(min(colb + 3u, p.N - 1u)));
+    }
+    let ta = lr_rows(r0, col, colb);
+    let tb = lr_rows(r4, col, colb);
+    f0 = f0 * wa + ta.lo[0]; f1 = f1 * wb + ta.hi[0]; f2 = f2 * wa + ta.lo[1]; f3 = f3 * wb + ta.hi[1];
+    f4 = f4 * wa + ta.lo[2]; f5 = f5 * wb + ta.hi[2]; f6 = f6 * wa + ta.lo[3]; f7 = f7 * wb + ta.hi[3];
+    f8 = f8 * wa + tb.lo[0]; f9 = f9 * wb + tb.hi[0]; f10 = f10 * wa + tb.lo[1]; f11 = f11 * wb + tb.hi[1];
+    f12 = f12 * wa + tb.lo[2]; f13 = f13 * wb + tb.hi[2]; f14 = f14 * wa + tb.lo[3]; f15 = f15 * wb + tb.hi[3];
+  }
+  if (flushw() > 0u || LR4 > 0u) {
     for (var i = 0u; i < 8u; i++) {
       var lo = f0;
       var hi = f1;

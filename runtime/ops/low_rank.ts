@@ -1,32 +1,33 @@
 /**
  * The low-rank branch of a quantized linear (SVDQuant's): the weight the quantizer sees splits
  * as W' = B·Bᵀ·W' + E (runtime/quant/low_rank.ts); E is quantized, the rank-R part runs in float
- * as (X·Aᵀ)·Bᵀ with A = Bᵀ·W on the unquantized input. The layer records its quantized GEMM of E with the bias only, then
- * {@linkcode lowRankAdd}: Z ← epilogue(Z + (X·Aᵀ)·Bᵀ) in place — two dense {@linkcode gemm}s,
- * U = X·Aᵀ, then U·Bᵀ accumulated into Z with the rest of the epilogue (runtime/quant/qlinear.ts).
- * The thin X·Aᵀ runs on gemm's version 1 on GPUs (16×16 tiles; version 2's 128-wide tiles leave
- * most of the GPU idle at N = R) and 3 on CPU adapters (over 2× faster than 2 on lavapipe at the
- * bundled model's 2048×128, R 32: `bench/results/cpu-lavapipe/2026-11-28_low_rank.md`); U·Bᵀ on
- * the default.
- * Measured on an H200 (`2026-11-28_low_rank*.md`): at PixArt's FFN up (4096×1152×4608, R 32)
- * 0.35 ms, 40 % of the W4A8 GEMM beside it; the pass this replaced, summing R products an
- * output, cost 0.72 ms there, and a single launch computing U per row tile in workgroup memory
- * was slower still (`2026-11-28_ablation_low_rank_w4a8_w8a8_fused.md`).
+ * as (X·Aᵀ)·Bᵀ with A = Bᵀ·W on the unquantized input. U = X·Aᵀ is {@linkcode lowRankDown}
+ * (gemm's thin version 4 on GPUs, version 3 on CPU adapters). Then either
+ * {@linkcode qgemmIntLowRank}: the integer GEMM's tiled kernel adds U·Bᵀ in its store, before
+ * the epilogue; or {@linkcode lowRankAdd}: the layer's GEMM stops at the bias and
+ * Z ← epilogue(Z + U·Bᵀ) is a dense {@linkcode gemm} accumulating in place (every other path:
+ * weight-only, CFG delta, CPU adapters, a rank not a multiple of 4).
+ * Measured on an H200 (`bench/results/nvidia-h200/2026-11-28_low_rank*.md`), PixArt's FFN up
+ * (4096×1152×4608, R 32): X·Aᵀ 0.057 ms on version 4 (0.127 on version 1), U·Bᵀ accumulated
+ * 0.207 ms, beside a W4A8 GEMM of 0.87 ms.
  * CPU reference: runtime/reference/low_rank.ts.
  *
  * @module
  */
 import type { Recorder } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import type { QuantizedActivations } from "../quant/transform.ts";
 import { gemm, type GemmOptions } from "./gemm.ts";
+import { defaultIntVersion, qgemmInt, type QGemmIntOptions } from "./qgemm.ts";
 import type { QGemmEpilogue } from "./qgemm_spec.ts";
+import type { QWeightGpu } from "./qweight.ts";
 
 /** The largest rank taken: a branch is meant to be thin beside the quantized product. */
 export const LOW_RANK_MAX = 128;
 
 /** Options of {@linkcode lowRankAdd}: gemm's epilogue, and the GEMMs' versions. */
 export interface LowRankAddOptions extends Omit<QGemmEpilogue, "out"> {
-  /** The X·Aᵀ GEMM's version and tile knobs (benchmarks); default 1 on GPUs, 3 on CPU adapters. */
+  /** The X·Aᵀ GEMM's version and tile knobs (benchmarks); default 4 on GPUs, 3 on CPU adapters. */
   down?: Pick<GemmOptions, "version" | "tune">;
   /** The U·Bᵀ GEMM's version and tile knobs (benchmarks); default the adapter's. */
   up?: Pick<GemmOptions, "version" | "tune">;
@@ -63,9 +64,7 @@ export function lowRankAdd(
     throw new RangeError(`${who}: b must be [N, ${R}], got [${b.shape}]`);
   }
   const { down, up, ...epi } = opts;
-  // The thin X·Aᵀ (N = R): version 2's 128-wide tiles would be mostly idle.
-  const thin = { version: rec.runtime.info.fallback ? 3 as const : 1 as const };
-  const u = gemm(rec, x, a, { ...thin, ...down }); // [..., R]; gemm checks x against a
+  const u = lowRankDown(rec, x, a, down); // [..., R]; gemm checks x against a
   try {
     // gemm checks z against b's N and x's rows, the dtypes, and that nothing aliases z.
     gemm(rec, u, b, { ...up, ...epi, accumulate: true, out: z });
@@ -73,4 +72,53 @@ export function lowRankAdd(
     u.release(); // recorded work keeps it valid until it has run
   }
   return z;
+}
+
+/**
+ * Records U = X·Aᵀ [..., R], the branch's thin product, and returns it: gemm's version 4 on
+ * GPUs (16-row tiles as wide as R), 3 on CPU adapters (over 2× faster than 2 on lavapipe at
+ * the bundled model's 2048×128, R 32: `bench/results/cpu-lavapipe/2026-11-28_low_rank.md`).
+ */
+export function lowRankDown(
+  rec: Recorder,
+  x: Tensor,
+  a: Tensor,
+  down?: Pick<GemmOptions, "version" | "tune">,
+): Tensor {
+  return gemm(rec, x, a, { version: rec.runtime.info.fallback ? 3 : 4, ...down });
+}
+
+/**
+ * Records epilogue(Q(X)·Q(E)ᵀ + (X·Aᵀ)·Bᵀ), the integer GEMM with a low-rank branch, and
+ * returns it: fused into the tiled kernel's store where it runs (GPUs, R a multiple of 4,
+ * 10 storage buffers a stage), else the GEMM with the bias, then {@linkcode lowRankAdd}.
+ *
+ * @param x the layer's input as it comes (unquantized, untransformed): the branch's input
+ * @param a the down factor A [R, K]; b the up factor B [N, R], x's dtype
+ * @param opts qgemmInt's options and epilogue (no `lowRank`, no `raw`)
+ */
+export function qgemmIntLowRank(
+  rec: Recorder,
+  xa: QuantizedActivations,
+  w: QWeightGpu,
+  x: Tensor,
+  a: Tensor,
+  b: Tensor,
+  opts: Omit<QGemmIntOptions, "lowRank" | "raw"> = {},
+): Tensor {
+  const rt = rec.runtime;
+  const R = a.shape[0];
+  const version = opts.version ?? defaultIntVersion(rt);
+  const buffers = rt.info.limits.maxStorageBuffersPerShaderStage ?? 8;
+  if (version === "tiled" && R % 4 === 0 && R <= LOW_RANK_MAX && buffers >= 10) {
+    const u = lowRankDown(rec, x, a);
+    try {
+      return qgemmInt(rec, xa, w, { ...opts, lowRank: { u, b } });
+    } finally {
+      u.release(); // recorded work keeps it valid until it has run
+    }
+  }
+  const { activation, residual, gate, rowsPerGate, ...rest } = opts;
+  const z = qgemmInt(rec, xa, w, { ...rest, rowsPerGate });
+  return lowRankAdd(rec, z, x, a, b, { activation, residual, gate, rowsPerGate });
 }

@@ -41,6 +41,7 @@ import type { QWeightGpu } from "./qweight.ts";
 import { checkTable, decLibs } from "./qgemm_tlq.ts";
 import { checkIntWeightGroups } from "../reference/qgemm.ts";
 import {
+  checkLowRankOperands,
   checkNoAlias,
   epilogue,
   flagConstants,
@@ -62,6 +63,8 @@ import decodeLutsSrc from "../../wgsl/qgemm_decode_luts.wgsl" with { type: "text
 import intSrc from "../../wgsl/qgemm_int.wgsl" with { type: "text" };
 import intCpuSrc from "../../wgsl/qgemm_int_cpu.wgsl" with { type: "text" };
 import intScalesSrc from "../../wgsl/qgemm_int_scales.wgsl" with { type: "text" };
+import intLowRankSrc from "../../wgsl/qgemm_int_lowrank.wgsl" with { type: "text" };
+import intNoLowRankSrc from "../../wgsl/qgemm_int_nolowrank.wgsl" with { type: "text" };
 import ioW4Src from "../../wgsl/qgemm_int_io_w4.wgsl" with { type: "text" };
 import ioW1Src from "../../wgsl/qgemm_int_io_w1.wgsl" with { type: "text" };
 import dotNativeSrc from "../../wgsl/qgemm_dot_native.wgsl" with { type: "text" };
@@ -92,6 +95,12 @@ export interface QGemmIntOptions extends QGemmEpilogue {
   raw?: boolean;
   /** Tiles of the "tiled" version (benchmarks and tuning). */
   tune?: IntTune;
+  /**
+   * A low-rank branch added before the epilogue, "tiled" only: U = X·Aᵀ [M, R] and B [N, R]
+   * in `dtype`, R a multiple of 4 (runtime/ops/low_rank.ts's lowRankQgemmInt picks this or
+   * the unfused path).
+   */
+  lowRank?: { u: Tensor; b: Tensor };
 }
 
 /** Tile knobs of the tiled integer GEMM: BM = 8·ty, BN = 8·tx, K tile bkw words. */
@@ -315,6 +324,9 @@ export function qgemmInt(
   if (opts.raw && (dt !== "f32" || e.bias || e.res || e.gate || e.act || group || wgroup)) {
     throw new RangeError(`${who}: raw output needs f32, no epilogue and per-token scales`);
   }
+  const lr = opts.lowRank;
+  const R = lr ? checkLowRankOperands(who, lr, M, N, dt) : 0;
+  if (lr && opts.raw) throw new RangeError(`${who}: raw output takes no low-rank branch`);
   const dot = opts.dot ?? (rt.info.packedDot ? "native" : "emulated");
   if (dot === "native" && !rt.info.packedDot) {
     throw new RangeError(`${who}: this adapter has no dot4I8Packed; use dot: "emulated"`);
@@ -330,6 +342,8 @@ export function qgemmInt(
     ],
     ["residual", opts.residual],
     ["gate", opts.gate],
+    ["lowRank.u", lr?.u],
+    ["lowRank.b", lr?.b],
   ]);
   if (M === 0) return out;
   const dotSrc = dot === "native" ? dotNativeSrc : dotEmulSrc;
@@ -358,6 +372,7 @@ export function qgemmInt(
     out,
     wq,
     xa.scales,
+    ...(lr ? [lr.u, lr.b] : []),
   ];
   const mode = w.int.mode;
   if (version === "tiled") {
@@ -402,14 +417,15 @@ export function qgemmInt(
       BITS: w.bits,
       MODE: gemmMode,
       GC: t.groupConst === false ? 0 : wgroup,
+      LR4: R / 4,
     };
     if (tag) checkTable(rt, who, 8 * t.tx, gemmMode, w.bits, 2 * 512 * 16); // + the tile buffers
     const spec = makeSpec(
-      `qgemm_int_tiled_${dt}_${dot}${tag}`,
+      `qgemm_int_tiled_${dt}_${dot}${tag}${lr ? "_lr" : ""}`,
       intSrc,
       dt,
-      [commonSrc, ...libs, dotSrc, intScalesSrc],
-      bindings,
+      [commonSrc, ...libs, dotSrc, intScalesSrc, lr ? intLowRankSrc : intNoLowRankSrc],
+      lr ? [...bindings, "read", "read"] : bindings,
     );
     rec.dispatch(spec, {
       ...base,
@@ -422,6 +438,7 @@ export function qgemmInt(
   if (version !== "cpu") {
     throw new RangeError(`${who}: version must be tiled or cpu, got ${version}`);
   }
+  if (lr) throw new RangeError(`${who}: a low-rank branch is fused in the tiled version only`);
   // Weights as int8 words [N, K4]: 8-bit offset codes are that already (XOR 0x80 a byte).
   let wi = w.codes;
   let wq = w.int.params;

@@ -104,6 +104,34 @@ export function checkNoAlias(
   }
 }
 
+/**
+ * Checks a low-rank branch fused into a quantized GEMM (U [M, R] and B [N, R] in `dt`, R a
+ * multiple of 4 up to 128) and returns R.
+ */
+export function checkLowRankOperands(
+  who: string,
+  lr: { u: Tensor; b: Tensor },
+  M: number,
+  N: number,
+  dt: StorageType,
+): number {
+  const R = M > 0 ? lr.u.size / M : lr.b.size / Math.max(1, N);
+  if (!Number.isInteger(R) || R < 4 || R > 128 || R % 4 !== 0) {
+    throw new RangeError(
+      `${who}: lowRank.u must be [${M}, R] with R a multiple of 4 up to 128, got [${lr.u.shape}]`,
+    );
+  }
+  if (lr.b.size !== N * R) {
+    throw new RangeError(`${who}: lowRank.b must be [${N}, ${R}], got [${lr.b.shape}]`);
+  }
+  for (const [name, t] of [["u", lr.u], ["b", lr.b]] as const) {
+    if (t.dtype !== dt) {
+      throw new TypeError(`${who}: lowRank.${name} is ${t.dtype}, expected ${dt}`);
+    }
+  }
+  return R;
+}
+
 /** The epilogue's override constants. */
 export function flagConstants(e: Epi): Record<string, number> {
   return {

@@ -16,7 +16,7 @@ import { centerActivations } from "../ops/act_center.ts";
 import { cfgCombine, cfgDelta } from "../ops/cfg_delta.ts";
 import { ACT_BITS, actQuant, type ActQuantVersion, checkActGroup } from "../ops/act_quant.ts";
 import { elementwise } from "../ops/elementwise.ts";
-import { LOW_RANK_MAX, lowRankAdd } from "../ops/low_rank.ts";
+import { LOW_RANK_MAX, lowRankAdd, qgemmIntLowRank } from "../ops/low_rank.ts";
 import {
   type DotImpl,
   qgemmA16,
@@ -235,7 +235,8 @@ export class QuantLinear implements Linear {
       const epi = lr ? {} : { activation, residual, gate };
       y = after(cfgCombine(rec, z, { bias: this.#b, rowsPerGate, ...epi }));
     } else if (lr) {
-      y = after(qgemmInt(rec, xa, this.#w, { ...igemm, bias, rowsPerGate, out: e.out }));
+      // The branch in the integer GEMM's store where it can be (GPUs), else added after it.
+      y = qgemmIntLowRank(rec, xa, this.#w, x, lr.a, lr.b, { ...e, ...igemm, bias, rowsPerGate });
     } else {
       y = qgemmInt(rec, xa, this.#w, { ...e, ...igemm, bias, rowsPerGate });
     }
