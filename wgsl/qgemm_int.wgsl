@@ -224,12 +224,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       wb = vec4<f32>(wscale(min(colb, p.N - 1u)), wscale(min(colb + 1u, p.N - 1u)),
                      wscale(min(colb + 2u, p.N - 1u)), wscale(min(colb + 3u, p.N - 1u)));
     }
-    let ta = lr_rows(r0, col, colb);
-    let tb = lr_rows(r4, col, colb);
-    f0 = f0 * wa + ta.lo[0]; f1 = f1 * wb + ta.hi[0]; f2 = f2 * wa + ta.lo[1]; f3 = f3 * wb + ta.hi[1];
-    f4 = f4 * wa + ta.lo[2]; f5 = f5 * wb + ta.hi[2]; f6 = f6 * wa + ta.lo[3]; f7 = f7 * wb + ta.hi[3];
-    f8 = f8 * wa + tb.lo[0]; f9 = f9 * wb + tb.hi[0]; f10 = f10 * wa + tb.lo[1]; f11 = f11 * wb + tb.hi[1];
-    f12 = f12 * wa + tb.lo[2]; f13 = f13 * wb + tb.hi[2]; f14 = f14 * wa + tb.lo[3]; f15 = f15 * wb + tb.hi[3];
+    f0 *= wa; f1 *= wb; f2 *= wa; f3 *= wb; f4 *= wa; f5 *= wb; f6 *= wa; f7 *= wb;
+    f8 *= wa; f9 *= wb; f10 *= wa; f11 *= wb; f12 *= wa; f13 *= wb; f14 *= wa; f15 *= wb;
+    for (var rk = 0u; rk < 4u * LR4; rk += 16u) {
+      workgroupBarrier(); // the tile buffers' last readers are done
+      lr_stage(m0, n0, tid, TX * TY, rk);
+      workgroupBarrier();
+      for (var r = 0u; r < min(16u, 4u * LR4 - rk); r++) {
+        let a0 = bitcast<vec4<f32>>(xsh[r * (bm() / 4u) + lid.y]);
+        let a1 = bitcast<vec4<f32>>(xsh[r * (bm() / 4u) + lid.y + bm() / 8u]);
+        let b0 = bitcast<vec4<f32>>(wsh[r * (bn() / 4u) + lid.x]);
+        let b1 = bitcast<vec4<f32>>(wsh[r * (bn() / 4u) + lid.x + bn() / 8u]);
+        f0 = fma(vec4<f32>(a0.x), b0, f0); f1 = fma(vec4<f32>(a0.x), b1, f1);
+        f2 = fma(vec4<f32>(a0.y), b0, f2); f3 = fma(vec4<f32>(a0.y), b1, f3);
+        f4 = fma(vec4<f32>(a0.z), b0, f4); f5 = fma(vec4<f32>(a0.z), b1, f5);
+        f6 = fma(vec4<f32>(a0.w), b0, f6); f7 = fma(vec4<f32>(a0.w), b1, f7);
+        f8 = fma(vec4<f32>(a1.x), b0, f8); f9 = fma(vec4<f32>(a1.x), b1, f9);
+        f10 = fma(vec4<f32>(a1.y), b0, f10); f11 = fma(vec4<f32>(a1.y), b1, f11);
+        f12 = fma(vec4<f32>(a1.z), b0, f12); f13 = fma(vec4<f32>(a1.z), b1, f13);
+        f14 = fma(vec4<f32>(a1.w), b0, f14); f15 = fma(vec4<f32>(a1.w), b1, f15);
+      }
+    }
   }
   if (flushw() > 0u || LR4 > 0u) {
     for (var i = 0u; i < 8u; i++) {

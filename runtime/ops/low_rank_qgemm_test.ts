@@ -113,7 +113,7 @@ Deno.test(
       const dts = rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const;
       for (const dt of dts) {
         const r16 = (v: Float32Array) => dt === "f16" ? Float32Array.from(Float16Array.from(v)) : v;
-        for (const R of [6, 12]) { // 6: not a multiple of 4, so the unfused path
+        for (const R of [6, 20]) { // 6: not a multiple of 4, so the unfused path; 20: 16 ranks, then 4
           const lr = { a: r16(g.normals(R * 64).map((v) => v / 8)), b: r16(g.normals(19 * R)), R };
           const cx = { ...c, xs: r16(c.xs) };
           const e = epilogue(rt, cx, dt);
