@@ -4,7 +4,8 @@
  * bit for bit (dot4I8Packed, or its emulation where the adapter lacks it), the
  * weight-only path within f32 rounding. The weight is TLQ W4 uploaded as by default: the
  * compact parameters (MODE 5/6, LUTs rebuilt in-kernel); two more integer checks take weights
- * in groups: uniform (MODE 7) and TLQ (MODE 2 with a table a group).
+ * in groups: uniform (MODE 7) and TLQ (MODE 2 with a table a group), and one a low-rank
+ * branch (quantize --low-rank; fused into the tiled kernel on GPUs).
  *
  * @module
  */
@@ -17,7 +18,9 @@ import { Prng } from "../io/prng.ts";
 import { unpackInt8 } from "../quant/pack.ts";
 import { gemmRef } from "../reference/gemm.ts";
 import { decodeInt8, int8Groups, int8Lut, qgemmIntRef } from "../reference/qgemm.ts";
+import { lowRankAddRef } from "../reference/low_rank.ts";
 import { actQuant } from "./act_quant.ts";
+import { qgemmIntLowRank } from "./low_rank.ts";
 import {
   defaultA16Version,
   defaultIntVersion,
@@ -105,18 +108,21 @@ export async function qgemmSelfCheck(rt: Runtime): Promise<CheckResult[]> {
   out.push(await groupedCheck(rt));
   out.push(await groupedCheck(rt, 32));
   out.push(await groupedCheck(rt, 32, "tlq"));
+  out.push(await groupedCheck(rt, 0, "tlq", 8));
   return out;
 }
 
 /**
  * The integer GEMM with asymmetric activation groups of 16 (quantize --act-group 16
  * --act-asym) on TLQ W4; with `wgroup`, on W4 in weight groups of that many channels
- * (quantize --group-size): uniform (MODE 7) or TLQ (MODE 2 with a table a group).
+ * (quantize --group-size): uniform (MODE 7) or TLQ (MODE 2 with a table a group); with
+ * `rank`, plus a low-rank branch of that rank (qgemmIntLowRank).
  */
 async function groupedCheck(
   rt: Runtime,
   wgroup = 0,
   quantizer: "uniform" | "tlq" = wgroup ? "uniform" : "tlq",
+  rank = 0,
 ): Promise<CheckResult> {
   const [M, N, K, group] = [19, 37, 96, 16];
   const g = new Prng(29);
@@ -128,10 +134,14 @@ async function groupedCheck(
     : tlqQuantize(wm, { bits: 4, etas: [0.02], percentiles: [0.999], groupSize: wgroup });
   const w = uploadQWeight(rt, q, { a16: false, int: true });
   const x = uploadTensor(rt, xs, [M, K]);
+  const [as, bs] = [g.normals(rank * K).map((v) => v / Math.sqrt(K)), g.normals(N * rank)];
+  const lr = rank
+    ? { a: uploadTensor(rt, as, [rank, K]), b: uploadTensor(rt, bs, [N, rank]) }
+    : undefined;
   try {
     const rec = new Recorder(rt);
     const xa = actQuant(rec, x, 4, { group, asym: true });
-    const y = qgemmInt(rec, xa, w);
+    const y = lr ? qgemmIntLowRank(rec, xa, w, x, lr.a, lr.b) : qgemmInt(rec, xa, w);
     await rec.submit();
     const G = M * K / group;
     const sz = await readTensor(rt, xa.scales);
@@ -150,10 +160,11 @@ async function groupedCheck(
       sz.subarray(G),
       wgroup,
     );
+    const want = rank ? lowRankAddRef(ref.y, xs, as, bs, M, N, K, rank) : ref.y;
     const got = await readTensor(rt, y);
     let err = 0;
     for (let i = 0; i < got.length; i++) {
-      const d = Math.abs(got[i] - ref.y[i]) / (1 + Math.abs(ref.y[i]));
+      const d = Math.abs(got[i] - want[i]) / (1 + Math.abs(want[i]));
       if (!(d <= err)) err = d;
     }
     if (Number.isNaN(err)) err = Infinity;
@@ -161,16 +172,18 @@ async function groupedCheck(
     return {
       name: `qgemm_int_${defaultIntVersion(rt)}_w4${
         wgroup ? `${uniform ? "" : "lut"}g${wgroup}` : ""
-      }a4_g16_asym`,
+      }a4_g16_asym${rank ? `_lr${rank}` : ""}`,
       ok: err <= 1e-5,
       maxError: err,
       tolerance: 1e-5,
       note: `activation groups of 16 with zero points${
         wgroup ? `, ${uniform ? "uniform" : "TLQ"} weights in groups of ${wgroup}` : ""
-      } (MODE ${w.int!.mode}); error relative to 1 + |y|`,
+      } (MODE ${w.int!.mode})${
+        rank ? `, a rank-${rank} branch added before the epilogue` : ""
+      }; error relative to 1 + |y|`,
     };
   } finally {
+    for (const t of [lr?.a, lr?.b, x]) t?.release();
     w.release();
-    x.release();
   }
 }
