@@ -204,6 +204,7 @@ export class QuantLinear implements Linear {
     let bias = b;
     let rowsPerGate = e.rowsPerGate;
     let xa: QuantizedActivations;
+    let delta: Tensor | undefined; // [u; c − u], the branch's input under CFG delta
     if (o.center && e.rowsPerSample !== undefined) {
       // x·Wᵀ = (x − c)·Wᵀ + c·Wᵀ: the quantizer sees x − c; c·Wᵀ + b is a per-sample bias.
       const rps = e.rowsPerSample;
@@ -223,17 +224,26 @@ export class QuantLinear implements Linear {
     } else {
       const xin = pair ? cfgDelta(rec, x) : x;
       xa = quant(xin);
-      if (xin !== x) xin.release();
+      if (lr && pair) delta = xin; // kept for the branch
+      else if (xin !== x) xin.release();
     }
     const dtype = x.dtype === "f16" ? "f16" : "f32";
     const igemm = { dtype, version: o.intVersion, dot: o.dot } as const;
     let y: Tensor;
     if (pair) {
-      // The product goes where the output goes; the combine finishes it in place.
-      const z = qgemmInt(rec, xa, this.#w, { ...igemm, bias, rowsPerGate, out: e.out });
-      // With a branch the combine stops at the bias (the branch's product is of x = [u; c]).
-      const epi = lr ? {} : { activation, residual, gate };
-      y = after(cfgCombine(rec, z, { bias: this.#b, rowsPerGate, ...epi }));
+      // The product goes where the output goes; the combine finishes it in place. A branch is
+      // linear, so it rides on the GEMM's rows [u; c − u] (fused where it can be) and the
+      // combine adds u's share back with the rest.
+      const gopts = { ...igemm, bias, rowsPerGate, out: e.out };
+      let z: Tensor;
+      if (lr) {
+        const d = delta ?? cfgDelta(rec, x); // centred plans quantized a centred delta
+        z = qgemmIntLowRank(rec, xa, this.#w, d, lr.a, lr.b, gopts);
+        d.release();
+      } else {
+        z = qgemmInt(rec, xa, this.#w, gopts);
+      }
+      y = cfgCombine(rec, z, { bias: this.#b, rowsPerGate, activation, residual, gate });
     } else if (lr) {
       // The branch in the integer GEMM's store where it can be (GPUs), else added after it.
       y = qgemmIntLowRank(rec, xa, this.#w, x, lr.a, lr.b, { ...e, ...igemm, bias, rowsPerGate });

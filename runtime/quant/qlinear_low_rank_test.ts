@@ -20,7 +20,7 @@ Deno.test(
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      const [M, N, K, R] = [24, 40, 64, 6];
+      const [M, N, K, R] = [24, 40, 64, 8]; // R a multiple of 4: the tiled GEMM fuses it
       const g = new Prng(31);
       const xs = g.normals(M * K);
       // A weight with a few strong directions, as trained ones have, plus noise.
@@ -73,6 +73,14 @@ Deno.test(
         epi,
       );
       assertClose(y8, ref8, { atol: 1e-4, rtol: 1e-4 });
+      // The tiled integer GEMM (GPUs' default) adds the branch in its store.
+      const a8t = new QuantLinear(rt, "l", q, bias, { abits: 8, lowRank, intVersion: "tiled" });
+      assertClose(await runAndRead(rt, (r) => a8t.forward(r, x, e)), ref8, {
+        atol: 1e-4,
+        rtol: 1e-4,
+        msg: "tiled",
+      });
+      a8t.release();
       // The point of it: nearer the float layer than W4 of the whole weight.
       const plain = new QuantLinear(rt, "l", uniformQuantize(w, { bits: 4 }), bias, {
         abits: 16,
@@ -112,21 +120,28 @@ Deno.test(
       const wq = uniformDequantize(q);
       const bias = g.normals(N);
       const res = g.normals(M * N);
-      const layer = new QuantLinear(rt, "l", q, bias, {
-        abits: 8,
-        center: "mean",
-        transform: plan.gpu(rt),
-        cfgDelta: true,
-        lowRank: { a: split.a, b: split.b },
-      });
       const x = uploadTensor(rt, xs, [M, K]);
-      const got = await runAndRead(rt, (r) =>
-        layer.forward(r, x, {
-          residual: uploadTensor(rt, res, [M, N]),
-          rowsPerSample: T,
-          cfgPair: true,
-        }));
-      layer.release();
+      // The adapter's integer GEMM, and the tiled one (the branch fused into it) on any adapter;
+      // centred, and not (the branch then reuses the delta the quantizer saw).
+      const run = async (intVersion: "tiled" | undefined, center: "mean" | undefined) => {
+        const layer = new QuantLinear(rt, "l", q, bias, {
+          abits: 8,
+          center,
+          transform: plan.gpu(rt),
+          cfgDelta: true,
+          lowRank: { a: split.a, b: split.b },
+          intVersion,
+        });
+        const y = await runAndRead(rt, (r) =>
+          layer.forward(r, x, {
+            residual: uploadTensor(rt, res, [M, N]),
+            rowsPerSample: T,
+            cfgPair: true,
+          }));
+        layer.release();
+        return y;
+      };
+      const got = await run(undefined, "mean");
       // CPU: the quantized product of d = [u; c − u] (centred, rotated), plus the branch's of d,
       // then the halves combined with the bias and the residual.
       const d = cfgDeltaRef(xs);
@@ -144,9 +159,12 @@ Deno.test(
       const b = split.b;
       const ref = lowRankAddRef(z, xs, split.a, b, M, N, K, R, { residual: res });
       assertClose(got, ref, { atol: 2e-3, rtol: 1e-4 });
-      // And near the float layer x·Wᵀ + b + res (W8 of the residual, A8).
+      assertClose(await run("tiled", "mean"), ref, { atol: 2e-3, rtol: 1e-4, msg: "tiled" });
+      // And near the float layer x·Wᵀ + b + res (W8 of the residual, A8), centred or not.
       const exact = gemmRef(xs, w.data, M, N, K, { bias, residual: res });
-      assert(relErr(got, exact) < 0.01, `relative error ${relErr(got, exact)}`);
+      for (const y of [got, await run(undefined, undefined), await run("tiled", undefined)]) {
+        assert(relErr(y, exact) < 0.01, `relative error ${relErr(y, exact)}`);
+      }
     });
   },
 );
