@@ -6,10 +6,10 @@
  * {@linkcode qgemmIntLowRank}: the integer GEMM's tiled kernel adds U·Bᵀ in its store, before
  * the epilogue; or {@linkcode lowRankAdd}: the layer's GEMM stops at the bias and
  * Z ← epilogue(Z + U·Bᵀ) is a dense {@linkcode gemm} accumulating in place (every other path:
- * weight-only, CFG delta, CPU adapters, a rank not a multiple of 4).
- * Measured on an H200 (`bench/results/nvidia-h200/2026-11-28_low_rank*.md`), PixArt's FFN up
- * (4096×1152×4608, R 32): X·Aᵀ 0.057 ms on version 4 (0.127 on version 1), U·Bᵀ accumulated
- * 0.207 ms, beside a W4A8 GEMM of 0.87 ms.
+ * weight-only, CPU adapters, a rank not a multiple of 4).
+ * Measured on an H200 (`bench/results/nvidia-h200/2026-11-28_low_rank_{v4,fused}.md`), PixArt's
+ * FFN up (4096×1152×4608, R 32), beside a W4A8 GEMM of 0.87 ms: fused, +0.100 ms (X·Aᵀ 0.057 of
+ * it, on version 4; 0.127 on version 1); unfused, U·Bᵀ accumulated alone takes 0.207 ms.
  * CPU reference: runtime/reference/low_rank.ts.
  *
  * @module

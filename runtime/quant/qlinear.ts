@@ -175,23 +175,16 @@ export class QuantLinear implements Linear {
     const t = o.transform;
     const lr = this.#lr;
     const { activation, residual, gate } = e;
-    // With a branch the GEMM stops at the bias; the branch, on x as it comes, adds (x·Aᵀ)·Bᵀ
-    // and applies the rest of the epilogue.
-    const after = (z: Tensor): Tensor =>
-      lr
-        ? lowRankAdd(rec, z, x, lr.a, lr.b, {
-          activation,
-          residual,
-          gate,
-          rowsPerGate: e.rowsPerGate,
-        })
-        : z;
     if (this.abits === 16) {
       const xin = t ? t.apply(rec, x) : x;
+      // With a branch the GEMM stops at the bias; the branch, on x as it comes, adds
+      // (x·Aᵀ)·Bᵀ and applies the rest of the epilogue (the integer paths below fuse it).
       const epi = lr ? { bias: this.#b, out: e.out } : { ...e, bias: this.#b };
       const y = qgemmA16(rec, xin, this.#w, { ...epi, version: o.a16Version });
       if (xin !== x) xin.release();
-      return after(y);
+      if (!lr) return y;
+      const rowsPerGate = e.rowsPerGate;
+      return lowRankAdd(rec, y, x, lr.a, lr.b, { activation, residual, gate, rowsPerGate });
     }
     if (!ACT_BITS.includes(this.abits)) throw new RangeError(`${this.name}: abits ${this.abits}`);
     const g: ActGrouping = o.actGroup ? { group: o.actGroup, asym: o.actAsym ?? false } : {};
