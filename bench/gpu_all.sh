@@ -40,7 +40,7 @@ PARTS=(
   "ablation|~5|ablation|the default plugin matrix on the bundled model: PSNR/SSIM/cosine/fidelity, ms/step, bytes (5, 6, 7, 9)"
   "step_f16act|~3|step_f32_w4a8_paro|optional: step_pixart_alpha_f32 beside the quantized rows with f16 activations (…_f16)"
   "profile|~1|profile|optional: GPU time of each launch of the rotq and 64-row/W4A8 GEMM paths (timestamp-query; a diagnostic)"
-  "low_rank|0.5|low_rank|optional: low_rank_r{16,32}_{2048x128x128,4096x1152x4608} beside the W4A8 GEMM (quantize --low-rank; README)"
+  "low_rank|1.5|low_rank|optional: the --low-rank branch beside the W4A8 GEMM: unfused (low_rank_r{16,32}_…), each GEMM alone, fused (gemm_w4a8_lr32_…), at 2048x128x128 and 4096x1152x4608 (README)"
 )
 # Suggested device calls, each within one 10-minute command (the first measured at 7.8 min).
 CALLS=("attention rotq torch step qgemm block" "flux flux_quant emoji" "ablation gemm")
