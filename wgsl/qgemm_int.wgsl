@@ -57,6 +57,24 @@ fn put_w(j: u32, tid: u32, buf: u32, v: u32) {
   wsh[buf * BKW * (bn() / 4u) + a.y * (bn() / 4u) + a.x / 4u][a.x % 4u] = v;
 }
 
+// The low-rank branch (LR4 > 0, qgemm_int_lowrank.wgsl): stages ranks r0 … r0 + 15 into the
+// free tile buffers, xsh (the tile's rows of U) and wsh (its columns of B): rank r of tile row
+// i at xsh[r·BM/4 + i/4][i % 4] (f32 bits), as the K loop stores k.
+fn lr_stage(m0: u32, n0: u32, tid: u32, nt: u32, r0: u32) {
+  for (var v = tid; v < 4u * bm(); v += nt) {
+    let i = v / 4u;
+    let q = v % 4u;
+    let u = lr_u(m0 + i, r0 / 4u + q);
+    for (var j = 0u; j < 4u; j++) { xsh[(4u * q + j) * (bm() / 4u) + i / 4u][i % 4u] = bitcast<u32>(u[j]); }
+  }
+  for (var v = tid; v < 4u * bn(); v += nt) {
+    let i = v / 4u;
+    let q = v % 4u;
+    let b = lr_b(n0 + i, r0 / 4u + q);
+    for (var j = 0u; j < 4u; j++) { wsh[(4u * q + j) * (bn() / 4u) + i / 4u][i % 4u] = bitcast<u32>(b[j]); }
+  }
+}
+
 fn d4(a: u32, b: vec4<u32>) -> vec4<i32> {
   return vec4<i32>(dot4i8(a, b.x), dot4i8(a, b.y), dot4i8(a, b.z), dot4i8(a, b.w));
 }
@@ -201,7 +219,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   }
 
   let col = n0 + 4u * lid.x;
-  if (LR4 > 0u) { // the low-rank branch (qgemm_int_lowrank.wgsl): every sum scaled, then U·Bᵀ added
+  if (LR4 > 0u) { // the low-rank branch: every sum scaled, then U·Bᵀ added (16 ranks at a time)
     let colb = col + bn() / 2u;
     let r0 = m0 + 4u * lid.y;
     let r4 = r0 + bm() / 2u;

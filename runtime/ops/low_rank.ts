@@ -3,10 +3,11 @@
  * as W' = B·Bᵀ·W' + E (runtime/quant/low_rank.ts); E is quantized, the rank-R part runs in float
  * as (X·Aᵀ)·Bᵀ with A = Bᵀ·W on the unquantized input. U = X·Aᵀ is {@linkcode lowRankDown}
  * (gemm's thin version 4 on GPUs, version 3 on CPU adapters). Then either
- * {@linkcode qgemmIntLowRank}: the integer GEMM's tiled kernel adds U·Bᵀ in its store, before
- * the epilogue; or {@linkcode lowRankAdd}: the layer's GEMM stops at the bias and
- * Z ← epilogue(Z + U·Bᵀ) is a dense {@linkcode gemm} accumulating in place (every other path:
- * weight-only, CPU adapters, a rank not a multiple of 4).
+ * {@linkcode qgemmIntLowRank}: the integer GEMM's tiled (GPU) kernel adds U·Bᵀ before its
+ * epilogue; or {@linkcode lowRankAdd}: the layer's GEMM stops at the bias and
+ * Z ← epilogue(Z + U·Bᵀ) is a dense {@linkcode gemm} accumulating in place (weight-only
+ * layers, CPU adapters — fused into their integer kernel it measured no faster —, a rank not a
+ * multiple of 4, adapters binding fewer than 10 storage buffers).
  * Measured on an H200 (`bench/results/nvidia-h200/2026-11-28_low_rank_{v4,fused}.md`), PixArt's
  * FFN up (4096×1152×4608, R 32), beside a W4A8 GEMM of 0.87 ms: fused, +0.100 ms (X·Aᵀ 0.057 of
  * it, on version 4; 0.127 on version 1); unfused, U·Bᵀ accumulated alone takes 0.207 ms.
@@ -90,8 +91,8 @@ export function lowRankDown(
 
 /**
  * Records epilogue(Q(X)·Q(E)ᵀ + (X·Aᵀ)·Bᵀ), the integer GEMM with a low-rank branch, and
- * returns it: fused into the tiled kernel's store where it runs (GPUs, R a multiple of 4,
- * 10 storage buffers a stage), else the GEMM with the bias, then {@linkcode lowRankAdd}.
+ * returns it: fused into the tiled kernel where it runs (GPUs, R a multiple of 4, 10 storage
+ * buffers a stage), else the GEMM with the bias, then {@linkcode lowRankAdd}.
  *
  * @param x the layer's input as it comes (unquantized, untransformed): the branch's input
  * @param a the down factor A [R, K]; b the up factor B [N, R], x's dtype

@@ -50,7 +50,7 @@ async function reference(
 }
 
 Deno.test(
-  "qgemmIntLowRank: the branch fused in the tiled kernel's store matches the reference",
+  "qgemmIntLowRank: fused in the tiled GEMM, unfused on the CPU one, matches the reference",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
@@ -120,23 +120,18 @@ Deno.test(
           const x = uploadTensor(rt, cx.xs, [20, 64], dt);
           const rec = new Recorder(rt);
           const xa = actQuant(rec, x, 8);
-          const y = qgemmIntLowRank(
-            rec,
-            xa,
-            w,
-            x,
-            uploadTensor(rt, lr.a, [R, 64], dt),
-            uploadTensor(rt, lr.b, [19, R], dt),
-            {
-              ...e.gpu,
-              dtype: dt,
-              version: "tiled",
-            },
-          );
           await rec.submit();
           const want = await reference(rt, xa, int, cx, lr, e.ref, 0);
-          const tol = dt === "f32" ? 1e-4 : 1e-2;
-          assertClose(await readTensor(rt, y), want, { atol: tol, rtol: tol, msg: `${dt} R ${R}` });
+          const a = uploadTensor(rt, lr.a, [R, 64], dt);
+          const b = uploadTensor(rt, lr.b, [19, R], dt);
+          for (const version of ["tiled", "cpu"] as const) {
+            const r2 = new Recorder(rt);
+            const y = qgemmIntLowRank(r2, xa, w, x, a, b, { ...e.gpu, dtype: dt, version });
+            await r2.submit();
+            const tol = dt === "f32" ? 1e-4 : 1e-2;
+            const msg = `${dt} R ${R} ${version}`;
+            assertClose(await readTensor(rt, y), want, { atol: tol, rtol: tol, msg });
+          }
         }
       }
       w.release();

@@ -97,8 +97,8 @@ export interface QGemmIntOptions extends QGemmEpilogue {
   tune?: IntTune;
   /**
    * A low-rank branch added before the epilogue, "tiled" only: U = X·Aᵀ [M, R] and B [N, R]
-   * in `dtype`, R a multiple of 4 (runtime/ops/low_rank.ts's lowRankQgemmInt picks this or
-   * the unfused path).
+   * in `dtype`, R a multiple of 4 (runtime/ops/low_rank.ts's qgemmIntLowRank picks this or the
+   * unfused path).
    */
   lowRank?: { u: Tensor; b: Tensor };
 }
@@ -438,6 +438,8 @@ export function qgemmInt(
   if (version !== "cpu") {
     throw new RangeError(`${who}: version must be tiled or cpu, got ${version}`);
   }
+  // Measured on lavapipe: fused here the branch cost as much as its own accumulating GEMM
+  // (the CPU kernel's time is its loads, and the branch's are as many as a K step's).
   if (lr) throw new RangeError(`${who}: a low-rank branch is fused in the tiled version only`);
   // Weights as int8 words [N, K4]: 8-bit offset codes are that already (XOR 0x80 a byte).
   let wi = w.codes;
