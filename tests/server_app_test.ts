@@ -371,6 +371,16 @@ Deno.test("server models: plan names", () => {
   assertEquals(planName({ ...base, density: null, tlqAssign: "nearest" }), "w4a8-tlq-nearest");
   assertEquals(planName({ ...base, density: null, actGroup: 32 }), "w4a8-tlq-g32");
   assertEquals(planName({ ...base, density: null, cfgDelta: true }), "w4a8-tlq-cfgd");
+  assertEquals(planName({ ...base, density: null, lowRank: 16 }), "w4a8-tlq-lr16");
+  assertEquals(
+    planName({
+      ...base,
+      density: null,
+      lowRank: 16,
+      lowRankOverride: [{ pattern: "*.attn2.*", rank: 0 }],
+    }),
+    "w4a8-tlq-lr16-lrmixed",
+  );
   assertEquals(
     planName({ ...base, quantizer: "uniform", density: null, groupSize: 64, gptq: true }),
     "w4a8-uniform-wg64-gptq",

@@ -10,13 +10,14 @@ import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
 import { ABITS } from "../quant/qlinear.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
 import { TLQ_FITS } from "../../plugins/quantizers/tlq.ts";
-import { type AbitsOverride, DEFAULT_KEEP_FP, FLUX_KEEP_FP, isActGroup } from "../quant/plan.ts";
+import { DEFAULT_KEEP_FP, FLUX_KEEP_FP, isActGroup } from "../quant/plan.ts";
 import { quantizeModel, type QuantizeOptions, writeArtifact } from "../quant/quantize.ts";
 import { ARS_SELECT, type ArsSelect, type RotationKind } from "../quant/rotation.ts";
 import { formatReport, measureActivationError } from "../quant/report.ts";
 import { buildRotationReport, type RotationReportRow } from "../quant/rotation_plan.ts";
 import { ERROR_ROWS } from "../quant/rotation_error.ts";
 import { readCalibrationEmbeds } from "./embeds.ts";
+import { parseAbitsOverride, parseLowRankOverride } from "./quantize_lists.ts";
 import { calibrationPrompts } from "./calib_prompts.ts";
 import {
   CalibrationProgress,
@@ -89,6 +90,10 @@ export const QUANTIZE_USAGE =
                           branch: 4·R·(N + K) bytes and two thin float GEMMs a layer; R at most
                           128 and each layer's min(N, K); --ars-select error measures the whole
                           weight); default 0: none
+  --low-rank-override LIST
+                          comma-separated PATTERN=R (* wildcard; R 0 to 128, 0: no branch)
+                          giving the matching layers another rank than --low-rank (first match
+                          wins), e.g. "*.attn1.*=0,*.ff.*=64"
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
@@ -126,22 +131,16 @@ export const QUANTIZE_USAGE =
   --adapter A             auto (default), gpu or cpu (for --report)
   --json                  print a JSON summary as the last line of stdout`;
 
-/** `--abits-override "PATTERN=BITS,…"` as plan entries (undefined when not given). */
-export function parseAbitsOverride(list: string | undefined): AbitsOverride[] | undefined {
-  if (list === undefined) return undefined;
-  const out: AbitsOverride[] = [];
-  for (const item of list.split(",").map((s) => s.trim()).filter(Boolean)) {
-    const m = /^(.+)=(\d+)$/.exec(item);
-    const abits = m ? Number(m[2]) : NaN;
-    if (!m || !(ABITS as readonly number[]).includes(abits)) {
-      throw new UsageError(
-        `--abits-override: "${item}" is not PATTERN=BITS with BITS one of ${ABITS.join(", ")}`,
-      );
-    }
-    out.push({ pattern: m[1].trim(), abits });
+/** " (a rank-R float branch a layer)" for the "wrote" line; per-layer ranks listed by count. */
+function branchWords(layers: readonly { lowRank?: number }[]): string {
+  const counts = new Map<number, number>();
+  for (const l of layers) if (l.lowRank) counts.set(l.lowRank, (counts.get(l.lowRank) ?? 0) + 1);
+  if (!counts.size) return "";
+  if (counts.size === 1 && [...counts.values()][0] === layers.length) {
+    return ` (a rank-${[...counts.keys()][0]} float branch a layer)`;
   }
-  if (!out.length) throw new UsageError("--abits-override: no PATTERN=BITS given");
-  return out;
+  const parts = [...counts].sort((a, b) => b[0] - a[0]).map(([r, n]) => `${n} of rank ${r}`);
+  return ` (float branches: ${parts.join(", ")})`;
 }
 
 /** Rotation plan knobs the command line sets. */
@@ -235,6 +234,7 @@ export async function quantize(args: string[]): Promise<number> {
     "act-asym": { type: "boolean" },
     "cfg-delta": { type: "boolean" },
     "low-rank": { type: "string" },
+    "low-rank-override": { type: "string" },
     gptq: { type: "boolean" },
     "gptq-device": { type: "string" },
     "gptq-damp": { type: "string" },
@@ -267,6 +267,7 @@ export async function quantize(args: string[]): Promise<number> {
   const attnBits = o.optionalChoice("attn-bits", ["8", "4"] as const);
   const groupSize = o.number("group-size", 0, { min: 0, integer: true });
   const lowRank = o.number("low-rank", 0, { min: 0, integer: true });
+  const lowRankOverride = parseLowRankOverride(v["low-rank-override"]);
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
   const center = o.optionalChoice("center", CENTER_MODES);
@@ -353,6 +354,7 @@ export async function quantize(args: string[]): Promise<number> {
     actAsym,
     cfgDelta,
     lowRank: lowRank || undefined,
+    lowRankOverride,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
       prompts: calibPromptList,
@@ -380,7 +382,7 @@ export async function quantize(args: string[]): Promise<number> {
       `${center ? ` (inputs centred by the ${center})` : ""}` +
       `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}` +
       `${cfgDelta ? " (CFG delta)" : ""}` +
-      `${lowRank ? ` (a rank-${lowRank} float branch a layer)` : ""}` +
+      `${branchWords(q)}` +
       `${rotationWords(v.rotation ?? "none", rotationOptions)}, ` +
       `${r.layers.length - q.length} FP; weights quantized in ` +
       `${(r.ms / 1000).toFixed(1)} s` +
@@ -454,6 +456,7 @@ export async function quantize(args: string[]): Promise<number> {
       act_asym: r.plan.settings.actAsym ?? false,
       cfg_delta: r.plan.settings.cfgDelta ?? false,
       low_rank: r.plan.settings.lowRank ?? 0,
+      low_rank_override: r.plan.settings.lowRankOverride ?? null,
       attention: r.plan.settings.attention,
       layers_quantized: q.length,
       layers_fp: r.layers.length - q.length,
@@ -471,6 +474,7 @@ export async function quantize(args: string[]): Promise<number> {
             ? {}
             : { out_sqnr_round_db: l.outSqnrRtnDb, out_sqnr_gptq_db: l.outSqnrDb }),
           int8_lut_error: l.int8LutError,
+          ...(l.lowRank ? { low_rank: l.lowRank } : {}),
           ...(l.lowRankEnergy === undefined ? {} : { low_rank_energy: l.lowRankEnergy }),
           act_rel_error: act?.get(l.name)?.relErr ?? null,
           bytes: l.bytes,

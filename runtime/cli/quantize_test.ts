@@ -1,6 +1,7 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { openSafetensors } from "../io/safetensors.ts";
-import { parseAbitsOverride } from "./quantize.ts";
+import { parseAbitsOverride, parseLowRankOverride } from "./quantize_lists.ts";
+import { UsageError } from "./common.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
@@ -97,6 +98,16 @@ Deno.test("parseAbitsOverride: PATTERN=BITS entries in order", () => {
     { pattern: "a.*", abits: 16 },
     { pattern: "b", abits: 4 },
   ]);
+});
+
+Deno.test("parseLowRankOverride: PATTERN=R entries in order, R up to 128", () => {
+  assertEquals(parseLowRankOverride(undefined), undefined);
+  assertEquals(parseLowRankOverride("*.ff.*=64, *.attn1.*=0"), [
+    { pattern: "*.ff.*", rank: 64 },
+    { pattern: "*.attn1.*", rank: 0 },
+  ]);
+  assertThrows(() => parseLowRankOverride("a=129"), UsageError, "R an integer from 0 to 128");
+  assertThrows(() => parseLowRankOverride(" , "), UsageError, "no PATTERN=R given");
 });
 
 Deno.test("quantize writes an artifact with --report and --json; generate runs it; no silent overwrite", async () => {
@@ -463,6 +474,18 @@ Deno.test("quantize --low-rank: the plan and --json say so; bad ranks are named"
     assert(neg.stderr.includes("--low-rank"), neg.stderr);
     const big = await run("--low-rank", "200");
     assert(big.code !== 0 && big.stderr.includes("lowRank is at most 128"), big.stderr);
+    // Per-layer ranks: --json lists the overrides and each layer's rank; the wrote line counts them.
+    const o = await run("--low-rank", "4", "--low-rank-override", "*.ff.*=8,*.attn2.*=0");
+    assertEquals(o.code, 0, o.stderr);
+    const jo = lastJson(o.stdout);
+    assertEquals(jo.low_rank_override, [
+      { pattern: "*.ff.*", rank: 8 },
+      { pattern: "*.attn2.*", rank: 0 },
+    ]);
+    assert(/float branches: \d+ of rank 8, \d+ of rank 4\)/.test(o.stderr), o.stderr);
+    const bad = await run("--low-rank-override", "*.ff.*=x");
+    assertEquals(bad.code, 2, bad.stderr);
+    assert(bad.stderr.includes('--low-rank-override: "*.ff.*=x" is not PATTERN=R'), bad.stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -101,6 +101,11 @@ export interface QuantSettings {
    * (runtime/quant/low_rank.ts). Absent: none.
    */
   lowRank?: number;
+  /**
+   * The branch's rank of the layers matching a pattern (first match wins; 0: no branch)
+   * instead of `lowRank`. Absent: none.
+   */
+  lowRankOverride?: LowRankOverride[];
   /** Layer-name patterns kept in FP (`*` matches any run of characters). */
   keepFp: string[];
 }
@@ -167,6 +172,22 @@ export interface AbitsOverride {
   pattern: string;
   /** Their activation bits (4, 6, 8 or 16). */
   abits: number;
+}
+
+/** One `--low-rank-override` entry: the layers matching `pattern` get a branch of `rank`. */
+export interface LowRankOverride {
+  /** Layer-name pattern (`*` matches any run of characters). */
+  pattern: string;
+  /** Their branch's rank (0: none). */
+  rank: number;
+}
+
+/** A layer's low-rank branch: the first matching override's rank, else the plan's (0: none). */
+export function layerLowRank(
+  name: string,
+  s: Pick<QuantSettings, "lowRank" | "lowRankOverride">,
+): number {
+  return s.lowRankOverride?.find((o) => matchPattern(name, o.pattern))?.rank ?? s.lowRank ?? 0;
 }
 
 /** A layer's activation bits: the first matching override's, else the plan's `abits`. */
@@ -285,6 +306,15 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
   if (s.lowRank !== undefined) {
     if (!isLowRank(s.lowRank)) fail(file, `${F}.settings.lowRank`, "must be a positive integer");
     settings.lowRank = s.lowRank as number;
+  }
+  if (Array.isArray(s.lowRankOverride) && s.lowRankOverride.length) {
+    settings.lowRankOverride = s.lowRankOverride.map((o, i) => {
+      const f = `${F}.settings.lowRankOverride[${i}]`;
+      if (!isObj(o)) fail(file, f, "must be an object");
+      const rank = num(o, "rank", file, f);
+      if (rank !== 0 && !isLowRank(rank)) fail(file, `${f}.rank`, "must be an integer ≥ 0");
+      return { pattern: str(o, "pattern", file, f), rank };
+    });
   }
   if (!isObj(raw.source)) fail(file, `${F}.source`, "must be an object");
   const sha256 = str(raw.source, "sha256", file, `${F}.source`);

@@ -51,6 +51,7 @@ import {
   ARTIFACT_VERSION,
   keepPattern,
   layerAbits,
+  layerLowRank,
   type LayerPlan,
   type QuantPlan,
   type QuantSettings,
@@ -355,7 +356,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         }
       }
       const whole = w.data; // W' (the weight-SQNR's signal)
-      const R = settings.lowRank;
+      const R = layerLowRank(name, settings);
       if (R) { // the top R directions stay in float, the quantizer gets the rest
         if (R > Math.min(N, K)) {
           throw new RangeError(`${name}: lowRank ${R} exceeds min(N, K) = ${Math.min(N, K)}`);
@@ -408,7 +409,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           bytesF32: 4 * N * K,
           bytes: quantizedBytes(q, abits) + (R ? 4 * R * (N + K) : 0),
           ms,
-          ...(R ? { lowRankEnergy: meta.lowRankEnergy as number } : {}),
+          ...(R ? { lowRank: R, lowRankEnergy: meta.lowRankEnergy as number } : {}),
         };
         if (!pool) return finish();
         // GPTQ's codes replace these when its job is done (same keys, same order).

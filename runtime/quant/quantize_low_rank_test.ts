@@ -87,3 +87,62 @@ Deno.test(
     await Deno.remove(dir, { recursive: true });
   },
 );
+
+Deno.test(
+  "low rank override: matching layers take their own rank (0: none), the plan keeps the list and reloads",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "webdit_lowrank_ovr_" });
+    const base = { model: FIXTURE, quantizer: "uniform", wbits: 4, abits: 8 };
+    await assertRejects(
+      () => quantizeModel({ ...base, lowRankOverride: [{ pattern: "*", rank: 200 }] }),
+      RangeError,
+      "lowRankOverride[0] (*): rank must be an integer in [0, 128], got 200",
+    );
+    await assertRejects(
+      () => quantizeModel({ ...base, lowRankOverride: [{ pattern: "", rank: 4 }] }),
+      RangeError,
+      "lowRankOverride[0]: the pattern must be a non-empty string",
+    );
+    const lowRankOverride = [
+      { pattern: "transformer_blocks.0.ff.*", rank: 12 },
+      { pattern: "*.attn2.*", rank: 0 },
+    ];
+    await withRuntime(async (rt) => {
+      const r = await quantizeModel({ ...base, lowRank: 4, lowRankOverride, runtime: rt });
+      const ranks = Object.entries(r.plan.layers).filter(([, l]) => l.quantizer !== "fp");
+      for (const [name, l] of ranks) {
+        const want = name.startsWith("transformer_blocks.0.ff.")
+          ? 12
+          : name.includes(".attn2.")
+          ? undefined
+          : 4;
+        assertEquals(l.lowRank, want, name);
+        assertEquals(r.layers.find((x) => x.name === name)?.lowRank, want, name);
+      }
+      assert(ranks.some(([n]) => n.includes(".attn2.")), "the fixture has cross-attention layers");
+      const out = `${dir}/ovr.safetensors`;
+      await writeArtifact(out, r);
+      const a = await openArtifact(out);
+      assertEquals(a.plan.settings.lowRankOverride, lowRankOverride);
+      assertEquals(a.plan.settings.lowRank, 4);
+      assertEquals(
+        a.file.tensors.get(lowRankName("transformer_blocks.0.attn2.to_k", "a")),
+        undefined,
+      );
+      a.close();
+      const pipe = await loadPipeline(rt, { path: out });
+      const img = await image(pipe);
+      assert(img.every(Number.isFinite), "the image is finite");
+      pipe.release();
+      // A stored override with a bad rank is named.
+      const p = JSON.parse(r.metadata[META.plan]);
+      p.settings.lowRankOverride[1].rank = -1;
+      const metadata = { ...r.metadata, [META.plan]: JSON.stringify(p) };
+      await writeArtifact(out, { ...r, metadata }, { force: true });
+      const e = await assertRejects(() => openArtifact(out), CheckpointError);
+      assert(e.message.includes("lowRankOverride[1].rank"), e.message);
+    });
+    await Deno.remove(dir, { recursive: true });
+  },
+);

@@ -56,6 +56,8 @@ export interface LayerReport {
   outSqnrRtnDb?: number;
   /** GPTQ: output SQNR (dB) on the calibration inputs with GPTQ's codes. */
   outSqnrDb?: number;
+  /** Rank of the layer's low-rank branch (absent: none). */
+  lowRank?: number;
   /** With a low-rank branch: its share of W''s squared norm (the rest is quantized). */
   lowRankEnergy?: number;
   /** Why it stays FP. */

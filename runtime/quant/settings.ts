@@ -102,6 +102,16 @@ export function resolveSettings(
       `lowRank is at most ${LOW_RANK_MAX} (a branch is meant to be thin), got ${o.lowRank}`,
     );
   }
+  for (const [i, v] of (o.lowRankOverride ?? []).entries()) {
+    if (typeof v.pattern !== "string" || !v.pattern) {
+      throw new RangeError(`lowRankOverride[${i}]: the pattern must be a non-empty string`);
+    }
+    if (!Number.isInteger(v.rank) || v.rank < 0 || v.rank > LOW_RANK_MAX) {
+      throw new RangeError(
+        `lowRankOverride[${i}] (${v.pattern}): rank must be an integer in [0, ${LOW_RANK_MAX}], got ${v.rank}`,
+      );
+    }
+  }
   if (o.tlqFit !== undefined) {
     if (!TLQ_FITS.includes(o.tlqFit)) {
       throw new RangeError(`tlqFit must be ${TLQ_FITS.join(" or ")}, got ${o.tlqFit}`);
@@ -136,6 +146,9 @@ export function resolveSettings(
     ...(o.actAsym ? { actAsym: true } : {}),
     ...(o.cfgDelta ? { cfgDelta: true } : {}),
     ...(o.lowRank ? { lowRank: o.lowRank } : {}),
+    ...(o.lowRankOverride?.length
+      ? { lowRankOverride: o.lowRankOverride.map((v) => ({ ...v })) }
+      : {}),
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
 }

@@ -186,6 +186,7 @@ export function planName(
         | "actAsym"
         | "cfgDelta"
         | "lowRank"
+        | "lowRankOverride"
       >
     >,
   rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown; select?: unknown },
@@ -200,6 +201,7 @@ export function planName(
   if (s.actGroup) n += `-g${s.actGroup}${s.actAsym ? "asym" : ""}`;
   if (s.cfgDelta) n += "-cfgd";
   if (s.lowRank) n += `-lr${s.lowRank}`; // a float low-rank branch a layer
+  if (s.lowRankOverride?.length) n += "-lrmixed"; // some layers with another rank
   if (s.rotation !== "none") {
     // The rotation's knobs (quantize --no-smooth, --alpha, --tau, --ars-select) when not the defaults.
     const o = rotationOptions ?? {};
