@@ -209,6 +209,7 @@ async function pipelineFor(
     actAsym: s.act_asym,
     cfgDelta: s.cfg_delta,
     lowRank: s.low_rank,
+    lowRankOverride: s.low_rank_override,
     ...rotationKnobs(s),
     runtime: run.rt,
     calibration: run.m.calibration,

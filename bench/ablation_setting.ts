@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type AbitsOverride, isActGroup } from "../runtime/quant/plan.ts";
+import { type AbitsOverride, isActGroup, type LowRankOverride } from "../runtime/quant/plan.ts";
 import { CENTER_MODES, type CenterMode } from "../runtime/reference/act_center.ts";
 
 /** One setting of the matrix (the key of an ablation row, BENCHMARKS.md's names). */
@@ -52,6 +52,8 @@ export interface AblationSetting {
   cfg_delta?: boolean;
   /** Rank of each layer's float low-rank branch (quantize --low-rank); absent: none. */
   low_rank?: number;
+  /** Per-layer ranks (quantize --low-rank-override), first match wins, 0 none; absent: none. */
+  low_rank_override?: LowRankOverride[];
 }
 
 /** The FP32 dense reference setting. */
@@ -89,7 +91,10 @@ export function settingKey(s: AblationSetting): string {
     (s.act_group ? `|actgroup-${s.act_group}` : "") +
     (s.act_asym ? "-asym" : "") +
     (s.cfg_delta ? "|cfgd" : "") +
-    (s.low_rank ? `|lowrank-${s.low_rank}` : "");
+    (s.low_rank ? `|lowrank-${s.low_rank}` : "") +
+    (s.low_rank_override
+      ? `|lowrank:${s.low_rank_override.map((o) => `${o.pattern}=${o.rank}`).join(",")}`
+      : "");
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
@@ -111,6 +116,9 @@ export function settingLabel(s: AblationSetting): string {
   if (s.act_group) parts[0] += ` act groups ${s.act_group}${s.act_asym ? " asym" : ""}`;
   if (s.cfg_delta) parts[0] += " CFG delta";
   if (s.low_rank) parts[0] += ` low-rank ${s.low_rank}`;
+  if (s.low_rank_override) {
+    parts[0] += ` (${s.low_rank_override.map((o) => `${o.pattern} R ${o.rank}`).join(", ")})`;
+  }
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
@@ -137,6 +145,7 @@ const EXTRA_KEYS: string[] = [
   "act_asym",
   "cfg_delta",
   "low_rank",
+  "low_rank_override",
 ];
 
 /** Throws a RangeError naming the matrix file and the field. */
@@ -253,6 +262,17 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
   if (r.low_rank !== undefined) {
     s.low_rank = intField(file, `${field}.low_rank`, r.low_rank, 1, 4096);
   }
+  if (r.low_rank_override !== undefined) {
+    const list = r.low_rank_override;
+    if (!Array.isArray(list) || !list.length) {
+      fail(file, `${field}.low_rank_override`, "must be a non-empty list of { pattern, rank }");
+    }
+    s.low_rank_override = list.map((o, i) => {
+      const f = `${field}.low_rank_override[${i}]`;
+      if (typeof o?.pattern !== "string" || !o.pattern) fail(file, f, "needs a pattern");
+      return { pattern: o.pattern, rank: intField(file, `${f}.rank`, o.rank, 0, 4096) };
+    });
+  }
   if (r.alpha !== undefined) {
     if (typeof r.alpha !== "number" || !(r.alpha >= 0 && r.alpha <= 1)) {
       fail(file, `${field}.alpha`, `must be in [0, 1], got ${JSON.stringify(r.alpha)}`);
@@ -312,13 +332,13 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     if (
       s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq ||
       s.abits_override || s.center || s.alpha !== undefined || s.act_group || s.cfg_delta ||
-      s.low_rank
+      s.low_rank || s.low_rank_override
     ) {
       fail(
         file,
         field,
         "fp32 takes no wbits, abits, rotation, gptq, abits_override, center, alpha, act_group, " +
-          "cfg_delta or low_rank",
+          "cfg_delta, low_rank or low_rank_override",
       );
     }
   } else if (s.tlq_fit && s.quantizer !== "tlq") {

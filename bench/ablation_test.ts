@@ -48,10 +48,16 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, cfg_delta: true },
       { ...base, gptq: true, gptq_damp: 0.001 },
       { ...base, wbits: 4, group_size: 64 },
+      { ...base, low_rank: 16, low_rank_override: [{ pattern: "*.attn2.*", rank: 0 }] },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 17);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 17);
+  assertEquals(m.settings.length, 18);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 18);
+  assertEquals(
+    settingKey(m.settings[17]),
+    "uniform|8|8|none|dense|null|null|lowrank-16|lowrank:*.attn2.*=0",
+  );
+  assertEquals(settingLabel(m.settings[17]), "uniform W8A8 low-rank 16 (*.attn2.* R 0)");
   assertEquals(settingKey(m.settings[16]), "uniform|4|8|none|dense|null|null|wgroup-64");
   assertEquals(settingLabel(m.settings[16]), "uniform W4A8 g64");
   assertEquals(settingKey(m.settings[15]), "uniform|8|8|none|dense|null|null|gptq-damp-0.001");
@@ -205,6 +211,10 @@ Deno.test("matrix: bad fields are named", async () => {
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, abits_override: [{ abits: 16 }] }] },
       "rows[0].abits_override[0] needs a pattern",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, low_rank_override: [] }] },
+      "rows[0].low_rank_override must be a non-empty list of { pattern, rank }",
     ],
   ];
   for (const [raw, msg] of bad) {
