@@ -475,8 +475,23 @@ Deno.test("quantize --low-rank: the plan and --json say so; bad ranks are named"
     const big = await run("--low-rank", "200");
     assert(big.code !== 0 && big.stderr.includes("lowRank is at most 128"), big.stderr);
     // Per-layer ranks: --json lists the overrides and each layer's rank; the wrote line counts them.
-    const o = await run("--low-rank", "4", "--low-rank-override", "*.ff.*=8,*.attn2.*=0");
+    const o = await run(
+      ...["--low-rank", "4", "--low-rank-override", "*.ff.*=8,*.attn2.*=0", "--report"],
+      ...["--report-prompts", "1", "--report-steps", "1"],
+    );
     assertEquals(o.code, 0, o.stderr);
+    // The report's rank column: each layer's own.
+    const rankOf = (layer: string) =>
+      o.stderr.split("\n").find((l) => l.startsWith(layer + " "))?.trim().split(/\s+/).at(-2);
+    assertEquals(rankOf("transformer_blocks.0.ff.net.2"), "8");
+    assertEquals(rankOf("transformer_blocks.0.attn2.to_k"), "-");
+    assertEquals(rankOf("transformer_blocks.0.attn1.to_k"), "4");
+    const layersJ = jo.layers as { name: string; low_rank?: number }[];
+    assertEquals(layersJ.find((l) => l.name === "transformer_blocks.0.ff.net.2")?.low_rank, 8);
+    assertEquals(
+      layersJ.find((l) => l.name === "transformer_blocks.0.attn2.to_k")?.low_rank,
+      undefined,
+    );
     const jo = lastJson(o.stdout);
     assertEquals(jo.low_rank_override, [
       { pattern: "*.ff.*", rank: 8 },

@@ -231,14 +231,16 @@ export function formatReport(
   const gptq = layers.some((l) => l.outSqnrDb !== undefined);
   const head = ["layer", "quant", "W", "A", "N×K", "SQNR dB", "int8 LUT err", "act err", "act dB"];
   if (gptq) head.push("out dB round", "out dB gptq");
-  // A low-rank branch: the share of each weight it holds in float.
+  // A low-rank branch: its rank, and the share of each weight it holds in float.
   const lowRank = layers.some((l) => l.lowRankEnergy !== undefined);
-  if (lowRank) head.push("branch %");
+  if (lowRank) head.push("branch R", "branch %");
   const rows = layers.map((l) => {
     const a = act?.get(l.name);
     const extra = gptq ? [fmt(l.outSqnrRtnDb), fmt(l.outSqnrDb)] : [];
     const e = l.lowRankEnergy;
-    if (lowRank) extra.push(e === undefined ? "-" : (100 * e).toFixed(1));
+    if (lowRank) {
+      extra.push(l.lowRank ? String(l.lowRank) : "-", e === undefined ? "-" : (100 * e).toFixed(1));
+    }
     return [
       l.name,
       l.quantizer,
