@@ -486,13 +486,13 @@ Deno.test("quantize --low-rank: the plan and --json say so; bad ranks are named"
     assertEquals(rankOf("transformer_blocks.0.ff.net.2"), "8");
     assertEquals(rankOf("transformer_blocks.0.attn2.to_k"), "-");
     assertEquals(rankOf("transformer_blocks.0.attn1.to_k"), "4");
+    const jo = lastJson(o.stdout);
     const layersJ = jo.layers as { name: string; low_rank?: number }[];
     assertEquals(layersJ.find((l) => l.name === "transformer_blocks.0.ff.net.2")?.low_rank, 8);
     assertEquals(
       layersJ.find((l) => l.name === "transformer_blocks.0.attn2.to_k")?.low_rank,
       undefined,
     );
-    const jo = lastJson(o.stdout);
     assertEquals(jo.low_rank_override, [
       { pattern: "*.ff.*", rank: 8 },
       { pattern: "*.attn2.*", rank: 0 },
