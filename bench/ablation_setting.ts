@@ -153,6 +153,25 @@ export function fail(file: string, field: string, msg: string): never {
   throw new RangeError(`${file}: ${field} ${msg}`);
 }
 
+/** A non-empty list of { pattern, [key]: integer in [min, max] } as [pattern, value] pairs. */
+function patternList(
+  file: string,
+  field: string,
+  list: unknown,
+  key: string,
+  min: number,
+  max: number,
+): [string, number][] {
+  if (!Array.isArray(list) || !list.length) {
+    fail(file, field, `must be a non-empty list of { pattern, ${key} }`);
+  }
+  return list.map((o, i) => {
+    const f = `${field}[${i}]`;
+    if (typeof o?.pattern !== "string" || !o.pattern) fail(file, f, "needs a pattern");
+    return [o.pattern, intField(file, `${f}.${key}`, o[key], min, max)];
+  });
+}
+
 /** `v` as an integer in [min, max], or a RangeError naming the field. */
 export function intField(
   file: string,
@@ -263,15 +282,15 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     s.low_rank = intField(file, `${field}.low_rank`, r.low_rank, 1, 4096);
   }
   if (r.low_rank_override !== undefined) {
-    const list = r.low_rank_override;
-    if (!Array.isArray(list) || !list.length) {
-      fail(file, `${field}.low_rank_override`, "must be a non-empty list of { pattern, rank }");
-    }
-    s.low_rank_override = list.map((o, i) => {
-      const f = `${field}.low_rank_override[${i}]`;
-      if (typeof o?.pattern !== "string" || !o.pattern) fail(file, f, "needs a pattern");
-      return { pattern: o.pattern, rank: intField(file, `${f}.rank`, o.rank, 0, 4096) };
-    });
+    s.low_rank_override = patternList(
+      file,
+      `${field}.low_rank_override`,
+      r.low_rank_override,
+      "rank",
+      0,
+      4096,
+    )
+      .map(([pattern, rank]) => ({ pattern, rank }));
   }
   if (r.alpha !== undefined) {
     if (typeof r.alpha !== "number" || !(r.alpha >= 0 && r.alpha <= 1)) {
@@ -302,15 +321,15 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     s.ars_select = "error";
   }
   if (r.abits_override !== undefined) {
-    const list = r.abits_override;
-    if (!Array.isArray(list) || !list.length) {
-      fail(file, `${field}.abits_override`, "must be a non-empty list of { pattern, abits }");
-    }
-    s.abits_override = list.map((o, i) => {
-      const f = `${field}.abits_override[${i}]`;
-      if (typeof o?.pattern !== "string" || !o.pattern) fail(file, f, "needs a pattern");
-      return { pattern: o.pattern, abits: intField(file, `${f}.abits`, o.abits, 2, 16) };
-    });
+    s.abits_override = patternList(
+      file,
+      `${field}.abits_override`,
+      r.abits_override,
+      "abits",
+      2,
+      16,
+    )
+      .map(([pattern, abits]) => ({ pattern, abits }));
   }
   for (const k of ["quantizer", "rotation", "attention"] as const) {
     if (r[k] === undefined) continue;
