@@ -1,7 +1,7 @@
-// The low-rank branch of the integer GEMMs (qgemm_int.wgsl, qgemm_int_cpu.wgsl; LR4 > 0):
-// out = epilogue(scaled sums + U·Bᵀ) with U = X·Aᵀ [M, R] (a thin gemm, run before) and
-// B [N, R], R = 4·LR4: the bindings and loads. qgemm_int_nolowrank.wgsl is the stub without
-// bindings (LR4 stays 0 and the kernels never call these).
+// The low-rank branch of the tiled integer GEMM (qgemm_int.wgsl, LR4 > 0): out =
+// epilogue(scaled sums + U·Bᵀ) with U = X·Aᵀ [M, R] (a thin gemm, run before) and B [N, R],
+// R = 4·LR4: the bindings and loads (the kernel stages them through its tile buffers).
+// qgemm_int_nolowrank.wgsl is the stub without bindings (LR4 stays 0, nothing calls these).
 override LR4: u32 = 0u;
 
 @group(0) @binding(9) var<storage, read> lru: array<DT4>;
