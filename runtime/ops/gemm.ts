@@ -40,7 +40,7 @@ export type GemmVersion = 1 | 2 | 3 | 4;
 /** The kernel versions, for validation and sweeps. */
 export const GEMM_VERSIONS: readonly GemmVersion[] = [1, 2, 3, 4];
 
-/** Tile knobs (override constants) of versions 2 and 3; unset ones take the defaults. */
+/** Tile knobs (override constants) of versions 2, 3 and 4; unset ones take the defaults. */
 export interface GemmTune {
   /** v2: invocations along N (tile width BN = 8·tx). */
   tx?: number;
