@@ -87,9 +87,10 @@ export const QUANTIZE_USAGE =
                           the input)
   --low-rank R            keep each quantized layer's top R singular directions in float, run
                           on the unquantized input, and quantize the rest (SVDQuant's low-rank
-                          branch: 4·R·(N + K) bytes and two thin float GEMMs a layer; R at most
-                          128 and each layer's min(N, K); --ars-select error measures the whole
-                          weight); default 0: none
+                          branch: 4·R·(N + K) bytes a layer, a thin float GEMM, and R FMAs an
+                          output in the integer GEMM on GPUs; R at most 128 and each layer's
+                          min(N, K); --ars-select error measures the whole weight); default 0:
+                          none
   --low-rank-override LIST
                           comma-separated PATTERN=R (* wildcard; R 0 to 128, 0: no branch)
                           giving the matching layers another rank than --low-rank (first match
