@@ -31,7 +31,7 @@ import { actQuant } from "../runtime/ops/act_quant.ts";
 import { gemm, type GemmVersion } from "../runtime/ops/gemm.ts";
 import { lowRankAdd } from "../runtime/ops/low_rank.ts";
 import { type BenchCase, BenchSuite, deviceSlug } from "./harness.ts";
-import { checkSampled, type SampledRef } from "./sampled_check.ts";
+import { checkSampled, productRef, type SampledRef } from "./sampled_check.ts";
 import { prepareW4a8 } from "./w4a8_gemm.ts";
 
 const rt = await createRuntime({
@@ -63,19 +63,14 @@ function branchRef(
   as: Float32Array,
   bs: Float32Array,
 ): (m: number, n: number) => SampledRef {
-  const { K } = s;
+  const u = productRef(s.xs, as, s.K); // U = X·Aᵀ at (m, j)
   return (m, n) => {
     let v = 0;
     let mag = 0;
     for (let j = 0; j < R; j++) {
-      let u = 0;
-      let um = 0;
-      for (let k = 0; k < K; k++) {
-        u += s.xs[m * K + k] * as[j * K + k];
-        um += Math.abs(s.xs[m * K + k] * as[j * K + k]);
-      }
-      v += u * bs[n * R + j];
-      mag += um * Math.abs(bs[n * R + j]);
+      const p = u(m, j);
+      v += p.v * bs[n * R + j];
+      mag += p.mag * Math.abs(bs[n * R + j]);
     }
     return { v, mag };
   };
@@ -109,8 +104,9 @@ function branchCase(s: Shape, R: number, down?: GemmVersion, up?: GemmVersion): 
       lowRankAdd(rec, z, x, a, b, opts);
       await rec.submit();
       const y = await readTensor(rt, z);
+      const ref = branchRef(s, R, as, bs);
       const note = checkSampled(s.name, y, M, N, (m, n) => {
-        const r = branchRef(s, R, as, bs)(m, n);
+        const r = ref(m, n);
         return { v: s.zs[m * N + n] + r.v, mag: Math.abs(s.zs[m * N + n]) + r.mag };
       });
       return {
@@ -152,14 +148,10 @@ function partCase(s: Shape, R: number, version?: GemmVersion): BenchCase {
       gemm(rec, x, w, opts);
       await rec.submit();
       const y = await readTensor(rt, z);
+      const product = productRef(xs, ws, depth);
       const note = checkSampled(s.name, y, rows, cols, (m, n) => {
-        let v = zs[m * cols + n];
-        let mag = Math.abs(v);
-        for (let k = 0; k < depth; k++) {
-          v += xs[m * depth + k] * ws[n * depth + k];
-          mag += Math.abs(xs[m * depth + k] * ws[n * depth + k]);
-        }
-        return { v, mag };
+        const p = product(m, n);
+        return { v: zs[m * cols + n] + p.v, mag: Math.abs(zs[m * cols + n]) + p.mag };
       });
       return {
         device: rt.device,
