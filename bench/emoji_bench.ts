@@ -3,13 +3,15 @@
  * 2M, batch 1) and, with --fidelity, its prompt fidelity over bench/prompts/emoji_fidelity.txt.
  *
  *     deno run -A bench/emoji_bench.ts [--model PATH] [--fidelity] [--seeds N] [--dataset DIR]
- *                                      [--in-flight 1,2,4]
+ *                                      [--in-flight 1,2,4] [--quantized ARTIFACT ...]
  *     WEBDIT_BENCH_WRITE=1 deno run -A bench/emoji_bench.ts --fidelity
  *                            # + bench/results/<device>/<date>_emoji.{json,md}
  *
  * Rows: `emoji_s_{cpu,gpu}_image_20step` (s; f32 transformer) and `…_f16` (f16 transformer),
  * at the sampling loop's default steps in flight; with --in-flight, `…_inflight{D}` rows (f32) at
- * each given depth in the same run (1 = wait for every step, the loop before pipelining).
+ * each given depth in the same run (1 = wait for every step, the loop before pipelining); with
+ * --quantized, `…_<plan>` rows (f32 activations) for each quantized artifact (deno task
+ * quantize), named by its plan (server's plan name, `-` → `_`: `…_w4a8_tlq_adaptive`).
  * timed in process after one warm-up image (shaders compiled), each image awaited (read back);
  * on a CPU adapter the value is the best of 3 (the host is shared: the load average of every
  * run is kept), on a GPU the median of 10. `emoji_s_fidelity_fp32` (%): `evaluate()` of the f32
@@ -27,6 +29,7 @@ import { parseArgs } from "node:util";
 import { type AdapterChoice, createRuntime } from "../runtime/gpu/device.ts";
 import { evaluate } from "../runtime/eval/eval.ts";
 import { DEFAULT_MODEL_DIR, loadPipeline } from "../runtime/pipeline.ts";
+import { artifactPlanName } from "../runtime/server/models.ts";
 import { checkInFlight, DEFAULT_IN_FLIGHT } from "../runtime/sampling/generate.ts";
 import {
   type BenchResult,
@@ -56,6 +59,7 @@ async function main(): Promise<void> {
       dataset: { type: "string" },
       "no-f16": { type: "boolean" },
       "in-flight": { type: "string" },
+      quantized: { type: "string", multiple: true },
     },
   });
   const depths = (v["in-flight"] ?? "").split(",").filter((d) => d !== "").map((d) =>
@@ -72,14 +76,20 @@ async function main(): Promise<void> {
   const loads: Record<string, number[][]> = {};
   try {
     // The headline rows at the default depth, then (--in-flight) f32 at each given depth.
-    const cases: { dtype: "f32" | "f16"; inFlight?: number }[] = [{ dtype: "f32" }];
+    const cases: { dtype: "f32" | "f16"; inFlight?: number; artifact?: string; plan?: string }[] = [
+      { dtype: "f32" },
+    ];
     if (!v["no-f16"] && rt.info.f16) cases.push({ dtype: "f16" });
     for (const d of depths) cases.push({ dtype: "f32", inFlight: d });
-    for (const { dtype, inFlight } of cases) {
+    for (const artifact of v.quantized ?? []) {
+      const plan = (await artifactPlanName(artifact)).replace(/[^a-z0-9]+/gi, "_");
+      cases.push({ dtype: "f32", artifact, plan });
+    }
+    for (const { dtype, inFlight, artifact, plan } of cases) {
       const name = `emoji_s_${kind}_image_20step${dtype === "f16" ? "_f16" : ""}${
         inFlight ? `_inflight${inFlight}` : ""
-      }`;
-      const pipe = await loadPipeline(rt, { path: model, dtype });
+      }${plan ? `_${plan}` : ""}`;
+      const pipe = await loadPipeline(rt, { path: artifact ?? model, dtype });
       try {
         const once = async () => {
           const t0 = performance.now();
@@ -113,7 +123,9 @@ async function main(): Promise<void> {
           median_ms: round(med),
           min_ms: round(best),
           reps: 1,
-          note: `${dtype} transformer, "${PROMPT}", CFG 4.5, DPM-Solver++ 2M, ${
+          note: `${
+            artifact ? `${artifact} (${plan})` : `${dtype} transformer`
+          }, "${PROMPT}", CFG 4.5, DPM-Solver++ 2M, ${
             inFlight ?? DEFAULT_IN_FLIGHT
           } in flight; value = ${
             onGpu ? `median of ${runs}` : `best of ${runs} (shared host)`

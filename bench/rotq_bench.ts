@@ -15,7 +15,11 @@
  *   GEMMs, wgsl/rotq_outlier_tiled.wgsl, + rotq_outlier_quant.wgsl: three launches timed as
  *   one figure), rotq_outlier_tiled_ty8_… (64-token tiles), rotq_outlier_rows_… (the row
  *   kernel, wgsl/rotq_outlier.wgsl); rotq_outlier_fused_t4_… and _t8_… run the fused
- *   kernel with 4 and 8 tokens a workgroup; on a CPU adapter rotq_outlier_rows_128x1152 forces the row kernel;
+ *   kernel with 4 and 8 tokens a workgroup;
+ * - on CPU adapters, whose default is the barrier-free CPU kernels (runtime/ops/rotq_cpu.ts),
+ *   the kernels they replaced, forced: rotq_outlier_fused_… (the fused kernel, as many tokens
+ *   a workgroup as fit), rotq_outlier_rows_… (the row kernel), rotq_hadamard_workgroup_… (a
+ *   workgroup a row, the GPUs' kernel);
  * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
  *   cost of quantizing without a rotation;
  * - center_mean_4096x1152, center_midrange_4096x1152 (ms): what activation centring
@@ -24,6 +28,9 @@
  * - gemm_w4a8_4096x1152x4608 (TOP/s): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
  *   (per row), fed by the hadamard kernel's codes; gemm_f32_4096x1152x4608 (TFLOP/s);
  * - the shares rotq / W4A8 GEMM (%) are in the results file's `extra.shares`.
+ *
+ * WEBDIT_ROTQ_SHAPE=MxKxN runs another shape (default 4096x1152x4608 on GPUs, 128x1152x4608
+ * on CPU adapters; 512x128x128 is the bundled model's CFG batch), written as <date>_rotq_MxK.
  *
  * Every kernel is checked against its CPU reference before it is timed: rotq codes must
  * equal the reference (sampled rows), the GEMMs match f64 sums on sampled entries.
@@ -63,13 +70,25 @@ import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
 import { checkSampled, productRef, type SampledRef } from "./sampled_check.ts";
 import { prepareW4a8 } from "./w4a8_gemm.ts";
 
+/** M×K×N of WEBDIT_ROTQ_SHAPE: K a multiple of the block (128). */
+function shapeOf(v: string): [number, number, number] {
+  const d = v.split("x").map(Number);
+  const ok = d.length === 3 && d.every((n) => Number.isInteger(n) && n > 0);
+  if (!ok || d[1] % 128 !== 0 || d[1] % 5 === 0) {
+    throw new RangeError(
+      `WEBDIT_ROTQ_SHAPE must be MxKxN with K a multiple of 128 and not of 5, got ${v}`,
+    );
+  }
+  return d as [number, number, number];
+}
+
 const rt = await createRuntime({
   adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
 });
 const onGpu = !rt.info.fallback;
-const M = onGpu ? 4096 : 128;
-const K = 1152;
-const N = 4608;
+const [M, K, N] = shapeOf(
+  Deno.env.get("WEBDIT_ROTQ_SHAPE") ?? (onGpu ? "4096x1152x4608" : "128x1152x4608"),
+);
 const B = 128; // 1152 = 9 × 128: the hadamard block and the outlier block
 const UNIT = onGpu ? "TFLOP/s" : "GFLOP/s";
 const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3);
@@ -78,7 +97,7 @@ const shape = `${M}x${K}`;
 // Activations: N(0, 1) with a few salient channels (the rotations' use case), f32 and f16.
 const g = new Prng(6);
 const xs = g.normals(M * K);
-for (let r = 0; r < M; r++) for (const c of [7, 300, 1000]) xs[r * K + c] = 60 + xs[r * K + c];
+for (let r = 0; r < M; r++) for (const c of [7, 300, 1000]) xs[r * K + c % K] += 60;
 const xs16 = Float32Array.from(Float16Array.from(xs));
 const x32 = uploadTensor(rt, xs, [M, K]);
 const x16 = rt.info.f16 ? uploadTensor(rt, xs16, [M, K], "f16") : undefined;
@@ -90,7 +109,7 @@ const s = Float32Array.from(
 );
 const q1 = randomOrthogonal(B, g);
 const q2 = randomOrthogonal(B, g);
-const perm = new Uint32Array(K).map((_, k) => (k * 5 + 3) % K); // 5 ⊥ 1152
+const perm = new Uint32Array(K).map((_, k) => (k * 5 + 3) % K); // 5 ⊥ K (shapeOf)
 const dest = new Uint32Array(K);
 perm.forEach((p, k) => dest[p] = k);
 const sOut = Float32Array.from({ length: K }, () => 1 / (0.5 + g.uniform()));
@@ -163,23 +182,41 @@ async function checkCodes(
   return `codes of ${CHECK_ROWS.length} rows equal the CPU reference${ties}`;
 }
 
-/** Which outlier kernel a case forces ("default": the adapter's choice). */
-type OutlierPath = "default" | "rows" | "tiled" | "tiled_ty8" | "fused_t4" | "fused_t8";
+/**
+ * Which kernel a case forces ("default": the adapter's choice): the outlier kernels, or
+ * "workgroup", the hadamard kernel of GPUs.
+ */
+type OutlierPath =
+  | "default"
+  | "rows"
+  | "tiled"
+  | "tiled_ty8"
+  | "fused"
+  | "fused_t4"
+  | "fused_t8"
+  | "cpu"
+  | "workgroup";
 
 /** The kernel options of a path. */
 function pathOptions(path: OutlierPath): OutlierKernelOptions {
-  if (path === "default") return {};
+  if (path === "default" || path === "workgroup") return {};
   if (path === "tiled_ty8") return { kernel: "tiled", ty: 8, bk: 16 };
   if (path === "fused_t4") return { kernel: "fused", tokens: 4 };
   if (path === "fused_t8") return { kernel: "fused", tokens: 8 };
-  return { kernel: path };
+  return { kernel: path as "rows" | "tiled" | "fused" | "cpu" };
 }
 
 /** The kernel an outlier case runs, in words (rotq.ts's own choice for these options). */
 function kernelOf(path: OutlierPath): string {
   const k = outlierKernel(rt, M, K, B, true, pathOptions(path));
   if (k.kernel === "fused") return `fused kernel (${k.tokens} tokens a workgroup)`;
+  if (k.kernel === "cpu") return "CPU kernels (two block products, then actQuant)";
   return k.kernel === "tiled" ? "tiled kernels" : "row kernel";
+}
+
+/** The hadamard kernel of a path: forced for "workgroup" (and "cpu"), else the adapter's. */
+function hadamardKernel(path: OutlierPath): "workgroup" | "cpu" | undefined {
+  return path === "workgroup" || path === "cpu" ? path : undefined;
 }
 
 function rotqCase(
@@ -204,7 +241,7 @@ function rotqCase(
       const { bits, group, asym } = act;
       const record = (rec: Recorder): QuantizedActivations =>
         kind === "hadamard"
-          ? rotqHadamard(rec, x, had, bits, { group, asym })
+          ? rotqHadamard(rec, x, had, bits, { group, asym, kernel: hadamardKernel(path) })
           : kind === "outlier"
           ? rotqOutlier(rec, x, out, bits, { ...opts, group, asym })
           : actQuant(rec, x, bits, { group, asym });
@@ -236,7 +273,11 @@ function rotqCase(
           return r.submit();
         },
         note: `${
-          kind === "outlier" ? `${kernelOf(path)}; ${fused ? "fused" : "unfused"} FMA; ` : ""
+          kind === "outlier"
+            ? `${kernelOf(path)}; ${fused ? "fused" : "unfused"} FMA; `
+            : kind === "hadamard"
+            ? `${hadamardKernel(path) ?? (onGpu ? "workgroup" : "cpu")} kernel; `
+            : ""
         }${note}`,
       };
     },
@@ -332,7 +373,7 @@ function centerCase(mode: CenterMode): BenchCase {
 }
 
 const suite = new BenchSuite({
-  what: "rotq",
+  what: Deno.env.get("WEBDIT_ROTQ_SHAPE") ? `rotq_${shape}` : "rotq",
   denoIterations: onGpu ? 3 : 2,
   describe: () =>
     Promise.resolve({
@@ -362,6 +403,8 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   suite.add(rotqCase("hadamard", dt));
   suite.add(rotqCase("outlier", dt));
   if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "tiled" : "rows"));
+  if (dt === "f32" && !onGpu) suite.add(rotqCase("outlier", dt, "fused")); // the CPU kernels' peers
+  if (dt === "f32" && !onGpu) suite.add(rotqCase("hadamard", dt, "workgroup"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty8"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t4"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t8"));

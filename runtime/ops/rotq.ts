@@ -35,6 +35,13 @@ import {
   workgroupBytes,
 } from "./rotq_outlier_tiled.ts";
 import { fusedProblem, fusedTokens, recordFused } from "./rotq_outlier_fused.ts";
+import {
+  HADAMARD_CPU_MAX_BLOCK,
+  rotateHadamardCpu,
+  rotateOutlierCpu,
+  rotqHadamardCpu,
+  rotqOutlierCpu,
+} from "./rotq_cpu.ts";
 
 export { type OutlierKernelOptions, type OutlierTile, outlierTile };
 import hadSrc from "../../wgsl/rotq_hadamard.wgsl" with { type: "text" };
@@ -160,6 +167,12 @@ function hadamardThreads(K: number): number {
 
 /** Kernel options of {@linkcode rotqHadamard} / {@linkcode rotateHadamard} (tests). */
 export interface HadamardKernelOptions {
+  /**
+   * "workgroup": a workgroup a row, butterflies in workgroup memory (the GPU default);
+   * "cpu": an invocation a block, then actQuant (the CPU adapters' default for blocks of 4
+   * to 256).
+   */
+  kernel?: "workgroup" | "cpu";
   /** At most this many columns in workgroup memory at once (rounded down to whole blocks). */
   chunk?: number;
   /** Quantize each run of `group` rotated values on its own scale (actQuant's `group`). */
@@ -199,6 +212,23 @@ function recordHadamard(
   checkActGroup(group, K, what, o.asym);
   const chunkCap = o.chunk;
   const rt = rec.runtime;
+  if (o.kernel !== undefined && o.kernel !== "workgroup" && o.kernel !== "cpu") {
+    throw new RangeError(`${what}: opts.kernel must be "workgroup" or "cpu", got ${o.kernel}`);
+  }
+  const cpuFits = t.block >= 4 && t.block <= HADAMARD_CPU_MAX_BLOCK;
+  if (o.kernel === "cpu" && !cpuFits) {
+    throw new RangeError(
+      `${what}: the CPU kernel takes blocks of 4 to ${HADAMARD_CPU_MAX_BLOCK}, got ${t.block}`,
+    );
+  }
+  // CPU adapters: no barriers (bundled model, 512×128: N× the workgroup kernel's speed).
+  const cpu = o.kernel === "cpu" ||
+    (!o.kernel && o.chunk === undefined && rt.info.fallback && cpuFits);
+  if (cpu && M > 0) {
+    if (!quant) return { y: rotateHadamardCpu(rec, x, t, M, K), M, K };
+    const a = rotqHadamardCpu(rec, x, t, M, K, bits, group, o.asym ?? false);
+    return { codes: a.q, scales: a.scales, M, K };
+  }
   const wg = hadamardThreads(K);
   const chunk = hadamardChunk(K, t.block, wg, workgroupBytes(rt), chunkCap);
   if (chunk === 0) {
@@ -252,7 +282,7 @@ export function rotateHadamard(
   t: HadamardTransformTensors,
   opts: HadamardKernelOptions = {},
 ): Tensor {
-  return recordHadamard(rec, x, t, false, 8, { chunk: opts.chunk }).y!;
+  return recordHadamard(rec, x, t, false, 8, { chunk: opts.chunk, kernel: opts.kernel }).y!;
 }
 /** Rows per workgroup of the outlier kernel: 4, 2 or 1, as workgroup memory allows. */
 export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): number {
@@ -265,7 +295,8 @@ export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): numb
 export type OutlierKernel =
   | { kernel: "fused"; tokens: number }
   | { kernel: "tiled"; tile: OutlierTile }
-  | { kernel: "rows"; rows: number };
+  | { kernel: "rows"; rows: number }
+  | { kernel: "cpu" };
 
 /**
  * The kernel {@linkcode rotqOutlier} (`quant`) or {@linkcode rotateOutlier} runs for M rows
@@ -282,12 +313,15 @@ export function outlierKernel(
   opts: OutlierKernelOptions = {},
   what = quant ? "rotqOutlier" : "rotateOutlier",
 ): OutlierKernel {
-  if (opts.kernel !== undefined && !["fused", "tiled", "rows"].includes(opts.kernel)) {
+  if (opts.kernel !== undefined && !["fused", "tiled", "rows", "cpu"].includes(opts.kernel)) {
     throw new RangeError(
-      `${what}: opts.kernel must be "fused", "tiled" or "rows", got ${opts.kernel}`,
+      `${what}: opts.kernel must be "fused", "tiled", "rows" or "cpu", got ${opts.kernel}`,
     );
   }
-  // Fused where the rows fit: on lavapipe too (1.6× faster than the row kernel at 128×1152).
+  const chosen = opts.kernel ?? opts.tokens ?? opts.ty ?? opts.bk ?? opts.rows;
+  // CPU adapters: the barrier-free kernels (bundled model, 512×128: 12× the fused kernel's speed).
+  if (opts.kernel === "cpu" || (chosen === undefined && rt.info.fallback)) return { kernel: "cpu" };
+  // Fused where the rows fit (GPUs).
   if (opts.kernel === "fused" || opts.tokens !== undefined) {
     if (!quant) throw new RangeError(`${what}: the fused kernel only quantizes; use "tiled"`);
     const tokens = opts.tokens ?? fusedTokens(rt, K, B);
@@ -345,6 +379,11 @@ function recordOutlier(
   const rt = rec.runtime;
   const words = Math.ceil(K / 4);
   const path = outlierKernel(rt, M, K, B, quant, opts, what);
+  if (path.kernel === "cpu" && M > 0) {
+    if (!quant) return { y: rotateOutlierCpu(rec, x, t, M, K), M, K };
+    const a = rotqOutlierCpu(rec, x, t, M, K, bits, group, asym);
+    return { codes: a.q, scales: a.scales, M, K };
+  }
   if (group && path.kernel !== "fused") {
     // Only the fused kernel quantizes groups: the others rotate, then actQuant.
     const y = recordOutlier(rec, x, t, false, bits, opts).y!;

@@ -19,8 +19,8 @@ import { detectFmaContraction, rotqHadamard, rotqOutlier } from "./rotq.ts";
 import type { SelfCheckResult } from "./selfcheck.ts";
 
 /**
- * Self-check for `deno task doctor`: the hadamard kernel and the three outlier paths (row,
- * tiled and fused kernels) on small odd shapes against the CPU reference; codes must match exactly
+ * Self-check for `deno task doctor`: the two hadamard kernels (workgroup, CPU) and the four
+ * outlier paths (row, tiled, fused and CPU kernels) on small odd shapes against the CPU reference; codes must match exactly
  * (maxError = codes that differ).
  */
 export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
@@ -51,10 +51,12 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   };
   const fused = await detectFmaContraction(rt);
   const rec = new Recorder(rt);
-  const h = rotqHadamard(rec, xt, { s: st, block: B });
+  const h = rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "workgroup" });
+  const hc = rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "cpu" });
   const o = rotqOutlier(rec, xt, ot, 8, { kernel: "rows" });
   const ot2 = rotqOutlier(rec, xt, ot, 8, { kernel: "tiled" });
   const of = rotqOutlier(rec, xt, ot, 8, { kernel: "fused" });
+  const oc = rotqOutlier(rec, xt, ot, 8, { kernel: "cpu" });
   // quantize --act-group 16 --act-asym at A4: the groups quantized inside both kernels.
   const grouped = { group: 16, asym: true };
   const hg = rotqHadamard(rec, xt, { s: st, block: B }, 4, grouped);
@@ -66,15 +68,18 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
     K,
     8,
   );
-  const refs = [quantizeRows(rotateHadamardRef(x, M, K, s, B), M, K, 8), outRef, outRef, outRef];
+  const hadRef = quantizeRows(rotateHadamardRef(x, M, K, s, B), M, K, 8);
+  const refs = [hadRef, hadRef, outRef, outRef, outRef, outRef];
   const names = [
     "rotq_hadamard_f32",
+    "rotq_hadamard_cpu_f32",
     "rotq_outlier_rows_f32",
     "rotq_outlier_tiled_f32",
     "rotq_outlier_fused_f32",
+    "rotq_outlier_cpu_f32",
   ];
   const out: SelfCheckResult[] = [];
-  for (const [i, got] of [h, o, ot2, of].entries()) {
+  for (const [i, got] of [h, hc, o, ot2, of, oc].entries()) {
     const words = (await readTensorRaw(rt, got.q)) as Uint32Array;
     const codes = unpackCodes(words, M, K);
     let bad = 0;

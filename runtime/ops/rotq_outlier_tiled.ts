@@ -74,9 +74,10 @@ export interface OutlierKernelOptions {
   /**
    * "fused": one launch, T token rows in workgroup memory (the default of rotqOutlier
    * where they fit); "tiled": the block-GEMM kernels (the GPU default otherwise, and of
-   * rotateOutlier); "rows": the row kernel (the CPU adapters' default otherwise).
+   * rotateOutlier); "rows": the row kernel (where no tile fits on a GPU); "cpu": two
+   * barrier-free block products, then actQuant (the CPU adapters' default).
    */
-  kernel?: "fused" | "tiled" | "rows";
+  kernel?: "fused" | "tiled" | "rows" | "cpu";
   /** Fused kernel: tokens per workgroup (1, 2, 4, 8 or 16); default as memory allows. */
   tokens?: number;
   /** Rows kernel: token rows per workgroup (1, 2 or 4); default as memory allows. */

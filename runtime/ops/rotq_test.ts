@@ -76,14 +76,16 @@ Deno.test(
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      // The last two go through in chunks (rows wider than workgroup memory): K = 5 blocks
-      // of 64 in chunks of 2 blocks (the last chunk is one block), and K = 96 with a cap that
-      // is not a whole number of blocks (rounded down to 32).
+      // Whole rows through both kernels (the CPU one takes blocks of 4 to 1024). The last two
+      // go through in chunks (rows wider than workgroup memory): K = 5 blocks of 64 in chunks
+      // of 2 blocks (the last chunk is one block), and K = 96 with a cap that is not a whole
+      // number of blocks (rounded down to 32).
       const cases: [number, number, number, number, number?][] = [
         [37, 96, 32, 8],
         [5, 384, 128, 4],
         [1, 18, 2, 8],
         [3, 12, 4, 6],
+        [3, 2048, 1024, 8],
         [7, 320, 64, 8, 128],
         [4, 96, 32, 4, 40],
       ];
@@ -92,16 +94,23 @@ Deno.test(
         const s = preMultiplier(K, block, K);
         const xt = uploadTensor(rt, x, [M, K]);
         const st = uploadTensor(rt, s, [K]);
-        const rec = new Recorder(rt);
-        const q = rotqHadamard(rec, xt, { s: st, block }, bits, { chunk });
-        const y = rotateHadamard(rec, xt, { s: st, block }, { chunk });
-        await rec.submit();
-        const what = `${M}×${K}/${block} A${bits}${chunk ? ` chunk ${chunk}` : ""}`;
-        const v = rotateHadamardRef(x, M, K, s, block);
-        assertEquals(Array.from(await readTensor(rt, y)), Array.from(v), `rotated ${what}`);
-        const ref = quantizeRows(v, M, K, bits);
-        assertQuantEqual(await readQuant(rt, q, M, K), ref, `hadamard ${what}`);
-        if (M > 2) assertEquals(ref.scales[2], 0, "the zero row has scale 0");
+        const kernels = chunk
+          ? [undefined]
+          : block < 4
+          ? ["workgroup" as const]
+          : ["workgroup" as const, "cpu" as const];
+        for (const kernel of kernels) {
+          const rec = new Recorder(rt);
+          const q = rotqHadamard(rec, xt, { s: st, block }, bits, { chunk, kernel });
+          const y = rotateHadamard(rec, xt, { s: st, block }, { chunk, kernel });
+          await rec.submit();
+          const what = `${M}×${K}/${block} A${bits}${chunk ? ` chunk ${chunk}` : ` ${kernel}`}`;
+          const v = rotateHadamardRef(x, M, K, s, block);
+          assertEquals(Array.from(await readTensor(rt, y)), Array.from(v), `rotated ${what}`);
+          const ref = quantizeRows(v, M, K, bits);
+          assertQuantEqual(await readQuant(rt, q, M, K), ref, `hadamard ${what}`);
+          if (M > 2) assertEquals(ref.scales[2], 0, "the zero row has scale 0");
+        }
       }
     });
   },
@@ -115,7 +124,7 @@ Deno.test(
       // [M, K, block, bits, group, asym, chunk]: whole rows and chunked (z) rows.
       const cases: [number, number, number, number, number, boolean, number?][] = [
         [9, 96, 32, 4, 32, false],
-        [9, 96, 32, 4, 32, true],
+        [9, 96, 32, 4, 32, true], // on CPU adapters these two run the CPU kernel, on GPUs the other
         [5, 320, 64, 8, 64, true, 128],
         [3, 384, 128, 6, 16, false, 256],
       ];
@@ -159,13 +168,15 @@ Deno.test("rotqHadamard reads f16 activations", gpuTest, async () => {
     const x = activations(M, K, 3, true);
     const s = preMultiplier(K, block, 4);
     const rec = new Recorder(rt);
-    const q = rotqHadamard(rec, uploadTensor(rt, x, [M, K], "f16"), {
-      s: uploadTensor(rt, s, [K]),
-      block,
-    });
+    const xt = uploadTensor(rt, x, [M, K], "f16");
+    const t = { s: uploadTensor(rt, s, [K]), block };
+    const q = rotqHadamard(rec, xt, t);
+    const y = rotateHadamard(rec, xt, t); // f16 rows out
     await rec.submit();
-    const ref = quantizeRows(rotateHadamardRef(x, M, K, s, block), M, K, 8);
-    assertQuantEqual(await readQuant(rt, q, M, K), ref, "hadamard f16");
+    const v = rotateHadamardRef(x, M, K, s, block);
+    assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, 8), "hadamard f16");
+    const want = Array.from(Float32Array.from(Float16Array.from(v)));
+    assertEquals(Array.from(await readTensor(rt, y)), want, "hadamard f16 rotated");
   });
 });
 
@@ -337,14 +348,15 @@ Deno.test(
       const fused = await detectFmaContraction(rt);
       const g = new Prng(29);
       // [M, K, B, bits, group, asym, kernel]: the fused kernel (tokens past M, several groups
-      // a thread, one group a block), and the row kernel's rotation then actQuant.
-      const cases: [number, number, number, number, number, boolean, "fused" | "rows"][] = [
+      // a thread, one group a block), and the row and CPU kernels' rotation then actQuant.
+      const cases: [number, number, number, number, number, boolean, Kernel][] = [
         [7, 384, 32, 4, 16, true, "fused"],
         [5, 96, 32, 8, 32, false, "fused"],
         [3, 128, 32, 4, 32, true, "fused"],
         [9, 128, 128, 4, 16, true, "fused"], // one block, fewer groups than threads a token
         [6, 512, 128, 4, 16, true, "fused"],
         [5, 96, 32, 4, 16, true, "rows"],
+        [7, 384, 32, 4, 16, true, "cpu"],
       ];
       for (const [M, K, B, bits, group, asym, kernel] of cases) {
         const x = activations(M, K, M * K + 5);
@@ -361,6 +373,37 @@ Deno.test(
           actQuantRef(v, M, K, bits, group, asym),
           what,
         );
+      }
+    });
+  },
+);
+
+type Kernel = "fused" | "rows" | "cpu";
+
+Deno.test(
+  "rotqOutlier CPU kernels match the CPU reference exactly (codes, rotated values, f16 rows)",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const fused = await detectFmaContraction(rt);
+      const g = new Prng(31);
+      // [M, K, B, bits, f16]: tokens not a multiple of 4, one token, 13 blocks (past the
+      // fused kernel's 12), one 128 block (the bundled model's layers).
+      const cases = [[7, 96, 32, 8, 0], [1, 64, 16, 4, 0], [6, 416, 32, 8, 0], [9, 128, 128, 8, 1]];
+      for (const [M, K, B, bits, half] of cases) {
+        if (half && !rt.info.f16) continue;
+        const x = activations(M, K, M * K + 3, !!half);
+        const { t, params } = outlierCase(rt, K, B, g);
+        const xt = uploadTensor(rt, x, [M, K], half ? "f16" : "f32");
+        const rec = new Recorder(rt);
+        const q = rotqOutlier(rec, xt, t, bits, { kernel: "cpu" });
+        const y = rotateOutlier(rec, xt, t, { kernel: "cpu" });
+        await rec.submit();
+        const v = rotateOutlierRef(x, M, K, params, fused);
+        const what = `cpu ${M}×${K}/${B} A${bits}${half ? " f16" : ""}`;
+        assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, bits), what);
+        const want = half ? Float32Array.from(Float16Array.from(v)) : v;
+        assertEquals(Array.from(await readTensor(rt, y)), Array.from(want), `${what} rotated`);
       }
     });
   },

@@ -224,6 +224,17 @@ function rotationOptionsOf(c: Record<string, unknown> | null): Record<string, un
   return o && typeof o === "object" ? o as Record<string, unknown> : undefined;
 }
 
+/** The default plan name of the quantized artifact at `path` (its metadata's settings). */
+export async function artifactPlanName(path: string): Promise<string> {
+  const { openArtifact } = await import("../quant/artifact.ts");
+  const a = await openArtifact(path);
+  try {
+    return planName(a.plan.settings, rotationOptionsOf(a.plan.calibration));
+  } finally {
+    a.close();
+  }
+}
+
 /** Loads a model folder or a quantized artifact as a catalog entry. */
 export async function loadEntry(rt: Runtime, o: EntryOptions): Promise<ModelEntry> {
   const dtype = o.dtype ?? "f32";

@@ -1,0 +1,199 @@
+/**
+ * The rotate(+quantize) paths for CPU adapters, the defaults of rotq.ts on llvmpipe/lavapipe,
+ * where the workgroup-memory kernels spend their time in per-lane loads and barriers:
+ *
+ * - outlier-aware (wgsl/rotq_outlier_cpu.wgsl): two barrier-free block products through a
+ *   [M, K] scratch of the permuted stage-1 rows;
+ * - hadamard (wgsl/rotq_hadamard_cpu.wgsl): an invocation a (token, block), its butterflies
+ *   in a private array.
+ *
+ * When quantizing, both write f32 rotated rows that actQuant then quantizes (per token, or
+ * a scale per group), so the codes are those of the one-pass GPU kernels.
+ *
+ * @module
+ */
+import type { StorageType } from "../gpu/compose.ts";
+import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import type { QuantizedActivations } from "../quant/transform.ts";
+import { actQuant } from "./act_quant.ts";
+import { dummy, rotqSpec } from "./rotq_outlier_tiled.ts";
+import type { HadamardTransformTensors, OutlierTransformTensors } from "./rotq.ts";
+import cpuSrc from "../../wgsl/rotq_outlier_cpu.wgsl" with { type: "text" };
+import hadSrc from "../../wgsl/rotq_hadamard_cpu.wgsl" with { type: "text" };
+
+const WG = 64;
+
+interface CpuParams {
+  M: number;
+  K: number;
+  block: number;
+  stage: number;
+  quant: boolean;
+}
+
+const specs = new Map<StorageType, KernelSpec<CpuParams>>();
+function outlierSpec(storage: StorageType): KernelSpec<CpuParams> {
+  let spec = specs.get(storage);
+  if (!spec) {
+    spec = rotqSpec(`rotq_outlier_cpu_${storage}`, cpuSrc, storage, [4, 3], {
+      constants: (p) => ({
+        B: p.block,
+        WG,
+        STAGE: p.stage,
+        QUANT: p.quant || p.stage === 1 ? 1 : 0, // stage 1 ignores it: one pipeline for both
+      }),
+      uniform: (p) => [p.M, p.K, 0, 0],
+      dispatch: (p) => grid1d(Math.ceil(Math.ceil(p.M / 4) * (p.K / 4) / WG)),
+    });
+    specs.set(storage, spec);
+  }
+  return spec;
+}
+
+/**
+ * Records the rotation of x [M, K] (f32/f16, M > 0) through the CPU kernels: the rotated
+ * rows in x's dtype (`quant` false), or as f32 for a quantizer (`quant` true).
+ */
+function recordOutlier(
+  rec: Recorder,
+  x: Tensor,
+  t: OutlierTransformTensors,
+  M: number,
+  K: number,
+  quant: boolean,
+): Tensor {
+  const rt = rec.runtime;
+  const spec = outlierSpec(x.dtype as StorageType);
+  const p = { M, K, block: t.block, quant };
+  const tt = createTensor(rt, [M, K], "f32");
+  rec.dispatch(spec, { ...p, stage: 1 }, [
+    x,
+    t.s,
+    t.q1,
+    t.dest,
+    tt,
+    dummy(rt, 2),
+    dummy(rt, 3),
+  ]);
+  const out = createTensor(rt, x.shape, quant ? "f32" : x.dtype); // f32 for the quantizer
+  rec.dispatch(spec, { ...p, stage: 2 }, [
+    x,
+    t.s,
+    t.q2,
+    t.dest,
+    tt,
+    quant ? dummy(rt, 2) : out,
+    quant ? out : dummy(rt, 3),
+  ]);
+  tt.release(); // recorded work keeps the scratch valid until it has run
+  return out;
+}
+
+/** Records x [M, K] → ((x ⊙ s)·R1)·P·R2 in x's dtype through the CPU kernels. */
+export function rotateOutlierCpu(
+  rec: Recorder,
+  x: Tensor,
+  t: OutlierTransformTensors,
+  M: number,
+  K: number,
+): Tensor {
+  return recordOutlier(rec, x, t, M, K, false);
+}
+
+/**
+ * Records the outlier-aware rotation through the CPU kernels, then actQuant of the f32
+ * rotated rows: per token, or a scale per `group` values (asymmetric with `asym`).
+ */
+export function rotqOutlierCpu(
+  rec: Recorder,
+  x: Tensor,
+  t: OutlierTransformTensors,
+  M: number,
+  K: number,
+  bits: number,
+  group: number,
+  asym: boolean,
+): QuantizedActivations {
+  const z = recordOutlier(rec, x, t, M, K, true);
+  const a = actQuant(rec, z, bits, { group, asym });
+  z.release();
+  return a;
+}
+
+/** Largest Hadamard block the CPU kernel takes (its private array: 4 KiB an invocation). */
+export const HADAMARD_CPU_MAX_BLOCK = 1024;
+
+interface HadParams {
+  M: number;
+  K: number;
+  block: number;
+  quant: boolean;
+}
+
+const hadSpecs = new Map<string, KernelSpec<HadParams>>();
+function hadamardSpec(storage: StorageType, block: number): KernelSpec<HadParams> {
+  const name = `rotq_hadamard_cpu_${storage}_b${block}`;
+  let spec = hadSpecs.get(name);
+  if (!spec) {
+    const src = hadSrc.replace("const BLOCK: u32 = 128u;", `const BLOCK: u32 = ${block}u;`);
+    spec = rotqSpec(name, src, storage, [2, 2], {
+      constants: (p) => ({ WG, QUANT: p.quant ? 1 : 0 }),
+      uniform: (p) => [p.M, p.K, 0, 0],
+      dispatch: (p) => grid1d(Math.ceil(p.M * (p.K / p.block) / WG)),
+    });
+    hadSpecs.set(name, spec);
+  }
+  return spec;
+}
+
+/** Records x [M, K] (M > 0) → the rotated rows, f32 for a quantizer or in x's dtype. */
+function recordHadamard(
+  rec: Recorder,
+  x: Tensor,
+  t: HadamardTransformTensors,
+  M: number,
+  K: number,
+  quant: boolean,
+): Tensor {
+  const rt = rec.runtime;
+  const out = createTensor(rt, x.shape, quant ? "f32" : x.dtype);
+  rec.dispatch(hadamardSpec(x.dtype as StorageType, t.block), { M, K, block: t.block, quant }, [
+    x,
+    t.s,
+    quant ? dummy(rt, 2) : out,
+    quant ? out : dummy(rt, 3),
+  ]);
+  return out;
+}
+
+/**
+ * Records x [M, K] → x ⊙ s · blockdiag(H) in x's dtype through the CPU kernel (a block of
+ * 4 to {@linkcode HADAMARD_CPU_MAX_BLOCK}).
+ */
+export function rotateHadamardCpu(
+  rec: Recorder,
+  x: Tensor,
+  t: HadamardTransformTensors,
+  M: number,
+  K: number,
+): Tensor {
+  return recordHadamard(rec, x, t, M, K, false);
+}
+
+/** Records the hadamard rotation through the CPU kernel, then actQuant of the f32 rows. */
+export function rotqHadamardCpu(
+  rec: Recorder,
+  x: Tensor,
+  t: HadamardTransformTensors,
+  M: number,
+  K: number,
+  bits: number,
+  group: number,
+  asym: boolean,
+): QuantizedActivations {
+  const z = recordHadamard(rec, x, t, M, K, true);
+  const a = actQuant(rec, z, bits, { group, asym });
+  z.release(); // recorded work keeps it valid until it has run
+  return a;
+}
