@@ -40,11 +40,14 @@
  *     WEBDIT_QUANT_WORKERS=8 …           # host workers quantizing the layers (default: cores)
  *     WEBDIT_STEP_LAYERS=4 …             # another depth (rows named …_l4_…), for quick checks
  *     WEBDIT_QUANT_ACT=f16 …             # quantized rows with f16 activation storage (…_f16)
+ *     WEBDIT_STEP_PROFILE=1 …            # also print each row's kernels of one step (GPU time,
+ *                                        # timestamp queries: small kernels read inflated)
  *
  * @module
  */
 import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
+import { byKernel, formatKernelTimes } from "../runtime/gpu/launch_times.ts";
 import { readTensor, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { denseLinears, type LinearFactory } from "../runtime/model/linear.ts";
@@ -419,6 +422,16 @@ const shape: Shape = layersEnv
   ? { ...baseShape, layers: Number(layersEnv), tag: `${baseShape.tag}_l${layersEnv}` }
   : baseShape;
 const timing = { iterations: 10, minSampleMs: 300, maxReps: 16 };
+
+/** With WEBDIT_STEP_PROFILE=1, prints one step's kernel times (stderr) before a row is timed. */
+async function profileStep(r: Runtime, name: string, record: (rec: Recorder) => Tensor) {
+  if (Deno.env.get("WEBDIT_STEP_PROFILE") !== "1" || !r.info.timestamps) return;
+  const rec = new Recorder(r, "profile", { profile: true });
+  record(rec).release();
+  await rec.submit();
+  const kernels = formatKernelTimes(byKernel(await rec.launchTimes()));
+  console.error(`${name}: one step's kernels (GPU time):\n${kernels}`);
+}
 for (const dtype of ["f32", "f16"] as const) {
   if (!rows.includes(dtype)) continue;
   suite.add({
@@ -437,6 +450,11 @@ for (const dtype of ["f32", "f16"] as const) {
       const v = await readTensor(r, y);
       y.release();
       if (!v.every(Number.isFinite)) throw new Error("non-finite step output");
+      await profileStep(
+        r,
+        `step_pixart_${shape.tag}_${dtype}`,
+        (rec) => recordStep(rec, model, cond, xLatent),
+      );
       return {
         device: r.device,
         run: async (reps) => {
@@ -482,6 +500,11 @@ for (const row of ["w4a8", "paro", "center", "w4a4g16", "w4a4g16cfgd"] as const)
       const v = await readTensor(r, y);
       y.release();
       if (!v.every(Number.isFinite)) throw new Error("non-finite step output");
+      await profileStep(
+        r,
+        `step_pixart_${shape.tag}_${tail}`,
+        (rec) => recordStep(rec, model, q.cond, q.xLatent),
+      );
       return {
         device: r.device,
         run: async (reps) => {
