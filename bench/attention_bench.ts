@@ -17,8 +17,7 @@
  * (the CPU adapter's) at 0.3 INT8, and `attn_paro_d30_int8_…_d72` is PixArt-α's head dim.
  * CPU adapter: 1024 tokens (the bundled model's grid), 2 heads, GFLOP/s for dense.
  * WEBDIT_ATTN_SWEEP=1 adds the rows INT8 kernel at 0.3 under several launch shapes, and
- * WEBDIT_ATTN_TILED_SWEEP=1 the tiled dense kernel under several launch shapes;
- * WEBDIT_ATTN_QUAD_SWEEP=1 with two quads of query rows a thread (…_qu2) beside one.
+ * WEBDIT_ATTN_TILED_SWEEP=1 the tiled dense kernel under several launch shapes.
  *
  * Masks are synthetic but shaped like calibrated ones: per head, block mass decays with the
  * block distance (plus noise), the diagonal is always kept (runtime/quant/paro_plan.ts
@@ -185,8 +184,7 @@ function denseCase(
 ): BenchCase {
   // The default kernel has the plain name; a forced one is named (attn_dense_rows_…), and a
   // forced tiled launch shape (…_rg16_tc9_cv2) or rows a thread (…_rpt4) carries it.
-  const quads = shape?.qu && shape.qu > 1 ? `_qu${shape.qu}` : "";
-  const tag = (shape ? `_rg${shape.rg}_tc${shape.tc}_cv${shape.cv}${quads}` : "") +
+  const tag = (shape ? `_rg${shape.rg}_tc${shape.tc}_cv${shape.cv}` : "") +
     (rowsPerThread ? `_rpt${rowsPerThread}` : "");
   const name = `attn_dense_${kernel ? `${kernel}_` : ""}${dt}_${T}_d${D}${tag}`;
   const tuning: AttentionTuning | undefined = kernel
@@ -478,23 +476,6 @@ if (Deno.env.get("WEBDIT_ATTN_TILED_SWEEP") === "1") {
     for (const [rg, tc, cv] of shapes) {
       const shape = { rg, tc, cv };
       if (tiledBytes(D, shape) <= limit) addDense(sizes[0], D, dt, "tiled", shape);
-    }
-  }
-}
-// WEBDIT_ATTN_QUAD_SWEEP=1: the tiled dense kernel with two quads of query rows a thread
-// (…_qu2) beside one, in f32 (the f32 and quantized steps') and f16, at PixArt's d72 and d64.
-if (Deno.env.get("WEBDIT_ATTN_QUAD_SWEEP") === "1") {
-  const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
-  const shapes = {
-    72: [[16, 9, 2, 1], [8, 9, 2, 2], [4, 9, 2, 2], [8, 6, 3, 2], [8, 9, 2, 1]],
-    64: [[16, 8, 2, 1], [8, 8, 2, 2], [8, 16, 1, 2], [8, 4, 4, 2]],
-  } as const;
-  for (const f of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
-    for (const [D, list] of Object.entries(shapes)) {
-      for (const [rg, tc, cv, qu] of list) {
-        const shape = { rg, tc, cv, qu };
-        if (tiledBytes(Number(D), shape) <= limit) addDense(sizes[0], Number(D), f, "tiled", shape);
-      }
     }
   }
 }

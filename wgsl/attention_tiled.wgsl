@@ -1,17 +1,16 @@
 // Dense flash attention, register-tiled for GPUs (attention.wgsl is the one-row-per-thread
 // version, kept for CPU adapters and head dims that are not a multiple of 4).
 //
-// A workgroup owns BQ = 4·QU·RG query rows of one (batch, head) and walks the keys in blocks
-// of BK = 4·TC. Its RG·TC threads form an RG × TC grid; thread (ty, tx) owns QU quads of 4
-// query rows (quad u: rows 4·(QU·ty + u) .. +3) and
-//   - for S = q·kᵀ, keys tx + TC·j (j < 4) of the block: a 4·QU × 4 tile whose every k vec4
-//     read from workgroup memory feeds 4·QU·4 FMAs and every q vec4 16;
-//   - for O += P·v, head-dim vec4s tx·CV .. tx·CV+CV−1: a 4·QU × CV tile, fed by QU vec4s
-//     of P (4 rows of one key each) and CV vec4s of v per key.
+// A workgroup owns BQ = 4·RG query rows of one (batch, head) and walks the keys in blocks of
+// BK = 4·TC. Its RG·TC threads form an RG × TC grid; thread (ty, tx) owns query rows
+// 4·ty .. 4·ty+3 and
+//   - for S = q·kᵀ, keys tx + TC·j (j < 4) of the block: a 4×4 tile whose every q and k vec4
+//     read from workgroup memory feeds 16 FMAs (vs 4 in the row-per-thread kernel);
+//   - for O += P·v, head-dim vec4s tx·CV .. tx·CV+CV−1: a 4×CV tile, fed by one vec4 of P
+//     (4 rows of one key) and CV vec4s of v per key.
 // Online softmax: the block's row max is reduced over the TC threads of a row through
 // workgroup memory (all of them read the same partials in the same order, so they agree on
 // m exactly); the row sum l is kept per thread over its own keys and reduced once, at the end.
-// A row's arithmetic does not depend on QU: every QU gives the same outputs.
 // q (pre-scaled by scale·log2 e), k and v are staged as f32; k and q rows are padded by one
 // vec4 so the TC threads reading different rows hit different banks.
 // Masks and keys past Tk as in attention.wgsl: bias INVALID, probability exactly 0.
@@ -21,21 +20,19 @@ override TC: u32 = 8u;  // threads per row group: BK = 4·TC keys per block, HD/
 
 override D4: u32 = HD / 4u;
 override D4P: u32 = D4 + 1u; // padded row stride of staged q and k (vec4s)
-override BQ: u32 = 4u * QU * RG;
+override BQ: u32 = 4u * RG;
 override BK: u32 = 4u * TC;
 override WG: u32 = RG * TC;
-override RQ: u32 = RG * QU; // quads of rows in the workgroup: P's row stride (vec4s)
-override KSZ: u32 = BK * D4P; // vec4s of ks: BK·max(D4P, RQ), k rows and then P
-// CV (head-dim vec4s per thread in P·v) and QU (quads of rows per thread) are fixed by the
-// host, which also writes out the per-quad scores and statistics and the output tile's
-// 4·QU·CV accumulators as named variables at the //@ markers: GPU compilers keep named
-// variables in registers, while a private array indexed in a loop may be spilled to local
-// memory (the first version of this kernel ran at a third of the speed it should).
+override KSZ: u32 = BK * D4P; // vec4s of ks: BK·max(D4P, RG), k rows and then P
+// CV (head-dim vec4s per thread in P·v) is fixed by the host, which also writes out the
+// output tile's 4·CV accumulators as named variables at the //@ markers: GPU compilers keep
+// named variables in registers, while a private array indexed in a loop may be spilled to
+// local memory (the first version of this kernel ran at a third of the speed it should).
 
 var<workgroup> qs: array<vec4<f32>, BQ * D4P>;
 var<workgroup> ks: array<vec4<f32>, KSZ>; // k rows, then (after S) P as [key][row group]
 var<workgroup> vs: array<vec4<f32>, BK * D4>;
-var<workgroup> red: array<vec4<f32>, RG * TC * QU>; // per-thread partials of each quad (max, then sum)
+var<workgroup> red: array<vec4<f32>, RG * TC>; // per-thread partials of 4 rows (max, then sum)
 var<workgroup> keep_any: atomic<u32>;
 
 fn ld4(buf_at: u32, which: u32) -> vec4<f32> {
@@ -84,7 +81,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 
   //@O_DECL
-  //@ML_DECL
+  var m = vec4<f32>(-3.0e38); // running max of rows 4·ty .. 4·ty+3
+  var l = vec4<f32>(0.0);     // their sums over this thread's keys only
+  let q0 = (4u * ty) * D4P;
   let kr0 = tx * D4P;
 
   for (var k0 = 0u; k0 < p.tk; k0 += BK) {
@@ -96,14 +95,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
 
-    // s{u}_r: row 4·(QU·ty + u) + r against keys tx + TC·c (component c).
-    //@S_DECL
+    // s_r: row 4·ty + r against keys tx + TC·c (component c).
+    var s0 = vec4<f32>(0.0);
+    var s1 = vec4<f32>(0.0);
+    var s2 = vec4<f32>(0.0);
+    var s3 = vec4<f32>(0.0);
     for (var d = 0u; d < D4; d++) {
       let ka = ks[kr0 + d];
       let kb = ks[kr0 + TC * D4P + d];
       let kc = ks[kr0 + 2u * TC * D4P + d];
       let kd = ks[kr0 + 3u * TC * D4P + d];
-      //@S_ACC
+      let qa = qs[q0 + d];
+      let qb = qs[q0 + D4P + d];
+      let qc = qs[q0 + 2u * D4P + d];
+      let qd = qs[q0 + 3u * D4P + d];
+      s0 += vec4<f32>(dot(qa, ka), dot(qa, kb), dot(qa, kc), dot(qa, kd));
+      s1 += vec4<f32>(dot(qb, ka), dot(qb, kb), dot(qb, kc), dot(qb, kd));
+      s2 += vec4<f32>(dot(qc, ka), dot(qc, kb), dot(qc, kc), dot(qc, kd));
+      s3 += vec4<f32>(dot(qd, ka), dot(qd, kb), dot(qd, kc), dot(qd, kd));
     }
     let bias = vec4<f32>(
       key_bias(b, k0 + tx, mode),
@@ -111,17 +120,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       key_bias(b, k0 + tx + 2u * TC, mode),
       key_bias(b, k0 + tx + 3u * TC, mode),
     );
-    //@S_MAX
+    s0 += bias;
+    s1 += bias;
+    s2 += bias;
+    s3 += bias;
+    red[ty * TC + tx] = vec4<f32>(hmax(s0), hmax(s1), hmax(s2), hmax(s3));
     workgroupBarrier(); // partial maxima written; every k row has been read
-    // Each quad: the block's max, the rescale al, probabilities, sums; P into the k buffer
-    // as [key][quad of the workgroup]: one vec4 = the 4 rows of one key.
-    //@SOFTMAX
+    var mn = m;
+    for (var t = 0u; t < TC; t++) { mn = max(mn, red[ty * TC + t]); }
+    let al = exp2(m - mn);
+    m = mn;
+    let p0 = select(vec4<f32>(0.0), exp2(s0 - mn.x), s0 > vec4<f32>(LIVE));
+    let p1 = select(vec4<f32>(0.0), exp2(s1 - mn.y), s1 > vec4<f32>(LIVE));
+    let p2 = select(vec4<f32>(0.0), exp2(s2 - mn.z), s2 > vec4<f32>(LIVE));
+    let p3 = select(vec4<f32>(0.0), exp2(s3 - mn.w), s3 > vec4<f32>(LIVE));
+    l = l * al + vec4<f32>(hsum(p0), hsum(p1), hsum(p2), hsum(p3));
+    // P into the k buffer as [key][row group]: one vec4 = the 4 rows of one key.
+    ks[tx * RG + ty] = vec4<f32>(p0.x, p1.x, p2.x, p3.x);
+    ks[(tx + TC) * RG + ty] = vec4<f32>(p0.y, p1.y, p2.y, p3.y);
+    ks[(tx + 2u * TC) * RG + ty] = vec4<f32>(p0.z, p1.z, p2.z, p3.z);
+    ks[(tx + 3u * TC) * RG + ty] = vec4<f32>(p0.w, p1.w, p2.w, p3.w);
     workgroupBarrier();
 
     //@O_SCALE
     let vc = tx * CV;
     for (var j = 0u; j < BK; j++) {
-      let pa = j * RQ + ty * QU;
+      let pj = ks[j * RG + ty];
       let vj = j * D4 + vc;
       //@O_ACC
     }
@@ -129,9 +153,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   // Row sums: reduce the TC partials of each row.
   workgroupBarrier();
-  //@L_STORE
+  red[ty * TC + tx] = l;
   workgroupBarrier();
-  //@L_REDUCE
+  var lt = vec4<f32>(0.0);
+  for (var t = 0u; t < TC; t++) { lt += red[ty * TC + t]; }
+  let inv = select(vec4<f32>(0.0), 1.0 / lt, lt > vec4<f32>(0.0));
   let ob = b * p.o_batch + h * HD + tx * CV * 4u;
   //@O_STORE
 }

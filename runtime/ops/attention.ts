@@ -254,10 +254,7 @@ export function attention(
     throw new RangeError(`attention: tuning.kernel must be "rows" or "tiled", got ${t.kernel}`);
   }
   if (t.tiled) {
-    const { rg, tc, cv, qu = 1 } = t.tiled;
-    if (qu !== 1 && qu !== 2) {
-      throw new RangeError(`attention: tuning.tiled.qu must be 1 or 2, got ${qu}`);
-    }
+    const { rg, tc, cv } = t.tiled;
     if (t.kernel !== "tiled" || 4 * tc * cv !== D || tiledBytes(D, t.tiled) > limit || rg < 1) {
       throw new RangeError(
         `attention: tuning.tiled ${JSON.stringify(t.tiled)} needs kernel "tiled", 4·tc·cv = ` +
@@ -294,7 +291,7 @@ export function attention(
   };
   const bufs = [qv.tensor, kv.tensor, vv.tensor, opts.mask ?? qv.tensor, out];
   if (tiled) {
-    rec.dispatch(attentionTiledSpec(dtype, tiled.cv, tiled.qu), { ...launch, shape: tiled }, bufs);
+    rec.dispatch(attentionTiledSpec(dtype, tiled.cv), { ...launch, shape: tiled }, bufs);
     return out;
   }
   // CPU adapters pay tens of cycles per lane for every workgroup load, and private
