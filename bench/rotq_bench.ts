@@ -19,8 +19,8 @@
  * - on CPU adapters, whose default is the barrier-free CPU kernels (runtime/ops/rotq_cpu.ts),
  *   the kernels they replaced, forced: rotq_outlier_fused_… (the fused kernel, as many tokens
  *   a workgroup as fit), rotq_outlier_rows_… (the row kernel), rotq_hadamard_workgroup_… (a
- *   workgroup a row, the GPUs' kernel); on GPUs the CPU kernels, forced, the other way round
- *   (rotq_outlier_cpu_…, rotq_hadamard_cpu_…);
+ *   workgroup a row, the GPUs' kernel); on GPUs the outlier-aware CPU kernels, forced, the
+ *   other way round (rotq_outlier_cpu_…; the Hadamard one runs on CPU adapters only);
  * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
  *   cost of quantizing without a rotation;
  * - center_mean_4096x1152, center_midrange_4096x1152 (ms): what activation centring
@@ -406,8 +406,7 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "tiled" : "rows"));
   if (dt === "f32" && !onGpu) suite.add(rotqCase("outlier", dt, "fused")); // the CPU kernels' peers
   if (dt === "f32" && !onGpu) suite.add(rotqCase("hadamard", dt, "workgroup"));
-  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "cpu")); // … and theirs on GPUs
-  if (dt === "f32" && onGpu) suite.add(rotqCase("hadamard", dt, "cpu"));
+  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "cpu")); // … and it on GPUs
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty8"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t4"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t8"));

@@ -169,8 +169,8 @@ function hadamardThreads(K: number): number {
 export interface HadamardKernelOptions {
   /**
    * "workgroup": a workgroup a row, butterflies in workgroup memory (the GPU default);
-   * "cpu": an invocation a block, then actQuant (the CPU adapters' default for blocks of 4
-   * to 256).
+   * "cpu": an invocation a block, then actQuant (CPU adapters only, their default for
+   * blocks of 4 to 1024).
    */
   kernel?: "workgroup" | "cpu";
   /** At most this many columns in workgroup memory at once (rounded down to whole blocks). */
@@ -221,7 +221,12 @@ function recordHadamard(
       `${what}: the CPU kernel takes blocks of 4 to ${HADAMARD_CPU_MAX_BLOCK}, got ${t.block}`,
     );
   }
-  // CPU adapters: no barriers (bundled model, 512×128: N× the workgroup kernel's speed).
+  // A GPU compiler may fuse the CPU kernel's scaling multiply into its first butterfly (the
+  // H200's does), and its values would then not be the reference's.
+  if (o.kernel === "cpu" && !rt.info.fallback) {
+    throw new RangeError(`${what}: the CPU kernel runs on CPU adapters only`);
+  }
+  // CPU adapters: no barriers (512×128 on lavapipe: 3.7× the workgroup kernel's speed).
   const cpu = o.kernel === "cpu" ||
     (!o.kernel && o.chunk === undefined && rt.info.fallback && cpuFits);
   if (cpu && M > 0) {
@@ -319,7 +324,7 @@ export function outlierKernel(
     );
   }
   const chosen = opts.kernel ?? opts.tokens ?? opts.ty ?? opts.bk ?? opts.rows;
-  // CPU adapters: the barrier-free kernels (bundled model, 512×128: 12× the fused kernel's speed).
+  // CPU adapters: the barrier-free kernels (512×128 on lavapipe: 3.2× the fused kernel's speed).
   if (opts.kernel === "cpu" || (chosen === undefined && rt.info.fallback)) return { kernel: "cpu" };
   // Fused where the rows fit (GPUs).
   if (opts.kernel === "fused" || opts.tokens !== undefined) {

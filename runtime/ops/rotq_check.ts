@@ -19,8 +19,8 @@ import { detectFmaContraction, rotqHadamard, rotqOutlier } from "./rotq.ts";
 import type { SelfCheckResult } from "./selfcheck.ts";
 
 /**
- * Self-check for `deno task doctor`: the two hadamard kernels (workgroup, CPU) and the four
- * outlier paths (row, tiled, fused and CPU kernels) on small odd shapes against the CPU reference; codes must match exactly
+ * Self-check for `deno task doctor`: the two hadamard kernels (workgroup; CPU, on CPU adapters)
+ * and the four outlier paths (row, tiled, fused and CPU kernels) on small odd shapes against the CPU reference; codes must match exactly
  * (maxError = codes that differ).
  */
 export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
@@ -52,7 +52,10 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   const fused = await detectFmaContraction(rt);
   const rec = new Recorder(rt);
   const h = rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "workgroup" });
-  const hc = rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "cpu" });
+  // The Hadamard CPU kernel runs on CPU adapters only (rotq.ts): its row is theirs.
+  const hc = rt.info.fallback
+    ? rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "cpu" })
+    : undefined;
   const o = rotqOutlier(rec, xt, ot, 8, { kernel: "rows" });
   const ot2 = rotqOutlier(rec, xt, ot, 8, { kernel: "tiled" });
   const of = rotqOutlier(rec, xt, ot, 8, { kernel: "fused" });
@@ -80,6 +83,7 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   ];
   const out: SelfCheckResult[] = [];
   for (const [i, got] of [h, hc, o, ot2, of, oc].entries()) {
+    if (!got) continue;
     const words = (await readTensorRaw(rt, got.q)) as Uint32Array;
     const codes = unpackCodes(words, M, K);
     let bad = 0;
