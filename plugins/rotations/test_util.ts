@@ -10,6 +10,7 @@ import { Recorder } from "../../runtime/gpu/kernel.ts";
 import { readTensor, readTensorRaw, uploadTensor } from "../../runtime/gpu/tensor.ts";
 import { Prng } from "../../runtime/io/prng.ts";
 import { gemm } from "../../runtime/ops/gemm.ts";
+import { detectFmaContraction } from "../../runtime/ops/rotq.ts";
 import type { LayerRotation } from "../../runtime/quant/rotation.ts";
 import { unpackCodes } from "../../runtime/reference/rotq.ts";
 import type { HostMatrix } from "../types.ts";
@@ -96,14 +97,15 @@ export async function assertGpuMatches(
     const q = t.applyQuant(rec, xt, bits);
     await rec.submit();
     const rotated = await readTensor(rt, y);
+    const fused = await detectFmaContraction(rt); // GPUs may contract the block products
     assertEquals(
       Array.from(rotated),
-      Array.from(plan.transformActivations(x, M)),
+      Array.from(plan.transformActivations(x, M, fused)),
       `${plan.kind} apply`,
     );
     const err = relError(await readTensor(rt, out), matmulT(x, M, w));
     assert(err <= tol, `${plan.kind}: GPU (XT)(WR)ᵀ differs from XWᵀ by ${err} (tol ${tol})`);
-    const ref = plan.quantizeActivations(x, M, bits);
+    const ref = plan.quantizeActivations(x, M, bits, fused);
     const words = (await readTensorRaw(rt, q.q)) as Uint32Array;
     const codes = unpackCodes(words, M, K);
     for (let i = 0; i < M * K; i++) {

@@ -79,10 +79,13 @@ export interface LayerRotation {
   readonly report: LayerRotationReport;
   /** Offline, f64 math: W·diag(m)·R for W [N, K]. */
   transformWeight(w: HostMatrix): HostMatrix;
-  /** CPU reference of the online transform x [rows, K] → x·diag(m)⁻¹·R, kernel-exact f32. */
-  transformActivations(x: Float32Array, rows: number): Float32Array;
+  /**
+   * CPU reference of the online transform x [rows, K] → x·diag(m)⁻¹·R, kernel-exact f32;
+   * `fused`: as an adapter that contracts multiply-adds computes it (detectFmaContraction).
+   */
+  transformActivations(x: Float32Array, rows: number, fused?: boolean): Float32Array;
   /** CPU reference of `gpu(rt).applyQuant`: codes and scales exactly as the kernel. */
-  quantizeActivations(x: Float32Array, rows: number, bits: number): QuantizedRows;
+  quantizeActivations(x: Float32Array, rows: number, bits: number, fused?: boolean): QuantizedRows;
   /** The tensors to store in the artifact (see the module header). */
   tensors(): Record<string, RotationTensor>;
   /** The online side on the GPU. */
@@ -153,7 +156,8 @@ export class HadamardRotation implements LayerRotation {
     return { data, rows: w.rows, cols: w.cols };
   }
 
-  transformActivations(x: Float32Array, rows: number): Float32Array {
+  // The kernels' butterflies have no multiply-add to contract: `fused` changes nothing.
+  transformActivations(x: Float32Array, rows: number, _fused?: boolean): Float32Array {
     return rotateHadamardRef(x, rows, this.cols, this.s, this.block);
   }
 
@@ -254,18 +258,13 @@ export class OutlierRotation implements LayerRotation {
     return { data, rows: w.rows, cols: w.cols };
   }
 
-  transformActivations(x: Float32Array, rows: number): Float32Array {
-    return rotateOutlierRef(x, rows, this.cols, {
-      s: this.s,
-      q1: this.q1,
-      q2: this.q2,
-      perm: this.perm,
-      block: this.block,
-    });
+  transformActivations(x: Float32Array, rows: number, fused = false): Float32Array {
+    const p = { s: this.s, q1: this.q1, q2: this.q2, perm: this.perm, block: this.block };
+    return rotateOutlierRef(x, rows, this.cols, p, fused);
   }
 
-  quantizeActivations(x: Float32Array, rows: number, bits: number): QuantizedRows {
-    return quantizeRows(this.transformActivations(x, rows), rows, this.cols, bits);
+  quantizeActivations(x: Float32Array, rows: number, bits: number, fused = false): QuantizedRows {
+    return quantizeRows(this.transformActivations(x, rows, fused), rows, this.cols, bits);
   }
 
   tensors(): Record<string, RotationTensor> {
