@@ -230,7 +230,7 @@ Deno.test("attention validates its operands", gpuTest, async () => {
     assertThrows(() => attention(rec, q, k, k, { heads: 2, mask }), RangeError, "mask");
     assertThrows(() => attention(rec, q, k, k, { heads: 2, out: q }), RangeError, "share");
     assertThrows(
-      () => attention(rec, q, k, k, { heads: 2, tuning: { keys: 12 } }),
+      () => attention(rec, q, k, k, { heads: 2, tuning: { kernel: "rows", keys: 12 } }),
       RangeError,
       "keys",
     );
