@@ -4,14 +4,15 @@
  * - {@linkcode rotqHadamard}: x ⊙ s, then a fast Walsh–Hadamard transform of every
  *   `block`-wide block (s = random signs / (smoothing · √block)), then int8 codes + scales;
  * - {@linkcode rotqOutlier}: x ⊙ s, block · Q1, permutation, block · Q2, then codes + scales.
- *   One launch that keeps T token rows in workgroup memory through both stages
- *   (wgsl/rotq_outlier_fused.wgsl) where they fit (K ≤ 12 blocks); else, on GPUs, two
- *   register-tiled block GEMMs (wgsl/rotq_outlier_tiled.wgsl, through a scratch of the
- *   permuted stage-1 rows) and a quantize pass (rotq_outlier_quant.wgsl), and on CPU
- *   adapters one row-per-workgroup kernel (wgsl/rotq_outlier.wgsl). Same values.
+ *   On GPUs one launch that keeps T token rows in workgroup memory through both stages
+ *   (wgsl/rotq_outlier_fused.wgsl) where they fit (K ≤ 12 blocks); else two register-tiled
+ *   block GEMMs (wgsl/rotq_outlier_tiled.wgsl, through a scratch of the permuted stage-1
+ *   rows) and a quantize pass (rotq_outlier_quant.wgsl), or one row-per-workgroup kernel
+ *   (wgsl/rotq_outlier.wgsl) where no tile fits. Same values.
  *
- * Each reads the activations once and writes {@linkcode QuantizedActivations} (codes four
- * per u32, one f32 scale per row). {@linkcode rotateHadamard} / {@linkcode rotateOutlier}
+ * On GPUs each reads the activations once and writes {@linkcode QuantizedActivations} (codes
+ * four per u32, one f32 scale per row). CPU adapters run barrier-free kernels instead
+ * (runtime/ops/rotq_cpu.ts): the rotation into f32 rows, then actQuant. {@linkcode rotateHadamard} / {@linkcode rotateOutlier}
  * write the transformed rows instead (A16 paths). CPU references: runtime/reference/rotq.ts.
  *
  * @module
@@ -37,10 +38,9 @@ import {
 import { fusedProblem, fusedTokens, recordFused } from "./rotq_outlier_fused.ts";
 import {
   HADAMARD_CPU_MAX_BLOCK,
+  quantizeRotated,
   rotateHadamardCpu,
   rotateOutlierCpu,
-  rotqHadamardCpu,
-  rotqOutlierCpu,
 } from "./rotq_cpu.ts";
 
 export { type OutlierKernelOptions, type OutlierTile, outlierTile };
@@ -231,7 +231,8 @@ function recordHadamard(
     (!o.kernel && o.chunk === undefined && rt.info.fallback && cpuFits);
   if (cpu && M > 0) {
     if (!quant) return { y: rotateHadamardCpu(rec, x, t, M, K), M, K };
-    const a = rotqHadamardCpu(rec, x, t, M, K, bits, group, o.asym ?? false);
+    const z = rotateHadamardCpu(rec, x, t, M, K, true);
+    const a = quantizeRotated(rec, z, bits, group, o.asym ?? false);
     return { codes: a.q, scales: a.scales, M, K };
   }
   const wg = hadamardThreads(K);
@@ -386,7 +387,7 @@ function recordOutlier(
   const path = outlierKernel(rt, M, K, B, quant, opts, what);
   if (path.kernel === "cpu" && M > 0) {
     if (!quant) return { y: rotateOutlierCpu(rec, x, t, M, K), M, K };
-    const a = rotqOutlierCpu(rec, x, t, M, K, bits, group, asym);
+    const a = quantizeRotated(rec, rotateOutlierCpu(rec, x, t, M, K, true), bits, group, asym);
     return { codes: a.q, scales: a.scales, M, K };
   }
   if (group && path.kernel !== "fused") {

@@ -90,35 +90,19 @@ function recordOutlier(
   return out;
 }
 
-/** Records x [M, K] → ((x ⊙ s)·R1)·P·R2 in x's dtype through the CPU kernels. */
+/**
+ * Records x [M, K] → ((x ⊙ s)·R1)·P·R2 through the CPU kernels: in x's dtype, or with
+ * `quant` as f32 rows for {@linkcode quantizeRotated}.
+ */
 export function rotateOutlierCpu(
   rec: Recorder,
   x: Tensor,
   t: OutlierTransformTensors,
   M: number,
   K: number,
+  quant = false,
 ): Tensor {
-  return recordOutlier(rec, x, t, M, K, false);
-}
-
-/**
- * Records the outlier-aware rotation through the CPU kernels, then actQuant of the f32
- * rotated rows: per token, or a scale per `group` values (asymmetric with `asym`).
- */
-export function rotqOutlierCpu(
-  rec: Recorder,
-  x: Tensor,
-  t: OutlierTransformTensors,
-  M: number,
-  K: number,
-  bits: number,
-  group: number,
-  asym: boolean,
-): QuantizedActivations {
-  const z = recordOutlier(rec, x, t, M, K, true);
-  const a = actQuant(rec, z, bits, { group, asym });
-  z.release();
-  return a;
+  return recordOutlier(rec, x, t, M, K, quant);
 }
 
 /** Largest Hadamard block the CPU kernel takes (its private array: 4 KiB an invocation). */
@@ -168,8 +152,9 @@ function recordHadamard(
 }
 
 /**
- * Records x [M, K] → x ⊙ s · blockdiag(H) in x's dtype through the CPU kernel (a block of
- * 4 to {@linkcode HADAMARD_CPU_MAX_BLOCK}).
+ * Records x [M, K] → x ⊙ s · blockdiag(H) through the CPU kernel (a block of 4 to
+ * {@linkcode HADAMARD_CPU_MAX_BLOCK}): in x's dtype, or with `quant` as f32 rows for
+ * {@linkcode quantizeRotated}.
  */
 export function rotateHadamardCpu(
   rec: Recorder,
@@ -177,22 +162,22 @@ export function rotateHadamardCpu(
   t: HadamardTransformTensors,
   M: number,
   K: number,
+  quant = false,
 ): Tensor {
-  return recordHadamard(rec, x, t, M, K, false);
+  return recordHadamard(rec, x, t, M, K, quant);
 }
 
-/** Records the hadamard rotation through the CPU kernel, then actQuant of the f32 rows. */
-export function rotqHadamardCpu(
+/**
+ * Records actQuant of rotated f32 rows z (the CPU kernels' `quant` output): per token, or a
+ * scale per `group` values (asymmetric with `asym`); z is released.
+ */
+export function quantizeRotated(
   rec: Recorder,
-  x: Tensor,
-  t: HadamardTransformTensors,
-  M: number,
-  K: number,
+  z: Tensor,
   bits: number,
   group: number,
   asym: boolean,
 ): QuantizedActivations {
-  const z = recordHadamard(rec, x, t, M, K, true);
   const a = actQuant(rec, z, bits, { group, asym });
   z.release(); // recorded work keeps it valid until it has run
   return a;
