@@ -227,8 +227,9 @@ function recordHadamard(
     throw new RangeError(`${what}: the CPU kernel runs on CPU adapters only`);
   }
   // CPU adapters: no barriers (512×128 on lavapipe: 3.7× the workgroup kernel's speed).
+  const zBinds = M * K * 4 <= (rt.info.limits.maxStorageBufferBindingSize ?? 134217728);
   const cpu = o.kernel === "cpu" ||
-    (!o.kernel && o.chunk === undefined && rt.info.fallback && cpuFits);
+    (!o.kernel && o.chunk === undefined && rt.info.fallback && cpuFits && zBinds);
   if (cpu && M > 0) {
     if (!quant) return { y: rotateHadamardCpu(rec, x, t, M, K), M, K };
     const z = rotateHadamardCpu(rec, x, t, M, K, true);
@@ -325,8 +326,12 @@ export function outlierKernel(
     );
   }
   const chosen = opts.kernel ?? opts.tokens ?? opts.ty ?? opts.bk ?? opts.rows;
-  // CPU adapters: the barrier-free kernels (512×128 on lavapipe: 3.2× the fused kernel's speed).
-  if (opts.kernel === "cpu" || (chosen === undefined && rt.info.fallback)) return { kernel: "cpu" };
+  // CPU adapters: the barrier-free kernels (512×128 on lavapipe: 3.2× the fused kernel's
+  // speed), where their f32 [M, K] scratch binds.
+  const scratchBinds = M * K * 4 <= (rt.info.limits.maxStorageBufferBindingSize ?? 134217728);
+  if (opts.kernel === "cpu" || (chosen === undefined && rt.info.fallback && scratchBinds)) {
+    return { kernel: "cpu" };
+  }
   // Fused where the rows fit (GPUs).
   if (opts.kernel === "fused" || opts.tokens !== undefined) {
     if (!quant) throw new RangeError(`${what}: the fused kernel only quantizes; use "tiled"`);
