@@ -75,7 +75,8 @@ async function main(): Promise<void> {
   const results: BenchResult[] = [];
   const loads: Record<string, number[][]> = {};
   try {
-    // The headline rows at the default depth, then (--in-flight) f32 at each given depth.
+    // The headline rows at the default depth, then (--in-flight) f32 at each given depth, then
+    // (--quantized) each artifact.
     const cases: { dtype: "f32" | "f16"; inFlight?: number; artifact?: string; plan?: string }[] = [
       { dtype: "f32" },
     ];
