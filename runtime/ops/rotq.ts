@@ -19,8 +19,8 @@
  */
 import { expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { Runtime } from "../gpu/device.ts";
-import { grid1d, type KernelSpec, Recorder } from "../gpu/kernel.ts";
-import { createTensor, readTensor, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { isPowerOfTwo } from "../reference/hadamard.ts";
 import { qmaxOf } from "../reference/rotq.ts";
@@ -38,12 +38,14 @@ import {
 import { fusedProblem, fusedTokens, recordFused } from "./rotq_outlier_fused.ts";
 import {
   HADAMARD_CPU_MAX_BLOCK,
+  outlierCpuProblem,
   quantizeRotated,
   rotateHadamardCpu,
   rotateOutlierCpu,
 } from "./rotq_cpu.ts";
 
 export { type OutlierKernelOptions, type OutlierTile, outlierTile };
+export { detectFmaContraction } from "./fma_probe.ts";
 import hadSrc from "../../wgsl/rotq_hadamard.wgsl" with { type: "text" };
 import outSrc from "../../wgsl/rotq_outlier.wgsl" with { type: "text" };
 import productSrc from "../../wgsl/rotq_outlier_product.wgsl" with { type: "text" };
@@ -307,9 +309,10 @@ export type OutlierKernel =
 
 /**
  * The kernel {@linkcode rotqOutlier} (`quant`) or {@linkcode rotateOutlier} runs for M rows
- * of K with block B on `rt`, given `opts`: the fused one where asked or, when quantizing,
- * where the rows fit; else the tiled one where asked, or on a GPU when a tile fits and the
- * scratch binds; else the row kernel. Throws when the asked kernel cannot run.
+ * of K with block B on `rt`, given `opts`: on CPU adapters the CPU kernels where they can run;
+ * the fused one where asked or, when quantizing, where the rows fit; else the tiled one where
+ * asked, or on a GPU when a tile fits and the scratch binds; else the row kernel. Throws
+ * when the asked kernel cannot run.
  */
 export function outlierKernel(
   rt: Runtime,
@@ -328,8 +331,11 @@ export function outlierKernel(
   const chosen = opts.kernel ?? opts.tokens ?? opts.ty ?? opts.bk ?? opts.rows;
   // CPU adapters: the barrier-free kernels (512×128 on lavapipe: 3.2× the fused kernel's
   // speed), where their f32 [M, K] scratch binds.
-  const scratchBinds = M * K * 4 <= (rt.info.limits.maxStorageBufferBindingSize ?? 134217728);
-  if (opts.kernel === "cpu" || (chosen === undefined && rt.info.fallback && scratchBinds)) {
+  const cpuWhy = outlierCpuProblem(rt, M, K, B);
+  if (opts.kernel === "cpu" && cpuWhy) {
+    throw new RangeError(`${what}: the CPU kernels cannot run here: ${cpuWhy}`);
+  }
+  if (opts.kernel === "cpu" || (chosen === undefined && rt.info.fallback && !cpuWhy)) {
     return { kernel: "cpu" };
   }
   // Fused where the rows fit (GPUs).
@@ -456,42 +462,4 @@ export function rotateOutlier(
   opts?: OutlierKernelOptions,
 ): Tensor {
   return recordOutlier(rec, x, t, false, 8, opts).y!;
-}
-
-const PROBE_SRC = `
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read_write> o: array<f32>;
-@compute @workgroup_size(1) fn main() {
-  var acc = 0.0;
-  for (var i = 0u; i < 2u; i++) { acc = acc + a[2u * i] * a[2u * i + 1u]; }
-  o[0] = acc;
-}`;
-
-/**
- * True when this adapter's compiler contracts `acc + a·b` into one fused multiply-add
- * (WGSL allows either), probed with the accumulation pattern of the outlier kernel; the
- * CPU reference then rounds each multiply-add once (see rotateOutlierRef's `fused`).
- */
-export async function detectFmaContraction(rt: Runtime): Promise<boolean> {
-  // (1 + 2^-23)² = 1 + 2^-22 + 2^-46: added to −(1 + 2^-22) it leaves 2^-46 when fused
-  // and 0 when the product is rounded first.
-  const e = 1 + 2 ** -23;
-  const a = uploadTensor(rt, new Float32Array([-Math.fround(e * e), 1, e, e]), [4]);
-  const o = createTensor(rt, [1], "f32");
-  const rec = new Recorder(rt);
-  rec.dispatch(
-    {
-      name: "fma_probe",
-      source: PROBE_SRC,
-      bindings: ["read", "read_write"],
-      dispatch: () => [1],
-    },
-    {},
-    [a, o],
-  );
-  await rec.submit();
-  const v = (await readTensor(rt, o))[0];
-  a.release();
-  o.release();
-  return v !== 0;
 }

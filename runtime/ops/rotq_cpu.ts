@@ -13,6 +13,7 @@
  * @module
  */
 import type { StorageType } from "../gpu/compose.ts";
+import type { Runtime } from "../gpu/device.ts";
 import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
@@ -23,6 +24,14 @@ import cpuSrc from "../../wgsl/rotq_outlier_cpu.wgsl" with { type: "text" };
 import hadSrc from "../../wgsl/rotq_hadamard_cpu.wgsl" with { type: "text" };
 
 const WG = 64;
+
+/** Why the outlier-aware CPU kernels cannot take M rows of K with block B, or "". */
+export function outlierCpuProblem(rt: Runtime, M: number, K: number, B: number): string {
+  if (B % 8 !== 0) return `a block that is a multiple of 8 (4 × 8 tiles), got ${B}`;
+  const maxBind = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
+  if (M * K * 4 > maxBind) return `the [${M}, ${K}] f32 scratch is over the binding limit`;
+  return "";
+}
 
 interface CpuParams {
   M: number;
@@ -44,7 +53,7 @@ function outlierSpec(storage: StorageType): KernelSpec<CpuParams> {
         QUANT: p.quant || p.stage === 1 ? 1 : 0, // stage 1 ignores it: one pipeline for both
       }),
       uniform: (p) => [p.M, p.K, 0, 0],
-      dispatch: (p) => grid1d(Math.ceil(Math.ceil(p.M / 4) * (p.K / 4) / WG)),
+      dispatch: (p) => grid1d(Math.ceil(Math.ceil(p.M / 4) * (p.K / 8) / WG)),
     });
     specs.set(storage, spec);
   }
@@ -52,8 +61,9 @@ function outlierSpec(storage: StorageType): KernelSpec<CpuParams> {
 }
 
 /**
- * Records the rotation of x [M, K] (f32/f16, M > 0) through the CPU kernels: the rotated
- * rows in x's dtype (`quant` false), or as f32 for a quantizer (`quant` true).
+ * Records the rotation of x [M, K] (f32/f16, M > 0; a block that is a multiple of 8) through
+ * the CPU kernels: the rotated rows in x's dtype (`quant` false), or as f32 for a quantizer
+ * (`quant` true).
  */
 function recordOutlier(
   rec: Recorder,
