@@ -20,11 +20,10 @@ import type { Tensor } from "../gpu/tensor.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { gemm, type GemmOptions } from "./gemm.ts";
 import { defaultIntVersion, qgemmInt, type QGemmIntOptions } from "./qgemm.ts";
-import type { QGemmEpilogue } from "./qgemm_spec.ts";
+import { LOW_RANK_MAX, type QGemmEpilogue } from "./qgemm_spec.ts";
 import type { QWeightGpu } from "./qweight.ts";
 
-/** The largest rank taken: a branch is meant to be thin beside the quantized product. */
-export const LOW_RANK_MAX = 128;
+export { LOW_RANK_MAX }; // defined beside the fused kernel's operand check (qgemm_spec.ts)
 
 /** Options of {@linkcode lowRankAdd}: gemm's epilogue, and the GEMMs' versions. */
 export interface LowRankAddOptions extends Omit<QGemmEpilogue, "out"> {

@@ -104,9 +104,12 @@ export function checkNoAlias(
   }
 }
 
+/** The largest rank taken: a branch is meant to be thin beside the quantized product. */
+export const LOW_RANK_MAX = 128;
+
 /**
  * Checks a low-rank branch fused into a quantized GEMM (U [M, R] and B [N, R] in `dt`, R a
- * multiple of 4 up to 128) and returns R.
+ * multiple of 4 up to {@linkcode LOW_RANK_MAX}) and returns R.
  */
 export function checkLowRankOperands(
   who: string,
@@ -116,9 +119,9 @@ export function checkLowRankOperands(
   dt: StorageType,
 ): number {
   const R = M > 0 ? lr.u.size / M : lr.b.size / Math.max(1, N);
-  if (!Number.isInteger(R) || R < 4 || R > 128 || R % 4 !== 0) {
+  if (!Number.isInteger(R) || R < 4 || R > LOW_RANK_MAX || R % 4 !== 0) {
     throw new RangeError(
-      `${who}: lowRank.u must be [${M}, R] with R a multiple of 4 up to 128, got [${lr.u.shape}]`,
+      `${who}: lowRank.u must be [${M}, R] with R a multiple of 4 up to ${LOW_RANK_MAX}, got [${lr.u.shape}]`,
     );
   }
   if (lr.b.size !== N * R) {
