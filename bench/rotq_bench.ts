@@ -49,6 +49,7 @@ import { gemm } from "../runtime/ops/gemm.ts";
 import { qgemmA16, uploadQWeight } from "../runtime/ops/qgemm.ts";
 import {
   detectFmaContraction,
+  hadamardKernel,
   type HadamardTransformTensors,
   outlierKernel,
   type OutlierKernelOptions,
@@ -215,8 +216,8 @@ function kernelOf(path: OutlierPath): string {
   return k.kernel === "tiled" ? "tiled kernels" : "row kernel";
 }
 
-/** The hadamard kernel of a path: forced for "workgroup" (and "cpu"), else the adapter's. */
-function hadamardKernel(path: OutlierPath): "workgroup" | "cpu" | undefined {
+/** The hadamard kernel a path forces: "workgroup" (and "cpu"), else the adapter's. */
+function hadamardPath(path: OutlierPath): "workgroup" | "cpu" | undefined {
   return path === "workgroup" || path === "cpu" ? path : undefined;
 }
 
@@ -242,7 +243,7 @@ function rotqCase(
       const { bits, group, asym } = act;
       const record = (rec: Recorder): QuantizedActivations =>
         kind === "hadamard"
-          ? rotqHadamard(rec, x, had, bits, { group, asym, kernel: hadamardKernel(path) })
+          ? rotqHadamard(rec, x, had, bits, { group, asym, kernel: hadamardPath(path) })
           : kind === "outlier"
           ? rotqOutlier(rec, x, out, bits, { ...opts, group, asym })
           : actQuant(rec, x, bits, { group, asym });
@@ -277,7 +278,7 @@ function rotqCase(
           kind === "outlier"
             ? `${kernelOf(path)}; ${fused ? "fused" : "unfused"} FMA; `
             : kind === "hadamard"
-            ? `${hadamardKernel(path) ?? (onGpu ? "workgroup" : "cpu")} kernel; `
+            ? `${hadamardKernel(rt, M, K, B, { kernel: hadamardPath(path) })} kernel; `
             : ""
         }${note}`,
       };

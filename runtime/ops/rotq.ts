@@ -12,8 +12,9 @@
  *
  * On GPUs each reads the activations once and writes {@linkcode QuantizedActivations} (codes
  * four per u32, one f32 scale per row). CPU adapters run barrier-free kernels instead
- * (runtime/ops/rotq_cpu.ts): the rotation into f32 rows, then actQuant. {@linkcode rotateHadamard} / {@linkcode rotateOutlier}
- * write the transformed rows instead (A16 paths). CPU references: runtime/reference/rotq.ts.
+ * (runtime/ops/rotq_cpu.ts): the rotation into f32 rows, then actQuant.
+ * {@linkcode rotateHadamard} / {@linkcode rotateOutlier} write the transformed rows instead
+ * (A16 paths). CPU references: runtime/reference/rotq.ts.
  *
  * @module
  */
@@ -37,7 +38,7 @@ import {
 } from "./rotq_outlier_tiled.ts";
 import { fusedProblem, fusedTokens, recordFused } from "./rotq_outlier_fused.ts";
 import {
-  HADAMARD_CPU_MAX_BLOCK,
+  hadamardCpuProblem,
   outlierCpuProblem,
   quantizeRotated,
   rotateHadamardCpu,
@@ -184,6 +185,31 @@ export interface HadamardKernelOptions {
 }
 
 /**
+ * The kernel {@linkcode rotqHadamard} or {@linkcode rotateHadamard} runs for M rows of K with
+ * `block` on `rt`, given `opts`: the CPU kernel where asked or, on CPU adapters, where it can
+ * run and no chunk is asked (512×128 on lavapipe: 3.7× the workgroup kernel's speed); else the
+ * workgroup kernel. Throws when the asked kernel cannot run.
+ */
+export function hadamardKernel(
+  rt: Runtime,
+  M: number,
+  K: number,
+  block: number,
+  opts: HadamardKernelOptions = {},
+  what = "rotqHadamard",
+): "workgroup" | "cpu" {
+  if (opts.kernel !== undefined && opts.kernel !== "workgroup" && opts.kernel !== "cpu") {
+    throw new RangeError(`${what}: opts.kernel must be "workgroup" or "cpu", got ${opts.kernel}`);
+  }
+  const why = hadamardCpuProblem(rt, M, K, block);
+  if (opts.kernel === "cpu" && why) {
+    throw new RangeError(`${what}: the CPU kernel cannot run here: ${why}`);
+  }
+  if (opts.kernel === "cpu" || (!opts.kernel && opts.chunk === undefined && !why)) return "cpu";
+  return "workgroup";
+}
+
+/**
  * Columns the Hadamard kernel holds in workgroup memory: K when the row fits, else the most
  * whole blocks that do (0 when not even one block fits). `cap` lowers it (tests).
  */
@@ -214,25 +240,7 @@ function recordHadamard(
   checkActGroup(group, K, what, o.asym);
   const chunkCap = o.chunk;
   const rt = rec.runtime;
-  if (o.kernel !== undefined && o.kernel !== "workgroup" && o.kernel !== "cpu") {
-    throw new RangeError(`${what}: opts.kernel must be "workgroup" or "cpu", got ${o.kernel}`);
-  }
-  const cpuFits = t.block >= 4 && t.block <= HADAMARD_CPU_MAX_BLOCK;
-  if (o.kernel === "cpu" && !cpuFits) {
-    throw new RangeError(
-      `${what}: the CPU kernel takes blocks of 4 to ${HADAMARD_CPU_MAX_BLOCK}, got ${t.block}`,
-    );
-  }
-  // A GPU compiler may fuse the CPU kernel's scaling multiply into its first butterfly (the
-  // H200's does), and its values would then not be the reference's.
-  if (o.kernel === "cpu" && !rt.info.fallback) {
-    throw new RangeError(`${what}: the CPU kernel runs on CPU adapters only`);
-  }
-  // CPU adapters: no barriers (512×128 on lavapipe: 3.7× the workgroup kernel's speed).
-  const zBinds = M * K * 4 <= (rt.info.limits.maxStorageBufferBindingSize ?? 134217728);
-  const cpu = o.kernel === "cpu" ||
-    (!o.kernel && o.chunk === undefined && rt.info.fallback && cpuFits && zBinds);
-  if (cpu && M > 0) {
+  if (hadamardKernel(rt, M, K, t.block, o, what) === "cpu" && M > 0) {
     if (!quant) return { y: rotateHadamardCpu(rec, x, t, M, K), M, K };
     const z = rotateHadamardCpu(rec, x, t, M, K, true);
     const a = quantizeRotated(rec, z, bits, group, o.asym ?? false);

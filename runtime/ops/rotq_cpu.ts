@@ -25,12 +25,16 @@ import hadSrc from "../../wgsl/rotq_hadamard_cpu.wgsl" with { type: "text" };
 
 const WG = 64;
 
+/** Why an f32 [M, K] scratch (both CPU paths write one) does not bind here, or "". */
+function scratchProblem(rt: Runtime, M: number, K: number): string {
+  const maxBind = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
+  return M * K * 4 > maxBind ? `the [${M}, ${K}] f32 scratch is over the binding limit` : "";
+}
+
 /** Why the outlier-aware CPU kernels cannot take M rows of K with block B, or "". */
 export function outlierCpuProblem(rt: Runtime, M: number, K: number, B: number): string {
   if (B % 8 !== 0) return `a block that is a multiple of 8 (4 × 8 tiles), got ${B}`;
-  const maxBind = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
-  if (M * K * 4 > maxBind) return `the [${M}, ${K}] f32 scratch is over the binding limit`;
-  return "";
+  return scratchProblem(rt, M, K);
 }
 
 interface CpuParams {
@@ -61,17 +65,17 @@ function outlierSpec(storage: StorageType): KernelSpec<CpuParams> {
 }
 
 /**
- * Records the rotation of x [M, K] (f32/f16, M > 0; a block that is a multiple of 8) through
- * the CPU kernels: the rotated rows in x's dtype (`quant` false), or as f32 for a quantizer
- * (`quant` true).
+ * Records x [M, K] (f32/f16, M > 0; a block that is a multiple of 8) → ((x ⊙ s)·R1)·P·R2
+ * through the CPU kernels: in x's dtype, or with `quant` as f32 rows for
+ * {@linkcode quantizeRotated}.
  */
-function recordOutlier(
+export function rotateOutlierCpu(
   rec: Recorder,
   x: Tensor,
   t: OutlierTransformTensors,
   M: number,
   K: number,
-  quant: boolean,
+  quant = false,
 ): Tensor {
   const rt = rec.runtime;
   const spec = outlierSpec(x.dtype as StorageType);
@@ -100,23 +104,19 @@ function recordOutlier(
   return out;
 }
 
-/**
- * Records x [M, K] → ((x ⊙ s)·R1)·P·R2 through the CPU kernels: in x's dtype, or with
- * `quant` as f32 rows for {@linkcode quantizeRotated}.
- */
-export function rotateOutlierCpu(
-  rec: Recorder,
-  x: Tensor,
-  t: OutlierTransformTensors,
-  M: number,
-  K: number,
-  quant = false,
-): Tensor {
-  return recordOutlier(rec, x, t, M, K, quant);
-}
-
 /** Largest Hadamard block the CPU kernel takes (its private array: 4 KiB an invocation). */
 export const HADAMARD_CPU_MAX_BLOCK = 1024;
+
+/** Why the Hadamard CPU kernel cannot take M rows of K with `block` on `rt`, or "". */
+export function hadamardCpuProblem(rt: Runtime, M: number, K: number, block: number): string {
+  // A GPU compiler may fuse its scaling multiply into the first butterfly (the H200's does),
+  // and its values would then not be the reference's.
+  if (!rt.info.fallback) return "it runs on CPU adapters only";
+  if (block < 4 || block > HADAMARD_CPU_MAX_BLOCK) {
+    return `it takes blocks of 4 to ${HADAMARD_CPU_MAX_BLOCK}, got ${block}`;
+  }
+  return scratchProblem(rt, M, K);
+}
 
 interface HadParams {
   M: number;
@@ -130,7 +130,9 @@ function hadamardSpec(storage: StorageType, block: number): KernelSpec<HadParams
   const name = `rotq_hadamard_cpu_${storage}_b${block}`;
   let spec = hadSpecs.get(name);
   if (!spec) {
-    const src = hadSrc.replace("const BLOCK: u32 = 128u;", `const BLOCK: u32 = ${block}u;`);
+    const decl = "const BLOCK: u32 = 128u;";
+    if (!hadSrc.includes(decl)) throw new Error(`rotq_hadamard_cpu.wgsl: no "${decl}" to set`);
+    const src = hadSrc.replace(decl, `const BLOCK: u32 = ${block}u;`);
     spec = rotqSpec(name, src, storage, [2, 2], {
       constants: (p) => ({ WG, QUANT: p.quant ? 1 : 0 }),
       uniform: (p) => [p.M, p.K, 0, 0],
@@ -141,29 +143,9 @@ function hadamardSpec(storage: StorageType, block: number): KernelSpec<HadParams
   return spec;
 }
 
-/** Records x [M, K] (M > 0) → the rotated rows, f32 for a quantizer or in x's dtype. */
-function recordHadamard(
-  rec: Recorder,
-  x: Tensor,
-  t: HadamardTransformTensors,
-  M: number,
-  K: number,
-  quant: boolean,
-): Tensor {
-  const rt = rec.runtime;
-  const out = createTensor(rt, x.shape, quant ? "f32" : x.dtype);
-  rec.dispatch(hadamardSpec(x.dtype as StorageType, t.block), { M, K, block: t.block, quant }, [
-    x,
-    t.s,
-    quant ? dummy(rt, 2) : out,
-    quant ? out : dummy(rt, 3),
-  ]);
-  return out;
-}
-
 /**
- * Records x [M, K] → x ⊙ s · blockdiag(H) through the CPU kernel (a block of 4 to
- * {@linkcode HADAMARD_CPU_MAX_BLOCK}): in x's dtype, or with `quant` as f32 rows for
+ * Records x [M, K] (M > 0) → x ⊙ s · blockdiag(H) through the CPU kernel (see
+ * {@linkcode hadamardCpuProblem}): in x's dtype, or with `quant` as f32 rows for
  * {@linkcode quantizeRotated}.
  */
 export function rotateHadamardCpu(
@@ -174,7 +156,15 @@ export function rotateHadamardCpu(
   K: number,
   quant = false,
 ): Tensor {
-  return recordHadamard(rec, x, t, M, K, quant);
+  const rt = rec.runtime;
+  const out = createTensor(rt, x.shape, quant ? "f32" : x.dtype);
+  rec.dispatch(hadamardSpec(x.dtype as StorageType, t.block), { M, K, block: t.block, quant }, [
+    x,
+    t.s,
+    quant ? dummy(rt, 2) : out,
+    quant ? out : dummy(rt, 3),
+  ]);
+  return out;
 }
 
 /**

@@ -1,9 +1,9 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/assert.ts";
 import type { Runtime } from "../gpu/device.ts";
-import { outlierKernel } from "./rotq.ts";
+import { hadamardKernel, outlierKernel } from "./rotq.ts";
 
 /** A CPU adapter's limits as rotq.ts reads them, with a small binding limit. */
-function cpuAdapter(maxBind: number): Runtime {
+function cpuAdapter(maxBind: number, fallback = true): Runtime {
   const limits = {
     maxStorageBufferBindingSize: maxBind,
     maxComputeWorkgroupStorageSize: 32768,
@@ -11,7 +11,7 @@ function cpuAdapter(maxBind: number): Runtime {
     maxComputeWorkgroupSizeX: 256,
     maxComputeWorkgroupSizeY: 256,
   };
-  return { info: { fallback: true, limits } } as unknown as Runtime;
+  return { info: { fallback, limits } } as unknown as Runtime;
 }
 
 Deno.test("CPU adapters take the CPU rotation kernels where their f32 scratch binds", () => {
@@ -23,4 +23,20 @@ Deno.test("CPU adapters take the CPU rotation kernels where their f32 scratch bi
   assertEquals(outlierKernel(rt, 64, 128, 128, false).kernel, "rows");
   // An explicit choice stands.
   assertEquals(outlierKernel(rt, 8, 128, 128, true, { kernel: "rows" }).kernel, "rows");
+});
+
+Deno.test("the Hadamard CPU kernel: CPU adapters, blocks of 4 to 1024, a scratch that binds", () => {
+  const rt = cpuAdapter(4096);
+  assertEquals(hadamardKernel(rt, 8, 128, 128), "cpu");
+  assertEquals(hadamardKernel(rt, 64, 128, 128), "workgroup"); // past the binding limit
+  assertEquals(hadamardKernel(rt, 8, 128, 2), "workgroup");
+  assertEquals(hadamardKernel(rt, 8, 128, 128, { chunk: 64 }), "workgroup");
+  assertThrows(() => hadamardKernel(rt, 8, 128, 2, { kernel: "cpu" }), RangeError, "blocks of 4");
+  const gpu = cpuAdapter(4096, false);
+  assertEquals(hadamardKernel(gpu, 8, 128, 128), "workgroup");
+  assertThrows(
+    () => hadamardKernel(gpu, 8, 128, 128, { kernel: "cpu" }),
+    RangeError,
+    "CPU adapters",
+  );
 });
