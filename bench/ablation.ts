@@ -212,7 +212,8 @@ async function pipelineFor(
     lowRankOverride: s.low_rank_override,
     ...rotationKnobs(s),
     runtime: run.rt,
-    calibration: run.m.calibration,
+    // Calibrated as the images are sampled (the matrix's guidance, by default the model's).
+    calibration: { ...run.m.calibration, guidance: run.m.guidance },
     onCalibration: (p) => cal.update(p),
   });
   cal.done();
@@ -334,8 +335,7 @@ export async function ablation(args: string[]): Promise<number> {
   if (!["auto", "gpu", "cpu"].includes(v.adapter!)) {
     throw new RangeError(`--adapter must be auto, gpu or cpu, got "${v.adapter}"`);
   }
-  const m = await readMatrix(v.matrix!);
-  if (v.model) m.model = v.model;
+  const m = await readMatrix(v.matrix!, v.model);
   const rt = await createRuntime({ adapter: v.adapter as AdapterChoice });
   const dir = join(v.state!, await referenceHash(m));
   await Deno.mkdir(dir, { recursive: true });

@@ -7,7 +7,7 @@
  *       "model": "models/emoji-s",        // default: the bundled model
  *       "prompts": 4,                      // the first N of bench/prompts/emoji_fidelity.txt
  *                                          // that are no calibration prompt, or a list
- *       "seeds": [0], "steps": 20, "batch": 4, "guidance": 4.5,
+ *       "seeds": [0], "steps": 20, "batch": 4, "guidance": 3.5, // default: the model's
  *       "calibration": { "prompts": […], "steps": 20 },   // default: each plugin's own
  *       "rows": [ { "quantizer": "uniform", "wbits": 8, "abits": 8 }, … ],
  *       "grid": { "quantizer": ["tlq", "uniform"], "wbits": [3, 4], "abits": [8] }
@@ -22,6 +22,7 @@
  */
 import { parsePromptList } from "../runtime/eval/eval.ts";
 import { CALIBRATION_PROMPTS } from "../runtime/quant/calibrate.ts";
+import { modelSamplingDefaults } from "../runtime/quant/calibration_run.ts";
 import { PARO_CALIBRATION_PROMPTS } from "../plugins/attention/paro.ts";
 import {
   type AblationSetting,
@@ -72,8 +73,15 @@ export async function evalPrompts(): Promise<string[]> {
   return all.filter((p) => !calib.has(p));
 }
 
-/** Parses and validates a matrix (errors name the file and the field). */
-export async function parseMatrix(raw: unknown, file: string): Promise<AblationMatrix> {
+/**
+ * Parses and validates a matrix (errors name the file and the field). `model` replaces the
+ * matrix's model (ablation --model), whose defaults then fill steps and guidance.
+ */
+export async function parseMatrix(
+  raw: unknown,
+  file: string,
+  model?: string,
+): Promise<AblationMatrix> {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     fail(file, "the matrix", "must be a JSON object");
   }
@@ -111,7 +119,9 @@ export async function parseMatrix(raw: unknown, file: string): Promise<AblationM
   const seeds = m.seeds === undefined ? [0] : m.seeds;
   if (!Array.isArray(seeds) || !seeds.length) fail(file, "seeds", "must be a non-empty list");
   seeds.forEach((s, i) => intField(file, `seeds[${i}]`, s, 0, 2 ** 32 - 1));
-  const guidance = m.guidance ?? 4.5;
+  const modelPath = model ?? (m.model as string | undefined) ?? "models/emoji-s";
+  const own = await modelSamplingDefaults(modelPath); // steps and guidance left out: the model's
+  const guidance = m.guidance ?? own.guidance;
   if (typeof guidance !== "number" || !(guidance >= 0 && guidance <= 30)) {
     fail(file, "guidance", `must be a number in [0, 30], got ${JSON.stringify(guidance)}`);
   }
@@ -141,10 +151,10 @@ export async function parseMatrix(raw: unknown, file: string): Promise<AblationM
   const seen = new Set<string>();
   const unique = settings.filter((s) => !seen.has(settingKey(s)) && seen.add(settingKey(s)));
   return {
-    model: (m.model as string | undefined) ?? "models/emoji-s",
+    model: modelPath,
     prompts,
     seeds: seeds as number[],
-    steps: m.steps === undefined ? 20 : intField(file, "steps", m.steps, 1, 1000),
+    steps: m.steps === undefined ? own.steps : intField(file, "steps", m.steps, 1, 1000),
     batch: m.batch === undefined ? 4 : intField(file, "batch", m.batch, 1, 256),
     guidance,
     calibration,
@@ -152,8 +162,8 @@ export async function parseMatrix(raw: unknown, file: string): Promise<AblationM
   };
 }
 
-/** Reads and parses a matrix file. */
-export async function readMatrix(path: string): Promise<AblationMatrix> {
+/** Reads and parses a matrix file (`model`: see {@linkcode parseMatrix}). */
+export async function readMatrix(path: string, model?: string): Promise<AblationMatrix> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -166,5 +176,5 @@ export async function readMatrix(path: string): Promise<AblationMatrix> {
   } catch (e) {
     throw new RangeError(`${path}: invalid JSON (${(e as Error).message})`);
   }
-  return await parseMatrix(raw, path);
+  return await parseMatrix(raw, path, model);
 }

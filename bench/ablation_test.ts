@@ -94,6 +94,22 @@ Deno.test("matrix: the default prompt count skips calibration prompts", async ()
   assert(!m.prompts.includes("grinning face") && !m.prompts.includes("red apple"));
 });
 
+Deno.test("matrix: steps and guidance left out are the model's (--model's when given)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/model_index.json`,
+      JSON.stringify({ webdit: { default_steps: 7, default_guidance: 2 } }),
+    );
+    const m = await parseMatrix({ prompts: 1, model: "models/emoji-s" }, "m.json", dir);
+    assertEquals([m.model, m.steps, m.guidance], [dir, 7, 2]);
+    const own = await parseMatrix({ prompts: 1, steps: 3, guidance: 1 }, "m.json", dir);
+    assertEquals([own.steps, own.guidance], [3, 1]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("matrix: bad fields are named", async () => {
   const bad: [unknown, string][] = [
     [[], "m.json: the matrix must be a JSON object"],

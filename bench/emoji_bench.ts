@@ -15,7 +15,7 @@
  * timed in process after one warm-up image (shaders compiled), each image awaited (read back);
  * on a CPU adapter the value is the best of 3 (the host is shared: the load average of every
  * run is kept), on a GPU the median of 10. `emoji_s_fidelity_fp32` (%): `evaluate()` of the f32
- * model, 20 steps, guidance 4.5, seeds 0..N-1 (default 1). The GPU machine has no network: give
+ * model, 20 steps, the model's default guidance, seeds 0..N-1 (default 1). The GPU machine has no network: give
  * it the dataset with --dataset DIR (emoji.json + img/google/64/ of emoji-datasource-google@16.0.0,
  * 22 MiB: after any local eval, `~/.cache/webdit/emoji-datasource-google@16.0.0`; or, 5 MiB, the
  * folder tools/torch/train/prepare_data.ts writes, e.g. `.train`; carry it to the machine).
@@ -97,8 +97,7 @@ async function main(): Promise<void> {
           const r = await pipe.generate({
             prompt: PROMPT,
             seed: 0,
-            steps: STEPS,
-            guidance: 4.5,
+            steps: STEPS, // guidance: the model's default (CFG either way: the same work)
             inFlight,
           });
           const ms = performance.now() - t0;
@@ -126,7 +125,7 @@ async function main(): Promise<void> {
           reps: 1,
           note: `${
             artifact ? `${artifact} (${plan})` : `${dtype} transformer`
-          }, "${PROMPT}", CFG 4.5, DPM-Solver++ 2M, ${
+          }, "${PROMPT}", CFG ${pipe.defaults.guidance}, DPM-Solver++ 2M, ${
             inFlight ?? DEFAULT_IN_FLIGHT
           } in flight; value = ${
             onGpu ? `median of ${runs}` : `best of ${runs} (shared host)`
@@ -143,8 +142,7 @@ async function main(): Promise<void> {
         model,
         runtime: rt,
         seeds: Array.from({ length: seeds }, (_, i) => i),
-        steps: STEPS,
-        guidance: 4.5,
+        steps: STEPS, // guidance: the model's default
         fidelity: true,
         dataset: v.dataset,
         onProgress: (_p, d, t) => {
@@ -162,7 +160,7 @@ async function main(): Promise<void> {
         reps: f.total,
         note:
           `${f.hits}/${f.total} images (${r.settings.prompts.length} prompts × ${seeds} seeds), ` +
-          `20 steps, guidance 4.5; ms = per image`,
+          `20 steps, guidance ${r.settings.guidance}; ms = per image`,
       });
     }
   } finally {

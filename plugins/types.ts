@@ -143,8 +143,10 @@ export interface AttentionPlanOptions {
   prompts?: readonly string[];
   /** Precomputed calibration inputs instead of prompts (FLUX: required). */
   embeds?: CalibrationEmbeds;
-  /** Sampler steps calibrated; default 20. */
+  /** Sampler steps calibrated; default the model's. */
   steps?: number;
+  /** Guidance of the calibration run; default the model's. */
+  guidance?: number;
   /** Progress after every calibration step. */
   onProgress?: (p: { prompt: number; prompts: number; step: number; steps: number }) => void;
 }

@@ -30,11 +30,16 @@ import { createGpuSampler } from "./sampling/guidance.ts";
 import { type Denoiser, sampleLoop, type StepInfo } from "./sampling/generate.ts";
 import { usesGuidance } from "./sampling/guidance.ts";
 import { type FlowEulerConfig, FLUX_FLOW_CONFIG } from "./sampling/flow_euler.ts";
+import {
+  FLUX_SAMPLING,
+  PIXART_SAMPLING,
+  readSamplingDefaults,
+  type SamplerName,
+  SAMPLERS,
+  type SamplingDefaults,
+} from "./model_defaults.ts";
 
-/** The samplers `generate` offers (flow-euler: flow-matching models, FLUX). */
-export const SAMPLERS = ["dpm++2m", "ddim", "flow-euler"] as const;
-/** A sampler name. */
-export type SamplerName = typeof SAMPLERS[number];
+export { type SamplerName, SAMPLERS, type SamplingDefaults } from "./model_defaults.ts";
 
 /** The bundled model's folder. */
 export const DEFAULT_MODEL_DIR: string = new URL("../models/emoji-s", import.meta.url).pathname;
@@ -75,9 +80,9 @@ export interface GenerateRequest {
   n?: number;
   /** Seed of the initial noise. */
   seed?: number;
-  /** Sampler steps; default 20. */
+  /** Sampler steps; default the model's (`Pipeline.defaults`: PixArt 20, FLUX 28). */
   steps?: number;
-  /** Guidance scale; default 4.5 (≤ 1 turns guidance off). */
+  /** Guidance scale; default the model's (PixArt 4.5, FLUX 3.5; ≤ 1 turns CFG off). */
   guidance?: number;
   /** Sampler; default dpm++2m. */
   sampler?: SamplerName;
@@ -151,6 +156,8 @@ export class Pipeline {
   readonly encoder: EmojiCaptionEncoder | undefined;
   /** The caption tokenizer (bundled model), or undefined. */
   readonly tokenizer: EmojiTokenizer | undefined;
+  /** What a request that names no steps, guidance or sampler gets (model_index.json over the architecture's). */
+  readonly defaults: SamplingDefaults;
   // GPU ms of one sampler step by batch shape, across requests (sampleLoop's stepTimes).
   readonly #stepTimes = new Map<string, number>();
 
@@ -162,6 +169,7 @@ export class Pipeline {
     encoder?: EmojiCaptionEncoder,
     tokenizer?: EmojiTokenizer,
     scheduler?: FlowEulerConfig,
+    defaults?: SamplingDefaults,
   ) {
     this.runtime = rt;
     this.path = path;
@@ -169,6 +177,8 @@ export class Pipeline {
     this.encoder = encoder;
     this.tokenizer = tokenizer;
     this.scheduler = scheduler;
+    this.defaults = defaults ??
+      (transformer instanceof FluxModel ? FLUX_SAMPLING : PIXART_SAMPLING);
   }
 
   /** The PixArt transformer. @throws {TypeError} for a FLUX pipeline (use `model`). */
@@ -211,7 +221,14 @@ export class Pipeline {
   }
 
   /** Generates images (latents) for a request. */
-  async generate(req: GenerateRequest): Promise<GenerateResult> {
+  async generate(request: GenerateRequest): Promise<GenerateResult> {
+    const d = this.defaults;
+    const req = {
+      ...request,
+      steps: request.steps ?? d.steps,
+      guidance: request.guidance ?? d.guidance,
+      sampler: request.sampler ?? d.sampler,
+    };
     if (this.model instanceof FluxModel) {
       return await generateFlux(
         this.runtime,
@@ -224,9 +241,7 @@ export class Pipeline {
     const rt = this.runtime;
     const c = this.transformer.config;
     const t0 = performance.now();
-    const steps = req.steps ?? 20;
-    const guidance = req.guidance ?? 4.5;
-    const sampler = req.sampler ?? "dpm++2m";
+    const { steps, guidance, sampler } = req;
     if (!SAMPLERS.includes(sampler) || sampler === "flow-euler") {
       throw new TypeError(
         `sampler must be dpm++2m or ddim for this (epsilon) model, got ${sampler}`,
@@ -385,6 +400,7 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
     return await loadFluxPipeline(rt, dir, tdir, raw, o);
   }
   const config = parsePixArtConfig(raw, cfgPath);
+  const defaults = await readSamplingDefaults(dir, PIXART_SAMPLING);
   const source = await openCheckpoint(tdir);
   let transformer: PixArtModel;
   try {
@@ -434,7 +450,7 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
       throw e;
     }
   }
-  return new Pipeline(rt, dir, transformer, encoder, tokenizer);
+  return new Pipeline(rt, dir, transformer, encoder, tokenizer, undefined, defaults);
 }
 
 /** A FLUX folder: transformer/ (+ scheduler/scheduler_config.json; default FLUX.1-dev's). */
@@ -451,6 +467,7 @@ async function loadFluxPipeline(
   const scheduler = hasScheduler
     ? parseFlowSchedulerConfig(await readJson(spath), spath)
     : { ...FLUX_FLOW_CONFIG };
+  const defaults = await readSamplingDefaults(dir, FLUX_SAMPLING);
   const dtype = o.dtype ?? "f32";
   const source = await openCheckpoint(tdir);
   try {
@@ -458,7 +475,7 @@ async function loadFluxPipeline(
       dtype,
       linears: o.linears ?? denseLinears(dtype),
     });
-    return new Pipeline(rt, dir, model, undefined, undefined, scheduler);
+    return new Pipeline(rt, dir, model, undefined, undefined, scheduler, defaults);
   } finally {
     source.close();
   }

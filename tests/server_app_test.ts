@@ -118,6 +118,11 @@ Deno.test("server app: routes and errors", gpuTest, async (t) => {
         2,
       ]);
       assertEquals(m.data[1].plan.quantizer, "uniform");
+      // What a request without them gets: the server's --steps (3 here) over the model's own.
+      assertEquals(
+        [p0.default_steps, p0.default_guidance, p0.default_sampler],
+        [3, pixel.pipeline.defaults.guidance, pixel.pipeline.defaults.sampler],
+      );
       const p = await (await app.request("/v1/plugins")).json();
       const names = p.data.map((x: { kind: string; name: string }) => `${x.kind}:${x.name}`);
       assert(names.includes("model:pixart"), `plugins ${names}`);

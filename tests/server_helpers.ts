@@ -7,6 +7,7 @@
 import type { Runtime } from "../runtime/gpu/device.ts";
 import { openSafetensors } from "../runtime/io/safetensors.ts";
 import type { GenerateRequest, GenerateResult, Pipeline } from "../runtime/pipeline.ts";
+import { PIXART_SAMPLING } from "../runtime/model_defaults.ts";
 import { densePlan, loadDenseEntry, type ModelEntry } from "../runtime/server/models.ts";
 
 /** The tiny pixel-space model with its own caption encoder (16×16 images). */
@@ -46,10 +47,11 @@ export function stubPipeline(stepMs: number, log: StubLog = { calls: [], steps: 
     transformer: { config, dtype: "f32" },
     tokenizer: undefined,
     encoder: undefined,
+    defaults: PIXART_SAMPLING,
     async generate(req: GenerateRequest): Promise<GenerateResult> {
       const prompts = req.prompts ?? [req.prompt ?? ""];
       const latents = req.latents!;
-      const steps = req.steps ?? 20;
+      const steps = req.steps ?? PIXART_SAMPLING.steps;
       log.calls.push({ prompts, latents, steps });
       const stepTimes: number[] = [];
       const t0 = performance.now();

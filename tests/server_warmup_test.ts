@@ -49,6 +49,28 @@ Deno.test("warmUp: each model in order, with the steps and sampler asked for", a
   ]);
 });
 
+Deno.test("warmUp: without a sampler or guidance, each model's own defaults", async () => {
+  const seen: GenerateRequest[] = [];
+  const own = (p: Pipeline, defaults: Pipeline["defaults"]): Pipeline => {
+    const gen = p.generate.bind(p);
+    return Object.assign(p, {
+      defaults,
+      generate: (req: GenerateRequest) => {
+        seen.push(req);
+        return gen(req);
+      },
+    });
+  };
+  await warmUp([
+    stubEntry("a", own(stubPipeline(1), { steps: 20, guidance: 3.5, sampler: "dpm++2m" })),
+    stubEntry("b", own(stubPipeline(1), { steps: 20, guidance: 1, sampler: "ddim" })),
+  ], { log: () => {} });
+  assertEquals(seen.map((q) => [q.sampler, q.guidance, q.steps]), [
+    ["dpm++2m", 3.5, 2],
+    ["ddim", 1, 2],
+  ]);
+});
+
 Deno.test("warmUp: a model that cannot generate is named", async () => {
   const bad = Object.assign(stubPipeline(1), {
     generate: () => Promise.reject(new Error("out of memory")),

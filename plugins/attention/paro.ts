@@ -151,6 +151,7 @@ export const paroPlugin: AttentionPlugin = {
       prompts: o.prompts,
       embeds: o.embeds,
       steps: o.steps,
+      guidance: o.guidance,
       density: o.density ?? 0.3,
       bits,
       onProgress: o.onProgress,

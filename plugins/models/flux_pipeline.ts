@@ -23,10 +23,11 @@ import {
   fluxSigmas,
 } from "../../runtime/sampling/flow_euler.ts";
 import { type Denoiser, sampleLoop } from "../../runtime/sampling/generate.ts";
+import { FLUX_SAMPLING } from "../../runtime/model_defaults.ts";
 import type { FluxModel } from "./flux.ts";
 
 /** FluxPipeline's default guidance_scale (the dev guidance embedder's input). */
-export const FLUX_DEFAULT_GUIDANCE = 3.5;
+export const FLUX_DEFAULT_GUIDANCE: number = FLUX_SAMPLING.guidance;
 /** Default latent height and width: 128 (1024 px through the VAE's factor 8). */
 export const FLUX_DEFAULT_LATENT_SIZE = 128;
 
@@ -65,8 +66,8 @@ export async function generateFlux(
 ): Promise<GenerateResult> {
   const t0 = performance.now();
   const c = model.config;
-  const steps = req.steps ?? 28;
-  const sampler = req.sampler ?? "flow-euler";
+  const steps = req.steps ?? FLUX_SAMPLING.steps;
+  const sampler = req.sampler ?? FLUX_SAMPLING.sampler;
   if (sampler !== "flow-euler") {
     throw new TypeError(`FLUX models sample with flow-euler, not ${sampler}`);
   }

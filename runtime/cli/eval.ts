@@ -19,9 +19,9 @@ export const EVAL_USAGE = `deno task eval [options]
   --prompts FILE          prompt list, one per line; default bench/prompts/emoji_fidelity.txt
   --limit N               only the first N prompts
   --seeds N               images per prompt, seeds 0..N-1 (default 1)
-  --steps N               sampler steps (default 20)
-  --guidance F            guidance scale (default 4.5, as generate)
-  --sampler S             dpm++2m (default) or ddim
+  --steps N               sampler steps (default: the model's, as generate)
+  --guidance F            guidance scale (default: the model's, as generate; the bundled model 3.5)
+  --sampler S             dpm++2m or ddim (default: the model's)
   --dtype T               the model's transformer: f32 (default) or f16 (the reference is f32)
   --adapter A             auto (default), gpu or cpu
   --batch N               images per GPU batch (default 1 on a CPU adapter, 8 on a GPU)
@@ -106,11 +106,12 @@ export async function evalCommand(args: string[]): Promise<number> {
   if (!o) return 0;
   const v = o.values;
   const seeds = o.number("seeds", 1, { min: 1, max: 1000, integer: true });
-  const steps = o.number("steps", 20, { min: 1, max: 1000, integer: true });
-  const guidance = o.number("guidance", 4.5, { min: 0, max: 100 });
+  // Steps, guidance and sampler: the model's defaults where not given (evaluate).
+  const steps = o.optionalNumber("steps", { min: 1, max: 1000, integer: true });
+  const guidance = o.optionalNumber("guidance", { min: 0, max: 100 });
   const limit = o.optionalNumber("limit", { min: 1, max: 1e6, integer: true });
   const batch = o.optionalNumber("batch", { min: 1, max: 256, integer: true });
-  const sampler = o.choice<SamplerName>("sampler", SAMPLERS, "dpm++2m");
+  const sampler = o.optionalChoice<SamplerName>("sampler", SAMPLERS);
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const dtype = o.choice("dtype", ["f32", "f16"] as const, "f32");
   const fid = o.choice("fidelity", ["auto", "on", "off"] as const, "auto");

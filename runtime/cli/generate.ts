@@ -11,7 +11,6 @@ import { loadPipeline, type Pipeline, type SamplerName, SAMPLERS } from "../pipe
 import { readCaptionEmbeds, readLatents, readPooled } from "./embeds.ts";
 import { FluxModel } from "../../plugins/models/flux.ts";
 import { byKernel, formatKernelTimes } from "../gpu/launch_times.ts";
-import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
 import { checkWritable, emitJson, info, parseCommand, ProgressBar, UsageError } from "./common.ts";
 
 /** Usage text of generate. */
@@ -19,10 +18,13 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --prompt TEXT           what to draw (the bundled model knows emoji names)
   --model PATH            model folder (diffusers layout); default models/emoji-s
   --seed N                seed of the initial noise (default 0)
-  --steps N               sampler steps (default 20)
-  --guidance F            classifier-free guidance scale (default 4.5; ≤ 1 turns it off);
-                          FLUX.1-dev: the guidance embedder's scale (default 3.5); schnell: unused
+  --steps N               sampler steps (default: the model's; PixArt 20, FLUX 28)
+  --guidance F            classifier-free guidance scale (default: the model's; PixArt 4.5, the
+                          bundled model 3.5; ≤ 1 turns it off); FLUX.1-dev: the guidance
+                          embedder's scale (default 3.5); schnell: unused
   --sampler S             dpm++2m (default) or ddim; flow-euler (the default and only one for FLUX)
+                          (a model's own defaults: model_index.json's webdit.default_steps,
+                          default_guidance, default_sampler)
   --true-cfg F            FLUX: true classifier-free guidance scale with negative embeddings
                           (default 1: off, as FluxPipeline)
   --adapter A             auto (default), gpu or cpu
@@ -111,12 +113,12 @@ export async function generate(args: string[]): Promise<number> {
     throw new UsageError("give --prompt TEXT (or --caption-embeds FILE)");
   }
   const seed = o.number("seed", 0, { min: 0, max: 2 ** 32 - 1, integer: true });
-  const steps = o.number("steps", 20, { min: 1, max: 1000, integer: true });
-  // Model-dependent defaults (PixArt 4.5 / dpm++2m, FLUX 3.5 / flow-euler) once it is loaded.
+  // Steps, guidance and sampler default to the model's (Pipeline.defaults) once it is loaded.
+  const stepsArg = o.optionalNumber("steps", { min: 1, max: 1000, integer: true });
   const guidanceArg = o.optionalNumber("guidance", { min: 0, max: 100 });
   const trueCfg = o.number("true-cfg", 1, { min: 0, max: 100 });
   const n = o.number("n", 1, { min: 1, max: 64, integer: true });
-  const profileStep = o.optionalNumber("profile-step", { min: 0, max: steps - 1, integer: true });
+  const profileStep = o.optionalNumber("profile-step", { min: 0, integer: true });
   const heightPx = o.optionalNumber("height", { min: 1, max: 16384, integer: true });
   const widthPx = o.optionalNumber("width", { min: 1, max: 16384, integer: true });
   const samplerArg = o.optionalChoice<SamplerName>("sampler", SAMPLERS);
@@ -145,9 +147,14 @@ export async function generate(args: string[]): Promise<number> {
     const loadMs = performance.now() - tLoad;
     try {
       const c = pipe.model.config;
-      const isFlux = pipe.model instanceof FluxModel;
-      const sampler: SamplerName = samplerArg ?? (isFlux ? "flow-euler" : "dpm++2m");
-      const guidance = guidanceArg ?? (isFlux ? FLUX_DEFAULT_GUIDANCE : 4.5);
+      const steps = stepsArg ?? pipe.defaults.steps;
+      const sampler: SamplerName = samplerArg ?? pipe.defaults.sampler;
+      const guidance = guidanceArg ?? pipe.defaults.guidance;
+      if (profileStep !== undefined && profileStep >= steps) {
+        throw new UsageError(
+          `--profile-step must be in [0, ${steps - 1}], got ${profileStep}`,
+        );
+      }
       const B = latents?.shape[0] ?? captionEmbeds?.shape[0] ?? n;
       if (captionEmbeds && captionEmbeds.shape[0] !== B) {
         throw new UsageError(

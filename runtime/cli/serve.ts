@@ -29,8 +29,8 @@ export const SERVE_USAGE = `deno task serve [options]
   --max-queue N           requests that may wait for the GPU before 429s (default 16)
   --max-batch N           images per micro-batch; 1 turns batching off (default 16)
   --timeout S             per-request time limit in seconds (default 300)
-  --steps N               default sampler steps (default 20)
-  --sampler S             default sampler: dpm++2m or ddim
+  --steps N               default sampler steps (default: each model's; the bundled model 20)
+  --sampler S             default sampler: dpm++2m or ddim (default: each model's)
   --max-steps N           limit on steps (default 50)
   --max-n N               limit on images per request (default 4)
   --max-side N            limit on width and height in pixels (default 512)
@@ -78,8 +78,13 @@ export async function serve(args: string[]): Promise<number> {
     max: 1000,
     integer: true,
   });
-  const steps = numberOption("steps", v.steps, 20, { min: 1, max: maxSteps, integer: true });
-  const sampler = choiceOption<SamplerName>("sampler", v.sampler, SAMPLERS, "dpm++2m");
+  // Absent: each model's own defaults (model_index.json), as generate.
+  const steps = v.steps === undefined
+    ? undefined
+    : numberOption("steps", v.steps, 0, { min: 1, max: maxSteps, integer: true });
+  const sampler = v.sampler === undefined
+    ? undefined
+    : choiceOption<SamplerName>("sampler", v.sampler, SAMPLERS, "dpm++2m");
   const maxQueue = numberOption("max-queue", v["max-queue"], 16, {
     min: 0,
     max: 10000,

@@ -23,7 +23,13 @@ import { FluxModel } from "../../plugins/models/flux.ts";
 import { type AdapterChoice, createRuntime, type Runtime } from "../gpu/device.ts";
 import { type Image, tensorToImage, writePng } from "../io/png.ts";
 import { Prng } from "../io/prng.ts";
-import { DEFAULT_MODEL_DIR, loadPipeline, type Pipeline, type SamplerName } from "../pipeline.ts";
+import {
+  DEFAULT_MODEL_DIR,
+  loadPipeline,
+  type Pipeline,
+  type SamplerName,
+  type SamplingDefaults,
+} from "../pipeline.ts";
 import {
   EMOJI_SIZE,
   type EmojiDataset,
@@ -50,11 +56,11 @@ export interface SampleSettings {
   prompts: string[];
   /** The seeds; every prompt is drawn once per seed. */
   seeds: number[];
-  /** Sampler steps (default 20). */
+  /** Sampler steps (default the model's, as `generate`: `Pipeline.defaults`). */
   steps: number;
-  /** Guidance scale (default 4.5, as `generate`). */
+  /** Guidance scale (default the model's). */
   guidance: number;
-  /** Sampler (default dpm++2m). */
+  /** Sampler (default the model's). */
   sampler: SamplerName;
 }
 
@@ -104,13 +110,16 @@ export interface GenerateSamplesOptions extends Partial<SampleSettings> {
   signal?: AbortSignal;
 }
 
-function settingsOf(o: Partial<SampleSettings> & { prompts: string[] }): SampleSettings {
+function settingsOf(
+  o: Partial<SampleSettings> & { prompts: string[] },
+  defaults: SamplingDefaults,
+): SampleSettings {
   const s: SampleSettings = {
     prompts: o.prompts,
     seeds: o.seeds ?? [0],
-    steps: o.steps ?? 20,
-    guidance: o.guidance ?? 4.5,
-    sampler: o.sampler ?? "dpm++2m",
+    steps: o.steps ?? defaults.steps,
+    guidance: o.guidance ?? defaults.guidance,
+    sampler: o.sampler ?? defaults.sampler,
   };
   if (!Array.isArray(s.prompts) || s.prompts.length === 0) {
     throw new RangeError("prompts must be a non-empty list");
@@ -129,7 +138,7 @@ export async function generateSamples(
   pipe: Pipeline,
   o: GenerateSamplesOptions,
 ): Promise<SampleSet> {
-  const s = settingsOf(o);
+  const s = settingsOf(o, pipe.defaults);
   if (pipe.model instanceof FluxModel) { // prompts need a caption encoder; FLUX has none here
     throw new TypeError(
       `${pipe.path}: eval generates from text prompts and FLUX models have no caption encoder ` +
@@ -374,7 +383,8 @@ export async function evaluate(o: EvaluateOptions = {}): Promise<EvaluateResult>
     }
     prompts = prompts.slice(0, o.limit);
   }
-  const settings = settingsOf({ ...o, prompts });
+  // The model's defaults fill what `o` leaves out; the reference then samples the same way.
+  let settings: SampleSettings | undefined;
   const want = o.fidelity ?? "auto";
   const ownRt = !o.runtime;
   const rt = o.runtime ?? await createRuntime({
@@ -386,6 +396,7 @@ export async function evaluate(o: EvaluateOptions = {}): Promise<EvaluateResult>
       const dtype = phase === "model" ? o.dtype : o.referenceDtype ?? "f32";
       const pipe = typeof m === "string" ? await loadPipeline(rt, { path: m, dtype }) : m;
       try {
+        settings ??= settingsOf({ ...o, prompts }, pipe.defaults);
         const set = await generateSamples(pipe, {
           ...settings,
           batch: o.batch,
@@ -436,7 +447,7 @@ export async function evaluate(o: EvaluateOptions = {}): Promise<EvaluateResult>
       if (referenceSamples) await writeImages(join(o.outDir, "reference"), referenceSamples);
     }
     return {
-      settings,
+      settings: settings!, // set by the model's run, the first
       samples,
       referenceSamples,
       fidelity,

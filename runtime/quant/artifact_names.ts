@@ -15,6 +15,7 @@ export const META = {
   attention: "webdit.attention",
   family: "webdit.family",
   schedulerConfig: "webdit.scheduler_config",
+  modelIndex: "webdit.model_index",
 } as const;
 
 /** Tensor-name prefixes of an artifact. */

@@ -20,6 +20,13 @@ import { parsePixArtConfig } from "../../plugins/models/pixart_config.ts";
 import { CheckpointError } from "../errors.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { Pipeline } from "../pipeline.ts";
+import {
+  FLUX_SAMPLING,
+  parseJson,
+  parseSamplingDefaults,
+  PIXART_SAMPLING,
+  type SamplingDefaults,
+} from "../model_defaults.ts";
 import { type FlowEulerConfig, FLUX_FLOW_CONFIG } from "../sampling/flow_euler.ts";
 import { type Artifact, META, openArtifact, type RotationLoader } from "./artifact.ts";
 
@@ -40,13 +47,22 @@ class ArtifactPipeline extends Pipeline {
     path: string,
     parts: {
       transformer: PixArtModel | FluxModel;
+      defaults: SamplingDefaults;
       encoder?: EmojiCaptionEncoder;
       tokenizer?: EmojiTokenizer;
       attention?: AttentionImpl;
       scheduler?: FlowEulerConfig;
     },
   ) {
-    super(rt, path, parts.transformer, parts.encoder, parts.tokenizer, parts.scheduler);
+    super(
+      rt,
+      path,
+      parts.transformer,
+      parts.encoder,
+      parts.tokenizer,
+      parts.scheduler,
+      parts.defaults,
+    );
     this.#attention = parts.attention;
   }
 
@@ -71,6 +87,7 @@ export async function loadArtifactPipeline(
     const raw = a.transformerConfig as Record<string, unknown> | null;
     if (raw?._class_name === "FluxTransformer2DModel") return await loadFluxArtifact(rt, a, o);
     const config = parsePixArtConfig(a.transformerConfig, `${path} (${META.transformerConfig})`);
+    const defaults = artifactDefaults(a, PIXART_SAMPLING);
     const transformer = await loadPixArt(rt, a.transformerSource(), config, {
       dtype,
       linears: a.linears(dtype, o.rotations),
@@ -82,7 +99,7 @@ export async function loadArtifactPipeline(
       if (attention) transformer.selfAttention = attention;
       const m = a.file.metadata;
       if (m[META.encoderConfig] === undefined) {
-        return new ArtifactPipeline(rt, path, { transformer, attention });
+        return new ArtifactPipeline(rt, path, { transformer, attention, defaults });
       }
       const field = `__metadata__.${META.encoderConfig}`;
       let ecfgRaw: unknown;
@@ -103,7 +120,13 @@ export async function loadArtifactPipeline(
       }
       const tokenizer = new EmojiTokenizer(vocab as string[], ecfg.maxLength, path);
       encoder = await EmojiCaptionEncoder.load(rt, a.encoderSource(), ecfg);
-      return new ArtifactPipeline(rt, path, { transformer, encoder, tokenizer, attention });
+      return new ArtifactPipeline(rt, path, {
+        transformer,
+        encoder,
+        tokenizer,
+        attention,
+        defaults,
+      });
     } catch (e) {
       transformer.release();
       attention?.release();
@@ -136,6 +159,7 @@ async function loadFluxArtifact(
     }
     scheduler = parseFlowSchedulerConfig(sraw, `${path} (${META.schedulerConfig})`);
   }
+  const defaults = artifactDefaults(a, FLUX_SAMPLING);
   const transformer = await loadFlux(rt, a.transformerSource(), config, {
     dtype,
     linears: a.linears(dtype, o.rotations),
@@ -144,10 +168,18 @@ async function loadFluxArtifact(
   try {
     attention = await a.attention(rt);
     if (attention) transformer.selfAttention = attention;
-    return new ArtifactPipeline(rt, path, { transformer, attention, scheduler });
+    return new ArtifactPipeline(rt, path, { transformer, attention, scheduler, defaults });
   } catch (e) {
     transformer.release();
     attention?.release();
     throw e;
   }
+}
+
+/** The model's sampling defaults the artifact carries (its model_index.json), over `base`. */
+function artifactDefaults(a: Artifact, base: SamplingDefaults): SamplingDefaults {
+  const text = a.file.metadata[META.modelIndex];
+  if (text === undefined) return base; // made before artifacts carried them, or a model without one
+  const field = `__metadata__.${META.modelIndex}`;
+  return parseSamplingDefaults(parseJson(text, a.path, field), `${a.path} (${field})`, base);
 }

@@ -8,6 +8,7 @@
 import { join } from "node:path";
 import { CheckpointError } from "../errors.ts";
 import { openCheckpoint } from "../io/safetensors_index.ts";
+import { readModelIndex } from "../model_defaults.ts";
 import { type TensorSource, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { META, PREFIX } from "./artifact.ts";
 import { ARTIFACT_VERSION } from "./plan.ts";
@@ -65,6 +66,9 @@ export async function artifactMetadata(
   // FLUX: the flow-matching scheduler's config, so the artifact samples as the folder does.
   const spath = join(dir, "scheduler", "scheduler_config.json");
   if (await exists(spath)) metadata[META.schedulerConfig] = await readText(spath);
+  // The model's sampling defaults (model_index.json's webdit section) travel with it.
+  const index = await readModelIndex(dir);
+  if (index !== undefined) metadata[META.modelIndex] = index;
   // The caption encoder and vocabulary, so the artifact runs alone.
   const edir = join(dir, "text_encoder");
   if (await exists(join(edir, "config.json"))) {

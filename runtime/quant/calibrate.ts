@@ -25,7 +25,6 @@ import { ActStatsAccumulator } from "../ops/act_stats.ts";
 import { ActGramAccumulator } from "../ops/act_gram.ts";
 import { actStatsRef, type ChannelStats, rmsOf } from "../reference/act_stats.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName } from "../pipeline.ts";
-import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
 import { transformerWeightsHash } from "./model_hash.ts";
 export { transformerWeightsHash } from "./model_hash.ts";
 import {
@@ -33,6 +32,7 @@ import {
   calibrationEmbedsHash,
   fluxNeedsEmbedsError,
   modelFamily,
+  modelSamplingDefaults,
   runCalibration,
 } from "./calibration_run.ts";
 
@@ -108,11 +108,11 @@ export interface CalibrateOptions {
   prompts?: readonly string[];
   /** Precomputed inputs instead of prompts (required for FLUX; each batch row one prompt). */
   embeds?: CalibrationEmbeds;
-  /** Sampler steps; default 20. */
+  /** Sampler steps; default the model's (model_index.json over its family's: PixArt 20, FLUX 28). */
   steps?: number;
-  /** Guidance; default 4.5 (FLUX: the guidance embedder's 3.5). */
+  /** Guidance; default the model's (PixArt 4.5, the bundled model 3.5; FLUX the embedder's 3.5). */
   guidance?: number;
-  /** Sampler; default dpm++2m (FLUX: flow-euler). */
+  /** Sampler; default the model's (PixArt dpm++2m, FLUX flow-euler). */
   sampler?: SamplerName;
   /** First seed; default 0. */
   seed?: number;
@@ -373,11 +373,12 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
   const path = o.path ?? DEFAULT_MODEL_DIR;
   const flux = await modelFamily(path) === "flux";
   if (flux && !o.embeds) throw fluxNeedsEmbedsError("Calibrating a rotation");
+  const own = await modelSamplingDefaults(path);
   const settings: CalibrationSettings = {
     prompts: o.embeds ? [] : [...(o.prompts ?? CALIBRATION_PROMPTS)],
-    steps: o.steps ?? 20,
-    guidance: o.guidance ?? (flux ? FLUX_DEFAULT_GUIDANCE : 4.5),
-    sampler: o.sampler ?? (flux ? "flow-euler" : "dpm++2m"),
+    steps: o.steps ?? own.steps,
+    guidance: o.guidance ?? own.guidance,
+    sampler: o.sampler ?? own.sampler,
     seed: o.seed ?? 0,
     sampleRows: o.sampleRows ?? 256,
   };

@@ -13,7 +13,6 @@
  * @module
  */
 import { FluxModel } from "../../plugins/models/flux.ts";
-import { FLUX_DEFAULT_GUIDANCE } from "../../plugins/models/flux_pipeline.ts";
 import type { SelfAttention } from "../../plugins/models/pixart.ts";
 import type { Runtime } from "../gpu/device.ts";
 import type { LinearFactory } from "../model/linear.ts";
@@ -21,6 +20,12 @@ import { denseLinears } from "../model/linear.ts";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { transformerDir } from "../io/safetensors_index.ts";
+import {
+  FLUX_SAMPLING,
+  PIXART_SAMPLING,
+  readSamplingDefaults,
+  type SamplingDefaults,
+} from "../model_defaults.ts";
 import {
   type CaptionEmbeds,
   DEFAULT_MODEL_DIR,
@@ -48,6 +53,14 @@ export async function modelFamily(path: string = DEFAULT_MODEL_DIR): Promise<Cal
   const file = join(await transformerDir(path), "config.json");
   const cfg = JSON.parse(await Deno.readTextFile(file).catch(() => "{}"));
   return cfg?._class_name === "FluxTransformer2DModel" ? "flux" : "pixart";
+}
+
+/** The sampling defaults of the model at `path` (folder): its model_index.json over its family's. */
+export async function modelSamplingDefaults(
+  path: string = DEFAULT_MODEL_DIR,
+): Promise<SamplingDefaults> {
+  const flux = await modelFamily(path) === "flux";
+  return await readSamplingDefaults(path, flux ? FLUX_SAMPLING : PIXART_SAMPLING);
 }
 
 /** sha-256 (hex) of calibration embeddings: shapes and every value (the cache key's part). */
@@ -85,11 +98,11 @@ export interface CalibrationRunOptions {
   prompts: readonly string[];
   /** Precomputed inputs instead of the prompts (required for FLUX). */
   embeds?: CalibrationEmbeds;
-  /** Sampler steps (every timestep is observed); default 20. */
+  /** Sampler steps (every timestep is observed); default the model's (`Pipeline.defaults`). */
   steps?: number;
-  /** Guidance scale; default 4.5 (the batch is [uncond, cond]); FLUX: the embedder's 3.5. */
+  /** Guidance scale; default the model's (> 1: the batch is [uncond, cond]). */
   guidance?: number;
-  /** Sampler; default dpm++2m (FLUX: flow-euler, the only one). */
+  /** Sampler; default the model's (FLUX: flow-euler, the only one). */
   sampler?: SamplerName;
   /** First seed; prompt i uses seed + i. Default 0. */
   seed?: number;
@@ -152,7 +165,7 @@ export async function runCalibration(rt: Runtime, o: CalibrationRunOptions): Pro
         }
       }
     }
-    const steps = o.steps ?? 20;
+    const steps = o.steps ?? pipe.defaults.steps;
     for (let i = 0; i < count; i++) {
       const row = o.embeds ? embedsRow(o.embeds, i) : undefined;
       await pipe.generate({
@@ -163,8 +176,8 @@ export async function runCalibration(rt: Runtime, o: CalibrationRunOptions): Pro
         width: row?.latents?.shape[3],
         seed: (o.seed ?? 0) + i,
         steps,
-        guidance: o.guidance ?? (flux ? FLUX_DEFAULT_GUIDANCE : 4.5),
-        sampler: o.sampler ?? (flux ? "flow-euler" : "dpm++2m"),
+        guidance: o.guidance, // undefined: the model's
+        sampler: o.sampler,
         onStep: (s) => o.onProgress?.({ prompt: i, prompts: count, step: s.step, steps }),
       });
     }

@@ -27,6 +27,7 @@ import {
   type CalibrationEmbeds,
   calibrationEmbedsHash,
   type CalibrationFamily,
+  modelSamplingDefaults,
   runCalibration,
 } from "./calibration_run.ts";
 import {
@@ -262,14 +263,14 @@ export interface ParoCalibrationOptions extends ParoObserverOptions {
   prompts: readonly string[];
   /** Precomputed inputs instead of the prompts (required for FLUX). */
   embeds?: CalibrationEmbeds;
-  /** Sampler steps; default 20. */
+  /** Sampler steps; default the model's. */
   steps?: number;
   /**
    * Installs the observer around the model's attention; default `obs.wrap(inner)` (the
    * whole sequence is the h×w grid: PixArt). FLUX passes its image-token observer.
    */
   wrap?: (obs: ParoStatsObserver, inner: SelfAttention, family: CalibrationFamily) => SelfAttention;
-  /** Guidance scale; default 4.5 (FLUX: 3.5). */
+  /** Guidance scale; default the model's (PixArt 4.5, the bundled model 3.5, FLUX 3.5). */
   guidance?: number;
   /** First seed; default 0. */
   seed?: number;
@@ -302,12 +303,13 @@ export async function calibrateParo(rt: Runtime, o: ParoCalibrationOptions): Pro
  * guidance, seed and the observer's options.
  */
 export async function paroStatsKey(o: ParoCalibrationOptions): Promise<string> {
+  const own = await modelSamplingDefaults(o.path);
   return JSON.stringify({
     model: await transformerWeightsHash(o.path),
     prompts: o.embeds ? null : o.prompts,
     embeds: o.embeds ? calibrationEmbedsHash(o.embeds) : null,
-    steps: o.steps ?? 20,
-    guidance: o.guidance ?? null,
+    steps: o.steps ?? own.steps,
+    guidance: o.guidance ?? own.guidance,
     seed: o.seed ?? 0,
     extended: o.extended ?? false,
     threshold: o.threshold ?? NEAR_ZERO,

@@ -109,12 +109,13 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   runtime?: Runtime;
   /**
    * Calibration run of the rotations and PARO: prompts, or precomputed embeddings (FLUX:
-   * required), steps, cache (runtime/quant/calibrate.ts).
+   * required), steps and guidance (default the model's), cache (runtime/quant/calibrate.ts).
    */
   calibration?: {
     prompts?: readonly string[];
     embeds?: CalibrationEmbeds;
     steps?: number;
+    guidance?: number;
     cacheDir?: string | false;
   };
   /** Rotation plan knobs (τ, α, smoothing, seed…; runtime/quant/rotation.ts). */
@@ -176,6 +177,7 @@ async function planAttention(
       prompts: o.calibration?.prompts,
       embeds: o.calibration?.embeds,
       steps: o.calibration?.steps,
+      guidance: o.calibration?.guidance,
       onProgress: o.onCalibration,
     });
     for (const [name, t] of Object.entries(data.tensors)) {
@@ -229,6 +231,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         prompts: o.calibration?.prompts,
         embeds: o.calibration?.embeds,
         steps: o.calibration?.steps,
+        guidance: o.calibration?.guidance,
         cacheDir: o.calibration?.cacheDir,
         gramRows: settings.gptq ? GPTQ_GRAM_ROWS : undefined,
         onProgress: o.onCalibration,

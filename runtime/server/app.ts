@@ -108,12 +108,7 @@ function pluginJson(p: object): Record<string, unknown> {
 export function createApp(o: ServerOptions): WebditServer {
   const rt = o.runtime;
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...o.limits };
-  const defaults: GenerationDefaults = {
-    steps: 20,
-    guidance: 4.5,
-    sampler: "dpm++2m",
-    ...o.defaults,
-  };
+  const defaults: GenerationDefaults = { ...o.defaults };
   const log = o.log ?? ((l: string) => console.error(l));
   const metrics = createServerMetrics({
     queueDepth: () => queue.depth, // read when scraped, after `queue` exists
@@ -240,6 +235,10 @@ export function createApp(o: ServerOptions): WebditServer {
           size_multiple: cfg.patchSize * e.pipeline.pixelsPerLatent,
           dtype: e.pipeline.transformer.dtype,
           caption_encoder: e.pipeline.encoder !== undefined,
+          // What a request that leaves them out gets (serve's --steps/--sampler over the model's).
+          default_steps: Math.min(defaults.steps ?? e.pipeline.defaults.steps, limits.maxSteps),
+          default_guidance: defaults.guidance ?? e.pipeline.defaults.guidance,
+          default_sampler: defaults.sampler ?? e.pipeline.defaults.sampler,
         };
       }),
     }));

@@ -14,14 +14,15 @@ import { type GpuQueue, type ImageJob, type JobResult, QueueFullError } from "./
 import { type ImageRequest, parseImageRequest, type ServerLimits } from "./schemas.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
-/** Defaults of the generation extensions. */
+/** Server-wide defaults of the generation extensions (serve --steps, --sampler); each model's
+ *  own (`Pipeline.defaults`) fill what these leave out. */
 export interface GenerationDefaults {
-  /** Sampler steps; default 20. */
-  steps: number;
-  /** Guidance scale; default 4.5. */
-  guidance: number;
-  /** Sampler; default dpm++2m. */
-  sampler: SamplerName;
+  /** Sampler steps. */
+  steps?: number;
+  /** Guidance scale. */
+  guidance?: number;
+  /** Sampler. */
+  sampler?: SamplerName;
 }
 
 /** What the handler needs. */
@@ -108,7 +109,8 @@ export async function handleGenerations(
   const req = parseImageRequest(body, g.limits);
   const entry = g.catalog.select(req);
   const [H, W] = cells(req, entry);
-  const steps = req.steps ?? Math.min(g.defaults.steps, g.limits.maxSteps);
+  const own = entry.pipeline.defaults;
+  const steps = req.steps ?? Math.min(g.defaults.steps ?? own.steps, g.limits.maxSteps);
   const seed = req.seed ?? randomSeed();
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(new RequestTimeoutError(g.timeoutMs)), g.timeoutMs);
@@ -125,8 +127,8 @@ export async function handleGenerations(
     n: req.n,
     seed,
     steps,
-    guidance: req.guidance ?? g.defaults.guidance,
-    sampler: req.sampler ?? g.defaults.sampler,
+    guidance: req.guidance ?? g.defaults.guidance ?? own.guidance,
+    sampler: req.sampler ?? g.defaults.sampler ?? own.sampler,
     height: H,
     width: W,
     signal: ctl.signal,

@@ -15,9 +15,9 @@ import type { ModelEntry } from "./models.ts";
 export interface WarmUpOptions {
   /** Sampler steps a model; default 2 (the loop's pacing learns from step 1 on). */
   steps?: number;
-  /** Sampler, as the server's default requests use; default dpm++2m. */
+  /** Sampler, as the server's default requests use; default each model's. */
   sampler?: SamplerName;
-  /** Guidance, as the server's default requests use (> 1: the CFG batch); default 4.5. */
+  /** Guidance, as the server's default requests use (> 1: the CFG batch); default each model's. */
   guidance?: number;
   /** Where progress lines go; default stderr. */
   log?: (line: string) => void;
@@ -51,8 +51,8 @@ export async function warmUp(
       await e.pipeline.generate({
         prompt: e.pipeline.tokenizer?.vocab[UNK_ID + 1] ?? "warm up", // its first real word
         steps,
-        sampler: o.sampler ?? "dpm++2m",
-        guidance: o.guidance ?? 4.5,
+        sampler: o.sampler ?? e.pipeline.defaults.sampler,
+        guidance: o.guidance ?? e.pipeline.defaults.guidance,
       });
     } catch (err) {
       throw new Error(`warm-up of ${e.id} failed: ${(err as Error).message}`, { cause: err });

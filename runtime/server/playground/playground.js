@@ -46,6 +46,10 @@ function refreshPlan() {
     const sizes = [...new Set([w / 2, w, w * 2].filter((s) => s >= m.size_multiple))];
     fillSelect($("size"), sizes.map((s) => `${s}x${s}`));
     $("size").value = m.default_size;
+    // The model's own sampling defaults (/v1/models), as a request without them would get.
+    $("steps").value = String(m.default_steps);
+    $("guidance").value = String(m.default_guidance);
+    $("sampler").value = m.default_sampler;
   }
 }
 
