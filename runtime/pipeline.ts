@@ -84,7 +84,7 @@ export interface GenerateRequest {
   steps?: number;
   /** Guidance scale; default the model's (PixArt 4.5, FLUX 3.5; ≤ 1 turns CFG off). */
   guidance?: number;
-  /** Sampler; default dpm++2m. */
+  /** Sampler; default the model's (PixArt dpm++2m, FLUX flow-euler). */
   sampler?: SamplerName;
   /** Latent height; default the model's sample size. */
   height?: number;
