@@ -71,7 +71,7 @@ Deno.test("server e2e: the openai client against deno task serve", {
   sanitizeOps: false,
 }, async (t) => {
   const [prompt] = await pixelPrompts();
-  const srv = await startServer(["--steps", "3"]);
+  const srv = await startServer(["--steps", "3", "--guidance", "2"]);
   const client = new OpenAI({ apiKey: KEY, baseURL: `${srv.url}/v1`, maxRetries: 0 });
   // Our extensions ride along in the body; the client sends the object as it is.
   type Params = OpenAI.Images.ImageGenerateParamsNonStreaming;
@@ -81,6 +81,15 @@ Deno.test("server e2e: the openai client against deno task serve", {
       const warm = srv.lines.findIndex((l) => /^warmed up pixel in [0-9.]+ s$/.test(l));
       const listen = srv.lines.findIndex((l) => l.startsWith("listening on "));
       assert(warm >= 0 && warm < listen, srv.lines.join("\n"));
+    });
+    await t.step("serve --steps and --guidance are what a request without them gets", async () => {
+      const m = await (await fetch(`${srv.url}/v1/models`, {
+        headers: { Authorization: `Bearer ${KEY}` },
+      })).json();
+      assertEquals([m.data[0].default_steps, m.data[0].default_guidance], [3, 2]);
+      const r = await client.images.generate({ prompt, model: "pixel", seed: 1 } as Params);
+      const body = r as unknown as { steps: number; guidance: number };
+      assertEquals([body.steps, body.guidance], [3, 2]);
     });
     await t.step("images.generate: b64 PNG of the requested size", async () => {
       const r = await client.images.generate({

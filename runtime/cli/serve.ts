@@ -8,6 +8,7 @@ import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/devic
 import { createDefaultRegistry } from "../builtins.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
 import { createApp } from "../server/app.ts";
+import { DEFAULT_LIMITS } from "../server/schemas.ts";
 import { loadEntry, ModelCatalog, type ModelEntry } from "../server/models.ts";
 import { warmUp } from "../server/warmup.ts";
 import { choiceOption, info, numberOption, parseCli, UsageError } from "./common.ts";
@@ -31,6 +32,7 @@ export const SERVE_USAGE = `deno task serve [options]
   --timeout S             per-request time limit in seconds (default 300)
   --steps N               default sampler steps (default: each model's; the bundled model 20)
   --sampler S             default sampler: dpm++2m or ddim (default: each model's)
+  --guidance F            default guidance scale (default: each model's; the bundled model 3.5)
   --max-steps N           limit on steps (default 50)
   --max-n N               limit on images per request (default 4)
   --max-side N            limit on width and height in pixels (default 512)
@@ -59,6 +61,7 @@ export async function serve(args: string[]): Promise<number> {
     timeout: { type: "string" },
     steps: { type: "string" },
     sampler: { type: "string" },
+    guidance: { type: "string" },
     "max-steps": { type: "string" },
     "max-n": { type: "string" },
     "max-side": { type: "string" },
@@ -85,6 +88,9 @@ export async function serve(args: string[]): Promise<number> {
   const sampler = v.sampler === undefined
     ? undefined
     : choiceOption<SamplerName>("sampler", v.sampler, SAMPLERS, "dpm++2m");
+  const guidance = v.guidance === undefined
+    ? undefined
+    : numberOption("guidance", v.guidance, 0, { min: 0, max: DEFAULT_LIMITS.maxGuidance });
   const maxQueue = numberOption("max-queue", v["max-queue"], 16, {
     min: 0,
     max: 10000,
@@ -125,7 +131,7 @@ export async function serve(args: string[]): Promise<number> {
       info(`loaded ${e.id} (${e.plan.name}) from ${s.path}`);
     }
     const catalog = new ModelCatalog(entries); // refuses a model the server cannot serve first
-    if (!v["no-warmup"]) await warmUp(entries, { sampler, log: info });
+    if (!v["no-warmup"]) await warmUp(entries, { sampler, guidance, log: info });
     const server = createApp({
       runtime: rt,
       catalog,
@@ -133,7 +139,7 @@ export async function serve(args: string[]): Promise<number> {
       apiKey,
       corsOrigins,
       limits: { maxSteps, maxN, maxSide },
-      defaults: { steps, sampler },
+      defaults: { steps, sampler, guidance },
       timeoutMs: timeout * 1000,
       queue: { maxQueue, maxBatchImages: maxBatch },
     });
