@@ -465,7 +465,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--noise", choices=["webdit", "torch"], default="webdit")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--guidance", type=float, default=4.5)
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="default: the model's (model_index.json webdit.default_guidance), else PixArt's 4.5")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--configs", default="w8a16,w16a8,w8a8,w4a16,w4a8")
     ap.add_argument("--teacher", action="store_true", help="also the per-forward error on the FP32 trajectory")
@@ -479,6 +480,12 @@ def main():
     ap.add_argument("--slow", action="store_true", help="keep torch's own matmuls (no oneDNN routing)")
     ap.add_argument("--device", default="cpu", help="torch device (cuda: f32 matmuls without TF32)")
     args = ap.parse_args()
+    if args.guidance is None:  # as webdit's generate and eval: the model's own default
+        try:
+            with open(os.path.join(args.model, "model_index.json")) as f:
+                args.guidance = float(json.load(f).get("webdit", {}).get("default_guidance", 4.5))
+        except FileNotFoundError:
+            args.guidance = 4.5
     torch.set_num_threads(args.threads)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -165,6 +165,7 @@ def main():
             "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "vae": [None, None],
             "webdit": {"pixel_space": True, "height": 64, "width": 64, "value_range": [-1.0, 1.0],
                        "to_uint8": "round((clamp(x, -1, 1) + 1) * 127.5)", "prediction_type": "epsilon",
+                       # PixArt's 4.5 until a model's own sweep says otherwise (docs/decisions/guidance.md)
                        "default_steps": 20, "default_sampler": "dpm++2m", "default_guidance": 4.5, "torch_sweep_best_guidance": res["best_guidance"],
                        "negative_prompt": "<null>", "size": size}})
         if grid_imgs is not None:
