@@ -60,6 +60,12 @@ export type { AttentionInput, HeadsView } from "./runtime/ops/attention.ts";
 
 // Pipelines and sampling.
 export { DEFAULT_MODEL_DIR, loadPipeline, Pipeline, SAMPLERS } from "./runtime/pipeline.ts";
+export {
+  FLUX_SAMPLING,
+  PIXART_SAMPLING,
+  readSamplingDefaults,
+  type SamplingDefaults,
+} from "./runtime/model_defaults.ts";
 export type {
   CaptionEmbeds,
   GenerateRequest,

@@ -26,8 +26,6 @@ import { type Denoiser, sampleLoop } from "../../runtime/sampling/generate.ts";
 import { FLUX_SAMPLING } from "../../runtime/model_defaults.ts";
 import type { FluxModel } from "./flux.ts";
 
-/** FluxPipeline's default guidance_scale (the dev guidance embedder's input). */
-export const FLUX_DEFAULT_GUIDANCE: number = FLUX_SAMPLING.guidance;
 /** Default latent height and width: 128 (1024 px through the VAE's factor 8). */
 export const FLUX_DEFAULT_LATENT_SIZE = 128;
 
@@ -74,7 +72,7 @@ export async function generateFlux(
   if (!Number.isInteger(steps) || steps < 1 || steps > 1000) {
     throw new RangeError(`steps must be an integer in [1, 1000], got ${steps}`);
   }
-  const guidance = req.guidance ?? FLUX_DEFAULT_GUIDANCE;
+  const guidance = req.guidance ?? FLUX_SAMPLING.guidance; // the dev guidance embedder's input
   const trueCfg = req.trueCfg ?? 1;
   for (const [k, v] of [["guidance", guidance], ["trueCfg", trueCfg]] as const) {
     if (!Number.isFinite(v) || v < 0) {
