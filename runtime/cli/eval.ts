@@ -153,6 +153,7 @@ export async function evalCommand(args: string[]): Promise<number> {
   });
   bar?.done();
   info(`adapter: ${r.adapter}${r.fallback ? " (CPU)" : ""}`);
+  for (const n of r.notes) info(`note: ${n}`);
   report(r);
   if (v["out-dir"]) info(`wrote images under ${v["out-dir"]}`);
   const images = r.samples.samples.flatMap((s) => s.image ? [s.image] : []);
@@ -188,6 +189,7 @@ export async function evalCommand(args: string[]): Promise<number> {
       cosine: c?.cosine ?? null,
       identical: c?.identical ?? null,
       unknown_words: s.unknownWords,
+      notes: r.notes,
       out_dir: v["out-dir"] ?? null,
     });
   }

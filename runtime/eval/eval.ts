@@ -349,6 +349,25 @@ export interface EvaluateResult {
   adapter: string;
   /** Whether the adapter is a CPU (fallback) one. */
   fallback: boolean;
+  /** Things the caller should know (the reference's own defaults differ from those used…). */
+  notes: string[];
+}
+
+/**
+ * Where the reference's own defaults differ from the settings taken from the model's (an
+ * artifact made before artifacts carried their model's defaults samples at PixArt's).
+ */
+function defaultsDiffer(
+  s: SampleSettings,
+  given: Partial<SampleSettings>,
+  ref: SamplingDefaults,
+): string[] {
+  return (["steps", "guidance", "sampler"] as const)
+    .filter((k) => given[k] === undefined && ref[k] !== s[k])
+    .map((k) =>
+      `both models sampled with the model's ${k} ${s[k]}; the reference's own default is ` +
+      `${ref[k]} (give --${k} to choose)`
+    );
 }
 
 function label(m: ModelSource): string {
@@ -391,12 +410,14 @@ export async function evaluate(o: EvaluateOptions = {}): Promise<EvaluateResult>
     adapter: o.adapter ?? "auto",
     f16: o.dtype === "f16" || o.referenceDtype === "f16" ? true : "auto",
   });
+  const notes: string[] = [];
   try {
     const run = async (m: ModelSource, phase: "model" | "reference"): Promise<SampleSet> => {
       const dtype = phase === "model" ? o.dtype : o.referenceDtype ?? "f32";
       const pipe = typeof m === "string" ? await loadPipeline(rt, { path: m, dtype }) : m;
       try {
         settings ??= settingsOf({ ...o, prompts }, pipe.defaults);
+        if (phase === "reference") notes.push(...defaultsDiffer(settings, o, pipe.defaults));
         const set = await generateSamples(pipe, {
           ...settings,
           batch: o.batch,
@@ -448,6 +469,7 @@ export async function evaluate(o: EvaluateOptions = {}): Promise<EvaluateResult>
     }
     return {
       settings: settings!, // set by the model's run, the first
+      notes,
       samples,
       referenceSamples,
       fidelity,

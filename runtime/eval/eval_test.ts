@@ -221,3 +221,31 @@ Deno.test("eval command: --json last line on the fixture", gpuTest, async () => 
     await Deno.remove(prompts);
   }
 });
+
+Deno.test(
+  "evaluate: both models sample at the model's defaults; a reference with other defaults is noted",
+  gpuTest,
+  async () => {
+    const dir = await perturbedCopy(0, 0); // the fixture's weights, its own folder
+    try {
+      await Deno.writeTextFile(
+        join(dir, "model_index.json"),
+        JSON.stringify({ webdit: { default_steps: 2, default_guidance: 2 } }),
+      );
+      await withRuntime(async (rt) => {
+        const o = { model: dir, reference: FIXTURE, prompts: PROMPTS.slice(0, 1), runtime: rt };
+        const r = await evaluate(o);
+        assertEquals([r.settings.steps, r.settings.guidance], [2, 2]);
+        assertEquals(r.referenceSamples!.guidance, 2);
+        assertEquals(r.notes, [
+          "both models sampled with the model's steps 2; the reference's own default is 20 (give --steps to choose)",
+          "both models sampled with the model's guidance 2; the reference's own default is 4.5 (give --guidance to choose)",
+        ]);
+        const given = await evaluate({ ...o, steps: 2, guidance: 2 });
+        assertEquals(given.notes, []);
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
