@@ -30,15 +30,7 @@ struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(6) var<storage, read_write> y: array<DT4>;
 @group(0) @binding(7) var<storage, read_write> z: array<vec4<f32>>;
 
-// acc + v_i·Q[i] for the four i of v, in order (the reference's sum).
-fn mac4(acc: vec4<f32>, v: vec4<f32>, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>) -> vec4<f32> {
-  var a = acc;
-  a = a + v.x * qa;
-  a = a + v.y * qb;
-  a = a + v.z * qc;
-  a = a + v.w * qd;
-  return a;
-}
+// mac4: wgsl/rotq_mac4.wgsl (composed before this file).
 
 // Input vec4 c4 of token row (x ⊙ s in stage 1, the permuted stage-1 row in stage 2).
 fn input(row: u32, c4: u32) -> vec4<f32> {

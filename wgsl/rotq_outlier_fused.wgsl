@@ -43,15 +43,7 @@ fn qrow(stage: u32, i: u32) -> vec4<f32> {
   return q2[i];
 }
 
-// acc + v_i·Q[i] for the four i of v, in order (the reference's sum).
-fn mac4(acc: vec4<f32>, v: vec4<f32>, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>) -> vec4<f32> {
-  var a = acc;
-  a = a + v.x * qa;
-  a = a + v.y * qb;
-  a = a + v.z * qc;
-  a = a + v.w * qd;
-  return a;
-}
+// mac4: wgsl/rotq_mac4.wgsl (composed before this file).
 
 // Component j of a: selects, not a dynamic index (which may put a register vector, and the
 // accumulators with it, in local memory).

@@ -21,6 +21,7 @@ import { actQuant } from "./act_quant.ts";
 import { dummy, rotqSpec } from "./rotq_outlier_tiled.ts";
 import type { HadamardTransformTensors, OutlierTransformTensors } from "./rotq.ts";
 import cpuSrc from "../../wgsl/rotq_outlier_cpu.wgsl" with { type: "text" };
+import mac4Src from "../../wgsl/rotq_mac4.wgsl" with { type: "text" };
 import hadSrc from "../../wgsl/rotq_hadamard_cpu.wgsl" with { type: "text" };
 
 const WG = 64;
@@ -58,6 +59,7 @@ function outlierSpec(storage: StorageType): KernelSpec<CpuParams> {
       }),
       uniform: (p) => [p.M, p.K, 0, 0],
       dispatch: (p) => grid1d(Math.ceil(Math.ceil(p.M / 4) * (p.K / 8) / WG)),
+      libs: [mac4Src],
     });
     specs.set(storage, spec);
   }

@@ -13,6 +13,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import type { OutlierTransformTensors } from "./rotq.ts";
 import { rotqSpec, workgroupBytes } from "./rotq_outlier_tiled.ts";
 import fusedSrc from "../../wgsl/rotq_outlier_fused.wgsl" with { type: "text" };
+import mac4Src from "../../wgsl/rotq_mac4.wgsl" with { type: "text" };
 
 /** Most blocks a row may have (the kernel's named accumulators). */
 export const FUSED_MAX_BLOCKS = 12;
@@ -72,6 +73,7 @@ function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
       }),
       uniform: (p) => [p.M, p.K, 0, 0],
       dispatch: (p) => grid1d(Math.ceil(p.M / p.tokens)),
+      libs: [mac4Src],
     });
     specs.set(storage, spec);
   }

@@ -42,6 +42,8 @@ export interface RotqLaunch<P> {
   uniform(p: P): readonly number[];
   /** Workgroup counts. */
   dispatch(p: P): readonly [number, number?, number?];
+  /** Shared WGSL fragments besides the quantizer's (quant_grid.wgsl), e.g. rotq_mac4.wgsl. */
+  libs?: readonly string[];
 }
 
 /**
@@ -55,7 +57,8 @@ export function rotqSpec<P>(
   [reads, writes]: [number, number],
   launch: RotqLaunch<P>,
 ): KernelSpec<P> {
-  const c = composeWgsl(src, { storage, libs: [gridSrc] }); // the quantizer arithmetic
+  // The quantizer arithmetic, then the kernel's own fragments.
+  const c = composeWgsl(src, { storage, libs: [gridSrc, ...launch.libs ?? []] });
   const bindings: BindingKind[] = ["uniform"];
   for (let i = 0; i < reads + writes; i++) bindings.push(i < reads ? "read" : "read_write");
   return {
