@@ -12,6 +12,7 @@
  */
 import { join } from "node:path";
 import { CheckpointError } from "./errors.ts";
+import { parseJson } from "./io/json.ts";
 
 /** The samplers `generate` offers (flow-euler: flow-matching models, FLUX). */
 export const SAMPLERS = ["dpm++2m", "ddim", "flow-euler"] as const;
@@ -110,14 +111,5 @@ export async function readModelIndex(dir: string): Promise<string | undefined> {
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw e;
-  }
-}
-
-/** JSON.parse with the file named in the error. */
-export function parseJson(text: string, file: string, field?: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new CheckpointError(file, `invalid JSON: ${(e as Error).message}`, field);
   }
 }

@@ -20,6 +20,7 @@ import {
 } from "../plugins/models/pixart.ts";
 import { parsePixArtConfig } from "../plugins/models/pixart_config.ts";
 import { CheckpointError } from "./errors.ts";
+import { parseJson } from "./io/json.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { type LaunchTime, Recorder } from "./gpu/kernel.ts";
 import { readTensor, readTensors, uploadTensor } from "./gpu/tensor.ts";
@@ -128,11 +129,7 @@ async function readJson(path: string): Promise<unknown> {
     if (e instanceof Deno.errors.NotFound) throw new CheckpointError(path, "no such file", "path");
     throw new CheckpointError(path, (e as Error).message, "path");
   }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new CheckpointError(path, `invalid JSON: ${(e as Error).message}`);
-  }
+  return parseJson(text, path);
 }
 
 /** Added conditions of B images for the guided batch [uncond, cond] (2B). */

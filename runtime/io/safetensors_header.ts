@@ -9,6 +9,7 @@
  * @module
  */
 import { CheckpointError } from "../errors.ts";
+import { parseJson } from "./json.ts";
 import { bf16BitsToF32, f16BitsToF32, type Fp8Format, fp8ToF32 } from "./f16.ts";
 
 /** Every dtype of the safetensors spec, with its element size in bits and its sort rank. */
@@ -191,12 +192,7 @@ export function parseHeaderJson(
   }
   const issue = scanJson(text, MAX_JSON_DEPTH, true);
   if (issue?.early) throw new CheckpointError(file, issue.message, issue.key || "header");
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    throw new CheckpointError(file, `invalid JSON: ${(e as Error).message}`, "header");
-  }
+  const parsed = parseJson(text, file, "header");
   if (issue) throw new CheckpointError(file, issue.message, issue.key || "header");
   if (!isPlainObject(parsed)) {
     throw new CheckpointError(

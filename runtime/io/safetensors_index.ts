@@ -7,6 +7,7 @@
  */
 import { basename, dirname, isAbsolute, join } from "node:path";
 import { CheckpointError } from "../errors.ts";
+import { parseJson } from "./json.ts";
 import {
   bytesToF32,
   MAX_HEADER_BYTES,
@@ -98,12 +99,7 @@ function parseIndex(
   }
   const issue = scanJson(text, MAX_JSON_DEPTH, false);
   if (issue?.early) throw new CheckpointError(path, issue.message, issue.key || "index");
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    throw new CheckpointError(path, `invalid JSON: ${(e as Error).message}`, "index");
-  }
+  const parsed = parseJson(text, path, "index");
   if (issue) throw new CheckpointError(path, issue.message, issue.key || "index");
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new CheckpointError(path, "must be a JSON object {metadata, weight_map}", "index");

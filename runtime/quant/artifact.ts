@@ -32,6 +32,7 @@ import type {
 } from "../../plugins/types.ts";
 import { createDefaultRegistry } from "../builtins.ts";
 import { CheckpointError } from "../errors.ts";
+import { parseJson } from "../io/json.ts";
 import type { Runtime } from "../gpu/device.ts";
 import {
   openSafetensors,
@@ -259,12 +260,7 @@ export class Artifact {
     const text = this.file.metadata[META.attention];
     if (text === undefined) return undefined;
     const field = `__metadata__.${META.attention}`;
-    let raw: { plugin?: unknown; meta?: unknown };
-    try {
-      raw = JSON.parse(text);
-    } catch (e) {
-      throw new CheckpointError(this.path, `invalid JSON: ${(e as Error).message}`, field);
-    }
+    const raw = parseJson(text, this.path, field) as { plugin?: unknown; meta?: unknown };
     if (typeof raw?.plugin !== "string") {
       throw new CheckpointError(this.path, "must name its plugin", `${field}.plugin`);
     }
@@ -394,16 +390,7 @@ export async function openArtifact(path: string): Promise<Artifact> {
     if (cfgText === undefined) {
       throw new CheckpointError(path, "missing", `__metadata__.${META.transformerConfig}`);
     }
-    let cfg: unknown;
-    try {
-      cfg = JSON.parse(cfgText);
-    } catch (e) {
-      throw new CheckpointError(
-        path,
-        `invalid JSON: ${(e as Error).message}`,
-        `__metadata__.${META.transformerConfig}`,
-      );
-    }
+    const cfg = parseJson(cfgText, path, `__metadata__.${META.transformerConfig}`);
     for (const [name, l] of Object.entries(plan.layers)) {
       if (l.quantizer === "fp") {
         if (!file.tensors.has(`${PREFIX.transformer}${name}.weight`)) {

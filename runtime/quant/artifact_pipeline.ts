@@ -20,9 +20,9 @@ import { parsePixArtConfig } from "../../plugins/models/pixart_config.ts";
 import { CheckpointError } from "../errors.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { Pipeline } from "../pipeline.ts";
+import { parseJson } from "../io/json.ts";
 import {
   FLUX_SAMPLING,
-  parseJson,
   parseSamplingDefaults,
   PIXART_SAMPLING,
   type SamplingDefaults,
@@ -102,14 +102,8 @@ export async function loadArtifactPipeline(
         return new ArtifactPipeline(rt, path, { transformer, attention, defaults });
       }
       const field = `__metadata__.${META.encoderConfig}`;
-      let ecfgRaw: unknown;
-      let vocab: unknown;
-      try {
-        ecfgRaw = JSON.parse(m[META.encoderConfig]);
-        vocab = JSON.parse(m[META.vocab] ?? "null");
-      } catch (e) {
-        throw new CheckpointError(path, `invalid JSON: ${(e as Error).message}`, field);
-      }
+      const ecfgRaw = parseJson(m[META.encoderConfig], path, field);
+      const vocab = parseJson(m[META.vocab] ?? "null", path, field);
       const ecfg = parseEmojiEncoderConfig(ecfgRaw, `${path} (${META.encoderConfig})`);
       if (!Array.isArray(vocab) || vocab.length !== ecfg.vocabSize) {
         throw new CheckpointError(
@@ -150,13 +144,7 @@ async function loadFluxArtifact(
   const stext = a.file.metadata[META.schedulerConfig];
   let scheduler: FlowEulerConfig = { ...FLUX_FLOW_CONFIG };
   if (stext !== undefined) {
-    const field = `__metadata__.${META.schedulerConfig}`;
-    let sraw: unknown;
-    try {
-      sraw = JSON.parse(stext);
-    } catch (e) {
-      throw new CheckpointError(path, `invalid JSON: ${(e as Error).message}`, field);
-    }
+    const sraw = parseJson(stext, path, `__metadata__.${META.schedulerConfig}`);
     scheduler = parseFlowSchedulerConfig(sraw, `${path} (${META.schedulerConfig})`);
   }
   const defaults = artifactDefaults(a, FLUX_SAMPLING);

@@ -22,7 +22,7 @@
 import { join } from "node:path";
 import type { HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
 import { createDefaultRegistry } from "../builtins.ts";
-import { CheckpointError } from "../errors.ts";
+import { parseJson } from "../io/json.ts";
 import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
 import type { TensorToWrite } from "../io/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
@@ -198,12 +198,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const dir = o.model ?? DEFAULT_MODEL_DIR;
   const tdir = await transformerDir(dir);
   const cfgText = await readText(join(tdir, "config.json"));
-  let cfg: Record<string, unknown>;
-  try {
-    cfg = JSON.parse(cfgText);
-  } catch (e) {
-    throw new CheckpointError(join(tdir, "config.json"), `invalid JSON: ${(e as Error).message}`);
-  }
+  const cfg = parseJson(cfgText, join(tdir, "config.json")) as Record<string, unknown>;
   const className = String(cfg._class_name ?? "unknown");
   const settings = resolveSettings(o, registry, className);
   const plugin = registry.get("quantizer", settings.quantizer);
