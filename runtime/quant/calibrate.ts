@@ -371,9 +371,9 @@ export class StatsCollector {
  */
 export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<CalibrationStats> {
   const path = o.path ?? DEFAULT_MODEL_DIR;
-  const flux = await modelFamily(path) === "flux";
-  if (flux && !o.embeds) throw fluxNeedsEmbedsError("Calibrating a rotation");
-  const own = await modelSamplingDefaults(path);
+  const family = await modelFamily(path);
+  if (family === "flux" && !o.embeds) throw fluxNeedsEmbedsError("Calibrating a rotation");
+  const own = await modelSamplingDefaults(path, family);
   const settings: CalibrationSettings = {
     prompts: o.embeds ? [] : [...(o.prompts ?? CALIBRATION_PROMPTS)],
     steps: o.steps ?? own.steps,

@@ -55,12 +55,16 @@ export async function modelFamily(path: string = DEFAULT_MODEL_DIR): Promise<Cal
   return cfg?._class_name === "FluxTransformer2DModel" ? "flux" : "pixart";
 }
 
-/** The sampling defaults of the model at `path` (folder): its model_index.json over its family's. */
+/**
+ * The sampling defaults of the model at `path` (folder): its model_index.json over its
+ * family's (`family` when the caller has read it already).
+ */
 export async function modelSamplingDefaults(
   path: string = DEFAULT_MODEL_DIR,
+  family?: CalibrationFamily,
 ): Promise<SamplingDefaults> {
-  const flux = await modelFamily(path) === "flux";
-  return await readSamplingDefaults(path, flux ? FLUX_SAMPLING : PIXART_SAMPLING);
+  family ??= await modelFamily(path);
+  return await readSamplingDefaults(path, family === "flux" ? FLUX_SAMPLING : PIXART_SAMPLING);
 }
 
 /** sha-256 (hex) of calibration embeddings: shapes and every value (the cache key's part). */
