@@ -107,6 +107,11 @@ export interface GenerateRequest {
   profileStep?: number;
 }
 
+/** A request with the model's defaults filled in: what {@linkcode Pipeline.generate} samples. */
+export type SampledRequest =
+  & GenerateRequest
+  & Required<Pick<GenerateRequest, "steps" | "guidance" | "sampler">>;
+
 /** What {@linkcode Pipeline.generate} returns. */
 export interface GenerateResult {
   /** Final latents [B, C, H, W] (for pixel-space models: the images in [-1, 1]). */
@@ -220,7 +225,7 @@ export class Pipeline {
   /** Generates images (latents) for a request. */
   async generate(request: GenerateRequest): Promise<GenerateResult> {
     const d = this.defaults;
-    const req = {
+    const req: SampledRequest = {
       ...request,
       steps: request.steps ?? d.steps,
       guidance: request.guidance ?? d.guidance,

@@ -15,7 +15,7 @@ import type { Runtime } from "../../runtime/gpu/device.ts";
 import { Recorder } from "../../runtime/gpu/kernel.ts";
 import { readTensor, uploadTensor } from "../../runtime/gpu/tensor.ts";
 import { Prng } from "../../runtime/io/prng.ts";
-import type { GenerateRequest, GenerateResult } from "../../runtime/pipeline.ts";
+import type { GenerateResult, SampledRequest } from "../../runtime/pipeline.ts";
 import {
   calculateShift,
   type FlowEulerConfig,
@@ -23,7 +23,6 @@ import {
   fluxSigmas,
 } from "../../runtime/sampling/flow_euler.ts";
 import { type Denoiser, sampleLoop } from "../../runtime/sampling/generate.ts";
-import { FLUX_SAMPLING } from "../../runtime/model_defaults.ts";
 import type { FluxModel } from "./flux.ts";
 
 /** Default latent height and width: 128 (1024 px through the VAE's factor 8). */
@@ -59,20 +58,19 @@ export async function generateFlux(
   rt: Runtime,
   model: FluxModel,
   scheduler: FlowEulerConfig,
-  req: GenerateRequest,
+  req: SampledRequest,
   stepTimes?: Map<string, number>,
 ): Promise<GenerateResult> {
   const t0 = performance.now();
   const c = model.config;
-  const steps = req.steps ?? FLUX_SAMPLING.steps;
-  const sampler = req.sampler ?? FLUX_SAMPLING.sampler;
+  const { steps, sampler } = req;
   if (sampler !== "flow-euler") {
     throw new TypeError(`FLUX models sample with flow-euler, not ${sampler}`);
   }
   if (!Number.isInteger(steps) || steps < 1 || steps > 1000) {
     throw new RangeError(`steps must be an integer in [1, 1000], got ${steps}`);
   }
-  const guidance = req.guidance ?? FLUX_SAMPLING.guidance; // the dev guidance embedder's input
+  const guidance = req.guidance; // the dev guidance embedder's input
   const trueCfg = req.trueCfg ?? 1;
   for (const [k, v] of [["guidance", guidance], ["trueCfg", trueCfg]] as const) {
     if (!Number.isFinite(v) || v < 0) {
