@@ -16,7 +16,7 @@ import { secureHeaders } from "hono/secure-headers";
 import type { Runtime } from "../gpu/device.ts";
 import type { PluginRegistry } from "../registry.ts";
 import { ApiError } from "./errors.ts";
-import { type GenerationDefaults, handleGenerations } from "./generations.ts";
+import { type GenerationDefaults, handleGenerations, requestDefaults } from "./generations.ts";
 import { createServerMetrics, type ServerMetrics } from "./metrics.ts";
 import type { ModelCatalog } from "./models.ts";
 import { GpuQueue, type GpuQueueOptions } from "./queue.ts";
@@ -224,6 +224,7 @@ export function createApp(o: ServerOptions): WebditServer {
       data: o.catalog.entries.map((e) => {
         const cfg = e.pipeline.transformer.config;
         const px = cfg.sampleSize * e.pipeline.pixelsPerLatent;
+        const d = requestDefaults(defaults, e.pipeline.defaults, limits.maxSteps);
         return {
           id: e.id,
           object: "model",
@@ -235,10 +236,9 @@ export function createApp(o: ServerOptions): WebditServer {
           size_multiple: cfg.patchSize * e.pipeline.pixelsPerLatent,
           dtype: e.pipeline.transformer.dtype,
           caption_encoder: e.pipeline.encoder !== undefined,
-          // What a request that leaves them out gets (serve's --steps/--sampler over the model's).
-          default_steps: Math.min(defaults.steps ?? e.pipeline.defaults.steps, limits.maxSteps),
-          default_guidance: defaults.guidance ?? e.pipeline.defaults.guidance,
-          default_sampler: defaults.sampler ?? e.pipeline.defaults.sampler,
+          default_steps: d.steps, // what a request that leaves them out gets
+          default_guidance: d.guidance,
+          default_sampler: d.sampler,
         };
       }),
     }));

@@ -6,7 +6,7 @@
  */
 import type { Context } from "hono";
 import { type SSEStreamingApi, streamSSE } from "hono/streaming";
-import type { SamplerName } from "../pipeline.ts";
+import type { SamplerName, SamplingDefaults } from "../pipeline.ts";
 import { ApiError, badRequest } from "./errors.ts";
 import { imagePngBase64, previewPngBase64, previewSteps } from "./images.ts";
 import type { ModelCatalog, ModelEntry } from "./models.ts";
@@ -23,6 +23,22 @@ export interface GenerationDefaults {
   guidance?: number;
   /** Sampler. */
   sampler?: SamplerName;
+}
+
+/**
+ * What a request to a model that leaves steps, guidance or sampler out gets: the server's
+ * defaults over the model's own, steps within the server's limit (/v1/models lists them).
+ */
+export function requestDefaults(
+  server: GenerationDefaults,
+  own: SamplingDefaults,
+  maxSteps: number,
+): SamplingDefaults {
+  return {
+    steps: Math.min(server.steps ?? own.steps, maxSteps),
+    guidance: server.guidance ?? own.guidance,
+    sampler: server.sampler ?? own.sampler,
+  };
 }
 
 /** What the handler needs. */
@@ -109,8 +125,8 @@ export async function handleGenerations(
   const req = parseImageRequest(body, g.limits);
   const entry = g.catalog.select(req);
   const [H, W] = cells(req, entry);
-  const own = entry.pipeline.defaults;
-  const steps = req.steps ?? Math.min(g.defaults.steps ?? own.steps, g.limits.maxSteps);
+  const d = requestDefaults(g.defaults, entry.pipeline.defaults, g.limits.maxSteps);
+  const steps = req.steps ?? d.steps;
   const seed = req.seed ?? randomSeed();
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(new RequestTimeoutError(g.timeoutMs)), g.timeoutMs);
@@ -127,8 +143,8 @@ export async function handleGenerations(
     n: req.n,
     seed,
     steps,
-    guidance: req.guidance ?? g.defaults.guidance ?? own.guidance,
-    sampler: req.sampler ?? g.defaults.sampler ?? own.sampler,
+    guidance: req.guidance ?? d.guidance,
+    sampler: req.sampler ?? d.sampler,
     height: H,
     width: W,
     signal: ctl.signal,
