@@ -56,7 +56,10 @@ export function matmulT(x: Float32Array, M: number, w: HostMatrix): Float64Array
   return y;
 }
 
-/** (X·T)(W·diag(m)·R)ᵀ = X·Wᵀ on the CPU, to `tol` relative. */
+/**
+ * (X·T)(W·diag(m)·R)ᵀ = X·Wᵀ on the CPU, to `tol` relative, and restoreWeight undoes
+ * transformWeight.
+ */
 export function assertOrthogonalCpu(
   plan: LayerRotation,
   x: Float32Array,
@@ -69,6 +72,8 @@ export function assertOrthogonalCpu(
     matmulT(x, M, w),
   );
   assert(err <= tol, `${plan.kind}: (XT)(WR)ᵀ differs from XWᵀ by ${err} (tol ${tol})`);
+  const back = relError(plan.restoreWeight(plan.transformWeight(w)).data, w.data);
+  assert(back <= tol, `${plan.kind}: restoreWeight(transformWeight(W)) differs by ${back}`);
 }
 
 /**

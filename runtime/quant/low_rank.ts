@@ -254,3 +254,47 @@ export function lowRankSplit(
     energy: total > 0 ? kept / total : 0,
   };
 }
+
+/** The branch's down factor refitted to the quantized rest ({@linkcode refitLowRank}). */
+export interface LowRankRefit {
+  /** The new A [R, K] (row-major), in the layer's own input space. */
+  a: Float32Array;
+  /** ‖Bᵀ·(E − Ê)‖²: the squared rounding error the branch took over (W''s space). */
+  absorbed: number;
+}
+
+/**
+ * Once the rest E is quantized to Ê, refits the branch's down factor to what the codes left:
+ * A' = Bᵀ·(W' − Ê) = Bᵀ·W' + Bᵀ·(E − Ê) in W''s space. For a fixed B this is the best A' in
+ * the output error of any inputs (the error (W' − Ê − B·A') splits into (I − B·Bᵀ)(W' − Ê),
+ * which A' does not touch, and B·(Bᵀ(W' − Ê) − A'), orthogonal to it and zero here): the
+ * branch absorbs the rounding error's component in span(B), R/N of it for white error, at
+ * no cost at run time. `restore` maps W''s space back to the layer's (the rotation's
+ * restoreWeight; none without a rotation).
+ */
+export function refitLowRank(
+  split: Pick<LowRankSplit, "a" | "b" | "residual">,
+  quantized: ArrayLike<number>,
+  restore?: (m: HostMatrix) => HostMatrix,
+): LowRankRefit {
+  const { rows: N, cols: K, data: e } = split.residual;
+  const R = split.b.length / N;
+  if (!Number.isInteger(R) || split.a.length !== R * K || quantized.length !== N * K) {
+    throw new RangeError(`refitLowRank: A, B and Ê do not fit E [${N}, ${K}]`);
+  }
+  const err = new Float32Array(N * K);
+  for (let i = 0; i < err.length; i++) err[i] = e[i] - quantized[i];
+  const bCols: Cols = Array.from(
+    { length: R },
+    (_, r) => Float64Array.from({ length: N }, (_, n) => split.b[n * R + r]),
+  );
+  const d = mulColsT(err, N, K, bCols); // Bᵀ·(E − Ê): R rows of K
+  let absorbed = 0;
+  const delta = new Float32Array(R * K);
+  for (let r = 0; r < R; r++) {
+    absorbed += dot(d[r], d[r]);
+    delta.set(d[r], r * K);
+  }
+  const own = restore ? restore({ data: delta, rows: R, cols: K }).data : delta;
+  return { a: Float32Array.from(split.a, (v, i) => v + own[i]), absorbed };
+}

@@ -1,7 +1,8 @@
 import { assert, assertAlmostEquals, assertClose, assertThrows } from "../../tests/assert.ts";
 import { Prng } from "../io/prng.ts";
 import { gemmRef } from "../reference/gemm.ts";
-import { lowRankSplit, symmetricEigen } from "./low_rank.ts";
+import { lowRankSplit, refitLowRank, symmetricEigen } from "./low_rank.ts";
+import { HadamardRotation } from "./rotation.ts";
 
 /** n columns of length m (m ≥ n), orthonormal, as a row-major [m, n] matrix. */
 function orthonormal(g: Prng, m: number, n: number): Float64Array {
@@ -109,6 +110,55 @@ Deno.test("low rank: with a rotation, x·Aᵀ·Bᵀ + x'·Eᵀ = x·Wᵀ", () =>
   assertClose(y, gemmRef(x, w.data, M, N, K), { atol: 1e-4 });
   // E depends on W' alone.
   assertClose(residual.data, lowRankSplit(wt, wt, R).residual.data, { atol: 0 });
+});
+
+Deno.test("low rank refit: the branch takes the rounding error's share in span(B), in W's space", () => {
+  const [N, K, M, R] = [16, 32, 7, 4];
+  const g = new Prng(5);
+  const w = { data: g.normals(N * K), rows: N, cols: K };
+  const m = Float32Array.from({ length: K }, () => 0.5 + g.nextU32() / 2 ** 32);
+  const signs = Float32Array.from({ length: K }, () => (g.nextU32() & 1 ? 1 : -1));
+  const rot = new HadamardRotation(m, signs, 16);
+  const wt = rot.transformWeight(w);
+  const split = lowRankSplit(wt, w, R);
+  const noise = g.normals(N * K);
+  const deq = Float32Array.from(split.residual.data, (v, i) => v + 0.05 * noise[i]); // Ê
+  const { a, absorbed } = refitLowRank(split, deq, (x) => rot.restoreWeight(x));
+  const x = g.normals(M * K);
+  const xt = rot.transformActivations(x, M);
+  const out = (a: Float32Array) =>
+    gemmRef(gemmRef(x, a, M, R, K), split.b, M, N, R, { residual: gemmRef(xt, deq, M, N, K) });
+  const exact = gemmRef(x, w.data, M, N, K);
+  const err = (y: Float32Array) => sq(y.map((v, i) => v - exact[i]));
+  assert(err(out(a)) < 0.9 * err(out(split.a)), `${err(out(a))} vs ${err(out(split.a))}`);
+  // What is left of W' − Ê − B·A' is orthogonal to B, and smaller by exactly `absorbed`.
+  const aRot = rot.transformWeight({ data: a, rows: R, cols: K }).data;
+  const left = Float32Array.from(wt.data, (v, i) => v - deq[i]);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      for (let r = 0; r < R; r++) left[n * K + k] -= split.b[n * R + r] * aRot[r * K + k];
+    }
+  }
+  const bt = gemmRef(transpose(split.b, N, R), transpose(left, N, K), R, K, N); // Bᵀ·left
+  assert(Math.max(...bt.map(Math.abs)) < 1e-4, `Bᵀ·(what is left) ${Math.max(...bt)}`);
+  const before = sq(split.residual.data.map((v, i) => v - deq[i]));
+  assertAlmostEquals(sq(left), before - absorbed, 1e-3 * before);
+  // Without a rotation the refit is Bᵀ·(W − Ê) itself.
+  const plain = lowRankSplit(w, w, R);
+  const { a: a0 } = refitLowRank(plain, deq);
+  const want = gemmRef(
+    transpose(plain.b, N, R),
+    transpose(
+      Float32Array.from(w.data, (v, i) => v - deq[i]),
+      N,
+      K,
+    ),
+    R,
+    K,
+    N,
+  );
+  assertClose(a0, want, { atol: 1e-5 });
+  assertThrows(() => refitLowRank(plain, deq.subarray(1)), RangeError, "do not fit");
 });
 
 Deno.test("low rank: a bad rank or shape is named", () => {

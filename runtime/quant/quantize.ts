@@ -45,7 +45,7 @@ import {
   rotationName,
   storedParams,
 } from "./artifact.ts";
-import { lowRankSplit } from "./low_rank.ts";
+import { type LowRankSplit, lowRankSplit, refitLowRank } from "./low_rank.ts";
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import {
   ARTIFACT_VERSION,
@@ -355,16 +355,26 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       }
       const whole = w.data; // W' (the weight-SQNR's signal)
       const R = layerLowRank(name, settings);
+      let split: LowRankSplit | undefined;
       if (R) { // the top R directions stay in float, the quantizer gets the rest
         if (R > Math.min(N, K)) {
           throw new RangeError(`${name}: lowRank ${R} exceeds min(N, K) = ${Math.min(N, K)}`);
         }
-        const split = lowRankSplit(w, own, R);
+        split = lowRankSplit(w, own, R);
         tensors[lowRankName(name, "a")] = { dtype: "F32", shape: [R, K], data: split.a };
         tensors[lowRankName(name, "b")] = { dtype: "F32", shape: [N, R], data: split.b };
         meta.lowRankEnergy = Math.round(split.energy * 1e4) / 1e4;
         w = split.residual;
       }
+      const rot = rotations.get(name);
+      // The branch takes over the rounding error in its span (refitLowRank); the weight SQNR
+      // is then of what is left: ‖E − Ê‖² less what the branch absorbed.
+      const settle = (deq: Float32Array): number => {
+        if (!split) return weightSqnr(data, deq, whole);
+        const r = refitLowRank(split, deq, rot && ((m) => rot.restoreWeight(m)));
+        tensors[lowRankName(name, "a")].data = r.a;
+        return weightSqnr(data, deq, whole, r.absorbed);
+      };
       const data = w.data;
       const abits = layerAbits(name, settings);
       // Placeholders keep the plan's layers and the report in checkpoint order.
@@ -402,7 +412,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           abits,
           out: N,
           in: K,
-          sqnrDb: weightSqnr(data, deq, whole),
+          sqnrDb: settle(deq),
           int8LutError: lutErr,
           bytesF32: 4 * N * K,
           bytes: quantizedBytes(q, abits) + (R ? 4 * R * (N + K) : 0),
@@ -431,7 +441,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           tensors[codesName(name)].data = gq.codes;
           layers[name].meta = { ...gq.meta, ...meta };
           Object.assign(report, {
-            sqnrDb: weightSqnr(data, gdeq, whole),
+            sqnrDb: settle(gdeq),
             int8LutError: abits < 16 ? int8LutError(gq, gdeq) : null,
             ms: report.ms + g.ms,
             outSqnrRtnDb: g.outSqnrRtnDb,

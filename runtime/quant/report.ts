@@ -65,16 +65,23 @@ export interface LayerReport {
 }
 
 /**
- * Weight SQNR in dB, 10·log10(Σsignal² / Σ(w − ŵ)²) for the quantizer's input w and its
- * dequantized ŵ; `signal` is w unless a low-rank branch holds the rest of the weight.
+ * Weight SQNR in dB, 10·log10(Σsignal² / (Σ(w − ŵ)² − absorbed)) for the quantizer's input w
+ * and its dequantized ŵ; `signal` is w unless a low-rank branch holds the rest of the weight,
+ * and `absorbed` the squared error that branch took over (refitLowRank).
  */
-export function weightSqnr(w: Float32Array, h: Float32Array, signal: Float32Array = w): number {
+export function weightSqnr(
+  w: Float32Array,
+  h: Float32Array,
+  signal: Float32Array = w,
+  absorbed = 0,
+): number {
   let s = 0;
   let e = 0;
   for (let i = 0; i < w.length; i++) {
     s += signal[i] * signal[i];
     e += (w[i] - h[i]) ** 2;
   }
+  e = Math.max(e - absorbed, 0);
   return e > 0 ? 10 * Math.log10(s / e) : Infinity;
 }
 

@@ -26,7 +26,7 @@ import {
   rotqOutlier,
 } from "../ops/rotq.ts";
 import { ACT_BITS, actQuant } from "../ops/act_quant.ts";
-import { isPowerOfTwo, rotateRowsBlockHadamard } from "../reference/hadamard.ts";
+import { fwhtF64, isPowerOfTwo, rotateRowsBlockHadamard } from "../reference/hadamard.ts";
 import {
   type QuantizedRows,
   quantizeRows,
@@ -79,6 +79,8 @@ export interface LayerRotation {
   readonly report: LayerRotationReport;
   /** Offline, f64 math: W·diag(m)·R for W [N, K]. */
   transformWeight(w: HostMatrix): HostMatrix;
+  /** Offline, f64 math: the inverse, W'·Rᵀ·diag(m)⁻¹, back to the layer's own input space. */
+  restoreWeight(w: HostMatrix): HostMatrix;
   /**
    * CPU reference of the online transform x [rows, K] → x·diag(m)⁻¹·R, kernel-exact f32;
    * `fused`: as an adapter that contracts multiply-adds computes it (detectFmaContraction).
@@ -97,6 +99,10 @@ function checkM(m: Float32Array, K: number): void {
   for (const v of m) {
     if (!(v > 0) || !Number.isFinite(v)) throw new RangeError(`smoothing factors must be > 0`);
   }
+}
+
+function checkCols(w: HostMatrix, K: number): void {
+  if (w.cols !== K) throw new RangeError(`weight has ${w.cols} columns, not ${K}`);
 }
 
 /** W·diag(m) rows in f64 (a working copy). */
@@ -153,6 +159,20 @@ export class HadamardRotation implements LayerRotation {
       data.set(row, r * w.cols);
     }
     rotateRowsBlockHadamard(data, w.rows, w.cols, this.signs, this.block);
+    return { data, rows: w.rows, cols: w.cols };
+  }
+
+  restoreWeight(w: HostMatrix): HostMatrix {
+    checkCols(w, this.cols);
+    const K = this.cols;
+    const norm = 1 / Math.sqrt(this.block);
+    const data = new Float32Array(w.data.length);
+    const v = new Float64Array(K);
+    for (let r = 0; r < w.rows; r++) { // H/√b is symmetric and its own inverse
+      for (let j = 0; j < K; j++) v[j] = w.data[r * K + j];
+      for (let b0 = 0; b0 < K; b0 += this.block) fwhtF64(v, b0, this.block);
+      for (let j = 0; j < K; j++) data[r * K + j] = v[j] * norm * this.signs[j] / this.m[j];
+    }
     return { data, rows: w.rows, cols: w.cols };
   }
 
@@ -258,6 +278,23 @@ export class OutlierRotation implements LayerRotation {
     return { data, rows: w.rows, cols: w.cols };
   }
 
+  restoreWeight(w: HostMatrix): HostMatrix {
+    checkCols(w, this.cols);
+    const K = this.cols;
+    const data = new Float32Array(w.data.length);
+    const v = new Float64Array(K);
+    const z = new Float64Array(K);
+    const y = new Float64Array(K);
+    for (let r = 0; r < w.rows; r++) {
+      for (let k = 0; k < K; k++) v[k] = w.data[r * K + k];
+      blockMulF64(v, this.q2, this.block, z, true);
+      for (let k = 0; k < K; k++) y[this.perm[k]] = z[k];
+      blockMulF64(y, this.q1, this.block, v, true);
+      for (let k = 0; k < K; k++) data[r * K + k] = v[k] / this.m[k];
+    }
+    return { data, rows: w.rows, cols: w.cols };
+  }
+
   transformActivations(x: Float32Array, rows: number, fused = false): Float32Array {
     const p = { s: this.s, q1: this.q1, q2: this.q2, perm: this.perm, block: this.block };
     return rotateOutlierRef(x, rows, this.cols, p, fused);
@@ -282,12 +319,19 @@ export class OutlierRotation implements LayerRotation {
   }
 }
 
-/** out = blockwise v·Q (f64 math on f32 Q). */
-function blockMulF64(v: Float64Array, q: Float32Array, B: number, out: Float64Array): void {
+/** out = blockwise v·Q, or v·Qᵀ when `transposed` (f64 math on f32 Q). */
+function blockMulF64(
+  v: Float64Array,
+  q: Float32Array,
+  B: number,
+  out: Float64Array,
+  transposed = false,
+): void {
+  const [si, sj] = transposed ? [1, B] : [B, 1];
   for (let b0 = 0; b0 < v.length; b0 += B) {
     for (let j = 0; j < B; j++) {
       let acc = 0;
-      for (let i = 0; i < B; i++) acc += v[b0 + i] * q[i * B + j];
+      for (let i = 0; i < B; i++) acc += v[b0 + i] * q[i * si + j * sj];
       out[b0 + j] = acc;
     }
   }

@@ -204,8 +204,12 @@ def parse_config(name):
     c["gptq"], c["act_order"] = bool(g), bool(g and g.group(1))
     c["damp"] = float(g.group(2)) if g and g.group(2) else 0.01
     name = name[: g.start()] if g else name
-    lr = re.search(r"\+lr([0-9]+)$", name)  # +lrR: a rank-R SVD branch kept in f32 (SVDQuant)
-    c["lowrank"] = int(lr.group(1)) if lr else 0
+    # +lrR: a rank-R SVD branch kept in f32 (SVDQuant); +lrfR: then its down factor refitted to
+    # W - Q (the branch absorbs the rounding error in its span); +lrhR: the branch refitted as the
+    # best rank R of W - Q in the Hessian's norm, the rest re-quantized (twice)
+    lr = re.search(r"\+lr([fh]?)([0-9]+)$", name)
+    c["lowrank"] = int(lr.group(2)) if lr else 0
+    c["lr_refit"] = lr.group(1) if lr else ""
     name = name[: lr.start()] if lr else name
     if name == "fp32":
         return c
@@ -258,11 +262,29 @@ class Applied:
                     r = c["lowrank"]
                     low = ((u[:, :r] * sv[:r]) @ vh[:r]).to(torch.float32)
                     w = w - low
-                if c["gptq"]:
-                    q = gptq_weight(w, c["wbits"], c["sym"], hessians[name], damp=c["damp"],
-                                    act_order=c["act_order"], group=c["wgroup"])
-                else:
-                    q = quant_weight(w, c["wbits"], c["sym"], c["wgroup"])
+                def quant(w):
+                    if c["gptq"]:
+                        return gptq_weight(w, c["wbits"], c["sym"], hessians[name], damp=c["damp"],
+                                           act_order=c["act_order"], group=c["wgroup"])
+                    return quant_weight(w, c["wbits"], c["sym"], c["wgroup"])
+                q = quant(w)
+                full = m.weight.data.to(torch.float64)
+                if c["lr_refit"] == "f":  # L = U Uᵀ (W - Q): the best branch with U kept
+                    ur = u[:, : c["lowrank"]]
+                    low = (ur @ (ur.T @ (full - q.to(torch.float64)))).to(torch.float32)
+                elif c["lr_refit"] == "h":
+                    hh = hessians[name].to(torch.float64)
+                    hh = hh + 0.01 * hh.diag().mean() * torch.eye(hh.shape[0], dtype=hh.dtype, device=hh.device)
+                    ev, evec = torch.linalg.eigh(hh)
+                    sq = (evec * ev.clamp_min(0).sqrt()) @ evec.T
+                    isq = (evec * ev.clamp_min(1e-30).rsqrt()) @ evec.T
+                    for it in range(3):
+                        d = (full - q.to(torch.float64)) @ sq
+                        u2, s2, v2 = torch.linalg.svd(d, full_matrices=False)
+                        r = c["lowrank"]
+                        low = (((u2[:, :r] * s2[:r]) @ v2[:r]) @ isq).to(torch.float32)
+                        if it < 2:
+                            q = quant(m.weight.data - low)
                 self.saved[name] = (m, m.weight.data.clone(), q)
                 m.weight.data = q
                 if c["lowrank"]:  # x·Lᵀ on the unquantized input, added to the quantized product
