@@ -210,6 +210,7 @@ async function pipelineFor(
     cfgDelta: s.cfg_delta,
     lowRank: s.low_rank,
     lowRankOverride: s.low_rank_override,
+    lowRankFit: s.low_rank_fit,
     ...rotationKnobs(s),
     runtime: run.rt,
     // Calibrated as the images are sampled (the matrix's guidance, by default the model's).

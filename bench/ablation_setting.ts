@@ -5,7 +5,13 @@
  *
  * @module
  */
-import { type AbitsOverride, isActGroup, type LowRankOverride } from "../runtime/quant/plan.ts";
+import {
+  type AbitsOverride,
+  isActGroup,
+  LOW_RANK_FITS,
+  type LowRankFit,
+  type LowRankOverride,
+} from "../runtime/quant/plan.ts";
 import { CENTER_MODES, type CenterMode } from "../runtime/reference/act_center.ts";
 
 /** One setting of the matrix (the key of an ablation row, BENCHMARKS.md's names). */
@@ -54,6 +60,11 @@ export interface AblationSetting {
   low_rank?: number;
   /** Per-layer ranks (quantize --low-rank-override), first match wins, 0 none; absent: none. */
   low_rank_override?: LowRankOverride[];
+  /**
+   * How the branches are fitted (quantize --low-rank-fit); absent: the tool's default
+   * (hessian with gptq, refit without).
+   */
+  low_rank_fit?: LowRankFit;
 }
 
 /** The FP32 dense reference setting. */
@@ -94,7 +105,13 @@ export function settingKey(s: AblationSetting): string {
     (s.low_rank ? `|lowrank-${s.low_rank}` : "") +
     (s.low_rank_override
       ? `|lowrank:${s.low_rank_override.map((o) => `${o.pattern}=${o.rank}`).join(",")}`
-      : "");
+      : "") +
+    (s.low_rank_fit ? `|lrfit-${s.low_rank_fit}` : "");
+}
+
+/** The fit a setting's branches get: its own, else quantize's default. */
+export function lowRankFitOf(s: AblationSetting): LowRankFit {
+  return s.low_rank_fit ?? (s.gptq ? "hessian" : "refit");
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */
@@ -119,6 +136,7 @@ export function settingLabel(s: AblationSetting): string {
   if (s.low_rank_override) {
     parts[0] += ` (${s.low_rank_override.map((o) => `${o.pattern} R ${o.rank}`).join(", ")})`;
   }
+  if (s.low_rank || s.low_rank_override) parts[0] += ` (${lowRankFitOf(s)} fit)`;
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
@@ -146,6 +164,7 @@ const EXTRA_KEYS: string[] = [
   "cfg_delta",
   "low_rank",
   "low_rank_override",
+  "low_rank_fit",
 ];
 
 /** Throws a RangeError naming the matrix file and the field. */
@@ -291,6 +310,20 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
       4096,
     )
       .map(([pattern, rank]) => ({ pattern, rank }));
+  }
+  if (r.low_rank_fit !== undefined) {
+    if (!LOW_RANK_FITS.includes(r.low_rank_fit as LowRankFit)) {
+      fail(
+        file,
+        `${field}.low_rank_fit`,
+        `must be ${LOW_RANK_FITS.map((f) => `"${f}"`).join(", ")}`,
+      );
+    }
+    if (!s.low_rank && !s.low_rank_override) fail(file, `${field}.low_rank_fit`, "needs low_rank");
+    if (r.low_rank_fit === "hessian" && !s.gptq) {
+      fail(file, `${field}.low_rank_fit`, '"hessian" needs gptq');
+    }
+    s.low_rank_fit = r.low_rank_fit as LowRankFit;
   }
   if (r.alpha !== undefined) {
     if (typeof r.alpha !== "number" || !(r.alpha >= 0 && r.alpha <= 1)) {

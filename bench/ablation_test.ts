@@ -49,15 +49,27 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, gptq: true, gptq_damp: 0.001 },
       { ...base, wbits: 4, group_size: 64 },
       { ...base, low_rank: 16, low_rank_override: [{ pattern: "*.attn2.*", rank: 0 }] },
+      { ...base, gptq: true, low_rank: 32, low_rank_fit: "svd" },
+      { ...base, gptq: true, low_rank: 32 },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 18);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 18);
+  assertEquals(m.settings.length, 20);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 20);
+  // The branch's fit: named when given; the label says the default's (hessian with GPTQ).
+  assertEquals(
+    settingKey(m.settings[18]),
+    "uniform|8|8|none|dense|null|null|gptq|lowrank-32|lrfit-svd",
+  );
+  assertEquals(settingLabel(m.settings[18]), "uniform W8A8 gptq low-rank 32 (svd fit)");
+  assertEquals(settingLabel(m.settings[19]), "uniform W8A8 gptq low-rank 32 (hessian fit)");
   assertEquals(
     settingKey(m.settings[17]),
     "uniform|8|8|none|dense|null|null|lowrank-16|lowrank:*.attn2.*=0",
   );
-  assertEquals(settingLabel(m.settings[17]), "uniform W8A8 low-rank 16 (*.attn2.* R 0)");
+  assertEquals(
+    settingLabel(m.settings[17]),
+    "uniform W8A8 low-rank 16 (*.attn2.* R 0) (refit fit)",
+  );
   assertEquals(settingKey(m.settings[16]), "uniform|4|8|none|dense|null|null|wgroup-64");
   assertEquals(settingLabel(m.settings[16]), "uniform W4A8 g64");
   assertEquals(settingKey(m.settings[15]), "uniform|8|8|none|dense|null|null|gptq-damp-0.001");
@@ -231,6 +243,18 @@ Deno.test("matrix: bad fields are named", async () => {
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, low_rank_override: [] }] },
       "rows[0].low_rank_override must be a non-empty list of { pattern, rank }",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, low_rank: 8, low_rank_fit: "qr" }] },
+      'rows[0].low_rank_fit must be "svd", "refit", "hessian"',
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, low_rank_fit: "svd" }] },
+      "rows[0].low_rank_fit needs low_rank",
+    ],
+    [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, low_rank: 8, low_rank_fit: "hessian" }] },
+      'rows[0].low_rank_fit "hessian" needs gptq',
     ],
   ];
   for (const [raw, msg] of bad) {

@@ -10,7 +10,13 @@ import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
 import { ABITS } from "../quant/qlinear.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
 import { TLQ_FITS } from "../../plugins/quantizers/tlq.ts";
-import { DEFAULT_KEEP_FP, FLUX_KEEP_FP, isActGroup } from "../quant/plan.ts";
+import {
+  DEFAULT_KEEP_FP,
+  FLUX_KEEP_FP,
+  isActGroup,
+  LOW_RANK_FITS,
+  type LowRankFit,
+} from "../quant/plan.ts";
 import { quantizeModel, type QuantizeOptions, writeArtifact } from "../quant/quantize.ts";
 import { ARS_SELECT, type ArsSelect, type RotationKind } from "../quant/rotation.ts";
 import { formatReport, measureActivationError } from "../quant/report.ts";
@@ -95,6 +101,13 @@ export const QUANTIZE_USAGE =
                           comma-separated PATTERN=R (* wildcard; R 0 to 128, 0: no branch)
                           giving the matching layers another rank than --low-rank (first match
                           wins), e.g. "*.attn1.*=0,*.ff.*=64"
+  --low-rank-fit F        how the branch is fitted: svd (SVDQuant's: the weight's top R
+                          directions, the rest quantized), refit (then the branch's down factor
+                          refitted to what the codes left: it absorbs their error in its span;
+                          the default without --gptq), hessian (the branch the best rank R of
+                          what the codes left in the calibration inputs' norm, the rest
+                          re-quantized, twice over; the default with --gptq, which it needs:
+                          three quantizations a layer)
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
@@ -132,17 +145,26 @@ export const QUANTIZE_USAGE =
   --adapter A             auto (default), gpu or cpu (for --report)
   --json                  print a JSON summary as the last line of stdout`;
 
-/** " (a rank-R float branch a layer)" for the "wrote" line; per-layer ranks listed by count. */
-function branchWords(layers: readonly { lowRank?: number }[]): string {
+/**
+ * " (a rank-R float branch a layer, fitted …)" for the "wrote" line; per-layer ranks listed
+ * by count.
+ */
+function branchWords(layers: readonly { lowRank?: number }[], fit?: LowRankFit): string {
   const counts = new Map<number, number>();
   for (const l of layers) if (l.lowRank) counts.set(l.lowRank, (counts.get(l.lowRank) ?? 0) + 1);
   if (!counts.size) return "";
   if (counts.size === 1 && [...counts.values()][0] === layers.length) {
-    return ` (a rank-${[...counts.keys()][0]} float branch a layer)`;
+    return ` (a rank-${[...counts.keys()][0]} float branch a layer${FIT_WORDS[fit ?? "svd"]})`;
   }
   const parts = [...counts].sort((a, b) => b[0] - a[0]).map(([r, n]) => `${n} of rank ${r}`);
-  return ` (float branches: ${parts.join(", ")})`;
+  return ` (float branches: ${parts.join(", ")}${FIT_WORDS[fit ?? "svd"]})`;
 }
+
+const FIT_WORDS: Record<LowRankFit, string> = {
+  svd: "",
+  refit: ", refitted to the codes",
+  hessian: ", fitted in the inputs' norm",
+};
 
 /** Rotation plan knobs the command line sets. */
 type RotationKnobs = NonNullable<QuantizeOptions["rotationOptions"]>;
@@ -236,6 +258,7 @@ export async function quantize(args: string[]): Promise<number> {
     "cfg-delta": { type: "boolean" },
     "low-rank": { type: "string" },
     "low-rank-override": { type: "string" },
+    "low-rank-fit": { type: "string" },
     gptq: { type: "boolean" },
     "gptq-device": { type: "string" },
     "gptq-damp": { type: "string" },
@@ -269,6 +292,13 @@ export async function quantize(args: string[]): Promise<number> {
   const groupSize = o.number("group-size", 0, { min: 0, integer: true });
   const lowRank = o.number("low-rank", 0, { min: 0, integer: true });
   const lowRankOverride = parseLowRankOverride(v["low-rank-override"]);
+  const lowRankFit = o.optionalChoice("low-rank-fit", LOW_RANK_FITS);
+  if (lowRankFit && !lowRank && !lowRankOverride?.some((r) => r.rank > 0)) {
+    throw new UsageError("--low-rank-fit needs --low-rank (or --low-rank-override) above 0");
+  }
+  if (lowRankFit === "hessian" && !v.gptq) {
+    throw new UsageError("--low-rank-fit hessian needs --gptq (its calibration Gram matrices)");
+  }
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
   const center = o.optionalChoice("center", CENTER_MODES);
@@ -356,6 +386,7 @@ export async function quantize(args: string[]): Promise<number> {
     cfgDelta,
     lowRank: lowRank || undefined,
     lowRankOverride,
+    lowRankFit,
     keepFp: v["keep-fp"]?.split(",").map((s) => s.trim()).filter(Boolean),
     calibration: {
       prompts: calibPromptList,
@@ -383,7 +414,7 @@ export async function quantize(args: string[]): Promise<number> {
       `${center ? ` (inputs centred by the ${center})` : ""}` +
       `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}` +
       `${cfgDelta ? " (CFG delta)" : ""}` +
-      `${branchWords(q)}` +
+      `${branchWords(q, r.plan.settings.lowRankFit)}` +
       `${rotationWords(v.rotation ?? "none", rotationOptions)}, ` +
       `${r.layers.length - q.length} FP; weights quantized in ` +
       `${(r.ms / 1000).toFixed(1)} s` +
@@ -458,6 +489,7 @@ export async function quantize(args: string[]): Promise<number> {
       cfg_delta: r.plan.settings.cfgDelta ?? false,
       low_rank: r.plan.settings.lowRank ?? 0,
       low_rank_override: r.plan.settings.lowRankOverride ?? null,
+      low_rank_fit: r.plan.settings.lowRankFit ?? null,
       attention: r.plan.settings.attention,
       layers_quantized: q.length,
       layers_fp: r.layers.length - q.length,

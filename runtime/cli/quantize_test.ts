@@ -463,7 +463,8 @@ Deno.test("quantize --low-rank: the plan and --json say so; bad ranks are named"
     assertEquals(r.code, 0, r.stderr);
     const j = lastJson(r.stdout);
     assertEquals(j.low_rank, 8);
-    assert(r.stderr.includes("(a rank-8 float branch a layer)"), r.stderr);
+    assertEquals(j.low_rank_fit, "refit"); // the default without --gptq
+    assert(r.stderr.includes("(a rank-8 float branch a layer, refitted to the codes)"), r.stderr);
     // The report: each quantized layer's share held by the branch (a fraction of its weight).
     assert(r.stderr.includes("branch %"), r.stderr);
     const shares = (j.layers as { quantizer: string; low_rank_energy?: number }[])
@@ -497,7 +498,22 @@ Deno.test("quantize --low-rank: the plan and --json say so; bad ranks are named"
       { pattern: "*.ff.*", rank: 8 },
       { pattern: "*.attn2.*", rank: 0 },
     ]);
-    assert(/float branches: \d+ of rank 8, \d+ of rank 4\)/.test(o.stderr), o.stderr);
+    assert(/float branches: \d+ of rank 8, \d+ of rank 4, refitted/.test(o.stderr), o.stderr);
+    // The fit: svd keeps SVDQuant's split; hessian needs --gptq; any needs a branch.
+    const svd = await run("--low-rank", "4", "--low-rank-fit", "svd");
+    assertEquals(svd.code, 0, svd.stderr);
+    assertEquals(lastJson(svd.stdout).low_rank_fit, "svd");
+    assert(svd.stderr.includes("(a rank-4 float branch a layer)"), svd.stderr);
+    const misuse: [string[], string][] = [
+      [["--low-rank", "4", "--low-rank-fit", "hessian"], "--low-rank-fit hessian needs --gptq"],
+      [["--low-rank-fit", "refit"], "--low-rank-fit needs --low-rank"],
+      [["--low-rank", "4", "--low-rank-fit", "qr"], "--low-rank-fit"],
+    ];
+    for (const [args, msg] of misuse) {
+      const e = await run(...args);
+      assertEquals(e.code, 2, e.stderr);
+      assert(e.stderr.includes(msg), e.stderr);
+    }
     const bad = await run("--low-rank-override", "*.ff.*=x");
     assertEquals(bad.code, 2, bad.stderr);
     assert(bad.stderr.includes('--low-rank-override: "*.ff.*=x" is not PATTERN=R'), bad.stderr);

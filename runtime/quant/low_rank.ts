@@ -18,6 +18,7 @@
  */
 import type { HostMatrix } from "../../plugins/types.ts";
 import { Prng } from "../io/prng.ts";
+import { cholesky, GPTQ_DAMP, gptqDampings, notPositiveDefinite } from "./gptq.ts";
 
 /** A weight split into a float low-rank branch and the rest. */
 export interface LowRankSplit {
@@ -177,6 +178,46 @@ export function symmetricEigen(s: Float64Array, p: number): { values: number[]; 
 }
 
 /**
+ * The top `rank` left singular vectors of an N×K matrix M given as its products M·C and
+ * Mᵀ·C with columns: a randomised subspace iteration (f64, seeded), Y = M·Ω, then
+ * Y ← orth(M·orth(Mᵀ·Y)) a few times, then the leading eigenvectors of (Yᵀ·M)·(Yᵀ·M)ᵀ rotate
+ * Y onto the singular directions. Returns B [N, rank] row-major, rounded to f32.
+ */
+function topLeftVectors(
+  mul: (c: Cols) => Cols,
+  mulT: (c: Cols) => Cols,
+  N: number,
+  K: number,
+  rank: number,
+  opts: LowRankOptions,
+): Float32Array {
+  const p = Math.min(rank + (opts.oversample ?? 8), N, K);
+  const g = new Prng(opts.seed ?? 0);
+  const omega: Cols = Array.from({ length: p }, () => Float64Array.from(g.normals(K)));
+  let y = orthonormalize(mul(omega));
+  for (let it = 0; it < (opts.iterations ?? 6); it++) {
+    y = orthonormalize(mul(orthonormalize(mulT(y))));
+  }
+  // Yᵀ·M [p, K] as columns of K values, and its Gram (Yᵀ·M)·(Yᵀ·M)ᵀ [p, p].
+  const ym = mulT(y);
+  const gram = new Float64Array(p * p);
+  for (let i = 0; i < p; i++) for (let j = 0; j < p; j++) gram[i * p + j] = dot(ym[i], ym[j]);
+  const { vectors } = symmetricEigen(gram, p);
+  // B = Y·V[:, :R] [N, R] row-major.
+  const b = new Float64Array(N * rank);
+  for (let r = 0; r < rank; r++) {
+    const vr = vectors[r];
+    for (let j = 0; j < p; j++) {
+      const c = vr[j];
+      if (c === 0) continue;
+      const yj = y[j];
+      for (let n = 0; n < N; n++) b[n * rank + r] += c * yj[n];
+    }
+  }
+  return Float32Array.from(b);
+}
+
+/**
  * Splits `wt` (W', what the quantizer would get) into a rank-`rank` float branch and the rest;
  * `w` is the layer's own weight W, from which the branch's A = Bᵀ·W is taken (pass `wt` again
  * for a layer without a rotation).
@@ -196,31 +237,15 @@ export function lowRankSplit(
   if (!Number.isInteger(rank) || rank < 1 || rank > Math.min(N, K)) {
     throw new RangeError(`low rank must be an integer in 1..${Math.min(N, K)}, got ${rank}`);
   }
-  const p = Math.min(rank + (opts.oversample ?? 8), N, K);
-  const g = new Prng(opts.seed ?? 0);
-  const omega: Cols = Array.from({ length: p }, () => Float64Array.from(g.normals(K)));
-  let y = orthonormalize(mulCols(wt.data, N, K, omega));
-  for (let it = 0; it < (opts.iterations ?? 6); it++) {
-    y = orthonormalize(mulCols(wt.data, N, K, orthonormalize(mulColsT(wt.data, N, K, y))));
-  }
-  // Yᵀ·W' [p, K] as columns of K values, and its Gram (Yᵀ·W')·(Yᵀ·W')ᵀ [p, p].
-  const yw = mulColsT(wt.data, N, K, y);
-  const gram = new Float64Array(p * p);
-  for (let i = 0; i < p; i++) for (let j = 0; j < p; j++) gram[i * p + j] = dot(yw[i], yw[j]);
-  const { vectors } = symmetricEigen(gram, p);
-  // B = Y·V[:, :R] [N, R] row-major.
-  const b = new Float64Array(N * rank);
-  for (let r = 0; r < rank; r++) {
-    const vr = vectors[r];
-    for (let j = 0; j < p; j++) {
-      const c = vr[j];
-      if (c === 0) continue;
-      const yj = y[j];
-      for (let n = 0; n < N; n++) b[n * rank + r] += c * yj[n];
-    }
-  }
+  const bf = topLeftVectors(
+    (c) => mulCols(wt.data, N, K, c),
+    (c) => mulColsT(wt.data, N, K, c),
+    N,
+    K,
+    rank,
+    opts,
+  );
   // A and E from B as stored (f32): the split is exact for the B the layer runs with.
-  const bf = Float32Array.from(b);
   const bCols: Cols = Array.from(
     { length: rank },
     (_, r) => Float64Array.from({ length: N }, (_, n) => bf[n * rank + r]),
@@ -255,46 +280,129 @@ export function lowRankSplit(
   };
 }
 
-/** The branch's down factor refitted to the quantized rest ({@linkcode refitLowRank}). */
+/** The branch's down factor fitted to the quantized rest ({@linkcode refitLowRank}). */
 export interface LowRankRefit {
   /** The new A [R, K] (row-major), in the layer's own input space. */
   a: Float32Array;
-  /** ‖Bᵀ·(E − Ê)‖²: the squared rounding error the branch took over (W''s space). */
+  /** ‖Bᵀ·(W' − Ê)‖²: the squared error the branch takes off ‖W' − Ê‖² (W''s space). */
   absorbed: number;
 }
 
+/** B [N, R] row-major as R columns of N values. */
+function colsOf(b: Float32Array, N: number): Cols {
+  const R = b.length / N;
+  return Array.from(
+    { length: R },
+    (_, r) => Float64Array.from({ length: N }, (_, n) => b[n * R + r]),
+  );
+}
+
 /**
- * Once the rest E is quantized to Ê, refits the branch's down factor to what the codes left:
- * A' = Bᵀ·(W' − Ê) = Bᵀ·W' + Bᵀ·(E − Ê) in W''s space. For a fixed B this is the best A' in
- * the output error of any inputs (the error (W' − Ê − B·A') splits into (I − B·Bᵀ)(W' − Ê),
- * which A' does not touch, and B·(Bᵀ(W' − Ê) − A'), orthogonal to it and zero here): the
- * branch absorbs the rounding error's component in span(B), R/N of it for white error, at
- * no cost at run time. `restore` maps W''s space back to the layer's (the rotation's
- * restoreWeight; none without a rotation).
+ * Once the rest is quantized to Ê, the branch's down factor for B: A' = Bᵀ·(W' − Ê) in W''s
+ * space, A = Bᵀ·W − restore(Bᵀ·Ê) in the layer's (`restore`: the rotation's restoreWeight;
+ * none without one). For a fixed B this is the best A' in the output error of any inputs
+ * (W' − Ê − B·A' splits into (I − B·Bᵀ)(W' − Ê), which A' does not touch, and
+ * B·(Bᵀ(W' − Ê) − A'), orthogonal to it and zero here): with B from W''s SVD the branch
+ * absorbs the rounding error's component in span(B), R/N of it for white error, at no cost
+ * at run time. `w` is W, `wt` W' (`w` again without a rotation).
  */
 export function refitLowRank(
-  split: Pick<LowRankSplit, "a" | "b" | "residual">,
+  b: Float32Array,
+  w: HostMatrix,
+  wt: HostMatrix,
   quantized: ArrayLike<number>,
   restore?: (m: HostMatrix) => HostMatrix,
 ): LowRankRefit {
-  const { rows: N, cols: K, data: e } = split.residual;
-  const R = split.b.length / N;
-  if (!Number.isInteger(R) || split.a.length !== R * K || quantized.length !== N * K) {
-    throw new RangeError(`refitLowRank: A, B and Ê do not fit E [${N}, ${K}]`);
+  const { rows: N, cols: K } = wt;
+  const R = b.length / N;
+  if (!Number.isInteger(R) || w.data.length !== N * K || quantized.length !== N * K) {
+    throw new RangeError(`refitLowRank: B, W and Ê do not fit W' [${N}, ${K}]`);
   }
-  const err = new Float32Array(N * K);
-  for (let i = 0; i < err.length; i++) err[i] = e[i] - quantized[i];
-  const bCols: Cols = Array.from(
-    { length: R },
-    (_, r) => Float64Array.from({ length: N }, (_, n) => split.b[n * R + r]),
-  );
-  const d = mulColsT(err, N, K, bCols); // Bᵀ·(E − Ê): R rows of K
+  const bCols = colsOf(b, N);
+  const bw = mulColsT(w.data, N, K, bCols); // Bᵀ·W
+  const bq = mulColsT(quantized, N, K, bCols); // Bᵀ·Ê
+  const bwt = w === wt ? bw : mulColsT(wt.data, N, K, bCols); // Bᵀ·W'
   let absorbed = 0;
-  const delta = new Float32Array(R * K);
+  const q = new Float32Array(R * K);
   for (let r = 0; r < R; r++) {
-    absorbed += dot(d[r], d[r]);
-    delta.set(d[r], r * K);
+    for (let k = 0; k < K; k++) absorbed += (bwt[r][k] - bq[r][k]) ** 2;
+    q.set(bq[r], r * K);
   }
-  const own = restore ? restore({ data: delta, rows: R, cols: K }).data : delta;
-  return { a: Float32Array.from(split.a, (v, i) => v + own[i]), absorbed };
+  const own = restore ? restore({ data: q, rows: R, cols: K }).data : q;
+  const a = new Float32Array(R * K);
+  for (let r = 0; r < R; r++) for (let k = 0; k < K; k++) a[r * K + k] = bw[r][k] - own[r * K + k];
+  return { a, absorbed };
+}
+
+/**
+ * B for the branch of least output error on the calibration inputs once the rest is
+ * quantized: with D = W' − Ê and H = Σ xᵀx those inputs' Gram matrix in W''s basis, the
+ * branch B·Bᵀ·D of rank R that leaves the least ‖(D − B·Bᵀ·D)·C‖ (C the lower Cholesky factor
+ * of H + λI, so the output error's squared sum) has B the top R left singular vectors of D·C.
+ * λ is `damp` × H's mean diagonal, raised as GPTQ's is while H + λI is not positive definite.
+ */
+export function hessianBranch(
+  d: HostMatrix,
+  h: ArrayLike<number>,
+  rank: number,
+  damp = GPTQ_DAMP,
+): Float32Array {
+  const { rows: N, cols: K } = d;
+  if (h.length !== K * K) {
+    throw new RangeError(`hessianBranch: H has ${h.length} values, not ${K}×${K}`);
+  }
+  let mean = 0;
+  for (let j = 0; j < K; j++) mean += h[j * K + j];
+  mean = mean / K || 1;
+  let c: Float64Array | undefined;
+  for (const dd of gptqDampings(damp)) {
+    const hd = Float64Array.from(h);
+    for (let j = 0; j < K; j++) hd[j * K + j] += dd * mean;
+    if ((c = cholesky(hd, K))) break;
+  }
+  if (!c) throw notPositiveDefinite(damp);
+  const cf = c;
+  const lower = (v: Float64Array) => { // C·v
+    const out = new Float64Array(K);
+    for (let i = 0; i < K; i++) {
+      let t = 0;
+      for (let j = 0; j <= i; j++) t += cf[i * K + j] * v[j];
+      out[i] = t;
+    }
+    return out;
+  };
+  const lowerT = (v: Float64Array) => { // Cᵀ·v
+    const out = new Float64Array(K);
+    for (let i = 0; i < K; i++) {
+      const vi = v[i];
+      for (let j = 0; j <= i; j++) out[j] += cf[i * K + j] * vi;
+    }
+    return out;
+  };
+  return topLeftVectors(
+    (cols) => mulCols(d.data, N, K, cols.map(lower)),
+    (cols) => mulColsT(d.data, N, K, cols).map(lowerT),
+    N,
+    K,
+    rank,
+    {},
+  );
+}
+
+/** W' − B·Bᵀ·D: the rest the quantizer gets once the branch is B·Bᵀ·D (D = W' − Ê). */
+export function branchResidual(wt: HostMatrix, b: Float32Array, d: HostMatrix): HostMatrix {
+  const { rows: N, cols: K } = wt;
+  const R = b.length / N;
+  const p = mulColsT(d.data, N, K, colsOf(b, N)); // Bᵀ·D
+  const out = new Float32Array(N * K);
+  const s = new Float64Array(K);
+  for (let n = 0; n < N; n++) {
+    s.fill(0);
+    for (let r = 0; r < R; r++) {
+      const v = b[n * R + r];
+      for (let k = 0; k < K; k++) s[k] += v * p[r][k];
+    }
+    for (let k = 0; k < K; k++) out[n * K + k] = wt.data[n * K + k] - s[k];
+  }
+  return { data: out, rows: N, cols: K };
 }

@@ -1,7 +1,13 @@
 import { assert, assertAlmostEquals, assertClose, assertThrows } from "../../tests/assert.ts";
 import { Prng } from "../io/prng.ts";
 import { gemmRef } from "../reference/gemm.ts";
-import { lowRankSplit, refitLowRank, symmetricEigen } from "./low_rank.ts";
+import {
+  branchResidual,
+  hessianBranch,
+  lowRankSplit,
+  refitLowRank,
+  symmetricEigen,
+} from "./low_rank.ts";
 import { HadamardRotation } from "./rotation.ts";
 
 /** n columns of length m (m ≥ n), orthonormal, as a row-major [m, n] matrix. */
@@ -123,7 +129,7 @@ Deno.test("low rank refit: the branch takes the rounding error's share in span(B
   const split = lowRankSplit(wt, w, R);
   const noise = g.normals(N * K);
   const deq = Float32Array.from(split.residual.data, (v, i) => v + 0.05 * noise[i]); // Ê
-  const { a, absorbed } = refitLowRank(split, deq, (x) => rot.restoreWeight(x));
+  const { a, absorbed } = refitLowRank(split.b, w, wt, deq, (x) => rot.restoreWeight(x));
   const x = g.normals(M * K);
   const xt = rot.transformActivations(x, M);
   const out = (a: Float32Array) =>
@@ -131,7 +137,7 @@ Deno.test("low rank refit: the branch takes the rounding error's share in span(B
   const exact = gemmRef(x, w.data, M, N, K);
   const err = (y: Float32Array) => sq(y.map((v, i) => v - exact[i]));
   assert(err(out(a)) < 0.9 * err(out(split.a)), `${err(out(a))} vs ${err(out(split.a))}`);
-  // What is left of W' − Ê − B·A' is orthogonal to B, and smaller by exactly `absorbed`.
+  // What is left, W' − Ê − B·A', is orthogonal to B, and ‖W' − Ê‖² less `absorbed`.
   const aRot = rot.transformWeight({ data: a, rows: R, cols: K }).data;
   const left = Float32Array.from(wt.data, (v, i) => v - deq[i]);
   for (let n = 0; n < N; n++) {
@@ -141,11 +147,11 @@ Deno.test("low rank refit: the branch takes the rounding error's share in span(B
   }
   const bt = gemmRef(transpose(split.b, N, R), transpose(left, N, K), R, K, N); // Bᵀ·left
   assert(Math.max(...bt.map(Math.abs)) < 1e-4, `Bᵀ·(what is left) ${Math.max(...bt)}`);
-  const before = sq(split.residual.data.map((v, i) => v - deq[i]));
+  const before = sq(wt.data.map((v, i) => v - deq[i]));
   assertAlmostEquals(sq(left), before - absorbed, 1e-3 * before);
   // Without a rotation the refit is Bᵀ·(W − Ê) itself.
   const plain = lowRankSplit(w, w, R);
-  const { a: a0 } = refitLowRank(plain, deq);
+  const { a: a0 } = refitLowRank(plain.b, w, w, deq);
   const want = gemmRef(
     transpose(plain.b, N, R),
     transpose(
@@ -158,7 +164,40 @@ Deno.test("low rank refit: the branch takes the rounding error's share in span(B
     N,
   );
   assertClose(a0, want, { atol: 1e-5 });
-  assertThrows(() => refitLowRank(plain, deq.subarray(1)), RangeError, "do not fit");
+  assertThrows(() => refitLowRank(plain.b, w, w, deq.subarray(1)), RangeError, "do not fit");
+});
+
+Deno.test("low rank, hessian: B·Bᵀ·D leaves less output error on the inputs than D's own top R", () => {
+  const [N, K, M, R] = [24, 32, 96, 4];
+  const g = new Prng(9);
+  // Inputs with a few loud channels: their Gram matrix weighs D's columns very unequally.
+  const x = g.normals(M * K).map((v, i) => (i % K < 3 ? 30 * v : v));
+  const h = new Float64Array(K * K);
+  for (let m = 0; m < M; m++) {
+    for (let i = 0; i < K; i++) {
+      for (let j = 0; j < K; j++) h[i * K + j] += x[m * K + i] * x[m * K + j];
+    }
+  }
+  const d = { data: g.normals(N * K), rows: N, cols: K };
+  const outErr = (b: Float32Array) => {
+    const left = branchResidual(d, b, d).data; // D − B·Bᵀ·D
+    return sq(gemmRef(x, left, M, N, K));
+  };
+  const bh = hessianBranch(d, h, R);
+  const bs = lowRankSplit(d, d, R).b;
+  assert(outErr(bh) < 0.5 * outErr(bs), `${outErr(bh)} vs ${outErr(bs)}`);
+  // B's columns are orthonormal.
+  for (let r = 0; r < R; r++) {
+    for (let t = 0; t < R; t++) {
+      let v = 0;
+      for (let n = 0; n < N; n++) v += bh[n * R + r] * bh[n * R + t];
+      assertAlmostEquals(v, r === t ? 1 : 0, 1e-5);
+    }
+  }
+  // With H = I it is D's own top R (the same subspace).
+  const eye = Float64Array.from({ length: K * K }, (_, i) => (i % (K + 1) ? 0 : 1));
+  assertAlmostEquals(outErr(hessianBranch(d, eye, R, 0)), outErr(bs), 1e-3 * outErr(bs));
+  assertThrows(() => hessianBranch(d, h.subarray(1), R), RangeError, "not 32×32");
 });
 
 Deno.test("low rank: a bad rank or shape is named", () => {

@@ -13,6 +13,12 @@ import { CENTER_MODES, type CenterMode } from "../reference/act_center.ts";
 /** Artifact format version written into `webdit.artifact`. */
 export const ARTIFACT_VERSION = 1;
 
+/** How a low-rank branch is fitted ({@linkcode QuantSettings.lowRankFit}). */
+export const LOW_RANK_FITS = ["svd", "refit", "hessian"] as const;
+
+/** One of {@linkcode LOW_RANK_FITS}. */
+export type LowRankFit = typeof LOW_RANK_FITS[number];
+
 /** The layers METHODS.md keeps in full precision for PixArt (and the default here). */
 export const DEFAULT_KEEP_FP: readonly string[] = [
   "pos_embed.proj",
@@ -106,6 +112,13 @@ export interface QuantSettings {
    * instead of `lowRank`. Absent: none.
    */
   lowRankOverride?: LowRankOverride[];
+  /**
+   * How the branches were fitted (runtime/quant/low_rank.ts), present with any branch:
+   * "svd" (SVDQuant's: W''s top R directions, the rest quantized), "refit" (then the down
+   * factor refitted to the quantized rest), "hessian" (the branch the best rank R of W' − Ê in
+   * the calibration inputs' norm, the rest re-quantized, twice over). Absent: "svd".
+   */
+  lowRankFit?: LowRankFit;
   /** Layer-name patterns kept in FP (`*` matches any run of characters). */
   keepFp: string[];
 }
@@ -315,6 +328,12 @@ export function parsePlan(text: string | undefined, file: string): QuantPlan {
       if (rank !== 0 && !isLowRank(rank)) fail(file, `${f}.rank`, "must be an integer ≥ 0");
       return { pattern: str(o, "pattern", file, f), rank };
     });
+  }
+  if (s.lowRankFit !== undefined) {
+    if (!LOW_RANK_FITS.includes(s.lowRankFit as LowRankFit)) {
+      fail(file, `${F}.settings.lowRankFit`, `must be ${LOW_RANK_FITS.join(", ")}`);
+    }
+    settings.lowRankFit = s.lowRankFit as LowRankFit;
   }
   if (!isObj(raw.source)) fail(file, `${F}.source`, "must be an object");
   const sha256 = str(raw.source, "sha256", file, `${F}.source`);

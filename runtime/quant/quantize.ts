@@ -45,7 +45,13 @@ import {
   rotationName,
   storedParams,
 } from "./artifact.ts";
-import { type LowRankSplit, lowRankSplit, refitLowRank } from "./low_rank.ts";
+import {
+  branchResidual,
+  hessianBranch,
+  type LowRankSplit,
+  lowRankSplit,
+  refitLowRank,
+} from "./low_rank.ts";
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import {
   ARTIFACT_VERSION,
@@ -57,7 +63,7 @@ import {
   type QuantSettings,
 } from "./plan.ts";
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
-import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
+import { GPTQ_GPU_MIN_WORK, GptqPool, type GptqResult } from "./gptq_pool.ts";
 import { CalibratePool } from "./calibrate_pool.ts";
 import { artifactMetadata, copyStoredTensors, readText } from "./artifact_write.ts";
 import { resolveSettings } from "./settings.ts";
@@ -145,6 +151,19 @@ export interface QuantizeResult {
 }
 
 /** The activation quantizer of a layer under `settings` (none for a weight-only layer). */
+/**
+ * Rounds of the "hessian" low-rank fit after the first quantization: each fits the branch to
+ * what the codes left and re-quantizes the rest (the branch is fitted once more at the end).
+ */
+const LOW_RANK_ROUNDS = 2;
+
+/** A layer's rest quantized, with GPTQ's result when it ran. */
+interface Quantized {
+  q: QuantizedWeight;
+  ms: number;
+  g?: GptqResult;
+}
+
 function actSpec(name: string, settings: QuantSettings): ActQuantSpec | undefined {
   const bits = layerAbits(name, settings);
   return bits < 16 ? { bits, group: settings.actGroup, asym: settings.actAsym } : undefined;
@@ -258,6 +277,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     ...(settings.tlqAssign ? { assign: settings.tlqAssign } : {}),
   };
   const rotations = new Map<string, LayerRotation>();
+  const layerTensors: Record<string, TensorToWrite>[] = [];
   const pool = settings.gptq
     ? new GptqPool(o.workers, gptqRt, o.gptqDevice === "gpu" ? 0 : GPTQ_GPU_MIN_WORK)
     : undefined;
@@ -325,6 +345,9 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         finish();
         continue;
       }
+      // The layer's tensors, gathered in checkpoint order whenever its job finishes.
+      const layerOut: Record<string, TensorToWrite> = {};
+      layerTensors.push(layerOut);
       let w: HostMatrix = { data: await src.readF32(wname), rows: N, cols: K };
       const own = w; // the layer's weight, before any rotation
       let rotation = "none";
@@ -349,39 +372,73 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           rotations.set(name, r);
           w = r.transformWeight(w);
           for (const [k, t] of Object.entries(r.tensors())) {
-            tensors[rotationName(name, k)] = { dtype: t.dtype, shape: t.shape, data: t.data };
+            layerOut[rotationName(name, k)] = { dtype: t.dtype, shape: t.shape, data: t.data };
           }
         }
       }
-      const whole = w.data; // W' (the weight-SQNR's signal)
+      const wt = w; // W', what the quantizer and its branch share
       const R = layerLowRank(name, settings);
       let split: LowRankSplit | undefined;
       if (R) { // the top R directions stay in float, the quantizer gets the rest
         if (R > Math.min(N, K)) {
           throw new RangeError(`${name}: lowRank ${R} exceeds min(N, K) = ${Math.min(N, K)}`);
         }
-        split = lowRankSplit(w, own, R);
-        tensors[lowRankName(name, "a")] = { dtype: "F32", shape: [R, K], data: split.a };
-        tensors[lowRankName(name, "b")] = { dtype: "F32", shape: [N, R], data: split.b };
+        split = lowRankSplit(wt, own, R);
         meta.lowRankEnergy = Math.round(split.energy * 1e4) / 1e4;
-        w = split.residual;
       }
-      const rot = rotations.get(name);
-      // The branch takes over the rounding error in its span (refitLowRank); the weight SQNR
-      // is then of what is left: ‖E − Ê‖² less what the branch absorbed.
-      const settle = (deq: Float32Array): number => {
-        if (!split) return weightSqnr(data, deq, whole);
-        const r = refitLowRank(split, deq, rot && ((m) => rot.restoreWeight(m)));
-        tensors[lowRankName(name, "a")].data = r.a;
-        return weightSqnr(data, deq, whole, r.absorbed);
-      };
-      const data = w.data;
       const abits = layerAbits(name, settings);
+      const h = pool && gptqHessian(name, K, stats?.layers.get(name)?.gram, rotations.get(name));
+      const restore = rotations.get(name);
       // Placeholders keep the plan's layers and the report in checkpoint order.
       const slot = reports.push(undefined as unknown as LayerReport) - 1;
       layers[name] = undefined as unknown as LayerPlan;
-      const place = (q: QuantizedWeight, ms: number): Promise<void> | void => {
+      /** The rest quantized: the plugin's codes, then GPTQ's on them. */
+      const quantizeRest = async (rest: HostMatrix): Promise<Quantized> => {
+        const { q, ms } = await calib.run(plugin, rest, wopts);
+        if (!pool || !h) return { q, ms };
+        const g = await pool.run({
+          name,
+          w: rest.data.slice(), // transferred to a worker
+          rows: N,
+          cols: K,
+          bits: q.bits,
+          codes: q.codes,
+          grid: plugin.grid!(q),
+          h: h.slice(),
+          options: o.gptqDamp === undefined ? undefined : { damp: o.gptqDamp },
+          sqnr: o.gptqSqnr ?? true,
+        });
+        const gptqMeta = { gptqDamp: g.damp, gptqActOrder: g.actOrder, gptqDevice: g.device };
+        return { q: { ...q, codes: g.codes, meta: { ...q.meta, ...gptqMeta } }, ms: ms + g.ms, g };
+      };
+      const job = (async () => {
+        let rest = split?.residual ?? wt;
+        let r = await quantizeRest(rest);
+        let b = split?.b;
+        if (split && settings.lowRankFit === "hessian") { // alternate: branch, rest, branch…
+          for (let round = 0;; round++) {
+            const deq = plugin.dequantize(r.q);
+            const d = { data: wt.data.map((v, i) => v - deq[i]), rows: N, cols: K };
+            b = hessianBranch(d, h!, R, o.gptqDamp);
+            if (round === LOW_RANK_ROUNDS) break;
+            rest = branchResidual(wt, b, d);
+            const next = await quantizeRest(rest);
+            r = { ...next, ms: r.ms + next.ms };
+          }
+        }
+        const { q, g } = r;
         const deq = plugin.dequantize(q);
+        let sqnrDb = weightSqnr(rest.data, deq, wt.data);
+        if (split && b) {
+          let a = split.a;
+          if (settings.lowRankFit !== "svd") { // the down factor fitted to the codes
+            const fit = refitLowRank(b, own, wt, deq, restore && ((m) => restore.restoreWeight(m)));
+            a = fit.a;
+            sqnrDb = weightSqnr(wt.data, deq, wt.data, fit.absorbed);
+          }
+          layerOut[lowRankName(name, "a")] = { dtype: "F32", shape: [R, K], data: a };
+          layerOut[lowRankName(name, "b")] = { dtype: "F32", shape: [N, R], data: b };
+        }
         let lutErr: number | null = null;
         if (abits < 16) {
           try {
@@ -390,9 +447,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
             throw new RangeError(`${name}: ${(e as Error).message}`);
           }
         }
-        tensors[codesName(name)] = { dtype: "U32", shape: [N, q.codes.length / N], data: q.codes };
+        if (g?.device === "gpu") gptqGpuLayers++;
+        layerOut[codesName(name)] = { dtype: "U32", shape: [N, q.codes.length / N], data: q.codes };
         for (const [k, v] of Object.entries(storedParams(q))) { // TLQ: no lut (rebuilt on load)
-          tensors[paramName(name, k)] = { dtype: "F32", shape: [v.length], data: v };
+          layerOut[paramName(name, k)] = { dtype: "F32", shape: [v.length], data: v };
         }
         layers[name] = {
           out: N,
@@ -405,57 +463,26 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           shape,
           ...(R ? { lowRank: R } : {}),
         };
-        const report: LayerReport = reports[slot] = {
+        reports[slot] = {
           name,
           quantizer: q.quantizer,
           wbits: q.bits,
           abits,
           out: N,
           in: K,
-          sqnrDb: settle(deq),
+          sqnrDb,
           int8LutError: lutErr,
           bytesF32: 4 * N * K,
           bytes: quantizedBytes(q, abits) + (R ? 4 * R * (N + K) : 0),
-          ms,
+          ms: r.ms,
           ...(R ? { lowRank: R, lowRankEnergy: meta.lowRankEnergy as number } : {}),
+          ...(g ? { outSqnrRtnDb: g.outSqnrRtnDb, outSqnrDb: g.outSqnrDb } : {}),
         };
-        if (!pool) return finish();
-        // GPTQ's codes replace these when its job is done (same keys, same order).
-        const h = gptqHessian(name, K, stats?.layers.get(name)?.gram, rotations.get(name));
-        return pool.run({
-          name,
-          w: data.slice(), // transferred to a worker
-          rows: N,
-          cols: K,
-          bits: q.bits,
-          codes: q.codes,
-          grid: plugin.grid!(q),
-          h: h.slice(),
-          options: o.gptqDamp === undefined ? undefined : { damp: o.gptqDamp },
-          sqnr: o.gptqSqnr ?? true,
-        }).then((g) => {
-          const gptqMeta = { gptqDamp: g.damp, gptqActOrder: g.actOrder, gptqDevice: g.device };
-          if (g.device === "gpu") gptqGpuLayers++;
-          const gq = { ...q, codes: g.codes, meta: { ...q.meta, ...gptqMeta } };
-          const gdeq = plugin.dequantize(gq);
-          tensors[codesName(name)].data = gq.codes;
-          layers[name].meta = { ...gq.meta, ...meta };
-          Object.assign(report, {
-            sqnrDb: settle(gdeq),
-            int8LutError: abits < 16 ? int8LutError(gq, gdeq) : null,
-            ms: report.ms + g.ms,
-            outSqnrRtnDb: g.outSqnrRtnDb,
-            outSqnrDb: g.outSqnrDb,
-          });
-          finish();
-        });
-      };
-      const job = calib.run(plugin, w, wopts).then(({ q, ms }) => place(q, ms)).catch(
-        (e: Error) => {
-          if (!e.message.includes(name)) e.message = `${name}: ${e.message}`;
-          throw e;
-        },
-      );
+        finish();
+      })().catch((e: Error) => {
+        if (!e.message.includes(name)) e.message = `${name}: ${e.message}`;
+        throw e;
+      });
       job.catch(() => {}); // awaited below, where a failure is thrown
       pending.push(job);
       // Bounds memory: the jobs in flight hold their weights.
@@ -463,6 +490,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       if (pending.length > inFlight) await pending.shift();
     }
     for (const job of pending) await job;
+    for (const t of layerTensors) Object.assign(tensors, t);
     // Every other tensor (biases, tables, FP weights) as stored; quantized weights are codes.
     await copyStoredTensors(src, PREFIX.transformer, tensors, (name) => {
       const layer = name.endsWith(".weight") ? layers[name.slice(0, -".weight".length)] : undefined;

@@ -2,9 +2,9 @@ import { assert, assertEquals, assertRejects, relError } from "../../tests/asser
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { CheckpointError } from "../errors.ts";
 import { loadPipeline } from "../pipeline.ts";
-import { lowRankName, META, openArtifact } from "./artifact.ts";
+import { codesName, lowRankName, META, openArtifact } from "./artifact.ts";
 import { quantizeModel, writeArtifact } from "./quantize.ts";
-import { FIXTURE, fixtureImage, image } from "./quantize_test_util.ts";
+import { FIXTURE, fixtureImage, image, imageErrors, tmpFile } from "./quantize_test_util.ts";
 
 Deno.test(
   "low rank: the artifact stores each layer's branch, reloads it, and runs nearer FP32 (W3)",
@@ -144,5 +144,53 @@ Deno.test(
       assert(e.message.includes("lowRankOverride[1].rank"), e.message);
     });
     await Deno.remove(dir, { recursive: true });
+  },
+);
+
+Deno.test(
+  "low rank fit: refit and hessian leave less weight and image error than SVDQuant's split (W3, GPTQ)",
+  gpuTest,
+  async () => {
+    const base = {
+      model: FIXTURE,
+      quantizer: "uniform",
+      wbits: 3,
+      abits: 16,
+      lowRank: 8,
+      calibration: { prompts: ["red apple", "green apple"], steps: 2, cacheDir: false as const },
+    };
+    await assertRejects(
+      () => quantizeModel({ ...base, lowRankFit: "hessian" }),
+      RangeError,
+      'lowRankFit "hessian" needs gptq',
+    );
+    await assertRejects(
+      () => quantizeModel({ ...base, lowRank: 0, lowRankFit: "refit" }),
+      RangeError,
+      "lowRankFit needs a low-rank branch",
+    );
+    const out = await tmpFile();
+    await withRuntime(async (rt) => {
+      const fits = ["svd", "refit", "hessian"] as const;
+      const rs = [];
+      for (const lowRankFit of fits) {
+        rs.push(await quantizeModel({ ...base, gptq: true, lowRankFit, runtime: rt }));
+      }
+      const [svd, refit, hessian] = rs;
+      assertEquals(rs.map((r) => r.plan.settings.lowRankFit), [...fits]);
+      const plainDefault = await quantizeModel({ ...base, runtime: rt });
+      assertEquals(plainDefault.plan.settings.lowRankFit, "refit");
+      const gptqDefault = await quantizeModel({ ...base, gptq: true, runtime: rt });
+      assertEquals(gptqDefault.plan.settings.lowRankFit, "hessian");
+      // Same codes, the down factor refitted: never more weight error, layer by layer.
+      for (const [i, l] of svd.layers.entries()) {
+        if (l.quantizer === "fp") continue;
+        assertEquals(refit.tensors[codesName(l.name)].data, svd.tensors[codesName(l.name)].data);
+        assert(refit.layers[i].sqnrDb! >= l.sqnrDb!, `${l.name}: ${refit.layers[i].sqnrDb}`);
+      }
+      const errs = await imageErrors(rt, out, [svd, refit, hessian]);
+      assert(errs[1] < errs[0] && errs[2] < errs[1], `svd, refit, hessian: ${errs}`);
+    });
+    await Deno.remove(out.slice(0, out.lastIndexOf("/")), { recursive: true });
   },
 );

@@ -7,7 +7,7 @@
  */
 import type { PluginRegistry } from "../registry.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
-import { defaultKeepFp, isActGroup, isLowRank, type QuantSettings } from "./plan.ts";
+import { defaultKeepFp, isActGroup, isLowRank, LOW_RANK_FITS, type QuantSettings } from "./plan.ts";
 import { ABITS } from "./qlinear.ts";
 import { LOW_RANK_MAX } from "../ops/low_rank.ts";
 import { TLQ_FITS } from "../../plugins/quantizers/tlq.ts";
@@ -112,6 +112,18 @@ export function resolveSettings(
       );
     }
   }
+  const branches = !!o.lowRank || (o.lowRankOverride ?? []).some((v) => v.rank > 0);
+  if (o.lowRankFit !== undefined) {
+    if (!LOW_RANK_FITS.includes(o.lowRankFit)) {
+      throw new RangeError(`lowRankFit must be ${LOW_RANK_FITS.join(", ")}, got ${o.lowRankFit}`);
+    }
+    if (!branches) throw new RangeError("lowRankFit needs a low-rank branch (lowRank)");
+    if (o.lowRankFit === "hessian" && !o.gptq) { // its norm is GPTQ's calibration Gram matrix
+      throw new RangeError(
+        'lowRankFit "hessian" needs gptq (the calibration inputs\' Gram matrices)',
+      );
+    }
+  }
   if (o.tlqFit !== undefined) {
     if (!TLQ_FITS.includes(o.tlqFit)) {
       throw new RangeError(`tlqFit must be ${TLQ_FITS.join(" or ")}, got ${o.tlqFit}`);
@@ -148,6 +160,9 @@ export function resolveSettings(
     ...(o.lowRank ? { lowRank: o.lowRank } : {}),
     ...(o.lowRankOverride?.length
       ? { lowRankOverride: o.lowRankOverride.map((v) => ({ ...v })) }
+      : {}),
+    ...(branches
+      ? { lowRankFit: o.lowRankFit ?? (o.gptq ? "hessian" as const : "refit" as const) }
       : {}),
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
