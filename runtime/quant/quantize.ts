@@ -1,11 +1,10 @@
 /**
  * Quantizes a model folder into an artifact (runtime/quant/artifact.ts): the library
- * behind `deno task quantize`. Weights are quantized offline on the CPU by the chosen
- * quantizer plugin (data-free: TLQ's and uniform's searches need no activations);
+ * behind `deno task quantize`. Weights are quantized offline by the chosen quantizer plugin,
+ * plainly or by GPTQ, with an optional float low-rank branch (runtime/quant/low_rank_fit.ts);
  * activations are quantized dynamically at run time, so A4/A6/A8 only change the plan.
- * A rotation (runtime/quant/rotation_plan.ts) needs calibration statistics of every linear
- * input; an attention plugin with a plan (PARO) calibrates attention maps; both run the
- * FP32 model on a GPU runtime.
+ * Rotations and GPTQ need calibration statistics of every linear input, PARO attention maps:
+ * both run the FP32 model on a GPU runtime.
  *
  * The linear layers are the checkpoint's `*.weight` tensors of rank ≥ 2; those matching
  * a keep-FP pattern or whose K is not a multiple of 4 stay in full precision. The default
@@ -20,7 +19,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
+import type { HostMatrix } from "../../plugins/types.ts";
 import { createDefaultRegistry } from "../builtins.ts";
 import { parseJson } from "../io/json.ts";
 import { openCheckpoint, transformerDir } from "../io/safetensors_index.ts";
@@ -45,13 +44,8 @@ import {
   rotationName,
   storedParams,
 } from "./artifact.ts";
-import {
-  branchResidual,
-  hessianBranch,
-  type LowRankSplit,
-  lowRankSplit,
-  refitLowRank,
-} from "./low_rank.ts";
+import { type LowRankSplit, lowRankSplit } from "./low_rank.ts";
+import { type Quantized, quantizeWithBranch } from "./low_rank_fit.ts";
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import {
   ARTIFACT_VERSION,
@@ -63,13 +57,13 @@ import {
   type QuantSettings,
 } from "./plan.ts";
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
-import { GPTQ_GPU_MIN_WORK, GptqPool, type GptqResult } from "./gptq_pool.ts";
+import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
 import { CalibratePool } from "./calibrate_pool.ts";
 import { artifactMetadata, copyStoredTensors, readText } from "./artifact_write.ts";
 import { resolveSettings } from "./settings.ts";
 import { centredStats } from "./centred_stats.ts";
 import type { ActQuantSpec } from "./rotation_error.ts";
-import { type LayerReport, quantizedBytes, weightSqnr } from "./report.ts";
+import { type LayerReport, quantizedBytes } from "./report.ts";
 export { type LayerReport, quantizedBytes } from "./report.ts";
 export { writeArtifact } from "./artifact_write.ts";
 
@@ -151,19 +145,6 @@ export interface QuantizeResult {
 }
 
 /** The activation quantizer of a layer under `settings` (none for a weight-only layer). */
-/**
- * Rounds of the "hessian" low-rank fit after the first quantization: each fits the branch to
- * what the codes left and re-quantizes the rest (the branch is fitted once more at the end).
- */
-const LOW_RANK_ROUNDS = 2;
-
-/** A layer's rest quantized, with GPTQ's result when it ran. */
-interface Quantized {
-  q: QuantizedWeight;
-  ms: number;
-  g?: GptqResult;
-}
-
 function actSpec(name: string, settings: QuantSettings): ActQuantSpec | undefined {
   const bits = layerAbits(name, settings);
   return bits < 16 ? { bits, group: settings.actGroup, asym: settings.actAsym } : undefined;
@@ -388,7 +369,6 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       }
       const abits = layerAbits(name, settings);
       const h = pool && gptqHessian(name, K, stats?.layers.get(name)?.gram, rotations.get(name));
-      const restore = rotations.get(name);
       // Placeholders keep the plan's layers and the report in checkpoint order.
       const slot = reports.push(undefined as unknown as LayerReport) - 1;
       layers[name] = undefined as unknown as LayerPlan;
@@ -412,32 +392,20 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         return { q: { ...q, codes: g.codes, meta: { ...q.meta, ...gptqMeta } }, ms: ms + g.ms, g };
       };
       const job = (async () => {
-        let rest = split?.residual ?? wt;
-        let r = await quantizeRest(rest);
-        let b = split?.b;
-        if (split && settings.lowRankFit === "hessian") { // alternate: branch, rest, branch…
-          for (let round = 0;; round++) {
-            const deq = plugin.dequantize(r.q);
-            const d = { data: wt.data.map((v, i) => v - deq[i]), rows: N, cols: K };
-            b = hessianBranch(d, h!, R, o.gptqDamp);
-            if (round === LOW_RANK_ROUNDS) break;
-            rest = branchResidual(wt, b, d);
-            const next = await quantizeRest(rest);
-            r = { ...next, ms: r.ms + next.ms };
-          }
-        }
-        const { q, g } = r;
-        const deq = plugin.dequantize(q);
-        let sqnrDb = weightSqnr(rest.data, deq, wt.data);
-        if (split && b) {
-          let a = split.a;
-          if (settings.lowRankFit !== "svd") { // the down factor fitted to the codes
-            const fit = refitLowRank(b, own, wt, deq, restore && ((m) => restore.restoreWeight(m)));
-            a = fit.a;
-            sqnrDb = weightSqnr(wt.data, deq, wt.data, fit.absorbed);
-          }
-          layerOut[lowRankName(name, "a")] = { dtype: "F32", shape: [R, K], data: a };
-          layerOut[lowRankName(name, "b")] = { dtype: "F32", shape: [N, R], data: b };
+        const { r: { q, g, ms }, deq, sqnrDb, branch } = await quantizeWithBranch({
+          wt,
+          own,
+          split,
+          fit: settings.lowRankFit,
+          h,
+          damp: o.gptqDamp,
+          rotation: rotations.get(name),
+          dequantize: (q) => plugin.dequantize(q),
+          quantizeRest,
+        });
+        if (branch) {
+          layerOut[lowRankName(name, "a")] = { dtype: "F32", shape: [R, K], data: branch.a };
+          layerOut[lowRankName(name, "b")] = { dtype: "F32", shape: [N, R], data: branch.b };
         }
         let lutErr: number | null = null;
         if (abits < 16) {
@@ -474,7 +442,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           int8LutError: lutErr,
           bytesF32: 4 * N * K,
           bytes: quantizedBytes(q, abits) + (R ? 4 * R * (N + K) : 0),
-          ms: r.ms,
+          ms,
           ...(R ? { lowRank: R, lowRankEnergy: meta.lowRankEnergy as number } : {}),
           ...(g ? { outSqnrRtnDb: g.outSqnrRtnDb, outSqnrDb: g.outSqnrDb } : {}),
         };

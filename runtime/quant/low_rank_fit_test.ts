@@ -1,0 +1,71 @@
+import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { uniformQuantizer } from "../../plugins/quantizers/uniform.ts";
+import type { HostMatrix } from "../../plugins/types.ts";
+import { Prng } from "../io/prng.ts";
+import { lowRankSplit } from "./low_rank.ts";
+import { LOW_RANK_ROUNDS, quantizeWithBranch } from "./low_rank_fit.ts";
+
+Deno.test("quantizeWithBranch: svd keeps the split, refit and hessian fit the branch to the codes", async () => {
+  const [N, K, R] = [24, 32, 4];
+  const g = new Prng(11);
+  const w: HostMatrix = { data: g.normals(N * K), rows: N, cols: K };
+  const x = g.normals(64 * K).map((v, i) => (i % K < 2 ? 20 * v : v)); // two loud channels
+  const h = new Float64Array(K * K);
+  for (let m = 0; m < 64; m++) {
+    for (let i = 0; i < K; i++) {
+      for (let j = 0; j < K; j++) h[i * K + j] += x[m * K + i] * x[m * K + j];
+    }
+  }
+  const split = lowRankSplit(w, w, R);
+  let calls = 0;
+  const base = {
+    wt: w,
+    own: w,
+    split,
+    h,
+    dequantize: (q: Parameters<typeof uniformQuantizer.dequantize>[0]) =>
+      uniformQuantizer.dequantize(q),
+    quantizeRest: (rest: HostMatrix) => {
+      calls++;
+      return Promise.resolve({ q: uniformQuantizer.calibrate(rest, { bits: 3 }), ms: 1 });
+    },
+  };
+  const svd = await quantizeWithBranch({ ...base, fit: "svd" });
+  assertEquals(calls, 1);
+  assertEquals(svd.branch?.a, split.a);
+  const refit = await quantizeWithBranch({ ...base, fit: "refit" });
+  assertEquals(calls, 2);
+  assertEquals(refit.r.q.codes, svd.r.q.codes); // same codes, another down factor
+  assert(refit.sqnrDb > svd.sqnrDb, `${refit.sqnrDb} vs ${svd.sqnrDb}`);
+  const hess = await quantizeWithBranch({ ...base, fit: "hessian" });
+  assertEquals(calls, 3 + LOW_RANK_ROUNDS);
+  assertEquals(hess.r.ms, 1 + LOW_RANK_ROUNDS); // every round's time
+  // The output error on the inputs H is of: the hessian fit leaves the least.
+  const outErr = (f: typeof svd) => {
+    const { a, b } = f.branch!;
+    const e = new Float64Array(N * K); // W − Ê − B·A
+    for (let n = 0; n < N; n++) {
+      for (let k = 0; k < K; k++) {
+        let ba = 0;
+        for (let r = 0; r < R; r++) ba += b[n * R + r] * a[r * K + k];
+        e[n * K + k] = w.data[n * K + k] - f.deq[n * K + k] - ba;
+      }
+    }
+    let t = 0; // tr(E·H·Eᵀ)
+    for (let n = 0; n < N; n++) {
+      for (let i = 0; i < K; i++) {
+        for (let j = 0; j < K; j++) t += e[n * K + i] * h[i * K + j] * e[n * K + j];
+      }
+    }
+    return t;
+  };
+  assert(outErr(hess) < outErr(refit) && outErr(refit) < outErr(svd), "hessian < refit < svd");
+  // No branch: the weight is quantized whole, once.
+  const plain = await quantizeWithBranch({ ...base, split: undefined, fit: "hessian" });
+  assertEquals(plain.branch, undefined);
+  await assertRejects(
+    () => quantizeWithBranch({ ...base, h: undefined, fit: "hessian" }),
+    RangeError,
+    "needs the layer's Gram matrix",
+  );
+});
