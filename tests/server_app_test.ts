@@ -376,13 +376,18 @@ Deno.test("server models: plan names", () => {
   assertEquals(planName({ ...base, density: null, tlqAssign: "nearest" }), "w4a8-tlq-nearest");
   assertEquals(planName({ ...base, density: null, actGroup: 32 }), "w4a8-tlq-g32");
   assertEquals(planName({ ...base, density: null, cfgDelta: true }), "w4a8-tlq-cfgd");
-  assertEquals(planName({ ...base, density: null, lowRank: 16 }), "w4a8-tlq-lr16");
+  // The branch's fit is named when not quantize's default (hessian with GPTQ, refit without);
+  // artifacts from before --low-rank-fit have SVDQuant's split.
+  const lr = { ...base, density: null, lowRank: 16 };
+  assertEquals(planName({ ...lr, lowRankFit: "refit" }), "w4a8-tlq-lr16");
+  assertEquals(planName(lr), "w4a8-tlq-lr16-svd");
+  assertEquals(planName({ ...lr, gptq: true, lowRankFit: "hessian" }), "w4a8-tlq-gptq-lr16");
+  assertEquals(planName({ ...lr, gptq: true, lowRankFit: "refit" }), "w4a8-tlq-gptq-lr16-refit");
   assertEquals(
     planName({
-      ...base,
-      density: null,
-      lowRank: 16,
+      ...lr,
       lowRankOverride: [{ pattern: "*.attn2.*", rank: 0 }],
+      lowRankFit: "refit",
     }),
     "w4a8-tlq-lr16-lrmixed",
   );

@@ -335,38 +335,42 @@ export function refitLowRank(
 }
 
 /**
- * B for the branch of least output error on the calibration inputs once the rest is
- * quantized: with D = W' − Ê and H = Σ xᵀx those inputs' Gram matrix in W''s basis, the
- * branch B·Bᵀ·D of rank R that leaves the least ‖(D − B·Bᵀ·D)·C‖ (C the lower Cholesky factor
- * of H + λI, so the output error's squared sum) has B the top R left singular vectors of D·C.
- * λ is `damp` × H's mean diagonal, raised as GPTQ's is while H + λI is not positive definite.
+ * The lower Cholesky factor C of H + λI (f64 [K, K] row-major), H the calibration inputs' Gram
+ * matrix in W''s basis: the norm {@linkcode hessianBranch} fits in. λ is `damp` × H's mean
+ * diagonal, raised as GPTQ's is while H + λI is not positive definite.
  */
-export function hessianBranch(
-  d: HostMatrix,
-  h: ArrayLike<number>,
-  rank: number,
-  damp = GPTQ_DAMP,
-): Float32Array {
-  const { rows: N, cols: K } = d;
+export function hessianFactor(h: ArrayLike<number>, K: number, damp = GPTQ_DAMP): Float64Array {
   if (h.length !== K * K) {
-    throw new RangeError(`hessianBranch: H has ${h.length} values, not ${K}×${K}`);
+    throw new RangeError(`hessianFactor: H has ${h.length} values, not ${K}×${K}`);
   }
   let mean = 0;
   for (let j = 0; j < K; j++) mean += h[j * K + j];
   mean = mean / K || 1;
-  let c: Float64Array | undefined;
   for (const dd of gptqDampings(damp)) {
     const hd = Float64Array.from(h);
     for (let j = 0; j < K; j++) hd[j * K + j] += dd * mean;
-    if ((c = cholesky(hd, K))) break;
+    const c = cholesky(hd, K);
+    if (c) return c;
   }
-  if (!c) throw notPositiveDefinite(damp);
-  const cf = c;
+  throw notPositiveDefinite(damp);
+}
+
+/**
+ * B for the branch of least output error on the calibration inputs once the rest is
+ * quantized: with D = W' − Ê and C = {@linkcode hessianFactor}, the branch B·Bᵀ·D of rank R
+ * that leaves the least ‖(D − B·Bᵀ·D)·C‖ (the output error's squared sum on those inputs) has
+ * B the top R left singular vectors of D·C.
+ */
+export function hessianBranch(d: HostMatrix, c: Float64Array, rank: number): Float32Array {
+  const { rows: N, cols: K } = d;
+  if (c.length !== K * K) {
+    throw new RangeError(`hessianBranch: C has ${c.length} values, not ${K}×${K}`);
+  }
   const lower = (v: Float64Array) => { // C·v
     const out = new Float64Array(K);
     for (let i = 0; i < K; i++) {
       let t = 0;
-      for (let j = 0; j <= i; j++) t += cf[i * K + j] * v[j];
+      for (let j = 0; j <= i; j++) t += c[i * K + j] * v[j];
       out[i] = t;
     }
     return out;
@@ -375,7 +379,7 @@ export function hessianBranch(
     const out = new Float64Array(K);
     for (let i = 0; i < K; i++) {
       const vi = v[i];
-      for (let j = 0; j <= i; j++) out[j] += cf[i * K + j] * vi;
+      for (let j = 0; j <= i; j++) out[j] += c[i * K + j] * vi;
     }
     return out;
   };

@@ -9,7 +9,13 @@
  */
 import type { HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
 import type { GptqResult } from "./gptq_pool.ts";
-import { branchResidual, hessianBranch, type LowRankSplit, refitLowRank } from "./low_rank.ts";
+import {
+  branchResidual,
+  hessianBranch,
+  hessianFactor,
+  type LowRankSplit,
+  refitLowRank,
+} from "./low_rank.ts";
 import type { LowRankFit } from "./plan.ts";
 import { weightSqnr } from "./report.ts";
 import type { LayerRotation } from "./rotation.ts";
@@ -74,10 +80,11 @@ export async function quantizeWithBranch(o: BranchFitInput): Promise<BranchFitRe
   if (split && o.fit === "hessian") { // alternate: branch, rest, branch…
     if (!o.h) throw new RangeError("the hessian low-rank fit needs the layer's Gram matrix");
     const R = split.b.length / N;
+    const c = hessianFactor(o.h, K, o.damp); // the same norm every round
     for (let round = 0;; round++) {
       const deq = o.dequantize(r.q);
       const d = { data: wt.data.map((v, i) => v - deq[i]), rows: N, cols: K };
-      b = hessianBranch(d, o.h, R, o.damp);
+      b = hessianBranch(d, c, R);
       if (round === LOW_RANK_ROUNDS) break;
       rest = branchResidual(wt, b, d);
       const next = await o.quantizeRest(rest);

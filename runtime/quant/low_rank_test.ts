@@ -4,6 +4,7 @@ import { gemmRef } from "../reference/gemm.ts";
 import {
   branchResidual,
   hessianBranch,
+  hessianFactor,
   lowRankSplit,
   refitLowRank,
   symmetricEigen,
@@ -183,7 +184,7 @@ Deno.test("low rank, hessian: B·Bᵀ·D leaves less output error on the inputs 
     const left = branchResidual(d, b, d).data; // D − B·Bᵀ·D
     return sq(gemmRef(x, left, M, N, K));
   };
-  const bh = hessianBranch(d, h, R);
+  const bh = hessianBranch(d, hessianFactor(h, K), R);
   const bs = lowRankSplit(d, d, R).b;
   assert(outErr(bh) < 0.5 * outErr(bs), `${outErr(bh)} vs ${outErr(bs)}`);
   // B's columns are orthonormal.
@@ -196,8 +197,16 @@ Deno.test("low rank, hessian: B·Bᵀ·D leaves less output error on the inputs 
   }
   // With H = I it is D's own top R (the same subspace).
   const eye = Float64Array.from({ length: K * K }, (_, i) => (i % (K + 1) ? 0 : 1));
-  assertAlmostEquals(outErr(hessianBranch(d, eye, R, 0)), outErr(bs), 1e-3 * outErr(bs));
-  assertThrows(() => hessianBranch(d, h.subarray(1), R), RangeError, "not 32×32");
+  const identity = hessianBranch(d, hessianFactor(eye, K, 0), R);
+  assertAlmostEquals(outErr(identity), outErr(bs), 1e-3 * outErr(bs));
+  assertThrows(() => hessianFactor(h.subarray(1), K), RangeError, "not 32×32");
+  assertThrows(() => hessianBranch(d, new Float64Array(4), R), RangeError, "not 32×32");
+  // A Gram matrix no dampening makes positive definite is named.
+  assertThrows(
+    () => hessianFactor(new Float64Array(K * K).fill(NaN), K),
+    RangeError,
+    "positive definite",
+  );
 });
 
 Deno.test("low rank: a bad rank or shape is named", () => {

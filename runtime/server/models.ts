@@ -187,6 +187,7 @@ export function planName(
         | "cfgDelta"
         | "lowRank"
         | "lowRankOverride"
+        | "lowRankFit"
       >
     >,
   rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown; select?: unknown },
@@ -202,6 +203,10 @@ export function planName(
   if (s.cfgDelta) n += "-cfgd";
   if (s.lowRank) n += `-lr${s.lowRank}`; // a float low-rank branch a layer
   if (s.lowRankOverride?.length) n += "-lrmixed"; // some layers with another rank
+  if (s.lowRank || s.lowRankOverride?.length) { // a branch fitted otherwise than by default
+    const fit = s.lowRankFit ?? "svd"; // artifacts from before the option: SVDQuant's split
+    if (fit !== (s.gptq ? "hessian" : "refit")) n += `-${fit}`;
+  }
   if (s.rotation !== "none") {
     // The rotation's knobs (quantize --no-smooth, --alpha, --tau, --ars-select) when not the defaults.
     const o = rotationOptions ?? {};
