@@ -14,6 +14,12 @@
  * core for a 4608×1152 layer at R 32 (PixArt-α's FFN; ~4 min for its 28 blocks), on the thread
  * that quantizes, before the layer's job goes to a worker.
  *
+ * Once E is quantized to Ê the branch can be fitted to what the codes left (runtime/quant/
+ * low_rank_fit.ts runs the rounds): {@linkcode refitLowRank} keeps B and sets A' = Bᵀ·(W' − Ê);
+ * {@linkcode hessianBranch} chooses B for the least output error on the calibration inputs
+ * (the top R left singular vectors of (W' − Ê)·C, C·Cᵀ their damped Gram matrix), and
+ * {@linkcode branchResidual} gives the rest the quantizer gets next.
+ *
  * @module
  */
 import type { HostMatrix } from "../../plugins/types.ts";
@@ -246,10 +252,7 @@ export function lowRankSplit(
     opts,
   );
   // A and E from B as stored (f32): the split is exact for the B the layer runs with.
-  const bCols: Cols = Array.from(
-    { length: rank },
-    (_, r) => Float64Array.from({ length: N }, (_, n) => bf[n * rank + r]),
-  );
+  const bCols = colsOf(bf, N);
   const a = mulColsT(w.data, N, K, bCols); // Bᵀ·W: R rows of K
   const pt = w === wt ? a : mulColsT(wt.data, N, K, bCols); // Bᵀ·W' (Bᵀ·W without a rotation)
   const residual = new Float32Array(N * K);

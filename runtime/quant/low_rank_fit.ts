@@ -66,8 +66,11 @@ export interface BranchFitResult {
   deq: Float32Array;
   /** Weight SQNR (dB) of branch + Ê against W'. */
   sqnrDb: number;
-  /** The branch as stored: A [R, K] on the layer's own input, B [N, R]. */
-  branch?: { a: Float32Array; b: Float32Array };
+  /**
+   * The branch as stored: A [R, K] on the layer's own input, B [N, R], and its share of W''s
+   * squared norm, ‖B·A'‖² / ‖W'‖².
+   */
+  branch?: { a: Float32Array; b: Float32Array; energy: number };
 }
 
 /** Quantizes W' (or the rest of its split) and fits the branch as `fit` says. */
@@ -94,14 +97,18 @@ export async function quantizeWithBranch(o: BranchFitInput): Promise<BranchFitRe
   const deq = o.dequantize(r.q);
   if (!split || !b) return { r, deq, sqnrDb: weightSqnr(rest.data, deq, wt.data) };
   if ((o.fit ?? "svd") === "svd") {
-    return { r, deq, sqnrDb: weightSqnr(rest.data, deq, wt.data), branch: { a: split.a, b } };
+    const branch = { a: split.a, b, energy: split.energy };
+    return { r, deq, sqnrDb: weightSqnr(rest.data, deq, wt.data), branch };
   }
   const rot = o.rotation;
   const fit = refitLowRank(b, o.own, wt, deq, rot && ((m) => rot.restoreWeight(m)));
+  let total = 0;
+  for (const v of wt.data) total += v * v;
   return {
     r,
     deq,
     sqnrDb: weightSqnr(wt.data, deq, wt.data, fit.absorbed),
-    branch: { a: fit.a, b },
+    // A' = Bᵀ(W' − Ê) with B orthonormal: ‖B·A'‖² = ‖A'‖², what refitLowRank absorbed.
+    branch: { a: fit.a, b, energy: total > 0 ? fit.absorbed / total : 0 },
   };
 }

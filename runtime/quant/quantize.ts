@@ -365,7 +365,6 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           throw new RangeError(`${name}: lowRank ${R} exceeds min(N, K) = ${Math.min(N, K)}`);
         }
         split = lowRankSplit(wt, own, R);
-        meta.lowRankEnergy = Math.round(split.energy * 1e4) / 1e4;
       }
       const abits = layerAbits(name, settings);
       const h = pool && gptqHessian(name, K, stats?.layers.get(name)?.gram, rotations.get(name));
@@ -406,6 +405,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         if (branch) {
           layerOut[lowRankName(name, "a")] = { dtype: "F32", shape: [R, K], data: branch.a };
           layerOut[lowRankName(name, "b")] = { dtype: "F32", shape: [N, R], data: branch.b };
+          meta.lowRankEnergy = Math.round(branch.energy * 1e4) / 1e4;
         }
         let lutErr: number | null = null;
         if (abits < 16) {
