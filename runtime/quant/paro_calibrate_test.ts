@@ -2,6 +2,7 @@ import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import {
   cachedParoStats,
+  calibrateParo,
   decodeParoStats,
   encodeParoStats,
   mergeParoStats,
@@ -70,10 +71,10 @@ Deno.test(
         assertEquals(calibrated, 1);
         const b = await cachedParoStats(rt, file, opts({ prompts: ["dog face"] }));
         assertEquals(calibrated, 2, "other prompts: calibrated again");
-        // Block 0 attends before any cross-attention: compare the last block's last step.
-        const last = (x: typeof a) => x.stats[x.layers - 1][0][x.steps - 1][0].mass;
-        const [ma, mb] = [last(a), last(b)];
-        assert(mb.some((v, i) => v !== ma[i]), "other prompts, other statistics");
+        // What came back is those prompts' own statistics, not the first key's: the fixture's
+        // nearly uniform maps can sum to the same f32 masses for both prompts on some GPUs,
+        // so it is checked against a calibration of them, not against the first prompt's.
+        assertEquals(b, await calibrateParo(rt, opts({ prompts: ["dog face"] })));
       });
       // The weights are part of the key (a model retrained in place is another model).
       const other = new URL("../../tests/fixtures/pixart_tiny_sq", import.meta.url).pathname;
