@@ -293,7 +293,7 @@ Deno.test(
 );
 
 Deno.test(
-  "FLUX with a low-rank branch: the artifact generates, nearer FP32 than without (W3A8)",
+  "FLUX with a low-rank branch (refit; hessian with GPTQ): generates, nearer FP32 than without (W3A8)",
   gpuTest,
   async () => {
     const { cal, ref, guidance } = await fixtureRun();
@@ -302,16 +302,23 @@ Deno.test(
       const noise = cal.latents!.data;
       const d = (x: Float32Array) => x.map((v, i) => v - noise[i]);
       const cos: number[] = [];
-      for (const lowRank of [0, 8]) {
+      // No branch; a refitted rank-8 one; with GPTQ, one fitted in the inputs' norm (hessian).
+      for (const [lowRank, gptq] of [[0, false], [8, false], [8, true]] as const) {
         const r = await quantizeModel({
           model: FIXTURE,
           quantizer: "uniform",
           wbits: 3,
           abits: 8,
           lowRank,
+          gptq,
           runtime: rt,
+          ...(gptq ? { calibration: { embeds: cal, steps: 2, cacheDir: false as const } } : {}),
         });
-        const out = `${dir}/r${lowRank}.safetensors`;
+        assertEquals(
+          r.plan.settings.lowRankFit,
+          lowRank ? (gptq ? "hessian" : "refit") : undefined,
+        );
+        const out = `${dir}/r${lowRank}${gptq ? "g" : ""}.safetensors`;
         await writeArtifact(out, r);
         const pipe = await loadPipeline(rt, { path: out });
         try {
@@ -323,8 +330,8 @@ Deno.test(
         }
       }
       assert(
-        cos[1] > cos[0],
-        `latent change vs FP32: cosine ${cos[1]} with R 8, ${cos[0]} without`,
+        cos[1] > cos[0] && cos[2] > cos[0],
+        `latent change vs FP32: cosine ${cos[0]} without, R 8 ${cos[1]}, R 8 + GPTQ ${cos[2]}`,
       );
     });
     await Deno.remove(dir, { recursive: true });
