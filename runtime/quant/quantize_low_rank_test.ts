@@ -142,6 +142,14 @@ Deno.test(
       await writeArtifact(out, { ...r, metadata }, { force: true });
       const e = await assertRejects(() => openArtifact(out), CheckpointError);
       assert(e.message.includes("lowRankOverride[1].rank"), e.message);
+      // The plan records the fit (refit: no GPTQ); an unknown one is named.
+      assertEquals(p.settings.lowRankFit, "refit");
+      p.settings.lowRankOverride[1].rank = 0;
+      p.settings.lowRankFit = "qr";
+      const bad = { ...r.metadata, [META.plan]: JSON.stringify(p) };
+      await writeArtifact(out, { ...r, metadata: bad }, { force: true });
+      const f = await assertRejects(() => openArtifact(out), CheckpointError);
+      assert(f.message.includes("settings.lowRankFit") && f.message.includes("svd"), f.message);
     });
     await Deno.remove(dir, { recursive: true });
   },
