@@ -77,7 +77,9 @@ export const QUANTIZE_USAGE =
                           the default without --gptq), hessian (the branch the best rank R of
                           what the codes left in the calibration inputs' norm, the rest
                           re-quantized, twice over; the default with --gptq, which it needs:
-                          three quantizations a layer)
+                          three quantizations a layer, and on the CPU a Cholesky factor of its
+                          K×K Gram matrix and three fits: ~30 s a layer at K 4608, growing as
+                          K³ — minutes past K 8192: take refit for FLUX-sized layers)
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;
