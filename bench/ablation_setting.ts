@@ -109,7 +109,7 @@ export function settingKey(s: AblationSetting): string {
     (s.low_rank_fit ? `|lrfit-${s.low_rank_fit}` : "");
 }
 
-/** The fit a setting's branches get: its own, else quantize's default. */
+/** The fit a setting's branches get: its own, else quantize's default (for layers up to K 8192). */
 export function lowRankFitOf(s: AblationSetting): LowRankFit {
   return s.low_rank_fit ?? (s.gptq ? "hessian" : "refit");
 }

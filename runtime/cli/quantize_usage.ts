@@ -76,10 +76,10 @@ export const QUANTIZE_USAGE =
                           refitted to what the codes left: it absorbs their error in its span;
                           the default without --gptq), hessian (the branch the best rank R of
                           what the codes left in the calibration inputs' norm, the rest
-                          re-quantized, twice over; the default with --gptq, which it needs:
-                          three quantizations a layer, and on the CPU a Cholesky factor of its
-                          K×K Gram matrix and three fits: ~30 s a layer at K 4608, growing as
-                          K³ — minutes past K 8192: take refit for FLUX-sized layers)
+                          re-quantized, twice over; needs --gptq: three quantizations a layer,
+                          and on the CPU a Cholesky factor of its K×K Gram matrix and three
+                          fits, ~30 s a layer at K 4608, growing as K³). Default with --gptq:
+                          hessian, or refit when a branched layer's K is past 8192 (FLUX's)
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same
                           grid and artifact format; runs a calibration (cached) first;

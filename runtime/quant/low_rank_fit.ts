@@ -16,7 +16,7 @@ import {
   type LowRankSplit,
   refitLowRank,
 } from "./low_rank.ts";
-import type { LowRankFit } from "./plan.ts";
+import { keepPattern, layerLowRank, type LowRankFit, type QuantSettings } from "./plan.ts";
 import { weightSqnr } from "./report.ts";
 import type { LayerRotation } from "./rotation.ts";
 
@@ -25,6 +25,34 @@ import type { LayerRotation } from "./rotation.ts";
  * codes left and re-quantizes the rest (the branch is fitted once more at the end).
  */
 export const LOW_RANK_ROUNDS = 2;
+
+/**
+ * The widest input (K) at which quantize's default with GPTQ is the hessian fit: its CPU cost
+ * grows as K³ (~30 s a layer at K 4608, minutes past 8192), so a model with wider branched
+ * layers (FLUX's FFN down, its single blocks' output) defaults to refit.
+ */
+export const HESSIAN_FIT_MAX_K = 8192;
+
+/**
+ * The plan's fit once the checkpoint's shapes are known: `settings.lowRankFit`, except that a
+ * defaulted hessian fit becomes refit when a branched layer is wider than
+ * {@linkcode HESSIAN_FIT_MAX_K} (`given`: the caller chose the fit; it stands).
+ */
+export function fitForShapes(
+  settings: QuantSettings,
+  tensors: Iterable<[string, { shape: readonly number[] }]>,
+  given: boolean,
+): LowRankFit | undefined {
+  if (given || settings.lowRankFit !== "hessian") return settings.lowRankFit;
+  for (const [n, t] of tensors) {
+    if (!n.endsWith(".weight") || t.shape.length < 2) continue;
+    const name = n.slice(0, -".weight".length);
+    const K = t.shape.slice(1).reduce((a, b) => a * b, 1);
+    const branched = !keepPattern(name, settings.keepFp) && layerLowRank(name, settings) > 0;
+    if (branched && K > HESSIAN_FIT_MAX_K) return "refit";
+  }
+  return "hessian";
+}
 
 /** A layer's rest quantized, with GPTQ's result when it ran. */
 export interface Quantized {

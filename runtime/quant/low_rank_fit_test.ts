@@ -3,7 +3,12 @@ import { uniformQuantizer } from "../../plugins/quantizers/uniform.ts";
 import type { HostMatrix } from "../../plugins/types.ts";
 import { Prng } from "../io/prng.ts";
 import { lowRankSplit } from "./low_rank.ts";
-import { LOW_RANK_ROUNDS, quantizeWithBranch } from "./low_rank_fit.ts";
+import {
+  fitForShapes,
+  HESSIAN_FIT_MAX_K,
+  LOW_RANK_ROUNDS,
+  quantizeWithBranch,
+} from "./low_rank_fit.ts";
 
 Deno.test("quantizeWithBranch: svd keeps the split, refit and hessian fit the branch to the codes", async () => {
   const [N, K, R] = [24, 32, 4];
@@ -68,4 +73,38 @@ Deno.test("quantizeWithBranch: svd keeps the split, refit and hessian fit the br
     RangeError,
     "needs the layer's Gram matrix",
   );
+});
+
+Deno.test("fitForShapes: a defaulted hessian fit becomes refit past HESSIAN_FIT_MAX_K; a chosen one stands", () => {
+  const settings = {
+    quantizer: "uniform",
+    wbits: 4,
+    abits: 8,
+    rotation: "none",
+    attention: "dense",
+    density: null,
+    attnBits: null,
+    groupSize: 0,
+    symmetric: false,
+    gptq: true,
+    lowRank: 32,
+    lowRankFit: "hessian" as const,
+    keepFp: ["proj_out"],
+  };
+  const wide = HESSIAN_FIT_MAX_K + 1;
+  type Shapes = [string, { shape: number[] }][];
+  const shapes = (list: [string, number[]][]): Shapes => list.map(([n, shape]) => [n, { shape }]);
+  const narrow = shapes([
+    ["blocks.0.ff.weight", [3072, HESSIAN_FIT_MAX_K]],
+    ["blocks.0.ff.bias", [wide]],
+    ["proj_out.weight", [64, wide]], // kept in full precision: no branch
+  ]);
+  assertEquals(fitForShapes(settings, narrow, false), "hessian");
+  const withWide = [...narrow, ...shapes([["blocks.1.ff.weight", [3072, wide]]])];
+  assertEquals(fitForShapes(settings, withWide, false), "refit");
+  assertEquals(fitForShapes(settings, withWide, true), "hessian"); // the caller's choice
+  // A wide layer without a branch (override rank 0) does not count.
+  const noBranch = { ...settings, lowRankOverride: [{ pattern: "blocks.1.*", rank: 0 }] };
+  assertEquals(fitForShapes(noBranch, withWide, false), "hessian");
+  assertEquals(fitForShapes({ ...settings, lowRankFit: "svd" }, withWide, false), "svd");
 });

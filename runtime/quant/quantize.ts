@@ -45,7 +45,7 @@ import {
   storedParams,
 } from "./artifact.ts";
 import { type LowRankSplit, lowRankSplit } from "./low_rank.ts";
-import { type Quantized, quantizeWithBranch } from "./low_rank_fit.ts";
+import { fitForShapes, type Quantized, quantizeWithBranch } from "./low_rank_fit.ts";
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import {
   ARTIFACT_VERSION,
@@ -244,6 +244,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   try {
     attentionMeta = await planAttention(o, settings, registry, dir, tensors);
     src = await openCheckpoint(tdir);
+    settings.lowRankFit = fitForShapes(settings, src.tensors, o.lowRankFit !== undefined);
   } catch (e) {
     ownGptqRt?.destroy();
     throw e;
@@ -487,14 +488,6 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     layers,
   };
   metadata[META.plan] = JSON.stringify(plan);
-  return {
-    plan,
-    tensors,
-    metadata,
-    layers: reports,
-    ms,
-    rotations,
-    ...(stats ? { stats } : {}),
-    ...(settings.gptq ? { gptqGpuLayers } : {}),
-  };
+  const extra = { ...(stats ? { stats } : {}), ...(settings.gptq ? { gptqGpuLayers } : {}) };
+  return { plan, tensors, metadata, layers: reports, ms, rotations, ...extra };
 }

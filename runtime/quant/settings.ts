@@ -162,6 +162,7 @@ export function resolveSettings(
       ? { lowRankOverride: o.lowRankOverride.map((v) => ({ ...v })) }
       : {}),
     ...(branches
+      // (quantizeModel turns a defaulted hessian into refit for layers too wide for it)
       ? { lowRankFit: o.lowRankFit ?? (o.gptq ? "hessian" as const : "refit" as const) }
       : {}),
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
