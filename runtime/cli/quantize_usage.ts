@@ -78,7 +78,7 @@ export const QUANTIZE_USAGE =
                           what the codes left in the calibration inputs' norm, the rest
                           re-quantized, twice over; needs --gptq: three quantizations a layer,
                           and on the CPU a Cholesky factor of its K×K Gram matrix and three
-                          fits, ~30 s a layer at K 4608, growing as K³). Default with --gptq:
+                          fits, ~40 s a layer at K 4608, growing as K³). Default with --gptq:
                           hessian, or refit when a branched layer's K is past 8192 (FLUX's)
   --gptq                  choose the codes by GPTQ (error-compensating rounding on the
                           calibration inputs' Σxᵀx) instead of rounding each weight; same

@@ -18,9 +18,10 @@
  * low_rank_fit.ts runs the rounds): {@linkcode refitLowRank} keeps B and sets A' = Bᵀ·(W' − Ê);
  * {@linkcode hessianBranch} chooses B for the least output error on the calibration inputs
  * (the top R left singular vectors of (W' − Ê)·C, C·Cᵀ their damped Gram matrix), and
- * {@linkcode branchResidual} gives the rest the quantizer gets next. On one core: 0.2 s for
- * H's factor and 1.5 s a branch for a 4608×1152 layer at R 32, 8.3 s and 7.7 s for a 1152×4608
- * one (PixArt-α's FFN down: its hessian fit, a factor and three branches, ~30 s a layer).
+ * {@linkcode branchResidual} gives the rest the quantizer gets next. On one core
+ * (bench/low_rank_fit_bench.ts, bench/results/host/2026-11-28_low_rank_fit.md): 0.17 s for H's
+ * factor and 1.3 s a round's branch for a 4608×1152 layer at R 32, 10.6 s and 9.5 s for a
+ * 1152×4608 one (PixArt-α's FFN down: a factor and three branches, ~39 s a layer).
  *
  * @module
  */

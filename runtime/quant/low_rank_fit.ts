@@ -28,7 +28,7 @@ export const LOW_RANK_ROUNDS = 2;
 
 /**
  * The widest input (K) at which quantize's default with GPTQ is the hessian fit: its CPU cost
- * grows as K³ (~30 s a layer at K 4608, minutes past 8192), so a model with wider branched
+ * grows as K³ (~40 s a layer at K 4608, minutes past 8192), so a model with wider branched
  * layers (FLUX's FFN down, its single blocks' output) defaults to refit.
  */
 export const HESSIAN_FIT_MAX_K = 8192;
