@@ -19,9 +19,9 @@
  * {@linkcode hessianBranch} chooses B for the least output error on the calibration inputs
  * (the top R left singular vectors of (W' − Ê)·C, C·Cᵀ their damped Gram matrix), and
  * {@linkcode branchResidual} gives the rest the quantizer gets next. On one core
- * (bench/low_rank_fit_bench.ts, bench/results/host/2026-11-28_low_rank_fit.md): 0.17 s for H's
- * factor and 1.3 s a round's branch for a 4608×1152 layer at R 32, 10.6 s and 9.5 s for a
- * 1152×4608 one (PixArt-α's FFN down: a factor and three branches, ~39 s a layer).
+ * (bench/low_rank_fit_bench.ts, bench/results/host/2026-11-28_low_rank_fit.md): 0.21 s for H's
+ * factor and 1.6 s a round's branch for a 4608×1152 layer at R 32, 10.8 s and 8.9 s for a
+ * 1152×4608 one (PixArt-α's FFN down: a factor and three branches, ~37 s a layer).
  *
  * @module
  */
