@@ -41,7 +41,7 @@ import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
 import { unpackCodes } from "../runtime/quant/pack.ts";
 import { deviceSlug } from "./results_file.ts";
 import type { BenchResult } from "./results_file.ts";
-import { gitCommit, resultsHeader, writeResults } from "./results_file.ts";
+import { gitCommit, resultsHeader, secondsRow, writeResults } from "./results_file.ts";
 
 /** A synthetic layer: W [N, K], its plain W4 rounding, and H (diagonal + rank 16, PD). */
 function syntheticLayer(N: number, K: number) {
@@ -209,17 +209,14 @@ if (import.meta.main) {
     1,
   ]] as const;
   const results: BenchResult[] = [];
-  const seconds = (name: string, s: number, note: string): BenchResult => ({
-    name,
-    value: Number(s.toFixed(2)),
-    unit: "s",
-    median_ms: s * 1000,
-    min_ms: s * 1000,
-    note,
-  });
   const minutes = (name: string, s: number, note: string): BenchResult => {
     console.log(`${name}: ${(s / 60).toFixed(1)} min (${note})`);
-    return { ...seconds(name, s / 60, note), unit: "min", median_ms: s * 1000, min_ms: s * 1000 };
+    return {
+      ...secondsRow(name, s / 60, note),
+      unit: "min",
+      median_ms: s * 1000,
+      min_ms: s * 1000,
+    };
   };
   const cores = cpus().length;
   let adapter = "none (host CPU, one thread)";
@@ -260,8 +257,8 @@ if (import.meta.main) {
       console.log(
         `${N}×${K}: GPU ${r.gpuS.toFixed(2)} s, one CPU core ${r.cpuS.toFixed(1)} s; ${note}`,
       );
-      results.push(seconds(`gptq_gpu_job_w4_${N}x${K}`, r.gpuS, note));
-      results.push(seconds(`gptq_job_w4_${N}x${K}`, r.cpuS, "the same job on one CPU core"));
+      results.push(secondsRow(`gptq_gpu_job_w4_${N}x${K}`, r.gpuS, note));
+      results.push(secondsRow(`gptq_job_w4_${N}x${K}`, r.cpuS, "the same job on one CPU core"));
     }
     results.push(minutes(
       "gptq_pixart_alpha_gpu_wall",
@@ -288,8 +285,8 @@ if (import.meta.main) {
       console.log(
         `${N}×${K}: ${r.s.toFixed(1)} s (+ ${r.sqnrS.toFixed(1)} s for the SQNRs), ${db}`,
       );
-      results.push(seconds(`gptq_job_w4_${N}x${K}`, r.s, `one run; ${db}`));
-      results.push(seconds(`gptq_sqnr_w4_${N}x${K}`, r.sqnrS, "one run; both output SQNRs"));
+      results.push(secondsRow(`gptq_job_w4_${N}x${K}`, r.s, `one run; ${db}`));
+      results.push(secondsRow(`gptq_sqnr_w4_${N}x${K}`, r.sqnrS, "one run; both output SQNRs"));
     }
     const est = (x: number[]) => 28 * (8 * x[0] + x[1] + x[2]);
     const note = "extrapolated: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608), one core";

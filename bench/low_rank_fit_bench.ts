@@ -26,7 +26,7 @@ import {
 } from "../runtime/quant/low_rank.ts";
 import { LOW_RANK_ROUNDS } from "../runtime/quant/low_rank_fit.ts";
 import type { BenchResult } from "./results_file.ts";
-import { gitCommit, resultsHeader, writeResults } from "./results_file.ts";
+import { gitCommit, resultsHeader, secondsRow, writeResults } from "./results_file.ts";
 
 const RANK = 32;
 
@@ -97,14 +97,6 @@ if (import.meta.main) {
   const q = v.quick ? 4 : 1; // --quick: the shapes ÷ 4, to try the script
   const shapes = [[1152 / q, 1152 / q], [4608 / q, 1152 / q], [1152 / q, 4608 / q]] as const;
   const results: BenchResult[] = [];
-  const seconds = (name: string, s: number, note: string): BenchResult => ({
-    name,
-    value: Number(s.toFixed(2)),
-    unit: "s",
-    median_ms: s * 1000,
-    min_ms: s * 1000,
-    note,
-  });
   const perLayer: number[] = [];
   for (const [N, K] of shapes) {
     const r = timeShape(N, K);
@@ -115,17 +107,17 @@ if (import.meta.main) {
       `${N}×${K}: factor ${r.factorS.toFixed(2)} s, a round ${r.branchS.toFixed(2)} s, ` +
         `a layer ${layer.toFixed(1)} s; ${check}`,
     );
-    results.push(seconds(`hessian_factor_${N}x${K}`, r.factorS, "one run"));
-    results.push(seconds(`hessian_branch_r${RANK}_${N}x${K}`, r.branchS, `one run; ${check}`));
+    results.push(secondsRow(`hessian_factor_${N}x${K}`, r.factorS, "one run"));
+    results.push(secondsRow(`hessian_branch_r${RANK}_${N}x${K}`, r.branchS, `one run; ${check}`));
     results.push(
-      seconds(`hessian_fit_layer_r${RANK}_${N}x${K}`, layer, "factor + 3 rounds' branches"),
+      secondsRow(`hessian_fit_layer_r${RANK}_${N}x${K}`, layer, "factor + 3 rounds' branches"),
     );
   }
   const est = 28 * (8 * perLayer[0] + perLayer[1] + perLayer[2]);
   const note = "extrapolated: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608), one core";
   console.log(`hessian_fit_pixart_alpha_one_core_est: ${(est / 60).toFixed(1)} min (${note})`);
   results.push({ // the figure in minutes, the times in ms as every row's
-    ...seconds("hessian_fit_pixart_alpha_one_core_est", est, note),
+    ...secondsRow("hessian_fit_pixart_alpha_one_core_est", est, note),
     value: Number((est / 60).toFixed(1)),
     unit: "min",
   });

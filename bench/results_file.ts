@@ -50,6 +50,18 @@ export interface ResultsFile {
   extra?: Record<string, unknown>;
 }
 
+/** A row of one timed run in seconds (a host-side job, not a kernel: no samples). */
+export function secondsRow(name: string, s: number, note: string): BenchResult {
+  return {
+    name,
+    value: Number(s.toFixed(2)),
+    unit: "s",
+    median_ms: s * 1000,
+    min_ms: s * 1000,
+    note,
+  };
+}
+
 /**
  * The results-folder name of an adapter: "nvidia-h100" for "NVIDIA H100 80GB HBM3",
  * "cpu-lavapipe" for a fallback llvmpipe/lavapipe adapter, else a slug of the description.
