@@ -7,6 +7,7 @@
  */
 import {
   type AbitsOverride,
+  defaultLowRankFit,
   isActGroup,
   LOW_RANK_FITS,
   type LowRankFit,
@@ -111,7 +112,7 @@ export function settingKey(s: AblationSetting): string {
 
 /** The fit a setting's branches get: its own, else quantize's default (for layers up to K 8192). */
 export function lowRankFitOf(s: AblationSetting): LowRankFit {
-  return s.low_rank_fit ?? (s.gptq ? "hessian" : "refit");
+  return s.low_rank_fit ?? defaultLowRankFit(s.gptq ?? false);
 }
 
 /** A short human label: "tlq W4A8 adaptive paro 0.3 int8". */

@@ -19,6 +19,14 @@ export const LOW_RANK_FITS = ["svd", "refit", "hessian"] as const;
 /** One of {@linkcode LOW_RANK_FITS}. */
 export type LowRankFit = typeof LOW_RANK_FITS[number];
 
+/**
+ * quantize's fit when none is asked for: hessian with GPTQ (its norm is GPTQ's Gram matrix),
+ * refit without (quantizeModel also takes refit for layers too wide for hessian).
+ */
+export function defaultLowRankFit(gptq: boolean): LowRankFit {
+  return gptq ? "hessian" : "refit";
+}
+
 /** The layers METHODS.md keeps in full precision for PixArt (and the default here). */
 export const DEFAULT_KEEP_FP: readonly string[] = [
   "pos_embed.proj",

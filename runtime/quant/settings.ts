@@ -7,7 +7,14 @@
  */
 import type { PluginRegistry } from "../registry.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
-import { defaultKeepFp, isActGroup, isLowRank, LOW_RANK_FITS, type QuantSettings } from "./plan.ts";
+import {
+  defaultKeepFp,
+  defaultLowRankFit,
+  isActGroup,
+  isLowRank,
+  LOW_RANK_FITS,
+  type QuantSettings,
+} from "./plan.ts";
 import { ABITS } from "./qlinear.ts";
 import { LOW_RANK_MAX } from "../ops/low_rank.ts";
 import { TLQ_FITS } from "../../plugins/quantizers/tlq.ts";
@@ -161,10 +168,7 @@ export function resolveSettings(
     ...(o.lowRankOverride?.length
       ? { lowRankOverride: o.lowRankOverride.map((v) => ({ ...v })) }
       : {}),
-    ...(branches
-      // (quantizeModel turns a defaulted hessian into refit for layers too wide for it)
-      ? { lowRankFit: o.lowRankFit ?? (o.gptq ? "hessian" as const : "refit" as const) }
-      : {}),
+    ...(branches ? { lowRankFit: o.lowRankFit ?? defaultLowRankFit(o.gptq ?? false) } : {}),
     keepFp: o.keepFp ?? [...defaultKeepFp(className)],
   };
 }

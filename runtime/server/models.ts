@@ -9,7 +9,7 @@ import { basename } from "node:path";
 import type { Runtime } from "../gpu/device.ts";
 import { loadPipeline, type Pipeline } from "../pipeline.ts";
 import { badRequest } from "./errors.ts";
-import type { QuantSettings } from "../quant/plan.ts";
+import { defaultLowRankFit, type QuantSettings } from "../quant/plan.ts";
 import { DEFAULT_ALPHA } from "../quant/smooth.ts";
 import { DEFAULT_TAU } from "../../plugins/rotations/adaptive.ts";
 
@@ -205,7 +205,7 @@ export function planName(
   if (s.lowRankOverride?.length) n += "-lrmixed"; // some layers with another rank
   if (s.lowRank || s.lowRankOverride?.length) { // a branch fitted otherwise than by default
     const fit = s.lowRankFit ?? "svd"; // artifacts from before the option: SVDQuant's split
-    if (fit !== (s.gptq ? "hessian" : "refit")) n += `-${fit}`;
+    if (fit !== defaultLowRankFit(s.gptq ?? false)) n += `-${fit}`;
   }
   if (s.rotation !== "none") {
     // The rotation's knobs (quantize --no-smooth, --alpha, --tau, --ars-select) when not the defaults.
