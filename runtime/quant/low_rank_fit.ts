@@ -16,7 +16,7 @@ import {
   type LowRankSplit,
   refitLowRank,
 } from "./low_rank.ts";
-import { keepPattern, layerLowRank, type LowRankFit, type QuantSettings } from "./plan.ts";
+import { fpReason, layerLowRank, type LowRankFit, type QuantSettings } from "./plan.ts";
 import { weightSqnr } from "./report.ts";
 import type { LayerRotation } from "./rotation.ts";
 
@@ -48,7 +48,7 @@ export function fitForShapes(
     if (!n.endsWith(".weight") || t.shape.length < 2) continue;
     const name = n.slice(0, -".weight".length);
     const K = t.shape.slice(1).reduce((a, b) => a * b, 1);
-    const branched = !keepPattern(name, settings.keepFp) && layerLowRank(name, settings) > 0;
+    const branched = !fpReason(name, K, settings.keepFp) && layerLowRank(name, settings) > 0;
     if (branched && K > HESSIAN_FIT_MAX_K) return "refit";
   }
   return "hessian";

@@ -91,7 +91,7 @@ Deno.test("fitForShapes: a defaulted hessian fit becomes refit past HESSIAN_FIT_
     lowRankFit: "hessian" as const,
     keepFp: ["proj_out"],
   };
-  const wide = HESSIAN_FIT_MAX_K + 1;
+  const wide = HESSIAN_FIT_MAX_K + 4; // a multiple of 4: quantized
   type Shapes = [string, { shape: number[] }][];
   const shapes = (list: [string, number[]][]): Shapes => list.map(([n, shape]) => [n, { shape }]);
   const narrow = shapes([
@@ -107,4 +107,7 @@ Deno.test("fitForShapes: a defaulted hessian fit becomes refit past HESSIAN_FIT_
   const noBranch = { ...settings, lowRankOverride: [{ pattern: "blocks.1.*", rank: 0 }] };
   assertEquals(fitForShapes(noBranch, withWide, false), "hessian");
   assertEquals(fitForShapes({ ...settings, lowRankFit: "svd" }, withWide, false), "svd");
+  // Nor does one that stays in full precision for its K (not a multiple of 4).
+  const odd = [...narrow, ...shapes([["blocks.1.ff.weight", [3072, HESSIAN_FIT_MAX_K + 1]]])];
+  assertEquals(fitForShapes(settings, odd, false), "hessian");
 });

@@ -224,6 +224,12 @@ export function keepPattern(name: string, patterns: readonly string[]): string |
   return patterns.find((p) => matchPattern(name, p));
 }
 
+/** Why the linear layer `name` with K inputs stays in full precision, or undefined if it does not. */
+export function fpReason(name: string, K: number, keepFp: readonly string[]): string | undefined {
+  const pattern = keepPattern(name, keepFp);
+  return pattern ? `keep-fp "${pattern}"` : K % 4 ? `K = ${K} is not a multiple of 4` : undefined;
+}
+
 function fail(file: string, field: string, msg: string): never {
   throw new CheckpointError(file, msg, field);
 }

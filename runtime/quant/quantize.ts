@@ -49,7 +49,7 @@ import { fitForShapes, type Quantized, quantizeWithBranch } from "./low_rank_fit
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import {
   ARTIFACT_VERSION,
-  keepPattern,
+  fpReason,
   layerAbits,
   layerLowRank,
   type LayerPlan,
@@ -280,12 +280,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       const N = info.shape[0];
       const K = info.shape.slice(1).reduce((a, b) => a * b, 1);
       const shape = info.shape.length === 2 ? undefined : [...info.shape];
-      const pattern = keepPattern(name, settings.keepFp);
-      const reason = pattern
-        ? `keep-fp "${pattern}"`
-        : K % 4
-        ? `K = ${K} is not a multiple of 4`
-        : undefined;
+      const reason = fpReason(name, K, settings.keepFp);
       if (
         !reason && settings.actGroup && K % settings.actGroup && layerAbits(name, settings) < 16
       ) {
