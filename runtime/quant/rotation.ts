@@ -149,9 +149,7 @@ export class HadamardRotation implements LayerRotation {
   }
 
   transformWeight(w: HostMatrix): HostMatrix {
-    if (w.cols !== this.cols) {
-      throw new RangeError(`weight has ${w.cols} columns, not ${this.cols}`);
-    }
+    checkCols(w, this.cols);
     const data = new Float32Array(w.data.length);
     const row = new Float64Array(w.cols);
     for (let r = 0; r < w.rows; r++) {
@@ -260,9 +258,7 @@ export class OutlierRotation implements LayerRotation {
   }
 
   transformWeight(w: HostMatrix): HostMatrix {
-    if (w.cols !== this.cols) {
-      throw new RangeError(`weight has ${w.cols} columns, not ${this.cols}`);
-    }
+    checkCols(w, this.cols);
     const K = this.cols;
     const data = new Float32Array(w.data.length);
     const v = new Float64Array(K);
