@@ -3,12 +3,23 @@ import { gpuTest, withRuntime } from "../tests/gpu.ts";
 import { cpSync } from "node:fs";
 import { join } from "node:path";
 import { loadPipeline } from "./pipeline.ts";
-import { PIXART_SAMPLING } from "./model_defaults.ts";
+import { PIXART_SAMPLING, type SamplingDefaults } from "./model_defaults.ts";
+import type { Runtime } from "./gpu/device.ts";
 import { CheckpointError } from "./errors.ts";
 import { META } from "./quant/artifact.ts";
 import { quantizeModel, writeArtifact } from "./quant/quantize.ts";
 
 const FIXTURE = new URL("../tests/fixtures/pixart_pixel", import.meta.url).pathname;
+
+/** The defaults of the pipeline at `path` (loaded, read, released). */
+async function defaultsAt(rt: Runtime, path: string): Promise<SamplingDefaults> {
+  const pipe = await loadPipeline(rt, { path });
+  try {
+    return pipe.defaults;
+  } finally {
+    pipe.release();
+  }
+}
 
 Deno.test(
   "pipeline: a request without steps, guidance or sampler gets the model's own defaults",
@@ -18,12 +29,7 @@ Deno.test(
     try {
       cpSync(FIXTURE, dir, { recursive: true });
       await withRuntime(async (rt) => {
-        const plain = await loadPipeline(rt, { path: dir });
-        try {
-          assertEquals(plain.defaults, PIXART_SAMPLING); // no model_index.json
-        } finally {
-          plain.release();
-        }
+        assertEquals(await defaultsAt(rt, dir), PIXART_SAMPLING); // no model_index.json
         await Deno.writeTextFile(
           join(dir, "model_index.json"),
           JSON.stringify({
@@ -65,22 +71,12 @@ Deno.test(
       const path = join(dir, "q.safetensors");
       await writeArtifact(path, r);
       await withRuntime(async (rt) => {
-        const pipe = await loadPipeline(rt, { path });
-        try {
-          assertEquals(pipe.defaults, { steps: 3, guidance: 2.5, sampler: "dpm++2m" });
-        } finally {
-          pipe.release();
-        }
+        assertEquals(await defaultsAt(rt, path), { steps: 3, guidance: 2.5, sampler: "dpm++2m" });
         // Made before artifacts carried it: the architecture's defaults.
         const { [META.modelIndex]: _, ...older } = r.metadata;
         const olderPath = join(dir, "older.safetensors");
         await writeArtifact(olderPath, { ...r, metadata: older });
-        const old = await loadPipeline(rt, { path: olderPath });
-        try {
-          assertEquals(old.defaults, PIXART_SAMPLING);
-        } finally {
-          old.release();
-        }
+        assertEquals(await defaultsAt(rt, olderPath), PIXART_SAMPLING);
         const bad = { webdit: { default_steps: -1 } };
         const badPath = join(dir, "bad.safetensors");
         await writeArtifact(badPath, {
