@@ -3,13 +3,14 @@
  * runs the calibration prompts over every sampler timestep (runtime/quant/calibration_run.ts)
  * with an observer around each linear that folds its input into GPU accumulators
  * (runtime/ops/act_stats.ts: per-channel absmax, min, max, Σx²) and copies a few token rows
- * into a fixed-size sample buffer. Nothing is read back until the end; no activations
- * are kept beyond the sample.
+ * into a fixed-size sample buffer — and, for a plan that centres or quantizes a CFG delta,
+ * the same rows as its activation quantizer sees them (runtime/quant/quantizer_input.ts).
+ * Nothing is read back until the end; no activations are kept beyond the sample.
  *
  * The result is cached at `.cache/calib/<model hash>-<settings hash>.safetensors`, keyed
  * by the sha-256 of the transformer weights and the prompts (or the sha-256 of the
- * precomputed embeddings FLUX calibrates on), steps, guidance, sampler, seed and sample
- * size.
+ * precomputed embeddings FLUX calibrates on), steps, guidance, sampler, seed, sample
+ * size and what else is collected. The file format is runtime/quant/calibration_file.ts.
  *
  * @module
  */
@@ -18,7 +19,6 @@ import { join } from "node:path";
 import type { Runtime } from "../gpu/device.ts";
 import type { Recorder } from "../gpu/kernel.ts";
 import { createTensor, readTensor, type Tensor } from "../gpu/tensor.ts";
-import { openSafetensors, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { Prng } from "../io/prng.ts";
 import type { Linear, LinearEpilogue, LinearFactory } from "../model/linear.ts";
 import { ActStatsAccumulator } from "../ops/act_stats.ts";
@@ -26,7 +26,10 @@ import { ActGramAccumulator } from "../ops/act_gram.ts";
 import { actStatsRef, type ChannelStats, rmsOf } from "../reference/act_stats.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName } from "../pipeline.ts";
 import { transformerWeightsHash } from "./model_hash.ts";
+import { quantizerInput, type QuantizerInputSpec } from "./quantizer_input.ts";
+import { loadCalibration, saveCalibration } from "./calibration_file.ts";
 export { transformerWeightsHash } from "./model_hash.ts";
+export { loadCalibration, saveCalibration } from "./calibration_file.ts";
 import {
   type CalibrationEmbeds,
   calibrationEmbedsHash,
@@ -68,6 +71,16 @@ export interface LayerStats extends ChannelStats {
   sampleRows: number;
   /** Σ xᵀx [K, K] over the sampled input rows (GPTQ's Hessian), when the run collected it. */
   gram?: Float32Array;
+  /**
+   * The same rows as `sample`, as the plan's activation quantizer sees them (centred per
+   * sample, a CFG pair's delta: the settings' `quantInput`), when the run formed them.
+   */
+  quantSample?: Float32Array;
+  /**
+   * A per-channel offset already subtracted from `sample` (runtime/quant/centred_stats.ts):
+   * the layer's own input rows are sample + shift. Absent: none.
+   */
+  shift?: Float32Array;
 }
 
 /** The calibration statistics of a model. */
@@ -98,6 +111,8 @@ export interface CalibrationSettings {
   sampleRows: number;
   /** Gram matrices collected, from about this many rows of each call (absent: none). */
   gramRows?: number;
+  /** The sample rows were also kept as this plan's activation quantizer sees them (absent: no). */
+  quantInput?: QuantizerInputSpec;
 }
 
 /** Options of {@linkcode calibrate}. */
@@ -123,6 +138,11 @@ export interface CalibrateOptions {
    * strided sample of about this many rows of each forward call (0 or absent: none).
    */
   gramRows?: number;
+  /**
+   * Also keep the sample rows as a plan with these settings quantizes them (`quantSample`),
+   * so errors are measured on what the quantizer sees. Absent or empty: not kept.
+   */
+  quantInput?: QuantizerInputSpec;
   /** Cache folder; default `<repo>/.cache/calib`; false: neither read nor write. */
   cacheDir?: string | false;
   /** Progress callback. */
@@ -157,6 +177,8 @@ interface ObserverContext {
   last?: { x: Tensor; obs: LayerObserver };
   /** Layers whose Gram matrix is another layer's (same input tensor at every call). */
   shared: number;
+  /** Also sample the activation quantizer's input formed this way (absent: not). */
+  quantInput?: QuantizerInputSpec;
 }
 
 /** One layer's GPU accumulators: statistics, the row sample and (for GPTQ) the Gram matrix. */
@@ -168,6 +190,8 @@ class LayerObserver {
   /** The layer whose Gram matrix this one shares (q/k/v see one tensor: one matrix). */
   gramFrom?: LayerObserver;
   readonly sample: Tensor;
+  /** The sample's rows as the quantizer sees them (with the context's quantInput). */
+  readonly quantSample?: Tensor;
   readonly capacity: number;
   #rowsPerCall: number;
   #filled = 0;
@@ -191,6 +215,7 @@ class LayerObserver {
     this.stats = new ActStatsAccumulator(rt, cols);
     this.capacity = capacity;
     this.sample = createTensor(rt, [Math.max(1, capacity), cols], "f32");
+    if (ctx.quantInput) this.quantSample = createTensor(rt, [Math.max(1, capacity), cols], "f32");
     this.#rowsPerCall = rowsPerCall;
     let seed = 0;
     for (let i = 0; i < name.length; i++) seed = (seed * 31 + name.charCodeAt(i)) >>> 0;
@@ -221,7 +246,7 @@ class LayerObserver {
     this.gram?.record(rec, x);
   }
 
-  record(rec: Recorder, x: Tensor): void {
+  record(rec: Recorder, x: Tensor, e?: LinearEpilogue): void {
     this.stats.record(rec, x);
     if (this.#ctx.gramRows > 0) this.#recordGram(rec, x);
     this.#ctx.last = { x, obs: this };
@@ -232,26 +257,35 @@ class LayerObserver {
     if (r < 1 || x.dtype !== "f32") return;
     // r consecutive rows at a random start, into the ring buffer (later calls overwrite).
     const start = Math.floor(this.#prng.uniform() * (M - r + 1));
+    const spec = this.#ctx.quantInput;
+    const q = spec && quantizerInput(rec, x, e, spec);
     let done = 0;
     while (done < r) {
       const n = Math.min(r - done, this.capacity - this.#next);
       rec.copy(x, this.sample, n * K * 4, (start + done) * K * 4, this.#next * K * 4);
+      if (this.quantSample) {
+        rec.copy(q ?? x, this.quantSample, n * K * 4, (start + done) * K * 4, this.#next * K * 4);
+      }
       done += n;
       this.#next = (this.#next + n) % this.capacity;
       this.#filled = Math.min(this.capacity, this.#filled + n);
     }
+    q?.release(); // the pool hands it out again only to work recorded after the copies
   }
 
   async read(rt: Runtime): Promise<LayerStats> {
     const s = await this.stats.read(rt);
     const all = await readTensor(rt, this.sample);
+    const rows = this.#filled * this.stats.cols;
+    const qs = this.quantSample && (await readTensor(rt, this.quantSample)).slice(0, rows);
     return {
       ...s,
       name: this.name,
       cols: this.stats.cols,
       calls: this.#calls,
-      sample: all.slice(0, this.#filled * this.stats.cols),
+      sample: all.slice(0, rows),
       sampleRows: this.#filled,
+      ...(qs ? { quantSample: qs } : {}),
       ...(this.gram || this.gramFrom ? { gram: await (this.gramFrom ?? this).#readGram(rt) } : {}),
     };
   }
@@ -267,6 +301,7 @@ class LayerObserver {
     this.stats.release();
     this.gram?.release();
     this.sample.release();
+    this.quantSample?.release();
   }
 }
 
@@ -289,7 +324,7 @@ class ObservedLinear implements Linear {
   }
 
   forward(rec: Recorder, x: Tensor, e?: LinearEpilogue): Tensor {
-    this.#obs.record(rec, x);
+    this.#obs.record(rec, x, e);
     return this.#inner.forward(rec, x, e);
   }
 
@@ -314,9 +349,10 @@ export class StatsCollector {
    * @param sampleRows rows kept per layer
    * @param expectedCalls forward calls expected per layer (prompts × steps), to spread the sample
    * @param gramRows > 0: also accumulate each layer's Gram matrix Σ xᵀx over about this many rows a call
+   * @param quantInput also keep the sample rows as a plan formed this way quantizes them
    */
-  constructor(sampleRows = 256, expectedCalls = 1, gramRows = 0) {
-    this.#ctx = { gramRows, shared: 0 };
+  constructor(sampleRows = 256, expectedCalls = 1, gramRows = 0, quantInput?: QuantizerInputSpec) {
+    this.#ctx = { gramRows, shared: 0, ...(quantInput ? { quantInput } : {}) };
     if (!Number.isInteger(sampleRows) || sampleRows < 0) {
       throw new RangeError(`sampleRows must be a non-negative integer, got ${sampleRows}`);
     }
@@ -388,6 +424,12 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
     }
     settings.gramRows = o.gramRows;
   }
+  if (o.quantInput?.center || o.quantInput?.cfgDelta) { // likewise absent when not kept
+    settings.quantInput = {
+      ...(o.quantInput.center ? { center: o.quantInput.center } : {}),
+      ...(o.quantInput.cfgDelta ? { cfgDelta: true } : {}),
+    };
+  }
   if (o.embeds) settings.embeds = calibrationEmbedsHash(o.embeds);
   const count = o.embeds ? o.embeds.embeds.shape[0] : settings.prompts.length;
   if (count === 0) throw new RangeError("Calibration needs at least one prompt");
@@ -402,6 +444,7 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
     settings.sampleRows,
     count * settings.steps,
     settings.gramRows ?? 0,
+    settings.quantInput,
   );
   try {
     await runCalibration(rt, {
@@ -424,58 +467,4 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
   } finally {
     collector.release();
   }
-}
-
-/** Writes statistics to a safetensors file (`<layer>.absmax|min|max|sumsq|sample`). */
-export async function saveCalibration(file: string, stats: CalibrationStats): Promise<void> {
-  const tensors: Record<string, TensorToWrite> = {};
-  const layers: Record<string, { rows: number; calls: number; sampleRows: number }> = {};
-  for (const [name, s] of stats.layers) {
-    const K = s.cols;
-    tensors[`${name}.absmax`] = { dtype: "F32", shape: [K], data: s.absmax };
-    tensors[`${name}.min`] = { dtype: "F32", shape: [K], data: s.min };
-    tensors[`${name}.max`] = { dtype: "F32", shape: [K], data: s.max };
-    tensors[`${name}.sumsq`] = { dtype: "F64", shape: [K], data: s.sumsq };
-    tensors[`${name}.sample`] = { dtype: "F32", shape: [s.sampleRows, K], data: s.sample };
-    if (s.gram) tensors[`${name}.gram`] = { dtype: "F32", shape: [K, K], data: s.gram };
-    layers[name] = { rows: s.rows, calls: s.calls, sampleRows: s.sampleRows };
-  }
-  await writeSafetensors(file, tensors, {
-    format: "webdit-calibration-v1",
-    model_hash: stats.modelHash,
-    settings: JSON.stringify(stats.settings),
-    layers: JSON.stringify(layers),
-  });
-}
-
-/** Reads statistics written by {@linkcode saveCalibration}. */
-export async function loadCalibration(file: string): Promise<CalibrationStats> {
-  using f = await openSafetensors(file);
-  const m = f.metadata;
-  if (m.format !== "webdit-calibration-v1") {
-    throw new RangeError(`${file} is not a webdit calibration file`);
-  }
-  const layers = new Map<string, LayerStats>();
-  const meta = JSON.parse(m.layers) as Record<
-    string,
-    { rows: number; calls: number; sampleRows: number }
-  >;
-  for (const [name, l] of Object.entries(meta)) {
-    const absmax = await f.readF32(`${name}.absmax`);
-    const raw = await f.readRaw(`${name}.sumsq`);
-    layers.set(name, {
-      name,
-      cols: absmax.length,
-      absmax,
-      min: await f.readF32(`${name}.min`),
-      max: await f.readF32(`${name}.max`),
-      sumsq: new Float64Array(raw.slice().buffer),
-      rows: l.rows,
-      calls: l.calls,
-      sample: await f.readF32(`${name}.sample`),
-      sampleRows: l.sampleRows,
-      ...(f.tensors.has(`${name}.gram`) ? { gram: await f.readF32(`${name}.gram`) } : {}),
-    });
-  }
-  return { modelHash: m.model_hash, settings: JSON.parse(m.settings), layers };
 }

@@ -1,7 +1,8 @@
 import { assert, assertClose, assertEquals } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { createTensor, readTensor, type Tensor } from "../gpu/tensor.ts";
-import type { LinearFactory } from "../model/linear.ts";
+import type { LinearEpilogue, LinearFactory } from "../model/linear.ts";
+import { actCentresRef } from "../reference/act_center.ts";
 import { actStatsRef, type ChannelStats } from "../reference/act_stats.ts";
 import {
   calibrate,
@@ -19,7 +20,7 @@ const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pa
 const PROMPTS = ["red apple", "a big blue car with yellow eyes"];
 
 /** Keeps a copy of every layer input (test only), to compute the statistics on the CPU. */
-function keeper(inputs: Map<string, Tensor[]>) {
+function keeper(inputs: Map<string, Tensor[]>, epilogues?: Map<string, LinearEpilogue[]>) {
   return (inner: LinearFactory): LinearFactory => ({
     create: async (rt, src) => {
       const l = await inner.create(rt, src);
@@ -33,6 +34,7 @@ function keeper(inputs: Map<string, Tensor[]>) {
           rec.copy(x, copy, x.size * 4);
           if (!inputs.has(l.name)) inputs.set(l.name, []);
           inputs.get(l.name)!.push(copy);
+          if (epilogues) epilogues.set(l.name, [...epilogues.get(l.name) ?? [], { ...e }]);
           return l.forward(rec, x, e);
         },
         release: () => l.release(),
@@ -102,6 +104,65 @@ Deno.test(
   },
 );
 
+/** x̃ as QuantLinear forms it (CPU): a CFG pair's [u; c − u], minus each sample's mean. */
+function quantInputRef(x: Float32Array, K: number, e: LinearEpilogue): Float32Array {
+  const M = x.length / K;
+  const d = x.slice();
+  if (e.cfgPair) for (let i = (M / 2) * K; i < M * K; i++) d[i] = x[i] - x[i - (M / 2) * K];
+  if (e.rowsPerSample === undefined) return d;
+  const R = e.rowsPerSample;
+  const c = actCentresRef(d, R, K, "mean");
+  return d.map((v, i) => v - c[Math.floor(i / (R * K)) * K + (i % K)]);
+}
+
+Deno.test(
+  "calibration keeps the sampled rows as a centring, CFG-delta plan's quantizer sees them",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const inputs = new Map<string, Tensor[]>();
+      const epilogues = new Map<string, LinearEpilogue[]>();
+      const collector = new StatsCollector(12, 2 * 2, 0, { center: "mean", cfgDelta: true });
+      await runCalibration(rt, {
+        path: FIXTURE,
+        prompts: PROMPTS,
+        steps: 2,
+        linears: (inner) => collector.wrap(keeper(inputs, epilogues)(inner)),
+      });
+      const stats = await collector.read(rt);
+      collector.release();
+      let paired = 0;
+      for (const [name, list] of inputs) {
+        const s = stats.get(name)!;
+        const K = s.cols;
+        // Input row → its x̃ rows: block 0's u and c halves are equal rows before any cross-attention.
+        const want = new Map<string, Float32Array[]>();
+        for (const [i, t] of list.entries()) {
+          const x = await readTensor(rt, t);
+          t.release();
+          const e = epilogues.get(name)![i];
+          if (e.cfgPair && e.rowsPerSample !== undefined) paired++;
+          const q = quantInputRef(x, K, e);
+          for (let r = 0; r < x.length / K; r++) {
+            const key = x.subarray(r * K, (r + 1) * K).join(",");
+            want.set(key, [...want.get(key) ?? [], q.subarray(r * K, (r + 1) * K)]);
+          }
+        }
+        assertEquals(s.quantSample!.length, s.sample.length, `${name} quantSample`);
+        for (let r = 0; r < s.sampleRows; r++) {
+          const qs = want.get(s.sample.subarray(r * K, (r + 1) * K).join(","));
+          assert(qs, `${name}: sample row ${r} is not an input row`);
+          const got = s.quantSample!.subarray(r * K, (r + 1) * K);
+          const err = (q: Float32Array) => Math.max(...q.map((v, i) => Math.abs(v - got[i])));
+          const best = qs.reduce((a, q) => (err(q) < err(a) ? q : a));
+          assertClose(got, best, { rtol: 1e-4, atol: 1e-5, msg: `${name} row ${r}` });
+        }
+      }
+      assert(paired > 0, "some calls were CFG pairs with samples of tokens");
+    });
+  },
+);
+
 Deno.test("calibrate caches by model hash and settings", gpuTest, async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -112,6 +173,7 @@ Deno.test("calibrate caches by model hash and settings", gpuTest, async () => {
         steps: 2,
         sampleRows: 8,
         gramRows: 16,
+        quantInput: { center: "mean" as const },
         cacheDir: dir,
       };
       const a = await calibrate(rt, opts);
@@ -127,6 +189,7 @@ Deno.test("calibrate caches by model hash and settings", gpuTest, async () => {
         assertEquals(Array.from(t.sumsq), Array.from(s.sumsq));
         assertEquals(Array.from(t.sample), Array.from(s.sample));
         assertEquals(Array.from(t.gram!), Array.from(s.gram!));
+        assertEquals(Array.from(t.quantSample!), Array.from(s.quantSample!));
         assertEquals([t.rows, t.calls, t.sampleRows], [s.rows, s.calls, s.sampleRows]);
         assert(layerJ(t) > 0 && Number.isFinite(layerJ(t)), `${name} J`);
       }
@@ -139,6 +202,9 @@ Deno.test("calibrate caches by model hash and settings", gpuTest, async () => {
       assertEquals(a.settings.gramRows, 16);
       const { gramRows: _, ...plain } = a.settings;
       assert(calibrationCacheName(hash, plain) !== calibrationCacheName(hash, a.settings));
+      assertEquals(a.settings.quantInput, { center: "mean" }); // likewise the quantizer's rows
+      const { quantInput: _q, ...raw } = a.settings;
+      assert(calibrationCacheName(hash, raw) !== calibrationCacheName(hash, a.settings));
       assert(
         calibrationCacheName(hash, { ...a.settings, steps: 3 }) !==
           calibrationCacheName(hash, a.settings),

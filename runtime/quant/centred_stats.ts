@@ -11,7 +11,10 @@
  */
 import type { LayerStats } from "./calibrate.ts";
 
-/** `s` shifted by its per-channel midpoint: absmax = range / 2, min = −max, sample rows shifted. */
+/**
+ * `s` shifted by its per-channel midpoint: absmax = range / 2, min = −max, sample rows
+ * shifted (`shift` the midpoint; `quantSample`, already the quantizer's input, as it is).
+ */
 export function centredStats(s: LayerStats): LayerStats {
   const K = s.cols;
   const mid = new Float32Array(K);
@@ -29,5 +32,5 @@ export function centredStats(s: LayerStats): LayerStats {
     [absmax[j], min[j], max[j]] = [h, -h, h];
   }
   const sample = s.sample.map((v, i) => v - mid[i % K]);
-  return { ...s, absmax, min, max, sample };
+  return { ...s, absmax, min, max, sample, shift: mid };
 }

@@ -229,6 +229,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         guidance: o.calibration?.guidance,
         cacheDir: o.calibration?.cacheDir,
         gramRows: settings.gptq ? GPTQ_GRAM_ROWS : undefined,
+        // The errors the rotation measures (ARS by error, --report) are of what it quantizes.
+        quantInput: { center: settings.center, cfgDelta: settings.cfgDelta },
         onProgress: o.onCalibration,
       });
     } catch (e) {

@@ -18,14 +18,13 @@ import {
   isAffineGrouped,
   tlqCompactWords,
 } from "../reference/qgemm.ts";
-import { createTensor, readTensor, type Tensor, writeTensor } from "../gpu/tensor.ts";
+import { createTensor, readTensor, writeTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearFactory } from "../model/linear.ts";
-import { centerActivations } from "../ops/act_center.ts";
 import { actQuantError } from "../ops/act_quant.ts";
-import { cfgDelta } from "../ops/cfg_delta.ts";
 import type { CenterMode } from "../reference/act_center.ts";
 import { CALIBRATION_PROMPTS } from "./calibrate.ts";
 import { type CalibrationEmbeds, runCalibration } from "./calibration_run.ts";
+import { quantizerInput } from "./quantizer_input.ts";
 import type { ActivationTransform } from "./transform.ts";
 
 /** What quantizing one layer gave. */
@@ -176,14 +175,7 @@ export async function measureActivationError(
             const xt = t ? t.apply(rec, x) : x;
             actQuantError(rec, xt, o.abits, acc, 2 * slot + 1, o.actGroup, o.actAsym);
             if (xt !== x) xt.release();
-            // As QuantLinear: the pair's delta, centred (fused) when the plan centres.
-            const pair = !!o.cfgDelta && !!e?.cfgPair;
-            let q: Tensor | undefined;
-            if (o.center && e?.rowsPerSample !== undefined) {
-              const c = centerActivations(rec, x, e.rowsPerSample, o.center, pair);
-              c.centres.release();
-              q = c.centred;
-            } else if (pair) q = cfgDelta(rec, x);
+            const q = quantizerInput(rec, x, e, o); // as QuantLinear forms it
             if (q) {
               const qt = t ? t.apply(rec, q) : q;
               actQuantError(rec, qt, o.abits, acc, 2 * slot, o.actGroup, o.actAsym);

@@ -1,10 +1,13 @@
 /**
- * What a rotation plan does to a layer's activation-quantization error, measured on the
- * layer's calibration sample rows X in the output domain, weights exact:
- * ‖(Q(X·T) − X·T)·W'ᵀ‖_F / ‖X·Wᵀ + b‖_F with T the plan's online transform and W' its
- * transformed weight (T = I, W' = W for "before"): the measure behind `quantize --report`'s
- * rotation table. {@linkcode layerErrors} adds the weight quantizer: the adaptive rotation's
- * error-based branch choice (`--ars-select error`).
+ * What a rotation plan does to a layer's output error, measured on the layer's calibration
+ * sample rows: x its input rows (sample + shift) and x̃ the same rows as the activation
+ * quantizer sees them (`quantSample`: centred per sample, a CFG delta; without it, the
+ * sample as it is). The quantized layer computes Q(x̃·T)·Ŵ'ᵀ + (x − x̃)·T·Ŵ'ᵀ — the part
+ * the quantizer does not see (a centre, u) goes through the weights in float — so its error
+ * against x·Wᵀ is (Q(x̃·T) − x̃·T)·Ŵ'ᵀ + x·(T·Ŵ'ᵀ − Wᵀ), relative to ‖x·Wᵀ + b‖_F.
+ * {@linkcode rotationErrors} keeps the weights exact (the activation quantizer's share,
+ * behind `quantize --report`'s rotation table); {@linkcode layerErrors} adds the weight
+ * quantizer (the adaptive rotation's error-based branch choice, `--ars-select error`).
  *
  * @module
  */
@@ -54,12 +57,38 @@ function matmulT(x: ArrayLike<number>, S: number, w: HostMatrix): Float64Array {
   return y;
 }
 
+/** The S sample rows errors are measured on: x (the layer's input) and x̃ (the quantizer's). */
+function errorRows(s: LayerStats, S: number): { x: Float32Array; xq: Float32Array } {
+  const K = s.cols;
+  const sample = s.sample.subarray(0, S * K);
+  const x = s.shift ? sample.map((v, i) => v + s.shift![i % K]) : sample;
+  return { x, xq: s.quantSample?.subarray(0, S * K) ?? sample };
+}
+
+/**
+ * The layer input x·T with the activation quantizer's error on x̃·T added: what the
+ * quantized layer multiplies by Ŵ'ᵀ (Q(x̃·T) + (x − x̃)·T); without `q`, x·T.
+ */
+function quantizedInput(
+  plan: LayerRotation,
+  x: Float32Array,
+  xq: Float32Array,
+  S: number,
+  K: number,
+  q: ActQuantSpec | undefined,
+): Float64Array {
+  const xt = plan.transformActivations(x, S);
+  if (!q) return Float64Array.from(xt);
+  const e = actQuantResidual(plan.transformActivations(xq, S), S, K, q);
+  return Float64Array.from(xt, (v, i) => v + e[i]);
+}
+
 /**
  * The whole layer's relative output error under each of `plans`, both quantizers on:
- * ‖Q_a(X·T)·Ŵ'ᵀ − X·Wᵀ‖_F / ‖X·Wᵀ + b‖_F with Ŵ' = `weightQuant`(W') the plan's transformed
- * weight through the weight quantizer (quantize → dequantize); without `q` (a weight-only
- * layer) Q_a is the identity. The reference X·Wᵀ is computed once for all the plans. NaN
- * without sample rows.
+ * ‖(Q_a(x̃·T) + (x − x̃)·T)·Ŵ'ᵀ − x·Wᵀ‖_F / ‖x·Wᵀ + b‖_F with Ŵ' = `weightQuant`(W') the
+ * plan's transformed weight through the weight quantizer (quantize → dequantize); without
+ * `q` (a weight-only layer) Q_a is the identity. The reference x·Wᵀ is computed once for
+ * all the plans. NaN without sample rows.
  */
 export function layerErrors(
   plans: readonly LayerRotation[],
@@ -72,13 +101,12 @@ export function layerErrors(
   const S = Math.min(o.maxRows ?? ERROR_ROWS, s.sampleRows);
   if (S <= 0) return plans.map(() => NaN);
   const K = s.cols;
-  const x = s.sample.subarray(0, S * K);
+  const { x, xq } = errorRows(s, S);
   const ref = matmulT(x, S, w);
   const t = norm2(ref, w.rows, o.bias);
   return plans.map((plan) => {
     const wt = plan.transformWeight(w);
-    const xt = plan.transformActivations(x, S);
-    const yq = matmulT(q ? actFakeQuant(xt, S, K, q) : xt, S, { ...wt, data: weightQuant(wt) });
+    const yq = matmulT(quantizedInput(plan, x, xq, S, K, q), S, { ...wt, data: weightQuant(wt) });
     let e = 0;
     for (const [i, v] of yq.entries()) e += (v - ref[i]) ** 2;
     return Math.sqrt(e / t);
@@ -113,8 +141,9 @@ export interface RotationErrors {
 }
 
 /**
- * The errors of one plan on the layer's statistics `s` (as the plan was made on them:
- * centred when the plan centres) and its weight `w` (before the plan's transform).
+ * The activation quantizer's errors (weights exact) of one plan on the layer's statistics
+ * `s` (as the plan was made on them: centred when the plan centres) and its weight `w`
+ * (before the plan's transform).
  */
 export function rotationErrors(
   plan: LayerRotation,
@@ -126,10 +155,10 @@ export function rotationErrors(
   const S = Math.min(o.maxRows ?? ERROR_ROWS, s.sampleRows);
   if (S <= 0) return { before: NaN, after: NaN, rows: 0 };
   const K = s.cols;
-  const x = s.sample.subarray(0, S * K);
+  const { x, xq } = errorRows(s, S);
   const denom = Math.sqrt(projectedNorm2(x, S, w, o.bias));
-  const e0 = actQuantResidual(x, S, K, q);
-  const e1 = actQuantResidual(plan.transformActivations(x, S), S, K, q);
+  const e0 = actQuantResidual(xq, S, K, q);
+  const e1 = actQuantResidual(plan.transformActivations(xq, S), S, K, q);
   return {
     before: Math.sqrt(projectedNorm2(e0, S, w)) / denom,
     after: Math.sqrt(projectedNorm2(e1, S, plan.transformWeight(w))) / denom,

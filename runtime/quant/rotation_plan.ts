@@ -163,10 +163,11 @@ export interface RotationReportRow {
   asym: boolean;
   /**
    * Relative output error of the activation quantizer alone (weights exact):
-   * ‖(Q(X) − X)·Wᵀ‖_F / ‖X·Wᵀ + b‖_F on the calibration sample rows (b when given).
+   * ‖(Q(X̃) − X̃)·Wᵀ‖_F / ‖X·Wᵀ + b‖_F on the calibration sample rows (b when given), X̃ the
+   * rows as the quantizer sees them (runtime/quant/rotation_error.ts).
    */
   errBefore: number;
-  /** The same with the plan: ‖(Q(X·T) − X·T)·W'ᵀ‖_F / ‖X·Wᵀ + b‖_F. */
+  /** The same with the plan: ‖(Q(X̃·T) − X̃·T)·W'ᵀ‖_F / ‖X·Wᵀ + b‖_F. */
   errAfter: number;
   /** Sample rows the errors were measured on. */
   rows: number;
@@ -194,7 +195,7 @@ export interface RotationReportOptions {
   /**
    * The plan centres inputs (quantize --center): the statistics are taken centred, as the
    * plans were made on them (runtime/quant/centred_stats.ts: the run-wide midpoint stands in
-   * for each sample's centre).
+   * for each sample's centre where the statistics lack the quantizer's own input rows).
    */
   center?: boolean;
   /** Sample rows per layer; default ERROR_ROWS (256). */
