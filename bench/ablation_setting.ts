@@ -50,7 +50,7 @@ export interface AblationSetting {
   /** ARS threshold τ of the adaptive rotation (quantize --tau); absent: the default 1. */
   tau?: number;
   /** "error": ARS picks each layer's branch by measured error (quantize --ars-select error). */
-  ars_select?: "error";
+  ars_select?: "error" | "act-error";
   /** Channels an activation scale (quantize --act-group); absent: one a token. */
   act_group?: number;
   /** With act_group: asymmetric groups (quantize --act-asym); absent: symmetric. */
@@ -345,14 +345,14 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     s.tau = r.tau;
   }
   if (r.ars_select !== undefined) {
-    if (r.ars_select !== "error") {
+    if (r.ars_select !== "error" && r.ars_select !== "act-error") {
       fail(
         file,
         `${field}.ars_select`,
-        `must be "error" (rms is the default), got ${JSON.stringify(r.ars_select)}`,
+        `must be "error" or "act-error" (rms is the default), got ${JSON.stringify(r.ars_select)}`,
       );
     }
-    s.ars_select = "error";
+    s.ars_select = r.ars_select;
   }
   if (r.abits_override !== undefined) {
     s.abits_override = patternList(
@@ -417,7 +417,7 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
   } else if (s.ars_select && s.rotation !== "adaptive") {
     fail(file, `${field}.ars_select`, "is the adaptive rotation's (rotation: adaptive)");
   } else if (s.ars_select && s.tau !== undefined) {
-    fail(file, `${field}.tau`, "is the rms selection's threshold, and ars_select is error");
+    fail(file, `${field}.tau`, `is the rms selection's threshold, and ars_select is ${s.ars_select}`);
   }
   if (s.attention === "dense") {
     if (s.density !== null || s.attn_bits !== null) {

@@ -2,7 +2,8 @@
  * The "adaptive" rotation (ARS, METHODS.md §2): per layer, J = ‖X‖_F/√(tokens·channels)
  * of its calibration input; J < τ → hadamard, J ≥ τ → outlier-aware (τ = 1 by default).
  * With `select: "error"` the branch (hadamard, outlier-aware or none) is instead the one with
- * the least measured error on the calibration rows. The plan's overrides (exact layer names
+ * the least measured output error on the calibration rows ("act-error": of the activation
+ * quantizer alone). The plan's overrides (exact layer names
  * or `*` patterns) force a branch.
  *
  * @module
@@ -58,7 +59,8 @@ export function planAdaptive(input: RotationLayerInput): LayerRotation {
   if (!input.stats) {
     throw new RangeError(`The adaptive rotation needs calibration statistics (${input.name})`);
   }
-  if (input.options.select === "error" && input.stats.sampleRows > 0) return planByError(input);
+  const select = input.options.select ?? "rms";
+  if (select !== "rms" && input.stats.sampleRows > 0) return planByError(input, select);
   const tau = input.options.tau ?? DEFAULT_TAU;
   const J = layerJ(input.stats);
   const r = J < tau ? planHadamard(input) : planOutlier(input);
@@ -69,12 +71,13 @@ export function planAdaptive(input: RotationLayerInput): LayerRotation {
 }
 
 /**
- * ARS by measurement (`select: "error"`): plans hadamard, outlier-aware and none, and keeps
- * the one of least output error on the layer's calibration sample rows — with the plan's
- * weight quantizer too when the options carry it — (the first of that order on a tie).
+ * ARS by measurement: plans hadamard, outlier-aware and none, and keeps the one of least
+ * output error on the layer's calibration sample rows — with the plan's weight quantizer
+ * too for "error" when the options carry it — (the first of that order on a tie).
  */
-function planByError(input: RotationLayerInput): LayerRotation {
-  const { act, weightQuant } = input.options;
+function planByError(input: RotationLayerInput, select: "error" | "act-error"): LayerRotation {
+  const act = input.options.act;
+  const weightQuant = select === "error" ? input.options.weightQuant : undefined;
   const s = input.stats!;
   const plans = [planHadamard(input), planOutlier(input), planIdentity(input)];
   const errs = weightQuant

@@ -99,6 +99,11 @@ Deno.test("adaptive, select error: the branch of least measured error among hada
     assertEquals(chosen, Math.min(...errs), `${name}: ${plan.report.reason}`);
     // It counts the weights' error: above the activations' alone.
     assert(chosen > rotationErrors(plan, input.stats, input.weight, act).after, name);
+    // "act-error" ignores the weight quantizer: the least activation error, as without it.
+    const byAct = planAdaptive({ ...input, options: { ...opts, select: "act-error" } });
+    const actErrs = candidates.map((p) => rotationErrors(p, input.stats, input.weight, act).after);
+    assertEquals(rotationErrors(byAct, input.stats, input.weight, act).after, Math.min(...actErrs));
+    assert(byAct.report.reason!.startsWith("least error (activations)"), byAct.report.reason);
     // Neither quantizer on (a weight-only layer with exact weights): (X·T)(W·R)ᵀ = X·Wᵀ.
     const [exact] = layerErrors([plan], input.stats, input.weight, undefined, (m) => m.data);
     assert(exact < 1e-5, `${name}: ${exact}`);

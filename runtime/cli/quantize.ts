@@ -103,8 +103,8 @@ function rotationKnobs(rotation: string, a: RotationArgs): RotationKnobs | undef
       "--tau, --ars-select and --rotation-override apply to --rotation adaptive",
     );
   }
-  if (tau !== undefined && select === "error") {
-    throw new UsageError("--tau is the rms selection's threshold: give it or --ars-select error");
+  if (tau !== undefined && select !== undefined && select !== "rms") {
+    throw new UsageError(`--tau is the rms selection's threshold: give it or --ars-select ${select}`);
   }
   if ((alpha !== undefined || noSmooth) && rotation === "none") {
     throw new UsageError(

@@ -15,10 +15,13 @@ export const QUANTIZE_USAGE =
   --rotation R            none (default), hadamard, outlier, adaptive
   --tau F                 adaptive: the ARS threshold on the input RMS J (J < τ → hadamard,
                           else outlier; default 1)
-  --ars-select S          adaptive: how a layer's branch is chosen: rms (default: J against τ)
-                          or error (of hadamard, outlier and none, the least output error of
+  --ars-select S          adaptive: how a layer's branch is chosen: rms (default: J against τ),
+                          error (of hadamard, outlier and none, the least output error of
                           the layer, weights rounded plainly and activations quantized, on
-                          its calibration rows; each layer is quantized three times over)
+                          its calibration rows; each layer is quantized three times over),
+                          or act-error (the same by the activation quantizer's error alone,
+                          weights exact: for --gptq and --low-rank plans, whose weight error
+                          plain rounding overstates)
   --rotation-override L   adaptive: comma-separated PATTERN=BRANCH (* wildcard; BRANCH hadamard,
                           outlier or none) forcing a layer's branch, e.g.
                           "transformer_blocks.*.ff.net.2=outlier"

@@ -452,10 +452,10 @@ export function loadLayerRotation(
 export type RotationChoice = "none" | "hadamard" | "outlier" | "adaptive";
 
 /** How the adaptive rotation picks a layer's branch (RotationPlanOptions.select). */
-export type ArsSelect = "rms" | "error";
+export type ArsSelect = "rms" | "error" | "act-error";
 
 /** The ARS branch choices. */
-export const ARS_SELECT: readonly ArsSelect[] = ["rms", "error"];
+export const ARS_SELECT: readonly ArsSelect[] = ["rms", "error", "act-error"];
 
 /** Options of a rotation plan (see runtime/quant/rotation_plan.ts). */
 export interface RotationPlanOptions {
@@ -464,9 +464,11 @@ export interface RotationPlanOptions {
   /** ARS threshold: J < τ → hadamard, else outlier. Default 1. */
   tau?: number;
   /**
-   * ARS branch choice: "rms" (METHODS.md §2: J against τ; the default) or "error": of
+   * ARS branch choice: "rms" (METHODS.md §2: J against τ; the default), "error": of
    * hadamard, outlier-aware and none, the branch whose output error on the layer's
-   * calibration sample rows is least (runtime/quant/rotation_error.ts).
+   * calibration sample rows is least (runtime/quant/rotation_error.ts), or "act-error": the
+   * same by the activation quantizer's error alone, weights exact (for plans whose GPTQ and
+   * low-rank branch leave the weights' error small, as plain rounding does not).
    */
   select?: ArsSelect;
   /**
@@ -477,7 +479,7 @@ export interface RotationPlanOptions {
   /**
    * The weight quantizer, quantize → dequantize: with it "error" measures the whole layer's
    * output error (both quantizers; runtime/quant/rotation_error.ts's layerErrors), without it
-   * the activation quantizer's alone.
+   * the activation quantizer's alone ("act-error" never uses it).
    */
   weightQuant?: (w: HostMatrix) => Float32Array;
   /** Smoothing α; default 0.5. */

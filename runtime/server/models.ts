@@ -217,6 +217,7 @@ export function planName(
       n += `-tau${tau}`;
     }
     if (s.rotation === "adaptive" && o.select === "error") n += "-byerror";
+    if (s.rotation === "adaptive" && o.select === "act-error") n += "-byacterror";
     n += `-${s.rotation}`;
   }
   if (s.attention !== "dense") n += `-${s.attention}${s.density ?? ""}`;
