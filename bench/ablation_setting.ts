@@ -417,7 +417,11 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
   } else if (s.ars_select && s.rotation !== "adaptive") {
     fail(file, `${field}.ars_select`, "is the adaptive rotation's (rotation: adaptive)");
   } else if (s.ars_select && s.tau !== undefined) {
-    fail(file, `${field}.tau`, `is the rms selection's threshold, and ars_select is ${s.ars_select}`);
+    fail(
+      file,
+      `${field}.tau`,
+      `is the rms selection's threshold, and ars_select is ${s.ars_select}`,
+    );
   }
   if (s.attention === "dense") {
     if (s.density !== null || s.attn_bits !== null) {

@@ -104,7 +104,9 @@ function rotationKnobs(rotation: string, a: RotationArgs): RotationKnobs | undef
     );
   }
   if (tau !== undefined && select !== undefined && select !== "rms") {
-    throw new UsageError(`--tau is the rms selection's threshold: give it or --ars-select ${select}`);
+    throw new UsageError(
+      `--tau is the rms selection's threshold: give it or --ars-select ${select}`,
+    );
   }
   if ((alpha !== undefined || noSmooth) && rotation === "none") {
     throw new UsageError(

@@ -108,7 +108,7 @@ Deno.test(
 function quantInputRef(x: Float32Array, K: number, e: LinearEpilogue): Float32Array {
   const M = x.length / K;
   const d = x.slice();
-  if (e.cfgPair) for (let i = (M / 2) * K; i < M * K; i++) d[i] = x[i] - x[i - (M / 2) * K];
+  if (e.cfgPair) { for (let i = (M / 2) * K; i < M * K; i++) d[i] = x[i] - x[i - (M / 2) * K]; }
   if (e.rowsPerSample === undefined) return d;
   const R = e.rowsPerSample;
   const c = actCentresRef(d, R, K, "mean");
