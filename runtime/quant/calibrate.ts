@@ -65,7 +65,7 @@ export interface LayerStats extends ChannelStats {
   cols: number;
   /** Forward calls observed. */
   calls: number;
-  /** A sample of input rows [sampleRows, K] (consecutive tokens from calls spread over the run). */
+  /** A sample of input rows [sampleRows, K] (consecutive tokens of calls drawn over the run). */
   sample: Float32Array;
   /** Rows in `sample`. */
   sampleRows: number;
@@ -109,6 +109,11 @@ export interface CalibrationSettings {
   seed: number;
   /** Sample rows kept per layer. */
   sampleRows: number;
+  /**
+   * How the sample's calls are drawn: "reservoir", uniformly over the whole run. (Files from
+   * before it lack the field: their rows are the run's last calls'.)
+   */
+  sampling: "reservoir";
   /** Gram matrices collected, from about this many rows of each call (absent: none). */
   gramRows?: number;
   /** The sample rows were also kept as this plan's activation quantizer sees them (absent: no). */
@@ -193,9 +198,12 @@ class LayerObserver {
   /** The sample's rows as the quantizer sees them (with the context's quantInput). */
   readonly quantSample?: Tensor;
   readonly capacity: number;
-  #rowsPerCall: number;
-  #filled = 0;
-  #next = 0;
+  /** Rows a call contributes: one slot of the sample. */
+  #slot: number;
+  /** Valid rows in each slot (a call may have had fewer rows than a slot). */
+  #slotRows: Int32Array;
+  /** Calls offered to the sample so far. */
+  #offered = 0;
   #calls = 0;
   #prng: Prng;
   #rt: Runtime;
@@ -216,7 +224,8 @@ class LayerObserver {
     this.capacity = capacity;
     this.sample = createTensor(rt, [Math.max(1, capacity), cols], "f32");
     if (ctx.quantInput) this.quantSample = createTensor(rt, [Math.max(1, capacity), cols], "f32");
-    this.#rowsPerCall = rowsPerCall;
+    this.#slot = Math.max(1, Math.min(rowsPerCall, capacity));
+    this.#slotRows = new Int32Array(Math.floor(capacity / this.#slot));
     let seed = 0;
     for (let i = 0; i < name.length; i++) seed = (seed * 31 + name.charCodeAt(i)) >>> 0;
     this.#prng = new Prng(seed);
@@ -253,41 +262,54 @@ class LayerObserver {
     this.#calls++;
     const K = this.stats.cols;
     const M = x.size / K;
-    const r = Math.min(M, this.#rowsPerCall, this.capacity);
-    if (r < 1 || x.dtype !== "f32") return;
-    // r consecutive rows at a random start, into the ring buffer (later calls overwrite).
+    const slots = this.#slotRows.length;
+    const r = Math.min(M, this.#slot);
+    if (slots < 1 || r < 1 || x.dtype !== "f32") return;
+    // A uniform reservoir of calls (Algorithm R): every call of the run is equally likely
+    // to be in the sample, whatever the run's length; r consecutive rows at a random start.
+    const c = this.#offered++;
+    const slot = c < slots ? c : Math.floor(this.#prng.uniform() * (c + 1));
+    if (slot >= slots) return;
     const start = Math.floor(this.#prng.uniform() * (M - r + 1));
+    const [from, to, bytes] = [start * K * 4, slot * this.#slot * K * 4, r * K * 4];
+    rec.copy(x, this.sample, bytes, from, to);
     const spec = this.#ctx.quantInput;
-    const q = spec && quantizerInput(rec, x, e, spec);
-    let done = 0;
-    while (done < r) {
-      const n = Math.min(r - done, this.capacity - this.#next);
-      rec.copy(x, this.sample, n * K * 4, (start + done) * K * 4, this.#next * K * 4);
-      if (this.quantSample) {
-        rec.copy(q ?? x, this.quantSample, n * K * 4, (start + done) * K * 4, this.#next * K * 4);
-      }
-      done += n;
-      this.#next = (this.#next + n) % this.capacity;
-      this.#filled = Math.min(this.capacity, this.#filled + n);
+    if (this.quantSample) {
+      const q = spec && quantizerInput(rec, x, e, spec);
+      rec.copy(q ?? x, this.quantSample, bytes, from, to);
+      q?.release(); // the pool hands it out again only to work recorded after the copy
     }
-    q?.release(); // the pool hands it out again only to work recorded after the copies
+    this.#slotRows[slot] = r;
   }
 
   async read(rt: Runtime): Promise<LayerStats> {
     const s = await this.stats.read(rt);
-    const all = await readTensor(rt, this.sample);
-    const rows = this.#filled * this.stats.cols;
-    const qs = this.quantSample && (await readTensor(rt, this.quantSample)).slice(0, rows);
+    const rows = (t: Tensor) => this.#gather(t, rt);
+    const sample = await rows(this.sample);
+    const qs = this.quantSample && await rows(this.quantSample);
     return {
       ...s,
       name: this.name,
       cols: this.stats.cols,
       calls: this.#calls,
-      sample: all.slice(0, rows),
-      sampleRows: this.#filled,
+      sample,
+      sampleRows: sample.length / this.stats.cols,
       ...(qs ? { quantSample: qs } : {}),
       ...(this.gram || this.gramFrom ? { gram: await (this.gramFrom ?? this).#readGram(rt) } : {}),
     };
+  }
+
+  /** The sample's valid rows, slot by slot. */
+  async #gather(t: Tensor, rt: Runtime): Promise<Float32Array> {
+    const all = await readTensor(rt, t);
+    const K = this.stats.cols;
+    const out = new Float32Array(this.#slotRows.reduce((a, n) => a + n, 0) * K);
+    let at = 0;
+    for (const [i, n] of this.#slotRows.entries()) {
+      out.set(all.subarray(i * this.#slot * K, (i * this.#slot + n) * K), at);
+      at += n * K;
+    }
+    return out;
   }
 
   #gramRead?: Promise<Float32Array>;
@@ -417,6 +439,7 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
     sampler: o.sampler ?? own.sampler,
     seed: o.seed ?? 0,
     sampleRows: o.sampleRows ?? 256,
+    sampling: "reservoir",
   };
   if (o.gramRows) { // absent otherwise, so earlier cache keys still match
     if (!Number.isInteger(o.gramRows) || o.gramRows < 0) {

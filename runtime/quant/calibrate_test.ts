@@ -1,6 +1,7 @@
 import { assert, assertClose, assertEquals } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
-import { createTensor, readTensor, type Tensor } from "../gpu/tensor.ts";
+import { Recorder } from "../gpu/kernel.ts";
+import { createTensor, readTensor, type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { LinearEpilogue, LinearFactory } from "../model/linear.ts";
 import { actCentresRef } from "../reference/act_center.ts";
 import { actStatsRef, type ChannelStats } from "../reference/act_stats.ts";
@@ -162,6 +163,42 @@ Deno.test(
     });
   },
 );
+
+Deno.test("the row sample draws its calls uniformly over the whole run", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const [K, M, calls, rows] = [4, 8, 400, 16];
+    const collector = new StatsCollector(rows, calls); // one row a call, 16 slots
+    const identity: LinearFactory = {
+      create: (_, src) => ({
+        name: src.name,
+        inFeatures: K,
+        outFeatures: K,
+        weightBytes: 0,
+        forward: (_rec, x) => x,
+        release: () => {},
+      }),
+    };
+    const src = { name: "l", weight: new Float32Array(K * K), bias: undefined };
+    const l = await collector.wrap(identity).create(rt, { ...src, inFeatures: K, outFeatures: K });
+    const xs: Tensor[] = [];
+    for (let c = 0; c < calls; c++) { // every value of call c's rows is c
+      const rec = new Recorder(rt);
+      const x = uploadTensor(rt, new Float32Array(M * K).fill(c), [M, K]);
+      l.forward(rec, x);
+      await rec.submit();
+      xs.push(x);
+    }
+    const s = (await collector.read(rt)).get("l")!;
+    collector.release();
+    for (const x of xs) x.release();
+    assertEquals(s.sampleRows, rows);
+    const drawn = Array.from({ length: rows }, (_, r) => s.sample[r * K]);
+    assertEquals(new Set(drawn).size, rows, `one row a call: ${drawn}`);
+    // The run's last 16 calls would all be ≥ 384; a uniform draw spans the run.
+    const early = drawn.filter((c) => c < calls / 2).length;
+    assert(early >= 3 && early <= 13, `calls drawn: ${drawn.sort((a, b) => a - b)}`);
+  });
+});
 
 Deno.test("calibrate caches by model hash and settings", gpuTest, async () => {
   const dir = await Deno.makeTempDir();

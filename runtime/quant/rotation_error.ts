@@ -23,7 +23,7 @@ export interface ActQuantSpec extends ActGrouping {
   bits: number;
 }
 
-/** Default sample rows a layer: all the calibration keeps by default (prompts spread over them). */
+/** Default sample rows a layer: all the calibration keeps by default (calls drawn over the run). */
 export const ERROR_ROWS = 256;
 
 /** Q(x) for x [S, K] with the quantizer `q`, dequantized (runtime/reference/act_quant.ts). */
