@@ -3,9 +3,11 @@
  * R = blockdiag(Q1)·P·blockdiag(Q2) built from the calibration statistics:
  *
  * 1. the calibration matrix (as DuQuant, which rotates real activation rows): the
- *    smoothed sample rows of the layer's input (up to 128, spread over the run), all
- *    divided by m (the whole-matrix objectives add a proxy row holding per channel the
- *    signed extreme over all calibration tokens, max_j or min_j, whichever is larger);
+ *    smoothed sample rows of the layer's input (up to 128, drawn over the run) as the
+ *    activation quantizer sees them (centred per sample, a CFG delta: `quantSample`, when
+ *    the calibration kept it), all divided by m (the whole-matrix objectives add a proxy
+ *    row holding per channel the signed extreme over all calibration tokens, max_j or min_j,
+ *    whichever is larger);
  * 2. greedy block rotation: up to 256 times take the entry with the largest |v| over all
  *    rows and blocks, at channel c of its block, and rotate every block by
  *    R_step = P_c·G·H/√b (P_c swaps c and 0; G a random signed permutation fixing 0; H
@@ -197,7 +199,7 @@ export const GREEDY_ROWS = 128;
 /**
  * The matrix the greedy passes rotate, smoothed (÷ m): with `proxy`, first the proxy row
  * (per channel the signed extreme over all calibration tokens), then up to `maxRows`
- * sample rows.
+ * sample rows — the quantizer's own (`quantSample`) when the statistics hold them.
  */
 export function calibrationRows(
   stats: LayerStats,
@@ -218,9 +220,10 @@ export function calibrationRows(
     }
   }
   // Spread over the sample: rows from every part of the run, not only the first calls.
+  const sample = stats.quantSample ?? stats.sample;
   for (let r = 0; r < S; r++) {
     const src = Math.floor((r * stats.sampleRows) / S);
-    for (let j = 0; j < K; j++) data[(first + r) * K + j] = stats.sample[src * K + j] / m[j];
+    for (let j = 0; j < K; j++) data[(first + r) * K + j] = sample[src * K + j] / m[j];
   }
   return { data, rows: first + S };
 }

@@ -4,6 +4,7 @@ import { Prng } from "../../runtime/io/prng.ts";
 import { statsFromRows } from "../../runtime/quant/calibrate.ts";
 import { loadLayerRotation, OutlierRotation } from "../../runtime/quant/rotation.ts";
 import {
+  calibrationRows,
   greedyRotation,
   outlierBlock,
   outlierRotationPlugin,
@@ -178,4 +179,16 @@ Deno.test("outlier: stored tensors load back; bad parts are refused", () => {
     "statistics",
   );
   assertEquals(outlierRotationPlugin.name, "outlier");
+});
+
+Deno.test("outlier: the greedy rotates the quantizer's own rows when the statistics hold them", () => {
+  const [M, K] = [8, 64];
+  const x = salientRows(M, K, 9, [5], 30);
+  const xq = salientRows(M, K, 10);
+  const s = statsFromRows("l", x, M, K);
+  const m = new Float32Array(K).fill(2);
+  const raw = calibrationRows(s, m, M, false);
+  const own = calibrationRows({ ...s, quantSample: xq }, m, M, false);
+  assertEquals(Array.from(raw.data), Array.from(x, (v) => v / 2));
+  assertEquals(Array.from(own.data), Array.from(xq, (v) => v / 2));
 });
