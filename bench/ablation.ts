@@ -231,12 +231,13 @@ async function pipelineFor(
   };
 }
 
-/** The row's rotation options (quantize --alpha, --no-smooth, --tau, --ars-select); none when all default. */
+/** The row's rotation options (quantize --alpha, --no-smooth, --tau, --ars-select, --rotation-seed); none when all default. */
 function rotationKnobs(s: AblationSetting): Pick<QuantizeOptions, "rotationOptions"> {
   const o = {
     ...(s.alpha !== undefined ? { alpha: s.alpha } : {}),
     ...(s.smooth === false ? { smooth: false } : {}),
     ...(s.tau !== undefined ? { tau: s.tau } : {}),
+    ...(s.rotation_seed !== undefined ? { seed: s.rotation_seed } : {}),
     ...(s.ars_select ? { select: s.ars_select } : {}),
   };
   return Object.keys(o).length ? { rotationOptions: o } : {};

@@ -47,6 +47,8 @@ export interface AblationSetting {
   alpha?: number;
   /** false: rotate without smoothing (quantize --no-smooth); absent: smoothed. */
   smooth?: false;
+  /** Seed of the rotation's random signs and permutations (quantize --rotation-seed); absent: 0. */
+  rotation_seed?: number;
   /** ARS threshold τ of the adaptive rotation (quantize --tau); absent: the default 1. */
   tau?: number;
   /** "error": ARS picks each layer's branch by measured error (quantize --ars-select error). */
@@ -99,6 +101,7 @@ export function settingKey(s: AblationSetting): string {
     (s.alpha !== undefined ? `|alpha-${s.alpha}` : "") +
     (s.smooth === false ? "|nosmooth" : "") +
     (s.tau !== undefined ? `|tau-${s.tau}` : "") +
+    (s.rotation_seed !== undefined ? `|rseed-${s.rotation_seed}` : "") +
     (s.ars_select ? `|ars-${s.ars_select}` : "") +
     (s.act_group ? `|actgroup-${s.act_group}` : "") +
     (s.act_asym ? "-asym" : "") +
@@ -130,6 +133,7 @@ export function settingLabel(s: AblationSetting): string {
   if (s.alpha !== undefined) parts[0] += ` α ${s.alpha}`;
   if (s.smooth === false) parts[0] += " unsmoothed";
   if (s.tau !== undefined) parts[0] += ` τ ${s.tau}`;
+  if (s.rotation_seed !== undefined) parts[0] += ` rotation seed ${s.rotation_seed}`;
   if (s.ars_select) parts[0] += ` ARS by ${s.ars_select}`;
   if (s.act_group) parts[0] += ` act groups ${s.act_group}${s.act_asym ? " asym" : ""}`;
   if (s.cfg_delta) parts[0] += " CFG delta";
@@ -159,6 +163,7 @@ const EXTRA_KEYS: string[] = [
   "alpha",
   "smooth",
   "tau",
+  "rotation_seed",
   "ars_select",
   "act_group",
   "act_asym",
@@ -338,6 +343,13 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     }
     s.smooth = false;
   }
+  if (r.rotation_seed !== undefined) {
+    const v = r.rotation_seed;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+      fail(file, `${field}.rotation_seed`, `must be an integer ≥ 0, got ${JSON.stringify(v)}`);
+    }
+    s.rotation_seed = v;
+  }
   if (r.tau !== undefined) {
     if (typeof r.tau !== "number" || !(r.tau > 0) || !Number.isFinite(r.tau)) {
       fail(file, `${field}.tau`, `must be a positive number, got ${JSON.stringify(r.tau)}`);
@@ -385,13 +397,13 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     if (
       s.wbits !== null || s.abits !== null || s.rotation !== "none" || s.gptq ||
       s.abits_override || s.center || s.alpha !== undefined || s.act_group || s.cfg_delta ||
-      s.low_rank || s.low_rank_override
+      s.low_rank || s.low_rank_override || s.rotation_seed !== undefined
     ) {
       fail(
         file,
         field,
         "fp32 takes no wbits, abits, rotation, gptq, abits_override, center, alpha, act_group, " +
-          "cfg_delta, low_rank or low_rank_override",
+          "cfg_delta, low_rank, low_rank_override or rotation_seed",
       );
     }
   } else if (s.tlq_fit && s.quantizer !== "tlq") {
@@ -412,6 +424,8 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     fail(file, `${field}.smooth`, "needs a rotation (it is the rotations' smoothing)");
   } else if (s.smooth === false && s.alpha !== undefined) {
     fail(file, `${field}.alpha`, "is the smoothing's, and smooth is false");
+  } else if (s.rotation_seed !== undefined && s.rotation === "none") {
+    fail(file, `${field}.rotation_seed`, "needs a rotation (it seeds the rotations' signs)");
   } else if (s.tau !== undefined && s.rotation !== "adaptive") {
     fail(file, `${field}.tau`, "is the adaptive rotation's threshold (rotation: adaptive)");
   } else if (s.ars_select && s.rotation !== "adaptive") {

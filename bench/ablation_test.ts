@@ -196,6 +196,16 @@ Deno.test("matrix: bad fields are named", async () => {
       "rows[0].ars_select is the adaptive rotation's",
     ],
     [
+      { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, rotation_seed: 1 }] },
+      "rows[0].rotation_seed needs a rotation",
+    ],
+    [
+      {
+        rows: [{ quantizer: "tlq", wbits: 4, abits: 8, rotation: "hadamard", rotation_seed: 0.5 }],
+      },
+      "rows[0].rotation_seed must be an integer",
+    ],
+    [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, rotation: "adaptive", ars_select: "rms" }] },
       'rows[0].ars_select must be "error"',
     ],

@@ -399,9 +399,11 @@ Deno.test("server models: plan names", () => {
   assertEquals(planName(ars, { smooth: false, tau: 2 }), "w4a8-tlq-unsmoothed-tau2-adaptive");
   assertEquals(planName(ars, { alpha: 0.25 }), "w4a8-tlq-alpha0.25-adaptive");
   assertEquals(planName(ars, { select: "error" }), "w4a8-tlq-byerror-adaptive");
+  assertEquals(planName(ars, { select: "act-error" }), "w4a8-tlq-byacterror-adaptive");
   assertEquals(planName(ars, { select: "rms" }), "w4a8-tlq-adaptive");
+  assertEquals(planName(ars, { seed: 3 }), "w4a8-tlq-rseed3-adaptive");
   // Defaults, and knobs of no rotation, leave the name alone.
-  assertEquals(planName(ars, { alpha: 0.5, tau: 1 }), "w4a8-tlq-adaptive");
+  assertEquals(planName(ars, { alpha: 0.5, tau: 1, seed: 0 }), "w4a8-tlq-adaptive");
   assertEquals(planName({ ...base, density: null }, { smooth: false }), "w4a8-tlq");
 });
 

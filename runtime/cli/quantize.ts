@@ -75,16 +75,18 @@ interface RotationArgs {
   noSmooth: boolean;
   overrideList?: string;
   select?: ArsSelect;
+  seed?: number;
 }
 
 /** The rotation plan knobs (τ, ARS selection, overrides, α, smoothing), or undefined. */
 function rotationKnobs(rotation: string, a: RotationArgs): RotationKnobs | undefined {
-  const { tau, alpha, noSmooth, overrideList, select } = a;
+  const { tau, alpha, noSmooth, overrideList, select, seed } = a;
   const knobs: RotationKnobs = {};
   if (tau !== undefined) knobs.tau = tau;
   if (select !== undefined) knobs.select = select;
   if (alpha !== undefined) knobs.alpha = alpha;
   if (noSmooth) knobs.smooth = false;
+  if (seed !== undefined) knobs.seed = seed;
   if (overrideList !== undefined) {
     knobs.overrides = {};
     for (const item of overrideList.split(",").map((x) => x.trim()).filter(Boolean)) {
@@ -108,9 +110,9 @@ function rotationKnobs(rotation: string, a: RotationArgs): RotationKnobs | undef
       `--tau is the rms selection's threshold: give it or --ars-select ${select}`,
     );
   }
-  if ((alpha !== undefined || noSmooth) && rotation === "none") {
+  if ((alpha !== undefined || noSmooth || seed !== undefined) && rotation === "none") {
     throw new UsageError(
-      "--alpha and --no-smooth apply to a rotation (hadamard, outlier, adaptive)",
+      "--alpha, --no-smooth and --rotation-seed apply to a rotation (hadamard, outlier, adaptive)",
     );
   }
   if (alpha !== undefined && noSmooth) {
@@ -132,6 +134,7 @@ export async function quantize(args: string[]): Promise<number> {
     "ars-select": { type: "string" },
     alpha: { type: "string" },
     "no-smooth": { type: "boolean" },
+    "rotation-seed": { type: "string" },
     attention: { type: "string" },
     density: { type: "string" },
     "attn-bits": { type: "string" },
@@ -227,6 +230,7 @@ export async function quantize(args: string[]): Promise<number> {
     noSmooth: v["no-smooth"] ?? false,
     overrideList: v["rotation-override"],
     select: o.optionalChoice("ars-select", ARS_SELECT),
+    seed: o.optionalNumber("rotation-seed", { min: 0, integer: true }),
   });
   await checkWritable(out, v.force ?? false, "--out");
   for (const k of ["calib-prompts", "calib-file"] as const) {

@@ -261,6 +261,8 @@ Deno.test("quantize: --tau, --rotation-override, --alpha and --no-smooth reach t
     [["--rotation", "hadamard", "--ars-select", "error"], "apply to --rotation adaptive"],
     [["--rotation", "adaptive", "--ars-select", "best"], "--ars-select"],
     [["--rotation", "adaptive", "--ars-select", "error", "--tau", "2"], "--tau is the rms"],
+    [["--rotation-seed", "3"], "apply to a rotation"],
+    [["--rotation", "hadamard", "--rotation-seed", "-1"], "--rotation-seed"],
   ];
   for (const [extra, msg] of misuse) {
     const r = await cli("quantize", ...base, ...extra, "--out", "/tmp/never.safetensors");
@@ -274,7 +276,7 @@ Deno.test("quantize: --tau, --rotation-override, --alpha and --no-smooth reach t
     const r = await cli(
       "quantize",
       ...base,
-      ...["--rotation", "adaptive", "--tau", "1000", "--alpha", "0.25"],
+      ...["--rotation", "adaptive", "--tau", "1000", "--alpha", "0.25", "--rotation-seed", "7"],
       ...["--rotation-override", "transformer_blocks.0.*=outlier"],
       ...["--calib-prompts", "1", "--calib-steps", "1", "--out", out],
     );
@@ -286,6 +288,7 @@ Deno.test("quantize: --tau, --rotation-override, --alpha and --no-smooth reach t
     assertEquals(plan.calibration.rotationOptions, {
       tau: 1000,
       alpha: 0.25,
+      seed: 7,
       overrides: { "transformer_blocks.0.*": "outlier" },
     });
     const layers = Object.entries(plan.layers) as [

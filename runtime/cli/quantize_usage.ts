@@ -27,6 +27,8 @@ export const QUANTIZE_USAGE =
                           "transformer_blocks.*.ff.net.2=outlier"
   --alpha F               rotations: SmoothQuant α in [0, 1] (default 0.5)
   --no-smooth             rotations: rotate without smoothing first
+  --rotation-seed N       rotations: seed of the random signs and permutations (default 0;
+                          another seed is another, equally valid, plan)
   --attention A           dense (default) or paro
   --density F             paro: kept block density (0.5, 0.3, 0.2)
   --attn-bits B           paro: 8 or 4

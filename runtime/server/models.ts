@@ -190,7 +190,13 @@ export function planName(
         | "lowRankFit"
       >
     >,
-  rotationOptions?: { alpha?: unknown; smooth?: unknown; tau?: unknown; select?: unknown },
+  rotationOptions?: {
+    alpha?: unknown;
+    smooth?: unknown;
+    tau?: unknown;
+    select?: unknown;
+    seed?: unknown;
+  },
 ): string {
   let n = `w${s.wbits}a${s.abits}-${s.quantizer}`;
   if (s.groupSize) n += `-wg${s.groupSize}`; // weights in groups, not per row
@@ -218,6 +224,7 @@ export function planName(
     }
     if (s.rotation === "adaptive" && o.select === "error") n += "-byerror";
     if (s.rotation === "adaptive" && o.select === "act-error") n += "-byacterror";
+    if (typeof o.seed === "number" && o.seed !== 0) n += `-rseed${o.seed}`;
     n += `-${s.rotation}`;
   }
   if (s.attention !== "dense") n += `-${s.attention}${s.density ?? ""}`;
