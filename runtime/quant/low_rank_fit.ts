@@ -16,6 +16,7 @@ import {
   type LowRankSplit,
   refitLowRank,
 } from "./low_rank.ts";
+import type { HessianFitter } from "./low_rank_pool.ts";
 import { fpReason, layerLowRank, type LowRankFit, type QuantSettings } from "./plan.ts";
 import { weightSqnr } from "./report.ts";
 import type { LayerRotation } from "./rotation.ts";
@@ -84,7 +85,15 @@ export interface BranchFitInput {
   dequantize: (q: QuantizedWeight) => Float32Array;
   /** Quantizes a rest (the plugin's codes, then GPTQ's). */
   quantizeRest: (rest: HostMatrix) => Promise<Quantized>;
+  /** "hessian": where H's factor and the branch are computed; default the calling thread. */
+  fitter?: HessianFitter;
 }
+
+/** The hessian fit's steps on the calling thread. */
+const LOCAL_FITTER: HessianFitter = {
+  factor: (h, K, damp) => Promise.resolve().then(() => hessianFactor(h, K, damp)),
+  branch: (d, c, rank) => Promise.resolve().then(() => hessianBranch(d, c, rank)),
+};
 
 /** The quantized layer: codes, their dequantized values, weight SQNR, and the branch. */
 export interface BranchFitResult {
@@ -111,11 +120,12 @@ export async function quantizeWithBranch(o: BranchFitInput): Promise<BranchFitRe
   if (split && o.fit === "hessian") { // alternate: branch, rest, branch…
     if (!o.h) throw new RangeError("the hessian low-rank fit needs the layer's Gram matrix");
     const R = split.b.length / N;
-    const c = hessianFactor(o.h, K, o.damp); // the same norm every round
+    const fitter = o.fitter ?? LOCAL_FITTER;
+    const c = await fitter.factor(o.h, K, o.damp); // the same norm every round
     for (let round = 0;; round++) {
       const deq = o.dequantize(r.q);
       const d = { data: wt.data.map((v, i) => v - deq[i]), rows: N, cols: K };
-      b = hessianBranch(d, c, R);
+      b = await fitter.branch(d, c, R);
       if (round === LOW_RANK_ROUNDS) break;
       rest = branchResidual(wt, b, d);
       const next = await o.quantizeRest(rest);

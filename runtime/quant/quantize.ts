@@ -59,6 +59,7 @@ import {
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
 import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
 import { CalibratePool } from "./calibrate_pool.ts";
+import { LowRankPool } from "./low_rank_pool.ts";
 import { artifactMetadata, copyStoredTensors, readText } from "./artifact_write.ts";
 import { resolveSettings } from "./settings.ts";
 import { centredStats } from "./centred_stats.ts";
@@ -87,8 +88,8 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
    */
   onLayerDone?: (done: number, total: number) => void;
   /**
-   * Host workers for the quantizer's own search (runtime/quant/calibrate_pool.ts) and GPTQ;
-   * default WEBDIT_QUANT_WORKERS, else every core (≤ 1: this thread).
+   * Host workers for the quantizer's own search (runtime/quant/calibrate_pool.ts), GPTQ and
+   * the hessian low-rank fit; default WEBDIT_QUANT_WORKERS, else every core (≤ 1: this thread).
    */
   workers?: number;
   /**
@@ -267,6 +268,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     : undefined;
   let gptqGpuLayers = 0;
   const calib = new CalibratePool(o.workers);
+  const fitter = settings.lowRankFit === "hessian" ? new LowRankPool(o.workers) : undefined;
   const pending: Promise<void>[] = [];
   const t0 = performance.now();
   try {
@@ -399,6 +401,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           rotation: rotations.get(name),
           dequantize: (q) => plugin.dequantize(q),
           quantizeRest,
+          fitter,
         });
         if (branch) {
           layerOut[lowRankName(name, "a")] = { dtype: "F32", shape: [R, K], data: branch.a };
@@ -466,6 +469,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
     src.close();
     calib.close();
     pool?.close();
+    fitter?.close();
     ownGptqRt?.destroy();
   }
   const ms = performance.now() - t0;
