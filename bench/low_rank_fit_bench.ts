@@ -7,7 +7,8 @@
  * (eᵀ·H·e summed) than the top-32 SVD branch of the same W − Ê. Writes
  * `bench/results/host/<date>_low_rank_fit.{json,md}` with `--write`, with the model's
  * one-core total extrapolated from the shapes (28 blocks of 8 × 1152×1152, 4608×1152 and
- * 1152×4608).
+ * 1152×4608), and one block's eight 1152×1152 fits run together on this thread and then on
+ * the quantize workers (runtime/quant/low_rank_pool.ts), same results, in the same run.
  *
  *     deno run -A bench/low_rank_fit_bench.ts [--write] [--quick]
  *
@@ -25,14 +26,16 @@ import {
   lowRankSplit,
 } from "../runtime/quant/low_rank.ts";
 import { LOW_RANK_ROUNDS } from "../runtime/quant/low_rank_fit.ts";
+import { type HessianFitter, LowRankPool } from "../runtime/quant/low_rank_pool.ts";
+import { defaultQuantWorkers } from "../runtime/quant/gptq_pool.ts";
 import type { BenchResult } from "./results_file.ts";
 import { gitCommit, resultsHeader, secondsRow, writeResults } from "./results_file.ts";
 
 const RANK = 32;
 
 /** W [N, K] random, D = W − Ê with Ê the plain W4 rounding of its SVD split's rest, and H. */
-function syntheticLayer(N: number, K: number) {
-  const g = new Prng(N * 5 + K);
+function syntheticLayer(N: number, K: number, seed = 0) {
+  const g = new Prng(N * 5 + K + seed);
   const w: HostMatrix = { data: g.normals(N * K).map((v) => v / Math.sqrt(K)), rows: N, cols: K };
   const rest = lowRankSplit(w, w, RANK).residual;
   const deq = uniformQuantizer.dequantize(uniformQuantizer.calibrate(rest, { bits: 4 }));
@@ -89,6 +92,21 @@ function timeShape(N: number, K: number): { factorS: number; branchS: number; ga
   return { factorS, branchS, gain: 10 * Math.log10(svd / hess) };
 }
 
+/** `layers` fits (factor, then a branch each round) started together on `fitter`: wall s, Bs. */
+async function timeLayers(
+  layers: ReturnType<typeof syntheticLayer>[],
+  fitter: HessianFitter,
+): Promise<{ s: number; bs: Float32Array[] }> {
+  const t0 = performance.now();
+  const bs = await Promise.all(layers.map(async ({ d, h }) => {
+    const c = await fitter.factor(h, d.cols);
+    let b: Float32Array = new Float32Array();
+    for (let r = 0; r <= LOW_RANK_ROUNDS; r++) b = await fitter.branch(d, c, RANK);
+    return b;
+  }));
+  return { s: (performance.now() - t0) / 1000, bs };
+}
+
 if (import.meta.main) {
   const { values: v } = parseArgs({
     args: Deno.args,
@@ -121,12 +139,31 @@ if (import.meta.main) {
     value: Number((est / 60).toFixed(1)),
     unit: "min",
   });
+  // One block's eight square layers together: this thread, then the workers.
+  const n = 1152 / q;
+  const block = Array.from({ length: 8 }, (_, i) => syntheticLayer(n, n, i + 1));
+  const workers = defaultQuantWorkers();
+  const here = await timeLayers(block, new LowRankPool(1));
+  const pool = new LowRankPool(workers, 0);
+  const there = await timeLayers(block, pool).finally(() => pool.close());
+  if (here.bs.some((b, i) => b.some((x, j) => x !== there.bs[i][j]))) {
+    throw new Error("the workers' branches differ from this thread's");
+  }
+  const same = "8 layers' factor + 3 rounds' branches, started together; one run";
+  console.log(
+    `8 × ${n}×${n} together: this thread ${here.s.toFixed(1)} s, ` +
+      `${workers} workers ${there.s.toFixed(1)} s (same branches)`,
+  );
+  results.push(secondsRow(`hessian_fit_8x${n}x${n}_this_thread`, here.s, same));
+  results.push(
+    secondsRow(`hessian_fit_8x${n}x${n}_workers${workers}`, there.s, `${same}; same branches`),
+  );
   if (v.write && !v.quick) {
     const cpu = `${cpus()[0]?.model ?? "unknown"}, ${cpus().length} cores`;
     const command = "deno run -A bench/low_rank_fit_bench.ts --write";
     const file = {
       ...resultsHeader(`host CPU (${cpu})`, await gitCommit(), command),
-      adapter: "none (host CPU, one thread)",
+      adapter: "none (host CPU: one thread, and the quantize workers where named)",
       results,
     };
     const out = await writeResults("host", "low_rank_fit", file);
