@@ -6,7 +6,8 @@
  * the quantizer does not see (a centre, u) goes through the weights in float — so its error
  * against x·Wᵀ is (Q(x̃·T) − x̃·T)·Ŵ'ᵀ + x·(T·Ŵ'ᵀ − Wᵀ), relative to ‖x·Wᵀ + b‖_F.
  * {@linkcode rotationErrors} keeps the weights exact (the activation quantizer's share,
- * behind `quantize --report`'s rotation table); {@linkcode layerErrors} adds the weight
+ * behind `quantize --report`'s rotation table and `--ars-select act-error`);
+ * {@linkcode layerErrors} adds the weight
  * quantizer (the adaptive rotation's error-based branch choice, `--ars-select error`).
  *
  * @module
