@@ -2,7 +2,8 @@
  * TLQ's edge over uniform at W3, layer by layer, under #6's W3A8 plan (GPTQ, centred,
  * adaptive rotation), with and without the rank-32 branch (hessian fit): each quantized
  * layer's weight SQNR (codes + branch against W') and output SQNR on the calibration inputs
- * (plain rounding, and GPTQ's codes), from quantize's own per-layer report. The image-level
+ * (plain rounding, and GPTQ's codes; with a branch, of the rest the codes quantize, as
+ * quantize's per-layer report gives it), from that report. The image-level
  * criterion (TLQ ≥ uniform + 2 dB PSNR) has to come from edges like these; this shows how large
  * they are on a model. Host and GPU as quantize uses them (GPTQ on the GPU where there is one).
  *
@@ -63,24 +64,24 @@ if (import.meta.main) {
       const [t, u] = [per.tlq, per.uniform];
       const plan = `W3A8 GPTQ centred adaptive${rank ? `, R ${rank} hessian` : ", no branch"}`;
       const tag = rank ? `r${rank}` : "r0";
-      const figures: [string, (l: LayerReport) => number | null | undefined][] = [
-        ["weight", (l) => l.sqnrDb],
-        ["out_round", (l) => l.outSqnrRtnDb],
-        ["out_gptq", (l) => l.outSqnrDb],
+      const rest = rank ? ", of the rest" : "";
+      const figures: [string, (l: LayerReport) => number | null | undefined, string][] = [
+        ["weight", (l) => l.sqnrDb, "codes + branch against W'"],
+        ["out_round", (l) => l.outSqnrRtnDb, `output, plain rounding${rest}`],
+        ["out_gptq", (l) => l.outSqnrDb, `output, GPTQ${rest}`],
       ];
-      for (const [what, f] of figures) {
+      for (const [what, f, of] of figures) {
         const edges = t.map((l, i) => (f(l) ?? NaN) - (f(u[i]) ?? NaN));
         const wins = edges.filter((e) => e > 0).length;
         const [mt, mu] = [mean(t, f), mean(u, f)];
-        results.push(
-          dbRow(`w3_${tag}_${what}_sqnr_tlq`, mt, `${plan}; mean over ${t.length} layers`),
-        );
-        results.push(dbRow(`w3_${tag}_${what}_sqnr_uniform`, mu, plan));
+        const where = `${plan}; ${of}; mean over ${t.length} layers`;
+        results.push(dbRow(`w3_${tag}_${what}_sqnr_tlq`, mt, where));
+        results.push(dbRow(`w3_${tag}_${what}_sqnr_uniform`, mu, where));
         results.push(
           dbRow(
             `w3_${tag}_${what}_sqnr_tlq_edge`,
             mt - mu,
-            `${plan}; TLQ ahead on ${wins}/${edges.length} layers, largest ${
+            `${plan}; ${of}; TLQ ahead on ${wins}/${edges.length} layers, largest ${
               Math.max(...edges).toFixed(2)
             } dB`,
           ),
