@@ -3,8 +3,7 @@
  * of its calibration input; J < τ → hadamard, J ≥ τ → outlier-aware (τ = 1 by default).
  * With `select: "error"` the branch (hadamard, outlier-aware or none) is instead the one with
  * the least measured output error on the calibration rows ("act-error": of the activation
- * quantizer alone). The plan's overrides (exact layer names
- * or `*` patterns) force a branch.
+ * quantizer alone). The plan's overrides (exact layer names or `*` patterns) force a branch.
  *
  * @module
  */

@@ -78,7 +78,7 @@ interface RotationArgs {
   seed?: number;
 }
 
-/** The rotation plan knobs (τ, ARS selection, overrides, α, smoothing), or undefined. */
+/** The rotation plan knobs (τ, ARS selection, overrides, α, smoothing, seed), or undefined. */
 function rotationKnobs(rotation: string, a: RotationArgs): RotationKnobs | undefined {
   const { tau, alpha, noSmooth, overrideList, select, seed } = a;
   const knobs: RotationKnobs = {};
