@@ -230,8 +230,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         guidance: o.calibration?.guidance,
         cacheDir: o.calibration?.cacheDir,
         gramRows: settings.gptq ? GPTQ_GRAM_ROWS : undefined,
-        // The errors the rotation measures (ARS by error, --report) are of what it quantizes.
-        quantInput: { center: settings.center, cfgDelta: settings.cfgDelta },
+        // A rotation plans and measures (ARS by error, --report) on what it quantizes.
+        quantInput: rotPlugin
+          ? { center: settings.center, cfgDelta: settings.cfgDelta }
+          : undefined,
         onProgress: o.onCalibration,
       });
     } catch (e) {
