@@ -9,14 +9,8 @@
  */
 import type { HostMatrix, QuantizedWeight } from "../../plugins/types.ts";
 import type { GptqResult } from "./gptq_pool.ts";
-import {
-  branchResidual,
-  hessianBranch,
-  hessianFactor,
-  type LowRankSplit,
-  refitLowRank,
-} from "./low_rank.ts";
-import type { HessianFitter } from "./low_rank_pool.ts";
+import { branchResidual, type LowRankSplit, refitLowRank } from "./low_rank.ts";
+import { type HessianFitter, LOCAL_FITTER } from "./low_rank_pool.ts";
 import { fpReason, layerLowRank, type LowRankFit, type QuantSettings } from "./plan.ts";
 import { weightSqnr } from "./report.ts";
 import type { LayerRotation } from "./rotation.ts";
@@ -88,12 +82,6 @@ export interface BranchFitInput {
   /** "hessian": where H's factor and the branch are computed; default the calling thread. */
   fitter?: HessianFitter;
 }
-
-/** The hessian fit's steps on the calling thread. */
-const LOCAL_FITTER: HessianFitter = {
-  factor: (h, K, damp) => Promise.resolve().then(() => hessianFactor(h, K, damp)),
-  branch: (d, c, rank) => Promise.resolve().then(() => hessianBranch(d, c, rank)),
-};
 
 /** The quantized layer: codes, their dequantized values, weight SQNR, and the branch. */
 export interface BranchFitResult {

@@ -35,6 +35,12 @@ export interface HessianFitter {
   branch(d: HostMatrix, c: Float64Array, rank: number): Promise<Float32Array>;
 }
 
+/** The fit's steps on the calling thread (a rejected promise for an error, as a worker's). */
+export const LOCAL_FITTER: HessianFitter = {
+  factor: (h, K, damp) => Promise.resolve().then(() => hessianFactor(h, K, damp)),
+  branch: (d, c, rank) => Promise.resolve().then(() => hessianBranch(d, c, rank)),
+};
+
 /** Jobs of less work than this (K³ for a factor, N·K² for a branch) run on the calling thread. */
 export const LOW_RANK_MIN_WORK = 2 ** 24;
 
@@ -62,26 +68,18 @@ export class LowRankPool implements HessianFitter {
   }
 
   factor(h: ArrayLike<number>, K: number, damp?: number): Promise<Float64Array> {
-    const job: LowRankJob = { kind: "factor", h: Float64Array.from(h), K, damp };
-    return this.#run(job, K ** 3, [job.h.buffer]).then((r) => (r as { c: Float64Array }).c);
+    if (!this.#pool || K ** 3 < this.minWork) return LOCAL_FITTER.factor(h, K, damp);
+    const h64 = Float64Array.from(h); // a copy: its buffer goes to the worker
+    return this.#pool.run({ kind: "factor", h: h64, K, damp }, [h64.buffer])
+      .then((r) => (r as { c: Float64Array }).c);
   }
 
   branch(d: HostMatrix, c: Float64Array, rank: number): Promise<Float32Array> {
     const { rows: N, cols: K } = d;
-    const job: LowRankJob = { kind: "branch", d: d.data.slice(), N, K, c: c.slice(), rank };
-    return this.#run(job, N * K * K, [job.d.buffer, job.c.buffer])
+    if (!this.#pool || N * K * K < this.minWork) return LOCAL_FITTER.branch(d, c, rank);
+    const [dc, cc] = [d.data.slice(), c.slice()]; // copies: their buffers go to the worker
+    return this.#pool.run({ kind: "branch", d: dc, N, K, c: cc, rank }, [dc.buffer, cc.buffer])
       .then((r) => (r as { b: Float32Array }).b);
-  }
-
-  #run(job: LowRankJob, work: number, transfer: ArrayBufferLike[]) {
-    if (!this.#pool || work < this.minWork) {
-      try {
-        return Promise.resolve(runLowRankJob(job));
-      } catch (e) {
-        return Promise.reject(e);
-      }
-    }
-    return this.#pool.run(job, transfer as ArrayBuffer[]);
   }
 
   /** Ends the workers. */
