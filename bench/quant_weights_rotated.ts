@@ -21,6 +21,7 @@ import { quantizeModel } from "../runtime/quant/quantize.ts";
 import {
   type BenchResult,
   deviceSlug,
+  figureRow,
   fmt,
   gitCommit,
   type ResultsFile,
@@ -62,7 +63,7 @@ export function rotatedResults(
 ): BenchResult[] {
   const rows: BenchResult[] = [];
   const row = (name: string, value: number, unit: string) =>
-    rows.push({ name: `${prefix}_${name}`, value, unit, median_ms: 0, min_ms: 0 });
+    rows.push(figureRow(`${prefix}_${name}`, value, unit));
   for (const [k, m] of Object.entries(sqnr)) {
     row(`sqnr_${k}`, [...m.values()].reduce((a, b) => a + b, 0) / m.size, "dB");
   }

@@ -50,6 +50,11 @@ export interface ResultsFile {
   extra?: Record<string, unknown>;
 }
 
+/** A row of a figure that is not a time (a quality figure: dB, a share, an error); no timing. */
+export function figureRow(name: string, value: number, unit: string, note?: string): BenchResult {
+  return { name, value, unit, median_ms: 0, min_ms: 0, ...(note !== undefined ? { note } : {}) };
+}
+
 /** A row of one timed run in seconds (a host-side job, not a kernel: no samples). */
 export function secondsRow(name: string, s: number, note: string): BenchResult {
   return {

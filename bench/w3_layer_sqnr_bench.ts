@@ -20,6 +20,7 @@ import type { LayerReport } from "../runtime/quant/report.ts";
 import {
   type BenchResult,
   deviceSlug,
+  figureRow,
   gitCommit,
   resultsHeader,
   writeResults,
@@ -31,9 +32,9 @@ function mean(layers: LayerReport[], f: (l: LayerReport) => number | null | unde
   return v.reduce((a, b) => a + b, 0) / v.length;
 }
 
-/** One dB row (no timing: these are quality figures). */
+/** One dB row, to 3 decimals. */
 function dbRow(name: string, value: number, note: string): BenchResult {
-  return { name, value: Number(value.toFixed(3)), unit: "dB", median_ms: 0, min_ms: 0, note };
+  return figureRow(name, Number(value.toFixed(3)), "dB", note);
 }
 
 if (import.meta.main) {

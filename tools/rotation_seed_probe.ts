@@ -35,6 +35,7 @@ import { readLinearWeights } from "../runtime/quant/rotation_plan.ts";
 import {
   type BenchResult,
   deviceSlug,
+  figureRow,
   gitCommit,
   resultsHeader,
   writeResults,
@@ -49,9 +50,9 @@ function rowsOf(s: LayerStats, from: number, n: number): LayerStats {
   return { ...s, sample: cut(s.sample), quantSample: cut(s.quantSample!), sampleRows: n };
 }
 
-/** A probe row (no timing: a relative error or a share). */
+/** A probe row (a relative error or a share), to 5 decimals. */
 function row(name: string, value: number, unit: string, note: string): BenchResult {
-  return { name, value: Number(value.toFixed(5)), unit, median_ms: 0, min_ms: 0, note };
+  return figureRow(name, Number(value.toFixed(5)), unit, note);
 }
 
 if (import.meta.main) {
