@@ -41,12 +41,14 @@ import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
 import { unpackCodes } from "../runtime/quant/pack.ts";
 import { deviceSlug } from "./results_file.ts";
 import type { BenchResult } from "./results_file.ts";
-import { gitCommit, resultsHeader, secondsRow, writeResults } from "./results_file.ts";
+import { gitCommit, minutesRow, resultsHeader, secondsRow, writeResults } from "./results_file.ts";
 
-/** A synthetic layer: W [N, K], its plain W4 rounding, and H (diagonal + rank 16, PD). */
-function syntheticLayer(N: number, K: number) {
-  const g = new Prng(N * 7 + K);
-  const w = { data: g.normals(N * K).map((v) => v / Math.sqrt(K)), rows: N, cols: K };
+/**
+ * A synthetic Gram matrix H [K, K] (f32): a diagonal of 1..7 plus the outer products of 16
+ * random rows drawn from `g` (positive definite), for the host benches of GPTQ and the hessian
+ * low-rank fit.
+ */
+export function syntheticGram(g: Prng, K: number): Float32Array {
   const R = 16;
   const v = g.normals(R * K);
   const h = new Float32Array(K * K);
@@ -57,6 +59,14 @@ function syntheticLayer(N: number, K: number) {
       for (let j = 0; j < K; j++) h[i * K + j] += a * v[r * K + j];
     }
   }
+  return h;
+}
+
+/** A synthetic layer: W [N, K], its plain W4 rounding, and H ({@linkcode syntheticGram}). */
+function syntheticLayer(N: number, K: number) {
+  const g = new Prng(N * 7 + K);
+  const w = { data: g.normals(N * K).map((v) => v / Math.sqrt(K)), rows: N, cols: K };
+  const h = syntheticGram(g, K);
   const q = uniformQuantizer.calibrate(w, { bits: 4 });
   return { w, q, h, grid: uniformQuantizer.grid!(q) };
 }
@@ -211,12 +221,7 @@ if (import.meta.main) {
   const results: BenchResult[] = [];
   const minutes = (name: string, s: number, note: string): BenchResult => {
     console.log(`${name}: ${(s / 60).toFixed(1)} min (${note})`);
-    return {
-      ...secondsRow(name, s / 60, note),
-      unit: "min",
-      median_ms: s * 1000,
-      min_ms: s * 1000,
-    };
+    return minutesRow(name, s, note);
   };
   const cores = cpus().length;
   let adapter = "none (host CPU, one thread)";

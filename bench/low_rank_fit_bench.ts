@@ -28,8 +28,9 @@ import {
 import { LOW_RANK_ROUNDS } from "../runtime/quant/low_rank_fit.ts";
 import { type HessianFitter, LowRankPool } from "../runtime/quant/low_rank_pool.ts";
 import { defaultQuantWorkers } from "../runtime/quant/gptq_pool.ts";
+import { syntheticGram } from "./gptq_bench.ts";
 import type { BenchResult } from "./results_file.ts";
-import { gitCommit, resultsHeader, secondsRow, writeResults } from "./results_file.ts";
+import { gitCommit, minutesRow, resultsHeader, secondsRow, writeResults } from "./results_file.ts";
 
 const RANK = 32;
 
@@ -40,16 +41,7 @@ function syntheticLayer(N: number, K: number, seed = 0) {
   const rest = lowRankSplit(w, w, RANK).residual;
   const deq = uniformQuantizer.dequantize(uniformQuantizer.calibrate(rest, { bits: 4 }));
   const d: HostMatrix = { data: w.data.map((v, i) => v - deq[i]), rows: N, cols: K };
-  const v = g.normals(16 * K);
-  const h = new Float32Array(K * K);
-  for (let i = 0; i < K; i++) h[i * K + i] = 1 + (i % 7);
-  for (let r = 0; r < 16; r++) {
-    for (let i = 0; i < K; i++) {
-      const a = v[r * K + i];
-      for (let j = 0; j < K; j++) h[i * K + j] += a * v[r * K + j];
-    }
-  }
-  return { w, d, h };
+  return { w, d, h: syntheticGram(g, K) };
 }
 
 /** Σ over `rows` of eᵀ·H·e for E = D − B·Bᵀ·D (the output error on H's inputs, sampled). */
@@ -134,11 +126,7 @@ if (import.meta.main) {
   const est = 28 * (8 * perLayer[0] + perLayer[1] + perLayer[2]);
   const note = "extrapolated: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608), one core";
   console.log(`hessian_fit_pixart_alpha_one_core_est: ${(est / 60).toFixed(1)} min (${note})`);
-  results.push({ // the figure in minutes, the times in ms as every row's
-    ...secondsRow("hessian_fit_pixart_alpha_one_core_est", est, note),
-    value: Number((est / 60).toFixed(1)),
-    unit: "min",
-  });
+  results.push(minutesRow("hessian_fit_pixart_alpha_one_core_est", est, note));
   // One block's eight square layers together: this thread, then the workers.
   const n = 1152 / q;
   const block = Array.from({ length: 8 }, (_, i) => syntheticLayer(n, n, i + 1));

@@ -67,6 +67,11 @@ export function secondsRow(name: string, s: number, note: string): BenchResult {
   };
 }
 
+/** A row of a long host-side job (an estimate) in minutes; its times in ms as every row's. */
+export function minutesRow(name: string, s: number, note: string): BenchResult {
+  return { ...secondsRow(name, s / 60, note), unit: "min", median_ms: s * 1000, min_ms: s * 1000 };
+}
+
 /**
  * The results-folder name of an adapter: "nvidia-h100" for "NVIDIA H100 80GB HBM3",
  * "cpu-lavapipe" for a fallback llvmpipe/lavapipe adapter, else a slug of the description.
