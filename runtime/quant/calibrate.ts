@@ -369,7 +369,8 @@ export class StatsCollector {
    * A collector with no layers observed yet.
    *
    * @param sampleRows rows kept per layer
-   * @param expectedCalls forward calls expected per layer (prompts × steps): rows a sampled call gives (sampleRows / calls, at least 1)
+   * @param expectedCalls forward calls expected per layer (prompts × steps): a sampled call
+   *   gives sampleRows / expectedCalls rows (at least 1)
    * @param gramRows > 0: also accumulate each layer's Gram matrix Σ xᵀx over about this many rows a call
    * @param quantInput also keep the sample rows as a plan formed this way quantizes them
    */
