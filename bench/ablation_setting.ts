@@ -255,8 +255,8 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     if (typeof g !== "number" || !Number.isInteger(g) || g < 16 || g % 16 !== 0) {
       fail(file, `${field}.group_size`, `must be a multiple of 16, got ${JSON.stringify(g)}`);
     }
-    if (r.quantizer !== "uniform" && r.quantizer !== "tlq") {
-      fail(file, `${field}.group_size`, "is uniform's and tlq's");
+    if (!["uniform", "tlq", "kmeans"].includes(String(r.quantizer))) {
+      fail(file, `${field}.group_size`, "is uniform's, tlq's and kmeans'");
     }
     s.group_size = g;
   }

@@ -24,7 +24,7 @@ export interface HostMatrix {
 
 /** A quantized weight: packed codes plus named per-row (or per-group) parameters. */
 export interface QuantizedWeight {
-  /** Quantizer name ("uniform", "tlq"). */
+  /** Quantizer name ("uniform", "tlq", "kmeans"). */
   quantizer: string;
   /** Bits per weight. */
   bits: number;

@@ -5,11 +5,13 @@
  * @module
  */
 import type { QuantizerPlugin } from "../types.ts";
+import { kmeansQuantizer } from "./kmeans.ts";
 import { tlqQuantizer } from "./tlq.ts";
 import { uniformQuantizer } from "./uniform.ts";
 
-/** uniform and tlq, by plugin name. */
+/** uniform, tlq and kmeans, by plugin name. */
 export const BUILTIN_QUANTIZERS: Readonly<Record<string, QuantizerPlugin>> = {
   [uniformQuantizer.name]: uniformQuantizer,
   [tlqQuantizer.name]: tlqQuantizer,
+  [kmeansQuantizer.name]: kmeansQuantizer,
 };

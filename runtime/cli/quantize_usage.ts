@@ -9,8 +9,9 @@ import { DEFAULT_KEEP_FP, FLUX_KEEP_FP } from "../quant/plan.ts";
 export const QUANTIZE_USAGE =
   `deno task quantize --quantizer Q --wbits B --abits B --out FILE [options]
   --model PATH            model folder (diffusers layout); default models/emoji-s
-  --quantizer Q           uniform or tlq
-  --wbits B               weight bits: 3, 4 or 8 (tlq: 3 or 4)
+  --quantizer Q           uniform, tlq, or kmeans (each row's optimal 2^B levels: exact 1-D
+                          k-means, the least weight error of any per-row grid)
+  --wbits B               weight bits: 3, 4 or 8 (tlq and kmeans: 3 or 4)
   --abits B               activation bits: 4, 6, 8 (per-token int8 GEMMs) or 16 (weight-only)
   --rotation R            none (default), hadamard, outlier, adaptive
   --tau F                 adaptive: the ARS threshold on the input RMS J (J < τ → hadamard,
@@ -32,7 +33,7 @@ export const QUANTIZE_USAGE =
   --attention A           dense (default) or paro
   --density F             paro: kept block density (0.5, 0.3, 0.2)
   --attn-bits B           paro: 8 or 4
-  --group-size G          uniform and tlq: group size along K (0 = per row, default; 64, 128;
+  --group-size G          uniform, tlq, kmeans: group size along K (0 = per row, default; 64, 128;
                           tlq: a log grid and LUT a group, G dividing each layer's K; pair
                           it with --tlq-fit mse: percentile grids gain nothing from groups);
                           with integer activations a multiple of 16 dividing each layer's K (and

@@ -1,5 +1,6 @@
 import { assert, assertClose, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
+import { kmeansQuantize } from "../../plugins/quantizers/kmeans.ts";
 import { lutDequantize, tlqQuantize } from "../../plugins/quantizers/tlq.ts";
 import { Recorder } from "../gpu/kernel.ts";
 import { readTensor, readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
@@ -10,7 +11,8 @@ import { actQuant } from "./act_quant.ts";
 import { qgemmA16, qgemmInt, uploadQWeight } from "./qgemm.ts";
 import { A16, epilogue, identityInput, makeCase } from "./qgemm_test_util.ts";
 
-// LUT-coded weights in groups (TLQ --group-size): MODE 0 and MODE 2 with a table a (row, group).
+// LUT-coded weights in groups (TLQ and k-means --group-size): MODE 0 and MODE 2 with a table a
+// (row, group).
 
 const tlqGroups = (data: Float32Array, N: number, K: number, bits: number, groupSize: number) =>
   tlqQuantize({ data, rows: N, cols: K }, { bits, groupSize, etas: [0, 0.02] });
@@ -69,18 +71,22 @@ Deno.test(
       const c = makeCase(M, N, K, 29);
       const e = epilogue(rt, c, "f32");
       const x = uploadTensor(rt, c.xs.map((v, i) => (i % 50 === 7 ? 30 : 1) * v), [M, K]);
-      // [weight group, activation group, asym, bits]: per token; groups larger, smaller and
-      // equal; W3 (two-word tables).
+      // [weight group, activation group, asym, bits, quantizer]: per token; groups larger,
+      // smaller and equal; W3 (two-word tables); k-means tables.
       const cases = [
-        [64, 0, false, 4],
-        [32, 0, false, 4],
-        [64, 16, true, 4],
-        [32, 64, false, 4],
-        [128, 128, true, 4],
-        [32, 16, false, 3],
+        [64, 0, false, 4, "tlq"],
+        [32, 0, false, 4, "tlq"],
+        [64, 16, true, 4, "tlq"],
+        [32, 64, false, 4, "tlq"],
+        [128, 128, true, 4, "tlq"],
+        [32, 16, false, 3, "tlq"],
+        [32, 0, false, 4, "kmeans"],
+        [64, 16, true, 3, "kmeans"],
       ] as const;
-      for (const [wg, group, asym, bits] of cases) {
-        const q = tlqGroups(c.ws, N, K, bits, wg);
+      for (const [wg, group, asym, bits, quantizer] of cases) {
+        const q = quantizer === "tlq"
+          ? tlqGroups(c.ws, N, K, bits, wg)
+          : kmeansQuantize({ data: c.ws, rows: N, cols: K }, { bits, groupSize: wg });
         const w = uploadQWeight(rt, q, { a16: false, int: true });
         assertEquals([w.int?.mode, w.int?.groupSize], [2, wg]);
         assertEquals(w.byteLength, quantizedBytes(q, 8));
@@ -116,7 +122,7 @@ Deno.test(
           const r2 = new Recorder(rt);
           const y = qgemmInt(r2, xa, w, opts);
           await r2.submit();
-          const what = `W${bits} groups ${wg}, x groups ${group}${
+          const what = `${quantizer} W${bits} groups ${wg}, x groups ${group}${
             asym ? " asym" : ""
           }, ${version} ${bkw}`;
           assertClose(await readTensor(rt, y), ref.y, { atol: 1e-5, rtol: 1e-5, msg: what });

@@ -25,8 +25,8 @@ Deno.test("qgemmA16 matches X·Ŵᵀ for every version and weight format (f32)",
     // Each shape with some of the formats (every format and version is covered).
     const plan = [
       [1, 45, 68, ["tlq3", "u8s"]],
-      [37, 21, 128, ["u4g"]],
-      [70, 33, 96, ["tlq4", "u3g"]],
+      [37, 21, 128, ["u4g", "km4g"]],
+      [70, 33, 96, ["tlq4", "u3g", "km3"]],
     ] as const;
     for (const [M, N, K, kinds] of plan) {
       const c = makeCase(M, N, K, M + N);
@@ -103,7 +103,8 @@ Deno.test(
       const dots: DotImpl[] = rt.info.packedDot ? ["native", "emulated"] : ["emulated"];
       for (const [M, N, K] of [[1, 9, 36], [41, 37, 100], [67, 20, 128]] as const) {
         const c = makeCase(M, N, K, 3 * M + N);
-        for (const kind of ["tlq4", "tlq3", "u4", "u8s"] as Kind[]) {
+        // k-means: an int8 LUT a row (MODE 2; in groups: qgemm_lut_groups_test.ts).
+        for (const kind of ["tlq4", "tlq3", "u4", "u8s", "km3"] as Kind[]) {
           const q = quantize(kind, c.ws, N, K);
           const lut = int8Lut(q);
           const w8 = decodeInt8(q, lut);
@@ -111,7 +112,8 @@ Deno.test(
           const forms = kind.startsWith("tlq") ? ["compact", "lut"] as const : [undefined];
           for (const tlq of forms) {
             const w = uploadQWeight(rt, q, { a16: false, int: true, tlq });
-            const mode = { u8s: 3, u4: 4 }[kind as string] ?? (tlq === "lut" ? 2 : 6);
+            const lutMode = tlq === "lut" || kind.startsWith("km");
+            const mode = { u8s: 3, u4: 4 }[kind as string] ?? (lutMode ? 2 : 6);
             assertEquals(w.int!.mode, mode);
             for (const bits of [8, 4]) {
               const { xa, x8, xScale } = await quantized(rt, c, bits);

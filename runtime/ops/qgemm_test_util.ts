@@ -5,6 +5,7 @@
  * @module
  */
 import type { QuantizedWeight } from "../../plugins/types.ts";
+import { kmeansQuantize } from "../../plugins/quantizers/kmeans.ts";
 import { lutDequantize, tlqQuantize } from "../../plugins/quantizers/tlq.ts";
 import { uniformDequantize, uniformQuantize } from "../../plugins/quantizers/uniform.ts";
 import type { Runtime } from "../gpu/device.ts";
@@ -16,8 +17,21 @@ import type { GemmRefOptions } from "../reference/gemm.ts";
 import { actQuant } from "./act_quant.ts";
 import type { QGemmA16Version, QGemmIntVersion } from "./qgemm.ts";
 
-/** Weight formats: TLQ W4/W3, uniform W4, W3 groups of 32, W8 symmetric, W4 groups of 64. */
-export type Kind = "tlq4" | "tlq3" | "tlq4mse" | "tlq3mse" | "u4" | "u3g" | "u8s" | "u4g";
+/**
+ * Weight formats: TLQ W4/W3, uniform W4, W3 groups of 32, W8 symmetric, W4 groups of 64, k-means
+ * W3 per row and W4 in groups of 32 (LUT-coded like TLQ, without TLQ's parameters).
+ */
+export type Kind =
+  | "tlq4"
+  | "tlq3"
+  | "tlq4mse"
+  | "tlq3mse"
+  | "u4"
+  | "u3g"
+  | "u8s"
+  | "u4g"
+  | "km3"
+  | "km4g";
 
 /** Quantizes [rows, cols] in format `kind`. */
 export function quantize(
@@ -44,6 +58,10 @@ export function quantize(
       return uniformQuantize(w, { bits: 4, groupSize: 64 });
     case "u8s":
       return uniformQuantize(w, { bits: 8, symmetric: true });
+    case "km3":
+      return kmeansQuantize(w, { bits: 3 });
+    case "km4g":
+      return kmeansQuantize(w, { bits: 4, groupSize: 32 });
   }
 }
 

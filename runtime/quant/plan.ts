@@ -55,7 +55,7 @@ export function defaultKeepFp(className: string | undefined): readonly string[] 
 
 /** What a plan is made from (the quantize command's options). */
 export interface QuantSettings {
-  /** Weight quantizer plugin ("uniform", "tlq"). */
+  /** Weight quantizer plugin ("uniform", "tlq", "kmeans"). */
   quantizer: string;
   /** Weight bits. */
   wbits: number;

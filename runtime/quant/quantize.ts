@@ -296,8 +296,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
       }
       const G = settings.groupSize;
       if (!reason && G && layerAbits(name, settings) < 16) checkIntWeightGroups(G, K, name);
-      if (!reason && G && G < K && settings.quantizer === "tlq" && K % G) {
-        throw new RangeError(`${name}: tlq groups must divide K = ${K}, got groupSize ${G}`);
+      if (!reason && G && G < K && settings.quantizer !== "uniform" && K % G) {
+        throw new RangeError(
+          `${name}: ${settings.quantizer} groups must divide K = ${K}, got groupSize ${G}`,
+        );
       }
       o.onLayer?.(done++, names.length, name);
       if (reason) {
