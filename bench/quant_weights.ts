@@ -2,7 +2,7 @@
  * Weight-side figures of the quantizers (issue 5), computed on the host: per quantized
  * layer of a model, the weight SQNR of TLQ (METHODS.md's percentile grids, and the grids
  * fitted by least squares, `fit: "mse"`) and uniform at W3 and W4 (the share of layers
- * where TLQ wins), the extra error of TLQ's int8 LUT re-expression, the bytes the kernels
+ * where TLQ wins), and kmeans (each row's optimal levels: the least error of any per-row grid), the extra error of TLQ's int8 LUT re-expression, the bytes the kernels
  * hold per path against f32 (TLQ: the compact parameters uploadQWeight uses by default, and
  * the LUT modes for comparison), and the time the quantizers take — plus the same SQNR
  * comparison on Student-t weights (heavy tails, like trained DiT weights).
@@ -15,6 +15,7 @@
  */
 import { parseArgs } from "node:util";
 import type { HostMatrix, QuantizedWeight } from "../plugins/types.ts";
+import { kmeansQuantize } from "../plugins/quantizers/kmeans.ts";
 import { lutDequantize, tlqQuantize } from "../plugins/quantizers/tlq.ts";
 import { uniformDequantize, uniformQuantize } from "../plugins/quantizers/uniform.ts";
 import { Prng } from "../runtime/io/prng.ts";
@@ -121,6 +122,7 @@ function summarize(model: string, layers: { name: string; w: HostMatrix }[]): Su
         ["uniform", (w) => uniformQuantize(w, { bits }), uniformDequantize],
         ["tlq", (w) => tlqQuantize(w, { bits }), lutDequantize],
         ["tlq_mse", (w) => tlqQuantize(w, { bits, fit: "mse" }), lutDequantize],
+        ["kmeans", (w) => kmeansQuantize(w, { bits }), lutDequantize],
       ];
       for (const [name, f, d] of quantizers) {
         const t0 = performance.now();
@@ -129,7 +131,7 @@ function summarize(model: string, layers: { name: string; w: HostMatrix }[]): Su
         const h = d(q);
         sq[`${name}_w${bits}`] = sqnr(w.data, h);
         add(s.sqnr_mean, `${name}_w${bits}`, sq[`${name}_w${bits}`] / layers.length);
-        if (bits === 4 && name !== "tlq_mse") {
+        if (bits === 4 && (name === "uniform" || name === "tlq")) {
           add(s.bytes, `${name}_w4a16`, quantizedBytes(q, 16));
           add(s.bytes, `${name}_w4a8`, quantizedBytes(q, 8));
           if (name === "tlq") {
@@ -217,16 +219,23 @@ if (import.meta.main) {
     `| ${s.model} | ${s.layers} | ${
       fmt(s.kurtosis_median)
     } | ${s.tlq_wins_w3}/${s.layers} | ${s.tlq_wins_w4}/${s.layers} | ${s.tlq_mse_wins_w3}/${s.layers} | ${s.tlq_mse_wins_w4}/${s.layers} | ${
-      ["uniform_w3", "tlq_w3", "tlq_mse_w3", "uniform_w4", "tlq_w4", "tlq_mse_w4"].map((k) =>
-        fmt(s.sqnr_mean[k])
-      ).join(" | ")
+      [
+        "uniform_w3",
+        "tlq_w3",
+        "tlq_mse_w3",
+        "kmeans_w3",
+        "uniform_w4",
+        "tlq_w4",
+        "tlq_mse_w4",
+        "kmeans_w4",
+      ].map((k) => fmt(s.sqnr_mean[k])).join(" | ")
     } | ${s.int8_lut_error_mean_w4.toExponential(2)} | 1/${
       fmt(s.bytes_f32 / s.bytes.uniform_w4a8)
     } | 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a16)} | 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a8)} | 1/${
       fmt(s.bytes_f32 / s.bytes.tlq_w4a16_lut)
     } / 1/${fmt(s.bytes_f32 / s.bytes.tlq_w4a8_lut)} | ${fmt(s.ms.tlq_w3 / 1000)} / ${
       fmt(s.ms.tlq_mse_w3 / 1000)
-    } / ${fmt(s.ms.uniform_w3 / 1000)} |`
+    } / ${fmt(s.ms.uniform_w3 / 1000)} / ${fmt(s.ms.kmeans_w3 / 1000)} |`
   );
   const md = [
     `# ${today()} — weight quantizers on the host (no GPU), commit ${await gitCommit()}`,
@@ -237,11 +246,13 @@ if (import.meta.main) {
     "(compact: Δ± f16 + z± i16 = 8 B per row, η 4 B per layer; the LUTs rebuilt in-kernel, MODE 5/6);",
     "TLQ LUT modes (MODE 0/2, before): 16-entry f32 LUT per row / int8 LUT + f32 row scale.",
     "TLQ is METHODS.md's grid (lo = min L, hi = the p-th percentile); \"TLQ mse\" fits each row's",
-    "(Δ, z) to least squared error (`quantize --tlq-fit mse`; same format and bytes).",
-    "Times: TLQ (η × p± search) / TLQ mse / uniform (clip search), whole model, s.",
+    '(Δ, z) to least squared error (`quantize --tlq-fit mse`; same format and bytes). "kmeans" is',
+    "each row's optimal 2^b levels (exact 1-D k-means, `quantize --quantizer kmeans`): the least",
+    "weight error any per-row grid reaches, the ceiling of TLQ's and uniform's.",
+    "Times: TLQ (η × p± search) / TLQ mse / uniform (clip search) / kmeans, whole model, s.",
     "",
-    "| model | layers | kurtosis (median) | TLQ > uniform W3 | W4 | TLQ mse > uniform W3 | W4 | SQNR uniform W3 | TLQ W3 | TLQ mse W3 | uniform W4 | TLQ W4 | TLQ mse W4 | TLQ int8-LUT extra error W4 | bytes uniform W4A8 | TLQ W4A16 | TLQ W4A8 | TLQ LUT modes W4A16 / W4A8 | quantize s TLQ / TLQ mse / uniform (W3) |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| model | layers | kurtosis (median) | TLQ > uniform W3 | W4 | TLQ mse > uniform W3 | W4 | SQNR uniform W3 | TLQ W3 | TLQ mse W3 | kmeans W3 | uniform W4 | TLQ W4 | TLQ mse W4 | kmeans W4 | TLQ int8-LUT extra error W4 | bytes uniform W4A8 | TLQ W4A16 | TLQ W4A8 | TLQ LUT modes W4A16 / W4A8 | quantize s TLQ / TLQ mse / uniform / kmeans (W3) |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...rows,
   ].join("\n") + "\n";
   console.log(md);
