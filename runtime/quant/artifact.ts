@@ -42,6 +42,7 @@ import {
 } from "../io/safetensors.ts";
 import { DenseLinear, type Linear, type LinearFactory } from "../model/linear.ts";
 import { noteLutFromParams } from "../reference/qgemm.ts";
+import { lutGroupSize } from "../../plugins/quantizers/tlq.ts";
 import { codesName, lowRankName, META, paramName, PREFIX, rotationName } from "./artifact_names.ts";
 import { rebuildTlqLut } from "./artifact_tlq.ts";
 import { wordsPerRow } from "./pack.ts";
@@ -136,6 +137,22 @@ export const defaultRotationLoader: RotationLoader = (rt, _layer, kind, tensors,
   loadLayerRotation(kind, tensors, cols).gpu(rt);
 
 /** An opened artifact: the file, its validated plan and configs. */
+/** A LUT-coded weight (TLQ with its table, kmeans) has `qparam.lut` of 2^b values a row (group). */
+function checkLut(path: string, layer: string, q: QuantizedWeight): void {
+  if (q.params.lut === undefined) {
+    throw new CheckpointError(
+      path,
+      `missing tensor (a ${q.quantizer} weight's levels)`,
+      paramName(layer, "lut"),
+    );
+  }
+  try {
+    lutGroupSize(q);
+  } catch (e) {
+    throw new CheckpointError(path, (e as Error).message, paramName(layer, "lut"));
+  }
+}
+
 export class Artifact {
   /** The file. */
   readonly file: SafetensorsFile;
@@ -199,6 +216,7 @@ export class Artifact {
       meta: l.meta ?? {},
     };
     if (rebuilt) noteLutFromParams(q);
+    else if (l.quantizer !== "uniform") checkLut(this.path, name, q);
     return q;
   }
 

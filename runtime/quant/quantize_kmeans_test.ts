@@ -2,7 +2,8 @@ import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { lutDequantize } from "../../plugins/quantizers/tlq.ts";
 import { openArtifact, paramName } from "./artifact.ts";
-import { quantizeModel } from "./quantize.ts";
+import { CheckpointError } from "../errors.ts";
+import { quantizeModel, writeArtifact } from "./quantize.ts";
 import { FIXTURE, imageErrors, tmpFile } from "./quantize_test_util.ts";
 
 Deno.test(
@@ -50,6 +51,19 @@ Deno.test(
       assertEquals(q.params.lut, km.tensors[paramName(name, "lut")].data as Float32Array);
       assertEquals(lutDequantize(q).length, l.out * l.in);
       a.close();
+      // A table of the wrong size, or none, is named.
+      const lutName = paramName(name, "lut");
+      const t = km.tensors[lutName];
+      const { [lutName]: _, ...noLut } = km.tensors;
+      const bads = [{ ...t, data: (t.data as Float32Array).subarray(0, 8), shape: [8] }, undefined];
+      for (const bad of bads) {
+        const tensors = bad ? { ...km.tensors, [lutName]: bad } : noLut;
+        await writeArtifact(out, { ...km, tensors }, { force: true });
+        const b = await openArtifact(out);
+        const e = await assertRejects(() => b.quantizedWeight(name), CheckpointError);
+        assert(e.message.includes(lutName), e.message);
+        b.close();
+      }
       assert(errs[0] < errs[1], `kmeans ${errs[0]} vs uniform ${errs[1]} (W3A8 image error)`);
       assert(errs[2] < 1, `kmeans + GPTQ + hadamard: ${errs[2]}`);
       assert(errs[3] < errs[0], `weight-only ${errs[3]} vs A8 ${errs[0]}`);
