@@ -203,6 +203,7 @@ async function pipelineFor(
     gptq: s.gptq ?? false,
     gptqDevice: s.gptq_device ?? "auto",
     gptqDamp: s.gptq_damp,
+    gptqRefit: s.gptq_refit,
     abitsOverride: s.abits_override,
     center: s.center,
     actGroup: s.act_group,

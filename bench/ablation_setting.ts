@@ -39,6 +39,8 @@ export interface AblationSetting {
   gptq_device?: "cpu" | "gpu";
   /** With gptq: its dampening (quantize --gptq-damp); absent: the default 0.01. */
   gptq_damp?: number;
+  /** With gptq: the levels refitted to GPTQ's codes (quantize --gptq-refit; kmeans). */
+  gptq_refit?: boolean;
   /** Per-layer activation bits (quantize --abits-override), first match wins; absent: none. */
   abits_override?: AbitsOverride[];
   /** Activation centring (quantize --center); absent: none. */
@@ -94,6 +96,7 @@ export function settingKey(s: AblationSetting): string {
     (s.gptq ? "|gptq" : "") +
     (s.gptq_device ? `-${s.gptq_device}` : "") +
     (s.gptq_damp !== undefined ? `-damp-${s.gptq_damp}` : "") +
+    (s.gptq_refit ? "-refit" : "") +
     (s.abits_override
       ? `|${s.abits_override.map((o) => `${o.pattern}=${o.abits}`).join(",")}`
       : "") +
@@ -126,6 +129,7 @@ export function settingLabel(s: AblationSetting): string {
   if (s.tlq_assign) parts[0] += ` ${s.tlq_assign}-rounded`;
   if (s.gptq) parts[0] += s.gptq_device ? ` gptq (${s.gptq_device})` : " gptq";
   if (s.gptq_damp !== undefined) parts[0] += ` damp ${s.gptq_damp}`;
+  if (s.gptq_refit) parts[0] += " refit";
   if (s.abits_override) {
     parts[0] += ` (${s.abits_override.map((o) => `${o.pattern} A${o.abits}`).join(", ")})`;
   }
@@ -158,6 +162,7 @@ const EXTRA_KEYS: string[] = [
   "gptq",
   "gptq_device",
   "gptq_damp",
+  "gptq_refit",
   "abits_override",
   "center",
   "alpha",
@@ -249,6 +254,11 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     }
     if (!s.gptq) fail(file, `${field}.gptq_damp`, "needs gptq: true");
     s.gptq_damp = d;
+  }
+  if (r.gptq_refit !== undefined) {
+    if (r.gptq_refit !== true) fail(file, `${field}.gptq_refit`, "must be true or absent");
+    if (!s.gptq) fail(file, `${field}.gptq_refit`, "needs gptq: true");
+    s.gptq_refit = true;
   }
   if (r.group_size !== undefined) {
     const g = r.group_size;

@@ -94,6 +94,11 @@ export interface QuantizerPlugin {
   dequantize(q: QuantizedWeight): Float32Array;
   /** The values its codes decode to (optional: GPTQ rounding needs it). */
   grid?(q: QuantizedWeight): CodeGrid;
+  /**
+   * Its grid is stored as it is (`params.lut`, one table a row), so any values will do:
+   * `quantize --gptq-refit` may replace them (runtime/quant/gptq_refit.ts). kmeans.
+   */
+  readonly freeLevels?: boolean;
 }
 
 /** What a rotation plugin plans one layer from. */

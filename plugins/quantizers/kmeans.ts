@@ -163,4 +163,5 @@ export const kmeansQuantizer: QuantizerPlugin = {
   calibrate: kmeansQuantize,
   dequantize: lutDequantize,
   grid: lutGrid,
+  freeLevels: true,
 };

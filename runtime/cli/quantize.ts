@@ -152,6 +152,7 @@ export async function quantize(args: string[]): Promise<number> {
     gptq: { type: "boolean" },
     "gptq-device": { type: "string" },
     "gptq-damp": { type: "string" },
+    "gptq-refit": { type: "boolean" },
     "abits-override": { type: "string" },
     "keep-fp": { type: "string" },
     out: { type: "string" },
@@ -216,7 +217,7 @@ export async function quantize(args: string[]): Promise<number> {
   if (actAsym && actGroup === undefined) throw new UsageError("--act-asym needs --act-group");
   const cfgDelta = v["cfg-delta"] ?? false;
   if (cfgDelta && abits === 16) throw new UsageError("--cfg-delta needs --abits 4, 6 or 8");
-  for (const k of ["gptq-device", "gptq-damp"] as const) {
+  for (const k of ["gptq-device", "gptq-damp", "gptq-refit"] as const) {
     if (v[k] !== undefined && !v.gptq) throw new UsageError(`--${k} needs --gptq`);
   }
   const gptqDamp = o.optionalNumber("gptq-damp", { min: 0 });
@@ -270,6 +271,7 @@ export async function quantize(args: string[]): Promise<number> {
     gptqSqnr: v.report ?? false,
     gptqDevice,
     gptqDamp,
+    gptqRefit: v["gptq-refit"] || undefined,
     abitsOverride: parseAbitsOverride(v["abits-override"]),
     center,
     actGroup,

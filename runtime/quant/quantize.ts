@@ -106,6 +106,11 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   gptqDevice?: "auto" | "gpu" | "cpu";
   /** GPTQ's dampening λ, a fraction of H's mean diagonal added to it; default GPTQ_DAMP (0.01). */
   gptqDamp?: number;
+  /**
+   * After GPTQ, refit each row's levels to its codes by least squares in H's norm
+   * (runtime/quant/gptq_refit.ts): quantizers with free levels (kmeans), per row.
+   */
+  gptqRefit?: boolean;
   /** Runtime for the calibration run a rotation needs; default a new one (auto adapter). */
   runtime?: Runtime;
   /**
@@ -390,9 +395,20 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           h: h.slice(),
           options: o.gptqDamp === undefined ? undefined : { damp: o.gptqDamp },
           sqnr: o.gptqSqnr ?? true,
+          refit: o.gptqRefit,
         });
-        const gptqMeta = { gptqDamp: g.damp, gptqActOrder: g.actOrder, gptqDevice: g.device };
-        return { q: { ...q, codes: g.codes, meta: { ...q.meta, ...gptqMeta } }, ms: ms + g.ms, g };
+        const gptqMeta = {
+          gptqDamp: g.damp,
+          gptqActOrder: g.actOrder,
+          gptqDevice: g.device,
+          ...(g.values ? { gptqRefit: true } : {}),
+        };
+        const params = g.values ? { ...q.params, lut: g.values } : q.params;
+        return {
+          q: { ...q, codes: g.codes, params, meta: { ...q.meta, ...gptqMeta } },
+          ms: ms + g.ms,
+          g,
+        };
       };
       const job = (async () => {
         const { r: { q, g, ms }, deq, sqnrDb, branch } = await quantizeWithBranch({

@@ -69,6 +69,15 @@ export function resolveSettings(
     }
     if (!o.gptq) throw new RangeError("gptqDamp needs gptq");
   }
+  if (o.gptqRefit) {
+    if (!o.gptq) throw new RangeError("gptqRefit needs gptq");
+    if (!q.freeLevels) {
+      throw new RangeError(
+        `gptqRefit: quantizer "${q.name}" does not store free levels (kmeans does)`,
+      );
+    }
+    if (o.groupSize) throw new RangeError("gptqRefit refits one set of levels a row: no groupSize");
+  }
   for (const [i, v] of (o.abitsOverride ?? []).entries()) {
     if (typeof v.pattern !== "string" || !v.pattern) {
       throw new RangeError(`abitsOverride[${i}]: the pattern must be a non-empty string`);
