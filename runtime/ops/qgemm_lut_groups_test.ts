@@ -18,16 +18,27 @@ const tlqGroups = (data: Float32Array, N: number, K: number, bits: number, group
   tlqQuantize({ data, rows: N, cols: K }, { bits, groupSize, etas: [0, 0.02] });
 
 Deno.test(
-  "TLQ in groups, A16 (MODE 0; MODE 8 beside A8): every version decodes each group's LUT",
+  "LUT-coded weights, A16 (MODE 0; MODE 8 beside A8): every version decodes each row's or group's LUT",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
       const [N, K] = [37, 128];
       const x = identityInput(rt, K); // Y = Ŵᵀ exactly
       const c = makeCase(1, N, K, 31);
-      const cases = [[4, 32, false], [3, 64, false], [4, 16, false], [4, 32, true], [3, 64, true]];
+      // G = 0: a LUT a row (kmeans; TLQ's own weights go compact, MODE 5).
+      const cases = [
+        [4, 32, false],
+        [3, 64, false],
+        [4, 16, false],
+        [4, 32, true],
+        [3, 64, true],
+        [4, 0, true],
+        [3, 0, true],
+      ];
       for (const [bits, G, int] of cases as [number, number, boolean][]) {
-        const q = tlqGroups(c.ws, N, K, bits, G);
+        const q = G
+          ? tlqGroups(c.ws, N, K, bits, G)
+          : kmeansQuantize({ data: c.ws, rows: N, cols: K }, { bits });
         const w = uploadQWeight(rt, q, { int });
         let deq = lutDequantize(q);
         if (int) {
@@ -37,7 +48,10 @@ Deno.test(
           assertEquals(w.byteLength, quantizedBytes(q, 8));
           const lut = int8Lut(q);
           const w8 = decodeInt8(q, lut);
-          deq = Float32Array.from(w8, (v, i) => Math.fround(v * lut.scale[Math.floor(i / G)]));
+          deq = Float32Array.from(
+            w8,
+            (v, i) => Math.fround(v * lut.scale[Math.floor(i / (G || K))]),
+          );
         } else {
           assertEquals([w.a16?.mode, w.a16?.groupSize, w.int], [0, G, undefined]);
           assertEquals(w.byteLength, quantizedBytes(q, 16));
