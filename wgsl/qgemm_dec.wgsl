@@ -23,7 +23,7 @@
 //   MODE 7  affine in groups, int8: int8 = code − zero[g]; scale [N·ng] then zero [N·ng] as
 //           MODE 1 (G divides K); the kernel scales each group's sums (qgemm_int_scales.wgsl)
 //                                                                      (uniform groups, A8)
-//   MODE 8  MODE 2's tables read as floats: ŵ = scale[g]·lut8[g, code] (LUT-coded, A16
+//   MODE 8  MODE 2's tables read as floats: ŵ = scale[g]·lut8[g, code] (TLQ in groups, A16
 //           beside A8: the centred plans' centre product shares MODE 2's tensor)
 // MODE 5/6 call tlq_w4, tlq_i8 and tlq_s of the TLQ fragment the host composes in.
 override BITS: u32 = 4u; // 3, 4 or 8

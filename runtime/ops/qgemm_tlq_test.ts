@@ -174,14 +174,9 @@ Deno.test(
         for (const abits of [16, 8]) assertEquals(quantizedBytes(q, abits), codes + 8 * N + 4);
         both.release();
         const lut = uploadQWeight(rt, q, { a16: true, int: true, tlq: "lut" });
-        // One tensor for both: the int8 tables, read as floats by the A16 path (MODE 8).
-        assertEquals([lut.a16!.mode, lut.int!.mode], [8, 2]);
-        assert(lut.a16!.params === lut.int!.params, "one parameter tensor");
-        assertEquals(lut.byteLength, codes + 4 * N + N * 2 ** bits);
+        assertEquals([lut.a16!.mode, lut.int!.mode], [0, 2]);
+        assertEquals(lut.byteLength, codes + 4 * N * 2 ** bits + 4 * N + N * 2 ** bits);
         lut.release();
-        const lut16 = uploadQWeight(rt, q, { a16: true, tlq: "lut" });
-        assertEquals([lut16.a16!.mode, lut16.byteLength], [0, codes + 4 * N * 2 ** bits]);
-        lut16.release();
         // The words hold Δ± as f16, z± as i16 and η: unpacked, they rebuild params.lut.
         const words = tlqCompactWords(q);
         assertEquals(words.length, 2 * N + 1);
@@ -221,7 +216,7 @@ Deno.test(
       };
       assert(!hasCompactTlq(old));
       const w = uploadQWeight(rt, old, { int: true });
-      assertEquals([w.a16!.mode, w.int!.mode], [8, 2]);
+      assertEquals([w.a16!.mode, w.int!.mode], [0, 2]);
       w.release();
       assertThrows(() => uploadQWeight(rt, old, { tlq: "compact" }), RangeError, "not an f16");
       const far = { ...q, params: { ...q.params, zeroNeg: q.params.zeroNeg.map(() => 40000) } };

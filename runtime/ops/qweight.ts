@@ -33,7 +33,7 @@ export interface QWeightGpu {
   /**
    * Weight-only parameters, when uploaded: qgemm_dec.wgsl MODE 0 (f32 LUT), 1 (affine), 5
    * (TLQ compact: [2N + 1] words, see runtime/reference/qgemm.ts tlqCompactWords) or 8 (a
-   * LUT-coded weight uploaded for both paths: the integer MODE 2 tensor, its int8
+   * LUT-coded weight in groups uploaded for both paths: the integer MODE 2 tensor, its int8
    * tables times their scales).
    */
   readonly a16?: { mode: 0 | 1 | 5 | 8; params: Tensor; groupSize: number };
@@ -152,11 +152,10 @@ export function uploadQWeight(
         int = { mode: 7, params: (a16 ?? upA16()).params, groupSize };
       } else if (opts.int) {
         int = uploadInt8(q, up);
-        // A LUT a row or group: the weight-only GEMM (centring's) reads the int8 tables as
-        // floats, MODE 8, instead of an f32 LUT beside them (4.2× their bytes): both products
-        // then see the same weights.
-        if (wantA16 && int.mode === 2) {
-          a16 = { mode: 8, params: int.params, groupSize: int.groupSize ?? 0 };
+        // A LUT a group: the weight-only GEMM (centring's) reads the int8 tables as floats,
+        // MODE 8, instead of an f32 LUT a group beside them (3.2× their bytes).
+        if (wantA16 && int.mode === 2 && int.groupSize) {
+          a16 = { mode: 8, params: int.params, groupSize: int.groupSize };
         } else if (wantA16) a16 = upA16();
       } else if (wantA16) a16 = upA16();
     }
