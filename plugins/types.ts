@@ -11,6 +11,7 @@ import type { SelfAttention } from "./models/pixart.ts";
 import type { LayerStats } from "../runtime/quant/calibrate.ts";
 import type { CalibrationEmbeds } from "../runtime/quant/calibration_run.ts";
 import type { LayerRotation, RotationPlanOptions } from "../runtime/quant/rotation.ts";
+import type { LevelNormals } from "../runtime/quant/gptq_refit.ts";
 
 /** A weight matrix on the host: W [rows = N_out, cols = K_in], row-major f32. */
 export interface HostMatrix {
@@ -95,10 +96,11 @@ export interface QuantizerPlugin {
   /** The values its codes decode to (optional: GPTQ rounding needs it). */
   grid?(q: QuantizedWeight): CodeGrid;
   /**
-   * Its grid is stored as it is (`params.lut`, one table a row), so any values will do:
-   * `quantize --gptq-refit` may replace them (runtime/quant/gptq_refit.ts). kmeans.
+   * Refits its parameters to codes GPTQ chose (`quantize --gptq-refit`, one set of levels a
+   * row): the weight with new parameters whose levels err least by the rows' level normal
+   * equations (runtime/quant/gptq_refit.ts), never more than `q`'s own.
    */
-  readonly freeLevels?: boolean;
+  refit?(q: QuantizedWeight, normals: LevelNormals): QuantizedWeight;
 }
 
 /** What a rotation plugin plans one layer from. */

@@ -22,6 +22,7 @@ import type { HostMatrix, QuantizedWeight, QuantizerPlugin, WeightQuantOptions }
 import { packCodes } from "../../runtime/quant/pack.ts";
 import { checkMatrix } from "./uniform.ts";
 import { lutDequantize, lutGrid } from "./tlq.ts";
+import { refitFreeLevels } from "../../runtime/quant/gptq_refit.ts";
 
 /** Bit widths of the k-means quantizer. */
 export const KMEANS_BITS: readonly number[] = [3, 4];
@@ -163,5 +164,8 @@ export const kmeansQuantizer: QuantizerPlugin = {
   calibrate: kmeansQuantize,
   dequantize: lutDequantize,
   grid: lutGrid,
-  freeLevels: true,
+  refit: (q, normals) => ({
+    ...q,
+    params: { ...q.params, lut: refitFreeLevels(normals, lutGrid(q), q.cols) },
+  }),
 };

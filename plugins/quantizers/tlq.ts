@@ -52,6 +52,7 @@ import { f16Bits, f16FromBits } from "../../runtime/io/f16.ts";
 import { packCodes, unpackCodes } from "../../runtime/quant/pack.ts";
 import { checkMatrix } from "./uniform.ts";
 import { TLQ_MAX_ZERO, tlqLevel, tlqLut } from "./tlq_levels.ts";
+import { tlqRefit } from "./tlq_refit.ts";
 import {
   fitRows,
   gridError,
@@ -440,4 +441,5 @@ export const tlqQuantizer: QuantizerPlugin = {
   calibrate: tlqQuantize,
   dequantize: lutDequantize,
   grid: lutGrid,
+  refit: tlqRefit,
 };

@@ -19,6 +19,7 @@ import type {
   WeightQuantOptions,
 } from "../types.ts";
 import { packCodes, unpackCodes } from "../../runtime/quant/pack.ts";
+import { levelError, type LevelNormals } from "../../runtime/quant/gptq_refit.ts";
 
 /** Bit widths of the uniform quantizer. */
 export const UNIFORM_BITS: readonly number[] = [3, 4, 8];
@@ -186,6 +187,39 @@ export function uniformGrid(q: QuantizedWeight): CodeGrid {
   return { groupSize: G, values };
 }
 
+/**
+ * The scale of each row refitted to GPTQ's codes, its zero kept (runtime/quant/gptq_refit.ts):
+ * levels (c − z)·s are linear in s, so the least-squares s = uᵀb / uᵀA·u with u_c = c − z. One
+ * scale a row; a row keeps its scale where the new one (in f32) errs no less.
+ */
+export function uniformRefit(q: QuantizedWeight, m: LevelNormals): QuantizedWeight {
+  if (uniformGroupSize(q) < q.cols) {
+    throw new RangeError("uniform: the refit takes one scale a row, not groups");
+  }
+  const L = 2 ** q.bits;
+  const { zero } = q.params;
+  const scale = Float32Array.from(q.params.scale);
+  const u = new Float64Array(L);
+  const lut = new Float64Array(L);
+  for (let n = 0; n < q.rows; n++) {
+    for (let c = 0; c < L; c++) u[c] = c - zero[n];
+    let ub = 0;
+    let uau = 0;
+    for (let i = 0; i < L; i++) {
+      ub += u[i] * m.b[n * L + i];
+      for (let j = 0; j < L; j++) uau += u[i] * m.a[(n * L + i) * L + j] * u[j];
+    }
+    if (!(uau > 0)) continue;
+    const s = Math.fround(ub / uau);
+    const err = (sc: number) => {
+      for (let c = 0; c < L; c++) lut[c] = Math.fround(u[c] * sc);
+      return levelError(m, n, lut);
+    };
+    if (Number.isFinite(s) && err(s) < err(scale[n])) scale[n] = s;
+  }
+  return { ...q, params: { ...q.params, scale } };
+}
+
 /** The uniform quantizer's descriptor. */
 export const uniformQuantizer: QuantizerPlugin = {
   kind: "quantizer",
@@ -196,4 +230,5 @@ export const uniformQuantizer: QuantizerPlugin = {
   calibrate: uniformQuantize,
   dequantize: uniformDequantize,
   grid: uniformGrid,
+  refit: uniformRefit,
 };

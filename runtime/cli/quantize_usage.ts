@@ -96,8 +96,9 @@ export const QUANTIZE_USAGE =
                           sits between two levels differently
   --gptq-damp F           GPTQ's dampening: F × the mean of H's diagonal added to it (default
                           0.01; raised ×10 while H is not positive definite)
-  --gptq-refit            kmeans (per row): after GPTQ, refit each row's levels to its codes by
-                          least squares in the calibration inputs' norm (never more output error)
+  --gptq-refit            after GPTQ, refit each row's levels to its codes in the calibration
+                          inputs' norm (never more output error there): kmeans solves for them,
+                          tlq searches its (Δ, z), uniform its scale; one grid a row
   --keep-fp LIST          comma-separated layer patterns kept in full precision (* wildcard);
                           default by the model's family (config _class_name): PixArt
                           ${DEFAULT_KEEP_FP.join(",")};

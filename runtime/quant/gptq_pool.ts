@@ -13,7 +13,7 @@ import type { CodeGrid, QuantizedWeight } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { type GptqOptions, gptqRound, outputSqnrsDb } from "./gptq.ts";
 import { gptqRoundGpu, outputSqnrsDbGpu } from "./gptq_gpu.ts";
-import { refitLevels } from "./gptq_refit.ts";
+import { type LevelNormals, levelNormals } from "./gptq_refit.ts";
 import { unpackCodes } from "./pack.ts";
 import { WorkerPool } from "./worker_pool.ts";
 
@@ -37,8 +37,8 @@ export interface GptqJob {
   /** Also measure the output SQNRs (N·K² each, more than the rounding); default true. */
   sqnr?: boolean;
   /**
-   * Then refit each row's levels to the codes by least squares in H's norm
-   * (runtime/quant/gptq_refit.ts; levels stored as they are, one set a row).
+   * Also gather the level normal equations of GPTQ's codes, for the quantizer to refit its
+   * levels to them (runtime/quant/gptq_refit.ts; one set of levels a row).
    */
   refit?: boolean;
 }
@@ -58,12 +58,12 @@ export interface GptqResult {
   outSqnrDb?: number;
   /** Milliseconds the job took. */
   ms: number;
-  /** With `refit`: the new grid values [rows, 2^bits]. */
-  values?: Float32Array;
+  /** With `refit`: the level normal equations of GPTQ's codes. */
+  normals?: LevelNormals;
 }
 
-/** The dequantized weight of packed codes on a grid (the job's, or `values` in its place). */
-function decode(codes: Uint32Array, j: GptqJob, values = j.grid.values): Float32Array {
+/** The dequantized weight of packed codes on the job's grid. */
+function decode(codes: Uint32Array, j: GptqJob): Float32Array {
   const c = unpackCodes(codes, j.rows, j.cols, j.bits);
   const L = 2 ** j.bits;
   const G = j.grid.groupSize;
@@ -71,7 +71,7 @@ function decode(codes: Uint32Array, j: GptqJob, values = j.grid.values): Float32
   const out = new Float32Array(j.rows * j.cols);
   for (let r = 0; r < j.rows; r++) {
     for (let k = 0; k < j.cols; k++) {
-      out[r * j.cols + k] = values[(r * ng + Math.floor(k / G)) * L + c[r * j.cols + k]];
+      out[r * j.cols + k] = j.grid.values[(r * ng + Math.floor(k / G)) * L + c[r * j.cols + k]];
     }
   }
   return out;
@@ -93,36 +93,34 @@ function jobWeight(
   return [{ data: j.w, rows: j.rows, cols: j.cols }, q];
 }
 
-/** Plain rounding's and GPTQ's dequantized weights (on the refitted levels), for the SQNRs. */
-function bothDecoded(j: GptqJob, g: QuantizedWeight, values?: Float32Array): Float32Array[] {
-  return [decode(j.codes, j), decode(g.codes, j, values)];
+/** Plain rounding's and GPTQ's dequantized weights, for the output SQNRs. */
+function bothDecoded(j: GptqJob, g: QuantizedWeight): Float32Array[] {
+  return [decode(j.codes, j), decode(g.codes, j)];
 }
 
-/** The job's refitted levels, if it asks for them. */
-function refitted(j: GptqJob, g: QuantizedWeight): Float32Array | undefined {
-  return j.refit ? refitLevels(j.w, j.rows, j.cols, j.bits, g.codes, j.grid, j.h) : undefined;
+/** The level normal equations of GPTQ's codes, if the job asks for them. */
+function refitted(j: GptqJob, g: QuantizedWeight): LevelNormals | undefined {
+  return j.refit ? levelNormals(j.w, j.rows, j.cols, j.bits, g.codes, j.h) : undefined;
 }
 
 /** Runs one job on this thread. */
 export function runGptqJob(j: GptqJob): GptqResult {
   const t0 = performance.now();
   const g = gptqRound(...jobWeight(j), j.grid, j.h, j.options);
-  const values = refitted(j, g);
-  const sqnrs = j.sqnr ?? true
-    ? outputSqnrsDb(j.w, bothDecoded(j, g, values), j.h, j.rows, j.cols)
-    : [];
-  return jobResult(j, g, t0, "cpu", sqnrs, values);
+  const normals = refitted(j, g);
+  const sqnrs = j.sqnr ?? true ? outputSqnrsDb(j.w, bothDecoded(j, g), j.h, j.rows, j.cols) : [];
+  return jobResult(j, g, t0, "cpu", sqnrs, normals);
 }
 
-/** Runs one job on a GPU (the output SQNRs, if asked, too; a refit on the host). */
+/** Runs one job on a GPU (the output SQNRs, if asked, too; the level normals on the host). */
 export async function runGptqJobGpu(rt: Runtime, j: GptqJob): Promise<GptqResult> {
   const t0 = performance.now();
   const g = await gptqRoundGpu(rt, ...jobWeight(j), j.grid, j.h, j.options);
-  const values = refitted(j, g);
+  const normals = refitted(j, g);
   const sqnrs = j.sqnr ?? true
-    ? await outputSqnrsDbGpu(rt, j.w, bothDecoded(j, g, values), j.h, j.rows, j.cols)
+    ? await outputSqnrsDbGpu(rt, j.w, bothDecoded(j, g), j.h, j.rows, j.cols)
     : [];
-  return jobResult(j, g, t0, "gpu", sqnrs, values);
+  return jobResult(j, g, t0, "gpu", sqnrs, normals);
 }
 
 /** A job's result; `sqnrs`: plain rounding's and GPTQ's output SQNRs, or none. */
@@ -132,11 +130,11 @@ function jobResult(
   t0: number,
   device: "cpu" | "gpu",
   sqnrs: number[],
-  values?: Float32Array,
+  normals?: LevelNormals,
 ): GptqResult {
   const [rtn, gptq] = sqnrs;
   return {
-    ...(values ? { values } : {}),
+    ...(normals ? { normals } : {}),
     id: j.id,
     codes: g.codes,
     damp: Number(g.meta.gptqDamp),

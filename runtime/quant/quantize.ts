@@ -58,6 +58,7 @@ import {
 } from "./plan.ts";
 import { GPTQ_GRAM_ROWS, gptqHessian } from "./gptq.ts";
 import { GPTQ_GPU_MIN_WORK, GptqPool } from "./gptq_pool.ts";
+import { levelSqnrDb } from "./gptq_refit.ts";
 import { CalibratePool } from "./calibrate_pool.ts";
 import { LowRankPool } from "./low_rank_pool.ts";
 import { artifactMetadata, copyStoredTensors, readText } from "./artifact_write.ts";
@@ -397,18 +398,15 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
           sqnr: o.gptqSqnr ?? true,
           refit: o.gptqRefit,
         });
-        const gptqMeta = {
-          gptqDamp: g.damp,
-          gptqActOrder: g.actOrder,
-          gptqDevice: g.device,
-          ...(g.values ? { gptqRefit: true } : {}),
-        };
-        const params = g.values ? { ...q.params, lut: g.values } : q.params;
-        return {
-          q: { ...q, codes: g.codes, params, meta: { ...q.meta, ...gptqMeta } },
-          ms: ms + g.ms,
-          g,
-        };
+        const gptqMeta = { gptqDamp: g.damp, gptqActOrder: g.actOrder, gptqDevice: g.device };
+        const qg = { ...q, codes: g.codes, meta: { ...q.meta, ...gptqMeta } };
+        if (!g.normals) return { q: qg, ms: ms + g.ms, g };
+        // --gptq-refit: the quantizer's parameters refitted to GPTQ's codes.
+        const t0 = performance.now();
+        const qr = plugin.refit!(qg, g.normals);
+        const refitted = { ...qr, meta: { ...qr.meta, gptqRefit: true } };
+        const outSqnrDb = levelSqnrDb(g.normals, plugin.grid!(refitted).values);
+        return { q: refitted, ms: ms + g.ms + performance.now() - t0, g: { ...g, outSqnrDb } };
       };
       const job = (async () => {
         const { r: { q, g, ms }, deq, sqnrDb, branch } = await quantizeWithBranch({

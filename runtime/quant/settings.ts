@@ -71,11 +71,7 @@ export function resolveSettings(
   }
   if (o.gptqRefit) {
     if (!o.gptq) throw new RangeError("gptqRefit needs gptq");
-    if (!q.freeLevels) {
-      throw new RangeError(
-        `gptqRefit: quantizer "${q.name}" does not store free levels (kmeans does)`,
-      );
-    }
+    if (!q.refit) throw new RangeError(`gptqRefit: quantizer "${q.name}" cannot refit its levels`);
     if (o.groupSize) throw new RangeError("gptqRefit refits one set of levels a row: no groupSize");
   }
   for (const [i, v] of (o.abitsOverride ?? []).entries()) {

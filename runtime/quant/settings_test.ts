@@ -164,3 +164,18 @@ Deno.test(
     await Deno.remove(dir, { recursive: true });
   },
 );
+
+Deno.test("settings: gptqRefit needs GPTQ, per-row levels and a quantizer that refits", () => {
+  const reg = createDefaultRegistry();
+  const base = { quantizer: "tlq", wbits: 4, abits: 8, gptq: true, gptqRefit: true };
+  resolveSettings(base, reg); // uniform, tlq and kmeans all refit
+  assertThrows(() => resolveSettings({ ...base, gptq: false }, reg), RangeError, "needs gptq");
+  assertThrows(() => resolveSettings({ ...base, groupSize: 32 }, reg), RangeError, "groupSize");
+  const { refit: _, ...noRefit } = reg.get("quantizer", "uniform");
+  reg.register({ ...noRefit, name: "plain" });
+  assertThrows(
+    () => resolveSettings({ ...base, quantizer: "plain" }, reg),
+    RangeError,
+    'quantizer "plain" cannot refit its levels',
+  );
+});
