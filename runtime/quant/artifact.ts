@@ -136,7 +136,6 @@ export type RotationLoader = (
 export const defaultRotationLoader: RotationLoader = (rt, _layer, kind, tensors, cols) =>
   loadLayerRotation(kind, tensors, cols).gpu(rt);
 
-/** An opened artifact: the file, its validated plan and configs. */
 /** A LUT-coded weight (TLQ with its table, kmeans) has `qparam.lut` of 2^b values a row (group). */
 function checkLut(path: string, layer: string, q: QuantizedWeight): void {
   if (q.params.lut === undefined) {
@@ -153,6 +152,7 @@ function checkLut(path: string, layer: string, q: QuantizedWeight): void {
   }
 }
 
+/** An opened artifact: the file, its validated plan and configs. */
 export class Artifact {
   /** The file. */
   readonly file: SafetensorsFile;

@@ -108,8 +108,8 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   /** GPTQ's dampening λ, a fraction of H's mean diagonal added to it; default GPTQ_DAMP (0.01). */
   gptqDamp?: number;
   /**
-   * After GPTQ, refit each row's levels to its codes by least squares in H's norm
-   * (runtime/quant/gptq_refit.ts): quantizers with free levels (kmeans), per row.
+   * After GPTQ, refit each row's levels to its codes in H's norm (runtime/quant/gptq_refit.ts,
+   * the plugin's `refit`: kmeans its levels, TLQ its (Δ, z), uniform its scale); one grid a row.
    */
   gptqRefit?: boolean;
   /** Runtime for the calibration run a rotation needs; default a new one (auto adapter). */
@@ -405,8 +405,10 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         const t0 = performance.now();
         const qr = plugin.refit!(qg, g.normals);
         const refitted = { ...qr, meta: { ...qr.meta, gptqRefit: true } };
-        const outSqnrDb = levelSqnrDb(g.normals, plugin.grid!(refitted).values);
-        return { q: refitted, ms: ms + g.ms + performance.now() - t0, g: { ...g, outSqnrDb } };
+        const gr = g.outSqnrDb === undefined
+          ? g
+          : { ...g, outSqnrDb: levelSqnrDb(g.normals, plugin.grid!(refitted).values) };
+        return { q: refitted, ms: ms + g.ms + performance.now() - t0, g: gr };
       };
       const job = (async () => {
         const { r: { q, g, ms }, deq, sqnrDb, branch } = await quantizeWithBranch({
