@@ -21,7 +21,7 @@
 import type { HostMatrix, QuantizedWeight, QuantizerPlugin, WeightQuantOptions } from "../types.ts";
 import { packCodes } from "../../runtime/quant/pack.ts";
 import { checkMatrix } from "./uniform.ts";
-import { lutDequantize, lutGrid } from "./tlq.ts";
+import { lutDequantize, lutGrid, tlqGroupSize } from "./tlq.ts";
 import { refitFreeLevels } from "../../runtime/quant/gptq_refit.ts";
 
 /** Bit widths of the k-means quantizer. */
@@ -101,18 +101,6 @@ function nearestLevel(lut: Float32Array, off: number, L: number, x: number): num
   return lo;
 }
 
-/**
- * The group size of a k-means weight along K: `groupSize` when set and below K, else K.
- * @throws {RangeError} naming groupSize when it is not a positive divisor of K.
- */
-export function kmeansGroupSize(K: number, groupSize: number | undefined): number {
-  if (groupSize === undefined || groupSize === 0 || groupSize >= K) return K;
-  if (!Number.isInteger(groupSize) || groupSize < 1 || K % groupSize !== 0) {
-    throw new RangeError(`kmeans: groupSize must be 0 or a divisor of K = ${K}, got ${groupSize}`);
-  }
-  return groupSize;
-}
-
 /** Quantizes W [N, K] onto each row's (group's) optimal levels (see the module doc). */
 export function kmeansQuantize(w: HostMatrix, opts: WeightQuantOptions): QuantizedWeight {
   checkMatrix(w, "kmeans");
@@ -122,7 +110,7 @@ export function kmeansQuantize(w: HostMatrix, opts: WeightQuantOptions): Quantiz
   }
   if (opts.symmetric) throw new RangeError("kmeans: symmetric is the uniform quantizer's");
   const { rows: N, cols: K, data } = w;
-  const G = kmeansGroupSize(K, opts.groupSize);
+  const G = tlqGroupSize(K, opts.groupSize, "kmeans");
   const L = 2 ** bits;
   const sets = N * (K / G);
   const lut = new Float32Array(sets * L);

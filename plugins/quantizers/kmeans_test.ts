@@ -5,6 +5,7 @@ import { gptqRound } from "../../runtime/quant/gptq.ts";
 import { kmeansQuantize, kmeansQuantizer, optimalLevels } from "./kmeans.ts";
 import { lutDequantize, tlqQuantize } from "./tlq.ts";
 import { uniformDequantize, uniformQuantize } from "./uniform.ts";
+import { gramRef } from "../../runtime/reference/act_gram.ts";
 
 /** The exact 1-D k-means by the plain O(k·n²) dynamic program: the least total squared error. */
 function bruteSse(v: Float64Array, k: number): number {
@@ -117,12 +118,7 @@ Deno.test("kmeans: GPTQ rounds onto its grid (the descriptor's grid is the LUT)"
   const w = { data: r.normals(N * K).map((v) => 0.05 * v), rows: N, cols: K };
   const q = kmeansQuantizer.calibrate(w, { bits: 3 });
   const x = r.normals(64 * K); // calibration inputs [64, K]
-  const h = new Float64Array(K * K);
-  for (let t = 0; t < 64; t++) {
-    for (let a = 0; a < K; a++) {
-      for (let b = 0; b < K; b++) h[a * K + b] += x[t * K + a] * x[t * K + b];
-    }
-  }
+  const h = gramRef(x, 64, K);
   const g = gptqRound(w, q, kmeansQuantizer.grid!(q), h);
   assertEquals(g.params.lut, q.params.lut);
   const lut = q.params.lut;

@@ -380,17 +380,18 @@ export function tlqQuantize(w: HostMatrix, opts: TlqOptions): QuantizedWeight {
 }
 
 /**
- * The group size of TLQ along K: `groupSize` when it is set and below K, else K (one grid a
- * row). @throws {RangeError} for a group size that is not a positive divisor of K.
+ * The group size along K of a LUT-coded quantizer (TLQ, kmeans; `who` names it in errors):
+ * `groupSize` when it is set and below K, else K (one grid a row).
+ * @throws {RangeError} for a group size that is not a positive divisor of K.
  */
-export function tlqGroupSize(K: number, groupSize: number | undefined): number {
+export function tlqGroupSize(K: number, groupSize: number | undefined, who = "tlq"): number {
   if (groupSize === undefined || groupSize === 0) return K;
   if (!Number.isInteger(groupSize) || groupSize < 1) {
-    throw new RangeError(`tlq: groupSize must be a positive integer, got ${groupSize}`);
+    throw new RangeError(`${who}: groupSize must be a positive integer, got ${groupSize}`);
   }
   if (groupSize >= K) return K;
   if (K % groupSize !== 0) {
-    throw new RangeError(`tlq: groupSize must divide K = ${K}, got ${groupSize}`);
+    throw new RangeError(`${who}: groupSize must divide K = ${K}, got ${groupSize}`);
   }
   return groupSize;
 }
@@ -400,7 +401,7 @@ export function tlqGroupSize(K: number, groupSize: number | undefined): number {
  * that `params.lut` holds 2^b values for each (row, group).
  */
 export function lutGroupSize(q: QuantizedWeight): number {
-  const G = tlqGroupSize(q.cols, Number(q.meta.groupSize ?? 0));
+  const G = tlqGroupSize(q.cols, Number(q.meta.groupSize ?? 0), q.quantizer);
   const n = q.rows * (q.cols / G);
   if (q.params.lut?.length !== n * 2 ** q.bits) {
     throw new RangeError(

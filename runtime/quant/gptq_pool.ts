@@ -99,7 +99,7 @@ function bothDecoded(j: GptqJob, g: QuantizedWeight): Float32Array[] {
 }
 
 /** The level normal equations of GPTQ's codes, if the job asks for them. */
-function refitted(j: GptqJob, g: QuantizedWeight): LevelNormals | undefined {
+function levelNormalsOf(j: GptqJob, g: QuantizedWeight): LevelNormals | undefined {
   return j.refit ? levelNormals(j.w, j.rows, j.cols, j.bits, g.codes, j.h) : undefined;
 }
 
@@ -107,7 +107,7 @@ function refitted(j: GptqJob, g: QuantizedWeight): LevelNormals | undefined {
 export function runGptqJob(j: GptqJob): GptqResult {
   const t0 = performance.now();
   const g = gptqRound(...jobWeight(j), j.grid, j.h, j.options);
-  const normals = refitted(j, g);
+  const normals = levelNormalsOf(j, g);
   const sqnrs = j.sqnr ?? true ? outputSqnrsDb(j.w, bothDecoded(j, g), j.h, j.rows, j.cols) : [];
   return jobResult(j, g, t0, "cpu", sqnrs, normals);
 }
@@ -116,7 +116,7 @@ export function runGptqJob(j: GptqJob): GptqResult {
 export async function runGptqJobGpu(rt: Runtime, j: GptqJob): Promise<GptqResult> {
   const t0 = performance.now();
   const g = await gptqRoundGpu(rt, ...jobWeight(j), j.grid, j.h, j.options);
-  const normals = refitted(j, g);
+  const normals = levelNormalsOf(j, g);
   const sqnrs = j.sqnr ?? true
     ? await outputSqnrsDbGpu(rt, j.w, bothDecoded(j, g), j.h, j.rows, j.cols)
     : [];

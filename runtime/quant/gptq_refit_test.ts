@@ -9,6 +9,7 @@ import { gptqRound, outputSqnrDb } from "./gptq.ts";
 import { type GptqJob, runGptqJob } from "./gptq_pool.ts";
 import { levelError, levelNormals, levelSqnrDb, refitFreeLevels } from "./gptq_refit.ts";
 import { unpackCodes } from "./pack.ts";
+import { gramRef } from "../reference/act_gram.ts";
 
 /** A layer [N, K] and its inputs' Gram matrix (neighbouring channels correlated). */
 function layer(N: number, K: number, seed: number) {
@@ -19,12 +20,7 @@ function layer(N: number, K: number, seed: number) {
   for (let t = 0; t < T; t++) {
     for (let k = 1; k < K; k++) x[t * K + k] += 0.7 * x[t * K + k - 1];
   }
-  const h = new Float64Array(K * K);
-  for (let t = 0; t < T; t++) {
-    for (let a = 0; a < K; a++) {
-      for (let b = 0; b < K; b++) h[a * K + b] += x[t * K + a] * x[t * K + b];
-    }
-  }
+  const h = gramRef(x, T, K);
   return { w, h };
 }
 

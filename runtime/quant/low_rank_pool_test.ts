@@ -5,6 +5,7 @@ import { Prng } from "../io/prng.ts";
 import { hessianBranch, hessianFactor, lowRankSplit } from "./low_rank.ts";
 import { quantizeWithBranch } from "./low_rank_fit.ts";
 import { LowRankPool } from "./low_rank_pool.ts";
+import { gramRef } from "../reference/act_gram.ts";
 
 /** W [N, K] and the Gram matrix of 2K rows with two loud channels. */
 function layer(N: number, K: number, seed: number): { w: HostMatrix; h: Float64Array } {
@@ -12,12 +13,7 @@ function layer(N: number, K: number, seed: number): { w: HostMatrix; h: Float64A
   const w: HostMatrix = { data: g.normals(N * K), rows: N, cols: K };
   const M = 2 * K;
   const x = g.normals(M * K).map((v, i) => (i % K < 2 ? 20 * v : v));
-  const h = new Float64Array(K * K);
-  for (let m = 0; m < M; m++) {
-    for (let i = 0; i < K; i++) {
-      for (let j = 0; j < K; j++) h[i * K + j] += x[m * K + i] * x[m * K + j];
-    }
-  }
+  const h = gramRef(x, M, K);
   return { w, h };
 }
 

@@ -10,6 +10,7 @@ import {
   symmetricEigen,
 } from "./low_rank.ts";
 import { HadamardRotation } from "./rotation.ts";
+import { gramRef } from "../reference/act_gram.ts";
 
 /** n columns of length m (m ≥ n), orthonormal, as a row-major [m, n] matrix. */
 function orthonormal(g: Prng, m: number, n: number): Float64Array {
@@ -173,12 +174,7 @@ Deno.test("low rank, hessian: B·Bᵀ·D leaves less output error on the inputs 
   const g = new Prng(9);
   // Inputs with a few loud channels: their Gram matrix weighs D's columns very unequally.
   const x = g.normals(M * K).map((v, i) => (i % K < 3 ? 30 * v : v));
-  const h = new Float64Array(K * K);
-  for (let m = 0; m < M; m++) {
-    for (let i = 0; i < K; i++) {
-      for (let j = 0; j < K; j++) h[i * K + j] += x[m * K + i] * x[m * K + j];
-    }
-  }
+  const h = gramRef(x, M, K);
   const d = { data: g.normals(N * K), rows: N, cols: K };
   const outErr = (b: Float32Array) => {
     const left = branchResidual(d, b, d).data; // D − B·Bᵀ·D
