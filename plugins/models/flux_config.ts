@@ -7,6 +7,7 @@
  * @module
  */
 import { CheckpointError } from "../../runtime/errors.ts";
+import { boolField, intField, numField, objectOf } from "../../runtime/io/config_fields.ts";
 import type { FlowEulerConfig } from "../../runtime/sampling/flow_euler.ts";
 
 /** A parsed FLUX transformer config, defaults filled in as diffusers does. */
@@ -39,52 +40,6 @@ export interface FluxConfig {
   latentChannels: number;
   /** Output latent channels = out_channels / 4. */
   latentOutChannels: number;
-}
-
-/** Reads an integer field ≥ `min` (or its default), with an error naming the field. */
-function intField(
-  cfg: Record<string, unknown>,
-  key: string,
-  def: number,
-  file: string,
-  min = 1,
-): number {
-  const v = cfg[key] ?? def;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
-    throw new CheckpointError(
-      file,
-      `must be an integer ≥ ${min}, got ${JSON.stringify(cfg[key])}`,
-      key,
-    );
-  }
-  return v;
-}
-
-function boolField(cfg: Record<string, unknown>, key: string, def: boolean, file: string): boolean {
-  const v = cfg[key] ?? def;
-  if (typeof v !== "boolean") {
-    throw new CheckpointError(file, `must be a boolean, got ${JSON.stringify(cfg[key])}`, key);
-  }
-  return v;
-}
-
-function numField(cfg: Record<string, unknown>, key: string, def: number, file: string): number {
-  const v = cfg[key] ?? def;
-  if (typeof v !== "number" || !Number.isFinite(v)) {
-    throw new CheckpointError(
-      file,
-      `must be a finite number, got ${JSON.stringify(cfg[key])}`,
-      key,
-    );
-  }
-  return v;
-}
-
-function objectOf(raw: unknown, file: string): Record<string, unknown> {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new CheckpointError(file, "config must be a JSON object");
-  }
-  return raw as Record<string, unknown>;
 }
 
 /** Parses a FluxTransformer2DModel config.json object. */

@@ -5,6 +5,7 @@
  * @module
  */
 import { CheckpointError } from "../../runtime/errors.ts";
+import { intField, objectOf } from "../../runtime/io/config_fields.ts";
 
 /** A parsed PixArt transformer config, defaults filled in as diffusers does. */
 export interface PixArtConfig {
@@ -38,30 +39,9 @@ export interface PixArtConfig {
   attentionBias: boolean;
 }
 
-/** Reads a positive integer field (or its default), with an error naming the field. */
-function intField(
-  cfg: Record<string, unknown>,
-  key: string,
-  def: number | undefined,
-  file: string,
-): number {
-  const v = cfg[key] ?? def;
-  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
-    throw new CheckpointError(
-      file,
-      `must be a positive integer, got ${JSON.stringify(cfg[key])}`,
-      key,
-    );
-  }
-  return v;
-}
-
 /** Parses a PixArtTransformer2DModel config.json object. */
 export function parsePixArtConfig(raw: unknown, file = "config.json"): PixArtConfig {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new CheckpointError(file, "config must be a JSON object");
-  }
-  const cfg = raw as Record<string, unknown>;
+  const cfg = objectOf(raw, file);
   const cls = cfg["_class_name"];
   if (cls !== undefined && cls !== "PixArtTransformer2DModel") {
     throw new CheckpointError(
