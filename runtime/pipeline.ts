@@ -32,6 +32,12 @@ import { type Denoiser, sampleLoop, type StepInfo } from "./sampling/generate.ts
 import { usesGuidance } from "./sampling/guidance.ts";
 import { type FlowEulerConfig, FLUX_FLOW_CONFIG } from "./sampling/flow_euler.ts";
 import {
+  DEFAULT_VP_SCHEDULERS,
+  parseVpSchedulerConfig,
+  vpSamplerOptions,
+  type VpSchedulerConfigs,
+} from "./sampling/vp_scheduler_config.ts";
+import {
   FLUX_SAMPLING,
   PIXART_SAMPLING,
   readSamplingDefaults,
@@ -137,6 +143,29 @@ async function readJson(path: string): Promise<unknown> {
   return parseJson(text, path);
 }
 
+/**
+ * A PixArt folder's scheduler/scheduler_config.json as both samplers' configs (none: each
+ * sampler's diffusers defaults).
+ */
+export async function readVpSchedulers(dir: string): Promise<VpSchedulerConfigs> {
+  const path = join(dir, "scheduler", "scheduler_config.json");
+  const has = await Deno.stat(path).then(() => true, () => false);
+  return has ? parseVpSchedulerConfig(await readJson(path), path) : DEFAULT_VP_SCHEDULERS;
+}
+
+/**
+ * PixArt's sampling defaults with the sampler of the scheduler class the folder names
+ * (DDIMScheduler: ddim), as diffusers' pipeline runs it.
+ */
+export function pixArtSampling(schedulers: VpSchedulerConfigs): SamplingDefaults {
+  return { ...PIXART_SAMPLING, sampler: schedulers.sampler };
+}
+
+/** Throws the scheduler config's error now if it cannot give the default sampler. */
+export function checkDefaultSampler(s: VpSchedulerConfigs, d: SamplingDefaults): void {
+  if (d.sampler !== "flow-euler") vpSamplerOptions(s, d.sampler);
+}
+
 /** Added conditions of B images for the guided batch [uncond, cond] (2B). */
 function doubled(a: AddedConditions): AddedConditions {
   const r = Array.from(a.resolution);
@@ -154,6 +183,8 @@ export class Pipeline {
   readonly model: PixArtModel | FluxModel;
   /** FLUX: the flow-matching scheduler config (scheduler/scheduler_config.json or FLUX.1-dev's). */
   readonly scheduler: FlowEulerConfig | undefined;
+  /** PixArt: DPM-Solver++'s and DDIM's configs from scheduler/scheduler_config.json. */
+  readonly vpSchedulers: VpSchedulerConfigs;
   /** The caption encoder (bundled model), or undefined. */
   readonly encoder: EmojiCaptionEncoder | undefined;
   /** The caption tokenizer (bundled model), or undefined. */
@@ -172,6 +203,7 @@ export class Pipeline {
     tokenizer?: EmojiTokenizer,
     scheduler?: FlowEulerConfig,
     defaults?: SamplingDefaults,
+    vpSchedulers: VpSchedulerConfigs = DEFAULT_VP_SCHEDULERS,
   ) {
     this.runtime = rt;
     this.path = path;
@@ -179,6 +211,7 @@ export class Pipeline {
     this.encoder = encoder;
     this.tokenizer = tokenizer;
     this.scheduler = scheduler;
+    this.vpSchedulers = vpSchedulers;
     this.defaults = defaults ??
       (transformer instanceof FluxModel ? FLUX_SAMPLING : PIXART_SAMPLING);
   }
@@ -222,6 +255,38 @@ export class Pipeline {
     };
   }
 
+  /**
+   * The negative captions of caption embeddings that came without them: the model's own
+   * null caption, as diffusers encodes `negative_prompt` when given only `prompt_embeds`.
+   */
+  async #ownNegative(B: number, L: number, C: number): Promise<{
+    embeds: Float32Array;
+    mask: Float32Array;
+  }> {
+    const e = this.encoder?.config;
+    if (!e || !this.tokenizer || e.maxLength !== L || e.dModel !== C) {
+      throw new TypeError(
+        "Guidance needs negative prompt embeddings: add negative_prompt_embeds to the caption " +
+          `embeddings${
+            e
+              ? ` (the model's own encoder gives [${e.maxLength}, ${e.dModel}], not [${L}, ${C}])`
+              : ""
+          }, or use guidance ≤ 1`,
+      );
+    }
+    const rec = new Recorder(this.runtime, "negative caption");
+    const u = this.encoder!.encode(
+      rec,
+      Array.from({ length: B }, () => this.tokenizer!.nullCaption()),
+    );
+    await rec.submit();
+    const outs = [u.embeds, u.mask];
+    const [embeds, mask] = await readTensors(this.runtime, outs).finally(() => {
+      for (const t of outs) t.release();
+    });
+    return { embeds, mask };
+  }
+
   /** Generates images (latents) for a request. */
   async generate(request: GenerateRequest): Promise<GenerateResult> {
     const d = this.defaults;
@@ -255,6 +320,7 @@ export class Pipeline {
     if (!Number.isFinite(guidance) || guidance < 0) {
       throw new RangeError(`guidance must be a finite number ≥ 0, got ${guidance}`);
     }
+    const samplerOptions = vpSamplerOptions(this.vpSchedulers, sampler);
     let unknown: string[] = [];
     let emb: CaptionEmbeds;
     if (req.captionEmbeds) {
@@ -290,7 +356,7 @@ export class Pipeline {
       }
     }
     const guided = usesGuidance(guidance);
-    if (guided && !emb.negative) throw new TypeError("Guidance needs negative prompt embeddings");
+    if (guided && !emb.negative) emb = { ...emb, negative: await this.#ownNegative(B, L, Cc) };
     const encodeMs = performance.now() - t0;
 
     // Conditioning: [uncond, cond] when guiding, as diffusers concatenates.
@@ -339,7 +405,7 @@ export class Pipeline {
     };
     try {
       const { latents, stepMs, profile } = await sampleLoop(rt, denoiser, lat, {
-        sampler: createGpuSampler(sampler, steps),
+        sampler: createGpuSampler(sampler, steps, samplerOptions),
         guidance,
         signal: req.signal,
         onStep: req.onStep,
@@ -402,7 +468,9 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
     return await loadFluxPipeline(rt, dir, tdir, raw, o);
   }
   const config = parsePixArtConfig(raw, cfgPath);
-  const defaults = await readSamplingDefaults(dir, PIXART_SAMPLING);
+  const schedulers = await readVpSchedulers(dir);
+  const defaults = await readSamplingDefaults(dir, pixArtSampling(schedulers));
+  checkDefaultSampler(schedulers, defaults);
   const source = await openCheckpoint(tdir);
   let transformer: PixArtModel;
   try {
@@ -452,7 +520,7 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
       throw e;
     }
   }
-  return new Pipeline(rt, dir, transformer, encoder, tokenizer, undefined, defaults);
+  return new Pipeline(rt, dir, transformer, encoder, tokenizer, undefined, defaults, schedulers);
 }
 
 /** A FLUX folder: transformer/ (+ scheduler/scheduler_config.json; default FLUX.1-dev's). */

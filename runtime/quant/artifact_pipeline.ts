@@ -19,15 +19,15 @@ import { parseFlowSchedulerConfig, parseFluxConfig } from "../../plugins/models/
 import { parsePixArtConfig } from "../../plugins/models/pixart_config.ts";
 import { CheckpointError } from "../errors.ts";
 import type { Runtime } from "../gpu/device.ts";
-import { Pipeline } from "../pipeline.ts";
+import { checkDefaultSampler, Pipeline, pixArtSampling } from "../pipeline.ts";
 import { parseJson } from "../io/json.ts";
-import {
-  FLUX_SAMPLING,
-  parseSamplingDefaults,
-  PIXART_SAMPLING,
-  type SamplingDefaults,
-} from "../model_defaults.ts";
+import { FLUX_SAMPLING, parseSamplingDefaults, type SamplingDefaults } from "../model_defaults.ts";
 import { type FlowEulerConfig, FLUX_FLOW_CONFIG } from "../sampling/flow_euler.ts";
+import {
+  DEFAULT_VP_SCHEDULERS,
+  parseVpSchedulerConfig,
+  type VpSchedulerConfigs,
+} from "../sampling/vp_scheduler_config.ts";
 import { type Artifact, META, openArtifact, type RotationLoader } from "./artifact.ts";
 
 /** Options of {@linkcode loadArtifactPipeline}. */
@@ -52,6 +52,7 @@ class ArtifactPipeline extends Pipeline {
       tokenizer?: EmojiTokenizer;
       attention?: AttentionImpl;
       scheduler?: FlowEulerConfig;
+      schedulers?: VpSchedulerConfigs;
     },
   ) {
     super(
@@ -62,6 +63,7 @@ class ArtifactPipeline extends Pipeline {
       parts.tokenizer,
       parts.scheduler,
       parts.defaults,
+      parts.schedulers,
     );
     this.#attention = parts.attention;
   }
@@ -87,7 +89,9 @@ export async function loadArtifactPipeline(
     const raw = a.transformerConfig as Record<string, unknown> | null;
     if (raw?._class_name === "FluxTransformer2DModel") return await loadFluxArtifact(rt, a, o);
     const config = parsePixArtConfig(a.transformerConfig, `${path} (${META.transformerConfig})`);
-    const defaults = artifactDefaults(a, PIXART_SAMPLING);
+    const schedulers = artifactVpSchedulers(a);
+    const defaults = artifactDefaults(a, pixArtSampling(schedulers));
+    checkDefaultSampler(schedulers, defaults);
     const transformer = await loadPixArt(rt, a.transformerSource(), config, {
       dtype,
       linears: a.linears(dtype, o.rotations),
@@ -99,7 +103,7 @@ export async function loadArtifactPipeline(
       if (attention) transformer.selfAttention = attention;
       const m = a.file.metadata;
       if (m[META.encoderConfig] === undefined) {
-        return new ArtifactPipeline(rt, path, { transformer, attention, defaults });
+        return new ArtifactPipeline(rt, path, { transformer, attention, defaults, schedulers });
       }
       const field = `__metadata__.${META.encoderConfig}`;
       const ecfgRaw = parseJson(m[META.encoderConfig], path, field);
@@ -120,6 +124,7 @@ export async function loadArtifactPipeline(
         tokenizer,
         attention,
         defaults,
+        schedulers,
       });
     } catch (e) {
       transformer.release();
@@ -165,6 +170,14 @@ async function loadFluxArtifact(
 }
 
 /** The model's sampling defaults the artifact carries (its model_index.json), over `base`. */
+/** A PixArt artifact's stored scheduler config (its model folder's) as both samplers' configs. */
+function artifactVpSchedulers(a: Artifact): VpSchedulerConfigs {
+  const text = a.file.metadata[META.schedulerConfig];
+  if (text === undefined) return DEFAULT_VP_SCHEDULERS;
+  const field = `__metadata__.${META.schedulerConfig}`;
+  return parseVpSchedulerConfig(parseJson(text, a.path, field), `${a.path} (${field})`);
+}
+
 function artifactDefaults(a: Artifact, base: SamplingDefaults): SamplingDefaults {
   const text = a.file.metadata[META.modelIndex];
   if (text === undefined) return base; // made before artifacts carried them, or a model without one

@@ -63,7 +63,8 @@ export async function artifactMetadata(
   };
   if (attentionMeta) metadata[META.attention] = attentionMeta;
   if (family) metadata[META.family] = family;
-  // FLUX: the flow-matching scheduler's config, so the artifact samples as the folder does.
+  // The scheduler's config (FLUX: flow matching; PixArt: DPM-Solver/DDIM), so the artifact
+  // samples as the folder does.
   const spath = join(dir, "scheduler", "scheduler_config.json");
   if (await exists(spath)) metadata[META.schedulerConfig] = await readText(spath);
   // The model's sampling defaults (model_index.json's webdit section) travel with it.

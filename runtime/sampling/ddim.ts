@@ -7,7 +7,8 @@
  * steps_offset 0, "leading" spacing, epsilon, eta 0. PixArt loads a DPM config, so
  * `DDIMScheduler.from_config(pixart.scheduler.config)` keeps DDIM's clip_sample and
  * set_alpha_to_one defaults but takes steps_offset 0 and the saved timestep_spacing
- * ("linspace" when the saved config has it): {@linkcode PIXART_DDIM_CONFIG}.
+ * ("linspace" when the saved config has it): {@linkcode PIXART_DDIM_CONFIG}. The pipeline
+ * reads the folder's file that way (vp_scheduler_config.ts).
  *
  * The previous timestep is t − T // N whatever the spacing (diffusers' step() does this
  * even for "linspace", where the actual next timestep differs): reproduced as is.

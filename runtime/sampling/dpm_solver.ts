@@ -57,6 +57,11 @@ export interface DpmSolverConfig extends VpScheduleConfig {
   stepsOffset?: number;
   /** The sigma after the last step. Default "zero". */
   finalSigmasType?: "zero" | "sigma_min";
+  /**
+   * Timesteps whose λ = log α − log σ is below this are not used (diffusers clips them for
+   * cosine schedules). Default −∞: all are.
+   */
+  lambdaMinClipped?: number;
 }
 
 /** The float32 coefficients of one step; x_{i+1} = cSample·x − c0·D0 + k1·D1. */
@@ -90,29 +95,56 @@ export interface DpmSolverPlan {
 }
 
 /**
- * Integer timesteps as diffusers' set_timesteps computes them (lambda_min_clipped −∞,
- * so last_timestep = T): "linspace" rounds np.linspace(0, T−1, N+1) half-to-even,
- * reverses and drops the last; "leading" takes multiples of T // (N+1) plus the offset;
- * "trailing" rounds np.arange(T, 0, −T/N) and subtracts 1.
+ * Integer timesteps as diffusers' set_timesteps computes them, with L = last_timestep (T
+ * unless λ is clipped, {@linkcode dpmLastTimestep}): "linspace" rounds
+ * np.linspace(0, L−1, N+1) half-to-even, reverses and drops the last; "leading" takes
+ * multiples of L // (N+1) plus the offset; "trailing" rounds np.arange(L, 0, −T/N) and
+ * subtracts 1.
  */
 export function dpmTimesteps(
   steps: number,
   T = 1000,
   spacing: TimestepSpacing = "linspace",
   offset = 0,
+  last = T,
 ): number[] {
   checkSteps("dpm++2m", steps);
   if (spacing === "linspace") {
-    return npLinspace(0, T - 1, steps + 1).map(roundHalfEven).reverse().slice(0, steps);
+    return npLinspace(0, last - 1, steps + 1).map(roundHalfEven).reverse().slice(0, steps);
   }
   if (spacing === "leading") {
-    const ratio = Math.floor(T / (steps + 1));
+    const ratio = Math.floor(last / (steps + 1));
     const ts: number[] = [];
     for (let i = steps; i >= 1; i--) ts.push(i * ratio + offset);
     return ts;
   }
-  if (spacing === "trailing") return npArange(T, 0, -T / steps).map((v) => roundHalfEven(v) - 1);
+  if (spacing === "trailing") {
+    const ts = npArange(last, 0, -T / steps).map((v) => roundHalfEven(v) - 1);
+    if (ts.length !== steps) {
+      throw new RangeError(
+        `dpm++2m: "trailing" spacing gives ${ts.length} timesteps below the clipped λ, not ${steps}`,
+      );
+    }
+    return ts;
+  }
   throw new TypeError(`timestepSpacing must be linspace, leading or trailing, got ${spacing}`);
+}
+
+/**
+ * diffusers' last_timestep: T minus the number of training timesteps whose λ_t =
+ * log √ᾱ − log √(1−ᾱ) (float32) is below `lambdaMinClipped` (torch.searchsorted on the
+ * ascending flipped λ).
+ */
+export function dpmLastTimestep(alphasCumprod: Float32Array, lambdaMinClipped: number): number {
+  const T = alphasCumprod.length;
+  if (lambdaMinClipped === -Infinity) return T;
+  let clipped = 0;
+  for (const a of alphasCumprod) {
+    const alpha = f32(Math.sqrt(a));
+    const sigma = f32(Math.sqrt(f32(1 - a)));
+    if (f32(f32(Math.log(alpha)) - f32(Math.log(sigma))) < lambdaMinClipped) clipped++;
+  }
+  return T - clipped;
 }
 
 /** α_t = 1/√(σ²+1) and σ_t = σ·α_t in float32, as _sigma_to_alpha_sigma_t. */
@@ -142,7 +174,14 @@ export function dpmSolverPlan(steps: number, config: DpmSolverConfig = {}): DpmS
   const vp = vpSchedule(config);
   // The training sigma table √((1−ᾱ)/ᾱ), float32 ops as torch (checked bit for bit).
   const table = vp.alphasCumprod.map((a) => f32(Math.sqrt(f32(f32(1 - a) / a))));
-  const timesteps = dpmTimesteps(steps, T, config.timestepSpacing, config.stepsOffset ?? 0);
+  const last = dpmLastTimestep(vp.alphasCumprod, config.lambdaMinClipped ?? -Infinity);
+  const timesteps = dpmTimesteps(
+    steps,
+    T,
+    config.timestepSpacing,
+    config.stepsOffset ?? 0,
+    last,
+  );
   const sigmas = new Float32Array(steps + 1);
   // np.interp at integer points returns the table entry; beyond the end, the last one.
   timesteps.forEach((t, i) => sigmas[i] = table[Math.min(Math.max(t, 0), T - 1)]);
