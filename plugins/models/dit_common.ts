@@ -7,23 +7,15 @@
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import { attention, type AttentionInput } from "../../runtime/ops/attention.ts";
+import { timestepEmbeddingRef } from "../../runtime/reference/embed.ts";
 
 /**
  * diffusers' Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0): [cos | sin] of
- * t·exp(−ln(10000)·k/half), k < half. Computed on the host in f64: diffusers' f32
- * t·freq rounding alone moves outputs by ~1e-5 × RMS.
+ * t·exp(−ln(10000)·k/half), k < half, with torch's float32 roundings (exponent, exp, t·freq)
+ * as get_timestep_embedding computes it.
  */
 export function sinusoid(t: ArrayLike<number>, dim: number): Float32Array {
-  const half = Math.floor(dim / 2);
-  const out = new Float32Array(t.length * dim);
-  for (let b = 0; b < t.length; b++) {
-    for (let k = 0; k < half; k++) {
-      const a = t[b] * Math.exp((-Math.log(10000) * k) / half);
-      out[b * dim + k] = Math.cos(a);
-      out[b * dim + half + k] = Math.sin(a);
-    }
-  }
-  return out;
+  return timestepEmbeddingRef(t, dim, { flipSinToCos: true, downscaleFreqShift: 0 });
 }
 
 /** Where a self-attention call sits: heads, the h×w token grid, the sampler step. */
