@@ -53,8 +53,10 @@ export interface FluxConditioning {
   textTokens: number;
   /** context_embedder(prompt_embeds) [B, L, D]. */
   context: Tensor;
-  /** text_embedder(pooled) (+ guidance_embedder(sinusoid(1000·g))) [B, D]. */
+  /** text_embedder(pooled) [B, D]. */
   static: Tensor;
+  /** guidance_embedder(sinusoid(1000·g)) [B, D] (FLUX.1-dev), or undefined. */
+  guidance: Tensor | undefined;
   /** The batch is a true-CFG pair [negative…, positive…] (quantized layers may use CFG delta). */
   cfgPair: boolean;
   /** Frees the tensors. */
@@ -203,24 +205,26 @@ export class FluxModel {
         activation: "silu",
       },
     );
-    let stat = l[`${tte}.text_embedder.linear_2`].forward(rec, h);
+    const stat = l[`${tte}.text_embedder.linear_2`].forward(rec, h);
     h.release();
+    let gemb: Tensor | undefined;
     if (guidance) {
       const sin = rec.upload(sinusoid(guidance.map(times1000), 256), [B, 256], this.dtype);
       const g1 = l[`${tte}.guidance_embedder.linear_1`].forward(rec, sin, { activation: "silu" });
-      const sum = l[`${tte}.guidance_embedder.linear_2`].forward(rec, g1, { residual: stat });
-      for (const t of [sin, g1, stat]) t.release();
-      stat = sum;
+      gemb = l[`${tte}.guidance_embedder.linear_2`].forward(rec, g1);
+      for (const t of [sin, g1]) t.release();
     }
     return {
       batch: B,
       textTokens: L,
       context,
       static: stat,
+      guidance: gemb,
       cfgPair,
       release: () => {
         context.release();
         stat.release();
+        gemb?.release();
       },
     };
   }
@@ -281,16 +285,22 @@ export class FluxModel {
     const packed = packLatents(rec, x);
     let img = l["x_embedder"].forward(rec, packed);
     packed.release();
-    // temb = timestep_embedder(sinusoid(1000·t)) + static; every modulation reads SiLU(temb).
+    // temb = (timestep_embedder(sinusoid(1000·t)) + guidance) + text, summed in diffusers'
+    // order; every modulation reads SiLU(temb).
     const sin = rec.upload(sinusoid(t.map(times1000), 256), [B, 256], this.dtype);
     const t1 = l["time_text_embed.timestep_embedder.linear_1"].forward(rec, sin, {
       activation: "silu",
     });
-    const temb = l["time_text_embed.timestep_embedder.linear_2"].forward(rec, t1, {
-      residual: cond.static,
+    let temb = l["time_text_embed.timestep_embedder.linear_2"].forward(rec, t1, {
+      residual: cond.guidance ?? cond.static,
     });
     sin.release();
     t1.release();
+    if (cond.guidance) {
+      const withText = elementwise(rec, "axpby", temb, { y: cond.static, alpha: 1, beta: 1 });
+      temb.release();
+      temb = withText;
+    }
     const act = elementwise(rec, "silu", temb);
     temb.release();
 
