@@ -7,16 +7,85 @@
  */
 import { openSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
 import type { CaptionEmbeds } from "../pipeline.ts";
-import { UsageError } from "./common.ts";
+import { info, UsageError } from "./common.ts";
+
+/** The tensor names a caption-embeddings file may hold (besides what a caller adds). */
+const CAPTION_TENSORS = [
+  "prompt_embeds",
+  "prompt_attention_mask",
+  "mask", // the contract's alias of prompt_attention_mask
+  "negative_prompt_embeds",
+  "negative_prompt_attention_mask",
+  "pooled_prompt_embeds",
+  "negative_pooled_prompt_embeds",
+];
+
+/** The tensor names of a pooled-embeddings file. */
+const POOLED_TENSORS = ["pooled_prompt_embeds", "negative_pooled_prompt_embeds"];
+
+/**
+ * Names the tensors of `f` not in `used` in a warning, so nothing in an input file is
+ * ignored silently. (A warning, not an error: the README's FLUX example passes the fixture
+ * io.safetensors, which holds the reference run's other tensors too.)
+ */
+function warnUnused(f: SafetensorsFile, path: string, used: readonly string[]): void {
+  const unused = [...f.tensors.keys()].filter((n) => !used.includes(n));
+  if (unused.length) {
+    info(
+      `warning: ${path}: ignoring tensor${unused.length > 1 ? "s" : ""} ${
+        unused.map((n) => `"${n}"`).join(", ")
+      } (read: ${used.filter((n) => f.tensors.has(n)).join(", ")})`,
+    );
+  }
+}
+
+/** Refuses a shape with a dimension below 1 (an empty tensor). */
+function checkNotEmpty(path: string, name: string, shape: readonly number[]): void {
+  if (shape.some((d) => d < 1)) {
+    throw new UsageError(
+      `${path}: ${name} [${shape.join(", ")}] is empty: every dimension must be ≥ 1`,
+    );
+  }
+}
+
+/** A float tensor read as f32, refused when it is not a float dtype or holds NaN or ±Inf. */
+async function readFloat(f: SafetensorsFile, path: string, name: string): Promise<Float32Array> {
+  const t = f.tensors.get(name)!;
+  if (!/^(F|BF)\d|^F8_/.test(t.dtype)) {
+    throw new UsageError(
+      `${path}: ${name} must be a float tensor (F32, F16, BF16…), not ${t.dtype}`,
+    );
+  }
+  const data = await f.readF32(name);
+  let bad = 0, first = -1;
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) {
+      if (bad++ === 0) first = i;
+    }
+  }
+  if (bad) {
+    throw new UsageError(
+      `${path}: ${name} holds ${bad} non-finite value${bad > 1 ? "s" : ""} (NaN or ±Inf; ` +
+        `the first at flat index ${first} of ${data.length})`,
+    );
+  }
+  return data;
+}
 
 /**
  * Reads precomputed caption embeddings under diffusers' pipeline names: prompt_embeds
- * [B, L, C] (or [L, C]), optional prompt_attention_mask, negative_prompt_embeds (+ mask),
- * and FLUX's pooled_prompt_embeds [B, P] (+ negative_pooled_prompt_embeds) when present.
+ * [B, L, C] (or [L, C]), optional prompt_attention_mask (or "mask"), negative_prompt_embeds
+ * (+ mask), and FLUX's pooled_prompt_embeds [B, P] (+ negative_pooled_prompt_embeds) when
+ * present. Any other tensor is named in a warning, except those in `alsoUsed` (which the
+ * caller reads itself).
  */
-export async function readCaptionEmbeds(path: string): Promise<CaptionEmbeds> {
+export async function readCaptionEmbeds(
+  path: string,
+  alsoUsed: readonly string[] = [],
+): Promise<CaptionEmbeds> {
   const f = await openSafetensors(path);
   try {
+    warnUnused(f, path, [...CAPTION_TENSORS, ...alsoUsed]);
     const need = (name: string) => {
       const t = f.tensors.get(name);
       if (!t) throw new UsageError(`${path}: missing tensor "${name}"`);
@@ -27,7 +96,13 @@ export async function readCaptionEmbeds(path: string): Promise<CaptionEmbeds> {
     if (shape.length !== 3) {
       throw new UsageError(`${path}: prompt_embeds must be [B, L, C], got [${pe.shape}]`);
     }
+    checkNotEmpty(path, "prompt_embeds", pe.shape);
     const [B, L] = shape;
+    if (f.tensors.has("mask") && f.tensors.has("prompt_attention_mask")) {
+      throw new UsageError(
+        `${path}: give "prompt_attention_mask" or its alias "mask", not both`,
+      );
+    }
     const maskOf = async (name: string) => {
       const t = f.tensors.get(name);
       if (!t) return undefined;
@@ -37,8 +112,8 @@ export async function readCaptionEmbeds(path: string): Promise<CaptionEmbeds> {
       return await f.readF32(name);
     };
     const out: CaptionEmbeds = {
-      embeds: await f.readF32("prompt_embeds"),
-      mask: await maskOf("prompt_attention_mask"),
+      embeds: await readFloat(f, path, "prompt_embeds"),
+      mask: await maskOf(f.tensors.has("mask") ? "mask" : "prompt_attention_mask"),
       shape: shape as [number, number, number],
     };
     const ne = f.tensors.get("negative_prompt_embeds");
@@ -50,11 +125,20 @@ export async function readCaptionEmbeds(path: string): Promise<CaptionEmbeds> {
         );
       }
       out.negative = {
-        embeds: await f.readF32("negative_prompt_embeds"),
+        embeds: await readFloat(f, path, "negative_prompt_embeds"),
         mask: await maskOf("negative_prompt_attention_mask"),
       };
+    } else if (f.tensors.has("negative_prompt_attention_mask")) {
+      throw new UsageError(
+        `${path}: negative_prompt_attention_mask needs negative_prompt_embeds`,
+      );
     }
     if (f.tensors.has("pooled_prompt_embeds")) await readPooledInto(f, path, out);
+    else if (f.tensors.has("negative_pooled_prompt_embeds")) {
+      throw new UsageError(
+        `${path}: negative_pooled_prompt_embeds needs pooled_prompt_embeds`,
+      );
+    }
     return out;
   } finally {
     f.close();
@@ -73,7 +157,8 @@ async function readPooledInto(f: SafetensorsFile, path: string, out: CaptionEmbe
   ) {
     throw new UsageError(`${path}: pooled_prompt_embeds must be [${B}, P], got [${t.shape}]`);
   }
-  out.pooled = await f.readF32("pooled_prompt_embeds");
+  checkNotEmpty(path, "pooled_prompt_embeds", t.shape);
+  out.pooled = await readFloat(f, path, "pooled_prompt_embeds");
   const ne = f.tensors.get("negative_pooled_prompt_embeds");
   if (ne) {
     if (ne.shape.reduce((a, b) => a * b, 1) !== n) {
@@ -84,7 +169,7 @@ async function readPooledInto(f: SafetensorsFile, path: string, out: CaptionEmbe
     if (!out.negative) {
       throw new UsageError(`${path}: negative_pooled_prompt_embeds needs negative_prompt_embeds`);
     }
-    out.negative.pooled = await f.readF32("negative_pooled_prompt_embeds");
+    out.negative.pooled = await readFloat(f, path, "negative_pooled_prompt_embeds");
   }
 }
 
@@ -92,13 +177,17 @@ async function readPooledInto(f: SafetensorsFile, path: string, out: CaptionEmbe
 export async function readPooled(path: string, out: CaptionEmbeds): Promise<void> {
   const f = await openSafetensors(path);
   try {
+    warnUnused(f, path, POOLED_TENSORS);
     await readPooledInto(f, path, out);
   } finally {
     f.close();
   }
 }
 
-/** Reads tensor "latents" [B, C, H, W]. */
+/**
+ * Reads tensor "latents" [B, C, H, W]: a float tensor, every dimension ≥ 1, all values
+ * finite (the file's other tensors are left alone: it may be a reference run's record).
+ */
 export async function readLatents(path: string): Promise<{ data: Float32Array; shape: number[] }> {
   const f = await openSafetensors(path);
   try {
@@ -107,7 +196,8 @@ export async function readLatents(path: string): Promise<{ data: Float32Array; s
     if (t.shape.length !== 4) {
       throw new UsageError(`${path}: latents must be [B, C, H, W], got [${t.shape}]`);
     }
-    return { data: await f.readF32("latents"), shape: [...t.shape] };
+    checkNotEmpty(path, "latents", t.shape);
+    return { data: await readFloat(f, path, "latents"), shape: [...t.shape] };
   } finally {
     f.close();
   }
@@ -122,7 +212,7 @@ export async function readLatents(path: string): Promise<{ data: Float32Array; s
 export async function readCalibrationEmbeds(
   path: string,
 ): Promise<{ embeds: CaptionEmbeds; latents?: { data: Float32Array; shape: number[] } }> {
-  const embeds = await readCaptionEmbeds(path);
+  const embeds = await readCaptionEmbeds(path, ["latents"]);
   const f = await openSafetensors(path);
   const has = f.tensors.has("latents");
   f.close();
