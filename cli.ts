@@ -45,6 +45,17 @@ function usage(): string {
   }`;
 }
 
+/**
+ * Errors shown as one `error: …` line (exit 1) rather than a stack trace: webdit's own,
+ * bad values (TypeError, RangeError), the file system's and the network's (Deno.errors:
+ * NotFound, PermissionDenied, IsADirectory, AddrInUse…) and failed address look-ups.
+ */
+function isReportable(e: unknown): e is Error {
+  if (e instanceof WebditError || e instanceof TypeError || e instanceof RangeError) return true;
+  if (Object.values(Deno.errors).some((C) => e instanceof C)) return true;
+  return e instanceof Error && e.message.startsWith("failed to lookup address information");
+}
+
 /** Runs the command line and returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const [name, ...rest] = args;
@@ -64,7 +75,7 @@ export async function main(args: string[]): Promise<number> {
       console.error(`error: ${e.message} (see deno task ${name} --help)`);
       return 2;
     }
-    if (e instanceof WebditError || e instanceof TypeError || e instanceof RangeError) {
+    if (isReportable(e)) {
       console.error(`error: ${e.message}`);
       return 1;
     }

@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { dirname, resolve } from "node:path";
 
 /** A command-line mistake: printed with the usage, exit code 2. */
 export class UsageError extends Error {
@@ -27,11 +28,49 @@ export function parseCli<T extends ParseArgsOptionsConfig>(
   allowPositionals = false,
 ): { values: CliValues<T>; positionals: string[] } {
   try {
-    const r = parseArgs({ args, options, strict: true, allowPositionals });
+    const r = parseArgs({
+      args: joinNegativeValues(args, options),
+      options,
+      strict: true,
+      allowPositionals,
+    });
     return r as unknown as ReturnType<typeof parseCli<T>>;
   } catch (e) {
     throw new UsageError((e as Error).message.split("\n")[0]);
   }
+}
+
+/** A token that reads as a negative number ("-1", "-0.5", "-1e3", "-.5", "-Infinity"). */
+const NEGATIVE_NUMBER = /^-(\d|\.\d|Infinity$)/;
+
+/**
+ * `--name -1` as `--name=-1` where `--name` takes a value: node:util's parseArgs would
+ * otherwise call "-1" an ambiguous option, so the value never reached its range check.
+ */
+export function joinNegativeValues(args: string[], options: ParseArgsOptionsConfig): string[] {
+  const takesValue = (tok: string) => {
+    if (tok.startsWith("--")) return options[tok.slice(2)]?.type === "string";
+    if (/^-[^-]$/.test(tok)) {
+      return Object.values(options).some((o) => o.short === tok[1] && o.type === "string");
+    }
+    return false;
+  };
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const tok = args[i];
+    if (tok === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    const next = args[i + 1];
+    if (next !== undefined && NEGATIVE_NUMBER.test(next) && takesValue(tok)) {
+      out.push(`${tok}=${next}`);
+      i++;
+    } else {
+      out.push(tok);
+    }
+  }
+  return out;
 }
 
 /** The accepted values of a number option. */
@@ -139,10 +178,60 @@ export function parseCommand<T extends ParseArgsOptionsConfig>(
   return new CliOptions(values);
 }
 
-/** Refuses to overwrite `path` unless forced; `flag` names the option that chose it. */
+/** `path`'s file info, or undefined where it cannot be read (absent, a file on the way…). */
+async function statOrUndefined(path: string): Promise<Deno.FileInfo | undefined> {
+  return await Deno.stat(path).catch(() => undefined);
+}
+
+/**
+ * Checks, before any work, that an output file can be written at `path`: its folder exists,
+ * it is not a folder itself, and it is not there already unless `force` (then it is
+ * overwritten). `flag` names the option that chose it.
+ */
 export async function checkWritable(path: string, force: boolean, flag: string): Promise<void> {
-  if (!force && await Deno.stat(path).then(() => true, () => false)) {
+  const st = await statOrUndefined(path);
+  if (st?.isDirectory) throw new UsageError(`${flag} ${path} is a folder, not a file`);
+  if (st && !force) {
     throw new UsageError(`${path} exists; pass --force to overwrite it or choose another ${flag}`);
+  }
+  const parent = dirname(resolve(path));
+  const pst = await statOrUndefined(parent);
+  if (!pst) throw new UsageError(`${flag} ${path}: the folder ${parent} does not exist`);
+  if (!pst.isDirectory) throw new UsageError(`${flag} ${path}: ${parent} is not a folder`);
+}
+
+/**
+ * Checks, before any work, that an output folder can be made at `path`: it is a folder or
+ * absent, and the nearest part of it that exists is a folder (the rest is created).
+ */
+export async function checkOutputFolder(path: string, flag: string): Promise<void> {
+  let p = resolve(path);
+  for (;;) {
+    const st = await statOrUndefined(p);
+    if (st) {
+      if (st.isDirectory) return;
+      throw new UsageError(`${flag} ${path}: ${p} is not a folder`);
+    }
+    const up = dirname(p);
+    if (up === p) return;
+    p = up;
+  }
+}
+
+/**
+ * Checks that no two outputs of a run name the same file (`[flag, path]` pairs; paths are
+ * compared resolved).
+ */
+export function checkDistinctOutputs(outputs: readonly (readonly [string, string])[]): void {
+  const seen = new Map<string, string>();
+  for (const [flag, path] of outputs) {
+    const key = resolve(path);
+    const other = seen.get(key);
+    if (other !== undefined) {
+      const who = other === flag ? `${flag} names` : `${other} and ${flag} both name`;
+      throw new UsageError(`${who} ${path}: give each output its own file`);
+    }
+    seen.set(key, flag);
   }
 }
 

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { tensorToImage, writePng } from "../io/png.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
@@ -11,7 +12,15 @@ import { loadPipeline, type Pipeline, type SamplerName, SAMPLERS } from "../pipe
 import { readCaptionEmbeds, readLatents, readPooled } from "./embeds.ts";
 import { FluxModel } from "../../plugins/models/flux.ts";
 import { byKernel, formatKernelTimes } from "../gpu/launch_times.ts";
-import { checkWritable, emitJson, info, parseCommand, ProgressBar, UsageError } from "./common.ts";
+import {
+  checkDistinctOutputs,
+  checkWritable,
+  emitJson,
+  info,
+  parseCommand,
+  ProgressBar,
+  UsageError,
+} from "./common.ts";
 
 /** Usage text of generate. */
 export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
@@ -50,6 +59,72 @@ function defaultOut(prompt: string | undefined, seed: number): string {
   const slug = (prompt ?? "embeds").toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "")
     .slice(0, 40);
   return `${slug || "image"}_${seed}.png`;
+}
+
+/** The image files of a run of `n`: `base`, then `base` with _1, _2… before ".png". */
+function imagePaths(base: string, n: number): string[] {
+  return Array.from({ length: n }, (_, i) => i ? base.replace(/\.png$/i, `_${i}.png`) : base);
+}
+
+/**
+ * The batch of a run: the --latents and --caption-embeds files' (which must agree with
+ * each other and with --n, when given), else --n (default 1).
+ */
+function batchOf(
+  n: number | undefined,
+  latents: [string, number] | undefined,
+  embeds: number | undefined,
+): number {
+  const files: [string, number][] = [];
+  if (latents) files.push([`--latents ${latents[0]}`, latents[1]]);
+  if (embeds !== undefined) files.push(["--caption-embeds", embeds]);
+  if (files.length === 2 && files[0][1] !== files[1][1]) {
+    throw new UsageError(`--caption-embeds has batch ${embeds}, --latents ${latents![1]}`);
+  }
+  if (n !== undefined && files.length && files[0][1] !== n) {
+    throw new UsageError(
+      `--n ${n} disagrees with ${files[0][0]} (batch ${files[0][1]}): drop --n or match it`,
+    );
+  }
+  return files[0]?.[1] ?? n ?? 1;
+}
+
+/** Checks the sampler suits the model: flow-euler for FLUX, dpm++2m or ddim otherwise. */
+function checkSampler(pipe: Pipeline, sampler: SamplerName): void {
+  const flux = pipe.model instanceof FluxModel;
+  if (flux && sampler !== "flow-euler") {
+    throw new UsageError(`--sampler must be flow-euler for this FLUX model, got ${sampler}`);
+  }
+  if (!flux && sampler === "flow-euler") {
+    throw new UsageError(
+      `--sampler must be dpm++2m or ddim for this (epsilon) model, got ${sampler}`,
+    );
+  }
+}
+
+/**
+ * Checks --latents against the loaded model: its channels (FLUX: unpacked, in_channels/4)
+ * and a height and width of whole patches (FLUX: whole 2×2 packing cells).
+ */
+function checkLatentsShape(pipe: Pipeline, path: string, shape: readonly number[]): void {
+  const m = pipe.model;
+  const C = m instanceof FluxModel ? m.config.latentChannels : m.config.inChannels;
+  const cells = m instanceof FluxModel ? 2 : m.config.patchSize;
+  const [B, , H, W] = shape;
+  if (shape[1] !== C) {
+    throw new UsageError(
+      `--latents ${path}: expected [B, C, H, W] = [${B}, ${C}, ${H}, ${W}] (the model's ` +
+        `${C} latent channels), got [${shape.join(", ")}]`,
+    );
+  }
+  for (const [what, v] of [["height", H], ["width", W]] as const) {
+    if (v % cells) {
+      throw new UsageError(
+        `--latents ${path}: the latents' ${what} ${v} is not a multiple of the model's ` +
+          `${m instanceof FluxModel ? "2×2 packing" : "patch size"} ${cells}`,
+      );
+    }
+  }
 }
 
 /**
@@ -112,12 +187,15 @@ export async function generate(args: string[]): Promise<number> {
   if (v.prompt === undefined && v["caption-embeds"] === undefined) {
     throw new UsageError("give --prompt TEXT (or --caption-embeds FILE)");
   }
+  if (v.prompt !== undefined && v["caption-embeds"] !== undefined) {
+    throw new UsageError("give --prompt or --caption-embeds, not both");
+  }
   const seed = o.number("seed", 0, { min: 0, max: 2 ** 32 - 1, integer: true });
   // Steps, guidance and sampler default to the model's (Pipeline.defaults) once it is loaded.
   const stepsArg = o.optionalNumber("steps", { min: 1, max: 1000, integer: true });
   const guidanceArg = o.optionalNumber("guidance", { min: 0, max: 100 });
   const trueCfg = o.number("true-cfg", 1, { min: 0, max: 100 });
-  const n = o.number("n", 1, { min: 1, max: 64, integer: true });
+  const nArg = o.optionalNumber("n", { min: 1, max: 64, integer: true });
   const profileStep = o.optionalNumber("profile-step", { min: 0, integer: true });
   const heightPx = o.optionalNumber("height", { min: 1, max: 16384, integer: true });
   const widthPx = o.optionalNumber("width", { min: 1, max: 16384, integer: true });
@@ -128,16 +206,29 @@ export async function generate(args: string[]): Promise<number> {
   if (v.out !== undefined && !v.out.toLowerCase().endsWith(".png")) {
     throw new UsageError("--out must name a .png file");
   }
-  if (v["save-latents"]) await checkWritable(v["save-latents"], force, "--save-latents");
 
-  const captionEmbeds = v["caption-embeds"]
-    ? await readCaptionEmbeds(v["caption-embeds"])
-    : undefined;
+  const ce = v["caption-embeds"];
+  // One file may hold both (a reference run's record): its "latents" are then read too.
+  const sameFile = ce !== undefined && v.latents !== undefined &&
+    resolve(ce) === resolve(v.latents);
+  const captionEmbeds = ce ? await readCaptionEmbeds(ce, sameFile ? ["latents"] : []) : undefined;
   if (v["pooled-embeds"]) {
     if (!captionEmbeds) throw new UsageError("--pooled-embeds needs --caption-embeds");
     await readPooled(v["pooled-embeds"], captionEmbeds);
   }
   const latents = v.latents ? await readLatents(v.latents) : undefined;
+  const B = batchOf(nArg, latents && [v.latents!, latents.shape[0]], captionEmbeds?.shape[0]);
+  // Every output is checked before any work: the images (named when --out is given; the
+  // default names, in the current folder, once the model says it makes images).
+  const outBase = v.out ?? defaultOut(v.prompt, seed);
+  const outs = imagePaths(outBase, B);
+  const saveLatents = v["save-latents"];
+  checkDistinctOutputs([
+    ...outs.map((p) => ["--out", p] as const),
+    ...(saveLatents ? [["--save-latents", saveLatents] as const] : []),
+  ]);
+  if (saveLatents) await checkWritable(saveLatents, force, "--save-latents");
+  if (v.out) { for (const p of outs) await checkWritable(p, force, "--out"); }
 
   const rt = await createRuntime({ adapter, f16: dtype === "f16" ? true : "auto" });
   try {
@@ -149,32 +240,22 @@ export async function generate(args: string[]): Promise<number> {
       const c = pipe.model.config;
       const steps = stepsArg ?? pipe.defaults.steps;
       const sampler: SamplerName = samplerArg ?? pipe.defaults.sampler;
+      checkSampler(pipe, sampler);
       const guidance = guidanceArg ?? pipe.defaults.guidance;
       if (profileStep !== undefined && profileStep >= steps) {
         throw new UsageError(
           `--profile-step must be in [0, ${steps - 1}], got ${profileStep}`,
         );
       }
-      const B = latents?.shape[0] ?? captionEmbeds?.shape[0] ?? n;
-      if (captionEmbeds && captionEmbeds.shape[0] !== B) {
-        throw new UsageError(
-          `--caption-embeds has batch ${captionEmbeds.shape[0]}, --latents ${B}`,
-        );
-      }
+      if (latents) checkLatentsShape(pipe, v.latents!, latents.shape);
       const pixel = c.inChannels === 3;
-      const outBase = v.out ?? defaultOut(v.prompt, seed);
-      const outs = pixel
-        ? Array.from(
-          { length: B },
-          (_, i) => i === 0 ? outBase : outBase.replace(/\.png$/i, `_${i}.png`),
-        )
-        : [];
+      if (!pixel) outs.length = 0;
       if (!pixel && v.out) {
         throw new UsageError(
           "this model works in a latent space and has no VAE here: use --save-latents",
         );
       }
-      for (const o of outs) await checkWritable(o, force, "--out");
+      if (!v.out) { for (const p of outs) await checkWritable(p, force, "--out"); }
 
       const bar = new ProgressBar("sampling", steps);
       const res = await pipe.generate({
@@ -208,11 +289,11 @@ export async function generate(args: string[]): Promise<number> {
         await writePng(outs[i], img);
         info(`wrote ${outs[i]}`);
       }
-      if (v["save-latents"]) {
-        await writeSafetensors(v["save-latents"], {
+      if (saveLatents) {
+        await writeSafetensors(saveLatents, {
           latents: { dtype: "F32", shape: res.shape, data: res.latents },
         });
-        info(`wrote ${v["save-latents"]}`);
+        info(`wrote ${saveLatents}`);
       }
       const total = res.timings.totalMs;
       const mean = res.timings.stepMs.reduce((a, b) => a + b, 0) / res.timings.stepMs.length;
@@ -224,7 +305,7 @@ export async function generate(args: string[]): Promise<number> {
       if (v.json) {
         emitJson({
           images: outs,
-          latents: v["save-latents"] ?? null,
+          latents: saveLatents ?? null,
           shape: res.shape,
           seed,
           steps,

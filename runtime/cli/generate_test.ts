@@ -5,12 +5,12 @@ import { writeSafetensors } from "../io/safetensors.ts";
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
 
-/** Runs `deno run -A cli.ts generate …args` (exit code, stdout and stderr). */
-async function generate(
+/** Runs `deno run -A cli.ts generate --model FIXTURE …args` (exit code, stdout and stderr). */
+async function generateBare(
   ...args: string[]
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "generate", "--model", FIXTURE, "--prompt", "red apple", ...args],
+    args: ["run", "-A", CLI, "generate", "--model", FIXTURE, ...args],
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
@@ -19,6 +19,101 @@ async function generate(
   const text = (b: Uint8Array) => new TextDecoder().decode(b);
   return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
 }
+
+/** {@linkcode generateBare} with --prompt "red apple". */
+function generate(...args: string[]): ReturnType<typeof generateBare> {
+  return generateBare("--prompt", "red apple", ...args);
+}
+
+/** Asserts a run exited 2 with `msg` on stderr, before sampling (no progress bar). */
+function assertUsage(r: { code: number; stderr: string }, msg: string): void {
+  assertEquals(r.code, 2, r.stderr);
+  assert(r.stderr.includes(msg), r.stderr);
+  assert(!r.stderr.includes("sampling ["), r.stderr);
+  assert(!r.stderr.includes("    at "), r.stderr); // no stack trace
+}
+
+Deno.test("generate: clashing or missing outputs, --n against the files' batch, --prompt with --caption-embeds, negative numbers: exit 2 before sampling", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_gen_use_" });
+  try {
+    const lat = `${dir}/noise.safetensors`;
+    await writeSafetensors(lat, {
+      latents: { dtype: "F32", shape: [1, 3, 8, 8], data: new Float32Array(192).fill(0.5) },
+    });
+    const emb = `${dir}/emb.safetensors`;
+    await writeSafetensors(emb, {
+      prompt_embeds: { dtype: "F32", shape: [1, 4, 8], data: new Float32Array(32) },
+    });
+    const png = `${dir}/same.png`;
+    assertUsage(
+      await generate("--out", png, "--save-latents", png),
+      `--out and --save-latents both name ${png}`,
+    );
+    // --n 2: the second image is x_1.png.
+    assertUsage(
+      await generate("--n", "2", "--out", `${dir}/x.png`, "--save-latents", `${dir}/x_1.png`),
+      `--out and --save-latents both name ${dir}/x_1.png`,
+    );
+    assertUsage(
+      await generate("--out", `${dir}/nodir/x.png`),
+      `--out ${dir}/nodir/x.png: the folder ${dir}/nodir does not exist`,
+    );
+    assertUsage(
+      await generate("--out", `${dir}/a.png`, "--save-latents", `${dir}/nodir/l.safetensors`),
+      `--save-latents ${dir}/nodir/l.safetensors: the folder ${dir}/nodir does not exist`,
+    );
+    assertUsage(
+      await generate("--n", "3", "--latents", lat, "--out", `${dir}/n.png`),
+      `--n 3 disagrees with --latents ${lat} (batch 1)`,
+    );
+    assertUsage(
+      await generateBare("--n", "3", "--caption-embeds", emb, "--out", `${dir}/n.png`),
+      "--n 3 disagrees with --caption-embeds (batch 1)",
+    );
+    assertUsage(
+      await generate("--caption-embeds", emb, "--out", `${dir}/p.png`),
+      "give --prompt or --caption-embeds, not both",
+    );
+    for (const flag of ["--seed", "--steps", "--guidance"]) {
+      const r = await generate(flag, "-1", "--out", `${dir}/neg.png`);
+      assertUsage(r, `${flag} must be in [`);
+      assert(r.stderr.includes("got -1"), r.stderr);
+    }
+    for (const f of await Array.fromAsync(Deno.readDir(dir))) {
+      assert(f.name.endsWith(".safetensors"), `wrote ${f.name}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("generate: --latents of the wrong channels or an odd height, and a FLUX sampler, are named", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_cli_gen_lat_" });
+  try {
+    const write = (name: string, shape: number[]) =>
+      writeSafetensors(`${dir}/${name}`, {
+        latents: {
+          dtype: "F32",
+          shape,
+          data: new Float32Array(shape.reduce((a, b) => a * b)).fill(0.5),
+        },
+      });
+    await write("c4.safetensors", [1, 4, 8, 8]);
+    await write("odd.safetensors", [1, 3, 7, 8]);
+    let r = await generate("--latents", `${dir}/c4.safetensors`, "--out", `${dir}/a.png`);
+    assertUsage(
+      r,
+      `--latents ${dir}/c4.safetensors: expected [B, C, H, W] = [1, 3, 8, 8] (the model's 3 ` +
+        "latent channels), got [1, 4, 8, 8]",
+    );
+    r = await generate("--latents", `${dir}/odd.safetensors`, "--out", `${dir}/a.png`);
+    assertUsage(r, "the latents' height 7 is not a multiple of the model's patch size 2");
+    r = await generate("--sampler", "flow-euler", "--out", `${dir}/a.png`);
+    assertUsage(r, "--sampler must be dpm++2m or ddim for this (epsilon) model, got flow-euler");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 Deno.test("generate --height/--width: the image has that size; bad sizes exit 2 naming the flag", async () => {
   const dir = await Deno.makeTempDir({ prefix: "webdit_cli_gen_" });
