@@ -78,9 +78,19 @@ interface Dims {
   cfgPair: boolean;
 }
 
-/** The f32 product `v·1000` diffusers' forward applies to timestep and guidance. */
-function times1000(v: number): number {
-  return Math.fround(Math.fround(v) * 1000);
+/**
+ * The product `v·1000` diffusers' forward applies to timestep and guidance, in the model's
+ * dtype as torch computes `v.to(dtype) * 1000` (an f16 product is formed in f32, then rounded).
+ */
+export function times1000(v: number, dtype: "f32" | "f16"): number {
+  if (dtype === "f32") return Math.fround(Math.fround(v) * 1000);
+  return Math.f16round(Math.fround(Math.f16round(v) * 1000));
+}
+
+/** What FluxPipeline passes the transformer for scheduler time t: `t.to(dtype) / 1000`. */
+export function fluxModelTime(t: number, dtype: "f32" | "f16"): number {
+  if (dtype === "f32") return Math.fround(t / 1000);
+  return Math.f16round(Math.fround(Math.f16round(t) / 1000));
 }
 
 /** A loaded FLUX transformer. */
@@ -209,7 +219,11 @@ export class FluxModel {
     h.release();
     let gemb: Tensor | undefined;
     if (guidance) {
-      const sin = rec.upload(sinusoid(guidance.map(times1000), 256), [B, 256], this.dtype);
+      const sin = rec.upload(
+        sinusoid(guidance.map((g) => times1000(g, this.dtype)), 256),
+        [B, 256],
+        this.dtype,
+      );
       const g1 = l[`${tte}.guidance_embedder.linear_1`].forward(rec, sin, { activation: "silu" });
       gemb = l[`${tte}.guidance_embedder.linear_2`].forward(rec, g1);
       for (const t of [sin, g1]) t.release();
@@ -287,7 +301,11 @@ export class FluxModel {
     packed.release();
     // temb = (timestep_embedder(sinusoid(1000·t)) + guidance) + text, summed in diffusers'
     // order; every modulation reads SiLU(temb).
-    const sin = rec.upload(sinusoid(t.map(times1000), 256), [B, 256], this.dtype);
+    const sin = rec.upload(
+      sinusoid(t.map((v) => times1000(v, this.dtype)), 256),
+      [B, 256],
+      this.dtype,
+    );
     const t1 = l["time_text_embed.timestep_embedder.linear_1"].forward(rec, sin, {
       activation: "silu",
     });
@@ -438,7 +456,7 @@ export class FluxModel {
       return x2;
     };
     const img2 = stream(img, aI, modI, b.out, b.ff1, b.ff2, T);
-    const txt2 = stream(txt, aT, modT, b.addOut, b.ffc1, b.ffc2, L);
+    const txt2 = this.#clipF16(rec, stream(txt, aT, modT, b.addOut, b.ffc1, b.ffc2, L));
     aI.release();
     aT.release();
     return [txt2, img2];
@@ -480,7 +498,19 @@ export class FluxModel {
       ...tokens,
     });
     for (const t of [cat, g, mod]) t.release();
-    return y.reshape([B, S, D]);
+    return this.#clipF16(rec, y).reshape([B, S, D]);
+  }
+
+  /**
+   * diffusers clips f16 hidden states to ±65504 after the single blocks and the double
+   * blocks' text stream, so an overflow (±inf) continues as the largest f16 instead of
+   * turning into NaN; f32 models pass `x` through.
+   */
+  #clipF16(rec: Recorder, x: Tensor): Tensor {
+    if (this.dtype !== "f16") return x;
+    const y = elementwise(rec, "clamp", x, { alpha: -65504, beta: 65504 });
+    x.release();
+    return y;
   }
 
   /** Frees every GPU tensor of the model. */

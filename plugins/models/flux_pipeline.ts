@@ -23,7 +23,7 @@ import {
   fluxSigmas,
 } from "../../runtime/sampling/flow_euler.ts";
 import { type Denoiser, sampleLoop } from "../../runtime/sampling/generate.ts";
-import type { FluxModel } from "./flux.ts";
+import { type FluxModel, fluxModelTime } from "./flux.ts";
 
 /** Default latent height and width: 128 (1024 px through the VAE's factor 8). */
 export const FLUX_DEFAULT_LATENT_SIZE = 128;
@@ -160,8 +160,8 @@ export async function generateFlux(
     outChannels: C,
     dtype: dt,
     forward: (r, x, t, step) => model.forward(r, x, t, cond, step),
-    // FluxPipeline passes timestep / 1000 (float32); the model multiplies by 1000 again.
-    modelTime: (t) => Math.fround(t / 1000),
+    // FluxPipeline passes t.to(latents.dtype) / 1000; the model multiplies by 1000 again.
+    modelTime: (t) => fluxModelTime(t, dt),
   };
   try {
     const { latents, stepMs, profile } = await sampleLoop(rt, denoiser, lat, {

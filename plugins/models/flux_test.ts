@@ -7,7 +7,7 @@ import { elementwise } from "../../runtime/ops/elementwise.ts";
 import { openCheckpoint } from "../../runtime/io/safetensors_index.ts";
 import { Prng } from "../../runtime/io/prng.ts";
 import { denseLinears, type LinearFactory } from "../../runtime/model/linear.ts";
-import type { FluxAttentionContext } from "./flux.ts";
+import { type FluxAttentionContext, fluxModelTime, times1000 } from "./flux.ts";
 import { loadFlux } from "./flux_load.ts";
 import { fluxWeightShapes, parseFlowSchedulerConfig, parseFluxConfig } from "./flux_config.ts";
 import { denseSelfAttention, type SelfAttention } from "./pixart.ts";
@@ -179,3 +179,15 @@ function zero(t: Tensor, rec: Recorder): Tensor {
   t.release();
   return z;
 }
+
+Deno.test("FLUX time: f16 models get diffusers' f16 roundings of t / 1000 and · 1000", () => {
+  // FluxPipeline: t.to(f16) / 1000, then the transformer's .to(f16) * 1000 (f32: no change).
+  const t = Math.fround(988.4086);
+  assertEquals(times1000(fluxModelTime(t, "f16"), "f16"), 988.5);
+  assertEquals(
+    times1000(fluxModelTime(t, "f32"), "f32"),
+    Math.fround(Math.fround(t / 1000) * 1000),
+  );
+  assertEquals(times1000(3.5, "f16"), 3500);
+  assertEquals(times1000(0.1, "f16"), 100);
+});

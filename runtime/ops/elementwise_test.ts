@@ -95,6 +95,23 @@ Deno.test("elementwise clamp, cfg and gatherRows match the CPU reference", gpuTe
 });
 
 Deno.test(
+  "elementwise clamp to ±65504 turns f16 infinities into the largest f16",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      if (!rt.info.f16) return;
+      const xs = new Float32Array([Infinity, -Infinity, 70000, 65504, -3.5, 0]);
+      const x = uploadTensor(rt, xs, [xs.length], "f16"); // 70000 is inf in f16
+      const y = await runAndRead(
+        rt,
+        (r) => elementwise(r, "clamp", x, { alpha: -65504, beta: 65504 }),
+      );
+      assertEquals(Array.from(y), [65504, -65504, 65504, 65504, -3.5, 0]);
+    });
+  },
+);
+
+Deno.test(
   "elementwise subGroupRow: each group of rows less its own row of y",
   gpuTest,
   async () => {
