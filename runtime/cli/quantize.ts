@@ -18,6 +18,8 @@ import { buildRotationReport, type RotationReportRow } from "../quant/rotation_p
 import { ERROR_ROWS } from "../quant/rotation_error.ts";
 import { readCalibrationEmbeds } from "./embeds.ts";
 import { parseAbitsOverride, parseLowRankOverride } from "./quantize_lists.ts";
+import { checkModelFolder, checkPluginArgs } from "./quantize_plugins.ts";
+import { LOW_RANK_MAX } from "../ops/low_rank.ts";
 import { calibrationPrompts } from "./calib_prompts.ts";
 import { QUANTIZE_USAGE } from "./quantize_usage.ts";
 import {
@@ -173,7 +175,7 @@ export async function quantize(args: string[]): Promise<number> {
   }
   const out = v.out!;
   if (!out.endsWith(".safetensors")) throw new UsageError("--out must name a .safetensors file");
-  const wbits = o.number("wbits", 4, { min: 1, max: 16, integer: true });
+  const { quantizer, wbits, rotation, attention } = checkPluginArgs(v);
   const abits = o.number("abits", 16, { integer: true });
   if (!(ABITS as readonly number[]).includes(abits)) {
     throw new UsageError(`--abits must be one of ${ABITS.join(", ")}, got ${abits}`);
@@ -181,7 +183,7 @@ export async function quantize(args: string[]): Promise<number> {
   const density = o.optionalNumber("density", { min: 0.01, max: 1 });
   const attnBits = o.optionalChoice("attn-bits", ["8", "4"] as const);
   const groupSize = o.number("group-size", 0, { min: 0, integer: true });
-  const lowRank = o.number("low-rank", 0, { min: 0, integer: true });
+  const lowRank = o.number("low-rank", 0, { min: 0, max: LOW_RANK_MAX, integer: true });
   const lowRankOverride = parseLowRankOverride(v["low-rank-override"]);
   const lowRankFit = o.optionalChoice("low-rank-fit", LOW_RANK_FITS);
   if (lowRankFit && !lowRank && !lowRankOverride?.some((r) => r.rank > 0)) {
@@ -194,11 +196,11 @@ export async function quantize(args: string[]): Promise<number> {
   const gptqDevice = o.choice("gptq-device", ["auto", "gpu", "cpu"] as const, "auto");
   const center = o.optionalChoice("center", CENTER_MODES);
   const tlqFit = o.optionalChoice("tlq-fit", TLQ_FITS);
-  if (tlqFit !== undefined && v.quantizer !== "tlq") {
+  if (tlqFit !== undefined && quantizer !== "tlq") {
     throw new UsageError("--tlq-fit applies to --quantizer tlq");
   }
   const tlqAssign = o.optionalChoice("tlq-assign", ["log", "nearest"] as const);
-  if (tlqAssign !== undefined && v.quantizer !== "tlq") {
+  if (tlqAssign !== undefined && quantizer !== "tlq") {
     throw new UsageError("--tlq-assign applies to --quantizer tlq");
   }
   if (tlqAssign === "log" && tlqFit === "mse") {
@@ -225,7 +227,7 @@ export async function quantize(args: string[]): Promise<number> {
   const reportSteps = o.number("report-steps", 3, { min: 1, max: 100, integer: true });
   const calibPrompts = o.optionalNumber("calib-prompts", { min: 1, integer: true });
   const calibSteps = o.optionalNumber("calib-steps", { min: 1, max: 100, integer: true });
-  const rotationOptions = rotationKnobs(v.rotation ?? "none", {
+  const rotationOptions = rotationKnobs(rotation, {
     tau: o.optionalNumber("tau", { min: 0 }),
     alpha: o.optionalNumber("alpha", { min: 0, max: 1 }),
     noSmooth: v["no-smooth"] ?? false,
@@ -233,6 +235,7 @@ export async function quantize(args: string[]): Promise<number> {
     select: o.optionalChoice("ars-select", ARS_SELECT),
     seed: o.optionalNumber("rotation-seed", { min: 0, integer: true }),
   });
+  await checkModelFolder(v.model);
   await checkWritable(out, v.force ?? false, "--out");
   for (const k of ["calib-prompts", "calib-file"] as const) {
     if (v["calib-embeds"] !== undefined && v[k] !== undefined) {
@@ -244,7 +247,7 @@ export async function quantize(args: string[]): Promise<number> {
     ? undefined
     : await readCalibrationEmbeds(v["calib-embeds"]);
 
-  if (v.quantizer === "tlq" && groupSize > 0 && tlqFit !== "mse") {
+  if (quantizer === "tlq" && groupSize > 0 && tlqFit !== "mse") {
     info(
       "note: tlq groups with percentile grids (the default --tlq-fit) start each group's grid at " +
         "its smallest |w|; on the bundled model they gain no weight SQNR. Add --tlq-fit mse.",
@@ -255,12 +258,12 @@ export async function quantize(args: string[]): Promise<number> {
   const cal = new CalibrationProgress("calibrating");
   const r = await quantizeModel({
     model: v.model,
-    quantizer: v.quantizer!,
+    quantizer,
     wbits,
     abits,
-    rotation: v.rotation ?? "none",
+    rotation: rotation,
     rotationOptions,
-    attention: v.attention ?? "dense",
+    attention: attention,
     density,
     attnBits: attnBits === undefined ? undefined : Number(attnBits),
     groupSize,
@@ -300,7 +303,7 @@ export async function quantize(args: string[]): Promise<number> {
   const f32 = q.reduce((s, l) => s + l.bytesF32, 0);
   const qb = q.reduce((s, l) => s + l.bytes, 0);
   info(
-    `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${v.quantizer} ` +
+    `wrote ${out} (${(bytes / 1e6).toFixed(2)} MB): ${q.length} layers ${quantizer} ` +
       `W${wbits}A${abits}${groupSize ? ` (weights in groups of ${groupSize})` : ""}` +
       `${tlqFit === "mse" ? " (grids fitted by least squares)" : ""}` +
       `${tlqAssign === "nearest" && tlqFit !== "mse" ? " (nearest levels)" : ""}` +
@@ -308,7 +311,7 @@ export async function quantize(args: string[]): Promise<number> {
       `${actGroup ? ` (a${actAsym ? "n asymmetric" : ""} scale per ${actGroup} channels)` : ""}` +
       `${cfgDelta ? " (CFG delta)" : ""}` +
       `${branchWords(q, r.plan.settings.lowRankFit)}` +
-      `${rotationWords(v.rotation ?? "none", rotationOptions)}, ` +
+      `${rotationWords(rotation, rotationOptions)}, ` +
       `${r.layers.length - q.length} FP; weights quantized in ` +
       `${(r.ms / 1000).toFixed(1)} s` +
       (r.gptqGpuLayers === undefined
@@ -369,7 +372,7 @@ export async function quantize(args: string[]): Promise<number> {
     emitJson({
       out,
       bytes,
-      quantizer: v.quantizer,
+      quantizer,
       wbits,
       abits,
       rotation: r.plan.settings.rotation,

@@ -46,8 +46,8 @@ Deno.test("quantize: usage errors exit 2 naming the option", async () => {
     ...["--model", FIXTURE, "--quantizer", "tlq", "--wbits", "8", "--abits", "8"],
     ...["--out", "/tmp/never.safetensors"],
   );
-  assertEquals(r3.code, 1);
-  assert(r3.stderr.includes('quantizer "tlq" takes 3, 4 bits'), r3.stderr);
+  assertEquals(r3.code, 2);
+  assert(r3.stderr.includes("--wbits must be one of 3, 4 for --quantizer tlq, got 8"), r3.stderr);
   const r4 = await cli(
     "quantize",
     ...["--model", FIXTURE, "--quantizer", "tlq", "--wbits", "4", "--abits", "8"],
@@ -475,9 +475,10 @@ Deno.test("quantize --low-rank: the plan and --json say so; bad ranks are named"
     assert(shares.length > 0 && shares.every((e) => e > 0 && e < 1), `${shares}`);
     const neg = await run("--low-rank", "-1");
     assertEquals(neg.code, 2, neg.stderr);
-    assert(neg.stderr.includes("--low-rank"), neg.stderr);
+    assert(neg.stderr.includes("--low-rank must be in [0, 128], got -1"), neg.stderr);
     const big = await run("--low-rank", "200");
-    assert(big.code !== 0 && big.stderr.includes("lowRank is at most 128"), big.stderr);
+    assertEquals(big.code, 2, big.stderr);
+    assert(big.stderr.includes("--low-rank must be in [0, 128], got 200"), big.stderr);
     // Per-layer ranks: --json lists the overrides and each layer's rank; the wrote line counts them.
     const o = await run(
       ...["--low-rank", "4", "--low-rank-override", "*.ff.*=8,*.attn2.*=0", "--report"],
