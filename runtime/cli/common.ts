@@ -189,15 +189,23 @@ async function statOrUndefined(path: string): Promise<Deno.FileInfo | undefined>
  * overwritten). `flag` names the option that chose it.
  */
 export async function checkWritable(path: string, force: boolean, flag: string): Promise<void> {
+  await checkNoOverwrite(path, force, flag);
+  const parent = dirname(resolve(path));
+  const pst = await statOrUndefined(parent);
+  if (!pst) throw new UsageError(`${flag} ${path}: the folder ${parent} does not exist`);
+  if (!pst.isDirectory) throw new UsageError(`${flag} ${path}: ${parent} is not a folder`);
+}
+
+/**
+ * Refuses an output file `path` that is a folder, or that exists unless `force`; its folder
+ * is not checked (see {@linkcode checkWritable}).
+ */
+export async function checkNoOverwrite(path: string, force: boolean, flag: string): Promise<void> {
   const st = await statOrUndefined(path);
   if (st?.isDirectory) throw new UsageError(`${flag} ${path} is a folder, not a file`);
   if (st && !force) {
     throw new UsageError(`${path} exists; pass --force to overwrite it or choose another ${flag}`);
   }
-  const parent = dirname(resolve(path));
-  const pst = await statOrUndefined(parent);
-  if (!pst) throw new UsageError(`${flag} ${path}: the folder ${parent} does not exist`);
-  if (!pst.isDirectory) throw new UsageError(`${flag} ${path}: ${parent} is not a folder`);
 }
 
 /**

@@ -6,11 +6,27 @@
  * @module
  */
 import { ADAPTER_CHOICES, type AdapterChoice } from "../gpu/device.ts";
-import { DEFAULT_PROMPTS_FILE, evaluate, type EvaluateResult } from "../eval/eval.ts";
+import {
+  DEFAULT_PROMPTS_FILE,
+  evaluate,
+  type EvaluateResult,
+  outDirImagePaths,
+  parsePromptList,
+} from "../eval/eval.ts";
 import type { FidelityResult } from "../eval/fidelity.ts";
 import { makeGrid, writePng } from "../io/png.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
-import { emitJson, info, parseCommand, ProgressBar, UsageError } from "./common.ts";
+import {
+  checkDistinctOutputs,
+  checkNoOverwrite,
+  checkOutputFolder,
+  checkWritable,
+  emitJson,
+  info,
+  parseCommand,
+  ProgressBar,
+  UsageError,
+} from "./common.ts";
 
 /** Usage text of eval. */
 export const EVAL_USAGE = `deno task eval [options]
@@ -30,6 +46,7 @@ export const EVAL_USAGE = `deno task eval [options]
                           writes (emoji_meta.json + emoji64.u8.gz); default: fetched through npm
   --out-dir DIR           write every image as PNG under DIR/model and DIR/reference
   --grid FILE.png         write the model's images as one grid (8 per row, prompt-major)
+  --force                 overwrite existing output files (--grid, the images under --out-dir)
   --json                  print the figures as one JSON object, the last line of stdout
 
 PSNR (dB) and SSIM are on the 8-bit images (R = 255; SSIM as scikit-image's Gaussian form),
@@ -84,6 +101,57 @@ function report(r: EvaluateResult): void {
   }
 }
 
+/** The prompt list of --prompts (a file; its first `limit` prompts), or a usage error. */
+async function readPrompts(file: string, limit: number | undefined): Promise<string[]> {
+  const st = await Deno.stat(file).catch(() => undefined);
+  if (!st) throw new UsageError(`--prompts: no such file ${file}`);
+  if (!st.isFile) throw new UsageError(`--prompts ${file} is not a file`);
+  const prompts = parsePromptList(await Deno.readTextFile(file));
+  if (!prompts.length) throw new UsageError(`--prompts ${file} holds no prompts`);
+  return prompts.slice(0, limit);
+}
+
+/** Checks, before any work, that --model, --reference and --dataset (when used) exist. */
+async function checkInputs(
+  model: string | undefined,
+  reference: string | undefined,
+  dataset: string | undefined,
+): Promise<void> {
+  for (const [flag, path] of [["model", model], ["reference", reference]] as const) {
+    if (path !== undefined && !await exists(path)) {
+      throw new UsageError(`--${flag} ${path} does not exist (a model folder or artifact)`);
+    }
+  }
+  if (dataset !== undefined && !(await Deno.stat(dataset).catch(() => undefined))?.isDirectory) {
+    throw new UsageError(`--dataset ${dataset} is not a folder`);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+/**
+ * Checks, before any work, that --grid and the images under --out-dir can be written and
+ * overwrite nothing unless `force`, and that they are distinct files.
+ */
+async function checkOutputs(
+  outDir: string | undefined,
+  grid: string | undefined,
+  o: { prompts: string[]; seeds: number[]; reference: boolean; force: boolean },
+): Promise<void> {
+  const images = outDir ? outDirImagePaths(outDir, o.prompts, o.seeds, o.reference) : [];
+  checkDistinctOutputs([
+    ...(grid ? [["--grid", grid] as const] : []),
+    ...images.map((p) => ["--out-dir", p] as const),
+  ]);
+  if (grid) await checkWritable(grid, o.force, "--grid");
+  if (outDir) {
+    await checkOutputFolder(outDir, "--out-dir");
+    for (const p of images) await checkNoOverwrite(p, o.force, "--out-dir");
+  }
+}
+
 /** Runs eval; returns the exit code. */
 export async function evalCommand(args: string[]): Promise<number> {
   const o = parseCommand(args, {
@@ -102,10 +170,12 @@ export async function evalCommand(args: string[]): Promise<number> {
     dataset: { type: "string" },
     "out-dir": { type: "string" },
     grid: { type: "string" },
+    force: { type: "boolean" },
   }, EVAL_USAGE);
   if (!o) return 0;
   const v = o.values;
-  const seeds = o.number("seeds", 1, { min: 1, max: 1000, integer: true });
+  const nSeeds = o.number("seeds", 1, { min: 1, max: 1000, integer: true });
+  const seeds = Array.from({ length: nSeeds }, (_, i) => i);
   // Steps, guidance and sampler: the model's defaults where not given (evaluate).
   const steps = o.optionalNumber("steps", { min: 1, max: 1000, integer: true });
   const guidance = o.optionalNumber("guidance", { min: 0, max: 100 });
@@ -119,20 +189,22 @@ export async function evalCommand(args: string[]): Promise<number> {
     throw new UsageError("--grid must name a .png file");
   }
   const promptsFile = v.prompts ?? DEFAULT_PROMPTS_FILE;
-  try {
-    await Deno.stat(promptsFile);
-  } catch {
-    throw new UsageError(`--prompts: no such file ${promptsFile}`);
-  }
+  const prompts = await readPrompts(promptsFile, limit);
+  await checkInputs(v.model, v.reference, fid === "off" ? undefined : v.dataset);
+  await checkOutputs(v["out-dir"], v.grid, {
+    prompts,
+    seeds,
+    reference: v.reference !== undefined,
+    force: v.force ?? false,
+  });
 
   let bar: ProgressBar | undefined;
   let phase = "";
   const r = await evaluate({
     model: v.model ?? DEFAULT_MODEL_DIR,
     reference: v.reference,
-    promptsFile,
-    limit,
-    seeds: Array.from({ length: seeds }, (_, i) => i),
+    prompts,
+    seeds,
     steps,
     guidance,
     sampler,

@@ -11,6 +11,7 @@ import { createApp } from "../server/app.ts";
 import { DEFAULT_LIMITS } from "../server/schemas.ts";
 import { loadEntry, ModelCatalog, type ModelEntry } from "../server/models.ts";
 import { warmUp } from "../server/warmup.ts";
+import { WebditError } from "../errors.ts";
 import { choiceOption, info, numberOption, parseCli, UsageError } from "./common.ts";
 
 /** Usage text of serve. */
@@ -44,6 +45,25 @@ export const SERVE_USAGE = `deno task serve [options]
 function defaultModel(): string {
   if (existsSync(DEFAULT_MODEL_DIR)) return DEFAULT_MODEL_DIR;
   return new URL("../../models/emoji-s-a", import.meta.url).pathname;
+}
+
+/**
+ * Checks that --host and --port can be listened on by listening and closing at once.
+ * @throws {UsageError} for an address that does not resolve
+ * @throws {WebditError} for one that cannot be bound (in use, not on this machine…)
+ */
+function checkListen(hostname: string, port: number): void {
+  try {
+    Deno.listen({ hostname, port }).close();
+  } catch (e) {
+    const msg = (e as Error).message;
+    if (msg.startsWith("failed to lookup address information")) {
+      throw new UsageError(`--host ${hostname}: ${msg}`);
+    }
+    throw new WebditError(`cannot listen on --host ${hostname} --port ${port}: ${msg}`, {
+      cause: e,
+    });
+  }
 }
 
 /** Runs serve until SIGINT/SIGTERM; returns the exit code. */
@@ -118,6 +138,8 @@ export async function serve(args: string[]): Promise<number> {
     const eq = m.indexOf("=");
     return eq > 0 ? { name: m.slice(0, eq), path: m.slice(eq + 1) } : { path: m };
   });
+
+  checkListen(hostname, port); // before loading the models: a busy port fails at once
 
   const rt = await createRuntime({ adapter, f16: dtype === "f16" ? true : "auto" });
   const entries: ModelEntry[] = [];
