@@ -119,3 +119,17 @@ Deno.test("eval --out-dir/--grid: writes the listed files; again only with --for
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("deno.json: every task that runs cli.ts names one of its commands", async () => {
+  const tasks = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)))
+    .tasks as Record<string, string>;
+  const commands = Object.entries(tasks).flatMap(([task, line]) => {
+    const m = /\bcli\.ts (\S+)/.exec(line);
+    return m ? [[task, m[1]]] : [];
+  });
+  assert(commands.length >= 6, JSON.stringify(commands));
+  for (const [task, command] of commands) {
+    const r = await cli([command, "--help"]);
+    assertEquals(r.code, 0, `deno task ${task}: ${r.stderr}`);
+  }
+});
