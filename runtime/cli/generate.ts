@@ -38,11 +38,13 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
                           (default 1: off, as FluxPipeline)
   --adapter A             auto (default), gpu or cpu
   --dtype T               f32 (default) or f16 transformer
-  --n N                   images (default 1)
+  --n N                   images (default 1; with --latents or --caption-embeds, their batch,
+                          which --n must match)
   --out FILE.png          output image (default generated from the prompt and seed)
   --force                 overwrite existing output files
-  --caption-embeds FILE   precomputed embeddings: prompt_embeds [B,L,C] (+ prompt_attention_mask,
-                          negative_prompt_embeds, negative_prompt_attention_mask) instead of --prompt
+  --caption-embeds FILE   precomputed embeddings: prompt_embeds [B,L,C] (+ prompt_attention_mask or
+                          mask, negative_prompt_embeds, negative_prompt_attention_mask) instead of
+                          --prompt
   --pooled-embeds FILE    FLUX: pooled_prompt_embeds [B,P] (+ negative_pooled_prompt_embeds); may
                           also sit in the --caption-embeds file
   --latents FILE          initial noise: tensor "latents" [B,C,H,W] (as diffusers' latents=; FLUX:
