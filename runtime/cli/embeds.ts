@@ -85,13 +85,13 @@ export async function readCaptionEmbeds(
 ): Promise<CaptionEmbeds> {
   const f = await openSafetensors(path);
   try {
-    warnUnused(f, path, [...CAPTION_TENSORS, ...alsoUsed]);
     const need = (name: string) => {
       const t = f.tensors.get(name);
       if (!t) throw new UsageError(`${path}: missing tensor "${name}"`);
       return t;
     };
     const pe = need("prompt_embeds");
+    warnUnused(f, path, [...CAPTION_TENSORS, ...alsoUsed]);
     const shape = pe.shape.length === 2 ? [1, ...pe.shape] : pe.shape;
     if (shape.length !== 3) {
       throw new UsageError(`${path}: prompt_embeds must be [B, L, C], got [${pe.shape}]`);

@@ -73,6 +73,13 @@ Deno.test("readCaptionEmbeds: tensors it does not read are named in a warning", 
     const err = await captureStderr(() => readCaptionEmbeds(p));
     assert(err.includes(`warning: ${p}: ignoring tensor "attention_mask"`), err);
   });
+  // A misnamed prompt_embeds: the missing tensor is the error, without a warning first.
+  await withFile({ embeds: f32([1, 4, 8]) }, async (p) => {
+    const err = await captureStderr(() =>
+      assertRejects(() => readCaptionEmbeds(p), UsageError, 'missing tensor "prompt_embeds"')
+    );
+    assertEquals(err, "");
+  });
   await withFile({ prompt_embeds: f32([1, 4, 8]), mask: f32([1, 4], 1) }, async (p) => {
     assertEquals(await captureStderr(() => readCaptionEmbeds(p)), "");
   });
