@@ -1,7 +1,8 @@
 /**
  * The sampling loop: for each step, one recording with the model forward, guidance and
- * the sampler update, one submit, no read-back. Latents stay f32 (the sampler's
- * precision); an f16 model gets casts at its input and output.
+ * the sampler update, one submit, no read-back. The sampler computes in f32; an f16 model
+ * gets casts at its input and output, and its latents are rounded to f16 at the start and
+ * after every step, as diffusers' schedulers return `prev_sample.to(model_output.dtype)`.
  *
  * @module
  */
@@ -256,6 +257,7 @@ export async function sampleLoop(
     {
       const rec = new Recorder(rt, "copy latents");
       rec.copy(latents, x, latents.byteLength);
+      if (model.dtype === "f16") roundToF16(rec, x);
       await rec.submit();
     }
     for (let i = 0; i < n; i++) {
@@ -274,6 +276,7 @@ export async function sampleLoop(
       if (eps !== raw32) raw32.release();
       const next = o.sampler.step(rec, i, eps, x);
       eps.release();
+      if (model.dtype === "f16") roundToF16(rec, next);
       live.add(next);
       // Deno's completion wait (onSubmittedWorkDone, mapAsync) blocks the thread until the
       // GPU is idle, then resolves ~10 ms later. So ask for the last step's here: the GPU ran
@@ -311,4 +314,11 @@ export async function sampleLoop(
     for (const t of live) t.release();
     o.sampler.dispose();
   }
+}
+
+/** Rounds the f32 tensor `x` to f16 values in place (a cast there and back). */
+function roundToF16(rec: Recorder, x: Tensor): void {
+  const h = cast(rec, x, "f16");
+  cast(rec, h, "f32", x);
+  h.release();
 }

@@ -124,7 +124,11 @@ const halfModel: Denoiser = {
   forward: (rec, x) => elementwise(rec, "axpby", x, { y: x, alpha: 0.25, beta: 0.25 }),
 };
 
-async function loopLatents(rt: Runtime, o: Partial<SampleLoopOptions>): Promise<Float32Array> {
+async function loopLatents(
+  rt: Runtime,
+  o: Partial<SampleLoopOptions>,
+  model = halfModel,
+): Promise<Float32Array> {
   const x0 = uploadTensor(rt, Float32Array.from({ length: 2 * 4 * 8 * 8 }, (_, i) => i % 7), [
     2,
     4,
@@ -132,7 +136,7 @@ async function loopLatents(rt: Runtime, o: Partial<SampleLoopOptions>): Promise<
     8,
   ]);
   try {
-    const r = await sampleLoop(rt, halfModel, x0, {
+    const r = await sampleLoop(rt, model, x0, {
       sampler: createGpuSampler("dpm++2m", 4),
       guidance: 1,
       ...o,
@@ -167,6 +171,22 @@ Deno.test(
       );
       assert(performance.now() - t0 < 30_000, "the abort did not wake the loop");
       assertEquals(rt.pool.liveBytes, before);
+    });
+  },
+);
+
+Deno.test(
+  "sampleLoop: an f16 model's latents are f16 values after every step, as diffusers casts them",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      if (!rt.info.f16) return;
+      const f16Values = (xs: Float32Array) => xs.every((v) => Math.f16round(v) === v);
+      const f32 = await loopLatents(rt, {});
+      assert(!f16Values(f32), "the f32 model's latents keep f32 precision");
+      const f16 = await loopLatents(rt, {}, { ...halfModel, dtype: "f16" });
+      assert(f16Values(f16), "the f16 model's latents are rounded to f16");
+      assert(f16.some((v, i) => v !== Math.f16round(f32[i])), "rounded every step, not once");
     });
   },
 );
