@@ -44,7 +44,8 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --force                 overwrite existing output files
   --caption-embeds FILE   precomputed embeddings: prompt_embeds [B,L,C] (+ prompt_attention_mask or
                           mask, negative_prompt_embeds, negative_prompt_attention_mask) instead of
-                          --prompt
+                          --prompt; guided without negatives, the model's own encoder gives them
+                          (its null caption, as diffusers encodes negative_prompt)
   --pooled-embeds FILE    FLUX: pooled_prompt_embeds [B,P] (+ negative_pooled_prompt_embeds); may
                           also sit in the --caption-embeds file
   --latents FILE          initial noise: tensor "latents" [B,C,H,W] (as diffusers' latents=; FLUX:
