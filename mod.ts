@@ -78,6 +78,14 @@ export type { PixArtConfig } from "./plugins/models/pixart_config.ts";
 export type { EmojiCaptionEncoder, EmojiEncoderConfig } from "./plugins/models/emoji_encoder.ts";
 export type { EmojiTokenizer, Tokenized } from "./plugins/models/emoji_tokenizer.ts";
 export type { FlowEulerConfig } from "./runtime/sampling/flow_euler.ts";
+export {
+  parseVpSchedulerConfig,
+  VP_SCHEDULER_CLASSES,
+  vpSamplerOptions,
+} from "./runtime/sampling/vp_scheduler_config.ts";
+export type { VpSchedulerConfigs } from "./runtime/sampling/vp_scheduler_config.ts";
+export type { DpmSolverConfig } from "./runtime/sampling/dpm_solver.ts";
+export type { DdimConfig } from "./runtime/sampling/ddim.ts";
 export type { StepInfo } from "./runtime/sampling/generate.ts";
 
 // FLUX.
