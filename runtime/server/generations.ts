@@ -12,6 +12,7 @@ import { imagePngBase64, previewPngBase64, previewSteps } from "./images.ts";
 import type { ModelCatalog, ModelEntry } from "./models.ts";
 import { type GpuQueue, type ImageJob, type JobResult, QueueFullError } from "./queue.ts";
 import { type ImageRequest, parseImageRequest, type ServerLimits } from "./schemas.ts";
+import { checkPrompt } from "./checks.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
 /** Server-wide defaults of the generation extensions (serve --steps, --sampler); each model's
@@ -125,6 +126,7 @@ export async function handleGenerations(
   const req = parseImageRequest(body, g.limits);
   const entry = g.catalog.select(req);
   const [H, W] = cells(req, entry);
+  checkPrompt(entry, req.prompt); // a prompt the model cannot encode is the client's 400
   const d = requestDefaults(g.defaults, entry.pipeline.defaults, g.limits.maxSteps);
   const steps = req.steps ?? d.steps;
   const seed = req.seed ?? randomSeed();

@@ -9,6 +9,7 @@
 import { Prng } from "../io/prng.ts";
 import type { SamplerName } from "../pipeline.ts";
 import type { ModelEntry } from "./models.ts";
+import { checkPrompt } from "./checks.ts";
 
 /** A step preview of one job: its own images' latents [n, C, H, W]. */
 export interface JobPreview {
@@ -246,14 +247,39 @@ export class GpuQueue {
         if (images >= this.maxBatchImages) break;
       }
       this.#waiting = this.#waiting.filter((p) => !batch.includes(p));
-      await this.#run(batch, images);
+      await this.#run(batch);
     }
   }
 
-  async #run(batch: Pending[], images: number): Promise<void> {
+  /**
+   * Runs a batch. A job the model cannot take (its prompt) is rejected on its own first;
+   * when the batch fails before its first step and held several jobs, each job is run
+   * alone, so that one job's input never fails the others.
+   */
+  async #run(all: Pending[]): Promise<void> {
+    const now = performance.now();
+    for (const p of all) this.#observer.onDequeue?.(now - p.enqueued);
+    const batch: Pending[] = [];
+    for (const p of all) {
+      try {
+        checkPrompt(p.job.entry, p.job.prompt);
+        batch.push(p);
+      } catch (e) {
+        this.#settle(p, undefined, e);
+      }
+    }
+    if (!batch.length) return;
+    const retry = await this.#runBatch(batch);
+    for (const p of retry) {
+      if (!p.settled && !this.#closed) await this.#runBatch([p]);
+    }
+  }
+
+  /** Runs one batch; returns its jobs to run again alone (it failed before its first step). */
+  async #runBatch(batch: Pending[]): Promise<Pending[]> {
+    const images = batch.reduce((a, p) => a + p.job.n, 0);
     this.#running = batch;
     const t0 = performance.now();
-    for (const p of batch) this.#observer.onDequeue?.(t0 - p.enqueued);
     this.#observer.onBatch?.(images, batch.length);
     const ctl = new AbortController();
     this.#batchAbort = ctl;
@@ -271,6 +297,7 @@ export class GpuQueue {
       noise.set(new Prng(p.job.seed).normals(p.job.n * plane), off * plane);
       off += p.job.n;
     }
+    let stepped = false;
     const prompts = batch.flatMap((p) => Array<string>(p.job.n).fill(p.job.prompt));
     const slice = (all: Float32Array, k: number) =>
       all.slice(offsets[k] * plane, (offsets[k] + batch[k].job.n) * plane);
@@ -285,6 +312,7 @@ export class GpuQueue {
         width: W,
         signal: ctl.signal,
         onStep: async (s) => {
+          stepped = true;
           this.#observer.onStep?.(s.stepMs);
           const want = batch.map((p) =>
             !p.settled && p.job.onPreview && (p.job.previewSteps ?? []).includes(s.step)
@@ -322,8 +350,12 @@ export class GpuQueue {
           },
         });
       });
+      return [];
     } catch (e) {
+      const left = batch.filter((p) => !p.settled);
+      if (!stepped && left.length > 1 && !ctl.signal.aborted && !this.#closed) return left;
       for (const p of batch) this.#settle(p, undefined, e);
+      return [];
     } finally {
       this.#running = [];
       this.#batchAbort = undefined;

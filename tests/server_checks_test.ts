@@ -1,0 +1,139 @@
+/**
+ * Requests the selected model cannot run are the client's 400 naming the field, checked
+ * before they are queued, and one job's bad input never fails the jobs batched with it.
+ */
+import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { gpuTest, withRuntime } from "./gpu.ts";
+import { createDefaultRegistry } from "../runtime/builtins.ts";
+import type { Runtime } from "../runtime/gpu/device.ts";
+import type { GenerateRequest, Pipeline } from "../runtime/pipeline.ts";
+import { EmojiTokenizer } from "../plugins/models/emoji_tokenizer.ts";
+import { createApp, type ServerOptions } from "../runtime/server/app.ts";
+import { ApiError } from "../runtime/server/errors.ts";
+import { ModelCatalog, type ModelEntry } from "../runtime/server/models.ts";
+import { GpuQueue, type ImageJob } from "../runtime/server/queue.ts";
+import {
+  pixelEntry,
+  pixelPrompts,
+  stubEntry,
+  type StubLog,
+  stubPipeline,
+} from "./server_helpers.ts";
+
+const GEN = "http://localhost/v1/images/generations";
+
+function post(body: unknown): Request {
+  return new Request(GEN, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+function makeApp(rt: Runtime, entries: ModelEntry[], o: Partial<ServerOptions> = {}) {
+  return createApp({
+    runtime: rt,
+    catalog: new ModelCatalog(entries),
+    registry: createDefaultRegistry(),
+    log: () => {},
+    defaults: { steps: 1 },
+    ...o,
+  });
+}
+
+type ErrorJson = { error: { message: string; param: string | null; code: string } };
+
+async function expect400(res: Response, param: string): Promise<ErrorJson["error"]> {
+  const text = await res.text();
+  assertEquals(res.status, 400, `status (body ${text})`);
+  const e = (JSON.parse(text) as ErrorJson).error;
+  assertEquals(e.param, param, e.message);
+  return e;
+}
+
+/** A stub model whose tokenizer knows "red" and "apple". */
+function wordsStub(log: StubLog): ModelEntry {
+  const pipe = stubPipeline(2, log);
+  (pipe as { tokenizer: unknown }).tokenizer = new EmojiTokenizer([
+    "<pad>",
+    "<null>",
+    "<unk>",
+    "red",
+    "apple",
+  ]);
+  return stubEntry("words", pipe);
+}
+
+function job(entry: ModelEntry, o: Partial<ImageJob> = {}): ImageJob {
+  return {
+    entry,
+    prompt: "red apple",
+    n: 1,
+    seed: 1,
+    steps: 2,
+    guidance: 4.5,
+    sampler: "dpm++2m",
+    height: 4,
+    width: 4,
+    ...o,
+  };
+}
+
+Deno.test("server checks: a prompt with no known word is a 400 on prompt", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const pixel = await pixelEntry(rt);
+    try {
+      const s = makeApp(rt, [pixel]);
+      for (const prompt of ["xyzzy", "!!!"]) {
+        const e = await expect400(await s.app.request(post({ prompt })), "prompt");
+        assert(/vocabulary|no words/.test(e.message), e.message);
+        assertEquals(e.code, "invalid_value");
+      }
+      assertEquals(s.queue.depth + s.queue.running, 0, "nothing was queued");
+      const [prompt] = await pixelPrompts();
+      const ok = await s.app.request(post({ prompt, steps: 1 }));
+      assertEquals(ok.status, 200, await ok.text());
+      s.close();
+    } finally {
+      pixel.pipeline.release();
+    }
+  });
+});
+
+Deno.test("server checks: a job with a bad prompt fails alone, not its batch", async () => {
+  const log: StubLog = { calls: [], steps: 0 };
+  const e = wordsStub(log);
+  const q = new GpuQueue({ maxQueue: 8, maxBatchImages: 8 });
+  const first = q.enqueue(job(e, { seed: 9 }));
+  // Queued straight to the queue (the app checks first): batched with the valid ones.
+  const a = q.enqueue(job(e, { seed: 1 }));
+  const bad = q.enqueue(job(e, { seed: 2, prompt: "xyzzy" }));
+  const b = q.enqueue(job(e, { seed: 3, prompt: "apple" }));
+  const err = await assertRejects(() => bad, ApiError);
+  assertEquals([(err as ApiError).status, (err as ApiError).param], [400, "prompt"]);
+  const rs = await Promise.all([first, a, b]);
+  assertEquals(rs[1].timings.batchRequests, 2, "the valid jobs still shared a batch");
+  assertEquals([...log.calls[1].prompts], ["red apple", "apple"]);
+});
+
+Deno.test("server checks: a batch failing before its first step runs each job alone", async () => {
+  const log: StubLog = { calls: [], steps: 0 };
+  const pipe: Pipeline = stubPipeline(2, log);
+  const run = pipe.generate.bind(pipe);
+  pipe.generate = (req: GenerateRequest) => {
+    if (req.prompts?.includes("poison")) {
+      return Promise.reject(new RangeError("cannot run poison"));
+    }
+    return run(req);
+  };
+  const e = stubEntry("m", pipe);
+  const q = new GpuQueue({ maxQueue: 8, maxBatchImages: 8 });
+  const first = q.enqueue(job(e, { seed: 9 }));
+  const a = q.enqueue(job(e, { seed: 1, prompt: "a" }));
+  const bad = q.enqueue(job(e, { seed: 2, prompt: "poison" }));
+  const b = q.enqueue(job(e, { seed: 3, prompt: "b" }));
+  await assertRejects(() => bad, RangeError, "poison");
+  const rs = await Promise.all([first, a, b]);
+  assertEquals(rs[1].timings.batchRequests, 1);
+  assertEquals(rs[2].timings.batchRequests, 1);
+});
