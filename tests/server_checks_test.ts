@@ -10,6 +10,7 @@ import type { GenerateRequest, Pipeline } from "../runtime/pipeline.ts";
 import { EmojiTokenizer } from "../plugins/models/emoji_tokenizer.ts";
 import { createApp, type ServerOptions } from "../runtime/server/app.ts";
 import { ApiError } from "../runtime/server/errors.ts";
+import { CheckpointError } from "../runtime/errors.ts";
 import { ModelCatalog, type ModelEntry } from "../runtime/server/models.ts";
 import { GpuQueue, type ImageJob } from "../runtime/server/queue.ts";
 import {
@@ -136,4 +137,44 @@ Deno.test("server checks: a batch failing before its first step runs each job al
   const rs = await Promise.all([first, a, b]);
   assertEquals(rs[1].timings.batchRequests, 1);
   assertEquals(rs[2].timings.batchRequests, 1);
+});
+
+Deno.test("server checks: the sampler is checked against the model's own", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const pixel = await pixelEntry(rt);
+    try {
+      const s = makeApp(rt, [pixel]);
+      const [prompt] = await pixelPrompts();
+      for (const sampler of ["flow-euler", "euler"]) {
+        const e = await expect400(await s.app.request(post({ prompt, sampler })), "sampler");
+        assert(e.message.includes("'dpm++2m', 'ddim'"), e.message);
+        assert(!e.message.includes("'flow-euler',"), `lists flow-euler: ${e.message}`);
+      }
+      const m = await (await s.app.request("/v1/models")).json();
+      assertEquals(m.data[0].samplers, ["dpm++2m", "ddim"]);
+      // A scheduler config that refuses DDIM (Pipeline.generate would throw its
+      // CheckpointError): a 400 with its reason, without the server's path.
+      const vp = pixel.pipeline.vpSchedulers;
+      const file = "/secret/path/scheduler/scheduler_config.json";
+      (pixel.pipeline as { vpSchedulers: unknown }).vpSchedulers = {
+        ...vp,
+        ddim: new CheckpointError(file, "must be false for DDIM, got true", "thresholding"),
+      };
+      const e = await expect400(
+        await s.app.request(post({ prompt, sampler: "ddim", steps: 1 })),
+        "sampler",
+      );
+      assert(e.message.includes("thresholding: must be false"), e.message);
+      assert(!e.message.includes("/secret"), `leaks the path: ${e.message}`);
+      assertEquals(e.code, "unsupported_value");
+      const m2 = await (await s.app.request("/v1/models")).json();
+      assertEquals(m2.data[0].samplers, ["dpm++2m"]);
+      const ok = await s.app.request(post({ prompt, sampler: "dpm++2m", steps: 1 }));
+      assertEquals(ok.status, 200, await ok.text());
+      (pixel.pipeline as { vpSchedulers: unknown }).vpSchedulers = vp;
+      s.close();
+    } finally {
+      pixel.pipeline.release();
+    }
+  });
 });

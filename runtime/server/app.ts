@@ -17,6 +17,7 @@ import type { Runtime } from "../gpu/device.ts";
 import type { PluginRegistry } from "../registry.ts";
 import { ApiError } from "./errors.ts";
 import { type GenerationDefaults, handleGenerations, requestDefaults } from "./generations.ts";
+import { modelSamplers } from "./checks.ts";
 import { createServerMetrics, type ServerMetrics } from "./metrics.ts";
 import type { ModelCatalog } from "./models.ts";
 import { GpuQueue, type GpuQueueOptions } from "./queue.ts";
@@ -239,6 +240,7 @@ export function createApp(o: ServerOptions): WebditServer {
           default_steps: d.steps, // what a request that leaves them out gets
           default_guidance: d.guidance,
           default_sampler: d.sampler,
+          samplers: modelSamplers(e), // what `sampler` may name for this model
         };
       }),
     }));

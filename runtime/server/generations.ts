@@ -12,7 +12,7 @@ import { imagePngBase64, previewPngBase64, previewSteps } from "./images.ts";
 import type { ModelCatalog, ModelEntry } from "./models.ts";
 import { type GpuQueue, type ImageJob, type JobResult, QueueFullError } from "./queue.ts";
 import { type ImageRequest, parseImageRequest, type ServerLimits } from "./schemas.ts";
-import { checkPrompt } from "./checks.ts";
+import { checkPrompt, checkSampler } from "./checks.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
 /** Server-wide defaults of the generation extensions (serve --steps, --sampler); each model's
@@ -128,6 +128,7 @@ export async function handleGenerations(
   const [H, W] = cells(req, entry);
   checkPrompt(entry, req.prompt); // a prompt the model cannot encode is the client's 400
   const d = requestDefaults(g.defaults, entry.pipeline.defaults, g.limits.maxSteps);
+  const sampler = checkSampler(entry, req.sampler ?? d.sampler);
   const steps = req.steps ?? d.steps;
   const seed = req.seed ?? randomSeed();
   const ctl = new AbortController();
@@ -146,7 +147,7 @@ export async function handleGenerations(
     seed,
     steps,
     guidance: req.guidance ?? d.guidance,
-    sampler: req.sampler ?? d.sampler,
+    sampler,
     height: H,
     width: W,
     signal: ctl.signal,

@@ -6,7 +6,6 @@
  * @module
  */
 import { z } from "zod";
-import { type SamplerName, SAMPLERS } from "../pipeline.ts";
 import { type ApiError, badRequest } from "./errors.ts";
 
 /** Limits on what one request may ask for. */
@@ -52,8 +51,8 @@ export interface ImageRequest {
   steps: number | undefined;
   /** Guidance scale; undefined → the server's default. */
   guidance: number | undefined;
-  /** Sampler; undefined → the server's default. */
-  sampler: SamplerName | undefined;
+  /** Sampler name (unchecked: the model decides); undefined → the server's default. */
+  sampler: string | undefined;
   /** Plan (artifact) name. */
   plan: string | undefined;
   /** Plugin options selecting among loaded artifacts. */
@@ -105,7 +104,8 @@ export function imageRequestSchema(limits: ServerLimits = DEFAULT_LIMITS) {
     guidance: z.number().min(0, { error: "must be ≥ 0" }).max(limits.maxGuidance, {
       error: `must be at most ${limits.maxGuidance}`,
     }).nullish(),
-    sampler: z.enum(SAMPLERS, { error: `must be one of ${SAMPLERS.join(", ")}` }).nullish(),
+    // Checked against the selected model's own samplers (checks.ts: checkSampler).
+    sampler: name("sampler"),
     plan: name("plan"),
     quantizer: name("quantizer"),
     bits: z.number().int({ error: "must be an integer" }).min(1, { error: "must be at least 1" })
