@@ -225,33 +225,43 @@ export class PixArtModel {
     cond: PixArtConditioning,
   ): { t6: Tensor; emb: Tensor } {
     const l = this.#l;
-    const sin = rec.upload(sinusoid(t, 256), [t.length, 256], this.dtype);
-    const h = l["adaln_single.emb.timestep_embedder.linear_1"].forward(rec, sin, {
-      activation: "silu",
-    });
-    let emb = l["adaln_single.emb.timestep_embedder.linear_2"].forward(rec, h);
-    sin.release();
-    h.release();
-    if (this.config.useAdditionalConditions && cond.resolution && cond.aspectRatio) {
-      const B = cond.batch;
-      const embedder = (name: string, s: Tensor) => {
-        const a = l[`adaln_single.emb.${name}.linear_1`].forward(rec, s, { activation: "silu" });
-        const o = l[`adaln_single.emb.${name}.linear_2`].forward(rec, a);
-        a.release();
-        return o;
-      };
-      const res = embedder("resolution_embedder", cond.resolution); // [2B, D/3] = [B, 2D/3]
-      const ar = embedder("aspect_ratio_embedder", cond.aspectRatio); // [B, D/3]
-      const D3 = this.config.innerDim / 3;
-      const extra = concat(rec, [res.reshape([B, 2 * D3]), ar.reshape([B, D3])], -1);
-      const sum = elementwise(rec, "axpby", emb, { y: extra });
-      for (const x of [res, ar, extra, emb]) x.release();
-      emb = sum;
+    // Intermediates; released here whether or not a dispatch throws (the results are not).
+    const tmp: Tensor[] = [];
+    const keep = (x: Tensor) => (tmp.push(x), x);
+    try {
+      const sin = keep(rec.upload(sinusoid(t, 256), [t.length, 256], this.dtype));
+      const h = keep(l["adaln_single.emb.timestep_embedder.linear_1"].forward(rec, sin, {
+        activation: "silu",
+      }));
+      let emb = keep(l["adaln_single.emb.timestep_embedder.linear_2"].forward(rec, h));
+      sin.release();
+      h.release();
+      if (this.config.useAdditionalConditions && cond.resolution && cond.aspectRatio) {
+        const B = cond.batch;
+        const embedder = (name: string, s: Tensor) => {
+          const a = keep(
+            l[`adaln_single.emb.${name}.linear_1`].forward(rec, s, { activation: "silu" }),
+          );
+          const o = keep(l[`adaln_single.emb.${name}.linear_2`].forward(rec, a));
+          a.release();
+          return o;
+        };
+        const res = embedder("resolution_embedder", cond.resolution); // [2B, D/3] = [B, 2D/3]
+        const ar = embedder("aspect_ratio_embedder", cond.aspectRatio); // [B, D/3]
+        const D3 = this.config.innerDim / 3;
+        const extra = keep(concat(rec, [res.reshape([B, 2 * D3]), ar.reshape([B, D3])], -1));
+        const sum = keep(elementwise(rec, "axpby", emb, { y: extra }));
+        for (const x of [res, ar, extra, emb]) x.release();
+        emb = sum;
+      }
+      const act = keep(elementwise(rec, "silu", emb));
+      const t6 = l["adaln_single.linear"].forward(rec, act);
+      act.release();
+      tmp.splice(tmp.indexOf(emb), 1); // a result
+      return { t6, emb };
+    } finally {
+      for (const x of tmp) x.release();
     }
-    const act = elementwise(rec, "silu", emb);
-    const t6 = l["adaln_single.linear"].forward(rec, act);
-    act.release();
-    return { t6, emb };
   }
 
   /**
@@ -282,32 +292,42 @@ export class PixArtModel {
     const T = h * w;
     const D = c.innerDim;
 
-    const patches = im2col(rec, x, p);
-    let hs = this.#patchEmbed(rec, patches, h, w);
-    patches.release();
-    const { t6, emb } = this.#timestep(rec, t, cond);
+    // Intermediates; released whether or not a dispatch throws (a tensor over the adapter's
+    // binding limit, say), so a failed forward leaks nothing.
+    const tmp: Tensor[] = [];
+    const keep = (t: Tensor) => (tmp.push(t), t);
+    try {
+      const patches = keep(im2col(rec, x, p));
+      let hs = keep(this.#patchEmbed(rec, patches, h, w));
+      patches.release();
+      const { t6, emb } = this.#timestep(rec, t, cond);
+      keep(t6);
+      keep(emb);
 
-    for (let i = 0; i < this.#blocks.length; i++) {
-      hs = this.#block(rec, i, hs, t6, cond, { B, T, h, w, D, step });
+      for (let i = 0; i < this.#blocks.length; i++) {
+        hs = keep(this.#block(rec, i, hs, t6, cond, { B, T, h, w, D, step }));
+      }
+
+      const n = keep(layerNorm(rec, hs, {
+        eps: 1e-6,
+        modulation: { emb, table: this.#finalTable, shift: 0, scale: 1 },
+      }));
+      hs.release();
+      const y = keep(this.#l["proj_out"].forward(rec, n));
+      n.release();
+      t6.release();
+      emb.release();
+      const out = unpatchify(rec, y.reshape([B, T, p * p * c.outChannels]), {
+        height: h,
+        width: w,
+        patch: p,
+        channels: c.outChannels,
+      });
+      y.release();
+      return out;
+    } finally {
+      for (const t of tmp) t.release();
     }
-
-    const n = layerNorm(rec, hs, {
-      eps: 1e-6,
-      modulation: { emb, table: this.#finalTable, shift: 0, scale: 1 },
-    });
-    hs.release();
-    const y = this.#l["proj_out"].forward(rec, n);
-    n.release();
-    t6.release();
-    emb.release();
-    const out = unpatchify(rec, y.reshape([B, T, p * p * c.outChannels]), {
-      height: h,
-      width: w,
-      patch: p,
-      channels: c.outChannels,
-    });
-    y.release();
-    return out;
   }
 
   /**
@@ -336,9 +356,11 @@ export class PixArtModel {
 
   #patchEmbed(rec: Recorder, patches: Tensor, h: number, w: number): Tensor {
     const tokens = this.#l["pos_embed.proj"].forward(rec, patches);
-    const withPos = elementwise(rec, "addRow", tokens, { y: this.#posEmbed(rec, h, w) });
-    tokens.release();
-    return withPos;
+    try {
+      return elementwise(rec, "addRow", tokens, { y: this.#posEmbed(rec, h, w) });
+    } finally {
+      tokens.release();
+    }
   }
 
   #block(
@@ -360,60 +382,67 @@ export class PixArtModel {
     const { B, T, D } = s;
     const heads = this.config.numAttentionHeads;
     const eps = this.config.normEps;
-    // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = chunks of t6 + table.
-    const mod = elementwise(rec, "addRow", t6, { y: b.table });
-    const gateMsa = slice(rec, mod, -1, 2 * D, D);
-    const gateMlp = slice(rec, mod, -1, 5 * D, D);
+    // Intermediates, and x (consumed): released whether or not a dispatch throws.
+    const tmp: Tensor[] = [x];
+    const keep = (t: Tensor) => (tmp.push(t), t);
+    try {
+      // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = chunks of t6 + table.
+      const mod = keep(elementwise(rec, "addRow", t6, { y: b.table }));
+      const gateMsa = keep(slice(rec, mod, -1, 2 * D, D));
+      const gateMlp = keep(slice(rec, mod, -1, 5 * D, D));
 
-    const n1 = layerNorm(rec, x, { eps, modulation: { emb: mod, shift: 0, scale: 1 } });
-    // Each sample's rows (for layers that centre inputs), and whether the batch is a CFG pair.
-    const tokens = { rowsPerSample: T, cfgPair: cond.cfgPair };
-    const q = b.q.forward(rec, n1, tokens).reshape([B, T, D]);
-    const k = b.k.forward(rec, n1, tokens).reshape([B, T, D]);
-    const v = b.v.forward(rec, n1, tokens).reshape([B, T, D]);
-    n1.release();
-    const a = this.selfAttention.run(rec, i, q, k, v, {
-      heads,
-      h: s.h,
-      w: s.w,
-      step: s.step.index,
-      steps: s.step.total,
-    });
-    q.release();
-    k.release();
-    v.release();
-    const x1 = b.out.forward(rec, a.reshape([B * T, D]), {
-      residual: x,
-      gate: gateMsa,
-      rowsPerGate: T,
-      ...tokens,
-    });
-    a.release();
-    x.release();
+      const n1 = keep(layerNorm(rec, x, { eps, modulation: { emb: mod, shift: 0, scale: 1 } }));
+      // Each sample's rows (for layers that centre inputs), and whether the batch is a CFG pair.
+      const tokens = { rowsPerSample: T, cfgPair: cond.cfgPair };
+      const q = keep(b.q.forward(rec, n1, tokens).reshape([B, T, D]));
+      const k = keep(b.k.forward(rec, n1, tokens).reshape([B, T, D]));
+      const v = keep(b.v.forward(rec, n1, tokens).reshape([B, T, D]));
+      n1.release();
+      const a = keep(this.selfAttention.run(rec, i, q, k, v, {
+        heads,
+        h: s.h,
+        w: s.w,
+        step: s.step.index,
+        steps: s.step.total,
+      }));
+      q.release();
+      k.release();
+      v.release();
+      const x1 = keep(b.out.forward(rec, a.reshape([B * T, D]), {
+        residual: x,
+        gate: gateMsa,
+        rowsPerGate: T,
+        ...tokens,
+      }));
+      a.release();
+      x.release();
 
-    // Cross-attention: PixArt feeds the un-normalised hidden states (diffusers attention.py).
-    const q2 = b.q2.forward(rec, x1, tokens).reshape([B, T, D]);
-    const a2 = attention(rec, q2, cond.keys[i], cond.values[i], { heads, mask: cond.mask });
-    q2.release();
-    const x2 = b.out2.forward(rec, a2.reshape([B * T, D]), { residual: x1, ...tokens });
-    a2.release();
-    x1.release();
+      // Cross-attention: PixArt feeds the un-normalised hidden states (diffusers attention.py).
+      const q2 = keep(b.q2.forward(rec, x1, tokens).reshape([B, T, D]));
+      const a2 = keep(attention(rec, q2, cond.keys[i], cond.values[i], { heads, mask: cond.mask }));
+      q2.release();
+      const x2 = keep(b.out2.forward(rec, a2.reshape([B * T, D]), { residual: x1, ...tokens }));
+      a2.release();
+      x1.release();
 
-    const n2 = layerNorm(rec, x2, { eps, modulation: { emb: mod, shift: 3, scale: 4 } });
-    const f = b.ff1.forward(rec, n2, { activation: "gelu", ...tokens });
-    n2.release();
-    const x3 = b.ff2.forward(rec, f, {
-      residual: x2,
-      gate: gateMlp,
-      rowsPerGate: T,
-      ...tokens,
-    });
-    f.release();
-    x2.release();
-    mod.release();
-    gateMsa.release();
-    gateMlp.release();
-    return x3;
+      const n2 = keep(layerNorm(rec, x2, { eps, modulation: { emb: mod, shift: 3, scale: 4 } }));
+      const f = keep(b.ff1.forward(rec, n2, { activation: "gelu", ...tokens }));
+      n2.release();
+      const x3 = b.ff2.forward(rec, f, {
+        residual: x2,
+        gate: gateMlp,
+        rowsPerGate: T,
+        ...tokens,
+      });
+      f.release();
+      x2.release();
+      mod.release();
+      gateMsa.release();
+      gateMlp.release();
+      return x3;
+    } finally {
+      for (const t of tmp) t.release();
+    }
   }
 
   /** Frees every GPU tensor of the model. */

@@ -2,13 +2,15 @@
  * Checks of a request against the model it selected, made before the request is queued so
  * that a request the model cannot run is the client's 400 (naming the field), never a 500,
  * and never fails the other requests of its batch: the prompt against the model's
- * vocabulary, the sampler against the model's own samplers and scheduler config.
+ * vocabulary, the sampler against the model's own samplers and scheduler config, and the
+ * size and image count against what the adapter can bind as one tensor.
  *
  * @module
  */
 import { CheckpointError } from "../errors.ts";
 import { samplersFor } from "../model_defaults.ts";
 import type { SamplerName } from "../pipeline.ts";
+import { usesGuidance } from "../sampling/guidance.ts";
 import { vpSamplerOptions } from "../sampling/vp_scheduler_config.ts";
 import { badRequest } from "./errors.ts";
 import type { ModelEntry } from "./models.ts";
@@ -82,4 +84,80 @@ export function checkSampler(entry: ModelEntry, sampler: string): SamplerName {
     );
   }
   return sampler as SamplerName;
+}
+
+/** What one batch of a model is: images, size in model cells, guidance. */
+export interface BatchShape {
+  /** Images in the batch. */
+  images: number;
+  /** Height in model cells. */
+  height: number;
+  /** Width in model cells. */
+  width: number;
+  /** Guidance scale (above 1 the transformer runs each image twice: a CFG pair). */
+  guidance: number;
+}
+
+/**
+ * Bytes of the largest activation tensor one sampler step allocates for a batch: its
+ * transformer rows (images, doubled under guidance) × tokens × the widest hidden width (the
+ * feed-forward's 4·D, or a patch's values when wider), at the activations' element size
+ * (4 bytes when the model is f32 or its plan quantizes activations, whose quantizers work
+ * in f32). The adapter must bind each such tensor whole.
+ */
+export function largestTensorBytes(entry: ModelEntry, b: BatchShape): number {
+  const p = entry.pipeline;
+  const c = p.transformer.config;
+  const rows = b.images * (usesGuidance(b.guidance) ? 2 : 1);
+  const tokens = (b.height / c.patchSize) * (b.width / c.patchSize);
+  const patch = c.patchSize * c.patchSize * Math.max(c.inChannels, c.outChannels ?? 0);
+  const width = Math.max(4 * (c.innerDim ?? 0), patch);
+  const bytes = p.transformer.dtype === "f16" && entry.plan.abits === null ? 2 : 4;
+  return rows * tokens * width * bytes;
+}
+
+/** The largest tensor the runtime can bind (maxStorageBufferBindingSize), or Infinity. */
+export function bindingLimit(entry: ModelEntry): number {
+  const l = entry.pipeline.runtime?.info?.limits;
+  if (!l) return Infinity; // a stand-in pipeline without a runtime
+  return Math.min(
+    l.maxStorageBufferBindingSize ?? 134217728,
+    l.maxBufferSize ?? Infinity,
+  );
+}
+
+/** The most images of this size and guidance one batch can hold on the adapter (≥ 0). */
+export function maxImagesThatFit(entry: ModelEntry, b: Omit<BatchShape, "images">): number {
+  const one = largestTensorBytes(entry, { ...b, images: 1 });
+  const limit = bindingLimit(entry);
+  if (!(one > 0) || limit === Infinity) return Infinity;
+  return Math.floor(limit / one);
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+}
+
+/**
+ * Checks that a request's batch fits the adapter.
+ * @throws {ApiError} 400 with param "size" (even one image does not fit) or "n".
+ */
+export function checkFits(entry: ModelEntry, b: BatchShape, sizeText: string): void {
+  const fit = maxImagesThatFit(entry, b);
+  if (b.images <= fit) return;
+  const limit = bindingLimit(entry);
+  const need = largestTensorBytes(entry, b);
+  if (fit < 1) {
+    throw badRequest(
+      `Invalid value for 'size': ${sizeText} is too large for this server's GPU adapter ` +
+        `(one step of ${entry.id} would need a ${mb(need)} tensor, over its limit of ` +
+        `${mb(limit)}); ask for a smaller size.`,
+      "size",
+    );
+  }
+  throw badRequest(
+    `Invalid value for 'n': ${b.images} images of ${sizeText} are too many for this server's ` +
+      `GPU adapter (a ${mb(need)} tensor, over its limit of ${mb(limit)}); at most ${fit} fit.`,
+    "n",
+  );
 }

@@ -12,7 +12,7 @@ import { imagePngBase64, previewPngBase64, previewSteps } from "./images.ts";
 import type { ModelCatalog, ModelEntry } from "./models.ts";
 import { type GpuQueue, type ImageJob, type JobResult, QueueFullError } from "./queue.ts";
 import { type ImageRequest, parseImageRequest, type ServerLimits } from "./schemas.ts";
-import { checkPrompt, checkSampler } from "./checks.ts";
+import { checkFits, checkPrompt, checkSampler, maxImagesThatFit } from "./checks.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
 /** Server-wide defaults of the generation extensions (serve --steps, --sampler); each model's
@@ -131,6 +131,11 @@ export async function handleGenerations(
   const sampler = checkSampler(entry, req.sampler ?? d.sampler);
   const steps = req.steps ?? d.steps;
   const seed = req.seed ?? randomSeed();
+  const guidance = req.guidance ?? d.guidance;
+  const size = `${W * entry.pipeline.pixelsPerLatent}x${H * entry.pipeline.pixelsPerLatent}`;
+  // One step must fit the adapter: a 400 on size or n, never a 500 after queueing.
+  const shape = { height: H, width: W, guidance };
+  checkFits(entry, { ...shape, images: req.n }, size);
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(new RequestTimeoutError(g.timeoutMs)), g.timeoutMs);
   const onGone = () => ctl.abort(new ClientGoneError());
@@ -146,13 +151,13 @@ export async function handleGenerations(
     n: req.n,
     seed,
     steps,
-    guidance: req.guidance ?? d.guidance,
+    guidance,
     sampler,
     height: H,
     width: W,
+    maxBatchImages: maxImagesThatFit(entry, shape),
     signal: ctl.signal,
   };
-  const size = `${W * entry.pipeline.pixelsPerLatent}x${H * entry.pipeline.pixelsPerLatent}`;
   const common = { background: "opaque", output_format: "png", size, quality: "auto" } as const;
   const extras = (r: JobResult) => ({
     model: entry.id,

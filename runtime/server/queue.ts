@@ -43,6 +43,8 @@ export interface ImageJob {
   height: number;
   /** Image width in model cells (pixels for pixel-space models). */
   width: number;
+  /** Most images a batch holding this job may have (what the adapter fits at its size). */
+  maxBatchImages?: number;
   /** Steps (1-based) after which `onPreview` wants the latents. */
   previewSteps?: readonly number[];
   /** Called with this job's latents at each of `previewSteps`. */
@@ -238,13 +240,15 @@ export class GpuQueue {
     while (this.#waiting.length && !this.#closed) {
       const head = this.#waiting[0];
       const batch: Pending[] = [];
+      // Jobs of one key share a size and guidance, so what fits the adapter is the same.
+      const cap = Math.min(this.maxBatchImages, head.job.maxBatchImages ?? Infinity);
       let images = 0;
       for (const p of this.#waiting) {
         if (p.key !== head.key) continue;
-        if (batch.length && images + p.job.n > this.maxBatchImages) continue;
+        if (batch.length && images + p.job.n > cap) continue;
         batch.push(p);
         images += p.job.n;
-        if (images >= this.maxBatchImages) break;
+        if (images >= cap) break;
       }
       this.#waiting = this.#waiting.filter((p) => !batch.includes(p));
       await this.#run(batch);
