@@ -14,6 +14,7 @@ import { CheckpointError } from "../runtime/errors.ts";
 import { ModelCatalog, type ModelEntry } from "../runtime/server/models.ts";
 import { GpuQueue, type ImageJob } from "../runtime/server/queue.ts";
 import {
+  parseSse,
   pixelEntry,
   pixelPrompts,
   stubEntry,
@@ -176,5 +177,34 @@ Deno.test("server checks: the sampler is checked against the model's own", gpuTe
     } finally {
       pixel.pipeline.release();
     }
+  });
+});
+
+Deno.test("server checks: a failed stream names the request id", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const broken = stubEntry("broken", stubPipeline(1));
+    broken.pipeline.generate = () => Promise.reject(new Error("secret detail"));
+    const s = makeApp(rt, [broken]);
+    const logged: string[] = [];
+    const orig = console.error;
+    console.error = (...a: unknown[]) => logged.push(a.map(String).join(" "));
+    try {
+      const res = await s.app.request(
+        new Request(GEN, {
+          method: "POST",
+          headers: { "content-type": "application/json", "x-request-id": "req-42" },
+          body: JSON.stringify({ prompt: "x", stream: true }),
+        }),
+      );
+      const ev = parseSse(await res.text());
+      assertEquals(ev.map((x) => x.event), ["error"]);
+      const e = JSON.parse(ev[0].data).error;
+      assert(e.message.includes("req-42") && !e.message.includes("secret"), e.message);
+      assertEquals(e.code, "internal_error");
+      assert(logged.some((l) => l.includes("req-42") && l.includes("secret")), logged.join("\n"));
+    } finally {
+      console.error = orig;
+    }
+    s.close();
   });
 });

@@ -274,8 +274,10 @@ export async function handleGenerations(
       try {
         err = jobError(e, g.metrics);
       } catch (e2) {
-        console.error("webdit serve: stream failed:", e2);
-        err = new ApiError(500, "The server failed to generate the image.", {
+        // As the app's 500: details in the log, the request id to the client.
+        const id = c.get("requestId");
+        console.error(`webdit serve: request ${id} failed:`, e2);
+        err = new ApiError(500, `The server failed on this request (id ${id}).`, {
           code: "internal_error",
         });
       }
