@@ -5,7 +5,12 @@
  */
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { Prng } from "../runtime/io/prng.ts";
-import { GpuQueue, type ImageJob, QueueFullError } from "../runtime/server/queue.ts";
+import {
+  GpuQueue,
+  type ImageJob,
+  QueueFullError,
+  ShuttingDownError,
+} from "../runtime/server/queue.ts";
 import { delay, stubEntry, type StubLog, stubPipeline, until } from "./server_helpers.ts";
 
 function job(entry: ImageJob["entry"], o: Partial<ImageJob> = {}): ImageJob {
@@ -149,8 +154,8 @@ Deno.test("queue: close rejects the waiting jobs", async () => {
   const a = q.enqueue(job(e, { steps: 50 }));
   const b = q.enqueue(job(e));
   q.close();
-  await assertRejects(() => a, Error, "shutting down");
-  await assertRejects(() => b, Error, "shutting down");
-  assertThrows(() => q.enqueue(job(e)), Error, "closed");
+  await assertRejects(() => a, ShuttingDownError, "shutting down");
+  await assertRejects(() => b, ShuttingDownError, "shutting down");
+  assertThrows(() => q.enqueue(job(e)), ShuttingDownError, "shutting down");
   await delay(20);
 });

@@ -42,6 +42,9 @@ export const SERVE_USAGE = `deno task serve [options]
                           first request does not pay for it)
   Clients name models, never paths; see README "HTTP API".`;
 
+/** The longest serve waits, at shutdown, for the answers to go out and for the running step. */
+const DRAIN_MS = 5000;
+
 function defaultModel(): string {
   if (existsSync(DEFAULT_MODEL_DIR)) return DEFAULT_MODEL_DIR;
   return new URL("../../models/emoji-s-a", import.meta.url).pathname;
@@ -177,16 +180,32 @@ export async function serve(args: string[]): Promise<number> {
         );
       },
     }, server.app.fetch);
+    let stopping = false;
     const stop = () => {
+      if (stopping) { // a second signal: stop at once
+        ac.abort();
+        return;
+      }
+      stopping = true;
       info("shutting down");
+      // Waiting and running requests are answered 503 (streams: an `error` event) now; the
+      // listener closes once those answers are out, or after DRAIN_MS at the latest.
       server.close();
-      ac.abort();
+      const cut = setTimeout(() => ac.abort(), DRAIN_MS);
+      httpServer.shutdown().finally(() => clearTimeout(cut));
     };
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
     await httpServer.finished;
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
+    // A sampler step cannot be interrupted: let the running one end before the models go.
+    let wait: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      server.queue.idle(),
+      new Promise((r) => wait = setTimeout(r, DRAIN_MS)),
+    ]);
+    clearTimeout(wait);
     return 0;
   } finally {
     for (const e of entries) e.pipeline.release();

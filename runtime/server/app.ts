@@ -58,7 +58,10 @@ export interface WebditServer {
   queue: GpuQueue;
   /** The metrics registry. */
   metrics: ServerMetrics;
-  /** Rejects waiting requests and aborts the running batch. */
+  /**
+   * Answers waiting and running requests 503 "The server is shutting down" (with Retry-After;
+   * streams get an `error` event), refuses new ones alike, and aborts the running batch.
+   */
   close(): void;
 }
 

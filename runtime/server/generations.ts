@@ -10,7 +10,13 @@ import type { SamplerName, SamplingDefaults } from "../pipeline.ts";
 import { ApiError, badRequest } from "./errors.ts";
 import { imagePngBase64, previewPngBase64, previewSteps } from "./images.ts";
 import type { ModelCatalog, ModelEntry } from "./models.ts";
-import { type GpuQueue, type ImageJob, type JobResult, QueueFullError } from "./queue.ts";
+import {
+  type GpuQueue,
+  type ImageJob,
+  type JobResult,
+  QueueFullError,
+  ShuttingDownError,
+} from "./queue.ts";
 import { type ImageRequest, parseImageRequest, type ServerLimits } from "./schemas.ts";
 import { checkFits, checkPrompt, checkSampler, maxImagesThatFit } from "./checks.ts";
 import type { ServerMetrics } from "./metrics.ts";
@@ -82,6 +88,13 @@ export function jobError(e: unknown, metrics: ServerMetrics): ApiError {
     metrics.rejected.inc({ reason: "queue_full" });
     return new ApiError(429, e.message, {
       code: "queue_full",
+      headers: { "Retry-After": String(e.retryAfter) },
+    });
+  }
+  if (e instanceof ShuttingDownError) {
+    metrics.rejected.inc({ reason: "shutdown" });
+    return new ApiError(503, e.message, {
+      code: "server_shutting_down",
       headers: { "Retry-After": String(e.retryAfter) },
     });
   }

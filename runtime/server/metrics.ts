@@ -226,7 +226,7 @@ export interface ServerMetrics {
   batchImages: Histogram;
   /** webdit_images_generated_total. */
   images: Counter;
-  /** webdit_requests_rejected_total{reason}: queue_full, timeout, cancelled. */
+  /** webdit_requests_rejected_total{reason}: queue_full, timeout, cancelled, shutdown. */
   rejected: Counter;
 }
 
@@ -267,7 +267,7 @@ export function createServerMetrics(read: {
     images: registry.counter("webdit_images_generated_total", "Images generated and returned."),
     rejected: registry.counter(
       "webdit_requests_rejected_total",
-      "Generation requests not completed, by reason (queue_full, timeout, cancelled).",
+      "Generation requests not completed, by reason (queue_full, timeout, cancelled, shutdown).",
     ),
   };
   registry.gauge(

@@ -84,6 +84,18 @@ export class QueueFullError extends Error {
   }
 }
 
+/** The server is shutting down: answer 503 with Retry-After. */
+export class ShuttingDownError extends Error {
+  /** Suggested seconds to wait (for the server to be back). */
+  readonly retryAfter: number;
+  /** Creates the error. */
+  constructor(retryAfter = 5) {
+    super("The server is shutting down; retry later.");
+    this.name = "ShuttingDownError";
+    this.retryAfter = retryAfter;
+  }
+}
+
 /** Observers the server's metrics hang on the queue. */
 export interface QueueObserver {
   /** A job left the backlog for the GPU after `ms`. */
@@ -166,9 +178,10 @@ export class GpuQueue {
    * Queues a job; the promise resolves with its images, or rejects with the signal's
    * reason when it is aborted.
    * @throws {QueueFullError} at once (synchronously) when the backlog is full.
+   * @throws {ShuttingDownError} at once once the queue is closed.
    */
   enqueue(job: ImageJob): Promise<JobResult> {
-    if (this.#closed) throw new Error("The GPU queue is closed");
+    if (this.#closed) throw new ShuttingDownError();
     if (this.#busy && this.#waiting.length >= this.maxQueue) {
       throw new QueueFullError(this.retryAfterSeconds(), this.#waiting.length);
     }
@@ -198,10 +211,13 @@ export class GpuQueue {
     while (this.#busy || this.#waiting.length) await this.#idle;
   }
 
-  /** Rejects everything waiting and stops taking jobs; the running batch is aborted. */
+  /**
+   * Rejects everything waiting and running with a {@linkcode ShuttingDownError} and stops
+   * taking jobs (enqueue throws one); the running batch is aborted at its next step.
+   */
   close(): void {
     this.#closed = true;
-    const err = new Error("The server is shutting down");
+    const err = new ShuttingDownError();
     for (const p of [...this.#waiting, ...this.#running]) this.#settle(p, undefined, err);
     this.#waiting = [];
     this.#batchAbort?.abort(err);
