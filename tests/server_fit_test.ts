@@ -139,3 +139,33 @@ Deno.test("server fit: a forward that fails on the GPU leaks nothing", gpuTest, 
     }
   });
 });
+
+Deno.test("server fit: the default size limit is twice the largest model's", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const pixel = await pixelEntry(rt);
+    try {
+      const [prompt] = await pixelPrompts();
+      const s = makeApp(rt, [pixel]); // the tiny model: 16x16
+      const res = await s.app.request(post({ prompt, size: "48x48" }));
+      const e = (await res.json()).error;
+      assertEquals([res.status, e.param], [400, "size"], e.message);
+      assert(e.message.includes("limit of 32 pixels"), e.message);
+      const ok = await s.app.request(post({ prompt, size: "32x32", steps: 1 }));
+      assertEquals(ok.status, 200, await ok.text());
+      s.close();
+      // An explicit limit (serve --max-side) still rules.
+      const wide = createApp({
+        runtime: rt,
+        catalog: new ModelCatalog([pixel]),
+        registry: createDefaultRegistry(),
+        log: () => {},
+        limits: { maxSide: 48 },
+      });
+      const big = await wide.app.request(post({ prompt, size: "48x48", steps: 1 }));
+      assertEquals(big.status, 200, await big.text());
+      wide.close();
+    } finally {
+      pixel.pipeline.release();
+    }
+  });
+});

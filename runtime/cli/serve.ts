@@ -36,7 +36,11 @@ export const SERVE_USAGE = `deno task serve [options]
   --guidance F            default guidance scale (default: each model's; the bundled model 3.5)
   --max-steps N           limit on steps (default 50)
   --max-n N               limit on images per request (default 4)
-  --max-side N            limit on width and height in pixels (default 512)
+  --max-side N            limit on width and height in pixels (default: twice the largest
+                          served model's own size, 128 for the bundled model); a sampler step
+                          cannot be interrupted (not by --timeout either) and its time grows
+                          with the square of the pixels, so larger sizes can hold the server
+                          for minutes on the CPU adapter
   --no-warmup             listen at once, without first generating one 2-step image per
                           model (the warm-up compiles the kernels and times a step, so the
                           first request does not pay for it)
@@ -126,11 +130,10 @@ export async function serve(args: string[]): Promise<number> {
   });
   const timeout = numberOption("timeout", v.timeout, 300, { min: 0.1, max: 86400 });
   const maxN = numberOption("max-n", v["max-n"], 4, { min: 1, max: 64, integer: true });
-  const maxSide = numberOption("max-side", v["max-side"], 512, {
-    min: 8,
-    max: 8192,
-    integer: true,
-  });
+  // Absent: twice the largest served model's own size (createApp's default).
+  const maxSide = v["max-side"] === undefined
+    ? undefined
+    : numberOption("max-side", v["max-side"], 0, { min: 8, max: 8192, integer: true });
   const keyVar = v["api-key-env"] ?? "WEBDIT_API_KEY";
   const apiKey = Deno.env.get(keyVar) || undefined;
   if (v["api-key-env"] && !apiKey) {

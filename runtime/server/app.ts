@@ -36,7 +36,7 @@ export interface ServerOptions {
   apiKey?: string;
   /** Origins allowed by CORS; undefined or empty = CORS off. */
   corsOrigins?: string[];
-  /** Request limits (merged over the defaults). */
+  /** Request limits (merged over the defaults; maxSide's is {@linkcode defaultMaxSide}). */
   limits?: Partial<ServerLimits>;
   /** Defaults of steps, guidance and sampler. */
   defaults?: Partial<GenerationDefaults>;
@@ -108,10 +108,27 @@ function pluginJson(p: object): Record<string, unknown> {
   return out;
 }
 
+/**
+ * The default limit on a side in pixels: twice the largest served model's own size. A
+ * sampler step cannot be interrupted and its time grows with the square of the tokens, so
+ * a larger size can hold the server for minutes on a slow adapter.
+ */
+export function defaultMaxSide(catalog: ModelCatalog): number {
+  return 2 * Math.max(
+    ...catalog.entries.map((e) =>
+      e.pipeline.transformer.config.sampleSize * e.pipeline.pixelsPerLatent
+    ),
+  );
+}
+
 /** Creates the app over loaded models. */
 export function createApp(o: ServerOptions): WebditServer {
   const rt = o.runtime;
-  const limits: ServerLimits = { ...DEFAULT_LIMITS, ...o.limits };
+  const limits: ServerLimits = {
+    ...DEFAULT_LIMITS,
+    maxSide: defaultMaxSide(o.catalog),
+    ...Object.fromEntries(Object.entries(o.limits ?? {}).filter(([, v]) => v !== undefined)),
+  };
   const defaults: GenerationDefaults = { ...o.defaults };
   const log = o.log ?? ((l: string) => console.error(l));
   const metrics = createServerMetrics({

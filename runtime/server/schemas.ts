@@ -16,7 +16,7 @@ export interface ServerLimits {
   maxN: number;
   /** Sampler steps; default 50. */
   maxSteps: number;
-  /** Pixels on a side; default 512. */
+  /** Pixels on a side; default 512 here, the server's is twice its largest model's size. */
   maxSide: number;
   /** Classifier-free guidance scale; default 20. */
   maxGuidance: number;
