@@ -208,3 +208,28 @@ Deno.test("server checks: a failed stream names the request id", gpuTest, async 
     s.close();
   });
 });
+
+Deno.test("server checks: GET /v1/models/{id}; quality is echoed", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const s = makeApp(rt, [
+      stubEntry("stub", stubPipeline(1)),
+      stubEntry("stub:w8", stubPipeline(1)),
+    ]);
+    const list = await (await s.app.request("/v1/models")).json();
+    for (const [i, id] of ["stub", "stub:w8"].entries()) {
+      const res = await s.app.request(`/v1/models/${encodeURIComponent(id)}`);
+      assertEquals(res.status, 200);
+      assertEquals(await res.json(), list.data[i]);
+    }
+    const nope = await s.app.request("/v1/models/nope");
+    assertEquals(nope.status, 404);
+    assertEquals((await nope.json()).error.code, "model_not_found");
+    const del = await s.app.request("/v1/models/stub", { method: "DELETE" });
+    assertEquals([del.status, del.headers.get("allow")], [405, "GET, HEAD"]);
+    const hd = await (await s.app.request(post({ prompt: "x", quality: "hd", steps: 1 }))).json();
+    assertEquals(hd.quality, "hd");
+    const auto = await (await s.app.request(post({ prompt: "x", steps: 1 }))).json();
+    assertEquals(auto.quality, "auto");
+    s.close();
+  });
+});

@@ -19,7 +19,7 @@ import { ApiError } from "./errors.ts";
 import { type GenerationDefaults, handleGenerations, requestDefaults } from "./generations.ts";
 import { modelSamplers } from "./checks.ts";
 import { createServerMetrics, type ServerMetrics } from "./metrics.ts";
-import type { ModelCatalog } from "./models.ts";
+import type { ModelCatalog, ModelEntry } from "./models.ts";
 import { GpuQueue, type GpuQueueOptions } from "./queue.ts";
 import { DEFAULT_LIMITS, type ServerLimits } from "./schemas.ts";
 import { PLAYGROUND_FILES } from "./playground/files.ts";
@@ -74,6 +74,7 @@ const ROUTES: Record<string, string[]> = {
   "/healthz": ["GET", "HEAD"],
   "/metrics": ["GET", "HEAD"],
   "/v1/models": ["GET", "HEAD"],
+  "/v1/models/:id": ["GET", "HEAD"],
   "/v1/plugins": ["GET", "HEAD"],
   "/v1/images/generations": ["POST"],
   ...Object.fromEntries(Object.keys(PLAYGROUND_FILES).map((p) => [p, ["GET", "HEAD"]])),
@@ -168,7 +169,11 @@ export function createApp(o: ServerOptions): WebditServer {
     const t0 = performance.now();
     await next();
     c.res.headers.set("x-request-id", id);
-    const route = Object.hasOwn(ROUTES, c.req.path) ? c.req.path : "unmatched";
+    const route = Object.hasOwn(ROUTES, c.req.path)
+      ? c.req.path
+      : /^\/v1\/models\/[^/]+$/.test(c.req.path)
+      ? "/v1/models/:id"
+      : "unmatched";
     const status = String(c.res.status);
     metrics.requests.inc({ route, method: c.req.method, status });
     metrics.requestSeconds.observe((performance.now() - t0) / 1000, { route });
@@ -239,31 +244,40 @@ export function createApp(o: ServerOptions): WebditServer {
     return c.body(metrics.registry.render());
   });
 
-  app.get("/v1/models", (c) =>
-    c.json({
-      object: "list",
-      data: o.catalog.entries.map((e) => {
-        const cfg = e.pipeline.transformer.config;
-        const px = cfg.sampleSize * e.pipeline.pixelsPerLatent;
-        const d = requestDefaults(defaults, e.pipeline.defaults, limits.maxSteps);
-        return {
-          id: e.id,
-          object: "model",
-          created: e.created,
-          owned_by: "webdit",
-          model: e.model,
-          plan: e.plan,
-          default_size: `${px}x${px}`,
-          size_multiple: cfg.patchSize * e.pipeline.pixelsPerLatent,
-          dtype: e.pipeline.transformer.dtype,
-          caption_encoder: e.pipeline.encoder !== undefined,
-          default_steps: d.steps, // what a request that leaves them out gets
-          default_guidance: d.guidance,
-          default_sampler: d.sampler,
-          samplers: modelSamplers(e), // what `sampler` may name for this model
-        };
-      }),
-    }));
+  const modelJson = (e: ModelEntry) => {
+    const cfg = e.pipeline.transformer.config;
+    const px = cfg.sampleSize * e.pipeline.pixelsPerLatent;
+    const d = requestDefaults(defaults, e.pipeline.defaults, limits.maxSteps);
+    return {
+      id: e.id,
+      object: "model",
+      created: e.created,
+      owned_by: "webdit",
+      model: e.model,
+      plan: e.plan,
+      default_size: `${px}x${px}`,
+      size_multiple: cfg.patchSize * e.pipeline.pixelsPerLatent,
+      dtype: e.pipeline.transformer.dtype,
+      caption_encoder: e.pipeline.encoder !== undefined,
+      default_steps: d.steps, // what a request that leaves them out gets
+      default_guidance: d.guidance,
+      default_sampler: d.sampler,
+      samplers: modelSamplers(e), // what `sampler` may name for this model
+    };
+  };
+  app.get("/v1/models", (c) => c.json({ object: "list", data: o.catalog.entries.map(modelJson) }));
+  // OpenAI's models.retrieve: one entry by id.
+  app.get("/v1/models/:id", (c) => {
+    const id = c.req.param("id");
+    const e = o.catalog.entries.find((x) => x.id === id);
+    if (!e) {
+      throw new ApiError(404, `The model '${id}' does not exist.`, {
+        param: "model",
+        code: "model_not_found",
+      });
+    }
+    return c.json(modelJson(e));
+  });
 
   app.get(
     "/v1/plugins",

@@ -171,7 +171,12 @@ export async function handleGenerations(
     maxBatchImages: maxImagesThatFit(entry, shape),
     signal: ctl.signal,
   };
-  const common = { background: "opaque", output_format: "png", size, quality: "auto" } as const;
+  const common = {
+    background: "opaque",
+    output_format: "png",
+    size,
+    quality: req.quality, // echoed: every quality is the same sampling here
+  } as const;
   const extras = (r: JobResult) => ({
     model: entry.id,
     plan: entry.plan.name,

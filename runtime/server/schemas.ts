@@ -43,6 +43,8 @@ export interface ImageRequest {
   stream: boolean;
   /** Previews to stream before the final image. */
   partialImages: number;
+  /** OpenAI's quality, echoed in the answer (the model has one quality); default "auto". */
+  quality: string;
   /** Model name (id or base name), or undefined for the default. */
   model: string | undefined;
   /** Seed of the initial noise; undefined → random. */
@@ -201,6 +203,7 @@ export function parseImageRequest(
     size,
     stream: v.stream ?? false,
     partialImages: v.partial_images ?? 0,
+    quality: v.quality ?? "auto",
     model: v.model ?? undefined,
     seed: v.seed ?? undefined,
     steps: v.steps ?? undefined,
