@@ -122,29 +122,48 @@ function showTimings(d) {
   $("timings").hidden = false;
 }
 
+/**
+ * The request body of the form's field values (strings). A field left empty is left out, so
+ * the server's default applies (an empty number field is not 0). `defaultSteps`: the steps
+ * the server gives a request without them, for the previews when Steps is empty.
+ */
+export function requestBody(fields, defaultSteps) {
+  const body = { stream: true };
+  for (const k of ["prompt", "model", "size", "sampler", ...PLAN_FIELDS]) {
+    const v = (fields[k] ?? "").trim();
+    if (v !== "") body[k] = ["bits", "density"].includes(k) ? Number(v) : v;
+  }
+  for (const k of ["steps", "guidance", "seed"]) {
+    const v = (fields[k] ?? "").trim();
+    if (v !== "") body[k] = Number(v);
+  }
+  body.partial_images = Math.max(0, (body.steps ?? defaultSteps ?? 1) - 1);
+  return body;
+}
+
+/** Clears what the last run left on the page: image, caption, preview, progress, timings. */
+export function clearRun(get) {
+  get("result").hidden = true;
+  get("preview").hidden = true;
+  get("preview").removeAttribute("src");
+  get("caption").textContent = "";
+  get("progress").textContent = "";
+  get("timings").hidden = true;
+}
+
 async function generate(ev) {
   ev.preventDefault();
-  const steps = Number($("steps").value);
-  const body = {
-    prompt: $("prompt").value,
-    model: $("model").value,
-    size: $("size").value,
-    sampler: $("sampler").value,
-    steps,
-    guidance: Number($("guidance").value),
-    stream: true,
-    partial_images: Math.max(0, steps - 1),
-  };
-  if ($("seed").value !== "") body.seed = Number($("seed").value);
-  for (const f of PLAN_FIELDS) {
-    const v = $(f).value;
-    if (v !== "") body[f] = ["bits", "density"].includes(f) ? Number(v) : v;
+  const fields = {};
+  for (const k of ["prompt", "model", "size", "sampler", "steps", "guidance", "seed"]) {
+    fields[k] = $(k).value;
   }
+  for (const f of PLAN_FIELDS) fields[f] = $(f).value;
+  const model = models.find((m) => m.model === fields.model);
+  const body = requestBody(fields, model?.default_steps);
   controller = new AbortController();
   $("generate").disabled = true;
   $("cancel").disabled = false;
-  $("result").hidden = true;
-  $("caption").textContent = "";
+  clearRun($); // a failed run must not leave the last one's timings, progress or preview
   setStatus("queued…");
   try {
     const r = await fetch("/v1/images/generations", {
