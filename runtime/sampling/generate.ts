@@ -265,18 +265,27 @@ export async function sampleLoop(
       const tv = model.modelTime ? model.modelTime(o.sampler.timesteps[i]) : o.sampler.timesteps[i];
       const profiled = i === o.profileStep;
       const rec = new Recorder(rt, `step ${i}`, { profile: profiled });
-      const xin32 = guided ? duplicateBatchGpu(rec, x) : x;
-      const xin = cast(rec, xin32, model.dtype);
-      const raw = model.forward(rec, xin, new Array(rows).fill(tv), { index: i, total: n });
-      if (xin !== xin32) xin.release();
-      if (xin32 !== x) xin32.release();
-      const raw32 = cast(rec, raw, "f32");
-      if (raw32 !== raw) raw.release();
-      const eps = guideGpu(rec, raw32, layout, o.guidance, { shape: [B, C, H, W] });
-      if (eps !== raw32) raw32.release();
-      const next = o.sampler.step(rec, i, eps, x);
-      eps.release();
-      if (model.dtype === "f16") roundToF16(rec, next);
+      // The step's intermediates, freed once recorded, or when recording throws.
+      const temps = new Set<Tensor>();
+      const own = (t: Tensor) => {
+        if (t !== x) temps.add(t);
+        return t;
+      };
+      let next: Tensor;
+      try {
+        const xin32 = own(guided ? duplicateBatchGpu(rec, x) : x);
+        const xin = own(cast(rec, xin32, model.dtype));
+        const raw = own(model.forward(rec, xin, new Array(rows).fill(tv), { index: i, total: n }));
+        const raw32 = own(cast(rec, raw, "f32"));
+        const eps = own(guideGpu(rec, raw32, layout, o.guidance, { shape: [B, C, H, W] }));
+        next = o.sampler.step(rec, i, eps, x);
+        if (model.dtype === "f16") roundToF16(rec, next);
+      } catch (e) {
+        rec.discard();
+        throw e;
+      } finally {
+        for (const t of temps) t.release();
+      }
       live.add(next);
       // Deno's completion wait (onSubmittedWorkDone, mapAsync) blocks the thread until the
       // GPU is idle, then resolves ~10 ms later. So ask for the last step's here: the GPU ran

@@ -191,6 +191,31 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "sampleLoop: a forward that throws mid-run frees every buffer of the loop, guided too",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const failing: Denoiser = {
+        ...halfModel,
+        forward: (rec, x, t, step) => {
+          if (step.index === 1) throw new RangeError("the model failed"); // after step 0 ran
+          return halfModel.forward(rec, x, t, step);
+        },
+      };
+      const before = rt.pool.liveBytes;
+      for (const guidance of [1, 2]) {
+        await assertRejects(
+          () => loopLatents(rt, { guidance }, failing),
+          RangeError,
+          "the model failed",
+        );
+        assertEquals(rt.pool.liveBytes, before, `guidance ${guidance}`);
+      }
+    });
+  },
+);
+
 Deno.test("stepTimeEstimate: own entry, else the nearest batch size's as a lower bound", () => {
   const t = new Map([["2x4x8x8", 100], ["8x4x8x8", 300], ["4x4x16x16", 999]]);
   assertEquals(stepTimeEstimate(t, "2x4x8x8"), 100); // its own
