@@ -19,7 +19,8 @@ import { parseFlowSchedulerConfig, parseFluxConfig } from "../../plugins/models/
 import { parsePixArtConfig } from "../../plugins/models/pixart_config.ts";
 import { CheckpointError } from "../errors.ts";
 import type { Runtime } from "../gpu/device.ts";
-import { checkDefaultSampler, Pipeline, pixArtSampling } from "../pipeline.ts";
+import { Pipeline } from "../pipeline.ts";
+import { checkDefaultSampler, pixArtSampling } from "../pipeline_load.ts";
 import { parseJson } from "../io/json.ts";
 import { FLUX_SAMPLING, parseSamplingDefaults, type SamplingDefaults } from "../model_defaults.ts";
 import { type FlowEulerConfig, FLUX_FLOW_CONFIG } from "../sampling/flow_euler.ts";
