@@ -8,8 +8,7 @@
 //   m' = max(m, max_j s_j); α = exp2(m − m')
 //   P codes: round(exp2(s_j − m')·127), sp = 1/127        (INT8, fixed scale)
 //         or round(exp2(s_j − bmax)·qp), sp = exp2(bmax − m')/qp   (pblock: per block)
-//   l = l·α + Σ_j exp2(s_j − m')                         (f32, before P is quantized)
-//   o_d = o_d·α + sp·sv·Σ_j dot4(P codes, V codes of channel d)
+//   l = l·α + sp·Σ codes;  o_d = o_d·α + sp·sv·Σ_j dot4(P codes, V codes of channel d)
 // m and l stay f32. The output row is written to its raster token (perm[h, pos]): the
 // inverse reordering is fused into the write, so the output projection reads it as is.
 // Keys past T get the score INVALID and a code of 0.
@@ -109,20 +108,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
           refm = bmax;
           sp = exp2(bmax - mn) / p.qp;
         }
-        // The row sum from the f32 exponentials, before P is quantized (METHODS.md:
-        // "softmax statistics in f32"); sp·qp is their scale (1, or 2^(bmax − m) per block).
-        var esum = 0.0;
+        var psum = 0u;
         for (var w4 = 0u; w4 < nk / 4u; w4++) {
           var word = 0u;
           for (var i = 0u; i < 4u; i++) {
-            let e = exp2(s[r * 64u + w4 * 4u + i] - refm);
-            let c = u32(round(e * p.qp));
-            esum += e;
+            let c = u32(round(exp2(s[r * 64u + w4 * 4u + i] - refm) * p.qp));
+            psum += c;
             word |= c << (8u * i);
           }
           pw[r * 16u + w4] = word;
         }
-        l[r] = l[r] * al[r] + sp * p.qp * esum;
+        l[r] = l[r] * al[r] + sp * f32(psum);
         m[r] = mn;
         f[r] = sp * sv;
       }

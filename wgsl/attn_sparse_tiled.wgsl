@@ -44,17 +44,10 @@ fn hmax(a: vec4<f32>) -> f32 {
   return max(max(a.x, a.y), max(a.z, a.w));
 }
 
-// Four P codes (keys of one row) as one word, and the sum of their f32 exponentials (the
-// softmax row sum is taken before P is quantized: METHODS.md's "softmax statistics in f32").
-struct Packed {
-  word: u32,
-  esum: f32,
-}
-
-fn pack_codes(s: vec4<f32>, refm: f32) -> Packed {
-  let e = exp2(s - refm);
-  let c = vec4<u32>(round(e * p.qp));
-  return Packed(c.x | (c.y << 8u) | (c.z << 16u) | (c.w << 24u), (e.x + e.y) + (e.z + e.w));
+// Four P codes (keys of one row) as one word, and their sum in .y.
+fn pack_codes(s: vec4<f32>, refm: f32) -> vec2<u32> {
+  let c = vec4<u32>(round(exp2(s - refm) * p.qp));
+  return vec2<u32>(c.x | (c.y << 8u) | (c.z << 16u) | (c.w << 24u), (c.x + c.y) + (c.z + c.w));
 }
 
 @compute @workgroup_size(256)
@@ -142,10 +135,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let c1 = pack_codes(f1, refm.y);
       let c2 = pack_codes(f2, refm.z);
       let c3 = pack_codes(f3, refm.w);
-      l = l * al + sp * p.qp * vec4<f32>(c0.esum, c1.esum, c2.esum, c3.esum);
+      l = l * al + sp * vec4<f32>(vec4<u32>(c0.y, c1.y, c2.y, c3.y));
       // P word tx (keys 4·tx ..) of rows 4·ty .. 4·ty+3, one vec4, into the K buffer (its
       // reads are done): P is stored [row group][word][row].
-      ks[pr + tx] = vec4<u32>(c0.word, c1.word, c2.word, c3.word);
+      ks[pr + tx] = vec4<u32>(c0.x, c1.x, c2.x, c3.x);
       let fr = sp * sv;
       workgroupBarrier();
 

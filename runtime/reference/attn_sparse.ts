@@ -241,8 +241,7 @@ export interface SparseQuantRefOptions extends SparseRefOptions {
  * in ascending order; integer q·k dot products times sq·sk·scale·log2e; online softmax
  * (base 2) with m, l in float; P codes round(p·127) against the running max (INT8 fixed)
  * or round(2^(s − block max)·qmax) with scale 2^(block max − m)/qmax (per block); l sums
- * the exponentials before P is quantized (in f64 here, f32 on the GPU); o += P codes · V
- * codes · sp·sv. Output [B, T, H·D] raster order.
+ * the dequantized P; o += P codes · V codes · sp·sv. Output [B, T, H·D] raster order.
  */
 export function attnSparseQuantRef(
   ops: QuantOperands,
@@ -298,10 +297,9 @@ export function attnSparseQuantRef(
             for (let j = 0; j < BLOCK; j++) pq[j] = roundEven(2 ** (s[j] - mn) * 127);
             sp = 1 / 127;
           }
-          // The row sum of the exponentials before P is quantized ("softmax statistics in f32").
-          let esum = 0;
-          for (let j = 0; j < BLOCK; j++) esum += 2 ** (s[j] - mn);
-          l = l * alpha + esum;
+          let psum = 0;
+          for (let j = 0; j < BLOCK; j++) psum += pq[j];
+          l = l * alpha + sp * psum;
           const sv = ops.v.scale[bh * nb + kb];
           for (let d = 0; d < D; d++) {
             let dot = 0;
