@@ -4,31 +4,17 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import { outDirImagePaths } from "../runtime/eval/eval.ts";
+import { type CliRun, runCli } from "./cli_helpers.ts";
 
-const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const FIXTURE = new URL("./fixtures/pixart_pixel", import.meta.url).pathname;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs `deno run <perms> cli.ts …args`. */
-async function cli(args: string[], perms = ["-A"]): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...perms, CLI, ...args],
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
-    signal: AbortSignal.timeout(120_000),
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+function cli(args: string[], perms = ["-A"]): Promise<CliRun> {
+  return runCli(args, { perms });
 }
 
 /** Asserts exit `code` with `msg` in one `error:` line, no stack trace, and no `before` text. */
-function assertError(r: Run, code: number, msg: string, before?: string): void {
+function assertError(r: CliRun, code: number, msg: string, before?: string): void {
   assertEquals(r.code, code, r.stderr);
   const lines = r.stderr.trim().split("\n");
   assert(lines.at(-1)!.startsWith("error: ") && lines.at(-1)!.includes(msg), r.stderr);

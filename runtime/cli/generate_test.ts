@@ -1,23 +1,13 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { readPng } from "../io/png.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
+import { type CliRun, runCli } from "../../tests/cli_helpers.ts";
 
-const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
 
 /** Runs `deno run -A cli.ts generate --model FIXTURE …args` (exit code, stdout and stderr). */
-async function generateBare(
-  ...args: string[]
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "generate", "--model", FIXTURE, ...args],
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
-    signal: AbortSignal.timeout(120_000),
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+function generateBare(...args: string[]): Promise<CliRun> {
+  return runCli(["generate", "--model", FIXTURE, ...args]);
 }
 
 /** {@linkcode generateBare} with --prompt "red apple". */

@@ -1,28 +1,13 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
+import { type CliRun, runCli } from "../../tests/cli_helpers.ts";
 
-const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const FIXTURE = new URL("../../tests/fixtures/safetensors/reference.safetensors", import.meta.url)
   .pathname;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs `deno run -A cli.ts inspect …args` with a 20 s guard against hangs. */
-async function inspect(...args: string[]): Promise<Run> {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "inspect", ...args],
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-    signal: AbortSignal.timeout(20_000),
-  });
-  const out = await cmd.output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+function inspect(...args: string[]): Promise<CliRun> {
+  return runCli(["inspect", ...args], { timeoutMs: 20_000 });
 }
 
 /** 8-byte length, header text (+ `pad` spaces), then `data` zero bytes. */
@@ -38,7 +23,7 @@ const T = (dtype: string, shape: number[], a: number, b: number) =>
   JSON.stringify({ dtype, shape, data_offsets: [a, b] });
 
 /** Asserts exit 1 and exactly one stderr line `error: <file>: <field>: …<includes>…`. */
-function assertBad(r: Run, file: string, field: string, includes: string, what: string): void {
+function assertBad(r: CliRun, file: string, field: string, includes: string, what: string): void {
   // Deno itself may say it waits for the node_modules lock when tests run in parallel.
   const lines = r.stderr.trimEnd().split("\n").filter((l) => !l.startsWith("Blocking waiting"));
   assertEquals(r.code, 1, `${what}: exit code (stderr: ${r.stderr})`);

@@ -1,8 +1,8 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
 import { UsageError } from "./common.ts";
 import { checkModelFolder, checkPluginArgs } from "./quantize_plugins.ts";
+import { runCli } from "../../tests/cli_helpers.ts";
 
-const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
 
 Deno.test("checkPluginArgs: unknown plugins and bits are usage errors naming the flag and the choices", () => {
@@ -43,16 +43,8 @@ Deno.test("checkModelFolder: a file or a missing path is a usage error naming --
 Deno.test("quantize: a bad --quantizer, --model file or --out folder exits 2 before quantizing", async () => {
   const dir = await Deno.makeTempDir({ prefix: "webdit_cli_qplug_" });
   try {
-    const run = async (...args: string[]) => {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", CLI, "quantize", "--wbits", "4", "--abits", "8", ...args],
-        stdout: "piped",
-        stderr: "piped",
-        env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
-        signal: AbortSignal.timeout(120_000),
-      }).output();
-      return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
-    };
+    const run = (...args: string[]) =>
+      runCli(["quantize", "--wbits", "4", "--abits", "8", ...args]);
     const out = ["--out", `${dir}/q.safetensors`];
     const cases: [string[], string][] = [
       [["--model", FIXTURE, "--quantizer", "foo", ...out], "--quantizer must be one of"],

@@ -2,28 +2,13 @@ import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { openSafetensors } from "../io/safetensors.ts";
 import { parseAbitsOverride, parseLowRankOverride } from "./quantize_lists.ts";
 import { UsageError } from "./common.ts";
+import { type CliRun, runCli } from "../../tests/cli_helpers.ts";
 
-const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `deno run -A cli.ts <command> …args` with a guard against hangs. */
-async function cli(command: string, ...args: string[]): Promise<Run> {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, command, ...args],
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
-    signal: AbortSignal.timeout(120_000),
-  });
-  const out = await cmd.output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+/** Runs `deno run -A cli.ts <command> …args`. */
+function cli(command: string, ...args: string[]): Promise<CliRun> {
+  return runCli([command, ...args]);
 }
 
 function lastJson(stdout: string): Record<string, unknown> {

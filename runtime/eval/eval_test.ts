@@ -6,6 +6,7 @@ import { Prng } from "../io/prng.ts";
 import { loadPipeline } from "../pipeline.ts";
 import { compareSamples, evaluate, generateSamples, parsePromptList } from "./eval.ts";
 import { psnr, ssim } from "./metrics.ts";
+import { runCli } from "../../tests/cli_helpers.ts";
 
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
 const PROMPTS = ["red apple", "happy face with smiling eyes"];
@@ -185,37 +186,17 @@ Deno.test("eval command: --json last line on the fixture", gpuTest, async () => 
   const prompts = await Deno.makeTempFile({ suffix: ".txt" });
   await Deno.writeTextFile(prompts, "red apple\n");
   try {
-    const cli = new URL("../../cli.ts", import.meta.url).pathname;
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        cli,
-        "eval",
-        "--model",
-        FIXTURE,
-        "--reference",
-        FIXTURE,
-        "--prompts",
-        prompts,
-        "--steps",
-        "2",
-        "--json",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const err = new TextDecoder().decode(out.stderr);
-    assert(out.success, err);
-    const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+    const out = await runCli([
+      ...["eval", "--model", FIXTURE, "--reference", FIXTURE],
+      ...["--prompts", prompts, "--steps", "2", "--json"],
+    ]);
+    const err = out.stderr;
+    assertEquals(out.code, 0, err);
+    const lines = out.stdout.trim().split("\n");
     const j = JSON.parse(lines[lines.length - 1]);
     assertEquals([j.images, j.steps, j.psnr, j.ssim, j.identical], [1, 2, null, 1, 1]);
     assert(j.fidelity === null && typeof j.fidelity_skipped === "string", err);
-    const bad = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", cli, "eval", "--seeds", "0"],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const bad = await runCli(["eval", "--seeds", "0"]);
     assertEquals(bad.code, 2);
   } finally {
     await Deno.remove(prompts);
