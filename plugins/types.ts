@@ -146,6 +146,8 @@ export interface AttentionPlanOptions {
   density?: number;
   /** Attention bits: 8, 4, or 16 (float). */
   bits?: number;
+  /** PARO: the weight α of the sparse-share term in the order score (METHODS.md §3); default 0.5. */
+  orderAlpha?: number;
   /** Calibration prompts; default the plugin's own. */
   prompts?: readonly string[];
   /** Precomputed calibration inputs instead of prompts (FLUX: required). */

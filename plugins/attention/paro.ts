@@ -154,6 +154,7 @@ export const paroPlugin: AttentionPlugin = {
       guidance: o.guidance,
       density: o.density ?? 0.3,
       bits,
+      ...(o.orderAlpha !== undefined ? { alpha: o.orderAlpha } : {}),
       onProgress: o.onProgress,
     });
     const form = await modelFamily(o.path) === "flux" ? "flux-joint" : "image";

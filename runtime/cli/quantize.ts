@@ -67,6 +67,10 @@ function rotationWords(rotation: string, knobs: RotationKnobs | undefined): stri
   return `, ${rotation} rotation${how}`;
 }
 
+/** The outlier-aware greedy objectives (runtime/quant/rotation.ts's greedyObjective). */
+const GREEDY_OBJECTIVES = ["rowmax", "range", "absmax"] as const;
+type GreedyObjective = typeof GREEDY_OBJECTIVES[number];
+
 /** The branches a `--rotation-override` may force. */
 const ROTATION_BRANCHES: readonly RotationKind[] = ["hadamard", "outlier", "none"];
 
@@ -78,17 +82,19 @@ interface RotationArgs {
   overrideList?: string;
   select?: ArsSelect;
   seed?: number;
+  greedyObjective?: GreedyObjective;
 }
 
 /** The rotation plan knobs (τ, ARS selection, overrides, α, smoothing, seed), or undefined. */
 function rotationKnobs(rotation: string, a: RotationArgs): RotationKnobs | undefined {
-  const { tau, alpha, noSmooth, overrideList, select, seed } = a;
+  const { tau, alpha, noSmooth, overrideList, select, seed, greedyObjective } = a;
   const knobs: RotationKnobs = {};
   if (tau !== undefined) knobs.tau = tau;
   if (select !== undefined) knobs.select = select;
   if (alpha !== undefined) knobs.alpha = alpha;
   if (noSmooth) knobs.smooth = false;
   if (seed !== undefined) knobs.seed = seed;
+  if (greedyObjective !== undefined) knobs.greedyObjective = greedyObjective;
   if (overrideList !== undefined) {
     knobs.overrides = {};
     for (const item of overrideList.split(",").map((x) => x.trim()).filter(Boolean)) {
@@ -117,6 +123,9 @@ function rotationKnobs(rotation: string, a: RotationArgs): RotationKnobs | undef
       "--alpha, --no-smooth and --rotation-seed apply to a rotation (hadamard, outlier, adaptive)",
     );
   }
+  if (greedyObjective !== undefined && rotation !== "outlier" && rotation !== "adaptive") {
+    throw new UsageError("--greedy-objective applies to --rotation outlier or adaptive");
+  }
   if (alpha !== undefined && noSmooth) {
     throw new UsageError("give --alpha or --no-smooth, not both");
   }
@@ -137,9 +146,11 @@ export async function quantize(args: string[]): Promise<number> {
     alpha: { type: "string" },
     "no-smooth": { type: "boolean" },
     "rotation-seed": { type: "string" },
+    "greedy-objective": { type: "string" },
     attention: { type: "string" },
     density: { type: "string" },
     "attn-bits": { type: "string" },
+    "paro-alpha": { type: "string" },
     "group-size": { type: "string" },
     symmetric: { type: "boolean" },
     "tlq-fit": { type: "string" },
@@ -182,6 +193,10 @@ export async function quantize(args: string[]): Promise<number> {
   }
   const density = o.optionalNumber("density", { min: 0.01, max: 1 });
   const attnBits = o.optionalChoice("attn-bits", ["8", "4"] as const);
+  const paroAlpha = o.optionalNumber("paro-alpha", { min: 0, max: 1 });
+  if (paroAlpha !== undefined && attention !== "paro") {
+    throw new UsageError("--paro-alpha applies to --attention paro");
+  }
   const groupSize = o.number("group-size", 0, { min: 0, integer: true });
   const lowRank = o.number("low-rank", 0, { min: 0, max: LOW_RANK_MAX, integer: true });
   const lowRankOverride = parseLowRankOverride(v["low-rank-override"]);
@@ -234,6 +249,7 @@ export async function quantize(args: string[]): Promise<number> {
     overrideList: v["rotation-override"],
     select: o.optionalChoice("ars-select", ARS_SELECT),
     seed: o.optionalNumber("rotation-seed", { min: 0, integer: true }),
+    greedyObjective: o.optionalChoice("greedy-objective", GREEDY_OBJECTIVES),
   });
   await checkModelFolder(v.model);
   await checkWritable(out, v.force ?? false, "--out");
@@ -266,6 +282,7 @@ export async function quantize(args: string[]): Promise<number> {
     attention: attention,
     density,
     attnBits: attnBits === undefined ? undefined : Number(attnBits),
+    paroAlpha,
     groupSize,
     symmetric: v.symmetric,
     tlqFit: tlqFit === "mse" ? "mse" : undefined,

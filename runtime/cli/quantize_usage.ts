@@ -30,9 +30,14 @@ export const QUANTIZE_USAGE =
   --no-smooth             rotations: rotate without smoothing first
   --rotation-seed N       rotations: seed of the random signs and permutations (default 0;
                           another seed is another, equally valid, plan)
+  --greedy-objective O    outlier, adaptive: what the greedy rotation steps minimise: rowmax
+                          (default: the calibration rows' mean squared max |v|), range
+                          (METHODS.md's max − min of each block) or absmax (max |v|)
   --attention A           dense (default) or paro
   --density F             paro: kept block density (0.5, 0.3, 0.2)
   --attn-bits B           paro: 8 or 4
+  --paro-alpha F          paro: weight α in [0, 1] of the sparse share in each head's order
+                          score, 1 − α that of the incoherence (METHODS.md §3; default 0.5)
   --group-size G          uniform, tlq, kmeans: group size along K (0 = per row, default; 64, 128;
                           tlq: a log grid and LUT a group, G dividing each layer's K; pair
                           it with --tlq-fit mse: percentile grids gain nothing from groups);

@@ -73,6 +73,11 @@ export { writeArtifact } from "./artifact_write.ts";
 export interface QuantizeOptions extends Partial<QuantSettings> {
   /** Model folder (diffusers layout); default the bundled model. */
   model?: string;
+  /**
+   * PARO: the weight α of the sparse-share term in each head's order score (METHODS.md §3;
+   * default 0.5); the plan's metadata records it.
+   */
+  paroAlpha?: number;
   /** Weight quantizer plugin name. */
   quantizer: string;
   /** Weight bits. */
@@ -181,6 +186,7 @@ async function planAttention(
       path: dir,
       density: settings.density ?? undefined,
       bits: settings.attnBits ?? undefined,
+      ...(o.paroAlpha !== undefined ? { orderAlpha: o.paroAlpha } : {}),
       prompts: o.calibration?.prompts,
       embeds: o.calibration?.embeds,
       steps: o.calibration?.steps,

@@ -59,6 +59,12 @@ export function resolveSettings(
   if (o.density != null && !(o.density > 0 && o.density <= 1)) {
     throw new RangeError(`density must be in (0, 1], got ${o.density}`);
   }
+  if (o.paroAlpha !== undefined) {
+    if (attention !== "paro") throw new RangeError('paroAlpha is the "paro" attention\'s');
+    if (!(o.paroAlpha >= 0 && o.paroAlpha <= 1)) {
+      throw new RangeError(`paroAlpha must be in [0, 1], got ${o.paroAlpha}`);
+    }
+  }
   // W8 codes feed the integer path symmetric: the default wherever a layer quantizes activations.
   const integer = o.abits < 16 || (o.abitsOverride ?? []).some((v) => v.abits < 16);
   const symmetric = o.symmetric ?? (o.quantizer === "uniform" && o.wbits === 8 && integer);
