@@ -239,6 +239,7 @@ function rotationKnobs(s: AblationSetting): Pick<QuantizeOptions, "rotationOptio
     ...(s.smooth === false ? { smooth: false } : {}),
     ...(s.tau !== undefined ? { tau: s.tau } : {}),
     ...(s.rotation_seed !== undefined ? { seed: s.rotation_seed } : {}),
+    ...(s.greedy_objective ? { greedyObjective: s.greedy_objective } : {}),
     ...(s.ars_select ? { select: s.ars_select } : {}),
   };
   return Object.keys(o).length ? { rotationOptions: o } : {};

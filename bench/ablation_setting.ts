@@ -51,6 +51,8 @@ export interface AblationSetting {
   smooth?: false;
   /** Seed of the rotation's random signs and permutations (quantize --rotation-seed); absent: 0. */
   rotation_seed?: number;
+  /** Outlier-aware greedy objective (quantize --greedy-objective); absent: rowmax. */
+  greedy_objective?: "rowmax" | "range" | "absmax";
   /** ARS threshold τ of the adaptive rotation (quantize --tau); absent: the default 1. */
   tau?: number;
   /** "error": ARS picks each layer's branch by measured error (quantize --ars-select error). */
@@ -105,6 +107,7 @@ export function settingKey(s: AblationSetting): string {
     (s.smooth === false ? "|nosmooth" : "") +
     (s.tau !== undefined ? `|tau-${s.tau}` : "") +
     (s.rotation_seed !== undefined ? `|rseed-${s.rotation_seed}` : "") +
+    (s.greedy_objective ? `|greedy-${s.greedy_objective}` : "") +
     (s.ars_select ? `|ars-${s.ars_select}` : "") +
     (s.act_group ? `|actgroup-${s.act_group}` : "") +
     (s.act_asym ? "-asym" : "") +
@@ -138,6 +141,7 @@ export function settingLabel(s: AblationSetting): string {
   if (s.smooth === false) parts[0] += " unsmoothed";
   if (s.tau !== undefined) parts[0] += ` τ ${s.tau}`;
   if (s.rotation_seed !== undefined) parts[0] += ` rotation seed ${s.rotation_seed}`;
+  if (s.greedy_objective) parts[0] += ` greedy ${s.greedy_objective}`;
   if (s.ars_select) parts[0] += ` ARS by ${s.ars_select}`;
   if (s.act_group) parts[0] += ` act groups ${s.act_group}${s.act_asym ? " asym" : ""}`;
   if (s.cfg_delta) parts[0] += " CFG delta";
@@ -169,6 +173,7 @@ const EXTRA_KEYS: string[] = [
   "smooth",
   "tau",
   "rotation_seed",
+  "greedy_objective",
   "ars_select",
   "act_group",
   "act_asym",
@@ -360,6 +365,17 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     }
     s.rotation_seed = v;
   }
+  if (r.greedy_objective !== undefined) {
+    const v = r.greedy_objective;
+    if (v !== "rowmax" && v !== "range" && v !== "absmax") {
+      fail(
+        file,
+        `${field}.greedy_objective`,
+        `must be rowmax, range or absmax, got ${JSON.stringify(v)}`,
+      );
+    }
+    s.greedy_objective = v;
+  }
   if (r.tau !== undefined) {
     if (typeof r.tau !== "number" || !(r.tau > 0) || !Number.isFinite(r.tau)) {
       fail(file, `${field}.tau`, `must be a positive number, got ${JSON.stringify(r.tau)}`);
@@ -436,6 +452,8 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     fail(file, `${field}.alpha`, "is the smoothing's, and smooth is false");
   } else if (s.rotation_seed !== undefined && s.rotation === "none") {
     fail(file, `${field}.rotation_seed`, "needs a rotation (it seeds the rotations' signs)");
+  } else if (s.greedy_objective && s.rotation !== "outlier" && s.rotation !== "adaptive") {
+    fail(file, `${field}.greedy_objective`, "needs rotation outlier or adaptive");
   } else if (s.tau !== undefined && s.rotation !== "adaptive") {
     fail(file, `${field}.tau`, "is the adaptive rotation's threshold (rotation: adaptive)");
   } else if (s.ars_select && s.rotation !== "adaptive") {

@@ -51,10 +51,13 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, low_rank: 16, low_rank_override: [{ pattern: "*.attn2.*", rank: 0 }] },
       { ...base, gptq: true, low_rank: 32, low_rank_fit: "svd" },
       { ...base, gptq: true, low_rank: 32 },
+      { ...base, rotation: "outlier", greedy_objective: "range" },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 20);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 20);
+  assertEquals(m.settings.length, 21);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 21);
+  assertEquals(settingKey(m.settings[20]), "uniform|8|8|outlier|dense|null|null|greedy-range");
+  assertEquals(settingLabel(m.settings[20]), "uniform W8A8 greedy range outlier");
   // The branch's fit: named when given; the label says the default's (hessian with GPTQ).
   assertEquals(
     settingKey(m.settings[18]),
@@ -198,6 +201,30 @@ Deno.test("matrix: bad fields are named", async () => {
     [
       { rows: [{ quantizer: "tlq", wbits: 4, abits: 8, rotation_seed: 1 }] },
       "rows[0].rotation_seed needs a rotation",
+    ],
+    [
+      {
+        rows: [{
+          quantizer: "tlq",
+          wbits: 4,
+          abits: 8,
+          rotation: "hadamard",
+          greedy_objective: "range",
+        }],
+      },
+      "rows[0].greedy_objective needs rotation outlier or adaptive",
+    ],
+    [
+      {
+        rows: [{
+          quantizer: "tlq",
+          wbits: 4,
+          abits: 8,
+          rotation: "outlier",
+          greedy_objective: "max",
+        }],
+      },
+      "rows[0].greedy_objective must be rowmax, range or absmax",
     ],
     [
       {
