@@ -63,6 +63,7 @@ import { CalibratePool } from "./calibrate_pool.ts";
 import { LowRankPool } from "./low_rank_pool.ts";
 import { artifactMetadata, copyStoredTensors, readText } from "./artifact_write.ts";
 import { resolveSettings } from "./settings.ts";
+import { checkCheckpoint } from "./checkpoint_check.ts";
 import { centredStats } from "./centred_stats.ts";
 import type { ActQuantSpec } from "./rotation_error.ts";
 import { type LayerReport, quantizedBytes } from "./report.ts";
@@ -216,6 +217,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const settings = resolveSettings(o, registry, className);
   const plugin = registry.get("quantizer", settings.quantizer);
   const family = registry.list("model").find((m) => m.className === className)?.name;
+  await checkCheckpoint(tdir, cfg, join(tdir, "config.json"), family);
   if (family === "flux" && !o.calibration?.embeds) { // before any work: name the flag
     if (settings.rotation !== "none") throw fluxNeedsEmbedsError(`--rotation ${settings.rotation}`);
     if (settings.gptq) throw fluxNeedsEmbedsError("--gptq");
