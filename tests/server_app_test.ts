@@ -4,35 +4,25 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import { gpuTest, withRuntime } from "./gpu.ts";
-import { createDefaultRegistry } from "../runtime/builtins.ts";
-import type { Runtime } from "../runtime/gpu/device.ts";
 import { decodePng } from "../runtime/io/png.ts";
-import { createApp, type ServerOptions, tokenMatches } from "../runtime/server/app.ts";
-import { loadEntry, ModelCatalog, type ModelEntry, planName } from "../runtime/server/models.ts";
+import { tokenMatches } from "../runtime/server/app.ts";
+import { loadEntry, planName } from "../runtime/server/models.ts";
 import { quantizeModel, writeArtifact } from "../runtime/quant/quantize.ts";
 import {
   delay,
+  GEN,
+  makeApp,
   parseSse,
   PIXEL_MODEL,
   pixelEntry,
   pixelPrompts,
+  post,
   stubEntry,
   type StubLog,
   stubPipeline,
   until,
 } from "./server_helpers.ts";
 import { Buffer } from "node:buffer";
-
-const GEN = "http://localhost/v1/images/generations";
-
-function post(body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Request {
-  return new Request(GEN, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-    signal,
-  });
-}
 
 type ErrorJson = { error: { message: string; type: string; param: string | null; code: string } };
 
@@ -52,17 +42,6 @@ async function expectError(res: Response, status: number, param?: string | null)
 
 function png(b64: string) {
   return decodePng(new Uint8Array(Buffer.from(b64, "base64")));
-}
-
-function makeApp(rt: Runtime, entries: ModelEntry[], o: Partial<ServerOptions> = {}) {
-  return createApp({
-    runtime: rt,
-    catalog: new ModelCatalog(entries),
-    registry: createDefaultRegistry(),
-    log: () => {},
-    defaults: { steps: 3 },
-    ...o,
-  });
 }
 
 Deno.test("server app: routes and errors", gpuTest, async (t) => {
@@ -90,7 +69,7 @@ Deno.test("server app: routes and errors", gpuTest, async (t) => {
     broken.pipeline.generate = () => {
       throw new Error("secret detail /home/x/file.ts");
     };
-    const s = makeApp(rt, [pixel, w8, broken], { maxBodyBytes: 4096 });
+    const s = makeApp(rt, [pixel, w8, broken], { steps: 3, maxBodyBytes: 4096 });
     const app = s.app;
 
     await t.step("GET /healthz: adapter, models, request id, secure headers", async () => {
@@ -329,7 +308,7 @@ Deno.test("server app: routes and errors", gpuTest, async (t) => {
     });
 
     await t.step("timeout stops the GPU work between steps (504)", async () => {
-      const short = makeApp(rt, [pixel], { timeoutMs: 150 });
+      const short = makeApp(rt, [pixel], { steps: 3, timeoutMs: 150 });
       const res = await short.app.request(post({ prompt, steps: 50 }));
       const e = await expectError(res, 504, null);
       assertEquals(e.code, "timeout");
@@ -410,7 +389,11 @@ Deno.test("server models: plan names", () => {
 Deno.test("server app: bearer auth, CORS", gpuTest, async (t) => {
   await withRuntime(async (rt) => {
     const e = stubEntry("stub", stubPipeline(1));
-    const { app } = makeApp(rt, [e], { apiKey: "s3cret-key", corsOrigins: ["http://ok.test"] });
+    const { app } = makeApp(rt, [e], {
+      steps: 3,
+      apiKey: "s3cret-key",
+      corsOrigins: ["http://ok.test"],
+    });
     await t.step("401 without or with a wrong token; 200 with the right one", async () => {
       const none = await app.request("/v1/models");
       assertEquals((await expectError(none, 401, null)).code, "invalid_api_key");
@@ -444,6 +427,7 @@ Deno.test(
     await withRuntime(async (rt) => {
       const log: StubLog = { calls: [], steps: 0 };
       const s = makeApp(rt, [stubEntry("stub", stubPipeline(10, log))], {
+        steps: 3,
         queue: { maxQueue: 1, maxBatchImages: 1 },
       });
       const body = { prompt: "x", steps: 20 };

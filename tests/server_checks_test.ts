@@ -4,44 +4,23 @@
  */
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { gpuTest, withRuntime } from "./gpu.ts";
-import { createDefaultRegistry } from "../runtime/builtins.ts";
-import type { Runtime } from "../runtime/gpu/device.ts";
 import type { GenerateRequest, Pipeline } from "../runtime/pipeline.ts";
 import { EmojiTokenizer } from "../plugins/models/emoji_tokenizer.ts";
-import { createApp, type ServerOptions } from "../runtime/server/app.ts";
 import { ApiError } from "../runtime/server/errors.ts";
 import { CheckpointError } from "../runtime/errors.ts";
-import { ModelCatalog, type ModelEntry } from "../runtime/server/models.ts";
+import type { ModelEntry } from "../runtime/server/models.ts";
 import { GpuQueue, type ImageJob } from "../runtime/server/queue.ts";
 import {
+  GEN,
+  makeApp,
   parseSse,
   pixelEntry,
   pixelPrompts,
+  post,
   stubEntry,
   type StubLog,
   stubPipeline,
 } from "./server_helpers.ts";
-
-const GEN = "http://localhost/v1/images/generations";
-
-function post(body: unknown): Request {
-  return new Request(GEN, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-}
-
-function makeApp(rt: Runtime, entries: ModelEntry[], o: Partial<ServerOptions> = {}) {
-  return createApp({
-    runtime: rt,
-    catalog: new ModelCatalog(entries),
-    registry: createDefaultRegistry(),
-    log: () => {},
-    defaults: { steps: 1 },
-    ...o,
-  });
-}
 
 type ErrorJson = { error: { message: string; param: string | null; code: string } };
 

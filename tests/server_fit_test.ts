@@ -11,34 +11,17 @@ import { createApp } from "../runtime/server/app.ts";
 import { largestTensorBytes } from "../runtime/server/checks.ts";
 import { ModelCatalog, type ModelEntry } from "../runtime/server/models.ts";
 import {
+  makeApp,
   pixelEntry,
   pixelPrompts,
+  post,
   stubEntry,
   type StubLog,
   stubPipeline,
   until,
 } from "./server_helpers.ts";
 
-const GEN = "http://localhost/v1/images/generations";
 const LIMIT = "maxStorageBufferBindingSize";
-
-function post(body: unknown): Request {
-  return new Request(GEN, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-}
-
-function makeApp(rt: Runtime, entries: ModelEntry[]) {
-  return createApp({
-    runtime: rt,
-    catalog: new ModelCatalog(entries),
-    registry: createDefaultRegistry(),
-    log: () => {},
-    defaults: { steps: 1 },
-  });
-}
 
 /** Runs `fn` with the runtime's storage-binding limit set to `bytes`. */
 async function withLimit<T>(rt: Runtime, bytes: number, fn: () => Promise<T>): Promise<T> {

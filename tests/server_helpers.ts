@@ -8,7 +8,48 @@ import type { Runtime } from "../runtime/gpu/device.ts";
 import { openSafetensors } from "../runtime/io/safetensors.ts";
 import type { GenerateRequest, GenerateResult, Pipeline } from "../runtime/pipeline.ts";
 import { PIXART_SAMPLING } from "../runtime/model_defaults.ts";
-import { densePlan, loadDenseEntry, type ModelEntry } from "../runtime/server/models.ts";
+import {
+  densePlan,
+  loadDenseEntry,
+  ModelCatalog,
+  type ModelEntry,
+} from "../runtime/server/models.ts";
+import { createApp, type ServerOptions } from "../runtime/server/app.ts";
+import { createDefaultRegistry } from "../runtime/builtins.ts";
+
+/** The generations route, as the app sees it. */
+export const GEN = "http://localhost/v1/images/generations";
+
+/** A JSON POST to the generations route (a string body is sent as is). */
+export function post(
+  body: unknown,
+  headers: Record<string, string> = {},
+  signal?: AbortSignal,
+): Request {
+  return new Request(GEN, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+    signal,
+  });
+}
+
+/** The app over `entries` with the default plugins, a silent log and `steps` by default. */
+export function makeApp(
+  rt: Runtime,
+  entries: ModelEntry[],
+  o: Partial<ServerOptions> & { steps?: number } = {},
+) {
+  const { steps = 1, ...rest } = o;
+  return createApp({
+    runtime: rt,
+    catalog: new ModelCatalog(entries),
+    registry: createDefaultRegistry(),
+    log: () => {},
+    defaults: { steps },
+    ...rest,
+  });
+}
 
 /** The tiny pixel-space model with its own caption encoder (16×16 images). */
 export const PIXEL_MODEL = new URL("./fixtures/pixart_pixel", import.meta.url).pathname;

@@ -11,6 +11,7 @@ import {
   parseSse,
   PIXEL_MODEL,
   pixelPrompts,
+  post,
   stubEntry,
   type StubLog,
   stubPipeline,
@@ -18,14 +19,6 @@ import {
 } from "./server_helpers.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
-
-function post(body: unknown): Request {
-  return new Request("http://localhost/v1/images/generations", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-}
 
 async function expect503(res: Response): Promise<void> {
   const text = await res.text();
