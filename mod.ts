@@ -74,6 +74,8 @@ export type {
   SamplerName,
 } from "./runtime/pipeline.ts";
 export type { AddedConditions, PixArtConditioning, PixArtModel } from "./plugins/models/pixart.ts";
+export { loadPixArt } from "./plugins/models/pixart_load.ts";
+export type { PixArtLoadOptions } from "./plugins/models/pixart_load.ts";
 export type { PixArtConfig } from "./plugins/models/pixart_config.ts";
 export type { EmojiCaptionEncoder, EmojiEncoderConfig } from "./plugins/models/emoji_encoder.ts";
 export type { EmojiTokenizer, Tokenized } from "./plugins/models/emoji_tokenizer.ts";

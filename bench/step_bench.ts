@@ -62,10 +62,10 @@ import { ParoSelfAttention } from "../plugins/attention/paro.ts";
 import {
   addedConditions,
   denseSelfAttention,
-  loadPixArt,
   type PixArtModel,
   type SelfAttention,
 } from "../plugins/models/pixart.ts";
+import { loadPixArt } from "../plugins/models/pixart_load.ts";
 import {
   parsePixArtConfig,
   type PixArtConfig,

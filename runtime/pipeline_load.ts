@@ -9,7 +9,8 @@ import { EmojiCaptionEncoder, parseEmojiEncoderConfig } from "../plugins/models/
 import { EmojiTokenizer } from "../plugins/models/emoji_tokenizer.ts";
 import { loadFlux } from "../plugins/models/flux_load.ts";
 import { parseFlowSchedulerConfig, parseFluxConfig } from "../plugins/models/flux_config.ts";
-import { loadPixArt, type PixArtModel } from "../plugins/models/pixart.ts";
+import type { PixArtModel } from "../plugins/models/pixart.ts";
+import { loadPixArt } from "../plugins/models/pixart_load.ts";
 import { parsePixArtConfig } from "../plugins/models/pixart_config.ts";
 import { CheckpointError } from "./errors.ts";
 import { parseJson } from "./io/json.ts";

@@ -5,7 +5,7 @@ import { readTensor, uploadTensor } from "../../runtime/gpu/tensor.ts";
 import { Prng } from "../../runtime/io/prng.ts";
 import { denseLinears } from "../../runtime/model/linear.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
-import { loadPixArt } from "../../plugins/models/pixart.ts";
+import { loadPixArt } from "../../plugins/models/pixart_load.ts";
 import { parsePixArtConfig, pixartWeightShapes } from "../../plugins/models/pixart_config.ts";
 import { RandomSource } from "../random_model.ts";
 import { readBlockWeights, tfjsPixArtBlock } from "./tfjs_block.ts";

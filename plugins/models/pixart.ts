@@ -9,18 +9,16 @@
  *
  * @module
  */
-import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
-import type { TensorSource } from "../../runtime/io/safetensors.ts";
-import type { Linear, LinearFactory } from "../../runtime/model/linear.ts";
-import { WeightLoader } from "../../runtime/model/weights.ts";
+import type { Linear } from "../../runtime/model/linear.ts";
 import { attention } from "../../runtime/ops/attention.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
 import { concat, im2col, slice, unpatchify } from "../../runtime/ops/patch.ts";
 import { posEmbed2dRef } from "../../runtime/reference/embed.ts";
-import { type AddedConditions, type PixArtConfig, pixartWeightShapes } from "./pixart_config.ts";
+import type { AddedConditions, PixArtConfig } from "./pixart_config.ts";
+import type { Block } from "./pixart_load.ts";
 import type { ModelPlugin } from "../types.ts";
 
 export {
@@ -29,7 +27,7 @@ export {
   type SelfAttention,
   sinusoid,
 } from "./dit_common.ts";
-import { denseSelfAttention, type SelfAttention, sinusoid } from "./dit_common.ts";
+import { type SelfAttention, sinusoid } from "./dit_common.ts";
 export { type AddedConditions, addedConditions } from "./pixart_config.ts";
 
 /** The caption-dependent state of one prompt batch: projected keys/values per block. */
@@ -50,30 +48,6 @@ export interface PixArtConditioning {
   cfgPair: boolean;
   /** Frees the tensors. */
   release(): void;
-}
-
-interface Block {
-  table: Tensor;
-  q: Linear;
-  k: Linear;
-  v: Linear;
-  out: Linear;
-  q2: Linear;
-  k2: Linear;
-  v2: Linear;
-  out2: Linear;
-  ff1: Linear;
-  ff2: Linear;
-}
-
-/** Options of {@linkcode loadPixArt}. */
-export interface PixArtLoadOptions {
-  /** Storage type of activations and FP weights. */
-  dtype: "f32" | "f16";
-  /** Builds every linear layer (dense, or from a quantization plan). */
-  linears: LinearFactory;
-  /** Self-attention implementation; default dense. */
-  selfAttention?: SelfAttention;
 }
 
 /** A loaded PixArt transformer. */
@@ -452,77 +426,6 @@ export class PixArtModel {
     this.#finalTable.release();
     for (const t of this.#posCache.values()) t.release();
     this.#posCache.clear();
-  }
-}
-
-/** Loads a PixArt transformer from a checkpoint with a parsed config. */
-export async function loadPixArt(
-  rt: Runtime,
-  source: TensorSource,
-  config: PixArtConfig,
-  opts: PixArtLoadOptions,
-): Promise<PixArtModel> {
-  const loader = new WeightLoader(source, pixartWeightShapes(config));
-  const made: Linear[] = [];
-  const linear = async (name: string): Promise<Linear> => {
-    const shape = loader.expected.get(`${name}.weight`)!;
-    const hasBias = loader.expected.has(`${name}.bias`);
-    const weight = await loader.host(`${name}.weight`);
-    const bias = hasBias ? await loader.host(`${name}.bias`) : undefined;
-    const l = await opts.linears.create(rt, {
-      name,
-      weight,
-      bias,
-      outFeatures: shape[0],
-      inFeatures: shape.slice(1).reduce((a, b) => a * b, 1),
-    });
-    made.push(l);
-    return l;
-  };
-  try {
-    const linears: Record<string, Linear> = {};
-    const top = [
-      "pos_embed.proj",
-      "adaln_single.emb.timestep_embedder.linear_1",
-      "adaln_single.emb.timestep_embedder.linear_2",
-      "adaln_single.linear",
-      "proj_out",
-    ];
-    if (config.useAdditionalConditions) {
-      for (const e of ["resolution_embedder", "aspect_ratio_embedder"]) {
-        top.push(`adaln_single.emb.${e}.linear_1`, `adaln_single.emb.${e}.linear_2`);
-      }
-    }
-    if (config.captionChannels !== null) {
-      top.push("caption_projection.linear_1", "caption_projection.linear_2");
-    }
-    for (const name of top) linears[name] = await linear(name);
-    const blocks: Block[] = [];
-    for (let i = 0; i < config.numLayers; i++) {
-      const p = `transformer_blocks.${i}`;
-      blocks.push({
-        table: await loader.gpu(rt, `${p}.scale_shift_table`, opts.dtype),
-        q: await linear(`${p}.attn1.to_q`),
-        k: await linear(`${p}.attn1.to_k`),
-        v: await linear(`${p}.attn1.to_v`),
-        out: await linear(`${p}.attn1.to_out.0`),
-        q2: await linear(`${p}.attn2.to_q`),
-        k2: await linear(`${p}.attn2.to_k`),
-        v2: await linear(`${p}.attn2.to_v`),
-        out2: await linear(`${p}.attn2.to_out.0`),
-        ff1: await linear(`${p}.ff.net.0.proj`),
-        ff2: await linear(`${p}.ff.net.2`),
-      });
-    }
-    return new PixArtModel(config, opts.dtype, {
-      linears,
-      blocks,
-      finalTable: await loader.gpu(rt, "scale_shift_table", opts.dtype),
-      selfAttention: opts.selfAttention ?? denseSelfAttention,
-    });
-  } catch (e) {
-    for (const l of made) l.release();
-    throw e;
   }
 }
 

@@ -12,7 +12,8 @@ import {
   parseEmojiEncoderConfig,
 } from "../../plugins/models/emoji_encoder.ts";
 import { EmojiTokenizer } from "../../plugins/models/emoji_tokenizer.ts";
-import { loadPixArt, type PixArtModel } from "../../plugins/models/pixart.ts";
+import type { PixArtModel } from "../../plugins/models/pixart.ts";
+import { loadPixArt } from "../../plugins/models/pixart_load.ts";
 import type { FluxModel } from "../../plugins/models/flux.ts";
 import { loadFlux } from "../../plugins/models/flux_load.ts";
 import { parseFlowSchedulerConfig, parseFluxConfig } from "../../plugins/models/flux_config.ts";
