@@ -14,7 +14,9 @@
  *   both GEMMs (CPU adapters: version 3 against 2; GPUs: 1 and 4, the thin kernel, against 2);
  * - low_rank_down_r{R}_v{V}_… (GPUs): X·Aᵀ alone on version V; low_rank_up_r{R}_…: U·Bᵀ
  *   accumulated alone (the adapter's version): where the branch's time goes;
- * - gemm_w4a8_{M}x{K}x{N}: qgemmInt of a uniform W4 weight (per row) on per-token A8 codes;
+ * - gemm_w4a8_{M}x{K}x{N}_ms: qgemmInt of a uniform W4 weight (per row) on per-token A8 codes
+ *   (`_ms`: BENCHMARKS.md's gemm_w4a8_4096x1152x4608 is the same GEMM in TFLOP/s, from
+ *   qgemm_bench; the committed files of 2026-11-28 keep the 2048x128x128 row unsuffixed);
  *   gemm_w4a8_lr32_…: the same with a rank-32 branch as layers run it on GPUs (qgemmIntLowRank:
  *   X·Aᵀ, then U·Bᵀ added in the GEMM's store; elsewhere the unfused path);
  * `extra.shares` holds each branch row as a percentage of the W4A8 GEMM of its shape.
@@ -175,7 +177,7 @@ function partCase(s: Shape, R: number, version?: GemmVersion): BenchCase {
 function w4a8Case(s: Shape, R = 0): BenchCase {
   const { M, K, N } = s;
   return {
-    name: R ? `gemm_w4a8_lr${R}_${s.name}` : `gemm_w4a8_${s.name}`,
+    name: R ? `gemm_w4a8_lr${R}_${s.name}` : `gemm_w4a8_${s.name}_ms`,
     unit: "ms",
     setup: async () => {
       const ws = new Prng(7).normals(N * K).map((v) => v / Math.sqrt(K));
@@ -221,7 +223,7 @@ const suite = new BenchSuite({
   extraOf: (rows) => {
     const shares: Record<string, number> = {};
     for (const s of SHAPES) {
-      const gemmMs = rows.find((r) => r.name === `gemm_w4a8_${s.name}`)?.median_ms ?? NaN;
+      const gemmMs = rows.find((r) => r.name === `gemm_w4a8_${s.name}_ms`)?.median_ms ?? NaN;
       for (const r of rows) {
         const branch = r.name.startsWith("low_rank_") || r.name.startsWith("gemm_w4a8_lr");
         if (branch && r.name.endsWith(s.name) && gemmMs > 0) {
