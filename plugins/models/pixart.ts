@@ -13,6 +13,7 @@ import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { Linear } from "../../runtime/model/linear.ts";
 import { attention } from "../../runtime/ops/attention.ts";
+import { cast } from "../../runtime/ops/cast.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
 import { concat, im2col, slice, unpatchify } from "../../runtime/ops/patch.ts";
@@ -172,9 +173,9 @@ export class PixArtModel {
     };
   }
 
-  /** The 2-D position embedding [h·w, D] for a token grid, cached per grid. */
-  #posEmbed(rec: Recorder, h: number, w: number): Tensor {
-    const key = `${h}x${w}`;
+  /** The 2-D position embedding [h·w, D] for a token grid in `dtype`, cached per grid. */
+  #posEmbed(rec: Recorder, h: number, w: number, dtype: "f32" | "f16"): Tensor {
+    const key = `${h}x${w}:${dtype}`;
     let t = this.#posCache.get(key);
     if (!t) {
       const c = this.config;
@@ -186,7 +187,7 @@ export class PixArtModel {
         interpolationScale: c.interpolationScale,
       });
       // Uploaded inside the recording: a pooled buffer may have been released earlier in it.
-      t = rec.upload(e, [h * w, c.innerDim], this.dtype);
+      t = rec.upload(e, [h * w, c.innerDim], dtype);
       this.#posCache.set(key, t);
     }
     return t;
@@ -331,7 +332,20 @@ export class PixArtModel {
   #patchEmbed(rec: Recorder, patches: Tensor, h: number, w: number): Tensor {
     const tokens = this.#l["pos_embed.proj"].forward(rec, patches);
     try {
-      return elementwise(rec, "addRow", tokens, { y: this.#posEmbed(rec, h, w) });
+      const native = Math.floor(this.config.sampleSize / this.config.patchSize);
+      if (this.dtype === "f32" || (h === native && w === native)) {
+        return elementwise(rec, "addRow", tokens, { y: this.#posEmbed(rec, h, w, this.dtype) });
+      }
+      // diffusers' PatchEmbed keeps its table in the model's dtype only for the native grid;
+      // for another it builds an f32 table and adds it in f32: (latent + pos).to(f16).
+      const t32 = cast(rec, tokens, "f32");
+      const sum = elementwise(rec, "addRow", t32, { y: this.#posEmbed(rec, h, w, "f32") });
+      t32.release();
+      try {
+        return cast(rec, sum, "f16");
+      } finally {
+        sum.release();
+      }
     } finally {
       tokens.release();
     }
