@@ -316,9 +316,10 @@ function paroCase(
       return {
         device: rt.device,
         run: record,
+        // No ratio without the dense row of this shape in this run (filtered out, failed).
         value2: (ms) => {
           const d = denseMs.get(denseName)?.();
-          return d ? d / ms : NaN;
+          return d && Number.isFinite(d) ? d / ms : undefined;
         },
         note: `mask density ${p.density.toFixed(3)} (head 0); ${note}`,
         dispose: () => {

@@ -110,8 +110,11 @@ export interface PreparedCase {
   run: (reps: number) => unknown | Promise<unknown>;
   /** The headline figure from the time of one unit of work in ms; default: the ms themselves. */
   value?: (ms: number) => number;
-  /** A second figure from a time in ms. */
-  value2?: (ms: number) => number;
+  /**
+   * A second figure from a time in ms; undefined where this run has none (e.g. the peer row a
+   * ratio needs is filtered out): the row then has no value2 and its note says so.
+   */
+  value2?: (ms: number) => number | undefined;
   /** Remarks for the results row. */
   note?: string;
   /** Frees what setup made. */
@@ -220,16 +223,21 @@ export class BenchSuite {
           min_ms: round(t.min_ms),
           reps: t.reps,
         };
-        if (p.value2) {
-          row.value2 = round(p.value2(t.median_ms));
+        const v2 = p.value2?.(t.median_ms);
+        if (v2 !== undefined) {
+          row.value2 = round(v2);
           row.unit2 = c.unit2;
         }
-        if (p.note) row.note = p.note;
+        const no2 = p.value2 && v2 === undefined
+          ? `no value2${c.unit2 ? ` (${c.unit2})` : ""}: its peer is not in this run`
+          : undefined;
+        const note = [p.note, no2].filter((n) => n).join("; ");
+        if (note) row.note = note;
         results.push(row);
         log(
           `${c.name}: ${fmt(row.value)} ${c.unit} (median ${fmt(row.median_ms)} ms, min ${
             fmt(row.min_ms)
-          } ms)${p.note ? `  ${p.note}` : ""}`,
+          } ms)${note ? `  ${note}` : ""}`,
         );
       } catch (e) {
         const msg = (e as Error).message ?? String(e);

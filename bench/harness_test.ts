@@ -8,6 +8,7 @@ import {
   resultsHeader,
   resultsMarkdown,
   timeGpu,
+  withoutBadValue2,
   writeResults,
 } from "./harness.ts";
 
@@ -233,4 +234,73 @@ Deno.test("results files: a failed case goes to extra.failed, not a null value",
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("results files: a non-finite value2 is omitted and the note says so", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const ok = { name: "a_ms", value: 2, unit: "ms", median_ms: 2, min_ms: 1.5, value2: 3 };
+    const nan = { ...ok, name: "b_ms", value2: NaN, unit2: "× dense", note: "checked" };
+    const inf = { ...ok, name: "c_ms", value2: Infinity };
+    const file: ResultsFile = {
+      device: "Test GPU",
+      adapter: "vulkan",
+      deno: Deno.version.deno,
+      commit: "abc1234",
+      date: "2026-11-27",
+      command: "deno bench",
+      results: [ok, nan, inf],
+    };
+    const paths = await writeResults("test-gpu", "x", file, dir);
+    const text = await Deno.readTextFile(paths.json);
+    assert(!text.includes("null"), text);
+    const read = JSON.parse(text);
+    assertEquals(read.results, [
+      ok,
+      {
+        name: "b_ms",
+        value: 2,
+        unit: "ms",
+        median_ms: 2,
+        min_ms: 1.5,
+        note: "checked; no value2 (× dense): NaN omitted",
+      },
+      {
+        name: "c_ms",
+        value: 2,
+        unit: "ms",
+        median_ms: 2,
+        min_ms: 1.5,
+        note: "no value2: Infinity omitted",
+      },
+    ]);
+    assertEquals(withoutBadValue2(ok), ok);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a suite row has no value2 where the case has none this run", gpuTest, async () => {
+  await withRuntime(async (rt) => {
+    const suite = new BenchSuite({
+      what: "test",
+      write: false,
+      describe: () => Promise.resolve({ device: "d", slug: "d" }),
+    });
+    const timing = { warmup: 0, iterations: 2, minSampleMs: 0 };
+    for (const [name, v2] of [["with_peer", 2], ["without_peer", undefined]] as const) {
+      suite.add({
+        name,
+        unit: "ms",
+        unit2: "× dense",
+        setup: () =>
+          Promise.resolve({ device: rt.device, run: () => {}, value2: () => v2, note: "n" }),
+        timing,
+      });
+    }
+    const rows = await suite.run(() => {});
+    assertEquals([rows[0].value2, rows[0].unit2, rows[0].note], [2, "× dense", "n"]);
+    assertEquals([rows[1].value2, rows[1].unit2], [undefined, undefined]);
+    assertEquals(rows[1].note, "n; no value2 (× dense): its peer is not in this run");
+  });
 });

@@ -231,10 +231,23 @@ export async function writeResults(
       },
     };
   }
+  // Likewise a second figure that is not a number (its peer missing, a zero time): the row
+  // keeps its first figure and says why the second is absent.
+  if (file.results.some((r) => r.value2 !== undefined && !Number.isFinite(r.value2))) {
+    file = { ...file, results: file.results.map(withoutBadValue2) };
+  }
   const dir = `${root.replace(/\/$/, "")}/${slug}`;
   await Deno.mkdir(dir, { recursive: true });
   const base = `${dir}/${file.date}_${what}`;
   await Deno.writeTextFile(`${base}.json`, JSON.stringify(file, null, 2) + "\n");
   await Deno.writeTextFile(`${base}.md`, resultsMarkdown(file));
   return { json: `${base}.json`, md: `${base}.md` };
+}
+
+/** `r` without a non-finite value2 (and its unit2), its note saying so; else `r` itself. */
+export function withoutBadValue2(r: BenchResult): BenchResult {
+  if (r.value2 === undefined || Number.isFinite(r.value2)) return r;
+  const { value2, unit2, ...rest } = r;
+  const why = `no value2${unit2 ? ` (${unit2})` : ""}: ${value2} omitted`;
+  return { ...rest, note: r.note ? `${r.note}; ${why}` : why };
 }
