@@ -3,7 +3,9 @@ import { gpuTest, withRuntime } from "../tests/gpu.ts";
 import {
   BenchSuite,
   deviceSlug,
+  gpuDriver,
   median,
+  nvidiaSmiDriver,
   type ResultsFile,
   resultsHeader,
   resultsMarkdown,
@@ -30,6 +32,26 @@ Deno.test("resultsHeader: the GPU driver where WEBDIT_GPU_DRIVER gives it", () =
     if (before === undefined) Deno.env.delete("WEBDIT_GPU_DRIVER");
     else Deno.env.set("WEBDIT_GPU_DRIVER", before);
   }
+});
+
+Deno.test("gpuDriver: WEBDIT_GPU_DRIVER, else nvidia-smi's on NVIDIA devices only", () => {
+  const before = Deno.env.get("WEBDIT_GPU_DRIVER");
+  try {
+    Deno.env.delete("WEBDIT_GPU_DRIVER");
+    const smi = () => "580.1";
+    assertEquals(gpuDriver("NVIDIA H200", smi), "NVIDIA 580.1");
+    assertEquals(gpuDriver("llvmpipe (LLVM 15.0.6, 256 bits)", smi), undefined);
+    assertEquals(gpuDriver("host CPU (x86_64)", smi), undefined);
+    assertEquals(gpuDriver("NVIDIA H200", () => undefined), undefined);
+    Deno.env.set("WEBDIT_GPU_DRIVER", "NVIDIA 1.2");
+    assertEquals(gpuDriver("NVIDIA H200", smi), "NVIDIA 1.2");
+  } finally {
+    if (before === undefined) Deno.env.delete("WEBDIT_GPU_DRIVER");
+    else Deno.env.set("WEBDIT_GPU_DRIVER", before);
+  }
+  // Without nvidia-smi (or without --allow-run) the query gives nothing, and does not throw.
+  const v = nvidiaSmiDriver();
+  assert(v === undefined || /^\d/.test(v), v);
 });
 
 Deno.test("device slugs follow the results folder names", () => {

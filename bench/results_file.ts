@@ -42,7 +42,7 @@ export interface ResultsFile {
   date: string;
   /** The command that produced the file. */
   command: string;
-  /** The GPU driver (WEBDIT_GPU_DRIVER, which bench/gpu_all.sh reads from nvidia-smi). */
+  /** The GPU driver (WEBDIT_GPU_DRIVER, else nvidia-smi's on NVIDIA devices: gpuDriver). */
   driver?: string;
   /** The rows. */
   results: BenchResult[];
@@ -115,8 +115,43 @@ export function backendName(): string {
 }
 
 /**
+ * The driver version `nvidia-smi` reports (its first GPU's), or undefined where the command is
+ * missing, not allowed (no --allow-run) or fails.
+ */
+export function nvidiaSmiDriver(): string | undefined {
+  try {
+    const out = new Deno.Command("nvidia-smi", {
+      args: ["--query-gpu=driver_version", "--format=csv,noheader"],
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync();
+    if (!out.success) return undefined;
+    return new TextDecoder().decode(out.stdout).trim().split("\n")[0].trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+let smiDriver: { v: string | undefined } | undefined;
+
+/**
+ * The GPU driver of a run on `device`: WEBDIT_GPU_DRIVER where set (bench/gpu_all.sh sets it),
+ * else on an NVIDIA device "NVIDIA <version>" from `nvidia-smi` as gpu_all.sh writes it (asked
+ * once per process), else undefined. `smi` replaces the nvidia-smi query (tests).
+ */
+export function gpuDriver(device: string, smi?: () => string | undefined): string | undefined {
+  const env = Deno.env.get("WEBDIT_GPU_DRIVER");
+  if (env) return env;
+  if (!/nvidia/i.test(device)) return undefined;
+  let v: string | undefined;
+  if (smi) v = smi();
+  else v = (smiDriver ??= { v: nvidiaSmiDriver() }).v;
+  return v ? `NVIDIA ${v}` : undefined;
+}
+
+/**
  * The fields every results file starts with: device, backend, Deno, commit, date, command, and
- * the GPU driver where WEBDIT_GPU_DRIVER gives it.
+ * the GPU driver ({@linkcode gpuDriver}) where known.
  */
 export type ResultsHeader = Pick<
   ResultsFile,
@@ -129,7 +164,7 @@ export function resultsHeader(
   commit: string,
   command: string = commandLine(),
 ): ResultsHeader {
-  const driver = Deno.env.get("WEBDIT_GPU_DRIVER");
+  const driver = gpuDriver(device);
   return {
     device,
     adapter: backendName(),
