@@ -6,9 +6,15 @@
  *
  * @module
  */
-import { basename, dirname } from "node:path";
+import { basename } from "node:path";
 import { type AblationSetting, settingKey, settingLabel } from "./ablation_matrix.ts";
-import { fmt, type ResultsHeader } from "./harness.ts";
+import {
+  type BenchResult,
+  figureRow,
+  fmt,
+  type ResultsHeader,
+  writeResultsAt,
+} from "./results_file.ts";
 
 /** One row of the ablation table (BENCHMARKS.md "Results format"), with its model. */
 export interface AblationRow extends AblationSetting {
@@ -47,8 +53,8 @@ export interface AblationRow extends AblationSetting {
 /** The results file: the usual header (device, adapter, deno, commit, date, command, driver). */
 export interface AblationFile extends ResultsHeader {
   rows: AblationRow[];
-  /** Named figures beside the rows (BENCHMARKS.md's format): PARO's mass kept. */
-  results?: { name: string; value: number; unit: string }[];
+  /** Named figures beside the rows (BENCHMARKS.md's format, figure rows): PARO's mass kept. */
+  results?: BenchResult[];
   extra?: Record<string, unknown>;
 }
 
@@ -144,19 +150,23 @@ export function ablationMarkdown(f: AblationFile, svg = `${f.date}_ablation.svg`
 }
 
 /**
- * PARO's mass-kept figures as named results (BENCHMARKS.md's format):
- * `paro_mass_kept_d30_held_out_chosen`, … — one per row and key in `keys`.
+ * PARO's mass-kept figures as named results (BENCHMARKS.md's format; figures, not times:
+ * {@linkcode figureRow}): `paro_mass_kept_d30_held_out_chosen`, … — one per row and key in
+ * `keys`.
  */
 export function massKeptResults<K extends string>(
   mass: ({ density: number; evaluated_on: string } & Record<K, number>)[],
   keys: readonly K[],
-): { name: string; value: number; unit: string }[] {
+): BenchResult[] {
   return mass.flatMap((r) =>
-    keys.map((k) => ({
-      name: `paro_mass_kept_d${Math.round(r.density * 100)}_${r.evaluated_on}_${k}`,
-      value: r[k],
-      unit: "share of attention mass",
-    }))
+    keys.map((k) =>
+      figureRow(
+        `paro_mass_kept_d${Math.round(r.density * 100)}_${r.evaluated_on}_${k}`,
+        r[k],
+        "share of attention mass",
+        "mean over layers, heads and steps; not a time",
+      )
+    )
   );
 }
 
@@ -255,11 +265,12 @@ export function ablationSvg(rows: AblationRow[], title: string): string {
   return out.join("\n") + "\n";
 }
 
-/** Writes `<base>.json`, `<base>.md` and `<base>.svg` (the plot of `model`'s rows). */
+/**
+ * Writes `<base>.json` and `<base>.md` by the shared writer (results_file.ts writeResultsAt)
+ * and `<base>.svg` (the plot of `model`'s rows).
+ */
 export async function writeAblation(base: string, f: AblationFile, model: string): Promise<void> {
-  await Deno.mkdir(dirname(base), { recursive: true });
-  await Deno.writeTextFile(`${base}.json`, JSON.stringify(f, null, 2) + "\n");
-  await Deno.writeTextFile(`${base}.md`, ablationMarkdown(f, `${basename(base)}.svg`));
+  await writeResultsAt(base, f, (g) => ablationMarkdown(g, `${basename(base)}.svg`));
   const mine = f.rows.filter((r) => r.model === model);
   await Deno.writeTextFile(
     `${base}.svg`,

@@ -5,8 +5,10 @@ import {
   ablationMarkdown,
   type AblationRow,
   ablationSvg,
+  massKeptResults,
   mergeAblation,
   psnrStandardError,
+  writeAblation,
 } from "./ablation_report.ts";
 
 Deno.test("matrix: defaults, grid expansion, duplicates dropped, reference first", async () => {
@@ -358,6 +360,30 @@ Deno.test("report: merge replaces the same setting and keeps the others", async 
   assertEquals((svg.match(/<circle/g) ?? []).length, 1); // the reference is the dashed line
   assert(svg.includes("FP32") && svg.startsWith("<svg"));
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("report: mass-kept figures are figure rows, written by the shared writer", async () => {
+  const mass = [{ density: 0.3, evaluated_on: "held_out", row_major: 0.5, chosen: NaN }];
+  const results = massKeptResults(mass, ["row_major", "chosen"]);
+  assertEquals(results.map((r) => [r.name, r.median_ms, r.min_ms]), [
+    ["paro_mass_kept_d30_held_out_row_major", 0, 0],
+    ["paro_mass_kept_d30_held_out_chosen", 0, 0],
+  ]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const head = { device: "d", adapter: "a", deno: "2.9.6", commit: "c", date: "2026-01-01" };
+    const base = `${dir}/d/2026-01-01_ablation`;
+    await writeAblation(base, { ...head, command: "x", rows: [row({})], results }, "m");
+    const text = await Deno.readTextFile(`${base}.json`);
+    const f = JSON.parse(text);
+    // A figure that is not a number goes to extra.failed (JSON has no NaN), as in every file.
+    assertEquals(f.results.map((r: { name: string }) => r.name), [results[0].name]);
+    assertEquals(f.extra.failed[0].name, results[1].name);
+    assertEquals(f.rows.length, 1);
+    for (const ext of ["md", "svg"]) assert(Deno.statSync(`${base}.${ext}`).size > 100);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("ablation: a small matrix on the tiny model, then --resume runs only new rows", async () => {

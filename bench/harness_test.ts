@@ -326,3 +326,28 @@ Deno.test("a suite row has no value2 where the case has none this run", gpuTest,
     assertEquals(rows[1].note, "n; no value2 (× dense): its peer is not in this run");
   });
 });
+
+Deno.test("writeResults: a bench's own markdown of the stored file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file: ResultsFile = {
+      device: "Test GPU",
+      adapter: "vulkan",
+      deno: Deno.version.deno,
+      commit: "abc1234",
+      date: "2026-11-27",
+      command: "deno bench",
+      results: [{ name: "a_ms", value: NaN, unit: "ms", median_ms: NaN, min_ms: NaN }],
+    };
+    const paths = await writeResults(
+      "test-gpu",
+      "x",
+      file,
+      dir,
+      (f) => `rows ${f.results.length}\n`,
+    );
+    assertEquals(await Deno.readTextFile(paths.md), "rows 0\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -38,7 +38,14 @@ import {
 import { PARO_CALIBRATION_PROMPTS, ParoSelfAttention } from "../plugins/attention/paro.ts";
 import { denseAttention } from "../plugins/attention/dense.ts";
 import { massKeptResults } from "./ablation_report.ts";
-import { deviceSlug, gitCommit, resultsHeader, today } from "./harness.ts";
+import {
+  deviceSlug,
+  gitCommit,
+  resultsHeader,
+  resultsRoot,
+  today,
+  writeResults,
+} from "./harness.ts";
 
 const args = parseArgs({
   args: Deno.args,
@@ -190,7 +197,7 @@ interface Row {
   note?: string;
 }
 const slug = deviceSlug(rt.info.description, rt.info.fallback);
-const outBase = new URL(`./results/${slug}/${today()}_ablation_paro`, import.meta.url).pathname;
+const outBase = `${resultsRoot().replace(/\/$/, "")}/${slug}/${today()}_ablation_paro`;
 let rows: Row[] = [];
 let imagesCommand: string | undefined;
 if (args.values.only === "mass") {
@@ -294,8 +301,8 @@ const file = {
   ),
   results: massKeptResults(massRows, ["row_major", "chosen", "chosen_extended", "oracle"]),
   rows,
-  mass_kept: massRows,
   extra: {
+    mass_kept: massRows,
     model: args.values.model,
     steps,
     alpha,
@@ -336,9 +343,7 @@ const md = [
 ].join("\n");
 console.log("\n" + md);
 if (args.values.write) {
-  await Deno.mkdir(new URL(`./results/${slug}/`, import.meta.url).pathname, { recursive: true });
-  await Deno.writeTextFile(`${outBase}.json`, JSON.stringify(file, null, 2) + "\n");
-  await Deno.writeTextFile(`${outBase}.md`, md);
-  log(`wrote ${outBase}.json and .md`);
+  const p = await writeResults(slug, "ablation_paro", file, resultsRoot(), () => md);
+  log(`wrote ${p.json} and .md`);
 }
 rt.destroy();

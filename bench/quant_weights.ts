@@ -23,7 +23,16 @@ import { openCheckpoint } from "../runtime/io/safetensors_index.ts";
 import { DEFAULT_KEEP_FP, keepPattern } from "../runtime/quant/plan.ts";
 import { quantizedBytes } from "../runtime/quant/quantize.ts";
 import { int8LutError } from "../runtime/reference/qgemm.ts";
-import { fmt, gitCommit, resultsRoot, today } from "./harness.ts";
+import {
+  type BenchResult,
+  figureRow,
+  fmt,
+  gitCommit,
+  type ResultsFile,
+  resultsHeader,
+  today,
+  writeResults,
+} from "./harness.ts";
 
 function sqnr(w: Float32Array, h: Float32Array): number {
   let s = 0;
@@ -154,46 +163,44 @@ function summarize(model: string, layers: { name: string; w: HostMatrix }[]): Su
 
 /**
  * One model's summary as results rows (BENCHMARKS.md "Results format"), named
- * `quant_weights_<model>_<figure>`.
+ * `quant_weights_<model>_<figure>`: figures, not times ({@linkcode figureRow}).
  */
-export function summaryResults(s: Summary): { name: string; value: number; unit: string }[] {
+export function summaryResults(s: Summary): BenchResult[] {
   const n = `quant_weights_${s.model.replace(/[^a-z0-9]+/gi, "_").toLowerCase()}`;
   return [
-    { name: `${n}_tlq_wins_w3`, value: (100 * s.tlq_wins_w3) / s.layers, unit: "% of layers" },
-    { name: `${n}_tlq_wins_w4`, value: (100 * s.tlq_wins_w4) / s.layers, unit: "% of layers" },
-    ...[3, 4].map((b) => ({
-      name: `${n}_tlq_mse_wins_w${b}`,
-      value: (100 * s[b === 3 ? "tlq_mse_wins_w3" : "tlq_mse_wins_w4"]) / s.layers,
-      unit: "% of layers",
-    })),
-    ...Object.entries(s.sqnr_mean).map(([k, v]) => ({
-      name: `${n}_sqnr_${k}`,
-      value: v,
-      unit: "dB",
-    })),
-    ...Object.entries(s.bytes).map(([k, v]) => ({
-      name: `${n}_bytes_ratio_${k}`,
-      value: s.bytes_f32 / v,
-      unit: "× smaller than f32",
-    })),
-    { name: `${n}_tlq_int8_lut_error_w4`, value: s.int8_lut_error_mean_w4, unit: "relative" },
-    { name: `${n}_kurtosis_median`, value: s.kurtosis_median, unit: "dimensionless" },
+    figureRow(`${n}_tlq_wins_w3`, (100 * s.tlq_wins_w3) / s.layers, "% of layers"),
+    figureRow(`${n}_tlq_wins_w4`, (100 * s.tlq_wins_w4) / s.layers, "% of layers"),
+    ...[3, 4].map((b) =>
+      figureRow(
+        `${n}_tlq_mse_wins_w${b}`,
+        (100 * s[b === 3 ? "tlq_mse_wins_w3" : "tlq_mse_wins_w4"]) / s.layers,
+        "% of layers",
+      )
+    ),
+    ...Object.entries(s.sqnr_mean).map(([k, v]) => figureRow(`${n}_sqnr_${k}`, v, "dB")),
+    ...Object.entries(s.bytes).map(([k, v]) =>
+      figureRow(`${n}_bytes_ratio_${k}`, s.bytes_f32 / v, "× smaller than f32")
+    ),
+    figureRow(`${n}_tlq_int8_lut_error_w4`, s.int8_lut_error_mean_w4, "relative"),
+    figureRow(`${n}_kurtosis_median`, s.kurtosis_median, "dimensionless"),
   ];
 }
 
-/** The results file of a run: figures as rows, the per-model summaries in `extra`. */
+/**
+ * The results file of a run (results_file.ts's header, the host CPU as its device, no WebGPU
+ * adapter): figures as rows, the per-model summaries in `extra.summaries`.
+ */
 export async function quantWeightsFile(
   out: Summary[],
-  head: { date: string; commit: string; command: string; deno: string },
-): Promise<Record<string, unknown>> {
+  head: { commit: string; command: string },
+): Promise<ResultsFile> {
   const cpu = await Deno.readTextFile("/proc/cpuinfo").then(
     (t) => t.match(/^model name\s*:\s*(.+)$/m)?.[1].trim(),
     () => undefined,
   );
   return {
-    device: `host CPU${cpu ? ` (${cpu})` : ""}`,
+    ...resultsHeader(`host CPU${cpu ? ` (${cpu})` : ""}`, head.commit, head.command),
     adapter: "none (host)",
-    ...head,
     results: out.flatMap(summaryResults),
     extra: { summaries: out },
   };
@@ -257,23 +264,11 @@ if (import.meta.main) {
   ].join("\n") + "\n";
   console.log(md);
   if (v.write) {
-    const dir = `${resultsRoot().replace(/\/$/, "")}/host`;
-    await Deno.mkdir(dir, { recursive: true });
-    const base = `${dir}/${today()}_quant_weights`;
-    await Deno.writeTextFile(
-      `${base}.json`,
-      JSON.stringify(
-        await quantWeightsFile(out, {
-          date: today(),
-          commit: await gitCommit(),
-          command: "deno run -A bench/quant_weights.ts --write",
-          deno: Deno.version.deno,
-        }),
-        null,
-        2,
-      ) + "\n",
-    );
-    await Deno.writeTextFile(`${base}.md`, md);
-    console.error(`wrote ${base}.json and .md`);
+    const file = await quantWeightsFile(out, {
+      commit: await gitCommit(),
+      command: `deno run -A bench/quant_weights.ts ${Deno.args.join(" ")}`.trim(),
+    });
+    const p = await writeResults("host", "quant_weights", file, undefined, () => md);
+    console.error(`wrote ${p.json} and .md`);
   }
 }

@@ -239,22 +239,22 @@ export function resultsRoot(): string {
 }
 
 /**
- * Writes `<root>/<slug>/<date>_<what>.json` and the `.md` table beside it; returns both
- * paths. A file of the same name is replaced (one file per run and day).
+ * Any results file as it is written: the header, named `results` rows where it has them (an
+ * ablation file's `rows` beside them), and `extra`.
  */
-export async function writeResults(
-  slug: string,
-  what: string,
-  file: ResultsFile,
-  root = resultsRoot(),
-): Promise<{ json: string; md: string }> {
-  if (!/^[a-z0-9][a-z0-9_-]*$/.test(slug) || !/^[a-z0-9][a-z0-9_-]*$/.test(what)) {
-    throw new TypeError(
-      `Bad results name ${slug}/${what}: use lower-case letters, digits, - and _`,
-    );
-  }
-  // A case that failed its check has no figure: JSON has no NaN (it would be a null value the
-  // results format can't read), so such rows go to extra.failed with their note.
+export type ResultsLike = ResultsHeader & {
+  results?: BenchResult[];
+  extra?: Record<string, unknown>;
+};
+
+/**
+ * `file` as the results format stores it. JSON has no NaN (it would be a null the format
+ * can't read): a row whose value is not a number (a case that failed its check) goes to
+ * `extra.failed` with its note, and a non-finite value2 (its peer missing, a zero time) is
+ * dropped, the row's note saying so ({@linkcode withoutBadValue2}).
+ */
+export function storedResults<F extends ResultsLike>(file: F): F {
+  if (!file.results) return file;
   const failed = file.results.filter((r) => !Number.isFinite(r.value));
   if (failed.length > 0) {
     file = {
@@ -266,17 +266,50 @@ export async function writeResults(
       },
     };
   }
-  // Likewise a second figure that is not a number (its peer missing, a zero time): the row
-  // keeps its first figure and says why the second is absent.
-  if (file.results.some((r) => r.value2 !== undefined && !Number.isFinite(r.value2))) {
-    file = { ...file, results: file.results.map(withoutBadValue2) };
+  if (file.results!.some((r) => r.value2 !== undefined && !Number.isFinite(r.value2))) {
+    file = { ...file, results: file.results!.map(withoutBadValue2) };
   }
-  const dir = `${root.replace(/\/$/, "")}/${slug}`;
-  await Deno.mkdir(dir, { recursive: true });
-  const base = `${dir}/${file.date}_${what}`;
-  await Deno.writeTextFile(`${base}.json`, JSON.stringify(file, null, 2) + "\n");
-  await Deno.writeTextFile(`${base}.md`, resultsMarkdown(file));
+  return file;
+}
+
+/**
+ * Writes `<base>.json` ({@linkcode storedResults} of `file`) and `<base>.md` (`markdown` of
+ * the stored file); returns both paths. Files of the same name are replaced.
+ */
+export async function writeResultsAt<F extends ResultsLike>(
+  base: string,
+  file: F,
+  markdown: (stored: F) => string,
+): Promise<{ json: string; md: string }> {
+  const stored = storedResults(file);
+  await Deno.mkdir(base.replace(/\/[^/]*$/, "") || ".", { recursive: true });
+  await Deno.writeTextFile(`${base}.json`, JSON.stringify(stored, null, 2) + "\n");
+  await Deno.writeTextFile(`${base}.md`, markdown(stored));
   return { json: `${base}.json`, md: `${base}.md` };
+}
+
+/**
+ * Writes `<root>/<slug>/<date>_<what>.json` and the `.md` table beside it (default
+ * {@linkcode resultsMarkdown}; a bench with its own tables passes `markdown`); returns both
+ * paths. A file of the same name is replaced (one file per run and day).
+ */
+export async function writeResults<F extends ResultsFile>(
+  slug: string,
+  what: string,
+  file: F,
+  root: string = resultsRoot(),
+  markdown: (stored: F) => string = resultsMarkdown,
+): Promise<{ json: string; md: string }> {
+  if (!/^[a-z0-9][a-z0-9_-]*$/.test(slug) || !/^[a-z0-9][a-z0-9_-]*$/.test(what)) {
+    throw new TypeError(
+      `Bad results name ${slug}/${what}: use lower-case letters, digits, - and _`,
+    );
+  }
+  return await writeResultsAt(
+    `${root.replace(/\/$/, "")}/${slug}/${file.date}_${what}`,
+    file,
+    markdown,
+  );
 }
 
 /** `r` without a non-finite value2 (and its unit2), its note saying so; else `r` itself. */

@@ -17,7 +17,16 @@
  *
  * @module
  */
-import { deviceSlug, gitCommit, resultsRoot, today } from "../bench/harness.ts";
+import {
+  type BenchResult,
+  deviceSlug,
+  figureRow,
+  gitCommit,
+  type ResultsFile,
+  resultsHeader,
+  resultsRoot,
+  writeResultsAt,
+} from "../bench/harness.ts";
 import { createRuntime } from "../runtime/gpu/device.ts";
 import { calibrate, CALIBRATION_PROMPTS, layerJ } from "../runtime/quant/calibrate.ts";
 import {
@@ -203,14 +212,14 @@ function slug(s: string): string {
  */
 export function premiseResults(
   summary: readonly Record<string, unknown>[],
-): { name: string; value: number; unit: string }[] {
-  const out: { name: string; value: number; unit: string }[] = [];
+): BenchResult[] {
+  const out: BenchResult[] = [];
   for (const r of summary) {
     const at = `${slug(String(r.model).split("/").pop()!)}_${slug(String(r.type))}`;
     const add = (metric: string, unit: string) => {
       const v = r[metric];
       if (typeof v === "number" && Number.isFinite(v)) {
-        out.push({ name: `act_${metric}_${at}`, value: v, unit });
+        out.push(figureRow(`act_${metric}_${at}`.toLowerCase(), v, unit));
       }
     };
     add("J_median", "rms");
@@ -218,7 +227,7 @@ export function premiseResults(
     add("over100x_max", "channels");
     for (const v of VARIANTS) for (const b of ["a8", "a4"]) add(`err_${b}_${v.key}`, "rel");
   }
-  return out.map((x) => ({ ...x, name: x.name.toLowerCase() }));
+  return out;
 }
 
 function fmt(v: unknown): string {
@@ -228,7 +237,7 @@ function fmt(v: unknown): string {
   return a >= 100 ? v.toFixed(0) : a >= 1 ? v.toFixed(2) : v.toPrecision(3);
 }
 
-function markdown(file: Record<string, unknown>, summary: Record<string, unknown>[]): string {
+function markdown(file: ResultsFile, summary: Record<string, unknown>[]): string {
   const cols = [
     "model",
     "type",
@@ -259,7 +268,7 @@ function markdown(file: Record<string, unknown>, summary: Record<string, unknown
     "",
     `device: ${file.device} · commit ${file.commit} · command: \`${file.command}\``,
     "",
-    String(file.note),
+    String(file.extra?.note),
     "",
     `| ${cols.join(" | ")} |`,
     `| ${cols.map(() => "---").join(" | ")} |`,
@@ -313,30 +322,26 @@ if (import.meta.main) {
   }
   const slug = deviceSlug(rt.info.description, rt.info.fallback);
   const summary = summarise(rows);
-  const file = {
-    device: rt.info.description,
-    adapter: "vulkan",
-    deno: Deno.version.deno,
-    commit: await gitCommit(),
-    date: today(),
-    command: `deno run -A tools/rotation_premise.ts ${Deno.args.join(" ")}`.trim(),
-    note:
-      "ratio = max / median of the per-channel absmax of a layer's input over all calibration tokens, prompts and timesteps; " +
-      "over10x/over100x = channels above 10× / 100× that median; J = RMS of the input; branches = ARS (τ = 1) for block linears. " +
-      "err_aN_<variant> = mean over the type's layers of ‖(Q(X·T) − X·T)·W'ᵀ‖ / ‖X·Wᵀ + b‖ with per-token AN quantization on the calibration sample rows (weights exact); " +
-      "variants smooth with α = 0.5 unless _nosmooth; outlier minimises max |v| in its greedy passes, outlier_range max − min (METHODS.md). Statistics do not depend on the adapter.",
+  const file: ResultsFile = {
+    ...resultsHeader(
+      rt.info.description,
+      await gitCommit(),
+      `deno run -A tools/rotation_premise.ts ${Deno.args.join(" ")}`.trim(),
+    ),
     results: premiseResults(summary),
-    runs,
-    summary,
-    layers: rows,
+    extra: {
+      note:
+        "ratio = max / median of the per-channel absmax of a layer's input over all calibration tokens, prompts and timesteps; " +
+        "over10x/over100x = channels above 10× / 100× that median; J = RMS of the input; branches = ARS (τ = 1) for block linears. " +
+        "err_aN_<variant> = mean over the type's layers of ‖(Q(X·T) − X·T)·W'ᵀ‖ / ‖X·Wᵀ + b‖ with per-token AN quantization on the calibration sample rows (weights exact); " +
+        "variants smooth with α = 0.5 unless _nosmooth; outlier minimises max |v| in its greedy passes, outlier_range max − min (METHODS.md). Statistics do not depend on the adapter.",
+      runs,
+      summary,
+      layers: rows,
+    },
   };
   const dir = `${take("--out") ?? resultsRoot().replace(/\/$/, "") + "/" + slug}`;
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(
-    `${dir}/${file.date}_${what}.json`,
-    JSON.stringify(file, null, 1) + "\n",
-  );
-  await Deno.writeTextFile(`${dir}/${file.date}_${what}.md`, markdown(file, summary));
+  await writeResultsAt(`${dir}/${file.date}_${what}`, file, (f) => markdown(f, summary));
   console.log(markdown(file, summary));
   rt.destroy();
 }

@@ -22,6 +22,6 @@ Deno.test("premiseResults: named figures per model and layer type, finite values
     "act_err_a4_outlier_emoji_s_salient_attn1_q_k_v_input",
     "act_j_median_emoji_s_adaln_single",
   ]);
-  assertEquals(r[1], { name: r[1].name, value: 7.27, unit: "x" });
+  assertEquals(r[1], { name: r[1].name, value: 7.27, unit: "x", median_ms: 0, min_ms: 0 });
   assert(r.every((x) => /^[a-z0-9_]+$/.test(x.name)));
 });
