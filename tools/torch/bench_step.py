@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pixart import PixArtConfig, PixArtTransformer  # noqa: E402
+from results_format import results_header, write_results  # noqa: E402
 
 CFG = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
            cross_attention_dim=1152, sample_size=128, patch_size=2, caption_channels=4096)
@@ -90,33 +91,26 @@ def main():
     name = torch.cuda.get_device_name(0)
     date = args.date or datetime.date.today().isoformat()
     params = sum(p.numel() for p in model.parameters())
+    notes = (f"PixArt-alpha-shaped random model ({params / 1e6:.1f} M params): 28 layers, hidden 1152, "
+             "16 heads x 72, 4096 image tokens, 120 caption tokens of 4096 (20 padded), batch 2; "
+             "eager PyTorch, SDPA attention, fp32 with TF32 off; CUDA-event time per forward; "
+             f"fp16 vs fp32 output max|diff|/rms {diff:.2e}")
+    command = f"python3 tools/torch/bench_step.py --commit {args.commit} --iters {args.iters}"
+    # The header and rows bench/results_file.ts writes (no Deno in this run: no deno field).
     doc = {
-        "device": name, "adapter": "pytorch-cuda", "torch": torch.__version__, "cuda": torch.version.cuda,
-        "commit": args.commit, "date": date,
-        **({"driver": os.environ["WEBDIT_GPU_DRIVER"]} if os.environ.get("WEBDIT_GPU_DRIVER") else {}),
-        "command": f"python3 tools/torch/bench_step.py --commit {args.commit} --iters {args.iters}",
-        "notes": (f"PixArt-alpha-shaped random model ({params / 1e6:.1f} M params): 28 layers, hidden 1152, "
-                  "16 heads x 72, 4096 image tokens, 120 caption tokens of 4096 (20 padded), batch 2; "
-                  "eager PyTorch, SDPA attention, fp32 with TF32 off; CUDA-event time per forward; "
-                  f"fp16 vs fp32 output max|diff|/rms {diff:.2e}"),
+        **results_header(name, "pytorch-cuda", command, commit=args.commit, date=date),
         "results": [
             {"name": f"torch_step_pixart_alpha_{tag}", "value": round(statistics.median(ms), 3), "unit": "ms",
-             "median_ms": round(statistics.median(ms), 3), "min_ms": round(min(ms), 3), "iters": len(ms)}
+             "median_ms": round(statistics.median(ms), 3), "min_ms": round(min(ms), 3),
+             "note": f"{len(ms)} CUDA-event samples of one forward after {args.warmup} warm-up"}
             for tag, ms in results
         ],
+        "extra": {"torch": torch.__version__, "cuda": torch.version.cuda, "notes": notes},
     }
     folder = os.path.join(args.out_dir, slug(name))
     os.makedirs(folder, exist_ok=True)
     base = os.path.join(folder, f"{date}_torch_step")
-    with open(base + ".json", "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    md = [f"# PyTorch DiT step, {name} ({date}, commit {args.commit})", "", doc["notes"], "",
-          "| name | median ms | min ms | iters |", "| --- | --- | --- | --- |"]
-    md += [f"| {r['name']} | {r['median_ms']} | {r['min_ms']} | {r['iters']} |" for r in doc["results"]]
-    md += ["", f"Command: `{doc['command']}` (torch {torch.__version__}, CUDA {torch.version.cuda}).", ""]
-    with open(base + ".md", "w") as f:
-        f.write("\n".join(md))
+    write_results(base + ".json", doc, f"{notes}\n\ntorch {torch.__version__}, CUDA {torch.version.cuda}.")
     print(json.dumps(doc, indent=2), flush=True)
     print(f"wrote {base}.json", flush=True)
     time.sleep(0)

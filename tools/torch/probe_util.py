@@ -3,17 +3,13 @@ webdit's own PRNG (runtime/io/prng.ts) so the probe draws the same initial noise
 BENCHMARKS.md results format of its runs."""
 
 import math
-import os
 import re
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import pixart
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # ------------------------------------------------------------------------------ activation quantizer
@@ -177,26 +173,28 @@ def result_name(config):
 
 
 def results_file(runs, command, device="cpu"):
-    """BENCHMARKS.md's results format from probe runs (their --out JSON): per config the mean
-    PSNR (dB), with its min, per-image values and cosine beside it."""
-    import platform
-    import subprocess
+    """BENCHMARKS.md's results format from probe runs (their --out JSON), header and rows as
+    bench/results_file.ts writes them (results_format.py): per config the mean PSNR (dB) as a
+    figure row (no timing), its min and cosine in the note; per-image PSNRs, prompts, seed,
+    steps and guidance under extra.rows[<name>]."""
+    from results_format import figure_row, host_cpu, results_header
 
-    # WEBDIT_COMMIT first, as bench/results_file.ts: the GPU machine's copy of .git can be stale
-    commit = os.environ.get("WEBDIT_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip() or "unknown"
     results = []
+    per_row = {}
     for run in runs:
         for r in run["rows"]:
             if r["config"].startswith("webdit"):
                 continue
-            results.append({"name": result_name(r["config"]), "value": round(r["psnr"], 3), "unit": "dB",
-                            "psnr_min": round(r["psnr_min"], 3), "cosine": round(r["cosine"], 6),
-                            "psnr_images": [round(v, 3) for v in r["psnr_per_image"]],
-                            "prompts": run["prompts"], "seed": run["seed"], "steps": run["steps"],
-                            "guidance": run["guidance"]})
+            name = result_name(r["config"])
+            n = len(r["psnr_per_image"])
+            results.append(figure_row(name, round(r["psnr"], 3), "dB",
+                                      f"mean PSNR against FP32 over {n} images; min {r['psnr_min']:.3f} dB, "
+                                      f"cosine {r['cosine']:.6f}; a figure, not a time"))
+            per_row[name] = {"psnr_min": round(r["psnr_min"], 3), "cosine": round(r["cosine"], 6),
+                             "psnr_images": [round(v, 3) for v in r["psnr_per_image"]],
+                             "prompts": run["prompts"], "seed": run["seed"], "steps": run["steps"],
+                             "guidance": run["guidance"]}
     on_gpu = device.startswith("cuda")
-    name = torch.cuda.get_device_name(0) if on_gpu else platform.processor() or platform.machine()
-    return {"device": name, "adapter": f"pytorch-{'cuda' if on_gpu else 'cpu'} {torch.__version__}",
-            "deno": None, "commit": commit, "date": time.strftime("%Y-%m-%d"), "command": command,
-            "results": results}
+    name = torch.cuda.get_device_name(0) if on_gpu else host_cpu()
+    adapter = f"pytorch-{'cuda' if on_gpu else 'cpu'} {torch.__version__}"
+    return {**results_header(name, adapter, command), "results": results, "extra": {"rows": per_row}}

@@ -46,6 +46,7 @@ from pixart import PixArtTransformer  # noqa: E402
 from samplers import sample  # noqa: E402
 from text_encoder import NULL, PAD, EmojiCaptionEncoder, Tokenizer  # noqa: E402
 from probe_util import fast_linear, quant_act, results_file, use_fast_matmuls, webdit_normals  # noqa: E402
+from results_format import write_results  # noqa: E402
 
 CLIP_RATIOS = [1 - 0.05 * i for i in range(11)]
 KEEP_FP = ("pos_embed.", "adaln_single.", "caption_projection.", "proj_out")
@@ -581,11 +582,9 @@ def main():
             with open(args.out, "w") as f:
                 json.dump(res, f, indent=1)
                 f.write("\n")
-    if args.results:
-        with open(args.results, "w") as f:
-            json.dump(results_file([res], "python3 tools/torch/quant_probe.py " + " ".join(sys.argv[1:]), args.device), f,
-                      indent=1)
-            f.write("\n")
+    if args.results:  # and the .md table beside it
+        write_results(args.results,
+                      results_file([res], "python3 tools/torch/quant_probe.py " + " ".join(sys.argv[1:]), args.device))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""BENCHMARKS.md's results format for the PyTorch tools (quant_probe.py, bench_step.py): the
+header bench/results_file.ts writes (device, adapter, commit, date, command, driver), rows with
+the standard fields, and the `.md` table beside the `.json`, in the Python standard library
+only. These runs use no Deno, so their header has no `deno` field (rather than a null one).
+
+    python3 tools/torch/results_format.py   # self-test
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def git_commit():
+    """WEBDIT_COMMIT, else `git rev-parse --short HEAD`, else "unknown" (as results_file.ts:
+    the GPU machine's copy of .git can be stale)."""
+    env = os.environ.get("WEBDIT_COMMIT")
+    if env:
+        return env
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=HERE)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def gpu_driver(device):
+    """WEBDIT_GPU_DRIVER, else on an NVIDIA device "NVIDIA <version>" from nvidia-smi (as
+    bench/gpu_all.sh writes it), else None."""
+    env = os.environ.get("WEBDIT_GPU_DRIVER")
+    if env:
+        return env
+    if "nvidia" not in device.lower() or not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    v = out.stdout.strip().split("\n")[0].strip() if out.returncode == 0 else ""
+    return f"NVIDIA {v}" if v else None
+
+
+def host_cpu():
+    """The host CPU as a results device: "host CPU (<model name>)" (bench/results/host/)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+    except OSError:
+        m = None
+    return f"host CPU ({m.group(1).strip()})" if m else "host CPU"
+
+
+def results_header(device, adapter, command, commit=None, date=None):
+    """The header of a results file: device, adapter, commit, date (UTC, or WEBDIT_BENCH_DATE),
+    command, and the driver where known."""
+    driver = gpu_driver(device)
+    head = {"device": device, "adapter": adapter, "commit": commit or git_commit(),
+            "date": date or os.environ.get("WEBDIT_BENCH_DATE") or time.strftime("%Y-%m-%d", time.gmtime()),
+            "command": command}
+    if driver:
+        head["driver"] = driver
+    return head
+
+
+def figure_row(name, value, unit, note=None):
+    """A row of a figure that is not a time (dB, a share): no timing, as results_file.ts figureRow."""
+    row = {"name": name, "value": value, "unit": unit, "median_ms": 0, "min_ms": 0}
+    if note:
+        row["note"] = note
+    return row
+
+
+def fmt(v):
+    """A value for a table: 3 significant digits (results_file.ts fmt)."""
+    if v is None:
+        return ""
+    if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    a = abs(v)
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3g}"
+
+
+def results_markdown(doc, text=""):
+    """The `.md` table of a results file (results_file.ts resultsMarkdown), `text` after it."""
+    lines = [f"# {doc['date']} — {doc['device']}", "",
+             f"adapter: {doc['adapter']}" + (f" · driver {doc['driver']}" if doc.get("driver") else "")
+             + f" · commit {doc['commit']}", "",
+             f"command: `{doc['command']}`", "",
+             "| name | value | unit | median ms | min ms | note |",
+             "| --- | ---: | --- | ---: | ---: | --- |"]
+    for r in doc["results"]:
+        v2 = f" ({fmt(r['value2'])} {r.get('unit2', '')})" if "value2" in r else ""
+        lines.append(f"| {r['name']} | {fmt(r['value'])}{v2} | {r['unit']} | {fmt(r['median_ms'])} | "
+                     f"{fmt(r['min_ms'])} | {r.get('note', '')} |")
+    return "\n".join(lines) + "\n" + (f"\n{text.rstrip()}\n" if text else "")
+
+
+def write_results(path, doc, text=""):
+    """Writes `path` (a .json) and the .md table beside it; returns the .md's path."""
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2, allow_nan=False)
+        f.write("\n")
+    md = re.sub(r"\.json$", "", path) + ".md"
+    with open(md, "w") as f:
+        f.write(results_markdown(doc, text))
+    return md
+
+
+if __name__ == "__main__":
+    import tempfile
+    os.environ.pop("WEBDIT_GPU_DRIVER", None)
+    assert gpu_driver("host CPU (x)") is None
+    os.environ["WEBDIT_GPU_DRIVER"] = "NVIDIA 1.2"
+    h = results_header("NVIDIA H200", "pytorch-cuda", "python3 x", commit="abc1234", date="2026-11-29")
+    assert h == {"device": "NVIDIA H200", "adapter": "pytorch-cuda", "commit": "abc1234", "date": "2026-11-29",
+                 "command": "python3 x", "driver": "NVIDIA 1.2"}, h
+    assert "deno" not in h
+    doc = {**h, "results": [figure_row("probe_w4a8", 31.234, "dB", "PSNR min 29"),
+                            {"name": "t_ms", "value": 2.5, "unit": "ms", "median_ms": 2.5, "min_ms": 2.4}]}
+    assert doc["results"][0] == {"name": "probe_w4a8", "value": 31.234, "unit": "dB", "median_ms": 0,
+                                 "min_ms": 0, "note": "PSNR min 29"}
+    with tempfile.TemporaryDirectory() as d:
+        md = write_results(os.path.join(d, "2026-11-29_x.json"), doc, "notes")
+        text = open(md).read()
+        assert "| probe_w4a8 | 31.2 | dB | 0 | 0 | PSNR min 29 |" in text, text
+        assert "driver NVIDIA 1.2" in text and text.endswith("\nnotes\n"), text
+        assert json.load(open(os.path.join(d, "2026-11-29_x.json"))) == doc
+    print("ok")
