@@ -41,6 +41,7 @@ import {
   type UploadQWeightOptions,
 } from "../runtime/ops/qgemm.ts";
 import { unpackInt8 } from "../runtime/quant/pack.ts";
+import { actQuantRef } from "../runtime/reference/act_quant.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
 import {
   decodeInt8,
@@ -52,7 +53,7 @@ import {
 } from "../runtime/reference/qgemm.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
 import { randomGroupedWeight, randomLutGroups, randomWeight, weightAt } from "./qgemm_weights.ts";
-import { checkSampled, productRef } from "./sampled_check.ts";
+import { checkActCodes, checkSampled, productRef } from "./sampled_check.ts";
 import type { PeerMatmul } from "./peers/ort.ts";
 import { nbits4At, ortMatmulNBits, randomNbits4 } from "./peers/ort_nbits.ts";
 
@@ -303,7 +304,21 @@ function actQuantCase(M: number, K: number): BenchCase {
     name: `act_quant_a8_${M}x${K}`,
     unit: "ms",
     setup: async () => {
-      const { x } = activations(M, K);
+      const { xs, x } = activations(M, K);
+      // Checked before it is timed: one run's codes and scales against the CPU reference.
+      const rec0 = new Recorder(rt);
+      const a0 = actQuant(rec0, x, 8);
+      await rec0.submit();
+      const words = (await readTensorRaw(rt, a0.q)) as Uint32Array;
+      const check = checkActCodes(
+        `act_quant_a8_${M}x${K}`,
+        unpackInt8(words, M, K),
+        await readTensor(rt, a0.scales),
+        actQuantRef(xs, M, K, 8),
+        rt.info.fallback ? 1e-7 : undefined,
+      );
+      a0.q.release();
+      a0.scales.release();
       const record = (reps: number) => {
         const rec = new Recorder(rt);
         for (let i = 0; i < reps; i++) {
@@ -313,13 +328,10 @@ function actQuantCase(M: number, K: number): BenchCase {
         }
         return rec.submit();
       };
-      await record(1);
       return {
         device: rt.device,
         run: record,
-        note: `${
-          onGpu ? "wg" : "rows"
-        } layout (checked against the reference in act_quant_test.ts)`,
+        note: `${onGpu ? "wg" : "rows"} layout; ${check}`,
       };
     },
   };

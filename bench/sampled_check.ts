@@ -67,3 +67,40 @@ export function productRef(
     return { v, mag };
   };
 }
+
+/**
+ * Checks an activation quantizer's output against its CPU reference (runtime/reference/
+ * act_quant.ts actQuantRef): every code equal, except ±1 where the reference's x·(1/Δ) lies
+ * within 1e-4 of a rounding tie (the GPU's 1/Δ may differ by an ulp), and every scale Δ within
+ * `scaleTol` of the reference relatively (WGSL's division: 2.5 ulp). Throws naming the first
+ * entry off, else returns a note.
+ */
+export function checkActCodes(
+  label: string,
+  codes: Int8Array,
+  scales: Float32Array,
+  ref: { codes: Int8Array; scales: Float32Array; scaled: Float32Array },
+  scaleTol = 2.5 * 2 ** -23,
+): string {
+  if (codes.length !== ref.codes.length || scales.length !== ref.scales.length) {
+    throw new Error(
+      `${label}: ${codes.length} codes / ${scales.length} scales, reference ${ref.codes.length} / ${ref.scales.length}`,
+    );
+  }
+  let ties = 0;
+  for (let i = 0; i < codes.length; i++) {
+    if (codes[i] === ref.codes[i]) continue;
+    const nearTie = Math.abs(Math.abs(ref.scaled[i] % 1) - 0.5) < 1e-4;
+    if (!nearTie || Math.abs(codes[i] - ref.codes[i]) !== 1) {
+      throw new Error(`${label}: code ${i} is ${codes[i]}, reference ${ref.codes[i]}`);
+    }
+    ties++;
+  }
+  for (let s = 0; s < scales.length; s++) {
+    if (!(Math.abs(scales[s] - ref.scales[s]) <= scaleTol * Math.abs(ref.scales[s]))) {
+      throw new Error(`${label}: scale ${s} is ${scales[s]}, reference ${ref.scales[s]}`);
+    }
+  }
+  return `checked all ${codes.length} codes and ${scales.length} scales against actQuantRef` +
+    (ties ? ` (${ties} ±1 at rounding ties)` : "");
+}
