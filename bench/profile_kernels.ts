@@ -12,14 +12,17 @@
  * GEMM (TLQ compact) and the f32 GEMM at 64×1152×4608; the W4A8 TLQ GEMM (its table
  * expansion and GEMM launches) at 4096×1152×4608. Each case records `reps` units in one
  * profiling recorder (every launch in a pass of its own), after one untimed unit. Rows:
- * `<case>__<kernel>`, the median of that kernel's launches in µs (min in the row).
+ * `<case>_<kernel>`, the median of that kernel's launches in µs (min in the row; files before
+ * 2026-11-29 joined the two with `__`). Checks: the two 64-row GEMMs' outputs on 256 sampled
+ * entries against f64 sums on the host (each row's note says so); the rotq and W4A8 launches
+ * are not checked here (rotq_bench and qgemm_bench check the same kernels before timing them).
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
 import { type LaunchTime, Recorder } from "../runtime/gpu/kernel.ts";
-import { createTensor, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
+import { createTensor, readTensor, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { actQuant } from "../runtime/ops/act_quant.ts";
 import { gemm } from "../runtime/ops/gemm.ts";
@@ -37,6 +40,8 @@ import {
   resultsMarkdown,
   writeResults,
 } from "./harness.ts";
+import { weightAt } from "./qgemm_weights.ts";
+import { checkSampled, productRef } from "./sampled_check.ts";
 
 const { values: args } = parseArgs({
   options: { reps: { type: "string" }, write: { type: "boolean", default: false } },
@@ -54,20 +59,26 @@ async function profile(rt: Runtime, unit: (rec: Recorder) => void, reps: number)
 }
 
 /** One row per kernel name: the median and min of its launches, in µs. */
-function rows(what: string, times: LaunchTime[]): BenchResult[] {
+function rows(what: string, times: LaunchTime[], note: string): BenchResult[] {
   const by = new Map<string, number[]>();
   for (const t of times) {
     if (!by.has(t.name)) by.set(t.name, []);
     by.get(t.name)!.push(t.ms);
   }
   return [...by].map(([name, ms]) => ({
-    name: `${what}__${name}`.toLowerCase().replace(/[^a-z0-9_]+/g, "_"),
+    name: profileRowName(what, name),
     value: Number((1e3 * median(ms)).toPrecision(4)),
     unit: "µs GPU (timestamps)",
     median_ms: median(ms),
     min_ms: Math.min(...ms),
     reps: ms.length,
+    note,
   }));
+}
+
+/** `<case>_<kernel>` in lower_snake_case, single underscores. */
+function profileRowName(what: string, kernel: string): string {
+  return `${what}_${kernel}`.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "");
 }
 
 const rt = await createRuntime();
@@ -94,8 +105,9 @@ const outlier = {
 const release = (...ts: Tensor[]) => ts.forEach((t) => t.release());
 const shape = `${M}x${K}`;
 const results: BenchResult[] = [];
-const run = async (what: string, unit: (rec: Recorder) => void) => {
-  const r = rows(what, await profile(rt, unit, reps));
+const unchecked = (bench: string) => `not checked here (${bench} checks this kernel before timing)`;
+const run = async (what: string, unit: (rec: Recorder) => void, note: string) => {
+  const r = rows(what, await profile(rt, unit, reps), note);
   for (const row of r) {
     console.log(`${row.name}: ${row.value} µs (min ${(1e3 * row.min_ms).toPrecision(4)} µs)`);
   }
@@ -105,13 +117,13 @@ const run = async (what: string, unit: (rec: Recorder) => void) => {
 await run(`rotq_hadamard_${shape}`, (rec) => {
   const q = rotqHadamard(rec, x, { s, block: B }, 8);
   release(q.q, q.scales);
-});
+}, unchecked("rotq_bench"));
 for (const kernel of ["fused", "tiled"] as const) {
   if (kernel === "tiled" && !onGpu) continue;
   await run(`rotq_outlier_${kernel}_${shape}`, (rec) => {
     const q = rotqOutlier(rec, x, outlier, 8, { kernel });
     release(q.q, q.scales);
-  });
+  }, unchecked("rotq_bench"));
 }
 
 // The GEMMs: a TLQ W4 weight N × K (host search at one η and percentile: seconds, not minutes).
@@ -121,16 +133,32 @@ const wq = tlqQuantize(
 );
 const a16 = uploadQWeight(rt, wq);
 const int = uploadQWeight(rt, wq, { a16: false, int: true });
-const w32 = uploadTensor(rt, g.normals(N * K), [N, K]);
-const x64 = uploadTensor(rt, g.normals(64 * K), [64, K]);
+const w32s = g.normals(N * K);
+const x64s = g.normals(64 * K);
+const w32 = uploadTensor(rt, w32s, [N, K]);
+const x64 = uploadTensor(rt, x64s, [64, K]);
 const y64 = createTensor(rt, [64, N]);
-await run(`gemm_w4a16_64x${K}x${N}`, (rec) => qgemmA16(rec, x64, a16, { out: y64 }));
-await run(`gemm_f32_64x${K}x${N}`, (rec) => gemm(rec, x64, w32, { out: y64 }));
+// The 64-row GEMMs are checked before they are profiled (cheap: 256 entries of 64 × 4608).
+const checked = async (label: string, unit: (rec: Recorder) => void, w: ArrayLike<number>) => {
+  const rec = new Recorder(rt);
+  unit(rec);
+  await rec.submit();
+  return checkSampled(label, await readTensor(rt, y64), 64, N, productRef(x64s, w, K));
+};
+const a16Unit = (rec: Recorder) => qgemmA16(rec, x64, a16, { out: y64 });
+const w4 = Float32Array.from({ length: N * K }, (_, i) => weightAt(wq, Math.floor(i / K), i % K));
+await run(`gemm_w4a16_64x${K}x${N}`, a16Unit, await checked("gemm_w4a16_64", a16Unit, w4));
+const f32Unit = (rec: Recorder) => gemm(rec, x64, w32, { out: y64 });
+await run(`gemm_f32_64x${K}x${N}`, f32Unit, await checked("gemm_f32_64", f32Unit, w32s));
 const prep = new Recorder(rt);
 const xa = actQuant(prep, x, 8);
 await prep.submit();
 const y = createTensor(rt, [M, N]);
-await run(`gemm_w4a8_${M}x${K}x${N}`, (rec) => qgemmInt(rec, xa, int, { out: y }));
+await run(
+  `gemm_w4a8_${M}x${K}x${N}`,
+  (rec) => qgemmInt(rec, xa, int, { out: y }),
+  unchecked("qgemm_bench"),
+);
 
 const file = {
   ...resultsHeader(
