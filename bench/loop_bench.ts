@@ -12,12 +12,17 @@
  * `loop_pixart_alpha_f32_inflight{1,4}_event_loop_gap` (the longest gap, max over rounds). On
  * a CPU adapter the model shrinks to `pixart_tiny` (2 × 144, 256 tokens).
  *
+ * Checked (the rows' notes say so): the first round's latents at 1 and at 4 in flight are finite
+ * and agree to 1e-5 of their RMS (the depth must change when the host waits, not the result).
+ * The forward itself is not checked against a reference here (tests/ compare the PixArt forward
+ * with PyTorch's fixtures; step_bench compares quantized forwards with the f32 one).
+ *
  * @module
  */
 import { parseArgs } from "node:util";
 import { createRuntime } from "../runtime/gpu/device.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
-import { uploadTensor } from "../runtime/gpu/tensor.ts";
+import { readTensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { denseLinears } from "../runtime/model/linear.ts";
 import { DEFAULT_IN_FLIGHT, type Denoiser, sampleLoop } from "../runtime/sampling/generate.ts";
@@ -81,8 +86,11 @@ async function main(): Promise<void> {
 
   const stepTimes = new Map<string, number>();
 
-  /** One loop of `steps` steps: ms per step, and the longest gap between 10 ms timer ticks. */
-  async function once(inFlight: number) {
+  /**
+   * One loop of `steps` steps: ms per step, the longest gap between 10 ms timer ticks, and
+   * (`read`, after the timing) the final latents.
+   */
+  async function once(inFlight: number, read = false) {
     let last = performance.now();
     let gap = 0;
     const tick = setInterval(() => {
@@ -100,16 +108,19 @@ async function main(): Promise<void> {
     const ms = performance.now() - t0;
     clearInterval(tick);
     gap = Math.max(gap, performance.now() - last);
+    const out = read ? await readTensor(rt, latents) : undefined;
     latents.release();
-    return { perStep: ms / steps, gap };
+    return { perStep: ms / steps, gap, out };
   }
 
   const depths = [1, DEFAULT_IN_FLIGHT];
   await once(DEFAULT_IN_FLIGHT); // warm-up: compiles the pipelines
   const runs: Record<number, { perStep: number; gap: number }[]> = {};
+  const outs: Float32Array[] = [];
   for (let r = 0; r < rounds; r++) {
     for (const d of depths) {
-      const x = await once(d);
+      const { out, ...x } = await once(d, r === 0);
+      if (out) outs.push(out);
       (runs[d] ??= []).push(x);
       console.error(
         `round ${r + 1}, ${d} in flight: ${x.perStep.toFixed(1)} ms/step, ` +
@@ -117,12 +128,13 @@ async function main(): Promise<void> {
       );
     }
   }
+  const check = checkSameLatents(outs[0], outs[1], depths);
   const results = depths.flatMap((d) => {
     const per = runs[d].map((x) => x.perStep);
     const gaps = runs[d].map((x) => x.gap);
     const note = `sampleLoop, ${steps} steps of DPM-Solver++ 2M, CFG 4.5 (batch 2), random ` +
       `pixart-${tag} f32 (${layers} layers × ${heads * 72}, ${(latent / 2) ** 2} tokens), ` +
-      `${d} in flight; ${rounds} rounds alternating with the other depth`;
+      `${d} in flight; ${rounds} rounds alternating with the other depth; ${check}`;
     return [
       {
         name: `loop_pixart_${tag}_f32_inflight${d}`,
@@ -161,6 +173,29 @@ async function main(): Promise<void> {
     console.error(`wrote ${out.json}`);
   }
   rt.destroy();
+}
+
+/**
+ * Throws unless both loops' latents are finite and agree to 1e-5 of their RMS; else a note.
+ */
+function checkSameLatents(a: Float32Array, b: Float32Array, depths: number[]): string {
+  let ss = 0;
+  let max = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i]) || !Number.isFinite(b[i])) {
+      throw new Error(`loop_bench: latent ${i} not finite (${a[i]}, ${b[i]})`);
+    }
+    ss += a[i] * a[i];
+    max = Math.max(max, Math.abs(a[i] - b[i]));
+  }
+  const rms = Math.sqrt(ss / a.length);
+  if (a.length !== b.length || max > 1e-5 * rms) {
+    throw new Error(`loop_bench: latents at ${depths.join(" and ")} in flight differ by ${max}`);
+  }
+  return `checked: the latents at ${depths.join(" and ")} in flight are finite and agree (max |Δ| ${
+    max.toPrecision(2)
+  }, RMS ${rms.toPrecision(3)}); ` +
+    "the forward is not checked against a reference here";
 }
 
 // A plain script: `deno task bench` imports it without running it (one row takes ~10 s).
