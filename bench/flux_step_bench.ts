@@ -64,6 +64,7 @@ import {
   type BenchResult,
   BenchSuite,
   deviceSlug,
+  estimateRow,
   gitCommit,
   type ResultsFile,
   resultsHeader,
@@ -432,15 +433,13 @@ async function runAll(): Promise<void> {
       const b = results.find((r) => r.name === `step_flux${SHAPE.tag}_${dt}`);
       if (!a || !b || !Number.isFinite(a.median_ms) || !Number.isFinite(b.median_ms)) continue;
       const est = (x: number, y: number) => Number((x + 18 * (y - x)).toPrecision(4));
-      results.push({
-        name: `step_flux${SHAPE.tag}_${dt}_est_full`,
-        value: est(a.median_ms, b.median_ms),
-        unit: "ms",
-        median_ms: est(a.median_ms, b.median_ms),
-        min_ms: est(a.min_ms, b.min_ms),
-        note:
-          "extrapolated, not measured: t(1+2) + 18·(t(2+4) − t(1+2)) for FLUX.1's 19 + 38 blocks",
-      });
+      results.push(estimateRow(
+        `step_flux${SHAPE.tag}_${dt}_est_full`,
+        est(a.median_ms, b.median_ms),
+        "ms",
+        `${a.name} and ${b.name} (medians): t(1+2) + 18·(t(2+4) − t(1+2)) for FLUX.1's 19 + 38 ` +
+          "blocks",
+      ));
     }
   }
   const file = fileOf(results, commit);

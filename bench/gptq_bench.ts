@@ -41,7 +41,17 @@ import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
 import { unpackCodes } from "../runtime/quant/pack.ts";
 import { deviceSlug } from "./results_file.ts";
 import type { BenchResult } from "./results_file.ts";
-import { gitCommit, minutesRow, resultsHeader, secondsRow, writeResults } from "./results_file.ts";
+import {
+  estimateRow,
+  gitCommit,
+  minutesRow,
+  resultsHeader,
+  secondsRow,
+  writeResults,
+} from "./results_file.ts";
+
+/** `s` in lower_snake_case with single underscores (kernel names carry other characters). */
+const snake = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "");
 
 /**
  * A synthetic Gram matrix H [K, K] (f32): a diagonal of 1..7 plus the outer products of 16
@@ -248,7 +258,7 @@ if (import.meta.main) {
       for (const [name, k] of r.kernels) {
         console.log(`  ${name}: ${k.ms.toFixed(2)} ms over ${k.launches} launches`);
         results.push(
-          ms(`gptq_gpu_profile_${N}x${K}__${name}`, k.ms, `Σ over ${k.launches} launches`),
+          ms(snake(`gptq_gpu_profile_${N}x${K}_${name}`), k.ms, `Σ over ${k.launches} launches`),
         );
       }
     }
@@ -294,12 +304,16 @@ if (import.meta.main) {
       results.push(secondsRow(`gptq_sqnr_w4_${N}x${K}`, r.sqnrS, "one run; both output SQNRs"));
     }
     const est = (x: number[]) => 28 * (8 * x[0] + x[1] + x[2]);
-    const note = "extrapolated: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608), one core";
-    results.push(minutes("gptq_pixart_alpha_one_core_est", est(t), `${note}; quantize --gptq`));
-    results.push(minutes(
+    const from = "the rows above: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608), one core";
+    const estimate = (name: string, s: number, what: string) => {
+      console.log(`${name}: ${(s / 60).toFixed(1)} min (estimate; ${what})`);
+      return estimateRow(name, Number((s / 60).toFixed(2)), "min", `${from}; ${what}`);
+    };
+    results.push(estimate("gptq_pixart_alpha_one_core_est", est(t), "quantize --gptq"));
+    results.push(estimate(
       "gptq_report_pixart_alpha_one_core_est",
       est(t.map((x, i) => x + ts[i])),
-      `${note}; with --report`,
+      "with --report",
     ));
   }
   const cpu = `${cpus()[0]?.model ?? "unknown"}, ${cores} cores`;

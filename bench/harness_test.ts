@@ -3,6 +3,7 @@ import { gpuTest, withRuntime } from "../tests/gpu.ts";
 import {
   BenchSuite,
   deviceSlug,
+  estimateRow,
   gpuDriver,
   median,
   nvidiaSmiDriver,
@@ -350,4 +351,15 @@ Deno.test("writeResults: a bench's own markdown of the stored file", async () =>
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("estimateRow: an extrapolation has no timing of its own and says so", () => {
+  assertEquals(estimateRow("x_est", 12.5, "min", "the rows above"), {
+    name: "x_est",
+    value: 12.5,
+    unit: "min",
+    median_ms: 0,
+    min_ms: 0,
+    note: "estimate from the rows above; not measured (no median/min)",
+  });
 });

@@ -30,7 +30,7 @@ import { type HessianFitter, LowRankPool } from "../runtime/quant/low_rank_pool.
 import { defaultQuantWorkers } from "../runtime/quant/gptq_pool.ts";
 import { syntheticGram } from "./gptq_bench.ts";
 import type { BenchResult } from "./results_file.ts";
-import { gitCommit, minutesRow, resultsHeader, secondsRow, writeResults } from "./results_file.ts";
+import { estimateRow, gitCommit, resultsHeader, secondsRow, writeResults } from "./results_file.ts";
 
 const RANK = 32;
 
@@ -124,9 +124,16 @@ if (import.meta.main) {
     );
   }
   const est = 28 * (8 * perLayer[0] + perLayer[1] + perLayer[2]);
-  const note = "extrapolated: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608), one core";
-  console.log(`hessian_fit_pixart_alpha_one_core_est: ${(est / 60).toFixed(1)} min (${note})`);
-  results.push(minutesRow("hessian_fit_pixart_alpha_one_core_est", est, note));
+  const from = "the hessian_fit_layer rows: 28 × (8 × 1152×1152 + 4608×1152 + 1152×4608), one core";
+  console.log(`hessian_fit_pixart_alpha_one_core_est: ${(est / 60).toFixed(1)} min (estimate)`);
+  results.push(
+    estimateRow(
+      "hessian_fit_pixart_alpha_one_core_est",
+      Number((est / 60).toFixed(2)),
+      "min",
+      from,
+    ),
+  );
   // One block's eight square layers together: this thread, then the workers.
   const n = 1152 / q;
   const block = Array.from({ length: 8 }, (_, i) => syntheticLayer(n, n, i + 1));

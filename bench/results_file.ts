@@ -67,9 +67,18 @@ export function secondsRow(name: string, s: number, note: string): BenchResult {
   };
 }
 
-/** A row of a long host-side job (an estimate) in minutes; its times in ms as every row's. */
+/** A row of one measured long host-side job in minutes; its times in ms as every row's. */
 export function minutesRow(name: string, s: number, note: string): BenchResult {
   return { ...secondsRow(name, s / 60, note), unit: "min", median_ms: s * 1000, min_ms: s * 1000 };
+}
+
+/**
+ * A row of an extrapolated figure, not a measurement: no timing of its own (median_ms and
+ * min_ms 0, as {@linkcode figureRow}: the format has no null), its note "estimate from
+ * <from>; not measured".
+ */
+export function estimateRow(name: string, value: number, unit: string, from: string): BenchResult {
+  return figureRow(name, value, unit, `estimate from ${from}; not measured (no median/min)`);
 }
 
 /**
