@@ -11,7 +11,8 @@
  *     WEBDIT_FLUX_DTYPES=f32 …    # storage types to time; default f32,f16 (f16 where supported)
  *
  * Depth: FLUX.1 has 19 double + 38 single blocks (~12B parameters, 47 GB in f32). The
- * default times reduced depths, 2 + 4 (`step_flux_f32`, the depth in the note) and 1 + 2
+ * default times reduced depths, 2 + 4 (`step_flux_f32`, the depth in every row's note and in
+ * `extra.depth`; committed files before 2026-11-29 lack it in the PARO row's note) and 1 + 2
  * (`…_d1x2`); since FLUX.1 is 19 units of (1 double + 2 single), the full-depth step is
  * estimated as t(1+2) + 18·(t(2+4) − t(1+2)) (`…_est_full`, an extrapolation, not a
  * measurement). f16 rows too where the adapter has shader-f16.
@@ -339,7 +340,8 @@ async function buildQuantFlux(c: FluxConfig, double: number, single: number): Pr
     `${plans.size} layers quantized in ${tQuant.toFixed(1)} s on ${workers} workers; weights ${
       (s.model.weightBytes / 1e6).toPrecision(3)
     } MB; ${vs(cmp)}`;
-  const paroNote = `as w4a8_tlq_ars + PARO over the image tokens (masks from the calibration ` +
+  const paroNote = `depth ${double} double + ${single} single; ` +
+    `as w4a8_tlq_ars + PARO over the image tokens (masks from the calibration ` +
     `forward's image×image maps, 1 step group, density 0.3 of the image blocks), text tokens ` +
     `dense (joint mask density ${paro.jointDensity(L0).toFixed(3)}), INT8 Q/K/P/V; ${vs(cmpP)}`;
   return { s, paro, notes: { w4a8, paro: paroNote } };

@@ -18,7 +18,8 @@
 # img/google/64/, or the 5 MiB folder tools/torch/train/prepare_data.ts writes, e.g. .train, for the fidelity
 # rows; skipped without it), WEBDIT_QUANT_WORKERS (host workers quantizing the
 # random models; default every core), WEBDIT_FLUX_DEPTH (default 2,4), WEBDIT_EMOJI_IN_FLIGHT (e.g. 1,2,4: the
-# emoji image also at those sampling-loop depths), WEBDIT_LOG_DIR, WEBDIT_RESULTS_DIR.
+# emoji image also at those sampling-loop depths), WEBDIT_LOG_DIR, WEBDIT_RESULTS_DIR. Every WEBDIT_* knob
+# exported to the benches (not the bookkeeping ones) is recorded in each results file's command.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -34,7 +35,7 @@ PARTS=(
   "block|0.5|block|block_pixart_alpha_f32, tfjs_block_pixart_alpha_f32 (9)"
   "torch|0.5|torch_step|torch_step_pixart_alpha_{fp32,fp16} (3, 9)"
   "flux|1.2|flux_step|step_flux_{f32,f16} at depth 2+4 and 1+2, full-depth estimate (10)"
-  "flux_quant|~4|flux_step_quant|step_flux_w4a8_tlq_ars{,_paro30_int8} at depth 2+4 (10)"
+  "flux_quant|~4|flux_step_quant|step_flux_w4a8_tlq_ars{,_paro30_int8} at WEBDIT_FLUX_DEPTH (default 2+4; the 2026-11-27 file: 1+2) (10)"
   "loop|~1|loop|loop_pixart_alpha_f32_inflight{1,4}{,_event_loop_gap}: the sampling loop at PixArt-α scale (README)"
   "emoji|~1|emoji|emoji_s_gpu_image_20step{,_f16}, emoji_s_fidelity_fp32 with WEBDIT_EMOJI_DATASET (README)"
   "ablation|~5|ablation|the default plugin matrix on the bundled model: PSNR/SSIM/cosine/fidelity, ms/step, bytes (5, 6, 7, 9)"
@@ -113,6 +114,22 @@ stamp="$logdir/.start"
 touch "$stamp"
 sleep 1 # results written in this second count as new
 
+# The WEBDIT_* knobs exported to the benches, as typed before the command (e.g. "WEBDIT_FLUX_DEPTH=1,2 "):
+# those that change what is measured; not the bookkeeping (commit, write, budget, folders, driver) nor
+# WEBDIT_BENCH_FILTER, which bench/results_file.ts commandLine() records itself.
+knobs() {
+  local v out=""
+  while IFS= read -r v; do
+    case "$v" in
+      WEBDIT_COMMIT | WEBDIT_BENCH_WRITE | WEBDIT_BENCH_PROTOCOL_ONLY | WEBDIT_BENCH_COMMAND | \
+        WEBDIT_BENCH_FILTER | WEBDIT_BENCH_DATE | WEBDIT_GPU_BUDGET_S | WEBDIT_LOG_DIR | \
+        WEBDIT_RESULTS_DIR | WEBDIT_GPU_DRIVER) continue ;;
+    esac
+    if [[ "${!v}" =~ ^[A-Za-z0-9_.,/:+=-]*$ ]]; then out+="$v=${!v} "; else out+="$v=$(printf '%q' "${!v}") "; fi
+  done < <(compgen -e | grep '^WEBDIT_' | sort)
+  printf '%s' "$out"
+}
+
 # Copies this invocation's new results files and logs to $OUT (flat, or one tarball past 8 files).
 collect() {
   [ -n "${OUT:-}" ] || return 0
@@ -165,7 +182,7 @@ run_part() {
       fi
       ;;
   esac
-  export WEBDIT_BENCH_COMMAND="bash bench/gpu_all.sh $part (= WEBDIT_BENCH_WRITE=1 $cmd)"
+  export WEBDIT_BENCH_COMMAND="$(knobs)bash bench/gpu_all.sh $part (= WEBDIT_BENCH_WRITE=1 $cmd)"
   echo "=== $part: $cmd ($(date -u +%H:%M:%S) UTC)"
   local t0=$SECONDS
   local left=$((deadline - SECONDS))

@@ -26,7 +26,7 @@
  * - center_mean_4096x1152, center_midrange_4096x1152 (ms): what activation centring
  *   (runtime/ops/act_center.ts) adds before the quantizer, the M rows as one sample: the
  *   centres, x − centre, and the centre's product with the W4 weight (qgemmA16, one row);
- * - gemm_w4a8_4096x1152x4608 (TOP/s): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
+ * - gemm_w4a8_4096x1152x4608 (TFLOP/s, 2·M·N·K): runtime/ops/qgemm.ts qgemmInt, uniform 4-bit weight
  *   (per row), fed by the hadamard kernel's codes; gemm_f32_4096x1152x4608 (TFLOP/s);
  * - the shares rotq / W4A8 GEMM (%) are in the results file's `extra.shares`.
  *
