@@ -15,6 +15,16 @@ import {
   writeResults,
 } from "./harness.ts";
 
+/** The header of the test results files. */
+const TEST_HEADER = {
+  device: "Test GPU",
+  adapter: "vulkan",
+  deno: Deno.version.deno,
+  commit: "abc1234",
+  date: "2026-11-27",
+  command: "deno bench",
+};
+
 Deno.test("median of odd, even and empty lists", () => {
   assertEquals(median([3, 1, 2]), 2);
   assertEquals(median([4, 1, 3, 2]), 2.5);
@@ -66,12 +76,7 @@ Deno.test("results files: json and md with every row", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const file: ResultsFile = {
-      device: "Test GPU",
-      adapter: "vulkan",
-      deno: Deno.version.deno,
-      commit: "abc1234",
-      date: "2026-11-27",
-      command: "deno bench",
+      ...TEST_HEADER,
       results: [
         { name: "gemm_f32_4096", value: 12.1, unit: "TFLOP/s", median_ms: 11.4, min_ms: 11.2 },
         { name: "x_ms", value: 3, unit: "ms", median_ms: 3, min_ms: 2.5, note: "n" },
@@ -241,12 +246,7 @@ Deno.test("results files: a failed case goes to extra.failed, not a null value",
       note: "failed: x",
     };
     const file: ResultsFile = {
-      device: "Test GPU",
-      adapter: "vulkan",
-      deno: Deno.version.deno,
-      commit: "abc1234",
-      date: "2026-11-27",
-      command: "deno bench",
+      ...TEST_HEADER,
       results: [ok, bad],
     };
     const paths = await writeResults("test-gpu", "x", file, dir);
@@ -266,12 +266,7 @@ Deno.test("results files: a non-finite value2 is omitted and the note says so", 
     const nan = { ...ok, name: "b_ms", value2: NaN, unit2: "× dense", note: "checked" };
     const inf = { ...ok, name: "c_ms", value2: Infinity };
     const file: ResultsFile = {
-      device: "Test GPU",
-      adapter: "vulkan",
-      deno: Deno.version.deno,
-      commit: "abc1234",
-      date: "2026-11-27",
-      command: "deno bench",
+      ...TEST_HEADER,
       results: [ok, nan, inf],
     };
     const paths = await writeResults("test-gpu", "x", file, dir);
@@ -332,12 +327,7 @@ Deno.test("writeResults: a bench's own markdown of the stored file", async () =>
   const dir = await Deno.makeTempDir();
   try {
     const file: ResultsFile = {
-      device: "Test GPU",
-      adapter: "vulkan",
-      deno: Deno.version.deno,
-      commit: "abc1234",
-      date: "2026-11-27",
-      command: "deno bench",
+      ...TEST_HEADER,
       results: [{ name: "a_ms", value: NaN, unit: "ms", median_ms: NaN, min_ms: NaN }],
     };
     const paths = await writeResults(
