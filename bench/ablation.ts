@@ -268,7 +268,11 @@ async function measure(run: Run, s: AblationSetting, ref?: SampleSet) {
   let attn: ParoSelfAttention | undefined;
   if (s.attention === "paro") {
     run.paro ??= await paroStats(run.rt, run.m, run.dir);
-    const plan = planParo(run.paro, { density: s.density!, bits: s.attn_bits as 8 | 4 | 16 });
+    const plan = planParo(run.paro, {
+      density: s.density!,
+      bits: s.attn_bits as 8 | 4 | 16,
+      ...(s.paro_alpha !== undefined ? { alpha: s.paro_alpha } : {}),
+    });
     pipe.transformer.selfAttention = attn = new ParoSelfAttention(run.rt, plan);
   } else if (s.attention !== "dense") {
     throw new RangeError(`attention "${s.attention}": the harness runs dense and paro`);

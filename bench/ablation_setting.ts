@@ -53,6 +53,8 @@ export interface AblationSetting {
   rotation_seed?: number;
   /** Outlier-aware greedy objective (quantize --greedy-objective); absent: rowmax. */
   greedy_objective?: "rowmax" | "range" | "absmax";
+  /** PARO's order-score α (quantize --paro-alpha); absent: 0.5. */
+  paro_alpha?: number;
   /** ARS threshold τ of the adaptive rotation (quantize --tau); absent: the default 1. */
   tau?: number;
   /** "error": ARS picks each layer's branch by measured error (quantize --ars-select error). */
@@ -108,6 +110,7 @@ export function settingKey(s: AblationSetting): string {
     (s.tau !== undefined ? `|tau-${s.tau}` : "") +
     (s.rotation_seed !== undefined ? `|rseed-${s.rotation_seed}` : "") +
     (s.greedy_objective ? `|greedy-${s.greedy_objective}` : "") +
+    (s.paro_alpha !== undefined ? `|paroalpha-${s.paro_alpha}` : "") +
     (s.ars_select ? `|ars-${s.ars_select}` : "") +
     (s.act_group ? `|actgroup-${s.act_group}` : "") +
     (s.act_asym ? "-asym" : "") +
@@ -153,7 +156,10 @@ export function settingLabel(s: AblationSetting): string {
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
-    parts.push(`${s.attention} ${s.density} ${bits}`);
+    parts.push(
+      `${s.attention} ${s.density} ${bits}` +
+        (s.paro_alpha !== undefined ? ` α ${s.paro_alpha}` : ""),
+    );
   }
   return parts.join(" ");
 }
@@ -174,6 +180,7 @@ const EXTRA_KEYS: string[] = [
   "tau",
   "rotation_seed",
   "greedy_objective",
+  "paro_alpha",
   "ars_select",
   "act_group",
   "act_asym",
@@ -365,6 +372,13 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     }
     s.rotation_seed = v;
   }
+  if (r.paro_alpha !== undefined) {
+    const v = r.paro_alpha;
+    if (typeof v !== "number" || !(v >= 0 && v <= 1)) {
+      fail(file, `${field}.paro_alpha`, `must be in [0, 1], got ${JSON.stringify(v)}`);
+    }
+    s.paro_alpha = v;
+  }
   if (r.greedy_objective !== undefined) {
     const v = r.greedy_objective;
     if (v !== "rowmax" && v !== "range" && v !== "absmax") {
@@ -466,8 +480,8 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     );
   }
   if (s.attention === "dense") {
-    if (s.density !== null || s.attn_bits !== null) {
-      fail(file, field, "dense attention takes no density or attn_bits");
+    if (s.density !== null || s.attn_bits !== null || s.paro_alpha !== undefined) {
+      fail(file, field, "dense attention takes no density, attn_bits or paro_alpha");
     }
   } else {
     s.density ??= 0.3;

@@ -54,10 +54,12 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
       { ...base, gptq: true, low_rank: 32, low_rank_fit: "svd" },
       { ...base, gptq: true, low_rank: 32 },
       { ...base, rotation: "outlier", greedy_objective: "range" },
+      { quantizer: "fp32", attention: "paro", density: 0.3, attn_bits: 8, paro_alpha: 0.9 },
     ],
   }, "m.json");
-  assertEquals(m.settings.length, 21);
-  assertEquals(new Set(m.settings.map(settingKey)).size, 21);
+  assertEquals(m.settings.length, 22);
+  assertEquals(new Set(m.settings.map(settingKey)).size, 22);
+  assertEquals(settingLabel(m.settings[21]), "fp32 paro 0.3 int8 α 0.9");
   assertEquals(settingKey(m.settings[20]), "uniform|8|8|outlier|dense|null|null|greedy-range");
   assertEquals(settingLabel(m.settings[20]), "uniform W8A8 greedy range outlier");
   // The branch's fit: named when given; the label says the default's (hessian with GPTQ).
@@ -227,6 +229,14 @@ Deno.test("matrix: bad fields are named", async () => {
         }],
       },
       "rows[0].greedy_objective must be rowmax, range or absmax",
+    ],
+    [
+      { rows: [{ quantizer: "fp32", paro_alpha: 0.5 }] },
+      "dense attention takes no density, attn_bits or paro_alpha",
+    ],
+    [
+      { rows: [{ quantizer: "fp32", attention: "paro", paro_alpha: 2 }] },
+      "rows[0].paro_alpha must be in [0, 1]",
     ],
     [
       {
