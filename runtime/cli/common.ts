@@ -44,16 +44,19 @@ export function parseCli<T extends ParseArgsOptionsConfig>(
 const NEGATIVE_NUMBER = /^-(\d|\.\d|Infinity$)/;
 
 /**
- * `--name -1` as `--name=-1` where `--name` takes a value: node:util's parseArgs would
+ * `--name -1` as `--name=-1` where `--name` takes a value (a short `-n -1` as its long
+ * `--name=-1`: parseArgs reads no `=` after a short option): node:util's parseArgs would
  * otherwise call "-1" an ambiguous option, so the value never reached its range check.
  */
 export function joinNegativeValues(args: string[], options: ParseArgsOptionsConfig): string[] {
-  const takesValue = (tok: string) => {
-    if (tok.startsWith("--")) return options[tok.slice(2)]?.type === "string";
-    if (/^-[^-]$/.test(tok)) {
-      return Object.values(options).some((o) => o.short === tok[1] && o.type === "string");
+  // The long option a value-taking token names, or undefined.
+  const valueOption = (tok: string): string | undefined => {
+    if (tok.startsWith("--")) {
+      return options[tok.slice(2)]?.type === "string" ? tok : undefined;
     }
-    return false;
+    if (!/^-[^-]$/.test(tok)) return undefined;
+    const long = Object.entries(options).find(([, o]) => o.short === tok[1] && o.type === "string");
+    return long ? `--${long[0]}` : undefined;
   };
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -63,8 +66,9 @@ export function joinNegativeValues(args: string[], options: ParseArgsOptionsConf
       break;
     }
     const next = args[i + 1];
-    if (next !== undefined && NEGATIVE_NUMBER.test(next) && takesValue(tok)) {
-      out.push(`${tok}=${next}`);
+    const long = next !== undefined && NEGATIVE_NUMBER.test(next) ? valueOption(tok) : undefined;
+    if (long) {
+      out.push(`${long}=${next}`);
       i++;
     } else {
       out.push(tok);

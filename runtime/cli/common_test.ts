@@ -17,7 +17,8 @@ const OPTS = {
 Deno.test("joinNegativeValues: a negative number after a value option is its value", () => {
   assertEquals(joinNegativeValues(["--seed", "-1", "--force"], OPTS), ["--seed=-1", "--force"]);
   assertEquals(joinNegativeValues(["--seed", "-0.5e3"], OPTS), ["--seed=-0.5e3"]);
-  assertEquals(joinNegativeValues(["-m", "-.5"], OPTS), ["-m=-.5"]);
+  assertEquals(joinNegativeValues(["-m", "-.5"], OPTS), ["--model=-.5"]);
+  assertEquals(parseCli(["-m", "-.5"], OPTS).values.model, "-.5");
   // Not after a flag, not a word, not past "--".
   assertEquals(joinNegativeValues(["--force", "-1"], OPTS), ["--force", "-1"]);
   assertEquals(joinNegativeValues(["--seed", "-x"], OPTS), ["--seed", "-x"]);
