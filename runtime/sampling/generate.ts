@@ -3,6 +3,8 @@
  * the sampler update, one submit, no read-back. The sampler computes in f32; an f16 model
  * gets casts at its input and output, and its latents are rounded to f16 at the start and
  * after every step, as diffusers' schedulers return `prev_sample.to(model_output.dtype)`.
+ * Unlike an f16 diffusers pipeline, the guidance combination and DPM-Solver's x₀ history
+ * stay f32 (diffusers forms them from f16 tensors).
  *
  * @module
  */
@@ -279,6 +281,7 @@ export async function sampleLoop(
         const raw32 = own(cast(rec, raw, "f32"));
         const eps = own(guideGpu(rec, raw32, layout, o.guidance, { shape: [B, C, H, W] }));
         next = o.sampler.step(rec, i, eps, x);
+        live.add(next); // the loop's from here: freed with the rest if what follows throws
         if (model.dtype === "f16") roundToF16(rec, next);
       } catch (e) {
         rec.discard();
@@ -286,7 +289,6 @@ export async function sampleLoop(
       } finally {
         for (const t of temps) t.release();
       }
-      live.add(next);
       // Deno's completion wait (onSubmittedWorkDone, mapAsync) blocks the thread until the
       // GPU is idle, then resolves ~10 ms later. So ask for the last step's here: the GPU ran
       // it while this step was recorded, and this one is not submitted yet.
@@ -328,6 +330,9 @@ export async function sampleLoop(
 /** Rounds the f32 tensor `x` to f16 values in place (a cast there and back). */
 function roundToF16(rec: Recorder, x: Tensor): void {
   const h = cast(rec, x, "f16");
-  cast(rec, h, "f32", x);
-  h.release();
+  try {
+    cast(rec, h, "f32", x);
+  } finally {
+    h.release();
+  }
 }
