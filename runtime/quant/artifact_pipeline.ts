@@ -171,7 +171,6 @@ async function loadFluxArtifact(
   }
 }
 
-/** The model's sampling defaults the artifact carries (its model_index.json), over `base`. */
 /** A PixArt artifact's stored scheduler config (its model folder's) as both samplers' configs. */
 function artifactVpSchedulers(a: Artifact): VpSchedulerConfigs {
   const text = a.file.metadata[META.schedulerConfig];
@@ -180,6 +179,7 @@ function artifactVpSchedulers(a: Artifact): VpSchedulerConfigs {
   return parseVpSchedulerConfig(parseJson(text, a.path, field), `${a.path} (${field})`);
 }
 
+/** The model's sampling defaults the artifact carries (its model_index.json), over `base`. */
 function artifactDefaults(a: Artifact, base: SamplingDefaults): SamplingDefaults {
   const text = a.file.metadata[META.modelIndex];
   if (text === undefined) return base; // made before artifacts carried them, or a model without one
