@@ -119,13 +119,9 @@ export function dpmTimesteps(
     return ts;
   }
   if (spacing === "trailing") {
-    const ts = npArange(last, 0, -T / steps).map((v) => roundHalfEven(v) - 1);
-    if (ts.length !== steps) {
-      throw new RangeError(
-        `dpm++2m: "trailing" spacing gives ${ts.length} timesteps below the clipped λ, not ${steps}`,
-      );
-    }
-    return ts;
+    // Below a clipped λ (L < T) this gives fewer than N; diffusers runs those (its
+    // num_inference_steps becomes len(timesteps)), and so does the plan.
+    return npArange(last, 0, -T / steps).map((v) => roundHalfEven(v) - 1);
   }
   throw new TypeError(`timestepSpacing must be linspace, leading or trailing, got ${spacing}`);
 }
@@ -182,16 +178,17 @@ export function dpmSolverPlan(steps: number, config: DpmSolverConfig = {}): DpmS
     config.stepsOffset ?? 0,
     last,
   );
-  const sigmas = new Float32Array(steps + 1);
+  const n = timesteps.length; // `steps`, or fewer: trailing spacing below a clipped λ
+  const sigmas = new Float32Array(n + 1);
   // np.interp at integer points returns the table entry; beyond the end, the last one.
   timesteps.forEach((t, i) => sigmas[i] = table[Math.min(Math.max(t, 0), T - 1)]);
-  sigmas[steps] = finalType === "zero" ? 0 : table[0];
+  sigmas[n] = finalType === "zero" ? 0 : table[0];
 
   const coefficients: DpmStepCoefficients[] = [];
-  for (let i = 0; i < steps; i++) {
-    const last = i === steps - 1;
+  for (let i = 0; i < n; i++) {
+    const last = i === n - 1;
     const lowerFinal = last &&
-      ((config.eulerAtFinal ?? false) || (lowerOrderFinal && steps < 15) || finalType === "zero");
+      ((config.eulerAtFinal ?? false) || (lowerOrderFinal && n < 15) || finalType === "zero");
     const o: 1 | 2 = order === 1 || i === 0 || lowerFinal ? 1 : 2;
     const [alphaT, sigmaT] = alphaSigma(sigmas[i + 1]);
     const [alphaS, sigmaS] = alphaSigma(sigmas[i]);

@@ -81,6 +81,10 @@ Deno.test("vp scheduler config: lambda_min_clipped shortens the schedule as diff
   assertEquals(timesteps(raw, "dpm++2m", 10), [876, 788, 701, 613, 526, 438, 350, 263, 175, 88]);
   // DDIM does not know the field.
   assertEquals(timesteps(raw, "ddim", 2), [500, 0]);
+  // Trailing spacing below the clipped λ gives fewer steps; diffusers runs them (numpy:
+  // np.arange(877, 0, -100).round() - 1).
+  const trailing = { ...raw, timestep_spacing: "trailing" };
+  assertEquals(timesteps(trailing, "dpm++2m", 10), [876, 776, 676, 576, 476, 376, 276, 176, 76]);
 });
 
 Deno.test("vp scheduler config: errors name the file and the field", () => {
