@@ -3,7 +3,7 @@
  * `error:` line, eval's and serve's checks before any work, and eval's --force.
  */
 import { assert, assertEquals } from "./assert.ts";
-import { outDirImagePaths } from "../runtime/eval/eval.ts";
+import { outDirImagePaths } from "../runtime/eval/eval_images.ts";
 import { type CliRun, runCli } from "./cli_helpers.ts";
 
 const FIXTURE = new URL("./fixtures/pixart_pixel", import.meta.url).pathname;
@@ -84,14 +84,14 @@ Deno.test("eval --out-dir/--grid: writes the listed files; again only with --for
   const dir = await Deno.makeTempDir({ prefix: "webdit_cli_eval_force_" });
   try {
     const prompts = `${dir}/p.txt`;
-    await Deno.writeTextFile(prompts, "red apple\nhappy face with smiling eyes\n");
+    const both = ["red apple", "happy face with smiling eyes", "red apple"]; // a repeat: own files
+    await Deno.writeTextFile(prompts, both.join("\n"));
     const args = [
       ...["eval", "--model", FIXTURE, "--prompts", prompts, "--steps", "1", "--seeds", "2"],
       ...["--fidelity", "off", "--out-dir", `${dir}/od`, "--grid", `${dir}/g.png`, "--json"],
     ];
     const r = await cli(args);
     assertEquals(r.code, 0, r.stderr);
-    const both = ["red apple", "happy face with smiling eyes"];
     const listed = outDirImagePaths(`${dir}/od`, both, [0, 1], false);
     const written = (await Array.fromAsync(Deno.readDir(`${dir}/od/model`)))
       .map((e) => `${dir}/od/model/${e.name}`);
@@ -100,7 +100,7 @@ Deno.test("eval --out-dir/--grid: writes the listed files; again only with --for
     assertError(await cli(args), 2, "pass --force to overwrite it or choose another --grid");
     const forced = await cli([...args, "--force"]);
     assertEquals(forced.code, 0, forced.stderr);
-    assertEquals(JSON.parse(forced.stdout.trim().split("\n").at(-1)!).images, 4);
+    assertEquals(JSON.parse(forced.stdout.trim().split("\n").at(-1)!).images, 6);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

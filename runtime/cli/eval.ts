@@ -10,9 +10,9 @@ import {
   DEFAULT_PROMPTS_FILE,
   evaluate,
   type EvaluateResult,
-  outDirImagePaths,
   parsePromptList,
 } from "../eval/eval.ts";
+import { outDirImagePaths } from "../eval/eval_images.ts";
 import type { FidelityResult } from "../eval/fidelity.ts";
 import { makeGrid, writePng } from "../io/png.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";

@@ -21,7 +21,7 @@
 import { join } from "node:path";
 import { FluxModel } from "../../plugins/models/flux.ts";
 import { type AdapterChoice, createRuntime, type Runtime } from "../gpu/device.ts";
-import { type Image, tensorToImage, writePng } from "../io/png.ts";
+import { type Image, tensorToImage } from "../io/png.ts";
 import { Prng } from "../io/prng.ts";
 import {
   DEFAULT_MODEL_DIR,
@@ -39,6 +39,7 @@ import {
   scoreImage,
   summarizeFidelity,
 } from "./fidelity.ts";
+import { writeImages } from "./eval_images.ts";
 import { cosine, psnr, ssim } from "./metrics.ts";
 
 /** The committed prompt list of `deno task eval`. */
@@ -372,41 +373,6 @@ function defaultsDiffer(
 
 function label(m: ModelSource): string {
   return typeof m === "string" ? m : m.path;
-}
-
-function slug(s: string): string {
-  return s.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "").slice(0, 40) || "image";
-}
-
-/** The file name of the image of prompt number `index` (`prompt`) and `seed` under outDir. */
-function imageName(index: number, prompt: string, seed: number): string {
-  return `${String(index).padStart(3, "0")}_${slug(prompt)}_s${seed}.png`;
-}
-
-/**
- * The files {@linkcode evaluate} writes under `outDir` for these prompts and seeds (pixel-space
- * models): `outDir/model/…` and, with a reference, `outDir/reference/…`; for checking them
- * before a run.
- */
-export function outDirImagePaths(
-  outDir: string,
-  prompts: readonly string[],
-  seeds: readonly number[],
-  reference: boolean,
-): string[] {
-  const pi = new Map(prompts.map((p, i) => [p, i]));
-  const names = prompts.flatMap((p) => seeds.map((seed) => imageName(pi.get(p)!, p, seed)));
-  return (reference ? ["model", "reference"] : ["model"])
-    .flatMap((sub) => names.map((n) => join(outDir, sub, n)));
-}
-
-async function writeImages(dir: string, set: SampleSet): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
-  const pi = new Map(set.prompts.map((p, i) => [p, i]));
-  for (const s of set.samples) {
-    if (!s.image) continue;
-    await writePng(join(dir, imageName(pi.get(s.prompt)!, s.prompt, s.seed)), s.image);
-  }
 }
 
 /**
