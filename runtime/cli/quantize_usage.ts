@@ -32,7 +32,8 @@ export const QUANTIZE_USAGE =
                           another seed is another, equally valid, plan)
   --greedy-objective O    outlier, adaptive: what the greedy rotation steps minimise: rowmax
                           (default: the calibration rows' mean squared max |v|), range
-                          (METHODS.md's max − min of each block) or absmax (max |v|)
+                          (max − min of the whole calibration matrix, its proxy row of
+                          per-channel extremes included: METHODS.md's) or absmax (max |v|)
   --attention A           dense (default) or paro
   --density F             paro: kept block density (0.5, 0.3, 0.2)
   --attn-bits B           paro: 8 or 4
