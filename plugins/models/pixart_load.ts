@@ -16,16 +16,27 @@ import { PixArtModel } from "./pixart.ts";
 
 /** One transformer block's layers and its modulation table. */
 export interface Block {
+  /** scale_shift_table [6, D]: the block's own shift/scale/gate, added to the timestep's. */
   table: Tensor;
+  /** Self-attention query (attn1.to_q). */
   q: Linear;
+  /** Self-attention key (attn1.to_k). */
   k: Linear;
+  /** Self-attention value (attn1.to_v). */
   v: Linear;
+  /** Self-attention output (attn1.to_out.0). */
   out: Linear;
+  /** Cross-attention query (attn2.to_q). */
   q2: Linear;
+  /** Cross-attention key over the caption (attn2.to_k). */
   k2: Linear;
+  /** Cross-attention value over the caption (attn2.to_v). */
   v2: Linear;
+  /** Cross-attention output (attn2.to_out.0). */
   out2: Linear;
+  /** Feed-forward up projection, GELU (tanh) after it (ff.net.0.proj). */
   ff1: Linear;
+  /** Feed-forward down projection (ff.net.2). */
   ff2: Linear;
 }
 
