@@ -322,6 +322,14 @@ export class Pipeline {
     if (guided && !emb.negative) emb = { ...emb, negative: await this.#ownNegative(B, L, Cc) };
     const encodeMs = performance.now() - t0;
 
+    const n = B * c.inChannels * H * W;
+    // Checked before any upload: a bad request leaves nothing behind.
+    let noise = req.latents;
+    if (noise && noise.length !== n) {
+      throw new RangeError(
+        `latents must hold [${B}, ${c.inChannels}, ${H}, ${W}] = ${n} values, got ${noise.length}`,
+      );
+    }
     // Conditioning: [uncond, cond] when guiding, as diffusers concatenates.
     const rows = guided ? 2 * B : B;
     const embeds = new Float32Array(rows * L * Cc);
@@ -350,13 +358,6 @@ export class Pipeline {
     await rec.submit();
     embT.release();
 
-    const n = B * c.inChannels * H * W;
-    let noise = req.latents;
-    if (noise && noise.length !== n) {
-      throw new RangeError(
-        `latents must hold [${B}, ${c.inChannels}, ${H}, ${W}] = ${n} values, got ${noise.length}`,
-      );
-    }
     noise ??= new Prng(req.seed ?? 0).normals(n);
     const lat = uploadTensor(rt, noise, [B, c.inChannels, H, W]);
     const model = this.transformer;

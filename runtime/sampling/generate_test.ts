@@ -216,6 +216,29 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "pipeline: latents of the wrong length are refused before any upload, leaving no buffer",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const pipe = await loadPipeline(rt, { path: `${FIXTURES}${NAME}` });
+      try {
+        const req = await request();
+        await pipe.generate({ ...req, steps: 1 }); // warm: the pool's own buffers exist
+        const before = rt.pool.liveBytes;
+        await assertRejects(
+          () => pipe.generate({ ...req, latents: req.latents!.subarray(1) }),
+          RangeError,
+          "latents must hold",
+        );
+        assertEquals(rt.pool.liveBytes, before);
+      } finally {
+        pipe.release();
+      }
+    });
+  },
+);
+
 Deno.test("stepTimeEstimate: own entry, else the nearest batch size's as a lower bound", () => {
   const t = new Map([["2x4x8x8", 100], ["8x4x8x8", 300], ["4x4x16x16", 999]]);
   assertEquals(stepTimeEstimate(t, "2x4x8x8"), 100); // its own
