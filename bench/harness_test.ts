@@ -56,6 +56,9 @@ Deno.test("gpuDriver: WEBDIT_GPU_DRIVER, else nvidia-smi's on NVIDIA devices onl
     assertEquals(gpuDriver("NVIDIA H200", () => undefined), undefined);
     Deno.env.set("WEBDIT_GPU_DRIVER", "NVIDIA 1.2");
     assertEquals(gpuDriver("NVIDIA H200", smi), "NVIDIA 1.2");
+    // A host-CPU run used no GPU: the machine's GPU driver is not its.
+    assertEquals(gpuDriver("host CPU (x86_64)", smi), undefined);
+    assertEquals(resultsHeader("host CPU (x86_64)", "c", "x").driver, undefined);
   } finally {
     if (before === undefined) Deno.env.delete("WEBDIT_GPU_DRIVER");
     else Deno.env.set("WEBDIT_GPU_DRIVER", before);

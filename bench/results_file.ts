@@ -143,12 +143,19 @@ export function nvidiaSmiDriver(): string | undefined {
 
 let smiDriver: { v: string | undefined } | undefined;
 
+/** Whether `device` is the host CPU ("host CPU (<model>)": a run with no GPU in it). */
+export function isHostCpu(device: string): boolean {
+  return /^host CPU\b/.test(device);
+}
+
 /**
- * The GPU driver of a run on `device`: WEBDIT_GPU_DRIVER where set (bench/gpu_all.sh sets it),
- * else on an NVIDIA device "NVIDIA <version>" from `nvidia-smi` as gpu_all.sh writes it (asked
- * once per process), else undefined. `smi` replaces the nvidia-smi query (tests).
+ * The GPU driver of a run on `device`: none on the host CPU ({@linkcode isHostCpu}: its run
+ * used no GPU, whatever the machine has), else WEBDIT_GPU_DRIVER where set (bench/gpu_all.sh
+ * sets it), else on an NVIDIA device "NVIDIA <version>" from `nvidia-smi` as gpu_all.sh writes
+ * it (asked once per process), else undefined. `smi` replaces the nvidia-smi query (tests).
  */
 export function gpuDriver(device: string, smi?: () => string | undefined): string | undefined {
+  if (isHostCpu(device)) return undefined;
   const env = Deno.env.get("WEBDIT_GPU_DRIVER");
   if (env) return env;
   if (!/nvidia/i.test(device)) return undefined;

@@ -30,9 +30,17 @@ def git_commit():
         return "unknown"
 
 
+def is_host_cpu(device):
+    """Whether `device` is the host CPU ("host CPU (<model>)", results_file.ts isHostCpu)."""
+    return re.match(r"host CPU\b", device) is not None
+
+
 def gpu_driver(device):
-    """WEBDIT_GPU_DRIVER, else on an NVIDIA device "NVIDIA <version>" from nvidia-smi (as
+    """None on the host CPU (its run used no GPU, whatever the machine has), else
+    WEBDIT_GPU_DRIVER, else on an NVIDIA device "NVIDIA <version>" from nvidia-smi (as
     bench/gpu_all.sh writes it), else None."""
+    if is_host_cpu(device):
+        return None
     env = os.environ.get("WEBDIT_GPU_DRIVER")
     if env:
         return env
@@ -124,6 +132,7 @@ if __name__ == "__main__":
     os.environ.pop("WEBDIT_GPU_DRIVER", None)
     assert gpu_driver("host CPU (x)") is None
     os.environ["WEBDIT_GPU_DRIVER"] = "NVIDIA 1.2"
+    assert gpu_driver("host CPU (x)") is None and "driver" not in results_header("host CPU (x)", "a", "c")
     h = results_header("NVIDIA H200", "pytorch-cuda", "python3 x", commit="abc1234", date="2026-11-29")
     assert h == {"device": "NVIDIA H200", "adapter": "pytorch-cuda", "commit": "abc1234", "date": "2026-11-29",
                  "command": "python3 x", "driver": "NVIDIA 1.2"}, h
