@@ -13,6 +13,7 @@ import {
   timeGpu,
   withoutBadValue2,
   writeResults,
+  writeResultsAt,
 } from "./harness.ts";
 
 /** The header of the test results files. */
@@ -355,4 +356,20 @@ Deno.test("estimateRow: an extrapolation has no timing of its own and says so", 
     min_ms: 0,
     note: "estimate from the rows above; not measured (no median/min)",
   });
+});
+
+Deno.test("writeResultsAt: a base without a folder writes in the current one", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_results_at_" });
+  const cwd = Deno.cwd();
+  try {
+    Deno.chdir(dir);
+    const file = { ...TEST_HEADER, results: [] };
+    assertEquals(await writeResultsAt("x", file, () => "md\n"), { json: "x.json", md: "x.md" });
+    const names = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+    assertEquals(names, ["x.json", "x.md"]);
+    assertEquals(JSON.parse(await Deno.readTextFile(`${dir}/x.json`)).commit, "abc1234");
+  } finally {
+    Deno.chdir(cwd);
+    await Deno.remove(dir, { recursive: true });
+  }
 });

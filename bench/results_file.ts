@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 
 /** One result row of a results file. */
 export interface BenchResult {
@@ -298,7 +299,7 @@ export async function writeResultsAt<F extends ResultsLike>(
   markdown: (stored: F) => string,
 ): Promise<{ json: string; md: string }> {
   const stored = storedResults(file);
-  await Deno.mkdir(base.replace(/\/[^/]*$/, "") || ".", { recursive: true });
+  await Deno.mkdir(dirname(base), { recursive: true });
   await Deno.writeTextFile(`${base}.json`, JSON.stringify(stored, null, 2) + "\n");
   await Deno.writeTextFile(`${base}.md`, markdown(stored));
   return { json: `${base}.json`, md: `${base}.md` };
