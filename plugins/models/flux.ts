@@ -27,6 +27,7 @@ import { concat, slice } from "../../runtime/ops/patch.ts";
 import { rope } from "../../runtime/ops/rope.ts";
 import { fluxPositionIds, ropeFreqs } from "../../runtime/reference/rope.ts";
 import type { FluxConfig } from "./flux_config.ts";
+import { times1000 } from "./flux_time.ts";
 import { type AttentionContext, type SelfAttention, sinusoid } from "./dit_common.ts";
 import type { DoubleBlock, SingleBlock } from "./flux_load.ts";
 import type { ModelPlugin } from "../types.ts";
@@ -76,21 +77,6 @@ interface Dims {
   freqs: Tensor;
   /** The batch is a CFG pair (passed to the linears beside their rows per sample). */
   cfgPair: boolean;
-}
-
-/**
- * The product `v·1000` diffusers' forward applies to timestep and guidance, in the model's
- * dtype as torch computes `v.to(dtype) * 1000` (an f16 product is formed in f32, then rounded).
- */
-export function times1000(v: number, dtype: "f32" | "f16"): number {
-  if (dtype === "f32") return Math.fround(Math.fround(v) * 1000);
-  return Math.f16round(Math.fround(Math.f16round(v) * 1000));
-}
-
-/** What FluxPipeline passes the transformer for scheduler time t: `t.to(dtype) / 1000`. */
-export function fluxModelTime(t: number, dtype: "f32" | "f16"): number {
-  if (dtype === "f32") return Math.fround(t / 1000);
-  return Math.f16round(Math.fround(Math.f16round(t) / 1000));
 }
 
 /** A loaded FLUX transformer. */

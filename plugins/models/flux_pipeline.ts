@@ -23,7 +23,8 @@ import {
   fluxSigmas,
 } from "../../runtime/sampling/flow_euler.ts";
 import { type Denoiser, sampleLoop } from "../../runtime/sampling/generate.ts";
-import { type FluxModel, fluxModelTime } from "./flux.ts";
+import type { FluxModel } from "./flux.ts";
+import { fluxModelTime } from "./flux_time.ts";
 
 /** Default latent height and width: 128 (1024 px through the VAE's factor 8). */
 export const FLUX_DEFAULT_LATENT_SIZE = 128;
