@@ -7,6 +7,7 @@ only. These runs use no Deno, so their header has no `deno` field (rather than a
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -113,17 +114,72 @@ def results_markdown(doc, text=""):
         v2 = f" ({fmt(r['value2'])} {r.get('unit2', '')})" if "value2" in r else ""
         lines.append(f"| {r['name']} | {fmt(r['value'])}{v2} | {r['unit']} | {fmt(r['median_ms'])} | "
                      f"{fmt(r['min_ms'])} | {r.get('note', '')} |")
+    for f in (doc.get("extra") or {}).get("failed", []):
+        lines.append(f"| {f['name']} | — | | | | {f['note']} |")
     return "\n".join(lines) + "\n" + (f"\n{text.rstrip()}\n" if text else "")
 
 
+def _finite(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _nulled(v, where, notes):
+    """`v` with every non-finite float replaced by None, each noted in `notes` by its place."""
+    if isinstance(v, float) and not math.isfinite(v):
+        notes.append(f"{where}: {v}")
+        return None
+    if isinstance(v, dict):
+        return {k: _nulled(x, f"{where}.{k}" if where else str(k), notes) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_nulled(x, f"{where}[{i}]", notes) for i, x in enumerate(v)]
+    return v
+
+
+def stored_results(doc):
+    """`doc` as the results format stores it (results_file.ts storedResults): JSON has no
+    NaN or infinity, so a row whose value is not finite (an infinite PSNR: identical images)
+    goes to extra["failed"] with its note and value, a non-finite value2 is dropped (the note
+    says so), and any other non-finite number (a per-image PSNR under extra) becomes null,
+    extra["non_finite"] listing where and what it was."""
+    results = doc.get("results", [])
+    failed = [{"name": r["name"], "unit": r["unit"],
+               "note": "; ".join(x for x in [r.get("note"), f"value {r['value']} not stored"] if x)}
+              for r in results if not _finite(r["value"])]
+    rows = []
+    for r in results:
+        if not _finite(r["value"]):
+            continue
+        if "value2" in r and not _finite(r["value2"]):
+            unit2 = f" ({r['unit2']})" if r.get("unit2") else ""
+            why = f"no value2{unit2}: {r['value2']} omitted"
+            r = {k: v for k, v in r.items() if k not in ("value2", "unit2")}
+            r["note"] = f"{r['note']}; {why}" if r.get("note") else why
+        rows.append(r)
+    out = {**doc, "results": rows} if "results" in doc else dict(doc)
+    extra = dict(out.get("extra") or {})
+    if failed:
+        extra["failed"] = [*extra.get("failed", []), *failed]
+    notes = []
+    extra = _nulled(extra, "", notes)
+    if notes:
+        extra["non_finite"] = [*extra.get("non_finite", []), *notes]
+    if extra or "extra" in out:
+        out["extra"] = extra
+    return out
+
+
 def write_results(path, doc, text=""):
-    """Writes `path` (a .json) and the .md table beside it; returns the .md's path."""
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=2, allow_nan=False)
-        f.write("\n")
+    """Writes `path` (a .json: stored_results of `doc`) and the .md table beside it; returns
+    the .md's path. Both texts are made before either file is opened, so a document that
+    cannot be stored leaves no empty file."""
+    stored = stored_results(doc)
+    body = json.dumps(stored, indent=2, allow_nan=False) + "\n"
+    md_text = results_markdown(stored, text)
     md = re.sub(r"\.json$", "", path) + ".md"
+    with open(path, "w") as f:
+        f.write(body)
     with open(md, "w") as f:
-        f.write(results_markdown(doc, text))
+        f.write(md_text)
     return md
 
 
@@ -147,4 +203,29 @@ if __name__ == "__main__":
         assert "| probe_w4a8 | 31.2 | dB | 0 | 0 | PSNR min 29 |" in text, text
         assert "driver NVIDIA 1.2" in text and text.endswith("\nnotes\n"), text
         assert json.load(open(os.path.join(d, "2026-11-29_x.json"))) == doc
+        # An infinite PSNR (identical images): the row goes to extra.failed, per-image values
+        # become null with a note, value2 inf is dropped; nothing raises, no empty file.
+        inf = float("inf")
+        bad = {**h, "results": [figure_row("probe_same", inf, "dB", "mean PSNR"),
+                                {**figure_row("probe_ok", 30.0, "dB"), "value2": inf, "unit2": "x"}],
+               "extra": {"rows": {"probe_same": {"psnr_min": inf, "psnr_images": [inf, 31.5]}}}}
+        path = os.path.join(d, "2026-11-29_inf.json")
+        md = write_results(path, bad)
+        got = json.load(open(path))
+        assert [r["name"] for r in got["results"]] == ["probe_ok"], got
+        assert got["results"][0]["note"] == "no value2 (x): inf omitted" and "value2" not in got["results"][0]
+        assert got["extra"]["failed"] == [{"name": "probe_same", "unit": "dB",
+                                           "note": "mean PSNR; value inf not stored"}], got
+        assert got["extra"]["rows"]["probe_same"] == {"psnr_min": None, "psnr_images": [None, 31.5]}, got
+        assert got["extra"]["non_finite"] == ["rows.probe_same.psnr_min: inf",
+                                              "rows.probe_same.psnr_images[0]: inf"], got
+        assert "| probe_same | — | | | | mean PSNR; value inf not stored |" in open(md).read()
+        assert bad["results"][0]["value"] == inf  # the caller's document is left as it was
+        # A document JSON cannot hold at all leaves no file behind.
+        try:
+            write_results(os.path.join(d, "2026-11-29_obj.json"), {**doc, "extra": {"x": object()}})
+            raise AssertionError("expected a TypeError")
+        except TypeError:
+            pass
+        assert not os.path.exists(os.path.join(d, "2026-11-29_obj.json"))
     print("ok")
