@@ -119,6 +119,30 @@ Deno.test("server checks: a batch failing before its first step runs each job al
   assertEquals(rs[2].timings.batchRequests, 1);
 });
 
+Deno.test("server checks: a batch failing after a step was reported fails its jobs, once", async () => {
+  const log: StubLog = { calls: [], steps: 0 };
+  const pipe: Pipeline = stubPipeline(2, log);
+  const run = pipe.generate.bind(pipe);
+  pipe.generate = (req: GenerateRequest) => {
+    if (req.prompts?.length === 1) return run(req);
+    return run({
+      ...req,
+      onStep: async (s) => {
+        await req.onStep?.(s);
+        throw new RangeError("the GPU failed after step 1");
+      },
+    });
+  };
+  const e = stubEntry("m", pipe);
+  const q = new GpuQueue({ maxQueue: 8, maxBatchImages: 8 });
+  const first = q.enqueue(job(e, { seed: 9 }));
+  const jobs = [1, 2, 3].map((seed) => q.enqueue(job(e, { seed })));
+  await first;
+  for (const j of jobs) await assertRejects(() => j, RangeError, "after step 1");
+  assertEquals(log.calls.length, 2, "the batch was not run again job by job");
+  assertEquals(log.calls[1].prompts.length, 3);
+});
+
 Deno.test("server checks: the sampler is checked against the model's own", gpuTest, async () => {
   await withRuntime(async (rt) => {
     const pixel = await pixelEntry(rt);
