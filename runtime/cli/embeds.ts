@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { openSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
 import type { CaptionEmbeds } from "../pipeline.ts";
 import { info, UsageError } from "./common.ts";
@@ -173,15 +174,58 @@ async function readPooledInto(f: SafetensorsFile, path: string, out: CaptionEmbe
   }
 }
 
-/** Reads pooled_prompt_embeds (+ negative) from a separate file into `out`. */
-export async function readPooled(path: string, out: CaptionEmbeds): Promise<void> {
+/**
+ * Reads pooled_prompt_embeds (+ negative) from a separate file into `out`. Its other tensors
+ * are named in a warning, except those in `alsoUsed` (read from the same file by another
+ * reader: the caption embeddings' or the latents').
+ */
+export async function readPooled(
+  path: string,
+  out: CaptionEmbeds,
+  alsoUsed: readonly string[] = [],
+): Promise<void> {
   const f = await openSafetensors(path);
   try {
-    warnUnused(f, path, POOLED_TENSORS);
+    warnUnused(f, path, [...POOLED_TENSORS, ...alsoUsed]);
     await readPooledInto(f, path, out);
   } finally {
     f.close();
   }
+}
+
+/** What `generate` reads from its input files (--caption-embeds, --pooled-embeds, --latents). */
+export interface GenerateInputs {
+  /** The caption embeddings, with the --pooled-embeds file's pooled embeddings in them. */
+  captionEmbeds?: CaptionEmbeds;
+  /** The initial noise [B, C, H, W]. */
+  latents?: { data: Float32Array; shape: number[] };
+}
+
+/**
+ * Reads `generate`'s input files. One file may be given to several flags (a reference run's
+ * record holds embeddings, pooled embeddings and latents): the tensors one flag reads are then
+ * not named in another's "ignoring" warning, and a file is warned about once.
+ */
+export async function readGenerateInputs(files: {
+  captionEmbeds?: string;
+  pooledEmbeds?: string;
+  latents?: string;
+}): Promise<GenerateInputs> {
+  const same = (a?: string, b?: string) =>
+    a !== undefined && b !== undefined && resolve(a) === resolve(b);
+  const { captionEmbeds: ce, pooledEmbeds: pe, latents: lat } = files;
+  const latentNames = (p: string) => same(p, lat) ? ["latents"] : [];
+  const captionEmbeds = ce !== undefined ? await readCaptionEmbeds(ce, latentNames(ce)) : undefined;
+  if (pe !== undefined) {
+    if (!captionEmbeds) throw new UsageError("--pooled-embeds needs --caption-embeds");
+    if (!same(pe, ce)) await readPooled(pe, captionEmbeds, latentNames(pe));
+    // The caption reader read (and checked) the file's pooled embeddings, and named the rest.
+    else if (!captionEmbeds.pooled) {
+      throw new UsageError(`${pe}: missing tensor "pooled_prompt_embeds"`);
+    }
+  }
+  const latents = lat !== undefined ? await readLatents(lat) : undefined;
+  return { captionEmbeds, latents };
 }
 
 /**

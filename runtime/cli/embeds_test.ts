@@ -1,7 +1,12 @@
 import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import { type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { UsageError } from "./common.ts";
-import { readCalibrationEmbeds, readCaptionEmbeds, readLatents } from "./embeds.ts";
+import {
+  readCalibrationEmbeds,
+  readCaptionEmbeds,
+  readGenerateInputs,
+  readLatents,
+} from "./embeds.ts";
 
 /** An F32 tensor of `shape` filled with `fill`. */
 function f32(shape: number[], fill = 0.5): TensorToWrite {
@@ -132,4 +137,52 @@ Deno.test("readLatents: NaN/Inf, integer dtypes and empty shapes are refused nam
     assertEquals(l.shape, [1, 3, 4, 4]);
     assertEquals(l.data.length, 48);
   });
+});
+
+Deno.test("readGenerateInputs: one file given to several flags warns only of what none reads", async () => {
+  const record = {
+    prompt_embeds: f32([2, 4, 8]),
+    pooled_prompt_embeds: f32([2, 6], 0.25),
+    latents: f32([2, 3, 4, 4]),
+  };
+  await withFile(record, async (p) => {
+    let r: Awaited<ReturnType<typeof readGenerateInputs>> | undefined;
+    const all = {
+      captionEmbeds: p,
+      pooledEmbeds: p,
+      latents: p.replace(/\/in\.safetensors$/, "/./in.safetensors"),
+    };
+    assertEquals(await captureStderr(async () => r = await readGenerateInputs(all)), "");
+    assertEquals([r!.captionEmbeds!.pooled!.length, r!.latents!.shape[0]], [12, 2]);
+    // --caption-embeds and --pooled-embeds the same file, without --latents: one warning,
+    // naming only its latents.
+    const err = await captureStderr(() =>
+      readGenerateInputs({ captionEmbeds: p, pooledEmbeds: p })
+    );
+    assertEquals(
+      err,
+      `warning: ${p}: ignoring tensor "latents" (read: prompt_embeds, pooled_prompt_embeds)`,
+    );
+  });
+  await withFile({ prompt_embeds: f32([1, 4, 8]) }, async (p) => {
+    await assertRejects(
+      () => readGenerateInputs({ captionEmbeds: p, pooledEmbeds: p }),
+      UsageError,
+      `${p}: missing tensor "pooled_prompt_embeds"`,
+    );
+  });
+  // A separate pooled file's other tensors are still named.
+  await withFile({ pooled_prompt_embeds: f32([1, 6]), extra: f32([1]) }, async (pooled) => {
+    await withFile({ prompt_embeds: f32([1, 4, 8]) }, async (ce) => {
+      const err = await captureStderr(() =>
+        readGenerateInputs({ captionEmbeds: ce, pooledEmbeds: pooled })
+      );
+      assert(err.includes(`${pooled}: ignoring tensor "extra"`), err);
+    });
+  });
+  await assertRejects(
+    () => readGenerateInputs({ pooledEmbeds: "x.safetensors" }),
+    UsageError,
+    "--pooled-embeds needs --caption-embeds",
+  );
 });

@@ -4,12 +4,11 @@
  *
  * @module
  */
-import { resolve } from "node:path";
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { tensorToImage, writePng } from "../io/png.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { loadPipeline, type Pipeline, type SamplerName, SAMPLERS } from "../pipeline.ts";
-import { readCaptionEmbeds, readLatents, readPooled } from "./embeds.ts";
+import { readGenerateInputs } from "./embeds.ts";
 import { FluxModel } from "../../plugins/models/flux.ts";
 import { byKernel, formatKernelTimes } from "../gpu/launch_times.ts";
 import {
@@ -210,16 +209,12 @@ export async function generate(args: string[]): Promise<number> {
     throw new UsageError("--out must name a .png file");
   }
 
-  const ce = v["caption-embeds"];
-  // One file may hold both (a reference run's record): its "latents" are then read too.
-  const sameFile = ce !== undefined && v.latents !== undefined &&
-    resolve(ce) === resolve(v.latents);
-  const captionEmbeds = ce ? await readCaptionEmbeds(ce, sameFile ? ["latents"] : []) : undefined;
-  if (v["pooled-embeds"]) {
-    if (!captionEmbeds) throw new UsageError("--pooled-embeds needs --caption-embeds");
-    await readPooled(v["pooled-embeds"], captionEmbeds);
-  }
-  const latents = v.latents ? await readLatents(v.latents) : undefined;
+  // One file may hold several of them (a reference run's record).
+  const { captionEmbeds, latents } = await readGenerateInputs({
+    captionEmbeds: v["caption-embeds"],
+    pooledEmbeds: v["pooled-embeds"],
+    latents: v.latents,
+  });
   const B = batchOf(nArg, latents && [v.latents!, latents.shape[0]], captionEmbeds?.shape[0]);
   // Every output is checked before any work: the images (named when --out is given; the
   // default names, in the current folder, once the model says it makes images).
