@@ -14,6 +14,15 @@ import {
   type LowRankOverride,
 } from "../runtime/quant/plan.ts";
 import { CENTER_MODES, type CenterMode } from "../runtime/reference/act_center.ts";
+import { DEFAULT_OBJECTIVE } from "../plugins/rotations/outlier_aware.ts";
+
+/** PARO's order-score α when none is given (runtime/quant/paro_plan.ts). */
+const DEFAULT_PARO_ALPHA = 0.5;
+/** Defaults written out (rows stored before parseSetting dropped them) count as left out. */
+const ownGreedy = (s: AblationSetting) =>
+  s.greedy_objective !== DEFAULT_OBJECTIVE ? s.greedy_objective : undefined;
+const ownParoAlpha = (s: AblationSetting) =>
+  s.paro_alpha !== DEFAULT_PARO_ALPHA ? s.paro_alpha : undefined;
 
 /** One setting of the matrix (the key of an ablation row, BENCHMARKS.md's names). */
 export interface AblationSetting {
@@ -109,8 +118,8 @@ export function settingKey(s: AblationSetting): string {
     (s.smooth === false ? "|nosmooth" : "") +
     (s.tau !== undefined ? `|tau-${s.tau}` : "") +
     (s.rotation_seed !== undefined ? `|rseed-${s.rotation_seed}` : "") +
-    (s.greedy_objective ? `|greedy-${s.greedy_objective}` : "") +
-    (s.paro_alpha !== undefined ? `|paroalpha-${s.paro_alpha}` : "") +
+    (ownGreedy(s) ? `|greedy-${ownGreedy(s)}` : "") +
+    (ownParoAlpha(s) !== undefined ? `|paroalpha-${ownParoAlpha(s)}` : "") +
     (s.ars_select ? `|ars-${s.ars_select}` : "") +
     (s.act_group ? `|actgroup-${s.act_group}` : "") +
     (s.act_asym ? "-asym" : "") +
@@ -144,7 +153,7 @@ export function settingLabel(s: AblationSetting): string {
   if (s.smooth === false) parts[0] += " unsmoothed";
   if (s.tau !== undefined) parts[0] += ` τ ${s.tau}`;
   if (s.rotation_seed !== undefined) parts[0] += ` rotation seed ${s.rotation_seed}`;
-  if (s.greedy_objective) parts[0] += ` greedy ${s.greedy_objective}`;
+  if (ownGreedy(s)) parts[0] += ` greedy ${ownGreedy(s)}`;
   if (s.ars_select) parts[0] += ` ARS by ${s.ars_select}`;
   if (s.act_group) parts[0] += ` act groups ${s.act_group}${s.act_asym ? " asym" : ""}`;
   if (s.cfg_delta) parts[0] += " CFG delta";
@@ -156,10 +165,8 @@ export function settingLabel(s: AblationSetting): string {
   if (s.rotation !== "none") parts.push(s.rotation);
   if (s.attention !== "dense") {
     const bits = s.attn_bits === 16 ? "float" : `int${s.attn_bits}`;
-    parts.push(
-      `${s.attention} ${s.density} ${bits}` +
-        (s.paro_alpha !== undefined ? ` α ${s.paro_alpha}` : ""),
-    );
+    const a = ownParoAlpha(s);
+    parts.push(`${s.attention} ${s.density} ${bits}${a !== undefined ? ` α ${a}` : ""}`);
   }
   return parts.join(" ");
 }
@@ -487,5 +494,8 @@ export function parseSetting(file: string, field: string, raw: unknown): Ablatio
     s.density ??= 0.3;
     s.attn_bits ??= 8;
   }
+  // Checked as given; written out, a default is the run that leaves it out.
+  if (s.greedy_objective === DEFAULT_OBJECTIVE) delete s.greedy_objective;
+  if (s.paro_alpha === DEFAULT_PARO_ALPHA) delete s.paro_alpha;
   return s;
 }

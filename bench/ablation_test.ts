@@ -107,6 +107,46 @@ Deno.test("matrix: gptq and abits_override rows are their own settings", async (
   assertEquals(m.settings[3].abits_override, over);
 });
 
+Deno.test("matrix: a default written out (greedy rowmax, PARO α 0.5) is the row without it", async () => {
+  const outlier = { quantizer: "tlq", wbits: 4, abits: 8, rotation: "outlier" };
+  const paro = { quantizer: "fp32", attention: "paro", density: 0.3 };
+  const m = await parseMatrix({
+    prompts: ["red apple"],
+    rows: [
+      outlier,
+      { ...outlier, greedy_objective: "rowmax" },
+      paro,
+      { ...paro, paro_alpha: 0.5 },
+      { ...paro, paro_alpha: 0.25 },
+    ],
+  }, "m.json");
+  // Reference, outlier, paro, paro α 0.25: the written-out defaults were dropped as repeats.
+  assertEquals(m.settings.map(settingLabel), [
+    "fp32",
+    "tlq W4A8 outlier",
+    "fp32 paro 0.3 int8",
+    "fp32 paro 0.3 int8 α 0.25",
+  ]);
+  assertEquals([m.settings[1].greedy_objective, m.settings[2].paro_alpha], [undefined, undefined]);
+  // A row stored with the default written out keys and reads as the row without it.
+  const stored = { ...m.settings[1], greedy_objective: "rowmax" as const };
+  assertEquals([settingKey(stored), settingLabel(stored)], [
+    settingKey(m.settings[1]),
+    "tlq W4A8 outlier",
+  ]);
+  assertEquals(settingKey({ ...m.settings[2], paro_alpha: 0.5 }), settingKey(m.settings[2]));
+  // Still checked as given.
+  await assertRejects(
+    () =>
+      parseMatrix({
+        prompts: ["a"],
+        rows: [{ ...outlier, rotation: "hadamard", greedy_objective: "rowmax" }],
+      }, "m.json"),
+    RangeError,
+    "rows[0].greedy_objective needs rotation outlier or adaptive",
+  );
+});
+
 Deno.test("matrix: the default prompt count skips calibration prompts", async () => {
   const m = await parseMatrix({ prompts: 3 }, "m.json");
   assertEquals(m.prompts.length, 3);
