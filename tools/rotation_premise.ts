@@ -334,7 +334,7 @@ if (import.meta.main) {
         "ratio = max / median of the per-channel absmax of a layer's input over all calibration tokens, prompts and timesteps; " +
         "over10x/over100x = channels above 10× / 100× that median; J = RMS of the input; branches = ARS (τ = 1) for block linears. " +
         "err_aN_<variant> = mean over the type's layers of ‖(Q(X·T) − X·T)·W'ᵀ‖ / ‖X·Wᵀ + b‖ with per-token AN quantization on the calibration sample rows (weights exact); " +
-        "variants smooth with α = 0.5 unless _nosmooth; outlier minimises max |v| in its greedy passes, outlier_range max − min (METHODS.md). Statistics do not depend on the adapter.",
+        "variants smooth with α = 0.5 unless _nosmooth; outlier's greedy passes minimise the default objective rowmax (the mean over the sample rows of their squared max |v|), outlier_range's max − min (METHODS.md). Statistics do not depend on the adapter.",
       runs,
       summary,
       layers: rows,
