@@ -53,6 +53,13 @@ Deno.test("serve: a busy --port or an unknown --host fails before loading a mode
   assertError(h, 2, "--host 999.1.1.1: failed to lookup address information", "loaded");
 });
 
+Deno.test("serve: a --sampler a served model cannot run is a usage error naming it", async () => {
+  const r = await cli(["serve", "--model", FIXTURE, "--sampler", "flow-euler", "--port", "0"]);
+  assertError(r, 2, "--sampler flow-euler: model ", "listening");
+  assert(r.stderr.includes("samples with dpm++2m or ddim"), r.stderr);
+  assert(!r.stderr.includes("warm"), `warmed up first: ${r.stderr}`);
+});
+
 Deno.test("eval: bad inputs and outputs are usage errors before sampling", async () => {
   const dir = await Deno.makeTempDir({ prefix: "webdit_cli_eval_use_" });
   try {

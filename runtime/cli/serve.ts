@@ -9,6 +9,7 @@ import { createDefaultRegistry } from "../builtins.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
 import { createApp } from "../server/app.ts";
 import { DEFAULT_LIMITS } from "../server/schemas.ts";
+import { modelSamplers } from "../server/checks.ts";
 import { loadEntry, ModelCatalog, type ModelEntry } from "../server/models.ts";
 import { warmUp } from "../server/warmup.ts";
 import { WebditError } from "../errors.ts";
@@ -32,7 +33,8 @@ export const SERVE_USAGE = `deno task serve [options]
   --max-batch N           images per micro-batch; 1 turns batching off (default 16)
   --timeout S             per-request time limit in seconds (default 300)
   --steps N               default sampler steps (default: each model's; the bundled model 20)
-  --sampler S             default sampler: dpm++2m or ddim (default: each model's)
+  --sampler S             default sampler, one every served model takes: dpm++2m or ddim
+                          (PixArt), flow-euler (FLUX) (default: each model's)
   --guidance F            default guidance scale (default: each model's; the bundled model 3.5)
   --max-steps N           limit on steps (default 50)
   --max-n N               limit on images per request (default 4)
@@ -70,6 +72,28 @@ function checkListen(hostname: string, port: number): void {
     throw new WebditError(`cannot listen on --host ${hostname} --port ${port}: ${msg}`, {
       cause: e,
     });
+  }
+}
+
+/**
+ * Checks a --sampler default against every served model's own samplers (modelSamplers: its
+ * architecture's, less what its scheduler config refuses), so that a request without
+ * `sampler` is never refused over a field the client did not send.
+ * @throws {UsageError} naming --sampler and the first model that cannot run it
+ */
+export function checkDefaultSampler(
+  entries: readonly ModelEntry[],
+  sampler: SamplerName | undefined,
+): void {
+  if (sampler === undefined) return;
+  for (const e of entries) {
+    const own = modelSamplers(e);
+    if (!own.includes(sampler)) {
+      throw new UsageError(
+        `--sampler ${sampler}: model ${e.id} samples with ${own.join(" or ") || "no sampler"}; ` +
+          "give one every served model takes, or leave --sampler out (each model's own)",
+      );
+    }
   }
 }
 
@@ -159,6 +183,7 @@ export async function serve(args: string[]): Promise<number> {
       info(`loaded ${e.id} (${e.plan.name}) from ${s.path}`);
     }
     const catalog = new ModelCatalog(entries); // refuses a model the server cannot serve first
+    checkDefaultSampler(entries, sampler);
     if (!v["no-warmup"]) await warmUp(entries, { sampler, guidance, log: info });
     const server = createApp({
       runtime: rt,
