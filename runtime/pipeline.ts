@@ -104,6 +104,8 @@ export interface GenerateRequest {
   signal?: AbortSignal;
   /** Progress after every step. */
   onStep?: (info: StepInfo) => void | Promise<void>;
+  /** Called as each step (0-based) is submitted to the GPU (`sampleLoop`'s `onSubmitted`). */
+  onSubmitted?: (step: number) => void;
   /** Steps submitted and not yet reported (1–16, default 4; `sampleLoop`'s `inFlight`). */
   inFlight?: number;
   /** Profile this sampler step (0-based; `sampleLoop`'s `profileStep`). */
@@ -373,6 +375,7 @@ export class Pipeline {
         guidance,
         signal: req.signal,
         onStep: req.onStep,
+        onSubmitted: req.onSubmitted,
         inFlight: req.inFlight,
         stepTimes: this.#stepTimes,
         profileStep: req.profileStep,

@@ -143,6 +143,26 @@ Deno.test("server checks: a batch failing after a step was reported fails its jo
   assertEquals(log.calls[1].prompts.length, 3);
 });
 
+Deno.test("server checks: a batch failing once a step reached the GPU is not run again", async () => {
+  const log: StubLog = { calls: [], steps: 0 };
+  const pipe: Pipeline = stubPipeline(2, log);
+  const run = pipe.generate.bind(pipe);
+  let batchCalls = 0;
+  pipe.generate = (req: GenerateRequest) => {
+    if (req.prompts?.length === 1) return run(req);
+    batchCalls++;
+    req.onSubmitted?.(0); // submitted, then failed before any step was reported
+    return Promise.reject(new RangeError("the GPU failed after the first submit"));
+  };
+  const e = stubEntry("m", pipe);
+  const q = new GpuQueue({ maxQueue: 8, maxBatchImages: 8 });
+  const first = q.enqueue(job(e, { seed: 9 }));
+  const jobs = [1, 2, 3].map((seed) => q.enqueue(job(e, { seed })));
+  await first;
+  for (const j of jobs) await assertRejects(() => j, RangeError, "after the first submit");
+  assertEquals(batchCalls, 1, "the batch was not run again job by job");
+});
+
 Deno.test("server checks: the sampler is checked against the model's own", gpuTest, async () => {
   await withRuntime(async (rt) => {
     const pixel = await pixelEntry(rt);

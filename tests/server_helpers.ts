@@ -98,6 +98,7 @@ export function stubPipeline(stepMs: number, log: StubLog = { calls: [], steps: 
       const t0 = performance.now();
       for (let i = 0; i < steps; i++) {
         req.signal?.throwIfAborted();
+        req.onSubmitted?.(i);
         await new Promise((r) => setTimeout(r, stepMs));
         log.steps++;
         stepTimes.push(stepMs);

@@ -170,6 +170,7 @@ export async function generateFlux(
       guidance: guided ? trueCfg : 1,
       signal: req.signal,
       onStep: req.onStep,
+      onSubmitted: req.onSubmitted,
       inFlight: req.inFlight,
       stepTimes,
       profileStep: req.profileStep,

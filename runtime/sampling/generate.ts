@@ -71,6 +71,8 @@ export interface SampleLoopOptions {
   signal?: AbortSignal;
   /** Called after each step, in order, once the GPU has finished it. */
   onStep?: (info: StepInfo) => void | Promise<void>;
+  /** Called as each step (0-based) is submitted to the GPU, before its work has run. */
+  onSubmitted?: (step: number) => void;
   /**
    * Steps submitted and not yet reported before the loop waits for a report (1 to 16;
    * default {@linkcode DEFAULT_IN_FLIGHT}). 1 waits for every step before recording the
@@ -298,6 +300,7 @@ export async function sampleLoop(
         o.signal.throwIfAborted();
       }
       await rec.submit();
+      o.onSubmitted?.(i);
       if (profiled) profile = await rec.launchTimes(); // waits for the step
       if (current) {
         current.consumed = true;

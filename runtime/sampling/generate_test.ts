@@ -239,6 +239,26 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "sampleLoop: onSubmitted hears each step as it is submitted, before its report",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const events: string[] = [];
+      await loopLatents(rt, {
+        inFlight: 2,
+        onSubmitted: (i) => events.push(`submit ${i}`),
+        onStep: (s) => void events.push(`report ${s.step - 1}`),
+      });
+      for (let i = 0; i < 4; i++) {
+        const sub = events.indexOf(`submit ${i}`);
+        assert(sub >= 0 && sub < events.indexOf(`report ${i}`), events.join(", "));
+      }
+      assertEquals(events.filter((e) => e.startsWith("submit")).length, 4);
+    });
+  },
+);
+
 Deno.test("stepTimeEstimate: own entry, else the nearest batch size's as a lower bound", () => {
   const t = new Map([["2x4x8x8", 100], ["8x4x8x8", 300], ["4x4x16x16", 999]]);
   assertEquals(stepTimeEstimate(t, "2x4x8x8"), 100); // its own

@@ -273,12 +273,9 @@ export class GpuQueue {
 
   /**
    * Runs a batch. A job the model cannot take (its prompt) is rejected on its own first;
-   * when the batch fails before any of its steps was reported and held several jobs, each
-   * job is run alone, so that one job's input never fails the others. "Reported" is the
-   * pipeline's `onStep`, the only signal `generate` gives: it comes once a step has run on
-   * the GPU, and with steps in flight (the pipeline's `inFlight`, default 4) after later
-   * steps were submitted. So a failure in the batch's first few steps, after GPU work, is
-   * also run again job by job; once a step was reported, a failure fails every job.
+   * when the batch fails before its first step was submitted to the GPU (the pipeline's
+   * `onSubmitted`) and held several jobs, each job is run alone, so that one job's input
+   * never fails the others; once a step was submitted, a failure fails every job.
    */
   async #run(all: Pending[]): Promise<void> {
     const now = performance.now();
@@ -299,7 +296,7 @@ export class GpuQueue {
     }
   }
 
-  /** Runs one batch; returns its jobs to run again alone (it failed before a step was reported). */
+  /** Runs one batch; returns its jobs to run again alone (it failed before a step was submitted). */
   async #runBatch(batch: Pending[]): Promise<Pending[]> {
     const images = batch.reduce((a, p) => a + p.job.n, 0);
     this.#running = batch;
@@ -321,7 +318,7 @@ export class GpuQueue {
       noise.set(new Prng(p.job.seed).normals(p.job.n * plane), off * plane);
       off += p.job.n;
     }
-    let reported = false; // a step was reported (onStep); see #run
+    let submitted = false; // a step reached the GPU (onSubmitted); see #run
     const prompts = batch.flatMap((p) => Array<string>(p.job.n).fill(p.job.prompt));
     const slice = (all: Float32Array, k: number) =>
       all.slice(offsets[k] * plane, (offsets[k] + batch[k].job.n) * plane);
@@ -335,8 +332,8 @@ export class GpuQueue {
         height: H,
         width: W,
         signal: ctl.signal,
+        onSubmitted: () => submitted = true,
         onStep: async (s) => {
-          reported = true;
           this.#observer.onStep?.(s.stepMs);
           const want = batch.map((p) =>
             !p.settled && p.job.onPreview && (p.job.previewSteps ?? []).includes(s.step)
@@ -377,7 +374,7 @@ export class GpuQueue {
       return [];
     } catch (e) {
       const left = batch.filter((p) => !p.settled);
-      if (!reported && left.length > 1 && !ctl.signal.aborted && !this.#closed) return left;
+      if (!submitted && left.length > 1 && !ctl.signal.aborted && !this.#closed) return left;
       for (const p of batch) this.#settle(p, undefined, e);
       return [];
     } finally {
