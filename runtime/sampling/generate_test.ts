@@ -2,7 +2,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/a
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { fixtureRequest, FIXTURES, openFixture } from "../../tests/fixture_helpers.ts";
 import type { Runtime } from "../gpu/device.ts";
-import { type GenerateRequest, loadPipeline } from "../pipeline.ts";
+import { type GenerateRequest, loadPipeline, type Pipeline } from "../pipeline.ts";
 import { readTensor, uploadTensor } from "../gpu/tensor.ts";
 import { elementwise } from "../ops/elementwise.ts";
 import {
@@ -29,10 +29,19 @@ async function request(): Promise<GenerateRequest> {
   }
 }
 
-/** Generates with `inFlight`, reading every step's latents back as it is reported. */
-async function run(rt: Runtime, inFlight: number) {
+/** Runs `f` with the fixture's pipeline, released after. */
+async function withPipeline<T>(rt: Runtime, f: (pipe: Pipeline) => Promise<T>): Promise<T> {
   const pipe = await loadPipeline(rt, { path: `${FIXTURES}${NAME}` });
   try {
+    return await f(pipe);
+  } finally {
+    pipe.release();
+  }
+}
+
+/** Generates with `inFlight`, reading every step's latents back as it is reported. */
+function run(rt: Runtime, inFlight: number) {
+  return withPipeline(rt, async (pipe) => {
     const steps: number[] = [];
     const previews: Float32Array[] = [];
     const res = await pipe.generate({
@@ -44,9 +53,7 @@ async function run(rt: Runtime, inFlight: number) {
       },
     });
     return { res, steps, previews };
-  } finally {
-    pipe.release();
-  }
+  });
 }
 
 Deno.test(
@@ -77,8 +84,7 @@ Deno.test(
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      const pipe = await loadPipeline(rt, { path: `${FIXTURES}${NAME}` });
-      try {
+      await withPipeline(rt, async (pipe) => {
         const req = await request();
         await pipe.generate(req); // the first call builds what the model caches (position embeddings)
         const before = rt.pool.liveBytes;
@@ -100,9 +106,7 @@ Deno.test(
         // Step 1 is reported (later steps may already be submitted); none is reported after.
         assertEquals(seen, [1]);
         assertEquals(rt.pool.liveBytes, before);
-      } finally {
-        pipe.release();
-      }
+      });
     });
   },
 );
@@ -221,8 +225,7 @@ Deno.test(
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
-      const pipe = await loadPipeline(rt, { path: `${FIXTURES}${NAME}` });
-      try {
+      await withPipeline(rt, async (pipe) => {
         const req = await request();
         await pipe.generate({ ...req, steps: 1 }); // warm: the pool's own buffers exist
         const before = rt.pool.liveBytes;
@@ -232,9 +235,7 @@ Deno.test(
           "latents must hold",
         );
         assertEquals(rt.pool.liveBytes, before);
-      } finally {
-        pipe.release();
-      }
+      });
     });
   },
 );
