@@ -136,13 +136,27 @@ export type RotationLoader = (
 export const defaultRotationLoader: RotationLoader = (rt, _layer, kind, tensors, cols) =>
   loadLayerRotation(kind, tensors, cols).gpu(rt);
 
-/** A LUT-coded weight (TLQ with its table, kmeans) has `qparam.lut` of 2^b values a row (group). */
-function checkLut(path: string, layer: string, q: QuantizedWeight): void {
-  if (q.params.lut === undefined) {
+/**
+ * A weight's stored parameters decode its codes: a LUT-coded weight (TLQ with its table,
+ * kmeans, any plugin storing levels) has `qparam.lut` of 2^b values a row (group), an affine
+ * one (uniform, any plugin storing scale and zero) `qparam.scale` and `qparam.zero` (their
+ * sizes are checked where they are read). Told apart by what is stored, not by the plugin's
+ * name, so a registered plugin of either form loads.
+ */
+function checkCodeParams(path: string, layer: string, q: QuantizedWeight): void {
+  const { lut, scale, zero } = q.params;
+  if (lut === undefined) {
+    if (scale !== undefined && zero !== undefined) return;
+    // Neither form complete: name what is missing (a weight with no affine part, the table).
+    const missing = scale === undefined && zero === undefined
+      ? "lut"
+      : scale === undefined
+      ? "scale"
+      : "zero";
     throw new CheckpointError(
       path,
-      `missing tensor (a ${q.quantizer} weight's levels)`,
-      paramName(layer, "lut"),
+      `missing tensor (a ${q.quantizer} weight needs qparam.lut, or qparam.scale and qparam.zero)`,
+      paramName(layer, missing),
     );
   }
   try {
@@ -216,7 +230,7 @@ export class Artifact {
       meta: l.meta ?? {},
     };
     if (rebuilt) noteLutFromParams(q);
-    else if (l.quantizer !== "uniform") checkLut(this.path, name, q);
+    else checkCodeParams(this.path, name, q);
     return q;
   }
 
