@@ -16,7 +16,7 @@ function timesteps(raw: unknown, kind: "dpm++2m" | "ddim", steps: number): reado
   return createCpuSampler(kind, steps, vpSamplerOptions(c, kind)).timesteps;
 }
 
-Deno.test("vp scheduler config: the bundled DPM-Solver config gives DDIM its linspace spacing", async () => {
+Deno.test("vp scheduler config: the bundled DPM-Solver config gives DDIM its spacing and clipping", async () => {
   const file = BUNDLED.pathname;
   const raw = parseJson(await Deno.readTextFile(file), file); // holds -Infinity (Python's JSON)
   const c = parseVpSchedulerConfig(raw, file);
@@ -45,13 +45,18 @@ Deno.test("vp scheduler config: the bundled DPM-Solver config gives DDIM its lin
     53,
     0,
   ]);
-  assertEquals(vpSamplerOptions(c, "ddim").ddim?.clipSample, true); // DDIM's default, not in the file
+  // The file turns DDIM's x₀ clipping off (a DPM-Solver config keeps DDIM's own fields).
+  assertEquals(vpSamplerOptions(c, "ddim").ddim?.clipSample, false);
   assertEquals(timesteps(raw, "dpm++2m", 4), [999, 749, 500, 250]);
 });
 
 Deno.test("vp scheduler config: each class's own default where the file has no field", () => {
   const dpmFile = { _class_name: "DPMSolverMultistepScheduler" };
   assertEquals(timesteps(dpmFile, "dpm++2m", 4), [999, 749, 500, 250]); // linspace
+  assertEquals(
+    vpSamplerOptions(parseVpSchedulerConfig(dpmFile, "f.json"), "ddim").ddim?.clipSample,
+    true,
+  );
   assertEquals(timesteps(dpmFile, "ddim", 4), [750, 500, 250, 0]); // leading
   const ddimFile = { _class_name: "DDIMScheduler", timestep_spacing: "trailing" };
   const c = parseVpSchedulerConfig(ddimFile, "f.json");
