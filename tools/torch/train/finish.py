@@ -31,6 +31,9 @@ SCHEDULER = {
     "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": True,
     "euler_at_final": False, "use_karras_sigmas": False, "final_sigmas_type": "zero",
     "lambda_min_clipped": float("-inf"), "variance_type": None, "timestep_spacing": "linspace", "steps_offset": 0,
+    # Read by DDIMScheduler.from_config only: its default x0 clipping to [-1, 1] turns this pixel
+    # model's guided images to noise (README, "The schedule").
+    "clip_sample": False,
 }
 
 
