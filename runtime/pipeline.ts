@@ -38,12 +38,7 @@ import {
 
 export { type SamplerName, SAMPLERS, type SamplingDefaults } from "./model_defaults.ts";
 
-export {
-  checkDefaultSampler,
-  loadPipeline,
-  pixArtSampling,
-  readVpSchedulers,
-} from "./pipeline_load.ts";
+export { loadPipeline } from "./pipeline_load.ts";
 
 /** The bundled model's folder. */
 export const DEFAULT_MODEL_DIR: string = new URL("../models/emoji-s", import.meta.url).pathname;

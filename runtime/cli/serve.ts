@@ -81,7 +81,7 @@ function checkListen(hostname: string, port: number): void {
  * `sampler` is never refused over a field the client did not send.
  * @throws {UsageError} naming --sampler and the first model that cannot run it
  */
-export function checkDefaultSampler(
+export function checkServeSampler(
   entries: readonly ModelEntry[],
   sampler: SamplerName | undefined,
 ): void {
@@ -183,7 +183,7 @@ export async function serve(args: string[]): Promise<number> {
       info(`loaded ${e.id} (${e.plan.name}) from ${s.path}`);
     }
     const catalog = new ModelCatalog(entries); // refuses a model the server cannot serve first
-    checkDefaultSampler(entries, sampler);
+    checkServeSampler(entries, sampler);
     if (!v["no-warmup"]) await warmUp(entries, { sampler, guidance, log: info });
     const server = createApp({
       runtime: rt,
