@@ -8,6 +8,7 @@ import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/devic
 import { tensorToImage, writePng } from "../io/png.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { loadPipeline, type Pipeline, type SamplerName, SAMPLERS } from "../pipeline.ts";
+import { samplersFor } from "../model_defaults.ts";
 import { readGenerateInputs } from "./embeds.ts";
 import { FluxModel } from "../../plugins/models/flux.ts";
 import { byKernel, formatKernelTimes } from "../gpu/launch_times.ts";
@@ -91,15 +92,13 @@ function batchOf(
   return files[0]?.[1] ?? n ?? 1;
 }
 
-/** Checks the sampler suits the model: flow-euler for FLUX, dpm++2m or ddim otherwise. */
+/** Checks the sampler is one of the model's (samplersFor its architecture's defaults). */
 function checkSampler(pipe: Pipeline, sampler: SamplerName): void {
-  const flux = pipe.model instanceof FluxModel;
-  if (flux && sampler !== "flow-euler") {
-    throw new UsageError(`--sampler must be flow-euler for this FLUX model, got ${sampler}`);
-  }
-  if (!flux && sampler === "flow-euler") {
+  const own = samplersFor(pipe.defaults);
+  if (!own.includes(sampler)) {
+    const kind = pipe.model instanceof FluxModel ? "FLUX" : "(epsilon)";
     throw new UsageError(
-      `--sampler must be dpm++2m or ddim for this (epsilon) model, got ${sampler}`,
+      `--sampler must be ${own.join(" or ")} for this ${kind} model, got ${sampler}`,
     );
   }
 }
