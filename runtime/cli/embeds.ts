@@ -6,7 +6,7 @@
  * @module
  */
 import { resolve } from "node:path";
-import { openSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
+import { FLOAT_DTYPES, openSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
 import type { CaptionEmbeds } from "../pipeline.ts";
 import { info, UsageError } from "./common.ts";
 
@@ -52,9 +52,10 @@ function checkNotEmpty(path: string, name: string, shape: readonly number[]): vo
 /** A float tensor read as f32, refused when it is not a float dtype or holds NaN or ±Inf. */
 async function readFloat(f: SafetensorsFile, path: string, name: string): Promise<Float32Array> {
   const t = f.tensors.get(name)!;
-  if (!/^(F|BF)\d|^F8_/.test(t.dtype)) {
+  if (!FLOAT_DTYPES.has(t.dtype)) {
     throw new UsageError(
-      `${path}: ${name} must be a float tensor (F32, F16, BF16…), not ${t.dtype}`,
+      `${path}: ${name} must be a float tensor webdit reads (${[...FLOAT_DTYPES].join(", ")}), ` +
+        `not ${t.dtype}`,
     );
   }
   const data = await f.readF32(name);

@@ -16,6 +16,7 @@ import { f32ToBf16Bits, f32ToF16Bits } from "./f16.ts";
 import {
   bytesToF32,
   dtypeBytes,
+  FLOAT_DTYPES,
   isSafetensorsDtype,
   MAX_HEADER_BYTES,
   MAX_READ_BYTES,
@@ -29,6 +30,7 @@ import {
 export {
   bytesToF32,
   dtypeBytes,
+  FLOAT_DTYPES,
   isSafetensorsDtype,
   MAX_HEADER_BYTES,
   MAX_READ_BYTES,

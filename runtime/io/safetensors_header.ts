@@ -397,6 +397,19 @@ export function parseSafetensorsHeader(
   return { headerLength, tensors: new Map(entries), metadata, dataLength };
 }
 
+/** The float dtypes {@linkcode bytesToF32} converts (sub-byte F4/F6 it does not). */
+export const FLOAT_DTYPES: ReadonlySet<string> = new Set<SafetensorsDtype>([
+  "F64",
+  "F32",
+  "F16",
+  "BF16",
+  "F8_E4M3",
+  "F8_E5M2",
+  "F8_E4M3FNUZ",
+  "F8_E5M2FNUZ",
+  "F8_E8M0",
+]);
+
 /** Converts raw bytes of `dtype` to f32. */
 export function bytesToF32(
   file: string,

@@ -10,6 +10,7 @@ import { CheckpointError } from "../errors.ts";
 import { parseJson } from "./json.ts";
 import {
   bytesToF32,
+  FLOAT_DTYPES,
   MAX_HEADER_BYTES,
   openError,
   openSafetensors,
@@ -292,17 +293,6 @@ export interface ValidateOptions {
 }
 
 const CHUNK = 64 * 2 ** 20;
-const FLOATS = new Set([
-  "F64",
-  "F32",
-  "F16",
-  "BF16",
-  "F8_E4M3",
-  "F8_E5M2",
-  "F8_E4M3FNUZ",
-  "F8_E5M2FNUZ",
-  "F8_E8M0",
-]);
 
 /**
  * Reads every tensor of an opened checkpoint (in slices, so memory stays bounded) and
@@ -322,7 +312,7 @@ export async function validateCheckpoint(
       bytes: t.byteLength,
       file: t.file,
     };
-    if (values && FLOATS.has(t.dtype)) {
+    if (values && FLOAT_DTYPES.has(t.dtype)) {
       const elem = SAFETENSORS_DTYPES[t.dtype].bits / 8;
       const step = Math.floor(CHUNK / elem) * elem;
       let nan = 0;
