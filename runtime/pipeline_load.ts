@@ -13,6 +13,7 @@ import type { PixArtModel } from "../plugins/models/pixart.ts";
 import { loadPixArt } from "../plugins/models/pixart_load.ts";
 import { parsePixArtConfig } from "../plugins/models/pixart_config.ts";
 import { CheckpointError } from "./errors.ts";
+import { exists } from "./io/fs.ts";
 import { parseJson } from "./io/json.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { openCheckpoint, transformerDir } from "./io/safetensors_index.ts";
@@ -49,7 +50,7 @@ async function readJson(path: string): Promise<unknown> {
  */
 export async function readVpSchedulers(dir: string): Promise<VpSchedulerConfigs> {
   const path = join(dir, "scheduler", "scheduler_config.json");
-  const has = await Deno.stat(path).then(() => true, () => false);
+  const has = await exists(path);
   return has ? parseVpSchedulerConfig(await readJson(path), path) : DEFAULT_VP_SCHEDULERS;
 }
 
@@ -110,7 +111,7 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
   let encoder: EmojiCaptionEncoder | undefined;
   let tokenizer: EmojiTokenizer | undefined;
   const edir = join(dir, "text_encoder");
-  const hasEncoder = await Deno.stat(join(edir, "config.json")).then(() => true, () => false);
+  const hasEncoder = await exists(join(edir, "config.json"));
   if (hasEncoder) {
     try {
       const ecfgPath = join(edir, "config.json");
@@ -159,7 +160,7 @@ async function loadFluxPipeline(
 ): Promise<Pipeline> {
   const config = parseFluxConfig(raw, join(tdir, "config.json"));
   const spath = join(dir, "scheduler", "scheduler_config.json");
-  const hasScheduler = await Deno.stat(spath).then(() => true, () => false);
+  const hasScheduler = await exists(spath);
   const scheduler = hasScheduler
     ? parseFlowSchedulerConfig(await readJson(spath), spath)
     : { ...FLUX_FLOW_CONFIG };

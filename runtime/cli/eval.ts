@@ -14,6 +14,7 @@ import {
 } from "../eval/eval.ts";
 import { outDirImagePaths } from "../eval/eval_images.ts";
 import type { FidelityResult } from "../eval/fidelity.ts";
+import { exists } from "../io/fs.ts";
 import { makeGrid, writePng } from "../io/png.ts";
 import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
 import {
@@ -125,10 +126,6 @@ async function checkInputs(
   if (dataset !== undefined && !(await Deno.stat(dataset).catch(() => undefined))?.isDirectory) {
     throw new UsageError(`--dataset ${dataset} is not a folder`);
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then(() => true, () => false);
 }
 
 /**

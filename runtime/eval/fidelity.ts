@@ -21,6 +21,7 @@ import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
 import { words } from "../../plugins/models/emoji_tokenizer.ts";
 import { CheckpointError } from "../errors.ts";
+import { exists } from "../io/fs.ts";
 import { decodePng, type Image } from "../io/png.ts";
 
 /** The npm package the dataset comes from. */
@@ -131,10 +132,6 @@ export function untar(tar: Uint8Array): TarEntry[] {
     off += 512 + Math.ceil(size / 512) * 512;
   }
   return out;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then(() => true, () => false);
 }
 
 /** Where fetched data is kept: WEBDIT_CACHE_DIR, else $XDG_CACHE_HOME/webdit or ~/.cache/webdit. */

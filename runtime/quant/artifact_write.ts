@@ -7,6 +7,7 @@
  */
 import { join } from "node:path";
 import { CheckpointError } from "../errors.ts";
+import { exists } from "../io/fs.ts";
 import { openCheckpoint } from "../io/safetensors_index.ts";
 import { readModelIndex } from "../model_defaults.ts";
 import { type TensorSource, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
@@ -21,11 +22,6 @@ export async function readText(path: string): Promise<string> {
   } catch (e) {
     throw new CheckpointError(path, (e as Error).message, "path");
   }
-}
-
-/** Whether `path` exists. */
-export async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then(() => true, () => false);
 }
 
 /** Adds `src`'s tensors (those `keep` accepts) to `into` as stored, their names prefixed. */
