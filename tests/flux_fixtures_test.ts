@@ -57,8 +57,17 @@ async function forward(rt: Runtime, f: SafetensorsFile, pipe: Pipeline, dtype: "
   return got;
 }
 
+/** Bytes of a single block's f32 [attention, MLP] rows [B·S, 5D] on the fixture's input. */
+function singleBlockBytes(f: SafetensorsFile, pipe: Pipeline): number {
+  const c = flux(pipe).config;
+  const [H, W] = [Number(f.metadata.latent_height), Number(f.metadata.latent_width)];
+  const [B, L] = f.info("encoder_hidden_states").shape;
+  const S = L + (H / 2) * (W / 2); // text tokens, then 2×2 latent patches
+  return B * S * 5 * c.innerDim * 4;
+}
+
 for (const name of NAMES) {
-  forwardTests(name, forward);
+  forwardTests(name, forward, singleBlockBytes);
   for (const dtype of ["f32", "f16"] as const) {
     Deno.test(
       `${name}: 4-step flow-matching Euler run, ${dtype} model`,

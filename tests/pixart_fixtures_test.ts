@@ -76,8 +76,15 @@ async function samplerCheck(rt: Runtime, name: string, sampler: SamplerName) {
   }
 }
 
+/** Bytes of the feed-forward's f32 intermediate [B·T, 4D] on the fixture's input. */
+function feedForwardBytes(f: SafetensorsFile, pipe: Pipeline): number {
+  const [B, , H, W] = f.info("hidden_states").shape;
+  const c = pipe.transformer.config;
+  return B * (H / c.patchSize) * (W / c.patchSize) * 4 * c.innerDim * 4;
+}
+
 for (const name of NAMES) {
-  forwardTests(name, forward);
+  forwardTests(name, forward, feedForwardBytes);
   for (const sampler of ["dpm++2m", "ddim"] as const) {
     Deno.test(
       `${name}: 4-step ${sampler} with CFG matches the PyTorch reference`,

@@ -3,12 +3,13 @@
  * 400 on size or n, the queue never merges jobs that would not fit together, and a forward
  * that fails on the GPU anyway leaks no GPU memory.
  */
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertClose, assertEquals, assertRejects, rms } from "./assert.ts";
 import { gpuTest, withRuntime } from "./gpu.ts";
 import { createDefaultRegistry } from "../runtime/builtins.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import { createApp } from "../runtime/server/app.ts";
-import { largestTensorBytes } from "../runtime/server/checks.ts";
+import type { RowScope } from "../runtime/model/linear.ts";
+import { largestTensorBytes, maxImagesThatFit } from "../runtime/server/checks.ts";
 import { ModelCatalog, type ModelEntry } from "../runtime/server/models.ts";
 import {
   makeApp,
@@ -35,21 +36,41 @@ async function withLimit<T>(rt: Runtime, bytes: number, fn: () => Promise<T>): P
   }
 }
 
-Deno.test("server fit: the estimate is the failing tensor of the audit", () => {
-  // emoji-s (D 128, patch 2) at 512x512 with guidance: [131072, 512] f32 = 268435456 bytes.
-  const entry = {
-    plan: { abits: null },
-    pipeline: {
-      transformer: {
-        dtype: "f32",
-        config: { innerDim: 128, patchSize: 2, inChannels: 3, outChannels: 3 },
+Deno.test("server fit: the estimate is the hidden states, or the feed-forward's chunk", () => {
+  // emoji-s (D 128, patch 2) at 512x512 with guidance: hidden [131072, 128] f32 = 64 MiB.
+  // Its [131072, 512] feed-forward intermediate (256 MiB, the audit's failing tensor) goes
+  // in row chunks: dense layers split it down to one row.
+  const entry = (scope?: RowScope) =>
+    ({
+      plan: { abits: null },
+      pipeline: {
+        runtime: { bindingLimit: 128 * 2 ** 20 },
+        transformer: {
+          dtype: "f32",
+          config: { innerDim: 128, patchSize: 2, inChannels: 3, outChannels: 3 },
+          linears: scope ? [{ rowScope: scope }] : [],
+        },
       },
-    },
-  } as unknown as ModelEntry;
+    }) as unknown as ModelEntry;
   const b = { images: 1, height: 512, width: 512, guidance: 4.5 };
-  assertEquals(largestTensorBytes(entry, b), 268435456);
-  // Four requests of 4 images at 128x128, batched: the same tensor.
-  assertEquals(largestTensorBytes(entry, { ...b, images: 16, height: 128, width: 128 }), 268435456);
+  assertEquals(largestTensorBytes(entry(), b), 67108864);
+  assertEquals(largestTensorBytes(entry("row"), b), 67108864);
+  // Four requests of 4 images at 128x128, batched: the same hidden states.
+  assertEquals(
+    largestTensorBytes(entry(), { ...b, images: 16, height: 128, width: 128 }),
+    67108864,
+  );
+  assertEquals(maxImagesThatFit(entry("row"), b), 2);
+  // Centring layers split by samples: one sample's [65536, 512] f32 is 128 MiB.
+  assertEquals(largestTensorBytes(entry("sample"), b), 134217728);
+  assertEquals(maxImagesThatFit(entry("sample"), b), 2);
+  // CFG-delta layers by pairs: 256 MiB, over the limit whatever the batch.
+  assertEquals(largestTensorBytes(entry("pair"), b), 268435456);
+  assertEquals(maxImagesThatFit(entry("pair"), b), 0);
+  assertEquals(maxImagesThatFit(entry("pair"), { ...b, guidance: 1 }), 4);
+  // A layer that never splits: the whole intermediate, per image.
+  assertEquals(largestTensorBytes(entry("batch"), { ...b, height: 256, width: 256 }), 67108864);
+  assertEquals(maxImagesThatFit(entry("batch"), { ...b, height: 256, width: 256 }), 2);
 });
 
 Deno.test("server fit: too large for the adapter is a 400 on size or n", gpuTest, async () => {
@@ -87,7 +108,7 @@ Deno.test("server fit: the queue does not merge jobs that would not fit", gpuTes
     (pipe.transformer.config as { innerDim: number }).innerDim = 8;
     const e = stubEntry("stub", pipe);
     const one = largestTensorBytes(e, { images: 1, height: 16, width: 16, guidance: 4.5 });
-    (pipe as { runtime: unknown }).runtime = { info: { limits: { [LIMIT]: 4 * one } } };
+    (pipe as { runtime: unknown }).runtime = { bindingLimit: 4 * one };
     const s = makeApp(rt, [e]);
     const body = { prompt: "x", size: "16x16", guidance: 4.5, steps: 3 };
     const first = s.app.request(post({ ...body, n: 1 }));
@@ -110,9 +131,9 @@ Deno.test("server fit: a forward that fails on the GPU leaks nothing", gpuTest, 
       const req = { prompt, steps: 1, guidance: 1, height: 16, width: 16 };
       await pixel.pipeline.generate(req); // position embeddings cached, kernels compiled
       const before = rt.pool.liveBytes;
-      // Room for everything but the feed-forward's [rows·T, 4·D] tensor: a block throws midway.
-      const ff = largestTensorBytes(pixel, { images: 1, height: 16, width: 16, guidance: 1 });
-      await withLimit(rt, ff - 4, async () => {
+      // No room for the hidden states [rows·T, D]: the forward throws after its first tensors.
+      const hidden = largestTensorBytes(pixel, { images: 1, height: 16, width: 16, guidance: 1 });
+      await withLimit(rt, hidden - 4, async () => {
         await assertRejects(() => pixel.pipeline.generate(req), RangeError, "binding limit");
       });
       assertEquals(rt.pool.liveBytes, before, "GPU bytes held after the failed request");
@@ -122,6 +143,40 @@ Deno.test("server fit: a forward that fails on the GPU leaks nothing", gpuTest, 
     }
   });
 });
+
+Deno.test(
+  "server fit: a feed-forward over the limit runs in row chunks, same image",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const pixel = await pixelEntry(rt);
+      try {
+        const [prompt] = await pixelPrompts();
+        const req = { prompt, steps: 2, guidance: 4.5, height: 16, width: 16, seed: 3 };
+        const whole = await pixel.pipeline.generate(req);
+        const c = pixel.pipeline.transformer.config;
+        const T = 64; // 16x16 at patch 2
+        const hidden = 2 * T * c.innerDim * 4; // [2·T, D] f32 under guidance
+        const ff = 4 * hidden; // [2·T, 4·D]: once an error (binding limit)
+        // Whole samples (one of the pair a chunk): the same kernels, the same values.
+        const samples = await withLimit(rt, ff / 2, () => pixel.pipeline.generate(req));
+        assertEquals(samples.latents, whole.latents);
+        // Parts of one sample (T/2 rows): on a CPU adapter the GEMM takes another version
+        // under 64 rows (defaultGemmVersion), so the sums round differently.
+        const parts = await withLimit(rt, hidden, () => pixel.pipeline.generate(req));
+        const tol = { atol: 1e-5 * rms(whole.latents), rtol: 1e-5 };
+        assertClose(parts.latents, whole.latents, tol);
+        // The server takes such requests now: the estimate is the hidden states.
+        assertEquals(
+          largestTensorBytes(pixel, { images: 1, height: 16, width: 16, guidance: 4.5 }),
+          hidden,
+        );
+      } finally {
+        pixel.pipeline.release();
+      }
+    });
+  },
+);
 
 Deno.test("server fit: the default size limit is twice the largest model's", gpuTest, async () => {
   await withRuntime(async (rt) => {

@@ -20,6 +20,7 @@
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { Linear } from "../../runtime/model/linear.ts";
+import { rowChunked } from "../../runtime/model/row_chunks.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
 import { packLatents, unpackLatents } from "../../runtime/ops/latent_pack.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
@@ -430,15 +431,26 @@ export class FluxModel {
         ...tokens,
       });
       const n2 = layerNorm(rec, x1, { eps: 1e-6, modulation: { emb: mod, shift: 3, scale: 4 } });
-      const f = ff1.forward(rec, n2, { activation: "gelu", ...tokens });
-      n2.release();
-      const x2 = ff2.forward(rec, f, {
-        residual: x1,
-        gate: gMlp,
-        rowsPerGate: rows,
-        ...tokens,
+      const ff = {
+        batch: { samples: B, rowsPerSample: rows, cfgPair: d.cfgPair },
+        layers: [ff1, ff2],
+        width: ff1.outFeatures,
+        what: `${ff1.name} and ${ff2.name}`,
+      };
+      const x2 = rowChunked(rec, ff, (c) => {
+        const f = ff1.forward(rec, c.rows(n2), { activation: "gelu", ...c.tokens });
+        try {
+          return ff2.forward(rec, f, {
+            residual: c.rows(x1),
+            gate: c.perSample(gMlp),
+            rowsPerGate: c.rowsPerGate,
+            ...c.tokens,
+          });
+        } finally {
+          f.release();
+        }
       });
-      for (const t of [f, x1, gMsa, gMlp, mod]) t.release();
+      for (const t of [n2, x1, gMsa, gMlp, mod]) t.release();
       return x2;
     };
     const img2 = stream(img, aI, modI, b.out, b.ff1, b.ff2, T);
@@ -458,11 +470,9 @@ export class FluxModel {
     const n = layerNorm(rec, x, { eps: 1e-6, modulation: { emb: mod, shift: 0, scale: 1 } });
     const rows = n.reshape([B * S, D]);
     const tokens = { rowsPerSample: S, cfgPair: d.cfgPair };
-    const mlp = b.mlp.forward(rec, rows, { activation: "gelu", ...tokens });
     const q0 = b.q.forward(rec, rows, tokens);
     const k0 = b.k.forward(rec, rows, tokens);
     const v = b.v.forward(rec, rows, tokens);
-    n.release();
     const ro = { heads: H, normalize: true, eps: 1e-6, batch: B };
     const q = rope(rec, [{ tensor: q0, normWeight: b.normQ }], d.freqs, ro);
     const k = rope(rec, [{ tensor: k0, normWeight: b.normK }], d.freqs, ro);
@@ -472,18 +482,31 @@ export class FluxModel {
     q.release();
     k.release();
     v.release();
-    // proj_out over [attn, mlp] concatenated along channels (one linear of 5D inputs).
-    const cat = concat(rec, [a.reshape([B * S, D]), mlp], -1);
-    a.release();
-    mlp.release();
+    // proj_out over [attn, mlp] concatenated along channels (one linear of 5D inputs); the
+    // MLP's rows and the concatenation go in row chunks where [B·S, 5D] would not bind.
     const g = slice(rec, mod, -1, 2 * D, D);
-    const y = b.out.forward(rec, cat, {
-      residual: x.reshape([B * S, D]),
-      gate: g,
-      rowsPerGate: S,
-      ...tokens,
+    const part = {
+      batch: { samples: B, rowsPerSample: S, cfgPair: d.cfgPair },
+      layers: [b.mlp, b.out],
+      width: b.out.inFeatures,
+      what: `single_transformer_blocks.${j}`,
+    };
+    const y = rowChunked(rec, part, (c) => {
+      const mlp = b.mlp.forward(rec, c.rows(rows), { activation: "gelu", ...c.tokens });
+      const cat = concat(rec, [c.rows(a.reshape([B * S, D])), mlp], -1);
+      mlp.release();
+      try {
+        return b.out.forward(rec, cat, {
+          residual: c.rows(x.reshape([B * S, D])),
+          gate: c.perSample(g),
+          rowsPerGate: c.rowsPerGate,
+          ...c.tokens,
+        });
+      } finally {
+        cat.release();
+      }
     });
-    for (const t of [cat, g, mod]) t.release();
+    for (const t of [a, n, g, mod]) t.release();
     return this.#clipF16(rec, y).reshape([B, S, D]);
   }
 

@@ -12,6 +12,7 @@
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { Linear } from "../../runtime/model/linear.ts";
+import { rowChunked } from "../../runtime/model/row_chunks.ts";
 import { attention } from "../../runtime/ops/attention.ts";
 import { cast } from "../../runtime/ops/cast.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
@@ -414,15 +415,27 @@ export class PixArtModel {
       x1.release();
 
       const n2 = keep(layerNorm(rec, x2, { eps, modulation: { emb: mod, shift: 3, scale: 4 } }));
-      const f = keep(b.ff1.forward(rec, n2, { activation: "gelu", ...tokens }));
-      n2.release();
-      const x3 = b.ff2.forward(rec, f, {
-        residual: x2,
-        gate: gateMlp,
-        rowsPerGate: T,
-        ...tokens,
+      // The feed-forward's [B·T, 4D] intermediate goes in row chunks where it would not bind.
+      const ff = {
+        batch: { samples: B, rowsPerSample: T, cfgPair: cond.cfgPair },
+        layers: [b.ff1, b.ff2],
+        width: b.ff1.outFeatures,
+        what: `transformer_blocks.${i}.ff`,
+      };
+      const x3 = rowChunked(rec, ff, (c) => {
+        const f = b.ff1.forward(rec, c.rows(n2), { activation: "gelu", ...c.tokens });
+        try {
+          return b.ff2.forward(rec, f, {
+            residual: c.rows(x2),
+            gate: c.perSample(gateMlp),
+            rowsPerGate: c.rowsPerGate,
+            ...c.tokens,
+          });
+        } finally {
+          f.release();
+        }
       });
-      f.release();
+      n2.release();
       x2.release();
       mod.release();
       gateMsa.release();

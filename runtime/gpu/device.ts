@@ -25,6 +25,12 @@ export interface RuntimeOptions {
   f16?: boolean | "auto";
   /** A label for the device, shown in WebGPU errors. */
   label?: string;
+  /**
+   * Binds no buffer larger than this many bytes, though the adapter could (a device with
+   * less memory, or testing the split paths); default the adapter's limit. Work on wider
+   * tensors is split where it can be (runtime/model/row_chunks.ts).
+   */
+  maxBindingBytes?: number;
 }
 
 /** What the runtime found: the adapter, its features and the limits it was granted. */
@@ -65,6 +71,9 @@ const RAISED_LIMITS = [
   "maxUniformBufferBindingSize",
 ] as const;
 
+/** The WebGPU default of maxStorageBufferBindingSize (128 MiB), for limits left unreported. */
+const DEFAULT_BINDING = 134217728;
+
 /** The GPU context passed explicitly to every function that touches the GPU. */
 export class Runtime {
   /** The WebGPU device. Only runtime/gpu uses it directly. */
@@ -99,6 +108,15 @@ export class Runtime {
       );
       return this.#lostError;
     });
+  }
+
+  /**
+   * The most bytes one storage binding may hold: the smaller of the granted
+   * maxStorageBufferBindingSize and maxBufferSize. createTensor refuses wider tensors.
+   */
+  get bindingLimit(): number {
+    const l = this.info.limits;
+    return Math.min(l.maxStorageBufferBindingSize ?? DEFAULT_BINDING, l.maxBufferSize ?? Infinity);
   }
 
   /** True once the device is lost or destroyed. */
@@ -191,6 +209,10 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       `Adapter must be one of ${ADAPTER_CHOICES.join(", ")}, got ${JSON.stringify(choice)}`,
     );
   }
+  const cap = options.maxBindingBytes;
+  if (cap !== undefined && !(Number.isInteger(cap) && cap >= 4096)) {
+    throw new RangeError(`maxBindingBytes must be an integer of at least 4096, got ${cap}`);
+  }
   const f16Option = options.f16 ?? "auto";
   if (f16Option !== true && f16Option !== false && f16Option !== "auto") {
     throw new TypeError(`f16 must be true, false or "auto", got ${JSON.stringify(f16Option)}`);
@@ -220,6 +242,12 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     requiredFeatures: features,
     requiredLimits: limits,
   });
+  if (cap !== undefined) {
+    // Honoured by the runtime (createTensor, the split paths), not by the device itself.
+    for (const name of ["maxStorageBufferBindingSize", "maxBufferSize"]) {
+      limits[name] = Math.min(limits[name] ?? DEFAULT_BINDING, cap);
+    }
+  }
   // Not in Deno's GPU typings yet, but present at run time.
   const wgsl = (navigator.gpu as unknown as { wgslLanguageFeatures?: Set<string> })
     .wgslLanguageFeatures;

@@ -31,6 +31,27 @@ Deno.test("createRuntime reports the adapter, features and raised limits", gpuTe
 });
 
 Deno.test(
+  "maxBindingBytes caps what the runtime binds below the adapter's limit",
+  gpuTest,
+  async () => {
+    await assertRejects(
+      () => createRuntime({ maxBindingBytes: 100 }),
+      RangeError,
+      "maxBindingBytes",
+    );
+    const rt = await createRuntime({ maxBindingBytes: 1 << 20 });
+    try {
+      assertEquals(rt.bindingLimit, 1 << 20);
+      assert(rt.device.limits.maxStorageBufferBindingSize > 1 << 20); // the device keeps its own
+      createTensor(rt, [1 << 18]).release(); // 1 MiB of f32: binds
+      assertThrows(() => createTensor(rt, [(1 << 18) + 1]), RangeError, "binding limit of 1048576");
+    } finally {
+      rt.destroy();
+    }
+  },
+);
+
+Deno.test(
   "an f16 tensor on a runtime without f16 is an UnsupportedFeatureError",
   gpuTest,
   async () => {

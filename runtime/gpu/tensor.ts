@@ -218,7 +218,7 @@ export function createTensor(
     );
   }
   const bytes = Math.ceil((numel(shape) * DTYPE_BYTES[dtype]) / 4) * 4;
-  const max = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
+  const max = rt.bindingLimit;
   if (bytes > max) {
     throw new RangeError(
       `Tensor [${shape}] ${dtype} needs ${bytes} bytes, over this adapter's storage binding limit of ${max}`,

@@ -35,6 +35,14 @@ export interface LinearEpilogue {
   cfgPair?: boolean;
 }
 
+/**
+ * How many of a batch's rows a layer must see in one call, so that work too wide to bind
+ * whole can be split into row chunks (runtime/model/row_chunks.ts): "row" — each row alone
+ * (dense layers, per-token quantizers); "sample" — each sample's rows together (centring);
+ * "pair" — a CFG pair's two samples together (CFG delta); "batch" — never split.
+ */
+export type RowScope = "row" | "sample" | "pair" | "batch";
+
 /** A linear layer on the GPU. */
 export interface Linear {
   /** The checkpoint name, e.g. "transformer_blocks.0.attn1.to_q". */
@@ -45,6 +53,8 @@ export interface Linear {
   readonly outFeatures: number;
   /** Bytes of the weight (and its quantization parameters) on the GPU. */
   readonly weightBytes: number;
+  /** Which rows must come in one call (absent: "batch", never split). */
+  readonly rowScope?: RowScope;
   /** Records Y = X·Wᵀ + b (+ epilogue) for x [M, K]. */
   forward(rec: Recorder, x: Tensor, epilogue?: LinearEpilogue): Tensor;
   /** Frees the GPU tensors. */
@@ -77,6 +87,7 @@ export class DenseLinear implements Linear {
   readonly inFeatures: number;
   readonly outFeatures: number;
   readonly weightBytes: number;
+  readonly rowScope: RowScope = "row";
   #w: Tensor;
   #b: Tensor | undefined;
 

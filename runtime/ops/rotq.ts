@@ -367,7 +367,7 @@ export function outlierKernel(
   }
   if (opts.kernel !== "rows" && !rt.info.fallback) {
     const tile = outlierTile(rt, B);
-    const maxBind = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
+    const maxBind = rt.bindingLimit;
     if (tile && K * Math.ceil(M / (8 * tile.ty)) * 8 * tile.ty * 4 <= maxBind) {
       return { kernel: "tiled", tile };
     }

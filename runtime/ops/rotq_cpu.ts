@@ -28,7 +28,7 @@ const WG = 64;
 
 /** Why an f32 [M, K] scratch (both CPU paths write one) does not bind here, or "". */
 function scratchProblem(rt: Runtime, M: number, K: number): string {
-  const maxBind = rt.info.limits.maxStorageBufferBindingSize ?? 134217728;
+  const maxBind = rt.bindingLimit;
   return M * K * 4 > maxBind ? `the [${M}, ${K}] f32 scratch is over the binding limit` : "";
 }
 

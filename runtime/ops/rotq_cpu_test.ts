@@ -11,7 +11,7 @@ function cpuAdapter(maxBind: number, fallback = true): Runtime {
     maxComputeWorkgroupSizeX: 256,
     maxComputeWorkgroupSizeY: 256,
   };
-  return { info: { fallback, limits } } as unknown as Runtime;
+  return { bindingLimit: maxBind, info: { fallback, limits } } as unknown as Runtime;
 }
 
 Deno.test("CPU adapters take the CPU rotation kernels where their f32 scratch binds", () => {

@@ -11,7 +11,7 @@ import type { QuantizedWeight } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
 import type { Recorder } from "../gpu/kernel.ts";
 import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
-import type { Linear, LinearEpilogue } from "../model/linear.ts";
+import type { Linear, LinearEpilogue, RowScope } from "../model/linear.ts";
 import { centerActivations } from "../ops/act_center.ts";
 import { cfgCombine, cfgDelta } from "../ops/cfg_delta.ts";
 import { ACT_BITS, actQuant, type ActQuantVersion, checkActGroup } from "../ops/act_quant.ts";
@@ -112,6 +112,7 @@ export class QuantLinear implements Linear {
   readonly abits: ActBits;
   /** Weight bits. */
   readonly wbits: number;
+  readonly rowScope: RowScope;
   readonly #w: QWeightGpu;
   readonly #b: Tensor | undefined;
   readonly #o: QuantLinearOptions;
@@ -144,6 +145,8 @@ export class QuantLinear implements Linear {
     this.wbits = q.bits;
     this.#o = opts;
     const a16 = opts.abits === 16;
+    // What forward couples: a CFG pair's halves (delta), a sample's rows (centres).
+    this.rowScope = a16 ? "row" : opts.cfgDelta ? "pair" : opts.center ? "sample" : "row";
     try {
       // Centring computes the centres' product with the weight by the weight-only GEMM.
       this.#w = uploadQWeight(rt, q, { a16: a16 || !!opts.center, int: !a16 });

@@ -12,6 +12,7 @@ import { samplersFor } from "../model_defaults.ts";
 import type { SamplerName } from "../pipeline.ts";
 import { usesGuidance } from "../sampling/guidance.ts";
 import { vpSamplerOptions } from "../sampling/vp_scheduler_config.ts";
+import { widestScope } from "../model/row_chunks.ts";
 import { badRequest } from "./errors.ts";
 import type { ModelEntry } from "./models.ts";
 
@@ -99,39 +100,67 @@ export interface BatchShape {
 }
 
 /**
- * Bytes of the largest activation tensor one sampler step allocates for a batch: its
- * transformer rows (images, doubled under guidance) × tokens × the widest hidden width (the
- * feed-forward's 4·D, or a patch's values when wider), at the activations' element size
- * (4 bytes when the model is f32 or its plan quantizes activations, whose quantizers work
- * in f32). The adapter must bind each such tensor whole.
+ * Bytes of the largest tensor one sampler step must bind whole for a batch. Its hidden
+ * states: transformer rows (images, doubled under guidance) × tokens × the model width (or
+ * a patch's values when wider), at the activations' element size (4 bytes when the model
+ * is f32 or its plan quantizes activations, whose quantizers work in f32). And the
+ * feed-forward's 4·D-wide intermediate, which goes in row chunks (runtime/model/row_chunks.ts)
+ * of one row, one sample or one CFG pair, as its layers' scope allows, sized at 4 bytes.
  */
 export function largestTensorBytes(entry: ModelEntry, b: BatchShape): number {
+  return Math.max(hiddenBytes(entry, b), feedForwardChunkBytes(entry, b));
+}
+
+/** Bytes of a step's widest hidden-state tensor for the batch (grows with the images). */
+function hiddenBytes(entry: ModelEntry, b: BatchShape): number {
   const p = entry.pipeline;
   const c = p.transformer.config;
   const rows = b.images * (usesGuidance(b.guidance) ? 2 : 1);
-  const tokens = (b.height / c.patchSize) * (b.width / c.patchSize);
   const patch = c.patchSize * c.patchSize * Math.max(c.inChannels, c.outChannels ?? 0);
-  const width = Math.max(4 * (c.innerDim ?? 0), patch);
+  const width = Math.max(c.innerDim ?? 0, patch);
   const bytes = p.transformer.dtype === "f16" && entry.plan.abits === null ? 2 : 4;
-  return rows * tokens * width * bytes;
+  return rows * tokensOf(entry, b) * width * bytes;
 }
 
-/** The largest tensor the runtime can bind (maxStorageBufferBindingSize), or Infinity. */
+/** Bytes of the smallest row chunk of the feed-forward's intermediate the layers allow. */
+function feedForwardChunkBytes(entry: ModelEntry, b: BatchShape): number {
+  const t = entry.pipeline.transformer;
+  const guided = usesGuidance(b.guidance);
+  const tokens = tokensOf(entry, b);
+  const scope = widestScope(t.linears ?? []);
+  const rows = scope === "batch"
+    ? b.images * (guided ? 2 : 1) * tokens
+    : scope === "pair" && guided
+    ? 2 * tokens
+    : scope === "row"
+    ? 1
+    : tokens;
+  return rows * 4 * (t.config.innerDim ?? 0) * 4;
+}
+
+function tokensOf(entry: ModelEntry, b: BatchShape): number {
+  const c = entry.pipeline.transformer.config;
+  return (b.height / c.patchSize) * (b.width / c.patchSize);
+}
+
+/** The largest tensor the runtime can bind (Runtime.bindingLimit), or Infinity. */
 export function bindingLimit(entry: ModelEntry): number {
-  const l = entry.pipeline.runtime?.info?.limits;
-  if (!l) return Infinity; // a stand-in pipeline without a runtime
-  return Math.min(
-    l.maxStorageBufferBindingSize ?? 134217728,
-    l.maxBufferSize ?? Infinity,
-  );
+  return entry.pipeline.runtime?.bindingLimit ?? Infinity; // a stand-in pipeline: no runtime
 }
 
 /** The most images of this size and guidance one batch can hold on the adapter (≥ 0). */
 export function maxImagesThatFit(entry: ModelEntry, b: Omit<BatchShape, "images">): number {
-  const one = largestTensorBytes(entry, { ...b, images: 1 });
   const limit = bindingLimit(entry);
+  const one = hiddenBytes(entry, { ...b, images: 1 });
   if (!(one > 0) || limit === Infinity) return Infinity;
-  return Math.floor(limit / one);
+  // The feed-forward's chunk does not grow with the batch (a "batch" scope's does: it is
+  // the hidden states times four then, and counted per image here).
+  const chunk = feedForwardChunkBytes(entry, { ...b, images: 1 });
+  if (chunk > limit) return 0;
+  const perImage = widestScope(entry.pipeline.transformer.linears ?? []) === "batch"
+    ? Math.max(one, chunk)
+    : one;
+  return Math.floor(limit / perImage);
 }
 
 function mb(bytes: number): string {
