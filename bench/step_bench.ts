@@ -48,182 +48,40 @@
 import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
 import { byKernel, formatKernelTimes } from "../runtime/gpu/launch_times.ts";
-import { readTensor, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
-import { Prng } from "../runtime/io/prng.ts";
-import { denseLinears, type LinearFactory } from "../runtime/model/linear.ts";
-import { elementwise } from "../runtime/ops/elementwise.ts";
-import { duplicateBatchGpu, guideGpu, nchwLayout } from "../runtime/sampling/guidance.ts";
-import { cast } from "../runtime/ops/cast.ts";
+import { readTensor, type Tensor } from "../runtime/gpu/tensor.ts";
+import { denseLinears } from "../runtime/model/linear.ts";
 import { StatsCollector } from "../runtime/quant/calibrate.ts";
 import { ParoStatsObserver } from "../runtime/quant/paro_calibrate.ts";
 import { maskDensity, planParo } from "../runtime/quant/paro_plan.ts";
 import { DEFAULT_KEEP_FP, keepPattern } from "../runtime/quant/plan.ts";
 import { ParoSelfAttention } from "../plugins/attention/paro.ts";
 import {
-  addedConditions,
   denseSelfAttention,
   type PixArtModel,
   type SelfAttention,
 } from "../plugins/models/pixart.ts";
-import { loadPixArt } from "../plugins/models/pixart_load.ts";
-import {
-  parsePixArtConfig,
-  type PixArtConfig,
-  pixartWeightShapes,
-} from "../plugins/models/pixart_config.ts";
+import { pixartWeightShapes } from "../plugins/models/pixart_config.ts";
 import { BenchSuite, deviceSlug } from "./harness.ts";
-import { RandomSource } from "./random_model.ts";
+import {
+  ALPHA,
+  type Cond,
+  configOf,
+  forwardOutput,
+  inputs,
+  load,
+  recordStep,
+  type Shape,
+  shapeNote,
+  sourceOf,
+  STEP,
+  TINY,
+} from "./pixart_step.ts";
 import { defaultQuantWorkers } from "../runtime/quant/gptq_pool.ts";
 import { compareOutputs, plannedLinears, planSummary, quantizeLayers } from "./random_quant.ts";
 import type { ActBits } from "../runtime/quant/qlinear.ts";
 
 const adapter = (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as "auto" | "gpu" | "cpu";
 const runtime: Runtime = await createRuntime({ adapter });
-
-interface Shape {
-  tag: string;
-  layers: number;
-  heads: number;
-  headDim: number;
-  latent: number;
-  captionTokens: number;
-  captionChannels: number;
-}
-
-const ALPHA: Shape = {
-  tag: "alpha",
-  layers: 28,
-  heads: 16,
-  headDim: 72,
-  latent: 128,
-  captionTokens: 120,
-  captionChannels: 4096,
-};
-const TINY: Shape = {
-  tag: "tiny",
-  layers: 2,
-  heads: 2,
-  headDim: 72,
-  latent: 32,
-  captionTokens: 16,
-  captionChannels: 64,
-};
-
-/** The timestep of every step here, and the sampler position PARO's step group is read from. */
-const T_STEP = [500, 500];
-const STEP = { index: 0, total: 20 };
-
-function configOf(s: Shape): PixArtConfig {
-  return parsePixArtConfig({
-    num_attention_heads: s.heads,
-    attention_head_dim: s.headDim,
-    in_channels: 4,
-    out_channels: 8,
-    num_layers: s.layers,
-    cross_attention_dim: s.heads * s.headDim,
-    sample_size: s.latent,
-    patch_size: 2,
-    caption_channels: s.captionChannels,
-  });
-}
-
-/** The random weights: the same seed for every row, so every model has the same weights. */
-function sourceOf(s: Shape): RandomSource {
-  return new RandomSource(pixartWeightShapes(configOf(s)), 7, `pixart-${s.tag}`);
-}
-
-async function load(
-  r: Runtime,
-  s: Shape,
-  dtype: "f32" | "f16",
-  linears: LinearFactory,
-  selfAttention?: SelfAttention,
-): Promise<PixArtModel> {
-  return await loadPixArt(r, sourceOf(s), configOf(s), { dtype, linears, selfAttention });
-}
-
-/** The step's inputs (the same values for every row): caption conditioning and latents. */
-async function inputs(r: Runtime, model: PixArtModel, s: Shape, dtype: "f32" | "f16") {
-  const B = 1;
-  const rows = 2 * B; // [uncond, cond]
-  const g = new Prng(11);
-  const L = s.captionTokens;
-  const emb = uploadTensor(
-    r,
-    g.normals(rows * L * s.captionChannels),
-    [rows, L, s.captionChannels],
-    dtype,
-  );
-  const mask = uploadTensor(r, new Float32Array(rows * L).fill(1), [rows, L], dtype);
-  const rec = new Recorder(r, "prepare");
-  // A CFG pair, as the pipeline marks it under guidance (only CFG-delta layers read the mark).
-  const cond = model.prepare(
-    rec,
-    emb,
-    mask,
-    addedConditions(rows, 8 * s.latent, 8 * s.latent),
-    { cfgPair: true },
-  );
-  await rec.submit();
-  emb.release();
-  const xLatent = uploadTensor(r, g.normals(B * 4 * s.latent * s.latent), [
-    B,
-    4,
-    s.latent,
-    s.latent,
-  ]);
-  return { cond, xLatent };
-}
-
-type Cond = ReturnType<PixArtModel["prepare"]>;
-
-/** Runs the forward alone on [x; x] and reads its output (f32), for the checks. */
-async function forwardOutput(
-  r: Runtime,
-  model: PixArtModel,
-  cond: Cond,
-  x: Tensor,
-  step: { index: number; total: number },
-): Promise<Float32Array> {
-  const rec = new Recorder(r, "check forward");
-  const x2 = duplicateBatchGpu(rec, x);
-  const xin = cast(rec, x2, model.dtype);
-  if (xin !== x2) x2.release();
-  const out = model.forward(rec, xin, T_STEP, cond, step);
-  xin.release();
-  await rec.submit();
-  const v = await readTensor(r, out);
-  out.release();
-  return v;
-}
-
-/** Records one sampler step as the sampling loop does: [x; x] → forward → CFG → update. */
-function recordStep(
-  rec: Recorder,
-  model: PixArtModel,
-  cond: Cond,
-  x: Tensor,
-): Tensor {
-  const [B, C, H, W] = x.shape;
-  const x2 = duplicateBatchGpu(rec, x);
-  const xin = cast(rec, x2, model.dtype);
-  if (xin !== x2) x2.release();
-  const out = model.forward(rec, xin, T_STEP, cond, STEP);
-  xin.release();
-  const out32 = cast(rec, out, "f32");
-  if (out32 !== out) out.release();
-  const eps = guideGpu(rec, out32, nchwLayout(B, C, 8, H, W), 4.5, { shape: [B, C, H, W] });
-  if (eps !== out32) out32.release();
-  const next = elementwise(rec, "axpby", x, { y: eps, alpha: 1, beta: -0.05 });
-  eps.release();
-  return next;
-}
-
-function shapeNote(s: Shape): string {
-  return `pixart-${s.tag}: ${s.layers} layers × ${s.heads * s.headDim}, ${
-    (s.latent / 2) ** 2
-  } tokens, batch 2`;
-}
 
 /** The quantized model (shared by the quantized rows), its PARO attention and checks. */
 interface QuantSetup {
