@@ -52,7 +52,15 @@ export type {
   LinearEpilogue,
   LinearFactory,
   LinearSource,
+  RowScope,
 } from "./runtime/model/linear.ts";
+export { planRowChunks, rowChunked, widestScope } from "./runtime/model/row_chunks.ts";
+export type {
+  ChunkScope,
+  RowBatch,
+  RowChunk,
+  RowChunkedOptions,
+} from "./runtime/model/row_chunks.ts";
 export type { GemmActivation } from "./runtime/reference/gemm.ts";
 export type { GemmEpilogue } from "./runtime/ops/gemm.ts";
 export type { AttentionContext, SelfAttention } from "./plugins/models/dit_common.ts";
