@@ -7,6 +7,17 @@
 /** The repository's cli.ts. */
 export const CLI: string = new URL("../cli.ts", import.meta.url).pathname;
 
+/**
+ * `deno run` and the flags the child processes of tests get: those of WEBDIT_DENO_FLAGS
+ * (space-separated), e.g. `--node-modules-dir=manual` where node_modules is packed and the
+ * npm registry is out of reach (the GPU machine). A child does not inherit the test
+ * runner's own flags.
+ */
+export function denoRun(): string[] {
+  const extra = Deno.env.get("WEBDIT_DENO_FLAGS")?.trim();
+  return ["run", ...(extra ? extra.split(/\s+/) : [])];
+}
+
 /** What one run of the command line printed and returned. */
 export interface CliRun {
   /** Exit code. */
@@ -26,7 +37,7 @@ export async function runCli(
   o: { perms?: readonly string[]; timeoutMs?: number } = {},
 ): Promise<CliRun> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...(o.perms ?? ["-A"]), CLI, ...args],
+    args: [...denoRun(), ...(o.perms ?? ["-A"]), CLI, ...args],
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },

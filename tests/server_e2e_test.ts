@@ -7,15 +7,25 @@ import OpenAI from "openai";
 import { Buffer } from "node:buffer";
 import { assert, assertEquals } from "./assert.ts";
 import { decodePng } from "../runtime/io/png.ts";
+import { CLI, denoRun } from "./cli_helpers.ts";
 import { PIXEL_MODEL, pixelPrompts } from "./server_helpers.ts";
 
-const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const KEY = "e2e-test-key";
 
 /** Starts the server; resolves with its URL once it listens. */
 async function startServer(extra: string[] = []) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "serve", "--model", `pixel=${PIXEL_MODEL}`, "--port", "0", ...extra],
+    args: [
+      ...denoRun(),
+      "-A",
+      CLI,
+      "serve",
+      "--model",
+      `pixel=${PIXEL_MODEL}`,
+      "--port",
+      "0",
+      ...extra,
+    ],
     env: { WEBDIT_API_KEY: KEY, XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
     stdout: "null",
     stderr: "piped",

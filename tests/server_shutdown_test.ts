@@ -3,6 +3,7 @@
  * `error` event) before the listener closes, in the app and in `deno task serve` on SIGTERM.
  */
 import { assert, assertEquals } from "./assert.ts";
+import { CLI, denoRun } from "./cli_helpers.ts";
 import { gpuTest, withRuntime } from "./gpu.ts";
 import { createDefaultRegistry } from "../runtime/builtins.ts";
 import { createApp } from "../runtime/server/app.ts";
@@ -17,8 +18,6 @@ import {
   stubPipeline,
   until,
 } from "./server_helpers.ts";
-
-const CLI = new URL("../cli.ts", import.meta.url).pathname;
 
 async function expect503(res: Response): Promise<void> {
   const text = await res.text();
@@ -65,7 +64,7 @@ Deno.test("server shutdown: serve answers in-flight requests on SIGTERM", {
   const [prompt] = await pixelPrompts();
   const child = new Deno.Command(Deno.execPath(), {
     args: [
-      ...["run", "-A", CLI, "serve", "--model", `pixel=${PIXEL_MODEL}`, "--port", "0"],
+      ...[...denoRun(), "-A", CLI, "serve", "--model", `pixel=${PIXEL_MODEL}`, "--port", "0"],
       ...["--no-warmup", "--max-steps", "1000", "--max-batch", "1"],
     ],
     env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
