@@ -15,7 +15,21 @@ export async function withRuntime<T>(fn: (rt: Runtime) => Promise<T> | T): Promi
     return await fn(rt);
   } finally {
     rt.destroy();
+    await collectGarbage();
   }
+}
+
+/**
+ * Runs a garbage collection where the runner exposes one (`deno task test` passes
+ * --v8-flags=--expose-gc). A destroyed device's driver objects go only once its JS objects
+ * are collected, and NVIDIA's Vulkan driver refuses new devices after some 60–175
+ * uncollected ones in a process ("Parent device is lost"), which a test suite reaches.
+ */
+export async function collectGarbage(): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) return;
+  gc();
+  await new Promise((r) => setTimeout(r, 0)); // let the collected objects' finalizers run
 }
 
 /** Records with `fn`, submits, and reads `fn`'s returned tensor back as f32. */
