@@ -1,11 +1,14 @@
 /**
- * What the DiT families (pixart.ts, flux.ts) share: the sinusoidal timestep embedding and
- * the self-attention hook (its context, and the dense default) that PARO plugs into.
+ * What the DiT families (pixart.ts, flux.ts) share: the sinusoidal timestep embedding, the
+ * self-attention hook (its context, and the dense default) that PARO plugs into, and the
+ * gated feed-forward of a block.
  *
  * @module
  */
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
+import type { Linear } from "../../runtime/model/linear.ts";
+import { type RowBatch, rowChunked } from "../../runtime/model/row_chunks.ts";
 import { attention, type AttentionInput } from "../../runtime/ops/attention.ts";
 import { timestepEmbeddingRef } from "../../runtime/reference/embed.ts";
 
@@ -49,3 +52,42 @@ export interface SelfAttention {
 export const denseSelfAttention: SelfAttention = {
   run: (rec, _layer, q, k, v, g) => attention(rec, q, k, v, { heads: g.heads }),
 };
+
+/** The operands of {@linkcode gatedFeedForward}. */
+export interface GatedFeedForward {
+  /** The block's normalised, modulated rows [B·T, D]. */
+  x: Tensor;
+  /** The residual rows [B·T, D]. */
+  residual: Tensor;
+  /** The per-sample gate [B, D] (gate_mlp). */
+  gate: Tensor;
+  /** The two linears: D → 4D (GELU, tanh form) and 4D → D. */
+  ff1: Linear;
+  ff2: Linear;
+  /** The batch's samples, rows per sample and CFG pairing. */
+  batch: RowBatch;
+  /** Names the part in errors, e.g. "transformer_blocks.3.ff". */
+  what: string;
+}
+
+/**
+ * residual + gate ⊙ ff2(gelu(ff1(x))): a DiT block's feed-forward, in row chunks where its
+ * [B·T, 4D] intermediate would not bind (runtime/model/row_chunks.ts). Returns a new tensor.
+ */
+export function gatedFeedForward(rec: Recorder, o: GatedFeedForward): Tensor {
+  const { ff1, ff2 } = o;
+  const part = { batch: o.batch, layers: [ff1, ff2], width: ff1.outFeatures, what: o.what };
+  return rowChunked(rec, part, (c) => {
+    const f = ff1.forward(rec, c.rows(o.x), { activation: "gelu", ...c.tokens });
+    try {
+      return ff2.forward(rec, f, {
+        residual: c.rows(o.residual),
+        gate: c.perSample(o.gate),
+        rowsPerGate: c.rowsPerGate,
+        ...c.tokens,
+      });
+    } finally {
+      f.release();
+    }
+  });
+}

@@ -29,7 +29,15 @@ import { rope } from "../../runtime/ops/rope.ts";
 import { fluxPositionIds, ropeFreqs } from "../../runtime/reference/rope.ts";
 import type { FluxConfig } from "./flux_config.ts";
 import { times1000 } from "./flux_time.ts";
-import { type AttentionContext, type SelfAttention, sinusoid } from "./dit_common.ts";
+import { type FluxConditioning, prepareFlux } from "./flux_prepare.ts";
+
+export type { FluxConditioning } from "./flux_prepare.ts";
+import {
+  type AttentionContext,
+  gatedFeedForward,
+  type SelfAttention,
+  sinusoid,
+} from "./dit_common.ts";
 import type { DoubleBlock, SingleBlock } from "./flux_load.ts";
 import type { ModelPlugin } from "../types.ts";
 
@@ -45,24 +53,6 @@ export interface FluxAttentionContext extends AttentionContext {
   textTokens: number;
   /** "double" (transformer_blocks) or "single" (single_transformer_blocks). */
   block: "double" | "single";
-}
-
-/** The prompt-dependent state of one batch: projected text tokens and static embeddings. */
-export interface FluxConditioning {
-  /** Batch size B. */
-  batch: number;
-  /** Text tokens L. */
-  textTokens: number;
-  /** context_embedder(prompt_embeds) [B, L, D]. */
-  context: Tensor;
-  /** text_embedder(pooled) [B, D]. */
-  static: Tensor;
-  /** guidance_embedder(sinusoid(1000·g)) [B, D] (FLUX.1-dev), or undefined. */
-  guidance: Tensor | undefined;
-  /** The batch is a true-CFG pair [negative…, positive…] (quantized layers may use CFG delta). */
-  cfgPair: boolean;
-  /** Frees the tensors. */
-  release(): void;
 }
 
 /** Shapes of one forward. */
@@ -162,72 +152,8 @@ export class FluxModel {
     guidance?: readonly number[],
     opts: { cfgPair?: boolean } = {},
   ): FluxConditioning {
-    const c = this.config;
-    const l = this.#l;
-    const s = promptEmbeds.shape;
-    if (s.length !== 3 || s[2] !== c.jointAttentionDim) {
-      throw new RangeError(`prompt embeddings must be [B, L, ${c.jointAttentionDim}], got [${s}]`);
-    }
-    const [B, L] = s;
-    if (pooled.size !== B * c.pooledProjectionDim) {
-      throw new RangeError(
-        `pooled embeddings must be [${B}, ${c.pooledProjectionDim}], got [${pooled.shape}]`,
-      );
-    }
-    for (
-      const [n, t] of [["prompt embeddings", promptEmbeds], ["pooled embeddings", pooled]] as const
-    ) {
-      if (t.dtype !== this.dtype) {
-        throw new TypeError(`${n} are ${t.dtype}, the model is ${this.dtype}`);
-      }
-    }
-    if (c.guidanceEmbeds && guidance === undefined) {
-      throw new TypeError("This model has a guidance embedder (FLUX.1-dev): pass a guidance scale");
-    }
-    if (!c.guidanceEmbeds && guidance !== undefined) {
-      throw new TypeError("This model has no guidance embedder (FLUX.1-schnell): pass no guidance");
-    }
-    if (guidance && guidance.length !== B) {
-      throw new RangeError(`expected ${B} guidance scales, got ${guidance.length}`);
-    }
-    const cfgPair = opts.cfgPair ?? false;
-    if (cfgPair && B % 2 !== 0) throw new RangeError(`a CFG pair needs an even batch, got ${B}`);
-    const context = l["context_embedder"].forward(rec, promptEmbeds.reshape([B * L, s[2]]))
-      .reshape([B, L, c.innerDim]);
-    const tte = "time_text_embed";
-    const h = l[`${tte}.text_embedder.linear_1`].forward(
-      rec,
-      pooled.reshape([B, c.pooledProjectionDim]),
-      {
-        activation: "silu",
-      },
-    );
-    const stat = l[`${tte}.text_embedder.linear_2`].forward(rec, h);
-    h.release();
-    let gemb: Tensor | undefined;
-    if (guidance) {
-      const sin = rec.upload(
-        sinusoid(guidance.map((g) => times1000(g, this.dtype)), 256),
-        [B, 256],
-        this.dtype,
-      );
-      const g1 = l[`${tte}.guidance_embedder.linear_1`].forward(rec, sin, { activation: "silu" });
-      gemb = l[`${tte}.guidance_embedder.linear_2`].forward(rec, g1);
-      for (const t of [sin, g1]) t.release();
-    }
-    return {
-      batch: B,
-      textTokens: L,
-      context,
-      static: stat,
-      guidance: gemb,
-      cfgPair,
-      release: () => {
-        context.release();
-        stat.release();
-        gemb?.release();
-      },
-    };
+    const m = { config: this.config, dtype: this.dtype, linears: this.#l };
+    return prepareFlux(rec, m, promptEmbeds, pooled, guidance, opts);
   }
 
   /** The RoPE table [L + h·w, D/2, 2] (f32) of L text tokens and an h×w grid, cached. */
@@ -431,24 +357,14 @@ export class FluxModel {
         ...tokens,
       });
       const n2 = layerNorm(rec, x1, { eps: 1e-6, modulation: { emb: mod, shift: 3, scale: 4 } });
-      const ff = {
+      const x2 = gatedFeedForward(rec, {
+        x: n2,
+        residual: x1,
+        gate: gMlp,
+        ff1,
+        ff2,
         batch: { samples: B, rowsPerSample: rows, cfgPair: d.cfgPair },
-        layers: [ff1, ff2],
-        width: ff1.outFeatures,
         what: `${ff1.name} and ${ff2.name}`,
-      };
-      const x2 = rowChunked(rec, ff, (c) => {
-        const f = ff1.forward(rec, c.rows(n2), { activation: "gelu", ...c.tokens });
-        try {
-          return ff2.forward(rec, f, {
-            residual: c.rows(x1),
-            gate: c.perSample(gMlp),
-            rowsPerGate: c.rowsPerGate,
-            ...c.tokens,
-          });
-        } finally {
-          f.release();
-        }
       });
       for (const t of [n2, x1, gMsa, gMlp, mod]) t.release();
       return x2;

@@ -12,7 +12,6 @@
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { Linear } from "../../runtime/model/linear.ts";
-import { rowChunked } from "../../runtime/model/row_chunks.ts";
 import { attention } from "../../runtime/ops/attention.ts";
 import { cast } from "../../runtime/ops/cast.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
@@ -29,7 +28,7 @@ export {
   type SelfAttention,
   sinusoid,
 } from "./dit_common.ts";
-import { type SelfAttention, sinusoid } from "./dit_common.ts";
+import { gatedFeedForward, type SelfAttention, sinusoid } from "./dit_common.ts";
 export { type AddedConditions, addedConditions } from "./pixart_config.ts";
 
 /** The caption-dependent state of one prompt batch: projected keys/values per block. */
@@ -415,25 +414,14 @@ export class PixArtModel {
       x1.release();
 
       const n2 = keep(layerNorm(rec, x2, { eps, modulation: { emb: mod, shift: 3, scale: 4 } }));
-      // The feed-forward's [B·T, 4D] intermediate goes in row chunks where it would not bind.
-      const ff = {
+      const x3 = gatedFeedForward(rec, {
+        x: n2,
+        residual: x2,
+        gate: gateMlp,
+        ff1: b.ff1,
+        ff2: b.ff2,
         batch: { samples: B, rowsPerSample: T, cfgPair: cond.cfgPair },
-        layers: [b.ff1, b.ff2],
-        width: b.ff1.outFeatures,
         what: `transformer_blocks.${i}.ff`,
-      };
-      const x3 = rowChunked(rec, ff, (c) => {
-        const f = b.ff1.forward(rec, c.rows(n2), { activation: "gelu", ...c.tokens });
-        try {
-          return b.ff2.forward(rec, f, {
-            residual: c.rows(x2),
-            gate: c.perSample(gateMlp),
-            rowsPerGate: c.rowsPerGate,
-            ...c.tokens,
-          });
-        } finally {
-          f.release();
-        }
       });
       n2.release();
       x2.release();
