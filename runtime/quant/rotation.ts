@@ -15,17 +15,6 @@
  */
 import type { HostMatrix } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
-import type { Recorder } from "../gpu/kernel.ts";
-import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
-import {
-  type HadamardTransformTensors,
-  type OutlierTransformTensors,
-  rotateHadamard,
-  rotateOutlier,
-  rotqHadamard,
-  rotqOutlier,
-} from "../ops/rotq.ts";
-import { ACT_BITS, actQuant } from "../ops/act_quant.ts";
 import { fwhtF64, isPowerOfTwo, rotateRowsBlockHadamard } from "../reference/hadamard.ts";
 import {
   type QuantizedRows,
@@ -33,7 +22,8 @@ import {
   rotateHadamardRef,
   rotateOutlierRef,
 } from "../reference/rotq.ts";
-import type { ActGrouping, ActivationTransform, QuantizedActivations } from "./transform.ts";
+import type { ActivationTransform } from "./transform.ts";
+import { GpuHadamardTransform, GpuOutlierTransform } from "./rotation_gpu.ts";
 import type { ActQuantSpec } from "./rotation_error.ts";
 
 /** What a layer's plan chose. */
@@ -90,7 +80,7 @@ export interface LayerRotation {
   quantizeActivations(x: Float32Array, rows: number, bits: number, fused?: boolean): QuantizedRows;
   /** The tensors to store in the artifact (see the module header). */
   tensors(): Record<string, RotationTensor>;
-  /** The online side on the GPU. */
+  /** The online side on the GPU (runtime/quant/rotation_gpu.ts). */
   gpu(rt: Runtime): ActivationTransform;
 }
 
@@ -330,66 +320,6 @@ function blockMulF64(
       for (let i = 0; i < B; i++) acc += v[b0 + i] * q[i * si + j * sj];
       out[b0 + j] = acc;
     }
-  }
-}
-
-/** The hadamard (or identity) transform on the GPU. */
-class GpuHadamardTransform implements ActivationTransform {
-  readonly name: string;
-  #t: HadamardTransformTensors;
-
-  constructor(rt: Runtime, name: string, s: Float32Array, block: number) {
-    this.name = name;
-    this.#t = { s: uploadTensor(rt, s, [s.length]), block };
-  }
-
-  apply(rec: Recorder, x: Tensor): Tensor {
-    return rotateHadamard(rec, x, this.#t);
-  }
-
-  applyQuant(rec: Recorder, x: Tensor, bits: number, g: ActGrouping = {}): QuantizedActivations {
-    // "none" is the plain quantizer (same operations, so the same codes); per token the
-    // Hadamard kernel also covers bits actQuant lacks, groups have no such fallback.
-    if (this.name === "none" && (g.group || ACT_BITS.includes(bits))) {
-      return actQuant(rec, x, bits, g);
-    }
-    return rotqHadamard(rec, x, this.#t, bits, g);
-  }
-
-  release(): void {
-    this.#t.s.release();
-  }
-}
-
-/** The outlier-aware transform on the GPU. */
-class GpuOutlierTransform implements ActivationTransform {
-  readonly name = "outlier";
-  #t: OutlierTransformTensors;
-
-  constructor(rt: Runtime, r: OutlierRotation) {
-    const K = r.cols;
-    const B = r.block;
-    const dest = new Uint32Array(K);
-    r.perm.forEach((src, k) => dest[src] = k);
-    this.#t = {
-      s: uploadTensor(rt, r.s, [K]),
-      q1: uploadTensor(rt, r.q1, [B, B]),
-      q2: uploadTensor(rt, r.q2, [B, B]),
-      dest: uploadTensor(rt, dest, [K], "u32"),
-      block: B,
-    };
-  }
-
-  apply(rec: Recorder, x: Tensor): Tensor {
-    return rotateOutlier(rec, x, this.#t);
-  }
-
-  applyQuant(rec: Recorder, x: Tensor, bits: number, g: ActGrouping = {}): QuantizedActivations {
-    return rotqOutlier(rec, x, this.#t, bits, g);
-  }
-
-  release(): void {
-    for (const t of [this.#t.s, this.#t.q1, this.#t.q2, this.#t.dest]) t.release();
   }
 }
 
