@@ -6,7 +6,8 @@ import { openCheckpoint } from "../io/safetensors_index.ts";
 import { uploadQWeight } from "../ops/qweight.ts";
 import { hasCompactTlq } from "../reference/qgemm.ts";
 import { META, openArtifact, paramName } from "./artifact.ts";
-import { quantizeModel, type QuantizeResult, writeArtifact } from "./quantize.ts";
+import { quantizeModel, writeArtifact } from "./quantize.ts";
+import type { QuantizeResult } from "./quantize_types.ts";
 
 const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;
 const LAYER = "transformer_blocks.1.ff.net.2";

@@ -13,7 +13,7 @@ import { readModelIndex } from "../model_defaults.ts";
 import { type TensorSource, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { META, PREFIX } from "./artifact.ts";
 import { ARTIFACT_VERSION } from "./plan.ts";
-import type { QuantizeResult } from "./quantize.ts";
+import type { QuantizeResult } from "./quantize_types.ts";
 
 /** A text file, or a CheckpointError naming it. */
 export async function readText(path: string): Promise<string> {

@@ -7,7 +7,8 @@
 import { relError } from "../../tests/assert.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { loadPipeline, type Pipeline } from "../pipeline.ts";
-import { type QuantizeResult, writeArtifact } from "./quantize.ts";
+import { writeArtifact } from "./quantize.ts";
+import type { QuantizeResult } from "./quantize_types.ts";
 
 /** The random PixArt fixture model (hidden width 32). */
 export const FIXTURE = new URL("../../tests/fixtures/pixart_pixel", import.meta.url).pathname;

@@ -18,7 +18,7 @@ import {
 import { ABITS } from "./qlinear.ts";
 import { LOW_RANK_MAX } from "../ops/low_rank.ts";
 import { TLQ_FITS } from "../../plugins/quantizers/tlq.ts";
-import type { QuantizeOptions } from "./quantize.ts";
+import type { QuantizeOptions } from "./quantize_types.ts";
 
 /**
  * Checks the settings against the registry; returns them complete (the keep-FP default is
