@@ -67,9 +67,16 @@ export function planRowChunks(
   if (B * T * rowBytes <= limit) return undefined;
   const maxRows = Math.floor(limit / rowBytes);
   const pair = scope === "pair" && b.cfgPair;
-  const unit = scope === "batch" ? B * T : pair ? 2 * T : scope === "sample" ? T : 1;
+  // Outside a CFG pair, pair-scoped layers (CFG delta, maybe centred) still take whole samples.
+  const unit = scope === "batch" ? B * T : pair ? 2 * T : scope === "row" ? 1 : T;
   if (unit > maxRows) {
-    const part = scope === "batch" ? "the whole batch" : pair ? "one CFG pair" : "one sample";
+    const part = scope === "batch"
+      ? "the whole batch"
+      : pair
+      ? "one CFG pair"
+      : scope === "row"
+      ? "one row"
+      : "one sample";
     throw new RangeError(
       `${what}: ${part} (${unit} rows of ${rowBytes} bytes, ${mib(unit * rowBytes)}) is over ` +
         `this adapter's binding limit of ${mib(limit)}, and its layers cannot split ${part}; ` +

@@ -53,7 +53,13 @@ Deno.test("planRowChunks: a chunk the layers cannot make is a RangeError naming 
     RangeError,
     "the whole batch",
   );
-  assertThrows(() => planRowChunks(batch(2, 8), "row", 100, 99, "ff"), RangeError, "one sample");
+  assertThrows(
+    () => planRowChunks(batch(2, 8), "row", 100, 99, "ff"),
+    RangeError,
+    "one row (1 rows",
+  );
+  // Pair-scoped layers outside a CFG pair: whole samples (they may centre).
+  assertThrows(() => planRowChunks(batch(2, 8), "pair", 100, 700, "ff"), RangeError, "one sample");
 });
 
 Deno.test("widestScope: the most coupled layer rules; a layer without a scope never splits", () => {
