@@ -1,0 +1,97 @@
+import { assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
+import { gpuTest, runAndRead, withRuntime } from "../../tests/gpu.ts";
+import { assertWithin, FIXTURES } from "../../tests/fixture_helpers.ts";
+import { CheckpointError } from "../../runtime/errors.ts";
+import { uploadTensor } from "../../runtime/gpu/tensor.ts";
+import {
+  openSafetensors,
+  type TensorToWrite,
+  writeSafetensors,
+} from "../../runtime/io/safetensors.ts";
+import { loadVaeDecoder } from "./vae.ts";
+import { parseVaeConfig, vaeScale } from "./vae_config.ts";
+
+/** A fixture's decoder config and weights, and its latents and expected image. */
+async function open(name: string) {
+  const dir = `${FIXTURES}vae_${name}`;
+  const config = parseVaeConfig(JSON.parse(await Deno.readTextFile(`${dir}/vae/config.json`)));
+  const weights = await openSafetensors(`${dir}/vae/diffusion_pytorch_model.safetensors`);
+  const io = await openSafetensors(`${dir}/io.safetensors`);
+  return { config, weights, io };
+}
+
+for (const name of ["tiny", "flux_legacy"]) {
+  Deno.test(`vae_${name}: the decoder matches the PyTorch reference`, gpuTest, async () => {
+    await withRuntime(async (rt) => {
+      const { config, weights, io } = await open(name);
+      const vae = await loadVaeDecoder(rt, weights, config);
+      try {
+        const zs = io.info("latents").shape;
+        const z = uploadTensor(rt, await io.readF32("latents"), zs);
+        const want = await io.readF32("image");
+        assertEquals(io.info("image").shape, [
+          zs[0],
+          3,
+          zs[2] * vaeScale(config),
+          zs[3] * vaeScale(config),
+        ]);
+        const got = await runAndRead(rt, (rec) => vae.decode(rec, z));
+        assertWithin(got, want, 1e-4, `vae_${name}`);
+        // The convolutions' im2col and the attention scores in chunks of a few rows.
+        const small = await runAndRead(rt, (rec) => vae.decode(rec, z, { chunkBytes: 1024 }));
+        assertWithin(small, want, 1e-4, `vae_${name} in small chunks`);
+        z.release();
+      } finally {
+        vae.release();
+        weights.close();
+        io.close();
+      }
+    });
+  });
+}
+
+Deno.test("vae config: unsupported or malformed fields are errors naming the field", () => {
+  const base = { _class_name: "AutoencoderKL", block_out_channels: [8, 16], norm_num_groups: 4 };
+  const bad = (patch: Record<string, unknown>, field: string) => {
+    const e = assertThrows(() => parseVaeConfig({ ...base, ...patch }), CheckpointError, field);
+    assertEquals((e as CheckpointError).field, field);
+  };
+  bad({ _class_name: "AutoencoderTiny" }, "_class_name");
+  bad({ act_fn: "gelu" }, "act_fn");
+  bad({ norm_num_groups: 3 }, "norm_num_groups");
+  bad({ up_block_types: ["UpDecoderBlock2D", "AttnUpDecoderBlock2D"] }, "up_block_types");
+  bad({ block_out_channels: [] }, "block_out_channels");
+  bad({ scaling_factor: "x" }, "scaling_factor");
+  const c = parseVaeConfig(base);
+  assertEquals([c.latentChannels, c.shiftFactor, c.usePostQuantConv, vaeScale(c)], [4, 0, true, 2]);
+});
+
+Deno.test(
+  "vae weights: a missing or misshapen tensor names the file and the tensor",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const { config, weights, io } = await open("tiny");
+      io.close();
+      const tensors: Record<string, TensorToWrite> = {};
+      for (const [n, info] of weights.tensors) {
+        if (n === "decoder.conv_out.bias") continue;
+        tensors[n] = { dtype: "F32", shape: [...info.shape], data: await weights.readF32(n) };
+      }
+      weights.close();
+      const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+      try {
+        await writeSafetensors(path, tensors);
+        const f = await openSafetensors(path);
+        await assertRejects(
+          () => loadVaeDecoder(rt, f, config),
+          CheckpointError,
+          "decoder.conv_out.bias",
+        );
+        f.close();
+      } finally {
+        await Deno.remove(path);
+      }
+    });
+  },
+);
