@@ -14,6 +14,7 @@ import {
   type PixArtConditioning,
   type PixArtModel,
 } from "../plugins/models/pixart.ts";
+import type { VaeDecoder } from "../plugins/models/vae.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { type LaunchTime, Recorder } from "./gpu/kernel.ts";
 import { readTensor, readTensors, uploadTensor } from "./gpu/tensor.ts";
@@ -51,6 +52,11 @@ export interface LoadPipelineOptions {
   dtype?: "f32" | "f16";
   /** Builds the transformer's linears (a quantization plan); default dense in `dtype`. */
   linears?: LinearFactory;
+  /**
+   * The VAE decoder that turns latents into images: a folder holding vae/config.json (or
+   * the vae folder itself); default the model folder's vae/ when it has one; false: none.
+   */
+  vae?: string | false;
 }
 
 /** Caption embeddings on the host, as diffusers' pipeline names them. */
@@ -151,6 +157,8 @@ export class Pipeline {
   readonly tokenizer: EmojiTokenizer | undefined;
   /** What a request that names no steps, guidance or sampler gets (model_index.json over the architecture's). */
   readonly defaults: SamplingDefaults;
+  /** The VAE decoder of a latent-space model (set by loadPipeline), or undefined. */
+  vae: VaeDecoder | undefined = undefined;
   // GPU ms of one sampler step by batch shape, across requests (sampleLoop's stepTimes).
   readonly #stepTimes = new Map<string, number>();
 
@@ -390,14 +398,54 @@ export class Pipeline {
     }
   }
 
-  /** Pixels per latent cell: 1 for pixel-space models (no VAE), 8 for VAE latents. */
+  /** Pixels per latent cell: 1 for pixel-space models, the VAE's scale (8) for latents. */
   get pixelsPerLatent(): number {
+    if (this.vae) return this.vae.scale;
     return this.model.config.inChannels === 3 ? 1 : 8;
+  }
+
+  /** The model writes images: it works in pixel space, or has a VAE decoder. */
+  get makesImages(): boolean {
+    return this.pixelsPerLatent === 1 || this.vae !== undefined;
+  }
+
+  /**
+   * Images [B, 3, H, W] in [−1, 1] from generate's latents [B, C, h, w]: the VAE decoder
+   * (one image at a time, to bound its memory), or the latents themselves in pixel space.
+   * @throws {TypeError} for a latent-space model without a VAE.
+   */
+  async decode(
+    latents: Float32Array,
+    shape: readonly [number, number, number, number],
+  ): Promise<{ images: Float32Array; shape: [number, number, number, number] }> {
+    const [B, C, h, w] = shape;
+    if (this.pixelsPerLatent === 1 && !this.vae) return { images: latents, shape: [B, C, h, w] };
+    const vae = this.vae;
+    if (!vae) throw new TypeError(`${this.path} works in a latent space and has no VAE decoder`);
+    const [H, W] = [h * vae.scale, w * vae.scale];
+    const oc = vae.config.outChannels;
+    const images = new Float32Array(B * oc * H * W);
+    for (let b = 0; b < B; b++) {
+      const z = uploadTensor(this.runtime, latents.subarray(b * C * h * w, (b + 1) * C * h * w), [
+        1,
+        C,
+        h,
+        w,
+      ]);
+      const rec = new Recorder(this.runtime, "vae decode");
+      const y = vae.decode(rec, z);
+      await rec.submit();
+      images.set(await readTensor(this.runtime, y), b * oc * H * W);
+      y.release();
+      z.release();
+    }
+    return { images, shape: [B, oc, H, W] };
   }
 
   /** Frees the GPU tensors. */
   release(): void {
     this.model.release();
     this.encoder?.release();
+    this.vae?.release();
   }
 }

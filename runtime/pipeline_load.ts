@@ -32,6 +32,7 @@ import {
   type SamplingDefaults,
 } from "./model_defaults.ts";
 import { DEFAULT_MODEL_DIR, type LoadPipelineOptions, Pipeline } from "./pipeline.ts";
+import { attachVae } from "./vae_load.ts";
 
 async function readJson(path: string): Promise<unknown> {
   let text: string;
@@ -70,6 +71,14 @@ export function checkDefaultSampler(s: VpSchedulerConfigs, d: SamplingDefaults):
 /** Loads a model folder (diffusers layout) onto `rt`. */
 export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Promise<Pipeline> {
   const dir = o.path ?? DEFAULT_MODEL_DIR;
+  const pipe = await loadModel(rt, dir, o);
+  // An artifact carries no VAE: only one named by the option.
+  const modelDir = dir.endsWith(".safetensors") ? undefined : dir;
+  return await attachVae(rt, pipe, o.vae, modelDir);
+}
+
+/** The transformer, its scheduler configs and caption encoder, from a folder or an artifact. */
+async function loadModel(rt: Runtime, dir: string, o: LoadPipelineOptions): Promise<Pipeline> {
   let stat: Deno.FileInfo;
   try {
     stat = await Deno.stat(dir);

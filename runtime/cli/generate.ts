@@ -51,6 +51,9 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --latents FILE          initial noise: tensor "latents" [B,C,H,W] (as diffusers' latents=; FLUX:
                           unpacked, C = in_channels/4)
   --save-latents FILE     write the final latents as "latents" [B,C,H,W] (f32 safetensors)
+  --vae PATH              a latent model's VAE decoder (AutoencoderKL): a model folder with
+                          vae/, or the vae folder (default the model folder's vae/; a
+                          quantized artifact has none of its own)
   --height PX, --width PX image size in pixels, as diffusers' height=/width= (default the
                           model's sample size; FLUX 1024): a multiple of the patch (PixArt) or
                           of 16 (FLUX: 8 pixels a latent cell, 2×2 packing)
@@ -179,6 +182,7 @@ export async function generate(args: string[]): Promise<number> {
     "true-cfg": { type: "string" },
     latents: { type: "string" },
     "save-latents": { type: "string" },
+    vae: { type: "string" },
     height: { type: "string" },
     width: { type: "string" },
     "profile-step": { type: "string" },
@@ -231,10 +235,9 @@ export async function generate(args: string[]): Promise<number> {
   try {
     info(`adapter: ${rt.info.description}${rt.info.fallback ? " (CPU)" : ""}`);
     const tLoad = performance.now();
-    const pipe = await loadPipeline(rt, { path: v.model, dtype });
+    const pipe = await loadPipeline(rt, { path: v.model, dtype, vae: v.vae });
     const loadMs = performance.now() - tLoad;
     try {
-      const c = pipe.model.config;
       const steps = stepsArg ?? pipe.defaults.steps;
       const sampler: SamplerName = samplerArg ?? pipe.defaults.sampler;
       checkSampler(pipe, sampler);
@@ -245,11 +248,12 @@ export async function generate(args: string[]): Promise<number> {
         );
       }
       if (latents) checkLatentsShape(pipe, v.latents!, latents.shape);
-      const pixel = c.inChannels === 3;
-      if (!pixel) outs.length = 0;
-      if (!pixel && v.out) {
+      const images = pipe.makesImages;
+      if (!images) outs.length = 0;
+      if (!images && v.out) {
         throw new UsageError(
-          "this model works in a latent space and has no VAE here: use --save-latents",
+          "this model works in a latent space and has no VAE decoder (no vae/ in its folder; " +
+            "--vae PATH names one): use --save-latents",
         );
       }
       if (!v.out) { for (const p of outs) await checkWritable(p, force, "--out"); }
@@ -275,10 +279,15 @@ export async function generate(args: string[]): Promise<number> {
       if (res.unknownWords.length) {
         info(`warning: unknown words (read as <unk>): ${res.unknownWords.join(", ")}`);
       }
-      const [, C, H, W] = res.shape;
+      const tDecode = performance.now();
+      const dec = outs.length ? await pipe.decode(res.latents, res.shape) : undefined;
+      if (pipe.vae && dec) {
+        info(`VAE decode ${((performance.now() - tDecode) / 1000).toFixed(2)} s`);
+      }
+      const [, C, H, W] = dec?.shape ?? res.shape;
       for (let i = 0; i < outs.length; i++) {
         const img = tensorToImage(
-          res.latents.subarray(i * C * H * W, (i + 1) * C * H * W),
+          dec!.images.subarray(i * C * H * W, (i + 1) * C * H * W),
           C,
           H,
           W,

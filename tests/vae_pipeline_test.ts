@@ -1,0 +1,117 @@
+/**
+ * A latent model folder with a VAE (the pixart_tiny_sq transformer + the vae_tiny decoder):
+ * generate writes the decoded image, the same pixels the decoder gives the saved latents;
+ * --vae names another decoder; a missing or mismatched one is an error naming it.
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { gpuTest, runAndRead, withRuntime } from "./gpu.ts";
+import { FIXTURES } from "./fixture_helpers.ts";
+import { runCli } from "./cli_helpers.ts";
+import { CheckpointError } from "../runtime/errors.ts";
+import { uploadTensor } from "../runtime/gpu/tensor.ts";
+import { readPng, tensorToImage } from "../runtime/io/png.ts";
+import { openSafetensors, writeSafetensors } from "../runtime/io/safetensors.ts";
+import { loadPipeline } from "../runtime/pipeline.ts";
+import { loadVaeDecoder } from "../plugins/models/vae.ts";
+import { parseVaeConfig } from "../plugins/models/vae_config.ts";
+
+async function copyDir(from: string, to: string): Promise<void> {
+  await Deno.mkdir(to, { recursive: true });
+  for await (const e of Deno.readDir(from)) {
+    const [a, b] = [join(from, e.name), join(to, e.name)];
+    if (e.isDirectory) await copyDir(a, b);
+    else await Deno.copyFile(a, b);
+  }
+}
+
+/** A temp model folder: pixart_tiny_sq's transformer (+ vae_tiny's vae/ when `vae`). */
+async function latentModel(vae: boolean): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "webdit_vae_model_" });
+  await copyDir(`${FIXTURES}pixart_tiny_sq/transformer`, join(dir, "transformer"));
+  if (vae) await copyDir(`${FIXTURES}vae_tiny/vae`, join(dir, "vae"));
+  return dir;
+}
+
+Deno.test("generate decodes a latent model's output with its vae/: the decoder's pixels", async () => {
+  const dir = await latentModel(true);
+  try {
+    const emb = join(dir, "emb.safetensors");
+    const data = Float32Array.from({ length: 5 * 32 }, (_, i) => Math.sin(i));
+    await writeSafetensors(emb, { prompt_embeds: { dtype: "F32", shape: [1, 5, 32], data } });
+    const [png, lat] = [join(dir, "x.png"), join(dir, "x.safetensors")];
+    const r = await runCli([
+      ...["generate", "--model", dir, "--caption-embeds", emb, "--steps", "2", "--guidance", "1"],
+      ...["--out", png, "--save-latents", lat],
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assert(r.stderr.includes("VAE decode"), r.stderr);
+    const img = await readPng(png);
+    assertEquals([img.width, img.height], [32, 32]); // an 8 × 8 latent, 4 pixels a cell
+    // The same pixels from the saved latents through the decoder alone.
+    await withRuntime(async (rt) => {
+      const cfg = parseVaeConfig(JSON.parse(await Deno.readTextFile(join(dir, "vae/config.json"))));
+      const w = await openSafetensors(join(dir, "vae/diffusion_pytorch_model.safetensors"));
+      const vae = await loadVaeDecoder(rt, w, cfg);
+      w.close();
+      const f = await openSafetensors(lat);
+      const z = uploadTensor(rt, await f.readF32("latents"), f.info("latents").shape);
+      f.close();
+      const y = await runAndRead(rt, (rec) => vae.decode(rec, z));
+      assertEquals(tensorToImage(y, 3, 32, 32).data, img.data);
+      z.release();
+      vae.release();
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("generate without a VAE: --out is a usage error naming --vae", async () => {
+  const dir = await latentModel(false);
+  try {
+    const r = await runCli([
+      "generate",
+      "--model",
+      dir,
+      "--prompt",
+      "x",
+      "--out",
+      join(dir, "x.png"),
+    ]);
+    assertEquals(r.code, 2, r.stderr);
+    assert(r.stderr.includes("--vae PATH names one"), r.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test(
+  "loadPipeline's vae: another folder's decoder, none, or one that does not fit",
+  gpuTest,
+  async () => {
+    const dir = await latentModel(false);
+    try {
+      await withRuntime(async (rt) => {
+        const p = await loadPipeline(rt, { path: dir, vae: `${FIXTURES}vae_tiny` });
+        assertEquals([p.vae?.scale, p.pixelsPerLatent, p.makesImages], [4, 4, true]);
+        p.release();
+        const none = await loadPipeline(rt, { path: dir });
+        assertEquals([none.vae, none.pixelsPerLatent, none.makesImages], [undefined, 8, false]);
+        none.release();
+        await assertRejects(
+          () => loadPipeline(rt, { path: dir, vae: `${FIXTURES}vae_flux_legacy` }),
+          CheckpointError,
+          "has 16 latent channels, the transformer works on 4",
+        );
+        await assertRejects(
+          () => loadPipeline(rt, { path: dir, vae: `${FIXTURES}pixart_tiny_sq` }),
+          CheckpointError,
+          "has no vae/config.json",
+        );
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
