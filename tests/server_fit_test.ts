@@ -9,6 +9,7 @@ import { createDefaultRegistry } from "../runtime/builtins.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import { createApp } from "../runtime/server/app.ts";
 import type { RowScope } from "../runtime/model/linear.ts";
+import { parseVaeConfig } from "../plugins/models/vae_config.ts";
 import { largestTensorBytes, maxImagesThatFit } from "../runtime/server/checks.ts";
 import { ModelCatalog, type ModelEntry } from "../runtime/server/models.ts";
 import {
@@ -71,6 +72,14 @@ Deno.test("server fit: the estimate is the hidden states, or the feed-forward's 
   // A layer that never splits: the whole intermediate, per image.
   assertEquals(largestTensorBytes(entry("batch"), { ...b, height: 256, width: 256 }), 67108864);
   assertEquals(maxImagesThatFit(entry("batch"), { ...b, height: 256, width: 256 }), 2);
+  // A VAE decodes one image at a time: its widest activation counts once, whatever n.
+  const vae = entry("row");
+  const cfg = parseVaeConfig({ block_out_channels: [128, 256, 512, 512] });
+  (vae.pipeline as { vae: unknown }).vae = { config: cfg };
+  const small = { images: 1, height: 16, width: 16, guidance: 4.5 }; // 128² pixels: 16 MiB
+  assertEquals(largestTensorBytes(vae, small), 128 * 128 * 256 * 4);
+  assertEquals(maxImagesThatFit(vae, small), Math.floor(2 ** 27 / (2 * 64 * 128 * 4)));
+  assertEquals(maxImagesThatFit(vae, { ...small, height: 64, width: 64 }), 0); // 256 MiB
 });
 
 Deno.test("server fit: too large for the adapter is a 400 on size or n", gpuTest, async () => {

@@ -85,6 +85,11 @@ export function stubPipeline(stepMs: number, log: StubLog = { calls: [], steps: 
   const config = { sampleSize: 16, patchSize: 2, inChannels: 3 };
   const stub = {
     pixelsPerLatent: 1,
+    makesImages: true,
+    vae: undefined,
+    // Pixel space: the images are the latents.
+    decode: (latents: Float32Array, shape: readonly [number, number, number, number]) =>
+      Promise.resolve({ images: latents, shape: [...shape] }),
     transformer: { config, dtype: "f32" },
     tokenizer: undefined,
     encoder: undefined,

@@ -93,6 +93,21 @@ export function vaeScale(c: VaeConfig): number {
   return 2 ** (c.blockOutChannels.length - 1);
 }
 
+/**
+ * Bytes of the decoder's widest activation for one h × w latent (f32, channels last): at
+ * each level's resolution the wider of the channels coming in (conv_in's or the upsampler's)
+ * and the level's own. The decoder binds it whole; im2col and attention scores go in chunks.
+ */
+export function vaeLargestBytes(c: VaeConfig, h: number, w: number): number {
+  const rev = [...c.blockOutChannels].reverse();
+  let most = 0;
+  for (let i = 0; i < rev.length; i++) {
+    const cells = h * w * 4 ** i;
+    most = Math.max(most, cells * Math.max(rev[Math.max(0, i - 1)], rev[i]) * 4);
+  }
+  return most;
+}
+
 /** One resnet of the decoder: its checkpoint prefix and channels in and out. */
 export interface VaeResnet {
   prefix: string;

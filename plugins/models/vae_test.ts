@@ -9,7 +9,7 @@ import {
   writeSafetensors,
 } from "../../runtime/io/safetensors.ts";
 import { loadVaeDecoder } from "./vae.ts";
-import { parseVaeConfig, vaeScale } from "./vae_config.ts";
+import { parseVaeConfig, vaeLargestBytes, vaeScale } from "./vae_config.ts";
 
 /** A fixture's decoder config and weights, and its latents and expected image. */
 async function open(name: string) {
@@ -95,3 +95,9 @@ Deno.test(
     });
   },
 );
+
+Deno.test("vaeLargestBytes: sd-vae at a 128 × 128 latent holds [1024², 256] f32 (the last upsample)", () => {
+  const sd = parseVaeConfig({ block_out_channels: [128, 256, 512, 512], layers_per_block: 2 });
+  assertEquals(vaeLargestBytes(sd, 128, 128), 1024 * 1024 * 256 * 4);
+  assertEquals(vaeLargestBytes(sd, 8, 8), Math.max(32 * 32 * 512, 64 * 64 * 256) * 4);
+});

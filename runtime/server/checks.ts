@@ -13,6 +13,7 @@ import type { SamplerName } from "../pipeline.ts";
 import { usesGuidance } from "../sampling/guidance.ts";
 import { vpSamplerOptions } from "../sampling/vp_scheduler_config.ts";
 import { widestScope } from "../model/row_chunks.ts";
+import { vaeLargestBytes } from "../../plugins/models/vae_config.ts";
 import { badRequest } from "./errors.ts";
 import type { ModelEntry } from "./models.ts";
 
@@ -105,10 +106,17 @@ export interface BatchShape {
  * a patch's values when wider), at the activations' element size (4 bytes when the model
  * is f32 or its plan quantizes activations, whose quantizers work in f32). And the
  * feed-forward's 4·D-wide intermediate, which goes in row chunks (runtime/model/row_chunks.ts)
- * of one row, one sample or one CFG pair, as its layers' scope allows, sized at 4 bytes.
+ * of one row, one sample or one CFG pair, as its layers' scope allows, sized at 4 bytes. And
+ * a latent model's VAE decoder's widest activation at full resolution.
  */
 export function largestTensorBytes(entry: ModelEntry, b: BatchShape): number {
-  return Math.max(hiddenBytes(entry, b), feedForwardChunkBytes(entry, b));
+  return Math.max(hiddenBytes(entry, b), feedForwardChunkBytes(entry, b), vaeBytes(entry, b));
+}
+
+/** Bytes of the VAE decoder's widest activation (it decodes one image at a time), or 0. */
+function vaeBytes(entry: ModelEntry, b: BatchShape): number {
+  const vae = entry.pipeline.vae;
+  return vae ? vaeLargestBytes(vae.config, b.height, b.width) : 0;
 }
 
 /** Bytes of a step's widest hidden-state tensor for the batch (grows with the images). */
@@ -156,7 +164,7 @@ export function maxImagesThatFit(entry: ModelEntry, b: Omit<BatchShape, "images"
   // The feed-forward's chunk does not grow with the batch (a "batch" scope's does: it is
   // the hidden states times four then, and counted per image here).
   const chunk = feedForwardChunkBytes(entry, { ...b, images: 1 });
-  if (chunk > limit) return 0;
+  if (chunk > limit || vaeBytes(entry, { ...b, images: 1 }) > limit) return 0;
   const perImage = widestScope(entry.pipeline.transformer.linears ?? []) === "batch"
     ? Math.max(one, chunk)
     : one;

@@ -204,9 +204,11 @@ export async function handleGenerations(
       total_tokens: t,
     };
   };
-  const images = (r: JobResult) => {
-    const [n, C, h, w] = r.shape;
-    return Array.from({ length: n }, (_, i) => imagePngBase64(r.latents, i, C, h, w));
+  // A latent model's images come from its VAE decoder (pixel-space ones are the latents).
+  const images = async (r: JobResult) => {
+    const d = await entry.pipeline.decode(r.latents, r.shape);
+    const [n, C, h, w] = d.shape;
+    return Array.from({ length: n }, (_, i) => imagePngBase64(d.images, i, C, h, w));
   };
 
   if (!req.stream) {
@@ -221,7 +223,7 @@ export async function handleGenerations(
     g.metrics.images.inc(undefined, req.n);
     return c.json({
       created: Math.floor(Date.now() / 1000),
-      data: images(result).map((b64_json) => ({ b64_json })),
+      data: (await images(result)).map((b64_json) => ({ b64_json })),
       ...common,
       usage: usage(),
       ...extras(result),
@@ -238,7 +240,8 @@ export async function handleGenerations(
     chain = chain.then(() => sse?.writeSSE({ event, data: JSON.stringify(data) }));
     return chain;
   };
-  job.previewSteps = previewSteps(req.partialImages, steps);
+  // Previews are the latents box-filtered: only a pixel-space model's are images.
+  job.previewSteps = entry.pipeline.vae ? [] : previewSteps(req.partialImages, steps);
   job.onPreview = (p) => {
     if (!sse || inFlight > 0) return;
     inFlight++;
@@ -274,7 +277,7 @@ export async function handleGenerations(
     try {
       const r = await pending;
       g.metrics.images.inc(undefined, req.n);
-      const b64 = images(r);
+      const b64 = await images(r);
       const ex = extras(r);
       for (let i = 0; i < b64.length; i++) {
         await write("image_generation.completed", {

@@ -8,6 +8,7 @@
 import { basename } from "node:path";
 import type { Runtime } from "../gpu/device.ts";
 import { loadPipeline, type Pipeline } from "../pipeline.ts";
+import { FluxModel } from "../../plugins/models/flux.ts";
 import { badRequest } from "./errors.ts";
 import { defaultLowRankFit, type QuantSettings } from "../quant/plan.ts";
 import { DEFAULT_ALPHA } from "../quant/smooth.ts";
@@ -82,7 +83,7 @@ function list(xs: Iterable<unknown>): string {
   return [...new Set([...xs].map((x) => `'${x}'`))].join(", ") || "none";
 }
 
-/** Builds a catalog; ids must be unique and every model must produce pixels. */
+/** Builds a catalog; ids must be unique and every model must make images (pixels or a VAE). */
 export class ModelCatalog {
   /** The entries in preference order (the first is the default). */
   readonly entries: readonly ModelEntry[];
@@ -94,9 +95,13 @@ export class ModelCatalog {
     for (const e of entries) {
       if (ids.has(e.id)) throw new RangeError(`Two models have the id "${e.id}"`);
       ids.add(e.id);
-      if (e.pipeline.pixelsPerLatent !== 1) {
+      if (e.pipeline.model instanceof FluxModel) {
+        throw new RangeError(`${e.id}: the server runs PixArt models; FLUX runs through generate`);
+      }
+      if (!e.pipeline.makesImages) {
         throw new RangeError(
-          `${e.id}: works in a latent space and there is no VAE here; the server needs a pixel-space model`,
+          `${e.id}: works in a latent space and has no VAE decoder (a vae/ folder beside its ` +
+            `transformer/); the server needs images`,
         );
       }
     }
