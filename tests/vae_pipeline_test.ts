@@ -8,6 +8,9 @@ import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { gpuTest, runAndRead, withRuntime } from "./gpu.ts";
 import { FIXTURES } from "./fixture_helpers.ts";
 import { runCli } from "./cli_helpers.ts";
+import { latentEmojiModel, latentModel } from "./latent_models.ts";
+import { pixelPrompts } from "./server_helpers.ts";
+import { evaluate } from "../runtime/eval/eval.ts";
 import { CheckpointError } from "../runtime/errors.ts";
 import { uploadTensor } from "../runtime/gpu/tensor.ts";
 import { readPng, tensorToImage } from "../runtime/io/png.ts";
@@ -15,23 +18,6 @@ import { openSafetensors, writeSafetensors } from "../runtime/io/safetensors.ts"
 import { loadPipeline } from "../runtime/pipeline.ts";
 import { loadVaeDecoder } from "../plugins/models/vae.ts";
 import { parseVaeConfig } from "../plugins/models/vae_config.ts";
-
-async function copyDir(from: string, to: string): Promise<void> {
-  await Deno.mkdir(to, { recursive: true });
-  for await (const e of Deno.readDir(from)) {
-    const [a, b] = [join(from, e.name), join(to, e.name)];
-    if (e.isDirectory) await copyDir(a, b);
-    else await Deno.copyFile(a, b);
-  }
-}
-
-/** A temp model folder: pixart_tiny_sq's transformer (+ vae_tiny's vae/ when `vae`). */
-async function latentModel(vae: boolean): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "webdit_vae_model_" });
-  await copyDir(`${FIXTURES}pixart_tiny_sq/transformer`, join(dir, "transformer"));
-  if (vae) await copyDir(`${FIXTURES}vae_tiny/vae`, join(dir, "vae"));
-  return dir;
-}
 
 Deno.test("generate decodes a latent model's output with its vae/: the decoder's pixels", async () => {
   const dir = await latentModel(true);
@@ -109,6 +95,35 @@ Deno.test(
           CheckpointError,
           "has no vae/config.json",
         );
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "eval scores a latent model's decoded images (PSNR, SSIM) against its reference",
+  gpuTest,
+  async () => {
+    const dir = await latentEmojiModel(true);
+    try {
+      await withRuntime(async (rt) => {
+        const [prompt] = await pixelPrompts();
+        const r = await evaluate({
+          model: dir,
+          reference: dir,
+          prompts: [prompt],
+          seeds: [0, 1],
+          steps: 1,
+          runtime: rt,
+          fidelity: false,
+        });
+        assertEquals(r.samples.samples.map((s) => [s.image?.width, s.image?.height]), [[32, 32], [
+          32,
+          32,
+        ]]);
+        assertEquals(r.comparison?.identical, 2);
       });
     } finally {
       await Deno.remove(dir, { recursive: true });

@@ -20,6 +20,7 @@
  */
 import { join } from "node:path";
 import { FluxModel } from "../../plugins/models/flux.ts";
+import { vaeDir } from "../vae_load.ts";
 import { type AdapterChoice, createRuntime, type Runtime } from "../gpu/device.ts";
 import { type Image, tensorToImage } from "../io/png.ts";
 import { Prng } from "../io/prng.ts";
@@ -178,9 +179,20 @@ export async function generateSamples(
     const st = res.timings.stepMs;
     for (let i = 1; i < st.length; i++) steadyMs += st[i];
     steadySteps += Math.max(0, st.length - 1);
+    // A latent model's images are its VAE's (none without one: latents only).
+    const dec = pipe.vae ? await pipe.decode(res.latents, res.shape) : undefined;
     part.forEach((j, i) => {
       const latents = res.latents.slice(i * per, (i + 1) * per);
-      const image = C === 3 || C === 1 ? tensorToImage(latents, C, H, W) : undefined;
+      let image = C === 3 || C === 1 ? tensorToImage(latents, C, H, W) : undefined;
+      if (dec) {
+        const [, oc, oh, ow] = dec.shape;
+        image = tensorToImage(
+          dec.images.subarray(i * oc * oh * ow, (i + 1) * oc * oh * ow),
+          oc,
+          oh,
+          ow,
+        );
+      }
       samples.push({ ...j, latents, image });
     });
   }
@@ -246,7 +258,9 @@ export function compareSamples(model: SampleSet, ref: SampleSet): Comparison {
   const images = model.samples.map((m, i): ImageComparison => {
     const r = ref.samples[i];
     if (!m.image || !r.image) {
-      throw new RangeError("PSNR/SSIM need images: the model must work in pixel space");
+      throw new RangeError(
+        "PSNR/SSIM need images: the model must work in pixel space or have a VAE decoder",
+      );
     }
     return {
       prompt: m.prompt,
@@ -401,7 +415,12 @@ export async function evaluate(o: EvaluateOptions = {}): Promise<EvaluateResult>
   try {
     const run = async (m: ModelSource, phase: "model" | "reference"): Promise<SampleSet> => {
       const dtype = phase === "model" ? o.dtype : o.referenceDtype ?? "f32";
-      const pipe = typeof m === "string" ? await loadPipeline(rt, { path: m, dtype }) : m;
+      // An artifact carries no VAE: a latent artifact decodes with its reference folder's.
+      const vae = phase === "model" && typeof m === "string" && m.endsWith(".safetensors") &&
+          typeof o.reference === "string" && await vaeDir(o.reference)
+        ? o.reference
+        : undefined;
+      const pipe = typeof m === "string" ? await loadPipeline(rt, { path: m, dtype, vae }) : m;
       try {
         settings ??= settingsOf({ ...o, prompts }, pipe.defaults);
         if (phase === "reference") notes.push(...defaultsDiffer(settings, o, pipe.defaults));
