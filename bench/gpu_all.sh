@@ -43,6 +43,7 @@ PARTS=(
   "profile|~1|profile|optional: GPU time of each launch of the rotq and 64-row/W4A8 GEMM paths (timestamp-query; a diagnostic)"
   "low_rank|1.5|low_rank|optional: the --low-rank branch beside the W4A8 GEMM: unfused (low_rank_r{16,32}_…), each GEMM alone, fused (gemm_w4a8_lr32_…), at 2048x128x128 and 4096x1152x4608 (README)"
   "row_chunks|~2|row_chunks|optional: step_pixart_alpha_{f32,f16} whole and under a 128 MiB binding limit (…_ffn_chunks2: the feed-forward in row chunks; README)"
+  "vae|~2|vae|optional: vae_decode_sd_{512,1024}: the sd-vae decoder, one image (README)"
 )
 # Suggested device calls, each within one 10-minute command (the first measured at 7.8 min).
 CALLS=("attention rotq torch step qgemm block" "flux flux_quant emoji" "ablation gemm")
@@ -174,6 +175,7 @@ run_part() {
       ;;
     loop) cmd="deno run -A --no-check bench/loop_bench.ts --write" ;;
     row_chunks) cmd="deno bench -A --no-check bench/row_chunks_bench.ts" ;;
+    vae) cmd="deno bench -A --no-check bench/vae_bench.ts" ;;
     emoji)
       cmd="deno run -A bench/emoji_bench.ts"
       [ -n "${WEBDIT_EMOJI_IN_FLIGHT:-}" ] && cmd="$cmd --in-flight $WEBDIT_EMOJI_IN_FLIGHT"

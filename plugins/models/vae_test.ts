@@ -10,6 +10,7 @@ import {
 } from "../../runtime/io/safetensors.ts";
 import { loadVaeDecoder } from "./vae.ts";
 import { parseVaeConfig, vaeLargestBytes, vaeScale } from "./vae_config.ts";
+import { vaeDecodeRef } from "../../runtime/reference/vae.ts";
 
 /** A fixture's decoder config and weights, and its latents and expected image. */
 async function open(name: string) {
@@ -100,4 +101,18 @@ Deno.test("vaeLargestBytes: sd-vae at a 128 × 128 latent holds [1024², 256] f3
   const sd = parseVaeConfig({ block_out_channels: [128, 256, 512, 512], layers_per_block: 2 });
   assertEquals(vaeLargestBytes(sd, 128, 128), 1024 * 1024 * 256 * 4);
   assertEquals(vaeLargestBytes(sd, 8, 8), Math.max(32 * 32 * 512, 64 * 64 * 256) * 4);
+});
+
+Deno.test("vaeDecodeRef (the CPU reference the bench checks against) matches PyTorch", async () => {
+  const { config, weights, io } = await open("tiny");
+  try {
+    const host = new Map<string, Float32Array>();
+    for (const n of weights.tensors.keys()) host.set(n, await weights.readF32(n));
+    const shape = io.info("latents").shape as [number, number, number, number];
+    const got = vaeDecodeRef((n) => host.get(n)!, config, await io.readF32("latents"), shape);
+    assertWithin(got, await io.readF32("image"), 1e-5, "vaeDecodeRef");
+  } finally {
+    weights.close();
+    io.close();
+  }
 });
