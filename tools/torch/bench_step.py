@@ -13,7 +13,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -22,15 +21,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pixart import PixArtConfig, PixArtTransformer  # noqa: E402
-from results_format import results_header, write_results  # noqa: E402
+from results_format import device_slug as slug, results_header, write_results  # noqa: E402
 
 CFG = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
            cross_attention_dim=1152, sample_size=128, patch_size=2, caption_channels=4096)
-
-
-def slug(name):
-    m = re.search(r"(H100|H200|A100|L40S|B200)", name, re.I)
-    return f"nvidia-{m.group(1).lower()}" if m else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def timed(model, inputs, warmup, iters):

@@ -99,9 +99,10 @@ def random_weights(c, g, legacy):
     return {k: v.float() for k, v in w.items()}
 
 
-def decode(z, w, c, legacy):
-    """AutoencoderKL.decode(z / scaling_factor + shift_factor).sample, in float64."""
-    W = {k: v.double() for k, v in w.items()}
+def decode(z, w, c, legacy, dtype=torch.float64):
+    """AutoencoderKL.decode(z / scaling_factor + shift_factor).sample, in `dtype` (float64 for
+    the fixtures; tools/torch/bench_vae.py times it in float32 and float16)."""
+    W = {k: v.to(dtype) for k, v in w.items()}
     G = c["norm_num_groups"]
     eps = 1e-6
 
@@ -128,7 +129,7 @@ def decode(z, w, c, legacy):
         a = F.linear(a, W[f"{p}.{names[3]}.weight"], W[f"{p}.{names[3]}.bias"])
         return a.transpose(1, 2).reshape(B, C, H, Wd) + x  # residual_connection, rescale 1
 
-    x = z.double() / c["scaling_factor"]
+    x = z.to(dtype) / c["scaling_factor"]
     if c.get("shift_factor") is not None:
         x = x + c["shift_factor"]
     if c.get("use_post_quant_conv", True):

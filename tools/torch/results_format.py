@@ -66,6 +66,12 @@ def host_cpu():
     return f"host CPU ({m.group(1).strip()})" if m else "host CPU"
 
 
+def device_slug(name):
+    """The results folder of a CUDA device name: nvidia-h200 and the like (as bench/harness.ts)."""
+    m = re.search(r"(H100|H200|A100|L40S|B200)", name, re.I)
+    return f"nvidia-{m.group(1).lower()}" if m else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 def results_header(device, adapter, command, commit=None, date=None):
     """The header of a results file: device, adapter, commit, date (UTC, or WEBDIT_BENCH_DATE),
     command, and the driver where known."""
