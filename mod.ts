@@ -101,6 +101,10 @@ export type { StepInfo } from "./runtime/sampling/generate.ts";
 // FLUX.
 export { FluxModel, fluxPlugin } from "./plugins/models/flux.ts";
 export { loadFlux } from "./plugins/models/flux_load.ts";
+// The VAE decoder of latent models (a model folder's vae/).
+export { loadVaeDecoder, VaeDecoder } from "./plugins/models/vae.ts";
+export { parseVaeConfig } from "./plugins/models/vae_config.ts";
+export type { VaeConfig } from "./plugins/models/vae_config.ts";
 export type { FluxLoadOptions } from "./plugins/models/flux_load.ts";
 export type { FluxAttentionContext, FluxConditioning } from "./plugins/models/flux.ts";
 export { parseFlowSchedulerConfig, parseFluxConfig } from "./plugins/models/flux_config.ts";
