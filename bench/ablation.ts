@@ -27,8 +27,13 @@ import {
 } from "../runtime/eval/eval.ts";
 import { type EmojiDataset, loadEmojiDataset } from "../runtime/eval/fidelity.ts";
 import { tensorToImage } from "../runtime/io/png.ts";
-import { openSafetensors, writeSafetensors } from "../runtime/io/safetensors.ts";
+import {
+  openSafetensors,
+  type TensorToWrite,
+  writeSafetensors,
+} from "../runtime/io/safetensors.ts";
 import { loadPipeline, type Pipeline } from "../runtime/pipeline.ts";
+import { vaeDir } from "../runtime/vae_load.ts";
 import { transformerWeightsHash } from "../runtime/quant/calibrate.ts";
 import { cachedParoStats } from "../runtime/quant/paro_calibrate.ts";
 import { type ParoStats, planKeptMass, planParo } from "../runtime/quant/paro_plan.ts";
@@ -93,15 +98,30 @@ async function referenceHash(m: AblationMatrix): Promise<string> {
   return [...new Uint8Array(d)].slice(0, 8).map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Saves a sample set's latents and settings (images are recomputed from the latents). */
+/**
+ * Saves a sample set's latents and settings, and a latent model's VAE-decoded images (a
+ * pixel-space model's are recomputed from its latents).
+ */
 async function saveSamples(path: string, s: SampleSet): Promise<void> {
   const per = s.shape.reduce((a, b) => a * b, 1);
   const all = new Float32Array(s.samples.length * per);
   s.samples.forEach((x, i) => all.set(x.latents, i * per));
   const { samples: _, ...head } = s;
-  await writeSafetensors(path, {
+  const tensors: Record<string, TensorToWrite> = {
     latents: { dtype: "F32", shape: [s.samples.length, ...s.shape], data: all },
-  }, {
+  };
+  const img = s.samples[0]?.image;
+  if (img && s.shape[0] !== 3 && s.shape[0] !== 1) {
+    const n = img.width * img.height * img.channels;
+    const px = new Uint8Array(s.samples.length * n);
+    s.samples.forEach((x, i) => px.set(x.image!.data, i * n));
+    tensors.images = {
+      dtype: "U8",
+      shape: [s.samples.length, img.height, img.width, img.channels],
+      data: px,
+    };
+  }
+  await writeSafetensors(path, tensors, {
     set: JSON.stringify(head),
     order: JSON.stringify(s.samples.map((x) => [x.prompt, x.seed])),
   });
@@ -115,9 +135,20 @@ async function loadSamples(path: string): Promise<SampleSet> {
   const all = await f.readF32("latents");
   const [C, H, W] = head.shape;
   const per = C * H * W;
+  const decoded = f.tensors.has("images") ? await f.readRaw("images") : undefined;
+  const [, h, w, c] = decoded ? f.info("images").shape : [0, 0, 0, 0];
   const samples = order.map(([prompt, seed], i) => {
     const latents = all.slice(i * per, (i + 1) * per);
-    const image = C === 3 || C === 1 ? tensorToImage(latents, C, H, W) : undefined;
+    const image = decoded
+      ? {
+        width: w,
+        height: h,
+        channels: c,
+        data: decoded.slice(i * h * w * c, (i + 1) * h * w * c),
+      }
+      : C === 3 || C === 1
+      ? tensorToImage(latents, C, H, W)
+      : undefined;
     return { prompt, seed, latents, image };
   });
   return { ...head, samples };
@@ -227,7 +258,8 @@ async function pipelineFor(
     if (l.quantizer !== "fp") branches[l.rotation] = (branches[l.rotation] ?? 0) + 1;
   }
   return {
-    pipe: await loadPipeline(run.rt, { path }),
+    // The artifact carries no VAE: a latent model's images come from its folder's.
+    pipe: await loadPipeline(run.rt, { path, vae: (await vaeDir(run.m.model)) && run.m.model }),
     gptqGpuLayers: r.gptqGpuLayers,
     ...(s.rotation !== "none" ? { branches } : {}),
   };
