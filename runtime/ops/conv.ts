@@ -1,9 +1,11 @@
 /**
  * Convolutions of the VAE decoder on channels-last images ([B, H, W, C] as [B·H·W, C]):
- * a 3×3, stride-1, zero-padded convolution as im2col (wgsl/im2col3x3.wgsl, optionally
- * reading the input upsampled 2× by nearest neighbour) + the tiled GEMM, in chunks of
- * output rows so no im2col buffer passes the binding limit; and the channels-first ↔
- * channels-last transpose (wgsl/transpose.wgsl). A 1×1 convolution is a plain GEMM.
+ * a 3×3, stride-1, zero-padded convolution (optionally reading the input upsampled 2× by
+ * nearest neighbour) as the tiled GEMM whose X loads compute the im2col addresses
+ * (wgsl/gemm_io_conv3x3.wgsl: no im2col buffer) where C % 4 == 0 in f32, else as an
+ * explicit im2col (wgsl/im2col3x3.wgsl) + the GEMM in chunks of output rows so no im2col
+ * buffer passes the binding limit; and the channels-first ↔ channels-last transpose
+ * (wgsl/transpose.wgsl). A 1×1 convolution is a plain GEMM.
  *
  * @module
  */
@@ -101,6 +103,8 @@ export interface Conv3x3Options {
   residual?: Tensor;
   /** Bytes one im2col chunk may take; default the binding limit, at most 128 MiB. */
   chunkBytes?: number;
+  /** "explicit": write the im2col chunks even where the GEMM could read x directly. */
+  im2col?: "implicit" | "explicit";
 }
 
 /**
@@ -126,6 +130,10 @@ export function conv3x3(
     );
   }
   const N = w.shape[0];
+  if (o.im2col !== "explicit" && dt === "f32" && s.C % 4 === 0) {
+    const im2col = { ...s, upsample: !!o.upsample };
+    return gemm(rec, x, w, { bias: o.bias, residual: o.residual, im2col });
+  }
   const up = o.upsample ? 1 : 0;
   const [Ho, Wo] = [s.H << up, s.W << up];
   const rt = rec.runtime;

@@ -18,7 +18,7 @@ Deno.test(
   async () => {
     await withRuntime(async (rt) => {
       const g = new Prng(3);
-      const s: ImageShape = { B: 2, H: 5, W: 7, C: 6 };
+      const s: ImageShape = { B: 2, H: 5, W: 7, C: 8 };
       const N = 5;
       const xs = g.normals(s.B * s.H * s.W * s.C);
       const torchW = g.normals(N * s.C * 9).map((v) => v / 6);
@@ -33,21 +33,24 @@ Deno.test(
         const res = g.normals(M * N);
         const r = uploadTensor(rt, res, [M, N]);
         const ref = conv3x3Ref(xs, s, wn, bias, N, upsample).map((v, i) => v + res[i]);
-        // Whole samples, then chunks of 2 output rows (the im2col of one row: W'·9C·4 bytes).
-        for (const chunkBytes of [undefined, 2 * s.W * f * 9 * s.C * 4]) {
+        // The GEMM reading x as its im2col; an explicit im2col of whole samples, then in
+        // chunks of 2 output rows (the im2col of one row: W'·9C·4 bytes).
+        const ways = [
+          { im2col: "implicit" },
+          { im2col: "explicit" },
+          { im2col: "explicit", chunkBytes: 2 * s.W * f * 9 * s.C * 4 },
+        ] as const;
+        for (const way of ways) {
           const got = await runAndRead(
             rt,
-            (rec) => conv3x3(rec, x, s, w, { bias: b, upsample, residual: r, chunkBytes }),
+            (rec) => conv3x3(rec, x, s, w, { bias: b, upsample, residual: r, ...way }),
           );
-          assertClose(got, ref, {
-            atol: 1e-5,
-            rtol: 1e-5,
-            msg: `upsample ${upsample} ${chunkBytes}`,
-          });
+          const msg = `upsample ${upsample} ${JSON.stringify(way)}`;
+          assertClose(got, ref, { atol: 1e-5, rtol: 1e-5, msg });
         }
         r.release();
       }
-      assertThrows(() => conv3x3(null as never, x, s, b), RangeError, "w must be [N, 54]");
+      assertThrows(() => conv3x3(null as never, x, s, b), RangeError, "w must be [N, 72]");
       for (const t of [x, w, b]) t.release();
     });
   },

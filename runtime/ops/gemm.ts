@@ -27,6 +27,7 @@ import ioVec4Src from "../../wgsl/gemm_io_vec4.wgsl" with { type: "text" };
 import ioScalarSrc from "../../wgsl/gemm_io_scalar.wgsl" with { type: "text" };
 import ioF16x8Src from "../../wgsl/gemm_io_f16x8.wgsl" with { type: "text" };
 import ioF16x4Src from "../../wgsl/gemm_io_f16x4.wgsl" with { type: "text" };
+import ioConv3x3Src from "../../wgsl/gemm_io_conv3x3.wgsl" with { type: "text" };
 import tiledSrc from "../../wgsl/gemm_tiled.wgsl" with { type: "text" };
 import regSrc from "../../wgsl/gemm_reg.wgsl" with { type: "text" };
 import cpuSrc from "../../wgsl/gemm_cpu.wgsl" with { type: "text" };
@@ -65,7 +66,7 @@ export interface GemmTune {
  * How a kernel loads its operands: vec4 rows (K % 4 == 0), scalars (any K), or packed
  * halves, four (K % 4 == 0) or eight (K % 8 == 0, version 3) per load.
  */
-export type GemmOperandLoad = "vec4" | "scalar" | "f16x4" | "f16x8";
+export type GemmOperandLoad = "vec4" | "scalar" | "f16x4" | "f16x8" | "conv3x3";
 
 /**
  * The default knobs: 128×128 tiles, BK 16 (v2), neighbouring invocations loading
@@ -108,6 +109,12 @@ export interface GemmOptions extends GemmEpilogue {
   version?: GemmVersion;
   /** Tile knobs of the chosen version (benchmarks and tuning). */
   tune?: GemmTune;
+  /**
+   * x is a channels-last image [B·H·W, C] (f32, C % 4 == 0) read as the im2col of a 3×3,
+   * stride-1, zero-padded convolution (upsampled 2× first when `upsample`): M = B·H'·W',
+   * K = 9·C, w [N, 9·C] in conv3x3WeightNhwc's layout (runtime/ops/conv.ts). Versions 2, 3.
+   */
+  im2col?: { B: number; H: number; W: number; C: number; upsample: boolean };
 }
 
 /** The ACT override constant of each epilogue activation. */
@@ -124,6 +131,8 @@ interface Params {
   gate: boolean;
   accum: boolean;
   tune: Required<GemmTune>;
+  /** The conv3x3 load's image geometry (p0 = W, p1 = H << 1 | up); else 0, 0. */
+  geom?: [number, number];
 }
 
 const SOURCES: Record<GemmVersion, string> = { 1: tiledSrc, 2: regSrc, 3: cpuSrc, 4: thinSrc };
@@ -150,6 +159,7 @@ const LOAD_SOURCES: Record<GemmOperandLoad, string> = {
   scalar: ioScalarSrc,
   f16x4: ioF16x4Src,
   f16x8: ioF16x8Src,
+  conv3x3: ioConv3x3Src,
 };
 
 /** The operand load a version uses for a storage type and K. */
@@ -194,7 +204,15 @@ export function gemmSpec(
       }),
       uniform: {
         fields: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "u32"],
-        values: (p) => [p.M, p.N, p.K, Math.ceil(p.K / 4), p.rpg, Math.ceil(p.K / 8), 0, 0],
+        values: (p) => [
+          p.M,
+          p.N,
+          p.K,
+          Math.ceil(p.K / 4),
+          p.rpg,
+          Math.ceil(p.K / 8),
+          ...(p.geom ?? [0, 0]),
+        ],
       },
       dispatch: (p) => dispatchOf(version, p),
     };
@@ -270,6 +288,18 @@ function dims(x: Tensor): [number, number] {
   return [x.size / Math.max(1, K), K];
 }
 
+/** M and K of a 3×3 convolution's implicit im2col (GemmOptions.im2col). */
+function convDims(x: Tensor, im: NonNullable<GemmOptions["im2col"]>): [number, number] {
+  const { B, H, W, C } = im;
+  if (x.dtype !== "f32" || C % 4 !== 0 || x.size !== B * H * W * C) {
+    throw new RangeError(
+      `gemm: an im2col x must be an f32 image [${B}·${H}·${W}, ${C}] with C a multiple of 4, got [${x.shape}] ${x.dtype}`,
+    );
+  }
+  const f = im.upsample ? 4 : 1;
+  return [B * H * W * f, 9 * C];
+}
+
 /**
  * Records Y = epilogue(X·Wᵀ) and returns Y [..., N] (X's leading dims, then N).
  *
@@ -284,7 +314,8 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
   if (x.dtype !== "f32" && x.dtype !== "f16") {
     throw new TypeError(`gemm: x must be f32 or f16, got ${x.dtype}`);
   }
-  const [M, K] = dims(x);
+  const im = opts.im2col;
+  const [M, K] = im ? convDims(x, im) : dims(x);
   if (K < 1) throw new RangeError(`gemm: K must be at least 1, got x shape [${x.shape}]`);
   if (w.shape.length !== 2 || w.shape[1] !== K) {
     throw new RangeError(`gemm: w must be [N, ${K}] (Linear layout), got [${w.shape}]`);
@@ -334,14 +365,17 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
   if (!GEMM_VERSIONS.includes(version)) {
     throw new RangeError(`gemm: version must be 1, 2, 3 or 4, got ${version}`);
   }
-  const load = gemmOperandLoad(version, dt, K);
+  if (im && version !== 2 && version !== 3) {
+    throw new RangeError(`gemm: im2col loads run on versions 2 and 3, got ${version}`);
+  }
+  const load = im ? "conv3x3" : gemmOperandLoad(version, dt, K);
   // Version 4's tile is as wide as N (up to 128 columns), unless a knob says otherwise.
   const thinCt = version === 4 ? { ct: Math.min(8, Math.max(1, Math.ceil(N / 16))) } : {};
   const tune = { ...gemmDefaultTune(load, rt.info.fallback), ...thinCt, ...opts.tune };
   checkTune(version, tune, rt);
 
   if (opts.accumulate && !opts.out) throw new RangeError("gemm: accumulate needs out");
-  const out = opts.out ?? createTensor(rt, [...x.shape.slice(0, -1), N], dt);
+  const out = opts.out ?? createTensor(rt, im ? [M, N] : [...x.shape.slice(0, -1), N], dt);
   same(out, "out", M * N, `[${M}, ${N}]`);
   // WebGPU forbids one buffer bound read-only and writable in the same dispatch.
   for (
@@ -366,6 +400,7 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
     gate: !!opts.gate,
     accum: !!opts.accumulate,
     tune,
+    geom: im ? [im.W, (im.H << 1) | (im.upsample ? 1 : 0)] : undefined,
   };
   const [gx, gy] = dispatchOf(version, params);
   const maxGroups = rt.info.limits.maxComputeWorkgroupsPerDimension ?? 65535;
