@@ -6,7 +6,10 @@
  * - `vae_decode_sd_512`: a 64 × 64 latent → 512² (ms; value2 = TFLOP/s counting the
  *   convolutions' and the attention's multiply-adds as 2 FLOPs);
  * - `vae_decode_sd_1024`: 128 × 128 → 1024², where the adapter binds its widest activation
- *   ([1024², 256] f32, 1 GiB).
+ *   ([1024², 256] f32, 1 GiB);
+ * - `vae_decode_sd_512_explicit_im2col`: the 512² decode with the convolutions' im2col
+ *   written out (runtime/ops/conv.ts) instead of read by the GEMM (value2: × the default's
+ *   time, same run).
  *
  * Before timing, the decoder's output at an 8 × 8 latent (64² pixels) is compared with the
  * CPU reference (runtime/reference/vae.ts, f64 sums) of the same weights: max |error| ≤
@@ -115,12 +118,15 @@ const suite = new BenchSuite({
 });
 
 const sizes = rt.info.fallback ? [16] : [64, 128];
-for (const h of sizes) {
+const cases = [...sizes.map((h) => ({ h, explicit: false })), { h: sizes[0], explicit: true }];
+const msOf = (name: string) => suite.lastResults.find((r) => r.name === name)?.median_ms;
+for (const { h, explicit } of cases) {
   const px = h * 8;
+  const base = `vae_decode_sd_${px}`;
   suite.add({
-    name: `vae_decode_sd_${px}`,
+    name: explicit ? `${base}_explicit_im2col` : base,
     unit: "ms",
-    unit2: "TFLOP/s",
+    unit2: explicit ? "× implicit" : "TFLOP/s",
     setup: async () => {
       const { vae, note } = await prepared();
       const need = vaeLargestBytes(config, h, h);
@@ -130,11 +136,16 @@ for (const h of sizes) {
         device: rt.device,
         run: async (reps) => {
           const rec = new Recorder(rt);
-          for (let i = 0; i < reps; i++) vae.decode(rec, z).release();
+          const o = { im2col: explicit ? "explicit" as const : "implicit" as const };
+          for (let i = 0; i < reps; i++) vae.decode(rec, z, o).release();
           await rec.submit();
         },
-        value2: (ms) => decodeFlops(h, h) / (ms * 1e9),
-        note: `${h} × ${h} latent → ${px}² RGB; ${note}`,
+        value2: (ms) => {
+          if (!explicit) return decodeFlops(h, h) / (ms * 1e9);
+          const implicitMs = msOf(base);
+          return implicitMs && Number.isFinite(implicitMs) ? ms / implicitMs : undefined;
+        },
+        note: `${h} × ${h} latent → ${px}² RGB${explicit ? ", im2col written out" : ""}; ${note}`,
         dispose: () => z.release(),
       };
     },

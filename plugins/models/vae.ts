@@ -17,7 +17,7 @@ import { createTensor, type Tensor, uploadTensor } from "../../runtime/gpu/tenso
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
 import { WeightLoader } from "../../runtime/model/weights.ts";
 import { gatherRows } from "../../runtime/model/row_chunks.ts";
-import { conv3x3, transposeImage } from "../../runtime/ops/conv.ts";
+import { conv3x3, type Conv3x3Options, transposeImage } from "../../runtime/ops/conv.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
 import { gemm } from "../../runtime/ops/gemm.ts";
 import { groupNorm } from "../../runtime/ops/group_norm.ts";
@@ -40,6 +40,9 @@ interface Norm {
   g: Tensor;
   b: Tensor;
 }
+
+/** How the decoder's convolutions run (Conv3x3Options' chunkBytes and im2col). */
+type ConvChoice = Pick<Conv3x3Options, "chunkBytes" | "im2col">;
 
 /** Bytes a chunk of attention scores may take (also capped by the binding limit). */
 const SCORE_CHUNK_BYTES = 128 * 2 ** 20;
@@ -78,9 +81,14 @@ export class VaeDecoder {
    * Records the decoder on model-space latents z [B, C, h, w] (f32): divides by
    * scaling_factor and adds shift_factor first, as the pipelines do. Returns [B, 3, H, W].
    * `chunkBytes` caps the im2col and attention-score chunks (default 128 MiB or the binding
-   * limit, whichever is smaller).
+   * limit, whichever is smaller); `im2col: "explicit"` writes the convolutions' im2col
+   * (runtime/ops/conv.ts) where the GEMM could read the image directly.
    */
-  decode(rec: Recorder, z: Tensor, opts: { chunkBytes?: number } = {}): Tensor {
+  decode(
+    rec: Recorder,
+    z: Tensor,
+    opts: { chunkBytes?: number; im2col?: "implicit" | "explicit" } = {},
+  ): Tensor {
     const c = this.config;
     if (z.shape.length !== 4 || z.shape[1] !== c.latentChannels || z.dtype !== "f32") {
       throw new RangeError(
@@ -88,7 +96,7 @@ export class VaeDecoder {
       );
     }
     const [B, L, h, w] = z.shape;
-    const cb = opts.chunkBytes;
+    const cb = { chunkBytes: opts.chunkBytes, im2col: opts.im2col };
     const tmp: Tensor[] = [];
     const keep = (t: Tensor) => (tmp.push(t), t);
     try {
@@ -103,7 +111,7 @@ export class VaeDecoder {
       }
       const top = c.blockOutChannels[c.blockOutChannels.length - 1];
       const cin = this.#conv("decoder.conv_in");
-      x = keep(conv3x3(rec, x.reshape([B * h * w, L]), s, cin.w, { bias: cin.b, chunkBytes: cb }));
+      x = keep(conv3x3(rec, x.reshape([B * h * w, L]), s, cin.w, { bias: cin.b, ...cb }));
       s = { ...s, C: top };
       const { mid, up } = vaeLayout(c);
       x = keep(this.#resnet(rec, x, s, mid[0], cb));
@@ -116,14 +124,14 @@ export class VaeDecoder {
         }
         if (blk.upsample) {
           const u = this.#conv(`${blk.prefix}.upsamplers.0.conv`);
-          x = keep(conv3x3(rec, x, s, u.w, { bias: u.b, upsample: true, chunkBytes: cb }));
+          x = keep(conv3x3(rec, x, s, u.w, { bias: u.b, upsample: true, ...cb }));
           s = { ...s, H: 2 * s.H, W: 2 * s.W };
         }
       }
       const no = this.#norm("decoder.conv_norm_out");
       const n = keep(groupNorm(rec, x, s, no.g, no.b, { groups: c.normNumGroups, silu: true }));
       const co = this.#conv("decoder.conv_out");
-      const y = keep(conv3x3(rec, n, s, co.w, { bias: co.b, chunkBytes: cb }));
+      const y = keep(conv3x3(rec, n, s, co.w, { bias: co.b, ...cb }));
       return transposeImage(rec, y, B, s.H * s.W, c.outChannels).reshape([
         B,
         c.outChannels,
@@ -136,12 +144,12 @@ export class VaeDecoder {
   }
 
   /** ResnetBlock2D: x + conv2(SiLU(norm2(conv1(SiLU(norm1(x)))))), shortcut 1×1 if widths differ. */
-  #resnet(rec: Recorder, x: Tensor, s: ImageShape, r: VaeResnet, cb?: number): Tensor {
+  #resnet(rec: Recorder, x: Tensor, s: ImageShape, r: VaeResnet, cb: ConvChoice): Tensor {
     const G = this.config.normNumGroups;
     const n1 = this.#norm(`${r.prefix}.norm1`);
     const h1 = groupNorm(rec, x, { ...s, C: r.cin }, n1.g, n1.b, { groups: G, silu: true });
     const c1 = this.#conv(`${r.prefix}.conv1`);
-    const h2 = conv3x3(rec, h1, { ...s, C: r.cin }, c1.w, { bias: c1.b, chunkBytes: cb });
+    const h2 = conv3x3(rec, h1, { ...s, C: r.cin }, c1.w, { bias: c1.b, ...cb });
     h1.release();
     const n2 = this.#norm(`${r.prefix}.norm2`);
     const h3 = groupNorm(rec, h2, { ...s, C: r.cout }, n2.g, n2.b, { groups: G, silu: true });
@@ -155,7 +163,7 @@ export class VaeDecoder {
     const out = conv3x3(rec, h3, { ...s, C: r.cout }, c2.w, {
       bias: c2.b,
       residual: res,
-      chunkBytes: cb,
+      ...cb,
     });
     h3.release();
     if (res !== x) res.release();
@@ -163,7 +171,7 @@ export class VaeDecoder {
   }
 
   /** The mid block's Attention: x + to_out(softmax(q·kᵀ/√C)·v) on GroupNorm(x), per sample. */
-  #attention(rec: Recorder, x: Tensor, s: ImageShape, cb?: number): Tensor {
+  #attention(rec: Recorder, x: Tensor, s: ImageShape, cb: ConvChoice): Tensor {
     const a = "decoder.mid_block.attentions.0";
     const gn = this.#norm(`${a}.group_norm`);
     const n = groupNorm(rec, x, s, gn.g, gn.b, { groups: this.config.normNumGroups });
@@ -176,7 +184,7 @@ export class VaeDecoder {
     const P = s.H * s.W;
     const rt = rec.runtime;
     const att = createTensor(rt, [s.B * P, s.C], "f32");
-    const cap = Math.min(cb ?? SCORE_CHUNK_BYTES, rt.bindingLimit);
+    const cap = Math.min(cb.chunkBytes ?? SCORE_CHUNK_BYTES, rt.bindingLimit);
     const rows = Math.max(1, Math.floor(cap / (P * 4)));
     for (let b = 0; b < s.B; b++) {
       const kb = s.B === 1 ? k : gatherRows(rec, k, s.B, [[b, 1]]).reshape([P, s.C]);

@@ -38,8 +38,11 @@ for (const name of ["tiny", "flux_legacy"]) {
         ]);
         const got = await runAndRead(rt, (rec) => vae.decode(rec, z));
         assertWithin(got, want, 1e-4, `vae_${name}`);
-        // The convolutions' im2col and the attention scores in chunks of a few rows.
-        const small = await runAndRead(rt, (rec) => vae.decode(rec, z, { chunkBytes: 1024 }));
+        // The convolutions' explicit im2col and the attention scores in chunks of a few rows.
+        const small = await runAndRead(
+          rt,
+          (rec) => vae.decode(rec, z, { chunkBytes: 1024, im2col: "explicit" }),
+        );
         assertWithin(small, want, 1e-4, `vae_${name} in small chunks`);
         z.release();
       } finally {
