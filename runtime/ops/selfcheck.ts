@@ -28,6 +28,7 @@ import { latentPackSelfCheck } from "./latent_pack.ts";
 import { attnSparseSelfCheck } from "./attn_sparse.ts";
 import { actQuantSelfCheck } from "./act_quant.ts";
 import { qgemmSelfCheck } from "./qgemm_check.ts";
+import { convSelfCheck } from "./conv_check.ts";
 
 /** The outcome of one self-check. */
 export interface SelfCheckResult {
@@ -124,6 +125,7 @@ export const SELF_CHECKS: SelfCheck[] = [
   qgemmSelfCheck,
   cfgDeltaCheck,
   lowRankCheck,
+  convSelfCheck,
 ];
 
 /** Runs every registered check. */
