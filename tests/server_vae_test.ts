@@ -8,7 +8,8 @@ import { assertEquals, assertThrows } from "./assert.ts";
 import { gpuTest, withRuntime } from "./gpu.ts";
 import { makeApp, parseSse, pixelPrompts, post } from "./server_helpers.ts";
 import { latentEmojiModel } from "./latent_models.ts";
-import { decodePng } from "../runtime/io/png.ts";
+import { decodePng, tensorToImage } from "../runtime/io/png.ts";
+import { Prng } from "../runtime/io/prng.ts";
 import { loadDenseEntry, ModelCatalog } from "../runtime/server/models.ts";
 
 Deno.test(
@@ -28,6 +29,17 @@ Deno.test(
           const body = await res.json();
           const png = decodePng(Buffer.from(body.data[0].b64_json, "base64"));
           assertEquals([png.width, png.height], [32, 32]); // 8 × 8 latents, 4 pixels a cell
+          // The pixels of the same request run through the pipeline and its decoder here.
+          const p = entry.pipeline;
+          const gen = await p.generate({
+            prompts: [prompt],
+            latents: new Prng(3).normals(4 * 8 * 8), // the queue's noise for seed 3
+            steps: 2,
+            guidance: p.defaults.guidance,
+            sampler: p.defaults.sampler,
+          });
+          const dec = await p.decode(gen.latents, gen.shape);
+          assertEquals(png.data, tensorToImage(dec.images, 3, 32, 32).data);
           const sse = await s.app.request(
             post({ prompt, steps: 2, seed: 3, stream: true, partial_images: 2 }),
           );

@@ -204,11 +204,10 @@ export async function handleGenerations(
       total_tokens: t,
     };
   };
-  // A latent model's images come from its VAE decoder (pixel-space ones are the latents).
-  const images = async (r: JobResult) => {
-    const d = await entry.pipeline.decode(r.latents, r.shape);
-    const [n, C, h, w] = d.shape;
-    return Array.from({ length: n }, (_, i) => imagePngBase64(d.images, i, C, h, w));
+  // The queue decoded a latent model's images with its VAE (pixel-space ones are the latents).
+  const images = (r: JobResult) => {
+    const [n, C, h, w] = r.imageShape;
+    return Array.from({ length: n }, (_, i) => imagePngBase64(r.images, i, C, h, w));
   };
 
   if (!req.stream) {
@@ -223,7 +222,7 @@ export async function handleGenerations(
     g.metrics.images.inc(undefined, req.n);
     return c.json({
       created: Math.floor(Date.now() / 1000),
-      data: (await images(result)).map((b64_json) => ({ b64_json })),
+      data: images(result).map((b64_json) => ({ b64_json })),
       ...common,
       usage: usage(),
       ...extras(result),
@@ -277,7 +276,7 @@ export async function handleGenerations(
     try {
       const r = await pending;
       g.metrics.images.inc(undefined, req.n);
-      const b64 = await images(r);
+      const b64 = images(r);
       const ex = extras(r);
       for (let i = 0; i < b64.length; i++) {
         await write("image_generation.completed", {

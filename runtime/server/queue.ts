@@ -59,6 +59,10 @@ export interface JobResult {
   latents: Float32Array;
   /** [n, C, H, W]. */
   shape: [number, number, number, number];
+  /** Its images [n, 3, H', W'] in [−1, 1]: the latents, or a latent model's VAE decode. */
+  images: Float32Array;
+  /** [n, 3, H', W']. */
+  imageShape: [number, number, number, number];
   /** Prompt words the tokenizer did not know. */
   unknownWords: string[];
   /** Timings in ms, and the batch the job ran in. */
@@ -353,13 +357,20 @@ export class GpuQueue {
           }));
         },
       });
+      // A latent model's images come from its VAE, decoded here while the queue holds the GPU
+      // (a recording of another batch must not run beside it: the pool would share buffers).
+      const dec = await pipe.decode(res.latents, res.shape);
+      const [, oc, oh, ow] = dec.shape;
       const total = performance.now() - t0;
       this.#batchMs = this.#batchMs ? 0.7 * this.#batchMs + 0.3 * total : total;
       batch.forEach((p, k) => {
         const unknown = pipe.tokenizer?.encode(p.job.prompt).unknown ?? [];
+        const per = oc * oh * ow;
         this.#settle(p, {
           latents: slice(res.latents, k),
           shape: [p.job.n, C, H, W],
+          images: dec.images.slice(offsets[k] * per, (offsets[k] + p.job.n) * per),
+          imageShape: [p.job.n, oc, oh, ow],
           unknownWords: [...new Set(unknown)],
           timings: {
             queueMs: t0 - p.enqueued,

@@ -48,12 +48,13 @@ export async function warmUp(
     const c = e.pipeline.transformer.config;
     log(`warming up ${e.id} (${steps} steps at ${c.sampleSize}×${c.sampleSize})…`);
     try {
-      await e.pipeline.generate({
+      const r = await e.pipeline.generate({
         prompt: e.pipeline.tokenizer?.vocab[UNK_ID + 1] ?? "warm up", // its first real word
         steps,
         sampler: o.sampler ?? e.pipeline.defaults.sampler,
         guidance: o.guidance ?? e.pipeline.defaults.guidance,
       });
+      await e.pipeline.decode(r.latents, r.shape); // a latent model's VAE kernels too
     } catch (err) {
       throw new Error(`warm-up of ${e.id} failed: ${(err as Error).message}`, { cause: err });
     }
