@@ -7,7 +7,7 @@
 import type { EmojiCaptionEncoder } from "../plugins/models/emoji_encoder.ts";
 import type { EmojiTokenizer } from "../plugins/models/emoji_tokenizer.ts";
 import { FluxModel } from "../plugins/models/flux.ts";
-import { generateFlux } from "../plugins/models/flux_pipeline.ts";
+import { FLUX_DEFAULT_LATENT_SIZE, generateFlux } from "../plugins/models/flux_pipeline.ts";
 import {
   type AddedConditions,
   addedConditions,
@@ -15,9 +15,10 @@ import {
   type PixArtModel,
 } from "../plugins/models/pixart.ts";
 import type { VaeDecoder } from "../plugins/models/vae.ts";
+import { vaeLargestBytes } from "../plugins/models/vae_config.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { type LaunchTime, Recorder } from "./gpu/kernel.ts";
-import { readTensor, readTensors, uploadTensor } from "./gpu/tensor.ts";
+import { readTensor, readTensors, type Tensor, uploadTensor } from "./gpu/tensor.ts";
 import { Prng } from "./io/prng.ts";
 import type { LinearFactory } from "./model/linear.ts";
 import { createGpuSampler } from "./sampling/guidance.ts";
@@ -410,6 +411,25 @@ export class Pipeline {
   }
 
   /**
+   * Why the VAE decoder cannot decode an h × w latent (default the model's size) on this
+   * runtime — its widest activation over the binding limit — or undefined when it can (or
+   * there is no VAE). Callers check before sampling, so the error comes before the work.
+   */
+  vaeProblem(height?: number, width?: number): string | undefined {
+    if (!this.vae) return undefined;
+    const m = this.model;
+    const def = m instanceof FluxModel ? FLUX_DEFAULT_LATENT_SIZE : m.config.sampleSize;
+    const [h, w] = [height ?? def, width ?? def];
+    const need = vaeLargestBytes(this.vae.config, h, w);
+    const limit = this.runtime.bindingLimit;
+    if (need <= limit) return undefined;
+    const mib = (b: number) =>
+      b < 2 ** 20 ? `${(b / 1024).toFixed(0)} KiB` : `${(b / 2 ** 20).toFixed(0)} MiB`;
+    return `a ${h * this.vae.scale}×${w * this.vae.scale} image needs a ${mib(need)} tensor in ` +
+      `the VAE decoder, over this adapter's binding limit of ${mib(limit)}; ask for a smaller size`;
+  }
+
+  /**
    * Images [B, 3, H, W] in [−1, 1] from generate's latents [B, C, h, w]: the VAE decoder
    * (one image at a time, to bound its memory), or the latents themselves in pixel space.
    * @throws {TypeError} for a latent-space model without a VAE.
@@ -426,18 +446,24 @@ export class Pipeline {
     const oc = vae.config.outChannels;
     const images = new Float32Array(B * oc * H * W);
     for (let b = 0; b < B; b++) {
-      const z = uploadTensor(this.runtime, latents.subarray(b * C * h * w, (b + 1) * C * h * w), [
-        1,
-        C,
-        h,
-        w,
-      ]);
+      const plane = latents.subarray(b * C * h * w, (b + 1) * C * h * w);
+      const z = uploadTensor(this.runtime, plane, [1, C, h, w]);
       const rec = new Recorder(this.runtime, "vae decode");
-      const y = vae.decode(rec, z);
-      await rec.submit();
-      images.set(await readTensor(this.runtime, y), b * oc * H * W);
-      y.release();
-      z.release();
+      let y: Tensor;
+      try {
+        y = vae.decode(rec, z);
+      } catch (e) {
+        rec.discard();
+        z.release();
+        throw e;
+      }
+      try {
+        await rec.submit();
+        images.set(await readTensor(this.runtime, y), b * oc * H * W);
+      } finally {
+        y.release();
+        z.release();
+      }
     }
     return { images, shape: [B, oc, H, W] };
   }

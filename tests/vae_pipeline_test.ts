@@ -16,6 +16,7 @@ import { uploadTensor } from "../runtime/gpu/tensor.ts";
 import { readPng, tensorToImage } from "../runtime/io/png.ts";
 import { openSafetensors, writeSafetensors } from "../runtime/io/safetensors.ts";
 import { loadPipeline } from "../runtime/pipeline.ts";
+import { createRuntime } from "../runtime/gpu/device.ts";
 import { loadVaeDecoder } from "../plugins/models/vae.ts";
 import { parseVaeConfig } from "../plugins/models/vae_config.ts";
 
@@ -126,6 +127,29 @@ Deno.test(
         assertEquals(r.comparison?.identical, 2);
       });
     } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "Pipeline.vaeProblem: the decoder's widest activation against the binding limit",
+  gpuTest,
+  async () => {
+    const dir = await latentModel(true);
+    // vae_tiny at an 8 × 8 latent holds a [32², 32] f32 tensor (128 KiB): over a 64 KiB cap.
+    const rt = await createRuntime({ maxBindingBytes: 65536 });
+    try {
+      const p = await loadPipeline(rt, { path: dir });
+      try {
+        const why = p.vaeProblem();
+        assert(why?.includes("a 32×32 image needs a 128 KiB tensor"), why);
+        assertEquals(p.vaeProblem(4, 4), undefined); // [16², 32] f32: 32 KiB
+      } finally {
+        p.release();
+      }
+    } finally {
+      rt.destroy();
       await Deno.remove(dir, { recursive: true });
     }
   },

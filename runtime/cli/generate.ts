@@ -257,6 +257,9 @@ export async function generate(args: string[]): Promise<number> {
         );
       }
       if (!v.out) { for (const p of outs) await checkWritable(p, force, "--out"); }
+      const size = latentSize(pipe, latents?.shape, heightPx, widthPx);
+      const tooBig = outs.length ? pipe.vaeProblem(size.height, size.width) : undefined;
+      if (tooBig) throw new UsageError(`--height/--width: ${tooBig} (or --save-latents alone)`);
 
       const bar = new ProgressBar("sampling", steps);
       const res = await pipe.generate({
@@ -269,7 +272,7 @@ export async function generate(args: string[]): Promise<number> {
         sampler,
         trueCfg,
         latents: latents?.data,
-        ...latentSize(pipe, latents?.shape, heightPx, widthPx),
+        ...size,
         onStep: (s) => bar.update(s.step),
         profileStep,
       });

@@ -149,6 +149,8 @@ export async function generateSamples(
   }
   const c = pipe.transformer.config;
   const C = c.inChannels, H = c.sampleSize, W = c.sampleSize;
+  const tooBig = pipe.vaeProblem(H, W);
+  if (tooBig) throw new RangeError(`${pipe.path}: ${tooBig}`);
   const batch = o.batch ?? (pipe.runtime.info.fallback ? 1 : 8);
   if (!Number.isInteger(batch) || batch < 1) {
     throw new RangeError(`batch must be a positive integer, got ${batch}`);
