@@ -93,7 +93,7 @@ async function main(): Promise<void> {
       const name = `emoji_s_${kind}_image_20step${dtype === "f16" ? "_f16" : ""}${
         inFlight ? `_inflight${inFlight}` : ""
       }${plan ? `_${plan}` : ""}`;
-      const pipe = await loadPipeline(rt, { path: artifact ?? model, dtype });
+      const pipe = await loadPipeline(rt, { path: artifact ?? model, dtype, vae: false });
       try {
         let first: ArrayLike<number> | undefined;
         let worst = 0;

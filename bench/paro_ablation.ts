@@ -210,7 +210,7 @@ if (args.values.only === "mass") {
 } else {
   const n = Number(args.values.prompts);
   const prompts = evalPrompts.slice(0, n);
-  const pipe = await loadPipeline(rt, { path: args.values.model });
+  const pipe = await loadPipeline(rt, { path: args.values.model, vae: false }); // statistics only
   const weightBytes = pipe.transformer.weightBytes;
   const run = async (label: string): Promise<{ set: SampleSet; peak: number }> => {
     rt.pool.resetPeak();

@@ -46,7 +46,7 @@ export function parseVaeConfig(raw: unknown, file = "vae/config.json"): VaeConfi
       "_class_name",
     );
   }
-  enumField(cfg, "act_fn", ["silu"], "silu", file);
+  enumField(cfg, "act_fn", ["silu", "swish"], "silu", file); // diffusers: both are nn.SiLU
   const boc = cfg["block_out_channels"] ?? [64];
   if (!Array.isArray(boc) || boc.length < 1 || !boc.every((c) => Number.isInteger(c) && c > 0)) {
     throw new CheckpointError(

@@ -149,6 +149,7 @@ export async function runCalibration(rt: Runtime, o: CalibrationRunOptions): Pro
   const pipe = await loadPipeline(rt, {
     path: o.path,
     linears: o.linears ? o.linears(dense) : dense,
+    vae: false, // calibration reads the transformer alone
   });
   try {
     const flux = pipe.model instanceof FluxModel;
