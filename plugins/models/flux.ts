@@ -357,23 +357,31 @@ export class FluxModel {
         ...tokens,
       });
       const n2 = layerNorm(rec, x1, { eps: 1e-6, modulation: { emb: mod, shift: 3, scale: 4 } });
-      const x2 = gatedFeedForward(rec, {
-        x: n2,
-        residual: x1,
-        gate: gMlp,
-        ff1,
-        ff2,
-        batch: { samples: B, rowsPerSample: rows, cfgPair: d.cfgPair },
-        what: `${ff1.name} and ${ff2.name}`,
-      });
-      for (const t of [n2, x1, gMsa, gMlp, mod]) t.release();
-      return x2;
+      try {
+        return gatedFeedForward(rec, {
+          x: n2,
+          residual: x1,
+          gate: gMlp,
+          ff1,
+          ff2,
+          batch: { samples: B, rowsPerSample: rows, cfgPair: d.cfgPair },
+          what: `${ff1.name} and ${ff2.name}`,
+        });
+      } finally { // also when the feed-forward cannot split (rowChunked's RangeError)
+        for (const t of [n2, x1, gMsa, gMlp, mod]) t.release();
+      }
     };
-    const img2 = stream(img, aI, modI, b.out, b.ff1, b.ff2, T);
-    const txt2 = this.#clipF16(rec, stream(txt, aT, modT, b.addOut, b.ffc1, b.ffc2, L));
-    aI.release();
-    aT.release();
-    return [txt2, img2];
+    try {
+      const img2 = stream(img, aI, modI, b.out, b.ff1, b.ff2, T);
+      try {
+        return [this.#clipF16(rec, stream(txt, aT, modT, b.addOut, b.ffc1, b.ffc2, L)), img2];
+      } catch (e) {
+        img2.release();
+        throw e;
+      }
+    } finally {
+      for (const t of [aI, aT, modI, modT]) t.release();
+    }
   }
 
   /** One single-stream block on the joint rows [B, S, D]; returns a new tensor. */
@@ -407,22 +415,30 @@ export class FluxModel {
       width: b.out.inFeatures,
       what: `single_transformer_blocks.${j}`,
     };
-    const y = rowChunked(rec, part, (c) => {
-      const mlp = b.mlp.forward(rec, c.rows(rows), { activation: "gelu", ...c.tokens });
-      const cat = concat(rec, [c.rows(a.reshape([B * S, D])), mlp], -1);
-      mlp.release();
-      try {
-        return b.out.forward(rec, cat, {
-          residual: c.rows(x.reshape([B * S, D])),
-          gate: c.perSample(g),
-          rowsPerGate: c.rowsPerGate,
-          ...c.tokens,
-        });
-      } finally {
-        cat.release();
-      }
-    });
-    for (const t of [a, n, g, mod]) t.release();
+    let y: Tensor;
+    try {
+      y = rowChunked(rec, part, (c) => {
+        const mlp = b.mlp.forward(rec, c.rows(rows), { activation: "gelu", ...c.tokens });
+        let cat: Tensor;
+        try {
+          cat = concat(rec, [c.rows(a.reshape([B * S, D])), mlp], -1);
+        } finally {
+          mlp.release();
+        }
+        try {
+          return b.out.forward(rec, cat, {
+            residual: c.rows(x.reshape([B * S, D])),
+            gate: c.perSample(g),
+            rowsPerGate: c.rowsPerGate,
+            ...c.tokens,
+          });
+        } finally {
+          cat.release();
+        }
+      });
+    } finally { // also when the part cannot split (rowChunked's RangeError)
+      for (const t of [a, n, g, mod]) t.release();
+    }
     return this.#clipF16(rec, y).reshape([B, S, D]);
   }
 

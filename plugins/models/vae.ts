@@ -146,71 +146,67 @@ export class VaeDecoder {
   /** ResnetBlock2D: x + conv2(SiLU(norm2(conv1(SiLU(norm1(x)))))), shortcut 1×1 if widths differ. */
   #resnet(rec: Recorder, x: Tensor, s: ImageShape, r: VaeResnet, cb: ConvChoice): Tensor {
     const G = this.config.normNumGroups;
-    const n1 = this.#norm(`${r.prefix}.norm1`);
-    const h1 = groupNorm(rec, x, { ...s, C: r.cin }, n1.g, n1.b, { groups: G, silu: true });
-    const c1 = this.#conv(`${r.prefix}.conv1`);
-    const h2 = conv3x3(rec, h1, { ...s, C: r.cin }, c1.w, { bias: c1.b, ...cb });
-    h1.release();
-    const n2 = this.#norm(`${r.prefix}.norm2`);
-    const h3 = groupNorm(rec, h2, { ...s, C: r.cout }, n2.g, n2.b, { groups: G, silu: true });
-    h2.release();
-    let res = x;
-    if (r.cin !== r.cout) {
-      const sc = this.#conv(`${r.prefix}.conv_shortcut`);
-      res = gemm(rec, x, sc.w, { bias: sc.b });
+    const tmp: Tensor[] = []; // intermediates, released whether or not a dispatch throws
+    const keep = (t: Tensor) => (tmp.push(t), t);
+    try {
+      const n1 = this.#norm(`${r.prefix}.norm1`);
+      const h1 = keep(groupNorm(rec, x, { ...s, C: r.cin }, n1.g, n1.b, { groups: G, silu: true }));
+      const c1 = this.#conv(`${r.prefix}.conv1`);
+      const h2 = keep(conv3x3(rec, h1, { ...s, C: r.cin }, c1.w, { bias: c1.b, ...cb }));
+      const n2 = this.#norm(`${r.prefix}.norm2`);
+      const h3 = keep(
+        groupNorm(rec, h2, { ...s, C: r.cout }, n2.g, n2.b, { groups: G, silu: true }),
+      );
+      let res = x;
+      if (r.cin !== r.cout) {
+        const sc = this.#conv(`${r.prefix}.conv_shortcut`);
+        res = keep(gemm(rec, x, sc.w, { bias: sc.b }));
+      }
+      const c2 = this.#conv(`${r.prefix}.conv2`);
+      return conv3x3(rec, h3, { ...s, C: r.cout }, c2.w, { bias: c2.b, residual: res, ...cb });
+    } finally {
+      for (const t of tmp) t.release();
     }
-    const c2 = this.#conv(`${r.prefix}.conv2`);
-    const out = conv3x3(rec, h3, { ...s, C: r.cout }, c2.w, {
-      bias: c2.b,
-      residual: res,
-      ...cb,
-    });
-    h3.release();
-    if (res !== x) res.release();
-    return out;
   }
 
   /** The mid block's Attention: x + to_out(softmax(q·kᵀ/√C)·v) on GroupNorm(x), per sample. */
   #attention(rec: Recorder, x: Tensor, s: ImageShape, cb: ConvChoice): Tensor {
     const a = "decoder.mid_block.attentions.0";
-    const gn = this.#norm(`${a}.group_norm`);
-    const n = groupNorm(rec, x, s, gn.g, gn.b, { groups: this.config.normNumGroups });
-    const lin = (p: string) => {
-      const l = this.#conv(`${a}.${p}`);
-      return gemm(rec, n, l.w, { bias: l.b });
-    };
-    const [q, k, v] = [lin("to_q"), lin("to_k"), lin("to_v")]; // q pre-scaled by 1/√C
-    n.release();
-    const P = s.H * s.W;
-    const rt = rec.runtime;
-    const att = createTensor(rt, [s.B * P, s.C], "f32");
-    const cap = Math.min(cb.chunkBytes ?? SCORE_CHUNK_BYTES, rt.bindingLimit);
-    const rows = Math.max(1, Math.floor(cap / (P * 4)));
-    for (let b = 0; b < s.B; b++) {
-      const kb = s.B === 1 ? k : gatherRows(rec, k, s.B, [[b, 1]]).reshape([P, s.C]);
-      const vb = s.B === 1 ? v : gatherRows(rec, v, s.B, [[b, 1]]);
-      const vt = transposeImage(rec, vb, 1, P, s.C).reshape([s.C, P]);
-      if (vb !== v) vb.release();
-      for (let r0 = 0; r0 < P; r0 += rows) {
-        const m = Math.min(rows, P - r0);
-        const qc = gatherRows(rec, q, s.B * P, [[b * P + r0, m]]);
-        const sc = gemm(rec, qc, kb);
-        qc.release();
-        const p = softmax(rec, sc);
-        sc.release();
-        const o = gemm(rec, p, vt);
-        p.release();
-        rec.copy(o, att, m * s.C * 4, 0, (b * P + r0) * s.C * 4);
-        o.release();
+    const tmp: Tensor[] = []; // intermediates, released whether or not a dispatch throws
+    const keep = (t: Tensor) => (tmp.push(t), t);
+    try {
+      const gn = this.#norm(`${a}.group_norm`);
+      const n = keep(groupNorm(rec, x, s, gn.g, gn.b, { groups: this.config.normNumGroups }));
+      const lin = (p: string) => {
+        const l = this.#conv(`${a}.${p}`);
+        return keep(gemm(rec, n, l.w, { bias: l.b }));
+      };
+      const [q, k, v] = [lin("to_q"), lin("to_k"), lin("to_v")]; // q pre-scaled by 1/√C
+      const P = s.H * s.W;
+      const rt = rec.runtime;
+      const att = keep(createTensor(rt, [s.B * P, s.C], "f32"));
+      const cap = Math.min(cb.chunkBytes ?? SCORE_CHUNK_BYTES, rt.bindingLimit);
+      const rows = Math.max(1, Math.floor(cap / (P * 4)));
+      for (let b = 0; b < s.B; b++) {
+        const kb = s.B === 1 ? k : keep(gatherRows(rec, k, s.B, [[b, 1]]).reshape([P, s.C]));
+        const vb = s.B === 1 ? v : keep(gatherRows(rec, v, s.B, [[b, 1]]));
+        const vt = keep(transposeImage(rec, vb, 1, P, s.C).reshape([s.C, P]));
+        for (let r0 = 0; r0 < P; r0 += rows) {
+          const m = Math.min(rows, P - r0);
+          const qc = keep(gatherRows(rec, q, s.B * P, [[b * P + r0, m]]));
+          const sc = keep(gemm(rec, qc, kb));
+          const p = keep(softmax(rec, sc));
+          const o = keep(gemm(rec, p, vt));
+          rec.copy(o, att, m * s.C * 4, 0, (b * P + r0) * s.C * 4);
+          // Released as soon as recorded: the pool hands them to later launches only.
+          for (const t of [qc, sc, p, o]) t.release();
+        }
       }
-      vt.release();
-      if (kb !== k) kb.release();
+      const out = this.#conv(`${a}.to_out.0`);
+      return gemm(rec, att, out.w, { bias: out.b, residual: x });
+    } finally {
+      for (const t of tmp) t.release();
     }
-    for (const t of [q, k, v]) t.release();
-    const out = this.#conv(`${a}.to_out.0`);
-    const y = gemm(rec, att, out.w, { bias: out.b, residual: x });
-    att.release();
-    return y;
   }
 
   /** Frees the weights. */

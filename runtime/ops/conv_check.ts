@@ -35,27 +35,30 @@ export async function convSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   const b = uploadTensor(rt, bias, [N]);
   const gt = uploadTensor(rt, gamma, [s.C]);
   const bt = uploadTensor(rt, beta, [s.C]);
-  const run = async (f: (rec: Recorder) => Tensor) => {
-    const rec = new Recorder(rt);
-    const y = f(rec);
-    await rec.submit();
-    const v = await readTensor(rt, y);
-    y.release();
-    return v;
-  };
-  const out: SelfCheckResult[] = [];
-  const convRef = conv3x3Ref(xs, s, wn, bias, N, true);
-  for (const im2col of ["implicit", "explicit"] as const) {
-    const got = await run((rec) => conv3x3(rec, x, s, w, { bias: b, upsample: true, im2col }));
-    const err = maxError(got, convRef);
-    out.push({ name: `conv3x3_${im2col}_f32`, ok: err <= 1e-4, maxError: err, tolerance: 1e-4 });
+  try {
+    const run = async (f: (rec: Recorder) => Tensor) => {
+      const rec = new Recorder(rt);
+      const y = f(rec);
+      await rec.submit();
+      const v = await readTensor(rt, y);
+      y.release();
+      return v;
+    };
+    const out: SelfCheckResult[] = [];
+    const convRef = conv3x3Ref(xs, s, wn, bias, N, true);
+    for (const im2col of ["implicit", "explicit"] as const) {
+      const got = await run((rec) => conv3x3(rec, x, s, w, { bias: b, upsample: true, im2col }));
+      const err = maxError(got, convRef);
+      out.push({ name: `conv3x3_${im2col}_f32`, ok: err <= 1e-4, maxError: err, tolerance: 1e-4 });
+    }
+    const gn = await run((rec) => groupNorm(rec, x, s, gt, bt, { groups: 4, silu: true }));
+    const gnErr = maxError(gn, groupNormRef(xs, s, 4, gamma, beta, 1e-6, true));
+    out.push({ name: "group_norm_silu_f32", ok: gnErr <= 1e-4, maxError: gnErr, tolerance: 1e-4 });
+    const tr = await run((rec) => transposeImage(rec, x, s.B, s.H * s.W, s.C));
+    const trErr = maxError(tr, transposeRef(xs, s.B, s.H * s.W, s.C));
+    out.push({ name: "transpose_f32", ok: trErr === 0, maxError: trErr, tolerance: 0 });
+    return out;
+  } finally {
+    for (const t of [x, w, b, gt, bt]) t.release();
   }
-  const gn = await run((rec) => groupNorm(rec, x, s, gt, bt, { groups: 4, silu: true }));
-  const gnErr = maxError(gn, groupNormRef(xs, s, 4, gamma, beta, 1e-6, true));
-  out.push({ name: "group_norm_silu_f32", ok: gnErr <= 1e-4, maxError: gnErr, tolerance: 1e-4 });
-  const tr = await run((rec) => transposeImage(rec, x, s.B, s.H * s.W, s.C));
-  const trErr = maxError(tr, transposeRef(xs, s.B, s.H * s.W, s.C));
-  out.push({ name: "transpose_f32", ok: trErr === 0, maxError: trErr, tolerance: 0 });
-  for (const t of [x, w, b, gt, bt]) t.release();
-  return out;
 }
