@@ -70,31 +70,110 @@ Deno.test("vae config: unsupported or malformed fields are errors naming the fie
   assertEquals([c.latentChannels, c.shiftFactor, c.usePostQuantConv, vaeScale(c)], [4, 0, true, 2]);
 });
 
+/** The fixture's weights as tensors to write, changed by `edit` (return undefined to drop one). */
+async function rewritten(
+  name: string,
+  edit: (n: string, t: TensorToWrite) => [string, TensorToWrite] | undefined,
+): Promise<string> {
+  const w = await openSafetensors(`${FIXTURES}vae_${name}/vae/diffusion_pytorch_model.safetensors`);
+  const tensors: Record<string, TensorToWrite> = {};
+  try {
+    for (const [n, info] of w.tensors) {
+      const e = edit(n, { dtype: "F32", shape: [...info.shape], data: await w.readF32(n) });
+      if (e) tensors[e[0]] = e[1];
+    }
+  } finally {
+    w.close();
+  }
+  const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+  await writeSafetensors(path, tensors);
+  return path;
+}
+
+type Edit = (n: string, t: TensorToWrite) => [string, TensorToWrite] | undefined;
+
 Deno.test(
   "vae weights: a missing or misshapen tensor names the file and the tensor",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
       const { config, weights, io } = await open("tiny");
-      io.close();
-      const tensors: Record<string, TensorToWrite> = {};
-      for (const [n, info] of weights.tensors) {
-        if (n === "decoder.conv_out.bias") continue;
-        tensors[n] = { dtype: "F32", shape: [...info.shape], data: await weights.readF32(n) };
-      }
       weights.close();
-      const path = await Deno.makeTempFile({ suffix: ".safetensors" });
-      try {
-        await writeSafetensors(path, tensors);
-        const f = await openSafetensors(path);
-        await assertRejects(
-          () => loadVaeDecoder(rt, f, config),
-          CheckpointError,
+      io.close();
+      const cases: [string, Edit, string][] = [
+        [
+          "missing",
+          (n, t) => n === "decoder.conv_out.bias" ? undefined : [n, t],
           "decoder.conv_out.bias",
-        );
+        ],
+        [
+          "misshapen",
+          (
+            n,
+            t,
+          ) => [
+            n,
+            n === "decoder.conv_in.weight" ? { ...t, shape: [t.shape[0], t.shape[1], 9, 1] } : t,
+          ],
+          "expected shape [32,4,3,3], got [32,4,9,1]",
+        ],
+      ];
+      for (const [what, edit, msg] of cases) {
+        const path = await rewritten("tiny", edit);
+        try {
+          const f = await openSafetensors(path);
+          const e = await assertRejects(() => loadVaeDecoder(rt, f, config), CheckpointError, msg);
+          assertEquals((e as CheckpointError).file, path, what);
+          f.close();
+        } finally {
+          await Deno.remove(path);
+        }
+      }
+    });
+  },
+);
+
+Deno.test(
+  "vae: legacy attention as 1×1 convs decodes the same; without mid attention, the reference",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // vae_flux_legacy's query/key/value/proj_attn as [C, C, 1, 1], as the oldest files have them.
+      const { config, weights, io } = await open("flux_legacy");
+      weights.close();
+      const legacy = /attentions\.0\.(query|key|value|proj_attn)\.weight$/;
+      const conv1x1: Edit = (n, t) => [n, legacy.test(n) ? { ...t, shape: [...t.shape, 1, 1] } : t];
+      const path = await rewritten("flux_legacy", conv1x1);
+      try {
+        const f = await openSafetensors(path);
+        const vae = await loadVaeDecoder(rt, f, config);
         f.close();
+        const z = uploadTensor(rt, await io.readF32("latents"), io.info("latents").shape);
+        const got = await runAndRead(rt, (rec) => vae.decode(rec, z));
+        assertWithin(got, await io.readF32("image"), 1e-4, "1×1 convs");
+        z.release();
+        vae.release();
       } finally {
         await Deno.remove(path);
+        io.close();
+      }
+      // mid_block_add_attention false: the tiny decoder without its attention, against the CPU reference.
+      const t = await open("tiny");
+      try {
+        const cfg = { ...t.config, midBlockAddAttention: false };
+        const vae = await loadVaeDecoder(rt, t.weights, cfg);
+        const shape = t.io.info("latents").shape as [number, number, number, number];
+        const zs = await t.io.readF32("latents");
+        const z = uploadTensor(rt, zs, shape);
+        const host = new Map<string, Float32Array>();
+        for (const n of t.weights.tensors.keys()) host.set(n, await t.weights.readF32(n));
+        const want = vaeDecodeRef((n) => host.get(n)!, cfg, zs, shape);
+        assertWithin(await runAndRead(rt, (rec) => vae.decode(rec, z)), want, 1e-4, "no attention");
+        z.release();
+        vae.release();
+      } finally {
+        t.weights.close();
+        t.io.close();
       }
     });
   },
