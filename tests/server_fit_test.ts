@@ -72,6 +72,13 @@ Deno.test("server fit: the estimate is the hidden states, or the feed-forward's 
   // A layer that never splits: the whole intermediate, per image.
   assertEquals(largestTensorBytes(entry("batch"), { ...b, height: 256, width: 256 }), 67108864);
   assertEquals(maxImagesThatFit(entry("batch"), { ...b, height: 256, width: 256 }), 2);
+  // Only the feed-forward's own layers bound its chunks (CFG delta on attention does not).
+  const mixed = entry();
+  (mixed.pipeline.transformer as { linears: unknown }).linears = [
+    { name: "transformer_blocks.0.attn1.to_q", rowScope: "pair" },
+    { name: "transformer_blocks.0.ff.net.2", rowScope: "row" },
+  ];
+  assertEquals(largestTensorBytes(mixed, b), 67108864);
   // A VAE decodes one image at a time: its widest activation counts once, whatever n.
   const vae = entry("row");
   const cfg = parseVaeConfig({ block_out_channels: [128, 256, 512, 512] });

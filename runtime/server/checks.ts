@@ -12,6 +12,7 @@ import { samplersFor } from "../model_defaults.ts";
 import type { SamplerName } from "../pipeline.ts";
 import { usesGuidance } from "../sampling/guidance.ts";
 import { vpSamplerOptions } from "../sampling/vp_scheduler_config.ts";
+import type { RowScope } from "../model/linear.ts";
 import { widestScope } from "../model/row_chunks.ts";
 import { vaeLargestBytes } from "../../plugins/models/vae_config.ts";
 import { badRequest } from "./errors.ts";
@@ -135,7 +136,7 @@ function feedForwardChunkBytes(entry: ModelEntry, b: BatchShape): number {
   const t = entry.pipeline.transformer;
   const guided = usesGuidance(b.guidance);
   const tokens = tokensOf(entry, b);
-  const scope = widestScope(t.linears ?? []);
+  const scope = feedForwardScope(entry);
   const rows = scope === "batch"
     ? b.images * (guided ? 2 : 1) * tokens
     : scope === "pair" && guided
@@ -144,6 +145,13 @@ function feedForwardChunkBytes(entry: ModelEntry, b: BatchShape): number {
     ? 1
     : tokens;
   return rows * 4 * (t.config.innerDim ?? 0) * 4;
+}
+
+/** What the feed-forward layers (…ff.…) couple; all linears where none is named so. */
+function feedForwardScope(entry: ModelEntry): RowScope {
+  const all = entry.pipeline.transformer.linears ?? [];
+  const ff = all.filter((l) => l.name?.includes(".ff."));
+  return widestScope(ff.length ? ff : all);
 }
 
 function tokensOf(entry: ModelEntry, b: BatchShape): number {
@@ -165,9 +173,7 @@ export function maxImagesThatFit(entry: ModelEntry, b: Omit<BatchShape, "images"
   // the hidden states times four then, and counted per image here).
   const chunk = feedForwardChunkBytes(entry, { ...b, images: 1 });
   if (chunk > limit || vaeBytes(entry, { ...b, images: 1 }) > limit) return 0;
-  const perImage = widestScope(entry.pipeline.transformer.linears ?? []) === "batch"
-    ? Math.max(one, chunk)
-    : one;
+  const perImage = feedForwardScope(entry) === "batch" ? Math.max(one, chunk) : one;
   return Math.floor(limit / perImage);
 }
 
