@@ -194,7 +194,11 @@ export class Pipeline {
   }
 
   /** Tokenizes and encodes prompts with the model's own encoder → host embeddings. */
-  async encodePrompts(
+  encodePrompts(prompts: readonly string[]): Promise<{ embeds: CaptionEmbeds; unknown: string[] }> {
+    return this.runtime.exclusive(() => this.#encodePrompts(prompts));
+  }
+
+  async #encodePrompts(
     prompts: readonly string[],
   ): Promise<{ embeds: CaptionEmbeds; unknown: string[] }> {
     if (!this.encoder || !this.tokenizer) {
@@ -256,8 +260,15 @@ export class Pipeline {
     return { embeds, mask };
   }
 
-  /** Generates images (latents) for a request. */
-  async generate(request: GenerateRequest): Promise<GenerateResult> {
+  /**
+   * Generates images (latents) for a request. Requests on one runtime run one at a time
+   * (Runtime.exclusive): concurrent calls queue.
+   */
+  generate(request: GenerateRequest): Promise<GenerateResult> {
+    return this.runtime.exclusive(() => this.#generate(request));
+  }
+
+  async #generate(request: GenerateRequest): Promise<GenerateResult> {
     const d = this.defaults;
     const req: SampledRequest = {
       ...request,
@@ -310,7 +321,7 @@ export class Pipeline {
       if (!Number.isInteger(n) || n < 1) {
         throw new RangeError(`n must be a positive integer, got ${n}`);
       }
-      const r = await this.encodePrompts(req.prompts ?? Array(n).fill(req.prompt));
+      const r = await this.#encodePrompts(req.prompts ?? Array(n).fill(req.prompt));
       emb = r.embeds;
       unknown = r.unknown;
     }
@@ -434,7 +445,14 @@ export class Pipeline {
    * (one image at a time, to bound its memory), or the latents themselves in pixel space.
    * @throws {TypeError} for a latent-space model without a VAE.
    */
-  async decode(
+  decode(
+    latents: Float32Array,
+    shape: readonly [number, number, number, number],
+  ): Promise<{ images: Float32Array; shape: [number, number, number, number] }> {
+    return this.runtime.exclusive(() => this.#decode(latents, shape));
+  }
+
+  async #decode(
     latents: Float32Array,
     shape: readonly [number, number, number, number],
   ): Promise<{ images: Float32Array; shape: [number, number, number, number] }> {

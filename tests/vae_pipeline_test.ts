@@ -154,3 +154,38 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "concurrent generate and decode calls on one runtime give the sequential results",
+  gpuTest,
+  async () => {
+    const dir = await latentModel(true);
+    try {
+      await withRuntime(async (rt) => {
+        const p = await loadPipeline(rt, { path: dir });
+        try {
+          const data = Float32Array.from({ length: 5 * 32 }, (_, i) => Math.cos(i));
+          const req = (seed: number) => ({
+            captionEmbeds: { embeds: data, shape: [1, 5, 32] as [number, number, number] },
+            seed,
+            steps: 3,
+            guidance: 1,
+          });
+          const run = async (seed: number) => {
+            const g = await p.generate(req(seed));
+            return (await p.decode(g.latents, g.shape)).images;
+          };
+          const one = await run(1);
+          const two = await run(2);
+          // Three at once: each request's recordings must not share buffers with another's.
+          const [a, b, c] = await Promise.all([run(1), run(2), run(1)]);
+          assertEquals([a, b, c], [one, two, one]);
+        } finally {
+          p.release();
+        }
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -92,6 +92,7 @@ export class Runtime {
   readonly lost: Promise<DeviceLostError>;
   #lostError: DeviceLostError | undefined;
   #destroyed = false;
+  #section: Promise<unknown> = Promise.resolve();
 
   /** Wraps a device; use {@linkcode createRuntime} instead. */
   constructor(device: GPUDevice, info: RuntimeInfo) {
@@ -117,6 +118,19 @@ export class Runtime {
   get bindingLimit(): number {
     const l = this.info.limits;
     return Math.min(l.maxStorageBufferBindingSize ?? DEFAULT_BINDING, l.maxBufferSize ?? Infinity);
+  }
+
+  /**
+   * Runs `fn` once no other exclusive section of this runtime is running, holding later ones
+   * back until it settles. Recordings open at the same time share the buffer pool unsafely
+   * (one's released buffer may go to the other, which can be submitted first), so each
+   * pipeline request records inside one section; other GPU work that may overlap on the same
+   * runtime takes one too. Not reentrant: `fn` must not wait for another section.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#section.then(() => fn(), () => fn());
+    this.#section = run.catch(() => {});
+    return run;
   }
 
   /** True once the device is lost or destroyed. */

@@ -51,6 +51,27 @@ Deno.test(
   },
 );
 
+Deno.test("Runtime.exclusive runs sections one at a time, past a failed one", gpuTest, async () => {
+  const rt = await createRuntime();
+  try {
+    const log: string[] = [];
+    const section = (name: string, ms: number, fail = false) =>
+      rt.exclusive(async () => {
+        log.push(`${name} start`);
+        await new Promise((r) => setTimeout(r, ms));
+        log.push(`${name} end`);
+        if (fail) throw new Error(name);
+        return name;
+      });
+    const all = Promise.allSettled([section("a", 30), section("b", 1, true), section("c", 1)]);
+    const r = await all;
+    assertEquals(r.map((x) => x.status), ["fulfilled", "rejected", "fulfilled"]);
+    assertEquals(log, ["a start", "a end", "b start", "b end", "c start", "c end"]);
+  } finally {
+    rt.destroy();
+  }
+});
+
 Deno.test(
   "an f16 tensor on a runtime without f16 is an UnsupportedFeatureError",
   gpuTest,
