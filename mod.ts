@@ -105,6 +105,8 @@ export { loadFlux } from "./plugins/models/flux_load.ts";
 export { loadVaeDecoder, VaeDecoder } from "./plugins/models/vae.ts";
 export { parseVaeConfig } from "./plugins/models/vae_config.ts";
 export type { VaeConfig } from "./plugins/models/vae_config.ts";
+export { tiledDecode } from "./plugins/models/vae_tiling.ts";
+export type { DecodeOptions } from "./runtime/vae_decode.ts";
 export type { FluxLoadOptions } from "./plugins/models/flux_load.ts";
 export type { FluxAttentionContext, FluxConditioning } from "./plugins/models/flux.ts";
 export { parseFlowSchedulerConfig, parseFluxConfig } from "./plugins/models/flux_config.ts";

@@ -15,10 +15,10 @@ import {
   type PixArtModel,
 } from "../plugins/models/pixart.ts";
 import type { VaeDecoder } from "../plugins/models/vae.ts";
-import { vaeLargestBytes } from "../plugins/models/vae_config.ts";
+import { decodeLatents, type DecodeOptions, vaeProblemOf } from "./vae_decode.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { type LaunchTime, Recorder } from "./gpu/kernel.ts";
-import { readTensor, readTensors, type Tensor, uploadTensor } from "./gpu/tensor.ts";
+import { readTensor, readTensors, uploadTensor } from "./gpu/tensor.ts";
 import { Prng } from "./io/prng.ts";
 import type { LinearFactory } from "./model/linear.ts";
 import { createGpuSampler } from "./sampling/guidance.ts";
@@ -423,67 +423,35 @@ export class Pipeline {
 
   /**
    * Why the VAE decoder cannot decode an h × w latent (default the model's size) on this
-   * runtime — its widest activation over the binding limit — or undefined when it can (or
-   * there is no VAE). Callers check before sampling, so the error comes before the work.
+   * runtime — its widest activation (a tile's, when tiling) over the binding limit — or
+   * undefined when it can (or there is no VAE). Callers check before sampling, so the error
+   * comes before the work.
    */
-  vaeProblem(height?: number, width?: number): string | undefined {
+  vaeProblem(height?: number, width?: number, o: DecodeOptions = {}): string | undefined {
     if (!this.vae) return undefined;
     const m = this.model;
     const def = m instanceof FluxModel ? FLUX_DEFAULT_LATENT_SIZE : m.config.sampleSize;
-    const [h, w] = [height ?? def, width ?? def];
-    const need = vaeLargestBytes(this.vae.config, h, w);
-    const limit = this.runtime.bindingLimit;
-    if (need <= limit) return undefined;
-    const mib = (b: number) =>
-      b < 2 ** 20 ? `${(b / 1024).toFixed(0)} KiB` : `${(b / 2 ** 20).toFixed(0)} MiB`;
-    return `a ${h * this.vae.scale}×${w * this.vae.scale} image needs a ${mib(need)} tensor in ` +
-      `the VAE decoder, over this adapter's binding limit of ${mib(limit)}; ask for a smaller size`;
+    return vaeProblemOf(this.runtime, this.vae, height ?? def, width ?? def, o);
   }
 
   /**
    * Images [B, 3, H, W] in [−1, 1] from generate's latents [B, C, h, w]: the VAE decoder
-   * (one image at a time, to bound its memory), or the latents themselves in pixel space.
+   * (one image at a time, to bound its memory; in tiles with `tiling`), or the latents
+   * themselves in pixel space.
    * @throws {TypeError} for a latent-space model without a VAE.
    */
   decode(
     latents: Float32Array,
     shape: readonly [number, number, number, number],
-  ): Promise<{ images: Float32Array; shape: [number, number, number, number] }> {
-    return this.runtime.exclusive(() => this.#decode(latents, shape));
-  }
-
-  async #decode(
-    latents: Float32Array,
-    shape: readonly [number, number, number, number],
+    o: DecodeOptions = {},
   ): Promise<{ images: Float32Array; shape: [number, number, number, number] }> {
     const [B, C, h, w] = shape;
-    if (this.pixelsPerLatent === 1 && !this.vae) return { images: latents, shape: [B, C, h, w] };
+    if (this.pixelsPerLatent === 1 && !this.vae) {
+      return Promise.resolve({ images: latents, shape: [B, C, h, w] });
+    }
     const vae = this.vae;
     if (!vae) throw new TypeError(`${this.path} works in a latent space and has no VAE decoder`);
-    const [H, W] = [h * vae.scale, w * vae.scale];
-    const oc = vae.config.outChannels;
-    const images = new Float32Array(B * oc * H * W);
-    for (let b = 0; b < B; b++) {
-      const plane = latents.subarray(b * C * h * w, (b + 1) * C * h * w);
-      const z = uploadTensor(this.runtime, plane, [1, C, h, w]);
-      const rec = new Recorder(this.runtime, "vae decode");
-      let y: Tensor;
-      try {
-        y = vae.decode(rec, z);
-      } catch (e) {
-        rec.discard();
-        z.release();
-        throw e;
-      }
-      try {
-        await rec.submit();
-        images.set(await readTensor(this.runtime, y), b * oc * H * W);
-      } finally {
-        y.release();
-        z.release();
-      }
-    }
-    return { images, shape: [B, oc, H, W] };
+    return this.runtime.exclusive(() => decodeLatents(this.runtime, vae, latents, shape, o));
   }
 
   /** Frees the GPU tensors. */

@@ -11,6 +11,7 @@ import { runCli } from "./cli_helpers.ts";
 import { latentEmojiModel, latentModel } from "./latent_models.ts";
 import { pixelPrompts } from "./server_helpers.ts";
 import { evaluate } from "../runtime/eval/eval.ts";
+import { decodeLatents } from "../runtime/vae_decode.ts";
 import { CheckpointError } from "../runtime/errors.ts";
 import { uploadTensor } from "../runtime/gpu/tensor.ts";
 import { readPng, tensorToImage } from "../runtime/io/png.ts";
@@ -33,6 +34,12 @@ Deno.test("generate decodes a latent model's output with its vae/: the decoder's
     ]);
     assertEquals(r.code, 0, r.stderr);
     assert(r.stderr.includes("VAE decode"), r.stderr);
+    const tpng = join(dir, "t.png");
+    const t = await runCli([
+      ...["generate", "--model", dir, "--caption-embeds", emb, "--steps", "2", "--guidance", "1"],
+      ...["--out", tpng, "--vae-tiling"],
+    ]);
+    assertEquals(t.code, 0, t.stderr);
     const img = await readPng(png);
     assertEquals([img.width, img.height], [32, 32]); // an 8 × 8 latent, 4 pixels a cell
     // The same pixels from the saved latents through the decoder alone.
@@ -42,10 +49,16 @@ Deno.test("generate decodes a latent model's output with its vae/: the decoder's
       const vae = await loadVaeDecoder(rt, w, cfg);
       w.close();
       const f = await openSafetensors(lat);
-      const z = uploadTensor(rt, await f.readF32("latents"), f.info("latents").shape);
+      const zs = await f.readF32("latents");
+      const shape = f.info("latents").shape as [number, number, number, number];
+      const z = uploadTensor(rt, zs, shape);
       f.close();
       const y = await runAndRead(rt, (rec) => vae.decode(rec, z));
       assertEquals(tensorToImage(y, 3, 32, 32).data, img.data);
+      // --vae-tiling: the same latents decoded in blended tiles of 4 cells (sample_size 16).
+      const tiled = await decodeLatents(rt, vae, zs, shape, { tiling: true });
+      assertEquals(tensorToImage(tiled.images, 3, 32, 32).data, (await readPng(tpng)).data);
+      assert(tiled.images.some((v, i) => v !== y[i]));
       z.release();
       vae.release();
     });
@@ -145,6 +158,7 @@ Deno.test(
         const why = p.vaeProblem();
         assert(why?.includes("a 32×32 image needs a 128 KiB tensor"), why);
         assertEquals(p.vaeProblem(4, 4), undefined); // [16², 32] f32: 32 KiB
+        assertEquals(p.vaeProblem(undefined, undefined, { tiling: true }), undefined); // tiles of 4
       } finally {
         p.release();
       }

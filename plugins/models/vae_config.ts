@@ -33,6 +33,8 @@ export interface VaeConfig {
   usePostQuantConv: boolean;
   /** Self-attention in the decoder's mid block. */
   midBlockAddAttention: boolean;
+  /** Image size the VAE was built for: the tile of tiled decoding (enable_tiling), in pixels. */
+  sampleSize: number;
 }
 
 /** Parses an AutoencoderKL config.json object. */
@@ -75,6 +77,8 @@ export function parseVaeConfig(raw: unknown, file = "vae/config.json"): VaeConfi
     );
   }
   const shift = cfg["shift_factor"];
+  // diffusers takes a list's first entry for the tile (its height).
+  const ss = Array.isArray(cfg["sample_size"]) ? cfg["sample_size"][0] : cfg["sample_size"];
   return {
     latentChannels: intField(cfg, "latent_channels", 4, file),
     outChannels: intField(cfg, "out_channels", 3, file),
@@ -85,6 +89,7 @@ export function parseVaeConfig(raw: unknown, file = "vae/config.json"): VaeConfi
     shiftFactor: shift === null || shift === undefined ? 0 : numField(cfg, "shift_factor", 0, file),
     usePostQuantConv: boolField(cfg, "use_post_quant_conv", true, file),
     midBlockAddAttention: boolField(cfg, "mid_block_add_attention", true, file),
+    sampleSize: intField({ sample_size: ss }, "sample_size", 32, file),
   };
 }
 

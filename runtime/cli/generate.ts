@@ -54,6 +54,8 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --vae PATH              a latent model's VAE decoder (AutoencoderKL): a model folder with
                           vae/, or the vae folder (default the model folder's vae/; a
                           quantized artifact has none of its own)
+  --vae-tiling            decode in tiles of the VAE's sample_size, blended, as diffusers'
+                          vae.enable_tiling() (large images on a small adapter)
   --height PX, --width PX image size in pixels, as diffusers' height=/width= (default the
                           model's sample size; FLUX 1024): a multiple of the patch (PixArt) or
                           of 16 (FLUX: 8 pixels a latent cell, 2×2 packing)
@@ -183,6 +185,7 @@ export async function generate(args: string[]): Promise<number> {
     latents: { type: "string" },
     "save-latents": { type: "string" },
     vae: { type: "string" },
+    "vae-tiling": { type: "boolean" },
     height: { type: "string" },
     width: { type: "string" },
     "profile-step": { type: "string" },
@@ -258,7 +261,8 @@ export async function generate(args: string[]): Promise<number> {
       }
       if (!v.out) { for (const p of outs) await checkWritable(p, force, "--out"); }
       const size = latentSize(pipe, latents?.shape, heightPx, widthPx);
-      const tooBig = outs.length ? pipe.vaeProblem(size.height, size.width) : undefined;
+      const decodeOpts = { tiling: v["vae-tiling"] ?? false };
+      const tooBig = outs.length ? pipe.vaeProblem(size.height, size.width, decodeOpts) : undefined;
       if (tooBig) throw new UsageError(`--height/--width: ${tooBig} (or --save-latents alone)`);
 
       const bar = new ProgressBar("sampling", steps);
@@ -283,7 +287,7 @@ export async function generate(args: string[]): Promise<number> {
         info(`warning: unknown words (read as <unk>): ${res.unknownWords.join(", ")}`);
       }
       const tDecode = performance.now();
-      const dec = outs.length ? await pipe.decode(res.latents, res.shape) : undefined;
+      const dec = outs.length ? await pipe.decode(res.latents, res.shape, decodeOpts) : undefined;
       if (pipe.vae && dec) {
         info(`VAE decode ${((performance.now() - tDecode) / 1000).toFixed(2)} s`);
       }

@@ -6,7 +6,7 @@ scaled_dot_product_attention), random weights at a realistic scale, and what
 `vae.decode(latents / scaling_factor + shift_factor)` returns. Each fixture:
 vae/config.json + vae/diffusion_pytorch_model.safetensors (with a few encoder tensors, which the
 decoder must ignore), io.safetensors ("latents" [B, C, h, w] as the sampler leaves them, "image"
-[B, 3, H, W] in [-1, 1]), README.md. The math runs in float64 on the CPU from the f32 values
+[B, 3, H, W] in [-1, 1], "image_tiled" as `vae.enable_tiling()` decodes it), README.md. The math runs in float64 on the CPU from the f32 values
 stored in the files; results are rounded to f32.
 
   python3 tools/torch/make_vae_fixtures.py --out tests/fixtures
@@ -27,14 +27,15 @@ FIXTURES = {
     # PixArt's VAE (sd-vae-ft-ema) in small: post_quant_conv, attention in diffusers' current names.
     "tiny": dict(
         cfg=dict(block_out_channels=[16, 32, 32], layers_per_block=1, norm_num_groups=8, latent_channels=4,
-                 scaling_factor=0.5, shift_factor=None, use_post_quant_conv=True),
+                 scaling_factor=0.5, shift_factor=None, use_post_quant_conv=True, sample_size=16),
         latent=(2, 6, 5), legacy=False,
         about="PixArt-like (sd-vae-ft-ema in small): 3 levels [16, 32, 32] (4 pixels a latent), 1 layer a "
               "block (2 resnets an up block), 8 groups, post_quant_conv, scaling 0.5; batch 2, 6 x 5 latent"),
     # FLUX's VAE in small: 16 latent channels, a shift, no post_quant_conv; legacy attention names.
     "flux_legacy": dict(
         cfg=dict(block_out_channels=[8, 16, 24, 24], layers_per_block=2, norm_num_groups=4, latent_channels=16,
-                 scaling_factor=0.3611, shift_factor=0.1159, use_post_quant_conv=False, use_quant_conv=False),
+                 scaling_factor=0.3611, shift_factor=0.1159, use_post_quant_conv=False, use_quant_conv=False,
+                 sample_size=32),
         latent=(1, 4, 4), legacy=True,
         about="FLUX-like: 4 levels [8, 16, 24, 24] (8 pixels a latent), 2 layers a block, 4 groups, 16 "
               "latent channels, scaling 0.3611 and shift 0.1159, no post_quant_conv; the mid block's "
@@ -47,7 +48,7 @@ def config_json(c):
     return {
         "_class_name": "AutoencoderKL", "act_fn": "silu", "in_channels": 3, "out_channels": 3,
         "down_block_types": ["DownEncoderBlock2D"] * n, "up_block_types": ["UpDecoderBlock2D"] * n,
-        "sample_size": 32, "force_upcast": True, "mid_block_add_attention": True, **c,
+        "force_upcast": True, "mid_block_add_attention": True, **c,
     }
 
 
@@ -149,6 +150,47 @@ def decode(z, w, c, legacy, dtype=torch.float64):
     return conv(x, "decoder.conv_out")
 
 
+def tiled_decode(z, w, c, legacy):
+    """AutoencoderKL.tiled_decode (enable_tiling) of z / scaling_factor + shift_factor, float64:
+    latent tiles of sample_size / 2^(levels - 1) every 3/4 of one, each decoded alone (after
+    post_quant_conv), blended with the tile above and then the one to the left over a quarter
+    of a tile, in place and in that order, then cropped to 3/4 of a tile and concatenated."""
+    scale = 2 ** (len(c["block_out_channels"]) - 1)
+    sample = c["sample_size"]
+    tile_latent = int(sample / scale)
+    overlap = int(tile_latent * (1 - 0.25))
+    blend = int(sample * 0.25)
+    limit = sample - blend
+    rows = []
+    for i in range(0, z.shape[2], overlap):
+        rows.append([decode(z[:, :, i:i + tile_latent, j:j + tile_latent], w, c, legacy)
+                     for j in range(0, z.shape[3], overlap)])
+
+    def blend_v(a, b, e):
+        e = min(a.shape[2], b.shape[2], e)
+        for y in range(e):
+            b[:, :, y, :] = a[:, :, -e + y, :] * (1 - y / e) + b[:, :, y, :] * (y / e)
+        return b
+
+    def blend_h(a, b, e):
+        e = min(a.shape[3], b.shape[3], e)
+        for x in range(e):
+            b[:, :, :, x] = a[:, :, :, -e + x] * (1 - x / e) + b[:, :, :, x] * (x / e)
+        return b
+
+    out_rows = []
+    for i, row in enumerate(rows):
+        out = []
+        for j, tile in enumerate(row):
+            if i > 0:
+                tile = blend_v(rows[i - 1][j], tile, blend)
+            if j > 0:
+                tile = blend_h(row[j - 1], tile, blend)
+            out.append(tile[:, :, :limit, :limit])
+        out_rows.append(torch.cat(out, dim=3))
+    return torch.cat(out_rows, dim=2)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="tests/fixtures")
@@ -160,19 +202,26 @@ def main():
         B, h, wd = f["latent"]
         z = torch.randn(B, c["latent_channels"], h, wd, generator=g).float()
         img = decode(z, w, c, f["legacy"]).float()
+        # As AutoencoderKL._decode with use_tiling: tiles only a latent larger than one tile.
+        tile_latent = int(c["sample_size"] / 2 ** (len(c["block_out_channels"]) - 1))
+        larger = z.shape[2] > tile_latent or z.shape[3] > tile_latent
+        tiled = tiled_decode(z, w, c, f["legacy"]).float() if larger else img.clone()
+        assert tiled.shape == img.shape, (tiled.shape, img.shape)
         d = os.path.join(args.out, f"vae_{name}")
         os.makedirs(os.path.join(d, "vae"), exist_ok=True)
         with open(os.path.join(d, "vae", "config.json"), "w") as fh:
             json.dump(config_json(c), fh, indent=2)
         save_file(w, os.path.join(d, "vae", "diffusion_pytorch_model.safetensors"))
-        save_file({"latents": z, "image": img}, os.path.join(d, "io.safetensors"),
+        save_file({"latents": z, "image": img, "image_tiled": tiled}, os.path.join(d, "io.safetensors"),
                   {"torch": torch.__version__, "about": f["about"]})
         with open(os.path.join(d, "README.md"), "w") as fh:
             fh.write(f"# vae_{name}\n\n{f['about']}.\n\nWritten by `tools/torch/make_vae_fixtures.py` "
                      "(an independent torch implementation of diffusers' AutoencoderKL decoder, float64): "
                      "io.safetensors holds `latents` as the sampler leaves them and `image`, "
-                     "`vae.decode(latents / scaling_factor + shift_factor)`.\n")
-        print(f"vae_{name}: latents {list(z.shape)} -> image {list(img.shape)}, image rms {img.pow(2).mean().sqrt():.3f}")
+                     "`vae.decode(latents / scaling_factor + shift_factor)`, and `image_tiled`, the same "
+                     "with `vae.enable_tiling()` (tiles of sample_size).\n")
+        print(f"vae_{name}: latents {list(z.shape)} -> image {list(img.shape)}, image rms {img.pow(2).mean().sqrt():.3f}, "
+              f"tiled vs whole max |diff| {(tiled - img).abs().max():.3f}")
 
 
 if __name__ == "__main__":
