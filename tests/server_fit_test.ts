@@ -87,6 +87,11 @@ Deno.test("server fit: the estimate is the hidden states, or the feed-forward's 
   assertEquals(largestTensorBytes(vae, small), 128 * 128 * 256 * 4);
   assertEquals(maxImagesThatFit(vae, small), Math.floor(2 ** 27 / (2 * 64 * 128 * 4)));
   assertEquals(maxImagesThatFit(vae, { ...small, height: 64, width: 64 }), 0); // 256 MiB
+  // serve --vae-tiling: one tile's activations (sample_size 32: 4 × 4 cells, 32² pixels).
+  vae.vaeTiling = true;
+  // The hidden states [2·32², 128] and the tile [32², 256] are 1 MiB each.
+  assertEquals(largestTensorBytes(vae, { ...small, height: 64, width: 64 }), 2 ** 20);
+  assert(maxImagesThatFit(vae, { ...small, height: 64, width: 64 }) > 0);
 });
 
 Deno.test("server fit: too large for the adapter is a 400 on size or n", gpuTest, async () => {

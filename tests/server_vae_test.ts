@@ -4,7 +4,7 @@
  * without a VAE is refused at start.
  */
 import { Buffer } from "node:buffer";
-import { assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { gpuTest, withRuntime } from "./gpu.ts";
 import { makeApp, parseSse, pixelPrompts, post } from "./server_helpers.ts";
 import { latentEmojiModel } from "./latent_models.ts";
@@ -40,6 +40,16 @@ Deno.test(
           });
           const dec = await p.decode(gen.latents, gen.shape);
           assertEquals(png.data, tensorToImage(dec.images, 3, 32, 32).data);
+          // serve --vae-tiling: vae_tiny's tiles of 4 cells, blended (the seams differ).
+          entry.vaeTiling = true;
+          const tiledRes = await s.app.request(post({ prompt, steps: 2, seed: 3 }));
+          const tiledPng = decodePng(
+            Buffer.from((await tiledRes.json()).data[0].b64_json, "base64"),
+          );
+          const tiled = await p.decode(gen.latents, gen.shape, { tiling: true });
+          assertEquals(tiledPng.data, tensorToImage(tiled.images, 3, 32, 32).data);
+          assert(tiledPng.data.some((v, i) => v !== png.data[i]));
+          entry.vaeTiling = false;
           const sse = await s.app.request(
             post({ prompt, steps: 2, seed: 3, stream: true, partial_images: 2 }),
           );

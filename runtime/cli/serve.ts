@@ -43,6 +43,8 @@ export const SERVE_USAGE = `deno task serve [options]
                           cannot be interrupted (not by --timeout either) and its time grows
                           with the square of the pixels, so larger sizes can hold the server
                           for minutes on the CPU adapter
+  --vae-tiling            latent models' VAEs decode in tiles of their sample_size, blended,
+                          as diffusers' vae.enable_tiling() (larger images on a small adapter)
   --no-warmup             listen at once, without first generating one 2-step image per
                           model (the warm-up compiles the kernels and times a step, so the
                           first request does not pay for it)
@@ -117,6 +119,7 @@ export async function serve(args: string[]): Promise<number> {
     "max-n": { type: "string" },
     "max-side": { type: "string" },
     "no-warmup": { type: "boolean" },
+    "vae-tiling": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
   if (v.help) {
@@ -177,6 +180,7 @@ export async function serve(args: string[]): Promise<number> {
     info(`adapter: ${rt.info.description}${rt.info.fallback ? " (CPU)" : ""}`);
     for (const s of specs) {
       const e = await loadEntry(rt, { ...s, dtype });
+      if (v["vae-tiling"]) e.vaeTiling = true;
       // The first artifact of a model is named by the model, later ones by model:plan.
       if (entries.some((x) => x.model === e.model)) e.id = `${e.model}:${e.plan.name}`;
       entries.push(e);

@@ -15,6 +15,7 @@ import { vpSamplerOptions } from "../sampling/vp_scheduler_config.ts";
 import type { RowScope } from "../model/linear.ts";
 import { widestScope } from "../model/row_chunks.ts";
 import { vaeLargestBytes } from "../../plugins/models/vae_config.ts";
+import { vaeTiles } from "../../plugins/models/vae_tiling.ts";
 import { badRequest } from "./errors.ts";
 import type { ModelEntry } from "./models.ts";
 
@@ -114,10 +115,15 @@ export function largestTensorBytes(entry: ModelEntry, b: BatchShape): number {
   return Math.max(hiddenBytes(entry, b), feedForwardChunkBytes(entry, b), vaeBytes(entry, b));
 }
 
-/** Bytes of the VAE decoder's widest activation (it decodes one image at a time), or 0. */
+/**
+ * Bytes of the VAE decoder's widest activation (it decodes one image at a time; one tile at a
+ * time with serve --vae-tiling), or 0.
+ */
 function vaeBytes(entry: ModelEntry, b: BatchShape): number {
   const vae = entry.pipeline.vae;
-  return vae ? vaeLargestBytes(vae.config, b.height, b.width) : 0;
+  if (!vae) return 0;
+  const t = entry.vaeTiling ? vaeTiles(vae.config).tile : Infinity;
+  return vaeLargestBytes(vae.config, Math.min(b.height, t), Math.min(b.width, t));
 }
 
 /** Bytes of a step's widest hidden-state tensor for the batch (grows with the images). */

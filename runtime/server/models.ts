@@ -44,6 +44,8 @@ export interface ModelEntry {
   pipeline: Pipeline;
   /** Seconds since the epoch when it was loaded. */
   created: number;
+  /** A latent model's VAE decodes in tiles (serve --vae-tiling; diffusers' enable_tiling). */
+  vaeTiling?: boolean;
 }
 
 /** The plan of a dense model in `dtype`. */

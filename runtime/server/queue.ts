@@ -359,7 +359,7 @@ export class GpuQueue {
       });
       // A latent model's images come from its VAE, decoded here while the queue holds the GPU
       // (a recording of another batch must not run beside it: the pool would share buffers).
-      const dec = await pipe.decode(res.latents, res.shape);
+      const dec = await pipe.decode(res.latents, res.shape, { tiling: j0.entry.vaeTiling });
       const [, oc, oh, ow] = dec.shape;
       const total = performance.now() - t0;
       this.#batchMs = this.#batchMs ? 0.7 * this.#batchMs + 0.3 * total : total;

@@ -54,7 +54,7 @@ export async function warmUp(
         sampler: o.sampler ?? e.pipeline.defaults.sampler,
         guidance: o.guidance ?? e.pipeline.defaults.guidance,
       });
-      await e.pipeline.decode(r.latents, r.shape); // a latent model's VAE kernels too
+      await e.pipeline.decode(r.latents, r.shape, { tiling: e.vaeTiling }); // its VAE's kernels
     } catch (err) {
       throw new Error(`warm-up of ${e.id} failed: ${(err as Error).message}`, { cause: err });
     }
