@@ -1,6 +1,5 @@
 import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
 import { ablation } from "./ablation.ts";
-import { latentEmojiModel } from "../tests/latent_models.ts";
 import { parseMatrix, REFERENCE, settingKey, settingLabel } from "./ablation_matrix.ts";
 import {
   ablationMarkdown,
@@ -491,37 +490,4 @@ Deno.test("ablation: a small matrix on the tiny model, then --resume runs only n
   assert(md.includes("_ablation_grown.svg)"), md);
   await assertRejects(() => ablation([...args, "cpu", "--name", "Bad Name"]), RangeError, "--name");
   await Deno.remove(dir, { recursive: true });
-});
-
-Deno.test("ablation: a latent model with a VAE scores its decoded images, resumed too", async () => {
-  const dir = await Deno.makeTempDir();
-  const model = await latentEmojiModel(true);
-  try {
-    const matrix = {
-      model,
-      prompts: ["red apple"],
-      steps: 2,
-      batch: 1,
-      calibration: { prompts: ["red apple"], steps: 2 },
-      rows: [{ quantizer: "uniform", wbits: 8, abits: 8 }],
-    };
-    const file = `${dir}/m.json`;
-    await Deno.writeTextFile(file, JSON.stringify(matrix));
-    const args = ["--matrix", file, "--out", `${dir}/out`, "--state", `${dir}/state`, "--adapter"];
-    assertEquals(await ablation([...args, "cpu"]), 0);
-    // Grown and resumed: the FP32 reference's decoded images come back from the state folder.
-    matrix.rows.push({ quantizer: "uniform", wbits: 8, abits: 16 } as never);
-    await Deno.writeTextFile(file, JSON.stringify(matrix));
-    assertEquals(await ablation([...args, "cpu", "--resume", "--name", "grown"]), 0);
-    const [sub] = [...Deno.readDirSync(`${dir}/out`)];
-    const json = [...Deno.readDirSync(`${dir}/out/${sub.name}`)].find((e) =>
-      e.name.endsWith("_ablation_grown.json")
-    )!;
-    const r = JSON.parse(await Deno.readTextFile(`${dir}/out/${sub.name}/${json.name}`));
-    assertEquals(r.rows.length, 3);
-    for (const row of r.rows.slice(1)) assert(row.psnr > 20 && row.ssim > 0.5, JSON.stringify(row));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-    await Deno.remove(model, { recursive: true });
-  }
 });
