@@ -32,6 +32,25 @@ export async function collectGarbage(): Promise<void> {
   await new Promise((r) => setTimeout(r, 0)); // let the collected objects' finalizers run
 }
 
+/**
+ * Runs `fn` with `rt`'s storage-binding limit lowered to `bytes` (after loading what must not
+ * be split, e.g. weights), then restores it: the row-chunk and fit paths under a small device.
+ */
+export async function withBindingLimit<T>(
+  rt: Runtime,
+  bytes: number,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const limits = rt.info.limits;
+  const old = limits.maxStorageBufferBindingSize;
+  limits.maxStorageBufferBindingSize = bytes;
+  try {
+    return await fn();
+  } finally {
+    limits.maxStorageBufferBindingSize = old;
+  }
+}
+
 /** Records with `fn`, submits, and reads `fn`'s returned tensor back as f32. */
 export async function runAndRead(
   rt: Runtime,

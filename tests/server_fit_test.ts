@@ -4,9 +4,8 @@
  * that fails on the GPU anyway leaks no GPU memory.
  */
 import { assert, assertClose, assertEquals, assertRejects, rms } from "./assert.ts";
-import { gpuTest, withRuntime } from "./gpu.ts";
+import { gpuTest, withBindingLimit, withRuntime } from "./gpu.ts";
 import { createDefaultRegistry } from "../runtime/builtins.ts";
-import type { Runtime } from "../runtime/gpu/device.ts";
 import { createApp } from "../runtime/server/app.ts";
 import type { RowScope } from "../runtime/model/linear.ts";
 import { parseVaeConfig } from "../plugins/models/vae_config.ts";
@@ -22,20 +21,6 @@ import {
   stubPipeline,
   until,
 } from "./server_helpers.ts";
-
-const LIMIT = "maxStorageBufferBindingSize";
-
-/** Runs `fn` with the runtime's storage-binding limit set to `bytes`. */
-async function withLimit<T>(rt: Runtime, bytes: number, fn: () => Promise<T>): Promise<T> {
-  const limits = rt.info.limits;
-  const old = limits[LIMIT];
-  limits[LIMIT] = bytes;
-  try {
-    return await fn();
-  } finally {
-    limits[LIMIT] = old;
-  }
-}
 
 Deno.test("server fit: the estimate is the hidden states, or the feed-forward's chunk", () => {
   // emoji-s (D 128, patch 2) at 512x512 with guidance: hidden [131072, 128] f32 = 64 MiB.
@@ -101,13 +86,13 @@ Deno.test("server fit: too large for the adapter is a 400 on size or n", gpuTest
       const s = makeApp(rt, [pixel]);
       const [prompt] = await pixelPrompts();
       const one = largestTensorBytes(pixel, { images: 1, height: 16, width: 16, guidance: 4.5 });
-      await withLimit(rt, one - 4, async () => {
+      await withBindingLimit(rt, one - 4, async () => {
         const res = await s.app.request(post({ prompt, size: "16x16" }));
         const e = (await res.json()).error;
         assertEquals([res.status, e.param], [400, "size"], e.message);
         assert(e.message.includes("16x16"), e.message);
       });
-      await withLimit(rt, 2 * one, async () => {
+      await withBindingLimit(rt, 2 * one, async () => {
         const res = await s.app.request(post({ prompt, size: "16x16", n: 3 }));
         const e = (await res.json()).error;
         assertEquals([res.status, e.param], [400, "n"], e.message);
@@ -154,7 +139,7 @@ Deno.test("server fit: a forward that fails on the GPU leaks nothing", gpuTest, 
       const before = rt.pool.liveBytes;
       // No room for the hidden states [rows·T, D]: the forward throws after its first tensors.
       const hidden = largestTensorBytes(pixel, { images: 1, height: 16, width: 16, guidance: 1 });
-      await withLimit(rt, hidden - 4, async () => {
+      await withBindingLimit(rt, hidden - 4, async () => {
         await assertRejects(() => pixel.pipeline.generate(req), RangeError, "binding limit");
       });
       assertEquals(rt.pool.liveBytes, before, "GPU bytes held after the failed request");
@@ -180,11 +165,11 @@ Deno.test(
         const hidden = 2 * T * c.innerDim * 4; // [2·T, D] f32 under guidance
         const ff = 4 * hidden; // [2·T, 4·D]: once an error (binding limit)
         // Whole samples (one of the pair a chunk): the same kernels, the same values.
-        const samples = await withLimit(rt, ff / 2, () => pixel.pipeline.generate(req));
+        const samples = await withBindingLimit(rt, ff / 2, () => pixel.pipeline.generate(req));
         assertEquals(samples.latents, whole.latents);
         // Parts of one sample (T/2 rows): on a CPU adapter the GEMM takes another version
         // under 64 rows (defaultGemmVersion), so the sums round differently.
-        const parts = await withLimit(rt, hidden, () => pixel.pipeline.generate(req));
+        const parts = await withBindingLimit(rt, hidden, () => pixel.pipeline.generate(req));
         const tol = { atol: 1e-5 * rms(whole.latents), rtol: 1e-5 };
         assertClose(parts.latents, whole.latents, tol);
         // The server takes such requests now: the estimate is the hidden states.
