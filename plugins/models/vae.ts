@@ -16,7 +16,7 @@ import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import { createTensor, type Tensor, uploadTensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
 import { WeightLoader } from "../../runtime/model/weights.ts";
-import { gatherRows } from "../../runtime/model/row_chunks.ts";
+import { gatherRowRuns } from "../../runtime/ops/row_runs.ts";
 import { conv3x3, type Conv3x3Options, transposeImage } from "../../runtime/ops/conv.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
 import { gemm } from "../../runtime/ops/gemm.ts";
@@ -188,12 +188,12 @@ export class VaeDecoder {
       const cap = Math.min(cb.chunkBytes ?? SCORE_CHUNK_BYTES, rt.bindingLimit);
       const rows = Math.max(1, Math.floor(cap / (P * 4)));
       for (let b = 0; b < s.B; b++) {
-        const kb = s.B === 1 ? k : keep(gatherRows(rec, k, s.B, [[b, 1]]).reshape([P, s.C]));
-        const vb = s.B === 1 ? v : keep(gatherRows(rec, v, s.B, [[b, 1]]));
+        const kb = s.B === 1 ? k : keep(gatherRowRuns(rec, k, s.B, [[b, 1]]).reshape([P, s.C]));
+        const vb = s.B === 1 ? v : keep(gatherRowRuns(rec, v, s.B, [[b, 1]]));
         const vt = keep(transposeImage(rec, vb, 1, P, s.C).reshape([s.C, P]));
         for (let r0 = 0; r0 < P; r0 += rows) {
           const m = Math.min(rows, P - r0);
-          const qc = keep(gatherRows(rec, q, s.B * P, [[b * P + r0, m]]));
+          const qc = keep(gatherRowRuns(rec, q, s.B * P, [[b * P + r0, m]]));
           const sc = keep(gemm(rec, qc, kb));
           const p = keep(softmax(rec, sc));
           const o = keep(gemm(rec, p, vt));

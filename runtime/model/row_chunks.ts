@@ -13,7 +13,8 @@
  * @module
  */
 import type { Recorder } from "../gpu/kernel.ts";
-import { createTensor, DTYPE_BYTES, type Tensor } from "../gpu/tensor.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { gatherRowRuns, rowsOf, scatterRowRuns } from "../ops/row_runs.ts";
 import type { Linear, RowScope } from "./linear.ts";
 
 /** The rows a chunked part runs on: `samples` samples of `rowsPerSample` rows each. */
@@ -175,7 +176,7 @@ export function rowChunked(
     for (const c of chunks) {
       const taken: Tensor[] = [];
       const take = (t: Tensor, total: number, runs: [number, number][]) => {
-        const g = gatherRows(rec, t, total, runs);
+        const g = gatherRowRuns(rec, t, total, runs);
         taken.push(g);
         return g;
       };
@@ -193,7 +194,7 @@ export function rowChunked(
       try {
         const W = y.size / rowsOf(c.rows);
         out ??= createTensor(rec.runtime, [M, W], y.dtype);
-        scatterRows(rec, y, out, c.rows);
+        scatterRowRuns(rec, y, out, c.rows);
       } finally {
         y.release();
       }
@@ -203,56 +204,4 @@ export function rowChunked(
     throw e;
   }
   return out!;
-}
-
-function rowsOf(runs: readonly [number, number][]): number {
-  return runs.reduce((a, [, n]) => a + n, 0);
-}
-
-/** Bytes of one row of `t` read as `total` rows; checks copies can address it. */
-function rowBytesOf(t: Tensor, total: number): number {
-  const bytes = (t.size / total) * DTYPE_BYTES[t.dtype];
-  if (!Number.isInteger(bytes) || bytes % 4 !== 0) {
-    throw new RangeError(
-      `row chunks: a [${t.shape}] ${t.dtype} tensor is not ${total} rows of whole 4-byte words`,
-    );
-  }
-  return bytes;
-}
-
-/** A new [rows, W] tensor of `t`'s rows in `runs` (t read as `total` rows). */
-export function gatherRows(
-  rec: Recorder,
-  t: Tensor,
-  total: number,
-  runs: readonly [number, number][],
-): Tensor {
-  const rb = rowBytesOf(t, total);
-  const g = createTensor(rec.runtime, [rowsOf(runs), t.size / total], t.dtype);
-  let at = 0;
-  for (const [r, n] of runs) {
-    rec.copy(t, g, n * rb, r * rb, at);
-    at += n * rb;
-  }
-  return g;
-}
-
-/** Writes the rows of `y` (in order) into `out`'s rows in `runs`. */
-export function scatterRows(
-  rec: Recorder,
-  y: Tensor,
-  out: Tensor,
-  runs: readonly [number, number][],
-): void {
-  const rb = rowBytesOf(y, rowsOf(runs));
-  if (y.dtype !== out.dtype || out.size % (rb / DTYPE_BYTES[y.dtype]) !== 0) {
-    throw new RangeError(
-      `row chunks: [${y.shape}] ${y.dtype} rows do not fit [${out.shape}] ${out.dtype}`,
-    );
-  }
-  let at = 0;
-  for (const [r, n] of runs) {
-    rec.copy(y, out, n * rb, at, r * rb);
-    at += n * rb;
-  }
 }

@@ -14,6 +14,7 @@ import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import type { ImageShape } from "../reference/conv.ts";
 import { gemm } from "./gemm.ts";
+import { gatherRowRuns, scatterRowRuns } from "./row_runs.ts";
 import im2colSrc from "../../wgsl/im2col3x3.wgsl" with { type: "text" };
 import transposeSrc from "../../wgsl/transpose.wgsl" with { type: "text" };
 
@@ -151,19 +152,15 @@ export function conv3x3(
   }
   const whole = rows === Ho && s.B === 1;
   const out = createTensor(rt, [M, N], dt);
-  const eb = dt === "f16" ? 2 : 4;
   try {
     for (let b = 0; b < s.B; b++) {
       for (let r0 = 0; r0 < Ho; r0 += rows) {
         const n = Math.min(rows, Ho - r0);
         const col = createTensor(rt, [n * Wo, K], dt);
         rec.dispatch(im2colSpec(dt), { b, row0: r0, s, up, n: col.size }, [x, col]);
-        const at = (b * Ho + r0) * Wo; // first output row (pixel) of the chunk
-        let res: Tensor | undefined;
-        if (o.residual && !whole) {
-          res = createTensor(rt, [n * Wo, N], dt);
-          rec.copy(o.residual, res, n * Wo * N * eb, at * N * eb, 0);
-        }
+        // The chunk's output pixels, as rows of the output (and of the residual).
+        const run: [number, number][] = [[(b * Ho + r0) * Wo, n * Wo]];
+        const res = o.residual && !whole ? gatherRowRuns(rec, o.residual, M, run) : undefined;
         const y = gemm(rec, col, w, {
           bias: o.bias,
           residual: whole ? o.residual : res,
@@ -172,7 +169,7 @@ export function conv3x3(
         col.release();
         res?.release();
         if (!whole) {
-          rec.copy(y, out, n * Wo * N * eb, 0, at * N * eb);
+          scatterRowRuns(rec, y, out, run);
           y.release();
         }
       }
