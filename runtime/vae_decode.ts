@@ -7,8 +7,7 @@
  * @module
  */
 import type { VaeDecoder } from "../plugins/models/vae.ts";
-import { vaeLargestBytes } from "../plugins/models/vae_config.ts";
-import { type Planar, tiledDecode, tiles, vaeTiles } from "../plugins/models/vae_tiling.ts";
+import { type Planar, tiledDecode, tiles, vaeDecodeBytes } from "../plugins/models/vae_tiling.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { Recorder } from "./gpu/kernel.ts";
 import { readTensor, type Tensor, uploadTensor } from "./gpu/tensor.ts";
@@ -74,8 +73,7 @@ export function vaeProblemOf(
   w: number,
   o: DecodeOptions = {},
 ): string | undefined {
-  const t = o.tiling ? vaeTiles(vae.config).tile : Infinity;
-  const need = vaeLargestBytes(vae.config, Math.min(h, t), Math.min(w, t));
+  const need = vaeDecodeBytes(vae.config, h, w, o.tiling);
   const limit = rt.bindingLimit;
   if (need <= limit) return undefined;
   const size = (b: number) =>

@@ -10,7 +10,7 @@
  * @module
  */
 import type { VaeConfig } from "./vae_config.ts";
-import { vaeScale } from "./vae_config.ts";
+import { vaeLargestBytes, vaeScale } from "./vae_config.ts";
 
 /** One decoded image [C, H, W] (planar, f32) and its size. */
 export interface Planar {
@@ -33,6 +33,15 @@ export function vaeTiles(
 export function tiles(c: VaeConfig, h: number, w: number): boolean {
   const t = vaeTiles(c).tile;
   return h > t || w > t;
+}
+
+/**
+ * Bytes of the widest activation a decode of an h × w latent binds: the whole image's, or with
+ * `tiling` one tile's (vaeLargestBytes at the tile's size).
+ */
+export function vaeDecodeBytes(c: VaeConfig, h: number, w: number, tiling = false): number {
+  const t = tiling ? vaeTiles(c).tile : Infinity;
+  return vaeLargestBytes(c, Math.min(h, t), Math.min(w, t));
 }
 
 /** Rows [y0, y0 + n) and columns [x0, x0 + m) of a planar latent [C, h, w]. */

@@ -14,8 +14,7 @@ import { usesGuidance } from "../sampling/guidance.ts";
 import { vpSamplerOptions } from "../sampling/vp_scheduler_config.ts";
 import type { RowScope } from "../model/linear.ts";
 import { widestScope } from "../model/row_chunks.ts";
-import { vaeLargestBytes } from "../../plugins/models/vae_config.ts";
-import { vaeTiles } from "../../plugins/models/vae_tiling.ts";
+import { vaeDecodeBytes } from "../../plugins/models/vae_tiling.ts";
 import { badRequest } from "./errors.ts";
 import type { ModelEntry } from "./models.ts";
 
@@ -122,8 +121,7 @@ export function largestTensorBytes(entry: ModelEntry, b: BatchShape): number {
 function vaeBytes(entry: ModelEntry, b: BatchShape): number {
   const vae = entry.pipeline.vae;
   if (!vae) return 0;
-  const t = entry.vaeTiling ? vaeTiles(vae.config).tile : Infinity;
-  return vaeLargestBytes(vae.config, Math.min(b.height, t), Math.min(b.width, t));
+  return vaeDecodeBytes(vae.config, b.height, b.width, entry.vaeTiling);
 }
 
 /** Bytes of a step's widest hidden-state tensor for the batch (grows with the images). */
