@@ -25,6 +25,7 @@ import { Recorder } from "../runtime/gpu/kernel.ts";
 import { readTensor } from "../runtime/gpu/tensor.ts";
 import { denseLinears } from "../runtime/model/linear.ts";
 import { BenchSuite, deviceSlug } from "./harness.ts";
+import { checkWithinRms } from "./sampled_check.ts";
 import { ALPHA, inputs, load, recordStep, type Shape, shapeNote, TINY } from "./pixart_step.ts";
 
 const adapter = (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as "auto" | "gpu" | "cpu";
@@ -109,18 +110,12 @@ for (const dtype of ["f32", "f16"] as const) {
         ref = w.out;
         w.dispose();
       }
-      let diff = 0;
-      let ss = 0;
-      for (let i = 0; i < ref.length; i++) {
-        diff = Math.max(diff, Math.abs(p.out[i] - ref[i]));
-        ss += ref[i] * ref[i];
-      }
-      const rms = Math.sqrt(ss / ref.length);
-      if (!(diff <= 1e-5 * rms)) {
-        throw new Error(
-          `${dtype}: the chunked step differs from the whole by ${diff} (RMS ${rms})`,
-        );
-      }
+      const { maxErr: diff, rms } = checkWithinRms(
+        `${dtype}: the chunked step vs the whole`,
+        p.out,
+        ref,
+        1e-5,
+      );
       return {
         device: capped.device,
         run: p.run,

@@ -1,10 +1,12 @@
 /**
- * The benchmarks' check of a product before it is timed: 256 sampled entries (the last one
- * always) against a reference computed on the host.
+ * The benchmarks' checks of an output before it is timed: 256 sampled entries of a product (the
+ * last one always) against a reference computed on the host, or a whole output against its
+ * reference relative to the reference's RMS.
  *
  * @module
  */
 import { Prng } from "../runtime/io/prng.ts";
+import { maxError } from "../runtime/ops/selfcheck.ts";
 
 /** An entry of the reference: its value and Σ|terms| (the scale of its rounding error). */
 export interface SampledRef {
@@ -103,4 +105,24 @@ export function checkActCodes(
   }
   return `checked all ${codes.length} codes and ${scales.length} scales against actQuantRef` +
     (ties ? ` (${ties} ±1 at rounding ties)` : "");
+}
+
+/**
+ * Checks a whole output against its reference: max |out − ref| ≤ `rel` × RMS(ref), NaN failing
+ * (maxError); throws naming `label`, else returns the error and the RMS (f64 sums).
+ */
+export function checkWithinRms(
+  label: string,
+  out: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  rel: number,
+): { maxErr: number; rms: number } {
+  let ss = 0;
+  for (let i = 0; i < ref.length; i++) ss += ref[i] * ref[i];
+  const rms = Math.sqrt(ss / ref.length);
+  const maxErr = out.length === ref.length ? maxError(out, ref) : Infinity;
+  if (!(maxErr <= rel * rms)) {
+    throw new Error(`${label}: max |err| ${maxErr} > ${rel} × the reference's RMS ${rms}`);
+  }
+  return { maxErr, rms };
 }

@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { actQuantRef } from "../runtime/reference/act_quant.ts";
-import { checkActCodes } from "./sampled_check.ts";
+import { checkActCodes, checkWithinRms } from "./sampled_check.ts";
 
 Deno.test("checkActCodes: the reference passes, a wrong code or scale throws", () => {
   const [M, K] = [5, 33];
@@ -30,4 +30,13 @@ Deno.test("checkActCodes: ±1 at a rounding tie is the GPU's 1/Δ, not an error"
   got[1] = 3;
   const note = checkActCodes("t", got, ref.scales, ref);
   assert(note.endsWith("(1 ±1 at rounding ties)"), note);
+});
+
+Deno.test("checkWithinRms: within rel × RMS passes; beyond it, a NaN or a length mismatch throws", () => {
+  const ref = Float32Array.from([3, -4, 0, 0]); // RMS 2.5
+  const near = Float32Array.from([3, -4, 0, 2e-5]);
+  assertEquals(checkWithinRms("x", near, ref, 1e-5), { maxErr: Math.fround(2e-5), rms: 2.5 });
+  assertThrows(() => checkWithinRms("x", near, ref, 7e-6), Error, "x: max |err|");
+  assertThrows(() => checkWithinRms("x", Float32Array.from([NaN, -4, 0, 0]), ref, 1), Error, "x");
+  assertThrows(() => checkWithinRms("x", ref.subarray(1), ref, 1), Error, "x");
 });

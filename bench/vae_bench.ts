@@ -33,6 +33,7 @@ import {
   vaeWeightShapes,
 } from "../plugins/models/vae_config.ts";
 import { BenchSuite, deviceSlug } from "./harness.ts";
+import { checkWithinRms } from "./sampled_check.ts";
 import { RandomSource } from "./random_model.ts";
 
 const adapter = (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as "auto" | "gpu" | "cpu";
@@ -87,15 +88,7 @@ async function prepared(): Promise<{ vae: VaeDecoder; note: string }> {
     const host = new Map<string, Float32Array>();
     for (const n of source.tensors.keys()) host.set(n, await source.readF32(n));
     const ref = vaeDecodeRef((n) => host.get(n)!, config, zs, shape);
-    let err = 0, ss = 0;
-    for (let i = 0; i < ref.length; i++) {
-      err = Math.max(err, Math.abs(got[i] - ref[i]));
-      ss += ref[i] * ref[i];
-    }
-    const rms = Math.sqrt(ss / ref.length);
-    if (!(err <= 1e-4 * rms)) {
-      throw new Error(`vae decode vs CPU reference: max |err| ${err} > 1e-4 × ${rms}`);
-    }
+    const { maxErr: err, rms } = checkWithinRms("vae decode vs CPU reference", got, ref, 1e-4);
     checked = `checked at an 8 × 8 latent against the CPU reference: max |err| ${
       err.toExponential(2)
     } (RMS ${rms.toFixed(3)})`;
