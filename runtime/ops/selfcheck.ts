@@ -47,14 +47,16 @@ export interface SelfCheckResult {
 /** One registered self-check: runs a kernel and compares with the reference. */
 export type SelfCheck = (rt: Runtime) => Promise<SelfCheckResult[]>;
 
-/** Largest |a − b|. */
+/** Largest |a − b|; Infinity when any difference is NaN (NaN counts as infinitely wrong). */
 export function maxError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) {
     const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = d; // NaN counts as infinitely wrong
+    // A NaN kept as the running max would be replaced by the next finite difference.
+    if (Number.isNaN(d)) return Infinity;
+    if (d > m) m = d;
   }
-  return Number.isNaN(m) ? Infinity : m;
+  return m;
 }
 
 const elementwiseCheck: SelfCheck = async (rt) => {

@@ -1,6 +1,6 @@
-import { assert } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
-import { runSelfChecks } from "./selfcheck.ts";
+import { maxError, runSelfChecks } from "./selfcheck.ts";
 
 Deno.test(
   "doctor's self-checks: every kernel family agrees with its CPU reference",
@@ -19,3 +19,9 @@ Deno.test(
     });
   },
 );
+
+Deno.test("maxError: the largest |a − b|; a NaN anywhere is Infinity", () => {
+  assertEquals(maxError([1, 2, 3], [1, 2.5, 2]), 1);
+  assertEquals(maxError([NaN, 2, 3], [1, 2, 3]), Infinity); // not overwritten by later entries
+  assertEquals(maxError([1, 2, 3], [1, 2, NaN]), Infinity);
+});
