@@ -83,7 +83,10 @@ export async function assertRejects(
   throw new AssertionError("Expected the promise to reject");
 }
 
-/** The largest |a − b| over two arrays, and where it is. */
+/**
+ * The largest |a − b| over two arrays, and where it is; the first NaN difference, if any, is
+ * the answer (max NaN fails every bound).
+ */
 export function maxAbsDiff(
   a: ArrayLike<number>,
   b: ArrayLike<number>,
@@ -93,7 +96,9 @@ export function maxAbsDiff(
   let at = -1;
   for (let i = 0; i < a.length; i++) {
     const d = Math.abs(a[i] - b[i]);
-    if (!(d <= max)) {
+    // A NaN kept as the running max would be replaced by the next finite difference.
+    if (Number.isNaN(d)) return { max: NaN, at: i };
+    if (d > max) {
       max = d;
       at = i;
     }
