@@ -53,7 +53,7 @@ export async function decodeLatents(
   const oc = vae.config.outChannels;
   const images = new Float32Array(B * oc * H * W);
   for (let b = 0; b < B; b++) {
-    const z = { data: latents.slice(b * C * h * w, (b + 1) * C * h * w), C, H: h, W: w };
+    const z = { data: latents.subarray(b * C * h * w, (b + 1) * C * h * w), C, H: h, W: w };
     const img = o.tiling && tiles(vae.config, h, w)
       ? await tiledDecode(vae.config, z, (t) => decodeOne(rt, vae, t))
       : await decodeOne(rt, vae, z);

@@ -366,10 +366,14 @@ export class GpuQueue {
       batch.forEach((p, k) => {
         const unknown = pipe.tokenizer?.encode(p.job.prompt).unknown ?? [];
         const per = oc * oh * ow;
+        const latents = slice(res.latents, k);
         this.#settle(p, {
-          latents: slice(res.latents, k),
+          latents,
           shape: [p.job.n, C, H, W],
-          images: dec.images.slice(offsets[k] * per, (offsets[k] + p.job.n) * per),
+          // A pixel-space model's images are its latents: one copy for both.
+          images: dec.images === res.latents
+            ? latents
+            : dec.images.slice(offsets[k] * per, (offsets[k] + p.job.n) * per),
           imageShape: [p.job.n, oc, oh, ow],
           unknownWords: [...new Set(unknown)],
           timings: {
