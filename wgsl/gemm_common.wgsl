@@ -2,7 +2,7 @@
 // epilogue ([out's value,] bias, activation, gate, residual). The kernel checks row < M and col < N.
 override HAS_BIAS: u32 = 0u;
 override BIAS_ROWS: u32 = 0u; // 1: bias is [B, N], row m uses bias row m / rpg (as the gate)
-override ACT: u32 = 0u; // 0 none, 1 gelu (tanh), 2 silu
+override ACT: u32 = 0u; // 0 none, 1 gelu (tanh), 2 silu, 3 quick gelu (CLIP)
 override HAS_RES: u32 = 0u;
 override HAS_GATE: u32 = 0u;
 override ACCUM: u32 = 0u; // 1: out's own value is added to the product first (dense gemm only)
@@ -23,6 +23,7 @@ fn gemm_act(v: f32) -> f32 {
     return v / (1.0 + exp(-1.5957691216057308 * (v + 0.044715 * v * v * v)));
   }
   if (ACT == 2u) { return v / (1.0 + exp(-v)); }
+  if (ACT == 3u) { return v / (1.0 + exp(-1.702 * v)); } // x·sigmoid(1.702x)
   return v;
 }
 

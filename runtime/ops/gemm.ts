@@ -86,7 +86,7 @@ export function gemmDefaultTune(
 export interface GemmEpilogue {
   /** bias [N], added before the activation. */
   bias?: Tensor;
-  /** Activation after the bias: none (default), gelu (tanh approximation) or silu. */
+  /** Activation after the bias: none (default), gelu (tanh approximation), silu or quickGelu (x·σ(1.702x), CLIP). */
   activation?: GemmActivation;
   /** residual [M, N]: out = residual + gate ⊙ y. Must not be `out` (ping-pong instead). */
   residual?: Tensor;
@@ -118,7 +118,12 @@ export interface GemmOptions extends GemmEpilogue {
 }
 
 /** The ACT override constant of each epilogue activation. */
-export const ACTIVATIONS: Readonly<Record<GemmActivation, number>> = { none: 0, gelu: 1, silu: 2 };
+export const ACTIVATIONS: Readonly<Record<GemmActivation, number>> = {
+  none: 0,
+  gelu: 1,
+  silu: 2,
+  quickGelu: 3,
+};
 
 interface Params {
   M: number;
@@ -359,7 +364,9 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
   }
   const act = ACTIVATIONS[opts.activation ?? "none"];
   if (act === undefined) {
-    throw new TypeError(`gemm: activation must be none, gelu or silu, got ${opts.activation}`);
+    throw new TypeError(
+      `gemm: activation must be none, gelu, silu or quickGelu, got ${opts.activation}`,
+    );
   }
   const version = opts.version ?? defaultGemmVersion(rt, { M, K, dtype: dt });
   if (!GEMM_VERSIONS.includes(version)) {

@@ -93,6 +93,7 @@ const CASES: Case[] = [
   },
   { M: 130, N: 129, K: 260 },
   { M: 1, N: 67, K: 4608, bias: true, activation: "silu" },
+  { M: 17, N: 33, K: 40, bias: true, activation: "quickGelu" },
 ];
 
 for (const version of GEMM_VERSIONS) {

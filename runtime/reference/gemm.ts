@@ -7,7 +7,7 @@
 import { geluTanh, silu } from "./elementwise.ts";
 
 /** The activations the GEMM epilogue can apply. */
-export type GemmActivation = "none" | "gelu" | "silu";
+export type GemmActivation = "none" | "gelu" | "silu" | "quickGelu";
 
 /** Epilogue options of {@linkcode gemmRef} (host arrays, f32). */
 export interface GemmRefOptions {
@@ -27,6 +27,7 @@ export interface GemmRefOptions {
 export function activate(v: number, activation: GemmActivation = "none"): number {
   if (activation === "gelu") return geluTanh(v);
   if (activation === "silu") return silu(v);
+  if (activation === "quickGelu") return v / (1 + Math.exp(-1.702 * v)); // CLIP's quick_gelu
   return v;
 }
 

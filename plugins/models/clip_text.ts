@@ -1,0 +1,309 @@
+/**
+ * The CLIP text encoder (transformers' CLIPTextModel: FLUX's text_encoder) on the runtime's
+ * kernels, f32: token + position embedding; per layer x += out_proj(causal attention(LN₁(x)))
+ * and x += fc2(quick_gelu(fc1(LN₂(x)))); a final LayerNorm. The pooled output FLUX takes is
+ * the final hidden state at each caption's end-of-text token.
+ *
+ * @module
+ */
+import { CheckpointError } from "../../runtime/errors.ts";
+import type { Runtime } from "../../runtime/gpu/device.ts";
+import type { Recorder } from "../../runtime/gpu/kernel.ts";
+import type { Tensor } from "../../runtime/gpu/tensor.ts";
+import type { TensorSource } from "../../runtime/io/safetensors.ts";
+import { DenseLinear } from "../../runtime/model/linear.ts";
+import { WeightLoader } from "../../runtime/model/weights.ts";
+import { textAttention } from "../../runtime/ops/attention_text.ts";
+import { elementwise } from "../../runtime/ops/elementwise.ts";
+import { gatherRows } from "../../runtime/ops/embed.ts";
+import { layerNorm } from "../../runtime/ops/norm.ts";
+
+/** The fields of a CLIPTextModel's config.json that its forward uses. */
+export interface ClipTextConfig {
+  /** `vocab_size`. */
+  vocabSize: number;
+  /** `hidden_size`. */
+  hiddenSize: number;
+  /** `intermediate_size`. */
+  intermediateSize: number;
+  /** `num_hidden_layers`. */
+  numLayers: number;
+  /** `num_attention_heads`. */
+  numHeads: number;
+  /** `max_position_embeddings` (77). */
+  maxPositions: number;
+  /** `layer_norm_eps` (1e-5). */
+  eps: number;
+  /** `eos_token_id`: 2 is the original configs' value, read as "the highest id" (as transformers does). */
+  eosTokenId: number;
+}
+
+/** Whether a text_encoder config.json describes a CLIP text model. */
+export function isClipTextConfig(raw: unknown): boolean {
+  const c = raw as Record<string, unknown> | null;
+  return typeof c === "object" && c !== null && c["model_type"] === "clip_text_model";
+}
+
+/** Parses a CLIPTextModel's config.json. */
+export function parseClipTextConfig(raw: unknown, file = "config.json"): ClipTextConfig {
+  if (!isClipTextConfig(raw)) {
+    throw new CheckpointError(
+      file,
+      'expected a CLIP text config (model_type "clip_text_model")',
+      "model_type",
+    );
+  }
+  const c = raw as Record<string, unknown>;
+  const int = (k: string, dflt?: number, min = 1) => {
+    const v = c[k] ?? dflt;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
+      throw new CheckpointError(file, `must be an integer ≥ ${min}, got ${JSON.stringify(v)}`, k);
+    }
+    return v;
+  };
+  const eps = c["layer_norm_eps"] ?? 1e-5;
+  if (typeof eps !== "number" || !(eps > 0)) {
+    throw new CheckpointError(file, "must be a positive number", "layer_norm_eps");
+  }
+  const act = c["hidden_act"] ?? "quick_gelu";
+  if (act !== "quick_gelu") {
+    throw new CheckpointError(
+      file,
+      `${
+        JSON.stringify(act)
+      } is not supported: webdit runs "quick_gelu" (CLIP ViT-L/14, FLUX's encoder)`,
+      "hidden_act",
+    );
+  }
+  const cfg: ClipTextConfig = {
+    vocabSize: int("vocab_size"),
+    hiddenSize: int("hidden_size"),
+    intermediateSize: int("intermediate_size"),
+    numLayers: int("num_hidden_layers"),
+    numHeads: int("num_attention_heads"),
+    maxPositions: int("max_position_embeddings", 77),
+    eps,
+    eosTokenId: int("eos_token_id", 2, 0),
+  };
+  if (cfg.hiddenSize % cfg.numHeads || cfg.hiddenSize / cfg.numHeads > 128) {
+    throw new CheckpointError(
+      file,
+      `must divide hidden_size ${cfg.hiddenSize} into heads of at most 128`,
+      "num_attention_heads",
+    );
+  }
+  return cfg;
+}
+
+/**
+ * Where each caption's pooled output is read: transformers' rule — with eos_token_id 2 (the
+ * original configs) the first position of the highest id (CLIP's end-of-text is its highest
+ * id), else the first position of eos_token_id (0 when there is none).
+ */
+export function clipEosIndex(ids: ArrayLike<number>, eosTokenId: number): number {
+  let best = 0;
+  for (let i = 0; i < ids.length; i++) {
+    if (eosTokenId === 2 ? ids[i]! > ids[best]! : ids[i] === eosTokenId) {
+      best = i;
+      if (eosTokenId !== 2) break;
+    }
+  }
+  if (eosTokenId !== 2 && ids[best] !== eosTokenId) return 0;
+  return best;
+}
+
+/**
+ * The tensors' prefix: "text_model." as transformers 4 saves CLIPTextModel (FLUX's files), none
+ * as transformers 5 does.
+ */
+function prefixOf(source: TensorSource): string {
+  return source.tensors.has("text_model.embeddings.token_embedding.weight") ? "text_model." : "";
+}
+
+function shapes(c: ClipTextConfig, T: string): Map<string, number[]> {
+  const d = c.hiddenSize;
+  const m = new Map<string, number[]>([
+    [`${T}embeddings.token_embedding.weight`, [c.vocabSize, d]],
+    [`${T}embeddings.position_embedding.weight`, [c.maxPositions, d]],
+    [`${T}final_layer_norm.weight`, [d]],
+    [`${T}final_layer_norm.bias`, [d]],
+  ]);
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `${T}encoder.layers.${i}`;
+    for (const n of ["layer_norm1", "layer_norm2"]) {
+      m.set(`${p}.${n}.weight`, [d]);
+      m.set(`${p}.${n}.bias`, [d]);
+    }
+    for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"]) {
+      m.set(`${p}.self_attn.${n}.weight`, [d, d]);
+      m.set(`${p}.self_attn.${n}.bias`, [d]);
+    }
+    m.set(`${p}.mlp.fc1.weight`, [c.intermediateSize, d]);
+    m.set(`${p}.mlp.fc1.bias`, [c.intermediateSize]);
+    m.set(`${p}.mlp.fc2.weight`, [d, c.intermediateSize]);
+    m.set(`${p}.mlp.fc2.bias`, [d]);
+  }
+  return m;
+}
+
+interface Layer {
+  n1w: Tensor;
+  n1b: Tensor;
+  n2w: Tensor;
+  n2b: Tensor;
+  q: DenseLinear;
+  k: DenseLinear;
+  v: DenseLinear;
+  o: DenseLinear;
+  fc1: DenseLinear;
+  fc2: DenseLinear;
+}
+
+/** A CLIP text encoder loaded on the GPU. */
+export class ClipTextEncoder {
+  /** The parsed config. */
+  readonly config: ClipTextConfig;
+  readonly #tokens: Tensor;
+  readonly #positions: Tensor;
+  readonly #layers: Layer[];
+  readonly #fw: Tensor;
+  readonly #fb: Tensor;
+
+  private constructor(
+    config: ClipTextConfig,
+    t: Tensor,
+    p: Tensor,
+    layers: Layer[],
+    fw: Tensor,
+    fb: Tensor,
+  ) {
+    this.config = config;
+    this.#tokens = t;
+    this.#positions = p;
+    this.#layers = layers;
+    this.#fw = fw;
+    this.#fb = fb;
+  }
+
+  /** Loads the encoder from its checkpoint (model.safetensors; f32, f16 or bf16). */
+  static async load(
+    rt: Runtime,
+    source: TensorSource,
+    config: ClipTextConfig,
+  ): Promise<ClipTextEncoder> {
+    const T = prefixOf(source);
+    const w = new WeightLoader(source, shapes(config, T));
+    const d = config.hiddenSize;
+    const I = config.intermediateSize;
+    const gpu = (n: string) => w.gpu(rt, n, "f32");
+    const lin = async (n: string, out: number, inp: number) =>
+      new DenseLinear(rt, {
+        name: n,
+        weight: await w.host(`${n}.weight`),
+        bias: await w.host(`${n}.bias`),
+        outFeatures: out,
+        inFeatures: inp,
+      }, "f32");
+    const layers: Layer[] = [];
+    try {
+      for (let i = 0; i < config.numLayers; i++) {
+        const p = `${T}encoder.layers.${i}`;
+        layers.push({
+          n1w: await gpu(`${p}.layer_norm1.weight`),
+          n1b: await gpu(`${p}.layer_norm1.bias`),
+          n2w: await gpu(`${p}.layer_norm2.weight`),
+          n2b: await gpu(`${p}.layer_norm2.bias`),
+          q: await lin(`${p}.self_attn.q_proj`, d, d),
+          k: await lin(`${p}.self_attn.k_proj`, d, d),
+          v: await lin(`${p}.self_attn.v_proj`, d, d),
+          o: await lin(`${p}.self_attn.out_proj`, d, d),
+          fc1: await lin(`${p}.mlp.fc1`, I, d),
+          fc2: await lin(`${p}.mlp.fc2`, d, I),
+        });
+      }
+      return new ClipTextEncoder(
+        config,
+        await gpu(`${T}embeddings.token_embedding.weight`),
+        await gpu(`${T}embeddings.position_embedding.weight`),
+        layers,
+        await gpu(`${T}final_layer_norm.weight`),
+        await gpu(`${T}final_layer_norm.bias`),
+      );
+    } catch (e) {
+      for (const l of layers) releaseLayer(l);
+      throw e;
+    }
+  }
+
+  /**
+   * Records the encoding of B sequences of L ids ([B·L] u32, L ≤ max_position_embeddings) →
+   * last_hidden_state [B, L, d] and pooler_output [B, d] (f32).
+   */
+  encode(
+    rec: Recorder,
+    ids: Uint32Array,
+    B: number,
+    L: number,
+  ): { hidden: Tensor; pooled: Tensor } {
+    const c = this.config;
+    if (ids.length !== B * L) throw new RangeError(`CLIP: ${ids.length} ids are not [${B}, ${L}]`);
+    if (L > c.maxPositions) {
+      throw new RangeError(`CLIP: ${L} tokens are over max_position_embeddings ${c.maxPositions}`);
+    }
+    const bad = ids.findIndex((t) => t >= c.vocabSize);
+    if (bad >= 0) {
+      throw new RangeError(`CLIP: token id ${ids[bad]} is past the vocabulary (${c.vocabSize})`);
+    }
+    const d = c.hiddenSize;
+    const idT = rec.upload(ids, [B * L], "u32");
+    const tok = gatherRows(rec, this.#tokens, idT);
+    idT.release();
+    const posIds = rec.upload(Uint32Array.from({ length: L }, (_, i) => i), [L], "u32");
+    const pos = gatherRows(rec, this.#positions, posIds);
+    posIds.release();
+    let x = elementwise(rec, "addRow", tok, { y: pos }); // the [L, d] rows repeat per caption
+    tok.release();
+    pos.release();
+    const eps = c.eps;
+    const scale = 1 / Math.sqrt(d / c.numHeads);
+    for (const l of this.#layers) {
+      const a = layerNorm(rec, x, { eps, weight: l.n1w, bias: l.n1b });
+      const q = l.q.forward(rec, a).reshape([B, L, d]);
+      const k = l.k.forward(rec, a).reshape([B, L, d]);
+      const v = l.v.forward(rec, a).reshape([B, L, d]);
+      a.release();
+      const att = textAttention(rec, q, k, v, { heads: c.numHeads, scale, causal: true });
+      for (const t of [q, k, v]) t.release();
+      const x1 = l.o.forward(rec, att.reshape([B * L, d]), { residual: x });
+      att.release();
+      x.release();
+      const n = layerNorm(rec, x1, { eps, weight: l.n2w, bias: l.n2b });
+      const h = l.fc1.forward(rec, n, { activation: "quickGelu" });
+      n.release();
+      x = l.fc2.forward(rec, h, { residual: x1 });
+      h.release();
+      x1.release();
+    }
+    const hidden = layerNorm(rec, x, { eps, weight: this.#fw, bias: this.#fb });
+    x.release();
+    const rows = Uint32Array.from(
+      { length: B },
+      (_, b) => b * L + clipEosIndex(ids.subarray(b * L, (b + 1) * L), c.eosTokenId),
+    );
+    const rowT = rec.upload(rows, [B], "u32");
+    const pooled = gatherRows(rec, hidden.reshape([B * L, d]), rowT);
+    rowT.release();
+    return { hidden: hidden.reshape([B, L, d]), pooled: pooled.reshape([B, d]) };
+  }
+
+  /** Frees the encoder's tensors. */
+  release(): void {
+    for (const l of this.#layers) releaseLayer(l);
+    for (const t of [this.#tokens, this.#positions, this.#fw, this.#fb]) t.release();
+  }
+}
+
+function releaseLayer(l: Layer): void {
+  for (const t of [l.n1w, l.n1b, l.n2w, l.n2b]) t.release();
+  for (const m of [l.q, l.k, l.v, l.o, l.fc1, l.fc2]) m.release();
+}

@@ -1,0 +1,154 @@
+/**
+ * Hugging Face tokenizers (tokenizer.json: T5's SentencePiece unigram, CLIP's byte-level BPE)
+ * through `@huggingface/tokenizers`, padded and truncated as diffusers' pipelines call them:
+ * `tokenizer(text, padding="max_length", max_length=L, truncation=True)`.
+ *
+ * @module
+ */
+import { Tokenizer } from "@huggingface/tokenizers";
+import { join } from "node:path";
+import { CheckpointError } from "../../runtime/errors.ts";
+import { exists } from "../../runtime/io/fs.ts";
+import { parseJson } from "../../runtime/io/json.ts";
+import { readSentencePiece, t5TokenizerJson } from "./spiece.ts";
+
+/** One tokenized caption. */
+export interface PaddedTokens {
+  /** [L] token ids: the special tokens kept, the text cut to fit, padding after. */
+  ids: Uint32Array;
+  /** [L] attention mask: 1 for tokens, 0 for padding. */
+  mask: Float32Array;
+  /** Whether the text was cut to fit L. */
+  truncated: boolean;
+}
+
+async function readJsonFile(path: string): Promise<unknown> {
+  try {
+    return parseJson(await Deno.readTextFile(path), path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(path, "no such file", "path");
+    throw e;
+  }
+}
+
+/** The content of a special token entry of tokenizer_config.json (a string or {content}). */
+function tokenText(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  if (
+    typeof v === "object" && v !== null && typeof (v as { content?: unknown }).content === "string"
+  ) {
+    return (v as { content: string }).content;
+  }
+  return undefined;
+}
+
+/** A tokenizer folder (tokenizer.json + tokenizer_config.json) ready to pad captions. */
+export class HfTokenizer {
+  /** The folder it was read from. */
+  readonly path: string;
+  /** The pad token's id. */
+  readonly padId: number;
+  /** tokenizer_config.json's model_max_length, when it is a sane number (CLIP: 77). */
+  readonly modelMaxLength: number | undefined;
+  readonly #tok: Tokenizer;
+
+  private constructor(
+    path: string,
+    tok: Tokenizer,
+    padId: number,
+    modelMaxLength: number | undefined,
+  ) {
+    this.path = path;
+    this.#tok = tok;
+    this.padId = padId;
+    this.modelMaxLength = modelMaxLength;
+  }
+
+  /**
+   * Reads `dir`/tokenizer_config.json and `dir`/tokenizer.json, or, for a T5 folder without
+   * one (PixArt's), `dir`/spiece.model as transformers converts it.
+   */
+  static async load(dir: string): Promise<HfTokenizer> {
+    let jsonPath = join(dir, "tokenizer.json");
+    const cfgPath = join(dir, "tokenizer_config.json");
+    const cfg = await readJsonFile(cfgPath) as Record<string, unknown>;
+    let json: unknown;
+    if (!(await exists(jsonPath)) && await exists(join(dir, "spiece.model"))) {
+      jsonPath = join(dir, "spiece.model");
+      const extra = cfg["extra_ids"] ?? 100;
+      if (typeof extra !== "number" || !Number.isInteger(extra) || extra < 0) {
+        throw new CheckpointError(cfgPath, "must be an integer ≥ 0", "extra_ids");
+      }
+      json = t5TokenizerJson(
+        readSentencePiece(await Deno.readFile(jsonPath), jsonPath),
+        extra,
+        jsonPath,
+      );
+    } else {
+      json = await readJsonFile(jsonPath);
+    }
+    let tok: Tokenizer;
+    try {
+      tok = new Tokenizer(json as object, cfg);
+    } catch (e) {
+      throw new CheckpointError(
+        jsonPath,
+        `not a tokenizer this library reads: ${(e as Error).message}`,
+      );
+    }
+    const pad = tokenText(cfg["pad_token"]);
+    if (pad === undefined) throw new CheckpointError(cfgPath, "must name a pad token", "pad_token");
+    const padId = tok.token_to_id(pad);
+    if (padId === undefined) {
+      throw new CheckpointError(
+        cfgPath,
+        `${JSON.stringify(pad)} is not in the vocabulary`,
+        "pad_token",
+      );
+    }
+    const mml = cfg["model_max_length"];
+    const max = typeof mml === "number" && Number.isInteger(mml) && mml > 0 && mml < 1e6
+      ? mml
+      : undefined;
+    return new HfTokenizer(dir, tok, padId, max);
+  }
+
+  /** The ids of `text` with the special tokens the tokenizer adds (no padding, no cut). */
+  ids(text: string): number[] {
+    return this.#tok.encode(text).ids;
+  }
+
+  /**
+   * `text` as `L` ids: the tokenizer's template (e.g. T5's trailing `</s>`, CLIP's start and
+   * end of text) around the text's tokens, the text cut so the whole fits L (transformers'
+   * truncation of a single sequence), then padding with the pad id (mask 0).
+   */
+  encode(text: string, L: number): PaddedTokens {
+    if (!Number.isInteger(L) || L < 1) {
+      throw new RangeError(`max length must be a positive integer, got ${L}`);
+    }
+    const full = this.#tok.encode(text).ids;
+    let ids = full;
+    let truncated = false;
+    if (full.length > L) {
+      // The special tokens are the template around the text's own tokens: keep them, cut the text.
+      const body = this.#tok.encode(text, { add_special_tokens: false }).ids;
+      const pre = full.findIndex((_, i) => body.every((t, j) => full[i + j] === t));
+      if (pre < 0 || full.length - body.length > L) {
+        throw new RangeError(`${this.path}: cannot cut a caption to ${L} tokens`);
+      }
+      const post = full.length - pre - body.length;
+      ids = [
+        ...full.slice(0, pre),
+        ...body.slice(0, L - pre - post),
+        ...full.slice(pre + body.length),
+      ];
+      truncated = true;
+    }
+    const out = new Uint32Array(L).fill(this.padId);
+    out.set(ids);
+    const mask = new Float32Array(L);
+    mask.fill(1, 0, ids.length);
+    return { ids: out, mask, truncated };
+  }
+}
