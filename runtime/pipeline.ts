@@ -14,6 +14,7 @@ import {
   type PixArtConditioning,
   type PixArtModel,
 } from "../plugins/models/pixart.ts";
+import type { PromptEncoder } from "../plugins/models/prompt_encoders.ts";
 import type { VaeDecoder } from "../plugins/models/vae.ts";
 import { decodeLatents, type DecodeOptions, vaeProblemOf } from "./vae_decode.ts";
 import type { Runtime } from "./gpu/device.ts";
@@ -58,6 +59,14 @@ export interface LoadPipelineOptions {
    * the vae folder itself); default the model folder's vae/ when it has one; false: none.
    */
   vae?: string | false;
+  /**
+   * The prompt encoders of a real checkpoint (PixArt: T5 in text_encoder/ + tokenizer/; FLUX:
+   * CLIP there and T5 in text_encoder_2/ + tokenizer_2/): the folder holding them; default the
+   * model folder's when it has them; false: none (prompts then need caption embeddings).
+   */
+  textEncoder?: string | false;
+  /** T5's tokens per caption; default the diffusers pipeline's (PixArt-α 120, Σ 300, FLUX 512). */
+  maxSequenceLength?: number;
 }
 
 /** Caption embeddings on the host, as diffusers' pipeline names them. */
@@ -127,10 +136,40 @@ export interface GenerateResult {
   shape: [number, number, number, number];
   /** Words of the prompt the tokenizer did not know (they became <unk>). */
   unknownWords: string[];
+  /** Indexes of the prompts cut to fit the text encoder (T5's or CLIP's length), if any. */
+  truncatedPrompts?: number[];
   /** Timings in ms. */
   timings: { encodeMs: number; stepMs: number[]; totalMs: number };
   /** With `profileStep`: that step's launches with their GPU ms. */
   profile?: LaunchTime[];
+}
+
+/** Prompts encoded for a pipeline: embeddings, unknown words (the bundled model), cut prompts. */
+export interface EncodedCaptions {
+  /** The embeddings (with the negatives where the model's pipeline makes them). */
+  embeds: CaptionEmbeds;
+  /** Words the bundled model's tokenizer did not know. */
+  unknown: string[];
+  /** Indexes of the prompts cut to fit a real checkpoint's encoder. */
+  truncated: number[];
+}
+
+/** The prompt of each image of a request without embeddings (prompt × n, or prompts). */
+function promptList(req: GenerateRequest): string[] {
+  if (req.prompts !== undefined) {
+    // One prompt per image: n, when given, must agree.
+    if (req.prompts.length < 1 || req.prompts.some((p) => typeof p !== "string")) {
+      throw new TypeError("prompts must be a non-empty array of strings");
+    }
+    if (req.n !== undefined && req.n !== req.prompts.length) {
+      throw new RangeError(`n (${req.n}) must equal prompts.length (${req.prompts.length})`);
+    }
+    return [...req.prompts];
+  }
+  if (typeof req.prompt !== "string") throw new TypeError("Give a prompt or caption embeddings");
+  const n = req.n ?? 1;
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`n must be a positive integer, got ${n}`);
+  return Array(n).fill(req.prompt);
 }
 
 /** Added conditions of B images for the guided batch [uncond, cond] (2B). */
@@ -160,6 +199,8 @@ export class Pipeline {
   readonly defaults: SamplingDefaults;
   /** The VAE decoder of a latent-space model (set by loadPipeline), or undefined. */
   vae: VaeDecoder | undefined = undefined;
+  /** A real checkpoint's prompt encoder (T5, or FLUX's CLIP + T5; set by loadPipeline), or undefined. */
+  prompts: PromptEncoder | undefined = undefined;
   // GPU ms of one sampler step by batch shape, across requests (sampleLoop's stepTimes).
   readonly #stepTimes = new Map<string, number>();
 
@@ -194,13 +235,12 @@ export class Pipeline {
   }
 
   /** Tokenizes and encodes prompts with the model's own encoder → host embeddings. */
-  encodePrompts(prompts: readonly string[]): Promise<{ embeds: CaptionEmbeds; unknown: string[] }> {
+  encodePrompts(prompts: readonly string[]): Promise<EncodedCaptions> {
     return this.runtime.exclusive(() => this.#encodePrompts(prompts));
   }
 
-  async #encodePrompts(
-    prompts: readonly string[],
-  ): Promise<{ embeds: CaptionEmbeds; unknown: string[] }> {
+  async #encodePrompts(prompts: readonly string[]): Promise<EncodedCaptions> {
+    if (this.prompts) return await this.#encodeReal(this.prompts, prompts);
     if (!this.encoder || !this.tokenizer) {
       throw new TypeError(
         "This model has no caption encoder: pass precomputed caption embeddings (--caption-embeds)",
@@ -225,24 +265,59 @@ export class Pipeline {
     return {
       embeds: { ...cond, shape: [B, L, this.encoder.config.dModel], negative: uncond },
       unknown,
+      truncated: [],
     };
   }
 
   /**
+   * A real checkpoint's encoding: the prompts, and for PixArt their "" negatives (diffusers'
+   * default negative_prompt) in the same batch; FLUX takes negatives only with true CFG.
+   */
+  async #encodeReal(p: PromptEncoder, prompts: readonly string[]): Promise<EncodedCaptions> {
+    const B = prompts.length;
+    const pixart = p.kind === "t5";
+    const all = pixart ? [...prompts, ...prompts.map(() => "")] : prompts;
+    const e = await p.encode(this.runtime, all);
+    const n = B * p.length;
+    const half = (a: Float32Array | undefined, w: number, i: number) =>
+      a?.slice(i * B * w, (i + 1) * B * w);
+    const embeds: CaptionEmbeds = {
+      embeds: half(e.embeds, p.length * p.channels, 0)!,
+      mask: half(e.mask, p.length, 0),
+      shape: [B, p.length, p.channels],
+      ...(e.pooled ? { pooled: e.pooled } : {}),
+      ...(pixart
+        ? {
+          negative: { embeds: half(e.embeds, p.length * p.channels, 1)!, mask: e.mask!.slice(n) },
+        }
+        : {}),
+    };
+    return { embeds, unknown: [], truncated: e.truncated };
+  }
+
+  /**
    * The negative captions of caption embeddings that came without them: the model's own
-   * null caption, as diffusers encodes `negative_prompt` when given only `prompt_embeds`.
+   * null caption, as diffusers encodes `negative_prompt` when given only `prompt_embeds`
+   * (a real PixArt checkpoint: its T5's "").
    */
   async #ownNegative(B: number, L: number, C: number): Promise<{
     embeds: Float32Array;
     mask: Float32Array;
   }> {
+    const p = this.prompts;
+    if (p?.kind === "t5" && p.length === L && p.channels === C) {
+      const e = await p.encode(this.runtime, Array(B).fill(""));
+      return { embeds: e.embeds, mask: e.mask! };
+    }
     const e = this.encoder?.config;
     if (!e || !this.tokenizer || e.maxLength !== L || e.dModel !== C) {
       throw new TypeError(
         "Guidance needs negative prompt embeddings: add negative_prompt_embeds to the caption " +
           `embeddings${
-            e
-              ? ` (the model's own encoder gives [${e.maxLength}, ${e.dModel}], not [${L}, ${C}])`
+            e || p
+              ? ` (the model's own encoder gives [${e?.maxLength ?? p!.length}, ${
+                e?.dModel ?? p!.channels
+              }], not [${L}, ${C}])`
               : ""
           }, or use guidance ≤ 1`,
       );
@@ -277,13 +352,24 @@ export class Pipeline {
       sampler: request.sampler ?? d.sampler,
     };
     if (this.model instanceof FluxModel) {
-      return await generateFlux(
+      let truncated: number[] = [];
+      const t0 = performance.now();
+      if (!req.captionEmbeds && this.prompts) {
+        const r = await this.#encodePrompts(promptList(req));
+        req.captionEmbeds = r.embeds;
+        truncated = r.truncated;
+      }
+      const encodeMs = performance.now() - t0;
+      const res = await generateFlux(
         this.runtime,
         this.model,
         this.scheduler ?? FLUX_FLOW_CONFIG,
         req,
         this.#stepTimes,
       );
+      res.timings.encodeMs += encodeMs;
+      res.timings.totalMs += encodeMs;
+      return truncated.length ? { ...res, truncatedPrompts: truncated } : res;
     }
     const rt = this.runtime;
     const c = this.transformer.config;
@@ -302,28 +388,15 @@ export class Pipeline {
     }
     const samplerOptions = vpSamplerOptions(this.vpSchedulers, sampler);
     let unknown: string[] = [];
+    let truncated: number[] = [];
     let emb: CaptionEmbeds;
     if (req.captionEmbeds) {
       emb = req.captionEmbeds;
     } else {
-      if (req.prompts !== undefined) {
-        // One prompt per image: n, when given, must agree.
-        if (req.prompts.length < 1 || req.prompts.some((p) => typeof p !== "string")) {
-          throw new TypeError("prompts must be a non-empty array of strings");
-        }
-        if (req.n !== undefined && req.n !== req.prompts.length) {
-          throw new RangeError(`n (${req.n}) must equal prompts.length (${req.prompts.length})`);
-        }
-      } else if (typeof req.prompt !== "string") {
-        throw new TypeError("Give a prompt or caption embeddings");
-      }
-      const n = req.prompts?.length ?? req.n ?? 1;
-      if (!Number.isInteger(n) || n < 1) {
-        throw new RangeError(`n must be a positive integer, got ${n}`);
-      }
-      const r = await this.#encodePrompts(req.prompts ?? Array(n).fill(req.prompt));
+      const r = await this.#encodePrompts(promptList(req));
       emb = r.embeds;
       unknown = r.unknown;
+      truncated = r.truncated;
     }
     const [B, L, Cc] = emb.shape;
     const H = req.height ?? c.sampleSize;
@@ -401,6 +474,7 @@ export class Pipeline {
         latents: host,
         shape: [B, c.inChannels, H, W],
         unknownWords: unknown,
+        ...(truncated.length ? { truncatedPrompts: truncated } : {}),
         timings: { encodeMs, stepMs, totalMs: performance.now() - t0 },
         ...(profile ? { profile } : {}),
       };
@@ -458,6 +532,7 @@ export class Pipeline {
   release(): void {
     this.model.release();
     this.encoder?.release();
+    this.prompts?.release();
     this.vae?.release();
   }
 }

@@ -32,6 +32,7 @@ import {
   type SamplingDefaults,
 } from "./model_defaults.ts";
 import { DEFAULT_MODEL_DIR, type LoadPipelineOptions, Pipeline } from "./pipeline.ts";
+import { attachPromptEncoder } from "./prompts_load.ts";
 import { attachVae } from "./vae_load.ts";
 
 async function readJson(path: string): Promise<unknown> {
@@ -74,7 +75,11 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
   const pipe = await loadModel(rt, dir, o);
   // An artifact carries no VAE: only one named by the option.
   const modelDir = dir.endsWith(".safetensors") ? undefined : dir;
-  return await attachVae(rt, pipe, o.vae, modelDir);
+  const withText = await attachPromptEncoder(rt, pipe, {
+    where: o.textEncoder,
+    maxSequenceLength: o.maxSequenceLength,
+  }, modelDir);
+  return await attachVae(rt, withText, o.vae, modelDir);
 }
 
 /** The transformer, its scheduler configs and caption encoder, from a folder or an artifact. */
@@ -120,7 +125,10 @@ async function loadModel(rt: Runtime, dir: string, o: LoadPipelineOptions): Prom
   let encoder: EmojiCaptionEncoder | undefined;
   let tokenizer: EmojiTokenizer | undefined;
   const edir = join(dir, "text_encoder");
-  const hasEncoder = await exists(join(edir, "config.json"));
+  // The bundled model's own caption encoder; a T5 there is a real checkpoint's (prompts_load.ts).
+  const hasEncoder = await exists(join(edir, "config.json")) &&
+    (await readJson(join(edir, "config.json")) as Record<string, unknown>)?.["_class_name"] ===
+      "EmojiCaptionEncoder";
   if (hasEncoder) {
     try {
       const ecfgPath = join(edir, "config.json");

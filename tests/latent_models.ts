@@ -51,3 +51,21 @@ export async function latentEmojiModel(vae: boolean): Promise<string> {
   if (vae) await copyDir(`${FIXTURES}vae_tiny/vae`, join(dir, "vae"));
   return dir;
 }
+
+/**
+ * A real-checkpoint-shaped folder with text encoders: pixart_tiny_sq's transformer with
+ * text_pixart's T5 (text_encoder/ + tokenizer/), or flux_dev's transformer and scheduler with
+ * text_flux's CLIP + T5 (+ text_encoder_2/, tokenizer_2/); vae_tiny's decoder when `vae` (PixArt).
+ */
+export async function textEncoderModel(kind: "pixart" | "flux", vae = false): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: `webdit_text_${kind}_` });
+  const [model, text, parts] = kind === "pixart"
+    ? ["pixart_tiny_sq", "text_pixart", ["transformer"]]
+    : ["flux_dev", "text_flux", ["transformer", "scheduler"]];
+  for (const p of parts) await copyDir(`${FIXTURES}${model}/${p}`, join(dir, p));
+  for await (const e of Deno.readDir(`${FIXTURES}${text}`)) {
+    if (e.isDirectory) await copyDir(`${FIXTURES}${text}/${e.name}`, join(dir, e.name));
+  }
+  if (vae) await copyDir(`${FIXTURES}vae_tiny/vae`, join(dir, "vae"));
+  return dir;
+}

@@ -54,6 +54,12 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --vae PATH              a latent model's VAE decoder (AutoencoderKL): a model folder with
                           vae/, or the vae folder (default the model folder's vae/; a
                           quantized artifact has none of its own)
+  --text-encoder PATH     a real checkpoint's prompt encoders (PixArt: T5 in text_encoder/ +
+                          tokenizer/; FLUX: CLIP there, T5 in text_encoder_2/ + tokenizer_2/):
+                          a folder holding them (default the model folder; a quantized
+                          artifact has none of its own)
+  --max-sequence-length N T5's tokens per prompt (default the diffusers pipeline's: PixArt-α
+                          120, PixArt-Σ 300, FLUX 512)
   --vae-tiling            decode in tiles of the VAE's sample_size, blended, as diffusers'
                           vae.enable_tiling() (large images on a small adapter)
   --height PX, --width PX image size in pixels, as diffusers' height=/width= (default the
@@ -185,6 +191,8 @@ export async function generate(args: string[]): Promise<number> {
     latents: { type: "string" },
     "save-latents": { type: "string" },
     vae: { type: "string" },
+    "text-encoder": { type: "string" },
+    "max-sequence-length": { type: "string" },
     "vae-tiling": { type: "boolean" },
     height: { type: "string" },
     width: { type: "string" },
@@ -205,6 +213,11 @@ export async function generate(args: string[]): Promise<number> {
   const trueCfg = o.number("true-cfg", 1, { min: 0, max: 100 });
   const nArg = o.optionalNumber("n", { min: 1, max: 64, integer: true });
   const profileStep = o.optionalNumber("profile-step", { min: 0, integer: true });
+  const maxSequenceLength = o.optionalNumber("max-sequence-length", {
+    min: 1,
+    max: 4096,
+    integer: true,
+  });
   const heightPx = o.optionalNumber("height", { min: 1, max: 16384, integer: true });
   const widthPx = o.optionalNumber("width", { min: 1, max: 16384, integer: true });
   const samplerArg = o.optionalChoice<SamplerName>("sampler", SAMPLERS);
@@ -238,7 +251,13 @@ export async function generate(args: string[]): Promise<number> {
   try {
     info(`adapter: ${rt.info.description}${rt.info.fallback ? " (CPU)" : ""}`);
     const tLoad = performance.now();
-    const pipe = await loadPipeline(rt, { path: v.model, dtype, vae: v.vae });
+    const pipe = await loadPipeline(rt, {
+      path: v.model,
+      dtype,
+      vae: v.vae,
+      textEncoder: v["text-encoder"],
+      maxSequenceLength,
+    });
     const loadMs = performance.now() - tLoad;
     try {
       const steps = stepsArg ?? pipe.defaults.steps;
@@ -283,6 +302,12 @@ export async function generate(args: string[]): Promise<number> {
       bar.done();
       const kernels = res.profile ? byKernel(res.profile) : undefined;
       if (kernels) info(`step ${profileStep}'s kernels (GPU time):\n${formatKernelTimes(kernels)}`);
+      if (res.truncatedPrompts?.length) {
+        info(
+          `warning: the prompt was cut to the text encoder's ${pipe.prompts?.length} tokens ` +
+            "(as diffusers does; --max-sequence-length sets it)",
+        );
+      }
       if (res.unknownWords.length) {
         info(`warning: unknown words (read as <unk>): ${res.unknownWords.join(", ")}`);
       }
@@ -332,6 +357,7 @@ export async function generate(args: string[]): Promise<number> {
           load_ms: loadMs,
           ms_per_step: mean,
           unknown_words: res.unknownWords,
+          truncated_prompts: res.truncatedPrompts ?? [],
           ...(kernels ? { profile: { step: profileStep, kernels } } : {}),
         });
       }

@@ -258,7 +258,7 @@ export function createApp(o: ServerOptions): WebditServer {
       default_size: `${px}x${px}`,
       size_multiple: cfg.patchSize * e.pipeline.pixelsPerLatent,
       dtype: e.pipeline.transformer.dtype,
-      caption_encoder: e.pipeline.encoder !== undefined,
+      caption_encoder: e.pipeline.encoder !== undefined || e.pipeline.prompts !== undefined,
       default_steps: d.steps, // what a request that leaves them out gets
       default_guidance: d.guidance,
       default_sampler: d.sampler,
