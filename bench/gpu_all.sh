@@ -44,6 +44,8 @@ PARTS=(
   "low_rank|1.5|low_rank|optional: the --low-rank branch beside the W4A8 GEMM: unfused (low_rank_r{16,32}_…), each GEMM alone, fused (gemm_w4a8_lr32_…), at 2048x128x128 and 4096x1152x4608 (README)"
   "row_chunks|~2|row_chunks|optional: step_pixart_alpha_{f32,f16} whole and under a 128 MiB binding limit (…_ffn_chunks2: the feed-forward in row chunks; README)"
   "vae|~2|vae|optional: vae_decode_sd_{512,1024}: the sd-vae decoder, one image (README)"
+  "text|~2|text_encoder|optional: t5_xxl_encode_{120x2,512}, clip_l_encode_77: the text encoders of real checkpoints (README)"
+  "torch_text|~1|torch_text_encoder|optional: their PyTorch peers, torch_t5_xxl_encode_…_{fp32,bf16} (README)"
 )
 # Suggested device calls, each within one 10-minute command (the first measured at 7.8 min).
 CALLS=("attention rotq torch step qgemm block" "flux flux_quant emoji" "ablation gemm")
@@ -176,6 +178,8 @@ run_part() {
     loop) cmd="deno run -A --no-check bench/loop_bench.ts --write" ;;
     row_chunks) cmd="deno bench -A --no-check bench/row_chunks_bench.ts" ;;
     vae) cmd="deno bench -A --no-check bench/vae_bench.ts" ;;
+    text) cmd="deno bench -A --no-check bench/text_encoder_bench.ts" ;;
+    torch_text) cmd="python3 tools/torch/bench_text.py --commit $WEBDIT_COMMIT --out-dir $results" ;;
     emoji)
       cmd="deno run -A bench/emoji_bench.ts"
       [ -n "${WEBDIT_EMOJI_IN_FLIGHT:-}" ] && cmd="$cmd --in-flight $WEBDIT_EMOJI_IN_FLIGHT"

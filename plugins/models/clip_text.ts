@@ -120,7 +120,8 @@ function prefixOf(source: TensorSource): string {
   return source.tensors.has("text_model.embeddings.token_embedding.weight") ? "text_model." : "";
 }
 
-function shapes(c: ClipTextConfig, T: string): Map<string, number[]> {
+/** The tensors of a CLIPTextModel's checkpoint and their shapes (`T`: "text_model." or ""). */
+export function clipTextWeightShapes(c: ClipTextConfig, T = "text_model."): Map<string, number[]> {
   const d = c.hiddenSize;
   const m = new Map<string, number[]>([
     [`${T}embeddings.token_embedding.weight`, [c.vocabSize, d]],
@@ -192,7 +193,7 @@ export class ClipTextEncoder {
     config: ClipTextConfig,
   ): Promise<ClipTextEncoder> {
     const T = prefixOf(source);
-    const w = new WeightLoader(source, shapes(config, T));
+    const w = new WeightLoader(source, clipTextWeightShapes(config, T));
     const d = config.hiddenSize;
     const I = config.intermediateSize;
     const gpu = (n: string) => w.gpu(rt, n, "f32");

@@ -34,7 +34,8 @@ function embeddingName(source: TensorSource): string {
   );
 }
 
-function shapes(c: T5Config, embedding: string): Map<string, number[]> {
+/** The tensors of a T5 encoder's checkpoint and their shapes (the embedding under `embedding`). */
+export function t5WeightShapes(c: T5Config, embedding = "shared.weight"): Map<string, number[]> {
   const d = c.dModel;
   const inner = c.numHeads * c.dKv;
   const m = new Map<string, number[]>([
@@ -93,7 +94,7 @@ export class T5Encoder {
   /** Loads the encoder from its checkpoint (model.safetensors, sharded or not; f32, f16 or bf16). */
   static async load(rt: Runtime, source: TensorSource, config: T5Config): Promise<T5Encoder> {
     const emb = embeddingName(source);
-    const w = new WeightLoader(source, shapes(config, emb));
+    const w = new WeightLoader(source, t5WeightShapes(config, emb));
     const gpu = (n: string) => w.gpu(rt, n, "f32");
     const lin = async (name: string, out: number, inp: number) =>
       new DenseLinear(rt, {
