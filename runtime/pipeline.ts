@@ -243,7 +243,8 @@ export class Pipeline {
     if (this.prompts) return await this.#encodeReal(this.prompts, prompts);
     if (!this.encoder || !this.tokenizer) {
       throw new TypeError(
-        "This model has no caption encoder: pass precomputed caption embeddings (--caption-embeds)",
+        "This model has no caption encoder: pass precomputed caption embeddings (--caption-embeds), " +
+          "or name the folder holding its text encoders (--text-encoder)",
       );
     }
     const toks = prompts.map((p) => this.tokenizer!.encode(p));

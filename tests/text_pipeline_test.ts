@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { CheckpointError } from "../runtime/errors.ts";
 import { openSafetensors } from "../runtime/io/safetensors.ts";
 import { loadPipeline } from "../runtime/pipeline.ts";
+import { artifactMetadata } from "../runtime/quant/artifact_write.ts";
 
 /** Row b of a [B, ...] fixture tensor. */
 async function row(file: string, name: string, b: number): Promise<Float32Array> {
@@ -144,3 +145,15 @@ Deno.test(
     }
   },
 );
+
+Deno.test("an artifact of a T5 folder carries no caption encoder (T5 stays in its folder)", async () => {
+  const dir = await textEncoderModel("pixart");
+  try {
+    const tensors = {};
+    const meta = await artifactMetadata(dir, "{}", tensors, undefined, undefined);
+    assertEquals(Object.keys(tensors), []);
+    assert(!Object.values(meta).some((v) => v.includes("T5")), "no encoder config in the metadata");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

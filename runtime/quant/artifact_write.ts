@@ -66,9 +66,14 @@ export async function artifactMetadata(
   // The model's sampling defaults (model_index.json's webdit section) travel with it.
   const index = await readModelIndex(dir);
   if (index !== undefined) metadata[META.modelIndex] = index;
-  // The caption encoder and vocabulary, so the artifact runs alone.
+  // The bundled model's caption encoder and vocabulary, so the artifact runs alone (a real
+  // checkpoint's T5 / CLIP stay in their folder: generate --text-encoder names it).
   const edir = join(dir, "text_encoder");
-  if (await exists(join(edir, "config.json"))) {
+  const ecfg = join(edir, "config.json");
+  if (
+    await exists(ecfg) &&
+    JSON.parse(await readText(ecfg))?.["_class_name"] === "EmojiCaptionEncoder"
+  ) {
     metadata[META.encoderConfig] = await readText(join(edir, "config.json"));
     metadata[META.vocab] = await readText(join(dir, "tokenizer", "vocab.json"));
     const esrc = await openCheckpoint(join(edir, "model.safetensors"));
