@@ -11,12 +11,20 @@ import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
-import { DenseLinear } from "../../runtime/model/linear.ts";
 import { WeightLoader } from "../../runtime/model/weights.ts";
 import { textAttention } from "../../runtime/ops/attention_text.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
 import { gatherRows } from "../../runtime/ops/embed.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
+import {
+  loadPreLnLayer,
+  preLnForward,
+  type PreLnLayer,
+  type PreLnNames,
+  type PreLnRun,
+  preLnShapes,
+  releasePreLnLayer,
+} from "./pre_ln_layer.ts";
 
 /** The fields of a CLIPTextModel's config.json that its forward uses. */
 export interface ClipTextConfig {
@@ -129,35 +137,24 @@ export function clipTextWeightShapes(c: ClipTextConfig, T = "text_model."): Map<
     [`${T}final_layer_norm.weight`, [d]],
     [`${T}final_layer_norm.bias`, [d]],
   ]);
-  for (let i = 0; i < c.numLayers; i++) {
-    const p = `${T}encoder.layers.${i}`;
-    for (const n of ["layer_norm1", "layer_norm2"]) {
-      m.set(`${p}.${n}.weight`, [d]);
-      m.set(`${p}.${n}.bias`, [d]);
-    }
-    for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"]) {
-      m.set(`${p}.self_attn.${n}.weight`, [d, d]);
-      m.set(`${p}.self_attn.${n}.bias`, [d]);
-    }
-    m.set(`${p}.mlp.fc1.weight`, [c.intermediateSize, d]);
-    m.set(`${p}.mlp.fc1.bias`, [c.intermediateSize]);
-    m.set(`${p}.mlp.fc2.weight`, [d, c.intermediateSize]);
-    m.set(`${p}.mlp.fc2.bias`, [d]);
-  }
+  for (let i = 0; i < c.numLayers; i++) preLnShapes(m, layerNames(T, i), d, c.intermediateSize);
   return m;
 }
 
-interface Layer {
-  n1w: Tensor;
-  n1b: Tensor;
-  n2w: Tensor;
-  n2b: Tensor;
-  q: DenseLinear;
-  k: DenseLinear;
-  v: DenseLinear;
-  o: DenseLinear;
-  fc1: DenseLinear;
-  fc2: DenseLinear;
+/** Layer i's checkpoint names. */
+function layerNames(T: string, i: number): PreLnNames {
+  const p = `${T}encoder.layers.${i}`;
+  const a = `${p}.self_attn`;
+  return {
+    norm1: `${p}.layer_norm1`,
+    norm2: `${p}.layer_norm2`,
+    q: `${a}.q_proj`,
+    k: `${a}.k_proj`,
+    v: `${a}.v_proj`,
+    o: `${a}.out_proj`,
+    fc1: `${p}.mlp.fc1`,
+    fc2: `${p}.mlp.fc2`,
+  };
 }
 
 /** A CLIP text encoder loaded on the GPU. */
@@ -166,7 +163,7 @@ export class ClipTextEncoder {
   readonly config: ClipTextConfig;
   readonly #tokens: Tensor;
   readonly #positions: Tensor;
-  readonly #layers: Layer[];
+  readonly #layers: PreLnLayer[];
   readonly #fw: Tensor;
   readonly #fb: Tensor;
 
@@ -174,7 +171,7 @@ export class ClipTextEncoder {
     config: ClipTextConfig,
     t: Tensor,
     p: Tensor,
-    layers: Layer[],
+    layers: PreLnLayer[],
     fw: Tensor,
     fb: Tensor,
   ) {
@@ -194,33 +191,12 @@ export class ClipTextEncoder {
   ): Promise<ClipTextEncoder> {
     const T = prefixOf(source);
     const w = new WeightLoader(source, clipTextWeightShapes(config, T));
-    const d = config.hiddenSize;
-    const I = config.intermediateSize;
     const gpu = (n: string) => w.gpu(rt, n, "f32");
-    const lin = async (n: string, out: number, inp: number) =>
-      new DenseLinear(rt, {
-        name: n,
-        weight: await w.host(`${n}.weight`),
-        bias: await w.host(`${n}.bias`),
-        outFeatures: out,
-        inFeatures: inp,
-      }, "f32");
-    const layers: Layer[] = [];
+    const layers: PreLnLayer[] = [];
     try {
       for (let i = 0; i < config.numLayers; i++) {
-        const p = `${T}encoder.layers.${i}`;
-        layers.push({
-          n1w: await gpu(`${p}.layer_norm1.weight`),
-          n1b: await gpu(`${p}.layer_norm1.bias`),
-          n2w: await gpu(`${p}.layer_norm2.weight`),
-          n2b: await gpu(`${p}.layer_norm2.bias`),
-          q: await lin(`${p}.self_attn.q_proj`, d, d),
-          k: await lin(`${p}.self_attn.k_proj`, d, d),
-          v: await lin(`${p}.self_attn.v_proj`, d, d),
-          o: await lin(`${p}.self_attn.out_proj`, d, d),
-          fc1: await lin(`${p}.mlp.fc1`, I, d),
-          fc2: await lin(`${p}.mlp.fc2`, d, I),
-        });
+        const names = layerNames(T, i);
+        layers.push(await loadPreLnLayer(rt, w, names, config.hiddenSize, config.intermediateSize));
       }
       return new ClipTextEncoder(
         config,
@@ -231,7 +207,7 @@ export class ClipTextEncoder {
         await gpu(`${T}final_layer_norm.bias`),
       );
     } catch (e) {
-      for (const l of layers) releaseLayer(l);
+      for (const l of layers) releasePreLnLayer(l);
       throw e;
     }
   }
@@ -265,27 +241,16 @@ export class ClipTextEncoder {
     let x = elementwise(rec, "addRow", tok, { y: pos }); // the [L, d] rows repeat per caption
     tok.release();
     pos.release();
-    const eps = c.eps;
     const scale = 1 / Math.sqrt(d / c.numHeads);
-    for (const l of this.#layers) {
-      const a = layerNorm(rec, x, { eps, weight: l.n1w, bias: l.n1b });
-      const q = l.q.forward(rec, a).reshape([B, L, d]);
-      const k = l.k.forward(rec, a).reshape([B, L, d]);
-      const v = l.v.forward(rec, a).reshape([B, L, d]);
-      a.release();
-      const att = textAttention(rec, q, k, v, { heads: c.numHeads, scale, causal: true });
-      for (const t of [q, k, v]) t.release();
-      const x1 = l.o.forward(rec, att.reshape([B * L, d]), { residual: x });
-      att.release();
-      x.release();
-      const n = layerNorm(rec, x1, { eps, weight: l.n2w, bias: l.n2b });
-      const h = l.fc1.forward(rec, n, { activation: "quickGelu" });
-      n.release();
-      x = l.fc2.forward(rec, h, { residual: x1 });
-      h.release();
-      x1.release();
-    }
-    const hidden = layerNorm(rec, x, { eps, weight: this.#fw, bias: this.#fb });
+    const run: PreLnRun = {
+      B,
+      L,
+      eps: c.eps,
+      attend: (q, k, v) => textAttention(rec, q, k, v, { heads: c.numHeads, scale, causal: true }),
+      activation: "quickGelu",
+    };
+    for (const l of this.#layers) x = preLnForward(rec, x, l, run);
+    const hidden = layerNorm(rec, x, { eps: c.eps, weight: this.#fw, bias: this.#fb });
     x.release();
     const rows = Uint32Array.from(
       { length: B },
@@ -299,12 +264,7 @@ export class ClipTextEncoder {
 
   /** Frees the encoder's tensors. */
   release(): void {
-    for (const l of this.#layers) releaseLayer(l);
+    for (const l of this.#layers) releasePreLnLayer(l);
     for (const t of [this.#tokens, this.#positions, this.#fw, this.#fb]) t.release();
   }
-}
-
-function releaseLayer(l: Layer): void {
-  for (const t of [l.n1w, l.n1b, l.n2w, l.n2b]) t.release();
-  for (const m of [l.q, l.k, l.v, l.o, l.fc1, l.fc2]) m.release();
 }

@@ -11,13 +11,21 @@ import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
-import { DenseLinear } from "../../runtime/model/linear.ts";
 import { WeightLoader } from "../../runtime/model/weights.ts";
 import { attention } from "../../runtime/ops/attention.ts";
 import { gatherRows } from "../../runtime/ops/embed.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
 import { elementwise } from "../../runtime/ops/elementwise.ts";
 import type { Tokenized } from "./emoji_tokenizer.ts";
+import {
+  loadPreLnLayer,
+  preLnForward,
+  type PreLnLayer,
+  type PreLnNames,
+  type PreLnRun,
+  preLnShapes,
+  releasePreLnLayer,
+} from "./pre_ln_layer.ts";
 
 /** text_encoder/config.json of the emoji model. */
 export interface EmojiEncoderConfig {
@@ -84,34 +92,23 @@ function shapes(c: EmojiEncoderConfig): Map<string, number[]> {
     ["final_norm.weight", [d]],
     ["final_norm.bias", [d]],
   ]);
-  for (let i = 0; i < c.numLayers; i++) {
-    for (const n of ["norm1", "norm2"]) {
-      m.set(`layers.${i}.${n}.weight`, [d]);
-      m.set(`layers.${i}.${n}.bias`, [d]);
-    }
-    for (const p of ["q", "k", "v", "o"]) {
-      m.set(`layers.${i}.attn.${p}.weight`, [d, d]);
-      m.set(`layers.${i}.attn.${p}.bias`, [d]);
-    }
-    m.set(`layers.${i}.mlp.fc1.weight`, [c.ffnMult * d, d]);
-    m.set(`layers.${i}.mlp.fc1.bias`, [c.ffnMult * d]);
-    m.set(`layers.${i}.mlp.fc2.weight`, [d, c.ffnMult * d]);
-    m.set(`layers.${i}.mlp.fc2.bias`, [d]);
-  }
+  for (let i = 0; i < c.numLayers; i++) preLnShapes(m, layerNames(i), d, c.ffnMult * d);
   return m;
 }
 
-interface Layer {
-  n1w: Tensor;
-  n1b: Tensor;
-  n2w: Tensor;
-  n2b: Tensor;
-  q: DenseLinear;
-  k: DenseLinear;
-  v: DenseLinear;
-  o: DenseLinear;
-  fc1: DenseLinear;
-  fc2: DenseLinear;
+/** Layer i's checkpoint names. */
+function layerNames(i: number): PreLnNames {
+  const p = `layers.${i}`;
+  return {
+    norm1: `${p}.norm1`,
+    norm2: `${p}.norm2`,
+    q: `${p}.attn.q`,
+    k: `${p}.attn.k`,
+    v: `${p}.attn.v`,
+    o: `${p}.attn.o`,
+    fc1: `${p}.mlp.fc1`,
+    fc2: `${p}.mlp.fc2`,
+  };
 }
 
 /** The caption encoder, loaded on the GPU (f32: it runs once per prompt). */
@@ -120,14 +117,14 @@ export class EmojiCaptionEncoder {
   readonly config: EmojiEncoderConfig;
   readonly #tokens: Tensor;
   readonly #positions: Tensor;
-  readonly #layers: Layer[];
+  readonly #layers: PreLnLayer[];
   readonly #fw: Tensor;
   readonly #fb: Tensor;
 
   private constructor(config: EmojiEncoderConfig, parts: {
     tokens: Tensor;
     positions: Tensor;
-    layers: Layer[];
+    layers: PreLnLayer[];
     fw: Tensor;
     fb: Tensor;
   }) {
@@ -148,30 +145,9 @@ export class EmojiCaptionEncoder {
     const w = new WeightLoader(source, shapes(config));
     const d = config.dModel;
     const gpu = (n: string) => w.gpu(rt, n, "f32");
-    const lin = async (n: string, out: number, inp: number) =>
-      new DenseLinear(rt, {
-        name: n,
-        weight: await w.host(`${n}.weight`),
-        bias: await w.host(`${n}.bias`),
-        outFeatures: out,
-        inFeatures: inp,
-      }, "f32");
-    const layers: Layer[] = [];
+    const layers: PreLnLayer[] = [];
     for (let i = 0; i < config.numLayers; i++) {
-      const p = `layers.${i}`;
-      const f = config.ffnMult * d;
-      layers.push({
-        n1w: await gpu(`${p}.norm1.weight`),
-        n1b: await gpu(`${p}.norm1.bias`),
-        n2w: await gpu(`${p}.norm2.weight`),
-        n2b: await gpu(`${p}.norm2.bias`),
-        q: await lin(`${p}.attn.q`, d, d),
-        k: await lin(`${p}.attn.k`, d, d),
-        v: await lin(`${p}.attn.v`, d, d),
-        o: await lin(`${p}.attn.o`, d, d),
-        fc1: await lin(`${p}.mlp.fc1`, f, d),
-        fc2: await lin(`${p}.mlp.fc2`, d, f),
-      });
+      layers.push(await loadPreLnLayer(rt, w, layerNames(i), d, config.ffnMult * d));
     }
     return new EmojiCaptionEncoder(config, {
       tokens: await gpu("embed_tokens.weight"),
@@ -204,39 +180,23 @@ export class EmojiCaptionEncoder {
     let x = elementwise(rec, "addRow", tok, { y: this.#positions });
     tok.release();
     idT.release();
-    const eps = c.layerNormEps;
-    for (const l of this.#layers) {
-      const a = layerNorm(rec, x, { eps, weight: l.n1w, bias: l.n1b });
-      const q = l.q.forward(rec, a).reshape([B, L, d]);
-      const k = l.k.forward(rec, a).reshape([B, L, d]);
-      const v = l.v.forward(rec, a).reshape([B, L, d]);
-      a.release();
+    const run: PreLnRun = {
+      B,
+      L,
+      eps: c.layerNormEps,
       // torch fills masked scores with -inf: "drop" excludes masked keys exactly.
-      const att = attention(rec, q, k, v, { heads: c.numHeads, mask, maskMode: "drop" });
-      q.release();
-      k.release();
-      v.release();
-      const x1 = l.o.forward(rec, att.reshape([B * L, d]), { residual: x });
-      att.release();
-      x.release();
-      const n2 = layerNorm(rec, x1, { eps, weight: l.n2w, bias: l.n2b });
-      const h = l.fc1.forward(rec, n2, { activation: "gelu" });
-      n2.release();
-      x = l.fc2.forward(rec, h, { residual: x1 });
-      h.release();
-      x1.release();
-    }
-    const out = layerNorm(rec, x, { eps, weight: this.#fw, bias: this.#fb });
+      attend: (q, k, v) => attention(rec, q, k, v, { heads: c.numHeads, mask, maskMode: "drop" }),
+      activation: "gelu",
+    };
+    for (const l of this.#layers) x = preLnForward(rec, x, l, run);
+    const out = layerNorm(rec, x, { eps: c.layerNormEps, weight: this.#fw, bias: this.#fb });
     x.release();
     return { embeds: out.reshape([B, L, d]), mask };
   }
 
   /** Frees the encoder's tensors. */
   release(): void {
-    for (const l of this.#layers) {
-      for (const t of [l.n1w, l.n1b, l.n2w, l.n2b]) t.release();
-      for (const m of [l.q, l.k, l.v, l.o, l.fc1, l.fc2]) m.release();
-    }
+    for (const l of this.#layers) releasePreLnLayer(l);
     for (const t of [this.#tokens, this.#positions, this.#fw, this.#fb]) t.release();
   }
 }
