@@ -154,6 +154,13 @@ export interface EncodedCaptions {
   truncated: number[];
 }
 
+/** `row` repeated B times. */
+function tileRow(row: Float32Array, B: number): Float32Array {
+  const out = new Float32Array(B * row.length);
+  for (let b = 0; b < B; b++) out.set(row, b * row.length);
+  return out;
+}
+
 /** The prompt of each image of a request without embeddings (prompt × n, or prompts). */
 function promptList(req: GenerateRequest): string[] {
   if (req.prompts !== undefined) {
@@ -276,22 +283,26 @@ export class Pipeline {
    */
   async #encodeReal(p: PromptEncoder, prompts: readonly string[]): Promise<EncodedCaptions> {
     const B = prompts.length;
-    const pixart = p.kind === "t5";
-    const all = pixart ? [...prompts, ...prompts.map(() => "")] : prompts;
-    const e = await p.encode(this.runtime, all);
-    const n = B * p.length;
-    const half = (a: Float32Array | undefined, w: number, i: number) =>
-      a?.slice(i * B * w, (i + 1) * B * w);
+    if (p.kind !== "t5") {
+      const e = await p.encode(this.runtime, prompts);
+      const shape: [number, number, number] = [B, p.length, p.channels];
+      return {
+        embeds: { embeds: e.embeds, shape, pooled: e.pooled },
+        unknown: [],
+        truncated: e.truncated,
+      };
+    }
+    // One "" after the prompts: every image's negative is the same row.
+    const e = await p.encode(this.runtime, [...prompts, ""]);
+    const row = p.length * p.channels;
     const embeds: CaptionEmbeds = {
-      embeds: half(e.embeds, p.length * p.channels, 0)!,
-      mask: half(e.mask, p.length, 0),
+      embeds: e.embeds.slice(0, B * row),
+      mask: e.mask!.slice(0, B * p.length),
       shape: [B, p.length, p.channels],
-      ...(e.pooled ? { pooled: e.pooled } : {}),
-      ...(pixart
-        ? {
-          negative: { embeds: half(e.embeds, p.length * p.channels, 1)!, mask: e.mask!.slice(n) },
-        }
-        : {}),
+      negative: {
+        embeds: tileRow(e.embeds.subarray(B * row), B),
+        mask: tileRow(e.mask!.subarray(B * p.length), B),
+      },
     };
     return { embeds, unknown: [], truncated: e.truncated };
   }
@@ -307,8 +318,8 @@ export class Pipeline {
   }> {
     const p = this.prompts;
     if (p?.kind === "t5" && p.length === L && p.channels === C) {
-      const e = await p.encode(this.runtime, Array(B).fill(""));
-      return { embeds: e.embeds, mask: e.mask! };
+      const e = await p.encode(this.runtime, [""]);
+      return { embeds: tileRow(e.embeds, B), mask: tileRow(e.mask!, B) };
     }
     const e = this.encoder?.config;
     if (!e || !this.tokenizer || e.maxLength !== L || e.dModel !== C) {

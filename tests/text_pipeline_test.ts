@@ -4,6 +4,7 @@ import { assertWithin, FIXTURES } from "./fixture_helpers.ts";
 import { textEncoderModel } from "./latent_models.ts";
 import { join } from "node:path";
 import { CheckpointError } from "../runtime/errors.ts";
+import { Prng } from "../runtime/io/prng.ts";
 import { openSafetensors } from "../runtime/io/safetensors.ts";
 import { loadPipeline } from "../runtime/pipeline.ts";
 import { artifactMetadata } from "../runtime/quant/artifact_write.ts";
@@ -55,6 +56,17 @@ Deno.test(
             },
           });
           assertWithin(ownNegative.latents, fromEmbeds.latents, 1e-4, "own negative");
+          // Two images: the first is the one above (the batch's noise starts with it); one "" negative.
+          const two = await pipe.generate({ ...base, prompts: [prompt, "a blue cup"] });
+          const n = fromPrompt.latents.length;
+          assertWithin(two.latents.subarray(0, n), fromPrompt.latents, 1e-4, "first of a batch");
+          const noise = new Prng(base.seed).normals(2 * n);
+          const cup = await pipe.generate({
+            ...base,
+            prompt: "a blue cup",
+            latents: noise.slice(n),
+          });
+          assertWithin(two.latents.subarray(n), cup.latents, 1e-4, "second of a batch");
           const long = await pipe.generate({
             ...base,
             prompt: "a red apple ".repeat(80),

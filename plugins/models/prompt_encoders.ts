@@ -119,8 +119,9 @@ class FluxPrompts implements PromptEncoder {
     const t = tokenize(this.t5Tokenizer, prompts, this.length);
     const rec = new Recorder(rt, "CLIP + T5 encoders");
     const clip = this.clip.encode(rec, c.ids, B, Lc);
+    clip.hidden.release(); // FLUX takes the pooled output only
     const t5 = this.t5.encode(rec, t.ids, B, this.length);
-    const [embeds, pooled] = await readBack(rt, rec, [t5, clip.pooled, clip.hidden]);
+    const [embeds, pooled] = await readBack(rt, rec, [t5, clip.pooled]);
     return { embeds: embeds!, pooled, truncated: [...new Set([...c.truncated, ...t.truncated])] };
   }
   release(): void {
