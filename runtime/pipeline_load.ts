@@ -14,7 +14,7 @@ import { loadPixArt } from "../plugins/models/pixart_load.ts";
 import { parsePixArtConfig } from "../plugins/models/pixart_config.ts";
 import { CheckpointError } from "./errors.ts";
 import { exists } from "./io/fs.ts";
-import { parseJson } from "./io/json.ts";
+import { readJsonFile as readJson } from "./io/json.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { openCheckpoint, transformerDir } from "./io/safetensors_index.ts";
 import { denseLinears } from "./model/linear.ts";
@@ -34,17 +34,6 @@ import {
 import { DEFAULT_MODEL_DIR, type LoadPipelineOptions, Pipeline } from "./pipeline.ts";
 import { attachPromptEncoder } from "./prompts_load.ts";
 import { attachVae } from "./vae_load.ts";
-
-async function readJson(path: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(path, "no such file", "path");
-    throw new CheckpointError(path, (e as Error).message, "path");
-  }
-  return parseJson(text, path);
-}
 
 /**
  * A PixArt folder's scheduler/scheduler_config.json as both samplers' configs (none: each

@@ -20,7 +20,7 @@ import {
 import { CheckpointError } from "./errors.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { exists } from "./io/fs.ts";
-import { parseJson } from "./io/json.ts";
+import { readJsonFile } from "./io/json.ts";
 import type { Pipeline } from "./pipeline.ts";
 
 /** diffusers' default max_sequence_length of each pipeline: PixArt-α 120, PixArt-Σ 300, FLUX 512. */
@@ -28,7 +28,7 @@ export async function defaultSequenceLength(dir: string, flux: boolean): Promise
   if (flux) return 512;
   const p = join(dir, "model_index.json");
   if (!(await exists(p))) return 120;
-  const raw = parseJson(await Deno.readTextFile(p), p) as Record<string, unknown> | null;
+  const raw = await readJsonFile(p) as Record<string, unknown> | null;
   return raw?.["_class_name"] === "PixArtSigmaPipeline" ? 300 : 120;
 }
 

@@ -12,7 +12,7 @@ import { parseVaeConfig } from "../plugins/models/vae_config.ts";
 import { CheckpointError } from "./errors.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { exists } from "./io/fs.ts";
-import { parseJson } from "./io/json.ts";
+import { readJsonFile } from "./io/json.ts";
 import { openCheckpoint } from "./io/safetensors_index.ts";
 import type { Pipeline } from "./pipeline.ts";
 
@@ -21,7 +21,7 @@ export async function vaeDir(path: string): Promise<string | undefined> {
   for (const d of [join(path, "vae"), path]) {
     const cfg = join(d, "config.json");
     if (!(await exists(cfg))) continue;
-    const raw = parseJson(await Deno.readTextFile(cfg), cfg) as Record<string, unknown> | null;
+    const raw = await readJsonFile(cfg) as Record<string, unknown> | null;
     if (raw?.["_class_name"] === "AutoencoderKL" || d !== path) return d;
   }
   return undefined;
@@ -36,7 +36,7 @@ export async function loadVaeFor(rt: Runtime, pipe: Pipeline, where: string): Pr
   const dir = await vaeDir(where);
   if (!dir) throw new CheckpointError(where, "has no vae/config.json (an AutoencoderKL)", "vae");
   const cfgPath = join(dir, "config.json");
-  const config = parseVaeConfig(parseJson(await Deno.readTextFile(cfgPath), cfgPath), cfgPath);
+  const config = parseVaeConfig(await readJsonFile(cfgPath), cfgPath);
   const m = pipe.model;
   const latent = m instanceof FluxModel ? m.config.latentChannels : m.config.inChannels;
   if (config.latentChannels !== latent) {

@@ -9,7 +9,7 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { join } from "node:path";
 import { CheckpointError } from "../../runtime/errors.ts";
 import { exists } from "../../runtime/io/fs.ts";
-import { parseJson } from "../../runtime/io/json.ts";
+import { readJsonFile } from "../../runtime/io/json.ts";
 import { readSentencePiece, t5TokenizerJson } from "./spiece.ts";
 
 /** One tokenized caption. */
@@ -20,15 +20,6 @@ export interface PaddedTokens {
   mask: Float32Array;
   /** Whether the text was cut to fit L. */
   truncated: boolean;
-}
-
-async function readJsonFile(path: string): Promise<unknown> {
-  try {
-    return parseJson(await Deno.readTextFile(path), path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(path, "no such file", "path");
-    throw e;
-  }
 }
 
 /** The content of a special token entry of tokenizer_config.json (a string or {content}). */

@@ -13,7 +13,7 @@ import type { Runtime } from "../../runtime/gpu/device.ts";
 import { Recorder } from "../../runtime/gpu/kernel.ts";
 import { readTensors, type Tensor } from "../../runtime/gpu/tensor.ts";
 import { exists } from "../../runtime/io/fs.ts";
-import { parseJson } from "../../runtime/io/json.ts";
+import { readJsonFile as readJson } from "../../runtime/io/json.ts";
 import { openCheckpoint } from "../../runtime/io/safetensors_index.ts";
 import { ClipTextEncoder, parseClipTextConfig } from "./clip_text.ts";
 import { HfTokenizer } from "./hf_tokenizer.ts";
@@ -46,10 +46,6 @@ export interface PromptEncoder {
   encode(rt: Runtime, prompts: readonly string[]): Promise<EncodedPrompts>;
   /** Frees the GPU tensors. */
   release(): void;
-}
-
-async function readJson(path: string): Promise<unknown> {
-  return parseJson(await Deno.readTextFile(path), path);
 }
 
 /** Token ids and masks of B prompts, each padded or cut to L. */

@@ -76,3 +76,19 @@ function withPythonFloats(
   }
   return values.size ? { text: out, values } : undefined;
 }
+
+/**
+ * Reads and parses a JSON file (as {@linkcode parseJson}).
+ *
+ * @throws {CheckpointError} naming the file: missing ("no such file"), unreadable, or invalid.
+ */
+export async function readJsonFile(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(path, "no such file", "path");
+    throw new CheckpointError(path, (e as Error).message, "path");
+  }
+  return parseJson(text, path);
+}

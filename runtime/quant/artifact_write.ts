@@ -8,6 +8,7 @@
 import { join } from "node:path";
 import { CheckpointError } from "../errors.ts";
 import { exists } from "../io/fs.ts";
+import { readJsonFile } from "../io/json.ts";
 import { openCheckpoint } from "../io/safetensors_index.ts";
 import { readModelIndex } from "../model_defaults.ts";
 import { type TensorSource, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
@@ -72,7 +73,8 @@ export async function artifactMetadata(
   const ecfg = join(edir, "config.json");
   if (
     await exists(ecfg) &&
-    JSON.parse(await readText(ecfg))?.["_class_name"] === "EmojiCaptionEncoder"
+    (await readJsonFile(ecfg) as Record<string, unknown> | null)?.["_class_name"] ===
+      "EmojiCaptionEncoder"
   ) {
     metadata[META.encoderConfig] = await readText(join(edir, "config.json"));
     metadata[META.vocab] = await readText(join(dir, "tokenizer", "vocab.json"));
