@@ -196,7 +196,7 @@ export class ClipTextEncoder {
     try {
       for (let i = 0; i < config.numLayers; i++) {
         const names = layerNames(T, i);
-        layers.push(await loadPreLnLayer(rt, w, names, config.hiddenSize, config.intermediateSize));
+        layers.push(await loadPreLnLayer(rt, w, names));
       }
       return new ClipTextEncoder(
         config,

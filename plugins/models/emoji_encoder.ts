@@ -143,11 +143,10 @@ export class EmojiCaptionEncoder {
     config: EmojiEncoderConfig,
   ): Promise<EmojiCaptionEncoder> {
     const w = new WeightLoader(source, shapes(config));
-    const d = config.dModel;
     const gpu = (n: string) => w.gpu(rt, n, "f32");
     const layers: PreLnLayer[] = [];
     for (let i = 0; i < config.numLayers; i++) {
-      layers.push(await loadPreLnLayer(rt, w, layerNames(i), d, config.ffnMult * d));
+      layers.push(await loadPreLnLayer(rt, w, layerNames(i)));
     }
     return new EmojiCaptionEncoder(config, {
       tokens: await gpu("embed_tokens.weight"),

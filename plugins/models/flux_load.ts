@@ -67,14 +67,7 @@ export async function loadFlux(
   const loader = new WeightLoader(source, fluxWeightShapes(config));
   const made: { release(): void }[] = [];
   const linear = async (name: string): Promise<Linear> => {
-    const shape = loader.expected.get(`${name}.weight`)!;
-    const l = await opts.linears.create(rt, {
-      name,
-      weight: await loader.host(`${name}.weight`),
-      bias: await loader.host(`${name}.bias`),
-      outFeatures: shape[0],
-      inFeatures: shape[1],
-    });
+    const l = await opts.linears.create(rt, await loader.linearSource(name));
     made.push(l);
     return l;
   };

@@ -60,17 +60,7 @@ export async function loadPixArt(
   const loader = new WeightLoader(source, pixartWeightShapes(config));
   const made: Linear[] = [];
   const linear = async (name: string): Promise<Linear> => {
-    const shape = loader.expected.get(`${name}.weight`)!;
-    const hasBias = loader.expected.has(`${name}.bias`);
-    const weight = await loader.host(`${name}.weight`);
-    const bias = hasBias ? await loader.host(`${name}.bias`) : undefined;
-    const l = await opts.linears.create(rt, {
-      name,
-      weight,
-      bias,
-      outFeatures: shape[0],
-      inFeatures: shape.slice(1).reduce((a, b) => a * b, 1),
-    });
+    const l = await opts.linears.create(rt, await loader.linearSource(name));
     made.push(l);
     return l;
   };

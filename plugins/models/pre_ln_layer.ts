@@ -61,29 +61,20 @@ export async function loadPreLnLayer(
   rt: Runtime,
   w: WeightLoader,
   n: PreLnNames,
-  d: number,
-  ff: number,
 ): Promise<PreLnLayer> {
   const gpu = (name: string) => w.gpu(rt, name, "f32");
-  const lin = async (name: string, out: number, inp: number) =>
-    new DenseLinear(rt, {
-      name,
-      weight: await w.host(`${name}.weight`),
-      bias: await w.host(`${name}.bias`),
-      outFeatures: out,
-      inFeatures: inp,
-    }, "f32");
+  const lin = async (name: string) => new DenseLinear(rt, await w.linearSource(name), "f32");
   return {
     n1w: await gpu(`${n.norm1}.weight`),
     n1b: await gpu(`${n.norm1}.bias`),
     n2w: await gpu(`${n.norm2}.weight`),
     n2b: await gpu(`${n.norm2}.bias`),
-    q: await lin(n.q, d, d),
-    k: await lin(n.k, d, d),
-    v: await lin(n.v, d, d),
-    o: await lin(n.o, d, d),
-    fc1: await lin(n.fc1, ff, d),
-    fc2: await lin(n.fc2, d, ff),
+    q: await lin(n.q),
+    k: await lin(n.k),
+    v: await lin(n.v),
+    o: await lin(n.o),
+    fc1: await lin(n.fc1),
+    fc2: await lin(n.fc2),
   };
 }
 

@@ -96,30 +96,21 @@ export class T5Encoder {
     const emb = embeddingName(source);
     const w = new WeightLoader(source, t5WeightShapes(config, emb));
     const gpu = (n: string) => w.gpu(rt, n, "f32");
-    const lin = async (name: string, out: number, inp: number) =>
-      new DenseLinear(rt, {
-        name,
-        weight: await w.host(`${name}.weight`),
-        bias: undefined,
-        outFeatures: out,
-        inFeatures: inp,
-      }, "f32");
-    const d = config.dModel;
-    const inner = config.numHeads * config.dKv;
+    const lin = async (name: string) => new DenseLinear(rt, await w.linearSource(name), "f32");
     const layers: Layer[] = [];
     try {
       for (let i = 0; i < config.numLayers; i++) {
         const p = `encoder.block.${i}`;
         layers.push({
           ln0: await gpu(`${p}.layer.0.layer_norm.weight`),
-          q: await lin(`${p}.${ATT}.q`, inner, d),
-          k: await lin(`${p}.${ATT}.k`, inner, d),
-          v: await lin(`${p}.${ATT}.v`, inner, d),
-          o: await lin(`${p}.${ATT}.o`, d, inner),
+          q: await lin(`${p}.${ATT}.q`),
+          k: await lin(`${p}.${ATT}.k`),
+          v: await lin(`${p}.${ATT}.v`),
+          o: await lin(`${p}.${ATT}.o`),
           ln1: await gpu(`${p}.layer.1.layer_norm.weight`),
-          wi0: await lin(`${p}.${FF}.wi_0`, config.dFf, d),
-          wi1: await lin(`${p}.${FF}.wi_1`, config.dFf, d),
-          wo: await lin(`${p}.${FF}.wo`, d, config.dFf),
+          wi0: await lin(`${p}.${FF}.wi_0`),
+          wi1: await lin(`${p}.${FF}.wi_1`),
+          wo: await lin(`${p}.${FF}.wo`),
         });
       }
       return new T5Encoder(

@@ -8,6 +8,7 @@ import { CheckpointError } from "../errors.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { TensorSource } from "../io/safetensors.ts";
+import type { LinearSource } from "./linear.ts";
 
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
 
@@ -48,6 +49,23 @@ export class WeightLoader {
   async host(name: string): Promise<Float32Array> {
     if (!this.expected.has(name)) throw new RangeError(`Tensor ${name} was not declared`);
     return await this.source.readF32(name);
+  }
+
+  /**
+   * The linear `name` as its layers take it: `name.weight` [N, K…] (K the product of the
+   * trailing dims, e.g. a patch convolution's), and `name.bias` when it was declared.
+   */
+  async linearSource(name: string): Promise<LinearSource> {
+    const shape = this.expected.get(`${name}.weight`);
+    if (!shape) throw new RangeError(`Tensor ${name}.weight was not declared`);
+    const hasBias = this.expected.has(`${name}.bias`);
+    return {
+      name,
+      weight: await this.host(`${name}.weight`),
+      bias: hasBias ? await this.host(`${name}.bias`) : undefined,
+      outFeatures: shape[0]!,
+      inFeatures: shape.slice(1).reduce((a, b) => a * b, 1),
+    };
   }
 
   /** A tensor uploaded to the GPU in `dtype` (f16 is rounded to nearest-even). */
