@@ -5,7 +5,11 @@
  * @module
  */
 import { join } from "node:path";
-import { EmojiCaptionEncoder, parseEmojiEncoderConfig } from "../plugins/models/emoji_encoder.ts";
+import {
+  EmojiCaptionEncoder,
+  isEmojiEncoderConfig,
+  parseEmojiEncoderConfig,
+} from "../plugins/models/emoji_encoder.ts";
 import { EmojiTokenizer } from "../plugins/models/emoji_tokenizer.ts";
 import { loadFlux } from "../plugins/models/flux_load.ts";
 import { parseFlowSchedulerConfig, parseFluxConfig } from "../plugins/models/flux_config.ts";
@@ -114,38 +118,38 @@ async function loadModel(rt: Runtime, dir: string, o: LoadPipelineOptions): Prom
   let encoder: EmojiCaptionEncoder | undefined;
   let tokenizer: EmojiTokenizer | undefined;
   const edir = join(dir, "text_encoder");
-  // The bundled model's own caption encoder; a T5 there is a real checkpoint's (prompts_load.ts).
-  const hasEncoder = await exists(join(edir, "config.json")) &&
-    (await readJson(join(edir, "config.json")) as Record<string, unknown>)?.["_class_name"] ===
-      "EmojiCaptionEncoder";
-  if (hasEncoder) {
+  const ecfgPath = join(edir, "config.json");
+  if (await exists(ecfgPath)) {
     try {
-      const ecfgPath = join(edir, "config.json");
-      const ecfg = parseEmojiEncoderConfig(await readJson(ecfgPath), ecfgPath);
-      const vocabPath = join(dir, "tokenizer", "vocab.json");
-      tokenizer = new EmojiTokenizer(
-        await readJson(vocabPath) as string[],
-        ecfg.maxLength,
-        vocabPath,
-      );
-      if (tokenizer.vocab.length !== ecfg.vocabSize) {
-        throw new CheckpointError(
+      // The bundled model's own caption encoder; a T5 there is a real checkpoint's (prompts_load.ts).
+      const raw = await readJson(ecfgPath);
+      if (isEmojiEncoderConfig(raw)) {
+        const ecfg = parseEmojiEncoderConfig(raw, ecfgPath);
+        const vocabPath = join(dir, "tokenizer", "vocab.json");
+        tokenizer = new EmojiTokenizer(
+          await readJson(vocabPath) as string[],
+          ecfg.maxLength,
           vocabPath,
-          `has ${tokenizer.vocab.length} words, the encoder ${ecfg.vocabSize}`,
         );
-      }
-      const esrc = await openCheckpoint(join(edir, "model.safetensors"));
-      try {
-        encoder = await EmojiCaptionEncoder.load(rt, esrc, ecfg);
-      } finally {
-        esrc.close();
-      }
-      if (config.captionChannels !== null && ecfg.dModel !== config.captionChannels) {
-        throw new CheckpointError(
-          ecfgPath,
-          `d_model ${ecfg.dModel} does not match caption_channels ${config.captionChannels}`,
-          "d_model",
-        );
+        if (tokenizer.vocab.length !== ecfg.vocabSize) {
+          throw new CheckpointError(
+            vocabPath,
+            `has ${tokenizer.vocab.length} words, the encoder ${ecfg.vocabSize}`,
+          );
+        }
+        const esrc = await openCheckpoint(join(edir, "model.safetensors"));
+        try {
+          encoder = await EmojiCaptionEncoder.load(rt, esrc, ecfg);
+        } finally {
+          esrc.close();
+        }
+        if (config.captionChannels !== null && ecfg.dModel !== config.captionChannels) {
+          throw new CheckpointError(
+            ecfgPath,
+            `d_model ${ecfg.dModel} does not match caption_channels ${config.captionChannels}`,
+            "d_model",
+          );
+        }
       }
     } catch (e) {
       transformer.release();

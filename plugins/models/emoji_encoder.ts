@@ -45,6 +45,14 @@ export interface EmojiEncoderConfig {
   layerNormEps: number;
 }
 
+/**
+ * Whether a text_encoder/config.json is the bundled model's caption encoder (a real
+ * checkpoint's T5 or CLIP sits in the same place: plugins/models/prompt_encoders.ts).
+ */
+export function isEmojiEncoderConfig(raw: unknown): boolean {
+  return (raw as Record<string, unknown> | null)?.["_class_name"] === "EmojiCaptionEncoder";
+}
+
 /** Parses text_encoder/config.json. */
 export function parseEmojiEncoderConfig(raw: unknown, file = "config.json"): EmojiEncoderConfig {
   if (typeof raw !== "object" || raw === null) {

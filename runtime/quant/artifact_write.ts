@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { CheckpointError } from "../errors.ts";
 import { exists } from "../io/fs.ts";
 import { readJsonFile } from "../io/json.ts";
+import { isEmojiEncoderConfig } from "../../plugins/models/emoji_encoder.ts";
 import { openCheckpoint } from "../io/safetensors_index.ts";
 import { readModelIndex } from "../model_defaults.ts";
 import { type TensorSource, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
@@ -71,12 +72,8 @@ export async function artifactMetadata(
   // checkpoint's T5 / CLIP stay in their folder: generate --text-encoder names it).
   const edir = join(dir, "text_encoder");
   const ecfg = join(edir, "config.json");
-  if (
-    await exists(ecfg) &&
-    (await readJsonFile(ecfg) as Record<string, unknown> | null)?.["_class_name"] ===
-      "EmojiCaptionEncoder"
-  ) {
-    metadata[META.encoderConfig] = await readText(join(edir, "config.json"));
+  if (await exists(ecfg) && isEmojiEncoderConfig(await readJsonFile(ecfg))) {
+    metadata[META.encoderConfig] = await readText(ecfg);
     metadata[META.vocab] = await readText(join(dir, "tokenizer", "vocab.json"));
     const esrc = await openCheckpoint(join(edir, "model.safetensors"));
     try {
