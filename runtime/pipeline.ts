@@ -19,7 +19,7 @@ import type { VaeDecoder } from "../plugins/models/vae.ts";
 import { decodeLatents, type DecodeOptions, vaeProblemOf } from "./vae_decode.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { type LaunchTime, Recorder } from "./gpu/kernel.ts";
-import { readTensor, readTensors, uploadTensor } from "./gpu/tensor.ts";
+import { readAndRelease, readTensor, uploadTensor } from "./gpu/tensor.ts";
 import { Prng } from "./io/prng.ts";
 import type { LinearFactory } from "./model/linear.ts";
 import { createGpuSampler } from "./sampling/guidance.ts";
@@ -263,9 +263,7 @@ export class Pipeline {
     const u = this.encoder.encode(rec, nul);
     await rec.submit();
     const outs = [c.embeds, c.mask, u.embeds, u.mask];
-    const [ce, cm, ue, um] = await readTensors(this.runtime, outs).finally(() => {
-      for (const t of outs) t.release();
-    });
+    const [ce, cm, ue, um] = await readAndRelease(this.runtime, outs);
     const cond = { embeds: ce, mask: cm };
     const uncond = { embeds: ue, mask: um };
     const B = prompts.length;
@@ -341,9 +339,7 @@ export class Pipeline {
     );
     await rec.submit();
     const outs = [u.embeds, u.mask];
-    const [embeds, mask] = await readTensors(this.runtime, outs).finally(() => {
-      for (const t of outs) t.release();
-    });
+    const [embeds, mask] = await readAndRelease(this.runtime, outs);
     return { embeds, mask };
   }
 

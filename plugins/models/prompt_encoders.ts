@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { CheckpointError } from "../../runtime/errors.ts";
 import type { Runtime } from "../../runtime/gpu/device.ts";
 import { Recorder } from "../../runtime/gpu/kernel.ts";
-import { readTensors, type Tensor } from "../../runtime/gpu/tensor.ts";
+import { readAndRelease } from "../../runtime/gpu/tensor.ts";
 import { exists } from "../../runtime/io/fs.ts";
 import { readJsonFile as readJson } from "../../runtime/io/json.ts";
 import { openCheckpoint } from "../../runtime/io/safetensors_index.ts";
@@ -62,13 +62,6 @@ function tokenize(tok: HfTokenizer, prompts: readonly string[], L: number) {
   return { ids, mask, truncated };
 }
 
-async function readBack(rt: Runtime, rec: Recorder, outs: Tensor[]): Promise<Float32Array[]> {
-  await rec.submit();
-  return await readTensors(rt, outs).finally(() => {
-    for (const t of outs) t.release();
-  });
-}
-
 /** PixArt-α/Σ: T5 with its attention mask. */
 class T5Prompts implements PromptEncoder {
   readonly kind = "t5";
@@ -82,9 +75,9 @@ class T5Prompts implements PromptEncoder {
     // diffusers' _text_preprocessing without clean_caption (its bs4 + ftfy cleaning).
     const t = tokenize(this.tokenizer, prompts.map((p) => p.toLowerCase().trim()), L);
     const rec = new Recorder(rt, "T5 encoder");
-    const [embeds] = await readBack(rt, rec, [
-      this.t5.encode(rec, t.ids, prompts.length, L, t.mask),
-    ]);
+    const out = this.t5.encode(rec, t.ids, prompts.length, L, t.mask);
+    await rec.submit();
+    const [embeds] = await readAndRelease(rt, [out]);
     return { embeds: embeds!, mask: t.mask, truncated: t.truncated };
   }
   release(): void {
@@ -117,7 +110,8 @@ class FluxPrompts implements PromptEncoder {
     const clip = this.clip.encode(rec, c.ids, B, Lc);
     clip.hidden.release(); // FLUX takes the pooled output only
     const t5 = this.t5.encode(rec, t.ids, B, this.length);
-    const [embeds, pooled] = await readBack(rt, rec, [t5, clip.pooled]);
+    await rec.submit();
+    const [embeds, pooled] = await readAndRelease(rt, [t5, clip.pooled]);
     return { embeds: embeds!, pooled, truncated: [...new Set([...c.truncated, ...t.truncated])] };
   }
   release(): void {

@@ -3,7 +3,7 @@ import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import { assertWithin, FIXTURES } from "../../tests/fixture_helpers.ts";
 import { CheckpointError } from "../../runtime/errors.ts";
 import { Recorder } from "../../runtime/gpu/kernel.ts";
-import { readTensors } from "../../runtime/gpu/tensor.ts";
+import { readAndRelease } from "../../runtime/gpu/tensor.ts";
 import { openCheckpoint } from "../../runtime/io/safetensors_index.ts";
 import {
   openSafetensors,
@@ -105,8 +105,7 @@ Deno.test(
         const rec = new Recorder(rt);
         const out = enc.encode(rec, idv, B, L, m);
         await rec.submit();
-        const [got] = await readTensors(rt, [out]);
-        out.release();
+        const [got] = await readAndRelease(rt, [out]);
         assertWithin(got!, await io.readF32(want), 5e-6, want); // measured 1.2e-6 (f32 vs float64)
       }
       enc.release();
@@ -155,8 +154,7 @@ Deno.test(
       const t = t5.encode(rec, await ints(io, "t5_input_ids"), B, Lt);
       await rec.submit();
       const outs = [c.pooled, t, c5.pooled, c.hidden, c5.hidden];
-      const [pooled, emb, pooled5] = await readTensors(rt, outs);
-      for (const o of outs) o.release();
+      const [pooled, emb, pooled5] = await readAndRelease(rt, outs);
       const want = await io.readF32("pooled_prompt_embeds");
       assertWithin(pooled!, want, 2e-5, "pooled_prompt_embeds");
       assertWithin(pooled5!, want, 2e-5, "pooled_prompt_embeds (transformers 5 names)");

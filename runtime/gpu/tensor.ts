@@ -362,6 +362,15 @@ export async function readTensors(rt: Runtime, ts: readonly Tensor[]): Promise<F
   return ts.map((t, i) => floatsOf(t, bytes[i]));
 }
 
+/** Reads f32/f16 tensors back in one wait (as {@linkcode readTensors}), then releases them. */
+export async function readAndRelease(rt: Runtime, ts: readonly Tensor[]): Promise<Float32Array[]> {
+  try {
+    return await readTensors(rt, ts);
+  } finally {
+    for (const t of ts) t.release();
+  }
+}
+
 /** Reads an integer tensor back as its raw typed array. */
 export async function readTensorRaw(
   rt: Runtime,
