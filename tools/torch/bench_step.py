@@ -13,7 +13,6 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -21,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pixart import PixArtConfig, PixArtTransformer  # noqa: E402
-from results_format import device_slug as slug, results_header, write_results  # noqa: E402
+from results_format import timing_row, write_torch_results  # noqa: E402
 
 CFG = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
            cross_attention_dim=1152, sample_size=128, patch_size=2, caption_channels=4096)
@@ -91,20 +90,11 @@ def main():
              f"fp16 vs fp32 output max|diff|/rms {diff:.2e}")
     command = f"python3 tools/torch/bench_step.py --commit {args.commit} --iters {args.iters}"
     # The header and rows bench/results_file.ts writes (no Deno in this run: no deno field).
-    doc = {
-        **results_header(name, "pytorch-cuda", command, commit=args.commit, date=date),
-        "results": [
-            {"name": f"torch_step_pixart_alpha_{tag}", "value": round(statistics.median(ms), 3), "unit": "ms",
-             "median_ms": round(statistics.median(ms), 3), "min_ms": round(min(ms), 3),
-             "note": f"{len(ms)} CUDA-event samples of one forward after {args.warmup} warm-up"}
-            for tag, ms in results
-        ],
-        "extra": {"torch": torch.__version__, "cuda": torch.version.cuda, "notes": notes},
-    }
-    folder = os.path.join(args.out_dir, slug(name))
-    os.makedirs(folder, exist_ok=True)
-    base = os.path.join(folder, f"{date}_torch_step")
-    write_results(base + ".json", doc, f"{notes}\n\ntorch {torch.__version__}, CUDA {torch.version.cuda}.")
+    rows = [timing_row(f"torch_step_pixart_alpha_{tag}", ms,
+                       f"{len(ms)} CUDA-event samples of one forward after {args.warmup} warm-up")
+            for tag, ms in results]
+    extra = {"torch": torch.__version__, "cuda": torch.version.cuda, "notes": notes}
+    doc, base = write_torch_results(args.out_dir, "torch_step", name, command, args.commit, rows, extra, date)
     print(json.dumps(doc, indent=2), flush=True)
     print(f"wrote {base}.json", flush=True)
     time.sleep(0)

@@ -12,14 +12,13 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_vae import timed  # noqa: E402
-from results_format import device_slug as slug, results_header, write_results  # noqa: E402
+from results_format import timing_row, write_torch_results  # noqa: E402
 
 
 def main():
@@ -58,9 +57,7 @@ def main():
             cases.append(("torch_clip_l_encode_77", lambda: clip(cids)))
             for name, fn in cases:
                 ms = timed(fn, args.warmup, args.iters)
-                rows.append({"name": f"{name}_{tag}", "value": round(statistics.median(ms), 3), "unit": "ms",
-                             "median_ms": round(statistics.median(ms), 3), "min_ms": round(min(ms), 3),
-                             "note": f"{len(ms)} CUDA-event samples after {args.warmup} warm-up"})
+                rows.append(timing_row(f"{name}_{tag}", ms, f"{len(ms)} CUDA-event samples after {args.warmup} warm-up"))
             del t5, clip
             torch.cuda.empty_cache()
     name = torch.cuda.get_device_name(0)
@@ -69,13 +66,9 @@ def main():
              "(the attention implementation transformers picks), fp32 with TF32 off, and bf16")
     command = f"python3 tools/torch/bench_text.py --commit {args.commit}"
     import transformers
-    doc = {**results_header(name, "pytorch-cuda", command, commit=args.commit, date=date), "results": rows,
-           "extra": {"torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-                     "notes": notes}}
-    folder = os.path.join(args.out_dir, slug(name))
-    os.makedirs(folder, exist_ok=True)
-    base = os.path.join(folder, f"{date}_torch_text_encoder")
-    write_results(base + ".json", doc, f"{notes}\n\ntorch {torch.__version__}, CUDA {torch.version.cuda}.")
+    extra = {"torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
+             "notes": notes}
+    doc, _ = write_torch_results(args.out_dir, "torch_text_encoder", name, command, args.commit, rows, extra, date)
     print(json.dumps(doc, indent=2), flush=True)
 
 

@@ -10,14 +10,13 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_vae_fixtures import decode, random_weights  # noqa: E402
-from results_format import device_slug as slug, results_header, write_results  # noqa: E402
+from results_format import timing_row, write_torch_results  # noqa: E402
 
 CFG = dict(block_out_channels=[128, 256, 512, 512], layers_per_block=2, norm_num_groups=32, latent_channels=4,
            scaling_factor=0.18215, shift_factor=None, use_post_quant_conv=True)
@@ -58,20 +57,15 @@ def main():
                 wd = {k: v.to(dt) for k, v in w.items()}
                 zd = z.to(dt)
                 ms = timed(lambda: decode(zd, wd, CFG, False, dt), args.warmup, args.iters)
-                rows.append({"name": f"torch_vae_decode_sd_{h * 8}_{tag}", "value": round(statistics.median(ms), 3),
-                             "unit": "ms", "median_ms": round(statistics.median(ms), 3), "min_ms": round(min(ms), 3),
-                             "note": f"{len(ms)} CUDA-event samples of one decode after {args.warmup} warm-up"})
+                rows.append(timing_row(f"torch_vae_decode_sd_{h * 8}_{tag}", ms,
+                                       f"{len(ms)} CUDA-event samples of one decode after {args.warmup} warm-up"))
     name = torch.cuda.get_device_name(0)
     date = datetime.date.today().isoformat()
     notes = ("sd-vae decoder ([128, 256, 512, 512], 2 layers a block, 32 groups), random weights, one image; "
              "eager PyTorch (cuDNN convolutions, SDPA), fp32 with TF32 off, and fp16")
     command = f"python3 tools/torch/bench_vae.py --commit {args.commit}"
-    doc = {**results_header(name, "pytorch-cuda", command, commit=args.commit, date=date), "results": rows,
-           "extra": {"torch": torch.__version__, "cuda": torch.version.cuda, "notes": notes}}
-    folder = os.path.join(args.out_dir, slug(name))
-    os.makedirs(folder, exist_ok=True)
-    base = os.path.join(folder, f"{date}_torch_vae")
-    write_results(base + ".json", doc, f"{notes}\n\ntorch {torch.__version__}, CUDA {torch.version.cuda}.")
+    extra = {"torch": torch.__version__, "cuda": torch.version.cuda, "notes": notes}
+    doc, _ = write_torch_results(args.out_dir, "torch_vae", name, command, args.commit, rows, extra, date)
     print(json.dumps(doc, indent=2), flush=True)
 
 

@@ -1,4 +1,4 @@
-"""BENCHMARKS.md's results format for the PyTorch tools (quant_probe.py, bench_step.py): the
+"""BENCHMARKS.md's results format for the PyTorch tools (quant_probe.py, bench_*.py): the
 header bench/results_file.ts writes (device, adapter, commit, date, command, driver), rows with
 the standard fields, and the `.md` table beside the `.json`, in the Python standard library
 only. These runs use no Deno, so their header has no `deno` field (rather than a null one).
@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import time
 
@@ -90,6 +91,25 @@ def figure_row(name, value, unit, note=None):
     if note:
         row["note"] = note
     return row
+
+
+def timing_row(name, ms, note):
+    """A row of CUDA-event times `ms`: the median is the value, the minimum beside it."""
+    med = round(statistics.median(ms), 3)
+    return {"name": name, "value": med, "unit": "ms", "median_ms": med, "min_ms": round(min(ms), 3), "note": note}
+
+
+def write_torch_results(out_dir, what, device, command, commit, rows, extra, date=None):
+    """Writes a PyTorch run's `<out_dir>/<device slug>/<date>_<what>.json` (+ .md): the header
+    (adapter "pytorch-cuda"), `rows`, and `extra` (torch, cuda, notes…), the .md text being the
+    notes and the versions. Returns the document and the path without extension."""
+    doc = {**results_header(device, "pytorch-cuda", command, commit=commit, date=date), "results": rows,
+           "extra": extra}
+    folder = os.path.join(out_dir, device_slug(device))
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.join(folder, f"{doc['date']}_{what}")
+    write_results(base + ".json", doc, f"{extra['notes']}\n\ntorch {extra['torch']}, CUDA {extra['cuda']}.")
+    return doc, base
 
 
 def fmt(v):
@@ -209,6 +229,13 @@ if __name__ == "__main__":
         assert "| probe_w4a8 | 31.2 | dB | 0 | 0 | PSNR min 29 |" in text, text
         assert "driver NVIDIA 1.2" in text and text.endswith("\nnotes\n"), text
         assert json.load(open(os.path.join(d, "2026-11-29_x.json"))) == doc
+        row = timing_row("t", [3.0, 1.0, 2.0], "3 samples")
+        assert row == {"name": "t", "value": 2.0, "unit": "ms", "median_ms": 2.0, "min_ms": 1.0, "note": "3 samples"}
+        tdoc, base = write_torch_results(d, "torch_x", "NVIDIA H200", "python3 x", "abc1234", [row],
+                                         {"torch": "2.11", "cuda": "13.0", "notes": "a note"}, date="2026-11-29")
+        assert base == os.path.join(d, "nvidia-h200", "2026-11-29_torch_x"), base
+        assert json.load(open(base + ".json")) == tdoc and tdoc["adapter"] == "pytorch-cuda"
+        assert open(base + ".md").read().endswith("\na note\n\ntorch 2.11, CUDA 13.0.\n")
         # An infinite PSNR (identical images): the row goes to extra.failed, per-image values
         # become null with a note, value2 inf is dropped; nothing raises, no empty file.
         inf = float("inf")
