@@ -321,15 +321,13 @@ export class Pipeline {
     }
     const e = this.encoder?.config;
     if (!e || !this.tokenizer || e.maxLength !== L || e.dModel !== C) {
+      const own = e ? [e.maxLength, e.dModel] : p ? [p.length, p.channels] : undefined;
+      const why = own
+        ? ` (the model's own encoder gives [${own.join(", ")}], not [${L}, ${C}])`
+        : "";
       throw new TypeError(
         "Guidance needs negative prompt embeddings: add negative_prompt_embeds to the caption " +
-          `embeddings${
-            e || p
-              ? ` (the model's own encoder gives [${e?.maxLength ?? p!.length}, ${
-                e?.dModel ?? p!.channels
-              }], not [${L}, ${C}])`
-              : ""
-          }, or use guidance ≤ 1`,
+          `embeddings${why}, or use guidance ≤ 1`,
       );
     }
     const rec = new Recorder(this.runtime, "negative caption");

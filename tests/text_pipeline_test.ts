@@ -73,6 +73,16 @@ Deno.test(
             guidance: 1,
           });
           assertEquals(long.truncatedPrompts, [0]);
+          // Embeddings of another length have no "" negative of theirs: the error says why.
+          const short = {
+            embeds: new Float32Array(100 * 32),
+            shape: [1, 100, 32] as [number, number, number],
+          };
+          await assertRejects(
+            () => pipe.generate({ ...base, captionEmbeds: short }),
+            TypeError,
+            "gives [120, 32], not [100, 32]",
+          );
         } finally {
           pipe.release();
         }
