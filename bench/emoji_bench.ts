@@ -44,6 +44,7 @@ import {
   resultsMarkdown,
   writeResults,
 } from "./harness.ts";
+import { checkWithinRms } from "./sampled_check.ts";
 
 const PROMPT = "red apple";
 const STEPS = 20;
@@ -198,19 +199,11 @@ async function main(): Promise<void> {
  * Throws unless `got` is finite and within 1e-3 of its RMS of `ref` (the same seed's image);
  * returns the largest |Δ| as a share of the RMS.
  */
+/** A run's latents against the warm-up's: max |Δ| ≤ 1e-3 × RMS (non-finite fails); the ratio. */
 function latentsDiff(name: string, got: ArrayLike<number>, ref: ArrayLike<number>): number {
-  let ss = 0;
-  let max = 0;
-  for (let i = 0; i < got.length; i++) {
-    if (!Number.isFinite(got[i])) throw new Error(`${name}: non-finite output`);
-    ss += ref[i] * ref[i];
-    max = Math.max(max, Math.abs(got[i] - ref[i]));
-  }
-  const rel = max / Math.sqrt(ss / got.length || 1);
-  if (got.length !== ref.length || !(rel <= 1e-3)) {
-    throw new Error(`${name}: a run's image differs from the warm-up's (${rel} of the RMS)`);
-  }
-  return rel;
+  const label = `${name}: a run's image against the warm-up's`;
+  const { maxErr, rms } = checkWithinRms(label, got, ref, 1e-3);
+  return maxErr / rms;
 }
 
 if (import.meta.main) await main();

@@ -32,6 +32,7 @@ import { loadPixArt } from "../plugins/models/pixart_load.ts";
 import { parsePixArtConfig, pixartWeightShapes } from "../plugins/models/pixart_config.ts";
 import { deviceSlug, gitCommit, median, resultsHeader, writeResults } from "./harness.ts";
 import { RandomSource } from "./random_model.ts";
+import { checkWithinRms } from "./sampled_check.ts";
 
 async function main(): Promise<void> {
   const { values: v } = parseArgs({
@@ -179,19 +180,8 @@ async function main(): Promise<void> {
  * Throws unless both loops' latents are finite and agree to 1e-5 of their RMS; else a note.
  */
 function checkSameLatents(a: Float32Array, b: Float32Array, depths: number[]): string {
-  let ss = 0;
-  let max = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i]) || !Number.isFinite(b[i])) {
-      throw new Error(`loop_bench: latent ${i} not finite (${a[i]}, ${b[i]})`);
-    }
-    ss += a[i] * a[i];
-    max = Math.max(max, Math.abs(a[i] - b[i]));
-  }
-  const rms = Math.sqrt(ss / a.length);
-  if (a.length !== b.length || max > 1e-5 * rms) {
-    throw new Error(`loop_bench: latents at ${depths.join(" and ")} in flight differ by ${max}`);
-  }
+  const label = `loop_bench: the latents at ${depths.join(" and ")} in flight`;
+  const { maxErr: max, rms } = checkWithinRms(label, b, a, 1e-5);
   return `checked: the latents at ${depths.join(" and ")} in flight are finite and agree (max |Δ| ${
     max.toPrecision(2)
   }, RMS ${rms.toPrecision(3)}); ` +

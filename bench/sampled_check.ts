@@ -109,7 +109,8 @@ export function checkActCodes(
 
 /**
  * Checks a whole output against its reference: max |out − ref| ≤ `rel` × RMS(ref), NaN failing
- * (maxError); throws naming `label`, else returns the error and the RMS (f64 sums).
+ * (maxError), and a non-finite reference failing too (its RMS would admit anything); throws
+ * naming `label`, else returns the error and the RMS (f64 sums).
  */
 export function checkWithinRms(
   label: string,
@@ -121,7 +122,7 @@ export function checkWithinRms(
   for (let i = 0; i < ref.length; i++) ss += ref[i] * ref[i];
   const rms = Math.sqrt(ss / ref.length);
   const maxErr = out.length === ref.length ? maxError(out, ref) : Infinity;
-  if (!(maxErr <= rel * rms)) {
+  if (!Number.isFinite(rms) || !(maxErr <= rel * rms)) {
     throw new Error(`${label}: max |err| ${maxErr} > ${rel} × the reference's RMS ${rms}`);
   }
   return { maxErr, rms };

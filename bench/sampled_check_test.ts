@@ -32,11 +32,15 @@ Deno.test("checkActCodes: ±1 at a rounding tie is the GPU's 1/Δ, not an error"
   assert(note.endsWith("(1 ±1 at rounding ties)"), note);
 });
 
-Deno.test("checkWithinRms: within rel × RMS passes; beyond it, a NaN or a length mismatch throws", () => {
+Deno.test("checkWithinRms: within rel × RMS passes; beyond it, a NaN, a non-finite reference or a length mismatch throws", () => {
   const ref = Float32Array.from([3, -4, 0, 0]); // RMS 2.5
   const near = Float32Array.from([3, -4, 0, 2e-5]);
   assertEquals(checkWithinRms("x", near, ref, 1e-5), { maxErr: Math.fround(2e-5), rms: 2.5 });
   assertThrows(() => checkWithinRms("x", near, ref, 7e-6), Error, "x: max |err|");
   assertThrows(() => checkWithinRms("x", Float32Array.from([NaN, -4, 0, 0]), ref, 1), Error, "x");
   assertThrows(() => checkWithinRms("x", ref.subarray(1), ref, 1), Error, "x");
+  // Infinities in both: the difference is NaN (fails), and an infinite RMS admits nothing.
+  const inf = Float32Array.from([Infinity, -4, 0, 0]);
+  assertThrows(() => checkWithinRms("x", inf, inf, 1), Error, "x");
+  assertThrows(() => checkWithinRms("x", Float32Array.from([0, 0, 0, 0]), inf, 1), Error, "x");
 });
