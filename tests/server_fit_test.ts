@@ -26,18 +26,17 @@ Deno.test("server fit: the estimate is the hidden states, or the feed-forward's 
   // emoji-s (D 128, patch 2) at 512x512 with guidance: hidden [131072, 128] f32 = 64 MiB.
   // Its [131072, 512] feed-forward intermediate (256 MiB, the audit's failing tensor) goes
   // in row chunks: dense layers split it down to one row.
-  const entry = (scope?: RowScope) =>
-    ({
+  const entry = (scope?: RowScope) => {
+    const transformer = {
+      dtype: "f32",
+      config: { innerDim: 128, patchSize: 2, inChannels: 3, outChannels: 3 },
+      linears: scope ? [{ rowScope: scope }] : [],
+    };
+    return {
       plan: { abits: null },
-      pipeline: {
-        runtime: { bindingLimit: 128 * 2 ** 20 },
-        transformer: {
-          dtype: "f32",
-          config: { innerDim: 128, patchSize: 2, inChannels: 3, outChannels: 3 },
-          linears: scope ? [{ rowScope: scope }] : [],
-        },
-      },
-    }) as unknown as ModelEntry;
+      pipeline: { runtime: { bindingLimit: 128 * 2 ** 20 }, model: transformer, transformer },
+    } as unknown as ModelEntry;
+  };
   const b = { images: 1, height: 512, width: 512, guidance: 4.5 };
   assertEquals(largestTensorBytes(entry(), b), 67108864);
   assertEquals(largestTensorBytes(entry("row"), b), 67108864);

@@ -83,6 +83,7 @@ export interface StubLog {
  */
 export function stubPipeline(stepMs: number, log: StubLog = { calls: [], steps: 0 }): Pipeline {
   const config = { sampleSize: 16, patchSize: 2, inChannels: 3 };
+  const transformer = { config, dtype: "f32" };
   const stub = {
     pixelsPerLatent: 1,
     makesImages: true,
@@ -90,9 +91,10 @@ export function stubPipeline(stepMs: number, log: StubLog = { calls: [], steps: 
     // Pixel space: the images are the latents.
     decode: (latents: Float32Array, shape: readonly [number, number, number, number]) =>
       Promise.resolve({ images: latents, shape: [...shape] }),
-    transformer: { config, dtype: "f32" },
+    model: transformer,
+    transformer,
     tokenizer: undefined,
-    encoder: undefined,
+    encoder: {}, // stands for a caption encoder: the stub takes any prompt
     defaults: PIXART_SAMPLING,
     async generate(req: GenerateRequest): Promise<GenerateResult> {
       const prompts = req.prompts ?? [req.prompt ?? ""];

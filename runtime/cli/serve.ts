@@ -24,6 +24,14 @@ export const SERVE_USAGE = `deno task serve [options]
                           NAME defaults to the folder's (an artifact's source model's) name,
                           so artifacts of one model are selected by plan or plugin options;
                           default the bundled model
+  --text-encoder PATH     for the quantized artifacts served (which carry none): the folder
+                          holding their model's prompt encoders (PixArt: T5 in text_encoder/ +
+                          tokenizer/; FLUX: CLIP there, T5 in text_encoder_2/ + tokenizer_2/),
+                          e.g. the source model folder; a model folder uses its own
+  --vae PATH              for the quantized artifacts of latent models: the folder holding
+                          their VAE (vae/), e.g. the source model folder
+  --max-sequence-length N T5's tokens per prompt (default the diffusers pipeline's: PixArt-α
+                          120, PixArt-Σ 300, FLUX 512)
   --dtype T               f32 (default) or f16 transformers
   --adapter A             auto (default), gpu or cpu
   --api-key-env VAR       require "Authorization: Bearer <key>" with the key read from the
@@ -120,6 +128,9 @@ export async function serve(args: string[]): Promise<number> {
     "max-side": { type: "string" },
     "no-warmup": { type: "boolean" },
     "vae-tiling": { type: "boolean" },
+    "text-encoder": { type: "string" },
+    vae: { type: "string" },
+    "max-sequence-length": { type: "string" },
     help: { type: "boolean", short: "h" },
   });
   if (v.help) {
@@ -161,6 +172,13 @@ export async function serve(args: string[]): Promise<number> {
   const maxSide = v["max-side"] === undefined
     ? undefined
     : numberOption("max-side", v["max-side"], 0, { min: 8, max: 8192, integer: true });
+  const maxSequenceLength = v["max-sequence-length"] === undefined
+    ? undefined
+    : numberOption("max-sequence-length", v["max-sequence-length"], 0, {
+      min: 1,
+      max: 4096,
+      integer: true,
+    });
   const keyVar = v["api-key-env"] ?? "WEBDIT_API_KEY";
   const apiKey = Deno.env.get(keyVar) || undefined;
   if (v["api-key-env"] && !apiKey) {
@@ -179,7 +197,13 @@ export async function serve(args: string[]): Promise<number> {
   try {
     info(`adapter: ${rt.info.description}${rt.info.fallback ? " (CPU)" : ""}`);
     for (const s of specs) {
-      const e = await loadEntry(rt, { ...s, dtype });
+      const e = await loadEntry(rt, {
+        ...s,
+        dtype,
+        textEncoder: v["text-encoder"],
+        vae: v.vae,
+        maxSequenceLength,
+      });
       if (v["vae-tiling"]) e.vaeTiling = true;
       // The first artifact of a model is named by the model, later ones by model:plan.
       if (entries.some((x) => x.model === e.model)) e.id = `${e.model}:${e.plan.name}`;

@@ -14,6 +14,7 @@ import { cors } from "hono/cors";
 import { HTTPException } from "hono/http-exception";
 import { secureHeaders } from "hono/secure-headers";
 import type { Runtime } from "../gpu/device.ts";
+import { latentGeometry } from "../latent_geometry.ts";
 import type { PluginRegistry } from "../registry.ts";
 import { ApiError } from "./errors.ts";
 import { type GenerationDefaults, handleGenerations, requestDefaults } from "./generations.ts";
@@ -116,9 +117,10 @@ function pluginJson(p: object): Record<string, unknown> {
  */
 export function defaultMaxSide(catalog: ModelCatalog): number {
   return 2 * Math.max(
-    ...catalog.entries.map((e) =>
-      e.pipeline.transformer.config.sampleSize * e.pipeline.pixelsPerLatent
-    ),
+    ...catalog.entries.map((e) => {
+      const g = latentGeometry(e.pipeline);
+      return g.size * g.pixelsPerCell;
+    }),
   );
 }
 
@@ -245,8 +247,8 @@ export function createApp(o: ServerOptions): WebditServer {
   });
 
   const modelJson = (e: ModelEntry) => {
-    const cfg = e.pipeline.transformer.config;
-    const px = cfg.sampleSize * e.pipeline.pixelsPerLatent;
+    const g = latentGeometry(e.pipeline);
+    const px = g.size * g.pixelsPerCell;
     const d = requestDefaults(defaults, e.pipeline.defaults, limits.maxSteps);
     return {
       id: e.id,
@@ -256,8 +258,8 @@ export function createApp(o: ServerOptions): WebditServer {
       model: e.model,
       plan: e.plan,
       default_size: `${px}x${px}`,
-      size_multiple: cfg.patchSize * e.pipeline.pixelsPerLatent,
-      dtype: e.pipeline.transformer.dtype,
+      size_multiple: g.multiple * g.pixelsPerCell,
+      dtype: g.dtype,
       caption_encoder: e.pipeline.encoder !== undefined || e.pipeline.prompts !== undefined,
       default_steps: d.steps, // what a request that leaves them out gets
       default_guidance: d.guidance,

@@ -10,11 +10,11 @@
 import { CheckpointError } from "../errors.ts";
 import { samplersFor } from "../model_defaults.ts";
 import type { SamplerName } from "../pipeline.ts";
-import { usesGuidance } from "../sampling/guidance.ts";
 import { vpSamplerOptions } from "../sampling/vp_scheduler_config.ts";
 import type { RowScope } from "../model/linear.ts";
 import { widestScope } from "../model/row_chunks.ts";
 import { vaeDecodeBytes } from "../../plugins/models/vae_tiling.ts";
+import { latentGeometry } from "../latent_geometry.ts";
 import { badRequest } from "./errors.ts";
 import type { ModelEntry } from "./models.ts";
 
@@ -126,20 +126,18 @@ function vaeBytes(entry: ModelEntry, b: BatchShape): number {
 
 /** Bytes of a step's widest hidden-state tensor for the batch (grows with the images). */
 function hiddenBytes(entry: ModelEntry, b: BatchShape): number {
-  const p = entry.pipeline;
-  const c = p.transformer.config;
-  const rows = b.images * (usesGuidance(b.guidance) ? 2 : 1);
-  const patch = c.patchSize * c.patchSize * Math.max(c.inChannels, c.outChannels ?? 0);
-  const width = Math.max(c.innerDim ?? 0, patch);
-  const bytes = p.transformer.dtype === "f16" && entry.plan.abits === null ? 2 : 4;
-  return rows * tokensOf(entry, b) * width * bytes;
+  const g = latentGeometry(entry.pipeline);
+  const rows = b.images * (g.doubles(b.guidance) ? 2 : 1);
+  const width = Math.max(g.width, g.patchValues);
+  const bytes = g.dtype === "f16" && entry.plan.abits === null ? 2 : 4;
+  return rows * g.tokens(b.height, b.width) * width * bytes;
 }
 
 /** Bytes of the smallest row chunk of the feed-forward's intermediate the layers allow. */
 function feedForwardChunkBytes(entry: ModelEntry, b: BatchShape): number {
-  const t = entry.pipeline.transformer;
-  const guided = usesGuidance(b.guidance);
-  const tokens = tokensOf(entry, b);
+  const g = latentGeometry(entry.pipeline);
+  const guided = g.doubles(b.guidance);
+  const tokens = g.tokens(b.height, b.width);
   const scope = feedForwardScope(entry);
   const rows = scope === "batch"
     ? b.images * (guided ? 2 : 1) * tokens
@@ -148,19 +146,17 @@ function feedForwardChunkBytes(entry: ModelEntry, b: BatchShape): number {
     : scope === "row"
     ? 1
     : tokens;
-  return rows * 4 * (t.config.innerDim ?? 0) * 4;
+  return rows * g.feedForwardWidth * 4;
 }
 
-/** What the feed-forward layers (…ff.…) couple; all linears where none is named so. */
+// The layers whose intermediate goes in row chunks: feed-forwards, FLUX's single-block MLP.
+const FEED_FORWARD = /\.ff(_context)?\.|^single_transformer_blocks\.\d+\.proj_(mlp|out)$/;
+
+/** What the feed-forward layers couple (their widest row scope); all linears where none is named so. */
 function feedForwardScope(entry: ModelEntry): RowScope {
-  const all = entry.pipeline.transformer.linears ?? [];
-  const ff = all.filter((l) => l.name?.includes(".ff."));
+  const all = entry.pipeline.model.linears ?? [];
+  const ff = all.filter((l) => l.name !== undefined && FEED_FORWARD.test(l.name));
   return widestScope(ff.length ? ff : all);
-}
-
-function tokensOf(entry: ModelEntry, b: BatchShape): number {
-  const c = entry.pipeline.transformer.config;
-  return (b.height / c.patchSize) * (b.width / c.patchSize);
 }
 
 /** The largest tensor the runtime can bind (Runtime.bindingLimit), or Infinity. */

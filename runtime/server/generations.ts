@@ -6,6 +6,7 @@
  */
 import type { Context } from "hono";
 import { type SSEStreamingApi, streamSSE } from "hono/streaming";
+import { latentGeometry } from "../latent_geometry.ts";
 import type { SamplerName, SamplingDefaults } from "../pipeline.ts";
 import { ApiError, badRequest } from "./errors.ts";
 import { imagePngBase64, previewPngBase64, previewSteps } from "./images.ts";
@@ -115,11 +116,11 @@ export function jobError(e: unknown, metrics: ServerMetrics): ApiError {
 
 /** Checks the size against the model and returns [height, width] in model cells. */
 function cells(req: ImageRequest, entry: ModelEntry): [number, number] {
-  const c = entry.pipeline.transformer.config;
-  const ppl = entry.pipeline.pixelsPerLatent;
-  const def = c.sampleSize * ppl;
+  const g = latentGeometry(entry.pipeline);
+  const ppl = g.pixelsPerCell;
+  const def = g.size * ppl;
   const w = req.size?.width ?? def, h = req.size?.height ?? def;
-  const step = c.patchSize * ppl;
+  const step = g.multiple * ppl;
   if (w % step || h % step) {
     throw badRequest(
       `Invalid value for 'size': ${w}x${h} is not a multiple of ${step} pixels (${entry.id}'s patch), e.g. '${def}x${def}'.`,
@@ -244,7 +245,7 @@ export async function handleGenerations(
   job.onPreview = (p) => {
     if (!sse || inFlight > 0) return;
     inFlight++;
-    const [C, h, w] = [entry.pipeline.transformer.config.inChannels, H, W];
+    const [C, h, w] = [latentGeometry(entry.pipeline).channels, H, W];
     for (let i = 0; i < req.n; i++) {
       const pv = previewPngBase64(p.latents, i, C, h, w);
       write("image_generation.partial_image", {

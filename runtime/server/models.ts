@@ -85,7 +85,10 @@ function list(xs: Iterable<unknown>): string {
   return [...new Set([...xs].map((x) => `'${x}'`))].join(", ") || "none";
 }
 
-/** Builds a catalog; ids must be unique and every model must make images (pixels or a VAE). */
+/**
+ * Builds a catalog; ids must be unique and every model must encode prompts (its own caption
+ * encoder, or a real checkpoint's T5 / CLIP + T5) and make images (pixels or a VAE).
+ */
 export class ModelCatalog {
   /** The entries in preference order (the first is the default). */
   readonly entries: readonly ModelEntry[];
@@ -97,8 +100,14 @@ export class ModelCatalog {
     for (const e of entries) {
       if (ids.has(e.id)) throw new RangeError(`Two models have the id "${e.id}"`);
       ids.add(e.id);
-      if (e.pipeline.model instanceof FluxModel) {
-        throw new RangeError(`${e.id}: the server runs PixArt models; FLUX runs through generate`);
+      if (!e.pipeline.encoder && !e.pipeline.prompts) {
+        const what = e.pipeline.model instanceof FluxModel
+          ? "FLUX text encoders (text_encoder/ + tokenizer/, text_encoder_2/ + tokenizer_2/)"
+          : "caption encoder (text_encoder/ + tokenizer/)";
+        throw new RangeError(
+          `${e.id}: has no ${what}, so it cannot encode prompts; serve needs them (a quantized ` +
+            "artifact carries none: serve --text-encoder names the folder holding them)",
+        );
       }
       if (!e.pipeline.makesImages) {
         throw new RangeError(
@@ -174,6 +183,15 @@ export interface EntryOptions {
   plan?: string;
   /** Id; default the name. */
   id?: string;
+  /**
+   * For an artifact (which carries none): the folder holding its model's prompt encoders
+   * (loadPipeline's `textEncoder`), e.g. the source model folder. A folder uses its own.
+   */
+  textEncoder?: string;
+  /** For an artifact of a latent model: the folder holding its VAE (loadPipeline's `vae`). */
+  vae?: string;
+  /** T5's tokens per prompt; default the diffusers pipeline's (PixArt-α 120, Σ 300, FLUX 512). */
+  maxSequenceLength?: number;
 }
 
 /** The default plan name of quantization settings, e.g. "w4a8-tlq-gptq-adaptive-paro0.3". */
@@ -261,7 +279,8 @@ export async function loadEntry(rt: Runtime, o: EntryOptions): Promise<ModelEntr
   const clean = o.path.replace(/\/+$/, "");
   let name = o.name ?? basename(clean);
   let plan = densePlan(dtype);
-  if (clean.endsWith(".safetensors")) {
+  const artifact = clean.endsWith(".safetensors");
+  if (artifact) {
     // A quantized artifact: its plan comes from its metadata.
     const { openArtifact } = await import("../quant/artifact.ts");
     const a = await openArtifact(clean);
@@ -282,7 +301,13 @@ export async function loadEntry(rt: Runtime, o: EntryOptions): Promise<ModelEntr
     }
   }
   if (o.plan !== undefined) plan = { ...plan, name: o.plan };
-  const pipeline = await loadPipeline(rt, { path: clean, dtype });
+  const pipeline = await loadPipeline(rt, {
+    path: clean,
+    dtype,
+    textEncoder: artifact ? o.textEncoder : undefined,
+    vae: artifact ? o.vae : undefined,
+    maxSequenceLength: o.maxSequenceLength,
+  });
   return {
     id: o.id ?? name,
     model: name,

@@ -7,6 +7,7 @@
  * @module
  */
 import { Prng } from "../io/prng.ts";
+import { latentGeometry } from "../latent_geometry.ts";
 import type { SamplerName } from "../pipeline.ts";
 import type { ModelEntry } from "./models.ts";
 import { checkPrompt } from "./checks.ts";
@@ -310,8 +311,7 @@ export class GpuQueue {
     this.#batchAbort = ctl;
     const j0 = batch[0].job;
     const pipe = j0.entry.pipeline;
-    const c = pipe.transformer.config;
-    const C = c.inChannels, H = j0.height, W = j0.width;
+    const C = latentGeometry(pipe).channels, H = j0.height, W = j0.width;
     const plane = C * H * W;
     // Each job's noise comes from its own seed, exactly as if it ran alone.
     const noise = new Float32Array(images * plane);

@@ -8,6 +8,7 @@
  * @module
  */
 import { UNK_ID } from "../../plugins/models/emoji_tokenizer.ts";
+import { latentGeometry } from "../latent_geometry.ts";
 import type { SamplerName } from "../pipeline.ts";
 import type { ModelEntry } from "./models.ts";
 
@@ -45,8 +46,8 @@ export async function warmUp(
   const out: WarmUpResult[] = [];
   for (const e of entries) {
     const t0 = performance.now();
-    const c = e.pipeline.transformer.config;
-    log(`warming up ${e.id} (${steps} steps at ${c.sampleSize}×${c.sampleSize})…`);
+    const n = latentGeometry(e.pipeline).size;
+    log(`warming up ${e.id} (${steps} steps at ${n}×${n})…`);
     try {
       const r = await e.pipeline.generate({
         prompt: e.pipeline.tokenizer?.vocab[UNK_ID + 1] ?? "warm up", // its first real word
