@@ -150,8 +150,12 @@ export interface AttentionPlanOptions {
   orderAlpha?: number;
   /** Calibration prompts; default the plugin's own. */
   prompts?: readonly string[];
-  /** Precomputed calibration inputs instead of prompts (FLUX: required). */
+  /** Precomputed calibration inputs instead of prompts (FLUX without its text encoders: required). */
   embeds?: CalibrationEmbeds;
+  /** The folder holding a real checkpoint's prompt encoders; default the model folder's. */
+  textEncoder?: string;
+  /** T5's tokens per prompt; default the diffusers pipeline's (PixArt-α 120, Σ 300, FLUX 512). */
+  maxSequenceLength?: number;
   /** Sampler steps calibrated; default the model's. */
   steps?: number;
   /** Guidance of the calibration run; default the model's. */

@@ -93,7 +93,7 @@ export interface ParoModelPlanOptions
 export type ParoForm = "image" | "flux-joint";
 
 /**
- * Calibrates the FP32 model (FLUX: on the image tokens of precomputed embeddings) and
+ * Calibrates the FP32 model (FLUX: on the image tokens) and
  * makes the plan (over the h×w image grid in both families).
  */
 export async function planParoForModel(rt: Runtime, o: ParoModelPlanOptions): Promise<ParoPlan> {
@@ -150,6 +150,8 @@ export const paroPlugin: AttentionPlugin = {
       path: o.path,
       prompts: o.prompts,
       embeds: o.embeds,
+      textEncoder: o.textEncoder,
+      maxSequenceLength: o.maxSequenceLength,
       steps: o.steps,
       guidance: o.guidance,
       density: o.density ?? 0.3,

@@ -39,6 +39,11 @@ export const EVAL_USAGE = `deno task eval [options]
   --steps N               sampler steps (default: the model's, as generate)
   --guidance F            guidance scale (default: the model's, as generate; the bundled model 3.5)
   --sampler S             dpm++2m or ddim (default: the model's)
+  --height PX, --width PX image size in pixels (default the model's own; FLUX 1024): a multiple
+                          of the patch (PixArt) or of 16 (FLUX)
+  --text-encoder PATH     the folder holding the model's prompt encoders (a real checkpoint's
+                          T5, or FLUX's CLIP + T5) for a quantized artifact, which carries none
+                          (default the model folder's; an artifact: the --reference folder's)
   --dtype T               the model's transformer: f32 (default) or f16 (the reference is f32)
   --adapter A             auto (default), gpu or cpu
   --batch N               images per GPU batch (default 1 on a CPU adapter, 8 on a GPU)
@@ -112,16 +117,20 @@ async function readPrompts(file: string, limit: number | undefined): Promise<str
   return prompts.slice(0, limit);
 }
 
-/** Checks, before any work, that --model, --reference and --dataset (when used) exist. */
+/** Checks, before any work, that --model, --reference, --text-encoder and --dataset (when used) exist. */
 async function checkInputs(
   model: string | undefined,
   reference: string | undefined,
+  textEncoder: string | undefined,
   dataset: string | undefined,
 ): Promise<void> {
   for (const [flag, path] of [["model", model], ["reference", reference]] as const) {
     if (path !== undefined && !await exists(path)) {
       throw new UsageError(`--${flag} ${path} does not exist (a model folder or artifact)`);
     }
+  }
+  if (textEncoder !== undefined && !await exists(textEncoder)) {
+    throw new UsageError(`--text-encoder ${textEncoder} does not exist (a model folder)`);
   }
   if (dataset !== undefined && !(await Deno.stat(dataset).catch(() => undefined))?.isDirectory) {
     throw new UsageError(`--dataset ${dataset} is not a folder`);
@@ -163,6 +172,9 @@ export async function evalCommand(args: string[]): Promise<number> {
     dtype: { type: "string" },
     adapter: { type: "string" },
     batch: { type: "string" },
+    height: { type: "string" },
+    width: { type: "string" },
+    "text-encoder": { type: "string" },
     fidelity: { type: "string" },
     dataset: { type: "string" },
     "out-dir": { type: "string" },
@@ -178,6 +190,8 @@ export async function evalCommand(args: string[]): Promise<number> {
   const guidance = o.optionalNumber("guidance", { min: 0, max: 100 });
   const limit = o.optionalNumber("limit", { min: 1, max: 1e6, integer: true });
   const batch = o.optionalNumber("batch", { min: 1, max: 256, integer: true });
+  const height = o.optionalNumber("height", { min: 1, max: 16384, integer: true });
+  const width = o.optionalNumber("width", { min: 1, max: 16384, integer: true });
   const sampler = o.optionalChoice<SamplerName>("sampler", SAMPLERS);
   const adapter = o.choice<AdapterChoice>("adapter", ADAPTER_CHOICES, "auto");
   const dtype = o.choice("dtype", ["f32", "f16"] as const, "f32");
@@ -187,7 +201,12 @@ export async function evalCommand(args: string[]): Promise<number> {
   }
   const promptsFile = v.prompts ?? DEFAULT_PROMPTS_FILE;
   const prompts = await readPrompts(promptsFile, limit);
-  await checkInputs(v.model, v.reference, fid === "off" ? undefined : v.dataset);
+  await checkInputs(
+    v.model,
+    v.reference,
+    v["text-encoder"],
+    fid === "off" ? undefined : v.dataset,
+  );
   await checkOutputs(v["out-dir"], v.grid, {
     prompts,
     seeds,
@@ -205,6 +224,9 @@ export async function evalCommand(args: string[]): Promise<number> {
     steps,
     guidance,
     sampler,
+    height,
+    width,
+    textEncoder: v["text-encoder"],
     dtype,
     adapter,
     batch,
@@ -243,6 +265,7 @@ export async function evalCommand(args: string[]): Promise<number> {
       steps: s.steps,
       guidance: s.guidance,
       sampler: s.sampler,
+      latent_shape: s.shape,
       dtype,
       adapter: r.adapter,
       fallback: r.fallback,

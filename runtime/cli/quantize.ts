@@ -175,6 +175,8 @@ export async function quantize(args: string[]): Promise<number> {
     "calib-file": { type: "string" },
     "calib-embeds": { type: "string" },
     "calib-steps": { type: "string" },
+    "text-encoder": { type: "string" },
+    "max-sequence-length": { type: "string" },
     report: { type: "boolean" },
     "report-prompts": { type: "string" },
     "report-steps": { type: "string" },
@@ -243,6 +245,11 @@ export async function quantize(args: string[]): Promise<number> {
   const reportSteps = o.number("report-steps", 3, { min: 1, max: 100, integer: true });
   const calibPrompts = o.optionalNumber("calib-prompts", { min: 1, integer: true });
   const calibSteps = o.optionalNumber("calib-steps", { min: 1, max: 100, integer: true });
+  const maxSequenceLength = o.optionalNumber("max-sequence-length", {
+    min: 1,
+    max: 4096,
+    integer: true,
+  });
   const rotationOptions = rotationKnobs(rotation, {
     tau: o.optionalNumber("tau", { min: 0 }),
     alpha: o.optionalNumber("alpha", { min: 0, max: 1 }),
@@ -253,6 +260,10 @@ export async function quantize(args: string[]): Promise<number> {
     greedyObjective: o.optionalChoice("greedy-objective", GREEDY_OBJECTIVES),
   });
   await checkModelFolder(v.model);
+  const textEncoder = v["text-encoder"];
+  if (textEncoder !== undefined && !(await Deno.stat(textEncoder).catch(() => null))?.isDirectory) {
+    throw new UsageError(`--text-encoder ${textEncoder} is not a folder`);
+  }
   await checkWritable(out, v.force ?? false, "--out");
   for (const k of ["calib-prompts", "calib-file"] as const) {
     if (v["calib-embeds"] !== undefined && v[k] !== undefined) {
@@ -305,6 +316,8 @@ export async function quantize(args: string[]): Promise<number> {
     calibration: {
       prompts: calibPromptList,
       embeds: calibEmbeds,
+      textEncoder,
+      maxSequenceLength,
       steps: calibSteps,
     },
     onCalibration: (p) => cal.update(p),
@@ -344,7 +357,7 @@ export async function quantize(args: string[]): Promise<number> {
       const rt = await createRuntime({ adapter });
       try {
         info(`measuring activation error on ${rt.info.description} ...`);
-        const n = calibEmbeds?.embeds.shape[0] ?? reportPrompts; // FLUX: the --calib-embeds rows
+        const n = calibEmbeds?.embeds.shape[0] ?? reportPrompts; // or the --calib-embeds rows
         const bar2 = new ProgressBar("activations", n * reportSteps);
         act = await measureActivationError(rt, {
           model: v.model,
@@ -357,6 +370,8 @@ export async function quantize(args: string[]): Promise<number> {
           cfgDelta: r.plan.settings.cfgDelta,
           prompts: CALIBRATION_PROMPTS.slice(0, reportPrompts),
           embeds: calibEmbeds,
+          textEncoder,
+          maxSequenceLength,
           steps: reportSteps,
           onProgress: (p) => bar2.update(p.prompt * p.steps + p.step),
         });

@@ -118,11 +118,18 @@ export const QUANTIZE_USAGE =
   --calib-file FILE       rotations / paro / gptq: calibration prompts, one a line (blank lines and
                           # comments skipped), e.g. bench/prompts/calibration_160.txt: GPTQ
                           gains from more (the bundled model's W4A4: +0.25 dB from 10 to 160)
-  --calib-embeds FILE     rotations / paro on FLUX (required there: no text encoder): safetensors
-                          with prompt_embeds [B,L,C] + pooled_prompt_embeds [B,P] (as generate
-                          --caption-embeds), each batch row one calibration prompt; optional
-                          latents [B,C,H,W] give the noise and the calibrated size (PARO plans
-                          are per size; default FLUX's 128×128 latent); run with flow-euler
+  --text-encoder PATH     rotations / paro / gptq on a real checkpoint: the folder holding its
+                          prompt encoders (PixArt: T5 in text_encoder/ + tokenizer/; FLUX: CLIP
+                          there, T5 in text_encoder_2/ + tokenizer_2/); default the --model
+                          folder's. The calibration prompts are encoded by them (FLUX needs
+                          them, or --calib-embeds)
+  --max-sequence-length N T5's tokens per calibration prompt (default the diffusers pipeline's:
+                          PixArt-α 120, PixArt-Σ 300, FLUX 512)
+  --calib-embeds FILE     rotations / paro / gptq on FLUX without its text encoders:
+                          safetensors with prompt_embeds [B,L,C] + pooled_prompt_embeds [B,P]
+                          (as generate --caption-embeds), each batch row one calibration
+                          prompt; optional latents [B,C,H,W] give the noise and the calibrated
+                          size (PARO plans are per size; default FLUX's 128×128 latent)
   --calib-steps N         rotations / paro / gptq: sampler steps per calibration prompt (default 20)
   --report                print per-layer weight SQNR and activation-quantization error, and
                           with a rotation each layer's branch, J and error before/after it

@@ -19,18 +19,15 @@
  * @module
  */
 import { join } from "node:path";
-import { FluxModel } from "../../plugins/models/flux.ts";
 import { vaeDir } from "../vae_load.ts";
 import { type AdapterChoice, createRuntime, type Runtime } from "../gpu/device.ts";
-import { type Image, tensorToImage } from "../io/png.ts";
-import { Prng } from "../io/prng.ts";
 import {
   DEFAULT_MODEL_DIR,
   loadPipeline,
   type Pipeline,
-  type SamplerName,
   type SamplingDefaults,
 } from "../pipeline.ts";
+import { hasFluxEncoders, hasT5Encoder } from "../../plugins/models/prompt_encoders.ts";
 import {
   EMOJI_SIZE,
   type EmojiDataset,
@@ -42,6 +39,15 @@ import {
 } from "./fidelity.ts";
 import { writeImages } from "./eval_images.ts";
 import { cosine, psnr, ssim } from "./metrics.ts";
+import { generateSamples, type SampleSet, type SampleSettings, settingsOf } from "./samples.ts";
+
+export {
+  generateSamples,
+  type GenerateSamplesOptions,
+  type Sample,
+  type SampleSet,
+  type SampleSettings,
+} from "./samples.ts";
 
 /** The committed prompt list of `deno task eval`. */
 export const DEFAULT_PROMPTS_FILE: string =
@@ -50,164 +56,6 @@ export const DEFAULT_PROMPTS_FILE: string =
 /** Reads a prompt list: one prompt per line; blank lines and lines starting with # skipped. */
 export function parsePromptList(text: string): string[] {
   return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
-}
-
-/** How images are generated: the same for the model and its reference. */
-export interface SampleSettings {
-  /** The prompts, in order. */
-  prompts: string[];
-  /** The seeds; every prompt is drawn once per seed. */
-  seeds: number[];
-  /** Sampler steps (default the model's, as `generate`: `Pipeline.defaults`). */
-  steps: number;
-  /** Guidance scale (default the model's). */
-  guidance: number;
-  /** Sampler (default the model's). */
-  sampler: SamplerName;
-}
-
-/** One generated image. */
-export interface Sample {
-  /** Its prompt. */
-  prompt: string;
-  /** Its seed. */
-  seed: number;
-  /** Final latents [C, H, W] f32 (pixel-space models: the image in [-1, 1]). */
-  latents: Float32Array;
-  /** The 8-bit RGB image (pixel-space models), or undefined. */
-  image?: Image;
-}
-
-/** The images of one model for a set of prompts and seeds. */
-export interface SampleSet extends SampleSettings {
-  /** The model (path or label). */
-  model: string;
-  /** Latent shape of each sample [C, H, W]. */
-  shape: [number, number, number];
-  /** Images per GPU batch they were generated in. */
-  batch: number;
-  /** Prompt-major: prompt i, seed j at i · seeds.length + j. */
-  samples: Sample[];
-  /** Words of the prompts the tokenizer did not know. */
-  unknownWords: string[];
-  /** Milliseconds spent generating (encode + sampling). */
-  ms: number;
-  /**
-   * Milliseconds a sampler step takes once running: each batch's time from its first step's
-   * report to its last, over its remaining steps (so one-off costs, such as the first use of
-   * a kernel or encoding the prompts, are left out); NaN with one step a batch.
-   */
-  steadyStepMs: number;
-}
-
-/** Options of {@linkcode generateSamples}. */
-export interface GenerateSamplesOptions extends Partial<SampleSettings> {
-  /** The prompts (required). */
-  prompts: string[];
-  /** Images per GPU batch (default 1 on a CPU adapter, else 8); see the module doc. */
-  batch?: number;
-  /** Called after every sampler step with images·steps done and in all. */
-  onProgress?: (done: number, total: number) => void;
-  /** Cancels between steps. */
-  signal?: AbortSignal;
-}
-
-function settingsOf(
-  o: Partial<SampleSettings> & { prompts: string[] },
-  defaults: SamplingDefaults,
-): SampleSettings {
-  const s: SampleSettings = {
-    prompts: o.prompts,
-    seeds: o.seeds ?? [0],
-    steps: o.steps ?? defaults.steps,
-    guidance: o.guidance ?? defaults.guidance,
-    sampler: o.sampler ?? defaults.sampler,
-  };
-  if (!Array.isArray(s.prompts) || s.prompts.length === 0) {
-    throw new RangeError("prompts must be a non-empty list");
-  }
-  if (
-    !Array.isArray(s.seeds) || s.seeds.length === 0 ||
-    s.seeds.some((x) => !Number.isInteger(x) || x < 0 || x >= 2 ** 32)
-  ) {
-    throw new RangeError("seeds must be a non-empty list of integers in [0, 2^32)");
-  }
-  return s;
-}
-
-/** Generates one image per prompt and seed with a loaded pipeline. */
-export async function generateSamples(
-  pipe: Pipeline,
-  o: GenerateSamplesOptions,
-): Promise<SampleSet> {
-  const s = settingsOf(o, pipe.defaults);
-  if (pipe.model instanceof FluxModel) { // prompts need a caption encoder; FLUX has none here
-    throw new TypeError(
-      `${pipe.path}: eval generates from text prompts and FLUX models have no caption encoder ` +
-        "here; compare FLUX runs with generate --caption-embeds … --save-latents",
-    );
-  }
-  const c = pipe.transformer.config;
-  const C = c.inChannels, H = c.sampleSize, W = c.sampleSize;
-  const tooBig = pipe.vaeProblem(H, W);
-  if (tooBig) throw new RangeError(`${pipe.path}: ${tooBig}`);
-  const batch = o.batch ?? (pipe.runtime.info.fallback ? 1 : 8);
-  if (!Number.isInteger(batch) || batch < 1) {
-    throw new RangeError(`batch must be a positive integer, got ${batch}`);
-  }
-  const jobs = s.prompts.flatMap((prompt) => s.seeds.map((seed) => ({ prompt, seed })));
-  const total = jobs.length * s.steps;
-  const per = C * H * W;
-  const samples: Sample[] = [];
-  const unknown = new Set<string>();
-  const t0 = performance.now();
-  let steadyMs = 0;
-  let steadySteps = 0;
-  o.onProgress?.(0, total);
-  for (let b = 0; b < jobs.length; b += batch) {
-    const part = jobs.slice(b, b + batch);
-    const noise = new Float32Array(part.length * per);
-    part.forEach((j, i) => noise.set(new Prng(j.seed).normals(per), i * per));
-    const res = await pipe.generate({
-      prompts: part.map((j) => j.prompt),
-      latents: noise,
-      steps: s.steps,
-      guidance: s.guidance,
-      sampler: s.sampler,
-      signal: o.signal,
-      onStep: (st) => o.onProgress?.(b * s.steps + part.length * st.step, total),
-    });
-    res.unknownWords.forEach((w) => unknown.add(w));
-    const st = res.timings.stepMs;
-    for (let i = 1; i < st.length; i++) steadyMs += st[i];
-    steadySteps += Math.max(0, st.length - 1);
-    // A latent model's images are its VAE's (none without one: latents only).
-    const dec = pipe.vae ? await pipe.decode(res.latents, res.shape) : undefined;
-    part.forEach((j, i) => {
-      const latents = res.latents.slice(i * per, (i + 1) * per);
-      let image = C === 3 || C === 1 ? tensorToImage(latents, C, H, W) : undefined;
-      if (dec) {
-        const [, oc, oh, ow] = dec.shape;
-        image = tensorToImage(
-          dec.images.subarray(i * oc * oh * ow, (i + 1) * oc * oh * ow),
-          oc,
-          oh,
-          ow,
-        );
-      }
-      samples.push({ ...j, latents, image });
-    });
-  }
-  return {
-    ...s,
-    model: pipe.path,
-    shape: [C, H, W],
-    batch,
-    samples,
-    unknownWords: [...unknown],
-    ms: performance.now() - t0,
-    steadyStepMs: steadySteps ? steadyMs / steadySteps : NaN,
-  };
 }
 
 /** One image's agreement with its reference. */
@@ -327,6 +175,12 @@ export interface EvaluateOptions extends Partial<SampleSettings> {
   dtype?: "f32" | "f16";
   /** The same for the reference (default f32: the FP32 model plans are scored against). */
   referenceDtype?: "f32" | "f16";
+  /**
+   * The folder holding the model's prompt encoders (a real checkpoint's T5, or FLUX's CLIP +
+   * T5), for an artifact, which carries none; default the model folder's own, and for an
+   * artifact the reference folder's when it has them.
+   */
+  textEncoder?: string;
   /** The runtime (default: one created on `adapter` and destroyed at the end). */
   runtime?: Runtime;
   /** Adapter when no runtime is given (default auto). */
@@ -387,6 +241,11 @@ function defaultsDiffer(
     );
 }
 
+/** Whether the folder holds a real checkpoint's prompt encoders (either family's). */
+async function hasPromptEncoders(dir: string): Promise<boolean> {
+  return await hasT5Encoder(dir) || await hasFluxEncoders(dir);
+}
+
 function label(m: ModelSource): string {
   return typeof m === "string" ? m : m.path;
 }
@@ -417,12 +276,16 @@ export async function evaluate(o: EvaluateOptions = {}): Promise<EvaluateResult>
   try {
     const run = async (m: ModelSource, phase: "model" | "reference"): Promise<SampleSet> => {
       const dtype = phase === "model" ? o.dtype : o.referenceDtype ?? "f32";
-      // An artifact carries no VAE: a latent artifact decodes with its reference folder's.
-      const vae = phase === "model" && typeof m === "string" && m.endsWith(".safetensors") &&
-          typeof o.reference === "string" && await vaeDir(o.reference)
-        ? o.reference
-        : undefined;
-      const pipe = typeof m === "string" ? await loadPipeline(rt, { path: m, dtype, vae }) : m;
+      // An artifact carries no VAE nor prompt encoders: it takes its reference folder's.
+      const artifact = phase === "model" && typeof m === "string" && m.endsWith(".safetensors");
+      const ref = artifact && typeof o.reference === "string" ? o.reference : undefined;
+      const vae = ref && await vaeDir(ref) ? ref : undefined;
+      const textEncoder = phase === "reference"
+        ? undefined
+        : o.textEncoder ?? (ref && await hasPromptEncoders(ref) ? ref : undefined);
+      const pipe = typeof m === "string"
+        ? await loadPipeline(rt, { path: m, dtype, vae, textEncoder })
+        : m;
       try {
         settings ??= settingsOf({ ...o, prompts }, pipe.defaults);
         if (phase === "reference") notes.push(...defaultsDiffer(settings, o, pipe.defaults));

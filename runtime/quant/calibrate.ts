@@ -33,9 +33,11 @@ export { loadCalibration, saveCalibration } from "./calibration_file.ts";
 import {
   type CalibrationEmbeds,
   calibrationEmbedsHash,
-  fluxNeedsEmbedsError,
+  checkFluxPrompts,
   modelFamily,
   modelSamplingDefaults,
+  promptEncoderKey,
+  type PromptEncoderSource,
   runCalibration,
 } from "./calibration_run.ts";
 
@@ -99,6 +101,11 @@ export interface CalibrationSettings {
   prompts: string[];
   /** sha-256 of the precomputed embeddings (`--calib-embeds`), when calibrated on them. */
   embeds?: string;
+  /**
+   * A real checkpoint's prompt encoders that encoded the prompts (sha-256 of their files,
+   * T5's tokens per prompt); absent for the bundled caption encoder and for embeddings.
+   */
+  textEncoder?: { sha256: string; length: number };
   /** Sampler steps. */
   steps: number;
   /** Guidance scale. */
@@ -120,13 +127,13 @@ export interface CalibrationSettings {
   quantInput?: QuantizerInputSpec;
 }
 
-/** Options of {@linkcode calibrate}. */
-export interface CalibrateOptions {
+/** Options of {@linkcode calibrate} (`textEncoder`: a real checkpoint's prompt encoders' folder). */
+export interface CalibrateOptions extends PromptEncoderSource {
   /** Model folder; default the bundled model. */
   path?: string;
   /** Prompts; default {@linkcode CALIBRATION_PROMPTS}. */
   prompts?: readonly string[];
-  /** Precomputed inputs instead of prompts (required for FLUX; each batch row one prompt). */
+  /** Precomputed inputs instead of prompts (FLUX without its text encoders: required; a row a prompt). */
   embeds?: CalibrationEmbeds;
   /** Sampler steps; default the model's (model_index.json over its family's: PixArt 20, FLUX 28). */
   steps?: number;
@@ -431,7 +438,7 @@ export class StatsCollector {
 export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<CalibrationStats> {
   const path = o.path ?? DEFAULT_MODEL_DIR;
   const family = await modelFamily(path);
-  if (family === "flux" && !o.embeds) throw fluxNeedsEmbedsError("Calibrating a rotation");
+  await checkFluxPrompts(path, family, o, "Calibrating a rotation");
   const own = await modelSamplingDefaults(path, family);
   const settings: CalibrationSettings = {
     prompts: o.embeds ? [] : [...(o.prompts ?? CALIBRATION_PROMPTS)],
@@ -455,6 +462,8 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
     };
   }
   if (o.embeds) settings.embeds = calibrationEmbedsHash(o.embeds);
+  const encoder = await promptEncoderKey(path, family, o);
+  if (encoder) settings.textEncoder = encoder; // absent otherwise: earlier cache keys still match
   const count = o.embeds ? o.embeds.embeds.shape[0] : settings.prompts.length;
   if (count === 0) throw new RangeError("Calibration needs at least one prompt");
   const modelHash = await transformerWeightsHash(path);
@@ -479,6 +488,8 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
       guidance: settings.guidance,
       sampler: settings.sampler,
       seed: settings.seed,
+      textEncoder: o.textEncoder,
+      maxSequenceLength: o.maxSequenceLength,
       linears: (inner) => collector.wrap(inner),
       onProgress: o.onProgress,
     });

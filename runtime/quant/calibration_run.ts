@@ -5,10 +5,11 @@
  * their statistics on the GPU and read them back when asked; nothing here keeps
  * activations.
  *
- * A model with its own caption encoder (the bundled PixArt) runs text prompts with
- * dpm++2m; a FLUX model has no text encoder here, so it runs precomputed embeddings
- * ({@linkcode CalibrationEmbeds}: each batch row one prompt) with flow-euler and the
- * model's scheduler config, as `generate` does.
+ * A model with its own caption encoder (the bundled PixArt) or a real checkpoint's (PixArt's
+ * T5, FLUX's CLIP + T5: in the model folder or the folder `textEncoder` names) runs text
+ * prompts; a FLUX model without its encoders runs precomputed embeddings
+ * ({@linkcode CalibrationEmbeds}: each batch row one prompt). Each samples as `generate`
+ * does (PixArt dpm++2m, FLUX flow-euler with the model's scheduler config).
  *
  * @module
  */
@@ -20,6 +21,9 @@ import { denseLinears } from "../model/linear.ts";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { transformerDir } from "../io/safetensors_index.ts";
+import { hasFluxEncoders, hasT5Encoder } from "../../plugins/models/prompt_encoders.ts";
+import { defaultSequenceLength } from "../prompts_load.ts";
+import { foldersHash } from "./model_hash.ts";
 import {
   FLUX_SAMPLING,
   PIXART_SAMPLING,
@@ -85,22 +89,69 @@ export function calibrationEmbedsHash(e: CalibrationEmbeds): string {
   return h.digest("hex");
 }
 
-/** The error a FLUX calibration without embeddings gives (names the CLI flag). */
+/** Where a real checkpoint's prompt encoders come from (loadPipeline's options of these names). */
+export interface PromptEncoderSource {
+  /** The folder holding them (PixArt: T5; FLUX: CLIP + T5); default the model folder's. */
+  textEncoder?: string;
+  /** T5's tokens per prompt; default the diffusers pipeline's (PixArt-α 120, Σ 300, FLUX 512). */
+  maxSequenceLength?: number;
+}
+
+/** The error a FLUX calibration with neither text encoders nor embeddings gives (names the flags). */
 export function fluxNeedsEmbedsError(what: string): RangeError {
   return new RangeError(
-    `${what} on a FLUX model needs precomputed embeddings: FLUX has no text encoder here; ` +
-      "pass --calib-embeds FILE (safetensors with prompt_embeds [B, L, C] and " +
+    `${what} on a FLUX model runs it on calibration prompts, which need its text encoders ` +
+      "(text_encoder/ + tokenizer/, text_encoder_2/ + tokenizer_2/ in the model folder, or " +
+      "--text-encoder PATH naming the folder holding them), or precomputed embeddings: " +
+      "--calib-embeds FILE (safetensors with prompt_embeds [B, L, C] and " +
       "pooled_prompt_embeds [B, P]; each batch row is one calibration prompt)",
   );
 }
 
+/**
+ * Throws {@linkcode fluxNeedsEmbedsError} when a FLUX model would calibrate on text prompts
+ * without its text encoders (checked before any work, so the flag is named at once).
+ */
+export async function checkFluxPrompts(
+  path: string,
+  family: CalibrationFamily,
+  o: PromptEncoderSource & { embeds?: CalibrationEmbeds },
+  what: string,
+): Promise<void> {
+  if (family !== "flux" || o.embeds) return;
+  if (!await hasFluxEncoders(o.textEncoder ?? path)) throw fluxNeedsEmbedsError(what);
+}
+
+/**
+ * The identity of the real checkpoint's prompt encoders a calibration on text prompts runs
+ * (their files' sha-256 and T5's tokens per prompt), for cache keys; undefined when the
+ * model has its own caption encoder, none, or calibrates on embeddings.
+ */
+export async function promptEncoderKey(
+  path: string,
+  family: CalibrationFamily,
+  o: PromptEncoderSource & { embeds?: CalibrationEmbeds },
+): Promise<{ sha256: string; length: number } | undefined> {
+  if (o.embeds || path.endsWith(".safetensors")) return undefined;
+  const dir = o.textEncoder ?? path;
+  const flux = family === "flux";
+  if (!(flux ? await hasFluxEncoders(dir) : await hasT5Encoder(dir))) return undefined;
+  const parts = flux
+    ? ["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
+    : ["text_encoder", "tokenizer"];
+  return {
+    sha256: await foldersHash(dir, parts),
+    length: o.maxSequenceLength ?? await defaultSequenceLength(dir, flux),
+  };
+}
+
 /** Options of {@linkcode runCalibration}. */
-export interface CalibrationRunOptions {
+export interface CalibrationRunOptions extends PromptEncoderSource {
   /** Model folder; default the bundled model. */
   path?: string;
   /** Calibration prompts (≥ 8 across categories for linear statistics); unused with `embeds`. */
   prompts: readonly string[];
-  /** Precomputed inputs instead of the prompts (required for FLUX). */
+  /** Precomputed inputs instead of the prompts (FLUX without its text encoders: required). */
   embeds?: CalibrationEmbeds;
   /** Sampler steps (every timestep is observed); default the model's (`Pipeline.defaults`). */
   steps?: number;
@@ -146,14 +197,18 @@ export async function runCalibration(rt: Runtime, o: CalibrationRunOptions): Pro
   const count = o.embeds ? o.embeds.embeds.shape[0] : o.prompts.length;
   if (count === 0) throw new RangeError("Calibration needs at least one prompt");
   const dense = denseLinears("f32");
+  // FLUX on embeddings needs no encoder (no CFG); PixArt's T5 may still encode the negative.
+  const noEncoder = o.embeds !== undefined && await modelFamily(o.path) === "flux";
   const pipe = await loadPipeline(rt, {
     path: o.path,
     linears: o.linears ? o.linears(dense) : dense,
     vae: false, // calibration reads the transformer alone
+    textEncoder: noEncoder ? false : o.textEncoder,
+    maxSequenceLength: o.maxSequenceLength,
   });
   try {
     const flux = pipe.model instanceof FluxModel;
-    if (flux && !o.embeds) throw fluxNeedsEmbedsError("Calibration");
+    if (flux && !o.embeds && !pipe.prompts) throw fluxNeedsEmbedsError("Calibration");
     if (o.selfAttention) {
       pipe.model.selfAttention = o.selfAttention(
         pipe.model.selfAttention,

@@ -33,3 +33,33 @@ export async function transformerWeightsHash(path: string = DEFAULT_MODEL_DIR): 
   }
   return h.digest("hex");
 }
+
+/**
+ * sha-256 (hex) of every file under the given subfolders of `dir` (by relative path, sorted,
+ * streamed): the identity of a real checkpoint's prompt encoders (text_encoder/, tokenizer/…)
+ * for calibration caches. Subfolders that do not exist are skipped.
+ */
+export async function foldersHash(dir: string, subfolders: readonly string[]): Promise<string> {
+  const files: string[] = [];
+  const walk = async (rel: string) => {
+    for await (const e of Deno.readDir(join(dir, rel))) {
+      const p = join(rel, e.name);
+      if (e.isDirectory) await walk(p);
+      else if (e.isFile) files.push(p);
+    }
+  };
+  for (const s of subfolders) {
+    await walk(s).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
+  }
+  files.sort();
+  const h = createHash("sha256");
+  const buf = new Uint8Array(1 << 22);
+  for (const rel of files) {
+    h.update(`${rel}\0`);
+    using f = await Deno.open(join(dir, rel));
+    for (let n = await f.read(buf); n !== null; n = await f.read(buf)) h.update(buf.subarray(0, n));
+  }
+  return h.digest("hex");
+}

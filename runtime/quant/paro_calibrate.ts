@@ -27,9 +27,13 @@ import {
   type CalibrationEmbeds,
   calibrationEmbedsHash,
   type CalibrationFamily,
+  modelFamily,
   modelSamplingDefaults,
+  promptEncoderKey,
+  type PromptEncoderSource,
   runCalibration,
 } from "./calibration_run.ts";
+import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
 import {
   blocksOf,
   type BlockStats,
@@ -255,13 +259,13 @@ export class ParoStatsObserver {
   }
 }
 
-/** Options of {@linkcode calibrateParo}. */
-export interface ParoCalibrationOptions extends ParoObserverOptions {
+/** Options of {@linkcode calibrateParo} (`textEncoder`: a real checkpoint's prompt encoders' folder). */
+export interface ParoCalibrationOptions extends ParoObserverOptions, PromptEncoderSource {
   /** Model folder; default the bundled model. */
   path?: string;
   /** Calibration prompts (1–2 are enough: the patterns hardly depend on the prompt). */
   prompts: readonly string[];
-  /** Precomputed inputs instead of the prompts (required for FLUX). */
+  /** Precomputed inputs instead of the prompts (FLUX without its text encoders: required). */
   embeds?: CalibrationEmbeds;
   /** Sampler steps; default the model's. */
   steps?: number;
@@ -289,6 +293,8 @@ export async function calibrateParo(rt: Runtime, o: ParoCalibrationOptions): Pro
       steps: o.steps,
       guidance: o.guidance,
       seed: o.seed,
+      textEncoder: o.textEncoder,
+      maxSequenceLength: o.maxSequenceLength,
       selfAttention: (inner, family) => o.wrap ? o.wrap(obs, inner, family) : obs.wrap(inner),
       onProgress: o.onProgress,
     });
@@ -303,11 +309,14 @@ export async function calibrateParo(rt: Runtime, o: ParoCalibrationOptions): Pro
  * guidance, seed and the observer's options.
  */
 export async function paroStatsKey(o: ParoCalibrationOptions): Promise<string> {
-  const own = await modelSamplingDefaults(o.path);
+  const family = await modelFamily(o.path);
+  const own = await modelSamplingDefaults(o.path, family);
+  const encoder = await promptEncoderKey(o.path ?? DEFAULT_MODEL_DIR, family, o);
   return JSON.stringify({
     model: await transformerWeightsHash(o.path),
     prompts: o.embeds ? null : o.prompts,
     embeds: o.embeds ? calibrationEmbedsHash(o.embeds) : null,
+    ...(encoder ? { textEncoder: encoder } : {}), // absent otherwise: earlier keys still match
     steps: o.steps ?? own.steps,
     guidance: o.guidance ?? own.guidance,
     seed: o.seed ?? 0,

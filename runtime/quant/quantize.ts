@@ -34,7 +34,7 @@ import {
   type LayerStats,
   transformerWeightsHash,
 } from "./calibrate.ts";
-import { fluxNeedsEmbedsError } from "./calibration_run.ts";
+import { checkFluxPrompts } from "./calibration_run.ts";
 import {
   codesName,
   lowRankName,
@@ -104,6 +104,8 @@ async function planAttention(
       ...(o.paroAlpha !== undefined ? { orderAlpha: o.paroAlpha } : {}),
       prompts: o.calibration?.prompts,
       embeds: o.calibration?.embeds,
+      textEncoder: o.calibration?.textEncoder,
+      maxSequenceLength: o.calibration?.maxSequenceLength,
       steps: o.calibration?.steps,
       guidance: o.calibration?.guidance,
       onProgress: o.onCalibration,
@@ -132,13 +134,15 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
   const plugin = registry.get("quantizer", settings.quantizer);
   const family = registry.list("model").find((m) => m.className === className)?.name;
   await checkCheckpoint(tdir, cfg, join(tdir, "config.json"), family);
-  if (family === "flux" && !o.calibration?.embeds) { // before any work: name the flag
-    if (settings.rotation !== "none") throw fluxNeedsEmbedsError(`--rotation ${settings.rotation}`);
-    if (settings.gptq) throw fluxNeedsEmbedsError("--gptq");
-    if (registry.get("attention", settings.attention).plan) {
-      throw fluxNeedsEmbedsError(`--attention ${settings.attention}`);
-    }
-  }
+  // FLUX calibrates on prompts only with its text encoders: before any work, name the flag.
+  const needs = settings.rotation !== "none"
+    ? `--rotation ${settings.rotation}`
+    : settings.gptq
+    ? "--gptq"
+    : registry.get("attention", settings.attention).plan
+    ? `--attention ${settings.attention}`
+    : undefined;
+  if (needs && family === "flux") await checkFluxPrompts(dir, "flux", o.calibration ?? {}, needs);
   const sha256 = await transformerWeightsHash(dir);
   const rotPlugin = settings.rotation === "none"
     ? undefined
@@ -154,6 +158,8 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         path: dir,
         prompts: o.calibration?.prompts,
         embeds: o.calibration?.embeds,
+        textEncoder: o.calibration?.textEncoder,
+        maxSequenceLength: o.calibration?.maxSequenceLength,
         steps: o.calibration?.steps,
         guidance: o.calibration?.guidance,
         cacheDir: o.calibration?.cacheDir,

@@ -156,7 +156,7 @@ Deno.test(
         await assertRejects(
           () => generateSamples(pipe, { prompts: ["red apple"], steps: 1 }),
           TypeError,
-          "no caption encoder",
+          "has no text encoder",
         );
       } finally {
         pipe.release();

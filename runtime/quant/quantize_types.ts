@@ -9,7 +9,7 @@ import type { PluginRegistry } from "../registry.ts";
 import type { Runtime } from "../gpu/device.ts";
 import type { TensorToWrite } from "../io/safetensors.ts";
 import type { CalibrationStats } from "./calibrate.ts";
-import type { CalibrationEmbeds } from "./calibration_run.ts";
+import type { CalibrationEmbeds, PromptEncoderSource } from "./calibration_run.ts";
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import type { QuantPlan, QuantSettings } from "./plan.ts";
 import type { LayerReport } from "./report.ts";
@@ -65,10 +65,11 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
   /** Runtime for the calibration run a rotation needs; default a new one (auto adapter). */
   runtime?: Runtime;
   /**
-   * Calibration run of the rotations and PARO: prompts, or precomputed embeddings (FLUX:
-   * required), steps and guidance (default the model's), cache (runtime/quant/calibrate.ts).
+   * Calibration run of the rotations and PARO: prompts (a real checkpoint's encoders: the
+   * model folder's or `textEncoder`'s), or precomputed embeddings (FLUX without its text
+   * encoders: required), steps and guidance (default the model's), cache (calibrate.ts).
    */
-  calibration?: {
+  calibration?: PromptEncoderSource & {
     prompts?: readonly string[];
     embeds?: CalibrationEmbeds;
     steps?: number;

@@ -23,7 +23,11 @@ import type { Linear, LinearFactory } from "../model/linear.ts";
 import { actQuantError } from "../ops/act_quant.ts";
 import type { CenterMode } from "../reference/act_center.ts";
 import { CALIBRATION_PROMPTS } from "./calibrate.ts";
-import { type CalibrationEmbeds, runCalibration } from "./calibration_run.ts";
+import {
+  type CalibrationEmbeds,
+  type PromptEncoderSource,
+  runCalibration,
+} from "./calibration_run.ts";
 import { quantizerInput } from "./quantizer_input.ts";
 import type { ActivationTransform } from "./transform.ts";
 
@@ -114,8 +118,8 @@ export interface ActErrorRow {
   sqnrDb: number;
 }
 
-/** Options of {@linkcode measureActivationError}. */
-export interface ActErrorOptions {
+/** Options of {@linkcode measureActivationError} (`textEncoder`: a real checkpoint's encoders' folder). */
+export interface ActErrorOptions extends PromptEncoderSource {
   /** Model folder; default the bundled model. */
   model?: string;
   /** Layers to observe (checkpoint names). */
@@ -124,7 +128,7 @@ export interface ActErrorOptions {
   abits: number;
   /** Prompts; default the first two calibration prompts. */
   prompts?: readonly string[];
-  /** Precomputed inputs instead of the prompts (FLUX: required). */
+  /** Precomputed inputs instead of the prompts (FLUX without its text encoders: required). */
   embeds?: CalibrationEmbeds;
   /** Sampler steps per prompt; default 3. */
   steps?: number;
@@ -197,6 +201,8 @@ export async function measureActivationError(
       path: o.model,
       prompts: o.prompts ?? CALIBRATION_PROMPTS.slice(0, 2),
       embeds: o.embeds,
+      textEncoder: o.textEncoder,
+      maxSequenceLength: o.maxSequenceLength,
       steps: o.steps ?? 3,
       linears: observe,
       onProgress: o.onProgress,
