@@ -6,7 +6,12 @@
  *   24 layers) on a prompt and its "" negative at 120 tokens, as PixArt-α encodes them (ms;
  *   value2 = TFLOP/s, multiply-adds × 2 of the linears and the attention);
  * - `t5_xxl_encode_512`: one FLUX prompt at 512 tokens;
- * - `clip_l_encode_77`: CLIP ViT-L/14's text model (FLUX's pooled prompt) on one prompt.
+ * - `clip_l_encode_77`: CLIP ViT-L/14's text model (FLUX's pooled prompt) on one prompt;
+ * - `…_w16`: the same with the linears' weights stored in f16 (`--text-encoder-dtype f16`, and
+ *   "auto" for a bf16 checkpoint such as FLUX's T5): half the bytes, f32 arithmetic.
+ *
+ * Each row's note gives the encoder's weight bytes on the GPU (the embedding tables stay on
+ * the host).
  *
  * Before timing, the text-attention kernel is checked at the T5 shape (120 tokens, 64-wide
  * heads, the relative bias and a padding mask) against its CPU reference: max |error| ≤ 1e-5 ×
@@ -30,6 +35,7 @@ import {
   parseClipTextConfig,
 } from "../plugins/models/clip_text.ts";
 import { T5Encoder, t5WeightShapes } from "../plugins/models/t5.ts";
+import type { TextWeights } from "../plugins/models/text_weights.ts";
 import { parseT5Config, t5Buckets } from "../plugins/models/t5_config.ts";
 import { BenchSuite, deviceSlug } from "./harness.ts";
 import { RandomSource } from "./random_model.ts";
@@ -110,8 +116,10 @@ async function checkAttention(): Promise<string> {
   return checked;
 }
 
-let t5: T5Encoder | undefined;
-let clip: ClipTextEncoder | undefined;
+const t5s = new Map<TextWeights, T5Encoder>();
+const clips = new Map<TextWeights, ClipTextEncoder>();
+const gb = (bytes: number) => `${(bytes / 1e9).toFixed(2)} GB of weights on the GPU`;
+const WEIGHTS: [TextWeights, string][] = [["f32", ""], ["f16", "_w16"]];
 
 const suite = new BenchSuite({
   what: "text_encoder",
@@ -119,11 +127,12 @@ const suite = new BenchSuite({
     Promise.resolve({
       device: rt.info.description,
       slug: deviceSlug(rt.info.description, rt.info.fallback),
-      extra: { note: `T5-v1.1-${t5Name} and CLIP-L text encoders, random weights, f32` },
+      extra: {
+        note: `T5-v1.1-${t5Name} and CLIP-L text encoders, random weights, f32 activations`,
+      },
     }),
   teardown: () => {
-    t5?.release();
-    clip?.release();
+    for (const e of [...t5s.values(), ...clips.values()]) e.release();
     rt.destroy();
   },
 });
@@ -132,52 +141,53 @@ const ids = (n: number, vocab: number) =>
   Uint32Array.from(new Prng(2).uniforms(n), (u) => Math.floor(u * vocab));
 
 const t5Cases: [number, number][] = cpu ? [[2, 120]] : [[2, 120], [1, 512]];
-for (const [B, L] of t5Cases) {
-  suite.add({
-    name: `t5_${t5Name}_encode_${B > 1 ? `${L}x${B}` : L}`,
-    unit: "ms",
-    unit2: "TFLOP/s",
-    setup: async () => {
-      const note = await checkAttention();
-      t5 ??= await T5Encoder.load(
-        rt,
-        new RandomSource(t5WeightShapes(t5Config), 11, "t5"),
-        t5Config,
-      );
-      const tok = ids(B * L, t5Config.vocabSize);
-      // PixArt's mask: the prompt keeps 30 tokens, its "" negative 1; FLUX passes none.
-      const mask = B > 1
-        ? Float32Array.from({ length: B * L }, (_, i) => (i % L) < (i < L ? 30 : 1) ? 1 : 0)
-        : undefined;
-      const enc = t5;
-      return {
-        device: rt.device,
-        run: async (reps) => {
-          const rec = new Recorder(rt);
-          for (let i = 0; i < reps; i++) enc.encode(rec, tok, B, L, mask).release();
-          await rec.submit();
-        },
-        value2: (ms) => t5Flops(B, L) / (ms * 1e9),
-        note: `${B} × ${L} tokens${mask ? ", masked" : ""}; ${note}`,
-      };
-    },
-    timing: { iterations: 5, minSampleMs: 200, maxReps: 8 },
-  });
+for (const [weights, suffix] of WEIGHTS) {
+  for (const [B, L] of t5Cases) {
+    suite.add({
+      name: `t5_${t5Name}_encode_${B > 1 ? `${L}x${B}` : L}${suffix}`,
+      unit: "ms",
+      unit2: "TFLOP/s",
+      setup: async () => {
+        const note = await checkAttention();
+        if (!t5s.has(weights)) {
+          const src = new RandomSource(t5WeightShapes(t5Config), 11, "t5");
+          t5s.set(weights, await T5Encoder.load(rt, src, t5Config, weights));
+        }
+        const enc = t5s.get(weights)!;
+        const tok = ids(B * L, t5Config.vocabSize);
+        // PixArt's mask: the prompt keeps 30 tokens, its "" negative 1; FLUX passes none.
+        const mask = B > 1
+          ? Float32Array.from({ length: B * L }, (_, i) => (i % L) < (i < L ? 30 : 1) ? 1 : 0)
+          : undefined;
+        return {
+          device: rt.device,
+          run: async (reps) => {
+            const rec = new Recorder(rt);
+            for (let i = 0; i < reps; i++) enc.encode(rec, tok, B, L, mask).release();
+            await rec.submit();
+          },
+          value2: (ms) => t5Flops(B, L) / (ms * 1e9),
+          note: `${B} × ${L} tokens${mask ? ", masked" : ""}, ${weights} weights: ` +
+            `${gb(enc.weightBytes)}; ${note}`,
+        };
+      },
+      timing: { iterations: 5, minSampleMs: 200, maxReps: 8 },
+    });
+  }
 }
 
-if (!cpu) {
+for (const [weights, suffix] of cpu ? [] : WEIGHTS) {
   suite.add({
-    name: "clip_l_encode_77",
+    name: `clip_l_encode_77${suffix}`,
     unit: "ms",
     unit2: "TFLOP/s",
     setup: async () => {
-      clip ??= await ClipTextEncoder.load(
-        rt,
-        new RandomSource(clipTextWeightShapes(clipConfig), 12, "clip"),
-        clipConfig,
-      );
+      if (!clips.has(weights)) {
+        const src = new RandomSource(clipTextWeightShapes(clipConfig), 12, "clip");
+        clips.set(weights, await ClipTextEncoder.load(rt, src, clipConfig, weights));
+      }
+      const enc = clips.get(weights)!;
       const tok = ids(77, clipConfig.vocabSize);
-      const enc = clip;
       return {
         device: rt.device,
         run: async (reps) => {
@@ -190,7 +200,7 @@ if (!cpu) {
           await rec.submit();
         },
         value2: (ms) => clipFlops(77) / (ms * 1e9),
-        note: "1 × 77 tokens, causal",
+        note: `1 × 77 tokens, causal, ${weights} weights: ${gb(enc.weightBytes)}`,
       };
     },
     timing: { iterations: 5, minSampleMs: 200, maxReps: 8 },

@@ -15,6 +15,7 @@ import {
   type PixArtModel,
 } from "../plugins/models/pixart.ts";
 import type { PromptEncoder } from "../plugins/models/prompt_encoders.ts";
+import type { TextWeights } from "../plugins/models/text_weights.ts";
 import type { VaeDecoder } from "../plugins/models/vae.ts";
 import { decodeLatents, type DecodeOptions, vaeProblemOf } from "./vae_decode.ts";
 import type { Runtime } from "./gpu/device.ts";
@@ -67,6 +68,11 @@ export interface LoadPipelineOptions {
   textEncoder?: string | false;
   /** T5's tokens per caption; default the diffusers pipeline's (PixArt-α 120, Σ 300, FLUX 512). */
   maxSequenceLength?: number;
+  /**
+   * Storage of the prompt encoders' weights: "auto" (default: f16 where the checkpoint stores
+   * 16-bit floats, else f32), "f32" or "f16"; activations are f32 (text_weights.ts).
+   */
+  textEncoderDtype?: TextWeights;
 }
 
 /** Caption embeddings on the host, as diffusers' pipeline names them. */

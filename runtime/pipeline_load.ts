@@ -71,6 +71,7 @@ export async function loadPipeline(rt: Runtime, o: LoadPipelineOptions = {}): Pr
   const withText = await attachPromptEncoder(rt, pipe, {
     where: o.textEncoder,
     maxSequenceLength: o.maxSequenceLength,
+    weights: o.textEncoderDtype,
   }, modelDir);
   return await attachVae(rt, withText, o.vae, modelDir);
 }

@@ -17,6 +17,7 @@ import {
   loadT5Prompts,
   type PromptEncoder,
 } from "../plugins/models/prompt_encoders.ts";
+import type { TextWeights } from "../plugins/models/text_weights.ts";
 import { CheckpointError } from "./errors.ts";
 import type { Runtime } from "./gpu/device.ts";
 import { exists } from "./io/fs.ts";
@@ -38,6 +39,8 @@ export interface PromptEncoderOptions {
   where?: string | false;
   /** T5's tokens per caption (default the pipeline's: 120, 300 or 512). */
   maxSequenceLength?: number;
+  /** Storage of the encoders' weights (plugins/models/text_weights.ts); default "auto". */
+  weights?: TextWeights;
 }
 
 /**
@@ -73,7 +76,8 @@ export async function attachPromptEncoder(
   }
   let enc: PromptEncoder | undefined;
   try {
-    enc = flux ? await loadFluxPrompts(rt, dir, L) : await loadT5Prompts(rt, dir, L);
+    const w = o.weights ?? "auto";
+    enc = flux ? await loadFluxPrompts(rt, dir, L, w) : await loadT5Prompts(rt, dir, L, w);
     checkPromptEncoder(
       enc,
       dir,

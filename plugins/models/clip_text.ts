@@ -1,6 +1,7 @@
 /**
  * The CLIP text encoder (transformers' CLIPTextModel: FLUX's text_encoder) on the runtime's
- * kernels, f32: token + position embedding; per layer x += out_proj(causal attention(LN₁(x)))
+ * kernels, f32 activations (weights f32 or f16: text_weights.ts): token + position embedding
+ * (gathered on the host); per layer x += out_proj(causal attention(LN₁(x)))
  * and x += fc2(quick_gelu(fc1(LN₂(x)))); a final LayerNorm. The pooled output FLUX takes is
  * the final hidden state at each caption's end-of-text token.
  *
@@ -13,13 +14,14 @@ import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
 import { WeightLoader } from "../../runtime/model/weights.ts";
 import { textAttention } from "../../runtime/ops/attention_text.ts";
-import { elementwise } from "../../runtime/ops/elementwise.ts";
 import { gatherRows } from "../../runtime/ops/embed.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
+import { HostEmbedding, type TextWeights, weightStorage } from "./text_weights.ts";
 import {
   loadPreLnLayer,
   preLnForward,
   type PreLnLayer,
+  preLnLayerBytes,
   type PreLnNames,
   type PreLnRun,
   preLnShapes,
@@ -161,16 +163,16 @@ function layerNames(T: string, i: number): PreLnNames {
 export class ClipTextEncoder {
   /** The parsed config. */
   readonly config: ClipTextConfig;
-  readonly #tokens: Tensor;
-  readonly #positions: Tensor;
+  readonly #tokens: HostEmbedding;
+  readonly #positions: HostEmbedding;
   readonly #layers: PreLnLayer[];
   readonly #fw: Tensor;
   readonly #fb: Tensor;
 
   private constructor(
     config: ClipTextConfig,
-    t: Tensor,
-    p: Tensor,
+    t: HostEmbedding,
+    p: HostEmbedding,
     layers: PreLnLayer[],
     fw: Tensor,
     fb: Tensor,
@@ -183,11 +185,15 @@ export class ClipTextEncoder {
     this.#fb = fb;
   }
 
-  /** Loads the encoder from its checkpoint (model.safetensors; f32, f16 or bf16). */
+  /**
+   * Loads the encoder from its checkpoint (model.safetensors; f32, f16 or bf16), its linears'
+   * weights stored as `weights` says (default "auto": the checkpoint's precision).
+   */
   static async load(
     rt: Runtime,
     source: TensorSource,
     config: ClipTextConfig,
+    weights: TextWeights = "auto",
   ): Promise<ClipTextEncoder> {
     const T = prefixOf(source);
     const w = new WeightLoader(source, clipTextWeightShapes(config, T));
@@ -196,12 +202,21 @@ export class ClipTextEncoder {
     try {
       for (let i = 0; i < config.numLayers; i++) {
         const names = layerNames(T, i);
-        layers.push(await loadPreLnLayer(rt, w, names));
+        layers.push(await loadPreLnLayer(rt, w, names, weights));
       }
+      const table = async (name: string, rows: number) => {
+        const v = await w.host(name);
+        return new HostEmbedding(
+          v,
+          rows,
+          config.hiddenSize,
+          weightStorage(source, name, v, weights),
+        );
+      };
       return new ClipTextEncoder(
         config,
-        await gpu(`${T}embeddings.token_embedding.weight`),
-        await gpu(`${T}embeddings.position_embedding.weight`),
+        await table(`${T}embeddings.token_embedding.weight`, config.vocabSize),
+        await table(`${T}embeddings.position_embedding.weight`, config.maxPositions),
         layers,
         await gpu(`${T}final_layer_norm.weight`),
         await gpu(`${T}final_layer_norm.bias`),
@@ -210,6 +225,17 @@ export class ClipTextEncoder {
       for (const l of layers) releasePreLnLayer(l);
       throw e;
     }
+  }
+
+  /** Bytes of its weights on the GPU (the embedding tables are on the host: `hostBytes`). */
+  get weightBytes(): number {
+    return this.#layers.reduce((a, l) => a + preLnLayerBytes(l), 0) + this.#fw.byteLength +
+      this.#fb.byteLength;
+  }
+
+  /** Bytes of its token and position embedding tables on the host. */
+  get hostBytes(): number {
+    return this.#tokens.byteLength + this.#positions.byteLength;
   }
 
   /**
@@ -232,15 +258,11 @@ export class ClipTextEncoder {
       throw new RangeError(`CLIP: token id ${ids[bad]} is past the vocabulary (${c.vocabSize})`);
     }
     const d = c.hiddenSize;
-    const idT = rec.upload(ids, [B * L], "u32");
-    const tok = gatherRows(rec, this.#tokens, idT);
-    idT.release();
-    const posIds = rec.upload(Uint32Array.from({ length: L }, (_, i) => i), [L], "u32");
-    const pos = gatherRows(rec, this.#positions, posIds);
-    posIds.release();
-    let x = elementwise(rec, "addRow", tok, { y: pos }); // the [L, d] rows repeat per caption
-    tok.release();
-    pos.release();
+    // Token + position embeddings, gathered and summed on the host (text_weights.ts).
+    const emb = this.#tokens.gather(ids);
+    const pos = this.#positions.gather(Uint32Array.from({ length: L }, (_, i) => i));
+    for (let i = 0; i < emb.length; i++) emb[i] += pos[i % (L * d)];
+    let x = rec.upload(emb, [B * L, d]);
     const scale = 1 / Math.sqrt(d / c.numHeads);
     const run: PreLnRun = {
       B,
@@ -265,6 +287,6 @@ export class ClipTextEncoder {
   /** Frees the encoder's tensors. */
   release(): void {
     for (const l of this.#layers) releasePreLnLayer(l);
-    for (const t of [this.#tokens, this.#positions, this.#fw, this.#fb]) t.release();
+    for (const t of [this.#fw, this.#fb]) t.release();
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The pre-LN transformer layer that the bundled model's caption encoder and CLIP's text
  * encoder share: x += o(attention(LN₁(x))), x += fc2(act(fc1(LN₂(x)))), affine LayerNorms and
- * biased linears, f32. Each encoder names its tensors and brings its own attention (the
+ * biased linears, f32 activations (CLIP's weights f32 or f16: text_weights.ts). Each encoder
+ * names its tensors and brings its own attention (the
  * emoji encoder: padded keys dropped; CLIP: causal) and activation.
  *
  * @module
@@ -9,10 +10,11 @@
 import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
-import { DenseLinear } from "../../runtime/model/linear.ts";
+import type { DenseLinear } from "../../runtime/model/linear.ts";
 import type { WeightLoader } from "../../runtime/model/weights.ts";
 import type { GemmActivation } from "../../runtime/ops/gemm.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
+import { textLinear, type TextWeights } from "./text_weights.ts";
 
 /** A layer's checkpoint names (without .weight / .bias). */
 export interface PreLnNames {
@@ -56,14 +58,18 @@ export function preLnShapes(m: Map<string, number[]>, n: PreLnNames, d: number, 
   m.set(`${n.fc2}.bias`, [d]);
 }
 
-/** Loads one layer (f32) from a loader that declared {@linkcode preLnShapes}. */
+/**
+ * Loads one layer from a loader that declared {@linkcode preLnShapes}: f32, the linears'
+ * weights stored as `weights` says (default f32).
+ */
 export async function loadPreLnLayer(
   rt: Runtime,
   w: WeightLoader,
   n: PreLnNames,
+  weights: TextWeights = "f32",
 ): Promise<PreLnLayer> {
   const gpu = (name: string) => w.gpu(rt, name, "f32");
-  const lin = async (name: string) => new DenseLinear(rt, await w.linearSource(name), "f32");
+  const lin = (name: string) => textLinear(rt, w, name, weights);
   return {
     n1w: await gpu(`${n.norm1}.weight`),
     n1b: await gpu(`${n.norm1}.bias`),
@@ -108,6 +114,12 @@ export function preLnForward(rec: Recorder, x: Tensor, l: PreLnLayer, r: PreLnRu
   h.release();
   x1.release();
   return out;
+}
+
+/** Bytes of a layer's tensors on the GPU. */
+export function preLnLayerBytes(l: PreLnLayer): number {
+  return [l.n1w, l.n1b, l.n2w, l.n2b].reduce((a, t) => a + t.byteLength, 0) +
+    [l.q, l.k, l.v, l.o, l.fc1, l.fc2].reduce((a, m) => a + m.weightBytes, 0);
 }
 
 /** Frees a layer's tensors. */

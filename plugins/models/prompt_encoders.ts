@@ -19,6 +19,7 @@ import { ClipTextEncoder, parseClipTextConfig } from "./clip_text.ts";
 import { HfTokenizer } from "./hf_tokenizer.ts";
 import { T5Encoder } from "./t5.ts";
 import { isT5Config, parseT5Config } from "./t5_config.ts";
+import type { TextWeights } from "./text_weights.ts";
 
 /** Encoded captions on the host (diffusers' names). */
 export interface EncodedPrompts {
@@ -120,12 +121,12 @@ class FluxPrompts implements PromptEncoder {
   }
 }
 
-async function loadT5(rt: Runtime, dir: string): Promise<T5Encoder> {
+async function loadT5(rt: Runtime, dir: string, weights: TextWeights): Promise<T5Encoder> {
   const cfgPath = join(dir, "config.json");
   const cfg = parseT5Config(await readJson(cfgPath), cfgPath);
   const src = await openCheckpoint(dir);
   try {
-    return await T5Encoder.load(rt, src, cfg);
+    return await T5Encoder.load(rt, src, cfg, weights);
   } finally {
     src.close();
   }
@@ -147,21 +148,29 @@ export async function hasFluxEncoders(dir: string): Promise<boolean> {
   return all.every(Boolean);
 }
 
-/** PixArt's T5 from `dir`/text_encoder + tokenizer, at `length` tokens (α 120, Σ 300). */
+/**
+ * PixArt's T5 from `dir`/text_encoder + tokenizer, at `length` tokens (α 120, Σ 300), its
+ * weights stored as `weights` says (default "auto": the checkpoint's precision).
+ */
 export async function loadT5Prompts(
   rt: Runtime,
   dir: string,
   length: number,
+  weights: TextWeights = "auto",
 ): Promise<PromptEncoder> {
   const tokenizer = await HfTokenizer.load(join(dir, "tokenizer"));
-  return new T5Prompts(tokenizer, await loadT5(rt, join(dir, "text_encoder")), length);
+  return new T5Prompts(tokenizer, await loadT5(rt, join(dir, "text_encoder"), weights), length);
 }
 
-/** FLUX's CLIP (`dir`/text_encoder + tokenizer) and T5 (text_encoder_2 + tokenizer_2), T5 at `length` tokens. */
+/**
+ * FLUX's CLIP (`dir`/text_encoder + tokenizer) and T5 (text_encoder_2 + tokenizer_2), T5 at
+ * `length` tokens, their weights stored as `weights` says (default "auto").
+ */
 export async function loadFluxPrompts(
   rt: Runtime,
   dir: string,
   length: number,
+  weights: TextWeights = "auto",
 ): Promise<PromptEncoder> {
   const cpath = join(dir, "text_encoder", "config.json");
   const ccfg = parseClipTextConfig(await readJson(cpath), cpath);
@@ -170,7 +179,7 @@ export async function loadFluxPrompts(
   const csrc = await openCheckpoint(join(dir, "text_encoder"));
   let clip: ClipTextEncoder;
   try {
-    clip = await ClipTextEncoder.load(rt, csrc, ccfg);
+    clip = await ClipTextEncoder.load(rt, csrc, ccfg, weights);
   } finally {
     csrc.close();
   }
@@ -179,7 +188,7 @@ export async function loadFluxPrompts(
       clipTok,
       clip,
       t5Tok,
-      await loadT5(rt, join(dir, "text_encoder_2")),
+      await loadT5(rt, join(dir, "text_encoder_2"), weights),
       length,
     );
   } catch (e) {

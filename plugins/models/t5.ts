@@ -1,6 +1,7 @@
 /**
  * The T5 encoder (transformers' T5EncoderModel: PixArt-α/Σ's text_encoder, FLUX's
- * text_encoder_2) on the runtime's kernels, f32: token embedding (unscaled); per layer
+ * text_encoder_2) on the runtime's kernels, f32 activations (weights f32 or f16:
+ * text_weights.ts): token embedding (unscaled, gathered on the host); per layer
  * x += o(attention(RMSNorm(x))) with no score scaling and the relative position bias of
  * layer 0 shared by all layers, then x += wo(act(wi_0(RMSNorm(x))) ⊙ wi_1(RMSNorm(x)));
  * a final RMSNorm.
@@ -12,12 +13,12 @@ import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
-import { DenseLinear } from "../../runtime/model/linear.ts";
+import type { DenseLinear } from "../../runtime/model/linear.ts";
 import { WeightLoader } from "../../runtime/model/weights.ts";
 import { textAttention } from "../../runtime/ops/attention_text.ts";
-import { gatherRows } from "../../runtime/ops/embed.ts";
 import { rmsNorm } from "../../runtime/ops/norm.ts";
 import { t5Buckets, type T5Config } from "./t5_config.ts";
+import { HostEmbedding, textLinear, type TextWeights, weightStorage } from "./text_weights.ts";
 
 const ATT = "layer.0.SelfAttention";
 const FF = "layer.1.DenseReluDense";
@@ -72,14 +73,14 @@ interface Layer {
 export class T5Encoder {
   /** The parsed config. */
   readonly config: T5Config;
-  readonly #embed: Tensor;
+  readonly #embed: HostEmbedding;
   readonly #bias: Tensor;
   readonly #layers: Layer[];
   readonly #final: Tensor;
 
   private constructor(
     config: T5Config,
-    embed: Tensor,
+    embed: HostEmbedding,
     bias: Tensor,
     layers: Layer[],
     final: Tensor,
@@ -91,12 +92,21 @@ export class T5Encoder {
     this.#final = final;
   }
 
-  /** Loads the encoder from its checkpoint (model.safetensors, sharded or not; f32, f16 or bf16). */
-  static async load(rt: Runtime, source: TensorSource, config: T5Config): Promise<T5Encoder> {
+  /**
+   * Loads the encoder from its checkpoint (model.safetensors, sharded or not; f32, f16 or
+   * bf16), its linears' weights stored as `weights` says (default "auto": the checkpoint's
+   * precision).
+   */
+  static async load(
+    rt: Runtime,
+    source: TensorSource,
+    config: T5Config,
+    weights: TextWeights = "auto",
+  ): Promise<T5Encoder> {
     const emb = embeddingName(source);
     const w = new WeightLoader(source, t5WeightShapes(config, emb));
     const gpu = (n: string) => w.gpu(rt, n, "f32");
-    const lin = async (name: string) => new DenseLinear(rt, await w.linearSource(name), "f32");
+    const lin = (name: string) => textLinear(rt, w, name, weights);
     const layers: Layer[] = [];
     try {
       for (let i = 0; i < config.numLayers; i++) {
@@ -113,9 +123,15 @@ export class T5Encoder {
           wo: await lin(`${p}.${FF}.wo`),
         });
       }
+      const table = await w.host(emb);
       return new T5Encoder(
         config,
-        await gpu(emb),
+        new HostEmbedding(
+          table,
+          config.vocabSize,
+          config.dModel,
+          weightStorage(source, emb, table, weights),
+        ),
         await gpu(`encoder.block.0.${ATT}.relative_attention_bias.weight`),
         layers,
         await gpu("encoder.final_layer_norm.weight"),
@@ -124,6 +140,19 @@ export class T5Encoder {
       for (const l of layers) releaseLayer(l);
       throw e;
     }
+  }
+
+  /** Bytes of its weights on the GPU (the embedding table is on the host: `hostBytes`). */
+  get weightBytes(): number {
+    const lin = this.#layers.flatMap((l) => [l.q, l.k, l.v, l.o, l.wi0, l.wi1, l.wo]);
+    const norms = this.#layers.flatMap((l) => [l.ln0, l.ln1]);
+    return lin.reduce((a, m) => a + m.weightBytes, 0) +
+      [...norms, this.#bias, this.#final].reduce((a, t) => a + t.byteLength, 0);
+  }
+
+  /** Bytes of its token embedding table on the host. */
+  get hostBytes(): number {
+    return this.#embed.byteLength;
   }
 
   /**
@@ -141,9 +170,7 @@ export class T5Encoder {
     }
     const d = c.dModel;
     const inner = c.numHeads * c.dKv;
-    const idT = rec.upload(ids, [B * L], "u32");
-    let x = gatherRows(rec, this.#embed, idT);
-    idT.release();
+    let x = rec.upload(this.#embed.gather(ids), [B * L, d]);
     const maskT = mask ? rec.upload(mask, [B, L]) : undefined;
     const buckets = rec.upload(t5Buckets(L, L, c), [2 * L - 1], "u32");
     const relativeBias = { table: this.#bias, buckets };
@@ -183,7 +210,7 @@ export class T5Encoder {
   /** Frees the encoder's tensors. */
   release(): void {
     for (const l of this.#layers) releaseLayer(l);
-    for (const t of [this.#embed, this.#bias, this.#final]) t.release();
+    for (const t of [this.#bias, this.#final]) t.release();
   }
 }
 

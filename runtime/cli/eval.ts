@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { TEXT_WEIGHTS } from "../../plugins/models/text_weights.ts";
 import { ADAPTER_CHOICES, type AdapterChoice } from "../gpu/device.ts";
 import {
   DEFAULT_PROMPTS_FILE,
@@ -44,6 +45,9 @@ export const EVAL_USAGE = `deno task eval [options]
   --text-encoder PATH     the folder holding the model's prompt encoders (a real checkpoint's
                           T5, or FLUX's CLIP + T5) for a quantized artifact, which carries none
                           (default the model folder's; an artifact: the --reference folder's)
+  --text-encoder-dtype D  both models' prompt encoders' weights: auto (default: f16 where the
+                          checkpoint stores f16/bf16, exact; else f32), f32, or f16 (half the
+                          bytes of an f32 T5, rounded); their activations are f32 always
   --dtype T               the model's transformer: f32 (default) or f16 (the reference is f32)
   --adapter A             auto (default), gpu or cpu
   --batch N               images per GPU batch (default 1 on a CPU adapter, 8 on a GPU)
@@ -175,6 +179,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     height: { type: "string" },
     width: { type: "string" },
     "text-encoder": { type: "string" },
+    "text-encoder-dtype": { type: "string" },
     fidelity: { type: "string" },
     dataset: { type: "string" },
     "out-dir": { type: "string" },
@@ -227,6 +232,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     height,
     width,
     textEncoder: v["text-encoder"],
+    textEncoderDtype: o.choice("text-encoder-dtype", TEXT_WEIGHTS, "auto"),
     dtype,
     adapter,
     batch,

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { TEXT_WEIGHTS } from "../../plugins/models/text_weights.ts";
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { tensorToImage, writePng } from "../io/png.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
@@ -58,6 +59,9 @@ export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
                           tokenizer/; FLUX: CLIP there, T5 in text_encoder_2/ + tokenizer_2/):
                           a folder holding them (default the model folder; a quantized
                           artifact has none of its own)
+  --text-encoder-dtype D  the prompt encoders' weights on the GPU: auto (default: f16 where the
+                          checkpoint stores f16/bf16, exact; else f32), f32, or f16 (half the
+                          bytes of an f32 T5, rounded); their activations are f32 always
   --max-sequence-length N T5's tokens per prompt (default the diffusers pipeline's: PixArt-α
                           120, PixArt-Σ 300, FLUX 512)
   --vae-tiling            decode in tiles of the VAE's sample_size, blended, as diffusers'
@@ -193,6 +197,7 @@ export async function generate(args: string[]): Promise<number> {
     vae: { type: "string" },
     "text-encoder": { type: "string" },
     "max-sequence-length": { type: "string" },
+    "text-encoder-dtype": { type: "string" },
     "vae-tiling": { type: "boolean" },
     height: { type: "string" },
     width: { type: "string" },
@@ -257,6 +262,7 @@ export async function generate(args: string[]): Promise<number> {
       vae: v.vae,
       textEncoder: v["text-encoder"],
       maxSequenceLength,
+      textEncoderDtype: o.choice("text-encoder-dtype", TEXT_WEIGHTS, "auto"),
     });
     const loadMs = performance.now() - tLoad;
     try {

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { TEXT_WEIGHTS } from "../../plugins/models/text_weights.ts";
 import { existsSync } from "node:fs";
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { createDefaultRegistry } from "../builtins.ts";
@@ -30,6 +31,9 @@ export const SERVE_USAGE = `deno task serve [options]
                           e.g. the source model folder; a model folder uses its own
   --vae PATH              for the quantized artifacts of latent models: the folder holding
                           their VAE (vae/), e.g. the source model folder
+  --text-encoder-dtype D  the prompt encoders' weights on the GPU: auto (default: f16 where the
+                          checkpoint stores f16/bf16, exact; else f32), f32, or f16 (half the
+                          bytes of an f32 T5, rounded); their activations are f32 always
   --max-sequence-length N T5's tokens per prompt (default the diffusers pipeline's: PixArt-α
                           120, PixArt-Σ 300, FLUX 512)
   --dtype T               f32 (default) or f16 transformers
@@ -131,6 +135,7 @@ export async function serve(args: string[]): Promise<number> {
     "text-encoder": { type: "string" },
     vae: { type: "string" },
     "max-sequence-length": { type: "string" },
+    "text-encoder-dtype": { type: "string" },
     help: { type: "boolean", short: "h" },
   });
   if (v.help) {
@@ -179,6 +184,12 @@ export async function serve(args: string[]): Promise<number> {
       max: 4096,
       integer: true,
     });
+  const textEncoderDtype = choiceOption(
+    "text-encoder-dtype",
+    v["text-encoder-dtype"],
+    TEXT_WEIGHTS,
+    "auto",
+  );
   const keyVar = v["api-key-env"] ?? "WEBDIT_API_KEY";
   const apiKey = Deno.env.get(keyVar) || undefined;
   if (v["api-key-env"] && !apiKey) {
@@ -203,6 +214,7 @@ export async function serve(args: string[]): Promise<number> {
         textEncoder: v["text-encoder"],
         vae: v.vae,
         maxSequenceLength,
+        textEncoderDtype,
       });
       if (v["vae-tiling"]) e.vaeTiling = true;
       // The first artifact of a model is named by the model, later ones by model:plan.

@@ -28,6 +28,7 @@ import {
   type SamplingDefaults,
 } from "../pipeline.ts";
 import { hasFluxEncoders, hasT5Encoder } from "../../plugins/models/prompt_encoders.ts";
+import type { TextWeights } from "../../plugins/models/text_weights.ts";
 import {
   EMOJI_SIZE,
   type EmojiDataset,
@@ -181,6 +182,8 @@ export interface EvaluateOptions extends Partial<SampleSettings> {
    * artifact the reference folder's when it has them.
    */
   textEncoder?: string;
+  /** Storage of both models' prompt encoders' weights (text_weights.ts); default "auto". */
+  textEncoderDtype?: TextWeights;
   /** The runtime (default: one created on `adapter` and destroyed at the end). */
   runtime?: Runtime;
   /** Adapter when no runtime is given (default auto). */
@@ -284,7 +287,13 @@ export async function evaluate(o: EvaluateOptions = {}): Promise<EvaluateResult>
         ? undefined
         : o.textEncoder ?? (ref && await hasPromptEncoders(ref) ? ref : undefined);
       const pipe = typeof m === "string"
-        ? await loadPipeline(rt, { path: m, dtype, vae, textEncoder })
+        ? await loadPipeline(rt, {
+          path: m,
+          dtype,
+          vae,
+          textEncoder,
+          textEncoderDtype: o.textEncoderDtype,
+        })
         : m;
       try {
         settings ??= settingsOf({ ...o, prompts }, pipe.defaults);

@@ -91,8 +91,19 @@ export class DenseLinear implements Linear {
   #w: Tensor;
   #b: Tensor | undefined;
 
-  /** Uploads W and b in `dtype`. */
-  constructor(rt: Runtime, src: LinearSource, dtype: "f32" | "f16") {
+  /**
+   * Uploads W and b in `dtype` (the activations'); `weights` "f16" with f32 activations
+   * stores W alone in f16 (half the bytes; the GEMM's w16 load, f32 arithmetic).
+   */
+  constructor(
+    rt: Runtime,
+    src: LinearSource,
+    dtype: "f32" | "f16",
+    weights: "f32" | "f16" = dtype,
+  ) {
+    if (dtype === "f16" && weights === "f32") {
+      throw new TypeError(`${src.name}: f32 weights under f16 activations are not supported`);
+    }
     this.name = src.name;
     this.inFeatures = src.inFeatures;
     this.outFeatures = src.outFeatures;
@@ -101,7 +112,7 @@ export class DenseLinear implements Linear {
         `${src.name}: weight has ${src.weight.length} values, not ${src.outFeatures}×${src.inFeatures}`,
       );
     }
-    this.#w = uploadTensor(rt, src.weight, [src.outFeatures, src.inFeatures], dtype);
+    this.#w = uploadTensor(rt, src.weight, [src.outFeatures, src.inFeatures], weights);
     this.#b = src.bias ? uploadTensor(rt, src.bias, [src.outFeatures], dtype) : undefined;
     this.weightBytes = this.#w.byteLength + (this.#b?.byteLength ?? 0);
   }

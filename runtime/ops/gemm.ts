@@ -27,6 +27,7 @@ import ioVec4Src from "../../wgsl/gemm_io_vec4.wgsl" with { type: "text" };
 import ioScalarSrc from "../../wgsl/gemm_io_scalar.wgsl" with { type: "text" };
 import ioF16x8Src from "../../wgsl/gemm_io_f16x8.wgsl" with { type: "text" };
 import ioF16x4Src from "../../wgsl/gemm_io_f16x4.wgsl" with { type: "text" };
+import ioW16Src from "../../wgsl/gemm_io_w16.wgsl" with { type: "text" };
 import ioConv3x3Src from "../../wgsl/gemm_io_conv3x3.wgsl" with { type: "text" };
 import tiledSrc from "../../wgsl/gemm_tiled.wgsl" with { type: "text" };
 import regSrc from "../../wgsl/gemm_reg.wgsl" with { type: "text" };
@@ -64,9 +65,10 @@ export interface GemmTune {
 
 /**
  * How a kernel loads its operands: vec4 rows (K % 4 == 0), scalars (any K), or packed
- * halves, four (K % 4 == 0) or eight (K % 8 == 0, version 3) per load.
+ * halves, four (K % 4 == 0) or eight (K % 8 == 0, version 3) per load; "w16": f32 vec4 rows
+ * of X against four packed halves of an f16 W (K % 4 == 0).
  */
-export type GemmOperandLoad = "vec4" | "scalar" | "f16x4" | "f16x8" | "conv3x3";
+export type GemmOperandLoad = "vec4" | "scalar" | "f16x4" | "f16x8" | "w16" | "conv3x3";
 
 /**
  * The default knobs: 128×128 tiles, BK 16 (v2), neighbouring invocations loading
@@ -164,6 +166,7 @@ const LOAD_SOURCES: Record<GemmOperandLoad, string> = {
   scalar: ioScalarSrc,
   f16x4: ioF16x4Src,
   f16x8: ioF16x8Src,
+  w16: ioW16Src,
   conv3x3: ioConv3x3Src,
 };
 
@@ -184,7 +187,10 @@ export function gemmSpec(
   storage: StorageType,
   load: GemmOperandLoad,
 ): KernelSpec<Params> {
-  if ((load === "f16x8" && version !== 3) || (load.startsWith("f16") && storage !== "f16")) {
+  if (
+    (load === "f16x8" && version !== 3) || (load.startsWith("f16") && storage !== "f16") ||
+    (load === "w16" && storage !== "f32")
+  ) {
     throw new RangeError(`gemm: no ${load} operand load for version ${version} ${storage}`);
   }
   const key = `${version}:${storage}:${load}`;
@@ -309,7 +315,8 @@ function convDims(x: Tensor, im: NonNullable<GemmOptions["im2col"]>): [number, n
  * Records Y = epilogue(X·Wᵀ) and returns Y [..., N] (X's leading dims, then N).
  *
  * @param x activations [M, K] (or [..., K], flattened to M rows), f32 or f16
- * @param w weights [N, K] (PyTorch Linear layout), same dtype as x
+ * @param w weights [N, K] (PyTorch Linear layout), x's dtype, or f16 with f32 x (K % 4 == 0:
+ *   half the weight bytes, f32 arithmetic; the epilogue operands and output stay f32)
  * @throws {TypeError} for dtypes that are not f32/f16 or that differ.
  * @throws {RangeError} for shapes that do not match, an `out` that shares a buffer with an
  *   input, or tile knobs out of range.
@@ -334,7 +341,12 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
       throw new RangeError(`gemm: ${name} must be ${what} (${size} values), got [${t.shape}]`);
     }
   };
-  same(w, "w", N * K, `[${N}, ${K}]`);
+  const w16 = dt === "f32" && w.dtype === "f16"; // f16 weights, f32 activations
+  if (w16 && (K % 4 !== 0 || im)) {
+    throw new RangeError(`gemm: f16 weights with f32 x need K % 4 == 0 (no im2col), got K ${K}`);
+  }
+  if (!w16) same(w, "w", N * K, `[${N}, ${K}]`);
+  else if (w.size !== N * K) throw new RangeError(`gemm: w must be [${N}, ${K}], got [${w.shape}]`);
   same(opts.bias, "bias", N, `[${N}]`);
   same(opts.residual, "residual", M * N, `[${M}, ${N}]`);
   let rpg = Math.max(1, M);
@@ -375,7 +387,7 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
   if (im && version !== 2 && version !== 3) {
     throw new RangeError(`gemm: im2col loads run on versions 2 and 3, got ${version}`);
   }
-  const load = im ? "conv3x3" : gemmOperandLoad(version, dt, K);
+  const load = im ? "conv3x3" : w16 ? "w16" : gemmOperandLoad(version, dt, K);
   // Version 4's tile is as wide as N (up to 128 columns), unless a knob says otherwise.
   const thinCt = version === 4 ? { ct: Math.min(8, Math.max(1, Math.ceil(N / 16))) } : {};
   const tune = { ...gemmDefaultTune(load, rt.info.fallback), ...thinCt, ...opts.tune };

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { TextWeights } from "../../plugins/models/text_weights.ts";
 import { basename } from "node:path";
 import type { Runtime } from "../gpu/device.ts";
 import { loadPipeline, type Pipeline } from "../pipeline.ts";
@@ -192,6 +193,8 @@ export interface EntryOptions {
   vae?: string;
   /** T5's tokens per prompt; default the diffusers pipeline's (PixArt-α 120, Σ 300, FLUX 512). */
   maxSequenceLength?: number;
+  /** Storage of the prompt encoders' weights (plugins/models/text_weights.ts); default "auto". */
+  textEncoderDtype?: TextWeights;
 }
 
 /** The default plan name of quantization settings, e.g. "w4a8-tlq-gptq-adaptive-paro0.3". */
@@ -307,6 +310,7 @@ export async function loadEntry(rt: Runtime, o: EntryOptions): Promise<ModelEntr
     textEncoder: artifact ? o.textEncoder : undefined,
     vae: artifact ? o.vae : undefined,
     maxSequenceLength: o.maxSequenceLength,
+    textEncoderDtype: o.textEncoderDtype,
   });
   return {
     id: o.id ?? name,
