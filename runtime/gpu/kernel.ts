@@ -384,20 +384,27 @@ export class Recorder {
 
   /**
    * Uploads host data into a new pooled tensor as part of this recording. Unlike
-   * queue.writeBuffer (which runs before the whole submit), the copy is ordered with the
-   * recorded kernels, so a buffer released earlier in this recording can be reused safely.
+   * queue.writeBuffer into the tensor (which runs before the whole submit), the copy from a
+   * fresh staging buffer is ordered with the recorded kernels, so a buffer released earlier
+   * in this recording can be reused safely.
    */
   upload(data: HostArray, shape: readonly number[], dtype: DType = "f32"): Tensor {
     const t = createTensor(this.#rt, shape, dtype);
-    const bytes = hostBytes(data, dtype, t);
+    let bytes = hostBytes(data, dtype, t);
     const size = Math.ceil(bytes.byteLength / 4) * 4;
+    if (size !== bytes.byteLength) { // writeBuffer writes whole words
+      const padded = new Uint8Array(size);
+      padded.set(bytes);
+      bytes = padded;
+    }
     const staging = this.#rt.device.createBuffer({
       size: Math.max(4, size),
-      usage: GPUBufferUsage.COPY_SRC,
-      mappedAtCreation: true,
+      usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     });
-    new Uint8Array(staging.getMappedRange()).set(bytes);
-    staging.unmap();
+    // The staging buffer is this upload's alone, so writing it before the submit is safe; on
+    // NVIDIA (Deno's wgpu, Vulkan) writeBuffer is ~70× faster than writing a buffer mapped at
+    // creation (4 MB: 1.7 ms against 130 ms on an H200).
+    if (size > 0) this.#rt.device.queue.writeBuffer(staging, 0, bytes);
     this.#staging.push(staging);
     if (size > 0) this.copy(staging, t, size);
     return t;
