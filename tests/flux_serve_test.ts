@@ -43,6 +43,12 @@ Deno.test(
           const body = await res.json();
           assertEquals(res.status, 200, JSON.stringify(body));
           assertEquals([body.size, body.sampler, body.guidance], ["32x24", "flow-euler", 3.5]);
+          // usage counts T5's tokens of the prompt (6 words and the end of sequence).
+          const used = body.usage.input_tokens;
+          assert(
+            used > 6 && used < 30 && body.usage.total_tokens === used,
+            JSON.stringify(body.usage),
+          );
           const png = decodePng(b64Bytes(body.data[0].b64_json));
           assertEquals([png.width, png.height], [32, 24]);
           // The same request through the pipeline: the same bytes.

@@ -45,8 +45,16 @@ export interface PromptEncoder {
   readonly pooledChannels: number | undefined;
   /** Encodes prompts in one recording and one read-back. */
   encode(rt: Runtime, prompts: readonly string[]): Promise<EncodedPrompts>;
+  /** T5 tokens the prompt takes (its end of sequence included, at most `length`). */
+  tokens(prompt: string): number;
   /** Frees the GPU tensors. */
   release(): void;
+}
+
+function maskSum(m: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < m.length; i++) n += m[i];
+  return n;
 }
 
 /** Token ids and masks of B prompts, each padded or cut to L. */
@@ -81,6 +89,9 @@ class T5Prompts implements PromptEncoder {
     const [embeds] = await readAndRelease(rt, [out]);
     return { embeds: embeds!, mask: t.mask, truncated: t.truncated };
   }
+  tokens(prompt: string): number {
+    return maskSum(this.tokenizer.encode(prompt.toLowerCase().trim(), this.length).mask);
+  }
   release(): void {
     this.t5.release();
   }
@@ -114,6 +125,9 @@ class FluxPrompts implements PromptEncoder {
     await rec.submit();
     const [embeds, pooled] = await readAndRelease(rt, [t5, clip.pooled]);
     return { embeds: embeds!, pooled, truncated: [...new Set([...c.truncated, ...t.truncated])] };
+  }
+  tokens(prompt: string): number {
+    return maskSum(this.t5Tokenizer.encode(prompt, this.length).mask);
   }
   release(): void {
     this.clip.release();

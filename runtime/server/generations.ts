@@ -197,7 +197,10 @@ export async function handleGenerations(
     },
   });
   const usage = () => {
-    const t = entry.pipeline.tokenizer?.encode(req.prompt).mask.reduce((a, b) => a + b, 0) ?? 0;
+    // Tokens of the caption encoder: the bundled one's, or a real checkpoint's T5.
+    const p = entry.pipeline;
+    const t = p.tokenizer?.encode(req.prompt).mask.reduce((a, b) => a + b, 0) ??
+      p.prompts?.tokens(req.prompt) ?? 0;
     return {
       input_tokens: t,
       input_tokens_details: { image_tokens: 0, text_tokens: t },
