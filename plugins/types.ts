@@ -156,6 +156,10 @@ export interface AttentionPlanOptions {
   textEncoder?: string;
   /** T5's tokens per prompt; default the diffusers pipeline's (PixArt-α 120, Σ 300, FLUX 512). */
   maxSequenceLength?: number;
+  /** Image height in pixels calibrated on prompts (the plan's size); default the model's own. */
+  height?: number;
+  /** Image width in pixels calibrated on prompts; default the model's own. */
+  width?: number;
   /** Sampler steps calibrated; default the model's. */
   steps?: number;
   /** Guidance of the calibration run; default the model's. */

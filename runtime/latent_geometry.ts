@@ -34,6 +34,20 @@ export interface LatentGeometry {
   doubles(guidance: number): boolean;
 }
 
+/**
+ * Latent cells of an image side of `px` pixels (undefined: the model's own size).
+ * @throws {RangeError} naming `what` when px is not a positive multiple of a cell group
+ *   (the patch, or FLUX's 2×2 packing) in pixels.
+ */
+export function latentCells(g: LatentGeometry, px: number | undefined, what: string): number {
+  if (px === undefined) return g.size;
+  const step = g.multiple * g.pixelsPerCell;
+  if (!Number.isInteger(px) || px < step || px % step) {
+    throw new RangeError(`${what} must be a positive multiple of ${step} pixels, got ${px}`);
+  }
+  return px / g.pixelsPerCell;
+}
+
 /** The {@linkcode LatentGeometry} of a loaded pipeline. */
 export function latentGeometry(p: Pipeline): LatentGeometry {
   const m = p.model;

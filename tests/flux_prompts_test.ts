@@ -19,7 +19,7 @@ function lastJson(stdout: string): Record<string, unknown> {
 }
 
 Deno.test(
-  "quantize + eval a FLUX folder from prompts: rotation calibrated by its own encoders",
+  "quantize + eval a FLUX folder from prompts: rotation and PARO calibrated by its own encoders, at a chosen size",
   gpuTest,
   async () => {
     const dir = await textEncoderModel("flux", true);
@@ -30,6 +30,18 @@ Deno.test(
         "quantize",
         ...["--model", dir, "--quantizer", "tlq", "--wbits", "4", "--abits", "8"],
         ...["--rotation", "hadamard", "--calib-prompts", "2", "--calib-steps", "2"],
+        // PARO plans one image grid: calibrated at 8×8 latent cells (8 pixels a cell without a
+        // VAE), the size eval samples below (32 pixels through the tiny VAE's 4 a cell).
+        ...[
+          "--attention",
+          "paro",
+          "--density",
+          "0.5",
+          "--calib-height",
+          "64",
+          "--calib-width",
+          "64",
+        ],
         ...["--out", out, "--json"],
       ]);
       assertEquals(q.code, 0, q.stderr);

@@ -152,6 +152,8 @@ export const paroPlugin: AttentionPlugin = {
       embeds: o.embeds,
       textEncoder: o.textEncoder,
       maxSequenceLength: o.maxSequenceLength,
+      height: o.height,
+      width: o.width,
       steps: o.steps,
       guidance: o.guidance,
       density: o.density ?? 0.3,

@@ -177,6 +177,8 @@ export async function quantize(args: string[]): Promise<number> {
     "calib-steps": { type: "string" },
     "text-encoder": { type: "string" },
     "max-sequence-length": { type: "string" },
+    "calib-height": { type: "string" },
+    "calib-width": { type: "string" },
     report: { type: "boolean" },
     "report-prompts": { type: "string" },
     "report-steps": { type: "string" },
@@ -245,6 +247,8 @@ export async function quantize(args: string[]): Promise<number> {
   const reportSteps = o.number("report-steps", 3, { min: 1, max: 100, integer: true });
   const calibPrompts = o.optionalNumber("calib-prompts", { min: 1, integer: true });
   const calibSteps = o.optionalNumber("calib-steps", { min: 1, max: 100, integer: true });
+  const calibHeight = o.optionalNumber("calib-height", { min: 1, max: 16384, integer: true });
+  const calibWidth = o.optionalNumber("calib-width", { min: 1, max: 16384, integer: true });
   const maxSequenceLength = o.optionalNumber("max-sequence-length", {
     min: 1,
     max: 4096,
@@ -318,6 +322,8 @@ export async function quantize(args: string[]): Promise<number> {
       embeds: calibEmbeds,
       textEncoder,
       maxSequenceLength,
+      height: calibHeight,
+      width: calibWidth,
       steps: calibSteps,
     },
     onCalibration: (p) => cal.update(p),
@@ -372,6 +378,8 @@ export async function quantize(args: string[]): Promise<number> {
           embeds: calibEmbeds,
           textEncoder,
           maxSequenceLength,
+          height: calibHeight,
+          width: calibWidth,
           steps: reportSteps,
           onProgress: (p) => bar2.update(p.prompt * p.steps + p.step),
         });

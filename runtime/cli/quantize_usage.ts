@@ -131,6 +131,10 @@ export const QUANTIZE_USAGE =
                           prompt; optional latents [B,C,H,W] give the noise and the calibrated
                           size (PARO plans are per size; default FLUX's 128×128 latent)
   --calib-steps N         rotations / paro / gptq: sampler steps per calibration prompt (default 20)
+  --calib-height PX, --calib-width PX
+                          rotations / paro / gptq: the image size calibrated on prompts (default
+                          the model's own: FLUX 1024, PixArt its sample size); a PARO plan runs
+                          at its calibrated size only (with --calib-embeds: their latents' size)
   --report                print per-layer weight SQNR and activation-quantization error, and
                           with a rotation each layer's branch, J and error before/after it
   --report-prompts N      prompts the activation error is measured on (default 2; with

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { latentGeometry } from "../latent_geometry.ts";
+import { latentCells, latentGeometry } from "../latent_geometry.ts";
 import { type Image, tensorToImage } from "../io/png.ts";
 import { Prng } from "../io/prng.ts";
 import type { Pipeline, SamplerName, SamplingDefaults } from "../pipeline.ts";
@@ -115,17 +115,8 @@ export async function generateSamples(
   }
   const g = latentGeometry(pipe);
   const C = g.channels;
-  const [H, W] = [s.height, s.width].map((px, i) => {
-    if (px === undefined) return g.size;
-    const step = g.multiple * g.pixelsPerCell;
-    if (!Number.isInteger(px) || px < step || px % step) {
-      throw new RangeError(
-        `${i ? "width" : "height"} must be a positive multiple of ${step} pixels for ` +
-          `${pipe.path}, got ${px}`,
-      );
-    }
-    return px / g.pixelsPerCell;
-  });
+  const H = latentCells(g, s.height, `${pipe.path}: height`);
+  const W = latentCells(g, s.width, `${pipe.path}: width`);
   const tooBig = pipe.vaeProblem(H, W);
   if (tooBig) throw new RangeError(`${pipe.path}: ${tooBig}`);
   const batch = o.batch ?? (pipe.runtime.info.fallback ? 1 : 8);

@@ -33,6 +33,7 @@ export { loadCalibration, saveCalibration } from "./calibration_file.ts";
 import {
   type CalibrationEmbeds,
   calibrationEmbedsHash,
+  type CalibrationSize,
   checkFluxPrompts,
   modelFamily,
   modelSamplingDefaults,
@@ -106,6 +107,8 @@ export interface CalibrationSettings {
    * T5's tokens per prompt); absent for the bundled caption encoder and for embeddings.
    */
   textEncoder?: { sha256: string; length: number };
+  /** The image size calibrated [height, width] in pixels (0: the model's own), when given. */
+  size?: [number, number];
   /** Sampler steps. */
   steps: number;
   /** Guidance scale. */
@@ -128,7 +131,7 @@ export interface CalibrationSettings {
 }
 
 /** Options of {@linkcode calibrate} (`textEncoder`: a real checkpoint's prompt encoders' folder). */
-export interface CalibrateOptions extends PromptEncoderSource {
+export interface CalibrateOptions extends PromptEncoderSource, CalibrationSize {
   /** Model folder; default the bundled model. */
   path?: string;
   /** Prompts; default {@linkcode CALIBRATION_PROMPTS}. */
@@ -464,6 +467,9 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
   if (o.embeds) settings.embeds = calibrationEmbedsHash(o.embeds);
   const encoder = await promptEncoderKey(path, family, o);
   if (encoder) settings.textEncoder = encoder; // absent otherwise: earlier cache keys still match
+  if (o.height !== undefined || o.width !== undefined) { // likewise
+    settings.size = [o.height ?? 0, o.width ?? 0];
+  }
   const count = o.embeds ? o.embeds.embeds.shape[0] : settings.prompts.length;
   if (count === 0) throw new RangeError("Calibration needs at least one prompt");
   const modelHash = await transformerWeightsHash(path);
@@ -490,6 +496,8 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
       seed: settings.seed,
       textEncoder: o.textEncoder,
       maxSequenceLength: o.maxSequenceLength,
+      height: o.height,
+      width: o.width,
       linears: (inner) => collector.wrap(inner),
       onProgress: o.onProgress,
     });

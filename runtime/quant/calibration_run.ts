@@ -24,6 +24,7 @@ import { transformerDir } from "../io/safetensors_index.ts";
 import { hasFluxEncoders, hasT5Encoder } from "../../plugins/models/prompt_encoders.ts";
 import { defaultSequenceLength } from "../prompts_load.ts";
 import { foldersHash } from "./model_hash.ts";
+import { latentCells, latentGeometry } from "../latent_geometry.ts";
 import {
   FLUX_SAMPLING,
   PIXART_SAMPLING,
@@ -89,6 +90,17 @@ export function calibrationEmbedsHash(e: CalibrationEmbeds): string {
   return h.digest("hex");
 }
 
+/**
+ * The image size a calibration on prompts runs at, in pixels (default the model's own: PARO
+ * plans and the statistics are of this size). Embeddings bring theirs in their latents.
+ */
+export interface CalibrationSize {
+  /** Image height in pixels. */
+  height?: number;
+  /** Image width in pixels. */
+  width?: number;
+}
+
 /** Where a real checkpoint's prompt encoders come from (loadPipeline's options of these names). */
 export interface PromptEncoderSource {
   /** The folder holding them (PixArt: T5; FLUX: CLIP + T5); default the model folder's. */
@@ -146,7 +158,7 @@ export async function promptEncoderKey(
 }
 
 /** Options of {@linkcode runCalibration}. */
-export interface CalibrationRunOptions extends PromptEncoderSource {
+export interface CalibrationRunOptions extends PromptEncoderSource, CalibrationSize {
   /** Model folder; default the bundled model. */
   path?: string;
   /** Calibration prompts (≥ 8 across categories for linear statistics); unused with `embeds`. */
@@ -226,14 +238,23 @@ export async function runCalibration(rt: Runtime, o: CalibrationRunOptions): Pro
       }
     }
     const steps = o.steps ?? pipe.defaults.steps;
+    const sized = o.height !== undefined || o.width !== undefined;
+    if (sized && o.embeds?.latents) {
+      throw new RangeError(
+        "give the calibration size or latents in the embeddings (their H×W is the size), not both",
+      );
+    }
+    const g = latentGeometry(pipe);
+    const H = sized ? latentCells(g, o.height, "calibration height") : undefined;
+    const W = sized ? latentCells(g, o.width, "calibration width") : undefined;
     for (let i = 0; i < count; i++) {
       const row = o.embeds ? embedsRow(o.embeds, i) : undefined;
       await pipe.generate({
         prompt: row ? undefined : o.prompts[i],
         captionEmbeds: row?.embeds,
         latents: row?.latents?.data,
-        height: row?.latents?.shape[2],
-        width: row?.latents?.shape[3],
+        height: row?.latents?.shape[2] ?? H,
+        width: row?.latents?.shape[3] ?? W,
         seed: (o.seed ?? 0) + i,
         steps,
         guidance: o.guidance, // undefined: the model's

@@ -27,6 +27,7 @@ import {
   type CalibrationEmbeds,
   calibrationEmbedsHash,
   type CalibrationFamily,
+  type CalibrationSize,
   modelFamily,
   modelSamplingDefaults,
   promptEncoderKey,
@@ -260,7 +261,8 @@ export class ParoStatsObserver {
 }
 
 /** Options of {@linkcode calibrateParo} (`textEncoder`: a real checkpoint's prompt encoders' folder). */
-export interface ParoCalibrationOptions extends ParoObserverOptions, PromptEncoderSource {
+export interface ParoCalibrationOptions
+  extends ParoObserverOptions, PromptEncoderSource, CalibrationSize {
   /** Model folder; default the bundled model. */
   path?: string;
   /** Calibration prompts (1–2 are enough: the patterns hardly depend on the prompt). */
@@ -295,6 +297,8 @@ export async function calibrateParo(rt: Runtime, o: ParoCalibrationOptions): Pro
       seed: o.seed,
       textEncoder: o.textEncoder,
       maxSequenceLength: o.maxSequenceLength,
+      height: o.height,
+      width: o.width,
       selfAttention: (inner, family) => o.wrap ? o.wrap(obs, inner, family) : obs.wrap(inner),
       onProgress: o.onProgress,
     });
@@ -317,6 +321,9 @@ export async function paroStatsKey(o: ParoCalibrationOptions): Promise<string> {
     prompts: o.embeds ? null : o.prompts,
     embeds: o.embeds ? calibrationEmbedsHash(o.embeds) : null,
     ...(encoder ? { textEncoder: encoder } : {}), // absent otherwise: earlier keys still match
+    ...(o.height !== undefined || o.width !== undefined
+      ? { size: [o.height ?? 0, o.width ?? 0] }
+      : {}),
     steps: o.steps ?? own.steps,
     guidance: o.guidance ?? own.guidance,
     seed: o.seed ?? 0,

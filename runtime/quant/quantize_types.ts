@@ -9,7 +9,7 @@ import type { PluginRegistry } from "../registry.ts";
 import type { Runtime } from "../gpu/device.ts";
 import type { TensorToWrite } from "../io/safetensors.ts";
 import type { CalibrationStats } from "./calibrate.ts";
-import type { CalibrationEmbeds, PromptEncoderSource } from "./calibration_run.ts";
+import type { CalibrationEmbeds, CalibrationSize, PromptEncoderSource } from "./calibration_run.ts";
 import type { LayerRotation, RotationPlanOptions } from "./rotation.ts";
 import type { QuantPlan, QuantSettings } from "./plan.ts";
 import type { LayerReport } from "./report.ts";
@@ -69,7 +69,7 @@ export interface QuantizeOptions extends Partial<QuantSettings> {
    * model folder's or `textEncoder`'s), or precomputed embeddings (FLUX without its text
    * encoders: required), steps and guidance (default the model's), cache (calibrate.ts).
    */
-  calibration?: PromptEncoderSource & {
+  calibration?: PromptEncoderSource & CalibrationSize & {
     prompts?: readonly string[];
     embeds?: CalibrationEmbeds;
     steps?: number;

@@ -25,6 +25,7 @@ import type { CenterMode } from "../reference/act_center.ts";
 import { CALIBRATION_PROMPTS } from "./calibrate.ts";
 import {
   type CalibrationEmbeds,
+  type CalibrationSize,
   type PromptEncoderSource,
   runCalibration,
 } from "./calibration_run.ts";
@@ -119,7 +120,7 @@ export interface ActErrorRow {
 }
 
 /** Options of {@linkcode measureActivationError} (`textEncoder`: a real checkpoint's encoders' folder). */
-export interface ActErrorOptions extends PromptEncoderSource {
+export interface ActErrorOptions extends PromptEncoderSource, CalibrationSize {
   /** Model folder; default the bundled model. */
   model?: string;
   /** Layers to observe (checkpoint names). */
@@ -203,6 +204,8 @@ export async function measureActivationError(
       embeds: o.embeds,
       textEncoder: o.textEncoder,
       maxSequenceLength: o.maxSequenceLength,
+      height: o.height,
+      width: o.width,
       steps: o.steps ?? 3,
       linears: observe,
       onProgress: o.onProgress,
