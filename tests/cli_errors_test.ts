@@ -60,6 +60,13 @@ Deno.test("serve: a --sampler a served model cannot run is a usage error naming 
   assert(!r.stderr.includes("warm"), `warmed up first: ${r.stderr}`);
 });
 
+Deno.test("serve: --text-encoder / --vae without an artifact served is a usage error", async () => {
+  const r = await cli(["serve", "--model", FIXTURE, "--text-encoder", FIXTURE, "--port", "0"]);
+  assertError(r, 2, "--text-encoder applies to the quantized artifacts served", "listening");
+  const bad = await cli(["serve", "--model", FIXTURE, "--text-encoder-dtype", "f8", "--port", "0"]);
+  assertError(bad, 2, "--text-encoder-dtype", "listening");
+});
+
 Deno.test("eval: bad inputs and outputs are usage errors before sampling", async () => {
   const dir = await Deno.makeTempDir({ prefix: "webdit_cli_eval_use_" });
   try {

@@ -201,6 +201,15 @@ export async function serve(args: string[]): Promise<number> {
     return eq > 0 ? { name: m.slice(0, eq), path: m.slice(eq + 1) } : { path: m };
   });
 
+  const artifacts = specs.filter((s) => s.path.replace(/\/+$/, "").endsWith(".safetensors"));
+  for (const k of ["text-encoder", "vae"] as const) {
+    if (v[k] !== undefined && !artifacts.length) {
+      throw new UsageError(
+        `--${k} applies to the quantized artifacts served (model folders use their own); ` +
+          "no --model is an artifact",
+      );
+    }
+  }
   checkListen(hostname, port); // before loading the models: a busy port fails at once
 
   const rt = await createRuntime({ adapter, f16: dtype === "f16" ? true : "auto" });
