@@ -56,8 +56,14 @@ Deno.test(
           const d = await e.pipeline.decode(r.latents, r.shape);
           assertEquals(body.data[0].b64_json, imagePngBase64(d.images, 0, 3, 24, 32));
 
+          assertEquals(body.prompt_truncated, false);
           const two = await s.app.request(post({ prompt, size: "16x16", n: 2 }));
           assertEquals([two.status, (await two.json()).data.length], [200, 2]);
+          // Past CLIP's 77 tokens the prompt is cut, as diffusers does, and the answer says so.
+          const long = await s.app.request(
+            post({ prompt: "a red apple on a table ".repeat(20), size: "16x16" }),
+          );
+          assertEquals((await long.json()).prompt_truncated, true);
           for (
             const [req, param] of [
               [{ prompt, sampler: "ddim" }, "sampler"],

@@ -186,6 +186,7 @@ export async function handleGenerations(
     guidance: job.guidance,
     sampler: job.sampler,
     unknown_words: r.unknownWords,
+    prompt_truncated: r.promptTruncated, // cut to the text encoder's length, as diffusers does
     timings: {
       queue_ms: r.timings.queueMs,
       encode_ms: r.timings.encodeMs,

@@ -66,6 +66,8 @@ export interface JobResult {
   imageShape: [number, number, number, number];
   /** Prompt words the tokenizer did not know. */
   unknownWords: string[];
+  /** The prompt was cut to fit a real checkpoint's text encoder (T5's max_sequence_length, CLIP's 77). */
+  promptTruncated: boolean;
   /** Timings in ms, and the batch the job ran in. */
   timings: {
     queueMs: number;
@@ -376,6 +378,8 @@ export class GpuQueue {
             : dec.images.slice(offsets[k] * per, (offsets[k] + p.job.n) * per),
           imageShape: [p.job.n, oc, oh, ow],
           unknownWords: [...new Set(unknown)],
+          // The batch's prompt list has each job's prompt n times from its offset on.
+          promptTruncated: (res.truncatedPrompts ?? []).includes(offsets[k]),
           timings: {
             queueMs: t0 - p.enqueued,
             encodeMs: res.timings.encodeMs,
