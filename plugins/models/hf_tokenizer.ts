@@ -11,6 +11,7 @@ import { CheckpointError } from "../../runtime/errors.ts";
 import { exists } from "../../runtime/io/fs.ts";
 import { readJsonFile } from "../../runtime/io/json.ts";
 import { readSentencePiece, t5TokenizerJson } from "./spiece.ts";
+import { type CharsmapReader, SpmCharsmap } from "./spm_charsmap.ts";
 
 /** One tokenized caption. */
 export interface PaddedTokens {
@@ -33,6 +34,34 @@ function tokenText(v: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Takes a leading `Precompiled` normalizer (T5's SentencePiece table) out of a tokenizer.json
+ * so the text can be normalized by the table itself ({@linkcode SpmCharsmap}) instead of the
+ * library's NFKC approximation; the rest of the normalizer sequence stays. Returns the table,
+ * or undefined when there is none to take (the JSON is then unchanged).
+ */
+function takeCharsmap(json: Record<string, unknown>): SpmCharsmap | undefined {
+  const n = json.normalizer as { type?: string; normalizers?: unknown[] } | null | undefined;
+  const charsmap = (x: unknown) => {
+    const c = x as { type?: string; precompiled_charsmap?: unknown } | null;
+    return c?.type === "Precompiled" && typeof c.precompiled_charsmap === "string" &&
+        c.precompiled_charsmap.length > 0
+      ? SpmCharsmap.fromBase64(c.precompiled_charsmap)
+      : undefined;
+  };
+  if (n?.type === "Precompiled") {
+    const t = charsmap(n);
+    if (t) json.normalizer = null;
+    return t;
+  }
+  if (n?.type === "Sequence" && Array.isArray(n.normalizers)) {
+    const t = charsmap(n.normalizers[0]); // only first: the table must run before the others
+    if (t) json.normalizer = { ...n, normalizers: n.normalizers.slice(1) };
+    return t;
+  }
+  return undefined;
+}
+
 /** A tokenizer folder (tokenizer.json + tokenizer_config.json) ready to pad captions. */
 export class HfTokenizer {
   /** The folder it was read from. */
@@ -42,15 +71,18 @@ export class HfTokenizer {
   /** tokenizer_config.json's model_max_length, when it is a sane number (CLIP: 77). */
   readonly modelMaxLength: number | undefined;
   readonly #tok: Tokenizer;
+  readonly #charsmap: { table: SpmCharsmap; reader: CharsmapReader } | undefined;
 
   private constructor(
     path: string,
     tok: Tokenizer,
     padId: number,
     modelMaxLength: number | undefined,
+    charsmap: { table: SpmCharsmap; reader: CharsmapReader } | undefined,
   ) {
     this.path = path;
     this.#tok = tok;
+    this.#charsmap = charsmap;
     this.padId = padId;
     this.modelMaxLength = modelMaxLength;
   }
@@ -79,7 +111,13 @@ export class HfTokenizer {
       json = await readJsonFile(jsonPath);
     }
     let tok: Tokenizer;
+    let charsmap: { table: SpmCharsmap; reader: CharsmapReader } | undefined;
     try {
+      const table = takeCharsmap(json as Record<string, unknown>);
+      // A spiece.model is read as transformers' slow tokenizer reads it (SentencePiece's own
+      // normalizer); a tokenizer.json as the fast one (the Rust Precompiled normalizer).
+      const reader = jsonPath.endsWith("spiece.model") ? "spm" : "hf";
+      charsmap = table ? { table, reader } : undefined;
       tok = new Tokenizer(json as object, cfg);
     } catch (e) {
       throw new CheckpointError(
@@ -101,12 +139,18 @@ export class HfTokenizer {
     const max = typeof mml === "number" && Number.isInteger(mml) && mml > 0 && mml < 1e6
       ? mml
       : undefined;
-    return new HfTokenizer(dir, tok, padId, max);
+    return new HfTokenizer(dir, tok, padId, max, charsmap);
+  }
+
+  /** `text` through the SentencePiece table, when the tokenizer has one (takeCharsmap). */
+  #normalized(text: string): string {
+    const c = this.#charsmap;
+    return c ? c.table.normalize(text, c.reader) : text;
   }
 
   /** The ids of `text` with the special tokens the tokenizer adds (no padding, no cut). */
   ids(text: string): number[] {
-    return this.#tok.encode(text).ids;
+    return this.#tok.encode(this.#normalized(text)).ids;
   }
 
   /**
@@ -118,6 +162,7 @@ export class HfTokenizer {
     if (!Number.isInteger(L) || L < 1) {
       throw new RangeError(`max length must be a positive integer, got ${L}`);
     }
+    text = this.#normalized(text);
     const full = this.#tok.encode(text).ids;
     let ids = full;
     let truncated = false;
