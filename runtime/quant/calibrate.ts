@@ -8,13 +8,13 @@
  * Nothing is read back until the end; no activations are kept beyond the sample.
  *
  * The result is cached at `.cache/calib/<model hash>-<settings hash>.safetensors`, keyed
- * by the sha-256 of the transformer weights and the prompts (or the sha-256 of the
- * precomputed embeddings FLUX calibrates on), steps, guidance, sampler, seed, sample
- * size and what else is collected. The file format is runtime/quant/calibration_file.ts.
+ * by the sha-256 of the transformer weights and the prompts (with a real checkpoint's text
+ * encoders: their files' sha-256; or the sha-256 of precomputed embeddings), steps,
+ * guidance, sampler, seed, image and sample size and what else is collected. The file
+ * format and the settings are runtime/quant/calibration_file.ts.
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { Runtime } from "../gpu/device.ts";
 import type { Recorder } from "../gpu/kernel.ts";
@@ -27,9 +27,25 @@ import { actStatsRef, type ChannelStats, rmsOf } from "../reference/act_stats.ts
 import { DEFAULT_MODEL_DIR, type SamplerName } from "../pipeline.ts";
 import { transformerWeightsHash } from "./model_hash.ts";
 import { quantizerInput, type QuantizerInputSpec } from "./quantizer_input.ts";
-import { loadCalibration, saveCalibration } from "./calibration_file.ts";
+import {
+  calibrationCacheName,
+  type CalibrationSettings,
+  type CalibrationStats,
+  DEFAULT_CALIB_CACHE,
+  type LayerStats,
+  loadCalibration,
+  saveCalibration,
+} from "./calibration_file.ts";
 export { transformerWeightsHash } from "./model_hash.ts";
-export { loadCalibration, saveCalibration } from "./calibration_file.ts";
+export {
+  calibrationCacheName,
+  type CalibrationSettings,
+  type CalibrationStats,
+  DEFAULT_CALIB_CACHE,
+  type LayerStats,
+  loadCalibration,
+  saveCalibration,
+} from "./calibration_file.ts";
 import {
   type CalibrationEmbeds,
   calibrationEmbedsHash,
@@ -59,76 +75,6 @@ export const CALIBRATION_PROMPTS: readonly string[] = [
   "heavy black heart",
   "japan flag",
 ];
-
-/** Statistics of one linear layer's input over the calibration run. */
-export interface LayerStats extends ChannelStats {
-  /** Checkpoint name of the layer, e.g. "transformer_blocks.0.attn1.to_q". */
-  name: string;
-  /** K (input features). */
-  cols: number;
-  /** Forward calls observed. */
-  calls: number;
-  /** A sample of input rows [sampleRows, K] (consecutive tokens of calls drawn over the run). */
-  sample: Float32Array;
-  /** Rows in `sample`. */
-  sampleRows: number;
-  /** Σ xᵀx [K, K] over the sampled input rows (GPTQ's Hessian), when the run collected it. */
-  gram?: Float32Array;
-  /**
-   * The same rows as `sample`, as the plan's activation quantizer sees them (centred per
-   * sample, a CFG pair's delta: the settings' `quantInput`), when the run formed them.
-   */
-  quantSample?: Float32Array;
-  /**
-   * A per-channel offset already subtracted from `sample` (runtime/quant/centred_stats.ts):
-   * the layer's own input rows are sample + shift. Absent: none.
-   */
-  shift?: Float32Array;
-}
-
-/** The calibration statistics of a model. */
-export interface CalibrationStats {
-  /** sha-256 (hex) of the transformer weights. */
-  modelHash: string;
-  /** The settings the run used. */
-  settings: CalibrationSettings;
-  /** Per linear layer, by checkpoint name. */
-  layers: Map<string, LayerStats>;
-}
-
-/** What a calibration run depends on (besides the weights). */
-export interface CalibrationSettings {
-  /** Prompts (empty with precomputed embeddings). */
-  prompts: string[];
-  /** sha-256 of the precomputed embeddings (`--calib-embeds`), when calibrated on them. */
-  embeds?: string;
-  /**
-   * A real checkpoint's prompt encoders that encoded the prompts (sha-256 of their files,
-   * T5's tokens per prompt); absent for the bundled caption encoder and for embeddings.
-   */
-  textEncoder?: { sha256: string; length: number };
-  /** The image size calibrated [height, width] in pixels (0: the model's own), when given. */
-  size?: [number, number];
-  /** Sampler steps. */
-  steps: number;
-  /** Guidance scale. */
-  guidance: number;
-  /** Sampler. */
-  sampler: SamplerName;
-  /** First seed (prompt i uses seed + i). */
-  seed: number;
-  /** Sample rows kept per layer. */
-  sampleRows: number;
-  /**
-   * How the sample's calls are drawn: "reservoir", uniformly over the whole run. (Files from
-   * before it lack the field: their rows are the run's last calls'.)
-   */
-  sampling: "reservoir";
-  /** Gram matrices collected, from about this many rows of each call (absent: none). */
-  gramRows?: number;
-  /** The sample rows were also kept as this plan's activation quantizer sees them (absent: no). */
-  quantInput?: QuantizerInputSpec;
-}
 
 /** Options of {@linkcode calibrate} (`textEncoder`: a real checkpoint's prompt encoders' folder). */
 export interface CalibrateOptions extends PromptEncoderSource, CalibrationSize {
@@ -173,15 +119,6 @@ export function layerJ(s: ChannelStats): number {
 export function statsFromRows(name: string, x: Float32Array, M: number, K: number): LayerStats {
   const s = actStatsRef(x, M, K);
   return { ...s, name, cols: K, calls: 1, sample: x.slice(), sampleRows: M };
-}
-
-/** The default cache folder: `.cache/calib` at the repository root. */
-export const DEFAULT_CALIB_CACHE: string = new URL("../../.cache/calib", import.meta.url).pathname;
-
-/** The cache file name of a model hash and settings. */
-export function calibrationCacheName(modelHash: string, s: CalibrationSettings): string {
-  const key = createHash("sha256").update(JSON.stringify(s)).digest("hex").slice(0, 12);
-  return `${modelHash.slice(0, 16)}-${key}.safetensors`;
 }
 
 /** What the observers of one run share: the last input observed, to share Gram matrices. */
