@@ -7,6 +7,8 @@
  *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/gemm_bench.ts
  *                                                        # + bench/results/<device>/<date>_gemm.{json,md}
  *     WEBDIT_GEMM_SWEEP=1 …                              # + a sweep of version-2 tile configs
+ *     WEBDIT_GEMM_SWEEP=small_m …                        # only: text-encoder shapes (M 77–512)
+ *                                                        # under smaller tiles and version 4
  *
  * On a GPU: 1024³, 4096³ and the DiT shapes (M=4096 tokens, K=1152, N=1152 and 4608), f32
  * and f16, the version-1 kernel as a naive baseline, and the peers at 1024³ and 4096³.
@@ -40,7 +42,7 @@ const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3
 
 type DType = "f32" | "f16";
 
-const SWEEP_ONLY = Deno.env.get("WEBDIT_GEMM_SWEEP") === "only";
+const SWEEP_ONLY = ["only", "small_m"].includes(Deno.env.get("WEBDIT_GEMM_SWEEP") ?? "");
 
 /** Host data and its GPU copy, shared by every case of the same shape. */
 interface Operands {
@@ -206,8 +208,16 @@ function tuneName(t: GemmTune): string {
   return `${8 * t.ty!}x${8 * t.tx!}_bk${t.bk}${t.lmap ? "_lmap" : ""}${t.epi ? "_epi" : ""}`;
 }
 
+/** The small-M sweep's tile configs (version 2): 128 or 64 rows and columns a tile. */
+const SMALL_M_TUNES: GemmTune[] = [
+  { tx: 16, ty: 16, bk: 16 },
+  { tx: 16, ty: 8, bk: 16 },
+  { tx: 8, ty: 16, bk: 16 },
+  { tx: 8, ty: 8, bk: 16 },
+];
+
 const suite = new BenchSuite({
-  what: sweepMode === "only" ? "gemm_sweep" : "gemm",
+  what: sweepMode === "only" ? "gemm_sweep" : sweepMode === "small_m" ? "gemm_small_m" : "gemm",
   denoIterations: onGpu ? 3 : 2,
   describe: () =>
     Promise.resolve({
@@ -246,7 +256,29 @@ function reportBest(): void {
   if (path) Deno.writeTextFileSync(path, JSON.stringify(best.tune));
 }
 
-if (onGpu && sweepMode === "only") {
+if (onGpu && sweepMode === "small_m") {
+  // T5-XXL (2 × 120 and 512 tokens: q/k/v/o, wi, wo) and CLIP-L (77 tokens) linears.
+  const shapes: [number, number, number][] = [
+    [240, 4096, 4096],
+    [240, 4096, 10240],
+    [240, 10240, 4096],
+    [512, 4096, 4096],
+    [512, 4096, 10240],
+    [512, 10240, 4096],
+    [77, 768, 768],
+    [77, 768, 3072],
+  ];
+  for (const [M, K, N] of shapes) {
+    for (const t of SMALL_M_TUNES) {
+      suite.add(gemmCase(M, K, N, "f32", {
+        version: 2,
+        tune: t,
+        name: `gemm_f32_${shapeName(M, K, N)}_v2_${tuneName(t)}`,
+      }));
+    }
+    suite.add(gemmCase(M, K, N, "f32", { version: 4, name: `gemm_f32_${shapeName(M, K, N)}_v4` }));
+  }
+} else if (onGpu && sweepMode === "only") {
   for (const t of SWEEP) {
     for (const [M, K, N] of [[4096, 4096, 4096], [4096, 1152, 4608]] as const) {
       suite.add(gemmCase(M, K, N, "f32", {
