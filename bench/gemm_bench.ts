@@ -28,8 +28,7 @@ import {
   type GemmVersion,
 } from "../runtime/ops/gemm.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
-import { ortMatmul, type PeerMatmul } from "./peers/ort.ts";
-import { tfjsMatmul } from "./peers/tfjs.ts";
+import type { ortMatmul, PeerMatmul } from "./peers/ort.ts";
 import { checkSampled, type SampledRef } from "./sampled_check.ts";
 
 const rt = await createRuntime({
@@ -145,7 +144,11 @@ function gemmCase(M: number, K: number, N: number, dt: DType, o: GemmCaseOptions
 }
 
 type PeerKind = "ort" | "tfjs";
-const PEERS: Record<PeerKind, typeof ortMatmul> = { ort: ortMatmul, tfjs: tfjsMatmul };
+// Imported when a peer case runs: the sweeps run where those npm packages are not installed.
+const PEERS: Record<PeerKind, () => Promise<typeof ortMatmul>> = {
+  ort: async () => (await import("./peers/ort.ts")).ortMatmul,
+  tfjs: async () => (await import("./peers/tfjs.ts")).tfjsMatmul,
+};
 const livePeers: PeerMatmul[] = [];
 
 function peerCase(kind: PeerKind, S: number): BenchCase {
@@ -157,7 +160,7 @@ function peerCase(kind: PeerKind, S: number): BenchCase {
       const g = new Prng(S * 13 + (kind === "ort" ? 1 : 2));
       const a = g.uniforms(S * S, -1, 1) as Float32Array<ArrayBuffer>;
       const b = g.uniforms(S * S, -1, 1) as Float32Array<ArrayBuffer>; // B [K, N], as MatMul takes it
-      const p = await PEERS[kind](a, b, S, S, S);
+      const p = await (await PEERS[kind]())(a, b, S, S, S);
       livePeers.push(p); // ORT: releasing the last session destroys its device; keep them
       await p.run();
       await p.device.queue.onSubmittedWorkDone();
