@@ -7,7 +7,7 @@
  *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/gemm_bench.ts
  *                                                        # + bench/results/<device>/<date>_gemm.{json,md}
  *     WEBDIT_GEMM_SWEEP=1 …                              # + a sweep of version-2 tile configs
- *     WEBDIT_GEMM_SWEEP=small_m …                        # only: text-encoder shapes (M 77–512)
+ *     WEBDIT_GEMM_SWEEP=small_m …                        # only: text-encoder and conditioning shapes (M 2–512)
  *                                                        # under smaller tiles and version 4
  *
  * On a GPU: 1024³, 4096³ and the DiT shapes (M=4096 tokens, K=1152, N=1152 and 4608), f32
@@ -270,6 +270,11 @@ if (onGpu && sweepMode === "small_m") {
     [512, 10240, 4096],
     [77, 768, 768],
     [77, 768, 3072],
+    // Fewer rows: conditioning linears (PixArt's adaLN 1152 → 6912, FLUX's 3072 → 18432).
+    [2, 1152, 6912],
+    [16, 1152, 6912],
+    [2, 3072, 18432],
+    [128, 768, 3072],
   ];
   for (const [M, K, N] of shapes) {
     for (const t of SMALL_M_TUNES) {
