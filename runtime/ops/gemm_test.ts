@@ -11,6 +11,7 @@ import {
   GEMM_VERSIONS,
   gemmOperandLoad,
   type GemmOptions,
+  type GemmTune,
   type GemmVersion,
 } from "./gemm.ts";
 
@@ -26,6 +27,8 @@ interface Case {
   residual?: boolean;
   /** Gate rows (B); rowsPerGate = ceil(M / B) unless it divides. */
   gateRows?: number;
+  /** Tile knobs (version 2: the 64-row tiles of small grids on GPUs). */
+  tune?: GemmTune;
 }
 
 /** Rounds to f16 and back, as an f16 upload does. */
@@ -56,6 +59,7 @@ async function check(rt: Runtime, version: GemmVersion, dt: DType, c: Case, seed
     a ? uploadTensor(rt, a, shape, act) : undefined;
   const opts: GemmOptions = {
     version,
+    tune: c.tune,
     activation: c.activation,
     bias: up(bias, [N]),
     residual: up(res, [M, N]),
@@ -108,6 +112,8 @@ for (const version of GEMM_VERSIONS) {
         const plain = version === 2 && c.K === 4608;
         await check(rt, version, "f32", plain ? { M: c.M, N: c.N, K: c.K } : c, seed++);
       }
+      // 64-row tiles (GPUs pick them for small grids): the epilogue case, tiles crossed.
+      if (version === 2) await check(rt, 2, "f32", { ...CASES[0], tune: { ty: 8 } }, seed++);
     });
   });
 
@@ -212,7 +218,12 @@ Deno.test(
       if (rt.info.fallback) {
         assertEquals([v(2048, 128, "f32"), v(2048, 128, "f16"), v(2048, 132, "f16")], [2, 3, 2]);
         assertEquals(v(16, 128, "f32"), 3);
-      } else assertEquals([v(1, 8, "f32"), v(4096, 1152, "f16")], [2, 2]);
+      } else {
+        // GPUs: version 4 for f32 with at most 128 rows (not for convolutions), else 2.
+        assertEquals([v(1, 8, "f32"), v(128, 8, "f32"), v(129, 8, "f32")], [4, 4, 2]);
+        assertEquals([v(4096, 1152, "f16"), v(1, 8, "f16")], [2, 2]);
+        assertEquals(defaultGemmVersion(rt, { M: 1, K: 8, dtype: "f32", conv: true }), 2);
+      }
       const g = new Prng(3);
       const [B, T, K, N] = [2, 3, 8, 5];
       const xs = g.normals(B * T * K);

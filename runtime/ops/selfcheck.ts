@@ -14,7 +14,7 @@ import { cfgCombine, cfgDelta } from "./cfg_delta.ts";
 import { lowRankAddRef } from "../reference/low_rank.ts";
 import { lowRankAdd } from "./low_rank.ts";
 import { elementwise } from "./elementwise.ts";
-import { gemmSelfCheck } from "./gemm.ts";
+import { gemmSelfCheck } from "./gemm_check.ts";
 import { normSelfCheck } from "./norm.ts";
 import { softmaxSelfCheck } from "./softmax.ts";
 import { attentionSelfCheck } from "./attention.ts";
