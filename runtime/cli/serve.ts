@@ -25,12 +25,16 @@ export const SERVE_USAGE = `deno task serve [options]
                           NAME defaults to the folder's (an artifact's source model's) name,
                           so artifacts of one model are selected by plan or plugin options;
                           default the bundled model
-  --text-encoder PATH     for the quantized artifacts served (which carry none): the folder
+  --text-encoder [NAME=]PATH
+                          for the quantized artifacts served (which carry none): the folder
                           holding their model's prompt encoders (PixArt: T5 in text_encoder/ +
                           tokenizer/; FLUX: CLIP there, T5 in text_encoder_2/ + tokenizer_2/),
-                          e.g. the source model folder; a model folder uses its own
-  --vae PATH              for the quantized artifacts of latent models: the folder holding
-                          their VAE (vae/), e.g. the source model folder
+                          e.g. the source model folder; a model folder uses its own. Repeatable:
+                          NAME= gives the artifacts of --model NAME=… theirs, one without a NAME
+                          the others'
+  --vae [NAME=]PATH       for the quantized artifacts of latent models: the folder holding
+                          their VAE (vae/), e.g. the source model folder; repeatable, as
+                          --text-encoder
   --text-encoder-dtype D  the prompt encoders' weights on the GPU: auto (default: f16 where the
                           checkpoint stores f16/bf16, exact; else f32), f32, or f16 (half the
                           bytes of an f32 T5, rounded); their activations are f32 always
@@ -111,6 +115,52 @@ export function checkServeSampler(
   }
 }
 
+/** A --model given on the command line: its NAME (when given) and path. */
+interface ModelSpec {
+  name?: string;
+  path: string;
+}
+
+function isArtifact(path: string): boolean {
+  return path.replace(/\/+$/, "").endsWith(".safetensors");
+}
+
+/**
+ * The folder `--flag [NAME=]PATH` (repeatable) gives each served artifact: the one named by
+ * its --model NAME, else the one given without a NAME.
+ * @throws {UsageError} for a NAME no artifact has, two folders for one NAME (or two without
+ *   one), or the flag without an artifact served
+ */
+export function artifactFolders(
+  specs: readonly ModelSpec[],
+  given: readonly string[] | undefined,
+  flag: string,
+): (s: ModelSpec) => string | undefined {
+  const named = new Map<string, string>();
+  let any: string | undefined;
+  for (const g of given ?? []) {
+    const eq = g.indexOf("=");
+    const [name, path] = eq > 0 ? [g.slice(0, eq), g.slice(eq + 1)] : [undefined, g];
+    if (name === undefined) {
+      if (any !== undefined) throw new UsageError(`--${flag} is given twice without a NAME`);
+      any = path;
+      continue;
+    }
+    if (named.has(name)) throw new UsageError(`--${flag} ${name}= is given twice`);
+    if (!specs.some((s) => s.name === name && isArtifact(s.path))) {
+      throw new UsageError(`--${flag} ${name}=${path}: no --model ${name}=… is an artifact`);
+    }
+    named.set(name, path);
+  }
+  if ((given?.length ?? 0) > 0 && !specs.some((s) => isArtifact(s.path))) {
+    throw new UsageError(
+      `--${flag} applies to the quantized artifacts served (model folders use their own); ` +
+        "no --model is an artifact",
+    );
+  }
+  return (s) => isArtifact(s.path) ? (s.name && named.get(s.name)) ?? any : undefined;
+}
+
 /** Runs serve until SIGINT/SIGTERM; returns the exit code. */
 export async function serve(args: string[]): Promise<number> {
   const { values: v } = parseCli(args, {
@@ -132,8 +182,8 @@ export async function serve(args: string[]): Promise<number> {
     "max-side": { type: "string" },
     "no-warmup": { type: "boolean" },
     "vae-tiling": { type: "boolean" },
-    "text-encoder": { type: "string" },
-    vae: { type: "string" },
+    "text-encoder": { type: "string", multiple: true },
+    vae: { type: "string", multiple: true },
     "max-sequence-length": { type: "string" },
     "text-encoder-dtype": { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -201,15 +251,9 @@ export async function serve(args: string[]): Promise<number> {
     return eq > 0 ? { name: m.slice(0, eq), path: m.slice(eq + 1) } : { path: m };
   });
 
-  const artifacts = specs.filter((s) => s.path.replace(/\/+$/, "").endsWith(".safetensors"));
-  for (const k of ["text-encoder", "vae"] as const) {
-    if (v[k] !== undefined && !artifacts.length) {
-      throw new UsageError(
-        `--${k} applies to the quantized artifacts served (model folders use their own); ` +
-          "no --model is an artifact",
-      );
-    }
-  }
+  const list = (x: unknown) => x as string[] | undefined; // `multiple` options (as --model)
+  const textEncoders = artifactFolders(specs, list(v["text-encoder"]), "text-encoder");
+  const vaes = artifactFolders(specs, list(v.vae), "vae");
   checkListen(hostname, port); // before loading the models: a busy port fails at once
 
   const rt = await createRuntime({ adapter, f16: dtype === "f16" ? true : "auto" });
@@ -220,8 +264,8 @@ export async function serve(args: string[]): Promise<number> {
       const e = await loadEntry(rt, {
         ...s,
         dtype,
-        textEncoder: v["text-encoder"],
-        vae: v.vae,
+        textEncoder: textEncoders(s),
+        vae: vaes(s),
         maxSequenceLength,
         textEncoderDtype,
       });

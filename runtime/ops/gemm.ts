@@ -18,7 +18,7 @@
  * @module
  */
 import { composeWgsl, type StorageType } from "../gpu/compose.ts";
-import { grid1d, type KernelSpec, Recorder } from "../gpu/kernel.ts";
+import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import type { GemmActivation } from "../reference/gemm.ts";
