@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { TextWeights } from "./models/text_weights.ts";
 import type { Runtime } from "../runtime/gpu/device.ts";
 import type { Linear } from "../runtime/model/linear.ts";
 import type { SelfAttention } from "./models/pixart.ts";
@@ -156,6 +157,8 @@ export interface AttentionPlanOptions {
   textEncoder?: string;
   /** T5's tokens per prompt; default the diffusers pipeline's (PixArt-α 120, Σ 300, FLUX 512). */
   maxSequenceLength?: number;
+  /** Storage of the prompt encoders' weights (models/text_weights.ts); default "auto". */
+  textEncoderDtype?: TextWeights;
   /** Image height in pixels calibrated on prompts (the plan's size); default the model's own. */
   height?: number;
   /** Image width in pixels calibrated on prompts; default the model's own. */

@@ -123,9 +123,15 @@ Deno.test(
         assert(a.layers.size > 0);
         const b = await calibrate(rt, { ...base, textEncoder: dir, maxSequenceLength: 16 });
         assertEquals(b.settings.textEncoder?.length, 16);
+        // Forced-f16 encoder weights key their own statistics ("auto" adds nothing to the key).
+        const c = await calibrate(rt, { ...base, textEncoder: dir, textEncoderDtype: "f16" });
+        assertEquals([a.settings.textEncoder?.weights, c.settings.textEncoder?.weights], [
+          undefined,
+          "f16",
+        ]);
         const files = [];
         for await (const f of Deno.readDir(cacheDir)) files.push(f.name);
-        assertEquals(files.length, 2, files.join());
+        assertEquals(files.length, 3, files.join());
         // The same run again comes from the cache.
         const again = await calibrate(rt, { ...base, textEncoder: dir, maxSequenceLength: 16 });
         assertEquals(again.settings, b.settings);

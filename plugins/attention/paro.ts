@@ -152,6 +152,7 @@ export const paroPlugin: AttentionPlugin = {
       embeds: o.embeds,
       textEncoder: o.textEncoder,
       maxSequenceLength: o.maxSequenceLength,
+      textEncoderDtype: o.textEncoderDtype,
       height: o.height,
       width: o.width,
       steps: o.steps,

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { TEXT_WEIGHTS } from "../../plugins/models/text_weights.ts";
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
 import { ABITS } from "../quant/qlinear.ts";
@@ -177,6 +178,7 @@ export async function quantize(args: string[]): Promise<number> {
     "calib-steps": { type: "string" },
     "text-encoder": { type: "string" },
     "max-sequence-length": { type: "string" },
+    "text-encoder-dtype": { type: "string" },
     "calib-height": { type: "string" },
     "calib-width": { type: "string" },
     report: { type: "boolean" },
@@ -247,6 +249,7 @@ export async function quantize(args: string[]): Promise<number> {
   const reportSteps = o.number("report-steps", 3, { min: 1, max: 100, integer: true });
   const calibPrompts = o.optionalNumber("calib-prompts", { min: 1, integer: true });
   const calibSteps = o.optionalNumber("calib-steps", { min: 1, max: 100, integer: true });
+  const textEncoderDtype = o.choice("text-encoder-dtype", TEXT_WEIGHTS, "auto");
   const calibHeight = o.optionalNumber("calib-height", { min: 1, max: 16384, integer: true });
   const calibWidth = o.optionalNumber("calib-width", { min: 1, max: 16384, integer: true });
   const maxSequenceLength = o.optionalNumber("max-sequence-length", {
@@ -322,6 +325,7 @@ export async function quantize(args: string[]): Promise<number> {
       embeds: calibEmbeds,
       textEncoder,
       maxSequenceLength,
+      textEncoderDtype,
       height: calibHeight,
       width: calibWidth,
       steps: calibSteps,
@@ -378,6 +382,7 @@ export async function quantize(args: string[]): Promise<number> {
           embeds: calibEmbeds,
           textEncoder,
           maxSequenceLength,
+          textEncoderDtype,
           height: calibHeight,
           width: calibWidth,
           steps: reportSteps,

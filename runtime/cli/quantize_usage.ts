@@ -123,6 +123,8 @@ export const QUANTIZE_USAGE =
                           there, T5 in text_encoder_2/ + tokenizer_2/); default the --model
                           folder's. The calibration prompts are encoded by them (FLUX needs
                           them, or --calib-embeds)
+  --text-encoder-dtype D  their weights on the GPU while calibrating: auto (default: f16 where
+                          the checkpoint stores f16/bf16, exact), f32 or f16 (as generate's)
   --max-sequence-length N T5's tokens per calibration prompt (default the diffusers pipeline's:
                           PixArt-α 120, PixArt-Σ 300, FLUX 512)
   --calib-embeds FILE     rotations / paro / gptq on FLUX without its text encoders:

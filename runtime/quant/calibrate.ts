@@ -433,6 +433,7 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
       seed: settings.seed,
       textEncoder: o.textEncoder,
       maxSequenceLength: o.maxSequenceLength,
+      textEncoderDtype: o.textEncoderDtype,
       height: o.height,
       width: o.width,
       linears: (inner) => collector.wrap(inner),

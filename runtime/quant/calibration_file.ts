@@ -11,6 +11,7 @@ import { openSafetensors, type TensorToWrite, writeSafetensors } from "../io/saf
 import type { SamplerName } from "../pipeline.ts";
 import type { ChannelStats } from "../reference/act_stats.ts";
 import type { QuantizerInputSpec } from "./quantizer_input.ts";
+import type { TextWeights } from "../../plugins/models/text_weights.ts";
 
 /** Statistics of one linear layer's input over the calibration run. */
 export interface LayerStats extends ChannelStats {
@@ -58,7 +59,7 @@ export interface CalibrationSettings {
    * A real checkpoint's prompt encoders that encoded the prompts (sha-256 of their files,
    * T5's tokens per prompt); absent for the bundled caption encoder and for embeddings.
    */
-  textEncoder?: { sha256: string; length: number };
+  textEncoder?: { sha256: string; length: number; weights?: TextWeights };
   /** The image size calibrated [height, width] in pixels (0: the model's own), when given. */
   size?: [number, number];
   /** Sampler steps. */

@@ -22,6 +22,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { transformerDir } from "../io/safetensors_index.ts";
 import { hasFluxEncoders, hasT5Encoder } from "../../plugins/models/prompt_encoders.ts";
+import type { TextWeights } from "../../plugins/models/text_weights.ts";
 import { defaultSequenceLength } from "../prompts_load.ts";
 import { foldersHash } from "./model_hash.ts";
 import { latentCells, latentGeometry } from "../latent_geometry.ts";
@@ -107,6 +108,8 @@ export interface PromptEncoderSource {
   textEncoder?: string;
   /** T5's tokens per prompt; default the diffusers pipeline's (PixArt-α 120, Σ 300, FLUX 512). */
   maxSequenceLength?: number;
+  /** Storage of their weights (plugins/models/text_weights.ts); default "auto". */
+  textEncoderDtype?: TextWeights;
 }
 
 /** The error a FLUX calibration with neither text encoders nor embeddings gives (names the flags). */
@@ -143,7 +146,7 @@ export async function promptEncoderKey(
   path: string,
   family: CalibrationFamily,
   o: PromptEncoderSource & { embeds?: CalibrationEmbeds },
-): Promise<{ sha256: string; length: number } | undefined> {
+): Promise<{ sha256: string; length: number; weights?: TextWeights } | undefined> {
   if (o.embeds || path.endsWith(".safetensors")) return undefined;
   const dir = o.textEncoder ?? path;
   const flux = family === "flux";
@@ -151,9 +154,11 @@ export async function promptEncoderKey(
   const parts = flux
     ? ["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
     : ["text_encoder", "tokenizer"];
+  const weights = o.textEncoderDtype ?? "auto";
   return {
     sha256: await foldersHash(dir, parts),
     length: o.maxSequenceLength ?? await defaultSequenceLength(dir, flux),
+    ...(weights === "auto" ? {} : { weights }), // absent: earlier cache keys still match
   };
 }
 
@@ -217,6 +222,7 @@ export async function runCalibration(rt: Runtime, o: CalibrationRunOptions): Pro
     vae: false, // calibration reads the transformer alone
     textEncoder: noEncoder ? false : o.textEncoder,
     maxSequenceLength: o.maxSequenceLength,
+    textEncoderDtype: o.textEncoderDtype,
   });
   try {
     const flux = pipe.model instanceof FluxModel;

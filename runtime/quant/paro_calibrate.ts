@@ -297,6 +297,7 @@ export async function calibrateParo(rt: Runtime, o: ParoCalibrationOptions): Pro
       seed: o.seed,
       textEncoder: o.textEncoder,
       maxSequenceLength: o.maxSequenceLength,
+      textEncoderDtype: o.textEncoderDtype,
       height: o.height,
       width: o.width,
       selfAttention: (inner, family) => o.wrap ? o.wrap(obs, inner, family) : obs.wrap(inner),

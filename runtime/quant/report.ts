@@ -204,6 +204,7 @@ export async function measureActivationError(
       embeds: o.embeds,
       textEncoder: o.textEncoder,
       maxSequenceLength: o.maxSequenceLength,
+      textEncoderDtype: o.textEncoderDtype,
       height: o.height,
       width: o.width,
       steps: o.steps ?? 3,
