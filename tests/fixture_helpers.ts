@@ -16,6 +16,9 @@ type Dtype = "f32" | "f16";
 /** The fixtures folder (a trailing slash: `${FIXTURES}${name}` is a model folder). */
 export const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 
+/** The tiny pixel-space model with its own caption encoder (16×16 images). */
+export const PIXEL_MODEL: string = `${FIXTURES}pixart_pixel`;
+
 /** Asserts max |actual − expected| ≤ rel × RMS(expected), naming the worst entry. */
 export function assertWithin(
   actual: Float32Array,

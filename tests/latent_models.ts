@@ -6,8 +6,7 @@
  * @module
  */
 import { join } from "node:path";
-import { FIXTURES } from "./fixture_helpers.ts";
-import { PIXEL_MODEL } from "./server_helpers.ts";
+import { FIXTURES, PIXEL_MODEL } from "./fixture_helpers.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { type TensorToWrite, writeSafetensors } from "../runtime/io/safetensors.ts";
 import { parsePixArtConfig, pixartWeightShapes } from "../plugins/models/pixart_config.ts";

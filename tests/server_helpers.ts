@@ -16,6 +16,7 @@ import {
 } from "../runtime/server/models.ts";
 import { createApp, type ServerOptions } from "../runtime/server/app.ts";
 import { createDefaultRegistry } from "../runtime/builtins.ts";
+import { PIXEL_MODEL } from "./fixture_helpers.ts";
 
 /** The generations route, as the app sees it. */
 export const GEN = "http://localhost/v1/images/generations";
@@ -51,8 +52,7 @@ export function makeApp(
   });
 }
 
-/** The tiny pixel-space model with its own caption encoder (16×16 images). */
-export const PIXEL_MODEL = new URL("./fixtures/pixart_pixel", import.meta.url).pathname;
+export { PIXEL_MODEL } from "./fixture_helpers.ts";
 
 /** The prompts stored with the tiny model (its vocabulary knows their words). */
 export async function pixelPrompts(): Promise<string[]> {
