@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { concatBytes } from "../../runtime/io/bytes.ts";
 
 const enc = new TextEncoder();
 
@@ -27,13 +28,7 @@ function varint(n: number): number[] {
 
 /** The bytes of `parts`, one after another. */
 export function pbConcat(parts: (Uint8Array | number[])[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /** A varint field (wire type 0). */

@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { concatBytes } from "../../runtime/io/bytes.ts";
 
 /** Which library's reading of the table to follow (see the module doc). */
 export type CharsmapReader = "spm" | "hf";
@@ -101,7 +102,7 @@ export class SpmCharsmap {
       }
     }
     if (keep < bytes.length) out.push(bytes.subarray(keep));
-    return this.#decoder.decode(concat(out));
+    return this.#decoder.decode(concatBytes(out));
   }
 
   #hf(text: string): string {
@@ -129,14 +130,4 @@ const GRAPHEMES = new Intl.Segmenter("en", { granularity: "grapheme" });
 /** Bytes of the UTF-8 sequence a lead byte starts (1 for a stray continuation byte). */
 function utf8Length(lead: number): number {
   return lead < 0xc0 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

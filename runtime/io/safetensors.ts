@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { concatBytes } from "./bytes.ts";
 import { CheckpointError } from "../errors.ts";
 import { f32ToBf16Bits, f32ToF16Bits } from "./f16.ts";
 import {
@@ -388,14 +389,7 @@ export function encodeSafetensors(
   tensors: Record<string, TensorToWrite>,
   metadata?: Record<string, string>,
 ): Uint8Array {
-  const parts = serializeSafetensors(tensors, metadata);
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.byteLength, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.byteLength;
-  }
-  return out;
+  return concatBytes(serializeSafetensors(tensors, metadata));
 }
 
 /**
