@@ -197,7 +197,12 @@ export class ClipTextEncoder {
   ): Promise<ClipTextEncoder> {
     const T = prefixOf(source);
     const w = new WeightLoader(source, clipTextWeightShapes(config, T));
-    const gpu = (n: string) => w.gpu(rt, n, "f32");
+    const norms: { release(): void }[] = []; // freed with the layers if a later tensor fails
+    const gpu = async (n: string) => {
+      const t = await w.gpu(rt, n, "f32");
+      norms.push(t);
+      return t;
+    };
     const layers: PreLnLayer[] = [];
     try {
       for (let i = 0; i < config.numLayers; i++) {
@@ -223,6 +228,7 @@ export class ClipTextEncoder {
       );
     } catch (e) {
       for (const l of layers) releasePreLnLayer(l);
+      for (const t of norms) t.release();
       throw e;
     }
   }

@@ -68,20 +68,28 @@ export async function loadPreLnLayer(
   n: PreLnNames,
   weights: TextWeights = "f32",
 ): Promise<PreLnLayer> {
-  const gpu = (name: string) => w.gpu(rt, name, "f32");
-  const lin = (name: string) => textLinear(rt, w, name, weights);
-  return {
-    n1w: await gpu(`${n.norm1}.weight`),
-    n1b: await gpu(`${n.norm1}.bias`),
-    n2w: await gpu(`${n.norm2}.weight`),
-    n2b: await gpu(`${n.norm2}.bias`),
-    q: await lin(n.q),
-    k: await lin(n.k),
-    v: await lin(n.v),
-    o: await lin(n.o),
-    fc1: await lin(n.fc1),
-    fc2: await lin(n.fc2),
-  };
+  // What is loaded so far, freed if a later tensor fails.
+  const made: { release(): void }[] = [];
+  const keep = <T extends { release(): void }>(x: T): T => (made.push(x), x);
+  const gpu = async (name: string) => keep(await w.gpu(rt, name, "f32"));
+  const lin = async (name: string) => keep(await textLinear(rt, w, name, weights));
+  try {
+    return {
+      n1w: await gpu(`${n.norm1}.weight`),
+      n1b: await gpu(`${n.norm1}.bias`),
+      n2w: await gpu(`${n.norm2}.weight`),
+      n2b: await gpu(`${n.norm2}.bias`),
+      q: await lin(n.q),
+      k: await lin(n.k),
+      v: await lin(n.v),
+      o: await lin(n.o),
+      fc1: await lin(n.fc1),
+      fc2: await lin(n.fc2),
+    };
+  } catch (e) {
+    for (const m of made) m.release();
+    throw e;
+  }
 }
 
 /** How a layer runs: its LayerNorm epsilon, attention over [B, L, d] q/k/v, and MLP activation. */

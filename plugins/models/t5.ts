@@ -105,8 +105,11 @@ export class T5Encoder {
   ): Promise<T5Encoder> {
     const emb = embeddingName(source);
     const w = new WeightLoader(source, t5WeightShapes(config, emb));
-    const gpu = (n: string) => w.gpu(rt, n, "f32");
-    const lin = (name: string) => textLinear(rt, w, name, weights);
+    // Everything loaded so far, freed if a later tensor fails (a half-built layer too).
+    const made: { release(): void }[] = [];
+    const keep = <T extends { release(): void }>(x: T): T => (made.push(x), x);
+    const gpu = async (n: string) => keep(await w.gpu(rt, n, "f32"));
+    const lin = async (name: string) => keep(await textLinear(rt, w, name, weights));
     const layers: Layer[] = [];
     try {
       for (let i = 0; i < config.numLayers; i++) {
@@ -137,7 +140,7 @@ export class T5Encoder {
         await gpu("encoder.final_layer_norm.weight"),
       );
     } catch (e) {
-      for (const l of layers) releaseLayer(l);
+      for (const m of made) m.release();
       throw e;
     }
   }
