@@ -146,13 +146,17 @@ export class Pipeline {
     return this.model;
   }
 
-  /** Tokenizes and encodes prompts with the model's own encoder → host embeddings. */
-  encodePrompts(prompts: readonly string[]): Promise<EncodedCaptions> {
-    return this.runtime.exclusive(() => this.#encodePrompts(prompts));
+  /**
+   * Tokenizes and encodes prompts with the model's own encoder → host embeddings, with
+   * `negative` (diffusers' negative_prompt; default "", the null caption) as every image's
+   * negative where the model's pipeline makes negatives (PixArt; FLUX only when given).
+   */
+  encodePrompts(prompts: readonly string[], negative?: string): Promise<EncodedCaptions> {
+    return this.runtime.exclusive(() => this.#encodePrompts(prompts, negative));
   }
 
-  async #encodePrompts(prompts: readonly string[]): Promise<EncodedCaptions> {
-    if (this.prompts) return await this.#encodeReal(this.prompts, prompts);
+  async #encodePrompts(prompts: readonly string[], negative?: string): Promise<EncodedCaptions> {
+    if (this.prompts) return await this.#encodeReal(this.prompts, prompts, negative);
     if (!this.encoder || !this.tokenizer) {
       throw new TypeError(
         "This model has no caption encoder: pass precomputed caption embeddings (--caption-embeds), " +
@@ -160,8 +164,9 @@ export class Pipeline {
       );
     }
     const toks = prompts.map((p) => this.tokenizer!.encode(p));
-    const unknown = [...new Set(toks.flatMap((t) => t.unknown))];
-    const nul = prompts.map(() => this.tokenizer!.nullCaption());
+    const neg = negative === undefined ? undefined : this.#negativeTokens(negative);
+    const unknown = [...new Set([...toks, ...(neg ? [neg] : [])].flatMap((t) => t.unknown))];
+    const nul = prompts.map(() => neg ?? this.tokenizer!.nullCaption());
     // Both captions in one recording and one read-back (each read-back costs a GPU wait).
     const rec = new Recorder(this.runtime, "caption encoder");
     const c = this.encoder.encode(rec, toks);
@@ -180,49 +185,64 @@ export class Pipeline {
     };
   }
 
-  /**
-   * A real checkpoint's encoding: the prompts, and for PixArt their "" negatives (diffusers'
-   * default negative_prompt) in the same batch; FLUX takes negatives only with true CFG.
-   */
-  async #encodeReal(p: PromptEncoder, prompts: readonly string[]): Promise<EncodedCaptions> {
-    const B = prompts.length;
-    if (p.kind !== "t5") {
-      const e = await p.encode(this.runtime, prompts);
-      const shape: [number, number, number] = [B, p.length, p.channels];
-      return {
-        embeds: { embeds: e.embeds, shape, pooled: e.pooled },
-        unknown: [],
-        truncated: e.truncated,
-      };
+  /** The bundled tokenizer's tokens of a negative prompt; its errors say which prompt. */
+  #negativeTokens(negative: string) {
+    try {
+      return this.tokenizer!.encode(negative);
+    } catch (e) {
+      if (!(e instanceof TypeError)) throw e;
+      throw new TypeError(`negative prompt: ${e.message}`);
     }
-    // One "" after the prompts: every image's negative is the same row.
-    const e = await p.encode(this.runtime, [...prompts, ""]);
-    const row = p.length * p.channels;
-    const embeds: CaptionEmbeds = {
-      embeds: e.embeds.slice(0, B * row),
-      mask: e.mask!.slice(0, B * p.length),
-      shape: [B, p.length, p.channels],
-      negative: {
-        embeds: tileRow(e.embeds.subarray(B * row), B),
-        mask: tileRow(e.mask!.subarray(B * p.length), B),
-      },
-    };
-    return { embeds, unknown: [], truncated: e.truncated };
   }
 
   /**
-   * The negative captions of caption embeddings that came without them: the model's own
-   * null caption, as diffusers encodes `negative_prompt` when given only `prompt_embeds`
-   * (a real PixArt checkpoint: its T5's "").
+   * A real checkpoint's encoding: the prompts and, in the same batch, their negative —
+   * `negative`, for PixArt by default "" (diffusers' default negative_prompt); FLUX takes
+   * one only when given (its true CFG).
    */
-  async #ownNegative(B: number, L: number, C: number): Promise<{
+  async #encodeReal(
+    p: PromptEncoder,
+    prompts: readonly string[],
+    negative?: string,
+  ): Promise<EncodedCaptions> {
+    const B = prompts.length;
+    const neg = negative ?? (p.kind === "t5" ? "" : undefined);
+    // One negative row after the prompts: every image's negative is the same row.
+    const e = await p.encode(this.runtime, neg === undefined ? prompts : [...prompts, neg]);
+    const row = p.length * p.channels;
+    const P = p.pooledChannels ?? 0;
+    const first = <T extends Float32Array | undefined>(a: T, w: number) => a?.slice(0, B * w) as T;
+    const last = (a: Float32Array | undefined, w: number) =>
+      a ? tileRow(a.subarray(B * w), B) : undefined;
+    const embeds: CaptionEmbeds = {
+      embeds: first(e.embeds, row),
+      mask: first(e.mask, p.length),
+      shape: [B, p.length, p.channels],
+      pooled: first(e.pooled, P),
+      negative: neg === undefined ? undefined : {
+        embeds: last(e.embeds, row)!,
+        mask: last(e.mask, p.length),
+        pooled: last(e.pooled, P),
+      },
+    };
+    return { embeds, unknown: [], truncated: e.truncated.filter((i) => i < B) };
+  }
+
+  /**
+   * The negative captions of caption embeddings that came without them: `negative` (default
+   * the model's own null caption), as diffusers encodes `negative_prompt` when given only
+   * `prompt_embeds` (a real PixArt checkpoint: its T5's "").
+   */
+  async #ownNegative(B: number, L: number, C: number, negative?: string): Promise<{
     embeds: Float32Array;
-    mask: Float32Array;
+    mask?: Float32Array;
+    pooled?: Float32Array;
   }> {
     const p = this.prompts;
-    if (p?.kind === "t5" && p.length === L && p.channels === C) {
-      const e = await p.encode(this.runtime, [""]);
-      return { embeds: tileRow(e.embeds, B), mask: tileRow(e.mask!, B) };
+    if (p && p.length === L && p.channels === C && (p.kind === "t5" || negative !== undefined)) {
+      const e = await p.encode(this.runtime, [negative ?? ""]);
+      const tile = (a: Float32Array | undefined) => a ? tileRow(a, B) : undefined;
+      return { embeds: tileRow(e.embeds, B), mask: tile(e.mask), pooled: tile(e.pooled) };
     }
     const e = this.encoder?.config;
     if (!e || !this.tokenizer || e.maxLength !== L || e.dModel !== C) {
@@ -235,11 +255,10 @@ export class Pipeline {
           `embeddings${why}, or use guidance ≤ 1`,
       );
     }
+    const tok = this.tokenizer;
+    const neg = negative === undefined ? tok.nullCaption() : this.#negativeTokens(negative);
     const rec = new Recorder(this.runtime, "negative caption");
-    const u = this.encoder!.encode(
-      rec,
-      Array.from({ length: B }, () => this.tokenizer!.nullCaption()),
-    );
+    const u = this.encoder!.encode(rec, Array.from({ length: B }, () => neg));
     await rec.submit();
     const outs = [u.embeds, u.mask];
     const [embeds, mask] = await readAndRelease(this.runtime, outs);
@@ -262,13 +281,23 @@ export class Pipeline {
       guidance: request.guidance ?? d.guidance,
       sampler: request.sampler ?? d.sampler,
     };
+    const negative = req.negativePrompt;
+    if (negative !== undefined && req.captionEmbeds?.negative) {
+      throw new TypeError("give negative caption embeddings or a negative prompt, not both");
+    }
     if (this.model instanceof FluxModel) {
       let truncated: number[] = [];
       const t0 = performance.now();
+      // FluxPipeline encodes a negative prompt only for true CFG (true_cfg_scale > 1).
+      const neg = (req.trueCfg ?? 1) > 1 ? negative : undefined;
       if (!req.captionEmbeds && this.prompts) {
-        const r = await this.#encodePrompts(promptList(req));
+        const r = await this.#encodePrompts(promptList(req), neg);
         req.captionEmbeds = r.embeds;
         truncated = r.truncated;
+      } else if (req.captionEmbeds && neg !== undefined) {
+        const [B, L, C] = req.captionEmbeds.shape;
+        const own = await this.#ownNegative(B, L, C, neg);
+        req.captionEmbeds = { ...req.captionEmbeds, negative: own };
       }
       const encodeMs = performance.now() - t0;
       const res = await generateFlux(
@@ -304,7 +333,7 @@ export class Pipeline {
     if (req.captionEmbeds) {
       emb = req.captionEmbeds;
     } else {
-      const r = await this.#encodePrompts(promptList(req));
+      const r = await this.#encodePrompts(promptList(req), negative);
       emb = r.embeds;
       unknown = r.unknown;
       truncated = r.truncated;
@@ -320,7 +349,9 @@ export class Pipeline {
       }
     }
     const guided = usesGuidance(guidance);
-    if (guided && !emb.negative) emb = { ...emb, negative: await this.#ownNegative(B, L, Cc) };
+    if (guided && !emb.negative) {
+      emb = { ...emb, negative: await this.#ownNegative(B, L, Cc, negative) };
+    }
     const encodeMs = performance.now() - t0;
 
     const n = B * c.inChannels * H * W;

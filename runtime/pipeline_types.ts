@@ -61,6 +61,12 @@ export interface GenerateRequest {
   prompts?: readonly string[];
   /** Precomputed caption embeddings instead of the prompt. */
   captionEmbeds?: CaptionEmbeds;
+  /**
+   * diffusers' negative_prompt: every image's negative caption, encoded by the model's own
+   * encoder (PixArt: instead of "", the default; FLUX: only with `trueCfg` > 1, as
+   * FluxPipeline). Not with negatives in `captionEmbeds`.
+   */
+  negativePrompt?: string;
   /** Images to generate; default 1 (or the embeddings' batch). */
   n?: number;
   /** Seed of the initial noise. */

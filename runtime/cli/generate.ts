@@ -26,6 +26,8 @@ import {
 /** Usage text of generate. */
 export const GENERATE_USAGE = `deno task generate --prompt TEXT [options]
   --prompt TEXT           what to draw (the bundled model knows emoji names)
+  --negative-prompt TEXT  what guidance steers away from (diffusers' negative_prompt): PixArt's
+                          negative caption instead of "" (the default); FLUX: with --true-cfg > 1
   --model PATH            model folder (diffusers layout); default models/emoji-s
   --seed N                seed of the initial noise (default 0)
   --steps N               sampler steps (default: the model's; PixArt 20, FLUX 28)
@@ -192,6 +194,7 @@ export async function generate(args: string[]): Promise<number> {
     "caption-embeds": { type: "string" },
     "pooled-embeds": { type: "string" },
     "true-cfg": { type: "string" },
+    "negative-prompt": { type: "string" },
     latents: { type: "string" },
     "save-latents": { type: "string" },
     vae: { type: "string" },
@@ -290,9 +293,13 @@ export async function generate(args: string[]): Promise<number> {
       const tooBig = outs.length ? pipe.vaeProblem(size.height, size.width, decodeOpts) : undefined;
       if (tooBig) throw new UsageError(`--height/--width: ${tooBig} (or --save-latents alone)`);
 
+      if (v["negative-prompt"] !== undefined && pipe.model instanceof FluxModel && trueCfg <= 1) {
+        info("note: FLUX uses --negative-prompt only with --true-cfg > 1 (as FluxPipeline)");
+      }
       const bar = new ProgressBar("sampling", steps);
       const res = await pipe.generate({
         prompt: v.prompt,
+        negativePrompt: v["negative-prompt"],
         captionEmbeds,
         n: B,
         seed,
@@ -351,6 +358,7 @@ export async function generate(args: string[]): Promise<number> {
           images: outs,
           latents: saveLatents ?? null,
           shape: res.shape,
+          negative_prompt: v["negative-prompt"] ?? null,
           seed,
           steps,
           guidance,

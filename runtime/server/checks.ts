@@ -8,6 +8,7 @@
  * @module
  */
 import { CheckpointError } from "../errors.ts";
+import { FluxModel } from "../../plugins/models/flux.ts";
 import { samplersFor } from "../model_defaults.ts";
 import type { SamplerName } from "../pipeline.ts";
 import { vpSamplerOptions } from "../sampling/vp_scheduler_config.ts";
@@ -34,6 +35,35 @@ export function checkPrompt(entry: ModelEntry, prompt: string): void {
     throw badRequest(
       `Invalid value for 'prompt': ${why.replace(/\.$/, "")} (${entry.id}).`,
       "prompt",
+    );
+  }
+}
+
+/**
+ * Checks a negative prompt against the model: FLUX runs here without true CFG, where
+ * FluxPipeline ignores negative prompts; the bundled tokenizer must know a word of it.
+ * @throws {ApiError} 400 with param "negative_prompt".
+ */
+export function checkNegativePrompt(entry: ModelEntry, negative: string | undefined): void {
+  if (negative === undefined) return;
+  if (entry.pipeline.model instanceof FluxModel) {
+    throw badRequest(
+      `Invalid value for 'negative_prompt': ${entry.id} is a FLUX model, sampled here without ` +
+        "true classifier-free guidance, which a negative prompt needs.",
+      "negative_prompt",
+      "unsupported_value",
+    );
+  }
+  const tok = entry.pipeline.tokenizer;
+  if (!tok) return;
+  try {
+    tok.encode(negative);
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;
+    const why = e.message.charAt(0).toLowerCase() + e.message.slice(1);
+    throw badRequest(
+      `Invalid value for 'negative_prompt': ${why.replace(/\.$/, "")} (${entry.id}).`,
+      "negative_prompt",
     );
   }
 }

@@ -19,7 +19,13 @@ import {
   ShuttingDownError,
 } from "./queue.ts";
 import { type ImageRequest, parseImageRequest, type ServerLimits } from "./schemas.ts";
-import { checkFits, checkPrompt, checkSampler, maxImagesThatFit } from "./checks.ts";
+import {
+  checkFits,
+  checkNegativePrompt,
+  checkPrompt,
+  checkSampler,
+  maxImagesThatFit,
+} from "./checks.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
 /** Server-wide defaults of the generation extensions (serve --steps, --sampler); each model's
@@ -141,6 +147,7 @@ export async function handleGenerations(
   const entry = g.catalog.select(req);
   const [H, W] = cells(req, entry);
   checkPrompt(entry, req.prompt); // a prompt the model cannot encode is the client's 400
+  checkNegativePrompt(entry, req.negativePrompt);
   const d = requestDefaults(g.defaults, entry.pipeline.defaults, g.limits.maxSteps);
   const sampler = checkSampler(entry, req.sampler ?? d.sampler);
   const steps = req.steps ?? d.steps;
@@ -162,6 +169,7 @@ export async function handleGenerations(
   const job: ImageJob = {
     entry,
     prompt: req.prompt,
+    negativePrompt: req.negativePrompt,
     n: req.n,
     seed,
     steps,

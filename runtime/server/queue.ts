@@ -30,6 +30,8 @@ export interface ImageJob {
   entry: ModelEntry;
   /** The prompt (all `n` images). */
   prompt: string;
+  /** Its negative prompt (diffusers' negative_prompt), or undefined for the model's default. */
+  negativePrompt?: string;
   /** Images. */
   n: number;
   /** Seed of this job's noise. */
@@ -135,7 +137,10 @@ interface Pending {
 
 /** The batching key: jobs with equal keys can share a batch. */
 export function batchKey(j: ImageJob): string {
-  return [j.entry.id, j.steps, j.sampler, j.guidance, j.height, j.width].join("|");
+  // One negative prompt a batch (the pipeline takes one for all its images): JSON keeps
+  // undefined apart from "" and any text apart from the separators.
+  const neg = JSON.stringify(j.negativePrompt ?? null);
+  return [j.entry.id, j.steps, j.sampler, j.guidance, j.height, j.width, neg].join("|");
 }
 
 /** The GPU queue of one runtime. */
@@ -331,6 +336,7 @@ export class GpuQueue {
     try {
       const res = await pipe.generate({
         prompts,
+        negativePrompt: j0.negativePrompt,
         latents: noise,
         steps: j0.steps,
         guidance: j0.guidance,

@@ -35,6 +35,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
 export interface ImageRequest {
   /** The prompt. */
   prompt: string;
+  /** Extension: diffusers' negative_prompt; undefined → the model's default (""). */
+  negativePrompt: string | undefined;
   /** Images. */
   n: number;
   /** Width and height in pixels, or undefined for the model's own size. */
@@ -99,6 +101,9 @@ export function imageRequestSchema(limits: ServerLimits = DEFAULT_LIMITS) {
     }).max(limits.maxSteps, { error: `must be at most ${limits.maxSteps}` }).nullish(),
     model: name("model"),
     // Extensions.
+    negative_prompt: z.string({ error: "must be a string" }).max(limits.maxPromptChars, {
+      error: `must be at most ${limits.maxPromptChars} characters`,
+    }).nullish(),
     seed: z.number().int({ error: "must be an integer" }).min(0, { error: "must be ≥ 0" })
       .max(2 ** 32 - 1, { error: "must be < 2^32" }).nullish(),
     steps: z.number().int({ error: "must be an integer" }).min(1, { error: "must be at least 1" })
@@ -199,6 +204,7 @@ export function parseImageRequest(
   }
   return {
     prompt: v.prompt,
+    negativePrompt: v.negative_prompt ?? undefined,
     n: v.n ?? 1,
     size,
     stream: v.stream ?? false,
