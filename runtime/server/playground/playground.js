@@ -129,7 +129,7 @@ function showTimings(d) {
  */
 export function requestBody(fields, defaultSteps) {
   const body = { stream: true };
-  for (const k of ["prompt", "model", "size", "sampler", ...PLAN_FIELDS]) {
+  for (const k of ["prompt", "negative_prompt", "model", "size", "sampler", ...PLAN_FIELDS]) {
     const v = (fields[k] ?? "").trim();
     if (v !== "") body[k] = ["bits", "density"].includes(k) ? Number(v) : v;
   }
@@ -154,9 +154,8 @@ export function clearRun(get) {
 async function generate(ev) {
   ev.preventDefault();
   const fields = {};
-  for (const k of ["prompt", "model", "size", "sampler", "steps", "guidance", "seed"]) {
-    fields[k] = $(k).value;
-  }
+  const names = ["prompt", "negative_prompt", "model", "size", "sampler", "steps", "guidance"];
+  for (const k of [...names, "seed"]) fields[k] = $(k).value;
   for (const f of PLAN_FIELDS) fields[f] = $(f).value;
   const model = models.find((m) => m.model === fields.model);
   const body = requestBody(fields, model?.default_steps);
