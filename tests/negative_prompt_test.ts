@@ -9,6 +9,7 @@ import { assertWithin } from "./fixture_helpers.ts";
 import { textEncoderModel } from "./latent_models.ts";
 import { makeApp, pixelEntry, pixelPrompts, post } from "./server_helpers.ts";
 import { loadPipeline } from "../runtime/pipeline.ts";
+import { generateSamples } from "../runtime/eval/samples.ts";
 import { loadEntry } from "../runtime/server/models.ts";
 
 function differ(a: Float32Array, b: Float32Array): boolean {
@@ -27,6 +28,16 @@ Deno.test("negative prompt: PixArt's T5 encodes it as the negative caption", gpu
         assertWithin(empty.latents, plain.latents, 1e-6, '"" is the default');
         const neg = await pipe.generate({ ...base, negativePrompt: "A Blue Cup " });
         assert(differ(neg.latents, plain.latents), "the negative prompt changed nothing");
+        // eval's samples take it too.
+        const set = await generateSamples(pipe, {
+          prompts: [base.prompt],
+          seeds: [base.seed],
+          steps: 2,
+          guidance: 4.5,
+          negativePrompt: "a blue cup",
+          batch: 1,
+        });
+        assertWithin(set.samples[0].latents, neg.latents, 1e-5, "eval's samples");
         // The same as the prompt's embeddings with the negative's as negative_prompt_embeds.
         const p = await pipe.encodePrompts([base.prompt]);
         const n = await pipe.encodePrompts(["a blue cup"]); // T5 input: lower().strip()

@@ -38,6 +38,7 @@ export const EVAL_USAGE = `deno task eval [options]
   --limit N               only the first N prompts
   --seeds N               images per prompt, seeds 0..N-1 (default 1)
   --steps N               sampler steps (default: the model's, as generate)
+  --negative-prompt TEXT  every image's negative prompt, both models (default the model's own)
   --guidance F            guidance scale (default: the model's, as generate; the bundled model 3.5)
   --sampler S             dpm++2m or ddim (default: the model's)
   --height PX, --width PX image size in pixels (default the model's own; FLUX 1024): a multiple
@@ -177,6 +178,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     adapter: { type: "string" },
     batch: { type: "string" },
     height: { type: "string" },
+    "negative-prompt": { type: "string" },
     width: { type: "string" },
     "text-encoder": { type: "string" },
     "text-encoder-dtype": { type: "string" },
@@ -231,6 +233,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     sampler,
     height,
     width,
+    negativePrompt: v["negative-prompt"],
     textEncoder: v["text-encoder"],
     textEncoderDtype: o.choice("text-encoder-dtype", TEXT_WEIGHTS, "auto"),
     dtype,
@@ -271,6 +274,7 @@ export async function evalCommand(args: string[]): Promise<number> {
       steps: s.steps,
       guidance: s.guidance,
       sampler: s.sampler,
+      negative_prompt: s.negativePrompt ?? null,
       latent_shape: s.shape,
       dtype,
       adapter: r.adapter,

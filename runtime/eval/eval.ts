@@ -94,7 +94,7 @@ function checkSameSettings(a: SampleSet, b: SampleSet): void {
   const diff: string[] = [];
   if (a.prompts.join("\n") !== b.prompts.join("\n")) diff.push("prompts");
   if (a.seeds.join() !== b.seeds.join()) diff.push("seeds");
-  for (const k of ["steps", "guidance", "sampler", "batch"] as const) {
+  for (const k of ["steps", "guidance", "sampler", "batch", "negativePrompt"] as const) {
     if (a[k] !== b[k]) diff.push(k);
   }
   if (a.shape.join() !== b.shape.join()) diff.push(`shape [${a.shape}] vs [${b.shape}]`);

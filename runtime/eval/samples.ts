@@ -27,6 +27,8 @@ export interface SampleSettings {
   height?: number;
   /** Image width in pixels; default the model's own. */
   width?: number;
+  /** Every image's negative prompt (diffusers' negative_prompt); default the model's own. */
+  negativePrompt?: string;
 }
 
 /** One generated image. */
@@ -88,6 +90,7 @@ export function settingsOf(
     sampler: o.sampler ?? defaults.sampler,
     ...(o.height !== undefined ? { height: o.height } : {}),
     ...(o.width !== undefined ? { width: o.width } : {}),
+    ...(o.negativePrompt !== undefined ? { negativePrompt: o.negativePrompt } : {}),
   };
   if (!Array.isArray(s.prompts) || s.prompts.length === 0) {
     throw new RangeError("prompts must be a non-empty list");
@@ -138,6 +141,7 @@ export async function generateSamples(
     part.forEach((j, i) => noise.set(new Prng(j.seed).normals(per), i * per));
     const res = await pipe.generate({
       prompts: part.map((j) => j.prompt),
+      negativePrompt: s.negativePrompt,
       latents: noise,
       steps: s.steps,
       guidance: s.guidance,
