@@ -20,23 +20,30 @@ import { badRequest } from "./errors.ts";
 import type { ModelEntry } from "./models.ts";
 
 /**
- * Checks that the model's tokenizer can encode the prompt (at least one known word).
- * A model without a tokenizer accepts any prompt.
- * @throws {ApiError} 400 with param "prompt".
+ * Checks that the model's tokenizer can encode `text` (at least one known word), else a 400
+ * naming `param`. A model without a tokenizer (a real checkpoint's T5) accepts any text.
  */
-export function checkPrompt(entry: ModelEntry, prompt: string): void {
+function checkEncodes(entry: ModelEntry, text: string, param: string): void {
   const tok = entry.pipeline.tokenizer;
   if (!tok) return;
   try {
-    tok.encode(prompt);
+    tok.encode(text);
   } catch (e) {
     if (!(e instanceof TypeError)) throw e;
     const why = e.message.charAt(0).toLowerCase() + e.message.slice(1);
     throw badRequest(
-      `Invalid value for 'prompt': ${why.replace(/\.$/, "")} (${entry.id}).`,
-      "prompt",
+      `Invalid value for '${param}': ${why.replace(/\.$/, "")} (${entry.id}).`,
+      param,
     );
   }
+}
+
+/**
+ * Checks that the model's tokenizer can encode the prompt (at least one known word).
+ * @throws {ApiError} 400 with param "prompt".
+ */
+export function checkPrompt(entry: ModelEntry, prompt: string): void {
+  checkEncodes(entry, prompt, "prompt");
 }
 
 /**
@@ -54,18 +61,7 @@ export function checkNegativePrompt(entry: ModelEntry, negative: string | undefi
       "unsupported_value",
     );
   }
-  const tok = entry.pipeline.tokenizer;
-  if (!tok) return;
-  try {
-    tok.encode(negative);
-  } catch (e) {
-    if (!(e instanceof TypeError)) throw e;
-    const why = e.message.charAt(0).toLowerCase() + e.message.slice(1);
-    throw badRequest(
-      `Invalid value for 'negative_prompt': ${why.replace(/\.$/, "")} (${entry.id}).`,
-      "negative_prompt",
-    );
-  }
+  checkEncodes(entry, negative, "negative_prompt");
 }
 
 /** The samplers a model can run: its architecture's, less those its scheduler config refuses. */
