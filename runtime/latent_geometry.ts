@@ -30,8 +30,11 @@ export interface LatentGeometry {
   readonly dtype: "f32" | "f16";
   /** Transformer tokens of an h × w latent (FLUX: the image's and the prompt's). */
   tokens(height: number, width: number): number;
-  /** Whether `guidance` doubles the transformer's batch (PixArt's CFG; FLUX.1-dev embeds it). */
-  doubles(guidance: number): boolean;
+  /**
+   * Whether guidance doubles the transformer's batch: PixArt's CFG (`guidance` > 1); FLUX's
+   * true CFG (`trueCfg` > 1, with a negative prompt; FLUX.1-dev embeds `guidance`).
+   */
+  doubles(guidance: number, trueCfg?: number): boolean;
 }
 
 /**
@@ -64,7 +67,7 @@ export function latentGeometry(p: Pipeline): LatentGeometry {
       patchValues: c.inChannels,
       dtype: m.dtype,
       tokens: (h, w) => (h / 2) * (w / 2) + text,
-      doubles: () => false, // the server and eval never turn true CFG on
+      doubles: (_g, trueCfg) => (trueCfg ?? 1) > 1,
     };
   }
   const c = m.config;

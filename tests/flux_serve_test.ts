@@ -86,7 +86,7 @@ Deno.test(
 );
 
 Deno.test(
-  "serve: FLUX guidance is embedded, not a CFG pair; its text tokens count",
+  "serve: FLUX guidance is embedded, not a CFG pair (true CFG is); its text tokens count",
   gpuTest,
   async () => {
     const dir = await textEncoderModel("flux"); // no VAE: the hidden states are the widest
@@ -100,6 +100,11 @@ Deno.test(
           assertEquals(
             largestTensorBytes(e, { ...b, guidance: 7 }),
             largestTensorBytes(e, { ...b, guidance: 1 }),
+          );
+          // True CFG (true_cfg > 1 with a negative prompt) is a CFG pair: twice the rows.
+          assertEquals(
+            largestTensorBytes(e, { ...b, guidance: 1, trueCfg: 3 }),
+            2 * largestTensorBytes(e, { ...b, guidance: 1 }),
           );
         } finally {
           e.pipeline.release();

@@ -91,7 +91,7 @@ Deno.test("negative prompt: FLUX takes it only with true CFG", gpuTest, async ()
 });
 
 Deno.test(
-  "negative_prompt in the API: the bundled encoder's words; a 400 where it cannot be",
+  "negative_prompt and true_cfg in the API: the bundled encoder's words, FLUX's true CFG; 400s",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
@@ -110,7 +110,7 @@ Deno.test(
         for (
           const [req, why] of [
             [{ ...body, negative_prompt: "zzqx" }, "vocabulary"],
-            [{ prompt: "a cup", model: "flux", negative_prompt: "x" }, "true classifier-free"],
+            [{ prompt: "a cup", model: "flux", negative_prompt: "x" }, "add 'true_cfg' > 1"],
             [{ ...body, negative_prompt: 3 }, "must be a string"],
           ] as const
         ) {
@@ -119,6 +119,24 @@ Deno.test(
           assertEquals([r.status, e.param], [400, "negative_prompt"], e.message);
           assert(e.message.includes(why), e.message);
         }
+        for (
+          const [req, why] of [
+            [{ ...body, true_cfg: 2 }, "not a FLUX model"],
+            [{ prompt: "a cup", model: "flux", true_cfg: 2 }, "needs a 'negative_prompt'"],
+          ] as const
+        ) {
+          const r = await s.app.request(post(req));
+          const e = (await r.json()).error;
+          assertEquals([r.status, e.param], [400, "true_cfg"], e.message);
+          assert(e.message.includes(why), e.message);
+        }
+        // FLUX's true CFG: the negative prompt's image differs from the plain one.
+        const fbody = { prompt: "a red apple", model: "flux", size: "16x16", seed: 5 };
+        const fplain = await (await s.app.request(post(fbody))).json();
+        const fres = await s.app.request(post({ ...fbody, negative_prompt: "a cup", true_cfg: 3 }));
+        const fneg = await fres.json();
+        assertEquals([fres.status, fneg.true_cfg], [200, 3], JSON.stringify(fneg));
+        assert(fneg.data[0].b64_json !== fplain.data[0].b64_json, "true CFG changed nothing");
         s.close();
       } finally {
         pixel.pipeline.release();

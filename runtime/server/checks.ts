@@ -47,21 +47,39 @@ export function checkPrompt(entry: ModelEntry, prompt: string): void {
 }
 
 /**
- * Checks a negative prompt against the model: FLUX runs here without true CFG, where
- * FluxPipeline ignores negative prompts; the bundled tokenizer must know a word of it.
- * @throws {ApiError} 400 with param "negative_prompt".
+ * Checks a negative prompt and FLUX's true-CFG scale against the model: `true_cfg` is FLUX's
+ * (FluxPipeline's true_cfg_scale), and there it and a negative prompt go together (the
+ * pipeline ignores either alone); the bundled tokenizer must know a word of the negative.
+ * @throws {ApiError} 400 with param "negative_prompt" or "true_cfg".
  */
-export function checkNegativePrompt(entry: ModelEntry, negative: string | undefined): void {
-  if (negative === undefined) return;
-  if (entry.pipeline.model instanceof FluxModel) {
+export function checkNegativePrompt(
+  entry: ModelEntry,
+  negative: string | undefined,
+  trueCfg: number | undefined,
+): void {
+  const flux = entry.pipeline.model instanceof FluxModel;
+  if (trueCfg !== undefined && !flux) {
     throw badRequest(
-      `Invalid value for 'negative_prompt': ${entry.id} is a FLUX model, sampled here without ` +
-        "true classifier-free guidance, which a negative prompt needs.",
-      "negative_prompt",
+      `Invalid value for 'true_cfg': ${entry.id} is not a FLUX model; its guidance is 'guidance'.`,
+      "true_cfg",
       "unsupported_value",
     );
   }
-  checkEncodes(entry, negative, "negative_prompt");
+  const cfg = (trueCfg ?? 1) > 1;
+  if (flux && negative !== undefined && !cfg) {
+    throw badRequest(
+      `Invalid value for 'negative_prompt': ${entry.id} is a FLUX model, which takes a negative ` +
+        "prompt only with true classifier-free guidance: add 'true_cfg' > 1.",
+      "negative_prompt",
+    );
+  }
+  if (flux && cfg && negative === undefined) {
+    throw badRequest(
+      "Invalid value for 'true_cfg': true classifier-free guidance needs a 'negative_prompt'.",
+      "true_cfg",
+    );
+  }
+  if (negative !== undefined) checkEncodes(entry, negative, "negative_prompt");
 }
 
 /** The samplers a model can run: its architecture's, less those its scheduler config refuses. */
@@ -125,6 +143,8 @@ export interface BatchShape {
   width: number;
   /** Guidance scale (above 1 the transformer runs each image twice: a CFG pair). */
   guidance: number;
+  /** FLUX's true-CFG scale (> 1: a CFG pair, with a negative prompt); default 1. */
+  trueCfg?: number;
 }
 
 /**
@@ -153,7 +173,7 @@ function vaeBytes(entry: ModelEntry, b: BatchShape): number {
 /** Bytes of a step's widest hidden-state tensor for the batch (grows with the images). */
 function hiddenBytes(entry: ModelEntry, b: BatchShape): number {
   const g = latentGeometry(entry.pipeline);
-  const rows = b.images * (g.doubles(b.guidance) ? 2 : 1);
+  const rows = b.images * (g.doubles(b.guidance, b.trueCfg) ? 2 : 1);
   const width = Math.max(g.width, g.patchValues);
   const bytes = g.dtype === "f16" && entry.plan.abits === null ? 2 : 4;
   return rows * g.tokens(b.height, b.width) * width * bytes;
@@ -162,7 +182,7 @@ function hiddenBytes(entry: ModelEntry, b: BatchShape): number {
 /** Bytes of the smallest row chunk of the feed-forward's intermediate the layers allow. */
 function feedForwardChunkBytes(entry: ModelEntry, b: BatchShape): number {
   const g = latentGeometry(entry.pipeline);
-  const guided = g.doubles(b.guidance);
+  const guided = g.doubles(b.guidance, b.trueCfg);
   const tokens = g.tokens(b.height, b.width);
   const scope = feedForwardScope(entry);
   const rows = scope === "batch"

@@ -147,7 +147,7 @@ export async function handleGenerations(
   const entry = g.catalog.select(req);
   const [H, W] = cells(req, entry);
   checkPrompt(entry, req.prompt); // a prompt the model cannot encode is the client's 400
-  checkNegativePrompt(entry, req.negativePrompt);
+  checkNegativePrompt(entry, req.negativePrompt, req.trueCfg);
   const d = requestDefaults(g.defaults, entry.pipeline.defaults, g.limits.maxSteps);
   const sampler = checkSampler(entry, req.sampler ?? d.sampler);
   const steps = req.steps ?? d.steps;
@@ -155,7 +155,7 @@ export async function handleGenerations(
   const guidance = req.guidance ?? d.guidance;
   const size = `${W * entry.pipeline.pixelsPerLatent}x${H * entry.pipeline.pixelsPerLatent}`;
   // One step must fit the adapter: a 400 on size or n, never a 500 after queueing.
-  const shape = { height: H, width: W, guidance };
+  const shape = { height: H, width: W, guidance, trueCfg: req.trueCfg };
   checkFits(entry, { ...shape, images: req.n }, size);
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(new RequestTimeoutError(g.timeoutMs)), g.timeoutMs);
@@ -174,6 +174,7 @@ export async function handleGenerations(
     seed,
     steps,
     guidance,
+    trueCfg: req.trueCfg,
     sampler,
     height: H,
     width: W,
@@ -192,6 +193,7 @@ export async function handleGenerations(
     seed,
     steps,
     guidance: job.guidance,
+    true_cfg: job.trueCfg ?? null,
     sampler: job.sampler,
     unknown_words: r.unknownWords,
     prompt_truncated: r.promptTruncated, // cut to the text encoder's length, as diffusers does

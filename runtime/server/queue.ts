@@ -40,6 +40,8 @@ export interface ImageJob {
   steps: number;
   /** Guidance scale. */
   guidance: number;
+  /** FLUX's true-CFG scale (with negativePrompt), or undefined (off). */
+  trueCfg?: number;
   /** Sampler. */
   sampler: SamplerName;
   /** Image height in model cells (pixels for pixel-space models). */
@@ -140,7 +142,8 @@ export function batchKey(j: ImageJob): string {
   // One negative prompt a batch (the pipeline takes one for all its images): JSON keeps
   // undefined apart from "" and any text apart from the separators.
   const neg = JSON.stringify(j.negativePrompt ?? null);
-  return [j.entry.id, j.steps, j.sampler, j.guidance, j.height, j.width, neg].join("|");
+  const key = [j.entry.id, j.steps, j.sampler, j.guidance, j.trueCfg ?? 1, j.height, j.width];
+  return [...key, neg].join("|");
 }
 
 /** The GPU queue of one runtime. */
@@ -340,6 +343,7 @@ export class GpuQueue {
         latents: noise,
         steps: j0.steps,
         guidance: j0.guidance,
+        trueCfg: j0.trueCfg,
         sampler: j0.sampler,
         height: H,
         width: W,

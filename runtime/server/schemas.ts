@@ -55,6 +55,8 @@ export interface ImageRequest {
   steps: number | undefined;
   /** Guidance scale; undefined → the server's default. */
   guidance: number | undefined;
+  /** Extension: FLUX's true-CFG scale (with negative_prompt); undefined → off. */
+  trueCfg: number | undefined;
   /** Sampler name (unchecked: the model decides); undefined → the server's default. */
   sampler: string | undefined;
   /** Plan (artifact) name. */
@@ -109,6 +111,9 @@ export function imageRequestSchema(limits: ServerLimits = DEFAULT_LIMITS) {
     steps: z.number().int({ error: "must be an integer" }).min(1, { error: "must be at least 1" })
       .max(limits.maxSteps, { error: `must be at most ${limits.maxSteps}` }).nullish(),
     guidance: z.number().min(0, { error: "must be ≥ 0" }).max(limits.maxGuidance, {
+      error: `must be at most ${limits.maxGuidance}`,
+    }).nullish(),
+    true_cfg: z.number().min(0, { error: "must be ≥ 0" }).max(limits.maxGuidance, {
       error: `must be at most ${limits.maxGuidance}`,
     }).nullish(),
     // Checked against the selected model's own samplers (checks.ts: checkSampler).
@@ -214,6 +219,7 @@ export function parseImageRequest(
     seed: v.seed ?? undefined,
     steps: v.steps ?? undefined,
     guidance: v.guidance ?? undefined,
+    trueCfg: v.true_cfg ?? undefined,
     sampler: v.sampler ?? undefined,
     plan: v.plan ?? undefined,
     quantizer: v.quantizer ?? undefined,
