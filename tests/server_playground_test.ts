@@ -8,17 +8,24 @@ import { clearRun, requestBody } from "../runtime/server/playground/playground.j
 Deno.test("playground: empty fields are left out of the request", () => {
   const empty = { prompt: "red apple", model: "emoji-s", size: "64x64", sampler: "dpm++2m" };
   const body: Record<string, unknown> = requestBody(
-    { ...empty, negative_prompt: " ", steps: "", guidance: "", seed: "", bits: "" },
+    { ...empty, negative_prompt: " ", steps: "", guidance: "", seed: "", true_cfg: "", bits: "" },
     20,
   );
   assertEquals(body, { ...empty, stream: true, partial_images: 19 });
   const full: Record<string, unknown> = requestBody(
-    { ...empty, negative_prompt: "sad", steps: "4", guidance: "0", seed: "7", bits: "8" },
+    { ...empty, negative_prompt: "sad", steps: "4", guidance: "0", seed: "7", true_cfg: "3" },
     20,
   );
   assertEquals(
-    [full.negative_prompt, full.steps, full.guidance, full.seed, full.bits, full.partial_images],
-    ["sad", 4, 0, 7, 8, 3],
+    [
+      full.negative_prompt,
+      full.steps,
+      full.guidance,
+      full.seed,
+      full.true_cfg,
+      full.partial_images,
+    ],
+    ["sad", 4, 0, 7, 3, 3],
   );
 });
 

@@ -133,7 +133,7 @@ export function requestBody(fields, defaultSteps) {
     const v = (fields[k] ?? "").trim();
     if (v !== "") body[k] = ["bits", "density"].includes(k) ? Number(v) : v;
   }
-  for (const k of ["steps", "guidance", "seed"]) {
+  for (const k of ["steps", "guidance", "seed", "true_cfg"]) {
     const v = (fields[k] ?? "").trim();
     if (v !== "") body[k] = Number(v);
   }
@@ -155,7 +155,7 @@ async function generate(ev) {
   ev.preventDefault();
   const fields = {};
   const names = ["prompt", "negative_prompt", "model", "size", "sampler", "steps", "guidance"];
-  for (const k of [...names, "seed"]) fields[k] = $(k).value;
+  for (const k of [...names, "seed", "true_cfg"]) fields[k] = $(k).value;
   for (const f of PLAN_FIELDS) fields[f] = $(f).value;
   const model = models.find((m) => m.model === fields.model);
   const body = requestBody(fields, model?.default_steps);
