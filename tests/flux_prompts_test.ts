@@ -12,6 +12,7 @@ import { textEncoderModel } from "./latent_models.ts";
 import { evaluate } from "../runtime/eval/eval.ts";
 import { loadPipeline } from "../runtime/pipeline.ts";
 import { calibrate } from "../runtime/quant/calibrate.ts";
+import { CAPTION_CALIBRATION_PROMPTS } from "../runtime/quant/calibration_run.ts";
 
 function lastJson(stdout: string): Record<string, unknown> {
   const lines = stdout.trim().split("\n");
@@ -129,9 +130,18 @@ Deno.test(
           undefined,
           "f16",
         ]);
+        // Without prompts: the built-in captions (a real checkpoint's encoders), not emoji names.
+        const own = await calibrate(rt, {
+          ...base,
+          prompts: undefined,
+          textEncoder: dir,
+          height: 16,
+          width: 16,
+        });
+        assertEquals(own.settings.prompts, [...CAPTION_CALIBRATION_PROMPTS]);
         const files = [];
         for await (const f of Deno.readDir(cacheDir)) files.push(f.name);
-        assertEquals(files.length, 3, files.join());
+        assertEquals(files.length, 4, files.join());
         // The same run again comes from the cache.
         const again = await calibrate(rt, { ...base, textEncoder: dir, maxSequenceLength: 16 });
         assertEquals(again.settings, b.settings);

@@ -22,7 +22,12 @@ import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { AttentionInput } from "../../runtime/ops/attention.ts";
 import type { AttnSparseTuning } from "../../runtime/ops/attn_sparse.ts";
-import { modelFamily } from "../../runtime/quant/calibration_run.ts";
+import {
+  CAPTION_CALIBRATION_PROMPTS,
+  modelFamily,
+  usesCaptionEncoder,
+} from "../../runtime/quant/calibration_run.ts";
+import { DEFAULT_MODEL_DIR } from "../../runtime/pipeline.ts";
 import { calibrateParo, type ParoCalibrationOptions } from "../../runtime/quant/paro_calibrate.ts";
 import { ParoPlan, type ParoPlanOptions, planParo } from "../../runtime/quant/paro_plan.ts";
 import type { AttentionImpl, AttentionPlanData, AttentionPlugin } from "../types.ts";
@@ -97,9 +102,12 @@ export type ParoForm = "image" | "flux-joint";
  * makes the plan (over the h×w image grid in both families).
  */
 export async function planParoForModel(rt: Runtime, o: ParoModelPlanOptions): Promise<ParoPlan> {
+  // Through a real checkpoint's text encoders: two of the caption list, as two emoji here.
+  const captions = await usesCaptionEncoder(o.path ?? DEFAULT_MODEL_DIR, o);
   const stats = await calibrateParo(rt, {
     ...o,
-    prompts: o.prompts ?? PARO_CALIBRATION_PROMPTS,
+    prompts: o.prompts ??
+      (captions ? CAPTION_CALIBRATION_PROMPTS.slice(0, 2) : PARO_CALIBRATION_PROMPTS),
     wrap: (obs, inner, family) =>
       family === "flux" ? observeImageTokens(obs, inner) : obs.wrap(inner),
   });

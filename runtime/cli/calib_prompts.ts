@@ -6,6 +6,7 @@
  * @module
  */
 import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
+import { CAPTION_CALIBRATION_PROMPTS } from "../quant/calibration_run.ts";
 import { parsePromptList } from "../eval/eval.ts";
 import { UsageError } from "./common.ts";
 
@@ -34,13 +35,25 @@ export async function readCalibrationPrompts(file: string): Promise<string[]> {
 
 /**
  * The prompts of `--calib-file` (`file`) and `--calib-prompts` (`n`); undefined when neither
- * is given (each plugin's own list).
+ * is given (each plugin's own list). `captions`: the model calibrates through a real
+ * checkpoint's text encoders, so `n` counts CAPTION_CALIBRATION_PROMPTS.
  */
 export async function calibrationPrompts(
   file: string | undefined,
   n: number | undefined,
+  captions = false,
 ): Promise<string[] | undefined> {
   if (file === undefined && n === undefined) return undefined;
+  if (file === undefined && captions) {
+    const all = CAPTION_CALIBRATION_PROMPTS;
+    if (n! > all.length) {
+      throw new UsageError(
+        `--calib-prompts ${n}: ${all.length} captions are built in for a real checkpoint's ` +
+          "text encoders; give --calib-file for more",
+      );
+    }
+    return all.slice(0, n);
+  }
   const from = file ??
     (n! > CALIBRATION_PROMPTS.length ? MORE_CALIBRATION_PROMPTS_FILE : undefined);
   const list = from === undefined ? [...CALIBRATION_PROMPTS] : await readCalibrationPrompts(from);

@@ -1,5 +1,6 @@
 import { assertEquals, assertRejects } from "../../tests/assert.ts";
 import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
+import { CAPTION_CALIBRATION_PROMPTS } from "../quant/calibration_run.ts";
 import { calibrationPrompts, MORE_CALIBRATION_PROMPTS_FILE } from "./calib_prompts.ts";
 import { UsageError } from "./common.ts";
 
@@ -30,4 +31,14 @@ Deno.test("calibrationPrompts: none asked → undefined; built in, past 10 the l
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("calibrationPrompts: through a real checkpoint's text encoders, the built-in captions", async () => {
+  assertEquals(await calibrationPrompts(undefined, undefined, true), undefined);
+  assertEquals(
+    await calibrationPrompts(undefined, 3, true),
+    CAPTION_CALIBRATION_PROMPTS.slice(0, 3),
+  );
+  assertEquals(new Set(CAPTION_CALIBRATION_PROMPTS).size, 16); // METHODS.md: ≥ 8, across categories
+  await assertRejects(() => calibrationPrompts(undefined, 17, true), UsageError, "16 captions");
 });

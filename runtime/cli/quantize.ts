@@ -8,6 +8,8 @@
 import { TEXT_WEIGHTS } from "../../plugins/models/text_weights.ts";
 import { ADAPTER_CHOICES, type AdapterChoice, createRuntime } from "../gpu/device.ts";
 import { CALIBRATION_PROMPTS } from "../quant/calibrate.ts";
+import { CAPTION_CALIBRATION_PROMPTS, usesCaptionEncoder } from "../quant/calibration_run.ts";
+import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
 import { ABITS } from "../quant/qlinear.ts";
 import { CENTER_MODES } from "../reference/act_center.ts";
 import { TLQ_FITS } from "../../plugins/quantizers/tlq.ts";
@@ -277,7 +279,10 @@ export async function quantize(args: string[]): Promise<number> {
       throw new UsageError(`give --${k} or --calib-embeds, not both`);
     }
   }
-  const calibPromptList = await calibrationPrompts(v["calib-file"], calibPrompts);
+  // A real checkpoint's text encoders calibrate on captions; the bundled model on emoji names.
+  const captions = !v["calib-embeds"] &&
+    await usesCaptionEncoder(v.model ?? DEFAULT_MODEL_DIR, { textEncoder });
+  const calibPromptList = await calibrationPrompts(v["calib-file"], calibPrompts, captions);
   const calibEmbeds = v["calib-embeds"] === undefined
     ? undefined
     : await readCalibrationEmbeds(v["calib-embeds"]);
@@ -378,7 +383,8 @@ export async function quantize(args: string[]): Promise<number> {
           actGroup: r.plan.settings.actGroup,
           actAsym: r.plan.settings.actAsym,
           cfgDelta: r.plan.settings.cfgDelta,
-          prompts: CALIBRATION_PROMPTS.slice(0, reportPrompts),
+          prompts: (captions ? CAPTION_CALIBRATION_PROMPTS : CALIBRATION_PROMPTS)
+            .slice(0, reportPrompts),
           embeds: calibEmbeds,
           textEncoder,
           maxSequenceLength,

@@ -113,7 +113,8 @@ export const QUANTIZE_USAGE =
   --force                 overwrite --out
   --calib-prompts N       rotations / paro / gptq: the first N calibration prompts of --calib-file,
                           or of the 10 built in (past 10: of bench/prompts/calibration_320.txt,
-                          which starts with them); default each plugin's own list (the
+                          which starts with them) — through a real checkpoint's text encoders,
+                          of 16 built-in captions; default each plugin's own list (the
                           statistics are cached per model and settings)
   --calib-file FILE       rotations / paro / gptq: calibration prompts, one a line (blank lines and
                           # comments skipped), e.g. bench/prompts/calibration_160.txt: GPTQ

@@ -50,12 +50,14 @@ import {
   type CalibrationEmbeds,
   calibrationEmbedsHash,
   type CalibrationSize,
+  CAPTION_CALIBRATION_PROMPTS,
   checkFluxPrompts,
   modelFamily,
   modelSamplingDefaults,
   promptEncoderKey,
   type PromptEncoderSource,
   runCalibration,
+  usesCaptionEncoder,
 } from "./calibration_run.ts";
 
 /**
@@ -80,7 +82,10 @@ export const CALIBRATION_PROMPTS: readonly string[] = [
 export interface CalibrateOptions extends PromptEncoderSource, CalibrationSize {
   /** Model folder; default the bundled model. */
   path?: string;
-  /** Prompts; default {@linkcode CALIBRATION_PROMPTS}. */
+  /**
+   * Prompts; default {@linkcode CALIBRATION_PROMPTS}, or through a real checkpoint's text
+   * encoders CAPTION_CALIBRATION_PROMPTS (calibration_run.ts).
+   */
   prompts?: readonly string[];
   /** Precomputed inputs instead of prompts (FLUX without its text encoders: required; a row a prompt). */
   embeds?: CalibrationEmbeds;
@@ -380,8 +385,11 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
   const family = await modelFamily(path);
   await checkFluxPrompts(path, family, o, "Calibrating a rotation");
   const own = await modelSamplingDefaults(path, family);
+  const defaultPrompts = await usesCaptionEncoder(path, o)
+    ? CAPTION_CALIBRATION_PROMPTS
+    : CALIBRATION_PROMPTS;
   const settings: CalibrationSettings = {
-    prompts: o.embeds ? [] : [...(o.prompts ?? CALIBRATION_PROMPTS)],
+    prompts: o.embeds ? [] : [...(o.prompts ?? defaultPrompts)],
     steps: o.steps ?? own.steps,
     guidance: o.guidance ?? own.guidance,
     sampler: o.sampler ?? own.sampler,

@@ -112,6 +112,45 @@ export interface PromptEncoderSource {
   textEncoderDtype?: TextWeights;
 }
 
+/**
+ * Calibration prompts for a real checkpoint's text encoders (T5, CLIP + T5): sixteen captions
+ * over the categories text-to-image prompts span (people, animals, landscapes, cities, food,
+ * vehicles, science fiction, interiors, lettering, macro, and painting, watercolour, anime and
+ * 3D styles). The bundled model, whose vocabulary is emoji names, keeps its own list
+ * (calibrate.ts: CALIBRATION_PROMPTS).
+ */
+export const CAPTION_CALIBRATION_PROMPTS: readonly string[] = [
+  "a photo of a woman reading a book in a sunlit cafe",
+  "portrait of an old fisherman with a grey beard, dramatic lighting",
+  "a golden retriever puppy playing in fresh snow",
+  "a red fox in an autumn forest, telephoto photograph",
+  "a mountain lake at sunrise with mist over the water",
+  "a busy city street at night with neon signs and rain",
+  "a bowl of ramen with a soft-boiled egg, overhead shot",
+  "a vintage red sports car parked by the sea",
+  "an astronaut floating inside a space station, cinematic",
+  "a watercolor painting of a lighthouse on a cliff",
+  "a cozy living room with a fireplace and wooden furniture",
+  'a shop window with a sign that says "OPEN" in bold letters',
+  "a macro photo of a dewdrop on a green leaf",
+  "an anime illustration of a girl with a sword under cherry blossoms",
+  "a 3D render of a glass chess set on a marble table",
+  "an oil painting of a stormy sea with a sailing ship",
+];
+
+/**
+ * Whether calibration on prompts runs through a real checkpoint's text encoders (the model
+ * folder's or `textEncoder`'s): their default prompts are {@linkcode CAPTION_CALIBRATION_PROMPTS}.
+ */
+export async function usesCaptionEncoder(
+  path: string,
+  o: PromptEncoderSource & { embeds?: CalibrationEmbeds } = {},
+): Promise<boolean> {
+  if (o.embeds || path.endsWith(".safetensors")) return false;
+  const dir = o.textEncoder ?? path;
+  return await modelFamily(path) === "flux" ? await hasFluxEncoders(dir) : await hasT5Encoder(dir);
+}
+
 /** The error a FLUX calibration with neither text encoders nor embeddings gives (names the flags). */
 export function fluxNeedsEmbedsError(what: string): RangeError {
   return new RangeError(
