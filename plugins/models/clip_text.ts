@@ -12,11 +12,11 @@ import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
-import { WeightLoader } from "../../runtime/model/weights.ts";
+import { LoadedSoFar, WeightLoader } from "../../runtime/model/weights.ts";
 import { textAttention } from "../../runtime/ops/attention_text.ts";
 import { gatherRows } from "../../runtime/ops/embed.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
-import { HostEmbedding, type TextWeights, weightStorage } from "./text_weights.ts";
+import { type HostEmbedding, hostEmbedding, type TextWeights } from "./text_weights.ts";
 import {
   loadPreLnLayer,
   preLnForward,
@@ -197,27 +197,17 @@ export class ClipTextEncoder {
   ): Promise<ClipTextEncoder> {
     const T = prefixOf(source);
     const w = new WeightLoader(source, clipTextWeightShapes(config, T));
-    const norms: { release(): void }[] = []; // freed with the layers if a later tensor fails
-    const gpu = async (n: string) => {
-      const t = await w.gpu(rt, n, "f32");
-      norms.push(t);
-      return t;
-    };
+    const made = new LoadedSoFar();
+    const gpu = async (n: string) => made.keep(await w.gpu(rt, n, "f32"));
+    const table = (name: string, rows: number) =>
+      hostEmbedding(w, name, rows, config.hiddenSize, weights);
     const layers: PreLnLayer[] = [];
     try {
       for (let i = 0; i < config.numLayers; i++) {
-        const names = layerNames(T, i);
-        layers.push(await loadPreLnLayer(rt, w, names, weights));
+        const l = await loadPreLnLayer(rt, w, layerNames(T, i), weights);
+        layers.push(l);
+        made.keep({ release: () => releasePreLnLayer(l) });
       }
-      const table = async (name: string, rows: number) => {
-        const v = await w.host(name);
-        return new HostEmbedding(
-          v,
-          rows,
-          config.hiddenSize,
-          weightStorage(source, name, v, weights),
-        );
-      };
       return new ClipTextEncoder(
         config,
         await table(`${T}embeddings.token_embedding.weight`, config.vocabSize),
@@ -227,8 +217,7 @@ export class ClipTextEncoder {
         await gpu(`${T}final_layer_norm.bias`),
       );
     } catch (e) {
-      for (const l of layers) releasePreLnLayer(l);
-      for (const t of norms) t.release();
+      made.release();
       throw e;
     }
   }

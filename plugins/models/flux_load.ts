@@ -8,7 +8,7 @@ import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
 import type { Linear, LinearFactory } from "../../runtime/model/linear.ts";
-import { WeightLoader } from "../../runtime/model/weights.ts";
+import { LoadedSoFar, WeightLoader } from "../../runtime/model/weights.ts";
 import { type FluxConfig, fluxWeightShapes } from "./flux_config.ts";
 import { denseSelfAttention, type SelfAttention } from "./dit_common.ts";
 import { FluxModel } from "./flux.ts";
@@ -65,17 +65,11 @@ export async function loadFlux(
   opts: FluxLoadOptions,
 ): Promise<FluxModel> {
   const loader = new WeightLoader(source, fluxWeightShapes(config));
-  const made: { release(): void }[] = [];
-  const linear = async (name: string): Promise<Linear> => {
-    const l = await opts.linears.create(rt, await loader.linearSource(name));
-    made.push(l);
-    return l;
-  };
-  const norm = async (name: string): Promise<Tensor> => {
-    const t = await loader.gpu(rt, `${name}.weight`, opts.dtype);
-    made.push(t);
-    return t;
-  };
+  const made = new LoadedSoFar();
+  const linear = async (name: string): Promise<Linear> =>
+    made.keep(await opts.linears.create(rt, await loader.linearSource(name)));
+  const norm = async (name: string): Promise<Tensor> =>
+    made.keep(await loader.gpu(rt, `${name}.weight`, opts.dtype));
   try {
     const linears: Record<string, Linear> = {};
     const tte = "time_text_embed";
@@ -138,7 +132,7 @@ export async function loadFlux(
       selfAttention: opts.selfAttention ?? denseSelfAttention,
     });
   } catch (e) {
-    for (const m of made) m.release();
+    made.release();
     throw e;
   }
 }

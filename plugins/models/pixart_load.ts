@@ -9,7 +9,7 @@ import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
 import type { Linear, LinearFactory } from "../../runtime/model/linear.ts";
-import { WeightLoader } from "../../runtime/model/weights.ts";
+import { LoadedSoFar, WeightLoader } from "../../runtime/model/weights.ts";
 import { type PixArtConfig, pixartWeightShapes } from "./pixart_config.ts";
 import { denseSelfAttention, type SelfAttention } from "./dit_common.ts";
 import { PixArtModel } from "./pixart.ts";
@@ -58,12 +58,10 @@ export async function loadPixArt(
   opts: PixArtLoadOptions,
 ): Promise<PixArtModel> {
   const loader = new WeightLoader(source, pixartWeightShapes(config));
-  const made: Linear[] = [];
-  const linear = async (name: string): Promise<Linear> => {
-    const l = await opts.linears.create(rt, await loader.linearSource(name));
-    made.push(l);
-    return l;
-  };
+  const made = new LoadedSoFar();
+  const linear = async (name: string): Promise<Linear> =>
+    made.keep(await opts.linears.create(rt, await loader.linearSource(name)));
+  const table = async (name: string) => made.keep(await loader.gpu(rt, name, opts.dtype));
   try {
     const linears: Record<string, Linear> = {};
     const top = [
@@ -86,7 +84,7 @@ export async function loadPixArt(
     for (let i = 0; i < config.numLayers; i++) {
       const p = `transformer_blocks.${i}`;
       blocks.push({
-        table: await loader.gpu(rt, `${p}.scale_shift_table`, opts.dtype),
+        table: await table(`${p}.scale_shift_table`),
         q: await linear(`${p}.attn1.to_q`),
         k: await linear(`${p}.attn1.to_k`),
         v: await linear(`${p}.attn1.to_v`),
@@ -102,11 +100,11 @@ export async function loadPixArt(
     return new PixArtModel(config, opts.dtype, {
       linears,
       blocks,
-      finalTable: await loader.gpu(rt, "scale_shift_table", opts.dtype),
+      finalTable: await table("scale_shift_table"),
       selfAttention: opts.selfAttention ?? denseSelfAttention,
     });
   } catch (e) {
-    for (const l of made) l.release();
+    made.release();
     throw e;
   }
 }

@@ -11,7 +11,7 @@ import type { Runtime } from "../../runtime/gpu/device.ts";
 import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { DenseLinear } from "../../runtime/model/linear.ts";
-import type { WeightLoader } from "../../runtime/model/weights.ts";
+import { LoadedSoFar, type WeightLoader } from "../../runtime/model/weights.ts";
 import type { GemmActivation } from "../../runtime/ops/gemm.ts";
 import { layerNorm } from "../../runtime/ops/norm.ts";
 import { textLinear, type TextWeights } from "./text_weights.ts";
@@ -68,11 +68,9 @@ export async function loadPreLnLayer(
   n: PreLnNames,
   weights: TextWeights = "f32",
 ): Promise<PreLnLayer> {
-  // What is loaded so far, freed if a later tensor fails.
-  const made: { release(): void }[] = [];
-  const keep = <T extends { release(): void }>(x: T): T => (made.push(x), x);
-  const gpu = async (name: string) => keep(await w.gpu(rt, name, "f32"));
-  const lin = async (name: string) => keep(await textLinear(rt, w, name, weights));
+  const made = new LoadedSoFar();
+  const gpu = async (name: string) => made.keep(await w.gpu(rt, name, "f32"));
+  const lin = async (name: string) => made.keep(await textLinear(rt, w, name, weights));
   try {
     return {
       n1w: await gpu(`${n.norm1}.weight`),
@@ -87,7 +85,7 @@ export async function loadPreLnLayer(
       fc2: await lin(n.fc2),
     };
   } catch (e) {
-    for (const m of made) m.release();
+    made.release();
     throw e;
   }
 }

@@ -14,11 +14,11 @@ import type { Recorder } from "../../runtime/gpu/kernel.ts";
 import type { Tensor } from "../../runtime/gpu/tensor.ts";
 import type { TensorSource } from "../../runtime/io/safetensors.ts";
 import type { DenseLinear } from "../../runtime/model/linear.ts";
-import { WeightLoader } from "../../runtime/model/weights.ts";
+import { LoadedSoFar, WeightLoader } from "../../runtime/model/weights.ts";
 import { textAttention } from "../../runtime/ops/attention_text.ts";
 import { rmsNorm } from "../../runtime/ops/norm.ts";
 import { t5Buckets, type T5Config } from "./t5_config.ts";
-import { HostEmbedding, textLinear, type TextWeights, weightStorage } from "./text_weights.ts";
+import { type HostEmbedding, hostEmbedding, textLinear, type TextWeights } from "./text_weights.ts";
 
 const ATT = "layer.0.SelfAttention";
 const FF = "layer.1.DenseReluDense";
@@ -105,11 +105,9 @@ export class T5Encoder {
   ): Promise<T5Encoder> {
     const emb = embeddingName(source);
     const w = new WeightLoader(source, t5WeightShapes(config, emb));
-    // Everything loaded so far, freed if a later tensor fails (a half-built layer too).
-    const made: { release(): void }[] = [];
-    const keep = <T extends { release(): void }>(x: T): T => (made.push(x), x);
-    const gpu = async (n: string) => keep(await w.gpu(rt, n, "f32"));
-    const lin = async (name: string) => keep(await textLinear(rt, w, name, weights));
+    const made = new LoadedSoFar();
+    const gpu = async (n: string) => made.keep(await w.gpu(rt, n, "f32"));
+    const lin = async (name: string) => made.keep(await textLinear(rt, w, name, weights));
     const layers: Layer[] = [];
     try {
       for (let i = 0; i < config.numLayers; i++) {
@@ -126,21 +124,15 @@ export class T5Encoder {
           wo: await lin(`${p}.${FF}.wo`),
         });
       }
-      const table = await w.host(emb);
       return new T5Encoder(
         config,
-        new HostEmbedding(
-          table,
-          config.vocabSize,
-          config.dModel,
-          weightStorage(source, emb, table, weights),
-        ),
+        await hostEmbedding(w, emb, config.vocabSize, config.dModel, weights),
         await gpu(`encoder.block.0.${ATT}.relative_attention_bias.weight`),
         layers,
         await gpu("encoder.final_layer_norm.weight"),
       );
     } catch (e) {
-      for (const m of made) m.release();
+      made.release();
       throw e;
     }
   }

@@ -60,6 +60,18 @@ export async function textLinear(
   );
 }
 
+/** The stored table `name` [rows, cols] as a host embedding, kept per `mode` (weightStorage). */
+export async function hostEmbedding(
+  w: WeightLoader,
+  name: string,
+  rows: number,
+  cols: number,
+  mode: TextWeights,
+): Promise<HostEmbedding> {
+  const v = await w.host(name);
+  return new HostEmbedding(v, rows, cols, weightStorage(w.source, name, v, mode));
+}
+
 /** An embedding table [rows, cols] on the host, its rows gathered there (see the module doc). */
 export class HostEmbedding {
   readonly rows: number;

@@ -78,3 +78,23 @@ export class WeightLoader {
     return uploadTensor(rt, await this.source.readF32(name), shape, "f32");
   }
 }
+
+/**
+ * What a model loader has put on the GPU so far (tensors, linears), so that a tensor failing
+ * to load halfway (a bad file, the binding limit) frees everything before it, a half-built
+ * layer included.
+ */
+export class LoadedSoFar {
+  readonly #items: { release(): void }[] = [];
+
+  /** Tracks `x` and returns it. */
+  keep<T extends { release(): void }>(x: T): T {
+    this.#items.push(x);
+    return x;
+  }
+
+  /** Frees everything kept (the load failed). */
+  release(): void {
+    for (const x of this.#items.splice(0)) x.release();
+  }
+}
