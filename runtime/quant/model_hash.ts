@@ -8,6 +8,40 @@ import { join } from "node:path";
 import { CheckpointError } from "../errors.ts";
 import { transformerDir } from "../io/safetensors_index.ts";
 import { DEFAULT_MODEL_DIR } from "../pipeline.ts";
+// Hashes are kept for the process while the files' sizes and times stay the same: one
+// quantize asks for the same ones several times (the artifact, the calibration and PARO
+// caches), and a FLUX checkpoint is tens of gigabytes to read.
+const memo = new Map<string, string>();
+
+/**
+ * sha-256 (hex) of files under `dir` (relative paths, in order), streamed; each file's path
+ * and a NUL go first when `withNames`.
+ */
+async function hashFiles(
+  dir: string,
+  files: readonly string[],
+  withNames: boolean,
+): Promise<string> {
+  const stats = await Promise.all(files.map((f) => Deno.stat(join(dir, f))));
+  const key = JSON.stringify([
+    dir,
+    withNames,
+    files.map((f, i) => [f, stats[i].size, stats[i].mtime?.getTime() ?? null]),
+  ]);
+  const known = memo.get(key);
+  if (known) return known;
+  const h = createHash("sha256");
+  const buf = new Uint8Array(1 << 22);
+  for (const rel of files) {
+    if (withNames) h.update(`${rel}\0`);
+    using f = await Deno.open(join(dir, rel));
+    for (let n = await f.read(buf); n !== null; n = await f.read(buf)) h.update(buf.subarray(0, n));
+  }
+  const hex = h.digest("hex");
+  memo.set(key, hex);
+  return hex;
+}
+
 /**
  * sha-256 (hex) of a model's transformer weights: every `*.safetensors` file of
  * `<path>/transformer` (or of `path` itself when it holds them), by name, streamed.
@@ -24,14 +58,7 @@ export async function transformerWeightsHash(path: string = DEFAULT_MODEL_DIR): 
     throw e;
   }
   if (files.length === 0) throw new RangeError(`No .safetensors weights in ${dir}`);
-  files.sort();
-  const h = createHash("sha256");
-  for (const name of files) {
-    using f = await Deno.open(join(dir, name));
-    const buf = new Uint8Array(1 << 22);
-    for (let n = await f.read(buf); n !== null; n = await f.read(buf)) h.update(buf.subarray(0, n));
-  }
-  return h.digest("hex");
+  return await hashFiles(dir, files.sort(), false);
 }
 
 /**
@@ -53,13 +80,5 @@ export async function foldersHash(dir: string, subfolders: readonly string[]): P
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     });
   }
-  files.sort();
-  const h = createHash("sha256");
-  const buf = new Uint8Array(1 << 22);
-  for (const rel of files) {
-    h.update(`${rel}\0`);
-    using f = await Deno.open(join(dir, rel));
-    for (let n = await f.read(buf); n !== null; n = await f.read(buf)) h.update(buf.subarray(0, n));
-  }
-  return h.digest("hex");
+  return await hashFiles(dir, files.sort(), true);
 }
