@@ -211,7 +211,9 @@ export class Pipeline {
     const e = await p.encode(this.runtime, neg === undefined ? prompts : [...prompts, neg]);
     const row = p.length * p.channels;
     const P = p.pooledChannels ?? 0;
-    const first = <T extends Float32Array | undefined>(a: T, w: number) => a?.slice(0, B * w) as T;
+    // The prompts' rows: the arrays themselves when no negative row follows them (no copy).
+    const first = <T extends Float32Array | undefined>(a: T, w: number) =>
+      (neg === undefined ? a : a?.slice(0, B * w)) as T;
     const last = (a: Float32Array | undefined, w: number) =>
       a ? tileRow(a.subarray(B * w), B) : undefined;
     const embeds: CaptionEmbeds = {
