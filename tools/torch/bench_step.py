@@ -9,7 +9,6 @@ AttnProcessor2_0. Writes BENCHMARKS.md's results JSON (+ a .md table).
   python3 tools/torch/bench_step.py --commit abc1234 --out-dir bench/results [--iters 20]
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pixart import PixArtConfig, PixArtTransformer  # noqa: E402
-from results_format import timing_row, write_torch_results  # noqa: E402
+from results_format import peer_arg_parser, timing_row, write_torch_results  # noqa: E402
 
 CFG = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
            cross_attention_dim=1152, sample_size=128, patch_size=2, caption_channels=4096)
@@ -43,11 +42,7 @@ def timed(model, inputs, warmup, iters):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--commit", required=True)
-    ap.add_argument("--out-dir", default="bench/results")
-    ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap = peer_arg_parser(iters=20, warmup=5)
     ap.add_argument("--date", default=None)
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -8,7 +8,6 @@ T5EncoderModel at T5-v1.1-XXL's shape (PixArt-α/Σ's and FLUX's) and CLIPTextMo
   python3 tools/torch/bench_text.py --commit <hash> --out-dir bench/results
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -18,17 +17,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_vae import timed  # noqa: E402
-from results_format import timing_row, write_torch_results  # noqa: E402
+from results_format import peer_arg_parser, timing_row, write_torch_results  # noqa: E402
 
 
 def main():
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--commit", required=True)
-    ap.add_argument("--out-dir", default="bench/results")
-    ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap = peer_arg_parser()
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

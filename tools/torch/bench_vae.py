@@ -6,7 +6,6 @@ TF32 off (`torch_vae_decode_sd_{512,1024}_fp32`) and fp16 (`..._fp16`), CUDA-eve
   python3 tools/torch/bench_vae.py --commit <hash> --out-dir bench/results
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -16,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_vae_fixtures import decode, random_weights  # noqa: E402
-from results_format import timing_row, write_torch_results  # noqa: E402
+from results_format import peer_arg_parser, timing_row, write_torch_results  # noqa: E402
 
 CFG = dict(block_out_channels=[128, 256, 512, 512], layers_per_block=2, norm_num_groups=32, latent_channels=4,
            scaling_factor=0.18215, shift_factor=None, use_post_quant_conv=True)
@@ -38,11 +37,7 @@ def timed(fn, warmup, iters):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--commit", required=True)
-    ap.add_argument("--out-dir", default="bench/results")
-    ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap = peer_arg_parser()
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -6,6 +6,7 @@ only. These runs use no Deno, so their header has no `deno` field (rather than a
     python3 tools/torch/results_format.py   # self-test
 """
 
+import argparse
 import json
 import math
 import os
@@ -91,6 +92,16 @@ def figure_row(name, value, unit, note=None):
     if note:
         row["note"] = note
     return row
+
+
+def peer_arg_parser(iters=10, warmup=3):
+    """The PyTorch peers' shared options: --commit (required), --out-dir, --iters, --warmup."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--commit", required=True)
+    ap.add_argument("--out-dir", default="bench/results")
+    ap.add_argument("--iters", type=int, default=iters)
+    ap.add_argument("--warmup", type=int, default=warmup)
+    return ap
 
 
 def timing_row(name, ms, note):
@@ -211,6 +222,8 @@ def write_results(path, doc, text=""):
 
 if __name__ == "__main__":
     import tempfile
+    a = peer_arg_parser(20, 5).parse_args(["--commit", "abc1234"])
+    assert (a.commit, a.out_dir, a.iters, a.warmup) == ("abc1234", "bench/results", 20, 5), a
     os.environ.pop("WEBDIT_GPU_DRIVER", None)
     assert gpu_driver("host CPU (x)") is None
     os.environ["WEBDIT_GPU_DRIVER"] = "NVIDIA 1.2"
