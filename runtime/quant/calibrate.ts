@@ -385,7 +385,7 @@ export async function calibrate(rt: Runtime, o: CalibrateOptions = {}): Promise<
   const family = await modelFamily(path);
   await checkFluxPrompts(path, family, o, "Calibrating a rotation");
   const own = await modelSamplingDefaults(path, family);
-  const defaultPrompts = await usesCaptionEncoder(path, o)
+  const defaultPrompts = await usesCaptionEncoder(path, o, family)
     ? CAPTION_CALIBRATION_PROMPTS
     : CALIBRATION_PROMPTS;
   const settings: CalibrationSettings = {

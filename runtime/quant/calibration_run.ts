@@ -141,14 +141,17 @@ export const CAPTION_CALIBRATION_PROMPTS: readonly string[] = [
 /**
  * Whether calibration on prompts runs through a real checkpoint's text encoders (the model
  * folder's or `textEncoder`'s): their default prompts are {@linkcode CAPTION_CALIBRATION_PROMPTS}.
+ * `family`: the model's, when the caller has read it.
  */
 export async function usesCaptionEncoder(
   path: string,
   o: PromptEncoderSource & { embeds?: CalibrationEmbeds } = {},
+  family?: CalibrationFamily,
 ): Promise<boolean> {
   if (o.embeds || path.endsWith(".safetensors")) return false;
   const dir = o.textEncoder ?? path;
-  return await modelFamily(path) === "flux" ? await hasFluxEncoders(dir) : await hasT5Encoder(dir);
+  const flux = (family ?? await modelFamily(path)) === "flux";
+  return flux ? await hasFluxEncoders(dir) : await hasT5Encoder(dir);
 }
 
 /** The error a FLUX calibration with neither text encoders nor embeddings gives (names the flags). */
@@ -186,10 +189,9 @@ export async function promptEncoderKey(
   family: CalibrationFamily,
   o: PromptEncoderSource & { embeds?: CalibrationEmbeds },
 ): Promise<{ sha256: string; length: number; weights?: TextWeights } | undefined> {
-  if (o.embeds || path.endsWith(".safetensors")) return undefined;
+  if (!await usesCaptionEncoder(path, o, family)) return undefined;
   const dir = o.textEncoder ?? path;
   const flux = family === "flux";
-  if (!(flux ? await hasFluxEncoders(dir) : await hasT5Encoder(dir))) return undefined;
   const parts = flux
     ? ["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
     : ["text_encoder", "tokenizer"];
