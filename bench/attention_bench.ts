@@ -7,7 +7,7 @@
  *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/attention_bench.ts
  *                          # + bench/results/<device>/<date>_attention.{json,md}
  *
- * GPU: 4096 tokens (a 64×64 grid), 16 heads, batch 1: dense f16 at head dim 64 and 72 (ms,
+ * GPU: 4096 tokens (a 64×64 grid), 16 heads, batch 1: dense f16 at head dim 64, 72 and 128 (ms,
  * TFLOP/s in value2 counting 4·T²·D·H, against the 53 TFLOP/s f16 FMA ceiling), PARO at
  * D = 64 (ms; value2 = speed-up over dense f16 at the same shape, same run), and the same
  * at 1024 tokens. A PARO row times the whole op: K mean + quantize-to-blocks (with the
@@ -17,7 +17,8 @@
  * (the CPU adapter's) at 0.3 INT8, and `attn_paro_d30_int8_…_d72` is PixArt-α's head dim.
  * CPU adapter: 1024 tokens (the bundled model's grid), 2 heads, GFLOP/s for dense.
  * WEBDIT_ATTN_SWEEP=1 adds the rows INT8 kernel at 0.3 under several launch shapes, and
- * WEBDIT_ATTN_TILED_SWEEP=1 the tiled dense kernel under several launch shapes.
+ * WEBDIT_ATTN_TILED_SWEEP=1 the tiled dense kernel under several launch shapes, and
+ * WEBDIT_ATTN_CHUNKED_SWEEP=1 the head-dim-chunked one.
  *
  * Masks are synthetic but shaped like calibrated ones: per head, block mass decays with the
  * block distance (plus noise), the diagonal is always kept (runtime/quant/paro_plan.ts
@@ -30,7 +31,8 @@ import { Recorder } from "../runtime/gpu/kernel.ts";
 import { readTensor, readTensorRaw, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { attention, type AttentionTuning } from "../runtime/ops/attention.ts";
-import { tiledBytes, type TiledShape } from "../runtime/ops/attention_tiled.ts";
+import { tiledBytes } from "../runtime/ops/attention_tiled.ts";
+import { chunkedFits } from "../runtime/ops/attention_chunked.ts";
 import {
   attnSparse,
   attnSparseQuantized,
@@ -174,22 +176,14 @@ const hh = (x: Inputs, i: number): HostHeads => ({
 
 const denseMs = new Map<string, () => number | undefined>();
 
-function denseCase(
-  T: number,
-  D: number,
-  dt: Float,
-  kernel?: "rows" | "tiled",
-  shape?: TiledShape,
-  rowsPerThread?: number,
-): BenchCase {
+function denseCase(T: number, D: number, dt: Float, tuning?: AttentionTuning): BenchCase {
   // The default kernel has the plain name; a forced one is named (attn_dense_rows_…), and a
-  // forced tiled launch shape (…_rg16_tc9_cv2) or rows a thread (…_rpt4) carries it.
-  const tag = (shape ? `_rg${shape.rg}_tc${shape.tc}_cv${shape.cv}` : "") +
-    (rowsPerThread ? `_rpt${rowsPerThread}` : "");
-  const name = `attn_dense_${kernel ? `${kernel}_` : ""}${dt}_${T}_d${D}${tag}`;
-  const tuning: AttentionTuning | undefined = kernel
-    ? { kernel, tiled: shape, rowsPerThread }
-    : undefined;
+  // forced launch shape (…_rg16_tc9_cv2, …_rg8_tc16_nch2) or rows a thread (…_rpt4) carries it.
+  const t = tuning ?? {};
+  const shape = t.tiled ? `_rg${t.tiled.rg}_tc${t.tiled.tc}_cv${t.tiled.cv}` : "";
+  const chunks = t.chunked ? `_rg${t.chunked.rg}_tc${t.chunked.tc}_nch${t.chunked.nch}` : "";
+  const tag = shape + chunks + (t.rowsPerThread ? `_rpt${t.rowsPerThread}` : "");
+  const name = `attn_dense_${t.kernel ? `${t.kernel}_` : ""}${dt}_${T}_d${D}${tag}`;
   const flops = 4 * T * T * D * HEADS;
   return {
     name,
@@ -419,15 +413,8 @@ const suite = new BenchSuite({
 });
 
 /** Adds a dense case and makes its median visible to the PARO rows' speed-up. */
-function addDense(
-  T: number,
-  D: number,
-  dt: Float,
-  kernel?: "rows" | "tiled",
-  shape?: TiledShape,
-  rowsPerThread?: number,
-): void {
-  const c = denseCase(T, D, dt, kernel, shape, rowsPerThread);
+function addDense(T: number, D: number, dt: Float, tuning?: AttentionTuning): void {
+  const c = denseCase(T, D, dt, tuning);
   suite.add(c);
   denseMs.set(c.name, () => suite.lastResults.find((r) => r.name === c.name)?.median_ms);
 }
@@ -439,8 +426,13 @@ for (const T of sizes) {
   if (T === 4096) {
     addDense(T, 72, dt);
     // The one-row-per-thread kernel GPUs used before the tiled one, and f32 (the f32 step's).
-    addDense(T, 72, dt, "rows");
+    addDense(T, 72, dt, { kernel: "rows" });
     addDense(T, 72, "f32");
+    // FLUX's (and SD3's) head dim: the default (the chunked kernel on 48 KiB GPUs) and the
+    // tiled kernel's 32-thread shape it replaced there.
+    addDense(T, 128, dt);
+    addDense(T, 128, "f32");
+    addDense(T, 128, dt, { kernel: "tiled" });
   }
   for (const density of [0.5, 0.3, 0.2]) {
     for (const bits of [8, 4] as const) suite.add(paroCase(T, 64, density, bits));
@@ -461,22 +453,44 @@ for (const T of sizes) {
 if (!onGpu) {
   addDense(1024, 64, "f32");
   // The CPU adapter's launch before 2026-11-28 (4 query rows a thread instead of 8).
-  addDense(1024, 64, "f32", "rows", undefined, 4);
+  addDense(1024, 64, "f32", { kernel: "rows", rowsPerThread: 4 });
 }
 // WEBDIT_ATTN_TILED_SWEEP=1: launch shapes of the tiled dense kernel (row groups × threads per
 // row group × head-dim vec4s per thread) that fit this adapter, at the PixArt-α and d64 heads.
 if (Deno.env.get("WEBDIT_ATTN_TILED_SWEEP") === "1") {
   const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
   for (
-    const [D, shapes] of [[72, [[8, 9, 2], [16, 6, 3], [8, 6, 3], [16, 3, 6]]], [64, [
-      [8, 16, 1],
-      [16, 4, 4],
-      [8, 8, 2],
-    ]]] as const
+    const [D, shapes] of [
+      [72, [[8, 9, 2], [16, 6, 3], [8, 6, 3], [16, 3, 6]]],
+      [64, [[8, 16, 1], [16, 4, 4], [8, 8, 2]]],
+      [128, [[4, 8, 4], [4, 4, 8], [8, 4, 8]]],
+    ] as const
   ) {
     for (const [rg, tc, cv] of shapes) {
       const shape = { rg, tc, cv };
-      if (tiledBytes(D, shape) <= limit) addDense(sizes[0], D, dt, "tiled", shape);
+      if (tiledBytes(D, shape) <= limit) {
+        addDense(sizes[0], D, dt, { kernel: "tiled", tiled: shape });
+      }
+    }
+  }
+}
+// WEBDIT_ATTN_CHUNKED_SWEEP=1: launch shapes of the head-dim-chunked dense kernel (row groups ×
+// threads per row group × chunks) that fit this adapter, at FLUX's, PixArt-α's and d64 heads.
+if (Deno.env.get("WEBDIT_ATTN_CHUNKED_SWEEP") === "1") {
+  const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+  const threads = rt.info.limits.maxComputeInvocationsPerWorkgroup ?? 256;
+  for (
+    const [D, shapes] of [
+      [128, [[8, 16, 2], [8, 8, 2], [16, 8, 4], [16, 4, 4], [8, 8, 1], [4, 16, 2]]],
+      [72, [[16, 9, 2], [8, 9, 2]]],
+      [64, [[16, 8, 2], [8, 8, 2], [16, 4, 2]]],
+    ] as const
+  ) {
+    for (const [rg, tc, nch] of shapes) {
+      const chunked = { rg, tc, nch };
+      if (chunkedFits(D, chunked, limit, threads)) {
+        addDense(sizes[0], D, dt, { kernel: "chunked", chunked });
+      }
     }
   }
 }

@@ -73,6 +73,7 @@ import {
   writeResults,
 } from "./harness.ts";
 import { RandomFluxSource, setFluxPoolSize } from "./random_flux.ts";
+import { profileStep } from "./step_profile.ts";
 import { defaultQuantWorkers } from "../runtime/quant/gptq_pool.ts";
 import { compareOutputs, plannedLinears, planSummary, quantizeLayers } from "./random_quant.ts";
 
@@ -187,6 +188,12 @@ async function setup(
  */
 async function step(s: StepSetup): Promise<void> {
   const rec = new Recorder(rt, "flux step");
+  recordStep(rec, s);
+  await rec.submit();
+}
+
+/** Records one step into `rec`, into `s.out`. */
+function recordStep(rec: Recorder, s: StepSetup): void {
   const xm = cast(rec, s.x, s.model.dtype);
   const v = s.model.forward(rec, xm, [s.t], s.cond, { index: 0, total: 28 });
   if (xm !== s.x) xm.release();
@@ -194,7 +201,6 @@ async function step(s: StepSetup): Promise<void> {
   if (v32 !== v) v.release();
   elementwise(rec, "axpby", s.x, { y: v32, alpha: 1, beta: s.dt, out: s.out });
   v32.release();
-  await rec.submit();
 }
 
 /** The sampler position of every timed step (PARO reads its mask group from it). */
@@ -254,6 +260,9 @@ function stepCase(name: string, double: number, single: number, dtype: "f32" | "
       const s = await setup(c, dtype);
       const loadS = (performance.now() - t0) / 1000;
       const r = await checkedStep(name, s);
+      await profileStep(rt, name, (rec) => { // s.out outlives the step: nothing to release
+        recordStep(rec, s);
+      });
       return {
         device: rt.device,
         run: async (reps) => {

@@ -30,7 +30,7 @@ PARTS=(
   "gemm|~1|gemm|gemm_f32_4096, gemm_f16_4096, ort_matmul_f32_4096, tfjs_matmul_f32_4096 (2)"
   "qgemm|1|qgemm|gemm_{f32,w4a8,w8a8}_4096x1152x4608, gemm_{w4a8_g32,w4a4,w4a4_g16asym}_4096x1152x4608, gemm_{f32,w4a16}_64x1152x4608, gemm_w4a16_4096, ort_matmulnbits_w4_4096 (5)"
   "rotq|1|rotq|rotq_hadamard_4096x1152, rotq_outlier_4096x1152 (+ _a4g16asym), center_{mean,midrange}_4096x1152 beside the W4A8 GEMM (6)"
-  "attention|2.5|attention|attn_dense_f16_4096_d{64,72}, attn_paro_d{50,30,20}_int{8,4}_4096_d64, 1024 tokens (7)"
+  "attention|2.5|attention|attn_dense_f16_4096_d{64,72,128}, attn_paro_d{50,30,20}_int{8,4}_4096_d64, 1024 tokens (7)"
   "step|3|step|step_pixart_alpha_{f32,f16,w4a8_tlq_ars,w4a8_tlq_ars_paro30_int8} (3, 9)"
   "block|0.5|block|block_pixart_alpha_f32, tfjs_block_pixart_alpha_f32 (9)"
   "torch|0.5|torch_step|torch_step_pixart_alpha_{fp32,fp16} (3, 9)"

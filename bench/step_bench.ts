@@ -47,7 +47,6 @@
  */
 import { createRuntime, type Runtime } from "../runtime/gpu/device.ts";
 import { Recorder } from "../runtime/gpu/kernel.ts";
-import { byKernel, formatKernelTimes } from "../runtime/gpu/launch_times.ts";
 import { readTensor, type Tensor } from "../runtime/gpu/tensor.ts";
 import { denseLinears } from "../runtime/model/linear.ts";
 import { StatsCollector } from "../runtime/quant/calibrate.ts";
@@ -62,6 +61,7 @@ import {
 } from "../plugins/models/pixart.ts";
 import { pixartWeightShapes } from "../plugins/models/pixart_config.ts";
 import { BenchSuite, deviceSlug } from "./harness.ts";
+import { profileStep } from "./step_profile.ts";
 import {
   ALPHA,
   type Cond,
@@ -281,15 +281,6 @@ const shape: Shape = layersEnv
   : baseShape;
 const timing = { iterations: 10, minSampleMs: 300, maxReps: 16 };
 
-/** With WEBDIT_STEP_PROFILE=1, prints one step's kernel times (stderr) before a row is timed. */
-async function profileStep(r: Runtime, name: string, record: (rec: Recorder) => Tensor) {
-  if (Deno.env.get("WEBDIT_STEP_PROFILE") !== "1" || !r.info.timestamps) return;
-  const rec = new Recorder(r, "profile", { profile: true });
-  record(rec).release();
-  await rec.submit();
-  const kernels = formatKernelTimes(byKernel(await rec.launchTimes()));
-  console.error(`${name}: one step's kernels (GPU time):\n${kernels}`);
-}
 for (const dtype of ["f32", "f16"] as const) {
   if (!rows.includes(dtype)) continue;
   suite.add({

@@ -15,8 +15,10 @@ import { createTensor, readTensor, Tensor, uploadTensor } from "../gpu/tensor.ts
 import { Prng } from "../io/prng.ts";
 import { attentionRef } from "../reference/attention.ts";
 import { maxError, type SelfCheckResult } from "./selfcheck.ts";
-import { attentionTiledSpec, tiledBytes, type TiledShape, tiledShape } from "./attention_tiled.ts";
+import { attentionTiledSpec, type TiledShape } from "./attention_tiled.ts";
 import { ATTENTION_UNIFORM, type AttentionLaunch, type Layout } from "./attention_launch.ts";
+import { attentionChunkedSpec, chunkedCvc, type ChunkedShape } from "./attention_chunked.ts";
+import { chooseKernel } from "./attention_kernel.ts";
 import src from "../../wgsl/attention.wgsl" with { type: "text" };
 import ioSrc from "../../wgsl/attention_io.wgsl" with { type: "text" };
 import stepSrc from "../../wgsl/attention_rows_step.wgsl" with { type: "text" };
@@ -64,16 +66,22 @@ export interface AttentionOptions {
   tuning?: AttentionTuning;
 }
 
+/** The dense attention kernels ({@linkcode AttentionTuning.kernel}). */
+export type AttentionKernel = "rows" | "tiled" | "chunked";
+
 /** Launch shape of the attention kernel. */
 export interface AttentionTuning {
   /**
    * "tiled" (wgsl/attention_tiled.wgsl, register-tiled; default on GPUs where the head dim
-   * is a multiple of 4 and it fits workgroup memory) or "rows" (one query row per thread;
-   * default on CPU adapters). The knobs below tune "rows" only.
+   * is a multiple of 4 and it fits workgroup memory), "chunked" (the same tiles with k and
+   * v staged in head-dim chunks, wgsl/attention_chunked.wgsl) or "rows" (one query row per
+   * thread; default on CPU adapters). The knobs below `chunked` tune "rows" only.
    */
-  kernel?: "rows" | "tiled";
+  kernel?: AttentionKernel;
   /** The tiled kernel's launch shape (tests); default {@linkcode tiledShape}'s pick. */
   tiled?: TiledShape;
+  /** The chunked kernel's launch shape (needed with kernel "chunked"). */
+  chunked?: ChunkedShape;
   /** Threads per workgroup. */
   threads?: number;
   /** Query rows per thread (1..8; default 8 on CPU adapters, 1 on GPUs). */
@@ -250,30 +258,11 @@ export function attention(
   const t = opts.tuning ?? {};
   const cpu = rec.runtime.info.fallback;
   const limit = rec.runtime.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
-  if (t.kernel !== undefined && t.kernel !== "rows" && t.kernel !== "tiled") {
-    throw new RangeError(`attention: tuning.kernel must be "rows" or "tiled", got ${t.kernel}`);
-  }
-  if (t.tiled) {
-    const { rg, tc, cv } = t.tiled;
-    if (t.kernel !== "tiled" || 4 * tc * cv !== D || tiledBytes(D, t.tiled) > limit || rg < 1) {
-      throw new RangeError(
-        `attention: tuning.tiled ${JSON.stringify(t.tiled)} needs kernel "tiled", 4·tc·cv = ` +
-          `head dim ${D} and at most ${limit} B of workgroup memory`,
-      );
-    }
-    if (rg * tc > (rec.runtime.info.limits.maxComputeInvocationsPerWorkgroup ?? 256)) {
-      throw new RangeError(`attention: tuning.tiled has more than the adapter's threads`);
-    }
-  }
-  const tiled = (t.kernel ?? (cpu ? "rows" : "tiled")) === "tiled"
-    ? t.tiled ?? tiledShape(D, limit)
-    : null;
-  if (t.kernel === "tiled" && !tiled) {
-    throw new RangeError(
-      `attention: the tiled kernel needs a head dim that is a multiple of 4 (≤ 128) and fits ` +
-        `${limit} B of workgroup memory, got ${D}`,
-    );
-  }
+  const choice = chooseKernel(D, t, {
+    memory: limit,
+    threads: rec.runtime.info.limits.maxComputeInvocationsPerWorkgroup ?? 256,
+    cpu,
+  });
   const launch: AttentionLaunch = {
     b: B,
     h: H,
@@ -290,8 +279,17 @@ export function attention(
     scaleLog2: scale * Math.LOG2E,
   };
   const bufs = [qv.tensor, kv.tensor, vv.tensor, opts.mask ?? qv.tensor, out];
-  if (tiled) {
-    rec.dispatch(attentionTiledSpec(dtype, tiled.cv), { ...launch, shape: tiled }, bufs);
+  if (choice.kernel === "chunked") {
+    const spec = attentionChunkedSpec(dtype, chunkedCvc(D, choice.shape), choice.shape.nch);
+    rec.dispatch(spec, { ...launch, shape: choice.shape }, bufs);
+    return out;
+  }
+  if (choice.kernel === "tiled") {
+    rec.dispatch(
+      attentionTiledSpec(dtype, choice.shape.cv),
+      { ...launch, shape: choice.shape },
+      bufs,
+    );
     return out;
   }
   // CPU adapters pay tens of cycles per lane for every workgroup load, and private

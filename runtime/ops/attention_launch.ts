@@ -1,7 +1,7 @@
 /**
- * What both dense attention kernels (wgsl/attention.wgsl, wgsl/attention_tiled.wgsl) take:
- * the operands' layouts and sizes, and the uniform they read them from
- * (wgsl/attention_io.wgsl declares it and the bindings once for both).
+ * What the dense attention kernels (wgsl/attention.wgsl, attention_tiled.wgsl,
+ * attention_chunked.wgsl) take: the operands' layouts and sizes, and the uniform they read
+ * them from (wgsl/attention_io.wgsl declares it and the bindings once for all).
  *
  * @module
  */
@@ -35,7 +35,7 @@ export interface AttentionLaunch {
   scaleLog2: number;
 }
 
-/** The uniform of both kernels, in the order of wgsl/attention_io.wgsl's Params. */
+/** The uniform of every dense kernel, in the order of wgsl/attention_io.wgsl's Params. */
 export const ATTENTION_UNIFORM: UniformSpec<AttentionLaunch> = {
   fields: [
     ...["u32", "u32", "u32", "u32"],

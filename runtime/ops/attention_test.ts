@@ -119,12 +119,13 @@ Deno.test("attention reads a fused qkv tensor through column views", gpuTest, as
 });
 
 Deno.test(
-  "attention key mask: -10000 bias as diffusers, or dropped keys; never NaN (both kernels)",
+  "attention key mask: -10000 bias as diffusers, or dropped keys; never NaN (every kernel)",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
       await maskCases(rt, {});
       await maskCases(rt, { kernel: "tiled" });
+      await maskCases(rt, { kernel: "chunked", chunked: { rg: 2, tc: 3, nch: 2 } });
     });
   },
 );
@@ -213,6 +214,47 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "chunked attention matches the reference: odd shapes, head dims 16/64/72/128, shared k/v, f16",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const chunked = (rg: number, tc: number, nch: number): AttentionTuning => ({
+        kernel: "chunked",
+        chunked: { rg, tc, nch },
+      });
+      // FLUX's head dim, 16 threads a row group in 2 chunks as on GPUs (4 row groups, not 8:
+      // lavapipe's 32 KiB), with several key blocks, a partial last block and row group.
+      await checkCase(rt, { b: 2, tq: 45, tk: 150, h: 2, d: 128, tuning: chunked(4, 16, 2) });
+      // 2 vec4s a thread and chunk; 4 chunks; one vec4 per chunk and thread at d72 and d64.
+      await checkCase(rt, { b: 1, tq: 19, tk: 21, h: 1, d: 128, tuning: chunked(4, 8, 2) });
+      await checkCase(rt, { b: 1, tq: 33, tk: 40, h: 2, d: 128, tuning: chunked(4, 8, 4) });
+      await checkCase(rt, { b: 2, tq: 77, tk: 93, h: 3, d: 72, tuning: chunked(4, 9, 2) });
+      await checkCase(rt, { b: 2, tq: 1, tk: 1, h: 2, d: 16, tuning: chunked(2, 2, 2) });
+      await checkCase(rt, {
+        b: 3,
+        tq: 70,
+        tk: 150,
+        h: 2,
+        d: 64,
+        kvBatch: 1,
+        tuning: chunked(4, 8, 2),
+      });
+      if (rt.info.f16) {
+        await checkCase(rt, {
+          b: 2,
+          tq: 70,
+          tk: 120,
+          h: 2,
+          d: 128,
+          dtype: "f16",
+          tuning: chunked(4, 16, 2),
+        });
+      }
+    });
+  },
+);
+
 Deno.test("attention validates its operands", gpuTest, async () => {
   await withRuntime((rt) => {
     const q = uploadTensor(rt, new Float32Array(2 * 4 * 8), [2, 4, 8]);
@@ -248,6 +290,18 @@ Deno.test("attention validates its operands", gpuTest, async () => {
       RangeError,
       "tuning.tiled",
     );
+    // A chunked shape that does not split the head dim (8 vec4s: 3 chunks), or is missing.
+    for (
+      const tuning of [{ kernel: "chunked", chunked: { rg: 2, tc: 1, nch: 3 } }, {
+        kernel: "chunked",
+      }] as AttentionTuning[]
+    ) {
+      assertThrows(
+        () => attention(rec, q, k, k, { heads: 1, tuning }),
+        RangeError,
+        "tuning.chunked",
+      );
+    }
   });
 });
 

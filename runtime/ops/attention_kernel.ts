@@ -1,0 +1,83 @@
+/**
+ * Which dense attention kernel runs, and in which launch shape: the caller's tuning checked
+ * against the adapter's limits, or the default for the head dim and adapter.
+ *
+ * @module
+ */
+import type { AttentionTuning } from "./attention.ts";
+import { chunkedFits, type ChunkedShape, chunkedShape } from "./attention_chunked.ts";
+import { tiledBytes, type TiledShape, tiledShape } from "./attention_tiled.ts";
+
+/** The kernel one attention launch runs. */
+export type KernelChoice =
+  | { kernel: "rows" }
+  | { kernel: "tiled"; shape: TiledShape }
+  | { kernel: "chunked"; shape: ChunkedShape };
+
+/** The adapter facts the choice depends on. */
+export interface KernelLimits {
+  /** Workgroup memory (bytes) and invocations per workgroup. */
+  memory: number;
+  threads: number;
+  /** A CPU adapter (lavapipe), where the row kernel is the default. */
+  cpu: boolean;
+}
+
+/**
+ * The kernel for head dim `d`. Defaults: CPU adapters the row kernel; GPUs the tiled one
+ * when it fits 64 query rows a workgroup (PixArt's 72, 64), else the chunked one (FLUX's 128
+ * on 48 KiB: 2.5× the tiled kernel's 32 threads), else the tiled one in smaller shapes, else
+ * the row kernel. A forced kernel or shape that cannot run throws a RangeError naming it.
+ */
+export function chooseKernel(d: number, t: AttentionTuning, lim: KernelLimits): KernelChoice {
+  if (t.kernel !== undefined && !["rows", "tiled", "chunked"].includes(t.kernel)) {
+    throw new RangeError(
+      `attention: tuning.kernel must be "rows", "tiled" or "chunked", got ${t.kernel}`,
+    );
+  }
+  if (t.chunked && t.kernel !== "chunked") {
+    throw new RangeError(`attention: tuning.chunked needs kernel "chunked"`);
+  }
+  if (t.tiled && t.kernel !== "tiled") {
+    throw new RangeError(`attention: tuning.tiled needs kernel "tiled"`);
+  }
+  if (t.kernel === "chunked") {
+    if (!t.chunked || !chunkedFits(d, t.chunked, lim.memory, lim.threads)) {
+      throw new RangeError(
+        `attention: tuning.chunked ${JSON.stringify(t.chunked)} must be a shape that splits ` +
+          `head dim ${d} (≤ 8 vec4s a thread) within ${lim.memory} B of workgroup memory ` +
+          `and ${lim.threads} threads`,
+      );
+    }
+    return { kernel: "chunked", shape: t.chunked };
+  }
+  if (t.kernel === "tiled") {
+    if (t.tiled) {
+      const { rg, tc, cv } = t.tiled;
+      if (4 * tc * cv !== d || tiledBytes(d, t.tiled) > lim.memory || rg < 1) {
+        throw new RangeError(
+          `attention: tuning.tiled ${JSON.stringify(t.tiled)} needs 4·tc·cv = head dim ${d} ` +
+            `and at most ${lim.memory} B of workgroup memory`,
+        );
+      }
+      if (rg * tc > lim.threads) {
+        throw new RangeError(`attention: tuning.tiled has more than the adapter's threads`);
+      }
+      return { kernel: "tiled", shape: t.tiled };
+    }
+    const shape = tiledShape(d, lim.memory);
+    if (!shape) {
+      throw new RangeError(
+        `attention: the tiled kernel needs a head dim that is a multiple of 4 (≤ 128) and ` +
+          `fits ${lim.memory} B of workgroup memory, got ${d}`,
+      );
+    }
+    return { kernel: "tiled", shape };
+  }
+  if (t.kernel === "rows" || lim.cpu) return { kernel: "rows" };
+  const tiled = tiledShape(d, lim.memory);
+  if (tiled && tiled.rg >= 16) return { kernel: "tiled", shape: tiled };
+  const chunked = chunkedShape(d, lim.memory, lim.threads);
+  if (chunked) return { kernel: "chunked", shape: chunked };
+  return tiled ? { kernel: "tiled", shape: tiled } : { kernel: "rows" };
+}

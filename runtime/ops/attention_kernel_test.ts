@@ -1,0 +1,56 @@
+import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { chooseKernel, type KernelLimits } from "./attention_kernel.ts";
+import { chunkedBytes, chunkedShape } from "./attention_chunked.ts";
+
+const H200: KernelLimits = { memory: 49152, threads: 1024, cpu: false };
+
+Deno.test("chooseKernel: tiled at 64 query rows, else chunked, else rows; CPU rows", () => {
+  // PixArt-α's 72 and d64 keep the tiled kernel's 64-row shapes.
+  assertEquals(chooseKernel(72, {}, H200), { kernel: "tiled", shape: { rg: 16, tc: 9, cv: 2 } });
+  assertEquals(chooseKernel(64, {}, H200), { kernel: "tiled", shape: { rg: 16, tc: 8, cv: 2 } });
+  // FLUX's 128: the tiled kernel would get 32 threads; the chunked one 16 × 8 in 4 chunks.
+  assertEquals(chooseKernel(128, {}, H200), {
+    kernel: "chunked",
+    shape: { rg: 16, tc: 8, nch: 4 },
+  });
+  // 32 KiB (lavapipe's limit, some GPUs'): the tiled kernel cannot run d128 at all.
+  const small = { ...H200, memory: 32768 };
+  assertEquals(chooseKernel(128, {}, small), {
+    kernel: "chunked",
+    shape: { rg: 8, tc: 8, nch: 2 },
+  });
+  assertEquals(chooseKernel(10, {}, H200), { kernel: "rows" });
+  assertEquals(chooseKernel(128, {}, { ...H200, cpu: true }), { kernel: "rows" });
+  assertEquals(chooseKernel(128, { kernel: "rows" }, H200), { kernel: "rows" });
+  assertEquals(chooseKernel(128, { kernel: "tiled" }, H200), {
+    kernel: "tiled",
+    shape: { rg: 8, tc: 4, cv: 8 },
+  });
+});
+
+Deno.test("chooseKernel refuses forced shapes that cannot run, naming the field", () => {
+  const bad = [
+    [{ kernel: "chunked" }, "tuning.chunked"],
+    [{ kernel: "chunked", chunked: { rg: 16, tc: 8, nch: 1 } }, "tuning.chunked"], // 67 KB
+    [{ kernel: "chunked", chunked: { rg: 8, tc: 5, nch: 2 } }, "tuning.chunked"], // 16 % 5
+    [{ chunked: { rg: 8, tc: 8, nch: 2 } }, 'needs kernel "chunked"'],
+    [{ tiled: { rg: 8, tc: 4, cv: 8 } }, 'needs kernel "tiled"'],
+    [{ kernel: "tiled", tiled: { rg: 8, tc: 3, cv: 8 } }, "tuning.tiled"],
+    [{ kernel: "warp" }, "tuning.kernel"],
+  ] as const;
+  for (const [t, msg] of bad) {
+    // deno-lint-ignore no-explicit-any
+    assertThrows(() => chooseKernel(128, t as any, H200), RangeError, msg);
+  }
+});
+
+Deno.test("chunkedShape fits the limit it is given, or gives null", () => {
+  for (const d of [16, 64, 72, 96, 128]) {
+    for (const memory of [8192, 16384, 32768, 49152, 65536]) {
+      const s = chunkedShape(d, memory, 256);
+      if (s) assertEquals(chunkedBytes(d, s) <= memory, true, `${d} @ ${memory}`);
+    }
+  }
+  assertEquals(chunkedShape(128, 4096, 256), null);
+  assertEquals(chunkedShape(10, 65536, 256), null);
+});
