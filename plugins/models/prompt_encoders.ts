@@ -71,6 +71,23 @@ function tokenize(tok: HfTokenizer, prompts: readonly string[], L: number) {
   return { ids, mask, truncated };
 }
 
+/** Python's str.isspace() characters, which str.strip() removes (JS's trim differs: U+FEFF). */
+const PY_SPACE = "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004" +
+  "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/**
+ * diffusers' PixArt `_text_preprocessing` without `clean_caption` (its bs4 + ftfy cleaning):
+ * Python's `text.lower().strip()`.
+ */
+export function pixartPreprocess(text: string): string {
+  const t = text.toLowerCase();
+  let a = 0;
+  let b = t.length;
+  while (a < b && PY_SPACE.includes(t[a])) a++;
+  while (b > a && PY_SPACE.includes(t[b - 1])) b--;
+  return t.slice(a, b);
+}
+
 /** PixArt-α/Σ: T5 with its attention mask. */
 class T5Prompts implements PromptEncoder {
   readonly kind = "t5";
@@ -81,8 +98,7 @@ class T5Prompts implements PromptEncoder {
   }
   async encode(rt: Runtime, prompts: readonly string[]): Promise<EncodedPrompts> {
     const L = this.length;
-    // diffusers' _text_preprocessing without clean_caption (its bs4 + ftfy cleaning).
-    const t = tokenize(this.tokenizer, prompts.map((p) => p.toLowerCase().trim()), L);
+    const t = tokenize(this.tokenizer, prompts.map(pixartPreprocess), L);
     const rec = new Recorder(rt, "T5 encoder");
     const out = this.t5.encode(rec, t.ids, prompts.length, L, t.mask);
     await rec.submit();
@@ -90,7 +106,7 @@ class T5Prompts implements PromptEncoder {
     return { embeds: embeds!, mask: t.mask, truncated: t.truncated };
   }
   tokens(prompt: string): number {
-    return maskSum(this.tokenizer.encode(prompt.toLowerCase().trim(), this.length).mask);
+    return maskSum(this.tokenizer.encode(pixartPreprocess(prompt), this.length).mask);
   }
   release(): void {
     this.t5.release();
