@@ -182,7 +182,8 @@ function denseCase(T: number, D: number, dt: Float, tuning?: AttentionTuning): B
   const t = tuning ?? {};
   const shape = t.tiled ? `_rg${t.tiled.rg}_tc${t.tiled.tc}_cv${t.tiled.cv}` : "";
   const chunks = t.chunked ? `_rg${t.chunked.rg}_tc${t.chunked.tc}_nch${t.chunked.nch}` : "";
-  const tag = shape + chunks + (t.rowsPerThread ? `_rpt${t.rowsPerThread}` : "");
+  const tag = shape + chunks + (t.rowsPerThread ? `_rpt${t.rowsPerThread}` : "") +
+    (t.prefetch === false ? "_noprefetch" : "");
   const name = `attn_dense_${t.kernel ? `${t.kernel}_` : ""}${dt}_${T}_d${D}${tag}`;
   const flops = 4 * T * T * D * HEADS;
   return {
@@ -425,6 +426,8 @@ for (const T of sizes) {
   addDense(T, 64, dt);
   if (T === 4096) {
     addDense(T, 72, dt);
+    // The tiled kernel without fetching the next block ahead (before 2026-11-29's prefetch).
+    addDense(T, 72, dt, { kernel: "tiled", prefetch: false });
     // The one-row-per-thread kernel GPUs used before the tiled one, and f32 (the f32 step's).
     addDense(T, 72, dt, { kernel: "rows" });
     addDense(T, 72, "f32");

@@ -4,7 +4,8 @@
 // (3 TFLOP/s on an H200, against 10 at head dim 64).
 //
 // A workgroup owns BQ = 4·RG query rows of one (batch, head) and walks the keys in blocks of
-// BK = 4·TC. Thread (ty, tx) owns query rows 4·ty .. 4·ty+3 and
+// BK = 4·TC. Each chunk of k or v is fetched into registers (NPF vec4s a thread) while the
+// previous one is multiplied, so the loads' latency hides behind the arithmetic. Thread (ty, tx) owns query rows 4·ty .. 4·ty+3 and
 //   - for S = q·kᵀ, keys tx + TC·j (j < 4) of the block, summed over the NCH chunks of CH
 //     head-dim vec4s, each chunk of k staged in turn;
 //   - for O += P·v, in every chunk c the head-dim vec4s c·CH + tx·CVC .. + CVC − 1, each
@@ -32,23 +33,19 @@ var<workgroup> ps: array<vec4<f32>, BK * RG>;  // P as [key][row group]
 var<workgroup> red: array<vec4<f32>, RG * TC>; // per-thread partials of 4 rows (max, then sum)
 var<workgroup> keep_any: atomic<u32>;
 
-fn ld4(buf_at: u32, which: u32) -> vec4<f32> {
-  if (which == 0u) {
-    return vec4<f32>(f32(q[buf_at]), f32(q[buf_at + 1u]), f32(q[buf_at + 2u]), f32(q[buf_at + 3u]));
-  }
-  if (which == 1u) {
-    return vec4<f32>(f32(k[buf_at]), f32(k[buf_at + 1u]), f32(k[buf_at + 2u]), f32(k[buf_at + 3u]));
-  }
-  return vec4<f32>(f32(v[buf_at]), f32(v[buf_at + 1u]), f32(v[buf_at + 2u]), f32(v[buf_at + 3u]));
+// One of this thread's NPF vec4s (i) of chunk c of k (which 1) or v (which 2) rows of the
+// block at k0; `base` is the head's first element in batch b, `row` the operand's row
+// stride. Threads past the chunk's end load a duplicate that put() never stores.
+fn fetch(lid: u32, i: u32, k0: u32, c: u32, which: u32, base: u32, row: u32) -> vec4<f32> {
+  let j = min(lid + i * WG, BK * CH - 1u);
+  let key = min(k0 + j / CH, p.tk - 1u); // keys past Tk get p = 0
+  return ld4(base + key * row + (c * CH + j % CH) * 4u, which);
 }
 
-// Stages chunk c of the block's k (which 1) or v (which 2) rows into kv; `base` is the
-// head's first element in batch b, `row` the operand's row stride.
-fn stage(lid: u32, k0: u32, c: u32, which: u32, base: u32, row: u32) {
-  for (var j = lid; j < BK * CH; j += WG) {
-    let key = min(k0 + j / CH, p.tk - 1u); // keys past Tk get p = 0
-    kv[(j / CH) * CHP + j % CH] = ld4(base + key * row + (c * CH + j % CH) * 4u, which);
-  }
+// Stores a fetched vec4 into the staged chunk.
+fn put(lid: u32, i: u32, x: vec4<f32>) {
+  let j = lid + i * WG;
+  if (j < BK * CH) { kv[(j / CH) * CHP + j % CH] = x; }
 }
 
 // Bias of one key: INVALID past Tk or when masked (mode 2), else 0.
@@ -86,6 +83,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     qs[(j / D4) * D4P + j % D4] = ld4(at, 0u) * p.scale_log2;
   }
 
+  //@PF_DECL
   //@O_DECL
   var m = vec4<f32>(-3.0e38); // running max of rows 4·ty .. 4·ty+3
   var l = vec4<f32>(0.0);     // their sums over this thread's keys only
@@ -100,8 +98,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var s3 = vec4<f32>(0.0);
     for (var c = 0u; c < NCH; c++) {
       workgroupBarrier(); // the previous chunk (or block's v) is no longer read
-      stage(lid, k0, c, 1u, kbase, p.k_row);
+      //@PF_PUT
       workgroupBarrier();
+      // Fetch the next chunk (k's next, or v's first) while this one is multiplied.
+      let nk = c + 1u < NCH;
+      let nc = select(0u, c + 1u, nk);
+      let nw = select(2u, 1u, nk);
+      let nbase = select(vbase, kbase, nk);
+      let nrow = select(p.v_row, p.k_row, nk);
+      //@PF_NEXT
       let qo = q0 + c * CH;
       for (var d = 0u; d < CH; d++) {
         let ka = kv[kr0 + d];
@@ -146,7 +151,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     //@O_SCALE
     let vc = tx * CVC;
-    // Per chunk: a barrier, stage v's chunk, a barrier, accumulate (see tiledChunkedSource).
+    // Per chunk: a barrier, store the fetched v chunk, a barrier, fetch the next chunk (v's
+    // next, or the next block's first k chunk), accumulate (see chunkedSource).
     //@PV
   }
 
@@ -164,8 +170,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 // One output row's vec4 (y = o·inv) at element `at`, unless the row is past Tq.
 fn store_row(row: u32, at: u32, y: vec4<f32>) {
   if (row >= p.tq) { return; }
-  out[at] = DT(y.x);
-  out[at + 1u] = DT(y.y);
-  out[at + 2u] = DT(y.z);
-  out[at + 3u] = DT(y.w);
+  st4(at, y);
 }

@@ -1,6 +1,8 @@
-// What both dense attention kernels (attention.wgsl, attention_tiled.wgsl) read: the launch
-// params (runtime/ops/attention_launch.ts writes them), the operands and the output, and
-// the horizontal max and sum of a vec4.
+// What the dense attention kernels (attention.wgsl, attention_tiled.wgsl,
+// attention_chunked.wgsl) read: the launch params (runtime/ops/attention_launch.ts writes
+// them), the operands and the output, and the horizontal max and sum of a vec4. IOT, the
+// operands' element type, is DT, or DT4 where every layout is a multiple of 4 elements
+// (attention_ld_vec4.wgsl: one vec4 load where the scalar form takes four).
 // Keys past Tk and masked keys get the score bias INVALID; scores above LIVE come from valid
 // keys, so their probability is computed, and every other one is exactly 0.
 const INVALID: f32 = -1.0e30;
@@ -15,11 +17,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<DT>;
-@group(0) @binding(2) var<storage, read> k: array<DT>;
-@group(0) @binding(3) var<storage, read> v: array<DT>;
+@group(0) @binding(1) var<storage, read> q: array<IOT>;
+@group(0) @binding(2) var<storage, read> k: array<IOT>;
+@group(0) @binding(3) var<storage, read> v: array<IOT>;
 @group(0) @binding(4) var<storage, read> mask: array<DT>;
-@group(0) @binding(5) var<storage, read_write> out: array<DT>;
+@group(0) @binding(5) var<storage, read_write> out: array<IOT>;
 
 fn hmax(a: vec4<f32>) -> f32 {
   return max(max(a.x, a.y), max(a.z, a.w));

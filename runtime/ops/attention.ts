@@ -17,10 +17,11 @@ import { attentionRef } from "../reference/attention.ts";
 import { maxError, type SelfCheckResult } from "./selfcheck.ts";
 import { attentionTiledSpec, type TiledShape } from "./attention_tiled.ts";
 import { ATTENTION_UNIFORM, type AttentionLaunch, type Layout } from "./attention_launch.ts";
-import { attentionChunkedSpec, chunkedCvc, type ChunkedShape } from "./attention_chunked.ts";
+import { attentionChunkedSpec, type ChunkedShape } from "./attention_chunked.ts";
 import { chooseKernel } from "./attention_kernel.ts";
 import src from "../../wgsl/attention.wgsl" with { type: "text" };
 import ioSrc from "../../wgsl/attention_io.wgsl" with { type: "text" };
+import ldScalar from "../../wgsl/attention_ld_scalar.wgsl" with { type: "text" };
 import stepSrc from "../../wgsl/attention_rows_step.wgsl" with { type: "text" };
 
 /** A [B, T, W] tensor read as heads starting at column `column` of each row. */
@@ -82,6 +83,11 @@ export interface AttentionTuning {
   tiled?: TiledShape;
   /** The chunked kernel's launch shape (needed with kernel "chunked"). */
   chunked?: ChunkedShape;
+  /**
+   * The tiled kernel fetches the next key block while it multiplies this one (default);
+   * false stages every block directly, as before 2026-11-29 (benchmarks).
+   */
+  prefetch?: boolean;
   /** Threads per workgroup. */
   threads?: number;
   /** Query rows per thread (1..8; default 8 on CPU adapters, 1 on GPUs). */
@@ -124,7 +130,7 @@ export function attentionSpec(storage: StorageType, rmax: 4 | 8 = 4): KernelSpec
       { rows_step8: stepSrc.trimEnd().split("\n") },
       "attention.wgsl",
     );
-    const c = composeWgsl(kernel, { storage, libs: [ioSrc] });
+    const c = composeWgsl(kernel, { storage, libs: [ioSrc, ldScalar] });
     spec = {
       name: rmax === 4 ? `attention_${storage}` : `attention_${storage}_r${rmax}`,
       source: c.source,
@@ -279,17 +285,19 @@ export function attention(
     scaleLog2: scale * Math.LOG2E,
   };
   const bufs = [qv.tensor, kv.tensor, vv.tensor, opts.mask ?? qv.tensor, out];
+  // Whole-vec4 operand access where every offset and stride allows it (one load for four).
+  const vec4 = [Q.l, K.l, V.l].every((l) =>
+    l.off % 4 === 0 && l.row % 4 === 0 && l.batch % 4 === 0
+  );
   if (choice.kernel === "chunked") {
-    const spec = attentionChunkedSpec(dtype, chunkedCvc(D, choice.shape), choice.shape.nch);
-    rec.dispatch(spec, { ...launch, shape: choice.shape }, bufs);
+    const { shape } = choice;
+    const spec = attentionChunkedSpec(dtype, D, shape, vec4);
+    rec.dispatch(spec, { ...launch, shape }, bufs);
     return out;
   }
   if (choice.kernel === "tiled") {
-    rec.dispatch(
-      attentionTiledSpec(dtype, choice.shape.cv),
-      { ...launch, shape: choice.shape },
-      bufs,
-    );
+    const spec = attentionTiledSpec(dtype, D, choice.shape, vec4, t.prefetch ?? true);
+    rec.dispatch(spec, { ...launch, shape: choice.shape }, bufs);
     return out;
   }
   // CPU adapters pay tens of cycles per lane for every workgroup load, and private

@@ -11,6 +11,7 @@ import type { KernelSpec } from "../gpu/kernel.ts";
 import { ATTENTION_UNIFORM, type AttentionLaunch } from "./attention_launch.ts";
 import src from "../../wgsl/attention_chunked.wgsl" with { type: "text" };
 import ioSrc from "../../wgsl/attention_io.wgsl" with { type: "text" };
+import { ldLib } from "./attention_tiled.ts";
 
 /** Launch shape of the chunked kernel: RG·TC threads, 4·RG query rows, 4·TC keys a block. */
 export interface ChunkedShape {
@@ -56,22 +57,29 @@ export function chunkedFits(
 
 /**
  * The launch shape for a head dim within `limit` bytes of workgroup memory and `threads`
- * invocations, or null when none fits: 64 query rows (16 row groups) before 32, 8 threads
- * a row group before 16 (then 9, 12, 6, 4: head dims like 72), then the fewest chunks (each
- * costs two barriers a block). On
- * an H200 at head dim 128 (48 KiB): 16 × 8 in 4 chunks, 7.7 TFLOP/s against 6.8 for 8 × 16
- * in 2 and 3.0 for the unchunked kernel's 32 threads (2026-11-29_attention_chunked).
+ * invocations, or null when none fits: the most threads up to 128, then the fewest chunks
+ * (each costs two barriers a block), then the most query rows. On an H200 at head dim 128
+ * (48 KiB, f16): 8 row groups × 16 threads in 2 chunks, 13.7 ms at 4096 tokens × 16 heads
+ * (10.0 TFLOP/s), against 14.7 for 16 × 8 in 4 and 45.5 for the tiled kernel's 32 threads
+ * (`2026-11-29_attention_prefetch_sweep`).
  */
 export function chunkedShape(headDim: number, limit: number, threads: number): ChunkedShape | null {
-  for (const rg of [16, 8]) {
-    for (const tc of [8, 16, 9, 12, 6, 4]) {
+  let best: ChunkedShape | null = null;
+  const score = (s: ChunkedShape) => [-Math.min(s.rg * s.tc, 128), s.nch, -s.rg];
+  const better = (a: number[], b: number[]) => {
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i];
+    return false;
+  };
+  for (const rg of [16, 8, 4]) {
+    for (const tc of [16, 12, 9, 8, 6, 4]) {
       for (let nch = 1; nch <= headDim / 4; nch++) {
         const s = { rg, tc, nch };
-        if (chunkedFits(headDim, s, limit, threads)) return s;
+        if (!chunkedFits(headDim, s, limit, threads)) continue;
+        if (!best || better(score(s), score(best))) best = s;
       }
     }
   }
-  return null;
+  return best;
 }
 
 /** Launch parameters of the chunked kernel: the shared sizes and layouts plus its shape. */
@@ -82,20 +90,27 @@ export interface ChunkedParams extends AttentionLaunch {
 const XYZW = ["x", "y", "z", "w"];
 
 /**
- * The kernel source for `nch` chunks of `cvc` head-dim vec4s per thread: the output
- * accumulators o<row>_<chunk>_<i> are named variables, and each chunk's P·v pass is
- * written out at the //@PV marker (a loop over chunks could not name them).
+ * The kernel source for `nch` chunks of `cvc` head-dim vec4s per thread, each thread
+ * fetching `npf` vec4s of every chunk: the output accumulators o<row>_<chunk>_<i> and the
+ * fetched vec4s pf<i> are named variables (registers), and each chunk's P·v pass is written
+ * out at the //@PV marker (a loop over chunks could not name them).
  */
-export function chunkedSource(cvc: number, nch: number): string {
+export function chunkedSource(cvc: number, nch: number, npf: number): string {
   const acc = (f: (r: number, c: number, i: number) => string) =>
     [0, 1, 2, 3].flatMap((r) =>
       Array.from({ length: nch }, (_, c) => Array.from({ length: cvc }, (_, i) => f(r, c, i)))
         .flat()
     );
+  const pfs = Array.from({ length: npf }, (_, i) => i);
+  const pfPut = pfs.map((i) => `put(lid, ${i}u, pf${i});`);
+  const pfNext = (args: string) => pfs.map((i) => `pf${i} = fetch(lid, ${i}u, ${args});`);
   const pv = Array.from({ length: nch }, (_, c) => [
     "workgroupBarrier(); // P written, or the previous v chunk read",
-    `stage(lid, k0, ${c}u, 2u, vbase, p.v_row);`,
+    ...pfPut,
     "workgroupBarrier();",
+    ...pfNext(
+      c + 1 < nch ? `k0, ${c + 1}u, 2u, vbase, p.v_row` : "k0 + BK, 0u, 1u, kbase, p.k_row",
+    ),
     "for (var j = 0u; j < BK; j++) {",
     "  let pj = ps[j * RG + ty];",
     "  let vj = j * CHP + vc;",
@@ -109,6 +124,9 @@ export function chunkedSource(cvc: number, nch: number): string {
     "}",
   ]).flat();
   const blocks: Record<string, string[]> = {
+    PF_DECL: pfs.map((i) => `var pf${i} = fetch(lid, ${i}u, 0u, 0u, 1u, kbase, p.k_row);`),
+    PF_PUT: pfPut,
+    PF_NEXT: pfNext("k0, nc, nw, nbase, nrow"),
     O_DECL: acc((r, c, i) => `var o${r}_${c}_${i} = vec4<f32>(0.0);`),
     O_SCALE: acc((r, c, i) => `o${r}_${c}_${i} *= al.${XYZW[r]};`),
     PV: pv,
@@ -125,18 +143,31 @@ export function chunkedSource(cvc: number, nch: number): string {
 
 const specs = new Map<string, KernelSpec<ChunkedParams>>();
 
-/** The chunked kernel's spec for a storage type, CVC and chunk count (both unroll code). */
+/** Vec4s of each staged chunk one thread fetches: ⌈4·TC·CH / (RG·TC)⌉. */
+export function chunkedFetches(headDim: number, s: ChunkedShape): number {
+  return Math.ceil((4 * (headDim / 4 / s.nch)) / s.rg);
+}
+
+/**
+ * The chunked kernel's spec for a storage type, head dim and shape (vec4s a thread, chunks
+ * and fetches unroll code), reading and writing whole vec4s (`vec4`, every layout a
+ * multiple of 4) or scalars.
+ */
 export function attentionChunkedSpec(
   storage: StorageType,
-  cvc: number,
-  nch: number,
+  headDim: number,
+  shape: ChunkedShape,
+  vec4: boolean,
 ): KernelSpec<ChunkedParams> {
-  const key = `${storage}/${cvc}/${nch}`;
+  const cvc = chunkedCvc(headDim, shape);
+  const { nch } = shape;
+  const npf = chunkedFetches(headDim, shape);
+  const key = `${storage}/${cvc}/${nch}/${npf}/${vec4}`;
   let spec = specs.get(key);
   if (!spec) {
-    const c = composeWgsl(chunkedSource(cvc, nch), { storage, libs: [ioSrc] });
+    const c = composeWgsl(chunkedSource(cvc, nch, npf), { storage, libs: [ioSrc, ldLib(vec4)] });
     spec = {
-      name: `attention_chunked_${storage}_cvc${cvc}_nch${nch}`,
+      name: `attention_chunked_${storage}_cvc${cvc}_nch${nch}_pf${npf}${vec4 ? "" : "_scalar"}`,
       source: c.source,
       preludeLines: c.preludeLines + 1,
       bindings: ["uniform", "read", "read", "read", "read", "read_write"],

@@ -26,7 +26,7 @@ export interface KernelLimits {
 /**
  * The kernel for head dim `d`. Defaults: CPU adapters the row kernel; GPUs the tiled one
  * when it fits 64 query rows a workgroup (PixArt's 72, 64), else the chunked one (FLUX's 128
- * on 48 KiB: 2.5× the tiled kernel's 32 threads), else the tiled one in smaller shapes, else
+ * on 48 KiB: 3.3× the tiled kernel's 32 threads), else the tiled one in smaller shapes, else
  * the row kernel. A forced kernel or shape that cannot run throws a RangeError naming it.
  */
 export function chooseKernel(d: number, t: AttentionTuning, lim: KernelLimits): KernelChoice {

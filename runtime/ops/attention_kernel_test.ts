@@ -1,6 +1,7 @@
 import { assertEquals, assertThrows } from "../../tests/assert.ts";
 import { chooseKernel, type KernelLimits } from "./attention_kernel.ts";
-import { chunkedBytes, chunkedShape } from "./attention_chunked.ts";
+import { chunkedBytes, chunkedFetches, chunkedShape } from "./attention_chunked.ts";
+import { tiledFetches } from "./attention_tiled.ts";
 
 const H200: KernelLimits = { memory: 49152, threads: 1024, cpu: false };
 
@@ -8,10 +9,10 @@ Deno.test("chooseKernel: tiled at 64 query rows, else chunked, else rows; CPU ro
   // PixArt-α's 72 and d64 keep the tiled kernel's 64-row shapes.
   assertEquals(chooseKernel(72, {}, H200), { kernel: "tiled", shape: { rg: 16, tc: 9, cv: 2 } });
   assertEquals(chooseKernel(64, {}, H200), { kernel: "tiled", shape: { rg: 16, tc: 8, cv: 2 } });
-  // FLUX's 128: the tiled kernel would get 32 threads; the chunked one 16 × 8 in 4 chunks.
+  // FLUX's 128: the tiled kernel would get 32 threads; the chunked one 8 × 16 in 2 chunks.
   assertEquals(chooseKernel(128, {}, H200), {
     kernel: "chunked",
-    shape: { rg: 16, tc: 8, nch: 4 },
+    shape: { rg: 8, tc: 16, nch: 2 },
   });
   // 32 KiB (lavapipe's limit, some GPUs'): the tiled kernel cannot run d128 at all.
   const small = { ...H200, memory: 32768 };
@@ -53,4 +54,12 @@ Deno.test("chunkedShape fits the limit it is given, or gives null", () => {
   }
   assertEquals(chunkedShape(128, 4096, 256), null);
   assertEquals(chunkedShape(10, 65536, 256), null);
+});
+
+Deno.test("fetches ahead: the tiled kernel up to 5 vec4s of k and v a thread, else none", () => {
+  assertEquals(tiledFetches(72, { rg: 16, tc: 9, cv: 2 }), 5); // PixArt-α on an H200
+  assertEquals(tiledFetches(64, { rg: 16, tc: 8, cv: 2 }), 4);
+  assertEquals(tiledFetches(128, { rg: 8, tc: 4, cv: 8 }), 0); // 16 a thread: staged directly
+  assertEquals(chunkedFetches(128, { rg: 8, tc: 16, nch: 2 }), 8); // FLUX on an H200
+  assertEquals(chunkedFetches(128, { rg: 16, tc: 8, nch: 4 }), 2);
 });

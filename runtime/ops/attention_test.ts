@@ -255,6 +255,43 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "tiled and chunked attention read operands off a multiple of 4 element by element",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // q, k and v as columns 2.. of [B, T, 2 + H·D] tensors: no whole-vec4 loads there.
+      const [B, Tq, Tk, H, D] = [2, 21, 30, 2, 16];
+      const W = 2 + H * D;
+      const g = new Prng(5);
+      const wide = [Tq, Tk, Tk].map((t) => g.normals(B * t * W));
+      const [q, k, v] = wide.map((x, i) => uploadTensor(rt, x, [B, i === 0 ? Tq : Tk, W]));
+      const cols = (x: Float32Array, t: number) => {
+        const y = new Float32Array(B * t * H * D);
+        for (let r = 0; r < B * t; r++) y.set(x.subarray(r * W + 2, (r + 1) * W), r * H * D);
+        return { data: y, batch: B, tokens: t, width: H * D };
+      };
+      const ref = attentionRef(cols(wide[0], Tq), cols(wide[1], Tk), cols(wide[2], Tk), {
+        heads: H,
+        headDim: D,
+      });
+      for (
+        const tuning of [
+          { kernel: "tiled", tiled: { rg: 4, tc: 2, cv: 2 } },
+          { kernel: "chunked", chunked: { rg: 2, tc: 2, nch: 2 } },
+        ] as AttentionTuning[]
+      ) {
+        const view = (t: typeof q) => ({ tensor: t, column: 2, width: H * D });
+        const got = await runAndRead(
+          rt,
+          (r) => attention(r, view(q), view(k), view(v), { heads: H, tuning }),
+        );
+        assertClose(got, ref, { ...tolerance(ref, "f32"), msg: tuning.kernel });
+      }
+    });
+  },
+);
+
 Deno.test("attention validates its operands", gpuTest, async () => {
   await withRuntime((rt) => {
     const q = uploadTensor(rt, new Float32Array(2 * 4 * 8), [2, 4, 8]);

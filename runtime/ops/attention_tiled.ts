@@ -11,6 +11,13 @@ import type { KernelSpec } from "../gpu/kernel.ts";
 import { ATTENTION_UNIFORM, type AttentionLaunch } from "./attention_launch.ts";
 import src from "../../wgsl/attention_tiled.wgsl" with { type: "text" };
 import ioSrc from "../../wgsl/attention_io.wgsl" with { type: "text" };
+import ldScalar from "../../wgsl/attention_ld_scalar.wgsl" with { type: "text" };
+import ldVec4 from "../../wgsl/attention_ld_vec4.wgsl" with { type: "text" };
+
+/** The tiled kernels' operand access: whole vec4s (every layout a multiple of 4) or scalars. */
+export function ldLib(vec4: boolean): string {
+  return vec4 ? ldVec4 : ldScalar;
+}
 
 /** Launch shape of the tiled kernel: RG·TC threads, 4·RG query rows, 4·TC keys per block. */
 export interface TiledShape {
@@ -58,14 +65,41 @@ export interface TiledParams extends AttentionLaunch {
 
 const XYZW = ["x", "y", "z", "w"];
 
+/** Most k (and v) vec4s a thread fetches ahead; shapes needing more stage directly. */
+const MAX_FETCHES = 5;
+
+/** Vec4s of k (and of v) a thread fetches for the next block, or 0 when staging directly. */
+export function tiledFetches(headDim: number, s: TiledShape): number {
+  const n = Math.ceil(headDim / s.rg); // ⌈4·TC·D4 / (RG·TC)⌉
+  return n <= MAX_FETCHES ? n : 0;
+}
+
 /**
- * The kernel source for CV head-dim vec4s per thread: the 4×CV output accumulators are
- * written out as named variables at the file's //@ markers (see the kernel's header).
+ * The kernel source for CV head-dim vec4s per thread, fetching `npf` vec4s of the next
+ * block's k and v ahead (0: staging each block directly): the 4×CV output accumulators and
+ * the fetched vec4s are written out as named variables at the file's //@ markers (see the
+ * kernel's header).
  */
-export function tiledSource(cv: number): string {
+export function tiledSource(cv: number, npf: number): string {
   const rc = (f: (r: number, c: number) => string) =>
     [0, 1, 2, 3].flatMap((r) => Array.from({ length: cv }, (_, c) => f(r, c)));
+  const is = Array.from({ length: npf }, (_, i) => i);
+  const fetch = (k0: string) =>
+    is.flatMap((i) => [
+      `pk${i} = fetch_kv(lid, ${i}u, ${k0}, kbase, p.k_row, 1u);`,
+      `pv${i} = fetch_kv(lid, ${i}u, ${k0}, vbase, p.v_row, 2u);`,
+    ]);
+  const direct = [
+    "for (var j = lid; j < BK * D4; j += WG) {",
+    "  let at = min(k0 + j / D4, p.tk - 1u); // keys past Tk get p = 0 below",
+    "  ks[(j / D4) * D4P + j % D4] = ld4(kbase + at * p.k_row + (j % D4) * 4u, 1u);",
+    "  vs[j] = ld4(vbase + at * p.v_row + (j % D4) * 4u, 2u);",
+    "}",
+  ];
   const blocks: Record<string, string[]> = {
+    PF_DECL: fetch("0u").map((l) => `var ${l.replace(" = ", ": vec4<f32> = ")}`),
+    STAGE: npf ? is.map((i) => `put_kv(lid, ${i}u, pk${i}, pv${i});`) : direct,
+    PF_NEXT: fetch("k0 + BK"),
     O_DECL: rc((r, c) => `var o${r}_${c} = vec4<f32>(0.0);`),
     O_SCALE: rc((r, c) => `o${r}_${c} *= al.${XYZW[r]};`),
     O_ACC: [
@@ -84,14 +118,26 @@ export function tiledSource(cv: number): string {
 
 const specs = new Map<string, KernelSpec<TiledParams>>();
 
-/** The tiled kernel's spec for a storage type and CV (a constant: it sizes private arrays). */
-export function attentionTiledSpec(storage: StorageType, cv: number): KernelSpec<TiledParams> {
-  const key = `${storage}/${cv}`;
+/**
+ * The tiled kernel's spec for a storage type, head dim and shape (its vec4s a thread and
+ * fetches unroll code), reading and writing whole vec4s (`vec4`, every layout a multiple of
+ * 4) or scalars; `prefetch` false stages every block directly (benchmarks' before).
+ */
+export function attentionTiledSpec(
+  storage: StorageType,
+  headDim: number,
+  shape: TiledShape,
+  vec4: boolean,
+  prefetch = true,
+): KernelSpec<TiledParams> {
+  const { cv } = shape;
+  const npf = prefetch ? tiledFetches(headDim, shape) : 0;
+  const key = `${storage}/${cv}/${npf}/${vec4}`;
   let spec = specs.get(key);
   if (!spec) {
-    const c = composeWgsl(tiledSource(cv), { storage, libs: [ioSrc] });
+    const c = composeWgsl(tiledSource(cv, npf), { storage, libs: [ioSrc, ldLib(vec4)] });
     spec = {
-      name: `attention_tiled_${storage}_cv${cv}`,
+      name: `attention_tiled_${storage}_cv${cv}_pf${npf}${vec4 ? "" : "_scalar"}`,
       source: c.source,
       preludeLines: c.preludeLines + 1,
       bindings: ["uniform", "read", "read", "read", "read", "read_write"],
