@@ -13,7 +13,8 @@
 // m exactly); the row sum l is kept per thread over its own keys and reduced once, at the end.
 // q (pre-scaled by scale·log2 e), k and v are staged as f32; k and q rows are padded by one
 // vec4 so the TC threads reading different rows hit different banks.
-// Masks and keys past Tk as in attention.wgsl: bias INVALID, probability exactly 0.
+// Masks and keys past Tk as in attention.wgsl: bias INVALID, probability exactly 0. The
+// parts attention_chunked.wgsl shares are in attention_tiles.wgsl, which the host appends.
 // The next block's k and v are fetched into registers (NPF vec4s each a thread) while this
 // one is multiplied, hiding the loads' latency (8.8 → 7.7 ms at PixArt-α's d72 on an H200);
 // shapes that would need more than 5 a thread stage each block directly instead.
@@ -32,11 +33,10 @@ override KSZ: u32 = BK * D4P; // vec4s of ks: BK·max(D4P, RG), k rows and then 
 // named variables in registers, while a private array indexed in a loop may be spilled to
 // local memory (the first version of this kernel ran at a third of the speed it should).
 
-var<workgroup> qs: array<vec4<f32>, BQ * D4P>;
+var<workgroup> qs: array<vec4<f32>, BQ * D4P>; // the query rows (attention_tiles.wgsl)
+var<workgroup> red: array<vec4<f32>, RG * TC>; // per-thread partials of 4 rows (max, then sum)
 var<workgroup> ks: array<vec4<f32>, KSZ>; // k rows, then (after S) P as [key][row group]
 var<workgroup> vs: array<vec4<f32>, BK * D4>;
-var<workgroup> red: array<vec4<f32>, RG * TC>; // per-thread partials of 4 rows (max, then sum)
-var<workgroup> keep_any: atomic<u32>;
 
 // One of this thread's NPF vec4s (i) of the k (which 1) or v (which 2) rows of the block at
 // k0; `base` is the head's first element in batch b, `row` the operand's row stride.
@@ -56,13 +56,6 @@ fn put_kv(lid: u32, i: u32, xk: vec4<f32>, xv: vec4<f32>) {
   }
 }
 
-// Bias of one key: INVALID past Tk or when masked (mode 2), else 0.
-fn key_bias(b: u32, key: u32, mode: u32) -> f32 {
-  var bad = key >= p.tk;
-  if (mode == 2u && !bad) { bad = f32(mask[b * p.m_batch + key]) == 0.0; }
-  return select(0.0, INVALID, bad);
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let b = wid.z;
@@ -73,23 +66,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kbase = b * p.k_batch + p.k_off + h * HD;
   let vbase = b * p.v_batch + p.v_off + h * HD;
 
-  // Mask mode 1 (additive -10000): drop masked keys if the batch keeps any, else ignore it.
-  var mode = p.mask_mode;
-  if (mode == 1u) {
-    if (lid == 0u) { atomicStore(&keep_any, 0u); }
-    workgroupBarrier();
-    for (var j = lid; j < p.tk; j += WG) {
-      if (f32(mask[b * p.m_batch + j]) != 0.0) { atomicStore(&keep_any, 1u); }
-    }
-    workgroupBarrier();
-    mode = select(0u, 2u, atomicLoad(&keep_any) != 0u);
-  }
-
-  for (var j = lid; j < BQ * D4; j += WG) {
-    let row = min(row0 + j / D4, p.tq - 1u);
-    let at = b * p.q_batch + row * p.q_row + p.q_off + h * HD + (j % D4) * 4u;
-    qs[(j / D4) * D4P + j % D4] = ld4(at, 0u) * p.scale_log2;
-  }
+  let mode = mask_mode(b, lid);
+  stage_q(b, h, row0, lid);
 
   //@PF_DECL
   //@O_DECL
@@ -104,51 +82,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
     //@PF_NEXT
 
-    // s_r: row 4·ty + r against keys tx + TC·c (component c).
-    var s0 = vec4<f32>(0.0);
-    var s1 = vec4<f32>(0.0);
-    var s2 = vec4<f32>(0.0);
-    var s3 = vec4<f32>(0.0);
-    for (var d = 0u; d < D4; d++) {
-      let ka = ks[kr0 + d];
-      let kb = ks[kr0 + TC * D4P + d];
-      let kc = ks[kr0 + 2u * TC * D4P + d];
-      let kd = ks[kr0 + 3u * TC * D4P + d];
-      let qa = qs[q0 + d];
-      let qb = qs[q0 + D4P + d];
-      let qc = qs[q0 + 2u * D4P + d];
-      let qd = qs[q0 + 3u * D4P + d];
-      s0 += vec4<f32>(dot(qa, ka), dot(qa, kb), dot(qa, kc), dot(qa, kd));
-      s1 += vec4<f32>(dot(qb, ka), dot(qb, kb), dot(qb, kc), dot(qb, kd));
-      s2 += vec4<f32>(dot(qc, ka), dot(qc, kb), dot(qc, kc), dot(qc, kd));
-      s3 += vec4<f32>(dot(qd, ka), dot(qd, kb), dot(qd, kc), dot(qd, kd));
-    }
-    let bias = vec4<f32>(
-      key_bias(b, k0 + tx, mode),
-      key_bias(b, k0 + tx + TC, mode),
-      key_bias(b, k0 + tx + 2u * TC, mode),
-      key_bias(b, k0 + tx + 3u * TC, mode),
-    );
-    s0 += bias;
-    s1 += bias;
-    s2 += bias;
-    s3 += bias;
-    red[ty * TC + tx] = vec4<f32>(hmax(s0), hmax(s1), hmax(s2), hmax(s3));
-    workgroupBarrier(); // partial maxima written; every k row has been read
-    var mn = m;
-    for (var t = 0u; t < TC; t++) { mn = max(mn, red[ty * TC + t]); }
-    let al = exp2(m - mn);
-    m = mn;
-    let p0 = select(vec4<f32>(0.0), exp2(s0 - mn.x), s0 > vec4<f32>(LIVE));
-    let p1 = select(vec4<f32>(0.0), exp2(s1 - mn.y), s1 > vec4<f32>(LIVE));
-    let p2 = select(vec4<f32>(0.0), exp2(s2 - mn.z), s2 > vec4<f32>(LIVE));
-    let p3 = select(vec4<f32>(0.0), exp2(s3 - mn.w), s3 > vec4<f32>(LIVE));
-    l = l * al + vec4<f32>(hsum(p0), hsum(p1), hsum(p2), hsum(p3));
+    let sc = tile_scores(Tile4(), q0, kr0, D4P, D4);
+    var al: vec4<f32>;
+    let pr = online_softmax(sc, b, k0, mode, ty, tx, &m, &l, &al);
     // P into the k buffer as [key][row group]: one vec4 = the 4 rows of one key.
-    ks[tx * RG + ty] = vec4<f32>(p0.x, p1.x, p2.x, p3.x);
-    ks[(tx + TC) * RG + ty] = vec4<f32>(p0.y, p1.y, p2.y, p3.y);
-    ks[(tx + 2u * TC) * RG + ty] = vec4<f32>(p0.z, p1.z, p2.z, p3.z);
-    ks[(tx + 3u * TC) * RG + ty] = vec4<f32>(p0.w, p1.w, p2.w, p3.w);
+    ks[tx * RG + ty] = key_column(pr, 0u);
+    ks[(tx + TC) * RG + ty] = key_column(pr, 1u);
+    ks[(tx + 2u * TC) * RG + ty] = key_column(pr, 2u);
+    ks[(tx + 3u * TC) * RG + ty] = key_column(pr, 3u);
     workgroupBarrier();
 
     //@O_SCALE
@@ -160,19 +101,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 
-  // Row sums: reduce the TC partials of each row.
-  workgroupBarrier();
-  red[ty * TC + tx] = l;
-  workgroupBarrier();
-  var lt = vec4<f32>(0.0);
-  for (var t = 0u; t < TC; t++) { lt += red[ty * TC + t]; }
-  let inv = select(vec4<f32>(0.0), 1.0 / lt, lt > vec4<f32>(0.0));
+  let inv = row_inv(l, ty, tx);
   let ob = b * p.o_batch + h * HD + tx * CV * 4u;
   //@O_STORE
-}
-
-// One output row's CV vec4s (y = o·inv), unless the row is past Tq.
-fn store_row(row: u32, at: u32, y: vec4<f32>) {
-  if (row >= p.tq) { return; }
-  st4(at, y);
 }

@@ -11,7 +11,7 @@ import type { KernelSpec } from "../gpu/kernel.ts";
 import { ATTENTION_UNIFORM, type AttentionLaunch } from "./attention_launch.ts";
 import src from "../../wgsl/attention_chunked.wgsl" with { type: "text" };
 import ioSrc from "../../wgsl/attention_io.wgsl" with { type: "text" };
-import { ldLib } from "./attention_tiled.ts";
+import { ldLib, tilesSrc } from "./attention_tiled.ts";
 
 /** Launch shape of the chunked kernel: RG·TC threads, 4·RG query rows, 4·TC keys a block. */
 export interface ChunkedShape {
@@ -114,7 +114,7 @@ export function chunkedSource(cvc: number, nch: number, npf: number): string {
     "for (var j = 0u; j < BK; j++) {",
     "  let pj = ps[j * RG + ty];",
     "  let vj = j * CHP + vc;",
-    ...Array.from({ length: cvc }, (_, i) => `  let v${i} = kv[vj + ${i}u];`),
+    ...Array.from({ length: cvc }, (_, i) => `  let v${i} = ks[vj + ${i}u];`),
     ...[0, 1, 2, 3].flatMap((r) =>
       Array.from(
         { length: cvc },
@@ -165,7 +165,10 @@ export function attentionChunkedSpec(
   const key = `${storage}/${cvc}/${nch}/${npf}/${vec4}`;
   let spec = specs.get(key);
   if (!spec) {
-    const c = composeWgsl(chunkedSource(cvc, nch, npf), { storage, libs: [ioSrc, ldLib(vec4)] });
+    const c = composeWgsl(chunkedSource(cvc, nch, npf) + tilesSrc, {
+      storage,
+      libs: [ioSrc, ldLib(vec4)],
+    });
     spec = {
       name: `attention_chunked_${storage}_cvc${cvc}_nch${nch}_pf${npf}${vec4 ? "" : "_scalar"}`,
       source: c.source,

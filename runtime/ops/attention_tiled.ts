@@ -11,8 +11,12 @@ import type { KernelSpec } from "../gpu/kernel.ts";
 import { ATTENTION_UNIFORM, type AttentionLaunch } from "./attention_launch.ts";
 import src from "../../wgsl/attention_tiled.wgsl" with { type: "text" };
 import ioSrc from "../../wgsl/attention_io.wgsl" with { type: "text" };
+import tilesLib from "../../wgsl/attention_tiles.wgsl" with { type: "text" };
 import ldScalar from "../../wgsl/attention_ld_scalar.wgsl" with { type: "text" };
 import ldVec4 from "../../wgsl/attention_ld_vec4.wgsl" with { type: "text" };
+
+/** What both register-tiled kernels share (wgsl/attention_tiles.wgsl). */
+export const tilesSrc: string = tilesLib;
 
 /** The tiled kernels' operand access: whole vec4s (every layout a multiple of 4) or scalars. */
 export function ldLib(vec4: boolean): string {
@@ -135,7 +139,7 @@ export function attentionTiledSpec(
   const key = `${storage}/${cv}/${npf}/${vec4}`;
   let spec = specs.get(key);
   if (!spec) {
-    const c = composeWgsl(tiledSource(cv, npf), { storage, libs: [ioSrc, ldLib(vec4)] });
+    const c = composeWgsl(tiledSource(cv, npf) + tilesSrc, { storage, libs: [ioSrc, ldLib(vec4)] });
     spec = {
       name: `attention_tiled_${storage}_cv${cv}_pf${npf}${vec4 ? "" : "_scalar"}`,
       source: c.source,
