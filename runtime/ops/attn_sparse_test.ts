@@ -45,6 +45,8 @@ Deno.test(
         { h: 12, w: 15, H: 2, D: 72, B: 1, bits: 8, density: 0.5, pScale: "block" },
         // d64: the benchmark's head dim (whole channel slots, 4 Q/K vec4s per row).
         { h: 10, w: 13, H: 1, D: 64, B: 1, bits: 4, density: 0.5, pScale: "fixed" },
+        // 36 key blocks: mask rows of two words, walked across the word boundary.
+        { h: 48, w: 48, H: 1, D: 16, B: 1, bits: 8, density: 0.2, pScale: "fixed" },
       );
       for (const c of cases) {
         const T = c.h * c.w;

@@ -41,14 +41,25 @@ const XYZW = ["x", "y", "z", "w"];
 
 /**
  * The kernel source for a head dim: the 4 × ⌈D/16⌉ output accumulators (f32), their
- * per-block integer dots (i32) and the channel offsets are written out as named variables
- * at the file's //@ markers.
+ * per-block integer dots (i32), the channel offsets and the K and V code vec4s fetched
+ * ahead are written out as named variables at the file's //@ markers.
  */
 export function sparseTiledSource(headDim: number): string {
   const nc = Math.ceil(headDim / 16);
+  // Vec4s of K and V codes each thread fetches ahead: ⌈64·D16 / 256⌉ and ⌈HD·4 / 256⌉.
+  const fetches = [Math.ceil(strides(headDim).d16 / 4), Math.ceil(headDim / 64)];
+  const pf = (f: (name: string, i: number, which: number) => string) =>
+    fetches.flatMap((n, which) =>
+      Array.from({ length: n }, (_, i) => f(`${"kv"[which]}f${i}`, i, which))
+    );
+  const fetch = (kb: string) => (name: string, i: number, which: number) =>
+    `${name} = fetch_kv(${kb}, ${i}u, lid, ${which}u, cbase, vbase);`;
   const rc = (f: (r: number, c: number) => string) =>
     [0, 1, 2, 3].flatMap((r) => Array.from({ length: nc }, (_, c) => f(r, c)));
   const blocks: Record<string, string[]> = {
+    PF_DECL: pf((n, i, w) => "var " + fetch("select(kb, 0u, kb == NONE)")(n, i, w)),
+    PF_PUT: pf((n, i, which) => `put_kv(${i}u, lid, ${which}u, ${n});`),
+    PF_NEXT: pf(fetch("fb")),
     O_DECL: rc((r, c) => `var o${r}_${c} = 0.0;`),
     // Channel tx + 16·c, clamped into the head for the partial last slot (never stored).
     VD_DECL: Array.from(
