@@ -327,26 +327,34 @@ export function attention(
   return out;
 }
 
-/** Self-check for doctor: masked cross-attention at an odd shape against the reference. */
+/**
+ * Self-check for doctor: masked cross-attention at odd shapes against the reference, at
+ * PixArt's head dim 72 and FLUX's 128 (on GPUs the tiled and the chunked kernel).
+ */
 export async function attentionSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
-  const [Tq, Tk, D] = [20, 45, 72];
-  const g = new Prng(24);
-  const qs = g.normals(Tq * D);
-  const ks = g.normals(Tk * D);
-  const vs = g.normals(Tk * D);
-  const ms = Float32Array.from({ length: Tk }, (_, j) => (j < 30 ? 1 : 0));
-  const mask = uploadTensor(rt, ms, [1, Tk]);
-  const rec = new Recorder(rt);
-  const o = attention(
-    rec,
-    uploadTensor(rt, qs, [1, Tq, D]),
-    uploadTensor(rt, ks, [1, Tk, D]),
-    uploadTensor(rt, vs, [1, Tk, D]),
-    { heads: 1, mask },
-  );
-  await rec.submit();
-  const hh = (data: Float32Array, tokens: number) => ({ data, batch: 1, tokens, width: D });
-  const ref = attentionRef(hh(qs, Tq), hh(ks, Tk), hh(vs, Tk), { heads: 1, headDim: D, mask: ms });
-  const err = maxError(await readTensor(rt, o), ref);
-  return [{ name: "attention_f32", ok: err <= 1e-5, maxError: err, tolerance: 1e-5 }];
+  const results: SelfCheckResult[] = [];
+  for (const [D, name] of [[72, "attention_f32"], [128, "attention_f32_d128"]] as const) {
+    const [Tq, Tk] = [20, 45];
+    const g = new Prng(24);
+    const qs = g.normals(Tq * D);
+    const ks = g.normals(Tk * D);
+    const vs = g.normals(Tk * D);
+    const ms = Float32Array.from({ length: Tk }, (_, j) => (j < 30 ? 1 : 0));
+    const mask = uploadTensor(rt, ms, [1, Tk]);
+    const ins = [[qs, Tq], [ks, Tk], [vs, Tk]] as const;
+    const [q, k, v] = ins.map(([x, t]) => uploadTensor(rt, x, [1, t, D]));
+    const rec = new Recorder(rt);
+    const o = attention(rec, q, k, v, { heads: 1, mask });
+    await rec.submit();
+    const hh = (data: Float32Array, tokens: number) => ({ data, batch: 1, tokens, width: D });
+    const ref = attentionRef(hh(qs, Tq), hh(ks, Tk), hh(vs, Tk), {
+      heads: 1,
+      headDim: D,
+      mask: ms,
+    });
+    const err = maxError(await readTensor(rt, o), ref);
+    for (const t of [q, k, v, mask, o]) t.release();
+    results.push({ name, ok: err <= 1e-5, maxError: err, tolerance: 1e-5 });
+  }
+  return results;
 }
