@@ -15,6 +15,9 @@
  * `attn_paro_prep_int8_…` the prep alone (quantizeQkv, codes checked exactly). GPUs run
  * the register-tiled integer kernel; `attn_paro_rows_…` forces the one-row-per-thread one
  * (the CPU adapter's) at 0.3 INT8, and `attn_paro_d30_int8_…_d72` is PixArt-α's head dim.
+ * Befores in the same run: `attn_dense_tiled_…_d72_noprefetch` (the tiled kernel staging
+ * every block directly) and `attn_dense_tiled_…_d128` (the tiled kernel where the chunked one
+ * runs by default: 32 threads on 48 KiB).
  * CPU adapter: 1024 tokens (the bundled model's grid), 2 heads, GFLOP/s for dense.
  * WEBDIT_ATTN_SWEEP=1 adds the rows INT8 kernel at 0.3 under several launch shapes, and
  * WEBDIT_ATTN_TILED_SWEEP=1 the tiled dense kernel under several launch shapes, and
