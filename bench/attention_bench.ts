@@ -34,8 +34,6 @@ import { Recorder } from "../runtime/gpu/kernel.ts";
 import { readTensor, readTensorRaw, type Tensor, uploadTensor } from "../runtime/gpu/tensor.ts";
 import { Prng } from "../runtime/io/prng.ts";
 import { attention, type AttentionTuning } from "../runtime/ops/attention.ts";
-import { tiledBytes } from "../runtime/ops/attention_tiled.ts";
-import { chunkedFits } from "../runtime/ops/attention_chunked.ts";
 import {
   attnSparse,
   attnSparseQuantized,
@@ -58,6 +56,7 @@ import {
 } from "../runtime/reference/attn_sparse.ts";
 import type { HostHeads } from "../runtime/reference/attention.ts";
 import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
+import { denseSweeps } from "./attention_sweeps.ts";
 
 const rt = await createRuntime({
   adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
@@ -461,45 +460,16 @@ if (!onGpu) {
   // The CPU adapter's launch before 2026-11-28 (4 query rows a thread instead of 8).
   addDense(1024, 64, "f32", { kernel: "rows", rowsPerThread: 4 });
 }
-// WEBDIT_ATTN_TILED_SWEEP=1: launch shapes of the tiled dense kernel (row groups × threads per
-// row group × head-dim vec4s per thread) that fit this adapter, at the PixArt-α and d64 heads.
-if (Deno.env.get("WEBDIT_ATTN_TILED_SWEEP") === "1") {
-  const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
-  for (
-    const [D, shapes] of [
-      [72, [[8, 9, 2], [16, 6, 3], [8, 6, 3], [16, 3, 6]]],
-      [64, [[8, 16, 1], [16, 4, 4], [8, 8, 2]]],
-      [128, [[4, 8, 4], [4, 4, 8], [8, 4, 8]]],
-    ] as const
-  ) {
-    for (const [rg, tc, cv] of shapes) {
-      const shape = { rg, tc, cv };
-      if (tiledBytes(D, shape) <= limit) {
-        addDense(sizes[0], D, dt, { kernel: "tiled", tiled: shape });
-      }
-    }
-  }
-}
-// WEBDIT_ATTN_CHUNKED_SWEEP=1: launch shapes of the head-dim-chunked dense kernel (row groups ×
-// threads per row group × chunks) that fit this adapter, at FLUX's, PixArt-α's and d64 heads.
-if (Deno.env.get("WEBDIT_ATTN_CHUNKED_SWEEP") === "1") {
-  const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
-  const threads = rt.info.limits.maxComputeInvocationsPerWorkgroup ?? 256;
-  for (
-    const [D, shapes] of [
-      [128, [[8, 16, 2], [8, 8, 2], [16, 8, 4], [16, 4, 4], [8, 8, 1], [4, 16, 2]]],
-      [72, [[16, 9, 2], [8, 9, 2]]],
-      [64, [[16, 8, 2], [8, 8, 2], [16, 4, 2]]],
-    ] as const
-  ) {
-    for (const [rg, tc, nch] of shapes) {
-      const chunked = { rg, tc, nch };
-      if (chunkedFits(D, chunked, limit, threads)) {
-        addDense(sizes[0], D, dt, { kernel: "chunked", chunked });
-      }
-    }
-  }
-}
+// WEBDIT_ATTN_TILED_SWEEP=1, WEBDIT_ATTN_CHUNKED_SWEEP=1: the dense kernels' launch shapes.
+const sweeps = denseSweeps(
+  {
+    tiled: Deno.env.get("WEBDIT_ATTN_TILED_SWEEP") === "1",
+    chunked: Deno.env.get("WEBDIT_ATTN_CHUNKED_SWEEP") === "1",
+  },
+  rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384,
+  rt.info.limits.maxComputeInvocationsPerWorkgroup ?? 256,
+);
+for (const c of sweeps) addDense(sizes[0], c.headDim, dt, c.tuning);
 // WEBDIT_ATTN_SWEEP=1: launch shapes of the INT8 kernel at 0.3 (threads × rows per thread).
 if (Deno.env.get("WEBDIT_ATTN_SWEEP") === "1") {
   for (const [threads, rowsPerThread] of [[32, 1], [64, 1], [16, 2], [32, 2], [16, 4]]) {

@@ -1,0 +1,63 @@
+/**
+ * The dense attention bench's launch-shape sweeps (bench/attention_bench.ts):
+ * `WEBDIT_ATTN_TILED_SWEEP=1` the tiled kernel's shapes (row groups × threads per row group ×
+ * head-dim vec4s per thread) at PixArt-α's 72, 64 and FLUX's 128; `WEBDIT_ATTN_CHUNKED_SWEEP=1`
+ * the chunked kernel's (row groups × threads per row group × head-dim chunks). Only the shapes
+ * that fit the adapter are listed.
+ *
+ * @module
+ */
+import type { AttentionTuning } from "../runtime/ops/attention.ts";
+import { chunkedFits } from "../runtime/ops/attention_chunked.ts";
+import { tiledBytes } from "../runtime/ops/attention_tiled.ts";
+
+/** One swept case: a head dim and the forced kernel and shape. */
+export interface SweepCase {
+  headDim: number;
+  tuning: AttentionTuning;
+}
+
+const TILED: [number, [number, number, number][]][] = [
+  [72, [[8, 9, 2], [16, 6, 3], [8, 6, 3], [16, 3, 6]]],
+  [64, [[8, 16, 1], [16, 4, 4], [8, 8, 2]]],
+  [128, [[4, 8, 4], [4, 4, 8], [8, 4, 8]]],
+];
+
+const CHUNKED: [number, [number, number, number][]][] = [
+  [128, [[8, 16, 2], [8, 8, 2], [16, 8, 4], [16, 4, 4], [8, 8, 1], [4, 16, 2]]],
+  [72, [[16, 9, 2], [8, 9, 2]]],
+  [64, [[16, 8, 2], [8, 8, 2], [16, 4, 2]]],
+];
+
+/**
+ * The swept cases the environment asks for that fit `memory` bytes of workgroup memory and
+ * `threads` invocations, tiled ones first.
+ */
+export function denseSweeps(
+  env: { tiled: boolean; chunked: boolean },
+  memory: number,
+  threads: number,
+): SweepCase[] {
+  const out: SweepCase[] = [];
+  if (env.tiled) {
+    for (const [headDim, shapes] of TILED) {
+      for (const [rg, tc, cv] of shapes) {
+        const tiled = { rg, tc, cv };
+        if (tiledBytes(headDim, tiled) <= memory && rg * tc <= threads) {
+          out.push({ headDim, tuning: { kernel: "tiled", tiled } });
+        }
+      }
+    }
+  }
+  if (env.chunked) {
+    for (const [headDim, shapes] of CHUNKED) {
+      for (const [rg, tc, nch] of shapes) {
+        const chunked = { rg, tc, nch };
+        if (chunkedFits(headDim, chunked, memory, threads)) {
+          out.push({ headDim, tuning: { kernel: "chunked", chunked } });
+        }
+      }
+    }
+  }
+  return out;
+}

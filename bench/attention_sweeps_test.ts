@@ -1,0 +1,18 @@
+import { assertEquals } from "../tests/assert.ts";
+import { denseSweeps } from "./attention_sweeps.ts";
+
+Deno.test("denseSweeps lists the asked-for shapes that fit, and none unasked", () => {
+  assertEquals(denseSweeps({ tiled: false, chunked: false }, 49152, 256), []);
+  const h200 = denseSweeps({ tiled: true, chunked: true }, 49152, 256);
+  const names = h200.map((c) =>
+    `${c.tuning.kernel} d${c.headDim} ${JSON.stringify(c.tuning.chunked ?? c.tuning.tiled)}`
+  );
+  // FLUX's default on 48 KiB is swept; 16 × 8 in 1 chunk (61 KB) is not there to sweep.
+  assertEquals(names.includes('chunked d128 {"rg":8,"tc":16,"nch":2}'), true);
+  assertEquals(names.some((n) => n.startsWith('chunked d128 {"rg":16,"tc":8,"nch":1}')), false);
+  // 32 KiB drops the shapes that need more; tiled before chunked.
+  const small = denseSweeps({ tiled: true, chunked: true }, 32768, 256);
+  assertEquals(small.length < h200.length, true);
+  assertEquals(small[0].tuning.kernel, "tiled");
+  assertEquals(small.at(-1)!.tuning.kernel, "chunked");
+});
