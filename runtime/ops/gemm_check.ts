@@ -9,24 +9,16 @@ import { readTensor, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import { gemmRef } from "../reference/gemm.ts";
 import { defaultGemmVersion, gemm } from "./gemm.ts";
-
-/** The result shape of a self-check (see runtime/ops/selfcheck.ts). */
-interface GemmCheckResult {
-  name: string;
-  ok: boolean;
-  maxError: number;
-  tolerance: number;
-  note?: string;
-}
+import { maxError, type SelfCheckResult } from "./selfcheck.ts";
 
 /**
  * Self-check for `deno task doctor`: the adapter's default version at an odd shape with
  * every epilogue term, against the CPU reference; f16 too where the adapter has it.
  */
-export async function gemmSelfCheck(rt: Runtime): Promise<GemmCheckResult[]> {
+export async function gemmSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   const version = defaultGemmVersion(rt);
   const [M, N, K] = [18, 37, 72];
-  const out: GemmCheckResult[] = [];
+  const out: SelfCheckResult[] = [];
   for (const dt of ["f32", "f16"] as const) {
     const name = `gemm_v${version}_${dt}`;
     if (dt === "f16" && !rt.info.f16) {
@@ -57,12 +49,7 @@ export async function gemmSelfCheck(rt: Runtime): Promise<GemmCheckResult[]> {
       gate,
       rowsPerGate: M / 2,
     });
-    let err = 0;
-    for (let i = 0; i < got.length; i++) {
-      const d = Math.abs(got[i] - want[i]);
-      if (!(d <= err)) err = d; // NaN counts as infinitely wrong
-    }
-    if (Number.isNaN(err)) err = Infinity;
+    const err = maxError(got, want); // NaN counts as infinitely wrong
     const tolerance = dt === "f32" ? 1e-4 : 1e-2; // f16: half an ulp of outputs up to ~16
     out.push({ name, ok: err <= tolerance, maxError: err, tolerance });
   }
