@@ -107,19 +107,20 @@ export class SpmCharsmap {
 
   #hf(text: string): string {
     const out: string[] = [];
-    // The first key prefixing a chunk replaces the whole chunk (the Rust crate's transform).
-    const transform = (chunk: string): string | undefined => {
-      const b = this.#encoder.encode(chunk);
+    // The first key prefixing a chunk's bytes replaces the whole chunk (the Rust crate's
+    // transform).
+    const transform = (b: Uint8Array): string | undefined => {
       const hit = this.#prefixes(b, 0, b.length)[0];
       return hit ? this.#decoder.decode(this.#replacement(hit[1])) : undefined;
     };
     for (const { segment } of GRAPHEMES.segment(text)) {
-      const whole = this.#encoder.encode(segment).length < 6 ? transform(segment) : undefined;
+      const bytes = this.#encoder.encode(segment);
+      const whole = bytes.length < 6 ? transform(bytes) : undefined;
       if (whole !== undefined) {
         out.push(whole);
         continue;
       }
-      for (const c of segment) out.push(transform(c) ?? c);
+      for (const c of segment) out.push(transform(this.#encoder.encode(c)) ?? c);
     }
     return out.join("");
   }
