@@ -286,6 +286,14 @@ export async function quantize(args: string[]): Promise<number> {
   const calibEmbeds = v["calib-embeds"] === undefined
     ? undefined
     : await readCalibrationEmbeds(v["calib-embeds"]);
+  // The prompt encoders and image size of the calibration and of the --report run alike.
+  const encoder = {
+    textEncoder,
+    maxSequenceLength,
+    textEncoderDtype,
+    height: calibHeight,
+    width: calibWidth,
+  };
 
   if (quantizer === "tlq" && groupSize > 0 && tlqFit !== "mse") {
     info(
@@ -328,11 +336,7 @@ export async function quantize(args: string[]): Promise<number> {
     calibration: {
       prompts: calibPromptList,
       embeds: calibEmbeds,
-      textEncoder,
-      maxSequenceLength,
-      textEncoderDtype,
-      height: calibHeight,
-      width: calibWidth,
+      ...encoder,
       steps: calibSteps,
     },
     onCalibration: (p) => cal.update(p),
@@ -386,11 +390,7 @@ export async function quantize(args: string[]): Promise<number> {
           prompts: (captions ? CAPTION_CALIBRATION_PROMPTS : CALIBRATION_PROMPTS)
             .slice(0, reportPrompts),
           embeds: calibEmbeds,
-          textEncoder,
-          maxSequenceLength,
-          textEncoderDtype,
-          height: calibHeight,
-          width: calibWidth,
+          ...encoder,
           steps: reportSteps,
           onProgress: (p) => bar2.update(p.prompt * p.steps + p.step),
         });

@@ -113,6 +113,17 @@ export interface PromptEncoderSource {
 }
 
 /**
+ * `o`'s prompt-encoder source and calibration size alone, for the next step of a calibration
+ * to take (the options objects they travel in carry other fields the next step must not get).
+ */
+export function encoderAndSize(
+  o: PromptEncoderSource & CalibrationSize,
+): PromptEncoderSource & CalibrationSize {
+  const { textEncoder, maxSequenceLength, textEncoderDtype, height, width } = o;
+  return { textEncoder, maxSequenceLength, textEncoderDtype, height, width };
+}
+
+/**
  * Calibration prompts for a real checkpoint's text encoders (T5, CLIP + T5): sixteen captions
  * over the categories text-to-image prompts span (people, animals, landscapes, cities, food,
  * vehicles, science fiction, interiors, lettering, macro, and painting, watercolour, anime and

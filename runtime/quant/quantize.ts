@@ -34,7 +34,7 @@ import {
   type LayerStats,
   transformerWeightsHash,
 } from "./calibrate.ts";
-import { checkFluxPrompts } from "./calibration_run.ts";
+import { checkFluxPrompts, encoderAndSize } from "./calibration_run.ts";
 import {
   codesName,
   lowRankName,
@@ -104,11 +104,7 @@ async function planAttention(
       ...(o.paroAlpha !== undefined ? { orderAlpha: o.paroAlpha } : {}),
       prompts: o.calibration?.prompts,
       embeds: o.calibration?.embeds,
-      textEncoder: o.calibration?.textEncoder,
-      maxSequenceLength: o.calibration?.maxSequenceLength,
-      textEncoderDtype: o.calibration?.textEncoderDtype,
-      height: o.calibration?.height,
-      width: o.calibration?.width,
+      ...encoderAndSize(o.calibration ?? {}),
       steps: o.calibration?.steps,
       guidance: o.calibration?.guidance,
       onProgress: o.onCalibration,
@@ -161,11 +157,7 @@ export async function quantizeModel(o: QuantizeOptions): Promise<QuantizeResult>
         path: dir,
         prompts: o.calibration?.prompts,
         embeds: o.calibration?.embeds,
-        textEncoder: o.calibration?.textEncoder,
-        maxSequenceLength: o.calibration?.maxSequenceLength,
-        textEncoderDtype: o.calibration?.textEncoderDtype,
-        height: o.calibration?.height,
-        width: o.calibration?.width,
+        ...encoderAndSize(o.calibration ?? {}),
         steps: o.calibration?.steps,
         guidance: o.calibration?.guidance,
         cacheDir: o.calibration?.cacheDir,

@@ -26,6 +26,7 @@ import { CALIBRATION_PROMPTS } from "./calibrate.ts";
 import {
   type CalibrationEmbeds,
   type CalibrationSize,
+  encoderAndSize,
   type PromptEncoderSource,
   runCalibration,
 } from "./calibration_run.ts";
@@ -202,11 +203,7 @@ export async function measureActivationError(
       path: o.model,
       prompts: o.prompts ?? CALIBRATION_PROMPTS.slice(0, 2),
       embeds: o.embeds,
-      textEncoder: o.textEncoder,
-      maxSequenceLength: o.maxSequenceLength,
-      textEncoderDtype: o.textEncoderDtype,
-      height: o.height,
-      width: o.width,
+      ...encoderAndSize(o),
       steps: o.steps ?? 3,
       linears: observe,
       onProgress: o.onProgress,
