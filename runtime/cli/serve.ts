@@ -11,7 +11,7 @@ import { DEFAULT_MODEL_DIR, type SamplerName, SAMPLERS } from "../pipeline.ts";
 import { createApp } from "../server/app.ts";
 import { DEFAULT_LIMITS } from "../server/schemas.ts";
 import { modelSamplers } from "../server/checks.ts";
-import { loadEntry, ModelCatalog, type ModelEntry } from "../server/models.ts";
+import { isArtifactPath, loadEntry, ModelCatalog, type ModelEntry } from "../server/models.ts";
 import { warmUp } from "../server/warmup.ts";
 import { WebditError } from "../errors.ts";
 import { choiceOption, info, numberOption, parseCli, UsageError } from "./common.ts";
@@ -121,10 +121,6 @@ interface ModelSpec {
   path: string;
 }
 
-function isArtifact(path: string): boolean {
-  return path.replace(/\/+$/, "").endsWith(".safetensors");
-}
-
 /**
  * The folder `--flag [NAME=]PATH` (repeatable) gives each served artifact: the one named by
  * its --model NAME, else the one given without a NAME.
@@ -147,18 +143,18 @@ export function artifactFolders(
       continue;
     }
     if (named.has(name)) throw new UsageError(`--${flag} ${name}= is given twice`);
-    if (!specs.some((s) => s.name === name && isArtifact(s.path))) {
+    if (!specs.some((s) => s.name === name && isArtifactPath(s.path))) {
       throw new UsageError(`--${flag} ${name}=${path}: no --model ${name}=… is an artifact`);
     }
     named.set(name, path);
   }
-  if ((given?.length ?? 0) > 0 && !specs.some((s) => isArtifact(s.path))) {
+  if ((given?.length ?? 0) > 0 && !specs.some((s) => isArtifactPath(s.path))) {
     throw new UsageError(
       `--${flag} applies to the quantized artifacts served (model folders use their own); ` +
         "no --model is an artifact",
     );
   }
-  return (s) => isArtifact(s.path) ? (s.name && named.get(s.name)) ?? any : undefined;
+  return (s) => isArtifactPath(s.path) ? (s.name && named.get(s.name)) ?? any : undefined;
 }
 
 /** Runs serve until SIGINT/SIGTERM; returns the exit code. */

@@ -197,6 +197,11 @@ export interface EntryOptions {
   textEncoderDtype?: TextWeights;
 }
 
+/** Whether a --model path names a quantized artifact (a .safetensors file), not a model folder. */
+export function isArtifactPath(path: string): boolean {
+  return path.replace(/\/+$/, "").endsWith(".safetensors");
+}
+
 /** The default plan name of quantization settings, e.g. "w4a8-tlq-gptq-adaptive-paro0.3". */
 export function planName(
   s:
@@ -282,7 +287,7 @@ export async function loadEntry(rt: Runtime, o: EntryOptions): Promise<ModelEntr
   const clean = o.path.replace(/\/+$/, "");
   let name = o.name ?? basename(clean);
   let plan = densePlan(dtype);
-  const artifact = clean.endsWith(".safetensors");
+  const artifact = isArtifactPath(clean);
   if (artifact) {
     // A quantized artifact: its plan comes from its metadata.
     const { openArtifact } = await import("../quant/artifact.ts");
