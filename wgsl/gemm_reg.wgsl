@@ -11,6 +11,10 @@ override TY: u32 = 16u; // invocations along M
 override BK: u32 = 16u; // K tile: 4, 8 or 16; the tile loads must split evenly, ≤ 4 vec4 each
 override LMAP: u32 = 1u; // tile loads: 0 = neighbours take neighbouring rows, 1 = neighbouring k (faster)
 override EPI: u32 = 0u; // epilogue: 0 = one store site in a loop, 1 = 16 inlined store sites
+// Which 8×8 block each invocation computes: 0 = (lid.x, lid.y); 1 = each 32 consecutive
+// invocations (an NVIDIA warp) take an 8-wide, 4-tall patch of blocks, so each of their
+// vec4 reads of a tile touches 8 neighbouring vec4 of W's and 4 of X's (not 16 and 2).
+override WMAP: u32 = 0u;
 
 const SH: u32 = 1024u; // vec4 per operand: 2 buffers × BK ≤ 16 × 128 / 4
 
@@ -67,6 +71,12 @@ fn store4(row: u32, col: u32, v: vec4<f32>) {
 @compute @workgroup_size(TX, TY)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let tid = lid.y * TX + lid.x;
+  var blk = lid.xy;
+  if (WMAP == 1u) {
+    let warp = tid / 32u;
+    let lane = tid % 32u;
+    blk = vec2<u32>(lane % 8u + 8u * (warp % (TX / 8u)), lane / 8u + 4u * (warp / (TX / 8u)));
+  }
   let lx = bm() * BK / (4u * TX * TY); // vec4 loads per invocation per tile, ≤ 4
   let lw = bn() * BK / (4u * TX * TY);
   let m0 = wg.y * bm();
@@ -108,8 +118,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       if (lw > 1u) { pw1 = fetch_w(1u, tid, n0, kt4); }
       if (lw > 2u) { pw2 = fetch_w(2u, tid, n0, kt4); pw3 = fetch_w(3u, tid, n0, kt4); }
     }
-    let ia = cur * BK * (bm() / 4u) + lid.y;
-    let ib = cur * BK * (bn() / 4u) + lid.x;
+    let ia = cur * BK * (bm() / 4u) + blk.y;
+    let ib = cur * BK * (bn() / 4u) + blk.x;
     for (var k = 0u; k < BK; k++) { // one k: 4 vec4 reads of workgroup memory, 64 FMAs
       let a0 = xsh[ia + k * (bm() / 4u)];
       let a1 = xsh[ia + k * (bm() / 4u) + bm() / 8u];
@@ -136,9 +146,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     workgroupBarrier();
   }
 
-  let col = n0 + 4u * lid.x;
+  let col = n0 + 4u * blk.x;
   if (EPI == 1u) {
-    let r0 = m0 + 4u * lid.y;
+    let r0 = m0 + 4u * blk.y;
     let r1 = r0 + bm() / 2u;
     let col1 = col + bn() / 2u;
     store4(r0, col, c0); store4(r0, col1, c1);
@@ -165,7 +175,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       case 7u: { lo = c14; hi = c15; }
       default: {}
     }
-    let row = m0 + 4u * lid.y + (i % 4u) + select(0u, bm() / 2u, i >= 4u);
+    let row = m0 + 4u * blk.y + (i % 4u) + select(0u, bm() / 2u, i >= 4u);
     store4(row, col, lo);
     store4(row, col + bn() / 2u, hi);
   }

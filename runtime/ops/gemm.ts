@@ -54,6 +54,9 @@ export interface GemmTune {
   lmap?: number;
   /** v2: epilogue, 0 = one store site in a loop, 1 = 16 inlined store sites. */
   epi?: number;
+  /** v2: block map, 0 = invocation (x, y) computes block (x, y); 1 = each 32 invocations
+   * take an 8 × 4 patch of blocks (tx % 8 == 0, ty % 4 == 0). */
+  wmap?: number;
   /** v3: invocations per workgroup. */
   wg?: number;
   /** v3: rows per invocation, 1 … 4. */
@@ -81,7 +84,7 @@ export function gemmDefaultTune(
   cpu = false,
 ): Required<GemmTune> {
   const ct = load === "f16x8" ? 8 : 4;
-  return { tx: 16, ty: 16, bk: 16, lmap: cpu ? 0 : 1, epi: 0, wg: 64, rt: 4, ct };
+  return { tx: 16, ty: 16, bk: 16, lmap: cpu ? 0 : 1, epi: 0, wmap: 0, wg: 64, rt: 4, ct };
 }
 
 /** The epilogue operands of {@linkcode gemm} and the quantized GEMMs (qgemm.ts). */
@@ -146,7 +149,9 @@ const SOURCES: Record<GemmVersion, string> = { 1: tiledSrc, 2: regSrc, 3: cpuSrc
 const specs = new Map<string, KernelSpec<Params>>();
 
 function versionConstants(version: GemmVersion, t: Required<GemmTune>): Record<string, number> {
-  if (version === 2) return { TX: t.tx, TY: t.ty, BK: t.bk, LMAP: t.lmap, EPI: t.epi };
+  if (version === 2) {
+    return { TX: t.tx, TY: t.ty, BK: t.bk, LMAP: t.lmap, EPI: t.epi, WMAP: t.wmap };
+  }
   if (version === 3) return { WG: t.wg, RT: t.rt, CT: t.ct };
   if (version === 4) return { CT: t.ct };
   return {};
@@ -278,6 +283,12 @@ function checkTune(version: GemmVersion, t: Required<GemmTune>, rt: Runtime): vo
     if (![4, 8, 16].includes(t.bk)) throw new RangeError(`tune.bk must be 4, 8 or 16, got ${t.bk}`);
     int(t.lmap, "lmap", 0, 1);
     int(t.epi, "epi", 0, 1);
+    int(t.wmap, "wmap", 0, 1);
+    if (t.wmap === 1 && (t.tx % 8 !== 0 || t.ty % 4 !== 0)) {
+      throw new RangeError(
+        `tune.wmap 1 needs tx % 8 == 0 and ty % 4 == 0, got tx ${t.tx}, ty ${t.ty}`,
+      );
+    }
     const nt = t.tx * t.ty;
     for (const [name, edge] of [["ty", 8 * t.ty], ["tx", 8 * t.tx]] as const) {
       const loads = (edge * t.bk) / (4 * nt);

@@ -114,6 +114,8 @@ for (const version of GEMM_VERSIONS) {
       }
       // 64-row tiles (GPUs pick them for small grids): the epilogue case, tiles crossed.
       if (version === 2) await check(rt, 2, "f32", { ...CASES[0], tune: { ty: 8 } }, seed++);
+      // Warp-patch block map: a 130×129 output crosses tiles both ways.
+      if (version === 2) await check(rt, 2, "f32", { ...CASES[1], tune: { wmap: 1 } }, seed++);
     });
   });
 
@@ -265,6 +267,11 @@ Deno.test("gemm rejects bad shapes, dtypes, aliasing and knobs", gpuTest, async 
     assertThrows(() => gemm(rec, x, w, { version: 5 as GemmVersion }), RangeError, "version");
     assertThrows(() => gemm(rec, x, w, { version: 2, tune: { bk: 12 } }), RangeError, "bk");
     assertThrows(() => gemm(rec, x, w, { version: 3, tune: { rt: 5 } }), RangeError, "rt");
+    assertThrows(
+      () => gemm(rec, x, w, { version: 2, tune: { tx: 4, ty: 16, wmap: 1 } }),
+      RangeError,
+      "wmap",
+    );
     assertThrows(
       () => gemm(rec, x, w, { activation: "relu" as GemmActivation }),
       TypeError,
