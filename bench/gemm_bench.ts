@@ -199,21 +199,21 @@ const namedTune: GemmTune | undefined = envTune ? JSON.parse(envTune) : undefine
 
 /** Version-2 tile configs of the sweep (BM = 8·ty, BN = 8·tx). */
 const SWEEP: GemmTune[] = [
-  { tx: 16, ty: 16, bk: 16 },
-  { tx: 16, ty: 16, bk: 8 },
   { tx: 16, ty: 16, bk: 16, lmap: 1 },
-  { tx: 16, ty: 16, bk: 16, epi: 1 },
-  { tx: 16, ty: 8, bk: 16 },
-  { tx: 8, ty: 16, bk: 16 },
-  { tx: 16, ty: 16, bk: 16, lmap: 1, wmap: 1 },
+  { tx: 16, ty: 16, bk: 8, lmap: 1 },
+  { tx: 16, ty: 16, bk: 16, lmap: 1, sbuf: 1 },
+  { tx: 16, ty: 16, bk: 8, lmap: 1, sbuf: 1 },
+  { tx: 16, ty: 8, bk: 16, lmap: 1 },
+  { tx: 16, ty: 8, bk: 8, lmap: 1 },
+  { tx: 8, ty: 16, bk: 16, lmap: 1 },
   { tx: 16, ty: 16, bk: 8, lmap: 1, wmap: 1 },
-  { tx: 16, ty: 8, bk: 16, lmap: 1, wmap: 1 },
+  { tx: 16, ty: 16, bk: 8, lmap: 1, epi: 1 },
 ];
 
 function tuneName(t: GemmTune): string {
   return `${8 * t.ty!}x${8 * t.tx!}_bk${t.bk}${t.lmap ? "_lmap" : ""}${t.epi ? "_epi" : ""}${
     t.wmap ? "_wmap" : ""
-  }`;
+  }${t.sbuf ? "_sbuf" : ""}`;
 }
 
 /** The small-M sweep's tile configs (version 2): 128 or 64 rows and columns a tile. */

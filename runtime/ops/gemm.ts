@@ -57,6 +57,8 @@ export interface GemmTune {
   /** v2: block map, 0 = invocation (x, y) computes block (x, y); 1 = each 32 invocations
    * take an 8 × 4 patch of blocks (tx % 8 == 0, ty % 4 == 0). */
   wmap?: number;
+  /** v2: workgroup buffers, 0 = two per operand (one barrier a K tile), 1 = one (two barriers). */
+  sbuf?: number;
   /** v3: invocations per workgroup. */
   wg?: number;
   /** v3: rows per invocation, 1 … 4. */
@@ -84,7 +86,7 @@ export function gemmDefaultTune(
   cpu = false,
 ): Required<GemmTune> {
   const ct = load === "f16x8" ? 8 : 4;
-  return { tx: 16, ty: 16, bk: 16, lmap: cpu ? 0 : 1, epi: 0, wmap: 0, wg: 64, rt: 4, ct };
+  return { tx: 16, ty: 16, bk: 16, lmap: cpu ? 0 : 1, epi: 0, wmap: 0, sbuf: 0, wg: 64, rt: 4, ct };
 }
 
 /** The epilogue operands of {@linkcode gemm} and the quantized GEMMs (qgemm.ts). */
@@ -150,7 +152,8 @@ const specs = new Map<string, KernelSpec<Params>>();
 
 function versionConstants(version: GemmVersion, t: Required<GemmTune>): Record<string, number> {
   if (version === 2) {
-    return { TX: t.tx, TY: t.ty, BK: t.bk, LMAP: t.lmap, EPI: t.epi, WMAP: t.wmap };
+    const { tx: TX, ty: TY, bk: BK, lmap: LMAP, epi: EPI, wmap: WMAP, sbuf: SBUF } = t;
+    return { TX, TY, BK, LMAP, EPI, WMAP, SBUF };
   }
   if (version === 3) return { WG: t.wg, RT: t.rt, CT: t.ct };
   if (version === 4) return { CT: t.ct };
@@ -284,6 +287,7 @@ function checkTune(version: GemmVersion, t: Required<GemmTune>, rt: Runtime): vo
     int(t.lmap, "lmap", 0, 1);
     int(t.epi, "epi", 0, 1);
     int(t.wmap, "wmap", 0, 1);
+    int(t.sbuf, "sbuf", 0, 1);
     if (t.wmap === 1 && (t.tx % 8 !== 0 || t.ty % 4 !== 0)) {
       throw new RangeError(
         `tune.wmap 1 needs tx % 8 == 0 and ty % 4 == 0, got tx ${t.tx}, ty ${t.ty}`,

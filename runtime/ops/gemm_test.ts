@@ -116,6 +116,10 @@ for (const version of GEMM_VERSIONS) {
       if (version === 2) await check(rt, 2, "f32", { ...CASES[0], tune: { ty: 8 } }, seed++);
       // Warp-patch block map: a 130×129 output crosses tiles both ways.
       if (version === 2) await check(rt, 2, "f32", { ...CASES[1], tune: { wmap: 1 } }, seed++);
+      // One workgroup buffer per operand (two barriers a K tile), 260 = 32 tiles of 8 and a part.
+      if (version === 2) {
+        await check(rt, 2, "f32", { ...CASES[1], tune: { sbuf: 1, bk: 8 } }, seed++);
+      }
     });
   });
 
@@ -272,6 +276,7 @@ Deno.test("gemm rejects bad shapes, dtypes, aliasing and knobs", gpuTest, async 
       RangeError,
       "wmap",
     );
+    assertThrows(() => gemm(rec, x, w, { version: 2, tune: { sbuf: 2 } }), RangeError, "sbuf");
     assertThrows(
       () => gemm(rec, x, w, { activation: "relu" as GemmActivation }),
       TypeError,
