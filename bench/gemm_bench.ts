@@ -200,14 +200,20 @@ const namedTune: GemmTune | undefined = envTune ? JSON.parse(envTune) : undefine
 /** Version-2 tile configs of the sweep (BM = 8·ty, BN = 8·tx). */
 const SWEEP: GemmTune[] = [
   { tx: 16, ty: 16, bk: 16, lmap: 1 },
-  { tx: 16, ty: 16, bk: 8, lmap: 1 },
   { tx: 16, ty: 16, bk: 16, lmap: 1, sbuf: 1 },
-  { tx: 16, ty: 16, bk: 8, lmap: 1, sbuf: 1 },
-  { tx: 16, ty: 8, bk: 16, lmap: 1 },
-  { tx: 16, ty: 8, bk: 8, lmap: 1 },
-  { tx: 8, ty: 16, bk: 16, lmap: 1 },
-  { tx: 16, ty: 16, bk: 8, lmap: 1, wmap: 1 },
-  { tx: 16, ty: 16, bk: 8, lmap: 1, epi: 1 },
+  { tx: 16, ty: 16, bk: 16, lmap: 1, sbuf: 1, wmap: 1 },
+  { tx: 16, ty: 8, bk: 8, lmap: 1, sbuf: 1 },
+  { tx: 8, ty: 8, bk: 16, lmap: 1, sbuf: 1 },
+];
+
+/** The sweep's shapes (M, K, N): square, PixArt-α's and FLUX.1's linears at 1024 px. */
+const SWEEP_SHAPES: [number, number, number][] = [
+  [4096, 4096, 4096],
+  [4096, 1152, 4608],
+  [4096, 1152, 1152],
+  [4096, 4608, 1152],
+  [4608, 3072, 3072],
+  [4608, 3072, 12288],
 ];
 
 function tuneName(t: GemmTune): string {
@@ -220,8 +226,10 @@ function tuneName(t: GemmTune): string {
 const SMALL_M_TUNES: GemmTune[] = [
   { tx: 16, ty: 16, bk: 16 },
   { tx: 16, ty: 8, bk: 16 },
-  { tx: 8, ty: 16, bk: 16 },
-  { tx: 8, ty: 8, bk: 16 },
+  { tx: 16, ty: 16, bk: 16, sbuf: 1 },
+  { tx: 16, ty: 8, bk: 16, sbuf: 1 },
+  { tx: 16, ty: 8, bk: 8 },
+  { tx: 8, ty: 8, bk: 16, sbuf: 1 },
 ];
 
 const suite = new BenchSuite({
@@ -252,10 +260,11 @@ function reportBest(): void {
   const rows = suite.lastResults;
   let best: { tune: GemmTune; score: number } | undefined;
   for (const t of SWEEP) {
-    const ms = ["4096", "4096x1152x4608"].map((s) =>
-      rows.find((r) => r.name === `gemm_f32_${s}_v2_${tuneName(t)}`)?.median_ms ?? NaN
+    const ms = SWEEP_SHAPES.map(([M, K, N]) =>
+      rows.find((r) => r.name === `gemm_f32_${shapeName(M, K, N)}_v2_${tuneName(t)}`)?.median_ms ??
+        NaN
     );
-    const score = Math.sqrt(ms[0] * ms[1]);
+    const score = Math.exp(ms.reduce((a, v) => a + Math.log(v), 0) / ms.length);
     if (Number.isFinite(score) && (!best || score < best.score)) best = { tune: t, score };
   }
   if (!best) return;
@@ -293,13 +302,18 @@ if (onGpu && sweepMode === "small_m") {
   }
 } else if (onGpu && sweepMode === "only") {
   for (const t of SWEEP) {
-    for (const [M, K, N] of [[4096, 4096, 4096], [4096, 1152, 4608]] as const) {
+    for (const [M, K, N] of SWEEP_SHAPES) {
       suite.add(gemmCase(M, K, N, "f32", {
         version: 2,
         tune: t,
         name: `gemm_f32_${shapeName(M, K, N)}_v2_${tuneName(t)}`,
       }));
     }
+    suite.add(gemmCase(4096, 1152, 4608, "f16", {
+      version: 2,
+      tune: t,
+      name: `gemm_f16_4096x1152x4608_v2_${tuneName(t)}`,
+    }));
   }
 } else if (onGpu) {
   suite.add(submitCase());

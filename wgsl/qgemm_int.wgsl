@@ -23,10 +23,11 @@ override RAW: u32 = 0u;  // 1: store the i32 sums as f32 bit patterns (tests; f3
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
 @group(0) @binding(7) var<storage, read> wq: array<u32>;
 
-const SH: u32 = 512u; // vec4<u32> per operand: 2 buffers × BKW ≤ 8 × 128 rows / 4
-
-var<workgroup> xsh: array<vec4<u32>, SH>;
-var<workgroup> wsh: array<vec4<u32>, SH>;
+// Sized to the tile (2 buffers × BKW × BM/4), or to the 16 ranks the low-rank branch stages
+// (LR4 comes from qgemm_int_lowrank.wgsl or its stub, composed before this file): workgroup
+// memory bounds how many workgroups share an SM (see gemm_reg.wgsl).
+var<workgroup> xsh: array<vec4<u32>, 4u * max(BKW, select(0u, 8u, LR4 > 0u)) * TY>;
+var<workgroup> wsh: array<vec4<u32>, 4u * max(BKW, select(0u, 8u, LR4 > 0u)) * TX>;
 
 fn bm() -> u32 { return 8u * TY; }
 fn bn() -> u32 { return 8u * TX; }

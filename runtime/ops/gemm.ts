@@ -11,7 +11,7 @@
  * 4. `gemm_thin.wgsl`: for thin outputs on GPUs (N ≤ 128, a low-rank branch's X·Aᵀ): 16-row
  *    tiles as wide as N, so M / 16 workgroups share the work.
  *
- * The op picks 2 on GPUs (4 for f32 with at most 128 rows, 64-row tiles of 2 where 128×128
+ * The op picks 2 on GPUs (4 for f32 with at most 128 rows, 64×64 tiles of 2 where 128×128
  * ones would leave the GPU idle); on a fallback (CPU) adapter 2 or 3 by shape and storage
  * type (see {@linkcode defaultGemmVersion}), unless `version` or `tune` says otherwise.
  *
@@ -76,17 +76,31 @@ export interface GemmTune {
 export type GemmOperandLoad = "vec4" | "scalar" | "f16x4" | "f16x8" | "w16" | "conv3x3";
 
 /**
- * The default knobs: 128×128 tiles, BK 16 (v2), neighbouring invocations loading
- * neighbouring k on GPUs (the best of the sweep in bench/results/nvidia-h200/
- * 2026-11-26_gemm_sweep.md) and neighbouring rows on CPU adapters (a little faster there);
- * 4×4 blocks per invocation in workgroups of 64 (v3), 4×8 with packed f16 loads.
+ * The default knobs. Version 2: 128×128 tiles, BK 16; on GPUs neighbouring invocations load
+ * neighbouring k (bench/results/nvidia-h200/2026-11-26_gemm_sweep.md), one workgroup buffer
+ * per operand and 8 × 4 patches of blocks per 32 invocations (26 TFLOP/s at 4096³ f32 on an
+ * H200 against 21 with two buffers: 2026-11-29_gemm_sweep_tiles.md); on CPU adapters
+ * neighbouring rows, two buffers (a little faster there). Version 3: 4×4 blocks per
+ * invocation in workgroups of 64, 4×8 with packed f16 loads.
  */
 export function gemmDefaultTune(
   load: GemmOperandLoad = "vec4",
   cpu = false,
 ): Required<GemmTune> {
   const ct = load === "f16x8" ? 8 : 4;
-  return { tx: 16, ty: 16, bk: 16, lmap: cpu ? 0 : 1, epi: 0, wmap: 0, sbuf: 0, wg: 64, rt: 4, ct };
+  const gpu = cpu ? 0 : 1;
+  return { tx: 16, ty: 16, bk: 16, lmap: gpu, epi: 0, wmap: gpu, sbuf: gpu, wg: 64, rt: 4, ct };
+}
+
+/**
+ * Version 2's tiles on a GPU for an M×N output: 64×64 (one buffer, BK 16) when 128×128 tiles
+ * would make fewer than 512 workgroups (about four per SM of an H200: T5's 240- and 512-row
+ * projections, PixArt-α's 1152-wide outputs at 4096 tokens, 1.1–1.5× faster there), else
+ * the defaults. Measured in bench/results/nvidia-h200/2026-11-29_gemm_sweep_tiles.md and
+ * …_gemm_small_m_tiles.md.
+ */
+export function gemmGpuTiles(M: number, N: number): GemmTune {
+  return Math.ceil(M / 128) * Math.ceil(N / 128) < 512 ? { tx: 8, ty: 8, wmap: 0 } : {};
 }
 
 /** The epilogue operands of {@linkcode gemm} and the quantized GEMMs (qgemm.ts). */
@@ -150,7 +164,11 @@ interface Params {
 const SOURCES: Record<GemmVersion, string> = { 1: tiledSrc, 2: regSrc, 3: cpuSrc, 4: thinSrc };
 const specs = new Map<string, KernelSpec<Params>>();
 
-function versionConstants(version: GemmVersion, t: Required<GemmTune>): Record<string, number> {
+/** The override constants of a version's tile knobs (qgemm.ts's fused a16 GEMM is version 2's). */
+export function versionConstants(
+  version: GemmVersion,
+  t: Required<GemmTune>,
+): Record<string, number> {
   if (version === 2) {
     const { tx: TX, ty: TY, bk: BK, lmap: LMAP, epi: EPI, wmap: WMAP, sbuf: SBUF } = t;
     return { TX, TY, BK, LMAP, EPI, WMAP, SBUF };
@@ -411,14 +429,11 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
   const load = im ? "conv3x3" : w16 ? "w16" : gemmOperandLoad(version, dt, K);
   // Version 4's tile is as wide as N (up to 128 columns), unless a knob says otherwise.
   const thinCt = version === 4 ? { ct: Math.min(8, Math.max(1, Math.ceil(N / 16))) } : {};
-  // Version 2 on a GPU, f32: 64-row tiles when 128×128 ones would make under 128 workgroups
-  // (T5's 240-row projections: 1.2–1.6× faster on an H200; 512 rows and wider N: not).
-  const few = !rt.info.fallback && version === 2 && dt === "f32" && !opts.version &&
-    Math.ceil(M / 128) * Math.ceil(N / 128) < 128;
+  const gpuTiles = !rt.info.fallback && version === 2 && !opts.version ? gemmGpuTiles(M, N) : {};
   const tune = {
     ...gemmDefaultTune(load, rt.info.fallback),
     ...thinCt,
-    ...(few ? { ty: 8 } : {}),
+    ...gpuTiles,
     ...opts.tune,
   };
   checkTune(version, tune, rt);

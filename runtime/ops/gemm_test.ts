@@ -9,6 +9,7 @@ import {
   defaultGemmVersion,
   gemm,
   GEMM_VERSIONS,
+  gemmGpuTiles,
   gemmOperandLoad,
   type GemmOptions,
   type GemmTune,
@@ -114,10 +115,18 @@ for (const version of GEMM_VERSIONS) {
       }
       // 64-row tiles (GPUs pick them for small grids): the epilogue case, tiles crossed.
       if (version === 2) await check(rt, 2, "f32", { ...CASES[0], tune: { ty: 8 } }, seed++);
-      // Warp-patch block map: a 130×129 output crosses tiles both ways.
-      if (version === 2) await check(rt, 2, "f32", { ...CASES[1], tune: { wmap: 1 } }, seed++);
-      // One workgroup buffer per operand (two barriers a K tile), 260 = 32 tiles of 8 and a part.
       if (version === 2) {
+        // The GPU defaults (one buffer, warp patches; 130×129 crosses tiles both ways), the
+        // GPU's small-grid tiles, and one buffer at BK 8 (260 = 32 tiles of 8 and a part).
+        const gpu = { lmap: 1, wmap: 1, sbuf: 1 };
+        await check(rt, 2, "f32", { ...CASES[1], tune: gpu }, seed++);
+        await check(
+          rt,
+          2,
+          "f32",
+          { ...CASES[1], tune: { ...gpu, ...gemmGpuTiles(130, 129) } },
+          seed++,
+        );
         await check(rt, 2, "f32", { ...CASES[1], tune: { sbuf: 1, bk: 8 } }, seed++);
       }
     });
@@ -230,6 +239,13 @@ Deno.test(
         assertEquals([v(4096, 1152, "f16"), v(1, 8, "f16")], [2, 2]);
         assertEquals(defaultGemmVersion(rt, { M: 1, K: 8, dtype: "f32", conv: true }), 2);
       }
+      // Version 2's GPU tiles: 64×64 under 512 workgroups of 128×128 (PixArt-α's 1152-wide
+      // outputs at 4096 tokens, T5's 512 rows), else the defaults.
+      assertEquals([gemmGpuTiles(4096, 1152), gemmGpuTiles(512, 10240)], [
+        { tx: 8, ty: 8, wmap: 0 },
+        { tx: 8, ty: 8, wmap: 0 },
+      ]);
+      assertEquals([gemmGpuTiles(4096, 4608), gemmGpuTiles(4096, 2048)], [{}, {}]);
       const g = new Prng(3);
       const [B, T, K, N] = [2, 3, 8, 5];
       const xs = g.normals(B * T * K);

@@ -36,7 +36,7 @@ import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import { wordsPerRow } from "../quant/pack.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
-import { gemm, gemmDefaultTune } from "./gemm.ts";
+import { gemm, gemmDefaultTune, versionConstants } from "./gemm.ts";
 import type { QWeightGpu } from "./qweight.ts";
 import { checkTable, decLibs } from "./qgemm_tlq.ts";
 import { checkIntWeightGroups } from "../reference/qgemm.ts";
@@ -217,7 +217,7 @@ export function qgemmA16(
   let grid: [number, number];
   if (version === "fused") {
     const t = gemmDefaultTune("vec4", rt.info.fallback);
-    consts = { TX: t.tx, TY: t.ty, BK: t.bk, LMAP: t.lmap, EPI: t.epi };
+    consts = versionConstants(2, t);
     grid = [Math.ceil(N / (8 * t.tx)), Math.ceil(M / (8 * t.ty))];
     // gemm_reg's main builds no table: TLQ compact levels are computed per weight.
     const [libs] = decLibs(a.mode, false);
