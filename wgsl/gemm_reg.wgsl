@@ -2,8 +2,9 @@
 // (BM = 8·TY, BN = 8·TX), each invocation an 8×8 block held in 16 vec4 locals, as two
 // 4-row halves BM/2 apart by two 4-column halves BN/2 apart (so the vec4 reads of
 // workgroup memory by neighbouring invocations are contiguous: no bank conflicts).
-// K advances by BK through two workgroup buffers stored k-major (transposed); the next
-// tile is fetched into registers while the current one is multiplied (one barrier a tile).
+// K advances by BK through workgroup buffers stored k-major (transposed); the next tile is
+// fetched into registers while the current one is multiplied (two buffers: one barrier a
+// tile; SBUF 1, the GPU default: one buffer, two barriers, half the workgroup memory).
 // With LMAP 1 neighbouring invocations fetch neighbouring vec4 of one row (whole 32-byte
 // sectors), 1.25× faster on an H200 than one vec4 from each of 32 rows.
 override TX: u32 = 16u; // invocations along N
@@ -21,7 +22,7 @@ override WMAP: u32 = 0u;
 override SBUF: u32 = 0u;
 
 // Sized to the tile (buffers × BK × BM/4 vec4), not to the largest: workgroup memory bounds
-// how many workgroups share an SM (1.2–1.6× on an H200 for BK 8 and 64-row tiles).
+// how many workgroups share an SM (1.4–1.7× on an H200 for BK 8 and 64-row tiles, 2026-11-29_gemm_sweep_smem.md).
 var<workgroup> xsh: array<vec4<f32>, (2u - SBUF) * 2u * BK * TY>;
 var<workgroup> wsh: array<vec4<f32>, (2u - SBUF) * 2u * BK * TX>;
 
