@@ -292,6 +292,11 @@ export function gemmFlops(M: number, N: number, K: number): number {
   return 2 * M * N * K;
 }
 
+/** Workgroup memory of version 2 with knobs `t`: (2 − sbuf) buffers × BK × (BM + BN) f32. */
+export function gemmTileBytes(t: Required<GemmTune>): number {
+  return (2 - t.sbuf) * t.bk * 8 * (t.tx + t.ty) * 4;
+}
+
 function checkTune(version: GemmVersion, t: Required<GemmTune>, rt: Runtime): void {
   const int = (v: number, name: string, lo: number, hi: number) => {
     if (!Number.isInteger(v) || v < lo || v > hi) {
@@ -312,6 +317,15 @@ function checkTune(version: GemmVersion, t: Required<GemmTune>, rt: Runtime): vo
       );
     }
     const nt = t.tx * t.ty;
+    // wgpu does not check a pipeline's workgroup memory against the adapter's limit (a probe
+    // over it hung an H200), so the knobs are checked here.
+    const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+    if (gemmTileBytes(t) > limit) {
+      throw new RangeError(
+        `tune: a ${8 * t.ty}×${8 * t.tx} tile with bk ${t.bk} and ${2 - t.sbuf} buffers needs ` +
+          `${gemmTileBytes(t)} bytes of workgroup memory; this adapter allows ${limit}`,
+      );
+    }
     for (const [name, edge] of [["ty", 8 * t.ty], ["tx", 8 * t.tx]] as const) {
       const loads = (edge * t.bk) / (4 * nt);
       if (![1, 2, 4].includes(loads)) {

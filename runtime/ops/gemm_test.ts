@@ -9,9 +9,11 @@ import {
   defaultGemmVersion,
   gemm,
   GEMM_VERSIONS,
+  gemmDefaultTune,
   gemmGpuTiles,
   gemmOperandLoad,
   type GemmOptions,
+  gemmTileBytes,
   type GemmTune,
   type GemmVersion,
 } from "./gemm.ts";
@@ -264,6 +266,23 @@ Deno.test(
     });
   },
 );
+
+Deno.test("gemm v2: workgroup memory by knobs, refused past the adapter's limit", () => {
+  const t = (o: GemmTune) => ({ ...gemmDefaultTune("vec4"), ...o });
+  assertEquals(gemmTileBytes(t({})), 16384); // GPU default: one buffer, 128×128, BK 16
+  assertEquals(gemmTileBytes(t({ sbuf: 0 })), 32768); // two buffers (the CPU default)
+  assertEquals(gemmTileBytes(t({ tx: 8, ty: 8 })), 8192); // small grids
+  // An adapter at WebGPU's minimum (16 KiB; wgpu itself does not check): two buffers refused.
+  const limits = { maxComputeWorkgroupStorageSize: 16384, maxComputeWorkgroupsPerDimension: 65535 };
+  const rec = { runtime: { info: { fallback: false, limits } } } as unknown as Recorder;
+  const x = { dtype: "f32", shape: [256, 64], size: 256 * 64 } as unknown as Tensor;
+  const w = { dtype: "f32", shape: [64, 64], size: 64 * 64 } as unknown as Tensor;
+  assertThrows(
+    () => gemm(rec, x, w, { version: 2, tune: { sbuf: 0 } }),
+    RangeError,
+    "32768 bytes of workgroup memory; this adapter allows 16384",
+  );
+});
 
 Deno.test("gemm rejects bad shapes, dtypes, aliasing and knobs", gpuTest, async () => {
   await withRuntime((rt) => {
