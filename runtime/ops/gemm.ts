@@ -95,7 +95,7 @@ export function gemmDefaultTune(
 /**
  * Version 2's tiles on a GPU for an M×N output: 64×64 (one buffer, BK 16) when 128×128 tiles
  * would make fewer than 512 workgroups (about four per SM of an H200: T5's 240- and 512-row
- * projections, PixArt-α's 1152-wide outputs at 4096 tokens, 1.1–1.5× faster there), else
+ * projections, PixArt-α's 1152-wide outputs at 4096 tokens: 1.03–1.65× faster there), else
  * the defaults. Measured in bench/results/nvidia-h200/2026-11-29_gemm_sweep_tiles.md and
  * …_gemm_small_m_tiles.md.
  */
