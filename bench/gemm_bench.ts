@@ -6,9 +6,10 @@
  *     deno task bench                                    # every bench, tables only
  *     WEBDIT_BENCH_WRITE=1 deno bench -A --no-check bench/gemm_bench.ts
  *                                                        # + bench/results/<device>/<date>_gemm.{json,md}
- *     WEBDIT_GEMM_SWEEP=1 …                              # + a sweep of version-2 tile configs
- *     WEBDIT_GEMM_SWEEP=small_m …                        # only: text-encoder and conditioning shapes (M 2–512)
- *                                                        # under smaller tiles and version 4
+ *     WEBDIT_GEMM_SWEEP=only …                           # instead: version-2 tile configs at the
+ *                                                        # sweep's shapes (<date>_gemm_sweep, BEST_TUNE)
+ *     WEBDIT_GEMM_SWEEP=small_m …                        # instead: text-encoder and conditioning shapes
+ *                                                        # (M 2–512) under smaller tiles and version 4
  *
  * On a GPU: 1024³, 4096³ and the DiT shapes (M=4096 tokens, K=1152, N=1152 and 4608), f32
  * and f16, the version-1 kernel as a naive baseline, and the peers at 1024³ and 4096³.
