@@ -13,7 +13,8 @@
  *
  * The op picks 2 on GPUs (4 for f32 with at most 128 rows, 64×64 tiles of 2 where 128×128
  * ones would leave the GPU idle); on a fallback (CPU) adapter 2 or 3 by shape and storage
- * type (see {@linkcode defaultGemmVersion}), unless `version` or `tune` says otherwise.
+ * type (see {@linkcode defaultGemmVersion}), unless `version` or `tune` says otherwise. The
+ * tile knobs, their defaults and checks are in gemm_tune.ts (re-exported here).
  *
  * @module
  */
@@ -22,6 +23,13 @@ import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import type { GemmActivation } from "../reference/gemm.ts";
+import {
+  checkGemmTune,
+  gemmDefaultTune,
+  gemmGpuTiles,
+  type GemmTune,
+  versionConstants,
+} from "./gemm_tune.ts";
 import commonSrc from "../../wgsl/gemm_common.wgsl" with { type: "text" };
 import ioVec4Src from "../../wgsl/gemm_io_vec4.wgsl" with { type: "text" };
 import ioScalarSrc from "../../wgsl/gemm_io_scalar.wgsl" with { type: "text" };
@@ -35,6 +43,13 @@ import cpuSrc from "../../wgsl/gemm_cpu.wgsl" with { type: "text" };
 import thinSrc from "../../wgsl/gemm_thin.wgsl" with { type: "text" };
 
 export type { GemmActivation } from "../reference/gemm.ts";
+export {
+  gemmDefaultTune,
+  gemmGpuTiles,
+  gemmTileBytes,
+  type GemmTune,
+  versionConstants,
+} from "./gemm_tune.ts";
 
 /** Kernel versions: 1 simple tiled, 2 register-blocked (GPU), 3 CPU-adapter, 4 thin (GPU). */
 export type GemmVersion = 1 | 2 | 3 | 4;
@@ -42,66 +57,12 @@ export type GemmVersion = 1 | 2 | 3 | 4;
 /** The kernel versions, for validation and sweeps. */
 export const GEMM_VERSIONS: readonly GemmVersion[] = [1, 2, 3, 4];
 
-/** Tile knobs (override constants) of versions 2, 3 and 4; unset ones take the defaults. */
-export interface GemmTune {
-  /** v2: invocations along N (tile width BN = 8·tx). */
-  tx?: number;
-  /** v2: invocations along M (tile height BM = 8·ty). */
-  ty?: number;
-  /** v2: K tile, 4, 8 or 16. */
-  bk?: number;
-  /** v2: tile loads, 0 = neighbouring invocations take neighbouring rows, 1 = neighbouring k. */
-  lmap?: number;
-  /** v2: epilogue, 0 = one store site in a loop, 1 = 16 inlined store sites. */
-  epi?: number;
-  /** v2: block map, 0 = invocation (x, y) computes block (x, y); 1 = each 32 invocations
-   * take an 8 × 4 patch of blocks (tx % 8 == 0, ty % 4 == 0). */
-  wmap?: number;
-  /** v2: workgroup buffers, 0 = two per operand (one barrier a K tile), 1 = one (two barriers). */
-  sbuf?: number;
-  /** v3: invocations per workgroup. */
-  wg?: number;
-  /** v3: rows per invocation, 1 … 4. */
-  rt?: number;
-  /** v3: columns per invocation, 1 … 8; v4: columns per invocation (tile width 16·ct), 1 … 8,
-   * default the fewest that cover N (at most 8). */
-  ct?: number;
-}
-
 /**
  * How a kernel loads its operands: vec4 rows (K % 4 == 0), scalars (any K), or packed
  * halves, four (K % 4 == 0) or eight (K % 8 == 0, version 3) per load; "w16": f32 vec4 rows
  * of X against four packed halves of an f16 W (K % 4 == 0).
  */
 export type GemmOperandLoad = "vec4" | "scalar" | "f16x4" | "f16x8" | "w16" | "conv3x3";
-
-/**
- * The default knobs. Version 2: 128×128 tiles, BK 16; on GPUs neighbouring invocations load
- * neighbouring k (bench/results/nvidia-h200/2026-11-26_gemm_sweep.md), one workgroup buffer
- * per operand and 8 × 4 patches of blocks per 32 invocations (26 TFLOP/s at 4096³ f32 on an
- * H200 against 21 with two buffers: 2026-11-29_gemm_sweep_tiles.md); on CPU adapters
- * neighbouring rows, two buffers (a little faster there). Version 3: 4×4 blocks per
- * invocation in workgroups of 64, 4×8 with packed f16 loads.
- */
-export function gemmDefaultTune(
-  load: GemmOperandLoad = "vec4",
-  cpu = false,
-): Required<GemmTune> {
-  const ct = load === "f16x8" ? 8 : 4;
-  const gpu = cpu ? 0 : 1;
-  return { tx: 16, ty: 16, bk: 16, lmap: gpu, epi: 0, wmap: gpu, sbuf: gpu, wg: 64, rt: 4, ct };
-}
-
-/**
- * Version 2's tiles on a GPU for an M×N output: 64×64 (one buffer, BK 16) when 128×128 tiles
- * would make fewer than 512 workgroups (about four per SM of an H200: T5's 240- and 512-row
- * projections, PixArt-α's 1152-wide outputs at 4096 tokens: 1.03–1.65× faster there), else
- * the defaults. Measured in bench/results/nvidia-h200/2026-11-29_gemm_sweep_tiles.md and
- * …_gemm_small_m_tiles.md.
- */
-export function gemmGpuTiles(M: number, N: number): GemmTune {
-  return Math.ceil(M / 128) * Math.ceil(N / 128) < 512 ? { tx: 8, ty: 8, wmap: 0 } : {};
-}
 
 /** The epilogue operands of {@linkcode gemm} and the quantized GEMMs (qgemm.ts). */
 export interface GemmEpilogue {
@@ -163,20 +124,6 @@ interface Params {
 
 const SOURCES: Record<GemmVersion, string> = { 1: tiledSrc, 2: regSrc, 3: cpuSrc, 4: thinSrc };
 const specs = new Map<string, KernelSpec<Params>>();
-
-/** The override constants of a version's tile knobs (qgemm.ts's fused a16 GEMM is version 2's). */
-export function versionConstants(
-  version: GemmVersion,
-  t: Required<GemmTune>,
-): Record<string, number> {
-  if (version === 2) {
-    const { tx: TX, ty: TY, bk: BK, lmap: LMAP, epi: EPI, wmap: WMAP, sbuf: SBUF } = t;
-    return { TX, TY, BK, LMAP, EPI, WMAP, SBUF };
-  }
-  if (version === 3) return { WG: t.wg, RT: t.rt, CT: t.ct };
-  if (version === 4) return { CT: t.ct };
-  return {};
-}
 
 function dispatchOf(version: GemmVersion, p: Params): [number, number] {
   const t = p.tune;
@@ -292,58 +239,6 @@ export function gemmFlops(M: number, N: number, K: number): number {
   return 2 * M * N * K;
 }
 
-/** Workgroup memory of version 2 with knobs `t`: (2 − sbuf) buffers × BK × (BM + BN) f32. */
-export function gemmTileBytes(t: Required<GemmTune>): number {
-  return (2 - t.sbuf) * t.bk * 8 * (t.tx + t.ty) * 4;
-}
-
-function checkTune(version: GemmVersion, t: Required<GemmTune>, rt: Runtime): void {
-  const int = (v: number, name: string, lo: number, hi: number) => {
-    if (!Number.isInteger(v) || v < lo || v > hi) {
-      throw new RangeError(`tune.${name} must be an integer in [${lo}, ${hi}], got ${v}`);
-    }
-  };
-  if (version === 2) {
-    int(t.tx, "tx", 1, 16);
-    int(t.ty, "ty", 1, 16);
-    if (![4, 8, 16].includes(t.bk)) throw new RangeError(`tune.bk must be 4, 8 or 16, got ${t.bk}`);
-    int(t.lmap, "lmap", 0, 1);
-    int(t.epi, "epi", 0, 1);
-    int(t.wmap, "wmap", 0, 1);
-    int(t.sbuf, "sbuf", 0, 1);
-    if (t.wmap === 1 && (t.tx % 8 !== 0 || t.ty % 4 !== 0)) {
-      throw new RangeError(
-        `tune.wmap 1 needs tx % 8 == 0 and ty % 4 == 0, got tx ${t.tx}, ty ${t.ty}`,
-      );
-    }
-    const nt = t.tx * t.ty;
-    // wgpu does not check a pipeline's workgroup memory against the adapter's limit (a probe
-    // over it hung an H200), so the knobs are checked here.
-    const limit = rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
-    if (gemmTileBytes(t) > limit) {
-      throw new RangeError(
-        `tune: a ${8 * t.ty}×${8 * t.tx} tile with bk ${t.bk} and ${2 - t.sbuf} buffers needs ` +
-          `${gemmTileBytes(t)} bytes of workgroup memory; this adapter allows ${limit}`,
-      );
-    }
-    for (const [name, edge] of [["ty", 8 * t.ty], ["tx", 8 * t.tx]] as const) {
-      const loads = (edge * t.bk) / (4 * nt);
-      if (![1, 2, 4].includes(loads)) {
-        throw new RangeError(
-          `tune: a ${8 * t.ty}×${8 * t.tx} tile with bk ${t.bk} gives ${loads} vec4 loads ` +
-            `per invocation along ${name === "ty" ? "M" : "N"}; it must be 1, 2 or 4`,
-        );
-      }
-    }
-  } else if (version === 3) {
-    int(t.wg, "wg", 1, rt.info.limits.maxComputeInvocationsPerWorkgroup ?? 256);
-    int(t.rt, "rt", 1, 4);
-    int(t.ct, "ct", 1, 8);
-  } else if (version === 4) {
-    int(t.ct, "ct", 1, 8);
-  }
-}
-
 function dims(x: Tensor): [number, number] {
   if (x.shape.length < 2) {
     throw new RangeError(`x must be [M, K] (or [..., K]), got shape [${x.shape}]`);
@@ -450,7 +345,7 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
     ...gpuTiles,
     ...opts.tune,
   };
-  checkTune(version, tune, rt);
+  checkGemmTune(version, tune, rt);
 
   if (opts.accumulate && !opts.out) throw new RangeError("gemm: accumulate needs out");
   const out = opts.out ?? createTensor(rt, im ? [M, N] : [...x.shape.slice(0, -1), N], dt);

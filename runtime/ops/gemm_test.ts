@@ -9,11 +9,9 @@ import {
   defaultGemmVersion,
   gemm,
   GEMM_VERSIONS,
-  gemmDefaultTune,
   gemmGpuTiles,
   gemmOperandLoad,
   type GemmOptions,
-  gemmTileBytes,
   type GemmTune,
   type GemmVersion,
 } from "./gemm.ts";
@@ -241,13 +239,6 @@ Deno.test(
         assertEquals([v(4096, 1152, "f16"), v(1, 8, "f16")], [2, 2]);
         assertEquals(defaultGemmVersion(rt, { M: 1, K: 8, dtype: "f32", conv: true }), 2);
       }
-      // Version 2's GPU tiles: 64×64 under 512 workgroups of 128×128 (PixArt-α's 1152-wide
-      // outputs at 4096 tokens, T5's 512 rows), else the defaults.
-      assertEquals([gemmGpuTiles(4096, 1152), gemmGpuTiles(512, 10240)], [
-        { tx: 8, ty: 8, wmap: 0 },
-        { tx: 8, ty: 8, wmap: 0 },
-      ]);
-      assertEquals([gemmGpuTiles(4096, 4608), gemmGpuTiles(4096, 2048)], [{}, {}]);
       const g = new Prng(3);
       const [B, T, K, N] = [2, 3, 8, 5];
       const xs = g.normals(B * T * K);
@@ -266,23 +257,6 @@ Deno.test(
     });
   },
 );
-
-Deno.test("gemm v2: workgroup memory by knobs, refused past the adapter's limit", () => {
-  const t = (o: GemmTune) => ({ ...gemmDefaultTune("vec4"), ...o });
-  assertEquals(gemmTileBytes(t({})), 16384); // GPU default: one buffer, 128×128, BK 16
-  assertEquals(gemmTileBytes(t({ sbuf: 0 })), 32768); // two buffers (the CPU default)
-  assertEquals(gemmTileBytes(t({ tx: 8, ty: 8 })), 8192); // small grids
-  // An adapter at WebGPU's minimum (16 KiB; wgpu itself does not check): two buffers refused.
-  const limits = { maxComputeWorkgroupStorageSize: 16384, maxComputeWorkgroupsPerDimension: 65535 };
-  const rec = { runtime: { info: { fallback: false, limits } } } as unknown as Recorder;
-  const x = { dtype: "f32", shape: [256, 64], size: 256 * 64 } as unknown as Tensor;
-  const w = { dtype: "f32", shape: [64, 64], size: 64 * 64 } as unknown as Tensor;
-  assertThrows(
-    () => gemm(rec, x, w, { version: 2, tune: { sbuf: 0 } }),
-    RangeError,
-    "32768 bytes of workgroup memory; this adapter allows 16384",
-  );
-});
 
 Deno.test("gemm rejects bad shapes, dtypes, aliasing and knobs", gpuTest, async () => {
   await withRuntime((rt) => {
