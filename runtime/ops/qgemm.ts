@@ -419,7 +419,10 @@ export function qgemmInt(
       GC: t.groupConst === false ? 0 : wgroup,
       LR4: R / 4,
     };
-    if (tag) checkTable(rt, who, 8 * t.tx, gemmMode, w.bits, 2 * 512 * 16); // + the tile buffers
+    // The tile buffers as qgemm_int.wgsl sizes them: 4·max(BKW, 8 with a low-rank branch)·TY
+    // and ·TX vec4s.
+    const tileBytes = 64 * Math.max(t.bkw, R ? 8 : 0) * (t.tx + t.ty);
+    if (tag) checkTable(rt, who, 8 * t.tx, gemmMode, w.bits, tileBytes);
     const spec = makeSpec(
       `qgemm_int_tiled_${dt}_${dot}${tag}${lr ? "_lr" : ""}`,
       intSrc,
