@@ -1,7 +1,8 @@
 /**
  * The dense attention bench's launch-shape sweeps (bench/attention_bench.ts):
  * `WEBDIT_ATTN_TILED_SWEEP=1` the tiled kernel's shapes (row groups × threads per row group ×
- * head-dim vec4s per thread) at PixArt-α's 72, 64 and FLUX's 128; `WEBDIT_ATTN_CHUNKED_SWEEP=1`
+ * head-dim vec4s per thread, and 1 or 2 row groups a thread) at PixArt-α's 72, 64 and FLUX's
+ * 128; `WEBDIT_ATTN_CHUNKED_SWEEP=1`
  * the chunked kernel's (row groups × threads per row group × head-dim chunks). Only the shapes
  * that fit the adapter are listed.
  *
@@ -17,9 +18,11 @@ export interface SweepCase {
   tuning: AttentionTuning;
 }
 
-const TILED: [number, [number, number, number][]][] = [
-  [72, [[8, 9, 2], [16, 6, 3], [8, 6, 3], [16, 3, 6]]],
-  [64, [[8, 16, 1], [16, 4, 4], [8, 8, 2]]],
+// [rg, tc, cv] or [rg, tc, cv, 2]: 2 row groups a thread (the defaults' shapes at 72 and 64
+// with half the threads: docs/decisions/attention_kernels.md, "The next lever").
+const TILED: [number, ([number, number, number] | [number, number, number, 2])[]][] = [
+  [72, [[8, 9, 2], [16, 6, 3], [8, 6, 3], [16, 3, 6], [16, 9, 2, 2], [16, 6, 3, 2]]],
+  [64, [[8, 16, 1], [16, 4, 4], [8, 8, 2], [16, 8, 2, 2], [16, 4, 4, 2]]],
   [128, [[4, 8, 4], [4, 4, 8], [8, 4, 8]]],
 ];
 
@@ -41,9 +44,9 @@ export function denseSweeps(
   const out: SweepCase[] = [];
   if (env.tiled) {
     for (const [headDim, shapes] of TILED) {
-      for (const [rg, tc, cv] of shapes) {
-        const tiled = { rg, tc, cv };
-        if (tiledBytes(headDim, tiled) <= memory && rg * tc <= threads) {
+      for (const [rg, tc, cv, qpt] of shapes) {
+        const tiled = qpt ? { rg, tc, cv, qpt } : { rg, tc, cv };
+        if (tiledBytes(headDim, tiled) <= memory && (rg / (qpt ?? 1)) * tc <= threads) {
           out.push({ headDim, tuning: { kernel: "tiled", tiled } });
         }
       }

@@ -10,6 +10,9 @@ Deno.test("denseSweeps lists the asked-for shapes that fit, and none unasked", (
   // FLUX's default on 48 KiB is swept; 16 × 8 in 1 chunk (61 KB) is not there to sweep.
   assertEquals(names.includes('chunked d128 {"rg":8,"tc":16,"nch":2}'), true);
   assertEquals(names.some((n) => n.startsWith('chunked d128 {"rg":16,"tc":8,"nch":1}')), false);
+  // The defaults' shapes at d72 and d64 with 2 row groups a thread are swept on 48 KiB.
+  assertEquals(names.includes('tiled d72 {"rg":16,"tc":9,"cv":2,"qpt":2}'), true);
+  assertEquals(names.includes('tiled d64 {"rg":16,"tc":8,"cv":2,"qpt":2}'), true);
   // 32 KiB drops the shapes that need more; tiled before chunked.
   const small = denseSweeps({ tiled: true, chunked: true }, 32768, 256);
   assertEquals(small.length < h200.length, true);

@@ -54,13 +54,21 @@ export function chooseKernel(d: number, t: AttentionTuning, lim: KernelLimits): 
   if (t.kernel === "tiled") {
     if (t.tiled) {
       const { rg, tc, cv } = t.tiled;
+      const qpt = t.tiled.qpt ?? 1;
       if (4 * tc * cv !== d || tiledBytes(d, t.tiled) > lim.memory || rg < 1) {
         throw new RangeError(
           `attention: tuning.tiled ${JSON.stringify(t.tiled)} needs 4·tc·cv = head dim ${d} ` +
             `and at most ${lim.memory} B of workgroup memory`,
         );
       }
-      if (rg * tc > lim.threads) {
+      if ((qpt !== 1 && qpt !== 2) || rg % qpt !== 0) {
+        throw new RangeError(
+          `attention: tuning.tiled.qpt must be 1 or 2 and divide rg, got ${
+            JSON.stringify(t.tiled)
+          }`,
+        );
+      }
+      if ((rg / qpt) * tc > lim.threads) {
         throw new RangeError(`attention: tuning.tiled has more than the adapter's threads`);
       }
       return { kernel: "tiled", shape: t.tiled };

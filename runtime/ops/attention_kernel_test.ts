@@ -27,6 +27,12 @@ Deno.test("chooseKernel: tiled at 64 query rows, else chunked, else rows; CPU ro
     kernel: "tiled",
     shape: { rg: 8, tc: 4, cv: 8 },
   });
+  // Two row groups a thread run only when asked for.
+  const two = { rg: 16, tc: 9, cv: 2, qpt: 2 } as const;
+  assertEquals(chooseKernel(72, { kernel: "tiled", tiled: two }, H200), {
+    kernel: "tiled",
+    shape: two,
+  });
 });
 
 Deno.test("chooseKernel refuses forced shapes that cannot run, naming the field", () => {
@@ -37,6 +43,8 @@ Deno.test("chooseKernel refuses forced shapes that cannot run, naming the field"
     [{ chunked: { rg: 8, tc: 8, nch: 2 } }, 'needs kernel "chunked"'],
     [{ tiled: { rg: 8, tc: 4, cv: 8 } }, 'needs kernel "tiled"'],
     [{ kernel: "tiled", tiled: { rg: 8, tc: 3, cv: 8 } }, "tuning.tiled"],
+    [{ kernel: "tiled", tiled: { rg: 5, tc: 4, cv: 8, qpt: 2 } }, "tuning.tiled.qpt"], // 5 % 2
+    [{ kernel: "tiled", tiled: { rg: 4, tc: 4, cv: 8, qpt: 3 } }, "tuning.tiled.qpt"],
     [{ kernel: "warp" }, "tuning.kernel"],
   ] as const;
   for (const [t, msg] of bad) {
@@ -60,6 +68,10 @@ Deno.test("fetches ahead: the tiled kernel up to 5 vec4s of k and v a thread, el
   assertEquals(tiledFetches(72, { rg: 16, tc: 9, cv: 2 }), 5); // PixArt-α on an H200
   assertEquals(tiledFetches(64, { rg: 16, tc: 8, cv: 2 }), 4);
   assertEquals(tiledFetches(128, { rg: 8, tc: 4, cv: 8 }), 0); // 16 a thread: staged directly
+  // Two row groups a thread halve the threads: the defaults' shapes then stage directly.
+  assertEquals(tiledFetches(72, { rg: 16, tc: 9, cv: 2, qpt: 2 }), 0);
+  assertEquals(tiledFetches(72, { rg: 8, tc: 9, cv: 2, qpt: 2 }), 0);
+  assertEquals(tiledFetches(16, { rg: 8, tc: 2, cv: 2, qpt: 2 }), 4);
   assertEquals(chunkedFetches(128, { rg: 8, tc: 16, nch: 2 }), 8); // FLUX on an H200
   assertEquals(chunkedFetches(128, { rg: 16, tc: 8, nch: 4 }), 2);
 });

@@ -125,6 +125,7 @@ Deno.test(
     await withRuntime(async (rt) => {
       await maskCases(rt, {});
       await maskCases(rt, { kernel: "tiled" });
+      await maskCases(rt, { kernel: "tiled", tiled: { rg: 4, tc: 9, cv: 2, qpt: 2 } });
       await maskCases(rt, { kernel: "chunked", chunked: { rg: 2, tc: 3, nch: 2 } });
     });
   },
@@ -210,6 +211,41 @@ Deno.test(
       });
       await checkCase(rt, { b: 1, tq: 40, tk: 37, h: 2, d: 64, tuning: shaped(8, 4, 4) });
       await checkCase(rt, { b: 2, tq: 19, tk: 21, h: 1, d: 128, tuning: shaped(4, 4, 8) });
+    });
+  },
+);
+
+Deno.test(
+  "tiled attention with 2 row groups a thread matches the reference: blocks, fetching ahead, f16",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const two = (rg: number, tc: number, cv: number, prefetch = true): AttentionTuning => ({
+        kernel: "tiled",
+        tiled: { rg, tc, cv, qpt: 2 },
+        prefetch,
+      });
+      // PixArt-α's head dim (8 row groups, not the GPU's 16: lavapipe's 32 KiB), staging each
+      // block directly (18 vec4s a thread): several key blocks, a partial last one and a
+      // partial second row group of a thread.
+      await checkCase(rt, { b: 2, tq: 45, tk: 93, h: 3, d: 72, tuning: two(8, 9, 2) });
+      // Fetching the next block ahead (4 vec4s a thread at d16) over 19 key blocks, and not.
+      await checkCase(rt, { b: 2, tq: 37, tk: 150, h: 2, d: 16, tuning: two(8, 2, 2) });
+      await checkCase(rt, { b: 1, tq: 37, tk: 150, h: 2, d: 16, tuning: two(8, 2, 2, false) });
+      // d64 in the GPU's thread shape (2 vec4s a thread), shared k/v; a one-row query.
+      await checkCase(rt, { b: 3, tq: 70, tk: 150, h: 2, d: 64, kvBatch: 1, tuning: two(8, 8, 2) });
+      await checkCase(rt, { b: 2, tq: 1, tk: 1, h: 2, d: 16, tuning: two(4, 2, 2) });
+      if (rt.info.f16) {
+        await checkCase(rt, {
+          b: 2,
+          tq: 70,
+          tk: 120,
+          h: 2,
+          d: 64,
+          dtype: "f16",
+          tuning: two(8, 8, 2),
+        });
+      }
     });
   },
 );

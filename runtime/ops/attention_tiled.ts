@@ -23,7 +23,9 @@ export function ldLib(vec4: boolean): string {
   return vec4 ? ldVec4 : ldScalar;
 }
 
-/** Launch shape of the tiled kernel: RG·TC threads, 4·RG query rows, 4·TC keys per block. */
+/**
+ * Launch shape of the tiled kernel: RG/QPT·TC threads, 4·RG query rows, 4·TC keys per block.
+ */
 export interface TiledShape {
   /** Row groups of 4 query rows. */
   rg: number;
@@ -31,6 +33,11 @@ export interface TiledShape {
   tc: number;
   /** Head-dim vec4s of the output each thread accumulates. */
   cv: number;
+  /**
+   * Row groups a thread owns: 1 (default) or 2, which halves the threads and makes each
+   * staged k and v vec4 a thread reads feed 8 query rows (an experiment: not a default).
+   */
+  qpt?: 1 | 2;
 }
 
 /** Workgroup memory (bytes) the tiled kernel needs for a head dim and shape. */
@@ -74,19 +81,22 @@ const MAX_FETCHES = 5;
 
 /** Vec4s of k (and of v) a thread fetches for the next block, or 0 when staging directly. */
 export function tiledFetches(headDim: number, s: TiledShape): number {
-  const n = Math.ceil(headDim / s.rg); // ⌈4·TC·D4 / (RG·TC)⌉
+  const n = Math.ceil(headDim * (s.qpt ?? 1) / s.rg); // ⌈4·TC·D4 / (RG/QPT·TC)⌉
   return n <= MAX_FETCHES ? n : 0;
 }
 
 /**
- * The kernel source for CV head-dim vec4s per thread, fetching `npf` vec4s of the next
- * block's k and v ahead (0: staging each block directly): the 4×CV output accumulators and
- * the fetched vec4s are written out as named variables at the file's //@ markers (see the
- * kernel's header).
+ * The kernel source for CV head-dim vec4s per thread and `qpt` row groups a thread, fetching
+ * `npf` vec4s of the next block's k and v ahead (0: staging each block directly): the
+ * 4·qpt × CV output accumulators, the softmax state of each row group and the fetched vec4s
+ * are written out as named variables at the file's //@ markers (see the kernel's header).
  */
-export function tiledSource(cv: number, npf: number): string {
+export function tiledSource(cv: number, npf: number, qpt: 1 | 2 = 1): string {
+  const rows = Array.from({ length: 4 * qpt }, (_, r) => r);
   const rc = (f: (r: number, c: number) => string) =>
-    [0, 1, 2, 3].flatMap((r) => Array.from({ length: cv }, (_, c) => f(r, c)));
+    rows.flatMap((r) => Array.from({ length: cv }, (_, c) => f(r, c)));
+  const g = (r: number) => (r < 4 ? "" : "1"); // suffix of row r's row group's variables
+  const lane = (r: number) => XYZW[r % 4];
   const is = Array.from({ length: npf }, (_, i) => i);
   const fetch = (k0: string) =>
     is.flatMap((i) => [
@@ -100,20 +110,56 @@ export function tiledSource(cv: number, npf: number): string {
     "  vs[j] = ld4(vbase + at * p.v_row + (j % D4) * 4u, 2u);",
     "}",
   ];
+  const two = qpt === 2;
   const blocks: Record<string, string[]> = {
     PF_DECL: fetch("0u").map((l) => `var ${l.replace(" = ", ": vec4<f32> = ")}`),
     STAGE: npf ? is.map((i) => `put_kv(lid, ${i}u, pk${i}, pv${i});`) : direct,
     PF_NEXT: fetch("k0 + BK"),
+    // Running maxima of each row group's rows, and their sums over this thread's keys only.
+    STATE: [
+      "var m = vec4<f32>(-3.0e38);",
+      "var l = vec4<f32>(0.0);",
+      "let q0 = (4u * ty) * D4P;",
+      ...(two
+        ? [
+          "var m1 = vec4<f32>(-3.0e38);",
+          "var l1 = vec4<f32>(0.0);",
+          "let q1 = (4u * (ty + TG)) * D4P;",
+        ]
+        : []),
+    ],
+    SCORES: two
+      ? [
+        "let sc = tile_scores2(q0, q1, kr0);",
+        "var al: vec4<f32>;",
+        "var al1: vec4<f32>;",
+        "let pr = online_softmax(sc.a, b, k0, mode, ty, tx, &m, &l, &al);",
+        "let pr1 = online_softmax(sc.b, b, k0, mode, ty + TG, tx, &m1, &l1, &al1);",
+        "store_p(pr, ty, tx);",
+        "store_p(pr1, ty + TG, tx);",
+      ]
+      : [
+        "let sc = tile_scores(Tile4(), q0, kr0, D4P, D4);",
+        "var al: vec4<f32>;",
+        "let pr = online_softmax(sc, b, k0, mode, ty, tx, &m, &l, &al);",
+        "store_p(pr, ty, tx);",
+      ],
     O_DECL: rc((r, c) => `var o${r}_${c} = vec4<f32>(0.0);`),
-    O_SCALE: rc((r, c) => `o${r}_${c} *= al.${XYZW[r]};`),
+    O_SCALE: rc((r, c) => `o${r}_${c} *= al${g(r)}.${lane(r)};`),
     O_ACC: [
+      "let pj = ks[j * RG + ty];",
+      ...(two ? ["let pj1 = ks[j * RG + ty + TG];"] : []),
       ...Array.from({ length: cv }, (_, c) => `let v${c} = vs[vj + ${c}u];`),
-      ...rc((r, c) => `o${r}_${c} = fma(vec4<f32>(pj.${XYZW[r]}), v${c}, o${r}_${c});`),
+      ...rc((r, c) => `o${r}_${c} = fma(vec4<f32>(pj${g(r)}.${lane(r)}), v${c}, o${r}_${c});`),
     ],
     O_STORE: [
-      ...[0, 1, 2, 3].map((r) => `let qrow${r} = row0 + 4u * ty + ${r}u;`),
+      "let inv = row_inv(l, ty, tx);",
+      ...(two ? ["let inv1 = row_inv(l1, ty + TG, tx);"] : []),
+      ...rows.map((r) => `let qrow${r} = row0 + 4u * ${r < 4 ? "ty" : "(ty + TG)"} + ${r % 4}u;`),
       ...rc((r, c) =>
-        `store_row(qrow${r}, ob + qrow${r} * p.o_row + ${4 * c}u, o${r}_${c} * inv.${XYZW[r]});`
+        `store_row(qrow${r}, ob + qrow${r} * p.o_row + ${4 * c}u, o${r}_${c} * inv${g(r)}.${
+          lane(r)
+        });`
       ),
     ],
   };
@@ -135,13 +181,19 @@ export function attentionTiledSpec(
   prefetch = true,
 ): KernelSpec<TiledParams> {
   const { cv } = shape;
+  const qpt = shape.qpt ?? 1;
   const npf = prefetch ? tiledFetches(headDim, shape) : 0;
-  const key = `${storage}/${cv}/${npf}/${vec4}`;
+  const key = `${storage}/${cv}/${npf}/${vec4}/${qpt}`;
   let spec = specs.get(key);
   if (!spec) {
-    const c = composeWgsl(tiledSource(cv, npf) + tilesSrc, { storage, libs: [ioSrc, ldLib(vec4)] });
+    const c = composeWgsl(tiledSource(cv, npf, qpt) + tilesSrc, {
+      storage,
+      libs: [ioSrc, ldLib(vec4)],
+    });
     spec = {
-      name: `attention_tiled_${storage}_cv${cv}_pf${npf}${vec4 ? "" : "_scalar"}`,
+      name: `attention_tiled_${storage}_cv${cv}_pf${npf}${qpt === 2 ? "_q2" : ""}${
+        vec4 ? "" : "_scalar"
+      }`,
       source: c.source,
       preludeLines: c.preludeLines + 1,
       bindings: ["uniform", "read", "read", "read", "read", "read_write"],
@@ -151,6 +203,7 @@ export function attentionTiledSpec(
           HD: p.hd,
           RG: p.shape.rg,
           TC: p.shape.tc,
+          QPT: p.shape.qpt ?? 1,
           KSZ: 4 * p.shape.tc * Math.max(d4p, p.shape.rg),
         };
       },
