@@ -21,8 +21,13 @@ export interface SweepCase {
 // [rg, tc, cv] or [rg, tc, cv, 2]: 2 row groups a thread (the defaults' shapes at 72 and 64
 // with half the threads: docs/decisions/attention_kernels.md, "The next lever").
 const TILED: [number, ([number, number, number] | [number, number, number, 2])[]][] = [
-  [72, [[8, 9, 2], [16, 6, 3], [8, 6, 3], [16, 3, 6], [16, 9, 2, 2], [16, 6, 3, 2]]],
-  [64, [[8, 16, 1], [16, 4, 4], [8, 8, 2], [16, 8, 2, 2], [16, 4, 4, 2]]],
+  [72, [[8, 9, 2], [16, 6, 3], [8, 6, 3], [16, 3, 6], [16, 9, 2, 2], [16, 6, 3, 2], [16, 3, 6, 2]]],
+  [64, [[8, 16, 1], [16, 4, 4], [8, 8, 2], [16, 8, 2, 2], [16, 4, 4, 2], [8, 4, 4, 2], [
+    16,
+    2,
+    8,
+    2,
+  ]]],
   [128, [[4, 8, 4], [4, 4, 8], [8, 4, 8]]],
 ];
 
