@@ -183,7 +183,9 @@ function denseCase(T: number, D: number, dt: Float, tuning?: AttentionTuning): B
   // forced launch shape (…_rg16_tc9_cv2[_qpt2], …_rg8_tc16_nch2) or rows a thread (…_rpt4) carries it.
   const t = tuning ?? {};
   const shape = t.tiled
-    ? `_rg${t.tiled.rg}_tc${t.tiled.tc}_cv${t.tiled.cv}${t.tiled.qpt === 2 ? "_qpt2" : ""}`
+    ? `_rg${t.tiled.rg}_tc${t.tiled.tc}_cv${t.tiled.cv}${
+      (t.tiled.qpt ?? 1) > 1 ? `_qpt${t.tiled.qpt}` : ""
+    }`
     : "";
   const chunks = t.chunked ? `_rg${t.chunked.rg}_tc${t.chunked.tc}_nch${t.chunked.nch}` : "";
   const tag = shape + chunks + (t.rowsPerThread ? `_rpt${t.rowsPerThread}` : "") +
@@ -459,6 +461,10 @@ for (const T of sizes) {
 }
 if (!onGpu) {
   addDense(1024, 64, "f32");
+  addDense(1024, 72, dt); // PixArt-α's head dim (the tiled sweep's shapes beside it)
+  // The row kernel, the CPU adapter's default at head dim 64 before 2026-11-29 (now the tiled
+  // kernel with 4 row groups a thread: attention_kernel.ts's cpuTiledShape).
+  addDense(1024, 64, dt, { kernel: "rows" });
   // The CPU adapter's launch before 2026-11-28 (4 query rows a thread instead of 8).
   addDense(1024, 64, "f32", { kernel: "rows", rowsPerThread: 4 });
 }

@@ -18,16 +18,31 @@ export interface SweepCase {
   tuning: AttentionTuning;
 }
 
-// [rg, tc, cv] or [rg, tc, cv, 2]: 2 row groups a thread (the defaults' shapes at 72 and 64
-// with half the threads: docs/decisions/attention_kernels.md, "The next lever").
-const TILED: [number, ([number, number, number] | [number, number, number, 2])[]][] = [
-  [72, [[8, 9, 2], [16, 6, 3], [8, 6, 3], [16, 3, 6], [16, 9, 2, 2], [16, 6, 3, 2], [16, 3, 6, 2]]],
-  [64, [[8, 16, 1], [16, 4, 4], [8, 8, 2], [16, 8, 2, 2], [16, 4, 4, 2], [8, 4, 4, 2], [
-    16,
-    2,
-    8,
-    2,
-  ]]],
+// [rg, tc, cv] or [rg, tc, cv, qpt]: 2 or 4 row groups a thread (the defaults' shapes at 72 and
+// 64 with fewer threads, and shapes that fit a CPU adapter's 32 KiB: docs/decisions/
+// attention_kernels.md, "The next lever").
+const TILED: [number, ([number, number, number] | [number, number, number, 2 | 4])[]][] = [
+  [72, [
+    [8, 9, 2],
+    [16, 6, 3],
+    [8, 6, 3],
+    [16, 3, 6],
+    [16, 9, 2, 2],
+    [16, 6, 3, 2],
+    [16, 3, 6, 2],
+    [16, 3, 6, 4],
+  ]],
+  [64, [
+    [8, 16, 1],
+    [16, 4, 4],
+    [8, 8, 2],
+    [16, 8, 2, 2],
+    [16, 4, 4, 2],
+    [8, 4, 4, 2],
+    [16, 2, 8, 2],
+    [16, 4, 4, 4],
+    [16, 2, 8, 4],
+  ]],
   [128, [[4, 8, 4], [4, 4, 8], [8, 4, 8]]],
 ];
 

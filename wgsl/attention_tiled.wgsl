@@ -3,8 +3,8 @@
 //
 // A workgroup owns BQ = 4·RG query rows of one (batch, head) and walks the keys in blocks of
 // BK = 4·TC. Its RG·TC threads form an RG × TC grid; thread (ty, tx) owns query rows
-// 4·ty .. 4·ty+3 (with QPT 2, RG/2 × TC threads, also rows 4·(ty + RG/2) .. +3, so every k
-// and v vec4 it reads feeds twice the FMAs) and
+// 4·ty .. 4·ty+3 (with QPT 2 or 4, RG/QPT × TC threads, also the row groups ty + RG/QPT, …, so
+// every k and v vec4 it reads feeds QPT times the FMAs) and
 //   - for S = q·kᵀ, keys tx + TC·j (j < 4) of the block: a 4×4 tile whose every q and k vec4
 //     read from workgroup memory feeds 16 FMAs (vs 4 in the row-per-thread kernel);
 //   - for O += P·v, head-dim vec4s tx·CV .. tx·CV+CV−1: a 4×CV tile, fed by one vec4 of P
@@ -22,8 +22,8 @@
 override HD: u32 = 64u; // head dim, a multiple of 4, ≤ 128
 override RG: u32 = 16u; // row groups: BQ = 4·RG query rows per workgroup
 override TC: u32 = 8u;  // threads per row group: BK = 4·TC keys per block, HD/4 = TC·CV
-// Row groups a thread owns: 1, or 2 (ty and ty + TG: each k vec4 read for S and each v vec4
-// for P·v then feeds 8 query rows instead of 4; an experiment, not a default).
+// Row groups a thread owns: 1, 2 or 4 (ty, ty + TG, …: each k vec4 read for S and each v vec4
+// for P·v then feeds 4·QPT query rows instead of 4; an experiment, not a default).
 override QPT: u32 = 1u;
 
 override D4: u32 = HD / 4u;
@@ -61,32 +61,9 @@ fn put_kv(lid: u32, i: u32, xk: vec4<f32>, xv: vec4<f32>) {
   }
 }
 
-// Scores of 2 row groups (query rows at qa and qb in qs) against the thread's 4 keys: each
-// staged k vec4 is read once for both (QPT 2).
-struct Tile8 {
-  a: Tile4,
-  b: Tile4,
-}
-
-fn tile_scores2(qa: u32, qb: u32, kr0: u32) -> Tile8 {
-  var a = Tile4();
-  var c = Tile4();
-  for (var d = 0u; d < D4; d++) {
-    let ka = ks[kr0 + d];
-    let kb = ks[kr0 + TC * D4P + d];
-    let kc = ks[kr0 + 2u * TC * D4P + d];
-    let kd = ks[kr0 + 3u * TC * D4P + d];
-    a.r0 += key_dots(qs[qa + d], ka, kb, kc, kd);
-    a.r1 += key_dots(qs[qa + D4P + d], ka, kb, kc, kd);
-    a.r2 += key_dots(qs[qa + 2u * D4P + d], ka, kb, kc, kd);
-    a.r3 += key_dots(qs[qa + 3u * D4P + d], ka, kb, kc, kd);
-    c.r0 += key_dots(qs[qb + d], ka, kb, kc, kd);
-    c.r1 += key_dots(qs[qb + D4P + d], ka, kb, kc, kd);
-    c.r2 += key_dots(qs[qb + 2u * D4P + d], ka, kb, kc, kd);
-    c.r3 += key_dots(qs[qb + 3u * D4P + d], ka, kb, kc, kd);
-  }
-  return Tile8(a, c);
-}
+// QPT > 1: the scores of the thread's QPT row groups against its 4 keys, each staged k vec4
+// read once for all of them (tile_scores_n and its result struct, written by the host).
+//@SCORES_FN
 
 // One query row's vec4 against 4 keys' vec4s.
 fn key_dots(q: vec4<f32>, ka: vec4<f32>, kb: vec4<f32>, kc: vec4<f32>, kd: vec4<f32>) -> vec4<f32> {
@@ -106,7 +83,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let b = wid.z;
   let h = wid.y;
   let row0 = wid.x * BQ;
-  let ty = lid / TC; // row group ty (and ty + TG with QPT 2)
+  let ty = lid / TC; // row group ty (and ty + TG, … with QPT > 1)
   let tx = lid % TC;
   let kbase = b * p.k_batch + p.k_off + h * HD;
   let vbase = b * p.v_batch + p.v_off + h * HD;

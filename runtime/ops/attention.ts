@@ -76,8 +76,9 @@ export interface AttentionTuning {
    * "tiled" (wgsl/attention_tiled.wgsl, register-tiled; default on GPUs where the head dim
    * is a multiple of 4 and it fits workgroup memory), "chunked" (the same tiles with k and
    * v staged in head-dim chunks, wgsl/attention_chunked.wgsl) or "rows" (one query row per
-   * thread; default on CPU adapters). `threads`, `rowsPerThread`, `keys` and
-   * `dynamicHeadDim` tune "rows" only.
+   * thread; default on CPU adapters, but for head dim 64: attention_kernel.ts's
+   * `cpuTiledShape`). `threads`, `rowsPerThread`, `keys` and `dynamicHeadDim` tune "rows"
+   * only (and keep it on CPU adapters).
    */
   kernel?: AttentionKernel;
   /** The tiled kernel's launch shape (tests); default {@linkcode tiledShape}'s pick. */

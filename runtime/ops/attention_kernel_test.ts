@@ -21,6 +21,15 @@ Deno.test("chooseKernel: tiled at 64 query rows, else chunked, else rows; CPU ro
     shape: { rg: 8, tc: 8, nch: 2 },
   });
   assertEquals(chooseKernel(10, {}, H200), { kernel: "rows" });
+  // CPU adapters (lavapipe: 32 KiB, 256 threads): the tiled kernel with 4 row groups a thread
+  // at head dim 64; rows elsewhere, and whenever a row-kernel knob is given.
+  const cpu: KernelLimits = { memory: 32768, threads: 256, cpu: true };
+  assertEquals(chooseKernel(64, {}, cpu), {
+    kernel: "tiled",
+    shape: { rg: 16, tc: 4, cv: 4, qpt: 4 },
+  });
+  assertEquals(chooseKernel(64, { rowsPerThread: 4 }, cpu), { kernel: "rows" });
+  for (const d of [16, 32, 72, 128]) assertEquals(chooseKernel(d, {}, cpu), { kernel: "rows" });
   assertEquals(chooseKernel(128, {}, { ...H200, cpu: true }), { kernel: "rows" });
   assertEquals(chooseKernel(128, { kernel: "rows" }, H200), { kernel: "rows" });
   assertEquals(chooseKernel(128, { kernel: "tiled" }, H200), {

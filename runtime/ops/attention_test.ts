@@ -126,6 +126,7 @@ Deno.test(
       await maskCases(rt, {});
       await maskCases(rt, { kernel: "tiled" });
       await maskCases(rt, { kernel: "tiled", tiled: { rg: 4, tc: 9, cv: 2, qpt: 2 } });
+      await maskCases(rt, { kernel: "tiled", tiled: { rg: 4, tc: 9, cv: 2, qpt: 4 } });
       await maskCases(rt, { kernel: "chunked", chunked: { rg: 2, tc: 3, nch: 2 } });
     });
   },
@@ -216,7 +217,7 @@ Deno.test(
 );
 
 Deno.test(
-  "tiled attention with 2 row groups a thread matches the reference: blocks, fetching ahead, f16",
+  "tiled attention with 2 or 4 row groups a thread matches the reference: blocks, fetching ahead, f16",
   gpuTest,
   async () => {
     await withRuntime(async (rt) => {
@@ -225,6 +226,9 @@ Deno.test(
         tiled: { rg, tc, cv, qpt: 2 },
         prefetch,
       });
+      // Four row groups a thread: rows 4·ty, 4·(ty + 4), … of 16 row groups; partial last ones.
+      const four: AttentionTuning = { kernel: "tiled", tiled: { rg: 16, tc: 4, cv: 4, qpt: 4 } };
+      await checkCase(rt, { b: 2, tq: 70, tk: 150, h: 2, d: 64, tuning: four });
       // PixArt-α's head dim (8 row groups, not the GPU's 16: lavapipe's 32 KiB), staging each
       // block directly (18 vec4s a thread): several key blocks, a partial last one and a
       // partial second row group of a thread.

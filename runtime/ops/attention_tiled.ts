@@ -34,10 +34,11 @@ export interface TiledShape {
   /** Head-dim vec4s of the output each thread accumulates. */
   cv: number;
   /**
-   * Row groups a thread owns: 1 (default) or 2, which halves the threads and makes each
-   * staged k and v vec4 a thread reads feed 8 query rows (an experiment: not a default).
+   * Row groups a thread owns: 1 (default), 2 or 4, which divides the threads by as much and
+   * makes each staged k and v vec4 a thread reads feed 4·qpt query rows (an experiment: not a
+   * default).
    */
-  qpt?: 1 | 2;
+  qpt?: RowGroupsPerThread;
 }
 
 /** Workgroup memory (bytes) the tiled kernel needs for a head dim and shape. */
@@ -85,17 +86,49 @@ export function tiledFetches(headDim: number, s: TiledShape): number {
   return n <= MAX_FETCHES ? n : 0;
 }
 
+/** Row groups a thread of the tiled kernel may own. */
+export type RowGroupsPerThread = 1 | 2 | 4;
+
+/**
+ * QPT > 1: `tile_scores_n` and its result, the scores of the thread's `qpt` row groups (query
+ * rows at q0, q1, … in qs) against its 4 keys, each staged k vec4 read once for all of them.
+ */
+function scoresFn(qpt: RowGroupsPerThread): string[] {
+  if (qpt === 1) return [];
+  const gs = Array.from({ length: qpt }, (_, g) => g);
+  return [
+    `struct TileN { ${gs.map((g) => `t${g}: Tile4`).join(", ")} }`,
+    `fn tile_scores_n(${gs.map((g) => `q${g}: u32`).join(", ")}, kr0: u32) -> TileN {`,
+    ...gs.map((g) => `  var a${g} = Tile4();`),
+    "  for (var d = 0u; d < D4; d++) {",
+    "    let ka = ks[kr0 + d];",
+    "    let kb = ks[kr0 + TC * D4P + d];",
+    "    let kc = ks[kr0 + 2u * TC * D4P + d];",
+    "    let kd = ks[kr0 + 3u * TC * D4P + d];",
+    ...gs.flatMap((g) =>
+      [0, 1, 2, 3].map((r) =>
+        `    a${g}.r${r} += key_dots(qs[q${g} + ${r}u * D4P + d], ka, kb, kc, kd);`
+      )
+    ),
+    "  }",
+    `  return TileN(${gs.map((g) => `a${g}`).join(", ")});`,
+    "}",
+  ];
+}
+
 /**
  * The kernel source for CV head-dim vec4s per thread and `qpt` row groups a thread, fetching
  * `npf` vec4s of the next block's k and v ahead (0: staging each block directly): the
  * 4·qpt × CV output accumulators, the softmax state of each row group and the fetched vec4s
  * are written out as named variables at the file's //@ markers (see the kernel's header).
  */
-export function tiledSource(cv: number, npf: number, qpt: 1 | 2 = 1): string {
+export function tiledSource(cv: number, npf: number, qpt: RowGroupsPerThread = 1): string {
+  const gs = Array.from({ length: qpt }, (_, g) => g);
   const rows = Array.from({ length: 4 * qpt }, (_, r) => r);
   const rc = (f: (r: number, c: number) => string) =>
     rows.flatMap((r) => Array.from({ length: cv }, (_, c) => f(r, c)));
-  const g = (r: number) => (r < 4 ? "" : "1"); // suffix of row r's row group's variables
+  const sfx = (g: number) => (g === 0 ? "" : `${g}`); // row group g's variables: m, m1, m2, …
+  const grp = (g: number) => (g === 0 ? "ty" : `ty + ${g === 1 ? "" : `${g}u * `}TG`);
   const lane = (r: number) => XYZW[r % 4];
   const is = Array.from({ length: npf }, (_, i) => i);
   const fetch = (k0: string) =>
@@ -110,56 +143,48 @@ export function tiledSource(cv: number, npf: number, qpt: 1 | 2 = 1): string {
     "  vs[j] = ld4(vbase + at * p.v_row + (j % D4) * 4u, 2u);",
     "}",
   ];
-  const two = qpt === 2;
   const blocks: Record<string, string[]> = {
+    SCORES_FN: scoresFn(qpt),
     PF_DECL: fetch("0u").map((l) => `var ${l.replace(" = ", ": vec4<f32> = ")}`),
     STAGE: npf ? is.map((i) => `put_kv(lid, ${i}u, pk${i}, pv${i});`) : direct,
     PF_NEXT: fetch("k0 + BK"),
     // Running maxima of each row group's rows, and their sums over this thread's keys only.
-    STATE: [
-      "var m = vec4<f32>(-3.0e38);",
-      "var l = vec4<f32>(0.0);",
-      "let q0 = (4u * ty) * D4P;",
-      ...(two
-        ? [
-          "var m1 = vec4<f32>(-3.0e38);",
-          "var l1 = vec4<f32>(0.0);",
-          "let q1 = (4u * (ty + TG)) * D4P;",
-        ]
-        : []),
-    ],
-    SCORES: two
+    STATE: gs.flatMap((g) => [
+      `var m${sfx(g)} = vec4<f32>(-3.0e38);`,
+      `var l${sfx(g)} = vec4<f32>(0.0);`,
+      `let q${g} = (4u * (${grp(g)})) * D4P;`,
+    ]),
+    SCORES: qpt === 1
       ? [
-        "let sc = tile_scores2(q0, q1, kr0);",
-        "var al: vec4<f32>;",
-        "var al1: vec4<f32>;",
-        "let pr = online_softmax(sc.a, b, k0, mode, ty, tx, &m, &l, &al);",
-        "let pr1 = online_softmax(sc.b, b, k0, mode, ty + TG, tx, &m1, &l1, &al1);",
-        "store_p(pr, ty, tx);",
-        "store_p(pr1, ty + TG, tx);",
-      ]
-      : [
         "let sc = tile_scores(Tile4(), q0, kr0, D4P, D4);",
         "var al: vec4<f32>;",
         "let pr = online_softmax(sc, b, k0, mode, ty, tx, &m, &l, &al);",
         "store_p(pr, ty, tx);",
+      ]
+      : [
+        `let sc = tile_scores_n(${gs.map((g) => `q${g}`).join(", ")}, kr0);`,
+        ...gs.map((g) => `var al${sfx(g)}: vec4<f32>;`),
+        ...gs.map((g) =>
+          `let pr${g} = online_softmax(sc.t${g}, b, k0, mode, ${grp(g)}, tx, ` +
+          `&m${sfx(g)}, &l${sfx(g)}, &al${sfx(g)});`
+        ),
+        ...gs.map((g) => `store_p(pr${g}, ${grp(g)}, tx);`),
       ],
     O_DECL: rc((r, c) => `var o${r}_${c} = vec4<f32>(0.0);`),
-    O_SCALE: rc((r, c) => `o${r}_${c} *= al${g(r)}.${lane(r)};`),
+    O_SCALE: rc((r, c) => `o${r}_${c} *= al${sfx(r >> 2)}.${lane(r)};`),
     O_ACC: [
-      "let pj = ks[j * RG + ty];",
-      ...(two ? ["let pj1 = ks[j * RG + ty + TG];"] : []),
+      ...gs.map((g) => `let pj${sfx(g)} = ks[j * RG + ${grp(g)}];`),
       ...Array.from({ length: cv }, (_, c) => `let v${c} = vs[vj + ${c}u];`),
-      ...rc((r, c) => `o${r}_${c} = fma(vec4<f32>(pj${g(r)}.${lane(r)}), v${c}, o${r}_${c});`),
+      ...rc((r, c) =>
+        `o${r}_${c} = fma(vec4<f32>(pj${sfx(r >> 2)}.${lane(r)}), v${c}, o${r}_${c});`
+      ),
     ],
     O_STORE: [
-      "let inv = row_inv(l, ty, tx);",
-      ...(two ? ["let inv1 = row_inv(l1, ty + TG, tx);"] : []),
-      ...rows.map((r) => `let qrow${r} = row0 + 4u * ${r < 4 ? "ty" : "(ty + TG)"} + ${r % 4}u;`),
+      ...gs.map((g) => `let inv${sfx(g)} = row_inv(l${sfx(g)}, ${grp(g)}, tx);`),
+      ...rows.map((r) => `let qrow${r} = row0 + 4u * (${grp(r >> 2)}) + ${r % 4}u;`),
       ...rc((r, c) =>
-        `store_row(qrow${r}, ob + qrow${r} * p.o_row + ${4 * c}u, o${r}_${c} * inv${g(r)}.${
-          lane(r)
-        });`
+        `store_row(qrow${r}, ob + qrow${r} * p.o_row + ${4 * c}u, ` +
+        `o${r}_${c} * inv${sfx(r >> 2)}.${lane(r)});`
       ),
     ],
   };
@@ -191,7 +216,7 @@ export function attentionTiledSpec(
       libs: [ioSrc, ldLib(vec4)],
     });
     spec = {
-      name: `attention_tiled_${storage}_cv${cv}_pf${npf}${qpt === 2 ? "_q2" : ""}${
+      name: `attention_tiled_${storage}_cv${cv}_pf${npf}${qpt > 1 ? `_q${qpt}` : ""}${
         vec4 ? "" : "_scalar"
       }`,
       source: c.source,
