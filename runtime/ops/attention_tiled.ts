@@ -34,9 +34,9 @@ export interface TiledShape {
   /** Head-dim vec4s of the output each thread accumulates. */
   cv: number;
   /**
-   * Row groups a thread owns: 1 (default), 2 or 4, which divides the threads by as much and
-   * makes each staged k and v vec4 a thread reads feed 4·qpt query rows (an experiment: not a
-   * default).
+   * Row groups a thread owns: 1 (GPUs' default), 2 or 4 (CPU adapters' at head dim 64:
+   * attention_kernel.ts's cpuTiledShape), which divides the threads by as much and makes each
+   * staged k and v vec4 a thread reads feed 4·qpt query rows.
    */
   qpt?: RowGroupsPerThread;
 }
