@@ -65,11 +65,6 @@ fn put_kv(lid: u32, i: u32, xk: vec4<f32>, xv: vec4<f32>) {
 // read once for all of them (tile_scores_n and its result struct, written by the host).
 //@SCORES_FN
 
-// One query row's vec4 against 4 keys' vec4s.
-fn key_dots(q: vec4<f32>, ka: vec4<f32>, kb: vec4<f32>, kc: vec4<f32>, kd: vec4<f32>) -> vec4<f32> {
-  return vec4<f32>(dot(q, ka), dot(q, kb), dot(q, kc), dot(q, kd));
-}
-
 // P of row group g into the k buffer as [key][row group]: one vec4 = the 4 rows of one key.
 fn store_p(pr: Tile4, g: u32, tx: u32) {
   ks[tx * RG + g] = key_column(pr, 0u);

@@ -29,12 +29,17 @@ fn tile_scores(s: Tile4, qo: u32, kr0: u32, ks_row: u32, n: u32) -> Tile4 {
     let qb = qs[qo + D4P + d];
     let qc = qs[qo + 2u * D4P + d];
     let qd = qs[qo + 3u * D4P + d];
-    t.r0 += vec4<f32>(dot(qa, ka), dot(qa, kb), dot(qa, kc), dot(qa, kd));
-    t.r1 += vec4<f32>(dot(qb, ka), dot(qb, kb), dot(qb, kc), dot(qb, kd));
-    t.r2 += vec4<f32>(dot(qc, ka), dot(qc, kb), dot(qc, kc), dot(qc, kd));
-    t.r3 += vec4<f32>(dot(qd, ka), dot(qd, kb), dot(qd, kc), dot(qd, kd));
+    t.r0 += key_dots(qa, ka, kb, kc, kd);
+    t.r1 += key_dots(qb, ka, kb, kc, kd);
+    t.r2 += key_dots(qc, ka, kb, kc, kd);
+    t.r3 += key_dots(qd, ka, kb, kc, kd);
   }
   return t;
+}
+
+// One query row's vec4 against 4 keys' vec4s.
+fn key_dots(q: vec4<f32>, ka: vec4<f32>, kb: vec4<f32>, kc: vec4<f32>, kd: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(dot(q, ka), dot(q, kb), dot(q, kc), dot(q, kd));
 }
 
 // One block's online-softmax step for this thread's rows: the scores s of the block at k0

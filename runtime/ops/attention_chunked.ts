@@ -6,12 +6,11 @@
  *
  * @module
  */
-import { composeWgsl, expandMarkers, type StorageType } from "../gpu/compose.ts";
+import { expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { KernelSpec } from "../gpu/kernel.ts";
-import { ATTENTION_UNIFORM, type AttentionLaunch } from "./attention_launch.ts";
+import type { AttentionLaunch } from "./attention_launch.ts";
 import src from "../../wgsl/attention_chunked.wgsl" with { type: "text" };
-import ioSrc from "../../wgsl/attention_io.wgsl" with { type: "text" };
-import { ldLib, tilesSrc } from "./attention_tiled.ts";
+import { tilesKernelSpec } from "./attention_tiled.ts";
 
 /** Launch shape of the chunked kernel: RG·TC threads, 4·RG query rows, 4·TC keys a block. */
 export interface ChunkedShape {
@@ -165,19 +164,13 @@ export function attentionChunkedSpec(
   const key = `${storage}/${cvc}/${nch}/${npf}/${vec4}`;
   let spec = specs.get(key);
   if (!spec) {
-    const c = composeWgsl(chunkedSource(cvc, nch, npf) + tilesSrc, {
+    spec = tilesKernelSpec(
+      `attention_chunked_${storage}_cvc${cvc}_nch${nch}_pf${npf}`,
+      chunkedSource(cvc, nch, npf),
       storage,
-      libs: [ioSrc, ldLib(vec4)],
-    });
-    spec = {
-      name: `attention_chunked_${storage}_cvc${cvc}_nch${nch}_pf${npf}${vec4 ? "" : "_scalar"}`,
-      source: c.source,
-      preludeLines: c.preludeLines + 1,
-      bindings: ["uniform", "read", "read", "read", "read", "read_write"],
-      constants: (p) => ({ HD: p.hd, RG: p.shape.rg, TC: p.shape.tc, NCH: p.shape.nch }),
-      uniform: ATTENTION_UNIFORM,
-      dispatch: (p) => [Math.ceil(p.tq / (4 * p.shape.rg)), p.h, p.b],
-    };
+      vec4,
+      (p) => ({ HD: p.hd, RG: p.shape.rg, TC: p.shape.tc, NCH: p.shape.nch }),
+    );
     specs.set(key, spec);
   }
   return spec;

@@ -15,12 +15,33 @@ import tilesLib from "../../wgsl/attention_tiles.wgsl" with { type: "text" };
 import ldScalar from "../../wgsl/attention_ld_scalar.wgsl" with { type: "text" };
 import ldVec4 from "../../wgsl/attention_ld_vec4.wgsl" with { type: "text" };
 
-/** What both register-tiled kernels share (wgsl/attention_tiles.wgsl). */
-export const tilesSrc: string = tilesLib;
-
-/** The tiled kernels' operand access: whole vec4s (every layout a multiple of 4) or scalars. */
-export function ldLib(vec4: boolean): string {
-  return vec4 ? ldVec4 : ldScalar;
+/**
+ * A spec of one of the two register-tiled kernels (this file's and attention_chunked.ts's):
+ * `kernel`, its source behind one host-written `const` line, composed with what they share
+ * (wgsl/attention_tiles.wgsl, appended: naga 29 panics on code that uses an override declared
+ * later) and the operand access, whole vec4s (`vec4`, every layout a multiple of 4) or
+ * scalars; 4·RG query rows a workgroup, one per (head, batch) along y and z.
+ */
+export function tilesKernelSpec<P extends AttentionLaunch & { shape: { rg: number } }>(
+  name: string,
+  kernel: string,
+  storage: StorageType,
+  vec4: boolean,
+  constants: (p: P) => Record<string, number>,
+): KernelSpec<P> {
+  const c = composeWgsl(kernel + tilesLib, {
+    storage,
+    libs: [ioSrc, vec4 ? ldVec4 : ldScalar],
+  });
+  return {
+    name: `${name}${vec4 ? "" : "_scalar"}`,
+    source: c.source,
+    preludeLines: c.preludeLines + 1, // the kernel's const line
+    bindings: ["uniform", "read", "read", "read", "read", "read_write"],
+    constants,
+    uniform: ATTENTION_UNIFORM,
+    dispatch: (p) => [Math.ceil(p.tq / (4 * p.shape.rg)), p.h, p.b],
+  };
 }
 
 /**
@@ -211,30 +232,19 @@ export function attentionTiledSpec(
   const key = `${storage}/${cv}/${npf}/${vec4}/${qpt}`;
   let spec = specs.get(key);
   if (!spec) {
-    const c = composeWgsl(tiledSource(cv, npf, qpt) + tilesSrc, {
+    spec = tilesKernelSpec(
+      `attention_tiled_${storage}_cv${cv}_pf${npf}${qpt > 1 ? `_q${qpt}` : ""}`,
+      tiledSource(cv, npf, qpt),
       storage,
-      libs: [ioSrc, ldLib(vec4)],
-    });
-    spec = {
-      name: `attention_tiled_${storage}_cv${cv}_pf${npf}${qpt > 1 ? `_q${qpt}` : ""}${
-        vec4 ? "" : "_scalar"
-      }`,
-      source: c.source,
-      preludeLines: c.preludeLines + 1,
-      bindings: ["uniform", "read", "read", "read", "read", "read_write"],
-      constants: (p) => {
-        const d4p = p.hd / 4 + 1;
-        return {
-          HD: p.hd,
-          RG: p.shape.rg,
-          TC: p.shape.tc,
-          QPT: p.shape.qpt ?? 1,
-          KSZ: 4 * p.shape.tc * Math.max(d4p, p.shape.rg),
-        };
-      },
-      uniform: ATTENTION_UNIFORM,
-      dispatch: (p) => [Math.ceil(p.tq / (4 * p.shape.rg)), p.h, p.b],
-    };
+      vec4,
+      (p) => ({
+        HD: p.hd,
+        RG: p.shape.rg,
+        TC: p.shape.tc,
+        QPT: p.shape.qpt ?? 1,
+        KSZ: 4 * p.shape.tc * Math.max(p.hd / 4 + 1, p.shape.rg),
+      }),
+    );
     specs.set(key, spec);
   }
   return spec;
