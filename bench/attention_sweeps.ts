@@ -23,6 +23,7 @@ export interface SweepCase {
 // attention_kernels.md, "The next lever").
 const TILED: [number, ([number, number, number] | [number, number, number, 2 | 4])[]][] = [
   [72, [
+    [16, 9, 2], // the default before session 34 (144 threads: 4.5 warps)
     [8, 9, 2],
     [16, 6, 3],
     [8, 6, 3],

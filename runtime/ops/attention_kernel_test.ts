@@ -7,7 +7,7 @@ const H200: KernelLimits = { memory: 49152, threads: 1024, cpu: false };
 
 Deno.test("chooseKernel: tiled at 64 query rows, else chunked, else rows; CPU rows", () => {
   // PixArt-α's 72 and d64 keep the tiled kernel's 64-row shapes.
-  assertEquals(chooseKernel(72, {}, H200), { kernel: "tiled", shape: { rg: 16, tc: 9, cv: 2 } });
+  assertEquals(chooseKernel(72, {}, H200), { kernel: "tiled", shape: { rg: 16, tc: 6, cv: 3 } });
   assertEquals(chooseKernel(64, {}, H200), { kernel: "tiled", shape: { rg: 16, tc: 8, cv: 2 } });
   // FLUX's 128: the tiled kernel would get 32 threads; the chunked one 8 × 16 in 2 chunks.
   assertEquals(chooseKernel(128, {}, H200), {
@@ -74,7 +74,7 @@ Deno.test("chunkedShape fits the limit it is given, or gives null", () => {
 });
 
 Deno.test("fetches ahead: the tiled kernel up to 5 vec4s of k and v a thread, else none", () => {
-  assertEquals(tiledFetches(72, { rg: 16, tc: 9, cv: 2 }), 5); // PixArt-α on an H200
+  assertEquals(tiledFetches(72, { rg: 16, tc: 6, cv: 3 }), 5); // PixArt-α on an H200
   assertEquals(tiledFetches(64, { rg: 16, tc: 8, cv: 2 }), 4);
   assertEquals(tiledFetches(128, { rg: 8, tc: 4, cv: 8 }), 0); // 16 a thread: staged directly
   // Two row groups a thread halve the threads: the defaults' shapes then stage directly.

@@ -71,11 +71,17 @@ export function tiledBytes(headDim: number, s: TiledShape): number {
   return 16 * vec4s + 4 * bq * s.tc + 4;
 }
 
+/** Threads of a GPU's SIMD group (NVIDIA's warp): thread counts that fill them waste no lanes. */
+const WARP = 32;
+
 /**
  * The launch shape for a head dim within `limit` bytes of workgroup memory, or null when
  * the head dim is not a multiple of 4 or nothing fits. Prefers 64 query rows per workgroup,
  * then the fewest head-dim vec4s per thread with at most 10 threads per row group, and
- * never more than 8 of them (the 4·CV output vec4s live in registers: 16 would spill).
+ * never more than 8 of them (the 4·CV output vec4s live in registers: 16 would spill) —
+ * except that a shape of at most 4 vec4s a thread whose threads fill whole 32-lane warps
+ * goes first: PixArt-α's d72 runs 16 × 6 threads × 3 vec4s (96 threads) rather than 16 × 9 × 2
+ * (144: 4.5 warps), 6.75 against 7.28 ms on an H200 (docs/decisions/attention_kernels.md).
  */
 export function tiledShape(headDim: number, limit: number): TiledShape | null {
   if (headDim % 4 !== 0 || headDim < 4 || headDim > 128) return null;
@@ -83,10 +89,10 @@ export function tiledShape(headDim: number, limit: number): TiledShape | null {
   const cvs = [];
   for (let cv = 1; cv <= Math.min(d4, 8); cv++) if (d4 % cv === 0 && d4 / cv <= 10) cvs.push(cv);
   for (const rg of [16, 8]) {
-    for (const cv of cvs) {
-      const s = { rg, tc: d4 / cv, cv };
-      if (tiledBytes(headDim, s) <= limit) return s;
-    }
+    const fits = cvs.map((cv) => ({ rg, tc: d4 / cv, cv }))
+      .filter((s) => tiledBytes(headDim, s) <= limit);
+    const full = fits.find((s) => s.cv <= 4 && (s.rg * s.tc) % WARP === 0);
+    if (full ?? fits[0]) return full ?? fits[0];
   }
   return null;
 }
