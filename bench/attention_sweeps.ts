@@ -47,6 +47,12 @@ const TILED: [number, ([number, number, number] | [number, number, number, 2 | 4
   [128, [[4, 8, 4], [4, 4, 8], [8, 4, 8]]],
 ];
 
+// Shapes also swept staging f16 operands as they are (`half`; f16 models only).
+const HALF: [number, ([number, number, number] | [number, number, number, 2])[]][] = [
+  [72, [[16, 6, 3], [16, 9, 2], [16, 9, 2, 2]]],
+  [64, [[16, 8, 2], [16, 4, 4], [16, 8, 2, 2]]],
+];
+
 const CHUNKED: [number, [number, number, number][]][] = [
   [128, [[8, 16, 2], [8, 8, 2], [16, 8, 4], [16, 4, 4], [8, 8, 1], [4, 16, 2]]],
   [72, [[16, 9, 2], [8, 9, 2]]],
@@ -55,18 +61,20 @@ const CHUNKED: [number, [number, number, number][]][] = [
 
 /**
  * The swept cases the environment asks for that fit `memory` bytes of workgroup memory and
- * `threads` invocations, tiled ones first.
+ * `threads` invocations, tiled ones first; `half` (the operands are f16) adds the tiled
+ * shapes staging them as f16.
  */
 export function denseSweeps(
-  env: { tiled: boolean; chunked: boolean },
+  env: { tiled: boolean; chunked: boolean; half?: boolean },
   memory: number,
   threads: number,
 ): SweepCase[] {
   const out: SweepCase[] = [];
-  if (env.tiled) {
-    for (const [headDim, shapes] of TILED) {
+  const lists = env.tiled ? [[TILED, false], ...(env.half ? [[HALF, true]] : [])] as const : [];
+  for (const [list, half] of lists) {
+    for (const [headDim, shapes] of list) {
       for (const [rg, tc, cv, qpt] of shapes) {
-        const tiled = qpt ? { rg, tc, cv, qpt } : { rg, tc, cv };
+        const tiled = { rg, tc, cv, ...(qpt ? { qpt } : {}), ...(half ? { half } : {}) };
         if (tiledBytes(headDim, tiled) <= memory && (rg / (qpt ?? 1)) * tc <= threads) {
           out.push({ headDim, tuning: { kernel: "tiled", tiled } });
         }

@@ -13,6 +13,13 @@ Deno.test("denseSweeps lists the asked-for shapes that fit, and none unasked", (
   // The defaults' shapes at d72 and d64 with 2 row groups a thread are swept on 48 KiB.
   assertEquals(names.includes('tiled d72 {"rg":16,"tc":9,"cv":2,"qpt":2}'), true);
   assertEquals(names.includes('tiled d64 {"rg":16,"tc":8,"cv":2,"qpt":2}'), true);
+  // Staging f16 operands as f16 only where asked.
+  assertEquals(names.some((n) => n.includes('"half":true')), false);
+  const half = denseSweeps({ tiled: true, chunked: false, half: true }, 49152, 256);
+  assertEquals(
+    half.some((c) => c.headDim === 72 && c.tuning.tiled?.half && c.tuning.tiled.tc === 9),
+    true,
+  );
   // 32 KiB drops the shapes that need more; tiled before chunked.
   const small = denseSweeps({ tiled: true, chunked: true }, 32768, 256);
   assertEquals(small.length < h200.length, true);

@@ -29,7 +29,7 @@ override WG: u32 = RG * TC;
 // output tile's 4·NCH·CVC accumulators as named variables at the //@ markers (registers;
 // see attention_tiled.wgsl).
 
-var<workgroup> qs: array<vec4<f32>, BQ * D4P>; // the query rows (attention_tiles.wgsl)
+var<workgroup> qs: array<H4, BQ * D4P>;     // the query rows (attention_tiles.wgsl)
 var<workgroup> red: array<vec4<f32>, RG * TC>; // per-thread partials of 4 rows (max, then sum)
 var<workgroup> ks: array<vec4<f32>, BK * CHP>; // one chunk of k rows, then of v rows
 var<workgroup> ps: array<vec4<f32>, BK * RG>;  // P as [key][row group]

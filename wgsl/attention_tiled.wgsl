@@ -38,10 +38,12 @@ override KSZ: u32 = BK * D4P; // vec4s of ks: BK·max(D4P, RG), k rows and then 
 // named variables in registers, while a private array indexed in a loop may be spilled to
 // local memory (the first version of this kernel ran at a third of the speed it should).
 
-var<workgroup> qs: array<vec4<f32>, BQ * D4P>; // the query rows (attention_tiles.wgsl)
+// H4 (vec4<f32>, or vec4<f16> with shape.half: f16 operands staged as they are, P rounded to
+// f16, every read converted back to f32 for the arithmetic) is fixed by the host, like CV.
+var<workgroup> qs: array<H4, BQ * D4P>; // the query rows (attention_tiles.wgsl)
 var<workgroup> red: array<vec4<f32>, RG * TC>; // per-thread partials of 4 rows (max, then sum)
-var<workgroup> ks: array<vec4<f32>, KSZ>; // k rows, then (after S) P as [key][row group]
-var<workgroup> vs: array<vec4<f32>, BK * D4>;
+var<workgroup> ks: array<H4, KSZ>; // k rows, then (after S) P as [key][row group]
+var<workgroup> vs: array<H4, BK * D4>;
 
 // One of this thread's NPF vec4s (i) of the k (which 1) or v (which 2) rows of the block at
 // k0; `base` is the head's first element in batch b, `row` the operand's row stride.
@@ -56,8 +58,8 @@ fn fetch_kv(lid: u32, i: u32, k0: u32, base: u32, row: u32, which: u32) -> vec4<
 fn put_kv(lid: u32, i: u32, xk: vec4<f32>, xv: vec4<f32>) {
   let j = lid + i * WG;
   if (j < BK * D4) {
-    ks[(j / D4) * D4P + j % D4] = xk;
-    vs[j] = xv;
+    ks[(j / D4) * D4P + j % D4] = H4(xk);
+    vs[j] = H4(xv);
   }
 }
 
@@ -67,10 +69,10 @@ fn put_kv(lid: u32, i: u32, xk: vec4<f32>, xv: vec4<f32>) {
 
 // P of row group g into the k buffer as [key][row group]: one vec4 = the 4 rows of one key.
 fn store_p(pr: Tile4, g: u32, tx: u32) {
-  ks[tx * RG + g] = key_column(pr, 0u);
-  ks[(tx + TC) * RG + g] = key_column(pr, 1u);
-  ks[(tx + 2u * TC) * RG + g] = key_column(pr, 2u);
-  ks[(tx + 3u * TC) * RG + g] = key_column(pr, 3u);
+  ks[tx * RG + g] = H4(key_column(pr, 0u));
+  ks[(tx + TC) * RG + g] = H4(key_column(pr, 1u));
+  ks[(tx + 2u * TC) * RG + g] = H4(key_column(pr, 2u));
+  ks[(tx + 3u * TC) * RG + g] = H4(key_column(pr, 3u));
 }
 
 @compute @workgroup_size(WG)

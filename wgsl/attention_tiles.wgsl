@@ -2,9 +2,11 @@
 // share: thread (ty, tx) of an RG × TC grid owns query rows 4·ty .. 4·ty+3 of the BQ = 4·RG
 // rows staged in qs (pre-scaled by scale·log2 e, rows padded by one vec4 so the TC threads
 // reading different rows hit different banks); `red` holds per-thread partials of 4 rows.
-// Each kernel declares the overrides HD, RG, TC, D4, D4P, BQ and WG this reads and the
-// workgroup arrays qs and red; the host appends this file after the kernel (naga 29 panics
-// on code that uses an override declared later in the module).
+// Each kernel declares the overrides HD, RG, TC, D4, D4P, BQ and WG this reads, the
+// workgroup arrays qs and red, and H4, the vec4 type staged operands are kept in (vec4<f32>,
+// or vec4<f16> where the tiled kernel stages f16 operands as they are: half the bytes a read);
+// the host appends this file after the kernel (naga 29 panics on code that uses an override
+// declared later in the module).
 
 var<workgroup> keep_any: atomic<u32>;
 
@@ -21,14 +23,14 @@ struct Tile4 {
 fn tile_scores(s: Tile4, qo: u32, kr0: u32, ks_row: u32, n: u32) -> Tile4 {
   var t = s;
   for (var d = 0u; d < n; d++) {
-    let ka = ks[kr0 + d];
-    let kb = ks[kr0 + TC * ks_row + d];
-    let kc = ks[kr0 + 2u * TC * ks_row + d];
-    let kd = ks[kr0 + 3u * TC * ks_row + d];
-    let qa = qs[qo + d];
-    let qb = qs[qo + D4P + d];
-    let qc = qs[qo + 2u * D4P + d];
-    let qd = qs[qo + 3u * D4P + d];
+    let ka = vec4<f32>(ks[kr0 + d]);
+    let kb = vec4<f32>(ks[kr0 + TC * ks_row + d]);
+    let kc = vec4<f32>(ks[kr0 + 2u * TC * ks_row + d]);
+    let kd = vec4<f32>(ks[kr0 + 3u * TC * ks_row + d]);
+    let qa = vec4<f32>(qs[qo + d]);
+    let qb = vec4<f32>(qs[qo + D4P + d]);
+    let qc = vec4<f32>(qs[qo + 2u * D4P + d]);
+    let qd = vec4<f32>(qs[qo + 3u * D4P + d]);
     t.r0 += key_dots(qa, ka, kb, kc, kd);
     t.r1 += key_dots(qb, ka, kb, kc, kd);
     t.r2 += key_dots(qc, ka, kb, kc, kd);
@@ -113,7 +115,7 @@ fn stage_q(b: u32, h: u32, row0: u32, lid: u32) {
   for (var j = lid; j < BQ * D4; j += WG) {
     let row = min(row0 + j / D4, p.tq - 1u);
     let at = b * p.q_batch + row * p.q_row + p.q_off + h * HD + (j % D4) * 4u;
-    qs[(j / D4) * D4P + j % D4] = ld4(at, 0u) * p.scale_log2;
+    qs[(j / D4) * D4P + j % D4] = H4(ld4(at, 0u) * p.scale_log2);
   }
 }
 

@@ -137,7 +137,8 @@ export function chunkedSource(cvc: number, nch: number, npf: number): string {
       ),
     ],
   };
-  return `const CVC: u32 = ${cvc}u;\n` + expandMarkers(src, blocks, "attention_chunked.wgsl");
+  return `const CVC: u32 = ${cvc}u; alias H4 = vec4<f32>;\n` +
+    expandMarkers(src, blocks, "attention_chunked.wgsl");
 }
 
 const specs = new Map<string, KernelSpec<ChunkedParams>>();

@@ -255,6 +255,33 @@ Deno.test(
 );
 
 Deno.test(
+  "tiled attention staging f16 operands as f16 matches the reference; f32 operands refuse it",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const half = (rg: number, tc: number, cv: number, qpt?: 2): AttentionTuning => ({
+        kernel: "tiled",
+        tiled: { rg, tc, cv, half: true, ...(qpt ? { qpt } : {}) },
+      });
+      if (rt.info.f16) {
+        // PixArt-α's GPU shape (fetching 5 vec4s ahead), several key blocks, partial last ones.
+        const f16 = { dtype: "f16", b: 2, tq: 77, tk: 93, h: 2, d: 72 } as const;
+        await checkCase(rt, { ...f16, tuning: half(16, 6, 3) });
+        // Two row groups a thread, shared k/v; one query row and one key.
+        await checkCase(rt, { ...f16, d: 64, kvBatch: 1, tuning: half(8, 8, 2, 2) });
+        await checkCase(rt, { ...f16, tq: 1, tk: 1, d: 16, tuning: half(4, 2, 2) });
+      }
+      const x = uploadTensor(rt, new Float32Array(2 * 8 * 72), [2, 8, 72]);
+      assertThrows(
+        () => attention(new Recorder(rt), x, x, x, { heads: 1, tuning: half(16, 6, 3) }),
+        RangeError,
+        "tuning.tiled.half",
+      );
+    });
+  },
+);
+
+Deno.test(
   "chunked attention matches the reference: odd shapes, head dims 16/64/72/128, shared k/v, f16",
   gpuTest,
   async () => {

@@ -60,6 +60,12 @@ export interface TiledShape {
    * staged k and v vec4 a thread reads feed 4·qpt query rows.
    */
   qpt?: RowGroupsPerThread;
+  /**
+   * Stage q, k, v and P in workgroup memory as f16 (f16 operands only): half the bytes a
+   * staged read and half the memory a workgroup declares; the arithmetic stays f32, P is
+   * rounded to f16 (as tensor-core flash attention rounds it).
+   */
+  half?: boolean;
 }
 
 /** Workgroup memory (bytes) the tiled kernel needs for a head dim and shape. */
@@ -68,7 +74,7 @@ export function tiledBytes(headDim: number, s: TiledShape): number {
   const bq = 4 * s.rg;
   const bk = 4 * s.tc;
   const vec4s = bq * (d4 + 1) + bk * Math.max(d4 + 1, s.rg) + bk * d4;
-  return 16 * vec4s + 4 * bq * s.tc + 4;
+  return (s.half ? 8 : 16) * vec4s + 4 * bq * s.tc + 4;
 }
 
 /** Threads of a GPU's SIMD group (NVIDIA's warp): thread counts that fill them waste no lanes. */
@@ -128,13 +134,13 @@ function scoresFn(qpt: RowGroupsPerThread): string[] {
     `fn tile_scores_n(${gs.map((g) => `q${g}: u32`).join(", ")}, kr0: u32) -> TileN {`,
     ...gs.map((g) => `  var a${g} = Tile4();`),
     "  for (var d = 0u; d < D4; d++) {",
-    "    let ka = ks[kr0 + d];",
-    "    let kb = ks[kr0 + TC * D4P + d];",
-    "    let kc = ks[kr0 + 2u * TC * D4P + d];",
-    "    let kd = ks[kr0 + 3u * TC * D4P + d];",
+    "    let ka = vec4<f32>(ks[kr0 + d]);",
+    "    let kb = vec4<f32>(ks[kr0 + TC * D4P + d]);",
+    "    let kc = vec4<f32>(ks[kr0 + 2u * TC * D4P + d]);",
+    "    let kd = vec4<f32>(ks[kr0 + 3u * TC * D4P + d]);",
     ...gs.flatMap((g) =>
       [0, 1, 2, 3].map((r) =>
-        `    a${g}.r${r} += key_dots(qs[q${g} + ${r}u * D4P + d], ka, kb, kc, kd);`
+        `    a${g}.r${r} += key_dots(vec4<f32>(qs[q${g} + ${r}u * D4P + d]), ka, kb, kc, kd);`
       )
     ),
     "  }",
@@ -147,9 +153,15 @@ function scoresFn(qpt: RowGroupsPerThread): string[] {
  * The kernel source for CV head-dim vec4s per thread and `qpt` row groups a thread, fetching
  * `npf` vec4s of the next block's k and v ahead (0: staging each block directly): the
  * 4·qpt × CV output accumulators, the softmax state of each row group and the fetched vec4s
- * are written out as named variables at the file's //@ markers (see the kernel's header).
+ * are written out as named variables at the file's //@ markers (see the kernel's header);
+ * `half` stages the operands as f16 (the H4 alias).
  */
-export function tiledSource(cv: number, npf: number, qpt: RowGroupsPerThread = 1): string {
+export function tiledSource(
+  cv: number,
+  npf: number,
+  qpt: RowGroupsPerThread = 1,
+  half = false,
+): string {
   const gs = Array.from({ length: qpt }, (_, g) => g);
   const rows = Array.from({ length: 4 * qpt }, (_, r) => r);
   const rc = (f: (r: number, c: number) => string) =>
@@ -166,8 +178,8 @@ export function tiledSource(cv: number, npf: number, qpt: RowGroupsPerThread = 1
   const direct = [
     "for (var j = lid; j < BK * D4; j += WG) {",
     "  let at = min(k0 + j / D4, p.tk - 1u); // keys past Tk get p = 0 below",
-    "  ks[(j / D4) * D4P + j % D4] = ld4(kbase + at * p.k_row + (j % D4) * 4u, 1u);",
-    "  vs[j] = ld4(vbase + at * p.v_row + (j % D4) * 4u, 2u);",
+    "  ks[(j / D4) * D4P + j % D4] = H4(ld4(kbase + at * p.k_row + (j % D4) * 4u, 1u));",
+    "  vs[j] = H4(ld4(vbase + at * p.v_row + (j % D4) * 4u, 2u));",
     "}",
   ];
   const blocks: Record<string, string[]> = {
@@ -200,8 +212,8 @@ export function tiledSource(cv: number, npf: number, qpt: RowGroupsPerThread = 1
     O_DECL: rc((r, c) => `var o${r}_${c} = vec4<f32>(0.0);`),
     O_SCALE: rc((r, c) => `o${r}_${c} *= al${sfx(r >> 2)}.${lane(r)};`),
     O_ACC: [
-      ...gs.map((g) => `let pj${sfx(g)} = ks[j * RG + ${grp(g)}];`),
-      ...Array.from({ length: cv }, (_, c) => `let v${c} = vs[vj + ${c}u];`),
+      ...gs.map((g) => `let pj${sfx(g)} = vec4<f32>(ks[j * RG + ${grp(g)}]);`),
+      ...Array.from({ length: cv }, (_, c) => `let v${c} = vec4<f32>(vs[vj + ${c}u]);`),
       ...rc((r, c) =>
         `o${r}_${c} = fma(vec4<f32>(pj${sfx(r >> 2)}.${lane(r)}), v${c}, o${r}_${c});`
       ),
@@ -215,7 +227,8 @@ export function tiledSource(cv: number, npf: number, qpt: RowGroupsPerThread = 1
       ),
     ],
   };
-  return `const CV: u32 = ${cv}u;\n` + expandMarkers(src, blocks, "attention_tiled.wgsl");
+  const h4 = `alias H4 = vec4<${half ? "f16" : "f32"}>;`;
+  return `const CV: u32 = ${cv}u; ${h4}\n` + expandMarkers(src, blocks, "attention_tiled.wgsl");
 }
 
 const specs = new Map<string, KernelSpec<TiledParams>>();
@@ -235,12 +248,16 @@ export function attentionTiledSpec(
   const { cv } = shape;
   const qpt = shape.qpt ?? 1;
   const npf = prefetch ? tiledFetches(headDim, shape) : 0;
-  const key = `${storage}/${cv}/${npf}/${vec4}/${qpt}`;
+  const half = shape.half ?? false;
+  if (half && storage !== "f16") {
+    throw new RangeError(`attention: tuning.tiled.half needs f16 operands, got ${storage}`);
+  }
+  const key = `${storage}/${cv}/${npf}/${vec4}/${qpt}/${half}`;
   let spec = specs.get(key);
   if (!spec) {
     spec = tilesKernelSpec(
-      `attention_tiled_${storage}_cv${cv}_pf${npf}${qpt > 1 ? `_q${qpt}` : ""}`,
-      tiledSource(cv, npf, qpt),
+      `attention_tiled_${storage}_cv${cv}_pf${npf}${qpt > 1 ? `_q${qpt}` : ""}${half ? "_h" : ""}`,
+      tiledSource(cv, npf, qpt, half),
       storage,
       vec4,
       (p) => ({
