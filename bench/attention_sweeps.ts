@@ -51,6 +51,7 @@ const TILED: [number, ([number, number, number] | [number, number, number, 2 | 4
 const HALF: [number, ([number, number, number] | [number, number, number, 2])[]][] = [
   [72, [[16, 6, 3], [16, 9, 2], [16, 9, 2, 2]]],
   [64, [[16, 8, 2], [16, 4, 4], [16, 8, 2, 2]]],
+  [128, [[16, 8, 4], [16, 4, 8], [8, 8, 4]]],
 ];
 
 const CHUNKED: [number, [number, number, number][]][] = [

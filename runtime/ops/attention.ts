@@ -270,6 +270,7 @@ export function attention(
     memory: limit,
     threads: rec.runtime.info.limits.maxComputeInvocationsPerWorkgroup ?? 256,
     cpu,
+    f16: dtype === "f16",
   });
   const launch: AttentionLaunch = {
     b: B,

@@ -36,6 +36,17 @@ Deno.test("chooseKernel: tiled at 64 query rows, else chunked, else rows; CPU ro
     kernel: "tiled",
     shape: { rg: 8, tc: 4, cv: 8 },
   });
+  // f16 operands: GPUs stage them as f16 in the same shapes; CPU adapters do not.
+  const f16 = { ...H200, f16: true };
+  assertEquals(chooseKernel(72, {}, f16), {
+    kernel: "tiled",
+    shape: { rg: 16, tc: 6, cv: 3, half: true },
+  });
+  assertEquals(chooseKernel(64, { kernel: "tiled" }, f16), {
+    kernel: "tiled",
+    shape: { rg: 16, tc: 8, cv: 2, half: true },
+  });
+  assertEquals(chooseKernel(64, {}, { ...cpu, f16: true }), chooseKernel(64, {}, cpu));
   // Two row groups a thread run only when asked for.
   const two = { rg: 16, tc: 9, cv: 2, qpt: 2 } as const;
   assertEquals(chooseKernel(72, { kernel: "tiled", tiled: two }, H200), {
@@ -52,6 +63,7 @@ Deno.test("chooseKernel refuses forced shapes that cannot run, naming the field"
     [{ chunked: { rg: 8, tc: 8, nch: 2 } }, 'needs kernel "chunked"'],
     [{ tiled: { rg: 8, tc: 4, cv: 8 } }, 'needs kernel "tiled"'],
     [{ kernel: "tiled", tiled: { rg: 8, tc: 3, cv: 8 } }, "tuning.tiled"],
+    [{ kernel: "tiled", tiled: { rg: 8, tc: 4, cv: 8, half: true } }, "tuning.tiled.half"], // f32
     [{ kernel: "tiled", tiled: { rg: 5, tc: 4, cv: 8, qpt: 2 } }, "tuning.tiled.qpt"], // 5 % 2
     [{ kernel: "tiled", tiled: { rg: 4, tc: 4, cv: 8, qpt: 3 } }, "tuning.tiled.qpt"],
     [{ kernel: "warp" }, "tuning.kernel"],

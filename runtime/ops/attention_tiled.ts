@@ -88,14 +88,15 @@ const WARP = 32;
  * except that a shape of at most 4 vec4s a thread whose threads fill whole 32-lane warps
  * goes first: PixArt-α's d72 runs 16 × 6 threads × 3 vec4s (96 threads) rather than 16 × 9 × 2
  * (144: 4.5 warps), 6.75 against 7.28 ms on an H200 (docs/decisions/attention_kernels.md).
+ * `half`: the shape stages f16 operands as f16 (half the memory of the arrays it stages).
  */
-export function tiledShape(headDim: number, limit: number): TiledShape | null {
+export function tiledShape(headDim: number, limit: number, half = false): TiledShape | null {
   if (headDim % 4 !== 0 || headDim < 4 || headDim > 128) return null;
   const d4 = headDim / 4;
   const cvs = [];
   for (let cv = 1; cv <= Math.min(d4, 8); cv++) if (d4 % cv === 0 && d4 / cv <= 10) cvs.push(cv);
   for (const rg of [16, 8]) {
-    const fits = cvs.map((cv) => ({ rg, tc: d4 / cv, cv }))
+    const fits = cvs.map((cv): TiledShape => ({ rg, tc: d4 / cv, cv, ...(half ? { half } : {}) }))
       .filter((s) => tiledBytes(headDim, s) <= limit);
     const full = fits.find((s) => s.cv <= 4 && (s.rg * s.tc) % WARP === 0);
     if (full ?? fits[0]) return full ?? fits[0];
