@@ -47,6 +47,17 @@ Deno.test("chooseKernel: tiled at 64 query rows, else chunked, else rows; CPU ro
     shape: { rg: 16, tc: 8, cv: 2, half: true },
   });
   assertEquals(chooseKernel(64, {}, { ...cpu, f16: true }), chooseKernel(64, {}, cpu));
+  // FLUX's 128 staged as f16 fits 64 rows in 48 KiB (10.9 against the chunked kernel's 13.6
+  // ms); in 32 KiB with 8 vec4s a thread (on the H200 a tie with the chunked 8 × 8 × 2: 20.3
+  // against 20.6 ms, 2026-11-29_attention_half_d128).
+  assertEquals(chooseKernel(128, {}, f16), {
+    kernel: "tiled",
+    shape: { rg: 16, tc: 8, cv: 4, half: true },
+  });
+  assertEquals(chooseKernel(128, {}, { ...small, f16: true }), {
+    kernel: "tiled",
+    shape: { rg: 16, tc: 4, cv: 8, half: true },
+  });
   // Two row groups a thread run only when asked for.
   const two = { rg: 16, tc: 9, cv: 2, qpt: 2 } as const;
   assertEquals(chooseKernel(72, { kernel: "tiled", tiled: two }, H200), {
