@@ -10,6 +10,8 @@
  *                                                        # sweep's shapes (<date>_gemm_sweep, BEST_TUNE)
  *     WEBDIT_GEMM_SWEEP=small_m …                        # instead: text-encoder and conditioning shapes
  *                                                        # (M 2–512) under smaller tiles and version 4
+ *     WEBDIT_GEMM_SWEEP=half …                           # instead: f16 at the sweep's shapes (and T5's),
+ *                                                        # default tiles staged as f32 (_hs0) and f16 (_hs1)
  *
  * On a GPU: 1024³, 4096³ and the DiT shapes (M=4096 tokens, K=1152, N=1152 and 4608), f32
  * and f16, the version-1 kernel as a naive baseline, and the peers at 1024³ and 4096³.
@@ -42,7 +44,7 @@ const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3
 
 type DType = "f32" | "f16";
 
-const SWEEP_ONLY = ["only", "small_m"].includes(Deno.env.get("WEBDIT_GEMM_SWEEP") ?? "");
+const SWEEP_ONLY = ["only", "small_m", "half"].includes(Deno.env.get("WEBDIT_GEMM_SWEEP") ?? "");
 
 /** Host data and its GPU copy, shared by every case of the same shape. */
 interface Operands {
@@ -125,7 +127,8 @@ function gemmCase(M: number, K: number, N: number, dt: DType, o: GemmCaseOptions
       const out = createTensor(rt, [M, N], dt);
       const record = (reps: number) => {
         const rec = new Recorder(rt);
-        for (let i = 0; i < reps; i++) gemm(rec, x, w, { out, version, tune: o.tune });
+        // Unforced, gemm picks the version and (GPUs) the small-grid tiles as a model's call does.
+        for (let i = 0; i < reps; i++) gemm(rec, x, w, { out, version: o.version, tune: o.tune });
         return rec.submit();
       };
       await record(1);
@@ -234,7 +237,13 @@ const SMALL_M_TUNES: GemmTune[] = [
 ];
 
 const suite = new BenchSuite({
-  what: sweepMode === "only" ? "gemm_sweep" : sweepMode === "small_m" ? "gemm_small_m" : "gemm",
+  what: sweepMode === "only"
+    ? "gemm_sweep"
+    : sweepMode === "small_m"
+    ? "gemm_small_m"
+    : sweepMode === "half"
+    ? "gemm_half"
+    : "gemm",
   denoIterations: onGpu ? 3 : 2,
   describe: () =>
     Promise.resolve({
@@ -300,6 +309,17 @@ if (onGpu && sweepMode === "small_m") {
       }));
     }
     suite.add(gemmCase(M, K, N, "f32", { version: 4, name: `gemm_f32_${shapeName(M, K, N)}_v4` }));
+  }
+} else if (onGpu && sweepMode === "half") {
+  // The default version-2 tiles (64×64 on small grids) with f16 tiles staged as f32 and as f16,
+  // alternating per shape; T5-XXL's 512-token linears too.
+  for (const [M, K, N] of [...SWEEP_SHAPES, [512, 4096, 10240], [512, 10240, 4096]]) {
+    for (const hs of [0, 1]) {
+      suite.add(gemmCase(M, K, N, "f16", {
+        tune: { hs },
+        name: `gemm_f16_${shapeName(M, K, N)}_hs${hs}`,
+      }));
+    }
   }
 } else if (onGpu && sweepMode === "only") {
   for (const t of SWEEP) {

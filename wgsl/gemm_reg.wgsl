@@ -23,8 +23,10 @@ override SBUF: u32 = 0u;
 
 // Sized to the tile (buffers × BK × BM/4 vec4), not to the largest: workgroup memory bounds
 // how many workgroups share an SM (1.4–1.7× on an H200 for BK 8 and 64-row tiles, 2026-11-29_gemm_sweep_smem.md).
-var<workgroup> xsh: array<vec4<f32>, (2u - SBUF) * 2u * BK * TY>;
-var<workgroup> wsh: array<vec4<f32>, (2u - SBUF) * 2u * BK * TX>;
+// SH/SH4, the staged scalar and vec4, are host-written aliases: f32, or f16 for f16 operands
+// (tune.hs: exact, half the bytes a read; the arithmetic stays f32).
+var<workgroup> xsh: array<SH4, (2u - SBUF) * 2u * BK * TY>;
+var<workgroup> wsh: array<SH4, (2u - SBUF) * 2u * BK * TX>;
 
 fn bm() -> u32 { return 8u * TY; }
 fn bn() -> u32 { return 8u * TX; }
@@ -51,19 +53,19 @@ fn put_x(j: u32, tid: u32, buf: u32, v: vec4<f32>) {
   let at = x_at(j, tid);
   let base = buf * BK * (bm() / 4u) + at.y * 4u * (bm() / 4u) + at.x / 4u;
   let c = at.x % 4u;
-  xsh[base][c] = v.x;
-  xsh[base + bm() / 4u][c] = v.y;
-  xsh[base + 2u * (bm() / 4u)][c] = v.z;
-  xsh[base + 3u * (bm() / 4u)][c] = v.w;
+  xsh[base][c] = SH(v.x);
+  xsh[base + bm() / 4u][c] = SH(v.y);
+  xsh[base + 2u * (bm() / 4u)][c] = SH(v.z);
+  xsh[base + 3u * (bm() / 4u)][c] = SH(v.w);
 }
 fn put_w(j: u32, tid: u32, buf: u32, v: vec4<f32>) {
   let at = w_at(j, tid);
   let base = buf * BK * (bn() / 4u) + at.y * 4u * (bn() / 4u) + at.x / 4u;
   let c = at.x % 4u;
-  wsh[base][c] = v.x;
-  wsh[base + bn() / 4u][c] = v.y;
-  wsh[base + 2u * (bn() / 4u)][c] = v.z;
-  wsh[base + 3u * (bn() / 4u)][c] = v.w;
+  wsh[base][c] = SH(v.x);
+  wsh[base + bn() / 4u][c] = SH(v.y);
+  wsh[base + 2u * (bn() / 4u)][c] = SH(v.z);
+  wsh[base + 3u * (bn() / 4u)][c] = SH(v.w);
 }
 
 fn store4(row: u32, col: u32, v: vec4<f32>) {
@@ -126,10 +128,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let ia = cur * BK * (bm() / 4u) + blk.y;
     let ib = cur * BK * (bn() / 4u) + blk.x;
     for (var k = 0u; k < BK; k++) { // one k: 4 vec4 reads of workgroup memory, 64 FMAs
-      let a0 = xsh[ia + k * (bm() / 4u)];
-      let a1 = xsh[ia + k * (bm() / 4u) + bm() / 8u];
-      let b0 = wsh[ib + k * (bn() / 4u)];
-      let b1 = wsh[ib + k * (bn() / 4u) + bn() / 8u];
+      let a0 = vec4<f32>(xsh[ia + k * (bm() / 4u)]);
+      let a1 = vec4<f32>(xsh[ia + k * (bm() / 4u) + bm() / 8u]);
+      let b0 = vec4<f32>(wsh[ib + k * (bn() / 4u)]);
+      let b1 = vec4<f32>(wsh[ib + k * (bn() / 4u) + bn() / 8u]);
       c0 = fma(vec4<f32>(a0.x), b0, c0); c1 = fma(vec4<f32>(a0.x), b1, c1);
       c2 = fma(vec4<f32>(a0.y), b0, c2); c3 = fma(vec4<f32>(a0.y), b1, c3);
       c4 = fma(vec4<f32>(a0.z), b0, c4); c5 = fma(vec4<f32>(a0.z), b1, c5);

@@ -154,11 +154,24 @@ export function gemmOperandLoad(
   return storage === "f16" ? "f16x4" : "vec4";
 }
 
-/** The kernel spec of a version for a storage type and operand load (f16x8: version 3 only). */
+/**
+ * The aliases version 2's tiles are staged in (gemm_reg.wgsl's SH, SH4): f16 (`half`, f16
+ * operands only) or f32. Shared with qgemm.ts's fused GEMM.
+ */
+export function gemmStagingLib(half: boolean): string {
+  const t = half ? "f16" : "f32";
+  return `alias SH = ${t};\nalias SH4 = vec4<${t}>;`;
+}
+
+/**
+ * The kernel spec of a version for a storage type and operand load (f16x8: version 3 only);
+ * `hs` 1 stages version 2's tiles as f16 (f16 storage only).
+ */
 export function gemmSpec(
   version: GemmVersion,
   storage: StorageType,
   load: GemmOperandLoad,
+  hs = 0,
 ): KernelSpec<Params> {
   if (
     (load === "f16x8" && version !== 3) || (load.startsWith("f16") && storage !== "f16") ||
@@ -166,15 +179,18 @@ export function gemmSpec(
   ) {
     throw new RangeError(`gemm: no ${load} operand load for version ${version} ${storage}`);
   }
-  const key = `${version}:${storage}:${load}`;
+  if (hs && storage !== "f16") {
+    throw new RangeError(`gemm: tune.hs (tiles staged as f16) needs f16 storage, got ${storage}`);
+  }
+  const key = `${version}:${storage}:${load}:${hs}`;
   let spec = specs.get(key);
   if (!spec) {
     const c = composeWgsl(SOURCES[version], {
       storage,
-      libs: [commonSrc, LOAD_SOURCES[load]],
+      libs: [gemmStagingLib(hs === 1), commonSrc, LOAD_SOURCES[load]],
     });
     spec = {
-      name: `gemm_v${version}_${storage}_${load}`,
+      name: `gemm_v${version}_${storage}_${load}${hs ? "_hs" : ""}`,
       source: c.source,
       preludeLines: c.preludeLines,
       bindings: ["uniform", "read", "read", "read", "read", "read", "read_write"],
@@ -382,7 +398,7 @@ export function gemm(rec: Recorder, x: Tensor, w: Tensor, opts: GemmOptions = {}
       `gemm: [${M}, ${K}]·[${N}, ${K}]ᵀ needs ${gx}×${gy} workgroups, over ${maxGroups}`,
     );
   }
-  const spec = gemmSpec(version, dt, load);
+  const spec = gemmSpec(version, dt, load, version === 2 ? tune.hs : 0);
   // Absent epilogue operands are bound to x (never read: their override flag is off).
   rec.dispatch(spec, params, [
     x,

@@ -154,6 +154,28 @@ for (const version of GEMM_VERSIONS) {
   });
 }
 
+Deno.test(
+  "gemm v2 staging f16 tiles as f16 (tune.hs) gives the same bits as staging them as f32",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      if (!rt.info.f16) return;
+      // The GPU's knobs (one buffer, warp patches) and the CPU's; tiles crossed both ways.
+      const c: Case = { M: 130, N: 129, K: 264, bias: true, activation: "gelu", gateRows: 2 };
+      for (const knobs of [{ lmap: 1, wmap: 1, sbuf: 1 }, { lmap: 0, wmap: 0, sbuf: 0 }]) {
+        await check(rt, 2, "f16", { ...c, tune: { ...knobs, hs: 1 } }, 7);
+        const g = new Prng(8);
+        const x = uploadTensor(rt, g.normals(c.M * c.K), [c.M, c.K], "f16");
+        const w = uploadTensor(rt, g.normals(c.N * c.K).map((v) => v / 16), [c.N, c.K], "f16");
+        const run = (hs: number) =>
+          runAndRead(rt, (rec) => gemm(rec, x, w, { version: 2, tune: { ...knobs, hs } }));
+        // f16 operands are exact in f16 tiles, and the sums run in the same order.
+        assertEquals(await run(1), await run(0));
+      }
+    });
+  },
+);
+
 Deno.test("gemm: f16 weights with f32 activations (w16) in every version", gpuTest, async () => {
   // No shader-f16 needed: the halves are unpacked with core WGSL's unpack2x16float.
   await withRuntime(async (rt) => {
@@ -286,6 +308,8 @@ Deno.test("gemm rejects bad shapes, dtypes, aliasing and knobs", gpuTest, async 
       "wmap",
     );
     assertThrows(() => gemm(rec, x, w, { version: 2, tune: { sbuf: 2 } }), RangeError, "sbuf");
+    // f16 tiles hold f16 operands exactly; f32 ones they would round.
+    assertThrows(() => gemm(rec, x, w, { version: 2, tune: { hs: 1 } }), RangeError, "tune.hs");
     assertThrows(
       () => gemm(rec, x, w, { activation: "relu" as GemmActivation }),
       TypeError,

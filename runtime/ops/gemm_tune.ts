@@ -25,6 +25,9 @@ export interface GemmTune {
   wmap?: number;
   /** v2: workgroup buffers, 0 = two per operand (one barrier a K tile), 1 = one (two barriers). */
   sbuf?: number;
+  /** v2: stage the tiles as f16, 0 or 1 (f16 storage only; exact, since the operands are f16):
+   * half the bytes a workgroup-memory read and half the memory. */
+  hs?: number;
   /** v3: invocations per workgroup. */
   wg?: number;
   /** v3: rows per invocation, 1 … 4. */
@@ -48,7 +51,19 @@ export function gemmDefaultTune(
 ): Required<GemmTune> {
   const ct = load === "f16x8" ? 8 : 4;
   const gpu = cpu ? 0 : 1;
-  return { tx: 16, ty: 16, bk: 16, lmap: gpu, epi: 0, wmap: gpu, sbuf: gpu, wg: 64, rt: 4, ct };
+  return {
+    tx: 16,
+    ty: 16,
+    bk: 16,
+    lmap: gpu,
+    epi: 0,
+    wmap: gpu,
+    sbuf: gpu,
+    hs: 0,
+    wg: 64,
+    rt: 4,
+    ct,
+  };
 }
 
 /**
@@ -76,9 +91,9 @@ export function versionConstants(
   return {};
 }
 
-/** Workgroup memory of version 2 with knobs `t`: (2 − sbuf) buffers × BK × (BM + BN) f32. */
+/** Workgroup memory of version 2 with knobs `t`: (2 − sbuf) buffers × BK × (BM + BN) f32 (f16: hs). */
 export function gemmTileBytes(t: Required<GemmTune>): number {
-  return (2 - t.sbuf) * t.bk * 8 * (t.tx + t.ty) * 4;
+  return (2 - t.sbuf) * t.bk * 8 * (t.tx + t.ty) * (t.hs ? 2 : 4);
 }
 
 /**
@@ -104,6 +119,7 @@ export function checkGemmTune(
     int(t.epi, "epi", 0, 1);
     int(t.wmap, "wmap", 0, 1);
     int(t.sbuf, "sbuf", 0, 1);
+    int(t.hs, "hs", 0, 1);
     if (t.wmap === 1 && (t.tx % 8 !== 0 || t.ty % 4 !== 0)) {
       throw new RangeError(
         `tune.wmap 1 needs tx % 8 == 0 and ty % 4 == 0, got tx ${t.tx}, ty ${t.ty}`,

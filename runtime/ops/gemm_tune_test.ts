@@ -35,6 +35,7 @@ Deno.test("gemmTileBytes and checkGemmTune: workgroup memory refused past the ad
   assertEquals(gemmTileBytes(tune()), 16384); // GPU default: one buffer, 128×128, BK 16
   assertEquals(gemmTileBytes(tune({ sbuf: 0 })), 32768); // two buffers (the CPU default)
   assertEquals(gemmTileBytes(tune(gemmGpuTiles(1, 1))), 8192); // small grids
+  assertEquals(gemmTileBytes(tune({ hs: 1 })), 8192); // staged as f16
   // An adapter at WebGPU's minimum (16 KiB; wgpu itself does not check): two buffers refused.
   const rt = gpuAdapter(16384);
   checkGemmTune(2, tune(), rt);
@@ -49,6 +50,7 @@ Deno.test("checkGemmTune names the knob out of range", () => {
   const rt = gpuAdapter(49152);
   assertThrows(() => checkGemmTune(2, tune({ wmap: 1, tx: 4 }), rt), RangeError, "wmap");
   assertThrows(() => checkGemmTune(2, tune({ sbuf: 2 }), rt), RangeError, "sbuf");
+  assertThrows(() => checkGemmTune(2, tune({ hs: 2 }), rt), RangeError, "hs");
   assertThrows(() => checkGemmTune(2, tune({ bk: 12 }), rt), RangeError, "bk");
   assertThrows(() => checkGemmTune(4, tune({ ct: 9 }), rt), RangeError, "ct");
 });

@@ -34,7 +34,7 @@ import type { Runtime } from "../gpu/device.ts";
 import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import { wordsPerRow } from "../quant/pack.ts";
-import { gemm, gemmDefaultTune, versionConstants } from "./gemm.ts";
+import { gemm, gemmDefaultTune, gemmStagingLib, versionConstants } from "./gemm.ts";
 import type { QWeightGpu } from "./qweight.ts";
 import { checkTable, decLibs } from "./qgemm_tlq.ts";
 import {
@@ -169,7 +169,9 @@ export function qgemmA16(
     grid = [Math.ceil(N / (8 * t.tx)), Math.ceil(M / (8 * t.ty))];
     // gemm_reg's main builds no table: TLQ compact levels are computed per weight.
     const [libs] = decLibs(a.mode, false);
-    spec = makeSpec(`qgemm_a16_fused_${dt}`, regSrc, dt, [commonSrc, ...libs, io], GEMM_BINDINGS);
+    const staging = gemmStagingLib(false); // the decoded weights are f32
+    const fusedLibs = [staging, commonSrc, ...libs, io];
+    spec = makeSpec(`qgemm_a16_fused_${dt}`, regSrc, dt, fusedLibs, GEMM_BINDINGS);
   } else if (version === "skinny") {
     // Defaults from the H200 sweeps of 2026-11-27 (qgemm_sweep, _repeat and qgemm): 128
     // invocations, 16 rows a group, two k steps an iteration.
