@@ -321,6 +321,13 @@ if (onGpu && sweepMode === "small_m") {
       }));
     }
   }
+  // f16 tiles leave room for two buffers a tile again (one barrier a K tile; 16 KiB).
+  for (const [M, K, N] of SWEEP_SHAPES.slice(0, 2)) {
+    suite.add(gemmCase(M, K, N, "f16", {
+      tune: { hs: 1, sbuf: 0 },
+      name: `gemm_f16_${shapeName(M, K, N)}_hs1_2buf`,
+    }));
+  }
 } else if (onGpu && sweepMode === "only") {
   for (const t of SWEEP) {
     for (const [M, K, N] of SWEEP_SHAPES) {
