@@ -10,7 +10,7 @@
  */
 import type { AttentionTuning } from "../runtime/ops/attention.ts";
 import { chunkedFits } from "../runtime/ops/attention_chunked.ts";
-import { tiledBytes } from "../runtime/ops/attention_tiled.ts";
+import { tiledBytes, type TiledShape } from "../runtime/ops/attention_tiled.ts";
 
 /** One swept case: a head dim and the forced kernel and shape. */
 export interface SweepCase {
@@ -21,7 +21,10 @@ export interface SweepCase {
 // [rg, tc, cv] or [rg, tc, cv, qpt]: 2 or 4 row groups a thread (the defaults' shapes at 72 and
 // 64 with fewer threads, and shapes that fit a CPU adapter's 32 KiB: docs/decisions/
 // attention_kernels.md, "The next lever").
-const TILED: [number, ([number, number, number] | [number, number, number, 2 | 4])[]][] = [
+/** Head dims and their [rg, tc, cv] or [rg, tc, cv, qpt] shapes. */
+type ShapeList = [number, ([number, number, number] | [number, number, number, 2 | 4])[]][];
+
+const TILED: ShapeList = [
   [72, [
     [16, 9, 2], // the default before session 34 (144 threads: 4.5 warps)
     [8, 9, 2],
@@ -49,7 +52,7 @@ const TILED: [number, ([number, number, number] | [number, number, number, 2 | 4
 
 // Shapes also swept staging f16 operands as they are (`half`; f16 models only), with 32 row
 // groups (128 query rows a workgroup) where the halved memory allows.
-const HALF: [number, ([number, number, number] | [number, number, number, 2])[]][] = [
+const HALF: ShapeList = [
   [72, [[16, 6, 3], [16, 9, 2], [16, 9, 2, 2], [32, 6, 3]]],
   [64, [[16, 8, 2], [16, 4, 4], [16, 8, 2, 2], [32, 8, 2], [32, 4, 4]]],
   [128, [[16, 8, 4], [16, 4, 8], [8, 8, 4]]],
@@ -72,11 +75,19 @@ export function denseSweeps(
   threads: number,
 ): SweepCase[] {
   const out: SweepCase[] = [];
-  const lists = env.tiled ? [[TILED, false], ...(env.half ? [[HALF, true]] : [])] as const : [];
+  const lists: [ShapeList, boolean][] = env.tiled
+    ? [[TILED, false], ...(env.half ? [[HALF, true] as [ShapeList, boolean]] : [])]
+    : [];
   for (const [list, half] of lists) {
     for (const [headDim, shapes] of list) {
       for (const [rg, tc, cv, qpt] of shapes) {
-        const tiled = { rg, tc, cv, ...(qpt ? { qpt } : {}), ...(half ? { half } : {}) };
+        const tiled: TiledShape = {
+          rg,
+          tc,
+          cv,
+          ...(qpt ? { qpt } : {}),
+          ...(half ? { half } : {}),
+        };
         if (tiledBytes(headDim, tiled) <= memory && (rg / (qpt ?? 1)) * tc <= threads) {
           out.push({ headDim, tuning: { kernel: "tiled", tiled } });
         }
