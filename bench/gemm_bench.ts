@@ -26,6 +26,7 @@ import { Prng } from "../runtime/io/prng.ts";
 import {
   defaultGemmVersion,
   gemm,
+  gemmGpuTiles,
   gemmOperandLoad,
   type GemmTune,
   type GemmVersion,
@@ -135,11 +136,14 @@ function gemmCase(M: number, K: number, N: number, dt: DType, o: GemmCaseOptions
       const check = checkProduct(name, await readTensor(rt, out), xs, ws, M, K, N, dt === "f16");
       const load = gemmOperandLoad(version, dt, K);
       const tune = o.tune ? ` ${JSON.stringify(o.tune)}` : "";
+      // The tiles an unforced version-2 call gets on a GPU (gemm.ts: 64×64 on small grids).
+      const small = onGpu && version === 2 && !o.version && gemmGpuTiles(M, N).tx === 8;
+      const tiles = version === 2 ? (small ? " 64×64" : " 128×128") : "";
       return {
         device: rt.device,
         run: record, // reps GEMMs in one submit
         value: (ms) => rate(2 * M * N * K, ms),
-        note: `v${version} ${load}${tune}; ${check}`,
+        note: `v${version}${o.tune?.tx ? "" : tiles} ${load}${tune}; ${check}`,
         dispose: () => out.release(),
       };
     },
