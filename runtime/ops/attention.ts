@@ -81,7 +81,11 @@ export interface AttentionTuning {
    * only (and keep it on CPU adapters).
    */
   kernel?: AttentionKernel;
-  /** The tiled kernel's launch shape (tests); default {@linkcode tiledShape}'s pick. */
+  /**
+   * The tiled kernel's launch shape (tests, sweeps); default {@linkcode tiledShape}'s pick,
+   * which on GPUs stages f16 operands as f16 (`half`). A given shape runs as given: without
+   * `half: true` f16 operands are staged as f32.
+   */
   tiled?: TiledShape;
   /** The chunked kernel's launch shape (needed with kernel "chunked"). */
   chunked?: ChunkedShape;

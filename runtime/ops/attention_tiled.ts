@@ -98,8 +98,8 @@ export function tiledShape(headDim: number, limit: number, half = false): TiledS
   for (const rg of [16, 8]) {
     const fits = cvs.map((cv): TiledShape => ({ rg, tc: d4 / cv, cv, ...(half ? { half } : {}) }))
       .filter((s) => tiledBytes(headDim, s) <= limit);
-    const full = fits.find((s) => s.cv <= 4 && (s.rg * s.tc) % WARP === 0);
-    if (full ?? fits[0]) return full ?? fits[0];
+    const pick = fits.find((s) => s.cv <= 4 && (s.rg * s.tc) % WARP === 0) ?? fits[0];
+    if (pick) return pick;
   }
   return null;
 }

@@ -25,8 +25,9 @@ export interface GemmTune {
   wmap?: number;
   /** v2: workgroup buffers, 0 = two per operand (one barrier a K tile), 1 = one (two barriers). */
   sbuf?: number;
-  /** v2: stage the tiles as f16, 0 or 1 (f16 storage only; exact, since the operands are f16):
-   * half the bytes a workgroup-memory read and half the memory. */
+  /** v2: stage the tiles as f16, 0 (default) or 1 (f16 storage only; exact, since the operands
+   * are f16): half the bytes a workgroup-memory read, but slower on an H200 at every shape
+   * swept (bench/results/nvidia-h200/2026-11-29_gemm_half.md). */
   hs?: number;
   /** v3: invocations per workgroup. */
   wg?: number;
@@ -91,7 +92,7 @@ export function versionConstants(
   return {};
 }
 
-/** Workgroup memory of version 2 with knobs `t`: (2 − sbuf) buffers × BK × (BM + BN) f32 (f16: hs). */
+/** Workgroup memory of version 2 with knobs `t`: (2 − sbuf) buffers × BK × (BM + BN) × 4 B (hs: 2). */
 export function gemmTileBytes(t: Required<GemmTune>): number {
   return (2 - t.sbuf) * t.bk * 8 * (t.tx + t.ty) * (t.hs ? 2 : 4);
 }
