@@ -29,6 +29,8 @@ interface Case {
   tuning?: AttentionTuning;
   kvBatch?: number;
   seed?: number;
+  /** A key mask keeping the first `keep` keys of each batch (diffusers' additive bias). */
+  keep?: number;
 }
 
 async function checkCase(rt: Runtime, c: Case): Promise<void> {
@@ -43,9 +45,13 @@ async function checkCase(rt: Runtime, c: Case): Promise<void> {
   const q = uploadTensor(rt, qs, [c.b, c.tq, w], dtype);
   const k = uploadTensor(rt, ks, [kb, c.tk, w], dtype);
   const v = uploadTensor(rt, vs, [kb, c.tk, w], dtype);
+  const ms = c.keep === undefined
+    ? undefined
+    : Float32Array.from({ length: c.b * c.tk }, (_, i) => (i % c.tk < c.keep! ? 1 : 0));
+  const mask = ms && uploadTensor(rt, ms, [c.b, c.tk], dtype);
   const got = await runAndRead(
     rt,
-    (r) => attention(r, q, k, v, { heads: c.h, tuning: c.tuning }),
+    (r) => attention(r, q, k, v, { heads: c.h, mask, tuning: c.tuning }),
   );
   const host = (data: Float32Array, batch: number, tokens: number): HostHeads => ({
     data,
@@ -56,6 +62,7 @@ async function checkCase(rt: Runtime, c: Case): Promise<void> {
   const ref = attentionRef(host(qs, c.b, c.tq), host(ks, kb, c.tk), host(vs, kb, c.tk), {
     heads: c.h,
     headDim: c.d,
+    mask: ms,
   });
   assertClose(got, ref, { ...tolerance(ref, dtype), msg: JSON.stringify(c) });
 }
@@ -267,6 +274,7 @@ Deno.test(
         // PixArt-α's GPU shape (fetching 5 vec4s ahead), several key blocks, partial last ones.
         const f16 = { dtype: "f16", b: 2, tq: 77, tk: 93, h: 2, d: 72 } as const;
         await checkCase(rt, { ...f16, tuning: half(16, 6, 3) });
+        await checkCase(rt, { ...f16, keep: 40, tuning: half(16, 6, 3) }); // padded text keys
         // Two row groups a thread, shared k/v; one query row and one key.
         await checkCase(rt, { ...f16, d: 64, kvBatch: 1, tuning: half(8, 8, 2, 2) });
         await checkCase(rt, { ...f16, tq: 1, tk: 1, d: 16, tuning: half(4, 2, 2) });
