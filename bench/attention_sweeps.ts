@@ -18,12 +18,12 @@ export interface SweepCase {
   tuning: AttentionTuning;
 }
 
-// [rg, tc, cv] or [rg, tc, cv, qpt]: 2 or 4 row groups a thread (the defaults' shapes at 72 and
-// 64 with fewer threads, and shapes that fit a CPU adapter's 32 KiB: docs/decisions/
-// attention_kernels.md, "The next lever").
 /** Head dims and their [rg, tc, cv] or [rg, tc, cv, qpt] shapes. */
 type ShapeList = [number, ([number, number, number] | [number, number, number, 2 | 4])[]][];
 
+// [rg, tc, cv] or [rg, tc, cv, qpt]: 2 or 4 row groups a thread (the defaults' shapes at 72 and
+// 64 with fewer threads, and shapes that fit a CPU adapter's 32 KiB: docs/decisions/
+// attention_kernels.md, "The next lever").
 const TILED: ShapeList = [
   [72, [
     [16, 9, 2], // the default before session 34 (144 threads: 4.5 warps)
