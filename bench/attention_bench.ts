@@ -180,13 +180,13 @@ const denseMs = new Map<string, () => number | undefined>();
 
 function denseCase(T: number, D: number, dt: Float, tuning?: AttentionTuning): BenchCase {
   // The default kernel has the plain name; a forced one is named (attn_dense_rows_…), and a
-  // forced launch shape (…_rg16_tc9_cv2[_qpt2][_half], …_rg8_tc16_nch2) or rows a thread
+  // forced launch shape (…_rg16_tc9_cv2[_qpt2][_half][_kpt8], …_rg8_tc16_nch2) or rows a thread
   // (…_rpt4) carries it.
   const t = tuning ?? {};
   const shape = t.tiled
     ? `_rg${t.tiled.rg}_tc${t.tiled.tc}_cv${t.tiled.cv}${
       (t.tiled.qpt ?? 1) > 1 ? `_qpt${t.tiled.qpt}` : ""
-    }${t.tiled.half ? "_half" : ""}`
+    }${t.tiled.half ? "_half" : ""}${t.tiled.kpt === 8 ? "_kpt8" : ""}`
     : "";
   const chunks = t.chunked ? `_rg${t.chunked.rg}_tc${t.chunked.tc}_nch${t.chunked.nch}` : "";
   const tag = shape + chunks + (t.rowsPerThread ? `_rpt${t.rowsPerThread}` : "") +

@@ -58,6 +58,13 @@ const HALF: ShapeList = [
   [128, [[16, 8, 4], [16, 4, 8], [8, 8, 4]]],
 ];
 
+// Staged as f16 with 8 keys a thread in S (kpt 8): 16 row groups stage each block directly (9 or
+// 8 vec4s a thread to fetch), 32 fetch ahead.
+const KPT8: [number, TiledShape[]][] = [
+  [72, [{ rg: 16, tc: 6, cv: 3 }, { rg: 32, tc: 6, cv: 3 }]],
+  [64, [{ rg: 16, tc: 8, cv: 2 }, { rg: 32, tc: 8, cv: 2 }]],
+];
+
 const CHUNKED: [number, [number, number, number][]][] = [
   [128, [[8, 16, 2], [8, 8, 2], [16, 8, 4], [16, 4, 4], [8, 8, 1], [4, 16, 2]]],
   [72, [[16, 9, 2], [8, 9, 2]]],
@@ -91,6 +98,14 @@ export function denseSweeps(
         if (tiledBytes(headDim, tiled) <= memory && (rg / (qpt ?? 1)) * tc <= threads) {
           out.push({ headDim, tuning: { kernel: "tiled", tiled } });
         }
+      }
+    }
+  }
+  for (const [headDim, shapes] of env.tiled && env.half ? KPT8 : []) {
+    for (const s of shapes) {
+      const tiled: TiledShape = { ...s, half: true, kpt: 8 };
+      if (tiledBytes(headDim, tiled) <= memory && s.rg * s.tc <= threads) {
+        out.push({ headDim, tuning: { kernel: "tiled", tiled } });
       }
     }
   }

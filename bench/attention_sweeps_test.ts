@@ -20,6 +20,8 @@ Deno.test("denseSweeps lists the asked-for shapes that fit, and none unasked", (
     half.some((c) => c.headDim === 72 && c.tuning.tiled?.half && c.tuning.tiled.tc === 9),
     true,
   );
+  assertEquals(half.some((c) => c.headDim === 72 && c.tuning.tiled?.kpt === 8), true);
+  assertEquals(names.some((n) => n.includes('"kpt":8')), false);
   // 32 KiB drops the shapes that need more; tiled before chunked.
   const small = denseSweeps({ tiled: true, chunked: true }, 32768, 256);
   assertEquals(small.length < h200.length, true);

@@ -29,7 +29,10 @@ override QPT: u32 = 1u;
 override D4: u32 = HD / 4u;
 override D4P: u32 = D4 + 1u; // padded row stride of staged q and k (vec4s)
 override BQ: u32 = 4u * RG;
-override BK: u32 = 4u * TC;
+// Key halves a thread owns in S: 1 (keys tx + TC·c, c < 4) or 2 (also tx + TC·(4 + c)): with
+// 2 each staged q vec4 a thread reads feeds 8 keys instead of 4.
+override KH: u32 = 1u;
+override BK: u32 = 4u * TC * KH;
 override TG: u32 = RG / QPT; // thread rows
 override WG: u32 = TG * TC;
 override KSZ: u32 = BK * D4P; // vec4s of ks: BK·max(D4P, RG), k rows and then P
@@ -67,12 +70,73 @@ fn put_kv(lid: u32, i: u32, xk: vec4<f32>, xv: vec4<f32>) {
 // read once for all of them (tile_scores_n and its result struct, written by the host).
 //@SCORES_FN
 
-// P of row group g into the k buffer as [key][row group]: one vec4 = the 4 rows of one key.
-fn store_p(pr: Tile4, g: u32, tx: u32) {
-  ks[tx * RG + g] = H4(key_column(pr, 0u));
-  ks[(tx + TC) * RG + g] = H4(key_column(pr, 1u));
-  ks[(tx + 2u * TC) * RG + g] = H4(key_column(pr, 2u));
-  ks[(tx + 3u * TC) * RG + g] = H4(key_column(pr, 3u));
+// P of row group g for keys key0 + TC·c into the k buffer as [key][row group]: one vec4 = the
+// 4 rows of one key.
+fn store_p(pr: Tile4, g: u32, key0: u32) {
+  ks[key0 * RG + g] = H4(key_column(pr, 0u));
+  ks[(key0 + TC) * RG + g] = H4(key_column(pr, 1u));
+  ks[(key0 + 2u * TC) * RG + g] = H4(key_column(pr, 2u));
+  ks[(key0 + 3u * TC) * RG + g] = H4(key_column(pr, 3u));
+}
+
+// KH 2: the thread's 4 rows against its keys tx + TC·c (a) and tx + TC·(4 + c) (b).
+struct Tile8 {
+  a: Tile4,
+  b: Tile4,
+}
+
+// KH 2: the scores of the thread's rows (q rows at qo) against its 8 keys, each q vec4 read
+// once for both halves.
+fn tile_scores8(qo: u32, kr0: u32) -> Tile8 {
+  var a = Tile4();
+  var c = Tile4();
+  let kh = 4u * TC * D4P; // the second half's first key row
+  for (var d = 0u; d < D4; d++) {
+    let k0 = vec4<f32>(ks[kr0 + d]);
+    let k1 = vec4<f32>(ks[kr0 + TC * D4P + d]);
+    let k2 = vec4<f32>(ks[kr0 + 2u * TC * D4P + d]);
+    let k3 = vec4<f32>(ks[kr0 + 3u * TC * D4P + d]);
+    let k4 = vec4<f32>(ks[kr0 + kh + d]);
+    let k5 = vec4<f32>(ks[kr0 + kh + TC * D4P + d]);
+    let k6 = vec4<f32>(ks[kr0 + kh + 2u * TC * D4P + d]);
+    let k7 = vec4<f32>(ks[kr0 + kh + 3u * TC * D4P + d]);
+    let qa = vec4<f32>(qs[qo + d]);
+    let qb = vec4<f32>(qs[qo + D4P + d]);
+    let qc = vec4<f32>(qs[qo + 2u * D4P + d]);
+    let qd = vec4<f32>(qs[qo + 3u * D4P + d]);
+    a.r0 += key_dots(qa, k0, k1, k2, k3);
+    a.r1 += key_dots(qb, k0, k1, k2, k3);
+    a.r2 += key_dots(qc, k0, k1, k2, k3);
+    a.r3 += key_dots(qd, k0, k1, k2, k3);
+    c.r0 += key_dots(qa, k4, k5, k6, k7);
+    c.r1 += key_dots(qb, k4, k5, k6, k7);
+    c.r2 += key_dots(qc, k4, k5, k6, k7);
+    c.r3 += key_dots(qd, k4, k5, k6, k7);
+  }
+  return Tile8(a, c);
+}
+
+// KH 2: online_softmax (attention_tiles.wgsl) over the thread's 8 keys, one row max for both.
+fn online_softmax8(
+  s: Tile8,
+  b: u32,
+  k0: u32,
+  mode: u32,
+  ty: u32,
+  tx: u32,
+  m: ptr<function, vec4<f32>>,
+  l: ptr<function, vec4<f32>>,
+  al: ptr<function, vec4<f32>>,
+) -> Tile8 {
+  let ta = biased(s.a, block_bias(b, k0, tx, mode));
+  let tb = biased(s.b, block_bias(b, k0 + 4u * TC, tx, mode));
+  let mn = block_max(*m, max(ta.r0, tb.r0), max(ta.r1, tb.r1), max(ta.r2, tb.r2), max(ta.r3, tb.r3), ty, tx);
+  *al = exp2(*m - mn);
+  *m = mn;
+  let pa = tile_probs(ta, mn);
+  let pb = tile_probs(tb, mn);
+  *l = *l * *al + row_sums(pa) + row_sums(pb);
+  return Tile8(pa, pb);
 }
 
 @compute @workgroup_size(WG)

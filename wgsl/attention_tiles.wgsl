@@ -60,19 +60,33 @@ fn online_softmax(
   l: ptr<function, vec4<f32>>,
   al: ptr<function, vec4<f32>>,
 ) -> Tile4 {
-  let bias = block_bias(b, k0, tx, mode);
-  let t = Tile4(s.r0 + bias, s.r1 + bias, s.r2 + bias, s.r3 + bias);
+  let t = biased(s, block_bias(b, k0, tx, mode));
   let mn = block_max(*m, t.r0, t.r1, t.r2, t.r3, ty, tx);
   *al = exp2(*m - mn);
   *m = mn;
-  let pr = Tile4(
+  let pr = tile_probs(t, mn);
+  *l = *l * *al + row_sums(pr);
+  return pr;
+}
+
+// A tile's scores plus its 4 keys' biases.
+fn biased(s: Tile4, bias: vec4<f32>) -> Tile4 {
+  return Tile4(s.r0 + bias, s.r1 + bias, s.r2 + bias, s.r3 + bias);
+}
+
+// exp2(score − the row's max mn), exactly 0 for invalid keys.
+fn tile_probs(t: Tile4, mn: vec4<f32>) -> Tile4 {
+  return Tile4(
     select(vec4<f32>(0.0), exp2(t.r0 - mn.x), t.r0 > vec4<f32>(LIVE)),
     select(vec4<f32>(0.0), exp2(t.r1 - mn.y), t.r1 > vec4<f32>(LIVE)),
     select(vec4<f32>(0.0), exp2(t.r2 - mn.z), t.r2 > vec4<f32>(LIVE)),
     select(vec4<f32>(0.0), exp2(t.r3 - mn.w), t.r3 > vec4<f32>(LIVE)),
   );
-  *l = *l * *al + vec4<f32>(hsum(pr.r0), hsum(pr.r1), hsum(pr.r2), hsum(pr.r3));
-  return pr;
+}
+
+// Each of the 4 rows' sum over the tile's 4 keys.
+fn row_sums(p: Tile4) -> vec4<f32> {
+  return vec4<f32>(hsum(p.r0), hsum(p.r1), hsum(p.r2), hsum(p.r3));
 }
 
 // Key c's column of a tile: its probabilities for the thread's 4 rows, as P is staged.

@@ -82,6 +82,12 @@ export function chooseKernel(d: number, t: AttentionTuning, lim: KernelLimits): 
       if (t.tiled.half && !lim.f16) {
         throw new RangeError(`attention: tuning.tiled.half needs f16 operands`);
       }
+      const kpt = t.tiled.kpt ?? 4;
+      if ((kpt !== 4 && kpt !== 8) || (kpt === 8 && qpt !== 1)) {
+        throw new RangeError(
+          `attention: tuning.tiled.kpt must be 4, or 8 with qpt 1, got ${JSON.stringify(t.tiled)}`,
+        );
+      }
       if (4 * tc * cv !== d || tiledBytes(d, t.tiled) > lim.memory || rg < 1) {
         throw new RangeError(
           `attention: tuning.tiled ${JSON.stringify(t.tiled)} needs 4·tc·cv = head dim ${d} ` +

@@ -77,6 +77,8 @@ Deno.test("chooseKernel refuses forced shapes that cannot run, naming the field"
     [{ kernel: "tiled", tiled: { rg: 8, tc: 4, cv: 8, half: true } }, "tuning.tiled.half"], // f32
     [{ kernel: "tiled", tiled: { rg: 5, tc: 4, cv: 8, qpt: 2 } }, "tuning.tiled.qpt"], // 5 % 2
     [{ kernel: "tiled", tiled: { rg: 4, tc: 4, cv: 8, qpt: 3 } }, "tuning.tiled.qpt"],
+    [{ kernel: "tiled", tiled: { rg: 4, tc: 4, cv: 8, qpt: 2, kpt: 8 } }, "tuning.tiled.kpt"],
+    [{ kernel: "tiled", tiled: { rg: 4, tc: 4, cv: 8, kpt: 6 } }, "tuning.tiled.kpt"],
     [{ kernel: "warp" }, "tuning.kernel"],
   ] as const;
   for (const [t, msg] of bad) {
@@ -104,6 +106,9 @@ Deno.test("fetches ahead: the tiled kernel up to 5 vec4s of k and v a thread, el
   assertEquals(tiledFetches(72, { rg: 16, tc: 9, cv: 2, qpt: 2 }), 0);
   assertEquals(tiledFetches(72, { rg: 8, tc: 9, cv: 2, qpt: 2 }), 0);
   assertEquals(tiledFetches(16, { rg: 8, tc: 2, cv: 2, qpt: 2 }), 4);
+  // 8 keys a thread double the block: PixArt-α's d72 fetches ahead only at 32 row groups.
+  assertEquals(tiledFetches(72, { rg: 16, tc: 6, cv: 3, kpt: 8 }), 0);
+  assertEquals(tiledFetches(72, { rg: 32, tc: 6, cv: 3, kpt: 8 }), 5);
   assertEquals(chunkedFetches(128, { rg: 8, tc: 16, nch: 2 }), 8); // FLUX on an H200
   assertEquals(chunkedFetches(128, { rg: 16, tc: 8, nch: 4 }), 2);
 });

@@ -290,6 +290,31 @@ Deno.test(
 );
 
 Deno.test(
+  "tiled attention with 8 keys a thread matches the reference: blocks, fetching ahead, masks, f16",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const k8 = (rg: number, tc: number, cv: number, half?: boolean): AttentionTuning => ({
+        kernel: "tiled",
+        tiled: { rg, tc, cv, kpt: 8, ...(half ? { half } : {}) },
+      });
+      // 32 keys a block at d64, several blocks and a partial last one; shared k/v; one key.
+      await checkCase(rt, { b: 2, tq: 45, tk: 93, h: 2, d: 64, tuning: k8(4, 4, 4) });
+      await checkCase(rt, { b: 3, tq: 20, tk: 70, h: 1, d: 64, kvBatch: 1, tuning: k8(4, 4, 4) });
+      await checkCase(rt, { b: 1, tq: 5, tk: 1, h: 2, d: 16, tuning: k8(8, 2, 2) });
+      // Fetching ahead (4 vec4s a thread at d16) over 10 blocks, with padded keys.
+      await checkCase(rt, { b: 2, tq: 37, tk: 150, h: 2, d: 16, keep: 100, tuning: k8(8, 2, 2) });
+      if (rt.info.f16) {
+        // PixArt-α's GPU shape staged as f16, 48 keys a block, padded text keys.
+        const f16 = { dtype: "f16", b: 2, tq: 77, tk: 93, h: 2, d: 72 } as const;
+        await checkCase(rt, { ...f16, tuning: k8(16, 6, 3, true) });
+        await checkCase(rt, { ...f16, keep: 40, tuning: k8(16, 6, 3, true) });
+      }
+    });
+  },
+);
+
+Deno.test(
   "chunked attention matches the reference: odd shapes, head dims 16/64/72/128, shared k/v, f16",
   gpuTest,
   async () => {

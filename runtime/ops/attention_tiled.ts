@@ -66,13 +66,18 @@ export interface TiledShape {
    * rounded to f16 (as tensor-core flash attention rounds it).
    */
   half?: boolean;
+  /**
+   * Keys a thread owns in S: 4 (default) or 8 (qpt 1 only), which doubles the keys of a
+   * block (8·tc) and makes each staged q vec4 a thread reads feed 8 keys.
+   */
+  kpt?: 4 | 8;
 }
 
 /** Workgroup memory (bytes) the tiled kernel needs for a head dim and shape. */
 export function tiledBytes(headDim: number, s: TiledShape): number {
   const d4 = headDim / 4;
   const bq = 4 * s.rg;
-  const bk = 4 * s.tc;
+  const bk = (s.kpt ?? 4) * s.tc;
   const vec4s = bq * (d4 + 1) + bk * Math.max(d4 + 1, s.rg) + bk * d4;
   return (s.half ? 8 : 16) * vec4s + 4 * bq * s.tc + 4;
 }
@@ -116,7 +121,8 @@ const MAX_FETCHES = 5;
 
 /** Vec4s of k (and of v) a thread fetches for the next block, or 0 when staging directly. */
 export function tiledFetches(headDim: number, s: TiledShape): number {
-  const n = Math.ceil(headDim * (s.qpt ?? 1) / s.rg); // ⌈4·TC·D4 / (RG/QPT·TC)⌉
+  // ⌈BK·D4 / WG⌉ = ⌈KPT·TC·D4 / (RG/QPT·TC)⌉
+  const n = Math.ceil(headDim * (s.qpt ?? 1) * ((s.kpt ?? 4) / 4) / s.rg);
   return n <= MAX_FETCHES ? n : 0;
 }
 
@@ -155,13 +161,14 @@ function scoresFn(qpt: RowGroupsPerThread): string[] {
  * `npf` vec4s of the next block's k and v ahead (0: staging each block directly): the
  * 4·qpt × CV output accumulators, the softmax state of each row group and the fetched vec4s
  * are written out as named variables at the file's //@ markers (see the kernel's header);
- * `half` stages the operands as f16 (the H4 alias).
+ * `half` stages the operands as f16 (the H4 alias); `kpt` 8 gives a thread 8 keys in S (qpt 1).
  */
 export function tiledSource(
   cv: number,
   npf: number,
   qpt: RowGroupsPerThread = 1,
   half = false,
+  kpt: 4 | 8 = 4,
 ): string {
   const gs = Array.from({ length: qpt }, (_, g) => g);
   const rows = Array.from({ length: 4 * qpt }, (_, r) => r);
@@ -194,7 +201,15 @@ export function tiledSource(
       `var l${sfx(g)} = vec4<f32>(0.0);`,
       `let q${g} = (4u * (${grp(g)})) * D4P;`,
     ]),
-    SCORES: qpt === 1
+    SCORES: kpt === 8
+      ? [
+        "let sc = tile_scores8(q0, kr0);",
+        "var al: vec4<f32>;",
+        "let pr = online_softmax8(sc, b, k0, mode, ty, tx, &m, &l, &al);",
+        "store_p(pr.a, ty, tx);",
+        "store_p(pr.b, ty, tx + 4u * TC);",
+      ]
+      : qpt === 1
       ? [
         "let sc = tile_scores(Tile4(), q0, kr0, D4P, D4);",
         "var al: vec4<f32>;",
@@ -250,15 +265,18 @@ export function attentionTiledSpec(
   const qpt = shape.qpt ?? 1;
   const npf = prefetch ? tiledFetches(headDim, shape) : 0;
   const half = shape.half ?? false;
+  const kpt = shape.kpt ?? 4;
   if (half && storage !== "f16") {
     throw new RangeError(`attention: tuning.tiled.half needs f16 operands, got ${storage}`);
   }
-  const key = `${storage}/${cv}/${npf}/${vec4}/${qpt}/${half}`;
+  const key = `${storage}/${cv}/${npf}/${vec4}/${qpt}/${half}/${kpt}`;
   let spec = specs.get(key);
   if (!spec) {
     spec = tilesKernelSpec(
-      `attention_tiled_${storage}_cv${cv}_pf${npf}${qpt > 1 ? `_q${qpt}` : ""}${half ? "_h" : ""}`,
-      tiledSource(cv, npf, qpt, half),
+      `attention_tiled_${storage}_cv${cv}_pf${npf}${qpt > 1 ? `_q${qpt}` : ""}${half ? "_h" : ""}${
+        kpt === 8 ? "_k8" : ""
+      }`,
+      tiledSource(cv, npf, qpt, half, kpt),
       storage,
       vec4,
       (p) => ({
@@ -266,7 +284,8 @@ export function attentionTiledSpec(
         RG: p.shape.rg,
         TC: p.shape.tc,
         QPT: p.shape.qpt ?? 1,
-        KSZ: 4 * p.shape.tc * Math.max(p.hd / 4 + 1, p.shape.rg),
+        KH: (p.shape.kpt ?? 4) / 4,
+        KSZ: (p.shape.kpt ?? 4) * p.shape.tc * Math.max(p.hd / 4 + 1, p.shape.rg),
       }),
     );
     specs.set(key, spec);
