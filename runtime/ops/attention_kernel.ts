@@ -106,7 +106,7 @@ export function chooseKernel(d: number, t: AttentionTuning, lim: KernelLimits): 
       }
       return { kernel: "tiled", shape: t.tiled };
     }
-    const shape = tiledShape(d, lim.memory, half);
+    const shape = tiledShape(d, lim.memory, half, lim.threads);
     if (!shape) {
       throw new RangeError(
         `attention: the tiled kernel needs a head dim that is a multiple of 4 (≤ 128) and ` +
@@ -124,7 +124,7 @@ export function chooseKernel(d: number, t: AttentionTuning, lim: KernelLimits): 
     const shape = rowKnobs ? null : cpuTiledShape(d, lim.memory, lim.threads);
     return shape ? { kernel: "tiled", shape } : { kernel: "rows" };
   }
-  const tiled = tiledShape(d, lim.memory, half);
+  const tiled = tiledShape(d, lim.memory, half, lim.threads);
   if (tiled && tiled.rg >= 16) return { kernel: "tiled", shape: tiled };
   const chunked = chunkedShape(d, lim.memory, lim.threads);
   if (chunked) return { kernel: "chunked", shape: chunked };

@@ -37,14 +37,20 @@ Deno.test("chooseKernel: tiled at 64 query rows, else chunked, else rows; CPU ro
     shape: { rg: 8, tc: 4, cv: 8 },
   });
   // f16 operands: GPUs stage them as f16 in the same shapes; CPU adapters do not.
+  // Staged as f16, 128 query rows with 8 keys a thread where they fetch ahead and fit.
   const f16 = { ...H200, f16: true };
   assertEquals(chooseKernel(72, {}, f16), {
     kernel: "tiled",
-    shape: { rg: 16, tc: 6, cv: 3, half: true },
+    shape: { rg: 32, tc: 6, cv: 3, half: true, kpt: 8 },
   });
   assertEquals(chooseKernel(64, { kernel: "tiled" }, f16), {
     kernel: "tiled",
-    shape: { rg: 16, tc: 8, cv: 2, half: true },
+    shape: { rg: 32, tc: 8, cv: 2, half: true, kpt: 8 },
+  });
+  // With 128 threads a workgroup at most, d72 keeps 64 rows and 4 keys a thread.
+  assertEquals(chooseKernel(72, {}, { ...f16, threads: 128 }), {
+    kernel: "tiled",
+    shape: { rg: 16, tc: 6, cv: 3, half: true },
   });
   assertEquals(chooseKernel(64, {}, { ...cpu, f16: true }), chooseKernel(64, {}, cpu));
   // FLUX's 128 staged as f16 fits 64 rows in 48 KiB (10.9 against the chunked kernel's 13.6

@@ -93,17 +93,35 @@ const WARP = 32;
  * except that a shape of at most 4 vec4s a thread whose threads fill whole 32-lane warps
  * goes first: PixArt-α's d72 runs 16 × 6 threads × 3 vec4s (96 threads) rather than 16 × 9 × 2
  * (144: 4.5 warps), 6.75 against 7.28 ms on an H200 (docs/decisions/attention_kernels.md).
- * `half`: the shape stages f16 operands as f16 (half the memory of the arrays it stages).
+ * `half`: the shape stages f16 operands as f16 (half the memory of the arrays it stages), and
+ * then 128 query rows with 8 keys a thread go first where such a warp-filling shape of ≤ 4
+ * vec4s a thread fits `limit` and `threads` and fetches ahead (d72 4.84 against 5.34 ms, d64
+ * 3.64 against 3.98 on an H200, 2026-11-29_attention_kpt8).
  */
-export function tiledShape(headDim: number, limit: number, half = false): TiledShape | null {
+export function tiledShape(
+  headDim: number,
+  limit: number,
+  half = false,
+  threads = 256,
+): TiledShape | null {
   if (headDim % 4 !== 0 || headDim < 4 || headDim > 128) return null;
   const d4 = headDim / 4;
   const cvs = [];
   for (let cv = 1; cv <= Math.min(d4, 8); cv++) if (d4 % cv === 0 && d4 / cv <= 10) cvs.push(cv);
-  for (const rg of [16, 8]) {
-    const fits = cvs.map((cv): TiledShape => ({ rg, tc: d4 / cv, cv, ...(half ? { half } : {}) }))
-      .filter((s) => tiledBytes(headDim, s) <= limit);
-    const pick = fits.find((s) => s.cv <= 4 && (s.rg * s.tc) % WARP === 0) ?? fits[0];
+  const tries: [number, 4 | 8][] = [...(half ? [[32, 8] as [number, 8]] : []), [16, 4], [8, 4]];
+  for (const [rg, kpt] of tries) {
+    const fits = cvs.map((cv): TiledShape => ({
+      rg,
+      tc: d4 / cv,
+      cv,
+      ...(half ? { half } : {}),
+      ...(kpt === 8 ? { kpt } : {}),
+    })).filter((s) =>
+      tiledBytes(headDim, s) <= limit && s.rg * s.tc <= threads &&
+      (kpt === 4 || tiledFetches(headDim, s) > 0) // 8 keys pay only when fetched ahead
+    );
+    const full = fits.find((s) => s.cv <= 4 && (s.rg * s.tc) % WARP === 0);
+    const pick = kpt === 8 ? full : full ?? fits[0]; // 8 keys only in the measured kind of shape
     if (pick) return pick;
   }
   return null;
