@@ -48,7 +48,7 @@ export function cpuTiledShape(d: number, memory: number, threads: number): Tiled
  * {@linkcode cpuTiledShape} where it has one (head dim 64 on 32 KiB), else the row kernel
  * (and always when a row-kernel knob is given); GPUs the tiled one
  * when it fits 64 query rows a workgroup (PixArt's 72, 64; with f16 operands, staged as f16,
- * FLUX's 128 too), else the chunked one (FLUX's 128 in f32 on 48 KiB: 3.3× the tiled kernel's
+ * FLUX's 128 too, and 128 rows with 8 keys a thread where they fit), else the chunked one (FLUX's 128 in f32 on 48 KiB: 3.3× the tiled kernel's
  * 32 threads), else the tiled one in smaller shapes, else the row kernel. A forced kernel or
  * shape that cannot run throws a RangeError naming it.
  */
