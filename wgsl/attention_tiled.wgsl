@@ -2,11 +2,12 @@
 // version, kept for CPU adapters and head dims that are not a multiple of 4).
 //
 // A workgroup owns BQ = 4·RG query rows of one (batch, head) and walks the keys in blocks of
-// BK = 4·TC. Its RG·TC threads form an RG × TC grid; thread (ty, tx) owns query rows
+// BK = 4·TC·KH. Its RG·TC threads form an RG × TC grid; thread (ty, tx) owns query rows
 // 4·ty .. 4·ty+3 (with QPT 2 or 4, RG/QPT × TC threads, also the row groups ty + RG/QPT, …, so
 // every k and v vec4 it reads feeds QPT times the FMAs) and
-//   - for S = q·kᵀ, keys tx + TC·j (j < 4) of the block: a 4×4 tile whose every q and k vec4
-//     read from workgroup memory feeds 16 FMAs (vs 4 in the row-per-thread kernel);
+//   - for S = q·kᵀ, keys tx + TC·j (j < 4·KH) of the block: a 4×4 tile (KH 2: two, sharing
+//     the q reads) whose every q and k vec4 read from workgroup memory feeds 16 FMAs (vs 4 in
+//     the row-per-thread kernel);
 //   - for O += P·v, head-dim vec4s tx·CV .. tx·CV+CV−1: a 4×CV tile, fed by one vec4 of P
 //     (4 rows of one key) and CV vec4s of v per key.
 // Online softmax: the block's row max is reduced over the TC threads of a row through
