@@ -117,23 +117,15 @@ fn tile_scores8(qo: u32, kr0: u32) -> Tile8 {
   return Tile8(a, c);
 }
 
-// KH 2: online_softmax (attention_tiles.wgsl) over the thread's 8 keys, one row max for both.
-fn online_softmax8(
-  s: Tile8,
-  b: u32,
-  k0: u32,
-  mode: u32,
-  ty: u32,
-  tx: u32,
-  m: ptr<function, vec4<f32>>,
-  l: ptr<function, vec4<f32>>,
-  al: ptr<function, vec4<f32>>,
-) -> Tile8 {
+// KH 2: online_softmax (attention_tiles.wgsl) over the thread's 8 keys, one row max for both;
+// b, k0, mode, ty, tx, m, l and al as there.
+fn online_softmax8(s: Tile8, b: u32, k0: u32, mode: u32, ty: u32, tx: u32,
+                   m: ptr<function, vec4<f32>>, l: ptr<function, vec4<f32>>,
+                   al: ptr<function, vec4<f32>>) -> Tile8 {
   let ta = biased(s.a, block_bias(b, k0, tx, mode));
   let tb = biased(s.b, block_bias(b, k0 + 4u * TC, tx, mode));
-  let mn = block_max(*m, max(ta.r0, tb.r0), max(ta.r1, tb.r1), max(ta.r2, tb.r2), max(ta.r3, tb.r3), ty, tx);
-  *al = exp2(*m - mn);
-  *m = mn;
+  let both = Tile4(max(ta.r0, tb.r0), max(ta.r1, tb.r1), max(ta.r2, tb.r2), max(ta.r3, tb.r3));
+  let mn = running_max(both, ty, tx, m, al);
   let pa = tile_probs(ta, mn);
   let pb = tile_probs(tb, mn);
   *l = *l * *al + row_sums(pa) + row_sums(pb);

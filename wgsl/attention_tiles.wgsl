@@ -61,12 +61,19 @@ fn online_softmax(
   al: ptr<function, vec4<f32>>,
 ) -> Tile4 {
   let t = biased(s, block_bias(b, k0, tx, mode));
-  let mn = block_max(*m, t.r0, t.r1, t.r2, t.r3, ty, tx);
-  *al = exp2(*m - mn);
-  *m = mn;
+  let mn = running_max(t, ty, tx, m, al);
   let pr = tile_probs(t, mn);
   *l = *l * *al + row_sums(pr);
   return pr;
+}
+
+// The new running row maxima *m (t's, reduced over the TC threads of a row, and the old),
+// *al = exp2(old − new). A barrier inside (block_max).
+fn running_max(t: Tile4, ty: u32, tx: u32, m: ptr<function, vec4<f32>>, al: ptr<function, vec4<f32>>) -> vec4<f32> {
+  let mn = block_max(*m, t.r0, t.r1, t.r2, t.r3, ty, tx);
+  *al = exp2(*m - mn);
+  *m = mn;
+  return mn;
 }
 
 // A tile's scores plus its 4 keys' biases.
