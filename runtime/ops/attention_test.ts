@@ -309,6 +309,11 @@ Deno.test(
         const f16 = { dtype: "f16", b: 2, tq: 77, tk: 93, h: 2, d: 72 } as const;
         await checkCase(rt, { ...f16, tuning: k8(16, 6, 3, true) });
         await checkCase(rt, { ...f16, keep: 40, tuning: k8(16, 6, 3, true) });
+        // 32 row groups (the GPUs' f16 default; P's rows outnumber a k row's vec4s), fetching
+        // ahead: a partial workgroup of 128 rows, and 3 rows.
+        const d16 = { dtype: "f16", b: 2, h: 2, d: 16, tuning: k8(32, 4, 1, true) } as const;
+        await checkCase(rt, { ...d16, tq: 150, tk: 140, keep: 100 });
+        await checkCase(rt, { ...d16, tq: 3, tk: 70, kvBatch: 1 });
       }
     });
   },
