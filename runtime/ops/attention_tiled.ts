@@ -73,12 +73,17 @@ export interface TiledShape {
   kpt?: 4 | 8;
 }
 
+/** Vec4s of the kernel's `ks` (its KSZ): the block's padded k rows, then P as [key][row group]. */
+function keyBufferVec4s(headDim: number, s: TiledShape): number {
+  return (s.kpt ?? 4) * s.tc * Math.max(headDim / 4 + 1, s.rg);
+}
+
 /** Workgroup memory (bytes) the tiled kernel needs for a head dim and shape. */
 export function tiledBytes(headDim: number, s: TiledShape): number {
   const d4 = headDim / 4;
   const bq = 4 * s.rg;
   const bk = (s.kpt ?? 4) * s.tc;
-  const vec4s = bq * (d4 + 1) + bk * Math.max(d4 + 1, s.rg) + bk * d4;
+  const vec4s = bq * (d4 + 1) + keyBufferVec4s(headDim, s) + bk * d4;
   return (s.half ? 8 : 16) * vec4s + 4 * bq * s.tc + 4;
 }
 
@@ -270,7 +275,8 @@ const specs = new Map<string, KernelSpec<TiledParams>>();
 /**
  * The tiled kernel's spec for a storage type, head dim and shape (its vec4s a thread and
  * fetches unroll code), reading and writing whole vec4s (`vec4`, every layout a multiple of
- * 4) or scalars; `prefetch` false stages every block directly (benchmarks' before).
+ * 4) or scalars; `prefetch` false stages every block directly (benchmarks' before). The shape
+ * is one attention_kernel.ts's chooseKernel gave (it refuses `half` for f32 operands).
  */
 export function attentionTiledSpec(
   storage: StorageType,
@@ -284,9 +290,6 @@ export function attentionTiledSpec(
   const npf = prefetch ? tiledFetches(headDim, shape) : 0;
   const half = shape.half ?? false;
   const kpt = shape.kpt ?? 4;
-  if (half && storage !== "f16") {
-    throw new RangeError(`attention: tuning.tiled.half needs f16 operands, got ${storage}`);
-  }
   const key = `${storage}/${cv}/${npf}/${vec4}/${qpt}/${half}/${kpt}`;
   let spec = specs.get(key);
   if (!spec) {
@@ -303,7 +306,7 @@ export function attentionTiledSpec(
         TC: p.shape.tc,
         QPT: p.shape.qpt ?? 1,
         KH: (p.shape.kpt ?? 4) / 4,
-        KSZ: (p.shape.kpt ?? 4) * p.shape.tc * Math.max(p.hd / 4 + 1, p.shape.rg),
+        KSZ: keyBufferVec4s(p.hd, p.shape),
       }),
     );
     specs.set(key, spec);
