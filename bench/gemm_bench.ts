@@ -45,7 +45,14 @@ const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3
 
 type DType = "f32" | "f16";
 
-const SWEEP_ONLY = ["only", "small_m", "half"].includes(Deno.env.get("WEBDIT_GEMM_SWEEP") ?? "");
+/** WEBDIT_GEMM_SWEEP's modes and the results file each writes instead of the default cases'. */
+const SWEEP_FILES: Record<string, string> = {
+  only: "gemm_sweep",
+  small_m: "gemm_small_m",
+  half: "gemm_half",
+};
+const sweepMode = Deno.env.get("WEBDIT_GEMM_SWEEP") ?? "";
+const SWEEP_ONLY = Object.hasOwn(SWEEP_FILES, sweepMode);
 
 /** Host data and its GPU copy, shared by every case of the same shape. */
 interface Operands {
@@ -200,7 +207,6 @@ function submitCase(): BenchCase {
   };
 }
 
-const sweepMode = Deno.env.get("WEBDIT_GEMM_SWEEP") ?? "";
 const envTune = Deno.env.get("WEBDIT_GEMM_TUNE");
 // Knobs for the default version's named cases, e.g. the winner of a sweep run.
 const namedTune: GemmTune | undefined = envTune ? JSON.parse(envTune) : undefined;
@@ -224,6 +230,16 @@ const SWEEP_SHAPES: [number, number, number][] = [
   [4608, 3072, 12288],
 ];
 
+/** A version-2 sweep row's name: its storage, shape and knobs (reportBest reads rows back by it). */
+function v2Name(dt: DType, M: number, K: number, N: number, t: GemmTune): string {
+  return `gemm_${dt}_${shapeName(M, K, N)}_v2_${tuneName(t)}`;
+}
+
+/** A version-2 sweep row: knobs `t` at one shape. */
+function v2Case(M: number, K: number, N: number, dt: DType, t: GemmTune): BenchCase {
+  return gemmCase(M, K, N, dt, { version: 2, tune: t, name: v2Name(dt, M, K, N, t) });
+}
+
 function tuneName(t: GemmTune): string {
   return `${8 * t.ty!}x${8 * t.tx!}_bk${t.bk}${t.lmap ? "_lmap" : ""}${t.epi ? "_epi" : ""}${
     t.wmap ? "_wmap" : ""
@@ -241,13 +257,7 @@ const SMALL_M_TUNES: GemmTune[] = [
 ];
 
 const suite = new BenchSuite({
-  what: sweepMode === "only"
-    ? "gemm_sweep"
-    : sweepMode === "small_m"
-    ? "gemm_small_m"
-    : sweepMode === "half"
-    ? "gemm_half"
-    : "gemm",
+  what: SWEEP_ONLY ? SWEEP_FILES[sweepMode] : "gemm",
   denoIterations: onGpu ? 3 : 2,
   describe: () =>
     Promise.resolve({
@@ -275,8 +285,7 @@ function reportBest(): void {
   let best: { tune: GemmTune; score: number } | undefined;
   for (const t of SWEEP) {
     const ms = SWEEP_SHAPES.map(([M, K, N]) =>
-      rows.find((r) => r.name === `gemm_f32_${shapeName(M, K, N)}_v2_${tuneName(t)}`)?.median_ms ??
-        NaN
+      rows.find((r) => r.name === v2Name("f32", M, K, N, t))?.median_ms ?? NaN
     );
     const score = Math.exp(ms.reduce((a, v) => a + Math.log(v), 0) / ms.length);
     if (Number.isFinite(score) && (!best || score < best.score)) best = { tune: t, score };
@@ -305,13 +314,7 @@ if (onGpu && sweepMode === "small_m") {
     [128, 768, 3072],
   ];
   for (const [M, K, N] of shapes) {
-    for (const t of SMALL_M_TUNES) {
-      suite.add(gemmCase(M, K, N, "f32", {
-        version: 2,
-        tune: t,
-        name: `gemm_f32_${shapeName(M, K, N)}_v2_${tuneName(t)}`,
-      }));
-    }
+    for (const t of SMALL_M_TUNES) suite.add(v2Case(M, K, N, "f32", t));
     suite.add(gemmCase(M, K, N, "f32", { version: 4, name: `gemm_f32_${shapeName(M, K, N)}_v4` }));
   }
 } else if (onGpu && sweepMode === "half") {
@@ -334,18 +337,8 @@ if (onGpu && sweepMode === "small_m") {
   }
 } else if (onGpu && sweepMode === "only") {
   for (const t of SWEEP) {
-    for (const [M, K, N] of SWEEP_SHAPES) {
-      suite.add(gemmCase(M, K, N, "f32", {
-        version: 2,
-        tune: t,
-        name: `gemm_f32_${shapeName(M, K, N)}_v2_${tuneName(t)}`,
-      }));
-    }
-    suite.add(gemmCase(4096, 1152, 4608, "f16", {
-      version: 2,
-      tune: t,
-      name: `gemm_f16_4096x1152x4608_v2_${tuneName(t)}`,
-    }));
+    for (const [M, K, N] of SWEEP_SHAPES) suite.add(v2Case(M, K, N, "f32", t));
+    suite.add(v2Case(4096, 1152, 4608, "f16", t));
   }
 } else if (onGpu) {
   suite.add(submitCase());
