@@ -21,7 +21,8 @@
  * CPU adapter: 1024 tokens (the bundled model's grid), 2 heads, GFLOP/s for dense.
  * WEBDIT_ATTN_SWEEP=1 adds the rows INT8 kernel at 0.3 under several launch shapes, and
  * WEBDIT_ATTN_TILED_SWEEP=1 the tiled dense kernel under several launch shapes, and
- * WEBDIT_ATTN_CHUNKED_SWEEP=1 the head-dim-chunked one.
+ * WEBDIT_ATTN_CHUNKED_SWEEP=1 the head-dim-chunked one; WEBDIT_ATTN_SWEEP_DTYPE=f32 sweeps
+ * those on f32 operands where the adapter has f16 (the f32 step's attention).
  *
  * Masks are synthetic but shaped like calibrated ones: per head, block mass decays with the
  * block distance (plus noise), the diagonal is always kept (runtime/quant/paro_plan.ts
@@ -470,16 +471,17 @@ if (!onGpu) {
   addDense(1024, 64, "f32", { kernel: "rows", rowsPerThread: 4 });
 }
 // WEBDIT_ATTN_TILED_SWEEP=1, WEBDIT_ATTN_CHUNKED_SWEEP=1: the dense kernels' launch shapes.
+const sweepDt: Float = Deno.env.get("WEBDIT_ATTN_SWEEP_DTYPE") === "f32" ? "f32" : dt;
 const sweeps = denseSweeps(
   {
     tiled: Deno.env.get("WEBDIT_ATTN_TILED_SWEEP") === "1",
     chunked: Deno.env.get("WEBDIT_ATTN_CHUNKED_SWEEP") === "1",
-    half: dt === "f16",
+    half: sweepDt === "f16",
   },
   rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384,
   rt.info.limits.maxComputeInvocationsPerWorkgroup ?? 256,
 );
-for (const c of sweeps) addDense(sizes[0], c.headDim, dt, c.tuning);
+for (const c of sweeps) addDense(sizes[0], c.headDim, sweepDt, c.tuning);
 // WEBDIT_ATTN_SWEEP=1: launch shapes of the INT8 kernel at 0.3 (threads × rows per thread).
 if (Deno.env.get("WEBDIT_ATTN_SWEEP") === "1") {
   for (const [threads, rowsPerThread] of [[32, 1], [64, 1], [16, 2], [32, 2], [16, 4]]) {

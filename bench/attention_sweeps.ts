@@ -58,11 +58,12 @@ const HALF: ShapeList = [
   [128, [[16, 8, 4], [16, 4, 8], [8, 8, 4]]],
 ];
 
-// Staged as f16 with 8 keys a thread in S (kpt 8): 16 row groups stage each block directly (9 or
-// 8 vec4s a thread to fetch), 32 fetch ahead.
+// 8 keys a thread in S (kpt 8), staged as f16 on f16 models: 16 row groups fetch 9 (d72) or 8
+// (d64) vec4s of k and v a thread ahead, 32 fetch 5 or 4; f32 fits only 16 row groups × ≤ 6
+// threads.
 const KPT8: [number, TiledShape[]][] = [
   [72, [{ rg: 16, tc: 6, cv: 3 }, { rg: 32, tc: 6, cv: 3 }]],
-  [64, [{ rg: 16, tc: 8, cv: 2 }, { rg: 32, tc: 8, cv: 2 }]],
+  [64, [{ rg: 16, tc: 8, cv: 2 }, { rg: 16, tc: 4, cv: 4 }, { rg: 32, tc: 8, cv: 2 }]],
 ];
 
 const CHUNKED: [number, [number, number, number][]][] = [
@@ -101,9 +102,9 @@ export function denseSweeps(
       }
     }
   }
-  for (const [headDim, shapes] of env.tiled && env.half ? KPT8 : []) {
+  for (const [headDim, shapes] of env.tiled ? KPT8 : []) {
     for (const s of shapes) {
-      const tiled: TiledShape = { ...s, half: true, kpt: 8 };
+      const tiled: TiledShape = { ...s, ...(env.half ? { half: true } : {}), kpt: 8 };
       if (tiledBytes(headDim, tiled) <= memory && s.rg * s.tc <= threads) {
         out.push({ headDim, tuning: { kernel: "tiled", tiled } });
       }

@@ -21,7 +21,9 @@ Deno.test("denseSweeps lists the asked-for shapes that fit, and none unasked", (
     true,
   );
   assertEquals(half.some((c) => c.headDim === 72 && c.tuning.tiled?.kpt === 8), true);
-  assertEquals(names.some((n) => n.includes('"kpt":8')), false);
+  // 8 keys a thread in f32 only where 48 KiB holds them: 16 row groups at d72, not 32.
+  assertEquals(names.includes('tiled d72 {"rg":16,"tc":6,"cv":3,"kpt":8}'), true);
+  assertEquals(names.some((n) => n.includes('"rg":32') && n.includes('"kpt":8')), false);
   // 32 KiB drops the shapes that need more; tiled before chunked.
   const small = denseSweeps({ tiled: true, chunked: true }, 32768, 256);
   assertEquals(small.length < h200.length, true);

@@ -19,7 +19,8 @@ override TC: u32 = 16u;  // threads per row group: BK = 4·TC keys per block
 override NCH: u32 = 2u;  // head-dim chunks k and v are staged in; CH = HD/4/NCH = TC·CVC
 
 override D4: u32 = HD / 4u;
-override D4P: u32 = D4 + 1u; // padded row stride of staged q (vec4s)
+override QR: u32 = D4 + 1u; // padded row stride of staged q (vec4s): one vec4 a row
+override QG: u32 = 4u * QR; // and of its row groups
 override CH: u32 = D4 / NCH;
 override CHP: u32 = CH + 1u; // padded row stride of a staged k or v chunk
 override BQ: u32 = 4u * RG;
@@ -29,7 +30,7 @@ override WG: u32 = RG * TC;
 // output tile's 4·NCH·CVC accumulators as named variables at the //@ markers (registers;
 // see attention_tiled.wgsl).
 
-var<workgroup> qs: array<H4, BQ * D4P>;     // the query rows (attention_tiles.wgsl)
+var<workgroup> qs: array<H4, RG * QG>;      // the query rows (attention_tiles.wgsl)
 var<workgroup> red: array<vec4<f32>, RG * TC>; // per-thread partials of 4 rows (max, then sum)
 var<workgroup> ks: array<vec4<f32>, BK * CHP>; // one chunk of k rows, then of v rows
 var<workgroup> ps: array<vec4<f32>, BK * RG>;  // P as [key][row group]
@@ -66,7 +67,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   //@O_DECL
   var m = vec4<f32>(-3.0e38); // running max of rows 4·ty .. 4·ty+3
   var l = vec4<f32>(0.0);     // their sums over this thread's keys only
-  let q0 = (4u * ty) * D4P;
+  let q0 = ty * QG;
   let kr0 = tx * CHP;
 
   for (var k0 = 0u; k0 < p.tk; k0 += BK) {

@@ -13,8 +13,9 @@
 // Online softmax: the block's row max is reduced over the TC threads of a row through
 // workgroup memory (all of them read the same partials in the same order, so they agree on
 // m exactly); the row sum l is kept per thread over its own keys and reduced once, at the end.
-// q (pre-scaled by scale·log2 e), k and v are staged as f32; k and q rows are padded by one
-// vec4 so the TC threads reading different rows hit different banks.
+// q (pre-scaled by scale·log2 e), k and v are staged as f32; k rows are padded by one vec4 so
+// the TC threads reading different rows hit different banks, q row groups likewise (one vec4 a
+// group of 4 rows, not a row: 16 row groups of 8 keys a thread then fit 48 KiB in f32 at d72).
 // Masks and keys past Tk as in attention.wgsl: bias INVALID, probability exactly 0. The
 // parts attention_chunked.wgsl shares are in attention_tiles.wgsl, which the host appends.
 // The next block's k and v are fetched into registers (NPF vec4s each a thread) while this
@@ -28,7 +29,9 @@ override TC: u32 = 8u;  // threads per row group: BK = 4·TC keys per block, HD/
 override QPT: u32 = 1u;
 
 override D4: u32 = HD / 4u;
-override D4P: u32 = D4 + 1u; // padded row stride of staged q and k (vec4s)
+override D4P: u32 = D4 + 1u; // padded row stride of staged k (vec4s)
+override QR: u32 = D4; // row stride of staged q within a row group
+override QG: u32 = 4u * D4 + 1u; // and of its row groups (padded)
 override BQ: u32 = 4u * RG;
 // Key halves a thread owns in S: 1 (keys tx + TC·c, c < 4) or 2 (also tx + TC·(4 + c)): with
 // 2 each staged q vec4 a thread reads feeds 8 keys instead of 4.
@@ -44,7 +47,7 @@ override KSZ: u32 = BK * D4P; // vec4s of ks: BK·max(D4P, RG), k rows and then 
 
 // H4 (vec4<f32>, or vec4<f16> with shape.half: f16 operands staged as they are, P rounded to
 // f16, every read converted back to f32 for the arithmetic) is fixed by the host, like CV.
-var<workgroup> qs: array<H4, BQ * D4P>; // the query rows (attention_tiles.wgsl)
+var<workgroup> qs: array<H4, RG * QG>; // the query rows (attention_tiles.wgsl)
 var<workgroup> red: array<vec4<f32>, RG * TC>; // per-thread partials of 4 rows (max, then sum)
 var<workgroup> ks: array<H4, KSZ>; // k rows, then (after S) P as [key][row group]
 var<workgroup> vs: array<H4, BK * D4>;
@@ -102,9 +105,9 @@ fn tile_scores8(qo: u32, kr0: u32) -> Tile8 {
     let k6 = vec4<f32>(ks[kr0 + kh + 2u * TC * D4P + d]);
     let k7 = vec4<f32>(ks[kr0 + kh + 3u * TC * D4P + d]);
     let qa = vec4<f32>(qs[qo + d]);
-    let qb = vec4<f32>(qs[qo + D4P + d]);
-    let qc = vec4<f32>(qs[qo + 2u * D4P + d]);
-    let qd = vec4<f32>(qs[qo + 3u * D4P + d]);
+    let qb = vec4<f32>(qs[qo + QR + d]);
+    let qc = vec4<f32>(qs[qo + 2u * QR + d]);
+    let qd = vec4<f32>(qs[qo + 3u * QR + d]);
     a.r0 += key_dots(qa, k0, k1, k2, k3);
     a.r1 += key_dots(qb, k0, k1, k2, k3);
     a.r2 += key_dots(qc, k0, k1, k2, k3);

@@ -1,8 +1,8 @@
 // What the register-tiled attention kernels (attention_tiled.wgsl, attention_chunked.wgsl)
 // share: thread (ty, tx) of an RG × TC grid owns query rows 4·ty .. 4·ty+3 of the BQ = 4·RG
-// rows staged in qs (pre-scaled by scale·log2 e, rows padded by one vec4 so the TC threads
-// reading different rows hit different banks); `red` holds per-thread partials of 4 rows.
-// Each kernel declares the overrides HD, RG, TC, D4, D4P, BQ and WG this reads, the
+// rows staged in qs (pre-scaled by scale·log2 e; row r at (r / 4)·QG + (r % 4)·QR, padded so
+// the row groups a warp's threads read hit different banks); `red` holds per-thread partials
+// of 4 rows. Each kernel declares the overrides HD, RG, TC, D4, QR, QG, BQ and WG this reads, the
 // workgroup arrays qs and red, and H4, the vec4 type staged operands are kept in (vec4<f32>,
 // or vec4<f16> where the tiled kernel stages f16 operands as they are: half the bytes a read);
 // the host appends this file after the kernel (naga 29 panics on code that uses an override
@@ -18,7 +18,7 @@ struct Tile4 {
   r3: vec4<f32>,
 }
 
-// s plus the scores over n head-dim vec4s: q rows from qs at qo (row stride D4P), keys from
+// s plus the scores over n head-dim vec4s: q rows from qs at qo (row stride QR), keys from
 // the staged ks at kr0 (row stride ks_row; the thread's keys TC rows apart).
 fn tile_scores(s: Tile4, qo: u32, kr0: u32, ks_row: u32, n: u32) -> Tile4 {
   var t = s;
@@ -28,9 +28,9 @@ fn tile_scores(s: Tile4, qo: u32, kr0: u32, ks_row: u32, n: u32) -> Tile4 {
     let kc = vec4<f32>(ks[kr0 + 2u * TC * ks_row + d]);
     let kd = vec4<f32>(ks[kr0 + 3u * TC * ks_row + d]);
     let qa = vec4<f32>(qs[qo + d]);
-    let qb = vec4<f32>(qs[qo + D4P + d]);
-    let qc = vec4<f32>(qs[qo + 2u * D4P + d]);
-    let qd = vec4<f32>(qs[qo + 3u * D4P + d]);
+    let qb = vec4<f32>(qs[qo + QR + d]);
+    let qc = vec4<f32>(qs[qo + 2u * QR + d]);
+    let qd = vec4<f32>(qs[qo + 3u * QR + d]);
     t.r0 += key_dots(qa, ka, kb, kc, kd);
     t.r1 += key_dots(qb, ka, kb, kc, kd);
     t.r2 += key_dots(qc, ka, kb, kc, kd);
@@ -136,7 +136,8 @@ fn stage_q(b: u32, h: u32, row0: u32, lid: u32) {
   for (var j = lid; j < BQ * D4; j += WG) {
     let row = min(row0 + j / D4, p.tq - 1u);
     let at = b * p.q_batch + row * p.q_row + p.q_off + h * HD + (j % D4) * 4u;
-    qs[(j / D4) * D4P + j % D4] = H4(ld4(at, 0u) * p.scale_log2);
+    let r = j / D4;
+    qs[(r / 4u) * QG + (r % 4u) * QR + j % D4] = H4(ld4(at, 0u) * p.scale_log2);
   }
 }
 

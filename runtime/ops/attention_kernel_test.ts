@@ -104,7 +104,7 @@ Deno.test("chunkedShape fits the limit it is given, or gives null", () => {
   assertEquals(chunkedShape(10, 65536, 256), null);
 });
 
-Deno.test("fetches ahead: the tiled kernel up to 5 vec4s of k and v a thread, else none", () => {
+Deno.test("fetches ahead: the tiled kernel up to 5 vec4s of k and v a thread (9 with 8 keys), else none", () => {
   assertEquals(tiledFetches(72, { rg: 16, tc: 6, cv: 3 }), 5); // PixArt-α on an H200
   assertEquals(tiledFetches(64, { rg: 16, tc: 8, cv: 2 }), 4);
   assertEquals(tiledFetches(128, { rg: 8, tc: 4, cv: 8 }), 0); // 16 a thread: staged directly
@@ -112,9 +112,10 @@ Deno.test("fetches ahead: the tiled kernel up to 5 vec4s of k and v a thread, el
   assertEquals(tiledFetches(72, { rg: 16, tc: 9, cv: 2, qpt: 2 }), 0);
   assertEquals(tiledFetches(72, { rg: 8, tc: 9, cv: 2, qpt: 2 }), 0);
   assertEquals(tiledFetches(16, { rg: 8, tc: 2, cv: 2, qpt: 2 }), 4);
-  // 8 keys a thread double the block: PixArt-α's d72 fetches ahead only at 32 row groups.
-  assertEquals(tiledFetches(72, { rg: 16, tc: 6, cv: 3, kpt: 8 }), 0);
+  // 8 keys a thread double the block: PixArt-α's d72 fetches 9 at 16 row groups, 5 at 32.
+  assertEquals(tiledFetches(72, { rg: 16, tc: 6, cv: 3, kpt: 8 }), 9);
   assertEquals(tiledFetches(72, { rg: 32, tc: 6, cv: 3, kpt: 8 }), 5);
+  assertEquals(tiledFetches(72, { rg: 8, tc: 6, cv: 3, kpt: 8 }), 0); // 18: staged directly
   assertEquals(chunkedFetches(128, { rg: 8, tc: 16, nch: 2 }), 8); // FLUX on an H200
   assertEquals(chunkedFetches(128, { rg: 16, tc: 8, nch: 4 }), 2);
 });

@@ -304,6 +304,10 @@ Deno.test(
       await checkCase(rt, { b: 1, tq: 5, tk: 1, h: 2, d: 16, tuning: k8(8, 2, 2) });
       // Fetching ahead (4 vec4s a thread at d16) over 10 blocks, with padded keys.
       await checkCase(rt, { b: 2, tq: 37, tk: 150, h: 2, d: 16, keep: 100, tuning: k8(8, 2, 2) });
+      // 9 vec4s of k and v a thread fetched ahead (the most; the f32 GPU shape's d72 at 16 row
+      // groups fetches as many): d36 at 8 row groups, padded keys; 3 rows, shared k/v.
+      await checkCase(rt, { b: 2, tq: 45, tk: 100, h: 2, d: 36, keep: 70, tuning: k8(8, 3, 3) });
+      await checkCase(rt, { b: 2, tq: 3, tk: 30, h: 1, d: 36, kvBatch: 1, tuning: k8(8, 3, 3) });
       if (rt.info.f16) {
         // PixArt-α's GPU shape staged as f16, 48 keys a block, padded text keys.
         const f16 = { dtype: "f16", b: 2, tq: 77, tk: 93, h: 2, d: 72 } as const;

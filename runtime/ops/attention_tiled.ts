@@ -83,7 +83,7 @@ export function tiledBytes(headDim: number, s: TiledShape): number {
   const d4 = headDim / 4;
   const bq = 4 * s.rg;
   const bk = (s.kpt ?? 4) * s.tc;
-  const vec4s = bq * (d4 + 1) + keyBufferVec4s(headDim, s) + bk * d4;
+  const vec4s = s.rg * (4 * d4 + 1) + keyBufferVec4s(headDim, s) + bk * d4;
   return (s.half ? 8 : 16) * vec4s + 4 * bq * s.tc + 4;
 }
 
@@ -139,14 +139,17 @@ export interface TiledParams extends AttentionLaunch {
 
 const XYZW = ["x", "y", "z", "w"];
 
-/** Most k (and v) vec4s a thread fetches ahead; shapes needing more stage directly. */
-const MAX_FETCHES = 5;
+/**
+ * Most k (and v) vec4s a thread fetches ahead, by keys a thread (8 keys pay only when fetched
+ * ahead, so they may hold more registers for it); shapes needing more stage directly.
+ */
+const MAX_FETCHES = { 4: 5, 8: 9 } as const;
 
 /** Vec4s of k (and of v) a thread fetches for the next block, or 0 when staging directly. */
 export function tiledFetches(headDim: number, s: TiledShape): number {
   // ⌈BK·D4 / WG⌉ = ⌈KPT·TC·D4 / (RG/QPT·TC)⌉
   const n = Math.ceil(headDim * (s.qpt ?? 1) * ((s.kpt ?? 4) / 4) / s.rg);
-  return n <= MAX_FETCHES ? n : 0;
+  return n <= MAX_FETCHES[s.kpt ?? 4] ? n : 0;
 }
 
 /** Row groups a thread of the tiled kernel may own. */
@@ -170,7 +173,7 @@ function scoresFn(qpt: RowGroupsPerThread): string[] {
     "    let kd = vec4<f32>(ks[kr0 + 3u * TC * D4P + d]);",
     ...gs.flatMap((g) =>
       [0, 1, 2, 3].map((r) =>
-        `    a${g}.r${r} += key_dots(vec4<f32>(qs[q${g} + ${r}u * D4P + d]), ka, kb, kc, kd);`
+        `    a${g}.r${r} += key_dots(vec4<f32>(qs[q${g} + ${r}u * QR + d]), ka, kb, kc, kd);`
       )
     ),
     "  }",
@@ -222,7 +225,7 @@ export function tiledSource(
     STATE: gs.flatMap((g) => [
       `var m${sfx(g)} = vec4<f32>(-3.0e38);`,
       `var l${sfx(g)} = vec4<f32>(0.0);`,
-      `let q${g} = (4u * (${grp(g)})) * D4P;`,
+      `let q${g} = (${grp(g)}) * QG;`,
     ]),
     SCORES: kpt === 8
       ? [
