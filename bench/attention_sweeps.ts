@@ -37,6 +37,7 @@ const TILED: ShapeList = [
     [16, 3, 6, 4],
   ]],
   [64, [
+    [16, 8, 2], // the f32 default before 8 keys a thread
     [8, 16, 1],
     [16, 4, 4],
     [8, 8, 2],

@@ -453,10 +453,11 @@ Deno.test("attention validates its operands", gpuTest, async () => {
 
 Deno.test("tiledShape: 64 query rows where memory allows, few vec4s a thread, null when none", () => {
   // NVIDIA's 48 KiB: PixArt-α's d72 and d64 take 16 row groups; d128 in f32 needs 8 vec4s a thread.
-  // d72 takes 3 vec4s a thread, 96 threads (whole warps), over 2 (144 threads).
-  assertEquals(tiledShape(72, 49152), { rg: 16, tc: 6, cv: 3 });
+  // d72 takes 3 vec4s a thread, 96 threads (whole warps), over 2 (144 threads); with 8 keys a
+  // thread where such a shape fits and fetches ahead.
+  assertEquals(tiledShape(72, 49152), { rg: 16, tc: 6, cv: 3, kpt: 8 });
   assertEquals(tiledShape(56, 49152), { rg: 16, tc: 7, cv: 2 }); // 7 vec4s a thread would fill warps
-  assertEquals(tiledShape(64, 49152), { rg: 16, tc: 8, cv: 2 });
+  assertEquals(tiledShape(64, 49152), { rg: 16, tc: 4, cv: 4, kpt: 8 });
   assertEquals(tiledShape(128, 49152), { rg: 8, tc: 4, cv: 8 });
   // lavapipe's 32 KiB: d64 takes 4 vec4s a thread; d128 does not fit (the row kernel runs).
   assertEquals(tiledShape(64, 32768), { rg: 16, tc: 4, cv: 4 });

@@ -98,10 +98,11 @@ const WARP = 32;
  * except that a shape of at most 4 vec4s a thread whose threads fill whole 32-lane warps
  * goes first: PixArt-α's d72 runs 16 × 6 threads × 3 vec4s (96 threads) rather than 16 × 9 × 2
  * (144: 4.5 warps), 6.75 against 7.28 ms on an H200 (docs/decisions/attention_kernels.md).
- * `half`: the shape stages f16 operands as f16 (half the memory of the arrays it stages), and
- * then 128 query rows with 8 keys a thread go first where such a warp-filling shape of ≤ 4
- * vec4s a thread fits `limit` and `threads` and fetches ahead (d72 4.84 against 5.34 ms, d64
- * 3.64 against 3.98 on an H200, 2026-11-29_attention_kpt8).
+ * Before all of them, 8 keys a thread in S where such a warp-filling shape of ≤ 4 vec4s a
+ * thread fits `limit` and `threads` and fetches ahead: with `half` (the shape stages f16
+ * operands as f16, half the memory of the arrays it stages) at 128 query rows (d72 4.84
+ * against 5.34 ms, d64 3.64 against 3.98 on an H200, 2026-11-29_attention_kpt8), in f32 at 64
+ * (d72 5.57 against 6.51 ms, 2026-11-29_attention_f32_kpt8).
  */
 export function tiledShape(
   headDim: number,
@@ -113,7 +114,8 @@ export function tiledShape(
   const d4 = headDim / 4;
   const cvs = [];
   for (let cv = 1; cv <= Math.min(d4, 8); cv++) if (d4 % cv === 0 && d4 / cv <= 10) cvs.push(cv);
-  const tries: [number, 4 | 8][] = [...(half ? [[32, 8] as [number, 8]] : []), [16, 4], [8, 4]];
+  // 8 keys a thread first: in f16, 128 query rows (32 row groups); f32 fits only 64 of them.
+  const tries: [number, 4 | 8][] = [[half ? 32 : 16, 8], [16, 4], [8, 4]];
   for (const [rg, kpt] of tries) {
     const fits = cvs.map((cv): TiledShape => ({
       rg,
