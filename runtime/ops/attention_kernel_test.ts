@@ -6,16 +6,13 @@ import { tiledFetches } from "./attention_tiled.ts";
 const H200: KernelLimits = { memory: 49152, threads: 1024, cpu: false };
 
 Deno.test("chooseKernel: tiled at 64 query rows, else chunked, else rows; CPU rows", () => {
-  // PixArt-α's 72 and d64 run the tiled kernel's 64-row shapes with 8 keys a thread (fetching
-  // 9 and 8 vec4s of k and v ahead).
+  // PixArt-α's 72 runs the tiled kernel's 64-row shape with 8 keys a thread (fetching 9 vec4s
+  // of k and v ahead); d64's 16 × 8 × 2 has no room for them and keeps 4.
   assertEquals(chooseKernel(72, {}, H200), {
     kernel: "tiled",
     shape: { rg: 16, tc: 6, cv: 3, kpt: 8 },
   });
-  assertEquals(chooseKernel(64, {}, H200), {
-    kernel: "tiled",
-    shape: { rg: 16, tc: 4, cv: 4, kpt: 8 },
-  });
+  assertEquals(chooseKernel(64, {}, H200), { kernel: "tiled", shape: { rg: 16, tc: 8, cv: 2 } });
   // FLUX's 128: the tiled kernel would get 32 threads; the chunked one 8 × 16 in 2 chunks.
   assertEquals(chooseKernel(128, {}, H200), {
     kernel: "chunked",

@@ -98,11 +98,12 @@ const WARP = 32;
  * except that a shape of at most 4 vec4s a thread whose threads fill whole 32-lane warps
  * goes first: PixArt-α's d72 runs 16 × 6 threads × 3 vec4s (96 threads) rather than 16 × 9 × 2
  * (144: 4.5 warps), 6.75 against 7.28 ms on an H200 (docs/decisions/attention_kernels.md).
- * Before all of them, 8 keys a thread in S where such a warp-filling shape of ≤ 4 vec4s a
- * thread fits `limit` and `threads` and fetches ahead: with `half` (the shape stages f16
- * operands as f16, half the memory of the arrays it stages) at 128 query rows (d72 4.84
- * against 5.34 ms, d64 3.64 against 3.98 on an H200, 2026-11-29_attention_kpt8), in f32 at 64
- * (d72 5.57 against 6.51 ms, 2026-11-29_attention_f32_kpt8).
+ * `half`: the shape stages f16 operands as f16 (half the memory of the arrays it stages).
+ * Such a warp-filling shape then takes 8 keys a thread in S where that fits `limit` and
+ * `threads` and fetches ahead — with `half` at 128 query rows (d72 4.84 against 5.34 ms, d64
+ * 3.64 against 3.98 on an H200, 2026-11-29_attention_kpt8), in f32 at 64 (d72 5.56 against
+ * 6.51; d64's 16 × 8 × 2 does not fit them, and 16 × 4 × 4 with them lost, 7.75 against 5.55:
+ * 2026-11-29_attention_f32_kpt8).
  */
 export function tiledShape(
   headDim: number,
@@ -114,22 +115,16 @@ export function tiledShape(
   const d4 = headDim / 4;
   const cvs = [];
   for (let cv = 1; cv <= Math.min(d4, 8); cv++) if (d4 % cv === 0 && d4 / cv <= 10) cvs.push(cv);
-  // 8 keys a thread first: in f16, 128 query rows (32 row groups); f32 fits only 64 of them.
-  const tries: [number, 4 | 8][] = [[half ? 32 : 16, 8], [16, 4], [8, 4]];
-  for (const [rg, kpt] of tries) {
-    const fits = cvs.map((cv): TiledShape => ({
-      rg,
-      tc: d4 / cv,
-      cv,
-      ...(half ? { half } : {}),
-      ...(kpt === 8 ? { kpt } : {}),
-    })).filter((s) =>
-      tiledBytes(headDim, s) <= limit && s.rg * s.tc <= threads &&
-      (kpt === 4 || tiledFetches(headDim, s) > 0) // 8 keys pay only when fetched ahead
-    );
-    const full = fits.find((s) => s.cv <= 4 && (s.rg * s.tc) % WARP === 0);
-    const pick = kpt === 8 ? full : full ?? fits[0]; // 8 keys only in the measured kind of shape
-    if (pick) return pick;
+  const fits = (s: TiledShape) => tiledBytes(headDim, s) <= limit && s.rg * s.tc <= threads;
+  const full = (s: TiledShape) => s.cv <= 4 && (s.rg * s.tc) % WARP === 0;
+  for (const rg of [16, 8]) {
+    const shapes = cvs.map((cv): TiledShape => ({ rg, tc: d4 / cv, cv, ...(half ? { half } : {}) }))
+      .filter(fits);
+    const pick = shapes.find(full) ?? shapes[0];
+    if (!pick) continue;
+    // 8 keys a thread only in the measured kind of shape, and only fetched ahead (they lose else).
+    const k8: TiledShape = { ...pick, rg: half ? 32 : pick.rg, kpt: 8 };
+    return full(pick) && fits(k8) && tiledFetches(headDim, k8) > 0 ? k8 : pick;
   }
   return null;
 }
