@@ -141,7 +141,7 @@ export function plannedLinears(
 ): LinearFactory {
   const dtype = o.dtype ?? "f32";
   return {
-    create: (rt: Runtime, src): Linear => {
+    create: async (rt: Runtime, src): Promise<Linear> => {
       const p = plans.get(src.name);
       if (!p) return new DenseLinear(rt, src, dtype);
       if (p.q.rows !== src.outFeatures || p.q.cols !== src.inFeatures) {
@@ -150,7 +150,7 @@ export function plannedLinears(
       const transform = p.rotation === "none"
         ? undefined
         : loadLayerRotation(p.rotation, p.tensors, p.q.cols).gpu(rt);
-      return new QuantLinear(rt, src.name, p.q, src.bias, {
+      const ql = new QuantLinear(rt, src.name, p.q, src.bias, {
         abits: o.abits,
         dtype,
         transform,
@@ -159,6 +159,8 @@ export function plannedLinears(
         actAsym: o.actAsym,
         cfgDelta: o.cfgDelta,
       });
+      await ql.prepare();
+      return ql;
     },
   };
 }

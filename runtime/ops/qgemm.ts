@@ -52,6 +52,7 @@ export { type QWeightGpu, uploadQWeight, type UploadQWeightOptions } from "./qwe
 export {
   defaultIntVersion,
   type DotImpl,
+  expandIntTables,
   type IntTune,
   qgemmInt,
   type QGemmIntOptions,

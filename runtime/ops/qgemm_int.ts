@@ -8,7 +8,7 @@
  */
 import type { StorageType } from "../gpu/compose.ts";
 import type { Runtime } from "../gpu/device.ts";
-import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import { grid1d, type KernelSpec, Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import { wordsPerRow } from "../quant/pack.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
@@ -317,4 +317,46 @@ function decodeLaunch(
     consts: { WG: 64, BITS: w.bits, MODE: mode, GC: base.aux },
     grid: grid1d(Math.ceil(lanes / 64)),
   }, [w.codes, w.codes, o, w.int!.params]);
+}
+
+/**
+ * `w` with a TLQ-compact weight's int8 tables (MODE 6) expanded once, in MODE 2's layout, for
+ * the tiled version (`version`, default the adapter's), which otherwise expands them every call:
+ * the same launch, so the same tables and sums, without a launch and a temporary a call. Any
+ * other weight, or version, comes back as it is. The returned weight owns the tables: its
+ * release frees them and `w`'s tensors.
+ */
+export async function expandIntTables(
+  rt: Runtime,
+  w: QWeightGpu,
+  version: QGemmIntVersion = defaultIntVersion(rt),
+): Promise<QWeightGpu> {
+  if (w.int?.mode !== 6 || version !== "tiled") return w;
+  const N = w.N;
+  const tables = createTensor(rt, [N * (1 + 2 ** w.bits / 4)], "u32");
+  try {
+    const rec = new Recorder(rt, "qgemm int8 tables");
+    const base = { ...epilogue("expandIntTables", 1, N, "f32", {}), K: w.K, aux: 0 };
+    decodeLaunch(
+      rec,
+      { ...base, wpr: wordsPerRow(w.K, w.bits), bits: w.bits, mode: 6 },
+      "int8_luts",
+      w,
+      tables,
+      N,
+    );
+    await rec.submit();
+  } catch (e) {
+    tables.release();
+    throw e;
+  }
+  return {
+    ...w,
+    int: { mode: 2, params: tables },
+    byteLength: w.byteLength + tables.byteLength,
+    release: () => {
+      tables.release();
+      w.release();
+    },
+  };
 }

@@ -12,7 +12,7 @@ import {
   qgemmIntRef,
   tlqCompactWords,
 } from "../reference/qgemm.ts";
-import { type IntTune, qgemmA16, qgemmInt, uploadQWeight } from "./qgemm.ts";
+import { expandIntTables, type IntTune, qgemmA16, qgemmInt, uploadQWeight } from "./qgemm.ts";
 import { decLibs } from "./qgemm_tlq.ts";
 import {
   A16,
@@ -151,6 +151,41 @@ Deno.test(
           }
         }
         w.release();
+      }
+    });
+  },
+);
+
+Deno.test(
+  "expandIntTables: MODE 6 tables expanded once give the per-call expansion's outputs bit for bit",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      for (const [M, N, K, kind] of [[3, 45, 128, "tlq3"], [5, 70, 1152, "tlq4mse"]] as const) {
+        const c = makeCase(M, N, K, 7 * N + M);
+        const q = quantize(kind, c.ws, N, K);
+        const w = uploadQWeight(rt, q, { a16: false, int: true });
+        // Only the tiled version expands tables; other weights and versions come back as given.
+        assertEquals(await expandIntTables(rt, w, "cpu"), w);
+        const a16 = uploadQWeight(rt, q);
+        assertEquals(await expandIntTables(rt, a16, "tiled"), a16);
+        a16.release();
+        const e = await expandIntTables(rt, w, "tiled");
+        assertEquals(e.int!.mode, 2);
+        assertEquals(e.byteLength, w.byteLength + 4 * N * (1 + 2 ** q.bits / 4));
+        const { xa } = await quantized(rt, c, 8);
+        for (const raw of [true, false]) {
+          const out = [];
+          for (const weight of [w, e]) {
+            const rec = new Recorder(rt);
+            const y = qgemmInt(rec, xa, weight, { version: "tiled", raw });
+            await rec.submit();
+            out.push(new Uint32Array((await readTensor(rt, y)).buffer));
+            y.release();
+          }
+          assertEquals(out[1], out[0], `${M}x${N}x${K} ${kind} raw ${raw}`);
+        }
+        e.release(); // w's tensors too
       }
     });
   },

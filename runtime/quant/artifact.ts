@@ -369,8 +369,9 @@ export class Artifact {
             throw new CheckpointError(this.path, (e as Error).message, rotationName(src.name, ""));
           }
         }
+        let ql: QuantLinear | undefined;
         try {
-          return new QuantLinear(rt, src.name, q, src.bias, {
+          ql = new QuantLinear(rt, src.name, q, src.bias, {
             abits: l.abits as ActBits,
             dtype,
             transform,
@@ -380,8 +381,11 @@ export class Artifact {
             cfgDelta: l.abits < 16 ? this.plan.settings.cfgDelta : undefined,
             lowRank,
           });
+          await ql.prepare();
+          return ql;
         } catch (e) {
-          transform?.release();
+          if (ql) ql.release();
+          else transform?.release();
           throw new CheckpointError(this.path, (e as Error).message, codesName(src.name));
         }
       },

@@ -19,6 +19,7 @@ import { elementwise } from "../ops/elementwise.ts";
 import { LOW_RANK_MAX, lowRankAdd, qgemmIntLowRank } from "../ops/low_rank.ts";
 import {
   type DotImpl,
+  expandIntTables,
   qgemmA16,
   type QGemmA16Version,
   qgemmInt,
@@ -107,13 +108,14 @@ export class QuantLinear implements Linear {
   readonly name: string;
   readonly inFeatures: number;
   readonly outFeatures: number;
-  readonly weightBytes: number;
+  weightBytes: number;
   /** Activation bits (16 = weight-only). */
   readonly abits: ActBits;
   /** Weight bits. */
   readonly wbits: number;
   readonly rowScope: RowScope;
-  readonly #w: QWeightGpu;
+  #w: QWeightGpu;
+  readonly #rt: Runtime;
   readonly #b: Tensor | undefined;
   readonly #o: QuantLinearOptions;
   /** The low-rank branch's A [R, K] and B [N, R]. */
@@ -144,6 +146,7 @@ export class QuantLinear implements Linear {
     this.abits = opts.abits;
     this.wbits = q.bits;
     this.#o = opts;
+    this.#rt = rt;
     const a16 = opts.abits === 16;
     // What forward couples: a CFG pair's halves (delta), a sample's rows (centres).
     this.rowScope = a16 ? "row" : opts.cfgDelta ? "pair" : opts.center ? "sample" : "row";
@@ -250,6 +253,18 @@ export class QuantLinear implements Linear {
     xa.scales.release();
     if (bias !== b) bias?.release();
     return x.shape.length === 2 ? y : y.reshape([...x.shape.slice(0, -1), this.outFeatures]);
+  }
+
+  /**
+   * Readies the weight for the GPU's integer GEMM: a TLQ weight's int8 tables expanded once
+   * (qgemm_int.ts expandIntTables) instead of every call; the same sums. Layer factories await
+   * it after construction; without it each call expands them.
+   */
+  async prepare(): Promise<void> {
+    if (this.abits === 16) return;
+    const w = await expandIntTables(this.#rt, this.#w);
+    this.weightBytes += w.byteLength - this.#w.byteLength;
+    this.#w = w;
   }
 
   release(): void {
