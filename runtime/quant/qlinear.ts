@@ -108,7 +108,6 @@ export class QuantLinear implements Linear {
   readonly name: string;
   readonly inFeatures: number;
   readonly outFeatures: number;
-  weightBytes: number;
   /** Activation bits (16 = weight-only). */
   readonly abits: ActBits;
   /** Weight bits. */
@@ -172,7 +171,11 @@ export class QuantLinear implements Linear {
         b: uploadTensor(rt, lr.b, [q.rows, R], dt),
       };
     }
-    this.weightBytes = this.#w.byteLength + (this.#b?.byteLength ?? 0) +
+  }
+
+  /** Bytes of the weight, bias and low-rank branch on the GPU. */
+  get weightBytes(): number {
+    return this.#w.byteLength + (this.#b?.byteLength ?? 0) +
       (this.#lr ? this.#lr.a.byteLength + this.#lr.b.byteLength : 0);
   }
 
@@ -262,9 +265,7 @@ export class QuantLinear implements Linear {
    */
   async prepare(): Promise<void> {
     if (this.abits === 16) return;
-    const w = await expandIntTables(this.#rt, this.#w);
-    this.weightBytes += w.byteLength - this.#w.byteLength;
-    this.#w = w;
+    this.#w = await expandIntTables(this.#rt, this.#w, this.#o.intVersion);
   }
 
   release(): void {

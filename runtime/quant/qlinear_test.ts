@@ -92,6 +92,37 @@ Deno.test(
 );
 
 Deno.test(
+  "QuantLinear.prepare: TLQ tables expanded once for the tiled integer GEMM, the same output",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const [M, N, K] = [20, 24, 64];
+      const g = new Prng(12);
+      const xs = g.normals(M * K);
+      const q = tlqQuantize({ data: g.normals(N * K), rows: N, cols: K }, { bits: 4 });
+      const bias = g.normals(N);
+      const x = uploadTensor(rt, xs, [M, K]);
+      const l = new QuantLinear(rt, "l", q, bias, { abits: 8, intVersion: "tiled" });
+      const before = await runAndRead(rt, (r) => l.forward(r, x));
+      const bytes = l.weightBytes;
+      await l.prepare();
+      // The expanded tables: a row scale and 2^4 int8 levels a row (5 words) beside the rest.
+      assertEquals(l.weightBytes, bytes + N * 5 * 4);
+      assertEquals(Array.from(await runAndRead(rt, (r) => l.forward(r, x))), Array.from(before));
+      await l.prepare(); // once only
+      assertEquals(l.weightBytes, bytes + N * 5 * 4);
+      l.release();
+      // Weight-only layers have no tables to expand.
+      const a16 = new QuantLinear(rt, "l", q, bias, { abits: 16 });
+      const b16 = a16.weightBytes;
+      await a16.prepare();
+      assertEquals(a16.weightBytes, b16);
+      a16.release();
+    });
+  },
+);
+
+Deno.test(
   "QuantLinear: uniform weights in groups on the integer path give x̂·Ŵᵀ + b (per token; centred A4 groups)",
   gpuTest,
   async () => {
