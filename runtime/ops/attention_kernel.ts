@@ -46,10 +46,11 @@ export function cpuTiledShape(d: number, memory: number, threads: number): Tiled
 /**
  * The kernel for head dim `d`. Defaults: CPU adapters the tiled kernel in
  * {@linkcode cpuTiledShape} where it has one (head dim 64 on 32 KiB), else the row kernel
- * (and always when a row-kernel knob is given); GPUs the tiled one
- * when it fits 64 query rows a workgroup (PixArt's 72, 64; with f16 operands, staged as f16,
- * FLUX's 128 too, and 128 rows with 8 keys a thread where they fit), else the chunked one (FLUX's 128 in f32 on 48 KiB: 3.3× the tiled kernel's
- * 32 threads), else the tiled one in smaller shapes, else the row kernel. A forced kernel or
+ * (and always when a row-kernel knob is given); GPUs the tiled one when it fits 64 query rows
+ * a workgroup (PixArt's 72, 64; with f16 operands, staged as f16, FLUX's 128 too; 8 keys a
+ * thread where they fit and fetch ahead, at 128 rows in f16 and 64 in f32: attention_tiled.ts
+ * tiledShape), else the chunked one (FLUX's 128 in f32 on 48 KiB: 3.3× the tiled kernel's 32
+ * threads), else the tiled one in smaller shapes, else the row kernel. A forced kernel or
  * shape that cannot run throws a RangeError naming it.
  */
 export function chooseKernel(d: number, t: AttentionTuning, lim: KernelLimits): KernelChoice {
