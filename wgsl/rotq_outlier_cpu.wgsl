@@ -9,6 +9,8 @@
 //   (f32, row-major: the permuted stage-1 rows).
 // STAGE 2: input t, Q = Q2; output the rotated rows: y [M, K] (DT, !QUANT) or z [M, K] f32
 //   (QUANT: actQuant then makes the codes, so that f16 rows are quantized unrounded).
+// STAGE 3 (K one block): input x ⊙ s, Q = Q1·P·Q2 composed on the host; output as stage 2 —
+//   the whole rotation in one product instead of two.
 //
 // Each output is the sum over i = 0..B−1 in order of `acc + v_i·Q[i][j]`, the expression of
 // the other outlier kernels and the CPU reference (runtime/reference/rotq.ts), so the values
@@ -16,7 +18,7 @@
 // neighbouring lanes read neighbouring vec4 of Q from one row and the same input vec4.
 override B: u32 = 128u; // block (a multiple of 8)
 override WG: u32 = 64u;
-override STAGE: u32 = 1u;
+override STAGE: u32 = 1u; // 1, 2, or 3 (one block, composed)
 override QUANT: bool = true;
 
 struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
@@ -35,7 +37,7 @@ struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
 // Input vec4 c4 of token row (x ⊙ s in stage 1, the permuted stage-1 row in stage 2).
 fn input(row: u32, c4: u32) -> vec4<f32> {
   let i = row * (p.K / 4u) + c4;
-  if (STAGE == 1u) { return vec4<f32>(x[i]) * s[c4]; }
+  if (STAGE != 2u) { return vec4<f32>(x[i]) * s[c4]; }
   return t[i];
 }
 

@@ -12,6 +12,7 @@ import { Prng } from "../../runtime/io/prng.ts";
 import { gemm } from "../../runtime/ops/gemm.ts";
 import { detectFmaContraction } from "../../runtime/ops/rotq.ts";
 import type { LayerRotation } from "../../runtime/quant/rotation.ts";
+import { composesOutlier } from "../../runtime/quant/rotation_gpu.ts";
 import { unpackCodes } from "../../runtime/reference/rotq.ts";
 import type { HostMatrix } from "../types.ts";
 
@@ -103,14 +104,15 @@ export async function assertGpuMatches(
     await rec.submit();
     const rotated = await readTensor(rt, y);
     const fused = await detectFmaContraction(rt); // GPUs may contract the block products
+    const composed = composesOutlier(rt, K, plan.block); // CPU adapters, one block
     assertEquals(
       Array.from(rotated),
-      Array.from(plan.transformActivations(x, M, fused)),
+      Array.from(plan.transformActivations(x, M, fused, composed)),
       `${plan.kind} apply`,
     );
     const err = relError(await readTensor(rt, out), matmulT(x, M, w));
     assert(err <= tol, `${plan.kind}: GPU (XT)(WR)ᵀ differs from XWᵀ by ${err} (tol ${tol})`);
-    const ref = plan.quantizeActivations(x, M, bits, fused);
+    const ref = plan.quantizeActivations(x, M, bits, fused, composed);
     const words = (await readTensorRaw(rt, q.q)) as Uint32Array;
     const codes = unpackCodes(words, M, K);
     for (let i = 0; i < M * K; i++) {

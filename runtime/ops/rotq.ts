@@ -71,6 +71,12 @@ export interface OutlierTransformTensors {
   dest: Tensor;
   /** Block size (a power of two dividing K). */
   block: number;
+  /**
+   * Q1·P·Q2 [K, K] f32 where K is one block (runtime/reference/rotq.ts composeOutlierQ):
+   * the CPU kernel then multiplies once instead of twice (the same map, its own rounding);
+   * the other kernels ignore it.
+   */
+  composed?: Tensor;
 }
 
 interface Params {
@@ -397,6 +403,9 @@ function recordOutlier(
   }
   if (t.dest.size !== K || t.dest.dtype !== "u32") {
     throw new RangeError(`${what}: dest must be u32 [${K}], got ${t.dest.dtype} [${t.dest.shape}]`);
+  }
+  if (t.composed && (K !== B || t.composed.size !== K * K || t.composed.dtype !== "f32")) {
+    throw new RangeError(`${what}: composed must be f32 [${K}, ${K}] with K one block (${B})`);
   }
   const group = quant ? opts.group ?? 0 : 0;
   const asym = quant && (opts.asym ?? false);

@@ -9,6 +9,7 @@ import { Recorder } from "../gpu/kernel.ts";
 import { readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import {
+  composeOutlierQ,
   quantizeRows,
   rotateHadamardRef,
   rotateOutlierRef,
@@ -118,7 +119,52 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
     got.scales.release();
   }
   for (const t of [xt, st, ot.q1, ot.q2, ot.dest]) t.release();
+  if (rt.info.fallback) out.push(await composedCheck(rt, x.subarray(0, M * B), M, B, q, fused));
   return out;
+}
+
+/**
+ * CPU adapters: the CPU outlier kernel with Q1·P·Q2 composed (K one block, as the bundled
+ * model's layers run it) against its reference; rows x [M, B], Q1 = Q2 = q.
+ */
+async function composedCheck(
+  rt: Runtime,
+  x: Float32Array,
+  M: number,
+  B: number,
+  q: Float32Array,
+  fused: boolean,
+): Promise<SelfCheckResult> {
+  const s = Float32Array.from({ length: B }, (_, i) => (i % 5 ? 1 : -1) / Math.sqrt(B));
+  const perm = new Uint32Array(B).map((_, k) => (k * 7 + 2) % B);
+  const dest = new Uint32Array(B);
+  perm.forEach((src, k) => dest[src] = k);
+  const params = { s, q1: q, q2: q, perm, block: B };
+  const c = composeOutlierQ(params);
+  const t = {
+    s: uploadTensor(rt, s, [B]),
+    q1: uploadTensor(rt, q, [B, B]),
+    q2: uploadTensor(rt, q, [B, B]),
+    dest: uploadTensor(rt, dest, [B], "u32"),
+    composed: uploadTensor(rt, c, [B, B]),
+    block: B,
+  };
+  const xt = uploadTensor(rt, x, [M, B]);
+  const rec = new Recorder(rt);
+  const got = rotqOutlier(rec, xt, t, 8, { kernel: "cpu" });
+  await rec.submit();
+  const ref = quantizeRows(rotateOutlierRef(x, M, B, params, fused, c), M, B, 8);
+  const codes = unpackCodes((await readTensorRaw(rt, got.q)) as Uint32Array, M, B);
+  let bad = 0;
+  for (let j = 0; j < M * B; j++) if (codes[j] !== ref.codes[j]) bad++;
+  for (const u of [xt, t.s, t.q1, t.q2, t.dest, t.composed, got.q, got.scales]) u.release();
+  return {
+    name: "rotq_outlier_cpu_composed_f32",
+    ok: bad === 0,
+    maxError: bad,
+    tolerance: 0,
+    note: "codes that differ; one block, Q1·P·Q2 composed",
+  };
 }
 
 /**

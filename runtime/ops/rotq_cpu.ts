@@ -3,7 +3,8 @@
  * where the workgroup-memory kernels spend their time in per-lane loads and barriers:
  *
  * - outlier-aware (wgsl/rotq_outlier_cpu.wgsl): two barrier-free block products through a
- *   [M, K] scratch of the permuted stage-1 rows;
+ *   [M, K] scratch of the permuted stage-1 rows, or one product by the composed Q1·P·Q2
+ *   where the transform carries it (K one block);
  * - hadamard (wgsl/rotq_hadamard_cpu.wgsl): an invocation a (token, block), its butterflies
  *   in a private array.
  *
@@ -68,8 +69,8 @@ function outlierSpec(storage: StorageType): KernelSpec<CpuParams> {
 
 /**
  * Records x [M, K] (f32/f16, M > 0; a block that is a multiple of 8) → ((x ⊙ s)·R1)·P·R2
- * through the CPU kernels: in x's dtype, or with `quant` as f32 rows for
- * {@linkcode quantizeRotated}.
+ * through the CPU kernels (in one product by `t.composed` where it is given): in x's dtype,
+ * or with `quant` as f32 rows for {@linkcode quantizeRotated}.
  */
 export function rotateOutlierCpu(
   rec: Recorder,
@@ -82,6 +83,19 @@ export function rotateOutlierCpu(
   const rt = rec.runtime;
   const spec = outlierSpec(x.dtype as StorageType);
   const p = { M, K, block: t.block, quant };
+  if (t.composed) {
+    const out = createTensor(rt, x.shape, quant ? "f32" : x.dtype);
+    rec.dispatch(spec, { ...p, stage: 3 }, [
+      x,
+      t.s,
+      t.composed,
+      t.dest,
+      dummy(rt, 1),
+      quant ? dummy(rt, 2) : out,
+      quant ? out : dummy(rt, 3),
+    ]);
+    return out;
+  }
   const tt = createTensor(rt, [M, K], "f32");
   rec.dispatch(spec, { ...p, stage: 1 }, [
     x,

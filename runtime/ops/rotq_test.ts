@@ -1,10 +1,11 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assert, assertClose, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { Recorder } from "../gpu/kernel.ts";
 import { readTensor, readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import {
+  composeOutlierQ,
   quantizeRows,
   randomOrthogonal,
   rotateHadamardRef,
@@ -428,6 +429,45 @@ Deno.test(
         const want = half ? Float32Array.from(Float16Array.from(v)) : v;
         assertEquals(Array.from(await readTensor(rt, y)), Array.from(want), `${what} rotated`);
       }
+    });
+  },
+);
+
+Deno.test(
+  "rotqOutlier CPU kernel with Q1·P·Q2 composed (one block) matches its reference exactly",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      const fused = await detectFmaContraction(rt);
+      const g = new Prng(37);
+      // [M, K, bits, f16]: the bundled model's 128 (tokens not a multiple of 4), one token, f16.
+      for (const [M, K, bits, half] of [[9, 128, 8, 0], [1, 64, 4, 0], [6, 32, 8, 1]]) {
+        if (half && !rt.info.f16) continue;
+        const x = activations(M, K, M * K + 11, !!half);
+        const { t, params } = outlierCase(rt, K, K, g);
+        const c = composeOutlierQ(params);
+        const tc = { ...t, composed: uploadTensor(rt, c, [K, K]) };
+        const xt = uploadTensor(rt, x, [M, K], half ? "f16" : "f32");
+        const rec = new Recorder(rt);
+        const q = rotqOutlier(rec, xt, tc, bits, { kernel: "cpu" });
+        const y = rotateOutlier(rec, xt, tc, { kernel: "cpu" });
+        await rec.submit();
+        const v = rotateOutlierRef(x, M, K, params, fused, c);
+        const what = `cpu composed ${M}×${K} A${bits}${half ? " f16" : ""}`;
+        assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, bits), what);
+        const want = half ? Float32Array.from(Float16Array.from(v)) : v;
+        assertEquals(Array.from(await readTensor(rt, y)), Array.from(want), `${what} rotated`);
+        // The same map as the two products, up to f32 rounding.
+        assertClose(v, rotateOutlierRef(x, M, K, params, fused), { atol: 1e-5, rtol: 1e-5 });
+      }
+      // composed must be [K, K] of a one-block transform.
+      const { t } = outlierCase(rt, 64, 32, g);
+      const bad = { ...t, composed: uploadTensor(rt, new Float32Array(64 * 64), [64, 64]) };
+      assertThrows(
+        () => rotateOutlier(new Recorder(rt), uploadTensor(rt, new Float32Array(64), [1, 64]), bad),
+        RangeError,
+        "composed",
+      );
     });
   },
 );

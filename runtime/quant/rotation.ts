@@ -17,6 +17,7 @@ import type { HostMatrix } from "../../plugins/types.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { fwhtF64, isPowerOfTwo, rotateRowsBlockHadamard } from "../reference/hadamard.ts";
 import {
+  composeOutlierQ,
   type QuantizedRows,
   quantizeRows,
   rotateHadamardRef,
@@ -73,11 +74,24 @@ export interface LayerRotation {
   restoreWeight(w: HostMatrix): HostMatrix;
   /**
    * CPU reference of the online transform x [rows, K] → x·diag(m)⁻¹·R, kernel-exact f32;
-   * `fused`: as an adapter that contracts multiply-adds computes it (detectFmaContraction).
+   * `fused`: as an adapter that contracts multiply-adds computes it (detectFmaContraction);
+   * `composed`: outlier-aware with K one block, R as one matrix, as CPU adapters' kernel
+   * multiplies (rotation_gpu.ts composesOutlier; the other kinds ignore it).
    */
-  transformActivations(x: Float32Array, rows: number, fused?: boolean): Float32Array;
+  transformActivations(
+    x: Float32Array,
+    rows: number,
+    fused?: boolean,
+    composed?: boolean,
+  ): Float32Array;
   /** CPU reference of `gpu(rt).applyQuant`: codes and scales exactly as the kernel. */
-  quantizeActivations(x: Float32Array, rows: number, bits: number, fused?: boolean): QuantizedRows;
+  quantizeActivations(
+    x: Float32Array,
+    rows: number,
+    bits: number,
+    fused?: boolean,
+    composed?: boolean,
+  ): QuantizedRows;
   /** The tensors to store in the artifact (see the module header). */
   tensors(): Record<string, RotationTensor>;
   /** The online side on the GPU (runtime/quant/rotation_gpu.ts). */
@@ -281,13 +295,32 @@ export class OutlierRotation implements LayerRotation {
     return { data, rows: w.rows, cols: w.cols };
   }
 
-  transformActivations(x: Float32Array, rows: number, fused = false): Float32Array {
+  transformActivations(
+    x: Float32Array,
+    rows: number,
+    fused = false,
+    composed = false,
+  ): Float32Array {
     const p = { s: this.s, q1: this.q1, q2: this.q2, perm: this.perm, block: this.block };
-    return rotateOutlierRef(x, rows, this.cols, p, fused);
+    return rotateOutlierRef(
+      x,
+      rows,
+      this.cols,
+      p,
+      fused,
+      composed ? composeOutlierQ(p) : undefined,
+    );
   }
 
-  quantizeActivations(x: Float32Array, rows: number, bits: number, fused = false): QuantizedRows {
-    return quantizeRows(this.transformActivations(x, rows, fused), rows, this.cols, bits);
+  quantizeActivations(
+    x: Float32Array,
+    rows: number,
+    bits: number,
+    fused = false,
+    composed = false,
+  ): QuantizedRows {
+    const v = this.transformActivations(x, rows, fused, composed);
+    return quantizeRows(v, rows, this.cols, bits);
   }
 
   tensors(): Record<string, RotationTensor> {

@@ -139,9 +139,31 @@ function checkTransform(x: Float32Array, M: number, K: number, s: Float32Array, 
 }
 
 /**
+ * Q1·P·Q2 [K, K] of a transform whose K is one block: C[i][j] = Σ_k Q1[i][perm[k]]·Q2[k][j]
+ * in f64, rounded to f32 — the whole rotation as one matrix, which the CPU adapters' kernel
+ * multiplies by once instead of Q1 and Q2 in turn (the same map; its own rounding).
+ */
+export function composeOutlierQ(p: OutlierTransformParams): Float32Array {
+  const B = p.block;
+  if (p.perm.length !== B) {
+    throw new RangeError(`composeOutlierQ: K must be one block (${B}), got ${p.perm.length}`);
+  }
+  const c = new Float32Array(B * B);
+  for (let i = 0; i < B; i++) {
+    for (let j = 0; j < B; j++) {
+      let acc = 0;
+      for (let k = 0; k < B; k++) acc += p.q1[i * B + p.perm[k]] * p.q2[k * B + j];
+      c[i * B + j] = acc;
+    }
+  }
+  return c;
+}
+
+/**
  * The outlier-aware transform of the kernel, in f32: v = x ⊙ s; y = blockwise v·Q1
  * (each output a sequential sum over i of v_i·Q1[i][j], from 0); z = y permuted; out =
- * blockwise z·Q2. `fused` rounds each multiply-add once (an adapter that contracts
+ * blockwise z·Q2 — or, given `composed` ({@linkcode composeOutlierQ}, K one block), out =
+ * v·C in one such product. `fused` rounds each multiply-add once (an adapter that contracts
  * a·b + c into an FMA); otherwise product and sum round separately.
  */
 export function rotateOutlierRef(
@@ -150,6 +172,7 @@ export function rotateOutlierRef(
   K: number,
   p: OutlierTransformParams,
   fused = false,
+  composed?: Float32Array,
 ): Float32Array {
   const B = p.block;
   checkTransform(x, M, K, p.s, B);
@@ -166,8 +189,15 @@ export function rotateOutlierRef(
   const v = new Float32Array(K);
   const y = new Float32Array(K);
   const z = new Float32Array(K);
+  if (composed && (K !== B || composed.length !== K * K)) {
+    throw new RangeError(`composed must be [${K}, ${K}] of a one-block transform`);
+  }
   for (let r = 0; r < M; r++) {
     for (let k = 0; k < K; k++) v[k] = x[r * K + k] * p.s[k];
+    if (composed) {
+      blockMul(v, composed, K, K, out.subarray(r * K, (r + 1) * K), mac);
+      continue;
+    }
     blockMul(v, p.q1, B, K, y, mac);
     for (let k = 0; k < K; k++) z[k] = y[p.perm[k]];
     blockMul(z, p.q2, B, K, out.subarray(r * K, (r + 1) * K), mac);
