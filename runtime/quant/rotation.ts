@@ -18,6 +18,7 @@ import type { Runtime } from "../gpu/device.ts";
 import { fwhtF64, isPowerOfTwo, rotateRowsBlockHadamard } from "../reference/hadamard.ts";
 import {
   composeOutlierQ,
+  type OutlierTransformParams,
   type QuantizedRows,
   quantizeRows,
   rotateHadamardRef,
@@ -301,7 +302,7 @@ export class OutlierRotation implements LayerRotation {
     fused = false,
     composed = false,
   ): Float32Array {
-    const p = { s: this.s, q1: this.q1, q2: this.q2, perm: this.perm, block: this.block };
+    const p = this.params;
     return rotateOutlierRef(
       x,
       rows,
@@ -310,6 +311,11 @@ export class OutlierRotation implements LayerRotation {
       fused,
       composed ? composeOutlierQ(p) : undefined,
     );
+  }
+
+  /** The online transform's parameters, as the reference and the kernels take them. */
+  get params(): OutlierTransformParams {
+    return { s: this.s, q1: this.q1, q2: this.q2, perm: this.perm, block: this.block };
   }
 
   quantizeActivations(

@@ -75,22 +75,14 @@ export class GpuOutlierTransform implements ActivationTransform {
     const B = r.block;
     const dest = new Uint32Array(K);
     r.perm.forEach((src, k) => dest[src] = k);
-    const one = composesOutlier(rt, K, B);
+    const c = composesOutlier(rt, K, B) ? composeOutlierQ(r.params) : null;
     this.#t = {
       s: uploadTensor(rt, r.s, [K]),
       q1: uploadTensor(rt, r.q1, [B, B]),
       q2: uploadTensor(rt, r.q2, [B, B]),
       dest: uploadTensor(rt, dest, [K], "u32"),
       block: B,
-      ...(one
-        ? {
-          composed: uploadTensor(
-            rt,
-            composeOutlierQ({ s: r.s, q1: r.q1, q2: r.q2, perm: r.perm, block: B }),
-            [K, K],
-          ),
-        }
-        : {}),
+      ...(c ? { composed: uploadTensor(rt, c, [K, K]) } : {}),
     };
   }
 
