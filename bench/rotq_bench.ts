@@ -20,7 +20,10 @@
  *   the kernels they replaced, forced: rotq_outlier_fused_… (the fused kernel, as many tokens
  *   a workgroup as fit), rotq_outlier_rows_… (the row kernel), rotq_hadamard_workgroup_… (a
  *   workgroup a row, the GPUs' kernel); on GPUs the outlier-aware CPU kernels, forced, the
- *   other way round (rotq_outlier_cpu_…; the Hadamard one runs on CPU adapters only);
+ *   other way round (rotq_outlier_cpu_…; the Hadamard one runs on CPU adapters only); where K
+ *   is one block, rotq_outlier_cpu_composed_… times the CPU kernel's one product by Q1·P·Q2,
+ *   what a model's layer runs there (these transform tensors carry no composed matrix, so the
+ *   default row times the two products);
  * - actquant_4096x1152 (ms): the plain per-token quantizer (runtime/ops/act_quant.ts), the
  *   cost of quantizing without a rotation;
  * - center_mean_4096x1152, center_midrange_4096x1152 (ms): what activation centring
@@ -61,6 +64,7 @@ import { actQuantRef } from "../runtime/reference/act_quant.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
 import type { ActQuantSpec } from "../runtime/quant/rotation_error.ts";
 import {
+  composeOutlierQ,
   quantizeRows,
   randomOrthogonal,
   rotateHadamardRef,
@@ -123,6 +127,12 @@ const out: OutlierTransformTensors = {
   dest: uploadTensor(rt, dest, [K], "u32"),
   block: B,
 };
+// K one block (the bundled model's 128): Q1·P·Q2 composed, as CPU adapters' models multiply by it.
+const outParams = { s: sOut, q1, q2, perm, block: B };
+const composedQ = K === B ? composeOutlierQ(outParams) : undefined;
+const outComposed: OutlierTransformTensors | undefined = composedQ
+  ? { ...out, composed: uploadTensor(rt, composedQ, [K, K]) }
+  : undefined;
 const fused = await detectFmaContraction(rt);
 
 /** Rows checked against the CPU reference (the outlier reference is ~K·B per row). */
@@ -197,6 +207,7 @@ type OutlierPath =
   | "fused_t4"
   | "fused_t8"
   | "cpu"
+  | "cpu_composed"
   | "workgroup";
 
 /** The kernel options of a path. */
@@ -205,11 +216,13 @@ function pathOptions(path: OutlierPath): OutlierKernelOptions {
   if (path === "tiled_ty8") return { kernel: "tiled", ty: 8, bk: 16 };
   if (path === "fused_t4") return { kernel: "fused", tokens: 4 };
   if (path === "fused_t8") return { kernel: "fused", tokens: 8 };
+  if (path === "cpu_composed") return { kernel: "cpu" };
   return { kernel: path as "rows" | "tiled" | "fused" | "cpu" };
 }
 
 /** The kernel an outlier case runs, in words (rotq.ts's own choice for these options). */
 function kernelOf(path: OutlierPath): string {
+  if (path === "cpu_composed") return "CPU kernel (one product by Q1·P·Q2 composed, then actQuant)";
   const k = outlierKernel(rt, M, K, B, true, pathOptions(path));
   if (k.kernel === "fused") return `fused kernel (${k.tokens} tokens a workgroup)`;
   if (k.kernel === "cpu") return "CPU kernels (two block products, then actQuant)";
@@ -245,7 +258,11 @@ function rotqCase(
         kind === "hadamard"
           ? rotqHadamard(rec, x, had, bits, { group, asym, kernel: hadamardPath(path) })
           : kind === "outlier"
-          ? rotqOutlier(rec, x, out, bits, { ...opts, group, asym })
+          ? rotqOutlier(rec, x, path === "cpu_composed" ? outComposed! : out, bits, {
+            ...opts,
+            group,
+            asym,
+          })
           : actQuant(rec, x, bits, { group, asym });
       const rec = new Recorder(rt);
       const q = record(rec);
@@ -255,7 +272,15 @@ function rotqCase(
         kind === "hadamard"
           ? (row, n) => rotateHadamardRef(row, n, K, s, B)
           : kind === "outlier"
-          ? (row, n) => rotateOutlierRef(row, n, K, { s: sOut, q1, q2, perm, block: B }, fused)
+          ? (row, n) =>
+            rotateOutlierRef(
+              row,
+              n,
+              K,
+              outParams,
+              fused,
+              path === "cpu_composed" ? composedQ : undefined,
+            )
           : (row) => row,
         host,
         act,
@@ -407,6 +432,8 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "tiled" : "rows"));
   if (dt === "f32" && !onGpu) suite.add(rotqCase("outlier", dt, "fused")); // the CPU kernels' peers
   if (dt === "f32" && !onGpu) suite.add(rotqCase("hadamard", dt, "workgroup"));
+  // One block on a CPU adapter: the composed product models run (the default row: two products).
+  if (dt === "f32" && !onGpu && outComposed) suite.add(rotqCase("outlier", dt, "cpu_composed"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "cpu")); // … and it on GPUs
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty8"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t4"));
