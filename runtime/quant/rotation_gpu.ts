@@ -58,7 +58,7 @@ export class GpuHadamardTransform implements ActivationTransform {
  * block. Its values are then the reference's with `composed` (LayerRotation).
  */
 export function composesOutlier(rt: Runtime, K: number, B: number): boolean {
-  return rt.info.fallback && K === B;
+  return rt.info.fallback && K === B && B % 8 === 0; // the CPU kernel's tiles: 8 columns
 }
 
 /** The outlier-aware transform on the GPU. */
