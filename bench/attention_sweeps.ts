@@ -10,7 +10,7 @@
  */
 import type { AttentionTuning } from "../runtime/ops/attention.ts";
 import { chunkedFits } from "../runtime/ops/attention_chunked.ts";
-import { tiledBytes, type TiledShape } from "../runtime/ops/attention_tiled.ts";
+import { tiledFits, type TiledShape } from "../runtime/ops/attention_tiled.ts";
 
 /** One swept case: a head dim and the forced kernel and shape. */
 export interface SweepCase {
@@ -84,31 +84,24 @@ export function denseSweeps(
   threads: number,
 ): SweepCase[] {
   const out: SweepCase[] = [];
+  const addTiled = (headDim: number, tiled: TiledShape) => {
+    if (tiledFits(headDim, tiled, memory, threads)) {
+      out.push({ headDim, tuning: { kernel: "tiled", tiled } });
+    }
+  };
   const lists: [ShapeList, boolean][] = env.tiled
     ? [[TILED, false], ...(env.half ? [[HALF, true] as [ShapeList, boolean]] : [])]
     : [];
   for (const [list, half] of lists) {
     for (const [headDim, shapes] of list) {
       for (const [rg, tc, cv, qpt] of shapes) {
-        const tiled: TiledShape = {
-          rg,
-          tc,
-          cv,
-          ...(qpt ? { qpt } : {}),
-          ...(half ? { half } : {}),
-        };
-        if (tiledBytes(headDim, tiled) <= memory && (rg / (qpt ?? 1)) * tc <= threads) {
-          out.push({ headDim, tuning: { kernel: "tiled", tiled } });
-        }
+        addTiled(headDim, { rg, tc, cv, ...(qpt ? { qpt } : {}), ...(half ? { half } : {}) });
       }
     }
   }
   for (const [headDim, shapes] of env.tiled ? KPT8 : []) {
     for (const s of shapes) {
-      const tiled: TiledShape = { ...s, ...(env.half ? { half: true } : {}), kpt: 8 };
-      if (tiledBytes(headDim, tiled) <= memory && s.rg * s.tc <= threads) {
-        out.push({ headDim, tuning: { kernel: "tiled", tiled } });
-      }
+      addTiled(headDim, { ...s, ...(env.half ? { half: true } : {}), kpt: 8 });
     }
   }
   if (env.chunked) {

@@ -6,7 +6,7 @@
  */
 import type { AttentionTuning } from "./attention.ts";
 import { chunkedFits, type ChunkedShape, chunkedShape } from "./attention_chunked.ts";
-import { tiledBytes, type TiledShape, tiledShape } from "./attention_tiled.ts";
+import { tiledBytes, tiledFits, type TiledShape, tiledShape } from "./attention_tiled.ts";
 
 /** The kernel one attention launch runs. */
 export type KernelChoice =
@@ -39,7 +39,7 @@ export interface KernelLimits {
 export function cpuTiledShape(d: number, memory: number, threads: number): TiledShape | null {
   if (d % 16 !== 0) return null;
   const shape: TiledShape = { rg: 16, tc: d / 16, cv: 4, qpt: 4 };
-  if (shape.tc < 4 || tiledBytes(d, shape) > memory || 4 * shape.tc > threads) return null;
+  if (shape.tc < 4 || !tiledFits(d, shape, memory, threads)) return null;
   return shape;
 }
 

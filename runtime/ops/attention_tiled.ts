@@ -87,6 +87,14 @@ export function tiledBytes(headDim: number, s: TiledShape): number {
   return (s.half ? 8 : 16) * vec4s + 4 * bq * s.tc + 4;
 }
 
+/**
+ * Whether a shape fits `limit` bytes of workgroup memory and `threads` invocations (RG/QPT·TC)
+ * (as attention_chunked.ts's chunkedFits for the chunked kernel).
+ */
+export function tiledFits(headDim: number, s: TiledShape, limit: number, threads: number): boolean {
+  return tiledBytes(headDim, s) <= limit && (s.rg / (s.qpt ?? 1)) * s.tc <= threads;
+}
+
 /** Threads of a GPU's SIMD group (NVIDIA's warp): thread counts that fill them waste no lanes. */
 const WARP = 32;
 
@@ -115,7 +123,7 @@ export function tiledShape(
   const d4 = headDim / 4;
   const cvs = [];
   for (let cv = 1; cv <= Math.min(d4, 8); cv++) if (d4 % cv === 0 && d4 / cv <= 10) cvs.push(cv);
-  const fits = (s: TiledShape) => tiledBytes(headDim, s) <= limit && s.rg * s.tc <= threads;
+  const fits = (s: TiledShape) => tiledFits(headDim, s, limit, threads);
   const full = (s: TiledShape) => s.cv <= 4 && (s.rg * s.tc) % WARP === 0;
   for (const rg of [16, 8]) {
     const shapes = cvs.map((cv): TiledShape => ({ rg, tc: d4 / cv, cv, ...(half ? { half } : {}) }))
