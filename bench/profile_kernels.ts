@@ -28,7 +28,7 @@ import { actQuant } from "../runtime/ops/act_quant.ts";
 import { gemm } from "../runtime/ops/gemm.ts";
 import { qgemmA16, qgemmInt } from "../runtime/ops/qgemm.ts";
 import { uploadQWeight } from "../runtime/ops/qweight.ts";
-import { rotqHadamard, rotqOutlier } from "../runtime/ops/rotq.ts";
+import { rotqHadamard, rotqOutlier, uploadOutlierTransform } from "../runtime/ops/rotq.ts";
 import { randomOrthogonal } from "../runtime/reference/rotq.ts";
 import { tlqQuantize } from "../plugins/quantizers/tlq.ts";
 import {
@@ -91,17 +91,14 @@ const reps = Number(args.reps ?? (onGpu ? 50 : 3));
 const [M, K, N, B] = [onGpu ? 4096 : 128, 1152, 4608, 128];
 const g = new Prng(11);
 const x = uploadTensor(rt, g.normals(M * K), [M, K]);
-const s = uploadTensor(rt, g.uniforms(K, 0.5, 2), [K]);
-const perm = new Uint32Array(K).map((_, k) => (k * 5 + 3) % K);
-const dest = new Uint32Array(K);
-perm.forEach((p, k) => dest[p] = k);
-const outlier = {
-  s,
-  q1: uploadTensor(rt, randomOrthogonal(B, g), [B, B]),
-  q2: uploadTensor(rt, randomOrthogonal(B, g), [B, B]),
-  dest: uploadTensor(rt, dest, [K], "u32"),
+const outlier = uploadOutlierTransform(rt, {
+  s: g.uniforms(K, 0.5, 2),
+  q1: randomOrthogonal(B, g),
+  q2: randomOrthogonal(B, g),
+  perm: new Uint32Array(K).map((_, k) => (k * 5 + 3) % K),
   block: B,
-};
+});
+const s = outlier.s;
 const release = (...ts: Tensor[]) => ts.forEach((t) => t.release());
 const shape = `${M}x${K}`;
 const results: BenchResult[] = [];

@@ -59,6 +59,7 @@ import {
   type OutlierTransformTensors,
   rotqHadamard,
   rotqOutlier,
+  uploadOutlierTransform,
 } from "../runtime/ops/rotq.ts";
 import { actQuantRef } from "../runtime/reference/act_quant.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
@@ -116,19 +117,11 @@ const s = Float32Array.from(
 const q1 = randomOrthogonal(B, g);
 const q2 = randomOrthogonal(B, g);
 const perm = new Uint32Array(K).map((_, k) => (k * 5 + 3) % K); // 5 ⊥ K (shapeOf)
-const dest = new Uint32Array(K);
-perm.forEach((p, k) => dest[p] = k);
 const sOut = Float32Array.from({ length: K }, () => 1 / (0.5 + g.uniform()));
 const had: HadamardTransformTensors = { s: uploadTensor(rt, s, [K]), block: B };
-const out: OutlierTransformTensors = {
-  s: uploadTensor(rt, sOut, [K]),
-  q1: uploadTensor(rt, q1, [B, B]),
-  q2: uploadTensor(rt, q2, [B, B]),
-  dest: uploadTensor(rt, dest, [K], "u32"),
-  block: B,
-};
-// K one block (the bundled model's 128): Q1·P·Q2 composed, as CPU adapters' models multiply by it.
 const outParams = { s: sOut, q1, q2, perm, block: B };
+const out = uploadOutlierTransform(rt, outParams);
+// K one block (the bundled model's 128): Q1·P·Q2 composed, as CPU adapters' models multiply by it.
 const composedQ = K === B ? composeOutlierQ(outParams) : undefined;
 const outComposed: OutlierTransformTensors | undefined = composedQ
   ? { ...out, composed: uploadTensor(rt, composedQ, [K, K]) }

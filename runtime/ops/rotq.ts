@@ -21,10 +21,11 @@
 import { expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
-import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { createTensor, type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { isPowerOfTwo } from "../reference/hadamard.ts";
-import { qmaxOf } from "../reference/rotq.ts";
+import { type OutlierTransformParams, qmaxOf } from "../reference/rotq.ts";
+import { invertPermutation } from "../quant/paro_orders.ts";
 import { actQuant, actScaleShape, checkActGroup, quantizedActivations } from "./act_quant.ts";
 import {
   dummy,
@@ -77,6 +78,25 @@ export interface OutlierTransformTensors {
    * the other kernels ignore it.
    */
   composed?: Tensor;
+}
+
+/**
+ * Uploads an outlier-aware transform's parameters as the kernels take them: s, Q1, Q2, and its
+ * gather permutation as their scatter `dest` (the inverse).
+ */
+export function uploadOutlierTransform(
+  rt: Runtime,
+  p: OutlierTransformParams,
+): OutlierTransformTensors {
+  const K = p.perm.length;
+  const B = p.block;
+  return {
+    s: uploadTensor(rt, p.s, [K]),
+    q1: uploadTensor(rt, p.q1, [B, B]),
+    q2: uploadTensor(rt, p.q2, [B, B]),
+    dest: uploadTensor(rt, invertPermutation(p.perm), [K], "u32"),
+    block: B,
+  };
 }
 
 interface Params {

@@ -10,13 +10,15 @@ import { readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import {
   composeOutlierQ,
+  type QuantizedRows,
   quantizeRows,
   rotateHadamardRef,
   rotateOutlierRef,
   unpackCodes,
 } from "../reference/rotq.ts";
 import { type ActQuantRef, actQuantRef } from "../reference/act_quant.ts";
-import { detectFmaContraction, rotqHadamard, rotqOutlier } from "./rotq.ts";
+import type { QuantizedActivations } from "../quant/transform.ts";
+import { detectFmaContraction, rotqHadamard, rotqOutlier, uploadOutlierTransform } from "./rotq.ts";
 import type { SelfCheckResult } from "./selfcheck.ts";
 
 /**
@@ -39,17 +41,10 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
     }
   }
   const perm = new Uint32Array(K).map((_, k) => (k * 5 + 1) % K);
-  const dest = new Uint32Array(K);
-  perm.forEach((src, k) => dest[src] = k);
+  const params = { s, q1: q, q2: q, perm, block: B };
   const xt = uploadTensor(rt, x, [M, K]);
-  const st = uploadTensor(rt, s, [K]);
-  const ot = {
-    s: st,
-    q1: uploadTensor(rt, q, [B, B]),
-    q2: uploadTensor(rt, q, [B, B]),
-    dest: uploadTensor(rt, dest, [K], "u32"),
-    block: B,
-  };
+  const ot = uploadOutlierTransform(rt, params);
+  const st = ot.s;
   const fused = await detectFmaContraction(rt);
   const rec = new Recorder(rt);
   const h = rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "workgroup" });
@@ -66,12 +61,7 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   const hg = rotqHadamard(rec, xt, { s: st, block: B }, 4, grouped);
   const og = rotqOutlier(rec, xt, ot, 4, { kernel: "fused", ...grouped });
   await rec.submit();
-  const outRef = quantizeRows(
-    rotateOutlierRef(x, M, K, { s, q1: q, q2: q, perm, block: B }, fused),
-    M,
-    K,
-    8,
-  );
+  const outRef = quantizeRows(rotateOutlierRef(x, M, K, params, fused), M, K, 8);
   const hadRef = quantizeRows(rotateHadamardRef(x, M, K, s, B), M, K, 8);
   const refs = [hadRef, hadRef, outRef, outRef, outRef, outRef];
   const names = [
@@ -84,20 +74,12 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   ];
   const out: SelfCheckResult[] = [];
   for (const [i, got] of [h, hc, o, ot2, of, oc].entries()) {
-    if (!got) continue;
-    const words = (await readTensorRaw(rt, got.q)) as Uint32Array;
-    const codes = unpackCodes(words, M, K);
-    let bad = 0;
-    for (let j = 0; j < M * K; j++) if (codes[j] !== refs[i].codes[j]) bad++;
-    const name = names[i];
-    out.push({ name, ok: bad === 0, maxError: bad, tolerance: 0, note: "codes that differ" });
-    got.q.release();
-    got.scales.release();
+    if (got) out.push(await exactCodes(rt, names[i], got, refs[i], M, K));
   }
   const groupRefs = [
     actQuantRef(rotateHadamardRef(x, M, K, s, B), M, K, 4, 16, true),
     actQuantRef(
-      rotateOutlierRef(x, M, K, { s, q1: q, q2: q, perm, block: B }, fused),
+      rotateOutlierRef(x, M, K, params, fused),
       M,
       K,
       4,
@@ -137,34 +119,34 @@ async function composedCheck(
 ): Promise<SelfCheckResult> {
   const s = Float32Array.from({ length: B }, (_, i) => (i % 5 ? 1 : -1) / Math.sqrt(B));
   const perm = new Uint32Array(B).map((_, k) => (k * 7 + 2) % B);
-  const dest = new Uint32Array(B);
-  perm.forEach((src, k) => dest[src] = k);
   const params = { s, q1: q, q2: q, perm, block: B };
   const c = composeOutlierQ(params);
-  const t = {
-    s: uploadTensor(rt, s, [B]),
-    q1: uploadTensor(rt, q, [B, B]),
-    q2: uploadTensor(rt, q, [B, B]),
-    dest: uploadTensor(rt, dest, [B], "u32"),
-    composed: uploadTensor(rt, c, [B, B]),
-    block: B,
-  };
+  const t = { ...uploadOutlierTransform(rt, params), composed: uploadTensor(rt, c, [B, B]) };
   const xt = uploadTensor(rt, x, [M, B]);
   const rec = new Recorder(rt);
   const got = rotqOutlier(rec, xt, t, 8, { kernel: "cpu" });
   await rec.submit();
   const ref = quantizeRows(rotateOutlierRef(x, M, B, params, fused, c), M, B, 8);
-  const codes = unpackCodes((await readTensorRaw(rt, got.q)) as Uint32Array, M, B);
+  const r = await exactCodes(rt, "rotq_outlier_cpu_composed_f32", got, ref, M, B);
+  for (const u of [xt, t.s, t.q1, t.q2, t.dest, t.composed]) u.release();
+  return { ...r, note: `${r.note}; one block, Q1·P·Q2 composed` };
+}
+
+/** A check that `got`'s codes (released here) equal `ref`'s exactly: maxError = codes that differ. */
+async function exactCodes(
+  rt: Runtime,
+  name: string,
+  got: QuantizedActivations,
+  ref: QuantizedRows,
+  M: number,
+  K: number,
+): Promise<SelfCheckResult> {
+  const codes = unpackCodes((await readTensorRaw(rt, got.q)) as Uint32Array, M, K);
+  got.q.release();
+  got.scales.release();
   let bad = 0;
-  for (let j = 0; j < M * B; j++) if (codes[j] !== ref.codes[j]) bad++;
-  for (const u of [xt, t.s, t.q1, t.q2, t.dest, t.composed, got.q, got.scales]) u.release();
-  return {
-    name: "rotq_outlier_cpu_composed_f32",
-    ok: bad === 0,
-    maxError: bad,
-    tolerance: 0,
-    note: "codes that differ; one block, Q1·P·Q2 composed",
-  };
+  for (let j = 0; j < M * K; j++) if (codes[j] !== ref.codes[j]) bad++;
+  return { name, ok: bad === 0, maxError: bad, tolerance: 0, note: "codes that differ" };
 }
 
 /**

@@ -18,6 +18,7 @@ import {
   rotateOutlier,
   rotqHadamard,
   rotqOutlier,
+  uploadOutlierTransform,
 } from "./rotq.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { actQuantRef } from "../reference/act_quant.ts";
@@ -210,16 +211,8 @@ function outlierCase(rt: Runtime, K: number, B: number, g: Prng) {
   let step = 7;
   while (gcd(step, K) !== 1) step += 2;
   const perm = new Uint32Array(K).map((_, k) => (k * step + 3) % K);
-  const dest = new Uint32Array(K);
-  perm.forEach((src, k) => dest[src] = k);
-  const t = {
-    s: uploadTensor(rt, s, [K]),
-    q1: uploadTensor(rt, q1, [B, B]),
-    q2: uploadTensor(rt, q2, [B, B]),
-    dest: uploadTensor(rt, dest, [K], "u32"),
-    block: B,
-  };
-  return { t, params: { s, q1, q2, perm, block: B } };
+  const params = { s, q1, q2, perm, block: B };
+  return { t: uploadOutlierTransform(rt, params), params };
 }
 
 function gcd(a: number, b: number): number {

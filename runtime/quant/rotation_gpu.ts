@@ -16,6 +16,7 @@ import {
   rotateOutlier,
   rotqHadamard,
   rotqOutlier,
+  uploadOutlierTransform,
 } from "../ops/rotq.ts";
 import { ACT_BITS, actQuant } from "../ops/act_quant.ts";
 import { composeOutlierQ } from "../reference/rotq.ts";
@@ -72,16 +73,9 @@ export class GpuOutlierTransform implements ActivationTransform {
    */
   constructor(rt: Runtime, r: OutlierRotation) {
     const K = r.cols;
-    const B = r.block;
-    const dest = new Uint32Array(K);
-    r.perm.forEach((src, k) => dest[src] = k);
-    const c = composesOutlier(rt, K, B) ? composeOutlierQ(r.params) : null;
+    const c = composesOutlier(rt, K, r.block) ? composeOutlierQ(r.params) : null;
     this.#t = {
-      s: uploadTensor(rt, r.s, [K]),
-      q1: uploadTensor(rt, r.q1, [B, B]),
-      q2: uploadTensor(rt, r.q2, [B, B]),
-      dest: uploadTensor(rt, dest, [K], "u32"),
-      block: B,
+      ...uploadOutlierTransform(rt, r.params),
       ...(c ? { composed: uploadTensor(rt, c, [K, K]) } : {}),
     };
   }
