@@ -8,9 +8,12 @@
  *
  * Rows (GPU; the CPU adapter runs M = 128 and names rows by that shape):
  * - rotq_hadamard_4096x1152, rotq_outlier_4096x1152 (ms): f32 input, 8-bit codes; `_f16`
- *   variants read f16 activations. rotq_outlier runs the default path: the fused kernel,
- *   wgsl/rotq_outlier_fused.wgsl, one launch with 2 token rows a workgroup in workgroup
- *   memory on GPUs (on CPU adapters the most that fit: 4 on lavapipe's 32 KiB);
+ *   variants read f16 activations. rotq_hadamard runs the adapter's kernel (GPUs: the register
+ *   kernel, wgsl/rotq_hadamard_reg.wgsl); rotq_hadamard_workgroup_… forces the one it replaced
+ *   (a workgroup a row, butterflies in workgroup memory). rotq_outlier runs the default
+ *   path: the fused kernel, wgsl/rotq_outlier_fused.wgsl, one launch with 2 token rows a
+ *   workgroup in workgroup memory on GPUs (on CPU adapters the most that fit: 4 on
+ *   lavapipe's 32 KiB);
  * - on GPUs, the paths it replaced, forced: rotq_outlier_tiled_4096x1152 (two tiled block
  *   GEMMs, wgsl/rotq_outlier_tiled.wgsl, + rotq_outlier_quant.wgsl: three launches timed as
  *   one figure), rotq_outlier_tiled_ty8_… (64-token tiles), rotq_outlier_rows_… (the row
@@ -18,8 +21,8 @@
  *   kernel with 4 and 8 tokens a workgroup;
  * - on CPU adapters, whose default is the barrier-free CPU kernels (runtime/ops/rotq_cpu.ts),
  *   the kernels they replaced, forced: rotq_outlier_fused_… (the fused kernel, as many tokens
- *   a workgroup as fit), rotq_outlier_rows_… (the row kernel), rotq_hadamard_workgroup_… (a
- *   workgroup a row, the GPUs' kernel); on GPUs the outlier-aware CPU kernels, forced, the
+ *   a workgroup as fit), rotq_outlier_rows_… (the row kernel), rotq_hadamard_registers_… (the
+ *   GPUs' kernel: rows of butterflies in registers); on GPUs the outlier-aware CPU kernels, forced, the
  *   other way round (rotq_outlier_cpu_…; the Hadamard one runs on CPU adapters only); where K
  *   is one block, rotq_outlier_cpu_composed_… times the CPU kernel's one product by Q1·P·Q2,
  *   what a model's layer runs there (these transform tensors carry no composed matrix, so the
@@ -201,7 +204,8 @@ type OutlierPath =
   | "fused_t8"
   | "cpu"
   | "cpu_composed"
-  | "workgroup";
+  | "workgroup"
+  | "registers";
 
 /** The kernel options of a path. */
 function pathOptions(path: OutlierPath): OutlierKernelOptions {
@@ -222,9 +226,9 @@ function kernelOf(path: OutlierPath): string {
   return k.kernel === "tiled" ? "tiled kernels" : "row kernel";
 }
 
-/** The hadamard kernel a path forces: "workgroup" (and "cpu"), else the adapter's. */
-function hadamardPath(path: OutlierPath): "workgroup" | "cpu" | undefined {
-  return path === "workgroup" || path === "cpu" ? path : undefined;
+/** The hadamard kernel a path forces: "workgroup", "registers" (and "cpu"), else the adapter's. */
+function hadamardPath(path: OutlierPath): "registers" | "workgroup" | "cpu" | undefined {
+  return path === "workgroup" || path === "registers" || path === "cpu" ? path : undefined;
 }
 
 function rotqCase(
@@ -424,7 +428,9 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   suite.add(rotqCase("outlier", dt));
   if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "tiled" : "rows"));
   if (dt === "f32" && !onGpu) suite.add(rotqCase("outlier", dt, "fused")); // the CPU kernels' peers
-  if (dt === "f32" && !onGpu) suite.add(rotqCase("hadamard", dt, "workgroup"));
+  // The Hadamard kernels the adapter's default replaced (GPUs: registers; CPU adapters: cpu).
+  if (dt === "f32") suite.add(rotqCase("hadamard", dt, "workgroup"));
+  if (dt === "f32" && !onGpu) suite.add(rotqCase("hadamard", dt, "registers"));
   // One block on a CPU adapter: the composed product models run (the default row: two products).
   if (dt === "f32" && !onGpu && outComposed) suite.add(rotqCase("outlier", dt, "cpu_composed"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "cpu")); // … and it on GPUs

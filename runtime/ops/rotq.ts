@@ -38,6 +38,7 @@ import {
   workgroupBytes,
 } from "./rotq_outlier_tiled.ts";
 import { fusedProblem, fusedTokens, recordFused } from "./rotq_outlier_fused.ts";
+import { type HadamardRegShape, hadamardRegShape, recordHadamardReg } from "./rotq_hadamard_reg.ts";
 import {
   hadamardCpuProblem,
   outlierCpuProblem,
@@ -197,11 +198,15 @@ function hadamardThreads(K: number): number {
 /** Kernel options of {@linkcode rotqHadamard} / {@linkcode rotateHadamard} (tests). */
 export interface HadamardKernelOptions {
   /**
-   * "workgroup": a workgroup a row, butterflies in workgroup memory (the GPU default);
-   * "cpu": an invocation a block, then actQuant (CPU adapters only, their default for
-   * blocks of 4 to 1024).
+   * "registers": R rows a workgroup, the butterflies in registers (wgsl/rotq_hadamard_reg.wgsl;
+   * the GPU default where a row fits workgroup memory); "workgroup": a workgroup a row,
+   * butterflies in workgroup memory, rows in chunks where they do not fit; "cpu": an
+   * invocation a block, then actQuant (CPU adapters only, their default for blocks of 4 to
+   * 1024).
    */
-  kernel?: "workgroup" | "cpu";
+  kernel?: "registers" | "workgroup" | "cpu";
+  /** Register kernel: rows a workgroup (default: up to 256 threads, as memory allows). */
+  rows?: number;
   /** At most this many columns in workgroup memory at once (rounded down to whole blocks). */
   chunk?: number;
   /** Quantize each run of `group` rotated values on its own scale (actQuant's `group`). */
@@ -212,9 +217,10 @@ export interface HadamardKernelOptions {
 
 /**
  * The kernel {@linkcode rotqHadamard} or {@linkcode rotateHadamard} runs for M rows of K with
- * `block` on `rt`, given `opts`: the CPU kernel where asked or, on CPU adapters, where it can
- * run and no chunk is asked (512×128 on lavapipe: 3.7× the workgroup kernel's speed); else the
- * workgroup kernel. Throws when the asked kernel cannot run.
+ * `block` on `rt`, given `opts`: the one asked for; else, where no chunk is asked, the CPU
+ * kernel on CPU adapters where it can run (512×128 on lavapipe: 3.7× the workgroup kernel's
+ * speed), then the register kernel where a row fits; else the workgroup kernel. Throws when
+ * the asked kernel cannot run.
  */
 export function hadamardKernel(
   rt: Runtime,
@@ -223,15 +229,25 @@ export function hadamardKernel(
   block: number,
   opts: HadamardKernelOptions = {},
   what = "rotqHadamard",
-): "workgroup" | "cpu" {
-  if (opts.kernel !== undefined && opts.kernel !== "workgroup" && opts.kernel !== "cpu") {
-    throw new RangeError(`${what}: opts.kernel must be "workgroup" or "cpu", got ${opts.kernel}`);
+): "registers" | "workgroup" | "cpu" {
+  const k = opts.kernel;
+  if (k !== undefined && k !== "registers" && k !== "workgroup" && k !== "cpu") {
+    throw new RangeError(
+      `${what}: opts.kernel must be "registers", "workgroup" or "cpu", got ${k}`,
+    );
   }
+  if (k === "workgroup") return k;
   const why = hadamardCpuProblem(rt, M, K, block);
-  if (opts.kernel === "cpu" && why) {
-    throw new RangeError(`${what}: the CPU kernel cannot run here: ${why}`);
+  if (k === "cpu" && why) throw new RangeError(`${what}: the CPU kernel cannot run here: ${why}`);
+  if (k === "cpu") return k;
+  if (opts.chunk !== undefined) {
+    if (k) throw new RangeError(`${what}: opts.chunk is the workgroup kernel's, not the ${k}'s`);
+    return "workgroup";
   }
-  if (opts.kernel === "cpu" || (!opts.kernel && opts.chunk === undefined && !why)) return "cpu";
+  if (!k && !why) return "cpu";
+  const reg = hadamardRegShape(rt, K, block, opts.rows);
+  if (typeof reg === "object") return "registers";
+  if (k) throw new RangeError(`${what}: the register kernel cannot run here: ${reg}`);
   return "workgroup";
 }
 
@@ -266,11 +282,23 @@ function recordHadamard(
   checkActGroup(group, K, what, o.asym);
   const chunkCap = o.chunk;
   const rt = rec.runtime;
-  if (hadamardKernel(rt, M, K, t.block, o, what) === "cpu" && M > 0) {
+  const kernel = hadamardKernel(rt, M, K, t.block, o, what);
+  if (kernel === "cpu" && M > 0) {
     if (!quant) return { y: rotateHadamardCpu(rec, x, t, M, K), M, K };
     const z = rotateHadamardCpu(rec, x, t, M, K, true);
     const a = quantizeRotated(rec, z, bits, group, o.asym ?? false);
     return { codes: a.q, scales: a.scales, M, K };
+  }
+  if (kernel === "registers") {
+    const shape = hadamardRegShape(rt, K, t.block, o.rows) as HadamardRegShape;
+    const out = {
+      codes: quant ? createTensor(rt, [M, Math.ceil(K / 4)], "u32") : undefined,
+      scales: quant ? createTensor(rt, actScaleShape(M, K, group, o.asym), "f32") : undefined,
+      y: quant ? undefined : createTensor(rt, x.shape, x.dtype),
+    };
+    const p = { M, K, block: t.block, quant, bits, shape, group, asym: o.asym ?? false };
+    if (M > 0) recordHadamardReg(rec, x, t.s, out, p);
+    return { ...out, M, K };
   }
   const wg = hadamardThreads(K);
   const chunk = hadamardChunk(K, t.block, wg, workgroupBytes(rt), chunkCap);
@@ -325,7 +353,8 @@ export function rotateHadamard(
   t: HadamardTransformTensors,
   opts: HadamardKernelOptions = {},
 ): Tensor {
-  return recordHadamard(rec, x, t, false, 8, { chunk: opts.chunk, kernel: opts.kernel }).y!;
+  const { chunk, kernel, rows } = opts;
+  return recordHadamard(rec, x, t, false, 8, { chunk, kernel, rows }).y!;
 }
 /** Rows per workgroup of the outlier kernel: 4, 2 or 1, as workgroup memory allows. */
 export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): number {

@@ -1,6 +1,7 @@
 import { assertEquals, assertThrows } from "../../tests/assert.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { hadamardKernel, outlierKernel } from "./rotq.ts";
+import { hadamardRegShape } from "./rotq_hadamard_reg.ts";
 
 /** A CPU adapter's limits as rotq.ts reads them, with a small binding limit. */
 function cpuAdapter(maxBind: number, fallback = true): Runtime {
@@ -28,15 +29,39 @@ Deno.test("CPU adapters take the CPU rotation kernels where their f32 scratch bi
 Deno.test("the Hadamard CPU kernel: CPU adapters, blocks of 4 to 1024, a scratch that binds", () => {
   const rt = cpuAdapter(4096);
   assertEquals(hadamardKernel(rt, 8, 128, 128), "cpu");
-  assertEquals(hadamardKernel(rt, 64, 128, 128), "workgroup"); // past the binding limit
-  assertEquals(hadamardKernel(rt, 8, 128, 2), "workgroup");
+  // Else the GPUs' kernels: registers where 16 or 32 values a thread divide K, else workgroup.
+  assertEquals(hadamardKernel(rt, 64, 128, 128), "registers"); // past the binding limit
+  assertEquals(hadamardKernel(rt, 8, 128, 2), "registers");
+  assertEquals(hadamardKernel(rt, 8, 12, 2), "workgroup");
   assertEquals(hadamardKernel(rt, 8, 128, 128, { chunk: 64 }), "workgroup");
   assertThrows(() => hadamardKernel(rt, 8, 128, 2, { kernel: "cpu" }), RangeError, "blocks of 4");
   const gpu = cpuAdapter(4096, false);
-  assertEquals(hadamardKernel(gpu, 8, 128, 128), "workgroup");
+  assertEquals(hadamardKernel(gpu, 8, 128, 128), "registers");
+  assertEquals(hadamardKernel(gpu, 8, 128, 128, { kernel: "workgroup" }), "workgroup");
   assertThrows(
     () => hadamardKernel(gpu, 8, 128, 128, { kernel: "cpu" }),
     RangeError,
     "CPU adapters",
+  );
+});
+
+Deno.test("the Hadamard register kernel: 16 or 32 values a thread, rows as threads and memory allow", () => {
+  const gpu = cpuAdapter(1 << 30, false); // 256 threads, 32 KiB
+  assertEquals(hadamardRegShape(gpu, 1152, 128), { values: 16, rows: 3 }); // 72 threads a row
+  assertEquals(hadamardRegShape(gpu, 4608, 128), { values: 32, rows: 1 }); // 144 threads a row
+  assertEquals(hadamardRegShape(gpu, 2048, 1024), { values: 32, rows: 3 }); // 16·16 < 1024
+  assertEquals(hadamardRegShape(gpu, 4096, 128), { values: 16, rows: 1 }); // memory: one row
+  assertEquals(typeof hadamardRegShape(gpu, 12288, 128), "string"); // 384 threads a row
+  assertEquals(typeof hadamardRegShape(gpu, 1152, 128, 4), "string"); // 288 threads
+  assertThrows(() => hadamardRegShape(gpu, 1152, 128, 0), RangeError, "opts.rows");
+  assertThrows(
+    () => hadamardKernel(gpu, 8, 12, 4, { kernel: "registers" }),
+    RangeError,
+    "no 16 or 32 values",
+  );
+  assertThrows(
+    () => hadamardKernel(gpu, 8, 128, 4, { kernel: "registers", chunk: 64 }),
+    RangeError,
+    "opts.chunk",
   );
 });

@@ -14,6 +14,7 @@ import {
 } from "../reference/rotq.ts";
 import {
   detectFmaContraction,
+  type HadamardKernelOptions,
   rotateHadamard,
   rotateOutlier,
   rotqHadamard,
@@ -22,6 +23,7 @@ import {
 } from "./rotq.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { actQuantRef } from "../reference/act_quant.ts";
+import { hadamardRegShape } from "./rotq_hadamard_reg.ts";
 
 /** Activations with a few salient channels (×40) and a zero row. */
 function activations(M: number, K: number, seed: number, f16 = false): Float32Array {
@@ -96,15 +98,20 @@ Deno.test(
         const s = preMultiplier(K, block, K);
         const xt = uploadTensor(rt, x, [M, K]);
         const st = uploadTensor(rt, s, [K]);
-        const kernels = chunk ? [undefined] : block < 4 || !rt.info.fallback // the CPU kernel runs on CPU adapters only
-          ? ["workgroup" as const]
-          : ["workgroup" as const, "cpu" as const];
-        for (const kernel of kernels) {
+        const kernels: HadamardKernelOptions[] = chunk ? [{ chunk }] : [{ kernel: "workgroup" }];
+        // The CPU kernel runs on CPU adapters only; the register kernel where K/16 or K/32
+        // threads take a row (here one workgroup of every row, and one of two rows, the
+        // second past M for odd M).
+        if (!chunk && block >= 4 && rt.info.fallback) kernels.push({ kernel: "cpu" });
+        if (!chunk && typeof hadamardRegShape(rt, K, block) === "object") {
+          kernels.push({ kernel: "registers" }, { kernel: "registers", rows: 2 });
+        }
+        for (const opts of kernels) {
           const rec = new Recorder(rt);
-          const q = rotqHadamard(rec, xt, { s: st, block }, bits, { chunk, kernel });
-          const y = rotateHadamard(rec, xt, { s: st, block }, { chunk, kernel });
+          const q = rotqHadamard(rec, xt, { s: st, block }, bits, opts);
+          const y = rotateHadamard(rec, xt, { s: st, block }, opts);
           await rec.submit();
-          const what = `${M}×${K}/${block} A${bits}${chunk ? ` chunk ${chunk}` : ` ${kernel}`}`;
+          const what = `${M}×${K}/${block} A${bits} ${JSON.stringify(opts)}`;
           const v = rotateHadamardRef(x, M, K, s, block);
           assertEquals(Array.from(await readTensor(rt, y)), Array.from(v), `rotated ${what}`);
           const ref = quantizeRows(v, M, K, bits);
@@ -132,17 +139,25 @@ Deno.test(
         const x = activations(M, K, M + K + 1);
         const s = preMultiplier(K, block, K + 1);
         const xt = uploadTensor(rt, x, [M, K]);
-        const rec = new Recorder(rt);
-        const q = rotqHadamard(rec, xt, { s: uploadTensor(rt, s, [K]), block }, bits, {
-          group,
-          asym,
-          chunk,
-        });
-        await rec.submit();
-        const what = `${M}×${K}/${block} A${bits} groups of ${group}${asym ? " asym" : ""}`;
-        assertEquals([q.group, q.asym ?? false], [group, asym], what);
         const ref = actQuantRef(rotateHadamardRef(x, M, K, s, block), M, K, bits, group, asym);
-        assertGroupedEqual(rt, await readQuant(rt, q, M, K), ref, bits, what);
+        // The adapter's kernel, and the register kernel forced (three rows a workgroup).
+        const kernels: HadamardKernelOptions[] = chunk
+          ? [{}]
+          : [{}, { kernel: "registers", rows: 3 }];
+        for (const k of kernels) {
+          const rec = new Recorder(rt);
+          const q = rotqHadamard(rec, xt, { s: uploadTensor(rt, s, [K]), block }, bits, {
+            group,
+            asym,
+            chunk,
+            ...k,
+          });
+          await rec.submit();
+          const what = `${M}×${K}/${block} A${bits} groups of ${group}${asym ? " asym" : ""} ` +
+            JSON.stringify(k);
+          assertEquals([q.group, q.asym ?? false], [group, asym], what);
+          assertGroupedEqual(rt, await readQuant(rt, q, M, K), ref, bits, what);
+        }
       }
     });
   },
@@ -190,16 +205,19 @@ Deno.test("rotqHadamard reads f16 activations", gpuTest, async () => {
     const [M, K, block] = [9, 192, 64];
     const x = activations(M, K, 3, true);
     const s = preMultiplier(K, block, 4);
-    const rec = new Recorder(rt);
     const xt = uploadTensor(rt, x, [M, K], "f16");
     const t = { s: uploadTensor(rt, s, [K]), block };
-    const q = rotqHadamard(rec, xt, t);
-    const y = rotateHadamard(rec, xt, t); // f16 rows out
-    await rec.submit();
     const v = rotateHadamardRef(x, M, K, s, block);
-    assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, 8), "hadamard f16");
     const want = Array.from(Float32Array.from(Float16Array.from(v)));
-    assertEquals(Array.from(await readTensor(rt, y)), want, "hadamard f16 rotated");
+    for (const kernel of ["workgroup", "registers"] as const) {
+      const rec = new Recorder(rt);
+      const q = rotqHadamard(rec, xt, t, 8, { kernel });
+      const y = rotateHadamard(rec, xt, t, { kernel }); // f16 rows out
+      await rec.submit();
+      const what = `hadamard f16 ${kernel}`;
+      assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, 8), what);
+      assertEquals(Array.from(await readTensor(rt, y)), want, `${what} rotated`);
+    }
   });
 });
 

@@ -1,0 +1,132 @@
+/**
+ * The Hadamard rotate(+quantize)'s register kernel (wgsl/rotq_hadamard_reg.wgsl), the GPUs'
+ * default where a row fits workgroup memory: R rows a workgroup, V values a thread, the
+ * butterflies in registers with two exchanges through workgroup memory. Its shape choice,
+ * spec and recording; {@linkcode rotqHadamard} in rotq.ts picks it.
+ *
+ * @module
+ */
+import type { StorageType } from "../gpu/compose.ts";
+import type { Runtime } from "../gpu/device.ts";
+import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import { dummy, rotqSpec, workgroupBytes } from "./rotq_outlier_tiled.ts";
+import regSrc from "../../wgsl/rotq_hadamard_reg.wgsl" with { type: "text" };
+
+/** A register-kernel shape: V values a thread, K/V threads a row, `rows` rows a workgroup. */
+export interface HadamardRegShape {
+  /** Values a thread (16 or 32). */
+  values: number;
+  /** Rows a workgroup. */
+  rows: number;
+}
+
+/** Threads a workgroup the default shape aims at (rows are added up to it). */
+const TARGET_THREADS = 256;
+
+/** Workgroup memory of `rows` rows of K: a pad word every 16 values, one atomic a row. */
+function regBytes(K: number, rows: number): number {
+  return 4 * (rows * K + Math.floor(rows * K / 16)) + 4 * rows;
+}
+
+/**
+ * Why the register kernel cannot take rows of K with `block` on `rt` at `rows` rows a
+ * workgroup (default: as many as reach 256 threads and fit), or its shape.
+ */
+export function hadamardRegShape(
+  rt: Runtime,
+  K: number,
+  block: number,
+  rows?: number,
+): HadamardRegShape | string {
+  const maxThreads = rt.info.limits.maxComputeInvocationsPerWorkgroup ?? 256;
+  // The second exchange gives each thread whole runs of BLOCK/V values: V·V ≥ BLOCK.
+  const values = [16, 32].find((v) => K % v === 0 && v * v >= block && K / v <= maxThreads);
+  if (values === undefined) {
+    return `no 16 or 32 values a thread divide K = ${K} in ${maxThreads} threads a row with ` +
+      `a block of ${block}`;
+  }
+  const tpr = K / values;
+  if (rows !== undefined) {
+    if (!Number.isInteger(rows) || rows < 1) {
+      throw new RangeError(`rotqHadamard: opts.rows must be a positive integer, got ${rows}`);
+    }
+    if (rows * tpr > maxThreads) return `${rows} rows of ${tpr} threads pass ${maxThreads}`;
+    if (regBytes(K, rows) > workgroupBytes(rt)) return `${rows} rows pass workgroup memory`;
+    return { values, rows };
+  }
+  let r = Math.max(1, Math.floor(TARGET_THREADS / tpr));
+  while (r > 1 && regBytes(K, r) > workgroupBytes(rt)) r--;
+  if (regBytes(K, r) > workgroupBytes(rt)) return `a row of ${K} passes workgroup memory`;
+  return { values, rows: r };
+}
+
+interface Params {
+  M: number;
+  K: number;
+  words: number;
+  block: number;
+  quant: boolean;
+  bits: number;
+  shape: HadamardRegShape;
+  group: number;
+  asym: boolean;
+}
+
+const V_LINE = "const V: u32 = 16u;";
+if (!regSrc.includes(V_LINE)) throw new Error(`wgsl/rotq_hadamard_reg.wgsl: no "${V_LINE}"`);
+const specs = new Map<string, KernelSpec<Params>>();
+
+function regSpec(storage: StorageType, values: number): KernelSpec<Params> {
+  const key = `${storage}/${values}`;
+  let spec = specs.get(key);
+  if (!spec) {
+    const src = regSrc.replace(V_LINE, `const V: u32 = ${values}u;`);
+    spec = rotqSpec(`rotq_hadamard_reg${values}_${storage}`, src, storage, [2, 3], {
+      constants: (p) => {
+        const tpr = p.K / p.shape.values;
+        const r = p.shape.rows;
+        return {
+          TPR: tpr,
+          R: r,
+          WG: tpr * r,
+          K: p.K,
+          SLOTS: r * p.K + Math.floor(r * p.K / 16),
+          BLOCK: p.block,
+          QUANT: p.quant ? 1 : 0,
+          BITS: p.bits,
+          GROUP: p.group,
+          ASYM: p.asym ? 1 : 0,
+        };
+      },
+      uniform: (p) => [p.M, p.K, p.words, 0],
+      dispatch: (p) => grid1d(Math.ceil(p.M / p.shape.rows)),
+    });
+    specs.set(key, spec);
+  }
+  return spec;
+}
+
+/**
+ * Records the register kernel on M rows of x [..., K] (checked by the caller): codes and
+ * scales (quant) or the rotated rows y.
+ */
+export function recordHadamardReg(
+  rec: Recorder,
+  x: Tensor,
+  s: Tensor,
+  out: { codes?: Tensor; scales?: Tensor; y?: Tensor },
+  p: Omit<Params, "words">,
+): void {
+  const rt = rec.runtime;
+  rec.dispatch(regSpec(x.dtype as StorageType, p.shape.values), {
+    ...p,
+    words: Math.ceil(p.K / 4),
+  }, [
+    x,
+    s,
+    out.codes ?? dummy(rt, 0),
+    out.scales ?? dummy(rt, 1),
+    out.y ?? dummy(rt, 2),
+  ]);
+}

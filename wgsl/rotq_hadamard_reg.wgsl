@@ -1,0 +1,152 @@
+// Fused randomised block-Hadamard rotation + per-token quantization with the butterflies in
+// registers: the GPUs' kernel for rows that fit workgroup memory. R rows a workgroup, TPR =
+// K/V threads a row, V values a thread:
+// 1. the R rows are read coalesced into workgroup memory, each value times s (random signs,
+//    smoothing and normalisation in one factor) before any butterfly;
+// 2. each thread takes V neighbouring values and runs stages h = 1 … V/2 in registers;
+// 3. where BLOCK > V, each thread takes, from P = BLOCK/V threads' results, V/P runs of P
+//    values a stride V apart and runs stages h = V … BLOCK/2 in registers (V·V ≥ BLOCK);
+// 4. the rotated values go back to workgroup memory, the row's absmax to an atomic (the bits
+//    of a non-negative f32 order as a u32), then codes four per u32 and the scale, or the
+//    rotated row (!QUANT), or with GROUP > 0 a scale per group (a thread a group).
+// Two or three barriers a row where rotq_hadamard.wgsl takes about fifteen. Every butterfly
+// is (a + b, a − b) in f32, stages in order, as there and in the CPU reference
+// (runtime/reference/rotq.ts): the same values bit for bit.
+override TPR: u32 = 72u;      // threads a row: K / V
+override R: u32 = 4u;         // rows a workgroup
+override WG: u32 = 288u;      // TPR · R
+override K: u32 = 1152u;      // row width (a multiple of BLOCK and of V)
+override SLOTS: u32 = 4896u;  // R·K + R·K/16: one pad word every 16 values
+override BLOCK: u32 = 128u;   // Hadamard block (a power of two dividing K)
+override QUANT: bool = true;  // write codes + scales (else the rotated row)
+override BITS: u32 = 8u;      // activation bits
+override GROUP: u32 = 0u;     // values a scale (a multiple of 4 dividing K); 0: the row
+override ASYM: bool = false;  // grouped: levels from each group's min to its max
+// Values a thread (16 or 32): a const, so the register loops unroll; the host writes it.
+const V: u32 = 16u;
+
+struct Params { M: u32, K: u32, words: u32, pad: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<DT>;
+@group(0) @binding(2) var<storage, read> s: array<f32>;
+@group(0) @binding(3) var<storage, read_write> codes: array<u32>;
+@group(0) @binding(4) var<storage, read_write> scales: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<DT>;
+
+var<workgroup> buf: array<f32, SLOTS>;
+var<workgroup> amax: array<atomic<u32>, R>;
+
+// Workgroup slot of value i: a pad word every 16 values keeps V-strided reads off one bank.
+fn slot(i: u32) -> u32 { return i + i / 16u; }
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) ng: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let row0 = (wid.x + wid.y * ng.x) * R;
+  let r = lid / TPR;
+  let t = lid % TPR;
+  let row = row0 + r;
+  if (lid < R) { atomicStore(&amax[lid], 0u); }
+  for (var i = lid; i < R * K; i += WG) {
+    let ri = i / K;
+    let k = i - ri * K;
+    if (row0 + ri < p.M) { buf[slot(i)] = f32(x[(row0 + ri) * K + k]) * s[k]; }
+  }
+  workgroupBarrier();
+
+  // Stages h = 1 … V/2 (or BLOCK/2) on V neighbouring values.
+  var v: array<f32, V>;
+  let a0 = r * K + t * V;
+  for (var i = 0u; i < V; i++) { v[i] = buf[slot(a0 + i)]; }
+  for (var h = 1u; h < min(V, BLOCK); h *= 2u) {
+    for (var i = 0u; i < V; i++) {
+      if ((i & h) == 0u) {
+        let a = v[i];
+        let b = v[i + h];
+        v[i] = a + b;
+        v[i + h] = a - b;
+      }
+    }
+  }
+  for (var i = 0u; i < V; i++) { buf[slot(a0 + i)] = v[i]; }
+
+  // Stages h = V … BLOCK/2: runs of P values a stride V apart, V/P runs a thread.
+  let P = BLOCK / V;
+  if (BLOCK > V) {
+    workgroupBarrier();
+    let b0 = r * K + (t / P) * BLOCK + t % P;
+    for (var i = 0u; i < V; i++) { v[i] = buf[slot(b0 + P * (i / P) + V * (i % P))]; }
+    for (var h = 1u; h < P; h *= 2u) {
+      for (var i = 0u; i < V; i++) {
+        if ((i & h) == 0u) {
+          let a = v[i];
+          let b = v[i + h];
+          v[i] = a + b;
+          v[i + h] = a - b;
+        }
+      }
+    }
+    for (var i = 0u; i < V; i++) { buf[slot(b0 + P * (i / P) + V * (i % P))] = v[i]; }
+  }
+  if (QUANT && GROUP == 0u) {
+    var m = 0.0;
+    for (var i = 0u; i < V; i++) { m = max(m, abs(v[i])); }
+    atomicMax(&amax[r], bitcast<u32>(m));
+  }
+  workgroupBarrier();
+  if (row >= p.M) { return; }
+
+  let base = r * K;
+  if (!QUANT) {
+    for (var k = t; k < K; k += TPR) { y[row * K + k] = DT(buf[slot(base + k)]); }
+    return;
+  }
+  let qmax = f32((1u << (BITS - 1u)) - 1u);
+  if (GROUP > 0u) {
+    quant_groups(row, base, t, qmax);
+    return;
+  }
+  let d = sym_grid(bitcast<f32>(atomicLoad(&amax[r])), qmax);
+  if (t == 0u) { scales[row] = d.x; }
+  for (var w = t; w < K / 4u; w += TPR) {
+    codes[row * p.words + w] = pack_sym(rotated4(base + 4u * w), d.y, qmax);
+  }
+}
+
+// Rotated values i … i+3 of the workgroup's rows.
+fn rotated4(i: u32) -> vec4<f32> {
+  return vec4<f32>(buf[slot(i)], buf[slot(i + 1u)], buf[slot(i + 2u)], buf[slot(i + 3u)]);
+}
+
+// A scale per run of GROUP rotated values, a thread a group (rotq_hadamard.wgsl's arithmetic).
+fn quant_groups(row: u32, base: u32, t: u32, qmax: f32) {
+  let ng = K / max(GROUP, 1u); // GROUP = 0 never gets here, but overrides fold on creation
+  for (var g = t; g < ng; g += TPR) {
+    let k0 = base + g * GROUP;
+    var lo = buf[slot(k0)];
+    var hi = lo;
+    var am = 0.0;
+    for (var k = k0; k < k0 + GROUP; k++) {
+      let v = buf[slot(k)];
+      lo = min(lo, v);
+      hi = max(hi, v);
+      am = max(am, abs(v));
+    }
+    var d = vec3<f32>(sym_grid(am, qmax), 0.0);
+    if (ASYM) {
+      d = asym_grid(lo, hi, qmax);
+      scales[p.M * ng + row * ng + g] = d.z;
+    }
+    scales[row * ng + g] = d.x;
+    for (var w = 0u; w < GROUP / 4u; w++) {
+      let v = rotated4(k0 + 4u * w);
+      var word = pack_sym(v, d.y, qmax);
+      if (ASYM) { word = pack_asym(v, lo, d.y, qmax); }
+      codes[row * p.words + g * GROUP / 4u + w] = word;
+    }
+  }
+}
