@@ -17,12 +17,11 @@ override R: u32 = 4u;         // rows a workgroup
 override WG: u32 = 288u;      // TPR · R
 override K: u32 = 1152u;      // row width (a multiple of BLOCK and of V)
 override SLOTS: u32 = 4896u;  // R·K + R·K/16: one pad word every 16 values
-override BLOCK: u32 = 128u;   // Hadamard block (a power of two dividing K)
 override QUANT: bool = true;  // write codes + scales (else the rotated row)
 override BITS: u32 = 8u;      // activation bits
 override GROUP: u32 = 0u;     // values a scale (a multiple of 4 dividing K); 0: the row
 override ASYM: bool = false;  // grouped: levels from each group's min to its max
-// Values a thread (16 or 32): a const, so the register loops unroll; the host writes it.
+// Values a thread (16 or 32; the host writes it, and the stages for its block).
 const V: u32 = 16u;
 
 struct Params { M: u32, K: u32, words: u32, pad: u32 }
@@ -58,43 +57,15 @@ fn main(
   }
   workgroupBarrier();
 
-  // Stages h = 1 … V/2 (or BLOCK/2) on V neighbouring values.
-  var v: array<f32, V>;
+  // Stages h = 1 … V/2 (or BLOCK/2) on V neighbouring values v0 … v(V−1), then, where
+  // BLOCK > V, stages h = V … BLOCK/2 on runs of P = BLOCK/V values a stride V apart (V/P runs
+  // a thread, from P threads' results); each value back to its slot. Written out by the host
+  // (runtime/ops/rotq_hadamard_reg.ts): named registers, where a loop-indexed private array
+  // may go to local memory.
   let a0 = r * K + t * V;
-  for (var i = 0u; i < V; i++) { v[i] = buf[slot(a0 + i)]; }
-  for (var h = 1u; h < min(V, BLOCK); h *= 2u) {
-    for (var i = 0u; i < V; i++) {
-      if ((i & h) == 0u) {
-        let a = v[i];
-        let b = v[i + h];
-        v[i] = a + b;
-        v[i + h] = a - b;
-      }
-    }
-  }
-  for (var i = 0u; i < V; i++) { buf[slot(a0 + i)] = v[i]; }
-
-  // Stages h = V … BLOCK/2: runs of P values a stride V apart, V/P runs a thread.
-  let P = BLOCK / V;
-  if (BLOCK > V) {
-    workgroupBarrier();
-    let b0 = r * K + (t / P) * BLOCK + t % P;
-    for (var i = 0u; i < V; i++) { v[i] = buf[slot(b0 + P * (i / P) + V * (i % P))]; }
-    for (var h = 1u; h < P; h *= 2u) {
-      for (var i = 0u; i < V; i++) {
-        if ((i & h) == 0u) {
-          let a = v[i];
-          let b = v[i + h];
-          v[i] = a + b;
-          v[i + h] = a - b;
-        }
-      }
-    }
-    for (var i = 0u; i < V; i++) { buf[slot(b0 + P * (i / P) + V * (i % P))] = v[i]; }
-  }
+  //@stages
   if (QUANT && GROUP == 0u) {
-    var m = 0.0;
-    for (var i = 0u; i < V; i++) { m = max(m, abs(v[i])); }
+    //@absmax
     atomicMax(&amax[r], bitcast<u32>(m));
   }
   workgroupBarrier();

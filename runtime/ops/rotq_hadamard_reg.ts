@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { StorageType } from "../gpu/compose.ts";
+import { expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
@@ -73,16 +73,58 @@ interface Params {
   asym: boolean;
 }
 
+/** Butterfly lines of the stages h = 1 … n/2 over the registers `run` (n of them), in order. */
+function runStages(run: readonly number[]): string[] {
+  const lines: string[] = [];
+  for (let h = 1; h < run.length; h *= 2) {
+    for (let j = 0; j < run.length; j++) {
+      if (j & h) continue;
+      const [a, b] = [`v${run[j]}`, `v${run[j + h]}`];
+      lines.push(`{ let a = ${a}; let b = ${b}; ${a} = a + b; ${b} = a - b; }`);
+    }
+  }
+  return lines;
+}
+
+/**
+ * The kernel's register code for V values a thread and `block` (see the WGSL's header): the
+ * loads, stages and stores of both exchanges, and the absmax of the rotated values.
+ */
+export function regStagesSource(values: number, block: number): Record<string, string[]> {
+  const V = values;
+  const idx = Array.from({ length: V }, (_, i) => i);
+  const n = Math.min(V, block);
+  const stages = idx.map((i) => `var v${i} = buf[slot(a0 + ${i}u)];`);
+  for (let r0 = 0; r0 < V; r0 += n) stages.push(...runStages(idx.slice(r0, r0 + n)));
+  stages.push(...idx.map((i) => `buf[slot(a0 + ${i}u)] = v${i};`));
+  if (block > V) {
+    const P = block / V;
+    // Register c·P + j holds value u + P·c + V·j of the thread's block (u = t mod P).
+    const off = (i: number) => P * Math.floor(i / P) + V * (i % P);
+    stages.push("workgroupBarrier();", `let b0 = r * K + (t / ${P}u) * ${block}u + t % ${P}u;`);
+    stages.push(...idx.map((i) => `v${i} = buf[slot(b0 + ${off(i)}u)];`));
+    for (let c = 0; c < V; c += P) stages.push(...runStages(idx.slice(c, c + P)));
+    stages.push(...idx.map((i) => `buf[slot(b0 + ${off(i)}u)] = v${i};`));
+  }
+  const absmax = ["var m = 0.0;", ...idx.map((i) => `m = max(m, abs(v${i}));`)];
+  return { stages, absmax };
+}
+
 const V_LINE = "const V: u32 = 16u;";
 if (!regSrc.includes(V_LINE)) throw new Error(`wgsl/rotq_hadamard_reg.wgsl: no "${V_LINE}"`);
 const specs = new Map<string, KernelSpec<Params>>();
 
-function regSpec(storage: StorageType, values: number): KernelSpec<Params> {
-  const key = `${storage}/${values}`;
+function regSpec(storage: StorageType, values: number, block: number): KernelSpec<Params> {
+  const key = `${storage}/${values}/${block}`;
   let spec = specs.get(key);
   if (!spec) {
-    const src = regSrc.replace(V_LINE, `const V: u32 = ${values}u;`);
-    spec = rotqSpec(`rotq_hadamard_reg${values}_${storage}`, src, storage, [2, 3], {
+    const src = expandMarkers(
+      regSrc.replace(V_LINE, `const V: u32 = ${values}u;`),
+      regStagesSource(values, block),
+      "rotq_hadamard_reg.wgsl",
+    );
+    const name = `rotq_hadamard_reg${values}_b${block}_${storage}`;
+    spec = rotqSpec(name, src, storage, [2, 3], {
       constants: (p) => {
         const tpr = p.K / p.shape.values;
         const r = p.shape.rows;
@@ -92,7 +134,6 @@ function regSpec(storage: StorageType, values: number): KernelSpec<Params> {
           WG: tpr * r,
           K: p.K,
           SLOTS: r * p.K + Math.floor(r * p.K / 16),
-          BLOCK: p.block,
           QUANT: p.quant ? 1 : 0,
           BITS: p.bits,
           GROUP: p.group,
@@ -119,7 +160,7 @@ export function recordHadamardReg(
   p: Omit<Params, "words">,
 ): void {
   const rt = rec.runtime;
-  rec.dispatch(regSpec(x.dtype as StorageType, p.shape.values), {
+  rec.dispatch(regSpec(x.dtype as StorageType, p.shape.values, p.block), {
     ...p,
     words: Math.ceil(p.K / 4),
   }, [
