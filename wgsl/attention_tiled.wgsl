@@ -104,18 +104,9 @@ fn tile_scores8(qo: u32, kr0: u32) -> Tile8 {
     let k5 = vec4<f32>(ks[kr0 + kh + TC * D4P + d]);
     let k6 = vec4<f32>(ks[kr0 + kh + 2u * TC * D4P + d]);
     let k7 = vec4<f32>(ks[kr0 + kh + 3u * TC * D4P + d]);
-    let qa = vec4<f32>(qs[qo + d]);
-    let qb = vec4<f32>(qs[qo + QR + d]);
-    let qc = vec4<f32>(qs[qo + 2u * QR + d]);
-    let qd = vec4<f32>(qs[qo + 3u * QR + d]);
-    a.r0 += key_dots(qa, k0, k1, k2, k3);
-    a.r1 += key_dots(qb, k0, k1, k2, k3);
-    a.r2 += key_dots(qc, k0, k1, k2, k3);
-    a.r3 += key_dots(qd, k0, k1, k2, k3);
-    c.r0 += key_dots(qa, k4, k5, k6, k7);
-    c.r1 += key_dots(qb, k4, k5, k6, k7);
-    c.r2 += key_dots(qc, k4, k5, k6, k7);
-    c.r3 += key_dots(qd, k4, k5, k6, k7);
+    let q = q_rows(qo + d);
+    a = add_rows(a, q, k0, k1, k2, k3);
+    c = add_rows(c, q, k4, k5, k6, k7);
   }
   return Tile8(a, c);
 }

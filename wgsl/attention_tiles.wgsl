@@ -27,16 +27,24 @@ fn tile_scores(s: Tile4, qo: u32, kr0: u32, ks_row: u32, n: u32) -> Tile4 {
     let kb = vec4<f32>(ks[kr0 + TC * ks_row + d]);
     let kc = vec4<f32>(ks[kr0 + 2u * TC * ks_row + d]);
     let kd = vec4<f32>(ks[kr0 + 3u * TC * ks_row + d]);
-    let qa = vec4<f32>(qs[qo + d]);
-    let qb = vec4<f32>(qs[qo + QR + d]);
-    let qc = vec4<f32>(qs[qo + 2u * QR + d]);
-    let qd = vec4<f32>(qs[qo + 3u * QR + d]);
-    t.r0 += key_dots(qa, ka, kb, kc, kd);
-    t.r1 += key_dots(qb, ka, kb, kc, kd);
-    t.r2 += key_dots(qc, ka, kb, kc, kd);
-    t.r3 += key_dots(qd, ka, kb, kc, kd);
+    t = add_rows(t, q_rows(qo + d), ka, kb, kc, kd);
   }
   return t;
+}
+
+// The 4 query rows' vec4s at q in qs (row stride QR), as a Tile4's rows.
+fn q_rows(q: u32) -> Tile4 {
+  return Tile4(vec4<f32>(qs[q]), vec4<f32>(qs[q + QR]), vec4<f32>(qs[q + 2u * QR]), vec4<f32>(qs[q + 3u * QR]));
+}
+
+// t plus 4 query rows' vec4s (q's rows) against 4 keys' vec4s.
+fn add_rows(t: Tile4, q: Tile4, ka: vec4<f32>, kb: vec4<f32>, kc: vec4<f32>, kd: vec4<f32>) -> Tile4 {
+  return Tile4(
+    t.r0 + key_dots(q.r0, ka, kb, kc, kd),
+    t.r1 + key_dots(q.r1, ka, kb, kc, kd),
+    t.r2 + key_dots(q.r2, ka, kb, kc, kd),
+    t.r3 + key_dots(q.r3, ka, kb, kc, kd),
+  );
 }
 
 // One query row's vec4 against 4 keys' vec4s.

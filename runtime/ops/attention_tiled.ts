@@ -176,11 +176,7 @@ function scoresFn(qpt: RowGroupsPerThread): string[] {
     "    let kb = vec4<f32>(ks[kr0 + TC * D4P + d]);",
     "    let kc = vec4<f32>(ks[kr0 + 2u * TC * D4P + d]);",
     "    let kd = vec4<f32>(ks[kr0 + 3u * TC * D4P + d]);",
-    ...gs.flatMap((g) =>
-      [0, 1, 2, 3].map((r) =>
-        `    a${g}.r${r} += key_dots(vec4<f32>(qs[q${g} + ${r}u * QR + d]), ka, kb, kc, kd);`
-      )
-    ),
+    ...gs.map((g) => `    a${g} = add_rows(a${g}, q_rows(q${g} + d), ka, kb, kc, kd);`),
     "  }",
     `  return TileN(${gs.map((g) => `a${g}`).join(", ")});`,
     "}",
