@@ -3,20 +3,22 @@
 // K/V threads a row, V values a thread:
 // 1. the R rows are read coalesced into workgroup memory, each value times s (random signs,
 //    smoothing and normalisation in one factor) before any butterfly;
-// 2. each thread takes V neighbouring values and runs stages h = 1 … V/2 in registers;
-// 3. where BLOCK > V, each thread takes, from P = BLOCK/V threads' results, V/P runs of P
-//    values a stride V apart and runs stages h = V … BLOCK/2 in registers (V·V ≥ BLOCK);
+// 2. each thread takes V neighbouring values and runs stages h = 1 … V/2 (or BLOCK/2) in
+//    registers;
+// 3. while stages are left (BLOCK > V), after an exchange through workgroup memory, each
+//    thread takes runs of values h apart from its block's P = BLOCK/V threads' results and runs
+//    the next log2 V stages (or those left) in registers;
 // 4. the rotated values go back to workgroup memory, the row's absmax to an atomic (the bits
 //    of a non-negative f32 order as a u32), then codes four per u32 and the scale, or the
 //    rotated row (!QUANT), or with GROUP > 0 a scale per group (a thread a group).
-// Two or three barriers a row where rotq_hadamard.wgsl takes about fifteen. Every butterfly
+// Two to four barriers a row where rotq_hadamard.wgsl takes about fifteen. Every butterfly
 // is (a + b, a − b) in f32, stages in order, as there and in the CPU reference
 // (runtime/reference/rotq.ts): the same values bit for bit.
 override TPR: u32 = 72u;      // threads a row: K / V
 override R: u32 = 4u;         // rows a workgroup
 override WG: u32 = 288u;      // TPR · R
 override K: u32 = 1152u;      // row width (a multiple of BLOCK and of V)
-override SLOTS: u32 = 4896u;  // R·K + R·K/16: one pad word every 16 values
+override SLOTS: u32 = 4896u;  // R·K + R·K/V: one pad word every V values
 override QUANT: bool = true;  // write codes + scales (else the rotated row)
 override BITS: u32 = 8u;      // activation bits
 override GROUP: u32 = 0u;     // values a scale (a multiple of 4 dividing K); 0: the row
@@ -36,8 +38,13 @@ struct Params { M: u32, K: u32, words: u32, pad: u32 }
 var<workgroup> buf: array<f32, SLOTS>;
 var<workgroup> amax: array<atomic<u32>, R>;
 
-// Workgroup slot of value i: a pad word every 16 values keeps V-strided reads off one bank.
-fn slot(i: u32) -> u32 { return i + i / 16u; }
+// Workgroup slot of value i: a pad word every V values keeps V-strided reads off one bank.
+fn slot(i: u32) -> u32 { return i + i / V; }
+
+// Offset o's bits from lo up moved w bits higher: the value of a run's 0-th member.
+fn spread(o: u32, lo: u32, w: u32) -> u32 {
+  return (o & ((1u << lo) - 1u)) | ((o >> lo) << (lo + w));
+}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -57,11 +64,9 @@ fn main(
   }
   workgroupBarrier();
 
-  // Stages h = 1 … V/2 (or BLOCK/2) on V neighbouring values v0 … v(V−1), then, where
-  // BLOCK > V, stages h = V … BLOCK/2 on runs of P = BLOCK/V values a stride V apart (V/P runs
-  // a thread, from P threads' results); each value back to its slot. Written out by the host
-  // (runtime/ops/rotq_hadamard_reg.ts): named registers, where a loop-indexed private array
-  // may go to local memory.
+  // Steps 2 and 3 on registers v0 … v(V−1), each value back to its slot after each phase.
+  // Written out by the host (runtime/ops/rotq_hadamard_reg.ts regStagesSource): named
+  // registers, where a loop-indexed private array may go to local memory.
   let a0 = r * K + t * V;
   //@stages
   if (QUANT && GROUP == 0u) {

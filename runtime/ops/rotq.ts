@@ -207,6 +207,8 @@ export interface HadamardKernelOptions {
   kernel?: "registers" | "workgroup" | "cpu";
   /** Register kernel: rows a workgroup (default: up to 256 threads, as memory allows). */
   rows?: number;
+  /** Register kernel: values a thread (default 16 where K/16 threads fit, else 32). */
+  values?: 16 | 32;
   /** At most this many columns in workgroup memory at once (rounded down to whole blocks). */
   chunk?: number;
   /** Quantize each run of `group` rotated values on its own scale (actQuant's `group`). */
@@ -245,7 +247,7 @@ export function hadamardKernel(
     return "workgroup";
   }
   if (!k && !why) return "cpu";
-  const reg = hadamardRegShape(rt, K, block, opts.rows);
+  const reg = hadamardRegShape(rt, K, opts.rows, opts.values);
   if (typeof reg === "object") return "registers";
   if (k) throw new RangeError(`${what}: the register kernel cannot run here: ${reg}`);
   return "workgroup";
@@ -290,7 +292,7 @@ function recordHadamard(
     return { codes: a.q, scales: a.scales, M, K };
   }
   if (kernel === "registers") {
-    const shape = hadamardRegShape(rt, K, t.block, o.rows) as HadamardRegShape;
+    const shape = hadamardRegShape(rt, K, o.rows, o.values) as HadamardRegShape;
     const out = {
       codes: quant ? createTensor(rt, [M, Math.ceil(K / 4)], "u32") : undefined,
       scales: quant ? createTensor(rt, actScaleShape(M, K, group, o.asym), "f32") : undefined,
@@ -353,8 +355,8 @@ export function rotateHadamard(
   t: HadamardTransformTensors,
   opts: HadamardKernelOptions = {},
 ): Tensor {
-  const { chunk, kernel, rows } = opts;
-  return recordHadamard(rec, x, t, false, 8, { chunk, kernel, rows }).y!;
+  const { chunk, kernel, rows, values } = opts;
+  return recordHadamard(rec, x, t, false, 8, { chunk, kernel, rows, values }).y!;
 }
 /** Rows per workgroup of the outlier kernel: 4, 2 or 1, as workgroup memory allows. */
 export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): number {

@@ -47,13 +47,15 @@ Deno.test("the Hadamard CPU kernel: CPU adapters, blocks of 4 to 1024, a scratch
 
 Deno.test("the Hadamard register kernel: 16 or 32 values a thread, rows as threads and memory allow", () => {
   const gpu = cpuAdapter(1 << 30, false); // 256 threads, 32 KiB
-  assertEquals(hadamardRegShape(gpu, 1152, 128), { values: 16, rows: 3 }); // 72 threads a row
-  assertEquals(hadamardRegShape(gpu, 4608, 128), { values: 32, rows: 1 }); // 144 threads a row
-  assertEquals(hadamardRegShape(gpu, 2048, 1024), { values: 32, rows: 3 }); // 16·16 < 1024
-  assertEquals(hadamardRegShape(gpu, 4096, 128), { values: 16, rows: 1 }); // memory: one row
-  assertEquals(typeof hadamardRegShape(gpu, 12288, 128), "string"); // 384 threads a row
-  assertEquals(typeof hadamardRegShape(gpu, 1152, 128, 4), "string"); // 288 threads
-  assertThrows(() => hadamardRegShape(gpu, 1152, 128, 0), RangeError, "opts.rows");
+  assertEquals(hadamardRegShape(gpu, 1152), { values: 16, rows: 3 }); // 72 threads a row
+  assertEquals(hadamardRegShape(gpu, 4608), { values: 32, rows: 1 }); // 144 threads a row
+  assertEquals(hadamardRegShape(gpu, 2048), { values: 16, rows: 2 });
+  assertEquals(hadamardRegShape(gpu, 2048, undefined, 32), { values: 32, rows: 3 });
+  assertEquals(hadamardRegShape(gpu, 4096), { values: 16, rows: 1 }); // memory: one row
+  assertEquals(typeof hadamardRegShape(gpu, 12288), "string"); // 384 threads a row
+  assertEquals(typeof hadamardRegShape(gpu, 1152, 4), "string"); // 288 threads
+  assertThrows(() => hadamardRegShape(gpu, 1152, 0), RangeError, "opts.rows");
+  assertThrows(() => hadamardRegShape(gpu, 1152, 1, 8 as 16), RangeError, "opts.values");
   assertThrows(
     () => hadamardKernel(gpu, 8, 12, 4, { kernel: "registers" }),
     RangeError,

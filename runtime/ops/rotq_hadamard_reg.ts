@@ -16,7 +16,7 @@ import regSrc from "../../wgsl/rotq_hadamard_reg.wgsl" with { type: "text" };
 /** A register-kernel shape: V values a thread, K/V threads a row, `rows` rows a workgroup. */
 export interface HadamardRegShape {
   /** Values a thread (16 or 32). */
-  values: number;
+  values: 16 | 32;
   /** Rows a workgroup. */
   rows: number;
 }
@@ -24,41 +24,44 @@ export interface HadamardRegShape {
 /** Threads a workgroup the default shape aims at (rows are added up to it). */
 const TARGET_THREADS = 256;
 
-/** Workgroup memory of `rows` rows of K: a pad word every 16 values, one atomic a row. */
-function regBytes(K: number, rows: number): number {
-  return 4 * (rows * K + Math.floor(rows * K / 16)) + 4 * rows;
+/** Workgroup memory of `rows` rows of K: a pad word every V values, one atomic a row. */
+function regBytes(K: number, rows: number, values: number): number {
+  return 4 * (rows * K + Math.floor(rows * K / values)) + 4 * rows;
 }
 
 /**
- * Why the register kernel cannot take rows of K with `block` on `rt` at `rows` rows a
- * workgroup (default: as many as reach 256 threads and fit), or its shape.
+ * Why the register kernel cannot take rows of K (any block) on `rt` at `rows` rows a
+ * workgroup (default: as many as reach 256 threads and fit) and `values` a thread (default:
+ * 16 where K allows, else 32), or its shape.
  */
 export function hadamardRegShape(
   rt: Runtime,
   K: number,
-  block: number,
   rows?: number,
+  values?: 16 | 32,
 ): HadamardRegShape | string {
   const maxThreads = rt.info.limits.maxComputeInvocationsPerWorkgroup ?? 256;
-  // The second exchange gives each thread whole runs of BLOCK/V values: V·V ≥ BLOCK.
-  const values = [16, 32].find((v) => K % v === 0 && v * v >= block && K / v <= maxThreads);
-  if (values === undefined) {
-    return `no 16 or 32 values a thread divide K = ${K} in ${maxThreads} threads a row with ` +
-      `a block of ${block}`;
+  if (values !== undefined && values !== 16 && values !== 32) {
+    throw new RangeError(`rotqHadamard: opts.values must be 16 or 32, got ${values}`);
   }
-  const tpr = K / values;
+  const v = ([values ?? 16, values ?? 32] as const).find((v) => K % v === 0 && K / v <= maxThreads);
+  if (v === undefined) {
+    return `no ${values ?? "16 or 32"} values a thread divide K = ${K} in ${maxThreads} ` +
+      "threads a row";
+  }
+  const tpr = K / v;
   if (rows !== undefined) {
     if (!Number.isInteger(rows) || rows < 1) {
       throw new RangeError(`rotqHadamard: opts.rows must be a positive integer, got ${rows}`);
     }
     if (rows * tpr > maxThreads) return `${rows} rows of ${tpr} threads pass ${maxThreads}`;
-    if (regBytes(K, rows) > workgroupBytes(rt)) return `${rows} rows pass workgroup memory`;
-    return { values, rows };
+    if (regBytes(K, rows, v) > workgroupBytes(rt)) return `${rows} rows pass workgroup memory`;
+    return { values: v, rows };
   }
   let r = Math.max(1, Math.floor(TARGET_THREADS / tpr));
-  while (r > 1 && regBytes(K, r) > workgroupBytes(rt)) r--;
-  if (regBytes(K, r) > workgroupBytes(rt)) return `a row of ${K} passes workgroup memory`;
-  return { values, rows: r };
+  while (r > 1 && regBytes(K, r, v) > workgroupBytes(rt)) r--;
+  if (regBytes(K, r, v) > workgroupBytes(rt)) return `a row of ${K} passes workgroup memory`;
+  return { values: v, rows: r };
 }
 
 interface Params {
@@ -87,24 +90,35 @@ function runStages(run: readonly number[]): string[] {
 }
 
 /**
- * The kernel's register code for V values a thread and `block` (see the WGSL's header): the
- * loads, stages and stores of both exchanges, and the absmax of the rotated values.
+ * The kernel's register code for V values a thread and `block` (see the WGSL's header): phase
+ * 0 runs the stages of the low log2 V index bits on V neighbouring values; each later phase,
+ * after an exchange, the stages of the next log2 V bits (or what is left of the block's) on
+ * runs of values 2^lo apart. Then the absmax of the rotated values.
  */
 export function regStagesSource(values: number, block: number): Record<string, string[]> {
   const V = values;
   const idx = Array.from({ length: V }, (_, i) => i);
-  const n = Math.min(V, block);
+  const n0 = Math.min(V, block);
   const stages = idx.map((i) => `var v${i} = buf[slot(a0 + ${i}u)];`);
-  for (let r0 = 0; r0 < V; r0 += n) stages.push(...runStages(idx.slice(r0, r0 + n)));
+  for (let r0 = 0; r0 < V; r0 += n0) stages.push(...runStages(idx.slice(r0, r0 + n0)));
   stages.push(...idx.map((i) => `buf[slot(a0 + ${i}u)] = v${i};`));
-  if (block > V) {
-    const P = block / V;
-    // Register c·P + j holds value u + P·c + V·j of the thread's block (u = t mod P).
-    const off = (i: number) => P * Math.floor(i / P) + V * (i % P);
-    stages.push("workgroupBarrier();", `let b0 = r * K + (t / ${P}u) * ${block}u + t % ${P}u;`);
-    stages.push(...idx.map((i) => `v${i} = buf[slot(b0 + ${off(i)}u)];`));
-    for (let c = 0; c < V; c += P) stages.push(...runStages(idx.slice(c, c + P)));
-    stages.push(...idx.map((i) => `buf[slot(b0 + ${off(i)}u)] = v${i};`));
+  const vb = Math.log2(V);
+  const bits = Math.log2(block);
+  for (let lo = vb; lo < bits; lo += vb) {
+    const n = 2 ** Math.min(vb, bits - lo); // a run: index bits lo … lo + log2 n
+    const P = block / V; // threads a block
+    // Run c of thread u of a block takes the block's c·P + u-th value of the bits outside the
+    // run (u fastest across threads), spread around the run's bits; register c·n + j holds
+    // its j-th value.
+    const body = [`let u = t % ${P}u;`, `let rb = r * K + (t / ${P}u) * ${block}u;`];
+    for (let c = 0; c < V / n; c++) {
+      body.push(`let o${c} = rb + spread(${c * P}u + u, ${lo}u, ${Math.log2(n)}u);`);
+    }
+    const at = (i: number) => `slot(o${Math.floor(i / n)} + ${(i % n) * 2 ** lo}u)`;
+    body.push(...idx.map((i) => `v${i} = buf[${at(i)}];`));
+    for (let c = 0; c < V; c += n) body.push(...runStages(idx.slice(c, c + n)));
+    body.push(...idx.map((i) => `buf[${at(i)}] = v${i};`));
+    stages.push("workgroupBarrier();", "{", ...body.map((l) => "  " + l), "}");
   }
   const absmax = ["var m = 0.0;", ...idx.map((i) => `m = max(m, abs(v${i}));`)];
   return { stages, absmax };
@@ -133,7 +147,7 @@ function regSpec(storage: StorageType, values: number, block: number): KernelSpe
           R: r,
           WG: tpr * r,
           K: p.K,
-          SLOTS: r * p.K + Math.floor(r * p.K / 16),
+          SLOTS: r * p.K + Math.floor(r * p.K / p.shape.values),
           QUANT: p.quant ? 1 : 0,
           BITS: p.bits,
           GROUP: p.group,

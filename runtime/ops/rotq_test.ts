@@ -90,6 +90,9 @@ Deno.test(
         [1, 18, 2, 8],
         [3, 12, 4, 6],
         [3, 2048, 1024, 8],
+        [3, 1536, 512, 8],
+        [2, 64, 64, 8],
+        [5, 48, 4, 8],
         [7, 320, 64, 8, 128],
         [4, 96, 32, 4, 40],
       ];
@@ -100,11 +103,14 @@ Deno.test(
         const st = uploadTensor(rt, s, [K]);
         const kernels: HadamardKernelOptions[] = chunk ? [{ chunk }] : [{ kernel: "workgroup" }];
         // The CPU kernel runs on CPU adapters only; the register kernel where K/16 or K/32
-        // threads take a row (here one workgroup of every row, and one of two rows, the
-        // second past M for odd M).
+        // threads take a row (one workgroup of every row, and one of two rows, the second past
+        // M for odd M; and 32 values a thread): blocks past 16² take three exchanges.
         if (!chunk && block >= 4 && rt.info.fallback) kernels.push({ kernel: "cpu" });
-        if (!chunk && typeof hadamardRegShape(rt, K, block) === "object") {
+        if (!chunk && typeof hadamardRegShape(rt, K) === "object") {
           kernels.push({ kernel: "registers" }, { kernel: "registers", rows: 2 });
+        }
+        if (!chunk && typeof hadamardRegShape(rt, K, 1, 32) === "object") {
+          kernels.push({ kernel: "registers", values: 32 });
         }
         for (const opts of kernels) {
           const rec = new Recorder(rt);
