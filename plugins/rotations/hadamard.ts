@@ -3,7 +3,7 @@
  * random ±1 diagonal and H a Sylvester Hadamard matrix. Widths that are not a power of
  * two use a block-diagonal H with the largest power-of-two block dividing K (1152 =
  * 9 × 128; the plan records the block). Online it is the fused Walsh–Hadamard + quantize
- * kernel (wgsl/rotq_hadamard.wgsl).
+ * kernel (wgsl/rotq_hadamard_reg.wgsl; rotq_hadamard.wgsl for rows past workgroup memory).
  *
  * @module
  */

@@ -2,7 +2,8 @@
  * Fused rotate + per-token quantize kernels, the online side of the rotation plugins:
  *
  * - {@linkcode rotqHadamard}: x ⊙ s, then a fast Walsh–Hadamard transform of every
- *   `block`-wide block (s = random signs / (smoothing · √block)), then int8 codes + scales;
+ *   `block`-wide block (s = random signs / (smoothing · √block)), then int8 codes + scales
+ *   (runtime/ops/rotq_hadamard.ts, re-exported here);
  * - {@linkcode rotqOutlier}: x ⊙ s, block · Q1, permutation, block · Q2, then codes + scales.
  *   On GPUs one launch that keeps T token rows in workgroup memory through both stages
  *   (wgsl/rotq_outlier_fused.wgsl) where they fit (K ≤ 12 blocks); else two register-tiled
@@ -23,43 +24,36 @@ import type { Runtime } from "../gpu/device.ts";
 import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
-import { isPowerOfTwo } from "../reference/hadamard.ts";
-import { type OutlierTransformParams, qmaxOf } from "../reference/rotq.ts";
+import type { OutlierTransformParams } from "../reference/rotq.ts";
 import { invertPermutation } from "../quant/paro_orders.ts";
 import { actQuant, actScaleShape, checkActGroup, quantizedActivations } from "./act_quant.ts";
 import {
+  checkBits,
   dummy,
   type OutlierKernelOptions,
   type OutlierTile,
   outlierTile,
   recordTiled,
   rotqSpec,
+  shapeOf,
   tileProblem,
   workgroupBytes,
 } from "./rotq_outlier_tiled.ts";
 import { fusedProblem, fusedTokens, recordFused } from "./rotq_outlier_fused.ts";
-import { type HadamardRegShape, hadamardRegShape, recordHadamardReg } from "./rotq_hadamard_reg.ts";
-import {
-  hadamardCpuProblem,
-  outlierCpuProblem,
-  quantizeRotated,
-  rotateHadamardCpu,
-  rotateOutlierCpu,
-} from "./rotq_cpu.ts";
+import { outlierCpuProblem, quantizeRotated, rotateOutlierCpu } from "./rotq_cpu.ts";
 
 export { type OutlierKernelOptions, type OutlierTile, outlierTile };
+export {
+  hadamardChunk,
+  hadamardKernel,
+  type HadamardKernelOptions,
+  type HadamardTransformTensors,
+  rotateHadamard,
+  rotqHadamard,
+} from "./rotq_hadamard.ts";
 export { detectFmaContraction } from "./fma_probe.ts";
-import hadSrc from "../../wgsl/rotq_hadamard.wgsl" with { type: "text" };
 import outSrc from "../../wgsl/rotq_outlier.wgsl" with { type: "text" };
 import productSrc from "../../wgsl/rotq_outlier_product.wgsl" with { type: "text" };
-
-/** GPU tensors of a hadamard transform. */
-export interface HadamardTransformTensors {
-  /** Pre-multiplier s [K] f32: signs / (m · √block). */
-  s: Tensor;
-  /** Hadamard block (a power of two dividing K). */
-  block: number;
-}
 
 /** GPU tensors of an outlier-aware transform. */
 export interface OutlierTransformTensors {
@@ -116,29 +110,7 @@ interface Params {
   asym?: boolean;
 }
 
-const hadSpecs = new Map<StorageType, KernelSpec<Params>>();
 const outSpecs = new Map<StorageType, KernelSpec<Params>>();
-
-function hadamardSpec(storage: StorageType): KernelSpec<Params> {
-  let spec = hadSpecs.get(storage);
-  if (!spec) {
-    spec = rotqSpec(`rotq_hadamard_${storage}`, hadSrc, storage, [2, 4], {
-      constants: (p) => ({
-        WG: p.wg,
-        BLOCK: p.block,
-        CHUNK: p.chunk ?? p.K,
-        QUANT: p.quant ? 1 : 0,
-        BITS: p.bits,
-        GROUP: p.group ?? 0,
-        ASYM: p.asym ? 1 : 0,
-      }),
-      uniform: (p) => [p.M, p.K, p.words, 0],
-      dispatch: (p) => grid1d(p.M),
-    });
-    hadSpecs.set(storage, spec);
-  }
-  return spec;
-}
 
 /** The row kernel with its block product pasted into both stages (stage 1: q1 on va, 2: q2 on vb). */
 function outlierSource(): string {
@@ -168,196 +140,6 @@ function outlierSpec(storage: StorageType): KernelSpec<Params> {
   return spec;
 }
 
-/** Checks x and the transform's vector; returns M and K. */
-function shapeOf(x: Tensor, s: Tensor, block: number, what: string): { M: number; K: number } {
-  if (x.dtype !== "f32" && x.dtype !== "f16") {
-    throw new TypeError(`${what}: x must be f32 or f16, got ${x.dtype}`);
-  }
-  if (x.shape.length < 1) throw new RangeError(`${what}: x must have at least one dimension`);
-  const K = x.shape[x.shape.length - 1];
-  if (s.dtype !== "f32" || s.size !== K) {
-    throw new RangeError(`${what}: s must be f32 [${K}], got ${s.dtype} [${s.shape}]`);
-  }
-  if (!isPowerOfTwo(block) || K % block !== 0) {
-    throw new RangeError(`${what}: block must be a power of two dividing K = ${K}, got ${block}`);
-  }
-  return { M: K === 0 ? 0 : x.size / K, K };
-}
-
-function checkBits(bits: number): void {
-  qmaxOf(bits); // throws a RangeError naming the bits
-}
-
-/** Threads of the hadamard kernel: a power of two in [32, 256], about K/4. */
-function hadamardThreads(K: number): number {
-  let wg = 32;
-  while (wg < 256 && wg * 4 < K) wg *= 2;
-  return wg;
-}
-
-/** Kernel options of {@linkcode rotqHadamard} / {@linkcode rotateHadamard} (tests). */
-export interface HadamardKernelOptions {
-  /**
-   * "registers": R rows a workgroup, the butterflies in registers (wgsl/rotq_hadamard_reg.wgsl;
-   * the GPU default where a row fits workgroup memory); "workgroup": a workgroup a row,
-   * butterflies in workgroup memory, rows in chunks where they do not fit; "cpu": an
-   * invocation a block, then actQuant (CPU adapters only, their default for blocks of 4 to
-   * 1024).
-   */
-  kernel?: "registers" | "workgroup" | "cpu";
-  /** Register kernel: rows a workgroup (default: up to 256 threads, as memory allows). */
-  rows?: number;
-  /** Register kernel: values a thread (default 16 where K/16 threads fit, else 32). */
-  values?: 16 | 32;
-  /** At most this many columns in workgroup memory at once (rounded down to whole blocks). */
-  chunk?: number;
-  /** Quantize each run of `group` rotated values on its own scale (actQuant's `group`). */
-  group?: number;
-  /** With a group: asymmetric levels (actQuant's `asym`). */
-  asym?: boolean;
-}
-
-/**
- * The kernel {@linkcode rotqHadamard} or {@linkcode rotateHadamard} runs for M rows of K with
- * `block` on `rt`, given `opts`: the one asked for; else, where no chunk is asked, the CPU
- * kernel on CPU adapters where it can run (512×128 on lavapipe: 3.7× the workgroup kernel's
- * speed), then the register kernel where a row fits; else the workgroup kernel. Throws when
- * the asked kernel cannot run.
- */
-export function hadamardKernel(
-  rt: Runtime,
-  M: number,
-  K: number,
-  block: number,
-  opts: HadamardKernelOptions = {},
-  what = "rotqHadamard",
-): "registers" | "workgroup" | "cpu" {
-  const k = opts.kernel;
-  if (k !== undefined && k !== "registers" && k !== "workgroup" && k !== "cpu") {
-    throw new RangeError(
-      `${what}: opts.kernel must be "registers", "workgroup" or "cpu", got ${k}`,
-    );
-  }
-  if (k === "workgroup") return k;
-  const why = hadamardCpuProblem(rt, M, K, block);
-  if (k === "cpu" && why) throw new RangeError(`${what}: the CPU kernel cannot run here: ${why}`);
-  if (k === "cpu") return k;
-  if (opts.chunk !== undefined) {
-    if (k) throw new RangeError(`${what}: opts.chunk is the workgroup kernel's, not the ${k}'s`);
-    return "workgroup";
-  }
-  if (!k && !why) return "cpu";
-  const reg = hadamardRegShape(rt, K, opts.rows, opts.values);
-  if (typeof reg === "object") return "registers";
-  if (k) throw new RangeError(`${what}: the register kernel cannot run here: ${reg}`);
-  return "workgroup";
-}
-
-/**
- * Columns the Hadamard kernel holds in workgroup memory: K when the row fits, else the most
- * whole blocks that do (0 when not even one block fits). `cap` lowers it (tests).
- */
-export function hadamardChunk(
-  K: number,
-  block: number,
-  wg: number,
-  limitBytes: number,
-  cap = Infinity,
-): number {
-  const room = Math.min(Math.floor(limitBytes / 4) - wg, cap);
-  if (K <= room) return K;
-  return Math.floor(room / block) * block;
-}
-
-function recordHadamard(
-  rec: Recorder,
-  x: Tensor,
-  t: HadamardTransformTensors,
-  quant: boolean,
-  bits: number,
-  o: HadamardKernelOptions = {},
-): { codes?: Tensor; scales?: Tensor; y?: Tensor; M: number; K: number } {
-  const what = quant ? "rotqHadamard" : "rotateHadamard";
-  const { M, K } = shapeOf(x, t.s, t.block, what);
-  checkBits(bits);
-  const group = o.group ?? 0;
-  checkActGroup(group, K, what, o.asym);
-  const chunkCap = o.chunk;
-  const rt = rec.runtime;
-  const kernel = hadamardKernel(rt, M, K, t.block, o, what);
-  if (kernel === "cpu" && M > 0) {
-    if (!quant) return { y: rotateHadamardCpu(rec, x, t, M, K), M, K };
-    const z = rotateHadamardCpu(rec, x, t, M, K, true);
-    const a = quantizeRotated(rec, z, bits, group, o.asym ?? false);
-    return { codes: a.q, scales: a.scales, M, K };
-  }
-  if (kernel === "registers") {
-    const shape = hadamardRegShape(rt, K, o.rows, o.values) as HadamardRegShape;
-    const out = {
-      codes: quant ? createTensor(rt, [M, Math.ceil(K / 4)], "u32") : undefined,
-      scales: quant ? createTensor(rt, actScaleShape(M, K, group, o.asym), "f32") : undefined,
-      y: quant ? undefined : createTensor(rt, x.shape, x.dtype),
-    };
-    const p = { M, K, block: t.block, quant, bits, shape, group, asym: o.asym ?? false };
-    if (M > 0) recordHadamardReg(rec, x, t.s, out, p);
-    return { ...out, M, K };
-  }
-  const wg = hadamardThreads(K);
-  const chunk = hadamardChunk(K, t.block, wg, workgroupBytes(rt), chunkCap);
-  if (chunk === 0) {
-    throw new RangeError(
-      `${what}: a Hadamard block of ${t.block} does not fit this adapter's workgroup memory`,
-    );
-  }
-  const words = Math.ceil(K / 4);
-  const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
-  const scales = quant ? createTensor(rt, actScaleShape(M, K, group, o.asym), "f32") : undefined;
-  const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
-  // Rows past workgroup memory: rotated chunks wait in z for the row's scale.
-  const z = quant && chunk < K ? createTensor(rt, [M, K], "f32") : undefined;
-  if (M > 0) {
-    rec.dispatch(
-      hadamardSpec(x.dtype as StorageType),
-      { M, K, chunk, words, block: t.block, quant, bits, wg, rows: 1, group, asym: o.asym },
-      [
-        x,
-        t.s,
-        codes ?? dummy(rt, 0),
-        scales ?? dummy(rt, 1),
-        y ?? dummy(rt, 2),
-        z ?? dummy(rt, 3),
-      ],
-    );
-  }
-  z?.release(); // recorded work keeps it valid until it has run
-  return { codes, scales, y, M, K };
-}
-
-/**
- * Records the fused randomised-Hadamard rotation + per-token quantization of x [..., K]
- * (f32/f16) with `bits` activation bits (default 8).
- */
-export function rotqHadamard(
-  rec: Recorder,
-  x: Tensor,
-  t: HadamardTransformTensors,
-  bits = 8,
-  opts: HadamardKernelOptions = {},
-): QuantizedActivations {
-  const r = recordHadamard(rec, x, t, true, bits, opts);
-  return quantizedActivations(r.codes!, r.scales!, bits, r.K, opts);
-}
-
-/** Records x [..., K] → x ⊙ s · blockdiag(H) (same shape and dtype), no quantization. */
-export function rotateHadamard(
-  rec: Recorder,
-  x: Tensor,
-  t: HadamardTransformTensors,
-  opts: HadamardKernelOptions = {},
-): Tensor {
-  const { chunk, kernel, rows, values } = opts;
-  return recordHadamard(rec, x, t, false, 8, { chunk, kernel, rows, values }).y!;
-}
 /** Rows per workgroup of the outlier kernel: 4, 2 or 1, as workgroup memory allows. */
 export function outlierRowsPerGroup(rt: Runtime, K: number, block: number): number {
   const limit = workgroupBytes(rt);

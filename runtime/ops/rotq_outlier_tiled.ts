@@ -2,7 +2,8 @@
  * The outlier-aware rotate(+quantize)'s register-tiled GPU path (wgsl/rotq_outlier_tiled.wgsl,
  * wgsl/rotq_outlier_quant.wgsl): its tile choice, specs and recording, used by
  * {@linkcode rotqOutlier} and {@linkcode rotateOutlier} in rotq.ts (which keeps the row kernel
- * for CPU adapters), plus the small helpers both paths share.
+ * for CPU adapters), plus the small helpers every rotq path shares (specs, argument checks,
+ * unused binding slots).
  *
  * @module
  */
@@ -10,6 +11,8 @@ import { composeWgsl, type StorageType } from "../gpu/compose.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { type BindingKind, grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { isPowerOfTwo } from "../reference/hadamard.ts";
+import { qmaxOf } from "../reference/rotq.ts";
 import type { OutlierTransformTensors } from "./rotq.ts";
 import tiledSrc from "../../wgsl/rotq_outlier_tiled.wgsl" with { type: "text" };
 import quantSrc from "../../wgsl/rotq_outlier_quant.wgsl" with { type: "text" };
@@ -32,6 +35,32 @@ export function dummy(rt: Runtime, i: number): GPUBuffer {
 /** The adapter's workgroup memory per workgroup, in bytes. */
 export function workgroupBytes(rt: Runtime): number {
   return rt.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+}
+
+/** Checks x and a rotation's pre-multiplier s and block; returns M and K. */
+export function shapeOf(
+  x: Tensor,
+  s: Tensor,
+  block: number,
+  what: string,
+): { M: number; K: number } {
+  if (x.dtype !== "f32" && x.dtype !== "f16") {
+    throw new TypeError(`${what}: x must be f32 or f16, got ${x.dtype}`);
+  }
+  if (x.shape.length < 1) throw new RangeError(`${what}: x must have at least one dimension`);
+  const K = x.shape[x.shape.length - 1];
+  if (s.dtype !== "f32" || s.size !== K) {
+    throw new RangeError(`${what}: s must be f32 [${K}], got ${s.dtype} [${s.shape}]`);
+  }
+  if (!isPowerOfTwo(block) || K % block !== 0) {
+    throw new RangeError(`${what}: block must be a power of two dividing K = ${K}, got ${block}`);
+  }
+  return { M: K === 0 ? 0 : x.size / K, K };
+}
+
+/** Throws a RangeError naming `bits` unless an activation quantizer takes them. */
+export function checkBits(bits: number): void {
+  qmaxOf(bits); // throws a RangeError naming the bits
 }
 
 /** The launch side of a rotq kernel spec (see {@linkcode rotqSpec}). */

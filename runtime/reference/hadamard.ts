@@ -1,7 +1,7 @@
 /**
  * Hadamard matrices and the fast Walsh–Hadamard transform on the host: the CPU side of
  * the hadamard rotation (plugins/rotations/hadamard.ts) and of the outlier-aware greedy
- * rotation steps, and the reference of wgsl/rotq_hadamard.wgsl's butterflies.
+ * rotation steps, and the reference of the rotq_hadamard kernels' butterflies.
  *
  * Conventions: a row vector x is rotated as x·R. The Sylvester Hadamard matrix H_n
  * (n a power of two) has H[i][j] = (−1)^popcount(i & j); it is symmetric, so x·H = H·x.

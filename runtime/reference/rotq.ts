@@ -1,8 +1,8 @@
 /**
- * CPU references of the fused rotate + per-token quantize kernels (wgsl/rotq_hadamard.wgsl,
- * wgsl/rotq_outlier.wgsl). They repeat the kernels' f32 operations in the same order, so
- * the integer codes match bit for bit and the scales to the last bit on an adapter whose
- * f32 division is correctly rounded (lavapipe; WGSL itself allows 2.5 ULP).
+ * CPU references of the fused rotate + per-token quantize kernels (wgsl/rotq_hadamard_reg.wgsl,
+ * rotq_hadamard.wgsl, rotq_outlier*.wgsl). They repeat the kernels' f32 operations in the same
+ * order, so the integer codes match bit for bit and the scales to the last bit on an adapter
+ * whose f32 division is correctly rounded (lavapipe; WGSL itself allows 2.5 ULP).
  *
  * Per-token symmetric quantization (METHODS.md "Activation quantizer"):
  * amax = max|v|, Δ = amax / qmax, inv = 1 / Δ, q = clamp(round_half_even(v·inv),
