@@ -8,9 +8,8 @@
 // Rows wider than workgroup memory (FLUX's 12288-wide MLP input) go through in chunks of
 // CHUNK columns (whole blocks: butterflies never cross a block); when quantizing, each
 // chunk's rotated values are parked in the scratch z until the row's absmax is known.
-// With GROUP > 0 each run of GROUP rotated values gets its own scale (quant_grid.wgsl's
-// arithmetic, as act_quant.wgsl's quant_groups: scales [M, K/GROUP], and with ASYM the zero
-// points after them), a thread a group.
+// With GROUP > 0 each run of GROUP rotated values gets its own scale, a thread a group
+// (rotq_groups.wgsl, appended by the host).
 override WG: u32 = 128u;      // threads (a power of two)
 override BLOCK: u32 = 128u;   // Hadamard block (a power of two dividing K)
 override CHUNK: u32 = 1152u;  // columns in workgroup memory at once: K, or a multiple of BLOCK
@@ -93,7 +92,7 @@ fn main(
   storageBarrier(); // z as written by every thread of the row (chunked rows); buf is already
   // settled: every butterfly stage ends at a barrier, and the read-outs only read it
   if (GROUP > 0u) {
-    quant_groups(row, base, chunked, lid);
+    quant_groups(row, base, lid, WG); // rotq_groups.wgsl
     return;
   }
 
@@ -109,51 +108,21 @@ fn main(
   if (lid == 0u) { scales[row] = d.x; }
   // Codes: four per word, byte i = column 4w + i, zero past K.
   for (var w = lid; w < p.words; w += WG) {
-    codes[row * p.words + w] = pack_sym(rotated4(base, 4u * w, K, chunked), d.y, qmax);
+    codes[row * p.words + w] = pack_sym(rotated4_at(base, 4u * w), d.y, qmax);
   }
 }
 
-// The rotated value at column k of this row (workgroup memory, or z for chunked rows).
-fn rotated(base: u32, k: u32, chunked: bool) -> f32 {
-  if (chunked) { return z[base + k]; }
+// The rotated value at column k of the row at base (workgroup memory, or z for chunked rows).
+fn rotated_at(base: u32, k: u32) -> f32 {
+  if (CHUNK < p.K) { return z[base + k]; }
   return buf[k];
 }
 
-// Columns k..k+3 of the rotated row, zero past K (the codes' tail).
-fn rotated4(base: u32, k: u32, K: u32, chunked: bool) -> vec4<f32> {
+// Columns k..k+3 of the rotated row at base, zero past K (the codes' tail).
+fn rotated4_at(base: u32, k: u32) -> vec4<f32> {
   var v = vec4<f32>(0.0);
   for (var i = 0u; i < 4u; i++) {
-    if (k + i < K) { v[i] = rotated(base, k + i, chunked); }
+    if (k + i < p.K) { v[i] = rotated_at(base, k + i); }
   }
   return v;
-}
-
-// Grouped quantization of the rotated row, a thread a group (see the header).
-fn quant_groups(row: u32, base: u32, chunked: bool, lid: u32) {
-  let ng = p.K / GROUP;
-  let qmax = f32((1u << (BITS - 1u)) - 1u);
-  for (var g = lid; g < ng; g += WG) {
-    let k0 = g * GROUP;
-    var lo = rotated(base, k0, chunked);
-    var hi = lo;
-    var amax = 0.0;
-    for (var k = k0; k < k0 + GROUP; k++) {
-      let v = rotated(base, k, chunked);
-      lo = min(lo, v);
-      hi = max(hi, v);
-      amax = max(amax, abs(v));
-    }
-    var d = vec3<f32>(sym_grid(amax, qmax), 0.0);
-    if (ASYM) {
-      d = asym_grid(lo, hi, qmax);
-      scales[p.M * ng + row * ng + g] = d.z;
-    }
-    scales[row * ng + g] = d.x;
-    for (var w = k0 / 4u; w < (k0 + GROUP) / 4u; w++) {
-      let v = rotated4(base, 4u * w, p.K, chunked);
-      var word = pack_sym(v, d.y, qmax);
-      if (ASYM) { word = pack_asym(v, lo, d.y, qmax); }
-      codes[row * p.words + w] = word;
-    }
-  }
 }

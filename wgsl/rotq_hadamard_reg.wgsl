@@ -10,7 +10,8 @@
 //    the next log2 V stages (or those left) in registers;
 // 4. the rotated values go back to workgroup memory, the row's absmax to an atomic (the bits
 //    of a non-negative f32 order as a u32), then codes four per u32 and the scale, or the
-//    rotated row (!QUANT), or with GROUP > 0 a scale per group (a thread a group).
+//    rotated row (!QUANT), or with GROUP > 0 a scale per group (rotq_groups.wgsl, appended
+//    by the host).
 // Two to four barriers a row where rotq_hadamard.wgsl takes about fifteen. Every butterfly
 // is (a + b, a − b) in f32, stages in order, as there and in the CPU reference
 // (runtime/reference/rotq.ts): the same values bit for bit.
@@ -83,46 +84,21 @@ fn main(
   }
   let qmax = f32((1u << (BITS - 1u)) - 1u);
   if (GROUP > 0u) {
-    quant_groups(row, base, t, qmax);
+    quant_groups(row, base, t, TPR); // rotq_groups.wgsl
     return;
   }
   let d = sym_grid(bitcast<f32>(atomicLoad(&amax[r])), qmax);
   if (t == 0u) { scales[row] = d.x; }
   for (var w = t; w < K / 4u; w += TPR) {
-    codes[row * p.words + w] = pack_sym(rotated4(base + 4u * w), d.y, qmax);
+    codes[row * p.words + w] = pack_sym(rotated4_at(base, 4u * w), d.y, qmax);
   }
 }
 
-// Rotated values i … i+3 of the workgroup's rows.
-fn rotated4(i: u32) -> vec4<f32> {
+// The rotated value at column k of the workgroup's row at base (rotq_groups.wgsl reads them).
+fn rotated_at(base: u32, k: u32) -> f32 { return buf[slot(base + k)]; }
+
+// Columns k … k+3 of the workgroup's row at base.
+fn rotated4_at(base: u32, k: u32) -> vec4<f32> {
+  let i = base + k;
   return vec4<f32>(buf[slot(i)], buf[slot(i + 1u)], buf[slot(i + 2u)], buf[slot(i + 3u)]);
-}
-
-// A scale per run of GROUP rotated values, a thread a group (rotq_hadamard.wgsl's arithmetic).
-fn quant_groups(row: u32, base: u32, t: u32, qmax: f32) {
-  let ng = K / max(GROUP, 1u); // GROUP = 0 never gets here, but overrides fold on creation
-  for (var g = t; g < ng; g += TPR) {
-    let k0 = base + g * GROUP;
-    var lo = buf[slot(k0)];
-    var hi = lo;
-    var am = 0.0;
-    for (var k = k0; k < k0 + GROUP; k++) {
-      let v = buf[slot(k)];
-      lo = min(lo, v);
-      hi = max(hi, v);
-      am = max(am, abs(v));
-    }
-    var d = vec3<f32>(sym_grid(am, qmax), 0.0);
-    if (ASYM) {
-      d = asym_grid(lo, hi, qmax);
-      scales[p.M * ng + row * ng + g] = d.z;
-    }
-    scales[row * ng + g] = d.x;
-    for (var w = 0u; w < GROUP / 4u; w++) {
-      let v = rotated4(k0 + 4u * w);
-      var word = pack_sym(v, d.y, qmax);
-      if (ASYM) { word = pack_asym(v, lo, d.y, qmax); }
-      codes[row * p.words + g * GROUP / 4u + w] = word;
-    }
-  }
 }

@@ -19,6 +19,7 @@ import { hadamardCpuProblem, quantizeRotated, rotateHadamardCpu } from "./rotq_c
 import { type HadamardRegShape, hadamardRegShape, recordHadamardReg } from "./rotq_hadamard_reg.ts";
 import { checkBits, dummy, rotqSpec, shapeOf, workgroupBytes } from "./rotq_outlier_tiled.ts";
 import hadSrc from "../../wgsl/rotq_hadamard.wgsl" with { type: "text" };
+import groupsSrc from "../../wgsl/rotq_groups.wgsl" with { type: "text" };
 
 /** GPU tensors of a hadamard transform. */
 export interface HadamardTransformTensors {
@@ -48,7 +49,8 @@ const hadSpecs = new Map<StorageType, KernelSpec<Params>>();
 function hadamardSpec(storage: StorageType): KernelSpec<Params> {
   let spec = hadSpecs.get(storage);
   if (!spec) {
-    spec = rotqSpec(`rotq_hadamard_${storage}`, hadSrc, storage, [2, 4], {
+    // rotq_groups.wgsl after the kernel (naga panics on an override used before its declaration).
+    spec = rotqSpec(`rotq_hadamard_${storage}`, hadSrc + groupsSrc, storage, [2, 4], {
       constants: (p) => ({
         WG: p.wg,
         BLOCK: p.block,

@@ -12,6 +12,7 @@ import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { dummy, rotqSpec, workgroupBytes } from "./rotq_outlier_tiled.ts";
 import regSrc from "../../wgsl/rotq_hadamard_reg.wgsl" with { type: "text" };
+import groupsSrc from "../../wgsl/rotq_groups.wgsl" with { type: "text" };
 
 /** A register-kernel shape: V values a thread, K/V threads a row, `rows` rows a workgroup. */
 export interface HadamardRegShape {
@@ -136,7 +137,7 @@ function regSpec(storage: StorageType, values: number, block: number): KernelSpe
       regSrc.replace(V_LINE, `const V: u32 = ${values}u;`),
       regStagesSource(values, block),
       "rotq_hadamard_reg.wgsl",
-    );
+    ) + groupsSrc;
     const name = `rotq_hadamard_reg${values}_b${block}_${storage}`;
     spec = rotqSpec(name, src, storage, [2, 3], {
       constants: (p) => {

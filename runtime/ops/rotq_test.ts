@@ -146,10 +146,11 @@ Deno.test(
         const s = preMultiplier(K, block, K + 1);
         const xt = uploadTensor(rt, x, [M, K]);
         const ref = actQuantRef(rotateHadamardRef(x, M, K, s, block), M, K, bits, group, asym);
-        // The adapter's kernel, and the register kernel forced (three rows a workgroup).
+        // The adapter's kernel, and the register kernel forced (three rows a workgroup) and the
+        // workgroup kernel on whole rows (chunked rows take it anyway).
         const kernels: HadamardKernelOptions[] = chunk
           ? [{}]
-          : [{}, { kernel: "registers", rows: 3 }];
+          : [{}, { kernel: "registers", rows: 3 }, { kernel: "workgroup" }];
         for (const k of kernels) {
           const rec = new Recorder(rt);
           const q = rotqHadamard(rec, xt, { s: uploadTensor(rt, s, [K]), block }, bits, {
