@@ -18,7 +18,7 @@
 override TPR: u32 = 72u;      // threads a row: K / V
 override R: u32 = 4u;         // rows a workgroup
 override WG: u32 = 288u;      // TPR · R
-override K: u32 = 1152u;      // row width (a multiple of BLOCK and of V)
+override K: u32 = 1152u;      // row width (a multiple of the block and of V)
 override SLOTS: u32 = 4896u;  // R·K + R·K/V: one pad word every V values
 override QUANT: bool = true;  // write codes + scales (else the rotated row)
 override BITS: u32 = 8u;      // activation bits

@@ -22,9 +22,9 @@ import { detectFmaContraction, rotqHadamard, rotqOutlier, uploadOutlierTransform
 import type { SelfCheckResult } from "./selfcheck.ts";
 
 /**
- * Self-check for `deno task doctor`: the two hadamard kernels (workgroup; CPU, on CPU adapters)
- * and the four outlier paths (row, tiled, fused and CPU kernels) on small odd shapes against the CPU reference; codes must match exactly
- * (maxError = codes that differ).
+ * Self-check for `deno task doctor`: the hadamard kernels (registers, workgroup; CPU, on CPU
+ * adapters) and the four outlier paths (row, tiled, fused and CPU kernels) on small odd shapes
+ * against the CPU reference; codes must match exactly (maxError = codes that differ).
  */
 export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   const g = new Prng(77);
@@ -47,6 +47,7 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   const st = ot.s;
   const fused = await detectFmaContraction(rt);
   const rec = new Recorder(rt);
+  const hr = rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "registers" });
   const h = rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "workgroup" });
   // The Hadamard CPU kernel runs on CPU adapters only (rotq.ts): its row is theirs.
   const hc = rt.info.fallback
@@ -63,8 +64,9 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   await rec.submit();
   const outRef = quantizeRows(rotateOutlierRef(x, M, K, params, fused), M, K, 8);
   const hadRef = quantizeRows(rotateHadamardRef(x, M, K, s, B), M, K, 8);
-  const refs = [hadRef, hadRef, outRef, outRef, outRef, outRef];
+  const refs = [hadRef, hadRef, hadRef, outRef, outRef, outRef, outRef];
   const names = [
+    "rotq_hadamard_registers_f32",
     "rotq_hadamard_f32",
     "rotq_hadamard_cpu_f32",
     "rotq_outlier_rows_f32",
@@ -73,7 +75,7 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
     "rotq_outlier_cpu_f32",
   ];
   const out: SelfCheckResult[] = [];
-  for (const [i, got] of [h, hc, o, ot2, of, oc].entries()) {
+  for (const [i, got] of [hr, h, hc, o, ot2, of, oc].entries()) {
     if (got) out.push(await exactCodes(rt, names[i], got, refs[i], M, K));
   }
   const groupRefs = [

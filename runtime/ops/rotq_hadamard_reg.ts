@@ -1,8 +1,8 @@
 /**
  * The Hadamard rotate(+quantize)'s register kernel (wgsl/rotq_hadamard_reg.wgsl), the GPUs'
  * default where a row fits workgroup memory: R rows a workgroup, V values a thread, the
- * butterflies in registers with two exchanges through workgroup memory. Its shape choice,
- * spec and recording; {@linkcode rotqHadamard} in rotq.ts picks it.
+ * butterflies in registers with an exchange through workgroup memory every log2 V stages. Its
+ * shape choice, spec and recording; rotqHadamard (rotq_hadamard.ts) picks it.
  *
  * @module
  */
@@ -25,9 +25,14 @@ export interface HadamardRegShape {
 /** Threads a workgroup the default shape aims at (rows are added up to it). */
 const TARGET_THREADS = 256;
 
-/** Workgroup memory of `rows` rows of K: a pad word every V values, one atomic a row. */
+/** Workgroup slots of `rows` rows of K: a pad word every V values (the kernel's SLOTS). */
+function regSlots(K: number, rows: number, values: number): number {
+  return rows * K + Math.floor(rows * K / values);
+}
+
+/** Workgroup memory of `rows` rows of K: their slots and one atomic a row. */
 function regBytes(K: number, rows: number, values: number): number {
-  return 4 * (rows * K + Math.floor(rows * K / values)) + 4 * rows;
+  return 4 * regSlots(K, rows, values) + 4 * rows;
 }
 
 /**
@@ -96,7 +101,7 @@ function runStages(run: readonly number[]): string[] {
  * after an exchange, the stages of the next log2 V bits (or what is left of the block's) on
  * runs of values 2^lo apart. Then the absmax of the rotated values.
  */
-export function regStagesSource(values: number, block: number): Record<string, string[]> {
+function regStagesSource(values: number, block: number): Record<string, string[]> {
   const V = values;
   const idx = Array.from({ length: V }, (_, i) => i);
   const n0 = Math.min(V, block);
@@ -148,7 +153,7 @@ function regSpec(storage: StorageType, values: number, block: number): KernelSpe
           R: r,
           WG: tpr * r,
           K: p.K,
-          SLOTS: r * p.K + Math.floor(r * p.K / p.shape.values),
+          SLOTS: regSlots(p.K, r, p.shape.values),
           QUANT: p.quant ? 1 : 0,
           BITS: p.bits,
           GROUP: p.group,
