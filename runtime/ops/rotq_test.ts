@@ -1,232 +1,30 @@
-import { assert, assertClose, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertClose, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { Recorder } from "../gpu/kernel.ts";
-import { readTensor, readTensorRaw, uploadTensor } from "../gpu/tensor.ts";
+import { readTensor, uploadTensor } from "../gpu/tensor.ts";
 import { Prng } from "../io/prng.ts";
 import {
   composeOutlierQ,
   quantizeRows,
   randomOrthogonal,
-  rotateHadamardRef,
   rotateOutlierRef,
-  unpackCodes,
 } from "../reference/rotq.ts";
 import {
   detectFmaContraction,
-  type HadamardKernelOptions,
-  rotateHadamard,
   rotateOutlier,
   rotqHadamard,
   rotqOutlier,
   uploadOutlierTransform,
 } from "./rotq.ts";
-import type { QuantizedActivations } from "../quant/transform.ts";
 import { actQuantRef } from "../reference/act_quant.ts";
-import { hadamardRegShape } from "./rotq_hadamard_reg.ts";
-
-/** Activations with a few salient channels (×40) and a zero row. */
-function activations(M: number, K: number, seed: number, f16 = false): Float32Array {
-  const g = new Prng(seed);
-  const x = g.normals(M * K);
-  for (let r = 0; r < M; r++) {
-    for (const c of [3, K >> 1, K - 2]) x[r * K + c] *= 40;
-  }
-  x.fill(0, 2 * K, 3 * K);
-  return f16 ? Float32Array.from(Float16Array.from(x)) : x;
-}
-
-/** Signs / √block times smoothing factors in [0.5, 2). */
-function preMultiplier(K: number, block: number, seed: number): Float32Array {
-  const g = new Prng(seed);
-  return Float32Array.from(
-    { length: K },
-    () => (g.uniform() < 0.5 ? -1 : 1) / Math.sqrt(block) / (0.5 + 1.5 * g.uniform()),
-  );
-}
-
-async function readQuant(rt: Runtime, q: QuantizedActivations, M: number, K: number) {
-  const words = (await readTensorRaw(rt, q.q)) as Uint32Array;
-  return {
-    codes: unpackCodes(words.subarray(0, M * Math.ceil(K / 4)), M, K),
-    words: words.subarray(0, M * Math.ceil(K / 4)),
-    scales: await readTensor(rt, q.scales),
-  };
-}
-
-/** Codes equal; scales equal to the last bit (the kernels' f32 ops are the reference's). */
-function assertQuantEqual(
-  got: { codes: Int8Array; words: Uint32Array; scales: Float32Array },
-  ref: { codes: Int8Array; packed: Uint32Array; scales: Float32Array },
-  what: string,
-): void {
-  for (let i = 0; i < ref.codes.length; i++) {
-    if (got.codes[i] !== ref.codes[i]) {
-      throw new Error(`${what}: code ${i} is ${got.codes[i]}, reference ${ref.codes[i]}`);
-    }
-  }
-  assertEquals(Array.from(got.words), Array.from(ref.packed), `${what} packed words`);
-  for (let r = 0; r < ref.scales.length; r++) {
-    const tol = 2 ** -22 * Math.abs(ref.scales[r]);
-    assert(
-      Math.abs(got.scales[r] - ref.scales[r]) <= tol,
-      `${what}: scale ${r} is ${got.scales[r]}, reference ${ref.scales[r]}`,
-    );
-  }
-}
-
-Deno.test(
-  "rotqHadamard matches the CPU reference exactly (codes) at odd shapes, whole rows or in chunks",
-  gpuTest,
-  async () => {
-    await withRuntime(async (rt) => {
-      // Whole rows through both kernels (the CPU one takes blocks of 4 to 1024). The last two
-      // go through in chunks (rows wider than workgroup memory): K = 5 blocks of 64 in chunks
-      // of 2 blocks (the last chunk is one block), and K = 96 with a cap that is not a whole
-      // number of blocks (rounded down to 32).
-      const cases: [number, number, number, number, number?][] = [
-        [37, 96, 32, 8],
-        [5, 384, 128, 4],
-        [1, 18, 2, 8],
-        [3, 12, 4, 6],
-        [3, 2048, 1024, 8],
-        [3, 1536, 512, 8],
-        [2, 64, 64, 8],
-        [5, 48, 4, 8],
-        [7, 320, 64, 8, 128],
-        [4, 96, 32, 4, 40],
-      ];
-      for (const [M, K, block, bits, chunk] of cases) {
-        const x = activations(M, K, M + K);
-        const s = preMultiplier(K, block, K);
-        const xt = uploadTensor(rt, x, [M, K]);
-        const st = uploadTensor(rt, s, [K]);
-        const kernels: HadamardKernelOptions[] = chunk ? [{ chunk }] : [{ kernel: "workgroup" }];
-        // The CPU kernel runs on CPU adapters only; the register kernel where K/16 or K/32
-        // threads take a row (one workgroup of every row, and one of two rows, the second past
-        // M for odd M; and 32 values a thread): blocks past 16² take three exchanges.
-        if (!chunk && block >= 4 && rt.info.fallback) kernels.push({ kernel: "cpu" });
-        if (!chunk && typeof hadamardRegShape(rt, K) === "object") {
-          kernels.push({ kernel: "registers" }, { kernel: "registers", rows: 2 });
-        }
-        if (!chunk && typeof hadamardRegShape(rt, K, 1, 32) === "object") {
-          kernels.push({ kernel: "registers", values: 32 });
-        }
-        for (const opts of kernels) {
-          const rec = new Recorder(rt);
-          const q = rotqHadamard(rec, xt, { s: st, block }, bits, opts);
-          const y = rotateHadamard(rec, xt, { s: st, block }, opts);
-          await rec.submit();
-          const what = `${M}×${K}/${block} A${bits} ${JSON.stringify(opts)}`;
-          const v = rotateHadamardRef(x, M, K, s, block);
-          assertEquals(Array.from(await readTensor(rt, y)), Array.from(v), `rotated ${what}`);
-          const ref = quantizeRows(v, M, K, bits);
-          assertQuantEqual(await readQuant(rt, q, M, K), ref, `hadamard ${what}`);
-          if (M > 2) assertEquals(ref.scales[2], 0, "the zero row has scale 0");
-        }
-      }
-    });
-  },
-);
-
-Deno.test(
-  "rotqHadamard with a scale per group (symmetric or not): actQuant's codes of the rotated rows",
-  gpuTest,
-  async () => {
-    await withRuntime(async (rt) => {
-      // [M, K, block, bits, group, asym, chunk]: whole rows and chunked (z) rows.
-      const cases: [number, number, number, number, number, boolean, number?][] = [
-        [9, 96, 32, 4, 32, false],
-        [9, 96, 32, 4, 32, true], // on CPU adapters these two run the CPU kernel, on GPUs the other
-        [5, 320, 64, 8, 64, true, 128],
-        [3, 384, 128, 6, 16, false, 256],
-      ];
-      for (const [M, K, block, bits, group, asym, chunk] of cases) {
-        const x = activations(M, K, M + K + 1);
-        const s = preMultiplier(K, block, K + 1);
-        const xt = uploadTensor(rt, x, [M, K]);
-        const ref = actQuantRef(rotateHadamardRef(x, M, K, s, block), M, K, bits, group, asym);
-        // The adapter's kernel, and the register kernel forced (three rows a workgroup) and the
-        // workgroup kernel on whole rows (chunked rows take it anyway).
-        const kernels: HadamardKernelOptions[] = chunk
-          ? [{}]
-          : [{}, { kernel: "registers", rows: 3 }, { kernel: "workgroup" }];
-        for (const k of kernels) {
-          const rec = new Recorder(rt);
-          const q = rotqHadamard(rec, xt, { s: uploadTensor(rt, s, [K]), block }, bits, {
-            group,
-            asym,
-            chunk,
-            ...k,
-          });
-          await rec.submit();
-          const what = `${M}×${K}/${block} A${bits} groups of ${group}${asym ? " asym" : ""} ` +
-            JSON.stringify(k);
-          assertEquals([q.group, q.asym ?? false], [group, asym], what);
-          assertGroupedEqual(rt, await readQuant(rt, q, M, K), ref, bits, what);
-        }
-      }
-    });
-  },
-);
-
-/**
- * Grouped codes, scales and zero points equal to actQuantRef's: exactly on CPU adapters. A
- * GPU may round Δ = range/levels up to 2.5 ulp off (WGSL's division), so there Δ and the zero
- * point may be a few ulps off and a code one step off where x·(1/Δ) sits at a rounding tie.
- */
-function assertGroupedEqual(
-  rt: Runtime,
-  got: { codes: Int8Array; scales: Float32Array },
-  ref: ReturnType<typeof actQuantRef>,
-  bits: number,
-  what: string,
-): void {
-  const want = ref.zeros ? [...ref.scales, ...ref.zeros] : Array.from(ref.scales);
-  if (rt.info.fallback) {
-    for (let i = 0; i < ref.codes.length; i++) {
-      assert(
-        got.codes[i] === ref.codes[i],
-        `${what}: code ${i} ${got.codes[i]} vs ${ref.codes[i]}`,
-      );
-    }
-    assertEquals(Array.from(got.scales), want, `${what}: scales`);
-    return;
-  }
-  for (let i = 0; i < ref.codes.length; i++) {
-    if (got.codes[i] === ref.codes[i]) continue;
-    const tie = Math.abs(Math.abs(ref.scaled[i] % 1) - 0.5) < 1e-4;
-    assert(tie && Math.abs(got.codes[i] - ref.codes[i]) === 1, `${what}: code ${i}`);
-  }
-  const G = ref.scales.length;
-  for (let i = 0; i < want.length; i++) {
-    const d = ref.scales[i % G];
-    const mag = i < G ? d : Math.abs(want[i]) + 2 ** bits * d; // z = lo + 2^(b−1)·Δ
-    assert(Math.abs(got.scales[i] - want[i]) <= 8 * 2 ** -24 * mag, `${what}: scale ${i}`);
-  }
-}
-
-Deno.test("rotqHadamard reads f16 activations", gpuTest, async () => {
-  await withRuntime(async (rt) => {
-    if (!rt.info.f16) return;
-    const [M, K, block] = [9, 192, 64];
-    const x = activations(M, K, 3, true);
-    const s = preMultiplier(K, block, 4);
-    const xt = uploadTensor(rt, x, [M, K], "f16");
-    const t = { s: uploadTensor(rt, s, [K]), block };
-    const v = rotateHadamardRef(x, M, K, s, block);
-    const want = Array.from(Float32Array.from(Float16Array.from(v)));
-    for (const kernel of ["workgroup", "registers"] as const) {
-      const rec = new Recorder(rt);
-      const q = rotqHadamard(rec, xt, t, 8, { kernel });
-      const y = rotateHadamard(rec, xt, t, { kernel }); // f16 rows out
-      await rec.submit();
-      const what = `hadamard f16 ${kernel}`;
-      assertQuantEqual(await readQuant(rt, q, M, K), quantizeRows(v, M, K, 8), what);
-      assertEquals(Array.from(await readTensor(rt, y)), want, `${what} rotated`);
-    }
-  });
-});
+import {
+  activations,
+  assertGroupedEqual,
+  assertQuantEqual,
+  preMultiplier,
+  readQuant,
+} from "./rotq_test_util.ts";
 
 /** Outlier transform tensors for block B over K, with a stride permutation. */
 function outlierCase(rt: Runtime, K: number, B: number, g: Prng) {
