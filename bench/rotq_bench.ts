@@ -8,7 +8,7 @@
  *
  * Rows (GPU; the CPU adapter runs M = 128 and names rows by that shape):
  * - rotq_hadamard_4096x1152, rotq_outlier_4096x1152 (ms): f32 input, 8-bit codes; `_f16`
- *   variants read f16 activations. rotq_hadamard runs the adapter's kernel (GPUs: the register
+ *   variants read f16 activations. rotq_hadamard runs the adapter's kernel (the register
  *   kernel, wgsl/rotq_hadamard_reg.wgsl); rotq_hadamard_workgroup_… forces the one it replaced
  *   (a workgroup a row, butterflies in workgroup memory). rotq_outlier runs the default
  *   path: the fused kernel, wgsl/rotq_outlier_fused.wgsl, one launch with 2 token rows a
@@ -19,11 +19,12 @@
  *   one figure), rotq_outlier_tiled_ty8_… (64-token tiles), rotq_outlier_rows_… (the row
  *   kernel, wgsl/rotq_outlier.wgsl); rotq_outlier_fused_t4_… and _t8_… run the fused
  *   kernel with 4 and 8 tokens a workgroup;
- * - on CPU adapters, whose default is the barrier-free CPU kernels (runtime/ops/rotq_cpu.ts),
- *   the kernels they replaced, forced: rotq_outlier_fused_… (the fused kernel, as many tokens
- *   a workgroup as fit), rotq_outlier_rows_… (the row kernel), rotq_hadamard_registers_… (the
- *   GPUs' kernel: rows of butterflies in registers); on GPUs the outlier-aware CPU kernels, forced, the
- *   other way round (rotq_outlier_cpu_…; the Hadamard one runs on CPU adapters only); where K
+ * - on CPU adapters, whose outlier-aware default is the barrier-free CPU kernels
+ *   (runtime/ops/rotq_cpu.ts), the kernels they replaced, forced: rotq_outlier_fused_… (the
+ *   fused kernel, as many tokens a workgroup as fit), rotq_outlier_rows_… (the row kernel);
+ *   rotq_hadamard_cpu_… forces the Hadamard CPU kernel (their default before the register
+ *   kernel); on GPUs the outlier-aware CPU kernels, forced, the other way round
+ *   (rotq_outlier_cpu_…; the Hadamard one runs on CPU adapters only); where K
  *   is one block, rotq_outlier_cpu_composed_… times the CPU kernel's one product by Q1·P·Q2,
  *   what a model's layer runs there (these transform tensors carry no composed matrix, so the
  *   default row times the two products);
@@ -428,9 +429,9 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   suite.add(rotqCase("outlier", dt));
   if (dt === "f32") suite.add(rotqCase("outlier", dt, onGpu ? "tiled" : "rows"));
   if (dt === "f32" && !onGpu) suite.add(rotqCase("outlier", dt, "fused")); // the CPU kernels' peers
-  // The Hadamard kernels the adapter's default replaced (GPUs: registers; CPU adapters: cpu).
+  // The Hadamard kernels the register kernel replaced as the default (CPU adapters: also cpu).
   if (dt === "f32") suite.add(rotqCase("hadamard", dt, "workgroup"));
-  if (dt === "f32" && !onGpu) suite.add(rotqCase("hadamard", dt, "registers"));
+  if (dt === "f32" && !onGpu) suite.add(rotqCase("hadamard", dt, "cpu"));
   // One block on a CPU adapter: the composed product models run (the default row: two products).
   if (dt === "f32" && !onGpu && outComposed) suite.add(rotqCase("outlier", dt, "cpu_composed"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "cpu")); // … and it on GPUs

@@ -6,7 +6,8 @@
  *   [M, K] scratch of the permuted stage-1 rows, or one product by the composed Q1·P·Q2
  *   where the transform carries it (K one block);
  * - hadamard (wgsl/rotq_hadamard_cpu.wgsl): an invocation a (token, block), its butterflies
- *   in a private array.
+ *   in a private array, where the register kernel (rotq_hadamard_reg.ts, faster on lavapipe
+ *   too) cannot take the rows.
  *
  * When quantizing, both write f32 rotated rows that actQuant then quantizes (per token, or
  * a scale per group), so the codes are those of the one-pass GPU kernels.

@@ -26,13 +26,16 @@ Deno.test("CPU adapters take the CPU rotation kernels where their f32 scratch bi
   assertEquals(outlierKernel(rt, 8, 128, 128, true, { kernel: "rows" }).kernel, "rows");
 });
 
-Deno.test("the Hadamard CPU kernel: CPU adapters, blocks of 4 to 1024, a scratch that binds", () => {
+Deno.test("the Hadamard kernels: registers where K allows, then CPU (CPU adapters), then workgroup", () => {
   const rt = cpuAdapter(4096);
-  assertEquals(hadamardKernel(rt, 8, 128, 128), "cpu");
-  // Else the GPUs' kernels: registers where 16 or 32 values a thread divide K, else workgroup.
-  assertEquals(hadamardKernel(rt, 64, 128, 128), "registers"); // past the binding limit
-  assertEquals(hadamardKernel(rt, 8, 128, 2), "registers");
+  // The register kernel where 16 or 32 values a thread divide K, on CPU adapters too.
+  assertEquals(hadamardKernel(rt, 8, 128, 128), "registers");
+  assertEquals(hadamardKernel(rt, 64, 128, 2), "registers");
+  // Else the CPU kernel (blocks of 4 to 1024, a scratch that binds), else the workgroup kernel.
+  assertEquals(hadamardKernel(rt, 8, 12, 4), "cpu");
+  assertEquals(hadamardKernel(rt, 128, 12, 4), "workgroup"); // past the binding limit
   assertEquals(hadamardKernel(rt, 8, 12, 2), "workgroup");
+  assertEquals(hadamardKernel(rt, 8, 128, 128, { kernel: "cpu" }), "cpu");
   assertEquals(hadamardKernel(rt, 8, 128, 128, { chunk: 64 }), "workgroup");
   assertThrows(() => hadamardKernel(rt, 8, 128, 2, { kernel: "cpu" }), RangeError, "blocks of 4");
   const gpu = cpuAdapter(4096, false);

@@ -76,7 +76,7 @@ Deno.test(
       // [M, K, block, bits, group, asym, chunk]: whole rows and chunked (z) rows.
       const cases: [number, number, number, number, number, boolean, number?][] = [
         [9, 96, 32, 4, 32, false],
-        [9, 96, 32, 4, 32, true], // on CPU adapters these two run the CPU kernel, on GPUs the other
+        [9, 96, 32, 4, 32, true],
         [5, 320, 64, 8, 64, true, 128],
         [3, 384, 128, 6, 16, false, 256],
       ];
@@ -85,11 +85,13 @@ Deno.test(
         const s = preMultiplier(K, block, K + 1);
         const xt = uploadTensor(rt, x, [M, K]);
         const ref = actQuantRef(rotateHadamardRef(x, M, K, s, block), M, K, bits, group, asym);
-        // The adapter's kernel, and the register kernel forced (three rows a workgroup) and the
-        // workgroup kernel on whole rows (chunked rows take it anyway).
+        // The adapter's kernel, and the register kernel forced (three rows a workgroup), the
+        // workgroup kernel on whole rows (chunked rows take it anyway) and on CPU adapters the
+        // CPU kernel (its rotation, then actQuant's groups).
         const kernels: HadamardKernelOptions[] = chunk
           ? [{}]
           : [{}, { kernel: "registers", rows: 3 }, { kernel: "workgroup" }];
+        if (!chunk && rt.info.fallback) kernels.push({ kernel: "cpu" });
         for (const k of kernels) {
           const rec = new Recorder(rt);
           const q = rotqHadamard(rec, xt, { s: uploadTensor(rt, s, [K]), block }, bits, {
