@@ -38,7 +38,9 @@
  * - the shares rotq / W4A8 GEMM (%) are in the results file's `extra.shares`.
  *
  * WEBDIT_ROTQ_SHAPE=MxKxN runs another shape (default 4096x1152x4608 on GPUs, 128x1152x4608
- * on CPU adapters; 512x128x128 is the bundled model's CFG batch), written as <date>_rotq_MxK.
+ * on CPU adapters; 512x128x128 is the bundled model's CFG batch), written as <date>_rotq_MxK;
+ * WEBDIT_ROTQ_BLOCK=b another block (default 128; 512 is PixArt-α's FFN down-projection
+ * input's), the file name then ending in _b<b>.
  *
  * Every kernel is checked against its CPU reference before it is timed: rotq codes must
  * equal the reference (sampled rows), the GEMMs match f64 sums on sampled entries.
@@ -81,13 +83,22 @@ import { type BenchCase, BenchSuite, deviceSlug, tflops } from "./harness.ts";
 import { checkSampled, productRef, type SampledRef } from "./sampled_check.ts";
 import { prepareW4a8 } from "./w4a8_gemm.ts";
 
-/** M×K×N of WEBDIT_ROTQ_SHAPE: K a multiple of the block (128). */
-function shapeOf(v: string): [number, number, number] {
+/** WEBDIT_ROTQ_BLOCK: a power of two from 8 to 1024 (default 128). */
+function blockOf(v: string): number {
+  const b = Number(v);
+  if (!Number.isInteger(b) || b < 8 || b > 1024 || (b & (b - 1)) !== 0) {
+    throw new RangeError(`WEBDIT_ROTQ_BLOCK must be a power of two from 8 to 1024, got ${v}`);
+  }
+  return b;
+}
+
+/** M×K×N of WEBDIT_ROTQ_SHAPE: K a multiple of the block. */
+function shapeOf(v: string, block: number): [number, number, number] {
   const d = v.split("x").map(Number);
   const ok = d.length === 3 && d.every((n) => Number.isInteger(n) && n > 0);
-  if (!ok || d[1] % 128 !== 0 || d[1] % 5 === 0) {
+  if (!ok || d[1] % block !== 0 || d[1] % 5 === 0) {
     throw new RangeError(
-      `WEBDIT_ROTQ_SHAPE must be MxKxN with K a multiple of 128 and not of 5, got ${v}`,
+      `WEBDIT_ROTQ_SHAPE must be MxKxN with K a multiple of ${block} and not of 5, got ${v}`,
     );
   }
   return d as [number, number, number];
@@ -97,10 +108,12 @@ const rt = await createRuntime({
   adapter: (Deno.env.get("WEBDIT_ADAPTER") ?? "auto") as AdapterChoice,
 });
 const onGpu = !rt.info.fallback;
+// The hadamard block and the outlier block (1152 = 9 × 128).
+const B = blockOf(Deno.env.get("WEBDIT_ROTQ_BLOCK") ?? "128");
 const [M, K, N] = shapeOf(
   Deno.env.get("WEBDIT_ROTQ_SHAPE") ?? (onGpu ? "4096x1152x4608" : "128x1152x4608"),
+  B,
 );
-const B = 128; // 1152 = 9 × 128: the hadamard block and the outlier block
 const UNIT = onGpu ? "TFLOP/s" : "GFLOP/s";
 const rate = (flops: number, ms: number) => tflops(flops, ms) * (onGpu ? 1 : 1e3);
 const shape = `${M}x${K}`;
@@ -398,7 +411,8 @@ function centerCase(mode: CenterMode): BenchCase {
 }
 
 const suite = new BenchSuite({
-  what: Deno.env.get("WEBDIT_ROTQ_SHAPE") ? `rotq_${shape}` : "rotq",
+  what: (Deno.env.get("WEBDIT_ROTQ_SHAPE") ? `rotq_${shape}` : "rotq") +
+    (Deno.env.get("WEBDIT_ROTQ_BLOCK") ? `_b${B}` : ""),
   denoIterations: onGpu ? 3 : 2,
   describe: () =>
     Promise.resolve({
