@@ -49,7 +49,7 @@ export async function rotqSelfCheck(rt: Runtime): Promise<SelfCheckResult[]> {
   const rec = new Recorder(rt);
   const hr = rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "registers" });
   const h = rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "workgroup" });
-  // The Hadamard CPU kernel runs on CPU adapters only (rotq.ts): its row is theirs.
+  // The Hadamard CPU kernel runs on CPU adapters only (rotq_hadamard.ts): its row is theirs.
   const hc = rt.info.fallback
     ? rotqHadamard(rec, xt, { s: st, block: B }, 8, { kernel: "cpu" })
     : undefined;
