@@ -112,24 +112,40 @@ export function hadamardKernel(
   opts: HadamardKernelOptions = {},
   what = "rotqHadamard",
 ): "registers" | "workgroup" | "cpu" {
+  return chooseHadamard(rt, M, K, block, opts, what).kernel;
+}
+
+/** {@linkcode hadamardKernel}'s choice, with the register kernel's shape where it runs. */
+type HadamardChoice =
+  | { kernel: "workgroup" | "cpu" }
+  | { kernel: "registers"; shape: HadamardRegShape };
+
+function chooseHadamard(
+  rt: Runtime,
+  M: number,
+  K: number,
+  block: number,
+  opts: HadamardKernelOptions,
+  what: string,
+): HadamardChoice {
   const k = opts.kernel;
   if (k !== undefined && k !== "registers" && k !== "workgroup" && k !== "cpu") {
     throw new RangeError(
       `${what}: opts.kernel must be "registers", "workgroup" or "cpu", got ${k}`,
     );
   }
-  if (k === "workgroup") return k;
+  if (k === "workgroup") return { kernel: k };
   const why = hadamardCpuProblem(rt, M, K, block);
   if (k === "cpu" && why) throw new RangeError(`${what}: the CPU kernel cannot run here: ${why}`);
-  if (k === "cpu") return k;
+  if (k === "cpu") return { kernel: k };
   if (opts.chunk !== undefined) {
     if (k) throw new RangeError(`${what}: opts.chunk is the workgroup kernel's, not the ${k}'s`);
-    return "workgroup";
+    return { kernel: "workgroup" };
   }
   const reg = hadamardRegShape(rt, K, opts.rows, opts.values);
-  if (typeof reg === "object") return "registers";
+  if (typeof reg === "object") return { kernel: "registers", shape: reg };
   if (k) throw new RangeError(`${what}: the register kernel cannot run here: ${reg}`);
-  return why ? "workgroup" : "cpu";
+  return { kernel: why ? "workgroup" : "cpu" };
 }
 
 /**
@@ -161,37 +177,33 @@ function recordHadamard(
   checkBits(bits);
   const group = o.group ?? 0;
   checkActGroup(group, K, what, o.asym);
-  const chunkCap = o.chunk;
   const rt = rec.runtime;
-  const kernel = hadamardKernel(rt, M, K, t.block, o, what);
-  if (kernel === "cpu" && M > 0) {
+  const choice = chooseHadamard(rt, M, K, t.block, o, what);
+  if (choice.kernel === "cpu" && M > 0) {
     if (!quant) return { y: rotateHadamardCpu(rec, x, t, M, K), M, K };
     const z = rotateHadamardCpu(rec, x, t, M, K, true);
     const a = quantizeRotated(rec, z, bits, group, o.asym ?? false);
     return { codes: a.q, scales: a.scales, M, K };
   }
-  if (kernel === "registers") {
-    const shape = hadamardRegShape(rt, K, o.rows, o.values) as HadamardRegShape;
-    const out = {
-      codes: quant ? createTensor(rt, [M, Math.ceil(K / 4)], "u32") : undefined,
-      scales: quant ? createTensor(rt, actScaleShape(M, K, group, o.asym), "f32") : undefined,
-      y: quant ? undefined : createTensor(rt, x.shape, x.dtype),
-    };
-    const p = { M, K, block: t.block, quant, bits, shape, group, asym: o.asym ?? false };
-    if (M > 0) recordHadamardReg(rec, x, t.s, out, p);
-    return { ...out, M, K };
-  }
+  let chunk = K;
   const wg = hadamardThreads(K);
-  const chunk = hadamardChunk(K, t.block, wg, workgroupBytes(rt), chunkCap);
-  if (chunk === 0) {
-    throw new RangeError(
-      `${what}: a Hadamard block of ${t.block} does not fit this adapter's workgroup memory`,
-    );
+  if (choice.kernel !== "registers") {
+    chunk = hadamardChunk(K, t.block, wg, workgroupBytes(rt), o.chunk);
+    if (chunk === 0) {
+      throw new RangeError(
+        `${what}: a Hadamard block of ${t.block} does not fit this adapter's workgroup memory`,
+      );
+    }
   }
   const words = Math.ceil(K / 4);
   const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
   const scales = quant ? createTensor(rt, actScaleShape(M, K, group, o.asym), "f32") : undefined;
   const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
+  if (choice.kernel === "registers") {
+    const p = { M, K, block: t.block, quant, bits, shape: choice.shape, group, asym: !!o.asym };
+    if (M > 0) recordHadamardReg(rec, x, t.s, { codes, scales, y }, p);
+    return { codes, scales, y, M, K };
+  }
   // Rows past workgroup memory: rotated chunks wait in z for the row's scale.
   const z = quant && chunk < K ? createTensor(rt, [M, K], "f32") : undefined;
   if (M > 0) {
