@@ -68,6 +68,7 @@ import {
   uploadOutlierTransform,
 } from "../runtime/ops/rotq.ts";
 import { actQuantRef } from "../runtime/reference/act_quant.ts";
+import { isPowerOfTwo } from "../runtime/reference/hadamard.ts";
 import type { QuantizedActivations } from "../runtime/quant/transform.ts";
 import type { ActQuantSpec } from "../runtime/quant/rotation_error.ts";
 import {
@@ -86,7 +87,7 @@ import { prepareW4a8 } from "./w4a8_gemm.ts";
 /** WEBDIT_ROTQ_BLOCK: a power of two from 8 to 1024 (default 128). */
 function blockOf(v: string): number {
   const b = Number(v);
-  if (!Number.isInteger(b) || b < 8 || b > 1024 || (b & (b - 1)) !== 0) {
+  if (!isPowerOfTwo(b) || b < 8 || b > 1024) {
     throw new RangeError(`WEBDIT_ROTQ_BLOCK must be a power of two from 8 to 1024, got ${v}`);
   }
   return b;
@@ -218,8 +219,7 @@ type OutlierPath =
   | "fused_t8"
   | "cpu"
   | "cpu_composed"
-  | "workgroup"
-  | "registers";
+  | "workgroup";
 
 /** The kernel options of a path. */
 function pathOptions(path: OutlierPath): OutlierKernelOptions {
@@ -240,9 +240,9 @@ function kernelOf(path: OutlierPath): string {
   return k.kernel === "tiled" ? "tiled kernels" : "row kernel";
 }
 
-/** The hadamard kernel a path forces: "workgroup", "registers" (and "cpu"), else the adapter's. */
-function hadamardPath(path: OutlierPath): "registers" | "workgroup" | "cpu" | undefined {
-  return path === "workgroup" || path === "registers" || path === "cpu" ? path : undefined;
+/** The hadamard kernel a path forces: "workgroup" (and "cpu"), else the adapter's. */
+function hadamardPath(path: OutlierPath): "workgroup" | "cpu" | undefined {
+  return path === "workgroup" || path === "cpu" ? path : undefined;
 }
 
 function rotqCase(
