@@ -1,9 +1,13 @@
-// Outlier-aware rotation's two block products for CPU adapters (llvmpipe/lavapipe), in the
-// manner of gemm_cpu.wgsl: there every load is a per-lane loop while FMAs are 8-wide SIMD,
-// and a barrier switches every invocation of the workgroup, so each invocation computes a
-// 4-token × 8-column tile of one block straight from storage, without workgroup memory or
-// barriers: per step of four k, eight vec4 of Q and four vec4 of input for 128 FMAs (4 × 8
-// tiles: 2048 tokens × 128 at 0.83× the time of 4 × 4 ones on lavapipe, same values).
+// Outlier-aware rotation's two block products for CPU adapters (llvmpipe/lavapipe). There
+// FMAs are 8-wide SIMD across lanes while a storage load is a loop over the lanes, but a
+// uniform-buffer load at a lane-uniform address is one load for all of them. So a lane is a
+// token: the workgroup's WG lanes take RT rows each (r0, r0 + WG, …), its y index CB column
+// vec4 of one block, and Q — a uniform where it fits and the adapter's buffers allow (the
+// host declares it) — is read at addresses the same for every lane (lavapipe, 2048 tokens ×
+// 128, composed product + actQuant: 5.3 ms against 15.0 for the 4 × 8 tiles from storage
+// this replaced, `bench/results/cpu-lavapipe/2026-11-29_rotq_2048x128_uniform_q.md`). No
+// workgroup memory, no barriers. The host writes out the RT × CB vec4 accumulators and their
+// loop as named registers (//@body; a private array indexed in a loop would spill).
 //
 // STAGE 1: input (x ⊙ s) [M, K], Q = Q1; output column c scattered to dest[c] of t [M, K]
 //   (f32, row-major: the permuted stage-1 rows).
@@ -14,10 +18,11 @@
 //
 // Each output is the sum over i = 0..B−1 in order of `acc + v_i·Q[i][j]`, the expression of
 // the other outlier kernels and the CPU reference (runtime/reference/rotq.ts), so the values
-// match it bit for bit. Lanes: (token group, column pair) with the column pair fastest, so
-// neighbouring lanes read neighbouring vec4 of Q from one row and the same input vec4.
-override B: u32 = 128u; // block (a multiple of 8)
+// match it bit for bit.
+override B: u32 = 128u; // block (a multiple of 4·CB)
 override WG: u32 = 64u;
+override CB: u32 = 4u;  // column vec4 a lane (the host's //@body writes as many)
+override RT: u32 = 4u;  // token rows a lane (likewise)
 override STAGE: u32 = 1u; // 1, 2, or 3 (one block, composed)
 override QUANT: bool = true;
 
@@ -26,7 +31,7 @@ struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<DT4>;
 @group(0) @binding(2) var<storage, read> s: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> q: array<vec4<f32>>;
+//@qdecl
 @group(0) @binding(4) var<storage, read> dest: array<u32>;
 @group(0) @binding(5) var<storage, read_write> t: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> y: array<DT4>;
@@ -34,10 +39,17 @@ struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
 
 // mac4: wgsl/rotq_mac4.wgsl (composed before this file).
 
-// Input vec4 c4 of token row (x ⊙ s in stage 1, the permuted stage-1 row in stage 2).
-fn input(row: u32, c4: u32) -> vec4<f32> {
+// The pre-multiplier of input vec4 c4 (stages 1 and 3; stage 2's input has it already).
+fn scale(c4: u32) -> vec4<f32> {
+  if (STAGE == 2u) { return vec4<f32>(1.0); }
+  return s[c4];
+}
+
+// Input vec4 c4 of token row (x ⊙ s, with sc = scale(c4), in stages 1 and 3; the permuted
+// stage-1 row in stage 2).
+fn input(row: u32, c4: u32, sc: vec4<f32>) -> vec4<f32> {
   let i = row * (p.K / 4u) + c4;
-  if (STAGE != 2u) { return vec4<f32>(x[i]) * s[c4]; }
+  if (STAGE != 2u) { return vec4<f32>(x[i]) * sc; }
   return t[i];
 }
 
@@ -57,58 +69,12 @@ fn store(row: u32, c0: u32, a: vec4<f32>) {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>) {
-  let lane = gid.x + gid.y * ng.x * WG;
-  let K8 = p.K / 8u;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let B4 = B / 4u;
-  let m0 = (lane / K8) * 4u;
-  if (m0 >= p.M) { return; }
-  let c4 = 2u * (lane % K8); // this lane's first column group, over the whole row
-  let k0 = c4 - c4 % B4;     // the first vec4 of its block
-  let cg = c4 % B4;          // … and its first column group within the block
+  let c4 = wg.y * CB;    // this workgroup's first column vec4, over the whole row
+  let k0 = c4 - c4 % B4; // the first vec4 of its block
+  let cq = c4 % B4;      // … and its first column vec4 within the block (Q's)
+  let r0 = wg.x * WG * RT + lid.x;
   // Rows past the edge read the last one; their results are never stored.
-  let r0 = m0;
-  let r1 = min(m0 + 1u, p.M - 1u);
-  let r2 = min(m0 + 2u, p.M - 1u);
-  let r3 = min(m0 + 3u, p.M - 1u);
-  // a: columns 4·cg..4·cg+3, e: the next four.
-  var a0 = vec4<f32>(0.0);
-  var a1 = vec4<f32>(0.0);
-  var a2 = vec4<f32>(0.0);
-  var a3 = vec4<f32>(0.0);
-  var e0 = vec4<f32>(0.0);
-  var e1 = vec4<f32>(0.0);
-  var e2 = vec4<f32>(0.0);
-  var e3 = vec4<f32>(0.0);
-  for (var k4 = 0u; k4 < B4; k4++) {
-    let qi = 4u * k4 * B4 + cg; // rows 4·k4..4·k4+3 of Q
-    let qa = q[qi];
-    let qb = q[qi + B4];
-    let qc = q[qi + 2u * B4];
-    let qd = q[qi + 3u * B4];
-    let pa = q[qi + 1u];
-    let pb = q[qi + 1u + B4];
-    let pc = q[qi + 1u + 2u * B4];
-    let pd = q[qi + 1u + 3u * B4];
-    let v0 = input(r0, k0 + k4);
-    let v1 = input(r1, k0 + k4);
-    let v2 = input(r2, k0 + k4);
-    let v3 = input(r3, k0 + k4);
-    a0 = mac4(a0, v0, qa, qb, qc, qd);
-    a1 = mac4(a1, v1, qa, qb, qc, qd);
-    a2 = mac4(a2, v2, qa, qb, qc, qd);
-    a3 = mac4(a3, v3, qa, qb, qc, qd);
-    e0 = mac4(e0, v0, pa, pb, pc, pd);
-    e1 = mac4(e1, v1, pa, pb, pc, pd);
-    e2 = mac4(e2, v2, pa, pb, pc, pd);
-    e3 = mac4(e3, v3, pa, pb, pc, pd);
-  }
-  store(m0, 4u * c4, a0);
-  store(m0 + 1u, 4u * c4, a1);
-  store(m0 + 2u, 4u * c4, a2);
-  store(m0 + 3u, 4u * c4, a3);
-  store(m0, 4u * c4 + 4u, e0);
-  store(m0 + 1u, 4u * c4 + 4u, e1);
-  store(m0 + 2u, 4u * c4 + 4u, e2);
-  store(m0 + 3u, 4u * c4 + 4u, e3);
+  //@body
 }

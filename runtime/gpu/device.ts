@@ -99,7 +99,9 @@ export class Runtime {
     this.device = device;
     this.info = info;
     this.pipelines = new PipelineCache(this);
-    this.pool = new BufferPool(device);
+    // llvmpipe loads a uniform at a lane-uniform address once for all lanes, where a storage
+    // load is a loop over the lanes: CPU kernels bind small operands as uniforms.
+    this.pool = new BufferPool(device, info.fallback ? GPUBufferUsage.UNIFORM : 0);
     this.bindGroups = new BindGroupCache(device);
     this.uniforms = new UniformChunks(device);
     this.lost = device.lost.then((e) => {

@@ -9,8 +9,13 @@ import type { Runtime } from "./device.ts";
 import { createTensor, type DType, type HostArray, hostBytes, type Tensor } from "./tensor.ts";
 import { UNIFORM_CHUNK, UNIFORM_SLOT, type UniformChunk } from "./bind_groups.ts";
 
-/** How a kernel binds a buffer: a params uniform, read-only storage or read-write storage. */
-export type BindingKind = "uniform" | "read" | "read_write";
+/**
+ * How a kernel binds a buffer: a params uniform, read-only storage, read-write storage, or
+ * "read_uniform": a read-only tensor as a uniform buffer (at most
+ * maxUniformBufferBindingSize, its buffer made with UNIFORM usage: the pool's are on CPU
+ * adapters; see {@linkcode uniformReadable}).
+ */
+export type BindingKind = "uniform" | "read" | "read_write" | "read_uniform";
 
 /** The scalar type of one field of a kernel's params uniform. */
 export type UniformField = "u32" | "i32" | "f32";
@@ -104,6 +109,8 @@ export class PipelineCache {
           // buffers then share one bind group (see Recorder.dispatch).
           buffer: kind === "uniform"
             ? { type: "uniform", hasDynamicOffset: true }
+            : kind === "read_uniform"
+            ? { type: "uniform" }
             : { type: kind === "read" ? "read-only-storage" : "storage" },
         })),
       });
@@ -162,6 +169,15 @@ export class PipelineCache {
     c.check = undefined;
     if (err) throw err;
   }
+}
+
+/**
+ * Whether `t` may be bound as "read_uniform": its buffer has UNIFORM usage and its bytes fit
+ * the adapter's maxUniformBufferBindingSize.
+ */
+export function uniformReadable(rt: Runtime, t: Tensor): boolean {
+  const limit = rt.info.limits.maxUniformBufferBindingSize ?? 65536;
+  return (t.buffer.usage & GPUBufferUsage.UNIFORM) !== 0 && t.byteLength <= limit;
 }
 
 /** Anything a kernel can bind: a tensor or a raw buffer. */
@@ -293,7 +309,12 @@ export class Recorder {
         resources.push({ buffer: slot.buffer, size: slot.size });
       } else {
         const b = buffers[next++];
-        resources.push({ buffer: b instanceof GPUBuffer ? b : b.buffer });
+        const buffer = b instanceof GPUBuffer ? b : b.buffer;
+        // A uniform binding may not exceed maxUniformBufferBindingSize: bind the tensor's bytes.
+        const size = kind === "read_uniform" && !(b instanceof GPUBuffer)
+          ? b.byteLength
+          : undefined;
+        resources.push(size === undefined ? { buffer } : { buffer, size });
       }
     }
     const group = this.#rt.bindGroups.get(cached.layout, resources);

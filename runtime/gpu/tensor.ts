@@ -32,6 +32,7 @@ export function bucketSize(bytes: number): number {
 /** A pool of storage buffers, bucketed by size. */
 export class BufferPool {
   #device: GPUDevice;
+  #usage: number;
   #free = new Map<number, { buffer: GPUBuffer; at: number }[]>();
   // Release times and open recordings on one clock, for queue-write safety.
   #clock = 0;
@@ -39,9 +40,13 @@ export class BufferPool {
   #live = 0;
   #peak = 0;
 
-  /** Creates an empty pool on `device`. */
-  constructor(device: GPUDevice) {
+  /**
+   * Creates an empty pool on `device`; its buffers get `extraUsage` besides storage and copies
+   * (the runtime adds UNIFORM on CPU adapters, where small operands read faster as uniforms).
+   */
+  constructor(device: GPUDevice, extraUsage = 0) {
     this.#device = device;
+    this.#usage = STORAGE_USAGE | extraUsage;
   }
 
   /** Bytes held by buffers handed out and not released. */
@@ -97,7 +102,7 @@ export class BufferPool {
         }
       }
     }
-    buffer ??= this.#device.createBuffer({ size, usage: STORAGE_USAGE, label: label ?? "pooled" });
+    buffer ??= this.#device.createBuffer({ size, usage: this.#usage, label: label ?? "pooled" });
     this.#live += size;
     this.#peak = Math.max(this.#peak, this.#live);
     return buffer;

@@ -14,9 +14,9 @@
  *
  * @module
  */
-import type { StorageType } from "../gpu/compose.ts";
+import { expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { Runtime } from "../gpu/device.ts";
-import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
+import { grid1d, type KernelSpec, type Recorder, uniformReadable } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
 import { actQuant } from "./act_quant.ts";
@@ -36,8 +36,24 @@ function scratchProblem(rt: Runtime, M: number, K: number): string {
 
 /** Why the outlier-aware CPU kernels cannot take M rows of K with block B, or "". */
 export function outlierCpuProblem(rt: Runtime, M: number, K: number, B: number): string {
-  if (B % 8 !== 0) return `a block that is a multiple of 8 (4 × 8 tiles), got ${B}`;
+  if (B % 4 !== 0) return `a block that is a multiple of 4, got ${B}`;
+  if (Math.ceil(M / WG) > 65535) return `${M} rows are more than the grid takes`;
   return scratchProblem(rt, M, K);
+}
+
+// Lavapipe, 2048 tokens × 128 with Q a uniform (ms a product; compile of the first launch):
+// 4 × 4 vec4 a lane 3.4–3.9 (0.4–0.6 s), 8 × 8 4.0–4.5 (2.4–2.8 s), 8 rows × 4 4.3–4.9.
+
+/** Column vec4 a lane: 4 (16 columns), or the block's B/4 when fewer. */
+function cpuColumns(B: number): number {
+  return Math.min(4, B / 4);
+}
+
+/** Token rows a lane: 4, fewer where M is small (the workgroups would mostly compute clamped rows). */
+function cpuRows(M: number): number {
+  let rt = 4;
+  while (rt > 1 && (rt / 2) * WG >= M) rt /= 2;
+  return rt;
 }
 
 interface CpuParams {
@@ -48,22 +64,66 @@ interface CpuParams {
   quant: boolean;
 }
 
-const specs = new Map<StorageType, KernelSpec<CpuParams>>();
-function outlierSpec(storage: StorageType): KernelSpec<CpuParams> {
-  let spec = specs.get(storage);
+/**
+ * The lane's register code (see the WGSL's header): RT rows × CB column vec4 accumulators,
+ * the loop over the block's k4 and the stores.
+ */
+function cpuBodySource(rt: number, cb: number): string[] {
+  const rows = Array.from({ length: rt }, (_, i) => i);
+  const cols = Array.from({ length: cb }, (_, j) => j);
+  const lines = rows.map((i) => `let x${i} = min(r0 + ${i}u * WG, p.M - 1u);`);
+  for (const i of rows) lines.push(...cols.map((j) => `var a${i}_${j} = vec4<f32>(0.0);`));
+  lines.push("for (var k4 = 0u; k4 < B4; k4++) {");
+  lines.push("  let sc = scale(k0 + k4);", "  let qi = 4u * k4 * B4 + cq; // rows 4·k4.. of Q");
+  lines.push(...rows.map((i) => `  let v${i} = input(x${i}, k0 + k4, sc);`));
+  for (const j of cols) {
+    const q = [0, 1, 2, 3].map((r) => `q[qi + ${r ? `${r}u * B4 + ` : ""}${j}u]`);
+    lines.push(`  let qa${j} = ${q[0]}; let qb${j} = ${q[1]};`);
+    lines.push(`  let qc${j} = ${q[2]}; let qd${j} = ${q[3]};`);
+    lines.push(
+      ...rows.map((i) => `  a${i}_${j} = mac4(a${i}_${j}, v${i}, qa${j}, qb${j}, qc${j}, qd${j});`),
+    );
+  }
+  lines.push("}");
+  for (const i of rows) {
+    lines.push(...cols.map((j) => `store(r0 + ${i}u * WG, 4u * (c4 + ${j}u), a${i}_${j});`));
+  }
+  return lines;
+}
+
+const specs = new Map<string, KernelSpec<CpuParams>>();
+function outlierSpec(
+  storage: StorageType,
+  block: number,
+  rt: number,
+  uniformQ: boolean,
+): KernelSpec<CpuParams> {
+  const cb = cpuColumns(block);
+  const key = `${storage}_b${block}_r${rt}${uniformQ ? "_uq" : ""}`;
+  let spec = specs.get(key);
   if (!spec) {
-    spec = rotqSpec(`rotq_outlier_cpu_${storage}`, cpuSrc, storage, [4, 3], {
+    const q = uniformQ
+      ? `var<uniform> q: array<vec4<f32>, ${block * block / 4}>;`
+      : "var<storage, read> q: array<vec4<f32>>;";
+    const src = expandMarkers(cpuSrc, {
+      qdecl: [`@group(0) @binding(3) ${q}`],
+      body: cpuBodySource(rt, cb),
+    }, "rotq_outlier_cpu.wgsl");
+    spec = rotqSpec(`rotq_outlier_cpu_${storage}`, src, storage, [4, 3], {
       constants: (p) => ({
         B: p.block,
         WG,
+        CB: cb,
+        RT: rt,
         STAGE: p.stage,
         QUANT: p.quant || p.stage === 1 ? 1 : 0, // stage 1 ignores it: one pipeline for both
       }),
       uniform: (p) => [p.M, p.K, 0, 0],
-      dispatch: (p) => grid1d(Math.ceil(Math.ceil(p.M / 4) * (p.K / 8) / WG)),
+      dispatch: (p) => [Math.ceil(p.M / (WG * rt)), p.K / 4 / cb],
       libs: [mac4Src],
+      uniformReads: uniformQ ? [2] : [],
     });
-    specs.set(storage, spec);
+    specs.set(key, spec);
   }
   return spec;
 }
@@ -82,7 +142,10 @@ export function rotateOutlierCpu(
   quant = false,
 ): Tensor {
   const rt = rec.runtime;
-  const spec = outlierSpec(x.dtype as StorageType);
+  const uniformQ = t.composed
+    ? uniformReadable(rt, t.composed)
+    : uniformReadable(rt, t.q1) && uniformReadable(rt, t.q2);
+  const spec = outlierSpec(x.dtype as StorageType, t.block, cpuRows(M), uniformQ);
   const p = { M, K, block: t.block, quant };
   if (t.composed) {
     const out = createTensor(rt, x.shape, quant ? "f32" : x.dtype);

@@ -73,6 +73,8 @@ export interface RotqLaunch<P> {
   dispatch(p: P): readonly [number, number?, number?];
   /** Shared WGSL fragments besides the quantizer's (quant_grid.wgsl), e.g. rotq_mac4.wgsl. */
   libs?: readonly string[];
+  /** Indices among the read-only buffers bound as uniforms ("read_uniform"). */
+  uniformReads?: readonly number[];
 }
 
 /**
@@ -89,7 +91,11 @@ export function rotqSpec<P>(
   // The quantizer arithmetic, then the kernel's own fragments.
   const c = composeWgsl(src, { storage, libs: [gridSrc, ...launch.libs ?? []] });
   const bindings: BindingKind[] = ["uniform"];
-  for (let i = 0; i < reads + writes; i++) bindings.push(i < reads ? "read" : "read_write");
+  for (let i = 0; i < reads + writes; i++) {
+    bindings.push(
+      i >= reads ? "read_write" : launch.uniformReads?.includes(i) ? "read_uniform" : "read",
+    );
+  }
   return {
     name,
     source: c.source,

@@ -228,8 +228,16 @@ Deno.test(
       const fused = await detectFmaContraction(rt);
       const g = new Prng(31);
       // [M, K, B, bits, f16]: tokens not a multiple of 4, one token, 13 blocks (past the
-      // fused kernel's 12), one 128 block (the bundled model's layers).
-      const cases = [[7, 96, 32, 8, 0], [1, 64, 16, 4, 0], [6, 416, 32, 8, 0], [9, 128, 128, 8, 1]];
+      // fused kernel's 12), one 128 block (the bundled model's layers), 8 rows a lane with
+      // the last workgroup's clamped, a block whose Q is past a uniform binding (storage).
+      const cases = [
+        [7, 96, 32, 8, 0],
+        [1, 64, 16, 4, 0],
+        [6, 416, 32, 8, 0],
+        [9, 128, 128, 8, 1],
+        [600, 64, 16, 8, 0],
+        [5, 512, 256, 8, 0],
+      ];
       for (const [M, K, B, bits, half] of cases) {
         if (half && !rt.info.f16) continue;
         const x = activations(M, K, M * K + 3, !!half);
@@ -256,8 +264,10 @@ Deno.test(
     await withRuntime(async (rt) => {
       const fused = await detectFmaContraction(rt);
       const g = new Prng(37);
-      // [M, K, bits, f16]: the bundled model's 128 (tokens not a multiple of 4), one token, f16.
-      for (const [M, K, bits, half] of [[9, 128, 8, 0], [1, 64, 4, 0], [6, 32, 8, 1]]) {
+      // [M, K, bits, f16]: the bundled model's 128 (tokens not a multiple of 4), one token, f16,
+      // 4 rows a lane.
+      const cases = [[9, 128, 8, 0], [1, 64, 4, 0], [6, 32, 8, 1], [200, 128, 8, 0]];
+      for (const [M, K, bits, half] of cases) {
         if (half && !rt.info.f16) continue;
         const x = activations(M, K, M * K + 11, !!half);
         const { t, params } = outlierCase(rt, K, K, g);
