@@ -148,8 +148,17 @@ Deno.test({
       const backend = Deno.env.get("DENO_WEBGPU_BACKEND");
       assert(backend !== undefined);
       if (backend === "vulkan") {
+        // Mesa's EGL only: NVIDIA's Vulkan driver (libGLX_nvidia) maps glvnd's libEGL itself.
         const maps = await Deno.readTextFile("/proc/self/maps");
-        assert(!maps.includes("libEGL"), "libEGL is mapped: wgpu's GL backend was initialised");
+        const egl = maps.split("\n").filter((l) => l.includes("libEGL")).map((l) =>
+          l.split(/\s+/).pop()
+        );
+        assert(
+          !maps.includes("libEGL_mesa"),
+          `Mesa's EGL is mapped: wgpu's GL backend was initialised (${
+            [...new Set(egl)].join(", ")
+          })`,
+        );
       }
     } finally {
       rt.destroy();
