@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import { gpuTest, withRuntime } from "../../tests/gpu.ts";
-import { type KernelSpec, Recorder } from "./kernel.ts";
+import { type KernelSpec, Recorder, uniformReadable } from "./kernel.ts";
 import { createTensor, readTensor, uploadTensor } from "./tensor.ts";
 
 /** y = x · k, one invocation per element (k: an override, so each k is its own pipeline). */
@@ -121,6 +121,39 @@ Deno.test(
       // One group for the kernel on (chunk, y), made by the first recording only.
       assertEquals(created, [created[0], created[0], created[0], created[0], created[0]]);
       assert(rt.uniforms.free >= 1);
+    });
+  },
+);
+
+Deno.test(
+  "a read_uniform binding reads a tensor as a uniform where uniformReadable allows it",
+  gpuTest,
+  async () => {
+    await withRuntime(async (rt) => {
+      // Pooled buffers have UNIFORM usage on CPU adapters only.
+      const t = uploadTensor(rt, Float32Array.from({ length: 8 }, (_, i) => i + 1), [8]);
+      assertEquals(uniformReadable(rt, t), rt.info.fallback);
+      const limit = rt.info.limits.maxUniformBufferBindingSize ?? 65536;
+      const big = createTensor(rt, [limit / 4 + 4]);
+      assert(!uniformReadable(rt, big), "a tensor past maxUniformBufferBindingSize");
+      big.release();
+      if (!rt.info.fallback) return;
+      assert(t.buffer.size > t.byteLength); // a 256-byte bucket, bound for its 32 bytes
+      const spec: KernelSpec<{ n: number }> = {
+        name: "uniform_read_test",
+        source: `@group(0) @binding(0) var<uniform> c: array<vec4<f32>, 2>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(8) fn main(@builtin(local_invocation_index) i: u32) {
+  y[i] = c[i / 4u][i % 4u] * 2.0;
+}`,
+        bindings: ["read_uniform", "read_write"],
+        dispatch: () => [1],
+      };
+      const y = createTensor(rt, [8]);
+      const rec = new Recorder(rt);
+      rec.dispatch(spec, { n: 8 }, [t, y]);
+      await rec.submit();
+      assertEquals(Array.from(await readTensor(rt, y)), [2, 4, 6, 8, 10, 12, 14, 16]);
     });
   },
 );
