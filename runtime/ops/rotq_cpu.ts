@@ -37,7 +37,9 @@ function scratchProblem(rt: Runtime, M: number, K: number): string {
 /** Why the outlier-aware CPU kernels cannot take M rows of K with block B, or "". */
 export function outlierCpuProblem(rt: Runtime, M: number, K: number, B: number): string {
   if (B % 4 !== 0) return `a block that is a multiple of 4, got ${B}`;
-  if (Math.ceil(M / WG) > 65535) return `${M} rows are more than the grid takes`;
+  if (Math.ceil(M / (WG * cpuRows(M))) > 65535 || K / 4 / cpuColumns(B) > 65535) {
+    return `[${M}, ${K}] is more than the kernel's grid takes`;
+  }
   return scratchProblem(rt, M, K);
 }
 
