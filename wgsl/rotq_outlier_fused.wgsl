@@ -8,7 +8,8 @@
 // local memory). A warp is one token's column groups: its reads of the rows are broadcasts
 // and its Q reads one contiguous row. Stage 1 multiplies by Q1 and scatters the results
 // through the permutation (column c of the row goes to dest[c]) back into workgroup memory;
-// stage 2 multiplies by Q2; then the row's absmax (exact: max does not round) and the
+// stage 2 multiplies by Q2 (the host pastes rotq_outlier_fused_product.wgsl once for each,
+// reading its own matrix); then the row's absmax (exact: max does not round) and the
 // codes, with the operations of rotq_outlier_quant.wgsl. Each output is the sum over
 // i = 0..B−1 in order of `acc + v_i·Q[i][j]`, the expression of the CPU reference
 // (runtime/reference/rotq.ts), so the codes match it bit for bit. With GROUP > 0 the rotated
@@ -36,12 +37,6 @@ struct Params { M: u32, K: u32, pad0: u32, pad1: u32 }
 
 var<workgroup> xs: array<vec4<f32>, T * NB * B / 4u>; // T rows of K, row-major
 var<workgroup> red: array<f32, T * B / 4u>;           // per-invocation absmax
-
-// Row i (vec4 of 4 columns) of the stage's matrix.
-fn qrow(stage: u32, i: u32) -> vec4<f32> {
-  if (stage == 1u) { return q1[i]; }
-  return q2[i];
-}
 
 // mac4: wgsl/rotq_mac4.wgsl (composed before this file).
 
@@ -75,60 +70,31 @@ fn main(
   var a3 = vec4<f32>(0.0); var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0);
   var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var a8 = vec4<f32>(0.0);
   var a9 = vec4<f32>(0.0); var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0);
-  for (var stage = 1u; stage <= 2u; stage++) {
-    a0 = vec4<f32>(0.0); a1 = vec4<f32>(0.0); a2 = vec4<f32>(0.0); a3 = vec4<f32>(0.0);
-    a4 = vec4<f32>(0.0); a5 = vec4<f32>(0.0); a6 = vec4<f32>(0.0); a7 = vec4<f32>(0.0);
-    a8 = vec4<f32>(0.0); a9 = vec4<f32>(0.0); a10 = vec4<f32>(0.0); a11 = vec4<f32>(0.0);
-    // Rows 4·k4..4·k4+3 of Q, columns 4·cg..: loaded one iteration ahead, so that their
-    // latency hides behind the multiply-adds of the iteration before.
-    var na = qrow(stage, cg);
-    var nb = qrow(stage, cg + B4);
-    var nc = qrow(stage, cg + 2u * B4);
-    var nd = qrow(stage, cg + 3u * B4);
-    for (var k4 = 0u; k4 < B4; k4++) {
-      let qa = na;
-      let qb = nb;
-      let qc = nc;
-      let qd = nd;
-      let qn = 4u * min(k4 + 1u, B4 - 1u) * B4 + cg; // the last iteration reloads its own
-      na = qrow(stage, qn);
-      nb = qrow(stage, qn + B4);
-      nc = qrow(stage, qn + 2u * B4);
-      nd = qrow(stage, qn + 3u * B4);
-      let o = base + k4;
-      a0 = mac4(a0, xs[o], qa, qb, qc, qd);
-      if (NB > 1u) { a1 = mac4(a1, xs[o + B4], qa, qb, qc, qd); }
-      if (NB > 2u) { a2 = mac4(a2, xs[o + 2u * B4], qa, qb, qc, qd); }
-      if (NB > 3u) { a3 = mac4(a3, xs[o + 3u * B4], qa, qb, qc, qd); }
-      if (NB > 4u) { a4 = mac4(a4, xs[o + 4u * B4], qa, qb, qc, qd); }
-      if (NB > 5u) { a5 = mac4(a5, xs[o + 5u * B4], qa, qb, qc, qd); }
-      if (NB > 6u) { a6 = mac4(a6, xs[o + 6u * B4], qa, qb, qc, qd); }
-      if (NB > 7u) { a7 = mac4(a7, xs[o + 7u * B4], qa, qb, qc, qd); }
-      if (NB > 8u) { a8 = mac4(a8, xs[o + 8u * B4], qa, qb, qc, qd); }
-      if (NB > 9u) { a9 = mac4(a9, xs[o + 9u * B4], qa, qb, qc, qd); }
-      if (NB > 10u) { a10 = mac4(a10, xs[o + 10u * B4], qa, qb, qc, qd); }
-      if (NB > 11u) { a11 = mac4(a11, xs[o + 11u * B4], qa, qb, qc, qd); }
-    }
-    if (stage == 2u) { break; }
-    workgroupBarrier(); // every invocation has read its stage-1 inputs
-    for (var j = 0u; j < 4u; j++) { // block b's column c goes to dest[b·B + c]
-      let c = 4u * cg + j;
-      var d = dest[c];
-      xs[base + d / 4u][d % 4u] = comp(a0, j);
-      if (NB > 1u) { d = dest[B + c]; xs[base + d / 4u][d % 4u] = comp(a1, j); }
-      if (NB > 2u) { d = dest[2u * B + c]; xs[base + d / 4u][d % 4u] = comp(a2, j); }
-      if (NB > 3u) { d = dest[3u * B + c]; xs[base + d / 4u][d % 4u] = comp(a3, j); }
-      if (NB > 4u) { d = dest[4u * B + c]; xs[base + d / 4u][d % 4u] = comp(a4, j); }
-      if (NB > 5u) { d = dest[5u * B + c]; xs[base + d / 4u][d % 4u] = comp(a5, j); }
-      if (NB > 6u) { d = dest[6u * B + c]; xs[base + d / 4u][d % 4u] = comp(a6, j); }
-      if (NB > 7u) { d = dest[7u * B + c]; xs[base + d / 4u][d % 4u] = comp(a7, j); }
-      if (NB > 8u) { d = dest[8u * B + c]; xs[base + d / 4u][d % 4u] = comp(a8, j); }
-      if (NB > 9u) { d = dest[9u * B + c]; xs[base + d / 4u][d % 4u] = comp(a9, j); }
-      if (NB > 10u) { d = dest[10u * B + c]; xs[base + d / 4u][d % 4u] = comp(a10, j); }
-      if (NB > 11u) { d = dest[11u * B + c]; xs[base + d / 4u][d % 4u] = comp(a11, j); }
-    }
-    workgroupBarrier();
+  // Stage 1: the blocks times Q1, each output scattered to its permuted column.
+  //@product_q1
+  workgroupBarrier(); // every invocation has read its stage-1 inputs
+  for (var j = 0u; j < 4u; j++) { // block b's column c goes to dest[b·B + c]
+    let c = 4u * cg + j;
+    var d = dest[c];
+    xs[base + d / 4u][d % 4u] = comp(a0, j);
+    if (NB > 1u) { d = dest[B + c]; xs[base + d / 4u][d % 4u] = comp(a1, j); }
+    if (NB > 2u) { d = dest[2u * B + c]; xs[base + d / 4u][d % 4u] = comp(a2, j); }
+    if (NB > 3u) { d = dest[3u * B + c]; xs[base + d / 4u][d % 4u] = comp(a3, j); }
+    if (NB > 4u) { d = dest[4u * B + c]; xs[base + d / 4u][d % 4u] = comp(a4, j); }
+    if (NB > 5u) { d = dest[5u * B + c]; xs[base + d / 4u][d % 4u] = comp(a5, j); }
+    if (NB > 6u) { d = dest[6u * B + c]; xs[base + d / 4u][d % 4u] = comp(a6, j); }
+    if (NB > 7u) { d = dest[7u * B + c]; xs[base + d / 4u][d % 4u] = comp(a7, j); }
+    if (NB > 8u) { d = dest[8u * B + c]; xs[base + d / 4u][d % 4u] = comp(a8, j); }
+    if (NB > 9u) { d = dest[9u * B + c]; xs[base + d / 4u][d % 4u] = comp(a9, j); }
+    if (NB > 10u) { d = dest[10u * B + c]; xs[base + d / 4u][d % 4u] = comp(a10, j); }
+    if (NB > 11u) { d = dest[11u * B + c]; xs[base + d / 4u][d % 4u] = comp(a11, j); }
   }
+  workgroupBarrier();
+  // Stage 2: the permuted rows times Q2.
+  a0 = vec4<f32>(0.0); a1 = vec4<f32>(0.0); a2 = vec4<f32>(0.0); a3 = vec4<f32>(0.0);
+  a4 = vec4<f32>(0.0); a5 = vec4<f32>(0.0); a6 = vec4<f32>(0.0); a7 = vec4<f32>(0.0);
+  a8 = vec4<f32>(0.0); a9 = vec4<f32>(0.0); a10 = vec4<f32>(0.0); a11 = vec4<f32>(0.0);
+  //@product_q2
 
   if (GROUP > 0u) {
     workgroupBarrier(); // every invocation has read its stage-2 inputs

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { StorageType } from "../gpu/compose.ts";
+import { expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
@@ -14,6 +14,13 @@ import type { OutlierTransformTensors } from "./rotq.ts";
 import { rotqSpec, workgroupBytes } from "./rotq_outlier_tiled.ts";
 import fusedSrc from "../../wgsl/rotq_outlier_fused.wgsl" with { type: "text" };
 import mac4Src from "../../wgsl/rotq_mac4.wgsl" with { type: "text" };
+import productSrc from "../../wgsl/rotq_outlier_fused_product.wgsl" with { type: "text" };
+
+/** The kernel with its two block products pasted in, each reading its own matrix. */
+const kernelSrc = expandMarkers(fusedSrc, {
+  product_q1: productSrc.trimEnd().replaceAll("Q_IN", "q1").split("\n"),
+  product_q2: productSrc.trimEnd().replaceAll("Q_IN", "q2").split("\n"),
+}, "rotq_outlier_fused.wgsl");
 
 /** Most blocks a row may have (the kernel's named accumulators). */
 export const FUSED_MAX_BLOCKS = 12;
@@ -44,7 +51,9 @@ export function fusedProblem(rt: Runtime, K: number, B: number, tokens: number):
  * Where its time goes (H200, session 37, 8192 × 1152 f16, throwaway probes): 0.211 ms, of
  * which each block product ~0.09 (27 TFLOP/s) and the row loads + quantize 0.03. Two tokens
  * a thread, each Q read feeding twice the multiply-adds, was slower (0.238–0.252 ms), so Q's
- * traffic is not what bounds it.
+ * traffic is not what bounds it. Choosing Q1 or Q2 per load (a function of the stage) was:
+ * each stage's product pasted with its own matrix took the bench's f16 row 0.211 → 0.198 ms.
+ * In a probe with one matrix, 1 token a workgroup ran 5 % faster than 2; not yet timed in a step.
  */
 export function fusedTokens(rt: Runtime, K: number, B: number): number {
   const order = rt.info.fallback ? [8, 4, 2, 1] : [2, 1];
@@ -67,7 +76,7 @@ const specs = new Map<StorageType, KernelSpec<FusedParams>>();
 function fusedSpec(storage: StorageType): KernelSpec<FusedParams> {
   let spec = specs.get(storage);
   if (!spec) {
-    spec = rotqSpec(`rotq_outlier_fused_${storage}`, fusedSrc, storage, [5, 2], {
+    spec = rotqSpec(`rotq_outlier_fused_${storage}`, kernelSrc, storage, [5, 2], {
       constants: (p) => ({
         B: p.block,
         T: p.tokens,
