@@ -51,8 +51,9 @@ export function fusedProblem(rt: Runtime, K: number, B: number, tokens: number):
  * Where its time goes (H200, session 37, 8192 × 1152 f16, throwaway probes): 0.211 ms, of
  * which each block product ~0.09 (27 TFLOP/s) and the row loads + quantize 0.03. Two tokens
  * a thread, each Q read feeding twice the multiply-adds, was slower (0.238–0.252 ms), so Q's
- * traffic is not what bounds it. Choosing Q1 or Q2 per load (a function of the stage) was:
- * each stage's product pasted with its own matrix took the bench's f16 row 0.211 → 0.198 ms.
+ * traffic is not what bounds it. Choosing Q1 or Q2 at each load (a function of the stage) did
+ * cost time: each stage's product pasted with its own matrix took the bench's f16 row 0.211 →
+ * 0.198 ms.
  * In a probe with one matrix, 1 token a workgroup ran 5 % faster than 2; not yet timed in a step.
  */
 export function fusedTokens(rt: Runtime, K: number, B: number): number {
