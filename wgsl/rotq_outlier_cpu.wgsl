@@ -4,7 +4,7 @@
 // token: the workgroup's WG lanes take RT rows each (r0, r0 + WG, …), its y index CB column
 // vec4 of one block, and Q — a uniform where it fits and the adapter's buffers allow (the
 // host declares it) — is read at addresses the same for every lane (lavapipe, 2048 tokens ×
-// 128, composed product + actQuant: 5.3 ms against 15.0 for the 4 × 8 tiles from storage
+// 128, composed product + actQuant: 7.3 ms against 14.2 for the 4 × 8 tiles from storage
 // this replaced, `bench/results/cpu-lavapipe/2026-11-29_rotq_2048x128_uniform_q.md`). No
 // workgroup memory, no barriers. The host writes out the RT × CB vec4 accumulators and their
 // loop as named registers (//@body; a private array indexed in a loop would spill).

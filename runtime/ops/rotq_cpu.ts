@@ -131,7 +131,7 @@ function outlierSpec(
 }
 
 /**
- * Records x [M, K] (f32/f16, M > 0; a block that is a multiple of 8) → ((x ⊙ s)·R1)·P·R2
+ * Records x [M, K] (f32/f16, M > 0; a block that is a multiple of 4) → ((x ⊙ s)·R1)·P·R2
  * through the CPU kernels (in one product by `t.composed` where it is given): in x's dtype,
  * or with `quant` as f32 rows for {@linkcode quantizeRotated}.
  */
