@@ -17,8 +17,8 @@
  * - on GPUs, the paths it replaced, forced: rotq_outlier_tiled_4096x1152 (two tiled block
  *   GEMMs, wgsl/rotq_outlier_tiled.wgsl, + rotq_outlier_quant.wgsl: three launches timed as
  *   one figure), rotq_outlier_tiled_ty8_… (64-token tiles), rotq_outlier_rows_… (the row
- *   kernel, wgsl/rotq_outlier.wgsl); rotq_outlier_fused_t4_… and _t8_… run the fused
- *   kernel with 4 and 8 tokens a workgroup;
+ *   kernel, wgsl/rotq_outlier.wgsl); rotq_outlier_fused_t1_…, _t4_… and _t8_… run the fused
+ *   kernel with 1, 4 and 8 tokens a workgroup (the default takes 2);
  * - on CPU adapters, whose outlier-aware default is the barrier-free CPU kernels
  *   (runtime/ops/rotq_cpu.ts), the kernels they replaced, forced: rotq_outlier_fused_… (the
  *   fused kernel, as many tokens a workgroup as fit), rotq_outlier_rows_… (the row kernel);
@@ -215,6 +215,7 @@ type OutlierPath =
   | "tiled"
   | "tiled_ty8"
   | "fused"
+  | "fused_t1"
   | "fused_t4"
   | "fused_t8"
   | "cpu"
@@ -225,6 +226,7 @@ type OutlierPath =
 function pathOptions(path: OutlierPath): OutlierKernelOptions {
   if (path === "default" || path === "workgroup") return {};
   if (path === "tiled_ty8") return { kernel: "tiled", ty: 8, bk: 16 };
+  if (path === "fused_t1") return { kernel: "fused", tokens: 1 };
   if (path === "fused_t4") return { kernel: "fused", tokens: 4 };
   if (path === "fused_t8") return { kernel: "fused", tokens: 8 };
   if (path === "cpu_composed") return { kernel: "cpu" };
@@ -235,7 +237,9 @@ function pathOptions(path: OutlierPath): OutlierKernelOptions {
 function kernelOf(path: OutlierPath): string {
   if (path === "cpu_composed") return "CPU kernel (one product by Q1·P·Q2 composed, then actQuant)";
   const k = outlierKernel(rt, M, K, B, true, pathOptions(path));
-  if (k.kernel === "fused") return `fused kernel (${k.tokens} tokens a workgroup)`;
+  if (k.kernel === "fused") {
+    return `fused kernel (${k.tokens} token${k.tokens === 1 ? "" : "s"} a workgroup)`;
+  }
   if (k.kernel === "cpu") return "CPU kernels (two block products, then actQuant)";
   return k.kernel === "tiled" ? "tiled kernels" : "row kernel";
 }
@@ -450,6 +454,7 @@ for (const dt of rt.info.f16 ? ["f32", "f16"] as const : ["f32"] as const) {
   if (dt === "f32" && !onGpu && outComposed) suite.add(rotqCase("outlier", dt, "cpu_composed"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "cpu")); // … and it on GPUs
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "tiled_ty8"));
+  if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t1"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t4"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "fused_t8"));
   if (dt === "f32" && onGpu) suite.add(rotqCase("outlier", dt, "rows"));
