@@ -22,11 +22,11 @@
 import { expandMarkers, type StorageType } from "../gpu/compose.ts";
 import type { Runtime } from "../gpu/device.ts";
 import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
-import { createTensor, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { type Tensor, uploadTensor } from "../gpu/tensor.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
 import type { OutlierTransformParams } from "../reference/rotq.ts";
 import { invertPermutation } from "../quant/paro_orders.ts";
-import { actQuant, actScaleShape, checkActGroup, quantizedActivations } from "./act_quant.ts";
+import { actQuant, checkActGroup, quantizedActivations } from "./act_quant.ts";
 import {
   checkBits,
   dummy,
@@ -34,6 +34,7 @@ import {
   type OutlierTile,
   outlierTile,
   recordTiled,
+  rotqOutputs,
   rotqSpec,
   shapeOf,
   tileProblem,
@@ -258,9 +259,7 @@ function recordOutlier(
     y.release(); // recorded work keeps it valid until it has run
     return { codes: a.q, scales: a.scales, M, K };
   }
-  const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
-  const scales = quant ? createTensor(rt, actScaleShape(M, K, group, asym), "f32") : undefined;
-  const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
+  const { codes, scales, y } = rotqOutputs(rt, x, M, K, quant, group, asym);
   if (M > 0 && path.kernel === "fused") {
     const out = { codes: codes!, scales: scales! };
     recordFused(rec, x, t, path.tokens, M, K, out, bits, group, asym);

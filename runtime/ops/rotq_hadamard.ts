@@ -14,10 +14,17 @@ import type { Runtime } from "../gpu/device.ts";
 import { grid1d, type KernelSpec, type Recorder } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import type { QuantizedActivations } from "../quant/transform.ts";
-import { actScaleShape, checkActGroup, quantizedActivations } from "./act_quant.ts";
+import { checkActGroup, quantizedActivations } from "./act_quant.ts";
 import { hadamardCpuProblem, quantizeRotated, rotateHadamardCpu } from "./rotq_cpu.ts";
 import { type HadamardRegShape, hadamardRegShape, recordHadamardReg } from "./rotq_hadamard_reg.ts";
-import { checkBits, dummy, rotqSpec, shapeOf, workgroupBytes } from "./rotq_outlier_tiled.ts";
+import {
+  checkBits,
+  dummy,
+  rotqOutputs,
+  rotqSpec,
+  shapeOf,
+  workgroupBytes,
+} from "./rotq_outlier_tiled.ts";
 import hadSrc from "../../wgsl/rotq_hadamard.wgsl" with { type: "text" };
 import groupsSrc from "../../wgsl/rotq_groups.wgsl" with { type: "text" };
 
@@ -196,9 +203,7 @@ function recordHadamard(
     }
   }
   const words = Math.ceil(K / 4);
-  const codes = quant ? createTensor(rt, [M, words], "u32") : undefined;
-  const scales = quant ? createTensor(rt, actScaleShape(M, K, group, o.asym), "f32") : undefined;
-  const y = quant ? undefined : createTensor(rt, x.shape, x.dtype);
+  const { codes, scales, y } = rotqOutputs(rt, x, M, K, quant, group, o.asym ?? false);
   if (choice.kernel === "registers") {
     const p = { M, K, block: t.block, quant, bits, shape: choice.shape, group, asym: !!o.asym };
     if (M > 0) recordHadamardReg(rec, x, t.s, { codes, scales, y }, p);

@@ -13,6 +13,7 @@ import { type BindingKind, grid1d, type KernelSpec, type Recorder } from "../gpu
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import { isPowerOfTwo } from "../reference/hadamard.ts";
 import { qmaxOf } from "../reference/rotq.ts";
+import { actScaleShape } from "./act_quant.ts";
 import type { OutlierTransformTensors } from "./rotq.ts";
 import tiledSrc from "../../wgsl/rotq_outlier_tiled.wgsl" with { type: "text" };
 import quantSrc from "../../wgsl/rotq_outlier_quant.wgsl" with { type: "text" };
@@ -61,6 +62,27 @@ export function shapeOf(
 /** Throws a RangeError naming `bits` unless an activation quantizer takes them. */
 export function checkBits(bits: number): void {
   qmaxOf(bits); // throws a RangeError naming the bits
+}
+
+/**
+ * A rotation kernel's outputs for x [M, K]: with `quant` the codes (four int8 a u32) and the
+ * scales (one a token, or a group's, with the zero points when asymmetric); else y, x's shape
+ * and dtype.
+ */
+export function rotqOutputs(
+  rt: Runtime,
+  x: Tensor,
+  M: number,
+  K: number,
+  quant: boolean,
+  group: number,
+  asym: boolean,
+): { codes?: Tensor; scales?: Tensor; y?: Tensor } {
+  if (!quant) return { y: createTensor(rt, x.shape, x.dtype) };
+  return {
+    codes: createTensor(rt, [M, Math.ceil(K / 4)], "u32"),
+    scales: createTensor(rt, actScaleShape(M, K, group, asym), "f32"),
+  };
 }
 
 /** The launch side of a rotq kernel spec (see {@linkcode rotqSpec}). */
